@@ -1,0 +1,49 @@
+"""snapstore: content-addressed, delta-compressed snapshots of JSON states.
+
+>>> from snapstore import SnapshotStore
+>>> store = SnapshotStore.memory()
+>>> sess = store.session("campaign-42", max_snapshots=10)
+>>> first = sess.commit({"turn": 1, "hp": 10}, label="start", turn=1)
+>>> _ = sess.commit({"turn": 2, "hp": 7}, turn=2)
+>>> sess.diff(first.id, sess.head.id)
+[{'op': 'replace', 'path': '/hp', 'value': 7}, {'op': 'replace', 'path': '/turn', 'value': 2}]
+"""
+
+from .errors import (
+    AmbiguousSnapshotId,
+    BackendError,
+    ConcurrentUpdateError,
+    CorruptObjectError,
+    FormatVersionError,
+    InvalidNameError,
+    InvalidStateError,
+    PatchError,
+    RollbackError,
+    SnapshotError,
+    SnapshotNotFound,
+)
+from .objects import Snapshot
+from .session import Session
+from .store import GcReport, Problem, SnapshotStore, VerifyReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AmbiguousSnapshotId",
+    "BackendError",
+    "ConcurrentUpdateError",
+    "CorruptObjectError",
+    "FormatVersionError",
+    "GcReport",
+    "InvalidNameError",
+    "InvalidStateError",
+    "PatchError",
+    "Problem",
+    "RollbackError",
+    "Session",
+    "Snapshot",
+    "SnapshotError",
+    "SnapshotNotFound",
+    "SnapshotStore",
+    "VerifyReport",
+]

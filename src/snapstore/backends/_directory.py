@@ -1,0 +1,225 @@
+"""Objects and refs as files: the embedded default engine.
+
+Layout under the root folder::
+
+    objects/ab/cdef0123...   one file per object, named by its 32-digit key (2-digit fan-out)
+    refs/<name>              one small text file per ref
+    locks/<name>.lock        empty files that carry advisory locks (flock)
+
+Every write goes to a temporary file ``.tmp-*`` in the target's folder and is
+then linked (objects: never overwriting) or renamed (refs) into place, so a
+reader sees a whole file or none. With ``fsync=True`` the file and its folder
+are flushed before the write is reported done.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from ..errors import BackendError
+from .base import Backend, ObjectMissing, check_key, check_ref_name
+from .locking import ReadWriteLock
+
+TMP_PREFIX = ".tmp-"
+
+
+class DirectoryBackend(Backend):
+    kind = "directory"
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False, create: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self._objects = self.root / "objects"
+        self._refs = self.root / "refs"
+        self._locks_dir = self.root / "locks"
+        if create:
+            for folder in (self._objects, self._refs, self._locks_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+        elif not self._objects.is_dir():
+            raise BackendError(f"no store at {self.root}", {"path": str(self.root)})
+        self._mutex = threading.Lock()
+        self._thread_locks: dict[str, ReadWriteLock] = {}
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    # -- objects -------------------------------------------------------
+    def _object_path(self, key: str) -> Path:
+        check_key(key)
+        return self._objects / key[:2] / key[2:]
+
+    def get(self, key: str) -> bytes:
+        path = self._object_path(key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ObjectMissing(f"object {key} not found", {"object": key}) from None
+        except OSError as exc:
+            raise _io_error("read object", key, exc) from exc
+
+    def size(self, key: str) -> int:
+        try:
+            return self._object_path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectMissing(f"object {key} not found", {"object": key}) from None
+
+    def has(self, key: str) -> bool:
+        return self._object_path(key).exists()
+
+    def put(self, key: str, data: bytes) -> bool:
+        path = self._object_path(key)
+        if path.exists():
+            return False
+        folder = path.parent
+        try:
+            folder.mkdir(exist_ok=True)
+            tmp = self._write_temporary(folder, data)
+            try:
+                os.link(tmp, path)  # fails if the object appeared meanwhile: never overwrite
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+            if self.fsync:
+                _fsync_dir(folder)
+        except OSError as exc:
+            raise _io_error("write object", key, exc) from exc
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._object_path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _io_error("delete object", key, exc) from exc
+
+    def iter_keys(self) -> Iterator[str]:
+        try:
+            fans = sorted(os.scandir(self._objects), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for fan in fans:
+            if len(fan.name) != 2 or not fan.is_dir():
+                continue
+            for entry in os.scandir(fan.path):
+                if not entry.name.startswith(TMP_PREFIX):
+                    yield fan.name + entry.name
+
+    # -- refs ----------------------------------------------------------
+    def _ref_path(self, name: str) -> Path:
+        return self._refs.joinpath(*check_ref_name(name).split("/"))
+
+    def read_ref(self, name: str) -> str | None:
+        try:
+            return self._ref_path(name).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _io_error("read ref", name, exc) from exc
+
+    def cas_ref(self, name: str, expected: str | None, new: str | None) -> bool:
+        path = self._ref_path(name)
+        with self.lock("ref." + name.replace("/", "."), shared=False):
+            if self.read_ref(name) != expected:
+                return False
+            try:
+                if new is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = self._write_temporary(path.parent, (new + "\n").encode("utf-8"))
+                    os.replace(tmp, path)
+                if self.fsync:
+                    _fsync_dir(path.parent)
+            except OSError as exc:
+                raise _io_error("write ref", name, exc) from exc
+            return True
+
+    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        found = []
+        for dirpath, _dirs, files in os.walk(self._refs):
+            for fname in files:
+                if fname.startswith(TMP_PREFIX):
+                    continue
+                rel = os.path.relpath(os.path.join(dirpath, fname), self._refs).replace(os.sep, "/")
+                if rel.startswith(prefix):
+                    value = self.read_ref(rel)
+                    if value is not None:
+                        found.append((rel, value))
+        return iter(sorted(found))
+
+    # -- locks ---------------------------------------------------------
+    def lock(self, name: str, *, shared: bool = False) -> AbstractContextManager[None]:
+        check_ref_name(name)
+        with self._mutex:
+            rw = self._thread_locks.setdefault(name, ReadWriteLock())
+        return self._held(rw, self._locks_dir / (name.replace("/", ".") + ".lock"), shared)
+
+    @contextmanager
+    def _held(self, rw: ReadWriteLock, path: Path, shared: bool) -> Iterator[None]:
+        rw.acquire(shared)  # threads of this process first, then other processes
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
+        finally:
+            rw.release(shared)
+
+    # -- housekeeping --------------------------------------------------
+    def cleanup_temporary(self) -> int:
+        """Delete ``.tmp-*`` leftovers. Call only while holding the store's exclusive lock."""
+        removed = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for fname in files:
+                if fname.startswith(TMP_PREFIX):
+                    try:
+                        os.unlink(os.path.join(dirpath, fname))
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
+
+    def _write_temporary(self, folder: Path, data: bytes) -> str:
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _io_error(action: str, what: str, exc: OSError) -> BackendError:
+    reason = errno.errorcode.get(exc.errno or 0, "") or str(exc)
+    return BackendError(
+        f"cannot {action} {what}: {exc.strerror or exc}",
+        {"object": what, "cause": f"{type(exc).__name__}: {exc}", "errno": reason},
+    )

@@ -1,0 +1,65 @@
+"""The one error hierarchy of snapstore.
+
+Every error carries a human-readable message and a ``details`` dict naming
+what was involved (an object id, a session, a path...), so callers and the CLI
+can report it without parsing the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SnapshotError(Exception):
+    """Root of every error snapstore raises on purpose."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SnapshotNotFound(SnapshotError, KeyError):
+    """No snapshot (or object) has the given id or prefix."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class AmbiguousSnapshotId(SnapshotNotFound):
+    """A prefix matches more than one snapshot; ``details["candidates"]`` lists them."""
+
+
+class CorruptObjectError(SnapshotError):
+    """Stored bytes are damaged: bad header, bad compression or a hash mismatch."""
+
+
+class InvalidStateError(SnapshotError, ValueError):
+    """A state that JSON cannot represent exactly (NaN, cycles, non-string keys...)."""
+
+
+class PatchError(SnapshotError, ValueError):
+    """A JSON Patch that is malformed or does not apply to its document."""
+
+
+class RollbackError(SnapshotError):
+    """A rollback that cannot be carried out."""
+
+
+class InvalidNameError(SnapshotError, ValueError):
+    """A session name that cannot be used (empty, path separators, ``..``)."""
+
+
+class ConcurrentUpdateError(SnapshotError):
+    """Another writer kept changing the same session; the commit was not made."""
+
+
+class FormatVersionError(SnapshotError):
+    """Stored data written by a newer (or unknown) format version."""
+
+
+class BackendError(SnapshotError):
+    """The storage engine failed (I/O error, lost connection); ``details["cause"]`` says why."""

@@ -1,0 +1,308 @@
+"""Typed objects over a backend: snapshot records, session documents and their bytes.
+
+``ObjectStore`` is the only place that turns backend bytes into verified
+payloads: every read re-hashes the payload and names the object when it does
+not match. Records are immutable, so verified ones are cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from . import codec
+from .backends.base import Backend, ObjectMissing
+from .codec import Kind
+from .errors import CorruptObjectError, SnapshotNotFound
+
+RECORD_TYPE = "snapstore.snapshot"
+SESSION_TYPE = "snapstore.session"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """What one snapshot says about itself; its id is the hash of its canonical bytes."""
+
+    session: str
+    parent: str | None
+    state: str  # hash of the canonical state; also the id of the state object when one exists
+    delta: str | None  # id of the patch from the parent's state; None for a keyframe
+    label: str
+    timestamp: str  # ISO 8601, UTC, microseconds, "Z"
+    turn: int | None
+    size: int  # bytes of the canonical state
+    depth: int  # deltas since the keyframe (0 for a keyframe)
+    chain_bytes: int  # stored bytes of those deltas
+    base_ratio: float  # stored/raw bytes of that keyframe, to estimate a full state's cost
+
+    @property
+    def is_keyframe(self) -> bool:
+        return self.delta is None
+
+    def to_payload(self) -> bytes:
+        body: dict[str, Any] = {
+            "type": RECORD_TYPE,
+            "format": codec.FORMAT_VERSION,
+            "session": self.session,
+            "parent": self.parent,
+            "state": self.state,
+            "delta": self.delta,
+            "label": self.label,
+            "timestamp": self.timestamp,
+            "turn": self.turn,
+            "size": self.size,
+            "depth": self.depth,
+            "chain_bytes": self.chain_bytes,
+            "base_ratio": self.base_ratio,
+        }
+        return codec.dumps(body)
+
+    @classmethod
+    def from_payload(cls, key: str, payload: bytes) -> SnapshotRecord:
+        body = _parse(key, payload, RECORD_TYPE)
+        try:
+            record = cls(
+                session=_typed(body, "session", str),
+                parent=_optional_id(body, "parent"),
+                state=_id(body, "state"),
+                delta=_optional_id(body, "delta"),
+                label=_typed(body, "label", str),
+                timestamp=_typed(body, "timestamp", str),
+                turn=_typed(body, "turn", int, optional=True),
+                size=_typed(body, "size", int),
+                depth=_typed(body, "depth", int),
+                chain_bytes=_typed(body, "chain_bytes", int),
+                base_ratio=_typed(body, "base_ratio", float),
+            )
+        except _FieldError as exc:
+            raise CorruptObjectError(
+                f"snapshot record {key} is malformed: {exc}", {"object": key, "reason": str(exc)}
+            ) from None
+        if record.parent is None and record.delta is not None:
+            raise CorruptObjectError(
+                f"snapshot record {key} has a delta but no parent", {"object": key, "reason": "delta without parent"}
+            )
+        return record
+
+
+@dataclass(slots=True)
+class SessionDoc:
+    """A session's mutable state, stored as an immutable object that its ref points at."""
+
+    name: str
+    max_snapshots: int
+    head: str | None = None
+    snapshots: list[str] = field(default_factory=list)  # retained, oldest first
+    bases: list[str] = field(default_factory=list)  # snapshots squashed to a stored full state
+    evicted: list[str] = field(default_factory=list)  # left the listing, storage not yet reclaimed
+    generation: int = 0  # one more than the document this one replaced
+
+    def to_payload(self) -> bytes:
+        return codec.dumps(
+            {
+                "type": SESSION_TYPE,
+                "format": codec.FORMAT_VERSION,
+                "name": self.name,
+                "max_snapshots": self.max_snapshots,
+                "head": self.head,
+                "snapshots": self.snapshots,
+                "bases": self.bases,
+                "evicted": self.evicted,
+                "generation": self.generation,
+            }
+        )
+
+    @classmethod
+    def from_payload(cls, key: str, payload: bytes) -> SessionDoc:
+        body = _parse(key, payload, SESSION_TYPE)
+        try:
+            snapshots = _typed(body, "snapshots", list)
+            evicted = _typed(body, "evicted", list)
+            bases = _typed(body, "bases", list)
+            if not all(codec_id(s) for s in [*snapshots, *evicted, *bases]):
+                raise _FieldError("snapshot ids must be 32 hex digits")
+            doc = cls(
+                name=_typed(body, "name", str),
+                max_snapshots=_typed(body, "max_snapshots", int),
+                head=_optional_id(body, "head"),
+                snapshots=snapshots,
+                bases=bases,
+                evicted=evicted,
+                generation=_typed(body, "generation", int),
+            )
+        except _FieldError as exc:
+            raise CorruptObjectError(
+                f"session document {key} is malformed: {exc}", {"object": key, "reason": str(exc)}
+            ) from None
+        return doc
+
+    def copy(self) -> SessionDoc:
+        return SessionDoc(
+            self.name,
+            self.max_snapshots,
+            self.head,
+            list(self.snapshots),
+            list(self.bases),
+            list(self.evicted),
+            self.generation,
+        )
+
+
+class Snapshot(BaseModel):
+    """One retained snapshot, as users see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    parent: str | None
+    label: str
+    timestamp: datetime
+    turn: int | None
+    state_hash: str
+    session: str
+    kind: Literal["full", "delta"]
+    size: int
+
+    @classmethod
+    def from_record(cls, snapshot_id: str, record: SnapshotRecord) -> Snapshot:
+        return cls(
+            id=snapshot_id,
+            parent=record.parent,
+            label=record.label,
+            timestamp=parse_timestamp(record.timestamp),
+            turn=record.turn,
+            state_hash=record.state,
+            session=record.session,
+            kind="full" if record.is_keyframe else "delta",
+            size=record.size,
+        )
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+class ObjectStore:
+    """Verified, typed reads and idempotent writes of objects over one backend."""
+
+    def __init__(self, backend: Backend, *, level: int = 3, record_cache: int = 100_000) -> None:
+        self.backend = backend
+        self.level = level
+        self._records: OrderedDict[str, SnapshotRecord] = OrderedDict()
+        self._record_cache = record_cache
+        self._mutex = threading.Lock()
+
+    def put(self, kind: Kind, payload: bytes) -> tuple[str, int]:
+        """Store a payload (a no-op when it exists); (id, stored size)."""
+        key, blob = codec.encode_object(kind, payload, self.level)
+        self.backend.put(key, blob)
+        return key, len(blob)
+
+    def encode(self, kind: Kind, payload: bytes) -> tuple[str, bytes]:
+        return codec.encode_object(kind, payload, self.level)
+
+    def get(self, key: str, kind: Kind) -> bytes:
+        try:
+            blob = self.backend.get(key)
+        except ObjectMissing:
+            raise SnapshotNotFound(
+                f"{kind.name.lower()} object {key} is missing from the store",
+                {"object": key, "kind": kind.name.lower()},
+            ) from None
+        return codec.decode_object(key, blob, kind)
+
+    def record(self, snapshot_id: str) -> SnapshotRecord:
+        with self._mutex:
+            cached = self._records.get(snapshot_id)
+        if cached is not None:
+            return cached
+        record = SnapshotRecord.from_payload(snapshot_id, self.get(snapshot_id, Kind.RECORD))
+        self.remember(snapshot_id, record)
+        return record
+
+    def remember(self, snapshot_id: str, record: SnapshotRecord) -> None:
+        with self._mutex:
+            self._records[snapshot_id] = record
+            if len(self._records) > self._record_cache:
+                self._records.popitem(last=False)
+
+    def forget(self, snapshot_id: str) -> None:
+        with self._mutex:
+            self._records.pop(snapshot_id, None)
+
+    def session_doc(self, key: str) -> SessionDoc:
+        return SessionDoc.from_payload(key, self.get(key, Kind.SESSION))
+
+    def state(self, key: str) -> Any:
+        return orjson.loads(self.get(key, Kind.STATE))
+
+    def delta(self, key: str) -> list[dict[str, Any]]:
+        ops = orjson.loads(self.get(key, Kind.DELTA))
+        if not isinstance(ops, list):
+            raise CorruptObjectError(f"delta object {key} is not a list of operations", {"object": key})
+        return ops
+
+
+class _FieldError(Exception):
+    pass
+
+
+def codec_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+def _parse(key: str, payload: bytes, expected_type: str) -> dict[str, Any]:
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptObjectError(f"object {key} is not JSON: {exc}", {"object": key, "reason": "not JSON"}) from None
+    if not isinstance(body, dict) or body.get("type") != expected_type:
+        raise CorruptObjectError(
+            f"object {key} is not a {expected_type} object", {"object": key, "reason": "wrong type"}
+        )
+    if body.get("format") != codec.FORMAT_VERSION:
+        from .errors import FormatVersionError
+
+        raise FormatVersionError(
+            f"object {key} has format {body.get('format')!r}; this build reads {codec.FORMAT_VERSION}",
+            {"object": key, "version": body.get("format"), "supported": codec.FORMAT_VERSION},
+        )
+    return body
+
+
+def _typed(body: dict[str, Any], name: str, kind: type, *, optional: bool = False) -> Any:
+    if name not in body:
+        raise _FieldError(f"field {name!r} is missing")
+    value = body[name]
+    if value is None and optional:
+        return None
+    if kind is int and type(value) is not int:
+        raise _FieldError(f"field {name!r} must be an integer")
+    if kind is float and type(value) not in (float, int):
+        raise _FieldError(f"field {name!r} must be a number")
+    if not isinstance(value, kind):
+        raise _FieldError(f"field {name!r} must be {kind.__name__}")
+    return float(value) if kind is float else value
+
+
+def _id(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not codec_id(value):
+        raise _FieldError(f"field {name!r} must be a 32-digit hex id")
+    return value  # type: ignore[return-value]
+
+
+def _optional_id(body: dict[str, Any], name: str) -> str | None:
+    if name not in body:
+        raise _FieldError(f"field {name!r} is missing")
+    return None if body[name] is None else _id(body, name)

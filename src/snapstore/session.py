@@ -1,0 +1,340 @@
+"""A named history of snapshots: commit, rollback, diff, retention and squashing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from . import codec
+from .backends.base import ObjectMissing
+from .chains import check_state, rebuild
+from .codec import Kind
+from .delta import apply_patch, diff
+from .errors import (
+    AmbiguousSnapshotId,
+    ConcurrentUpdateError,
+    InvalidStateError,
+    SnapshotError,
+    SnapshotNotFound,
+)
+from .objects import SessionDoc, Snapshot, SnapshotRecord, format_timestamp
+
+if TYPE_CHECKING:
+    from .store import SnapshotStore
+
+MIN_PREFIX = 8
+COMMIT_ATTEMPTS = 20
+
+
+class Session:
+    """One named history in a store. Get it with ``store.session(name)``.
+
+    The session keeps one copy of its head state (to diff the next commit
+    against) and a list of ids; memory does not grow with the snapshot count.
+    """
+
+    def __init__(self, store: SnapshotStore, name: str, doc_key: str, doc: SessionDoc) -> None:
+        self._store = store
+        self.name = name
+        self._ref = store.session_ref(name)
+        self._doc_key = doc_key
+        self._doc = doc
+        self._head_id: str | None = None
+        self._head_state: Any = None
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.name!r} in {self._store.describe()}>"
+
+    # -- reading -------------------------------------------------------
+    @property
+    def max_snapshots(self) -> int:
+        return self._current().max_snapshots
+
+    @property
+    def head(self) -> Snapshot | None:
+        doc = self._current()
+        return None if doc.head is None else self._snapshot(doc.head)
+
+    def __len__(self) -> int:
+        return len(self._current().snapshots)
+
+    def snapshots(self) -> list[Snapshot]:
+        """Retained snapshots, oldest first (creation order)."""
+        return [self._snapshot(sid) for sid in self._current().snapshots]
+
+    def snapshot_ids(self) -> list[str]:
+        return list(self._current().snapshots)
+
+    def snapshot(self, snapshot_id: str) -> Snapshot:
+        return self._snapshot(self.resolve(snapshot_id))
+
+    def resolve(self, snapshot_id: str) -> str:
+        """The full id of a retained snapshot given its id or a unique prefix of 8+ characters."""
+        return resolve_prefix(snapshot_id, self._current().snapshots, where=f"session {self.name!r}")
+
+    def state(self, snapshot_id: str) -> Any:
+        """The full state of a retained snapshot, verified against its hash; the caller owns it."""
+        sid = self.resolve(snapshot_id)
+        with self._lock:
+            if sid == self._head_id and self._head_state is not None:
+                return codec.loads(codec.dumps(self._head_state))
+            return rebuild(self._store.objects, sid, self._current().bases)
+
+    def diff(self, a: str, b: str) -> list[dict[str, Any]]:
+        """RFC 6902 operations turning snapshot a's state into snapshot b's."""
+        return diff(self.state(a), self.state(b))
+
+    # -- writing -------------------------------------------------------
+    def commit(self, state: Any, label: str = "auto", turn: int | None = None) -> Snapshot:
+        """Snapshot ``state`` (a JSON-compatible value or a pydantic model) as the new head.
+
+        Stores a delta against the head, or a full state when the keyframe rule
+        asks for one. A refused commit writes nothing and changes nothing.
+        """
+        if not isinstance(label, str):
+            raise InvalidStateError("label must be a string", {"argument": "label", "type": type(label).__name__})
+        if turn is not None and type(turn) is not int:
+            raise InvalidStateError("turn must be an integer or None", {"argument": "turn", "type": type(turn).__name__})
+        if isinstance(state, BaseModel):
+            state = state.model_dump(mode="json")
+        data = codec.canonical_bytes(state)
+        state_hash = codec.object_id(data)
+        with self._lock:
+            for _attempt in range(COMMIT_ATTEMPTS):
+                doc = self._current()
+                written = self._write_snapshot(doc, state, data, state_hash, label, turn)
+                if written is not None:
+                    return written
+            raise ConcurrentUpdateError(
+                f"session {self.name!r} kept changing under {COMMIT_ATTEMPTS} commit attempts",
+                {"session": self.name, "attempts": COMMIT_ATTEMPTS},
+            )
+
+    def _write_snapshot(
+        self, doc: SessionDoc, state: Any, data: bytes, state_hash: str, label: str, turn: int | None
+    ) -> Snapshot | None:
+        """One attempt: write objects, then swing the ref. None when another writer won the race."""
+        store, objects = self._store, self._store.objects
+        parent = doc.head
+        head_state = self._head_for(doc)
+        delta_payload: bytes | None = None
+        with store.writing():
+            if parent is None:
+                record = self._keyframe_record(None, data, state_hash, label, turn)
+            else:
+                parent_record = objects.record(parent)
+                delta_payload = codec.dumps(diff(head_state, state))
+                delta_key, delta_blob = objects.encode(Kind.DELTA, delta_payload)
+                if store.policy.wants_keyframe(parent_record, len(delta_blob), len(data)):
+                    record = self._keyframe_record(parent, data, state_hash, label, turn)
+                    delta_payload = None
+                else:
+                    store.backend.put(delta_key, delta_blob)
+                    record = SnapshotRecord(
+                        session=self.name,
+                        parent=parent,
+                        state=state_hash,
+                        delta=delta_key,
+                        label=label,
+                        timestamp=_now(),
+                        turn=turn,
+                        size=len(data),
+                        depth=parent_record.depth + 1,
+                        chain_bytes=parent_record.chain_bytes + len(delta_blob),
+                        base_ratio=parent_record.base_ratio,
+                    )
+            sid, _ = objects.put(Kind.RECORD, record.to_payload())
+            new_doc = doc.copy()
+            if sid not in new_doc.snapshots:
+                new_doc.snapshots.append(sid)
+            new_doc.head = sid
+            _evict(new_doc)
+            if not self._swap(new_doc):
+                return None
+        objects.remember(sid, record)
+        self._advance_head(sid, delta_payload, head_state, data)
+        self._store.maybe_reclaim(self)
+        return Snapshot.from_record(sid, record)
+
+    def _keyframe_record(
+        self, parent: str | None, data: bytes, state_hash: str, label: str, turn: int | None
+    ) -> SnapshotRecord:
+        key, stored = self._store.objects.put(Kind.STATE, data)
+        return SnapshotRecord(
+            session=self.name,
+            parent=parent,
+            state=key,
+            delta=None,
+            label=label,
+            timestamp=_now(),
+            turn=turn,
+            size=len(data),
+            depth=0,
+            chain_bytes=0,
+            base_ratio=round(stored / max(len(data), 1), 6),
+        )
+
+    def _advance_head(self, sid: str, delta_payload: bytes | None, head_state: Any, data: bytes) -> None:
+        """Make the cached head the new state: patch our own copy, or parse the keyframe."""
+        self._head_id = None  # if patching fails halfway, the cache is rebuilt from the store
+        if delta_payload is None or head_state is None:
+            self._head_state = codec.loads(data)
+        else:
+            # parse the stored delta rather than reuse ops, whose values alias the caller's objects
+            self._head_state = apply_patch(head_state, codec.loads(delta_payload), in_place=True)
+        self._head_id = sid
+
+    def rollback(self, snapshot_id: str) -> Any:
+        """Move the head to a retained snapshot and return its state (the caller's own copy).
+
+        Later snapshots stay listed until evicted; the next commit's parent is this one.
+        """
+        with self._lock:
+            for _attempt in range(COMMIT_ATTEMPTS):
+                doc = self._current()
+                sid = resolve_prefix(snapshot_id, doc.snapshots, where=f"session {self.name!r}")
+                if sid == self._head_id and self._head_state is not None:
+                    state = self._head_state
+                else:
+                    state = rebuild(self._store.objects, sid, doc.bases)
+                new_doc = doc.copy()
+                new_doc.head = sid
+                with self._store.writing():
+                    swapped = self._swap(new_doc)
+                if swapped:
+                    self._head_id, self._head_state = sid, state
+                    return codec.loads(codec.dumps(state))
+            raise ConcurrentUpdateError(
+                f"session {self.name!r} kept changing during rollback", {"session": self.name}
+            )
+
+    def set_max_snapshots(self, max_snapshots: int) -> None:
+        """Change the retention limit; shrinking evicts the oldest snapshots at once."""
+        check_max_snapshots(max_snapshots)
+        with self._lock:
+            for _attempt in range(COMMIT_ATTEMPTS):
+                doc = self._current()
+                if doc.max_snapshots == max_snapshots:
+                    return
+                new_doc = doc.copy()
+                new_doc.max_snapshots = max_snapshots
+                _evict(new_doc)
+                with self._store.writing():
+                    if self._swap(new_doc):
+                        break
+            else:
+                raise ConcurrentUpdateError(f"session {self.name!r} kept changing", {"session": self.name})
+        self._store.maybe_reclaim(self)
+
+    def clear_old_snapshots(self) -> int:
+        """Evict down to ``max_snapshots`` (normally already true); returns how many left."""
+        with self._lock:
+            doc = self._current()
+            new_doc = doc.copy()
+            evicted = _evict(new_doc)
+            if evicted:
+                with self._store.writing():
+                    if not self._swap(new_doc):
+                        return self.clear_old_snapshots()
+        return evicted
+
+    # -- internals -----------------------------------------------------
+    def _current(self) -> SessionDoc:
+        """The session document the ref points at now (re-read when another handle moved it)."""
+        backend = self._store.backend
+        for _attempt in range(COMMIT_ATTEMPTS):
+            key = backend.read_ref(self._ref)
+            if key is None:
+                raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
+            if key == self._doc_key:
+                return self._doc
+            try:
+                doc = self._store.objects.session_doc(key)
+            except SnapshotNotFound:
+                continue  # replaced and reclaimed between our two reads: read the ref again
+            self._doc_key, self._doc = key, doc
+            return doc
+        raise ConcurrentUpdateError(f"session {self.name!r} kept changing while being read", {"session": self.name})
+
+    def _swap(self, new: SessionDoc) -> bool:
+        """Compare-and-swap the session ref from the document last read to ``new``.
+
+        Each document carries a generation one above the one it replaces, so a
+        document's bytes never recur and the replaced one can be deleted at once.
+        """
+        backend = self._store.backend
+        new.generation = self._doc.generation + 1
+        new_key, _ = self._store.objects.put(Kind.SESSION, new.to_payload())
+        if not backend.cas_ref(self._ref, self._doc_key, new_key):
+            if backend.read_ref(self._ref) != new_key:  # an identical twin won: same outcome
+                backend.delete(new_key)
+                return False
+        old_key = self._doc_key
+        self._doc_key, self._doc = new_key, new
+        backend.delete(old_key)
+        return True
+
+    def _head_for(self, doc: SessionDoc) -> Any:
+        if doc.head is None:
+            return None
+        if self._head_id != doc.head or self._head_state is None:
+            self._head_state = rebuild(self._store.objects, doc.head, doc.bases)
+            self._head_id = doc.head
+        return self._head_state
+
+    def _snapshot(self, sid: str) -> Snapshot:
+        return Snapshot.from_record(sid, self._store.objects.record(sid))
+
+
+
+def _evict(doc: SessionDoc) -> int:
+    """Move the oldest snapshots beyond the limit from the listing to the evicted list."""
+    extra = len(doc.snapshots) - doc.max_snapshots
+    if extra <= 0:
+        return 0
+    gone, doc.snapshots = doc.snapshots[:extra], doc.snapshots[extra:]
+    doc.evicted.extend(gone)
+    return extra
+
+
+def _now() -> str:
+    return format_timestamp(datetime.now(timezone.utc))
+
+
+def check_max_snapshots(value: Any) -> int:
+    if type(value) is not int or value < 1:
+        raise SnapshotError(
+            "max_snapshots must be a positive integer", {"argument": "max_snapshots", "value": repr(value)}
+        )
+    return value
+
+
+def resolve_prefix(snapshot_id: Any, candidates: Iterable[str], *, where: str) -> str:
+    """Match a full id or a unique prefix (8+ hex characters) against ``candidates``."""
+    if not isinstance(snapshot_id, str):
+        raise SnapshotNotFound(
+            f"snapshot id must be a string, not {type(snapshot_id).__name__}", {"snapshot": repr(snapshot_id)}
+        )
+    wanted = snapshot_id.strip().lower()
+    if len(wanted) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in wanted):
+        raise SnapshotNotFound(
+            f"snapshot {snapshot_id!r} not found: ids are hex, and prefixes need {MIN_PREFIX}+ characters",
+            {"snapshot": snapshot_id, "where": where},
+        )
+    matches = sorted({c for c in candidates if c.startswith(wanted)})
+    if not matches:
+        raise SnapshotNotFound(f"snapshot {snapshot_id} not found in {where}", {"snapshot": snapshot_id, "where": where})
+    if len(matches) > 1:
+        raise AmbiguousSnapshotId(
+            f"snapshot prefix {snapshot_id} is ambiguous in {where}: {', '.join(m[:12] for m in matches)}",
+            {"snapshot": snapshot_id, "candidates": matches, "where": where},
+        )
+    return matches[0]
+
+
+__all__ = ["Session", "check_state", "ObjectMissing"]
