@@ -75,6 +75,30 @@ def diff(old: Any, new: Any) -> list[Op]:
     return ops
 
 
+def diff_members(
+    old: dict[str, Any], new: dict[str, Any], old_pieces: dict[str, bytes], new_pieces: dict[str, bytes]
+) -> list[Op]:
+    """``diff`` of two objects whose members' canonical bytes are already known.
+
+    A commit serializes each top-level member once anyway (to hash the state),
+    and keeps the head's bytes from the previous commit, so unchanged members
+    cost one bytes comparison and changed ones start with their bytes in hand.
+    """
+    ops: list[Op] = []
+    for key in old:
+        if key not in new:
+            ops.append({"op": "remove", "path": "/" + escape_token(key)})
+    for key, nval in new.items():
+        child = "/" + escape_token(key)
+        if key not in old:
+            ops.append({"op": "add", "path": child, "value": nval})
+            continue
+        ob, nb = old_pieces[key], new_pieces[key]
+        if ob != nb:
+            _diff_element(old[key], nval, child, ops, ob, nb)
+    return ops
+
+
 def _diff(old: Any, new: Any, path: str, ops: list[Op], old_bytes: bytes | None, new_bytes: bytes | None) -> None:
     told, tnew = type(old), type(new)
     if told is dict and tnew is dict:
@@ -117,7 +141,7 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op], ob: byt
     n_old, n_new = len(old), len(new)
     # Append-only: the new list's bytes continue the old list's bytes after a ','.
     # Elements are self-delimiting JSON, so an equal prefix followed by ',' means equal elements.
-    if n_new > n_old and (n_old == 0 or (nb.startswith(ob[:-1]) and nb[len(ob) - 1] == 0x2C)):
+    if n_new > n_old and (n_old == 0 or (nb[len(ob) - 1] == 0x2C and nb.startswith(memoryview(ob)[:-1]))):
         for value in new[n_old:]:
             ops.append({"op": "add", "path": path + "/-", "value": value})
         return

@@ -13,7 +13,7 @@ from . import codec
 from .backends.base import ObjectMissing
 from .chains import check_state, rebuild
 from .codec import Kind
-from .delta import apply_patch, diff
+from .delta import apply_patch, diff, diff_members
 from .errors import (
     AmbiguousSnapshotId,
     ConcurrentUpdateError,
@@ -45,6 +45,7 @@ class Session:
         self._doc = doc
         self._head_id: str | None = None
         self._head_state: Any = None
+        self._head_pieces: dict[str, bytes] | None = None  # canonical bytes of the head's members
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -102,12 +103,12 @@ class Session:
             raise InvalidStateError("turn must be an integer or None", {"argument": "turn", "type": type(turn).__name__})
         if isinstance(state, BaseModel):
             state = state.model_dump(mode="json")
-        data = codec.canonical_bytes(state)
+        data, pieces = codec.encode_state(state)
         state_hash = codec.object_id(data)
         with self._lock:
             for _attempt in range(COMMIT_ATTEMPTS):
                 doc = self._current()
-                written = self._write_snapshot(doc, state, data, state_hash, label, turn)
+                written = self._write_snapshot(doc, state, data, pieces, state_hash, label, turn)
                 if written is not None:
                     return written
             raise ConcurrentUpdateError(
@@ -115,20 +116,40 @@ class Session:
                 {"session": self.name, "attempts": COMMIT_ATTEMPTS},
             )
 
+    def _delta_from_head(self, doc: SessionDoc, state: Any, pieces: dict[str, bytes] | None) -> bytes | None:
+        """The canonical patch from the head to ``state`` (None for a first commit), after
+        checking every value that differs from the head; what is byte-identical to the
+        head was checked when it was committed."""
+        if doc.head is None:
+            codec.check_values(state)
+            return None
+        head_state, head_pieces = self._head_for(doc)
+        if pieces is not None and head_pieces is not None:
+            ops = diff_members(head_state, state, head_pieces, pieces)
+        else:
+            ops = diff(head_state, state)
+        codec.check_values([op["value"] for op in ops if "value" in op])
+        return codec.dumps(ops)
+
     def _write_snapshot(
-        self, doc: SessionDoc, state: Any, data: bytes, state_hash: str, label: str, turn: int | None
+        self,
+        doc: SessionDoc,
+        state: Any,
+        data: bytes,
+        pieces: dict[str, bytes] | None,
+        state_hash: str,
+        label: str,
+        turn: int | None,
     ) -> Snapshot | None:
         """One attempt: write objects, then swing the ref. None when another writer won the race."""
         store, objects = self._store, self._store.objects
         parent = doc.head
-        head_state = self._head_for(doc)
-        delta_payload: bytes | None = None
+        delta_payload = self._delta_from_head(doc, state, pieces)
         with store.writing():
-            if parent is None:
+            if parent is None or delta_payload is None:
                 record = self._keyframe_record(None, data, state_hash, label, turn)
             else:
                 parent_record = objects.record(parent)
-                delta_payload = codec.dumps(diff(head_state, state))
                 delta_key, delta_blob = objects.encode(Kind.DELTA, delta_payload)
                 if store.policy.wants_keyframe(parent_record, len(delta_blob), len(data)):
                     record = self._keyframe_record(parent, data, state_hash, label, turn)
@@ -157,8 +178,8 @@ class Session:
             if not self._swap(new_doc):
                 return None
         objects.remember(sid, record)
-        self._advance_head(sid, delta_payload, head_state, data)
-        self._store.maybe_reclaim(self)
+        self._advance_head(sid, delta_payload, data, pieces)
+        self._store.maybe_reclaim(self, new_doc)
         return Snapshot.from_record(sid, record)
 
     def _keyframe_record(
@@ -179,14 +200,18 @@ class Session:
             base_ratio=round(stored / max(len(data), 1), 6),
         )
 
-    def _advance_head(self, sid: str, delta_payload: bytes | None, head_state: Any, data: bytes) -> None:
+    def _advance_head(
+        self, sid: str, delta_payload: bytes | None, data: bytes, pieces: dict[str, bytes] | None
+    ) -> None:
         """Make the cached head the new state: patch our own copy, or parse the keyframe."""
+        head_state = self._head_state
         self._head_id = None  # if patching fails halfway, the cache is rebuilt from the store
         if delta_payload is None or head_state is None:
             self._head_state = codec.loads(data)
         else:
             # parse the stored delta rather than reuse ops, whose values alias the caller's objects
             self._head_state = apply_patch(head_state, codec.loads(delta_payload), in_place=True)
+        self._head_pieces = pieces
         self._head_id = sid
 
     def rollback(self, snapshot_id: str) -> Any:
@@ -207,7 +232,7 @@ class Session:
                 with self._store.writing():
                     swapped = self._swap(new_doc)
                 if swapped:
-                    self._head_id, self._head_state = sid, state
+                    self._head_id, self._head_state, self._head_pieces = sid, state, None
                     return codec.loads(codec.dumps(state))
             raise ConcurrentUpdateError(
                 f"session {self.name!r} kept changing during rollback", {"session": self.name}
@@ -229,7 +254,7 @@ class Session:
                         break
             else:
                 raise ConcurrentUpdateError(f"session {self.name!r} kept changing", {"session": self.name})
-        self._store.maybe_reclaim(self)
+        self._store.maybe_reclaim(self, self._doc)
 
     def clear_old_snapshots(self) -> int:
         """Evict down to ``max_snapshots`` (normally already true); returns how many left."""
@@ -279,13 +304,16 @@ class Session:
         backend.delete(old_key)
         return True
 
-    def _head_for(self, doc: SessionDoc) -> Any:
-        if doc.head is None:
-            return None
+    def _head_for(self, doc: SessionDoc) -> tuple[Any, dict[str, bytes] | None]:
+        """The head's state and its members' canonical bytes, rebuilt when another handle moved it."""
         if self._head_id != doc.head or self._head_state is None:
-            self._head_state = rebuild(self._store.objects, doc.head, doc.bases)
+            self._head_id = None
+            self._head_state = rebuild(self._store.objects, doc.head, doc.bases)  # type: ignore[arg-type]
+            self._head_pieces = None
             self._head_id = doc.head
-        return self._head_state
+        if self._head_pieces is None and type(self._head_state) is dict:
+            self._head_pieces = codec.encode_state(self._head_state)[1]
+        return self._head_state, self._head_pieces
 
     def _snapshot(self, sid: str) -> Snapshot:
         return Snapshot.from_record(sid, self._store.objects.record(sid))

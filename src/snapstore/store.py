@@ -205,8 +205,8 @@ class SnapshotStore:
         return self.backend.lock(GC_LOCK, shared=True)
 
     # -- reclaiming storage ------------------------------------------
-    def maybe_reclaim(self, session: Session) -> None:
-        doc = session._current()
+    def maybe_reclaim(self, session: Session, doc: SessionDoc) -> None:
+        """Reclaim once enough snapshots wait for it (``doc`` is the document just written)."""
         if len(doc.evicted) >= max(8, doc.max_snapshots // 8):
             self.reclaim(session)
 
@@ -401,6 +401,45 @@ class SnapshotStore:
             "keyframes": keyframes,
             "longest_chain": longest,
         }
+
+    def session_usage(self, name: str) -> int:
+        """Stored bytes of the objects one session keeps: its document, records, deltas and full states.
+
+        Counts what gc would keep for this session (the same objects ``_mark`` marks).
+        An object shared by content with another session counts in each session.
+        """
+        check_session_name(name)
+        for _attempt in range(20):
+            key = self.backend.read_ref(self.session_ref(name))
+            if key is None:
+                raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
+            try:
+                doc = self.objects.session_doc(key)
+            except SnapshotNotFound:
+                continue  # the document was replaced between the two reads
+            break
+        else:
+            raise SnapshotError(f"session {name!r} kept changing while being measured", {"session": name})
+        keys = {key}
+        bases = set(doc.bases)
+        for sid in {*doc.snapshots, *doc.evicted, *([doc.head] if doc.head else [])}:
+            keys.add(sid)
+            try:
+                record = self.objects.record(sid)
+            except SnapshotError:
+                continue  # verify reports it
+            if record.delta is not None:
+                keys.add(record.delta)
+            if record.delta is None or sid in bases:
+                keys.add(record.state)
+        total = 0
+        for object_key in keys:
+            try:
+                size = self.backend.size(object_key)
+            except SnapshotError:
+                continue  # missing: verify reports it
+            total += size
+        return total
 
 
 def check_session_name(name: Any) -> str:

@@ -42,6 +42,9 @@ class DirectoryBackend(Backend):
         if create:
             for folder in (self._objects, self._refs, self._locks_dir):
                 folder.mkdir(parents=True, exist_ok=True)
+            if not (self._objects / "ff").is_dir():  # all 256 fan-out folders up front: one mkdir less per write
+                for fan in range(256):
+                    (self._objects / f"{fan:02x}").mkdir(exist_ok=True)
         elif not self._objects.is_dir():
             raise BackendError(f"no store at {self.root}", {"path": str(self.root)})
         self._mutex = threading.Lock()
@@ -80,8 +83,11 @@ class DirectoryBackend(Backend):
             return False
         folder = path.parent
         try:
-            folder.mkdir(exist_ok=True)
-            tmp = self._write_temporary(folder, data)
+            try:
+                tmp = self._write_temporary(folder, data)
+            except FileNotFoundError:  # a fan-out folder removed by hand
+                folder.mkdir(exist_ok=True)
+                tmp = self._write_temporary(folder, data)
             try:
                 os.link(tmp, path)  # fails if the object appeared meanwhile: never overwrite
             except FileExistsError:

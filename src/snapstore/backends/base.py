@@ -29,7 +29,7 @@ class ObjectMissing(SnapshotError, KeyError):
 
 def check_key(key: str) -> str:
     """Refuse anything but a 32-digit hex key before it reaches a path or a query."""
-    if not isinstance(key, str) or not OBJECT_KEY.match(key):
+    if not isinstance(key, str) or not OBJECT_KEY.fullmatch(key):
         raise SnapshotError(f"invalid object key {key!r}", {"key": repr(key)})
     return key
 
@@ -38,7 +38,7 @@ def check_ref_name(name: str) -> str:
     """Ref names are ASCII path-like words; callers escape anything else first."""
     if (
         not isinstance(name, str)
-        or not REF_NAME.match(name)
+        or not REF_NAME.fullmatch(name)
         or any(part in (".", "..") for part in name.split("/"))
     ):
         raise SnapshotError(f"invalid ref name {name!r}", {"ref": repr(name)})
