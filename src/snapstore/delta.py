@@ -141,7 +141,9 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op], ob: byt
     n_old, n_new = len(old), len(new)
     # Append-only: the new list's bytes continue the old list's bytes after a ','.
     # Elements are self-delimiting JSON, so an equal prefix followed by ',' means equal elements.
-    if n_new > n_old and (n_old == 0 or (nb[len(ob) - 1] == 0x2C and nb.startswith(memoryview(ob)[:-1]))):
+    if n_new > n_old and (
+        n_old == 0 or (len(nb) > len(ob) and nb[len(ob) - 1] == 0x2C and nb.startswith(memoryview(ob)[:-1]))
+    ):
         for value in new[n_old:]:
             ops.append({"op": "add", "path": path + "/-", "value": value})
         return
