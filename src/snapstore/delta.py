@@ -26,6 +26,7 @@ Op = dict[str, Any]
 _SORT = orjson.OPT_SORT_KEYS
 _dumps = orjson.dumps
 _CONTAINERS = (dict, list)
+_MISSING = object()
 
 
 def _canon(value: Any) -> bytes:
@@ -109,32 +110,35 @@ def _diff(old: Any, new: Any, path: str, ops: list[Op], old_bytes: bytes | None,
             if old_bytes == new_bytes:
                 return
         _diff_list(old, new, path, ops, old_bytes, new_bytes)  # type: ignore[arg-type]
-    elif told is not tnew or (old != new) or (told is float and _canon(old) != _canon(new)):
+    elif told is not tnew or old != new or (told is float and _canon(old) != _canon(new)):
         ops.append({"op": "replace", "path": path, "value": new})
 
 
 def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
-    for key in old:
-        if key not in new:
-            ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
+    if len(old) > len(new) or any(key not in new for key in old):
+        for key in old:
+            if key not in new:
+                ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
+    missing = _MISSING
     for key, nval in new.items():
-        child = path + "/" + escape_token(key)
-        if key not in old:
-            ops.append({"op": "add", "path": child, "value": nval})
-            continue
-        oval = old[key]
+        oval = old.get(key, missing)
         tnew = type(nval)
-        if tnew is not type(oval):
-            ops.append({"op": "replace", "path": child, "value": nval})
-        elif tnew is dict or tnew is list:
-            ob, nb = _canon(oval), _canon(nval)
-            if ob != nb:
+        if tnew is type(oval):
+            if tnew is dict or tnew is list:
+                ob, nb = _canon(oval), _canon(nval)
+                if ob == nb:
+                    continue
+                child = path + "/" + escape_token(key)
                 if tnew is dict:
                     _diff_dict(oval, nval, child, ops)
                 else:
                     _diff_list(oval, nval, child, ops, ob, nb)
-        elif oval != nval or (tnew is float and _canon(oval) != _canon(nval)):
-            ops.append({"op": "replace", "path": child, "value": nval})
+                continue
+            if oval == nval and (tnew is not float or nval != 0.0 or _canon(oval) == _canon(nval)):
+                continue  # equal floats differ only as 0.0 and -0.0
+        ops.append(
+            {"op": "add" if oval is missing else "replace", "path": path + "/" + escape_token(key), "value": nval}
+        )
 
 
 def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op], ob: bytes, nb: bytes) -> None:
