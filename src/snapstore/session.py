@@ -224,6 +224,8 @@ class Session:
                 doc = self._current()
                 sid = resolve_prefix(snapshot_id, doc.snapshots, where=f"session {self.name!r}")
                 if sid == self._head_id and self._head_state is not None:
+                    if sid == doc.head:  # already the head: nothing to write
+                        return codec.loads(codec.dumps(self._head_state))
                     state = self._head_state
                 else:
                     state = rebuild(self._store.objects, sid, doc.bases)
