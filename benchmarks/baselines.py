@@ -1,0 +1,482 @@
+"""Approach adapters: the alternatives snapstore is measured against, and snapstore itself.
+
+Every adapter has the same small interface, driven by ``benchmarks.run``:
+
+``available() -> (ok, reason)``   classmethod; False when an optional dependency is missing
+``open(workdir)``                 prepare an empty store in ``workdir`` (a fresh directory)
+``commit(state, turn) -> handle`` snapshot the live state; the caller mutates it in place
+                                  afterwards, so the adapter must not keep a reference
+``restore(handle) -> state``      a fresh, independent copy of that snapshot
+``rollback(handle) -> state``     what a game would call to go back (default: restore)
+``retained() -> [handle]``        snapshots still retrievable, oldest first
+``finalize()``                    end-of-run housekeeping before sizes are read (git gc)
+``bytes_on_disk() -> DiskUsage``  apparent and allocated bytes, or None for in-memory stores
+``close()``
+
+Only ``commit`` calls are timed for the commit figures; ``finalize`` and
+``bytes_on_disk`` are never inside a timed region.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jsonpatch
+import orjson
+import zstandard
+
+ZSTD_LEVEL = 3
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "DiskUsage",
+    "DeepcopyList",
+    "FullZstdFiles",
+    "JsonPatchZstd",
+    "GitPerTurn",
+    "LangGraphSqlite",
+    "SnapstoreDirectory",
+    "SnapstoreMemory",
+    "disk_usage",
+    "import_snapstore",
+]
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    apparent: int    # sum of st_size
+    allocated: int   # sum of st_blocks * 512 (what the filesystem really uses)
+    files: int
+
+
+def disk_usage(path: Path) -> DiskUsage:
+    """Walk ``path`` (not following symlinks) and add up every file."""
+    apparent = allocated = files = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+            files += 1
+    return DiskUsage(apparent, allocated, files)
+
+
+class Adapter:
+    """Base class; see the module docstring for the protocol."""
+
+    name: ClassVar[str] = "abstract"
+    label: ClassVar[str] = "abstract"
+    kind: ClassVar[str] = "baseline"          # "baseline" or "snapstore"
+    on_disk: ClassVar[bool] = True
+    description: ClassVar[str] = ""
+
+    def __init__(self, max_snapshots: int = 1000) -> None:
+        self.max_snapshots = max_snapshots
+        self.workdir: Path | None = None
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return True, ""
+
+    def open(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def commit(self, state: dict[str, Any], turn: int) -> Any:
+        raise NotImplementedError
+
+    def restore(self, handle: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def rollback(self, handle: Any) -> dict[str, Any]:
+        return self.restore(handle)
+
+    def retained(self) -> list[Any]:
+        raise NotImplementedError
+
+    def finalize(self) -> None:
+        pass
+
+    def bytes_on_disk(self) -> DiskUsage | None:
+        if not self.on_disk or self.workdir is None:
+            return None
+        return disk_usage(self.workdir)
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# in-memory reference: deep copies in a list
+
+class DeepcopyList(Adapter):
+    """``copy.deepcopy`` of the state into a bounded list (the usual in-memory undo stack).
+
+    Keeps at most ``max_snapshots`` copies, like snapstore's retention, so the
+    two in-memory figures compare like with like. Restore deep-copies again
+    so the caller gets an independent object.
+    """
+
+    name = "deepcopy"
+    label = "deepcopy list"
+    on_disk = False
+    description = "copy.deepcopy per turn into a list bounded to max_snapshots"
+
+    def open(self, workdir: Path) -> None:
+        super().open(workdir)
+        self._copies: OrderedDict[int, dict[str, Any]] = OrderedDict()
+
+    def commit(self, state: dict[str, Any], turn: int) -> int:
+        self._copies[turn] = copy.deepcopy(state)
+        while len(self._copies) > self.max_snapshots:
+            self._copies.popitem(last=False)
+        return turn
+
+    def restore(self, handle: int) -> dict[str, Any]:
+        return copy.deepcopy(self._copies[handle])
+
+    def retained(self) -> list[int]:
+        return list(self._copies)
+
+    def close(self) -> None:
+        self._copies = OrderedDict()
+
+
+# ---------------------------------------------------------------------------
+# a full zstd-3 file per snapshot
+
+class FullZstdFiles(Adapter):
+    """``orjson.dumps`` + zstd level 3, one file per snapshot (plain write, no fsync)."""
+
+    name = "full-zstd"
+    label = "full zstd-3 file"
+    description = "orjson.dumps + zstd-3 of the whole state, one file per snapshot"
+
+    def open(self, workdir: Path) -> None:
+        super().open(workdir)
+        self._dir = str(workdir)
+        self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self._dctx = zstandard.ZstdDecompressor()
+        self._turns: list[int] = []
+
+    def _path(self, turn: int) -> str:
+        # plain strings: pathlib interns every path part, which would show up as
+        # memory "held" by the adapter in the tracemalloc pass
+        return os.path.join(self._dir, f"{turn:08d}.json.zst")
+
+    def commit(self, state: dict[str, Any], turn: int) -> int:
+        blob = self._cctx.compress(orjson.dumps(state))
+        with open(self._path(turn), "wb") as f:
+            f.write(blob)
+        self._turns.append(turn)
+        return turn
+
+    def restore(self, handle: int) -> dict[str, Any]:
+        with open(self._path(handle), "rb") as f:
+            return orjson.loads(self._dctx.decompress(f.read()))
+
+    def retained(self) -> list[int]:
+        return list(self._turns)
+
+
+# ---------------------------------------------------------------------------
+# naive RFC 6902 deltas with jsonpatch
+
+class JsonPatchZstd(Adapter):
+    """``jsonpatch.make_patch(parent, state)`` + zstd-3, one file per delta.
+
+    The first snapshot is a full state; every later one a patch against its
+    parent. The adapter keeps the parent in memory and brings it forward by
+    applying the patch it just made (cheaper than re-copying the whole state),
+    so the commit cost is essentially make_patch + serialise + compress + write.
+    Restore walks the chain from the first full state, applying every patch.
+    """
+
+    name = "jsonpatch-zstd"
+    label = "jsonpatch.make_patch + zstd"
+    description = "jsonpatch.make_patch vs parent, zstd-3 per delta file; restore replays the chain"
+
+    def open(self, workdir: Path) -> None:
+        super().open(workdir)
+        self._dir = str(workdir)
+        self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self._dctx = zstandard.ZstdDecompressor()
+        self._turns: list[int] = []
+        self._parent: dict[str, Any] | None = None
+
+    def _path(self, turn: int) -> str:
+        return os.path.join(self._dir, f"{turn:08d}.zst")
+
+    def _read(self, turn: int) -> Any:
+        with open(self._path(turn), "rb") as f:
+            return orjson.loads(self._dctx.decompress(f.read()))
+
+    def commit(self, state: dict[str, Any], turn: int) -> int:
+        if self._parent is None:
+            raw = orjson.dumps(state)
+            self._parent = orjson.loads(raw)
+        else:
+            patch = jsonpatch.make_patch(self._parent, state)
+            raw = orjson.dumps(patch.patch)
+            patch.apply(self._parent, in_place=True)
+        with open(self._path(turn), "wb") as f:
+            f.write(self._cctx.compress(raw))
+        self._turns.append(turn)
+        return turn
+
+    def restore(self, handle: int) -> dict[str, Any]:
+        doc = self._read(self._turns[0])
+        for turn in self._turns[1:]:
+            if turn > handle:
+                break
+            doc = jsonpatch.apply_patch(doc, self._read(turn), in_place=True)
+        return doc
+
+    def retained(self) -> list[int]:
+        return list(self._turns)
+
+    def close(self) -> None:
+        self._parent = None
+
+
+# ---------------------------------------------------------------------------
+# git: one commit of state.json per turn
+
+class GitPerTurn(Adapter):
+    """``state.json`` (orjson, 2-space indent) committed with ``git commit -a`` every turn.
+
+    Automatic gc is disabled during the run (it would fire at a random turn);
+    ``finalize`` runs ``git gc`` once and the size reported is ``.git`` after it.
+    Restore is ``git show <rev>:state.json`` + orjson.loads.
+    """
+
+    name = "git"
+    label = "git commit per turn"
+    description = "state.json (indent 2) + git commit per turn; size of .git after git gc"
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        if shutil.which("git") is None:
+            return False, "no git binary on PATH"
+        return True, ""
+
+    def open(self, workdir: Path) -> None:
+        super().open(workdir)
+        assert self.workdir is not None
+        self._repo = self.workdir / "repo"
+        self._repo.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        env.update(
+            GIT_CONFIG_NOSYSTEM="1",
+            GIT_CONFIG_GLOBAL=os.devnull,
+            GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.invalid",
+            GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.invalid",
+        )
+        self._env = env
+        self._state_path = str(self._repo / "state.json")
+        self._ref_path = str(self._repo / ".git" / "refs" / "heads" / "main")
+        self._git("init", "-q", "-b", "main")
+        self._git("config", "gc.auto", "0")
+        self._git("config", "commit.gpgsign", "false")
+        self._revs: OrderedDict[int, str] = OrderedDict()
+        self.gc_seconds: float | None = None
+
+    def _git(self, *args: str, capture: bool = False) -> bytes:
+        res = subprocess.run(
+            ["git", *args], cwd=self._repo, env=self._env, check=True,
+            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+        )
+        return res.stdout if capture else b""
+
+    def commit(self, state: dict[str, Any], turn: int) -> str:
+        with open(self._state_path, "wb") as f:
+            f.write(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+        if not self._revs:
+            self._git("add", "state.json")
+        self._git("commit", "-q", "-a", "--no-verify", "-m", f"turn {turn}")
+        with open(self._ref_path, "rb") as f:
+            rev = f.read().strip().decode()
+        self._revs[turn] = rev
+        return rev
+
+    def restore(self, handle: str) -> dict[str, Any]:
+        return orjson.loads(self._git("show", f"{handle}:state.json", capture=True))
+
+    def retained(self) -> list[str]:
+        return list(self._revs.values())
+
+    def finalize(self) -> None:
+        import time
+        t0 = time.perf_counter()
+        self._git("gc", "-q")
+        self.gc_seconds = time.perf_counter() - t0
+
+    def bytes_on_disk(self) -> DiskUsage | None:
+        return disk_usage(self._repo / ".git")
+
+
+# ---------------------------------------------------------------------------
+# LangGraph's SqliteSaver (optional)
+
+class LangGraphSqlite(Adapter):
+    """LangGraph ``SqliteSaver.put`` of a checkpoint whose single channel holds the state.
+
+    This is how a LangGraph agent persists its state: every checkpoint stores
+    the full serialised channel values (msgpack via JsonPlusSerializer) in a
+    SQLite file, committed per put (SQLite defaults: rollback journal,
+    synchronous=FULL).
+    """
+
+    name = "langgraph-sqlite"
+    label = "LangGraph SqliteSaver"
+    description = "langgraph.checkpoint.sqlite.SqliteSaver.put per turn (full state per checkpoint)"
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import langgraph.checkpoint.sqlite  # noqa: F401
+        except Exception as exc:  # pragma: no cover - optional extra
+            return False, f"langgraph.checkpoint.sqlite not importable ({exc.__class__.__name__})"
+        return True, ""
+
+    def open(self, workdir: Path) -> None:
+        super().open(workdir)
+        from langgraph.checkpoint.base.id import uuid6
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        assert self.workdir is not None
+        self._uuid6 = uuid6
+        self._conn = sqlite3.connect(str(self.workdir / "checkpoints.sqlite"),
+                                     check_same_thread=False)
+        self._saver = SqliteSaver(self._conn)
+        self._saver.setup()
+        self._ids: OrderedDict[int, str] = OrderedDict()
+        self._thread = "bench"
+
+    def _config(self, checkpoint_id: str | None) -> dict[str, Any]:
+        conf: dict[str, Any] = {"thread_id": self._thread, "checkpoint_ns": ""}
+        if checkpoint_id is not None:
+            conf["checkpoint_id"] = checkpoint_id
+        return {"configurable": conf}
+
+    def commit(self, state: dict[str, Any], turn: int) -> str:
+        parent = next(reversed(self._ids.values())) if self._ids else None
+        cid = str(self._uuid6(clock_seq=turn))
+        checkpoint = {
+            "v": 1,
+            "id": cid,
+            "ts": f"2024-01-01T00:00:00.{turn:06d}+00:00",
+            "channel_values": {"state": state},
+            "channel_versions": {"state": turn},
+            "versions_seen": {},
+            "pending_sends": [],
+            "updated_channels": ["state"],
+        }
+        self._saver.put(self._config(parent), checkpoint,  # type: ignore[arg-type]
+                        {"source": "loop", "step": turn, "parents": {}},
+                        {"state": turn})
+        self._ids[turn] = cid
+        return cid
+
+    def restore(self, handle: str) -> dict[str, Any]:
+        tup = self._saver.get_tuple(self._config(handle))  # type: ignore[arg-type]
+        assert tup is not None, handle
+        return tup.checkpoint["channel_values"]["state"]
+
+    def retained(self) -> list[str]:
+        return list(self._ids.values())
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# ---------------------------------------------------------------------------
+# snapstore
+
+def import_snapstore() -> Any:
+    """Import snapstore, falling back to the repository's src/ when it is not installed."""
+    try:
+        import snapstore
+        return snapstore
+    except ImportError:
+        src = Path(__file__).resolve().parent.parent / "src"
+        if src.is_dir() and str(src) not in sys.path:
+            sys.path.insert(0, str(src))
+        import snapstore
+        return snapstore
+
+
+class _SnapstoreBase(Adapter):
+    kind = "snapstore"
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            mod = import_snapstore()
+            mod.SnapshotStore  # noqa: B018
+        except Exception as exc:
+            return False, f"snapstore not usable ({exc.__class__.__name__}: {exc})"
+        return True, ""
+
+    def _make_store(self) -> Any:
+        raise NotImplementedError
+
+    def open(self, workdir: Path) -> None:
+        super().open(workdir)
+        self._store = self._make_store()
+        self._sess = self._store.session("bench", max_snapshots=self.max_snapshots)
+
+    def commit(self, state: dict[str, Any], turn: int) -> str:
+        return self._sess.commit(state, label=f"t{turn}", turn=turn).id
+
+    def restore(self, handle: str) -> dict[str, Any]:
+        return self._sess.state(handle)
+
+    def rollback(self, handle: str) -> dict[str, Any]:
+        return self._sess.rollback(handle)
+
+    def retained(self) -> list[str]:
+        return [s.id for s in self._sess.snapshots()]
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class SnapstoreDirectory(_SnapstoreBase):
+    name = "snapstore-dir"
+    label = "snapstore (directory)"
+    description = "SnapshotStore.open(dir): zstd RFC 6902 deltas + keyframes, content-addressed"
+
+    def _make_store(self) -> Any:
+        assert self.workdir is not None
+        return import_snapstore().SnapshotStore.open(self.workdir / "store")
+
+
+class SnapstoreMemory(_SnapstoreBase):
+    name = "snapstore-mem"
+    label = "snapstore (memory)"
+    on_disk = False
+    description = "SnapshotStore.memory(): same engine, objects kept in memory"
+
+    def _make_store(self) -> Any:
+        return import_snapstore().SnapshotStore.memory()
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    cls.name: cls
+    for cls in (DeepcopyList, FullZstdFiles, JsonPatchZstd, GitPerTurn,
+                LangGraphSqlite, SnapstoreDirectory, SnapstoreMemory)
+}
