@@ -153,7 +153,6 @@ class Session:
                 delta_key, delta_blob = objects.encode(Kind.DELTA, delta_payload)
                 if store.policy.wants_keyframe(parent_record, len(delta_blob), len(data)):
                     record = self._keyframe_record(parent, data, state_hash, label, turn)
-                    delta_payload = None
                 else:
                     store.backend.put(delta_key, delta_blob)
                     record = SnapshotRecord(
@@ -203,7 +202,8 @@ class Session:
     def _advance_head(
         self, sid: str, delta_payload: bytes | None, data: bytes, pieces: dict[str, bytes] | None
     ) -> None:
-        """Make the cached head the new state: patch our own copy, or parse the keyframe."""
+        """Make the cached head the new state: patch our own copy (even when a keyframe was
+        stored: parsing the whole state again would briefly hold two copies), or parse it."""
         head_state = self._head_state
         self._head_id = None  # if patching fails halfway, the cache is rebuilt from the store
         if delta_payload is None or head_state is None:
