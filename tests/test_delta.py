@@ -1,50 +1,255 @@
-"""Focused checks of diff and apply; random documents are in test_properties.py."""
+"""snapstore.delta: ``diff`` and ``apply_patch`` round-trip type-exact, and jsonpatch agrees.
+
+Values are compared by canonical bytes (orjson, sorted keys), never with ``==``,
+for which ``1 == 1.0 == True`` and ``0.0 == -0.0``. jsonpatch is the reference
+RFC 6902 implementation: it must apply every patch ``diff`` makes to the same
+result as ``apply_patch`` does. No test here measures time.
+"""
 
 from __future__ import annotations
 
-import copy
+import random
+from typing import Any
 
 import jsonpatch
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snapstore import codec
-from snapstore.delta import apply_patch, diff, diff_members, format_pointer, parse_pointer
+from snapstore.delta import apply_patch, diff, diff_members, escape_token, format_pointer, parse_pointer
 from snapstore.errors import PatchError
 
 
-def canonical(value: object) -> bytes:
+def canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def roundtrip(a: object, b: object) -> list[dict]:
+def fresh(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value))
+
+
+def check_roundtrip(a: Any, b: Any) -> list[dict[str, Any]]:
+    """diff(a, b), after checking that ours and jsonpatch both apply it to exactly b."""
+    a_bytes, b_bytes = canonical(a), canonical(b)
     ops = diff(a, b)
-    assert canonical(apply_patch(a, ops)) == canonical(b)
-    assert canonical(jsonpatch.apply_patch(copy.deepcopy(a), ops)) == canonical(b)
+    assert canonical(a) == a_bytes and canonical(b) == b_bytes, "diff changed its inputs"
+    stored = orjson.loads(canonical(ops))  # what a commit keeps: the patch, serialized at once
+    assert canonical(apply_patch(a, ops)) == b_bytes
+    assert canonical(a) == a_bytes, "apply_patch(in_place=False) changed its input"
+    assert canonical(apply_patch(fresh(a), stored, in_place=True)) == b_bytes
+    reference = jsonpatch.apply_patch(fresh(a), orjson.loads(canonical(ops)))
+    assert canonical(reference) == b_bytes, "jsonpatch applies our patch differently"
     return ops
 
 
-@pytest.mark.parametrize(("old", "new"), [(1, 1.0), (1.0, True), (True, 1), (0.0, -0.0), (None, False), ("1", 1)])
-def test_type_changes_are_changes(old: object, new: object) -> None:
-    ops = roundtrip({"v": old}, {"v": new})
-    assert len(ops) == 1 and ops[0]["op"] == "replace"
-    assert canonical(ops[0]["value"]) == canonical(new)
+# ---------------------------------------------------------------- strategies
+
+AWKWARD_TEXT = ["", "/", "~", "~0", "~1", "~01", "a/b", "/~/", "-", "0", "01", "Zoë", "名前", "\U0001f600", '"\\']
+ints = st.one_of(
+    st.sampled_from([0, 1, -1, 2, 2**31, 2**53 + 1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1]),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+)
+floats = st.one_of(
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5, 1e16, 5e-324, 1.7976931348623157e308]),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+texts = st.one_of(st.sampled_from(AWKWARD_TEXT), st.text(max_size=6))  # st.text() never yields surrogates
+scalars = st.one_of(st.none(), st.booleans(), ints, floats, texts)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(st.lists(children, max_size=6), st.dictionaries(texts, children, max_size=6)),
+    max_leaves=30,
+)
+documents = st.one_of(st.dictionaries(texts, json_values, max_size=6), json_values)
+
+# values == cannot tell apart, and small ones that repeat (list matching on duplicates)
+LOOKALIKES = [1, 1.0, True, 0, 0.0, -0.0, False, None, "", "1", [], {}, [1], [1.0], {"a": 1}, {"a": True}]
+lookalikes = st.sampled_from(LOOKALIKES).map(fresh)
+small_lists = st.lists(st.one_of(lookalikes, st.integers(0, 3)), max_size=12)
+
+
+def containers(doc: Any) -> list[Any]:
+    """Every dict and list inside ``doc`` (``doc`` first, when it is one)."""
+    found, stack = [], [doc]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            found.append(node)
+            stack.extend(node.values())
+        elif type(node) is list:
+            found.append(node)
+            stack.extend(node)
+    return found
+
+
+@st.composite
+def mutation_of(draw: st.DrawFn, doc: Any) -> Any:
+    """``doc`` after a few edits of the kinds a game loop makes (on a copy)."""
+    doc = fresh(doc)
+    new_value = st.one_of(lookalikes, json_values)
+    for _ in range(draw(st.integers(1, 5))):
+        nodes = containers(doc)
+        if not nodes or draw(st.integers(0, 19)) == 0:
+            doc = draw(new_value)  # the whole document changes
+            continue
+        node = nodes[draw(st.integers(0, len(nodes) - 1))]
+        if type(node) is dict:
+            action = draw(st.sampled_from(["add", "remove", "set", "nudge"]))
+            if action == "add" or not node:
+                node[draw(texts)] = draw(new_value)
+                continue
+            key = draw(st.sampled_from(sorted(node)))
+            if action == "remove":
+                del node[key]
+            elif action == "set":
+                node[key] = draw(new_value)
+            else:
+                node[key] = nudge(node[key], draw)
+            continue
+        action = draw(st.sampled_from(["append", "append", "insert", "remove", "reorder", "rotate", "set", "nudge"]))
+        if action == "append" or not node:
+            node.extend(draw(st.lists(new_value, min_size=1, max_size=3)))
+        elif action == "insert":
+            node.insert(draw(st.integers(0, len(node))), draw(new_value))
+        elif action == "remove":
+            del node[draw(st.integers(0, len(node) - 1))]
+        elif action == "reorder":
+            node[:] = draw(st.permutations(node))
+        elif action == "rotate":
+            node.append(node.pop(0))
+        else:
+            i = draw(st.integers(0, len(node) - 1))
+            node[i] = draw(new_value) if action == "set" else nudge(node[i], draw)
+    return doc
+
+
+def nudge(value: Any, draw: st.DrawFn) -> Any:
+    """A value that Python's == may call equal to ``value`` but canonical bytes do not."""
+    swaps = {int: [float, bool], float: [int, bool], bool: [int, float]}
+    kind = type(value)
+    if kind is float and value == 0.0 and draw(st.booleans()):
+        return -value
+    if kind in swaps and abs(value) < 2**53:
+        return draw(st.sampled_from(swaps[kind]))(value)
+    return draw(lookalikes)
+
+
+# ---------------------------------------------------------------- properties
+
+prop_settings = settings(max_examples=100, deadline=None)
+
+
+@prop_settings
+@given(documents, documents)
+def test_unrelated_documents_round_trip(a: Any, b: Any) -> None:
+    check_roundtrip(a, b)
+
+
+@prop_settings
+@given(documents, st.data())
+def test_mutated_documents_round_trip(a: Any, data: st.DataObject) -> None:
+    check_roundtrip(a, data.draw(mutation_of(a)))
+
+
+@prop_settings
+@given(small_lists, small_lists)
+def test_lists_of_repeated_lookalikes_round_trip(a: list[Any], b: list[Any]) -> None:
+    check_roundtrip({"l": a}, {"l": b})
+    check_roundtrip(a, b)
+
+
+@prop_settings
+@given(small_lists, st.data())
+def test_edited_lists_of_lookalikes_round_trip(a: list[Any], data: st.DataObject) -> None:
+    check_roundtrip({"l": a, "n": [a]}, data.draw(mutation_of({"l": a, "n": [a]})))
+
+
+@prop_settings
+@given(documents)
+def test_equal_documents_diff_to_nothing(a: Any) -> None:
+    assert diff(a, a) == []
+    assert diff(a, fresh(a)) == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(json_values, max_size=8), st.lists(json_values, min_size=1, max_size=4))
+def test_appends_are_adds_at_the_end(prefix: list[Any], tail: list[Any]) -> None:
+    ops = check_roundtrip({"log": prefix}, {"log": prefix + tail})
+    assert canonical(ops) == canonical([{"op": "add", "path": "/log/-", "value": v} for v in tail])
+
+
+@prop_settings
+@given(st.lists(texts, max_size=5))
+def test_pointers_round_trip(tokens: list[str]) -> None:
+    assert parse_pointer(format_pointer(tokens)) == tokens
+
+
+# ---------------------------------------------------------------- type-exact changes
+
+LOOKALIKE_PAIRS = [(1, 1.0), (1.0, True), (True, 1), (0, False), (0.0, -0.0), (-0.0, 0), (None, False), ("1", 1)]
+
+
+@pytest.mark.parametrize(("old", "new"), LOOKALIKE_PAIRS)
+def test_lookalikes_are_changes_everywhere(old: Any, new: Any) -> None:
+    for wrap, path in ((lambda v: v, ""), (lambda v: {"v": v}, "/v"), (lambda v: [0, v, 2], "/1")):
+        ops = check_roundtrip(wrap(old), wrap(new))
+        assert len(ops) == 1 and ops[0]["op"] == "replace" and ops[0]["path"] == path
+        assert canonical(ops[0]["value"]) == canonical(new)
+
+
+def test_lookalikes_deep_inside_lists_and_objects() -> None:
+    old = {"npcs": {"a/b": {"stats": [1, 2.0, {"x": 0.0}]}}, "flags": {"a": True, "b": 1, "c": 1.0}}
+    new = {"npcs": {"a/b": {"stats": [1.0, 2.0, {"x": -0.0}]}}, "flags": {"a": 1, "b": 1.0, "c": True}}
+    ops = check_roundtrip(old, new)
+    assert sorted(op["path"] for op in ops) == [
+        "/flags/a",
+        "/flags/b",
+        "/flags/c",
+        "/npcs/a~1b/stats/0",
+        "/npcs/a~1b/stats/2/x",
+    ]
+    assert {op["op"] for op in ops} == {"replace"}
+
+
+def test_root_type_change_is_a_replace_of_the_root() -> None:
+    assert check_roundtrip({"a": 1}, [1]) == [{"op": "replace", "path": "", "value": [1]}]
+    assert check_roundtrip([1], "x") == [{"op": "replace", "path": "", "value": "x"}]
+    assert check_roundtrip(5, 6) == [{"op": "replace", "path": "", "value": 6}]
+
+
+# ---------------------------------------------------------------- lists
 
 
 def test_append_only_list_is_adds_at_end() -> None:
-    old = {"log": [{"m": i, "x": None} for i in range(50)]}
-    new = copy.deepcopy(old)
+    old = {"log": [{"m": i, "x": None, "f": 1.5} for i in range(50)]}
+    new = fresh(old)
     new["log"] += [{"m": 50}, {"m": 51, "y": [1.0]}]
-    assert roundtrip(old, new) == [
+    assert check_roundtrip(old, new) == [
         {"op": "add", "path": "/log/-", "value": {"m": 50}},
         {"op": "add", "path": "/log/-", "value": {"m": 51, "y": [1.0]}},
     ]
+    assert check_roundtrip({"log": []}, {"log": [1, 1.0]}) == [
+        {"op": "add", "path": "/log/-", "value": 1},
+        {"op": "add", "path": "/log/-", "value": 1.0},
+    ]
 
 
-def test_append_detection_is_not_fooled_by_a_longer_last_element() -> None:
-    roundtrip({"l": [1]}, {"l": [12, 3]})
-    roundtrip({"l": ["a"]}, {"l": ["a,", "b"]})
-    roundtrip({"l": [[1]]}, {"l": [[1, 2], 3]})
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ([1], [12, 3]),  # the old last number continues in the new bytes
+        (["a"], ["a,", "b"]),
+        ([[1]], [[1, 2], 3]),
+        ([1000000], [1, 2]),  # more elements, fewer bytes
+        ([1, 2], [1, 2.0, 3]),
+        ([True], [1, True]),
+    ],
+)
+def test_append_detection_is_not_fooled(old: list[Any], new: list[Any]) -> None:
+    ops = check_roundtrip({"l": old}, {"l": new})
+    assert any(op["path"] != "/l/-" for op in ops)
 
 
 def test_list_edits_insert_remove_reorder() -> None:
@@ -54,80 +259,254 @@ def test_list_edits_insert_remove_reorder() -> None:
         ["sword", "potion", "rope", "torch", "map", "gold"],
         ["gold", "map", "torch", "rope", "sword"],
         ["sword", "torch", "rope", "map"],
-        [],
         ["x"] * 7,
+        ["sword", "rope", "torch", "map", "gold", "sword"],
+        base[1:] + base[:1],
     ):
-        roundtrip({"inv": base}, {"inv": new})
+        check_roundtrip({"inv": base}, {"inv": new})
+
+
+def test_rotation_and_sliding_window_are_one_remove_and_one_add() -> None:
+    messages = [{"turn": i, "text": f"message {i}"} for i in range(30)]
+    ops = check_roundtrip({"log": messages}, {"log": [*messages[1:], {"turn": 30, "text": "new"}]})
+    assert [(op["op"], op["path"]) for op in ops] == [("add", "/log/-"), ("remove", "/log/0")]
+    ops = check_roundtrip({"order": messages}, {"order": [*messages[1:], messages[0]]})
+    assert len(ops) == 2
+
+
+def test_emptied_list_is_one_replace() -> None:
+    assert check_roundtrip({"l": [1, 2, 3]}, {"l": []}) == [{"op": "replace", "path": "/l", "value": []}]
+
+
+def test_paired_elements_are_diffed_inside() -> None:
+    old = {"party": [{"name": "Zoë", "hp": 10, "inv": ["a"]}, {"name": "Kōji", "hp": 7}]}
+    new = {"party": [{"name": "Zoë", "hp": 9, "inv": ["a", "b"]}, {"name": "Kōji", "hp": 7.0}]}
+    ops = check_roundtrip(old, new)
+    assert sorted((op["op"], op["path"]) for op in ops) == [
+        ("add", "/party/0/inv/-"),
+        ("replace", "/party/0/hp"),
+        ("replace", "/party/1/hp"),
+    ]
+
+
+def test_long_lists_of_repeated_values() -> None:
+    rng = random.Random(7)
+    old = [rng.choice([0, 1, 1.0, True]) for _ in range(1500)]
+    new = [rng.choice([0, 1, 1.0, True]) for _ in range(1400)]
+    check_roundtrip({"bits": old}, {"bits": new})
+    edited = list(old)
+    del edited[100:130]
+    edited[700:700] = [0.0] * 20
+    check_roundtrip(old, edited)
+
+
+# ---------------------------------------------------------------- keys and pointers
 
 
 def test_awkward_keys_round_trip() -> None:
-    old = {"a/b": 1, "~0": 2, "": 3, "Zoë": {"~/": [1]}, "42": 4}
-    new = {"a/b": 2, "~0": 2, "": [3], "Zoë": {"~/": [1, 2]}, "43": 4}
-    ops = roundtrip(old, new)
-    assert {op["path"] for op in ops} >= {"/a~1b", "/", "/42", "/43"}
-    assert parse_pointer(format_pointer(["a/b", "~", ""])) == ["a/b", "~", ""]
+    old = {"a/b": 1, "~0": 2, "": 3, "Zoë": {"~/": [1]}, "42": 4, "-": [5], "01": {"": None}}
+    new = {"a/b": 2, "~0": 2, "": [3], "Zoë": {"~/": [1, 2]}, "43": 4, "-": [5, 6], "01": {"": 0}}
+    ops = check_roundtrip(old, new)
+    assert {op["path"] for op in ops} == {"/a~1b", "/", "/Zoë/~0~1/-", "/42", "/43", "/-/-", "/01/"}
 
 
-def test_root_replacement() -> None:
-    assert roundtrip({"a": 1}, [1]) == [{"op": "replace", "path": "", "value": [1]}]
+@pytest.mark.parametrize(
+    ("tokens", "pointer"),
+    [
+        ([], ""),
+        ([""], "/"),
+        (["", ""], "//"),
+        (["a/b"], "/a~1b"),
+        (["m~n"], "/m~0n"),
+        (["~1"], "/~01"),
+        (["Zoë"], "/Zoë"),
+    ],
+)
+def test_pointer_escaping(tokens: list[str], pointer: str) -> None:
+    assert format_pointer(tokens) == pointer
+    assert parse_pointer(pointer) == tokens
+    assert "".join("/" + escape_token(t) for t in tokens) == pointer
 
 
-def test_inputs_are_not_mutated() -> None:
-    old = {"l": [1, 2, {"a": 1}]}
-    new = {"l": [2, {"a": 2}], "n": {"x": 1}}
+@pytest.mark.parametrize("bad", ["a", "a/b", "/~", "/~2", "/a~", "/~x~1", 5, None, ["a"]])
+def test_bad_pointers_are_refused(bad: Any) -> None:
+    with pytest.raises(PatchError) as caught:
+        parse_pointer(bad)
+    assert caught.value.details["reason"]
+
+
+# ---------------------------------------------------------------- copies and aliasing
+
+
+def test_diff_and_apply_leave_inputs_alone() -> None:
+    old = {"l": [1, 2, {"a": 1}], "d": {"k": [0.0]}}
+    new = {"l": [2, {"a": 2}], "n": {"x": 1}, "d": {"k": [-0.0, 1]}}
     keep_old, keep_new = canonical(old), canonical(new)
     ops = diff(old, new)
-    apply_patch(old, ops)
-    assert canonical(old) == keep_old and canonical(new) == keep_new
+    keep_ops = canonical(ops)
+    result = apply_patch(old, ops)
+    assert canonical(old) == keep_old and canonical(new) == keep_new and canonical(ops) == keep_ops
+    result["d"]["k"].append("mutated")  # the result shares nothing with old, new or the patch
+    result["n"]["x"] = 2
+    assert canonical(old) == keep_old and canonical(new) == keep_new and canonical(ops) == keep_ops
 
 
 def test_added_values_do_not_alias_the_patch() -> None:
-    ops = [{"op": "add", "path": "/x", "value": {"deep": [1]}}]
-    doc = apply_patch({}, ops)
+    patch = [
+        {"op": "add", "path": "/x", "value": {"deep": [1]}},
+        {"op": "replace", "path": "/y", "value": [{"z": 1}]},
+        {"op": "copy", "from": "/x", "path": "/w"},
+    ]
+    doc = apply_patch({"y": 0}, patch, in_place=True)
     doc["x"]["deep"].append(2)
-    assert ops[0]["value"] == {"deep": [1]}
+    doc["y"][0]["z"] = 2
+    assert canonical(patch[0]["value"]) == b'{"deep":[1]}' and canonical(patch[1]["value"]) == b'[{"z":1}]'
+    assert canonical(doc["w"]) == b'{"deep":[1]}'  # a copy is a copy, not a second reference
+
+
+def test_in_place_edits_the_document_and_may_replace_the_root() -> None:
+    doc = {"a": [1]}
+    result = apply_patch(doc, [{"op": "add", "path": "/a/-", "value": 2}], in_place=True)
+    assert result is doc and canonical(doc) == b'{"a":[1,2]}'
+    assert apply_patch(doc, [{"op": "replace", "path": "", "value": 3}], in_place=True) == 3
+    assert canonical(doc) == b'{"a":[1,2]}'
+
+
+def test_apply_covers_every_operation() -> None:
+    doc = {"a": {"b": [1, 2, 3]}, "c": "x"}
+    patch = [
+        {"op": "test", "path": "/a/b", "value": [1, 2, 3]},
+        {"op": "move", "from": "/a/b/0", "path": "/a/b/-"},
+        {"op": "copy", "from": "/a", "path": "/a2"},
+        {"op": "add", "path": "/c", "value": 1.0},  # add on an existing member replaces it
+        {"op": "remove", "path": "/a2/b/1"},
+        {"op": "replace", "path": "/a/b/0", "value": True},
+        {"op": "move", "from": "/c", "path": "/c"},
+        {"op": "test", "path": "", "value": {"a": {"b": [True, 3, 1]}, "a2": {"b": [2, 1]}, "c": 1.0}},
+    ]
+    assert canonical(apply_patch(doc, patch)) == canonical({"a": {"b": [True, 3, 1]}, "a2": {"b": [2, 1]}, "c": 1.0})
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("doc", "op", "reason"),
+    [
+        ({}, {"op": "remove", "path": "/missing"}, "path not found"),
+        ({"a": [1]}, {"op": "add", "path": "/a/01", "value": 1}, "bad array index"),
+        ({"a": [1]}, {"op": "add", "path": "/a/5", "value": 1}, "array index out of range"),
+        ({"a": [1]}, {"op": "replace", "path": "/a/1", "value": 1}, "array index out of range"),
+        ({"a": [1]}, {"op": "remove", "path": "/a/-"}, "bad array index"),
+        ({"a": [1]}, {"op": "add", "path": "/a/" + "9" * 5000, "value": 1}, "array index out of range"),
+        ({"a": [1]}, {"op": "add", "path": "/a/+0", "value": 1}, "bad array index"),
+        ({"a": 1}, {"op": "test", "path": "/a", "value": 1.0}, "test failed"),
+        ({"a": True}, {"op": "test", "path": "/a", "value": 1}, "test failed"),
+        ({"a": -0.0}, {"op": "test", "path": "/a", "value": 0.0}, "test failed"),
+        ({"a": [1, {"b": 0}]}, {"op": "test", "path": "/a", "value": [1.0, {"b": 0}]}, "test failed"),
+        ({"a": {"x": True}}, {"op": "test", "path": "", "value": {"a": {"x": 1}}}, "test failed"),
+        ({"a": {"b": 1}}, {"op": "move", "from": "/a", "path": "/a/b/c"}, "move into own child"),
+        ({"a": 1}, {"op": "move", "from": "", "path": "/b"}, "move into own child"),
+        ({}, {"op": "add", "path": "a", "value": 1}, "pointer does not start with '/'"),
+        ({}, {"op": "add", "path": 7, "value": 1}, "pointer is not a string"),
+        ({"~": 1}, {"op": "remove", "path": "/~"}, "bad '~' escape in pointer"),
+        ({}, {"op": "frobnicate", "path": "/a"}, "unknown operation"),
+        ({}, {"op": None, "path": "/a"}, "unknown operation"),
+        ({}, {"path": "/a", "value": 1}, "missing 'op'"),
+        ({}, {"op": "add", "value": 1}, "missing 'path'"),
+        ({}, {"op": "add", "path": "/a"}, "missing 'value'"),
+        ({"a": 1}, {"op": "copy", "path": "/b"}, "missing 'from'"),
+        ({"a": 1}, {"op": "copy", "from": "/nope", "path": "/b"}, "path not found"),
+        ({"a": 1}, {"op": "add", "path": "/a/b", "value": 1}, "path goes through a scalar"),
+        ({"a": "s"}, {"op": "remove", "path": "/a/0"}, "path goes through a scalar"),
+        ({"a": 1}, {"op": "remove", "path": ""}, "cannot remove the root"),
+        ({}, {"op": "add", "path": "/a", "value": {1, 2}}, "value is not JSON"),
+        ({}, "not an op", "operation is not an object"),
+    ],
+)
+def test_apply_errors_name_index_op_path_and_reason(doc: Any, op: Any, reason: str) -> None:
+    before = canonical(doc)
+    with pytest.raises(PatchError) as caught:
+        apply_patch(doc, [{"op": "test", "path": "", "value": doc}, op])
+    details = caught.value.details
+    assert details["index"] == 1 and details["reason"] == reason
+    if isinstance(op, dict):
+        assert details["op"] == op.get("op") and details["path"] == op.get("path")
+        assert details.get("from") == op.get("from")
+        assert "operation 1" in str(caught.value)
+    assert canonical(doc) == before
+
+
+def test_apply_refuses_a_patch_that_is_not_a_list() -> None:
+    for patch in ({"op": "add"}, "[]", None):
+        with pytest.raises(PatchError) as caught:
+            apply_patch({}, patch)
+        assert caught.value.details["reason"] == "patch is not a list"
+
+
+# ---------------------------------------------------------------- diff_members (the commit path)
 
 
 def test_diff_members_matches_diff() -> None:
-    old = {"a": [1, 2], "b": {"c": 1}, "gone": 1, "same": "s"}
-    new = {"a": [1, 2, 3], "b": {"c": 1.0}, "new": None, "same": "s"}
+    old = {"a": [1, 2], "b": {"c": 1}, "gone": 1, "same": "s", "z": 0.0}
+    new = {"a": [1, 2, 3], "b": {"c": 1.0}, "new": None, "same": "s", "z": -0.0}
     _, old_pieces = codec.encode_state(old)
     _, new_pieces = codec.encode_state(new)
     assert old_pieces is not None and new_pieces is not None
     ops = diff_members(old, new, old_pieces, new_pieces)
     assert canonical(apply_patch(old, ops)) == canonical(new)
-    assert canonical(sorted(ops, key=canonical)) == canonical(sorted(diff(old, new), key=canonical))
+    assert sorted(map(canonical, ops)) == sorted(map(canonical, diff(old, new)))
 
 
-def test_encode_state_matches_orjson() -> None:
-    state = {"z": 1, "é": [1.0, None], "": {"b": True, "a": "x"}, "\U0001f600": 0, "\uffff": -0.0}
-    data, pieces = codec.encode_state(state)
-    assert data == canonical(state)
-    assert pieces is not None and set(pieces) == set(state)
+# ---------------------------------------------------------------- a benchmark-sized state
 
 
-@pytest.mark.parametrize(
-    ("doc", "op"),
-    [
-        ({}, {"op": "remove", "path": "/missing"}),
-        ({"a": [1]}, {"op": "add", "path": "/a/01", "value": 1}),
-        ({"a": [1]}, {"op": "add", "path": "/a/5", "value": 1}),
-        ({"a": 1}, {"op": "test", "path": "/a", "value": 1.0}),
-        ({"a": True}, {"op": "test", "path": "/a", "value": 1}),
-        ({"a": {"b": 1}}, {"op": "move", "from": "/a", "path": "/a/b/c"}),
-        ({}, {"op": "add", "path": "a", "value": 1}),
-        ({}, {"op": "frobnicate", "path": "/a"}),
-        ({}, {"op": "add", "path": "/a"}),
-        ({"a": 1}, {"op": "add", "path": "/a/b", "value": 1}),
-        ({}, "not an op"),
-    ],
-)
-def test_apply_errors_name_the_operation(doc: object, op: object) -> None:
-    with pytest.raises(PatchError) as err:
-        apply_patch(doc, [{"op": "test", "path": "", "value": doc}, op])
-    assert err.value.details["index"] == 1
+def game_state(rng: random.Random, messages: int = 1000) -> dict[str, Any]:
+    """A ~1.4 MB state shaped like the benchmark's: a long transcript plus small world dicts."""
+
+    def words(n: int) -> str:
+        return " ".join(rng.choice(["the", "goblin", "Zoë", "gate/north", "~cursed~", "ale", "42"]) for _ in range(n))
+
+    return {
+        "session": {"turn": messages, "clock": {"day": 3, "minute": 17}},
+        "characters": {
+            name: {"hp": rng.randint(1, 40), "xp": rng.uniform(0, 900), "inventory": [words(2) for _ in range(8)]}
+            for name in ("Zoë", "Björn", "Kōji", "a/b", "~x")
+        },
+        "npcs": {f"npc {i}": {"attitude": "wary", "trust": 0.25, "notes": [words(6)]} for i in range(40)},
+        "flags": {"door/open": True, "count": 1, "": None, "ratio": 0.0},
+        "transcript": [
+            {"turn": i, "role": rng.choice(["user", "gm"]), "content": words(190), "tokens": rng.randint(10, 300)}
+            for i in range(messages)
+        ],
+    }
 
 
-def test_apply_refuses_a_non_list_patch() -> None:
-    with pytest.raises(PatchError):
-        apply_patch({}, {"op": "add"})
+def test_large_state_diff_is_small_and_exact() -> None:
+    rng = random.Random(1)
+    old = game_state(rng)
+    assert len(canonical(old)) > 1_200_000
+    new = fresh(old)
+    new["transcript"].append({"turn": 1000, "role": "gm", "content": "The gate/north creaks.", "tokens": 5})
+    new["session"]["turn"] = 1001
+    new["characters"]["a/b"]["hp"] = float(new["characters"]["a/b"]["hp"])  # same number, now a float
+    new["characters"]["Zoë"]["inventory"].insert(2, "rope")
+    new["npcs"]["npc 7"]["notes"].append("owes us")
+    new["flags"]["count"] = True
+    new["flags"]["ratio"] = -0.0
+    del new["npcs"]["npc 3"]
+    ops = check_roundtrip(old, new)
+    assert sorted((op["op"], op["path"]) for op in ops) == [
+        ("add", "/characters/Zoë/inventory/2"),
+        ("add", "/npcs/npc 7/notes/-"),
+        ("add", "/transcript/-"),
+        ("remove", "/npcs/npc 3"),
+        ("replace", "/characters/a~1b/hp"),
+        ("replace", "/flags/count"),
+        ("replace", "/flags/ratio"),
+        ("replace", "/session/turn"),
+    ]
+    _, old_pieces = codec.encode_state(old)
+    _, new_pieces = codec.encode_state(new)
+    assert old_pieces is not None and new_pieces is not None
+    assert sorted(map(canonical, diff_members(old, new, old_pieces, new_pieces))) == sorted(map(canonical, ops))

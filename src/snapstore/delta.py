@@ -1,65 +1,96 @@
 """Pure RFC 6902 JSON Patch: ``diff`` two JSON values and ``apply_patch`` to one. No I/O.
 
-Why not jsonpatch's own ``make_patch`` and ``apply_patch``? Both compare
-values with Python's ``==``, for which ``1 == 1.0 == True``: a change from
-``1`` to ``1.0`` is not seen and a ``test`` of ``1`` passes against ``true``.
-snapstore's states must round-trip type-exact, so equality here is equality
-of canonical bytes. And ``make_patch`` walks the whole document in Python
-(~19 ms on a 1.4 MB state); ``diff`` below compares whole subtrees by their
-serialized bytes at C speed, descends only into the ones that differ, and
-turns an append-only list (a transcript) into ``add .../-`` operations
-without comparing its old elements one by one. jsonpatch stays the reference:
-the tests check that it applies our patches to the same result.
+Why not jsonpatch's own ``make_patch`` and ``apply_patch``? The project
+prefers well-kept libraries, and jsonpatch stays our reference (the tests
+check that it applies our patches to the same result), but it cannot be the
+implementation, for two reasons:
+
+* type-exactness. Both its diff and its ``test`` operation compare with
+  Python's ``==``, for which ``1 == 1.0 == True`` and ``0.0 == -0.0``:
+  ``make_patch`` does not see a change from ``1`` to ``1.0`` and a ``test``
+  of ``1`` passes against ``true``. snapstore's states must round-trip
+  type-exact, so here two values are equal exactly when their canonical bytes
+  (``orjson`` with sorted keys) are equal.
+* speed. ``make_patch`` walks the whole document in Python (~19 ms and more
+  on a 1.4 MB state), on every commit. ``diff`` below compares whole subtrees
+  by their canonical bytes at C speed, descends only into those that differ,
+  and turns an append-only list (a transcript) into ``add .../-`` operations
+  after one ``bytes.startswith``, without comparing old elements one by one.
+
+Errors: every malformed or non-applying patch raises ``PatchError`` whose
+``details`` hold ``index`` (of the operation), ``op``, ``path``, ``reason``
+and, when given, ``from``. Nothing else escapes ``apply_patch``, except
+``InvalidStateError`` when asked to copy a document that is not JSON.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Iterable
 from difflib import SequenceMatcher
+from functools import partial
+from math import copysign
 from typing import Any
 
 import orjson
 
-from .errors import PatchError
+from .errors import InvalidStateError, PatchError
+
+__all__ = ["Op", "apply_patch", "diff", "diff_members", "escape_token", "format_pointer", "parse_pointer"]
 
 Op = dict[str, Any]
 
-_SORT = orjson.OPT_SORT_KEYS
-_dumps = orjson.dumps
-_CONTAINERS = (dict, list)
-_MISSING = object()
+_canon = partial(orjson.dumps, option=orjson.OPT_SORT_KEYS)
+_MISSING: Any = object()
+# same type and ``==`` means type-exact equal for these (floats differ as 0.0 and -0.0)
+_EXACT_BY_EQ = frozenset((str, int, bool, type(None)))
+_IMMUTABLE_JSON = frozenset((str, int, bool, type(None), float))
+_BAD_ESCAPE = re.compile("~(?![01])")
+_ARRAY_INDEX = re.compile("0|[1-9][0-9]*")  # RFC 6901: no sign, no leading zeros, ASCII digits
+# SequenceMatcher is quadratic on lists of repeated values; above this many candidate
+# pairs (sum over values of old count x new count) the middle is paired by position.
+_MATCH_WORK_LIMIT = 50_000
 
 
-def _canon(value: Any) -> bytes:
-    return _dumps(value, option=_SORT)
+# ---------------------------------------------------------------- JSON Pointer (RFC 6901)
 
 
 def escape_token(token: str) -> str:
+    """One reference token as it appears in a pointer: ``~`` -> ``~0``, ``/`` -> ``~1``."""
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def format_pointer(tokens: list[str]) -> str:
-    """JSON Pointer text for a list of reference tokens (``[]`` is the root, ``""``)."""
+def format_pointer(tokens: Iterable[str]) -> str:
+    """JSON Pointer text for reference tokens (no tokens is the root, ``""``)."""
     return "".join("/" + escape_token(t) for t in tokens)
 
 
 def parse_pointer(path: Any) -> list[str]:
     """Reference tokens of a JSON Pointer; ``PatchError`` when it is not one."""
     if not isinstance(path, str):
-        raise PatchError(f"JSON Pointer must be a string, not {type(path).__name__}", {"path": repr(path)})
-    if path == "":
+        raise PatchError(
+            f"a JSON Pointer must be a string, not {type(path).__name__}",
+            {"path": repr(path), "reason": "pointer is not a string"},
+        )
+    if not path:
         return []
-    if not path.startswith("/"):
-        raise PatchError(f"JSON Pointer {path!r} must start with '/'", {"path": path})
+    if path[0] != "/":
+        raise PatchError(
+            f"JSON Pointer {path!r} must be empty or start with '/'",
+            {"path": path, "reason": "pointer does not start with '/'"},
+        )
     tokens = path[1:].split("/")
-    out = []
-    for token in tokens:
-        i = token.find("~")
-        while i != -1:
-            if i + 1 >= len(token) or token[i + 1] not in "01":
-                raise PatchError(f"JSON Pointer {path!r} has a bad '~' escape", {"path": path})
-            i = token.find("~", i + 2)
-        out.append(token.replace("~1", "/").replace("~0", "~"))
-    return out
+    if "~" in path:
+        for i, token in enumerate(tokens):
+            if "~" in token:
+                if _BAD_ESCAPE.search(token):
+                    raise PatchError(
+                        f"JSON Pointer {path!r} has a '~' not followed by 0 or 1",
+                        {"path": path, "reason": "bad '~' escape in pointer"},
+                    )
+                tokens[i] = token.replace("~1", "/").replace("~0", "~")
+    return tokens
 
 
 # ---------------------------------------------------------------- diff
@@ -68,11 +99,20 @@ def parse_pointer(path: Any) -> list[str]:
 def diff(old: Any, new: Any) -> list[Op]:
     """RFC 6902 operations turning ``old`` into ``new``, comparing values type-exact.
 
-    Values inside the returned operations may be the very objects of ``new``
-    (not copies): serialize the patch before ``new`` changes.
+    Applying the operations in order, by ``apply_patch`` or any RFC 6902
+    implementation, gives a value whose canonical bytes are ``new``'s. Object
+    members may come out in another order; canonical bytes sort keys anyway.
+
+    The ``value`` of an operation may be the very object found in ``new``
+    (no copy is made, to keep a commit cheap): serialize the patch before
+    ``new`` changes, or copy it. Both inputs are left untouched.
     """
     ops: list[Op] = []
-    _diff(old, new, "", ops, None, None)
+    if old is not new:
+        try:
+            _diff_value(old, new, "", ops)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidStateError(f"cannot diff a value that is not JSON: {exc}", {"reason": str(exc)}) from None
     return ops
 
 
@@ -86,268 +126,348 @@ def diff_members(
     cost one bytes comparison and changed ones start with their bytes in hand.
     """
     ops: list[Op] = []
-    for key in old:
-        if key not in new:
-            ops.append({"op": "remove", "path": "/" + escape_token(key)})
+    if not old.keys() <= new.keys():
+        for key in old:
+            if key not in new:
+                ops.append({"op": "remove", "path": "/" + escape_token(key)})
     for key, nval in new.items():
-        child = "/" + escape_token(key)
         if key not in old:
-            ops.append({"op": "add", "path": child, "value": nval})
+            ops.append({"op": "add", "path": "/" + escape_token(key), "value": nval})
             continue
         ob, nb = old_pieces[key], new_pieces[key]
         if ob != nb:
-            _diff_element(old[key], nval, child, ops, ob, nb)
+            _diff_known(old[key], nval, "/" + escape_token(key), ops, ob, nb)
     return ops
 
 
-def _diff(old: Any, new: Any, path: str, ops: list[Op], old_bytes: bytes | None, new_bytes: bytes | None) -> None:
-    told, tnew = type(old), type(new)
-    if told is dict and tnew is dict:
+def _scalar_differs(old: Any, new: Any, kind: type) -> bool:
+    """Whether two values of the same type, neither a plain dict nor list, differ type-exact."""
+    if old != new:
+        return True
+    if kind in _EXACT_BY_EQ:
+        return False
+    if kind is float:  # equal floats differ only as 0.0 and -0.0
+        return copysign(1.0, old) != copysign(1.0, new)
+    return _canon(old) != _canon(new)  # subclasses and the like: let the bytes decide
+
+
+def _diff_value(old: Any, new: Any, path: str, ops: list[Op]) -> None:
+    kind = type(old)
+    if kind is not type(new):
+        ops.append({"op": "replace", "path": path, "value": new})
+    elif kind is dict:
         _diff_dict(old, new, path, ops)
-    elif told is list and tnew is list:
-        if old_bytes is None:
-            old_bytes, new_bytes = _canon(old), _canon(new)
-            if old_bytes == new_bytes:
-                return
-        _diff_list(old, new, path, ops, old_bytes, new_bytes)  # type: ignore[arg-type]
-    elif told is not tnew or old != new or (told is float and _canon(old) != _canon(new)):
+    elif kind is list:
+        ob, nb = _canon(old), _canon(new)
+        if ob != nb:
+            _diff_list(old, new, path, ops, ob, nb)
+    elif _scalar_differs(old, new, kind):
+        ops.append({"op": "replace", "path": path, "value": new})
+
+
+def _diff_known(old: Any, new: Any, path: str, ops: list[Op], ob: bytes, nb: bytes) -> None:
+    """Diff two values whose canonical bytes ``ob`` and ``nb`` are in hand."""
+    if ob == nb:
+        return
+    kind = type(old)
+    if kind is type(new) and kind is dict:
+        _diff_dict(old, new, path, ops)
+    elif kind is type(new) and kind is list:
+        _diff_list(old, new, path, ops, ob, nb)
+    else:
         ops.append({"op": "replace", "path": path, "value": new})
 
 
 def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
-    if len(old) > len(new) or any(key not in new for key in old):
-        for key in old:
+    if not old.keys() <= new.keys():
+        for key in old:  # in old's order, so the same inputs always give the same patch
             if key not in new:
                 ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
-    missing = _MISSING
     for key, nval in new.items():
-        oval = old.get(key, missing)
-        tnew = type(nval)
-        if tnew is type(oval):
-            if tnew is dict or tnew is list:
+        oval = old.get(key, _MISSING)
+        if oval is nval:
+            continue
+        kind = type(nval)
+        if kind is type(oval):
+            if kind is dict or kind is list:
                 ob, nb = _canon(oval), _canon(nval)
-                if ob == nb:
-                    continue
-                child = path + "/" + escape_token(key)
-                if tnew is dict:
-                    _diff_dict(oval, nval, child, ops)
-                else:
-                    _diff_list(oval, nval, child, ops, ob, nb)
+                if ob != nb:
+                    child = path + "/" + escape_token(key)
+                    if kind is dict:
+                        _diff_dict(oval, nval, child, ops)
+                    else:
+                        _diff_list(oval, nval, child, ops, ob, nb)
                 continue
-            if oval == nval and (tnew is not float or nval != 0.0 or _canon(oval) == _canon(nval)):
-                continue  # equal floats differ only as 0.0 and -0.0
+            if not _scalar_differs(oval, nval, kind):
+                continue
         ops.append(
-            {"op": "add" if oval is missing else "replace", "path": path + "/" + escape_token(key), "value": nval}
+            {"op": "add" if oval is _MISSING else "replace", "path": path + "/" + escape_token(key), "value": nval}
         )
 
 
 def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op], ob: bytes, nb: bytes) -> None:
+    """Diff two lists whose canonical bytes ``ob`` and ``nb`` differ."""
     n_old, n_new = len(old), len(new)
-    # Append-only: the new list's bytes continue the old list's bytes after a ','.
-    # Elements are self-delimiting JSON, so an equal prefix followed by ',' means equal elements.
+    # Append-only: the new list's bytes are the old list's without its ']', then ','.
+    # A JSON value ends where its own syntax says (a number ends at the ',' as it did at
+    # the ']'), so that prefix parses to the same n_old elements, and the rest is new.
     if n_new > n_old and (
         n_old == 0 or (len(nb) > len(ob) and nb[len(ob) - 1] == 0x2C and nb.startswith(memoryview(ob)[:-1]))
     ):
-        for value in new[n_old:]:
-            ops.append({"op": "add", "path": path + "/-", "value": value})
+        ops.extend({"op": "add", "path": path + "/-", "value": value} for value in new[n_old:])
         return
-    old_keys = [_canon(v) for v in old]
-    new_keys = [_canon(v) for v in new]
-    start = 0
-    limit = min(n_old, n_new)
+    if n_new == 0:  # emptied: one operation rather than a remove per element
+        ops.append({"op": "replace", "path": path, "value": new})
+        return
+    old_keys = list(map(_canon, old))
+    new_keys = list(map(_canon, new))
+    start, limit = 0, min(n_old, n_new)
     while start < limit and old_keys[start] == new_keys[start]:
         start += 1
     end_old, end_new = n_old, n_new
     while end_old > start and end_new > start and old_keys[end_old - 1] == new_keys[end_new - 1]:
         end_old -= 1
         end_new -= 1
-    if end_old - start == end_new - start:
-        for i in range(start, end_old):
-            _diff_element(old[i], new[i], f"{path}/{i}", ops, old_keys[i], new_keys[i])
-        return
-    # Different lengths in the middle: match elements, emit edits from the back so indices hold.
-    matcher = SequenceMatcher(None, old_keys[start:end_old], new_keys[start:end_new], autojunk=False)
-    edits: list[tuple[str, int, int, int, int]] = [
-        (tag, i1 + start, i2 + start, j1 + start, j2 + start)
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
-        if tag != "equal"
-    ]
-    # Applying from the back keeps every earlier index valid; new-side indices are then the
-    # old-side ones shifted by the edits before them, which are still untouched: j1 - i1 offset
-    # is not needed because we address positions on the old side only.
-    for tag, i1, i2, j1, j2 in reversed(edits):
-        paired = min(i2 - i1, j2 - j1) if tag == "replace" else 0
+    if (end_old - start <= 1 and end_new - start <= 1) or _match_work(old_keys, new_keys, start, end_old, end_new):
+        edits = [("replace", start, end_old, start, end_new)]
+    else:
+        # Matching equal elements finds rotations, inserts and removals in the middle.
+        matcher = SequenceMatcher(None, old_keys[start:end_old], new_keys[start:end_new], autojunk=False)
+        edits = [
+            (tag, i1 + start, i2 + start, j1 + start, j2 + start)
+            for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+            if tag != "equal"
+        ]
+    # Apply edits from the back: positions before an edit are then still the old list's,
+    # so every operation can address old-side indices i1.. directly.
+    for _tag, i1, i2, j1, j2 in reversed(edits):
+        paired = min(i2 - i1, j2 - j1)
         for k in range(paired):
-            _diff_element(old[i1 + k], new[j1 + k], f"{path}/{i1 + k}", ops, old_keys[i1 + k], new_keys[j1 + k])
+            _diff_known(old[i1 + k], new[j1 + k], f"{path}/{i1 + k}", ops, old_keys[i1 + k], new_keys[j1 + k])
         for i in range(i2 - 1, i1 + paired - 1, -1):
             ops.append({"op": "remove", "path": f"{path}/{i}"})
-        for offset, j in enumerate(range(j1 + paired, j2)):
-            ops.append({"op": "add", "path": f"{path}/{i1 + paired + offset}", "value": new[j]})
+        at = i1 + paired
+        if at == i2 and i2 == n_old:  # inserting at the end of the list as it stands
+            ops.extend({"op": "add", "path": path + "/-", "value": new[j]} for j in range(j1 + paired, j2))
+        else:
+            ops.extend(
+                {"op": "add", "path": f"{path}/{at + offset}", "value": new[j]}
+                for offset, j in enumerate(range(j1 + paired, j2))
+            )
 
 
-def _diff_element(old: Any, new: Any, path: str, ops: list[Op], ob: bytes, nb: bytes) -> None:
-    if ob == nb:
-        return
-    told = type(old)
-    if told is type(new) and told is dict:
-        _diff_dict(old, new, path, ops)
-    elif told is type(new) and told is list:
-        _diff_list(old, new, path, ops, ob, nb)
-    else:
-        ops.append({"op": "replace", "path": path, "value": new})
+def _match_work(old_keys: list[bytes], new_keys: list[bytes], start: int, end_old: int, end_new: int) -> bool:
+    """True when matching the middles would cost too much (many repeated elements)."""
+    if (end_old - start) * (end_new - start) <= _MATCH_WORK_LIMIT:
+        return False
+    counts = Counter(old_keys[start:end_old])
+    work = 0
+    for key in new_keys[start:end_new]:
+        work += counts.get(key, 0)
+        if work > _MATCH_WORK_LIMIT:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- apply
 
 
 def apply_patch(doc: Any, patch: Any, *, in_place: bool = False) -> Any:
-    """Apply RFC 6902 operations; returns the result (the root itself may be replaced).
+    """Apply RFC 6902 operations to ``doc`` and return the result; always use the return value.
 
-    With ``in_place=False`` the input is left untouched. ``test`` compares
-    canonical bytes, so ``1`` does not equal ``1.0`` or ``true``.
+    With ``in_place=False`` (the default) ``doc`` is left untouched and the
+    result is a fresh value sharing nothing with ``doc`` or ``patch``: the
+    caller owns it. That is a full copy (through orjson, a few ms for 1.4 MB)
+    rather than copy-on-write along the touched paths, on purpose: a result
+    sharing subtrees with its input would let a game loop that edits its state
+    in place corrupt the other one. Hot paths (commit, rebuild) patch their own
+    copies with ``in_place=True``, which costs only the operations.
+
+    With ``in_place=True`` ``doc`` is edited and returned, unless an operation
+    replaces the root; if an operation fails, ``doc`` may be left half patched.
+    Values the patch puts in the document are copies, so later edits of the
+    document never reach the patch.
+
+    ``test`` compares type-exact: ``1``, ``1.0`` and ``true`` are all different.
+    Removing the whole document (``remove`` at ``""``) is refused.
     """
     if not isinstance(patch, list):
-        raise PatchError("a JSON Patch must be a list of operations", {"type": type(patch).__name__})
+        raise PatchError(
+            f"a JSON Patch must be a list of operations, not {type(patch).__name__}",
+            {"index": None, "op": None, "path": None, "reason": "patch is not a list"},
+        )
     if not in_place:
-        doc = orjson.loads(_dumps(doc))
+        doc = _own_copy(doc)
     for index, op in enumerate(patch):
         try:
             doc = _apply_one(doc, op)
         except PatchError as exc:
-            exc.details.setdefault("index", index)
-            exc.details.setdefault("op", _short(op))
-            raise
+            raise _name_operation(exc, index, op) from None
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            # Not reachable by design; a safety net so callers only ever see PatchError.
+            failure = PatchError(f"{type(exc).__name__}: {exc}", {"reason": "operation could not be applied"})
+            raise _name_operation(failure, index, op) from exc
     return doc
 
 
-def _short(op: Any) -> Any:
+def _own_copy(doc: Any) -> Any:
+    if type(doc) in _IMMUTABLE_JSON:
+        return doc
+    try:
+        return orjson.loads(orjson.dumps(doc))
+    except orjson.JSONEncodeError as exc:
+        raise InvalidStateError(
+            f"cannot patch a document that is not JSON: {exc}", {"reason": "document is not JSON"}
+        ) from None
+
+
+def _name_operation(exc: PatchError, index: int, op: Any) -> PatchError:
+    """The same failure, its message and details naming the operation it came from."""
+    details: dict[str, Any] = {"index": index, "op": None, "path": None}
     if isinstance(op, dict):
-        return {k: v for k, v in op.items() if k != "value"}
-    return repr(op)[:80]
+        details["op"] = op.get("op")
+        details["path"] = op.get("path")
+        if "from" in op:
+            details["from"] = op["from"]
+    for key, value in exc.details.items():
+        if key == "path" and details["path"] is not None:
+            key = "pointer"  # the pointer that failed to parse (may be "from")
+        details.setdefault(key, value)
+    details.setdefault("reason", exc.message)
+    where = f"{details['op']} {details['path']!r}" if isinstance(op, dict) else "not an object"
+    return PatchError(f"patch operation {index} ({where}): {exc.message}", details)
 
 
-def _copy(value: Any) -> Any:
-    if type(value) in _CONTAINERS:
-        return orjson.loads(_dumps(value))
-    return value
+def _refuse(message: str, reason: str, **extra: Any) -> PatchError:
+    return PatchError(message, {"reason": reason, **extra})
 
 
 def _member(op: dict[str, Any], name: str) -> Any:
-    if name not in op:
-        raise PatchError(f"operation {op.get('op')!r} needs a {name!r} member", {"missing": name})
-    return op[name]
+    value = op.get(name, _MISSING)
+    if value is _MISSING:
+        raise _refuse(f"the operation has no {name!r} member", f"missing {name!r}")
+    return value
+
+
+def _copy_in(value: Any) -> Any:
+    """A copy of a JSON value to place in the document (sharing nothing with its source)."""
+    if type(value) in _IMMUTABLE_JSON:
+        return value
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError as exc:
+        raise _refuse(f"the value is not JSON: {exc}", "value is not JSON") from None
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    """Type-exact equality of a document value and a ``test`` value."""
+    kind = type(actual)
+    if kind is not type(expected):
+        return False
+    try:
+        if kind is dict or kind is list:
+            return bool(_canon(actual) == _canon(expected))
+        return not _scalar_differs(actual, expected, kind)
+    except orjson.JSONEncodeError as exc:
+        raise _refuse(f"the value is not JSON: {exc}", "value is not JSON") from None
 
 
 def _apply_one(doc: Any, op: Any) -> Any:
     if not isinstance(op, dict):
-        raise PatchError("each operation must be an object", {"type": type(op).__name__})
+        raise _refuse(f"an operation must be an object, not {type(op).__name__}", "operation is not an object")
     kind = _member(op, "op")
     tokens = parse_pointer(_member(op, "path"))
     if kind == "add":
-        return _add(doc, tokens, _copy(_member(op, "value")))
+        return _add(doc, tokens, _copy_in(_member(op, "value")))
     if kind == "remove":
         _remove(doc, tokens)
         return doc
     if kind == "replace":
-        value = _copy(_member(op, "value"))
+        value = _copy_in(_member(op, "value"))
         if not tokens:
             return value
-        parent, key = _locate(doc, tokens)
-        if isinstance(parent, dict):
+        parent, key = _parent(doc, tokens)
+        if type(parent) is dict:
             if key not in parent:
-                raise PatchError(f"cannot replace missing member {op['path']!r}", {"path": op["path"]})
+                raise _refuse(f"no member {key!r} to replace", "path not found")
             parent[key] = value
         else:
-            parent[_index(parent, key, op["path"], allow_end=False)] = value
+            parent[_index(parent, key, append=False)] = value
         return doc
     if kind == "test":
         expected = _member(op, "value")
-        actual = _get(doc, tokens, op["path"])
-        try:
-            same = _canon(actual) == _canon(expected)
-        except (TypeError, orjson.JSONEncodeError):
-            same = False
-        if not same:
-            raise PatchError(f"test failed at {op['path']!r}", {"path": op["path"]})
+        if not _same(_get(doc, tokens), expected):
+            raise _refuse("the value differs (compared type-exact)", "test failed")
         return doc
-    if kind in ("move", "copy"):
+    if kind == "move" or kind == "copy":
         from_tokens = parse_pointer(_member(op, "from"))
-        if kind == "move":
-            if tokens[: len(from_tokens)] == from_tokens and len(tokens) > len(from_tokens):
-                raise PatchError(
-                    f"cannot move {op['from']!r} into its own child {op['path']!r}",
-                    {"from": op["from"], "path": op["path"]},
-                )
-            if tokens == from_tokens:
-                _get(doc, from_tokens, op["from"])
-                return doc
-            value = _get(doc, from_tokens, op["from"])
-            _remove(doc, from_tokens)
-            return _add(doc, tokens, value)
-        return _add(doc, tokens, _copy(_get(doc, from_tokens, op["from"])))
-    raise PatchError(f"unknown operation {kind!r}", {"op_name": repr(kind)})
+        value = _get(doc, from_tokens)
+        if kind == "copy":
+            return _add(doc, tokens, _copy_in(value))
+        if len(tokens) > len(from_tokens) and tokens[: len(from_tokens)] == from_tokens:
+            raise _refuse("cannot move a value into one of its own children", "move into own child")
+        if tokens == from_tokens:
+            return doc
+        _remove(doc, from_tokens)
+        return _add(doc, tokens, value)
+    raise _refuse(f"unknown operation {kind!r}", "unknown operation")
 
 
-def _locate(doc: Any, tokens: list[str]) -> tuple[Any, str]:
-    """The container holding the last token, and that token."""
-    node = doc
-    for depth, token in enumerate(tokens[:-1]):
-        node = _step(node, token, tokens, depth)
-    if not isinstance(node, (dict, list)):
-        raise PatchError(
-            f"{format_pointer(tokens[:-1]) or 'the root'} is not a container", {"path": format_pointer(tokens)}
-        )
-    return node, tokens[-1]
+def _step(node: Any, token: str) -> Any:
+    if type(node) is dict:
+        child = node.get(token, _MISSING)
+        if child is _MISSING:
+            raise _refuse(f"no member {token!r}", "path not found", location=token)
+        return child
+    if type(node) is list:
+        return node[_index(node, token, append=False)]
+    raise _refuse(f"cannot look up {token!r} inside a {type(node).__name__}", "path goes through a scalar")
 
 
-def _step(node: Any, token: str, tokens: list[str], depth: int) -> Any:
-    where = format_pointer(tokens[: depth + 1])
-    if isinstance(node, dict):
-        if token not in node:
-            raise PatchError(f"path {where!r} does not exist", {"path": format_pointer(tokens)})
-        return node[token]
-    if isinstance(node, list):
-        return node[_index(node, token, where, allow_end=False)]
-    raise PatchError(f"path {where!r} goes through a scalar", {"path": format_pointer(tokens)})
+def _get(doc: Any, tokens: list[str]) -> Any:
+    for token in tokens:
+        doc = _step(doc, token)
+    return doc
 
 
-def _get(doc: Any, tokens: list[str], path: str) -> Any:
-    node = doc
-    for depth, token in enumerate(tokens):
-        node = _step(node, token, tokens, depth)
-    return node
+def _parent(doc: Any, tokens: list[str]) -> tuple[Any, str]:
+    """The container holding the location ``tokens`` points to, and the last token."""
+    parent = _get(doc, tokens[:-1])
+    if type(parent) is not dict and type(parent) is not list:
+        raise _refuse(f"cannot reach {tokens[-1]!r} inside a {type(parent).__name__}", "path goes through a scalar")
+    return parent, tokens[-1]
 
 
-def _index(array: list[Any], token: str, path: str, *, allow_end: bool) -> int:
-    if token == "-" and allow_end:
+def _index(array: list[Any], token: str, *, append: bool) -> int:
+    """The position a token names in an array; ``-`` (the end) only when appending."""
+    if token == "-" and append:
         return len(array)
-    if not token.isdigit() or not token.isascii() or (len(token) > 1 and token[0] == "0"):
-        raise PatchError(f"{token!r} is not an array index (in {path!r})", {"path": path})
-    index = int(token)
-    if index > len(array) or (index == len(array) and not allow_end):
-        raise PatchError(f"array index {index} is out of range (in {path!r})", {"path": path})
+    if not _ARRAY_INDEX.fullmatch(token):
+        raise _refuse(f"{token!r} is not an array index", "bad array index")
+    index = int(token) if len(token) < 20 else len(array) + 1  # (int() refuses over 4300 digits)
+    if index > len(array) or (index == len(array) and not append):
+        raise _refuse(f"array index {index} is out of range (length {len(array)})", "array index out of range")
     return index
 
 
 def _add(doc: Any, tokens: list[str], value: Any) -> Any:
     if not tokens:
         return value
-    parent, key = _locate(doc, tokens)
-    if isinstance(parent, dict):
-        parent[key] = value
+    parent, key = _parent(doc, tokens)
+    if type(parent) is dict:
+        parent[key] = value  # an existing member is replaced (RFC 6902, 4.1)
     else:
-        parent.insert(_index(parent, key, format_pointer(tokens), allow_end=True), value)
+        parent.insert(_index(parent, key, append=True), value)
     return doc
 
 
 def _remove(doc: Any, tokens: list[str]) -> None:
-    path = format_pointer(tokens)
     if not tokens:
-        raise PatchError("cannot remove the whole document", {"path": path})
-    parent, key = _locate(doc, tokens)
-    if isinstance(parent, dict):
+        raise _refuse("cannot remove the whole document", "cannot remove the root")
+    parent, key = _parent(doc, tokens)
+    if type(parent) is dict:
         if key not in parent:
-            raise PatchError(f"cannot remove missing member {path!r}", {"path": path})
+            raise _refuse(f"no member {key!r} to remove", "path not found")
         del parent[key]
     else:
-        del parent[_index(parent, key, path, allow_end=False)]
+        del parent[_index(parent, key, append=False)]

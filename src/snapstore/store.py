@@ -234,10 +234,13 @@ class SnapshotStore:
                         new_bases.append(sid)
                 new_bases = [b for b in new_bases if b in live_set]
                 pinned = set()
+            # An evicted snapshot that is still the head stays listed as evicted: the next
+            # commit makes it a parent, and gc must still find it through this list.
+            keep = pinned | live_set
             new_doc = doc.copy()
-            new_doc.evicted = [e for e in doc.evicted if e in pinned]
+            new_doc.evicted = [e for e in doc.evicted if e in keep]
             new_doc.bases = new_bases
-            dropped = [e for e in doc.evicted if e not in pinned]
+            dropped = [e for e in doc.evicted if e not in keep]
             dropped_bases = [b for b in doc.bases if b not in new_bases]
             if not dropped and not dropped_bases and new_doc.bases == doc.bases:
                 return 0
