@@ -5,12 +5,12 @@ prefers well-kept libraries, and jsonpatch stays our reference (the tests
 check that it applies our patches to the same result), but it cannot be the
 implementation, for two reasons:
 
-* type-exactness. Both its diff and its ``test`` operation compare with
-  Python's ``==``, for which ``1 == 1.0 == True`` and ``0.0 == -0.0``:
-  ``make_patch`` does not see a change from ``1`` to ``1.0`` and a ``test``
-  of ``1`` passes against ``true``. snapstore's states must round-trip
-  type-exact, so here two values are equal exactly when their canonical bytes
-  (``orjson`` with sorted keys) are equal.
+* type-exactness. Its ``test`` operation compares with Python's ``==`` (with
+  a type check only at the top of the value), so a ``test`` of ``1`` passes
+  against ``1.0``, ``[1]`` against ``[1.0]`` and ``0.0`` against ``-0.0``.
+  snapstore's states must round-trip type-exact, so here two values are equal
+  exactly when their canonical bytes (``orjson`` with sorted keys) are equal.
+  (Its ``make_patch`` does see those changes, in the releases we require.)
 * speed. ``make_patch`` walks the whole document in Python (~19 ms and more
   on a 1.4 MB state), on every commit. ``diff`` below compares whole subtrees
   by their canonical bytes at C speed, descends only into those that differ,
