@@ -224,7 +224,9 @@ def read_header(key: str, blob: bytes) -> tuple[Kind, int, int]:
     try:
         kind_value = Kind(kind)
     except ValueError:
-        raise CorruptObjectError(f"object {key} has unknown kind {kind}", {"object": key, "reason": "bad kind"}) from None
+        raise CorruptObjectError(
+            f"object {key} has unknown kind {kind}", {"object": key, "reason": "bad kind"}
+        ) from None
     if codec not in (CODEC_RAW, CODEC_ZSTD):
         raise CorruptObjectError(f"object {key} has unknown codec {codec}", {"object": key, "reason": "bad codec"})
     if size > MAX_OBJECT_SIZE:

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             _turn(state, n)
             snap = sess.commit(state, label=f"turn {n}", turn=n)
             print(f"  committed turn {n}: {snap.id[:12]} ({snap.kind}, state {snap.size} bytes)")
-        first, second, bad = sess.snapshots()[-3:]
+        second, bad = sess.snapshots()[-2:]
         print("\nwhat changed in the bad turn (RFC 6902):")
         for op in sess.diff(second.id, bad.id):
             print("  " + orjson.dumps(op).decode())

@@ -292,7 +292,7 @@ def _typed(body: dict[str, Any], name: str, kind: type, *, optional: bool = Fals
         raise _FieldError(f"field {name!r} must be a number")
     if not isinstance(value, kind):
         raise _FieldError(f"field {name!r} must be {kind.__name__}")
-    return float(value) if kind is float else value
+    return float(value) if kind is float else value  # type: ignore[arg-type]
 
 
 def _id(body: dict[str, Any], name: str) -> str:

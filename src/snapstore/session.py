@@ -100,7 +100,9 @@ class Session:
         if not isinstance(label, str):
             raise InvalidStateError("label must be a string", {"argument": "label", "type": type(label).__name__})
         if turn is not None and type(turn) is not int:
-            raise InvalidStateError("turn must be an integer or None", {"argument": "turn", "type": type(turn).__name__})
+            raise InvalidStateError(
+                "turn must be an integer or None", {"argument": "turn", "type": type(turn).__name__}
+            )
         if isinstance(state, BaseModel):
             state = state.model_dump(mode="json")
         data, pieces = codec.encode_state(state)
@@ -297,10 +299,9 @@ class Session:
         backend = self._store.backend
         new.generation = self._doc.generation + 1
         new_key, _ = self._store.objects.put(Kind.SESSION, new.to_payload())
-        if not backend.cas_ref(self._ref, self._doc_key, new_key):
-            if backend.read_ref(self._ref) != new_key:  # an identical twin won: same outcome
-                backend.delete(new_key)
-                return False
+        if not backend.cas_ref(self._ref, self._doc_key, new_key) and backend.read_ref(self._ref) != new_key:
+            backend.delete(new_key)  # lost the race (unless an identical twin won: the same outcome)
+            return False
         old_key = self._doc_key
         self._doc_key, self._doc = new_key, new
         backend.delete(old_key)
@@ -358,7 +359,9 @@ def resolve_prefix(snapshot_id: Any, candidates: Iterable[str], *, where: str) -
         )
     matches = sorted({c for c in candidates if c.startswith(wanted)})
     if not matches:
-        raise SnapshotNotFound(f"snapshot {snapshot_id} not found in {where}", {"snapshot": snapshot_id, "where": where})
+        raise SnapshotNotFound(
+            f"snapshot {snapshot_id} not found in {where}", {"snapshot": snapshot_id, "where": where}
+        )
     if len(matches) > 1:
         raise AmbiguousSnapshotId(
             f"snapshot prefix {snapshot_id} is ambiguous in {where}: {', '.join(m[:12] for m in matches)}",

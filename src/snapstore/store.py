@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -110,7 +111,8 @@ class SnapshotStore:
             version = self.backend.read_ref(FORMAT_REF)
         if version != str(codec.FORMAT_VERSION):
             raise FormatVersionError(
-                f"store {self.describe()} has format version {version}; this build reads version {codec.FORMAT_VERSION}",
+                f"store {self.describe()} has format version {version}; "
+                f"this build reads version {codec.FORMAT_VERSION}",
                 {"path": self.describe(), "version": version, "supported": codec.FORMAT_VERSION},
             )
 
@@ -317,10 +319,8 @@ class SnapshotStore:
             marked = self._mark()
             for key in list(self.backend.iter_keys()):
                 if key not in marked:
-                    try:
+                    with contextlib.suppress(SnapshotError):
                         report.bytes_freed += self.backend.size(key)
-                    except SnapshotError:
-                        pass
                     self.backend.delete(key)
                     self.objects.forget(key)
                     report.objects_deleted += 1
@@ -362,8 +362,9 @@ class SnapshotStore:
                 if not read_data:
                     continue
                 record = self.objects.record(sid)
-                if previous is not None and record.parent == previous[0] and record.delta is not None and sid not in doc.bases:
-                    state = apply_delta(self.objects, record, previous[1])
+                follows = previous is not None and record.parent == previous[0]
+                if follows and record.delta is not None and sid not in doc.bases:
+                    state = apply_delta(self.objects, record, previous[1])  # type: ignore[index]
                     check_state(state, record.state, sid)
                 else:
                     state = rebuild(self.objects, sid, doc.bases)
