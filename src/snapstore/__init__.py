@@ -23,6 +23,7 @@ from .errors import (
     SnapshotNotFound,
 )
 from .objects import Snapshot
+from .rollback import StateRollbackManager, StateSnapshot
 from .session import Session
 from .store import GcReport, Problem, SnapshotStore, VerifyReport
 
@@ -45,5 +46,7 @@ __all__ = [
     "SnapshotError",
     "SnapshotNotFound",
     "SnapshotStore",
+    "StateRollbackManager",
+    "StateSnapshot",
     "VerifyReport",
 ]

@@ -4,31 +4,58 @@ Swap the import of a hand-written deep-copy manager for this one: the names,
 arguments, return values and error texts are the same, but a snapshot costs
 a compressed delta instead of a deep copy, and with ``store=`` a directory
 store keeps the snapshots across restarts.
+
+How a rollback restores the session (docs/migration.md has the details):
+
+* the stored data is validated by the model itself, as JSON
+  (``model_validate_json``), so datetimes, enums, nested models and tuples
+  come back as their types, strict models work, and fields are matched by
+  name even when they have aliases; computed fields are dropped first;
+* nothing is changed until every check has passed; then the fields are set
+  on the caller's own object at once, without re-running assignment
+  validation (``model_validate`` has already validated them together, and
+  field-by-field assignment could trip a model validator on a
+  half-restored state). Fields the snapshot does not hold (``exclude=True``,
+  or added to the model later) and private attributes are left as they are;
+* a frozen model, or a frozen field whose value would change, raises
+  ``RollbackError`` and changes nothing;
+* with ``extra="allow"`` a full rollback also restores the extra attributes
+  (as their JSON values); a rollback limited by ``fields`` leaves them alone;
+* moving the history's head is the last step; if it fails the session gets
+  its previous values back: a rollback happens completely or not at all.
 """
 
 from __future__ import annotations
 
+import inspect
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from .errors import RollbackError, SnapshotError, SnapshotNotFound
+from . import codec
+from .errors import AmbiguousSnapshotId, RollbackError, SnapshotError, SnapshotNotFound
 from .objects import Snapshot
 from .session import Session
 from .store import SnapshotStore, check_session_name
 
 DEFAULT_SESSION_NAME = "rollback"
 
+_INT64 = range(-(2**63), 2**63)
+#: pydantic >= 2.11 lets one validation accept field names as well as aliases
+_BY_NAME = "by_name" in inspect.signature(BaseModel.model_validate_json).parameters
+_KEEP: Any = object()  # "leave the extra attributes as they are"
+
 
 class StateSnapshot:
     """One snapshot of the session model; ``session_data`` is rebuilt from the store on each read."""
 
-    __slots__ = ("_session", "label", "snapshot_id", "timestamp", "turn_count")
+    __slots__ = ("_history", "label", "snapshot_id", "timestamp", "turn_count")
 
     def __init__(self, history: Session, snapshot: Snapshot) -> None:
-        self._session = history
+        self._history = history
         self.snapshot_id: str = snapshot.id
         self.label: str = snapshot.label
         self.timestamp: datetime = snapshot.timestamp
@@ -36,9 +63,12 @@ class StateSnapshot:
 
     @property
     def session_data(self) -> dict[str, Any]:
-        """The session's ``model_dump(mode="json")`` at snapshot time (a fresh, verified copy)."""
-        data = self._session.state(self.snapshot_id)
-        return data  # type: ignore[no-any-return]
+        """The session's ``model_dump(mode="json")`` at snapshot time: a fresh, verified copy.
+
+        Raises ``SnapshotNotFound`` once the snapshot has been evicted from the history.
+        """
+        data = self._history.state(self.snapshot_id)
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,13 +89,13 @@ class StateSnapshot:
 
 
 class SnapshotSequence(Sequence[StateSnapshot]):
-    """The retained snapshots, oldest first, read from the store on each access."""
+    """The retained snapshots, oldest first: a live, read-only view of the store."""
 
     def __init__(self, history: Session) -> None:
         self._history = history
 
-    def _all(self) -> list[Snapshot]:
-        return self._history.snapshots()
+    def _wrap(self, sid: str) -> StateSnapshot:
+        return StateSnapshot(self._history, self._history.snapshot(sid))
 
     def __len__(self) -> int:
         return len(self._history)
@@ -75,13 +105,26 @@ class SnapshotSequence(Sequence[StateSnapshot]):
     @overload
     def __getitem__(self, index: slice) -> list[StateSnapshot]: ...
     def __getitem__(self, index: int | slice) -> StateSnapshot | list[StateSnapshot]:
-        snaps = self._all()
+        ids = self._history.snapshot_ids()
         if isinstance(index, slice):
-            return [StateSnapshot(self._history, s) for s in snaps[index]]
-        return StateSnapshot(self._history, snaps[index])
+            return [self._wrap(sid) for sid in ids[index]]
+        return self._wrap(ids[index])
 
     def __iter__(self) -> Iterator[StateSnapshot]:
-        return iter([StateSnapshot(self._history, s) for s in self._all()])
+        return iter([StateSnapshot(self._history, s) for s in self._history.snapshots()])
+
+    def __reversed__(self) -> Iterator[StateSnapshot]:
+        return reversed(list(self))
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, StateSnapshot) and item.snapshot_id in self._history.snapshot_ids()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SnapshotSequence | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"<{len(self)} snapshots>"
@@ -92,8 +135,10 @@ class StateRollbackManager:
 
     ``StateRollbackManager(session, max_snapshots=10)`` keeps snapshots in a memory
     store; pass ``store=SnapshotStore.open(path)`` and ``session_name=`` to keep them on
-    disk, where a new manager on the same store and name sees them. ``fields`` limits
-    which fields a rollback restores (default: all).
+    disk, where a new manager on the same store and name sees them. Without
+    ``session_name`` the history is named after the session's ``session_id`` when it
+    has a usable one, else ``"rollback"``. ``fields`` limits which fields a rollback
+    restores (default: all, and the extra attributes of an ``extra="allow"`` model).
     """
 
     def __init__(
@@ -106,15 +151,20 @@ class StateRollbackManager:
         fields: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(session, BaseModel):
-            raise RollbackError(
-                "session must be a pydantic BaseModel", {"type": type(session).__name__}
-            )
+            raise RollbackError("session must be a pydantic BaseModel", {"type": type(session).__name__})
         self.session = session
+        self._fields = None if fields is None else self._check_fields(fields)
         self.store = store if store is not None else SnapshotStore.memory()
         name = session_name if session_name is not None else _default_name(session)
         check_session_name(name)
-        self._fields = self._check_fields(fields)
         self.history = self.store.session(name, max_snapshots=max_snapshots)
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return (
+            f"<StateRollbackManager {type(self.session).__name__} history={self.history.name!r} "
+            f"snapshots={len(self.history)}/{self.max_snapshots} in {self.store.describe()}>"
+        )
 
     # -- the reference manager's API -------------------------------------
     @property
@@ -123,6 +173,7 @@ class StateRollbackManager:
 
     @max_snapshots.setter
     def max_snapshots(self, value: int) -> None:
+        """Change the limit; lowering it drops the oldest snapshots at once."""
         self.history.set_max_snapshots(value)
 
     @property
@@ -131,30 +182,32 @@ class StateRollbackManager:
 
     def create_snapshot(self, label: str = "auto") -> StateSnapshot:
         """Snapshot the whole session model now; a later change to it never changes this snapshot."""
-        data = self.session.model_dump(mode="json")
-        turn = getattr(self.session, "turn_count", None)
-        snap = self.history.commit(data, label=label, turn=turn if type(turn) is int else None)
+        with self._lock:
+            data = self.session.model_dump(mode="json")
+            snap = self.history.commit(data, label=label, turn=_turn_of(self.session))
         return StateSnapshot(self.history, snap)
 
     def rollback_to(self, snapshot_id: str, fields: Sequence[str] | None = None) -> bool:
-        """Restore the session in place from a snapshot; True on success, ``RollbackError`` otherwise."""
-        try:
-            sid = self.history.resolve(snapshot_id)
-        except SnapshotNotFound:
-            raise RollbackError(
-                f"Snapshot {snapshot_id} not found",
-                {"snapshot_id": snapshot_id, "available_snapshots": self.history.snapshot_ids()},
-            ) from None
-        chosen = self._check_fields(fields) if fields is not None else self._fields
-        try:
-            data = self.history.state(sid)
-            restored = type(self.session).model_validate(data)
-        except (SnapshotError, ValidationError) as exc:
-            raise RollbackError(
-                f"Failed to rollback to snapshot {sid}: {exc}", {"snapshot": sid, "error": str(exc)}
-            ) from exc
-        self._assign(restored, chosen, sid)
-        self.history.rollback(sid)
+        """Restore the session in place from a snapshot; True on success, ``RollbackError`` otherwise.
+
+        All or nothing: on any error the session keeps every value it had.
+        """
+        with self._lock:
+            sid = self._resolve(snapshot_id)
+            chosen = self._check_fields(fields) if fields is not None else self._fields
+            try:
+                restored = self._validate(self.history.state(sid))
+            except Exception as exc:  # corrupt or missing objects, a model that no longer accepts the data
+                raise _failed(sid, exc) from exc
+            values, extra = self._plan(restored, chosen, sid)
+            undo = self._apply(values, extra)
+            try:
+                self.history.rollback(sid)
+            except BaseException as exc:
+                undo()
+                if isinstance(exc, Exception):
+                    raise _failed(sid, exc) from exc
+                raise
         return True
 
     def rollback_last(self) -> bool:
@@ -175,30 +228,118 @@ class StateRollbackManager:
         return len(self.history)
 
     # -- internals -------------------------------------------------------
-    def _check_fields(self, fields: Sequence[str] | None) -> list[str]:
+    def _resolve(self, snapshot_id: str) -> str:
+        try:
+            return self.history.resolve(snapshot_id)
+        except AmbiguousSnapshotId as exc:
+            candidates = exc.details.get("candidates", [])
+            raise RollbackError(
+                f"Snapshot {snapshot_id} not found: the prefix matches {len(candidates)} snapshots",
+                {
+                    "snapshot_id": snapshot_id,
+                    "candidates": candidates,
+                    "available_snapshots": self.history.snapshot_ids(),
+                },
+            ) from None
+        except SnapshotNotFound:
+            raise RollbackError(
+                f"Snapshot {snapshot_id} not found",
+                {"snapshot_id": snapshot_id, "available_snapshots": self.history.snapshot_ids()},
+            ) from None
+
+    def _check_fields(self, fields: Sequence[str]) -> list[str]:
         known = list(type(self.session).model_fields)
-        if fields is None:
-            return known
+        if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+            raise RollbackError("fields must be a sequence of field names", {"fields": repr(fields), "known": known})
         unknown = [f for f in fields if f not in known]
         if unknown:
             raise RollbackError(
-                f"unknown fields {unknown} for {type(self.session).__name__}",
-                {"fields": unknown, "known": known},
+                f"unknown fields {unknown} for {type(self.session).__name__}", {"fields": unknown, "known": known}
             )
-        return list(fields)
+        return list(dict.fromkeys(fields))
 
-    def _assign(self, restored: BaseModel, fields: list[str], sid: str) -> None:
-        """Set the chosen fields on the caller's own object, all or none."""
-        before = {name: getattr(self.session, name) for name in fields}
-        try:
-            for name in fields:
-                setattr(self.session, name, getattr(restored, name))
-        except (ValidationError, TypeError, ValueError, AttributeError) as exc:
+    def _validate(self, data: Any) -> BaseModel:
+        """The model's own validation of the stored JSON: types come back as types."""
+        model = type(self.session)
+        if isinstance(data, dict) and model.model_computed_fields:
+            data = dict(data)
+            for name, info in model.model_computed_fields.items():
+                data.pop(name, None)
+                if info.alias:
+                    data.pop(info.alias, None)
+        if _BY_NAME:
+            return model.model_validate_json(codec.dumps(data), by_name=True)
+        return model.model_validate_json(codec.dumps(_by_alias(model, data)))
+
+    def _plan(self, restored: BaseModel, chosen: list[str] | None, sid: str) -> tuple[dict[str, Any], Any]:
+        """The values a rollback sets, after checking the session may take them."""
+        model = type(self.session)
+        if model.model_config.get("frozen"):
+            raise _failed(sid, TypeError(f"{model.__name__} is frozen: it cannot be restored in place"))
+        names = chosen if chosen is not None else list(model.model_fields)
+        present = restored.model_fields_set
+        values = {name: restored.__dict__[name] for name in names if name in present}
+        current = self.session.__dict__
+        for name, value in values.items():
+            if model.model_fields[name].frozen and (name not in current or current[name] != value):
+                raise _failed(sid, TypeError(f"field {name!r} of {model.__name__} is frozen"))
+        extra = _KEEP
+        if chosen is None and model.model_config.get("extra") == "allow":
+            extra = dict(restored.__pydantic_extra__ or {})
+        return values, extra
+
+    def _apply(self, values: dict[str, Any], extra: Any) -> Any:
+        """Set the values on the caller's own object at once; returns a function that undoes it."""
+        target = self.session
+        missing = object()
+        before = {name: target.__dict__.get(name, missing) for name in values}
+        before_extra = target.__pydantic_extra__
+        before_set = set(target.__pydantic_fields_set__)
+
+        def undo() -> None:
             for name, value in before.items():
-                object.__setattr__(self.session, name, value)
-            raise RollbackError(
-                f"Failed to rollback to snapshot {sid}: {exc}", {"snapshot": sid, "error": str(exc)}
-            ) from exc
+                if value is missing:
+                    target.__dict__.pop(name, None)
+                else:
+                    target.__dict__[name] = value
+            object.__setattr__(target, "__pydantic_extra__", before_extra)
+            object.__setattr__(target, "__pydantic_fields_set__", before_set)
+
+        try:
+            new_set = before_set | values.keys()
+            target.__dict__.update(values)
+            if extra is not _KEEP:
+                new_set = (new_set - set(before_extra or ())) | extra.keys()
+                object.__setattr__(target, "__pydantic_extra__", extra)
+            object.__setattr__(target, "__pydantic_fields_set__", new_set)
+        except BaseException:
+            undo()
+            raise
+        return undo
+
+
+def _by_alias(model: type[BaseModel], data: Any) -> Any:
+    """Older pydantic validates by alias only: rename the dumped field names to their aliases."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias if isinstance(info.validation_alias, str) else info.alias
+        if alias and alias != name and name in data and alias not in data:
+            data[alias] = data.pop(name)
+    return data
+
+
+def _failed(sid: str, exc: BaseException) -> RollbackError:
+    return RollbackError(f"Failed to rollback to snapshot {sid}: {exc}", {"snapshot": sid, "error": str(exc)})
+
+
+def _turn_of(session: BaseModel) -> int | None:
+    """The session's ``turn_count`` when it is an integer a record can hold, else None."""
+    turn = getattr(session, "turn_count", None)
+    if isinstance(turn, int) and not isinstance(turn, bool) and turn in _INT64:
+        return int(turn)
+    return None
 
 
 def _default_name(session: BaseModel) -> str:

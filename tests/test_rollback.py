@@ -1,0 +1,945 @@
+"""The drop-in StateRollbackManager: the reference API, restoring in place, errors, persistence, memory."""
+
+from __future__ import annotations
+
+import gc
+import random
+import re
+import tracemalloc
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import pytest
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, computed_field, model_validator
+
+import snapstore
+from conftest import canonical
+from snapstore import (
+    ConcurrentUpdateError,
+    InvalidStateError,
+    RollbackError,
+    SnapshotNotFound,
+    SnapshotStore,
+    StateRollbackManager,
+    StateSnapshot,
+)
+from snapstore import rollback as rollback_module
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- a session model like the ones in the field
+
+
+class Mood(StrEnum):
+    CALM = "calm"
+    TENSE = "tense"
+    PANIC = "panic"
+
+
+class Rank(IntEnum):
+    NOVICE = 1
+    VETERAN = 2
+
+
+class Message(BaseModel):
+    role: Literal["user", "gm"]
+    content: str
+    sent_at: datetime
+    mood: Mood = Mood.CALM
+
+
+class Agent(BaseModel):
+    name: str
+    hp: int
+    rank: Rank
+    joined_at: datetime
+    tags: tuple[str, ...] = ()
+    stats: dict[str, float] = Field(default_factory=dict)
+
+
+class GameSession(BaseModel):
+    session_id: str = "campaign-42"
+    turn_count: int = 0
+    started_at: datetime = T0
+    mood: Mood = Mood.CALM
+    conversation_history: list[Message] = Field(default_factory=list)
+    active_agents: dict[str, Agent] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def new_game() -> GameSession:
+    return GameSession(
+        active_agents={
+            "zoe": Agent(name="Zoë", hp=12, rank=Rank.NOVICE, joined_at=T0, tags=("rogue",), stats={"luck": 0.5})
+        },
+        metadata={"scene": "tavern", "flags": {"door_open": False}, "seen": [1, 2]},
+    )
+
+
+def play(session: GameSession, turn: int) -> None:
+    """One turn: every kind of field changes, some in place."""
+    session.turn_count = turn
+    session.conversation_history.append(
+        Message(role="user", content=f"turn {turn}: I open the door", sent_at=T0 + timedelta(minutes=turn))
+    )
+    session.conversation_history.append(
+        Message(
+            role="gm",
+            content=f"turn {turn}: a goblin!",
+            sent_at=T0 + timedelta(minutes=turn, seconds=5),
+            mood=Mood.TENSE,
+        )
+    )
+    zoe = session.active_agents["zoe"]
+    zoe.hp -= 3
+    zoe.stats["luck"] = zoe.stats.get("luck", 0.0) + 0.25
+    zoe.tags = (*zoe.tags, f"t{turn}")
+    session.mood = Mood.PANIC if zoe.hp <= 3 else Mood.TENSE
+    session.metadata["flags"]["door_open"] = True
+    session.metadata["seen"].append(turn)
+    session.metadata[f"turn_{turn}"] = {"dice": [turn, turn * 2], "ok": turn % 2 == 0}
+    if turn == 3:
+        session.active_agents["grok"] = Agent(name="Grok", hp=30, rank=Rank.VETERAN, joined_at=T0 + timedelta(hours=1))
+
+
+def dump(model: BaseModel) -> bytes:
+    """Type-exact comparison key of a model's JSON dump."""
+    return canonical(model.model_dump(mode="json"))
+
+
+def field_objects(model: BaseModel) -> dict[str, int]:
+    """Identity of every field value: an untouched session keeps the very same objects."""
+    return {name: id(value) for name, value in model.__dict__.items()}
+
+
+@pytest.fixture
+def game() -> GameSession:
+    return new_game()
+
+
+@pytest.fixture
+def mgr(game: GameSession) -> StateRollbackManager:
+    return StateRollbackManager(game, max_snapshots=10)
+
+
+def corrupt(store: SnapshotStore, key: str) -> None:
+    """Replace a stored object with damaged bytes, the way a bad disk would."""
+    blob = store.backend.get(key)
+    damaged = blob[:-1] + bytes([blob[-1] ^ 0x5A])
+    store.backend.delete(key)
+    store.backend.put(key, damaged)
+
+
+# ---------------------------------------------------------------- the reference API
+
+
+def test_public_names() -> None:
+    for name in ("StateRollbackManager", "StateSnapshot", "RollbackError"):
+        assert name in snapstore.__all__
+    assert snapstore.StateRollbackManager is StateRollbackManager
+    assert issubclass(RollbackError, snapstore.SnapshotError)
+
+
+def test_constructor_defaults(game: GameSession) -> None:
+    mgr = StateRollbackManager(game)
+    assert mgr.session is game
+    assert mgr.max_snapshots == 10
+    assert mgr.get_snapshot_count() == 0 and len(mgr.snapshots) == 0 and list(mgr.snapshots) == []
+    assert mgr.snapshots == [] and mgr.list_snapshots() == []
+    assert mgr.store.backend.kind == "memory"
+    assert StateRollbackManager(game, max_snapshots=3).max_snapshots == 3
+    with pytest.raises(RollbackError, match="pydantic BaseModel"):
+        StateRollbackManager({"turn_count": 1})  # type: ignore[arg-type]
+
+
+def test_create_snapshot(game: GameSession, mgr: StateRollbackManager) -> None:
+    play(game, 1)
+    snap = mgr.create_snapshot(label="after turn 1")
+    assert isinstance(snap, StateSnapshot)
+    assert HEX32.match(snap.snapshot_id)
+    assert snap.label == "after turn 1"
+    assert snap.turn_count == 1
+    assert isinstance(snap.timestamp, datetime) and snap.timestamp.utcoffset() == timedelta(0)
+    assert canonical(snap.session_data) == dump(game)  # the full model_dump(mode="json")
+    assert mgr.create_snapshot().label == "auto"
+    assert mgr.get_snapshot_count() == 2
+
+
+def test_turn_count_comes_from_the_session_when_it_has_one() -> None:
+    class NoTurns(BaseModel):
+        notes: list[str] = Field(default_factory=list)
+
+    class OddTurns(BaseModel):
+        turn_count: str = "three"
+
+    assert StateRollbackManager(NoTurns()).create_snapshot().turn_count is None
+    assert StateRollbackManager(OddTurns()).create_snapshot().turn_count is None  # not an integer: None
+    counted = GameSession(turn_count=7)
+    snap = StateRollbackManager(counted).create_snapshot()
+    assert snap.turn_count == 7 and type(snap.turn_count) is int
+
+
+def test_listing_and_sequence(game: GameSession, mgr: StateRollbackManager) -> None:
+    snaps = []
+    for turn in range(1, 5):
+        play(game, turn)
+        snaps.append(mgr.create_snapshot(label=f"turn {turn}"))
+    listing = mgr.list_snapshots()
+    assert [entry["snapshot_id"] for entry in listing] == [s.snapshot_id for s in snaps]  # oldest first
+    for entry, snap in zip(listing, snaps, strict=True):
+        assert set(entry) == {"snapshot_id", "label", "timestamp", "turn_count"}
+        assert entry["label"] == snap.label and entry["turn_count"] == snap.turn_count
+        assert datetime.fromisoformat(entry["timestamp"]) == snap.timestamp  # ISO 8601
+    stamps = [datetime.fromisoformat(e["timestamp"]) for e in listing]
+    assert stamps == sorted(stamps)
+    assert mgr.get_snapshot_count() == 4
+
+    seq = mgr.snapshots
+    assert len(seq) == 4 and bool(seq)
+    assert seq[0] == snaps[0] and seq[-1] == snaps[-1] and seq[1:3] == snaps[1:3]
+    assert [s.snapshot_id for s in seq] == [s.snapshot_id for s in snaps]
+    assert [s.snapshot_id for s in reversed(seq)] == [s.snapshot_id for s in reversed(snaps)]
+    assert snaps[2] in seq and seq.index(snaps[2]) == 2
+    assert seq == snaps and seq == mgr.snapshots
+    assert seq[-1].session_data == snaps[-1].session_data
+    assert seq[-1].to_dict() == listing[-1]
+    assert hash(seq[0]) == hash(snaps[0]) and "turn 1" in repr(seq[0])
+    with pytest.raises(IndexError):
+        seq[4]
+
+
+# ---------------------------------------------------------------- rollback restores in place, typed
+
+
+def test_rollback_to_restores_in_place_with_types(game: GameSession, mgr: StateRollbackManager) -> None:
+    play(game, 1)
+    play(game, 2)
+    snap = mgr.create_snapshot(label="before the fight")
+    expected = dump(game)
+    for turn in range(3, 7):
+        play(game, turn)
+    game.started_at = T0 + timedelta(days=3)
+    game.metadata["extra"] = {"added": "later"}
+    mgr.create_snapshot(label="after")
+    held = game  # the caller's own reference
+
+    assert mgr.rollback_to(snap.snapshot_id) is True
+    assert mgr.session is held and game is held
+    assert dump(game) == expected == canonical(snap.session_data)
+    assert game.turn_count == 2 and len(game.conversation_history) == 4
+    # typed fields come back as their types, not as JSON strings
+    assert game.started_at == T0 and isinstance(game.started_at, datetime)
+    assert game.mood is Mood.TENSE
+    assert all(isinstance(m, Message) for m in game.conversation_history)
+    assert game.conversation_history[1].mood is Mood.TENSE
+    assert game.conversation_history[0].sent_at == T0 + timedelta(minutes=1)
+    zoe = game.active_agents["zoe"]
+    assert isinstance(zoe, Agent) and zoe.rank is Rank.NOVICE and zoe.joined_at == T0
+    assert zoe.tags == ("rogue", "t1", "t2") and isinstance(zoe.tags, tuple)
+    assert zoe.stats == {"luck": 1.0} and type(zoe.stats["luck"]) is float
+    assert "grok" not in game.active_agents and "extra" not in game.metadata
+    # the session is a valid model that keeps working
+    play(game, 3)
+    assert GameSession.model_validate(game.model_dump()) == game
+
+
+def test_rollback_last(game: GameSession, mgr: StateRollbackManager) -> None:
+    play(game, 1)
+    mgr.create_snapshot()
+    play(game, 2)
+    mgr.create_snapshot()
+    expected = dump(game)
+    play(game, 3)
+    assert mgr.rollback_last() is True
+    assert dump(game) == expected and game.turn_count == 2
+
+
+def test_rollback_keeps_later_snapshots_and_branches(game: GameSession, mgr: StateRollbackManager) -> None:
+    ids = []
+    for turn in range(1, 4):
+        play(game, turn)
+        ids.append(mgr.create_snapshot().snapshot_id)
+    mgr.rollback_to(ids[0])
+    assert [s["snapshot_id"] for s in mgr.list_snapshots()] == ids
+    assert mgr.history.head is not None and mgr.history.head.id == ids[0]
+    play(game, 2)
+    branch = mgr.create_snapshot(label="replayed")
+    assert mgr.history.head is not None and mgr.history.head.parent == ids[0]
+    mgr.rollback_to(ids[2])  # the abandoned branch still restores
+    assert game.turn_count == 3
+    mgr.rollback_to(branch.snapshot_id)
+    assert game.turn_count == 2
+
+
+def test_prefixes_and_case_are_accepted(game: GameSession, mgr: StateRollbackManager) -> None:
+    snap = mgr.create_snapshot()
+    expected = dump(game)
+    play(game, 1)
+    assert mgr.rollback_to(snap.snapshot_id[:8]) is True
+    assert dump(game) == expected
+    play(game, 1)
+    assert mgr.rollback_to(snap.snapshot_id[:12].upper()) is True
+    assert dump(game) == expected
+
+
+def test_snapshots_are_deep(game: GameSession, mgr: StateRollbackManager) -> None:
+    play(game, 1)
+    snap = mgr.create_snapshot()
+    expected = dump(game)
+    # in-place changes to nested containers and models after the snapshot
+    game.metadata["flags"]["door_open"] = "changed"
+    game.metadata["seen"].append(99)
+    game.conversation_history[0].content = "rewritten"
+    game.active_agents["zoe"].stats["luck"] = -1.0
+    assert canonical(snap.session_data) == expected
+    # session_data is a fresh copy on each read
+    data = snap.session_data
+    data["metadata"]["seen"].clear()
+    data["turn_count"] = 1000
+    assert canonical(snap.session_data) == expected
+    # a restored session shares nothing with the store: changing it in place and rolling back again works
+    mgr.rollback_to(snap.snapshot_id)
+    game.metadata["seen"].append(42)
+    game.active_agents["zoe"].hp = -50
+    mgr.rollback_to(snap.snapshot_id)
+    assert dump(game) == expected
+    mgr.create_snapshot()  # the cached head must not alias the session either
+    game.metadata["seen"].append(7)
+    assert canonical(mgr.snapshots[-1].session_data) == expected
+
+
+def test_type_exact_metadata(game: GameSession, mgr: StateRollbackManager) -> None:
+    exact = {
+        "int": 1,
+        "float": 1.0,
+        "bool": True,
+        "none": None,
+        "str": "1",
+        "zero": 0,
+        "neg_zero": -0.0,
+        "big": 2**53 + 1,
+        "nested": [1, 1.0, True, False, 0, 0.0, {"x": 1, "y": 1.0}],
+    }
+    game.metadata = {k: (list(v) if isinstance(v, list) else v) for k, v in exact.items()}
+    snap = mgr.create_snapshot()
+    game.metadata = {"int": 1.0, "float": True, "bool": 1, "nested": [True, 1, 1.0]}
+    mgr.rollback_to(snap.snapshot_id)
+    assert canonical(game.metadata) == canonical(exact)
+    for key, value in exact.items():
+        assert type(game.metadata[key]) is type(value), key
+    assert [type(v) for v in game.metadata["nested"]] == [int, float, bool, bool, int, float, dict]
+    assert str(game.metadata["neg_zero"]) == "-0.0"
+
+    # 1, 1.0 and True are three different states, and each comes back as itself
+    ids = {}
+    for value in (1, 1.0, True):
+        game.metadata = {"v": value}
+        ids[repr(value)] = mgr.create_snapshot().snapshot_id
+    assert len(set(ids.values())) == 3
+    for value in (True, 1, 1.0):
+        mgr.rollback_to(ids[repr(value)])
+        assert type(game.metadata["v"]) is type(value) and game.metadata["v"] == value
+
+
+def test_fields_limit_what_is_restored(game: GameSession) -> None:
+    mgr = StateRollbackManager(game)
+    play(game, 1)
+    snap = mgr.create_snapshot()
+    old_history = canonical(snap.session_data["conversation_history"])
+    play(game, 2)
+    game.started_at = T0 + timedelta(days=1)
+    later_agents, later_meta = dump(game.active_agents["zoe"]), canonical(game.metadata)
+
+    assert mgr.rollback_to(snap.snapshot_id, fields=["turn_count", "conversation_history"]) is True
+    assert game.turn_count == 1
+    assert canonical([m.model_dump(mode="json") for m in game.conversation_history]) == old_history
+    assert game.started_at == T0 + timedelta(days=1)  # not listed: kept
+    assert dump(game.active_agents["zoe"]) == later_agents and canonical(game.metadata) == later_meta
+
+    limited = StateRollbackManager(game, fields=["metadata"])
+    first = limited.create_snapshot()
+    play(game, 3)
+    limited.rollback_to(first.snapshot_id)
+    assert game.turn_count == 3 and "turn_3" not in game.metadata
+
+    with pytest.raises(RollbackError, match="unknown fields") as err:
+        mgr.rollback_to(snap.snapshot_id, fields=["turn_count", "nope"])
+    assert err.value.details["fields"] == ["nope"]
+    with pytest.raises(RollbackError, match="field names"):
+        mgr.rollback_to(snap.snapshot_id, fields="turn_count")
+    with pytest.raises(RollbackError, match="unknown fields"):
+        StateRollbackManager(game, fields=["nope"])
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_unknown_id(game: GameSession, mgr: StateRollbackManager) -> None:
+    ids = [mgr.create_snapshot().snapshot_id]
+    play(game, 1)
+    ids.append(mgr.create_snapshot().snapshot_id)
+    before, objects = dump(game), field_objects(game)
+    missing = "0" * 32 if not any(i.startswith("0") for i in ids) else "f" * 32
+    for bad in (missing, "not-a-snapshot", "4b1d3c2e-uuid-from-the-old-manager", ids[0][:7], ""):
+        with pytest.raises(RollbackError) as err:
+            mgr.rollback_to(bad)
+        assert "not found" in str(err.value)
+        assert err.value.details["available_snapshots"] == ids
+        assert dump(game) == before and field_objects(game) == objects
+
+
+def test_ambiguous_prefix_says_not_found(
+    game: GameSession, mgr: StateRollbackManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mgr.create_snapshot()
+
+    def two_matches(snapshot_id: str) -> str:
+        raise snapstore.AmbiguousSnapshotId("ambiguous", {"candidates": ["abcdef0123", "abcdef0199"]})
+
+    monkeypatch.setattr(mgr.history, "resolve", two_matches)
+    with pytest.raises(RollbackError, match="not found") as err:
+        mgr.rollback_to("abcdef01")
+    assert err.value.details["candidates"] == ["abcdef0123", "abcdef0199"]
+    assert "available_snapshots" in err.value.details
+
+
+def test_rollback_last_without_snapshots(mgr: StateRollbackManager) -> None:
+    with pytest.raises(RollbackError) as err:
+        mgr.rollback_last()
+    assert str(err.value) == "No snapshots available for rollback"
+    assert err.value.details == {"snapshot_count": 0}
+
+
+def test_corrupt_delta_raises_and_leaves_session_untouched(game: GameSession, mgr: StateRollbackManager) -> None:
+    play(game, 1)
+    first = mgr.create_snapshot()
+    play(game, 2)
+    second = mgr.create_snapshot()
+    play(game, 3)
+    mgr.create_snapshot()  # the head: second is rebuilt from the store, not from the cache
+    record = mgr.store.objects.record(second.snapshot_id)
+    assert record.delta is not None  # second is stored as a delta
+    corrupt(mgr.store, record.delta)
+    play(game, 4)
+    before, objects, head = dump(game), field_objects(game), mgr.history.head
+
+    with pytest.raises(RollbackError) as err:
+        mgr.rollback_to(second.snapshot_id)
+    assert err.value.details["snapshot"] == second.snapshot_id
+    assert record.delta in err.value.details["error"]
+    assert str(err.value).startswith(f"Failed to rollback to snapshot {second.snapshot_id}")
+    assert dump(game) == before and field_objects(game) == objects
+    assert mgr.history.head == head
+    assert mgr.rollback_to(first.snapshot_id) is True  # an intact snapshot still restores
+    assert game.turn_count == 1
+
+
+def test_corrupt_record_in_a_directory_store(tmp_path: Path) -> None:
+    game = new_game()
+    with SnapshotStore.open(tmp_path / "store") as store:
+        mgr = StateRollbackManager(game, store=store, session_name="campaign")
+        play(game, 1)
+        first = mgr.create_snapshot()
+        play(game, 2)
+        mgr.create_snapshot()
+        play(game, 3)
+        mgr.create_snapshot()
+        corrupt(store, first.snapshot_id)  # the record object itself
+    with SnapshotStore.open(tmp_path / "store") as store:  # a new process: nothing cached
+        mgr = StateRollbackManager(game, store=store, session_name="campaign")
+        before, objects = dump(game), field_objects(game)
+        with pytest.raises(RollbackError) as err:
+            mgr.rollback_to(first.snapshot_id)
+        assert err.value.details["snapshot"] == first.snapshot_id and err.value.details["error"]
+        assert dump(game) == before and field_objects(game) == objects
+
+
+def test_missing_object_raises_rollback_error(game: GameSession, mgr: StateRollbackManager) -> None:
+    play(game, 1)
+    snap = mgr.create_snapshot()
+    play(game, 2)
+    mgr.create_snapshot()
+    mgr.store.backend.delete(mgr.store.objects.record(snap.snapshot_id).state)  # its keyframe
+    before = dump(game)
+    with pytest.raises(RollbackError) as err:
+        mgr.rollback_to(snap.snapshot_id)
+    assert "missing" in err.value.details["error"]
+    assert dump(game) == before
+
+
+@pytest.mark.parametrize("failure", [ConcurrentUpdateError("kept changing", {}), OSError("disk gone")])
+def test_a_failing_head_move_gives_the_session_back(
+    game: GameSession, mgr: StateRollbackManager, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    """The last step (moving the history's head) fails after the fields were set: all or nothing."""
+    play(game, 1)
+    snap = mgr.create_snapshot()
+    play(game, 2)
+    before, objects, fields_set = dump(game), field_objects(game), set(game.model_fields_set)
+
+    def broken(snapshot_id: str) -> Any:
+        assert game.turn_count == 1  # the fields were already set when the head moves
+        raise failure
+
+    monkeypatch.setattr(mgr.history, "rollback", broken)
+    with pytest.raises(RollbackError) as err:
+        mgr.rollback_to(snap.snapshot_id)
+    assert err.value.details == {"snapshot": snap.snapshot_id, "error": str(failure)}
+    assert err.value.__cause__ is failure
+    assert dump(game) == before and field_objects(game) == objects and game.model_fields_set == fields_set
+
+
+def test_an_interrupt_during_the_head_move_gives_the_session_back(
+    game: GameSession, mgr: StateRollbackManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snap = mgr.create_snapshot()
+    play(game, 1)
+    before, objects = dump(game), field_objects(game)
+
+    def interrupted(snapshot_id: str) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mgr.history, "rollback", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mgr.rollback_to(snap.snapshot_id)
+    assert dump(game) == before and field_objects(game) == objects
+
+
+def test_state_json_cannot_hold_is_refused_at_snapshot_time(game: GameSession, mgr: StateRollbackManager) -> None:
+    game.metadata["huge"] = 2**70  # beyond the 64-bit integers JSON readers accept
+    with pytest.raises(InvalidStateError):
+        mgr.create_snapshot()
+    assert mgr.get_snapshot_count() == 0
+
+
+# ---------------------------------------------------------------- retention
+
+
+def test_max_snapshots_is_fifo(game: GameSession) -> None:
+    mgr = StateRollbackManager(game, max_snapshots=3)
+    ids = []
+    for turn in range(1, 6):
+        play(game, turn)
+        ids.append(mgr.create_snapshot(label=f"t{turn}").snapshot_id)
+    assert mgr.get_snapshot_count() == 3
+    assert [s["snapshot_id"] for s in mgr.list_snapshots()] == ids[-3:]
+    assert mgr.clear_old_snapshots() == 0  # already at the limit
+    with pytest.raises(RollbackError, match="not found"):
+        mgr.rollback_to(ids[0])
+    mgr.max_snapshots = 2  # lowering the limit drops the oldest at once
+    assert mgr.max_snapshots == 2 and [s.snapshot_id for s in mgr.snapshots] == ids[-2:]
+    assert mgr.rollback_to(ids[-2]) and game.turn_count == 4
+
+
+def test_session_data_of_an_evicted_snapshot(game: GameSession) -> None:
+    mgr = StateRollbackManager(game, max_snapshots=1)
+    old = mgr.create_snapshot()
+    play(game, 1)
+    mgr.create_snapshot()
+    with pytest.raises(SnapshotNotFound):
+        old.session_data  # noqa: B018 - documented: evicted snapshots have no data
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def test_a_directory_store_keeps_snapshots_across_restarts(tmp_path: Path) -> None:
+    game = new_game()
+    states = {}
+    with SnapshotStore.open(tmp_path / "store") as store:
+        mgr = StateRollbackManager(game, max_snapshots=5, store=store, session_name="campaign-42")
+        for turn in range(1, 4):
+            play(game, turn)
+            snap = mgr.create_snapshot(label=f"turn {turn}")
+            states[snap.snapshot_id] = dump(game)
+        listing = mgr.list_snapshots()
+
+    # a new process: a fresh model, a new store handle, a new manager on the same name
+    fresh = GameSession(session_id="campaign-42")
+    with SnapshotStore.open(tmp_path / "store") as store:
+        mgr = StateRollbackManager(fresh, max_snapshots=5, store=store, session_name="campaign-42")
+        assert mgr.list_snapshots() == listing
+        assert mgr.get_snapshot_count() == 3 and mgr.max_snapshots == 5
+        first_id = listing[0]["snapshot_id"]
+        assert mgr.rollback_to(first_id) is True
+        assert dump(fresh) == states[first_id]
+        assert isinstance(fresh.active_agents["zoe"], Agent) and fresh.mood is Mood.TENSE
+        assert mgr.rollback_last() is True and fresh.turn_count == 3
+        play(fresh, 4)
+        mgr.create_snapshot(label="turn 4")
+        assert store.verify().ok
+
+    with SnapshotStore.open(tmp_path / "store") as store:
+        mgr = StateRollbackManager(GameSession(), max_snapshots=5, store=store, session_name="campaign-42")
+        assert [s["label"] for s in mgr.list_snapshots()] == ["turn 1", "turn 2", "turn 3", "turn 4"]
+
+
+def test_history_name_defaults_to_the_session_id(tmp_path: Path) -> None:
+    with SnapshotStore.open(tmp_path / "store") as store:
+        a = StateRollbackManager(GameSession(session_id="alpha"), store=store)
+        b = StateRollbackManager(GameSession(session_id="beta"), store=store)
+        odd = StateRollbackManager(GameSession(session_id="../etc"), store=store)
+        a.create_snapshot()
+        assert a.history.name == "alpha" and b.history.name == "beta" and odd.history.name == "rollback"
+        assert b.get_snapshot_count() == 0
+        again = StateRollbackManager(GameSession(session_id="alpha"), store=store)
+        assert again.get_snapshot_count() == 1
+
+
+# ---------------------------------------------------------------- model configurations
+
+
+def test_schema_change_that_old_data_fails(tmp_path: Path) -> None:
+    class V1(BaseModel):
+        session_id: str = "s"
+        turn_count: int = 0
+        notes: list[str] = Field(default_factory=list)
+
+    class V2(BaseModel):
+        session_id: str = "s"
+        turn_count: int = 0
+        notes: list[str] = Field(default_factory=list)
+        level: int  # new and required: old snapshots do not have it
+
+    class V3(BaseModel):
+        session_id: str = "s"
+        turn_count: int = 0
+        notes: list[str] = Field(default_factory=list)
+        mood: Mood = Mood.CALM  # new with a default
+
+    with SnapshotStore.open(tmp_path / "store") as store:
+        old = V1(turn_count=1, notes=["a"])
+        snap = StateRollbackManager(old, store=store, session_name="s").create_snapshot()
+
+        new = V2(turn_count=5, notes=["x", "y"], level=3)
+        mgr = StateRollbackManager(new, store=store, session_name="s")
+        before, objects = dump(new), field_objects(new)
+        with pytest.raises(RollbackError) as err:
+            mgr.rollback_to(snap.snapshot_id)
+        assert err.value.details["snapshot"] == snap.snapshot_id
+        assert "level" in err.value.details["error"] and "Field required" in err.value.details["error"]
+        assert isinstance(err.value.__cause__, ValidationError)
+        assert dump(new) == before and field_objects(new) == objects
+
+        newer = V3(turn_count=5, notes=["x"], mood=Mood.PANIC)
+        StateRollbackManager(newer, store=store, session_name="s").rollback_to(snap.snapshot_id)
+        assert newer.turn_count == 1 and newer.notes == ["a"]
+        assert newer.mood is Mood.PANIC  # not in the snapshot: left as it is
+
+
+def test_frozen_model_raises_and_stays_untouched() -> None:
+    class Frozen(BaseModel):
+        model_config = ConfigDict(frozen=True)
+        turn_count: int = 0
+        notes: tuple[str, ...] = ()
+
+    mgr = StateRollbackManager(Frozen(turn_count=1))
+    snap = mgr.create_snapshot()
+    mgr.session = Frozen(turn_count=2, notes=("x",))  # a frozen model changes by replacement
+    before = dump(mgr.session)
+    with pytest.raises(RollbackError, match="frozen") as err:
+        mgr.rollback_to(snap.snapshot_id)
+    assert err.value.details["snapshot"] == snap.snapshot_id and "frozen" in err.value.details["error"]
+    assert dump(mgr.session) == before
+
+
+def test_frozen_field_may_only_be_restored_to_its_own_value(tmp_path: Path) -> None:
+    class Keyed(BaseModel):
+        session_id: str = Field(default="a", frozen=True)
+        turn_count: int = 0
+
+    with SnapshotStore.open(tmp_path / "store") as store:
+        a = Keyed(session_id="a", turn_count=1)
+        mgr = StateRollbackManager(a, store=store, session_name="shared")
+        snap = mgr.create_snapshot()
+        a.turn_count = 9
+        mgr.rollback_to(snap.snapshot_id)  # session_id unchanged: fine
+        assert a.turn_count == 1
+        b = Keyed(session_id="b", turn_count=4)
+        with pytest.raises(RollbackError, match="frozen"):
+            StateRollbackManager(b, store=store, session_name="shared").rollback_to(snap.snapshot_id)
+        assert b.session_id == "b" and b.turn_count == 4
+
+
+def test_validate_assignment_with_a_cross_field_validator() -> None:
+    """Setting fields one by one would fail halfway; the restored model is validated as a whole."""
+
+    class Checked(BaseModel):
+        model_config = ConfigDict(validate_assignment=True)
+        turn_count: int = 0
+        conversation_history: list[str] = Field(default_factory=list)
+
+        @model_validator(mode="after")
+        def one_line_per_turn(self) -> Checked:
+            if self.turn_count != len(self.conversation_history):
+                raise ValueError("turn_count must equal the number of lines")
+            return self
+
+    session = Checked(turn_count=1, conversation_history=["a"])
+    mgr = StateRollbackManager(session)
+    snap = mgr.create_snapshot()
+    session.conversation_history.extend(["b", "c"])
+    session.turn_count = 3
+    assert mgr.rollback_to(snap.snapshot_id) is True
+    assert session.turn_count == 1 and session.conversation_history == ["a"]
+    with pytest.raises(ValidationError):  # assignment validation still guards the model
+        session.turn_count = 2
+
+
+def test_extra_allow_restores_extras_on_a_full_rollback() -> None:
+    class Open(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        turn_count: int = 0
+
+    session = Open(turn_count=1, weather="rain", dice=[1, 1.0, True])
+    mgr = StateRollbackManager(session)
+    snap = mgr.create_snapshot()
+    session.weather = "sun"
+    session.later = "added after the snapshot"
+    session.turn_count = 2
+    mgr.rollback_to(snap.snapshot_id)
+    assert session.turn_count == 1
+    assert session.model_extra == {"weather": "rain", "dice": [1, 1.0, True]}
+    assert [type(v) for v in session.model_extra["dice"]] == [int, float, bool]
+    assert not hasattr(session, "later")
+    assert canonical(session.model_dump(mode="json")) == canonical(snap.session_data)
+
+    session.weather = "fog"
+    session.turn_count = 5
+    mgr.rollback_to(snap.snapshot_id, fields=["turn_count"])  # limited: extras are left alone
+    assert session.turn_count == 1 and session.weather == "fog"
+
+
+def test_excluded_and_private_fields_are_left_alone() -> None:
+    class WithRuntime(BaseModel):
+        turn_count: int = 0
+        connection: str = Field(default="offline", exclude=True)
+        _cache: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    session = WithRuntime(turn_count=1, connection="db://live")
+    mgr = StateRollbackManager(session)
+    snap = mgr.create_snapshot()
+    assert "connection" not in snap.session_data
+    session.turn_count = 2
+    session._cache["hits"] = 3
+    mgr.rollback_to(snap.snapshot_id)
+    assert session.turn_count == 1
+    assert session.connection == "db://live"  # not reset to its default
+    assert session._cache == {"hits": 3}
+
+
+def test_computed_fields_with_extra_forbid() -> None:
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        turn_count: int = 0
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def next_turn(self) -> int:
+            return self.turn_count + 1
+
+    session = Strict(turn_count=1)
+    mgr = StateRollbackManager(session)
+    snap = mgr.create_snapshot()
+    assert snap.session_data == {"turn_count": 1, "next_turn": 2}  # the full model_dump
+    session.turn_count = 4
+    mgr.rollback_to(snap.snapshot_id)
+    assert session.turn_count == 1 and session.next_turn == 2
+
+
+def test_strict_models_restore_from_json() -> None:
+    class StrictGame(BaseModel):
+        model_config = ConfigDict(strict=True)
+        turn_count: int = 0
+        started_at: datetime = T0
+        mood: Mood = Mood.CALM
+        tags: tuple[str, ...] = ()
+
+    session = StrictGame(turn_count=1, mood=Mood.TENSE, tags=("a",))
+    mgr = StateRollbackManager(session)
+    snap = mgr.create_snapshot()
+    session.turn_count, session.mood, session.started_at = 2, Mood.PANIC, T0 + timedelta(days=1)
+    mgr.rollback_to(snap.snapshot_id)
+    assert session.mood is Mood.TENSE and session.started_at == T0 and session.tags == ("a",)
+
+
+@pytest.mark.skipif(not rollback_module._BY_NAME, reason="validation by field name needs pydantic >= 2.11")
+def test_aliased_fields() -> None:
+    class Camel(BaseModel):
+        turn_count: int = Field(default=0, alias="turnCount")
+        active_agents: list[str] = Field(default_factory=list, alias="activeAgents")
+
+    session = Camel(turnCount=1, activeAgents=["zoe"])
+    mgr = StateRollbackManager(session)
+    snap = mgr.create_snapshot()
+    assert snap.turn_count == 1 and snap.session_data == {"turn_count": 1, "active_agents": ["zoe"]}
+    session.turn_count = 3
+    session.active_agents.append("grok")
+    mgr.rollback_to(snap.snapshot_id)
+    assert session.turn_count == 1 and session.active_agents == ["zoe"]
+
+
+# ---------------------------------------------------------------- memory: deltas, not deep copies
+
+TURNS = 1000
+WORDS_PER_MESSAGE = 500  # about 3.2 KB of text a turn
+
+
+class Line(BaseModel):
+    role: Literal["user", "gm"]
+    content: str
+    sent_at: datetime
+    mood: Mood
+
+
+class Transcript(BaseModel):
+    session_id: str = "long-campaign"
+    turn_count: int = 0
+    conversation_history: list[Line] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def _lines() -> list[Line]:
+    rng = random.Random(20240501)
+    alphabet = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+    return [
+        Line(
+            role="user" if i % 2 else "gm",
+            content=" ".join(rng.choice(words) for _ in range(WORDS_PER_MESSAGE)),
+            sent_at=T0 + timedelta(seconds=i),
+            mood=list(Mood)[i % 3],
+        )
+        for i in range(TURNS)
+    ]
+
+
+def _traced(run: Callable[[Callable[[], int]], Any]) -> tuple[Any, int]:
+    """(result, bytes allocated by ``run`` and still alive); ``run`` gets a function reading the same figure."""
+    gc.collect()
+    started_here = not tracemalloc.is_tracing()
+    if started_here:
+        tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+
+        def now() -> int:
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0] - base
+
+        result = run(now)
+        return result, now()
+    finally:
+        if started_here:
+            tracemalloc.stop()
+
+
+def _turns(session: Transcript, lines: list[Line], count: int) -> Iterator[int]:
+    for turn in range(1, count + 1):
+        session.turn_count = turn
+        session.conversation_history.append(lines[turn - 1])  # built beforehand: only a pointer is new
+        session.metadata["last_mood"] = lines[turn - 1].mood.value
+        yield turn
+
+
+def test_memory_stays_a_small_multiple_of_one_state(record_property: Callable[[str, object], None]) -> None:
+    lines = _lines()
+    checkpoints = (100, 250, 500)
+
+    # the manager, 1,000 snapshots of a session growing ~3.2 KB a turn
+    session = Transcript()
+
+    def with_manager(now: Callable[[], int]) -> tuple[StateRollbackManager, dict[int, int]]:
+        mgr = StateRollbackManager(session, max_snapshots=TURNS)
+        marks = {}
+        for turn in _turns(session, lines, TURNS):
+            mgr.create_snapshot(label=f"turn {turn}")
+            if turn in checkpoints:
+                marks[turn] = now()
+        return mgr, marks
+
+    (mgr, manager_at), manager = _traced(with_manager)
+    manager_at[TURNS] = manager
+    assert mgr.get_snapshot_count() == TURNS
+
+    # one state, the same way: an independent copy, and a model_dump (which shares str objects with the model)
+    final = session.model_dump(mode="json")
+    json_bytes = len(orjson.dumps(final))
+    _, one_state = _traced(lambda now: orjson.loads(orjson.dumps(final)))
+    _, one_dump = _traced(lambda now: session.model_dump(mode="json"))
+
+    # the deep-copy manager's way: a list of model_dump copies, over the first 500 turns
+    copied = Transcript()
+
+    def with_copies(now: Callable[[], int]) -> tuple[list[dict[str, Any]], dict[int, int]]:
+        copies, marks = [], {}
+        for turn in _turns(copied, lines, max(checkpoints)):
+            copies.append(copied.model_dump(mode="json"))
+            if turn in checkpoints:
+                marks[turn] = now()
+        return copies, marks
+
+    (copies, copies_at), _ = _traced(with_copies)
+    # a copy's size grows linearly with the turn, so n copies cost about n*(n+1)/2 turns' worth
+    n = max(checkpoints)
+    copies_1000 = copies_at[n] * (TURNS * (TURNS + 1)) / (n * (n + 1))
+    independent_1000 = one_state * (TURNS + 1) / 2  # a list of copies sharing nothing with the session
+
+    figures = {
+        "state_json_bytes": json_bytes,
+        "one_state_bytes": one_state,
+        "one_model_dump_bytes": one_dump,
+        "manager_bytes_100": manager_at[100],
+        "manager_bytes_250": manager_at[250],
+        "manager_bytes_500": manager_at[500],
+        "manager_bytes_1000": manager_at[TURNS],
+        "copies_bytes_100": copies_at[100],
+        "copies_bytes_250": copies_at[250],
+        "copies_bytes_500": copies_at[500],
+        "copies_bytes_1000_extrapolated": int(copies_1000),
+        "independent_copies_bytes_1000_extrapolated": int(independent_1000),
+        "manager_over_one_state": round(manager_at[TURNS] / one_state, 2),
+        "copies_over_manager_1000": round(copies_1000 / manager_at[TURNS], 1),
+    }
+    for key, value in figures.items():
+        record_property(key, value)
+    report = ", ".join(f"{k}={v:,}" for k, v in figures.items())
+    print(f"\nrollback memory: {report}")
+
+    assert len(copies) == n
+    # the manager stays within a small multiple of one state after 1,000 snapshots ...
+    assert manager_at[TURNS] <= 10 * one_state, report
+    # ... while the list of copies grows with their count (about 4x from 250 to 500 copies) ...
+    assert copies_at[500] >= 3 * copies_at[250], report
+    # ... and costs several times the manager, at 500 snapshots measured and at 1,000 extrapolated
+    assert 2 * manager_at[500] <= copies_at[500], report
+    assert 3 * manager_at[TURNS] <= copies_1000, report
+    # rollback still works at the far end of the history
+    mgr.rollback_to(mgr.snapshots[0].snapshot_id)
+    assert session.turn_count == 1 and len(session.conversation_history) == 1
+    assert isinstance(session.conversation_history[0].sent_at, datetime)
+
+
+def test_aliased_fields_on_pydantic_without_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before pydantic 2.11 validation takes aliases only: the dumped names are renamed first."""
+    monkeypatch.setattr(rollback_module, "_BY_NAME", False)
+
+    class Camel(BaseModel):
+        model_config = ConfigDict(populate_by_name=False)
+        turn_count: int = Field(default=0, alias="turnCount")
+        mood: Mood = Field(default=Mood.CALM, validation_alias="currentMood")
+        notes: list[str] = Field(default_factory=list)
+
+    session = Camel(turnCount=1, currentMood="tense", notes=["a"])
+    mgr = StateRollbackManager(session)
+    snap = mgr.create_snapshot()
+    session.turn_count, session.mood = 3, Mood.PANIC
+    session.notes.append("b")
+    mgr.rollback_to(snap.snapshot_id)
+    assert session.turn_count == 1 and session.mood is Mood.TENSE and session.notes == ["a"]
