@@ -1,0 +1,395 @@
+"""Golden files: what format version 1 wrote must stay readable, byte for byte.
+
+``tests/golden/store-v1/`` is a directory store made once by
+``tests/golden/make_golden.py`` and committed; ``tests/golden/expected-*.json``
+say what it holds. The tests copy it to a temporary folder (opening a store may
+create lock files) and never regenerate it.
+
+Two readers are checked against it: snapstore itself, and a small reader
+written here from docs/format.md alone (struct, zstandard, xxhash, orjson and
+jsonpatch; no snapstore code), which keeps the document honest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import orjson
+import pytest
+import xxhash
+import zstandard
+
+from conftest import canonical
+from snapstore import FormatVersionError, SnapshotError, SnapshotStore, codec
+from snapstore.codec import Kind
+from snapstore.objects import SessionDoc, SnapshotRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+GOLDEN_STORE = GOLDEN / "store-v1"
+FORMAT_DOC = ROOT / "docs" / "format.md"
+
+EXPECTED = {
+    p.stem.removeprefix("expected-"): orjson.loads(p.read_bytes()) for p in sorted(GOLDEN.glob("expected-*.json"))
+}
+
+# docs/format.md §3.3: the state {"hp":7}, stored raw
+HP7_PAYLOAD = b'{"hp":7}'
+HP7_ID = "cc3dbcfdd94ab192d8694747a6b4ad42"
+HP7_OBJECT = bytes.fromhex("53 4e 50 4f 01 01 00 00 08 00 00 00 00 00 00 00 7b 22 68 70 22 3a 37 7d")
+
+RECORD_MEMBERS = {
+    "type", "format", "session", "parent", "state", "delta", "label",
+    "timestamp", "turn", "size", "depth", "chain_bytes", "base_ratio",
+}  # fmt: skip
+SESSION_MEMBERS = {"type", "format", "name", "max_snapshots", "head", "snapshots", "bases", "evicted", "generation"}
+HEADER = struct.Struct("<4sBBBBQ")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+@pytest.fixture
+def golden_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "store-v1"
+    shutil.copytree(GOLDEN_STORE, target)
+    return target
+
+
+def object_path(root: Path, key: str) -> Path:
+    return root / "objects" / key[:2] / key[2:]
+
+
+def object_keys(root: Path) -> list[str]:
+    return sorted(p.parent.name + p.name for p in (root / "objects").glob("*/*"))
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Content of every object and ref file (lock files may appear when a store is opened)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for sub in ("objects", "refs")
+        for p in sorted((root / sub).rglob("*"))
+        if p.is_file()
+    }
+
+
+# ---------------------------------------------------------------- a reader written from docs/format.md
+
+
+def read_object(root: Path, key: str) -> tuple[int, bytes]:
+    """(kind, payload) of one object, checked as §3.2 says."""
+    blob = object_path(root, key).read_bytes()
+    magic, version, kind, codec_id, reserved, size = HEADER.unpack_from(blob)
+    assert (magic, version, reserved) == (b"SNPO", 1, 0), key
+    assert kind in (1, 2, 3, 4) and codec_id in (0, 1), key
+    body = blob[HEADER.size :]
+    if codec_id == 0:
+        payload = body
+    else:
+        assert zstandard.get_frame_parameters(body).content_size == size, "zstd frame must carry its content size"
+        payload = zstandard.ZstdDecompressor().decompress(body)
+    assert len(payload) == size
+    assert xxhash.xxh3_128_hexdigest(payload) == key
+    assert (codec_id == 0) == (size < 64), "payloads under 64 bytes are raw, others zstd"
+    return kind, payload
+
+
+def read_json(root: Path, key: str, kind: int) -> Any:
+    _actual, payload = read_object(root, key)
+    # §3.2: a reader MUST NOT refuse an object whose kind differs from the one it expects
+    # (two kinds share one object when their payloads are equal); ``kind`` only documents intent
+    assert canonical(orjson.loads(payload)) == payload, "payloads are canonical JSON"
+    return orjson.loads(payload)
+
+
+def read_ref(root: Path, name: str) -> str:
+    text = (root / "refs" / name).read_bytes()
+    assert text.endswith(b"\n") and text.count(b"\n") == 1
+    return text[:-1].decode()
+
+
+def rebuild_by_the_document(root: Path, sid: str, bases: list[str]) -> Any:
+    """§6: walk parents to a keyframe or a base, load its state, apply the deltas forward, check the hash."""
+    path = []
+    current = sid
+    while True:
+        record = read_json(root, current, 3)
+        if record["delta"] is None or current in bases:
+            break
+        path.append(record)
+        current = record["parent"]
+    state = read_json(root, record["state"], 1)
+    for step in reversed(path):
+        state = jsonpatch.apply_patch(state, read_json(root, step["delta"], 2))
+    target = read_json(root, sid, 3)
+    assert xxhash.xxh3_128_hexdigest(canonical(state)) == target["state"]
+    return state
+
+
+# ---------------------------------------------------------------- the golden store as committed
+
+
+def test_golden_files_are_present() -> None:
+    assert set(EXPECTED) == {"doc-example", "zoe-table", "long-chain"}
+    assert (GOLDEN / "make_golden.py").is_file()
+    assert len(object_keys(GOLDEN_STORE)) > 20
+    total = sum(p.stat().st_size for p in GOLDEN_STORE.rglob("*") if p.is_file())
+    assert total < 32_000  # tiny on purpose
+
+
+def test_layout_and_refs() -> None:
+    assert (GOLDEN_STORE / "refs" / "config" / "format").read_bytes() == b"1\n"
+    refs = sorted(str(p.relative_to(GOLDEN_STORE / "refs")) for p in (GOLDEN_STORE / "refs" / "sessions").iterdir())
+    assert refs == sorted(e["ref"] for e in EXPECTED.values())
+    assert EXPECTED["zoe-table"]["ref"] == "sessions/Zo%C3%AB%27s%20table"  # §5: percent-encoded UTF-8
+    for path in (GOLDEN_STORE / "objects").rglob("*"):
+        assert not path.name.startswith(".tmp-")
+        if path.is_file():
+            assert re.fullmatch(r"[0-9a-f]{2}", path.parent.name) and re.fullmatch(r"[0-9a-f]{30}", path.name)
+
+
+def test_every_object_follows_the_document() -> None:
+    kinds: dict[int, int] = {}
+    codecs: set[int] = set()
+    for key in object_keys(GOLDEN_STORE):
+        kind, payload = read_object(GOLDEN_STORE, key)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        codecs.add(object_path(GOLDEN_STORE, key).read_bytes()[6])
+        value = orjson.loads(payload)
+        assert canonical(value) == payload
+        if kind == Kind.RECORD:
+            assert set(value) == RECORD_MEMBERS
+            assert value["type"] == "snapstore.snapshot" and value["format"] == 1
+            assert TIMESTAMP.match(value["timestamp"])
+            assert (value["delta"] is None) == (value["depth"] == 0)
+            assert value["parent"] is not None or value["delta"] is None
+        elif kind == Kind.SESSION:
+            assert set(value) == SESSION_MEMBERS
+            assert value["type"] == "snapstore.session" and value["format"] == 1
+        elif kind == Kind.DELTA:
+            assert isinstance(value, list) and all(op["op"] in ("add", "remove", "replace") for op in value)
+    assert set(kinds) == {1, 2, 3, 4}, "the golden store holds every kind"
+    assert codecs == {0, 1}, "the golden store holds raw and zstd objects"
+
+
+@pytest.mark.parametrize("slug", sorted(EXPECTED))
+def test_document_reader_rebuilds_expected_states(slug: str) -> None:
+    expected = EXPECTED[slug]
+    doc_key = read_ref(GOLDEN_STORE, expected["ref"])
+    doc = read_json(GOLDEN_STORE, doc_key, 4)
+    assert doc["name"] == expected["session"]
+    assert doc["snapshots"] == [s["id"] for s in expected["snapshots"]]
+    for member in ("head", "bases", "evicted", "max_snapshots"):
+        assert doc[member] == expected[member]
+    for snap in expected["snapshots"]:
+        record = read_json(GOLDEN_STORE, snap["id"], 3)
+        assert record["session"] == expected["session"]
+        assert (record["parent"], record["label"], record["turn"]) == (snap["parent"], snap["label"], snap["turn"])
+        assert (record["delta"] is None) == (snap["kind"] == "full")
+        assert record["state"] == snap["state_hash"]
+        state = rebuild_by_the_document(GOLDEN_STORE, snap["id"], doc["bases"])
+        assert canonical(state) == canonical(snap["state"])
+        assert record["size"] == len(canonical(state))
+
+
+def test_expected_states_keep_their_types() -> None:
+    """The expected files themselves must not have lost 1 / 1.0 / true or -0.0."""
+    states = [s["state"] for s in EXPECTED["zoe-table"]["snapshots"]]
+    ones = {canonical(s["one"]) for s in states}
+    zeros = {canonical(s["zero"]) for s in states}
+    assert ones == {b"1", b"1.0", b"true"}
+    assert b"-0.0" in zeros and b"0.0" in zeros
+    assert all(s["extremes"]["max_u64"] == 2**64 - 1 and s["extremes"]["min_i64"] == -(2**63) for s in states)
+
+
+# ---------------------------------------------------------------- snapstore reads the golden store
+
+
+def test_snapstore_reads_every_state(golden_copy: Path) -> None:
+    before = tree_digest(golden_copy)
+    with SnapshotStore.open(golden_copy, create=False) as store:
+        assert store.sessions() == sorted(e["session"] for e in EXPECTED.values())
+        for expected in EXPECTED.values():
+            sess = store.session(expected["session"])
+            assert sess.max_snapshots == expected["max_snapshots"]
+            assert sess.snapshot_ids() == [s["id"] for s in expected["snapshots"]]
+            assert sess.head is not None and sess.head.id == expected["head"]
+            for snap, want in zip(sess.snapshots(), expected["snapshots"], strict=True):
+                assert (snap.parent, snap.label, snap.turn, snap.kind) == (
+                    want["parent"],
+                    want["label"],
+                    want["turn"],
+                    want["kind"],
+                )
+                assert snap.state_hash == want["state_hash"]
+                assert canonical(sess.state(snap.id)) == canonical(want["state"])
+        report = store.verify()
+        assert report.ok, report.problems
+        assert report.objects_checked == len(object_keys(golden_copy))
+        assert report.states_rebuilt == sum(len(e["snapshots"]) for e in EXPECTED.values())
+    assert tree_digest(golden_copy) == before, "reading a store must not change its objects or refs"
+
+
+def test_diffs_between_golden_snapshots(golden_copy: Path) -> None:
+    with SnapshotStore.open(golden_copy) as store:
+        for expected in EXPECTED.values():
+            sess = store.session(expected["session"])
+            snaps = expected["snapshots"]
+            for a, b in zip(snaps, snaps[1:] + snaps[:1], strict=True):
+                patch = sess.diff(a["id"], b["id"])
+                assert canonical(jsonpatch.apply_patch(a["state"], patch)) == canonical(b["state"])
+
+
+def test_golden_store_takes_new_commits(golden_copy: Path) -> None:
+    with SnapshotStore.open(golden_copy) as store:
+        for expected in EXPECTED.values():
+            sess = store.session(expected["session"])
+            head_state = sess.state(expected["head"]) if expected["head"] in sess.snapshot_ids() else None
+            new = sess.commit({"after": "golden", "previous": head_state}, label="new", turn=None)
+            assert new.parent == expected["head"]
+            assert canonical(sess.state(new.id)) == canonical({"after": "golden", "previous": head_state})
+        store.gc()
+        report = store.verify()
+        assert report.ok, report.problems
+
+
+# ---------------------------------------------------------------- bytes the document shows
+
+
+def _doc_example_bytes() -> bytes:
+    text = FORMAT_DOC.read_text(encoding="utf-8")
+    section = text[text.index("### 3.3") :]
+    block = section[section.index("```") + 3 :]
+    block = block[block.index("\n") + 1 : block.index("```")]
+    data = bytearray()
+    for line in block.splitlines():
+        match = re.match(r"^([0-9a-f]{2}(?: {1,2}[0-9a-f]{2})*)", line)
+        assert match, f"unexpected line in the §3.3 hex dump: {line!r}"
+        data += bytes.fromhex(match.group(1))
+    return bytes(data)
+
+
+def test_doc_example_object_byte_for_byte() -> None:
+    assert _doc_example_bytes() == HP7_OBJECT, "docs/format.md §3.3 changed"
+    key, blob = codec.encode_object(Kind.STATE, HP7_PAYLOAD)
+    assert key == HP7_ID == xxhash.xxh3_128_hexdigest(HP7_PAYLOAD)
+    assert blob == HP7_OBJECT
+    assert object_path(GOLDEN_STORE, HP7_ID).read_bytes() == HP7_OBJECT, "the golden store holds the §3.3 object"
+    assert codec.read_header(HP7_ID, HP7_OBJECT) == (Kind.STATE, codec.CODEC_RAW, 8)
+    assert codec.decode_object(HP7_ID, HP7_OBJECT, Kind.STATE) == HP7_PAYLOAD
+    assert EXPECTED["doc-example"]["snapshots"][0]["state_hash"] == HP7_ID
+
+
+def test_header_layout() -> None:
+    _, blob = codec.encode_object(Kind.RECORD, b"x" * 100)
+    assert codec.HEADER_SIZE == 16
+    assert blob[:4] == b"SNPO" and blob[4] == 1 and blob[5] == 3 and blob[6] == 1 and blob[7] == 0
+    assert int.from_bytes(blob[8:16], "little") == 100
+
+
+def test_current_writer_reproduces_golden_objects() -> None:
+    """Records and session documents re-encode to the very bytes version 1 wrote; raw objects too."""
+    for key in object_keys(GOLDEN_STORE):
+        blob = object_path(GOLDEN_STORE, key).read_bytes()
+        kind, codec_id, _size = codec.read_header(key, blob)
+        payload = codec.decode_object(key, blob, kind)
+        if kind == Kind.RECORD:
+            assert SnapshotRecord.from_payload(key, payload).to_payload() == payload
+        elif kind == Kind.SESSION:
+            assert SessionDoc.from_payload(key, payload).to_payload() == payload
+        new_key, new_blob = codec.encode_object(kind, payload)
+        assert new_key == key
+        assert new_blob[: codec.HEADER_SIZE] == blob[: codec.HEADER_SIZE]
+        if codec_id == codec.CODEC_RAW:
+            assert new_blob == blob
+        else:  # zstd output may differ between zstd releases; what it decodes to may not
+            assert codec.decode_object(key, new_blob, kind) == payload
+
+
+# ---------------------------------------------------------------- newer versions are refused
+
+
+def _with_version(blob: bytes, version: int) -> bytes:
+    return blob[:4] + bytes([version]) + blob[5:]
+
+
+def _names_both_versions(error: SnapshotError, key: str = "") -> None:
+    message = str(error).replace(key, "<id>") if key else str(error)
+    assert re.search(r"\b2\b", message) and re.search(r"\b1\b", message), message
+    assert str(error.details["version"]) == "2" and error.details["supported"] == 1
+
+
+def test_object_version_2_is_refused() -> None:
+    blob = _with_version(HP7_OBJECT, 2)
+    with pytest.raises(FormatVersionError) as err:
+        codec.decode_object(HP7_ID, blob)
+    _names_both_versions(err.value, HP7_ID)
+    assert err.value.details["object"] == HP7_ID
+    with pytest.raises(FormatVersionError):
+        codec.read_header(HP7_ID, blob)
+    with pytest.raises(SnapshotError):  # version 0 was never written
+        codec.decode_object(HP7_ID, _with_version(HP7_OBJECT, 0))
+
+
+@pytest.mark.parametrize("which", ["state", "record"])
+def test_store_refuses_version_2_objects(golden_copy: Path, which: str) -> None:
+    first = EXPECTED["doc-example"]["snapshots"][0]
+    key = first["state_hash"] if which == "state" else first["id"]
+    path = object_path(golden_copy, key)
+    path.write_bytes(_with_version(path.read_bytes(), 2))
+    with SnapshotStore.open(golden_copy) as store:
+        sess = store.session("doc-example")
+        with pytest.raises(FormatVersionError) as err:
+            sess.state(first["id"])
+        _names_both_versions(err.value, key)
+        report = store.verify()
+        assert not report.ok
+        assert key in {p.object for p in report.problems}
+        assert any("version 2" in p.message for p in report.problems)
+        # the other sessions are untouched
+        other = store.session("long-chain")
+        for snap in EXPECTED["long-chain"]["snapshots"]:
+            assert canonical(other.state(snap["id"])) == canonical(snap["state"])
+
+
+def test_store_format_2_is_refused(golden_copy: Path) -> None:
+    (golden_copy / "refs" / "config" / "format").write_bytes(b"2\n")
+    for create in (True, False):
+        with pytest.raises(FormatVersionError) as err:
+            SnapshotStore.open(golden_copy, create=create)
+        _names_both_versions(err.value, str(golden_copy))
+
+
+def test_record_and_session_format_2_are_refused() -> None:
+    record_id = EXPECTED["doc-example"]["snapshots"][0]["id"]
+    record = orjson.loads(codec.decode_object(record_id, object_path(GOLDEN_STORE, record_id).read_bytes()))
+    payload = canonical({**record, "format": 2})
+    with pytest.raises(FormatVersionError) as err:
+        SnapshotRecord.from_payload("0" * 32, payload)
+    _names_both_versions(err.value, "0" * 32)
+
+    doc_key = read_ref(GOLDEN_STORE, EXPECTED["doc-example"]["ref"])
+    doc = orjson.loads(codec.decode_object(doc_key, object_path(GOLDEN_STORE, doc_key).read_bytes()))
+    with pytest.raises(FormatVersionError) as err:
+        SessionDoc.from_payload("0" * 32, canonical({**doc, "format": 2}))
+    _names_both_versions(err.value, "0" * 32)
+
+
+def test_store_refuses_session_document_of_format_2(golden_copy: Path) -> None:
+    ref = EXPECTED["doc-example"]["ref"]
+    doc_key = read_ref(golden_copy, ref)
+    doc = orjson.loads(codec.decode_object(doc_key, object_path(golden_copy, doc_key).read_bytes()))
+    new_key, blob = codec.encode_object(Kind.SESSION, canonical({**doc, "format": 2}))
+    path = object_path(golden_copy, new_key)
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(blob)
+    (golden_copy / "refs" / ref).write_text(new_key + "\n", encoding="utf-8")
+    with SnapshotStore.open(golden_copy) as store:
+        with pytest.raises(FormatVersionError) as err:
+            store.session("doc-example")
+        _names_both_versions(err.value, new_key)
