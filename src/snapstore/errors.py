@@ -63,3 +63,7 @@ class FormatVersionError(SnapshotError):
 
 class BackendError(SnapshotError):
     """The storage engine failed (I/O error, lost connection); ``details["cause"]`` says why."""
+
+
+class ArchiveError(SnapshotError):
+    """An archive file that cannot be imported: truncated, damaged, tampered with or malformed."""

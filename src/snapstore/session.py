@@ -321,6 +321,19 @@ class Session:
     def _snapshot(self, sid: str) -> Snapshot:
         return Snapshot.from_record(sid, self._store.objects.record(sid))
 
+    def export_state(self, snapshot_id: str, path: Any) -> int:
+        """Write one retained snapshot's state to ``path`` (str or path-like) as pretty JSON; returns bytes written.
+
+        UTF-8, two-space indents, sorted keys. Integers and floats keep their spelling
+        (``1`` vs ``1.0``), so the file reads back type-exact.
+        """
+        import orjson  # local: this method is the module's only user
+
+        data = orjson.dumps(self.state(snapshot_id), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        with open(path, "wb") as f:
+            f.write(data)
+        return len(data)
+
 
 
 def _evict(doc: SessionDoc) -> int:

@@ -445,6 +445,44 @@ class SnapshotStore:
             total += size
         return total
 
+    # -- archives --------------------------------------------------------
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        sessions: Any = None,
+        snapshots: Any = None,
+        progress: Any = None,
+        *,
+        level: int = 19,
+    ) -> Any:
+        """Write an archive of every session, of the named ``sessions``, or of chosen ``snapshots`` (ids or prefixes).
+
+        Returns an ``ExportReport``; see ``snapstore.archive.export_archive``.
+        """
+        from .archive import export_archive  # archives sit above the store layer
+
+        return export_archive(self, path, sessions, snapshots, progress, level=level)
+
+    def import_archive(
+        self,
+        path: str | os.PathLike[str],
+        progress: Any = None,
+        *,
+        on_conflict: str = "error",
+        max_size: int | None = None,
+    ) -> Any:
+        """Add an archive's sessions to this store, checking all of it before writing anything.
+
+        ``on_conflict`` ("error", "merge", "replace", "rename") decides what happens to a
+        session the store already has with other snapshots. Returns an ``ImportReport``;
+        see ``snapstore.archive.import_archive``.
+        """
+        from .archive import DEFAULT_MAX_SIZE, import_archive  # archives sit above the store layer
+
+        return import_archive(
+            self, path, progress, on_conflict=on_conflict, max_size=DEFAULT_MAX_SIZE if max_size is None else max_size
+        )
+
 
 def check_session_name(name: Any) -> str:
     """Session names are non-empty text without path separators, ``..`` or control characters."""

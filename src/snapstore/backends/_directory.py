@@ -48,7 +48,7 @@ class DirectoryBackend(Backend):
         elif not self._objects.is_dir():
             raise BackendError(f"no store at {self.root}", {"path": str(self.root)})
         self._mutex = threading.Lock()
-        self._thread_locks: dict[str, ReadWriteLock] = {}
+        self._file_locks: dict[str, _FileLock] = {}
 
     def describe(self) -> str:
         return str(self.root)
@@ -179,21 +179,16 @@ class DirectoryBackend(Backend):
     def lock(self, name: str, *, shared: bool = False) -> AbstractContextManager[None]:
         check_ref_name(name)
         with self._mutex:
-            rw = self._thread_locks.setdefault(name, ReadWriteLock())
-        return self._held(rw, self._locks_dir / (name.replace("/", ".") + ".lock"), shared)
+            held = self._file_locks.get(name)
+            if held is None:
+                held = self._file_locks[name] = _FileLock(self._locks_dir / (name.replace("/", ".") + ".lock"))
+        return held.hold(shared)
 
-    @contextmanager
-    def _held(self, rw: ReadWriteLock, path: Path, shared: bool) -> Iterator[None]:
-        rw.acquire(shared)  # threads of this process first, then other processes
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # closing the descriptor releases the flock
-        finally:
-            rw.release(shared)
+    def close(self) -> None:
+        with self._mutex:
+            for held in self._file_locks.values():
+                held.close()
+            self._file_locks.clear()
 
     # -- housekeeping --------------------------------------------------
     def cleanup_temporary(self) -> int:
@@ -225,6 +220,60 @@ class DirectoryBackend(Backend):
             raise
         os.close(fd)
         return tmp
+
+
+class _FileLock:
+    """One named lock: a readers-writer lock for this process's threads, then flock(2) for other processes.
+
+    The lock file stays open, and the flock is taken by the first shared holder in this process
+    and dropped by the last (or taken and dropped by the one exclusive holder), so a commit pays
+    no open and close for it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.threads = ReadWriteLock()
+        self.mutex = threading.Lock()
+        self.shared_holders = 0
+        self.fd: int | None = None
+        self.pid = 0
+
+    def _descriptor(self) -> int:
+        if self.fd is None or self.pid != os.getpid():  # a forked child must not share our flock
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.pid = os.getpid()
+        return self.fd
+
+    @contextmanager
+    def hold(self, shared: bool) -> Iterator[None]:
+        self.threads.acquire(shared)
+        try:
+            if shared:
+                with self.mutex:
+                    if self.shared_holders == 0:
+                        fcntl.flock(self._descriptor(), fcntl.LOCK_SH)
+                    self.shared_holders += 1
+                try:
+                    yield
+                finally:
+                    with self.mutex:
+                        self.shared_holders -= 1
+                        if self.shared_holders == 0:
+                            fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
+            else:
+                fd = self._descriptor()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self.threads.release(shared)
+
+    def close(self) -> None:
+        if self.fd is not None and self.pid == os.getpid():
+            os.close(self.fd)
+        self.fd = None
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,0 +1,908 @@
+"""Archives: export and import round trips, conflict policies, and every refusal of a bad archive.
+
+The bad archives are built here from the byte layout in docs/format.md ("Archive format,
+version 1"), independently of snapstore's writer: read an archive into its parts, change one
+thing, write it back with (or without) fresh checksums.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import struct
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import xxhash
+import zstandard
+
+from conftest import canonical
+from snapstore import FormatVersionError, SnapshotError, SnapshotNotFound, SnapshotStore
+from snapstore import archive as archive_module
+from snapstore.archive import ArchiveError, ExportReport, ImportReport, import_archive
+from snapstore.codec import MAX_OBJECT_SIZE, Kind, object_id
+from snapstore.objects import SessionDoc, SnapshotRecord
+
+TRAILER = struct.Struct("<QQQQQ16s16sQ4s4s")
+ENTRY = struct.Struct("<32sQIB3s")
+STATE, DELTA, RECORD, STATE_PATCH = 1, 2, 3, 5
+
+
+# ---------------------------------------------------------------- archive surgery
+
+
+@dataclass
+class Parts:
+    """An archive taken apart: change a field, then ``build`` writes it back."""
+
+    version: int
+    payloads: list[bytes]
+    entries: list[list[Any]]  # [hex id, offset, length, kind]
+    manifest: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> Parts:
+        data = path.read_bytes()
+        assert data[:4] == b"SNPA" and data[-4:] == b"SNPT"
+        fields = TRAILER.unpack(data[-TRAILER.size :])
+        frames_length, body_size, payloads_size, manifest_size, count = fields[:5]
+        assert 8 + frames_length + TRAILER.size == len(data)
+        body = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data[8 : -TRAILER.size]), read_across_frames=True)
+        raw = body.read()
+        assert len(raw) == body_size
+        manifest = orjson.loads(raw[payloads_size : payloads_size + manifest_size])
+        entries = []
+        payloads = []
+        for key, offset, length, kind, _reserved in ENTRY.iter_unpack(raw[payloads_size + manifest_size :]):
+            entries.append([key.decode(), offset, length, kind])
+            payloads.append(raw[offset : offset + length])
+        assert len(entries) == count
+        return cls(data[4], payloads, entries, manifest)
+
+    def index(self, key: str) -> int:
+        return next(i for i, e in enumerate(self.entries) if e[0] == key)
+
+    def body(self) -> tuple[bytes, bytes, bytes]:
+        """(payloads, manifest, index), with offsets and lengths recomputed from the payloads."""
+        offset = 0
+        for entry, payload in zip(self.entries, self.payloads, strict=True):
+            entry[1], entry[2] = offset, len(payload)
+            offset += len(payload)
+        manifest = orjson.dumps(self.manifest, option=orjson.OPT_SORT_KEYS)
+        index = b"".join(ENTRY.pack(k.encode(), o, n, kind, b"\0\0\0") for k, o, n, kind in self.entries)
+        return b"".join(self.payloads), manifest, index
+
+    def build(self, path: Path, *, raw_index: bytes | None = None, **override: Any) -> Path:
+        payloads, manifest, index = self.body()
+        if raw_index is not None:
+            index = raw_index
+        body = override.pop("body", payloads + manifest + index)
+        frames = override.pop("frames", None) or zstandard.ZstdCompressor(level=3).compress(body)
+        fields = {
+            "frames_length": len(frames),
+            "body_size": len(body),
+            "payloads_size": len(payloads),
+            "manifest_size": len(manifest),
+            "count": len(index) // ENTRY.size,
+            "frames_hash": xxhash.xxh3_128_digest(frames),
+            "meta_hash": xxhash.xxh3_128_digest(manifest + index),
+        }
+        fields.update(override)
+        head = struct.pack("<QQQQQ16s16s", *fields.values())
+        trailer = TRAILER.pack(*fields.values(), xxhash.xxh3_64_intdigest(head), b"\0" * 4, b"SNPT")
+        path.write_bytes(b"SNPA" + bytes([self.version, 0, 0, 0]) + frames + trailer)
+        return path
+
+
+def contents(store: SnapshotStore) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], list[str]]:
+    """Everything a refused import must leave alone: objects with their bytes, refs, and (directory) files."""
+    backend = store.backend
+    objects = sorted((key, backend.get(key)) for key in backend.iter_keys())
+    refs = sorted(backend.iter_refs())
+    files: list[str] = []
+    root = getattr(backend, "root", None)
+    if root is not None:
+        files = sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
+    return objects, refs, files
+
+
+WORDS = ["ab", "cd", "ef", "gh", "ij"]
+
+
+def play(sess: Any, turns: int, *, start: int = 0, seed: int = 7) -> list[Any]:
+    """Commit a small game: a growing log plus values whose types must survive (1, 1.0, true)."""
+    rng = random.Random(seed)
+    snaps = []
+    state: dict[str, Any] = {"log": [], "hero": {"hp": 10, "gold": 0.0}, "mode": 1, "zoë/~": "ünï"}
+    for turn in range(start, start + turns):
+        state["log"].append({"turn": turn, "text": " ".join(rng.choice(WORDS) for _ in range(12))})
+        state["hero"]["hp"] = rng.randint(0, 20)
+        state["hero"]["gold"] = float(turn) / 2
+        state["mode"] = (1, 1.0, True)[turn % 3]
+        if turn % 7 == 0:
+            state[f"k{turn}"] = {"nested": [turn, -0.0, None]}
+        snaps.append(sess.commit(state, label=f"turn {turn}", turn=turn))
+    return snaps
+
+
+@pytest.fixture
+def source() -> SnapshotStore:
+    """Two sessions with keyframes, retained and evicted snapshots."""
+    store = SnapshotStore.memory(max_chain=6)
+    play(store.session("campaign", max_snapshots=40), 55)
+    play(store.session("side quest"), 12, seed=3)
+    return store
+
+
+@pytest.fixture
+def archive(source: SnapshotStore, tmp_path: Path) -> Path:
+    path = tmp_path / "all.snaparchive"
+    source.export(path)
+    return path
+
+
+def assert_same_session(a: SnapshotStore, b: SnapshotStore, name: str, b_name: str | None = None) -> None:
+    x, y = a.session(name), b.session(b_name or name)
+    assert y.snapshot_ids() == x.snapshot_ids()
+    assert y.head is not None and x.head is not None and y.head.id == x.head.id
+    for sid in x.snapshot_ids():
+        assert canonical(y.state(sid)) == canonical(x.state(sid))
+        assert y.snapshot(sid) == x.snapshot(sid)
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_round_trip_all_sessions_into_an_empty_store(
+    source: SnapshotStore, archive: Path, make_store: Callable[..., SnapshotStore]
+) -> None:
+    target = make_store()
+    report = target.import_archive(archive)
+    assert isinstance(report, ImportReport)
+    assert sorted(report.created) == ["campaign", "side quest"]
+    assert report.objects_present == 0 and report.objects_written > 0
+    assert target.sessions() == ["campaign", "side quest"]
+    for name in target.sessions():
+        assert_same_session(source, target, name)
+    assert target.session("campaign").max_snapshots == 40
+    assert target.verify().ok
+    # the imported store goes on where the source left off
+    target.session("campaign").commit({"next": True})
+    assert target.verify().ok
+
+
+def test_export_report_and_archive_is_smaller_than_loose_objects(source: SnapshotStore, tmp_path: Path) -> None:
+    path = tmp_path / "a.snaparchive"
+    report = source.export(path)
+    assert isinstance(report, ExportReport)
+    assert report.path == str(path) and report.archive_bytes == path.stat().st_size
+    assert report.sessions == ["campaign", "side quest"]
+    assert report.snapshots == 40 + 10
+    loose = sum(source.backend.size(k) for k in source.backend.iter_keys())
+    assert report.archive_bytes * 2 < loose
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_keyframes_with_a_parent_travel_as_state_patches(archive: Path) -> None:
+    kinds = [e[3] for e in Parts.read(archive).entries]
+    assert kinds.count(STATE_PATCH) >= 5
+    # payloads first in chain order, records after every delta and state
+    last_chain = max(i for i, k in enumerate(kinds) if k != RECORD)
+    assert all(k == RECORD for k in kinds[last_chain + 1 :])
+
+
+def test_export_one_session(source: SnapshotStore, tmp_path: Path) -> None:
+    path = tmp_path / "one.snaparchive"
+    report = source.export(path, sessions=["side quest"])
+    assert report.sessions == ["side quest"]
+    target = SnapshotStore.memory()
+    target.import_archive(path)
+    assert target.sessions() == ["side quest"]
+    assert_same_session(source, target, "side quest")
+    assert target.verify().ok
+
+
+def test_export_chosen_snapshots_by_prefix(source: SnapshotStore, tmp_path: Path) -> None:
+    sess = source.session("campaign")
+    ids = sess.snapshot_ids()
+    chosen = [ids[3], ids[20], ids[-5]]
+    path = tmp_path / "some.snaparchive"
+    report = source.export(path, snapshots=[sid[:10] for sid in chosen])
+    assert report.sessions == ["campaign"] and report.snapshots == 3
+    target = SnapshotStore.memory()
+    target.import_archive(path)
+    copy = target.session("campaign")
+    assert copy.snapshot_ids() == chosen
+    assert copy.head is not None and copy.head.id == chosen[-1]  # the source's head was not chosen
+    for sid in chosen:
+        assert canonical(copy.state(sid)) == canonical(sess.state(sid))
+    assert target.verify().ok
+    # only what the chosen snapshots need: far fewer records than the session holds
+    kinds = [e[3] for e in Parts.read(path).entries]
+    assert kinds.count(RECORD) <= 3 * 7  # max_chain=6: at most 7 records per chain
+    # gc in the target keeps everything the imported chains need
+    target.gc()
+    assert target.verify().ok
+    assert canonical(target.session("campaign").state(chosen[0])) == canonical(sess.state(chosen[0]))
+
+
+def test_export_snapshots_within_named_sessions_and_unknown_ids(source: SnapshotStore, tmp_path: Path) -> None:
+    sid = source.session("side quest").snapshot_ids()[2]
+    with pytest.raises(SnapshotNotFound):
+        source.export(tmp_path / "x", sessions=["campaign"], snapshots=[sid])
+    with pytest.raises(SnapshotNotFound):
+        source.export(tmp_path / "x", snapshots=["0123456789abcdef"])
+    with pytest.raises(SnapshotNotFound):
+        source.export(tmp_path / "x", sessions=["nope"])
+    assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob(".x*"))
+    source.export(tmp_path / "ok", sessions="side quest", snapshots=sid[:8])
+    target = SnapshotStore.memory()
+    target.import_archive(tmp_path / "ok")
+    assert target.session("side quest").snapshot_ids() == [sid]
+
+
+def test_import_into_a_store_that_shares_objects_writes_none_twice(source: SnapshotStore, tmp_path: Path) -> None:
+    ids = source.session("campaign").snapshot_ids()
+    early, full = tmp_path / "early.snaparchive", tmp_path / "full.snaparchive"
+    source.export(early, snapshots=ids[:10])
+    source.export(full, sessions=["campaign"])
+    target = SnapshotStore.open(tmp_path / "target")
+    target.import_archive(early)
+    before = set(target.backend.iter_keys())
+
+    written: list[str] = []
+    put_many = target.backend.put_many
+
+    def spy(items: Any) -> int:
+        items = list(items)
+        written.extend(key for key, _ in items)
+        return put_many(items)
+
+    target.backend.put_many = spy  # type: ignore[method-assign]
+    report = target.import_archive(full, on_conflict="merge")
+    assert report.merged == ["campaign"]
+    assert report.objects_present > 0
+    assert len(written) == len(set(written)) == report.objects_written
+    assert not set(written) & before  # nothing the store had was stored again
+    assert set(target.backend.iter_keys()) - before <= set(written) | {
+        target.backend.read_ref(target.session_ref("campaign"))
+    }
+    copy, original = target.session("campaign"), source.session("campaign")
+    assert copy.snapshot_ids() == ids
+    for sid in ids:
+        assert canonical(copy.state(sid)) == canonical(original.state(sid))
+    assert target.verify().ok
+
+
+def test_import_same_archive_twice_is_a_no_op(archive: Path, tmp_path: Path) -> None:
+    target = SnapshotStore.open(tmp_path / "target")
+    target.import_archive(archive)
+    before = contents(target)
+    report = target.import_archive(archive)
+    assert sorted(report.unchanged) == ["campaign", "side quest"]
+    assert report.objects_written == 0 and not report.created
+    assert contents(target) == before
+
+
+def test_export_import_is_lossless_for_a_store_with_squashed_bases(tmp_path: Path) -> None:
+    store = SnapshotStore.open(tmp_path / "s", max_chain=10_000, max_chain_factor=1e9)  # one keyframe only
+    sess = store.session("g", max_snapshots=4)
+    play(sess, 80)
+    store.reclaim(sess)  # retention squashes the long chain: the oldest retained snapshot gets a base
+    assert sess._current().bases
+    path = tmp_path / "g.snaparchive"
+    store.export(path)
+    target = SnapshotStore.memory()
+    target.import_archive(path)
+    assert_same_session(store, target, "g")
+    assert target.verify().ok
+
+
+def test_rolled_back_session_with_forks_round_trips(tmp_path: Path) -> None:
+    store = SnapshotStore.memory(max_chain=4)
+    sess = store.session("fork", max_snapshots=100)
+    snaps = play(sess, 12)
+    sess.rollback(snaps[5].id)
+    play(sess, 9, start=100, seed=11)
+    path = tmp_path / "f.snaparchive"
+    store.export(path)
+    target = SnapshotStore.memory()
+    target.import_archive(path)
+    assert_same_session(store, target, "fork")
+    assert target.verify().ok
+
+
+def test_empty_store_and_empty_session(tmp_path: Path) -> None:
+    empty = SnapshotStore.memory()
+    empty.export(tmp_path / "none")
+    target = SnapshotStore.memory()
+    assert target.import_archive(tmp_path / "none") == ImportReport()
+    empty.session("blank", max_snapshots=3)
+    empty.export(tmp_path / "blank")
+    target.import_archive(tmp_path / "blank")
+    assert target.sessions() == ["blank"] and len(target.session("blank")) == 0
+    assert target.session("blank").max_snapshots == 3
+
+
+def test_progress_is_reported_at_least_every_n_objects(source: SnapshotStore, tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None, str]] = []
+    path = tmp_path / "p.snaparchive"
+    report = source.export(path, progress=lambda d, t, w: calls.append((d, t, w)))
+    done = [d for d, _t, w in calls if w == "exporting objects"]
+    assert done[-1] == report.objects and calls[-1][1] == report.objects
+    assert all(b - a <= archive_module.PROGRESS_EVERY for a, b in zip([0, *done], done, strict=False))
+    calls.clear()
+    SnapshotStore.memory().import_archive(path, progress=lambda d, t, w: calls.append((d, t, w)))
+    phases = {w for _d, _t, w in calls}
+    assert {"reading archive", "verifying objects", "importing objects"} <= phases
+    for phase in ("verifying objects", "importing objects"):
+        done = [d for d, _t, w in calls if w == phase]
+        totals = {t for _d, t, w in calls if w == phase}
+        assert len(totals) == 1 and done[-1] == totals.pop()
+        assert all(b - a <= archive_module.PROGRESS_EVERY for a, b in zip([0, *done], done, strict=False))
+
+
+# ---------------------------------------------------------------- conflicts
+
+
+def test_existing_session_with_other_snapshots_is_refused_by_default(archive: Path, tmp_path: Path) -> None:
+    target = SnapshotStore.open(tmp_path / "target")
+    play(target.session("campaign"), 3, seed=99)
+    before = contents(target)
+    with pytest.raises(ArchiveError, match="'campaign'") as info:
+        target.import_archive(archive)
+    assert info.value.details["sessions"] == ["campaign"]
+    assert "on_conflict" in str(info.value)
+    assert contents(target) == before
+
+
+def test_conflict_merge_appends_and_keeps_local_head(source: SnapshotStore, archive: Path) -> None:
+    target = SnapshotStore.memory()
+    local = play(target.session("campaign", max_snapshots=5), 3, seed=99)
+    report = target.import_archive(archive, on_conflict="merge")
+    assert report.merged == ["campaign"] and report.created == ["side quest"]
+    sess = target.session("campaign")
+    remote = source.session("campaign").snapshot_ids()
+    assert sess.snapshot_ids() == [s.id for s in local] + remote
+    assert sess.head is not None and sess.head.id == local[-1].id
+    assert sess.max_snapshots == len(local) + len(remote)  # raised: the import evicts nothing
+    for sid in remote:
+        assert canonical(sess.state(sid)) == canonical(source.session("campaign").state(sid))
+    assert target.verify().ok
+    assert target.import_archive(archive, on_conflict="merge").unchanged == ["campaign", "side quest"]
+
+
+def test_conflict_replace_swaps_in_the_archive_document(source: SnapshotStore, archive: Path) -> None:
+    target = SnapshotStore.memory()
+    cached = target.session("campaign")
+    play(cached, 3, seed=99)
+    report = target.import_archive(archive, on_conflict="replace")
+    assert report.replaced == ["campaign"]
+    assert_same_session(source, target, "campaign")
+    assert cached.head is not None and cached.head.id == source.session("campaign").head.id  # type: ignore[union-attr]
+    target.gc()
+    assert target.verify().ok
+
+
+def test_conflict_rename_imports_beside(source: SnapshotStore, archive: Path) -> None:
+    target = SnapshotStore.memory()
+    mine = play(target.session("campaign"), 3, seed=99)
+    report = target.import_archive(archive, on_conflict="rename")
+    assert report.renamed == {"campaign": "campaign-imported"}
+    assert target.session("campaign").snapshot_ids() == [s.id for s in mine[-3:]]
+    assert_same_session(source, target, "campaign", "campaign-imported")
+    again = target.import_archive(archive, on_conflict="rename")
+    assert again.renamed["campaign"] == "campaign-imported-2"
+    assert target.verify().ok
+
+
+@pytest.mark.parametrize("policy", ["error", "merge", "replace", "rename"])
+def test_session_created_during_the_import_follows_the_policy(
+    source: SnapshotStore, archive: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    target = SnapshotStore.memory()
+    plan = archive_module._ArchiveReader._plan_sessions
+
+    def racing(self: Any, on_conflict: str) -> Any:
+        actions = plan(self, on_conflict)  # planned as "create": the store had no such session
+        play(self.store.session("campaign"), 2, seed=42)  # then another writer creates it
+        return actions
+
+    monkeypatch.setattr(archive_module._ArchiveReader, "_plan_sessions", racing)
+    if policy == "error":
+        with pytest.raises(ArchiveError, match="created by someone else"):
+            target.import_archive(archive)
+        assert len(target.session("campaign")) == 2
+        return
+    report = target.import_archive(archive, on_conflict=policy)
+    remote = source.session("campaign").snapshot_ids()
+    if policy == "merge":
+        assert report.merged == ["campaign"] and len(target.session("campaign")) == 2 + len(remote)
+    elif policy == "replace":
+        assert report.replaced == ["campaign"] and target.session("campaign").snapshot_ids() == remote
+    else:
+        assert report.renamed == {"campaign": "campaign-imported"}
+        assert target.session("campaign-imported").snapshot_ids() == remote
+        assert len(target.session("campaign")) == 2
+    assert target.verify().ok
+
+
+def test_unknown_conflict_policy(archive: Path) -> None:
+    with pytest.raises(SnapshotError, match="on_conflict"):
+        SnapshotStore.memory().import_archive(archive, on_conflict="overwrite")
+
+
+# ---------------------------------------------------------------- export_state
+
+
+def test_export_state_writes_pretty_type_exact_json(tmp_path: Path) -> None:
+    store = SnapshotStore.memory()
+    sess = store.session("s")
+    state = {"b": 1, "a": [1.0, True, None, -0.0, 1e16], "ü": "Zoë ~/", "n": {"z": 1.5, "y": 2}}
+    snap = sess.commit(state)
+    sess.commit({"other": 1})
+    path = tmp_path / "state.json"
+    written = sess.export_state(snap.id[:8], path)
+    data = path.read_bytes()
+    assert written == len(data)
+    assert data == orjson.dumps(state, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    assert data.startswith(b'{\n  "a": [\n    1.0,\n    true,')
+    assert "Zoë".encode() in data  # UTF-8, not \u escapes
+    assert canonical(orjson.loads(data)) == canonical(state)
+    with pytest.raises(SnapshotNotFound):
+        sess.export_state("ffffffffffff", tmp_path / "nope.json")
+    assert not (tmp_path / "nope.json").exists()
+
+
+# ---------------------------------------------------------------- refusals
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> SnapshotStore:
+    """A directory store with data of its own, to show a refused import changes nothing."""
+    store = SnapshotStore.open(tmp_path / "target")
+    play(store.session("mine"), 4, seed=5)
+    return store
+
+
+def refused(target: SnapshotStore, path: Path, error: type[Exception] = ArchiveError, **kw: Any) -> SnapshotError:
+    before = contents(target)
+    with pytest.raises(error) as info:
+        target.import_archive(path, **kw)
+    assert contents(target) == before
+    assert str(info.value)
+    return info.value  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("keep", [0, 3, 8, 20, 95, "half", -200, -89, -88, -60, -1])
+def test_truncated_archive(archive: Path, target: SnapshotStore, tmp_path: Path, keep: int | str) -> None:
+    data = archive.read_bytes()
+    cut = len(data) // 2 if keep == "half" else keep
+    bad = tmp_path / "cut.snaparchive"
+    bad.write_bytes(data[:cut])
+    error = refused(target, bad)
+    assert error.details["reason"] in ("truncated", "bad magic", "length mismatch", "trailer checksum")
+
+
+def test_appended_bytes(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    bad = tmp_path / "long.snaparchive"
+    bad.write_bytes(archive.read_bytes() + b"\0" * 10)
+    refused(target, bad)
+
+
+def flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize("where", [8, 100, "middle", -89])
+def test_flipped_byte_in_compressed_stream(archive: Path, target: SnapshotStore, tmp_path: Path, where: Any) -> None:
+    data = archive.read_bytes()
+    at = len(data) // 2 if where == "middle" else where % len(data)
+    bad = tmp_path / "flip.snaparchive"
+    bad.write_bytes(flip(data, at))
+    assert refused(target, bad).details["reason"] == "data checksum"
+
+
+@pytest.mark.parametrize("at", range(0, 72, 9))
+def test_flipped_byte_in_trailer(archive: Path, target: SnapshotStore, tmp_path: Path, at: int) -> None:
+    data = archive.read_bytes()
+    bad = tmp_path / "flip.snaparchive"
+    bad.write_bytes(flip(data, len(data) - TRAILER.size + at))
+    assert refused(target, bad).details["reason"] == "trailer checksum"
+
+
+@pytest.mark.parametrize("region", ["manifest", "index"])
+def test_flipped_byte_in_manifest_or_index(archive: Path, target: SnapshotStore, tmp_path: Path, region: str) -> None:
+    """The frames are re-compressed with a fresh stream checksum; only the metadata checksum can tell."""
+    parts = Parts.read(archive)
+    payloads, manifest, index = parts.body()
+    meta_hash = xxhash.xxh3_128_digest(manifest + index)  # the checksum of the unchanged metadata
+    if region == "manifest":
+        manifest = flip(manifest, len(manifest) // 2)
+    else:
+        index = flip(index, ENTRY.size * 3 + 5)
+    bad = parts.build(tmp_path / "meta.snaparchive", body=payloads + manifest + index, meta_hash=meta_hash)
+    assert refused(target, bad).details["reason"] == "meta checksum"
+
+
+@pytest.mark.parametrize("kind", [DELTA, RECORD, STATE])
+def test_tampered_object_with_recomputed_checksums(
+    archive: Path, target: SnapshotStore, tmp_path: Path, kind: int
+) -> None:
+    parts = Parts.read(archive)
+    i = next(i for i, e in enumerate(parts.entries) if e[3] == kind)
+    payload = parts.payloads[i]
+    digit = next(at for at in range(len(payload)) if payload[at : at + 1].isdigit())
+    parts.payloads[i] = payload[:digit] + (b"7" if payload[digit : digit + 1] != b"7" else b"8") + payload[digit + 1 :]
+    error = refused(target, parts.build(tmp_path / "tampered.snaparchive"))
+    assert error.details["reason"] == "hash mismatch"
+    assert error.details["object"] == parts.entries[i][0]
+    assert parts.entries[i][0] in str(error)
+
+
+def test_tampered_state_patch_is_caught_when_rebuilt(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    i = next(i for i, e in enumerate(parts.entries) if e[3] == STATE_PATCH)
+    body = orjson.loads(parts.payloads[i])
+    body["patch"].append({"op": "add", "path": "/sneaky", "value": 1})
+    parts.payloads[i] = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    error = refused(target, parts.build(tmp_path / "patch.snaparchive"))
+    assert error.details["reason"] == "hash mismatch" and error.details["object"] == parts.entries[i][0]
+
+
+def test_state_patch_that_copies_is_refused(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    """``copy`` could double a state per operation: import does not rebuild through it."""
+    parts = Parts.read(archive)
+    i = next(i for i, e in enumerate(parts.entries) if e[3] == STATE_PATCH)
+    body = orjson.loads(parts.payloads[i])
+    body["patch"] = [{"op": "copy", "from": "/log", "path": f"/c{n}"} for n in range(40)] + body["patch"]
+    parts.payloads[i] = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    assert refused(target, parts.build(tmp_path / "copy.snaparchive")).details["reason"] == "copy operation"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"hp": 7}', "not canonical"),  # hashes fine, but is not the canonical bytes of its state
+        (b"[" * 300 + b"]" * 300, "not JSON"),  # deeper than snapstore can write back
+        (b"{not json", "not JSON"),
+    ],
+)
+def test_state_that_cannot_be_stored(
+    archive: Path, target: SnapshotStore, tmp_path: Path, payload: bytes, reason: str
+) -> None:
+    parts = Parts.read(archive)
+    i = next(i for i, e in enumerate(parts.entries) if e[3] == STATE)
+    parts.payloads[i] = payload
+    parts.entries[i][0] = object_id(payload)
+    assert refused(target, parts.build(tmp_path / "state.snaparchive")).details["reason"] == reason
+
+
+def test_kinds_are_labels_a_delta_labelled_state_still_imports(
+    source: SnapshotStore, archive: Path, tmp_path: Path
+) -> None:
+    """Format §3.2: an object is its payload; the kind only says what was written first."""
+    parts = Parts.read(archive)
+    i = next(i for i, e in enumerate(parts.entries) if e[3] == DELTA)
+    parts.entries[i][3] = STATE
+    target = SnapshotStore.memory()
+    target.import_archive(parts.build(tmp_path / "label.snaparchive"))
+    assert_same_session(source, target, "campaign")
+    assert target.verify().ok
+
+
+def test_an_object_that_does_not_parse_as_what_it_is_used_as(
+    archive: Path, target: SnapshotStore, tmp_path: Path
+) -> None:
+    """The newest record rewritten to name another record as its delta."""
+    parts = Parts.read(archive)
+    doc = next(d for d in parts.manifest["sessions"] if d["name"] == "side quest")
+    newest = parts.index(doc["head"])
+    record = orjson.loads(parts.payloads[newest])
+    assert record["delta"] is not None
+    record["delta"] = doc["snapshots"][0]
+    parts.payloads[newest] = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    parts.entries[newest][0] = doc["head"] = doc["snapshots"][-1] = object_id(parts.payloads[newest])
+    error = refused(target, parts.build(tmp_path / "kind.snaparchive"))
+    assert error.details["reason"] == "wrong kind" and error.details["object"] == doc["snapshots"][0]
+
+
+def test_record_with_a_bad_timestamp(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    doc = next(d for d in parts.manifest["sessions"] if d["name"] == "side quest")
+    newest = parts.index(doc["head"])
+    record = orjson.loads(parts.payloads[newest])
+    record["timestamp"] = "yesterday"
+    parts.payloads[newest] = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    parts.entries[newest][0] = doc["head"] = doc["snapshots"][-1] = object_id(parts.payloads[newest])
+    error = refused(target, parts.build(tmp_path / "time.snaparchive"))
+    assert error.details["reason"] == "bad record" and "timestamp" in str(error)
+
+
+def test_unchanged_commit_whose_empty_patch_is_also_a_state(tmp_path: Path) -> None:
+    """The state [] and the empty patch [] are one object: the archive holds it once and import uses it as both."""
+    store = SnapshotStore.memory()
+    sess = store.session("f")
+    ids = [sess.commit([]).id, sess.commit([]).id, sess.commit([1]).id, sess.commit([1]).id]
+    path = tmp_path / "f.snaparchive"
+    store.export(path)
+    target = SnapshotStore.memory()
+    target.import_archive(path)
+    assert target.session("f").snapshot_ids() == ids
+    assert [target.session("f").state(sid) for sid in ids] == [[], [], [1], [1]]
+    assert target.verify().ok
+
+
+def test_chain_rewired_into_a_loop(target: SnapshotStore, tmp_path: Path) -> None:
+    """The first record rewritten to descend from the last: with content-addressed ids a true cycle
+    cannot be built (each id hashes its parent's), but the walk must stop and refuse all the same."""
+    store = SnapshotStore.memory(max_chain=100)
+    play(store.session("loop"), 3)
+    path = tmp_path / "loop.snaparchive"
+    store.export(path)
+    parts = Parts.read(path)
+    doc = parts.manifest["sessions"][0]
+    doc["bases"] = []
+    first = parts.index(doc["snapshots"][0])
+    record = orjson.loads(parts.payloads[first])
+    record["parent"], record["delta"] = doc["snapshots"][-1], next(e[0] for e in parts.entries if e[3] == DELTA)
+    parts.payloads[first] = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    parts.entries[first][0] = object_id(parts.payloads[first])
+    doc["snapshots"][0] = parts.entries[first][0]
+    error = refused(target, parts.build(tmp_path / "cycle.snaparchive"))
+    assert error.details["reason"] in ("missing object", "cyclic chain", "unlisted record")
+
+
+def test_object_swapped_for_another_valid_object(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    """A consistent archive whose record names a delta that is not there."""
+    parts = Parts.read(archive)
+    i = next(i for i, e in enumerate(parts.entries) if e[3] == DELTA)
+    replacement = orjson.dumps([{"op": "add", "path": "/x", "value": 1}])
+    parts.payloads[i] = replacement
+    parts.entries[i][0] = object_id(replacement)
+    error = refused(target, parts.build(tmp_path / "swap.snaparchive"))
+    assert error.details["reason"] == "missing object"
+
+
+def test_chain_through_an_unlisted_snapshot(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    doc = next(d for d in parts.manifest["sessions"] if d["name"] == "campaign")
+    assert doc["evicted"]  # the chains of the oldest retained snapshots run through evicted ones
+    doc["evicted"] = []
+    assert refused(target, parts.build(tmp_path / "unlisted.snaparchive")).details["reason"] == "unlisted record"
+
+
+def test_snapshot_missing_from_archive_and_store(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    parts.manifest["sessions"][0]["snapshots"].append("0" * 32)
+    assert refused(target, parts.build(tmp_path / "missing.snaparchive")).details["reason"] == "missing object"
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", "", "x\n", 7])
+def test_bad_session_name(archive: Path, target: SnapshotStore, tmp_path: Path, name: Any) -> None:
+    parts = Parts.read(archive)
+    parts.manifest["sessions"][0]["name"] = name
+    error = refused(target, parts.build(tmp_path / "name.snaparchive"))
+    assert error.details["reason"] in ("bad session name", "bad session document")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "target" / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.update(type="zip"),
+        lambda m: m.update(format="1"),
+        lambda m: m.update(sessions={}),
+        lambda m: m["sessions"][0].update(max_snapshots=0),
+        lambda m: m["sessions"][0].update(head="f" * 32),
+        lambda m: m["sessions"][0].update(snapshots=["../../etc/passwd"]),
+        lambda m: m["sessions"][0]["snapshots"].append(m["sessions"][0]["snapshots"][0]),
+        lambda m: m["sessions"].append(m["sessions"][0]),
+        lambda m: m["sessions"][0].pop("bases"),
+    ],
+)
+def test_malformed_manifest(archive: Path, target: SnapshotStore, tmp_path: Path, change: Any) -> None:
+    parts = Parts.read(archive)
+    change(parts.manifest)
+    refused(target, parts.build(tmp_path / "manifest.snaparchive"))
+
+
+def test_malformed_index(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    _payloads, _manifest, index = parts.body()
+    entries = [list(e) for e in ENTRY.iter_unpack(index)]
+    cases = {
+        "bad hex": lambda es: es[0].__setitem__(0, b"../../../../etc/passwd".ljust(32, b"x")),
+        "upper hex": lambda es: es[0].__setitem__(0, es[0][0].upper()),
+        "gap": lambda es: es[1].__setitem__(1, es[1][1] + 1),
+        "unknown kind": lambda es: es[0].__setitem__(3, 4),
+        "reserved": lambda es: es[0].__setitem__(4, b"\0\0\1"),
+        "duplicate": lambda es: es.__setitem__(1, [es[0][0], *es[1][1:]]),
+    }
+    for label, change in cases.items():
+        changed = [list(e) for e in entries]
+        change(changed)
+        raw = b"".join(ENTRY.pack(*e) for e in changed)
+        bad = parts.build(tmp_path / f"index-{label}.snaparchive", raw_index=raw)
+        assert refused(target, bad).details["reason"] in ("bad index", "hash mismatch"), label
+
+
+def test_object_declared_over_the_size_limit(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    _payloads, _manifest, index = parts.body()
+    entries = [list(e) for e in ENTRY.iter_unpack(index)]
+    entries[-1][2] = MAX_OBJECT_SIZE + 1
+    bad = parts.build(tmp_path / "big.snaparchive", raw_index=b"".join(ENTRY.pack(*e) for e in entries))
+    error = refused(target, bad)
+    assert error.details["reason"] == "bad index" and str(MAX_OBJECT_SIZE) in str(error)
+
+
+def test_declared_huge_is_refused_before_decompressing(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    _payloads, manifest, index = parts.body()
+    huge = 32 << 30
+    bad = parts.build(tmp_path / "huge.snaparchive", body_size=huge, payloads_size=huge - len(manifest) - len(index))
+    error = refused(target, bad)
+    assert error.details["reason"] == "too large" and error.details["limit"] == 16 << 30
+    assert refused(target, archive, max_size=1000).details["reason"] == "too large"
+
+
+def test_decompression_bomb_stops_at_the_declared_size(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    """Declares the real body's size but inflates to 2 GiB: refused after reading just past the declared size."""
+    parts = Parts.read(archive)
+    payloads, manifest, index = parts.body()
+    body = payloads + manifest + index
+    cctx = zstandard.ZstdCompressor(level=1)
+    out = io.BytesIO()
+    with cctx.stream_writer(out, closefd=False) as writer:
+        writer.write(body)
+        zeros = bytes(64 << 20)
+        for _ in range(32):
+            writer.write(zeros)
+    bomb = out.getvalue()
+    assert len(bomb) < 1 << 20
+    path = parts.build(tmp_path / "bomb.snaparchive", frames=bomb, body=body)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    before = contents(target)
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ArchiveError, match="inflates beyond") as info:
+            import_archive(target, path, spool_dir=spool)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 5
+    assert peak < 8 << 20
+    assert info.value.details["reason"] == "too large"
+    assert contents(target) == before and not list(spool.iterdir())
+
+
+def test_bomb_in_the_manifest_declared_small(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    """Trailer sizes that disagree with each other are refused before any decompression."""
+    parts = Parts.read(archive)
+    manifest = parts.body()[1]
+    bad = parts.build(tmp_path / "sizes.snaparchive", manifest_size=len(manifest) + 1)
+    assert refused(target, bad).details["reason"] == "bad trailer"
+
+
+def test_newer_archive_version(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    data = bytearray(archive.read_bytes())
+    data[4] = 2
+    bad = tmp_path / "v2.snaparchive"
+    bad.write_bytes(bytes(data))
+    error = refused(target, bad, FormatVersionError)
+    assert "version 2" in str(error) and "version 1" in str(error)
+    assert error.details == {"path": str(bad), "version": 2, "supported": 1}
+
+
+def test_newer_manifest_format(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    parts.manifest["format"] = 2
+    error = refused(target, parts.build(tmp_path / "m2.snaparchive"), FormatVersionError)
+    assert "2" in str(error) and "1" in str(error)
+
+
+def test_not_an_archive(target: SnapshotStore, tmp_path: Path) -> None:
+    bad = tmp_path / "x.json"
+    bad.write_bytes(b'{"hello": "world"}' * 20)
+    assert refused(target, bad).details["reason"] == "bad magic"
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def build_long_session(store: SnapshotStore, turns: int, *, keyframe_every: int = 50) -> tuple[list[str], Any]:
+    """A session of ``turns`` snapshots written object by object, as commits would write them.
+
+    Committing 10,000 snapshots one by one rewrites a session document listing them all
+    each time (quadratic), so the test writes the same objects directly and one document.
+    """
+    rng = random.Random(1)
+    objects = store.objects
+    state: dict[str, Any] = {"turn": 0, "log": []}
+    parent: str | None = None
+    ids: list[str] = []
+    depth = chain = 0
+    ratio = 1.0
+    for turn in range(turns):
+        ops: list[dict[str, Any]] = []
+        if len(state["log"]) >= 6:
+            del state["log"][0]
+            ops.append({"op": "remove", "path": "/log/0"})
+        message = rng.randbytes(1500).hex()
+        state["log"].append(message)
+        state["turn"] = turn
+        ops += [{"op": "add", "path": "/log/-", "value": message}, {"op": "replace", "path": "/turn", "value": turn}]
+        data = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        delta: str | None
+        if parent is None or turn % keyframe_every == 0:
+            _key, stored = objects.put(Kind.STATE, data)
+            delta, depth, chain, ratio = None, 0, 0, round(stored / len(data), 6)
+        else:
+            delta, stored = objects.put(Kind.DELTA, orjson.dumps(ops, option=orjson.OPT_SORT_KEYS))
+            depth, chain = depth + 1, chain + stored
+        record = SnapshotRecord(
+            "long", parent, object_id(data), delta, "auto", f"2024-01-01T00:00:{turn // 1000:02d}.{turn % 1000:06d}Z",
+            turn, len(data), depth, chain, ratio,
+        )  # fmt: skip
+        parent, _ = objects.put(Kind.RECORD, record.to_payload())
+        ids.append(parent)
+    key, _ = objects.put(Kind.SESSION, SessionDoc("long", turns, parent, ids).to_payload())
+    assert store.backend.cas_ref(store.session_ref("long"), None, key)
+    return ids, state
+
+
+def test_ten_thousand_snapshots_stream_in_bounded_memory(tmp_path: Path) -> None:
+    """Export and import of a 10,000-snapshot session hold neither the archive nor the states in memory.
+
+    What they do hold is per-snapshot bookkeeping (ids: tens of bytes each) and, like every
+    read of a session, one parsed session document listing 10,000 ids.
+    """
+    store = SnapshotStore.memory()
+    ids, last = build_long_session(store, 10_000)
+    sess = store.session("long")
+    assert canonical(sess.state(ids[-1])) == canonical(last)
+    path = tmp_path / "long.snaparchive"
+    target = SnapshotStore.memory()
+
+    tracemalloc.start()
+    try:
+        report = store.export(path, level=3)
+        export_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        imported = target.import_archive(path)
+        kept, import_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.snapshots == 10_000 and imported.created == ["long"]
+    body = report.raw_bytes
+    assert body > 30 << 20  # every state in full would be 10,000 x 18 KB = 180 MB
+    assert export_peak < body / 5, (export_peak, body)
+    # the memory store keeps what was imported (``kept``); beyond that, import held little at any time
+    assert import_peak - kept < body / 5, (import_peak, kept, body)
+    copy = target.session("long")
+    assert len(copy) == 10_000
+    for sid in (ids[0], ids[4321], ids[-1]):
+        assert canonical(copy.state(sid)) == canonical(sess.state(sid))
+
+
+def test_export_leaves_no_partial_file_on_failure(source: SnapshotStore, tmp_path: Path) -> None:
+    path = tmp_path / "fail.snaparchive"
+
+    def boom(done: int, total: int | None, what: str) -> None:
+        if what == "exporting objects" and done >= 64:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        source.export(path, progress=boom)
+    assert os.listdir(tmp_path) == []

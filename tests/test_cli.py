@@ -1,0 +1,582 @@
+"""The ``snapstore`` command line, end to end.
+
+Every command runs at least once in a real subprocess (``python -m snapstore``)
+against a real directory store under ``tmp_path``. Variants of a command's
+flags run in-process through ``cli.main`` (same code path, same real store,
+without paying ~0.5 s of interpreter start-up each), to keep the file fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import pty
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import pytest
+
+from snapstore import SnapshotStore, cli
+from snapstore.codec import Kind, object_id
+from snapstore.delta import apply_patch
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+COMMANDS = [name for name, *_ in cli._COMMANDS]
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SNAPSTORE_PATH", "NO_COLOR")}
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def run(*args: str, store: Path | None = None, stdin: bytes | None = None, cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m snapstore [--store STORE] ARGS`` in a subprocess; text output."""
+    cmd = [sys.executable, "-m", "snapstore", *(["--store", str(store)] if store else []), *args]
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, cwd=cwd, env=env or _env(), timeout=60)
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
+    )
+
+
+def run_many(*calls: tuple[str, ...], store: Path | None = None) -> list[subprocess.CompletedProcess[str]]:
+    """Independent read-only invocations, in parallel."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda args: run(*args, store=store), calls))
+
+
+def call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``cli.main(ARGS)`` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # argparse usage errors and --help
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("snapstore: error: ")
+    return lines[0]
+
+
+STATES = [
+    {"turn_count": 1, "log": ["hello"], "party": {"Zoë": {"hp": 12, "gold": 1}}, "flags": {"dead": False}},
+    {"turn_count": 2, "log": ["hello", "a goblin"], "party": {"Zoë": {"hp": 9, "gold": 3}}, "flags": {"dead": False}},
+    {"turn_count": 3, "log": ["hello", "a goblin", "oops"], "party": {"Zoë": {"hp": 0, "gold": 6}},
+     "flags": {"dead": True}},
+]
+
+
+@dataclasses.dataclass
+class Populated:
+    store: Path
+    ids: list[str]  # session "campaign-42", oldest first
+    other: str  # the one snapshot of session "side"
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Populated:
+    """A store made through the CLI: three turns of campaign-42 and one snapshot of session side."""
+    root = tmp_path_factory.mktemp("cli")
+    store = root / "store"
+
+    def cli_main(*args: str) -> str:  # in-process: commit and init run in subprocesses elsewhere
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli.main(["--store", str(store), *args]) == 0
+        return out.getvalue().strip()
+
+    cli_main("init")
+    ids = []
+    for n, state in enumerate(STATES, start=1):
+        path = root / f"turn{n}.json"
+        path.write_bytes(orjson.dumps(state))
+        ids.append(cli_main("commit", "campaign-42", str(path), "--label", f"turn {n}", "--turn", str(n)))
+    (root / "side.json").write_bytes(b'{"x": [1, 2.5, null]}')
+    return Populated(store, ids, cli_main("commit", "side", str(root / "side.json"), "--max-snapshots", "3"))
+
+
+# ---------------------------------------------------------------- help, docs, usage
+
+
+def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    top, one = run_many(("--help",), ("diff", "--help"))
+    assert top.returncode == 0 and "exit codes" in top.stdout and "example:" in top.stdout
+    assert all(name in top.stdout for name in COMMANDS)
+    assert one.returncode == 0 and "usage: snapstore diff" in one.stdout and "snapstore diff 3f2a9c01" in one.stdout
+    for name in COMMANDS:
+        code, out, _err = call(capsys, name, "--help")
+        assert code == 0 and out.startswith(f"usage: snapstore {name}"), name
+        description, example = out.split("example:\n")
+        assert len(description.split("\n\n")[1]) > 30, f"{name} --help says too little"
+        invocation = example.split("\n")[0].strip().replace("--store ./saves ", "").replace("--store ./other ", "")
+        assert invocation.startswith(f"snapstore {name}"), (name, example)
+
+
+def test_docs_mention_every_command() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    for name in COMMANDS:
+        assert re.search(rf"^#+ .*`snapstore {name}\b", text, re.M), f"docs/cli.md has no section for {name}"
+        ran = re.search(rf"^\$ snapstore (--store \S+ )?{name}\b", text, re.M)
+        assert ran, f"the docs/cli.md transcript never runs {name}"
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = run("frobnicate")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+    assert call(capsys, "show")[0] == 2  # missing ID
+    assert call(capsys, "commit", "s", "f.json", "--turn", "three")[0] == 2
+    code, _out, err = call(capsys)
+    assert code == 2 and "COMMAND" in err
+
+
+# ---------------------------------------------------------------- store location
+
+
+def test_missing_store_is_one_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    procs = run_many(("log",), ("show", "0123456789abcdef"), ("verify",), store=missing)
+    for proc in procs:
+        assert proc.returncode == 1
+        assert one_error_line(proc.stderr) == f"snapstore: error: no snapstore store at {missing} (run snapstore init)"
+    assert not missing.exists()  # reading commands never create a store
+    empty = tmp_path / "empty-dir"  # a folder that is not a store
+    empty.mkdir()
+    proc = run("commit", "s", "-", store=empty, stdin=b"{}")
+    assert proc.returncode == 1 and "no snapstore store at" in one_error_line(proc.stderr)
+
+
+def test_init_and_store_path_precedence(tmp_path: Path) -> None:
+    proc = run("init", cwd=tmp_path)  # default: ./.snapstore
+    assert proc.returncode == 0 and proc.stdout == "initialized empty snapstore store at .snapstore\n"
+    assert os.readlink(tmp_path / ".snapstore" / "refs" / "config" / "format") == "1"
+    assert run("init", cwd=tmp_path).stdout == "snapstore store already exists at .snapstore\n"
+    from_env = tmp_path / "env-store"
+    proc = run("init", cwd=tmp_path, env=_env(SNAPSTORE_PATH=str(from_env)))
+    assert proc.returncode == 0 and from_env.is_dir()
+    flag = tmp_path / "flag-store"  # --store wins over the environment, before or after the command
+    proc = run("init", "--store", str(flag), cwd=tmp_path, env=_env(SNAPSTORE_PATH=str(from_env)))
+    assert proc.returncode == 0 and str(flag) in proc.stdout and flag.is_dir()
+
+
+# ---------------------------------------------------------------- reading commands
+
+
+def test_sessions_log_show_in_subprocesses(populated: Populated) -> None:
+    a, b, c = populated.ids
+    sessions, log, log_json, show, pointer = run_many(
+        ("sessions",),
+        ("log", "campaign-42"),
+        ("log", "--json"),
+        ("show", a[:8]),
+        ("show", c, "--pointer", "/party/Zoë/hp"),
+        store=populated.store,
+    )
+    assert all(p.returncode == 0 and p.stderr == "" for p in (sessions, log, log_json, show, pointer))
+
+    lines = sessions.stdout.splitlines()
+    assert lines[0].split() == ["SESSION", "SNAPSHOTS", "LIMIT", "HEAD", "STORED"]
+    assert lines[1].split()[:4] == ["campaign-42", "3", "10", c[:12]]
+    assert lines[2].split()[:4] == ["side", "1", "3", populated.other[:12]]
+
+    lines = log.stdout.splitlines()
+    assert lines[0] == f"session campaign-42: 3 snapshots, head {c[:12]}"
+    assert lines[1].split() == ["ID", "KIND", "TURN", "TIME", "STORED", "LABEL"]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows[:2]] == [a[:12], b[:12]] and rows[2][:2] == ["*", c[:12]]
+    assert [r[-3:] for r in rows] == [["B", "turn", "1"], ["B", "turn", "2"], ["B", "turn", "3"]]
+    assert rows[0][1:3] == ["full", "1"] and rows[1][1:3] == ["delta", "2"]
+
+    entries = orjson.loads(log_json.stdout)
+    assert [e["id"] for e in entries] == [a, b, c, populated.other]
+    assert entries[2]["head"] and not entries[0]["head"] and entries[0]["parent"] is None
+    assert {e["session"] for e in entries} == {"campaign-42", "side"}
+    assert all(e["stored_size"] > 0 and e["size"] > 0 for e in entries)
+    assert entries[0]["kind"] == "full" and entries[1]["kind"] == "delta" and entries[1]["turn"] == 2
+
+    assert orjson.loads(show.stdout) == STATES[0] and show.stdout.startswith("{\n  ")
+    assert pointer.stdout == "0\n"
+
+
+def test_reading_variants_in_process(populated: Populated, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b, c = populated.ids
+    s = str(populated.store)
+    code, out, _ = call(capsys, "--store", s, "log", "campaign-42", "--reverse")
+    assert code == 0
+    ids_in_order = re.findall(r"\b([0-9a-f]{12})\b", "\n".join(out.splitlines()[2:]))
+    assert ids_in_order == [c[:12], b[:12], a[:12]]
+    code, out, _ = call(capsys, "log", "--store", s)  # every session, one block each
+    assert code == 0 and "session campaign-42: 3 snapshots" in out and "session side: 1 snapshot," in out
+    code, out, _ = call(capsys, "--store", s, "sessions", "--json")
+    rows = orjson.loads(out)
+    with SnapshotStore.open(populated.store, create=False) as store:
+        assert rows[0] == {"name": "campaign-42", "snapshots": 3, "max_snapshots": 10, "head": c,
+                           "bytes": store.session_usage("campaign-42")}
+        assert rows[1]["bytes"] == store.session_usage("side") > 0
+    code, out, _ = call(capsys, "--store", s, "show", b, "--compact")
+    assert code == 0 and out.encode() == orjson.dumps(STATES[1], option=orjson.OPT_SORT_KEYS) + b"\n"
+    code, out, _ = call(capsys, "--store", s, "show", populated.other, "--pointer", "/x/1")
+    assert (code, out) == (0, "2.5\n")
+    code, out, _ = call(capsys, "--store", s, "show", populated.other, "--pointer", "")
+    assert orjson.loads(out) == {"x": [1, 2.5, None]}
+    for pointer, message in [
+        ("/x/3", "index 3 is past the end of the 3-item array at /x"),
+        ("/x/01", "'01' is not an array index at /x"),
+        ("/y", "no member 'y' at /"),
+        ("/x/0/z", "/x/0 is a int, not a container"),
+        ("x", "start with '/'"),
+    ]:
+        code, _out, err = call(capsys, "--store", s, "show", populated.other, "--pointer", pointer)
+        assert code == 1 and message in one_error_line(err), (pointer, err)
+
+
+def test_diff(populated: Populated, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b, c = populated.ids
+    readable, as_json, parent = run_many(("diff", a, c), ("diff", b, c, "--json"), ("diff", c), store=populated.store)
+    assert readable.returncode == as_json.returncode == parent.returncode == 0
+    assert readable.stdout.splitlines() == [
+        f"--- {a[:12]}  campaign-42  turn 1  'turn 1'",
+        f"+++ {c[:12]}  campaign-42  turn 3  'turn 3'",
+        "~ /flags/dead: false → true",
+        '+ /log/-: "a goblin"',
+        '+ /log/-: "oops"',
+        "~ /party/Zoë/gold: 1 → 6",
+        "~ /party/Zoë/hp: 12 → 0",
+        "~ /turn_count: 1 → 3",
+    ]
+    assert "\x1b[" not in readable.stdout  # no colors when piped
+    patch = orjson.loads(as_json.stdout)
+    assert apply_patch(STATES[1], patch) == STATES[2]
+    assert parent.stdout.splitlines()[:2] == [f"--- {b[:12]}  campaign-42  turn 2  'turn 2'",
+                                              f"+++ {c[:12]}  campaign-42  turn 3  'turn 3'"]
+    s = str(populated.store)
+    code, out, _ = call(capsys, "--store", s, "diff", c, c)
+    assert code == 0 and out.splitlines()[-1] == "(no differences)"
+    code, out, _ = call(capsys, "--store", s, "diff", a, populated.other, "--json")  # across sessions
+    assert code == 0 and apply_patch(STATES[0], orjson.loads(out)) == {"x": [1, 2.5, None]}
+    code, _out, err = call(capsys, "--store", s, "diff", a)
+    assert code == 1 and "has no parent" in one_error_line(err)
+
+
+def run_on_terminal(*args: str, store: Path, stream: str) -> tuple[int, str, str]:
+    """Run with ``stream`` ("stdout" or "stderr") on a real pseudo-terminal: (code, terminal text, other stream)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "snapstore", "--store", str(store), *args],
+            stdout=slave if stream == "stdout" else subprocess.PIPE,
+            stderr=slave if stream == "stderr" else subprocess.PIPE,
+            env=_env(TERM="xterm"), timeout=60,
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    other = proc.stderr if stream == "stdout" else proc.stdout
+    return proc.returncode, b"".join(chunks).decode("utf-8"), other.decode("utf-8")
+
+
+def test_terminal_output(populated: Populated, tmp_path: Path) -> None:
+    """Colors in diff and progress on stderr appear only on a terminal (piped runs are checked elsewhere)."""
+    a, _b, c = populated.ids
+    code, out, err = run_on_terminal("diff", a, c, store=populated.store, stream="stdout")
+    assert code == 0, err
+    assert "\x1b[31m12\x1b[0m → \x1b[32m0\x1b[0m" in out  # old red, new green
+    assert '\x1b[32m+ /log/-: "oops"\x1b[0m' in out
+    assert cli.format_diff([{"op": "remove", "path": "/a"}], {"a": 1}, color=True) == ["\x1b[31m- /a: 1\x1b[0m"]
+    archive = tmp_path / "tty.snaparchive"
+    code, progress, out = run_on_terminal("export", str(archive), store=populated.store, stream="stderr")
+    assert code == 0 and out.startswith("exported 2 sessions")
+    assert "exporting objects: " in progress and progress.endswith("\r\x1b[K")  # shown, then cleared
+
+
+def test_bad_ids(populated: Populated) -> None:
+    short, unknown, nonhex, rollback = run_many(
+        ("show", populated.ids[0][:7]),
+        ("diff", "0000000000000000"),
+        ("restore", "not-an-id-at-all"),
+        ("rollback", "campaign-42", populated.other),  # exists, but in another session
+        store=populated.store,
+    )
+    assert "prefixes need 8+ characters" in one_error_line(short.stderr) and short.returncode == 1
+    assert one_error_line(unknown.stderr) == "snapstore: error: snapshot 0000000000000000 not found in the store"
+    assert "ids are hex" in one_error_line(nonhex.stderr) and nonhex.returncode == 1
+    assert "not found in session 'campaign-42'" in one_error_line(rollback.stderr) and rollback.returncode == 1
+
+
+def test_ambiguous_prefix_lists_candidates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two snapshots whose ids share their first 8 hex digits, in a real store.
+
+    Commits cannot be steered: a record's id hashes its commit timestamp. Finding
+    two ids that share 32 bits by committing would take ~80,000 commits. So this
+    test writes the two records itself, exactly as format.md §4.3 and §6
+    describe (store the record objects, a new session document listing them,
+    then swap the session ref), varying only their labels until two ids collide
+    on 8 hex digits: a birthday search over ~80,000 candidate labels, well under
+    a second. Nothing is mocked: the CLI runs in a subprocess against a store
+    that ``verify --read-data`` accepts as sound.
+    """
+    path = tmp_path / "store"
+    with SnapshotStore.open(path) as store:
+        sess = store.session("twins")
+        base = sess.commit({"hp": 1}, label="base", turn=0)
+        record = store.objects.record(base.id)
+        template = dataclasses.replace(record, label="@@LABEL@@", timestamp="2026-01-01T00:00:00.000000Z")
+        before, after = template.to_payload().split(b"@@LABEL@@")
+        seen: dict[str, bytes] = {}
+        for n in range(2_000_000):
+            payload = before + b"twin %d" % n + after
+            sid = object_id(payload)
+            if sid[:8] in seen:
+                pair = [(object_id(seen[sid[:8]]), seen[sid[:8]]), (sid, payload)]
+                break
+            seen[sid[:8]] = payload
+        else:  # pragma: no cover - probability about 1e-200
+            pytest.fail("no 32-bit collision in 2,000,000 tries")
+        for sid, payload in pair:
+            assert store.objects.put(Kind.RECORD, payload)[0] == sid
+        ref = store.session_ref("twins")
+        old_key = store.backend.read_ref(ref)
+        doc = store.objects.session_doc(old_key).copy()
+        doc.snapshots += [sid for sid, _ in pair]
+        doc.head = pair[-1][0]
+        doc.generation += 1
+        new_key, _ = store.objects.put(Kind.SESSION, doc.to_payload())
+        assert store.backend.cas_ref(ref, old_key, new_key)
+        store.backend.delete(old_key)
+    first, second = sorted(sid for sid, _ in pair)
+    prefix = first[:8]
+    shown, verified, exact = run_many(("show", prefix), ("verify", "--read-data"), ("show", second), store=path)
+    assert verified.returncode == 0, verified.stdout
+    assert exact.returncode == 0 and orjson.loads(exact.stdout) == {"hp": 1}
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    lines = shown.stderr.splitlines()
+    assert lines[0] == f"snapstore: error: snapshot prefix {prefix} is ambiguous in the store; candidates:"
+    assert [line.split()[0] for line in lines[1:]] == [first, second]
+    assert all("twins" in line and "'twin " in line for line in lines[1:])
+    code, _out, err = call(capsys, "--store", str(path), "rollback", "twins", prefix)  # resolved by the session
+    assert code == 1 and err.splitlines() == [
+        f"snapstore: error: snapshot prefix {prefix} is ambiguous in session 'twins'; candidates:",
+        f"  {first}",
+        f"  {second}",
+    ]
+
+
+# ---------------------------------------------------------------- writing commands
+
+
+def test_commit_restore_rollback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    (tmp_path / "one.json").write_text('{"hp": 10, "name": "Zoë"}', encoding="utf-8")
+    assert run("init", store=store).returncode == 0
+    first = run("commit", "s", str(tmp_path / "one.json"), "--label", "one", "--turn", "1", store=store)
+    assert first.returncode == 0 and HEX32.match(first.stdout.strip()) and first.stderr == ""
+    first_id = first.stdout.strip()
+    second = run("commit", "s", "-", store=store, stdin=b'{"hp": 4, "name": "Zo\xc3\xab"}')
+    second_id = second.stdout.strip()
+    assert HEX32.match(second_id)
+
+    restored, to_file = run_many(("restore", first_id[:10]), ("restore", first_id, "-o", str(tmp_path / "out.json")),
+                                 store=store)
+    assert restored.stdout == '{"hp":10,"name":"Zoë"}\n'
+    assert to_file.returncode == 0 and "out.json" in to_file.stdout
+    with SnapshotStore.open(store, create=False) as opened:
+        snap = opened.session("s").snapshot(first_id)
+    assert object_id((tmp_path / "out.json").read_bytes()) == snap.state_hash  # canonical bytes
+
+    proc = run("rollback", "s", first_id[:8], store=store)
+    assert proc.returncode == 0 and f"head is now {first_id[:12]}" in proc.stdout
+    s = str(store)
+    code, out, _ = call(capsys, "--store", s, "commit", "s", str(tmp_path / "one.json"), "--max-snapshots", "2")
+    third_id = out.strip()
+    code, out, _ = call(capsys, "--store", s, "log", "s", "--json")
+    entries = orjson.loads(out)
+    assert [e["id"] for e in entries] == [second_id, third_id]  # limit 2: the oldest left the listing
+    assert entries[-1]["parent"] == first_id and entries[-1]["label"] == "auto" and entries[-1]["head"]
+
+    code, _out, err = call(capsys, "--store", s, "rollback", "nobody", first_id)
+    assert code == 1 and "session 'nobody' does not exist (sessions: s)" in one_error_line(err)
+    code, _out, err = call(capsys, "--store", s, "log", "nobody")
+    assert code == 1 and "does not exist" in one_error_line(err)
+    with SnapshotStore.open(store, create=False) as opened:
+        assert opened.sessions() == ["s"]  # asking about a session never creates it
+    code, _out, err = call(capsys, "--store", s, "restore", third_id, "-o", str(tmp_path / "no" / "such" / "dir.json"))
+    assert code == 1 and "cannot write" in one_error_line(err)
+
+
+def test_commit_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    SnapshotStore.open(store).close()
+    bad, logged = run_many(("commit", "s", str(tmp_path / "missing.json")), ("log",), store=store)
+    assert bad.returncode == 1
+    missing = tmp_path / "missing.json"
+    assert one_error_line(bad.stderr) == f"snapstore: error: cannot read {missing}: No such file or directory"
+    s = str(store)
+    cases = [
+        (b'{"a": 1,}', "is not valid JSON: trailing comma"),
+        (b"", "is not valid JSON"),
+        (b'{"a": NaN}', "is not valid JSON"),
+        (b'{"a": 18446744073709551616}', "integer 18446744073709551616 is outside the 64-bit range"),
+        (b'{"a": -9223372036854775809}', "outside the 64-bit range"),
+    ]
+    for data, message in cases:
+        path = tmp_path / "bad.json"
+        path.write_bytes(data)
+        code, _out, err = call(capsys, "--store", s, "commit", "s", str(path))
+        assert code == 1 and message in one_error_line(err), (data, err)
+    path.write_bytes(b'{"a": 18446744073709551615, "b": -9223372036854775808, "c": "12345678901234567890123"}')
+    code, out, _ = call(capsys, "--store", s, "commit", "s", str(path))  # the 64-bit extremes are fine
+    assert code == 0
+    code, out, _ = call(capsys, "--store", s, "show", out.strip(), "--compact")
+    assert out == '{"a":18446744073709551615,"b":-9223372036854775808,"c":"12345678901234567890123"}\n'
+    code, _out, err = call(capsys, "--store", s, "commit", "bad/name", str(path))
+    assert code == 1 and "invalid session name" in one_error_line(err)
+    assert logged.returncode == 0 and logged.stdout == "no sessions\n"  # a refused commit creates nothing
+
+
+# ---------------------------------------------------------------- maintenance
+
+
+def _flip_last_byte(path: Path) -> None:
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_corrupted_object(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        sess = opened.session("s")
+        snaps = [sess.commit(state, turn=n) for n, state in enumerate(STATES)]
+        keyframe_state = opened.objects.record(snaps[0].id).state
+        assert snaps[1].kind == "delta"  # its state is rebuilt from snapshot 0's full state
+    _flip_last_byte(store / "objects" / keyframe_state[:2] / keyframe_state[2:])
+
+    structure, deep, deep_json, show, debug = run_many(
+        ("verify",), ("verify", "--read-data"), ("verify", "--read-data", "--json"),
+        ("show", snaps[1].id[:8]), ("--debug", "show", snaps[1].id), store=store,
+    )
+    assert structure.returncode == 0  # every object the chains need is there; its bytes were not read
+    assert deep.returncode == 1 and deep.stderr == ""
+    assert keyframe_state in deep.stdout and re.search(r"^[23] problems found:$", deep.stdout, re.M)
+    assert f"[session s, snapshot {snaps[0].id[:12]}]" in deep.stdout
+    report = orjson.loads(deep_json.stdout)
+    assert deep_json.returncode == 1 and not report["ok"]
+    assert keyframe_state in {p["object"] for p in report["problems"]}
+    assert show.returncode == 1 and keyframe_state in one_error_line(show.stderr)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "CorruptObjectError" in debug.stderr
+
+
+def test_gc_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        for name in ("keep", "drop"):
+            sess = opened.session(name)
+            for n, state in enumerate(STATES):
+                sess.commit({**state, "who": name}, turn=n)
+        opened.delete_session("drop")
+    (store / "objects" / "ab").mkdir(exist_ok=True)
+    (store / "objects" / "ab" / ".tmp-leftover").write_bytes(b"half a write")
+    stats_before = run("stats", "--json", store=store)
+    gc, stats = run_many(("gc",), ("stats",), store=store)  # gc and a reader at the same time
+    assert gc.returncode == 0 and gc.stderr == ""  # no progress when stderr is piped
+    match = re.fullmatch(r"deleted (\d+) unreferenced objects \(.+\), removed 1 leftover temporary file\n", gc.stdout)
+    assert match and int(match.group(1)) >= 6, gc.stdout
+    before = orjson.loads(stats_before.stdout)
+    assert before["sessions"] == 1 and before["snapshots"] == 3 and before["keyframes"] == 1
+    assert before["longest_chain"] == 2 and before["compression_ratio"] > 0
+    assert stats.returncode == 0 and re.search(r"^compression ratio +[0-9.]+x$", stats.stdout, re.M)
+    assert re.search(r"^longest chain +2 deltas$", stats.stdout, re.M)
+    code, out, _ = call(capsys, "--store", str(store), "gc", "--json")
+    assert code == 0 and orjson.loads(out) == {"objects_deleted": 0, "bytes_freed": 0, "temporary_files_removed": 0}
+    code, out, _ = call(capsys, "--store", str(store), "stats", "--json")
+    assert orjson.loads(out)["objects"] == before["objects"] - int(match.group(1))
+
+
+def test_export_import(populated: Populated, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    archive = tmp_path / "backup.snaparchive"
+    proc = run("export", str(archive), "--session", "campaign-42", store=populated.store)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # progress only on a terminal
+    assert archive.is_file() and archive.stat().st_size > 0
+    target = tmp_path / "target"
+    assert run("init", store=target).returncode == 0
+    proc = run("import", str(archive), store=target)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    code, out, _ = call(capsys, "--store", str(target), "log", "--json")
+    assert [e["id"] for e in orjson.loads(out)] == populated.ids
+    code, out, _ = call(capsys, "--store", str(target), "show", populated.ids[2])
+    assert orjson.loads(out) == STATES[2]
+    code, _out, err = call(capsys, "--store", str(target), "import", str(tmp_path / "missing.snaparchive"))
+    assert code == 1 and "missing.snaparchive" in one_error_line(err)
+    code, out, _ = call(capsys, "--store", str(target), "import", str(archive))  # again: nothing new
+    assert code == 0 and "campaign-42" in out
+    truncated = tmp_path / "truncated.snaparchive"
+    truncated.write_bytes(archive.read_bytes()[:-10])
+    code, _out, err = call(capsys, "--store", str(target), "import", str(truncated))
+    assert code == 1 and one_error_line(err)
+    code, out, _ = call(capsys, "--store", str(populated.store), "export", str(tmp_path / "one.snaparchive"),
+                        "--snapshot", populated.ids[1][:8])
+    assert code == 0 and out.startswith("exported 1 session (campaign-42)"), out
+
+
+def test_demo(tmp_path: Path) -> None:
+    proc = run("demo", str(tmp_path / "tour"))
+    assert proc.returncode == 0, proc.stderr
+    assert "rolled back to" in proc.stdout and "verify: ok" in proc.stdout
+    assert run("verify", "--read-data", store=tmp_path / "tour").returncode == 0
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_on_a_terminal() -> None:
+    shown = _Terminal()
+    with cli.Progress(shown, interval=0) as progress:
+        progress(1, 4, "writing objects")
+        progress(4, 4, "writing objects")
+        progress.status("verifying")
+    text = shown.getvalue()
+    assert "writing objects: 1/4 (25%)" in text and "writing objects: 4/4 (100%)" in text and "verifying…" in text
+    assert text.endswith("\r\x1b[K")  # the line is cleared at the end
+    piped = io.StringIO()
+    with cli.Progress(piped) as progress:
+        progress(1, 4, "writing objects")
+        progress.status("verifying")
+    assert piped.getvalue() == ""
+
+
+@pytest.fixture(autouse=True)
+def _no_store_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("SNAPSTORE_PATH", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    yield
