@@ -147,16 +147,17 @@ class Session:
         store, objects = self._store, self._store.objects
         parent = doc.head
         delta_payload = self._delta_from_head(doc, state, pieces)
+        pending: list[tuple[str, bytes]] = []  # written in one batch, before the ref swap
         with store.writing():
             if parent is None or delta_payload is None:
-                record = self._keyframe_record(None, data, state_hash, label, turn)
+                record = self._keyframe_record(None, data, state_hash, label, turn, pending)
             else:
                 parent_record = objects.record(parent)
                 delta_key, delta_blob = objects.encode(Kind.DELTA, delta_payload)
                 if store.policy.wants_keyframe(parent_record, len(delta_blob), len(data)):
-                    record = self._keyframe_record(parent, data, state_hash, label, turn)
+                    record = self._keyframe_record(parent, data, state_hash, label, turn, pending)
                 else:
-                    store.backend.put(delta_key, delta_blob)
+                    pending.append((delta_key, delta_blob))
                     record = SnapshotRecord(
                         session=self.name,
                         parent=parent,
@@ -170,13 +171,14 @@ class Session:
                         chain_bytes=parent_record.chain_bytes + len(delta_blob),
                         base_ratio=parent_record.base_ratio,
                     )
-            sid, _ = objects.put(Kind.RECORD, record.to_payload())
+            sid, record_blob = objects.encode(Kind.RECORD, record.to_payload())
+            pending.append((sid, record_blob))
             new_doc = doc.copy()
             if sid not in new_doc.snapshots:
                 new_doc.snapshots.append(sid)
             new_doc.head = sid
             _evict(new_doc)
-            if not self._swap(new_doc):
+            if not self._swap(new_doc, pending):
                 return None
         objects.remember(sid, record)
         self._advance_head(sid, delta_payload, data, pieces)
@@ -184,9 +186,17 @@ class Session:
         return Snapshot.from_record(sid, record)
 
     def _keyframe_record(
-        self, parent: str | None, data: bytes, state_hash: str, label: str, turn: int | None
+        self,
+        parent: str | None,
+        data: bytes,
+        state_hash: str,
+        label: str,
+        turn: int | None,
+        pending: list[tuple[str, bytes]],
     ) -> SnapshotRecord:
-        key, stored = self._store.objects.put(Kind.STATE, data)
+        key, blob = self._store.objects.encode(Kind.STATE, data)
+        pending.append((key, blob))
+        stored = len(blob)
         return SnapshotRecord(
             session=self.name,
             parent=parent,
@@ -290,7 +300,7 @@ class Session:
             return doc
         raise ConcurrentUpdateError(f"session {self.name!r} kept changing while being read", {"session": self.name})
 
-    def _swap(self, new: SessionDoc) -> bool:
+    def _swap(self, new: SessionDoc, objects: list[tuple[str, bytes]] | None = None) -> bool:
         """Compare-and-swap the session ref from the document last read to ``new``.
 
         Each document carries a generation one above the one it replaces, so a
@@ -298,7 +308,9 @@ class Session:
         """
         backend = self._store.backend
         new.generation = self._doc.generation + 1
-        new_key, _ = self._store.objects.put(Kind.SESSION, new.to_payload())
+        new_key, doc_blob = self._store.objects.encode(Kind.SESSION, new.to_payload())
+        # the commit's objects and the new document in one batch (one round trip on a server)
+        backend.put_many([*(objects or []), (new_key, doc_blob)])
         if not backend.cas_ref(self._ref, self._doc_key, new_key) and backend.read_ref(self._ref) != new_key:
             backend.delete(new_key)  # lost the race (unless an identical twin won: the same outcome)
             return False
