@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -11,7 +13,7 @@ from pydantic import BaseModel
 
 from . import codec
 from .backends.base import ObjectMissing
-from .chains import check_state, rebuild
+from .chains import apply_delta, check_state, rebuild
 from .codec import Kind
 from .delta import apply_patch, diff, diff_members
 from .errors import (
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 MIN_PREFIX = 8
 COMMIT_ATTEMPTS = 20
+#: how many commits by other writers a session applies to its cached head instead of rebuilding
+CATCH_UP_LIMIT = 16
 
 
 class Session:
@@ -108,11 +112,13 @@ class Session:
         data, pieces = codec.encode_state(state)
         state_hash = codec.object_id(data)
         with self._lock:
-            for _attempt in range(COMMIT_ATTEMPTS):
+            for attempt in range(COMMIT_ATTEMPTS):
                 doc = self._current()
                 written = self._write_snapshot(doc, state, data, pieces, state_hash, label, turn)
                 if written is not None:
                     return written
+                # lost a race: back off a little, at random, so contending writers spread out
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
             raise ConcurrentUpdateError(
                 f"session {self.name!r} kept changing under {COMMIT_ATTEMPTS} commit attempts",
                 {"session": self.name, "attempts": COMMIT_ATTEMPTS},
@@ -322,13 +328,42 @@ class Session:
     def _head_for(self, doc: SessionDoc) -> tuple[Any, dict[str, bytes] | None]:
         """The head's state and its members' canonical bytes, rebuilt when another handle moved it."""
         if self._head_id != doc.head or self._head_state is None:
-            self._head_id = None
-            self._head_state = rebuild(self._store.objects, doc.head, doc.bases)  # type: ignore[arg-type]
-            self._head_pieces = None
+            cached_id, cached = self._head_id, self._head_state
+            self._head_id, self._head_pieces = None, None
+            self._head_state = self._catch_up(cached_id, cached, doc.head)  # type: ignore[arg-type]
+            if self._head_state is None:
+                self._head_state = rebuild(self._store.objects, doc.head, doc.bases)  # type: ignore[arg-type]
             self._head_id = doc.head
         if self._head_pieces is None and type(self._head_state) is dict:
             self._head_pieces = codec.encode_state(self._head_state)[1]
         return self._head_state, self._head_pieces
+
+    def _catch_up(self, cached_id: str | None, cached: Any, head: str) -> Any:
+        """Another writer moved the head a few commits past our cached one: apply just their deltas.
+
+        Returns None when the cached head is not a near ancestor (a rollback, a keyframe between);
+        the caller then rebuilds from the store. The result is verified against its hash.
+        """
+        if cached_id is None or cached is None:
+            return None
+        objects, path = self._store.objects, []
+        current: str | None = head
+        for _step in range(CATCH_UP_LIMIT):
+            if current == cached_id:
+                break
+            if current is None:
+                return None
+            record = objects.record(current)
+            if record.delta is None:
+                return None
+            path.append(record)
+            current = record.parent
+        else:
+            return None
+        for record in reversed(path):
+            cached = apply_delta(objects, record, cached)
+        check_state(cached, objects.record(head).state, head)
+        return cached
 
     def _snapshot(self, sid: str) -> Snapshot:
         return Snapshot.from_record(sid, self._store.objects.record(sid))
