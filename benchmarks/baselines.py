@@ -11,10 +11,12 @@ Every adapter has the same small interface, driven by ``benchmarks.run``:
 ``retained() -> [handle]``        snapshots still retrievable, oldest first
 ``finalize()``                    end-of-run housekeeping before sizes are read (git gc)
 ``bytes_on_disk() -> DiskUsage``  apparent and allocated bytes, or None for in-memory stores
+``bytes_stored() -> DiskUsage``   the bytes the run reports: bytes_on_disk() by default; a
+                                  database store reports its tables instead (not files)
 ``close()``
 
-Only ``commit`` calls are timed for the commit figures; ``finalize`` and
-``bytes_on_disk`` are never inside a timed region.
+Only ``commit`` calls are timed for the commit figures; ``finalize``,
+``bytes_on_disk`` and ``bytes_stored`` are never inside a timed region.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "LangGraphSqlite",
     "SnapstoreDirectory",
     "SnapstoreMemory",
+    "SnapstorePostgres",
     "disk_usage",
     "import_snapstore",
 ]
@@ -114,6 +117,10 @@ class Adapter:
         if not self.on_disk or self.workdir is None:
             return None
         return disk_usage(self.workdir)
+
+    def bytes_stored(self) -> DiskUsage | None:
+        """What the run reports as the store's size; files under workdir unless overridden."""
+        return self.bytes_on_disk()
 
     def close(self) -> None:
         pass
@@ -475,8 +482,84 @@ class SnapstoreMemory(_SnapstoreBase):
         return import_snapstore().SnapshotStore.memory()
 
 
+POSTGRES_URL_ENV = "SNAPSTORE_BENCH_POSTGRES_URL"
+
+
+class SnapstorePostgres(_SnapstoreBase):
+    """The same engine on the PostgreSQL backend, in a schema of its own dropped at close.
+
+    Runs only when ``SNAPSTORE_BENCH_POSTGRES_URL`` names a database. Its size is not
+    a file walk: ``bytes_stored`` sums ``pg_total_relation_size`` (heap + TOAST +
+    indexes) over the snapstore tables of its schema, for both apparent and allocated.
+    """
+
+    name = "snapstore-pg"
+    label = "snapstore (PostgreSQL)"
+    on_disk = False  # nothing under workdir; see bytes_stored
+    description = ("SnapshotStore(PostgresBackend(url, schema=bench_<random>)): same engine, "
+                   "objects and refs in PostgreSQL tables")
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        if not os.environ.get(POSTGRES_URL_ENV):
+            return False, f"set {POSTGRES_URL_ENV} to a postgresql:// URL to run it"
+        ok, why = super().available()
+        if not ok:
+            return ok, why
+        try:
+            import psycopg  # noqa: F401
+            import psycopg_pool  # noqa: F401
+        except Exception as exc:  # pragma: no cover - optional extra
+            return False, f"psycopg / psycopg_pool not importable ({exc.__class__.__name__}): " \
+                          "pip install 'snapstore[postgres]'"
+        return True, ""
+
+    def _make_store(self) -> Any:
+        import secrets
+
+        from snapstore.backends._postgres import PostgresBackend
+
+        self._url = os.environ[POSTGRES_URL_ENV]
+        self._schema = f"bench_{secrets.token_hex(6)}"
+        backend = PostgresBackend(self._url, schema=self._schema)
+        return import_snapstore().SnapshotStore(backend)
+
+    def _query(self, text: str, params: list[Any]) -> Any:
+        import psycopg
+
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            return conn.execute(text, params).fetchone()
+
+    def bytes_stored(self) -> DiskUsage | None:
+        row = self._query(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0), count(*) "
+            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE 'snapstore\\_%%'",
+            [self._schema])
+        total, tables = int(row[0]), int(row[1])
+        return DiskUsage(total, total, tables)
+
+    def data_bytes(self) -> int:
+        """sum(octet_length(data)) of the objects table: the payload alone, for reference."""
+        from psycopg import sql
+
+        row = self._query(sql.SQL("SELECT coalesce(sum(octet_length(data)), 0) FROM {}").format(
+            sql.Identifier(self._schema, "snapstore_objects")), [])
+        return int(row[0])
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            import psycopg
+            from psycopg import sql
+
+            with psycopg.connect(self._url, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self._schema)))
+
+
 ADAPTERS: dict[str, type[Adapter]] = {
     cls.name: cls
     for cls in (DeepcopyList, FullZstdFiles, JsonPatchZstd, GitPerTurn,
-                LangGraphSqlite, SnapstoreDirectory, SnapstoreMemory)
+                LangGraphSqlite, SnapstoreDirectory, SnapstoreMemory, SnapstorePostgres)
 }

@@ -58,7 +58,7 @@ from benchmarks.workload import DEFAULT_SEED, fixed_change, generate, grown_stat
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BASELINE_ORDER = ["deepcopy", "full-zstd", "jsonpatch-zstd", "git", "langgraph-sqlite"]
-SNAPSTORE_ORDER = ["snapstore-dir", "snapstore-mem"]
+SNAPSTORE_ORDER = ["snapstore-dir", "snapstore-mem", "snapstore-pg"]
 KB = 1024
 SLOW_MEMORY_TURNS = 300
 MB = 1024 * 1024
@@ -373,10 +373,10 @@ def reference_costs(ref: Reference, tmp: Path, reps: int) -> dict[str, Any]:
         "load_full_ms": ms(median_ns(load_full, reps)),
         "deepcopy_ms": ms(median_ns(lambda: copy.deepcopy(final), reps)),
     }
-    # "one state" = tracemalloc size of one deep copy of the final state. A deep
-    # copy shares the immutable leaves (str, int, float) with its source, so this
-    # counts the containers only; the fully independent size (orjson.loads, fresh
-    # strings) is reported alongside.
+    # "one state" = tracemalloc size of an independent copy (orjson.loads: its own
+    # strings), what a state occupies in a process. A deep copy shares the immutable
+    # leaves (str, int, float) with its source, so its size (containers only) is
+    # reported alongside.
     gc.collect()
     tracemalloc.start()
     dup = copy.deepcopy(final)
@@ -412,8 +412,8 @@ def timing_pass(cls: type[Adapter], cfg: Config, ref: Reference, root: Path) -> 
             handle = adapter.commit(state, turn)
             commit_ns.append(time.perf_counter_ns() - t0)
             turn_of[handle] = turn
-            if adapter.on_disk and (turn % cfg.checkpoint_every == 0 or turn == cfg.turns):
-                du = adapter.bytes_on_disk()
+            if turn % cfg.checkpoint_every == 0 or turn == cfg.turns:
+                du = adapter.bytes_stored()  # None for in-memory stores
                 if du is not None:
                     disk_series.append((turn, du.apparent, du.allocated))
         res["wall_s"] = time.perf_counter() - t_start
@@ -428,10 +428,12 @@ def timing_pass(cls: type[Adapter], cfg: Config, ref: Reference, root: Path) -> 
         t_fin = time.perf_counter()
         adapter.finalize()
         res["finalize_s"] = time.perf_counter() - t_fin
-        du = adapter.bytes_on_disk()
+        du = adapter.bytes_stored()
         res["bytes_apparent"] = du.apparent if du else None
         res["bytes_allocated"] = du.allocated if du else None
         res["files"] = du.files if du else None
+        if hasattr(adapter, "data_bytes"):  # database store: payload bytes besides the table total
+            res["bytes_data"] = adapter.data_bytes()
 
         retained = adapter.retained()
         res["retained"] = len(retained)
@@ -647,9 +649,13 @@ def evaluate_targets(cfg: Config, ref: Reference, results: dict[str, dict[str, A
         # 4. memory
         mem = r.get("memory")
         if mem:
-            x = ratio(mem["peak_bytes"], costs["one_state_deepcopy_bytes"])
+            # One state is what the state occupies with its own strings (an independent copy);
+            # the container-only size of a string-sharing deep copy is printed as well.
+            x = ratio(mem["peak_bytes"], costs["one_state_fresh_bytes"])
+            x_containers = ratio(mem["peak_bytes"], costs["one_state_deepcopy_bytes"])
             note = (f"peak {fmt_bytes(mem['peak_bytes'])} vs one state "
-                    f"{fmt_bytes(costs['one_state_deepcopy_bytes'])}")
+                    f"{fmt_bytes(costs['one_state_fresh_bytes'])}; "
+                    f"{fmt_ratio(x_containers)} of its containers alone")
             if cfg.turns != 1000 or cfg.max_snapshots != 1000:
                 note += f" (target is stated for 1,000 turns, max_snapshots=1000; this run: "\
                         f"{cfg.turns} turns, max_snapshots={cfg.max_snapshots})"
@@ -702,10 +708,10 @@ def render_markdown(cfg: Config, info: dict[str, Any], ref: Reference,
     L.append(f"| zstd-3 compress of the JSON | {fmt_ms(c['zstd3_compress_ms'])} |")
     L.append(f"| copy.deepcopy | {fmt_ms(c['deepcopy_ms'])} |")
     L.append("")
-    L.append(f"One state (tracemalloc size of one `copy.deepcopy` of the final state, containers "
-             f"only since a deep copy shares str/int/float leaves): "
-             f"**{fmt_bytes(c['one_state_deepcopy_bytes'])}**; fully independent copy "
-             f"(`orjson.loads`, fresh strings): {fmt_bytes(c['one_state_fresh_bytes'])}.")
+    L.append(f"One state (tracemalloc size of an independent copy of the final state, "
+             f"`orjson.loads`, with its own strings): **{fmt_bytes(c['one_state_fresh_bytes'])}**; "
+             f"its containers alone (one `copy.deepcopy`, which shares str/int/float leaves "
+             f"with the source): {fmt_bytes(c['one_state_deepcopy_bytes'])}.")
     L.append("")
 
     L.append("## Results")
@@ -737,6 +743,12 @@ def render_markdown(cfg: Config, info: dict[str, Any], ref: Reference,
                 notes.append(f"{ADAPTERS[n].label}: no memory figures ({why}).")
     else:
         notes.append("memory pass skipped (--no-memory).")
+    pg = results.get("snapstore-pg")
+    if pg and "error" not in pg:
+        notes.append(f"{ADAPTERS['snapstore-pg'].label}: bytes = `pg_total_relation_size` (heap + TOAST + "
+                     f"indexes) summed over its {pg['files']} tables, reported as both apparent and "
+                     f"allocated; object payloads alone (`sum(octet_length(data))`): "
+                     f"{fmt_bytes(pg.get('bytes_data'))}.")
     if "git" in results and "git_gc_s" in results["git"]:
         notes.append(f"git: size of .git after one `git gc` ({results['git']['git_gc_s']:.1f} s, "
                      f"not in commit times); auto gc disabled during the run.")
