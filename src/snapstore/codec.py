@@ -85,12 +85,17 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None]:
         if type(key) is not str:
             raise _invalid(value, "Dict key must be str")
         pieces[key] = _dumps_checked(member)
+    return join_members(pieces), pieces
+
+
+def join_members(pieces: dict[str, bytes]) -> bytes:
+    """Canonical bytes of an object from its members' canonical bytes (keys sorted as orjson sorts)."""
     # One join into one buffer: chained ``+`` on megabyte pieces costs several times the serialization.
     parts: list[bytes] = []
     for key in sorted(pieces):
-        parts += (b"," if parts else b"{", _dumps_checked(key), b":", pieces[key])
+        parts += (b"," if parts else b"{", orjson.dumps(key), b":", pieces[key])
     parts.append(b"}" if parts else b"{}")
-    return b"".join(parts), pieces
+    return b"".join(parts)
 
 
 def _dumps_checked(value: Any) -> bytes:

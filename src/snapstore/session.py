@@ -87,7 +87,7 @@ class Session:
         sid = self.resolve(snapshot_id)
         with self._lock:
             if sid == self._head_id and self._head_state is not None:
-                return codec.loads(codec.dumps(self._head_state))
+                return codec.loads(self._head_bytes())
             return rebuild(self._store.objects, sid, self._current().bases)
 
     def diff(self, a: str, b: str) -> list[dict[str, Any]]:
@@ -243,7 +243,7 @@ class Session:
                 sid = resolve_prefix(snapshot_id, doc.snapshots, where=f"session {self.name!r}")
                 if sid == self._head_id and self._head_state is not None:
                     if sid == doc.head:  # already the head: nothing to write
-                        return codec.loads(codec.dumps(self._head_state))
+                        return codec.loads(self._head_bytes())
                     state = self._head_state
                 else:
                     state = rebuild(self._store.objects, sid, doc.bases)
@@ -337,6 +337,12 @@ class Session:
         if self._head_pieces is None and type(self._head_state) is dict:
             self._head_pieces = codec.encode_state(self._head_state)[1]
         return self._head_state, self._head_pieces
+
+    def _head_bytes(self) -> bytes:
+        """Canonical bytes of the cached head: joined from the members' bytes the last commit kept."""
+        if self._head_pieces is None:
+            return codec.dumps(self._head_state)
+        return codec.join_members(self._head_pieces)
 
     def _catch_up(self, cached_id: str | None, cached: Any, head: str) -> Any:
         """Another writer moved the head a few commits past our cached one: apply just their deltas.
