@@ -85,7 +85,10 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None]:
         if type(key) is not str:
             raise _invalid(value, "Dict key must be str")
         pieces[key] = _dumps_checked(member)
-    return join_members(pieces), pieces
+    try:
+        return join_members(pieces), pieces
+    except (TypeError, orjson.JSONEncodeError) as exc:  # a key orjson refuses (a lone surrogate)
+        raise _invalid(value, str(exc)) from None
 
 
 def join_members(pieces: dict[str, bytes]) -> bytes:
@@ -253,6 +256,12 @@ def decode_object(key: str, blob: bytes, expected: Kind | None = None) -> bytes:
         payload = bytes(body)
     else:
         try:
+            declared = zstandard.frame_content_size(body)
+            if declared not in (size, -1):  # never let the frame make us allocate what it claims
+                raise CorruptObjectError(
+                    f"object {key} has a zstd frame declaring {declared} bytes, its header says {size}",
+                    {"object": key, "reason": "size mismatch"},
+                )
             payload = _codecs.decompressor.decompress(body, max_output_size=size)
         except zstandard.ZstdError as exc:
             raise CorruptObjectError(

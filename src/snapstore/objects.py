@@ -84,6 +84,12 @@ class SnapshotRecord:
             raise CorruptObjectError(
                 f"snapshot record {key} is malformed: {exc}", {"object": key, "reason": str(exc)}
             ) from None
+        try:
+            parse_timestamp(record.timestamp)
+        except ValueError:
+            raise CorruptObjectError(
+                f"snapshot record {key} has a malformed timestamp", {"object": key, "reason": "bad timestamp"}
+            ) from None
         if record.parent is None and record.delta is not None:
             raise CorruptObjectError(
                 f"snapshot record {key} has a delta but no parent", {"object": key, "reason": "delta without parent"}

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 MIN_PREFIX = 8
 COMMIT_ATTEMPTS = 20
+MAX_INT64 = 2**63 - 1
 #: how many commits by other writers a session applies to its cached head instead of rebuilding
 CATCH_UP_LIMIT = 16
 
@@ -101,11 +102,13 @@ class Session:
         Stores a delta against the head, or a full state when the keyframe rule
         asks for one. A refused commit writes nothing and changes nothing.
         """
-        if not isinstance(label, str):
-            raise InvalidStateError("label must be a string", {"argument": "label", "type": type(label).__name__})
-        if turn is not None and type(turn) is not int:
+        if not isinstance(label, str) or not _encodable(label):
             raise InvalidStateError(
-                "turn must be an integer or None", {"argument": "turn", "type": type(turn).__name__}
+                "label must be a string of valid unicode", {"argument": "label", "type": type(label).__name__}
+            )
+        if turn is not None and (type(turn) is not int or not -MAX_INT64 - 1 <= turn <= MAX_INT64):
+            raise InvalidStateError(
+                "turn must be a 64-bit integer or None", {"argument": "turn", "type": type(turn).__name__}
             )
         if isinstance(state, BaseModel):
             state = state.model_dump(mode="json")
@@ -114,7 +117,13 @@ class Session:
         with self._lock:
             for attempt in range(COMMIT_ATTEMPTS):
                 doc = self._current()
-                written = self._write_snapshot(doc, state, data, pieces, state_hash, label, turn)
+                try:
+                    written = self._write_snapshot(doc, state, data, pieces, state_hash, label, turn)
+                except SnapshotNotFound:
+                    # another writer evicted and reclaimed the head we read: retry on its new head
+                    if self._store.backend.read_ref(self._ref) == self._doc_key:
+                        raise
+                    written = None
                 if written is not None:
                     return written
                 # lost a race: back off a little, at random, so contending writers spread out
@@ -291,20 +300,13 @@ class Session:
     # -- internals -----------------------------------------------------
     def _current(self) -> SessionDoc:
         """The session document the ref points at now (re-read when another handle moved it)."""
-        backend = self._store.backend
-        for _attempt in range(COMMIT_ATTEMPTS):
-            key = backend.read_ref(self._ref)
-            if key is None:
-                raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
-            if key == self._doc_key:
-                return self._doc
-            try:
-                doc = self._store.objects.session_doc(key)
-            except SnapshotNotFound:
-                continue  # replaced and reclaimed between our two reads: read the ref again
-            self._doc_key, self._doc = key, doc
-            return doc
-        raise ConcurrentUpdateError(f"session {self.name!r} kept changing while being read", {"session": self.name})
+        if self._store.backend.read_ref(self._ref) == self._doc_key:
+            return self._doc
+        found = self._store.load_session_doc(self._ref, self.name)
+        if found is None:
+            raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
+        self._doc_key, self._doc = found
+        return self._doc
 
     def _swap(self, new: SessionDoc, objects: list[tuple[str, bytes]] | None = None) -> bool:
         """Compare-and-swap the session ref from the document last read to ``new``.
@@ -399,12 +401,20 @@ def _evict(doc: SessionDoc) -> int:
     return extra
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 def _now() -> str:
     return format_timestamp(datetime.now(timezone.utc))
 
 
 def check_max_snapshots(value: Any) -> int:
-    if type(value) is not int or value < 1:
+    if type(value) is not int or not 1 <= value <= MAX_INT64:
         raise SnapshotError(
             "max_snapshots must be a positive integer", {"argument": "max_snapshots", "value": repr(value)}
         )

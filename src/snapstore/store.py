@@ -9,14 +9,21 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from . import codec
 from .backends import Backend, MemoryBackend, open_backend
 from .chains import KeyframePolicy, apply_delta, chain_to_base, check_state, rebuild
 from .codec import Kind
-from .errors import FormatVersionError, InvalidNameError, SnapshotError, SnapshotNotFound
-from .objects import ObjectStore, SessionDoc
+from .errors import (
+    ConcurrentUpdateError,
+    CorruptObjectError,
+    FormatVersionError,
+    InvalidNameError,
+    SnapshotError,
+    SnapshotNotFound,
+)
+from .objects import ObjectStore, SessionDoc, codec_id
 from .session import Session, check_max_snapshots, resolve_prefix
 
 FORMAT_REF = "config/format"
@@ -26,6 +33,8 @@ GC_LOCK = "gc"
 MAX_NAME_LENGTH = 200
 #: evicted snapshots a session keeps for its chains before squashing, whatever max_chain says
 MAX_PINNED = 64
+#: how often a reader re-reads a ref that keeps moving under it
+READ_ATTEMPTS = 50
 
 
 @dataclass
@@ -79,6 +88,11 @@ class SnapshotStore:
         max_chain_factor: float = 2.0,
         create: bool = True,
     ) -> None:
+        if type(compression_level) is not int or not 1 <= compression_level <= 22:
+            raise SnapshotError(
+                "compression_level must be an integer from 1 to 22",
+                {"argument": "compression_level", "value": repr(compression_level)},
+            )
         self.backend = backend
         self.objects = ObjectStore(backend, level=compression_level)
         self.policy = KeyframePolicy(max_chain, max_chain_factor)
@@ -147,15 +161,44 @@ class SnapshotStore:
             sess.set_max_snapshots(max_snapshots)
         return sess
 
+    def load_session_doc(self, ref: str, name: str | None = None) -> tuple[str, SessionDoc] | None:
+        """(id, document) the session ref points at now, or None when there is no such ref.
+
+        A commit deletes the document it replaces, so a document missing after the ref moved is
+        read again; one missing while the ref stays put, or one of another session, is damage.
+        """
+        for _attempt in range(READ_ATTEMPTS):
+            key = self.backend.read_ref(ref)
+            if key is None:
+                return None
+            if not codec_id(key):
+                raise CorruptObjectError(
+                    f"session ref {ref} holds {key[:40]!r}, not a document id",
+                    {"ref": ref, "reason": "garbled ref", "session": unquote(ref[len(SESSIONS_PREFIX) :])},
+                )
+            try:
+                doc = self.objects.session_doc(key)
+            except SnapshotNotFound:
+                if self.backend.read_ref(ref) != key:
+                    continue
+                raise SnapshotNotFound(
+                    f"session ref {ref} names document {key}, which is missing from the store",
+                    {"object": key, "ref": ref, "reason": "missing session document"},
+                ) from None
+            if self.session_ref(doc.name) != ref or (name is not None and doc.name != name):
+                raise CorruptObjectError(
+                    f"session ref {ref} points at the document of session {doc.name!r}",
+                    {"object": key, "ref": ref, "reason": "document of another session"},
+                )
+            return key, doc
+        raise ConcurrentUpdateError(f"session ref {ref} kept changing while being read", {"ref": ref})
+
     def _load_or_create(self, name: str, max_snapshots: int) -> Session:
         ref = self.session_ref(name)
         while True:
-            key = self.backend.read_ref(ref)
-            if key is not None:
-                try:
-                    return Session(self, name, key, self.objects.session_doc(key))
-                except SnapshotNotFound:
-                    continue  # the document was replaced between the two reads
+            found = self.load_session_doc(ref, name)
+            if found is not None:
+                return Session(self, name, *found)
             doc = SessionDoc(name=name, max_snapshots=max_snapshots)
             with self.writing():
                 key, _ = self.objects.put(Kind.SESSION, doc.to_payload())
@@ -172,9 +215,10 @@ class SnapshotStore:
 
     def _session_docs(self) -> dict[str, tuple[str, SessionDoc]]:
         docs = {}
-        for _ref, key in self.backend.iter_refs(SESSIONS_PREFIX):
-            doc = self.objects.session_doc(key)
-            docs[doc.name] = (key, doc)
+        for ref, _key in self.backend.iter_refs(SESSIONS_PREFIX):
+            found = self.load_session_doc(ref)
+            if found is not None:  # deleted since the listing
+                docs[found[1].name] = found
         return docs
 
     def delete_session(self, name: str) -> None:
@@ -210,7 +254,10 @@ class SnapshotStore:
     def maybe_reclaim(self, session: Session, doc: SessionDoc) -> None:
         """Reclaim once enough snapshots wait for it (``doc`` is the document just written)."""
         if len(doc.evicted) >= max(8, doc.max_snapshots // 8):
-            self.reclaim(session)
+            # reclaiming only saves space: damage it runs into is for verify to report, and the
+            # commit that triggered it has landed already
+            with contextlib.suppress(SnapshotError):
+                self.reclaim(session)
 
     def reclaim(self, session: Session) -> int:
         """Squash and delete what evicted snapshots left behind; returns objects deleted.
@@ -220,6 +267,10 @@ class SnapshotStore:
         each retained snapshot whose parent is gone gets a full base and the
         whole evicted tail is freed.
         """
+        if not isinstance(session, Session):
+            raise SnapshotError(
+                "reclaim takes a Session (store.session(name))", {"argument": "session", "type": type(session).__name__}
+            )
         with session._lock:
             doc = session._current()
             live = list(dict.fromkeys([*doc.snapshots, *([doc.head] if doc.head else [])]))
@@ -296,16 +347,17 @@ class SnapshotStore:
     def _mark(self) -> set[str]:
         """Every object key some session still needs. Call under the exclusive gc lock."""
         marked: set[str] = set()
-        for _ref, key in self.backend.iter_refs(SESSIONS_PREFIX):
+        for ref, _key in self.backend.iter_refs(SESSIONS_PREFIX):
+            found = self.load_session_doc(ref)  # damage raises: gc must not sweep what it cannot read
+            if found is None:
+                continue
+            key, doc = found
             marked.add(key)
-            doc = self.objects.session_doc(key)
             bases = set(doc.bases)
             for sid in {*doc.snapshots, *doc.evicted, *([doc.head] if doc.head else [])}:
                 marked.add(sid)
-                try:
-                    record = self.objects.record(sid)
-                except SnapshotError:
-                    continue  # verify reports it; gc must not stop on it
+                # an unreadable record raises: gc must not sweep what it cannot account for
+                record = self.objects.record(sid)
                 if record.delta is not None:
                     marked.add(record.delta)
                 if record.delta is None or sid in bases:
@@ -331,6 +383,11 @@ class SnapshotStore:
     def verify(self, *, read_data: bool = True) -> VerifyReport:
         """Check every session, record and chain; with ``read_data`` also every object's bytes and every state."""
         report = VerifyReport()
+        with self.writing():  # shared: reclaim and gc cannot delete chain objects under the check
+            self._verify_into(report, read_data)
+        return report
+
+    def _verify_into(self, report: VerifyReport, read_data: bool) -> None:
         if read_data:
             for key in self.backend.iter_keys():
                 report.objects_checked += 1
@@ -339,15 +396,15 @@ class SnapshotStore:
                     codec.decode_object(key, blob, kind)
                 except SnapshotError as exc:
                     report.add(exc)
-        for _ref, key in self.backend.iter_refs(SESSIONS_PREFIX):
+        for ref, _key in self.backend.iter_refs(SESSIONS_PREFIX):
             report.sessions_checked += 1
             try:
-                doc = self.objects.session_doc(key)
+                found = self.load_session_doc(ref)
             except SnapshotError as exc:
-                report.add(exc, session=_ref[len(SESSIONS_PREFIX):])
+                report.add(exc, session=unquote(ref[len(SESSIONS_PREFIX):]))
                 continue
-            self._verify_session(doc, report, read_data)
-        return report
+            if found is not None:
+                self._verify_session(found[1], report, read_data)
 
     def _verify_session(self, doc: SessionDoc, report: VerifyReport, read_data: bool) -> None:
         previous: tuple[str, Any] | None = None

@@ -34,17 +34,22 @@ class DirectoryBackend(Backend):
     kind = "directory"
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False, create: bool = True) -> None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise BackendError(f"a store path must be a path, not {type(root).__name__}", {"path": repr(root)})
         self.root = Path(root)
         self.fsync = fsync
         self._objects = self.root / "objects"
         self._refs = self.root / "refs"
         self._locks_dir = self.root / "locks"
         if create:
-            for folder in (self._objects, self._refs, self._locks_dir):
-                folder.mkdir(parents=True, exist_ok=True)
-            if not (self._objects / "ff").is_dir():  # all 256 fan-out folders up front: one mkdir less per write
-                for fan in range(256):
-                    (self._objects / f"{fan:02x}").mkdir(exist_ok=True)
+            try:
+                for folder in (self._objects, self._refs, self._locks_dir):
+                    folder.mkdir(parents=True, exist_ok=True)
+                if not (self._objects / "ff").is_dir():  # all 256 fan-out folders up front: one mkdir less a write
+                    for fan in range(256):
+                        (self._objects / f"{fan:02x}").mkdir(exist_ok=True)
+            except OSError as exc:
+                raise _io_error("create a store at", str(self.root), exc) from exc
         elif not self._objects.is_dir():
             raise BackendError(f"no store at {self.root}", {"path": str(self.root)})
         self._mutex = threading.Lock()
@@ -134,10 +139,11 @@ class DirectoryBackend(Backend):
             if exc.errno != errno.EINVAL:  # EINVAL: a regular file, the other form a ref may take
                 raise _io_error("read ref", name, exc) from exc
         try:
-            return path.read_text(encoding="utf-8").strip()
+            # undecodable bytes are damage, which the caller reports when the value is not an id
+            return path.read_bytes().decode("utf-8", errors="replace").strip()
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise BackendError(f"cannot read ref {name}: {exc}", {"ref": name, "cause": repr(exc)}) from exc
 
     def cas_ref(self, name: str, expected: str | None, new: str | None) -> bool:
