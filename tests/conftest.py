@@ -14,6 +14,9 @@ from snapstore import SnapshotStore
 
 POSTGRES_URL_ENV = "SNAPSTORE_TEST_POSTGRES_URL"
 
+# the reliability tests' figures (kills survived, writers, damage cases, bad inputs) in the summary
+pytest_plugins = ["conftest_reliability"]
+
 
 def canonical(value: object) -> bytes:
     """Type-exact comparison key: 1, 1.0 and true differ."""

@@ -170,8 +170,10 @@ class DirectoryBackend(Backend):
 
     def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         found = []
-        for dirpath, _dirs, files in os.walk(self._refs):
-            for fname in files:
+        for dirpath, dirs, files in os.walk(self._refs):
+            # a ref is a symbolic link; one garbled into a path to a folder is listed among dirs
+            # (not followed), and must still be seen, or gc would not mark that session
+            for fname in [*files, *(d for d in dirs if os.path.islink(os.path.join(dirpath, d)))]:
                 if fname.startswith(TMP_PREFIX):
                     continue
                 rel = os.path.relpath(os.path.join(dirpath, fname), self._refs).replace(os.sep, "/")
