@@ -277,13 +277,13 @@ class SnapshotStore:
             live_set = set(live)
             pinned = self._pinned(doc, live)
             new_bases = [b for b in doc.bases if b in live_set or b in pinned]
+            base_objects: list[tuple[str, bytes]] = []
             if len(pinned) > max(doc.max_snapshots, min(self.policy.max_chain, MAX_PINNED)):
                 for sid in live:
                     record = self.objects.record(sid)
                     if record.delta is not None and record.parent not in live_set and sid not in new_bases:
                         state = rebuild(self.objects, sid, doc.bases)
-                        with self.writing():
-                            self.objects.put(Kind.STATE, codec.dumps(state))
+                        base_objects.append(self.objects.encode(Kind.STATE, codec.dumps(state)))
                         new_bases.append(sid)
                 new_bases = [b for b in new_bases if b in live_set]
                 pinned = set()
@@ -295,10 +295,12 @@ class SnapshotStore:
             new_doc.bases = new_bases
             dropped = [e for e in doc.evicted if e not in keep]
             dropped_bases = [b for b in doc.bases if b not in new_bases]
-            if not dropped and not dropped_bases and new_doc.bases == doc.bases:
+            if not dropped and not dropped_bases and new_doc.bases == doc.bases and not base_objects:
                 return 0
+            # The bases are written and the document naming them swapped in under one hold of
+            # the shared lock: a gc between the two would see unreferenced bases and delete them.
             with self.writing():
-                if not session._swap(new_doc):
+                if not session._swap(new_doc, base_objects):
                     return 0
         return self._collect(dropped, dropped_bases)
 
