@@ -350,24 +350,13 @@ def test_extreme_valid_values_round_trip(fx: Fixture, name: str) -> None:
         assert canonical(reopened.state(snap.id)) == canonical(expected)
 
 
-_DEPTH_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: nesting depth is checked only by orjson, on pieces of different depth: codec.encode_state "
-    "serializes a dict state member by member (one level less), so a dict nested 255 deep commits as a "
-    "keyframe and then cannot be read (state() and verify() raise a bare TypeError 'Recursion limit "
-    "reached' from chains.check_state); on a later commit the patch wraps values two levels deeper, so "
-    "states nested 253-255 deep fail with that bare TypeError in Session._delta_from_head. Check one "
-    "explicit limit (say 250) up front and raise InvalidStateError",
-)
-
-
 @pytest.mark.parametrize(
     ("path", "shape"),
     [
-        pytest.param("first-commit", "dict", marks=_DEPTH_BUG),
+        pytest.param("first-commit", "dict"),
         pytest.param("first-commit", "list"),
-        pytest.param("delta-commit", "dict", marks=_DEPTH_BUG),
-        pytest.param("delta-commit", "list", marks=_DEPTH_BUG),
+        pytest.param("delta-commit", "dict"),
+        pytest.param("delta-commit", "list"),
     ],
 )
 def test_nesting_depth_boundary(tmp_path: Path, golden: dict[str, Any], path: str, shape: str) -> None:

@@ -79,12 +79,12 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None]:
     Only orjson's checks run here; ``check_values`` finds the rest.
     """
     if type(value) is not dict:
-        return _dumps_checked(value), None
+        return _dumps_bounded(value, 2), None
     pieces: dict[str, bytes] = {}
     for key, member in value.items():
         if type(key) is not str:
             raise _invalid(value, "Dict key must be str")
-        pieces[key] = _dumps_checked(member)
+        pieces[key] = _dumps_bounded(member, 3)
     try:
         return join_members(pieces), pieces
     except (TypeError, orjson.JSONEncodeError) as exc:  # a key orjson refuses (a lone surrogate)
@@ -99,6 +99,23 @@ def join_members(pieces: dict[str, bytes]) -> bytes:
         parts += (b"," if parts else b"{", orjson.dumps(key), b":", pieces[key])
     parts.append(b"}" if parts else b"{}")
     return b"".join(parts)
+
+
+def _dumps_bounded(value: Any, spare: int) -> bytes:
+    """orjson's bytes of ``value``, refusing it unless ``spare`` more levels of nesting would fit.
+
+    orjson stops at depth 254. A state must leave room for the two levels a patch operation
+    wraps around a value (and a member for the object holding it), or a later delta, or reading
+    the whole state back, would hit that limit: so the value is serialized inside that many lists.
+    """
+    data = _dumps_checked(_wrap(value, spare))
+    return data[spare:-spare]
+
+
+def _wrap(value: Any, levels: int) -> Any:
+    for _ in range(levels):
+        value = [value]
+    return value
 
 
 def _dumps_checked(value: Any) -> bytes:
