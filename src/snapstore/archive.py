@@ -254,15 +254,10 @@ def _read_doc(store: SnapshotStore, name: str) -> SessionDoc:
     from .store import check_session_name
 
     check_session_name(name)
-    for _attempt in range(20):
-        key = store.backend.read_ref(store.session_ref(name))
-        if key is None:
-            raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
-        try:
-            return store.objects.session_doc(key)
-        except SnapshotNotFound:
-            continue  # replaced between the two reads
-    raise ConcurrentUpdateError(f"session {name!r} kept changing while being read", {"session": name})
+    found = store.load_session_doc(store.session_ref(name), name)
+    if found is None:
+        raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
+    return found[1]
 
 
 def _plan_session(store: SnapshotStore, doc: SessionDoc, chosen: set[str] | None) -> _Plan:

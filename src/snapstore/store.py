@@ -472,17 +472,10 @@ class SnapshotStore:
         An object shared by content with another session counts in each session.
         """
         check_session_name(name)
-        for _attempt in range(20):
-            key = self.backend.read_ref(self.session_ref(name))
-            if key is None:
-                raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
-            try:
-                doc = self.objects.session_doc(key)
-            except SnapshotNotFound:
-                continue  # the document was replaced between the two reads
-            break
-        else:
-            raise SnapshotError(f"session {name!r} kept changing while being measured", {"session": name})
+        found = self.load_session_doc(self.session_ref(name), name)
+        if found is None:
+            raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
+        key, doc = found
         keys = {key}
         bases = set(doc.bases)
         for sid in {*doc.snapshots, *doc.evicted, *([doc.head] if doc.head else [])}:
