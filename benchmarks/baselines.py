@@ -165,12 +165,8 @@ class DeepcopyList(Adapter):
 # ---------------------------------------------------------------------------
 # a full zstd-3 file per snapshot
 
-class FullZstdFiles(Adapter):
-    """``orjson.dumps`` + zstd level 3, one file per snapshot (plain write, no fsync)."""
-
-    name = "full-zstd"
-    label = "full zstd-3 file"
-    description = "orjson.dumps + zstd-3 of the whole state, one file per snapshot"
+class _ZstdFilesAdapter(Adapter):
+    """Shared set-up of the approaches that write one zstd-3 file per snapshot."""
 
     def open(self, workdir: Path) -> None:
         super().open(workdir)
@@ -178,6 +174,14 @@ class FullZstdFiles(Adapter):
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         self._dctx = zstandard.ZstdDecompressor()
         self._turns: list[int] = []
+
+
+class FullZstdFiles(_ZstdFilesAdapter):
+    """``orjson.dumps`` + zstd level 3, one file per snapshot (plain write, no fsync)."""
+
+    name = "full-zstd"
+    label = "full zstd-3 file"
+    description = "orjson.dumps + zstd-3 of the whole state, one file per snapshot"
 
     def _path(self, turn: int) -> str:
         # plain strings: pathlib interns every path part, which would show up as
@@ -202,7 +206,7 @@ class FullZstdFiles(Adapter):
 # ---------------------------------------------------------------------------
 # naive RFC 6902 deltas with jsonpatch
 
-class JsonPatchZstd(Adapter):
+class JsonPatchZstd(_ZstdFilesAdapter):
     """``jsonpatch.make_patch(parent, state)`` + zstd-3, one file per delta.
 
     The first snapshot is a full state; every later one a patch against its
@@ -218,10 +222,6 @@ class JsonPatchZstd(Adapter):
 
     def open(self, workdir: Path) -> None:
         super().open(workdir)
-        self._dir = str(workdir)
-        self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        self._dctx = zstandard.ZstdDecompressor()
-        self._turns: list[int] = []
         self._parent: dict[str, Any] | None = None
 
     def _path(self, turn: int) -> str:

@@ -176,14 +176,9 @@ def _check_leaf(node: Any) -> None:
         return
     if isinstance(node, enum.Enum):
         raise _invalid(node, "enum members are not JSON; store their value")
-    if isinstance(node, dict):
-        _check_types(dict(node))
-    elif isinstance(node, list):
-        _check_types(list(node))
-    elif isinstance(node, (str, int, float)) and not isinstance(node, bool):
-        return  # subclasses of str/int/float are written as their plain value
-    else:
-        raise _invalid(node, f"type {type(node).__name__} is not JSON")
+    # Subclasses of dict/list/str/int/float end here too: orjson has refused them already (they
+    # go to ``_refuse`` through OPT_PASSTHROUGH_SUBCLASS), so reaching this is the same refusal.
+    raise _invalid(node, f"type {type(node).__name__} is not JSON")
 
 
 def _invalid(value: Any, reason: str) -> InvalidStateError:

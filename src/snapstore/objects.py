@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from . import codec
 from .backends.base import Backend, ObjectMissing
 from .codec import Kind
-from .errors import CorruptObjectError, SnapshotNotFound
+from .errors import CorruptObjectError, FormatVersionError, SnapshotNotFound
 
 RECORD_TYPE = "snapstore.snapshot"
 SESSION_TYPE = "snapstore.session"
@@ -277,8 +277,6 @@ def _parse(key: str, payload: bytes, expected_type: str) -> dict[str, Any]:
             f"object {key} is not a {expected_type} object", {"object": key, "reason": "wrong type"}
         )
     if body.get("format") != codec.FORMAT_VERSION:
-        from .errors import FormatVersionError
-
         raise FormatVersionError(
             f"object {key} has format {body.get('format')!r}; this build reads {codec.FORMAT_VERSION}",
             {"object": key, "version": body.get("format"), "supported": codec.FORMAT_VERSION},

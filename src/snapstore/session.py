@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from . import codec
-from .backends.base import ObjectMissing
 from .chains import apply_delta, check_state, rebuild
 from .codec import Kind
 from .delta import apply_patch, diff, diff_members
@@ -444,6 +443,3 @@ def resolve_prefix(snapshot_id: Any, candidates: Iterable[str], *, where: str) -
             {"snapshot": snapshot_id, "candidates": matches, "where": where},
         )
     return matches[0]
-
-
-__all__ = ["Session", "check_state", "ObjectMissing"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -559,8 +558,3 @@ def check_session_name(name: Any) -> str:
     if reason:
         raise InvalidNameError(f"invalid session name {name!r}: {reason}", {"session": repr(name), "reason": reason})
     return name
-
-
-def iter_sessions(store: SnapshotStore) -> Iterator[Session]:
-    for name in store.sessions():
-        yield store.session(name)
