@@ -278,6 +278,29 @@ def test_reopen_gives_same_answers(make_store: Callable[..., SnapshotStore]) -> 
     assert sess.head is not None and sess.head.id == nxt.id  # the first handle sees it too
 
 
+def test_a_stale_handle_commits_after_another_squashed_its_chain(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handle whose cached head is a few commits old catches up by applying the newer deltas,
+    unless one of them was dropped by a squash (its snapshot got a full base): then it rebuilds."""
+    import snapstore.store
+
+    monkeypatch.setattr(snapstore.store, "MAX_PINNED", 2)  # squash after a few evictions, not 64
+    a = make_store(max_chain=10_000, max_chain_factor=1e9).session("s", max_snapshots=4)
+    other = make_store() if make_store.kind != "memory" else a._store  # type: ignore[attr-defined]
+    b_store = SnapshotStore(other.backend, max_chain=10_000, max_chain_factor=1e9)
+    b = b_store.session("s")
+    a.commit(game(0))  # a caches this head
+    for t in range(1, 9):
+        b.commit(game(t))
+    b_store.reclaim(b)
+    bases = b._current().bases
+    assert bases and all(b_store.objects.record(sid).delta for sid in bases)  # squashed deltas
+    snap = a.commit(game(9))
+    assert canonical(a.state(snap.id)) == canonical(game(9))
+    assert b_store.verify(read_data=True).ok
+
+
 def test_two_handles_commit_without_losing_any(make_store: Callable[..., SnapshotStore]) -> None:
     a = make_store().session("s", max_snapshots=100)
     other = make_store() if make_store.kind != "memory" else a._store  # type: ignore[attr-defined]

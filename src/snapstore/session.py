@@ -331,7 +331,7 @@ class Session:
         if self._head_id != doc.head or self._head_state is None:
             cached_id, cached = self._head_id, self._head_state
             self._head_id, self._head_pieces = None, None
-            self._head_state = self._catch_up(cached_id, cached, doc.head)  # type: ignore[arg-type]
+            self._head_state = self._catch_up(cached_id, cached, doc)
             if self._head_state is None:
                 self._head_state = rebuild(self._store.objects, doc.head, doc.bases)  # type: ignore[arg-type]
             self._head_id = doc.head
@@ -345,13 +345,15 @@ class Session:
             return codec.dumps(self._head_state)
         return codec.join_members(self._head_pieces)
 
-    def _catch_up(self, cached_id: str | None, cached: Any, head: str) -> Any:
+    def _catch_up(self, cached_id: str | None, cached: Any, doc: SessionDoc) -> Any:
         """Another writer moved the head a few commits past our cached one: apply just their deltas.
 
-        Returns None when the cached head is not a near ancestor (a rollback, a keyframe between);
-        the caller then rebuilds from the store. The result is verified against its hash.
+        Returns None when the cached head is not a near ancestor (a rollback, a keyframe or a squash
+        base between, whose delta may be gone); the caller then rebuilds from the store. The result
+        is verified against its hash.
         """
-        if cached_id is None or cached is None:
+        head = doc.head
+        if cached_id is None or cached is None or head is None:
             return None
         objects, path = self._store.objects, []
         current: str | None = head
@@ -361,7 +363,7 @@ class Session:
             if current is None:
                 return None
             record = objects.record(current)
-            if record.delta is None:
+            if record.delta is None or current in doc.bases:
                 return None
             path.append(record)
             current = record.parent
