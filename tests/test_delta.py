@@ -450,8 +450,8 @@ def test_apply_refuses_a_patch_that_is_not_a_list() -> None:
 def test_diff_members_matches_diff() -> None:
     old = {"a": [1, 2], "b": {"c": 1}, "gone": 1, "same": "s", "z": 0.0}
     new = {"a": [1, 2, 3], "b": {"c": 1.0}, "new": None, "same": "s", "z": -0.0}
-    _, old_pieces = codec.encode_state(old)
-    _, new_pieces = codec.encode_state(new)
+    _, old_pieces, _ = codec.encode_state(old)
+    _, new_pieces, _ = codec.encode_state(new)
     assert old_pieces is not None and new_pieces is not None
     ops = diff_members(old, new, old_pieces, new_pieces)
     assert canonical(apply_patch(old, ops)) == canonical(new)
@@ -506,7 +506,7 @@ def test_large_state_diff_is_small_and_exact() -> None:
         ("replace", "/flags/ratio"),
         ("replace", "/session/turn"),
     ]
-    _, old_pieces = codec.encode_state(old)
-    _, new_pieces = codec.encode_state(new)
+    _, old_pieces, _ = codec.encode_state(old)
+    _, new_pieces, _ = codec.encode_state(new)
     assert old_pieces is not None and new_pieces is not None
     assert sorted(map(canonical, diff_members(old, new, old_pieces, new_pieces))) == sorted(map(canonical, ops))

@@ -214,8 +214,8 @@ def check_round_trip(a: Any, b: Any) -> None:
         assert op["op"] in ("add", "remove", "replace")
 
     if type(a) is dict and type(b) is dict:  # the commit path: members' bytes known up front
-        _, a_pieces = encode_state(a)
-        _, b_pieces = encode_state(b)
+        _, a_pieces, _ = encode_state(a)
+        _, b_pieces, _ = encode_state(b)
         assert a_pieces is not None and b_pieces is not None
         member_patch = diff_members(a, b, a_pieces, b_pieces)
         assert canonical(apply_patch(a, member_patch)) == b_bytes

@@ -22,6 +22,7 @@ import orjson
 import xxhash
 import zstandard
 
+from .delta import escape_token
 from .errors import CorruptObjectError, FormatVersionError, InvalidStateError
 
 FORMAT_VERSION = 1
@@ -53,40 +54,51 @@ _DUMPS_OPTIONS = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
-_SCALARS = frozenset((str, int, bool, type(None)))
 
 
 def _refuse(value: Any) -> Any:
     raise TypeError(f"type {type(value).__name__} is not JSON")
 
 
-def canonical_bytes(value: Any) -> bytes:
-    """The canonical JSON of ``value``, or ``InvalidStateError`` saying why there is none.
+def _json_base(value: Any) -> Any:
+    """A subclass of a JSON type as its base type's value (OrderedDict -> dict, a str subclass -> str).
 
-    Only dict (str keys), list, str, int (64-bit), float (finite), bool and
-    None are accepted, so that reading the bytes back gives the same types.
+    The base types' own methods are called, so a subclass's overrides cannot change what is stored.
     """
-    data = _dumps_checked(value)
-    _check_types(value)
-    return data
+    for base in _BASES:
+        if isinstance(value, base):
+            return _TO_BASE[base](value)
+    return _refuse(value)
 
 
-def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None]:
-    """Canonical bytes of a state, plus each top-level member's own bytes when it is an object.
+_TO_BASE: dict[type, Any] = {dict: dict, list: list, str: str.__str__, int: int.__int__, float: float.__float__}
+_BASES = tuple(_TO_BASE)
+
+
+def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
+    """Canonical bytes of a state, each top-level member's own bytes when it is an object, and
+    whether a subclass of a JSON type was written as its base type.
 
     The pieces let a commit compare each member with the head's at C speed,
     and the whole is assembled from them, so the state is serialized once.
-    Only orjson's checks run here; ``check_values`` finds the rest.
+    Only orjson's checks run here; ``check_reading`` finds the rest.
     """
+    converted: list[Any] = []
+
+    def to_base(obj: Any) -> Any:
+        base = _json_base(obj)
+        converted.append(obj)
+        return base
+
     if type(value) is not dict:
-        return _dumps_bounded(value, 2), None
+        return _dumps_bounded(value, 2, to_base), None, bool(converted)
     pieces: dict[str, bytes] = {}
     for key, member in value.items():
         if type(key) is not str:
             raise _invalid(value, "Dict key must be str")
-        pieces[key] = _dumps_bounded(member, 3)
+        pieces[key] = _dumps_bounded(member, 3, to_base)
     try:
-        return join_members(pieces), pieces
+        return join_members(pieces), pieces, bool(converted)
     except (TypeError, orjson.JSONEncodeError) as exc:  # a key orjson refuses (a lone surrogate)
         raise _invalid(value, str(exc)) from None
 
@@ -101,33 +113,76 @@ def join_members(pieces: dict[str, bytes]) -> bytes:
     return b"".join(parts)
 
 
-def _dumps_bounded(value: Any, spare: int) -> bytes:
+def _dumps_bounded(value: Any, spare: int, default: Any) -> bytes:
     """orjson's bytes of ``value``, refusing it unless ``spare`` more levels of nesting would fit.
 
     orjson stops at depth 254. A state must leave room for the two levels a patch operation
     wraps around a value (and a member for the object holding it), or a later delta, or reading
     the whole state back, would hit that limit: so the value is serialized inside that many lists.
     """
-    data = _dumps_checked(_wrap(value, spare))
+    wrapped = value
+    for _ in range(spare):
+        wrapped = [wrapped]
+    try:
+        data = orjson.dumps(wrapped, default=default, option=_DUMPS_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise _invalid(value, str(exc)) from None
     return data[spare:-spare]
 
 
-def _wrap(value: Any, levels: int) -> Any:
-    for _ in range(levels):
-        value = [value]
-    return value
-
-
-def _dumps_checked(value: Any) -> bytes:
+def read_back(data: bytes, value: Any) -> Any:
+    """What ``data``, the canonical bytes of ``value``, reads back as; refused unless equal to ``value``."""
     try:
-        return orjson.dumps(value, default=_refuse, option=_DUMPS_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise _invalid(value, str(exc)) from None
+        reading = orjson.loads(data)
+    except orjson.JSONDecodeError:  # only an orjson.Fragment can splice in bytes that do not parse
+        raise describe_unrepresentable(value) from None
+    check_reading(value, reading)
+    return reading
 
 
-def check_values(values: Any) -> None:
-    """Refuse values orjson writes but cannot give back (NaN, Infinity, enums, UUIDs, tuples)."""
-    _check_types(values)
+def check_reading(value: Any, reading: Any) -> None:
+    """Refuse ``value`` unless it equals ``reading``, what its canonical bytes read back as.
+
+    orjson writes some values that JSON cannot give back: NaN and Infinity as
+    ``null``, a tuple as a list, an enum as its value, a UUID as its string.
+    The reading of each differs from the value under ``==``, which compares at
+    C speed, so a commit checks the whole state for the price of one comparison
+    (less than half of a walk over its types). Type exactness is not at stake: exact
+    ints, floats and bools are written with their own spelling. Enums that are
+    ints or strings (``IntEnum``, ``StrEnum``) equal their value and are kept as it,
+    like every other subclass of a JSON type.
+    """
+    if reading != value:
+        raise describe_unrepresentable(value)
+
+
+def describe_unrepresentable(root: Any) -> InvalidStateError:
+    """The error naming the first value in ``root`` that JSON cannot give back, and where it is."""
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((child, f"{path}/{escape_token(key)}") for key, child in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}/{index}") for index, child in reversed(list(enumerate(node))))
+        else:
+            reason = _unrepresentable_leaf(node)
+            if reason is not None:
+                return _invalid(node, reason, path)
+    # Every value is JSON, yet the state does not equal its reading: a subclass whose __eq__ says so.
+    return _invalid(root, "the state does not equal its own JSON reading (a subclass overriding __eq__?)")
+
+
+def _unrepresentable_leaf(node: Any) -> str | None:
+    if isinstance(node, float):
+        return None if node - node == 0.0 else "NaN and Infinity have no JSON form"
+    if isinstance(node, (str, int)) or node is None:  # bool is an int; IntEnum and StrEnum are kept as values
+        return None
+    if isinstance(node, tuple):
+        return "a tuple is not JSON; pass a list"
+    if isinstance(node, enum.Enum):
+        return "enum members are not JSON; store their value"
+    return f"type {type(node).__name__} is not JSON"
 
 
 def dumps(value: Any) -> bytes:
@@ -139,59 +194,18 @@ def loads(data: bytes | memoryview) -> Any:
     return orjson.loads(data)
 
 
-def _check_types(root: Any) -> None:
-    """Find what orjson writes silently but cannot give back: NaN, Infinity, enums, UUIDs, tuples.
-
-    orjson has already refused cycles, depth, non-string keys and big integers.
-    """
-    stack = [root]
-    push, pop, scalars = stack.append, stack.pop, _SCALARS
-    while stack:
-        node = pop()
-        tnode = type(node)
-        if tnode is dict:
-            children = node.values()
-        elif tnode is list:
-            children = node
-        elif tnode in scalars:
-            continue
-        else:
-            _check_leaf(node)
-            continue
-        for child in children:
-            tchild = type(child)
-            if tchild in scalars:
-                continue
-            if tchild is float:
-                if child - child != 0.0:
-                    raise _invalid(child, "NaN and Infinity have no JSON form")
-                continue
-            push(child)
-
-
-def _check_leaf(node: Any) -> None:
-    if type(node) is float:
-        if node - node != 0.0:
-            raise _invalid(node, "NaN and Infinity have no JSON form")
-        return
-    if isinstance(node, enum.Enum):
-        raise _invalid(node, "enum members are not JSON; store their value")
-    # Subclasses of dict/list/str/int/float end here too: orjson has refused them already (they
-    # go to ``_refuse`` through OPT_PASSTHROUGH_SUBCLASS), so reaching this is the same refusal.
-    raise _invalid(node, f"type {type(node).__name__} is not JSON")
-
-
-def _invalid(value: Any, reason: str) -> InvalidStateError:
+def _invalid(value: Any, reason: str, path: str | None = None) -> InvalidStateError:
     if "Recursion limit" in reason:
         reason = "nested too deeply or contains a cycle (orjson stops at depth 254)"
     elif "Integer exceeds" in reason:
         reason = "integer outside the 64-bit range JSON readers accept"
     elif "surrogates" in reason:
         reason = "string with a lone surrogate is not valid UTF-8"
-    return InvalidStateError(
-        f"state cannot be stored as JSON: {reason}",
-        {"reason": reason, "type": type(value).__name__},
-    )
+    where = "" if path is None else f" (at {path or 'the top level'})"
+    details = {"reason": reason, "type": type(value).__name__}
+    if path is not None:
+        details["path"] = path
+    return InvalidStateError(f"state cannot be stored as JSON: {reason}{where}", details)
 
 
 def object_id(payload: bytes | memoryview) -> str:

@@ -215,7 +215,9 @@ class ObjectStore:
         return key, len(blob)
 
     def encode(self, kind: Kind, payload: bytes) -> tuple[str, bytes]:
-        return codec.encode_object(kind, payload, self.level)
+        # A session document is mostly random ids, which no level shrinks much below half, and
+        # it is rewritten by every commit: level 1 takes a fifth of level 3's time for 4% more bytes.
+        return codec.encode_object(kind, payload, 1 if kind is Kind.SESSION else self.level)
 
     def get(self, key: str, kind: Kind) -> bytes:
         try:

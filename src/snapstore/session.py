@@ -19,6 +19,7 @@ from .errors import (
     AmbiguousSnapshotId,
     ConcurrentUpdateError,
     InvalidStateError,
+    PatchError,
     SnapshotError,
     SnapshotNotFound,
 )
@@ -111,7 +112,9 @@ class Session:
             )
         if isinstance(state, BaseModel):
             state = state.model_dump(mode="json")
-        data, pieces = codec.encode_state(state)
+        data, pieces, converted = codec.encode_state(state)
+        if converted:  # subclasses of JSON types were written as their base types: commit that reading
+            state = codec.read_back(data, state)
         state_hash = codec.object_id(data)
         with self._lock:
             for attempt in range(COMMIT_ATTEMPTS):
@@ -132,20 +135,29 @@ class Session:
                 {"session": self.name, "attempts": COMMIT_ATTEMPTS},
             )
 
-    def _delta_from_head(self, doc: SessionDoc, state: Any, pieces: dict[str, bytes] | None) -> bytes | None:
-        """The canonical patch from the head to ``state`` (None for a first commit), after
-        checking every value that differs from the head; what is byte-identical to the
-        head was checked when it was committed."""
+    def _next_head(
+        self, doc: SessionDoc, state: Any, data: bytes, pieces: dict[str, bytes] | None
+    ) -> tuple[bytes | None, Any]:
+        """The canonical patch from the head to ``state`` (None for a first commit) and the new head
+        as stored, refusing a ``state`` that differs from what its bytes read back as."""
         if doc.head is None:
-            codec.check_values(state)
-            return None
+            return None, codec.read_back(data, state)
         head_state, head_pieces = self._head_for(doc)
         if pieces is not None and head_pieces is not None:
             ops = diff_members(head_state, state, head_pieces, pieces)
         else:
             ops = diff(head_state, state)
-        codec.check_values([op["value"] for op in ops if "value" in op])
-        return codec.dumps(ops)
+        payload = codec.dumps(ops)
+        # Patched in place (a copy would double the memory), so until the ref swap succeeds the
+        # cache is no snapshot's: a refusal or a lost race rebuilds it from the store.
+        self._head_id = self._head_pieces = None
+        try:
+            # the stored bytes, parsed, rather than ops, whose values alias the caller's objects
+            new_head = apply_patch(head_state, codec.loads(payload), in_place=True)
+        except (ValueError, PatchError):  # bytes an orjson.Fragment spliced into the patch
+            raise codec.describe_unrepresentable(state) from None
+        codec.check_reading(state, new_head)
+        return payload, new_head
 
     def _write_snapshot(
         self,
@@ -160,7 +172,7 @@ class Session:
         """One attempt: write objects, then swing the ref. None when another writer won the race."""
         store, objects = self._store, self._store.objects
         parent = doc.head
-        delta_payload = self._delta_from_head(doc, state, pieces)
+        delta_payload, new_head = self._next_head(doc, state, data, pieces)
         pending: list[tuple[str, bytes]] = []  # written in one batch, before the ref swap
         with store.writing():
             if parent is None or delta_payload is None:
@@ -195,7 +207,7 @@ class Session:
             if not self._swap(new_doc, pending):
                 return None
         objects.remember(sid, record)
-        self._advance_head(sid, delta_payload, data, pieces)
+        self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
         self._store.maybe_reclaim(self, new_doc)
         return Snapshot.from_record(sid, record)
 
@@ -224,21 +236,6 @@ class Session:
             chain_bytes=0,
             base_ratio=round(stored / max(len(data), 1), 6),
         )
-
-    def _advance_head(
-        self, sid: str, delta_payload: bytes | None, data: bytes, pieces: dict[str, bytes] | None
-    ) -> None:
-        """Make the cached head the new state: patch our own copy (even when a keyframe was
-        stored: parsing the whole state again would briefly hold two copies), or parse it."""
-        head_state = self._head_state
-        self._head_id = None  # if patching fails halfway, the cache is rebuilt from the store
-        if delta_payload is None or head_state is None:
-            self._head_state = codec.loads(data)
-        else:
-            # parse the stored delta rather than reuse ops, whose values alias the caller's objects
-            self._head_state = apply_patch(head_state, codec.loads(delta_payload), in_place=True)
-        self._head_pieces = pieces
-        self._head_id = sid
 
     def rollback(self, snapshot_id: str) -> Any:
         """Move the head to a retained snapshot and return its state (the caller's own copy).
