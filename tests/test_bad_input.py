@@ -466,6 +466,8 @@ WRONG_ARGUMENTS: dict[str, tuple[type[SnapshotError], Callable[[Fixture], Any]]]
     "memory-max-chain-str": (SnapshotError, lambda f: SnapshotStore.memory(max_chain="5")),
     "memory-max-chain-negative": (SnapshotError, lambda f: SnapshotStore.memory(max_chain=-1)),
     "memory-chain-factor-zero": (SnapshotError, lambda f: SnapshotStore.memory(max_chain_factor=0)),
+    "memory-chain-factor-nan": (SnapshotError, lambda f: SnapshotStore.memory(max_chain_factor=math.nan)),
+    "memory-chain-factor-bool": (SnapshotError, lambda f: SnapshotStore.memory(max_chain_factor=True)),
     "open-create-false-missing": (SnapshotError, lambda f: SnapshotStore.open(f.root.parent / "nope", create=False)),
 }
 

@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from conftest_reliability import canonical, count
 from reliability_writer import state_for
-from snapstore import SnapshotError, SnapshotStore
+from snapstore import CorruptObjectError, SnapshotError, SnapshotStore
 from snapstore import codec as codec_module
 from snapstore.backends import MemoryBackend
 from snapstore.codec import HEADER, MAGIC, decode_object
@@ -451,3 +451,12 @@ def test_archive_parsing_fuzz() -> None:
         count("fuzz: parser inputs", len(variants))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("limit", [0, -1, -(2**63)])
+def test_session_document_with_a_limit_below_one_is_malformed(limit: int) -> None:
+    """format.md: max_snapshots >= 1. A damaged 0 would make the next commit evict the whole session."""
+    body = {**orjson.loads(PAYLOADS["session"]), "max_snapshots": limit}
+    with pytest.raises(CorruptObjectError, match="max_snapshots"):
+        SessionDoc.from_payload("0" * 32, orjson.dumps(body))
+    count("fuzz: parser inputs")

@@ -33,7 +33,8 @@ class KeyframePolicy:
     def __post_init__(self) -> None:
         if type(self.max_chain) is not int or self.max_chain < 0:
             raise SnapshotError("max_chain must be an integer >= 0", {"max_chain": self.max_chain})
-        if not isinstance(self.max_chain_factor, (int, float)) or self.max_chain_factor <= 0:
+        factor = self.max_chain_factor
+        if type(factor) not in (int, float) or not factor > 0:  # ``not >`` also refuses NaN
             raise SnapshotError("max_chain_factor must be > 0", {"max_chain_factor": self.max_chain_factor})
 
     def wants_keyframe(self, parent: SnapshotRecord, delta_stored: int, state_size: int) -> bool:

@@ -142,6 +142,8 @@ class SessionDoc:
                 evicted=evicted,
                 generation=_typed(body, "generation", int),
             )
+            if doc.max_snapshots < 1:  # format.md: at least 1; 0 would evict the whole session
+                raise _FieldError("field 'max_snapshots' must be at least 1")
         except _FieldError as exc:
             raise CorruptObjectError(
                 f"session document {key} is malformed: {exc}", {"object": key, "reason": str(exc)}
