@@ -1,45 +1,25 @@
-"""Export and import of compact archive files: docs/format.md, "Archive format, version 1".
-
-An archive holds what is needed to rebuild chosen snapshots in another store:
-their records, the delta and state objects of their chains back to a base, and
-one session document per session. It is built for size and for safety:
-
-* size: object *payloads* (not the store's per-object zstd frames) go into one
-  zstd stream at a high level, in chain order, so deltas compress against each
-  other. A keyframe whose parent is also in the archive is written as a patch
-  from the parent's state (a "state patch"), which costs about what a delta
-  costs; the importer rebuilds the state and checks it against its id.
-* streaming: export writes payloads into the compressor one at a time and the
-  index after them; import decompresses into a temporary spool file, never
-  holding more than one object (or one state being rebuilt) in memory.
-* safety: an archive is untrusted. Import checks the trailer, the limits it
-  declares, the checksums, every object against its id, every record, session
-  document and chain, and only then writes anything: objects first, session
-  refs last. A bad archive raises ``ArchiveError`` and leaves the store as it was.
-"""
+"""Import: an archive is checked whole (trailer, limits, checksums, every object against its id,
+every record, session document and chain) before anything is written; then objects go in first
+and session refs last, so a refused archive leaves the store as it was."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import re
-import struct
 import tempfile
 from array import array
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import orjson
 import xxhash
 import zstandard
 
-from . import codec
-from .chains import check_state
-from .codec import Kind
-from .delta import apply_patch, diff
-from .errors import (
+from .. import codec
+from ..codec import Kind
+from ..delta import apply_patch
+from ..errors import (
     ArchiveError,
     ConcurrentUpdateError,
     CorruptObjectError,
@@ -49,52 +29,38 @@ from .errors import (
     SnapshotError,
     SnapshotNotFound,
 )
-from .objects import SessionDoc, SnapshotRecord, codec_id, parse_timestamp
-from .session import resolve_prefix
+from ..objects import SessionDoc, SnapshotRecord
+from .checks import check_payload, check_state_patch, fail, refuse_copies
+from .layout import (
+    ARCHIVE_VERSION,
+    CHUNK,
+    ENTRY,
+    HEADER,
+    KIND_NAMES,
+    KIND_STATE_PATCH,
+    KINDS,
+    MAGIC,
+    MANIFEST_TYPE,
+    PROGRESS_EVERY,
+    TRAILER,
+    TRAILER_CHECKED,
+    TRAILER_MAGIC,
+    IdIndex,
+    Links,
+    Progress,
+    links,
+)
 
 if TYPE_CHECKING:
-    from .store import SnapshotStore
-
-Progress = Callable[[int, "int | None", str], None]
-
-ARCHIVE_VERSION = 1
-MAGIC = b"SNPA"
-TRAILER_MAGIC = b"SNPT"
-HEADER = struct.Struct("<4sB3s")  # magic, version, reserved (zero)
-TRAILER = struct.Struct("<QQQQQ16s16sQ4s4s")  # see docs/format.md §A.6
-TRAILER_CHECKED = 72  # bytes of the trailer covered by its own check value
-ENTRY = struct.Struct("<32sQIB3s")  # hex id, offset, length, kind, reserved (zero)
-MANIFEST_TYPE = "snapstore.archive"
-
-#: index kind of a state stored as a patch from its parent snapshot's state
-KIND_STATE_PATCH = 5
-_KINDS = {int(Kind.STATE), int(Kind.DELTA), int(Kind.RECORD), KIND_STATE_PATCH}
-_KIND_NAMES = {1: "state", 2: "delta", 3: "record", KIND_STATE_PATCH: "state patch"}
+    from ..store import SnapshotStore
 
 #: default limit on an archive's decompressed body (what import spools to disk)
 DEFAULT_MAX_SIZE = 16 << 30
 #: limit on the manifest and on the index, which import reads into memory
 MAX_META_SIZE = 1 << 30
-DEFAULT_LEVEL = 19
-CHUNK = 1 << 20
-#: progress is reported at least every this many objects
-PROGRESS_EVERY = 64
 CONFLICT_POLICIES = ("error", "merge", "replace", "rename")
-_PATCH_OPS = frozenset(("add", "remove", "replace", "move", "copy", "test"))
 _HEX_ID = re.compile(rb"[0-9a-f]{32}")
 _RENAME_SUFFIX = "-imported"
-
-
-@dataclass
-class ExportReport:
-    """What ``export_archive`` wrote."""
-
-    path: str
-    sessions: list[str]
-    snapshots: int  # snapshots listed by the exported session documents
-    objects: int  # records, deltas and states in the archive
-    archive_bytes: int  # size of the archive file
-    raw_bytes: int  # decompressed size of its body
 
 
 @dataclass
@@ -108,388 +74,6 @@ class ImportReport:
     unchanged: list[str] = field(default_factory=list)  # the store already listed every snapshot
     objects_written: int = 0
     objects_present: int = 0  # needed objects the store already had
-
-
-class _IdIndex:
-    """A compact set of 16-byte ids, numbered in the order they were added.
-
-    An open-addressing hash table over one bytearray: about 50 bytes per id,
-    against about 100 for a Python set of bytes. Slots come from Python's
-    randomised ``hash``, so ids chosen by an archive's author cannot be made to
-    collide.
-    """
-
-    def __init__(self) -> None:
-        self.ids = bytearray()  # 16 bytes per id, in the order added
-        self._hashes = array("q")  # hash of each id, to compare ids only when their hashes match
-        self._slots = array("q", [-1]) * 64
-        self._mask = 63
-
-    def __len__(self) -> int:
-        return len(self._hashes)
-
-    def key(self, number: int) -> bytes:
-        return bytes(self.ids[16 * number : 16 * number + 16])
-
-    def _slot(self, key: bytes, hashed: int) -> int:
-        slots, hashes, mask = self._slots, self._hashes, self._mask
-        at = hashed & mask
-        while True:
-            number = slots[at]
-            if number < 0 or (hashes[number] == hashed and self.ids[16 * number : 16 * number + 16] == key):
-                return at
-            at = (at + 1) & mask
-
-    def find(self, key: bytes) -> int:
-        """The id's number, or -1."""
-        return self._slots[self._slot(key, hash(key))]
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and self.find(key) >= 0
-
-    def add(self, key: bytes) -> bool:
-        """Add an id; False when it was already there."""
-        hashed = hash(key)
-        at = self._slot(key, hashed)
-        if self._slots[at] >= 0:
-            return False
-        number = len(self)
-        self.ids += key
-        self._hashes.append(hashed)
-        self._slots[at] = number
-        if 2 * (number + 1) > self._mask:
-            self._grow()
-        return True
-
-    def _grow(self) -> None:
-        self._mask = 2 * self._mask + 1
-        slots = self._slots = array("q", [-1]) * (self._mask + 1)
-        for number, hashed in enumerate(self._hashes):
-            at = hashed & self._mask
-            while slots[at] >= 0:
-                at = (at + 1) & self._mask
-            slots[at] = number
-
-
-# ====================================================================== export
-
-
-def export_archive(
-    store: SnapshotStore,
-    path: str | os.PathLike[str],
-    sessions: Iterable[str] | str | None = None,
-    snapshots: Iterable[str] | str | None = None,
-    progress: Progress | None = None,
-    *,
-    level: int = DEFAULT_LEVEL,
-) -> ExportReport:
-    """Write an archive of every session, of the named ``sessions``, or of chosen ``snapshots``.
-
-    ``snapshots`` takes ids or unique prefixes of retained snapshots (looked up
-    in ``sessions`` when both are given); each comes with the chain it needs and
-    its session's document, restricted to the chosen snapshots. The file is
-    written beside ``path`` and renamed into place when complete.
-    """
-    target = Path(path)
-    with store.writing():  # shared: no gc or reclaim deletes what we are reading
-        plans = _plan_export(store, _names(sessions), _names(snapshots))
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{id(plans):x}")
-        try:
-            with open(tmp, "wb") as out:
-                raw = _ArchiveWriter(store, out, level, progress).write(plans)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    return ExportReport(
-        path=str(target),
-        sessions=[p.doc.name for p in plans],
-        snapshots=sum(len(p.doc.snapshots) for p in plans),
-        objects=raw[1],
-        archive_bytes=target.stat().st_size,
-        raw_bytes=raw[0],
-    )
-
-
-def _names(value: Iterable[str] | str | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
-
-
-@dataclass
-class _Plan:
-    doc: SessionDoc  # the document the archive carries
-    order: _IdIndex  # the records to export, parents before children
-    bases: set[str]  # where this session's chains stop (its document's bases)
-    patch_parents: set[str]  # parents of base records: candidates to write their child's state as a patch
-    objects: int  # records, deltas and states (before removing duplicates)
-    estimate: int  # rough decompressed size, to size the compression window
-
-
-def _plan_export(store: SnapshotStore, sessions: list[str] | None, snapshots: list[str] | None) -> list[_Plan]:
-    names = sorted(set(sessions)) if sessions is not None else store.sessions()
-    docs = {name: _read_doc(store, name) for name in names}
-    chosen: dict[str, set[str]] | None = None
-    if snapshots is not None:
-        owners: dict[str, str] = {}
-        for name, doc in docs.items():
-            for sid in doc.snapshots:
-                owners.setdefault(sid, name)
-        where = "the store" if sessions is None else "sessions " + ", ".join(repr(n) for n in names)
-        chosen = {}
-        for prefix in snapshots:
-            sid = resolve_prefix(prefix, owners, where=where)
-            chosen.setdefault(owners[sid], set()).add(sid)
-    plans = []
-    for name in names:
-        doc = docs[name]
-        if chosen is not None and name not in chosen:
-            continue
-        plans.append(_plan_session(store, doc, None if chosen is None else chosen[name]))
-    return plans
-
-
-def _read_doc(store: SnapshotStore, name: str) -> SessionDoc:
-    from .store import check_session_name
-
-    check_session_name(name)
-    found = store.load_session_doc(store.session_ref(name), name)
-    if found is None:
-        raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
-    return found[1]
-
-
-def _plan_session(store: SnapshotStore, doc: SessionDoc, chosen: set[str] | None) -> _Plan:
-    """The records to export for one session (walk order) and the document the archive carries."""
-    if chosen is None:
-        listed = list(doc.snapshots)
-        head = doc.head
-        roots = [*doc.snapshots, *([doc.head] if doc.head else [])]
-    else:
-        listed = [sid for sid in doc.snapshots if sid in chosen]
-        head = doc.head if doc.head in chosen else listed[-1]
-        roots = listed
-    bases = set(doc.bases)
-    order = _IdIndex()
-    patch_parents: set[str] = set()
-    objects = estimate = 0
-    for root in roots:
-        path: list[str] = []
-        on_path: set[str] = set()
-        current: str | None = root
-        while current is not None and bytes.fromhex(current) not in order:
-            if current in on_path:
-                raise CorruptObjectError(
-                    f"snapshot {root} has a cyclic parent chain at {current}", {"object": current, "snapshot": root}
-                )
-            path.append(current)
-            on_path.add(current)
-            payload = store.objects.get(current, Kind.RECORD)  # hash-checked; import checks its fields
-            record = _links(payload)
-            objects += 1 + (record.delta is not None)
-            estimate += 2048
-            if record.delta is None or current in bases:
-                objects += 1
-                estimate += orjson.loads(payload)["size"]
-                if record.parent is not None:
-                    patch_parents.add(record.parent)
-                break
-            current = record.parent
-        for sid in reversed(path):
-            order.add(bytes.fromhex(sid))
-    listed_set = set(listed)
-    evicted = [key.hex() for key in (order.key(n) for n in range(len(order))) if key.hex() not in listed_set]
-    out = SessionDoc(
-        name=doc.name,
-        max_snapshots=doc.max_snapshots,
-        head=head,
-        snapshots=listed,
-        bases=[b for b in doc.bases if bytes.fromhex(b) in order],
-        evicted=evicted,
-        generation=doc.generation,
-    )
-    return _Plan(out, order, bases, patch_parents, objects, estimate)
-
-
-class _Links(NamedTuple):
-    """What chain walks need of a record."""
-
-    parent: str | None
-    delta: str | None
-    state: str
-
-
-def _links(payload: bytes) -> _Links:
-    """A record's links from payload bytes that passed ``SnapshotRecord.from_payload`` (or came from the store)."""
-    body = orjson.loads(payload)
-    return _Links(body["parent"], body["delta"], body["state"])
-
-
-class _HashingWriter:
-    """Passes bytes to a file, hashing and counting them (the compressed frames)."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.hasher = xxhash.xxh3_128()
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        self.hasher.update(data)
-        self.out.write(data)
-        self.count += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-
-class _ArchiveWriter:
-    def __init__(self, store: SnapshotStore, out: BinaryIO, level: int, progress: Progress | None) -> None:
-        self.store = store
-        self.objects = store.objects
-        self.out = out
-        self.level = level
-        self.progress = progress
-        self.index = bytearray()
-        self.offset = 0
-        self.count = 0
-        self.total = 0
-        self.stream: Any = None
-        self.emitted = _IdIndex()  # objects already in the body
-        self.chained: set[str] = set()  # patch parents whose chain objects are already in the body
-
-    def write(self, plans: list[_Plan]) -> tuple[int, int]:
-        """Write header, body and trailer; (body size, objects)."""
-        self.total = sum(plan.objects for plan in plans)
-        estimate = sum(plan.estimate for plan in plans)
-        window_log = max(20, min(27, estimate.bit_length()))
-        params = zstandard.ZstdCompressionParameters.from_level(
-            self.level, window_log=window_log, enable_ldm=True, write_checksum=True
-        )
-        self.out.write(HEADER.pack(MAGIC, ARCHIVE_VERSION, b"\0\0\0"))
-        frames = _HashingWriter(self.out)
-        self.stream = zstandard.ZstdCompressor(compression_params=params).stream_writer(frames, closefd=False)  # type: ignore[arg-type]
-        for plan in plans:
-            self._write_chains(plan)
-        for plan in plans:
-            for number in range(len(plan.order)):
-                sid = plan.order.key(number)
-                if sid not in self.emitted:
-                    self._emit(sid, Kind.RECORD, self.objects.get(sid.hex(), Kind.RECORD))
-        payloads_size = self.offset
-        # canonical JSON, assembled from the documents' own canonical bytes (members in key order)
-        docs = b",".join(plan.doc.to_payload() for plan in plans)
-        manifest = b'{"format":%d,"sessions":[%s],"type":"%s"}' % (ARCHIVE_VERSION, docs, MANIFEST_TYPE.encode())
-        del docs
-        self.stream.write(manifest)
-        self.stream.write(self.index)
-        self.stream.flush(zstandard.FLUSH_FRAME)
-        self.stream.close()
-        meta = xxhash.xxh3_128(manifest)
-        meta.update(self.index)
-        body_size = payloads_size + len(manifest) + len(self.index)
-        fields = (
-            frames.count,
-            body_size,
-            payloads_size,
-            len(manifest),
-            self.count,
-            frames.hasher.digest(),
-            meta.digest(),
-        )
-        head = struct.pack("<QQQQQ16s16s", *fields)
-        self.out.write(TRAILER.pack(*fields, xxhash.xxh3_64_intdigest(head), b"\0" * 4, TRAILER_MAGIC))
-        if self.progress is not None:
-            self.progress(self.count, self.count, "exporting objects")
-        return body_size, self.count
-
-    def _write_chains(self, plan: _Plan) -> None:
-        """A session's deltas and base states, in walk order (parents first).
-
-        When the session has keyframes whose parent is exported too, the state of
-        the record just written is kept (applying each delta in turn) so that such
-        a keyframe can be written as a patch from it.
-        """
-        running: tuple[str, Any] | None = None  # (snapshot, its state) when known
-        for number in range(len(plan.order)):
-            sid = plan.order.key(number).hex()
-            record = _links(self.objects.get(sid, Kind.RECORD))  # checked when planning
-            is_base = record.delta is None or sid in plan.bases
-            if sid in plan.patch_parents:
-                self.chained.add(sid)
-            if record.delta is not None:
-                key = bytes.fromhex(record.delta)
-                if key not in self.emitted or (plan.patch_parents and not is_base):
-                    payload = self.objects.get(record.delta, Kind.DELTA)
-                    if key not in self.emitted:
-                        self._emit(key, Kind.DELTA, payload)
-                    if plan.patch_parents and not is_base:
-                        if running is not None and running[0] == record.parent:
-                            running = (sid, apply_patch(running[1], orjson.loads(payload), in_place=True))
-                        else:
-                            running = None  # a fork: rebuilt from the store if a patch needs it
-            if is_base:
-                key = bytes.fromhex(record.state)
-                payload = b""
-                if key not in self.emitted:
-                    payload = self.objects.get(record.state, Kind.STATE)
-                    patch = self._state_patch(plan, record, payload, running)
-                    if patch is not None:
-                        self._emit(key, KIND_STATE_PATCH, patch)
-                    else:
-                        self._emit(key, Kind.STATE, payload)
-                if plan.patch_parents:
-                    payload = payload or self.objects.get(record.state, Kind.STATE)
-                    running = (sid, orjson.loads(payload))
-
-    def _state_patch(
-        self, plan: _Plan, record: _Links, payload: bytes, running: tuple[str, Any] | None
-    ) -> bytes | None:
-        """The state as a patch from its parent's state, when the parent's chain is already in the archive."""
-        parent = record.parent
-        if parent is None or parent not in self.chained:
-            return None  # the importer could not rebuild the parent's state from what precedes
-        if running is not None and running[0] == parent:
-            state = running[1]
-        else:
-            state = self._rebuild(plan, parent)
-            if state is None:
-                return None
-        check_state(state, _links(self.objects.get(parent, Kind.RECORD)).state, parent)
-        patch = codec.dumps({"parent": parent, "patch": diff(state, orjson.loads(payload)), "size": len(payload)})
-        return patch if len(patch) < len(payload) else None
-
-    def _rebuild(self, plan: _Plan, sid: str) -> Any:
-        """The state of an exported snapshot from its chain, or None when its base state is not yet written."""
-        chain: list[_Links] = []
-        current = sid
-        while True:
-            record = _links(self.objects.get(current, Kind.RECORD))
-            if record.delta is None or current in plan.bases:
-                break
-            chain.append(record)
-            current = record.parent  # type: ignore[assignment]
-            if len(chain) > len(plan.order):
-                raise CorruptObjectError(f"snapshot {sid} has a cyclic parent chain", {"object": sid})
-        if bytes.fromhex(record.state) not in self.emitted:
-            return None
-        state = self.objects.state(record.state)
-        for step in reversed(chain):
-            state = apply_patch(state, self.objects.delta(step.delta), in_place=True)  # type: ignore[arg-type]
-        return state
-
-    def _emit(self, key: bytes, kind: int, payload: bytes) -> None:
-        self.stream.write(payload)
-        self.index += ENTRY.pack(key.hex().encode(), self.offset, len(payload), int(kind), b"\0\0\0")
-        self.offset += len(payload)
-        self.emitted.add(key)
-        self.count += 1
-        if self.progress is not None and self.count % PROGRESS_EVERY == 0:
-            self.progress(self.count, self.total, "exporting objects")
-
-
-# ====================================================================== import
 
 
 def import_archive(
@@ -522,10 +106,6 @@ def import_archive(
         reader = _ArchiveReader(store, source, spool, str(path), max_size, progress)
         reader.read()
         return reader.apply(on_conflict)
-
-
-def _fail(message: str, reason: str, **details: Any) -> ArchiveError:
-    return ArchiveError(message, {"reason": reason, **details})
 
 
 class _Trailer(NamedTuple):
@@ -584,7 +164,7 @@ class _ArchiveReader:
         self.max_size = max_size
         self.progress = progress
         # the index, in body order: ids (numbered by entry), offsets, lengths, kinds
-        self.table = _IdIndex()
+        self.table = IdIndex()
         self.offsets = array("Q")
         self.lengths = array("I")
         self.kinds = bytearray()
@@ -608,9 +188,9 @@ class _ArchiveReader:
         size = os.fstat(f.fileno()).st_size
         header = f.read(HEADER.size)
         if len(header) < HEADER.size and MAGIC.startswith(header[:4]):
-            raise _fail(f"archive {self.name} is truncated ({size} bytes)", "truncated", path=self.name, size=size)
+            raise fail(f"archive {self.name} is truncated ({size} bytes)", "truncated", path=self.name, size=size)
         if header[:4] != MAGIC:
-            raise _fail(f"{self.name} is not a snapstore archive (no SNPA header)", "bad magic", path=self.name)
+            raise fail(f"{self.name} is not a snapstore archive (no SNPA header)", "bad magic", path=self.name)
         _magic, version, reserved = HEADER.unpack(header)
         if version > ARCHIVE_VERSION or version < 1:
             raise FormatVersionError(
@@ -618,32 +198,32 @@ class _ArchiveReader:
                 {"path": self.name, "version": version, "supported": ARCHIVE_VERSION},
             )
         if reserved != b"\0\0\0":
-            raise _fail(f"archive {self.name} has a damaged header", "bad header", path=self.name)
+            raise fail(f"archive {self.name} has a damaged header", "bad header", path=self.name)
         if size < HEADER.size + TRAILER.size:
-            raise _fail(f"archive {self.name} is truncated ({size} bytes)", "truncated", path=self.name, size=size)
+            raise fail(f"archive {self.name} is truncated ({size} bytes)", "truncated", path=self.name, size=size)
         f.seek(size - TRAILER.size)
         raw = f.read(TRAILER.size)
         trailer = _Trailer(*TRAILER.unpack(raw))
         frames_length, body_size, payloads_size, manifest_size, count = trailer[:5]
         if trailer.magic != TRAILER_MAGIC:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} is truncated or damaged: it does not end with its trailer",
                 "truncated",
                 path=self.name,
             )
         if xxhash.xxh3_64_intdigest(raw[:TRAILER_CHECKED]) != trailer.check or trailer.reserved != b"\0" * 4:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} has a damaged trailer (checksum mismatch)", "trailer checksum", path=self.name
             )
         if HEADER.size + frames_length + TRAILER.size != size:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} is {size} bytes, its trailer says {HEADER.size + frames_length + TRAILER.size}: "
                 "truncated or extended",
                 "length mismatch",
                 path=self.name,
             )
         if body_size > self.max_size:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} declares {body_size} bytes uncompressed, over the {self.max_size}-byte limit",
                 "too large",
                 path=self.name,
@@ -651,13 +231,13 @@ class _ArchiveReader:
                 limit=self.max_size,
             )
         if manifest_size > MAX_META_SIZE or count * ENTRY.size > MAX_META_SIZE:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} declares a manifest or index over the {MAX_META_SIZE}-byte limit",
                 "too large",
                 path=self.name,
             )
         if payloads_size + manifest_size + count * ENTRY.size != body_size:
-            raise _fail(f"archive {self.name} has inconsistent sizes in its trailer", "bad trailer", path=self.name)
+            raise fail(f"archive {self.name} has inconsistent sizes in its trailer", "bad trailer", path=self.name)
         self.body_size = body_size
         return trailer
 
@@ -668,7 +248,7 @@ class _ArchiveReader:
         while region.read(CHUNK):
             pass  # the checksum of the compressed bytes first: damage gets a clear message
         if region.hasher.digest() != trailer.frames_hash:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} is damaged: its compressed data does not match its checksum",
                 "data checksum",
                 path=self.name,
@@ -684,7 +264,7 @@ class _ArchiveReader:
                     break
                 written += len(chunk)
                 if written > body_size:
-                    raise _fail(
+                    raise fail(
                         f"archive {self.name} inflates beyond the {body_size} bytes it declares; refused",
                         "too large",
                         path=self.name,
@@ -694,9 +274,9 @@ class _ArchiveReader:
                 if self.progress is not None:
                     self.progress(written, body_size, "reading archive")
         except zstandard.ZstdError as exc:
-            raise _fail(f"archive {self.name} does not decompress: {exc}", "bad zstd data", path=self.name) from None
+            raise fail(f"archive {self.name} does not decompress: {exc}", "bad zstd data", path=self.name) from None
         if written != body_size or region.remaining:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} decompresses to {written} bytes, its trailer declares {body_size}",
                 "size mismatch",
                 path=self.name,
@@ -711,7 +291,7 @@ class _ArchiveReader:
         meta = xxhash.xxh3_128(manifest)
         meta.update(index)
         if meta.digest() != trailer.meta_hash:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} is damaged: its manifest or index does not match its checksum",
                 "meta checksum",
                 path=self.name,
@@ -720,11 +300,11 @@ class _ArchiveReader:
         for number, (hex_id, start, length, kind, reserved) in enumerate(ENTRY.iter_unpack(index)):
             where = f"archive {self.name} index entry {number}"
             if not _HEX_ID.fullmatch(hex_id) or reserved != b"\0\0\0":
-                raise _fail(f"{where} is malformed", "bad index", path=self.name, entry=number)
-            if kind not in _KINDS:
-                raise _fail(f"{where} has unknown kind {kind}", "bad index", path=self.name, entry=number)
+                raise fail(f"{where} is malformed", "bad index", path=self.name, entry=number)
+            if kind not in KINDS:
+                raise fail(f"{where} has unknown kind {kind}", "bad index", path=self.name, entry=number)
             if start != offset or length < 1 or length > codec.MAX_OBJECT_SIZE:
-                raise _fail(
+                raise fail(
                     f"{where} ({hex_id.decode()}) has offset {start} and length {length}: "
                     f"objects must follow each other from offset 0, each 1 to {codec.MAX_OBJECT_SIZE} bytes",
                     "bad index",
@@ -734,7 +314,7 @@ class _ArchiveReader:
                 )
             offset += length
             if not self.table.add(bytes.fromhex(hex_id.decode())):
-                raise _fail(
+                raise fail(
                     f"archive {self.name} lists object {hex_id.decode()} twice",
                     "bad index",
                     path=self.name,
@@ -744,7 +324,7 @@ class _ArchiveReader:
             self.lengths.append(length)
             self.kinds.append(kind)
         if offset != payloads_size:
-            raise _fail(
+            raise fail(
                 f"archive {self.name} index covers {offset} bytes of objects, the trailer says {payloads_size}",
                 "bad index",
                 path=self.name,
@@ -754,14 +334,14 @@ class _ArchiveReader:
         return manifest
 
     def _parse_manifest(self, manifest: bytes) -> None:
-        from .store import check_session_name
+        from ..store import check_session_name
 
         try:
             body = orjson.loads(manifest)
         except orjson.JSONDecodeError as exc:
-            raise _fail(f"archive {self.name} has a manifest that is not JSON: {exc}", "bad manifest") from None
+            raise fail(f"archive {self.name} has a manifest that is not JSON: {exc}", "bad manifest") from None
         if not isinstance(body, dict) or body.get("type") != MANIFEST_TYPE:
-            raise _fail(f"archive {self.name} has no snapstore manifest", "bad manifest", path=self.name)
+            raise fail(f"archive {self.name} has no snapstore manifest", "bad manifest", path=self.name)
         version = body.get("format")
         if type(version) is int and version > ARCHIVE_VERSION:
             raise FormatVersionError(
@@ -769,7 +349,7 @@ class _ArchiveReader:
                 {"path": self.name, "version": version, "supported": ARCHIVE_VERSION},
             )
         if version != ARCHIVE_VERSION or not isinstance(body.get("sessions"), list):
-            raise _fail(f"archive {self.name} has a malformed manifest", "bad manifest", path=self.name)
+            raise fail(f"archive {self.name} has a malformed manifest", "bad manifest", path=self.name)
         names: set[str] = set()
         sessions = body.pop("sessions")
         for number in range(len(sessions)):
@@ -780,39 +360,39 @@ class _ArchiveReader:
             try:
                 doc = SessionDoc.from_payload(label, payload)
             except CorruptObjectError as exc:
-                raise _fail(f"archive {self.name}: {exc}", "bad session document", path=self.name) from None
+                raise fail(f"archive {self.name}: {exc}", "bad session document", path=self.name) from None
             try:
                 check_session_name(doc.name)
             except InvalidNameError as exc:
-                raise _fail(
+                raise fail(
                     f"archive {self.name} names a session that cannot be used: {exc}",
                     "bad session name",
                     path=self.name,
                     session=repr(doc.name),
                 ) from None
             if doc.name in names:
-                raise _fail(f"archive {self.name} lists session {doc.name!r} twice", "bad manifest", session=doc.name)
+                raise fail(f"archive {self.name} lists session {doc.name!r} twice", "bad manifest", session=doc.name)
             if doc.max_snapshots < 1 or doc.generation < 0:
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: session {doc.name!r} has a bad max_snapshots or generation",
                     "bad session document",
                     session=doc.name,
                 )
             listed = [*doc.snapshots, *doc.evicted]
             if len(set(listed)) != len(listed):
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: session {doc.name!r} lists a snapshot twice",
                     "bad session document",
                     session=doc.name,
                 )
             if doc.head is not None and doc.head not in listed:
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: session {doc.name!r} has head {doc.head}, which it does not list",
                     "bad session document",
                     session=doc.name,
                 )
             if not set(doc.bases) <= set(listed):
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: session {doc.name!r} has bases it does not list",
                     "bad session document",
                     session=doc.name,
@@ -826,7 +406,7 @@ class _ArchiveReader:
         self.spool.seek(start)
         data = self.spool.read(length)
         if len(data) != length:
-            raise _fail(f"archive {self.name}: spool file is short", "spool", path=self.name)
+            raise fail(f"archive {self.name}: spool file is short", "spool", path=self.name)
         return data
 
     def _check_objects(self) -> None:
@@ -839,9 +419,9 @@ class _ArchiveReader:
             payload = self.spool.read(self.lengths[i])
             kind = self.kinds[i]
             if kind == KIND_STATE_PATCH:
-                patched += _check_state_patch(self.name, key, payload)
+                patched += check_state_patch(self.name, key, payload)
                 if self.body_size + patched > self.max_size:
-                    raise _fail(
+                    raise fail(
                         f"archive {self.name} declares more than {self.max_size} bytes of states",
                         "too large",
                         path=self.name,
@@ -849,14 +429,14 @@ class _ArchiveReader:
             else:
                 actual = codec.object_id(payload)
                 if actual != key:
-                    raise _fail(
+                    raise fail(
                         f"archive {self.name}: object {key} does not match its id (content hashes to {actual})",
                         "hash mismatch",
                         path=self.name,
                         object=key,
                         actual=actual,
                     )
-                _check_payload(self.name, key, kind, payload)
+                check_payload(self.name, key, kind, payload)
             if self.progress is not None and (i % PROGRESS_EVERY == 0 or i == count - 1):
                 self.progress(i + 1, count, "verifying objects")
 
@@ -877,7 +457,7 @@ class _ArchiveReader:
         if i < 0 or label == need or (need == Kind.STATE and label == KIND_STATE_PATCH):
             return i
         if label == KIND_STATE_PATCH and i not in self.resolved:
-            raise _fail(
+            raise fail(
                 f"archive {self.name}: object {key} is needed as a {need.name.lower()} before the state patch "
                 "holding it is rebuilt",
                 "bad order",
@@ -886,10 +466,10 @@ class _ArchiveReader:
             )
         if need != Kind.STATE:  # any payload is canonical JSON (checked), hence a state
             try:
-                _check_payload(self.name, key, int(need), self._payload(i))
+                check_payload(self.name, key, int(need), self._payload(i))
             except ArchiveError:
-                raise _fail(
-                    f"archive {self.name}: object {key} is a {_KIND_NAMES[label]} and does not parse as the "
+                raise fail(
+                    f"archive {self.name}: object {key} is a {KIND_NAMES[label]} and does not parse as the "
                     f"{need.name.lower()} it is used as",
                     "wrong kind",
                     path=self.name,
@@ -897,15 +477,15 @@ class _ArchiveReader:
                 ) from None
         return i
 
-    def _record(self, sid: str, mark: bool = False) -> _Links:
+    def _record(self, sid: str, mark: bool = False) -> Links:
         i = self._entry(sid, Kind.RECORD)
         if i >= 0:
             self.needed[i] |= mark
-            return _links(self._payload(i))  # checked by _check_objects
+            return links(self._payload(i))  # checked by _check_objects
         if self.store.backend.has(sid):
             record = SnapshotRecord.from_payload(sid, self.store.objects.get(sid, Kind.RECORD))
-            return _Links(record.parent, record.delta, record.state)
-        raise _fail(
+            return Links(record.parent, record.delta, record.state)
+        raise fail(
             f"archive {self.name}: snapshot {sid} is neither in the archive nor in the store",
             "missing object",
             path=self.name,
@@ -917,7 +497,7 @@ class _ArchiveReader:
         if i >= 0:
             self.needed[i] |= mark
         elif not self.store.backend.has(key):
-            raise _fail(
+            raise fail(
                 f"archive {self.name}: {need.name.lower()} {key} needed by snapshot {needed_by} is neither in "
                 "the archive nor in the store",
                 "missing object",
@@ -943,15 +523,15 @@ class _ArchiveReader:
             body = orjson.loads(self._payload(i))
             state = self._rebuild(body["parent"], key)
             try:
-                state = apply_patch(state, _no_copy(self.name, key, body["patch"]), in_place=True)
+                state = apply_patch(state, refuse_copies(self.name, key, body["patch"]), in_place=True)
                 data = codec.dumps(state)
             except (PatchError, TypeError, orjson.JSONEncodeError) as exc:
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: state patch {key} does not apply: {exc}", "bad state patch", object=key
                 ) from None
             del state
             if len(data) != body["size"] or codec.object_id(data) != key:
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: state patch {key} rebuilds to a state hashing {codec.object_id(data)}",
                     "hash mismatch",
                     path=self.name,
@@ -963,12 +543,12 @@ class _ArchiveReader:
 
     def _rebuild(self, sid: str, for_key: str) -> Any:
         """The state of snapshot ``sid``: from the nearest state that can be read now, then its deltas."""
-        path: list[_Links] = []
+        path: list[Links] = []
         seen: set[str] = set()
         current = sid
         while True:
             if current in seen:
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: snapshot {sid} has a cyclic parent chain", "cyclic chain", object=current
                 )
             seen.add(current)
@@ -977,7 +557,7 @@ class _ArchiveReader:
             if available:
                 break
             if record.delta is None or record.parent is None:
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: state patch {for_key} needs the state of snapshot {sid}, "
                     f"which cannot be rebuilt (state {record.state} is missing)",
                     "missing object",
@@ -990,7 +570,7 @@ class _ArchiveReader:
             assert step.delta is not None
             i = self._entry(step.delta, Kind.DELTA)
             if i < 0 and not self.store.backend.has(step.delta):
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: delta {step.delta} of snapshot {sid}'s chain is neither in the archive "
                     "nor in the store",
                     "missing object",
@@ -999,9 +579,9 @@ class _ArchiveReader:
                 )
             ops = orjson.loads(self._payload(i)) if i >= 0 else self.store.objects.delta(step.delta)
             try:
-                state = apply_patch(state, _no_copy(self.name, step.delta, ops), in_place=True)
+                state = apply_patch(state, refuse_copies(self.name, step.delta, ops), in_place=True)
             except PatchError as exc:
-                raise _fail(
+                raise fail(
                     f"archive {self.name}: delta {step.delta} does not apply: {exc}", "bad delta", object=step.delta
                 ) from None
         return state
@@ -1024,7 +604,7 @@ class _ArchiveReader:
             current = root
             while not known(current):
                 if current not in listed:
-                    raise _fail(
+                    raise fail(
                         f"archive {self.name}: the chain of snapshot {root} in session {doc.name!r} runs through "
                         f"{current}, which the session document does not list",
                         "unlisted record",
@@ -1033,7 +613,7 @@ class _ArchiveReader:
                         object=current,
                     )
                 if current in on_path:
-                    raise _fail(
+                    raise fail(
                         f"archive {self.name}: snapshot {root} has a cyclic parent chain",
                         "cyclic chain",
                         object=current,
@@ -1076,7 +656,7 @@ class _ArchiveReader:
             else:
                 actions.append(_Action(doc.name, doc, on_conflict, doc.name))
         if conflicts:
-            raise _fail(
+            raise fail(
                 f"archive {self.name}: the store already has session(s) {', '.join(repr(c) for c in conflicts)} "
                 "with other snapshots; import with on_conflict='merge', 'replace' or 'rename'",
                 "session exists",
@@ -1154,7 +734,7 @@ class _ArchiveReader:
                     report.unchanged.append(action.name)
                     return
                 if policy == "error":
-                    raise _fail(
+                    raise fail(
                         f"session {target!r} was created by someone else during the import (objects are written; "
                         "gc collects them)",
                         "session exists",
@@ -1208,7 +788,7 @@ def _merged(local: SessionDoc, incoming: SessionDoc) -> SessionDoc:
 
 
 def _free_name(store: SnapshotStore, name: str, taken: set[str]) -> str:
-    from .store import MAX_NAME_LENGTH
+    from ..store import MAX_NAME_LENGTH
 
     for n in range(1, 10_000):
         suffix = _RENAME_SUFFIX if n == 1 else f"{_RENAME_SUFFIX}-{n}"
@@ -1216,64 +796,3 @@ def _free_name(store: SnapshotStore, name: str, taken: set[str]) -> str:
         if candidate not in taken and not store.has_session(candidate):
             return candidate
     raise SnapshotError(f"no free name to import session {name!r} under", {"session": name})
-
-
-def _no_copy(archive: str, key: str, ops: Any) -> Any:
-    """Refuse ``copy`` while rebuilding from an archive: repeated copies could inflate a state without bound."""
-    if isinstance(ops, list):
-        for op in ops:
-            if isinstance(op, dict) and op.get("op") == "copy":
-                raise _fail(
-                    f"archive {archive}: patch {key} copies values, which import does not rebuild through",
-                    "copy operation",
-                    object=key,
-                )
-    return ops
-
-
-def _check_payload(archive: str, key: str, kind: int, payload: bytes) -> None:
-    """The payload is canonical JSON of the right shape for its kind."""
-    try:
-        if kind == Kind.RECORD:
-            record = SnapshotRecord.from_payload(key, payload)
-            parse_timestamp(record.timestamp)  # listing the snapshot parses it
-            canonical = record.to_payload() == payload
-        else:
-            value = orjson.loads(payload)
-            canonical = codec.dumps(value) == payload
-            if kind == Kind.DELTA and not _is_patch(value):
-                raise _fail(f"archive {archive}: delta {key} is not a JSON Patch", "bad delta", object=key)
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError) as exc:
-        raise _fail(
-            f"archive {archive}: object {key} is not JSON snapstore can store: {exc}", "not JSON", object=key
-        ) from None
-    except CorruptObjectError as exc:
-        raise _fail(f"archive {archive}: {exc}", "bad record", object=key) from None
-    except ValueError as exc:  # the timestamp
-        raise _fail(f"archive {archive}: record {key} has a bad timestamp: {exc}", "bad record", object=key) from None
-    if not canonical:
-        raise _fail(f"archive {archive}: object {key} is not canonical JSON", "not canonical", object=key)
-
-
-def _check_state_patch(archive: str, key: str, payload: bytes) -> int:
-    """Check a state patch's shape; returns the size of the state it declares."""
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        body = None
-    if (
-        not isinstance(body, dict)
-        or set(body) != {"parent", "patch", "size"}
-        or not codec_id(body["parent"])
-        or not _is_patch(body["patch"])
-        or type(body["size"]) is not int
-        or not 0 < body["size"] <= codec.MAX_OBJECT_SIZE
-    ):
-        raise _fail(f"archive {archive}: state patch {key} is malformed", "bad state patch", object=key)
-    return body["size"]
-
-
-def _is_patch(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(op, dict) and op.get("op") in _PATCH_OPS and isinstance(op.get("path"), str) for op in value
-    )
