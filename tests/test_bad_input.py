@@ -35,7 +35,7 @@ from snapstore import (
     SnapshotStore,
 )
 from snapstore.backends import Backend, DirectoryBackend, MemoryBackend
-from snapstore.codec import Kind, object_id
+from snapstore.codec import Kind, decode_object, object_id
 from snapstore.objects import SessionDoc, SnapshotRecord
 
 BASE_STATE = {"hp": 10, "items": ["sword"], "pos": {"x": 0, "y": 0}, "none": None, "list": [None, 1]}
@@ -249,6 +249,98 @@ def test_refusals_name_the_value_and_where_it_is(fx: Fixture) -> None:
     assert err.details["path"] == "/npcs/0/hp" and "NaN and Infinity" in str(err) and "/npcs/0/hp" in str(err)
     err = refused(fx, InvalidStateError, lambda: fx.sess.commit({"a/b": {"~": (1,)}}))
     assert err.details["path"] == "/a~1b/~0" and "tuple" in str(err)
+
+
+class LenientDict(dict):  # claims equality with anything
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class ExplodingFloat(float):
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("boom")
+
+    __ne__ = __eq__  # type: ignore[assignment]
+    __hash__ = float.__hash__
+
+
+class HostileDict(dict):  # every reading method fails: only the base type's storage is usable
+    def items(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("items")
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("keys")
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("iter")
+
+
+class HostileList(list):
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("iter")
+
+    def __len__(self) -> int:
+        raise RuntimeError("len")
+
+
+class LenientColor(enum.Enum):
+    RED = "red"
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("boom")
+
+    __hash__ = enum.Enum.__hash__
+
+
+# Values whose own methods lie or fail: a refusal must still say InvalidStateError and write nothing.
+HOSTILE = {
+    "lenient-dict-hiding-nan": {"npc": LenientDict(hp=math.nan)},
+    "lenient-dict-hiding-tuple": {"npc": LenientDict(pos=(1, 2))},
+    "float-subclass-whose-eq-raises-holding-nan": {"a": ExplodingFloat("nan")},
+    "hostile-dict-holding-nan": {"a": HostileDict(x=math.nan)},
+    "hostile-list-holding-inf": {"a": HostileList([1, math.inf])},
+    "enum-whose-eq-raises": {"c": LenientColor.RED},
+}
+
+
+@pytest.mark.parametrize("where", ["first-commit", "delta-commit"])
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_values_whose_own_methods_lie_or_fail_are_refused(fx: Fixture, case: str, where: str) -> None:
+    sess = fx.store.session("s") if where == "delta-commit" else fx.store.session("fresh")
+    refused(fx, InvalidStateError, lambda: sess.commit(HOSTILE[case]))
+
+
+@pytest.mark.parametrize("where", ["first-commit", "delta-commit"])
+def test_subclasses_are_read_through_their_base_type(fx: Fixture, where: str) -> None:
+    """Overridden iteration or lookups cannot change what is stored: the stored items are read."""
+    sess = fx.store.session("s") if where == "delta-commit" else fx.store.session("fresh")
+    snap = sess.commit({"d": HostileDict(x=1, y=[2]), "l": HostileList([3, {"z": 4}])})
+    assert canonical(fx.reopen().session(sess.name).state(snap.id)) == canonical(
+        {"d": {"x": 1, "y": [2]}, "l": [3, {"z": 4}]}
+    )
+
+
+def test_a_model_that_does_not_serialize_is_refused(fx: Fixture) -> None:
+    class Loose(BaseModel):
+        model_config = {"arbitrary_types_allowed": True}
+        thing: Any = None
+
+    refused(fx, InvalidStateError, lambda: fx.sess.commit(Loose(thing=object())))
+
+
+def test_a_state_byte_identical_to_the_session_document_keeps_its_keyframe(tmp_path: Path) -> None:
+    """States and session documents share one object namespace; replacing the document after a
+    keyframe of the same bytes must not delete the keyframe."""
+    store = SnapshotStore.open(tmp_path / "store", max_chain=0)  # every commit a keyframe
+    sess = store.session("s")
+    doc_key = sess._doc_key
+    doc_state = orjson.loads(decode_object(doc_key, store.backend.get(doc_key)))
+    snap = sess.commit(doc_state)
+    assert store.verify(read_data=True).ok
+    again = SnapshotStore.open(tmp_path / "store")
+    assert canonical(again.session("s").state(snap.id)) == canonical(doc_state)
 
 
 # Subclasses of the JSON types are instances of them: each is written, and reads back, as its base

@@ -14,6 +14,7 @@ Everything snapstore stores is bytes produced here:
 from __future__ import annotations
 
 import enum
+import math
 import struct
 import threading
 from typing import Any
@@ -71,8 +72,38 @@ def _json_base(value: Any) -> Any:
     return _refuse(value)
 
 
-_TO_BASE: dict[type, Any] = {dict: dict, list: list, str: str.__str__, int: int.__int__, float: float.__float__}
+def _dict_of(value: dict[str, Any]) -> dict[str, Any]:
+    return dict(dict.items(value))  # the stored items, whatever the subclass's keys/__iter__ say
+
+
+_TO_BASE: dict[type, Any] = {
+    dict: _dict_of,
+    list: list.copy,
+    str: str.__str__,
+    int: int.__int__,
+    float: float.__float__,
+}
 _BASES = tuple(_TO_BASE)
+
+
+def plain_copy(value: Any) -> Any:
+    """``value`` with each subclass of a JSON type replaced by its base type's value, read with the
+    base types' own methods; every other value (enum members included: orjson writes their
+    ``.value``) is kept as it is. Comparing a reading with this copy runs no subclass's ``__eq__``,
+    which could otherwise claim equality and hide a NaN inside it."""
+    if isinstance(value, enum.Enum) or type(value) in _EXACT_LEAVES:
+        return value
+    if isinstance(value, dict):
+        return {key: plain_copy(child) for key, child in dict.items(value)}
+    if isinstance(value, list):
+        return [plain_copy(child) for child in list.copy(value)]
+    for base in _BASES:
+        if isinstance(value, base):
+            return _TO_BASE[base](value)
+    return value
+
+
+_EXACT_LEAVES = frozenset((str, int, float, bool, type(None)))
 
 
 def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
@@ -152,30 +183,46 @@ def check_reading(value: Any, reading: Any) -> None:
     ints or strings (``IntEnum``, ``StrEnum``) equal their value and are kept as it,
     like every other subclass of a JSON type.
     """
-    if reading != value:
+    try:
+        differs = reading != value
+    except Exception:  # an enum member's own __eq__ failed: the value is not plain JSON
+        differs = True
+    if differs:
         raise describe_unrepresentable(value)
 
 
 def describe_unrepresentable(root: Any) -> InvalidStateError:
     """The error naming the first value in ``root`` that JSON cannot give back, and where it is."""
+    try:
+        found = _first_unrepresentable(root)
+    except Exception:  # a value's own methods failed while we looked (its __class__, say)
+        found = None
+    if found is None:
+        # Every value is JSON, yet the state does not equal its reading: something's __eq__ says so.
+        return _invalid(root, "the state does not equal its own JSON reading (a value overriding __eq__?)")
+    node, reason, path = found
+    return _invalid(node, reason, path)
+
+
+def _first_unrepresentable(root: Any) -> tuple[Any, str, str] | None:
+    # The base types' own methods read containers, so no subclass code runs here either.
     stack: list[tuple[Any, str]] = [(root, "")]
     while stack:
         node, path = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((child, f"{path}/{escape_token(key)}") for key, child in reversed(node.items()))
-        elif isinstance(node, list):
-            stack.extend((child, f"{path}/{index}") for index, child in reversed(list(enumerate(node))))
-        else:
+        if isinstance(node, enum.Enum) or not isinstance(node, (dict, list)):
             reason = _unrepresentable_leaf(node)
             if reason is not None:
-                return _invalid(node, reason, path)
-    # Every value is JSON, yet the state does not equal its reading: a subclass whose __eq__ says so.
-    return _invalid(root, "the state does not equal its own JSON reading (a subclass overriding __eq__?)")
+                return node, reason, path
+        elif isinstance(node, dict):
+            stack.extend((child, f"{path}/{escape_token(key)}") for key, child in reversed(dict.items(node)))
+        else:
+            stack.extend((child, f"{path}/{index}") for index, child in reversed(list(enumerate(list.copy(node)))))
+    return None
 
 
 def _unrepresentable_leaf(node: Any) -> str | None:
     if isinstance(node, float):
-        return None if node - node == 0.0 else "NaN and Infinity have no JSON form"
+        return None if math.isfinite(float.__float__(node)) else "NaN and Infinity have no JSON form"
     if isinstance(node, (str, int)) or node is None:  # bool is an int; IntEnum and StrEnum are kept as values
         return None
     if isinstance(node, tuple):

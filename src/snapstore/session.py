@@ -111,10 +111,16 @@ class Session:
                 "turn must be a 64-bit integer or None", {"argument": "turn", "type": type(turn).__name__}
             )
         if isinstance(state, BaseModel):
-            state = state.model_dump(mode="json")
+            try:
+                state = state.model_dump(mode="json")
+            except ValueError as exc:  # pydantic's serialization error: a field it cannot write as JSON
+                raise InvalidStateError(
+                    f"state cannot be stored as JSON: the model does not serialize: {exc}",
+                    {"reason": "model does not serialize", "type": type(state).__name__},
+                ) from None
         data, pieces, converted = codec.encode_state(state)
         if converted:  # subclasses of JSON types were written as their base types: commit that reading
-            state = codec.read_back(data, state)
+            state = codec.read_back(data, codec.plain_copy(state))
         state_hash = codec.object_id(data)
         with self._lock:
             for attempt in range(COMMIT_ATTEMPTS):
@@ -320,7 +326,10 @@ class Session:
             return False
         old_key = self._doc_key
         self._doc_key, self._doc = new_key, new
-        backend.delete(old_key)
+        # The replaced document is deleted at once, unless this very batch stored the same bytes
+        # as another object (a keyframe whose state is byte-identical to that document).
+        if not any(key == old_key for key, _blob in objects or ()):
+            backend.delete(old_key)
         return True
 
     def _head_for(self, doc: SessionDoc) -> tuple[Any, dict[str, bytes] | None]:
