@@ -13,6 +13,7 @@ that keeps a full copy of every state.
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from hypothesis.stateful import (
 )
 
 from conftest import canonical
-from snapstore import SnapshotNotFound, SnapshotStore
+from snapstore import InvalidStateError, SnapshotNotFound, SnapshotStore
 from snapstore import store as store_module
 from snapstore.backends import MemoryBackend
 from snapstore.codec import encode_state
@@ -187,6 +188,26 @@ def mutate(data: st.DataObject, doc: Any, max_edits: int = 6) -> Any:
     for _ in range(data.draw(st.integers(1, max_edits))):
         out = _mutate_once(data, out)
     return out
+
+
+def spoil(data: st.DataObject, doc: Any) -> Any:
+    """``doc`` with one value JSON cannot give back put in it: where a null is, when there is one
+    (NaN and Infinity are written as null, so there the bytes do not change), else anywhere."""
+    bad = data.draw(st.sampled_from([math.nan, math.inf, -math.inf, (1,), ("x", None)]))
+    spots: list[tuple[Any, Any]] = []
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        members = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in members:
+            spots.append((node, key))
+            stack.append(child)
+    nulls = [spot for spot in spots if spot[0][spot[1]] is None]
+    if not spots:
+        return [doc, bad]
+    container, key = data.draw(st.sampled_from(nulls or spots))
+    container[key] = bad
+    return doc
 
 
 # ---------------------------------------------------------------- part 1: diff and apply
@@ -430,6 +451,15 @@ class StoreModel(RuleBasedStateMachine):
         for turn in range(count):
             sid = self._commit(mutate(data, self._head_state(), max_edits=2), "burst", turn)
         return sid
+
+    @rule(data=st.data())
+    def commit_refused(self, data: st.DataObject) -> None:
+        """A state holding NaN, Infinity or a tuple is refused; the session, and its cached head,
+        are as they were (the next rules commit and compare against it)."""
+        spoiled = spoil(data, mutate(data, self._head_state(), max_edits=2))
+        with pytest.raises(InvalidStateError):
+            self.sess.commit(spoiled)
+        event("a commit was refused")
 
     @rule(target=snapshots, label=st.sampled_from(["same", ""]))
     def commit_unchanged(self, label: str) -> str:

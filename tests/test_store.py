@@ -301,6 +301,50 @@ def test_a_stale_handle_commits_after_another_squashed_its_chain(
     assert b_store.verify(read_data=True).ok
 
 
+def test_a_commit_that_loses_a_race_catches_up_instead_of_rebuilding(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit patches its cached head before the ref swap; when another writer's commit lands
+    first, the head is put back and the retry applies just that writer's delta to it."""
+    import snapstore.session
+
+    def turn(t: int) -> dict:  # a large state with a small change: every commit stores a delta
+        return {"log": [f"line {i}" for i in range(200)], "t": t}
+
+    a_store = make_store()
+    a = a_store.session("s", max_snapshots=100)
+    other = make_store() if make_store.kind != "memory" else a_store  # type: ignore[attr-defined]
+    b = SnapshotStore(other.backend).session("s")
+    b.commit(turn(0))  # each handle has a cached head: from here on both catch up, neither rebuilds
+    for t in range(1, 4):
+        a.commit(turn(t))
+    real_cas, raced = a_store.backend.cas_ref, []
+
+    def cas_after_a_rival(name: str, expected: str | None, new: str | None) -> bool:
+        if not raced and name == a._ref:
+            raced.append("")  # first (the memory store's rival shares this backend)
+            raced[0] = b.commit(turn(4)).id  # a real commit by another handle lands first
+        return real_cas(name, expected, new)
+
+    rebuilds: list[str] = []
+    real_rebuild = snapstore.session.rebuild
+
+    def counting_rebuild(*args: object, **kwargs: object) -> object:
+        rebuilds.append("rebuild")
+        return real_rebuild(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(a_store.backend, "cas_ref", cas_after_a_rival)
+    monkeypatch.setattr(snapstore.session, "rebuild", counting_rebuild)
+    snap = a.commit(turn(5))
+    assert raced and snap.parent == raced[0]
+    assert rebuilds == []  # caught up from the head it had, which the lost attempt had patched
+    fresh = SnapshotStore(other.backend).session("s")
+    for sid, t in ((raced[0], 4), (snap.id, 5)):
+        assert canonical(fresh.state(sid)) == canonical(turn(t))
+    assert canonical(a.state(snap.id)) == canonical(turn(5))
+    assert a_store.verify(read_data=True).ok
+
+
 def test_two_handles_commit_without_losing_any(make_store: Callable[..., SnapshotStore]) -> None:
     a = make_store().session("s", max_snapshots=100)
     other = make_store() if make_store.kind != "memory" else a._store  # type: ignore[attr-defined]

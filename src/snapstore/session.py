@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from . import codec
 from .chains import apply_delta, check_state, rebuild
 from .codec import Kind
-from .delta import apply_patch, diff, diff_members
+from .delta import apply_patch, diff, diff_members, parse_pointer
 from .errors import (
     AmbiguousSnapshotId,
     ConcurrentUpdateError,
@@ -51,6 +51,8 @@ class Session:
         self._head_id: str | None = None
         self._head_state: Any = None
         self._head_pieces: dict[str, bytes] | None = None  # canonical bytes of the head's members
+        # (head id, its members' bytes, the ops) while the cached head is patched ahead of a ref swap
+        self._patched: tuple[str | None, dict[str, bytes] | None, list[Any]] | None = None
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -155,15 +157,51 @@ class Session:
             ops = diff(head_state, state)
         payload = codec.dumps(ops)
         # Patched in place (a copy would double the memory), so until the ref swap succeeds the
-        # cache is no snapshot's: a refusal or a lost race rebuilds it from the store.
+        # cache is no snapshot's: a refusal or a lost race puts it back (``_unpatch_head``).
+        self._patched = (self._head_id, head_pieces, ops)
         self._head_id = self._head_pieces = None
         try:
             # the stored bytes, parsed, rather than ops, whose values alias the caller's objects
             new_head = apply_patch(head_state, codec.loads(payload), in_place=True)
         except (ValueError, PatchError):  # bytes an orjson.Fragment spliced into the patch
+            self._unpatch_head()
             raise codec.describe_unrepresentable(state) from None
-        codec.check_reading(state, new_head)
+        try:
+            codec.check_reading(state, new_head)
+        except InvalidStateError:
+            self._unpatch_head()
+            raise
         return payload, new_head
+
+    def _unpatch_head(self) -> None:
+        """Put the cached head back as it was before ``_next_head`` patched it in place.
+
+        The top-level members the patch named are parsed again from the head's bytes and the ones
+        it added are dropped; the others were not touched. Without the members' bytes (a state
+        that is not an object) or after a whole-document patch, the cache stays dropped and the
+        next commit rebuilds it from the store.
+        """
+        patched, self._patched = self._patched, None
+        if patched is None:
+            return
+        head_id, pieces, ops = patched
+        head = self._head_state
+        if head_id is None or pieces is None or type(head) is not dict:
+            return
+        touched: set[str] = set()
+        for op in ops:
+            for pointer in (op["path"], op.get("from")):
+                if pointer is not None:
+                    tokens = parse_pointer(pointer)
+                    if not tokens:
+                        return
+                    touched.add(tokens[0])
+        for key in touched:
+            if key in pieces:
+                head[key] = codec.loads(pieces[key])
+            else:
+                head.pop(key, None)
+        self._head_id, self._head_pieces = head_id, pieces
 
     def _write_snapshot(
         self,
@@ -179,39 +217,45 @@ class Session:
         store, objects = self._store, self._store.objects
         parent = doc.head
         delta_payload, new_head = self._next_head(doc, state, data, pieces)
-        pending: list[tuple[str, bytes]] = []  # written in one batch, before the ref swap
-        with store.writing():
-            if parent is None or delta_payload is None:
-                record = self._keyframe_record(None, data, state_hash, label, turn, pending)
-            else:
-                parent_record = objects.record(parent)
-                delta_key, delta_blob = objects.encode(Kind.DELTA, delta_payload)
-                if store.policy.wants_keyframe(parent_record, len(delta_blob), len(data)):
-                    record = self._keyframe_record(parent, data, state_hash, label, turn, pending)
+        try:
+            pending: list[tuple[str, bytes]] = []  # written in one batch, before the ref swap
+            with store.writing():
+                if parent is None or delta_payload is None:
+                    record = self._keyframe_record(None, data, state_hash, label, turn, pending)
                 else:
-                    pending.append((delta_key, delta_blob))
-                    record = SnapshotRecord(
-                        session=self.name,
-                        parent=parent,
-                        state=state_hash,
-                        delta=delta_key,
-                        label=label,
-                        timestamp=_now(),
-                        turn=turn,
-                        size=len(data),
-                        depth=parent_record.depth + 1,
-                        chain_bytes=parent_record.chain_bytes + len(delta_blob),
-                        base_ratio=parent_record.base_ratio,
-                    )
-            sid, record_blob = objects.encode(Kind.RECORD, record.to_payload())
-            pending.append((sid, record_blob))
-            new_doc = doc.copy()
-            if sid not in new_doc.snapshots:
-                new_doc.snapshots.append(sid)
-            new_doc.head = sid
-            _evict(new_doc)
-            if not self._swap(new_doc, pending):
-                return None
+                    parent_record = objects.record(parent)
+                    delta_key, delta_blob = objects.encode(Kind.DELTA, delta_payload)
+                    if store.policy.wants_keyframe(parent_record, len(delta_blob), len(data)):
+                        record = self._keyframe_record(parent, data, state_hash, label, turn, pending)
+                    else:
+                        pending.append((delta_key, delta_blob))
+                        record = SnapshotRecord(
+                            session=self.name,
+                            parent=parent,
+                            state=state_hash,
+                            delta=delta_key,
+                            label=label,
+                            timestamp=_now(),
+                            turn=turn,
+                            size=len(data),
+                            depth=parent_record.depth + 1,
+                            chain_bytes=parent_record.chain_bytes + len(delta_blob),
+                            base_ratio=parent_record.base_ratio,
+                        )
+                sid, record_blob = objects.encode(Kind.RECORD, record.to_payload())
+                pending.append((sid, record_blob))
+                new_doc = doc.copy()
+                if sid not in new_doc.snapshots:
+                    new_doc.snapshots.append(sid)
+                new_doc.head = sid
+                _evict(new_doc)
+                if not self._swap(new_doc, pending):
+                    self._unpatch_head()  # lost the race: the next attempt catches up from the old head
+                    return None
+        except BaseException:
+            self._unpatch_head()  # a write failed: the cache goes back to the head it was
+            raise
+        self._patched = None
         objects.remember(sid, record)
         self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
         self._store.maybe_reclaim(self, new_doc)
