@@ -412,3 +412,27 @@ def test_errors_carry_details(store: SnapshotStore) -> None:
         sess.rollback("deadbeefdeadbeef")
     assert isinstance(err.value.details, dict) and err.value.details["snapshot"] == "deadbeefdeadbeef"
     assert copy.copy(err.value.details)
+
+
+def test_a_reader_in_the_middle_of_a_commit_does_not_unseat_it(make_store: Callable[..., SnapshotStore]) -> None:
+    """Another thread reading the session (``len``) right after the commit's compare-and-swap must
+    not reload the document under it: the commit then deleted the document the ref named."""
+    import threading
+
+    store = make_store()
+    sess = store.session("s")
+    sess.commit({"n": 0})
+    real_cas = store.backend.cas_ref
+
+    def cas_then_a_reader(name: str, expected: str | None, new: str | None) -> bool:
+        done = real_cas(name, expected, new)
+        reader = threading.Thread(target=len, args=(sess,))
+        reader.start()
+        reader.join(timeout=0.2)  # with the fix the reader waits for the commit's lock
+        return done
+
+    store.backend.cas_ref = cas_then_a_reader  # type: ignore[method-assign]
+    sess.commit({"n": 1})
+    del store.backend.cas_ref
+    assert store.verify(read_data=True).ok
+    assert len(SnapshotStore(store.backend).session("s")) == 2

@@ -346,13 +346,16 @@ class Session:
     # -- internals -----------------------------------------------------
     def _current(self) -> SessionDoc:
         """The session document the ref points at now (re-read when another handle moved it)."""
-        if self._store.backend.read_ref(self._ref) == self._doc_key:
+        # Under the session's lock: a reader reloading the document in the middle of a commit
+        # would make that commit's compare-and-swap, and its delete of the replaced document, wrong.
+        with self._lock:
+            if self._store.backend.read_ref(self._ref) == self._doc_key:
+                return self._doc
+            found = self._store.load_session_doc(self._ref, self.name)
+            if found is None:
+                raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
+            self._doc_key, self._doc = found
             return self._doc
-        found = self._store.load_session_doc(self._ref, self.name)
-        if found is None:
-            raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
-        self._doc_key, self._doc = found
-        return self._doc
 
     def _swap(self, new: SessionDoc, objects: list[tuple[str, bytes]] | None = None) -> bool:
         """Compare-and-swap the session ref from the document last read to ``new``.
