@@ -384,7 +384,7 @@ def test_subclasses_of_json_types_are_written_as_their_base_type(fx: Fixture, ca
     got = fx.reopen().session(where).state(snap.id)
     assert canonical(got) == canonical({"v": expected, "other": 1})
     assert type(got["v"]) is type(expected)
-    after = sess.commit({"v": value, "other": 2})  # diffed against the plain head: one change
+    after = sess.commit({"v": value, "other": 2})  # the stored states differ in /other only
     assert [op["path"] for op in sess.diff(snap.id, after.id)] == ["/other"]
 
 

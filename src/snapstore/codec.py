@@ -114,22 +114,23 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
     and the whole is assembled from them, so the state is serialized once.
     Only orjson's checks run here; ``check_reading`` finds the rest.
     """
-    converted: list[Any] = []
+    converted = False
 
     def to_base(obj: Any) -> Any:
+        nonlocal converted
         base = _json_base(obj)
-        converted.append(obj)
+        converted = True
         return base
 
     if type(value) is not dict:
-        return _dumps_bounded(value, 2, to_base), None, bool(converted)
+        return _dumps_bounded(value, 2, to_base), None, converted
     pieces: dict[str, bytes] = {}
     for key, member in value.items():
         if type(key) is not str:
             raise _invalid(value, "Dict key must be str")
         pieces[key] = _dumps_bounded(member, 3, to_base)
     try:
-        return join_members(pieces), pieces, bool(converted)
+        return join_members(pieces), pieces, converted
     except (TypeError, orjson.JSONEncodeError) as exc:  # a key orjson refuses (a lone surrogate)
         raise _invalid(value, str(exc)) from None
 
@@ -178,7 +179,7 @@ def check_reading(value: Any, reading: Any) -> None:
     ``null``, a tuple as a list, an enum as its value, a UUID as its string.
     The reading of each differs from the value under ``==``, which compares at
     C speed, so a commit checks the whole state for the price of one comparison
-    (less than half of a walk over its types). Type exactness is not at stake: exact
+    instead of a walk over its types in Python. Type exactness is not at stake: exact
     ints, floats and bools are written with their own spelling. Enums that are
     ints or strings (``IntEnum``, ``StrEnum``) equal their value and are kept as it,
     like every other subclass of a JSON type.
