@@ -1,8 +1,8 @@
 """The community RFC 6902 test vectors (json-patch/json-patch-tests), run through ``apply_patch``.
 
-The vectors live outside the repository, in ``../shared/conformance/json-patch-tests``
-beside it, or under ``$SNAPSTORE_SHARED_DIR/conformance/json-patch-tests``; SOURCE.md
-there gives the record format. A missing folder fails the run: it is never skipped.
+The vectors are vendored in ``tests/data/json-patch-tests`` with their upstream
+license; SOURCE.md there gives their source, version, hashes and record format.
+A missing or changed file fails the run: it is never skipped.
 
 Each record becomes one test, named by its file, index and comment:
 
@@ -28,7 +28,7 @@ in the vectors themselves.
 
 from __future__ import annotations
 
-import os
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,12 @@ import pytest
 from snapstore.delta import apply_patch
 from snapstore.errors import PatchError
 
+VECTOR_DIR = Path(__file__).resolve().parent / "data" / "json-patch-tests"
 VECTOR_FILES = ("tests.json", "spec_tests.json")
 
 
 def vector_dir() -> Path:
-    base = os.environ.get("SNAPSTORE_SHARED_DIR")
-    shared = Path(base) if base else Path(__file__).resolve().parents[2] / "shared"
-    return shared / "conformance" / "json-patch-tests"
+    return VECTOR_DIR
 
 
 def canonical(value: Any) -> bytes:
@@ -85,8 +84,8 @@ def test_vector(vector: tuple[str, int, dict[str, Any]]) -> None:
     name, _index, record = vector
     if name == "missing":
         pytest.fail(
-            f"RFC 6902 test vectors not found: {vector_dir()} lacks {record['missing']}; "
-            "the shared folder belongs beside the repository (or set SNAPSTORE_SHARED_DIR)"
+            f"RFC 6902 test vectors not found: {vector_dir()} lacks {record['missing']} "
+            "(they are part of the repository and of the sdist)"
         )
     doc, patch = record["doc"], record["patch"]
     before = canonical(doc)
@@ -108,7 +107,7 @@ def test_vector(vector: tuple[str, int, dict[str, Any]]) -> None:
 def test_every_record_is_accounted_for() -> None:
     """The vectors are all there, and each record is a note, disabled, or checked."""
     folder = vector_dir()
-    assert folder.is_dir(), f"RFC 6902 test vectors not found at {folder} (set SNAPSTORE_SHARED_DIR)"
+    assert folder.is_dir(), f"RFC 6902 test vectors not found at {folder}"
     kinds = {"note": 0, "disabled": 0, "expected": 0, "error": 0, "applies": 0}
     for _name, _index, record in load_records():
         if is_note(record):
@@ -121,6 +120,15 @@ def test_every_record_is_accounted_for() -> None:
     assert sum(kinds.values()) == 112, kinds  # 95 in tests.json + 17 in spec_tests.json at commit 2a928f9
     assert kinds["disabled"] == 4, kinds
     assert kinds["expected"] + kinds["error"] + kinds["applies"] == 108, kinds
+
+
+def test_vendored_files_match_their_source_note() -> None:
+    """The hashes in SOURCE.md are those of the files beside it, and the license travels with them."""
+    note = (VECTOR_DIR / "SOURCE.md").read_text(encoding="utf-8")
+    for name in VECTOR_FILES:
+        digest = hashlib.sha256((VECTOR_DIR / name).read_bytes()).hexdigest()
+        assert f"| `{name}` | {(VECTOR_DIR / name).stat().st_size:,} | `{digest}` |" in note, name
+    assert "Apache License" in (VECTOR_DIR / "LICENSE").read_text(encoding="utf-8")
 
 
 def test_number_equality_departs_from_rfc_on_purpose() -> None:
