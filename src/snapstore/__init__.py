@@ -17,15 +17,25 @@ from .errors import (
     FormatVersionError,
     InvalidNameError,
     InvalidStateError,
+    LockTimeoutError,
     PatchError,
+    ReadOnlyStoreError,
     RollbackError,
     SnapshotError,
     SnapshotNotFound,
 )
 from .objects import Snapshot
-from .rollback import StateRollbackManager, StateSnapshot
 from .session import Session
 from .store import GcReport, Problem, SnapshotStore, VerifyReport
+
+
+def __getattr__(name: str) -> object:
+    # The drop-in manager needs pydantic; importing it only when asked keeps the command line fast.
+    if name in ("StateRollbackManager", "StateSnapshot"):
+        from . import rollback
+
+        return getattr(rollback, name)
+    raise AttributeError(f"module 'snapstore' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
@@ -38,8 +48,10 @@ __all__ = [
     "GcReport",
     "InvalidNameError",
     "InvalidStateError",
+    "LockTimeoutError",
     "PatchError",
     "Problem",
+    "ReadOnlyStoreError",
     "RollbackError",
     "Session",
     "Snapshot",

@@ -67,3 +67,11 @@ class BackendError(SnapshotError):
 
 class ArchiveError(SnapshotError):
     """An archive file that cannot be imported: truncated, damaged, tampered with or malformed."""
+
+
+class LockTimeoutError(ConcurrentUpdateError):
+    """Waiting for a session's write lock ran out; ``details`` name the session and the seconds waited."""
+
+
+class ReadOnlyStoreError(BackendError):
+    """A write to a store opened without write access (read-only media or permissions)."""

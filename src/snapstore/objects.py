@@ -1,25 +1,23 @@
-"""Typed objects over a backend: snapshot records, session documents and their bytes.
+"""Snapshot records and the snapshot view users see.
 
-``ObjectStore`` is the only place that turns backend bytes into verified
-payloads: every read re-hashes the payload and names the object when it does
-not match. Records are immutable, so verified ones are cached.
+A record is what one snapshot says about itself (parent, state hash, label,
+time, turn...). Its id is the xxh3-128 hash of its canonical JSON form
+(``to_payload``), the same in format versions 1 and 2: version 2 stores the
+record's fields in binary (``entries``) and recomputes the JSON to hash it, so
+ids survive ``snapstore upgrade`` and archives. ``SessionDoc`` is the session
+document of version 1, which archives still carry.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
 
 from . import codec
-from .backends.base import Backend, ObjectMissing
-from .codec import Kind
-from .errors import CorruptObjectError, FormatVersionError, SnapshotNotFound
+from .errors import CorruptObjectError, FormatVersionError
 
 RECORD_TYPE = "snapstore.snapshot"
 SESSION_TYPE = "snapstore.session"
@@ -44,6 +42,9 @@ class SnapshotRecord:
     @property
     def is_keyframe(self) -> bool:
         return self.delta is None
+
+    def snapshot_id(self) -> str:
+        return codec.object_id(self.to_payload())
 
     def to_payload(self) -> bytes:
         body: dict[str, Any] = {
@@ -162,10 +163,9 @@ class SessionDoc:
         )
 
 
-class Snapshot(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Snapshot:
     """One retained snapshot, as users see it."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: str
     parent: str | None
@@ -176,9 +176,10 @@ class Snapshot(BaseModel):
     session: str
     kind: Literal["full", "delta"]
     size: int
+    tags: tuple[str, ...] = ()
 
     @classmethod
-    def from_record(cls, snapshot_id: str, record: SnapshotRecord) -> Snapshot:
+    def from_record(cls, snapshot_id: str, record: SnapshotRecord, tags: tuple[str, ...] = ()) -> Snapshot:
         return cls(
             id=snapshot_id,
             parent=record.parent,
@@ -189,7 +190,23 @@ class Snapshot(BaseModel):
             session=record.session,
             kind="full" if record.is_keyframe else "delta",
             size=record.size,
+            tags=tags,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot as JSON-ready values (the timestamp in ISO 8601)."""
+        return {
+            "id": self.id,
+            "parent": self.parent,
+            "label": self.label,
+            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "turn": self.turn,
+            "state_hash": self.state_hash,
+            "session": self.session,
+            "kind": self.kind,
+            "size": self.size,
+            "tags": list(self.tags),
+        }
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -200,67 +217,17 @@ def parse_timestamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
 
 
-class ObjectStore:
-    """Verified, typed reads and idempotent writes of objects over one backend."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-    def __init__(self, backend: Backend, *, level: int = 3, record_cache: int = 100_000) -> None:
-        self.backend = backend
-        self.level = level
-        self._records: OrderedDict[str, SnapshotRecord] = OrderedDict()
-        self._record_cache = record_cache
-        self._mutex = threading.Lock()
 
-    def put(self, kind: Kind, payload: bytes) -> tuple[str, int]:
-        """Store a payload (a no-op when it exists); (id, stored size)."""
-        key, blob = codec.encode_object(kind, payload, self.level)
-        self.backend.put(key, blob)
-        return key, len(blob)
+def parse_micros(text: str) -> int:
+    """A record timestamp as microseconds since 1970 (exact: the text has microsecond precision)."""
+    moment = parse_timestamp(text) - _EPOCH
+    return (moment.days * 86_400 + moment.seconds) * 1_000_000 + moment.microseconds
 
-    def encode(self, kind: Kind, payload: bytes) -> tuple[str, bytes]:
-        # A session document is mostly random ids, which no level shrinks much below half, and
-        # it is rewritten by every commit: level 1 is much faster than 3 and barely larger here.
-        return codec.encode_object(kind, payload, 1 if kind is Kind.SESSION else self.level)
 
-    def get(self, key: str, kind: Kind) -> bytes:
-        try:
-            blob = self.backend.get(key)
-        except ObjectMissing:
-            raise SnapshotNotFound(
-                f"{kind.name.lower()} object {key} is missing from the store",
-                {"object": key, "kind": kind.name.lower()},
-            ) from None
-        return codec.decode_object(key, blob, kind)
-
-    def record(self, snapshot_id: str) -> SnapshotRecord:
-        with self._mutex:
-            cached = self._records.get(snapshot_id)
-        if cached is not None:
-            return cached
-        record = SnapshotRecord.from_payload(snapshot_id, self.get(snapshot_id, Kind.RECORD))
-        self.remember(snapshot_id, record)
-        return record
-
-    def remember(self, snapshot_id: str, record: SnapshotRecord) -> None:
-        with self._mutex:
-            self._records[snapshot_id] = record
-            if len(self._records) > self._record_cache:
-                self._records.popitem(last=False)
-
-    def forget(self, snapshot_id: str) -> None:
-        with self._mutex:
-            self._records.pop(snapshot_id, None)
-
-    def session_doc(self, key: str) -> SessionDoc:
-        return SessionDoc.from_payload(key, self.get(key, Kind.SESSION))
-
-    def state(self, key: str) -> Any:
-        return orjson.loads(self.get(key, Kind.STATE))
-
-    def delta(self, key: str) -> list[dict[str, Any]]:
-        ops = orjson.loads(self.get(key, Kind.DELTA))
-        if not isinstance(ops, list):
-            raise CorruptObjectError(f"delta object {key} is not a list of operations", {"object": key})
-        return ops
+def format_micros(micros: int) -> str:
+    return format_timestamp(_EPOCH + timedelta(microseconds=micros))
 
 
 class _FieldError(Exception):

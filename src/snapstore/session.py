@@ -1,192 +1,324 @@
-"""A named history of snapshots: commit, rollback, diff, retention and squashing."""
+"""A named history of snapshots: commit, rollback, diff, tags, retention and reclaiming.
+
+Writers queue: a commit takes the session's write lock (``Backend.lock_session``),
+catches up with what other writers appended, appends one entry, and lets go.
+A session keeps its head state, and the raw stream of its open segment, in
+memory; everything else is read from the store when needed.
+"""
 
 from __future__ import annotations
 
-import random
+import sys
 import threading
-import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import codec
-from .chains import apply_delta, check_state, rebuild
-from .codec import Kind
 from .delta import apply_patch, diff, diff_members, parse_pointer
+from .entries import (
+    COMMIT,
+    KEY_MODES,
+    CommitEntry,
+    DeltaStream,
+    SegmentReader,
+    compress_keyframe,
+    decode_entry,
+    encode_commit,
+    encode_meta,
+)
 from .errors import (
     AmbiguousSnapshotId,
-    ConcurrentUpdateError,
     InvalidStateError,
     PatchError,
     SnapshotError,
     SnapshotNotFound,
 )
-from .objects import SessionDoc, Snapshot, SnapshotRecord, format_timestamp
+from .history import (
+    DEFAULT_MAX_SNAPSHOTS,
+    IndexedCommit,
+    LoadedSegment,
+    SessionLog,
+    apply_delta_payload,
+    check_state,
+)
+from .objects import Snapshot, SnapshotRecord, format_timestamp
 
 if TYPE_CHECKING:
     from .store import SnapshotStore
 
 MIN_PREFIX = 8
-COMMIT_ATTEMPTS = 20
 MAX_INT64 = 2**63 - 1
-#: how many commits by other writers a session applies to its cached head instead of rebuilding
-CATCH_UP_LIMIT = 16
+Model = TypeVar("Model")
 
 
 class Session:
     """One named history in a store. Get it with ``store.session(name)``.
 
-    The session keeps one copy of its head state (to diff the next commit
-    against) and a list of ids; memory does not grow with the snapshot count.
+    Keeps one copy of its head state (to diff the next commit against) and
+    the index of its snapshots' records; memory does not grow with payloads.
     """
 
-    def __init__(self, store: SnapshotStore, name: str, doc_key: str, doc: SessionDoc) -> None:
+    def __init__(self, store: SnapshotStore, name: str, key: str) -> None:
         self._store = store
         self.name = name
-        self._ref = store.session_ref(name)
-        self._doc_key = doc_key
-        self._doc = doc
+        self.key = key
+        self._log = SessionLog(store.backend, key, name)
+        self._lock = threading.RLock()
         self._head_id: str | None = None
         self._head_state: Any = None
-        self._head_pieces: dict[str, bytes] | None = None  # canonical bytes of the head's members
-        # (head id, its members' bytes, the ops) while the cached head is patched ahead of a ref swap
-        self._patched: tuple[str | None, dict[str, bytes] | None, list[Any]] | None = None
-        self._lock = threading.RLock()
+        self._head_pieces: dict[str, bytes] | None = None
+        self._open: SegmentReader | None = None  # the open segment, decoded through ``_open_end``
+        self._open_segment = -1
+        self._open_version = -1
+        self._open_end = 0
+        self._stream: DeltaStream | None = None  # this writer's zstd frame in the open segment
+        self._stream_end = -1  # the segment's end right after this writer's last append
+        self._chain_cost: dict[str, int] = {}  # estimated rebuild cost from the keyframe, per snapshot
+        self._keyframe_of: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<Session {self.name!r} in {self._store.describe()}>"
 
     # -- reading -------------------------------------------------------
+    def _current(self) -> SessionLog:
+        with self._lock:
+            self._log.refresh()
+            if not self._log.segments:
+                raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
+            return self._log
+
     @property
     def max_snapshots(self) -> int:
-        return self._current().max_snapshots
+        return int(self._current().settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS))
 
     @property
     def head(self) -> Snapshot | None:
-        doc = self._current()
-        return None if doc.head is None else self._snapshot(doc.head)
+        log = self._current()
+        return None if log.head is None else self._snapshot(log, log.head)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Tag name -> snapshot id."""
+        return dict(self._current().tags)
 
     def __len__(self) -> int:
-        return len(self._current().snapshots)
+        return len(self.snapshot_ids())
 
     def snapshots(self) -> list[Snapshot]:
         """Retained snapshots, oldest first (creation order)."""
-        return [self._snapshot(sid) for sid in self._current().snapshots]
+        log = self._current()
+        return [self._snapshot(log, sid) for sid in log.retained()]
 
     def snapshot_ids(self) -> list[str]:
-        return list(self._current().snapshots)
+        return self._current().retained()
 
     def snapshot(self, snapshot_id: str) -> Snapshot:
-        return self._snapshot(self.resolve(snapshot_id))
+        log = self._current()
+        return self._snapshot(log, self._resolve(log, snapshot_id))
 
     def resolve(self, snapshot_id: str) -> str:
-        """The full id of a retained snapshot given its id or a unique prefix of 8+ characters."""
-        return resolve_prefix(snapshot_id, self._current().snapshots, where=f"session {self.name!r}")
+        """The full id of a retained snapshot from its id, a unique prefix of 8+ characters, or a tag."""
+        return self._resolve(self._current(), snapshot_id)
+
+    def _resolve(self, log: SessionLog, snapshot_id: Any) -> str:
+        if isinstance(snapshot_id, str) and snapshot_id in log.tags:
+            return log.tags[snapshot_id]
+        retained = log.retained()
+        try:
+            return resolve_prefix(snapshot_id, retained, where=f"session {self.name!r}")
+        except AmbiguousSnapshotId:
+            raise
+        except SnapshotNotFound as exc:
+            wanted = snapshot_id.strip().lower() if isinstance(snapshot_id, str) else ""
+            if len(wanted) >= MIN_PREFIX and any(s.startswith(wanted) for s in log.order):
+                limit = int(log.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS))
+                raise SnapshotNotFound(
+                    f"snapshot {snapshot_id} is no longer retained in session {self.name!r}: evicted by the "
+                    f"retention limit (the session keeps its last {limit}; raise it with set_max_snapshots "
+                    "or tag snapshots to keep them)",
+                    {**exc.details, "reason": "evicted", "max_snapshots": limit},
+                ) from None
+            raise
 
     def state(self, snapshot_id: str) -> Any:
         """The full state of a retained snapshot, verified against its hash; the caller owns it."""
-        sid = self.resolve(snapshot_id)
         with self._lock:
-            if sid == self._head_id and self._head_state is not None:
-                return codec.loads(self._head_bytes())
-            return rebuild(self._store.objects, sid, self._current().bases)
+            log = self._current()
+            sid = self._resolve(log, snapshot_id)
+            return self._state_of(log, sid)
+
+    def rollback_model(self, snapshot_id: str, model: type[Model]) -> Model:
+        """Roll back like ``rollback`` and return the state validated as ``model`` (a pydantic model class)."""
+        validate = getattr(model, "model_validate", None)
+        if validate is None:
+            raise SnapshotError("model must be a pydantic model class", {"argument": "model"})
+        return validate(self.rollback(snapshot_id))  # type: ignore[no-any-return]
 
     def diff(self, a: str, b: str) -> list[dict[str, Any]]:
         """RFC 6902 operations turning snapshot a's state into snapshot b's."""
         return diff(self.state(a), self.state(b))
 
+    def _state_of(self, log: SessionLog, sid: str) -> Any:
+        if sid == self._head_id and self._head_state is not None:
+            return codec.loads(self._head_bytes())
+        if self._open is not None and sid in self._open.spans:
+            return self._rebuild_open(log, sid)
+        return log.rebuild(sid)
+
     # -- writing -------------------------------------------------------
     def commit(self, state: Any, label: str = "auto", turn: int | None = None) -> Snapshot:
         """Snapshot ``state`` (a JSON-compatible value or a pydantic model) as the new head.
 
-        Stores a delta against the head, or a full state when the keyframe rule
-        asks for one. A refused commit writes nothing and changes nothing.
+        Appends a delta against the head, or starts a new segment with a keyframe
+        when the keyframe policy asks for one. A refused commit writes nothing.
         """
-        if not isinstance(label, str) or not _encodable(label):
+        if not isinstance(label, str) or not _encodable(label) or len(label.encode("utf-8")) > 65535:
             raise InvalidStateError(
-                "label must be a string of valid unicode", {"argument": "label", "type": type(label).__name__}
+                "label must be a string of valid unicode (at most 64 KiB)",
+                {"argument": "label", "type": type(label).__name__},
             )
         if turn is not None and (type(turn) is not int or not -MAX_INT64 - 1 <= turn <= MAX_INT64):
             raise InvalidStateError(
                 "turn must be a 64-bit integer or None", {"argument": "turn", "type": type(turn).__name__}
             )
-        if isinstance(state, BaseModel):
-            try:
-                state = state.model_dump(mode="json")
-            except ValueError as exc:  # pydantic's serialization error: a field it cannot write as JSON
-                raise InvalidStateError(
-                    f"state cannot be stored as JSON: the model does not serialize: {exc}",
-                    {"reason": "model does not serialize", "type": type(state).__name__},
-                ) from None
+        state = _model_to_json(state)
         data, pieces, converted = codec.encode_state(state)
         if converted:  # subclasses of JSON types were written as their base types: commit that reading
             state = codec.read_back(data, codec.plain_copy(state))
         state_hash = codec.object_id(data)
-        with self._lock:
-            for attempt in range(COMMIT_ATTEMPTS):
-                doc = self._current()
-                try:
-                    written = self._write_snapshot(doc, state, data, pieces, state_hash, label, turn)
-                except SnapshotNotFound:
-                    # another writer evicted and reclaimed the head we read: retry on its new head
-                    if self._store.backend.read_ref(self._ref) == self._doc_key:
-                        raise
-                    written = None
-                if written is not None:
-                    return written
-                # lost a race: back off a little, at random, so contending writers spread out
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-            raise ConcurrentUpdateError(
-                f"session {self.name!r} kept changing under {COMMIT_ATTEMPTS} commit attempts",
-                {"session": self.name, "attempts": COMMIT_ATTEMPTS},
+        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+            log = self._catch_up()
+            record, entries, segment, expected, new_head, payload = self._prepare(
+                log, state, data, pieces, state_hash, label, turn
             )
+            self._append(segment, entries, expected, (record, payload))
+            self._head_id, self._head_state, self._head_pieces = record.snapshot_id(), new_head, pieces
+            started_segment = expected == 0 or record.is_keyframe
+            if started_segment:
+                self._store.reclaimer.reclaim(self, log)
+            return self._snapshot(log, self._head_id)
+
+    def _prepare(
+        self,
+        log: SessionLog,
+        state: Any,
+        data: bytes,
+        pieces: dict[str, bytes] | None,
+        state_hash: str,
+        label: str,
+        turn: int | None,
+    ) -> tuple[SnapshotRecord, list[bytes], int, int, Any, bytes]:
+        """The record and entries of one commit, the segment they go to, its end, and the new head."""
+        store = self._store
+        parent = log.head
+        last = log.last_segment
+        delta_payload: bytes | None = None
+        new_head: Any = None
+        parent_commit = log.commits.get(parent) if parent is not None else None
+        open_has_commit = last is not None and any(isinstance(e, CommitEntry) for e in last.entries)
+        can_delta = parent_commit is not None and last is not None and parent_commit.segment == last.number
+        if can_delta:
+            assert parent is not None and parent_commit is not None
+            delta_payload, new_head = self._next_head(log, parent, state, data, pieces)
+            cost = self._chain_cost_of(log, parent) + store.policy.delta_cost(len(delta_payload))
+            if parent_commit.record.depth + 1 > store.policy.max_chain or store.policy.wants_keyframe(
+                cost, len(data), self._run_start(log, parent)
+            ):
+                can_delta = False
+        else:
+            new_head = codec.read_back(data, state) if parent is None else self._checked_reading(state, data)
+        timestamp = _now()
+        if can_delta:
+            assert last is not None and parent_commit is not None and delta_payload is not None
+            if self._stream is None or self._stream_end != last.end or self._open is None:
+                self._stream = DeltaStream(store.level, bytes(self._open_raw(log)[-DELTA_WINDOW_BYTES:]))
+            mode, compressed = self._stream.compress(delta_payload)
+            record = SnapshotRecord(
+                session=self.name,
+                parent=parent,
+                state=state_hash,
+                delta=codec.object_id(delta_payload),
+                label=label,
+                timestamp=timestamp,
+                turn=turn,
+                size=len(data),
+                depth=parent_commit.record.depth + 1,
+                chain_bytes=parent_commit.record.chain_bytes + len(compressed),
+                base_ratio=parent_commit.record.base_ratio,
+            )
+            entry = encode_commit(record, mode, len(delta_payload), compressed)
+            sid = record.snapshot_id()
+            self._chain_cost[sid], self._keyframe_of[sid] = cost, self._keyframe_of.get(parent, parent)
+            return record, [entry], last.number, last.end, new_head, delta_payload
+        # a keyframe: a new run in the open segment, patched against its raw stream, or a new segment
+        raw_so_far = len(self._open_raw(log)) if open_has_commit else 0
+        assert last is None or not open_has_commit or self._open is not None
+        extend = open_has_commit and store.policy.may_patch(last.runs(), raw_so_far, len(data))  # type: ignore[union-attr]
+        previous_raw = bytes(self._open.raw) if extend and self._open is not None else None
+        mode, compressed = compress_keyframe(data, store.level, previous_raw)
+        self._stream = None
+        record = SnapshotRecord(
+            session=self.name,
+            parent=parent,
+            state=state_hash,
+            delta=None,
+            label=label,
+            timestamp=timestamp,
+            turn=turn,
+            size=len(data),
+            depth=0,
+            chain_bytes=0,
+            base_ratio=round(len(compressed) / max(len(data), 1), 6),
+        )
+        entry = encode_commit(record, mode, len(data), compressed)
+        sid = record.snapshot_id()
+        self._chain_cost, self._keyframe_of = {sid: 0}, {sid: sid}
+        if last is not None and (extend or not open_has_commit):
+            return record, [entry], last.number, last.end, new_head, data
+        number = (last.number + 1) if last is not None else 1
+        return record, [encode_meta(self._checkpoint(log)), entry], number, 0, new_head, data
+
+    def _checked_reading(self, state: Any, data: bytes) -> Any:
+        return codec.read_back(data, state)
 
     def _next_head(
-        self, doc: SessionDoc, state: Any, data: bytes, pieces: dict[str, bytes] | None
-    ) -> tuple[bytes | None, Any]:
-        """The canonical patch from the head to ``state`` (None for a first commit) and the new head
-        as stored, refusing a ``state`` that differs from what its bytes read back as."""
-        if doc.head is None:
-            return None, codec.read_back(data, state)
-        head_state, head_pieces = self._head_for(doc)
+        self, log: SessionLog, parent: str, state: Any, data: bytes, pieces: dict[str, bytes] | None
+    ) -> tuple[bytes, Any]:
+        """The canonical patch from the head to ``state`` and the new head as stored, refusing a
+        ``state`` that differs from what its bytes read back as."""
+        head_state, head_pieces = self._head_for(log, parent)
         if pieces is not None and head_pieces is not None:
             ops = diff_members(head_state, state, head_pieces, pieces)
         else:
             ops = diff(head_state, state)
         payload = codec.dumps(ops)
-        # Patched in place (a copy would double the memory), so until the ref swap succeeds the
-        # cache is no snapshot's: a refusal or a lost race puts it back (``_unpatch_head``).
-        self._patched = (self._head_id, head_pieces, ops)
-        self._head_id = self._head_pieces = None
+        # Patched in place (a copy would double the memory): the cache is no snapshot's until the
+        # append lands, and a refusal or a failed write puts it back (``_unpatch_head``).
+        self._head_id = None
         try:
-            # the stored bytes, parsed, rather than ops, whose values alias the caller's objects
             new_head = apply_patch(head_state, codec.loads(payload), in_place=True)
-        except (ValueError, PatchError):  # bytes an orjson.Fragment spliced into the patch
-            self._unpatch_head()
-            raise codec.describe_unrepresentable(state) from None
-        try:
             codec.check_reading(state, new_head)
-        except InvalidStateError:
-            self._unpatch_head()
-            raise
+        except (ValueError, PatchError, InvalidStateError) as exc:
+            self._unpatch_head(parent, head_pieces, ops)
+            if isinstance(exc, InvalidStateError):
+                raise
+            raise codec.describe_unrepresentable(state) from None
+        self._patched = (parent, head_pieces, ops)
         return payload, new_head
 
-    def _unpatch_head(self) -> None:
-        """Put the cached head back as it was before ``_next_head`` patched it in place.
+    _patched: tuple[str, dict[str, bytes] | None, list[Any]] | None = None
+
+    def _unpatch_head(self, head_id: str, pieces: dict[str, bytes] | None, ops: list[Any]) -> None:
+        """Put the cached head back as it was before it was patched in place.
 
         The top-level members the patch named are parsed again from the head's bytes and the ones
-        it added are dropped; the others were not touched. Without the members' bytes (a state
-        that is not an object) or after a whole-document patch, the cache stays dropped and the
-        next commit rebuilds it from the store.
+        it added are dropped; without the members' bytes the cache is dropped (rebuilt when needed).
         """
-        patched, self._patched = self._patched, None
-        if patched is None:
-            return
-        head_id, pieces, ops = patched
+        self._patched = None
         head = self._head_state
-        if head_id is None or pieces is None or type(head) is not dict:
+        if pieces is None or type(head) is not dict:
+            self._head_state = None
             return
         touched: set[str] = set()
         for op in ops:
@@ -194,6 +326,7 @@ class Session:
                 if pointer is not None:
                     tokens = parse_pointer(pointer)
                     if not tokens:
+                        self._head_state = None
                         return
                     touched.add(tokens[0])
         for key in touched:
@@ -203,240 +336,353 @@ class Session:
                 head.pop(key, None)
         self._head_id, self._head_pieces = head_id, pieces
 
-    def _write_snapshot(
-        self,
-        doc: SessionDoc,
-        state: Any,
-        data: bytes,
-        pieces: dict[str, bytes] | None,
-        state_hash: str,
-        label: str,
-        turn: int | None,
-    ) -> Snapshot | None:
-        """One attempt: write objects, then swing the ref. None when another writer won the race."""
-        store, objects = self._store, self._store.objects
-        parent = doc.head
-        delta_payload, new_head = self._next_head(doc, state, data, pieces)
+    def _append(
+        self, segment: int, entries: list[bytes], expected: int, written: tuple[SnapshotRecord, bytes] | None = None
+    ) -> None:
         try:
-            pending: list[tuple[str, bytes]] = []  # written in one batch, before the ref swap
-            with store.writing():
-                if parent is None or delta_payload is None:
-                    record = self._keyframe_record(None, data, state_hash, label, turn, pending)
-                else:
-                    parent_record = objects.record(parent)
-                    delta_key, delta_blob = objects.encode(Kind.DELTA, delta_payload)
-                    if store.policy.wants_keyframe(parent_record, len(delta_blob), len(data)):
-                        record = self._keyframe_record(parent, data, state_hash, label, turn, pending)
-                    else:
-                        pending.append((delta_key, delta_blob))
-                        record = SnapshotRecord(
-                            session=self.name,
-                            parent=parent,
-                            state=state_hash,
-                            delta=delta_key,
-                            label=label,
-                            timestamp=_now(),
-                            turn=turn,
-                            size=len(data),
-                            depth=parent_record.depth + 1,
-                            chain_bytes=parent_record.chain_bytes + len(delta_blob),
-                            base_ratio=parent_record.base_ratio,
-                        )
-                sid, record_blob = objects.encode(Kind.RECORD, record.to_payload())
-                pending.append((sid, record_blob))
-                new_doc = doc.copy()
-                if sid not in new_doc.snapshots:
-                    new_doc.snapshots.append(sid)
-                new_doc.head = sid
-                _evict(new_doc)
-                if not self._swap(new_doc, pending):
-                    self._unpatch_head()  # lost the race: the next attempt catches up from the old head
-                    return None
+            end = self._store.backend.append(self.key, segment, entries, expected)
         except BaseException:
-            self._unpatch_head()  # a write failed: the cache goes back to the head it was
+            if self._patched is not None:
+                self._unpatch_head(*self._patched)
+            self._stream = None
             raise
         self._patched = None
-        objects.remember(sid, record)
-        self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
-        self._store.maybe_reclaim(self, new_doc)
-        return Snapshot.from_record(sid, record)
+        self._stream_end = end
+        self._absorb(segment, entries, expected, end, written)
 
-    def _keyframe_record(
-        self,
-        parent: str | None,
-        data: bytes,
-        state_hash: str,
-        label: str,
-        turn: int | None,
-        pending: list[tuple[str, bytes]],
-    ) -> SnapshotRecord:
-        key, blob = self._store.objects.encode(Kind.STATE, data)
-        pending.append((key, blob))
-        stored = len(blob)
-        return SnapshotRecord(
-            session=self.name,
-            parent=parent,
-            state=key,
-            delta=None,
-            label=label,
-            timestamp=_now(),
-            turn=turn,
-            size=len(data),
-            depth=0,
-            chain_bytes=0,
-            base_ratio=round(stored / max(len(data), 1), 6),
-        )
+    def _absorb(
+        self, segment: int, entries: list[bytes], expected: int, end: int, written: tuple[SnapshotRecord, bytes] | None
+    ) -> None:
+        """Add what this writer just appended to the index and the open segment's decoder.
 
-    def rollback(self, snapshot_id: str) -> Any:
-        """Move the head to a retained snapshot and return its state (the caller's own copy).
-
-        Later snapshots stay listed until evicted; the next commit's parent is this one.
+        The commit's own record and raw payload are taken as they are (``written``): decoding
+        the bytes just encoded would only repeat the work.
         """
-        with self._lock:
-            for _attempt in range(COMMIT_ATTEMPTS):
-                doc = self._current()
-                sid = resolve_prefix(snapshot_id, doc.snapshots, where=f"session {self.name!r}")
-                if sid == self._head_id and self._head_state is not None:
-                    if sid == doc.head:  # already the head: nothing to write
-                        return codec.loads(self._head_bytes())
-                    state = self._head_state
-                else:
-                    state = rebuild(self._store.objects, sid, doc.bases)
-                new_doc = doc.copy()
-                new_doc.head = sid
-                with self._store.writing():
-                    swapped = self._swap(new_doc)
-                if swapped:
-                    self._head_id, self._head_state, self._head_pieces = sid, state, None
-                    return codec.loads(codec.dumps(state))
-            raise ConcurrentUpdateError(
-                f"session {self.name!r} kept changing during rollback", {"session": self.name}
-            )
-
-    def set_max_snapshots(self, max_snapshots: int) -> None:
-        """Change the retention limit; shrinking evicts the oldest snapshots at once."""
-        check_max_snapshots(max_snapshots)
-        with self._lock:
-            for _attempt in range(COMMIT_ATTEMPTS):
-                doc = self._current()
-                if doc.max_snapshots == max_snapshots:
-                    return
-                new_doc = doc.copy()
-                new_doc.max_snapshots = max_snapshots
-                _evict(new_doc)
-                with self._store.writing():
-                    if self._swap(new_doc):
-                        break
+        log = self._log
+        where = log.where(segment)
+        decoded = [decode_entry(e, self.name, where) if e[0] != COMMIT or written is None else None for e in entries]
+        loaded = log.segments.get(segment)
+        if loaded is None:
+            info = [i for i in self._store.backend.segments(self.key) if i.segment == segment]
+            loaded = LoadedSegment(segment, info[0].version if info else 0, 0)
+            log.segments[segment] = loaded
+        if expected == 0 or loaded.end == 0:
+            self._open, self._open_segment, self._open_version = SegmentReader(where), segment, loaded.version
+        elif self._open_segment != segment:
+            self._open = None
+        for data, entry in zip(entries, decoded, strict=True):
+            ordinal = len(loaded.entries)
+            if entry is None:
+                assert written is not None
+                record, raw = written
+                entry = CommitEntry(record.snapshot_id(), record, data[1], len(raw), b"")
+                if self._open is not None:
+                    self._open.add_raw(entry.id, raw)
+            elif isinstance(entry, CommitEntry) and self._open is not None:
+                self._open.payload(entry)
+            if isinstance(entry, CommitEntry):
+                loaded.entries.append(CommitEntry(entry.id, entry.record, entry.mode, entry.raw_length, b""))
+                if entry.id not in log.commits:
+                    log.order.append(entry.id)
+                log.commits[entry.id] = IndexedCommit(
+                    entry.id, entry.record, entry.mode, entry.raw_length, segment, ordinal
+                )
+                log.head = entry.id
             else:
-                raise ConcurrentUpdateError(f"session {self.name!r} kept changing", {"session": self.name})
-        self._store.maybe_reclaim(self, self._doc)
+                loaded.entries.append(entry)
+                log._apply_meta(entry)
+        loaded.end = loaded.stored = end
+        self._open_end = end
 
-    def clear_old_snapshots(self) -> int:
-        """Evict down to ``max_snapshots`` (normally already true); returns how many left."""
-        with self._lock:
-            doc = self._current()
-            new_doc = doc.copy()
-            evicted = _evict(new_doc)
-            if evicted:
-                with self._store.writing():
-                    if not self._swap(new_doc):
-                        return self.clear_old_snapshots()
-        return evicted
+    def _catch_up(self) -> SessionLog:
+        """Under the lock: read what other writers appended and bring the head and decoder along."""
+        log = self._log
+        log.refresh()
+        last = log.last_segment
+        if last is None:
+            raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
+        if self._open is None or self._open_segment != last.number or self._open_version != last.version:
+            self._open = None
+            self._stream = None
+        elif self._open_end != last.end:
+            read = self._store.backend.read_segment(self.key, last.number, self._open_end)
+            try:
+                for data in read.entries:
+                    entry = decode_entry(data, self.name, log.where(last.number))
+                    if isinstance(entry, CommitEntry):
+                        self._open.payload(entry)
+                self._open_end = read.end
+            except SnapshotError:
+                self._open = None
+            self._stream = None
+        return log
 
-    # -- internals -----------------------------------------------------
-    def _current(self) -> SessionDoc:
-        """The session document the ref points at now (re-read when another handle moved it)."""
-        # Under the session's lock: a reader reloading the document in the middle of a commit
-        # would make that commit's compare-and-swap, and its delete of the replaced document, wrong.
-        with self._lock:
-            if self._store.backend.read_ref(self._ref) == self._doc_key:
-                return self._doc
-            found = self._store.load_session_doc(self._ref, self.name)
-            if found is None:
-                raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
-            self._doc_key, self._doc = found
-            return self._doc
+    def _open_raw(self, log: SessionLog) -> bytearray:
+        """The open segment's raw stream, decoding it from the store when this writer has not yet."""
+        last = log.last_segment
+        assert last is not None
+        if self._open is None or self._open_segment != last.number or self._open_version != last.version:
+            read = self._store.backend.read_segment(self.key, last.number)
+            reader = SegmentReader(log.where(last.number))
+            for data in read.entries:
+                entry = decode_entry(data, self.name, log.where(last.number))
+                if isinstance(entry, CommitEntry):
+                    reader.payload(entry)
+            self._open, self._open_segment, self._open_end = reader, last.number, read.end
+            self._open_version = last.version
+            self._stream = None
+        return self._open.raw
 
-    def _swap(self, new: SessionDoc, objects: list[tuple[str, bytes]] | None = None) -> bool:
-        """Compare-and-swap the session ref from the document last read to ``new``.
+    def _rebuild_open(self, log: SessionLog, sid: str) -> Any:
+        assert self._open is not None
+        path = log.chain(sid)
+        return log.apply_chain(path, {c.id: self._open.payload_of(c.id) for c in path})
 
-        Each document carries a generation one above the one it replaces, so a
-        document's bytes never recur and the replaced one can be deleted at once.
-        """
-        backend = self._store.backend
-        new.generation = self._doc.generation + 1
-        new_key, doc_blob = self._store.objects.encode(Kind.SESSION, new.to_payload())
-        # the commit's objects and the new document in one batch (one round trip on a server)
-        backend.put_many([*(objects or []), (new_key, doc_blob)])
-        if not backend.cas_ref(self._ref, self._doc_key, new_key) and backend.read_ref(self._ref) != new_key:
-            backend.delete(new_key)  # lost the race (unless an identical twin won: the same outcome)
-            return False
-        old_key = self._doc_key
-        self._doc_key, self._doc = new_key, new
-        # The replaced document is deleted at once, unless this very batch stored the same bytes
-        # as another object (a keyframe whose state is byte-identical to that document).
-        if not any(key == old_key for key, _blob in objects or ()):
-            backend.delete(old_key)
-        return True
-
-    def _head_for(self, doc: SessionDoc) -> tuple[Any, dict[str, bytes] | None]:
-        """The head's state and its members' canonical bytes, rebuilt when another handle moved it."""
-        if self._head_id != doc.head or self._head_state is None:
-            cached_id, cached = self._head_id, self._head_state
-            self._head_id, self._head_pieces = None, None
-            self._head_state = self._catch_up(cached_id, cached, doc)
-            if self._head_state is None:
-                self._head_state = rebuild(self._store.objects, doc.head, doc.bases)  # type: ignore[arg-type]
-            self._head_id = doc.head
+    def _head_for(self, log: SessionLog, parent: str) -> tuple[Any, dict[str, bytes] | None]:
+        """The parent's state and its members' canonical bytes (the cached head, caught up or rebuilt)."""
+        if self._head_id != parent or self._head_state is None:
+            self._head_state = self._caught_up_head(log, parent)
+            self._head_id, self._head_pieces = parent, None
         if self._head_pieces is None and type(self._head_state) is dict:
             self._head_pieces = codec.encode_state(self._head_state)[1]
         return self._head_state, self._head_pieces
 
+    def _caught_up_head(self, log: SessionLog, parent: str) -> Any:
+        """Apply other writers' deltas to the cached head when it is an ancestor in the open segment."""
+        self._open_raw(log)
+        assert self._open is not None
+        if self._head_id is not None and self._head_state is not None and parent in self._open.spans:
+            path: list[IndexedCommit] = []
+            current: str | None = parent
+            while current is not None and current != self._head_id:
+                commit = log.commits.get(current)
+                if commit is None or commit.mode in KEY_MODES or current not in self._open.spans:
+                    path = []
+                    break
+                path.append(commit)
+                current = commit.record.parent
+            if current == self._head_id and path:
+                state = self._head_state
+                for commit in reversed(path):
+                    state = apply_delta_payload(commit, self._open.payload_of(commit.id), state)
+                check_state(state, log.commits[parent].record.state, parent)
+                return state
+        if parent in self._open.spans:
+            return self._rebuild_open(log, parent)
+        return log.rebuild(parent)
+
+    def _chain_cost_of(self, log: SessionLog, sid: str) -> int:
+        """Estimated cost of rebuilding ``sid`` from its keyframe (the policy's units), memoised."""
+        found = self._chain_cost.get(sid)
+        if found is not None:
+            return found
+        path = log.chain(sid)
+        cost = 0
+        self._chain_cost[path[0].id], self._keyframe_of[path[0].id] = 0, path[0].id
+        for commit in path[1:]:
+            cost += self._store.policy.delta_cost(commit.raw_length)
+            self._chain_cost[commit.id], self._keyframe_of[commit.id] = cost, path[0].id
+        return cost
+
+    def _run_start(self, log: SessionLog, sid: str) -> int:
+        """Raw bytes a rebuild of ``sid`` decodes before its keyframe (a segment is read from its start)."""
+        self._chain_cost_of(log, sid)
+        keyframe = self._keyframe_of.get(sid)
+        if self._open is None or keyframe is None or keyframe not in self._open.spans:
+            return 0
+        return self._open.spans[keyframe][0]
+
+    def _checkpoint(self, log: SessionLog) -> dict[str, Any]:
+        body: dict[str, Any] = {"checkpoint": True, "name": self.name}
+        body.update(log.settings)
+        body["max_snapshots"] = int(log.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS))
+        body["tags"] = dict(log.tags)
+        return body
+
+    def _write_meta(self, body: dict[str, Any]) -> None:
+        """Append one settings entry to the open segment (the caller holds both locks)."""
+        log = self._log
+        last = log.last_segment
+        assert last is not None
+        self._append(last.number, [encode_meta(body)], last.end)
+
+    # -- bringing snapshots in (archives, upgrades) -----------------------
+    def import_snapshots(
+        self,
+        items: Iterable[tuple[SnapshotRecord, bytes, bytes | None]],
+        *,
+        max_snapshots: int | None = None,
+        head: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> list[str]:
+        """Append snapshots made elsewhere, keeping their records (and so their ids); returns the ids added.
+
+        Each item is (record, the state's canonical bytes, the delta payload or None), parents
+        before children; the caller has verified them. A record whose session is another name
+        cannot keep its id here (ids hash the session name): rename the records first. A delta
+        record is stored as a delta when its parent is in the open segment and the keyframe
+        policy allows, otherwise as a full state (its record, and id, unchanged).
+        """
+        added: list[str] = []
+        store = self._store
+        with self._lock, store.backend.lock_session(self.key, store.lock_timeout):
+            log = self._catch_up()
+            for record, state_bytes, delta_payload in items:
+                if record.session != self.name:
+                    raise SnapshotError(
+                        f"a record of session {record.session!r} cannot be imported into {self.name!r}",
+                        {"session": self.name, "record_session": record.session},
+                    )
+                sid = record.snapshot_id()
+                if sid in log.commits:
+                    continue
+                last = log.last_segment
+                assert last is not None
+                parent = log.commits.get(record.parent) if record.parent else None
+                open_has_commit = any(isinstance(e, CommitEntry) for e in last.entries)
+                as_delta = (
+                    record.delta is not None
+                    and delta_payload is not None
+                    and parent is not None
+                    and parent.segment == last.number
+                    and not store.policy.wants_keyframe(
+                        self._chain_cost_of(log, parent.id) + store.policy.delta_cost(len(delta_payload)),
+                        record.size,
+                        self._run_start(log, parent.id),
+                    )
+                )
+                if as_delta:
+                    assert delta_payload is not None
+                    window = bytes(self._open_raw(log)[-DELTA_WINDOW_BYTES:])
+                    if self._stream is None or self._stream_end != last.end:
+                        self._stream = DeltaStream(store.level, window)
+                    mode, compressed = self._stream.compress(delta_payload)
+                    entry, raw = encode_commit(record, mode, len(delta_payload), compressed), delta_payload
+                    self._append(last.number, [entry], last.end, (record, raw))
+                    self._chain_cost.pop(sid, None)
+                else:
+                    raw_len = len(self._open_raw(log)) if open_has_commit else 0
+                    extend = open_has_commit and store.policy.may_patch(last.runs(), raw_len, len(state_bytes))
+                    previous = bytes(self._open.raw) if extend and self._open is not None else None
+                    mode, compressed = compress_keyframe(state_bytes, store.level, previous)
+                    self._stream = None
+                    entry = encode_commit(record, mode, len(state_bytes), compressed)
+                    if extend or not open_has_commit:
+                        self._append(last.number, [entry], last.end, (record, state_bytes))
+                    else:
+                        checkpoint = encode_meta(self._checkpoint(log))
+                        self._append(last.number + 1, [checkpoint, entry], 0, (record, state_bytes))
+                added.append(sid)
+            settings: dict[str, Any] = {}
+            if max_snapshots is not None and max_snapshots != log.max_snapshots:
+                settings["max_snapshots"] = check_max_snapshots(max_snapshots)
+            if head is not None and head in log.commits and head != log.head:
+                settings["head"] = head
+            if settings:
+                self._write_meta(settings)
+            for name, sid in (tags or {}).items():
+                if sid in log.commits and log.tags.get(name) != sid:
+                    self._write_meta({"tag": [check_tag_name(name), sid]})
+            self._head_id = self._head_state = self._head_pieces = None
+            store.reclaimer.reclaim(self, log)
+        return added
+
+    # -- moving the head, settings, tags ----------------------------------
+    def rollback(self, snapshot_id: str, model: Any = None) -> Any:
+        """Move the head to a retained snapshot and return its state (the caller's own copy).
+
+        Later snapshots stay listed until evicted; the next commit's parent is this one. With
+        ``model`` (a pydantic model class) the state comes back validated as that model.
+        """
+        if model is not None:
+            return self.rollback_model(snapshot_id, model)
+        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+            log = self._catch_up()
+            sid = self._resolve(log, snapshot_id)
+            if sid == log.head and self._head_id == sid and self._head_state is not None:
+                return codec.loads(self._head_bytes())
+            state = self._state_of(log, sid)
+            if sid != log.head:
+                self._write_meta({"head": sid})
+            self._head_id, self._head_state, self._head_pieces = sid, state, None
+            return codec.loads(codec.dumps(state))
+
+    def set_max_snapshots(self, max_snapshots: int) -> list[str]:
+        """Change the retention limit; returns the ids that a lower limit evicted (oldest first)."""
+        check_max_snapshots(max_snapshots)
+        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+            log = self._catch_up()
+            before = log.retained()
+            if int(log.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS)) == max_snapshots:
+                return []
+            self._write_meta({"max_snapshots": max_snapshots})
+            after = set(log.retained())
+            self._store.reclaimer.reclaim(self, log)
+            return [sid for sid in before if sid not in after]
+
+    def tag(self, snapshot_id: str, name: str) -> str:
+        """Name a retained snapshot; retention keeps a tagged snapshot until it is untagged. Returns its id."""
+        check_tag_name(name)
+        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+            log = self._catch_up()
+            sid = self._resolve(log, snapshot_id)
+            if log.tags.get(name) != sid:
+                self._write_meta({"tag": [name, sid]})
+            return sid
+
+    def untag(self, name: str) -> str:
+        """Remove a tag; returns the id it named. The snapshot may then be evicted."""
+        check_tag_name(name)
+        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+            log = self._catch_up()
+            if name not in log.tags:
+                raise SnapshotNotFound(f"session {self.name!r} has no tag {name!r}", {"tag": name})
+            sid = log.tags[name]
+            self._write_meta({"tag": [name, None]})
+            self._store.reclaimer.reclaim(self, log)
+            return sid
+
+    def forget(self, keep_last: int) -> list[str]:
+        """Evict all but the last ``keep_last`` snapshots now (tagged ones stay); returns what was evicted.
+
+        The limit for later commits is unchanged.
+        """
+        check_max_snapshots(keep_last)
+        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+            log = self._catch_up()
+            before = log.retained()
+            gone = [sid for sid in before[: max(len(before) - keep_last, 0)] if sid not in log.tags.values()]
+            if gone:
+                self._write_meta({"evicted_through": gone[-1]})
+                self._store.reclaimer.reclaim(self, log)
+            return gone
+
+    def clear_old_snapshots(self) -> int:
+        """Reclaim what retention evicted now instead of at the next keyframe; returns segments dropped."""
+        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+            return self._store.reclaimer.reclaim(self, self._catch_up())
+
+    # -- internals -----------------------------------------------------
     def _head_bytes(self) -> bytes:
-        """Canonical bytes of the cached head: joined from the members' bytes the last commit kept."""
         if self._head_pieces is None:
             return codec.dumps(self._head_state)
         return codec.join_members(self._head_pieces)
 
-    def _catch_up(self, cached_id: str | None, cached: Any, doc: SessionDoc) -> Any:
-        """Another writer moved the head a few commits past our cached one: apply just their deltas.
+    def _snapshot(self, log: SessionLog, sid: str) -> Snapshot:
+        tags = tuple(sorted(t for t, s in log.tags.items() if s == sid))
+        return Snapshot.from_record(sid, log.commits[sid].record, tags)
 
-        Returns None when the cached head is not a near ancestor (a rollback, a keyframe or a squash
-        base between, whose delta may be gone); the caller then rebuilds from the store. The result
-        is verified against its hash.
-        """
-        head = doc.head
-        if cached_id is None or cached is None or head is None:
-            return None
-        objects, path = self._store.objects, []
-        current: str | None = head
-        for _step in range(CATCH_UP_LIMIT):
-            if current == cached_id:
-                break
-            if current is None:
-                return None
-            record = objects.record(current)
-            if record.delta is None or current in doc.bases:
-                return None
-            path.append(record)
-            current = record.parent
-        else:
-            return None
-        for record in reversed(path):
-            cached = apply_delta(objects, record, cached)
-        check_state(cached, objects.record(head).state, head)
-        return cached
-
-    def _snapshot(self, sid: str) -> Snapshot:
-        return Snapshot.from_record(sid, self._store.objects.record(sid))
+    def forget_open_segment(self) -> None:
+        """Drop what this handle holds of the open segment (after a reclaim rewrote segments)."""
+        self._open = None
+        self._stream = None
 
     def export_state(self, snapshot_id: str, path: Any) -> int:
-        """Write one retained snapshot's state to ``path`` (str or path-like) as pretty JSON; returns bytes written.
+        """Write one retained snapshot's state to ``path`` as pretty JSON (UTF-8, sorted keys); returns bytes written.
 
-        UTF-8, two-space indents, sorted keys. Integers and floats keep their spelling
-        (``1`` vs ``1.0``), so the file reads back type-exact.
+        Integers and floats keep their spelling (``1`` vs ``1.0``), so the file reads back type-exact.
         """
-        import orjson  # local: this method is the module's only user
+        import orjson
 
         data = orjson.dumps(self.state(snapshot_id), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
         with open(path, "wb") as f:
@@ -444,15 +690,20 @@ class Session:
         return len(data)
 
 
+DELTA_WINDOW_BYTES = 64 * 1024
 
-def _evict(doc: SessionDoc) -> int:
-    """Move the oldest snapshots beyond the limit from the listing to the evicted list."""
-    extra = len(doc.snapshots) - doc.max_snapshots
-    if extra <= 0:
-        return 0
-    gone, doc.snapshots = doc.snapshots[:extra], doc.snapshots[extra:]
-    doc.evicted.extend(gone)
-    return extra
+
+def _model_to_json(state: Any) -> Any:
+    pydantic = sys.modules.get("pydantic")  # no model can exist unless pydantic was imported
+    if pydantic is not None and isinstance(state, pydantic.BaseModel):
+        try:
+            return state.model_dump(mode="json")
+        except ValueError as exc:  # pydantic's serialization error: a field it cannot write as JSON
+            raise InvalidStateError(
+                f"state cannot be stored as JSON: the model does not serialize: {exc}",
+                {"reason": "model does not serialize", "type": type(state).__name__},
+            ) from None
+    return state
 
 
 def _encodable(text: str) -> bool:
@@ -473,6 +724,16 @@ def check_max_snapshots(value: Any) -> int:
             "max_snapshots must be a positive integer", {"argument": "max_snapshots", "value": repr(value)}
         )
     return value
+
+
+def check_tag_name(name: Any) -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= 100 or not _encodable(name) or any(
+        ord(c) < 32 for c in name
+    ):
+        raise SnapshotError("a tag is 1 to 100 characters of text", {"argument": "tag", "value": repr(name)})
+    if len(name) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in name.lower()):
+        raise SnapshotError("a tag must not look like a snapshot id (hex digits)", {"tag": name})
+    return name
 
 
 def resolve_prefix(snapshot_id: Any, candidates: Iterable[str], *, where: str) -> str:

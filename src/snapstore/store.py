@@ -1,39 +1,39 @@
-"""The snapshot store: sessions over an object store, plus reclaiming, gc and verify."""
+"""The snapshot store: sessions over a backend, plus gc, verify and stats."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
-from . import codec
+import xxhash
+
 from .backends import Backend, MemoryBackend, open_backend
-from .chains import KeyframePolicy, apply_delta, chain_to_base, check_state, rebuild
-from .codec import Kind
+from .entries import CommitEntry, MetaEntry, decode_entry, encode_meta
 from .errors import (
-    ConcurrentUpdateError,
     CorruptObjectError,
     FormatVersionError,
     InvalidNameError,
     SnapshotError,
     SnapshotNotFound,
 )
-from .objects import ObjectStore, SessionDoc, codec_id
+from .history import DEFAULT_MAX_SNAPSHOTS, SessionLog, check_state
+from .keyframes import KeyframePolicy
+from .reclaim import Reclaimer
 from .session import Session, check_max_snapshots, resolve_prefix
 
-FORMAT_REF = "config/format"
-SESSIONS_PREFIX = "sessions/"
-DEFAULT_MAX_SNAPSHOTS = 10
-GC_LOCK = "gc"
+#: the store layout this build writes and reads
+STORE_FORMAT = 2
+FORMAT_CONFIG = "format"
 MAX_NAME_LENGTH = 200
-#: evicted snapshots a session keeps for its chains before squashing, whatever max_chain says
-MAX_PINNED = 64
-#: how often a reader re-reads a ref that keeps moving under it
-READ_ATTEMPTS = 50
+#: session keys longer than this are shortened to a prefix and a hash of the name
+MAX_PLAIN_KEY = 120
+#: seconds a writer waits for a session's lock before LockTimeoutError
+DEFAULT_LOCK_TIMEOUT = 60.0
+#: temporary files younger than this are another process's write in progress
+TEMPORARY_GRACE_SECONDS = 3600.0
 
 
 @dataclass
@@ -48,11 +48,16 @@ class Problem:
 
 @dataclass
 class VerifyReport:
-    objects_checked: int = 0
+    segments_checked: int = 0
     sessions_checked: int = 0
     snapshots_checked: int = 0
     states_rebuilt: int = 0
     problems: list[Problem] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)  # entries in the store that are not its own
+
+    @property
+    def objects_checked(self) -> int:  # the name version 1 reports used
+        return self.segments_checked
 
     @property
     def ok(self) -> bool:
@@ -65,9 +70,14 @@ class VerifyReport:
 
 @dataclass
 class GcReport:
-    objects_deleted: int = 0
+    segments_dropped: int = 0
     bytes_freed: int = 0
     temporary_files_removed: int = 0
+    foreign: list[str] = field(default_factory=list)
+
+    @property
+    def objects_deleted(self) -> int:  # the name version 1 reports used
+        return self.segments_dropped
 
 
 class SnapshotStore:
@@ -75,7 +85,8 @@ class SnapshotStore:
 
     Open a directory store with ``SnapshotStore.open(path)`` (created if absent)
     or an in-memory one with ``SnapshotStore.memory()``. Safe to share between
-    threads; several stores may open the same directory at once.
+    threads; several processes may open the same directory at once (writers to
+    one session wait their turn, for at most ``lock_timeout`` seconds).
     """
 
     def __init__(
@@ -83,8 +94,10 @@ class SnapshotStore:
         backend: Backend,
         *,
         compression_level: int = 3,
-        max_chain: int = 50,
-        max_chain_factor: float = 2.0,
+        max_chain: int = 5000,
+        rebuild_budget: float = 2.5,
+        max_runs: int = 4,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
         create: bool = True,
     ) -> None:
         if type(compression_level) is not int or not 1 <= compression_level <= 22:
@@ -92,9 +105,13 @@ class SnapshotStore:
                 "compression_level must be an integer from 1 to 22",
                 {"argument": "compression_level", "value": repr(compression_level)},
             )
+        if lock_timeout is not None and (type(lock_timeout) not in (int, float) or not lock_timeout >= 0):
+            raise SnapshotError("lock_timeout must be seconds >= 0 or None", {"lock_timeout": repr(lock_timeout)})
         self.backend = backend
-        self.objects = ObjectStore(backend, level=compression_level)
-        self.policy = KeyframePolicy(max_chain, max_chain_factor)
+        self.level = compression_level
+        self.lock_timeout = lock_timeout
+        self.policy = KeyframePolicy(rebuild_budget=rebuild_budget, max_runs=max_runs, max_chain=max_chain)
+        self.reclaimer = Reclaimer(compression_level)
         self._sessions: dict[str, Session] = {}
         self._mutex = threading.Lock()
         self._check_format(create)
@@ -116,18 +133,29 @@ class SnapshotStore:
         return cls(MemoryBackend(), **settings)
 
     def _check_format(self, create: bool) -> None:
-        version = self.backend.read_ref(FORMAT_REF)
+        version = self.backend.read_config(FORMAT_CONFIG)
         if version is None:
-            if not create:
+            legacy = self.backend.legacy_format()
+            if legacy is not None:
+                raise FormatVersionError(
+                    f"store {self.describe()} has format version {legacy}; this build writes version "
+                    f"{STORE_FORMAT}: run `snapstore --store {self.describe()} upgrade` (or store.upgrade())",
+                    {"path": self.describe(), "version": legacy, "supported": STORE_FORMAT, "upgrade": True},
+                )
+            if not create or self.backend.read_only:
                 raise SnapshotNotFound(f"no snapstore store at {self.describe()}", {"path": self.describe()})
-            self.backend.cas_ref(FORMAT_REF, None, str(codec.FORMAT_VERSION))
-            version = self.backend.read_ref(FORMAT_REF)
-        if version != str(codec.FORMAT_VERSION):
+            self.backend.write_config(FORMAT_CONFIG, str(STORE_FORMAT).encode())
+            version = self.backend.read_config(FORMAT_CONFIG)
+        if version != str(STORE_FORMAT).encode():
+            shown = version[:16].decode("ascii", "replace") if version else version
             raise FormatVersionError(
-                f"store {self.describe()} has format version {version}; "
-                f"this build reads version {codec.FORMAT_VERSION}",
-                {"path": self.describe(), "version": version, "supported": codec.FORMAT_VERSION},
+                f"store {self.describe()} has format version {shown!r}; this build reads version {STORE_FORMAT}",
+                {"path": self.describe(), "version": shown, "supported": STORE_FORMAT},
             )
+
+    @property
+    def read_only(self) -> bool:
+        return self.backend.read_only
 
     def describe(self) -> str:
         return self.backend.describe()
@@ -146,7 +174,12 @@ class SnapshotStore:
 
     # -- sessions ------------------------------------------------------
     def session(self, name: str, max_snapshots: int | None = None) -> Session:
-        """Get or create a named history; ``max_snapshots`` changes its limit (new sessions get 10)."""
+        """Get or create a named history.
+
+        A new session keeps its last ``max_snapshots`` snapshots (default 10). For an existing
+        session, a higher ``max_snapshots`` raises its limit; a lower one that would evict
+        snapshots is refused: call ``session.set_max_snapshots(n)``, which says what it evicts.
+        """
         check_session_name(name)
         if max_snapshots is not None:
             check_max_snapshots(max_snapshots)
@@ -156,347 +189,183 @@ class SnapshotStore:
             sess = self._load_or_create(name, max_snapshots or DEFAULT_MAX_SNAPSHOTS)
             with self._mutex:
                 sess = self._sessions.setdefault(name, sess)
-        if max_snapshots is not None:
+        if max_snapshots is not None and max_snapshots != sess.max_snapshots:
+            if max_snapshots < len(sess):
+                raise SnapshotError(
+                    f"session {name!r} holds {len(sess)} snapshots: a limit of {max_snapshots} would evict "
+                    f"{len(sess) - max_snapshots}; call set_max_snapshots({max_snapshots}) to do that",
+                    {"session": name, "max_snapshots": max_snapshots, "retained": len(sess)},
+                )
             sess.set_max_snapshots(max_snapshots)
         return sess
 
-    def load_session_doc(self, ref: str, name: str | None = None) -> tuple[str, SessionDoc] | None:
-        """(id, document) the session ref points at now, or None when there is no such ref.
-
-        A commit deletes the document it replaces, so a document missing after the ref moved is
-        read again; one missing while the ref stays put, or one of another session, is damage.
-        """
-        for _attempt in range(READ_ATTEMPTS):
-            key = self.backend.read_ref(ref)
-            if key is None:
-                return None
-            if not codec_id(key):
-                raise CorruptObjectError(
-                    f"session ref {ref} holds {key[:40]!r}, not a document id",
-                    {"ref": ref, "reason": "garbled ref", "session": unquote(ref[len(SESSIONS_PREFIX) :])},
-                )
-            try:
-                doc = self.objects.session_doc(key)
-            except SnapshotNotFound:
-                if self.backend.read_ref(ref) != key:
-                    continue
-                raise SnapshotNotFound(
-                    f"session ref {ref} names document {key}, which is missing from the store",
-                    {"object": key, "ref": ref, "reason": "missing session document"},
-                ) from None
-            if self.session_ref(doc.name) != ref or (name is not None and doc.name != name):
-                raise CorruptObjectError(
-                    f"session ref {ref} points at the document of session {doc.name!r}",
-                    {"object": key, "ref": ref, "reason": "document of another session"},
-                )
-            return key, doc
-        raise ConcurrentUpdateError(f"session ref {ref} kept changing while being read", {"ref": ref})
-
     def _load_or_create(self, name: str, max_snapshots: int) -> Session:
-        ref = self.session_ref(name)
-        while True:
-            found = self.load_session_doc(ref, name)
-            if found is not None:
-                return Session(self, name, *found)
-            doc = SessionDoc(name=name, max_snapshots=max_snapshots)
-            with self.writing():
-                key, _ = self.objects.put(Kind.SESSION, doc.to_payload())
-                if self.backend.cas_ref(ref, None, key):
-                    return Session(self, name, key, doc)
+        key = session_key(name)
+        sess = Session(self, name, key)
+        if self.backend.segments(key):
+            found = self._read_name(key)
+            if found is not None and found != name:
+                raise CorruptObjectError(
+                    f"session key {key} holds session {found!r}, not {name!r}", {"session": name, "key": key}
+                )
+            return sess
+        with self.backend.lock_session(key, self.lock_timeout):
+            if not self.backend.segments(key):
+                body = {"checkpoint": True, "name": name, "max_snapshots": max_snapshots, "tags": {}}
+                self.backend.append(key, 1, [encode_meta(body)], 0)
+        return sess
+
+    def _read_name(self, key: str) -> str | None:
+        """The session name the first settings entry of a session's first segment records."""
+        segments = self.backend.segments(key)
+        if not segments:
+            return None
+        read = self.backend.read_segment(key, segments[0].segment)
+        for data in read.entries[:1]:
+            entry = decode_entry(data, "", f"session key {key}")
+            if isinstance(entry, MetaEntry) and isinstance(entry.body.get("name"), str):
+                return str(entry.body["name"])
+        return None
 
     def has_session(self, name: str) -> bool:
         check_session_name(name)
-        return self.backend.read_ref(self.session_ref(name)) is not None
+        return bool(self.backend.segments(session_key(name)))
 
     def sessions(self) -> list[str]:
         """Names of every session in the store, sorted."""
-        return sorted(self._session_docs())
-
-    def _session_docs(self) -> dict[str, tuple[str, SessionDoc]]:
-        docs = {}
-        for ref, _key in self.backend.iter_refs(SESSIONS_PREFIX):
-            found = self.load_session_doc(ref)
-            if found is not None:  # deleted since the listing
-                docs[found[1].name] = found
-        return docs
+        names = []
+        for key in self.backend.session_keys():
+            name = name_of_key(key)
+            if name is None:
+                try:
+                    name = self._read_name(key)
+                except SnapshotError:
+                    name = None
+            if name is not None and self.backend.segments(key):
+                names.append(name)
+        return sorted(names)
 
     def delete_session(self, name: str) -> None:
-        """Remove a session's ref; its objects go at the next ``gc``."""
+        """Remove a session and everything it stored."""
         check_session_name(name)
-        ref = self.session_ref(name)
-        with self.writing():
-            key = self.backend.read_ref(ref)
-            if key is None or not self.backend.cas_ref(ref, key, None):
+        key = session_key(name)
+        with self.backend.lock_session(key, self.lock_timeout):
+            if not self.backend.delete_session(key):
                 raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
         with self._mutex:
             self._sessions.pop(name, None)
 
-    @staticmethod
-    def session_ref(name: str) -> str:
-        return SESSIONS_PREFIX + quote(name, safe="").replace("~", "%7E")
-
     def find(self, snapshot_id: str) -> tuple[Session, str]:
-        """The session holding a retained snapshot, and its full id, from an id or prefix."""
+        """The session holding a retained snapshot, and its full id, from an id, prefix or ``session:tag``."""
         owners: dict[str, str] = {}
-        for name, (_key, doc) in self._session_docs().items():
-            for sid in doc.snapshots:
+        for name in self.sessions():
+            sess = self.session(name)
+            for sid in sess.snapshot_ids():
                 owners.setdefault(sid, name)
         sid = resolve_prefix(snapshot_id, owners, where="the store")
         return self.session(owners[sid]), sid
 
-    # -- locking -------------------------------------------------------
-    def writing(self) -> AbstractContextManager[None]:
-        """Held (shared) by every writer from its first object write to its ref swap; gc takes it exclusively."""
-        return self.backend.lock(GC_LOCK, shared=True)
-
-    # -- reclaiming storage ------------------------------------------
-    def maybe_reclaim(self, session: Session, doc: SessionDoc) -> None:
-        """Reclaim once enough snapshots wait for it (``doc`` is the document just written)."""
-        if len(doc.evicted) >= max(8, doc.max_snapshots // 8):
-            # reclaiming only saves space: damage it runs into is for verify to report, and the
-            # commit that triggered it has landed already
-            with contextlib.suppress(SnapshotError):
-                self.reclaim(session)
-
-    def reclaim(self, session: Session) -> int:
-        """Squash and delete what evicted snapshots left behind; returns objects deleted.
-
-        Evicted snapshots that a retained chain still runs through stay
-        ("pinned") until they outnumber ``max(max_snapshots, min(max_chain, 64))``; then
-        each retained snapshot whose parent is gone gets a full base and the
-        whole evicted tail is freed.
-        """
-        if not isinstance(session, Session):
-            raise SnapshotError(
-                "reclaim takes a Session (store.session(name))", {"argument": "session", "type": type(session).__name__}
-            )
-        with session._lock:
-            doc = session._current()
-            live = list(dict.fromkeys([*doc.snapshots, *([doc.head] if doc.head else [])]))
-            live_set = set(live)
-            pinned = self._pinned(doc, live)
-            new_bases = [b for b in doc.bases if b in live_set or b in pinned]
-            base_objects: list[tuple[str, bytes]] = []
-            if len(pinned) > max(doc.max_snapshots, min(self.policy.max_chain, MAX_PINNED)):
-                for sid in live:
-                    record = self.objects.record(sid)
-                    if record.delta is not None and record.parent not in live_set and sid not in new_bases:
-                        state = rebuild(self.objects, sid, doc.bases)
-                        base_objects.append(self.objects.encode(Kind.STATE, codec.dumps(state)))
-                        new_bases.append(sid)
-                new_bases = [b for b in new_bases if b in live_set]
-                pinned = set()
-            # An evicted snapshot that is still the head stays listed as evicted: the next
-            # commit makes it a parent, and gc must still find it through this list.
-            keep = pinned | live_set
-            new_doc = doc.copy()
-            new_doc.evicted = [e for e in doc.evicted if e in keep]
-            new_doc.bases = new_bases
-            dropped = [e for e in doc.evicted if e not in keep]
-            dropped_bases = [b for b in doc.bases if b not in new_bases]
-            if not dropped and not dropped_bases and new_doc.bases == doc.bases and not base_objects:
-                return 0
-            # The bases are written and the document naming them swapped in under one hold of
-            # the shared lock: a gc between the two would see unreferenced bases and delete them.
-            with self.writing():
-                if not session._swap(new_doc, base_objects):
-                    return 0
-        return self._collect(dropped, dropped_bases)
-
-    def _pinned(self, doc: SessionDoc, live: list[str]) -> set[str]:
-        """Snapshots outside ``live`` that a live snapshot's delta chain runs through."""
-        live_set, bases = set(live), set(doc.bases)
-        pinned: set[str] = set()
-        visited: set[str] = set()
-        for sid in live:
-            current: str | None = sid
-            while current is not None and current not in visited:
-                visited.add(current)
-                if current not in live_set:
-                    pinned.add(current)
-                record = self.objects.record(current)
-                if record.delta is None or current in bases:
-                    break
-                current = record.parent
-        return pinned
-
-    def _collect(self, records: list[str], bases: list[str]) -> int:
-        """Delete the objects of these records (and squash bases) that nothing in the store still needs."""
-        deleted = 0
-        with self.backend.lock(GC_LOCK, shared=False):
-            marked = self._mark()
-            for sid in records:
-                try:
-                    record = self.objects.record(sid)
-                except SnapshotError:
-                    continue
-                for key in (sid, record.delta, record.state):
-                    if key is not None and key not in marked and self.backend.has(key):
-                        self.backend.delete(key)
-                        deleted += 1
-                self.objects.forget(sid)
-            for sid in bases:
-                try:
-                    key = self.objects.record(sid).state
-                except SnapshotError:
-                    continue
-                if key not in marked and self.backend.has(key):
-                    self.backend.delete(key)
-                    deleted += 1
-        return deleted
-
-    def _mark(self) -> set[str]:
-        """Every object key some session still needs. Call under the exclusive gc lock."""
-        marked: set[str] = set()
-        for ref, _key in self.backend.iter_refs(SESSIONS_PREFIX):
-            found = self.load_session_doc(ref)  # damage raises: gc must not sweep what it cannot read
-            if found is None:
-                continue
-            key, doc = found
-            marked.add(key)
-            bases = set(doc.bases)
-            for sid in {*doc.snapshots, *doc.evicted, *([doc.head] if doc.head else [])}:
-                marked.add(sid)
-                # an unreadable record raises: gc must not sweep what it cannot account for
-                record = self.objects.record(sid)
-                if record.delta is not None:
-                    marked.add(record.delta)
-                if record.delta is None or sid in bases:
-                    marked.add(record.state)
-        return marked
-
-    def gc(self) -> GcReport:
-        """Delete every object that no session needs, and leftovers of interrupted writes."""
-        report = GcReport()
-        with self.backend.lock(GC_LOCK, shared=False):
-            marked = self._mark()
-            for key in list(self.backend.iter_keys()):
-                if key not in marked:
-                    with contextlib.suppress(SnapshotError):
-                        report.bytes_freed += self.backend.size(key)
-                    self.backend.delete(key)
-                    self.objects.forget(key)
-                    report.objects_deleted += 1
-            report.temporary_files_removed = self.backend.cleanup_temporary()
+    # -- maintenance ---------------------------------------------------
+    def gc(self, *, dry_run: bool = False, grace_seconds: float = TEMPORARY_GRACE_SECONDS) -> GcReport:
+        """Drop what retention evicted in every session, and leftovers of interrupted writes."""
+        report = GcReport(foreign=self.backend.foreign_entries())
+        if dry_run or self.backend.read_only:
+            return report
+        for name in self.sessions():
+            sess = self.session(name)
+            before = sum(s.stored_bytes for s in self.backend.segments(sess.key))
+            report.segments_dropped += sess.clear_old_snapshots()
+            after = sum(s.stored_bytes for s in self.backend.segments(sess.key))
+            report.bytes_freed += max(before - after, 0)
+        report.temporary_files_removed = self.backend.cleanup_temporary(grace_seconds)
         return report
 
-    # -- checking ------------------------------------------------------
     def verify(self, *, read_data: bool = True) -> VerifyReport:
-        """Check every session, record and chain; with ``read_data`` also every object's bytes and every state."""
-        report = VerifyReport()
-        with self.writing():  # shared: reclaim and gc cannot delete chain objects under the check
-            self._verify_into(report, read_data)
+        """Check every session's segments and chains; with ``read_data`` also decompress everything and
+        rebuild every retained state against its hash. Takes no lock: writers keep going."""
+        report = VerifyReport(foreign=self.backend.foreign_entries())
+        for key in self.backend.session_keys():
+            report.sessions_checked += 1
+            name = name_of_key(key)
+            try:
+                if name is None:
+                    name = self._read_name(key) or key
+                log = SessionLog(self.backend, key, name)
+                log.refresh()
+                self._verify_session(log, report, read_data)
+            except SnapshotError as exc:
+                report.add(exc, session=name)
         return report
 
-    def _verify_into(self, report: VerifyReport, read_data: bool) -> None:
-        if read_data:
-            for key in self.backend.iter_keys():
-                report.objects_checked += 1
-                try:
-                    kind, _codec, _size = codec.read_header(key, blob := self.backend.get(key))
-                    codec.decode_object(key, blob, kind)
-                except SnapshotError as exc:
-                    report.add(exc)
-        for ref, _key in self.backend.iter_refs(SESSIONS_PREFIX):
-            report.sessions_checked += 1
-            try:
-                found = self.load_session_doc(ref)
-            except SnapshotError as exc:
-                report.add(exc, session=unquote(ref[len(SESSIONS_PREFIX):]))
-                continue
-            if found is not None:
-                self._verify_session(found[1], report, read_data)
-
-    def _verify_session(self, doc: SessionDoc, report: VerifyReport, read_data: bool) -> None:
-        previous: tuple[str, Any] | None = None
-        for sid in doc.snapshots:
+    def _verify_session(self, log: SessionLog, report: VerifyReport, read_data: bool) -> None:
+        retained = set(log.retained())
+        if log.head is not None:
+            retained.add(log.head)
+        for sid in log.retained():
             report.snapshots_checked += 1
             try:
-                base, path = chain_to_base(self.objects, sid, doc.bases)
-                needed = [r.delta for r in path if r.delta] + [base.state]
-                for key in needed:
-                    if not self.backend.has(key):
-                        raise SnapshotNotFound(f"object {key} needed by snapshot {sid} is missing", {"object": key})
-                if not read_data:
-                    continue
-                record = self.objects.record(sid)
-                follows = previous is not None and record.parent == previous[0]
-                if follows and record.delta is not None and sid not in doc.bases:
-                    state = apply_delta(self.objects, record, previous[1])  # type: ignore[index]
-                    check_state(state, record.state, sid)
-                else:
-                    state = rebuild(self.objects, sid, doc.bases)
-                report.states_rebuilt += 1
-                previous = (sid, state)
+                log.chain(sid)
             except SnapshotError as exc:
-                previous = None
-                report.add(exc, session=doc.name, snapshot=sid)
+                report.add(exc, session=log.name, snapshot=sid)
+        report.segments_checked += len(log.segments)
+        if not read_data:
+            return
+        for number in list(log.segments):
+            segment = log.segments[number]
+            try:
+                payloads, _raw = log.segment_payloads(number)
+            except SnapshotError as exc:
+                report.add(exc, session=log.name)
+                continue
+            for entry in segment.entries:
+                if not isinstance(entry, CommitEntry) or entry.id not in retained:
+                    continue
+                try:
+                    path = log.chain(entry.id)
+                    report.states_rebuilt += 1
+                    log.apply_chain(path, payloads)
+                except SnapshotError as exc:
+                    report.add(exc, session=log.name, snapshot=entry.id)
 
     def stats(self) -> dict[str, Any]:
-        """Objects by kind, stored and raw bytes, keyframes, longest chain."""
-        kinds: dict[str, int] = {k.name.lower(): 0 for k in Kind}
-        stored = raw = 0
-        for key in self.backend.iter_keys():
-            blob = self.backend.get(key)
-            stored += len(blob)
-            try:
-                kind, _codec, size = codec.read_header(key, blob)
-            except SnapshotError:
-                continue
-            kinds[kind.name.lower()] += 1
-            raw += size
-        longest = keyframes = snapshots = 0
-        for _name, (_key, doc) in self._session_docs().items():
-            for sid in doc.snapshots:
+        """Sessions, snapshots, segments, stored and raw bytes, keyframes, the longest chain, disk usage."""
+        stored = raw = snapshots = keyframes = longest = segments = 0
+        names = self.sessions()
+        for name in names:
+            key = session_key(name)
+            log = SessionLog(self.backend, key, name)
+            log.refresh()
+            segments += len(log.segments)
+            stored += sum(info.stored_bytes for info in self.backend.segments(key))
+            raw += sum(s.raw_bytes() for s in log.segments.values())
+            for sid in log.retained():
                 snapshots += 1
-                record = self.objects.record(sid)
+                record = log.commits[sid].record
                 keyframes += record.delta is None
                 longest = max(longest, record.depth)
-        return {
-            "objects": sum(kinds.values()),
-            "objects_by_kind": kinds,
+        result: dict[str, Any] = {
+            "sessions": len(names),
+            "snapshots": snapshots,
+            "segments": segments,
             "stored_bytes": stored,
             "raw_bytes": raw,
             "compression_ratio": round(raw / stored, 2) if stored else None,
-            "sessions": len(self.sessions()),
-            "snapshots": snapshots,
             "keyframes": keyframes,
             "longest_chain": longest,
         }
+        result.update(self.backend.disk_usage())
+        return result
 
     def session_usage(self, name: str) -> int:
-        """Stored bytes of the objects one session keeps: its document, records, deltas and full states.
-
-        Counts what gc would keep for this session (the same objects ``_mark`` marks).
-        An object shared by content with another session counts in each session.
-        """
+        """Stored bytes of one session's segments."""
         check_session_name(name)
-        found = self.load_session_doc(self.session_ref(name), name)
-        if found is None:
+        key = session_key(name)
+        segments = self.backend.segments(key)
+        if not segments:
             raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
-        key, doc = found
-        keys = {key}
-        bases = set(doc.bases)
-        for sid in {*doc.snapshots, *doc.evicted, *([doc.head] if doc.head else [])}:
-            keys.add(sid)
-            try:
-                record = self.objects.record(sid)
-            except SnapshotError:
-                continue  # verify reports it
-            if record.delta is not None:
-                keys.add(record.delta)
-            if record.delta is None or sid in bases:
-                keys.add(record.state)
-        total = 0
-        for object_key in keys:
-            try:
-                size = self.backend.size(object_key)
-            except SnapshotError:
-                continue  # missing: verify reports it
-            total += size
-        return total
+        return sum(info.stored_bytes for info in segments)
 
-    # -- archives --------------------------------------------------------
+    # -- archives and upgrades -------------------------------------------
     def export(
         self,
         path: str | os.PathLike[str],
@@ -535,6 +404,22 @@ class SnapshotStore:
         )
 
 
+def session_key(name: str) -> str:
+    """The backend's key for a session: the name percent-encoded, or a prefix and a hash when long."""
+    quoted = quote(name, safe="").replace("~", "%7E")
+    if len(quoted) <= MAX_PLAIN_KEY:
+        return quoted
+    digest = xxhash.xxh3_128_hexdigest(name.encode("utf-8"))
+    return f"{quoted[:80]}~{digest}"
+
+
+def name_of_key(key: str) -> str | None:
+    """The session name a plain key encodes, or None for a shortened key (read the name from the session)."""
+    if "~" in key:
+        return None
+    return unquote(key)
+
+
 def check_session_name(name: Any) -> str:
     """Session names are non-empty text without path separators, ``..`` or control characters."""
     reason = None
@@ -558,3 +443,14 @@ def check_session_name(name: Any) -> str:
     if reason:
         raise InvalidNameError(f"invalid session name {name!r}: {reason}", {"session": repr(name), "reason": reason})
     return name
+
+
+__all__ = [
+    "GcReport",
+    "Problem",
+    "SnapshotStore",
+    "VerifyReport",
+    "check_session_name",
+    "check_state",
+    "session_key",
+]

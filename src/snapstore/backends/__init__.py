@@ -7,9 +7,9 @@ import os
 from ..errors import BackendError
 from ._directory import DirectoryBackend
 from ._memory import MemoryBackend
-from .base import Backend, ObjectMissing
+from .base import Backend, SegmentMissing
 
-__all__ = ["Backend", "DirectoryBackend", "MemoryBackend", "ObjectMissing", "open_backend"]
+__all__ = ["Backend", "DirectoryBackend", "MemoryBackend", "SegmentMissing", "open_backend"]
 
 
 def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = False, create: bool = True) -> Backend:

@@ -1,282 +1,576 @@
-"""Objects and refs as files: the embedded default engine.
+"""Segments as append-only files: the embedded default engine (POSIX only).
 
-Layout under the root folder::
+Layout under the root folder (docs/format.md, "Directory layout")::
 
-    objects/ab/cdef0123...   one file per object, named by its 32-digit key (2-digit fan-out)
-    refs/<name>              one symbolic link per ref, whose target is the ref's value
-    locks/<name>.lock        empty files that carry advisory locks (flock)
+    config/<name>                 small named values (format: "2")
+    sessions/<key>/lock           an empty file carrying the session's flock
+    sessions/<key>/<16 hex>.seg   one segment: a header, then framed entries (``_framing``)
+    sessions/<key>/.tmp-<hex>     a segment rewrite in progress (removed by gc after a grace period)
 
-Every write goes to a temporary file ``.tmp-*`` in the target's folder and is
-then linked (objects: never overwriting) or renamed (refs) into place, so a
-reader sees a whole file or none. With ``fsync=True`` the file and its folder
-are flushed before the write is reported done.
+Confinement: every file is opened relative to a descriptor of its folder, and
+every folder is opened with ``O_NOFOLLOW | O_DIRECTORY`` and must be on the
+root's device, so a symbolic link or a mount point planted inside the store
+is refused instead of followed. Files are opened with ``O_NOFOLLOW |
+O_NONBLOCK`` and must be regular files (a FIFO never blocks a read), and no
+file is read past the size the format allows.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
+import stat
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 
-from ..errors import BackendError
-from .base import Backend, ObjectMissing, check_key, check_ref_name
-from .locking import ReadWriteLock
+from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
+from . import _framing
+from ._checks import check_config_name, check_config_value, check_position, entry_list
+from ._legacy import DirectoryLegacyReader
+from .base import (
+    MAX_SEGMENT,
+    Backend,
+    SegmentInfo,
+    SegmentMissing,
+    SegmentRead,
+    check_segment,
+    check_session_key,
+)
+from .locking import acquire_thread_lock, check_timeout, poll_until
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 TMP_PREFIX = ".tmp-"
+SEGMENT_SUFFIX = ".seg"
+LOCK_FILE = "lock"
+#: the largest segment file read (a keyframe and its chain); larger is damage, not an allocation
+MAX_SEGMENT_FILE = 1 << 32
+MAX_CONFIG_FILE = 4096
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def segment_file(segment: int) -> str:
+    return f"{segment:016x}{SEGMENT_SUFFIX}"
+
+
+def parse_segment_file(name: str) -> int | None:
+    if len(name) != 16 + len(SEGMENT_SUFFIX) or not name.endswith(SEGMENT_SUFFIX):
+        return None
+    digits = name[:16]
+    if any(c not in "0123456789abcdef" for c in digits):
+        return None
+    number = int(digits, 16)
+    return number if number <= MAX_SEGMENT else None  # a number no caller could pass back: foreign
 
 
 class DirectoryBackend(Backend):
     kind = "directory"
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False, create: bool = True) -> None:
+        if fcntl is None:  # pragma: no cover - not POSIX
+            raise BackendError("the directory store needs a POSIX system (fcntl)", {"path": str(root)})
         if not isinstance(root, (str, os.PathLike)):
             raise BackendError(f"a store path must be a path, not {type(root).__name__}", {"path": repr(root)})
-        self.root = Path(root)
+        self.root = os.fspath(root)
         self.fsync = fsync
-        self._objects = self.root / "objects"
-        self._refs = self.root / "refs"
-        self._locks_dir = self.root / "locks"
-        if create:
+        if create and not os.path.lexists(self.root):
             try:
-                for folder in (self._objects, self._refs, self._locks_dir):
-                    folder.mkdir(parents=True, exist_ok=True)
-                if not (self._objects / "ff").is_dir():  # all 256 fan-out folders up front: one mkdir less a write
-                    for fan in range(256):
-                        (self._objects / f"{fan:02x}").mkdir(exist_ok=True)
+                os.makedirs(self.root, exist_ok=True)
             except OSError as exc:
-                raise _io_error("create a store at", str(self.root), exc) from exc
-        elif not self._objects.is_dir():
-            raise BackendError(f"no store at {self.root}", {"path": str(self.root)})
+                raise io_error("create a store at", self.root, exc) from exc
+        try:
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise BackendError(f"no store at {self.root}", {"path": self.root}) from None
+        except OSError as exc:
+            raise io_error("open the store at", self.root, exc) from exc
+        self._device = os.fstat(self._root_fd).st_dev
+        self.read_only = not os.access(self._root_fd, os.W_OK, effective_ids=True) if _ACCESS_FD else not os.access(
+            self.root, os.W_OK
+        )
+        if create and not self.read_only:
+            for folder in ("config", "sessions"):
+                self._mkdir(self._root_fd, folder)
         self._mutex = threading.Lock()
-        self._file_locks: dict[str, _FileLock] = {}
+        self._locks: dict[str, _SessionLock] = {}
 
     def describe(self) -> str:
-        return str(self.root)
-
-    # -- objects -------------------------------------------------------
-    def _object_path(self, key: str) -> Path:
-        check_key(key)
-        return self._objects / key[:2] / key[2:]
-
-    def get(self, key: str) -> bytes:
-        path = self._object_path(key)
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise ObjectMissing(f"object {key} not found", {"object": key}) from None
-        except OSError as exc:
-            raise _io_error("read object", key, exc) from exc
-
-    def size(self, key: str) -> int:
-        try:
-            return self._object_path(key).stat().st_size
-        except FileNotFoundError:
-            raise ObjectMissing(f"object {key} not found", {"object": key}) from None
-
-    def has(self, key: str) -> bool:
-        return self._object_path(key).exists()
-
-    def put(self, key: str, data: bytes) -> bool:
-        path = self._object_path(key)
-        if path.exists():
-            return False
-        folder = path.parent
-        try:
-            try:
-                tmp = self._write_temporary(folder, data)
-            except FileNotFoundError:  # a fan-out folder removed by hand
-                folder.mkdir(exist_ok=True)
-                tmp = self._write_temporary(folder, data)
-            try:
-                os.link(tmp, path)  # fails if the object appeared meanwhile: never overwrite
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
-            if self.fsync:
-                _fsync_dir(folder)
-        except OSError as exc:
-            raise _io_error("write object", key, exc) from exc
-        return True
-
-    def delete(self, key: str) -> None:
-        try:
-            os.unlink(self._object_path(key))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise _io_error("delete object", key, exc) from exc
-
-    def iter_keys(self) -> Iterator[str]:
-        try:
-            fans = sorted(os.scandir(self._objects), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
-        for fan in fans:
-            if len(fan.name) != 2 or not fan.is_dir():
-                continue
-            for entry in os.scandir(fan.path):
-                if not entry.name.startswith(TMP_PREFIX):
-                    yield fan.name + entry.name
-
-    # -- refs ----------------------------------------------------------
-    def _ref_path(self, name: str) -> Path:
-        return self._refs.joinpath(*check_ref_name(name).split("/"))
-
-    def read_ref(self, name: str) -> str | None:
-        path = self._ref_path(name)
-        try:
-            return os.readlink(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # EINVAL: a regular file, the other form a ref may take
-                raise _io_error("read ref", name, exc) from exc
-        try:
-            # undecodable bytes are damage, which the caller reports when the value is not an id
-            return path.read_bytes().decode("utf-8", errors="replace").strip()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise BackendError(f"cannot read ref {name}: {exc}", {"ref": name, "cause": repr(exc)}) from exc
-
-    def cas_ref(self, name: str, expected: str | None, new: str | None) -> bool:
-        path = self._ref_path(name)
-        with self.lock("ref." + name.replace("/", "."), shared=False):
-            if self.read_ref(name) != expected:
-                return False
-            try:
-                if new is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    # A symbolic link whose target is the value: swapping one in by rename is atomic
-                    # like a file, but ext4 does not flush data for it (replacing a regular file by
-                    # rename costs about ten times more there).
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = os.path.join(path.parent, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-                    os.symlink(new, tmp)
-                    os.replace(tmp, path)
-                if self.fsync:
-                    _fsync_dir(path.parent)
-            except OSError as exc:
-                raise _io_error("write ref", name, exc) from exc
-            return True
-
-    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
-        found = []
-        for dirpath, dirs, files in os.walk(self._refs):
-            # a ref is a symbolic link; one garbled into a path to a folder is listed among dirs
-            # (not followed), and must still be seen, or gc would not mark that session
-            for fname in [*files, *(d for d in dirs if os.path.islink(os.path.join(dirpath, d)))]:
-                if fname.startswith(TMP_PREFIX):
-                    continue
-                rel = os.path.relpath(os.path.join(dirpath, fname), self._refs).replace(os.sep, "/")
-                if rel.startswith(prefix):
-                    value = self.read_ref(rel)
-                    if value is not None:
-                        found.append((rel, value))
-        return iter(sorted(found))
-
-    # -- locks ---------------------------------------------------------
-    def lock(self, name: str, *, shared: bool = False) -> AbstractContextManager[None]:
-        check_ref_name(name)
-        with self._mutex:
-            held = self._file_locks.get(name)
-            if held is None:
-                held = self._file_locks[name] = _FileLock(self._locks_dir / (name.replace("/", ".") + ".lock"))
-        return held.hold(shared)
+        return self.root
 
     def close(self) -> None:
         with self._mutex:
-            for held in self._file_locks.values():
+            for held in self._locks.values():
                 held.close()
-            self._file_locks.clear()
+            self._locks.clear()
+            if self._root_fd >= 0:
+                os.close(self._root_fd)
+                self._root_fd = -1
 
-    # -- housekeeping --------------------------------------------------
-    def cleanup_temporary(self) -> int:
-        """Delete ``.tmp-*`` leftovers. Call only while holding the store's exclusive lock."""
-        removed = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for fname in files:
-                if fname.startswith(TMP_PREFIX):
+    # -- folders, confined ---------------------------------------------
+    def _mkdir(self, parent_fd: int, name: str) -> None:
+        self._writable(name)
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise io_error("create folder", name, exc) from exc
+
+    def _open_dir(self, parent_fd: int, name: str, where: str) -> int:
+        """A descriptor of folder ``name`` under ``parent_fd``: a real folder on the store's device."""
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise BackendError(
+                    f"refused {where}: it is a symbolic link or not a folder", {"path": where, "reason": "not a folder"}
+                ) from None
+            raise io_error("open folder", where, exc) from exc
+        if os.fstat(fd).st_dev != self._device:
+            os.close(fd)
+            raise BackendError(f"refused {where}: it is on another device (a mount point)", {"path": where})
+        return fd
+
+    @contextmanager
+    def _session_dir(self, key: str, *, create: bool = False) -> Iterator[int]:
+        check_session_key(key)
+        sessions = self._sessions_fd(create)
+        try:
+            if create:
+                self._mkdir(sessions, key)
+            fd = self._open_dir(sessions, key, f"sessions/{key}")
+        finally:
+            os.close(sessions)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _sessions_fd(self, create: bool = False) -> int:
+        if create:
+            self._mkdir(self._root_fd, "sessions")
+        return self._open_dir(self._root_fd, "sessions", "sessions")
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(
+                f"store {self.root} is read-only here: cannot write {what}", {"path": self.root, "what": what}
+            )
+
+    # -- configuration -------------------------------------------------
+    def read_config(self, name: str) -> bytes | None:
+        check_config_name(name)
+        try:
+            folder = self._open_dir(self._root_fd, "config", "config")
+        except FileNotFoundError:
+            return None
+        try:
+            return read_regular_file(folder, name, f"config/{name}", MAX_CONFIG_FILE)
+        except FileNotFoundError:
+            return None
+        finally:
+            os.close(folder)
+
+    def write_config(self, name: str, value: bytes) -> None:
+        value = check_config_value(check_config_name(name), value)
+        self._writable(f"config/{name}")
+        self._mkdir(self._root_fd, "config")
+        folder = self._open_dir(self._root_fd, "config", "config")
+        try:
+            self._write_replace(folder, name, value, f"config/{name}")
+        finally:
+            os.close(folder)
+
+    # -- sessions ------------------------------------------------------
+    def session_keys(self) -> list[str]:
+        return sorted(key for key, ok in self._session_folders() if ok)
+
+    def disk_usage(self) -> dict[str, int]:
+        apparent = allocated = files = folders = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            folders += 1
+            for name in filenames:
+                try:
+                    info = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                files += 1
+                apparent += info.st_size
+                allocated += info.st_blocks * 512
+            for name in dirnames:
+                try:
+                    allocated += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                except OSError:
+                    pass
+        return {"apparent_bytes": apparent, "allocated_bytes": allocated, "files": files, "folders": folders}
+
+    def legacy_format(self) -> str | None:
+        reader = self.legacy_reader()
+        try:
+            return None if reader is None else reader.read_ref("config/format")
+        except BackendError:
+            return None
+
+    def legacy_reader(self) -> DirectoryLegacyReader | None:
+        for folder in ("refs", "objects"):
+            try:
+                os.lstat(folder, dir_fd=self._root_fd)
+            except FileNotFoundError:
+                continue
+            return DirectoryLegacyReader(self._root_fd, self._open_dir, read_regular_file)
+        return None
+
+    def foreign_entries(self) -> list[str]:
+        found: list[str] = []
+        try:
+            names = sorted(os.listdir(self._root_fd))
+        except OSError:
+            return found
+        for name in names:
+            if name not in ("config", "sessions"):
+                found.append(name)
+        try:
+            folders = list(self._session_folders())
+        except BackendError:
+            return [*found, "sessions"]  # a link or a file where the sessions folder should be
+        for key, ok in folders:
+            if not ok:
+                found.append(f"sessions/{key}")
+                continue
+            try:
+                with self._session_dir(key) as fd, os.scandir(fd) as listing:
+                    for entry in sorted(listing, key=lambda e: e.name):
+                        name = entry.name
+                        ours = name == LOCK_FILE or parse_segment_file(name) is not None
+                        # a link, FIFO or device under one of our names is not ours either
+                        if not (ours and entry.is_file(follow_symlinks=False)) and not name.startswith(TMP_PREFIX):
+                            found.append(f"sessions/{key}/{name}")
+            except (OSError, BackendError):
+                found.append(f"sessions/{key}")
+        return found
+
+    def _session_folders(self) -> Iterator[tuple[str, bool]]:
+        try:
+            sessions = self._sessions_fd()
+        except FileNotFoundError:
+            return
+        try:
+            with os.scandir(sessions) as listing:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+        finally:
+            os.close(sessions)
+        for name, is_dir in sorted(entries):
+            if name.startswith(TMP_PREFIX):
+                continue
+            try:
+                check_session_key(name)
+            except Exception:
+                yield name, False
+                continue
+            yield name, is_dir
+
+    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
+        check_session_key(key)
+        check_timeout(timeout)
+        self._writable(f"sessions/{key}")
+        with self._mutex:
+            held = self._locks.get(key)
+            if held is None:
+                held = self._locks[key] = _SessionLock(self, key)
+        return held.hold(timeout)
+
+    def segments(self, key: str) -> list[SegmentInfo]:
+        try:
+            with self._session_dir(key) as fd:
+                found = []
+                with os.scandir(fd) as listing:
+                    for entry in listing:
+                        number = parse_segment_file(entry.name)
+                        if number is not None and entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            version = (info.st_ino << 24) | _file_id(fd, entry.name)
+                            found.append(SegmentInfo(number, info.st_size, version))
+                return sorted(found, key=lambda s: s.segment)
+        except FileNotFoundError:
+            return []
+
+    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+        check_position(start, "start")
+        name = segment_file(check_segment(segment))
+        where = f"sessions/{key}/{name}"
+        try:
+            with self._session_dir(key) as folder:
+                data = read_regular_file(folder, name, where, MAX_SEGMENT_FILE, start=start)
+        except FileNotFoundError:
+            raise SegmentMissing(f"segment {where} not found", {"segment": segment, "path": where}) from None
+        if start == 0:
+            if len(data) < _framing.HEADER_SIZE:
+                return SegmentRead([], 0)  # created, header not yet written: empty
+            if not _framing.header_ok(data):
+                raise CorruptObjectError(f"{where} is not a snapstore segment (bad header)", {"path": where})
+            scanned = _framing.scan(memoryview(data)[_framing.HEADER_SIZE :], _framing.HEADER_SIZE)
+        else:
+            scanned = _framing.scan(data, start)
+        return SegmentRead(scanned.entries, scanned.end, scanned.damaged_at)
+
+    def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
+        check_session_key(key)
+        name = segment_file(check_segment(segment))
+        check_position(expected_end, "expected_end")
+        where = f"sessions/{key}/{name}"
+        self._writable(where)
+        payload = _framing.frames(entry_list(entries))
+        # only a caller that saw no segment may create one: a stale end must not leave an empty file
+        create = os.O_CREAT if expected_end == 0 else 0
+        with self._session_dir(key, create=True) as folder:
+            try:
+                fd = os.open(name, os.O_RDWR | create | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=folder)
+            except FileNotFoundError:
+                raise _moved(key, segment) from None
+            except OSError as exc:
+                raise io_error("open segment", where, exc) from exc
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    raise BackendError(f"refused {where}: not a regular file", {"path": where})
+                size = info.st_size
+                if expected_end == 0:
+                    if size > _framing.HEADER_SIZE:
+                        raise _moved(key, segment)
+                    payload = _framing.new_header() + payload
+                    if size:
+                        os.ftruncate(fd, 0)
+                elif size != expected_end:
+                    if size < expected_end:
+                        raise _moved(key, segment)
+                    tail = os.pread(fd, size - expected_end, expected_end)
+                    scanned = _framing.scan(tail, expected_end)
+                    if scanned.entries or not scanned.torn:
+                        raise _moved(key, segment)
+                    os.ftruncate(fd, expected_end)  # a torn tail of an interrupted append
+                start = expected_end if expected_end else 0
+                write_all(fd, payload, start)
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError as exc:
+                raise io_error("append to segment", where, exc) from exc
+            finally:
+                os.close(fd)
+            if self.fsync and expected_end == 0:
+                os.fsync(folder)
+        return start + len(payload)
+
+    def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
+        check_session_key(key)
+        name = segment_file(check_segment(segment))
+        self._writable(f"sessions/{key}/{name}")
+        data = _framing.new_header() + _framing.frames(entry_list(entries))
+        with self._session_dir(key, create=True) as folder:
+            self._write_replace(folder, name, data, f"sessions/{key}/{name}")
+
+    def drop_segments(self, key: str, segments: Iterable[int]) -> None:
+        numbers = [check_segment(s) for s in segments]
+        self._writable(f"sessions/{key}")
+        try:
+            with self._session_dir(key) as folder:
+                for segment in numbers:
                     try:
-                        os.unlink(os.path.join(dirpath, fname))
-                        removed += 1
+                        os.unlink(segment_file(segment), dir_fd=folder)
                     except FileNotFoundError:
                         pass
+                    except OSError as exc:
+                        raise io_error("delete segment", f"sessions/{key}/{segment_file(segment)}", exc) from exc
+                if self.fsync:
+                    os.fsync(folder)
+        except FileNotFoundError:
+            return
+
+    def delete_session(self, key: str) -> bool:
+        self._writable(f"sessions/{key}")
+        try:
+            with self._session_dir(key) as folder:
+                names = os.listdir(folder)
+                ours = [n for n in names if parse_segment_file(n) is not None or n.startswith(TMP_PREFIX)]
+                for name in ours:
+                    os.unlink(name, dir_fd=folder)
+                had = any(parse_segment_file(n) is not None for n in ours)
+            # an emptied folder goes too; one holding the lock file stays (a waiter may hold its flock)
+            sessions = self._sessions_fd()
+            try:
+                os.rmdir(key, dir_fd=sessions)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    raise
+            finally:
+                os.close(sessions)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise io_error("delete session", f"sessions/{key}", exc) from exc
+        return had
+
+    # -- housekeeping --------------------------------------------------
+    def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
+        if self.read_only:
+            return 0
+        removed = 0
+        cutoff = time.time() - grace_seconds
+        for key, ok in list(self._session_folders()):
+            if not ok:
+                continue
+            try:
+                with self._session_dir(key) as folder:
+                    for name in os.listdir(folder):
+                        if not name.startswith(TMP_PREFIX):
+                            continue
+                        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                        if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                            os.unlink(name, dir_fd=folder)
+                            removed += 1
+            except (FileNotFoundError, BackendError):
+                continue
         return removed
 
-    def _write_temporary(self, folder: Path, data: bytes) -> str:
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    def _write_replace(self, folder: int, name: str, data: bytes, where: str) -> None:
+        tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder)
+            try:
+                write_all(fd, data, 0)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
             if self.fsync:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
+                os.fsync(folder)
+        except OSError as exc:
+            try:
+                os.unlink(tmp, dir_fd=folder)
+            except OSError:
+                pass
+            raise io_error("write", where, exc) from exc
+
+
+_ACCESS_FD = os.access in os.supports_fd and os.access in os.supports_effective_ids
+
+
+def _moved(key: str, segment: int) -> ConcurrentUpdateError:
+    return ConcurrentUpdateError(
+        f"segment {segment} of session {key} changed under its lock holder", {"session_key": key, "segment": segment}
+    )
+
+
+def read_regular_file(folder: int, name: str, where: str, limit: int, *, start: int = 0) -> bytes:
+    """A regular file's bytes from ``start``, refusing links, FIFOs, devices and files over ``limit``."""
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BackendError(f"refused {where}: it is a symbolic link", {"path": where}) from None
+        raise io_error("open", where, exc) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BackendError(f"refused {where}: not a regular file", {"path": where, "reason": "not a regular file"})
+        if info.st_size > limit:
+            raise CorruptObjectError(
+                f"{where} is {info.st_size} bytes, more than the format allows ({limit})",
+                {"path": where, "size": info.st_size},
+            )
+        chunks = []
+        offset = start
+        while True:
+            chunk = os.pread(fd, max(info.st_size - offset, 0) + 65536, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            if offset - start > limit:
+                raise CorruptObjectError(f"{where} grew past the size the format allows", {"path": where})
+        return b"".join(chunks)
+    except OSError as exc:
+        raise io_error("read", where, exc) from exc
+    finally:
         os.close(fd)
-        return tmp
 
 
-class _FileLock:
-    """One named lock: a readers-writer lock for this process's threads, then flock(2) for other processes.
+def _file_id(folder: int, name: str) -> int:
+    """The ``file_id`` in a segment's header (0 when unreadable: the read that follows reports why)."""
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
+    except OSError:
+        return 0
+    try:
+        return _framing.file_id(os.pread(fd, _framing.HEADER_SIZE, 0)) if stat.S_ISREG(os.fstat(fd).st_mode) else 0
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
-    The lock file stays open, and the flock is taken by the first shared holder in this process
-    and dropped by the last (or taken and dropped by the one exclusive holder), so a commit pays
-    no open and close for it.
-    """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.threads = ReadWriteLock()
-        self.mutex = threading.Lock()
-        self.shared_holders = 0
+def write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class _SessionLock:
+    """One session's write lock: a thread lock for this process, then flock(2) for other processes."""
+
+    def __init__(self, backend: DirectoryBackend, key: str) -> None:
+        self.backend = backend
+        self.key = key
+        self.threads = threading.Lock()
         self.fd: int | None = None
         self.pid = 0
 
     def _descriptor(self) -> int:
         if self.fd is None or self.pid != os.getpid():  # a forked child must not share our flock
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            self.pid = os.getpid()
+            with self.backend._session_dir(self.key, create=True) as folder:
+                try:
+                    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=folder)
+                except OSError as exc:
+                    raise io_error("open lock", f"sessions/{self.key}/{LOCK_FILE}", exc) from exc
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    raise BackendError(f"refused sessions/{self.key}/{LOCK_FILE}: not a regular file", {})
+            self.fd, self.pid = fd, os.getpid()
         return self.fd
 
     @contextmanager
-    def hold(self, shared: bool) -> Iterator[None]:
-        self.threads.acquire(shared)
+    def hold(self, timeout: float | None) -> Iterator[None]:
+        waited = acquire_thread_lock(self.threads, self.key, timeout)
         try:
-            if shared:
-                with self.mutex:
-                    if self.shared_holders == 0:
-                        fcntl.flock(self._descriptor(), fcntl.LOCK_SH)
-                    self.shared_holders += 1
+            fd = self._descriptor()
+
+            def try_once() -> bool:
                 try:
-                    yield
-                finally:
-                    with self.mutex:
-                        self.shared_holders -= 1
-                        if self.shared_holders == 0:
-                            fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
-            else:
-                fd = self._descriptor()
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                return True
+
+            poll_until(try_once, self.key, timeout, waited)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            self.threads.release(shared)
+            self.threads.release()
 
     def close(self) -> None:
         if self.fd is not None and self.pid == os.getpid():
@@ -284,17 +578,10 @@ class _FileLock:
         self.fd = None
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _io_error(action: str, what: str, exc: OSError) -> BackendError:
+def io_error(action: str, what: str, exc: OSError) -> BackendError:
     reason = errno.errorcode.get(exc.errno or 0, "") or str(exc)
-    return BackendError(
+    cls = ReadOnlyStoreError if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else BackendError
+    return cls(
         f"cannot {action} {what}: {exc.strerror or exc}",
-        {"object": what, "cause": f"{type(exc).__name__}: {exc}", "errno": reason},
+        {"path": what, "cause": f"{type(exc).__name__}: {exc}", "errno": reason},
     )

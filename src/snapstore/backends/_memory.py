@@ -1,79 +1,113 @@
-"""Objects and refs in process memory: the same behaviour as a directory, without files."""
+"""Segments in process memory: the same behaviour as a directory, without files."""
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from .base import Backend, ObjectMissing, check_key, check_ref_name
-from .locking import ReadWriteLock
+from ..errors import ConcurrentUpdateError
+from ._checks import check_config_name, check_config_value, check_position, entry_list
+from .base import Backend, SegmentInfo, SegmentMissing, SegmentRead, check_segment, check_session_key
+from .locking import acquire_thread_lock, check_timeout
+
+# Positions in a memory segment are entry counts.
+
+
+class _Segment:
+    __slots__ = ("entries", "version")
+
+    def __init__(self, entries: list[bytes], version: int) -> None:
+        self.entries = entries
+        self.version = version
 
 
 class MemoryBackend(Backend):
     kind = "memory"
 
     def __init__(self) -> None:
-        self._objects: dict[str, bytes] = {}
-        self._refs: dict[str, str] = {}
+        self._config: dict[str, bytes] = {}
+        self._sessions: dict[str, dict[int, _Segment]] = {}
+        self._locks: dict[str, threading.Lock] = {}
         self._mutex = threading.Lock()
-        self._locks: dict[str, ReadWriteLock] = {}
+        # a counter, not id(): an id is reused once the old segment is freed
+        self._versions = itertools.count(1)
 
-    def get(self, key: str) -> bytes:
-        try:
-            return self._objects[check_key(key)]
-        except KeyError:
-            raise ObjectMissing(f"object {key} not found", {"object": key}) from None
+    def read_config(self, name: str) -> bytes | None:
+        return self._config.get(check_config_name(name))
 
-    def put(self, key: str, data: bytes) -> bool:
-        check_key(key)
+    def write_config(self, name: str, value: bytes) -> None:
+        self._config[check_config_name(name)] = check_config_value(name, value)
+
+    def session_keys(self) -> list[str]:
         with self._mutex:
-            if key in self._objects:
-                return False
-            self._objects[key] = bytes(data)
-            return True
+            return sorted({key for key, segments in self._sessions.items() if segments} | set(self._locks))
 
-    def has(self, key: str) -> bool:
-        return check_key(key) in self._objects
-
-    def delete(self, key: str) -> None:
+    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
+        check_session_key(key)
+        check_timeout(timeout)
         with self._mutex:
-            self._objects.pop(check_key(key), None)
+            lock = self._locks.setdefault(key, threading.Lock())
+        return _held(lock, key, timeout)
 
-    def iter_keys(self) -> Iterator[str]:
+    def segments(self, key: str) -> list[SegmentInfo]:
         with self._mutex:
-            keys = list(self._objects)
-        return iter(keys)
+            found = self._sessions.get(check_session_key(key), {})
+            return [
+                SegmentInfo(n, sum(len(e) for e in found[n].entries), found[n].version) for n in sorted(found)
+            ]
 
-    def read_ref(self, name: str) -> str | None:
-        return self._refs.get(check_ref_name(name))
-
-    def cas_ref(self, name: str, expected: str | None, new: str | None) -> bool:
-        check_ref_name(name)
+    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+        check_position(start, "start")
         with self._mutex:
-            if self._refs.get(name) != expected:
-                return False
-            if new is None:
-                self._refs.pop(name, None)
-            else:
-                self._refs[name] = new
-            return True
+            found = self._sessions.get(check_session_key(key), {}).get(check_segment(segment))
+            if found is None:
+                raise SegmentMissing(f"segment {segment} of session {key} not found", {"segment": segment})
+            return SegmentRead(found.entries[start:], len(found.entries))
 
-    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+    def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
+        check_session_key(key)
+        check_segment(segment)
+        check_position(expected_end, "expected_end")
+        new = entry_list(entries)
         with self._mutex:
-            items = sorted((n, v) for n, v in self._refs.items() if n.startswith(prefix))
-        return iter(items)
+            segments = self._sessions.setdefault(key, {})
+            current = segments.get(segment)
+            if (len(current.entries) if current is not None else 0) != expected_end:
+                raise ConcurrentUpdateError(
+                    f"segment {segment} of session {key} changed under its lock holder",
+                    {"session_key": key, "segment": segment},
+                )
+            if current is None:
+                current = segments[segment] = _Segment([], next(self._versions))
+            current.entries.extend(new)
+            return len(current.entries)
 
-    def lock(self, name: str, *, shared: bool = False) -> AbstractContextManager[None]:
+    def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
+        check_session_key(key)
+        check_segment(segment)
+        new = entry_list(entries)
         with self._mutex:
-            rw = self._locks.setdefault(name, ReadWriteLock())
-        return _held(rw, shared)
+            # a new list: a reader holding the old one keeps reading the old segment whole
+            self._sessions.setdefault(key, {})[segment] = _Segment(new, next(self._versions))
+
+    def drop_segments(self, key: str, segments: Iterable[int]) -> None:
+        numbers = [check_segment(s) for s in segments]
+        with self._mutex:
+            found = self._sessions.get(check_session_key(key), {})
+            for segment in numbers:
+                found.pop(segment, None)
+
+    def delete_session(self, key: str) -> bool:
+        with self._mutex:
+            return bool(self._sessions.pop(check_session_key(key), None))
 
 
 @contextmanager
-def _held(rw: ReadWriteLock, shared: bool) -> Iterator[None]:
-    rw.acquire(shared)
+def _held(lock: threading.Lock, key: str, timeout: float | None) -> Iterator[None]:
+    acquire_thread_lock(lock, key, timeout)
     try:
         yield
     finally:
-        rw.release(shared)
+        lock.release()

@@ -1,110 +1,150 @@
-"""The narrow interface every storage engine implements.
+"""The narrow interface every storage engine implements (format version 2).
 
-A backend moves opaque bytes: it knows nothing of the object format, of
-snapshots or of sessions. Objects are immutable blobs under a key (a 32-digit
-lowercase hex string); refs are small mutable text values under a name,
-changed only by compare-and-swap. Locks are named, shared or exclusive, and
-are advisory: they serialise garbage collection against writers.
+A backend keeps, for each session, an ordered list of append-only *segments*,
+each an ordered list of *entries* (opaque bytes). It knows nothing of
+snapshots, deltas or compression: the layers above decide what an entry is.
+
+* Entries are only ever appended to a segment, by a caller that holds the
+  session's lock; ``append`` also checks the segment still ends where the
+  caller last read it (compare-and-swap as a safety net behind the lock).
+* A whole segment is dropped, or atomically replaced by a rewritten one
+  (squashing); nothing else changes stored bytes.
+* Readers take no lock: an entry, once appended, never changes; a segment that
+  disappears under a reader was reclaimed, and the reader lists again.
+* ``config`` holds a few small named values (the store's format version).
+
+Positions are opaque integers a backend hands out: the end of a segment as
+read, to pass back to ``append`` and ``read_segment``.
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import SnapshotError
 
-OBJECT_KEY = re.compile(r"^[0-9a-f]{32}$")
-REF_NAME = re.compile(r"^[A-Za-z0-9_.%\-]+(/[A-Za-z0-9_.%\-]+)*$")
+#: a session key: what a backend names a session by (the store derives it from the name)
+SESSION_KEY = re.compile(r"^[A-Za-z0-9_.%~\-]{1,200}$")
+CONFIG_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+#: the largest segment number a backend must accept (16 hex digits in a file name)
+MAX_SEGMENT = 2**63 - 1
 
 
-class ObjectMissing(SnapshotError, KeyError):
-    """The backend holds no object under that key."""
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def check_key(key: str) -> str:
-    """Refuse anything but a 32-digit hex key before it reaches a path or a query."""
-    if not isinstance(key, str) or not OBJECT_KEY.fullmatch(key):
-        raise SnapshotError(f"invalid object key {key!r}", {"key": repr(key)})
+def check_session_key(key: str) -> str:
+    """Refuse anything but a short path-safe key before it reaches a path or a query."""
+    if not isinstance(key, str) or not SESSION_KEY.fullmatch(key) or key in (".", ".."):
+        raise SnapshotError(f"invalid session key {key!r}", {"session_key": repr(key)})
     return key
 
 
-def check_ref_name(name: str) -> str:
-    """Ref names are ASCII path-like words; callers escape anything else first."""
-    if (
-        not isinstance(name, str)
-        or not REF_NAME.fullmatch(name)
-        or any(part in (".", "..") for part in name.split("/"))
-    ):
-        raise SnapshotError(f"invalid ref name {name!r}", {"ref": repr(name)})
-    return name
+def check_segment(segment: int) -> int:
+    if type(segment) is not int or not 0 <= segment <= MAX_SEGMENT:
+        raise SnapshotError(f"invalid segment number {segment!r}", {"segment": repr(segment)})
+    return segment
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRead:
+    """What ``read_segment`` found: the entries after the start position, and where they end.
+
+    ``damaged_at`` is the position of the first entry that failed its checksum when more
+    data follows it (damage, not a torn tail): entries from there on are not returned.
+    """
+
+    entries: list[bytes]
+    end: int
+    damaged_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    segment: int
+    stored_bytes: int  # bytes the backend holds for it (framing included)
+    version: int = 0  # changes when the segment is replaced by a rewrite
+
+
+class LegacyReader(Protocol):
+    """Read-only access to a format-1 store found in the same place (for ``upgrade``)."""
+
+    def read_ref(self, name: str) -> str | None:
+        """A v1 ref's value (``config/format``, ``sessions/<quoted name>``), or None."""
+        ...
+
+    def iter_refs(self, prefix: str = "") -> list[tuple[str, str]]:
+        """Every v1 ref whose name starts with ``prefix``, as (name, value), sorted."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """A v1 object's stored bytes; raises ``KeyError`` when it is missing."""
+        ...
 
 
 class Backend(ABC):
-    """Bytes in, bytes out. Implementations must be safe to share between threads."""
+    """Segments of entries per session. Implementations must be safe to share between threads."""
 
     #: a short word naming the engine ("memory", "directory", "postgresql")
     kind: str = "abstract"
+    #: True when the store was opened without write access: every write raises ReadOnlyStoreError
+    read_only: bool = False
 
-    # -- objects -------------------------------------------------------
+    # -- configuration -------------------------------------------------
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """The bytes stored under ``key``; ``ObjectMissing`` if there are none."""
+    def read_config(self, name: str) -> bytes | None:
+        """A small named value, or None when unset."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes) -> bool:
-        """Store ``data`` under ``key`` unless the key exists; True if written.
+    def write_config(self, name: str, value: bytes) -> None:
+        """Set a small named value, atomically."""
 
-        Writing is atomic: a reader sees the whole object or nothing. An
-        existing object is never overwritten (its key is its content's hash).
+    # -- sessions ------------------------------------------------------
+    @abstractmethod
+    def session_keys(self) -> list[str]:
+        """Every session key that has a segment or a lock, sorted."""
+
+    @abstractmethod
+    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
+        """Hold the session's write lock (other processes and threads wait their turn).
+
+        ``timeout`` in seconds (None: wait for ever); a wait that runs out raises
+        ``LockTimeoutError`` naming the session and how long it waited.
         """
 
     @abstractmethod
-    def has(self, key: str) -> bool:
-        """Whether an object is stored under ``key``."""
+    def segments(self, key: str) -> list[SegmentInfo]:
+        """The session's segments, oldest first ([] for an unknown session)."""
 
     @abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove the object if present (no error when absent)."""
+    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+        """Entries of one segment after position ``start`` (0: from the beginning).
 
-    @abstractmethod
-    def iter_keys(self) -> Iterator[str]:
-        """Every object key, in no particular order."""
-
-    def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
-        """Store several objects; engines with round trips override this to batch."""
-        return sum(1 for key, data in items if self.put(key, data))
-
-    def size(self, key: str) -> int:
-        """Stored (compressed) size of one object in bytes."""
-        return len(self.get(key))
-
-    # -- refs ----------------------------------------------------------
-    @abstractmethod
-    def read_ref(self, name: str) -> str | None:
-        """The ref's value, or None when it does not exist."""
-
-    @abstractmethod
-    def cas_ref(self, name: str, expected: str | None, new: str | None) -> bool:
-        """Set the ref to ``new`` only if it currently holds ``expected``.
-
-        ``expected=None`` means "must not exist"; ``new=None`` deletes it.
-        Returns False, changing nothing, when the current value differs.
+        Raises ``SegmentMissing`` when the segment does not exist (any more).
         """
 
     @abstractmethod
-    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
-        """(name, value) of every ref whose name starts with ``prefix``."""
+    def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
+        """Append entries to a segment (created when ``expected_end`` is 0 and it does not exist).
 
-    # -- locks ---------------------------------------------------------
+        The caller holds the session lock. Returns the new end. Raises
+        ``ConcurrentUpdateError`` if the segment no longer ends at ``expected_end``
+        (a torn tail left by a crash is cut first and does not count).
+        """
+
     @abstractmethod
-    def lock(self, name: str, *, shared: bool = False) -> AbstractContextManager[None]:
-        """Hold a named lock for the duration of a ``with`` block."""
+    def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
+        """Atomically replace (or create) a whole segment: readers see the old or the new one."""
+
+    @abstractmethod
+    def drop_segments(self, key: str, segments: Iterable[int]) -> None:
+        """Delete whole segments (absent ones are ignored)."""
+
+    @abstractmethod
+    def delete_session(self, key: str) -> bool:
+        """Delete every segment of a session; False when it had none."""
 
     # -- lifecycle -----------------------------------------------------
     def close(self) -> None:
@@ -114,6 +154,29 @@ class Backend(ABC):
         """Where the data lives, for messages."""
         return self.kind
 
-    def cleanup_temporary(self) -> int:
-        """Remove leftovers of interrupted writes; returns how many were removed."""
+    def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
+        """Remove leftovers of interrupted writes older than the grace period; returns how many."""
         return 0
+
+    def disk_usage(self) -> dict[str, int]:
+        """What the store takes on its medium, where the engine can tell: apparent and allocated bytes, files."""
+        return {}
+
+    def legacy_format(self) -> str | None:
+        """The format version of an older store layout found here (e.g. "1"), or None."""
+        return None
+
+    def legacy_reader(self) -> LegacyReader | None:
+        """A reader of the format-1 store found here, or None (none, or an engine without v1 data)."""
+        return None
+
+    def foreign_entries(self) -> list[str]:
+        """Things in the store that are not the store's own (stray files, folders), for reports."""
+        return []
+
+
+class SegmentMissing(SnapshotError, KeyError):
+    """The segment does not exist (never written, or reclaimed since it was listed)."""
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,36 +1,54 @@
-"""An in-process readers-writer lock, used by every backend to order its own threads."""
+"""Waiting for a session's write lock, the same way on every engine."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+
+from ..errors import LockTimeoutError, SnapshotError
+
+#: the longest pause between two tries of a lock another process holds
+MAX_POLL_PAUSE = 0.005
 
 
-class ReadWriteLock:
-    """Many shared holders or one exclusive holder; writers are not starved."""
+def lock_timeout_error(key: str, waited: float) -> LockTimeoutError:
+    return LockTimeoutError(
+        f"session {key} stayed locked by another writer for {waited:.3f} s (the lock timeout)",
+        {"session_key": key, "waited_seconds": round(waited, 3)},
+    )
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0
 
-    def acquire(self, shared: bool) -> None:
-        with self._cond:
-            if shared:
-                while self._writer or self._waiting_writers:
-                    self._cond.wait()
-                self._readers += 1
-            else:
-                self._waiting_writers += 1
-                while self._writer or self._readers:
-                    self._cond.wait()
-                self._waiting_writers -= 1
-                self._writer = True
+def acquire_thread_lock(lock: threading.Lock, key: str, timeout: float | None) -> float:
+    """Take an in-process lock within ``timeout``; returns the seconds left (None: unbounded)."""
+    check_timeout(timeout)
+    started = time.monotonic()
+    if not lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+        raise lock_timeout_error(key, time.monotonic() - started)
+    return time.monotonic() - started
 
-    def release(self, shared: bool) -> None:
-        with self._cond:
-            if shared:
-                self._readers -= 1
-            else:
-                self._writer = False
-            self._cond.notify_all()
+
+def poll_until(try_once: Callable[[], bool], key: str, timeout: float | None, already_waited: float = 0.0) -> None:
+    """Call ``try_once`` until it returns True, with short growing pauses, until the timeout runs out.
+
+    Non-blocking tries rather than one blocking call: the operating system's file locks have
+    no timeout, and a waiter that polls every few milliseconds still gets its turn between
+    the commits of writers that hold the lock briefly and often.
+    """
+    started = time.monotonic() - already_waited
+    pause = 0.0001
+    while not try_once():
+        waited = time.monotonic() - started
+        if timeout is not None and waited >= timeout:
+            raise lock_timeout_error(key, waited)
+        time.sleep(pause if timeout is None else min(pause, max(timeout - waited, 0.0)))
+        pause = min(pause * 2, MAX_POLL_PAUSE)
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """A lock timeout is None (wait for ever) or a number of seconds, at least 0."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0 or timeout == float("inf")
+    ):
+        raise SnapshotError(f"invalid lock timeout {timeout!r}: seconds, at least 0, or None", {"timeout": repr(timeout)})
+    return timeout

@@ -1,0 +1,289 @@
+"""The entries of a session's segments (format version 2): their bytes, and their compression.
+
+A segment is a run of snapshots that depend on nothing outside it: an
+independent keyframe, the deltas that follow, and possibly later keyframes
+compressed against what came before them in the segment, plus small settings
+entries. Every entry starts with a type byte:
+
+* ``META``: canonical JSON of session settings (limit, head moves, tags);
+  every segment starts with a ``checkpoint`` META holding all of them, so
+  older segments can be dropped without losing settings.
+* ``COMMIT``: a snapshot record in fixed binary form, then its payload (a full
+  state or an RFC 6902 patch) zstd-compressed in one of four modes:
+
+  - ``KEY_INDEPENDENT``: a zstd frame on its own;
+  - ``KEY_PATCHED``: a zstd frame whose dictionary is the segment's *raw
+    stream* so far (docs/format.md): a keyframe costs what changed since;
+  - ``DELTA_FRAME``: the start of a zstd frame whose dictionary is the last
+    ``DELTA_WINDOW`` bytes of this segment's raw stream;
+  - ``DELTA_CONTINUE``: the next flushed block of the frame the previous
+    commit entry of this segment belongs to (one writer, one stream).
+
+A segment's raw stream is the concatenation of its commit payloads,
+uncompressed, in entry order. Reading is sequential by construction: a delta
+needs the bytes before it, and so do the chain's states.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import zstandard
+
+from . import codec
+from .errors import CorruptObjectError
+from .objects import SnapshotRecord, format_micros, parse_micros
+
+META = 0x01
+COMMIT = 0x02
+
+KEY_INDEPENDENT = 0
+KEY_PATCHED = 1
+DELTA_FRAME = 2
+DELTA_CONTINUE = 3
+KEY_MODES = (KEY_INDEPENDENT, KEY_PATCHED)
+
+#: bytes of the segment's raw stream a new delta frame takes as its dictionary
+DELTA_WINDOW = 64 * 1024
+#: the largest raw payload an entry may declare (a decompression-bomb guard)
+MAX_PAYLOAD = 1 << 30
+#: the largest window a keyframe's frame may ask a reader for
+MAX_WINDOW_LOG = 31
+
+_FLAG_PARENT = 1
+_FLAG_TURN = 2
+_FLAG_DELTA = 4  # the record names a delta (a keyframe entry may restate a delta record in full)
+# type, mode, flags, parent, state, delta, timestamp (µs), turn, size, payload length,
+# depth, chain bytes, base ratio, label length
+_RECORD = struct.Struct("<BBB16s16s16sqqQIIQdH")
+RECORD_SIZE = _RECORD.size
+_RAW_LENGTH = struct.Struct("<I")
+_RAW_LENGTH_AT = struct.calcsize("<BBB16s16s16sqqQ")
+_LABEL_LENGTH = struct.Struct("<H")
+_ZERO_ID = bytes(16)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitEntry:
+    """A decoded commit entry: its record, its id, and its still-compressed payload."""
+
+    id: str
+    record: SnapshotRecord
+    mode: int
+    raw_length: int
+    payload: bytes  # compressed
+
+    @property
+    def is_keyframe(self) -> bool:
+        return self.mode in KEY_MODES
+
+
+@dataclass(frozen=True, slots=True)
+class MetaEntry:
+    body: dict[str, Any]
+
+    @property
+    def checkpoint(self) -> bool:
+        return self.body.get("checkpoint") is True
+
+
+Entry = CommitEntry | MetaEntry
+
+
+def encode_meta(body: dict[str, Any]) -> bytes:
+    return bytes([META]) + codec.dumps(body)
+
+
+def encode_commit(record: SnapshotRecord, mode: int, raw_length: int, payload: bytes) -> bytes:
+    flags = (
+        (_FLAG_PARENT if record.parent else 0)
+        | (_FLAG_TURN if record.turn is not None else 0)
+        | (_FLAG_DELTA if record.delta else 0)
+    )
+    label = record.label.encode("utf-8")
+    head = _RECORD.pack(
+        COMMIT,
+        mode,
+        flags,
+        bytes.fromhex(record.parent) if record.parent else _ZERO_ID,
+        bytes.fromhex(record.state),
+        bytes.fromhex(record.delta) if record.delta else _ZERO_ID,
+        parse_micros(record.timestamp),
+        record.turn if record.turn is not None else 0,
+        record.size,
+        raw_length,
+        record.depth,
+        record.chain_bytes,
+        record.base_ratio,
+        len(label),
+    )
+    return head + label + payload
+
+
+def decode_entry(data: bytes, session: str, where: str) -> Entry:
+    """One entry's bytes as a record or settings; damage is a CorruptObjectError naming ``where``."""
+    if not data:
+        raise _corrupt(where, "empty entry")
+    if data[0] == META:
+        try:
+            body = orjson.loads(data[1:])
+        except orjson.JSONDecodeError:
+            raise _corrupt(where, "settings entry is not JSON") from None
+        if not isinstance(body, dict):
+            raise _corrupt(where, "settings entry is not a JSON object")
+        return MetaEntry(body)
+    if data[0] != COMMIT:
+        raise _corrupt(where, f"unknown entry type {data[0]}")
+    if len(data) < RECORD_SIZE:
+        raise _corrupt(where, "commit entry shorter than its record")
+    (_type, mode, flags, parent, state, delta, micros, turn, size, raw_length, depth, chain_bytes, ratio,
+     label_length) = _RECORD.unpack_from(data)
+    if mode > DELTA_CONTINUE or flags & ~(_FLAG_PARENT | _FLAG_TURN | _FLAG_DELTA):
+        raise _corrupt(where, "unknown commit mode or flags")
+    if raw_length > MAX_PAYLOAD or size > MAX_PAYLOAD or not ratio >= 0 or ratio > 1e6:
+        raise _corrupt(where, "a size or ratio out of range")
+    if not flags & _FLAG_DELTA and (delta != _ZERO_ID or depth != 0 or mode not in KEY_MODES):
+        raise _corrupt(where, "a full-state record with a delta or a depth")
+    if flags & _FLAG_DELTA and not flags & _FLAG_PARENT:
+        raise _corrupt(where, "a delta without a parent")
+    end = RECORD_SIZE + label_length
+    if end > len(data):
+        raise _corrupt(where, "label runs past the entry")
+    try:
+        label = data[RECORD_SIZE:end].decode("utf-8")
+        timestamp = format_micros(micros)
+    except (UnicodeDecodeError, ValueError, OverflowError):
+        raise _corrupt(where, "label or timestamp does not decode") from None
+    record = SnapshotRecord(
+        session=session,
+        parent=parent.hex() if flags & _FLAG_PARENT else None,
+        state=state.hex(),
+        delta=delta.hex() if flags & _FLAG_DELTA else None,
+        label=label,
+        timestamp=timestamp,
+        turn=turn if flags & _FLAG_TURN else None,
+        size=size,
+        depth=depth,
+        chain_bytes=chain_bytes,
+        base_ratio=ratio,
+    )
+    return CommitEntry(record.snapshot_id(), record, mode, raw_length, data[end:])
+
+
+def commit_payload(data: bytes) -> tuple[int, int, bytes] | None:
+    """(mode, raw length, compressed payload) of a commit entry without decoding its record; None for META.
+
+    For reading payloads of entries an index has already decoded and checked.
+    """
+    if data[0] != COMMIT:
+        return None
+    mode, raw_length, label_length = data[1], _RAW_LENGTH.unpack_from(data, _RAW_LENGTH_AT)[0], 0
+    label_length = _LABEL_LENGTH.unpack_from(data, RECORD_SIZE - 2)[0]
+    return mode, raw_length, data[RECORD_SIZE + label_length :]
+
+
+def _corrupt(where: str, reason: str) -> CorruptObjectError:
+    return CorruptObjectError(f"{where}: {reason}", {"path": where, "reason": reason})
+
+
+# -- compression -----------------------------------------------------------
+def raw_dict(content: bytes | bytearray | memoryview) -> zstandard.ZstdCompressionDict | None:
+    if len(content) < 8:
+        return None
+    return zstandard.ZstdCompressionDict(bytes(content), dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tuple[int, bytes]:
+    """(mode, bytes) of a full state: patched against the segment's raw stream so far when given."""
+    dictionary = raw_dict(previous_raw) if previous_raw else None
+    if dictionary is None:
+        return KEY_INDEPENDENT, zstandard.ZstdCompressor(level=level).compress(data)
+    window = max(20, min(MAX_WINDOW_LOG, (len(previous_raw or b"") + len(data)).bit_length()))
+    params = zstandard.ZstdCompressionParameters.from_level(level, window_log=window)
+    return KEY_PATCHED, zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
+
+
+class DeltaStream:
+    """A writer's open zstd frame in one segment: each delta is a flushed block of it."""
+
+    def __init__(self, level: int, window: bytes) -> None:
+        dictionary = raw_dict(window)
+        compressor = zstandard.ZstdCompressor(level=level, dict_data=dictionary) if dictionary else (
+            zstandard.ZstdCompressor(level=level))
+        self._stream = compressor.compressobj()
+        self.started = False
+
+    def compress(self, payload: bytes) -> tuple[int, bytes]:
+        out = self._stream.compress(payload) + self._stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        mode = DELTA_CONTINUE if self.started else DELTA_FRAME
+        self.started = True
+        return mode, out
+
+
+class SegmentReader:
+    """Decompresses one segment's commit payloads in entry order, keeping its raw stream."""
+
+    def __init__(self, where: str) -> None:
+        self.raw = bytearray()
+        self.spans: dict[str, tuple[int, int]] = {}  # snapshot id -> (start, end) in ``raw``
+        self.where = where
+        self._frame: Any = None
+
+    def add_raw(self, snapshot_id: str, raw: bytes) -> None:
+        """Take a payload this writer compressed itself: no need to decompress it again.
+
+        The frame state is dropped: only the writer that compressed a frame may continue it.
+        """
+        self._frame = None
+        self.spans[snapshot_id] = (len(self.raw), len(self.raw) + len(raw))
+        self.raw += raw
+
+    def payload_of(self, snapshot_id: str) -> bytes:
+        start, end = self.spans[snapshot_id]
+        return bytes(self.raw[start:end])
+
+    def payload(self, entry: CommitEntry) -> bytes:
+        """The raw payload of the next commit entry (entries must come in order)."""
+        return self.decompress(entry.id, entry.mode, entry.raw_length, entry.payload)
+
+    def decompress(self, snapshot_id: str, mode: int, raw_length: int, payload: bytes) -> bytes:
+        """The raw payload of the next commit entry, given its parts (entries must come in order)."""
+        try:
+            if mode in KEY_MODES:
+                self._frame = None
+                if mode == KEY_PATCHED:
+                    dictionary = raw_dict(self.raw)
+                    if dictionary is None:
+                        raise _corrupt(self.where, "a patched keyframe at the start of its segment")
+                    reader = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << MAX_WINDOW_LOG)
+                else:
+                    reader = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+                out = reader.decompress(payload, max_output_size=raw_length)
+            else:
+                if mode == DELTA_FRAME:
+                    dictionary = raw_dict(self.raw[-DELTA_WINDOW:])
+                    reader = zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else (
+                        zstandard.ZstdDecompressor())
+                    self._frame = reader.decompressobj()
+                elif self._frame is None:
+                    raise _corrupt(self.where, "a delta continues a frame that never started")
+                out = self._frame.decompress(payload)
+        except zstandard.ZstdError as exc:
+            self._frame = None
+            raise _corrupt(self.where, f"payload of snapshot {snapshot_id} does not decompress: {exc}") from None
+        if len(out) != raw_length:
+            self._frame = None
+            raise _corrupt(self.where, f"payload of snapshot {snapshot_id} has the wrong length")
+        self.spans[snapshot_id] = (len(self.raw), len(self.raw) + len(out))
+        self.raw += out
+        return out
+
+
+def iter_commits(entries: list[Entry]) -> Iterator[CommitEntry]:
+    for entry in entries:
+        if isinstance(entry, CommitEntry):
+            yield entry

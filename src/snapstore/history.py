@@ -1,0 +1,309 @@
+"""One session's history as read from its segments: the index, settings, and rebuilding states.
+
+``SessionLog`` reads a session's segments (and, later, only what was appended
+since) into an index: every snapshot's record and where it lives, the
+settings that META entries set, and which segments depend on which. It holds
+records, not payloads: rebuilding a state reads the segments it needs again.
+
+Chains never leave their segment (a delta's parent is always in the same
+segment), and a patched keyframe needs only the segment's raw stream before
+it, so a segment is read on its own, from its start.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import codec
+from .backends.base import Backend, SegmentMissing
+from .delta import apply_patch
+from .entries import (
+    KEY_MODES,
+    CommitEntry,
+    MetaEntry,
+    SegmentReader,
+    commit_payload,
+    decode_entry,
+)
+from .errors import CorruptObjectError, PatchError, SnapshotNotFound
+from .objects import SnapshotRecord
+
+#: how often a reader lists again when segments vanish under it (reclaimed while it read)
+READ_ATTEMPTS = 20
+#: the retention limit of a new session
+DEFAULT_MAX_SNAPSHOTS = 10
+#: decoded raw streams of segments kept per log (the group a rebuild walks)
+RAW_CACHE_SEGMENTS = 4
+
+
+@dataclass(slots=True)
+class IndexedCommit:
+    id: str
+    record: SnapshotRecord
+    mode: int
+    raw_length: int
+    segment: int
+    ordinal: int  # index among the segment's entries
+
+
+@dataclass(slots=True)
+class LoadedSegment:
+    number: int
+    version: int
+    end: int
+    stored: int = -1  # the backend's stored size when last read: unchanged means nothing new
+    entries: list[CommitEntry | MetaEntry] = field(default_factory=list)
+
+    def runs(self) -> int:
+        """How many keyframes the segment holds."""
+        return sum(1 for e in self.entries if isinstance(e, CommitEntry) and e.mode in KEY_MODES)
+
+    def raw_bytes(self) -> int:
+        return sum(e.raw_length for e in self.entries if isinstance(e, CommitEntry))
+
+
+class SessionLog:
+    """The index of one session, refreshed from its backend on demand."""
+
+    def __init__(self, backend: Backend, key: str, name: str) -> None:
+        self.backend = backend
+        self.key = key
+        self.name = name
+        self.segments: OrderedDict[int, LoadedSegment] = OrderedDict()
+        self.order: list[str] = []  # snapshot ids in creation order
+        self.commits: dict[str, IndexedCommit] = {}
+        self.settings: dict[str, Any] = {}
+        self.head: str | None = None
+        self.tags: dict[str, str] = {}
+        self._raw_cache: OrderedDict[tuple[int, int, int], tuple[dict[str, bytes], bytes]] = OrderedDict()
+
+    # -- loading -------------------------------------------------------
+    def where(self, segment: int) -> str:
+        return f"session {self.name!r} segment {segment}"
+
+    def refresh(self) -> bool:
+        """Read what changed since the last refresh; True when anything did."""
+        for _attempt in range(READ_ATTEMPTS):
+            try:
+                return self._refresh_once()
+            except SegmentMissing:
+                continue  # reclaimed between listing and reading: list again
+        raise CorruptObjectError(
+            f"session {self.name!r}: segments kept vanishing while being read", {"session": self.name}
+        )
+
+    def _refresh_once(self) -> bool:
+        listed = self.backend.segments(self.key)
+        numbers = {info.segment for info in listed}
+        changed = False
+        for number in [n for n in self.segments if n not in numbers]:
+            del self.segments[number]
+            changed = True
+        for info in listed:
+            known = self.segments.get(info.segment)
+            if known is not None and known.version == info.version:
+                if known.stored == info.stored_bytes:
+                    continue
+                read = self.backend.read_segment(self.key, info.segment, known.end)
+                if read.damaged_at is not None:
+                    known = None  # not a clean continuation: read it whole
+                elif read.entries:
+                    known.entries.extend(self._decode(read.entries, info.segment))
+                    known.end, known.stored = read.end, info.stored_bytes
+                    changed = True
+                    continue
+                else:
+                    known.stored = info.stored_bytes
+                    continue
+            read = self.backend.read_segment(self.key, info.segment)
+            if read.damaged_at is not None:
+                raise CorruptObjectError(
+                    f"{self.where(info.segment)} is damaged at byte {read.damaged_at}",
+                    {"session": self.name, "segment": info.segment, "offset": read.damaged_at},
+                )
+            self.segments[info.segment] = LoadedSegment(
+                info.segment, info.version, read.end, info.stored_bytes, self._decode(read.entries, info.segment)
+            )
+            changed = True
+        if changed:
+            self.segments = OrderedDict(sorted(self.segments.items()))
+            self._reindex()
+        return changed
+
+    def _decode(self, entries: list[bytes], segment: int) -> list[CommitEntry | MetaEntry]:
+        where = self.where(segment)
+        decoded = [decode_entry(data, self.name, where) for data in entries]
+        # payloads are read again when needed: the index keeps records only
+        return [
+            CommitEntry(e.id, e.record, e.mode, e.raw_length, b"") if isinstance(e, CommitEntry) else e
+            for e in decoded
+        ]
+
+    def _reindex(self) -> None:
+        self.order, self.commits, self.settings, self.tags, self.head = [], {}, {}, {}, None
+        for number, segment in self.segments.items():
+            for ordinal, entry in enumerate(segment.entries):
+                if isinstance(entry, MetaEntry):
+                    self._apply_meta(entry)
+                    continue
+                if entry.id not in self.commits:
+                    self.order.append(entry.id)
+                self.commits[entry.id] = IndexedCommit(
+                    entry.id, entry.record, entry.mode, entry.raw_length, number, ordinal
+                )
+                self.head = entry.id
+        # a head or tag that names a snapshot no longer stored is forgotten
+        if self.head is not None and self.head not in self.commits:
+            self.head = self.order[-1] if self.order else None
+        self.tags = {tag: sid for tag, sid in self.tags.items() if sid in self.commits}
+
+    def _apply_meta(self, meta: MetaEntry) -> None:
+        body = meta.body
+        if meta.checkpoint:
+            self.settings = {k: v for k, v in body.items() if k not in ("checkpoint", "tags", "head")}
+            self.tags = dict(body.get("tags") or {})
+            if body.get("head") is not None:
+                self.head = body["head"]
+            return
+        for key, value in body.items():
+            if key == "head":
+                self.head = value
+            elif key == "tag":
+                name, sid = value
+                if sid is None:
+                    self.tags.pop(name, None)
+                else:
+                    self.tags[name] = sid
+            else:
+                self.settings[key] = value
+
+    # -- questions -----------------------------------------------------
+    @property
+    def max_snapshots(self) -> int:
+        return int(self.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS))
+
+    def retained(self) -> list[str]:
+        """Retained snapshots in creation order: the last ``max_snapshots`` not forgotten, and tagged ones."""
+        order = self.order
+        start = 0
+        forgotten_through = self.settings.get("evicted_through")
+        if forgotten_through in self.commits:
+            start = order.index(forgotten_through) + 1
+        recent = order[max(start, len(order) - self.max_snapshots) :]
+        tagged = set(self.tags.values())
+        if not tagged:
+            return list(recent)
+        keep = set(recent) | tagged
+        return [sid for sid in order if sid in keep]
+
+    @property
+    def last_segment(self) -> LoadedSegment | None:
+        return next(reversed(self.segments.values())) if self.segments else None
+
+    def chain(self, sid: str) -> list[IndexedCommit]:
+        """The commits from ``sid``'s keyframe to ``sid``, in order (all in one segment)."""
+        path: list[IndexedCommit] = []
+        current: str | None = sid
+        seen: set[str] = set()
+        while True:
+            if current is None or current in seen or current not in self.commits:
+                raise CorruptObjectError(
+                    f"snapshot {sid} has a broken parent chain at {current}",
+                    {"snapshot": sid, "object": current, "reason": "broken chain"},
+                )
+            seen.add(current)
+            commit = self.commits[current]
+            path.append(commit)
+            if commit.mode in KEY_MODES:
+                path.reverse()
+                if any(c.segment != commit.segment for c in path):
+                    raise CorruptObjectError(
+                        f"snapshot {sid}: its chain leaves its segment", {"snapshot": sid, "reason": "broken chain"}
+                    )
+                return path
+            current = commit.record.parent
+
+    # -- reading payloads ----------------------------------------------
+    def segment_payloads(self, number: int) -> tuple[dict[str, bytes], bytes]:
+        """Every commit's raw payload in one segment, and the segment's raw stream."""
+        loaded = self.segments.get(number)
+        cache_key = (number, loaded.version, loaded.end) if loaded is not None else None
+        cached = self._raw_cache.get(cache_key) if cache_key is not None else None
+        if cached is not None:
+            self._raw_cache.move_to_end(cache_key)  # type: ignore[arg-type]
+            return cached
+        read = self.backend.read_segment(self.key, number)
+        if read.damaged_at is not None:
+            raise CorruptObjectError(
+                f"{self.where(number)} is damaged at byte {read.damaged_at}",
+                {"session": self.name, "segment": number, "offset": read.damaged_at},
+            )
+        reader = SegmentReader(self.where(number))
+        known = loaded.entries if loaded is not None else []
+        for ordinal, data in enumerate(read.entries):
+            indexed = known[ordinal] if ordinal < len(known) else None
+            if isinstance(indexed, CommitEntry):  # the index checked this entry's record: skip decoding it
+                parts = commit_payload(data)
+                if parts is None:
+                    raise CorruptObjectError(f"{self.where(number)} changed under its index", {"segment": number})
+                reader.decompress(indexed.id, *parts)
+                continue
+            entry = decode_entry(data, self.name, self.where(number))
+            if isinstance(entry, CommitEntry):
+                reader.payload(entry)
+        raw = bytes(reader.raw)
+        payloads = {sid: raw[start:end] for sid, (start, end) in reader.spans.items()}
+        if cache_key is not None and read.end == cache_key[2]:
+            self._raw_cache[cache_key] = (payloads, raw)
+            while len(self._raw_cache) > RAW_CACHE_SEGMENTS:
+                self._raw_cache.popitem(last=False)
+        return payloads, raw
+
+    def rebuild(self, sid: str) -> Any:
+        """The verified full state of a stored snapshot: a fresh object the caller owns."""
+        if sid not in self.commits:
+            raise SnapshotNotFound(f"snapshot {sid} is not stored in session {self.name!r}", {"snapshot": sid})
+        for _attempt in range(READ_ATTEMPTS):
+            try:
+                path = self.chain(sid)
+                payloads, _raw = self.segment_payloads(path[0].segment)
+                return self.apply_chain(path, payloads)
+            except SegmentMissing:
+                self.refresh()
+                if sid not in self.commits:
+                    raise SnapshotNotFound(
+                        f"snapshot {sid} was reclaimed from session {self.name!r}", {"snapshot": sid}
+                    ) from None
+        raise CorruptObjectError(f"session {self.name!r}: segments kept vanishing", {"session": self.name})
+
+    def apply_chain(self, path: list[IndexedCommit], payloads: dict[str, bytes]) -> Any:
+        state = codec.loads(payloads[path[0].id])
+        for commit in path[1:]:
+            state = apply_delta_payload(commit, payloads[commit.id], state)
+        check_state(state, path[-1].record.state, path[-1].id)
+        return state
+
+
+def apply_delta_payload(commit: IndexedCommit, payload: bytes, state: Any) -> Any:
+    try:
+        ops = codec.loads(payload)
+        if not isinstance(ops, list):
+            raise PatchError("a delta is not a list of operations")
+        return apply_patch(state, ops, in_place=True)
+    except (PatchError, ValueError) as exc:
+        raise CorruptObjectError(
+            f"delta of snapshot {commit.id} does not apply: {exc}",
+            {"object": commit.id, "snapshot": commit.id, "reason": "delta does not apply"},
+        ) from None
+
+
+def check_state(state: Any, expected_hash: str, snapshot_id: str) -> None:
+    """Refuse a rebuilt state whose canonical bytes do not hash to the recorded state hash."""
+    actual = codec.object_id(codec.dumps(state))
+    if actual != expected_hash:
+        raise CorruptObjectError(
+            f"snapshot {snapshot_id} rebuilds to a state hashing {actual}, its record says {expected_hash}",
+            {"object": snapshot_id, "snapshot": snapshot_id, "reason": "state hash mismatch", "actual": actual},
+        )

@@ -1,0 +1,76 @@
+"""When to start a new segment with a keyframe, and when that keyframe must stand alone.
+
+The rule is a cost model, not a count: rebuilding a snapshot costs decoding
+its group's raw streams, parsing the keyframe, applying the chain's deltas
+and hashing the result; loading one full state costs decompressing and
+parsing it. A delta is refused once the estimated rebuild would pass
+``rebuild_budget`` full loads. Costs are in *bytes-parsed equivalents*: one
+unit is the time ``orjson.loads`` takes for one byte of JSON. The weights below
+were measured with ``python -m benchmarks.rebuild_costs``.
+
+A new keyframe is *patched* (compressed against the open segment's raw
+stream, in that segment) while the segment holds fewer than ``max_runs``
+keyframes and its raw stream stays within ``max_segment_factor`` states (or
+``SMALL_SEGMENT_BYTES`` for small states); otherwise it starts a new segment
+on its own. That bounds both the decoding a rebuild pays and the history one
+damaged byte can take with it: one segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import SnapshotError
+
+#: decompressing one raw byte, relative to parsing one byte of JSON
+DECODE_WEIGHT = 0.5
+#: applying a delta: a fixed part (parse the ops, walk the pointers) and a part per byte of ops
+DELTA_FIXED = 12000
+DELTA_BYTE_WEIGHT = 4.0
+#: re-serializing and hashing the rebuilt state, relative to parsing it
+VERIFY_WEIGHT = 0.1
+#: what any read costs before its first byte (a file or a query, a decompressor)
+LOAD_FIXED = 4000
+#: a chain may always cost this much (about a millisecond): small states keep their deltas
+MIN_CHAIN_COST = 100_000
+#: a segment may grow to this many raw bytes whatever the keyframe count (small states)
+SMALL_SEGMENT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class KeyframePolicy:
+    rebuild_budget: float = 2.5
+    max_runs: int = 4
+    max_segment_factor: float = 6.0
+    max_chain: int = 5000
+
+    def __post_init__(self) -> None:
+        budget = self.rebuild_budget
+        if type(budget) not in (int, float) or not budget >= 1.0:  # ``not >=`` also refuses NaN
+            raise SnapshotError("rebuild_budget must be a number >= 1", {"rebuild_budget": repr(budget)})
+        if type(self.max_runs) is not int or self.max_runs < 1:
+            raise SnapshotError("max_runs must be an integer >= 1", {"max_runs": repr(self.max_runs)})
+        if type(self.max_chain) is not int or self.max_chain < 0:
+            raise SnapshotError("max_chain must be an integer >= 0", {"max_chain": repr(self.max_chain)})
+
+    @staticmethod
+    def delta_cost(raw_length: int) -> int:
+        return DELTA_FIXED + int(raw_length * DELTA_BYTE_WEIGHT)
+
+    def wants_keyframe(self, chain_cost: int, state_size: int, decoded_before: int) -> bool:
+        """Whether the next snapshot should be a keyframe rather than a delta.
+
+        ``decoded_before``: raw bytes of the segment a rebuild decodes before the chain's keyframe.
+        """
+        if chain_cost <= MIN_CHAIN_COST:
+            return False
+        rebuild = LOAD_FIXED + state_size * (1 + VERIFY_WEIGHT) + decoded_before * DECODE_WEIGHT + chain_cost
+        full_load = LOAD_FIXED + state_size * (1 + DECODE_WEIGHT)
+        return rebuild > self.rebuild_budget * full_load
+
+    def may_patch(self, runs: int, segment_raw_bytes: int, state_size: int) -> bool:
+        """Whether a new keyframe may join the open segment, compressed against its raw stream."""
+        total = segment_raw_bytes + state_size
+        return total <= SMALL_SEGMENT_BYTES or (
+            runs < self.max_runs and total <= self.max_segment_factor * max(state_size, 1)
+        )

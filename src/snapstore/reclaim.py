@@ -1,0 +1,104 @@
+"""Reclaiming space: dropping whole segments nobody needs, squashing the ones that still matter.
+
+A snapshot must stay readable when it is retained, the head, or tagged. A
+segment holding none of those is dropped whole; the open (last) segment is
+always kept. A kept segment whose first runs (keyframe and chain) hold none of
+them is *squashed*: rewritten to start at its first needed run, with an
+independent keyframe, every later payload compressed again and every record
+unchanged, so ids stay. Nothing else rewrites stored history. Everything here
+runs under the session's write lock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .entries import (
+    DELTA_WINDOW,
+    KEY_MODES,
+    CommitEntry,
+    DeltaStream,
+    MetaEntry,
+    compress_keyframe,
+    decode_entry,
+    encode_commit,
+    encode_meta,
+)
+from .history import SessionLog
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class Reclaimer:
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def wanted(self, log: SessionLog) -> set[str]:
+        """Snapshots that must stay readable: retained, tagged, and the head."""
+        wanted = set(log.retained()) | set(log.tags.values())
+        if log.head is not None:
+            wanted.add(log.head)
+        return wanted
+
+    def reclaim(self, session: Session, log: SessionLog) -> int:
+        """Squash and drop what retention left behind; returns how many segments were dropped."""
+        last = log.last_segment
+        if last is None:
+            return 0
+        wanted = self.wanted(log)
+        keep = {log.commits[sid].segment for sid in wanted if sid in log.commits} | {last.number}
+        drop = [n for n in log.segments if n not in keep]
+        if drop:
+            session._store.backend.drop_segments(session.key, drop)
+        squashed = False
+        for number in sorted(keep):
+            if self._dead_prefix_runs(log, number, wanted) >= 1:
+                self.squash(session, log, number, wanted)
+                squashed = True
+        if drop or squashed:
+            log.refresh()
+            session.forget_open_segment()
+        return len(drop)
+
+    def _dead_prefix_runs(self, log: SessionLog, number: int, wanted: set[str]) -> int:
+        """How many whole runs at the start of a segment no wanted snapshot's chain goes through."""
+        cut = self._cut(log, number, wanted)
+        if cut is None:
+            return 0  # nothing wanted here: the whole segment goes, not squashed
+        entries = log.segments[number].entries[:cut]
+        return sum(1 for e in entries if isinstance(e, CommitEntry) and e.mode in KEY_MODES)
+
+    @staticmethod
+    def _cut(log: SessionLog, number: int, wanted: set[str]) -> int | None:
+        """Index of the earliest keyframe entry a wanted snapshot of this segment rebuilds from."""
+        mine = [sid for sid in wanted if sid in log.commits and log.commits[sid].segment == number]
+        starts = [log.chain(sid)[0].ordinal for sid in mine]
+        return min(starts) if starts else None
+
+    def squash(self, session: Session, log: SessionLog, number: int, wanted: set[str]) -> None:
+        """Rewrite a segment from its first needed run on; every payload is compressed again."""
+        payloads, _raw = log.segment_payloads(number)
+        read = session._store.backend.read_segment(session.key, number)
+        entries = [decode_entry(data, log.name, log.where(number)) for data in read.entries]
+        start = self._cut(log, number, wanted)
+        assert start is not None
+        # the settings entries before the cut stay (the segment's checkpoint first); commits go
+        rewritten = [encode_meta(e.body) for e in entries[:start] if isinstance(e, MetaEntry)]
+        raw = bytearray()
+        stream: DeltaStream | None = None
+        for entry in entries[start:]:
+            if isinstance(entry, MetaEntry):
+                rewritten.append(encode_meta(entry.body))
+                continue
+            payload = payloads[entry.id]
+            if entry.mode in KEY_MODES:
+                mode, compressed = compress_keyframe(payload, self.level, bytes(raw) if raw else None)
+                stream = None
+            else:
+                if stream is None:
+                    stream = DeltaStream(self.level, bytes(raw[-DELTA_WINDOW:]))
+                mode, compressed = stream.compress(payload)
+            rewritten.append(encode_commit(entry.record, mode, len(payload), compressed))
+            raw += payload
+        session._store.backend.replace_segment(session.key, number, rewritten)
