@@ -1,0 +1,410 @@
+"""LangGraph checkpointers side by side: SnapstoreSaver against LangGraph's own savers.
+
+Run from the repository root (needs ``pip install -e '.[test,bench]'``)::
+
+    python -m benchmarks.langgraph_bench --turns 50 200 1000
+
+Set ``SNAPSTORE_BENCH_POSTGRES_URL=postgresql://...`` to add ``PostgresSaver`` (and
+``SnapstoreSaver`` on a PostgreSQL store) on that server; each gets a schema of its own,
+dropped afterwards.
+
+For each turn count, every saver runs the same deterministic agent graph
+(``benchmarks.langgraph_agent``) on one thread, ``durability="sync"``, in a fresh store. Reported:
+
+* bytes stored: the database file, the store's directory, or the schema's tables and indexes
+  (``pg_total_relation_size``); for ``InMemorySaver`` the serialized bytes it holds;
+* time per step: time spent inside ``put`` and ``put_writes`` over the run, per checkpoint;
+* reading the latest checkpoint, and the one 200 checkpoints back, with ``get_tuple`` on a
+  freshly opened saver (no cache of the run's saver helps), median of ``--reads``.
+
+Every saver's latest checkpoint must hold the same messages as ``InMemorySaver``'s, and the one
+200 back the same as it did when it was written, or the run stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from benchmarks.langgraph_agent import DELTA_STATE, AgentState, build_graph, user_message
+from snapstore.langgraph import SnapstoreSaver
+
+RESULTS = Path(__file__).parent / "results"
+POSTGRES_ENV = "SNAPSTORE_BENCH_POSTGRES_URL"
+BACK = 200
+THREAD = "bench-thread"
+SERDE = JsonPlusSerializer()
+STORE_SETTINGS: dict[str, Any] = json.loads(os.environ.get("LGBENCH_STORE_SETTINGS", "{}"))
+
+
+@dataclass
+class Result:
+    saver: str
+    turns: int
+    checkpoints: int
+    bytes_stored: int
+    step_ms: float
+    put_ms: float
+    put_writes_ms: float
+    latest_ms: float
+    back_ms: float | None
+    run_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+class Timed:
+    """Wraps a saver's put and put_writes to add up the time spent inside them."""
+
+    def __init__(self, saver: BaseCheckpointSaver) -> None:
+        self.saver = saver
+        self.put_s = self.writes_s = 0.0
+        self.ids: list[str] = []
+        put, put_writes = saver.put, saver.put_writes
+
+        def timed_put(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            config = put(*args, **kwargs)
+            self.put_s += time.perf_counter() - start
+            self.ids.append(config["configurable"]["checkpoint_id"])
+            return config
+
+        def timed_put_writes(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            put_writes(*args, **kwargs)
+            self.writes_s += time.perf_counter() - start
+
+        saver.put = timed_put  # type: ignore[method-assign]
+        saver.put_writes = timed_put_writes  # type: ignore[method-assign]
+
+
+# -- the savers: each opens a fresh store, reopens it for reads, and measures it ---------------
+class Subject:
+    name = ""
+    delta_channel = False
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BaseCheckpointSaver]:
+        raise NotImplementedError
+        yield
+
+    def bytes_stored(self, saver: BaseCheckpointSaver) -> int:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        pass
+
+
+class SqliteSubject(Subject):
+    name = "SqliteSaver"
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BaseCheckpointSaver]:
+        with SqliteSaver.from_conn_string(str(self.workdir / "checkpoints.sqlite")) as saver:
+            yield saver
+
+    def bytes_stored(self, saver: BaseCheckpointSaver) -> int:
+        return sum(p.stat().st_size for p in self.workdir.glob("checkpoints.sqlite*"))
+
+
+class SqliteDeltaSubject(SqliteSubject):
+    name = "SqliteSaver + DeltaChannel"
+    delta_channel = True
+
+
+class MemorySubject(Subject):
+    name = "InMemorySaver"
+    saver: InMemorySaver | None = None
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BaseCheckpointSaver]:
+        if self.saver is None:
+            self.saver = InMemorySaver()
+        yield self.saver
+
+    def bytes_stored(self, saver: BaseCheckpointSaver) -> int:
+        assert isinstance(saver, InMemorySaver)
+        total = 0
+        for namespaces in saver.storage.values():
+            for checkpoints in namespaces.values():
+                for checkpoint, metadata, _parent in checkpoints.values():
+                    total += len(checkpoint[1]) + len(metadata[1])
+        total += sum(len(blob[1]) for blob in saver.blobs.values())
+        total += sum(len(w[2][1]) for writes in saver.writes.values() for w in writes.values())
+        return total
+
+
+class SnapstoreDirSubject(Subject):
+    name = "SnapstoreSaver (directory)"
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BaseCheckpointSaver]:
+        with SnapstoreSaver.from_path(self.workdir / "checkpoints.snapstore", **STORE_SETTINGS) as saver:
+            yield saver
+
+    def bytes_stored(self, saver: BaseCheckpointSaver) -> int:
+        root = self.workdir / "checkpoints.snapstore"
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+class PostgresSchema:
+    """A schema of its own on the benchmark server, so its tables can be measured and dropped."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.url = url
+        self.schema = f"lgbench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {self.schema}")
+        separator = "&" if "?" in url else "?"
+        self.scoped_url = f"{url}{separator}options=-csearch_path%3D{self.schema}"
+
+    def bytes_stored(self) -> int:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+            row = conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+                (self.schema,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {self.schema} CASCADE")
+
+
+class PostgresSubject(Subject):
+    name = "PostgresSaver"
+
+    def __init__(self, workdir: Path, url: str) -> None:
+        super().__init__(workdir)
+        self.pg = PostgresSchema(url)
+        self.ready = False
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BaseCheckpointSaver]:
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        with PostgresSaver.from_conn_string(self.pg.scoped_url) as saver:
+            if not self.ready:
+                saver.setup()
+                self.ready = True
+            yield saver
+
+    def bytes_stored(self, saver: BaseCheckpointSaver) -> int:
+        return self.pg.bytes_stored()
+
+    def cleanup(self) -> None:
+        self.pg.drop()
+
+
+class SnapstorePostgresSubject(PostgresSubject):
+    name = "SnapstoreSaver (PostgreSQL)"
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BaseCheckpointSaver]:
+        with SnapstoreSaver.from_conn_string(self.pg.scoped_url) as saver:
+            yield saver
+
+
+# -- one run ---------------------------------------------------------------------------------
+def messages_of(checkpoint: dict[str, Any]) -> bytes:
+    return SERDE.dumps_typed(checkpoint["channel_values"].get("messages"))[1]
+
+
+def median_read(subject: Subject, config: dict[str, Any], reads: int) -> tuple[float, Any]:
+    times, found = [], None
+    for _ in range(reads):
+        with subject.open() as saver:
+            start = time.perf_counter()
+            found = saver.get_tuple(config)  # type: ignore[arg-type]
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000, found
+
+
+def run_one(subject: Subject, turns: int, reads: int, expected_latest: bytes | None) -> tuple[Result, bytes]:
+    graph = build_graph(DELTA_STATE if subject.delta_channel else AgentState)
+    config = {"configurable": {"thread_id": THREAD}}
+    start = time.perf_counter()
+    with subject.open() as saver:
+        timed = Timed(saver)
+        app = graph.compile(checkpointer=saver)
+        for turn in range(turns):
+            app.invoke({"messages": [user_message(turn)]}, config, durability="sync")  # type: ignore[arg-type]
+        run_s = time.perf_counter() - start
+        back_id = timed.ids[-1 - BACK] if len(timed.ids) > BACK else None
+        back_expected = None
+        if back_id is not None and not subject.delta_channel:
+            back_tuple = saver.get_tuple({"configurable": {**config["configurable"], "checkpoint_id": back_id}})
+            assert back_tuple is not None
+            back_expected = messages_of(back_tuple.checkpoint)
+        stored = subject.bytes_stored(saver)
+        steps = len(timed.ids)
+        put_s, writes_s = timed.put_s, timed.writes_s
+    latest_ms, latest = median_read(subject, config, reads)
+    notes = []
+    latest_messages = messages_of(latest.checkpoint) if not subject.delta_channel else b""
+    if expected_latest is not None and not subject.delta_channel and latest_messages != expected_latest:
+        raise SystemExit(f"{subject.name}: the latest checkpoint's messages differ from InMemorySaver's")
+    if subject.delta_channel:
+        notes.append("messages channel rebuilt by LangGraph from writes, not by get_tuple")
+    back_ms = None
+    if back_id is not None:
+        back_config = {"configurable": {**config["configurable"], "checkpoint_id": back_id}}
+        back_ms, back = median_read(subject, back_config, reads)
+        if back_expected is not None and messages_of(back.checkpoint) != back_expected:
+            raise SystemExit(f"{subject.name}: the checkpoint {BACK} back reads differently after reopening")
+    result = Result(
+        saver=subject.name,
+        turns=turns,
+        checkpoints=steps,
+        bytes_stored=stored,
+        step_ms=(put_s + writes_s) / steps * 1000,
+        put_ms=put_s / steps * 1000,
+        put_writes_ms=writes_s / steps * 1000,
+        latest_ms=latest_ms,
+        back_ms=back_ms,
+        run_s=run_s,
+        notes=notes,
+    )
+    return result, latest_messages
+
+
+def subjects_for(workdir: Path) -> list[Callable[[Path], Subject]]:
+    makers: list[Callable[[Path], Subject]] = [MemorySubject, SqliteSubject]
+    if DELTA_STATE is not None:
+        makers.append(SqliteDeltaSubject)
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        makers.append(lambda d: PostgresSubject(d, url))
+    makers.append(SnapstoreDirSubject)
+    if url:
+        makers.append(lambda d: SnapstorePostgresSubject(d, url))
+    return makers
+
+
+# -- report ----------------------------------------------------------------------------------
+def human_bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def markdown(results: list[Result]) -> str:
+    lines = [
+        "| turns | saver | checkpoints | bytes stored | vs SqliteSaver | time per step (put + put_writes) "
+        "| read latest | read 200 back |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for turns in sorted({r.turns for r in results}):
+        rows = [r for r in results if r.turns == turns]
+        sqlite = next((r for r in rows if r.saver == "SqliteSaver"), None)
+        for r in rows:
+            ratio = f"{sqlite.bytes_stored / r.bytes_stored:.0f}x smaller" if sqlite and r is not sqlite else ""
+            back = f"{r.back_ms:.2f} ms" if r.back_ms is not None else "n/a"
+            lines.append(
+                f"| {turns} | {r.saver} | {r.checkpoints} | {human_bytes(r.bytes_stored)} | {ratio} "
+                f"| {r.step_ms:.2f} ms ({r.put_ms:.2f} + {r.put_writes_ms:.2f}) | {r.latest_ms:.2f} ms | {back} |"
+            )
+    return "\n".join(lines)
+
+
+def chart(results: list[Result], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name in dict.fromkeys(r.saver for r in results):
+        rows = sorted((r for r in results if r.saver == name), key=lambda r: r.turns)
+        turns = [r.turns for r in rows]
+        left.plot(turns, [r.bytes_stored / 1e6 for r in rows], marker="o", label=name)
+        right.plot(turns, [r.step_ms for r in rows], marker="o", label=name)
+    left.set(title="Bytes stored by one thread", xlabel="turns", ylabel="MB (log)", yscale="log")
+    right.set(title="Time per step (put + put_writes)", xlabel="turns", ylabel="ms (log)", yscale="log")
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3)
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, nargs="+", default=[50, 200, 1000])
+    parser.add_argument("--reads", type=int, default=5, help="fresh-saver reads per figure (median)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--savers", help="comma-separated substrings of saver names to run (default: all)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    for turns in args.turns:
+        expected: bytes | None = None
+        for make in subjects_for(args.out):
+            workdir = Path(tempfile.mkdtemp(prefix="lgbench-"))
+            subject = make(workdir)
+            try:
+                if args.savers and not any(s.strip() in subject.name for s in args.savers.split(",")):
+                    continue
+                result, latest = run_one(subject, turns, args.reads, expected)
+                if subject.name == "InMemorySaver":
+                    expected = latest
+                results.append(result)
+                print(
+                    f"{turns:>5} turns  {subject.name:<28} {human_bytes(result.bytes_stored):>10}  "
+                    f"step {result.step_ms:7.2f} ms  latest {result.latest_ms:7.2f} ms  "
+                    f"back {result.back_ms or 0:7.2f} ms  ({result.run_s:.0f} s)",
+                    flush=True,
+                )
+            finally:
+                subject.cleanup()
+                shutil.rmtree(workdir, ignore_errors=True)
+    stem = "langgraph-" + "-".join(str(t) for t in args.turns)
+    table = markdown(results)
+    header = (
+        f"# LangGraph checkpointers, {', '.join(map(str, args.turns))} turns\n\n"
+        f"`python -m benchmarks.langgraph_bench --turns {' '.join(map(str, args.turns))}` on "
+        f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores.\n\n"
+    )
+    (args.out / f"{stem}.md").write_text(header + table + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
+    drawn = chart(results, args.out / f"{stem}.png")
+    print()
+    print(table)
+    print(f"\nwrote {args.out / (stem + '.md')}" + (f" and {stem}.png" if drawn else ""))
+
+
+if __name__ == "__main__":
+    main()

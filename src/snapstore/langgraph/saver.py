@@ -1,0 +1,356 @@
+"""``SnapstoreSaver``: a LangGraph checkpointer that stores each thread as snapstore deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    SerializerProtocol,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+
+from ..store import SnapshotStore
+from .encoding import ValueCodec
+from .lanes import Lane, State
+from .names import parse_checkpoints_name, thread_prefixes
+
+_DONE = object()
+
+
+class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractAsyncContextManager):
+    """A LangGraph checkpointer over a snapstore store (a directory, memory or PostgreSQL).
+
+    Every checkpoint of a (thread, namespace) is a commit of one snapstore session, stored as a
+    delta against the previous one: a message list that grows by appends costs the appended
+    messages, an unchanged channel costs nothing. Values go through ``serde`` (LangGraph's
+    serializer protocol), so a custom serializer or an ``EncryptedSerializer`` still applies.
+
+    One process writes a given thread at a time, as LangGraph runs do; any number may read.
+    Deleting checkpoints (``delete_thread``, ``delete_for_runs``, ``prune``) drops them from the
+    saver at once; their bytes leave the store at its next ``store.gc()``.
+    """
+
+    def __init__(self, store: SnapshotStore, *, serde: SerializerProtocol | None = None, owns_store: bool = False):
+        super().__init__(serde=serde)
+        self.store = store
+        self.codec = ValueCodec(self.serde)
+        self._owns_store = owns_store
+        self._lanes: dict[tuple[str, str], Lane] = {}
+        self._mutex = threading.Lock()
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def from_conn_string(
+        cls, target: str | os.PathLike[str], *, serde: SerializerProtocol | None = None, **store_settings: Any
+    ) -> SnapstoreSaver:
+        """A saver over the store at ``target``: a directory (created if absent), a
+        ``postgresql://`` URL, or ``":memory:"``. Use it with ``with`` (or ``async with``):
+        the store is closed on exit."""
+        if str(target) == ":memory:":
+            store = SnapshotStore.memory(**store_settings)
+        else:
+            store = SnapshotStore.open(target, **store_settings)
+        return cls(store, serde=serde, owns_store=True)
+
+    from_path = from_conn_string
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> SnapstoreSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> SnapstoreSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- lanes -------------------------------------------------------------
+    def _lane(self, thread_id: Any, checkpoint_ns: str) -> Lane:
+        key = (str(thread_id), checkpoint_ns)
+        with self._mutex:
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = Lane(self.store, *key)
+            return lane
+
+    def _lanes_of(self, thread_id: str | None) -> list[Lane]:
+        """The lanes stored for a thread (every thread when None), found by session name."""
+        prefix = thread_prefixes(thread_id)[0] if thread_id is not None else ""
+        lanes = []
+        for name in self.store.sessions():
+            parsed = parse_checkpoints_name(name) if name.startswith(prefix) else None
+            if parsed is None:
+                continue
+            thread, namespace = parsed
+            if thread is None or namespace is None:  # a part too long for the name: the state says
+                sess = self.store.session(name)
+                head = sess.head
+                if head is None:
+                    continue
+                state = sess.state(head.id)
+                thread, namespace = state["thread_id"], state["checkpoint_ns"]
+            lanes.append(self._lane(thread, namespace))
+        return lanes
+
+    # -- reading -----------------------------------------------------------
+    def _tuple(self, lane: Lane, checkpoint_id: str, state: State, history: dict[str, Any]) -> CheckpointTuple:
+        decode = self.codec.decode
+        checkpoint = decode(state["checkpoint"])
+        checkpoint["channel_values"] = {k: decode(v[1]) for k, v in state["channel_values"].items()}
+        writes = sorted(lane.writes_of(checkpoint_id, history), key=lambda w: writes_sort_key(w[4], w[0], w[1]))
+        parent = state["parent_checkpoint_id"]
+        return CheckpointTuple(
+            config=self._config(lane, checkpoint_id),
+            checkpoint=checkpoint,
+            metadata=decode(history[checkpoint_id]["metadata"]),
+            parent_config=self._config(lane, parent) if parent is not None else None,
+            pending_writes=[(w[0], w[2], decode(w[3])) for w in writes],
+        )
+
+    @staticmethod
+    def _config(lane: Lane, checkpoint_id: str) -> RunnableConfig:
+        return {
+            "configurable": {
+                "thread_id": lane.thread_id,
+                "checkpoint_ns": lane.checkpoint_ns,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        configurable = config["configurable"]
+        lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
+        found = lane.load(get_checkpoint_id(config))
+        if found is None:
+            return None
+        state, history = found
+        return self._tuple(lane, state["checkpoint_id"], state, history)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        configurable = config["configurable"] if config else {}
+        thread_id = configurable.get("thread_id")
+        namespace = configurable.get("checkpoint_ns")
+        only_id = get_checkpoint_id(config) if config else None
+        before_id = get_checkpoint_id(before) if before else None
+        if thread_id is not None and namespace is not None:
+            lanes = [self._lane(thread_id, namespace)]
+        else:
+            lanes = self._lanes_of(thread_id)
+        remaining = limit
+        for lane in lanes:
+            head = lane.head()
+            if head is None:
+                continue
+            history: dict[str, Any] = head["history"]
+            for checkpoint_id in sorted(history, reverse=True):
+                if (only_id and checkpoint_id != only_id) or (before_id and checkpoint_id >= before_id):
+                    continue
+                if filter:
+                    metadata = self.codec.decode(history[checkpoint_id]["metadata"])
+                    if not all(metadata.get(key) == value for key, value in filter.items()):
+                        continue
+                if remaining is not None:
+                    if remaining <= 0:
+                        return
+                    remaining -= 1
+                found = lane.load(checkpoint_id)
+                if found is not None:
+                    yield self._tuple(lane, checkpoint_id, found[0], history)
+
+    # -- writing -----------------------------------------------------------
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        configurable = config["configurable"]
+        lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
+        parent_id = configurable.get("checkpoint_id")
+        skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        with lane.lock:
+            values = self._encode_values(lane, checkpoint, new_versions, parent_id)
+            lane.commit_checkpoint(
+                checkpoint["id"],
+                parent_id,
+                self.codec.encode(skeleton),
+                values,
+                self.codec.encode(get_checkpoint_metadata(config, metadata)),
+            )
+        return self._config(lane, checkpoint["id"])
+
+    def _encode_values(
+        self, lane: Lane, checkpoint: Checkpoint, new_versions: ChannelVersions, parent_id: str | None
+    ) -> State:
+        """{channel: [version, encoded value]} for the channels the checkpoint versions.
+
+        A channel whose version did not move keeps the parent's encoded value (as LangGraph's
+        other savers keep the blob of that version), which also spares serializing it again.
+        """
+        values = checkpoint["channel_values"]
+        parent_values: State | None = None
+        out: State = {}
+        for channel, version in checkpoint["channel_versions"].items():
+            if channel not in new_versions:
+                if parent_values is None:
+                    found = lane.load(parent_id) if parent_id is not None else None
+                    parent_values = found[0]["channel_values"] if found is not None else {}
+                kept = parent_values.get(channel)
+                if kept is not None and type(kept[0]) is type(version) and kept[0] == version:
+                    out[channel] = kept
+                    continue
+            if channel in values:
+                out[channel] = [version, self.codec.encode(values[channel])]
+        return out
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        configurable = config["configurable"]
+        lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
+        checkpoint_id = configurable["checkpoint_id"]
+        with lane.lock:
+            head = lane.head()
+            entries = lane.writes_of(checkpoint_id, head["history"] if head is not None else {})
+            index = {(entry[0], entry[1]): i for i, entry in enumerate(entries)}
+            changed = False
+            for idx, (channel, value) in enumerate(writes):
+                key = (task_id, WRITES_IDX_MAP.get(channel, idx))
+                if key in index and key[1] >= 0:
+                    continue  # a task's regular writes are stored once
+                entry = [task_id, key[1], channel, self.codec.encode(value), task_path]
+                if key in index:
+                    entries[index[key]] = entry
+                else:
+                    index[key] = len(entries)
+                    entries.append(entry)
+                changed = True
+            if changed:
+                lane.commit_writes(checkpoint_id, entries)
+
+    # -- deleting and copying ------------------------------------------------
+    def delete_thread(self, thread_id: str) -> None:
+        prefixes = thread_prefixes(str(thread_id))
+        for name in self.store.sessions():
+            if name.startswith(prefixes):
+                self.store.delete_session(name)
+        with self._mutex:
+            for key in [key for key in self._lanes if key[0] == str(thread_id)]:
+                del self._lanes[key]
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        doomed = {str(run_id) for run_id in run_ids}
+        if not doomed:
+            return
+
+        def keep(_checkpoint_id: str, entry: dict[str, Any]) -> bool:
+            return self.codec.decode(entry["metadata"]).get("run_id") not in doomed
+
+        for lane in self._lanes_of(None):
+            self._rewrite(lane, keep)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                self.delete_thread(thread_id)
+                continue
+            for lane in self._lanes_of(str(thread_id)):
+                head = lane.head()
+                if head is not None:
+                    latest = max(head["history"])
+                    self._rewrite(lane, lambda checkpoint_id, _entry, latest=latest: checkpoint_id == latest)
+
+    def _rewrite(self, lane: Lane, keep: Any) -> None:
+        """Replace a lane by the checkpoints ``keep`` accepts, if it rejects any."""
+        with lane.lock:
+            head = lane.head()
+            if head is None or all(keep(cid, entry) for cid, entry in head["history"].items()):
+                return
+            entries = lane.entries(keep)
+            lane.delete()
+            lane.replay(entries)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        for source in self._lanes_of(str(source_thread_id)):
+            entries = source.entries()
+            self._lane(target_thread_id, source.checkpoint_ns).replay(entries)
+
+    # -- async: the same operations on a worker thread -------------------------
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        found = self.list(config, filter=filter, before=before, limit=limit)
+        while (item := await asyncio.to_thread(next, found, _DONE)) is not _DONE:
+            yield item  # type: ignore[misc]
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)

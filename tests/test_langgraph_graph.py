@@ -1,0 +1,300 @@
+"""SnapstoreSaver under real compiled LangGraph graphs, and what it stores.
+
+Graphs: interrupt and resume, get_state_history, update_state forking from an old checkpoint,
+a subgraph, async use. Storage: values the serializer round-trips come back exactly, custom
+and encrypting serializers still see every value, a growing message list is stored as appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import operator
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.types import Command, interrupt
+from pydantic import BaseModel
+
+from snapstore import SnapshotStore
+from snapstore.langgraph import SnapstoreSaver
+
+
+class Chat(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+    approved: str
+
+
+def _reply(state: Chat) -> dict[str, Any]:
+    n = len(state["messages"])
+    return {"messages": [AIMessage(f"reply to {state['messages'][-1].content} ({n})", id=f"ai-{n}")]}
+
+
+def _review(state: Chat) -> dict[str, Any]:
+    return {"approved": interrupt({"question": "approve?", "draft": state["messages"][-1].content})}
+
+
+def chat_graph(saver: SnapstoreSaver) -> Any:
+    builder = StateGraph(Chat)
+    builder.add_node("reply", _reply)
+    builder.add_node("review", _review)
+    builder.add_edge(START, "reply")
+    builder.add_edge("reply", "review")
+    builder.add_edge("review", END)
+    return builder.compile(checkpointer=saver)
+
+
+def thread(name: str) -> Any:
+    return {"configurable": {"thread_id": name}}
+
+
+def chat_scenario(saver: Any, reopen: Callable[[], Any]) -> list[Any]:
+    """Interrupt, resume from a fresh saver, history, a fork from an old checkpoint; what a user sees."""
+    graph = chat_graph(saver)
+    config = thread("chat-1")
+    seen: list[Any] = []
+    graph.invoke({"messages": [HumanMessage("hello", id="h-1")]}, config)
+    paused = graph.get_state(config)
+    seen.append((paused.next, paused.tasks[0].interrupts[0].value))
+
+    graph = chat_graph(reopen())  # resumes from what is stored, not from this process's objects
+    seen.append(graph.invoke(Command(resume="yes"), config)["approved"])
+    graph.invoke({"messages": [HumanMessage("again", id="h-2")]}, config)
+    graph.invoke(Command(resume="no"), config)
+
+    history = list(graph.get_state_history(config))
+    seen.append([(h.metadata["source"], h.metadata["step"], h.next, _contents(h.values)) for h in history])
+
+    first_reply = next(h for h in reversed(history) if len(h.values.get("messages", [])) == 2)
+    forked = graph.update_state(first_reply.config, {"messages": [HumanMessage("fork", id="h-fork")]})
+    fork_state = graph.get_state(forked)
+    seen.append(_contents(fork_state.values))
+    assert fork_state.parent_config is not None
+    fork_parent = fork_state.parent_config["configurable"]["checkpoint_id"]
+    seen.append(fork_parent == first_reply.config["configurable"]["checkpoint_id"])
+    graph.invoke(None, forked)
+    graph.invoke(Command(resume="fork ok"), forked)
+    seen.append(_contents(graph.get_state(config).values))
+    seen.append(_contents(graph.get_state(history[0].config).values))  # the old branch is intact
+    seen.append(len(list(graph.get_state_history(config))))
+    return seen
+
+
+def _contents(values: dict[str, Any]) -> Any:
+    return [m.content for m in values.get("messages", [])], values.get("approved")
+
+
+def test_interrupt_resume_history_and_fork(make_store: Callable[..., SnapshotStore]) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    memory = InMemorySaver()
+    expected = chat_scenario(memory, lambda: memory)
+    saver = SnapstoreSaver(make_store())
+    # a memory store is one object: reopening it is the same saver
+    reopen = (lambda: saver) if make_store.kind == "memory" else (lambda: SnapstoreSaver(make_store()))  # type: ignore[attr-defined]
+    got = chat_scenario(saver, reopen)
+    assert got == expected
+    # the fork resumes where its checkpoint stood (before review), with the new message
+    assert got[-3] == (["hello", "reply to hello (1)", "fork"], "fork ok")
+    assert got[-2] == (["hello", "reply to hello (1)", "again", "reply to again (3)"], "no")
+
+
+class Outer(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def subgraph_scenario(saver: Any) -> list[Any]:
+    inner = StateGraph(Outer)
+    inner.add_node("step_a", lambda s: {"log": ["inner a"]})
+    inner.add_node("ask", lambda s: {"log": [f"inner asked {interrupt('continue?')}"]})
+    inner.add_edge(START, "step_a")
+    inner.add_edge("step_a", "ask")
+    inner.add_edge("ask", END)
+    outer = StateGraph(Outer)
+    outer.add_node("first", lambda s: {"log": ["outer first"]})
+    outer.add_node("child", inner.compile())
+    outer.add_edge(START, "first")
+    outer.add_edge("first", "child")
+    outer.add_edge("child", END)
+    graph = outer.compile(checkpointer=saver)
+    config = thread("with-child")
+    graph.invoke({"log": ["start"]}, config)
+    child = graph.get_state(config, subgraphs=True).tasks[0].state
+    namespaces = sorted({c.config["configurable"]["checkpoint_ns"].split(":")[0] for c in saver.list(config)})
+    done = graph.invoke(Command(resume="go"), config)
+    return [child.values["log"], child.next, namespaces, done["log"]]
+
+
+def test_subgraph_checkpoints_live_in_their_namespace(tmp_path: Path) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    expected = subgraph_scenario(InMemorySaver())
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        got = subgraph_scenario(saver)
+        assert got == expected
+        assert got[2] == ["", "child"]
+        assert "inner asked go" in got[3]
+        saver.delete_thread("with-child")
+        assert list(saver.list(thread("with-child"))) == []
+        assert saver.store.sessions() == []
+
+
+def test_async_graph(tmp_path: Path) -> None:
+    async def run() -> list[str]:
+        async with SnapstoreSaver.from_conn_string(str(tmp_path / "store")) as saver:
+            graph = chat_graph(saver)
+            config = thread("async")
+            await graph.ainvoke({"messages": [HumanMessage("hi", id="h")]}, config)
+            await graph.ainvoke(Command(resume="ok"), config)
+            states = [s async for s in graph.aget_state_history(config)]
+            return [m.content for m in states[0].values["messages"]]
+
+    assert asyncio.run(run()) == ["hi", "reply to hi (1)"]
+
+
+# -- what is stored ----------------------------------------------------------------------------
+class Item(BaseModel):
+    name: str
+    qty: int
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+
+EXACT_VALUES: dict[str, Any] = {
+    "ints_floats_bools": [1, 1.0, True, 0, 0.0, False, -0.0, None],
+    "nan_inf": [float("inf"), float("-inf")],
+    "bytes": b"\x00\xffraw\x80 bytes",
+    "bytearray": bytearray(b"\x01\x02"),
+    "tuple": (1, "two", (3.0,)),
+    "set": {1, 2, 3},
+    "nested": {"a": [1, {"b": (2, b"\x03")}], "c": {"d": {"e": [[], {}]}}},
+    "non_str_keys": {1: "one", (2, 3): "tuple key"},
+    "surrogate": "lone \ud800 surrogate",
+    "pydantic": Item(name="sword", qty=1),
+    "dataclass": Point(1.5, -2.0),
+    "messages": [HumanMessage("hi", id="1"), AIMessage("hello", id="2")],
+    "deep": 1,  # replaced below by a list nested deeper than the codec inlines
+}
+
+
+_deep: Any = 1
+for _ in range(60):
+    _deep = [_deep]
+EXACT_VALUES["deep"] = _deep
+
+
+def _serialized(value: Any) -> tuple[str, bytes]:
+    return JsonPlusSerializer().dumps_typed(value)
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_VALUES))
+def test_values_come_back_as_the_serializer_gives_them(name: str, tmp_path: Path) -> None:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    value = EXACT_VALUES[name]
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        checkpoint = generate_checkpoint(channel_values={"v": value}, channel_versions={"v": 1})
+        stored = saver.put(generate_config("t"), checkpoint, generate_metadata(), {"v": 1})
+        saver.put_writes(stored, [("w", value)], "task-1")
+    expected = JsonPlusSerializer().loads_typed(_serialized(value))
+    with SnapstoreSaver.from_path(tmp_path / "store") as reopened:
+        got = reopened.get_tuple(stored)
+    assert got is not None
+    for back in (got.checkpoint["channel_values"]["v"], got.pending_writes[0][2]):
+        assert type(back) is type(expected)
+        assert _serialized(back) == _serialized(expected)  # byte-exact: 1, 1.0 and True differ
+
+
+class XorCipher:
+    """A toy cipher: enough to see that every stored value went through it."""
+
+    def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
+        return "xor", bytes(b ^ 0x5A for b in plaintext)
+
+    def decrypt(self, ciphername: str, ciphertext: bytes) -> bytes:
+        assert ciphername == "xor"
+        return bytes(b ^ 0x5A for b in ciphertext)
+
+
+def test_encrypting_serializer_sees_every_value(tmp_path: Path) -> None:
+    secret = "the launch code is 0000"
+    serde = EncryptedSerializer(XorCipher())
+    store_dir = tmp_path / "store"
+    with SnapstoreSaver.from_path(store_dir, serde=serde) as saver:
+        graph = chat_graph(saver)
+        graph.invoke({"messages": [HumanMessage(secret, id="h")]}, thread("secret"))
+        tup = saver.get_tuple(thread("secret"))
+        assert tup is not None and tup.checkpoint["channel_values"]["messages"][0].content == secret
+        # every stored value is an ["S", "<type>+xor", ...] leaf: no plain text or dict keys
+        state = saver.store.session(saver._lane("secret", "").names.checkpoints).head
+        assert state is not None
+        stored = saver.store.session(saver._lane("secret", "").names.checkpoints).state(state.id)
+        assert secret not in repr(stored)
+        assert all(v[1][0] == "L" or v[1][1].endswith("+xor") for v in stored["channel_values"].values())
+    # the stock serializer cannot read it (it raises whatever msgpack says of ciphertext)
+    with SnapstoreSaver.from_path(store_dir) as without_key, pytest.raises(Exception):  # noqa: B017
+        without_key.get_tuple(thread("secret"))
+
+
+def test_a_growing_message_list_is_stored_as_appends(tmp_path: Path) -> None:
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        graph = chat_graph(saver)
+        config = thread("grow")
+        for turn in range(6):
+            graph.invoke({"messages": [HumanMessage(f"message {turn} " + "x" * 2000, id=f"h{turn}")]}, config)
+            graph.invoke(Command(resume="ok"), config)
+        sess = saver.store.session(saver._lane("grow", "").names.checkpoints)
+        ids = sess.snapshot_ids()
+        for older, newer in zip(ids[-6:], ids[-5:], strict=False):
+            ops = sess.diff(older, newer)
+            touched = {op["path"].split("/")[1] for op in ops}
+            assert "channel_values" in touched or "history" in touched
+            for op in ops:
+                path = op["path"]
+                if path.startswith("/channel_values/messages/1/"):
+                    # only appended elements: the index is past every element the older state had
+                    assert op["op"] == "add", op
+                    old_len = len(sess.state(older)["channel_values"]["messages"][1])
+                    assert int(path.rsplit("/", 1)[1] if path[-1] != "-" else old_len) >= old_len
+        verify = saver.store.verify()
+        assert verify.ok, verify
+
+
+def test_writes_that_land_before_their_checkpoint_are_kept(make_store: Callable[..., SnapshotStore]) -> None:
+    """With async durability a step's writes can reach the saver before its checkpoint, and
+    before the previous step's writes: none may be lost, whatever the order."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    saver = SnapstoreSaver(make_store())
+    first = saver.put(generate_config("t"), generate_checkpoint(), generate_metadata(step=0), {})
+    second_cp = generate_checkpoint()
+    second_config = generate_config("t", checkpoint_id=second_cp["id"])
+    saver.put_writes(second_config, [("__interrupt__", "ask")], "task-b")  # before its checkpoint
+    saver.put_writes(first, [("messages", "late for the first")], "task-a")  # late, for the head
+    saver.put(first, second_cp, generate_metadata(step=1), {})
+    saver.put_writes(first, [("extra", 1)], "task-c")  # for a checkpoint that is no longer the head
+    third = saver.put(second_config, generate_checkpoint(), generate_metadata(step=2), {})
+    saver.put_writes(third, [("x", 3)], "task-d")
+
+    reopened = SnapstoreSaver(make_store()) if make_store.kind != "memory" else saver  # type: ignore[attr-defined]
+    writes = {}
+    for config in (first, second_config, third):
+        found = reopened.get_tuple(config)
+        assert found is not None and found.pending_writes is not None
+        writes[config["configurable"]["checkpoint_id"]] = sorted((w[0], w[1], w[2]) for w in found.pending_writes)
+    assert list(writes.values()) == [
+        [("task-a", "messages", "late for the first"), ("task-c", "extra", 1)],
+        [("task-b", "__interrupt__", "ask")],
+        [("task-d", "x", 3)],
+    ]
