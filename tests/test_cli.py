@@ -1,9 +1,12 @@
 """The ``snapstore`` command line, end to end.
 
-Every command runs at least once in a real subprocess (``python -m snapstore``)
-against a real directory store under ``tmp_path``. Variants of a command's
-flags run in-process through ``cli.main`` (same code path, same real store,
-without paying ~0.5 s of interpreter start-up each), to keep the file fast.
+Every command runs at least once in a real subprocess (the ``snapstore``
+script, see cli_support.py) against a real directory store under ``tmp_path``.
+Variants of a command's flags run in-process through ``cli.main`` (same code
+path, same real store, without paying interpreter start-up each), to keep the
+file fast. The commands added for the first hour of a new user (log's graph,
+NDJSON, overwrite refusals, import creating its store...) are tested in
+test_cli_output.py and test_cli_files.py, all in subprocesses.
 """
 
 from __future__ import annotations
@@ -15,45 +18,22 @@ import os
 import pty
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
 import pytest
 
+from cli_support import cli_env, command, one_error_line, run, run_many
 from snapstore import SnapshotStore, cli
+from snapstore.cli.output import Progress
+from snapstore.cli.reading import format_diff
 from snapstore.codec import Kind, object_id
 from snapstore.delta import apply_patch
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
-COMMANDS = [name for name, *_ in cli._COMMANDS]
+COMMANDS = [name for name, *_ in cli.COMMANDS]
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SNAPSTORE_PATH", "NO_COLOR")}
-    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
-def run(*args: str, store: Path | None = None, stdin: bytes | None = None, cwd: Path | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m snapstore [--store STORE] ARGS`` in a subprocess; text output."""
-    cmd = [sys.executable, "-m", "snapstore", *(["--store", str(store)] if store else []), *args]
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, cwd=cwd, env=env or _env(), timeout=60)
-    return subprocess.CompletedProcess(
-        proc.args, proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
-    )
-
-
-def run_many(*calls: tuple[str, ...], store: Path | None = None) -> list[subprocess.CompletedProcess[str]]:
-    """Independent read-only invocations, in parallel."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda args: run(*args, store=store), calls))
 
 
 def call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -64,14 +44,6 @@ def call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("snapstore: error: ")
-    return lines[0]
 
 
 STATES = [
@@ -167,10 +139,10 @@ def test_init_and_store_path_precedence(tmp_path: Path) -> None:
     assert os.readlink(tmp_path / ".snapstore" / "refs" / "config" / "format") == "1"
     assert run("init", cwd=tmp_path).stdout == "snapstore store already exists at .snapstore\n"
     from_env = tmp_path / "env-store"
-    proc = run("init", cwd=tmp_path, env=_env(SNAPSTORE_PATH=str(from_env)))
+    proc = run("init", cwd=tmp_path, env=cli_env(SNAPSTORE_PATH=str(from_env)))
     assert proc.returncode == 0 and from_env.is_dir()
     flag = tmp_path / "flag-store"  # --store wins over the environment, before or after the command
-    proc = run("init", "--store", str(flag), cwd=tmp_path, env=_env(SNAPSTORE_PATH=str(from_env)))
+    proc = run("init", "--store", str(flag), cwd=tmp_path, env=cli_env(SNAPSTORE_PATH=str(from_env)))
     assert proc.returncode == 0 and str(flag) in proc.stdout and flag.is_dir()
 
 
@@ -196,11 +168,11 @@ def test_sessions_log_show_in_subprocesses(populated: Populated) -> None:
 
     lines = log.stdout.splitlines()
     assert lines[0] == f"session campaign-42: 3 snapshots, head {c[:12]}"
-    assert lines[1].split() == ["ID", "KIND", "TURN", "TIME", "STORED", "LABEL"]
+    assert lines[1].split() == ["ID", "PARENT", "KIND", "TURN", "TIME", "STORED", "LABEL"]
     rows = [line.split() for line in lines[2:]]
     assert [r[0] for r in rows[:2]] == [a[:12], b[:12]] and rows[2][:2] == ["*", c[:12]]
     assert [r[-3:] for r in rows] == [["B", "turn", "1"], ["B", "turn", "2"], ["B", "turn", "3"]]
-    assert rows[0][1:3] == ["full", "1"] and rows[1][1:3] == ["delta", "2"]
+    assert rows[0][1:4] == ["-", "full", "1"] and rows[1][1:4] == [a[:12], "delta", "2"] and rows[2][2] == b[:12]
 
     entries = orjson.loads(log_json.stdout)
     assert [e["id"] for e in entries] == [a, b, c, populated.other]
@@ -218,7 +190,7 @@ def test_reading_variants_in_process(populated: Populated, capsys: pytest.Captur
     s = str(populated.store)
     code, out, _ = call(capsys, "--store", s, "log", "campaign-42", "--reverse")
     assert code == 0
-    ids_in_order = re.findall(r"\b([0-9a-f]{12})\b", "\n".join(out.splitlines()[2:]))
+    ids_in_order = [line.lstrip("* ").split()[0] for line in out.splitlines()[2:]]  # the ID column
     assert ids_in_order == [c[:12], b[:12], a[:12]]
     code, out, _ = call(capsys, "log", "--store", s)  # every session, one block each
     assert code == 0 and "session campaign-42: 3 snapshots" in out and "session side: 1 snapshot," in out
@@ -278,10 +250,10 @@ def run_on_terminal(*args: str, store: Path, stream: str) -> tuple[int, str, str
     master, slave = pty.openpty()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "snapstore", "--store", str(store), *args],
+            [*command(), "--store", str(store), *args],
             stdout=slave if stream == "stdout" else subprocess.PIPE,
             stderr=slave if stream == "stderr" else subprocess.PIPE,
-            env=_env(TERM="xterm"), timeout=60,
+            env=cli_env(TERM="xterm"), timeout=60,
         )
         os.close(slave)
         chunks = []
@@ -306,7 +278,7 @@ def test_terminal_output(populated: Populated, tmp_path: Path) -> None:
     assert code == 0, err
     assert "\x1b[31m12\x1b[0m → \x1b[32m0\x1b[0m" in out  # old red, new green
     assert '\x1b[32m+ /log/-: "oops"\x1b[0m' in out
-    assert cli.format_diff([{"op": "remove", "path": "/a"}], {"a": 1}, color=True) == ["\x1b[31m- /a: 1\x1b[0m"]
+    assert format_diff([{"op": "remove", "path": "/a"}], {"a": 1}, color=True) == ["\x1b[31m- /a: 1\x1b[0m"]
     archive = tmp_path / "tty.snaparchive"
     code, progress, out = run_on_terminal("export", str(archive), store=populated.store, stream="stderr")
     assert code == 0 and out.startswith("exported 2 sessions")
@@ -476,16 +448,18 @@ def test_corrupted_object(tmp_path: Path) -> None:
         assert snaps[1].kind == "delta"  # its state is rebuilt from snapshot 0's full state
     _flip_last_byte(store / "objects" / keyframe_state[:2] / keyframe_state[2:])
 
-    structure, deep, deep_json, show, debug = run_many(
-        ("verify",), ("verify", "--read-data"), ("verify", "--read-data", "--json"),
-        ("show", snaps[1].id[:8]), ("--debug", "show", snaps[1].id), store=store,
+    structure, deep, deep_json, show, debug, legacy = run_many(
+        ("verify", "--quick"), ("verify",), ("verify", "--json"),
+        ("show", snaps[1].id[:8]), ("--debug", "show", snaps[1].id), ("verify", "--read-data"), store=store,
     )
     assert structure.returncode == 0  # every object the chains need is there; its bytes were not read
+    assert "--quick: structure only" in structure.stdout
+    assert legacy.returncode == 1 and legacy.stdout == deep.stdout  # --read-data, once needed, is the default now
     assert deep.returncode == 1 and deep.stderr == ""
     assert keyframe_state in deep.stdout and re.search(r"^[23] problems found:$", deep.stdout, re.M)
     assert f"[session s, snapshot {snaps[0].id[:12]}]" in deep.stdout
     report = orjson.loads(deep_json.stdout)
-    assert deep_json.returncode == 1 and not report["ok"]
+    assert deep_json.returncode == 1 and not report["ok"] and report["read_data"]
     assert keyframe_state in {p["object"] for p in report["problems"]}
     assert show.returncode == 1 and keyframe_state in one_error_line(show.stderr)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "CorruptObjectError" in debug.stderr
@@ -561,7 +535,7 @@ class _Terminal(io.StringIO):
 
 def test_progress_only_on_a_terminal() -> None:
     shown = _Terminal()
-    with cli.Progress(shown, interval=0) as progress:
+    with Progress(shown, interval=0) as progress:
         progress(1, 4, "writing objects")
         progress(4, 4, "writing objects")
         progress.status("verifying")
@@ -569,14 +543,14 @@ def test_progress_only_on_a_terminal() -> None:
     assert "writing objects: 1/4 (25%)" in text and "writing objects: 4/4 (100%)" in text and "verifying…" in text
     assert text.endswith("\r\x1b[K")  # the line is cleared at the end
     piped = io.StringIO()
-    with cli.Progress(piped) as progress:
+    with Progress(piped) as progress:
         progress(1, 4, "writing objects")
         progress.status("verifying")
     assert piped.getvalue() == ""
 
 
 @pytest.fixture(autouse=True)
-def _no_store_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_storecli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("SNAPSTORE_PATH", raising=False)
     monkeypatch.delenv("NO_COLOR", raising=False)
     yield

@@ -1,0 +1,88 @@
+"""Archive commands: ``export`` and ``import``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+from typing import Any
+
+from .common import CliError, open_existing, open_store, refuse_to_overwrite, store_path
+from .output import Progress, count, emit, human
+
+
+def _export_summary(report: Any, path: str) -> str:
+    text = f"exported {count(len(report.sessions), 'session')}"
+    if report.sessions:
+        text += f" ({', '.join(report.sessions)})"
+    text += f", {count(report.snapshots, 'snapshot')}, {count(report.objects, 'object')}"
+    return text + f" to {path} ({human(report.archive_bytes)})"
+
+
+def _import_summary(report: Any, path: str) -> str:
+    parts = []
+    for names, verb in (
+        (report.created, "created"),
+        (report.merged, "merged into"),
+        (report.replaced, "replaced"),
+        (report.unchanged, "already up to date"),
+    ):
+        if names:
+            parts.append(f"{verb} {', '.join(names)}")
+    if report.renamed:
+        parts.append("renamed " + ", ".join(f"{old} to {new}" for old, new in report.renamed.items()))
+    written = f"{count(report.objects_written, 'object')} written"
+    if report.objects_present:
+        written += f", {report.objects_present} already present"
+    parts.append(written)
+    return f"imported {path}: " + "; ".join(parts)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    refuse_to_overwrite(args.file, args.force)
+    with open_store(args) as store, Progress() as progress:
+        report = store.export(
+            args.file, sessions=args.session or None, snapshots=args.snapshot or None, progress=progress
+        )
+    if not emit(args, dataclasses.asdict(report)):
+        print(_export_summary(report, args.file))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from ..store import SnapshotStore
+
+    if not os.path.isfile(args.file):  # before a store is created for it
+        raise CliError(f"cannot read {args.file}: no such file")
+    path = store_path(args)
+    store = open_existing(path)
+    created = store is None
+    folder_existed = os.path.isdir(path)
+    if store is None:  # import makes its store, as init would, and removes it again if the import fails
+        store = SnapshotStore.open(path)
+    try:
+        with store, Progress() as progress:
+            report = store.import_archive(args.file, progress=progress, on_conflict=args.on_conflict)
+    except BaseException:
+        if created and "://" not in path:
+            _remove_new_store(path, folder_existed)
+        raise
+    if emit(args, {**dataclasses.asdict(report), "path": args.file, "created_store": created}):
+        return 0
+    if created:
+        print(f"initialized empty snapstore store at {path}")
+    print(_import_summary(report, args.file))
+    return 0
+
+
+def _remove_new_store(path: str, folder_existed: bool) -> None:
+    """Undo the store this command created: the folder itself, or what it put in an empty folder."""
+    if not folder_existed:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)

@@ -1,0 +1,60 @@
+"""Maintenance commands: ``verify``, ``gc`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import open_store
+from .output import Progress, count, emit, human
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    read_data = not args.quick
+    with open_store(args) as store, Progress() as progress:
+        progress.status(f"verifying {store.describe()}" + ("" if read_data else " (structure only)"))
+        report = store.verify(read_data=read_data)
+    result = {
+        "ok": report.ok,
+        "read_data": read_data,
+        "sessions_checked": report.sessions_checked,
+        "snapshots_checked": report.snapshots_checked,
+        "objects_checked": report.objects_checked,
+        "states_rebuilt": report.states_rebuilt,
+        "problems": [vars(p) for p in report.problems],
+    }
+    if emit(args, result):
+        return 0 if report.ok else 1
+    checked = f"checked {count(report.sessions_checked, 'session')}, {count(report.snapshots_checked, 'snapshot')}"
+    if read_data:
+        checked += f", {count(report.objects_checked, 'object')}; rebuilt {count(report.states_rebuilt, 'state')}"
+    else:
+        checked += " (--quick: structure only; without it every object is read and every state rebuilt)"
+    print(checked)
+    if report.ok:
+        print("ok: no problems found")
+        return 0
+    print(f"{count(len(report.problems), 'problem')} found:")
+    for problem in report.problems:
+        where = [f"session {problem.session}"] if problem.session else []
+        if problem.snapshot:
+            where.append(f"snapshot {problem.snapshot[:12]}")
+        print(f"  - {problem.message}" + (f" [{', '.join(where)}]" if where else ""))
+    return 1
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    with open_store(args) as store, Progress() as progress:
+        progress.status(f"collecting unreferenced objects in {store.describe()}")
+        report = store.gc()
+    if not emit(args, vars(report)):
+        print(
+            f"deleted {count(report.objects_deleted, 'unreferenced object')} ({human(report.bytes_freed)}),"
+            f" removed {count(report.temporary_files_removed, 'leftover temporary file')}"
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import main as demo_main
+
+    return demo_main(([args.dir] if args.dir else []) + (["--keep"] if args.keep else []))

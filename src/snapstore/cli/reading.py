@@ -1,0 +1,240 @@
+"""Commands that only read: ``sessions``, ``log``, ``show``, ``diff`` and ``stats``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import SnapshotError
+from .common import PROG, CliError, existing_session, open_store, pointer_get, resolve, snapshot_json
+from .graph import graph_rows
+from .output import Progress, compact, count, emit, human, table, use_color, when, write_bytes
+
+if TYPE_CHECKING:
+    from ..store import SnapshotStore
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        rows: list[dict[str, Any]] = []
+        for name in store.sessions():
+            sess = store.session(name)
+            head = sess.head
+            rows.append(
+                {
+                    "name": name,
+                    "snapshots": len(sess),
+                    "max_snapshots": sess.max_snapshots,
+                    "head": head.id if head else None,
+                    "bytes": store.session_usage(name),
+                }
+            )
+    if emit(args, rows):
+        return 0
+    if not rows:
+        print(f"no sessions (make one with: {PROG} commit SESSION FILE.json)")
+        return 0
+    lines = [["SESSION", "SNAPSHOTS", "LIMIT", "HEAD", "STORED"]]
+    for row in rows:
+        head_id = row["head"][:12] if row["head"] else "-"
+        lines.append([row["name"], str(row["snapshots"]), str(row["max_snapshots"]), head_id, human(row["bytes"])])
+    print("\n".join(table(lines, right={1, 2, 4})))
+    return 0
+
+
+def stored_size(store: SnapshotStore, snapshot_id: str) -> int | None:
+    """Bytes one snapshot added to the store: its record and its delta (or full state) object."""
+    try:
+        record = store.objects.record(snapshot_id)
+        return sum(store.backend.size(key) for key in (snapshot_id, record.delta or record.state))
+    except SnapshotError:
+        return None
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    if args.max_count is not None and args.max_count < 0:
+        raise CliError(f"-n/--max-count must be 0 or more, not {args.max_count}")
+    with open_store(args) as store:
+        names = [existing_session(store, args.session).name] if args.session else store.sessions()
+        groups = []
+        for name in names:
+            sess = store.session(name)
+            head = sess.head
+            snaps = sess.snapshots()
+            if args.max_count is not None:
+                snaps = snaps[len(snaps) - args.max_count :] if args.max_count else []
+            entries = {}
+            for snap in snaps:
+                entry = snapshot_json(snap)
+                entry["stored_size"] = stored_size(store, snap.id)
+                entry["head"] = head is not None and snap.id == head.id
+                entries[snap.id] = entry
+            groups.append((name, head, len(sess), snaps, entries))
+    if args.output is not None:
+        emit(args, [entry for *_rest, snaps, entries in groups for entry in _ordered(snaps, entries, args)])
+        return 0
+    if not groups:
+        print("no sessions")
+        return 0
+    blocks = []
+    for name, head, retained, snaps, entries in groups:
+        shown = "" if len(snaps) == retained else f" (showing the newest {len(snaps)})"
+        title = f"session {name}: {count(retained, 'snapshot')}{shown}, head {head.id[:12] if head else '-'}"
+        if args.graph:
+            rows = graph_rows(snaps, head.id if head else None, newest_first=args.reverse)
+        else:
+            ordered = list(reversed(snaps)) if args.reverse else snaps
+            rows = [("*" if entries[snap.id]["head"] else "", snap) for snap in ordered]
+        if args.oneline:
+            lines = [_oneline(mark, snap, entries, args.graph) for mark, snap in rows]
+            blocks.append("\n".join(([title] if len(groups) > 1 else []) + lines))
+            continue
+        lines = [title]
+        if rows:
+            cells = [["", "ID", "PARENT", "KIND", "TURN", "TIME", "STORED", "LABEL"]]
+            for mark, snap in rows:
+                cells.append([mark, *(_columns(snap, entries[snap.id]) if snap is not None else [""] * 7)])
+            lines += table(cells, right={4, 6})
+        blocks.append("\n".join(lines))
+    print(("\n" if args.oneline else "\n\n").join(blocks))
+    return 0
+
+
+def _ordered(snaps: list[Any], entries: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [entries[snap.id] for snap in (reversed(snaps) if args.reverse else snaps)]
+
+
+def _columns(snap: Any, entry: dict[str, Any]) -> list[str]:
+    return [
+        snap.id[:12],
+        snap.parent[:12] if snap.parent else "-",
+        snap.kind,
+        "-" if snap.turn is None else str(snap.turn),
+        when(snap),
+        human(entry["stored_size"]),
+        snap.label,
+    ]
+
+
+def _oneline(mark: str, snap: Any, entries: dict[str, dict[str, Any]], graph: bool) -> str:
+    if snap is None:
+        return mark  # a row of the graph that only connects lanes
+    text = snap.id[:12] + (" (head)" if entries[snap.id]["head"] else "")
+    if snap.turn is not None:
+        text += f" [turn {snap.turn}]"
+    text += f" {snap.label}"
+    return f"{mark} {text}" if graph else text
+
+
+def split_id_pointer(text: str, pointer: str | None) -> tuple[str, str | None]:
+    """``ID:/json/pointer`` (as git takes ``rev:path``) or ``ID`` with ``--pointer``; never both."""
+    ident, colon, after = text.partition(":")
+    if not colon:
+        return text, pointer
+    if pointer is not None:
+        raise CliError(f"{text} already names a part of the state; drop --pointer {pointer}")
+    return ident, after
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    ident, pointer = split_id_pointer(args.id, args.pointer)
+    with open_store(args) as store:
+        sess, sid = resolve(store, ident)
+        value = sess.state(sid)
+    if pointer is not None:
+        value = pointer_get(value, pointer, f"snapshot {sid[:12]}")
+    if emit(args, {"id": sid, "session": sess.name, "pointer": pointer or "", "value": value}):
+        return 0
+    option = orjson.OPT_SORT_KEYS if args.compact else orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
+    write_bytes(orjson.dumps(value, option=option) + b"\n")
+    return 0
+
+
+_RED, _GREEN, _YELLOW, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
+
+
+def format_diff(ops: list[dict[str, Any]], old: Any, *, color: bool) -> list[str]:
+    """Readable lines for an RFC 6902 patch applied to ``old``: ``+`` added, ``-`` removed, ``~`` replaced."""
+
+    def paint(text: str, code: str) -> str:
+        return f"{code}{text}{_RESET}" if color else text
+
+    def old_value(path: str) -> str:
+        try:
+            return compact(pointer_get(old, path, "old state"))
+        except (CliError, SnapshotError):
+            return "?"
+
+    lines = []
+    for op in ops:
+        kind, path = op.get("op"), op.get("path", "")
+        shown = path or "(whole state)"
+        if kind == "add":
+            lines.append(paint(f"+ {shown}: {compact(op.get('value'))}", _GREEN))
+        elif kind == "remove":
+            lines.append(paint(f"- {shown}: {old_value(path)}", _RED))
+        elif kind == "replace":
+            before, after = paint(old_value(path), _RED), paint(compact(op.get("value")), _GREEN)
+            lines.append(f"{paint('~', _YELLOW)} {shown}: {before} → {after}")
+        else:  # move, copy, test: not written by snapstore's diff, shown as they are
+            lines.append(f"{kind} {compact(op)}")
+    return lines
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ..delta import diff as json_diff
+
+    with open_store(args) as store:
+        sess_b, b = resolve(store, args.a if args.b is None else args.b)
+        if args.b is None:
+            parent = sess_b.snapshot(b).parent
+            if parent is None:
+                raise CliError(f"snapshot {b[:12]} has no parent (it starts its chain); give two ids to compare")
+            if parent not in sess_b.snapshot_ids():
+                raise CliError(
+                    f"the parent {parent[:12]} of snapshot {b[:12]} is no longer retained; give two ids to compare"
+                )
+            sess_a, a = sess_b, parent
+        else:
+            sess_a, a = resolve(store, args.a)
+        old, new = sess_a.state(a), sess_b.state(b)
+        snap_a, snap_b = sess_a.snapshot(a), sess_b.snapshot(b)
+    ops = json_diff(old, new)
+    if emit(args, ops):
+        return 0
+    color = use_color(sys.stdout)
+
+    def header(mark: str, snap: Any) -> str:
+        turn = "" if snap.turn is None else f"  turn {snap.turn}"
+        text = f"{mark} {snap.id[:12]}  {snap.session}{turn}  {snap.label!r}"
+        return f"{_BOLD}{text}{_RESET}" if color else text
+
+    lines = [header("---", snap_a), header("+++", snap_b)]
+    lines += format_diff(ops, old, color=color) if ops else ["(no differences)"]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with open_store(args) as store, Progress() as progress:
+        progress.status(f"reading {store.describe()}")
+        stats = store.stats()
+    if emit(args, stats):
+        return 0
+    by_kind = ", ".join(f"{kind} {number}" for kind, number in stats["objects_by_kind"].items())
+    ratio = stats["compression_ratio"]
+    rows = [
+        ["sessions", str(stats["sessions"])],
+        ["snapshots", str(stats["snapshots"])],
+        ["keyframes", str(stats["keyframes"])],
+        ["longest chain", count(stats["longest_chain"], "delta")],
+        ["objects", f"{stats['objects']} ({by_kind})"],
+        ["stored", f"{human(stats['stored_bytes'])} ({stats['stored_bytes']} bytes)"],
+        ["uncompressed", f"{human(stats['raw_bytes'])} ({stats['raw_bytes']} bytes)"],
+        ["compression ratio", "-" if ratio is None else f"{ratio}x"],
+    ]
+    print("\n".join(table(rows)))
+    return 0

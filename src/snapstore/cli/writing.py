@@ -1,0 +1,124 @@
+"""Commands that change a store: ``init``, ``commit``, ``restore``, ``rollback`` and ``delete-session``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .common import (
+    CliError,
+    existing_session,
+    load_json,
+    open_existing,
+    open_store,
+    resolve,
+    snapshot_json,
+    store_path,
+    write_file,
+)
+from .output import count, emit, isatty, write_bytes
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ..store import SnapshotStore
+
+    path = store_path(args)
+    existing = open_existing(path)
+    if existing is not None:
+        existing.close()
+        print(f"snapstore store already exists at {path}")
+    else:
+        SnapshotStore.open(path).close()
+        print(f"initialized empty snapstore store at {path}")
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        data, source = sys.stdin.buffer.read(), "standard input"
+    else:
+        try:
+            data, source = Path(args.file).read_bytes(), args.file
+        except OSError as exc:
+            raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    state = load_json(data, source)
+    with open_store(args) as store:
+        before: list[str] = []
+        if store.has_session(args.session):
+            existing = store.session(args.session)
+            before = existing.snapshot_ids()
+            if args.max_snapshots is not None and args.max_snapshots < len(before) and not args.force:
+                raise CliError(
+                    f"session {args.session!r} holds {count(len(before), 'snapshot')}: --max-snapshots "
+                    f"{args.max_snapshots} would evict the oldest {len(before) - args.max_snapshots}; "
+                    "add --force to do so"
+                )
+        sess = store.session(args.session, max_snapshots=args.max_snapshots)
+        extra: dict[str, Any] = {} if args.label is None else {"label": args.label}
+        snap = sess.commit(state, turn=args.turn, **extra)
+        evicted = [sid for sid in before if sid not in set(sess.snapshot_ids())]
+    if evicted and args.max_snapshots is not None and args.max_snapshots < len(before):
+        # a lowered limit is said out loud (on stderr: stdout stays the new id alone, for scripts)
+        sys.stderr.write(
+            f"{args.session}: the session keeps {sess.max_snapshots}; evicted {count(len(evicted), 'snapshot')} "
+            f"({', '.join(sid[:12] for sid in evicted)})\n"
+        )
+    if not emit(args, {**snapshot_json(snap), "evicted": evicted}):
+        print(snap.id)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        sess, sid = resolve(store, args.id)
+        state = sess.state(sid)
+    data = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)  # canonical JSON: hashes to the snapshot's state hash
+    if args.output is None or args.output == "-":
+        write_bytes(data + b"\n")
+        return 0
+    write_file(args.output, data, force=args.force)
+    print(f"wrote the state of {sid[:12]} ({sess.name}) to {args.output} ({len(data)} bytes)")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        sess = existing_session(store, args.session)
+        sess.rollback(args.id)
+        head = sess.head
+    assert head is not None
+    if emit(args, {"session": sess.name, "head": snapshot_json(head)}):
+        return 0
+    turn = "" if head.turn is None else f", turn {head.turn}"
+    print(f"{sess.name}: head is now {head.id[:12]} ({head.label!r}{turn}); the next commit continues from it")
+    return 0
+
+
+def confirm(question: str) -> bool:
+    """Ask on the terminal; False when there is no terminal to ask on."""
+    if not (isatty(sys.stdin) and isatty(sys.stderr)):
+        return False
+    sys.stderr.write(question + " [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def cmd_delete_session(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        sess = existing_session(store, args.session)
+        retained = len(sess)
+        question = f"delete session {args.session!r} and its {count(retained, 'snapshot')}?"
+        if not args.yes and not confirm(question):
+            raise CliError(f"session {args.session!r} not deleted: confirm on a terminal, or add --yes")
+        store.delete_session(args.session)
+    if emit(args, {"deleted": args.session, "snapshots": retained}):
+        return 0
+    print(
+        f"deleted session {args.session} ({count(retained, 'snapshot')}); "
+        "run snapstore gc to free the objects no other session uses"
+    )
+    return 0

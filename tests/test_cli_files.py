@@ -1,0 +1,208 @@
+"""What the command line does to files and stores: import makes its store, output files are never
+overwritten silently, verify reads the data, deleting and shrinking ask first, the demo cleans up,
+and ``--help`` loads no command.
+
+Every check runs the real ``snapstore`` command in a subprocess (cli_support.py).
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cli_support import cli_env, command, ok, one_error_line, run, run_many
+from snapstore import SnapshotStore
+
+
+def make_store(path: Path, name: str = "s", count: int = 3) -> list[str]:
+    ok("init", store=path)
+    states = [b'{"hp": %d}' % n for n in range(count)]
+    return [ok("commit", name, "-", "--turn", str(n), store=path, stdin=s).strip() for n, s in enumerate(states)]
+
+
+def test_import_creates_the_store(tmp_path: Path) -> None:
+    source, archive = tmp_path / "source", tmp_path / "a.snaparchive"
+    ids = make_store(source)
+    ok("export", str(archive), store=source)
+    target = tmp_path / "new" / "store"  # not even its parent exists
+    out = ok("import", str(archive), store=target)
+    assert out.splitlines()[0] == f"initialized empty snapstore store at {target}"
+    assert out.splitlines()[1].startswith(f"imported {archive}: created s;")
+    assert [e["id"] for e in orjson.loads(ok("log", "--json", store=target))] == ids
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "created s" in ok("import", str(archive), store=empty)  # an empty folder becomes the store
+
+
+def test_a_failed_import_leaves_no_store_behind(tmp_path: Path) -> None:
+    source, archive = tmp_path / "source", tmp_path / "bad.snaparchive"
+    make_store(source)
+    ok("export", str(archive), store=source)
+    archive.write_bytes(archive.read_bytes()[:-10])  # truncated
+    fresh, empty = tmp_path / "fresh", tmp_path / "empty"
+    empty.mkdir()
+    missing, truncated, into_empty = run_many(
+        ("--store", str(fresh), "import", str(tmp_path / "missing.snaparchive")),
+        ("--store", str(fresh), "import", str(archive)),
+        ("--store", str(empty), "import", str(archive)),
+    )
+    assert missing.returncode == 1 and "missing.snaparchive" in one_error_line(missing.stderr)
+    assert truncated.returncode == 1 and one_error_line(truncated.stderr)
+    assert into_empty.returncode == 1 and list(empty.iterdir()) == []
+    assert not fresh.exists()
+
+
+def test_import_conflict_speaks_cli_flags(tmp_path: Path) -> None:
+    store, other, archive = tmp_path / "store", tmp_path / "other", tmp_path / "a.snaparchive"
+    make_store(store)
+    make_store(other, count=1)
+    ok("export", str(archive), store=store)
+    proc = run("import", str(archive), store=other)
+    assert proc.returncode == 1
+    line = one_error_line(proc.stderr)
+    assert "--on-conflict merge, replace or rename" in line and "on_conflict=" not in line
+    assert "renamed s to s-imported" in ok("import", str(archive), "--on-conflict", "rename", store=other)
+
+
+def test_export_and_restore_keep_existing_files(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ids = make_store(store)
+    archive, state = tmp_path / "a.snaparchive", tmp_path / "state.json"
+    archive.write_bytes(b"precious")
+    state.write_bytes(b"precious")
+    export, restore = run_many(("export", str(archive)), ("restore", ids[0], "-o", str(state)), store=store)
+    for proc in (export, restore):
+        assert proc.returncode == 1 and "already exists; add --force to overwrite it" in one_error_line(proc.stderr)
+    assert archive.read_bytes() == state.read_bytes() == b"precious"
+    ok("export", str(archive), "--force", store=store)
+    ok("restore", ids[0], "-o", str(state), "--force", store=store)
+    assert state.read_bytes() == b'{"hp":0}' and archive.read_bytes()[:4] != b"prec"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.snaparchive", "state.json", "store"]  # no temporaries
+    fresh = tmp_path / "fresh.json"
+    ok("restore", ids[1], "-o", str(fresh), store=store)
+    assert fresh.read_bytes() == b'{"hp":1}'
+
+
+def test_verify_reads_the_data_unless_quick(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        keyframe = opened.session("s").commit({"hp": 10, "log": ["a line long enough to compress"] * 4})
+    state = store / "objects" / keyframe.state_hash[:2] / keyframe.state_hash[2:]  # the full state's object
+    state.chmod(0o644)
+    data = bytearray(state.read_bytes())
+    data[-2] ^= 0x01
+    state.write_bytes(bytes(data))
+    default, quick = run_many(("verify",), ("verify", "--quick"), store=store)
+    assert default.returncode == 1 and re.search(r"^\d+ problems? found:$", default.stdout, re.M)
+    assert quick.returncode == 0 and "--quick: structure only" in quick.stdout
+
+
+def test_lowering_the_limit_needs_force(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ids = make_store(store, count=5)
+    refused = run("commit", "s", "-", "--max-snapshots", "2", store=store, stdin=b'{"hp": 9}')
+    assert refused.returncode == 1
+    line = one_error_line(refused.stderr)
+    assert "holds 5 snapshots: --max-snapshots 2 would evict the oldest 3; add --force" in line
+    assert [e["id"] for e in orjson.loads(ok("log", "--json", store=store))] == ids  # nothing changed
+    forced = run("commit", "s", "-", "--max-snapshots", "2", "--force", store=store, stdin=b'{"hp": 9}')
+    assert forced.returncode == 0 and re.fullmatch(r"[0-9a-f]{32}\n", forced.stdout)
+    assert forced.stderr == f"s: the session keeps 2; evicted 4 snapshots ({', '.join(i[:12] for i in ids[:4])})\n"
+    raised = run("commit", "s", "-", "--max-snapshots", "10", store=store, stdin=b'{"hp": 10}')
+    assert raised.returncode == 0 and raised.stderr == ""
+
+
+def test_delete_session_asks_first(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    make_store(store, "doomed")
+    make_store(store, "kept", count=1)
+    refused = run("delete-session", "doomed", store=store)  # no terminal to ask on
+    assert refused.returncode == 1 and "add --yes" in one_error_line(refused.stderr)
+    unknown = run("delete-session", "nobody", "--yes", store=store)
+    assert unknown.returncode == 1 and "session 'nobody' does not exist" in one_error_line(unknown.stderr)
+    assert on_terminal(["delete-session", "doomed"], store, answer=b"n\n")[0] == 1
+    code, screen = on_terminal(["delete-session", "doomed"], store, answer=b"y\n")
+    assert code == 0 and "delete session 'doomed' and its 3 snapshots? [y/N]" in screen
+    assert "deleted session doomed (3 snapshots)" in screen
+    assert orjson.loads(ok("delete-session", "kept", "--yes", "--json", store=store)) == {"deleted": "kept",
+                                                                                          "snapshots": 1}
+    assert ok("sessions", store=store).startswith("no sessions")
+
+
+def on_terminal(args: list[str], store: Path, answer: bytes) -> tuple[int, str]:
+    """Run with stdin, stdout and stderr on a pseudo-terminal, typing ``answer``: (exit code, what it showed)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*command(), "--store", str(store), *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=cli_env(TERM="dumb"))
+    os.close(slave)
+    os.write(master, answer)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_demo_cleans_up_and_starts_fresh(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = cli_env(TMPDIR=str(scratch))
+    proc = subprocess.run([*command(), "demo"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "verify: ok" in proc.stdout, proc.stderr
+    assert list(scratch.iterdir()) == []  # the temporary store is gone
+    kept = subprocess.run([sys.executable, "-m", "snapstore.demo", "--keep"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    folder = Path(re.search(r"^kept (\S+):", kept.stdout, re.M).group(1))  # type: ignore[union-attr]
+    assert kept.returncode == 0 and folder.is_dir() and folder.parent.parent == scratch
+    assert run("verify", store=folder).returncode == 0
+
+    tour = tmp_path / "tour"
+    first, second = ok("demo", str(tour)), ok("demo", str(tour))  # a rerun starts from nothing
+    assert "4 snapshots, 4 retained" in first and "4 snapshots, 4 retained" in second
+    assert len(orjson.loads(ok("log", "--json", store=tour))) == 4
+    ok("commit", "mine", "-", store=tour, stdin=b"{}")
+    refused = run("demo", str(tour))
+    assert refused.returncode == 1 and "holds other sessions (mine)" in refused.stderr
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    refused = run("demo", str(tmp_path / "notes"))
+    assert refused.returncode == 1 and (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+PROBE = """
+import sys
+from snapstore.cli import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+print(" ".join(sorted(name for name in sys.modules if name.startswith(("snapstore", "pydantic")))))
+"""
+
+
+def test_help_loads_no_command() -> None:
+    loaded = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=cli_env(),
+                            timeout=60).stdout.split()
+    commands = {"reading", "writing", "archives", "maintenance", "common", "output", "graph"}
+    assert "snapstore.cli.commands" in loaded and not commands & {n.rsplit(".", 1)[-1] for n in loaded}
+    assert "snapstore.archive" not in loaded
+
+
+@pytest.mark.xfail(strict=True, reason="snapstore/__init__.py imports the storage engine, and so pydantic, eagerly")
+def test_help_does_not_import_pydantic() -> None:
+    loaded = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=cli_env(),
+                            timeout=60).stdout.split()
+    assert "pydantic" not in loaded
