@@ -12,8 +12,9 @@ entries. Every entry starts with a type byte:
   state or an RFC 6902 patch) zstd-compressed in one of four modes:
 
   - ``KEY_INDEPENDENT``: a zstd frame on its own;
-  - ``KEY_PATCHED``: a zstd frame whose dictionary is the segment's *raw
-    stream* so far (docs/format.md): a keyframe costs what changed since;
+  - ``KEY_PATCHED``: a zstd frame whose dictionary is the previous *run* of
+    the segment's raw stream (the previous keyframe's state and every payload
+    after it, docs/format.md): a keyframe costs what changed since;
   - ``DELTA_FRAME``: the start of a zstd frame whose dictionary is the last
     ``DELTA_WINDOW`` bytes of this segment's raw stream;
   - ``DELTA_CONTINUE``: the next flushed block of the frame the previous
@@ -229,16 +230,23 @@ class SegmentReader:
 
     def __init__(self, where: str) -> None:
         self.raw = bytearray()
+        self.run_start = 0  # where the last keyframe's payload starts in ``raw``
         self.spans: dict[str, tuple[int, int]] = {}  # snapshot id -> (start, end) in ``raw``
         self.where = where
         self._frame: Any = None
 
-    def add_raw(self, snapshot_id: str, raw: bytes) -> None:
+    def previous_run(self) -> bytes:
+        """The dictionary of the next patched keyframe: the raw stream from the last keyframe on."""
+        return bytes(self.raw[self.run_start :])
+
+    def add_raw(self, snapshot_id: str, raw: bytes, keyframe: bool) -> None:
         """Take a payload this writer compressed itself: no need to decompress it again.
 
         The frame state is dropped: only the writer that compressed a frame may continue it.
         """
         self._frame = None
+        if keyframe:
+            self.run_start = len(self.raw)
         self.spans[snapshot_id] = (len(self.raw), len(self.raw) + len(raw))
         self.raw += raw
 
@@ -256,7 +264,7 @@ class SegmentReader:
             if mode in KEY_MODES:
                 self._frame = None
                 if mode == KEY_PATCHED:
-                    dictionary = raw_dict(self.raw)
+                    dictionary = raw_dict(self.raw[self.run_start :])
                     if dictionary is None:
                         raise _corrupt(self.where, "a patched keyframe at the start of its segment")
                     reader = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << MAX_WINDOW_LOG)
@@ -278,6 +286,8 @@ class SegmentReader:
         if len(out) != raw_length:
             self._frame = None
             raise _corrupt(self.where, f"payload of snapshot {snapshot_id} has the wrong length")
+        if mode in KEY_MODES:
+            self.run_start = len(self.raw)
         self.spans[snapshot_id] = (len(self.raw), len(self.raw) + len(out))
         self.raw += out
         return out

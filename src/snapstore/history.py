@@ -48,7 +48,7 @@ class IndexedCommit:
     ordinal: int  # index among the segment's entries
 
 
-@dataclass(slots=True)
+@dataclass
 class LoadedSegment:
     number: int
     version: int
@@ -58,10 +58,21 @@ class LoadedSegment:
 
     def runs(self) -> int:
         """How many keyframes the segment holds."""
-        return sum(1 for e in self.entries if isinstance(e, CommitEntry) and e.mode in KEY_MODES)
+        return self._totals()[0]
 
     def raw_bytes(self) -> int:
-        return sum(e.raw_length for e in self.entries if isinstance(e, CommitEntry))
+        return self._totals()[1]
+
+    def _totals(self) -> tuple[int, int]:
+        counted, runs, raw = self._counted
+        for entry in self.entries[counted:]:
+            if isinstance(entry, CommitEntry):
+                runs += entry.mode in KEY_MODES
+                raw += entry.raw_length
+        self._counted = (len(self.entries), runs, raw)
+        return runs, raw
+
+    _counted: tuple[int, int, int] = (0, 0, 0)  # entries counted, runs, raw bytes (entries only grow)
 
 
 class SessionLog:
@@ -160,7 +171,7 @@ class SessionLog:
         self.tags = {tag: sid for tag, sid in self.tags.items() if sid in self.commits}
 
     def _apply_meta(self, meta: MetaEntry) -> None:
-        body = meta.body
+        body = check_settings(meta.body, self.name)
         if meta.checkpoint:
             self.settings = {k: v for k, v in body.items() if k not in ("checkpoint", "tags", "head")}
             self.tags = dict(body.get("tags") or {})
@@ -184,6 +195,10 @@ class SessionLog:
     def max_snapshots(self) -> int:
         return int(self.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS))
 
+    def evictable(self) -> bool:
+        """Whether retention leaves anything out (else there is nothing to reclaim)."""
+        return len(self.order) > self.max_snapshots or self.settings.get("evicted_through") is not None
+
     def retained(self) -> list[str]:
         """Retained snapshots in creation order: the last ``max_snapshots`` not forgotten, and tagged ones."""
         order = self.order
@@ -201,6 +216,17 @@ class SessionLog:
     @property
     def last_segment(self) -> LoadedSegment | None:
         return next(reversed(self.segments.values())) if self.segments else None
+
+    def keyframe_ordinals(self, number: int) -> dict[str, int]:
+        """For each snapshot of a segment, the entry index of the keyframe its chain starts from."""
+        found: dict[str, int] = {}
+        for ordinal, entry in enumerate(self.segments[number].entries):
+            if isinstance(entry, CommitEntry):
+                if entry.mode in KEY_MODES:
+                    found[entry.id] = ordinal
+                elif entry.record.parent in found:
+                    found[entry.id] = found[entry.record.parent]
+        return found
 
     def chain(self, sid: str) -> list[IndexedCommit]:
         """The commits from ``sid``'s keyframe to ``sid``, in order (all in one segment)."""
@@ -284,6 +310,46 @@ class SessionLog:
             state = apply_delta_payload(commit, payloads[commit.id], state)
         check_state(state, path[-1].record.state, path[-1].id)
         return state
+
+
+_MAX_INT64 = 2**63 - 1
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+def check_settings(body: dict[str, Any], session: str) -> dict[str, Any]:
+    """A settings entry's values, each checked where it is read: a hostile value is damage, not a crash later."""
+
+    def bad(key: str) -> CorruptObjectError:
+        return CorruptObjectError(
+            f"session {session!r}: settings entry has a malformed {key!r}",
+            {"session": session, "reason": f"malformed {key}"},
+        )
+
+    for key, value in body.items():
+        if key == "max_snapshots":
+            if type(value) is not int or not 1 <= value <= _MAX_INT64:
+                raise bad(key)
+        elif key in ("head", "evicted_through"):
+            if value is not None and not _is_id(value):
+                raise bad(key)
+        elif key == "tags":
+            if not isinstance(value, dict) or not all(isinstance(k, str) and _is_id(v) for k, v in value.items()):
+                raise bad(key)
+        elif key == "tag":
+            if not (
+                isinstance(value, list)
+                and len(value) == 2
+                and isinstance(value[0], str)
+                and (value[1] is None or _is_id(value[1]))
+            ):
+                raise bad(key)
+        elif (key == "name" and not isinstance(value, str)) or (key == "checkpoint" and value is not True):
+            raise bad(key)
+        # other keys: settings of a later version, kept as they are and ignored here
+    return body
 
 
 def apply_delta_payload(commit: IndexedCommit, payload: bytes, state: Any) -> Any:

@@ -44,7 +44,7 @@ class Reclaimer:
     def reclaim(self, session: Session, log: SessionLog) -> int:
         """Squash and drop what retention left behind; returns how many segments were dropped."""
         last = log.last_segment
-        if last is None:
+        if last is None or not log.evictable():
             return 0
         wanted = self.wanted(log)
         keep = {log.commits[sid].segment for sid in wanted if sid in log.commits} | {last.number}
@@ -72,8 +72,8 @@ class Reclaimer:
     @staticmethod
     def _cut(log: SessionLog, number: int, wanted: set[str]) -> int | None:
         """Index of the earliest keyframe entry a wanted snapshot of this segment rebuilds from."""
-        mine = [sid for sid in wanted if sid in log.commits and log.commits[sid].segment == number]
-        starts = [log.chain(sid)[0].ordinal for sid in mine]
+        keyframes = log.keyframe_ordinals(number)
+        starts = [keyframes[sid] for sid in wanted if sid in keyframes]
         return min(starts) if starts else None
 
     def squash(self, session: Session, log: SessionLog, number: int, wanted: set[str]) -> None:
@@ -86,6 +86,7 @@ class Reclaimer:
         # the settings entries before the cut stay (the segment's checkpoint first); commits go
         rewritten = [encode_meta(e.body) for e in entries[:start] if isinstance(e, MetaEntry)]
         raw = bytearray()
+        run_start = 0
         stream: DeltaStream | None = None
         for entry in entries[start:]:
             if isinstance(entry, MetaEntry):
@@ -93,8 +94,8 @@ class Reclaimer:
                 continue
             payload = payloads[entry.id]
             if entry.mode in KEY_MODES:
-                mode, compressed = compress_keyframe(payload, self.level, bytes(raw) if raw else None)
-                stream = None
+                mode, compressed = compress_keyframe(payload, self.level, bytes(raw[run_start:]) if raw else None)
+                stream, run_start = None, len(raw)
             else:
                 if stream is None:
                     stream = DeltaStream(self.level, bytes(raw[-DELTA_WINDOW:]))

@@ -153,7 +153,7 @@ class Session:
         validate = getattr(model, "model_validate", None)
         if validate is None:
             raise SnapshotError("model must be a pydantic model class", {"argument": "model"})
-        return validate(self.rollback(snapshot_id))  # type: ignore[no-any-return]
+        return validate(self.rollback(snapshot_id))
 
     def diff(self, a: str, b: str) -> list[dict[str, Any]]:
         """RFC 6902 operations turning snapshot a's state into snapshot b's."""
@@ -249,13 +249,14 @@ class Session:
             )
             entry = encode_commit(record, mode, len(delta_payload), compressed)
             sid = record.snapshot_id()
+            assert parent is not None
             self._chain_cost[sid], self._keyframe_of[sid] = cost, self._keyframe_of.get(parent, parent)
             return record, [entry], last.number, last.end, new_head, delta_payload
         # a keyframe: a new run in the open segment, patched against its raw stream, or a new segment
         raw_so_far = len(self._open_raw(log)) if open_has_commit else 0
         assert last is None or not open_has_commit or self._open is not None
         extend = open_has_commit and store.policy.may_patch(last.runs(), raw_so_far, len(data))  # type: ignore[union-attr]
-        previous_raw = bytes(self._open.raw) if extend and self._open is not None else None
+        previous_raw = self._open.previous_run() if extend and self._open is not None else None
         mode, compressed = compress_keyframe(data, store.level, previous_raw)
         self._stream = None
         record = SnapshotRecord(
@@ -377,7 +378,7 @@ class Session:
                 record, raw = written
                 entry = CommitEntry(record.snapshot_id(), record, data[1], len(raw), b"")
                 if self._open is not None:
-                    self._open.add_raw(entry.id, raw)
+                    self._open.add_raw(entry.id, raw, entry.mode in KEY_MODES)
             elif isinstance(entry, CommitEntry) and self._open is not None:
                 self._open.payload(entry)
             if isinstance(entry, CommitEntry):
@@ -563,7 +564,7 @@ class Session:
                 else:
                     raw_len = len(self._open_raw(log)) if open_has_commit else 0
                     extend = open_has_commit and store.policy.may_patch(last.runs(), raw_len, len(state_bytes))
-                    previous = bytes(self._open.raw) if extend and self._open is not None else None
+                    previous = self._open.previous_run() if extend and self._open is not None else None
                     mode, compressed = compress_keyframe(state_bytes, store.level, previous)
                     self._stream = None
                     entry = encode_commit(record, mode, len(state_bytes), compressed)
