@@ -53,7 +53,7 @@ def test_log_has_a_parent_column(forked: Forked) -> None:
     out = ok("log", "camp", store=forked.store)
     lines = out.splitlines()
     assert lines[0] == f"session camp: 5 snapshots, head {forked.ids['t3b'][:12]}"
-    assert lines[1].split() == ["ID", "PARENT", "KIND", "TURN", "TIME", "STORED", "LABEL"]
+    assert lines[1].split() == ["ID", "PARENT", "KIND", "TURN", "TIME", "SIZE", "LABEL"]
     parents = {row.lstrip("* ").split()[0]: row.lstrip("* ").split()[1] for row in lines[2:]}
     t1, t2, t3, t3b, t2c = short(forked, "t1", "t2", "t3", "t3b", "t2c")
     assert parents == {t1: "-", t2: t1, t3: t2, t3b: t2, t2c: t1}  # turn 3b follows turn 3, yet its parent is t2
@@ -150,7 +150,7 @@ def test_writing_commands_print_json(tmp_path: Path) -> None:
     imported = orjson.loads(ok("import", str(archive), "--ndjson", store=tmp_path / "copy"))
     assert imported["created"] == ["s"] and imported["created_store"] is True and imported["objects_written"] > 0
     gc = orjson.loads(ok("gc", "--json", store=store))
-    assert gc == {"objects_deleted": 0, "bytes_freed": 0, "temporary_files_removed": 0}
+    assert gc["objects_deleted"] == gc["bytes_freed"] == gc["temporary_files_removed"] == 0
 
 
 def test_show_takes_id_colon_pointer(forked: Forked) -> None:

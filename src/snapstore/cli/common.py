@@ -86,9 +86,17 @@ def describe_candidates(store: SnapshotStore | None, exc: AmbiguousSnapshotId) -
     return lines
 
 
+SNAPSHOT_FIELDS = ("id", "session", "parent", "label", "turn", "kind", "size", "state_hash")
+
+
 def snapshot_json(snapshot: Any) -> dict[str, Any]:
-    """A snapshot as the JSON outputs print it."""
-    return dict(snapshot.model_dump(mode="json"))
+    """A snapshot as the JSON outputs print it: its public fields, the time in ISO 8601 UTC."""
+    result = {name: getattr(snapshot, name) for name in SNAPSHOT_FIELDS}
+    result["timestamp"] = snapshot.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    tags = getattr(snapshot, "tags", None)
+    if tags is not None:
+        result["tags"] = list(tags)
+    return result
 
 
 def pointer_get(value: Any, pointer: str, where: str) -> Any:

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any
 
 from .common import open_store
 from .output import Progress, count, emit, human
+
+
+def public_fields(report: Any) -> dict[str, Any]:
+    """A report's fields and the figures it computes (``objects_checked``, ``objects_deleted``) as JSON values."""
+    result = dataclasses.asdict(report)
+    for name in ("objects_checked", "objects_deleted"):
+        if hasattr(report, name):
+            result[name] = getattr(report, name)
+    return result
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -13,15 +24,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with open_store(args) as store, Progress() as progress:
         progress.status(f"verifying {store.describe()}" + ("" if read_data else " (structure only)"))
         report = store.verify(read_data=read_data)
-    result = {
-        "ok": report.ok,
-        "read_data": read_data,
-        "sessions_checked": report.sessions_checked,
-        "snapshots_checked": report.snapshots_checked,
-        "objects_checked": report.objects_checked,
-        "states_rebuilt": report.states_rebuilt,
-        "problems": [vars(p) for p in report.problems],
-    }
+    result = {**public_fields(report), "ok": report.ok, "read_data": read_data}
     if emit(args, result):
         return 0 if report.ok else 1
     checked = f"checked {count(report.sessions_checked, 'session')}, {count(report.snapshots_checked, 'snapshot')}"
@@ -46,7 +49,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     with open_store(args) as store, Progress() as progress:
         progress.status(f"collecting unreferenced objects in {store.describe()}")
         report = store.gc()
-    if not emit(args, vars(report)):
+    if not emit(args, public_fields(report)):
         print(
             f"deleted {count(report.objects_deleted, 'unreferenced object')} ({human(report.bytes_freed)}),"
             f" removed {count(report.temporary_files_removed, 'leftover temporary file')}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -12,9 +12,6 @@ from ..errors import SnapshotError
 from .common import PROG, CliError, existing_session, open_store, pointer_get, resolve, snapshot_json
 from .graph import graph_rows
 from .output import Progress, compact, count, emit, human, table, use_color, when, write_bytes
-
-if TYPE_CHECKING:
-    from ..store import SnapshotStore
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -45,15 +42,6 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
-def stored_size(store: SnapshotStore, snapshot_id: str) -> int | None:
-    """Bytes one snapshot added to the store: its record and its delta (or full state) object."""
-    try:
-        record = store.objects.record(snapshot_id)
-        return sum(store.backend.size(key) for key in (snapshot_id, record.delta or record.state))
-    except SnapshotError:
-        return None
-
-
 def cmd_log(args: argparse.Namespace) -> int:
     if args.max_count is not None and args.max_count < 0:
         raise CliError(f"-n/--max-count must be 0 or more, not {args.max_count}")
@@ -69,7 +57,6 @@ def cmd_log(args: argparse.Namespace) -> int:
             entries = {}
             for snap in snaps:
                 entry = snapshot_json(snap)
-                entry["stored_size"] = stored_size(store, snap.id)
                 entry["head"] = head is not None and snap.id == head.id
                 entries[snap.id] = entry
             groups.append((name, head, len(sess), snaps, entries))
@@ -94,9 +81,9 @@ def cmd_log(args: argparse.Namespace) -> int:
             continue
         lines = [title]
         if rows:
-            cells = [["", "ID", "PARENT", "KIND", "TURN", "TIME", "STORED", "LABEL"]]
+            cells = [["", "ID", "PARENT", "KIND", "TURN", "TIME", "SIZE", "LABEL"]]
             for mark, snap in rows:
-                cells.append([mark, *(_columns(snap, entries[snap.id]) if snap is not None else [""] * 7)])
+                cells.append([mark, *(_columns(snap) if snap is not None else [""] * 7)])
             lines += table(cells, right={4, 6})
         blocks.append("\n".join(lines))
     print(("\n" if args.oneline else "\n\n").join(blocks))
@@ -107,14 +94,14 @@ def _ordered(snaps: list[Any], entries: dict[str, dict[str, Any]], args: argpars
     return [entries[snap.id] for snap in (reversed(snaps) if args.reverse else snaps)]
 
 
-def _columns(snap: Any, entry: dict[str, Any]) -> list[str]:
+def _columns(snap: Any) -> list[str]:
     return [
         snap.id[:12],
         snap.parent[:12] if snap.parent else "-",
         snap.kind,
         "-" if snap.turn is None else str(snap.turn),
         when(snap),
-        human(entry["stored_size"]),
+        human(snap.size),  # of the state as canonical JSON; what the store adds is smaller (sessions, stats)
         snap.label,
     ]
 
@@ -224,17 +211,46 @@ def cmd_stats(args: argparse.Namespace) -> int:
         stats = store.stats()
     if emit(args, stats):
         return 0
-    by_kind = ", ".join(f"{kind} {number}" for kind, number in stats["objects_by_kind"].items())
-    ratio = stats["compression_ratio"]
-    rows = [
-        ["sessions", str(stats["sessions"])],
-        ["snapshots", str(stats["snapshots"])],
-        ["keyframes", str(stats["keyframes"])],
-        ["longest chain", count(stats["longest_chain"], "delta")],
-        ["objects", f"{stats['objects']} ({by_kind})"],
-        ["stored", f"{human(stats['stored_bytes'])} ({stats['stored_bytes']} bytes)"],
-        ["uncompressed", f"{human(stats['raw_bytes'])} ({stats['raw_bytes']} bytes)"],
-        ["compression ratio", "-" if ratio is None else f"{ratio}x"],
-    ]
+    print("\n".join(table(stats_rows(stats))))
+    return 0
+
+
+# how ``stats`` names the figures it knows, in this order; any other figure follows under its own name
+_STATS_LABELS = {
+    "sessions": "sessions",
+    "snapshots": "snapshots",
+    "keyframes": "keyframes",
+    "longest_chain": "longest chain",
+    "segments": "segments",
+    "objects": "objects",
+    "stored_bytes": "stored",
+    "raw_bytes": "uncompressed",
+    "compression_ratio": "compression ratio",
+    "apparent_bytes": "on disk (apparent)",
+    "allocated_bytes": "on disk (allocated)",
+    "files": "files",
+    "folders": "folders",
+}
+
+
+def stats_rows(stats: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for key in [*(k for k in _STATS_LABELS if k in stats), *(k for k in stats if k not in _STATS_LABELS)]:
+        value = stats[key]
+        if isinstance(value, dict):
+            continue  # a breakdown, shown beside its total
+        if key == "longest_chain":
+            text = count(value, "delta")
+        elif key == "compression_ratio":
+            text = "-" if value is None else f"{value}x"
+        elif key.endswith("_bytes") and isinstance(value, int):
+            text = f"{human(value)} ({value} bytes)"
+        else:
+            text = str(value)
+        breakdown = stats.get(f"{key}_by_kind")
+        if isinstance(breakdown, dict):
+            text += " (" + ", ".join(f"{kind} {number}" for kind, number in breakdown.items()) + ")"
+        rows.append([_STATS_LABELS.get(key, key.replace("_", " ")), text])
+    return rows
     print("\n".join(table(rows)))
     return 0

@@ -49,15 +49,19 @@ def cmd_commit(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         before: list[str] = []
         if store.has_session(args.session):
-            existing = store.session(args.session)
-            before = existing.snapshot_ids()
-            if args.max_snapshots is not None and args.max_snapshots < len(before) and not args.force:
-                raise CliError(
-                    f"session {args.session!r} holds {count(len(before), 'snapshot')}: --max-snapshots "
-                    f"{args.max_snapshots} would evict the oldest {len(before) - args.max_snapshots}; "
-                    "add --force to do so"
-                )
-        sess = store.session(args.session, max_snapshots=args.max_snapshots)
+            before = store.session(args.session).snapshot_ids()
+        lowering = args.max_snapshots is not None and args.max_snapshots < len(before)
+        if lowering and not args.force:
+            raise CliError(
+                f"session {args.session!r} holds {count(len(before), 'snapshot')}: --max-snapshots "
+                f"{args.max_snapshots} would evict the oldest {len(before) - args.max_snapshots}; "
+                "add --force to do so"
+            )
+        if lowering:  # asked for with --force: the one call that evicts on purpose
+            sess = store.session(args.session)
+            sess.set_max_snapshots(args.max_snapshots)
+        else:
+            sess = store.session(args.session, max_snapshots=args.max_snapshots)
         extra: dict[str, Any] = {} if args.label is None else {"label": args.label}
         snap = sess.commit(state, turn=args.turn, **extra)
         evicted = [sid for sid in before if sid not in set(sess.snapshot_ids())]
@@ -117,8 +121,5 @@ def cmd_delete_session(args: argparse.Namespace) -> int:
         store.delete_session(args.session)
     if emit(args, {"deleted": args.session, "snapshots": retained}):
         return 0
-    print(
-        f"deleted session {args.session} ({count(retained, 'snapshot')}); "
-        "run snapstore gc to free the objects no other session uses"
-    )
+    print(f"deleted session {args.session} ({count(retained, 'snapshot')})")
     return 0
