@@ -8,6 +8,7 @@ result as ``apply_patch`` does. No test here measures time.
 
 from __future__ import annotations
 
+import enum
 import random
 from typing import Any
 
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from snapstore import codec
 from snapstore.delta import apply_patch, diff, diff_members, escape_token, format_pointer, parse_pointer
-from snapstore.errors import PatchError
+from snapstore.errors import InvalidStateError, PatchError
 
 
 def canonical(value: Any) -> bytes:
@@ -510,3 +511,102 @@ def test_large_state_diff_is_small_and_exact() -> None:
     _, new_pieces, _ = codec.encode_state(new)
     assert old_pieces is not None and new_pieces is not None
     assert sorted(map(canonical, diff_members(old, new, old_pieces, new_pieces))) == sorted(map(canonical, ops))
+
+
+# ---------------------------------------------------------------- lists without pairwise matching
+
+
+def test_sliding_window_of_many_removes_and_appends() -> None:
+    window = [{"turn": i, "text": f"message {i}"} for i in range(200)]
+    new = [*window[3:], *({"turn": i, "text": "new"} for i in range(200, 203))]
+    ops = check_roundtrip({"log": window}, {"log": new})
+    assert [(op["op"], op["path"]) for op in ops] == [("add", "/log/-")] * 3 + [
+        ("remove", "/log/2"),
+        ("remove", "/log/1"),
+        ("remove", "/log/0"),
+    ]
+
+
+def test_window_inside_a_list_with_a_common_tail() -> None:
+    body = [f"line {i}" for i in range(50)]
+    old = ["head", *body, "footer"]
+    new = ["head", *body[2:], "late 1", "late 2", "footer"]
+    ops = check_roundtrip(old, new)
+    assert sorted((op["op"], op["path"]) for op in ops) == [
+        ("add", "/51"),
+        ("add", "/52"),
+        ("remove", "/1"),
+        ("remove", "/2"),
+    ]
+
+
+def test_items_pushed_in_front_and_dropped_at_the_back() -> None:
+    recent = [{"id": i} for i in range(100)]
+    new = [{"id": -2}, {"id": -1}, *recent[:-2]]
+    ops = check_roundtrip({"recent": recent}, {"recent": new})
+    assert sorted((op["op"], op["path"]) for op in ops) == [
+        ("add", "/recent/0"),
+        ("add", "/recent/1"),
+        ("remove", "/recent/98"),
+        ("remove", "/recent/99"),
+    ]
+
+
+def test_window_over_repeated_values_stays_small() -> None:
+    old = [0, 1, 2, 3] * 2500
+    new = old[5:] + [9] * 5  # a shift by 1 matches all but the end; the shift by 5 is the one
+    assert len(check_roundtrip(old, new)) == 10
+    old = [7] * 10_000
+    new = [7] * 9_999 + [8]  # the common prefix covers all but the last element
+    assert check_roundtrip(old, new) == [{"op": "replace", "path": "/9999", "value": 8}]
+
+
+def test_lookalikes_inside_long_equal_runs_are_found() -> None:
+    old = [{"n": i, "w": 1} for i in range(3000)]
+    new = fresh(old)
+    new[5]["w"] = 1.0
+    new[2500]["w"] = True
+    new.append({"n": 3000})
+    ops = check_roundtrip(old, new)
+    assert sorted((op["op"], op["path"]) for op in ops) == [("add", "/-"), ("replace", "/2500/w"), ("replace", "/5/w")]
+
+
+def deep_chain(depth: int, leaf: Any) -> Any:
+    node = leaf
+    for level in range(depth):
+        node = {"n": node, "level": level} if level % 3 else [node]
+    return node
+
+
+def test_a_change_at_depth_250_under_a_large_leaf() -> None:
+    old = {"world": deep_chain(248, {"text": "x" * 1_000_000, "hp": 1})}
+    new = fresh(old)
+    node = new["world"]
+    path = "/world"
+    while not (type(node) is dict and "text" in node):
+        node, path = (node["n"], path + "/n") if type(node) is dict else (node[0], path + "/0")
+    node["hp"] = 1.0
+    ops = check_roundtrip(old, new)
+    assert ops == [{"op": "replace", "path": path + "/hp", "value": 1.0}]
+    node["text"] += "!"
+    ops = check_roundtrip(old, new)
+    assert sorted(op["path"] for op in ops) == [path + "/hp", path + "/text"]
+
+
+def test_equal_length_short_lists_pair_their_elements() -> None:
+    ops = check_roundtrip({"p": [[1, [2, {"a": 1}]], 5]}, {"p": [[1, [2, {"a": 2}]], 5]})
+    assert ops == [{"op": "replace", "path": "/p/0/1/1/a", "value": 2}]
+
+
+def test_diff_names_a_value_whose_eq_raises() -> None:
+    class Touchy(enum.Enum):
+        A = "a"
+
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparing")
+
+        __hash__ = enum.Enum.__hash__
+
+    with pytest.raises(InvalidStateError) as caught:
+        diff({"x": ["a", 1]}, {"x": [Touchy.A, 2]})
+    assert caught.value.details["path"] == "/x/0"

@@ -13,9 +13,10 @@ implementation, for two reasons:
   (Its ``make_patch`` does see those changes, in the releases we require.)
 * speed. ``make_patch`` walks the whole document in Python (~19 ms and more
   on a 1.4 MB state), on every commit. ``diff`` below compares whole subtrees
-  by their canonical bytes at C speed, descends only into those that differ,
-  and turns an append-only list (a transcript) into ``add .../-`` operations
-  after one ``bytes.startswith``, without comparing old elements one by one.
+  with ``==`` at C speed, descends only into those that differ, and matches
+  lists by their common ends and by shifts (a transcript's appends, a sliding
+  window's removals at the front), so its time and memory stay linear in the
+  state's size whatever its shape: wide, deep, long lists or huge strings.
 
 Errors: every malformed or non-applying patch raises ``PatchError`` whose
 ``details`` hold ``index`` (of the operation), ``op``, ``path``, ``reason``
@@ -26,11 +27,12 @@ and, when given, ``from``. Nothing else escapes ``apply_patch``, except
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Iterable
-from difflib import SequenceMatcher
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
+from itertools import islice
 from math import copysign
+from operator import eq, indexOf
 from typing import Any
 
 import orjson
@@ -48,9 +50,14 @@ _EXACT_BY_EQ = frozenset((str, int, bool, type(None)))
 _IMMUTABLE_JSON = frozenset((str, int, bool, type(None), float))
 _BAD_ESCAPE = re.compile("~(?![01])")
 _ARRAY_INDEX = re.compile("0|[1-9][0-9]*")  # RFC 6901: no sign, no leading zeros, ASCII digits
-# SequenceMatcher is quadratic on lists of repeated values; above this many candidate
-# pairs (sum over values of old count x new count) the middle is paired by position.
-_MATCH_WORK_LIMIT = 50_000
+#: canonical bytes longer than this are copied out of orjson's larger buffer before the next serialization
+_RIGHT_SIZE_ABOVE = 1 << 16
+#: list elements whose canonical bytes are compared at once, confirming a run equal under ==
+_CHUNK = 256
+#: matches of the middle's first element tried when looking for a sliding window's shift
+_SHIFT_TRIES = 8
+#: lists of the same length up to this are diffed pairwise, as a dict's members are
+_SHORT = 2
 
 
 # ---------------------------------------------------------------- JSON Pointer (RFC 6901)
@@ -94,6 +101,15 @@ def parse_pointer(path: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------- diff
+#
+# Whether two subtrees differ is decided by ``==``: a C-speed walk that stops at the first
+# difference and allocates nothing. Serializing subtrees to compare their bytes, at every level
+# of the way down, made a diff quadratic in depth (a change under an 8 MB leaf at depth 250
+# serialized 250 x 8 MB) and kept those bytes alive down the recursion. ``==`` cannot tell 1,
+# 1.0 and true apart, nor 0.0 and -0.0: subtrees it calls equal are confirmed by their canonical
+# bytes, and walked by ``_diff_lookalikes`` when those differ. Where ``==`` already said that two
+# containers differ and all but one pair of their children are equal, the remaining pair is
+# known to differ without comparing it, so a chain of containers is compared once, not per level.
 
 
 def diff(old: Any, new: Any) -> list[Op]:
@@ -105,14 +121,13 @@ def diff(old: Any, new: Any) -> list[Op]:
 
     The ``value`` of an operation may be the very object found in ``new``
     (no copy is made, to keep a commit cheap): serialize the patch before
-    ``new`` changes, or copy it. Both inputs are left untouched.
+    ``new`` changes, or copy it. Both inputs are left untouched. Time and memory
+    are linear in the size of the inputs, whatever their shape.
     """
     ops: list[Op] = []
     if old is not new:
-        try:
+        with _refusing_non_json(new):
             _diff_value(old, new, "", ops)
-        except orjson.JSONEncodeError as exc:
-            raise InvalidStateError(f"cannot diff a value that is not JSON: {exc}", {"reason": str(exc)}) from None
     return ops
 
 
@@ -123,21 +138,48 @@ def diff_members(
 
     A commit serializes each top-level member once anyway (to hash the state),
     and keeps the head's bytes from the previous commit, so unchanged members
-    cost one bytes comparison and changed ones start with their bytes in hand.
+    cost one bytes comparison and changed ones start known to differ.
     """
     ops: list[Op] = []
-    if not old.keys() <= new.keys():
-        for key in old:
-            if key not in new:
-                ops.append({"op": "remove", "path": "/" + escape_token(key)})
-    for key, nval in new.items():
-        if key not in old:
-            ops.append({"op": "add", "path": "/" + escape_token(key), "value": nval})
-            continue
-        ob, nb = old_pieces[key], new_pieces[key]
-        if ob != nb:
-            _diff_known(old[key], nval, "/" + escape_token(key), ops, ob, nb)
+    with _refusing_non_json(new):
+        if not old.keys() <= new.keys():
+            for key in old:
+                if key not in new:
+                    ops.append({"op": "remove", "path": "/" + escape_token(key)})
+        for key, nval in new.items():
+            if key not in old:
+                ops.append({"op": "add", "path": "/" + escape_token(key), "value": nval})
+            elif old_pieces[key] != new_pieces[key]:
+                oval = old[key]
+                kind = type(oval)
+                path = "/" + escape_token(key)
+                if kind is not type(nval) or (kind is not dict and kind is not list):
+                    ops.append({"op": "replace", "path": path, "value": nval})
+                elif oval == nval:  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0 somewhere
+                    _diff_lookalikes(oval, nval, path, ops)
+                else:
+                    _diff_unequal(oval, nval, path, ops)
     return ops
+
+
+@contextmanager
+def _refusing_non_json(new: Any) -> Iterator[None]:
+    """Turn a failure to compare or serialize a value of ``new`` into ``InvalidStateError``.
+
+    Values are compared with ``==``, so a value's own ``__eq__`` runs, and may raise; the error
+    then names the first value of ``new`` that is not JSON, when there is one.
+    """
+    try:
+        yield
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:
+        from .codec import describe_unrepresentable  # codec builds on this module
+
+        error = describe_unrepresentable(new)
+        if "path" not in error.details:
+            error = InvalidStateError(f"cannot diff a value that is not JSON: {exc}", {"reason": str(exc)})
+        raise error from None
 
 
 def _scalar_differs(old: Any, new: Any, kind: type) -> bool:
@@ -151,38 +193,83 @@ def _scalar_differs(old: Any, new: Any, kind: type) -> bool:
     return _canon(old) != _canon(new)  # subclasses and the like: let the bytes decide
 
 
+def _same_bytes(old: Any, new: Any) -> bool:
+    """Whether two values have the same canonical bytes.
+
+    orjson's buffer for a large result is many times its length, so the first result is copied
+    to its own size before the second is made: one such buffer at a time, not two.
+    """
+    first = _canon(old)
+    if len(first) > _RIGHT_SIZE_ABOVE:
+        first = bytes(memoryview(first))
+    return first == _canon(new)
+
+
 def _diff_value(old: Any, new: Any, path: str, ops: list[Op]) -> None:
+    """Diff two values that may be equal."""
     kind = type(old)
     if kind is not type(new):
         ops.append({"op": "replace", "path": path, "value": new})
-    elif kind is dict:
-        _diff_dict(old, new, path, ops)
-    elif kind is list:
-        ob, nb = _canon(old), _canon(new)
-        if ob != nb:
-            _diff_list(old, new, path, ops, ob, nb)
+    elif kind is dict or kind is list:
+        if old != new:
+            _diff_unequal(old, new, path, ops)
+        elif not _same_bytes(old, new):
+            _diff_lookalikes(old, new, path, ops)
     elif _scalar_differs(old, new, kind):
         ops.append({"op": "replace", "path": path, "value": new})
 
 
-def _diff_known(old: Any, new: Any, path: str, ops: list[Op], ob: bytes, nb: bytes) -> None:
-    """Diff two values whose canonical bytes ``ob`` and ``nb`` are in hand."""
-    if ob == nb:
-        return
+def _diff_unequal(old: Any, new: Any, path: str, ops: list[Op]) -> None:
+    """Diff two values known to differ under ``==``."""
     kind = type(old)
-    if kind is type(new) and kind is dict:
-        _diff_dict(old, new, path, ops)
-    elif kind is type(new) and kind is list:
-        _diff_list(old, new, path, ops, ob, nb)
-    else:
+    if kind is not type(new) or (kind is not dict and kind is not list):
         ops.append({"op": "replace", "path": path, "value": new})
+    elif kind is dict:
+        _diff_dict(old, new, path, ops)
+    else:
+        _diff_list(old, new, path, ops)
+
+
+def _weight(value: Any) -> int:
+    """A cheap guess at a container's size, to pick the child pair left uncompared."""
+    return len(value) + 1 if type(value) is dict or type(value) is list else 0
+
+
+def _diff_children(pairs: list[tuple[Any, Any, str]], explained: bool, ops: list[Op]) -> None:
+    """Diff pairs of children of two containers that differ under ``==``.
+
+    Unless ``explained`` (a difference under ``==`` was already found among their other
+    children), one pair must differ under ``==``: when all pairs but the heaviest are equal,
+    that one is diffed as unequal without comparing it first.
+    """
+    if not explained and pairs:
+        heavy = max(range(len(pairs)), key=lambda i: _weight(pairs[i][0]))
+        for index, (o, n, where) in enumerate(pairs):
+            if index != heavy:
+                if o != n:
+                    explained = True
+                    _diff_unequal(o, n, where, ops)
+                elif not _same_bytes(o, n):
+                    _diff_lookalikes(o, n, where, ops)
+        o, n, where = pairs[heavy]
+        if explained:
+            _diff_value(o, n, where, ops)
+        else:
+            _diff_unequal(o, n, where, ops)
+        return
+    for o, n, where in pairs:
+        _diff_value(o, n, where, ops)
 
 
 def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
+    """Diff two dicts that differ under ``==``."""
+    explained = False
     if not old.keys() <= new.keys():
+        explained = True
         for key in old:  # in old's order, so the same inputs always give the same patch
             if key not in new:
                 ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
+    containers: list[tuple[Any, Any, str]] = []
     for key, nval in new.items():
         oval = old.get(key, _MISSING)
         if oval is nval:
@@ -190,83 +277,173 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
         kind = type(nval)
         if kind is type(oval):
             if kind is dict or kind is list:
-                ob, nb = _canon(oval), _canon(nval)
-                if ob != nb:
-                    child = path + "/" + escape_token(key)
-                    if kind is dict:
-                        _diff_dict(oval, nval, child, ops)
-                    else:
-                        _diff_list(oval, nval, child, ops, ob, nb)
+                containers.append((oval, nval, path + "/" + escape_token(key)))
                 continue
-            if not _scalar_differs(oval, nval, kind):
+            if oval != nval:
+                explained = True
+            elif kind in _EXACT_BY_EQ or not _scalar_differs(oval, nval, kind):
                 continue
+        else:
+            explained = True  # (also for 1 -> 1.0, which == calls equal: the heavy pair is then compared)
         ops.append(
             {"op": "add" if oval is _MISSING else "replace", "path": path + "/" + escape_token(key), "value": nval}
         )
+    _diff_children(containers, explained, ops)
 
 
-def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op], ob: bytes, nb: bytes) -> None:
-    """Diff two lists whose canonical bytes ``ob`` and ``nb`` differ."""
+def _diff_lookalikes(old: Any, new: Any, path: str, ops: list[Op]) -> None:
+    """Replace the leaves that differ in type or in the sign of a zero, in two values equal under ``==``.
+
+    Equal under ``==``, the two have the same keys and lengths everywhere, so one walk in step
+    visits each node once.
+    """
+    stack: list[tuple[Any, Any, str]] = [(old, new, path)]
+    while stack:
+        o, n, where = stack.pop()
+        kind = type(o)
+        if kind is not type(n):
+            ops.append({"op": "replace", "path": where, "value": n})
+        elif kind is dict:
+            stack.extend((child, n[key], f"{where}/{escape_token(key)}") for key, child in o.items())
+        elif kind is list:
+            stack.extend((child, n[i], f"{where}/{i}") for i, child in enumerate(o))
+        elif _scalar_differs(o, n, kind):
+            ops.append({"op": "replace", "path": where, "value": n})
+
+
+def _run_length(old: list[Any], i: int, new: list[Any], j: int, limit: int) -> int:
+    """How many elements from old[i] and new[j] on are equal under ``==`` (at most ``limit``)."""
+    try:
+        return indexOf(map(eq, islice(old, i, i + limit), islice(new, j, j + limit)), False)
+    except ValueError:
+        return limit
+
+
+def _run_length_back(old: list[Any], new: list[Any], limit: int) -> int:
+    """How many elements at the ends of old and new are equal under ``==`` (at most ``limit``)."""
+    try:
+        return indexOf(map(eq, islice(reversed(old), limit), islice(reversed(new), limit)), False)
+    except ValueError:
+        return limit
+
+
+def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None:
+    """Diff two lists that differ under ``==``.
+
+    A common prefix and suffix are kept; what lies between is matched as a shift (elements
+    removed at the front and added at the back, as a sliding window does, or the reverse),
+    or else paired by position. Operations run from the back of the list to the front, so
+    each one addresses elements by their index in ``old``. There is no general matching of
+    equal elements (difflib's): it is quadratic, and a commit must stay linear in the state.
+    """
     n_old, n_new = len(old), len(new)
-    # Append-only: the new list's bytes are the old list's without its ']', then ','.
-    # A JSON value ends where its own syntax says (a number ends at the ',' as it did at
-    # the ']'), so that prefix parses to the same n_old elements, and the rest is new.
-    if n_new > n_old and (
-        n_old == 0 or (len(nb) > len(ob) and nb[len(ob) - 1] == 0x2C and nb.startswith(memoryview(ob)[:-1]))
-    ):
-        ops.extend({"op": "add", "path": path + "/-", "value": value} for value in new[n_old:])
-        return
     if n_new == 0:  # emptied: one operation rather than a remove per element
         ops.append({"op": "replace", "path": path, "value": new})
         return
-    old_keys = list(map(_canon, old))
-    new_keys = list(map(_canon, new))
-    start, limit = 0, min(n_old, n_new)
-    while start < limit and old_keys[start] == new_keys[start]:
-        start += 1
-    end_old, end_new = n_old, n_new
-    while end_old > start and end_new > start and old_keys[end_old - 1] == new_keys[end_new - 1]:
-        end_old -= 1
-        end_new -= 1
-    if (end_old - start <= 1 and end_new - start <= 1) or _match_work(old_keys, new_keys, start, end_old, end_new):
-        edits = [("replace", start, end_old, start, end_new)]
-    else:
-        # Matching equal elements finds rotations, inserts and removals in the middle.
-        matcher = SequenceMatcher(None, old_keys[start:end_old], new_keys[start:end_new], autojunk=False)
-        edits = [
-            (tag, i1 + start, i2 + start, j1 + start, j2 + start)
-            for tag, i1, i2, j1, j2 in matcher.get_opcodes()
-            if tag != "equal"
-        ]
-    # Apply edits from the back: positions before an edit are then still the old list's,
-    # so every operation can address old-side indices i1.. directly.
-    for _tag, i1, i2, j1, j2 in reversed(edits):
-        paired = min(i2 - i1, j2 - j1)
-        for k in range(paired):
-            _diff_known(old[i1 + k], new[j1 + k], f"{path}/{i1 + k}", ops, old_keys[i1 + k], new_keys[j1 + k])
-        for i in range(i2 - 1, i1 + paired - 1, -1):
-            ops.append({"op": "remove", "path": f"{path}/{i}"})
-        at = i1 + paired
-        if at == i2 and i2 == n_old:  # inserting at the end of the list as it stands
-            ops.extend({"op": "add", "path": path + "/-", "value": new[j]} for j in range(j1 + paired, j2))
+    if n_old == n_new <= _SHORT:  # short lists, chains of them above all: as a dict's children
+        _diff_children([(old[i], new[i], f"{path}/{i}") for i in range(n_old)], False, ops)
+        return
+    prefix = _run_length(old, 0, new, 0, min(n_old, n_new))
+    # with equal lengths, old[prefix] != new[prefix]: leave that pair out of the suffix's scan
+    suffix = _run_length_back(old, new, max(0, min(n_old, n_new) - prefix - (n_old == n_new)))
+    end_old, end_new = n_old - suffix, n_new - suffix
+    edits = _ListEdits(old, new, path, ops)
+    edits.pair(end_old, end_new, suffix)
+    edits.middle(prefix, end_old, end_new)
+    edits.pair(0, 0, prefix)
+
+
+class _ListEdits:
+    """Emits the operations of ``_diff_list``, each addressing ``old``'s indices."""
+
+    __slots__ = ("new", "old", "ops", "path")
+
+    def __init__(self, old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None:
+        self.old, self.new, self.path, self.ops = old, new, path, ops
+
+    def middle(self, start: int, end_old: int, end_new: int) -> None:
+        """Turn old[start:end_old] into new[start:end_new]; old[start] != new[start] when both are there."""
+        old_len, new_len = end_old - start, end_new - start
+        if old_len and new_len:
+            cut = self._shift(self.old, start, end_old, self.new, start, end_new)
+            if cut:  # old[start+cut:end_old] begins new's middle: append the rest, then cut the front
+                kept = old_len - cut
+                self.insert(end_old, start + kept, end_new)
+                self.pair(start + cut, start, kept)
+                self.remove(start, start + cut)
+                return
+            grow = self._shift(self.new, start, end_new, self.old, start, end_old)
+            if grow:  # new[start+grow:end_new] is old's middle's head: cut old's tail, insert in front
+                kept = new_len - grow
+                self.remove(start + kept, end_old)
+                self.pair(start, start + grow, kept)
+                self.insert(start, start, start + grow)
+                return
+        paired = min(old_len, new_len)
+        self.remove(start + paired, end_old)
+        self.insert(end_old, start + paired, end_new)
+        self.pair(start, start, paired, first_unequal=True)
+
+    @staticmethod
+    def _shift(seq: list[Any], start: int, end: int, other: list[Any], other_start: int, other_end: int) -> int:
+        """The smallest ``cut`` > 0 such that seq[start+cut:end] begins other[other_start:other_end]
+        and is at least as long as the edits it saves (0: none within a few tries)."""
+        length, other_length = end - start, other_end - other_start
+        at = start
+        for _ in range(_SHIFT_TRIES):
+            try:
+                at = seq.index(other[other_start], at + 1, end)
+            except ValueError:
+                return 0
+            cut = at - start
+            kept = length - cut
+            if kept > other_length:
+                continue
+            if kept >= cut + other_length - kept:
+                if _run_length(seq, at, other, other_start, kept) == kept:
+                    return cut
+            else:
+                return 0  # later matches keep even less
+        return 0
+
+    def remove(self, start: int, end: int) -> None:
+        """Remove old[start:end], from the back."""
+        path = self.path
+        self.ops.extend({"op": "remove", "path": f"{path}/{i}"} for i in range(end - 1, start - 1, -1))
+
+    def insert(self, at: int, start: int, end: int) -> None:
+        """Insert new[start:end] at old's position ``at``."""
+        path, new = self.path, self.new
+        if at == len(self.old):  # nothing was removed before this: the end of the list as it stands
+            self.ops.extend({"op": "add", "path": path + "/-", "value": new[j]} for j in range(start, end))
         else:
-            ops.extend(
-                {"op": "add", "path": f"{path}/{at + offset}", "value": new[j]}
-                for offset, j in enumerate(range(j1 + paired, j2))
+            self.ops.extend(
+                {"op": "add", "path": f"{path}/{at + j - start}", "value": new[j]} for j in range(start, end)
             )
 
+    def pair(self, i: int, j: int, count: int, *, first_unequal: bool = False) -> None:
+        """Turn old[i:i+count] into new[j:j+count] element by element, at old's positions."""
+        old, new, path, ops = self.old, self.new, self.path, self.ops
+        done = 0
+        while done < count:
+            run = 0 if first_unequal and not done else _run_length(old, i + done, new, j + done, count - done)
+            if run:
+                self._confirm(i + done, j + done, run)
+                done += run
+            if done < count:  # a pair the run stopped at: unequal under ==
+                _diff_unequal(old[i + done], new[j + done], f"{path}/{i + done}", ops)
+                done += 1
 
-def _match_work(old_keys: list[bytes], new_keys: list[bytes], start: int, end_old: int, end_new: int) -> bool:
-    """True when matching the middles would cost too much (many repeated elements)."""
-    if (end_old - start) * (end_new - start) <= _MATCH_WORK_LIMIT:
-        return False
-    counts = Counter(old_keys[start:end_old])
-    work = 0
-    for key in new_keys[start:end_new]:
-        work += counts.get(key, 0)
-        if work > _MATCH_WORK_LIMIT:
-            return True
-    return False
+    def _confirm(self, i: int, j: int, count: int) -> None:
+        """Find the lookalikes (1 / 1.0 / true, 0.0 / -0.0) in a run equal under ``==``, a chunk at a time."""
+        old, new, path, ops = self.old, self.new, self.path, self.ops
+        for offset in range(0, count, _CHUNK):
+            size = min(_CHUNK, count - offset)
+            a, b = i + offset, j + offset
+            if not _same_bytes(old[a : a + size], new[b : b + size]):
+                for k in range(size):
+                    if not _same_bytes(old[a + k], new[b + k]):
+                        _diff_lookalikes(old[a + k], new[b + k], f"{path}/{a + k}", ops)
 
 
 # ---------------------------------------------------------------- apply
