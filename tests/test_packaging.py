@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -16,8 +18,14 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["
 
 # import name -> distribution name, where they differ
 DISTRIBUTION = {"psycopg_pool": "psycopg-pool"}
-# modules that may import an optional dependency, and the extra that provides it
-OPTIONAL = {"psycopg": "postgres", "psycopg_pool": "postgres", "pytest": "test"}
+# optional imports: the extra that provides each, and the distribution listed there that installs it
+OPTIONAL = {
+    "psycopg": ("postgres", "psycopg"),
+    "psycopg_pool": ("postgres", "psycopg-pool"),
+    "pytest": ("test", "pytest"),
+    "langgraph": ("langgraph", "langgraph"),
+    "langchain_core": ("langgraph", "langgraph"),  # a dependency of langgraph's own
+}
 
 
 def third_party_imports() -> dict[str, set[str]]:
@@ -48,8 +56,8 @@ def test_runtime_dependencies_are_exactly_what_the_library_imports() -> None:
     assert requirement_names(PROJECT["dependencies"]) == required, imported
     assert "jsonpatch" not in imported  # the tests' reference implementation, not the library's
     extras = PROJECT["optional-dependencies"]
-    for name, extra in OPTIONAL.items():
-        assert DISTRIBUTION.get(name, name) in requirement_names(extras[extra]), (name, extra)
+    for name, (extra, distribution) in OPTIONAL.items():
+        assert distribution in requirement_names(extras[extra]), (name, extra)
     assert "jsonpatch" in requirement_names(extras["test"])
 
 
@@ -63,3 +71,10 @@ def test_license_and_type_information_ship() -> None:
     assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert (PACKAGE / "py.typed").is_file()
     assert "Operating System :: POSIX" in PROJECT["classifiers"]  # the directory store needs fcntl
+
+
+def test_the_backend_test_suite_imports_without_pytest() -> None:
+    probe = "import sys, snapstore.testing; print('pytest' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0 and result.stdout == "False\n", result.stderr
