@@ -99,7 +99,7 @@ def test_verify_reads_the_data_unless_quick(tmp_path: Path) -> None:
     assert old_flag == default
     text, quick_text = run_many(("verify",), ("verify", "--quick"), store=store)
     assert text.stdout.splitlines()[0].endswith("; rebuilt 4 states")
-    assert "(--quick: structure only; without it every object is read and every state rebuilt)" in quick_text.stdout
+    assert "(--quick: structure only; without it all stored data is read and every state rebuilt)" in quick_text.stdout
 
 
 def test_lowering_the_limit_needs_force(tmp_path: Path) -> None:

@@ -19,6 +19,14 @@ def public_fields(report: Any) -> dict[str, Any]:
     return result
 
 
+def _read(report: Any, verb: str, adjective: str = "") -> str:
+    """How many units of storage a report counts: segments where the store keeps them, else objects."""
+    segments = getattr(report, f"segments_{verb}", None)
+    if segments is not None:
+        return count(segments, adjective + "segment")
+    return count(getattr(report, "objects_deleted" if verb == "dropped" else "objects_checked"), adjective + "object")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     read_data = not args.quick
     with open_store(args) as store, Progress() as progress:
@@ -29,9 +37,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     checked = f"checked {count(report.sessions_checked, 'session')}, {count(report.snapshots_checked, 'snapshot')}"
     if read_data:
-        checked += f", {count(report.objects_checked, 'object')}; rebuilt {count(report.states_rebuilt, 'state')}"
+        checked += f", {_read(report, 'checked')}; rebuilt {count(report.states_rebuilt, 'state')}"
     else:
-        checked += " (--quick: structure only; without it every object is read and every state rebuilt)"
+        checked += " (--quick: structure only; without it all stored data is read and every state rebuilt)"
     print(checked)
     if report.ok:
         print("ok: no problems found")
@@ -51,7 +59,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         report = store.gc()
     if not emit(args, public_fields(report)):
         print(
-            f"deleted {count(report.objects_deleted, 'unreferenced object')} ({human(report.bytes_freed)}),"
+            f"deleted {_read(report, 'dropped', 'unreferenced ')} ({human(report.bytes_freed)}),"
             f" removed {count(report.temporary_files_removed, 'leftover temporary file')}"
         )
     return 0
