@@ -65,10 +65,11 @@ def cmd_commit(args: argparse.Namespace) -> int:
         extra: dict[str, Any] = {} if args.label is None else {"label": args.label}
         snap = sess.commit(state, turn=args.turn, **extra)
         evicted = [sid for sid in before if sid not in set(sess.snapshot_ids())]
-    if evicted and args.max_snapshots is not None and args.max_snapshots < len(before):
+        limit = sess.max_snapshots
+    if evicted and lowering:
         # a lowered limit is said out loud (on stderr: stdout stays the new id alone, for scripts)
         sys.stderr.write(
-            f"{args.session}: the session keeps {sess.max_snapshots}; evicted {count(len(evicted), 'snapshot')} "
+            f"{args.session}: the session keeps {limit}; evicted {count(len(evicted), 'snapshot')} "
             f"({', '.join(sid[:12] for sid in evicted)})\n"
         )
     if not emit(args, {**snapshot_json(snap), "evicted": evicted}):
