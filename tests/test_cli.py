@@ -301,6 +301,52 @@ def test_bad_ids(populated: Populated) -> None:
     assert "not found in session 'campaign-42'" in one_error_line(rollback.stderr) and rollback.returncode == 1
 
 
+def test_ambiguous_prefix_lists_candidates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two snapshots whose ids share their first 8 hex digits, in a real store.
+
+    A snapshot's id hashes its record, which holds the commit's time, so commits
+    cannot be steered, and finding two ids that share 32 bits by committing would
+    take ~80,000 commits. So the engine's clock is held still, and the first commit
+    of one state is tried in sessions of different names: their records differ
+    only in that name, and a birthday search over ~80,000 candidate names (hashing
+    records, well under a second) finds two whose ids collide on 8 hex digits.
+    Those two commits then go through ``Session.commit`` as any other: the CLI runs
+    in a subprocess against a store that ``verify`` accepts as sound.
+    """
+    import snapstore.session as session_module
+
+    monkeypatch.setattr(session_module, "_now", lambda: "2026-01-01T00:00:00.000000Z")
+    path, state = tmp_path / "store", {"hp": 1}
+    with SnapshotStore.open(path) as store:
+        probe = store.session("probe").commit(state, label="twin", turn=0)
+        record = store.session("probe")._current().commits[probe.id].record  # the template the search varies
+        seen: dict[str, str] = {}
+        for n in range(2_000_000):
+            name = f"twin {n}"
+            sid = dataclasses.replace(record, session=name).snapshot_id()
+            if sid[:8] in seen:
+                pair = {seen[sid[:8]]: None, name: None}
+                break
+            seen[sid[:8]] = name
+        else:  # pragma: no cover - probability about 1e-200
+            pytest.fail("no 32-bit collision in 2,000,000 tries")
+        twins = {store.session(name).commit(state, label="twin", turn=0).id: name for name in pair}
+    first, second = sorted(twins)
+    assert first[:8] == second[:8]
+    prefix = first[:8]
+    shown, verified, exact = run_many(("show", prefix), ("verify",), ("show", second), store=path)
+    assert verified.returncode == 0, verified.stdout
+    assert exact.returncode == 0 and orjson.loads(exact.stdout) == state
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    lines = shown.stderr.splitlines()
+    assert lines[0] == f"snapstore: error: snapshot prefix {prefix} is ambiguous in the store; candidates:"
+    assert [line.split()[0] for line in lines[1:]] == [first, second]
+    assert [line.split()[1] + " " + line.split()[2] for line in lines[1:]] == [twins[first], twins[second]]
+    assert all("turn 0  'twin'" in line for line in lines[1:])
+    rolled = run("rollback", twins[first], prefix, store=path)  # within one session the prefix is unique
+    assert rolled.returncode == 0, rolled.stderr
+
+
 # ---------------------------------------------------------------- writing commands
 
 
