@@ -18,7 +18,10 @@ entries. Every entry starts with a type byte:
   - ``DELTA_FRAME``: the start of a zstd frame whose dictionary is the last
     ``DELTA_WINDOW`` bytes of this segment's raw stream;
   - ``DELTA_CONTINUE``: the next flushed block of the frame the previous
-    commit entry of this segment belongs to (one writer, one stream).
+    commit entry of this segment belongs to (one writer, one stream);
+  - ``DELTA_PLAIN``: the start of a zstd frame with no dictionary (what a
+    writer uses when another writer appended since its last commit: loading
+    a dictionary would cost more than it saves while writers take turns).
 
 A segment's raw stream is the concatenation of its commit payloads,
 uncompressed, in entry order. Reading is sequential by construction: a delta
@@ -46,6 +49,7 @@ KEY_INDEPENDENT = 0
 KEY_PATCHED = 1
 DELTA_FRAME = 2
 DELTA_CONTINUE = 3
+DELTA_PLAIN = 4
 KEY_MODES = (KEY_INDEPENDENT, KEY_PATCHED)
 
 #: bytes of the segment's raw stream a new delta frame takes as its dictionary
@@ -143,7 +147,7 @@ def decode_entry(data: bytes, session: str, where: str) -> Entry:
         raise _corrupt(where, "commit entry shorter than its record")
     (_type, mode, flags, parent, state, delta, micros, turn, size, raw_length, depth, chain_bytes, ratio,
      label_length) = _RECORD.unpack_from(data)
-    if mode > DELTA_CONTINUE or flags & ~(_FLAG_PARENT | _FLAG_TURN | _FLAG_DELTA):
+    if mode > DELTA_PLAIN or flags & ~(_FLAG_PARENT | _FLAG_TURN | _FLAG_DELTA):
         raise _corrupt(where, "unknown commit mode or flags")
     if raw_length > MAX_PAYLOAD or size > MAX_PAYLOAD or not ratio >= 0 or ratio > 1e6:
         raise _corrupt(where, "a size or ratio out of range")
@@ -209,10 +213,14 @@ def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tu
 
 
 class DeltaStream:
-    """A writer's open zstd frame in one segment: each delta is a flushed block of it."""
+    """A writer's open zstd frame in one segment: each delta is a flushed block of it.
 
-    def __init__(self, level: int, window: bytes) -> None:
-        dictionary = raw_dict(window)
+    ``window`` None starts a frame with no dictionary (``DELTA_PLAIN``).
+    """
+
+    def __init__(self, level: int, window: bytes | None) -> None:
+        self._first_mode = DELTA_PLAIN if window is None else DELTA_FRAME
+        dictionary = raw_dict(window) if window is not None else None
         compressor = zstandard.ZstdCompressor(level=level, dict_data=dictionary) if dictionary else (
             zstandard.ZstdCompressor(level=level))
         self._stream = compressor.compressobj()
@@ -220,7 +228,7 @@ class DeltaStream:
 
     def compress(self, payload: bytes) -> tuple[int, bytes]:
         out = self._stream.compress(payload) + self._stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-        mode = DELTA_CONTINUE if self.started else DELTA_FRAME
+        mode = DELTA_CONTINUE if self.started else self._first_mode
         self.started = True
         return mode, out
 
@@ -272,7 +280,9 @@ class SegmentReader:
                     reader = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
                 out = reader.decompress(payload, max_output_size=raw_length)
             else:
-                if mode == DELTA_FRAME:
+                if mode == DELTA_PLAIN:
+                    self._frame = zstandard.ZstdDecompressor().decompressobj()
+                elif mode == DELTA_FRAME:
                     dictionary = raw_dict(self.raw[-DELTA_WINDOW:])
                     reader = zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else (
                         zstandard.ZstdDecompressor())

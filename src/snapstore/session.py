@@ -162,8 +162,18 @@ class Session:
     def _state_of(self, log: SessionLog, sid: str) -> Any:
         if sid == self._head_id and self._head_state is not None:
             return codec.loads(self._head_bytes())
-        if self._open is not None and sid in self._open.spans:
-            return self._rebuild_open(log, sid)
+        last = log.last_segment
+        if last is not None and log.commits[sid].segment == last.number:
+            self._open_raw(log)
+            self._sync_open(log)
+            if self._forward_path(log, sid):
+                # another writer's commits since the cached head: apply their deltas to it, which
+                # costs those deltas, not a rebuild from the keyframe
+                self._head_state = self._caught_up_head(log, sid)
+                self._head_id, self._head_pieces = sid, None
+                return codec.loads(codec.dumps(self._head_state))
+            if self._open is not None and sid in self._open.spans:
+                return self._rebuild_open(log, sid)
         return log.rebuild(sid)
 
     # -- writing -------------------------------------------------------
@@ -232,7 +242,11 @@ class Session:
         if can_delta:
             assert last is not None and parent_commit is not None and delta_payload is not None
             if self._stream is None or self._stream_end != last.end or self._open is None:
-                self._stream = DeltaStream(store.level, bytes(self._open_raw(log)[-DELTA_WINDOW_BYTES:]))
+                # another writer appended since this one did: a frame without a dictionary, since
+                # loading one costs more than it saves while writers take turns
+                contended = self._stream_end not in (-1, last.end)
+                window = None if contended else bytes(self._open_raw(log)[-DELTA_WINDOW_BYTES:])
+                self._stream = DeltaStream(store.level, window)
             mode, compressed = self._stream.compress(delta_payload)
             record = SnapshotRecord(
                 session=self.name,
@@ -396,12 +410,19 @@ class Session:
         self._open_end = end
 
     def _catch_up(self) -> SessionLog:
-        """Under the lock: read what other writers appended and bring the head and decoder along."""
+        """Under the lock: read what other writers appended and bring the decoder along."""
         log = self._log
         log.refresh()
-        last = log.last_segment
-        if last is None:
+        if log.last_segment is None:
             raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
+        self._sync_open(log)
+        return log
+
+    def _sync_open(self, log: SessionLog) -> None:
+        """Decode what was appended to the open segment since this handle last looked (no lock needed:
+        appended entries never change; a torn tail is simply not read yet)."""
+        last = log.last_segment
+        assert last is not None
         if self._open is None or self._open_segment != last.number or self._open_version != last.version:
             self._open = None
             self._stream = None
@@ -416,7 +437,6 @@ class Session:
             except SnapshotError:
                 self._open = None
             self._stream = None
-        return log
 
     def _open_raw(self, log: SessionLog) -> bytearray:
         """The open segment's raw stream, decoding it from the store when this writer has not yet."""
@@ -448,26 +468,35 @@ class Session:
             self._head_pieces = codec.encode_state(self._head_state)[1]
         return self._head_state, self._head_pieces
 
+    def _forward_path(self, log: SessionLog, target: str) -> list[IndexedCommit] | None:
+        """The commits from the cached head (exclusive) to ``target`` when all are deltas of the open segment."""
+        if self._head_id is None or self._head_state is None or self._open is None:
+            return None
+        path: list[IndexedCommit] = []
+        current: str | None = target
+        while current != self._head_id:
+            commit = log.commits.get(current) if current is not None else None
+            if commit is None or commit.mode in KEY_MODES or current not in self._open.spans:
+                return None
+            path.append(commit)
+            current = commit.record.parent
+        path.reverse()
+        return path
+
     def _caught_up_head(self, log: SessionLog, parent: str) -> Any:
-        """Apply other writers' deltas to the cached head when it is an ancestor in the open segment."""
+        """The state of ``parent``: the cached head with other writers' deltas applied when it is an
+        ancestor in the open segment, else rebuilt. The cache is consumed (patched in place)."""
         self._open_raw(log)
         assert self._open is not None
-        if self._head_id is not None and self._head_state is not None and parent in self._open.spans:
-            path: list[IndexedCommit] = []
-            current: str | None = parent
-            while current is not None and current != self._head_id:
-                commit = log.commits.get(current)
-                if commit is None or commit.mode in KEY_MODES or current not in self._open.spans:
-                    path = []
-                    break
-                path.append(commit)
-                current = commit.record.parent
-            if current == self._head_id and path:
-                state = self._head_state
-                for commit in reversed(path):
-                    state = apply_delta_payload(commit, self._open.payload_of(commit.id), state)
-                check_state(state, log.commits[parent].record.state, parent)
-                return state
+        path = self._forward_path(log, parent)
+        if path:
+            state, self._head_state, self._head_id = self._head_state, None, None
+            for commit in path:
+                state = apply_delta_payload(commit, self._open.payload_of(commit.id), state)
+            check_state(state, log.commits[parent].record.state, parent)
+            return state
+        if path == [] and self._head_state is not None:
+            return self._head_state
         if parent in self._open.spans:
             return self._rebuild_open(log, parent)
         return log.rebuild(parent)
