@@ -610,3 +610,21 @@ def test_diff_names_a_value_whose_eq_raises() -> None:
     with pytest.raises(InvalidStateError) as caught:
         diff({"x": ["a", 1]}, {"x": [Touchy.A, 2]})
     assert caught.value.details["path"] == "/x/0"
+
+
+# ---------------------------------------------------------------- applying without copies
+
+
+def test_copy_values_false_moves_the_patch_values_into_the_document() -> None:
+    value = {"deep": [1]}
+    doc = apply_patch({"y": 0}, [{"op": "add", "path": "/x", "value": value}], in_place=True, copy_values=False)
+    assert doc["x"] is value  # given away: no copy made
+    doc = apply_patch({"y": 0}, [{"op": "add", "path": "/x", "value": value}], in_place=True)
+    assert doc["x"] is not value and canonical(doc["x"]) == canonical(value)
+
+
+def test_a_value_that_is_not_json_is_named_by_its_operation() -> None:
+    patch = [{"op": "add", "path": "/a", "value": [1]}, {"op": "add", "path": "/b", "value": {"s": {1}}}]
+    with pytest.raises(PatchError) as caught:
+        apply_patch({}, patch)
+    assert caught.value.details["index"] == 1 and caught.value.details["reason"] == "value is not JSON"

@@ -49,7 +49,6 @@ _MISSING: Any = object()
 _EXACT_BY_EQ = frozenset((str, int, bool, type(None)))
 _IMMUTABLE_JSON = frozenset((str, int, bool, type(None), float))
 _BAD_ESCAPE = re.compile("~(?![01])")
-_ARRAY_INDEX = re.compile("0|[1-9][0-9]*")  # RFC 6901: no sign, no leading zeros, ASCII digits
 #: canonical bytes longer than this are copied out of orjson's larger buffer before the next serialization
 _RIGHT_SIZE_ABOVE = 1 << 16
 #: list elements whose canonical bytes are compared at once, confirming a run equal under ==
@@ -235,34 +234,35 @@ def _weight(value: Any) -> int:
     return len(value) + 1 if type(value) is dict or type(value) is list else 0
 
 
-def _diff_children(pairs: list[tuple[Any, Any, str]], explained: bool, ops: list[Op]) -> None:
-    """Diff pairs of children of two containers that differ under ``==``.
+def _diff_children(pairs: list[tuple[Any, Any, str]], explained: bool) -> list[list[Op]]:
+    """The operations of each pair of children of two containers that differ under ``==``.
 
     Unless ``explained`` (a difference under ``==`` was already found among their other
     children), one pair must differ under ``==``: when all pairs but the heaviest are equal,
     that one is diffed as unequal without comparing it first.
     """
+    found: list[list[Op]] = [[] for _ in pairs]
+    heavy = -1
     if not explained and pairs:
         heavy = max(range(len(pairs)), key=lambda i: _weight(pairs[i][0]))
-        for index, (o, n, where) in enumerate(pairs):
-            if index != heavy:
-                if o != n:
-                    explained = True
-                    _diff_unequal(o, n, where, ops)
-                elif not _same_bytes(o, n):
-                    _diff_lookalikes(o, n, where, ops)
+    for index, (o, n, where) in enumerate(pairs):
+        if index == heavy:
+            continue
+        if heavy < 0:
+            _diff_value(o, n, where, found[index])
+        elif o != n:
+            explained = True
+            _diff_unequal(o, n, where, found[index])
+        elif not _same_bytes(o, n):
+            _diff_lookalikes(o, n, where, found[index])
+    if heavy >= 0:
         o, n, where = pairs[heavy]
-        if explained:
-            _diff_value(o, n, where, ops)
-        else:
-            _diff_unequal(o, n, where, ops)
-        return
-    for o, n, where in pairs:
-        _diff_value(o, n, where, ops)
+        (_diff_value if explained else _diff_unequal)(o, n, where, found[heavy])
+    return found
 
 
 def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
-    """Diff two dicts that differ under ``==``."""
+    """Diff two dicts that differ under ``==``; operations come in ``new``'s key order."""
     explained = False
     if not old.keys() <= new.keys():
         explained = True
@@ -270,6 +270,7 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
             if key not in new:
                 ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
     containers: list[tuple[Any, Any, str]] = []
+    slots: list[Op | int] = []  # an operation, or the index of a container pair diffed below
     for key, nval in new.items():
         oval = old.get(key, _MISSING)
         if oval is nval:
@@ -277,6 +278,7 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
         kind = type(nval)
         if kind is type(oval):
             if kind is dict or kind is list:
+                slots.append(len(containers))
                 containers.append((oval, nval, path + "/" + escape_token(key)))
                 continue
             if oval != nval:
@@ -285,10 +287,15 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
                 continue
         else:
             explained = True  # (also for 1 -> 1.0, which == calls equal: the heavy pair is then compared)
-        ops.append(
+        slots.append(
             {"op": "add" if oval is _MISSING else "replace", "path": path + "/" + escape_token(key), "value": nval}
         )
-    _diff_children(containers, explained, ops)
+    found = _diff_children(containers, explained)
+    for slot in slots:
+        if isinstance(slot, int):
+            ops.extend(found[slot])
+        else:
+            ops.append(slot)
 
 
 def _diff_lookalikes(old: Any, new: Any, path: str, ops: list[Op]) -> None:
@@ -341,7 +348,8 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None
         ops.append({"op": "replace", "path": path, "value": new})
         return
     if n_old == n_new <= _SHORT:  # short lists, chains of them above all: as a dict's children
-        _diff_children([(old[i], new[i], f"{path}/{i}") for i in range(n_old)], False, ops)
+        for found in _diff_children([(old[i], new[i], f"{path}/{i}") for i in range(n_old)], False):
+            ops.extend(found)
         return
     prefix = _run_length(old, 0, new, 0, min(n_old, n_new))
     # with equal lengths, old[prefix] != new[prefix]: leave that pair out of the suffix's scan
@@ -449,7 +457,7 @@ class _ListEdits:
 # ---------------------------------------------------------------- apply
 
 
-def apply_patch(doc: Any, patch: Any, *, in_place: bool = False) -> Any:
+def apply_patch(doc: Any, patch: Any, *, in_place: bool = False, copy_values: bool = True) -> Any:
     """Apply RFC 6902 operations to ``doc`` and return the result; always use the return value.
 
     With ``in_place=False`` (the default) ``doc`` is left untouched and the
@@ -462,8 +470,10 @@ def apply_patch(doc: Any, patch: Any, *, in_place: bool = False) -> Any:
 
     With ``in_place=True`` ``doc`` is edited and returned, unless an operation
     replaces the root; if an operation fails, ``doc`` may be left half patched.
-    Values the patch puts in the document are copies, so later edits of the
-    document never reach the patch.
+    Values the patch puts in the document are copies (the whole patch is copied
+    once, up front), so later edits of the document never reach the patch;
+    ``copy_values=False`` skips that copy, for a caller that parsed the patch
+    for this call alone and gives its values away (a rebuild, a commit).
 
     ``test`` compares type-exact: ``1``, ``1.0`` and ``true`` are all different.
     Removing the whole document (``remove`` at ``""``) is refused.
@@ -475,16 +485,30 @@ def apply_patch(doc: Any, patch: Any, *, in_place: bool = False) -> Any:
         )
     if not in_place:
         doc = _own_copy(doc)
-    for index, op in enumerate(patch):
+    if copy_values and patch:
         try:
-            doc = _apply_one(doc, op)
-        except PatchError as exc:
-            raise _name_operation(exc, index, op) from None
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-            # Not reachable by design; a safety net so callers only ever see PatchError.
-            failure = PatchError(f"{type(exc).__name__}: {exc}", {"reason": "operation could not be applied"})
-            raise _name_operation(failure, index, op) from exc
+            patch = orjson.loads(orjson.dumps(patch))
+        except orjson.JSONEncodeError:
+            return _apply_copying_each(doc, patch)  # finds which operation holds a value that is not JSON
+    return _apply_all(doc, patch, _take)
+
+
+def _apply_all(doc: Any, patch: list[Any], place: Any) -> Any:
+    index = 0
+    try:
+        for index, op in enumerate(patch):  # noqa: B007 (names the failing operation)
+            doc = _apply_one(doc, op, place)
+    except PatchError as exc:
+        raise _name_operation(exc, index, patch[index]) from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        # Not reachable by design; a safety net so callers only ever see PatchError.
+        failure = PatchError(f"{type(exc).__name__}: {exc}", {"reason": "operation could not be applied"})
+        raise _name_operation(failure, index, patch[index]) from exc
     return doc
+
+
+def _apply_copying_each(doc: Any, patch: list[Any]) -> Any:
+    return _apply_all(doc, patch, _copy_in)
 
 
 def _own_copy(doc: Any) -> Any:
@@ -526,6 +550,11 @@ def _member(op: dict[str, Any], name: str) -> Any:
     return value
 
 
+def _take(value: Any) -> Any:
+    """A value placed in the document as it is: the patch is the caller's to give away."""
+    return value
+
+
 def _copy_in(value: Any) -> Any:
     """A copy of a JSON value to place in the document (sharing nothing with its source)."""
     if type(value) in _IMMUTABLE_JSON:
@@ -543,33 +572,39 @@ def _same(actual: Any, expected: Any) -> bool:
         return False
     try:
         if kind is dict or kind is list:
-            return bool(_canon(actual) == _canon(expected))
+            return actual == expected and _same_bytes(actual, expected)
         return not _scalar_differs(actual, expected, kind)
     except orjson.JSONEncodeError as exc:
         raise _refuse(f"the value is not JSON: {exc}", "value is not JSON") from None
 
 
-def _apply_one(doc: Any, op: Any) -> Any:
+def _apply_one(doc: Any, op: Any, place: Any) -> Any:
     if not isinstance(op, dict):
         raise _refuse(f"an operation must be an object, not {type(op).__name__}", "operation is not an object")
-    kind = _member(op, "op")
-    tokens = parse_pointer(_member(op, "path"))
+    kind = op.get("op", _MISSING)
+    if kind is _MISSING:
+        raise _refuse("the operation has no 'op' member", "missing 'op'")
+    path = op.get("path", _MISSING)
+    if path is _MISSING:
+        raise _refuse("the operation has no 'path' member", "missing 'path'")
+    tokens = parse_pointer(path)
     if kind == "add":
-        return _add(doc, tokens, _copy_in(_member(op, "value")))
+        return _add(doc, tokens, place(_member(op, "value")))
     if kind == "remove":
         _remove(doc, tokens)
         return doc
     if kind == "replace":
-        value = _copy_in(_member(op, "value"))
+        value = place(_member(op, "value"))
         if not tokens:
             return value
-        parent, key = _parent(doc, tokens)
+        parent = _parent(doc, tokens)
+        key = tokens[-1]
         if type(parent) is dict:
             if key not in parent:
                 raise _refuse(f"no member {key!r} to replace", "path not found")
             parent[key] = value
         else:
-            parent[_index(parent, key, append=False)] = value
+            parent[_index(parent, key, len(parent) - 1)] = value
         return doc
     if kind == "test":
         expected = _member(op, "value")
@@ -590,39 +625,37 @@ def _apply_one(doc: Any, op: Any) -> Any:
     raise _refuse(f"unknown operation {kind!r}", "unknown operation")
 
 
-def _step(node: Any, token: str) -> Any:
-    if type(node) is dict:
-        child = node.get(token, _MISSING)
-        if child is _MISSING:
-            raise _refuse(f"no member {token!r}", "path not found", location=token)
-        return child
-    if type(node) is list:
-        return node[_index(node, token, append=False)]
-    raise _refuse(f"cannot look up {token!r} inside a {type(node).__name__}", "path goes through a scalar")
-
-
 def _get(doc: Any, tokens: list[str]) -> Any:
     for token in tokens:
-        doc = _step(doc, token)
+        kind = type(doc)
+        if kind is dict:
+            child = doc.get(token, _MISSING)
+            if child is _MISSING:
+                raise _refuse(f"no member {token!r}", "path not found", location=token)
+            doc = child
+        elif kind is list:
+            doc = doc[_index(doc, token, len(doc) - 1)]
+        else:
+            raise _refuse(f"cannot look up {token!r} inside a {kind.__name__}", "path goes through a scalar")
     return doc
 
 
-def _parent(doc: Any, tokens: list[str]) -> tuple[Any, str]:
-    """The container holding the location ``tokens`` points to, and the last token."""
-    parent = _get(doc, tokens[:-1])
-    if type(parent) is not dict and type(parent) is not list:
-        raise _refuse(f"cannot reach {tokens[-1]!r} inside a {type(parent).__name__}", "path goes through a scalar")
-    return parent, tokens[-1]
+def _parent(doc: Any, tokens: list[str]) -> Any:
+    """The container holding the location ``tokens`` points to."""
+    if len(tokens) > 1:
+        doc = _get(doc, tokens[:-1])
+    if type(doc) is not dict and type(doc) is not list:
+        raise _refuse(f"cannot reach {tokens[-1]!r} inside a {type(doc).__name__}", "path goes through a scalar")
+    return doc
 
 
-def _index(array: list[Any], token: str, *, append: bool) -> int:
-    """The position a token names in an array; ``-`` (the end) only when appending."""
-    if token == "-" and append:
-        return len(array)
-    if not _ARRAY_INDEX.fullmatch(token):
+def _index(array: list[Any], token: str, highest: int) -> int:
+    """The position an array index token names, refused above ``highest``."""
+    # RFC 6901: ASCII digits, no sign, no leading zero (str.isdigit alone would take '²' or '٣')
+    if not (token.isdigit() and token.isascii()) or (token[0] == "0" and len(token) > 1):
         raise _refuse(f"{token!r} is not an array index", "bad array index")
-    index = int(token) if len(token) < 20 else len(array) + 1  # (int() refuses over 4300 digits)
-    if index > len(array) or (index == len(array) and not append):
+    index = int(token) if len(token) < 20 else highest + 1  # (int() refuses over 4300 digits)
+    if index > highest:
         raise _refuse(f"array index {index} is out of range (length {len(array)})", "array index out of range")
     return index
 
@@ -630,21 +663,25 @@ def _index(array: list[Any], token: str, *, append: bool) -> int:
 def _add(doc: Any, tokens: list[str], value: Any) -> Any:
     if not tokens:
         return value
-    parent, key = _parent(doc, tokens)
+    parent = _parent(doc, tokens)
+    key = tokens[-1]
     if type(parent) is dict:
         parent[key] = value  # an existing member is replaced (RFC 6902, 4.1)
+    elif key == "-":
+        parent.append(value)
     else:
-        parent.insert(_index(parent, key, append=True), value)
+        parent.insert(_index(parent, key, len(parent)), value)
     return doc
 
 
 def _remove(doc: Any, tokens: list[str]) -> None:
     if not tokens:
         raise _refuse("cannot remove the whole document", "cannot remove the root")
-    parent, key = _parent(doc, tokens)
+    parent = _parent(doc, tokens)
+    key = tokens[-1]
     if type(parent) is dict:
         if key not in parent:
             raise _refuse(f"no member {key!r} to remove", "path not found")
         del parent[key]
     else:
-        del parent[_index(parent, key, append=False)]
+        del parent[_index(parent, key, len(parent) - 1)]
