@@ -312,7 +312,7 @@ class Session:
         # append lands, and a refusal or a failed write puts it back (``_unpatch_head``).
         self._head_id = None
         try:
-            new_head = apply_patch(head_state, codec.loads(payload), in_place=True)
+            new_head = apply_patch(head_state, codec.loads(payload), in_place=True, copy_values=False)
             codec.check_reading(state, new_head)
         except (ValueError, PatchError, InvalidStateError) as exc:
             self._unpatch_head(parent, head_pieces, ops)
