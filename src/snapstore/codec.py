@@ -14,7 +14,6 @@ Everything snapstore stores is bytes produced here:
 from __future__ import annotations
 
 import enum
-import math
 import struct
 import threading
 from typing import Any
@@ -23,8 +22,8 @@ import orjson
 import xxhash
 import zstandard
 
-from .delta import escape_token
 from .errors import CorruptObjectError, FormatVersionError, InvalidStateError
+from .refusals import ORJSON_MAX_DEPTH, first_unrepresentable, first_unserializable
 
 FORMAT_VERSION = 1
 MAGIC = b"SNPO"
@@ -112,7 +111,8 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
 
     The pieces let a commit compare each member with the head's at C speed,
     and the whole is assembled from them, so the state is serialized once.
-    Only orjson's checks run here; ``check_reading`` finds the rest.
+    Only orjson's checks run here; ``check_reading`` finds the rest. A refusal
+    names the value and its JSON pointer.
     """
     converted = False
 
@@ -123,16 +123,16 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
         return base
 
     if type(value) is not dict:
-        return _dumps_bounded(value, 2, to_base), None, converted
+        return _dumps_bounded(value, 2, to_base, value), None, converted
     pieces: dict[str, bytes] = {}
     for key, member in value.items():
         if type(key) is not str:
-            raise _invalid(value, "Dict key must be str")
-        pieces[key] = _dumps_bounded(member, 3, to_base)
+            raise _refused_at(value)
+        pieces[key] = _dumps_bounded(member, 3, to_base, value)
     try:
         return join_members(pieces), pieces, converted
-    except (TypeError, orjson.JSONEncodeError) as exc:  # a key orjson refuses (a lone surrogate)
-        raise _invalid(value, str(exc)) from None
+    except (TypeError, orjson.JSONEncodeError):  # a key orjson refuses (a lone surrogate)
+        raise _refused_at(value) from None
 
 
 def join_members(pieces: dict[str, bytes]) -> bytes:
@@ -145,7 +145,7 @@ def join_members(pieces: dict[str, bytes]) -> bytes:
     return b"".join(parts)
 
 
-def _dumps_bounded(value: Any, spare: int, default: Any) -> bytes:
+def _dumps_bounded(value: Any, spare: int, default: Any, root: Any) -> bytes:
     """orjson's bytes of ``value``, refusing it unless ``spare`` more levels of nesting would fit.
 
     orjson stops at depth 254. A state must leave room for the two levels a patch operation
@@ -158,8 +158,20 @@ def _dumps_bounded(value: Any, spare: int, default: Any) -> bytes:
     try:
         data = orjson.dumps(wrapped, default=default, option=_DUMPS_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
-        raise _invalid(value, str(exc)) from None
+        raise _refused_at(root, str(exc)) from None
     return data[spare:-spare]
+
+
+def _refused_at(state: Any, fallback: str = "not JSON") -> InvalidStateError:
+    """The error naming the first value of ``state`` that orjson refuses to write, and where it is."""
+    try:  # the state itself, as every member, keeps two levels spare
+        found = first_unserializable(state, ORJSON_MAX_DEPTH - 2)
+    except Exception:  # a value's own methods failed while we looked
+        found = None
+    if found is None:
+        return _invalid(state, fallback)
+    node, reason, where = found
+    return _invalid(node, reason, where)
 
 
 def read_back(data: bytes, value: Any) -> Any:
@@ -195,7 +207,7 @@ def check_reading(value: Any, reading: Any) -> None:
 def describe_unrepresentable(root: Any) -> InvalidStateError:
     """The error naming the first value in ``root`` that JSON cannot give back, and where it is."""
     try:
-        found = _first_unrepresentable(root)
+        found = first_unrepresentable(root)
     except Exception:  # a value's own methods failed while we looked (its __class__, say)
         found = None
     if found is None:
@@ -203,34 +215,6 @@ def describe_unrepresentable(root: Any) -> InvalidStateError:
         return _invalid(root, "the state does not equal its own JSON reading (a value overriding __eq__?)")
     node, reason, path = found
     return _invalid(node, reason, path)
-
-
-def _first_unrepresentable(root: Any) -> tuple[Any, str, str] | None:
-    # The base types' own methods read containers, so no subclass code runs here either.
-    stack: list[tuple[Any, str]] = [(root, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, enum.Enum) or not isinstance(node, (dict, list)):
-            reason = _unrepresentable_leaf(node)
-            if reason is not None:
-                return node, reason, path
-        elif isinstance(node, dict):
-            stack.extend((child, f"{path}/{escape_token(key)}") for key, child in reversed(dict.items(node)))
-        else:
-            stack.extend((child, f"{path}/{index}") for index, child in reversed(list(enumerate(list.copy(node)))))
-    return None
-
-
-def _unrepresentable_leaf(node: Any) -> str | None:
-    if isinstance(node, float):
-        return None if math.isfinite(float.__float__(node)) else "NaN and Infinity have no JSON form"
-    if isinstance(node, (str, int)) or node is None:  # bool is an int; IntEnum and StrEnum are kept as values
-        return None
-    if isinstance(node, tuple):
-        return "a tuple is not JSON; pass a list"
-    if isinstance(node, enum.Enum):
-        return "enum members are not JSON; store their value"
-    return f"type {type(node).__name__} is not JSON"
 
 
 def dumps(value: Any) -> bytes:
@@ -249,6 +233,8 @@ def _invalid(value: Any, reason: str, path: str | None = None) -> InvalidStateEr
         reason = "integer outside the 64-bit range JSON readers accept"
     elif "surrogates" in reason:
         reason = "string with a lone surrogate is not valid UTF-8"
+    if path is not None:  # a key with a lone surrogate: the pointer must still print and encode
+        path = path.encode("utf-8", "backslashreplace").decode("utf-8")
     where = "" if path is None else f" (at {path or 'the top level'})"
     details = {"reason": reason, "type": type(value).__name__}
     if path is not None:

@@ -1,0 +1,120 @@
+"""Where a refused value stands in a state, and why it is refused: the JSON pointer every
+``InvalidStateError`` about a state names.
+
+Both searches run only once a state has been refused, so they may walk it in Python. They read
+containers through the base types' own methods, so no subclass's code runs while they look.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from typing import Any
+
+from .delta import escape_token
+
+#: orjson serializes at most this many nested containers
+ORJSON_MAX_DEPTH = 254
+_INT_RANGE = range(-(2**63), 2**64)  # what orjson writes: int64 and uint64
+
+
+def first_unrepresentable(root: Any) -> tuple[Any, str, str] | None:
+    """(value, reason, pointer) of the first value in ``root`` that JSON cannot give back as it is
+    (NaN, Infinity, a tuple, an enum that is not an int or a string, a UUID...), or None."""
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, enum.Enum) or not isinstance(node, (dict, list)):
+            reason = _unrepresentable_leaf(node)
+            if reason is not None:
+                return node, reason, path
+        elif isinstance(node, dict):
+            stack.extend((child, f"{path}/{escape_token(key)}") for key, child in reversed(dict.items(node)))
+        else:
+            stack.extend((child, f"{path}/{index}") for index, child in reversed(list(enumerate(list.copy(node)))))
+    return None
+
+
+def _unrepresentable_leaf(node: Any) -> str | None:
+    if isinstance(node, float):
+        return None if math.isfinite(float.__float__(node)) else "NaN and Infinity have no JSON form"
+    if isinstance(node, (str, int)) or node is None:  # bool is an int; IntEnum and StrEnum are kept as values
+        return None
+    if isinstance(node, tuple):
+        return "a tuple is not JSON; pass a list"
+    if isinstance(node, enum.Enum):
+        return "enum members are not JSON; store their value"
+    return f"type {type(node).__name__} is not JSON"
+
+
+def first_unserializable(root: Any, max_depth: int) -> tuple[Any, str, str] | None:
+    """(value, reason, pointer) of the first value in ``root`` that orjson refuses to write, or None.
+
+    ``max_depth`` is how many nested containers ``root`` may hold (orjson's limit less the
+    levels kept spare); a cycle is refused where it passes that depth.
+    """
+    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth >= max_depth:
+                return node, "nested too deeply or contains a cycle (orjson stops at depth 254)", where
+            children = []
+            for key, child in dict.items(node):
+                if type(key) is not str:  # orjson refuses subclasses of str as keys too
+                    token = _key_token(key)
+                    return key, f"object keys must be strings, not {type(key).__name__}", f"{where}/{token}"
+                if _has_surrogate(key):
+                    return key, "a key with a lone surrogate is not valid UTF-8", f"{where}/{escape_token(key)}"
+                children.append((child, f"{where}/{escape_token(key)}", depth + 1))
+            stack.extend(reversed(children))
+        elif isinstance(node, (list, tuple)) and not isinstance(node, enum.Enum):
+            if depth >= max_depth:
+                return node, "nested too deeply or contains a cycle (orjson stops at depth 254)", where
+            items = list.copy(node) if isinstance(node, list) else list(node)
+            stack.extend((child, f"{where}/{index}", depth + 1) for index, child in reversed(list(enumerate(items))))
+        else:
+            reason = _unserializable_leaf(node)
+            if reason is not None:
+                return node, reason, where
+    return None
+
+
+def _unserializable_leaf(node: Any) -> str | None:
+    if isinstance(node, enum.Enum):
+        return None  # orjson writes its value; whether that reads back is checked later
+    if isinstance(node, str):
+        return "a string with a lone surrogate is not valid UTF-8" if _has_surrogate(node) else None
+    if isinstance(node, int):  # bool too
+        return None if int.__int__(node) in _INT_RANGE else "integer outside the 64-bit range JSON readers accept"
+    if node is None or isinstance(node, float):
+        return None
+    if dataclasses.is_dataclass(node):
+        return f"a dataclass ({type(node).__name__}) is not JSON; pass dataclasses.asdict() of it"
+    if isinstance(node, (set, frozenset)):
+        return f"a {type(node).__name__} is not JSON; pass a list"
+    if isinstance(node, (bytes, bytearray, memoryview)):
+        return f"{type(node).__name__} are not JSON; pass text (base64, say)"
+    if type(node).__module__ == "datetime":
+        return f"a {type(node).__name__} is not JSON; pass its isoformat() text"
+    if type(node).__module__ in ("uuid", "orjson"):  # a UUID or a Fragment: orjson writes it
+        return None
+    return f"type {type(node).__name__} is not JSON"
+
+
+def _key_token(key: Any) -> str:
+    """The reference token naming the member under a key that is not a string."""
+    if isinstance(key, str):
+        return escape_token(str.__str__(key))
+    if key is None or type(key) in (int, float, bool):
+        return escape_token(repr(key))
+    return escape_token(f"<{type(key).__name__}>")  # (its own repr may run code, or be huge)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        str.encode(text, "utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
