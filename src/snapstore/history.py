@@ -54,6 +54,7 @@ class LoadedSegment:
     version: int
     end: int
     stored: int = -1  # the backend's stored size when last read: unchanged means nothing new
+    damage: str | None = None  # why the entries stop early (damage found while reading), if they do
     entries: list[CommitEntry | MetaEntry] = field(default_factory=list)
 
     def runs(self) -> int:
@@ -129,19 +130,30 @@ class SessionLog:
                     known.stored = info.stored_bytes
                     continue
             read = self.backend.read_segment(self.key, info.segment)
-            if read.damaged_at is not None:
-                raise CorruptObjectError(
-                    f"{self.where(info.segment)} is damaged at byte {read.damaged_at}",
-                    {"session": self.name, "segment": info.segment, "offset": read.damaged_at},
-                )
+            entries, damage = self._decode_until_damage(read.entries, info.segment)
+            if read.damaged_at is not None and damage is None:
+                damage = f"{self.where(info.segment)} is damaged at byte {read.damaged_at}"
+            # A damaged segment keeps what precedes the damage: one bad byte costs the rest of its
+            # segment, not the session.
             self.segments[info.segment] = LoadedSegment(
-                info.segment, info.version, read.end, info.stored_bytes, self._decode(read.entries, info.segment)
+                info.segment, info.version, read.end, info.stored_bytes, damage, entries
             )
             changed = True
         if changed:
             self.segments = OrderedDict(sorted(self.segments.items()))
             self._reindex()
         return changed
+
+    def _decode_until_damage(
+        self, entries: list[bytes], segment: int
+    ) -> tuple[list[CommitEntry | MetaEntry], str | None]:
+        decoded: list[CommitEntry | MetaEntry] = []
+        for data in entries:
+            try:
+                decoded.extend(self._decode([data], segment))
+            except CorruptObjectError as exc:
+                return decoded, str(exc)
+        return decoded, None
 
     def _decode(self, entries: list[bytes], segment: int) -> list[CommitEntry | MetaEntry]:
         where = self.where(segment)
@@ -261,14 +273,26 @@ class SessionLog:
             self._raw_cache.move_to_end(cache_key)  # type: ignore[arg-type]
             return cached
         read = self.backend.read_segment(self.key, number)
-        if read.damaged_at is not None:
-            raise CorruptObjectError(
-                f"{self.where(number)} is damaged at byte {read.damaged_at}",
-                {"session": self.name, "segment": number, "offset": read.damaged_at},
-            )
         reader = SegmentReader(self.where(number))
         known = loaded.entries if loaded is not None else []
-        for ordinal, data in enumerate(read.entries):
+        try:
+            self._decode_payloads(read.entries, known, reader, number)
+        except CorruptObjectError:
+            cache_key = None  # what decoded before the damage is returned; the rest is lost
+        raw = bytes(reader.raw)
+        payloads = {sid: raw[start:end] for sid, (start, end) in reader.spans.items()}
+        if read.damaged_at is not None:
+            cache_key = None
+        if cache_key is not None and read.end == cache_key[2]:
+            self._raw_cache[cache_key] = (payloads, raw)
+            while len(self._raw_cache) > RAW_CACHE_SEGMENTS:
+                self._raw_cache.popitem(last=False)
+        return payloads, raw
+
+    def _decode_payloads(
+        self, entries: list[bytes], known: list[CommitEntry | MetaEntry], reader: SegmentReader, number: int
+    ) -> None:
+        for ordinal, data in enumerate(entries):
             indexed = known[ordinal] if ordinal < len(known) else None
             if isinstance(indexed, CommitEntry):  # the index checked this entry's record: skip decoding it
                 parts = commit_payload(data)
@@ -279,13 +303,6 @@ class SessionLog:
             entry = decode_entry(data, self.name, self.where(number))
             if isinstance(entry, CommitEntry):
                 reader.payload(entry)
-        raw = bytes(reader.raw)
-        payloads = {sid: raw[start:end] for sid, (start, end) in reader.spans.items()}
-        if cache_key is not None and read.end == cache_key[2]:
-            self._raw_cache[cache_key] = (payloads, raw)
-            while len(self._raw_cache) > RAW_CACHE_SEGMENTS:
-                self._raw_cache.popitem(last=False)
-        return payloads, raw
 
     def rebuild(self, sid: str) -> Any:
         """The verified full state of a stored snapshot: a fresh object the caller owns."""
@@ -305,6 +322,14 @@ class SessionLog:
         raise CorruptObjectError(f"session {self.name!r}: segments kept vanishing", {"session": self.name})
 
     def apply_chain(self, path: list[IndexedCommit], payloads: dict[str, bytes]) -> Any:
+        missing = [c.id for c in path if c.id not in payloads]
+        if missing:
+            segment = self.segments.get(path[0].segment)
+            why = (segment.damage if segment is not None else None) or f"{self.where(path[0].segment)} is damaged"
+            raise CorruptObjectError(
+                f"snapshot {path[-1].id} cannot be rebuilt: {why} (the payload of {missing[0]} is lost)",
+                {"snapshot": path[-1].id, "object": missing[0], "segment": path[0].segment, "reason": "damage"},
+            )
         state = codec.loads(payloads[path[0].id])
         for commit in path[1:]:
             state = apply_delta_payload(commit, payloads[commit.id], state)

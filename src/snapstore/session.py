@@ -227,7 +227,14 @@ class Session:
         new_head: Any = None
         parent_commit = log.commits.get(parent) if parent is not None else None
         open_has_commit = last is not None and any(isinstance(e, CommitEntry) for e in last.entries)
-        can_delta = parent_commit is not None and last is not None and parent_commit.segment == last.number
+        if last is not None and last.damage is not None:
+            open_has_commit = True  # never append after damage: the next commit starts a new segment
+        can_delta = (
+            parent_commit is not None
+            and last is not None
+            and last.damage is None
+            and parent_commit.segment == last.number
+        )
         if can_delta:
             assert parent is not None and parent_commit is not None
             delta_payload, new_head = self._next_head(log, parent, state, data, pieces)
@@ -267,9 +274,14 @@ class Session:
             self._chain_cost[sid], self._keyframe_of[sid] = cost, self._keyframe_of.get(parent, parent)
             return record, [entry], last.number, last.end, new_head, delta_payload
         # a keyframe: a new run in the open segment, patched against its raw stream, or a new segment
-        raw_so_far = len(self._open_raw(log)) if open_has_commit else 0
+        raw_so_far = len(self._open_raw(log)) if open_has_commit and last is not None and last.damage is None else 0
         assert last is None or not open_has_commit or self._open is not None
-        extend = open_has_commit and store.policy.may_patch(last.runs(), raw_so_far, len(data))  # type: ignore[union-attr]
+        extend = (
+            open_has_commit
+            and last is not None
+            and last.damage is None
+            and store.policy.may_patch(last.runs(), raw_so_far, len(data))
+        )
         previous_raw = self._open.previous_run() if extend and self._open is not None else None
         mode, compressed = compress_keyframe(data, store.level, previous_raw)
         self._stream = None

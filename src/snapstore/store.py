@@ -309,9 +309,14 @@ class SnapshotStore:
                 report.add(exc, session=log.name, snapshot=sid)
         report.segments_checked += len(log.segments)
         if not read_data:
+            for number, segment in log.segments.items():
+                if segment.damage is not None:
+                    report.add(CorruptObjectError(segment.damage, {"segment": number}), session=log.name)
             return
         for number in list(log.segments):
             segment = log.segments[number]
+            if segment.damage is not None:
+                report.add(CorruptObjectError(segment.damage, {"segment": number}), session=log.name)
             try:
                 payloads, _raw = log.segment_payloads(number)
             except SnapshotError as exc:
