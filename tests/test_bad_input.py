@@ -1,8 +1,8 @@
 """Bad input (issue #7): refused with a typed SnapshotError, and nothing written.
 
 Every case runs on a memory and a directory store that already hold a
-session, and compares every object, every ref and (directory) every file
-outside ``locks/`` before and after the refused call. Valid edge cases
+session, and compares every segment's entries, the store's format and
+(directory) every file but the lock files before and after the refused call. Valid edge cases
 (unicode keys, extreme integers, the deepest nesting allowed, a 50 MB string)
 must round-trip type-exactly, also through deltas and from a reopened store.
 """
@@ -15,6 +15,7 @@ import decimal
 import enum
 import math
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,8 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from conftest_reliability import backend_contents, canonical, copy_store_dir, count, directory_files
+from conftest import copy_backend, store_contents
+from conftest_reliability import canonical, count, directory_files
 from snapstore import (
     AmbiguousSnapshotId,
     InvalidNameError,
@@ -35,8 +37,10 @@ from snapstore import (
     SnapshotStore,
 )
 from snapstore.backends import Backend, DirectoryBackend, MemoryBackend
-from snapstore.codec import Kind, decode_object, object_id
-from snapstore.objects import SessionDoc, SnapshotRecord
+from snapstore.codec import object_id
+from snapstore.entries import compress_keyframe, encode_commit, encode_meta
+from snapstore.objects import SnapshotRecord
+from snapstore.store import session_key
 
 BASE_STATE = {"hp": 10, "items": ["sword"], "pos": {"x": 0, "y": 0}, "none": None, "list": [None, 1]}
 
@@ -49,7 +53,7 @@ def _populate(store: SnapshotStore) -> None:
 
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One populated store of each kind, copied for every test (see copy_store_dir for why)."""
+    """One populated store of each kind, copied for every test."""
     root = tmp_path_factory.mktemp("golden") / "store"
     _populate(SnapshotStore(DirectoryBackend(root)))
     memory = MemoryBackend()
@@ -61,12 +65,11 @@ class Fixture:
     def __init__(self, kind: str, tmp_path: Path, golden: dict[str, Any]) -> None:
         self.kind, self.root = kind, tmp_path / "store"
         if kind == "directory":
-            copy_store_dir(golden["directory"], self.root)
+            shutil.copytree(golden["directory"], self.root)
             self.backend: Backend = DirectoryBackend(self.root, create=False)
         else:
             self.backend = MemoryBackend()
-            self.backend._objects = dict(golden["memory"]._objects)
-            self.backend._refs = dict(golden["memory"]._refs)
+            copy_backend(golden["memory"], self.backend)
         self.store = SnapshotStore(self.backend)
         self.sess = self.store.session("s")
         self.first, self.head = self.sess.snapshots()
@@ -75,11 +78,10 @@ class Fixture:
         return SnapshotStore(DirectoryBackend(self.root, create=False) if self.kind == "directory" else self.backend)
 
     def contents(self) -> Any:
-        objects, refs = backend_contents(self.store)
         files = None
-        if self.kind == "directory":
-            files = {k: v for k, v in directory_files(self.root).items() if not k.startswith("locks")}
-        return objects, refs, files
+        if self.kind == "directory":  # a lock file is made by taking a lock, and holds nothing
+            files = {k: v for k, v in directory_files(self.root).items() if os.path.basename(k) != "lock"}
+        return store_contents(self.store), files
 
     @contextmanager
     def writes_nothing(self) -> Iterator[None]:
@@ -330,17 +332,21 @@ def test_a_model_that_does_not_serialize_is_refused(fx: Fixture) -> None:
     refused(fx, InvalidStateError, lambda: fx.sess.commit(Loose(thing=object())))
 
 
-def test_a_state_byte_identical_to_the_session_document_keeps_its_keyframe(tmp_path: Path) -> None:
-    """States and session documents share one object namespace; replacing the document after a
-    keyframe of the same bytes must not delete the keyframe."""
+def test_a_state_byte_identical_to_a_settings_entry_is_stored_as_a_state(tmp_path: Path) -> None:
+    """A state whose canonical bytes are those of the session's own settings entry (its checkpoint)
+    is a keyframe like any other: entries are typed, so the two can never be taken for each other."""
     store = SnapshotStore.open(tmp_path / "store", max_chain=0)  # every commit a keyframe
     sess = store.session("s")
-    doc_key = sess._doc_key
-    doc_state = orjson.loads(decode_object(doc_key, store.backend.get(doc_key)))
-    snap = sess.commit(doc_state)
+    key = sess.key
+    checkpoint = store.backend.read_segment(key, store.backend.segments(key)[0].segment).entries[0]
+    settings_state = orjson.loads(checkpoint[1:])
+    assert settings_state["checkpoint"] is True and settings_state["name"] == "s"
+    snap = sess.commit(settings_state)
+    sess.commit({"after": 1})
     assert store.verify(read_data=True).ok
-    again = SnapshotStore.open(tmp_path / "store")
-    assert canonical(again.session("s").state(snap.id)) == canonical(doc_state)
+    again = SnapshotStore.open(tmp_path / "store").session("s")
+    assert canonical(again.state(snap.id)) == canonical(settings_state)
+    assert again.max_snapshots == 10 and again.tags == {}  # the state was not read as settings
 
 
 # Subclasses of the JSON types are instances of them: each is written, and reads back, as its base
@@ -557,9 +563,26 @@ WRONG_ARGUMENTS: dict[str, tuple[type[SnapshotError], Callable[[Fixture], Any]]]
     "session-usage-bytes": (InvalidNameError, lambda f: f.store.session_usage(b"s")),
     "memory-max-chain-str": (SnapshotError, lambda f: SnapshotStore.memory(max_chain="5")),
     "memory-max-chain-negative": (SnapshotError, lambda f: SnapshotStore.memory(max_chain=-1)),
-    "memory-chain-factor-zero": (SnapshotError, lambda f: SnapshotStore.memory(max_chain_factor=0)),
-    "memory-chain-factor-nan": (SnapshotError, lambda f: SnapshotStore.memory(max_chain_factor=math.nan)),
-    "memory-chain-factor-bool": (SnapshotError, lambda f: SnapshotStore.memory(max_chain_factor=True)),
+    "memory-rebuild-budget-below-one": (SnapshotError, lambda f: SnapshotStore.memory(rebuild_budget=0.5)),
+    "memory-rebuild-budget-nan": (SnapshotError, lambda f: SnapshotStore.memory(rebuild_budget=math.nan)),
+    "memory-rebuild-budget-bool": (SnapshotError, lambda f: SnapshotStore.memory(rebuild_budget=True)),
+    "memory-max-runs-zero": (SnapshotError, lambda f: SnapshotStore.memory(max_runs=0)),
+    "memory-lock-timeout-negative": (SnapshotError, lambda f: SnapshotStore.memory(lock_timeout=-1)),
+    "memory-lock-timeout-str": (SnapshotError, lambda f: SnapshotStore.memory(lock_timeout="1")),
+    "session-max-lowered-below-count": (SnapshotError, lambda f: f.store.session("s", max_snapshots=1)),
+    "tag-empty-name": (SnapshotError, lambda f: f.sess.tag(f.head.id, "")),
+    "tag-int-name": (SnapshotError, lambda f: f.sess.tag(f.head.id, 5)),
+    "tag-hex-name": (SnapshotError, lambda f: f.sess.tag(f.head.id, "deadbeefcafe")),
+    "tag-control-character": (SnapshotError, lambda f: f.sess.tag(f.head.id, "boss\n")),
+    "tag-long-name": (SnapshotError, lambda f: f.sess.tag(f.head.id, "t" * 101)),
+    "tag-unknown-id": (SnapshotNotFound, lambda f: f.sess.tag("0" * 32, "boss")),
+    "tag-none-id": (SnapshotNotFound, lambda f: f.sess.tag(None, "boss")),
+    "untag-unknown": (SnapshotNotFound, lambda f: f.sess.untag("nope")),
+    "untag-int": (SnapshotError, lambda f: f.sess.untag(5)),
+    "forget-zero": (SnapshotError, lambda f: f.sess.forget(0)),
+    "forget-str": (SnapshotError, lambda f: f.sess.forget("1")),
+    "forget-bool": (SnapshotError, lambda f: f.sess.forget(True)),
+    "rollback-model-not-a-model": (SnapshotError, lambda f: f.sess.rollback(f.head.id, model=dict)),
     "open-create-false-missing": (SnapshotError, lambda f: SnapshotStore.open(f.root.parent / "nope", create=False)),
 }
 
@@ -584,8 +607,6 @@ WRONG_ARGUMENTS_BUGS: dict[str, tuple[str, Callable[[Fixture], Any]]] = {
     # store.py SnapshotStore.__init__ does not check compression_level: zstandard fails on first write
     "compression-level-str": ("TypeError", lambda f: SnapshotStore(f.backend, compression_level="high").session("n")),
     "compression-level-too-high": ("ValueError", lambda f: SnapshotStore(f.backend, compression_level=99).session("n")),
-    # store.py reclaim(session) is public but takes a Session object; a name gives an AttributeError
-    "reclaim-with-a-name": ("AttributeError", lambda f: f.store.reclaim("s")),
 }
 
 
@@ -665,14 +686,18 @@ def _colliding_records(session: str, state_key: str) -> tuple[list[SnapshotRecor
 
 def test_ambiguous_prefix(fx: Fixture) -> None:
     """A hand-made session whose two snapshot ids share 8 hex digits: the prefix is ambiguous everywhere."""
-    state_key, _ = fx.store.objects.put(Kind.STATE, b'{"hp":7}')
-    records, ids = _colliding_records("amb", state_key)
+    state = b'{"hp":7}'
+    records, ids = _colliding_records("amb", object_id(state))
+    checkpoint = encode_meta({"checkpoint": True, "name": "amb", "max_snapshots": 10, "tags": {}})
+    keyframes = []
     for record in records:
-        fx.store.objects.put(Kind.RECORD, record.to_payload())
-    doc = SessionDoc(name="amb", max_snapshots=10, head=ids[1], snapshots=ids)
-    key, _ = fx.store.objects.put(Kind.SESSION, doc.to_payload())
-    assert fx.backend.cas_ref(SnapshotStore.session_ref("amb"), None, key)
+        mode, compressed = compress_keyframe(state, 3, None)
+        keyframes.append(encode_commit(record, mode, len(state), compressed))
+    key = session_key("amb")
+    with fx.backend.lock_session(key, 10):
+        fx.backend.append(key, 1, [checkpoint, *keyframes], 0)
     sess = fx.store.session("amb")
+    assert sess.snapshot_ids() == ids and sess.head is not None and sess.head.id == ids[1]
     prefix = ids[0][:8]
     for call in (sess.state, sess.snapshot, sess.rollback, sess.resolve, fx.store.find):
         err = refused(fx, AmbiguousSnapshotId, lambda call=call: call(prefix))
@@ -733,6 +758,8 @@ def test_odd_but_valid_session_names_round_trip(fx: Fixture) -> None:
         assert store.has_session(name)
         assert store.session(name).state(sid) == {"name": name}
     if fx.kind == "directory":
-        names = os.listdir(fx.root / "refs" / "sessions")
-        assert all(set(n) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-%") for n in names)
+        names = os.listdir(fx.root / "sessions")
+        # percent-encoded names; a long name becomes a prefix, "~" and a hash of the name
+        assert all(set(n) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-%~") for n in names)
+        assert all(len(n) <= 200 for n in names)
         assert len(names) == len(GOOD_NAMES) + 1
