@@ -2,7 +2,8 @@
 
 The bad archives are built here from the byte layout in docs/format.md ("Archive format,
 version 1"), independently of snapstore's writer: read an archive into its parts, change one
-thing, write it back with (or without) fresh checksums.
+thing, write it back with (or without) fresh checksums. Archives written by the format-1
+store (tests/data/archive-v1, made by that build) must import into today's store.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import io
 import os
 import random
 import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -28,12 +31,12 @@ from snapstore import FormatVersionError, SnapshotError, SnapshotNotFound, Snaps
 from snapstore import archive as archive_module
 from snapstore.archive import ArchiveError, ExportReport, ImportReport, import_archive
 from snapstore.archive import importer as archive_importer
-from snapstore.codec import MAX_OBJECT_SIZE, Kind, object_id
-from snapstore.objects import SessionDoc, SnapshotRecord
+from snapstore.codec import MAX_OBJECT_SIZE, object_id
 
 TRAILER = struct.Struct("<QQQQQ16s16sQ4s4s")
 ENTRY = struct.Struct("<32sQIB3s")
 STATE, DELTA, RECORD, STATE_PATCH = 1, 2, 3, 5
+V1_ARCHIVES = Path(__file__).parent / "data" / "archive-v1"
 
 
 # ---------------------------------------------------------------- archive surgery
@@ -103,16 +106,20 @@ class Parts:
         return path
 
 
-def contents(store: SnapshotStore) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], list[str]]:
-    """Everything a refused import must leave alone: objects with their bytes, refs, and (directory) files."""
+def contents(store: SnapshotStore) -> tuple[list[tuple[str, int, list[bytes]]], list[str]]:
+    """Everything a refused import must leave alone: every session's segments, entry by entry, and
+    (directory store) every file."""
     backend = store.backend
-    objects = sorted((key, backend.get(key)) for key in backend.iter_keys())
-    refs = sorted(backend.iter_refs())
+    segments = [
+        (key, info.segment, backend.read_segment(key, info.segment).entries)
+        for key in backend.session_keys()
+        for info in backend.segments(key)
+    ]
     files: list[str] = []
     root = getattr(backend, "root", None)
     if root is not None:
         files = sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
-    return objects, refs, files
+    return segments, files
 
 
 WORDS = ["ab", "cd", "ef", "gh", "ij"]
@@ -180,15 +187,14 @@ def test_round_trip_all_sessions_into_an_empty_store(
     assert target.verify().ok
 
 
-def test_export_report_and_archive_is_smaller_than_loose_objects(source: SnapshotStore, tmp_path: Path) -> None:
+def test_export_report_and_archive_is_smaller_than_the_store(source: SnapshotStore, tmp_path: Path) -> None:
     path = tmp_path / "a.snaparchive"
     report = source.export(path)
     assert isinstance(report, ExportReport)
     assert report.path == str(path) and report.archive_bytes == path.stat().st_size
     assert report.sessions == ["campaign", "side quest"]
     assert report.snapshots == 40 + 10
-    loose = sum(source.backend.size(k) for k in source.backend.iter_keys())
-    assert report.archive_bytes * 2 < loose
+    assert report.archive_bytes < source.stats()["stored_bytes"]  # one zstd-19 stream: deltas share context
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
@@ -250,32 +256,19 @@ def test_export_snapshots_within_named_sessions_and_unknown_ids(source: Snapshot
     assert target.session("side quest").snapshot_ids() == [sid]
 
 
-def test_import_into_a_store_that_shares_objects_writes_none_twice(source: SnapshotStore, tmp_path: Path) -> None:
+def test_merging_a_longer_archive_writes_only_what_the_session_lacks(source: SnapshotStore, tmp_path: Path) -> None:
     ids = source.session("campaign").snapshot_ids()
     early, full = tmp_path / "early.snaparchive", tmp_path / "full.snaparchive"
     source.export(early, snapshots=ids[:10])
     source.export(full, sessions=["campaign"])
     target = SnapshotStore.open(tmp_path / "target")
     target.import_archive(early)
-    before = set(target.backend.iter_keys())
-
-    written: list[str] = []
-    put_many = target.backend.put_many
-
-    def spy(items: Any) -> int:
-        items = list(items)
-        written.extend(key for key, _ in items)
-        return put_many(items)
-
-    target.backend.put_many = spy  # type: ignore[method-assign]
     report = target.import_archive(full, on_conflict="merge")
     assert report.merged == ["campaign"]
-    assert report.objects_present > 0
-    assert len(written) == len(set(written)) == report.objects_written
-    assert not set(written) & before  # nothing the store had was stored again
-    assert set(target.backend.iter_keys()) - before <= set(written) | {
-        target.backend.read_ref(target.session_ref("campaign"))
-    }
+    assert report.snapshots_present == 10 and report.snapshots_written == len(ids) - 10
+    (merged,) = report.sessions
+    assert merged.previous_head == ids[9] and merged.head == ids[-1]
+    assert any("head moved" in note and "extends" in note for note in merged.notes)
     copy, original = target.session("campaign"), source.session("campaign")
     assert copy.snapshot_ids() == ids
     for sid in ids:
@@ -293,17 +286,24 @@ def test_import_same_archive_twice_is_a_no_op(archive: Path, tmp_path: Path) -> 
     assert contents(target) == before
 
 
-def test_export_import_is_lossless_for_a_store_with_squashed_bases(tmp_path: Path) -> None:
-    store = SnapshotStore.open(tmp_path / "s", max_chain=10_000, max_chain_factor=1e9)  # one keyframe only
-    sess = store.session("g", max_snapshots=4)
-    play(sess, 80)
-    store.reclaim(sess)  # retention squashes the long chain: the oldest retained snapshot gets a base
-    assert sess._current().bases
-    path = tmp_path / "g.snaparchive"
-    store.export(path)
+def test_delta_records_stored_whole_travel_as_bases(source: SnapshotStore, tmp_path: Path) -> None:
+    """Importing chosen snapshots stores the first of each chain whole (its parent stays behind) while
+    its record, and id, still name a delta: exported again, the archive lists it as a base."""
+    ids = source.session("campaign").snapshot_ids()
+    chosen = [ids[3], ids[4], ids[20]]
+    first, second = tmp_path / "first.snaparchive", tmp_path / "second.snaparchive"
+    source.export(first, snapshots=chosen)
+    middle = SnapshotStore.open(tmp_path / "middle")
+    middle.import_archive(first)
+    middle.export(second)
+    (doc,) = Parts.read(second).manifest["sessions"]
+    assert doc["snapshots"] == chosen and doc["evicted"] == []
+    assert ids[3] in doc["bases"] and ids[4] not in doc["bases"]  # ids[4] is a delta on ids[3]
     target = SnapshotStore.memory()
-    target.import_archive(path)
-    assert_same_session(store, target, "g")
+    target.import_archive(second)
+    assert_same_session(middle, target, "campaign")
+    for sid in chosen:
+        assert canonical(target.session("campaign").state(sid)) == canonical(source.session("campaign").state(sid))
     assert target.verify().ok
 
 
@@ -343,8 +343,8 @@ def test_progress_is_reported_at_least_every_n_objects(source: SnapshotStore, tm
     calls.clear()
     SnapshotStore.memory().import_archive(path, progress=lambda d, t, w: calls.append((d, t, w)))
     phases = {w for _d, _t, w in calls}
-    assert {"reading archive", "verifying objects", "importing objects"} <= phases
-    for phase in ("verifying objects", "importing objects"):
+    assert {"reading archive", "verifying objects", "checking states", "importing snapshots"} <= phases
+    for phase in ("verifying objects", "checking states", "importing snapshots"):
         done = [d for d, _t, w in calls if w == phase]
         totals = {t for _d, t, w in calls if w == phase}
         assert len(totals) == 1 and done[-1] == totals.pop()
@@ -365,7 +365,9 @@ def test_existing_session_with_other_snapshots_is_refused_by_default(archive: Pa
     assert contents(target) == before
 
 
-def test_conflict_merge_appends_and_keeps_local_head(source: SnapshotStore, archive: Path) -> None:
+def test_conflict_merge_of_another_history_keeps_the_local_head_and_says_so(
+    source: SnapshotStore, archive: Path
+) -> None:
     target = SnapshotStore.memory()
     local = play(target.session("campaign", max_snapshots=5), 3, seed=99)
     report = target.import_archive(archive, on_conflict="merge")
@@ -374,11 +376,31 @@ def test_conflict_merge_appends_and_keeps_local_head(source: SnapshotStore, arch
     remote = source.session("campaign").snapshot_ids()
     assert sess.snapshot_ids() == [s.id for s in local] + remote
     assert sess.head is not None and sess.head.id == local[-1].id
-    assert sess.max_snapshots == len(local) + len(remote)  # raised: the import evicts nothing
+    merged = next(item for item in report.sessions if item.session == "campaign")
+    assert merged.head == local[-1].id and merged.previous_head == local[-1].id
+    assert any("head stays" in note and "does not extend" in note for note in merged.notes)
+    # raised so that the import evicts nothing, and said so
+    assert sess.max_snapshots == merged.max_snapshots == len(local) + len(remote)
+    assert merged.previous_max_snapshots == 5
+    assert any(f"raised from 5 to {len(local) + len(remote)}" in note for note in report.notes())
     for sid in remote:
         assert canonical(sess.state(sid)) == canonical(source.session("campaign").state(sid))
     assert target.verify().ok
     assert target.import_archive(archive, on_conflict="merge").unchanged == ["campaign", "side quest"]
+
+
+def test_conflict_merge_never_lowers_the_limit(source: SnapshotStore, tmp_path: Path) -> None:
+    ids = source.session("side quest").snapshot_ids()
+    path = tmp_path / "side.snaparchive"
+    source.export(path, sessions=["side quest"])
+    target = SnapshotStore.memory()
+    sess = target.session("side quest", max_snapshots=500)
+    play(sess, 2, seed=1)
+    report = target.import_archive(path, on_conflict="merge")
+    (merged,) = report.sessions
+    assert sess.max_snapshots == merged.max_snapshots == 500 and merged.previous_max_snapshots is None
+    assert not any("max_snapshots" in note for note in merged.notes)
+    assert sess.snapshot_ids()[2:] == ids
 
 
 def test_conflict_replace_swaps_in_the_archive_document(source: SnapshotStore, archive: Path) -> None:
@@ -399,7 +421,21 @@ def test_conflict_rename_imports_beside(source: SnapshotStore, archive: Path) ->
     report = target.import_archive(archive, on_conflict="rename")
     assert report.renamed == {"campaign": "campaign-imported"}
     assert target.session("campaign").snapshot_ids() == [s.id for s in mine[-3:]]
-    assert_same_session(source, target, "campaign", "campaign-imported")
+    # snapshot ids hash their session's name: the renamed copy has new ids, mapped in the report
+    original, copy = source.session("campaign"), target.session("campaign-imported")
+    (renamed,) = [item for item in report.sessions if item.action == "renamed"]
+    assert copy.snapshot_ids() == [renamed.renamed_ids[sid] for sid in original.snapshot_ids()]
+    assert not set(copy.snapshot_ids()) & set(original.snapshot_ids())
+    assert copy.head is not None and original.head is not None
+    assert copy.head.id == renamed.renamed_ids[original.head.id] == renamed.head
+    for sid in original.snapshot_ids():
+        assert canonical(copy.state(renamed.renamed_ids[sid])) == canonical(original.state(sid))
+        theirs, ours = original.snapshot(sid), copy.snapshot(renamed.renamed_ids[sid])
+        assert (ours.label, ours.turn, ours.timestamp, ours.state_hash) == (
+            theirs.label, theirs.turn, theirs.timestamp, theirs.state_hash
+        )  # fmt: skip
+        assert ours.session == "campaign-imported"
+    assert any("new ids" in note for note in renamed.notes)
     again = target.import_archive(archive, on_conflict="rename")
     assert again.renamed["campaign"] == "campaign-imported-2"
     assert target.verify().ok
@@ -431,7 +467,8 @@ def test_session_created_during_the_import_follows_the_policy(
         assert report.replaced == ["campaign"] and target.session("campaign").snapshot_ids() == remote
     else:
         assert report.renamed == {"campaign": "campaign-imported"}
-        assert target.session("campaign-imported").snapshot_ids() == remote
+        (renamed,) = [item for item in report.sessions if item.action == "renamed"]
+        assert target.session("campaign-imported").snapshot_ids() == [renamed.renamed_ids[sid] for sid in remote]
         assert len(target.session("campaign")) == 2
     assert target.verify().ok
 
@@ -486,7 +523,7 @@ def refused(target: SnapshotStore, path: Path, error: type[Exception] = ArchiveE
 @pytest.mark.parametrize("keep", [0, 3, 8, 20, 95, "half", -200, -89, -88, -60, -1])
 def test_truncated_archive(archive: Path, target: SnapshotStore, tmp_path: Path, keep: int | str) -> None:
     data = archive.read_bytes()
-    cut = len(data) // 2 if keep == "half" else keep
+    cut = len(data) // 2 if isinstance(keep, str) else keep
     bad = tmp_path / "cut.snaparchive"
     bad.write_bytes(data[:cut])
     error = refused(target, bad)
@@ -822,55 +859,29 @@ def test_not_an_archive(target: SnapshotStore, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- streaming
 
 
-def build_long_session(store: SnapshotStore, turns: int, *, keyframe_every: int = 50) -> tuple[list[str], Any]:
-    """A session of ``turns`` snapshots written object by object, as commits would write them.
-
-    Committing 10,000 snapshots one by one rewrites a session document listing them all
-    each time (quadratic), so the test writes the same objects directly and one document.
-    """
+def build_long_session(store: SnapshotStore, turns: int) -> tuple[list[str], Any]:
+    """A session of ``turns`` snapshots, each state a sliding window of six 3 KB messages."""
     rng = random.Random(1)
-    objects = store.objects
+    sess = store.session("long", max_snapshots=turns)
     state: dict[str, Any] = {"turn": 0, "log": []}
-    parent: str | None = None
     ids: list[str] = []
-    depth = chain = 0
-    ratio = 1.0
     for turn in range(turns):
-        ops: list[dict[str, Any]] = []
         if len(state["log"]) >= 6:
             del state["log"][0]
-            ops.append({"op": "remove", "path": "/log/0"})
-        message = rng.randbytes(1500).hex()
-        state["log"].append(message)
+        state["log"].append(rng.randbytes(1500).hex())
         state["turn"] = turn
-        ops += [{"op": "add", "path": "/log/-", "value": message}, {"op": "replace", "path": "/turn", "value": turn}]
-        data = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
-        delta: str | None
-        if parent is None or turn % keyframe_every == 0:
-            _key, stored = objects.put(Kind.STATE, data)
-            delta, depth, chain, ratio = None, 0, 0, round(stored / len(data), 6)
-        else:
-            delta, stored = objects.put(Kind.DELTA, orjson.dumps(ops, option=orjson.OPT_SORT_KEYS))
-            depth, chain = depth + 1, chain + stored
-        record = SnapshotRecord(
-            "long", parent, object_id(data), delta, "auto", f"2024-01-01T00:00:{turn // 1000:02d}.{turn % 1000:06d}Z",
-            turn, len(data), depth, chain, ratio,
-        )  # fmt: skip
-        parent, _ = objects.put(Kind.RECORD, record.to_payload())
-        ids.append(parent)
-    key, _ = objects.put(Kind.SESSION, SessionDoc("long", turns, parent, ids).to_payload())
-    assert store.backend.cas_ref(store.session_ref("long"), None, key)
+        ids.append(sess.commit(state, turn=turn).id)
     return ids, state
 
 
-def test_ten_thousand_snapshots_stream_in_bounded_memory(tmp_path: Path) -> None:
-    """Export and import of a 10,000-snapshot session hold neither the archive nor the states in memory.
+def test_thousands_of_snapshots_stream_in_bounded_memory(tmp_path: Path) -> None:
+    """Export and import of a 2,000-snapshot session hold neither the archive nor the states in memory.
 
-    What they do hold is per-snapshot bookkeeping (ids: tens of bytes each) and, like every
-    read of a session, one parsed session document listing 10,000 ids.
+    What they do hold is per-snapshot bookkeeping (ids and records: a few hundred bytes each)
+    and one state at a time (import rebuilds each state and checks it against its hash).
     """
     store = SnapshotStore.memory()
-    ids, last = build_long_session(store, 10_000)
+    ids, last = build_long_session(store, 2_000)
     sess = store.session("long")
     assert canonical(sess.state(ids[-1])) == canonical(last)
     path = tmp_path / "long.snaparchive"
@@ -885,15 +896,15 @@ def test_ten_thousand_snapshots_stream_in_bounded_memory(tmp_path: Path) -> None
         kept, import_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert report.snapshots == 10_000 and imported.created == ["long"]
-    body = report.raw_bytes
-    assert body > 30 << 20  # every state in full would be 10,000 x 18 KB = 180 MB
-    assert export_peak < body / 5, (export_peak, body)
+    assert report.snapshots == 2_000 and imported.created == ["long"]
+    states = sum(snap.size for snap in sess.snapshots())
+    assert states > 30 << 20  # every state in full: 2,000 x 18 KB
+    assert export_peak < states / 5, (export_peak, states)
     # the memory store keeps what was imported (``kept``); beyond that, import held little at any time
-    assert import_peak - kept < body / 5, (import_peak, kept, body)
+    assert import_peak - kept < states / 5, (import_peak, kept, states)
     copy = target.session("long")
-    assert len(copy) == 10_000
-    for sid in (ids[0], ids[4321], ids[-1]):
+    assert len(copy) == 2_000
+    for sid in (ids[0], ids[1234], ids[-1]):
         assert canonical(copy.state(sid)) == canonical(sess.state(sid))
 
 
@@ -907,3 +918,269 @@ def test_export_leaves_no_partial_file_on_failure(source: SnapshotStore, tmp_pat
     with pytest.raises(RuntimeError):
         source.export(path, progress=boom)
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- archives written by the format-1 store
+
+
+def expected_v1() -> dict[str, Any]:
+    expected: dict[str, Any] = orjson.loads((V1_ARCHIVES / "expected.json").read_bytes())
+    return expected
+
+
+def test_an_archive_written_by_the_format_1_store_imports_with_its_ids(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    target = make_store()
+    report = target.import_archive(V1_ARCHIVES / "store.snaparchive")
+    expected = expected_v1()
+    assert sorted(report.created) == sorted(expected) == target.sessions()
+    for name, want in expected.items():
+        sess = target.session(name)
+        assert sess.snapshot_ids() == want["snapshots"]  # ids hash the same record JSON as in format 1
+        assert sess.head is not None and sess.head.id == want["head"]
+        assert sess.max_snapshots == want["max_snapshots"]
+        for sid, state in want["states"].items():
+            assert canonical(sess.state(sid)) == canonical(state)
+    assert target.verify().ok
+    # and the session goes on from there
+    target.session("campaign").commit({"after": "import"})
+    assert target.verify().ok
+
+
+def test_chosen_snapshots_written_by_the_format_1_store_import(tmp_path: Path) -> None:
+    want = expected_v1()["campaign"]
+    target = SnapshotStore.open(tmp_path / "target")
+    target.import_archive(V1_ARCHIVES / "chosen.snaparchive")
+    sess = target.session("campaign")
+    assert sess.snapshot_ids() == want["chosen"]
+    assert sess.head is not None and sess.head.id == want["chosen"][-1]
+    for sid in want["chosen"]:
+        assert canonical(sess.state(sid)) == canonical(want["states"][sid])
+    assert target.verify().ok
+
+
+def test_a_format_1_archive_exported_again_keeps_ids_and_states(tmp_path: Path) -> None:
+    """Imported, then exported by today's store: the same sessions, ids and states, and session
+    documents with exactly the members format 1 wrote (no tags: these sessions have none)."""
+    middle = SnapshotStore.open(tmp_path / "middle")
+    middle.import_archive(V1_ARCHIVES / "store.snaparchive")
+    again = tmp_path / "again.snaparchive"
+    middle.export(again)
+    original = Parts.read(V1_ARCHIVES / "store.snaparchive").manifest["sessions"]
+    for old, new in zip(original, Parts.read(again).manifest["sessions"], strict=True):
+        assert set(new) == set(old)
+        assert (new["name"], new["head"], new["snapshots"], new["max_snapshots"]) == (
+            old["name"], old["head"], old["snapshots"], old["max_snapshots"]
+        )  # fmt: skip
+    target = SnapshotStore.memory()
+    target.import_archive(again)
+    for name, want in expected_v1().items():
+        assert target.session(name).snapshot_ids() == want["snapshots"]
+        for sid, state in want["states"].items():
+            assert canonical(target.session(name).state(sid)) == canonical(state)
+
+
+# ---------------------------------------------------------------- tags
+
+
+def test_tags_travel_and_keep_an_old_snapshot_retained(tmp_path: Path) -> None:
+    """Retention keeps a tagged snapshot beyond the limit; without its tag the import would evict it."""
+    store = SnapshotStore.memory(max_chain=6)
+    kept = store.session("tagged", max_snapshots=5)
+    early = play(kept, 3)
+    kept.tag(early[1].id, "start")
+    play(kept, 20, start=3)
+    assert kept.tags == {"start": early[1].id} and early[1].id in kept.snapshot_ids()
+    path = tmp_path / "tags.snaparchive"
+    store.export(path)
+    (doc,) = Parts.read(path).manifest["sessions"]
+    assert doc["tags"] == {"start": early[1].id}
+    target = SnapshotStore.memory()
+    target.import_archive(path)
+    copy = target.session("tagged")
+    assert copy.tags == kept.tags and copy.snapshot_ids() == kept.snapshot_ids()
+    assert canonical(copy.state("start")) == canonical(kept.state("start"))
+    assert target.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("tags", "reason"),
+    [
+        ({"x": "0" * 32}, "bad session document"),  # a snapshot the document does not list
+        ({"": None}, "bad session document"),
+        ([], "bad session document"),
+        ({"deadbeefdeadbeef": "SNAPSHOT"}, "bad session document"),  # a tag that looks like an id
+    ],
+)
+def test_malformed_tags(archive: Path, target: SnapshotStore, tmp_path: Path, tags: Any, reason: str) -> None:
+    parts = Parts.read(archive)
+    doc = parts.manifest["sessions"][0]
+    if isinstance(tags, dict):
+        tags = {k: doc["snapshots"][0] if v == "SNAPSHOT" else v for k, v in tags.items()}
+    doc["tags"] = tags
+    assert refused(target, parts.build(tmp_path / "tags.snaparchive")).details["reason"] == reason
+
+
+# ---------------------------------------------------------------- the temporary file
+
+
+def leftover(folder: Path, name: str, content: bytes, age: float) -> Path:
+    path = folder / name
+    path.write_bytes(content)
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_export_removes_leftovers_of_killed_exports_after_a_grace_period(source: SnapshotStore, tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    hour = 3600
+    stale = leftover(folder, ".a.snaparchive.tmp-4242-0123456789abcdef", b"SNPA\x01\0\0\0partial", 2 * hour)
+    empty = leftover(folder, ".b.snaparchive.tmp-17-fedcba9876543210", b"", 2 * hour)
+    young = leftover(folder, ".a.snaparchive.tmp-4243-0123456789abcdef", b"SNPA\x01", 60)
+    other = leftover(folder, ".notes.txt.tmp-1-0123456789abcdef", b"someone else's file", 2 * hour)
+    named = leftover(folder, "a.snaparchive.tmp-1-0123456789abcdef", b"SNPA", 2 * hour)  # not hidden: not ours
+    link = folder / ".c.snaparchive.tmp-5-0123456789abcdef"
+    link.symlink_to(stale)
+    report = source.export(folder / "a.snaparchive")
+    assert report.temporary_files_removed == 2
+    assert not stale.exists() and not empty.exists()
+    assert young.exists() and other.exists() and named.exists() and link.is_symlink()
+    assert sorted(p.name for p in folder.iterdir() if ".tmp-" not in p.name) == ["a.snaparchive"]
+
+
+FULL_DISK = """
+import json, resource, sys
+from snapstore import SnapshotStore
+from snapstore.archive import ArchiveError
+store = SnapshotStore.open(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    store.export(sys.argv[2])
+except ArchiveError as exc:
+    print(json.dumps({"message": str(exc), **exc.details}))
+"""
+
+
+def test_a_write_failure_while_exporting_is_an_archive_error_and_leaves_the_target(tmp_path: Path) -> None:
+    """A file-size limit makes the kernel refuse the write (EFBIG), as a full disk would (ENOSPC)."""
+    store = SnapshotStore.open(tmp_path / "store")
+    play(store.session("big", max_snapshots=100), 60)
+    target = tmp_path / "out" / "big.snaparchive"
+    target.parent.mkdir()
+    target.write_bytes(b"the previous archive")
+    run = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path / "store"), str(target), "1000"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    details = orjson.loads(run.stdout)
+    assert details["reason"] == "write failed" and details["errno"] == 27  # EFBIG
+    assert details["path"] == str(target) and str(target) in details["message"] and "errno 27" in details["message"]
+    assert target.read_bytes() == b"the previous archive"
+    assert os.listdir(target.parent) == ["big.snaparchive"]
+
+
+# ---------------------------------------------------------------- every number read is range-checked
+
+U64_MAX = 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("frames_length", U64_MAX, "length mismatch"),
+        ("body_size", U64_MAX, "too large"),
+        ("payloads_size", U64_MAX, "bad trailer"),
+        ("manifest_size", U64_MAX, "too large"),
+        ("count", U64_MAX, "too large"),
+    ],
+)
+def test_trailer_numbers_out_of_range(
+    archive: Path, target: SnapshotStore, tmp_path: Path, field: str, value: int, reason: str
+) -> None:
+    parts = Parts.read(archive)
+    override: dict[str, Any] = {field: value}
+    error = refused(target, parts.build(tmp_path / f"{field}.snaparchive", **override))
+    assert error.details["reason"] == reason and error.details["field"] == field
+
+
+@pytest.mark.parametrize(("field", "value"), [("offset", U64_MAX), ("length", 2**32 - 1), ("length", 0)])
+def test_index_numbers_out_of_range(
+    archive: Path, target: SnapshotStore, tmp_path: Path, field: str, value: int
+) -> None:
+    parts = Parts.read(archive)
+    _payloads, _manifest, index = parts.body()
+    entries = [list(e) for e in ENTRY.iter_unpack(index)]
+    entries[2][1 if field == "offset" else 2] = value
+    bad = parts.build(tmp_path / "index.snaparchive", raw_index=b"".join(ENTRY.pack(*e) for e in entries))
+    error = refused(target, bad)
+    assert error.details["reason"] == "bad index" and error.details["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("generation", U64_MAX), ("generation", -1), ("max_snapshots", U64_MAX), ("max_snapshots", 2**63)],
+)
+def test_session_numbers_out_of_range(
+    archive: Path, target: SnapshotStore, tmp_path: Path, field: str, value: int
+) -> None:
+    """A generation of 2**64-1 imported once made every later commit fail with a bare TypeError."""
+    parts = Parts.read(archive)
+    parts.manifest["sessions"][0][field] = value
+    error = refused(target, parts.build(tmp_path / "doc.snaparchive"))
+    assert error.details["reason"] == "bad session document" and error.details["field"] == field
+    assert str(value) in str(error)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("turn", 2**63, "number out of range"),
+        ("size", MAX_OBJECT_SIZE + 1, "number out of range"),
+        ("size", -1, "number out of range"),
+        ("depth", 2**32, "number out of range"),
+        ("depth", -1, "number out of range"),
+        ("chain_bytes", -1, "number out of range"),
+        ("base_ratio", 1e300, "number out of range"),
+        ("base_ratio", -0.5, "number out of range"),
+        ("label", "x" * 65536, "bad record"),
+    ],
+)
+def test_record_numbers_out_of_range(
+    archive: Path, target: SnapshotStore, tmp_path: Path, field: str, value: Any, reason: str
+) -> None:
+    parts = Parts.read(archive)
+    doc = next(d for d in parts.manifest["sessions"] if d["name"] == "side quest")
+    newest = parts.index(doc["head"])
+    record = orjson.loads(parts.payloads[newest])
+    record[field] = value
+    parts.payloads[newest] = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    parts.entries[newest][0] = doc["head"] = doc["snapshots"][-1] = object_id(parts.payloads[newest])
+    error = refused(target, parts.build(tmp_path / "record.snaparchive"))
+    assert error.details["reason"] == reason and error.details["object"] == parts.entries[newest][0]
+    if reason == "number out of range":
+        assert error.details["field"] == field
+
+
+def test_keyframe_record_with_a_depth_is_refused(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    """A full-state record says depth 0; the store's record layout keeps no other."""
+    parts = Parts.read(archive)
+    i = next(
+        i for i, e in enumerate(parts.entries) if e[3] == RECORD and orjson.loads(parts.payloads[i])["delta"] is None
+    )
+    record = orjson.loads(parts.payloads[i])
+    record["depth"] = 3
+    parts.payloads[i] = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    parts.entries[i][0] = object_id(parts.payloads[i])
+    error = refused(target, parts.build(tmp_path / "depth.snaparchive"))
+    assert error.details["reason"] == "number out of range" and error.details["field"] == "depth"
+
+
+def test_state_patch_size_out_of_range(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    i = next(i for i, e in enumerate(parts.entries) if e[3] == STATE_PATCH)
+    body = orjson.loads(parts.payloads[i])
+    body["size"] = U64_MAX
+    parts.payloads[i] = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    assert refused(target, parts.build(tmp_path / "patch.snaparchive")).details["reason"] == "bad state patch"

@@ -1,13 +1,25 @@
 """Export: the chosen sessions' records, deltas and base states, in chain order, as one zstd
 stream at a high level, so deltas compress against each other. A keyframe whose parent is
-exported too is written as a patch from the parent's state (a "state patch")."""
+exported too is written as a patch from the parent's state (a "state patch").
+
+The archive keeps its own format whatever the store's: objects keyed by hash (record JSON,
+delta payloads, full states) and one session document per session. A session's chains are
+read from its segments: a chain starts at a keyframe entry, whose payload is the full state,
+and every later payload of the chain is the delta its record names. The temporary file sits
+beside the target, and an export removes leftovers of interrupted exports to that folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import secrets
+import stat
 import struct
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -16,10 +28,11 @@ import xxhash
 import zstandard
 
 from .. import codec
-from ..chains import check_state
-from ..codec import Kind
+from ..backends.base import SegmentMissing
 from ..delta import apply_patch, diff
-from ..errors import CorruptObjectError, SnapshotNotFound
+from ..entries import KEY_MODES
+from ..errors import ArchiveError, CorruptObjectError, SnapshotNotFound
+from ..history import READ_ATTEMPTS, IndexedCommit, SessionLog
 from ..objects import SessionDoc
 from ..session import resolve_prefix
 from .layout import (
@@ -34,13 +47,16 @@ from .layout import (
     TRAILER,
     TRAILER_MAGIC,
     IdIndex,
-    Links,
     Progress,
-    links,
 )
 
 if TYPE_CHECKING:
     from ..store import SnapshotStore
+
+STATE, DELTA, RECORD = 1, 2, 3
+#: temporary files of interrupted exports younger than this may still be written by their export
+TEMPORARY_GRACE_SECONDS = 3600.0
+_TEMPORARY = re.compile(r"\..+\.tmp-[0-9]+-[0-9a-f]{16}")
 
 
 @dataclass
@@ -53,6 +69,7 @@ class ExportReport:
     objects: int  # records, deltas and states in the archive
     archive_bytes: int  # size of the archive file
     raw_bytes: int  # decompressed size of its body
+    temporary_files_removed: int = 0  # leftovers of interrupted exports to the same folder
 
 
 def export_archive(
@@ -63,33 +80,87 @@ def export_archive(
     progress: Progress | None = None,
     *,
     level: int = DEFAULT_LEVEL,
+    grace_seconds: float = TEMPORARY_GRACE_SECONDS,
 ) -> ExportReport:
     """Write an archive of every session, of the named ``sessions``, or of chosen ``snapshots``.
 
-    ``snapshots`` takes ids or unique prefixes of retained snapshots (looked up
-    in ``sessions`` when both are given); each comes with the chain it needs and
-    its session's document, restricted to the chosen snapshots. The file is
-    written beside ``path`` and renamed into place when complete.
+    ``snapshots`` takes ids, unique prefixes or tags of retained snapshots (looked up in
+    ``sessions`` when both are given); each comes with the chain it needs and its session's
+    document, restricted to the chosen snapshots. Takes no lock: writers keep going, and a
+    segment reclaimed while it is read is read again. The file is written as
+    ``.<name>.tmp-<pid>-<random>`` beside ``path`` and renamed into place when complete; such
+    files older than ``grace_seconds`` (left by an export that was killed) are removed first.
+    A failed write (a full disk, say) raises ``ArchiveError`` naming the path and the errno,
+    leaving ``path`` as it was.
     """
     target = Path(path)
-    with store.writing():  # shared: no gc or reclaim deletes what we are reading
-        plans = _plan_export(store, _names(sessions), _names(snapshots))
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{id(plans):x}")
-        try:
-            with open(tmp, "wb") as out:
-                raw = _ArchiveWriter(store, out, level, progress).write(plans)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    plans = _plan_export(store, _names(sessions), _names(snapshots))
+    removed = remove_stale_temporaries(target.parent, grace_seconds)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(8)}")
+    try:
+        with open(tmp, "xb") as out:
+            raw = _ArchiveWriter(store, out, level, progress).write(plans)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+        size = target.stat().st_size
+    except OSError as exc:
+        _remove(tmp)
+        raise ArchiveError(
+            f"cannot write archive {target}: {exc.strerror or exc} (errno {exc.errno}); {target} is unchanged",
+            {"path": str(target), "errno": exc.errno, "reason": "write failed", "temporary": str(tmp)},
+        ) from exc
+    except BaseException:
+        _remove(tmp)
+        raise
     return ExportReport(
         path=str(target),
         sessions=[p.doc.name for p in plans],
         snapshots=sum(len(p.doc.snapshots) for p in plans),
         objects=raw[1],
-        archive_bytes=target.stat().st_size,
+        archive_bytes=size,
         raw_bytes=raw[0],
+        temporary_files_removed=removed,
     )
+
+
+def remove_stale_temporaries(folder: Path, grace_seconds: float = TEMPORARY_GRACE_SECONDS) -> int:
+    """Remove temporary files of interrupted exports in ``folder`` older than the grace period.
+
+    Only regular files named as export names them, and holding nothing or an archive's
+    header, are removed; anything else (a symlink, another program's file) is left alone.
+    """
+    cutoff = time.time() - grace_seconds
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        if not _TEMPORARY.fullmatch(name):
+            continue
+        candidate = folder / name
+        try:
+            info = os.lstat(candidate)
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
+                continue
+            with open(candidate, "rb", opener=_no_follow) as f:
+                if f.read(len(MAGIC)) not in (b"", MAGIC):
+                    continue
+            candidate.unlink()
+            removed += 1
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+
+
+def _remove(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def _names(value: Iterable[str] | str | None) -> list[str] | None:
@@ -100,97 +171,116 @@ def _names(value: Iterable[str] | str | None) -> list[str] | None:
 
 @dataclass
 class _Plan:
-    doc: SessionDoc  # the document the archive carries
-    order: IdIndex  # the records to export, parents before children
-    bases: set[str]  # where this session's chains stop (its document's bases)
-    patch_parents: set[str]  # parents of base records: candidates to write their child's state as a patch
-    objects: int  # records, deltas and states (before removing duplicates)
-    estimate: int  # rough decompressed size, to size the compression window
+    log: SessionLog  # the session as read (refreshed when a segment moved under the export)
+    chosen: set[str] | None  # the chosen snapshots, or None for the whole session
+    doc: SessionDoc = field(init=False)  # the document the archive carries
+    tags: dict[str, str] = field(init=False)  # tags naming exported snapshots
+    order: IdIndex = field(init=False)  # the records to export, parents before children
+    patch_parents: set[str] = field(init=False)  # parents of keyframes: their child's state may be a patch
+    objects: int = field(init=False)  # records, deltas and states (before removing duplicates)
+    estimate: int = field(init=False)  # rough decompressed size, to size the compression window
+
+    def __post_init__(self) -> None:
+        self.replan()
+
+    def replan(self) -> None:
+        """The records to export (walk order) and the document the archive carries."""
+        log = self.log
+        retained = log.retained()
+        if self.chosen is None:
+            listed = retained
+            head = log.head
+            roots = [*listed, *([head] if head is not None else [])]
+        else:
+            listed = [sid for sid in retained if sid in self.chosen]
+            missing = self.chosen - set(listed)
+            if missing:
+                raise SnapshotNotFound(
+                    f"snapshot {min(missing)} is no longer retained in session {log.name!r}",
+                    {"snapshot": min(missing), "session": log.name},
+                )
+            head = log.head if log.head in self.chosen else listed[-1]
+            roots = listed
+        order = IdIndex()
+        bases: list[str] = []
+        self.patch_parents = set()
+        self.objects = self.estimate = 0
+        for root in roots:
+            path = log.chain(root)
+            keyframe = path[0]
+            new = [c for c in path if bytes.fromhex(c.id) not in order]
+            if not new:
+                continue
+            if new[0] is keyframe:
+                self.objects += 1
+                self.estimate += keyframe.record.size
+                if keyframe.record.delta is not None:
+                    bases.append(keyframe.id)  # a delta record stored whole: its chain stops here
+                if keyframe.record.parent is not None:
+                    self.patch_parents.add(keyframe.record.parent)
+            for commit in new:
+                order.add(bytes.fromhex(commit.id))
+                self.objects += 1 + (commit is not keyframe)
+                self.estimate += 2048
+        listed_set = set(listed)
+        self.order = order
+        self.tags = {tag: sid for tag, sid in sorted(log.tags.items()) if sid in listed_set}
+        self.doc = SessionDoc(
+            name=log.name,
+            max_snapshots=log.max_snapshots,
+            head=head,
+            snapshots=listed,
+            bases=bases,
+            evicted=[key.hex() for key in (order.key(n) for n in range(len(order))) if key.hex() not in listed_set],
+        )
+
+    def document(self) -> bytes:
+        """The session document as canonical JSON; tags, when the session has any, as an extra member
+        ``tags`` (name -> id) that readers without tags skip."""
+        payload = self.doc.to_payload()
+        if not self.tags:
+            return payload
+        body = orjson.loads(payload)
+        body["tags"] = self.tags
+        return codec.dumps(body)
 
 
 def _plan_export(store: SnapshotStore, sessions: list[str] | None, snapshots: list[str] | None) -> list[_Plan]:
+    from ..store import session_key
+
     names = sorted(set(sessions)) if sessions is not None else store.sessions()
-    docs = {name: _read_doc(store, name) for name in names}
+    logs = {}
+    for name in names:
+        if not store.has_session(name):  # checks the name, too
+            raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
+        log = logs[name] = SessionLog(store.backend, session_key(name), name)
+        log.refresh()
     chosen: dict[str, set[str]] | None = None
     if snapshots is not None:
         owners: dict[str, str] = {}
-        for name, doc in docs.items():
-            for sid in doc.snapshots:
+        for name, log in logs.items():
+            for sid in log.retained():
                 owners.setdefault(sid, name)
         where = "the store" if sessions is None else "sessions " + ", ".join(repr(n) for n in names)
         chosen = {}
         for prefix in snapshots:
-            sid = resolve_prefix(prefix, owners, where=where)
+            sid = _resolve(prefix, owners, logs, where)
             chosen.setdefault(owners[sid], set()).add(sid)
-    plans = []
-    for name in names:
-        doc = docs[name]
-        if chosen is not None and name not in chosen:
-            continue
-        plans.append(_plan_session(store, doc, None if chosen is None else chosen[name]))
-    return plans
+    return [
+        _Plan(logs[name], None if chosen is None else chosen[name])
+        for name in names
+        if chosen is None or name in chosen
+    ]
 
 
-def _read_doc(store: SnapshotStore, name: str) -> SessionDoc:
-    from ..store import check_session_name
-
-    check_session_name(name)
-    found = store.load_session_doc(store.session_ref(name), name)
-    if found is None:
-        raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
-    return found[1]
-
-
-def _plan_session(store: SnapshotStore, doc: SessionDoc, chosen: set[str] | None) -> _Plan:
-    """The records to export for one session (walk order) and the document the archive carries."""
-    if chosen is None:
-        listed = list(doc.snapshots)
-        head = doc.head
-        roots = [*doc.snapshots, *([doc.head] if doc.head else [])]
-    else:
-        listed = [sid for sid in doc.snapshots if sid in chosen]
-        head = doc.head if doc.head in chosen else listed[-1]
-        roots = listed
-    bases = set(doc.bases)
-    order = IdIndex()
-    patch_parents: set[str] = set()
-    objects = estimate = 0
-    for root in roots:
-        path: list[str] = []
-        on_path: set[str] = set()
-        current: str | None = root
-        while current is not None and bytes.fromhex(current) not in order:
-            if current in on_path:
-                raise CorruptObjectError(
-                    f"snapshot {root} has a cyclic parent chain at {current}", {"object": current, "snapshot": root}
-                )
-            path.append(current)
-            on_path.add(current)
-            payload = store.objects.get(current, Kind.RECORD)  # hash-checked; import checks its fields
-            record = links(payload)
-            objects += 1 + (record.delta is not None)
-            estimate += 2048
-            if record.delta is None or current in bases:
-                objects += 1
-                estimate += orjson.loads(payload)["size"]
-                if record.parent is not None:
-                    patch_parents.add(record.parent)
-                break
-            current = record.parent
-        for sid in reversed(path):
-            order.add(bytes.fromhex(sid))
-    listed_set = set(listed)
-    evicted = [key.hex() for key in (order.key(n) for n in range(len(order))) if key.hex() not in listed_set]
-    out = SessionDoc(
-        name=doc.name,
-        max_snapshots=doc.max_snapshots,
-        head=head,
-        snapshots=listed,
-        bases=[b for b in doc.bases if bytes.fromhex(b) in order],
-        evicted=evicted,
-        generation=doc.generation,
-    )
-    return _Plan(out, order, bases, patch_parents, objects, estimate)
+def _resolve(wanted: str, owners: dict[str, str], logs: dict[str, SessionLog], where: str) -> str:
+    """A snapshot id from an id, a unique prefix, or a tag (``session:tag`` or a tag only one session has)."""
+    if isinstance(wanted, str):
+        session, _, tag = wanted.rpartition(":")
+        named = [log.tags[tag] for name, log in logs.items() if tag in log.tags and session in ("", name)]
+        if len(named) == 1 and named[0] in owners:
+            return named[0]
+    return resolve_prefix(wanted, owners, where=where)
 
 
 class _HashingWriter:
@@ -214,7 +304,6 @@ class _HashingWriter:
 class _ArchiveWriter:
     def __init__(self, store: SnapshotStore, out: BinaryIO, level: int, progress: Progress | None) -> None:
         self.store = store
-        self.objects = store.objects
         self.out = out
         self.level = level
         self.progress = progress
@@ -238,15 +327,15 @@ class _ArchiveWriter:
         frames = _HashingWriter(self.out)
         self.stream = zstandard.ZstdCompressor(compression_params=params).stream_writer(frames, closefd=False)  # type: ignore[arg-type]
         for plan in plans:
-            self._write_chains(plan)
+            self._write_session(plan)
         for plan in plans:
             for number in range(len(plan.order)):
-                sid = plan.order.key(number)
-                if sid not in self.emitted:
-                    self._emit(sid, Kind.RECORD, self.objects.get(sid.hex(), Kind.RECORD))
+                key = plan.order.key(number)
+                if key not in self.emitted:
+                    self._emit(key, RECORD, plan.log.commits[key.hex()].record.to_payload())
         payloads_size = self.offset
         # canonical JSON, assembled from the documents' own canonical bytes (members in key order)
-        docs = b",".join(plan.doc.to_payload() for plan in plans)
+        docs = b",".join(plan.document() for plan in plans)
         manifest = b'{"format":%d,"sessions":[%s],"type":"%s"}' % (ARCHIVE_VERSION, docs, MANIFEST_TYPE.encode())
         del docs
         self.stream.write(manifest)
@@ -271,80 +360,74 @@ class _ArchiveWriter:
             self.progress(self.count, self.count, "exporting objects")
         return body_size, self.count
 
-    def _write_chains(self, plan: _Plan) -> None:
-        """A session's deltas and base states, in walk order (parents first).
+    def _write_session(self, plan: _Plan) -> None:
+        """A session's chains; when a segment is reclaimed or rewritten under the export, read again.
 
-        When the session has keyframes whose parent is exported too, the state of
-        the record just written is kept (applying each delta in turn) so that such
-        a keyframe can be written as a patch from it.
+        Objects already written stay (each is checked against its hash and is harmless
+        when no record needs it); the session is planned again from what it holds now.
         """
-        running: tuple[str, Any] | None = None  # (snapshot, its state) when known
+        for _attempt in range(READ_ATTEMPTS):
+            try:
+                self._write_chains(plan)
+                return
+            except (SegmentMissing, CorruptObjectError):
+                if not plan.log.refresh():
+                    raise  # nothing moved: real damage
+                plan.replan()
+        raise CorruptObjectError(
+            f"session {plan.log.name!r} kept changing while it was exported", {"session": plan.log.name}
+        )
+
+    def _write_chains(self, plan: _Plan) -> None:
+        """A session's deltas and base states, in walk order (parents first)."""
+        log = plan.log
         for number in range(len(plan.order)):
             sid = plan.order.key(number).hex()
-            record = links(self.objects.get(sid, Kind.RECORD))  # checked when planning
-            is_base = record.delta is None or sid in plan.bases
+            commit = log.commits[sid]
+            record = commit.record
             if sid in plan.patch_parents:
                 self.chained.add(sid)
-            if record.delta is not None:
-                key = bytes.fromhex(record.delta)
-                if key not in self.emitted or (plan.patch_parents and not is_base):
-                    payload = self.objects.get(record.delta, Kind.DELTA)
-                    if key not in self.emitted:
-                        self._emit(key, Kind.DELTA, payload)
-                    if plan.patch_parents and not is_base:
-                        if running is not None and running[0] == record.parent:
-                            running = (sid, apply_patch(running[1], orjson.loads(payload), in_place=True))
-                        else:
-                            running = None  # a fork: rebuilt from the store if a patch needs it
-            if is_base:
-                key = bytes.fromhex(record.state)
-                payload = b""
-                if key not in self.emitted:
-                    payload = self.objects.get(record.state, Kind.STATE)
-                    patch = self._state_patch(plan, record, payload, running)
-                    if patch is not None:
-                        self._emit(key, KIND_STATE_PATCH, patch)
-                    else:
-                        self._emit(key, Kind.STATE, payload)
-                if plan.patch_parents:
-                    payload = payload or self.objects.get(record.state, Kind.STATE)
-                    running = (sid, orjson.loads(payload))
+            keyframe = commit.mode in KEY_MODES
+            hashed = record.state if keyframe else record.delta
+            assert hashed is not None  # a chain's later entries are deltas, which name their payload
+            key = bytes.fromhex(hashed)
+            if key in self.emitted:
+                continue
+            payload = self._payload(log, commit, hashed)
+            patch = self._state_patch(log, commit, payload) if keyframe else None
+            if patch is not None:
+                self._emit(key, KIND_STATE_PATCH, patch)
+            else:
+                self._emit(key, STATE if keyframe else DELTA, payload)
 
-    def _state_patch(
-        self, plan: _Plan, record: Links, payload: bytes, running: tuple[str, Any] | None
-    ) -> bytes | None:
-        """The state as a patch from its parent's state, when the parent's chain is already in the archive."""
-        parent = record.parent
-        if parent is None or parent not in self.chained:
+    @staticmethod
+    def _payload(log: SessionLog, commit: IndexedCommit, expected: str) -> bytes:
+        """A commit's raw payload, checked against the hash its record gives it."""
+        payloads, _raw = log.segment_payloads(commit.segment)
+        payload = payloads.get(commit.id)
+        if payload is None or codec.object_id(payload) != expected:
+            raise CorruptObjectError(
+                f"snapshot {commit.id} of session {log.name!r}: its stored payload does not hash to {expected}",
+                {"object": commit.id, "session": log.name, "reason": "hash mismatch"},
+            )
+        return payload
+
+    def _state_patch(self, log: SessionLog, commit: IndexedCommit, payload: bytes) -> bytes | None:
+        """The state as a patch from its parent's state, when the parent's chain is already in the archive.
+
+        The patch is applied here once: an archive only holds a patch that rebuilds its state.
+        """
+        parent = commit.record.parent
+        if parent is None or parent not in self.chained or parent not in log.commits:
             return None  # the importer could not rebuild the parent's state from what precedes
-        if running is not None and running[0] == parent:
-            state = running[1]
-        else:
-            state = self._rebuild(plan, parent)
-            if state is None:
-                return None
-        check_state(state, links(self.objects.get(parent, Kind.RECORD)).state, parent)
-        patch = codec.dumps({"parent": parent, "patch": diff(state, orjson.loads(payload)), "size": len(payload)})
-        return patch if len(patch) < len(payload) else None
-
-    def _rebuild(self, plan: _Plan, sid: str) -> Any:
-        """The state of an exported snapshot from its chain, or None when its base state is not yet written."""
-        chain: list[Links] = []
-        current = sid
-        while True:
-            record = links(self.objects.get(current, Kind.RECORD))
-            if record.delta is None or current in plan.bases:
-                break
-            chain.append(record)
-            current = record.parent  # type: ignore[assignment]
-            if len(chain) > len(plan.order):
-                raise CorruptObjectError(f"snapshot {sid} has a cyclic parent chain", {"object": sid})
-        if bytes.fromhex(record.state) not in self.emitted:
+        path = log.chain(parent)
+        state = log.apply_chain(path, log.segment_payloads(path[0].segment)[0])  # hash-checked
+        ops = diff(state, orjson.loads(payload))
+        patch = codec.dumps({"parent": parent, "patch": ops, "size": len(payload)})
+        if len(patch) >= len(payload):
             return None
-        state = self.objects.state(record.state)
-        for step in reversed(chain):
-            state = apply_patch(state, self.objects.delta(step.delta), in_place=True)  # type: ignore[arg-type]
-        return state
+        rebuilt = codec.dumps(apply_patch(state, ops, in_place=True))
+        return patch if codec.object_id(rebuilt) == commit.record.state else None
 
     def _emit(self, key: bytes, kind: int, payload: bytes) -> None:
         self.stream.write(payload)

@@ -1,6 +1,7 @@
 """Import: an archive is checked whole (trailer, limits, checksums, every object against its id,
-every record, session document and chain) before anything is written; then objects go in first
-and session refs last, so a refused archive leaves the store as it was."""
+every record, session document and chain, every state rebuilt against its hash) before anything
+is written; then each session's snapshots go in through ``Session.import_snapshots``, keeping
+their ids, so a refused archive leaves the store as it was."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import re
 import tempfile
 from array import array
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import orjson
@@ -21,16 +22,16 @@ from ..codec import Kind
 from ..delta import apply_patch
 from ..errors import (
     ArchiveError,
-    ConcurrentUpdateError,
     CorruptObjectError,
     FormatVersionError,
     InvalidNameError,
     PatchError,
     SnapshotError,
-    SnapshotNotFound,
 )
-from ..objects import SessionDoc, SnapshotRecord
-from .checks import check_payload, check_state_patch, fail, refuse_copies
+from ..history import SessionLog
+from ..objects import SessionDoc, SnapshotRecord, codec_id
+from ..session import check_tag_name
+from .checks import check_payload, check_session_numbers, check_state_patch, fail, out_of_range, refuse_copies
 from .layout import (
     ARCHIVE_VERSION,
     CHUNK,
@@ -50,6 +51,7 @@ from .layout import (
     Progress,
     links,
 )
+from .sessions import CONFLICT_POLICIES, ImportReport, apply_sessions, plan_sessions
 
 if TYPE_CHECKING:
     from ..store import SnapshotStore
@@ -58,22 +60,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_SIZE = 16 << 30
 #: limit on the manifest and on the index, which import reads into memory
 MAX_META_SIZE = 1 << 30
-CONFLICT_POLICIES = ("error", "merge", "replace", "rename")
 _HEX_ID = re.compile(rb"[0-9a-f]{32}")
-_RENAME_SUFFIX = "-imported"
-
-
-@dataclass
-class ImportReport:
-    """What ``import_archive`` did, session by session."""
-
-    created: list[str] = field(default_factory=list)
-    merged: list[str] = field(default_factory=list)
-    replaced: list[str] = field(default_factory=list)
-    renamed: dict[str, str] = field(default_factory=dict)  # archive name -> name it was imported as
-    unchanged: list[str] = field(default_factory=list)  # the store already listed every snapshot
-    objects_written: int = 0
-    objects_present: int = 0  # needed objects the store already had
 
 
 def import_archive(
@@ -85,17 +72,19 @@ def import_archive(
     max_size: int = DEFAULT_MAX_SIZE,
     spool_dir: str | os.PathLike[str] | None = None,
 ) -> ImportReport:
-    """Add an archive's sessions, snapshots and objects to ``store``, all checked before anything is written.
+    """Add an archive's sessions and snapshots to ``store``, all checked before anything is written.
 
-    A session the store lacks is created from the archive's document. One the
-    store already has is left alone when it already lists every snapshot of the
-    archive's document; otherwise ``on_conflict`` decides: ``"error"`` (the
-    default) refuses the whole import naming the sessions, ``"merge"`` appends
-    the archive's snapshots to the local list (keeping the local head),
-    ``"replace"`` swaps in the archive's document, ``"rename"`` imports it as
-    ``<name>-imported`` (or ``-imported-2``...). ``max_size`` caps the archive's
-    decompressed size. The decompressed body is spooled to a temporary file in
-    ``spool_dir`` (the system's temporary folder by default).
+    A session the store lacks is created from the archive's document. One the store
+    already has is left alone when it already retains every snapshot of the archive's
+    document; otherwise ``on_conflict`` decides: ``"error"`` (the default) refuses the
+    whole import naming the sessions; ``"merge"`` adds the archive's snapshots to the local
+    session, moves the head to the archive's when the archive's history extends the local
+    one, and raises the retention limit when the merged session needs it (the report says
+    both); ``"replace"`` deletes the local session and imports the archive's; ``"rename"``
+    imports it as ``<name>-imported`` (or ``-imported-2``...): snapshot ids hash their
+    session's name, so a renamed session's snapshots get new ids (the report maps them).
+    ``max_size`` caps the archive's decompressed size. The decompressed body is spooled to
+    a temporary file in ``spool_dir`` (the system's temporary folder by default).
     """
     if on_conflict not in CONFLICT_POLICIES:
         raise SnapshotError(
@@ -105,7 +94,7 @@ def import_archive(
     with open(path, "rb") as source, tempfile.TemporaryFile(dir=spool_dir) as spool:
         reader = _ArchiveReader(store, source, spool, str(path), max_size, progress)
         reader.read()
-        return reader.apply(on_conflict)
+        return apply_sessions(reader, on_conflict)
 
 
 class _Trailer(NamedTuple):
@@ -139,14 +128,6 @@ class _Region:
         return data
 
 
-@dataclass
-class _Action:
-    name: str  # the session's name in the archive
-    doc: SessionDoc
-    action: str  # create | merge | replace | rename | unchanged
-    target: str  # the name it is written under
-
-
 class _ArchiveReader:
     def __init__(
         self,
@@ -169,10 +150,11 @@ class _ArchiveReader:
         self.lengths = array("I")
         self.kinds = bytearray()
         self.resolved: dict[int, tuple[int, int]] = {}  # state patch entry -> (spool offset, length)
-        self.needed = bytearray()
         self.docs: list[SessionDoc] = []
+        self.tags: dict[str, dict[str, str]] = {}  # session -> its tags (name -> id)
         self.body_size = 0
-        self.taken: set[str] = set()  # session names this import uses
+        self._locals: dict[str, SessionLog | None] = {}
+        self._last: tuple[str, Any] | None = None  # the state rebuilt last, to go on from
 
     # -- reading and checking ------------------------------------------------
     def read(self) -> None:
@@ -221,6 +203,7 @@ class _ArchiveReader:
                 "truncated or extended",
                 "length mismatch",
                 path=self.name,
+                field="frames_length",
             )
         if body_size > self.max_size:
             raise fail(
@@ -229,13 +212,22 @@ class _ArchiveReader:
                 path=self.name,
                 size=body_size,
                 limit=self.max_size,
+                field="body_size",
             )
-        if manifest_size > MAX_META_SIZE or count * ENTRY.size > MAX_META_SIZE:
-            raise fail(
-                f"archive {self.name} declares a manifest or index over the {MAX_META_SIZE}-byte limit",
-                "too large",
-                path=self.name,
-            )
+        for field_name, declared in (("manifest_size", manifest_size), ("count", count * ENTRY.size)):
+            if declared > MAX_META_SIZE:
+                raise fail(
+                    f"archive {self.name} declares a manifest or index over the {MAX_META_SIZE}-byte limit "
+                    f"(trailer field {field_name!r})",
+                    "too large",
+                    path=self.name,
+                    field=field_name,
+                )
+        if payloads_size > body_size:
+            raise out_of_range(
+                self.name, "trailer field 'payloads_size'", payloads_size, f"0 to body_size ({body_size})",
+                "bad trailer", path=self.name, field="payloads_size",
+            )  # fmt: skip
         if payloads_size + manifest_size + count * ENTRY.size != body_size:
             raise fail(f"archive {self.name} has inconsistent sizes in its trailer", "bad trailer", path=self.name)
         self.body_size = body_size
@@ -311,6 +303,7 @@ class _ArchiveReader:
                     path=self.name,
                     entry=number,
                     object=hex_id.decode(),
+                    field="offset" if start != offset else "length",
                 )
             offset += length
             if not self.table.add(bytes.fromhex(hex_id.decode())):
@@ -330,7 +323,6 @@ class _ArchiveReader:
                 path=self.name,
             )
         del index
-        self.needed = bytearray(count)
         return manifest
 
     def _parse_manifest(self, manifest: bytes) -> None:
@@ -355,6 +347,7 @@ class _ArchiveReader:
         for number in range(len(sessions)):
             item, sessions[number] = sessions[number], None  # one parsed copy of a document at a time
             label = f"session {number} of archive {self.name}"
+            tags = item.pop("tags", {}) if isinstance(item, dict) else {}
             payload = bytes(memoryview(codec.dumps(item)))  # a right-sized copy: orjson's buffer is larger
             del item
             try:
@@ -372,12 +365,7 @@ class _ArchiveReader:
                 ) from None
             if doc.name in names:
                 raise fail(f"archive {self.name} lists session {doc.name!r} twice", "bad manifest", session=doc.name)
-            if doc.max_snapshots < 1 or doc.generation < 0:
-                raise fail(
-                    f"archive {self.name}: session {doc.name!r} has a bad max_snapshots or generation",
-                    "bad session document",
-                    session=doc.name,
-                )
+            check_session_numbers(self.name, doc.name, doc.max_snapshots, doc.generation)
             listed = [*doc.snapshots, *doc.evicted]
             if len(set(listed)) != len(listed):
                 raise fail(
@@ -397,8 +385,33 @@ class _ArchiveReader:
                     "bad session document",
                     session=doc.name,
                 )
+            self.tags[doc.name] = self._check_tags(doc, tags)
             names.add(doc.name)
             self.docs.append(doc)
+
+    def _check_tags(self, doc: SessionDoc, tags: Any) -> dict[str, str]:
+        """A document's ``tags`` member (absent in archives of sessions without tags): names of listed snapshots."""
+        listed = set(doc.snapshots)
+        if not isinstance(tags, dict) or not all(isinstance(v, str) and codec_id(v) for v in tags.values()):
+            raise fail(
+                f"archive {self.name}: session {doc.name!r} has malformed tags", "bad session document",
+                session=doc.name,
+            )  # fmt: skip
+        for tag, sid in tags.items():
+            try:
+                check_tag_name(tag)
+            except SnapshotError as exc:
+                raise fail(
+                    f"archive {self.name}: session {doc.name!r} has a bad tag: {exc}", "bad session document",
+                    session=doc.name,
+                ) from None  # fmt: skip
+            if sid not in listed:
+                raise fail(
+                    f"archive {self.name}: session {doc.name!r} tags {sid} as {tag!r}, a snapshot it does not list",
+                    "bad session document",
+                    session=doc.name,
+                )
+        return dict(tags)
 
     def _payload(self, i: int) -> bytes:
         """An object's payload (for a state patch: the state it was resolved to)."""
@@ -477,14 +490,27 @@ class _ArchiveReader:
                 ) from None
         return i
 
-    def _record(self, sid: str, mark: bool = False) -> Links:
+    def local(self, name: str) -> SessionLog | None:
+        """The store's session of that name as it is now (None when the store has none)."""
+        if name not in self._locals:
+            from ..store import session_key
+
+            log = SessionLog(self.store.backend, session_key(name), name)
+            log.refresh()
+            self._locals[name] = log if log.segments else None
+        return self._locals[name]
+
+    def forget_local(self, name: str) -> None:
+        self._locals.pop(name, None)
+
+    def record(self, sid: str, local: SessionLog | None = None) -> Links:
+        """A record's links, from the archive or else from the store's session ``local``."""
         i = self._entry(sid, Kind.RECORD)
         if i >= 0:
-            self.needed[i] |= mark
             return links(self._payload(i))  # checked by _check_objects
-        if self.store.backend.has(sid):
-            record = SnapshotRecord.from_payload(sid, self.store.objects.get(sid, Kind.RECORD))
-            return Links(record.parent, record.delta, record.state)
+        if local is not None and sid in local.commits:
+            record = local.commits[sid].record
+            return Links(record.parent, record.delta, record.state, record.session)
         raise fail(
             f"archive {self.name}: snapshot {sid} is neither in the archive nor in the store",
             "missing object",
@@ -492,28 +518,25 @@ class _ArchiveReader:
             object=sid,
         )
 
-    def _require(self, key: str, need: Kind, needed_by: str, mark: bool) -> None:
-        i = self._entry(key, need)
-        if i >= 0:
-            self.needed[i] |= mark
-        elif not self.store.backend.has(key):
+    def full_record(self, sid: str) -> SnapshotRecord:
+        """An archive record (checked by ``_check_objects``)."""
+        return SnapshotRecord.from_payload(sid, self._payload(self._entry(sid, Kind.RECORD)))
+
+    def delta_payload(self, key: str) -> bytes | None:
+        i = self._entry(key, Kind.DELTA)
+        return self._payload(i) if i >= 0 else None
+
+    def _require(self, key: str, need: Kind, needed_by: str) -> None:
+        if self._entry(key, need) < 0:
             raise fail(
-                f"archive {self.name}: {need.name.lower()} {key} needed by snapshot {needed_by} is neither in "
-                "the archive nor in the store",
+                f"archive {self.name}: {need.name.lower()} {key} needed by snapshot {needed_by} is not in the archive",
                 "missing object",
                 path=self.name,
                 object=key,
                 snapshot=needed_by,
             )
 
-    # -- state patches -------------------------------------------------------
-    def _state_available(self, key: str) -> tuple[int, bool]:
-        """(entry, True) when a state with this id can be read now: from the archive (-1: from the store)."""
-        i = self._find(key)
-        if i >= 0:
-            return i, self.kinds[i] != KIND_STATE_PATCH or i in self.resolved
-        return -1, self.store.backend.has(key)
-
+    # -- states --------------------------------------------------------------
     def _resolve_patches(self) -> None:
         """Rebuild every state patch (in index order) and keep the states in the spool."""
         for i in range(len(self.kinds)):
@@ -521,7 +544,10 @@ class _ArchiveReader:
                 continue
             key = self.table.key(i).hex()
             body = orjson.loads(self._payload(i))
-            state = self._rebuild(body["parent"], key)
+            parent = body["parent"]
+            found = self._find(parent)
+            local = self.local(links(self._payload(found)).session) if found >= 0 else None
+            state = self._rebuild(parent, frozenset(), local, f"state patch {key}")
             try:
                 state = apply_patch(state, refuse_copies(self.name, key, body["patch"]), in_place=True)
                 data = codec.dumps(state)
@@ -540,44 +566,66 @@ class _ArchiveReader:
             self.spool.seek(0, os.SEEK_END)
             self.resolved[i] = (self.spool.tell(), len(data))
             self.spool.write(data)
+        self._last = None
 
-    def _rebuild(self, sid: str, for_key: str) -> Any:
-        """The state of snapshot ``sid``: from the nearest state that can be read now, then its deltas."""
+    def _readable_state(self, key: str) -> int:
+        """The archive entry holding a state that can be read now, or -1."""
+        i = self._find(key)
+        if i >= 0 and (self.kinds[i] != KIND_STATE_PATCH or i in self.resolved):
+            return i
+        return -1
+
+    def _rebuild(self, sid: str, bases: frozenset[str], local: SessionLog | None, needed_by: str) -> Any:
+        """The state of snapshot ``sid`` (a fresh value): from the state rebuilt last, a base state in
+        the archive or a snapshot the store's session holds, then the deltas forward."""
         path: list[Links] = []
-        seen: set[str] = set()
         current = sid
         while True:
-            if current in seen:
-                raise fail(
-                    f"archive {self.name}: snapshot {sid} has a cyclic parent chain", "cyclic chain", object=current
-                )
-            seen.add(current)
-            record = self._record(current)
-            entry, available = self._state_available(record.state)
-            if available:
+            if self._last is not None and self._last[0] == current:
+                state = self._last[1]
+                self._last = None  # patched in place from here on
                 break
-            if record.delta is None or record.parent is None:
+            if local is not None and current in local.commits and self._find(current) < 0:
+                try:
+                    state = local.rebuild(current)
+                except SnapshotError as exc:
+                    raise fail(
+                        f"archive {self.name}: {needed_by} needs snapshot {current} of the store, which cannot be "
+                        f"read: {exc}",
+                        "missing object",
+                        object=current,
+                    ) from None
+                break
+            record = self.record(current, local)
+            if record.delta is None or current in bases or self._readable_state(record.state) >= 0:
+                entry = self._readable_state(record.state)
+                if entry < 0:
+                    raise fail(
+                        f"archive {self.name}: {needed_by} needs the state of snapshot {current}, which cannot be "
+                        f"rebuilt (state {record.state} is missing)",
+                        "missing object",
+                        object=record.state,
+                    )
+                state = orjson.loads(self._payload(entry))
+                break
+            if record.parent is None or len(path) > len(self.kinds):
                 raise fail(
-                    f"archive {self.name}: state patch {for_key} needs the state of snapshot {sid}, "
-                    f"which cannot be rebuilt (state {record.state} is missing)",
-                    "missing object",
-                    object=record.state,
-                )
+                    f"archive {self.name}: snapshot {sid} has a broken or cyclic parent chain", "cyclic chain",
+                    object=current,
+                )  # fmt: skip
             path.append(record)
             current = record.parent
-        state = orjson.loads(self._payload(entry)) if entry >= 0 else self.store.objects.state(record.state)
         for step in reversed(path):
             assert step.delta is not None
             i = self._entry(step.delta, Kind.DELTA)
-            if i < 0 and not self.store.backend.has(step.delta):
+            if i < 0:
                 raise fail(
-                    f"archive {self.name}: delta {step.delta} of snapshot {sid}'s chain is neither in the archive "
-                    "nor in the store",
+                    f"archive {self.name}: delta {step.delta} of snapshot {sid}'s chain is not in the archive",
                     "missing object",
                     path=self.name,
                     object=step.delta,
                 )
-            ops = orjson.loads(self._payload(i)) if i >= 0 else self.store.objects.delta(step.delta)
+            ops = orjson.loads(self._payload(i))
             try:
                 state = apply_patch(state, refuse_copies(self.name, step.delta, ops), in_place=True)
             except PatchError as exc:
@@ -586,20 +634,40 @@ class _ArchiveReader:
                 ) from None
         return state
 
+    def state_bytes(self, sid: str, record: SnapshotRecord, bases: frozenset[str], local: SessionLog | None) -> bytes:
+        """The canonical bytes of a snapshot's state, rebuilt and checked against its record."""
+        state = self._rebuild(sid, bases, local, f"snapshot {sid}")
+        data = codec.dumps(state)
+        if len(data) != record.size or codec.object_id(data) != record.state:
+            raise fail(
+                f"archive {self.name}: snapshot {sid} rebuilds to a state hashing {codec.object_id(data)} "
+                f"({len(data)} bytes); its record says {record.state} ({record.size} bytes)",
+                "hash mismatch",
+                path=self.name,
+                object=sid,
+            )
+        self._last = (sid, state)
+        return data
+
+    def forget_last(self) -> None:
+        self._last = None
+
     # -- session documents ---------------------------------------------------
-    def _check_chains(self, doc: SessionDoc, mark: bool) -> None:
-        """Every listed snapshot's chain reaches a base through listed records, with every object present."""
+    def check_chains(self, doc: SessionDoc, local: SessionLog | None) -> None:
+        """Every listed snapshot's chain reaches a base through listed records of this session,
+        with every delta and base state in the archive, or reaches a snapshot the store's session holds."""
         listed = {*doc.snapshots, *doc.evicted}
         bases = set(doc.bases)
         ok = bytearray(len(self.kinds))  # archive records whose chain is known good
-        ok_in_store: set[str] = set()  # the same for records only the store has
 
         def known(sid: str) -> bool:
             i = self._find(sid)
-            return bool(ok[i]) if i >= 0 else sid in ok_in_store
+            if i >= 0:
+                return bool(ok[i])
+            return local is not None and sid in local.commits
 
         for root in itertools.chain(doc.evicted, doc.snapshots):
-            path: list[str] = []
+            path: list[int] = []
             on_path: set[str] = set()
             current = root
             while not known(current):
@@ -618,181 +686,42 @@ class _ArchiveReader:
                         "cyclic chain",
                         object=current,
                     )
-                path.append(current)
                 on_path.add(current)
-                record = self._record(current, mark)
-                if record.delta is not None:
-                    self._require(record.delta, Kind.DELTA, current, mark)
-                if record.delta is None or current in bases:
-                    self._require(record.state, Kind.STATE, current, mark)
-                    break
-                current = record.parent  # type: ignore[assignment]
-            for sid in path:
-                i = self._find(sid)
-                if i >= 0:
-                    ok[i] = 1
-                else:
-                    ok_in_store.add(sid)
-
-    def _plan_sessions(self, on_conflict: str) -> list[_Action]:
-        backend = self.store.backend
-        actions: list[_Action] = []
-        conflicts: list[str] = []
-        taken = self.taken = {doc.name for doc in self.docs}
-        for doc in self.docs:
-            key = backend.read_ref(self.store.session_ref(doc.name))
-            if key is None:
-                actions.append(_Action(doc.name, doc, "create", doc.name))
-                continue
-            local = self.store.objects.session_doc(key)
-            if set(doc.snapshots) <= set(local.snapshots) and on_conflict in ("error", "merge"):
-                actions.append(_Action(doc.name, doc, "unchanged", doc.name))
-            elif on_conflict == "error":
-                conflicts.append(doc.name)
-            elif on_conflict == "rename":
-                target = _free_name(self.store, doc.name, taken)
-                taken.add(target)
-                actions.append(_Action(doc.name, doc, "rename", target))
-            else:
-                actions.append(_Action(doc.name, doc, on_conflict, doc.name))
-        if conflicts:
-            raise fail(
-                f"archive {self.name}: the store already has session(s) {', '.join(repr(c) for c in conflicts)} "
-                "with other snapshots; import with on_conflict='merge', 'replace' or 'rename'",
-                "session exists",
-                path=self.name,
-                sessions=conflicts,
-            )
-        return actions
-
-    # -- writing -------------------------------------------------------------
-    def apply(self, on_conflict: str) -> ImportReport:
-        report = ImportReport()
-        with self.store.writing():  # shared: gc must not delete what we check, then reference
-            self._resolve_patches()
-            actions = self._plan_sessions(on_conflict)
-            for action in actions:
-                # an unchanged session is checked too (a malformed archive is refused whole), but writes nothing
-                self._check_chains(action.doc, mark=action.action != "unchanged")
-            self._write_objects(report)
-            for action in actions:
-                self._write_session(action, report, on_conflict)
-        return report
-
-    def _write_objects(self, report: ImportReport) -> None:
-        """Needed objects the store lacks: states and deltas first, then records."""
-        backend, objects = self.store.backend, self.store.objects
-        total = sum(self.needed)
-        order = itertools.chain(
-            (i for i in range(len(self.kinds)) if self.needed[i] and self.kinds[i] != Kind.RECORD),
-            (i for i in range(len(self.kinds)) if self.needed[i] and self.kinds[i] == Kind.RECORD),
-        )
-        batch: list[tuple[str, bytes]] = []
-        batch_bytes = 0
-        for done, i in enumerate(order, 1):
-            key = self.table.key(i).hex()
-            if backend.has(key):
-                report.objects_present += 1
-            else:
-                kind = Kind.STATE if self.kinds[i] == KIND_STATE_PATCH else Kind(self.kinds[i])
-                stored_key, blob = objects.encode(kind, self._payload(i))
-                assert stored_key == key
-                batch.append((key, blob))
-                batch_bytes += len(blob)
-                report.objects_written += 1
-                if len(batch) >= 256 or batch_bytes >= 16 << 20:
-                    backend.put_many(batch)
-                    batch, batch_bytes = [], 0
-            if self.progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
-                self.progress(done, total, "importing objects")
-        if batch:
-            backend.put_many(batch)
-
-    def _write_session(self, action: _Action, report: ImportReport, on_conflict: str) -> None:
-        """Create or update one session's document and ref; a session that changed meanwhile is re-read."""
-        store, backend = self.store, self.store.backend
-        if action.action == "unchanged":
-            report.unchanged.append(action.name)
-            return
-        target = action.target
-        for _attempt in range(20):
-            ref = store.session_ref(target)
-            old_key = backend.read_ref(ref)
-            if old_key is None:
-                doc = action.doc.copy()
-                doc.name = target
-                how = "create" if target == action.name else "rename"
-            else:
-                try:
-                    local = store.objects.session_doc(old_key)
-                except SnapshotNotFound:
-                    continue  # replaced between the two reads
-                # planned as create or rename, but someone created it meanwhile: the policy decides
-                policy = action.action if action.action in ("merge", "replace") else on_conflict
-                up_to_date = set(action.doc.snapshots) <= set(local.snapshots)
-                if target == action.name and policy in ("error", "merge") and up_to_date:
-                    report.unchanged.append(action.name)
-                    return
-                if policy == "error":
+                record = self.record(current)
+                path.append(self._find(current))
+                if record.session != doc.name:
                     raise fail(
-                        f"session {target!r} was created by someone else during the import (objects are written; "
-                        "gc collects them)",
-                        "session exists",
-                        session=target,
+                        f"archive {self.name}: session {doc.name!r} lists snapshot {current} of session "
+                        f"{record.session!r}",
+                        "bad session document",
+                        session=doc.name,
+                        object=current,
                     )
-                if policy == "rename":
-                    target = _free_name(store, action.name, self.taken)
-                    self.taken.add(target)
-                    continue
-                doc = _merged(local, action.doc) if policy == "merge" else action.doc.copy()
-                doc.name = target
-                doc.generation = local.generation + 1
-                how = policy
-            new_key, _ = store.objects.put(Kind.SESSION, doc.to_payload())
-            if backend.cas_ref(ref, old_key, new_key):
-                if old_key is not None and old_key != new_key:
-                    backend.delete(old_key)  # as a session's own swap does; readers re-read the ref
-                break
-            if backend.read_ref(ref) != new_key:
-                backend.delete(new_key)
-        else:
-            raise ConcurrentUpdateError(f"session {target!r} kept changing during the import", {"session": target})
-        if how == "create":
-            report.created.append(target)
-        elif how == "merge":
-            report.merged.append(target)
-        elif how == "replace":
-            report.replaced.append(target)
-        else:
-            report.renamed[action.name] = target
+                if record.delta is None or current in bases:  # a base: its state, not its delta
+                    if self._readable_state(record.state) < 0:
+                        self._require(record.state, Kind.STATE, current)
+                    break
+                self._require(record.delta, Kind.DELTA, current)
+                current = record.parent  # type: ignore[assignment]
+            for i in path:
+                ok[i] = 1
 
+    def _plan_sessions(self, on_conflict: str) -> Any:
+        return plan_sessions(self, on_conflict)
 
-def _merged(local: SessionDoc, incoming: SessionDoc) -> SessionDoc:
-    """The local document plus the archive's snapshots it lacks (appended in order); the local head stays."""
-    doc = local.copy()
-    present = set(local.snapshots)
-    added = [sid for sid in incoming.snapshots if sid not in present]
-    doc.snapshots = [*local.snapshots, *added]
-    listed = set(doc.snapshots)
-    evicted = [sid for sid in local.evicted if sid not in listed]
-    known = listed | set(evicted)
-    evicted += [sid for sid in incoming.evicted if sid not in known]
-    if incoming.head is not None and incoming.head not in listed and incoming.head not in evicted:
-        evicted.append(incoming.head)
-    doc.evicted = evicted
-    doc.bases = [*local.bases, *(b for b in incoming.bases if b not in set(local.bases))]
-    if doc.head is None:
-        doc.head = incoming.head
-    doc.max_snapshots = max(local.max_snapshots, len(doc.snapshots))
-    return doc
+    def progress_at(self, done: int, total: int, what: str) -> None:
+        if self.progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
+            self.progress(done, total, what)
 
-
-def _free_name(store: SnapshotStore, name: str, taken: set[str]) -> str:
-    from ..store import MAX_NAME_LENGTH
-
-    for n in range(1, 10_000):
-        suffix = _RENAME_SUFFIX if n == 1 else f"{_RENAME_SUFFIX}-{n}"
-        candidate = name[: MAX_NAME_LENGTH - len(suffix)] + suffix
-        if candidate not in taken and not store.has_session(candidate):
-            return candidate
-    raise SnapshotError(f"no free name to import session {name!r} under", {"session": name})
+    def states(
+        self, doc: SessionDoc, ids: list[str], local: SessionLog | None
+    ) -> Iterator[tuple[str, SnapshotRecord, bytes, bytes | None]]:
+        """(id, record, state bytes, delta payload or None) of each snapshot in ``ids``, each state checked."""
+        bases = frozenset(doc.bases)
+        self._last = None
+        for sid in ids:
+            record = self.full_record(sid)
+            data = self.state_bytes(sid, record, bases, local)
+            delta = self.delta_payload(record.delta) if record.delta is not None else None
+            yield sid, record, data, delta
+        self._last = None

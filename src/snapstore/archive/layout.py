@@ -101,9 +101,10 @@ class Links(NamedTuple):
     parent: str | None
     delta: str | None
     state: str
+    session: str
 
 
 def links(payload: bytes) -> Links:
     """A record's links from payload bytes that passed ``SnapshotRecord.from_payload`` (or came from the store)."""
     body = orjson.loads(payload)
-    return Links(body["parent"], body["delta"], body["state"])
+    return Links(body["parent"], body["delta"], body["state"], body["session"])

@@ -1,0 +1,355 @@
+"""What an import does to each session, once the whole archive is checked.
+
+Every session's states are rebuilt and checked against their hashes twice: once before
+anything is written (so a bad archive is refused whole), and again while they are written
+through ``Session.import_snapshots``, which keeps each snapshot's record and id, so nothing
+but one state at a time is held in memory. The report says, session by session, what
+happened: snapshots added, the head moved or kept, the retention limit raised, ids renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SnapshotError
+from ..history import SessionLog
+from ..objects import SessionDoc, SnapshotRecord
+from .checks import fail
+
+if TYPE_CHECKING:
+    from .importer import _ArchiveReader
+
+CONFLICT_POLICIES = ("error", "merge", "replace", "rename")
+_RENAME_SUFFIX = "-imported"
+_DONE = {"create": "created", "merge": "merged", "replace": "replaced", "rename": "renamed"}
+
+
+@dataclass
+class SessionImport:
+    """What an import did to one session."""
+
+    name: str  # the session's name in the archive
+    session: str  # the name it was imported under
+    action: str  # created | merged | replaced | renamed | unchanged
+    added: int = 0  # snapshots written
+    present: int = 0  # snapshots of the archive the session already held
+    head: str | None = None  # the session's head afterwards
+    previous_head: str | None = None  # its head before (merge)
+    max_snapshots: int | None = None  # the retention limit afterwards
+    previous_max_snapshots: int | None = None  # the limit before, when the import changed it
+    renamed_ids: dict[str, str] = field(default_factory=dict)  # archive id -> id here (renamed sessions)
+    notes: list[str] = field(default_factory=list)  # what a user should know, in words
+
+
+@dataclass
+class ImportReport:
+    """What ``import_archive`` did, session by session (``sessions`` has the details)."""
+
+    created: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)  # archive name -> name it was imported as
+    unchanged: list[str] = field(default_factory=list)  # the store already retained every snapshot
+    snapshots_written: int = 0
+    snapshots_present: int = 0  # snapshots of the archive the store already held
+    sessions: list[SessionImport] = field(default_factory=list)
+
+    @property
+    def objects_written(self) -> int:  # the name format-1 stores reported (objects then, snapshots now)
+        return self.snapshots_written
+
+    @property
+    def objects_present(self) -> int:
+        return self.snapshots_present
+
+    def notes(self) -> list[str]:
+        """One line per thing a user should know: ``session: note``."""
+        return [f"{item.session}: {note}" for item in self.sessions for note in item.notes]
+
+
+@dataclass
+class _Action:
+    doc: SessionDoc  # as the archive has it
+    tags: dict[str, str]
+    action: str  # create | merge | replace | rename | unchanged
+    target: str  # the name it is written under
+
+
+def apply_sessions(reader: _ArchiveReader, on_conflict: str) -> ImportReport:
+    """Check every session's chains and states, then write them; returns what was done."""
+    reader._resolve_patches()
+    actions = reader._plan_sessions(on_conflict)
+    for action in actions:
+        reader.check_chains(action.doc, _usable_local(reader, action))
+    total = sum(len(_wanted(action.doc)) for action in actions if action.action != "unchanged")
+    done = 0
+    for action in actions:  # every state rebuilt and checked before anything is written
+        if action.action == "unchanged":
+            continue
+        for _item in reader.states(action.doc, _wanted(action.doc), _usable_local(reader, action)):
+            done += 1
+            reader.progress_at(done, total, "checking states")
+    report = ImportReport()
+    progress = [0, total]
+    for action in actions:
+        item = _write_session(reader, action, on_conflict, progress)
+        report.sessions.append(item)
+        report.snapshots_written += item.added
+        report.snapshots_present += item.present
+        if item.action == "renamed":
+            report.renamed[item.name] = item.session
+        else:
+            getattr(report, item.action).append(item.session)
+    return report
+
+
+def plan_sessions(reader: _ArchiveReader, on_conflict: str) -> list[_Action]:
+    actions: list[_Action] = []
+    conflicts: list[str] = []
+    taken = {doc.name for doc in reader.docs}
+    for doc in reader.docs:
+        local = reader.local(doc.name)
+        tags = reader.tags.get(doc.name, {})
+        if local is None:
+            actions.append(_Action(doc, tags, "create", doc.name))
+        elif set(doc.snapshots) <= set(local.retained()) and on_conflict in ("error", "merge"):
+            actions.append(_Action(doc, tags, "unchanged", doc.name))
+        elif on_conflict == "error":
+            conflicts.append(doc.name)
+        elif on_conflict == "rename":
+            target = free_name(reader, doc.name, taken)
+            taken.add(target)
+            actions.append(_Action(doc, tags, "rename", target))
+        else:
+            actions.append(_Action(doc, tags, on_conflict, doc.name))
+    if conflicts:
+        raise fail(
+            f"archive {reader.name}: the store already has session(s) {', '.join(repr(c) for c in conflicts)} "
+            "with other snapshots; import with on_conflict='merge', 'replace' or 'rename'",
+            "session exists",
+            path=reader.name,
+            sessions=conflicts,
+        )
+    return actions
+
+
+def _usable_local(reader: _ArchiveReader, action: _Action) -> SessionLog | None:
+    """The store's session a chain may end in: only one the import keeps and writes into."""
+    return reader.local(action.doc.name) if action.action in ("merge", "unchanged") else None
+
+
+def _wanted(doc: SessionDoc) -> list[str]:
+    """The snapshots an import writes, oldest first: the listed ones, and the head when it is not listed
+    (written first, so that retention counts it out as the source did)."""
+    if doc.head is not None and doc.head not in doc.snapshots:
+        return [doc.head, *doc.snapshots]
+    return list(doc.snapshots)
+
+
+def _write_session(reader: _ArchiveReader, action: _Action, on_conflict: str, progress: list[int]) -> SessionImport:
+    """Create, merge, replace or rename one session; a session created meanwhile follows the policy."""
+    store = reader.store
+    doc = action.doc
+    if action.action == "unchanged":
+        local = reader.local(doc.name)
+        assert local is not None
+        return SessionImport(
+            doc.name, doc.name, "unchanged", present=len(doc.snapshots), head=local.head,
+            max_snapshots=local.max_snapshots,
+        )  # fmt: skip
+    how, target = action.action, action.target
+    if how in ("create", "rename") and store.has_session(target):
+        # planned when the store had no such session, but a writer created it meanwhile: the policy decides
+        reader.forget_local(target)
+        local = reader.local(target)
+        if (
+            how == "create"
+            and on_conflict in ("error", "merge")
+            and local is not None
+            and (set(doc.snapshots) <= set(local.retained()))
+        ):
+            return SessionImport(doc.name, target, "unchanged", present=len(doc.snapshots), head=local.head)
+        if on_conflict == "error":
+            raise fail(
+                f"session {target!r} was created by someone else during the import (sessions before it are imported)",
+                "session exists",
+                session=target,
+            )
+        if on_conflict == "rename":
+            how, target = "rename", free_name(reader, doc.name, {d.name for d in reader.docs})
+        else:
+            how = on_conflict
+    if how == "merge":
+        return _merge(reader, action, progress)
+    if how == "replace" and store.has_session(target):
+        store.delete_session(target)
+        reader.forget_local(target)
+    return _create(reader, action, how, target, progress)
+
+
+def _items(
+    reader: _ArchiveReader, action: _Action, ids: list[str], local: SessionLog | None, progress: list[int],
+    rename: dict[str, str] | None = None, new_name: str | None = None,
+) -> Iterator[tuple[SnapshotRecord, bytes, bytes | None]]:  # fmt: skip
+    for sid, record, data, delta in reader.states(action.doc, ids, local):
+        if rename is not None and new_name is not None:
+            record = dataclasses.replace(
+                record, session=new_name, parent=_renamed(reader, record.parent, new_name, rename)
+            )
+            rename[sid] = record.snapshot_id()
+        progress[0] += 1
+        reader.progress_at(progress[0], progress[1], "importing snapshots")
+        yield record, data, delta
+
+
+def _renamed(reader: _ArchiveReader, sid: str | None, new_name: str, rename: dict[str, str]) -> str | None:
+    """The id a record of the archive gets under ``new_name`` (parents outside the archive keep theirs)."""
+    path: list[str] = []
+    current = sid
+    while current is not None and current not in rename and reader._find(current) >= 0:
+        path.append(current)
+        current = reader.record(current).parent
+    for old in reversed(path):
+        record = reader.full_record(old)
+        parent = rename.get(record.parent, record.parent) if record.parent is not None else None
+        rename[old] = dataclasses.replace(record, session=new_name, parent=parent).snapshot_id()
+    return rename.get(sid, sid) if sid is not None else None
+
+
+def _create(reader: _ArchiveReader, action: _Action, how: str, target: str, progress: list[int]) -> SessionImport:
+    """A new session holding the archive's: its limit, head and tags, with ids renamed when the name changed."""
+    store, doc = reader.store, action.doc
+    wanted = _wanted(doc)
+    rename: dict[str, str] | None = None
+    if target != doc.name:
+        rename = {}
+        for sid in wanted:
+            _renamed(reader, sid, target, rename)
+    mapping = rename or {}
+    head = mapping.get(doc.head, doc.head) if doc.head is not None else None
+    tags = {tag: mapping.get(sid, sid) for tag, sid in action.tags.items()}
+    sess = store.session(target, max_snapshots=doc.max_snapshots)
+    try:
+        written = sess.import_snapshots(
+            _items(reader, action, wanted, None, progress, rename, target), head=head, tags=tags
+        )
+        if doc.head is not None and doc.head not in doc.snapshots and doc.snapshots:
+            sess.forget(len(doc.snapshots))  # the head stays readable; the listing is the archive's
+    except BaseException:
+        _drop_new_session(store, target)
+        raise
+    item = SessionImport(
+        doc.name, target, _DONE[how], added=len(written), head=sess.head.id if sess.head else None,
+        max_snapshots=sess.max_snapshots, renamed_ids={old: new for old, new in mapping.items() if old in wanted},
+    )  # fmt: skip
+    if how == "rename":
+        item.notes.append(
+            f"imported from session {doc.name!r} under a new name: snapshot ids hash their session's name, "
+            f"so its {len(written)} snapshots have new ids (renamed_ids maps them)"
+        )
+    if how == "replace":
+        item.notes.append("the session's earlier snapshots were deleted and the archive's imported")
+    return item
+
+
+def _drop_new_session(store: Any, name: str) -> None:
+    """Remove a session this import created, after a failure (the import writes all of a session or none)."""
+    with contextlib.suppress(SnapshotError):
+        store.delete_session(name)
+
+
+def _merge(reader: _ArchiveReader, action: _Action, progress: list[int]) -> SessionImport:
+    """Add the archive's snapshots the session lacks; move the head when the archive's history extends
+    the local one; raise the limit (and say so) when the merged session would otherwise evict."""
+    store, doc = reader.store, action.doc
+    reader.forget_local(doc.name)
+    local = reader.local(doc.name)
+    if local is None:  # deleted meanwhile
+        return _create(reader, action, "create", doc.name, progress)
+    sess = store.session(doc.name)
+    present = [sid for sid in doc.snapshots if sid in local.commits]
+    wanted = [sid for sid in doc.snapshots if sid not in local.commits]
+    item = SessionImport(
+        doc.name, doc.name, "merged", present=len(present), previous_head=local.head,
+        max_snapshots=local.max_snapshots,
+    )  # fmt: skip
+    stale = [sid for sid in present if sid not in set(local.retained())]
+    if stale:
+        item.notes.append(
+            f"{len(stale)} snapshot(s) of the archive are stored here but no longer retained; merge does not "
+            "bring them back"
+        )
+    needed = _limit_needed(local, wanted, action.tags)
+    if needed > local.max_snapshots:
+        sess.set_max_snapshots(needed)  # raising evicts nothing
+        item.previous_max_snapshots, item.max_snapshots = local.max_snapshots, needed
+        item.notes.append(
+            f"max_snapshots raised from {local.max_snapshots} to {needed} so that the merge evicts nothing "
+            f"(set it back with set_max_snapshots, which says what it evicts)"
+        )
+    head = local.head  # appending moves it: it is written back unless the archive extends it
+    if doc.head is not None and doc.head != local.head:
+        if _extends(reader, doc.head, local):
+            head = doc.head
+            item.notes.append(
+                f"head moved from {local.head} to {doc.head}: the archive's history extends the local one"
+            )
+        else:
+            item.notes.append(
+                f"head stays at {local.head}: the archive's history (head {doc.head}) does not extend the local "
+                "one; roll back to it to continue from there"
+            )
+    tags: dict[str, str] = {}
+    for tag, sid in action.tags.items():
+        if tag in local.tags and local.tags[tag] != sid:
+            item.notes.append(f"tag {tag!r} kept on {local.tags[tag]} (the archive puts it on {sid})")
+        else:
+            tags[tag] = sid
+    written = sess.import_snapshots(_items(reader, action, wanted, local, progress), head=head, tags=tags)
+    item.added = len(written)
+    item.head = sess.head.id if sess.head else None
+    return item
+
+
+def _limit_needed(local: SessionLog, added: list[str], tags: dict[str, str]) -> int:
+    """The smallest limit under which the merged session still retains everything it retains now
+    and everything added (appended after the local snapshots, in the archive's order)."""
+    order = [*local.order, *added]
+    tagged = set(local.tags.values()) | set(tags.values())
+    keep = [sid for sid in [*local.retained(), *added] if sid not in tagged]
+    if not keep:
+        return local.max_snapshots
+    position = {sid: n for n, sid in enumerate(order)}
+    return len(order) - min(position[sid] for sid in keep)
+
+
+def _extends(reader: _ArchiveReader, head: str, local: SessionLog) -> bool:
+    """True when the local head is an ancestor of the archive's head (or the session has no head)."""
+    if local.head is None:
+        return True
+    current: str | None = head
+    seen: set[str] = set()
+    while current is not None and current not in seen:
+        if current == local.head:
+            return True
+        seen.add(current)
+        try:
+            current = reader.record(current, local).parent
+        except SnapshotError:
+            return False  # the ancestry leaves what the archive and the session hold
+    return False
+
+
+def free_name(reader: _ArchiveReader, name: str, taken: set[str]) -> str:
+    from ..store import MAX_NAME_LENGTH
+
+    for n in range(1, 10_000):
+        suffix = _RENAME_SUFFIX if n == 1 else f"{_RENAME_SUFFIX}-{n}"
+        candidate = name[: MAX_NAME_LENGTH - len(suffix)] + suffix
+        if candidate not in taken and not reader.store.has_session(candidate):
+            return candidate
+    raise SnapshotError(f"no free name to import session {name!r} under", {"session": name})
