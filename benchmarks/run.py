@@ -482,6 +482,28 @@ def timing_pass(cls: type[Adapter], cfg: Config, ref: Reference, root: Path) -> 
         res["rollback_oldest_turn"] = turn_of[retained[0]]
         res["rollback_max_ms"] = max(res["rollback_latest_ms"], res["rollback_random_max_ms"],
                                      res["rollback_oldest_ms"])
+        if hasattr(adapter, "cold_rebuild"):
+            # worst cold rebuild: every retained snapshot (every 4th past 250), each through a fresh
+            # handle with nothing cached, checked against the reference state; a snapshot's cost is
+            # the best of three such rebuilds (a pause of the machine is not the snapshot's cost)
+            sample = retained if len(retained) <= 250 else retained[::4] + retained[-8:]
+            cold = []
+            for handle in dict.fromkeys(sample):
+                best = None
+                for _attempt in range(3):
+                    state = adapter.cold_rebuild(handle)
+                    best = adapter.last_cold_ns if best is None else min(best, adapter.last_cold_ns)
+                if digest(state) != ref.digests[turn_of[handle] - 1]:
+                    mismatches.append(turn_of[handle])
+                cold.append((ms(best), turn_of[handle]))
+                del state
+            worst = max(cold)
+            res["rebuild_cold_max_ms"], res["rebuild_cold_max_turn"] = worst
+            res["rebuild_cold_median_ms"] = statistics.median(t for t, _turn in cold)
+            res["rebuild_cold_count"] = len(cold)
+            st = adapter.stats()
+            keys = ("stored_bytes", "segments", "keyframes", "longest_chain", "apparent_bytes", "allocated_bytes")
+            res["store_stats"] = {k: st.get(k) for k in keys}
         res["verified"] = not mismatches
         res["mismatch_turns"] = sorted(set(mismatches))
         if hasattr(adapter, "gc_seconds"):
@@ -618,43 +640,41 @@ def evaluate_targets(cfg: Config, ref: Reference, results: dict[str, dict[str, A
 
     for n in snaps:
         r = ok[n]
-        # 1. commit speed
-        jp = ok.get("jsonpatch-zstd")
-        x = ratio(jp["commit_median_ms"], r["commit_median_ms"]) if jp else None
-        add("commit median >= 10x faster than jsonpatch.make_patch+zstd", n,
-            None if x is None else x >= 10, fmt_ratio(x),
-            "" if jp else "jsonpatch-zstd not run")
+        # 1. commit speed, against writing the same state as one zstd-3 file, in the same run
         fz = ok.get("full-zstd")
-        x = ratio(fz["commit_median_ms"], r["commit_median_ms"]) if fz else None
-        add("commit median faster than writing one full zstd-3 file", n,
-            None if x is None else x > 1, fmt_ratio(x), "" if fz else "full-zstd not run")
-        # 2. bytes (on-disk stores only)
-        if r.get("bytes_apparent") is not None:
-            if jp:
-                x = ratio(jp["bytes_apparent"], r["bytes_apparent"])
-                xa = ratio(jp["bytes_allocated"], r["bytes_allocated"])
-                add("stored bytes <= naive per-delta zstd (jsonpatch)", n,
-                    None if x is None else x >= 1, f"{fmt_ratio(x)} smaller",
-                    f"apparent {fmt_bytes(r['bytes_apparent'])} vs {fmt_bytes(jp['bytes_apparent'])}; "
-                    f"allocated ratio {fmt_ratio(xa)}")
-            else:
-                add("stored bytes <= naive per-delta zstd (jsonpatch)", n, None, "-",
-                    "jsonpatch-zstd not run")
-            if fz:
-                x = ratio(fz["bytes_apparent"], r["bytes_apparent"])
-                xa = ratio(fz["bytes_allocated"], r["bytes_allocated"])
-                add("stored bytes >= 100x smaller than full copies (full zstd-3 files)", n,
-                    None if x is None else x >= 100, f"{fmt_ratio(x)} smaller",
-                    f"allocated ratio {fmt_ratio(xa)}")
-            else:
-                add("stored bytes >= 100x smaller than full copies (full zstd-3 files)", n,
-                    None, "-", "full-zstd not run")
-        # 3. rollback
-        x = ratio(r["rollback_max_ms"], costs["load_full_ms"])
-        add("rollback to any retained snapshot <= 3x loading one full compressed state", n,
-            None if x is None else x <= 3, f"{fmt_ratio(x)} of load-full",
-            f"slowest rollback {fmt_ms(r['rollback_max_ms'])} ms vs load-full "
-            f"{fmt_ms(costs['load_full_ms'])} ms")
+        limit = {"snapstore-dir": 0.5, "snapstore-mem": 0.35, "snapstore-pg": 1.0}.get(n, 0.5)
+        x = ratio(r["commit_median_ms"], fz["commit_median_ms"]) if fz else None
+        add(f"commit median <= {limit}x writing one full zstd-3 file", n,
+            None if x is None else x <= limit, f"{fmt_ratio(x)} of a zstd-3 file",
+            f"{fmt_ms(r['commit_median_ms'])} ms vs {fmt_ms(fz['commit_median_ms'])} ms"
+            if fz else "full-zstd not run")
+        if n == "snapstore-dir":
+            x = ratio(r["commit_p99_ms"], fz["commit_median_ms"]) if fz else None
+            add("commit p99 <= 1x writing one full zstd-3 file", n, None if x is None else x <= 1,
+                f"{fmt_ratio(x)} of a zstd-3 file",
+                f"p99 {fmt_ms(r['commit_p99_ms'])} ms" if fz else "full-zstd not run")
+        # 2. bytes: everything the store holds (records, index, metadata) against naive per-turn deltas
+        jp = ok.get("jsonpatch-zstd")
+        held = r.get("bytes_apparent")
+        if held is None and r.get("store_stats"):
+            held = r["store_stats"].get("stored_bytes")
+        if held is not None and jp:
+            x = ratio(held, jp["bytes_apparent"])
+            add("everything stored <= 1.0x naive per-turn jsonpatch + zstd-3 deltas", n,
+                None if x is None else x <= 1.0, f"{fmt_ratio(x)} of naive",
+                f"{fmt_bytes(held)} vs {fmt_bytes(jp['bytes_apparent'])}")
+        if r.get("bytes_apparent") and r.get("bytes_allocated") and r.get("on_disk", True):
+            x = ratio(r["bytes_allocated"], r["bytes_apparent"])
+            add("allocated disk blocks <= 1.5x the apparent size", n, None if x is None else x <= 1.5,
+                f"{fmt_ratio(x)}",
+                f"{fmt_bytes(r['bytes_allocated'])} allocated, {fmt_bytes(r['bytes_apparent'])} apparent")
+        # 3. rebuild and rollback
+        if "rebuild_cold_max_ms" in r:
+            x = ratio(r["rebuild_cold_max_ms"], costs["load_full_ms"])
+            add("worst cold rebuild of any retained snapshot <= 3x loading one full compressed state", n,
+                None if x is None else x <= 3, f"{fmt_ratio(x)} of load-full",
+                f"worst {fmt_ms(r['rebuild_cold_max_ms'])} ms (turn {r['rebuild_cold_max_turn']}, "
+                f"{r['rebuild_cold_count']} snapshots rebuilt cold) vs load-full {fmt_ms(costs['load_full_ms'])} ms")
         x = ratio(r["rollback_latest_ms"], costs["orjson_roundtrip_ms"])
         add("rollback to head <= one orjson round trip", n,
             None if x is None else x <= 1, f"{fmt_ratio(x)} of round trip",

@@ -264,10 +264,11 @@ class SessionLog:
             current = commit.record.parent
 
     # -- reading payloads ----------------------------------------------
-    def segment_payloads(self, number: int) -> tuple[dict[str, bytes], bytes]:
-        """Every commit's raw payload in one segment, and the segment's raw stream."""
+    def segment_payloads(self, number: int, upto: int | None = None) -> tuple[dict[str, bytes], bytes]:
+        """Every commit's raw payload in one segment (through entry ``upto`` when given), and the
+        segment's raw stream as far as it was decoded."""
         loaded = self.segments.get(number)
-        cache_key = (number, loaded.version, loaded.end) if loaded is not None else None
+        cache_key = (number, loaded.version, loaded.end) if loaded is not None and upto is None else None
         cached = self._raw_cache.get(cache_key) if cache_key is not None else None
         if cached is not None:
             self._raw_cache.move_to_end(cache_key)  # type: ignore[arg-type]
@@ -276,7 +277,7 @@ class SessionLog:
         reader = SegmentReader(self.where(number))
         known = loaded.entries if loaded is not None else []
         try:
-            self._decode_payloads(read.entries, known, reader, number)
+            self._decode_payloads(read.entries if upto is None else read.entries[: upto + 1], known, reader, number)
         except CorruptObjectError:
             cache_key = None  # what decoded before the damage is returned; the rest is lost
         raw = bytes(reader.raw)
@@ -311,7 +312,7 @@ class SessionLog:
         for _attempt in range(READ_ATTEMPTS):
             try:
                 path = self.chain(sid)
-                payloads, _raw = self.segment_payloads(path[0].segment)
+                payloads, _raw = self.segment_payloads(path[0].segment, upto=path[-1].ordinal)
                 return self.apply_chain(path, payloads)
             except SegmentMissing:
                 self.refresh()

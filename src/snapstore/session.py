@@ -163,8 +163,7 @@ class Session:
         if sid == self._head_id and self._head_state is not None:
             return codec.loads(self._head_bytes())
         last = log.last_segment
-        if last is not None and log.commits[sid].segment == last.number:
-            self._open_raw(log)
+        if last is not None and log.commits[sid].segment == last.number and self._open is not None:
             self._sync_open(log)
             if self._forward_path(log, sid):
                 # another writer's commits since the cached head: apply their deltas to it, which
@@ -638,10 +637,16 @@ class Session:
         """
         if model is not None:
             return self.rollback_model(snapshot_id, model)
+        with self._lock:
+            log = self._current()
+            sid = self._resolve(log, snapshot_id)
+            if sid == log.head:  # already the head: nothing to write, so no lock to wait for
+                return self._state_of(log, sid)
         with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
             log = self._catch_up()
             sid = self._resolve(log, snapshot_id)
-            if sid == log.head and self._head_id == sid and self._head_state is not None:
+            if sid == self._head_id and self._head_state is not None:
+                self._write_meta({"head": sid})
                 return codec.loads(self._head_bytes())
             state = self._state_of(log, sid)
             if sid != log.head:
