@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
