@@ -225,7 +225,7 @@ class Session:
         delta_payload: bytes | None = None
         new_head: Any = None
         parent_commit = log.commits.get(parent) if parent is not None else None
-        open_has_commit = last is not None and any(isinstance(e, CommitEntry) for e in last.entries)
+        open_has_commit = last is not None and last.runs() > 0  # a segment's first commit is a keyframe
         if last is not None and last.damage is not None:
             open_has_commit = True  # never append after damage: the next commit starts a new segment
         can_delta = (
@@ -273,8 +273,8 @@ class Session:
             self._chain_cost[sid], self._keyframe_of[sid] = cost, self._keyframe_of.get(parent, parent)
             return record, [entry], last.number, last.end, new_head, delta_payload
         # a keyframe: a new run in the open segment, patched against its raw stream, or a new segment
-        raw_so_far = len(self._open_raw(log)) if open_has_commit and last is not None and last.damage is None else 0
-        assert last is None or not open_has_commit or self._open is not None
+        healthy = open_has_commit and last is not None and last.damage is None
+        raw_so_far = len(self._open_raw(log)) if healthy else 0
         extend = (
             open_has_commit
             and last is not None
@@ -580,7 +580,7 @@ class Session:
                 last = log.last_segment
                 assert last is not None
                 parent = log.commits.get(record.parent) if record.parent else None
-                open_has_commit = any(isinstance(e, CommitEntry) for e in last.entries)
+                open_has_commit = last.runs() > 0
                 as_delta = (
                     record.delta is not None
                     and delta_payload is not None
