@@ -39,8 +39,8 @@ def _open(target: str, prefix: str) -> Any:
     if target.startswith("postgresql://"):
         from snapstore.backends._postgres import PostgresBackend
 
-        return snapstore.SnapshotStore(PostgresBackend(target, table_prefix=prefix), lock_timeout=None)
-    return snapstore.SnapshotStore.open(target, lock_timeout=None)
+        return snapstore.SnapshotStore(PostgresBackend(target, table_prefix=prefix))
+    return snapstore.SnapshotStore.open(target)
 
 
 def _initial(big: bool) -> dict[str, Any]:
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             "# Writers on one session",
             "",
             f"`python -m benchmarks.writers --commits {args.commits}`, "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, Python {sys.version.split()[0]}.",
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+            f"Python {sys.version.split()[0]}.",
             "",
             *lines,
             "",
