@@ -1,13 +1,16 @@
-"""Golden files: what format version 1 wrote must stay readable, byte for byte.
+"""Golden files: what format versions 1 and 2 wrote must stay readable, byte for byte.
 
-``tests/golden/store-v1/`` is a directory store made once by
-``tests/golden/make_golden.py`` and committed; ``tests/golden/expected-*.json``
-say what it holds. The tests copy it to a temporary folder (opening a store may
-create lock files) and never regenerate it.
+``tests/golden/store-v1/`` is a directory store made once by format version 1
+(``tests/golden/make_golden.py``), ``tests/golden/store-v2/`` one made by version 2
+(``tests/golden/make_golden_v2.py``); ``tests/golden/expected-*.json`` and
+``tests/golden/expected-v2/*.json`` say what they hold. The tests copy them to a
+temporary folder and never regenerate them.
 
-Two readers are checked against it: snapstore itself, and a small reader
-written here from docs/format.md alone (struct, zstandard, xxhash, orjson and
-jsonpatch; no snapstore code), which keeps the document honest.
+Two readers are checked against each: snapstore itself (for version 1, through
+``snapstore upgrade``, the only way this release reads it), and a small reader
+written from docs/format.md alone (struct, zstandard, xxhash, orjson and jsonpatch;
+no snapstore code: below for version 1, tests/format_v2_reader.py for version 2),
+which keeps the document honest.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ import pytest
 import xxhash
 import zstandard
 
+import format_v2_reader as v2
 from conftest import canonical
 from snapstore import FormatVersionError, SnapshotError, SnapshotStore, codec
 from snapstore.codec import Kind
 from snapstore.objects import SessionDoc, SnapshotRecord
+from snapstore.upgrade import upgrade_store
+from test_upgrade import check_upgraded
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -39,7 +45,7 @@ EXPECTED = {
     p.stem.removeprefix("expected-"): orjson.loads(p.read_bytes()) for p in sorted(GOLDEN.glob("expected-*.json"))
 }
 
-# docs/format.md §3.3: the state {"hp":7}, stored raw
+# docs/format.md §7.2: the state {"hp":7}, stored raw
 HP7_PAYLOAD = b'{"hp":7}'
 HP7_ID = "cc3dbcfdd94ab192d8694747a6b4ad42"
 HP7_OBJECT = bytes.fromhex("53 4e 50 4f 01 01 00 00 08 00 00 00 00 00 00 00 7b 22 68 70 22 3a 37 7d")
@@ -82,7 +88,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def read_object(root: Path, key: str) -> tuple[int, bytes]:
-    """(kind, payload) of one object, checked as §3.2 says."""
+    """(kind, payload) of one object, checked as §7.1.1 says."""
     blob = object_path(root, key).read_bytes()
     magic, version, kind, codec_id, reserved, size = HEADER.unpack_from(blob)
     assert (magic, version, reserved) == (b"SNPO", 1, 0), key
@@ -101,7 +107,7 @@ def read_object(root: Path, key: str) -> tuple[int, bytes]:
 
 def read_json(root: Path, key: str, kind: int) -> Any:
     _actual, payload = read_object(root, key)
-    # §3.2: a reader MUST NOT refuse an object whose kind differs from the one it expects
+    # §7.1.1: a reader MUST NOT refuse an object whose kind differs from the one it expects
     # (two kinds share one object when their payloads are equal); ``kind`` only documents intent
     assert canonical(orjson.loads(payload)) == payload, "payloads are canonical JSON"
     return orjson.loads(payload)
@@ -114,7 +120,7 @@ def read_ref(root: Path, name: str) -> str:
 
 
 def rebuild_by_the_document(root: Path, sid: str, bases: list[str]) -> Any:
-    """§6: walk parents to a keyframe or a base, load its state, apply the deltas forward, check the hash."""
+    """§7.6: walk parents to a keyframe or a base, load its state, apply the deltas forward, check the hash."""
     path = []
     current = sid
     while True:
@@ -146,7 +152,7 @@ def test_layout_and_refs() -> None:
     assert (GOLDEN_STORE / "refs" / "config" / "format").read_bytes() == b"1\n"
     refs = sorted(str(p.relative_to(GOLDEN_STORE / "refs")) for p in (GOLDEN_STORE / "refs" / "sessions").iterdir())
     assert refs == sorted(e["ref"] for e in EXPECTED.values())
-    assert EXPECTED["zoe-table"]["ref"] == "sessions/Zo%C3%AB%27s%20table"  # §5: percent-encoded UTF-8
+    assert EXPECTED["zoe-table"]["ref"] == "sessions/Zo%C3%AB%27s%20table"  # §7.5: percent-encoded UTF-8
     for path in (GOLDEN_STORE / "objects").rglob("*"):
         assert not path.name.startswith(".tmp-")
         if path.is_file():
@@ -210,32 +216,18 @@ def test_expected_states_keep_their_types() -> None:
 # ---------------------------------------------------------------- snapstore reads the golden store
 
 
-def test_snapstore_reads_every_state(golden_copy: Path) -> None:
+def test_snapstore_opens_it_only_to_upgrade(golden_copy: Path) -> None:
     before = tree_digest(golden_copy)
-    with SnapshotStore.open(golden_copy, create=False) as store:
-        assert store.sessions() == sorted(e["session"] for e in EXPECTED.values())
-        for expected in EXPECTED.values():
-            sess = store.session(expected["session"])
-            assert sess.max_snapshots == expected["max_snapshots"]
-            assert sess.snapshot_ids() == [s["id"] for s in expected["snapshots"]]
-            assert sess.head is not None and sess.head.id == expected["head"]
-            for snap, want in zip(sess.snapshots(), expected["snapshots"], strict=True):
-                assert (snap.parent, snap.label, snap.turn, snap.kind) == (
-                    want["parent"],
-                    want["label"],
-                    want["turn"],
-                    want["kind"],
-                )
-                assert snap.state_hash == want["state_hash"]
-                assert canonical(sess.state(snap.id)) == canonical(want["state"])
-        report = store.verify()
-        assert report.ok, report.problems
-        assert report.objects_checked == len(object_keys(golden_copy))
-        assert report.states_rebuilt == sum(len(e["snapshots"]) for e in EXPECTED.values())
-    assert tree_digest(golden_copy) == before, "reading a store must not change its objects or refs"
+    for create in (True, False):
+        with pytest.raises(FormatVersionError) as err:
+            SnapshotStore.open(golden_copy, create=create)
+        assert err.value.details["upgrade"] is True
+    assert tree_digest(golden_copy) == before, "refusing a store must not change its objects or refs"
 
 
-def test_diffs_between_golden_snapshots(golden_copy: Path) -> None:
+def test_upgraded_golden_store_diffs_and_goes_on(golden_copy: Path) -> None:
+    upgrade_store(golden_copy)
+    check_upgraded(golden_copy)  # every id, record field and state (tests/test_upgrade.py)
     with SnapshotStore.open(golden_copy) as store:
         for expected in EXPECTED.values():
             sess = store.session(expected["session"])
@@ -243,13 +235,7 @@ def test_diffs_between_golden_snapshots(golden_copy: Path) -> None:
             for a, b in zip(snaps, snaps[1:] + snaps[:1], strict=True):
                 patch = sess.diff(a["id"], b["id"])
                 assert canonical(jsonpatch.apply_patch(a["state"], patch)) == canonical(b["state"])
-
-
-def test_golden_store_takes_new_commits(golden_copy: Path) -> None:
-    with SnapshotStore.open(golden_copy) as store:
-        for expected in EXPECTED.values():
-            sess = store.session(expected["session"])
-            head_state = sess.state(expected["head"]) if expected["head"] in sess.snapshot_ids() else None
+            head_state = sess.state(expected["head"])
             new = sess.commit({"after": "golden", "previous": head_state}, label="new", turn=None)
             assert new.parent == expected["head"]
             assert canonical(sess.state(new.id)) == canonical({"after": "golden", "previous": head_state})
@@ -261,25 +247,26 @@ def test_golden_store_takes_new_commits(golden_copy: Path) -> None:
 # ---------------------------------------------------------------- bytes the document shows
 
 
-def _doc_example_bytes() -> bytes:
+def _doc_example_bytes(heading: str = "### 7.2 Example") -> bytes:
+    """The bytes of the first hex dump under ``heading`` in docs/format.md."""
     text = FORMAT_DOC.read_text(encoding="utf-8")
-    section = text[text.index("### 3.3") :]
+    section = text[text.index(heading) :]
     block = section[section.index("```") + 3 :]
     block = block[block.index("\n") + 1 : block.index("```")]
     data = bytearray()
     for line in block.splitlines():
         match = re.match(r"^([0-9a-f]{2}(?: {1,2}[0-9a-f]{2})*)", line)
-        assert match, f"unexpected line in the §3.3 hex dump: {line!r}"
+        assert match, f"unexpected line in the hex dump under {heading}: {line!r}"
         data += bytes.fromhex(match.group(1))
     return bytes(data)
 
 
 def test_doc_example_object_byte_for_byte() -> None:
-    assert _doc_example_bytes() == HP7_OBJECT, "docs/format.md §3.3 changed"
+    assert _doc_example_bytes() == HP7_OBJECT, "docs/format.md §7.2 changed"
     key, blob = codec.encode_object(Kind.STATE, HP7_PAYLOAD)
     assert key == HP7_ID == xxhash.xxh3_128_hexdigest(HP7_PAYLOAD)
     assert blob == HP7_OBJECT
-    assert object_path(GOLDEN_STORE, HP7_ID).read_bytes() == HP7_OBJECT, "the golden store holds the §3.3 object"
+    assert object_path(GOLDEN_STORE, HP7_ID).read_bytes() == HP7_OBJECT, "the golden store holds the §7.2 object"
     assert codec.read_header(HP7_ID, HP7_OBJECT) == (Kind.STATE, codec.CODEC_RAW, 8)
     assert codec.decode_object(HP7_ID, HP7_OBJECT, Kind.STATE) == HP7_PAYLOAD
     assert EXPECTED["doc-example"]["snapshots"][0]["state_hash"] == HP7_ID
@@ -337,32 +324,24 @@ def test_object_version_2_is_refused() -> None:
 
 
 @pytest.mark.parametrize("which", ["state", "record"])
-def test_store_refuses_version_2_objects(golden_copy: Path, which: str) -> None:
+def test_upgrade_refuses_version_2_objects(golden_copy: Path, which: str) -> None:
     first = EXPECTED["doc-example"]["snapshots"][0]
     key = first["state_hash"] if which == "state" else first["id"]
     path = object_path(golden_copy, key)
     path.write_bytes(_with_version(path.read_bytes(), 2))
-    with SnapshotStore.open(golden_copy) as store:
-        sess = store.session("doc-example")
-        with pytest.raises(FormatVersionError) as err:
-            sess.state(first["id"])
-        _names_both_versions(err.value, key)
-        report = store.verify()
-        assert not report.ok
-        assert key in {p.object for p in report.problems}
-        assert any("version 2" in p.message for p in report.problems)
-        # the other sessions are untouched
-        other = store.session("long-chain")
-        for snap in EXPECTED["long-chain"]["snapshots"]:
-            assert canonical(other.state(snap["id"])) == canonical(snap["state"])
+    before = tree_digest(golden_copy)
+    with pytest.raises(FormatVersionError) as err:
+        upgrade_store(golden_copy)
+    _names_both_versions(err.value, key)
+    assert err.value.details["object"] == key
+    assert tree_digest(golden_copy) == before
 
 
-def test_store_format_2_is_refused(golden_copy: Path) -> None:
+def test_store_format_2_in_version_1_refs_is_refused(golden_copy: Path) -> None:
     (golden_copy / "refs" / "config" / "format").write_bytes(b"2\n")
-    for create in (True, False):
-        with pytest.raises(FormatVersionError) as err:
-            SnapshotStore.open(golden_copy, create=create)
-        _names_both_versions(err.value, str(golden_copy))
+    with pytest.raises(FormatVersionError) as err:
+        upgrade_store(golden_copy)
+    _names_both_versions(err.value, str(golden_copy))
 
 
 def test_record_and_session_format_2_are_refused() -> None:
@@ -380,7 +359,7 @@ def test_record_and_session_format_2_are_refused() -> None:
     _names_both_versions(err.value, "0" * 32)
 
 
-def test_store_refuses_session_document_of_format_2(golden_copy: Path) -> None:
+def test_upgrade_refuses_session_document_of_format_2(golden_copy: Path) -> None:
     ref = EXPECTED["doc-example"]["ref"]
     doc_key = read_ref(golden_copy, ref)
     doc = orjson.loads(codec.decode_object(doc_key, object_path(golden_copy, doc_key).read_bytes()))
@@ -389,7 +368,179 @@ def test_store_refuses_session_document_of_format_2(golden_copy: Path) -> None:
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(blob)
     (golden_copy / "refs" / ref).write_text(new_key + "\n", encoding="utf-8")
-    with SnapshotStore.open(golden_copy) as store:
-        with pytest.raises(FormatVersionError) as err:
-            store.session("doc-example")
-        _names_both_versions(err.value, new_key)
+    with pytest.raises(FormatVersionError) as err:
+        upgrade_store(golden_copy)
+    _names_both_versions(err.value, new_key)
+
+
+# ---------------------------------------------------------------- format version 2
+
+GOLDEN_V2 = GOLDEN / "store-v2"
+EXPECTED_V2 = {p.stem: orjson.loads(p.read_bytes()) for p in sorted((GOLDEN / "expected-v2").glob("*.json"))}
+DOC_EXAMPLE_V2_ID = "23c915508abcd9f82811422b795b5615"  # docs/format.md §4.12
+
+
+@pytest.fixture
+def golden_v2_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "store-v2"
+    shutil.copytree(GOLDEN_V2, target)
+    return target
+
+
+def v2_digest(root: Path) -> dict[str, str]:
+    """Content of the config and segment files (the lock files are not data)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "lock"
+    }
+
+
+def test_v2_golden_files_are_present() -> None:
+    assert set(EXPECTED_V2) == {"campaign", "zoe-table", "long-name"}
+    assert (GOLDEN / "make_golden_v2.py").is_file()
+    assert (GOLDEN_V2 / "config" / "format").read_bytes() == b"2"
+    folders = sorted(p.name for p in (GOLDEN_V2 / "sessions").iterdir())
+    assert folders == sorted(e["key"] for e in EXPECTED_V2.values())
+    for expected in EXPECTED_V2.values():
+        assert v2.session_key(expected["session"]) == expected["key"]  # §4.2, computed from the document
+    assert EXPECTED_V2["zoe-table"]["key"] == "Zo%C3%AB%27s%20table"
+    assert "~" in EXPECTED_V2["long-name"]["key"]
+    total = sum(p.stat().st_size for p in GOLDEN_V2.rglob("*") if p.is_file())
+    assert total < 16_000  # tiny on purpose
+
+
+def test_v2_golden_store_shows_every_part_of_the_format() -> None:
+    campaign = EXPECTED_V2["campaign"]
+    modes = {e["mode"] for s in campaign["segments"] for e in s["entries"] if "commit" in e}
+    metas = [e["meta"] for s in campaign["segments"] for e in s["entries"] if "meta" in e]
+    assert len(campaign["segments"]) >= 3 and modes == {0, 1, 2, 3}
+    assert campaign["squashed"] and any("head" in m for m in metas) and any("tag" in m for m in metas)
+    assert campaign["tags"] and campaign["snapshots"][0]["id"] in campaign["tags"].values()
+
+
+@pytest.mark.parametrize("slug", sorted(EXPECTED_V2))
+def test_v2_document_reader_reads_the_golden_store(slug: str) -> None:
+    expected = EXPECTED_V2[slug]
+    session = v2.read_session(GOLDEN_V2 / "sessions" / expected["key"])
+    assert session.name == expected["session"]
+    found_segments = [
+        {
+            "segment": number,
+            "entries": [{"meta": e} if isinstance(e, dict) else {"commit": e.id, "mode": e.mode} for e in entries],
+        }
+        for number, entries in session.segments.items()
+    ]
+    assert found_segments == expected["segments"]
+    assert session.retained() == [s["id"] for s in expected["snapshots"]]
+    assert (session.head, session.tags) == (expected["head"], expected["tags"])
+    assert session.settings.get("max_snapshots", 10) == expected["max_snapshots"]
+    for sid in session.order:  # every stored snapshot rebuilds to its hash, listed or not
+        session.state(sid)
+    for snap in expected["snapshots"]:
+        record = session.commits[snap["id"]][1].record
+        for member in ("parent", "label", "timestamp", "turn", "size", "delta", "depth"):
+            assert record[member] == snap[member], member
+        assert record["state"] == snap["state_hash"]
+        assert canonical(session.state(snap["id"])) == canonical(snap["state"])
+
+
+def test_v2_squashed_segment_starts_at_a_needed_run() -> None:
+    campaign = EXPECTED_V2["campaign"]
+    session = v2.read_session(GOLDEN_V2 / "sessions" / campaign["key"])
+    for number in campaign["squashed"]:
+        commits = [e for e in session.segments[number] if isinstance(e, v2.Commit)]
+        assert commits[0].mode == 0 and commits[0].record["parent"] is not None  # rewritten as independent
+        retained = set(session.retained()) | set(session.tags.values())
+        assert any(c.id in retained for c in commits)
+
+
+def test_v2_expected_states_keep_their_types() -> None:
+    states = [s["state"] for s in EXPECTED_V2["zoe-table"]["snapshots"]]
+    assert {canonical(s["one"]) for s in states} == {b"1", b"1.0", b"true"}
+    assert all(s["extremes"]["max_u64"] == 2**64 - 1 and s["extremes"]["min_i64"] == -(2**63) for s in states)
+
+
+def test_v2_doc_example_segment() -> None:
+    """docs/format.md §4.12, read by the document's reader and by snapstore, and written again."""
+    from snapstore.backends import _framing
+    from snapstore.entries import CommitEntry, MetaEntry, decode_entry, encode_commit, encode_meta
+
+    data = _doc_example_bytes("### 4.12 Example")
+    frames = v2.read_frames(data)
+    assert (frames.torn_at, frames.damaged_at, len(frames.entries)) == (None, None, 2)
+    meta, commit_bytes = frames.entries
+    commit = v2.parse_commit(commit_bytes, "doc-example")
+    v2.decode_payloads([commit])
+    assert commit.id == DOC_EXAMPLE_V2_ID and commit.raw == b'{"hp":7}' and commit.mode == 0
+    assert f"`{DOC_EXAMPLE_V2_ID}`" in FORMAT_DOC.read_text(encoding="utf-8")
+
+    scanned = _framing.scan(memoryview(data)[_framing.HEADER_SIZE :], _framing.HEADER_SIZE)
+    assert scanned.entries == frames.entries and not scanned.torn and scanned.damaged_at is None
+    entry = decode_entry(commit_bytes, "doc-example", "doc")
+    assert isinstance(entry, CommitEntry) and entry.id == DOC_EXAMPLE_V2_ID
+    assert isinstance(decode_entry(meta, "doc-example", "doc"), MetaEntry)
+    written = encode_commit(entry.record, entry.mode, entry.raw_length, entry.payload)
+    again = data[:8] + _framing.frames([encode_meta(orjson.loads(meta[1:])), written])
+    assert again == data
+
+
+def test_snapstore_reads_the_v2_golden_store(golden_v2_copy: Path) -> None:
+    before = v2_digest(golden_v2_copy)
+    with SnapshotStore.open(golden_v2_copy, create=False) as store:
+        assert store.sessions() == sorted(e["session"] for e in EXPECTED_V2.values())
+        for expected in EXPECTED_V2.values():
+            sess = store.session(expected["session"])
+            assert sess.max_snapshots == expected["max_snapshots"]
+            assert sess.snapshot_ids() == [s["id"] for s in expected["snapshots"]]
+            assert sess.head is not None and sess.head.id == expected["head"]
+            assert sess.tags == expected["tags"]
+            for snap, want in zip(sess.snapshots(), expected["snapshots"], strict=True):
+                got = {**snap.to_dict(), "timestamp": snap.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+                assert {k: got[k] for k in ("id", "parent", "label", "timestamp", "turn", "kind", "size")} == {
+                    k: want[k] for k in ("id", "parent", "label", "timestamp", "turn", "kind", "size")
+                }
+                assert canonical(sess.state(snap.id)) == canonical(want["state"])
+        report = store.verify()
+        assert report.ok, report.problems
+        assert report.states_rebuilt == sum(len(e["snapshots"]) for e in EXPECTED_V2.values())
+    assert v2_digest(golden_v2_copy) == before, "reading a store must not change it"
+
+
+def test_v2_golden_store_takes_new_commits(golden_v2_copy: Path) -> None:
+    with SnapshotStore.open(golden_v2_copy) as store:
+        for expected in EXPECTED_V2.values():
+            sess = store.session(expected["session"])
+            previous = sess.state(expected["head"])
+            new = sess.commit({"after": "golden", "previous": previous}, label="new")
+            assert new.parent == expected["head"]
+            assert canonical(sess.state(new.id)) == canonical({"after": "golden", "previous": previous})
+        report = store.verify()
+        assert report.ok, report.problems
+    for expected in EXPECTED_V2.values():  # and the document's reader still reads what was appended
+        v2.read_session(golden_v2_copy / "sessions" / expected["key"]).state(
+            v2.read_session(golden_v2_copy / "sessions" / expected["key"]).order[-1]
+        )
+
+
+def test_v2_torn_tail_and_damage_as_the_document_says(golden_v2_copy: Path) -> None:
+    expected = EXPECTED_V2["zoe-table"]
+    path = golden_v2_copy / "sessions" / expected["key"] / "0000000000000001.seg"
+    data = path.read_bytes()
+    good = v2.read_frames(data)
+    last = len(data) - (12 + len(good.entries[-1]))  # where the last frame starts
+
+    path.write_bytes(data + data[last : last + 20])  # an append cut short: a torn tail
+    assert v2.read_frames(path.read_bytes()).torn_at == len(data)
+    with SnapshotStore.open(golden_v2_copy) as store:
+        assert store.session(expected["session"]).snapshot_ids() == [s["id"] for s in expected["snapshots"]]
+
+    damaged = bytearray(data)
+    damaged[last - 5] ^= 0x01  # inside the body of the frame before the last one
+    path.write_bytes(bytes(damaged))
+    found = v2.read_frames(bytes(damaged))
+    assert found.damaged_at is not None and found.damaged_at < last and found.torn_at is None
+    with SnapshotStore.open(golden_v2_copy) as store:
+        report = store.verify()
+        assert not report.ok and any(p.session == expected["session"] for p in report.problems)
+        assert all(p.session == expected["session"] for p in report.problems), "other sessions are intact"

@@ -283,7 +283,7 @@ def _legacy_or_refuse(backend: Backend, where: str) -> LegacyReader | None:
     if found != LEGACY_FORMAT:
         raise FormatVersionError(
             f"store {where} has format version {found!r}; upgrade reads version {LEGACY_FORMAT}",
-            {"path": where, "version": found, "supported": LEGACY_FORMAT},
+            {"path": where, "version": found, "supported": int(LEGACY_FORMAT)},
         )
     reader = backend.legacy_reader()
     if reader is None:
