@@ -1,4 +1,4 @@
-"""Objects and refs in PostgreSQL tables (psycopg 3 and a connection pool).
+"""Segments of entries in PostgreSQL tables (psycopg 3 and connection pools).
 
 Needs the optional extra: ``pip install snapstore[postgres]`` (``psycopg[binary]``
 and ``psycopg-pool``). This module is only imported when a ``postgresql://`` URL
@@ -9,39 +9,54 @@ missing, else the connection's ``current_schema()``, which the URL can set with
 ``?options=-csearch_path%3Dname``), their names optionally preceded by
 ``table_prefix`` (so several stores can share one schema)::
 
-    snapstore_objects(key text primary key, data bytea not null)   insert-if-absent, never updated
-    snapstore_refs(name text primary key, value text not null)     changed only by compare-and-swap
-    snapstore_meta(key text primary key, value text)               'schema_version' = '1'
+    snapstore_config(name text primary key, value bytea not null)
+    snapstore_segments(session text, segment bigint, entries bigint, bytes bigint, version bigint,
+                       primary key (session, segment))
+    snapstore_entries(session text, segment bigint, pos bigint, data bytea not null,
+                      primary key (session, segment, pos))
+    snapstore_segment_version                       a sequence: every segment written whole gets a new version
+    snapstore_meta(key text primary key, value text)  'schema_version' = '2' (shared with format 1)
 
-Key columns use the "C" collation: byte order, and ``LIKE 'prefix%'`` can use the index.
-Creation is serialised between processes with a transaction-level advisory lock,
-and a store written by a newer schema version is refused (``FormatVersionError``).
+A position is an entry count. ``append`` is one statement: it grows the segment's
+row only if the row still counts ``expected_end`` entries (compare-and-swap, atomic
+even without the session lock) and inserts the entries at the positions after it.
+A reader reads the segment's row and its entries in one statement, so a replace
+(one transaction) is seen whole or not at all.
 
-Every operation is one statement on a pooled connection in autocommit mode (or one
-transaction for ``put_many``), so it happens whole or not at all. Driver and network
-errors surface as ``BackendError`` with ``details["cause"]``.
+A format-1 store (``snapstore_objects``, ``snapstore_refs``) in the same schema and
+prefix stays readable through ``legacy_reader()``; its ``schema_version`` row stays
+'1' until the first config value of format 2 is written, so format-1 code refuses
+the store from then on.
 
-Named locks are session-level advisory locks (``pg_advisory_lock`` /
-``pg_advisory_lock_shared``) on a 64-bit hash of the schema and the name; each
-holder keeps its own connection from a second pool for the duration, so threads of
-one process exclude each other exactly like separate processes do, and a crashed
-holder's lock goes away with its connection. Lock connections come from their own
-pool so that lock holders can never starve ordinary operations of connections.
+Session locks: ``lock_session`` takes a transaction-scoped advisory lock
+(``pg_advisory_xact_lock`` on a 64-bit hash of the schema, the prefix and the key)
+on a connection from a pool of its own, which stays in that transaction for the
+``with`` block: the lock holder's appends, replaces, drops and reads of that session
+(from the same thread) run in it, so a commit is one transaction, rolled back if
+the block raises. PostgreSQL queues lock waiters in arrival order, so writers take
+turns, and a crashed holder's lock ends with its connection. Creation of the tables
+is serialised with the same kind of lock. Driver and network errors surface as
+``BackendError`` with ``details["cause"]``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
+import math
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import BackendError, FormatVersionError
-from .base import Backend, ObjectMissing, check_key, check_ref_name
+from ..errors import BackendError, ConcurrentUpdateError, FormatVersionError, SnapshotError
+from ._checks import check_config_name, check_config_value, check_position, entry_list
+from ._legacy import OBJECT_KEY, LegacyObjectMissing
+from .base import Backend, SegmentInfo, SegmentMissing, SegmentRead, check_segment, check_session_key
+from .locking import check_timeout, lock_timeout_error
 
 try:
     import psycopg
@@ -55,32 +70,111 @@ else:
     _IMPORT_ERROR = None
 
 #: the table layout this code writes and understands
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LEGACY_SCHEMA_VERSION = 1
 
-OBJECTS_TABLE = "snapstore_objects"
-REFS_TABLE = "snapstore_refs"
+CONFIG_TABLE = "snapstore_config"
+SEGMENTS_TABLE = "snapstore_segments"
+ENTRIES_TABLE = "snapstore_entries"
+VERSION_SEQUENCE = "snapstore_segment_version"
 META_TABLE = "snapstore_meta"
+LEGACY_OBJECTS_TABLE = "snapstore_objects"
+LEGACY_REFS_TABLE = "snapstore_refs"
 
-_KEYS_BATCH = 1000  # keys fetched per round trip by iter_keys
-_PUT_MANY_ROWS = 1000  # objects per INSERT statement in put_many...
-_PUT_MANY_BYTES = 32 * 1024 * 1024  # ...or fewer, when they are big
-_PRECHECK_BYTES = 64 * 1024  # above this, put() asks whether the key exists before sending the data
 _SECRET_PARAMS = ("password", "sslpassword")
 _TABLE_PREFIX = re.compile(r"[A-Za-z0-9_]{0,40}\Z")
+_LOCK_NOT_AVAILABLE = "55P03"
+_UNIQUE_VIOLATION = "23505"
+#: seconds a lock waiter may spend getting a connection, whatever its lock timeout
+_CONNECT_ALLOWANCE = 5.0
+
+_QUERIES = {
+    "read_version": "SELECT value FROM {meta} WHERE key = 'schema_version'",
+    "bump_version": "UPDATE {meta} SET value = '2' WHERE key = 'schema_version' AND value = '1'",
+    "read_config": "SELECT value FROM {config} WHERE name = %s",
+    "write_config": (
+        "INSERT INTO {config} (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+    ),
+    "session_keys": "SELECT DISTINCT session FROM {segments} ORDER BY session",
+    "segments": "SELECT segment, bytes, version FROM {segments} WHERE session = %s ORDER BY segment",
+    # One statement, one snapshot: the row and the entries it counts, never half of a replace.
+    "read_segment": (
+        "SELECT s.entries, e.data FROM {segments} s LEFT JOIN {entries} e"
+        " ON e.session = s.session AND e.segment = s.segment AND e.pos >= %(start)s"
+        " WHERE s.session = %(key)s AND s.segment = %(segment)s ORDER BY e.pos"
+    ),
+    # `ok` refuses a stale end when the row is absent; ON CONFLICT ... WHERE re-checks the
+    # latest committed row, so two appenders without the lock cannot both win.
+    "append": (
+        "WITH ok AS (SELECT 1 WHERE coalesce((SELECT entries FROM {segments}"
+        "  WHERE session = %(key)s AND segment = %(segment)s), 0) = %(expected)s),"
+        " up AS (INSERT INTO {segments} (session, segment, entries, bytes, version)"
+        "  SELECT %(key)s, %(segment)s, %(count)s, %(bytes)s, nextval('{sequence}') FROM ok"
+        "  ON CONFLICT (session, segment) DO UPDATE"
+        "  SET entries = {segments}.entries + EXCLUDED.entries, bytes = {segments}.bytes + EXCLUDED.bytes"
+        "  WHERE {segments}.entries = %(expected)s RETURNING entries),"
+        " ins AS (INSERT INTO {entries} (session, segment, pos, data)"
+        "  SELECT %(key)s, %(segment)s, %(expected)s + t.ord - 1, t.data"
+        "  FROM up, unnest(%(data)s::bytea[]) WITH ORDINALITY AS t(data, ord))"
+        " SELECT entries FROM up"
+    ),
+    "clear_entries": "DELETE FROM {entries} WHERE session = %(key)s AND segment = %(segment)s",
+    "put_segment": (
+        "WITH up AS (INSERT INTO {segments} (session, segment, entries, bytes, version)"
+        "  VALUES (%(key)s, %(segment)s, %(count)s, %(bytes)s, nextval('{sequence}'))"
+        "  ON CONFLICT (session, segment) DO UPDATE"
+        "  SET entries = EXCLUDED.entries, bytes = EXCLUDED.bytes, version = EXCLUDED.version)"
+        " INSERT INTO {entries} (session, segment, pos, data)"
+        " SELECT %(key)s, %(segment)s, t.ord - 1, t.data FROM unnest(%(data)s::bytea[]) WITH ORDINALITY AS t(data, ord)"
+    ),
+    "drop_segments": (
+        "WITH gone AS (DELETE FROM {segments} WHERE session = %(key)s AND segment = ANY(%(segments)s))"
+        " DELETE FROM {entries} WHERE session = %(key)s AND segment = ANY(%(segments)s)"
+    ),
+    "delete_session": (
+        "WITH gone AS (DELETE FROM {segments} WHERE session = %(key)s RETURNING 1),"
+        " rows AS (DELETE FROM {entries} WHERE session = %(key)s)"
+        " SELECT count(*) FROM gone"
+    ),
+    "legacy_tables": ("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename IN (%s, %s)"),
+    "legacy_ref": "SELECT value FROM {legacy_refs} WHERE name = %s",
+    "legacy_refs": "SELECT name, value FROM {legacy_refs} WHERE name LIKE %s",
+    "legacy_get": "SELECT data FROM {legacy_objects} WHERE key = %s",
+}
+
+
+class _DroppedConnection(Exception):
+    """A pooled connection the server had closed: the round trip can be retried on another."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass
+class _Held:
+    """A session lock held by one thread: its connection, inside the lock's transaction."""
+
+    conn: Any
+    key: str
+    #: the session's segments, read in the lock's round trip; handed to the first ``segments`` call
+    prefetched: list[SegmentInfo] | None = None
+    #: the transaction failed (an error aborted it): nothing more runs in it, and it is rolled back
+    failed: BaseException | None = field(default=None)
 
 
 class PostgresBackend(Backend):
     """A store in a PostgreSQL database, shared safely by threads and processes.
 
     ``url`` is a libpq URL (``postgresql://user:password@host:port/dbname?...``) or
-    key=value connection string. ``pool_size`` bounds the connections used for
-    object and ref operations, ``lock_pool_size`` (default: ``pool_size``) the locks
-    held at once. ``schema`` names the PostgreSQL schema holding the tables (created
-    when missing); by default the connection's current schema. ``table_prefix``
-    (letters, digits, underscores) goes before each table name: ``t1_`` gives
-    ``t1_snapstore_objects`` and so on. Locks are per schema and prefix. ``connect_timeout``
-    applies to new connections (unless the URL sets one), ``pool_timeout`` to
-    waiting for a free connection.
+    key=value connection string. ``pool_size`` bounds the connections used for reads
+    and unlocked writes, ``lock_pool_size`` (default: ``pool_size``) the session locks
+    held at once by this process (more lockers wait for a connection, as they would for
+    the lock). ``schema`` names the PostgreSQL schema holding the tables (created when
+    missing); by default the connection's current schema. ``table_prefix`` (letters,
+    digits, underscores) goes before each table name: ``t1_`` gives ``t1_snapstore_entries``
+    and so on. Locks are per schema and prefix. ``connect_timeout`` applies to new
+    connections (unless the URL sets one), ``pool_timeout`` to waiting for a free connection.
     """
 
     kind = "postgresql"
@@ -97,6 +191,8 @@ class PostgresBackend(Backend):
         pool_timeout: float = 30.0,
         application_name: str = "snapstore",
     ) -> None:
+        if not isinstance(url, str):
+            raise BackendError(f"a PostgreSQL URL is a str, not {type(url).__name__}", {"url": repr(url)})
         self.url = url
         self._display = redact_url(url)
         if _IMPORT_ERROR is not None:
@@ -104,12 +200,12 @@ class PostgresBackend(Backend):
                 "the PostgreSQL backend needs psycopg 3 and psycopg-pool: pip install snapstore[postgres]",
                 {"cause": f"{type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR}", "url": self._display},
             )
-        if pool_size < 1:
-            raise ValueError("pool_size must be at least 1")
+        if type(pool_size) is not int or pool_size < 1:
+            raise ValueError(f"pool_size must be an integer of at least 1, not {pool_size!r}")
         if lock_pool_size is None:
             lock_pool_size = pool_size
-        if lock_pool_size < 1:
-            raise ValueError("lock_pool_size must be at least 1")
+        if type(lock_pool_size) is not int or lock_pool_size < 1:
+            raise ValueError(f"lock_pool_size must be an integer of at least 1, not {lock_pool_size!r}")
         if schema is not None and (not isinstance(schema, str) or not schema or "\x00" in schema):
             raise ValueError(f"invalid schema name {schema!r}")
         if not isinstance(table_prefix, str) or not _TABLE_PREFIX.match(table_prefix):
@@ -128,8 +224,11 @@ class PostgresBackend(Backend):
         if "application_name" not in params:
             kwargs["application_name"] = application_name
         self._kwargs = kwargs
+        self._pool_timeout = pool_timeout
         self._closed = False
         self._close_mutex = threading.Lock()
+        self._local = threading.local()
+        self._layout_version = SCHEMA_VERSION
 
         # Set up (and check the format) on a connection of its own: an unreachable
         # server or a refused login fails here, with the driver's own message.
@@ -151,7 +250,6 @@ class PostgresBackend(Backend):
             min_size=0,
             max_size=lock_pool_size,
             open=False,
-            check=ConnectionPool.check_connection,
             timeout=pool_timeout,
             name=f"snapstore-locks:{self._display}",
         )
@@ -178,12 +276,13 @@ class PostgresBackend(Backend):
                         )
                 self._compose_queries(conn, schema)
                 found = self._read_version(conn, schema)
-                if found is None:
+                if found != str(SCHEMA_VERSION):
+                    self._check_version(found, schema)  # refuse a newer store before creating anything
                     self._create_tables(conn, schema)
                     found = self._read_version(conn, schema)
         except psycopg.Error as exc:
             raise self._driver_error("open store", exc) from exc
-        self._check_version(found, schema)
+        self._layout_version = self._check_version(found, schema)
         return schema
 
     def _read_version(self, conn: psycopg.Connection[Any], schema: str) -> str | None:
@@ -197,93 +296,117 @@ class PostgresBackend(Backend):
         return None if row is None else row[0]
 
     def _create_tables(self, conn: psycopg.Connection[Any], schema: str) -> None:
-        ident = sql.Identifier
+        def ident(name: str) -> sql.Identifier:
+            return sql.Identifier(schema, self.table_prefix + name)
+
+        statements = [
+            'CREATE TABLE IF NOT EXISTS {config} (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)',
+            'CREATE TABLE IF NOT EXISTS {segments} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
+            " entries bigint NOT NULL, bytes bigint NOT NULL, version bigint NOT NULL,"
+            " PRIMARY KEY (session, segment))",
+            'CREATE TABLE IF NOT EXISTS {entries} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
+            " pos bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (session, segment, pos))",
+            "CREATE SEQUENCE IF NOT EXISTS {sequence}",
+            'CREATE TABLE IF NOT EXISTS {meta} (key text COLLATE "C" PRIMARY KEY, value text)',
+            # last, so a store whose version row exists has all its tables; a format-1 store keeps its '1'
+            "INSERT INTO {meta} (key, value) VALUES ('schema_version', '2') ON CONFLICT (key) DO NOTHING",
+        ]
+        names = {
+            "config": ident(CONFIG_TABLE),
+            "segments": ident(SEGMENTS_TABLE),
+            "entries": ident(ENTRIES_TABLE),
+            "sequence": ident(VERSION_SEQUENCE),
+            "meta": ident(META_TABLE),
+        }
         with conn.transaction():
             # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog:
             # let one creator at a time in (the lock ends with the transaction).
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [_hash64("snapstore-ddl", schema)])
             if conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone() is None:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)))
-            conn.execute(
-                sql.SQL('CREATE TABLE IF NOT EXISTS {} (key text COLLATE "C" PRIMARY KEY, data bytea NOT NULL)').format(
-                    ident(schema, self.table_prefix + OBJECTS_TABLE)
-                )
-            )
-            conn.execute(
-                sql.SQL(
-                    'CREATE TABLE IF NOT EXISTS {} (name text COLLATE "C" PRIMARY KEY, value text NOT NULL)'
-                ).format(ident(schema, self.table_prefix + REFS_TABLE))
-            )
-            conn.execute(
-                sql.SQL('CREATE TABLE IF NOT EXISTS {} (key text COLLATE "C" PRIMARY KEY, value text)').format(
-                    ident(schema, self.table_prefix + META_TABLE)
-                )
-            )
-            # last, so a store whose version row exists has all its tables
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING"
-                ).format(ident(schema, self.table_prefix + META_TABLE)),
-                [str(SCHEMA_VERSION)],
-            )
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            for text in statements:
+                conn.execute(sql.SQL(text).format(**names))
 
-    def _check_version(self, found: str | None, schema: str) -> None:
+    def _check_version(self, found: str | None, schema: str) -> int:
         where = _where(self._display, schema, self.table_prefix)
         details = {"url": self._display, "schema": schema, "found": found, "supported": SCHEMA_VERSION}
-        try:
-            version = int(found)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            version = 0
+        if found is None:
+            return SCHEMA_VERSION  # nothing here yet: the tables are about to be created
+        version = int(found) if found.isdigit() and len(found) < 10 else 0
         if version > SCHEMA_VERSION:
             raise FormatVersionError(
                 f"the store in {where} has schema version {version}, written by a newer snapstore; "
-                f"this one understands version {SCHEMA_VERSION}: upgrade snapstore",
+                f"this one understands versions up to {SCHEMA_VERSION}: upgrade snapstore",
                 details,
             )
-        if version < 1:
+        if version < LEGACY_SCHEMA_VERSION:
             raise FormatVersionError(f"unknown snapstore schema version {found!r} in {where}", details)
+        return version
 
     def _compose_queries(self, conn: psycopg.Connection[Any], schema: str) -> None:
-        tables = {
-            "objects": sql.Identifier(schema, self.table_prefix + OBJECTS_TABLE),
-            "refs": sql.Identifier(schema, self.table_prefix + REFS_TABLE),
-            "meta": sql.Identifier(schema, self.table_prefix + META_TABLE),
-        }
-        texts = {
-            "get": "SELECT data FROM {objects} WHERE key = %s",
-            "size": "SELECT octet_length(data) FROM {objects} WHERE key = %s",
-            "has": "SELECT 1 FROM {objects} WHERE key = %s",
-            "put": "INSERT INTO {objects} (key, data) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
-            "put_many": (
-                "INSERT INTO {objects} (key, data) SELECT * FROM unnest(%s::text[], %s::bytea[]) "
-                "ON CONFLICT (key) DO NOTHING"
-            ),
-            "overwrite": (
-                "INSERT INTO {objects} (key, data) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data"
-            ),
-            "delete": "DELETE FROM {objects} WHERE key = %s",
-            "keys": "SELECT key FROM {objects} WHERE key > %s ORDER BY key LIMIT %s",
-            "read_ref": "SELECT value FROM {refs} WHERE name = %s",
-            "ref_absent": "SELECT NOT EXISTS (SELECT 1 FROM {refs} WHERE name = %s)",
-            "create_ref": "INSERT INTO {refs} (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-            "update_ref": "UPDATE {refs} SET value = %s WHERE name = %s AND value = %s",
-            "delete_ref": "DELETE FROM {refs} WHERE name = %s AND value = %s",
-            "refs": "SELECT name, value FROM {refs} WHERE name LIKE %s",
-            "read_version": "SELECT value FROM {meta} WHERE key = 'schema_version'",
+        def ident(name: str) -> sql.Composable:
+            return sql.Identifier(schema, self.table_prefix + name)
+
+        names = {
+            "meta": ident(META_TABLE),
+            "config": ident(CONFIG_TABLE),
+            "segments": ident(SEGMENTS_TABLE),
+            "entries": ident(ENTRIES_TABLE),
+            # nextval takes the sequence's name as text: the quoted identifier, inside a literal
+            "sequence": sql.SQL(ident(VERSION_SEQUENCE).as_string(conn).replace("'", "''")),
+            "legacy_objects": ident(LEGACY_OBJECTS_TABLE),
+            "legacy_refs": ident(LEGACY_REFS_TABLE),
         }
         # Rendered once to plain strings, so psycopg can prepare them.
-        self._q = {name: sql.SQL(text).format(**tables).as_string(conn) for name, text in texts.items()}
+        self._q = {name: sql.SQL(text).format(**names).as_string(conn) for name, text in _QUERIES.items()}
 
     # -- plumbing ------------------------------------------------------
-    @contextmanager
-    def _connection(self, action: str, **details: Any) -> Iterator[psycopg.Connection[Any]]:
+    def _check_open(self, action: str) -> None:
         if self._closed:
             raise BackendError(f"cannot {action}: the backend for {self.describe()} is closed", {"url": self._display})
+
+    @contextmanager
+    def _connection(self, action: str, **details: Any) -> Iterator[psycopg.Connection[Any]]:
+        self._check_open(action)
         try:
             with self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
             raise self._driver_error(action, exc, **details) from exc
+
+    def _held(self, key: str) -> _Held | None:
+        held: dict[str, _Held] | None = getattr(self._local, "held", None)
+        return None if held is None else held.get(key)
+
+    @contextmanager
+    def _session_connection(self, key: str, action: str, *, write: bool, **details: Any) -> Iterator[Any]:
+        """The lock holder's transaction when this thread holds ``key``'s lock, else a pooled connection.
+
+        A write outside the lock runs in a transaction of its own (one statement, or the
+        few a replace needs).
+        """
+        held = self._held(key)
+        if held is None:
+            with self._connection(action, session_key=key, **details) as conn:
+                if write:
+                    with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
+            return
+        if held.failed is not None:
+            raise BackendError(
+                f"cannot {action}: the transaction of session {key}'s lock failed earlier "
+                "and is rolled back when the lock is released",
+                {"session_key": key, "cause": f"{type(held.failed).__name__}: {held.failed}"},
+            )
+        if write:
+            held.prefetched = None
+        try:
+            yield held.conn
+        except psycopg.Error as exc:
+            held.failed = exc
+            raise self._driver_error(action, exc, session_key=key, **details) from exc
 
     def _driver_error(self, action: str, exc: BaseException, **details: Any) -> BackendError:
         cause = f"{type(exc).__name__}: {exc}"
@@ -309,180 +432,229 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             return exc
 
-    # -- objects -------------------------------------------------------
-    def get(self, key: str) -> bytes:
-        check_key(key)
-        with self._connection("read object", object=key) as conn:
-            row = conn.execute(self._q["get"], [key], binary=True).fetchone()
-        if row is None:
-            raise ObjectMissing(f"object {key} not found", {"object": key})
-        return bytes(row[0])
+    # -- configuration -------------------------------------------------
+    def read_config(self, name: str) -> bytes | None:
+        check_config_name(name)
+        with self._connection("read config", config=name) as conn:
+            row = conn.execute(self._q["read_config"], [name], binary=True).fetchone()
+        return None if row is None else bytes(row[0])
 
-    def size(self, key: str) -> int:
-        check_key(key)
-        with self._connection("read object size", object=key) as conn:
-            row = conn.execute(self._q["size"], [key]).fetchone()
+    def write_config(self, name: str, value: bytes) -> None:
+        value = check_config_value(check_config_name(name), value)
+        with self._connection("write config", config=name) as conn, conn.transaction():
+            conn.execute(self._q["write_config"], [name, value])
+            if self._layout_version < SCHEMA_VERSION:
+                # format-2 data is here now: format-1 code must refuse the store from this point on
+                conn.execute(self._q["bump_version"])
+        self._layout_version = SCHEMA_VERSION
+
+    # -- sessions ------------------------------------------------------
+    def session_keys(self) -> list[str]:
+        with self._connection("list sessions") as conn:
+            return [key for (key,) in conn.execute(self._q["session_keys"]).fetchall()]
+
+    def segments(self, key: str) -> list[SegmentInfo]:
+        check_session_key(key)
+        held = self._held(key)
+        if held is not None and held.prefetched is not None:
+            found, held.prefetched = held.prefetched, None
+            return found
+        with self._session_connection(key, "list segments", write=False) as conn:
+            rows = conn.execute(self._q["segments"], [key]).fetchall()
+        return [SegmentInfo(int(segment), int(size), int(version)) for segment, size, version in rows]
+
+    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+        check_session_key(key)
+        check_segment(segment)
+        check_position(start, "start")
+        params = {"key": key, "segment": segment, "start": start}
+        with self._session_connection(key, "read segment", write=False, segment=segment) as conn:
+            rows = conn.execute(self._q["read_segment"], params, binary=True).fetchall()
+        if not rows:
+            raise SegmentMissing(f"segment {segment} of session {key} not found", {"segment": segment})
+        entries = [bytes(data) for _count, data in rows if data is not None]
+        return SegmentRead(entries, int(rows[0][0]))
+
+    def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
+        check_session_key(key)
+        check_segment(segment)
+        check_position(expected_end, "expected_end")
+        data = entry_list(entries)
+        params = {
+            "key": key,
+            "segment": segment,
+            "expected": expected_end,
+            "count": len(data),
+            "bytes": sum(len(d) for d in data),
+            "data": data,
+        }
+        try:
+            with self._session_connection(key, "append to segment", write=True, segment=segment) as conn:
+                row = conn.execute(self._q["append"], params).fetchone()
+        except BackendError as exc:
+            if exc.details.get("sqlstate") != _UNIQUE_VIOLATION:
+                raise
+            row = None  # entries at those positions appeared meanwhile: another writer won
         if row is None:
-            raise ObjectMissing(f"object {key} not found", {"object": key})
+            raise ConcurrentUpdateError(
+                f"segment {segment} of session {key} no longer ends at {expected_end}",
+                {"session_key": key, "segment": segment, "expected_end": expected_end},
+            )
         return int(row[0])
 
-    def has(self, key: str) -> bool:
-        check_key(key)
-        with self._connection("look up object", object=key) as conn:
-            return conn.execute(self._q["has"], [key]).fetchone() is not None
+    def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
+        check_session_key(key)
+        check_segment(segment)
+        data = entry_list(entries)
+        params = {"key": key, "segment": segment, "count": len(data), "bytes": sum(map(len, data)), "data": data}
+        # two statements in one transaction: readers see the old segment or the new one
+        with self._session_connection(key, "replace segment", write=True, segment=segment) as conn:
+            conn.execute(self._q["clear_entries"], params)
+            conn.execute(self._q["put_segment"], params)
 
-    def put(self, key: str, data: bytes) -> bool:
-        check_key(key)
-        _check_data(key, data)
-        with self._connection("write object", object=key) as conn:
-            if len(data) > _PRECHECK_BYTES and conn.execute(self._q["has"], [key]).fetchone() is not None:
-                return False  # don't ship megabytes the table already holds
-            return conn.execute(self._q["put"], [key, data]).rowcount == 1
+    def drop_segments(self, key: str, segments: Iterable[int]) -> None:
+        check_session_key(key)
+        numbers = [check_segment(s) for s in segments]
+        if not numbers:
+            return
+        with self._session_connection(key, "drop segments", write=True) as conn:
+            conn.execute(self._q["drop_segments"], {"key": key, "segments": numbers})
 
-    def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
-        """Insert in batches of up to 1000 rows per statement, all in one transaction.
+    def delete_session(self, key: str) -> bool:
+        check_session_key(key)
+        with self._session_connection(key, "delete session", write=True) as conn:
+            row = conn.execute(self._q["delete_session"], {"key": key}).fetchone()
+        return bool(row and row[0])
 
-        A bad key or a failure anywhere rolls back every batch of the call.
-        """
-        batches = _batches(items)
-        first = next(batches, None)  # validated before a connection is taken
-        if first is None:
-            return 0
-        written = 0
-        with self._connection("write objects", objects=len(first[0])) as conn, conn.transaction():
-            for keys, blobs in itertools.chain([first], batches):
-                written += conn.execute(self._q["put_many"], [keys, blobs]).rowcount
-        return written
-
-    def delete(self, key: str) -> None:
-        check_key(key)
-        with self._connection("delete object", object=key) as conn:
-            conn.execute(self._q["delete"], [key])
-
-    def iter_keys(self) -> Iterator[str]:
-        """Keys in batches (keyset pagination): no connection is held between batches.
-
-        Keys added or deleted during the iteration may or may not be seen.
-        """
-        if self._closed:
-            raise BackendError(
-                f"cannot list objects: the backend for {self.describe()} is closed", {"url": self._display}
-            )
-        return self._iter_keys()
-
-    def _iter_keys(self) -> Iterator[str]:
-        last = ""
-        while True:
-            with self._connection("list objects") as conn:
-                rows = conn.execute(self._q["keys"], [last, _KEYS_BATCH]).fetchall()
-            for (key,) in rows:
-                yield key
-            if len(rows) < _KEYS_BATCH:
-                return
-            last = rows[-1][0]
-
-    def _raw_overwrite(self, key: str, data: bytes) -> None:
-        """Test backdoor for ``snapstore.testing.raw_corrupt``: replace the stored bytes.
-
-        The store never calls this: objects are otherwise never updated.
-        """
-        check_key(key)
-        with self._connection("overwrite object", object=key) as conn:
-            conn.execute(self._q["overwrite"], [key, bytes(data)])
-
-    # -- refs ----------------------------------------------------------
-    def read_ref(self, name: str) -> str | None:
-        check_ref_name(name)
-        with self._connection("read ref", ref=name) as conn:
-            row = conn.execute(self._q["read_ref"], [name]).fetchone()
-        return None if row is None else row[0]
-
-    def cas_ref(self, name: str, expected: str | None, new: str | None) -> bool:
-        check_ref_name(name)
-        for value in (expected, new):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"ref values are str or None, not {type(value).__name__}")
-        # One statement each: the row lock taken by UPDATE/DELETE, re-checked after a
-        # concurrent change commits (READ COMMITTED), makes every case race-free.
-        with self._connection("update ref", ref=name) as conn:
-            if expected is None and new is None:
-                return bool(conn.execute(self._q["ref_absent"], [name]).fetchone()[0])  # type: ignore[index]
-            if expected is None:
-                cur = conn.execute(self._q["create_ref"], [name, new])
-            elif new is None:
-                cur = conn.execute(self._q["delete_ref"], [name, expected])
-            else:
-                cur = conn.execute(self._q["update_ref"], [new, name, expected])
-            return cur.rowcount == 1
-
-    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
-        if not isinstance(prefix, str):
-            raise TypeError(f"ref prefix must be str, not {type(prefix).__name__}")
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        with self._connection("list refs", prefix=prefix) as conn:
-            rows = conn.execute(self._q["refs"], [pattern]).fetchall()
-        return iter(sorted((name, value) for name, value in rows))
-
-    # -- locks ---------------------------------------------------------
-    def lock(self, name: str, *, shared: bool = False) -> AbstractContextManager[None]:
-        check_ref_name(name)
-        if self._closed:
-            raise BackendError(f"cannot take lock {name}: the backend for {self.describe()} is closed", {"lock": name})
-        return self._held(name, _hash64("snapstore-lock", self.schema, self.table_prefix, name), shared)
+    # -- session locks -------------------------------------------------
+    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
+        check_session_key(key)
+        check_timeout(timeout)
+        self._check_open(f"lock session {key}")
+        return self._locked(key, timeout)
 
     @contextmanager
-    def _held(self, name: str, lock_id: int, shared: bool) -> Iterator[None]:
-        mode = "shared" if shared else "exclusive"
-        try:
-            conn = self._lock_pool.getconn()
-        except psycopg.Error as exc:
-            raise self._driver_error(f"take {mode} lock {name}", exc, lock=name) from exc
-        try:
-            conn.execute("SELECT pg_advisory_lock_shared(%s)" if shared else "SELECT pg_advisory_lock(%s)", [lock_id])
-        except BaseException as exc:  # also KeyboardInterrupt while waiting: psycopg cancels the query
-            self._discard_lock_connection(conn)  # closing the session drops the lock if it was granted
-            if isinstance(exc, psycopg.Error):
-                raise self._driver_error(f"take {mode} lock {name}", exc, lock=name) from exc
-            raise
+    def _locked(self, key: str, timeout: float | None) -> Iterator[None]:
+        started = time.monotonic()
+        held = self._acquire(key, timeout, started)
+        registry: dict[str, _Held] = self._local.__dict__.setdefault("held", {})
+        registry[key] = held
         try:
             yield
         except BaseException:
-            self._release(conn, name, lock_id, shared, quiet=True)  # don't hide the body's error
+            del registry[key]
+            self._finish(held, commit=False)
             raise
-        self._release(conn, name, lock_id, shared, quiet=False)
+        del registry[key]
+        self._finish(held, commit=True)
 
-    def _release(self, conn: psycopg.Connection[Any], name: str, lock_id: int, shared: bool, *, quiet: bool) -> None:
-        problem: BaseException | None = None
+    def _acquire(self, key: str, timeout: float | None, started: float) -> _Held:
+        # The lock pool does not test a connection before handing it out (a round trip on
+        # every commit): one the server dropped while it sat in the pool fails the first
+        # round trip, which is then retried once on a new connection.
+        for attempt in (1, 2):
+            held = _Held(self._lock_connection(key, timeout, started), key)
+            try:
+                held.prefetched = self._begin_locked(held.conn, key, timeout, started)
+                return held
+            except _DroppedConnection as exc:
+                self._discard(held.conn)
+                if attempt == 2:
+                    raise self._driver_error(f"lock session {key}", exc.cause, session_key=key) from exc.cause
+            except SnapshotError:
+                self._finish(held, commit=False)  # the wait ran out or failed: end the aborted transaction
+                raise
+            except BaseException:
+                self._discard(held.conn)  # e.g. KeyboardInterrupt while waiting: closing drops a granted lock
+                raise
+        raise AssertionError("unreachable")
+
+    def _lock_connection(self, key: str, timeout: float | None, started: float) -> Any:
+        # Making a connection is not waiting for another writer: give it room even with a short timeout.
+        pool_wait = self._pool_timeout if timeout is None else max(timeout, _CONNECT_ALLOWANCE)
         try:
-            row = conn.execute(
-                "SELECT pg_advisory_unlock_shared(%s)" if shared else "SELECT pg_advisory_unlock(%s)", [lock_id]
-            ).fetchone()
-            released = bool(row and row[0])
+            return self._lock_pool.getconn(timeout=pool_wait)
+        except PoolTimeout as exc:
+            if timeout is not None and self._probe() is None:
+                # the server answers: every lock connection is held by writers ahead of this one
+                raise lock_timeout_error(key, time.monotonic() - started) from exc
+            raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
         except psycopg.Error as exc:
-            released, problem = False, exc
-        if released:
-            self._lock_pool.putconn(conn)
-            return
-        # The session that held the lock died (server restart, killed backend, network):
-        # the lock was lost while the block ran.
-        self._discard_lock_connection(conn)
-        if not quiet:
+            raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
+
+    def _begin_locked(self, conn: Any, key: str, timeout: float | None, started: float) -> list[SegmentInfo]:
+        """Open the lock's transaction, wait for the lock and list the session's segments.
+
+        One round trip (several statements in one simple query): the lock, then the
+        listing a commit reads first. A commit then costs, in round trips: this one,
+        reading the last segment's tail when the caller's cache is stale (one), the
+        append (one statement), and COMMIT (one): three, or four.
+        """
+        # 0 is PostgreSQL's "no limit"; a timeout that ran out while connecting still gets one try
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        wait_ms = 0 if left is None else max(1, math.ceil(left * 1000))
+        lock_id = _hash64("snapstore-session", self.schema, self.table_prefix, key)
+        # no parameters: psycopg sends a simple query, which may hold several statements
+        text = (
+            f"BEGIN; SET LOCAL lock_timeout = {wait_ms}; SELECT pg_advisory_xact_lock({lock_id});"
+            " SET LOCAL lock_timeout TO DEFAULT; " + psycopg.ClientCursor(conn).mogrify(self._q["segments"], [key])
+        )
+        try:
+            cur = conn.execute(text)
+            while cur.nextset():
+                pass  # the listing is the last result
+            rows = cur.fetchall()
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise _DroppedConnection(exc) from exc
+            if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise lock_timeout_error(key, time.monotonic() - started) from None
+            raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
+        return [SegmentInfo(int(segment), int(size), int(version)) for segment, size, version in rows]
+
+    def _finish(self, held: _Held, *, commit: bool) -> None:
+        """End the lock's transaction (which releases the lock) and give the connection back."""
+        conn, key, failed = held.conn, held.key, held.failed
+        try:
+            conn.execute("COMMIT" if commit and failed is None else "ROLLBACK")
+        except psycopg.Error as exc:
+            self._discard(conn)
+            if commit:
+                raise BackendError(
+                    f"PostgreSQL: the writes made under session {key}'s lock may not have been committed "
+                    f"at {self._display}: {_first_line(exc)}",
+                    {"session_key": key, "url": self._display, "cause": f"{type(exc).__name__}: {exc}"},
+                ) from exc
+            return  # the block's own error is the one to report; the connection is gone with the lock
+        self._lock_pool.putconn(conn)
+        if commit and failed is not None:
+            # the block went on after an error aborted its transaction (COMMIT would only roll back)
             raise BackendError(
-                f"lock {name} on {self._display} was lost while held: its connection failed",
-                {
-                    "lock": name,
-                    "url": self._display,
-                    "cause": f"{type(problem).__name__}: {problem}"
-                    if problem
-                    else "the server no longer held the lock",
-                },
+                f"PostgreSQL: nothing written under session {key}'s lock was kept: "
+                f"an earlier statement failed ({_first_line(failed)})",
+                {"session_key": key, "url": self._display, "cause": f"{type(failed).__name__}: {failed}"},
             )
 
-    def _discard_lock_connection(self, conn: psycopg.Connection[Any]) -> None:
+    def _discard(self, conn: Any) -> None:
         try:
             conn.close()
         finally:
             self._lock_pool.putconn(conn)  # a closed connection is dropped and replaced by the pool
+
+    # -- format 1 ------------------------------------------------------
+    def legacy_format(self) -> str | None:
+        with self._connection("look for a format-1 store") as conn:
+            row = conn.execute(
+                self._q["legacy_tables"],
+                [self.schema, self.table_prefix + LEGACY_OBJECTS_TABLE, self.table_prefix + LEGACY_REFS_TABLE],
+            ).fetchone()
+            if not row or row[0] != 2:
+                return None
+            found = conn.execute(self._q["legacy_ref"], ["config/format"]).fetchone()
+        return None if found is None else str(found[0])
+
+    def legacy_reader(self) -> _PostgresLegacyReader | None:
+        return None if self.legacy_format() is None else _PostgresLegacyReader(self)
 
     # -- lifecycle -----------------------------------------------------
     def close(self) -> None:
@@ -492,6 +664,37 @@ class PostgresBackend(Backend):
             self._closed = True
         for pool in (self._pool, self._lock_pool):
             pool.close()
+
+
+class _PostgresLegacyReader:
+    """``LegacyReader`` over the format-1 tables ``snapstore_objects`` and ``snapstore_refs``."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._backend = backend
+
+    def read_ref(self, name: str) -> str | None:
+        if not isinstance(name, str):
+            raise SnapshotError(f"invalid v1 ref name {name!r}", {"ref": repr(name)})
+        with self._backend._connection("read v1 ref", ref=name) as conn:
+            row = conn.execute(self._backend._q["legacy_ref"], [name]).fetchone()
+        return None if row is None else str(row[0])
+
+    def iter_refs(self, prefix: str = "") -> list[tuple[str, str]]:
+        if not isinstance(prefix, str):
+            raise SnapshotError(f"a ref prefix is a str, not {type(prefix).__name__}", {"prefix": repr(prefix)})
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._backend._connection("list v1 refs", prefix=prefix) as conn:
+            rows = conn.execute(self._backend._q["legacy_refs"], [pattern]).fetchall()
+        return sorted((str(name), str(value)) for name, value in rows)
+
+    def get(self, key: str) -> bytes:
+        if not isinstance(key, str) or not OBJECT_KEY.fullmatch(key):
+            raise SnapshotError(f"invalid v1 object id {key!r}", {"object": repr(key)})
+        with self._backend._connection("read v1 object", object=key) as conn:
+            row = conn.execute(self._backend._q["legacy_get"], [key], binary=True).fetchone()
+        if row is None:
+            raise LegacyObjectMissing(f"v1 object {key} not found", {"object": key})
+        return bytes(row[0])
 
 
 def redact_url(url: str) -> str:
@@ -528,30 +731,3 @@ def _hash64(*parts: str) -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _check_data(key: str, data: object) -> None:
-    # psycopg would happily turn a str into bytea by parsing escapes: refuse it.
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"object {key}: data must be bytes, not {type(data).__name__}")
-
-
-def _batches(items: Iterable[tuple[str, bytes]]) -> Iterator[tuple[list[str], list[bytes]]]:
-    keys: list[str] = []
-    blobs: list[bytes] = []
-    seen: set[str] = set()
-    size = 0
-    for key, data in items:
-        check_key(key)
-        _check_data(key, data)
-        if key in seen:  # the same key twice in one batch: content-addressed, keep the first
-            continue
-        seen.add(key)
-        keys.append(key)
-        blobs.append(bytes(data))
-        size += len(data)
-        if len(keys) >= _PUT_MANY_ROWS or size >= _PUT_MANY_BYTES:
-            yield keys, blobs
-            keys, blobs, seen, size = [], [], set(), 0
-    if keys:
-        yield keys, blobs
