@@ -1,11 +1,10 @@
-"""The shared backend suite (snapstore.testing.BackendTests) on every engine.
+"""The backend contract (snapstore.testing.BackendContract) on every engine, then what is engine-specific.
 
 PostgreSQL: the tests use the server named by SNAPSTORE_TEST_POSTGRES_URL
 (``.ci/run`` starts a throwaway one with ``.ci/postgres.sh``). Without it they are
 skipped, except on CI (CI=true), where a missing or unreachable server fails them.
 Each PostgreSQL test gets a fresh schema ``snapstore_test_<random>`` (passed as
-``PostgresBackend(url, schema=...)``), dropped with CASCADE afterwards, so tests
-never see each other's tables and can share the database with other users.
+``PostgresBackend(url, schema=...)``), dropped with CASCADE afterwards.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import functools
 import importlib
 import os
 import sys
-import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,17 +22,20 @@ from typing import Any, NoReturn
 import pytest
 
 import snapstore.backends
-from snapstore.backends import DirectoryBackend, MemoryBackend, open_backend
+from snapstore.backends import open_backend
+from snapstore.backends._directory import DirectoryBackend
+from snapstore.backends._memory import MemoryBackend
 from snapstore.backends._postgres import PostgresBackend, redact_url
-from snapstore.errors import BackendError, FormatVersionError, SnapshotError
-from snapstore.testing import BackendTests, key_for, race_cas_in_processes
+from snapstore.backends.base import SegmentMissing
+from snapstore.errors import BackendError, ConcurrentUpdateError, FormatVersionError, LockTimeoutError, SnapshotError
+from snapstore.testing import BackendContract, expect_error
 
 POSTGRES_URL_ENV = "SNAPSTORE_TEST_POSTGRES_URL"
 ON_CI = os.environ.get("CI") == "true"
 HOW_TO_RUN = f"set {POSTGRES_URL_ENV}=postgresql://... or run .ci/run which starts a throwaway server (.ci/postgres.sh)"
 
 
-class TestMemoryBackend(BackendTests):
+class TestMemoryBackend(BackendContract):
     @pytest.fixture(autouse=True)
     def _fresh(self) -> None:
         self._memory = MemoryBackend()
@@ -42,7 +44,9 @@ class TestMemoryBackend(BackendTests):
         return self._memory  # one process, one medium: every "handle" is the same object
 
 
-class TestDirectoryBackend(BackendTests):
+class TestDirectoryBackend(BackendContract):
+    detects_damage = True
+
     @pytest.fixture(autouse=True)
     def _root(self, tmp_path: Path) -> None:
         self.root = tmp_path / "store"
@@ -50,16 +54,8 @@ class TestDirectoryBackend(BackendTests):
     def make_backend(self) -> DirectoryBackend:
         return DirectoryBackend(self.root)
 
-    def test_cas_race_across_processes(self) -> None:
-        race_cas_in_processes(functools.partial(DirectoryBackend, self.root))
-
-    def test_invalid_keys_leave_no_files(self, tmp_path: Path) -> None:
-        backend = self.make_backend()
-        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-        for bad in ("../../etc", "../../../../../../tmp/x0000000000000000000", "0" * 16 + "/" + "0" * 15):
-            with pytest.raises(SnapshotError):
-                backend.put(bad, b"data")
-        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    def backend_factory(self) -> functools.partial[DirectoryBackend]:
+        return functools.partial(DirectoryBackend, self.root)
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------
@@ -97,7 +93,7 @@ def _with_search_path(url: str, schema: str) -> str:
     return url + ("&" if "?" in url else "?") + f"options=-csearch_path%3D{schema}"
 
 
-class TestPostgresBackend(BackendTests):
+class TestPostgresBackend(BackendContract):
     @pytest.fixture(autouse=True)
     def _schema(self, postgres_url: str) -> Iterator[None]:
         self.url = postgres_url
@@ -114,66 +110,53 @@ class TestPostgresBackend(BackendTests):
         settings.update(options)
         return PostgresBackend(self.url, **settings)
 
-    def _terminate(self, where: str = "TRUE") -> int:
+    def backend_factory(self) -> functools.partial[PostgresBackend]:
+        return functools.partial(PostgresBackend, self.url, schema=self.schema, pool_size=2)
+
+    def _sql(self, text: str, *params: Any) -> list[Any]:
         with _admin(self.url) as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE application_name = %s AND pid <> pg_backend_pid() AND ({where})",
-                [self.app],
-            ).fetchall()
+            cur = conn.execute(text.replace("{schema}", f'"{self.schema}"'), list(params) or None)
+            return cur.fetchall() if cur.description else []
+
+    def _terminate(self, where: str = "TRUE") -> int:
+        rows = self._sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE application_name = %s AND pid <> pg_backend_pid() AND ({where})",
+            self.app,
+        )
         return len(rows)
 
     # -- PostgreSQL-specific behaviour ---------------------------------
-    def test_cas_race_across_processes(self) -> None:
-        race_cas_in_processes(functools.partial(PostgresBackend, self.url, schema=self.schema, pool_size=2))
+    def test_tables_and_version_row(self) -> None:
+        assert self.backend.session_keys() == []
+        tables = self._sql("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", self.schema)
+        assert [t for (t,) in tables] == [
+            "snapstore_config",
+            "snapstore_entries",
+            "snapstore_meta",
+            "snapstore_segments",
+        ]
+        assert self._sql("SELECT value FROM {schema}.snapstore_meta WHERE key = 'schema_version'") == [("2",)]
 
-    def test_tables_and_version_row(self, backend: PostgresBackend) -> None:
-        with _admin(self.url) as conn:
-            tables = conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", [self.schema]
-            ).fetchall()
-            version = conn.execute(
-                f'SELECT value FROM "{self.schema}".snapstore_meta WHERE key = %s', ["schema_version"]
-            ).fetchone()
-        assert [t for (t,) in tables] == ["snapstore_meta", "snapstore_objects", "snapstore_refs"]
-        assert version == ("1",)
-
-    @pytest.mark.parametrize("stored", ["2", "17", "garbage", "0"])
-    def test_newer_or_unknown_schema_version_refused(self, backend: PostgresBackend, stored: str) -> None:
-        backend.put(key_for(1), b"x")
-        with _admin(self.url) as conn:
-            conn.execute(
-                f'UPDATE "{self.schema}".snapstore_meta SET value = %s WHERE key = %s', [stored, "schema_version"]
-            )
+    @pytest.mark.parametrize("stored", ["3", "17", "garbage", "0", "99999999999999999999"])
+    def test_newer_or_unknown_schema_version_refused(self, stored: str) -> None:
+        self.backend.append("s", 0, [b"x"], 0)
+        self._sql("UPDATE {schema}.snapstore_meta SET value = %s WHERE key = 'schema_version'", stored)
         with pytest.raises(FormatVersionError) as info:
             self.make_backend()
         assert info.value.details["found"] == stored
-        assert info.value.details["supported"] == 1
-        if stored in ("2", "17"):
+        assert info.value.details["supported"] == 2
+        if stored in ("3", "17"):
             assert "newer" in str(info.value)
 
     def test_concurrent_first_use_creates_the_tables_once(self) -> None:
         opened: list[PostgresBackend] = []
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(6, timeout=30)
+        from snapstore.testing import run_threads
 
-        def opener() -> None:
-            try:
-                barrier.wait()
-                opened.append(self.make_backend(pool_size=1))
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=opener) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        run_threads(lambda: opened.append(self.make_backend(pool_size=1)), 6)
         try:
-            assert not errors, errors
-            assert len(opened) == 6
-            assert opened[0].put(key_for(1), b"x")
-            assert all(b.has(key_for(1)) for b in opened)
+            opened[0].append("s", 0, [b"x"], 0)
+            assert all(b.read_segment("s", 0).entries == [b"x"] for b in opened)
         finally:
             for b in opened:
                 b.close()
@@ -182,13 +165,10 @@ class TestPostgresBackend(BackendTests):
         one = self.make_backend(table_prefix="one_")
         two = self.make_backend(table_prefix="two_")
         try:
-            assert one.put(key_for(1), b"in one")
-            assert not two.has(key_for(1))
-            assert two.put(key_for(1), b"in two")
-            assert one.get(key_for(1)) == b"in one"
-            assert one.cas_ref("heads/main", None, "1")
-            assert two.read_ref("heads/main") is None
-            with one.lock("gc"), two.lock("gc"):  # same name, other store: independent
+            one.append("s", 0, [b"in one"], 0)
+            one.write_config("format", b"2")
+            assert two.segments("s") == [] and two.read_config("format") is None
+            with one.lock_session("s", 1.0), two.lock_session("s", 1.0):  # same key, other store: independent
                 pass
         finally:
             one.close()
@@ -196,12 +176,124 @@ class TestPostgresBackend(BackendTests):
         with pytest.raises(ValueError):
             self.make_backend(table_prefix="bad-prefix")
 
-    def test_put_many_is_one_transaction(self, backend: PostgresBackend) -> None:
-        items = [(key_for(i), b"x") for i in range(1, 1500)]  # more than one INSERT batch
-        items.append(("NOT-A-KEY", b"bad"))
+    def test_a_locked_block_is_one_transaction(self) -> None:
+        b = self.backend
+        outside = self.another_handle()
+        with b.lock_session("s", 1.0):
+            end = b.append("s", 0, [b"first"], 0)
+            b.append("s", 1, [b"second"], 0)
+            assert b.read_segment("s", 0).entries == [b"first"]  # the holder reads its own writes
+            assert outside.segments("s") == []  # others see nothing before the block ends
+        assert [i.segment for i in outside.segments("s")] == [0, 1]
+        with pytest.raises(RuntimeError), b.lock_session("s", 1.0):
+            b.append("s", 0, [b"rolled back"], end)
+            b.drop_segments("s", [1])
+            raise RuntimeError("the commit failed half-way")
+        assert outside.read_segment("s", 0).entries == [b"first"]
+        assert [i.segment for i in outside.segments("s")] == [0, 1]
+
+    def test_a_failed_statement_keeps_nothing_of_the_block(self) -> None:
+        b = self.backend
+        end = b.append("s", 0, [b"kept"], 0)
+        # a row the segment's count does not know of: the next append collides with it
+        self._sql("INSERT INTO {schema}.snapstore_entries VALUES ('s', 0, 1, 'planted')")
+        with pytest.raises(BackendError, match="nothing written") as info, b.lock_session("s", 1.0):
+            b.append("s", 1, [b"lost with the transaction"], 0)
+            with expect_error(ConcurrentUpdateError):
+                b.append("s", 0, [b"collides"], end)
+            with expect_error(BackendError):
+                b.append("s", 2, [b"refused: the transaction failed"], 0)
+        assert "cause" in info.value.details
+        assert [i.segment for i in b.segments("s")] == [0]
+        with b.lock_session("s", 1.0):  # the lock was released
+            pass
+
+    def test_the_lock_is_a_transaction_lock_of_the_holder(self) -> None:
+        with self.backend.lock_session("s", 1.0):
+            rows = self._sql(
+                "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
+                self.app,
+            )
+        assert rows == [("idle in transaction",)]
+        assert self._sql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND a.application_name = %s",
+            self.app,
+        ) == [(0,)]
+
+    def test_a_lock_lost_with_its_connection_is_reported(self) -> None:
+        b = self.backend
+        with pytest.raises(BackendError, match="may not have been committed") as info, b.lock_session("s", 1.0):
+            b.append("s", 0, [b"never committed"], 0)
+            assert self._terminate("pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)") == 1
+        assert info.value.details["session_key"] == "s" and "cause" in info.value.details
+        assert b.segments("s") == []
+        with b.lock_session("s", 1.0):  # usable again afterwards
+            b.append("s", 0, [b"after"], 0)
+        assert b.read_segment("s", 0).entries == [b"after"]
+
+    def test_a_commit_costs_three_round_trips(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import psycopg
+
+        b = self.backend
+        end = b.append("s", 0, [b"first"], 0)
+        with b.lock_session("s", 1.0):
+            pass  # the lock's connection is made: making one is not part of a commit
+        sent: list[object] = []
+        execute = psycopg.Connection.execute
+
+        def counted(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(query)
+            return execute(conn, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "execute", counted)
+        with b.lock_session("s", 1.0):
+            assert [info.segment for info in b.segments("s")] == [0]  # read with the lock: no round trip
+            b.append("s", 0, [b"second"], end)
+        monkeypatch.undo()
+        assert len(sent) == 3, sent  # lock and listing, append, COMMIT
+        assert b.read_segment("s", 0).entries == [b"first", b"second"]
+
+    def test_killed_connections_are_replaced(self) -> None:
+        b = self.backend
+        b.append("s", 0, [b"before"], 0)
+        with b.lock_session("s", 1.0):
+            pass  # a lock connection now waits in its pool, where the server drops it
+        assert self._terminate() >= 2
+        assert b.read_segment("s", 0).entries == [b"before"]  # the pool's check drops dead connections
+        assert locked(b, "s") == [b"before", b"locked"]
+
+    def test_format_1_tables_stay_readable_until_format_2_config_is_written(self) -> None:
+        self._sql("CREATE SCHEMA {schema}")
+        for statement in (  # docs/format.md, "PostgreSQL tables" (format 1)
+            'CREATE TABLE {schema}.snapstore_objects (key text COLLATE "C" PRIMARY KEY, data bytea NOT NULL)',
+            'CREATE TABLE {schema}.snapstore_refs (name text COLLATE "C" PRIMARY KEY, value text NOT NULL)',
+            'CREATE TABLE {schema}.snapstore_meta (key text COLLATE "C" PRIMARY KEY, value text)',
+            "INSERT INTO {schema}.snapstore_meta VALUES ('schema_version', '1')",
+            "INSERT INTO {schema}.snapstore_refs VALUES ('config/format', '1'),"
+            " ('sessions/a%20b', 'ab' || repeat('0', 30)), ('sessions/c_d', 'cd' || repeat('0', 30)),"
+            " ('sessionsX', 'not under sessions/')",
+            "INSERT INTO {schema}.snapstore_objects VALUES ('ab' || repeat('0', 30), '\\x00ff00')",
+        ):
+            self._sql(statement)
+        b = self.backend
+        assert b.legacy_format() == "1"
+        reader = b.legacy_reader()
+        assert reader is not None
+        assert reader.read_ref("config/format") == "1" and reader.read_ref("sessions/none") is None
+        assert reader.iter_refs("sessions/") == [("sessions/a%20b", "ab" + "0" * 30), ("sessions/c_d", "cd" + "0" * 30)]
+        assert reader.get("ab" + "0" * 30) == b"\x00\xff\x00"
+        with pytest.raises(KeyError):
+            reader.get("cd" + "0" * 30)
         with pytest.raises(SnapshotError):
-            backend.put_many(items)
-        assert list(backend.iter_keys()) == []
+            reader.get("../etc")
+        assert self._sql("SELECT value FROM {schema}.snapstore_meta") == [("1",)]
+        b.append("s", 0, [b"staged by an upgrade"], 0)
+        assert self._sql("SELECT value FROM {schema}.snapstore_meta") == [("1",)]
+        b.write_config("format", b"2")
+        assert self._sql("SELECT value FROM {schema}.snapstore_meta") == [("2",)]  # format-1 code refuses it now
+        assert self.another_handle().legacy_reader() is not None  # still readable for the upgrade
 
     def test_describe_hides_the_password(self) -> None:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -213,8 +305,7 @@ class TestPostgresBackend(BackendTests):
             url = make_conninfo(self.url, password=secret)
         backend = PostgresBackend(url, schema=self.schema, pool_size=1)
         try:
-            assert secret not in backend.describe()
-            assert secret not in repr(backend)
+            assert secret not in backend.describe() and secret not in repr(backend)
             assert self.schema in backend.describe()
         finally:
             backend.close()
@@ -225,56 +316,33 @@ class TestPostgresBackend(BackendTests):
         url = _with_search_path(self.url, self.schema)
         with pytest.raises(BackendError, match="search_path"):
             PostgresBackend(url)  # the schema does not exist yet: current_schema() is NULL
-        with _admin(self.url) as conn:
-            conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        self._sql("CREATE SCHEMA {schema}")
         backend = open_backend(url)
         try:
-            assert isinstance(backend, PostgresBackend)
-            assert backend.schema == self.schema
-            assert backend.put(key_for(1), b"via search_path")
+            assert isinstance(backend, PostgresBackend) and backend.schema == self.schema
+            backend.append("s", 0, [b"via search_path"], 0)
         finally:
             backend.close()
-        again = self.make_backend()
-        try:
-            assert again.get(key_for(1)) == b"via search_path"
-        finally:
-            again.close()
-
-    def test_killed_connections_are_replaced(self, backend: PostgresBackend) -> None:
-        backend.put(key_for(1), b"before")
-        assert self._terminate() >= 1
-        assert backend.get(key_for(1)) == b"before"  # the pool's check drops dead connections
-        assert backend.put(key_for(2), b"after")
-        assert backend.cas_ref("heads/a", None, "1")
-
-    def test_lock_lost_with_its_connection_is_reported(self, backend: PostgresBackend) -> None:
-        with pytest.raises(BackendError, match="lost") as info, backend.lock("gc"):
-            killed = self._terminate("pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)")
-            assert killed == 1
-        assert info.value.details["lock"] == "gc"
-        assert "cause" in info.value.details
-        with backend.lock("gc"):  # usable again afterwards
-            pass
-
-    def test_locks_are_session_advisory_locks(self) -> None:
-        other = self.make_backend()
-        try:
-            with other.lock("gc", shared=True):
-                with _admin(self.url) as conn:
-                    held = conn.execute(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted"
-                    ).fetchone()
-                assert held is not None and held[0] >= 1
-        finally:
-            other.close()
+        assert self.backend.read_segment("s", 0).entries == [b"via search_path"]
 
     def test_closed_backend_refuses_work(self) -> None:
         backend = self.make_backend()
         backend.close()
-        with pytest.raises(BackendError):
-            backend.get(key_for(1))
-        with pytest.raises(BackendError):
-            backend.lock("gc")
+        for call in (
+            lambda: backend.segments("s"),
+            lambda: backend.append("s", 0, [b"x"], 0),
+            lambda: backend.lock_session("s", 1.0),
+            lambda: backend.read_config("format"),
+        ):
+            with pytest.raises(BackendError, match="closed"):
+                call()
+
+
+def locked(backend: Any, key: str) -> list[bytes]:
+    from snapstore.testing import locked_append
+
+    locked_append(backend, key, 0, b"locked", 5.0)
+    return list(backend.read_segment(key, 0).entries)
 
 
 # -- PostgreSQL without a server ------------------------------------------------------------
@@ -313,3 +381,387 @@ def test_missing_driver_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(BackendError, match=r"pip install snapstore\[postgres\]") as info:
         fresh.PostgresBackend("postgresql://u:secret@localhost/db")
     assert "cause" in info.value.details
+
+
+def test_open_backend_by_target(tmp_path: Path) -> None:
+    assert isinstance(open_backend("memory:"), MemoryBackend)
+    directory = open_backend(tmp_path / "store")
+    try:
+        assert isinstance(directory, DirectoryBackend) and open_backend(directory) is directory
+    finally:
+        directory.close()
+    with pytest.raises(BackendError):
+        open_backend(42)  # type: ignore[arg-type]
+
+
+def test_memory_has_no_format_1_store() -> None:
+    assert MemoryBackend().legacy_format() is None and MemoryBackend().legacy_reader() is None
+
+
+# -- the directory engine's own layout ---------------------------------------------------------
+def test_directory_zero_filled_tail_is_torn_and_cut(tmp_path: Path) -> None:
+    from snapstore.testing import segment_path
+
+    b = DirectoryBackend(tmp_path / "store")
+    end = b.append("s", 0, [b"committed"], 0)
+    with open(segment_path(b, "s", 0), "ab") as f:
+        f.write(bytes(100))  # space a crash allocated but never wrote
+    assert b.read_segment("s", 0).end == end and b.read_segment("s", 0).damaged_at is None
+    b.append("s", 0, [b"next"], end)
+    assert b.read_segment("s", 0).entries == [b"committed", b"next"]
+    assert os.path.getsize(segment_path(b, "s", 0)) == b.read_segment("s", 0).end
+
+
+def test_directory_bad_header_is_corruption(tmp_path: Path) -> None:
+    from snapstore.errors import CorruptObjectError
+    from snapstore.testing import segment_path
+
+    b = DirectoryBackend(tmp_path / "store")
+    b.append("s", 0, [b"x"], 0)
+    with open(segment_path(b, "s", 0), "r+b") as f:
+        f.write(b"JUNK")
+    with pytest.raises(CorruptObjectError, match="bad header"):
+        b.read_segment("s", 0)
+
+
+def test_directory_foreign_entries_are_listed_not_used(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("s", 0, [b"x"], 0)
+    (root / "notes.txt").write_text("mine")
+    (root / "sessions" / "s" / "README").write_text("stray")
+    (root / "sessions" / "s" / "ffffffffffffffff.seg").write_bytes(b"")  # past the largest segment number
+    (root / "sessions" / "bad name").mkdir()
+    os.mkfifo(root / "sessions" / "s" / "0000000000000001.seg")
+    assert [i.segment for i in b.segments("s")] == [0]
+    assert b.session_keys() == ["s"]
+    assert b.foreign_entries() == [
+        "notes.txt",
+        "sessions/bad name",
+        "sessions/s/0000000000000001.seg",
+        "sessions/s/README",
+        "sessions/s/ffffffffffffffff.seg",
+    ]
+
+
+def test_directory_cleanup_removes_old_temporary_files_only(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("s", 0, [b"x"], 0)
+    old, fresh = root / "sessions" / "s" / ".tmp-old", root / "sessions" / "s" / ".tmp-fresh"
+    old.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"a rewrite in progress")
+    an_hour_ago = time.time() - 7200
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert b.cleanup_temporary(3600) == 1
+    assert not old.exists() and fresh.exists()
+
+
+def test_directory_delete_session_keeps_a_folder_whose_lock_may_be_waited_on(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("plain", 0, [b"x"], 0)
+    with b.lock_session("locked", 1.0):
+        b.append("locked", 0, [b"x"], 0)
+    assert b.delete_session("plain") and b.delete_session("locked")
+    assert not (root / "sessions" / "plain").exists()
+    assert (root / "sessions" / "locked" / "lock").is_file()
+    assert b.session_keys() == ["locked"] and b.segments("locked") == []
+
+
+def test_directory_reads_the_golden_format_1_store(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "golden" / "store-v1", root)
+    b = DirectoryBackend(root)
+    assert b.legacy_format() == "1"
+    reader = b.legacy_reader()
+    assert reader is not None
+    refs = reader.iter_refs("sessions/")
+    assert [name for name, _ in refs] == [
+        "sessions/Zo%C3%AB%27s%20table",
+        "sessions/doc-example",
+        "sessions/long-chain",
+    ]
+    for _name, value in refs:
+        assert reader.get(value).startswith(b"SNPO")
+    assert reader.read_ref("sessions/doc-example") == dict(refs)["sessions/doc-example"]
+    os.remove(root / "refs" / "config" / "format")
+    os.symlink("1", root / "refs" / "config" / "format")  # the form format-1 code writes
+    assert b.legacy_format() == "1"
+    with pytest.raises(KeyError):
+        reader.get("0" * 32)
+    for bad in ("../x", "a//b", "", "sessions/.."):
+        with pytest.raises(SnapshotError):
+            reader.read_ref(bad)
+    with pytest.raises(SnapshotError):
+        reader.get("../../etc/passwd")
+
+
+# -- confinement (what a hostile file system plants inside the store) ---------------------------
+def _tree(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Everything under ``folder``: mode, modification time and content of each entry."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        info = path.lstat()
+        content = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+        found[str(path.relative_to(folder))] = (info.st_mode, info.st_mtime_ns, content)
+    return found
+
+
+def _outside(tmp_path: Path) -> Path:
+    """A folder outside the store holding what a store's session folder would."""
+    outside = tmp_path / "outside"
+    donor = DirectoryBackend(tmp_path / "donor")
+    donor.append("victim", 0, [b"outside secret"], 0)
+    with donor.lock_session("victim", 1.0):
+        pass
+    (tmp_path / "donor" / "sessions" / "victim" / ".tmp-old").write_bytes(b"outside temporary")
+    os.utime(tmp_path / "donor" / "sessions" / "victim" / ".tmp-old", (0, 0))
+    donor.close()
+    os.rename(tmp_path / "donor" / "sessions", outside)
+    return outside
+
+
+def _every_use(b: DirectoryBackend, key: str) -> list[Any]:
+    def lock() -> None:
+        with b.lock_session(key, 1.0):
+            pass
+
+    return [
+        lambda: b.segments(key),
+        lambda: b.read_segment(key, 0),
+        lambda: b.append(key, 0, [b"x"], 0),
+        lambda: b.append(key, 0, [b"x"], 35),
+        lambda: b.replace_segment(key, 0, [b"x"]),
+        lambda: b.drop_segments(key, [0]),
+        lambda: b.delete_session(key),
+        lock,
+    ]
+
+
+def test_a_linked_sessions_folder_is_refused(tmp_path: Path) -> None:
+    outside = _outside(tmp_path)
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    (root / "sessions").rmdir()
+    os.symlink(outside, root / "sessions")
+    before = _tree(outside)
+    for use in [*_every_use(b, "victim"), *_every_use(b, "new"), b.session_keys, lambda: b.cleanup_temporary(0)]:
+        with pytest.raises(BackendError, match="symbolic link"):
+            use()
+    assert "sessions" in b.foreign_entries()
+    assert _tree(outside) == before
+
+
+def test_a_linked_session_folder_is_refused(tmp_path: Path) -> None:
+    outside = _outside(tmp_path)
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("kept", 0, [b"x"], 0)
+    os.symlink(outside / "victim", root / "sessions" / "victim")
+    before = _tree(outside)
+    for use in _every_use(b, "victim"):
+        with pytest.raises(BackendError, match="symbolic link"):
+            use()
+    assert b.session_keys() == ["kept"]
+    assert b.cleanup_temporary(0) == 0
+    assert "sessions/victim" in b.foreign_entries()
+    assert _tree(outside) == before
+
+
+def _finishes(call: Any) -> Any:
+    """Run ``call`` in a thread: a hang fails the test instead of blocking it."""
+    import threading
+    import tracemalloc
+
+    outcome: list[Any] = []
+
+    def run() -> None:
+        tracemalloc.start()
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            outcome.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the backend hung on a planted file"
+    result, peak = outcome
+    assert peak < 1 << 20, f"the backend allocated {peak} bytes for a planted file"
+    return result
+
+
+def _plant(kind: str, path: Path) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link to /dev/zero":
+        os.symlink("/dev/zero", path)
+    elif kind == "device":
+        import stat
+
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 5))  # what /dev/zero is
+        except PermissionError:
+            pytest.skip("this process may not create device nodes (the other plants are still tested)")
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "device"])
+def test_planted_special_files_never_hang_or_allocate(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("s", 0, [b"x"], 0)
+    b.write_config("format", b"2")
+    session = root / "sessions" / "s"
+    os.remove(session / "0000000000000000.seg")
+    os.remove(root / "config" / "format")
+    _plant(kind, session / "0000000000000000.seg")
+    _plant(kind, root / "config" / "format")
+    (root / "sessions" / "t").mkdir()
+    _plant(kind, root / "sessions" / "t" / "lock")
+
+    def lock() -> None:
+        with b.lock_session("t", 1.0):
+            pass
+
+    for use in (
+        lambda: b.read_segment("s", 0),
+        lambda: b.append("s", 0, [b"x"], 0),
+        lambda: b.append("s", 0, [b"x"], 35),
+        lambda: b.read_config("format"),
+        lock,
+    ):
+        error = _finishes(use)
+        assert isinstance(error, BackendError), error
+        assert "regular file" in str(error) or "symbolic link" in str(error)
+    assert _finishes(lambda: b.segments("s")) == []
+    assert "sessions/s/0000000000000000.seg" in _finishes(b.foreign_entries)
+    assert os.path.lexists(session / "0000000000000000.seg")  # refused, not removed
+
+
+def test_a_lock_linked_outside_creates_nothing_there(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    (root / "sessions" / "s").mkdir()
+    target = tmp_path / "outside-lock"
+    os.symlink(target, root / "sessions" / "s" / "lock")
+    with pytest.raises(BackendError), b.lock_session("s", 1.0):
+        pass
+    assert not os.path.lexists(target)
+
+
+def test_an_oversized_segment_is_refused_without_reading_it(tmp_path: Path) -> None:
+    from snapstore.backends._directory import MAX_SEGMENT_FILE
+    from snapstore.errors import CorruptObjectError
+    from snapstore.testing import segment_path
+
+    b = DirectoryBackend(tmp_path / "store")
+    b.append("s", 0, [b"x"], 0)
+    os.truncate(segment_path(b, "s", 0), MAX_SEGMENT_FILE + 1)  # sparse: no blocks written
+    error = _finishes(lambda: b.read_segment("s", 0))
+    assert isinstance(error, CorruptObjectError) and "more than the format allows" in str(error)
+
+
+_READ_ONLY_CHECK = """
+import json, os, sys
+from snapstore.backends._directory import DirectoryBackend
+from snapstore.errors import ReadOnlyStoreError
+if len(sys.argv) > 2:
+    os.setgid(65534)
+    os.setuid(65534)  # nobody: permissions bite (they do not for root)
+b = DirectoryBackend(sys.argv[1])
+found = {
+    "read_only": b.read_only,
+    "keys": b.session_keys(),
+    "entries": [e.decode() for e in b.read_segment("s", 0).entries],
+    "config": b.read_config("format").decode(),
+    "foreign": b.foreign_entries(),
+    "cleaned": b.cleanup_temporary(0),
+    "refused": [],
+}
+def lock():
+    with b.lock_session("s", 1.0):
+        pass
+for name, write in [
+    ("append", lambda: b.append("s", 0, [b"x"], b.read_segment("s", 0).end)),
+    ("new session", lambda: b.append("new", 0, [b"x"], 0)),
+    ("replace", lambda: b.replace_segment("s", 0, [b"x"])),
+    ("drop", lambda: b.drop_segments("s", [0])),
+    ("delete", lambda: b.delete_session("s")),
+    ("config", lambda: b.write_config("format", b"3")),
+    ("lock", lock),
+]:
+    try:
+        write()
+    except ReadOnlyStoreError as exc:
+        assert "read-only" in str(exc), exc
+        found["refused"].append(name)
+print(json.dumps(found))
+"""
+
+
+def test_a_read_only_store_reads_and_refuses_every_write(tmp_path: Path) -> None:
+    """Permissions taken away (chmod a-w), checked in a process that cannot override them.
+
+    Tests run as root on CI, and root writes through missing permissions: there the check
+    runs as the user ``nobody`` (setuid in the child process).
+    """
+    import json
+    import subprocess
+    import tempfile
+
+    as_root = os.geteuid() == 0
+    # nobody must reach the store: pytest's tmp_path sits in a folder only its owner can enter
+    base = Path(tempfile.mkdtemp(prefix="snapstore-read-only-")) if as_root else tmp_path
+    root = base / "store"
+    try:
+        b = DirectoryBackend(root)
+        b.append("s", 0, [b"committed"], 0)
+        b.write_config("format", b"2")
+        (root / "sessions" / "s" / ".tmp-old").write_bytes(b"leftover")
+        b.close()
+        base.chmod(0o755)
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o444)
+            os.chmod(folder, 0o555)
+        before = _tree(root)
+        args = [sys.executable, "-c", _READ_ONLY_CHECK, str(root), *(["as-nobody"] if as_root else [])]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)
+        assert found == {
+            "read_only": True,
+            "keys": ["s"],
+            "entries": ["committed"],
+            "config": "2",
+            "foreign": [],
+            "cleaned": 0,
+            "refused": ["append", "new session", "replace", "drop", "delete", "config", "lock"],
+        }
+        assert _tree(root) == before
+    finally:
+        for folder, _dirs, _files in os.walk(base):
+            os.chmod(folder, 0o755)
+        if as_root:
+            import shutil
+
+            shutil.rmtree(base)
+
+
+def test_directory_refuses_a_store_path_that_is_not_a_path() -> None:
+    with pytest.raises(BackendError):
+        DirectoryBackend(42)  # type: ignore[arg-type]
+
+
+def test_segment_missing_is_a_key_error() -> None:
+    with pytest.raises(KeyError):
+        MemoryBackend().read_segment("s", 0)
+    assert issubclass(SegmentMissing, SnapshotError) and issubclass(LockTimeoutError, ConcurrentUpdateError)

@@ -1,168 +1,156 @@
-"""The test suite every storage engine must pass, for reuse by engine authors.
+"""The behaviour every storage engine must have, as a test class engine authors reuse.
 
-Subclass ``BackendTests`` in a test module under a name pytest collects
-(``Test...``) and implement ``make_backend()``::
+Subclass ``BackendContract`` under a name your test runner collects (``Test...``
+for pytest) and implement ``make_backend()``::
 
-    class TestMyBackend(BackendTests):
+    class TestMyBackend(BackendContract):
         @pytest.fixture(autouse=True)
-        def _storage(self, tmp_path):       # autouse fixtures run before ``backend``
+        def _storage(self, tmp_path):
             self.root = tmp_path / "store"
 
         def make_backend(self):
             return MyBackend(self.root)
 
+        def backend_factory(self):          # optional: enables the tests across processes
+            return functools.partial(MyBackend, self.root)
+
 ``make_backend()`` returns a *new handle on the test's storage*: a second call in
 the same test must see what the first handle wrote (an in-memory engine may return
-the same instance). The ``backend`` fixture opens one handle and closes it after
-the test; tests that open more close them themselves.
+the same instance). It is called lazily from the test body (``self.backend``), after
+every fixture ran; handles are closed after each test. ``backend_factory()`` returns
+a picklable callable opening such a handle in another process, or None for an engine
+that lives in one process (the tests across processes are then skipped).
 
-``raw_corrupt(backend, key, data)`` is a backdoor that overwrites an object's
-stored bytes in the medium itself (dict, file, SQL row), bypassing the
-never-overwrite rule, so that the store's corruption detection can be tested on
-every engine. It knows the bundled engines; other engines override
-``BackendTests.raw_corrupt`` (or give their backend a ``_raw_overwrite(key, data)``
-method).
+Hooks with working defaults for the bundled engines: ``damage_entry`` (flip a byte of
+a stored entry in the medium itself) and ``tear_tail`` (leave what a crash in the
+middle of an append leaves). ``detects_damage`` says whether the engine itself reports
+damaged entries (``SegmentRead.damaged_at``) or returns them for the layers above to
+catch by their hashes.
 
-``race_cas_in_processes(factory, ...)`` checks that compare-and-swap loses no
-update between processes (``factory`` must be picklable, e.g. a
-``functools.partial`` of the backend class).
-
-This module imports pytest: it is meant for test code only.
+The module imports neither pytest nor any engine's driver: skips are
+``unittest.SkipTest``, which pytest and unittest both honour. It is test code: it
+writes into the medium behind the engine's back.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import threading
+import time
+import unittest
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-import pytest
+from .backends.base import MAX_SEGMENT, Backend, SegmentMissing
+from .errors import ConcurrentUpdateError, LockTimeoutError, SnapshotError
 
-from .backends.base import Backend, ObjectMissing, check_key
-from .errors import SnapshotError
-
-#: keys every engine must refuse with SnapshotError before touching its medium
-BAD_KEYS: list[Any] = [
-    "../../etc",
-    "../../etc/passwd/0123456789abcdef",  # 32 characters, a path
-    "0123456789ABCDEF0123456789ABCDEF",  # uppercase
-    "abc",  # short
-    "0" * 31,
-    "0" * 33,
-    "",
-    "g" * 32,  # not hex
-    " " + "0" * 31,
-    "0" * 16 + "/" + "0" * 15,
-    None,
-    b"0" * 32,
-    123,
-]
-
-#: ref names every engine must refuse with SnapshotError
-BAD_REF_NAMES: list[Any] = [
-    "../x",
-    "a//b",
-    "",
-    "/abs",
-    "a/",
-    "a/../b",
-    ".",
-    "..",
-    "x/./y",
-    "a b",
-    "a\\b",
-    "a\x00b",
-    None,
-]
+#: session keys every engine must refuse before touching its medium
+BAD_SESSION_KEYS: list[Any] = ["", ".", "..", "../x", "a/b", "a\\b", "a b", "x" * 201, "é", "a\x00", None, 7, b"k"]
+#: segment numbers every engine must refuse
+BAD_SEGMENTS: list[Any] = [-1, MAX_SEGMENT + 1, 1.0, True, "1", None]
+#: entry lists every engine must refuse whole (nothing appended)
+BAD_ENTRY_LISTS: list[Any] = [b"lone bytes", "text", [b"ok", "text"], [b"ok", 5], [None]]
+#: config names every engine must refuse
+BAD_CONFIG_NAMES: list[Any] = ["", "A", "../x", "x/y", "x" * 65, "1x", None, b"format"]
+#: how long a test lets a blocked waiter (wrongly) get in before it checks the order of events
+SETTLE = 0.2
+#: the longest any test waits for another thread or process before calling it hung
+HUNG = 60.0
 
 
-def key_for(i: int) -> str:
-    """A valid object key, distinct for each ``i``."""
-    return f"{i:032x}"
+def damage_entry(backend: Backend, key: str, segment: int, index: int) -> None:
+    """Flip one byte inside the stored bytes of entry ``index`` of a segment, in the medium itself.
 
-
-def raw_corrupt(backend: Backend, key: str, data: bytes) -> None:
-    """Overwrite (or create) the stored bytes of ``key`` directly in the medium.
-
-    Test backdoor: the store never overwrites an object, so this is how tests
-    simulate bit rot or a truncated object on every engine.
+    Test backdoor: entries never change once written, so this is how tests make bit rot
+    on every bundled engine. Other engines override ``BackendContract.damage_entry``.
     """
-    check_key(key)
-    data = bytes(data)
-    overwrite = getattr(backend, "_raw_overwrite", None)  # PostgresBackend: an SQL upsert
-    if overwrite is not None:
-        overwrite(key, data)
-        return
     from .backends._directory import DirectoryBackend
     from .backends._memory import MemoryBackend
 
     if isinstance(backend, MemoryBackend):
         with backend._mutex:
-            backend._objects[key] = data
+            entries = backend._sessions[key][segment].entries
+            entries[index] = _flipped(entries[index])
     elif isinstance(backend, DirectoryBackend):
-        path = backend._object_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        _damage_directory_entry(backend, key, segment, index)
+    elif backend.kind == "postgresql":
+        _damage_postgres_entry(backend, key, segment, index)
     else:
-        raise NotImplementedError(
-            f"no backdoor into {type(backend).__name__}: override BackendTests.raw_corrupt "
-            "or give the backend a _raw_overwrite(key, data) method"
+        raise NotImplementedError(f"no backdoor into {type(backend).__name__}: override BackendContract.damage_entry")
+
+
+def tear_tail(backend: Backend, key: str, segment: int, entry: bytes) -> bool:
+    """Leave the first part of an append of ``entry`` at a segment's end, as a crash would.
+
+    False when the engine's appends cannot be torn (the bundled memory and PostgreSQL
+    engines: an append there is one step, or one transaction).
+    """
+    from .backends import _framing
+    from .backends._directory import DirectoryBackend
+
+    if not isinstance(backend, DirectoryBackend):
+        return False
+    framed = _framing.frame(entry)
+    with open(segment_path(backend, key, segment), "ab") as f:
+        f.write(framed[: len(framed) // 2])
+    return True
+
+
+def segment_path(backend: Backend, key: str, segment: int) -> str:
+    """The file of a directory engine's segment (tests only: the engine itself opens by descriptor)."""
+    from .backends._directory import segment_file
+
+    return os.path.join(backend.describe(), "sessions", key, segment_file(segment))
+
+
+def _flipped(data: bytes) -> bytes:
+    if not data:
+        raise ValueError("an empty entry has no byte to damage")
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x5A]) + data[middle + 1 :]
+
+
+def _damage_directory_entry(backend: Backend, key: str, segment: int, index: int) -> None:
+    from .backends import _framing
+
+    path = segment_path(backend, key, segment)
+    with open(path, "r+b") as f:
+        data = f.read()
+        pos = _framing.HEADER_SIZE
+        for _ in range(index):
+            pos += _framing.FRAME_SIZE + _framing.FRAME.unpack_from(data, pos)[0]
+        length = _framing.FRAME.unpack_from(data, pos)[0]
+        body = pos + _framing.FRAME_SIZE
+        f.seek(body)
+        f.write(_flipped(data[body : body + length]))
+
+
+def _damage_postgres_entry(backend: Any, key: str, segment: int, index: int) -> None:
+    from psycopg import sql
+
+    table = sql.Identifier(backend.schema, backend.table_prefix + "snapstore_entries")
+    with backend._connection("damage entry") as conn:
+        row = conn.execute(
+            sql.SQL("SELECT data FROM {} WHERE session = %s AND segment = %s AND pos = %s").format(table),
+            [key, segment, index],
+        ).fetchone()
+        conn.execute(
+            sql.SQL("UPDATE {} SET data = %s WHERE session = %s AND segment = %s AND pos = %s").format(table),
+            [_flipped(bytes(row[0])), key, segment, index],
         )
 
 
-def cas_increment(backend: Backend, ref: str) -> bool:
-    """One read-then-CAS increment of an integer ref; True if the CAS won."""
-    current = backend.read_ref(ref)
-    return backend.cas_ref(ref, current, str(int(current or "0") + 1))
-
-
-def _cas_worker(factory: Callable[[], Backend], ref: str, increments: int, barrier: Any) -> None:
-    backend = factory()
-    try:
-        barrier.wait(timeout=120)
-        done = 0
-        while done < increments:
-            if cas_increment(backend, ref):
-                done += 1
-    finally:
-        backend.close()
-
-
-def race_cas_in_processes(
-    factory: Callable[[], Backend], *, processes: int = 3, increments: int = 40, ref: str = "race/counter"
-) -> None:
-    """Processes (spawned) each make ``increments`` successful CAS increments on one ref.
-
-    Each retries until its increments succeed, so a lost update would leave the
-    counter short of ``processes * increments``.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    backend = factory()
-    try:
-        assert backend.cas_ref(ref, None, "0")
-        barrier = ctx.Barrier(processes)
-        workers = [ctx.Process(target=_cas_worker, args=(factory, ref, increments, barrier)) for _ in range(processes)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=180)
-        for worker in workers:
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-        assert [w.exitcode for w in workers] == [0] * processes, "a worker process failed (see its traceback above)"
-        assert backend.read_ref(ref) == str(processes * increments)
-    finally:
-        backend.close()
-
-
-def _run_threads(target: Callable[[], None], count: int, timeout: float = 60) -> None:
+def run_threads(target: Callable[[], None], count: int, timeout: float = HUNG) -> None:
+    """Run ``target`` in ``count`` threads at once; re-raise the first error, fail if one hangs."""
     errors: list[BaseException] = []
+    start = threading.Barrier(count)
 
     def wrapped() -> None:
         try:
+            start.wait(timeout)
             target()
         except BaseException as exc:
             errors.append(exc)
@@ -177,360 +165,461 @@ def _run_threads(target: Callable[[], None], count: int, timeout: float = 60) ->
         raise errors[0]
 
 
-class BackendTests:
+@contextmanager
+def expect_error(kind: type[BaseException]) -> Iterator[list[BaseException]]:
+    """Like ``pytest.raises``, without pytest: the caught error is ``caught[0]``."""
+    caught: list[BaseException] = []
+    try:
+        yield caught
+    except kind as exc:
+        caught.append(exc)
+    else:
+        raise AssertionError(f"{kind.__name__} was not raised")
+
+
+def locked_append(backend: Backend, key: str, segment: int, entry: bytes, timeout: float | None = None) -> int:
+    """What a commit does: under the session's lock, find the segment's end and append there."""
+    with backend.lock_session(key, timeout):
+        ends = {info.segment: info for info in backend.segments(key)}
+        end = backend.read_segment(key, segment).end if segment in ends else 0
+        return backend.append(key, segment, [entry], end)
+
+
+# -- work done in other processes (top level: spawned processes import them) ----------------------
+def _paired_appends(factory: Callable[[], Backend], key: str, tag: str, rounds: int, barrier: Any) -> None:
+    """Append ``enter`` and ``leave`` entries in two appends under one hold of the lock, ``rounds`` times."""
+    backend = factory()
+    try:
+        barrier.wait(HUNG)
+        for i in range(rounds):
+            with backend.lock_session(key, HUNG):
+                end = backend.read_segment(key, 0).end if backend.segments(key) else 0
+                end = backend.append(key, 0, [f"{tag}:{i}:enter".encode()], end)
+                time.sleep(0.001)  # room for another writer to (wrongly) get in between
+                backend.append(key, 0, [f"{tag}:{i}:leave".encode()], end)
+    finally:
+        backend.close()
+
+
+def _try_lock(factory: Callable[[], Backend], key: str, timeout: float | None, results: Any) -> None:
+    backend = factory()
+    try:
+        with backend.lock_session(key, timeout):
+            results.put("acquired")
+    except LockTimeoutError as exc:
+        results.put(f"timeout:{exc.details.get('session_key')}")
+    finally:
+        backend.close()
+
+
+def _spawn(target: Callable[..., None], *args: Any) -> Any:
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
+    process.start()
+    return process
+
+
+def _join(*processes: Any) -> None:
+    for process in processes:
+        process.join(HUNG * 2)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert [p.exitcode for p in processes] == [0] * len(processes), "a process failed (its traceback is above)"
+
+
+class BackendContract:
     """Behaviour every ``Backend`` must have. Not collected itself: subclass it as ``Test...``."""
 
-    #: how long a blocked lock waiter is given to (wrongly) get in
-    lock_wait = 0.25
+    #: the engine reports a damaged entry itself (``damaged_at``) instead of returning it
+    detects_damage = False
 
+    # -- what an engine's test class provides ----------------------------
     def make_backend(self) -> Backend:
         """A new handle on this test's storage (see the module docstring)."""
         raise NotImplementedError
 
-    def raw_corrupt(self, backend: Backend, key: str, data: bytes) -> None:
-        raw_corrupt(backend, key, data)
+    def backend_factory(self) -> Callable[[], Backend] | None:
+        """A picklable callable opening a handle in another process, or None."""
+        return None
 
-    @pytest.fixture
-    def backend(self) -> Iterator[Backend]:
-        handle = self.make_backend()
-        try:
-            yield handle
-        finally:
+    def damage_entry(self, backend: Backend, key: str, segment: int, index: int) -> None:
+        damage_entry(backend, key, segment, index)
+
+    def tear_tail(self, backend: Backend, key: str, segment: int, entry: bytes) -> bool:
+        return tear_tail(backend, key, segment, entry)
+
+    # -- handles ---------------------------------------------------------
+    def setup_method(self, method: object = None) -> None:
+        self._handles: list[Backend] = []
+
+    def teardown_method(self, method: object = None) -> None:
+        for handle in reversed(self._handles):
             handle.close()
 
-    # -- objects -------------------------------------------------------
-    def test_put_get_round_trip(self, backend: Backend) -> None:
-        key = key_for(1)
-        assert backend.put(key, b"hello") is True
-        got = backend.get(key)
-        assert got == b"hello"
-        assert type(got) is bytes
+    @property
+    def backend(self) -> Backend:
+        if not self._handles:
+            self._handles.append(self.make_backend())
+        return self._handles[0]
 
-    def test_put_accepts_bytes_like(self, backend: Backend) -> None:
-        assert backend.put(key_for(1), bytearray(b"from bytearray"))  # type: ignore[arg-type]
-        assert backend.put(key_for(2), memoryview(b"from memoryview"))  # type: ignore[arg-type]
-        assert backend.get(key_for(1)) == b"from bytearray"
-        assert backend.get(key_for(2)) == b"from memoryview"
-        assert type(backend.get(key_for(1))) is bytes
+    def another_handle(self) -> Backend:
+        handle = self.make_backend()
+        if handle is not self.backend:
+            self._handles.append(handle)
+        return handle
 
-    def test_put_refuses_text(self, backend: Backend) -> None:
-        with pytest.raises(TypeError):
-            backend.put(key_for(1), "not bytes")  # type: ignore[arg-type]
-        assert not backend.has(key_for(1))
+    def _factory_or_skip(self) -> Callable[[], Backend]:
+        factory = self.backend_factory()
+        if factory is None:
+            raise unittest.SkipTest(f"{self.backend.kind} storage lives in one process")
+        return factory
 
-    def test_put_existing_key_returns_false_and_keeps_first(self, backend: Backend) -> None:
-        key = key_for(2)
-        assert backend.put(key, b"first")
-        assert backend.put(key, b"second") is False
-        assert backend.get(key) == b"first"
+    # -- configuration ---------------------------------------------------
+    def test_config_round_trip(self) -> None:
+        b = self.backend
+        assert b.read_config("format") is None
+        b.write_config("format", b"2")
+        b.write_config("other_value", bytes(range(256)))
+        b.write_config("format", b"3")
+        assert b.read_config("format") == b"3"
+        assert self.another_handle().read_config("other_value") == bytes(range(256))
 
-    def test_has_and_delete(self, backend: Backend) -> None:
-        key = key_for(3)
-        assert backend.has(key) is False
-        backend.put(key, b"x")
-        assert backend.has(key) is True
-        backend.delete(key)
-        assert backend.has(key) is False
-        with pytest.raises(ObjectMissing):
-            backend.get(key)
-        assert backend.put(key, b"again") is True  # a deleted key can be written anew
-        assert backend.get(key) == b"again"
+    def test_config_refuses_bad_names_and_values(self) -> None:
+        b = self.backend
+        for name in BAD_CONFIG_NAMES:
+            with expect_error(SnapshotError):
+                b.write_config(name, b"x")
+            with expect_error(SnapshotError):
+                b.read_config(name)
+        for value in ["text", None, b"x" * 4097]:
+            with expect_error(SnapshotError):
+                b.write_config("format", value)  # type: ignore[arg-type]
+        assert b.read_config("format") is None
 
-    def test_delete_missing_is_silent(self, backend: Backend) -> None:
-        backend.delete(key_for(4))
-        assert list(backend.iter_keys()) == []
+    # -- segments --------------------------------------------------------
+    def test_unknown_session_is_empty(self) -> None:
+        b = self.backend
+        assert b.segments("nobody") == []
+        assert "nobody" not in b.session_keys()
+        with expect_error(SegmentMissing) as caught:
+            b.read_segment("nobody", 0)
+        assert isinstance(caught[0], KeyError) and isinstance(caught[0], SnapshotError)
 
-    def test_get_missing_raises_object_missing(self, backend: Backend) -> None:
-        key = key_for(5)
-        with pytest.raises(ObjectMissing) as info:
-            backend.get(key)
-        assert isinstance(info.value, SnapshotError)
-        assert isinstance(info.value, KeyError)
-        assert info.value.details.get("object") == key
+    def test_append_then_read_back_exactly(self) -> None:
+        b = self.backend
+        entries = [b"first", b"", bytes(range(256)), b"\x00" * 10, os.urandom(1 << 20)]
+        end = b.append("s", 0, entries[:2], 0)
+        end = b.append("s", 0, entries[2:], end)
+        read = b.read_segment("s", 0)
+        assert read.entries == entries and read.end == end and read.damaged_at is None
+        [info] = b.segments("s")
+        assert info.segment == 0 and info.stored_bytes >= sum(map(len, entries))
+        assert b.session_keys() == ["s"]
 
-    def test_size(self, backend: Backend) -> None:
-        backend.put(key_for(6), b"12345")
-        backend.put(key_for(7), b"")
-        assert backend.size(key_for(6)) == 5
-        assert backend.size(key_for(7)) == 0
-        with pytest.raises(ObjectMissing):
-            backend.size(key_for(8))
+    def test_read_from_a_position_returns_what_follows(self) -> None:
+        b = self.backend
+        middle = b.append("s", 0, [b"a", b"b"], 0)
+        end = b.append("s", 0, [b"c", b"d"], middle)
+        assert b.read_segment("s", 0, middle).entries == [b"c", b"d"]
+        assert b.read_segment("s", 0, middle).end == end
+        assert b.read_segment("s", 0, end).entries == []
+        assert b.read_segment("s", 0, end).end == end
 
-    def test_iter_keys_lists_exactly_what_is_stored(self, backend: Backend) -> None:
-        assert list(backend.iter_keys()) == []
-        keys = {key_for(i * 7919) for i in range(1, 1101)}  # more than one batch for batching engines
-        assert backend.put_many((k, k.encode()) for k in keys) == len(keys)
-        listed = list(backend.iter_keys())
-        assert len(listed) == len(keys)
-        assert set(listed) == keys
-        gone = sorted(keys)[::3]
-        for k in gone:
-            backend.delete(k)
-        assert set(backend.iter_keys()) == keys - set(gone)
+    def test_append_refuses_a_stale_end(self) -> None:
+        b = self.backend
+        first = b.append("s", 0, [b"a"], 0)
+        second = b.append("s", 0, [b"b"], first)
+        for stale in (0, first):
+            with expect_error(ConcurrentUpdateError):
+                b.append("s", 0, [b"lost"], stale)
+        assert b.read_segment("s", 0).entries == [b"a", b"b"]
+        assert b.read_segment("s", 0).end == second
+        with expect_error(ConcurrentUpdateError):
+            b.append("s", 7, [b"lost"], first)  # a segment that does not exist ends at 0
+        assert [info.segment for info in b.segments("s")] == [0]
 
-    @pytest.mark.parametrize("bad", BAD_KEYS, ids=repr)
-    def test_invalid_keys_refused(self, backend: Backend, bad: Any) -> None:
-        calls: list[Callable[[], object]] = [
-            lambda: backend.get(bad),
-            lambda: backend.put(bad, b"data"),
-            lambda: backend.has(bad),
-            lambda: backend.delete(bad),
-            lambda: backend.size(bad),
-            lambda: backend.put_many([(bad, b"data")]),
-        ]
-        for call in calls:
-            with pytest.raises(SnapshotError):
-                call()
-        assert list(backend.iter_keys()) == []
+    def test_segments_are_sorted_and_separate(self) -> None:
+        b = self.backend
+        for segment in (MAX_SEGMENT, 5, 0, 1 << 40):
+            b.append("s", segment, [str(segment).encode()], 0)
+        b.append("t", 5, [b"other session"], 0)
+        assert [info.segment for info in b.segments("s")] == [0, 5, 1 << 40, MAX_SEGMENT]
+        assert b.read_segment("s", 1 << 40).entries == [str(1 << 40).encode()]
+        assert b.read_segment("t", 5).entries == [b"other session"]
+        assert b.session_keys() == ["s", "t"]
 
-    def test_trailing_newline_refused(self, backend: Backend) -> None:
-        with pytest.raises(SnapshotError):
-            backend.put(key_for(1) + "\n", b"data")
-        with pytest.raises(SnapshotError):
-            backend.cas_ref("heads\n", None, "x")
+    def test_bad_arguments_are_refused_before_anything_is_stored(self) -> None:
+        b = self.backend
+        for key in BAD_SESSION_KEYS:
+            for call in (
+                lambda k: b.append(k, 0, [b"x"], 0),
+                b.segments,
+                lambda k: b.read_segment(k, 0),
+                lambda k: b.replace_segment(k, 0, [b"x"]),
+                lambda k: b.drop_segments(k, [0]),
+                b.delete_session,
+                lambda k: b.lock_session(k, 1.0),
+            ):
+                with expect_error(SnapshotError):
+                    call(key)
+        for segment in BAD_SEGMENTS:
+            with expect_error(SnapshotError):
+                b.append("s", segment, [b"x"], 0)
+            with expect_error(SnapshotError):
+                b.read_segment("s", segment)
+        for entries in BAD_ENTRY_LISTS:
+            with expect_error(SnapshotError):
+                b.append("s", 0, entries, 0)
+            with expect_error(SnapshotError):
+                b.replace_segment("s", 0, entries)
+        for position in (-1, 1.5, None, True):
+            with expect_error(SnapshotError):
+                b.append("s", 0, [b"x"], position)  # type: ignore[arg-type]
+        with expect_error(SnapshotError):
+            b.drop_segments("s", [0, -1])
+        for timeout in (-1, math.nan, math.inf, "1", True):
+            with expect_error(SnapshotError), b.lock_session("s", timeout):  # type: ignore[arg-type]
+                pass
+        assert b.session_keys() == []
+        assert b.segments("s") == []
 
-    def test_put_many(self, backend: Backend) -> None:
-        backend.put(key_for(10), b"old")
-        items = [(key_for(10), b"new"), (key_for(11), b"b"), (key_for(12), b"c"), (key_for(11), b"b")]
-        assert backend.put_many(iter(items)) == 2
-        assert backend.get(key_for(10)) == b"old"
-        assert backend.get(key_for(11)) == b"b"
-        assert backend.get(key_for(12)) == b"c"
-        assert backend.put_many([]) == 0
-        assert backend.put_many(iter(items)) == 0
-        assert set(backend.iter_keys()) == {key_for(10), key_for(11), key_for(12)}
+    def test_replace_is_whole_and_changes_the_version(self) -> None:
+        b = self.backend
+        end = b.append("s", 3, [b"a", b"b", b"c"], 0)
+        b.append("s", 3, [b"d"], end)
+        [before] = b.segments("s")
+        b.replace_segment("s", 3, [b"squashed"])
+        [after] = b.segments("s")
+        assert b.read_segment("s", 3).entries == [b"squashed"]
+        assert after.version != before.version
+        b.append("s", 3, [b"next"], b.read_segment("s", 3).end)
+        assert b.segments("s")[0].version == after.version  # an append is not a rewrite
+        b.replace_segment("s", 3, [])
+        assert b.segments("s")[0].version not in (before.version, after.version)
+        assert b.read_segment("s", 3).entries == []
+        b.replace_segment("s", 9, [b"created"])
+        assert b.read_segment("s", 9).entries == [b"created"]
 
-    def test_put_many_refuses_invalid_key(self, backend: Backend) -> None:
-        with pytest.raises(SnapshotError):
-            backend.put_many([(key_for(13), b"ok"), ("../../etc", b"bad")])
-        assert set(backend.iter_keys()) <= {key_for(13)}  # engines may or may not keep the good ones
+    def test_readers_see_a_replaced_segment_old_or_new_never_mixed(self) -> None:
+        b = self.backend
+        old, new = [b"old"] * 20, [b"new"] * 7
+        b.replace_segment("s", 0, old)
+        reader = self.another_handle()
+        stop = threading.Event()
+        seen: set[tuple[bytes, ...]] = set()
 
-    def test_large_object_round_trip(self, backend: Backend) -> None:
-        data = os.urandom(8 * 1024 * 1024)
-        assert backend.put(key_for(20), data)
-        assert backend.get(key_for(20)) == data
-        assert backend.size(key_for(20)) == len(data)
-        assert backend.put(key_for(20), data) is False
+        def replace() -> None:
+            for i in range(40):
+                b.replace_segment("s", 0, new if i % 2 == 0 else old)
+            stop.set()
 
-    def test_binary_bytes_with_nuls(self, backend: Backend) -> None:
-        samples = {
-            key_for(30): bytes(range(256)) * 4,
-            key_for(31): b"\x00" * 1000,
-            key_for(32): b"\x00ab\x00\r\n\\x00\xff",
-            key_for(33): b"",
-        }
-        for key, data in samples.items():
-            assert backend.put(key, data)
-        for key, data in samples.items():
-            assert backend.get(key) == data
+        def read() -> None:
+            while not stop.is_set():
+                seen.add(tuple(reader.read_segment("s", 0).entries))
 
-    def test_concurrent_puts_of_one_key_write_once(self, backend: Backend) -> None:
-        key = key_for(40)
-        results: list[bool] = []
-        barrier = threading.Barrier(8, timeout=30)
+        writer = threading.Thread(target=replace)
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for t in (writer, *readers):
+            t.start()
+        for t in (writer, *readers):
+            t.join(HUNG)
+        assert seen <= {tuple(old), tuple(new)}, "a reader saw half of a replace"
+
+    def test_drop_segments(self) -> None:
+        b = self.backend
+        for segment in range(4):
+            b.append("s", segment, [b"x"], 0)
+        b.drop_segments("s", [1, 3, 99])
+        b.drop_segments("s", [])
+        b.drop_segments("nobody", [0])
+        assert [info.segment for info in b.segments("s")] == [0, 2]
+        with expect_error(SegmentMissing):
+            b.read_segment("s", 1)
+
+    def test_delete_session(self) -> None:
+        b = self.backend
+        b.append("gone", 0, [b"x"], 0)
+        b.append("gone", 1, [b"y"], 0)
+        b.append("kept", 0, [b"z"], 0)
+        assert b.delete_session("gone") is True
+        assert b.delete_session("gone") is False
+        assert b.delete_session("never") is False
+        assert b.segments("gone") == []
+        assert b.session_keys() == ["kept"]
+        assert b.read_segment("kept", 0).entries == [b"z"]
+        assert b.append("gone", 0, [b"again"], 0)  # the key can be used again
+
+    def test_another_handle_sees_everything(self) -> None:
+        b = self.backend
+        b.write_config("format", b"2")
+        end = b.append("s", 0, [b"a"], 0)
+        other = self.another_handle()
+        assert other.read_config("format") == b"2"
+        assert other.session_keys() == ["s"]
+        assert other.read_segment("s", 0).entries == [b"a"]
+        other.append("s", 0, [b"b"], end)
+        assert b.read_segment("s", 0).entries == [b"a", b"b"]
+
+    # -- damage ------------------------------------------------------------
+    def test_damaged_entry_is_reported_never_cut(self) -> None:
+        b = self.backend
+        end = b.append("s", 0, [b"good entry", b"entry to damage", b"entry after it"], 0)
+        self.damage_entry(b, "s", 0, 1)
+        read = b.read_segment("s", 0)
+        if not self.detects_damage:
+            assert read.entries[1] != b"entry to damage" and read.end == end  # for the layers above to catch
+            return
+        assert read.entries == [b"good entry"]
+        assert read.damaged_at is not None and read.damaged_at == read.end
+        with expect_error(ConcurrentUpdateError):
+            b.append("s", 0, [b"would cut the damaged entries"], read.end)
+        assert b.segments("s")[0].stored_bytes >= len(b"entry to damage entry after it")
+        assert b.read_segment("s", 0).damaged_at == read.damaged_at
+
+    def test_torn_tail_is_cut_by_the_next_append(self) -> None:
+        b = self.backend
+        end = b.append("s", 0, [b"committed"], 0)
+        if not self.tear_tail(b, "s", 0, b"interrupted append of a longer entry"):
+            raise unittest.SkipTest(f"{b.kind} appends cannot be torn")
+        read = b.read_segment("s", 0)
+        assert read.entries == [b"committed"] and read.end == end and read.damaged_at is None
+        new_end = b.append("s", 0, [b"next"], end)
+        assert b.read_segment("s", 0).entries == [b"committed", b"next"]
+        assert b.read_segment("s", 0).end == new_end
+
+    # -- locks ---------------------------------------------------------------
+    def test_lock_makes_other_threads_wait(self) -> None:
+        b = self.backend
+        events: list[str] = []
+        holding, waiter_started = threading.Event(), threading.Event()
+
+        def waiter() -> None:
+            waiter_started.set()
+            with self.another_handle().lock_session("s", HUNG):
+                events.append("waiter in")
+
+        with b.lock_session("s", 1.0):
+            events.append("holder in")
+            holding.set()
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            waiter_started.wait(HUNG)
+            time.sleep(SETTLE)  # room for the waiter to (wrongly) get in
+            events.append("holder out")
+        thread.join(HUNG)
+        assert events == ["holder in", "holder out", "waiter in"]
+
+    def test_lock_serialises_read_then_append_in_threads(self) -> None:
+        b = self.backend
+        handles = [self.another_handle() for _ in range(4)]
+        turn = iter(range(len(handles)))
+        mutex = threading.Lock()
 
         def writer() -> None:
-            barrier.wait()
-            results.append(backend.put(key, b"same content"))
+            with mutex:
+                mine = handles[next(turn)]
+            for i in range(15):
+                locked_append(mine, "s", 0, f"{threading.get_ident()}:{i}".encode(), HUNG)
 
-        _run_threads(writer, 8)
-        assert sorted(results) == [False] * 7 + [True]
-        assert backend.get(key) == b"same content"
+        run_threads(writer, len(handles))
+        assert len(b.read_segment("s", 0).entries) == 4 * 15  # none lost, none refused
 
-    def test_second_handle_sees_the_data(self, backend: Backend) -> None:
-        backend.put(key_for(50), b"shared")
-        assert backend.cas_ref("heads/main", None, key_for(50))
-        other = self.make_backend()
-        try:
-            assert other.get(key_for(50)) == b"shared"
-            assert other.read_ref("heads/main") == key_for(50)
-            assert other.cas_ref("heads/main", key_for(50), key_for(51))
-            assert other.put(key_for(50), b"other") is False
-        finally:
-            other.close()
-        assert backend.read_ref("heads/main") == key_for(51)
+    def test_lock_excludes_other_processes(self) -> None:
+        factory = self._factory_or_skip()
+        results = multiprocessing.get_context("spawn").Queue()
+        with self.backend.lock_session("s", 1.0):
+            _join(_spawn(_try_lock, factory, "s", 0.3, results))
+            assert results.get(timeout=HUNG) == "timeout:s"
+        _join(_spawn(_try_lock, factory, "s", HUNG, results))
+        assert results.get(timeout=HUNG) == "acquired"
 
-    def test_raw_corrupt_backdoor_changes_stored_bytes(self, backend: Backend) -> None:
-        key = key_for(60)
-        backend.put(key, b"pristine bytes")
-        self.raw_corrupt(backend, key, b"pristine byteZ")
-        assert backend.get(key) == b"pristine byteZ"
-        self.raw_corrupt(backend, key, b"trunc")
-        assert backend.get(key) == b"trunc"
-        assert backend.size(key) == 5
-        assert backend.has(key)
+    def test_writer_processes_take_turns(self) -> None:
+        factory = self._factory_or_skip()
+        processes, rounds = 3, 15
+        barrier = multiprocessing.get_context("spawn").Barrier(processes)
+        _join(*(_spawn(_paired_appends, factory, "s", f"p{n}", rounds, barrier) for n in range(processes)))
+        entries = [e.decode() for e in self.backend.read_segment("s", 0).entries]
+        assert len(entries) == 2 * processes * rounds
+        for enter, leave in zip(entries[0::2], entries[1::2], strict=True):
+            assert enter.endswith(":enter") and leave == enter.replace(":enter", ":leave"), (enter, leave)
 
-    # -- refs ----------------------------------------------------------
-    def test_read_missing_ref_is_none(self, backend: Backend) -> None:
-        assert backend.read_ref("heads/nothing") is None
+    def test_lock_timeout_names_the_session(self) -> None:
+        b = self.backend
+        with b.lock_session("busy-session", None):
+            caught: list[BaseException] = []
 
-    def test_cas_create_succeeds_once(self, backend: Backend) -> None:
-        assert backend.cas_ref("heads/a", None, "v1") is True
-        assert backend.cas_ref("heads/a", None, "v2") is False
-        assert backend.read_ref("heads/a") == "v1"
+            def attempt() -> None:
+                try:
+                    with self.another_handle().lock_session("busy-session", 0.05):
+                        pass
+                except BaseException as exc:
+                    caught.append(exc)
 
-    def test_cas_with_wrong_expected_changes_nothing(self, backend: Backend) -> None:
-        backend.cas_ref("heads/a", None, "v1")
-        assert backend.cas_ref("heads/a", "v0", "v2") is False
-        assert backend.read_ref("heads/a") == "v1"
-        assert backend.cas_ref("heads/a", "v0", None) is False
-        assert backend.read_ref("heads/a") == "v1"
-        assert backend.cas_ref("heads/missing", "v1", "v2") is False
-        assert backend.read_ref("heads/missing") is None
-        assert list(backend.iter_refs()) == [("heads/a", "v1")]
-
-    def test_cas_update_and_delete(self, backend: Backend) -> None:
-        backend.cas_ref("heads/a", None, "v1")
-        assert backend.cas_ref("heads/a", "v1", "v2") is True
-        assert backend.read_ref("heads/a") == "v2"
-        assert backend.cas_ref("heads/a", "v2", "v2") is True  # same value: still a successful swap
-        assert backend.cas_ref("heads/a", "v2", None) is True
-        assert backend.read_ref("heads/a") is None
-        assert backend.cas_ref("heads/a", "v2", None) is False
-        assert backend.cas_ref("heads/a", None, "v3") is True  # re-created after deletion
-        assert backend.read_ref("heads/a") == "v3"
-
-    def test_cas_none_to_none_asserts_absence(self, backend: Backend) -> None:
-        assert backend.cas_ref("heads/a", None, None) is True
-        assert backend.read_ref("heads/a") is None
-        backend.cas_ref("heads/a", None, "v1")
-        assert backend.cas_ref("heads/a", None, None) is False
-        assert backend.read_ref("heads/a") == "v1"
-
-    def test_ref_values_round_trip(self, backend: Backend) -> None:
-        values = {"heads/main": key_for(7), "sessions/s1/head": "abc:def/123", "t": "x" * 500}
-        for name, value in values.items():
-            assert backend.cas_ref(name, None, value)
-        for name, value in values.items():
-            assert backend.read_ref(name) == value
-
-    def test_iter_refs_with_prefix(self, backend: Backend) -> None:
-        names = ["sessions/alpha", "sessions/beta/head", "sessionsx", "other/a_b", "other/aXb", "heads/main"]
-        for i, name in enumerate(names):
-            assert backend.cas_ref(name, None, f"v{i}")
-
-        def listed(prefix: str) -> list[tuple[str, str]]:
-            return sorted(backend.iter_refs(prefix))
-
-        assert listed("") == sorted((n, f"v{i}") for i, n in enumerate(names))
-        assert sorted(backend.iter_refs()) == listed("")
-        assert listed("sessions/") == [("sessions/alpha", "v0"), ("sessions/beta/head", "v1")]
-        assert [n for n, _ in listed("sessions")] == ["sessions/alpha", "sessions/beta/head", "sessionsx"]
-        assert listed("other/a_") == [("other/a_b", "v3")]  # '_' is no wildcard
-        assert listed("nothing") == []
-
-    def test_percent_escaped_ref_names(self, backend: Backend) -> None:
-        # check_ref_name allows '%' after the first component, for callers' escapes
-        names = ["sessions/caf%C3%A9/head", "sessions/50%25/head", "sessions/50a/head"]
-        for i, name in enumerate(names):
-            assert backend.cas_ref(name, None, f"v{i}")
-        assert backend.read_ref(names[0]) == "v0"
-        assert backend.cas_ref(names[0], "v0", "w0")
-        assert backend.read_ref(names[0]) == "w0"
-        assert sorted(backend.iter_refs("sessions/50%")) == [("sessions/50%25/head", "v1")]  # '%' is no wildcard
-        assert backend.cas_ref(names[1], "v1", None)
-        assert backend.read_ref(names[1]) is None
-
-    @pytest.mark.parametrize("bad", BAD_REF_NAMES, ids=repr)
-    def test_invalid_ref_names_refused(self, backend: Backend, bad: Any) -> None:
-        with pytest.raises(SnapshotError):
-            backend.read_ref(bad)
-        with pytest.raises(SnapshotError):
-            backend.cas_ref(bad, None, "v")
-        with pytest.raises(SnapshotError):
-            backend.cas_ref(bad, "v", None)
-        assert list(backend.iter_refs()) == []
-
-    def test_cas_race_threads_lose_no_update(self, backend: Backend) -> None:
-        ref = "race/counter"
-        assert backend.cas_ref(ref, None, "0")
-        wins: list[int] = []
-
-        barrier = threading.Barrier(8, timeout=30)
-
-        def incrementer() -> None:
-            barrier.wait()
-            wins.append(sum(1 for _ in range(25) if cas_increment(backend, ref)))
-
-        _run_threads(incrementer, 8)
-        assert sum(wins) > 0
-        assert backend.read_ref(ref) == str(sum(wins))
-
-    # -- locks ---------------------------------------------------------
-    def _assert_blocks_until_released(
-        self, holder: Backend, waiter: Backend, *, held_shared: bool, wait_shared: bool
-    ) -> None:
-        entered = threading.Event()
-        leave = threading.Event()
-
-        def other() -> None:
-            with waiter.lock("gc", shared=wait_shared):
-                entered.set()
-                leave.wait(30)
-
-        thread = threading.Thread(target=other, daemon=True)
-        with holder.lock("gc", shared=held_shared):
+            thread = threading.Thread(target=attempt)
             thread.start()
-            assert not entered.wait(self.lock_wait), "the lock let a conflicting holder in"
-        assert entered.wait(30), "the waiter never got the lock after it was released"
-        leave.set()
-        thread.join(30)
-        assert not thread.is_alive()
+            thread.join(HUNG)
+        [error] = caught
+        assert isinstance(error, LockTimeoutError) and isinstance(error, ConcurrentUpdateError)
+        assert "busy-session" in str(error) and error.details["session_key"] == "busy-session"
+        waited = error.details["waited_seconds"]
+        assert isinstance(waited, float) and waited >= 0
 
-    def test_exclusive_lock_excludes_shared(self, backend: Backend) -> None:
-        self._assert_blocks_until_released(backend, backend, held_shared=False, wait_shared=True)
+    def test_lock_is_not_reentrant_and_does_not_deadlock(self) -> None:
+        b = self.backend
+        with b.lock_session("s", 1.0):
+            with expect_error(LockTimeoutError), b.lock_session("s", 0.05):
+                pass
+            b.append("s", 0, [b"still held"], 0)
+        assert b.read_segment("s", 0).entries == [b"still held"]
 
-    def test_shared_lock_excludes_exclusive(self, backend: Backend) -> None:
-        self._assert_blocks_until_released(backend, backend, held_shared=True, wait_shared=False)
+    def test_lock_is_released_after_an_error(self) -> None:
+        b = self.backend
+        with expect_error(RuntimeError), b.lock_session("s", 1.0):
+            raise RuntimeError("the block failed")
+        with self.another_handle().lock_session("s", 0):
+            pass
 
-    def test_exclusive_lock_excludes_exclusive(self, backend: Backend) -> None:
-        self._assert_blocks_until_released(backend, backend, held_shared=False, wait_shared=False)
+    def test_locks_of_different_sessions_are_independent(self) -> None:
+        b = self.backend
+        ends: list[int] = []
+        with b.lock_session("a", 1.0):
+            thread = threading.Thread(target=lambda: ends.append(locked_append(b, "b", 0, b"x", HUNG)))
+            thread.start()
+            thread.join(HUNG)
+        assert ends == [b.read_segment("b", 0).end]  # taken and used while "a" was held
 
-    def test_lock_excludes_across_handles(self, backend: Backend) -> None:
-        other = self.make_backend()
-        try:
-            self._assert_blocks_until_released(backend, other, held_shared=False, wait_shared=True)
-        finally:
-            other.close()
+    def test_readers_are_not_blocked_by_a_held_lock(self) -> None:
+        b = self.backend
+        b.write_config("format", b"2")
+        end = b.append("s", 0, [b"committed"], 0)
+        reader = self.another_handle()
+        seen: list[Any] = []
+        done = threading.Event()
 
-    def test_shared_holders_coexist(self, backend: Backend) -> None:
-        barrier = threading.Barrier(3, timeout=30)  # breaks unless all three are inside at once
+        def read() -> None:
+            seen.append(reader.segments("s")[0].segment)
+            seen.append(reader.read_segment("s", 0).entries)
+            seen.append(reader.session_keys())
+            seen.append(reader.read_config("format"))
+            done.set()
 
-        def holder() -> None:
-            with backend.lock("gc", shared=True):
-                barrier.wait()
+        with b.lock_session("s", 1.0):
+            b.append("s", 0, [b"in the lock"], end)
+            thread = threading.Thread(target=read)
+            thread.start()
+            assert done.wait(HUNG), "a reader waited for the session lock"
+        thread.join(HUNG)
+        assert seen[0] == 0 and seen[1][0] == b"committed" and seen[2] == ["s"] and seen[3] == b"2"
+        assert b.read_segment("s", 0).entries == [b"committed", b"in the lock"]
 
-        _run_threads(holder, 3)
-
-    def test_lock_released_after_exception(self, backend: Backend) -> None:
-        with pytest.raises(RuntimeError), backend.lock("gc"):
-            raise RuntimeError("boom")
-        taken = threading.Event()
-
-        def other() -> None:
-            with backend.lock("gc"):
-                taken.set()
-
-        _run_threads(other, 1, timeout=30)
-        assert taken.is_set()
-
-    def test_different_lock_names_are_independent(self, backend: Backend) -> None:
-        got = threading.Event()
-
-        def other() -> None:
-            with backend.lock("other"):
-                got.set()
-
-        with backend.lock("gc"):
-            _run_threads(other, 1, timeout=30)
-        assert got.is_set()
-
-    # -- lifecycle -----------------------------------------------------
-    def test_describe_and_cleanup(self, backend: Backend) -> None:
-        assert isinstance(backend.describe(), str) and backend.describe()
-        assert isinstance(backend.kind, str) and backend.kind != "abstract"
-        removed = backend.cleanup_temporary()
-        assert isinstance(removed, int) and removed >= 0
+    # -- lifecycle ---------------------------------------------------------------
+    def test_describe_and_housekeeping_on_a_fresh_store(self) -> None:
+        b = self.backend
+        assert isinstance(b.describe(), str) and b.describe()
+        assert b.cleanup_temporary(0) == 0
+        assert b.foreign_entries() == []
+        assert b.legacy_format() is None and b.legacy_reader() is None
 
     def test_close_twice_is_harmless(self) -> None:
         handle = self.make_backend()

@@ -54,9 +54,7 @@ class MemoryBackend(Backend):
     def segments(self, key: str) -> list[SegmentInfo]:
         with self._mutex:
             found = self._sessions.get(check_session_key(key), {})
-            return [
-                SegmentInfo(n, sum(len(e) for e in found[n].entries), found[n].version) for n in sorted(found)
-            ]
+            return [SegmentInfo(n, sum(len(e) for e in found[n].entries), found[n].version) for n in sorted(found)]
 
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
         check_position(start, "start")

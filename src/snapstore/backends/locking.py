@@ -47,8 +47,9 @@ def poll_until(try_once: Callable[[], bool], key: str, timeout: float | None, al
 
 def check_timeout(timeout: float | None) -> float | None:
     """A lock timeout is None (wait for ever) or a number of seconds, at least 0."""
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0 or timeout == float("inf")
-    ):
-        raise SnapshotError(f"invalid lock timeout {timeout!r}: seconds, at least 0, or None", {"timeout": repr(timeout)})
+    number = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+    if timeout is not None and (not number or not 0 <= timeout < float("inf")):
+        raise SnapshotError(
+            f"invalid lock timeout {timeout!r}: seconds, at least 0, or None", {"timeout": repr(timeout)}
+        )
     return timeout
