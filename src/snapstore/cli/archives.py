@@ -32,11 +32,12 @@ def _import_summary(report: Any, path: str) -> str:
             parts.append(f"{verb} {', '.join(names)}")
     if report.renamed:
         parts.append("renamed " + ", ".join(f"{old} to {new}" for old, new in report.renamed.items()))
-    written = f"{count(report.objects_written, 'object')} written"
-    if report.objects_present:
-        written += f", {report.objects_present} already present"
-    parts.append(written)
-    return f"imported {path}: " + "; ".join(parts)
+    unit = "snapshot" if hasattr(report, "snapshots_written") else "object"  # what the store's format copies
+    written, present = getattr(report, f"{unit}s_written"), getattr(report, f"{unit}s_present")
+    parts.append(f"{count(written, unit)} written" + (f", {present} already present" if present else ""))
+    summary = f"imported {path}: " + "; ".join(parts)
+    notes = report.notes() if callable(getattr(report, "notes", None)) else []
+    return "\n".join([summary, *(f"  {note}" for note in notes)])
 
 
 def cmd_export(args: argparse.Namespace) -> int:
