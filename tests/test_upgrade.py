@@ -24,7 +24,14 @@ import orjson
 import pytest
 
 from conftest import canonical, postgres_url_or_skip
-from snapstore import CorruptObjectError, FormatVersionError, SnapshotError, SnapshotNotFound, SnapshotStore
+from snapstore import (
+    CorruptObjectError,
+    FormatVersionError,
+    LockTimeoutError,
+    SnapshotError,
+    SnapshotNotFound,
+    SnapshotStore,
+)
 from snapstore.upgrade import UpgradeReport, upgrade_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -421,4 +428,154 @@ def test_postgres_sigkill(pg_v1_store: str, phase: str, expected: str) -> None:
     else:
         check_upgraded(pg_v1_store)
     assert upgrade_store(pg_v1_store).upgraded == (expected == "v1")
+    check_upgraded(pg_v1_store)
+
+
+# ---------------------------------------------------------------- format-1 writers are waited for
+
+
+def test_a_v1_commit_in_flight_holds_the_upgrade_off(v1_store: Path) -> None:
+    import fcntl
+
+    before = tree_digest(v1_store)
+    fd = os.open(v1_store / "locks" / "gc.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # what a format-1 commit holds while it writes
+        with pytest.raises(LockTimeoutError) as err:
+            upgrade_store(v1_store, lock_timeout=0.2)
+        assert "format-1 writers" in str(err.value)
+    finally:
+        os.close(fd)
+    assert tree_digest(v1_store) == before and siblings(v1_store) == []
+    upgrade_store(v1_store)
+    check_upgraded(v1_store)
+
+
+# ---------------------------------------------------------------- format-1 stores written here from docs/format.md §7
+
+
+def write_v1_store(root: Path, sessions: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """A format-1 directory store: each session's states as a keyframe and deltas, its document and ref.
+
+    A session spec: name, states, max_snapshots, and optionally ``listed`` (indexes of the snapshots
+    its document lists), ``head`` (an index) and ``record_session`` (the name its records carry).
+    Returns every session's snapshot ids in commit order.
+    """
+    from urllib.parse import quote
+
+    from snapstore import codec
+    from snapstore.codec import Kind
+    from snapstore.delta import diff
+    from snapstore.objects import SessionDoc, SnapshotRecord
+
+    def put(kind: Kind, payload: bytes) -> str:
+        key, blob = codec.encode_object(kind, payload)
+        path = root / "objects" / key[:2] / key[2:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
+        return key
+
+    (root / "refs" / "sessions").mkdir(parents=True)
+    (root / "locks").mkdir()
+    (root / "locks" / "gc.lock").touch()  # what format 1 made at its first commit
+    (root / "refs" / "config").mkdir()
+    (root / "refs" / "config" / "format").write_text("1\n")
+    made = {}
+    for spec in sessions:
+        ids: list[str] = []
+        previous: Any = None
+        for turn, state in enumerate(spec["states"]):
+            data = codec.dumps(state)
+            state_hash = put(Kind.STATE, data) if previous is None else codec.object_id(data)
+            delta = None if previous is None else put(Kind.DELTA, codec.dumps(diff(previous, state)))
+            record = SnapshotRecord(
+                session=spec.get("record_session", spec["name"]),
+                parent=ids[-1] if ids else None,
+                state=state_hash,
+                delta=delta,
+                label=f"turn {turn}",
+                timestamp=f"2025-06-01T00:00:{turn % 60:02d}.{turn:06d}Z",
+                turn=turn,
+                size=len(data),
+                depth=turn,
+                chain_bytes=0,
+                base_ratio=1.0,
+            )
+            ids.append(put(Kind.RECORD, record.to_payload()))
+            previous = state
+        listed = [ids[i] for i in spec.get("listed", range(len(ids)))]
+        head = ids[spec["head"]] if "head" in spec else (ids[-1] if ids else None)
+        doc = SessionDoc(spec["name"], spec["max_snapshots"], head, listed, [], [], 1)
+        doc_id = put(Kind.SESSION, doc.to_payload())
+        (root / "refs" / "sessions" / quote(spec["name"], safe="")).write_text(doc_id + "\n")
+        made[spec["name"]] = ids
+    return made
+
+
+def _states(count: int) -> list[dict[str, Any]]:
+    return [
+        {"turn": t, "hp": 1.0 * t, "log": [f"line {i}" for i in range(t % 40)], "flag": t % 2 == 0}
+        for t in range(count)
+    ]
+
+
+def test_upgrade_of_sessions_format_1_could_hold(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    states = _states(120)
+    ids = write_v1_store(
+        root,
+        [
+            {"name": "long", "states": states, "max_snapshots": 50, "listed": range(70, 120)},
+            {"name": "older head", "states": states[:6], "max_snapshots": 3, "listed": [3, 4, 5], "head": 1},
+            {"name": "empty", "states": [], "max_snapshots": 7},
+        ],
+    )
+    report = upgrade_store(root)
+    assert (report.sessions, report.snapshots, report.states_verified) == (3, 53, 54)
+    with SnapshotStore.open(root, create=False) as store:
+        assert store.sessions() == ["empty", "long", "older head"]
+        long = store.session("long")
+        assert long.snapshot_ids() == ids["long"][70:] and long.head is not None and long.head.id == ids["long"][-1]
+        for sid, state in zip(ids["long"][70:], states[70:], strict=True):
+            assert canonical(long.state(sid)) == canonical(state)
+        kinds = {log.mode for log in long._log.commits.values()}
+        assert kinds & {2, 3}, "deltas whose parent came along are stored as deltas again"
+        older = store.session("older head")
+        assert older.snapshot_ids() == ids["older head"][3:6]
+        assert older.head is not None and older.head.id == ids["older head"][1]
+        assert older._log.rebuild(ids["older head"][1]) == states[1]  # readable, not listed
+        assert older.commit({"after": 1}).parent == ids["older head"][1]
+        empty = store.session("empty")
+        assert len(empty) == 0 and empty.max_snapshots == 7 and empty.head is None
+        assert store.verify().ok
+
+
+def test_records_of_another_session_name_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    write_v1_store(
+        root, [{"name": "renamed-imported", "record_session": "renamed", "states": _states(3), "max_snapshots": 5}]
+    )
+    before = tree_digest(root)
+    with pytest.raises(SnapshotError) as err:
+        upgrade_store(root)
+    assert err.value.details["record_session"] == "renamed" and "renamed-imported" in str(err.value)
+    assert tree_digest(root) == before and siblings(root) == []
+
+
+def test_postgres_upgrade_waits_for_v1_commits(pg_v1_store: str) -> None:
+    """docs/format.md §7.7: format-1 commits hold the gc lock shared; the upgrade takes it exclusively."""
+    import hashlib
+
+    import psycopg
+
+    before = _pg_rows(pg_v1_store)
+    with psycopg.connect(pg_v1_store, autocommit=True) as conn:
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        parts = "\x00".join(("snapstore-lock", schema, "", "gc")).encode("utf-8")
+        lock_id = int.from_bytes(hashlib.blake2b(parts, digest_size=8).digest(), "big", signed=True)
+        conn.execute("SELECT pg_advisory_lock_shared(%s)", [lock_id])
+        with pytest.raises(LockTimeoutError):
+            upgrade_store(pg_v1_store, lock_timeout=0.3)
+    assert _pg_rows(pg_v1_store) == before
+    assert upgrade_store(pg_v1_store).upgraded
     check_upgraded(pg_v1_store)
