@@ -255,6 +255,31 @@ class TestPostgresBackend(BackendContract):
         assert len(sent) == 3, sent  # lock and listing, append, COMMIT
         assert b.read_segment("s", 0).entries == [b"first", b"second"]
 
+    def test_writers_queue_for_the_lock_connections_of_their_process(self) -> None:
+        import threading
+
+        b = self.make_backend(lock_pool_size=1)
+        self._handles.append(b)
+        outcome: list[object] = []
+        with b.lock_session("a", 1.0):  # holds the process's only lock connection
+
+            def other_session(timeout: float | None) -> None:
+                try:
+                    with b.lock_session("b", timeout):
+                        outcome.append("b acquired")
+                except LockTimeoutError as exc:
+                    outcome.append(exc.details["session_key"])
+
+            short = threading.Thread(target=other_session, args=(0.2,))
+            short.start()
+            short.join(60)
+            patient = threading.Thread(target=other_session, args=(None,))
+            patient.start()
+            time.sleep(0.2)  # room for the patient writer to (wrongly) get in
+            outcome.append("a released")
+        patient.join(60)
+        assert outcome == ["b", "a released", "b acquired"]
+
     def test_killed_connections_are_replaced(self) -> None:
         b = self.backend
         b.append("s", 0, [b"before"], 0)

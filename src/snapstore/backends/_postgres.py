@@ -570,17 +570,31 @@ class PostgresBackend(Backend):
         raise AssertionError("unreachable")
 
     def _lock_connection(self, key: str, timeout: float | None, started: float) -> Any:
-        # Making a connection is not waiting for another writer: give it room even with a short timeout.
-        pool_wait = self._pool_timeout if timeout is None else max(timeout, _CONNECT_ALLOWANCE)
-        try:
-            return self._lock_pool.getconn(timeout=pool_wait)
-        except PoolTimeout as exc:
-            if timeout is not None and self._probe() is None:
-                # the server answers: every lock connection is held by writers ahead of this one
-                raise lock_timeout_error(key, time.monotonic() - started) from exc
-            raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
-        except psycopg.Error as exc:
-            raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
+        """A connection for a lock's transaction.
+
+        When every lock connection of this process is taken, the writers holding them are
+        ahead in the queue: waiting for one counts against the lock timeout. Otherwise a
+        connection is idle or about to be made, which is not waiting for a writer: that
+        gets ``_CONNECT_ALLOWANCE`` seconds even with a shorter timeout.
+        """
+        while True:
+            stats = self._lock_pool.get_stats()
+            free = stats.get("pool_available", 0) > 0 or stats.get("pool_size", 0) < stats.get("pool_max", 1)
+            if timeout is None:
+                pool_wait = self._pool_timeout
+            else:
+                left = max(timeout - (time.monotonic() - started), 0.0)
+                pool_wait = max(left, _CONNECT_ALLOWANCE) if free else left
+            try:
+                return self._lock_pool.getconn(timeout=pool_wait)
+            except PoolTimeout as exc:
+                if self._probe() is not None:  # the server does not answer: that is the error
+                    raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
+                if timeout is not None:
+                    raise lock_timeout_error(key, time.monotonic() - started) from exc
+                # no timeout: keep queueing behind this process's other writers
+            except psycopg.Error as exc:
+                raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
 
     def _begin_locked(self, conn: Any, key: str, timeout: float | None, started: float) -> list[SegmentInfo]:
         """Open the lock's transaction, wait for the lock and list the session's segments.
