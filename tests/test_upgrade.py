@@ -391,6 +391,18 @@ def pg_v1_store(v1_store: Path) -> Iterator[str]:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def assert_refused_until_upgraded(url: str) -> None:
+    from snapstore.backends import open_backend
+
+    backend = open_backend(url)  # closed here: a store refused in its constructor leaves it open
+    try:
+        with pytest.raises(FormatVersionError) as err:
+            SnapshotStore(backend)
+        assert err.value.details["upgrade"] is True
+    finally:
+        backend.close()
+
+
 def _pg_rows(url: str) -> dict[str, Any]:
     import psycopg
 
@@ -404,8 +416,7 @@ def _pg_rows(url: str) -> dict[str, Any]:
 
 def test_postgres_upgrade(pg_v1_store: str) -> None:
     before = _pg_rows(pg_v1_store)
-    with pytest.raises(FormatVersionError):
-        SnapshotStore.open(pg_v1_store)
+    assert_refused_until_upgraded(pg_v1_store)
     report = upgrade_store(pg_v1_store)
     assert (report.upgraded, report.sessions, report.states_verified) == (True, 3, SNAPSHOTS)
     check_upgraded(pg_v1_store)
@@ -423,8 +434,7 @@ def test_postgres_sigkill(pg_v1_store: str, phase: str, expected: str) -> None:
     assert child.returncode == -signal.SIGKILL, err.decode()
     if expected == "v1":
         assert _pg_rows(pg_v1_store) == before, "format-1 rows and schema_version untouched"
-        with pytest.raises(FormatVersionError):
-            SnapshotStore.open(pg_v1_store)
+        assert_refused_until_upgraded(pg_v1_store)
     else:
         check_upgraded(pg_v1_store)
     assert upgrade_store(pg_v1_store).upgraded == (expected == "v1")

@@ -426,6 +426,12 @@ def _exchange(new: str, old: str) -> None:
                 _fsync_parent(old)
                 return
             err = ctypes.get_errno()
+            if err in (errno.EXDEV, errno.EBUSY):
+                raise BackendError(
+                    f"cannot upgrade {old} in place: it is a mount point (the new store is built beside it, "
+                    "on the parent's file system); copy the store into a folder of its volume and upgrade that",
+                    {"path": old, "errno": errno.errorcode.get(err, str(err))},
+                )
             if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
                 raise BackendError(f"cannot swap {new} into {old}: {os.strerror(err)}", {"path": old})
     aside = f"{new}-v1"
