@@ -93,7 +93,7 @@ _QUERIES = {
     "bump_version": "UPDATE {meta} SET value = '2' WHERE key = 'schema_version' AND value = '1'",
     "read_config": "SELECT value FROM {config} WHERE name = %s",
     "write_config": (
-        "INSERT INTO {config} (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+        "INSERT INTO {config} (name, value) VALUES (%s, %b) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
     ),
     "session_keys": "SELECT DISTINCT session FROM {segments} ORDER BY session",
     "segments": "SELECT segment, bytes, version FROM {segments} WHERE session = %s ORDER BY segment",
@@ -115,7 +115,7 @@ _QUERIES = {
         "  WHERE {segments}.entries = %(expected)s RETURNING entries),"
         " ins AS (INSERT INTO {entries} (session, segment, pos, data)"
         "  SELECT %(key)s, %(segment)s, %(expected)s + t.ord - 1, t.data"
-        "  FROM up, unnest(%(data)s::bytea[]) WITH ORDINALITY AS t(data, ord))"
+        "  FROM up, unnest(%(data)b::bytea[]) WITH ORDINALITY AS t(data, ord))"
         " SELECT entries FROM up"
     ),
     "clear_entries": "DELETE FROM {entries} WHERE session = %(key)s AND segment = %(segment)s",
@@ -125,7 +125,7 @@ _QUERIES = {
         "  ON CONFLICT (session, segment) DO UPDATE"
         "  SET entries = EXCLUDED.entries, bytes = EXCLUDED.bytes, version = EXCLUDED.version)"
         " INSERT INTO {entries} (session, segment, pos, data)"
-        " SELECT %(key)s, %(segment)s, t.ord - 1, t.data FROM unnest(%(data)s::bytea[]) WITH ORDINALITY AS t(data, ord)"
+        " SELECT %(key)s, %(segment)s, t.ord - 1, t.data FROM unnest(%(data)b::bytea[]) WITH ORDINALITY AS t(data, ord)"
     ),
     "drop_segments": (
         "WITH gone AS (DELETE FROM {segments} WHERE session = %(key)s AND segment = ANY(%(segments)s))"
@@ -306,6 +306,8 @@ class PostgresBackend(Backend):
             " PRIMARY KEY (session, segment))",
             'CREATE TABLE IF NOT EXISTS {entries} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
             " pos bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (session, segment, pos))",
+            # entries are zstd output already: PostgreSQL's own compression would only cost time
+            "ALTER TABLE {entries} ALTER COLUMN data SET STORAGE EXTERNAL",
             "CREATE SEQUENCE IF NOT EXISTS {sequence}",
             'CREATE TABLE IF NOT EXISTS {meta} (key text COLLATE "C" PRIMARY KEY, value text)',
             # last, so a store whose version row exists has all its tables; a format-1 store keeps its '1'
