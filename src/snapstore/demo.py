@@ -82,8 +82,8 @@ def tour(folder: Path) -> None:
         print(f"replayed turn 3 as {snap.id[:12]} (parent {snap.parent[:12] if snap.parent else None})")
         report = store.verify()
         print(
-            f"\nverify: {'ok' if report.ok else 'PROBLEMS'}; {report.objects_checked} objects, "
-            f"{report.snapshots_checked} snapshots, {len(sess)} retained"
+            f"\nverify: {'ok' if report.ok else 'PROBLEMS'}; {report.snapshots_checked} snapshots checked, "
+            f"{report.states_rebuilt} states rebuilt against their hashes, {len(sess)} retained"
         )
 
 
