@@ -589,3 +589,14 @@ def test_postgres_upgrade_waits_for_v1_commits(pg_v1_store: str) -> None:
     assert _pg_rows(pg_v1_store) == before
     assert upgrade_store(pg_v1_store).upgraded
     check_upgraded(pg_v1_store)
+
+
+def test_switch_by_two_renames_where_folders_cannot_be_exchanged(
+    v1_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import snapstore.upgrade
+
+    monkeypatch.setattr(snapstore.upgrade, "_renameat2", lambda: None)  # as on a system without it
+    assert upgrade_store(v1_store).upgraded
+    check_upgraded(v1_store)
+    assert siblings(v1_store) == []

@@ -47,6 +47,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import codec
 from .backends import Backend, open_backend
@@ -417,28 +418,38 @@ def _fsync_tree(folder: str) -> None:
 
 def _exchange(new: str, old: str) -> None:
     """Swap two folders atomically (Linux), else by two renames."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = getattr(libc, "renameat2", None)
-        if renameat2 is not None:
-            renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            if renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(old), _RENAME_EXCHANGE) == 0:
-                _fsync_parent(old)
-                return
-            err = ctypes.get_errno()
-            if err in (errno.EXDEV, errno.EBUSY):
-                raise BackendError(
-                    f"cannot upgrade {old} in place: it is a mount point (the new store is built beside it, "
-                    "on the parent's file system); copy the store into a folder of its volume and upgrade that",
-                    {"path": old, "errno": errno.errorcode.get(err, str(err))},
-                )
-            if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-                raise BackendError(f"cannot swap {new} into {old}: {os.strerror(err)}", {"path": old})
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(old), _RENAME_EXCHANGE) == 0:
+            _fsync_parent(old)
+            return
+        err = ctypes.get_errno()
+        if err in (errno.EXDEV, errno.EBUSY):
+            raise BackendError(
+                f"cannot upgrade {old} in place: it is a mount point (the new store is built beside it, "
+                "on the parent's file system); copy the store into a folder of its volume and upgrade that",
+                {"path": old, "errno": errno.errorcode.get(err, str(err))},
+            )
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise BackendError(f"cannot swap {new} into {old}: {os.strerror(err)}", {"path": old})
     aside = f"{new}-v1"
-    os.rename(old, aside)
-    os.rename(new, old)
+    try:
+        os.rename(old, aside)
+    except OSError as exc:
+        raise BackendError(f"cannot move {old} aside to switch it: {exc.strerror}", {"path": old}) from exc
+    os.rename(new, old)  # until this rename, the store's path is empty (the format-1 store is at ``aside``)
     os.rename(aside, new)
     _fsync_parent(old)
+
+
+def _renameat2() -> Any:
+    """The C library's ``renameat2`` (Linux, glibc 2.28+), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return function
 
 
 def _fsync_parent(path: str) -> None:
