@@ -1,15 +1,18 @@
 """One (thread, namespace) of a LangGraph thread as two snapstore sessions.
 
 The checkpoints session gets one commit per checkpoint. Its state is the checkpoint (encoded
-by ``encoding.ValueCodec``) plus ``history``, one entry per checkpoint of the namespace
-(parent, metadata, the snapshot holding it, the snapshot holding its writes), so one read of
-the head answers ``list`` filters and finds any checkpoint without a scan. The head holds its
-own checkpoint, so the head's entry names no snapshot; an entry is filled in when the next
-commit moves the head away from it.
+by ``encoding.ValueCodec``) plus three lists that only ever grow at the end, so each commit
+adds to them with one append in its delta:
 
-The writes session gets one commit per ``put_writes``; its state holds the writes of the
-checkpoints the history does not point at yet (usually one or two), so a step's writes cost a
-commit the size of those writes, not of the thread.
+* ``history``: ``[checkpoint id, parent id, metadata]`` for every checkpoint of the namespace,
+  so one read of the head answers ``list`` and its filters;
+* ``snapshots``: ``[checkpoint id, snapshot id]``, written when a commit moves the head away
+  from a checkpoint: the snapshot that holds it (the head holds its own);
+* ``writes_at``: ``[checkpoint id, writes snapshot id]``: where its pending writes are.
+
+A later record of the same checkpoint wins. The writes session gets one commit per
+``put_writes``; its state holds the writes of the checkpoints ``writes_at`` does not point at
+yet (usually one or two), so a step's writes cost a commit the size of those writes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,25 @@ State = dict[str, Any]
 Entries = list[tuple[str, State, list[Any], Any]]
 
 
+class Index:
+    """The head's lists as dicts: checkpoint id -> (parent, metadata), -> snapshot, -> writes."""
+
+    __slots__ = ("entries", "snapshots", "writes")
+
+    def __init__(self, entries: dict[str, Any], snapshots: dict[str, str], writes: dict[str, str]) -> None:
+        self.entries = entries
+        self.snapshots = snapshots
+        self.writes = writes
+
+    @classmethod
+    def of(cls, state: State) -> Index:
+        entries = {row[0]: (row[1], row[2]) for row in state["history"]}
+        return cls(entries, dict(state["snapshots"]), dict(state["writes_at"]))
+
+    def latest(self) -> str:
+        return max(self.entries)
+
+
 class Lane:
     """The sessions of one (thread, namespace), with the heads this process last read or wrote."""
 
@@ -42,6 +64,7 @@ class Lane:
         # parallel tasks of one step write the same checkpoint's writes from several threads
         self.lock = threading.RLock()
         self._heads: dict[str, tuple[str, State]] = {}
+        self._index: tuple[str, Index] | None = None
 
     # -- sessions ------------------------------------------------------
     def _session(self, name: str, create: bool) -> Session | None:
@@ -64,12 +87,12 @@ class Lane:
         return head.id, state
 
     def _state(self, name: str, snapshot_id: str) -> State:
-        sess = self._session(name, create=False)
-        if sess is None:
-            raise KeyError(name)
         cached = self._heads.get(name)
         if cached is not None and cached[0] == snapshot_id:
             return cached[1]
+        sess = self._session(name, create=False)
+        if sess is None:
+            raise KeyError(name)
         state: State = sess.state(snapshot_id)
         return state
 
@@ -89,33 +112,39 @@ class Lane:
         }
 
     # -- reading -------------------------------------------------------
-    def head(self) -> State | None:
-        return self._head(self.names.checkpoints)[1]
-
-    def load(self, checkpoint_id: str | None) -> tuple[State, dict[str, Any]] | None:
-        """(state holding the checkpoint, the head's history); the newest checkpoint when id is None."""
-        head = self.head()
-        if head is None:
+    def head(self) -> tuple[State, Index] | None:
+        """The checkpoints session's head state and its index."""
+        sid, state = self._head(self.names.checkpoints)
+        if sid is None or state is None:
             return None
-        history: dict[str, Any] = head["history"]
+        if self._index is None or self._index[0] != sid:
+            self._index = (sid, Index.of(state))
+        return state, self._index[1]
+
+    def load(self, checkpoint_id: str | None) -> tuple[State, Index] | None:
+        """(the state holding a checkpoint, the head's index); the newest checkpoint when id is None."""
+        found = self.head()
+        if found is None:
+            return None
+        head, index = found
         if checkpoint_id is None:
-            checkpoint_id = max(history)
+            checkpoint_id = index.latest()
         if checkpoint_id == head["checkpoint_id"]:
-            return head, history
-        entry = history.get(checkpoint_id)
-        if entry is None or entry["snapshot"] is None:
+            return head, index
+        snapshot = index.snapshots.get(checkpoint_id)
+        if snapshot is None or checkpoint_id not in index.entries:
             return None
-        return self._state(self.names.checkpoints, entry["snapshot"]), history
+        return self._state(self.names.checkpoints, snapshot), index
 
-    def writes_of(self, checkpoint_id: str, history: dict[str, Any]) -> list[Any]:
+    def writes_of(self, checkpoint_id: str, index: Index | None) -> list[Any]:
         """The stored write entries of a checkpoint: [task_id, idx, channel, value, task_path]."""
         _wsid, whead = self._head(self.names.writes)
         if whead is not None and checkpoint_id in whead["writes"]:
             return list(whead["writes"][checkpoint_id])
-        entry = history.get(checkpoint_id)
-        if entry is None or entry["writes"] is None:
+        snapshot = index.writes.get(checkpoint_id) if index is not None else None
+        if snapshot is None:
             return []
-        return list(self._state(self.names.writes, entry["writes"])["writes"][checkpoint_id])
+        return list(self._state(self.names.writes, snapshot)["writes"][checkpoint_id])
 
     # -- writing -------------------------------------------------------
     def commit_checkpoint(
@@ -123,66 +152,70 @@ class Lane:
     ) -> None:
         with self.lock:
             sid, head = self._head(self.names.checkpoints)
-            history = dict(head["history"]) if head is not None else {}
+            found = self.head()
+            index = found[1] if found is not None else Index({}, {}, {})
+            new_index = Index(
+                {**index.entries, checkpoint_id: (parent_id, metadata)}, index.snapshots.copy(), index.writes.copy()
+            )
+            history = [*(head["history"] if head else ()), [checkpoint_id, parent_id, metadata]]
+            snapshots = list(head["snapshots"]) if head else []
             if head is not None and sid is not None and head["checkpoint_id"] != checkpoint_id:
-                moved = head["checkpoint_id"]
-                history[moved] = {**history[moved], "snapshot": sid}
-            previous = history.get(checkpoint_id)
-            history[checkpoint_id] = {
-                "parent": parent_id,
-                "snapshot": None,
-                "writes": previous["writes"] if previous is not None else None,
-                "metadata": metadata,
-            }
-            # the writes head's checkpoints in the history now point at it: the next writes commit
-            # may leave them out, and they are found through the history from then on
+                snapshots.append([head["checkpoint_id"], sid])
+                new_index.snapshots[head["checkpoint_id"]] = sid
+            writes_at = list(head["writes_at"]) if head else []
+            # the writes head's checkpoints get their pointer now: the next writes commit may
+            # leave them out, and they are found through writes_at from then on
             wsid, whead = self._head(self.names.writes)
-            for owner in whead["writes"] if whead is not None else ():
-                if owner in history:
-                    history[owner] = {**history[owner], "writes": wsid}
+            if whead is not None and wsid is not None:
+                for owner in whead["writes"]:
+                    if owner in new_index.entries and index.writes.get(owner) != wsid:
+                        writes_at.append([owner, wsid])
+                        new_index.writes[owner] = wsid
             state = {
                 **self._frame(checkpoint_id),
                 "parent_checkpoint_id": parent_id,
                 "checkpoint": checkpoint,
                 "channel_values": values,
                 "history": history,
+                "snapshots": snapshots,
+                "writes_at": writes_at,
             }
-            self._commit(self.names.checkpoints, state, f"checkpoint {checkpoint_id}", _step(metadata))
+            new_sid = self._commit(self.names.checkpoints, state, f"checkpoint {checkpoint_id}", _step(metadata))
+            self._index = (new_sid, new_index)
 
     def commit_writes(self, checkpoint_id: str, entries: list[Any]) -> None:
-        """Store a checkpoint's writes (all of them, as ``entries``) as the new writes head.
+        """Store a checkpoint's writes (all of them, as ``entries``) in a new writes head.
 
-        The head keeps the writes of every checkpoint the history does not point at yet: with
+        The head keeps the writes of every checkpoint ``writes_at`` does not point at yet: with
         LangGraph's default (async) durability, a step's writes can land before or after the
         checkpoint they belong to, and before the writes of the step before.
         """
         with self.lock:
-            head = self.head()
-            history: dict[str, Any] = head["history"] if head is not None else {}
+            found = self.head()
+            index = found[1] if found is not None else Index({}, {}, {})
             old_wsid, whead = self._head(self.names.writes)
             still_open = {
                 owner: owned
                 for owner, owned in (whead["writes"] if whead is not None else {}).items()
-                if owner not in history or history[owner]["writes"] != old_wsid
+                if owner not in index.entries or index.writes.get(owner) != old_wsid
             }
             still_open[checkpoint_id] = entries
             frame = {**self._frame(checkpoint_id), "writes": still_open}
             self._commit(self.names.writes, frame, f"writes {checkpoint_id}", None)
 
     # -- whole-lane operations ---------------------------------------------
-    def entries(self, keep: Callable[[str, dict[str, Any]], bool] = lambda _cid, _entry: True) -> Entries:
-        """Every kept checkpoint, oldest first."""
-        found = self.load(None)
+    def entries(self, keep: Callable[[str, Any], bool] = lambda _cid, _metadata: True) -> Entries:
+        """Every checkpoint ``keep(id, encoded metadata)`` accepts, oldest first."""
+        found = self.head()
         if found is None:
             return []
-        _state, history = found
+        index = found[1]
         out: Entries = []
-        for checkpoint_id in sorted(history):
-            if keep(checkpoint_id, history[checkpoint_id]):
-                loaded = self.load(checkpoint_id)
-                if loaded is not None:
-                    writes = self.writes_of(checkpoint_id, history)
-                    out.append((checkpoint_id, loaded[0], writes, history[checkpoint_id]["metadata"]))
+        for checkpoint_id in sorted(index.entries):
+            metadata = index.entries[checkpoint_id][1]
+            loaded = self.load(checkpoint_id) if keep(checkpoint_id, metadata) else None
+            if loaded is not None:
+                out.append((checkpoint_id, loaded[0], self.writes_of(checkpoint_id, index), metadata))
         return out
 
     def replay(self, entries: Entries) -> None:
@@ -201,6 +234,7 @@ class Lane:
                 if self.store.has_session(name):
                     self.store.delete_session(name)
                 self._heads.pop(name, None)
+            self._index = None
 
 
 def _step(metadata: Any) -> int | None:

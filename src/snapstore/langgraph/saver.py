@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
 
 from ..store import SnapshotStore
 from .encoding import ValueCodec
-from .lanes import Lane, State
+from .lanes import Index, Lane, State
 from .names import parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
@@ -113,16 +113,16 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         return lanes
 
     # -- reading -----------------------------------------------------------
-    def _tuple(self, lane: Lane, checkpoint_id: str, state: State, history: dict[str, Any]) -> CheckpointTuple:
+    def _tuple(self, lane: Lane, checkpoint_id: str, state: State, index: Index) -> CheckpointTuple:
         decode = self.codec.decode
         checkpoint = decode(state["checkpoint"])
         checkpoint["channel_values"] = {k: decode(v[1]) for k, v in state["channel_values"].items()}
-        writes = sorted(lane.writes_of(checkpoint_id, history), key=lambda w: writes_sort_key(w[4], w[0], w[1]))
+        writes = sorted(lane.writes_of(checkpoint_id, index), key=lambda w: writes_sort_key(w[4], w[0], w[1]))
         parent = state["parent_checkpoint_id"]
         return CheckpointTuple(
             config=self._config(lane, checkpoint_id),
             checkpoint=checkpoint,
-            metadata=decode(history[checkpoint_id]["metadata"]),
+            metadata=decode(index.entries[checkpoint_id][1]),
             parent_config=self._config(lane, parent) if parent is not None else None,
             pending_writes=[(w[0], w[2], decode(w[3])) for w in writes],
         )
@@ -143,8 +143,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         found = lane.load(get_checkpoint_id(config))
         if found is None:
             return None
-        state, history = found
-        return self._tuple(lane, state["checkpoint_id"], state, history)
+        state, index = found
+        return self._tuple(lane, state["checkpoint_id"], state, index)
 
     def list(
         self,
@@ -165,24 +165,24 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             lanes = self._lanes_of(thread_id)
         remaining = limit
         for lane in lanes:
-            head = lane.head()
-            if head is None:
+            found = lane.head()
+            if found is None:
                 continue
-            history: dict[str, Any] = head["history"]
-            for checkpoint_id in sorted(history, reverse=True):
+            index = found[1]
+            for checkpoint_id in sorted(index.entries, reverse=True):
                 if (only_id and checkpoint_id != only_id) or (before_id and checkpoint_id >= before_id):
                     continue
                 if filter:
-                    metadata = self.codec.decode(history[checkpoint_id]["metadata"])
+                    metadata = self.codec.decode(index.entries[checkpoint_id][1])
                     if not all(metadata.get(key) == value for key, value in filter.items()):
                         continue
                 if remaining is not None:
                     if remaining <= 0:
                         return
                     remaining -= 1
-                found = lane.load(checkpoint_id)
-                if found is not None:
-                    yield self._tuple(lane, checkpoint_id, found[0], history)
+                loaded = lane.load(checkpoint_id)
+                if loaded is not None:
+                    yield self._tuple(lane, checkpoint_id, loaded[0], index)
 
     # -- writing -----------------------------------------------------------
     def put(
@@ -221,8 +221,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         for channel, version in checkpoint["channel_versions"].items():
             if channel not in new_versions:
                 if parent_values is None:
-                    found = lane.load(parent_id) if parent_id is not None else None
-                    parent_values = found[0]["channel_values"] if found is not None else {}
+                    loaded = lane.load(parent_id) if parent_id is not None else None
+                    parent_values = loaded[0]["channel_values"] if loaded is not None else {}
                 kept = parent_values.get(channel)
                 if kept is not None and type(kept[0]) is type(version) and kept[0] == version:
                     out[channel] = kept
@@ -242,8 +242,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable["checkpoint_id"]
         with lane.lock:
-            head = lane.head()
-            entries = lane.writes_of(checkpoint_id, head["history"] if head is not None else {})
+            found = lane.head()
+            entries = lane.writes_of(checkpoint_id, found[1] if found is not None else None)
             index = {(entry[0], entry[1]): i for i, entry in enumerate(entries)}
             changed = False
             for idx, (channel, value) in enumerate(writes):
@@ -275,8 +275,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         if not doomed:
             return
 
-        def keep(_checkpoint_id: str, entry: dict[str, Any]) -> bool:
-            return self.codec.decode(entry["metadata"]).get("run_id") not in doomed
+        def keep(_checkpoint_id: str, metadata: Any) -> bool:
+            return self.codec.decode(metadata).get("run_id") not in doomed
 
         for lane in self._lanes_of(None):
             self._rewrite(lane, keep)
@@ -289,16 +289,16 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 self.delete_thread(thread_id)
                 continue
             for lane in self._lanes_of(str(thread_id)):
-                head = lane.head()
-                if head is not None:
-                    latest = max(head["history"])
-                    self._rewrite(lane, lambda checkpoint_id, _entry, latest=latest: checkpoint_id == latest)
+                found = lane.head()
+                if found is not None:
+                    latest = found[1].latest()
+                    self._rewrite(lane, lambda checkpoint_id, _metadata, latest=latest: checkpoint_id == latest)
 
     def _rewrite(self, lane: Lane, keep: Any) -> None:
         """Replace a lane by the checkpoints ``keep`` accepts, if it rejects any."""
         with lane.lock:
-            head = lane.head()
-            if head is None or all(keep(cid, entry) for cid, entry in head["history"].items()):
+            found = lane.head()
+            if found is None or all(keep(cid, entry[1]) for cid, entry in found[1].entries.items()):
                 return
             entries = lane.entries(keep)
             lane.delete()
