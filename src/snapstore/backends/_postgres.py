@@ -44,12 +44,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import select
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import BackendError, ConcurrentUpdateError, FormatVersionError, SnapshotError
@@ -80,6 +81,8 @@ VERSION_SEQUENCE = "snapstore_segment_version"
 META_TABLE = "snapstore_meta"
 LEGACY_OBJECTS_TABLE = "snapstore_objects"
 LEGACY_REFS_TABLE = "snapstore_refs"
+
+T = TypeVar("T")
 
 _SECRET_PARAMS = ("password", "sslpassword")
 _TABLE_PREFIX = re.compile(r"[A-Za-z0-9_]{0,40}\Z")
@@ -240,7 +243,7 @@ class PostgresBackend(Backend):
             min_size=1,
             max_size=pool_size,
             open=False,
-            check=ConnectionPool.check_connection,  # replaces connections a restart or timeout killed
+            check=_check_idle,  # replaces connections a restart or a kill closed
             timeout=pool_timeout,
             name=f"snapstore:{self._display}",
         )
@@ -250,6 +253,7 @@ class PostgresBackend(Backend):
             min_size=0,
             max_size=lock_pool_size,
             open=False,
+            check=_check_idle,
             timeout=pool_timeout,
             name=f"snapstore-locks:{self._display}",
         )
@@ -376,26 +380,39 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise self._driver_error(action, exc, **details) from exc
 
+    def _run(self, action: str, work: Callable[[Any], T], *, write: bool, retry: bool = True, **details: Any) -> T:
+        """``work(connection)`` on a pooled connection, in a transaction of its own when ``write``.
+
+        A connection the server closed while it sat in the pool, unnoticed by the pool's
+        check, fails its first statement: ``retry`` work (reads, and writes that may run
+        twice) then runs again, once, on another connection.
+        """
+        self._check_open(action)
+        for attempt in (1, 2):
+            conn = None
+            try:
+                with self._pool.connection() as conn:
+                    if not write:
+                        return work(conn)
+                    with conn.transaction():
+                        return work(conn)
+            except psycopg.Error as exc:
+                if retry and attempt == 1 and conn is not None and conn.broken:
+                    continue
+                raise self._driver_error(action, exc, **details) from exc
+        raise AssertionError("unreachable")
+
     def _held(self, key: str) -> _Held | None:
         held: dict[str, _Held] | None = getattr(self._local, "held", None)
         return None if held is None else held.get(key)
 
-    @contextmanager
-    def _session_connection(self, key: str, action: str, *, write: bool, **details: Any) -> Iterator[Any]:
-        """The lock holder's transaction when this thread holds ``key``'s lock, else a pooled connection.
-
-        A write outside the lock runs in a transaction of its own (one statement, or the
-        few a replace needs).
-        """
+    def _on_session(
+        self, key: str, action: str, work: Callable[[Any], T], *, write: bool, retry: bool = True, **details: Any
+    ) -> T:
+        """``work`` in the lock holder's transaction when this thread holds ``key``'s lock, else ``_run``."""
         held = self._held(key)
         if held is None:
-            with self._connection(action, session_key=key, **details) as conn:
-                if write:
-                    with conn.transaction():
-                        yield conn
-                else:
-                    yield conn
-            return
+            return self._run(action, work, write=write, retry=retry, session_key=key, **details)
         if held.failed is not None:
             raise BackendError(
                 f"cannot {action}: the transaction of session {key}'s lock failed earlier "
@@ -405,7 +422,7 @@ class PostgresBackend(Backend):
         if write:
             held.prefetched = None
         try:
-            yield held.conn
+            return work(held.conn)
         except psycopg.Error as exc:
             held.failed = exc
             raise self._driver_error(action, exc, session_key=key, **details) from exc
@@ -437,23 +454,30 @@ class PostgresBackend(Backend):
     # -- configuration -------------------------------------------------
     def read_config(self, name: str) -> bytes | None:
         check_config_name(name)
-        with self._connection("read config", config=name) as conn:
-            row = conn.execute(self._q["read_config"], [name], binary=True).fetchone()
+        row = self._run(
+            "read config",
+            lambda conn: conn.execute(self._q["read_config"], [name], binary=True).fetchone(),
+            write=False,
+            config=name,
+        )
         return None if row is None else bytes(row[0])
 
     def write_config(self, name: str, value: bytes) -> None:
         value = check_config_value(check_config_name(name), value)
-        with self._connection("write config", config=name) as conn, conn.transaction():
+
+        def write(conn: Any) -> None:
             conn.execute(self._q["write_config"], [name, value])
             if self._layout_version < SCHEMA_VERSION:
                 # format-2 data is here now: format-1 code must refuse the store from this point on
                 conn.execute(self._q["bump_version"])
+
+        self._run("write config", write, write=True, config=name)
         self._layout_version = SCHEMA_VERSION
 
     # -- sessions ------------------------------------------------------
     def session_keys(self) -> list[str]:
-        with self._connection("list sessions") as conn:
-            return [key for (key,) in conn.execute(self._q["session_keys"]).fetchall()]
+        rows = self._run("list sessions", lambda conn: conn.execute(self._q["session_keys"]).fetchall(), write=False)
+        return [key for (key,) in rows]
 
     def segments(self, key: str) -> list[SegmentInfo]:
         check_session_key(key)
@@ -461,8 +485,9 @@ class PostgresBackend(Backend):
         if held is not None and held.prefetched is not None:
             found, held.prefetched = held.prefetched, None
             return found
-        with self._session_connection(key, "list segments", write=False) as conn:
-            rows = conn.execute(self._q["segments"], [key]).fetchall()
+        rows = self._on_session(
+            key, "list segments", lambda conn: conn.execute(self._q["segments"], [key]).fetchall(), write=False
+        )
         return [SegmentInfo(int(segment), int(size), int(version)) for segment, size, version in rows]
 
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
@@ -470,8 +495,13 @@ class PostgresBackend(Backend):
         check_segment(segment)
         check_position(start, "start")
         params = {"key": key, "segment": segment, "start": start}
-        with self._session_connection(key, "read segment", write=False, segment=segment) as conn:
-            rows = conn.execute(self._q["read_segment"], params, binary=True).fetchall()
+        rows = self._on_session(
+            key,
+            "read segment",
+            lambda conn: conn.execute(self._q["read_segment"], params, binary=True).fetchall(),
+            write=False,
+            segment=segment,
+        )
         if not rows:
             raise SegmentMissing(f"segment {segment} of session {key} not found", {"segment": segment})
         entries = [bytes(data) for _count, data in rows if data is not None]
@@ -491,8 +521,15 @@ class PostgresBackend(Backend):
             "data": data,
         }
         try:
-            with self._session_connection(key, "append to segment", write=True, segment=segment) as conn:
-                row = conn.execute(self._q["append"], params).fetchone()
+            # not retried: an append that reached the server before its connection failed may have landed
+            row = self._on_session(
+                key,
+                "append to segment",
+                lambda conn: conn.execute(self._q["append"], params).fetchone(),
+                write=True,
+                retry=False,
+                segment=segment,
+            )
         except BackendError as exc:
             if exc.details.get("sqlstate") != _UNIQUE_VIOLATION:
                 raise
@@ -509,23 +546,30 @@ class PostgresBackend(Backend):
         check_segment(segment)
         data = entry_list(entries)
         params = {"key": key, "segment": segment, "count": len(data), "bytes": sum(map(len, data)), "data": data}
-        # two statements in one transaction: readers see the old segment or the new one
-        with self._session_connection(key, "replace segment", write=True, segment=segment) as conn:
+
+        def replace(conn: Any) -> None:  # two statements in one transaction: readers see the old or the new
             conn.execute(self._q["clear_entries"], params)
             conn.execute(self._q["put_segment"], params)
+
+        self._on_session(key, "replace segment", replace, write=True, segment=segment)
 
     def drop_segments(self, key: str, segments: Iterable[int]) -> None:
         check_session_key(key)
         numbers = [check_segment(s) for s in segments]
         if not numbers:
             return
-        with self._session_connection(key, "drop segments", write=True) as conn:
-            conn.execute(self._q["drop_segments"], {"key": key, "segments": numbers})
+        params = {"key": key, "segments": numbers}
+        self._on_session(key, "drop segments", lambda conn: conn.execute(self._q["drop_segments"], params), write=True)
 
     def delete_session(self, key: str) -> bool:
         check_session_key(key)
-        with self._session_connection(key, "delete session", write=True) as conn:
-            row = conn.execute(self._q["delete_session"], {"key": key}).fetchone()
+        row = self._on_session(
+            key,
+            "delete session",
+            lambda conn: conn.execute(self._q["delete_session"], {"key": key}).fetchone(),
+            write=True,
+            retry=False,  # a second run would find nothing and report False
+        )
         return bool(row and row[0])
 
     # -- session locks -------------------------------------------------
@@ -551,9 +595,9 @@ class PostgresBackend(Backend):
         self._finish(held, commit=True)
 
     def _acquire(self, key: str, timeout: float | None, started: float) -> _Held:
-        # The lock pool does not test a connection before handing it out (a round trip on
-        # every commit): one the server dropped while it sat in the pool fails the first
-        # round trip, which is then retried once on a new connection.
+        # A connection the server dropped while it sat in the pool, unnoticed by the pool's
+        # check (no FIN arrived yet), fails the first round trip, which is then retried
+        # once on a new connection.
         for attempt in (1, 2):
             held = _Held(self._lock_connection(key, timeout, started), key)
             try:
@@ -659,14 +703,15 @@ class PostgresBackend(Backend):
 
     # -- format 1 ------------------------------------------------------
     def legacy_format(self) -> str | None:
-        with self._connection("look for a format-1 store") as conn:
-            row = conn.execute(
-                self._q["legacy_tables"],
-                [self.schema, self.table_prefix + LEGACY_OBJECTS_TABLE, self.table_prefix + LEGACY_REFS_TABLE],
-            ).fetchone()
+        tables = [self.schema, self.table_prefix + LEGACY_OBJECTS_TABLE, self.table_prefix + LEGACY_REFS_TABLE]
+
+        def look(conn: Any) -> Any:
+            row = conn.execute(self._q["legacy_tables"], tables).fetchone()
             if not row or row[0] != 2:
                 return None
-            found = conn.execute(self._q["legacy_ref"], ["config/format"]).fetchone()
+            return conn.execute(self._q["legacy_ref"], ["config/format"]).fetchone()
+
+        found = self._run("look for a format-1 store", look, write=False)
         return None if found is None else str(found[0])
 
     def legacy_reader(self) -> _PostgresLegacyReader | None:
@@ -688,29 +733,56 @@ class _PostgresLegacyReader:
     def __init__(self, backend: PostgresBackend) -> None:
         self._backend = backend
 
+    def _q(self, name: str) -> str:
+        return self._backend._q[name]
+
     def read_ref(self, name: str) -> str | None:
         if not isinstance(name, str):
             raise SnapshotError(f"invalid v1 ref name {name!r}", {"ref": repr(name)})
-        with self._backend._connection("read v1 ref", ref=name) as conn:
-            row = conn.execute(self._backend._q["legacy_ref"], [name]).fetchone()
+        row = self._backend._run(
+            "read v1 ref", lambda conn: conn.execute(self._q("legacy_ref"), [name]).fetchone(), write=False, ref=name
+        )
         return None if row is None else str(row[0])
 
     def iter_refs(self, prefix: str = "") -> list[tuple[str, str]]:
         if not isinstance(prefix, str):
             raise SnapshotError(f"a ref prefix is a str, not {type(prefix).__name__}", {"prefix": repr(prefix)})
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        with self._backend._connection("list v1 refs", prefix=prefix) as conn:
-            rows = conn.execute(self._backend._q["legacy_refs"], [pattern]).fetchall()
+        rows = self._backend._run(
+            "list v1 refs",
+            lambda conn: conn.execute(self._q("legacy_refs"), [pattern]).fetchall(),
+            write=False,
+            prefix=prefix,
+        )
         return sorted((str(name), str(value)) for name, value in rows)
 
     def get(self, key: str) -> bytes:
         if not isinstance(key, str) or not OBJECT_KEY.fullmatch(key):
             raise SnapshotError(f"invalid v1 object id {key!r}", {"object": repr(key)})
-        with self._backend._connection("read v1 object", object=key) as conn:
-            row = conn.execute(self._backend._q["legacy_get"], [key], binary=True).fetchone()
+        row = self._backend._run(
+            "read v1 object",
+            lambda conn: conn.execute(self._q("legacy_get"), [key], binary=True).fetchone(),
+            write=False,
+            object=key,
+        )
         if row is None:
             raise LegacyObjectMissing(f"v1 object {key} not found", {"object": key})
         return bytes(row[0])
+
+
+def _check_idle(conn: Any) -> None:
+    """The pools' check of a connection they hand out, without a round trip when it is healthy.
+
+    An idle connection has nothing to read unless the server spoke: when it closed the
+    session (a restart, pg_terminate_backend, an idle timeout) its last message and EOF are
+    waiting. Only then is the connection asked (one round trip), and a dead one raises, so
+    the pool replaces it.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
 
 
 def redact_url(url: str) -> str:
