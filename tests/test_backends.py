@@ -233,7 +233,7 @@ class TestPostgresBackend(BackendContract):
             b.append("s", 0, [b"after"], 0)
         assert b.read_segment("s", 0).entries == [b"after"]
 
-    def test_a_commit_costs_three_round_trips(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_a_commit_costs_three_round_trips_and_a_read_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import psycopg
 
         b = self.backend
@@ -251,8 +251,11 @@ class TestPostgresBackend(BackendContract):
         with b.lock_session("s", 1.0):
             assert [info.segment for info in b.segments("s")] == [0]  # read with the lock: no round trip
             b.append("s", 0, [b"second"], end)
-        monkeypatch.undo()
         assert len(sent) == 3, sent  # lock and listing, append, COMMIT
+        sent.clear()
+        assert b.read_segment("s", 0).end == 2
+        monkeypatch.undo()
+        assert len(sent) == 1, sent  # a reader takes no lock, and the pool asks nothing of a healthy connection
         assert b.read_segment("s", 0).entries == [b"first", b"second"]
 
     def test_writers_queue_for_the_lock_connections_of_their_process(self) -> None:
