@@ -218,6 +218,7 @@ def test_a_damaged_v1_store_fails_and_stays_as_it_was(v1_store: Path, damage: An
 
 KILLER = """
 import os, signal, sys
+import snapstore.upgrade
 from snapstore.upgrade import upgrade_store
 phase, count = sys.argv[2], int(sys.argv[3])
 seen = {}
@@ -226,6 +227,16 @@ def progress(name, detail):
     seen[name] = seen.get(name, 0) + 1
     if name == phase and seen[name] == count:
         os.kill(os.getpid(), signal.SIGKILL)
+if phase == "between-renames":  # a system without renameat2, killed between the switch's two renames
+    snapstore.upgrade._renameat2 = lambda: None
+    rename = os.rename
+    def killing_rename(*args, **kwargs):
+        rename(*args, **kwargs)
+        seen["rename"] = seen.get("rename", 0) + 1
+        if seen["rename"] == 1 and str(args[1]).endswith("-v1"):
+            print(phase, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.rename = killing_rename
 upgrade_store(sys.argv[1], progress=progress)
 print("done", flush=True)
 """
@@ -598,5 +609,17 @@ def test_switch_by_two_renames_where_folders_cannot_be_exchanged(
 
     monkeypatch.setattr(snapstore.upgrade, "_renameat2", lambda: None)  # as on a system without it
     assert upgrade_store(v1_store).upgraded
+    check_upgraded(v1_store)
+    assert siblings(v1_store) == []
+
+
+def test_sigkill_between_the_two_renames(v1_store: Path) -> None:
+    child = _run_upgrade(v1_store, "between-renames", 0)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, err.decode()
+    assert out.decode().split()[-1] == "between-renames"
+    assert not v1_store.exists(), "the store's path is empty between the two renames"
+    report = upgrade_store(v1_store)  # moves the verified build into place
+    assert report.upgraded
     check_upgraded(v1_store)
     assert siblings(v1_store) == []

@@ -14,9 +14,9 @@ does it switch:
   exchanged in one ``renameat2(RENAME_EXCHANGE)``; the old folder, now the
   sibling, is then deleted. A crash leaves the v1 folder in place (plus a
   sibling that the next upgrade deletes) or the complete v2 folder (plus the old
-  v1 sibling). Where the exchange is not available, two renames are used, and a
-  crash between them leaves both folders beside an empty path (the report of a
-  later run names them).
+  v1 sibling). Where the exchange is not available, two renames are used; a
+  crash between them leaves the store's path empty beside the verified build,
+  which the next run moves into place.
 * a PostgreSQL store keeps format 1 and format 2 in different tables of one
   schema. The v2 store is built in a temporary folder, every segment is copied
   into the v2 tables (each one transaction), read back and compared, and last
@@ -29,9 +29,8 @@ does it switch:
 While it reads and switches, the upgrade holds format 1's ``gc`` lock
 exclusively (a file lock in a directory store, an advisory lock on PostgreSQL),
 the lock every v1 commit holds shared from its first write to its ref swap: no
-v1 commit is half-done while it reads. Processes
-that opened the store with format-1 code must be stopped first: they do not look
-at the format again.
+v1 commit is half-done while it reads. Processes that opened the store with
+format-1 code must be stopped first: they do not look at the format again.
 """
 
 from __future__ import annotations
@@ -71,6 +70,8 @@ V1_SESSIONS = "sessions/"
 #: what a v2 directory store holds for format-1 code, which reads ``refs/config/format`` first
 V1_FORMAT_LINK = ("refs", "config", "format")
 TEMPORARY_MARK = ".upgrade-"
+#: where a switch by two renames puts the format-1 folder before moving the new one in
+TWO_RENAME_MARK = "-v1"
 #: the lock a PostgreSQL upgrade holds (a key no session name quotes to: ``%`` + non-hex)
 PG_UPGRADE_KEY = "%upgrade"
 _RENAME_EXCHANGE = 2
@@ -302,6 +303,9 @@ def _legacy_or_refuse(backend: Backend, where: str) -> LegacyReader | None:
 # -- directory stores -----------------------------------------------------
 def _upgrade_directory(root: str, say: Progress, level: int, lock_timeout: float | None) -> UpgradeReport:
     if not os.path.isdir(root):
+        if _finish_two_rename_switch(root):
+            say("switched", root)
+            return UpgradeReport(root, True, LEGACY_FORMAT, leftovers=_remove_leftovers(root))
         raise SnapshotNotFound(f"no snapstore store at {root}", {"path": root})
     with _open(root) as backend:
         if _legacy_or_refuse(backend, root) is None:
@@ -377,6 +381,21 @@ def _leftovers(root: str) -> list[str]:
         return []
 
 
+def _finish_two_rename_switch(root: str) -> bool:
+    """Complete a switch by two renames that a crash cut between them (the store's path empty).
+
+    The format-1 store was moved to ``<build>-v1`` only after the build beside it was
+    verified and flushed, so that build is the complete format-2 store.
+    """
+    for aside in _leftovers(root):
+        built = aside.removesuffix(TWO_RENAME_MARK)
+        if aside.endswith(TWO_RENAME_MARK) and os.path.isdir(built) and not os.path.lexists(root):
+            os.rename(built, root)
+            _fsync_parent(root)
+            return True
+    return False
+
+
 def _remove_leftovers(root: str) -> list[str]:
     """Delete what interrupted upgrades of this store left beside it (called under the v1 gc lock)."""
     found = _leftovers(root)
@@ -432,7 +451,7 @@ def _exchange(new: str, old: str) -> None:
             )
         if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
             raise BackendError(f"cannot swap {new} into {old}: {os.strerror(err)}", {"path": old})
-    aside = f"{new}-v1"
+    aside = new + TWO_RENAME_MARK
     try:
         os.rename(old, aside)
     except OSError as exc:
