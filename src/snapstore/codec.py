@@ -16,6 +16,8 @@ from __future__ import annotations
 import enum
 import struct
 import threading
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -113,6 +115,11 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
     and the whole is assembled from them, so the state is serialized once.
     Only orjson's checks run here; ``check_reading`` finds the rest. A refusal
     names the value and its JSON pointer.
+
+    Memory stays within a few times the state's JSON size: every kept piece is
+    its own size, and a long list or a wide object is written a chunk of items
+    at a time (orjson reserves a buffer by the number of items it is given,
+    ~20x the JSON of a list of small values, and keeps it in the bytes it returns).
     """
     converted = False
 
@@ -123,34 +130,87 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
         return base
 
     if type(value) is not dict:
-        return _dumps_bounded(value, 2, to_base, value), None, converted
+        return _encode_bounded(value, 2, to_base, value), None, converted
     pieces: dict[str, bytes] = {}
-    for key, member in value.items():
-        if type(key) is not str:
-            raise _refused_at(value)
-        pieces[key] = _dumps_bounded(member, 3, to_base, value)
+    if len(value) > _MANY_MEMBERS:
+        # Many members: serialized in one pass of C calls, each wrapped in three 1-tuples (the
+        # levels kept spare; orjson writes tuples as arrays) and cut out of orjson's buffer by
+        # a slice. A Python loop here cost several times the serialization. (A long list among
+        # so many members is written whole, its buffer reserved once while it is written.)
+        dumps = partial(orjson.dumps, default=to_base, option=_DUMPS_OPTIONS)
+        try:
+            wrapped = zip(zip(zip(value.values())))
+            pieces = dict(zip(value.keys(), map(_CUT_SPARE, map(dumps, wrapped)), strict=True))
+        except (TypeError, orjson.JSONEncodeError):
+            raise _refused_at(value) from None
+    else:
+        for key, member in value.items():
+            if type(key) is not str:
+                raise _refused_at(value)
+            pieces[key] = _encode_bounded(member, 3, to_base, value)
     try:
         return join_members(pieces), pieces, converted
-    except (TypeError, orjson.JSONEncodeError):  # a key orjson refuses (a lone surrogate)
+    except (TypeError, orjson.JSONEncodeError):  # a key orjson refuses (not a string, a lone surrogate)
         raise _refused_at(value) from None
 
 
 def join_members(pieces: dict[str, bytes]) -> bytes:
     """Canonical bytes of an object from its members' canonical bytes (keys sorted as orjson sorts)."""
-    # One join into one buffer: chained ``+`` on megabyte pieces costs several times the serialization.
-    parts: list[bytes] = []
-    for key in sorted(pieces):
-        parts += (b"," if parts else b"{", orjson.dumps(key), b":", pieces[key])
-    parts.append(b"}" if parts else b"{}")
+    # orjson writes (and escapes) the keys, a chunk of members at a time, splicing in each member's
+    # bytes; Python's sort is orjson's (code points; lone surrogates are refused), so chunks follow
+    # each other in order. One join into one buffer: chained ``+`` would copy megabytes many times.
+    keys = sorted(pieces)
+    parts: list[bytes] = [b"{"]
+    for start in range(0, len(keys), _CHUNK_ITEMS):
+        names = keys[start : start + _CHUNK_ITEMS]
+        chunk = dict(zip(names, map(orjson.Fragment, map(pieces.__getitem__, names)), strict=True))
+        if start:
+            parts.append(b",")
+        parts.append(orjson.dumps(chunk)[1:-1])
+    parts.append(b"}")
     return b"".join(parts)
 
 
-def _dumps_bounded(value: Any, spare: int, default: Any, root: Any) -> bytes:
+#: a list or object with more items than this is written a chunk of items at a time
+_CHUNK_ITEMS = 1024
+#: a state with more members than this has them serialized by C calls alone
+_MANY_MEMBERS = 4096
+_CUT_SPARE = itemgetter(slice(3, -3))
+
+
+def _encode_bounded(value: Any, spare: int, default: Any, root: Any) -> bytes:
+    """orjson's bytes of ``value`` (a member of the state ``root``, or ``root`` itself), a chunk at a
+    time when it is a long list or a wide object, refusing it unless ``spare`` more levels would fit."""
+    kind = type(value)
+    if (kind is not list and kind is not dict) or len(value) <= _CHUNK_ITEMS:
+        return _dumps_bounded(value, spare, default, root)
+    parts: list[bytes] = [b"[" if kind is list else b"{"]
+    if kind is list:
+        chunks: Any = (value[start : start + _CHUNK_ITEMS] for start in range(0, len(value), _CHUNK_ITEMS))
+    else:
+        try:
+            keys = sorted(value)
+        except TypeError:  # keys that do not even compare: not all strings
+            raise _refused_at(root) from None
+        chunks = (
+            {key: value[key] for key in keys[start : start + _CHUNK_ITEMS]}
+            for start in range(0, len(keys), _CHUNK_ITEMS)
+        )
+    for chunk in chunks:
+        if len(parts) > 1:
+            parts.append(b",")
+        parts.append(_dumps_bounded(chunk, spare, default, root, strip=1))
+    parts.append(b"]" if kind is list else b"}")
+    return b"".join(parts)
+
+
+def _dumps_bounded(value: Any, spare: int, default: Any, root: Any, strip: int = 0) -> bytes:
     """orjson's bytes of ``value``, refusing it unless ``spare`` more levels of nesting would fit.
 
     orjson stops at depth 254. A state must leave room for the two levels a patch operation
     wraps around a value (and a member for the object holding it), or a later delta, or reading
     the whole state back, would hit that limit: so the value is serialized inside that many lists.
+    The result is a copy of its own size (orjson's buffer is larger), less ``strip`` bytes at each end.
     """
     wrapped = value
     for _ in range(spare):
@@ -159,7 +219,7 @@ def _dumps_bounded(value: Any, spare: int, default: Any, root: Any) -> bytes:
         data = orjson.dumps(wrapped, default=default, option=_DUMPS_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise _refused_at(root, str(exc)) from None
-    return data[spare:-spare]
+    return data[spare + strip : -(spare + strip)]
 
 
 def _refused_at(state: Any, fallback: str = "not JSON") -> InvalidStateError:

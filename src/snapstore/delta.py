@@ -30,9 +30,9 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from itertools import islice
+from itertools import compress, islice
 from math import copysign
-from operator import eq, indexOf
+from operator import eq, indexOf, ne
 from typing import Any
 
 import orjson
@@ -140,24 +140,28 @@ def diff_members(
     cost one bytes comparison and changed ones start known to differ.
     """
     ops: list[Op] = []
+    # The members whose bytes differ (or that are new) are found by C calls alone: a Python loop
+    # over a million members cost several times serializing them.
+    changed = list(compress(new_pieces.keys(), map(ne, map(old_pieces.get, new_pieces.keys()), new_pieces.values())))
+    added = [key for key in changed if key not in old]
     with _refusing_non_json(new):
-        if not old.keys() <= new.keys():
+        if len(old) > len(new) - len(added):  # some of old's members are gone
             for key in old:
                 if key not in new:
                     ops.append({"op": "remove", "path": "/" + escape_token(key)})
-        for key, nval in new.items():
-            if key not in old:
-                ops.append({"op": "add", "path": "/" + escape_token(key), "value": nval})
-            elif old_pieces[key] != new_pieces[key]:
-                oval = old[key]
-                kind = type(oval)
-                path = "/" + escape_token(key)
-                if kind is not type(nval) or (kind is not dict and kind is not list):
-                    ops.append({"op": "replace", "path": path, "value": nval})
-                elif oval == nval:  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0 somewhere
-                    _diff_lookalikes(oval, nval, path, ops)
-                else:
-                    _diff_unequal(oval, nval, path, ops)
+        for key in changed:
+            nval = new[key]
+            oval = old.get(key, _MISSING)
+            path = "/" + escape_token(key)
+            kind = type(oval)
+            if oval is _MISSING:
+                ops.append({"op": "add", "path": path, "value": nval})
+            elif kind is not type(nval) or (kind is not dict and kind is not list):
+                ops.append({"op": "replace", "path": path, "value": nval})
+            elif oval == nval:  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0 somewhere
+                _diff_lookalikes(oval, nval, path, ops)
+            else:
+                _diff_unequal(oval, nval, path, ops)
     return ops
 
 

@@ -1,0 +1,100 @@
+"""Committing, diffing and rebuilding take memory within a small constant factor of the state's
+JSON size, whatever its shape: a wide object, a long list of one repeated value, a large string
+deep down. The bound, for peak traced memory (tracemalloc): 10x the JSON size, plus what one plain
+``orjson.loads(orjson.dumps(state))`` reserves beyond its result (orjson sizes its output buffer by
+the number of items it is given, and tracemalloc counts the buffer even where it is untouched).
+``benchmarks/memory_shapes.py`` measures the same at full size (a million members, 200,000
+elements, 8 MB at depth 250), with times. No time is asserted here.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from snapstore import SnapshotStore
+from snapstore.delta import diff
+
+
+def wide() -> Any:
+    return {f"k{i}": i for i in range(60_000)}
+
+
+def long_list() -> Any:
+    repeated = {"hp": 10, "name": "goblin", "tags": ["a", "b"]}
+    return {"turn": 1, "items": [repeated] * 40_000}
+
+
+def deep() -> Any:
+    node: Any = {"text": "x" * 1_000_000}
+    for _ in range(249):
+        node = {"a": node}
+    return node
+
+
+def change(state: Any) -> None:
+    if "k0" in state:
+        state["k0"] = -1
+    elif "items" in state:
+        state["items"][20_000] = {"hp": 9, "name": "goblin", "tags": ["a"]}
+    else:
+        while "a" in state:
+            state = state["a"]
+        state["hp"] = 1
+
+
+def traced_peak(call: Callable[[], Any]) -> tuple[int, Any]:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = call()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def bound_of(state: Any) -> tuple[int, float]:
+    """(the state's JSON size, the bound in bytes)."""
+    size = len(orjson.dumps(state))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        data = orjson.dumps(state)
+        reading = orjson.loads(data)
+        peak = tracemalloc.get_traced_memory()[1]
+        del data
+        result = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del reading
+    return size, 10 * size + (peak - result)
+
+
+@pytest.mark.parametrize("make", [wide, long_list, deep], ids=["wide", "long-list", "deep"])
+def test_commit_diff_and_rebuild_stay_within_the_bound(make: Callable[[], Any]) -> None:
+    state = make()
+    size, bound = bound_of(state)
+    before = orjson.loads(orjson.dumps(state))
+    sess = SnapshotStore.memory().session("s")
+
+    def two_commits() -> str:
+        first = sess.commit(state)
+        change(state)
+        sess.commit(state)
+        return first.id
+
+    peak, first_id = traced_peak(two_commits)
+    assert peak <= bound, f"two commits peaked at {peak / size:.1f}x the JSON size, bound {bound / size:.1f}x"
+
+    peak, ops = traced_peak(lambda: diff(before, state))
+    assert 0 < len(ops) <= 3
+    assert peak <= bound, f"diff peaked at {peak / size:.1f}x the JSON size, bound {bound / size:.1f}x"
+
+    peak, rebuilt = traced_peak(lambda: sess.state(first_id))
+    assert orjson.dumps(rebuilt, option=orjson.OPT_SORT_KEYS) == orjson.dumps(before, option=orjson.OPT_SORT_KEYS)
+    assert peak <= bound, f"a rebuild peaked at {peak / size:.1f}x the JSON size, bound {bound / size:.1f}x"
