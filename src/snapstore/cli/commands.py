@@ -29,9 +29,8 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "sessions",
         "reading:cmd_sessions",
         "list sessions with snapshot counts, head and bytes stored",
-        "List every session: retained snapshots, retention limit, head snapshot and the stored bytes of "
-        "everything the session keeps (its records, deltas and full states; objects shared by content "
-        "with another session count in each).",
+        "List every session: retained snapshots, retention limit, head snapshot and the bytes the session "
+        "takes in the store.",
         "snapstore sessions\n  snapstore sessions --ndjson",
     ),
     (
@@ -39,7 +38,7 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "reading:cmd_log",
         "list a session's snapshots",
         "List retained snapshots oldest first (newest first with --reverse): id prefix, parent, kind (full or "
-        "delta), turn, UTC time, stored bytes (the snapshot's record plus its delta or full state) and label; "
+        "delta), turn, UTC time, size of the state as canonical JSON and label; "
         "'*' marks the head. --graph draws the branches rollbacks create ('@' is the head), --oneline prints "
         "one short line per snapshot, -n N only the N newest. Without SESSION every session is listed, one "
         "block each.",
@@ -115,26 +114,27 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "verify",
         "maintenance:cmd_verify",
         "check the store for damage; exit 1 if anything is wrong",
-        "Check every session document, snapshot record and chain, read every object and check its hash, and "
-        "rebuild every retained state against its hash. --quick checks only the structure (the records, and "
-        "that every object the chains need exists), without reading the objects. Exits 1 and lists the "
-        "problems when anything is wrong.",
+        "Check every session's stored data and every retained snapshot's chain, decompress everything, and "
+        "rebuild every retained state against its hash. --quick checks only the structure (the framing and "
+        "checksums, and every chain), without decompressing or rebuilding. Exits 1 and lists the problems "
+        "when anything is wrong.",
         "snapstore verify\n  snapstore verify --quick",
     ),
     (
         "gc",
         "maintenance:cmd_gc",
-        "delete objects no session needs",
-        "Delete every object that no session needs (left by deleted sessions or interrupted writes) and "
-        "leftover temporary files.",
+        "delete stored data no session needs",
+        "Delete the stored data that no session needs and the temporary files interrupted writes left "
+        "(those older than an hour: a younger one may be another process's write in progress).",
         "snapstore gc",
     ),
     (
         "stats",
         "reading:cmd_stats",
-        "print object counts, bytes, compression ratio and chain lengths",
-        "Print objects by kind, stored and uncompressed bytes, the compression ratio, the number of "
-        "keyframes (full states) and the longest delta chain among retained snapshots.",
+        "print counts, bytes, compression ratio, chain lengths and disk usage",
+        "Print sessions, snapshots, keyframes (full states), the longest delta chain among retained "
+        "snapshots, stored and uncompressed bytes, the compression ratio, and what the store takes on "
+        "disk (apparent and allocated bytes, files and folders) as the store reports them.",
         "snapstore stats --json",
     ),
     (
