@@ -1184,3 +1184,69 @@ def test_state_patch_size_out_of_range(archive: Path, target: SnapshotStore, tmp
     body["size"] = U64_MAX
     parts.payloads[i] = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     assert refused(target, parts.build(tmp_path / "patch.snaparchive")).details["reason"] == "bad state patch"
+
+
+# ---------------------------------------------------------------- exporting while writers commit
+
+
+@pytest.mark.parametrize("change", ["drop", "squash"])
+def test_segments_reclaimed_under_an_export_are_read_again(tmp_path: Path, change: str) -> None:
+    """Export takes no lock. Here another handle reclaims session b's segments (dropping them, or
+    squashing one so that it is rewritten) after the export planned b and before it reads b: the
+    export reads b again and carries what b holds then."""
+    settings: dict[str, Any] = {"max_chain": 3, "max_runs": 1 if change == "drop" else 8}
+    store = SnapshotStore.open(tmp_path / "store", **settings)
+    play(store.session("a", max_snapshots=100), 70)  # written first: progress is reported during it
+    b = store.session("b", max_snapshots=50)
+    blob = random.Random(5).randbytes(100_000).hex()  # keyframes too large to share a segment
+    planned = [b.commit({"turn": turn, "blob": blob, "even": turn % 2 == 0}).id for turn in range(30)]
+    other = SnapshotStore.open(tmp_path / "store", **settings).session("b")
+    segments_before = [(info.segment, info.version) for info in store.backend.segments(b.key)]
+    assert len(segments_before) > 2 or change == "squash"
+    changed: list[list[str]] = []
+
+    def reclaim_b(done: int, total: int | None, what: str) -> None:
+        if not changed:
+            changed.append(other.forget(2) if change == "squash" else other.set_max_snapshots(2))
+            other.clear_old_snapshots()
+
+    path = tmp_path / "live.snaparchive"
+    store.export(path, progress=reclaim_b)
+    assert changed and changed[0]  # the reclaim happened mid-export and evicted snapshots the plan listed
+    assert [(info.segment, info.version) for info in store.backend.segments(b.key)] != segments_before
+    target = SnapshotStore.memory()
+    target.import_archive(path)
+    assert (
+        target.session("b").snapshot_ids()
+        == planned[-2:]
+        == SnapshotStore.open(tmp_path / "store").session("b").snapshot_ids()
+    )
+    for sid in planned[-2:]:
+        assert canonical(target.session("b").state(sid)) == canonical(b.state(sid))
+    assert_same_session(store, target, "a")
+    assert target.verify().ok
+
+
+def test_merge_adds_the_archive_tags_and_keeps_local_ones(source: SnapshotStore, tmp_path: Path) -> None:
+    sess = source.session("side quest")
+    ids = sess.snapshot_ids()
+    sess.tag(ids[0], "first")
+    sess.tag(ids[1], "mine")
+    path = tmp_path / "tags.snaparchive"
+    source.export(path, sessions=["side quest"], snapshots=["first", ids[1], ids[-1]])  # a tag selects, too
+    assert Parts.read(path).manifest["sessions"][0]["tags"] == {"first": ids[0], "mine": ids[1]}
+    target = SnapshotStore.memory()
+    local = target.session("side quest")
+    own = play(local, 2, seed=8)
+    local.tag(own[0].id, "mine")
+    report = target.import_archive(path, on_conflict="merge")
+    assert local.tags == {"first": ids[0], "mine": own[0].id}
+    assert f"side quest: tag 'mine' kept on {own[0].id} (the archive puts it on {ids[1]})" in report.notes()
+
+
+def test_an_archive_listing_more_than_its_limit_says_what_retention_evicted(archive: Path, tmp_path: Path) -> None:
+    parts = Parts.read(archive)
+    doc = next(d for d in parts.manifest["sessions"] if d["name"] == "side quest")
+    doc["max_snapshots"] = 4
+    report = SnapshotStore.memory().import_archive(parts.build(tmp_path / "over.snaparchive"))
+    assert "side quest: 6 of the archive's 10 snapshots were evicted at once" in " ".join(report.notes())

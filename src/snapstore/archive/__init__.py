@@ -2,7 +2,9 @@
 
 An archive holds what is needed to rebuild chosen snapshots in another store:
 their records, the delta and state objects of their chains back to a base, and
-one session document per session. It is built for size and for safety:
+one session document per session. Its format does not depend on the store's:
+snapshot ids hash the same record JSON in store formats 1 and 2, so archives
+written by either import into either. It is built for size and for safety:
 
 * size: object *payloads* (not the store's per-object zstd frames) go into one
   zstd stream at a high level, in chain order, so deltas compress against each
@@ -13,15 +15,18 @@ one session document per session. It is built for size and for safety:
   index after them; import decompresses into a temporary spool file, never
   holding more than one object (or one state being rebuilt) in memory.
 * safety: an archive is untrusted. Import checks the trailer, the limits it
-  declares, the checksums, every object against its id, every record, session
-  document and chain, and only then writes anything: objects first, session
-  refs last. A bad archive raises ``ArchiveError`` and leaves the store as it was.
+  declares (every number read is range-checked where it is read), the checksums,
+  every object against its id, every record, session document and chain, rebuilds
+  every state it will write against its hash, and only then writes, session by
+  session, through ``Session.import_snapshots``. A bad archive raises
+  ``ArchiveError`` and leaves the store as it was.
 """
 
 from ..errors import ArchiveError
 from .exporter import ExportReport, export_archive
-from .importer import CONFLICT_POLICIES, DEFAULT_MAX_SIZE, ImportReport, import_archive
+from .importer import DEFAULT_MAX_SIZE, import_archive
 from .layout import ARCHIVE_VERSION, DEFAULT_LEVEL, PROGRESS_EVERY
+from .sessions import CONFLICT_POLICIES, ImportReport, SessionImport
 
 __all__ = [
     "ARCHIVE_VERSION",
@@ -32,6 +37,7 @@ __all__ = [
     "ArchiveError",
     "ExportReport",
     "ImportReport",
+    "SessionImport",
     "export_archive",
     "import_archive",
 ]

@@ -85,12 +85,11 @@ def apply_sessions(reader: _ArchiveReader, on_conflict: str) -> ImportReport:
     actions = reader._plan_sessions(on_conflict)
     for action in actions:
         reader.check_chains(action.doc, _usable_local(reader, action))
-    total = sum(len(_wanted(action.doc)) for action in actions if action.action != "unchanged")
+    writes = [(action, _to_write(reader, action)) for action in actions]
+    total = sum(len(ids) for _action, ids in writes)
     done = 0
-    for action in actions:  # every state rebuilt and checked before anything is written
-        if action.action == "unchanged":
-            continue
-        for _item in reader.states(action.doc, _wanted(action.doc), _usable_local(reader, action)):
+    for action, ids in writes:  # every state rebuilt and checked before anything is written
+        for _item in reader.states(action.doc, ids, _usable_local(reader, action)):
             done += 1
             reader.progress_at(done, total, "checking states")
     report = ImportReport()
@@ -140,6 +139,16 @@ def plan_sessions(reader: _ArchiveReader, on_conflict: str) -> list[_Action]:
 def _usable_local(reader: _ArchiveReader, action: _Action) -> SessionLog | None:
     """The store's session a chain may end in: only one the import keeps and writes into."""
     return reader.local(action.doc.name) if action.action in ("merge", "unchanged") else None
+
+
+def _to_write(reader: _ArchiveReader, action: _Action) -> list[str]:
+    """The snapshots the planned action writes: none when unchanged; for a merge, those the session lacks."""
+    if action.action == "unchanged":
+        return []
+    if action.action == "merge":
+        local = reader.local(action.doc.name)
+        return [sid for sid in _wanted(action.doc) if local is None or sid not in local.commits]
+    return _wanted(action.doc)
 
 
 def _wanted(doc: SessionDoc) -> list[str]:
@@ -246,6 +255,12 @@ def _create(reader: _ArchiveReader, action: _Action, how: str, target: str, prog
         doc.name, target, _DONE[how], added=len(written), head=sess.head.id if sess.head else None,
         max_snapshots=sess.max_snapshots, renamed_ids={old: new for old, new in mapping.items() if old in wanted},
     )  # fmt: skip
+    dropped = len(doc.snapshots) - len(sess.snapshot_ids())
+    if dropped > 0:
+        item.notes.append(
+            f"{dropped} of the archive's {len(doc.snapshots)} snapshots were evicted at once: the archive lists "
+            f"more than its retention limit of {doc.max_snapshots} keeps"
+        )
     if how == "rename":
         item.notes.append(
             f"imported from session {doc.name!r} under a new name: snapshot ids hash their session's name, "
@@ -272,7 +287,7 @@ def _merge(reader: _ArchiveReader, action: _Action, progress: list[int]) -> Sess
         return _create(reader, action, "create", doc.name, progress)
     sess = store.session(doc.name)
     present = [sid for sid in doc.snapshots if sid in local.commits]
-    wanted = [sid for sid in doc.snapshots if sid not in local.commits]
+    wanted = [sid for sid in _wanted(doc) if sid not in local.commits]
     item = SessionImport(
         doc.name, doc.name, "merged", present=len(present), previous_head=local.head,
         max_snapshots=local.max_snapshots,
