@@ -82,7 +82,7 @@ def user_message(turn: int) -> HumanMessage:
     return HumanMessage(f"Turn {turn}: check the sensors of site {turn % 17} and summarise.", id=f"human-{turn}")
 
 
-def _agent(state: dict[str, Any]) -> dict[str, Any]:
+def _agent(state: Any) -> dict[str, Any]:
     """The scripted chat model: call the tool after a user message, answer after a tool result."""
     last = state["messages"][-1]
     turn = state.get("turns", 0)
@@ -93,19 +93,19 @@ def _agent(state: dict[str, Any]) -> dict[str, Any]:
     return {"messages": [AIMessage("", tool_calls=[call], id=f"call-msg-{turn}")], "turns": turn + 1}
 
 
-def _tools(state: dict[str, Any]) -> dict[str, Any]:
+def _tools(state: Any) -> dict[str, Any]:
     call = state["messages"][-1].tool_calls[0]
     turn = call["args"]["turn"]
     return {"messages": [ToolMessage(tool_result(turn), tool_call_id=call["id"], id=f"tool-{turn}")]}
 
 
-def _route(state: dict[str, Any]) -> str:
+def _route(state: Any) -> str:
     last = state["messages"][-1]
     return "tools" if isinstance(last, AIMessage) and last.tool_calls else END
 
 
-def build_graph(state_schema: type = AgentState) -> StateGraph:
-    graph = StateGraph(state_schema)
+def build_graph(state_schema: type = AgentState) -> StateGraph[Any]:
+    graph: StateGraph[Any] = StateGraph(state_schema)
     graph.add_node("agent", _agent)
     graph.add_node("tools", _tools)
     graph.add_edge(START, "agent")

@@ -101,9 +101,9 @@ class Timed:
 class Subject:
     name = ""
     delta_channel = False
-    #: savers that keep a full copy of the messages per checkpoint in memory, or that a shared
-    #: server makes slow, stop here unless --all-sizes: 1,000 turns would need gigabytes of RAM
-    full_copies_in_memory = False
+    #: run only up to --server-max-turns / --memory-max-turns (a full copy of the messages per
+    #: checkpoint in RAM needs gigabytes at 1,000 turns; a shared database server, hours)
+    limit = ""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -139,7 +139,7 @@ class SqliteDeltaSubject(SqliteSubject):
 
 class MemorySubject(Subject):
     name = "InMemorySaver"
-    full_copies_in_memory = True
+    limit = "memory"
     saver: InMemorySaver | None = None
 
     @contextlib.contextmanager
@@ -207,6 +207,7 @@ class PostgresSchema:
 
 class PostgresSubject(Subject):
     name = "PostgresSaver"
+    limit = "server"
 
     def __init__(self, workdir: Path, url: str) -> None:
         super().__init__(workdir)
@@ -240,7 +241,7 @@ class SnapstorePostgresSubject(PostgresSubject):
 
 
 # -- one run ---------------------------------------------------------------------------------
-def messages_of(values: dict[str, Any]) -> bytes:
+def messages_of(values: Any) -> bytes:
     return SERDE.dumps_typed(values.get("messages"))[1]
 
 
@@ -256,8 +257,8 @@ def timed_reads(open_app: Callable[[], contextlib.AbstractContextManager[Any]], 
 
 
 def run_one(subject: Subject, turns: int, reads: int, expected_latest: bytes | None) -> tuple[Result, bytes]:
-    graph = build_graph(DELTA_STATE if subject.delta_channel else AgentState)
-    config = {"configurable": {"thread_id": THREAD}}
+    graph = build_graph(DELTA_STATE if subject.delta_channel and DELTA_STATE else AgentState)
+    config: Any = {"configurable": {"thread_id": THREAD}}
 
     @contextlib.contextmanager
     def fresh_app() -> Iterator[Any]:
@@ -269,7 +270,7 @@ def run_one(subject: Subject, turns: int, reads: int, expected_latest: bytes | N
         timed = Timed(saver)
         app = graph.compile(checkpointer=saver)
         for turn in range(turns):
-            app.invoke({"messages": [user_message(turn)]}, config, durability="sync")  # type: ignore[arg-type]
+            app.invoke({"messages": [user_message(turn)]}, config, durability="sync")
         run_s = time.perf_counter() - start
         stored = subject.bytes_stored(saver)
         steps = len(timed.ids)
@@ -385,6 +386,12 @@ def main(argv: list[str] | None = None) -> None:
         default=200,
         help="InMemorySaver holds a full copy of the messages per checkpoint in RAM: skip it above this",
     )
+    parser.add_argument(
+        "--server-max-turns",
+        type=int,
+        default=200,
+        help=f"the savers on the {POSTGRES_ENV} server: skip them above this",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
@@ -396,8 +403,9 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 if args.savers and not any(s.strip() in subject.name for s in args.savers.split(",")):
                     continue
-                if subject.full_copies_in_memory and turns > args.memory_max_turns:
-                    print(f"{turns:>5} turns  {subject.name:<28} skipped (above --memory-max-turns)")
+                cap = {"memory": args.memory_max_turns, "server": args.server_max_turns}.get(subject.limit)
+                if cap is not None and turns > cap:
+                    print(f"{turns:>5} turns  {subject.name:<28} skipped (above --{subject.limit}-max-turns)")
                     continue
                 result, latest = run_one(subject, turns, args.reads, expected)
                 if subject.name == "InMemorySaver":
