@@ -69,6 +69,23 @@ def test_import_conflict_speaks_cli_flags(tmp_path: Path) -> None:
     assert "renamed s to s-imported" in ok("import", str(archive), "--on-conflict", "rename", store=other)
 
 
+def test_import_merge_says_where_the_head_went(tmp_path: Path) -> None:
+    """A newer archive merged in moves the head to the archive's, and the output says so."""
+    source, target = tmp_path / "source", tmp_path / "target"
+    ids = make_store(source)
+    ok("export", str(tmp_path / "one.snaparchive"), store=source)
+    ok("import", str(tmp_path / "one.snaparchive"), store=target)
+    newer = [ok("commit", "s", "-", store=source, stdin=b'{"hp": %d}' % n).strip() for n in (7, 8)]
+    ok("export", str(tmp_path / "two.snaparchive"), store=source)
+    lines = ok("import", str(tmp_path / "two.snaparchive"), "--on-conflict", "merge", store=target).splitlines()
+    assert lines[0].startswith("imported ") and "merged into s; 2 snapshots written, 3 already present" in lines[0]
+    assert lines[1].startswith(f"  s: head moved from {ids[-1]} to {newer[-1]}")
+    log = orjson.loads(ok("log", "s", "--json", store=target))
+    assert [e["id"] for e in log] == ids + newer and log[-1]["head"]
+    sessions = orjson.loads(ok("sessions", "--json", store=target))
+    assert sessions[0]["max_snapshots"] == 10  # the limit stays
+
+
 def test_export_and_restore_keep_existing_files(tmp_path: Path) -> None:
     store = tmp_path / "store"
     ids = make_store(store)
