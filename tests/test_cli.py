@@ -470,6 +470,9 @@ def test_gc_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert stats.returncode == 0 and re.search(r"^compression ratio +[0-9.]+x$", stats.stdout, re.M)
     assert re.search(rf"^longest chain +{before['longest_chain']} deltas?$", stats.stdout, re.M)
     assert re.search(rf"^stored +.* \({before['stored_bytes']} bytes\)$", stats.stdout, re.M)
+    for label, key in (("on disk \\(apparent\\)", "apparent_bytes"), ("on disk \\(allocated\\)", "allocated_bytes")):
+        assert re.search(rf"^{label} +.* \({before[key]} bytes\)$", stats.stdout, re.M), (key, stats.stdout)
+    assert re.search(rf"^files +{before['files']}$", stats.stdout, re.M)
     code, out, _ = call(capsys, "--store", str(store), "gc", "--json")
     report = orjson.loads(out)
     assert code == 0 and report["objects_deleted"] == report["bytes_freed"] == report["temporary_files_removed"] == 0
