@@ -628,3 +628,34 @@ def test_a_value_that_is_not_json_is_named_by_its_operation() -> None:
     with pytest.raises(PatchError) as caught:
         apply_patch({}, patch)
     assert caught.value.details["index"] == 1 and caught.value.details["reason"] == "value is not JSON"
+
+
+def test_members_bytes_decide_appends_and_windows_type_exact() -> None:
+    """diff_members checks appends and sliding windows of a member list against its bytes."""
+    log = [{"turn": i, "hp": 1} for i in range(40)]
+    cases: list[tuple[Any, Any, list[tuple[str, str]]]] = [
+        ({"log": log}, {"log": [*fresh(log), {"turn": 40}]}, [("add", "/log/-")]),
+        ({"log": [1, 2]}, {"log": [1, 2.0, 3]}, [("add", "/log/-"), ("replace", "/log/1")]),
+        (
+            {"log": log},
+            {"log": [*fresh(log[2:]), {"turn": 40}]},
+            [("add", "/log/-"), ("remove", "/log/1"), ("remove", "/log/0")],
+        ),
+    ]
+    shifted = [*fresh(log[2:]), {"turn": 40}]
+    shifted[10]["hp"] = 1.0  # equal under ==, not type-exact: the window's bytes check must see it
+    cases.append(
+        (
+            {"log": log},
+            {"log": shifted},
+            [("add", "/log/-"), ("remove", "/log/1"), ("remove", "/log/0"), ("replace", "/log/12/hp")],
+        )
+    )
+    for old, new, expected in cases:
+        _, old_pieces, _ = codec.encode_state(old)
+        _, new_pieces, _ = codec.encode_state(new)
+        assert old_pieces is not None and new_pieces is not None
+        ops = diff_members(old, new, old_pieces, new_pieces)
+        assert sorted((op["op"], op["path"]) for op in ops) == sorted(expected)
+        assert canonical(apply_patch(old, ops)) == canonical(new)
+        assert canonical(jsonpatch.apply_patch(fresh(old), orjson.loads(canonical(ops)))) == canonical(new)

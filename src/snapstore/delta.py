@@ -160,8 +160,10 @@ def diff_members(
                 ops.append({"op": "replace", "path": path, "value": nval})
             elif oval == nval:  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0 somewhere
                 _diff_lookalikes(oval, nval, path, ops)
+            elif kind is list:
+                _diff_list(oval, nval, path, ops, (old_pieces[key], new_pieces[key]))
             else:
-                _diff_unequal(oval, nval, path, ops)
+                _diff_dict(oval, nval, path, ops)
     return ops
 
 
@@ -322,6 +324,16 @@ def _diff_lookalikes(old: Any, new: Any, path: str, ops: list[Op]) -> None:
             ops.append({"op": "replace", "path": where, "value": n})
 
 
+def _extends(old_bytes: bytes, start: int, new_bytes: bytes) -> bool:
+    """Whether the elements of a list's bytes from offset ``start`` (the first element's first
+    byte) to its end begin another list's elements, as whole elements."""
+    body = memoryview(old_bytes)[start:-1]
+    if not body:
+        return True
+    end = 1 + len(body)  # where the element after them begins ("," or the list's "]")
+    return len(new_bytes) > end and new_bytes[end] in b",]" and new_bytes.startswith(body, 1)
+
+
 def _run_length(old: list[Any], i: int, new: list[Any], j: int, limit: int) -> int:
     """How many elements from old[i] and new[j] on are equal under ``==`` (at most ``limit``)."""
     try:
@@ -338,8 +350,10 @@ def _run_length_back(old: list[Any], new: list[Any], limit: int) -> int:
         return limit
 
 
-def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None:
-    """Diff two lists that differ under ``==``.
+def _diff_list(
+    old: list[Any], new: list[Any], path: str, ops: list[Op], known: tuple[bytes, bytes] | None = None
+) -> None:
+    """Diff two lists that differ under ``==`` (``known``: their canonical bytes, when in hand).
 
     A common prefix and suffix are kept; what lies between is matched as a shift (elements
     removed at the front and added at the back, as a sliding window does, or the reverse),
@@ -351,6 +365,11 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None
     if n_new == 0:  # emptied: one operation rather than a remove per element
         ops.append({"op": "replace", "path": path, "value": new})
         return
+    if known is not None and n_new > n_old and _extends(known[0], 1, known[1]):
+        # Append-only: new's bytes are old's without its ']', then ','. A JSON value ends where its
+        # own syntax says, so that prefix parses to the same n_old elements, and the rest is new.
+        ops.extend({"op": "add", "path": path + "/-", "value": value} for value in new[n_old:])
+        return
     if n_old == n_new <= _SHORT:  # short lists, chains of them above all: as a dict's children
         for found in _diff_children([(old[i], new[i], f"{path}/{i}") for i in range(n_old)], False):
             ops.extend(found)
@@ -359,7 +378,7 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None
     # with equal lengths, old[prefix] != new[prefix]: leave that pair out of the suffix's scan
     suffix = _run_length_back(old, new, max(0, min(n_old, n_new) - prefix - (n_old == n_new)))
     end_old, end_new = n_old - suffix, n_new - suffix
-    edits = _ListEdits(old, new, path, ops)
+    edits = _ListEdits(old, new, path, ops, known if prefix == suffix == 0 else None)
     edits.pair(end_old, end_new, suffix)
     edits.middle(prefix, end_old, end_new)
     edits.pair(0, 0, prefix)
@@ -368,10 +387,13 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None
 class _ListEdits:
     """Emits the operations of ``_diff_list``, each addressing ``old``'s indices."""
 
-    __slots__ = ("new", "old", "ops", "path")
+    __slots__ = ("known", "new", "old", "ops", "path")
 
-    def __init__(self, old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None:
+    def __init__(
+        self, old: list[Any], new: list[Any], path: str, ops: list[Op], known: tuple[bytes, bytes] | None
+    ) -> None:
         self.old, self.new, self.path, self.ops = old, new, path, ops
+        self.known = known  # the lists' canonical bytes, when in hand and the middle is the whole list
 
     def middle(self, start: int, end_old: int, end_new: int) -> None:
         """Turn old[start:end_old] into new[start:end_new]; old[start] != new[start] when both are there."""
@@ -381,7 +403,9 @@ class _ListEdits:
             if cut:  # old[start+cut:end_old] begins new's middle: append the rest, then cut the front
                 kept = old_len - cut
                 self.insert(end_old, start + kept, end_new)
-                self.pair(start + cut, start, kept)
+                # a sliding window: old's bytes after the cut elements begin new's bytes
+                if self.known is None or not _extends(self.known[0], len(_canon(self.old[:cut])), self.known[1]):
+                    self.pair(start + cut, start, kept)
                 self.remove(start, start + cut)
                 return
             grow = self._shift(self.new, start, end_new, self.old, start, end_old)
