@@ -36,3 +36,17 @@ def test_every_capability_is_implemented() -> None:
     detected = DetectedCapabilities.from_instance(SnapstoreSaver(SnapshotStore.memory()))
     assert detected.missing == frozenset()
     assert Capability.PRUNE in detected.detected
+
+
+def test_conformance_with_one_cached_namespace() -> None:
+    """The suite interleaves threads: with room for one cached head, every other read reloads."""
+    store = SnapshotStore.memory()
+
+    @checkpointer_test(name="SnapstoreSaver[memory, cached_threads=1]")
+    async def saver_on_store() -> AsyncIterator[SnapstoreSaver]:
+        yield SnapstoreSaver(store, cached_threads=1)
+
+    report = asyncio.run(validate(saver_on_store))
+    failures = [f for result in report.results.values() for f in result.failures]
+    assert not failures, "\n".join(failures)
+    assert all(result.passed for result in report.results.values())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any
@@ -40,16 +42,29 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     serializer protocol), so a custom serializer or an ``EncryptedSerializer`` still applies.
 
     One process writes a given thread at a time, as LangGraph runs do; any number may read.
+    The saver keeps the head of the ``cached_threads`` (thread, namespace) pairs it used last in
+    memory, so the next step of a running thread does not read it back.
     Deleting checkpoints (``delete_thread``, ``delete_for_runs``, ``prune``) drops them from the
     saver at once; their bytes leave the store at its next ``store.gc()``.
     """
 
-    def __init__(self, store: SnapshotStore, *, serde: SerializerProtocol | None = None, owns_store: bool = False):
+    def __init__(
+        self,
+        store: SnapshotStore,
+        *,
+        serde: SerializerProtocol | None = None,
+        owns_store: bool = False,
+        cached_threads: int = 32,
+    ):
         super().__init__(serde=serde)
         self.store = store
         self.codec = ValueCodec(self.serde)
         self._owns_store = owns_store
-        self._lanes: dict[tuple[str, str], Lane] = {}
+        # one Lane (and lock) per (thread, namespace) while anything uses it; the heads of the
+        # ``cached_threads`` namespaces used last stay cached, the others are read again
+        self._lanes: weakref.WeakValueDictionary[tuple[str, str], Lane] = weakref.WeakValueDictionary()
+        self._recent: OrderedDict[tuple[str, str], Lane] = OrderedDict()
+        self._cached_threads = cached_threads
         self._mutex = threading.Lock()
 
     # -- construction ------------------------------------------------------
@@ -91,6 +106,10 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = Lane(self.store, *key)
+            self._recent[key] = lane
+            self._recent.move_to_end(key)
+            while len(self._recent) > self._cached_threads:
+                self._recent.popitem(last=False)
             return lane
 
     def _lanes_of(self, thread_id: str | None) -> list[Lane]:
@@ -268,7 +287,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 self.store.delete_session(name)
         with self._mutex:
             for key in [key for key in self._lanes if key[0] == str(thread_id)]:
-                del self._lanes[key]
+                self._lanes.pop(key, None)
+                self._recent.pop(key, None)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         doomed = {str(run_id) for run_id in run_ids}
