@@ -1053,14 +1053,28 @@ def test_export_removes_leftovers_of_killed_exports_after_a_grace_period(source:
 FULL_DISK = """
 import json, resource, sys
 from snapstore import SnapshotStore
-from snapstore.archive import ArchiveError
-store = SnapshotStore.open(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+from snapstore.archive import ArchiveError, import_archive
+store_path, operation, archive, limit = sys.argv[1:5]
+store = SnapshotStore.open(store_path)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:
-    store.export(sys.argv[2])
+    if operation == "export":
+        store.export(archive)
+    else:
+        import_archive(store, archive, spool_dir=sys.argv[5])
 except ArchiveError as exc:
     print(json.dumps({"message": str(exc), **exc.details}))
 """
+
+
+def with_file_size_limit(*args: str) -> dict[str, Any]:
+    """Run an export or import in a process whose files may not grow past a limit: the kernel refuses
+    the write that would (EFBIG), as it refuses one on a full disk (ENOSPC)."""
+    run = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, *args], capture_output=True, text=True, timeout=120, check=True
+    )
+    details: dict[str, Any] = orjson.loads(run.stdout)
+    return details
 
 
 def test_a_write_failure_while_exporting_is_an_archive_error_and_leaves_the_target(tmp_path: Path) -> None:
@@ -1070,15 +1084,23 @@ def test_a_write_failure_while_exporting_is_an_archive_error_and_leaves_the_targ
     target = tmp_path / "out" / "big.snaparchive"
     target.parent.mkdir()
     target.write_bytes(b"the previous archive")
-    run = subprocess.run(
-        [sys.executable, "-c", FULL_DISK, str(tmp_path / "store"), str(target), "1000"],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    details = orjson.loads(run.stdout)
+    details = with_file_size_limit(str(tmp_path / "store"), "export", str(target), "1000")
     assert details["reason"] == "write failed" and details["errno"] == 27  # EFBIG
     assert details["path"] == str(target) and str(target) in details["message"] and "errno 27" in details["message"]
     assert target.read_bytes() == b"the previous archive"
     assert os.listdir(target.parent) == ["big.snaparchive"]
+
+
+def test_a_write_failure_while_spooling_an_import_is_an_archive_error(archive: Path, tmp_path: Path) -> None:
+    store = SnapshotStore.open(tmp_path / "target")
+    play(store.session("mine"), 3)
+    before = contents(store)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    details = with_file_size_limit(str(tmp_path / "target"), "import", str(archive), "2000", str(spool))
+    assert details["reason"] == "spool failed" and details["errno"] == 27 and details["path"] == str(spool)
+    assert str(spool) in details["message"] and "errno 27" in details["message"]
+    assert contents(store) == before and not list(spool.iterdir())
 
 
 # ---------------------------------------------------------------- every number read is range-checked

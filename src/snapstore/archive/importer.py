@@ -91,10 +91,27 @@ def import_archive(
             f"on_conflict must be one of {', '.join(CONFLICT_POLICIES)}, not {on_conflict!r}",
             {"argument": "on_conflict", "value": repr(on_conflict)},
         )
-    with open(path, "rb") as source, tempfile.TemporaryFile(dir=spool_dir) as spool:
+    with open(path, "rb") as source, _open_spool(str(path), spool_dir) as spool:
         reader = _ArchiveReader(store, source, spool, str(path), max_size, progress)
+        reader.spool_dir = spool_dir
         reader.read()
         return apply_sessions(reader, on_conflict)
+
+
+def _open_spool(archive: str, spool_dir: str | os.PathLike[str] | None) -> IO[bytes]:
+    try:
+        return tempfile.TemporaryFile(dir=spool_dir)
+    except OSError as exc:
+        raise _spool_error(archive, spool_dir, exc) from exc
+
+
+def _spool_error(archive: str, spool_dir: str | os.PathLike[str] | None, exc: OSError) -> ArchiveError:
+    folder = str(spool_dir) if spool_dir is not None else tempfile.gettempdir()
+    return ArchiveError(
+        f"cannot import archive {archive}: writing its temporary spool file in {folder} failed: "
+        f"{exc.strerror or exc} (errno {exc.errno}); nothing was imported",
+        {"path": folder, "errno": exc.errno, "reason": "spool failed", "archive": archive},
+    )
 
 
 class _Trailer(NamedTuple):
@@ -155,6 +172,7 @@ class _ArchiveReader:
         self.body_size = 0
         self._locals: dict[str, SessionLog | None] = {}
         self._last: tuple[str, Any] | None = None  # the state rebuilt last, to go on from
+        self.spool_dir: str | os.PathLike[str] | None = None  # where the spool file is (for messages)
 
     # -- reading and checking ------------------------------------------------
     def read(self) -> None:
@@ -262,7 +280,7 @@ class _ArchiveReader:
                         path=self.name,
                         size=body_size,
                     )
-                self.spool.write(chunk)
+                self._spool(chunk)
                 if self.progress is not None:
                     self.progress(written, body_size, "reading archive")
         except zstandard.ZstdError as exc:
@@ -412,6 +430,14 @@ class _ArchiveReader:
                     session=doc.name,
                 )
         return dict(tags)
+
+    def _spool(self, data: bytes) -> None:
+        """Append to the spool file; a full disk (or any write error) is an ArchiveError naming the folder."""
+        try:
+            self.spool.write(data)
+            self.spool.flush()
+        except OSError as exc:
+            raise _spool_error(self.name, self.spool_dir, exc) from exc
 
     def _payload(self, i: int) -> bytes:
         """An object's payload (for a state patch: the state it was resolved to)."""
@@ -565,7 +591,7 @@ class _ArchiveReader:
                 )
             self.spool.seek(0, os.SEEK_END)
             self.resolved[i] = (self.spool.tell(), len(data))
-            self.spool.write(data)
+            self._spool(data)
         self._last = None
 
     def _readable_state(self, key: str) -> int:
