@@ -363,6 +363,12 @@ TAG_NAMES = ["boss", "camp fire", "Zoë/~1"]
 #: test_raising_a_limit_keeps_evicted_snapshots_evicted, xfail). While it stands the machines do not
 #: raise a limit after an eviction; set this to False when that test passes.
 RAISING_A_LIMIT_BRINGS_EVICTED_BACK = True
+#: Engine fault: once the segment holding the last forgotten id is reclaimed, older snapshots kept
+#: stored by a tag or an old head are listed again (test_retention.py,
+#: test_forgotten_snapshots_stay_forgotten_when_their_segment_is_reclaimed, xfail). While it stands
+#: the machines forget only when no tag or head is older than what they forget; set this to False
+#: when that test passes.
+FORGET_CAN_BRING_EVICTED_BACK = True
 
 
 class AnyJson(RootModel[Any]):
@@ -537,6 +543,11 @@ class StoreModel(RuleBasedStateMachine):
         before = self.retained
         tagged = set(self.tags.values())
         expected = [sid for sid in before[: max(len(before) - keep_last, 0)] if sid not in tagged]
+        if FORGET_CAN_BRING_EVICTED_BACK and expected:
+            older = [sid for sid in [*tagged, self.head] if self.order.index(sid) < self.order.index(expected[-1])]
+            if older:
+                event("forget behind a tag or an old head skipped (engine fault)")
+                return
         assert self.sess.forget(keep_last) == expected
         if expected:
             self.kept_from = max(self.kept_from, self.order.index(expected[-1]) + 1)
