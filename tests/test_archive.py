@@ -30,7 +30,7 @@ from conftest import canonical
 from snapstore import FormatVersionError, SnapshotError, SnapshotNotFound, SnapshotStore
 from snapstore import archive as archive_module
 from snapstore.archive import ArchiveError, ExportReport, ImportReport, import_archive
-from snapstore.archive import importer as archive_importer
+from snapstore.archive import sessions as archive_sessions
 from snapstore.codec import MAX_OBJECT_SIZE, object_id
 
 TRAILER = struct.Struct("<QQQQQ16s16sQ4s4s")
@@ -446,14 +446,14 @@ def test_session_created_during_the_import_follows_the_policy(
     source: SnapshotStore, archive: Path, monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
     target = SnapshotStore.memory()
-    plan = archive_importer._ArchiveReader._plan_sessions
+    plan = archive_sessions.plan_sessions
 
-    def racing(self: Any, on_conflict: str) -> Any:
-        actions = plan(self, on_conflict)  # planned as "create": the store had no such session
-        play(self.store.session("campaign"), 2, seed=42)  # then another writer creates it
+    def racing(reader: Any, on_conflict: str) -> Any:
+        actions = plan(reader, on_conflict)  # planned as "create": the store had no such session
+        play(reader.store.session("campaign"), 2, seed=42)  # then another writer creates it
         return actions
 
-    monkeypatch.setattr(archive_importer._ArchiveReader, "_plan_sessions", racing)
+    monkeypatch.setattr(archive_sessions, "plan_sessions", racing)
     if policy == "error":
         with pytest.raises(ArchiveError, match="created by someone else"):
             target.import_archive(archive)

@@ -5,12 +5,9 @@ their ids, so a refused archive leaves the store as it was."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import tempfile
-from array import array
-from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import orjson
@@ -18,26 +15,21 @@ import xxhash
 import zstandard
 
 from .. import codec
-from ..codec import Kind
-from ..delta import apply_patch
 from ..errors import (
-    ArchiveError,
     CorruptObjectError,
     FormatVersionError,
     InvalidNameError,
-    PatchError,
     SnapshotError,
 )
-from ..history import SessionLog
-from ..objects import SessionDoc, SnapshotRecord, codec_id
+from ..objects import SessionDoc, codec_id
 from ..session import check_tag_name
-from .checks import check_payload, check_session_numbers, check_state_patch, fail, out_of_range, refuse_copies
+from .checks import check_payload, check_session_numbers, check_state_patch, fail, out_of_range
+from .contents import ArchiveContents, spool_error
 from .layout import (
     ARCHIVE_VERSION,
     CHUNK,
     ENTRY,
     HEADER,
-    KIND_NAMES,
     KIND_STATE_PATCH,
     KINDS,
     MAGIC,
@@ -46,12 +38,9 @@ from .layout import (
     TRAILER,
     TRAILER_CHECKED,
     TRAILER_MAGIC,
-    IdIndex,
-    Links,
     Progress,
-    links,
 )
-from .sessions import CONFLICT_POLICIES, ImportReport, apply_sessions, plan_sessions
+from .sessions import CONFLICT_POLICIES, ImportReport, apply_sessions
 
 if TYPE_CHECKING:
     from ..store import SnapshotStore
@@ -102,16 +91,7 @@ def _open_spool(archive: str, spool_dir: str | os.PathLike[str] | None) -> IO[by
     try:
         return tempfile.TemporaryFile(dir=spool_dir)
     except OSError as exc:
-        raise _spool_error(archive, spool_dir, exc) from exc
-
-
-def _spool_error(archive: str, spool_dir: str | os.PathLike[str] | None, exc: OSError) -> ArchiveError:
-    folder = str(spool_dir) if spool_dir is not None else tempfile.gettempdir()
-    return ArchiveError(
-        f"cannot import archive {archive}: writing its temporary spool file in {folder} failed: "
-        f"{exc.strerror or exc} (errno {exc.errno}); nothing was imported",
-        {"path": folder, "errno": exc.errno, "reason": "spool failed", "archive": archive},
-    )
+        raise spool_error(archive, spool_dir, exc) from exc
 
 
 class _Trailer(NamedTuple):
@@ -145,34 +125,8 @@ class _Region:
         return data
 
 
-class _ArchiveReader:
-    def __init__(
-        self,
-        store: SnapshotStore,
-        source: BinaryIO,
-        spool: IO[bytes],
-        name: str,
-        max_size: int,
-        progress: Progress | None,
-    ) -> None:
-        self.store = store
-        self.source = source
-        self.spool = spool
-        self.name = name
-        self.max_size = max_size
-        self.progress = progress
-        # the index, in body order: ids (numbered by entry), offsets, lengths, kinds
-        self.table = IdIndex()
-        self.offsets = array("Q")
-        self.lengths = array("I")
-        self.kinds = bytearray()
-        self.resolved: dict[int, tuple[int, int]] = {}  # state patch entry -> (spool offset, length)
-        self.docs: list[SessionDoc] = []
-        self.tags: dict[str, dict[str, str]] = {}  # session -> its tags (name -> id)
-        self.body_size = 0
-        self._locals: dict[str, SessionLog | None] = {}
-        self._last: tuple[str, Any] | None = None  # the state rebuilt last, to go on from
-        self.spool_dir: str | os.PathLike[str] | None = None  # where the spool file is (for messages)
+class _ArchiveReader(ArchiveContents):
+    """Reads an archive file into the spool and checks it (the container, its index, manifest and objects)."""
 
     # -- reading and checking ------------------------------------------------
     def read(self) -> None:
@@ -431,23 +385,6 @@ class _ArchiveReader:
                 )
         return dict(tags)
 
-    def _spool(self, data: bytes) -> None:
-        """Append to the spool file; a full disk (or any write error) is an ArchiveError naming the folder."""
-        try:
-            self.spool.write(data)
-            self.spool.flush()
-        except OSError as exc:
-            raise _spool_error(self.name, self.spool_dir, exc) from exc
-
-    def _payload(self, i: int) -> bytes:
-        """An object's payload (for a state patch: the state it was resolved to)."""
-        start, length = self.resolved.get(i) or (self.offsets[i], self.lengths[i])
-        self.spool.seek(start)
-        data = self.spool.read(length)
-        if len(data) != length:
-            raise fail(f"archive {self.name}: spool file is short", "spool", path=self.name)
-        return data
-
     def _check_objects(self) -> None:
         """Every object against its id and its kind's structure, one at a time, in body order."""
         count = len(self.kinds)
@@ -478,276 +415,3 @@ class _ArchiveReader:
                 check_payload(self.name, key, kind, payload)
             if self.progress is not None and (i % PROGRESS_EVERY == 0 or i == count - 1):
                 self.progress(i + 1, count, "verifying objects")
-
-    # -- lookups -------------------------------------------------------------
-    def _find(self, key: str) -> int:
-        """The entry number of an object in the archive, or -1."""
-        return self.table.find(bytes.fromhex(key))
-
-    def _entry(self, key: str, need: Kind) -> int:
-        """The entry holding object ``key`` (or -1), checked to serve as a ``need``.
-
-        Kinds are labels (§3.2): byte-identical payloads of two kinds, such as the state ``[]``
-        and the empty patch ``[]``, are one object, labelled with the kind written first. An
-        entry labelled otherwise is used when its payload parses as the kind needed.
-        """
-        i = self._find(key)
-        label = self.kinds[i] if i >= 0 else 0
-        if i < 0 or label == need or (need == Kind.STATE and label == KIND_STATE_PATCH):
-            return i
-        if label == KIND_STATE_PATCH and i not in self.resolved:
-            raise fail(
-                f"archive {self.name}: object {key} is needed as a {need.name.lower()} before the state patch "
-                "holding it is rebuilt",
-                "bad order",
-                path=self.name,
-                object=key,
-            )
-        if need != Kind.STATE:  # any payload is canonical JSON (checked), hence a state
-            try:
-                check_payload(self.name, key, int(need), self._payload(i))
-            except ArchiveError:
-                raise fail(
-                    f"archive {self.name}: object {key} is a {KIND_NAMES[label]} and does not parse as the "
-                    f"{need.name.lower()} it is used as",
-                    "wrong kind",
-                    path=self.name,
-                    object=key,
-                ) from None
-        return i
-
-    def local(self, name: str) -> SessionLog | None:
-        """The store's session of that name as it is now (None when the store has none)."""
-        if name not in self._locals:
-            from ..store import session_key
-
-            log = SessionLog(self.store.backend, session_key(name), name)
-            log.refresh()
-            self._locals[name] = log if log.segments else None
-        return self._locals[name]
-
-    def forget_local(self, name: str) -> None:
-        self._locals.pop(name, None)
-
-    def record(self, sid: str, local: SessionLog | None = None) -> Links:
-        """A record's links, from the archive or else from the store's session ``local``."""
-        i = self._entry(sid, Kind.RECORD)
-        if i >= 0:
-            return links(self._payload(i))  # checked by _check_objects
-        if local is not None and sid in local.commits:
-            record = local.commits[sid].record
-            return Links(record.parent, record.delta, record.state, record.session)
-        raise fail(
-            f"archive {self.name}: snapshot {sid} is neither in the archive nor in the store",
-            "missing object",
-            path=self.name,
-            object=sid,
-        )
-
-    def full_record(self, sid: str) -> SnapshotRecord:
-        """An archive record (checked by ``_check_objects``)."""
-        return SnapshotRecord.from_payload(sid, self._payload(self._entry(sid, Kind.RECORD)))
-
-    def delta_payload(self, key: str) -> bytes | None:
-        i = self._entry(key, Kind.DELTA)
-        return self._payload(i) if i >= 0 else None
-
-    def _require(self, key: str, need: Kind, needed_by: str) -> None:
-        if self._entry(key, need) < 0:
-            raise fail(
-                f"archive {self.name}: {need.name.lower()} {key} needed by snapshot {needed_by} is not in the archive",
-                "missing object",
-                path=self.name,
-                object=key,
-                snapshot=needed_by,
-            )
-
-    # -- states --------------------------------------------------------------
-    def _resolve_patches(self) -> None:
-        """Rebuild every state patch (in index order) and keep the states in the spool."""
-        for i in range(len(self.kinds)):
-            if self.kinds[i] != KIND_STATE_PATCH:
-                continue
-            key = self.table.key(i).hex()
-            body = orjson.loads(self._payload(i))
-            parent = body["parent"]
-            found = self._find(parent)
-            local = self.local(links(self._payload(found)).session) if found >= 0 else None
-            state = self._rebuild(parent, frozenset(), local, f"state patch {key}")
-            try:
-                state = apply_patch(state, refuse_copies(self.name, key, body["patch"]), in_place=True)
-                data = codec.dumps(state)
-            except (PatchError, TypeError, orjson.JSONEncodeError) as exc:
-                raise fail(
-                    f"archive {self.name}: state patch {key} does not apply: {exc}", "bad state patch", object=key
-                ) from None
-            del state
-            if len(data) != body["size"] or codec.object_id(data) != key:
-                raise fail(
-                    f"archive {self.name}: state patch {key} rebuilds to a state hashing {codec.object_id(data)}",
-                    "hash mismatch",
-                    path=self.name,
-                    object=key,
-                )
-            self.spool.seek(0, os.SEEK_END)
-            self.resolved[i] = (self.spool.tell(), len(data))
-            self._spool(data)
-        self._last = None
-
-    def _readable_state(self, key: str) -> int:
-        """The archive entry holding a state that can be read now, or -1."""
-        i = self._find(key)
-        if i >= 0 and (self.kinds[i] != KIND_STATE_PATCH or i in self.resolved):
-            return i
-        return -1
-
-    def _rebuild(self, sid: str, bases: frozenset[str], local: SessionLog | None, needed_by: str) -> Any:
-        """The state of snapshot ``sid`` (a fresh value): from the state rebuilt last, a base state in
-        the archive or a snapshot the store's session holds, then the deltas forward."""
-        path: list[Links] = []
-        current = sid
-        while True:
-            if self._last is not None and self._last[0] == current:
-                state = self._last[1]
-                self._last = None  # patched in place from here on
-                break
-            if local is not None and current in local.commits and self._find(current) < 0:
-                try:
-                    state = local.rebuild(current)
-                except SnapshotError as exc:
-                    raise fail(
-                        f"archive {self.name}: {needed_by} needs snapshot {current} of the store, which cannot be "
-                        f"read: {exc}",
-                        "missing object",
-                        object=current,
-                    ) from None
-                break
-            record = self.record(current, local)
-            if record.delta is None or current in bases or self._readable_state(record.state) >= 0:
-                entry = self._readable_state(record.state)
-                if entry < 0:
-                    raise fail(
-                        f"archive {self.name}: {needed_by} needs the state of snapshot {current}, which cannot be "
-                        f"rebuilt (state {record.state} is missing)",
-                        "missing object",
-                        object=record.state,
-                    )
-                state = orjson.loads(self._payload(entry))
-                break
-            if record.parent is None or len(path) > len(self.kinds):
-                raise fail(
-                    f"archive {self.name}: snapshot {sid} has a broken or cyclic parent chain", "cyclic chain",
-                    object=current,
-                )  # fmt: skip
-            path.append(record)
-            current = record.parent
-        for step in reversed(path):
-            assert step.delta is not None
-            i = self._entry(step.delta, Kind.DELTA)
-            if i < 0:
-                raise fail(
-                    f"archive {self.name}: delta {step.delta} of snapshot {sid}'s chain is not in the archive",
-                    "missing object",
-                    path=self.name,
-                    object=step.delta,
-                )
-            ops = orjson.loads(self._payload(i))
-            try:
-                state = apply_patch(state, refuse_copies(self.name, step.delta, ops), in_place=True)
-            except PatchError as exc:
-                raise fail(
-                    f"archive {self.name}: delta {step.delta} does not apply: {exc}", "bad delta", object=step.delta
-                ) from None
-        return state
-
-    def state_bytes(self, sid: str, record: SnapshotRecord, bases: frozenset[str], local: SessionLog | None) -> bytes:
-        """The canonical bytes of a snapshot's state, rebuilt and checked against its record."""
-        state = self._rebuild(sid, bases, local, f"snapshot {sid}")
-        data = codec.dumps(state)
-        if len(data) != record.size or codec.object_id(data) != record.state:
-            raise fail(
-                f"archive {self.name}: snapshot {sid} rebuilds to a state hashing {codec.object_id(data)} "
-                f"({len(data)} bytes); its record says {record.state} ({record.size} bytes)",
-                "hash mismatch",
-                path=self.name,
-                object=sid,
-            )
-        self._last = (sid, state)
-        return data
-
-    def forget_last(self) -> None:
-        self._last = None
-
-    # -- session documents ---------------------------------------------------
-    def check_chains(self, doc: SessionDoc, local: SessionLog | None) -> None:
-        """Every listed snapshot's chain reaches a base through listed records of this session,
-        with every delta and base state in the archive, or reaches a snapshot the store's session holds."""
-        listed = {*doc.snapshots, *doc.evicted}
-        bases = set(doc.bases)
-        ok = bytearray(len(self.kinds))  # archive records whose chain is known good
-
-        def known(sid: str) -> bool:
-            i = self._find(sid)
-            if i >= 0:
-                return bool(ok[i])
-            return local is not None and sid in local.commits
-
-        for root in itertools.chain(doc.evicted, doc.snapshots):
-            path: list[int] = []
-            on_path: set[str] = set()
-            current = root
-            while not known(current):
-                if current not in listed:
-                    raise fail(
-                        f"archive {self.name}: the chain of snapshot {root} in session {doc.name!r} runs through "
-                        f"{current}, which the session document does not list",
-                        "unlisted record",
-                        session=doc.name,
-                        snapshot=root,
-                        object=current,
-                    )
-                if current in on_path:
-                    raise fail(
-                        f"archive {self.name}: snapshot {root} has a cyclic parent chain",
-                        "cyclic chain",
-                        object=current,
-                    )
-                on_path.add(current)
-                record = self.record(current)
-                path.append(self._find(current))
-                if record.session != doc.name:
-                    raise fail(
-                        f"archive {self.name}: session {doc.name!r} lists snapshot {current} of session "
-                        f"{record.session!r}",
-                        "bad session document",
-                        session=doc.name,
-                        object=current,
-                    )
-                if record.delta is None or current in bases:  # a base: its state, not its delta
-                    if self._readable_state(record.state) < 0:
-                        self._require(record.state, Kind.STATE, current)
-                    break
-                self._require(record.delta, Kind.DELTA, current)
-                current = record.parent  # type: ignore[assignment]
-            for i in path:
-                ok[i] = 1
-
-    def _plan_sessions(self, on_conflict: str) -> Any:
-        return plan_sessions(self, on_conflict)
-
-    def progress_at(self, done: int, total: int, what: str) -> None:
-        if self.progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
-            self.progress(done, total, what)
-
-    def states(
-        self, doc: SessionDoc, ids: list[str], local: SessionLog | None
-    ) -> Iterator[tuple[str, SnapshotRecord, bytes, bytes | None]]:
-        """(id, record, state bytes, delta payload or None) of each snapshot in ``ids``, each state checked."""
-        bases = frozenset(doc.bases)
-        self._last = None
-        for sid in ids:
-            record = self.full_record(sid)
-            data = self.state_bytes(sid, record, bases, local)
-            delta = self.delta_payload(record.delta) if record.delta is not None else None
-            yield sid, record, data, delta
-        self._last = None

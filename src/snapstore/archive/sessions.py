@@ -21,7 +21,7 @@ from ..objects import SessionDoc, SnapshotRecord
 from .checks import fail
 
 if TYPE_CHECKING:
-    from .importer import _ArchiveReader
+    from .contents import ArchiveContents
 
 CONFLICT_POLICIES = ("error", "merge", "replace", "rename")
 _RENAME_SUFFIX = "-imported"
@@ -79,10 +79,10 @@ class _Action:
     target: str  # the name it is written under
 
 
-def apply_sessions(reader: _ArchiveReader, on_conflict: str) -> ImportReport:
+def apply_sessions(reader: ArchiveContents, on_conflict: str) -> ImportReport:
     """Check every session's chains and states, then write them; returns what was done."""
     reader._resolve_patches()
-    actions = reader._plan_sessions(on_conflict)
+    actions = plan_sessions(reader, on_conflict)
     for action in actions:
         reader.check_chains(action.doc, _usable_local(reader, action))
     writes = [(action, _to_write(reader, action)) for action in actions]
@@ -106,7 +106,7 @@ def apply_sessions(reader: _ArchiveReader, on_conflict: str) -> ImportReport:
     return report
 
 
-def plan_sessions(reader: _ArchiveReader, on_conflict: str) -> list[_Action]:
+def plan_sessions(reader: ArchiveContents, on_conflict: str) -> list[_Action]:
     actions: list[_Action] = []
     conflicts: list[str] = []
     taken = {doc.name for doc in reader.docs}
@@ -136,12 +136,12 @@ def plan_sessions(reader: _ArchiveReader, on_conflict: str) -> list[_Action]:
     return actions
 
 
-def _usable_local(reader: _ArchiveReader, action: _Action) -> SessionLog | None:
+def _usable_local(reader: ArchiveContents, action: _Action) -> SessionLog | None:
     """The store's session a chain may end in: only one the import keeps and writes into."""
     return reader.local(action.doc.name) if action.action in ("merge", "unchanged") else None
 
 
-def _to_write(reader: _ArchiveReader, action: _Action) -> list[str]:
+def _to_write(reader: ArchiveContents, action: _Action) -> list[str]:
     """The snapshots the planned action writes: none when unchanged; for a merge, those the session lacks."""
     if action.action == "unchanged":
         return []
@@ -159,7 +159,7 @@ def _wanted(doc: SessionDoc) -> list[str]:
     return list(doc.snapshots)
 
 
-def _write_session(reader: _ArchiveReader, action: _Action, on_conflict: str, progress: list[int]) -> SessionImport:
+def _write_session(reader: ArchiveContents, action: _Action, on_conflict: str, progress: list[int]) -> SessionImport:
     """Create, merge, replace or rename one session; a session created meanwhile follows the policy."""
     store = reader.store
     doc = action.doc
@@ -201,7 +201,7 @@ def _write_session(reader: _ArchiveReader, action: _Action, on_conflict: str, pr
 
 
 def _items(
-    reader: _ArchiveReader, action: _Action, ids: list[str], local: SessionLog | None, progress: list[int],
+    reader: ArchiveContents, action: _Action, ids: list[str], local: SessionLog | None, progress: list[int],
     rename: dict[str, str] | None = None, new_name: str | None = None,
 ) -> Iterator[tuple[SnapshotRecord, bytes, bytes | None]]:  # fmt: skip
     for sid, record, data, delta in reader.states(action.doc, ids, local):
@@ -215,7 +215,7 @@ def _items(
         yield record, data, delta
 
 
-def _renamed(reader: _ArchiveReader, sid: str | None, new_name: str, rename: dict[str, str]) -> str | None:
+def _renamed(reader: ArchiveContents, sid: str | None, new_name: str, rename: dict[str, str]) -> str | None:
     """The id a record of the archive gets under ``new_name`` (parents outside the archive keep theirs)."""
     path: list[str] = []
     current = sid
@@ -229,7 +229,7 @@ def _renamed(reader: _ArchiveReader, sid: str | None, new_name: str, rename: dic
     return rename.get(sid, sid) if sid is not None else None
 
 
-def _create(reader: _ArchiveReader, action: _Action, how: str, target: str, progress: list[int]) -> SessionImport:
+def _create(reader: ArchiveContents, action: _Action, how: str, target: str, progress: list[int]) -> SessionImport:
     """A new session holding the archive's: its limit, head and tags, with ids renamed when the name changed."""
     store, doc = reader.store, action.doc
     wanted = _wanted(doc)
@@ -277,7 +277,7 @@ def _drop_new_session(store: Any, name: str) -> None:
         store.delete_session(name)
 
 
-def _merge(reader: _ArchiveReader, action: _Action, progress: list[int]) -> SessionImport:
+def _merge(reader: ArchiveContents, action: _Action, progress: list[int]) -> SessionImport:
     """Add the archive's snapshots the session lacks; move the head when the archive's history extends
     the local one; raise the limit (and say so) when the merged session would otherwise evict."""
     store, doc = reader.store, action.doc
@@ -342,7 +342,7 @@ def _limit_needed(local: SessionLog, added: list[str], tags: dict[str, str]) -> 
     return len(order) - min(position[sid] for sid in keep)
 
 
-def _extends(reader: _ArchiveReader, head: str, local: SessionLog) -> bool:
+def _extends(reader: ArchiveContents, head: str, local: SessionLog) -> bool:
     """True when the local head is an ancestor of the archive's head (or the session has no head)."""
     if local.head is None:
         return True
@@ -359,7 +359,7 @@ def _extends(reader: _ArchiveReader, head: str, local: SessionLog) -> bool:
     return False
 
 
-def free_name(reader: _ArchiveReader, name: str, taken: set[str]) -> str:
+def free_name(reader: ArchiveContents, name: str, taken: set[str]) -> str:
     from ..store import MAX_NAME_LENGTH
 
     for n in range(1, 10_000):
