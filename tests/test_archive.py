@@ -1272,3 +1272,11 @@ def test_an_archive_listing_more_than_its_limit_says_what_retention_evicted(arch
     doc["max_snapshots"] = 4
     report = SnapshotStore.memory().import_archive(parts.build(tmp_path / "over.snaparchive"))
     assert "side quest: 6 of the archive's 10 snapshots were evicted at once" in " ".join(report.notes())
+
+
+def test_export_to_a_long_file_name(source: SnapshotStore, tmp_path: Path) -> None:
+    """The temporary name adds a prefix and a suffix; it must still fit where the target's name fits."""
+    target = tmp_path / ("x" * 240 + ".snaparchive")
+    source.export(target, sessions=["side quest"])
+    assert SnapshotStore.memory().import_archive(target).created == ["side quest"]
+    assert os.listdir(tmp_path) == [target.name]

@@ -96,7 +96,8 @@ def export_archive(
     target = Path(path)
     plans = _plan_export(store, _names(sessions), _names(snapshots))
     removed = remove_stale_temporaries(target.parent, grace_seconds)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(8)}")
+    # the target's name, shortened so that the temporary name stays within a file system's 255 bytes
+    tmp = target.with_name(f".{target.name[:120]}.tmp-{os.getpid()}-{secrets.token_hex(8)}")
     try:
         with open(tmp, "xb") as out:
             raw = _ArchiveWriter(store, out, level, progress).write(plans)
