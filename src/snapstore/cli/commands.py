@@ -138,6 +138,31 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "snapstore stats --json",
     ),
     (
+        "tag",
+        "retention:cmd_tag",
+        "name a snapshot; retention keeps it until untagged",
+        "Give snapshot ID of SESSION the name NAME: retention keeps a tagged snapshot however many commits "
+        "follow, until it is untagged, and commands that take an ID of the session take NAME too. Tagging "
+        "another snapshot with a NAME moves the tag.",
+        "snapstore tag campaign-42 3f2a9c01 before-the-dragon\n  snapstore rollback campaign-42 before-the-dragon",
+    ),
+    (
+        "untag",
+        "retention:cmd_untag",
+        "remove a tag",
+        "Remove tag NAME from SESSION. The snapshot it named may then be evicted by retention.",
+        "snapstore untag campaign-42 before-the-dragon",
+    ),
+    (
+        "forget",
+        "retention:cmd_forget",
+        "evict all but a session's last N snapshots now",
+        "Evict every snapshot of SESSION but the last N (tagged snapshots stay), after asking on the "
+        "terminal (--yes skips the question; without a terminal --yes is required). The retention limit "
+        "for later commits does not change.",
+        "snapstore forget campaign-42 --keep-last 20 --yes",
+    ),
+    (
         "delete-session",
         "writing:cmd_delete_session",
         "delete a session and its history",
@@ -292,6 +317,23 @@ def _add_arguments(sub: dict[str, argparse.ArgumentParser]) -> None:
 
     add_output_options(sub["gc"], "print the report as JSON", "the same object, on one line")
     add_output_options(sub["stats"], "print the figures as JSON", "the same object, on one line")
+
+    tag = sub["tag"]
+    tag.add_argument("session", metavar="SESSION")
+    tag.add_argument("id", metavar="ID", help="a snapshot retained by SESSION (or another tag)")
+    tag.add_argument("name", metavar="NAME", help="the tag: text that does not look like a snapshot id")
+    add_output_options(tag, "print the session, tag and id as JSON", "the same object, on one line")
+
+    untag = sub["untag"]
+    untag.add_argument("session", metavar="SESSION")
+    untag.add_argument("name", metavar="NAME")
+    add_output_options(untag, "print the session, tag and id it named as JSON", "the same object, on one line")
+
+    forget = sub["forget"]
+    forget.add_argument("session", metavar="SESSION")
+    forget.add_argument("--keep-last", type=int, metavar="N", required=True, help="how many snapshots to keep")
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_output_options(forget, "print the evicted ids and what is retained as JSON", "the same object, on one line")
 
     delete = sub["delete-session"]
     delete.add_argument("session", metavar="SESSION")

@@ -84,6 +84,8 @@ def cmd_log(args: argparse.Namespace) -> int:
             cells = [["", "ID", "PARENT", "KIND", "TURN", "TIME", "SIZE", "LABEL"]]
             for mark, snap in rows:
                 cells.append([mark, *(_columns(snap) if snap is not None else [""] * 7)])
+                if snap is not None and snap.tags:
+                    cells[-1][-1] += _decorations(snap, False)
             lines += table(cells, right={4, 6})
         blocks.append("\n".join(lines))
     print(("\n" if args.oneline else "\n\n").join(blocks))
@@ -106,10 +108,16 @@ def _columns(snap: Any) -> list[str]:
     ]
 
 
+def _decorations(snap: Any, head: bool) -> str:
+    """`` (head, tag: NAME)`` as git decorates a commit; empty for a snapshot that is neither."""
+    marks = (["head"] if head else []) + [f"tag: {name}" for name in snap.tags]
+    return f" ({', '.join(marks)})" if marks else ""
+
+
 def _oneline(mark: str, snap: Any, entries: dict[str, dict[str, Any]], graph: bool) -> str:
     if snap is None:
         return mark  # a row of the graph that only connects lanes
-    text = snap.id[:12] + (" (head)" if entries[snap.id]["head"] else "")
+    text = snap.id[:12] + _decorations(snap, entries[snap.id]["head"])
     if snap.turn is not None:
         text += f" [turn {snap.turn}]"
     text += f" {snap.label}"
