@@ -264,7 +264,7 @@ def _create(reader: ArchiveContents, action: _Action, how: str, target: str, pro
     if how == "rename":
         item.notes.append(
             f"imported from session {doc.name!r} under a new name: snapshot ids hash their session's name, "
-            f"so its {len(written)} snapshots have new ids (renamed_ids maps them)"
+            f"so its {len(written)} snapshots have new ids (the report's renamed_ids maps them)"
         )
     if how == "replace":
         item.notes.append("the session's earlier snapshots were deleted and the archive's imported")
@@ -303,8 +303,7 @@ def _merge(reader: ArchiveContents, action: _Action, progress: list[int]) -> Ses
         sess.set_max_snapshots(needed)  # raising evicts nothing
         item.previous_max_snapshots, item.max_snapshots = local.max_snapshots, needed
         item.notes.append(
-            f"max_snapshots raised from {local.max_snapshots} to {needed} so that the merge evicts nothing "
-            f"(set it back with set_max_snapshots, which says what it evicts)"
+            f"max_snapshots raised from {local.max_snapshots} to {needed} so that the merge evicts nothing"
         )
     head = local.head  # appending moves it: it is written back unless the archive extends it
     if doc.head is not None and doc.head != local.head:
