@@ -211,14 +211,26 @@ class SessionLog:
         """Whether retention leaves anything out (else there is nothing to reclaim)."""
         return len(self.order) > self.max_snapshots or self.settings.get("evicted_through") is not None
 
-    def retained(self) -> list[str]:
-        """Retained snapshots in creation order: the last ``max_snapshots`` not forgotten, and tagged ones."""
+    def newest_evicted(self) -> str | None:
+        """The most recent snapshot retention has evicted (tagged ones are never evicted), if any."""
+        start = self._window_start()
+        for sid in reversed(self.order[:start]):
+            if sid not in self.tags.values():
+                return sid
+        return None
+
+    def _window_start(self) -> int:
         order = self.order
         start = 0
         forgotten_through = self.settings.get("evicted_through")
         if forgotten_through in self.commits:
             start = order.index(forgotten_through) + 1
-        recent = order[max(start, len(order) - self.max_snapshots) :]
+        return max(start, len(order) - self.max_snapshots)
+
+    def retained(self) -> list[str]:
+        """Retained snapshots in creation order: the last ``max_snapshots`` not forgotten, and tagged ones."""
+        order = self.order
+        recent = order[self._window_start() :]
         tagged = set(self.tags.values())
         if not tagged:
             return list(recent)

@@ -616,7 +616,7 @@ class Session:
                 added.append(sid)
             settings: dict[str, Any] = {}
             if max_snapshots is not None and max_snapshots != log.max_snapshots:
-                settings["max_snapshots"] = check_max_snapshots(max_snapshots)
+                settings.update(limit_settings(log, check_max_snapshots(max_snapshots)))
             if head is not None and head in log.commits and head != log.head:
                 settings["head"] = head
             if settings:
@@ -662,7 +662,7 @@ class Session:
             before = log.retained()
             if int(log.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS)) == max_snapshots:
                 return []
-            self._write_meta({"max_snapshots": max_snapshots})
+            self._write_meta(limit_settings(log, max_snapshots))
             after = set(log.retained())
             self._store.reclaimer.reclaim(self, log)
             return [sid for sid in before if sid not in after]
@@ -738,6 +738,17 @@ class Session:
 
 
 DELTA_WINDOW_BYTES = 64 * 1024
+
+
+def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:
+    """The settings entry for a new limit: a higher one must not bring evicted snapshots back,
+    so it also records the newest snapshot already evicted (when there is one)."""
+    body: dict[str, Any] = {"max_snapshots": max_snapshots}
+    if max_snapshots > log.max_snapshots:
+        newest_evicted = log.newest_evicted()
+        if newest_evicted is not None:
+            body["evicted_through"] = newest_evicted
+    return body
 
 
 def _model_to_json(state: Any) -> Any:
