@@ -27,8 +27,7 @@ and, when given, ``from``. Nothing else escapes ``apply_patch``, except
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from functools import partial
 from itertools import compress, islice
 from math import copysign
@@ -125,8 +124,12 @@ def diff(old: Any, new: Any) -> list[Op]:
     """
     ops: list[Op] = []
     if old is not new:
-        with _refusing_non_json(new):
+        try:
             _diff_value(old, new, "", ops)
+        except (MemoryError, RecursionError):
+            raise
+        except Exception as exc:
+            raise _not_json(new, exc) from None
     return ops
 
 
@@ -144,7 +147,7 @@ def diff_members(
     # over a million members cost several times serializing them.
     changed = list(compress(new_pieces.keys(), map(ne, map(old_pieces.get, new_pieces.keys()), new_pieces.values())))
     added = [key for key in changed if key not in old]
-    with _refusing_non_json(new):
+    try:
         if len(old) > len(new) - len(added):  # some of old's members are gone
             for key in old:
                 if key not in new:
@@ -164,27 +167,25 @@ def diff_members(
                 _diff_list(oval, nval, path, ops, (old_pieces[key], new_pieces[key]))
             else:
                 _diff_dict(oval, nval, path, ops)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:
+        raise _not_json(new, exc) from None
     return ops
 
 
-@contextmanager
-def _refusing_non_json(new: Any) -> Iterator[None]:
-    """Turn a failure to compare or serialize a value of ``new`` into ``InvalidStateError``.
+def _not_json(new: Any, exc: Exception) -> InvalidStateError:
+    """The error for a failure to compare or serialize a value of ``new``.
 
     Values are compared with ``==``, so a value's own ``__eq__`` runs, and may raise; the error
     then names the first value of ``new`` that is not JSON, when there is one.
     """
-    try:
-        yield
-    except (MemoryError, RecursionError):
-        raise
-    except Exception as exc:
-        from .codec import describe_unrepresentable  # codec builds on this module
+    from .codec import describe_unrepresentable  # codec builds on this module
 
-        error = describe_unrepresentable(new)
-        if "path" not in error.details:
-            error = InvalidStateError(f"cannot diff a value that is not JSON: {exc}", {"reason": str(exc)})
-        raise error from None
+    error = describe_unrepresentable(new)
+    if "path" not in error.details:
+        error = InvalidStateError(f"cannot diff a value that is not JSON: {exc}", {"reason": str(exc)})
+    return error
 
 
 def _scalar_differs(old: Any, new: Any, kind: type) -> bool:
@@ -216,12 +217,24 @@ def _diff_value(old: Any, new: Any, path: str, ops: list[Op]) -> None:
     if kind is not type(new):
         ops.append({"op": "replace", "path": path, "value": new})
     elif kind is dict or kind is list:
-        if old != new:
-            _diff_unequal(old, new, path, ops)
-        elif not _same_bytes(old, new):
-            _diff_lookalikes(old, new, path, ops)
+        _diff_containers(old, new, path, ops)
     elif _scalar_differs(old, new, kind):
         ops.append({"op": "replace", "path": path, "value": new})
+
+
+def _diff_containers(old: Any, new: Any, path: str, ops: list[Op]) -> bool:
+    """Diff two containers of one type that may be equal; whether they differ under ``==``.
+
+    Most such pairs are equal (the siblings of a change), so their bytes are compared first:
+    one serialization of each, the same as confirming an ``==`` would need.
+    """
+    if _same_bytes(old, new):
+        return False
+    if old != new:
+        _diff_unequal(old, new, path, ops)
+        return True
+    _diff_lookalikes(old, new, path, ops)  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0
+    return False
 
 
 def _diff_unequal(old: Any, new: Any, path: str, ops: list[Op]) -> None:
@@ -240,30 +253,45 @@ def _weight(value: Any) -> int:
     return len(value) + 1 if type(value) is dict or type(value) is list else 0
 
 
-def _diff_children(pairs: list[tuple[Any, Any, str]], explained: bool) -> list[list[Op]]:
-    """The operations of each pair of children of two containers that differ under ``==``.
+def _child(path: str, token: str | int) -> str:
+    return f"{path}/{escape_token(token) if type(token) is str else token}"
+
+
+def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, path: str) -> dict[int, list[Op]]:
+    """The operations of the pairs of children (old, new, key or index) of two containers at
+    ``path`` that differ under ``==``, by the pair's index; pairs that are equal have none.
 
     Unless ``explained`` (a difference under ``==`` was already found among their other
     children), one pair must differ under ``==``: when all pairs but the heaviest are equal,
-    that one is diffed as unequal without comparing it first.
+    that one is diffed as unequal without comparing it first. Most pairs are equal (the
+    siblings of a change), so containers are compared by their bytes first, and a pair's
+    pointer is only spelled out when it has operations.
     """
-    found: list[list[Op]] = [[] for _ in pairs]
+    found: dict[int, list[Op]] = {}
     heavy = -1
     if not explained and pairs:
-        heavy = max(range(len(pairs)), key=lambda i: _weight(pairs[i][0]))
-    for index, (o, n, where) in enumerate(pairs):
+        heavy = max(range(len(pairs)), key=lambda i: _weight(pairs[i][0])) if len(pairs) > 1 else 0
+    for index, (o, n, token) in enumerate(pairs):
         if index == heavy:
             continue
-        if heavy < 0:
-            _diff_value(o, n, where, found[index])
-        elif o != n:
-            explained = True
-            _diff_unequal(o, n, where, found[index])
+        kind = type(o)
+        if kind is not type(n) or (kind is not dict and kind is not list):
+            if kind is type(n) and not _scalar_differs(o, n, kind):
+                continue
+            explained = explained or o != n
+            found[index] = [{"op": "replace", "path": _child(path, token), "value": n}]
         elif not _same_bytes(o, n):
-            _diff_lookalikes(o, n, where, found[index])
+            ops: list[Op] = []
+            found[index] = ops
+            if o != n:
+                explained = True
+                _diff_unequal(o, n, _child(path, token), ops)
+            else:  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0 somewhere
+                _diff_lookalikes(o, n, _child(path, token), ops)
     if heavy >= 0:
-        o, n, where = pairs[heavy]
-        (_diff_value if explained else _diff_unequal)(o, n, where, found[heavy])
+        o, n, token = pairs[heavy]
+        ops = found[heavy] = []
+        (_diff_value if explained else _diff_unequal)(o, n, _child(path, token), ops)
     return found
 
 
@@ -275,7 +303,7 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
         for key in old:  # in old's order, so the same inputs always give the same patch
             if key not in new:
                 ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
-    containers: list[tuple[Any, Any, str]] = []
+    containers: list[tuple[Any, Any, str | int]] = []
     slots: list[Op | int] = []  # an operation, or the index of a container pair diffed below
     for key, nval in new.items():
         oval = old.get(key, _MISSING)
@@ -285,7 +313,7 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
         if kind is type(oval):
             if kind is dict or kind is list:
                 slots.append(len(containers))
-                containers.append((oval, nval, path + "/" + escape_token(key)))
+                containers.append((oval, nval, key))
                 continue
             if oval != nval:
                 explained = True
@@ -296,12 +324,12 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
         slots.append(
             {"op": "add" if oval is _MISSING else "replace", "path": path + "/" + escape_token(key), "value": nval}
         )
-    found = _diff_children(containers, explained)
+    found = _diff_children(containers, explained, path) if containers else {}
     for slot in slots:
-        if isinstance(slot, int):
-            ops.extend(found[slot])
-        else:
+        if not isinstance(slot, int):
             ops.append(slot)
+        elif slot in found:
+            ops.extend(found[slot])
 
 
 def _diff_lookalikes(old: Any, new: Any, path: str, ops: list[Op]) -> None:
@@ -371,8 +399,9 @@ def _diff_list(
         ops.extend({"op": "add", "path": path + "/-", "value": value} for value in new[n_old:])
         return
     if n_old == n_new <= _SHORT:  # short lists, chains of them above all: as a dict's children
-        for found in _diff_children([(old[i], new[i], f"{path}/{i}") for i in range(n_old)], False):
-            ops.extend(found)
+        found = _diff_children([(old[i], new[i], i) for i in range(n_old)], False, path)
+        for index in sorted(found):
+            ops.extend(found[index])
         return
     prefix = _run_length(old, 0, new, 0, min(n_old, n_new))
     # with equal lengths, old[prefix] != new[prefix]: leave that pair out of the suffix's scan
@@ -459,7 +488,7 @@ class _ListEdits:
 
     def pair(self, i: int, j: int, count: int, *, first_unequal: bool = False) -> None:
         """Turn old[i:i+count] into new[j:j+count] element by element, at old's positions."""
-        old, new, path, ops = self.old, self.new, self.path, self.ops
+        old, new, path = self.old, self.new, self.path
         done = 0
         while done < count:
             run = 0 if first_unequal and not done else _run_length(old, i + done, new, j + done, count - done)
@@ -467,8 +496,18 @@ class _ListEdits:
                 self._confirm(i + done, j + done, run)
                 done += run
             if done < count:  # a pair the run stopped at: unequal under ==
-                _diff_unequal(old[i + done], new[j + done], f"{path}/{i + done}", ops)
+                self._replace(old[i + done], new[j + done], f"{path}/{i + done}")
                 done += 1
+
+    def _replace(self, old: Any, new: Any, where: str) -> None:
+        """Diff an element paired with one that differs; replace it whole when most of it changed
+        (paired by position, the two are often different items: a reordered inventory)."""
+        found: list[Op] = []
+        _diff_unequal(old, new, where, found)
+        if len(found) > 1 and 2 * len(found) > len(new):
+            self.ops.append({"op": "replace", "path": where, "value": new})
+        else:
+            self.ops.extend(found)
 
     def _confirm(self, i: int, j: int, count: int) -> None:
         """Find the lookalikes (1 / 1.0 / true, 0.0 / -0.0) in a run equal under ``==``, a chunk at a time."""
