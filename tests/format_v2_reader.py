@@ -104,7 +104,7 @@ def parse_commit(entry: bytes, session: str) -> Commit:
     assert entry[0] == 0x02 and len(entry) >= RECORD.size
     (_type, mode, flags, parent, state, delta, micros, turn, size, raw_length, depth, chain_bytes, ratio,
      label_length) = RECORD.unpack_from(entry)  # fmt: skip
-    assert mode <= 3 and not flags & ~7
+    assert mode <= 4 and not flags & ~7
     assert raw_length <= MAX_BODY and size <= MAX_BODY and 0 <= ratio <= 1e6
     if not flags & 4:
         assert delta == bytes(16) and depth == 0 and mode in KEY_MODES
@@ -160,6 +160,8 @@ def decode_payloads(commits: list[Commit]) -> bytes:
                     zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else zstandard.ZstdDecompressor()
                 )
                 frame = reader.decompressobj()
+            elif commit.mode == 4:
+                frame = zstandard.ZstdDecompressor().decompressobj()
             assert frame is not None, "DELTA_CONTINUE without a frame"
             out = frame.decompress(commit.payload)
         assert len(out) == commit.raw_length

@@ -126,7 +126,24 @@ class SnapshotStore:
         **settings: Any,
     ) -> SnapshotStore:
         """A store in a directory (created if absent unless ``create=False``) or at a ``postgresql://`` URL."""
-        return cls(open_backend(target, fsync=fsync, create=create), create=create, **settings)
+        backend = open_backend(target, fsync=fsync, create=create)
+        try:
+            return cls(backend, create=create, **settings)
+        except BaseException:
+            if backend is not target:  # refused: let go of the files or connections opened for it
+                backend.close()
+            raise
+
+    @staticmethod
+    def upgrade(target: str | os.PathLike[str], **options: Any) -> Any:
+        """Rewrite a format-1 store as format 2, verified, all or nothing; returns an ``UpgradeReport``.
+
+        A static method: a format-1 store cannot be opened as a ``SnapshotStore``. See
+        ``snapstore.upgrade.upgrade_store`` for the options.
+        """
+        from .upgrade import upgrade_store  # upgrading sits above the store layer
+
+        return upgrade_store(target, **options)
 
     @classmethod
     def memory(cls, **settings: Any) -> SnapshotStore:
@@ -136,11 +153,17 @@ class SnapshotStore:
         version = self.backend.read_config(FORMAT_CONFIG)
         if version is None:
             legacy = self.backend.legacy_format()
-            if legacy is not None:
+            if legacy == "1":
                 raise FormatVersionError(
-                    f"store {self.describe()} has format version {legacy}; this build writes version "
-                    f"{STORE_FORMAT}: run `snapstore --store {self.describe()} upgrade` (or store.upgrade())",
+                    f"store {self.describe()} has format version 1; this build reads version {STORE_FORMAT}: "
+                    f"run `snapstore --store {self.describe()} upgrade` (or SnapshotStore.upgrade(path))",
                     {"path": self.describe(), "version": legacy, "supported": STORE_FORMAT, "upgrade": True},
+                )
+            if legacy is not None and legacy != str(STORE_FORMAT):
+                raise FormatVersionError(
+                    f"store {self.describe()} has format version {legacy[:16]!r}; this build reads "
+                    f"version {STORE_FORMAT}",
+                    {"path": self.describe(), "version": legacy[:16], "supported": STORE_FORMAT},
                 )
             if not create or self.backend.read_only:
                 raise SnapshotNotFound(f"no snapstore store at {self.describe()}", {"path": self.describe()})

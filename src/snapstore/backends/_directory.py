@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 
 from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
 from . import _framing
@@ -39,7 +39,7 @@ from .base import (
     check_segment,
     check_session_key,
 )
-from .locking import acquire_thread_lock, check_timeout, poll_until
+from .locking import acquire_thread_lock, check_timeout, lock_timeout_error
 
 try:
     import fcntl
@@ -92,14 +92,51 @@ class DirectoryBackend(Backend):
         except OSError as exc:
             raise io_error("open the store at", self.root, exc) from exc
         self._device = os.fstat(self._root_fd).st_dev
-        self.read_only = not os.access(self._root_fd, os.W_OK, effective_ids=True) if _ACCESS_FD else not os.access(
-            self.root, os.W_OK
+        self.read_only = (
+            not os.access(self._root_fd, os.W_OK, effective_ids=True)
+            if _ACCESS_FD
+            else not os.access(self.root, os.W_OK)
         )
-        if create and not self.read_only:
+        if create and not self.read_only and not self._exists("refs"):  # a format-1 store is left as it is
+            fresh = not self._exists("config")
             for folder in ("config", "sessions"):
                 self._mkdir(self._root_fd, folder)
+            if fresh:
+                self._mark_for_format_1()
         self._mutex = threading.Lock()
         self._locks: dict[str, _SessionLock] = {}
+
+    def _exists(self, name: str) -> bool:
+        try:
+            os.lstat(name, dir_fd=self._root_fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _mark_for_format_1(self) -> None:
+        """What makes format-1 code refuse this store instead of writing a store of its own inside it:
+        ``refs/config/format`` (a link to "2") and an empty ``objects/ff`` (format.md, version 1)."""
+        try:
+            self._mkdir(self._root_fd, "refs")
+            refs = self._open_dir(self._root_fd, "refs", "refs")
+            try:
+                self._mkdir(refs, "config")
+                config = self._open_dir(refs, "config", "refs/config")
+                try:
+                    with suppress(FileExistsError):
+                        os.symlink("2", "format", dir_fd=config)
+                finally:
+                    os.close(config)
+            finally:
+                os.close(refs)
+            self._mkdir(self._root_fd, "objects")
+            objects = self._open_dir(self._root_fd, "objects", "objects")
+            try:
+                self._mkdir(objects, "ff")
+            finally:
+                os.close(objects)
+        except OSError as exc:
+            raise io_error("create a store at", self.root, exc) from exc
 
     def describe(self) -> str:
         return self.root
@@ -207,10 +244,8 @@ class DirectoryBackend(Backend):
                 apparent += info.st_size
                 allocated += info.st_blocks * 512
             for name in dirnames:
-                try:
+                with suppress(OSError):
                     allocated += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-                except OSError:
-                    pass
         return {"apparent_bytes": apparent, "allocated_bytes": allocated, "files": files, "folders": folders}
 
     def legacy_format(self) -> str | None:
@@ -236,7 +271,7 @@ class DirectoryBackend(Backend):
         except OSError:
             return found
         for name in names:
-            if name not in ("config", "sessions"):
+            if name not in ("config", "sessions") and not self._is_format_1_refusal(name):
                 found.append(name)
         try:
             folders = list(self._session_folders())
@@ -257,6 +292,33 @@ class DirectoryBackend(Backend):
             except (OSError, BackendError):
                 found.append(f"sessions/{key}")
         return found
+
+    def _is_format_1_refusal(self, name: str) -> bool:
+        """``refs/config/format`` (a link) and an empty ``objects/ff``: what ``upgrade`` leaves for format-1 code.
+
+        docs/format.md, "What changed from version 1": they make format-1 code refuse the store.
+        """
+        shape = {"refs": ("config", "format"), "objects": ("ff", None)}.get(name)
+        if shape is None or self.read_config("format") is None:
+            return False
+        try:
+            outer = self._open_dir(self._root_fd, name, name)
+        except (OSError, BackendError):
+            return False
+        try:
+            if os.listdir(outer) != [shape[0]]:
+                return False
+            inner = self._open_dir(outer, shape[0], f"{name}/{shape[0]}")
+            try:
+                with os.scandir(inner) as listing:
+                    found = [(e.name, e.is_symlink()) for e in listing]
+            finally:
+                os.close(inner)
+        except (OSError, BackendError):
+            return False
+        finally:
+            os.close(outer)
+        return found == ([] if shape[1] is None else [(shape[1], True)])
 
     def _session_folders(self) -> Iterator[tuple[str, bool]]:
         try:
@@ -384,7 +446,8 @@ class DirectoryBackend(Backend):
             with self._session_dir(key) as folder:
                 for segment in numbers:
                     try:
-                        os.unlink(segment_file(segment), dir_fd=folder)
+                        if stat.S_ISREG(os.stat(segment_file(segment), dir_fd=folder, follow_symlinks=False).st_mode):
+                            os.unlink(segment_file(segment), dir_fd=folder)  # anything else is foreign: left
                     except FileNotFoundError:
                         pass
                     except OSError as exc:
@@ -398,7 +461,8 @@ class DirectoryBackend(Backend):
         self._writable(f"sessions/{key}")
         try:
             with self._session_dir(key) as folder:
-                names = os.listdir(folder)
+                with os.scandir(folder) as listing:  # only regular files are ours: anything else stays
+                    names = [e.name for e in listing if e.is_file(follow_symlinks=False)]
                 ours = [n for n in names if parse_segment_file(n) is not None or n.startswith(TMP_PREFIX)]
                 for name in ours:
                     os.unlink(name, dir_fd=folder)
@@ -454,10 +518,8 @@ class DirectoryBackend(Backend):
             if self.fsync:
                 os.fsync(folder)
         except OSError as exc:
-            try:
+            with suppress(OSError):
                 os.unlink(tmp, dir_fd=folder)
-            except OSError:
-                pass
             raise io_error("write", where, exc) from exc
 
 
@@ -538,17 +600,20 @@ class _SessionLock:
         self.fd: int | None = None
         self.pid = 0
 
+    def _open_lock_file(self) -> int:
+        with self.backend._session_dir(self.key, create=True) as folder:
+            try:
+                fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=folder)
+            except OSError as exc:
+                raise io_error("open lock", f"sessions/{self.key}/{LOCK_FILE}", exc) from exc
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise BackendError(f"refused sessions/{self.key}/{LOCK_FILE}: not a regular file", {})
+        return fd
+
     def _descriptor(self) -> int:
         if self.fd is None or self.pid != os.getpid():  # a forked child must not share our flock
-            with self.backend._session_dir(self.key, create=True) as folder:
-                try:
-                    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=folder)
-                except OSError as exc:
-                    raise io_error("open lock", f"sessions/{self.key}/{LOCK_FILE}", exc) from exc
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    raise BackendError(f"refused sessions/{self.key}/{LOCK_FILE}: not a regular file", {})
-            self.fd, self.pid = fd, os.getpid()
+            self.fd, self.pid = self._open_lock_file(), os.getpid()
         return self.fd
 
     @contextmanager
@@ -556,21 +621,52 @@ class _SessionLock:
         waited = acquire_thread_lock(self.threads, self.key, timeout)
         try:
             fd = self._descriptor()
-
-            def try_once() -> bool:
+            held = fd
+            if timeout is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # no timeout: wait in the kernel's queue, on this thread
+            else:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    return False
-                return True
-
-            poll_until(try_once, self.key, timeout, waited)
+                    held = self._wait_blocking(max(timeout - waited, 0.0), waited)
             try:
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                fcntl.flock(held, fcntl.LOCK_UN)
+                if held != fd:
+                    os.close(held)
         finally:
             self.threads.release()
+
+    def _wait_blocking(self, timeout: float | None, waited: float) -> int:
+        """Wait in the kernel's queue for the flock (woken as soon as it is free, unlike polling).
+
+        flock(2) has no timeout, so a helper thread waits on its own descriptor of the lock file;
+        when the caller gives up first, the helper lets go of the lock as soon as it gets it.
+        """
+        started = time.monotonic()
+        waiter = self._open_lock_file()
+        got = threading.Event()
+        gave_up = threading.Event()
+        mutex = threading.Lock()
+
+        def wait() -> None:
+            fcntl.flock(waiter, fcntl.LOCK_EX)
+            with mutex:
+                if gave_up.is_set():
+                    fcntl.flock(waiter, fcntl.LOCK_UN)
+                    os.close(waiter)
+                    return
+                got.set()
+
+        threading.Thread(target=wait, name=f"snapstore-lock-{self.key}", daemon=True).start()
+        if got.wait(timeout):
+            return waiter
+        with mutex:
+            if got.is_set():  # obtained just as the wait ran out: keep it
+                return waiter
+            gave_up.set()
+        raise lock_timeout_error(self.key, waited + time.monotonic() - started)
 
     def close(self) -> None:
         if self.fd is not None and self.pid == os.getpid():
