@@ -16,6 +16,7 @@ import copy
 import math
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,7 +36,7 @@ from hypothesis.stateful import (
 )
 from pydantic import RootModel
 
-from conftest import canonical
+from conftest import canonical, postgres_url_or_skip
 from snapstore import InvalidStateError, SnapshotNotFound, SnapshotStore, keyframes
 from snapstore.backends import MemoryBackend
 from snapstore.codec import encode_state
@@ -398,6 +399,7 @@ class StoreModel(RuleBasedStateMachine):
         if self.small_segment_bytes is not None:
             keyframes.SMALL_SEGMENT_BYTES = self.small_segment_bytes
         self.tmp: str | None = None
+        self.pg_prefix: str | None = None
         self.backend: MemoryBackend | None = None
         self.store = self._open()
         self.sess = self.store.session(self.session_name, max_snapshots=5)
@@ -414,6 +416,13 @@ class StoreModel(RuleBasedStateMachine):
         if self.engine == "memory":
             self.backend = self.backend or MemoryBackend()
             return SnapshotStore(self.backend, **self.store_settings)
+        if self.engine == "postgres":
+            from snapstore.backends._postgres import PostgresBackend
+
+            if self.pg_prefix is None:
+                self.pg_prefix = f"t{uuid.uuid4().hex[:12]}_"
+            backend = PostgresBackend(postgres_url_or_skip(), table_prefix=self.pg_prefix)
+            return SnapshotStore(backend, **self.store_settings)  # type: ignore[arg-type]
         if self.tmp is None:
             self.tmp = tempfile.mkdtemp(prefix="snapstore-props-")
         return SnapshotStore.open(Path(self.tmp) / "store", **self.store_settings)
@@ -680,8 +689,8 @@ def _machine(engine: str, policy: str) -> type[StoreModel]:
 def _settings(examples: int, steps: int, *, shrink: bool = True) -> settings:
     phases = list(Phase)
     if not shrink:
-        # a failing directory run can spend minutes shrinking; the memory machines run the same
-        # rules and do shrink, so a directory failure is reported as found
+        # a failing directory or PostgreSQL run can spend minutes shrinking; the memory machines
+        # run the same rules and do shrink, so such a failure is reported as found
         phases = [p for p in phases if p not in (Phase.shrink, Phase.explain)]
     return settings(
         max_examples=examples,
@@ -704,3 +713,7 @@ TestDirectoryDefaultPolicy = _machine("directory", "default").TestCase
 TestDirectoryDefaultPolicy.settings = _settings(4, 20, shrink=False)
 TestDirectorySegments = _machine("directory", "segments").TestCase
 TestDirectorySegments.settings = _settings(5, 20, shrink=False)
+TestPostgresShortChains = _machine("postgres", "short").TestCase
+TestPostgresShortChains.settings = _settings(3, 20, shrink=False)
+TestPostgresSegments = _machine("postgres", "segments").TestCase
+TestPostgresSegments.settings = _settings(3, 20, shrink=False)
