@@ -1,505 +1,275 @@
-"""Corruption (issue #7): damaged bytes are detected, named, listed by verify, and contained.
+"""Corruption: damaged entries are detected, reported by verify, and contained to their segment.
 
-Every case damages one stored thing in a store holding three sessions:
-
-* ``s``: ten snapshots of a growing state, keyframes at 0, 4 and 8 (max_chain 3);
-* ``tiny``: three tiny states, so that its objects are stored raw (no zstd);
-* ``other``: three snapshots that share nothing damaged.
-
-and checks, on a fresh handle (no caches): reading anything that depends on
-the damage raises ``CorruptObjectError`` (``SnapshotNotFound`` when the object
-is missing, as documented) whose ``details["object"]`` names the damaged
-object; everything else still rebuilds to exactly what was committed;
-``verify()`` lists the damage and exactly the snapshots it breaks; and ``gc``
-on a damaged store deletes nothing that was live before the damage.
+The store (tests/corruption_world.py) holds session ``s`` in three segments
+and session ``other`` in one. Each case damages stored bytes in the medium
+itself (a file, the memory engine's lists, a PostgreSQL row) and checks, on a
+fresh handle: a damaged snapshot raises ``CorruptObjectError`` (never a wrong
+state); ``verify()`` reports the damage; snapshots in other segments and other
+sessions still read exactly. Torn tails (an append cut short, or space
+allocated but never written) are not damage: they are cut on the next append
+and no acknowledged commit is lost. Damage followed by good frames is never cut.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
-import textwrap
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+import xxhash
 
-from conftest_reliability import canonical, copy_store_dir, count, write_ref_file
-from reliability_writer import child_env, state_for
-from snapstore import CorruptObjectError, FormatVersionError, SnapshotError, SnapshotNotFound, SnapshotStore
-from snapstore import codec as codec_module
-from snapstore.backends import Backend, DirectoryBackend, MemoryBackend
-from snapstore.codec import HEADER_SIZE, Kind
-from snapstore.testing import raw_corrupt
+from conftest import postgres_url_or_skip
+from conftest_reliability import copy_store_dir, count, directory_files, segment_files
+from corruption_world import SEGMENT_TURNS, TURNS, World, populate, state_of, verify_problems
+from snapstore import SnapshotError
+from snapstore.backends import Backend, DirectoryBackend, MemoryBackend, _framing
+from snapstore.store import session_key
+from snapstore.testing import damage_entry
 
-
-@dataclass
-class World:
-    """A populated store and what was committed to it."""
-
-    backend: Backend
-    ids: dict[str, list[str]]
-    states: dict[str, Any] = field(default_factory=dict)  # snapshot id -> committed state
-
-    def store(self) -> SnapshotStore:
-        return SnapshotStore(self.backend)  # a fresh handle: every read goes to the medium
-
-    def record(self, sid: str) -> Any:
-        return self.store().objects.record(sid)
-
-    def session_doc_key(self, name: str) -> str:
-        key = self.backend.read_ref(SnapshotStore.session_ref(name))
-        assert key is not None
-        return key
-
-
-def _populate(backend: Backend) -> World:
-    store = SnapshotStore(backend, max_chain=3, max_chain_factor=1e9)
-    world = World(backend, {})
-    for name, make in (
-        ("s", lambda t: state_for(t)),
-        ("tiny", lambda t: {"hp": t}),
-        ("other", lambda t: state_for(t, "other")),
-    ):
-        sess = store.session(name, max_snapshots=100)
-        turns = 10 if name == "s" else 3
-        world.ids[name] = []
-        for t in range(turns):
-            state = make(t)
-            sid = sess.commit(state, turn=t).id
-            world.ids[name].append(sid)
-            world.states[sid] = state
-    kinds = [world.record(sid).is_keyframe for sid in world.ids["s"]]
-    assert kinds == [True, False, False, False] * 2 + [True, False]
-    return world
-
+KEY = session_key("s")
 
 @pytest.fixture(scope="module")
-def goldens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, World]:
+def golden_directory(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[str]]]:
     root = tmp_path_factory.mktemp("golden") / "store"
-    return {"directory": _populate(DirectoryBackend(root)), "memory": _populate(MemoryBackend())}
+    world = populate(DirectoryBackend(root))
+    world.backend.close()
+    return root, world.ids
+
+
+@pytest.fixture(params=["directory", "memory", "postgres"])
+def make_world(
+    request: pytest.FixtureRequest, tmp_path: Path, golden_directory: tuple[Path, dict[str, list[str]]]
+) -> Iterator[Callable[[], World]]:
+    made: list[Backend] = []
+
+    def make() -> World:
+        backend: Backend
+        if request.param == "directory":
+            root, ids = golden_directory
+            backend = DirectoryBackend(copy_store_dir(root, tmp_path / f"store{len(made)}"), create=False)
+            made.append(backend)
+            return World(backend, {k: list(v) for k, v in ids.items()})
+        if request.param == "memory":
+            backend = MemoryBackend()
+        else:
+            from snapstore.backends._postgres import PostgresBackend
+
+            backend = PostgresBackend(postgres_url_or_skip(), table_prefix=f"t{uuid.uuid4().hex[:12]}_")
+        made.append(backend)
+        return populate(backend)
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def _damage(world: World, turn: int) -> int:
+    segment, index = world.entry_index("s", turn)
+    damage_entry(world.backend, KEY, segment, index)
+    count("corruption: corrupted cases")
+    return segment
+
+
+#: which commit entry is damaged: a delta in the middle of a run, a keyframe patched against the run before it
+VICTIMS = {"delta": 10, "patched-keyframe": 12, "independent-keyframe": 8}
+
+
+@pytest.mark.parametrize("victim", list(VICTIMS))
+def test_a_damaged_entry_is_detected_never_read_wrong(make_world: Callable[[], World], victim: str) -> None:
+    world = make_world()
+    turn = VICTIMS[victim]
+    segment = _damage(world, turn)
+    outcome = world.read_all()  # fails on any wrong state
+    damaged_sid = world.ids["s"][turn]
+    assert outcome[damaged_sid] in ("corrupt", "missing"), f"the damaged snapshot reads {outcome[damaged_sid]}"
+    problems = verify_problems(world.store())
+    assert any(p.startswith("s:") for p in problems), f"verify did not report damage in segment {segment}"
+    assert not any(p.startswith("other:") for p in problems), problems
+
+
+@pytest.mark.parametrize("victim", list(VICTIMS))
+def test_a_damaged_entry_takes_at_most_its_segment(make_world: Callable[[], World], victim: str) -> None:
+    world = make_world()
+    segment = _damage(world, VICTIMS[victim])
+    outcome = world.read_all()
+    for name, ids in world.ids.items():
+        for turn, sid in enumerate(ids):
+            if name == "other" or turn not in SEGMENT_TURNS[segment]:
+                assert outcome[sid] == "exact", f"{name} turn {turn} (outside the damaged segment) reads {outcome[sid]}"
+
+
+def test_verify_lists_every_damage_at_once(make_world: Callable[[], World]) -> None:
+    world = make_world()
+    _damage(world, 2)
+    _damage(world, 18)
+    segment, index = world.entry_index("other", 1)
+    damage_entry(world.backend, session_key("other"), segment, index)
+    problems = verify_problems(world.store())
+    assert any(p.startswith("other:") for p in problems), problems
+    for segment, damaged_turn in ((1, 2), (3, 18)):  # each damage named: its segment, or a snapshot it breaks
+        names = [f"segment {segment}"] + [world.ids["s"][t] for t in SEGMENT_TURNS[segment] if t >= damaged_turn]
+        assert any(name in p for p in problems if p.startswith("s:") for name in names), (segment, problems)
+    outcome = world.read_all()
+    assert all(outcome[world.ids["s"][turn]] == "exact" for turn in SEGMENT_TURNS[2])
+
+
+# -- the directory engine's files: headers, torn tails, damage never cut ------------------------
 
 
 @pytest.fixture
-def make_world(goldens: dict[str, World], tmp_path: Path) -> Callable[[str], World]:
-    """A fresh copy of the populated store of a kind (copy_store_dir says why copies)."""
-
-    def make(kind: str) -> World:
-        golden = goldens[kind]
-        backend: Backend
-        if isinstance(golden.backend, DirectoryBackend):
-            backend = DirectoryBackend(copy_store_dir(golden.backend.root, tmp_path / "store"), create=False)
-        else:
-            assert isinstance(golden.backend, MemoryBackend)
-            backend = MemoryBackend()
-            backend._objects, backend._refs = dict(golden.backend._objects), dict(golden.backend._refs)
-        return World(backend, {k: list(v) for k, v in golden.ids.items()}, dict(golden.states))
-
-    return make
+def directory_world(golden_directory: tuple[Path, dict[str, list[str]]], tmp_path: Path) -> Iterator[World]:
+    root, ids = golden_directory
+    backend = DirectoryBackend(copy_store_dir(root, tmp_path / "store"), create=False)
+    yield World(backend, {k: list(v) for k, v in ids.items()})
+    backend.close()
 
 
-# -- victims: (what to damage, which snapshots of which session break) -------------
-
-
-def _s(world: World, indexes: range) -> tuple[str, list[str]]:
-    return "s", [world.ids["s"][i] for i in indexes]
-
-
-VICTIMS: dict[str, Callable[[World], tuple[str, str, list[str]]]] = {
-    # a keyframe's state object: the snapshots whose chains start there break
-    "state": lambda w: (w.record(w.ids["s"][4]).state, *_s(w, range(4, 8))),
-    # a delta in the middle of a chain: it and the deltas after it break
-    "delta": lambda w: (w.record(w.ids["s"][5]).delta, *_s(w, range(5, 8))),
-    # a record in the middle of a chain: it and the snapshot chained through it break
-    "record": lambda w: (w.ids["s"][6], *_s(w, range(6, 8))),
-    # a raw (uncompressed) state object
-    "raw-state": lambda w: (w.record(w.ids["tiny"][0]).state, "tiny", list(w.ids["tiny"])),
-    # a session document: the whole session is unreadable, the others are not
-    "session": lambda w: (w.session_doc_key("s"), "s", list(w.ids["s"])),
-}
-
-
-def _other_object_of_kind(world: World, victim: str) -> bytes:
-    """The stored bytes of another object of the same kind (a valid object under the wrong key)."""
-    kind, _, _ = codec_module.read_header(victim, world.backend.get(victim))
-    for key in sorted(world.backend.iter_keys()):
-        if key != victim:
-            blob = world.backend.get(key)
-            try:
-                if codec_module.read_header(key, blob)[0] == kind:
-                    return blob
-            except SnapshotError:
-                continue  # damaged earlier in the same test
-    raise AssertionError("no other object of that kind")
-
-
-def _flip(blob: bytes, offset: int, mask: int = 0x10) -> bytes:
-    damaged = bytearray(blob)
-    damaged[offset] ^= mask
-    return bytes(damaged)
-
-
-DAMAGES: dict[str, Callable[[World, str, bytes], bytes | None]] = {
-    "bit-flip-in-body": lambda w, key, blob: _flip(blob, HEADER_SIZE + (len(blob) - HEADER_SIZE) // 2),
-    "bit-flip-in-last-byte": lambda w, key, blob: _flip(blob, len(blob) - 1, 0x01),
-    "bit-flip-in-magic": lambda w, key, blob: _flip(blob, 1),
-    "bit-flip-in-kind": lambda w, key, blob: _flip(blob, 5, 0x04),
-    "bit-flip-in-size": lambda w, key, blob: _flip(blob, 8, 0x02),
-    "truncated-to-half": lambda w, key, blob: blob[: len(blob) // 2],
-    "truncated-by-one-byte": lambda w, key, blob: blob[:-1],
-    "header-only": lambda w, key, blob: blob[:HEADER_SIZE],
-    "zero-length": lambda w, key, blob: b"",
-    "another-objects-bytes": lambda w, key, blob: _other_object_of_kind(w, key),
-    "missing": lambda w, key, blob: None,
-}
-
-
-def damage(world: World, key: str, how: str) -> None:
-    blob = world.backend.get(key)
-    damaged = DAMAGES[how](world, key, blob)
-    if damaged is None:
-        world.backend.delete(key)
-    else:
-        assert damaged != blob
-        raw_corrupt(world.backend, key, damaged)
-    count("corruption: corrupted cases")
-
-
-def expected_error(how: str) -> type[SnapshotError]:
-    return SnapshotNotFound if how == "missing" else CorruptObjectError
-
-
-def _check_session_readable(world: World, store: SnapshotStore, name: str, broken: set[str]) -> None:
-    sess = store.session(name)
-    for sid in world.ids[name]:
-        if sid not in broken:
-            assert canonical(sess.state(sid)) == canonical(world.states[sid]), f"{name}: {sid} changed"
-
-
-CASES = [
-    (victim, how)
-    for victim in VICTIMS
-    for how in DAMAGES
-    if not (victim == "session" and how == "missing")  # a ref to a missing document: its own test below
-]
-
-
-@pytest.mark.parametrize("kind", ["directory", "memory"])
-@pytest.mark.parametrize(("victim", "how"), CASES, ids=[f"{v}-{h}" for v, h in CASES])
-def test_damage_is_named_listed_and_contained(
-    make_world: Callable[[str], World], kind: str, victim: str, how: str
-) -> None:
-    world = make_world(kind)
-    key, session, broken = VICTIMS[victim](world)
-    damage(world, key, how)
-    store = world.store()
-    error = expected_error(how)
-
-    if victim == "session":
-        with pytest.raises(error) as err:
-            store.session(session)
-        assert err.value.details.get("object") == key, err.value
-    else:
-        sess = store.session(session)
-        for sid in broken:
-            with pytest.raises(error) as err:
-                sess.state(sid)
-            assert err.value.details.get("object") == key, f"{sid}: {err.value}"
-            assert key in str(err.value)
-        if victim == "record":
-            with pytest.raises(error):
-                sess.snapshot(key)
-    # nothing else is affected
-    for name in world.ids:
-        if name != session or victim != "session":
-            _check_session_readable(world, store, name, set(broken) if name == session else set())
-
-    report = store.verify(read_data=True)
-    assert not report.ok
-    assert key in {p.object for p in report.problems}, report.problems
-    if victim != "session":
-        assert {p.snapshot for p in report.problems if p.snapshot} == set(broken)
-    else:
-        assert {p.session for p in report.problems} - {None} == {session}
-
-
-def _live_objects(world: World) -> set[str]:
-    store = world.store()
-    with store.backend.lock("gc"):
-        return store._mark()
-
-
-GC_CASES = [
-    pytest.param(victim, how, id=f"{victim}-{how}")
-    for victim in ("state", "delta", "record", "session")
-    for how in ("bit-flip-in-body", "zero-length", "missing")
-    if not (victim == "session" and how == "missing")
-]
-
-
-@pytest.mark.parametrize(("victim", "how"), GC_CASES)
-def test_gc_on_a_damaged_store_deletes_nothing_live(make_world: Callable[[str], World], victim: str, how: str) -> None:
-    """gc either refuses (a SnapshotError) or deletes only what was garbage before the damage."""
-    world = make_world("memory")
-    live = _live_objects(world)
-    key, _session, _broken = VICTIMS[victim](world)
-    damage(world, key, how)
-    with contextlib.suppress(SnapshotError):  # refusing is safe
-        world.store().gc()
-    remaining = set(world.backend.iter_keys())
-    assert live - {key} <= remaining, f"gc deleted live objects: {sorted(live - {key} - remaining)}"
-
-
-@pytest.mark.parametrize("kind", ["directory", "memory"])
-def test_verify_lists_every_damage_at_once(make_world: Callable[[str], World], kind: str) -> None:
-    world = make_world(kind)
-    victims = {name: VICTIMS[name](world) for name in ("state", "delta", "record", "raw-state")}
-    victims["other-doc"] = (world.session_doc_key("other"), "other", list(world.ids["other"]))
-    hows = ["bit-flip-in-body", "missing", "zero-length", "truncated-to-half", "another-objects-bytes"]
-    for (key, _session, _broken), how in zip(victims.values(), hows, strict=True):
-        damage(world, key, how)
-    report = world.store().verify(read_data=True)
-    named = {p.object for p in report.problems}
-    assert {key for key, _, _ in victims.values()} <= named
-    broken = {sid for name in ("state", "delta", "record", "raw-state") for sid in victims[name][2]}
-    assert {p.snapshot for p in report.problems if p.snapshot} == broken
-    assert {p.session for p in report.problems if p.session} >= {"s", "tiny", "other"}
-    # the snapshots of s before the damage still rebuild
-    sess = world.store().session("s")
-    for sid in world.ids["s"][:4] + world.ids["s"][8:]:
-        assert canonical(sess.state(sid)) == canonical(world.states[sid])
-
-
-@pytest.mark.parametrize("kind", ["directory", "memory"])
-def test_object_moved_to_the_wrong_hash(make_world: Callable[[str], World], kind: str) -> None:
-    """A delta file renamed onto another delta's name: one is missing, the other is wrong."""
-    world = make_world(kind)
-    source = world.record(world.ids["s"][2]).delta  # snapshots 2, 3 need it
-    target = world.record(world.ids["s"][9]).delta  # snapshot 9 needs it
-    assert source and target
-    if isinstance(world.backend, DirectoryBackend):
-        os.replace(world.backend._object_path(source), world.backend._object_path(target))
-    else:
-        raw_corrupt(world.backend, target, world.backend.get(source))
-        world.backend.delete(source)
-    count("corruption: corrupted cases")
-    sess = world.store().session("s")
-    for sid, key, error in (
-        (world.ids["s"][2], source, SnapshotNotFound),
-        (world.ids["s"][3], source, SnapshotNotFound),
-        (world.ids["s"][9], target, CorruptObjectError),
-    ):
-        with pytest.raises(error) as err:
-            sess.state(sid)
-        assert err.value.details["object"] == key
-    for i in (0, 1, 4, 5, 6, 7, 8):
-        sid = world.ids["s"][i]
-        assert canonical(sess.state(sid)) == canonical(world.states[sid])
-    report = world.store().verify(read_data=True)
-    assert {source, target} <= {p.object for p in report.problems}
-    assert {p.snapshot for p in report.problems if p.snapshot} == {world.ids["s"][i] for i in (2, 3, 9)}
-
-
-@pytest.mark.parametrize("kind", ["directory", "memory"])
-def test_bytes_appended_to_an_object(make_world: Callable[[str], World], kind: str) -> None:
-    """Refused after a raw body (size mismatch). After a zstd frame, decoding stops at the frame's end
-    and the payload still matches its hash: the state reads back exact, and verify stays quiet.
-    Harmless (nothing wrong is ever returned), noted in docs/design.md ("What survives what")."""
-    world = make_world(kind)
-    raw_key = world.record(world.ids["tiny"][0]).state
-    zstd_key = world.record(world.ids["s"][8]).state
-    for key in (raw_key, zstd_key):
-        raw_corrupt(world.backend, key, world.backend.get(key) + b"\x00junk")
-        count("corruption: corrupted cases")
-    store = world.store()
-    with pytest.raises(CorruptObjectError) as err:
-        store.session("tiny").state(world.ids["tiny"][0])
-    assert err.value.details["object"] == raw_key
-    sid = world.ids["s"][8]
-    assert canonical(store.session("s").state(sid)) == canonical(world.states[sid])
-    assert {p.object for p in store.verify().problems} == {raw_key}
-
-
-def test_every_single_bit_flip_is_detected_or_harmless(make_world: Callable[[str], World]) -> None:
-    """Every bit of one object of each kind, flipped in turn, read through the store.
-
-    The outcome is always a SnapshotError naming the object or, when the flip changes
-    nothing the reader relies on (the reserved byte, the kind byte turned into another
-    valid kind, a bit zstd does not use), the exact committed state; never a wrong
-    state, never another exception.
-    """
-    world = make_world("memory")
-    s = world.ids["s"]
-    targets = {
-        "state": (world.record(s[8]).state, s[8]),
-        "delta": (world.record(s[9]).delta, s[9]),
-        "record": (s[9], s[9]),
-        "raw-state": (world.record(world.ids["tiny"][0]).state, world.ids["tiny"][0]),
-        "session": (world.session_doc_key("s"), s[9]),
-    }
-
-    def may_go_unnoticed(blob: bytes, offset: int) -> bool:
-        # the reserved byte carries nothing; the kind byte is informational (docs/format.md §3.2: one
-        # object may serve two kinds), so another valid kind there is harmless too; inside a zstd
-        # frame some bits do not change what it decodes to (unused header bits, unused table
-        # entries): harmless, since the payload still hashes to the id. Anything else must be noticed.
-        zstd = blob[6] == 1
-        return offset == 7 or (offset == 5 and blob[5] in {k.value for k in Kind}) or (zstd and offset >= HEADER_SIZE)
-
-    for name, (key, sid) in targets.items():
-        original = world.backend.get(key)
-        session = "tiny" if name == "raw-state" else "s"
-        for offset in range(len(original)):
-            for bit in range(8):
-                damaged = _flip(original, offset, 1 << bit)
-                raw_corrupt(world.backend, key, damaged)
-                count("corruption: single-byte damages decoded")
-                try:
-                    state = world.store().session(session).state(sid)
-                except (CorruptObjectError, FormatVersionError) as exc:
-                    assert exc.details.get("object") == key, f"{name} byte {offset} bit {bit}: {exc}"
-                    continue
-                assert may_go_unnoticed(damaged, offset), f"{name}: flipping byte {offset} bit {bit} went unnoticed"
-                assert canonical(state) == canonical(world.states[sid])
-        raw_corrupt(world.backend, key, original)
-
-
-@pytest.mark.parametrize("kind", ["directory", "memory"])
-def test_zstd_frame_claiming_a_huge_size_is_corrupt(make_world: Callable[[str], World], kind: str) -> None:
-    """One flipped bit in the frame header descriptor makes the frame claim exabytes: refused as corrupt
-    before anything is allocated (it used to escape as a bare MemoryError, crashing verify)."""
-    world = make_world(kind)
-    key = world.record(world.ids["s"][8]).state
-    blob = world.backend.get(key)
-    assert blob[HEADER_SIZE : HEADER_SIZE + 4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
-    raw_corrupt(world.backend, key, _flip(blob, HEADER_SIZE + 4, 0x80))  # frame content size: 2 -> 8 bytes
-    count("corruption: corrupted cases")
-    with pytest.raises(CorruptObjectError) as err:
-        world.store().session("s").state(world.ids["s"][8])
-    assert err.value.details["object"] == key
-    report = world.store().verify(read_data=True)
-    assert key in {p.object for p in report.problems}
-
-
-# -- refs --------------------------------------------------------------------------
-
-
-def _write_ref_raw(world: World, name: str, data: bytes, *, link: bool = False) -> None:
-    ref = SnapshotStore.session_ref(name)
-    if isinstance(world.backend, DirectoryBackend):
-        path = world.backend.root / "refs" / ref
-        if link:
-            path.unlink()
-            os.symlink(data, path)
-        else:
-            write_ref_file(path, data)
-    else:
-        assert isinstance(world.backend, MemoryBackend)
-        world.backend._refs[ref] = data.decode("utf-8", "surrogateescape").strip()
-    count("corruption: corrupted cases")
-
-
-GARBLED_REFS = {
-    "text": b"this is not an id\n",
-    "short-hex": b"0123abcd\n",
-    "empty": b"",
-    "binary": b"\xff\xfe\x00garbage\x80",
-    # a directory ref is a symbolic link whose target is the value: garbled targets too
-    "link-text": b"not an id",
-    "link-binary": b"\xff\xfegarbage",
-}
-
-GARBLED_CASES = [
-    pytest.param(kind, garbage, id=f"{kind}-{garbage}")
-    for kind in ("directory", "memory")
-    for garbage in GARBLED_REFS
-    if kind == "directory" or garbage in ("text", "short-hex")  # a memory ref is text, never torn
-]
-
-
-@pytest.mark.parametrize(("kind", "garbage"), GARBLED_CASES)
-def test_garbled_session_ref_is_corrupt_and_contained(
-    make_world: Callable[[str], World], kind: str, garbage: str
-) -> None:
-    world = make_world(kind)
-    _write_ref_raw(world, "s", GARBLED_REFS[garbage], link=garbage.startswith("link-"))
-    store = world.store()
-    _check_session_readable(world, store, "other", set())
-    report = store.verify(read_data=True)  # must report, not raise
-    assert not report.ok and {p.session for p in report.problems} == {"s"}
-    with pytest.raises(CorruptObjectError) as err:
-        store.session("s")
-    assert "s" in str(err.value) and err.value.details.get("ref") == SnapshotStore.session_ref("s")
-
-
-def test_ref_garbled_into_a_folder_link_hides_nothing_from_gc(make_world: Callable[[str], World]) -> None:
-    world = make_world("directory")
+def _last_segment(world: World) -> Path:
     assert isinstance(world.backend, DirectoryBackend)
-    live = _live_objects(world)
-    _write_ref_raw(world, "s", b"../../objects/ab", link=True)  # a link to an existing folder
-    store = world.store()
-    report = store.verify(read_data=True)
+    return segment_files(world.backend.root, KEY)[-1]
+
+
+def _frame_offsets(data: bytes) -> list[int]:
+    """Where each frame of a segment file starts."""
+    offsets, pos = [], _framing.HEADER_SIZE
+    while pos < len(data):
+        offsets.append(pos)
+        pos += _framing.FRAME_SIZE + _framing.FRAME.unpack_from(data, pos)[0]
+    return offsets
+
+
+@pytest.mark.parametrize("byte", [0, 3, 4])
+def test_a_damaged_segment_header_is_detected(directory_world: World, byte: int) -> None:
+    """The magic and the version byte are checked (bytes 5 to 7 are a random file id, read as is)."""
+    path = segment_files(directory_world.backend.describe(), KEY)[1]
+    data = bytearray(path.read_bytes())
+    data[byte] ^= 0x20
+    path.write_bytes(bytes(data))
+    count("corruption: corrupted cases")
+    outcome = directory_world.read_all()
+    assert all(outcome[directory_world.ids["s"][t]] == "corrupt" for t in SEGMENT_TURNS[2])
+    assert any("bad header" in p for p in verify_problems(directory_world.store()))
+
+
+TORN_TAILS: dict[str, Callable[[bytes], bytes]] = {
+    "half-a-frame": lambda frame: frame[: len(frame) // 2],
+    "less-than-a-frame-header": lambda frame: frame[:5],
+    "frame-header-only": lambda frame: frame[: _framing.FRAME_SIZE],
+    "all-but-the-last-byte": lambda frame: frame[:-1],
+    "zeros-of-a-frame": lambda frame: bytes(len(frame)),
+    "a-few-zeros": lambda frame: bytes(3),
+    "frame-header-then-zeros": lambda frame: frame[: _framing.FRAME_SIZE] + bytes(len(frame) - _framing.FRAME_SIZE),
+}
+
+
+@pytest.mark.parametrize("tail", list(TORN_TAILS))
+def test_a_torn_tail_is_cut_by_the_next_append_and_nothing_acknowledged_is_lost(
+    directory_world: World, tail: str
+) -> None:
+    path = _last_segment(directory_world)
+    good = path.read_bytes()
+    frame = _framing.frame(b"\x02" + os.urandom(300))  # what an interrupted append was writing
+    with open(path, "ab") as f:
+        f.write(TORN_TAILS[tail](frame))
+    count("corruption: corrupted cases")
+    outcome = directory_world.read_all()
+    assert set(outcome.values()) == {"exact"}, "a torn tail hid an acknowledged commit"
+    assert verify_problems(directory_world.store()) == []
+    sess = directory_world.store().session("s")
+    snap = sess.commit(state_of("s", TURNS), label="s", turn=TURNS)
+    data = path.read_bytes()
+    assert data.startswith(good) and len(data) > len(good), "the torn tail was not cut at the last good frame"
+    assert _frame_offsets(data)[-1] == len(good), "the new entry does not follow the last acknowledged one"
+    directory_world.ids["s"].append(snap.id)
+    assert set(directory_world.read_all().values()) == {"exact"}
+    assert verify_problems(directory_world.store()) == []
+    count("crash: torn appends cut by the next append")
+
+
+def test_damage_followed_by_good_frames_is_never_cut(directory_world: World) -> None:
+    """A damaged frame in the middle of the open segment: a commit refuses, or lands in a new segment;
+    gc leaves it too. The damaged file stays exactly as it was (cutting it would lose good frames)."""
+    path = _last_segment(directory_world)
+    data = bytearray(path.read_bytes())
+    offsets = _frame_offsets(bytes(data))
+    middle = offsets[len(offsets) // 2] + _framing.FRAME_SIZE + 2
+    data[middle] ^= 0x01
+    path.write_bytes(bytes(data))
+    count("corruption: corrupted cases")
+    landed = None
     with contextlib.suppress(SnapshotError):
-        store.gc()
-    lost = live - set(world.backend.iter_keys())
-    assert not lost, f"gc deleted {len(lost)} objects of the hidden session"
-    assert not report.ok, "verify says ok with session s's ref garbled"
+        landed = directory_world.store().session("s").commit(state_of("s", TURNS), label="s", turn=TURNS)
+    with contextlib.suppress(SnapshotError):
+        directory_world.store().gc(grace_seconds=0)
+    assert path.read_bytes() == bytes(data), "a commit or gc changed the damaged segment"
+    assert any(p.startswith("s:") for p in verify_problems(directory_world.store()))
+    if landed is not None:  # in a segment of its own: it reads back, and so does everything before the damage
+        directory_world.ids["s"].append(landed.id)
+        outcome = directory_world.read_all()
+        assert outcome[landed.id] == "exact"
+        assert all(outcome[directory_world.ids["s"][t]] == "exact" for t in range(SEGMENT_TURNS[3].start))
 
 
-@pytest.mark.parametrize("kind", ["directory", "memory"])
-def test_session_ref_to_an_object_of_another_kind(make_world: Callable[[str], World], kind: str) -> None:
-    world = make_world(kind)
-    record_id = world.ids["s"][3]
-    _write_ref_raw(world, "s", (record_id + "\n").encode())
-    store = world.store()
-    with pytest.raises(CorruptObjectError) as err:
-        store.session("s")
-    assert err.value.details["object"] == record_id
-    _check_session_readable(world, store, "other", set())
-    report = store.verify(read_data=True)
-    assert record_id in {p.object for p in report.problems}
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: a flipped byte in the body of a segment's last frame is taken for a torn tail "
+    "(_framing: a body failing its check that ends at the end of the file): the acknowledged last commit "
+    "vanishes without a report, verify says ok, and the next append cuts it",
+)
+@pytest.mark.parametrize("where", ["first-body-byte", "middle-body-byte", "last-byte"])
+def test_a_flipped_byte_in_the_last_frame_is_damage_not_a_torn_tail(directory_world: World, where: str) -> None:
+    path = _last_segment(directory_world)
+    data = bytearray(path.read_bytes())
+    start = _frame_offsets(bytes(data))[-1] + _framing.FRAME_SIZE
+    offset = {"first-body-byte": start, "middle-body-byte": (start + len(data)) // 2, "last-byte": len(data) - 1}
+    data[offset[where]] ^= 0x01
+    path.write_bytes(bytes(data))
+    count("corruption: corrupted cases")
+    head = directory_world.ids["s"][-1]
+    assert directory_world.read_all()[head] != "missing", "the acknowledged head vanished without an error"
+    assert verify_problems(directory_world.store()), "verify says ok"
 
 
-@pytest.mark.parametrize("kind", ["directory", "memory"])
-def test_session_ref_to_another_sessions_document(make_world: Callable[[str], World], kind: str) -> None:
-    world = make_world(kind)
-    _write_ref_raw(world, "s", (world.session_doc_key("other") + "\n").encode())
-    store = world.store()
-    assert not store.verify(read_data=True).ok
-    with pytest.raises(CorruptObjectError):
-        store.session("s")
+def test_gc_on_a_damaged_store_changes_nothing(directory_world: World) -> None:
+    """Nothing is evicted here: gc on a store with a damaged segment must not drop or rewrite anything."""
+    _damage(directory_world, 10)
+    assert isinstance(directory_world.backend, DirectoryBackend)
+    before = directory_files(directory_world.backend.root)
+    with contextlib.suppress(SnapshotError):  # refusing is safe
+        directory_world.store().gc(grace_seconds=0)
+    assert directory_files(directory_world.backend.root) == before
 
 
-def _session_open_in_subprocess(root: Path, name: str, timeout: float) -> subprocess.CompletedProcess[str] | None:
-    code = textwrap.dedent(
-        f"""
-        from snapstore import SnapshotStore, SnapshotError
-        try:
-            SnapshotStore.open({str(root)!r}).session({name!r})
-        except SnapshotError as exc:
-            print(type(exc).__name__, exc.details.get("object"))
-        """
-    )
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return None
+def test_an_entry_reframed_with_good_checksums_still_fails_its_hash(directory_world: World) -> None:
+    """Checksums are not the only defence: a commit entry whose payload byte changed and whose frame
+    was written again with matching checksums still never reads as a wrong state."""
+    path = segment_files(directory_world.backend.describe(), KEY)[1]
+    data = path.read_bytes()
+    offsets = _frame_offsets(data)
+    start = offsets[3]  # a delta of the segment's first run
+    length = _framing.FRAME.unpack_from(data, start)[0]
+    body = bytearray(data[start + _framing.FRAME_SIZE : start + _framing.FRAME_SIZE + length])
+    body[-1] ^= 0x01  # the last byte of the compressed payload
+    path.write_bytes(data[:start] + _framing.frame(bytes(body)) + data[start + _framing.FRAME_SIZE + length :])
+    count("corruption: corrupted cases")
+    outcome = directory_world.read_all()  # fails on a wrong state
+    assert "corrupt" in {outcome[directory_world.ids["s"][t]] for t in SEGMENT_TURNS[2]}
+    assert any(p.startswith("s:") for p in verify_problems(directory_world.store()))
 
 
-def test_session_ref_to_a_missing_document_raises(tmp_path: Path, make_world: Callable[[str], World]) -> None:
-    world = make_world("directory")
-    doc = world.session_doc_key("s")
-    damage(world, doc, "missing")  # the same as a ref garbled into an id of nothing
-    store = world.store()
-    _check_session_readable(world, store, "other", set())
-    report = store.verify(read_data=True)
-    assert doc in {p.object for p in report.problems}
-    result = _session_open_in_subprocess(tmp_path / "store", "s", timeout=8)
-    assert result is not None, "store.session() did not return within 8 s"
-    assert result.stdout.split() == ["SnapshotNotFound", doc], result.stderr
+def test_a_segment_claiming_a_huge_frame_is_refused_without_allocating(directory_world: World) -> None:
+    """A frame header (with a valid check) claiming 2^31 bytes in the middle of a segment is damage."""
+    path = segment_files(directory_world.backend.describe(), KEY)[0]
+    data = path.read_bytes()
+    start = _frame_offsets(data)[2]
+    head = _framing.FRAME.pack(1 << 31, 0, 0)[:8]
+    forged = head + xxhash.xxh32_intdigest(head).to_bytes(4, "little")
+    path.write_bytes(data[:start] + forged + data[start + _framing.FRAME_SIZE :])
+    count("corruption: corrupted cases")
+    outcome = directory_world.read_all()
+    assert all(outcome[directory_world.ids["s"][t]] != "exact" for t in SEGMENT_TURNS[1] if t >= 1)
+    read = directory_world.backend.read_segment(KEY, 1)
+    assert read.damaged_at == start and len(read.entries) == 2
