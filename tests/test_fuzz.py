@@ -1,19 +1,17 @@
-"""Fuzzing (issue #7).
+"""Fuzzing.
 
 (a) A hypothesis state machine drives random sequences of commit, rollback,
-    eviction (``set_max_snapshots``), reopen (a new SnapshotStore on the same
-    storage), gc, reclaim and verify over two sessions, against a model that
-    keeps a full copy of every state. After every step: each session's listing
-    equals the model's retained ids, the head matches, and every retained
-    snapshot rebuilds to the model's state type-exactly (canonical bytes).
-    When archives exist (``SnapshotStore.export``/``import_archive``), a rule
-    exports a session and imports it into a fresh store; until then that rule
-    is off and ``test_archive_rules_are_available`` says so as a skip.
-(b) Object parsing on random bytes and on every single-byte mutation and
-    truncation of real objects: ``codec.decode_object``,
-    ``SnapshotRecord.from_payload`` and ``SessionDoc.from_payload`` raise nothing
-    but SnapshotError subclasses, and never return a payload other than the
-    original. Archive parsing is fuzzed the same way once archives exist.
+    retention changes (``set_max_snapshots``, ``forget``), tags, reopen (a new
+    SnapshotStore on the same storage), gc, reclaim, verify and archive
+    export/import over two sessions, against a model that keeps a full copy of
+    every state. After every step: each session's listing equals the model's
+    retained ids, the head and the tags match, and every retained snapshot
+    rebuilds to the model's state type-exactly (canonical bytes).
+(b) The segment and entry parsers (``backends._framing.scan``,
+    ``entries.decode_entry``, ``entries.SegmentReader``) on random bytes and on
+    mutations of real segments: they raise nothing but ``CorruptObjectError``,
+    never return bytes that were not stored, never hang, and never allocate
+    more than an entry declares. Archive parsing is fuzzed the same way.
 """
 
 from __future__ import annotations
@@ -21,28 +19,32 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import tracemalloc
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+import xxhash
+import zstandard
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from conftest_reliability import canonical, count
 from reliability_writer import state_for
-from snapstore import CorruptObjectError, SnapshotError, SnapshotStore
-from snapstore import codec as codec_module
-from snapstore.backends import MemoryBackend
-from snapstore.codec import HEADER, MAGIC, decode_object
-from snapstore.objects import SessionDoc, Snapshot, SnapshotRecord
-
-HAS_ARCHIVES = hasattr(SnapshotStore, "export") and hasattr(SnapshotStore, "import_archive")
-NO_ARCHIVES = (
-    "archives have not landed (no SnapshotStore.export/import_archive): the export/import rules of the "
-    "state machine and the archive parsing fuzz are off until they do"
+from snapstore import SnapshotError, SnapshotStore
+from snapstore.backends import MemoryBackend, _framing
+from snapstore.entries import (
+    DELTA_FRAME,
+    KEY_INDEPENDENT,
+    KEY_PATCHED,
+    CommitEntry,
+    SegmentReader,
+    decode_entry,
 )
+from snapstore.errors import CorruptObjectError
+
 SESSIONS = ("f", "g")
 
 # -- strategies ------------------------------------------------------------------------------
@@ -65,6 +67,7 @@ VALUES = st.recursive(
     max_leaves=12,
 )
 STATES = st.one_of(st.dictionaries(TEXT, VALUES, max_size=5), st.dictionaries(TEXT, VALUES, max_size=5), VALUES)
+TAG_NAMES = st.sampled_from(["keep", "boss-fight", "é"])
 
 
 def _copy(value: Any) -> Any:
@@ -75,20 +78,29 @@ def _copy(value: Any) -> Any:
 
 
 class StoreMachine(RuleBasedStateMachine):
-    """Two sessions on one store, against full copies of every state."""
+    """Two sessions on one store, against full copies of every state.
+
+    The model of retention: a session keeps its last ``limit`` commits in creation order
+    (after the ones ``forget`` evicted) and every tagged one; a tagged snapshot ``forget``
+    passed over goes when it is untagged. Eviction is final: raising the limit again
+    brings nothing back.
+    """
 
     backend_kind = "memory"
-    policy: ClassVar[dict[str, Any]] = {"max_chain": 3, "max_chain_factor": 1e9}
+    policy: ClassVar[dict[str, Any]] = {"max_chain": 3}
 
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="snapstore-fuzz-")
         self.memory = MemoryBackend()
-        self.states: dict[str, Any] = {}  # snapshot id -> canonical bytes of its state
+        self.states: dict[str, bytes] = {}  # snapshot id -> canonical bytes of its state
         self.retained: dict[str, list[str]] = {name: [] for name in SESSIONS}
+        self.tags: dict[str, dict[str, str]] = {name: {} for name in SESSIONS}
         self.head: dict[str, str | None] = dict.fromkeys(SESSIONS)
         self.head_state: dict[str, Any] = dict.fromkeys(SESSIONS)
         self.limit: dict[str, int] = dict.fromkeys(SESSIONS, 6)
+        self.evicted: dict[str, bool] = dict.fromkeys(SESSIONS, False)  # has the limit evicted anything yet
+        self.forgotten: dict[str, set[str]] = {name: set() for name in SESSIONS}  # behind forget's line
         self.store = self._open()
 
     def _open(self) -> SnapshotStore:
@@ -105,11 +117,20 @@ class StoreMachine(RuleBasedStateMachine):
         for name in SESSIONS:
             self.store.session(name, max_snapshots=self.limit[name])
 
+    def _evict(self, name: str) -> None:
+        """The model's retention: the last ``limit`` commits not behind forget's line, plus tagged ones."""
+        tagged = set(self.tags[name].values())
+        recent = [sid for sid in self.retained[name] if sid not in self.forgotten[name]][-self.limit[name] :]
+        kept = [sid for sid in self.retained[name] if sid in tagged or sid in recent]
+        self.evicted[name] |= len(kept) < len(self.retained[name])
+        self.retained[name] = kept
+
     def _commit(self, name: str, state: Any) -> None:
         snap = self.store.session(name).commit(state, label=f"l{len(self.states)}", turn=len(self.states))
         assert snap.id not in self.states
         self.states[snap.id] = canonical(state)
-        self.retained[name] = (self.retained[name] + [snap.id])[-self.limit[name] :]
+        self.retained[name].append(snap.id)
+        self._evict(name)
         self.head[name], self.head_state[name] = snap.id, _copy(state)
         count("fuzz: state machine steps")
 
@@ -144,9 +165,44 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(SESSIONS), limit=st.integers(min_value=1, max_value=8))
     def set_max_snapshots(self, name: str, limit: int) -> None:
-        self.store.session(name).set_max_snapshots(limit)
+        # raising the limit after an eviction: test_raising_the_limit_brings_back_nothing (an engine bug)
+        assume(limit <= self.limit[name] or not self.evicted[name])
+        before = list(self.retained[name])
         self.limit[name] = limit
-        self.retained[name] = self.retained[name][-limit:]
+        self._evict(name)
+        evicted = self.store.session(name).set_max_snapshots(limit)
+        assert evicted == [sid for sid in before if sid not in self.retained[name]]
+        count("fuzz: state machine steps")
+
+    @rule(name=st.sampled_from(SESSIONS), keep=st.integers(min_value=1, max_value=4))
+    def forget(self, name: str, keep: int) -> None:
+        tagged = set(self.tags[name].values())
+        retained = self.retained[name]
+        behind = retained[: max(len(retained) - keep, 0)]
+        gone = [sid for sid in behind if sid not in tagged]
+        assert self.store.session(name).forget(keep) == gone
+        self.retained[name] = [sid for sid in retained if sid not in gone]
+        if gone:  # a tagged snapshot behind the line stays while tagged, and goes when untagged
+            self.forgotten[name] |= set(retained[: retained.index(gone[-1]) + 1])
+        count("fuzz: state machine steps")
+
+    @precondition(lambda self: any(self.retained.values()))
+    @rule(data=st.data(), tag=TAG_NAMES)
+    def tag(self, data: st.DataObject, tag: str) -> None:
+        name = data.draw(st.sampled_from([n for n in SESSIONS if self.retained[n]]))
+        sid = data.draw(st.sampled_from(self.retained[name]))
+        assert self.store.session(name).tag(sid, tag) == sid
+        self.tags[name][tag] = sid
+        self._evict(name)  # a tag moved off a snapshot no longer keeps it
+        count("fuzz: state machine steps")
+
+    @precondition(lambda self: any(self.tags.values()))
+    @rule(data=st.data())
+    def untag(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from([n for n in SESSIONS if self.tags[n]]))
+        tag = data.draw(st.sampled_from(sorted(self.tags[name])))
+        assert self.store.session(name).untag(tag) == self.tags[name].pop(tag)
+        self._evict(name)
         count("fuzz: state machine steps")
 
     @rule()
@@ -157,12 +213,12 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def gc(self) -> None:
-        self.store.gc()
+        self.store.gc(grace_seconds=0)
         count("fuzz: state machine steps")
 
     @rule(name=st.sampled_from(SESSIONS))
     def reclaim(self, name: str) -> None:
-        self.store.reclaim(self.store.session(name))
+        self.store.session(name).clear_old_snapshots()
         count("fuzz: state machine steps")
 
     @rule()
@@ -171,14 +227,13 @@ class StoreMachine(RuleBasedStateMachine):
         assert report.ok, report.problems
         count("fuzz: state machine steps")
 
-    @precondition(lambda self: HAS_ARCHIVES)
     @rule(name=st.sampled_from(SESSIONS))
     def export_and_import(self, name: str) -> None:
         path = Path(self.tmp) / f"{name}.snaparchive"
         path.unlink(missing_ok=True)
-        self.store.export(str(path), sessions=[name])  # type: ignore[attr-defined]
+        self.store.export(str(path), sessions=[name])
         fresh = SnapshotStore(MemoryBackend())
-        fresh.import_archive(str(path))  # type: ignore[attr-defined]
+        fresh.import_archive(str(path))
         sess = fresh.session(name)
         assert sess.snapshot_ids() == self.retained[name]
         for sid in self.retained[name]:
@@ -195,6 +250,7 @@ class StoreMachine(RuleBasedStateMachine):
                 assert sess.snapshot_ids() == self.retained[name]
                 head = sess.head
                 assert (head.id if head else None) == self.head[name]
+                assert sess.tags == self.tags[name]
             sess = fresh.session(name)
             for sid in self.retained[name]:
                 assert canonical(sess.state(sid)) == self.states[sid]
@@ -205,9 +261,9 @@ class DirectoryStoreMachine(StoreMachine):
 
 
 class LongChainMachine(StoreMachine):
-    """Long delta chains: evicted snapshots stay pinned until squashed into bases."""
+    """Long delta chains and several runs per segment: reclaim squashes instead of dropping."""
 
-    policy: ClassVar[dict[str, Any]] = {"max_chain": 10_000, "max_chain_factor": 1e9}
+    policy: ClassVar[dict[str, Any]] = {"max_chain": 10_000, "max_runs": 4}
 
 
 _MACHINE_SETTINGS = {
@@ -223,95 +279,166 @@ TestLongChainMachine = LongChainMachine.TestCase
 TestLongChainMachine.settings = settings(max_examples=15, **{**_MACHINE_SETTINGS, "stateful_step_count": 60})
 
 
-def test_archive_rules_are_available() -> None:
-    if not HAS_ARCHIVES:
-        pytest.skip(NO_ARCHIVES)
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: SessionLog.retained() takes the last max_snapshots of every commit still stored, so "
+    "raising the limit lists again the snapshots a lower limit evicted (and set_max_snapshots returned as "
+    "evicted) until a reclaim happens to drop them",
+)
+def test_raising_the_limit_brings_back_nothing() -> None:
+    sess = SnapshotStore.memory().session("s", max_snapshots=5)
+    ids = [sess.commit({"turn": t}).id for t in range(4)]
+    assert sess.set_max_snapshots(1) == ids[:3]
+    sess.set_max_snapshots(8)
+    assert sess.snapshot_ids() == ids[3:]
 
 
 # -- (b) parsing -------------------------------------------------------------------------------
 
 
-def _real_objects() -> dict[str, tuple[str, bytes]]:
-    """One stored object of each kind and codec, from a real store."""
-    store = SnapshotStore(MemoryBackend(), max_chain=3, max_chain_factor=1e9)
+def _real_segment() -> tuple[bytes, list[bytes]]:
+    """A directory segment file's bytes (as framed) and its entries: keyframes, deltas, settings."""
+    store = SnapshotStore(MemoryBackend(), max_chain=3)
     sess = store.session("s", max_snapshots=100)
-    snaps = [sess.commit(state_for(t), turn=t) for t in range(3)]
-    tiny = store.session("tiny").commit({"hp": 1})
-    backend = store.backend
-    found = {
-        "state-zstd": store.objects.record(snaps[0].id).state,
-        "delta-zstd": store.objects.record(snaps[2].id).delta,
-        "record-zstd": snaps[2].id,
-        "session-zstd": backend.read_ref(SnapshotStore.session_ref("s")),
-        "state-raw": store.objects.record(tiny.id).state,
-    }
-    tiny_delta = store.session("tiny").commit({"hp": 2})
-    found["delta-raw"] = store.objects.record(tiny_delta.id).delta
-    objects = {}
-    for name, key in found.items():
-        assert key is not None
-        blob = backend.get(key)
-        assert (blob[6] == codec_module.CODEC_ZSTD) == name.endswith("zstd"), name
-        objects[name] = (key, blob)
-    return objects
+    for t in range(7):
+        sess.commit(state_for(t), turn=t)
+    first = sess.snapshot_ids()[0]
+    sess.tag(first, "start")
+    sess.rollback(first)
+    sess.commit(state_for(99), turn=99)
+    entries = store.backend.read_segment("s", 1).entries
+    return _framing.SEGMENT_HEADER + _framing.frames(entries), entries
 
 
-REAL = _real_objects()
+SEGMENT, ENTRIES = _real_segment()
 
 
-def _decode_outcome(key: str, blob: bytes, original: bytes) -> str:
-    try:
-        payload = decode_object(key, blob)
-    except SnapshotError:
-        return "refused"
-    assert payload == original, "a damaged object decoded to a different payload"
-    return "same payload"
+def _scan_checked(data: bytes) -> _framing.Scan:
+    """Scan a segment body; what it returns must be consistent with what it was given."""
+    found = _framing.scan(data, 0)
+    assert 0 <= found.end <= len(data)
+    assert sum(len(e) + _framing.FRAME_SIZE for e in found.entries) == found.end
+    assert found.damaged_at is None or (found.damaged_at == found.end and not found.torn)
+    return found
 
 
-@pytest.mark.parametrize("name", list(REAL))
-def test_every_single_byte_mutation_and_truncation(name: str) -> None:
-    key, blob = REAL[name]
-    original = decode_object(key, blob)
-    outcomes: dict[str, int] = {}
-    for offset in range(len(blob)):
-        for value in {0x00, 0xFF, blob[offset] ^ 0x01, blob[offset] ^ 0x80, (blob[offset] + 1) % 256}:
-            if value == blob[offset]:
-                continue
-            damaged = bytearray(blob)
-            damaged[offset] = value
-            outcome = _decode_outcome(key, bytes(damaged), original)
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    for length in range(len(blob)):
-        assert _decode_outcome(key, blob[:length], original) == "refused"
-    assert _decode_outcome(key, blob + b"\x00", original) in ("refused", "same payload")
-    count("fuzz: parser inputs", sum(outcomes.values()) + len(blob) + 1)
-    assert outcomes.get("refused", 0) > 0
-
-
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-HEADERS = st.builds(
-    lambda magic, version, kind, codec, size: HEADER.pack(magic, version, kind, codec, size),
-    st.sampled_from([MAGIC, MAGIC, b"SNPX", b"\x00\x00\x00\x00"]),
-    st.sampled_from([0, 1, 1, 1, 2, 255]),
-    st.integers(min_value=0, max_value=6),
-    st.sampled_from([0, 1, 1, 2]),
-    st.one_of(st.integers(min_value=0, max_value=300), st.integers(min_value=0, max_value=2**64 - 1)),
-)
-BODIES = st.one_of(st.binary(max_size=200), st.binary(max_size=40).map(lambda b: _ZSTD_MAGIC + b))
-
-
-@settings(max_examples=600, deadline=None)
-@given(st.one_of(st.binary(max_size=100), st.tuples(HEADERS, BODIES).map(b"".join)))
-def test_decode_object_on_random_bytes(blob: bytes) -> None:
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_scan_on_random_bytes(data: bytes) -> None:
     count("fuzz: parser inputs")
-    assert _decode_outcome("0" * 32, blob, b"") == "refused"  # no random object hashes to the zero id
+    _scan_checked(data)
+
+
+def test_scan_on_every_single_byte_mutation_and_truncation() -> None:
+    """A changed byte stops the scan at its frame (everything before it is returned as stored);
+    a truncation returns a prefix of the entries and is torn (or exact at a frame boundary)."""
+    body = SEGMENT[_framing.HEADER_SIZE :]
+    tried = 0
+    for offset in range(len(body)):
+        for value in {0x00, 0xFF, body[offset] ^ 0x01, body[offset] ^ 0x80}:
+            if value == body[offset]:
+                continue
+            damaged = bytearray(body)
+            damaged[offset] = value
+            found = _scan_checked(bytes(damaged))
+            assert found.entries == ENTRIES[: len(found.entries)], f"byte {offset}: an entry that was not stored"
+            assert len(found.entries) < len(ENTRIES)
+            tried += 1
+    for length in range(len(body)):
+        found = _scan_checked(body[:length])
+        assert found.entries == ENTRIES[: len(found.entries)] and found.damaged_at is None
+        assert found.torn or found.end == length
+        tried += 1
+    count("fuzz: parser inputs", tried)
+
+
+@pytest.mark.timeout(60)
+def test_scan_of_frames_claiming_huge_lengths_allocates_nothing() -> None:
+    """Valid frame headers claiming up to 4 GiB: torn (at the end) or damage, never an allocation."""
+    tracemalloc.start()
+    try:
+        for length in (1 << 20, _framing.MAX_ENTRY, _framing.MAX_ENTRY + 1, (1 << 32) - 1):
+            head = _framing.FRAME.pack(length, 0, 0)[:8]
+            frame_head = head + xxhash.xxh32_intdigest(head).to_bytes(4, "little")
+            for data in (frame_head, frame_head + b"x" * 100, frame_head + b"x" * 100 + _framing.frame(b"ok")):
+                tracemalloc.reset_peak()
+                found = _scan_checked(data)
+                assert tracemalloc.get_traced_memory()[1] < 1 << 20
+                assert found.entries == []
+                count("fuzz: parser inputs")
+    finally:
+        tracemalloc.stop()
+
+
+def _decode_outcome(data: bytes) -> Any:
+    try:
+        return decode_entry(data, "s", "fuzz")
+    except CorruptObjectError:
+        return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.sampled_from([b"\x01", b"\x02"]).flatmap(
+    lambda kind: st.binary(max_size=300).map(lambda rest: kind + rest))))
+def test_decode_entry_on_random_bytes(data: bytes) -> None:
+    count("fuzz: parser inputs")
+    _decode_outcome(data)
+
+
+def test_decode_entry_on_every_byte_mutation_and_truncation() -> None:
+    tried = 0
+    for entry in ENTRIES:
+        for offset in range(len(entry)):
+            for value in {0x00, 0xFF, entry[offset] ^ 0x01, entry[offset] ^ 0x80}:
+                damaged = bytearray(entry)
+                damaged[offset] = value
+                _decode_outcome(bytes(damaged))
+                tried += 1
+        for length in range(len(entry)):
+            _decode_outcome(entry[:length])
+            tried += 1
+    count("fuzz: parser inputs", tried)
+
+
+def _read_segment(entries: list[bytes]) -> list[bytes] | None:
+    """Decode and decompress every entry in order, as a reader does; None when refused."""
+    reader = SegmentReader("fuzz")
+    out = []
+    try:
+        for data in entries:
+            entry = decode_entry(data, "s", "fuzz")
+            if isinstance(entry, CommitEntry):
+                out.append(reader.payload(entry))
+    except CorruptObjectError:
+        return None
+    return out
+
+
+def test_segment_reader_on_every_payload_byte_mutation() -> None:
+    """A changed payload byte is refused, or decodes to bytes of the length the entry declares
+    (the state hash check above the reader refuses what decodes differently)."""
+    original = _read_segment(ENTRIES)
+    assert original is not None
+    tried = 0
+    for index, entry in enumerate(ENTRIES):
+        decoded = decode_entry(entry, "s", "fuzz")
+        if not isinstance(decoded, CommitEntry):
+            continue
+        start = len(entry) - len(decoded.payload)
+        for offset in range(start, len(entry)):
+            damaged = bytearray(entry)
+            damaged[offset] ^= 0x41
+            result = _read_segment([*ENTRIES[:index], bytes(damaged), *ENTRIES[index + 1 :]])
+            if result is not None:
+                assert [len(p) for p in result] == [len(p) for p in original]
+            tried += 1
+    count("fuzz: parser inputs", tried)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(list(REAL)), st.data())
-def test_decode_object_on_random_edits_of_real_objects(name: str, data: st.DataObject) -> None:
-    key, blob = REAL[name]
-    damaged = bytearray(blob)
+@given(st.sampled_from(range(len(ENTRIES))), st.data())
+def test_segment_reader_on_random_edits(index: int, data: st.DataObject) -> None:
+    damaged = bytearray(ENTRIES[index])
     for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
         where = data.draw(st.integers(min_value=0, max_value=len(damaged)))
         how = data.draw(st.sampled_from(["set", "insert", "delete"]))
@@ -322,103 +449,65 @@ def test_decode_object_on_random_edits_of_real_objects(name: str, data: st.DataO
         else:
             damaged[where] = data.draw(st.integers(min_value=0, max_value=255))
     count("fuzz: parser inputs")
-    _decode_outcome(key, bytes(damaged), decode_object(key, blob))
+    _read_segment([*ENTRIES[:index], bytes(damaged), *ENTRIES[index + 1 :]])
 
 
-# payload parsers: random bytes, byte mutations, and JSON-level mutations of real payloads
-
-PAYLOADS = {
-    "record": decode_object(*REAL["record-zstd"]),
-    "session": decode_object(*REAL["session-zstd"]),
-}
-PARSERS = {"record": SnapshotRecord.from_payload, "session": SessionDoc.from_payload}
-ODD_VALUES: list[Any] = [None, True, False, 0, -1, 1.5, 2**64 - 1, -(2**63), 1e308, "", "x", "0" * 32, "Z" * 32]
-ODD_VALUES += [[], {}, ["0" * 32], [None], {"a": 1}, "2024-01-01T00:00:00.000000Z", "9999-99-99T99:99:99.999999Z"]
+def _bomb_entry(mode: int, declared: int) -> CommitEntry:
+    """A commit entry declaring ``declared`` raw bytes whose 2 kB payload decompresses to 64 MiB."""
+    template = next(decode_entry(e, "s", "fuzz") for e in ENTRIES if e[0] == 0x02)
+    assert isinstance(template, CommitEntry)
+    bomb = zstandard.ZstdCompressor(level=3).compress(bytes(64 << 20))
+    return CommitEntry(template.id, template.record, mode, declared, bomb)
 
 
-def _parse(kind: str, payload: bytes) -> Any:
-    """Parse a payload as the store does; anything but a SnapshotError escaping is a failure."""
-    try:
-        return PARSERS[kind]("0" * 32, payload)
-    except SnapshotError:
-        return None
-
-
-@pytest.mark.parametrize("kind", list(PAYLOADS))
-def test_payload_parsers_on_byte_mutations(kind: str) -> None:
-    payload = PAYLOADS[kind]
-    tried = 0
-    for offset in range(len(payload)):
-        for value in (0x00, 0x22, 0x7B, 0x5D, 0x31, payload[offset] ^ 0x01):
-            damaged = bytearray(payload)
-            damaged[offset] = value
-            _parse(kind, bytes(damaged))
-            tried += 1
-    for length in range(len(payload)):
-        assert _parse(kind, payload[:length]) is None
-        tried += 1
-    count("fuzz: parser inputs", tried)
-
-
-def _field_mutations(payload: bytes) -> list[bytes]:
-    body = orjson.loads(payload)
-    mutated = []
-    for field in body:
-        without = dict(body)
-        del without[field]
-        mutated.append(orjson.dumps(without))
-        for value in ODD_VALUES:
-            mutated.append(orjson.dumps({**body, field: value}))
-    mutated.append(orjson.dumps({**body, "extra": 1}))
-    mutated += [orjson.dumps(v) for v in ODD_VALUES] + [b"", b"null", b"[]", b"{}", b"\xff", b'{"type":1}']
-    return mutated
-
-
-@pytest.mark.parametrize("kind", list(PAYLOADS))
-def test_payload_parsers_on_field_mutations(kind: str) -> None:
-    mutations = _field_mutations(PAYLOADS[kind])
-    for payload in mutations:
-        _parse(kind, payload)
-    count("fuzz: parser inputs", len(mutations))
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.sampled_from(list(PAYLOADS)), st.one_of(st.binary(max_size=200), st.dictionaries(TEXT, VALUES).map(orjson.dumps))
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: SegmentReader.decompress inflates a payload whole before comparing its length "
+    "with the entry's raw length (the keyframe path trusts the zstd frame's own content size over "
+    "max_output_size, the delta path has no bound): a 2 kB entry declaring 10 bytes allocates 64 MiB",
 )
-def test_payload_parsers_on_random_bytes(kind: str, payload: bytes) -> None:
+@pytest.mark.parametrize("mode", [KEY_INDEPENDENT, DELTA_FRAME], ids=["keyframe", "delta"])
+def test_a_decompression_bomb_allocates_no_more_than_its_entry_declares(mode: int) -> None:
+    reader = SegmentReader("fuzz")
+    if mode == DELTA_FRAME:
+        reader.add_raw("0" * 32, b"x" * 64, True)
+    entry = _bomb_entry(mode, 10)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptObjectError):
+            reader.payload(entry)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     count("fuzz: parser inputs")
-    assert _parse(kind, payload) is None
+    assert peak < 4 << 20, f"refusing a 10-byte entry allocated {peak >> 20} MiB"
 
 
-def test_records_that_parse_become_snapshots() -> None:
-    """Every record the parser accepts can be shown to users (``Snapshot.from_record``)."""
-    for payload in _field_mutations(PAYLOADS["record"]):
-        record = _parse("record", payload)
-        if record is not None:
-            with contextlib.suppress(SnapshotError):
-                Snapshot.from_record("0" * 32, record)
+def test_a_patched_keyframe_at_the_start_of_its_segment_is_refused() -> None:
+    entry = _bomb_entry(KEY_PATCHED, 10)
+    with pytest.raises(CorruptObjectError, match="start of its segment"):
+        SegmentReader("fuzz").payload(entry)
+    count("fuzz: parser inputs")
+
+
+# -- archives ----------------------------------------------------------------------------------
 
 
 def test_archive_when_a_delta_is_also_a_state(tmp_path: Path) -> None:
-    """The state [] and the empty patch [] of an unchanged commit are one object (docs/format.md §3.2:
-    kinds may share it); an archive holding both imports (found by the state machine below)."""
-    if not HAS_ARCHIVES:
-        pytest.skip(NO_ARCHIVES)
+    """The state [] and the empty patch [] of an unchanged commit have the same bytes; an archive
+    holding both imports."""
     store = SnapshotStore(MemoryBackend())
     sess = store.session("f")
-    ids = [sess.commit([]).id, sess.commit([]).id]  # the second one's patch is [], the same bytes as the state
+    ids = [sess.commit([]).id, sess.commit([]).id]
     path = tmp_path / "f.snaparchive"
-    store.export(str(path), sessions=["f"])  # type: ignore[attr-defined]
+    store.export(str(path), sessions=["f"])
     fresh = SnapshotStore(MemoryBackend())
-    fresh.import_archive(str(path))  # type: ignore[attr-defined]
+    fresh.import_archive(str(path))
     assert fresh.session("f").snapshot_ids() == ids
     assert all(fresh.session("f").state(sid) == [] for sid in ids)
 
 
 def test_archive_parsing_fuzz() -> None:
-    if not HAS_ARCHIVES:
-        pytest.skip(NO_ARCHIVES)
     store = SnapshotStore(MemoryBackend())
     sess = store.session("s")
     for t in range(4):
@@ -426,7 +515,7 @@ def test_archive_parsing_fuzz() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="snapstore-archive-fuzz-"))
     try:
         good = workdir / "good.snaparchive"
-        store.export(str(good), sessions=["s"])  # type: ignore[attr-defined]
+        store.export(str(good), sessions=["s"])
         data = good.read_bytes()
         damaged_path = workdir / "damaged.snaparchive"
         step = max(1, len(data) // 400)
@@ -439,7 +528,7 @@ def test_archive_parsing_fuzz() -> None:
             damaged_path.write_bytes(variant)
             target = SnapshotStore(MemoryBackend())
             try:
-                target.import_archive(str(damaged_path))  # type: ignore[attr-defined]
+                target.import_archive(str(damaged_path))
             except SnapshotError:
                 continue
             # accepted: whatever it imported must be exactly what was exported
@@ -450,13 +539,5 @@ def test_archive_parsing_fuzz() -> None:
             assert target.verify(read_data=True).ok
         count("fuzz: parser inputs", len(variants))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.mark.parametrize("limit", [0, -1, -(2**63)])
-def test_session_document_with_a_limit_below_one_is_malformed(limit: int) -> None:
-    """format.md: max_snapshots >= 1. A damaged 0 would make the next commit evict the whole session."""
-    body = {**orjson.loads(PAYLOADS["session"]), "max_snapshots": limit}
-    with pytest.raises(CorruptObjectError, match="max_snapshots"):
-        SessionDoc.from_payload("0" * 32, orjson.dumps(body))
-    count("fuzz: parser inputs")
+        with contextlib.suppress(OSError):
+            shutil.rmtree(workdir)
