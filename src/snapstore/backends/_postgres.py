@@ -243,7 +243,6 @@ class PostgresBackend(Backend):
             min_size=1,
             max_size=pool_size,
             open=False,
-            check=_check_idle,  # replaces connections a restart or a kill closed
             timeout=pool_timeout,
             name=f"snapstore:{self._display}",
         )
@@ -253,7 +252,6 @@ class PostgresBackend(Backend):
             min_size=0,
             max_size=lock_pool_size,
             open=False,
-            check=_check_idle,
             timeout=pool_timeout,
             name=f"snapstore-locks:{self._display}",
         )
@@ -385,19 +383,23 @@ class PostgresBackend(Backend):
 
         A connection the server closed while it sat in the pool, unnoticed by the pool's
         check, fails its first statement: ``retry`` work (reads, and writes that may run
-        twice) then runs again, once, on another connection.
+        twice) then runs again on another connection (after a restart, every pooled one
+        may be dead).
         """
         self._check_open(action)
-        for attempt in (1, 2):
+        attempts = self._pool.max_size + 1
+        for attempt in range(1, attempts + 1):
             conn = None
             try:
                 with self._pool.connection() as conn:
+                    if _closed_by_server(conn) and attempt < attempts:
+                        continue  # back to the pool, which drops it and makes another
                     if not write:
                         return work(conn)
                     with conn.transaction():
                         return work(conn)
             except psycopg.Error as exc:
-                if retry and attempt == 1 and conn is not None and conn.broken:
+                if retry and attempt < attempts and conn is not None and (conn.broken or conn.closed):
                     continue
                 raise self._driver_error(action, exc, **details) from exc
         raise AssertionError("unreachable")
@@ -596,16 +598,17 @@ class PostgresBackend(Backend):
 
     def _acquire(self, key: str, timeout: float | None, started: float) -> _Held:
         # A connection the server dropped while it sat in the pool, unnoticed by the pool's
-        # check (no FIN arrived yet), fails the first round trip, which is then retried
-        # once on a new connection.
-        for attempt in (1, 2):
+        # check (no FIN arrived yet), fails the first round trip, which is then retried on
+        # another connection.
+        attempts = self._lock_pool.max_size + 1
+        for attempt in range(1, attempts + 1):
             held = _Held(self._lock_connection(key, timeout, started), key)
             try:
                 held.prefetched = self._begin_locked(held.conn, key, timeout, started)
                 return held
             except _DroppedConnection as exc:
                 self._discard(held.conn)
-                if attempt == 2:
+                if attempt == attempts:
                     raise self._driver_error(f"lock session {key}", exc.cause, session_key=key) from exc.cause
             except SnapshotError:
                 self._finish(held, commit=False)  # the wait ran out or failed: end the aborted transaction
@@ -623,6 +626,7 @@ class PostgresBackend(Backend):
         connection is idle or about to be made, which is not waiting for a writer: that
         gets ``_CONNECT_ALLOWANCE`` seconds even with a shorter timeout.
         """
+        dead = 0
         while True:
             stats = self._lock_pool.get_stats()
             free = stats.get("pool_available", 0) > 0 or stats.get("pool_size", 0) < stats.get("pool_max", 1)
@@ -632,7 +636,7 @@ class PostgresBackend(Backend):
                 left = max(timeout - (time.monotonic() - started), 0.0)
                 pool_wait = max(left, _CONNECT_ALLOWANCE) if free else left
             try:
-                return self._lock_pool.getconn(timeout=pool_wait)
+                conn = self._lock_pool.getconn(timeout=pool_wait)
             except PoolTimeout as exc:
                 if self._probe() is not None:  # the server does not answer: that is the error
                     raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
@@ -641,6 +645,11 @@ class PostgresBackend(Backend):
                 # no timeout: keep queueing behind this process's other writers
             except psycopg.Error as exc:
                 raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
+            else:
+                if not _closed_by_server(conn) or dead >= stats.get("pool_max", 1):
+                    return conn
+                dead += 1
+                self._lock_pool.putconn(conn)  # closed: the pool drops it and makes another
 
     def _begin_locked(self, conn: Any, key: str, timeout: float | None, started: float) -> list[SegmentInfo]:
         """Open the lock's transaction, wait for the lock and list the session's segments.
@@ -665,7 +674,7 @@ class PostgresBackend(Backend):
                 pass  # the listing is the last result
             rows = cur.fetchall()
         except psycopg.Error as exc:
-            if conn.broken:
+            if conn.broken or conn.closed:
                 raise _DroppedConnection(exc) from exc
             if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 raise lock_timeout_error(key, time.monotonic() - started) from None
@@ -770,19 +779,27 @@ class _PostgresLegacyReader:
         return bytes(row[0])
 
 
-def _check_idle(conn: Any) -> None:
-    """The pools' check of a connection they hand out, without a round trip when it is healthy.
+def _closed_by_server(conn: Any) -> bool:
+    """Whether a connection taken from a pool was closed by the server while it sat there.
 
-    An idle connection has nothing to read unless the server spoke: when it closed the
-    session (a restart, pg_terminate_backend, an idle timeout) its last message and EOF are
-    waiting. Only then is the connection asked (one round trip), and a dead one raises, so
-    the pool replaces it.
+    The check costs no round trip when the connection is healthy: an idle connection has
+    nothing to read unless the server spoke, and when it closed the session (a restart,
+    pg_terminate_backend, an idle timeout) its last message and EOF are waiting. Only then
+    is the connection asked; a dead one is closed here, so its pool replaces it. (The pool's
+    own ``check`` asks every connection, and serves a client slowly when several are dead.)
     """
     if conn.closed:
-        raise psycopg.OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+        return True
+    poller = select.poll()  # not select(): descriptors past 1023 are common in a busy server
+    poller.register(conn.fileno(), select.POLLIN)
+    if not poller.poll(0):
+        return False
+    try:
         ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        conn.close()
+        return True
+    return False
 
 
 def redact_url(url: str) -> str:
