@@ -55,6 +55,7 @@ class LoadedSegment:
     end: int
     stored: int = -1  # the backend's stored size when last read: unchanged means nothing new
     damage: str | None = None  # why the entries stop early (damage found while reading), if they do
+    torn: bool = False  # unread bytes after ``end`` (an append in progress, or a torn one a writer will cut)
     entries: list[CommitEntry | MetaEntry] = field(default_factory=list)
 
     def runs(self) -> int:
@@ -115,19 +116,21 @@ class SessionLog:
             changed = True
         for info in listed:
             known = self.segments.get(info.segment)
-            if known is not None and known.version == info.version:
-                if known.stored == info.stored_bytes:
+            if known is not None and known.version == info.version and known.damage is None:
+                # an unchanged size means nothing new, unless unread bytes were counted in it: a torn
+                # tail can be cut and replaced by an entry of its very length
+                if known.stored == info.stored_bytes and not known.torn:
                     continue
                 read = self.backend.read_segment(self.key, info.segment, known.end)
                 if read.damaged_at is not None:
                     known = None  # not a clean continuation: read it whole
-                elif read.entries:
-                    known.entries.extend(self._decode(read.entries, info.segment))
-                    known.end, known.stored = read.end, info.stored_bytes
-                    changed = True
-                    continue
                 else:
-                    known.stored = info.stored_bytes
+                    if read.entries:
+                        entries, damage = self._decode_until_damage(read.entries, info.segment)
+                        known.entries.extend(entries)
+                        known.damage = damage
+                        changed = True
+                    known.end, known.stored, known.torn = read.end, info.stored_bytes, read.torn
                     continue
             read = self.backend.read_segment(self.key, info.segment)
             entries, damage = self._decode_until_damage(read.entries, info.segment)
@@ -136,7 +139,7 @@ class SessionLog:
             # A damaged segment keeps what precedes the damage: one bad byte costs the rest of its
             # segment, not the session.
             self.segments[info.segment] = LoadedSegment(
-                info.segment, info.version, read.end, info.stored_bytes, damage, entries
+                info.segment, info.version, read.end, info.stored_bytes, damage, read.torn, entries
             )
             changed = True
         if changed:
@@ -169,7 +172,14 @@ class SessionLog:
         for number, segment in self.segments.items():
             for ordinal, entry in enumerate(segment.entries):
                 if isinstance(entry, MetaEntry):
-                    self._apply_meta(entry)
+                    try:
+                        self._apply_meta(entry)
+                    except CorruptObjectError as exc:
+                        # a malformed settings entry is damage at that entry: the rest of the
+                        # segment is not read, as for any other damage
+                        segment.damage = segment.damage or str(exc)
+                        del segment.entries[ordinal:]
+                        break
                     continue
                 if entry.id not in self.commits:
                     self.order.append(entry.id)
@@ -326,8 +336,11 @@ class SessionLog:
                 path = self.chain(sid)
                 payloads, _raw = self.segment_payloads(path[0].segment, upto=path[-1].ordinal)
                 return self.apply_chain(path, payloads)
-            except SegmentMissing:
-                self.refresh()
+            except (SegmentMissing, CorruptObjectError):
+                # reclaimed or squashed since the index was read (the entries no longer match it):
+                # read the index again and retry; damage that stays after that is real
+                if not self.refresh():
+                    raise
                 if sid not in self.commits:
                     raise SnapshotNotFound(
                         f"snapshot {sid} was reclaimed from session {self.name!r}", {"snapshot": sid}

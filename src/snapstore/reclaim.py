@@ -80,6 +80,8 @@ class Reclaimer:
         """Rewrite a segment from its first needed run on; every payload is compressed again."""
         payloads, _raw = log.segment_payloads(number)
         read = session._store.backend.read_segment(session.key, number)
+        if log.segments[number].damage is not None or read.damaged_at is not None:
+            return  # a damaged segment is left as it is: verify reports it, nothing rewrites around it
         entries = [decode_entry(data, log.name, log.where(number)) for data in read.entries]
         start = self._cut(log, number, wanted)
         assert start is not None
@@ -92,7 +94,9 @@ class Reclaimer:
             if isinstance(entry, MetaEntry):
                 rewritten.append(encode_meta(entry.body))
                 continue
-            payload = payloads[entry.id]
+            payload = payloads.get(entry.id)
+            if payload is None:
+                return  # a payload that does not decode: leave the segment for verify to report
             if entry.mode in KEY_MODES:
                 mode, compressed = compress_keyframe(payload, self.level, bytes(raw[run_start:]) if raw else None)
                 stream, run_start = None, len(raw)

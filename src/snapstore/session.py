@@ -125,6 +125,8 @@ class Session:
         if isinstance(snapshot_id, str) and snapshot_id in log.tags:
             return log.tags[snapshot_id]
         retained = log.retained()
+        if log.head is not None and log.head not in retained:
+            retained.append(log.head)  # a head the limit evicted stays readable: commits go on from it
         try:
             return resolve_prefix(snapshot_id, retained, where=f"session {self.name!r}")
         except AmbiguousSnapshotId:
@@ -226,6 +228,12 @@ class Session:
         new_head: Any = None
         parent_commit = log.commits.get(parent) if parent is not None else None
         open_has_commit = last is not None and last.runs() > 0  # a segment's first commit is a keyframe
+        if open_has_commit and last is not None and last.damage is None:
+            try:
+                self._open_raw(log)
+            except SnapshotError as exc:  # a payload that does not decode: damage, as a bad frame is
+                last.damage = str(exc)
+                self._open = None
         if last is not None and last.damage is not None:
             open_has_commit = True  # never append after damage: the next commit starts a new segment
         can_delta = (
@@ -545,6 +553,9 @@ class Session:
         log = self._log
         last = log.last_segment
         assert last is not None
+        if last.damage is not None:  # never append after damage: settings open a new segment
+            self._append(last.number + 1, [encode_meta(self._checkpoint(log)), encode_meta(body)], 0)
+            return
         self._append(last.number, [encode_meta(body)], last.end)
 
     # -- bringing snapshots in (archives, upgrades) -----------------------
@@ -566,14 +577,21 @@ class Session:
         """
         added: list[str] = []
         store = self._store
+        items = list(items)
+        # everything that can refuse the import is checked before anything is written
+        if max_snapshots is not None:
+            check_max_snapshots(max_snapshots)
+        for name in tags or {}:
+            check_tag_name(name)
+        for record, _state_bytes, _delta in items:
+            if record.session != self.name:
+                raise SnapshotError(
+                    f"a record of session {record.session!r} cannot be imported into {self.name!r}",
+                    {"session": self.name, "record_session": record.session},
+                )
         with self._lock, store.backend.lock_session(self.key, store.lock_timeout):
             log = self._catch_up()
             for record, state_bytes, delta_payload in items:
-                if record.session != self.name:
-                    raise SnapshotError(
-                        f"a record of session {record.session!r} cannot be imported into {self.name!r}",
-                        {"session": self.name, "record_session": record.session},
-                    )
                 sid = record.snapshot_id()
                 if sid in log.commits:
                     continue

@@ -208,6 +208,10 @@ class SnapshotStore:
             check_max_snapshots(max_snapshots)
         with self._mutex:
             sess = self._sessions.get(name)
+        if sess is not None and not self.backend.segments(sess.key):  # deleted by another handle
+            with self._mutex:
+                self._sessions.pop(name, None)
+            sess = None
         if sess is None:
             sess = self._load_or_create(name, max_snapshots or DEFAULT_MAX_SNAPSHOTS)
             with self._mutex:
@@ -313,12 +317,25 @@ class SnapshotStore:
             try:
                 if name is None:
                     name = self._read_name(key) or key
-                log = SessionLog(self.backend, key, name)
-                log.refresh()
-                self._verify_session(log, report, read_data)
+                self._verify_session_settled(key, name, report, read_data)
             except SnapshotError as exc:
                 report.add(exc, session=name)
         return report
+
+    def _verify_session_settled(self, key: str, name: str, report: VerifyReport, read_data: bool) -> None:
+        """Verify one session; when a writer reclaimed or squashed segments meanwhile (verify takes
+        no lock), the problems found are checked again on a fresh read before they are reported."""
+        for _attempt in range(3):
+            log = SessionLog(self.backend, key, name)
+            log.refresh()
+            trial = VerifyReport()
+            self._verify_session(log, trial, read_data)
+            if trial.ok or not log.refresh():
+                break
+        report.snapshots_checked += trial.snapshots_checked
+        report.segments_checked += trial.segments_checked
+        report.states_rebuilt += trial.states_rebuilt
+        report.problems.extend(trial.problems)
 
     def _verify_session(self, log: SessionLog, report: VerifyReport, read_data: bool) -> None:
         retained = set(log.retained())

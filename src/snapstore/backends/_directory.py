@@ -256,13 +256,11 @@ class DirectoryBackend(Backend):
             return None
 
     def legacy_reader(self) -> DirectoryLegacyReader | None:
-        for folder in ("refs", "objects"):
-            try:
-                os.lstat(folder, dir_fd=self._root_fd)
-            except FileNotFoundError:
-                continue
-            return DirectoryLegacyReader(self._root_fd, self._open_dir, read_regular_file)
-        return None
+        """A reader of the format-1 layout here; None when there is none, or only the refusal marker."""
+        found = [name for name in ("refs", "objects") if self._exists(name)]
+        if all(self._is_format_1_refusal(name) for name in found):
+            return None
+        return DirectoryLegacyReader(self._root_fd, self._open_dir, read_regular_file)
 
     def foreign_entries(self) -> list[str]:
         found: list[str] = []
@@ -294,12 +292,13 @@ class DirectoryBackend(Backend):
         return found
 
     def _is_format_1_refusal(self, name: str) -> bool:
-        """``refs/config/format`` (a link) and an empty ``objects/ff``: what ``upgrade`` leaves for format-1 code.
+        """Whether ``name`` is only the marker that makes format-1 code refuse this store.
 
-        docs/format.md, "What changed from version 1": they make format-1 code refuse the store.
+        ``refs`` holding nothing but ``config/format``, a link to "2", and ``objects`` holding
+        nothing but an empty ``ff`` folder (docs/format.md, "What changed from version 1").
         """
         shape = {"refs": ("config", "format"), "objects": ("ff", None)}.get(name)
-        if shape is None or self.read_config("format") is None:
+        if shape is None:
             return False
         try:
             outer = self._open_dir(self._root_fd, name, name)
@@ -312,6 +311,8 @@ class DirectoryBackend(Backend):
             try:
                 with os.scandir(inner) as listing:
                     found = [(e.name, e.is_symlink()) for e in listing]
+                if found and os.readlink(found[0][0], dir_fd=inner) != "2":
+                    return False  # a format-1 store's own format ref
             finally:
                 os.close(inner)
         except (OSError, BackendError):
@@ -382,7 +383,7 @@ class DirectoryBackend(Backend):
             scanned = _framing.scan(memoryview(data)[_framing.HEADER_SIZE :], _framing.HEADER_SIZE)
         else:
             scanned = _framing.scan(data, start)
-        return SegmentRead(scanned.entries, scanned.end, scanned.damaged_at)
+        return SegmentRead(scanned.entries, scanned.end, scanned.damaged_at, scanned.torn)
 
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
         check_session_key(key)

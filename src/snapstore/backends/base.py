@@ -54,11 +54,14 @@ class SegmentRead:
 
     ``damaged_at`` is the position of the first entry that failed its checksum when more
     data follows it (damage, not a torn tail): entries from there on are not returned.
+    ``torn`` says bytes after ``end`` were left unread as an unfinished append.
     """
 
     entries: list[bytes]
     end: int
     damaged_at: int | None = None
+    #: bytes follow ``end`` that are not (yet) a whole entry: an append in progress or cut short
+    torn: bool = False
 
 
 @dataclass(frozen=True, slots=True)
