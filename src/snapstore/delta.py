@@ -125,7 +125,10 @@ def diff(old: Any, new: Any) -> list[Op]:
     ops: list[Op] = []
     if old is not new:
         try:
-            _diff_value(old, new, "", ops)
+            if type(old) is type(new) and type(old) in (dict, list) and old != new:
+                _diff_unequal(old, new, "", ops)  # (the documents differ, as a rule: no bytes needed)
+            else:
+                _diff_value(old, new, "", ops)
         except (MemoryError, RecursionError):
             raise
         except Exception as exc:
@@ -161,10 +164,8 @@ def diff_members(
                 ops.append({"op": "add", "path": path, "value": nval})
             elif kind is not type(nval) or (kind is not dict and kind is not list):
                 ops.append({"op": "replace", "path": path, "value": nval})
-            elif oval == nval:  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0 somewhere
-                _diff_lookalikes(oval, nval, path, ops)
-            elif kind is list:
-                _diff_list(oval, nval, path, ops, (old_pieces[key], new_pieces[key]))
+            elif kind is list:  # (bytes that differ only in a 1 / 1.0 or a 0.0 / -0.0 are found below too)
+                _diff_list(oval, nval, path, ops, [old_pieces[key], new_pieces[key]])
             else:
                 _diff_dict(oval, nval, path, ops)
     except (MemoryError, RecursionError):
@@ -228,20 +229,38 @@ def _diff_containers(old: Any, new: Any, path: str, ops: list[Op]) -> bool:
     Most such pairs are equal (the siblings of a change), so their bytes are compared first:
     one serialization of each, the same as confirming an ``==`` would need.
     """
-    if _same_bytes(old, new):
+    first = _canon(old)
+    if len(first) > _RIGHT_SIZE_ABOVE:
+        first = bytes(memoryview(first))  # (see _same_bytes)
+    known = [first, _canon(new)]
+    del first
+    if known[0] == known[1]:
         return False
     if old != new:
-        _diff_unequal(old, new, path, ops)
+        if type(old) is list:
+            _diff_list(old, new, path, ops, known)  # (which empties ``known`` before it recurses)
+        else:
+            known.clear()
+            _diff_dict(old, new, path, ops)
         return True
+    known.clear()
     _diff_lookalikes(old, new, path, ops)  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0
     return False
 
 
 def _diff_unequal(old: Any, new: Any, path: str, ops: list[Op]) -> None:
-    """Diff two values known to differ under ``==``."""
+    """Diff two values expected to differ under ``==``.
+
+    The expectation may be wrong where only bytes said they differ (a change of 1 to 1.0 looks
+    alike to ``==``): the patch is right either way, since scalars are still compared, and lists
+    still keep what their ends share.
+    """
     kind = type(old)
-    if kind is not type(new) or (kind is not dict and kind is not list):
+    if kind is not type(new):
         ops.append({"op": "replace", "path": path, "value": new})
+    elif kind is not dict and kind is not list:
+        if _scalar_differs(old, new, kind):
+            ops.append({"op": "replace", "path": path, "value": new})
     elif kind is dict:
         _diff_dict(old, new, path, ops)
     else:
@@ -378,10 +397,11 @@ def _run_length_back(old: list[Any], new: list[Any], limit: int) -> int:
         return limit
 
 
-def _diff_list(
-    old: list[Any], new: list[Any], path: str, ops: list[Op], known: tuple[bytes, bytes] | None = None
-) -> None:
-    """Diff two lists that differ under ``==`` (``known``: their canonical bytes, when in hand).
+def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op], known: list[bytes] | None = None) -> None:
+    """Diff two lists that differ under ``==``.
+
+    ``known``, when given, holds the two lists' canonical bytes; it is emptied before any
+    recursion, so that a chain of lists does not keep every level's bytes alive at once.
 
     A common prefix and suffix are kept; what lies between is matched as a shift (elements
     removed at the front and added at the back, as a sliding window does, or the reverse),
@@ -393,12 +413,15 @@ def _diff_list(
     if n_new == 0:  # emptied: one operation rather than a remove per element
         ops.append({"op": "replace", "path": path, "value": new})
         return
-    if known is not None and n_new > n_old and _extends(known[0], 1, known[1]):
+    if known and n_new > n_old and _extends(known[0], 1, known[1]):
+        known.clear()
         # Append-only: new's bytes are old's without its ']', then ','. A JSON value ends where its
         # own syntax says, so that prefix parses to the same n_old elements, and the rest is new.
         ops.extend({"op": "add", "path": path + "/-", "value": value} for value in new[n_old:])
         return
     if n_old == n_new <= _SHORT:  # short lists, chains of them above all: as a dict's children
+        if known:
+            known.clear()
         found = _diff_children([(old[i], new[i], i) for i in range(n_old)], False, path)
         for index in sorted(found):
             ops.extend(found[index])
@@ -407,7 +430,9 @@ def _diff_list(
     # with equal lengths, old[prefix] != new[prefix]: leave that pair out of the suffix's scan
     suffix = _run_length_back(old, new, max(0, min(n_old, n_new) - prefix - (n_old == n_new)))
     end_old, end_new = n_old - suffix, n_new - suffix
-    edits = _ListEdits(old, new, path, ops, known if prefix == suffix == 0 else None)
+    if known and (prefix or suffix):
+        known.clear()
+    edits = _ListEdits(old, new, path, ops, known or None)
     edits.pair(end_old, end_new, suffix)
     edits.middle(prefix, end_old, end_new)
     edits.pair(0, 0, prefix)
@@ -418,32 +443,37 @@ class _ListEdits:
 
     __slots__ = ("known", "new", "old", "ops", "path")
 
-    def __init__(
-        self, old: list[Any], new: list[Any], path: str, ops: list[Op], known: tuple[bytes, bytes] | None
-    ) -> None:
+    def __init__(self, old: list[Any], new: list[Any], path: str, ops: list[Op], known: list[bytes] | None) -> None:
         self.old, self.new, self.path, self.ops = old, new, path, ops
         self.known = known  # the lists' canonical bytes, when in hand and the middle is the whole list
 
     def middle(self, start: int, end_old: int, end_new: int) -> None:
         """Turn old[start:end_old] into new[start:end_new]; old[start] != new[start] when both are there."""
         old_len, new_len = end_old - start, end_new - start
+        known, self.known = self.known, None
+        cut = grow = 0
+        window = False  # a sliding window whose kept elements are checked by their bytes
         if old_len and new_len:
             cut = self._shift(self.old, start, end_old, self.new, start, end_new)
-            if cut:  # old[start+cut:end_old] begins new's middle: append the rest, then cut the front
-                kept = old_len - cut
-                self.insert(end_old, start + kept, end_new)
-                # a sliding window: old's bytes after the cut elements begin new's bytes
-                if self.known is None or not _extends(self.known[0], len(_canon(self.old[:cut])), self.known[1]):
-                    self.pair(start + cut, start, kept)
-                self.remove(start, start + cut)
-                return
-            grow = self._shift(self.new, start, end_new, self.old, start, end_old)
-            if grow:  # new[start+grow:end_new] is old's middle's head: cut old's tail, insert in front
-                kept = new_len - grow
-                self.remove(start + kept, end_old)
-                self.pair(start, start + grow, kept)
-                self.insert(start, start, start + grow)
-                return
+            if cut and known:  # old's bytes after the cut elements begin new's bytes
+                window = _extends(known[0], len(_canon(self.old[:cut])), known[1])
+            if not cut:
+                grow = self._shift(self.new, start, end_new, self.old, start, end_old)
+        if known:
+            known.clear()  # before the recursion below
+        if cut:  # old[start+cut:end_old] begins new's middle: append the rest, then cut the front
+            kept = old_len - cut
+            self.insert(end_old, start + kept, end_new)
+            if not window:
+                self.pair(start + cut, start, kept)
+            self.remove(start, start + cut)
+            return
+        if grow:  # new[start+grow:end_new] is old's middle's head: cut old's tail, insert in front
+            kept = new_len - grow
+            self.remove(start + kept, end_old)
+            self.pair(start, start + grow, kept)
+            self.insert(start, start, start + grow)
+            return
         paired = min(old_len, new_len)
         self.remove(start + paired, end_old)
         self.insert(end_old, start + paired, end_new)
