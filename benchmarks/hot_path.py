@@ -14,6 +14,7 @@ by ``jsonpatch.apply_patch`` and by the revision's applier. Each figure is the m
 turns of the best of ``--repeat`` runs, as thread CPU time; the ratios are the figures to read.
 
     python -m benchmarks.hot_path --turns 600 --before 3c1ff3a
+    python -m benchmarks.hot_path --turns 600 --before 3c1ff3a --window 200   # a sliding window
 """
 
 from __future__ import annotations
@@ -74,12 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--before", help="a git revision whose snapstore.delta is timed beside the current one")
+    parser.add_argument(
+        "--window", type=int, help="keep only the transcript's last N messages: a sliding window, as a capped log is"
+    )
     args = parser.parse_args(argv)
     before = delta_at(args.before) if args.before else None
 
     snapshots: list[bytes] = []
     for turn, state in enumerate(generate(args.turns, seed=args.seed), 1):
         if turn > args.turns - args.pairs - 1:
+            if args.window:
+                state = {**state, "transcript": state["transcript"][-args.window :]}
             snapshots.append(orjson.dumps(state))
 
     differs: dict[str, Callable[..., Any]] = {
@@ -118,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{len(sizes)} consecutive pairs of turns {args.turns - len(sizes) + 1}-{args.turns} (seed {args.seed}), "
-        f"states of {min(sizes) / 1e3:.0f}-{max(sizes) / 1e3:.0f} kB; median CPU time per pair, best of {args.repeat}"
+        f"states of {min(sizes) / 1e3:.0f}-{max(sizes) / 1e3:.0f} kB"
+        + (f" (transcripts cut to their last {args.window} messages)" if args.window else "")
+        + f"; median CPU time per pair, best of {args.repeat}"
     )
     for title, table, reference in (
         ("diff", diffs, "jsonpatch.make_patch"),
