@@ -360,10 +360,6 @@ def test_evicted_head_survives_reclaim_commit_and_gc(make_store: Callable[..., S
 # ---------------------------------------------------------------- part 2: the store against a model
 
 TAG_NAMES = ["boss", "camp fire", "Zoë/~1"]
-#: Engine fault: a higher limit lists again the evicted snapshots still stored (test_retention.py,
-#: test_raising_a_limit_keeps_evicted_snapshots_evicted, xfail). While it stands the machines do not
-#: raise a limit after an eviction; set this to False when that test passes.
-RAISING_A_LIMIT_BRINGS_EVICTED_BACK = True
 #: Engine fault: once the segment holding the last forgotten id is reclaimed, older snapshots kept
 #: stored by a tag or an old head are listed again (test_retention.py,
 #: test_forgotten_snapshots_stay_forgotten_when_their_segment_is_reclaimed, xfail). While it stands
@@ -439,6 +435,10 @@ class StoreModel(RuleBasedStateMachine):
         tagged = set(self.tags.values())
         return [sid for i, sid in enumerate(self.order) if i >= self.kept_from or sid in tagged]
 
+    def _resolvable(self, sid: str) -> bool:
+        """Ids a session accepts: the retained ones, and the head even when the limit evicted it."""
+        return sid in self.retained or sid == self.head
+
     def _head_state(self) -> Any:
         return None if self.head is None else orjson.loads(self.states[self.head])
 
@@ -511,15 +511,32 @@ class StoreModel(RuleBasedStateMachine):
         assert snap.parent == self.head
         self._made(snap.id, canonical(state), "other", None)
 
+    @rule(sid=snapshots, name=st.sampled_from(TAG_NAMES))
+    def other_handle_rolls_back_and_tags(self, sid: str, name: str) -> None:
+        """A second handle moves the head and tags it; ours must see both (and commit on that head)."""
+        if not self._resolvable(sid):
+            return
+        other = self._open()
+        try:
+            theirs = other.session(self.session_name)
+            assert canonical(theirs.rollback(sid)) == self.states[sid]
+            assert theirs.tag(sid, name) == sid
+        finally:
+            if self.engine != "memory":
+                other.close()
+        self.head, self.tags[name] = sid, sid
+
     # -- rules: moving the head ------------------------------------------
     @rule(sid=snapshots, by_prefix=st.booleans())
     def rollback(self, sid: str, by_prefix: bool) -> None:
         wanted = sid[:10] if by_prefix else sid
-        if sid not in self.retained:
+        if not self._resolvable(sid):
             with pytest.raises(SnapshotNotFound):
                 self.sess.rollback(wanted)
             event("rollback to an evicted snapshot refused")
             return
+        if sid not in self.retained:
+            event("rollback to the head the limit evicted")
         got = self.sess.rollback(wanted)
         assert canonical(got) == self.states[sid]
         self.head = sid
@@ -536,9 +553,6 @@ class StoreModel(RuleBasedStateMachine):
     # -- rules: retention and tags -------------------------------------------
     @rule(limit=st.integers(1, 8))
     def set_max_snapshots(self, limit: int) -> None:
-        if RAISING_A_LIMIT_BRINGS_EVICTED_BACK and limit > self.max_snapshots and self.kept_from > 0:
-            event("raising a limit after evictions skipped (engine fault)")
-            return
         before = self.retained
         evicted = self.sess.set_max_snapshots(limit)
         self.max_snapshots = limit
@@ -566,7 +580,7 @@ class StoreModel(RuleBasedStateMachine):
     @rule(sid=snapshots, name=st.sampled_from(TAG_NAMES), by_prefix=st.booleans())
     def tag(self, sid: str, name: str, by_prefix: bool) -> None:
         wanted = sid[:12] if by_prefix else sid
-        if sid not in self.retained:
+        if not self._resolvable(sid):
             with pytest.raises(SnapshotNotFound):
                 self.sess.tag(wanted, name)
             return
@@ -660,6 +674,8 @@ class StoreModel(RuleBasedStateMachine):
             kinds.add(snap.kind)
         if kinds == {"full", "delta"}:
             event("keyframes and deltas retained together")
+        if self.head is not None and self.head not in self.retained:  # evicted, and still readable
+            assert canonical(self.sess.state(self.head)) == self.states[self.head]
 
     @invariant()
     def fresh_handle_agrees(self) -> None:

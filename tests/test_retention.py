@@ -121,12 +121,6 @@ def test_store_session_refuses_to_lower_a_limit_and_writes_nothing(store: Snapsh
     assert store.session("new", max_snapshots=2).max_snapshots == 2  # a new session takes any limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: SessionLog.retained() takes the last max_snapshots of what is still stored, so a "
-    "higher limit lists again snapshots that were evicted but not yet reclaimed (remove "
-    "RAISING_A_LIMIT_BRINGS_EVICTED_BACK from test_properties.py when this passes)",
-)
 def test_raising_a_limit_keeps_evicted_snapshots_evicted(store: SnapshotStore) -> None:
     sess = store.session("s", max_snapshots=5)
     ids = commit_turns(sess, range(8))
