@@ -283,13 +283,26 @@ class TestPostgresBackend(BackendContract):
         patient.join(60)
         assert outcome == ["b", "a released", "b acquired"]
 
-    def test_killed_connections_are_replaced(self) -> None:
+    @pytest.mark.parametrize("settle", [0.0, 0.5])
+    def test_killed_connections_are_replaced(self, settle: float) -> None:
+        import threading
+
         b = self.backend
         b.append("s", 0, [b"before"], 0)
-        with b.lock_session("s", 1.0):
-            pass  # a lock connection now waits in its pool, where the server drops it
-        assert self._terminate() >= 2
-        assert b.read_segment("s", 0).entries == [b"before"]  # the pool's check drops dead connections
+        together = threading.Barrier(4)
+
+        def hold_a_lock_and_a_read(number: int) -> None:
+            with b.lock_session(f"k{number}", 5.0), b._pool.connection():
+                together.wait(30)  # four connections of each pool open at once, then back in their pools
+
+        run = [threading.Thread(target=hold_a_lock_and_a_read, args=(n,)) for n in range(4)]
+        for t in run:
+            t.start()
+        for t in run:
+            t.join(60)
+        assert self._terminate() >= 8
+        time.sleep(settle)  # 0: the reads race the server closing them; 0.5: the pools' check sees them closed
+        assert b.read_segment("s", 0).entries == [b"before"]
         assert locked(b, "s") == [b"before", b"locked"]
 
     def test_format_1_tables_stay_readable_until_format_2_config_is_written(self) -> None:
@@ -470,6 +483,29 @@ def test_directory_foreign_entries_are_listed_not_used(tmp_path: Path) -> None:
         "sessions/s/README",
         "sessions/s/ffffffffffffffff.seg",
     ]
+
+
+def test_directory_marker_for_format_1_code_is_the_stores_own(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    assert os.readlink(root / "refs" / "config" / "format") == "2" and (root / "objects" / "ff").is_dir()
+    assert b.foreign_entries() == [] and b.legacy_format() is None and b.legacy_reader() is None
+    (root / "objects" / "ff" / ("0" * 30)).write_bytes(b"an object")
+    (root / "refs" / "sessions").mkdir()
+    assert b.foreign_entries() == ["objects", "refs"]
+
+
+def test_directory_drop_and_delete_leave_what_is_not_theirs(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("s", 0, [b"x"], 0)
+    session = root / "sessions" / "s"
+    os.mkfifo(session / "0000000000000001.seg")
+    (session / "0000000000000002.seg").mkdir()
+    b.drop_segments("s", [1, 2])
+    assert b.delete_session("s") is True
+    assert sorted(p.name for p in session.iterdir()) == ["0000000000000001.seg", "0000000000000002.seg"]
+    assert b.foreign_entries() == ["sessions/s/0000000000000001.seg", "sessions/s/0000000000000002.seg"]
 
 
 def test_directory_cleanup_removes_old_temporary_files_only(tmp_path: Path) -> None:
@@ -758,7 +794,8 @@ def test_a_read_only_store_reads_and_refuses_every_write(tmp_path: Path) -> None
         base.chmod(0o755)
         for folder, _dirs, files in os.walk(root):
             for name in files:
-                os.chmod(os.path.join(folder, name), 0o444)
+                if not os.path.islink(os.path.join(folder, name)):
+                    os.chmod(os.path.join(folder, name), 0o444)
             os.chmod(folder, 0o555)
         before = _tree(root)
         args = [sys.executable, "-c", _READ_ONLY_CHECK, str(root), *(["as-nobody"] if as_root else [])]
