@@ -312,7 +312,7 @@ class BackendContract:
         end = b.append("s", 0, entries[:2], 0)
         end = b.append("s", 0, entries[2:], end)
         read = b.read_segment("s", 0)
-        assert read.entries == entries and read.end == end and read.damaged_at is None
+        assert read.entries == entries and read.end == end and read.damaged_at is None and not read.torn
         [info] = b.segments("s")
         assert info.segment == 0 and info.stored_bytes >= sum(map(len, entries))
         assert b.session_keys() == ["s"]
@@ -483,10 +483,10 @@ class BackendContract:
         if not self.tear_tail(b, "s", 0, b"interrupted append of a longer entry"):
             raise unittest.SkipTest(f"{b.kind} appends cannot be torn")
         read = b.read_segment("s", 0)
-        assert read.entries == [b"committed"] and read.end == end and read.damaged_at is None
+        assert read.entries == [b"committed"] and read.end == end and read.damaged_at is None and read.torn
         new_end = b.append("s", 0, [b"next"], end)
-        assert b.read_segment("s", 0).entries == [b"committed", b"next"]
-        assert b.read_segment("s", 0).end == new_end
+        after = b.read_segment("s", 0)
+        assert after.entries == [b"committed", b"next"] and after.end == new_end and not after.torn
 
     # -- locks ---------------------------------------------------------------
     def test_lock_makes_other_threads_wait(self) -> None:
