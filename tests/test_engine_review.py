@@ -1,8 +1,9 @@
 """An adversarial review of the v2 engine's core (session, history, entries, reclaim, store).
 
-Each test here either reproduces a defect (marked ``xfail(strict=True)`` with its cause, so it
-turns into a failure the day the defect is fixed and the mark must go) or pins down a risky path
-that was checked and works. States are compared type-exact, by canonical bytes.
+Each test pins down a path a demanding user or a hostile file system reaches: the defects the
+review found (each test named after the behaviour that was wrong), and risky paths checked to
+work. A defect still open is marked ``xfail(strict=True)`` with its cause, so the mark must go
+the day it is fixed. States are compared type-exact, by canonical bytes.
 
 Interleavings that a real race reaches rarely are made certain with ``Interleaved``: the real
 directory engine, subclassed to run another writer's real call once, just before a chosen read.
@@ -10,21 +11,25 @@ directory engine, subclassed to run another writer's real call once, just before
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import canonical, rewrite_entry
-from snapstore import SnapshotStore
+from conftest import canonical, rewrite_entry, store_contents
+from snapstore import SnapshotStore, codec
 from snapstore.backends import DirectoryBackend
 from snapstore.backends.base import SegmentRead
+from snapstore.entries import encode_meta
 from snapstore.errors import SnapshotError
+from snapstore.objects import SnapshotRecord
 from snapstore.store import session_key
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -83,12 +88,6 @@ print(SnapshotStore.open(sys.argv[1]).session("s").commit({"n": 3, "pad": "x" * 
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history.py SessionLog._refresh_once skips a segment whose version and stored size are "
-    "unchanged; a torn tail counted in the size it cached is cut and replaced by an append of the "
-    "same length, so other handles never see that commit and every commit of theirs fails",
-)
 def test_an_append_replacing_a_torn_tail_of_its_own_length_is_seen_by_other_handles(tmp_path: Path) -> None:
     root = tmp_path / "store"
     writer = SnapshotStore.open(root).session("s")
@@ -130,12 +129,6 @@ def damaged_open_segment(tmp_path: Path) -> tuple[SnapshotStore, list[str]]:
     return SnapshotStore.open(root), ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py Session._write_meta appends to the last segment at its read end even when "
-    "that segment is damaged (the backend sees frames after that end and raises "
-    "ConcurrentUpdateError); _prepare starts a new segment after damage, _write_meta does not",
-)
 @pytest.mark.parametrize("call", ["rollback", "tag", "set_max_snapshots", "forget"])
 def test_settings_can_be_written_after_damage_in_the_open_segment(
     damaged_open_segment: tuple[SnapshotStore, list[str]], call: str
@@ -175,28 +168,21 @@ def _store_with_damaged_head(kind: str, tmp_path: Path, commits: int) -> tuple[S
     return SnapshotStore(store.backend), ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reclaim.py Reclaimer.squash indexes payloads[entry.id] for entries past a payload that "
-    "does not decompress (segment_payloads stops there): a KeyError escapes set_max_snapshots and "
-    "gc, after the new limit was already written",
-)
 @pytest.mark.parametrize("kind", ["memory", "directory"])
-def test_reclaiming_a_segment_with_a_damaged_payload_raises_a_snapshot_error(kind: str, tmp_path: Path) -> None:
-    store, _ids = _store_with_damaged_head(kind, tmp_path, 30)
+def test_reclaiming_a_segment_with_a_damaged_payload_leaves_it_for_verify(kind: str, tmp_path: Path) -> None:
+    """Squashing needs every payload after the cut; one that does not decompress must not escape as a
+    KeyError (it did: reclaim.py indexed the payloads by id): the segment is left for verify to report."""
+    store, ids = _store_with_damaged_head(kind, tmp_path, 30)
     sess = store.session("s")
-    with pytest.raises(SnapshotError):
-        sess.set_max_snapshots(1)
-    with pytest.raises(SnapshotError):
-        store.gc()
+    before = store_contents(store)
+    evicted = sess.set_max_snapshots(1)
+    assert evicted == ids[:-1] and sess.max_snapshots == 1
+    assert store.gc().segments_dropped == 0
+    after = store_contents(store)["sessions"]["s"]  # type: ignore[index]
+    assert after[0][2][: len(before["sessions"]["s"][0][2])] == before["sessions"]["s"][0][2]  # type: ignore[index]
+    assert not SnapshotStore(store.backend).verify().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py Session._prepare always decodes the open segment (_open_raw) to append a delta "
-    "to it; a payload there that does not decompress makes every later commit raise, even after a "
-    "rollback to a good snapshot, instead of starting a new segment as frame damage does",
-)
 @pytest.mark.parametrize("kind", ["memory", "directory"])
 def test_a_session_goes_on_after_its_head_payload_is_damaged(kind: str, tmp_path: Path) -> None:
     store, ids = _store_with_damaged_head(kind, tmp_path, 5)
@@ -218,12 +204,6 @@ def _one_segment_of_runs(root: Path) -> tuple[Any, list[str]]:
     return writer, ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history.py SessionLog.segment_payloads reads a segment squashed since the index was read "
-    "and pairs its entries with the old index's ordinals; rebuild retries only SegmentMissing, so the "
-    "reader gets CorruptObjectError ('damaged') for a healthy retained snapshot",
-)
 def test_a_reader_racing_with_a_squash_reads_the_exact_state(tmp_path: Path) -> None:
     writer, ids = _one_segment_of_runs(tmp_path / "store")
     backend = Interleaved(tmp_path / "store")
@@ -233,11 +213,6 @@ def test_a_reader_racing_with_a_squash_reads_the_exact_state(tmp_path: Path) -> 
     assert canonical(reader.state(ids[-1])) == canonical(small_state(29))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py SnapshotStore._verify_session reads payloads after the index without noticing a "
-    "segment squashed in between (verify takes no lock): a healthy store is reported damaged",
-)
 def test_verify_racing_with_a_squash_reports_no_problem(tmp_path: Path) -> None:
     writer, _ids = _one_segment_of_runs(tmp_path / "store")
     backend = Interleaved(tmp_path / "store")
@@ -274,12 +249,6 @@ def test_a_reader_racing_with_a_dropped_segment_reads_again(tmp_path: Path) -> N
 # -- sessions deleted by another handle -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py SnapshotStore.session returns its cached Session without checking the session "
-    "still exists: after another handle or process deletes it, store.session(name) ('get or "
-    "create') hands back a session whose every call raises SnapshotNotFound",
-)
 @pytest.mark.parametrize("kind", ["memory", "directory"])
 def test_a_session_deleted_by_another_handle_is_created_again(kind: str, tmp_path: Path) -> None:
     if kind == "memory":
@@ -296,12 +265,6 @@ def test_a_session_deleted_by_another_handle_is_created_again(kind: str, tmp_pat
 # -- the head stays readable -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py Session._resolve looks only at retained snapshots and tags: a head rolled back "
-    "to and then evicted by a lower limit is kept (reclaim wants it, commits go on from it) but "
-    "sess.state(sess.head.id) and sess.snapshot(sess.head.id) raise 'evicted'",
-)
 def test_the_head_is_readable_after_a_lower_limit_evicts_it() -> None:
     sess = SnapshotStore.memory().session("s", max_snapshots=10)
     ids = [sess.commit({"n": i}).id for i in range(10)]
@@ -309,3 +272,263 @@ def test_the_head_is_readable_after_a_lower_limit_evicts_it() -> None:
     sess.set_max_snapshots(3)
     assert sess.head is not None and sess.head.id == ids[0]
     assert canonical(sess.state(sess.head.id)) == canonical({"n": 0})
+
+
+# -- damage that arrives while a handle is open ------------------------------------------------------
+
+
+def _append_raw_entry(store: SnapshotStore, name: str, entry: bytes) -> None:
+    """Append one entry to a session's last segment through the backend (as a damaged or hostile writer would)."""
+    key = session_key(name)
+    last = store.backend.segments(key)[-1].segment
+    with store.backend.lock_session(key, 5):
+        store.backend.append(key, last, [entry], store.backend.read_segment(key, last).end)
+
+
+@pytest.mark.parametrize("kind", ["memory", "directory"])
+def test_an_open_handle_reads_around_an_undecodable_entry_like_a_fresh_one(kind: str, tmp_path: Path) -> None:
+    store = SnapshotStore.memory() if kind == "memory" else SnapshotStore.open(tmp_path / "store")
+    opened = store.session("s")
+    ids = [opened.commit({"n": i}).id for i in range(3)]
+    _append_raw_entry(store, "s", b"\x07 an entry type no version writes")
+    assert SnapshotStore(store.backend).session("s").snapshot_ids() == ids
+    assert opened.snapshot_ids() == ids
+    opened.commit({"n": 3})
+
+
+@pytest.mark.parametrize("kind", ["memory", "directory"])
+def test_a_malformed_settings_entry_is_reported_the_same_on_every_call(kind: str, tmp_path: Path) -> None:
+    store = SnapshotStore.memory() if kind == "memory" else SnapshotStore.open(tmp_path / "store")
+    sess = store.session("s")
+    sess.commit({"n": 0})
+    _append_raw_entry(store, "s", encode_meta({"tag": ["t", "not an id"]}))
+    reader = SnapshotStore(store.backend).session("s")
+    outcomes = []
+    for _ in range(2):
+        try:
+            outcomes.append(repr(reader.snapshot_ids()))
+        except SnapshotError as exc:
+            outcomes.append(type(exc).__name__)
+    assert outcomes[0] == outcomes[1], outcomes
+
+
+# -- bringing snapshots in ------------------------------------------------------------------------------
+
+
+def _items(count: int) -> tuple[SnapshotStore, list[tuple[SnapshotRecord, bytes, bytes | None]]]:
+    source = SnapshotStore.memory().session("s")
+    snaps = [source.commit({"n": i, "f": 1.0}) for i in range(count)]
+    return source._store, [(source._log.commits[s.id].record, codec.dumps(source.state(s.id)), None) for s in snaps]
+
+
+@pytest.mark.parametrize("bad", ["max_snapshots", "tag", "record of another session"])
+def test_a_refused_import_writes_nothing(bad: str) -> None:
+    _source, items = _items(3)
+    store = SnapshotStore.memory()
+    sess = store.session("s")
+    before = store_contents(store)
+    kwargs: dict[str, Any] = {}
+    if bad == "max_snapshots":
+        kwargs["max_snapshots"] = 0
+    elif bad == "tag":
+        kwargs["tags"] = {"": items[0][0].snapshot_id()}
+    else:
+        other = SnapshotStore.memory().session("o")
+        snap = other.commit({"z": 1})
+        items.append((other._log.commits[snap.id].record, codec.dumps({"z": 1}), None))
+    with pytest.raises(SnapshotError):
+        sess.import_snapshots(items, **kwargs)
+    assert store_contents(store) == before
+
+
+def test_imported_snapshots_keep_their_ids_and_states_across_reopen(tmp_path: Path) -> None:
+    _source, items = _items(4)
+    store = SnapshotStore.open(tmp_path / "store")
+    added = store.session("s").import_snapshots(items, max_snapshots=3, head=items[1][0].snapshot_id())
+    assert added == [record.snapshot_id() for record, _, _ in items]
+    again = SnapshotStore.open(tmp_path / "store").session("s")
+    assert again.snapshot_ids() == added[1:]
+    assert again.head is not None and again.head.id == added[1]
+    for sid, (_record, data, _delta) in zip(added[1:], items[1:], strict=True):
+        assert canonical(again.state(sid)) == canonical(codec.loads(data))
+    assert again.import_snapshots(items[1:]) == []  # what the session stores is not written twice
+
+
+# -- risky paths that work: kept so they stay working ----------------------------------------------------
+
+WRITER = """
+import sys, orjson
+from snapstore import SnapshotStore
+sess = SnapshotStore.open(sys.argv[1]).session("s")
+if sys.argv[2] != "-":
+    sess.rollback(sys.argv[2])
+print(" ".join(sess.commit(orjson.loads(state)).id for state in sys.argv[3:]))
+"""
+
+
+def _turn(who: str, i: int) -> dict[str, Any]:
+    return {"who": who, "i": i, "f": float(i), "ok": i % 2 == 0, "log": [f"{who}{j}" for j in range(i)]}
+
+
+def test_writers_taking_turns_in_one_segment_rebuild_exactly(tmp_path: Path) -> None:
+    """A handle's delta stream after another process appended (it must not continue its old frame),
+    a rollback in the other process, and this handle's own rollback: every state rebuilds exactly."""
+    import orjson
+
+    root = tmp_path / "store"
+    mine = SnapshotStore.open(root).session("s", max_snapshots=1000)
+    expected: dict[str, Any] = {}
+
+    def commit_here(i: int) -> str:
+        sid = mine.commit(_turn("a", i)).id
+        expected[sid] = _turn("a", i)
+        return sid
+
+    def commit_there(who: str, rollback: str | None, count: int) -> list[str]:
+        states = [_turn(who, i) for i in range(count)]
+        out = run_in_process(WRITER, str(root), rollback or "-", *(orjson.dumps(s).decode() for s in states))
+        ids = out.split()
+        expected.update(zip(ids, states, strict=True))
+        return ids
+
+    first = commit_here(0)
+    commit_here(1)
+    commit_there("b", None, 2)
+    third = commit_here(2)
+    commit_here(3)
+    theirs = commit_there("c", first, 2)
+    assert mine.commit(_turn("a", 4)).parent == theirs[-1]
+    expected[mine.head.id] = _turn("a", 4)  # type: ignore[union-attr]
+    mine.rollback(third)
+    after = mine.commit(_turn("a", 5))
+    assert after.parent == third
+    expected[after.id] = _turn("a", 5)
+    fresh = SnapshotStore.open(root).session("s")
+    assert sorted(fresh.snapshot_ids()) == sorted(expected)
+    for sid, state in expected.items():
+        assert canonical(fresh.state(sid)) == canonical(state)
+        assert canonical(mine.state(sid)) == canonical(state)
+    assert SnapshotStore.open(root).verify().ok
+
+
+@pytest.mark.parametrize("kind", ["memory", "directory"])
+def test_a_refused_commit_on_the_delta_path_leaves_the_head_as_it_was(kind: str, tmp_path: Path) -> None:
+    """The head is patched in place while a commit is checked; a refusal must put it back exactly."""
+    store = SnapshotStore.memory() if kind == "memory" else SnapshotStore.open(tmp_path / "store")
+    sess = store.session("s")
+    base = {"a": 1, "b": [1, 2, {"c": 1.0}], "d": {"e": True}, "z": -0.0}
+    sess.commit(base)
+    refused = [
+        {"a": 2, "b": (1, 2), "d": {"e": False}},
+        {"a": 2, "b": [1, 2, {"c": float("nan")}], "x": 1},
+        {"a": 3, "d": {"e": float("inf")}, "new": [1]},
+    ]
+    for state in refused:
+        before = store_contents(store)
+        with pytest.raises(SnapshotError):
+            sess.commit(state)
+        assert store_contents(store) == before
+    following = {"a": 2, "b": [1, 2, {"c": 1}], "d": {"e": True}, "z": 0.0}
+    snap = sess.commit(following)
+    assert snap.kind == "delta"
+    assert canonical(SnapshotStore(store.backend).session("s").state(snap.id)) == canonical(following)
+    back = sess.commit(base)
+    assert canonical(SnapshotStore(store.backend).session("s").state(back.id)) == canonical(base)
+
+
+def test_limits_tags_head_and_ids_survive_reclaim_and_reopen(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = SnapshotStore.open(root, max_runs=2)
+    sess = store.session("s", max_snapshots=4)
+    states: dict[str, Any] = {}
+
+    def commit(i: int) -> str:
+        state = {"i": i, "blob": os.urandom(40_000).hex() if i % 3 == 0 else "x", "f": 1.0, "t": True}
+        sid = sess.commit(state).id
+        states[sid] = state
+        return sid
+
+    ids = [commit(i) for i in range(2)]
+    sess.tag(ids[1], "old")
+    ids += [commit(i) for i in range(2, 30)]
+    sess.rollback(ids[-3])
+    sess.set_max_snapshots(6)
+    sess.set_max_snapshots(8)  # raising brings nothing back
+    ids += [commit(i) for i in range(30, 36)]
+    sess.rollback(ids[-4])
+    store.gc()
+    assert len(store.backend.segments(sess.key)) < 10  # reclaim dropped segments
+
+    def view(s: Any) -> tuple[Any, ...]:
+        listed = s.snapshot_ids()
+        return listed, s.tags, s.head.id, s.max_snapshots, [canonical(s.state(x)) for x in listed]
+
+    here, reopened = view(sess), view(SnapshotStore.open(root).session("s"))
+    assert here == reopened
+    listed, tags, head, limit, read = reopened
+    assert tags == {"old": ids[1]} and head == ids[-4] and limit == 8
+    assert listed == [ids[1], *ids[-8:]]
+    assert read == [canonical(states[sid]) for sid in listed]
+    assert SnapshotStore.open(root).verify().ok
+
+
+# -- bringing snapshots into a damaged session; memory while bringing them in ---------------------------
+
+
+def _damage_frame(root: Path, name: str, index: int) -> None:
+    """Flip the last byte of one frame's body of a session's last segment file (good frames follow)."""
+    path = segment_files(root, name)[-1]
+    data = bytearray(path.read_bytes())
+    offset, length = frame_offsets(bytes(data))[index]
+    data[offset + 12 + length - 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="session.py Session.import_snapshots appends to the last segment at its read end without "
+    "looking at last.damage (as _prepare and _write_meta now do): a merge import into a session whose "
+    "open segment is damaged raises ConcurrentUpdateError",
+)
+def test_a_backup_merged_into_a_damaged_session_brings_the_lost_snapshots_back(tmp_path: Path) -> None:
+    root, archive = tmp_path / "store", tmp_path / "backup.snap"
+    store = SnapshotStore.open(root)
+    sess = store.session("s")
+    states = [{"m": i, "pad": "x" * 50} for i in range(6)]
+    ids = [sess.commit(state).id for state in states[:3]]
+    store.export(archive)
+    ids += [sess.commit(state).id for state in states[3:]]
+    _damage_frame(root, "s", 2)  # entries: checkpoint, commits: the second commit on is lost
+    assert SnapshotStore.open(root).session("s").snapshot_ids() == ids[:1]
+    SnapshotStore.open(root).import_archive(archive, on_conflict="merge")
+    restored = SnapshotStore.open(root).session("s")
+    for sid, state in zip(ids[:3], states[:3], strict=True):
+        assert canonical(restored.state(sid)) == canonical(state)
+
+
+def _import_peak(tmp_path: Path, snapshots: int) -> int:
+    folder = tmp_path / f"n{snapshots}"
+    source = SnapshotStore.open(folder / "source")
+    sess = source.session("s", max_snapshots=1000)
+    for i in range(snapshots):
+        sess.commit({"i": i, "blob": os.urandom(20_000).hex()})  # 40 kB states that share nothing
+    source.export(folder / "a.snap")
+    target = SnapshotStore.open(folder / "target")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        target.import_archive(folder / "a.snap")
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="session.py Session.import_snapshots now does items = list(items) to check every record "
+    "before writing: an archive import holds every snapshot's state bytes at once (peak memory grows "
+    "with the snapshot count: 3.3x for 4x the snapshots, 437x one state for 30 states of 300 kB)",
+)
+def test_importing_an_archive_holds_one_state_at_a_time_not_all(tmp_path: Path) -> None:
+    few, many = _import_peak(tmp_path, 5), _import_peak(tmp_path, 20)
+    assert many < 1.5 * few, f"peak {few} bytes importing 5 snapshots, {many} importing 20"
