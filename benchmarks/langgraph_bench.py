@@ -357,21 +357,68 @@ def chart(results: list[Result], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.8))
     for name in dict.fromkeys(r.saver for r in results):
         rows = sorted((r for r in results if r.saver == name), key=lambda r: r.turns)
         turns = [r.turns for r in rows]
         left.plot(turns, [r.bytes_stored / 1e6 for r in rows], marker="o", label=name)
+        middle.plot(turns, [r.bytes_stored / r.turns / 1e3 for r in rows], marker="o", label=name)
         right.plot(turns, [r.step_ms for r in rows], marker="o", label=name)
-    left.set(title="Bytes stored by one thread", xlabel="turns", ylabel="MB (log)", yscale="log")
-    right.set(title="Time per step (put + put_writes)", xlabel="turns", ylabel="ms (log)", yscale="log")
+    log_log = {"xscale": "log", "yscale": "log", "xlabel": "turns (log)"}
+    left.set(title="Bytes stored by one thread", ylabel="MB (log)", **log_log)
+    middle.set(title="Bytes per turn (flat = linear growth)", ylabel="kB (log)", **log_log)
+    right.set(title="Time per step (put + put_writes)", ylabel="ms (log)", **log_log)
     left.legend(fontsize=8)
-    left.grid(alpha=0.3)
-    right.grid(alpha=0.3)
+    for axes in (left, middle, right):
+        axes.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def cpu_breakdown(turns: int, workdir: Path) -> dict[str, float]:
+    """CPU milliseconds per step (the calling thread's, so other processes do not count) spent in
+    put and put_writes by SqliteSaver and SnapstoreSaver, and inside SnapstoreSaver's: encoding
+    values through serde, and snapstore's commits."""
+    from snapstore.langgraph import lanes, saver
+
+    spent: dict[str, float] = {}
+    originals = []
+    counted_keys: list[tuple[Any, str, str]] = []
+
+    def count(owner: Any, method: str, key: str) -> None:
+        original = getattr(owner, method)
+        originals.append((owner, method, original))
+        counted_keys.append((owner, method, key))
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[key] = spent.get(key, 0.0) + time.thread_time() - start
+
+        setattr(owner, method, counted)
+
+    count(SqliteSaver, "put", "SqliteSaver put")
+    count(SqliteSaver, "put_writes", "SqliteSaver put_writes")
+    count(saver.SnapstoreSaver, "put", "SnapstoreSaver put")
+    count(saver.SnapstoreSaver, "put_writes", "SnapstoreSaver put_writes")
+    count(saver.SnapstoreSaver, "_encode_values", "  of which encoding channel values (serde)")
+    count(lanes.Lane, "_commit", "  of which snapstore commits (both sessions)")
+    try:
+        for subject in (SqliteSubject(workdir), SnapstoreDirSubject(workdir)):
+            with subject.open() as opened:
+                app = build_graph(AgentState).compile(checkpointer=opened)
+                for turn in range(turns):
+                    app.invoke({"messages": [user_message(turn)]}, {"configurable": {"thread_id": THREAD}})
+    finally:
+        for owner, method, original in originals:
+            setattr(owner, method, original)
+    steps = turns * 5
+    order = [key for _owner, _method, key in counted_keys]
+    return {key: spent.get(key, 0.0) / steps * 1000 for key in order}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -392,8 +439,26 @@ def main(argv: list[str] | None = None) -> None:
         default=200,
         help=f"the savers on the {POSTGRES_ENV} server: skip them above this",
     )
+    parser.add_argument("--replot", type=Path, help="redraw the table and chart of a results .json, run nothing")
+    parser.add_argument(
+        "--cpu-breakdown", action="store_true", help="CPU time per step inside the savers at each --turns, nothing else"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cpu_breakdown:
+        for turns in args.turns:
+            workdir = Path(tempfile.mkdtemp(prefix="lgbench-"))
+            try:
+                for key, ms in cpu_breakdown(turns, workdir).items():
+                    print(f"{turns:>5} turns  {key:<45} {ms:7.2f} ms CPU per step")
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        return
+    if args.replot:
+        saved = [Result(**row) for row in json.loads(args.replot.read_text())]
+        drawn = chart(saved, args.replot.with_suffix(".png"))
+        print(markdown(saved) + ("\n\nwrote " + str(args.replot.with_suffix(".png")) if drawn else ""))
+        return
     results: list[Result] = []
     for turns in args.turns:
         expected: bytes | None = None
