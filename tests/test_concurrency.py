@@ -40,16 +40,6 @@ KEEP = 4
 PAD = 100_000
 SMALL_POLICY = ["--max-chain", "3", "--max-runs", "1", "--pad", str(PAD)]
 
-#: an engine bug these tests found (reported; remove the mark once it is fixed)
-RECLAIM_RACE = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (issue 15 item 7): a reader that indexed a segment before another writer squashed or "
-    "dropped it reads the new segment with the old index: states raise CorruptObjectError ('segment 1 is "
-    "damaged') and verify reports 'segment ... not found' or damage, for segments reclaimed while it ran",
-)
-
-
-
 class Loops:
     """Functions run in threads until ``stop``; ``join`` re-raises the first failure."""
 
@@ -133,12 +123,6 @@ def _check_small_session(store: SnapshotStore, outcome: Outcome) -> None:
         assert canonical(sess.state(sid)) == canonical(state_for(turn, outcome.writer, PAD))
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race: it shows in most runs, not all; the strict tests below reproduce it every time
-    reason="engine bug (issue 15 item 7), reproduced deterministically by "
-    "test_a_reader_never_sees_damage_when_a_squash_replaces_its_segment and "
-    "test_verify_skips_what_a_reclaim_removes_while_it_runs",
-)
 def test_readers_and_verify_while_writers_commit_and_evict(target: StoreTarget, processes: WriterProcesses) -> None:
     """Two writer processes on one session keeping everything, one on a session evicting on every
     commit (drops and squashes as segments roll), readers and a verify loop in threads, and a reader
@@ -274,7 +258,6 @@ def _reclaim_between_index_and_read(dropped: bool, skip: int) -> tuple[HookBacke
     return backend, reader_sess, listed
 
 
-@RECLAIM_RACE
 def test_a_reader_never_sees_damage_when_a_squash_replaces_its_segment() -> None:
     """Every state the reader listed reads exactly, or is SnapshotNotFound (evicted meanwhile)."""
     backend, reader_sess, listed = _reclaim_between_index_and_read(dropped=False, skip=0)
@@ -300,7 +283,6 @@ def test_opening_a_session_while_a_reclaim_drops_its_first_segment() -> None:
     assert [snap.turn for snap in sess.snapshots()] == list(range(11, 17))
 
 
-@RECLAIM_RACE
 @pytest.mark.parametrize("reclaimed", ["squashed", "dropped"])
 def test_verify_skips_what_a_reclaim_removes_while_it_runs(reclaimed: str) -> None:
     backend, _reader, _listed = _reclaim_between_index_and_read(dropped=reclaimed == "dropped", skip=1)

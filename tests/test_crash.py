@@ -341,7 +341,7 @@ class Golden:
         self.copies += 1
         if isinstance(self.backend, DirectoryBackend):
             root = self.tmp_path / f"copy{self.copies}"
-            shutil.copytree(self.backend.root, root)
+            shutil.copytree(self.backend.root, root, symlinks=True)
             return DirectoryBackend(root, create=False)
         assert isinstance(self.backend, MemoryBackend)
         fresh = MemoryBackend()
