@@ -9,6 +9,9 @@
 [{'op': 'replace', 'path': '/hp', 'value': 7}, {'op': 'replace', 'path': '/turn', 'value': 2}]
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AmbiguousSnapshotId,
     BackendError,
@@ -24,18 +27,35 @@ from .errors import (
     SnapshotError,
     SnapshotNotFound,
 )
-from .objects import Snapshot
-from .session import Session
-from .store import GcReport, Problem, SnapshotStore, VerifyReport
+
+if TYPE_CHECKING:
+    from .objects import Snapshot
+    from .rollback import StateRollbackManager, StateSnapshot
+    from .session import Session
+    from .store import GcReport, Problem, SnapshotStore, VerifyReport
+
+# Each public name's module, imported on first use: `snapstore --help` then loads no storage engine,
+# and the drop-in manager (pydantic) loads only for programs that use it.
+_LAZY = {
+    "Snapshot": "objects",
+    "Session": "session",
+    "GcReport": "store",
+    "Problem": "store",
+    "SnapshotStore": "store",
+    "VerifyReport": "store",
+    "StateRollbackManager": "rollback",
+    "StateSnapshot": "rollback",
+}
 
 
-def __getattr__(name: str) -> object:
-    # The drop-in manager needs pydantic; importing it only when asked keeps the command line fast.
-    if name in ("StateRollbackManager", "StateSnapshot"):
-        from . import rollback
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'snapstore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
-        return getattr(rollback, name)
-    raise AttributeError(f"module 'snapstore' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

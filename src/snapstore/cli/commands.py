@@ -129,6 +129,16 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "snapstore gc",
     ),
     (
+        "upgrade",
+        "maintenance:cmd_upgrade",
+        "rewrite a format-1 store as format 2, verified, all or nothing",
+        "Rewrite a store written by an earlier snapstore (format 1) in the current format: every retained "
+        "snapshot is rebuilt and checked against its hash, written to a new store beside it, checked again, "
+        "and only then swapped in; on any error or interruption the store is left as it was, and a rerun "
+        "finishes an interrupted switch. Snapshot ids do not change. Stop every program using the store first.",
+        "snapstore upgrade\n  snapstore --store ./campaign.snapstore upgrade",
+    ),
+    (
         "stats",
         "reading:cmd_stats",
         "print counts, bytes, compression ratio, chain lengths and disk usage",
@@ -315,7 +325,18 @@ def _add_arguments(sub: dict[str, argparse.ArgumentParser]) -> None:
     verify.add_argument("--read-data", action="store_true", help=argparse.SUPPRESS)  # the default; kept for scripts
     add_output_options(verify, "print the report as JSON", "the same object, on one line")
 
-    add_output_options(sub["gc"], "print the report as JSON", "the same object, on one line")
+    gc = sub["gc"]
+    gc.add_argument(
+        "--dry-run", action="store_true", help="delete nothing: list what is in the store that snapstore did not write"
+    )
+    add_output_options(gc, "print the report as JSON", "the same object, on one line")
+
+    upgrade = sub["upgrade"]
+    upgrade.add_argument(
+        "--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+        help="how long to wait for format-1 writers to finish (default 60)",
+    )
+    add_output_options(upgrade, "print the report as JSON", "the same object, on one line")
     add_output_options(sub["stats"], "print the figures as JSON", "the same object, on one line")
 
     tag = sub["tag"]

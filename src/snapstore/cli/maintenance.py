@@ -1,4 +1,4 @@
-"""Maintenance commands: ``verify``, ``gc`` and ``demo``."""
+"""Maintenance commands: ``verify``, ``gc``, ``upgrade`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         checked += " (--quick: structure only; without it all stored data is read and every state rebuilt)"
     print(checked)
+    _print_foreign(report.foreign)
     if report.ok:
         print("ok: no problems found")
         return 0
@@ -53,15 +54,53 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _print_foreign(foreign: list[str]) -> None:
+    if foreign:
+        what = "1 entry" if len(foreign) == 1 else f"{len(foreign)} entries"
+        print(f"{what} in the store that snapstore did not write (left alone):")
+        for path in foreign:
+            print(f"  {path}")
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     with open_store(args) as store, Progress() as progress:
-        progress.status(f"collecting unreferenced objects in {store.describe()}")
-        report = store.gc()
-    if not emit(args, public_fields(report)):
-        print(
-            f"deleted {_read(report, 'dropped', 'unreferenced ')} ({human(report.bytes_freed)}),"
-            f" removed {count(report.temporary_files_removed, 'leftover temporary file')}"
+        progress.status(f"collecting unreferenced data in {store.describe()}")
+        report = store.gc(dry_run=args.dry_run)
+    if not emit(args, {**public_fields(report), "dry_run": args.dry_run}):
+        if args.dry_run:
+            print("dry run: nothing deleted")
+        else:
+            print(
+                f"deleted {_read(report, 'dropped', 'unreferenced ')} ({human(report.bytes_freed)}),"
+                f" removed {count(report.temporary_files_removed, 'leftover temporary file')}"
+            )
+        _print_foreign(report.foreign)
+    return 0
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from ..upgrade import upgrade_store
+    from .common import store_path
+
+    target = store_path(args)
+    with Progress() as progress:
+        report = upgrade_store(
+            target,
+            progress=lambda phase, detail: progress.status(f"{phase} {detail}".strip()),
+            lock_timeout=args.lock_timeout,
         )
+    if emit(args, dataclasses.asdict(report)):
+        return 0
+    if not report.upgraded:
+        print(f"{target} already has format {report.to_version}: nothing to do")
+    else:
+        print(
+            f"upgraded {target} from format {report.from_version} to {report.to_version}: "
+            f"{count(report.sessions, 'session')}, {count(report.snapshots, 'snapshot')}, "
+            f"{count(report.states_verified, 'state')} verified"
+        )
+    if report.leftovers:
+        print("removed leftovers of an interrupted upgrade: " + ", ".join(report.leftovers))
     return 0
 
 

@@ -1,0 +1,48 @@
+"""``snapstore upgrade`` and ``gc --dry-run`` / foreign entries, run as the real command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from cli_support import run
+from snapstore import SnapshotStore
+
+GOLDEN_V1 = Path(__file__).parent / "golden" / "store-v1"
+
+
+def test_a_format_1_store_is_refused_with_the_command_that_upgrades_it(tmp_path: Path) -> None:
+    store = tmp_path / "old"
+    shutil.copytree(GOLDEN_V1, store, symlinks=True)
+    refused = run("log", store=store)
+    assert refused.returncode == 1
+    assert f"run `snapstore --store {store} upgrade`" in refused.stderr
+
+    upgraded = run("upgrade", "--json", store=store)
+    assert upgraded.returncode == 0, upgraded.stderr
+    report = json.loads(upgraded.stdout)
+    assert report["upgraded"] is True and report["from_version"] == "1" and report["to_version"] == "2"
+    assert report["snapshots"] == report["states_verified"] > 0
+
+    again = run("upgrade", store=store)
+    assert again.returncode == 0 and "already has format 2: nothing to do" in again.stdout
+    verified = run("verify", "--json", store=store)
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
+    assert SnapshotStore.open(store, create=False).sessions()  # the library reads it too
+
+
+def test_gc_dry_run_and_verify_list_foreign_entries_and_delete_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        opened.session("campaign").commit({"turn": 1})
+    (store / "notes.txt").write_text("not the store's")
+    before = sorted(p.relative_to(store).as_posix() for p in store.rglob("*"))
+
+    dry = run("gc", "--dry-run", "--json", store=store)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["foreign"] == ["notes.txt"]
+    assert json.loads(run("verify", "--json", store=store).stdout)["foreign"] == ["notes.txt"]
+    assert run("gc", store=store).returncode == 0
+    assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*")) == before
+    assert (store / "notes.txt").read_text() == "not the store's"
