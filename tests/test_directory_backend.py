@@ -1,0 +1,406 @@
+"""The directory engine's own layout, and its confinement: what a hostile file system plants inside a store.
+
+Every test here uses real files (FIFOs, device nodes, symbolic links, sparse files,
+permissions); the read-only store is checked in a child process that runs as the user
+``nobody`` when the suite runs as root, since root writes through missing permissions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapstore.backends._directory import DirectoryBackend
+from snapstore.errors import BackendError, SnapshotError
+
+
+# -- the directory engine's own layout ---------------------------------------------------------
+def test_directory_zero_filled_tail_is_torn_and_cut(tmp_path: Path) -> None:
+    from snapstore.testing import segment_path
+
+    b = DirectoryBackend(tmp_path / "store")
+    end = b.append("s", 0, [b"committed"], 0)
+    with open(segment_path(b, "s", 0), "ab") as f:
+        f.write(bytes(100))  # space a crash allocated but never wrote
+    assert b.read_segment("s", 0).end == end and b.read_segment("s", 0).damaged_at is None
+    b.append("s", 0, [b"next"], end)
+    assert b.read_segment("s", 0).entries == [b"committed", b"next"]
+    assert os.path.getsize(segment_path(b, "s", 0)) == b.read_segment("s", 0).end
+
+
+def test_directory_bad_header_is_corruption(tmp_path: Path) -> None:
+    from snapstore.errors import CorruptObjectError
+    from snapstore.testing import segment_path
+
+    b = DirectoryBackend(tmp_path / "store")
+    b.append("s", 0, [b"x"], 0)
+    with open(segment_path(b, "s", 0), "r+b") as f:
+        f.write(b"JUNK")
+    with pytest.raises(CorruptObjectError, match="bad header"):
+        b.read_segment("s", 0)
+
+
+def test_directory_foreign_entries_are_listed_not_used(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("s", 0, [b"x"], 0)
+    (root / "notes.txt").write_text("mine")
+    (root / "sessions" / "s" / "README").write_text("stray")
+    (root / "sessions" / "s" / "ffffffffffffffff.seg").write_bytes(b"")  # past the largest segment number
+    (root / "sessions" / "bad name").mkdir()
+    os.mkfifo(root / "sessions" / "s" / "0000000000000001.seg")
+    assert [i.segment for i in b.segments("s")] == [0]
+    assert b.session_keys() == ["s"]
+    assert b.foreign_entries() == [
+        "notes.txt",
+        "sessions/bad name",
+        "sessions/s/0000000000000001.seg",
+        "sessions/s/README",
+        "sessions/s/ffffffffffffffff.seg",
+    ]
+
+
+def test_directory_marker_for_format_1_code_is_the_stores_own(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    assert os.readlink(root / "refs" / "config" / "format") == "2" and (root / "objects" / "ff").is_dir()
+    assert b.foreign_entries() == [] and b.legacy_format() is None and b.legacy_reader() is None
+    (root / "objects" / "ff" / ("0" * 30)).write_bytes(b"an object")
+    (root / "refs" / "sessions").mkdir()
+    assert b.foreign_entries() == ["objects", "refs"]
+
+
+def test_directory_drop_and_delete_leave_what_is_not_theirs(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("s", 0, [b"x"], 0)
+    session = root / "sessions" / "s"
+    os.mkfifo(session / "0000000000000001.seg")
+    (session / "0000000000000002.seg").mkdir()
+    b.drop_segments("s", [1, 2])
+    assert b.delete_session("s") is True
+    assert sorted(p.name for p in session.iterdir()) == ["0000000000000001.seg", "0000000000000002.seg"]
+    assert b.foreign_entries() == ["sessions/s/0000000000000001.seg", "sessions/s/0000000000000002.seg"]
+
+
+def test_directory_cleanup_removes_old_temporary_files_only(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("s", 0, [b"x"], 0)
+    old, fresh = root / "sessions" / "s" / ".tmp-old", root / "sessions" / "s" / ".tmp-fresh"
+    old.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"a rewrite in progress")
+    an_hour_ago = time.time() - 7200
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert b.cleanup_temporary(3600) == 1
+    assert not old.exists() and fresh.exists()
+
+
+def test_directory_delete_session_keeps_a_folder_whose_lock_may_be_waited_on(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("plain", 0, [b"x"], 0)
+    with b.lock_session("locked", 1.0):
+        b.append("locked", 0, [b"x"], 0)
+    assert b.delete_session("plain") and b.delete_session("locked")
+    assert not (root / "sessions" / "plain").exists()
+    assert (root / "sessions" / "locked" / "lock").is_file()
+    assert b.session_keys() == ["locked"] and b.segments("locked") == []
+
+
+def test_directory_reads_the_golden_format_1_store(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "golden" / "store-v1", root)
+    b = DirectoryBackend(root)
+    assert b.legacy_format() == "1"
+    reader = b.legacy_reader()
+    assert reader is not None
+    refs = reader.iter_refs("sessions/")
+    assert [name for name, _ in refs] == [
+        "sessions/Zo%C3%AB%27s%20table",
+        "sessions/doc-example",
+        "sessions/long-chain",
+    ]
+    for _name, value in refs:
+        assert reader.get(value).startswith(b"SNPO")
+    assert reader.read_ref("sessions/doc-example") == dict(refs)["sessions/doc-example"]
+    os.remove(root / "refs" / "config" / "format")
+    os.symlink("1", root / "refs" / "config" / "format")  # the form format-1 code writes
+    assert b.legacy_format() == "1"
+    with pytest.raises(KeyError):
+        reader.get("0" * 32)
+    for bad in ("../x", "a//b", "", "sessions/.."):
+        with pytest.raises(SnapshotError):
+            reader.read_ref(bad)
+    with pytest.raises(SnapshotError):
+        reader.get("../../etc/passwd")
+
+
+# -- confinement (what a hostile file system plants inside the store) ---------------------------
+def _tree(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Everything under ``folder``: mode, modification time and content of each entry."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        info = path.lstat()
+        content = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+        found[str(path.relative_to(folder))] = (info.st_mode, info.st_mtime_ns, content)
+    return found
+
+
+def _outside(tmp_path: Path) -> Path:
+    """A folder outside the store holding what a store's session folder would."""
+    outside = tmp_path / "outside"
+    donor = DirectoryBackend(tmp_path / "donor")
+    donor.append("victim", 0, [b"outside secret"], 0)
+    with donor.lock_session("victim", 1.0):
+        pass
+    (tmp_path / "donor" / "sessions" / "victim" / ".tmp-old").write_bytes(b"outside temporary")
+    os.utime(tmp_path / "donor" / "sessions" / "victim" / ".tmp-old", (0, 0))
+    donor.close()
+    os.rename(tmp_path / "donor" / "sessions", outside)
+    return outside
+
+
+def _every_use(b: DirectoryBackend, key: str) -> list[Any]:
+    def lock() -> None:
+        with b.lock_session(key, 1.0):
+            pass
+
+    return [
+        lambda: b.segments(key),
+        lambda: b.read_segment(key, 0),
+        lambda: b.append(key, 0, [b"x"], 0),
+        lambda: b.append(key, 0, [b"x"], 35),
+        lambda: b.replace_segment(key, 0, [b"x"]),
+        lambda: b.drop_segments(key, [0]),
+        lambda: b.delete_session(key),
+        lock,
+    ]
+
+
+def test_a_linked_sessions_folder_is_refused(tmp_path: Path) -> None:
+    outside = _outside(tmp_path)
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    (root / "sessions").rmdir()
+    os.symlink(outside, root / "sessions")
+    before = _tree(outside)
+    for use in [*_every_use(b, "victim"), *_every_use(b, "new"), b.session_keys, lambda: b.cleanup_temporary(0)]:
+        with pytest.raises(BackendError, match="symbolic link"):
+            use()
+    assert "sessions" in b.foreign_entries()
+    assert _tree(outside) == before
+
+
+def test_a_linked_session_folder_is_refused(tmp_path: Path) -> None:
+    outside = _outside(tmp_path)
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("kept", 0, [b"x"], 0)
+    os.symlink(outside / "victim", root / "sessions" / "victim")
+    before = _tree(outside)
+    for use in _every_use(b, "victim"):
+        with pytest.raises(BackendError, match="symbolic link"):
+            use()
+    assert b.session_keys() == ["kept"]
+    assert b.cleanup_temporary(0) == 0
+    assert "sessions/victim" in b.foreign_entries()
+    assert _tree(outside) == before
+
+
+def _finishes(call: Any) -> Any:
+    """Run ``call`` in a thread: a hang fails the test instead of blocking it."""
+    import threading
+    import tracemalloc
+
+    outcome: list[Any] = []
+
+    def run() -> None:
+        tracemalloc.start()
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            outcome.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the backend hung on a planted file"
+    result, peak = outcome
+    assert peak < 1 << 20, f"the backend allocated {peak} bytes for a planted file"
+    return result
+
+
+def _plant(kind: str, path: Path) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link to /dev/zero":
+        os.symlink("/dev/zero", path)
+    elif kind == "device":
+        import stat
+
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 5))  # what /dev/zero is
+        except PermissionError:
+            pytest.skip("this process may not create device nodes (the other plants are still tested)")
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "device"])
+def test_planted_special_files_never_hang_or_allocate(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    b.append("s", 0, [b"x"], 0)
+    b.write_config("format", b"2")
+    session = root / "sessions" / "s"
+    os.remove(session / "0000000000000000.seg")
+    os.remove(root / "config" / "format")
+    _plant(kind, session / "0000000000000000.seg")
+    _plant(kind, root / "config" / "format")
+    (root / "sessions" / "t").mkdir()
+    _plant(kind, root / "sessions" / "t" / "lock")
+
+    def lock() -> None:
+        with b.lock_session("t", 1.0):
+            pass
+
+    for use in (
+        lambda: b.read_segment("s", 0),
+        lambda: b.append("s", 0, [b"x"], 0),
+        lambda: b.append("s", 0, [b"x"], 35),
+        lambda: b.read_config("format"),
+        lock,
+    ):
+        error = _finishes(use)
+        assert isinstance(error, BackendError), error
+        assert "regular file" in str(error) or "symbolic link" in str(error)
+    assert _finishes(lambda: b.segments("s")) == []
+    assert "sessions/s/0000000000000000.seg" in _finishes(b.foreign_entries)
+    assert os.path.lexists(session / "0000000000000000.seg")  # refused, not removed
+
+
+def test_a_lock_linked_outside_creates_nothing_there(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    b = DirectoryBackend(root)
+    (root / "sessions" / "s").mkdir()
+    target = tmp_path / "outside-lock"
+    os.symlink(target, root / "sessions" / "s" / "lock")
+    with pytest.raises(BackendError), b.lock_session("s", 1.0):
+        pass
+    assert not os.path.lexists(target)
+
+
+def test_an_oversized_segment_is_refused_without_reading_it(tmp_path: Path) -> None:
+    from snapstore.backends._directory import MAX_SEGMENT_FILE
+    from snapstore.errors import CorruptObjectError
+    from snapstore.testing import segment_path
+
+    b = DirectoryBackend(tmp_path / "store")
+    b.append("s", 0, [b"x"], 0)
+    os.truncate(segment_path(b, "s", 0), MAX_SEGMENT_FILE + 1)  # sparse: no blocks written
+    error = _finishes(lambda: b.read_segment("s", 0))
+    assert isinstance(error, CorruptObjectError) and "more than the format allows" in str(error)
+
+
+_READ_ONLY_CHECK = """
+import json, os, sys
+from snapstore.backends._directory import DirectoryBackend
+from snapstore.errors import ReadOnlyStoreError
+if len(sys.argv) > 2:
+    os.setgid(65534)
+    os.setuid(65534)  # nobody: permissions bite (they do not for root)
+b = DirectoryBackend(sys.argv[1])
+found = {
+    "read_only": b.read_only,
+    "keys": b.session_keys(),
+    "entries": [e.decode() for e in b.read_segment("s", 0).entries],
+    "config": b.read_config("format").decode(),
+    "foreign": b.foreign_entries(),
+    "cleaned": b.cleanup_temporary(0),
+    "refused": [],
+}
+def lock():
+    with b.lock_session("s", 1.0):
+        pass
+for name, write in [
+    ("append", lambda: b.append("s", 0, [b"x"], b.read_segment("s", 0).end)),
+    ("new session", lambda: b.append("new", 0, [b"x"], 0)),
+    ("replace", lambda: b.replace_segment("s", 0, [b"x"])),
+    ("drop", lambda: b.drop_segments("s", [0])),
+    ("delete", lambda: b.delete_session("s")),
+    ("config", lambda: b.write_config("format", b"3")),
+    ("lock", lock),
+]:
+    try:
+        write()
+    except ReadOnlyStoreError as exc:
+        assert "read-only" in str(exc), exc
+        found["refused"].append(name)
+print(json.dumps(found))
+"""
+
+
+def test_a_read_only_store_reads_and_refuses_every_write(tmp_path: Path) -> None:
+    """Permissions taken away (chmod a-w), checked in a process that cannot override them.
+
+    Tests run as root on CI, and root writes through missing permissions: there the check
+    runs as the user ``nobody`` (setuid in the child process).
+    """
+    import json
+    import subprocess
+    import tempfile
+
+    as_root = os.geteuid() == 0
+    # nobody must reach the store: pytest's tmp_path sits in a folder only its owner can enter
+    base = Path(tempfile.mkdtemp(prefix="snapstore-read-only-")) if as_root else tmp_path
+    root = base / "store"
+    try:
+        b = DirectoryBackend(root)
+        b.append("s", 0, [b"committed"], 0)
+        b.write_config("format", b"2")
+        (root / "sessions" / "s" / ".tmp-old").write_bytes(b"leftover")
+        b.close()
+        base.chmod(0o755)
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                if not os.path.islink(os.path.join(folder, name)):
+                    os.chmod(os.path.join(folder, name), 0o444)
+            os.chmod(folder, 0o555)
+        before = _tree(root)
+        args = [sys.executable, "-c", _READ_ONLY_CHECK, str(root), *(["as-nobody"] if as_root else [])]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)
+        assert found == {
+            "read_only": True,
+            "keys": ["s"],
+            "entries": ["committed"],
+            "config": "2",
+            "foreign": [],
+            "cleaned": 0,
+            "refused": ["append", "new session", "replace", "drop", "delete", "config", "lock"],
+        }
+        assert _tree(root) == before
+    finally:
+        for folder, _dirs, _files in os.walk(base):
+            os.chmod(folder, 0o755)
+        if as_root:
+            import shutil
+
+            shutil.rmtree(base)
+
+
+def test_directory_refuses_a_store_path_that_is_not_a_path() -> None:
+    with pytest.raises(BackendError):
+        DirectoryBackend(42)  # type: ignore[arg-type]
