@@ -570,28 +570,28 @@ class Session:
         """Append snapshots made elsewhere, keeping their records (and so their ids); returns the ids added.
 
         Each item is (record, the state's canonical bytes, the delta payload or None), parents
-        before children; the caller has verified them. A record whose session is another name
-        cannot keep its id here (ids hash the session name): rename the records first. A delta
+        before children; the caller has verified them. A list or tuple is checked whole before
+        anything is written; an iterator is consumed as it is written (an archive streams them). A
+        record whose session is another name cannot keep its id here (ids hash the session name):
+        rename the records first. A delta
         record is stored as a delta when its parent is in the open segment and the keyframe
         policy allows, otherwise as a full state (its record, and id, unchanged).
         """
         added: list[str] = []
         store = self._store
-        items = list(items)
-        # everything that can refuse the import is checked before anything is written
+        # everything that can refuse the import is checked before anything is written (the records of
+        # a sequence all up front; an iterator, which an archive import streams, item by item)
         if max_snapshots is not None:
             check_max_snapshots(max_snapshots)
         for name in tags or {}:
             check_tag_name(name)
-        for record, _state_bytes, _delta in items:
-            if record.session != self.name:
-                raise SnapshotError(
-                    f"a record of session {record.session!r} cannot be imported into {self.name!r}",
-                    {"session": self.name, "record_session": record.session},
-                )
+        if isinstance(items, (list, tuple)):
+            for record, _state_bytes, _delta in items:
+                self._check_import_session(record)
         with self._lock, store.backend.lock_session(self.key, store.lock_timeout):
             log = self._catch_up()
             for record, state_bytes, delta_payload in items:
+                self._check_import_session(record)
                 sid = record.snapshot_id()
                 if sid in log.commits:
                     continue
@@ -645,6 +645,13 @@ class Session:
             self._head_id = self._head_state = self._head_pieces = None
             store.reclaimer.reclaim(self, log)
         return added
+
+    def _check_import_session(self, record: SnapshotRecord) -> None:
+        if record.session != self.name:
+            raise SnapshotError(
+                f"a record of session {record.session!r} cannot be imported into {self.name!r}",
+                {"session": self.name, "record_session": record.session},
+            )
 
     # -- moving the head, settings, tags ----------------------------------
     def rollback(self, snapshot_id: str, model: Any = None) -> Any:
