@@ -41,9 +41,7 @@ is serialised with the same kind of lock. Driver and network errors surface as
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 import select
 import threading
 import time
@@ -51,11 +49,28 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import BackendError, ConcurrentUpdateError, FormatVersionError, SnapshotError
 from ._checks import check_config_name, check_config_value, check_position, entry_list
 from ._legacy import OBJECT_KEY, LegacyObjectMissing
+from ._postgres_sql import (
+    CONFIG_TABLE,
+    CREATE_STATEMENTS,
+    ENTRIES_TABLE,
+    LEGACY_OBJECTS_TABLE,
+    LEGACY_REFS_TABLE,
+    LEGACY_SCHEMA_VERSION,
+    META_TABLE,
+    QUERIES,
+    SCHEMA_VERSION,
+    SEGMENTS_TABLE,
+    TABLE_PREFIX,
+    VERSION_SEQUENCE,
+    first_line,
+    hash64,
+    redact_url,
+    where,
+)
 from .base import Backend, SegmentInfo, SegmentMissing, SegmentRead, check_segment, check_session_key
 from .locking import check_timeout, lock_timeout_error
 
@@ -70,80 +85,12 @@ except ImportError as _exc:  # the optional extra is not installed
 else:
     _IMPORT_ERROR = None
 
-#: the table layout this code writes and understands
-SCHEMA_VERSION = 2
-LEGACY_SCHEMA_VERSION = 1
-
-CONFIG_TABLE = "snapstore_config"
-SEGMENTS_TABLE = "snapstore_segments"
-ENTRIES_TABLE = "snapstore_entries"
-VERSION_SEQUENCE = "snapstore_segment_version"
-META_TABLE = "snapstore_meta"
-LEGACY_OBJECTS_TABLE = "snapstore_objects"
-LEGACY_REFS_TABLE = "snapstore_refs"
-
 T = TypeVar("T")
 
-_SECRET_PARAMS = ("password", "sslpassword")
-_TABLE_PREFIX = re.compile(r"[A-Za-z0-9_]{0,40}\Z")
 _LOCK_NOT_AVAILABLE = "55P03"
 _UNIQUE_VIOLATION = "23505"
 #: seconds a lock waiter may spend getting a connection, whatever its lock timeout
 _CONNECT_ALLOWANCE = 5.0
-
-_QUERIES = {
-    "read_version": "SELECT value FROM {meta} WHERE key = 'schema_version'",
-    "bump_version": "UPDATE {meta} SET value = '2' WHERE key = 'schema_version' AND value = '1'",
-    "read_config": "SELECT value FROM {config} WHERE name = %s",
-    "write_config": (
-        "INSERT INTO {config} (name, value) VALUES (%s, %b) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
-    ),
-    "session_keys": "SELECT DISTINCT session FROM {segments} ORDER BY session",
-    "segments": "SELECT segment, bytes, version FROM {segments} WHERE session = %s ORDER BY segment",
-    # One statement, one snapshot: the row and the entries it counts, never half of a replace.
-    "read_segment": (
-        "SELECT s.entries, e.data FROM {segments} s LEFT JOIN {entries} e"
-        " ON e.session = s.session AND e.segment = s.segment AND e.pos >= %(start)s"
-        " WHERE s.session = %(key)s AND s.segment = %(segment)s ORDER BY e.pos"
-    ),
-    # `ok` refuses a stale end when the row is absent; ON CONFLICT ... WHERE re-checks the
-    # latest committed row, so two appenders without the lock cannot both win.
-    "append": (
-        "WITH ok AS (SELECT 1 WHERE coalesce((SELECT entries FROM {segments}"
-        "  WHERE session = %(key)s AND segment = %(segment)s), 0) = %(expected)s),"
-        " up AS (INSERT INTO {segments} (session, segment, entries, bytes, version)"
-        "  SELECT %(key)s, %(segment)s, %(count)s, %(bytes)s, nextval('{sequence}') FROM ok"
-        "  ON CONFLICT (session, segment) DO UPDATE"
-        "  SET entries = {segments}.entries + EXCLUDED.entries, bytes = {segments}.bytes + EXCLUDED.bytes"
-        "  WHERE {segments}.entries = %(expected)s RETURNING entries),"
-        " ins AS (INSERT INTO {entries} (session, segment, pos, data)"
-        "  SELECT %(key)s, %(segment)s, %(expected)s + t.ord - 1, t.data"
-        "  FROM up, unnest(%(data)b::bytea[]) WITH ORDINALITY AS t(data, ord))"
-        " SELECT entries FROM up"
-    ),
-    "clear_entries": "DELETE FROM {entries} WHERE session = %(key)s AND segment = %(segment)s",
-    "put_segment": (
-        "WITH up AS (INSERT INTO {segments} (session, segment, entries, bytes, version)"
-        "  VALUES (%(key)s, %(segment)s, %(count)s, %(bytes)s, nextval('{sequence}'))"
-        "  ON CONFLICT (session, segment) DO UPDATE"
-        "  SET entries = EXCLUDED.entries, bytes = EXCLUDED.bytes, version = EXCLUDED.version)"
-        " INSERT INTO {entries} (session, segment, pos, data)"
-        " SELECT %(key)s, %(segment)s, t.ord - 1, t.data FROM unnest(%(data)b::bytea[]) WITH ORDINALITY AS t(data, ord)"
-    ),
-    "drop_segments": (
-        "WITH gone AS (DELETE FROM {segments} WHERE session = %(key)s AND segment = ANY(%(segments)s))"
-        " DELETE FROM {entries} WHERE session = %(key)s AND segment = ANY(%(segments)s)"
-    ),
-    "delete_session": (
-        "WITH gone AS (DELETE FROM {segments} WHERE session = %(key)s RETURNING 1),"
-        " rows AS (DELETE FROM {entries} WHERE session = %(key)s)"
-        " SELECT count(*) FROM gone"
-    ),
-    "legacy_tables": ("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename IN (%s, %s)"),
-    "legacy_ref": "SELECT value FROM {legacy_refs} WHERE name = %s",
-    "legacy_refs": "SELECT name, value FROM {legacy_refs} WHERE name LIKE %s",
-    "legacy_get": "SELECT data FROM {legacy_objects} WHERE key = %s",
-}
 
 
 class _DroppedConnection(Exception):
@@ -211,14 +158,14 @@ class PostgresBackend(Backend):
             raise ValueError(f"lock_pool_size must be an integer of at least 1, not {lock_pool_size!r}")
         if schema is not None and (not isinstance(schema, str) or not schema or "\x00" in schema):
             raise ValueError(f"invalid schema name {schema!r}")
-        if not isinstance(table_prefix, str) or not _TABLE_PREFIX.match(table_prefix):
+        if not isinstance(table_prefix, str) or not TABLE_PREFIX.match(table_prefix):
             raise ValueError(f"invalid table prefix {table_prefix!r}: up to 40 letters, digits and underscores")
         self.table_prefix = table_prefix
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
             raise BackendError(
-                f"invalid PostgreSQL URL {self._display}: {_first_line(exc)}",
+                f"invalid PostgreSQL URL {self._display}: {first_line(exc)}",
                 {"cause": f"{type(exc).__name__}: {exc}", "url": self._display},
             ) from exc
         kwargs: dict[str, Any] = {"autocommit": True}
@@ -262,7 +209,7 @@ class PostgresBackend(Backend):
         return f"PostgresBackend({self._display!r}, schema={self.schema!r}, table_prefix={self.table_prefix!r})"
 
     def describe(self) -> str:
-        return _where(self._display, self.schema, self.table_prefix)
+        return where(self._display, self.schema, self.table_prefix)
 
     # -- setup ---------------------------------------------------------
     def _setup(self, schema: str | None) -> str:
@@ -301,20 +248,6 @@ class PostgresBackend(Backend):
         def ident(name: str) -> sql.Identifier:
             return sql.Identifier(schema, self.table_prefix + name)
 
-        statements = [
-            'CREATE TABLE IF NOT EXISTS {config} (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)',
-            'CREATE TABLE IF NOT EXISTS {segments} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
-            " entries bigint NOT NULL, bytes bigint NOT NULL, version bigint NOT NULL,"
-            " PRIMARY KEY (session, segment))",
-            'CREATE TABLE IF NOT EXISTS {entries} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
-            " pos bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (session, segment, pos))",
-            # entries are zstd output already: PostgreSQL's own compression would only cost time
-            "ALTER TABLE {entries} ALTER COLUMN data SET STORAGE EXTERNAL",
-            "CREATE SEQUENCE IF NOT EXISTS {sequence}",
-            'CREATE TABLE IF NOT EXISTS {meta} (key text COLLATE "C" PRIMARY KEY, value text)',
-            # last, so a store whose version row exists has all its tables; a format-1 store keeps its '1'
-            "INSERT INTO {meta} (key, value) VALUES ('schema_version', '2') ON CONFLICT (key) DO NOTHING",
-        ]
         names = {
             "config": ident(CONFIG_TABLE),
             "segments": ident(SEGMENTS_TABLE),
@@ -325,26 +258,26 @@ class PostgresBackend(Backend):
         with conn.transaction():
             # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog:
             # let one creator at a time in (the lock ends with the transaction).
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_hash64("snapstore-ddl", schema)])
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [hash64("snapstore-ddl", schema)])
             if conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone() is None:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            for text in statements:
+            for text in CREATE_STATEMENTS:
                 conn.execute(sql.SQL(text).format(**names))
 
     def _check_version(self, found: str | None, schema: str) -> int:
-        where = _where(self._display, schema, self.table_prefix)
+        place = where(self._display, schema, self.table_prefix)
         details = {"url": self._display, "schema": schema, "found": found, "supported": SCHEMA_VERSION}
         if found is None:
             return SCHEMA_VERSION  # nothing here yet: the tables are about to be created
         version = int(found) if found.isdigit() and len(found) < 10 else 0
         if version > SCHEMA_VERSION:
             raise FormatVersionError(
-                f"the store in {where} has schema version {version}, written by a newer snapstore; "
+                f"the store in {place} has schema version {version}, written by a newer snapstore; "
                 f"this one understands versions up to {SCHEMA_VERSION}: upgrade snapstore",
                 details,
             )
         if version < LEGACY_SCHEMA_VERSION:
-            raise FormatVersionError(f"unknown snapstore schema version {found!r} in {where}", details)
+            raise FormatVersionError(f"unknown snapstore schema version {found!r} in {place}", details)
         return version
 
     def _compose_queries(self, conn: psycopg.Connection[Any], schema: str) -> None:
@@ -362,7 +295,7 @@ class PostgresBackend(Backend):
             "legacy_refs": ident(LEGACY_REFS_TABLE),
         }
         # Rendered once to plain strings, so psycopg can prepare them.
-        self._q = {name: sql.SQL(text).format(**names).as_string(conn) for name, text in _QUERIES.items()}
+        self._q = {name: sql.SQL(text).format(**names).as_string(conn) for name, text in QUERIES.items()}
 
     # -- plumbing ------------------------------------------------------
     def _check_open(self, action: str) -> None:
@@ -431,14 +364,14 @@ class PostgresBackend(Backend):
 
     def _driver_error(self, action: str, exc: BaseException, **details: Any) -> BackendError:
         cause = f"{type(exc).__name__}: {exc}"
-        message = f"PostgreSQL: cannot {action} at {self._display}: {_first_line(exc)}"
+        message = f"PostgreSQL: cannot {action} at {self._display}: {first_line(exc)}"
         if isinstance(exc, PoolTimeout):
             # The pool only says it waited; find out whether the server is reachable at all.
             probe = self._probe()
             if probe is None:
                 message += " (the server answers: all pooled connections are busy)"
             else:
-                message = f"PostgreSQL: cannot {action} at {self._display}: {_first_line(probe)}"
+                message = f"PostgreSQL: cannot {action} at {self._display}: {first_line(probe)}"
                 cause = f"{type(probe).__name__}: {probe}"
         info: dict[str, Any] = {"url": self._display, "cause": cause, **details}
         sqlstate = getattr(exc, "sqlstate", None)
@@ -662,7 +595,7 @@ class PostgresBackend(Backend):
         # 0 is PostgreSQL's "no limit"; a timeout that ran out while connecting still gets one try
         left = None if timeout is None else timeout - (time.monotonic() - started)
         wait_ms = 0 if left is None else max(1, math.ceil(left * 1000))
-        lock_id = _hash64("snapstore-session", self.schema, self.table_prefix, key)
+        lock_id = hash64("snapstore-session", self.schema, self.table_prefix, key)
         # no parameters: psycopg sends a simple query, which may hold several statements
         text = (
             f"BEGIN; SET LOCAL lock_timeout = {wait_ms}; SELECT pg_advisory_xact_lock({lock_id});"
@@ -691,7 +624,7 @@ class PostgresBackend(Backend):
             if commit:
                 raise BackendError(
                     f"PostgreSQL: the writes made under session {key}'s lock may not have been committed "
-                    f"at {self._display}: {_first_line(exc)}",
+                    f"at {self._display}: {first_line(exc)}",
                     {"session_key": key, "url": self._display, "cause": f"{type(exc).__name__}: {exc}"},
                 ) from exc
             return  # the block's own error is the one to report; the connection is gone with the lock
@@ -700,7 +633,7 @@ class PostgresBackend(Backend):
             # the block went on after an error aborted its transaction (COMMIT would only roll back)
             raise BackendError(
                 f"PostgreSQL: nothing written under session {key}'s lock was kept: "
-                f"an earlier statement failed ({_first_line(failed)})",
+                f"an earlier statement failed ({first_line(failed)})",
                 {"session_key": key, "url": self._display, "cause": f"{type(failed).__name__}: {failed}"},
             )
 
@@ -800,39 +733,3 @@ def _closed_by_server(conn: Any) -> bool:
         conn.close()
         return True
     return False
-
-
-def redact_url(url: str) -> str:
-    """The connection URL (or key=value string) without its password."""
-    if "://" in url:
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            return "<unparsable PostgreSQL URL>"
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, hosts = netloc.rsplit("@", 1)
-            if ":" in userinfo:
-                netloc = userinfo.split(":", 1)[0] + ":***@" + hosts
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(k in _SECRET_PARAMS for k, _ in pairs):
-                query = urlencode([(k, "***" if k in _SECRET_PARAMS else v) for k, v in pairs], safe="*/:=%")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    return re.sub(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1***", url)
-
-
-def _where(display: str, schema: str, prefix: str) -> str:
-    return f"{display} (schema {schema}" + (f", tables {prefix}snapstore_*)" if prefix else ")")
-
-
-def _hash64(*parts: str) -> int:
-    """A signed 64-bit number for an advisory lock (the key space is bigint)."""
-    digest = hashlib.blake2b("\x00".join(parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
