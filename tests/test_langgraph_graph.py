@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import operator
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -327,3 +329,49 @@ def _tuple_key(found: Any) -> tuple[Any, ...]:
         values.get("approved"),
         sorted((w[0], w[1], _serialized(w[2])) for w in found.pending_writes or []),
     )
+
+
+class NonceCipher:
+    """A toy cipher with a fresh nonce per call: the same plaintext never encrypts the same way."""
+
+    def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
+        nonce = os.urandom(8)
+        return "nonce-xor", nonce + bytes(b ^ nonce[i % 8] for i, b in enumerate(plaintext))
+
+    def decrypt(self, ciphername: str, ciphertext: bytes) -> bytes:
+        assert ciphername == "nonce-xor"
+        nonce, body = ciphertext[:8], ciphertext[8:]
+        return bytes(b ^ nonce[i % 8] for i, b in enumerate(body))
+
+
+def _message_ops(saver: SnapstoreSaver, thread_id: str) -> list[list[dict[str, Any]]]:
+    """The operations on the stored message list between each two consecutive checkpoints."""
+    sess = saver.store.session(saver._lane(thread_id, "").names.checkpoints)
+    ids = sess.snapshot_ids()
+    return [
+        [op for op in sess.diff(older, newer) if op["path"].startswith("/channel_values/messages")]
+        for older, newer in itertools.pairwise(ids)
+    ]
+
+
+def test_an_encrypted_message_list_still_grows_by_appends(tmp_path: Path) -> None:
+    serde = EncryptedSerializer(NonceCipher())
+    store_dir = tmp_path / "store"
+    config = thread("sealed")
+    with SnapstoreSaver.from_path(store_dir, serde=serde) as saver:
+        graph = chat_graph(saver)
+        for turn in range(3):
+            graph.invoke({"messages": [HumanMessage(f"secret {turn}", id=f"h{turn}")]}, config)
+            graph.invoke(Command(resume="ok"), config)
+    with SnapstoreSaver.from_path(store_dir, serde=serde) as reopened:  # a new process: nothing cached
+        graph = chat_graph(reopened)
+        graph.invoke({"messages": [HumanMessage("secret 3", id="h3")]}, config)
+        contents = [m.content for m in graph.get_state(config).values["messages"]]
+        assert contents[-2:] == ["secret 3", "reply to secret 3 (7)"]
+        changes = _message_ops(reopened, "sealed")
+        assert any(changes)
+        for ops in changes:  # elements already stored are never rewritten or removed, only added to
+            rewritten = [op for op in ops if op["path"].startswith("/channel_values/messages/1/") and op["op"] != "add"]
+            assert not rewritten, rewritten
+        sess = reopened.store.session(reopened._lane("sealed", "").names.checkpoints)
+        assert "secret" not in repr(sess.state(sess.snapshot_ids()[-1]))

@@ -17,10 +17,12 @@ goes through it, so encryption still covers every stored value.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..errors import CorruptObjectError
@@ -40,33 +42,79 @@ def _plain_text(text: str) -> bool:
     return True
 
 
+Ciphertexts = dict[tuple[str, bytes], list[str]]
+
+
+class Sealed:
+    """A channel's ciphertexts in the checkpoint before, by their plaintext's digest, and the
+    ones its new value uses.
+
+    An ``EncryptedSerializer`` draws a fresh nonce at every call, so a message encrypted again
+    at each step would be new bytes at each step and the message list would no longer diff as an
+    append. A value whose plaintext is unchanged keeps its ciphertext instead: that tells a
+    reader of the store no more than the delta already does (which elements did not change).
+    """
+
+    def __init__(self, previous: Ciphertexts | None = None) -> None:
+        self.previous: Ciphertexts = previous or {}
+        self.current: Ciphertexts = {}
+
+
 class ValueCodec:
     """Encodes values for a snapshot and decodes them back, through ``serde``."""
 
     def __init__(self, serde: SerializerProtocol) -> None:
         self.serde = serde
         self.inline = type(serde) is JsonPlusSerializer
+        self.encrypted = serde if isinstance(serde, EncryptedSerializer) else None
 
-    def encode(self, value: Any, depth: int = 0) -> Any:
+    def encode(self, value: Any, depth: int = 0, sealed: Sealed | None = None) -> Any:
         kind = type(value)
         if self.inline:
             if value is None or kind is bool:
                 return value
             if kind is str:
-                return value if _plain_text(value) else self.serialized(value)
+                return value if _plain_text(value) else self.serialized(value, sealed)
             if kind is int:
-                return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else self.serialized(value)
+                return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else self.serialized(value, sealed)
             if kind is float:
-                return value if math.isfinite(value) else self.serialized(value)
+                return value if math.isfinite(value) else self.serialized(value, sealed)
             if kind is dict and depth < MAX_DEPTH and all(type(k) is str and _plain_text(k) for k in value):
-                return {k: self.encode(v, depth + 1) for k, v in value.items()}
+                return {k: self.encode(v, depth + 1, sealed) for k, v in value.items()}
         if kind is list and depth < MAX_DEPTH:
-            return [LIST_TAG, *(self.encode(v, depth + 1) for v in value)]
-        return self.serialized(value)
+            return [LIST_TAG, *(self.encode(v, depth + 1, sealed) for v in value)]
+        return self.serialized(value, sealed)
 
-    def serialized(self, value: Any) -> list[str]:
+    def serialized(self, value: Any, sealed: Sealed | None = None) -> list[str]:
+        if self.encrypted is not None and sealed is not None:
+            # EncryptedSerializer.dumps_typed, done in its two halves so the first can be looked up
+            type_name, plain = self.encrypted.serde.dumps_typed(value)
+            key = (type_name, hashlib.blake2b(plain, digest_size=32).digest())
+            node = sealed.previous.get(key) or sealed.current.get(key)
+            if node is None:
+                cipher_name, data = self.encrypted.cipher.encrypt(plain)
+                node = [SERIALIZED_TAG, f"{type_name}+{cipher_name}", data.decode("latin-1")]
+            sealed.current[key] = node
+            return node
         type_name, data = self.serde.dumps_typed(value)
         return [SERIALIZED_TAG, type_name, data.decode("latin-1")]
+
+    def ciphertexts(self, stored: Any) -> Ciphertexts:
+        """The ciphertexts in a stored value, by plaintext digest (decrypting each once): what a
+        process that reopens a thread reuses for its first checkpoint."""
+        found: Ciphertexts = {}
+        pending = [stored]
+        while self.encrypted is not None and pending:
+            node = pending.pop()
+            if type(node) is dict:
+                pending.extend(node.values())
+            elif type(node) is list and node and node[0] == LIST_TAG:
+                pending.extend(node[1:])
+            elif type(node) is list and len(node) == 3 and node[0] == SERIALIZED_TAG and "+" in node[1]:
+                type_name, cipher_name = node[1].split("+", 1)
+                plain = self.encrypted.cipher.decrypt(cipher_name, node[2].encode("latin-1"))
+                found[(type_name, hashlib.blake2b(plain, digest_size=32).digest())] = node
+        return found
 
     def decode(self, node: Any) -> Any:
         kind = type(node)

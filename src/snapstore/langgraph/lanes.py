@@ -23,6 +23,7 @@ from typing import Any
 
 from ..session import Session
 from ..store import SnapshotStore
+from .encoding import Ciphertexts
 from .names import lane_names
 
 FORMAT = "snapstore.langgraph/1"
@@ -65,6 +66,8 @@ class Lane:
         self.lock = threading.RLock()
         self._heads: dict[str, tuple[str, State]] = {}
         self._index: tuple[str, Index] | None = None
+        # under an EncryptedSerializer: each channel's ciphertexts in the head, to reuse (None: not read yet)
+        self.ciphertexts: dict[str, Ciphertexts] | None = None
 
     # -- sessions ------------------------------------------------------
     def _session(self, name: str, create: bool) -> Session | None:
@@ -235,6 +238,7 @@ class Lane:
                     self.store.delete_session(name)
                 self._heads.pop(name, None)
             self._index = None
+            self.ciphertexts = None
 
 
 def _step(metadata: Any) -> int | None:

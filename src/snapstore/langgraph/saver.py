@@ -26,7 +26,7 @@ from langgraph.checkpoint.base import (
 )
 
 from ..store import SnapshotStore
-from .encoding import ValueCodec
+from .encoding import Ciphertexts, Sealed, ValueCodec
 from .lanes import Index, Lane, State
 from .names import parse_checkpoints_name, thread_prefixes
 
@@ -216,7 +216,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         parent_id = configurable.get("checkpoint_id")
         skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         with lane.lock:
-            values = self._encode_values(lane, checkpoint, new_versions, parent_id)
+            values, ciphertexts = self._encode_values(lane, checkpoint, new_versions, parent_id)
             lane.commit_checkpoint(
                 checkpoint["id"],
                 parent_id,
@@ -224,31 +224,47 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 values,
                 self.codec.encode(get_checkpoint_metadata(config, metadata)),
             )
+            if self.codec.encrypted is not None:
+                lane.ciphertexts = ciphertexts
         return self._config(lane, checkpoint["id"])
 
     def _encode_values(
         self, lane: Lane, checkpoint: Checkpoint, new_versions: ChannelVersions, parent_id: str | None
-    ) -> State:
-        """{channel: [version, encoded value]} for the channels the checkpoint versions.
+    ) -> tuple[State, dict[str, Ciphertexts]]:
+        """{channel: [version, encoded value]} for the channels the checkpoint versions, and
+        under an EncryptedSerializer each channel's ciphertexts.
 
         A channel whose version did not move keeps the parent's encoded value (as LangGraph's
         other savers keep the blob of that version), which also spares serializing it again.
         """
         values = checkpoint["channel_values"]
         parent_values: State | None = None
+
+        def parent() -> State:
+            nonlocal parent_values
+            if parent_values is None:
+                loaded = lane.load(parent_id) if parent_id is not None else None
+                parent_values = loaded[0]["channel_values"] if loaded is not None else {}
+            return parent_values
+
+        known = lane.ciphertexts
+        if self.codec.encrypted is not None and known is None:  # first checkpoint here: learn them
+            known = {channel: self.codec.ciphertexts(kept[1]) for channel, kept in parent().items()}
         out: State = {}
+        ciphertexts: dict[str, Ciphertexts] = {}
         for channel, version in checkpoint["channel_versions"].items():
             if channel not in new_versions:
-                if parent_values is None:
-                    loaded = lane.load(parent_id) if parent_id is not None else None
-                    parent_values = loaded[0]["channel_values"] if loaded is not None else {}
-                kept = parent_values.get(channel)
+                kept = parent().get(channel)
                 if kept is not None and type(kept[0]) is type(version) and kept[0] == version:
                     out[channel] = kept
+                    ciphertexts[channel] = (known or {}).get(channel, {})
                     continue
             if channel in values:
-                out[channel] = [version, self.codec.encode(values[channel])]
-        return out
+                sealed = Sealed((known or {}).get(channel)) if known is not None else None
+                out[channel] = [version, self.codec.encode(values[channel], sealed=sealed)]
+                if sealed is not None:
+                    ciphertexts[channel] = sealed.current
+        return out, ciphertexts
 
     def put_writes(
         self,
