@@ -523,7 +523,7 @@ class SnapstorePostgres(_SnapstoreBase):
     label = "snapstore (PostgreSQL)"
     on_disk = False  # nothing under workdir; see bytes_stored
     description = ("SnapshotStore(PostgresBackend(url, schema=bench_<random>)): same engine, "
-                   "objects and refs in PostgreSQL tables")
+                   "segments and entries in PostgreSQL tables")
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -566,11 +566,11 @@ class SnapstorePostgres(_SnapstoreBase):
         return DiskUsage(total, total, tables)
 
     def data_bytes(self) -> int:
-        """sum(octet_length(data)) of the objects table: the payload alone, for reference."""
+        """sum(octet_length(data)) of the entries table: the payload alone, for reference."""
         from psycopg import sql
 
         row = self._query(sql.SQL("SELECT coalesce(sum(octet_length(data)), 0) FROM {}").format(
-            sql.Identifier(self._schema, "snapstore_objects")), [])
+            sql.Identifier(self._schema, "snapstore_entries")), [])
         return int(row[0])
 
     def close(self) -> None:
