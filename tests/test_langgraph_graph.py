@@ -375,3 +375,23 @@ def test_an_encrypted_message_list_still_grows_by_appends(tmp_path: Path) -> Non
             assert not rewritten, rewritten
         sess = reopened.store.session(reopened._lane("sealed", "").names.checkpoints)
         assert "secret" not in repr(sess.state(sess.snapshot_ids()[-1]))
+
+
+def test_a_thread_deleted_by_another_saver_is_gone_for_this_one(tmp_path: Path) -> None:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    def put(saver: SnapstoreSaver, value: int) -> Any:
+        checkpoint = generate_checkpoint(channel_values={"x": value}, channel_versions={"x": value})
+        return saver.put(generate_config("t"), checkpoint, generate_metadata(), {"x": value})
+
+    with SnapstoreSaver.from_path(tmp_path / "s") as first, SnapstoreSaver.from_path(tmp_path / "s") as second:
+        first.put_writes(put(first, 1), [("w", 1)], "task")
+        assert first.get_tuple(generate_config("t")) is not None
+        second.delete_thread("t")
+        assert first.get_tuple(generate_config("t")) is None
+        put(first, 2)
+        for saver in (first, second):
+            found = saver.get_tuple(generate_config("t"))
+            assert found is not None and found.checkpoint["channel_values"] == {"x": 2}
+            assert found.pending_writes == []
+            assert len(list(saver.list(generate_config("t")))) == 1

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import SnapshotNotFound
 from ..session import Session
 from ..store import SnapshotStore
 from .encoding import Ciphertexts
@@ -65,21 +66,33 @@ class Lane:
         # parallel tasks of one step write the same checkpoint's writes from several threads
         self.lock = threading.RLock()
         self._heads: dict[str, tuple[str, State]] = {}
+        self._sessions: dict[str, Session] = {}
         self._index: tuple[str, Index] | None = None
         # under an EncryptedSerializer: each channel's ciphertexts in the head, to reuse (None: not read yet)
         self.ciphertexts: dict[str, Ciphertexts] | None = None
 
     # -- sessions ------------------------------------------------------
     def _session(self, name: str, create: bool) -> Session | None:
+        # kept: asking the store again costs a listing of the session's files, at every call
+        sess = self._sessions.get(name)
+        if sess is not None:
+            return sess
         if create:
-            return self.store.session(name, max_snapshots=RETAIN_ALL)
-        if not self.store.has_session(name):
-            return None
-        return self.store.session(name)
+            sess = self.store.session(name, max_snapshots=RETAIN_ALL)
+        elif self.store.has_session(name):
+            sess = self.store.session(name)
+        if sess is not None:
+            self._sessions[name] = sess
+        return sess
 
     def _head(self, name: str) -> tuple[str | None, State | None]:
         sess = self._session(name, create=False)
-        head = sess.head if sess is not None else None
+        try:
+            head = sess.head if sess is not None else None
+        except SnapshotNotFound:  # deleted by another handle since this one kept it
+            self._sessions.pop(name, None)
+            sess = self._session(name, create=False)
+            head = sess.head if sess is not None else None
         if sess is None or head is None:
             return None, None
         cached = self._heads.get(name)
@@ -102,7 +115,13 @@ class Lane:
     def _commit(self, name: str, state: State, label: str, turn: int | None) -> str:
         sess = self._session(name, create=True)
         assert sess is not None
-        snap = sess.commit(state, label=label, turn=turn)
+        try:
+            snap = sess.commit(state, label=label, turn=turn)
+        except SnapshotNotFound:  # deleted by another handle since this one kept it: start it again
+            self._sessions.pop(name, None)
+            sess = self._session(name, create=True)
+            assert sess is not None
+            snap = sess.commit(state, label=label, turn=turn)
         self._heads[name] = (snap.id, state)  # never mutated after this: the next commit builds a new dict
         return snap.id
 
@@ -237,6 +256,7 @@ class Lane:
                 if self.store.has_session(name):
                     self.store.delete_session(name)
                 self._heads.pop(name, None)
+                self._sessions.pop(name, None)
             self._index = None
             self.ciphertexts = None
 
