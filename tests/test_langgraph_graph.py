@@ -395,3 +395,21 @@ def test_a_thread_deleted_by_another_saver_is_gone_for_this_one(tmp_path: Path) 
             assert found is not None and found.checkpoint["channel_values"] == {"x": 2}
             assert found.pending_writes == []
             assert len(list(saver.list(generate_config("t")))) == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"store": "checkpoints.snapstore"}, "store"),
+        ({"store": None}, "store"),
+        ({"cached_threads": -1}, "cached_threads"),
+        ({"cached_threads": "32"}, "cached_threads"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(arguments: dict[str, Any], named: str) -> None:
+    from snapstore.errors import SnapshotError
+
+    given = {"store": SnapshotStore.memory(), **arguments}
+    with pytest.raises(SnapshotError) as refused:
+        SnapstoreSaver(**given)
+    assert refused.value.details["argument"] == named

@@ -25,6 +25,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
+from ..errors import SnapshotError
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Sealed, ValueCodec
 from .lanes import Index, Lane, State
@@ -56,6 +57,15 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         owns_store: bool = False,
         cached_threads: int = 32,
     ):
+        if type(cached_threads) is not int or cached_threads < 0:
+            raise SnapshotError(
+                "cached_threads must be an integer >= 0", {"argument": "cached_threads", "value": repr(cached_threads)}
+            )
+        if not isinstance(store, SnapshotStore):
+            raise SnapshotError(
+                "SnapstoreSaver needs a SnapshotStore (or use SnapstoreSaver.from_conn_string(path))",
+                {"argument": "store", "type": type(store).__name__},
+            )
         super().__init__(serde=serde)
         self.store = store
         self.codec = ValueCodec(self.serde)
@@ -70,7 +80,12 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     # -- construction ------------------------------------------------------
     @classmethod
     def from_conn_string(
-        cls, target: str | os.PathLike[str], *, serde: SerializerProtocol | None = None, **store_settings: Any
+        cls,
+        target: str | os.PathLike[str],
+        *,
+        serde: SerializerProtocol | None = None,
+        cached_threads: int = 32,
+        **store_settings: Any,
     ) -> SnapstoreSaver:
         """A saver over the store at ``target``: a directory (created if absent), a
         ``postgresql://`` URL, or ``":memory:"``. Use it with ``with`` (or ``async with``):
@@ -79,7 +94,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             store = SnapshotStore.memory(**store_settings)
         else:
             store = SnapshotStore.open(target, **store_settings)
-        return cls(store, serde=serde, owns_store=True)
+        return cls(store, serde=serde, owns_store=True, cached_threads=cached_threads)
 
     from_path = from_conn_string
 
