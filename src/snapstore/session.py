@@ -19,6 +19,7 @@ from .delta import apply_patch, diff, diff_members, parse_pointer
 from .entries import (
     COMMIT,
     KEY_MODES,
+    MAX_PAYLOAD,
     CommitEntry,
     DeltaStream,
     SegmentReader,
@@ -141,6 +142,14 @@ class Session:
                     "or tag snapshots to keep them)",
                     {**exc.details, "reason": "evicted", "max_snapshots": limit},
                 ) from None
+            if len(wanted) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in wanted):
+                limit = log.max_snapshots
+                raise SnapshotNotFound(
+                    f"snapshot {snapshot_id} not found in session {self.name!r}: not retained (the session "
+                    f"keeps its last {limit} snapshots and its tagged ones; an id evicted long ago is no "
+                    "longer known)",
+                    {**exc.details, "reason": "not retained", "max_snapshots": limit},
+                ) from None
             raise
 
     def state(self, snapshot_id: str) -> Any:
@@ -197,6 +206,11 @@ class Session:
         data, pieces, converted = codec.encode_state(state)
         if converted:  # subclasses of JSON types were written as their base types: commit that reading
             state = codec.read_back(data, codec.plain_copy(state))
+        if len(data) > MAX_PAYLOAD:
+            raise InvalidStateError(
+                f"state is {len(data)} bytes of JSON; a snapshot holds at most {MAX_PAYLOAD} (1 GiB)",
+                {"reason": "state too large", "size": len(data)},
+            )
         state_hash = codec.object_id(data)
         with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
             log = self._catch_up()
@@ -207,7 +221,7 @@ class Session:
             self._head_id, self._head_state, self._head_pieces = record.snapshot_id(), new_head, pieces
             started_segment = expected == 0 or record.is_keyframe
             if started_segment:
-                self._store.reclaimer.reclaim(self, log)
+                self._reclaim_quietly(log)
             return self._snapshot(log, self._head_id)
 
     def _prepare(
@@ -599,9 +613,17 @@ class Session:
                 assert last is not None
                 parent = log.commits.get(record.parent) if record.parent else None
                 open_has_commit = last.runs() > 0
+                if open_has_commit and last.damage is None:
+                    try:
+                        self._open_raw(log)
+                    except SnapshotError as exc:  # a payload that does not decode: damage
+                        last.damage, self._open = str(exc), None
+                if last.damage is not None:
+                    open_has_commit = True  # never append after damage: start a new segment
                 as_delta = (
                     record.delta is not None
                     and delta_payload is not None
+                    and last.damage is None
                     and parent is not None
                     and parent.segment == last.number
                     and not store.policy.wants_keyframe(
@@ -620,8 +642,9 @@ class Session:
                     self._append(last.number, [entry], last.end, (record, raw))
                     self._chain_cost.pop(sid, None)
                 else:
-                    raw_len = len(self._open_raw(log)) if open_has_commit else 0
-                    extend = open_has_commit and store.policy.may_patch(last.runs(), raw_len, len(state_bytes))
+                    healthy = open_has_commit and last.damage is None
+                    raw_len = len(self._open_raw(log)) if healthy else 0
+                    extend = healthy and store.policy.may_patch(last.runs(), raw_len, len(state_bytes))
                     previous = self._open.previous_run() if extend and self._open is not None else None
                     mode, compressed = compress_keyframe(state_bytes, store.level, previous)
                     self._stream = None
@@ -643,8 +666,16 @@ class Session:
                 if sid in log.commits and log.tags.get(name) != sid:
                     self._write_meta({"tag": [check_tag_name(name), sid]})
             self._head_id = self._head_state = self._head_pieces = None
-            store.reclaimer.reclaim(self, log)
+            self._reclaim_quietly(log)
         return added
+
+    def _reclaim_quietly(self, log: SessionLog) -> None:
+        """Reclaim after a write that has landed: a failure (a full disk, damage) must not make the
+        caller think the write failed; the space waits for gc or the next keyframe."""
+        try:
+            self._store.reclaimer.reclaim(self, log)
+        except SnapshotError:
+            self.forget_open_segment()
 
     def _check_import_session(self, record: SnapshotRecord) -> None:
         if record.session != self.name:

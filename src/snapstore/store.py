@@ -217,11 +217,12 @@ class SnapshotStore:
             with self._mutex:
                 sess = self._sessions.setdefault(name, sess)
         if max_snapshots is not None and max_snapshots != sess.max_snapshots:
-            if max_snapshots < len(sess):
+            untagged = len(set(sess.snapshot_ids()) - set(sess.tags.values()))
+            if max_snapshots < sess.max_snapshots and max_snapshots < untagged:
                 raise SnapshotError(
-                    f"session {name!r} holds {len(sess)} snapshots: a limit of {max_snapshots} would evict "
-                    f"{len(sess) - max_snapshots}; call set_max_snapshots({max_snapshots}) to do that",
-                    {"session": name, "max_snapshots": max_snapshots, "retained": len(sess)},
+                    f"session {name!r} holds {untagged} untagged snapshots: a limit of {max_snapshots} would "
+                    f"evict {untagged - max_snapshots}; call set_max_snapshots({max_snapshots}) to do that",
+                    {"session": name, "max_snapshots": max_snapshots, "retained": untagged},
                 )
             sess.set_max_snapshots(max_snapshots)
         return sess
