@@ -154,13 +154,15 @@ def test_forget_keeps_the_last_and_the_tagged(make_store: Callable[..., Snapshot
     assert store.verify().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: forget records the last forgotten id (evicted_through); when reclaiming drops the "
-    "segment holding it, SessionLog.retained() falls back to the last max_snapshots still stored and "
-    "lists snapshots evicted long ago again (remove FORGET_CAN_BRING_EVICTED_BACK from test_properties.py "
-    "when this passes)",
+EVICTED_THROUGH_REASON = (
+    "engine: forget, and a raised limit, record the newest evicted id (evicted_through); when reclaiming "
+    "drops the segment holding it, SessionLog.retained() falls back to the last max_snapshots still "
+    "stored, which reach back into an older segment a tag keeps, and lists snapshots evicted long ago "
+    "again (remove OLD_SEGMENTS_BRING_EVICTED_BACK from test_properties.py when these pass)"
 )
+
+
+@pytest.mark.xfail(strict=True, reason=EVICTED_THROUGH_REASON)
 def test_forgotten_snapshots_stay_forgotten_when_their_segment_is_reclaimed(
     make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,6 +176,21 @@ def test_forgotten_snapshots_stay_forgotten_when_their_segment_is_reclaimed(
     assert sess.forget(1) == ids[4:8]
     assert sess.snapshot_ids() == [ids[0], ids[8]]
     assert SnapshotStore(store.backend).session("s").snapshot_ids() == [ids[0], ids[8]]
+
+
+@pytest.mark.xfail(strict=True, reason=EVICTED_THROUGH_REASON)
+def test_a_raised_limit_keeps_evicted_snapshots_evicted_when_their_segment_is_reclaimed(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # every keyframe starts a segment
+    store = make_store(max_chain=3, max_runs=1)
+    sess = store.session("s", max_snapshots=3)
+    ids = commit_turns(sess, range(1))
+    sess.tag(ids[0], "start")  # keeps the first segment (turns 0 to 3)
+    ids += commit_turns(sess, range(1, 11))  # turns 6 and 7 evicted; their segment not yet reclaimed
+    assert sess.snapshot_ids() == [ids[0], *ids[8:]]
+    assert sess.set_max_snapshots(4) == []
+    assert sess.snapshot_ids() == [ids[0], *ids[8:]]
 
 
 # ---------------------------------------------------------------- the evicted-id error
@@ -193,23 +210,22 @@ def test_an_evicted_id_is_named_as_evicted(store: SnapshotStore) -> None:
     never = "0" * 32 if not any(i.startswith("0") for i in ids) else "f" * 32
     with pytest.raises(SnapshotNotFound) as unknown:
         sess.state(never)
-    assert "evicted" not in str(unknown.value) and "reason" not in unknown.value.details
+    # an id the session does not know: perhaps evicted long ago, perhaps never its own; the error says what is kept
+    assert unknown.value.details["reason"] == "not retained" and unknown.value.details["max_snapshots"] == 3
+    assert "evicted by the retention limit" not in str(unknown.value) and "keeps its last 3" in str(unknown.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: Session._resolve recognises an evicted id only while its record is still stored; "
-    "once reclaimed (a new segment, gc) the error is a plain 'not found'",
-)
-def test_an_id_evicted_long_ago_is_still_named_as_evicted(make_store: Callable[..., SnapshotStore]) -> None:
+def test_an_id_evicted_long_ago_is_named_as_not_retained(make_store: Callable[..., SnapshotStore]) -> None:
     store = make_store(max_chain=3)
     sess = store.session("s", max_snapshots=3)
     ids = commit_turns(sess, range(40))
     sess.clear_old_snapshots()
     store.gc()
+    assert ids[0] not in sess._log.commits  # its record is gone: the session cannot tell it was its own
     with pytest.raises(SnapshotNotFound) as err:
         sess.state(ids[0])
-    assert err.value.details.get("reason") == "evicted", str(err.value)
+    assert err.value.details["reason"] == "not retained" and err.value.details["max_snapshots"] == 3
+    assert "not retained" in str(err.value) and "keeps its last 3 snapshots" in str(err.value)
 
 
 # ---------------------------------------------------------------- rollback into a model
