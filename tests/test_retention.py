@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from conftest import canonical, store_contents
 from snapstore import SnapshotError, SnapshotNotFound, SnapshotStore, keyframes
+from snapstore.session import Session
 
 PAD = [f"line {i}" for i in range(50)]  # large enough that a small change is stored as a delta
 
@@ -162,16 +163,24 @@ EVICTED_THROUGH_REASON = (
 )
 
 
+def tagged_first_segment(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch, limit: int, turns: int
+) -> tuple[SnapshotStore, Session, list[str]]:
+    """A session whose every keyframe starts a segment (of four snapshots), with its first snapshot
+    tagged: the tag keeps the first segment, and the three deltas stored after it there."""
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    store = make_store(max_chain=3, max_runs=1)
+    sess = store.session("s", max_snapshots=limit)
+    ids = commit_turns(sess, range(1))
+    sess.tag(ids[0], "start")
+    return store, sess, ids + commit_turns(sess, range(1, turns))
+
+
 @pytest.mark.xfail(strict=True, reason=EVICTED_THROUGH_REASON)
 def test_forgotten_snapshots_stay_forgotten_when_their_segment_is_reclaimed(
     make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # every keyframe starts a segment
-    store = make_store(max_chain=3, max_runs=1)
-    sess = store.session("s", max_snapshots=5)
-    ids = commit_turns(sess, range(1))
-    sess.tag(ids[0], "start")  # keeps the first segment, and the deltas stored after it there
-    ids += commit_turns(sess, range(1, 9))
+    store, sess, ids = tagged_first_segment(make_store, monkeypatch, limit=5, turns=9)
     assert sess.snapshot_ids() == [ids[0], *ids[4:]]
     assert sess.forget(1) == ids[4:8]
     assert sess.snapshot_ids() == [ids[0], ids[8]]
@@ -182,12 +191,8 @@ def test_forgotten_snapshots_stay_forgotten_when_their_segment_is_reclaimed(
 def test_a_raised_limit_keeps_evicted_snapshots_evicted_when_their_segment_is_reclaimed(
     make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # every keyframe starts a segment
-    store = make_store(max_chain=3, max_runs=1)
-    sess = store.session("s", max_snapshots=3)
-    ids = commit_turns(sess, range(1))
-    sess.tag(ids[0], "start")  # keeps the first segment (turns 0 to 3)
-    ids += commit_turns(sess, range(1, 11))  # turns 6 and 7 evicted; their segment not yet reclaimed
+    # turns 4 to 7 evicted; the segment holding 6 and 7 is not yet reclaimed
+    _store, sess, ids = tagged_first_segment(make_store, monkeypatch, limit=3, turns=11)
     assert sess.snapshot_ids() == [ids[0], *ids[8:]]
     assert sess.set_max_snapshots(4) == []
     assert sess.snapshot_ids() == [ids[0], *ids[8:]]
