@@ -143,19 +143,6 @@ def check_contained(world: World, cases: list[Case]) -> None:
     assert not escaped, f"damage that took snapshots of other segments (segment, offset, lost): {escaped[:20]}"
 
 
-#: engine bugs these tests found (reported; remove the marks once they are fixed)
-SESSION_WIDE = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a segment whose header is damaged (magic or version byte) makes read_segment raise "
-    "CorruptObjectError while the session is indexed, so the whole session, every segment of it, is unreadable",
-)
-LAST_FRAME = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a changed byte in the body of a segment file's last frame is taken for a torn tail: "
-    "the acknowledged entry vanishes without a report (verify says ok)",
-)
-
-
 def test_a_damaged_byte_never_reads_as_a_wrong_state(sampled: list[Case]) -> None:
     assert len(sampled) > 100
     check_never_wrong(sampled)
@@ -165,12 +152,10 @@ def test_a_damaged_byte_is_reported_by_verify(sampled: list[Case]) -> None:
     check_detected(sampled)
 
 
-@SESSION_WIDE
 def test_a_damaged_byte_takes_at_most_its_segment(world: World, sampled: list[Case]) -> None:
     check_contained(world, sampled)
 
 
-@LAST_FRAME
 def test_a_damaged_byte_in_a_last_frame_is_reported(sampled: list[Case]) -> None:
     missed = [(c.segment, c.offset) for c in sampled if c.last_frame_body and not c.problems]
     assert not missed, f"last-frame bytes whose damage went unreported (segment, offset): {missed}"

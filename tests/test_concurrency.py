@@ -270,12 +270,6 @@ def test_a_reader_never_sees_damage_when_a_squash_replaces_its_segment() -> None
     assert backend.hook is None, "the reclaim did not run"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: SnapshotStore.session(name) lists the segments, then reads the first to check the "
-    "session's name; a reclaim dropping that segment in between makes opening the session raise "
-    "SegmentMissing ('segment 1 of session ... not found')",
-)
 def test_opening_a_session_while_a_reclaim_drops_its_first_segment() -> None:
     backend, _reader, _listed = _reclaim_between_index_and_read(dropped=True, skip=0)
     sess = SnapshotStore(backend).session("s")

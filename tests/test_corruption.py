@@ -213,12 +213,6 @@ def test_damage_followed_by_good_frames_is_never_cut(directory_world: World) -> 
         assert all(outcome[directory_world.ids["s"][t]] == "exact" for t in range(SEGMENT_TURNS[3].start))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a flipped byte in the body of a segment's last frame is taken for a torn tail "
-    "(_framing: a body failing its check that ends at the end of the file): the acknowledged last commit "
-    "vanishes without a report, verify says ok, and the next append cuts it",
-)
 @pytest.mark.parametrize("where", ["first-body-byte", "middle-body-byte", "last-byte"])
 def test_a_flipped_byte_in_the_last_frame_is_damage_not_a_torn_tail(directory_world: World, where: str) -> None:
     path = _last_segment(directory_world)

@@ -398,21 +398,8 @@ ACTIONS: dict[str, tuple[int, int, Callable[[SnapshotStore], Any]]] = {
     "gc": (15, 3, lambda store: store.gc(grace_seconds=0)),
 }
 
-#: an engine bug these tests found (reported; remove the mark once it is fixed)
-ZEROED_NEW_SEGMENT = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a new segment file holding only zeros (its first append cut after the size was "
-    "recorded) is read as a bad header, and the whole session becomes unreadable; the framing treats a "
-    "zeroed tail as torn everywhere else",
-)
-
-
-def _marks(kind: str, action: str, how: str) -> list[pytest.MarkDecorator]:
-    return [ZEROED_NEW_SEGMENT] if (kind, action, how) == ("directory", "commit-new-segment", "zeros") else []
-
-
 CRASH_CASES = [
-    pytest.param(kind, action, how, id=f"{kind}-{action}-{how}", marks=_marks(kind, action, how))
+    pytest.param(kind, action, how, id=f"{kind}-{action}-{how}")
     for kind in ("directory", "memory")
     for action in ACTIONS
     for how in (("before", "half", "zeros") if kind == "directory" else ("before",))
@@ -476,12 +463,6 @@ def test_leftover_temporary_files_are_ignored_then_collected(tmp_path: Path) -> 
     assert _turns(_listing(DirectoryBackend(root))) == [0, 1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: after a torn start of a new segment (cut inside its checkpoint entry), the next "
-    "commit appends its keyframe to the empty segment without a checkpoint; once the older segments are "
-    "reclaimed the session has lost its settings (max_snapshots back to the default 10, tags gone)",
-)
 def test_settings_survive_a_torn_segment_start(tmp_path: Path) -> None:
     """A commit starting a segment, torn inside its checkpoint, then many more commits: the limit stays."""
     keep = 5

@@ -449,12 +449,6 @@ def _bomb_entry(mode: int, declared: int) -> CommitEntry:
     return CommitEntry(template.id, template.record, mode, declared, bomb)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: SegmentReader.decompress inflates a payload whole before comparing its length "
-    "with the entry's raw length (the keyframe path trusts the zstd frame's own content size over "
-    "max_output_size, the delta path has no bound): a 2 kB entry declaring 10 bytes allocates 64 MiB",
-)
 @pytest.mark.parametrize("mode", [KEY_INDEPENDENT, DELTA_FRAME], ids=["keyframe", "delta"])
 def test_a_decompression_bomb_allocates_no_more_than_its_entry_declares(mode: int) -> None:
     reader = SegmentReader("fuzz")

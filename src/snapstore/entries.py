@@ -278,6 +278,9 @@ class SegmentReader:
                     reader = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << MAX_WINDOW_LOG)
                 else:
                     reader = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+                declared = zstandard.frame_content_size(payload)
+                if declared != raw_length:  # a frame claiming another size is damage, not an allocation
+                    raise _corrupt(self.where, f"payload of snapshot {snapshot_id} declares the wrong size")
                 out = reader.decompress(payload, max_output_size=raw_length)
             else:
                 if mode == DELTA_PLAIN:
@@ -289,7 +292,7 @@ class SegmentReader:
                     self._frame = reader.decompressobj()
                 elif self._frame is None:
                     raise _corrupt(self.where, "a delta continues a frame that never started")
-                out = self._frame.decompress(payload)
+                out = _bounded(self._frame, payload, raw_length, self.where, snapshot_id)
         except zstandard.ZstdError as exc:
             self._frame = None
             raise _corrupt(self.where, f"payload of snapshot {snapshot_id} does not decompress: {exc}") from None
@@ -301,6 +304,18 @@ class SegmentReader:
         self.spans[snapshot_id] = (len(self.raw), len(self.raw) + len(out))
         self.raw += out
         return out
+
+
+def _bounded(frame: Any, payload: bytes, limit: int, where: str, snapshot_id: str) -> bytes:
+    """Feed a streaming frame in small steps, so a payload that inflates past its declared length
+    is refused after at most one step's output (a few blocks) instead of being inflated whole."""
+    step = 64 if len(payload) <= 65536 else 4096
+    out = bytearray()
+    for start in range(0, len(payload), step):
+        out += frame.decompress(payload[start : start + step])
+        if len(out) > limit:
+            raise _corrupt(where, f"payload of snapshot {snapshot_id} inflates past its declared length")
+    return bytes(out)
 
 
 def iter_commits(entries: list[Entry]) -> Iterator[CommitEntry]:

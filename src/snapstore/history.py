@@ -136,7 +136,16 @@ class SessionLog:
                         changed = True
                     known.end, known.stored, known.torn = read.end, info.stored_bytes, read.torn
                     continue
-            read = self.backend.read_segment(self.key, info.segment)
+            try:
+                read = self.backend.read_segment(self.key, info.segment)
+            except SegmentMissing:
+                raise
+            except CorruptObjectError as exc:  # the segment's own header: this segment is lost, not the session
+                self.segments[info.segment] = LoadedSegment(
+                    info.segment, info.version, 0, info.stored_bytes, str(exc), False, []
+                )
+                changed = True
+                continue
             entries, damage = self._decode_until_damage(read.entries, info.segment)
             if read.damaged_at is not None and damage is None:
                 damage = f"{self.where(info.segment)} is damaged at byte {read.damaged_at}"

@@ -30,6 +30,7 @@ from .entries import (
 )
 from .errors import (
     AmbiguousSnapshotId,
+    CorruptObjectError,
     InvalidStateError,
     PatchError,
     SnapshotError,
@@ -141,6 +142,14 @@ class Session:
                     f"retention limit (the session keeps its last {limit}; raise it with set_max_snapshots "
                     "or tag snapshots to keep them)",
                     {**exc.details, "reason": "evicted", "max_snapshots": limit},
+                ) from None
+            damaged = [n for n, segment in log.segments.items() if segment.damage is not None]
+            if damaged and len(wanted) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in wanted):
+                raise CorruptObjectError(
+                    f"snapshot {snapshot_id} not found in session {self.name!r}, whose segment "
+                    f"{', '.join(map(str, damaged))} is damaged and may have held it: "
+                    f"{log.segments[damaged[0]].damage}",
+                    {**exc.details, "reason": "damage", "segments": damaged},
                 ) from None
             if len(wanted) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in wanted):
                 limit = log.max_snapshots
@@ -323,6 +332,8 @@ class Session:
         sid = record.snapshot_id()
         self._chain_cost, self._keyframe_of = {sid: 0}, {sid: sid}
         if last is not None and (extend or not open_has_commit):
+            if not last.entries:  # its checkpoint was torn away: restate the settings first
+                return record, [encode_meta(self._checkpoint(log)), entry], last.number, last.end, new_head, data
             return record, [entry], last.number, last.end, new_head, data
         number = (last.number + 1) if last is not None else 1
         return record, [encode_meta(self._checkpoint(log)), entry], number, 0, new_head, data
@@ -570,7 +581,8 @@ class Session:
         if last.damage is not None:  # never append after damage: settings open a new segment
             self._append(last.number + 1, [encode_meta(self._checkpoint(log)), encode_meta(body)], 0)
             return
-        self._append(last.number, [encode_meta(body)], last.end)
+        restated = [] if last.entries else [encode_meta(self._checkpoint(log))]  # a checkpoint torn away
+        self._append(last.number, [*restated, encode_meta(body)], last.end)
 
     # -- bringing snapshots in (archives, upgrades) -----------------------
     def import_snapshots(
@@ -650,7 +662,8 @@ class Session:
                     self._stream = None
                     entry = encode_commit(record, mode, len(state_bytes), compressed)
                     if extend or not open_has_commit:
-                        self._append(last.number, [entry], last.end, (record, state_bytes))
+                        restated = [] if last.entries else [encode_meta(self._checkpoint(log))]
+                        self._append(last.number, [*restated, entry], last.end, (record, state_bytes))
                     else:
                         checkpoint = encode_meta(self._checkpoint(log))
                         self._append(last.number + 1, [checkpoint, entry], 0, (record, state_bytes))

@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote
 import xxhash
 
 from .backends import Backend, MemoryBackend, open_backend
+from .backends.base import SegmentMissing
 from .entries import CommitEntry, MetaEntry, decode_entry, encode_meta
 from .errors import (
     CorruptObjectError,
@@ -19,7 +20,7 @@ from .errors import (
     SnapshotError,
     SnapshotNotFound,
 )
-from .history import DEFAULT_MAX_SNAPSHOTS, SessionLog, check_state
+from .history import DEFAULT_MAX_SNAPSHOTS, READ_ATTEMPTS, SessionLog, check_state
 from .keyframes import KeyframePolicy
 from .reclaim import Reclaimer
 from .session import Session, check_max_snapshots, resolve_prefix
@@ -244,15 +245,20 @@ class SnapshotStore:
         return sess
 
     def _read_name(self, key: str) -> str | None:
-        """The session name the first settings entry of a session's first segment records."""
-        segments = self.backend.segments(key)
-        if not segments:
-            return None
-        read = self.backend.read_segment(key, segments[0].segment)
-        for data in read.entries[:1]:
-            entry = decode_entry(data, "", f"session key {key}")
-            if isinstance(entry, MetaEntry) and isinstance(entry.body.get("name"), str):
-                return str(entry.body["name"])
+        """The session name a checkpoint of the session records (every segment starts with one)."""
+        for _attempt in range(READ_ATTEMPTS):
+            try:
+                for info in self.backend.segments(key):
+                    read = self.backend.read_segment(key, info.segment)
+                    for data in read.entries[:1]:
+                        entry = decode_entry(data, "", f"session key {key}")
+                        if isinstance(entry, MetaEntry) and isinstance(entry.body.get("name"), str):
+                            return str(entry.body["name"])
+                return None
+            except SegmentMissing:
+                continue  # reclaimed while read: list again
+            except CorruptObjectError:
+                return None  # damage: verify reports it; the name is read from another segment or not at all
         return None
 
     def has_session(self, name: str) -> bool:

@@ -376,8 +376,9 @@ class DirectoryBackend(Backend):
         except FileNotFoundError:
             raise SegmentMissing(f"segment {where} not found", {"segment": segment, "path": where}) from None
         if start == 0:
-            if len(data) < _framing.HEADER_SIZE:
-                return SegmentRead([], 0)  # created, header not yet written: empty
+            if len(data) < _framing.HEADER_SIZE or not any(data):
+                # created, header not yet written (or allocated, never written): empty
+                return SegmentRead([], 0, torn=bool(data))
             if not _framing.header_ok(data):
                 raise CorruptObjectError(f"{where} is not a snapstore segment (bad header)", {"path": where})
             scanned = _framing.scan(memoryview(data)[_framing.HEADER_SIZE :], _framing.HEADER_SIZE)
@@ -407,7 +408,7 @@ class DirectoryBackend(Backend):
                     raise BackendError(f"refused {where}: not a regular file", {"path": where})
                 size = info.st_size
                 if expected_end == 0:
-                    if size > _framing.HEADER_SIZE:
+                    if size > _framing.HEADER_SIZE and any(os.pread(fd, min(size, 1 << 20), 0)):
                         raise _moved(key, segment)
                     payload = _framing.new_header() + payload
                     if size:

@@ -9,8 +9,9 @@ A segment file is an 8-byte header followed by frames::
 
 A bad frame is a *torn tail* (a crash in the middle of an append, cut before
 the next append) when it is the last thing in the file: fewer than 12 bytes
-left, a good frame header whose body runs past the end or whose body fails its
-check while ending exactly at the end, or nothing but zero bytes from there on.
+left, a good frame header whose body runs past the end, one whose body fails its
+check while ending exactly at the end with its last 8 bytes zero (never written),
+or nothing but zero bytes from there on.
 Anything else is *damage*: reported, never cut. The header's own check keeps a
 damaged length from passing for a torn tail (which would cut good frames).
 
@@ -103,5 +104,8 @@ def _check_frame(view: memoryview, pos: int, size: int) -> bool | None:
     if body_end > size:
         return True
     if xxhash.xxh32_intdigest(view[pos + FRAME_SIZE : body_end]) != body_check:
-        return body_end == size
+        # a body that ends the file is torn only if its end was never written (zeros, as space
+        # allocated before a crash reads); a changed byte in a complete last entry is damage
+        tail = view[max(pos + FRAME_SIZE, body_end - 8) : body_end]
+        return body_end == size and not any(tail)
     return None
