@@ -126,6 +126,8 @@ class Session:
     def _resolve(self, log: SessionLog, snapshot_id: Any) -> str:
         if isinstance(snapshot_id, str) and snapshot_id in log.tags:
             return log.tags[snapshot_id]
+        if snapshot_id == log.head:  # the head is always readable: no listing needed
+            return str(snapshot_id)
         retained = log.retained()
         if log.head is not None and log.head not in retained:
             retained.append(log.head)  # a head the limit evicted stays readable: commits go on from it

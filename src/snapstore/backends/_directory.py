@@ -105,6 +105,7 @@ class DirectoryBackend(Backend):
                 self._mark_for_format_1()
         self._mutex = threading.Lock()
         self._locks: dict[str, _SessionLock] = {}
+        self._file_ids: dict[tuple[int, int, str], int] = {}
 
     def _exists(self, name: str) -> bool:
         try:
@@ -360,11 +361,22 @@ class DirectoryBackend(Backend):
                         number = parse_segment_file(entry.name)
                         if number is not None and entry.is_file(follow_symlinks=False):
                             info = entry.stat(follow_symlinks=False)
-                            version = (info.st_ino << 24) | _file_id(fd, entry.name)
+                            version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info)
                             found.append(SegmentInfo(number, info.st_size, version))
                 return sorted(found, key=lambda s: s.segment)
         except FileNotFoundError:
             return []
+
+    def _cached_file_id(self, folder: int, name: str, info: os.stat_result) -> int:
+        """A segment's file id, read once per file as it stands: any write or replacement changes
+        the inode's change time, so an unchanged (inode, ctime) is the same file, header and all."""
+        token = (info.st_ino, info.st_ctime_ns, name)
+        found = self._file_ids.get(token)
+        if found is None:
+            if len(self._file_ids) > 4096:
+                self._file_ids.clear()
+            found = self._file_ids[token] = _file_id(folder, name)
+        return found
 
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
         check_position(start, "start")
