@@ -470,7 +470,7 @@ class _SnapstoreBase(Adapter):
             self.last_cold_ns = time.perf_counter_ns() - t0
             return state  # type: ignore[no-any-return]
         finally:
-            if store is not self._store:
+            if store.backend is not self._store.backend:  # a store of its own (directory): close it
                 store.close()
 
     def _cold_store(self) -> Any:
