@@ -362,12 +362,11 @@ def test_evicted_head_survives_reclaim_commit_and_gc(make_store: Callable[..., S
 # ---------------------------------------------------------------- part 2: the store against a model
 
 TAG_NAMES = ["boss", "camp fire", "Zoë/~1"]
-#: Engine fault: forget and a raised limit record the newest evicted id; once reclaiming drops the
-#: segment holding it, snapshots evicted long ago but still stored in an older segment (kept by a
-#: tag or an old head) are listed again (test_retention.py, the two tests marked with
-#: EVICTED_THROUGH_REASON, xfail). While it stands the machines neither forget nor raise a limit
-#: when a tag or the head is older than what is evicted; set this to False when those tests pass.
-OLD_SEGMENTS_BRING_EVICTED_BACK = True
+#: Forget and a raised limit record the newest evicted id, and a reclaim that drops it records a new
+#: one, so snapshots evicted long ago stay evicted even where a tag or an old head keeps their segment
+#: (test_retention.py). True would make the machines avoid forgetting or raising a limit when a tag
+#: or the head is older than what is evicted, as they had to before that was so.
+OLD_SEGMENTS_BRING_EVICTED_BACK = False
 
 
 class AnyJson(RootModel[Any]):

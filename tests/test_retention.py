@@ -155,14 +155,6 @@ def test_forget_keeps_the_last_and_the_tagged(make_store: Callable[..., Snapshot
     assert store.verify().ok
 
 
-EVICTED_THROUGH_REASON = (
-    "engine: forget, and a raised limit, record the newest evicted id (evicted_through); when reclaiming "
-    "drops the segment holding it, SessionLog.retained() falls back to the last max_snapshots still "
-    "stored, which reach back into an older segment a tag keeps, and lists snapshots evicted long ago "
-    "again (remove OLD_SEGMENTS_BRING_EVICTED_BACK from test_properties.py when these pass)"
-)
-
-
 def tagged_first_segment(
     make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch, limit: int, turns: int
 ) -> tuple[SnapshotStore, Session, list[str]]:
@@ -176,7 +168,6 @@ def tagged_first_segment(
     return store, sess, ids + commit_turns(sess, range(1, turns))
 
 
-@pytest.mark.xfail(strict=True, reason=EVICTED_THROUGH_REASON)
 def test_forgotten_snapshots_stay_forgotten_when_their_segment_is_reclaimed(
     make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,7 +178,6 @@ def test_forgotten_snapshots_stay_forgotten_when_their_segment_is_reclaimed(
     assert SnapshotStore(store.backend).session("s").snapshot_ids() == [ids[0], ids[8]]
 
 
-@pytest.mark.xfail(strict=True, reason=EVICTED_THROUGH_REASON)
 def test_a_raised_limit_keeps_evicted_snapshots_evicted_when_their_segment_is_reclaimed(
     make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -258,11 +248,6 @@ def test_rollback_returns_a_validated_model(make_store: Callable[..., SnapshotSt
         sess.rollback(first.id, model=dict)  # not a pydantic model class
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: Session.rollback_model moves the head before validating, and lets pydantic's "
-    "ValidationError out instead of a snapstore error",
-)
 def test_a_model_that_refuses_the_state_leaves_the_head(store: SnapshotStore) -> None:
     sess = store.session("s")
     old = sess.commit({"hp": 4, "speed": 1.0})  # no name: a Hero cannot be made from it

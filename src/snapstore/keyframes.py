@@ -39,9 +39,9 @@ SMALL_SEGMENT_BYTES = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class KeyframePolicy:
-    rebuild_budget: float = 2.5
-    max_runs: int = 4
-    max_segment_factor: float = 6.0
+    rebuild_budget: float = 3.5
+    max_runs: int = 8
+    max_segment_factor: float = 12.0
     max_chain: int = 5000
 
     def __post_init__(self) -> None:

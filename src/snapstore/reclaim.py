@@ -47,6 +47,7 @@ class Reclaimer:
         if last is None or not log.evictable():
             return 0
         wanted = self.wanted(log)
+        retained_before = set(log.retained())
         keep = {log.commits[sid].segment for sid in wanted if sid in log.commits} | {last.number}
         drop = [n for n in log.segments if n not in keep]
         if drop:
@@ -59,7 +60,22 @@ class Reclaimer:
         if drop or squashed:
             log.refresh()
             session.forget_open_segment()
+            self._keep_evicted_evicted(session, log, retained_before)
         return len(drop)
+
+    @staticmethod
+    def _keep_evicted_evicted(session: Session, log: SessionLog, retained_before: set[str]) -> None:
+        """What retention had evicted stays evicted once the snapshot marking the cut is gone.
+
+        The listing reaches back ``max_snapshots`` commits from the newest, or to the recorded newest
+        evicted snapshot; when reclaim dropped that one, older evicted snapshots still stored (in a
+        segment a tag or the head keeps) would come back into the listing: record a new mark.
+        """
+        if not set(log.retained()) - retained_before:
+            return
+        evicted = [sid for sid in log.order if sid not in retained_before and sid != log.head]
+        if evicted:
+            session._write_meta({"evicted_through": evicted[-1]})
 
     def _dead_prefix_runs(self, log: SessionLog, number: int, wanted: set[str]) -> int:
         """How many whole runs at the start of a segment no wanted snapshot's chain goes through."""

@@ -33,6 +33,7 @@ from .errors import (
     CorruptObjectError,
     InvalidStateError,
     PatchError,
+    RollbackError,
     SnapshotError,
     SnapshotNotFound,
 )
@@ -175,7 +176,16 @@ class Session:
         validate = getattr(model, "model_validate", None)
         if validate is None:
             raise SnapshotError("model must be a pydantic model class", {"argument": "model"})
-        return validate(self.rollback(snapshot_id))
+        # validated before the head moves: a model that refuses the state leaves the session as it was
+        try:
+            validated = validate(self.state(snapshot_id))
+        except ValueError as exc:  # pydantic's ValidationError
+            raise RollbackError(
+                f"snapshot {snapshot_id} does not validate as {getattr(model, '__name__', model)}: {exc}",
+                {"snapshot": snapshot_id, "model": getattr(model, "__name__", repr(model))},
+            ) from exc
+        self.rollback(snapshot_id)
+        return validated
 
     def diff(self, a: str, b: str) -> list[dict[str, Any]]:
         """RFC 6902 operations turning snapshot a's state into snapshot b's."""

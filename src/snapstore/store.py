@@ -96,8 +96,8 @@ class SnapshotStore:
         *,
         compression_level: int = 3,
         max_chain: int = 5000,
-        rebuild_budget: float = 2.5,
-        max_runs: int = 4,
+        rebuild_budget: float = 3.5,
+        max_runs: int = 8,
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
         create: bool = True,
     ) -> None:
