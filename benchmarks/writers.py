@@ -78,7 +78,18 @@ def _writer(target: str, prefix: str, writer: int, commits: int, big: bool, star
     store.close()
 
 
-def _run(target: str, writers: int, commits: int, big_writer: bool = False) -> dict[str, Any]:
+def _verifier(target: str, prefix: str, stop: Any, out: Any) -> None:
+    store = _open(target, prefix)
+    runs = problems = 0
+    while not stop.is_set():
+        report = store.verify()
+        runs += 1
+        problems += len(report.problems)
+    out.put((runs, problems))
+    store.close()
+
+
+def _run(target: str, writers: int, commits: int, big_writer: bool = False, verifying: bool = False) -> dict[str, Any]:
     prefix = f"w{uuid.uuid4().hex[:10]}_"
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(writers), ctx.Queue()
@@ -87,9 +98,18 @@ def _run(target: str, writers: int, commits: int, big_writer: bool = False) -> d
         big = big_writer and w == 0
         n = 10 if big else commits
         procs.append(ctx.Process(target=_writer, args=(target, prefix, w, n, big, start, out)))
+    stop, verified = ctx.Event(), ctx.Queue()
+    checker = ctx.Process(target=_verifier, args=(target, prefix, stop, verified)) if verifying else None
+    if checker is not None:
+        checker.start()
     for p in procs:
         p.start()
     rows = [row for _ in procs for row in out.get()]
+    verify_runs = verify_problems = 0
+    if checker is not None:
+        stop.set()
+        verify_runs, verify_problems = verified.get()
+        checker.join()
     starts = [row[1] for row in rows if row[0] == "start"]
     ends = [row[1] for row in rows if row[0] == "end"]
     results = [row for row in rows if row[0] not in ("start", "end")]
@@ -124,6 +144,8 @@ def _run(target: str, writers: int, commits: int, big_writer: bool = False) -> d
         "median_ms": statistics.median(latencies) * 1e3 if latencies else None,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3 if latencies else None,
         "big_landed": sum(1 for r in landed if r[5] == 0) if big_writer else None,
+        "verify_runs": verify_runs,
+        "verify_problems": verify_problems,
     }
 
 
@@ -133,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commits", type=int, default=50)
     parser.add_argument("--postgres", default=os.environ.get("SNAPSTORE_BENCH_POSTGRES_URL"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "writers.md")
+    parser.add_argument(
+        "--verify-only", action="store_true",
+        help="only compare 4 writers' throughput with and without a verify loop running beside them",
+    )
     args = parser.parse_args(argv)
+    if args.verify_only:
+        return _verify_alongside(args)
     engines = [("directory", None)] + ([("postgresql", args.postgres)] if args.postgres else [])
     lines = [
         "| engine | writers | commits | failures | lost | wrong | commits/s | vs 1 writer | median ms | p99 ms |",
@@ -182,6 +210,43 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"wrote {args.out}")
+    return 0
+
+
+def _verify_alongside(args: argparse.Namespace) -> int:
+    """4 writers, with and without a process running store.verify() in a loop beside them."""
+    engines = [("directory", None)] + ([("postgresql", args.postgres)] if args.postgres else [])
+    lines = [
+        "| engine | commits/s without verify | with verify | ratio | verify runs | problems reported |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for engine, url in engines:
+        figures = []
+        for verifying in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                figures.append(_run(url or str(Path(tmp) / "store"), 4, args.commits * 2, verifying=verifying))
+        plain, checked = figures
+        lines.append(
+            f"| {engine} | {plain['throughput']:.0f} | {checked['throughput']:.0f} | "
+            f"{checked['throughput'] / plain['throughput']:.2f}x | {checked['verify_runs']} | "
+            f"{checked['verify_problems']} |"
+        )
+        print(lines[-1], flush=True)
+    out = args.out.with_name("writers-verify.md")
+    out.write_text(
+        "\n".join(
+            [
+                "# Writers with verify running beside them",
+                "",
+                f"`python -m benchmarks.writers --verify-only --commits {args.commits}`, "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores.",
+                "",
+                *lines,
+                "",
+            ]
+        )
+    )
+    print(f"wrote {out}")
     return 0
 
 
