@@ -1,0 +1,102 @@
+"""A store the process cannot write: every read works through the library and the command line,
+and every write is a ReadOnlyStoreError that says so (issue: read-only backups must be checkable)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from cli_support import SRC
+from snapstore import SnapshotStore
+
+_CHECK = """
+import json, os, sys
+# everything imported first: the interpreter's own files may not be readable by nobody
+from snapstore import SnapshotStore
+from snapstore.errors import ReadOnlyStoreError
+import snapstore.archive, snapstore.archive.exporter, snapstore.archive.importer, snapstore.upgrade
+if len(sys.argv) > 3:
+    os.setgid(65534)
+    os.setuid(65534)  # nobody: permissions bite (they do not for root)
+store = SnapshotStore.open(sys.argv[1])
+sess = store.session("campaign")
+ids = sess.snapshot_ids()
+found = {
+    "read_only": store.read_only,
+    "sessions": store.sessions(),
+    "snapshots": len(ids),
+    "last": sess.state(ids[-1]),
+    "diff": sess.diff(ids[0], ids[-1]),
+    "verify": store.verify().ok,
+    "quick": store.verify(read_data=False).ok,
+    "stats": store.stats()["snapshots"],
+    "export": store.export(os.path.join(sys.argv[2], "backup.snaparchive")).snapshots,
+    "refused": [],
+}
+for name, write in [
+    ("commit", lambda: sess.commit({"turn": 99})),
+    ("rollback", lambda: sess.rollback(ids[0])),
+    ("tag", lambda: sess.tag(ids[0], "keep")),
+    ("new session", lambda: store.session("another")),
+    ("delete", lambda: store.delete_session("campaign")),
+]:
+    try:
+        write()
+    except ReadOnlyStoreError as exc:
+        assert "read-only" in str(exc), str(exc)
+        found["refused"].append(name)
+store.gc()  # reclaims nothing, deletes nothing, raises nothing
+print(json.dumps(found))
+"""
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_every_read_works_and_every_write_is_refused_on_a_read_only_store() -> None:
+    as_root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="snapstore-read-only-store-"))
+    root, out = base / "store", base / "out"
+    try:
+        with SnapshotStore.open(root) as store:
+            sess = store.session("campaign")
+            for turn in range(5):
+                sess.commit({"turn": turn, "log": [f"turn {t}" for t in range(turn)], "hp": 1.0 if turn else 1})
+        out.mkdir()
+        base.chmod(0o755)
+        out.chmod(0o777)  # where the export goes: writable by the reader
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                if not os.path.islink(os.path.join(folder, name)):
+                    os.chmod(os.path.join(folder, name), 0o444)
+            os.chmod(folder, 0o555)
+        before = _tree(root)
+        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        args = [sys.executable, "-c", _CHECK, str(root), str(out), *(["as-nobody"] if as_root else [])]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)
+        assert found["read_only"] is True
+        assert found["sessions"] == ["campaign"] and found["snapshots"] == 5 and found["stats"] == 5
+        assert found["last"] == {"turn": 4, "log": ["turn 0", "turn 1", "turn 2", "turn 3"], "hp": 1.0}
+        assert found["diff"] and found["verify"] is True and found["quick"] is True
+        assert found["export"] == 5
+        assert found["refused"] == ["commit", "rollback", "tag", "new session", "delete"]
+        assert _tree(root) == before  # nothing was written, nothing removed
+        imported = SnapshotStore.memory()
+        imported.import_archive(out / "backup.snaparchive")
+        original = SnapshotStore.open(root).session("campaign").snapshot_ids()
+        assert imported.session("campaign").snapshot_ids() == original
+    finally:
+        for folder, _dirs, _files in os.walk(base):
+            os.chmod(folder, 0o755)
+        shutil.rmtree(base)
