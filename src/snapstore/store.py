@@ -161,19 +161,23 @@ class SnapshotStore:
                     {"path": self.describe(), "version": legacy, "supported": STORE_FORMAT, "upgrade": True},
                 )
             if legacy is not None and legacy != str(STORE_FORMAT):
+                shown = legacy if len(legacy) <= 4 and legacy.isdigit() else None
+                what = f"format version {shown}" if shown else "an unreadable format ref"
                 raise FormatVersionError(
-                    f"store {self.describe()} has format version {legacy[:16]!r}; this build reads "
-                    f"version {STORE_FORMAT}",
-                    {"path": self.describe(), "version": legacy[:16], "supported": STORE_FORMAT},
+                    f"store {self.describe()} has {what}; this build reads version {STORE_FORMAT}",
+                    {"path": self.describe(), "version": shown, "supported": STORE_FORMAT},
                 )
             if not create or self.backend.read_only:
                 raise SnapshotNotFound(f"no snapstore store at {self.describe()}", {"path": self.describe()})
             self.backend.write_config(FORMAT_CONFIG, str(STORE_FORMAT).encode())
             version = self.backend.read_config(FORMAT_CONFIG)
         if version != str(STORE_FORMAT).encode():
-            shown = version[:16].decode("ascii", "replace") if version else version
+            # a short number is a format version (a newer one); anything else is quoted by size only:
+            # an error message never repeats the content of a file planted in the store
+            shown = version.decode("ascii") if version and len(version) <= 4 and version.isdigit() else None
+            what = f"format version {shown}" if shown else f"an unreadable format file ({len(version or b'')} bytes)"
             raise FormatVersionError(
-                f"store {self.describe()} has format version {shown!r}; this build reads version {STORE_FORMAT}",
+                f"store {self.describe()} has {what}; this build reads version {STORE_FORMAT}",
                 {"path": self.describe(), "version": shown, "supported": STORE_FORMAT},
             )
 
