@@ -18,6 +18,7 @@ from . import codec
 from .delta import apply_patch, diff, diff_members, parse_pointer
 from .entries import (
     COMMIT,
+    DELTA_WINDOW,
     KEY_MODES,
     MAX_PAYLOAD,
     CommitEntry,
@@ -77,6 +78,8 @@ class Session:
         self._open_end = 0
         self._stream: DeltaStream | None = None  # this writer's zstd frame in the open segment
         self._stream_end = -1  # the segment's end right after this writer's last append
+        # (head id, its members' bytes, the ops) while the cached head is patched ahead of an append
+        self._patched: tuple[str, dict[str, bytes] | None, list[Any]] | None = None
         self._chain_cost: dict[str, int] = {}  # estimated rebuild cost from the keyframe, per snapshot
         self._keyframe_of: dict[str, str] = {}
 
@@ -286,7 +289,7 @@ class Session:
             ):
                 can_delta = False
         else:
-            new_head = codec.read_back(data, state) if parent is None else self._checked_reading(state, data)
+            new_head = codec.read_back(data, state)  # the whole-state check, for a first commit or a keyframe
         timestamp = _now()
         if can_delta:
             assert last is not None and parent_commit is not None and delta_payload is not None
@@ -294,7 +297,7 @@ class Session:
                 # another writer appended since this one did: a frame without a dictionary, since
                 # loading one costs more than it saves while writers take turns
                 contended = self._stream_end not in (-1, last.end)
-                window = None if contended else bytes(self._open_raw(log)[-DELTA_WINDOW_BYTES:])
+                window = None if contended else bytes(self._open_raw(log)[-DELTA_WINDOW:])
                 self._stream = DeltaStream(store.level, window)
             mode, compressed = self._stream.compress(delta_payload)
             record = SnapshotRecord(
@@ -350,9 +353,6 @@ class Session:
         number = (last.number + 1) if last is not None else 1
         return record, [encode_meta(self._checkpoint(log)), entry], number, 0, new_head, data
 
-    def _checked_reading(self, state: Any, data: bytes) -> Any:
-        return codec.read_back(data, state)
-
     def _next_head(
         self, log: SessionLog, parent: str, state: Any, data: bytes, pieces: dict[str, bytes] | None
     ) -> tuple[bytes, Any]:
@@ -377,8 +377,6 @@ class Session:
             raise codec.describe_unrepresentable(state) from None
         self._patched = (parent, head_pieces, ops)
         return payload, new_head
-
-    _patched: tuple[str, dict[str, bytes] | None, list[Any]] | None = None
 
     def _unpatch_head(self, head_id: str, pieces: dict[str, bytes] | None, ops: list[Any]) -> None:
         """Put the cached head back as it was before it was patched in place.
@@ -658,7 +656,7 @@ class Session:
                 )
                 if as_delta:
                     assert delta_payload is not None
-                    window = bytes(self._open_raw(log)[-DELTA_WINDOW_BYTES:])
+                    window = bytes(self._open_raw(log)[-DELTA_WINDOW:])
                     if self._stream is None or self._stream_end != last.end:
                         self._stream = DeltaStream(store.level, window)
                     mode, compressed = self._stream.compress(delta_payload)
@@ -818,7 +816,6 @@ class Session:
         return len(data)
 
 
-DELTA_WINDOW_BYTES = 64 * 1024
 
 
 def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:
