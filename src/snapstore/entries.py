@@ -31,7 +31,6 @@ needs the bytes before it, and so do the chain's states.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,8 +316,3 @@ def _bounded(frame: Any, payload: bytes, limit: int, where: str, snapshot_id: st
             raise _corrupt(where, f"payload of snapshot {snapshot_id} inflates past its declared length")
     return bytes(out)
 
-
-def iter_commits(entries: list[Entry]) -> Iterator[CommitEntry]:
-    for entry in entries:
-        if isinstance(entry, CommitEntry):
-            yield entry

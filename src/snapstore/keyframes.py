@@ -1,12 +1,16 @@
 """When to start a new segment with a keyframe, and when that keyframe must stand alone.
 
 The rule is a cost model, not a count: rebuilding a snapshot costs decoding
-its group's raw streams, parsing the keyframe, applying the chain's deltas
+its segment's raw stream up to the chain's keyframe, parsing the keyframe, applying the chain's deltas
 and hashing the result; loading one full state costs decompressing and
 parsing it. A delta is refused once the estimated rebuild would pass
 ``rebuild_budget`` full loads. Costs are in *bytes-parsed equivalents*: one
 unit is the time ``orjson.loads`` takes for one byte of JSON. The weights below
-were measured with ``python -m benchmarks.rebuild_costs``.
+are not a single measurement: ``python -m benchmarks.rebuild_costs`` prints what
+a machine measures beside them, and those figures move several-fold with the
+machine's load and the garbage collector. They were set from such runs on the
+benchmark workload and adjusted so the 1,000-turn benchmark's segments come out
+as docs/design.md ("Keyframe policy") describes.
 
 A new keyframe is *patched* (compressed against the open segment's raw
 stream, in that segment) while the segment holds fewer than ``max_runs``

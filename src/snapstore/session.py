@@ -39,7 +39,6 @@ from .errors import (
     SnapshotNotFound,
 )
 from .history import (
-    DEFAULT_MAX_SNAPSHOTS,
     IndexedCommit,
     LoadedSegment,
     SessionLog,
@@ -96,7 +95,7 @@ class Session:
 
     @property
     def max_snapshots(self) -> int:
-        return int(self._current().settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS))
+        return self._current().max_snapshots
 
     @property
     def head(self) -> Snapshot | None:
@@ -140,9 +139,12 @@ class Session:
         except AmbiguousSnapshotId:
             raise
         except SnapshotNotFound as exc:
+            # say why an id that looks like one is not here: evicted, lost to damage, or no longer known
             wanted = snapshot_id.strip().lower() if isinstance(snapshot_id, str) else ""
-            if len(wanted) >= MIN_PREFIX and any(s.startswith(wanted) for s in log.order):
-                limit = int(log.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS))
+            if len(wanted) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in wanted):
+                raise
+            limit = log.max_snapshots
+            if any(s.startswith(wanted) for s in log.order):
                 raise SnapshotNotFound(
                     f"snapshot {snapshot_id} is no longer retained in session {self.name!r}: evicted by the "
                     f"retention limit (the session keeps its last {limit}; raise it with set_max_snapshots "
@@ -150,22 +152,19 @@ class Session:
                     {**exc.details, "reason": "evicted", "max_snapshots": limit},
                 ) from None
             damaged = [n for n, segment in log.segments.items() if segment.damage is not None]
-            if damaged and len(wanted) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in wanted):
+            if damaged:
                 raise CorruptObjectError(
                     f"snapshot {snapshot_id} not found in session {self.name!r}, whose segment "
                     f"{', '.join(map(str, damaged))} is damaged and may have held it: "
                     f"{log.segments[damaged[0]].damage}",
                     {**exc.details, "reason": "damage", "segments": damaged},
                 ) from None
-            if len(wanted) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in wanted):
-                limit = log.max_snapshots
-                raise SnapshotNotFound(
-                    f"snapshot {snapshot_id} not found in session {self.name!r}: not retained (the session "
-                    f"keeps its last {limit} snapshots and its tagged ones; an id evicted long ago is no "
-                    "longer known)",
-                    {**exc.details, "reason": "not retained", "max_snapshots": limit},
-                ) from None
-            raise
+            raise SnapshotNotFound(
+                f"snapshot {snapshot_id} not found in session {self.name!r}: not retained (the session "
+                f"keeps its last {limit} snapshots and its tagged ones; an id evicted long ago is no "
+                "longer known)",
+                {**exc.details, "reason": "not retained", "max_snapshots": limit},
+            ) from None
 
     def state(self, snapshot_id: str) -> Any:
         """The full state of a retained snapshot, verified against its hash; the caller owns it."""
@@ -242,11 +241,13 @@ class Session:
                 log, state, data, pieces, state_hash, label, turn
             )
             self._append(segment, entries, expected, (record, payload))
-            self._head_id, self._head_state, self._head_pieces = record.snapshot_id(), new_head, pieces
+            sid = log.head  # the id _absorb indexed the record under: no second serialization of it
+            assert sid is not None
+            self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
             started_segment = expected == 0 or record.is_keyframe
             if started_segment:
                 self._reclaim_quietly(log)
-            return self._snapshot(log, self._head_id)
+            return self._snapshot(log, sid)
 
     def _prepare(
         self,
@@ -579,7 +580,7 @@ class Session:
     def _checkpoint(self, log: SessionLog) -> dict[str, Any]:
         body: dict[str, Any] = {"checkpoint": True, "name": self.name}
         body.update(log.settings)
-        body["max_snapshots"] = int(log.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS))
+        body["max_snapshots"] = log.max_snapshots
         body["tags"] = dict(log.tags)
         return body
 
@@ -739,7 +740,7 @@ class Session:
         with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
             log = self._catch_up()
             before = log.retained()
-            if int(log.settings.get("max_snapshots", DEFAULT_MAX_SNAPSHOTS)) == max_snapshots:
+            if log.max_snapshots == max_snapshots:
                 return []
             self._write_meta(limit_settings(log, max_snapshots))
             after = set(log.retained())

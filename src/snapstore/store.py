@@ -20,7 +20,7 @@ from .errors import (
     SnapshotError,
     SnapshotNotFound,
 )
-from .history import DEFAULT_MAX_SNAPSHOTS, READ_ATTEMPTS, SessionLog, check_state
+from .history import DEFAULT_MAX_SNAPSHOTS, READ_ATTEMPTS, SessionLog
 from .keyframes import KeyframePolicy
 from .reclaim import Reclaimer
 from .session import Session, check_max_snapshots, resolve_prefix
@@ -509,6 +509,5 @@ __all__ = [
     "SnapshotStore",
     "VerifyReport",
     "check_session_name",
-    "check_state",
     "session_key",
 ]
