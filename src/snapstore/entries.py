@@ -30,6 +30,7 @@ needs the bytes before it, and so do the chain's states.
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -261,6 +262,56 @@ class SegmentReader:
         start, end = self.spans[snapshot_id]
         return bytes(self.raw[start:end])
 
+    def decompress_all(self, items: list[tuple[str, int, int, bytes]]) -> None:
+        """Decode ``(id, mode, raw length, payload)`` of entries in order, to the end of what will be read.
+
+        A delta frame and the continuations after it are decoded by one bounded read (one C call
+        instead of one per entry and per step); the frame cannot be continued afterwards. A group
+        that does not decode as declared is decoded entry by entry, so damage is named where it is.
+        """
+        i = 0
+        while i < len(items):
+            end = i + 1
+            if items[i][1] in (DELTA_FRAME, DELTA_PLAIN):
+                while end < len(items) and items[end][1] == DELTA_CONTINUE:
+                    end += 1
+            if end - i > 1 and self._decompress_group(items[i:end]):
+                i = end
+                continue
+            for item in items[i:end]:
+                self.decompress(*item)
+            i = end
+        self._frame = None
+
+    def _decompress_group(self, group: list[tuple[str, int, int, bytes]]) -> bool:
+        total = sum(item[2] for item in group)
+        if total > MAX_PAYLOAD:
+            return False
+        try:
+            dictionary = raw_dict(bytes(self.raw[-DELTA_WINDOW:])) if group[0][1] == DELTA_FRAME else None
+            reader = zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else zstandard.ZstdDecompressor()
+            data = b"".join(item[3] for item in group)
+            # reads at most one byte past what the entries declare: a payload that inflates
+            # further is stopped there, never inflated whole
+            with reader.stream_reader(io.BytesIO(data), read_size=len(data) or 1, read_across_frames=False) as stream:
+                out = bytearray()
+                while len(out) <= total:
+                    chunk = stream.read(total + 1 - len(out))
+                    if not chunk:
+                        break
+                    out += chunk
+        except zstandard.ZstdError:
+            return False
+        if len(out) != total:
+            return False
+        self._frame = None
+        start = len(self.raw)
+        self.raw += out
+        for sid, _mode, raw_length, _payload in group:
+            self.spans[sid] = (start, start + raw_length)
+            start += raw_length
+        return True
+
     def payload(self, entry: CommitEntry) -> bytes:
         """The raw payload of the next commit entry (entries must come in order)."""
         return self.decompress(entry.id, entry.mode, entry.raw_length, entry.payload)
@@ -271,7 +322,8 @@ class SegmentReader:
             if mode in KEY_MODES:
                 self._frame = None
                 if mode == KEY_PATCHED:
-                    dictionary = raw_dict(self.raw[self.run_start :])
+                    with memoryview(self.raw) as view:
+                        dictionary = raw_dict(view[self.run_start :])
                     if dictionary is None:
                         raise _corrupt(self.where, "a patched keyframe at the start of its segment")
                     reader = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << MAX_WINDOW_LOG)

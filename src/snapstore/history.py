@@ -13,6 +13,7 @@ it, so a segment is read on its own, from its start.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ from .objects import SnapshotRecord
 READ_ATTEMPTS = 20
 #: the retention limit of a new session
 DEFAULT_MAX_SNAPSHOTS = 10
+#: compressed payload bytes a log keeps of what other writers appended, for a writer to catch up from
+FRESH_LIMIT = 1 << 20
 #: decoded raw streams of segments kept per log (the group a rebuild walks)
 RAW_CACHE_SEGMENTS = 4
 
@@ -77,6 +80,13 @@ class LoadedSegment:
     _counted: tuple[int, int, int] = (0, 0, 0)  # entries counted, runs, raw bytes (entries only grow)
 
 
+def _without_payloads(entries: list[CommitEntry | MetaEntry]) -> list[CommitEntry | MetaEntry]:
+    return [
+        CommitEntry(e.id, e.record, e.mode, e.raw_length, b"") if isinstance(e, CommitEntry) and e.payload else e
+        for e in entries
+    ]
+
+
 class SessionLog:
     """The index of one session, refreshed from its backend on demand."""
 
@@ -91,6 +101,10 @@ class SessionLog:
         self.head: str | None = None
         self.tags: dict[str, str] = {}
         self._raw_cache: OrderedDict[tuple[int, int, int], tuple[dict[str, bytes], bytes]] = OrderedDict()
+        #: what the last refresh appended to the open segment, payloads kept: (segment, version, from
+        #: byte, to byte, entries), for a writer's decoder to take instead of reading them again
+        self.fresh: tuple[int, int, int, int, list[CommitEntry | MetaEntry]] | None = None
+        self._interrupted = False
 
     # -- loading -------------------------------------------------------
     def where(self, segment: int) -> str:
@@ -110,10 +124,19 @@ class SessionLog:
     def _refresh_once(self) -> bool:
         listed = self.backend.segments(self.key)
         numbers = {info.segment for info in listed}
-        changed = False
+        # (segment, first new entry) of what was only appended after everything indexed: indexed on
+        # its own instead of indexing the whole session again (a writer among others refreshes on
+        # every commit)
+        appended: list[tuple[int, int]] | None = []
+        newest = max(self.segments) if self.segments else 0
+        # a refresh that failed part-way (a segment reclaimed while read) left entries read but not
+        # indexed: the next one indexes everything again
+        changed = interrupted = self._interrupted
+        self._interrupted = True
         for number in [n for n in self.segments if n not in numbers]:
             del self.segments[number]
             changed = True
+            appended = None
         for info in listed:
             known = self.segments.get(info.segment)
             if known is not None and known.version == info.version and known.damage is not None:
@@ -130,8 +153,13 @@ class SessionLog:
                     known = None  # not a clean continuation: read it whole
                 else:
                     if read.entries:
-                        entries, damage = self._decode_until_damage(read.entries, info.segment)
-                        known.entries.extend(entries)
+                        entries, damage = self._decode_until_damage(read.entries, info.segment, keep=True)
+                        if appended is not None and info.segment == newest and damage is None:
+                            appended.append((info.segment, len(known.entries)))
+                            self._keep_fresh(info.segment, info.version, known.end, read.end, entries)
+                        else:
+                            appended = None
+                        known.entries.extend(_without_payloads(entries))
                         known.damage = damage
                         changed = True
                     known.end, known.stored, known.torn = read.end, info.stored_bytes, read.torn
@@ -144,8 +172,9 @@ class SessionLog:
                 self.segments[info.segment] = LoadedSegment(
                     info.segment, info.version, 0, info.stored_bytes, str(exc), False, []
                 )
-                changed = True
+                changed, appended = True, None
                 continue
+            is_new = info.segment not in self.segments
             entries, damage = self._decode_until_damage(read.entries, info.segment)
             if read.damaged_at is not None and damage is None:
                 damage = f"{self.where(info.segment)} is damaged at byte {read.damaged_at}"
@@ -155,55 +184,83 @@ class SessionLog:
                 info.segment, info.version, read.end, info.stored_bytes, damage, read.torn, entries
             )
             changed = True
+            if appended is not None and is_new and info.segment > newest and damage is None:
+                appended.append((info.segment, 0))
+            else:
+                appended = None
         if changed:
             self.segments = OrderedDict(sorted(self.segments.items()))
-            self._reindex()
+            if appended is None or interrupted:
+                self._reindex()
+            else:
+                for number, start in sorted(appended):
+                    self._index_segment(number, self.segments[number], start)
+                self._forget_missing()
+        if appended is None or len(appended) > 1 or interrupted:
+            self.fresh = None
+        self._interrupted = False
         return changed
 
+    def _keep_fresh(
+        self, segment: int, version: int, start: int, end: int, entries: list[CommitEntry | MetaEntry]
+    ) -> None:
+        fresh = self.fresh
+        if fresh is not None and fresh[:2] == (segment, version) and fresh[3] == start:
+            start, entries = fresh[2], fresh[4] + entries
+        if sum(len(e.payload) for e in entries if isinstance(e, CommitEntry)) > FRESH_LIMIT:
+            self.fresh = None  # a reader that never writes: the bytes are read again if ever needed
+            return
+        self.fresh = (segment, version, start, end, entries)
+
     def _decode_until_damage(
-        self, entries: list[bytes], segment: int
+        self, entries: list[bytes], segment: int, keep: bool = False
     ) -> tuple[list[CommitEntry | MetaEntry], str | None]:
+        """Decoded entries up to the first damaged one, and the damage. Payloads are dropped (the
+        index keeps records; rebuilds read segments again) unless ``keep``."""
+        where = self.where(segment)
         decoded: list[CommitEntry | MetaEntry] = []
         for data in entries:
             try:
-                decoded.extend(self._decode([data], segment))
+                decoded.append(decode_entry(data, self.name, where))
             except CorruptObjectError as exc:
-                return decoded, str(exc)
-        return decoded, None
-
-    def _decode(self, entries: list[bytes], segment: int) -> list[CommitEntry | MetaEntry]:
-        where = self.where(segment)
-        decoded = [decode_entry(data, self.name, where) for data in entries]
-        # payloads are read again when needed: the index keeps records only
-        return [
-            CommitEntry(e.id, e.record, e.mode, e.raw_length, b"") if isinstance(e, CommitEntry) else e
-            for e in decoded
-        ]
+                return (decoded if keep else _without_payloads(decoded)), str(exc)
+        return (decoded if keep else _without_payloads(decoded)), None
 
     def _reindex(self) -> None:
         self.order, self.commits, self.settings, self.tags, self.head = [], {}, {}, {}, None
         for number, segment in self.segments.items():
-            for ordinal, entry in enumerate(segment.entries):
-                if isinstance(entry, MetaEntry):
-                    try:
-                        self._apply_meta(entry)
-                    except CorruptObjectError as exc:
-                        # a malformed settings entry is damage at that entry: the rest of the
-                        # segment is not read, as for any other damage
-                        segment.damage = segment.damage or str(exc)
-                        del segment.entries[ordinal:]
-                        break
-                    continue
-                if entry.id not in self.commits:
-                    self.order.append(entry.id)
-                self.commits[entry.id] = IndexedCommit(
-                    entry.id, entry.record, entry.mode, entry.raw_length, number, ordinal
-                )
-                self.head = entry.id
-        # a head or tag that names a snapshot no longer stored is forgotten
+            self._index_segment(number, segment, 0)
+        self._forget_missing()
+
+    def _index_segment(self, number: int, segment: LoadedSegment, start: int) -> None:
+        """Add a segment's entries from ``start`` on to the index, in order."""
+        entries = segment.entries
+        for ordinal in range(start, len(entries)):
+            entry = entries[ordinal]
+            if isinstance(entry, MetaEntry):
+                try:
+                    self._apply_meta(entry)
+                except CorruptObjectError as exc:
+                    # a malformed settings entry is damage at that entry: the rest of the
+                    # segment is not read, as for any other damage
+                    segment.damage = segment.damage or str(exc)
+                    del entries[ordinal:]
+                    self.fresh = None
+                    return
+                continue
+            if entry.id not in self.commits:
+                self.order.append(entry.id)
+            self.commits[entry.id] = IndexedCommit(
+                entry.id, entry.record, entry.mode, entry.raw_length, number, ordinal
+            )
+            self.head = entry.id
+
+    def _forget_missing(self) -> None:
+        """A head or tag that names a snapshot no longer stored is forgotten."""
         if self.head is not None and self.head not in self.commits:
             self.head = self.order[-1] if self.order else None
-        self.tags = {tag: sid for tag, sid in self.tags.items() if sid in self.commits}
+        if any(sid not in self.commits for sid in self.tags.values()):
+            self.tags = {tag: sid for tag, sid in self.tags.items() if sid in self.commits}
 
     def _apply_meta(self, meta: MetaEntry) -> None:
         body = check_settings(meta.body, self.name)
@@ -299,9 +356,12 @@ class SessionLog:
             current = commit.record.parent
 
     # -- reading payloads ----------------------------------------------
-    def segment_payloads(self, number: int, upto: int | None = None) -> tuple[dict[str, bytes], bytes]:
+    def segment_payloads(
+        self, number: int, upto: int | None = None, wanted: Iterable[str] | None = None
+    ) -> tuple[dict[str, bytes], bytes]:
         """Every commit's raw payload in one segment (through entry ``upto`` when given), and the
-        segment's raw stream as far as it was decoded."""
+        segment's raw stream as far as it was decoded; with ``upto`` and ``wanted``, only the
+        payloads of ``wanted`` and no stream."""
         loaded = self.segments.get(number)
         cache_key = (number, loaded.version, loaded.end) if loaded is not None and upto is None else None
         cached = self._raw_cache.get(cache_key) if cache_key is not None else None
@@ -315,6 +375,10 @@ class SessionLog:
             self._decode_payloads(read.entries if upto is None else read.entries[: upto + 1], known, reader, number)
         except CorruptObjectError:
             cache_key = None  # what decoded before the damage is returned; the rest is lost
+        if upto is not None and wanted is not None:
+            # a rebuild: only its chain's payloads leave the decoder, not copies of the whole stream
+            spans = reader.spans
+            return {sid: bytes(reader.raw[spans[sid][0] : spans[sid][1]]) for sid in wanted if sid in spans}, b""
         raw = bytes(reader.raw)
         payloads = {sid: raw[start:end] for sid, (start, end) in reader.spans.items()}
         if read.damaged_at is not None:
@@ -328,17 +392,21 @@ class SessionLog:
     def _decode_payloads(
         self, entries: list[bytes], known: list[CommitEntry | MetaEntry], reader: SegmentReader, number: int
     ) -> None:
-        for ordinal, data in enumerate(entries):
-            indexed = known[ordinal] if ordinal < len(known) else None
-            if isinstance(indexed, CommitEntry):  # the index checked this entry's record: skip decoding it
-                parts = commit_payload(data)
-                if parts is None:
-                    raise CorruptObjectError(f"{self.where(number)} changed under its index", {"segment": number})
-                reader.decompress(indexed.id, *parts)
-                continue
-            entry = decode_entry(data, self.name, self.where(number))
-            if isinstance(entry, CommitEntry):
-                reader.payload(entry)
+        items: list[tuple[str, int, int, bytes]] = []
+        try:
+            for ordinal, data in enumerate(entries):
+                indexed = known[ordinal] if ordinal < len(known) else None
+                if isinstance(indexed, CommitEntry):  # the index checked this entry's record: skip decoding it
+                    parts = commit_payload(data)
+                    if parts is None:
+                        raise CorruptObjectError(f"{self.where(number)} changed under its index", {"segment": number})
+                    items.append((indexed.id, *parts))
+                    continue
+                entry = decode_entry(data, self.name, self.where(number))
+                if isinstance(entry, CommitEntry):
+                    items.append((entry.id, entry.mode, entry.raw_length, entry.payload))
+        finally:
+            reader.decompress_all(items)  # what precedes a bad entry is still decoded
 
     def rebuild(self, sid: str) -> Any:
         """The verified full state of a stored snapshot: a fresh object the caller owns."""
@@ -347,7 +415,9 @@ class SessionLog:
         for _attempt in range(READ_ATTEMPTS):
             try:
                 path = self.chain(sid)
-                payloads, _raw = self.segment_payloads(path[0].segment, upto=path[-1].ordinal)
+                payloads, _raw = self.segment_payloads(
+                    path[0].segment, upto=path[-1].ordinal, wanted=[c.id for c in path]
+                )
                 return self.apply_chain(path, payloads)
             except (SegmentMissing, CorruptObjectError):
                 # reclaimed or squashed since the index was read (the entries no longer match it):

@@ -234,7 +234,19 @@ def parse_micros(text: str) -> int:
 
 
 def format_micros(micros: int) -> str:
-    return format_timestamp(_EPOCH + timedelta(microseconds=micros))
+    """``format_timestamp`` of a moment given in microseconds since 1970 (OverflowError out of range)."""
+    minute, rest = divmod(micros, 60_000_000)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:  # opening a session formats every record's time: a minute's prefix once
+        prefix = format_timestamp(_EPOCH + timedelta(minutes=minute))[:17]
+        if len(_MINUTES) >= 4096:
+            _MINUTES.clear()
+        _MINUTES[minute] = prefix
+    second, fraction = divmod(rest, 1_000_000)
+    return f"{prefix}{second:02d}.{fraction:06d}Z"
+
+
+_MINUTES: dict[int, str] = {}
 
 
 class _FieldError(Exception):

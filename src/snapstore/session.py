@@ -482,13 +482,19 @@ class Session:
             self._open = None
             self._stream = None
         elif self._open_end != last.end:
-            read = self._store.backend.read_segment(self.key, last.number, self._open_end)
             try:
-                for data in read.entries:
-                    entry = decode_entry(data, self.name, log.where(last.number))
+                fresh = log.fresh
+                if fresh is not None and fresh[:3] == (last.number, last.version, self._open_end):
+                    # the refresh decoded these entries already, payloads kept: no second read
+                    entries, end = fresh[4], fresh[3]
+                else:
+                    read = self._store.backend.read_segment(self.key, last.number, self._open_end)
+                    where = log.where(last.number)
+                    entries, end = [decode_entry(data, self.name, where) for data in read.entries], read.end
+                for entry in entries:
                     if isinstance(entry, CommitEntry):
                         self._open.payload(entry)
-                self._open_end = read.end
+                self._open_end = end
             except SnapshotError:
                 self._open = None
             self._stream = None

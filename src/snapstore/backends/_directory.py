@@ -359,12 +359,18 @@ class DirectoryBackend(Backend):
                 with os.scandir(fd) as listing:
                     for entry in listing:
                         number = parse_segment_file(entry.name)
-                        if number is not None and entry.is_file(follow_symlinks=False):
+                        if number is None:
+                            continue
+                        try:
+                            if not entry.is_file(follow_symlinks=False):
+                                continue
                             info = entry.stat(follow_symlinks=False)
                             version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info)
-                            found.append(SegmentInfo(number, info.st_size, version))
+                        except FileNotFoundError:
+                            continue  # reclaimed while listed: not a segment any more (not "no session")
+                        found.append(SegmentInfo(number, info.st_size, version))
                 return sorted(found, key=lambda s: s.segment)
-        except FileNotFoundError:
+        except FileNotFoundError:  # no folder: the session does not exist
             return []
 
     def _cached_file_id(self, folder: int, name: str, info: os.stat_result) -> int:
