@@ -49,6 +49,7 @@ from .layout import (
     IdIndex,
     Progress,
 )
+from .sessions import snapshots_carried
 
 if TYPE_CHECKING:
     from ..store import SnapshotStore
@@ -65,7 +66,7 @@ class ExportReport:
 
     path: str
     sessions: list[str]
-    snapshots: int  # snapshots listed by the exported session documents
+    snapshots: int  # snapshots the archive carries: those its session documents list, and an unlisted head
     objects: int  # records, deltas and states in the archive
     archive_bytes: int  # size of the archive file
     raw_bytes: int  # decompressed size of its body
@@ -117,7 +118,7 @@ def export_archive(
     return ExportReport(
         path=str(target),
         sessions=[p.doc.name for p in plans],
-        snapshots=sum(len(p.doc.snapshots) for p in plans),
+        snapshots=sum(len(snapshots_carried(p.doc)) for p in plans),
         objects=raw[1],
         archive_bytes=size,
         raw_bytes=raw[0],

@@ -147,13 +147,14 @@ def _to_write(reader: ArchiveContents, action: _Action) -> list[str]:
         return []
     if action.action == "merge":
         local = reader.local(action.doc.name)
-        return [sid for sid in _wanted(action.doc) if local is None or sid not in local.commits]
-    return _wanted(action.doc)
+        return [sid for sid in snapshots_carried(action.doc) if local is None or sid not in local.commits]
+    return snapshots_carried(action.doc)
 
 
-def _wanted(doc: SessionDoc) -> list[str]:
-    """The snapshots an import writes, oldest first: the listed ones, and the head when it is not listed
-    (written first, so that retention counts it out as the source did)."""
+def snapshots_carried(doc: SessionDoc) -> list[str]:
+    """The snapshots an archive carries for a session, and an import into an empty store writes, oldest
+    first: the listed ones, and the head when it is not listed (a head retention no longer lists is still
+    readable; written first, so that retention counts it out as the source did)."""
     if doc.head is not None and doc.head not in doc.snapshots:
         return [doc.head, *doc.snapshots]
     return list(doc.snapshots)
@@ -232,7 +233,7 @@ def _renamed(reader: ArchiveContents, sid: str | None, new_name: str, rename: di
 def _create(reader: ArchiveContents, action: _Action, how: str, target: str, progress: list[int]) -> SessionImport:
     """A new session holding the archive's: its limit, head and tags, with ids renamed when the name changed."""
     store, doc = reader.store, action.doc
-    wanted = _wanted(doc)
+    wanted = snapshots_carried(doc)
     rename: dict[str, str] | None = None
     if target != doc.name:
         rename = {}
@@ -287,7 +288,7 @@ def _merge(reader: ArchiveContents, action: _Action, progress: list[int]) -> Ses
         return _create(reader, action, "create", doc.name, progress)
     sess = store.session(doc.name)
     present = [sid for sid in doc.snapshots if sid in local.commits]
-    wanted = [sid for sid in _wanted(doc) if sid not in local.commits]
+    wanted = [sid for sid in snapshots_carried(doc) if sid not in local.commits]
     item = SessionImport(
         doc.name, doc.name, "merged", present=len(present), previous_head=local.head,
         max_snapshots=local.max_snapshots,

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from .. import __version__
 from ..errors import AmbiguousSnapshotId, SnapshotError
-from .base import PROG, CliError, speak_flags
+from .base import PROG, CliError, cli_message
 from .commands import COMMANDS, build_parser, handler
 
 __all__ = ["COMMANDS", "CliError", "build_parser", "main"]
@@ -65,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     except AmbiguousSnapshotId as exc:
         if args.debug:
             raise
-        from .common import ambiguous, describe_candidates
+        from .references import ambiguous, describe_candidates
 
         _error(ambiguous(exc), describe_candidates(None, exc))
         return EXIT_ERROR
     except SnapshotError as exc:
         if args.debug:
             raise
-        _error(speak_flags(str(exc)))  # the library's keyword arguments, as this command line spells them
+        _error(cli_message(exc))  # the library's keyword arguments and methods, as this command line spells them
         return EXIT_ERROR
     except OSError as exc:
         if args.debug:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .common import CliError, open_existing, open_store, refuse_to_overwrite, store_path
 from .output import Progress, count, emit, human
+from .references import resolve
 
 
 def _export_summary(report: Any, path: str) -> str:
@@ -41,11 +42,19 @@ def _import_summary(report: Any, path: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..errors import SnapshotNotFound
+
     refuse_to_overwrite(args.file, args.force)
     with open_store(args) as store, Progress() as progress:
-        report = store.export(
-            args.file, sessions=args.session or None, snapshots=args.snapshot or None, progress=progress
-        )
+        try:
+            report = store.export(
+                args.file, sessions=args.session or None, snapshots=args.snapshot or None, progress=progress
+            )
+        except SnapshotNotFound as exc:
+            wanted = exc.details.get("snapshot")
+            if args.snapshot and isinstance(wanted, str):
+                resolve(store, wanted)  # says why, as show does: evicted, damaged, a tag that names nothing
+            raise
     if not emit(args, dataclasses.asdict(report)):
         print(_export_summary(report, args.file))
     return 0

@@ -10,13 +10,14 @@ import argparse
 import json
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import AmbiguousSnapshotId, BackendError, SnapshotError, SnapshotNotFound
+from ..errors import BackendError, SnapshotNotFound
 from .base import DEFAULT_STORE, ENV_STORE, PROG, CliError
 
 if TYPE_CHECKING:
@@ -56,34 +57,6 @@ def existing_session(store: SnapshotStore, name: str) -> Session:
         hint = f" (sessions: {', '.join(known)})" if known else " (the store has no sessions)"
         raise CliError(f"session {name!r} does not exist{hint}")
     return store.session(name)
-
-
-def resolve(store: SnapshotStore, snapshot_id: str) -> tuple[Session, str]:
-    """The session and full id of a retained snapshot, from an id or a unique 8+ character prefix."""
-    try:
-        return store.find(snapshot_id)
-    except AmbiguousSnapshotId as exc:
-        raise CliError(ambiguous(exc), describe_candidates(store, exc)) from None
-
-
-def ambiguous(exc: AmbiguousSnapshotId) -> str:
-    where = exc.details.get("where", "the store")
-    return f"snapshot prefix {exc.details.get('snapshot')} is ambiguous in {where}; candidates:"
-
-
-def describe_candidates(store: SnapshotStore | None, exc: AmbiguousSnapshotId) -> list[str]:
-    lines = []
-    for candidate in exc.details.get("candidates", []):
-        line = f"  {candidate}"
-        if store is not None:
-            try:
-                sess, sid = store.find(candidate)
-                snap = sess.snapshot(sid)
-                line += f"  {sess.name}  turn {snap.turn}  {snap.label!r}"
-            except SnapshotError:
-                pass
-        lines.append(line)
-    return lines
 
 
 SNAPSHOT_FIELDS = ("id", "session", "parent", "label", "turn", "kind", "size", "state_hash")
@@ -129,21 +102,86 @@ def pointer_get(value: Any, pointer: str, where: str) -> Any:
 _LONG_DIGITS = re.compile(rb"[0-9]{19,}")
 
 
+class _OutOfRange:
+    """An integer the check found outside 64 bits, kept as written to name it and its place."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _RepeatedKey(dict[str, Any]):
+    """An object in which ``key`` was written more than once."""
+
+    key = ""
+
+
 def load_json(data: bytes, source: str) -> Any:
+    """The JSON document in ``data``; refused when orjson would read it other than as written.
+
+    orjson reads integers beyond 64 bits as lossy floats, and keeps the last of repeated keys,
+    both silently. A second reading with the standard library finds either, and where it is, so
+    that the error names the JSON Pointer of the value (and the file).
+    """
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise CliError(f"{source} is not valid JSON: {exc}") from None
-    if _LONG_DIGITS.search(data):
-        # orjson silently reads integers beyond 64 bits as floats; refuse them instead of losing digits
-        def check_int(text: str) -> int:
-            number = int(text)
-            if not -(2**63) <= number < 2**64:
-                raise CliError(f"{source}: integer {text} is outside the 64-bit range a state may hold")
-            return number
+    found = False
 
-        json.loads(data, parse_int=check_int)
+    def check_int(text: str) -> Any:
+        nonlocal found
+        number = int(text) if len(text) <= 21 else None  # longer ones are out of range (and slow to convert)
+        if number is not None and -(2**63) <= number < 2**64:
+            return number
+        found = True
+        return _OutOfRange(text)
+
+    def check_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal found
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        found = True
+        repeated = _RepeatedKey(obj)
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                repeated.key = key
+                break
+            seen.add(key)
+        return repeated
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * 1024))  # orjson reads 1024 levels; the standard library recurses
+    try:
+        # integers of 19+ digits are rare: only then is each integer looked at (a call per integer costs)
+        numbers: dict[str, Any] = {"parse_int": check_int} if _LONG_DIGITS.search(data) else {}
+        checked = json.loads(data, object_pairs_hook=check_pairs, **numbers)
+    finally:
+        sys.setrecursionlimit(limit)
+    if found:
+        raise CliError(_first_refusal(checked, source))
     return value
+
+
+def _first_refusal(checked: Any, source: str) -> str:
+    """What the check found first, in document order, with its JSON Pointer."""
+    from ..delta import format_pointer
+
+    stack: list[tuple[Any, list[str]]] = [(checked, [])]
+    while stack:
+        node, tokens = stack.pop()
+        where = f"{source} at {format_pointer(tokens)}" if tokens else source
+        if isinstance(node, _OutOfRange):
+            return f"{where}: integer {node.text} is outside the 64-bit range a state may hold"
+        if isinstance(node, _RepeatedKey):
+            return (
+                f"{where}: key {node.key!r} appears more than once in {'this' if tokens else 'the top-level'} "
+                "object; a state's keys are unique, so the input is refused rather than one value kept"
+            )
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        stack.extend((child, [*tokens, str(key)]) for key, child in reversed(list(children)))
+    raise AssertionError("the check found a refusal that is not in the document")
 
 
 def refuse_to_overwrite(path: str, force: bool) -> None:

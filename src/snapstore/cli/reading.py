@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 
 from ..errors import SnapshotError
-from .common import PROG, CliError, existing_session, open_store, pointer_get, resolve, snapshot_json
+from .common import PROG, CliError, existing_session, open_store, pointer_get, snapshot_json
 from .graph import graph_rows
 from .output import Progress, compact, count, emit, human, table, use_color, when, write_bytes
+from .references import resolve, split_reference
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -124,19 +125,13 @@ def _oneline(mark: str, snap: Any, entries: dict[str, dict[str, Any]], graph: bo
     return f"{mark} {text}" if graph else text
 
 
-def split_id_pointer(text: str, pointer: str | None) -> tuple[str, str | None]:
-    """``ID:/json/pointer`` (as git takes ``rev:path``) or ``ID`` with ``--pointer``; never both."""
-    ident, colon, after = text.partition(":")
-    if not colon:
-        return text, pointer
-    if pointer is not None:
-        raise CliError(f"{text} already names a part of the state; drop --pointer {pointer}")
-    return ident, after
-
-
 def cmd_show(args: argparse.Namespace) -> int:
-    ident, pointer = split_id_pointer(args.id, args.pointer)
     with open_store(args) as store:
+        ident, pointer = split_reference(store, args.id)  # ID:/json/pointer, as git takes rev:path
+        if pointer is None:
+            pointer = args.pointer
+        elif args.pointer is not None:
+            raise CliError(f"{args.id} already names a part of the state; drop --pointer {args.pointer}")
         sess, sid = resolve(store, ident)
         value = sess.state(sid)
     if pointer is not None:

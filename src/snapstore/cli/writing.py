@@ -15,12 +15,12 @@ from .common import (
     load_json,
     open_existing,
     open_store,
-    resolve,
     snapshot_json,
     store_path,
     write_file,
 )
 from .output import count, emit, isatty, write_bytes
+from .references import resolve
 
 
 def cmd_init(args: argparse.Namespace) -> int:
