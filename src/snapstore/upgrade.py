@@ -319,9 +319,10 @@ def _upgrade_directory(root: str, say: Progress, level: int, lock_timeout: float
                 if reader is None:
                     return _already_current(root)
                 leftovers = _remove_leftovers(root)
-                counts = _build_and_check(building, read_legacy_sessions(reader), say, level)
-            _write_v1_refusal(building)
-            _fsync_tree(building)
+                with _left_unchanged(root):
+                    counts = _build_and_check(building, read_legacy_sessions(reader), say, level)
+                    _write_v1_refusal(building)
+                    _fsync_tree(building)
             say("verified", building)
             _exchange(building, root)
         except BaseException:
@@ -365,6 +366,19 @@ def _build_and_check(folder: str, sessions: Iterable[LegacySession], say: Progre
     with SnapshotStore.open(folder, create=False) as store:
         checked = check_store(store, done)
     return len(done), sum(len(s.retained) for s in done), checked
+
+
+@contextmanager
+def _left_unchanged(where: str) -> Iterator[None]:
+    """An error before the switch says what it means for the store: nothing changed, it is still format 1
+    (a PostgreSQL store may keep format-2 rows that nothing reads and the next upgrade deletes)."""
+    try:
+        yield
+    except SnapshotError as exc:
+        raise type(exc)(
+            f"{exc.message}; the upgrade stopped: {where} is unchanged and still has format {LEGACY_FORMAT}",
+            {**exc.details, "store_unchanged": True},
+        ) from exc
 
 
 def _sibling(root: str) -> str:
@@ -519,7 +533,7 @@ def _upgrade_postgres(url: str, say: Progress, level: int, lock_timeout: float |
             if reader is None:
                 return _already_current(where, directory=False)
             say("locked", where)
-            with tempfile.TemporaryDirectory(prefix="snapstore-upgrade-") as folder:
+            with tempfile.TemporaryDirectory(prefix="snapstore-upgrade-") as folder, _left_unchanged(where):
                 built = os.path.join(folder, "store")
                 counts = _build_and_check(built, read_legacy_sessions(reader), say, level)
                 say("verified", where)
