@@ -36,8 +36,8 @@ def test_store_wide_commands_explain_an_evicted_id_in_the_command_lines_words(tm
                  ("rollback", "s", ids[0][:8]), ("tag", "s", ids[1][:10], "keep")):
         line = refused(*args, store=store)
         wanted = args[2] if args[0] in ("rollback", "tag") else args[-1] if args[0] == "export" else args[1]
-        assert f"snapshot {wanted} is no longer retained in session 's': evicted by the retention limit" in line
-        assert "the session keeps its last 3" in line
+        assert f"snapshot {wanted} is no longer retained in session 's': evicted by retention" in line
+        assert "the session keeps its last 3 snapshots and its tagged ones" in line
         assert "--max-snapshots N" in line and "snapstore tag" in line, line
         assert "set_max_snapshots" not in line
     assert not (tmp_path / "a.snaparchive").exists()

@@ -58,9 +58,9 @@ def cli_message(error: Exception) -> str:
     if details.get("reason") == "evicted" and "max_snapshots" in details:
         where = details.get("where", "its session")
         return (
-            f"snapshot {details.get('snapshot')} is no longer retained in {where}: evicted by the retention "
-            f"limit (the session keeps its last {details['max_snapshots']}; to keep more, raise the limit with "
-            "`snapstore commit SESSION FILE --max-snapshots N`, or tag a snapshot with `snapstore tag` "
-            "so that retention keeps it)"
+            f"snapshot {details.get('snapshot')} is no longer retained in {where}: evicted by retention (the "
+            f"session keeps its last {details['max_snapshots']} snapshots and its tagged ones) or by forget; to "
+            "keep more, raise the limit with `snapstore commit SESSION FILE --max-snapshots N`, or tag a "
+            "snapshot with `snapstore tag` so that retention keeps it"
         )
     return speak_flags(str(error))
