@@ -218,11 +218,16 @@ class DeltaStream:
     ``window`` None starts a frame with no dictionary (``DELTA_PLAIN``).
     """
 
-    def __init__(self, level: int, window: bytes | None) -> None:
+    def __init__(self, level: int, window: bytes | None, plain: zstandard.ZstdCompressor | None = None) -> None:
+        """``plain``: a compressor of ``level`` without a dictionary to start a plain frame with (a
+        writer taking turns with others starts one per commit; a new compressor costs more than
+        the delta)."""
         self._first_mode = DELTA_PLAIN if window is None else DELTA_FRAME
         dictionary = raw_dict(window) if window is not None else None
-        compressor = zstandard.ZstdCompressor(level=level, dict_data=dictionary) if dictionary else (
-            zstandard.ZstdCompressor(level=level))
+        if dictionary is not None:
+            compressor = zstandard.ZstdCompressor(level=level, dict_data=dictionary)
+        else:
+            compressor = plain if plain is not None else zstandard.ZstdCompressor(level=level)
         self._stream = compressor.compressobj()
         self.started = False
 
@@ -242,6 +247,7 @@ class SegmentReader:
         self.spans: dict[str, tuple[int, int]] = {}  # snapshot id -> (start, end) in ``raw``
         self.where = where
         self._frame: Any = None
+        self._plain: zstandard.ZstdDecompressor | None = None
 
     def previous_run(self) -> bytes:
         """The dictionary of the next patched keyframe: the raw stream from the last keyframe on."""
@@ -335,7 +341,9 @@ class SegmentReader:
                 out = reader.decompress(payload, max_output_size=raw_length)
             else:
                 if mode == DELTA_PLAIN:
-                    self._frame = zstandard.ZstdDecompressor().decompressobj()
+                    if self._plain is None:  # one per reader: frames of writers taking turns are many
+                        self._plain = zstandard.ZstdDecompressor()
+                    self._frame = self._plain.decompressobj()
                 elif mode == DELTA_FRAME:
                     dictionary = raw_dict(self.raw[-DELTA_WINDOW:])
                     reader = zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else (

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import zstandard
+
 from . import codec
 from .delta import apply_patch, diff, diff_members, parse_pointer
 from .entries import (
@@ -77,6 +79,7 @@ class Session:
         self._open_end = 0
         self._stream: DeltaStream | None = None  # this writer's zstd frame in the open segment
         self._stream_end = -1  # the segment's end right after this writer's last append
+        self._plain_compressor: zstandard.ZstdCompressor | None = None  # starts frames without a dictionary
         # (head id, its members' bytes, the ops) while the cached head is patched ahead of an append
         self._patched: tuple[str, dict[str, bytes] | None, list[Any]] | None = None
         self._chain_cost: dict[str, int] = {}  # estimated rebuild cost from the keyframe, per snapshot
@@ -202,8 +205,8 @@ class Session:
             if self._forward_path(log, sid):
                 # another writer's commits since the cached head: apply their deltas to it, which
                 # costs those deltas, not a rebuild from the keyframe
-                self._head_state = self._caught_up_head(log, sid)
-                self._head_id, self._head_pieces = sid, None
+                self._head_state, self._head_pieces = self._caught_up_head(log, sid)
+                self._head_id = sid
                 return codec.loads(codec.dumps(self._head_state))
             if self._open is not None and sid in self._open.spans:
                 return self._rebuild_open(log, sid)
@@ -299,7 +302,9 @@ class Session:
                 # loading one costs more than it saves while writers take turns
                 contended = self._stream_end not in (-1, last.end)
                 window = None if contended else bytes(self._open_raw(log)[-DELTA_WINDOW:])
-                self._stream = DeltaStream(store.level, window)
+                if window is None and self._plain_compressor is None:
+                    self._plain_compressor = zstandard.ZstdCompressor(level=store.level)
+                self._stream = DeltaStream(store.level, window, self._plain_compressor)
             mode, compressed = self._stream.compress(delta_payload)
             record = SnapshotRecord(
                 session=self.name,
@@ -523,8 +528,8 @@ class Session:
     def _head_for(self, log: SessionLog, parent: str) -> tuple[Any, dict[str, bytes] | None]:
         """The parent's state and its members' canonical bytes (the cached head, caught up or rebuilt)."""
         if self._head_id != parent or self._head_state is None:
-            self._head_state = self._caught_up_head(log, parent)
-            self._head_id, self._head_pieces = parent, None
+            self._head_state, self._head_pieces = self._caught_up_head(log, parent)
+            self._head_id = parent
         if self._head_pieces is None and type(self._head_state) is dict:
             self._head_pieces = codec.encode_state(self._head_state)[1]
         return self._head_state, self._head_pieces
@@ -544,9 +549,10 @@ class Session:
         path.reverse()
         return path
 
-    def _caught_up_head(self, log: SessionLog, parent: str) -> Any:
-        """The state of ``parent``: the cached head with other writers' deltas applied when it is an
-        ancestor in the open segment, else rebuilt. The cache is consumed (patched in place)."""
+    def _caught_up_head(self, log: SessionLog, parent: str) -> tuple[Any, dict[str, bytes] | None]:
+        """The state of ``parent`` and, when known, its members' bytes: the cached head with other
+        writers' deltas applied when it is an ancestor in the open segment, else rebuilt. The
+        cache is consumed (patched in place)."""
         self._open_raw(log)
         assert self._open is not None
         path = self._forward_path(log, parent)
@@ -554,13 +560,17 @@ class Session:
             state, self._head_state, self._head_id = self._head_state, None, None
             for commit in path:
                 state = apply_delta_payload(commit, self._open.payload_of(commit.id), state)
-            check_state(state, log.commits[parent].record.state, parent)
-            return state
+            # one serialization both checks the hash and gives the members' bytes the next diff needs
+            data, pieces, _converted = codec.encode_state(state)
+            expected = log.commits[parent].record.state
+            if codec.object_id(data) != expected:
+                check_state(state, expected, parent)
+            return state, pieces
         if path == [] and self._head_state is not None:
-            return self._head_state
+            return self._head_state, self._head_pieces
         if parent in self._open.spans:
-            return self._rebuild_open(log, parent)
-        return log.rebuild(parent)
+            return self._rebuild_open(log, parent), None
+        return log.rebuild(parent), None
 
     def _chain_cost_of(self, log: SessionLog, sid: str) -> int:
         """Estimated cost of rebuilding ``sid`` from its keyframe (the policy's units), memoised."""
