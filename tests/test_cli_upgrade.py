@@ -77,7 +77,7 @@ def test_a_failed_upgrade_says_the_store_is_unchanged_and_leaves_it_byte_for_byt
     line = failed.stderr.strip()
     assert "\n" not in line and line.startswith("snapstore: error: object ")
     assert "does not decompress" in line
-    assert line.endswith(f"; the upgrade stopped: {store.resolve()} is unchanged and still has format 1")
+    assert line.endswith(f"; the upgrade stopped: {store} is unchanged and still has format 1")
     assert _tree(store) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # no half-built store left beside it
     refused = run("log", store=store)

@@ -114,8 +114,9 @@ def upgrade_store(
 ) -> UpgradeReport:
     """Rewrite the format-1 store at ``target`` (a folder or a ``postgresql://`` URL) as format 2.
 
-    Verifies everything before switching; on any error the store is left as it was. A store
-    that already has format 2 is left alone (``report.upgraded`` is False).
+    Verifies everything before switching; on any error the store is left as it was, and an error
+    raised before the switch says so. A store that already has format 2 is left alone
+    (``report.upgraded`` is False).
     """
     if not isinstance(target, (str, os.PathLike)) or os.fspath(target) == "memory:":
         raise SnapshotError("upgrade takes a store folder or a postgresql:// URL", {"target": repr(target)})
@@ -123,7 +124,7 @@ def upgrade_store(
     say = progress or (lambda phase, detail: None)
     if text.startswith(("postgresql://", "postgres://")):
         return _upgrade_postgres(text, say, compression_level, lock_timeout)
-    return _upgrade_directory(os.path.realpath(text), say, compression_level, lock_timeout)
+    return _upgrade_directory(os.path.realpath(text), say, compression_level, lock_timeout, shown=text)
 
 
 # -- reading format 1 -----------------------------------------------------
@@ -301,7 +302,10 @@ def _legacy_or_refuse(backend: Backend, where: str) -> LegacyReader | None:
 
 
 # -- directory stores -----------------------------------------------------
-def _upgrade_directory(root: str, say: Progress, level: int, lock_timeout: float | None) -> UpgradeReport:
+def _upgrade_directory(
+    root: str, say: Progress, level: int, lock_timeout: float | None, *, shown: str
+) -> UpgradeReport:
+    """Upgrade the folder ``root``; saying that it is unchanged after an error names it as the caller did."""
     if not os.path.isdir(root):
         if _finish_two_rename_switch(root):
             say("switched", root)
@@ -319,7 +323,7 @@ def _upgrade_directory(root: str, say: Progress, level: int, lock_timeout: float
                 if reader is None:
                     return _already_current(root)
                 leftovers = _remove_leftovers(root)
-                with _left_unchanged(root):
+                with _left_unchanged(shown):
                     counts = _build_and_check(building, read_legacy_sessions(reader), say, level)
                     _write_v1_refusal(building)
                     _fsync_tree(building)
