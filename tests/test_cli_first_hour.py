@@ -113,10 +113,19 @@ def test_session_colon_tag_names_a_tagged_snapshot_from_any_command(tmp_path: Pa
                                store=store))
     assert exported["sessions"] == ["s"] and exported["snapshots"] == 1
 
+    # the commands of one session take its SESSION:TAG too, and refuse another session's
+    assert f"head is now {ids[0][:12]}" in ok("rollback", "s", "s:start", store=store)
+    assert ok("tag", "s", "s:boss", "last", store=store).startswith(f"s: tagged {ids[2][:12]} as last")
+    assert refused("rollback", "s", "game:2:boss", store=store).endswith(
+        "game:2:boss names a snapshot of session 'game:2', not of 's'"
+    )
+
     assert refused("show", "boss", store=store).endswith(
         "tag 'boss' is in several sessions; name one as SESSION:TAG: game:2:boss, s:boss"
     )
-    assert refused("show", "s:nope", store=store).endswith("session 's' has no tag 'nope' (its tags: boss, start)")
+    assert refused("show", "s:nope", store=store).endswith(
+        "session 's' has no tag 'nope' (its tags: boss, last, start)"
+    )
     assert refused("diff", "x:start", store=store).endswith(
         "snapshot 'x:start' not found: SESSION:TAG names a session, and 'x' is none (sessions: game:2, s)"
     )

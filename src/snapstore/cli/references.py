@@ -66,6 +66,20 @@ def split_reference(store: SnapshotStore, text: str) -> tuple[str, str | None]:
     return splits[-1] if len(splits) > 1 else (text, None)
 
 
+def in_session(store: SnapshotStore, sess: Session, reference: str) -> str:
+    """What a command of one session (``rollback``, ``tag``) passes to it: an id, a prefix or a tag of the
+    session, with ``SESSION:TAG`` (as the commands that look in every session take it) read as its id."""
+    if looks_like_id(reference) or reference in sess.tags:
+        return reference
+    found = _tag_target(store, reference)
+    if found is None:
+        return reference  # the session's own error says what is wrong with it
+    owner, sid = found
+    if owner.name != sess.name:
+        raise CliError(f"{reference} names a snapshot of session {owner.name!r}, not of {sess.name!r}")
+    return sid
+
+
 def _tag_target(store: SnapshotStore, reference: str) -> tuple[Session, str] | None:
     """``SESSION:TAG`` resolved through the session's tags, or None when no split of it does."""
     for at, char in enumerate(reference):

@@ -7,13 +7,14 @@ import argparse
 from .base import CliError
 from .common import existing_session, open_store
 from .output import count, emit
+from .references import in_session
 from .writing import confirm
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         sess = existing_session(store, args.session)
-        sid = sess.tag(args.id, args.name)
+        sid = sess.tag(in_session(store, sess, args.id), args.name)
     if not emit(args, {"session": args.session, "tag": args.name, "id": sid}):
         print(f"{args.session}: tagged {sid[:12]} as {args.name}; retention keeps it until it is untagged")
     return 0

@@ -20,7 +20,7 @@ from .common import (
     write_file,
 )
 from .output import count, emit, isatty, write_bytes
-from .references import resolve
+from .references import in_session, resolve
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -93,7 +93,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         sess = existing_session(store, args.session)
-        sess.rollback(args.id)
+        sess.rollback(in_session(store, sess, args.id))
         head = sess.head
     assert head is not None
     if emit(args, {"session": sess.name, "head": snapshot_json(head)}):
