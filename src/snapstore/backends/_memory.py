@@ -16,11 +16,12 @@ from .locking import acquire_thread_lock, check_timeout
 
 
 class _Segment:
-    __slots__ = ("entries", "version")
+    __slots__ = ("entries", "stored", "version")
 
     def __init__(self, entries: list[bytes], version: int) -> None:
         self.entries = entries
         self.version = version
+        self.stored = sum(map(len, entries))  # kept as entries are appended: a listing is O(segments)
 
 
 class MemoryBackend(Backend):
@@ -54,7 +55,7 @@ class MemoryBackend(Backend):
     def segments(self, key: str) -> list[SegmentInfo]:
         with self._mutex:
             found = self._sessions.get(check_session_key(key), {})
-            return [SegmentInfo(n, sum(len(e) for e in found[n].entries), found[n].version) for n in sorted(found)]
+            return [SegmentInfo(n, found[n].stored, found[n].version) for n in sorted(found)]
 
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
         check_position(start, "start")
@@ -80,6 +81,7 @@ class MemoryBackend(Backend):
             if current is None:
                 current = segments[segment] = _Segment([], next(self._versions))
             current.entries.extend(new)
+            current.stored += sum(map(len, new))
             return len(current.entries)
 
     def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
