@@ -18,12 +18,15 @@ goes through it, so encryption still covers every stored value.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+import pickle
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from pydantic import BaseModel
 
 from ..errors import CorruptObjectError
 
@@ -32,6 +35,7 @@ SERIALIZED_TAG = "S"
 #: deeper structure is handed to the serializer whole: snapstore caps nesting, and so should we
 MAX_DEPTH = 48
 _INT_RANGE = (-(2**63), 2**64 - 1)
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def _plain_text(text: str) -> bool:
@@ -60,6 +64,68 @@ class Sealed:
         self.current: Ciphertexts = {}
 
 
+class _NotPlain(Exception):
+    pass
+
+
+class _PlainPickler(pickle.Pickler):
+    """Pickles exact builtins only: pickle calls ``reducer_override`` for every other object."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        raise _NotPlain
+
+
+#: a kept serialization: (the model, its type, the pickle of its state then, the stored node)
+Kept = tuple[Any, type, bytes, list[str]]
+
+
+class Reuse:
+    """The serialized models of a channel's last value, by object identity, to reuse for the
+    same objects in the next value when they did not change.
+
+    A message list's value at each step holds the same message objects as the step before, plus
+    the new ones: serializing all of them again at every step costs O(N) serializer calls per
+    step. A model is "unchanged" when it is the same object, of the same type, and its whole
+    state (fields, extras, private attributes) pickles to the same bytes, with nothing in it
+    but exact builtins (anything else is serialized again): an in-place change of any field, at
+    any depth, or of a value's type (1 to 1.0) is a change. What the stock serializer writes
+    for a pydantic model is a function of that state.
+    """
+
+    def __init__(self, previous: dict[int, Kept] | None = None) -> None:
+        self.previous: dict[int, Kept] = previous or {}
+        self.current: dict[int, Kept] = {}
+        self._buffer = io.BytesIO()
+        self._pickler = _PlainPickler(self._buffer, protocol=_PROTOCOL)
+
+    def take(self, value: Any) -> list[str] | None:
+        """The node kept for ``value``, if it is the same object and unchanged since."""
+        kept = self.previous.get(id(value))
+        if kept is None or kept[0] is not value or kept[1] is not type(value):
+            return None
+        # pickle's own dumps is the fast path; bytes equal to a plain-only pickle mean the
+        # state is plain-only too (any other object writes opcodes a plain pickle never has)
+        try:
+            unchanged = pickle.dumps(value.__getstate__(), _PROTOCOL) == kept[2]
+        except Exception:  # whatever a value's own pickling raises: it is serialized again
+            return None
+        if not unchanged:
+            return None
+        self.current[id(value)] = kept
+        return kept[3]
+
+    def keep(self, model: BaseModel, node: list[str]) -> None:
+        buffer = self._buffer
+        buffer.seek(0)
+        buffer.truncate()
+        self._pickler.clear_memo()
+        try:
+            self._pickler.dump(model.__getstate__())
+        except (_NotPlain, pickle.PicklingError, TypeError, ValueError, RecursionError):
+            return
+        self.current[id(model)] = (model, type(model), buffer.getvalue(), node)
+
+
 class ValueCodec:
     """Encodes values for a snapshot and decodes them back, through ``serde``."""
 
@@ -68,8 +134,10 @@ class ValueCodec:
         self.inline = type(serde) is JsonPlusSerializer
         self.encrypted = serde if isinstance(serde, EncryptedSerializer) else None
 
-    def encode(self, value: Any, depth: int = 0, sealed: Sealed | None = None) -> Any:
+    def encode(self, value: Any, depth: int = 0, sealed: Sealed | None = None, reuse: Reuse | None = None) -> Any:
         kind = type(value)
+        if reuse is not None and (node := reuse.take(value)) is not None:
+            return node
         if self.inline:
             if value is None or kind is bool:
                 return value
@@ -80,9 +148,13 @@ class ValueCodec:
             if kind is float:
                 return value if math.isfinite(value) else self.serialized(value, sealed)
             if kind is dict and depth < MAX_DEPTH and all(type(k) is str and _plain_text(k) for k in value):
-                return {k: self.encode(v, depth + 1, sealed) for k, v in value.items()}
+                return {k: self.encode(v, depth + 1, sealed, reuse) for k, v in value.items()}
+            if reuse is not None and isinstance(value, BaseModel):
+                node = self.serialized(value)
+                reuse.keep(value, node)
+                return node
         if kind is list and depth < MAX_DEPTH:
-            return [LIST_TAG, *(self.encode(v, depth + 1, sealed) for v in value)]
+            return [LIST_TAG, *(self.encode(v, depth + 1, sealed, reuse) for v in value)]
         return self.serialized(value, sealed)
 
     def serialized(self, value: Any, sealed: Sealed | None = None) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import SnapshotNotFound
 from ..session import Session
 from ..store import SnapshotStore
-from .encoding import Ciphertexts
+from .encoding import Ciphertexts, Kept
 from .names import lane_names
 
 FORMAT = "snapstore.langgraph/1"
@@ -70,6 +70,8 @@ class Lane:
         self._index: tuple[str, Index] | None = None
         # under an EncryptedSerializer: each channel's ciphertexts in the head, to reuse (None: not read yet)
         self.ciphertexts: dict[str, Ciphertexts] | None = None
+        # each channel's serialized models in the last value this process put (encoding.Reuse)
+        self.serialized: dict[str, dict[int, Kept]] = {}
 
     # -- sessions ------------------------------------------------------
     def _session(self, name: str, create: bool) -> Session | None:
@@ -259,6 +261,7 @@ class Lane:
                 self._sessions.pop(name, None)
             self._index = None
             self.ciphertexts = None
+            self.serialized = {}
 
 
 def _step(metadata: Any) -> int | None:

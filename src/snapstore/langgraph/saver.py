@@ -27,7 +27,7 @@ from langgraph.checkpoint.base import (
 
 from ..errors import SnapshotError
 from ..store import SnapshotStore
-from .encoding import Ciphertexts, Sealed, ValueCodec
+from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import Index, Lane, State
 from .names import parse_checkpoints_name, thread_prefixes
 
@@ -276,7 +276,10 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                     continue
             if channel in values:
                 sealed = Sealed((known or {}).get(channel)) if known is not None else None
-                out[channel] = [version, self.codec.encode(values[channel], sealed=sealed)]
+                reuse = Reuse(lane.serialized.get(channel)) if self.codec.inline else None
+                out[channel] = [version, self.codec.encode(values[channel], sealed=sealed, reuse=reuse)]
+                if reuse is not None:
+                    lane.serialized[channel] = reuse.current
                 if sealed is not None:
                     ciphertexts[channel] = sealed.current
         return out, ciphertexts

@@ -1,0 +1,125 @@
+"""SnapstoreSaver serializes a message once, not at every step, and never keeps a stale one.
+
+A message list's value at each step holds the message objects of the step before: the saver
+reuses what it stored for an object unless that object changed since. The oracles: what the
+serializer gives for each value at the time of its put, with old messages changed in place in
+every way a field can change between puts; and ``InMemorySaver``, which serializes every value
+of every checkpoint again, under the same graph.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+from snapstore.langgraph import SnapstoreSaver
+
+SERDE = JsonPlusSerializer()
+THREAD: Any = {"configurable": {"thread_id": "changed"}}
+
+
+class Chat(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def _message(n: int) -> AIMessage:
+    return AIMessage(
+        f"reply {n}",
+        id=f"ai-{n}",
+        response_metadata={"count": 1, "nested": {"flags": [1, 2]}},
+        tool_calls=[{"name": "lookup", "args": {"page": n}, "id": f"call-{n}"}],
+    )
+
+
+def _change(messages: list[Any], round_no: int) -> None:
+    """One in-place change per round to messages already stored: none may be missed."""
+    first_ai = next(m for m in messages if isinstance(m, AIMessage))
+    if round_no == 1:
+        first_ai.response_metadata["count"] = 1.0  # equal in Python, not to the serializer
+    elif round_no == 2:
+        first_ai.response_metadata["nested"]["flags"].append(3)  # deep inside
+    elif round_no == 3:
+        first_ai.tool_calls[0]["args"]["page"] = True  # 1 == True as well
+    elif round_no == 4:
+        messages[0].content = "rewritten"  # a field assigned
+    elif round_no == 5:
+        first_ai.additional_kwargs["when"] = datetime.datetime(2024, 1, 2, 3, 4, 5)  # not a plain value
+    elif round_no == 6:
+        first_ai.additional_kwargs["when"] = datetime.datetime(2024, 1, 2, 3, 4, 6)  # and it changes
+    elif round_no == 7:
+        messages[-1].__dict__["name"] = "set behind pydantic's back"
+    elif round_no == 8:
+        messages[-1].__class__ = HumanMessage  # another type, same fields
+
+
+def _stored(saver: SnapstoreSaver) -> dict[str, bytes]:
+    return {
+        found.config["configurable"]["checkpoint_id"]: SERDE.dumps_typed(
+            found.checkpoint["channel_values"]["messages"]
+        )[1]
+        for found in saver.list(THREAD)
+    }
+
+
+def test_messages_changed_in_place_are_stored_as_changed(tmp_path: Path) -> None:
+    """Checkpoints put one after another with the same message objects, changed in place between
+    two puts (on the objects put, and on the objects the saver gave back): each checkpoint
+    comes back as the serializer gave its value at the time of its put."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    expected: dict[str, bytes] = {}
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        config = generate_config("changed")
+        messages: list[Any] = [HumanMessage("hello", id="h-0")]
+        for step in range(1, 19):
+            messages = [*messages, _message(step)]
+            checkpoint = generate_checkpoint(channel_values={"messages": messages}, channel_versions={"messages": step})
+            expected[checkpoint["id"]] = SERDE.dumps_typed(messages)[1]
+            config = saver.put(config, checkpoint, generate_metadata(step=step), {"messages": step})
+            if step % 2 == 0:  # each change twice: on the objects put, then on those the saver gives back
+                found = saver.get_tuple(config)
+                assert found is not None
+                messages = found.checkpoint["channel_values"]["messages"]
+            _change(messages, (step + 1) // 2)
+        assert _stored(saver) == expected
+    with SnapstoreSaver.from_path(tmp_path / "store") as reopened:  # what is stored, not what is cached
+        assert _stored(reopened) == expected
+        assert reopened.store.verify().ok
+
+
+def _talk(state: Chat) -> dict[str, Any]:
+    return {"messages": [_message(len(state["messages"]))]}
+
+
+def graph(saver: Any) -> Any:
+    builder = StateGraph(Chat)
+    builder.add_node("talk", _talk)
+    builder.add_edge(START, "talk")
+    builder.add_edge("talk", END)
+    return builder.compile(checkpointer=saver)
+
+
+def _history(app: Any, config: Any) -> list[bytes]:
+    return [SERDE.dumps_typed(h.values.get("messages", []))[1] for h in app.get_state_history(config)]
+
+
+def test_a_graph_leaves_the_history_an_every_value_saver_leaves(tmp_path: Path) -> None:
+    config = {"configurable": {"thread_id": "chat"}}
+    oracle = graph(InMemorySaver())
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        app = graph(saver)
+        for turn in range(8):
+            message = {"messages": [HumanMessage(f"turn {turn}", id=f"h-{turn}")]}
+            oracle.invoke(message, config)
+            app.invoke(message, config)
+        expected = _history(oracle, config)
+        assert _history(app, config) == expected
+    with SnapstoreSaver.from_path(tmp_path / "store") as reopened:
+        assert _history(graph(reopened), config) == expected
