@@ -201,13 +201,13 @@ def test_an_evicted_id_is_named_as_evicted(store: SnapshotStore) -> None:
             message = str(err.value)
             assert err.value.details["reason"] == "evicted" and err.value.details["max_snapshots"] == 3
             assert wanted in message and "'campaign-1'" in message
-            assert "evicted by the retention limit" in message and "keeps its last 3" in message
+            assert "evicted by retention or forget" in message and "keeps its last 3" in message
     never = "0" * 32 if not any(i.startswith("0") for i in ids) else "f" * 32
     with pytest.raises(SnapshotNotFound) as unknown:
         sess.state(never)
     # an id the session does not know: perhaps evicted long ago, perhaps never its own; the error says what is kept
     assert unknown.value.details["reason"] == "not retained" and unknown.value.details["max_snapshots"] == 3
-    assert "evicted by the retention limit" not in str(unknown.value) and "keeps its last 3" in str(unknown.value)
+    assert "evicted by retention" not in str(unknown.value) and "keeps its last 3" in str(unknown.value)
 
 
 def test_an_id_evicted_long_ago_is_named_as_not_retained(make_store: Callable[..., SnapshotStore]) -> None:

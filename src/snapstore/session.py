@@ -149,9 +149,9 @@ class Session:
             limit = log.max_snapshots
             if any(s.startswith(wanted) for s in log.order):
                 raise SnapshotNotFound(
-                    f"snapshot {snapshot_id} is no longer retained in session {self.name!r}: evicted by the "
-                    f"retention limit (the session keeps its last {limit}; raise it with set_max_snapshots "
-                    "or tag snapshots to keep them)",
+                    f"snapshot {snapshot_id} is no longer retained in session {self.name!r}: evicted by "
+                    f"retention or forget (the session keeps its last {limit} snapshots and its tagged ones; "
+                    "raise the limit with set_max_snapshots or tag snapshots to keep them)",
                     {**exc.details, "reason": "evicted", "max_snapshots": limit},
                 ) from None
             damaged = [n for n, segment in log.segments.items() if segment.damage is not None]

@@ -294,7 +294,9 @@ class SnapshotStore:
             self._sessions.pop(name, None)
 
     def find(self, snapshot_id: str) -> tuple[Session, str]:
-        """The session holding a retained snapshot, and its full id, from an id, prefix or ``session:tag``."""
+        """The session holding a retained snapshot, and its full id, from an id or a unique prefix of 8+
+        hex digits. Tags belong to a session: ``store.session(name).resolve(tag)`` (the CLI also takes
+        ``SESSION:TAG``)."""
         owners: dict[str, str] = {}
         for name in self.sessions():
             sess = self.session(name)
