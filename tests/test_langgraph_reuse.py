@@ -13,7 +13,7 @@ import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
@@ -123,3 +123,27 @@ def test_a_graph_leaves_the_history_an_every_value_saver_leaves(tmp_path: Path) 
         assert _history(app, config) == expected
     with SnapstoreSaver.from_path(tmp_path / "store") as reopened:
         assert _history(graph(reopened), config) == expected
+
+
+def test_each_message_is_serialized_once_per_place_it_is_stored(tmp_path: Path) -> None:
+    """Once in each place that stores it: the pending write that brings it, the checkpoint that
+    first holds it (and for the user's input, the input checkpoint's start channel); not again at
+    each later step, which would grow with the square of the turns."""
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        serialized: list[str] = []
+        dumps_typed = saver.codec.serde.dumps_typed
+
+        def counted(value: Any) -> tuple[str, bytes]:
+            if isinstance(value, BaseMessage):
+                serialized.append(str(value.id))
+            return dumps_typed(value)
+
+        saver.codec.serde.dumps_typed = counted  # type: ignore[method-assign]
+        app = graph(saver)
+        config = {"configurable": {"thread_id": "once"}}
+        for turn in range(12):
+            app.invoke({"messages": [HumanMessage(f"turn {turn}", id=f"h-{turn}")]}, config)
+        messages = app.get_state(config).values["messages"]
+    assert len(messages) == 24
+    assert sorted(set(serialized)) == sorted(str(m.id) for m in messages)
+    assert max(serialized.count(str(m.id)) for m in messages) <= 3, {i: serialized.count(i) for i in set(serialized)}

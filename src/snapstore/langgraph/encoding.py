@@ -75,6 +75,12 @@ class _PlainPickler(pickle.Pickler):
         raise _NotPlain
 
 
+def _model_state(model: BaseModel) -> tuple[Any, ...]:
+    """What ``model_dump`` reads: the fields, the extra fields, the private attributes (which a
+    computed field may use)."""
+    return model.__dict__, model.__pydantic_extra__, model.__pydantic_private__
+
+
 #: a kept serialization: (the model, its type, the pickle of its state then, the stored node)
 Kept = tuple[Any, type, bytes, list[str]]
 
@@ -89,12 +95,14 @@ class Reuse:
     state (fields, extras, private attributes) pickles to the same bytes, with nothing in it
     but exact builtins (anything else is serialized again): an in-place change of any field, at
     any depth, or of a value's type (1 to 1.0) is a change. What the stock serializer writes
-    for a pydantic model is a function of that state.
+    for a pydantic model (``model_dump``) is a function of that state.
     """
 
     def __init__(self, previous: dict[int, Kept] | None = None) -> None:
         self.previous: dict[int, Kept] = previous or {}
         self.current: dict[int, Kept] = {}
+        #: for decoded models: the pickle of what a node decoded to, by the node's identity
+        self.decoded: dict[int, Kept] = {}
         self._buffer = io.BytesIO()
         self._pickler = _PlainPickler(self._buffer, protocol=_PROTOCOL)
 
@@ -106,7 +114,7 @@ class Reuse:
         # pickle's own dumps is the fast path; bytes equal to a plain-only pickle mean the
         # state is plain-only too (any other object writes opcodes a plain pickle never has)
         try:
-            unchanged = pickle.dumps(value.__getstate__(), _PROTOCOL) == kept[2]
+            unchanged = pickle.dumps(_model_state(kept[0]), _PROTOCOL) == kept[2]
         except Exception:  # whatever a value's own pickling raises: it is serialized again
             return None
         if not unchanged:
@@ -115,15 +123,32 @@ class Reuse:
         return kept[3]
 
     def keep(self, model: BaseModel, node: list[str]) -> None:
+        fingerprint = self._fingerprint(model)
+        if fingerprint is not None:
+            self.current[id(model)] = (model, type(model), fingerprint, node)
+
+    def keep_decoded(self, model: BaseModel, node: list[str], decoded_before: dict[int, Kept]) -> None:
+        """Keep a model just decoded from ``node``. A node decoded before (the same list object,
+        to a model of the same type) decodes to the same state: its pickle is not taken again."""
+        before = decoded_before.get(id(node))
+        if before is not None and before[3] is node and before[1] is type(model):
+            fingerprint: bytes | None = before[2]
+        else:
+            fingerprint = self._fingerprint(model)
+        if fingerprint is not None:
+            self.current[id(model)] = kept = (model, type(model), fingerprint, node)
+            self.decoded[id(node)] = kept
+
+    def _fingerprint(self, model: BaseModel) -> bytes | None:
         buffer = self._buffer
         buffer.seek(0)
         buffer.truncate()
         self._pickler.clear_memo()
         try:
-            self._pickler.dump(model.__getstate__())
-        except (_NotPlain, pickle.PicklingError, TypeError, ValueError, RecursionError):
-            return
-        self.current[id(model)] = (model, type(model), buffer.getvalue(), node)
+            self._pickler.dump(_model_state(model))
+        except (_NotPlain, AttributeError, pickle.PicklingError, TypeError, ValueError, RecursionError):
+            return None
+        return buffer.getvalue()
 
 
 class ValueCodec:
@@ -136,8 +161,6 @@ class ValueCodec:
 
     def encode(self, value: Any, depth: int = 0, sealed: Sealed | None = None, reuse: Reuse | None = None) -> Any:
         kind = type(value)
-        if reuse is not None and (node := reuse.take(value)) is not None:
-            return node
         if self.inline:
             if value is None or kind is bool:
                 return value
@@ -154,7 +177,10 @@ class ValueCodec:
                 reuse.keep(value, node)
                 return node
         if kind is list and depth < MAX_DEPTH:
-            return [LIST_TAG, *(self.encode(v, depth + 1, sealed, reuse) for v in value)]
+            if reuse is not None:
+                take = reuse.take
+                return [LIST_TAG, *(take(v) or self.encode(v, depth + 1, sealed, reuse) for v in value)]
+            return [LIST_TAG, *(self.encode(v, depth + 1, sealed) for v in value)]
         return self.serialized(value, sealed)
 
     def serialized(self, value: Any, sealed: Sealed | None = None) -> list[str]:
@@ -187,6 +213,19 @@ class ValueCodec:
                 plain = self.encrypted.cipher.decrypt(cipher_name, node[2].encode("latin-1"))
                 found[(type_name, hashlib.blake2b(plain, digest_size=32).digest())] = node
         return found
+
+    def decode_kept(self, node: Any, reuse: Reuse, decoded_before: dict[int, Kept]) -> Any:
+        """``decode``, keeping in ``reuse`` the models of a list as ``encode`` keeps those it
+        serializes: a run that carries on from the value it was given reuses their nodes."""
+        if not (type(node) is list and node and node[0] == LIST_TAG):
+            return self.decode(node)
+        out = []
+        for element in node[1:]:
+            value = self.decode(element)
+            if isinstance(value, BaseModel):
+                reuse.keep_decoded(value, element, decoded_before)
+            out.append(value)
+        return out
 
     def decode(self, node: Any) -> Any:
         kind = type(node)

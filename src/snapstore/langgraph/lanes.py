@@ -72,6 +72,8 @@ class Lane:
         self.ciphertexts: dict[str, Ciphertexts] | None = None
         # each channel's serialized models in the last value this process put (encoding.Reuse)
         self.serialized: dict[str, dict[int, Kept]] = {}
+        # each channel's models as get_tuple last decoded them, by node (encoding.Reuse.decoded)
+        self.decoded: dict[str, dict[int, Kept]] = {}
 
     # -- sessions ------------------------------------------------------
     def _session(self, name: str, create: bool) -> Session | None:
@@ -262,6 +264,7 @@ class Lane:
             self._index = None
             self.ciphertexts = None
             self.serialized = {}
+            self.decoded = {}
 
 
 def _step(metadata: Any) -> int | None:

@@ -147,10 +147,13 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         return lanes
 
     # -- reading -----------------------------------------------------------
-    def _tuple(self, lane: Lane, checkpoint_id: str, state: State, index: Index) -> CheckpointTuple:
+    def _tuple(self, lane: Lane, checkpoint_id: str, state: State, index: Index, kept: bool = False) -> CheckpointTuple:
         decode = self.codec.decode
         checkpoint = decode(state["checkpoint"])
-        checkpoint["channel_values"] = {k: decode(v[1]) for k, v in state["channel_values"].items()}
+        if kept:
+            checkpoint["channel_values"] = self._decode_kept(lane, state["channel_values"])
+        else:
+            checkpoint["channel_values"] = {k: decode(v[1]) for k, v in state["channel_values"].items()}
         writes = sorted(lane.writes_of(checkpoint_id, index), key=lambda w: writes_sort_key(w[4], w[0], w[1]))
         parent = state["parent_checkpoint_id"]
         return CheckpointTuple(
@@ -178,7 +181,19 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         if found is None:
             return None
         state, index = found
-        return self._tuple(lane, state["checkpoint_id"], state, index)
+        # a process that puts to this thread carries on from what get_tuple gives: the models it
+        # decodes are kept for its next put (a reader only would pay for nothing)
+        return self._tuple(lane, state["checkpoint_id"], state, index, kept=self.codec.inline and bool(lane.serialized))
+
+    def _decode_kept(self, lane: Lane, values: State) -> State:
+        out = {}
+        with lane.lock:
+            for channel, (_version, node) in values.items():
+                reuse = Reuse()
+                out[channel] = self.codec.decode_kept(node, reuse, lane.decoded.get(channel, {}))
+                lane.serialized[channel] = reuse.current
+                lane.decoded[channel] = reuse.decoded
+        return out
 
     def list(
         self,
