@@ -129,8 +129,11 @@ def encode_commit(record: SnapshotRecord, mode: int, raw_length: int, payload: b
     return head + label + payload
 
 
-def decode_entry(data: bytes, session: str, where: str) -> Entry:
-    """One entry's bytes as a record or settings; damage is a CorruptObjectError naming ``where``."""
+def decode_entry(data: bytes, session: str, where: str, with_payload: bool = True) -> Entry:
+    """One entry's bytes as a record or settings; damage is a CorruptObjectError naming ``where``.
+
+    ``with_payload`` False leaves a commit's payload out (``b""``): an index keeps records only.
+    """
     if not data:
         raise _corrupt(where, "empty entry")
     if data[0] == META:
@@ -176,7 +179,7 @@ def decode_entry(data: bytes, session: str, where: str) -> Entry:
         chain_bytes=chain_bytes,
         base_ratio=ratio,
     )
-    return CommitEntry(record.snapshot_id(), record, mode, raw_length, data[end:])
+    return CommitEntry(record.snapshot_id(), record, mode, raw_length, data[end:] if with_payload else b"")
 
 
 def commit_payload(data: bytes) -> tuple[int, int, bytes] | None:

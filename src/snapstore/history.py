@@ -221,10 +221,10 @@ class SessionLog:
         decoded: list[CommitEntry | MetaEntry] = []
         for data in entries:
             try:
-                decoded.append(decode_entry(data, self.name, where))
+                decoded.append(decode_entry(data, self.name, where, keep))
             except CorruptObjectError as exc:
-                return (decoded if keep else _without_payloads(decoded)), str(exc)
-        return (decoded if keep else _without_payloads(decoded)), None
+                return decoded, str(exc)
+        return decoded, None
 
     def _reindex(self) -> None:
         self.order, self.commits, self.settings, self.tags, self.head = [], {}, {}, {}, None
