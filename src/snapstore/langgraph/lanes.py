@@ -17,8 +17,9 @@ yet (usually one or two), so a step's writes cost a commit the size of those wri
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import SnapshotNotFound
@@ -66,6 +67,9 @@ class Lane:
         # parallel tasks of one step write the same checkpoint's writes from several threads
         self.lock = threading.RLock()
         self._heads: dict[str, tuple[str, State]] = {}
+        # the heads one put or put_writes asked for (see ``operation``), and the thread doing it
+        self._asked: dict[str, tuple[str | None, State | None]] = {}
+        self._operating: int | None = None
         self._sessions: dict[str, Session] = {}
         self._index: tuple[str, Index] | None = None
         # under an EncryptedSerializer: each channel's ciphertexts in the head, to reuse (None: not read yet)
@@ -89,7 +93,30 @@ class Lane:
             self._sessions[name] = sess
         return sess
 
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """One put or put_writes, under the lane's lock: each session's head is asked for once
+        (asking costs a listing of the session's files), and known after each commit."""
+        with self.lock:
+            outer = self._operating is not None
+            self._operating = threading.get_ident()
+            try:
+                yield
+            finally:
+                if not outer:
+                    self._operating = None
+                    self._asked.clear()
+
     def _head(self, name: str) -> tuple[str | None, State | None]:
+        operating = self._operating == threading.get_ident()
+        if operating and name in self._asked:
+            return self._asked[name]
+        found = self._read_head(name)
+        if operating:
+            self._asked[name] = found
+        return found
+
+    def _read_head(self, name: str) -> tuple[str | None, State | None]:
         sess = self._session(name, create=False)
         try:
             head = sess.head if sess is not None else None
@@ -127,6 +154,8 @@ class Lane:
             assert sess is not None
             snap = sess.commit(state, label=label, turn=turn)
         self._heads[name] = (snap.id, state)  # never mutated after this: the next commit builds a new dict
+        if self._operating == threading.get_ident():
+            self._asked[name] = (snap.id, state)
         return snap.id
 
     def _frame(self, checkpoint_id: str) -> State:
@@ -261,6 +290,7 @@ class Lane:
                     self.store.delete_session(name)
                 self._heads.pop(name, None)
                 self._sessions.pop(name, None)
+                self._asked.pop(name, None)
             self._index = None
             self.ciphertexts = None
             self.serialized = {}

@@ -245,7 +245,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         parent_id = configurable.get("checkpoint_id")
         skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
-        with lane.lock:
+        with lane.operation():
             values, ciphertexts = self._encode_values(lane, checkpoint, new_versions, parent_id)
             lane.commit_checkpoint(
                 checkpoint["id"],
@@ -309,7 +309,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         configurable = config["configurable"]
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable["checkpoint_id"]
-        with lane.lock:
+        with lane.operation():
             found = lane.head()
             entries = lane.writes_of(checkpoint_id, found[1] if found is not None else None)
             index = {(entry[0], entry[1]): i for i, entry in enumerate(entries)}
