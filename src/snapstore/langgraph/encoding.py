@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import operator
 import pickle
 from typing import Any
 
@@ -75,10 +76,9 @@ class _PlainPickler(pickle.Pickler):
         raise _NotPlain
 
 
-def _model_state(model: BaseModel) -> tuple[Any, ...]:
-    """What ``model_dump`` reads: the fields, the extra fields, the private attributes (which a
-    computed field may use)."""
-    return model.__dict__, model.__pydantic_extra__, model.__pydantic_private__
+#: what ``model_dump`` reads of a model: its fields, extra fields, private attributes (which a
+#: computed field may use)
+_MODEL_STATE = operator.attrgetter("__dict__", "__pydantic_extra__", "__pydantic_private__")
 
 
 #: a kept serialization: (the model, its type, the pickle of its state then, the stored node)
@@ -106,21 +106,25 @@ class Reuse:
         self._buffer = io.BytesIO()
         self._pickler = _PlainPickler(self._buffer, protocol=_PROTOCOL)
 
-    def take(self, value: Any) -> list[str] | None:
-        """The node kept for ``value``, if it is the same object and unchanged since."""
-        kept = self.previous.get(id(value))
-        if kept is None or kept[0] is not value or kept[1] is not type(value):
-            return None
-        # pickle's own dumps is the fast path; bytes equal to a plain-only pickle mean the
-        # state is plain-only too (any other object writes opcodes a plain pickle never has)
-        try:
-            unchanged = pickle.dumps(_model_state(kept[0]), _PROTOCOL) == kept[2]
-        except Exception:  # whatever a value's own pickling raises: it is serialized again
-            return None
-        if not unchanged:
-            return None
-        self.current[id(value)] = kept
-        return kept[3]
+    def take(self, values: list[Any]) -> list[list[str] | None]:
+        """For each value, the node kept for it if it is the same object and unchanged since."""
+        # pickle's own dumps is the fast path; bytes equal to a plain-only pickle (``keep``) mean
+        # the state is plain-only too (any other object writes opcodes a plain pickle never has)
+        previous, current, dumps, state_of = self.previous, self.current, pickle.dumps, _MODEL_STATE
+        out: list[list[str] | None] = []
+        for value in values:
+            kept = previous.get(id(value))
+            if kept is not None and kept[0] is value and kept[1] is type(value):
+                try:
+                    unchanged = dumps(state_of(value), _PROTOCOL) == kept[2]
+                except Exception:  # whatever a value's own pickling raises: it is serialized again
+                    unchanged = False
+                if unchanged:
+                    current[id(value)] = kept
+                    out.append(kept[3])
+                    continue
+            out.append(None)
+        return out
 
     def keep(self, model: BaseModel, node: list[str]) -> None:
         fingerprint = self._fingerprint(model)
@@ -145,7 +149,7 @@ class Reuse:
         buffer.truncate()
         self._pickler.clear_memo()
         try:
-            self._pickler.dump(_model_state(model))
+            self._pickler.dump(_MODEL_STATE(model))
         except (_NotPlain, AttributeError, pickle.PicklingError, TypeError, ValueError, RecursionError):
             return None
         return buffer.getvalue()
@@ -178,8 +182,12 @@ class ValueCodec:
                 return node
         if kind is list and depth < MAX_DEPTH:
             if reuse is not None:
-                take = reuse.take
-                return [LIST_TAG, *(take(v) or self.encode(v, depth + 1, sealed, reuse) for v in value)]
+                taken = reuse.take(value)
+                encoded = (
+                    self.encode(v, depth + 1, sealed, reuse) if node is None else node
+                    for node, v in zip(taken, value, strict=True)
+                )
+                return [LIST_TAG, *encoded]
             return [LIST_TAG, *(self.encode(v, depth + 1, sealed) for v in value)]
         return self.serialized(value, sealed)
 
