@@ -140,8 +140,8 @@ class Reuse:
         else:
             fingerprint = self._fingerprint(model)
         if fingerprint is not None:
-            self.current[id(model)] = kept = (model, type(model), fingerprint, node)
-            self.decoded[id(node)] = kept
+            self.current[id(model)] = (model, type(model), fingerprint, node)
+            self.decoded[id(node)] = (None, type(model), fingerprint, node)  # the node's, not the model's
 
     def _fingerprint(self, model: BaseModel) -> bytes | None:
         buffer = self._buffer
