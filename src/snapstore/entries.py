@@ -242,19 +242,33 @@ class DeltaStream:
 
 
 class SegmentReader:
-    """Decompresses one segment's commit payloads in entry order, keeping its raw stream."""
+    """Decompresses one segment's commit payloads in entry order, keeping its raw stream.
 
-    def __init__(self, where: str) -> None:
-        self.raw = bytearray()
-        self.run_start = 0  # where the last keyframe's payload starts in ``raw``
-        self.spans: dict[str, tuple[int, int]] = {}  # snapshot id -> (start, end) in ``raw``
+    Positions (``run_start``, ``spans``, ``size``) count from the segment's first raw byte.
+    With ``last_run_only`` the reader keeps only what the next entries can need: the current
+    run (the next patched keyframe's dictionary) and the ``DELTA_WINDOW`` bytes before it (the
+    next delta frame's), forgetting older runs as each keyframe arrives (a writer's decoder of
+    the open segment, which would otherwise hold up to ``max_runs`` states).
+    """
+
+    def __init__(self, where: str, last_run_only: bool = False) -> None:
+        self.raw = bytearray()  # the raw stream from ``base`` on
+        self.base = 0
+        self.run_start = 0  # where the last keyframe's payload starts
+        self.spans: dict[str, tuple[int, int]] = {}  # snapshot id -> (start, end) of its payload
         self.where = where
+        self.last_run_only = last_run_only
         self._frame: Any = None
         self._plain: zstandard.ZstdDecompressor | None = None
 
+    @property
+    def size(self) -> int:
+        """Raw bytes of the segment decoded so far (forgotten ones included)."""
+        return self.base + len(self.raw)
+
     def previous_run(self) -> bytes:
         """The dictionary of the next patched keyframe: the raw stream from the last keyframe on."""
-        return bytes(self.raw[self.run_start :])
+        return bytes(self.raw[self.run_start - self.base :])
 
     def add_raw(self, snapshot_id: str, raw: bytes, keyframe: bool) -> None:
         """Take a payload this writer compressed itself: no need to decompress it again.
@@ -262,14 +276,29 @@ class SegmentReader:
         The frame state is dropped: only the writer that compressed a frame may continue it.
         """
         self._frame = None
+        self._append(snapshot_id, raw, keyframe)
+
+    def _append(self, snapshot_id: str, raw: bytes | bytearray, keyframe: bool) -> None:
+        start = self.size
         if keyframe:
-            self.run_start = len(self.raw)
-        self.spans[snapshot_id] = (len(self.raw), len(self.raw) + len(raw))
+            self.run_start = start
+        self.spans[snapshot_id] = (start, start + len(raw))
         self.raw += raw
+        if keyframe and self.last_run_only:
+            self._forget_before(start)
+
+    def _forget_before(self, run_start: int) -> None:
+        cut = run_start - DELTA_WINDOW - self.base
+        if cut <= 0:
+            return
+        del self.raw[:cut]
+        self.base += cut
+        # payloads of earlier runs are no longer here, even where the window kept their bytes
+        self.spans = {sid: span for sid, span in self.spans.items() if span[0] >= run_start}
 
     def payload_of(self, snapshot_id: str) -> bytes:
         start, end = self.spans[snapshot_id]
-        return bytes(self.raw[start:end])
+        return bytes(self.raw[start - self.base : end - self.base])
 
     def decompress_all(self, items: list[tuple[str, int, int, bytes]]) -> None:
         """Decode ``(id, mode, raw length, payload)`` of entries in order, to the end of what will be read.
@@ -314,7 +343,7 @@ class SegmentReader:
         if len(out) != total:
             return False
         self._frame = None
-        start = len(self.raw)
+        start = self.size
         self.raw += out
         for sid, _mode, raw_length, _payload in group:
             self.spans[sid] = (start, start + raw_length)
@@ -332,7 +361,7 @@ class SegmentReader:
                 self._frame = None
                 if mode == KEY_PATCHED:
                     with memoryview(self.raw) as view:
-                        dictionary = raw_dict(view[self.run_start :])
+                        dictionary = raw_dict(view[self.run_start - self.base :])
                     if dictionary is None:
                         raise _corrupt(self.where, "a patched keyframe at the start of its segment")
                     reader = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << MAX_WINDOW_LOG)
@@ -361,10 +390,7 @@ class SegmentReader:
         if len(out) != raw_length:
             self._frame = None
             raise _corrupt(self.where, f"payload of snapshot {snapshot_id} has the wrong length")
-        if mode in KEY_MODES:
-            self.run_start = len(self.raw)
-        self.spans[snapshot_id] = (len(self.raw), len(self.raw) + len(out))
-        self.raw += out
+        self._append(snapshot_id, out, mode in KEY_MODES)
         return out
 
 

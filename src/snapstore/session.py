@@ -326,7 +326,7 @@ class Session:
             return record, [entry], last.number, last.end, new_head, delta_payload
         # a keyframe: a new run in the open segment, patched against its raw stream, or a new segment
         healthy = open_has_commit and last is not None and last.damage is None
-        raw_so_far = len(self._open_raw(log)) if healthy else 0
+        raw_so_far = self._open_size(log) if healthy else 0
         extend = (
             open_has_commit
             and last is not None
@@ -442,7 +442,7 @@ class Session:
             loaded = LoadedSegment(segment, info[0].version if info else 0, 0)
             log.segments[segment] = loaded
         if expected == 0 or loaded.end == 0:
-            self._open, self._open_segment, self._open_version = SegmentReader(where), segment, loaded.version
+            self._open, self._open_segment, self._open_version = SegmentReader(where, True), segment, loaded.version
         elif self._open_segment != segment:
             self._open = None
         for data, entry in zip(entries, decoded, strict=True):
@@ -510,7 +510,7 @@ class Session:
         assert last is not None
         if self._open is None or self._open_segment != last.number or self._open_version != last.version:
             read = self._store.backend.read_segment(self.key, last.number)
-            reader = SegmentReader(log.where(last.number))
+            reader = SegmentReader(log.where(last.number), last_run_only=True)
             for data in read.entries:
                 entry = decode_entry(data, self.name, log.where(last.number))
                 if isinstance(entry, CommitEntry):
@@ -520,9 +520,20 @@ class Session:
             self._stream = None
         return self._open.raw
 
+    def _open_size(self, log: SessionLog) -> int:
+        """Raw bytes of the open segment (its decoder keeps only the last run of them)."""
+        self._open_raw(log)
+        assert self._open is not None
+        return self._open.size
+
     def _rebuild_open(self, log: SessionLog, sid: str) -> Any:
+        """``sid`` rebuilt from the open segment's decoder when it holds the whole chain (it keeps
+        the last run only), else read from the store."""
         assert self._open is not None
         path = log.chain(sid)
+        spans = self._open.spans
+        if any(c.id not in spans for c in path):
+            return log.rebuild(sid)
         return log.apply_chain(path, {c.id: self._open.payload_of(c.id) for c in path})
 
     def _head_for(self, log: SessionLog, parent: str) -> tuple[Any, dict[str, bytes] | None]:
@@ -682,7 +693,7 @@ class Session:
                     self._chain_cost.pop(sid, None)
                 else:
                     healthy = open_has_commit and last.damage is None
-                    raw_len = len(self._open_raw(log)) if healthy else 0
+                    raw_len = self._open_size(log) if healthy else 0
                     extend = healthy and store.policy.may_patch(last.runs(), raw_len, len(state_bytes))
                     previous = self._open.previous_run() if extend and self._open is not None else None
                     mode, compressed = compress_keyframe(state_bytes, store.level, previous)
