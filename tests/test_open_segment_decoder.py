@@ -42,7 +42,8 @@ def test_the_open_segment_decoder_keeps_the_last_run_only(make_store: Callable[.
     branch = [sess.commit({**turn(1), "branch": k}, turn=100 + k).id for k in range(2)]
     first = log.commits[branch[0]]
     assert first.mode not in (0, 1) and first.record.parent == ids[1]  # a delta onto a forgotten run
-    assert branch[0] in sess._open.spans and ids[1] not in sess._open.spans
+    decoder = sess._open
+    assert decoder is not None and branch[0] in decoder.spans and ids[1] not in decoder.spans
     assert canonical(sess.state(branch[0])) == canonical({**turn(1), "branch": 0})
     branch += [sess.commit({**turn(1), "branch": k}, turn=100 + k).id for k in range(2, 6)]
     fresh = (SnapshotStore(store.backend) if make_store.kind == "memory" else make_store()).session("s")  # type: ignore[attr-defined]
