@@ -131,17 +131,23 @@ class Reuse:
         if fingerprint is not None:
             self.current[id(model)] = (model, type(model), fingerprint, node)
 
-    def keep_decoded(self, model: BaseModel, node: list[str], decoded_before: dict[int, Kept]) -> None:
-        """Keep a model just decoded from ``node``. A node decoded before (the same list object,
-        to a model of the same type) decodes to the same state: its pickle is not taken again."""
-        before = decoded_before.get(id(node))
-        if before is not None and before[3] is node and before[1] is type(model):
-            fingerprint: bytes | None = before[2]
-        else:
-            fingerprint = self._fingerprint(model)
-        if fingerprint is not None:
-            self.current[id(model)] = (model, type(model), fingerprint, node)
-            self.decoded[id(node)] = (None, type(model), fingerprint, node)  # the node's, not the model's
+    def keep_decoded(self, values: list[Any], nodes: list[Any], decoded_before: dict[int, Kept]) -> None:
+        """Keep the models of a list just decoded from ``nodes``. A node decoded before (the same
+        list object, to a model of the same type) decodes to the same state: its pickle is not
+        taken again."""
+        current, decoded = self.current, self.decoded
+        for model, node in zip(values, nodes, strict=True):
+            kind = type(model)
+            before = decoded_before.get(id(node))
+            if before is not None and before[3] is node and before[1] is kind:
+                fingerprint: bytes | None = before[2]
+            elif isinstance(model, BaseModel):
+                fingerprint = self._fingerprint(model)
+            else:
+                continue
+            if fingerprint is not None:
+                current[id(model)] = (model, kind, fingerprint, node)
+                decoded[id(node)] = (None, kind, fingerprint, node)  # the node's, not the model's
 
     def _fingerprint(self, model: BaseModel) -> bytes | None:
         buffer = self._buffer
@@ -227,12 +233,9 @@ class ValueCodec:
         serializes: a run that carries on from the value it was given reuses their nodes."""
         if not (type(node) is list and node and node[0] == LIST_TAG):
             return self.decode(node)
-        out = []
-        for element in node[1:]:
-            value = self.decode(element)
-            if isinstance(value, BaseModel):
-                reuse.keep_decoded(value, element, decoded_before)
-            out.append(value)
+        elements = node[1:]
+        out = [self.decode(element) for element in elements]
+        reuse.keep_decoded(out, elements, decoded_before)
         return out
 
     def decode(self, node: Any) -> Any:
