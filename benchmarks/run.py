@@ -13,7 +13,7 @@ Everything happens in one process, one run. Phases:
    state (orjson round trip, loading one full compressed state, deepcopy);
 2. timing pass, in ``--commit-rounds`` rounds: each round replays the same
    deterministic workload into a fresh store of every approach in turn (the
-   order rotated round by round), timing each ``commit`` call alone and
+   order rotated, every other round reversed), timing each ``commit`` call alone and
    reading bytes on disk at checkpoints (untimed); an approach's commit
    figures are the median over its rounds. On the store of its last round it
    then times rollbacks to the latest, to seeded random retained snapshots and
@@ -211,7 +211,7 @@ def parse_args(argv: list[str] | None) -> Config:
                    help="repetitions for reference costs and rollbacks")
     p.add_argument("--commit-rounds", type=int, default=3,
                    help="rounds of commit timing, each replaying the whole workload into a fresh store "
-                        "of every approach, the order rotated round by round; an approach's commit "
+                        "of every approach, the order rotated and every other round reversed; an approach's commit "
                         "median and p99 are the median over its rounds (default 3)")
     p.add_argument("--one-round-approaches", default=",".join(ONE_ROUND_DEFAULT),
                    help="comma list of approaches whose commits are timed in the last round only "
@@ -431,6 +431,22 @@ def settle_disk(pause: float = 2.0) -> None:
     """
     os.sync()
     time.sleep(pause)
+    # sync(2) starts the writeback; on a slow disk pages can stay dirty after it returns, and the
+    # next pass (or another program on the machine) would pay for them: wait until little is left
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and pending_writeback() > 16 << 20:
+        os.sync()
+        time.sleep(0.5)
+
+
+def pending_writeback() -> int:
+    """Bytes the kernel still has to write back (Dirty + Writeback in /proc/meminfo; 0 elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return sum(int(fields[k].split()[0]) * 1024 for k in ("Dirty", "Writeback") if k in fields)
+    except (OSError, ValueError):
+        return 0
 
 
 def replay_commits(adapter: Adapter, cfg: Config) -> tuple[dict[str, Any], dict[Any, int]]:
@@ -564,18 +580,20 @@ def timing_round(cls: type[Adapter], cfg: Config, ref: Reference, root: Path, ro
 def commit_schedule(cfg: Config, names: list[str]) -> list[list[str]]:
     """The approaches of each round, in order.
 
-    The order is rotated round by round (A, B, C; B, C, A; C, A, B) so that no approach always
-    holds the same place: the first pass of a round, or the one after the heaviest writer, is a
-    place with its own conditions (writeback that outlived the pause, a cache the previous pass
-    filled), and rotating spreads them over every approach instead of billing one. The one-round
-    approaches run in the last round, after the others.
+    The order is rotated round by round, and every other round reversed (A, B, C, D; D, C, B, A
+    rotated; C, D, A, B), so that no approach always holds the same place or follows the same
+    approach: the first pass of a round, or the one after the heaviest writer, is a place with its
+    own conditions (writeback that outlived the pause, a cache the previous pass filled), and
+    this spreads them over the approaches instead of billing one. The one-round approaches run
+    in the last round, after the others.
     """
     every = [n for n in names if n not in cfg.one_round]
     once = [n for n in names if n in cfg.one_round]
     rounds = []
     for r in range(cfg.commit_rounds):
         k = r % len(every) if every else 0
-        rounds.append(every[k:] + every[:k])
+        order = every[k:] + every[:k]
+        rounds.append(order[::-1] if r % 2 else order)
     rounds[-1] += once
     return rounds
 
@@ -850,7 +868,8 @@ def commit_rounds_lines(cfg: Config, results: dict[str, dict[str, Any]]) -> list
                 f"store of every approach ({orders}).")
     else:
         text = (f"Commit times were taken in {cfg.commit_rounds} rounds, each replaying all {cfg.turns} "
-                f"turns into a fresh store of every approach, the order rotated round by round ({orders}). "
+                f"turns into a fresh store of every approach, the order rotated round by round and "
+                f"every other round reversed ({orders}). "
                 "An approach's commit median and p99 above are the median over its rounds of each "
                 "round's figure; bytes, rollbacks and rebuilds come from its last round's store.")
     once = [n for n in cfg.one_round if n in ok]
