@@ -66,6 +66,15 @@ def rewrite_entry(store: SnapshotStore, key: str, segment: int, index: int, flip
     return original
 
 
+def make_read_only(root: Path) -> None:
+    """Every file under ``root`` read-only (0444) and every folder 0555, symlinks left as they are."""
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), 0o444)
+        os.chmod(folder, 0o555)
+
+
 def postgres_url_or_skip() -> str:
     url = os.environ.get(POSTGRES_URL_ENV)
     if not url:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from conftest import make_read_only
 from snapstore.backends._directory import DirectoryBackend
 from snapstore.errors import BackendError, SnapshotError
 
@@ -372,11 +373,7 @@ def test_a_read_only_store_reads_and_refuses_every_write(tmp_path: Path) -> None
         (root / "sessions" / "s" / ".tmp-old").write_bytes(b"leftover")
         b.close()
         base.chmod(0o755)
-        for folder, _dirs, files in os.walk(root):
-            for name in files:
-                if not os.path.islink(os.path.join(folder, name)):
-                    os.chmod(os.path.join(folder, name), 0o444)
-            os.chmod(folder, 0o555)
+        make_read_only(root)
         before = _tree(root)
         args = [sys.executable, "-c", _READ_ONLY_CHECK, str(root), *(["as-nobody"] if as_root else [])]
         done = subprocess.run(args, capture_output=True, text=True, timeout=120)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from cli_support import SRC
+from conftest import make_read_only
 from snapstore import SnapshotStore
 
 _CHECK = """
@@ -74,11 +75,7 @@ def test_every_read_works_and_every_write_is_refused_on_a_read_only_store() -> N
         out.mkdir()
         base.chmod(0o755)
         out.chmod(0o777)  # where the export goes: writable by the reader
-        for folder, _dirs, files in os.walk(root):
-            for name in files:
-                if not os.path.islink(os.path.join(folder, name)):
-                    os.chmod(os.path.join(folder, name), 0o444)
-            os.chmod(folder, 0o555)
+        make_read_only(root)
         before = _tree(root)
         env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         args = [sys.executable, "-c", _CHECK, str(root), str(out), *(["as-nobody"] if as_root else [])]

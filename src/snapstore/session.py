@@ -442,7 +442,8 @@ class Session:
             loaded = LoadedSegment(segment, info[0].version if info else 0, 0)
             log.segments[segment] = loaded
         if expected == 0 or loaded.end == 0:
-            self._open, self._open_segment, self._open_version = SegmentReader(where, True), segment, loaded.version
+            self._open = SegmentReader(where, last_run_only=True)
+            self._open_segment, self._open_version = segment, loaded.version
         elif self._open_segment != segment:
             self._open = None
         for data, entry in zip(entries, decoded, strict=True):

@@ -244,17 +244,23 @@ class PostgresBackend(Backend):
         row = conn.execute(self._q["read_version"]).fetchone()
         return None if row is None else row[0]
 
-    def _create_tables(self, conn: psycopg.Connection[Any], schema: str) -> None:
-        def ident(name: str) -> sql.Identifier:
-            return sql.Identifier(schema, self.table_prefix + name)
-
-        names = {
-            "config": ident(CONFIG_TABLE),
-            "segments": ident(SEGMENTS_TABLE),
-            "entries": ident(ENTRIES_TABLE),
-            "sequence": ident(VERSION_SEQUENCE),
-            "meta": ident(META_TABLE),
+    def _tables(self, schema: str) -> dict[str, sql.Identifier]:
+        """The schema-qualified names of this store's tables and sequence, for ``sql.SQL.format``."""
+        return {
+            name: sql.Identifier(schema, self.table_prefix + table)
+            for name, table in (
+                ("meta", META_TABLE),
+                ("config", CONFIG_TABLE),
+                ("segments", SEGMENTS_TABLE),
+                ("entries", ENTRIES_TABLE),
+                ("sequence", VERSION_SEQUENCE),
+                ("legacy_objects", LEGACY_OBJECTS_TABLE),
+                ("legacy_refs", LEGACY_REFS_TABLE),
+            )
         }
+
+    def _create_tables(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        names = self._tables(schema)
         with conn.transaction():
             # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog:
             # let one creator at a time in (the lock ends with the transaction).
@@ -281,19 +287,9 @@ class PostgresBackend(Backend):
         return version
 
     def _compose_queries(self, conn: psycopg.Connection[Any], schema: str) -> None:
-        def ident(name: str) -> sql.Composable:
-            return sql.Identifier(schema, self.table_prefix + name)
-
-        names = {
-            "meta": ident(META_TABLE),
-            "config": ident(CONFIG_TABLE),
-            "segments": ident(SEGMENTS_TABLE),
-            "entries": ident(ENTRIES_TABLE),
-            # nextval takes the sequence's name as text: the quoted identifier, inside a literal
-            "sequence": sql.SQL(ident(VERSION_SEQUENCE).as_string(conn).replace("'", "''")),
-            "legacy_objects": ident(LEGACY_OBJECTS_TABLE),
-            "legacy_refs": ident(LEGACY_REFS_TABLE),
-        }
+        names: dict[str, sql.Composable] = {**self._tables(schema)}
+        # nextval takes the sequence's name as text: the quoted identifier, inside a literal
+        names["sequence"] = sql.SQL(names["sequence"].as_string(conn).replace("'", "''"))
         # Rendered once to plain strings, so psycopg can prepare them.
         self._q = {name: sql.SQL(text).format(**names).as_string(conn) for name, text in QUERIES.items()}
 
