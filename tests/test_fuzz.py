@@ -117,10 +117,18 @@ class StoreMachine(RuleBasedStateMachine):
             self.store.session(name, max_snapshots=self.limit[name])
 
     def _evict(self, name: str) -> None:
-        """The model's retention: the last ``limit`` commits not behind forget's line, plus tagged ones."""
+        """The model's retention: the last ``limit`` commits not behind the eviction line, plus tagged ones.
+
+        The line is the newest snapshot evicted so far (by the limit or by forget): a snapshot older
+        than it stays only while tagged, and goes when untagged, whatever the limit is then.
+        """
         tagged = set(self.tags[name].values())
-        recent = [sid for sid in self.retained[name] if sid not in self.forgotten[name]][-self.limit[name] :]
-        self.retained[name] = [sid for sid in self.retained[name] if sid in tagged or sid in recent]
+        before = self.retained[name]
+        recent = [sid for sid in before if sid not in self.forgotten[name]][-self.limit[name] :]
+        self.retained[name] = [sid for sid in before if sid in tagged or sid in recent]
+        gone = [i for i, sid in enumerate(before) if sid not in self.retained[name]]
+        if gone:
+            self.forgotten[name] |= set(before[: gone[-1] + 1])
 
     def _commit(self, name: str, state: Any) -> None:
         snap = self.store.session(name).commit(state, label=f"l{len(self.states)}", turn=len(self.states))
