@@ -393,13 +393,15 @@ class StoreModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.saved_small_segment = keyframes.SMALL_SEGMENT_BYTES
-        if self.small_segment_bytes is not None:
-            keyframes.SMALL_SEGMENT_BYTES = self.small_segment_bytes
         self.tmp: str | None = None
         self.pg_prefix: str | None = None
         self.backend: MemoryBackend | None = None
+        # opened before the module setting changes: opening may skip the test (no PostgreSQL), and a
+        # skipped machine is never torn down, so a setting changed first would leak into later tests
         self.store = self._open()
+        self.saved_small_segment = keyframes.SMALL_SEGMENT_BYTES
+        if self.small_segment_bytes is not None:
+            keyframes.SMALL_SEGMENT_BYTES = self.small_segment_bytes
         self.sess = self.store.session(self.session_name, max_snapshots=5)
         self.max_snapshots = 5
         self.order: list[str] = []  # every id committed, oldest first
