@@ -125,20 +125,26 @@ def test_a_graph_leaves_the_history_an_every_value_saver_leaves(tmp_path: Path) 
         assert _history(graph(reopened), config) == expected
 
 
+def _count_serialized(saver: SnapstoreSaver) -> list[str]:
+    """The ids of the messages the saver's serializer is given from now on, one per call."""
+    serialized: list[str] = []
+    dumps_typed = saver.codec.serde.dumps_typed
+
+    def counted(value: Any) -> tuple[str, bytes]:
+        if isinstance(value, BaseMessage):
+            serialized.append(str(value.id))
+        return dumps_typed(value)
+
+    saver.codec.serde.dumps_typed = counted  # type: ignore[method-assign]
+    return serialized
+
+
 def test_each_message_is_serialized_once_per_place_it_is_stored(tmp_path: Path) -> None:
     """Once in each place that stores it: the pending write that brings it, the checkpoint that
     first holds it (and for the user's input, the input checkpoint's start channel); not again at
     each later step, which would grow with the square of the turns."""
     with SnapstoreSaver.from_path(tmp_path / "store") as saver:
-        serialized: list[str] = []
-        dumps_typed = saver.codec.serde.dumps_typed
-
-        def counted(value: Any) -> tuple[str, bytes]:
-            if isinstance(value, BaseMessage):
-                serialized.append(str(value.id))
-            return dumps_typed(value)
-
-        saver.codec.serde.dumps_typed = counted  # type: ignore[method-assign]
+        serialized = _count_serialized(saver)
         app = graph(saver)
         config = {"configurable": {"thread_id": "once"}}
         for turn in range(12):
@@ -147,3 +153,28 @@ def test_each_message_is_serialized_once_per_place_it_is_stored(tmp_path: Path) 
     assert len(messages) == 24
     assert sorted(set(serialized)) == sorted(str(m.id) for m in messages)
     assert max(serialized.count(str(m.id)) for m in messages) <= 3, {i: serialized.count(i) for i in set(serialized)}
+
+
+def test_reading_an_older_checkpoint_between_puts_does_not_undo_the_reuse(tmp_path: Path) -> None:
+    """A read of an older checkpoint between two puts (another request on a server, a UI showing
+    history) leaves the writer's kept serializations alone: its next put serializes only what
+    is new, and what it stores is still what the serializer gives."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        serialized = _count_serialized(saver)
+        config = generate_config("changed")
+        messages: list[Any] = [HumanMessage("hello", id="h-0")]
+        expected: dict[str, bytes] = {}
+        first: Any = None
+        for step in range(1, 9):
+            messages = [*messages, _message(step)]
+            checkpoint = generate_checkpoint(channel_values={"messages": messages}, channel_versions={"messages": step})
+            expected[checkpoint["id"]] = SERDE.dumps_typed(messages)[1]
+            config = saver.put(config, checkpoint, generate_metadata(step=step), {"messages": step})
+            first = first or config
+            if step > 1:
+                older = saver.get_tuple(first)
+                assert older is not None and len(older.checkpoint["channel_values"]["messages"]) == 2
+        assert sorted(serialized) == sorted(str(m.id) for m in messages)
+        assert _stored(saver) == expected
