@@ -17,6 +17,7 @@ import enum
 import struct
 import threading
 from functools import partial
+from math import isfinite as _isfinite
 from operator import itemgetter
 from typing import Any
 
@@ -242,6 +243,46 @@ def read_back(data: bytes, value: Any) -> Any:
         raise describe_unrepresentable(value) from None
     check_reading(value, reading)
     return reading
+
+
+#: what ``shared_copy`` returns for a value that is not plain JSON of exact types
+NOT_PLAIN: Any = object()
+
+
+def shared_copy(value: Any) -> Any:
+    """A copy of ``value`` with new containers and the very same immutable leaves, or ``NOT_PLAIN``.
+
+    Only plain JSON of exact types is copied: dicts with str keys, lists, str, int, finite
+    float, bool and None. Anything else (a tuple, NaN, an enum, a subclass) gives ``NOT_PLAIN``,
+    and the caller reads the value back from its bytes instead, where ``check_reading`` names
+    it. A head built from such copies shares its strings with the caller's state, so comparing
+    the two (``check_reading``) meets the same string objects and skips reading their
+    characters: the comparison walks the containers, not the text.
+    """
+    try:
+        return _shared(value)
+    except (_NotPlain, RecursionError):
+        return NOT_PLAIN
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _shared(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                raise _NotPlain
+        return {key: _shared(child) for key, child in value.items()}
+    if kind is list:
+        return [_shared(child) for child in value]
+    if kind is float and _isfinite(value):
+        return value
+    raise _NotPlain
 
 
 def check_reading(value: Any, reading: Any) -> None:

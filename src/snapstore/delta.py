@@ -454,9 +454,13 @@ class _ListEdits:
         cut = grow = 0
         window = False  # a sliding window whose kept elements are checked by their bytes
         if old_len and new_len:
-            cut = self._shift(self.old, start, end_old, self.new, start, end_new)
-            if cut and known:  # old's bytes after the cut elements begin new's bytes
-                window = _extends(known[0], len(_canon(self.old[:cut])), known[1])
+            if known:  # (the middle is then the whole of both lists)
+                cut = self._shift_by_bytes(known, end_old, end_new)
+                window = cut > 0
+            if not cut:
+                cut = self._shift(self.old, start, end_old, self.new, start, end_new)
+                if cut and known:  # old's bytes after the cut elements begin new's bytes
+                    window = _extends(known[0], len(_canon(self.old[:cut])), known[1])
             if not cut:
                 grow = self._shift(self.new, start, end_new, self.old, start, end_old)
         if known:
@@ -478,6 +482,26 @@ class _ListEdits:
         self.remove(start + paired, end_old)
         self.insert(end_old, start + paired, end_new)
         self.pair(start, start, paired, first_unequal=True)
+
+    def _shift_by_bytes(self, known: list[bytes], end_old: int, end_new: int) -> int:
+        """``_shift`` of old into new confirmed by the lists' bytes: old's bytes after the cut
+        elements begin new's, so the kept elements are equal type-exact without comparing them
+        one by one (a sliding window keeps most of a long list). 0 when the bytes do not show one."""
+        old, new = self.old, self.new
+        at = 0
+        for _ in range(_SHIFT_TRIES):
+            try:
+                at = old.index(new[0], at + 1, end_old)
+            except ValueError:
+                return 0
+            kept = end_old - at
+            if kept > end_new:
+                continue
+            if kept < at + end_new - kept:
+                return 0  # later matches keep even less
+            if _extends(known[0], len(_canon(old[:at])), known[1]):
+                return at
+        return 0
 
     @staticmethod
     def _shift(seq: list[Any], start: int, end: int, other: list[Any], other_start: int, other_end: int) -> int:

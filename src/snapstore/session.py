@@ -293,7 +293,11 @@ class Session:
             ):
                 can_delta = False
         else:
-            new_head = codec.read_back(data, state)  # the whole-state check, for a first commit or a keyframe
+            # the head for the next diff: a copy sharing the state's strings when it is plain JSON
+            # (checked as it is copied), else what its bytes read back as (checked by comparison)
+            new_head = codec.shared_copy(state)
+            if new_head is codec.NOT_PLAIN:
+                new_head = codec.read_back(data, state)
         timestamp = _now()
         if can_delta:
             assert last is not None and parent_commit is not None and delta_payload is not None
@@ -374,7 +378,10 @@ class Session:
         # append lands, and a refusal or a failed write puts it back (``_unpatch_head``).
         self._head_id = None
         try:
-            new_head = apply_patch(head_state, codec.loads(payload), in_place=True, copy_values=False)
+            applied = _shared_ops(ops)
+            if applied is None:  # a value that is not plain JSON: apply what its bytes read back as
+                applied = codec.loads(payload)
+            new_head = apply_patch(head_state, applied, in_place=True, copy_values=False)
             codec.check_reading(state, new_head)
         except (ValueError, PatchError, InvalidStateError) as exc:
             self._unpatch_head(parent, head_pieces, ops)
@@ -856,6 +863,20 @@ def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:
         if newest_evicted is not None:
             body["evicted_through"] = newest_evicted
     return body
+
+
+def _shared_ops(ops: list[Any]) -> list[Any] | None:
+    """``ops`` with each value a ``codec.shared_copy`` (the head then shares the state's strings),
+    or None when a value is not plain JSON."""
+    applied = []
+    for op in ops:
+        if "value" in op:
+            value = codec.shared_copy(op["value"])
+            if value is codec.NOT_PLAIN:
+                return None
+            op = {**op, "value": value}
+        applied.append(op)
+    return applied
 
 
 def _model_to_json(state: Any) -> Any:
