@@ -13,11 +13,6 @@ adds to them with one append in its delta:
 A later record of the same checkpoint wins. The writes session gets one commit per
 ``put_writes``; its state holds the writes of the checkpoints ``writes_at`` does not point at
 yet (usually one or two), so a step's writes cost a commit the size of those writes.
-
-Each commit's label names the checkpoint it is for (``checkpoint <id>``, ``writes <id>``), and
-a commit's record, label included, is verified when the session is opened: the newest snapshot
-labelled for a checkpoint holds it (and all its writes), which is how a reader that has not read
-the head finds an older checkpoint without rebuilding the head for its lists.
 """
 
 from __future__ import annotations
@@ -38,8 +33,6 @@ FORMAT = "snapstore.langgraph/1"
 RETAIN_ALL = 2**63 - 1
 
 State = dict[str, Any]
-CHECKPOINT_LABEL = "checkpoint "
-WRITES_LABEL = "writes "
 #: (checkpoint id, the state holding it, its write entries, its encoded metadata)
 Entries = list[tuple[str, State, list[Any], Any]]
 
@@ -203,44 +196,6 @@ class Lane:
         cached = self._heads.get(self.names.checkpoints)
         return cached is not None and cached[1] is state
 
-    def find(self, checkpoint_id: str) -> tuple[State, Any, list[Any]] | None:
-        """(the state holding a checkpoint, its encoded metadata, its write entries), found by the
-        labels of the commits instead of the head's lists; None when this lane already holds the
-        head (its lists are at hand) or no commit is labelled for that checkpoint.
-
-        A reader that opens a thread to read one older checkpoint then rebuilds that snapshot and
-        the writes snapshot it needs, not also the head: the head holds the whole thread's lists
-        and the newest messages, and rebuilding it costs more than reading the labels.
-        """
-        if self.names.checkpoints in self._heads:
-            return None
-        found = self._labelled(self.names.checkpoints, CHECKPOINT_LABEL + checkpoint_id)
-        if found is None:
-            return None
-        state = found[1]
-        history = state["history"]
-        # the commit for a checkpoint appends its own row last; anything else is not this layout
-        if state["checkpoint_id"] != checkpoint_id or not history or history[-1][0] != checkpoint_id:
-            return None
-        writes = self._labelled(self.names.writes, WRITES_LABEL + checkpoint_id)
-        entries = list(writes[1]["writes"][checkpoint_id]) if writes is not None else []
-        return state, history[-1][2], entries
-
-    def _labelled(self, name: str, label: str) -> tuple[str, State] | None:
-        """(id, state) of the newest snapshot of a session with that label."""
-        sess = self._session(name, create=False)
-        if sess is None:
-            return None
-        try:
-            snapshots = sess.snapshots()
-        except SnapshotNotFound:  # deleted by another handle since this one kept it
-            self._sessions.pop(name, None)
-            return None
-        for snapshot in reversed(snapshots):
-            if snapshot.label == label:
-                return snapshot.id, sess.state(snapshot.id)
-        return None
-
     def writes_of(self, checkpoint_id: str, index: Index | None) -> list[Any]:
         """The stored write entries of a checkpoint: [task_id, idx, channel, value, task_path]."""
         _wsid, whead = self._head(self.names.writes)
@@ -285,7 +240,7 @@ class Lane:
                 "snapshots": snapshots,
                 "writes_at": writes_at,
             }
-            new_sid = self._commit(self.names.checkpoints, state, CHECKPOINT_LABEL + checkpoint_id, _step(metadata))
+            new_sid = self._commit(self.names.checkpoints, state, f"checkpoint {checkpoint_id}", _step(metadata))
             self._index = (new_sid, new_index)
 
     def commit_writes(self, checkpoint_id: str, entries: list[Any]) -> None:
@@ -306,7 +261,7 @@ class Lane:
             }
             still_open[checkpoint_id] = entries
             frame = {**self._frame(checkpoint_id), "writes": still_open}
-            self._commit(self.names.writes, frame, WRITES_LABEL + checkpoint_id, None)
+            self._commit(self.names.writes, frame, f"writes {checkpoint_id}", None)
 
     # -- whole-lane operations ---------------------------------------------
     def entries(self, keep: Callable[[str, Any], bool] = lambda _cid, _metadata: True) -> Entries:

@@ -147,30 +147,22 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         return lanes
 
     # -- reading -----------------------------------------------------------
-    def _tuple(
-        self, lane: Lane, checkpoint_id: str, state: State, metadata: Any, writes: list[Any], kept: bool = False
-    ) -> CheckpointTuple:
+    def _tuple(self, lane: Lane, checkpoint_id: str, state: State, index: Index, kept: bool = False) -> CheckpointTuple:
         decode = self.codec.decode
         checkpoint = decode(state["checkpoint"])
         if kept:
             checkpoint["channel_values"] = self._decode_kept(lane, state["channel_values"])
         else:
             checkpoint["channel_values"] = {k: decode(v[1]) for k, v in state["channel_values"].items()}
-        writes = sorted(writes, key=lambda w: writes_sort_key(w[4], w[0], w[1]))
+        writes = sorted(lane.writes_of(checkpoint_id, index), key=lambda w: writes_sort_key(w[4], w[0], w[1]))
         parent = state["parent_checkpoint_id"]
         return CheckpointTuple(
             config=self._config(lane, checkpoint_id),
             checkpoint=checkpoint,
-            metadata=decode(metadata),
+            metadata=decode(index.entries[checkpoint_id][1]),
             parent_config=self._config(lane, parent) if parent is not None else None,
             pending_writes=[(w[0], w[2], decode(w[3])) for w in writes],
         )
-
-    def _indexed_tuple(
-        self, lane: Lane, checkpoint_id: str, state: State, index: Index, kept: bool = False
-    ) -> CheckpointTuple:
-        writes = lane.writes_of(checkpoint_id, index)
-        return self._tuple(lane, checkpoint_id, state, index.entries[checkpoint_id][1], writes, kept)
 
     @staticmethod
     def _config(lane: Lane, checkpoint_id: str) -> RunnableConfig:
@@ -185,12 +177,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config["configurable"]
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
-        wanted = get_checkpoint_id(config)
-        if wanted is not None:
-            labelled = lane.find(wanted)
-            if labelled is not None:
-                return self._tuple(lane, wanted, *labelled)
-        found = lane.load(wanted)
+        found = lane.load(get_checkpoint_id(config))
         if found is None:
             return None
         state, index = found
@@ -198,7 +185,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         # from the head are kept for its next put (a reader only would pay for nothing, and an older
         # checkpoint read meanwhile must not take the place of the head's)
         kept = self.codec.inline and bool(lane.serialized) and lane.holds_head(state)
-        return self._indexed_tuple(lane, state["checkpoint_id"], state, index, kept=kept)
+        return self._tuple(lane, state["checkpoint_id"], state, index, kept=kept)
 
     def _decode_kept(self, lane: Lane, values: State) -> State:
         out = {}
@@ -246,7 +233,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                     remaining -= 1
                 loaded = lane.load(checkpoint_id)
                 if loaded is not None:
-                    yield self._indexed_tuple(lane, checkpoint_id, loaded[0], index)
+                    yield self._tuple(lane, checkpoint_id, loaded[0], index)
 
     # -- writing -----------------------------------------------------------
     def put(
