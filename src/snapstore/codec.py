@@ -161,13 +161,15 @@ def join_members(pieces: dict[str, bytes]) -> bytes:
     # bytes; Python's sort is orjson's (code points; lone surrogates are refused), so chunks follow
     # each other in order. One join into one buffer: chained ``+`` would copy megabytes many times.
     keys = sorted(pieces)
-    parts: list[bytes] = [b"{"]
+    if len(keys) <= _CHUNK_ITEMS:  # one chunk: orjson's bytes are the whole, braces and all
+        return orjson.dumps(dict(zip(keys, map(orjson.Fragment, map(pieces.__getitem__, keys)), strict=True)))
+    parts: list[bytes | memoryview] = [b"{"]
     for start in range(0, len(keys), _CHUNK_ITEMS):
         names = keys[start : start + _CHUNK_ITEMS]
         chunk = dict(zip(names, map(orjson.Fragment, map(pieces.__getitem__, names)), strict=True))
         if start:
             parts.append(b",")
-        parts.append(orjson.dumps(chunk)[1:-1])
+        parts.append(memoryview(orjson.dumps(chunk))[1:-1])  # copied once, by the join
     parts.append(b"}")
     return b"".join(parts)
 
@@ -185,7 +187,7 @@ def _encode_bounded(value: Any, spare: int, default: Any, root: Any) -> bytes:
     kind = type(value)
     if (kind is not list and kind is not dict) or len(value) <= _CHUNK_ITEMS:
         return _dumps_bounded(value, spare, default, root)
-    parts: list[bytes] = [b"[" if kind is list else b"{"]
+    parts: list[bytes | memoryview] = [b"[" if kind is list else b"{"]
     if kind is list:
         chunks: Any = (value[start : start + _CHUNK_ITEMS] for start in range(0, len(value), _CHUNK_ITEMS))
     else:
@@ -200,18 +202,19 @@ def _encode_bounded(value: Any, spare: int, default: Any, root: Any) -> bytes:
     for chunk in chunks:
         if len(parts) > 1:
             parts.append(b",")
-        parts.append(_dumps_bounded(chunk, spare, default, root, strip=1))
+        parts.append(_dumps_bounded(chunk, spare, default, root, strip=1, view=True))
     parts.append(b"]" if kind is list else b"}")
-    return b"".join(parts)
+    return b"".join(parts)  # the one copy of the chunks' bytes, of its own size
 
 
-def _dumps_bounded(value: Any, spare: int, default: Any, root: Any, strip: int = 0) -> bytes:
+def _dumps_bounded(value: Any, spare: int, default: Any, root: Any, strip: int = 0, view: bool = False) -> Any:
     """orjson's bytes of ``value``, refusing it unless ``spare`` more levels of nesting would fit.
 
     orjson stops at depth 254. A state must leave room for the two levels a patch operation
     wraps around a value (and a member for the object holding it), or a later delta, or reading
     the whole state back, would hit that limit: so the value is serialized inside that many lists.
-    The result is a copy of its own size (orjson's buffer is larger), less ``strip`` bytes at each end.
+    The result is a copy of its own size (orjson's buffer is larger), less ``strip`` bytes at each end;
+    with ``view``, a memoryview of orjson's bytes instead, for a caller that copies it right away.
     """
     wrapped = value
     for _ in range(spare):
@@ -220,6 +223,8 @@ def _dumps_bounded(value: Any, spare: int, default: Any, root: Any, strip: int =
         data = orjson.dumps(wrapped, default=default, option=_DUMPS_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise _refused_at(root, str(exc)) from None
+    if view:
+        return memoryview(data)[spare + strip : -(spare + strip)]
     return data[spare + strip : -(spare + strip)]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import threading
 import time
@@ -60,13 +61,13 @@ def segment_file(segment: int) -> str:
     return f"{segment:016x}{SEGMENT_SUFFIX}"
 
 
+_SEGMENT_NAME = re.compile(r"[0-9a-f]{16}" + re.escape(SEGMENT_SUFFIX))
+
+
 def parse_segment_file(name: str) -> int | None:
-    if len(name) != 16 + len(SEGMENT_SUFFIX) or not name.endswith(SEGMENT_SUFFIX):
+    if _SEGMENT_NAME.fullmatch(name) is None:
         return None
-    digits = name[:16]
-    if any(c not in "0123456789abcdef" for c in digits):
-        return None
-    number = int(digits, 16)
+    number = int(name[:16], 16)
     return number if number <= MAX_SEGMENT else None  # a number no caller could pass back: foreign
 
 
@@ -183,9 +184,13 @@ class DirectoryBackend(Backend):
         check_session_key(key)
         sessions = self._sessions_fd(create)
         try:
-            if create:
-                self._mkdir(sessions, key)
-            fd = self._open_dir(sessions, key, f"sessions/{key}")
+            try:
+                fd = self._open_dir(sessions, key, f"sessions/{key}")
+            except FileNotFoundError:
+                if not create:
+                    raise
+                self._mkdir(sessions, key)  # created when first missing, not tried on every write
+                fd = self._open_dir(sessions, key, f"sessions/{key}")
         finally:
             os.close(sessions)
         try:
@@ -194,9 +199,13 @@ class DirectoryBackend(Backend):
             os.close(fd)
 
     def _sessions_fd(self, create: bool = False) -> int:
-        if create:
+        try:
+            return self._open_dir(self._root_fd, "sessions", "sessions")
+        except FileNotFoundError:
+            if not create:
+                raise
             self._mkdir(self._root_fd, "sessions")
-        return self._open_dir(self._root_fd, "sessions", "sessions")
+            return self._open_dir(self._root_fd, "sessions", "sessions")
 
     def _writable(self, what: str) -> None:
         if self.read_only:
