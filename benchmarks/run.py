@@ -14,7 +14,9 @@ Everything happens in one process, one run. Phases:
 2. timing pass, in ``--commit-rounds`` rounds: each round replays the same
    deterministic workload into a fresh store of every approach in turn (the
    order rotated, every other round reversed), timing each ``commit`` call alone and
-   reading bytes on disk at checkpoints (untimed); an approach's commit
+   reading bytes on disk at checkpoints (untimed); the approaches the
+   commit-time targets compare (``--interleave``) share one replay, committing
+   each turn's state one after another; an approach's commit
    figures are the median over its rounds. On the store of its last round it
    then times rollbacks to the latest, to seeded random retained snapshots and
    to the oldest, and checks every restored state against the digests;
@@ -67,6 +69,9 @@ SLOW_MEMORY_TURNS = 300
 # Commits of 20-30 ms (make_patch; a git subprocess per turn) make a round of these ~30 s, and no
 # commit-time target is measured against them: by default they are timed in one round only.
 ONE_ROUND_DEFAULT = ["jsonpatch-zstd", "git"]
+# The approaches the commit-time targets compare commit the same state turn by turn, in one replay
+# (``interleaved_round``): a pause or a slow spell of the machine then falls on all of them alike.
+INTERLEAVE_DEFAULT = ["full-zstd", "snapstore-dir", "snapstore-mem", "snapstore-pg"]
 MB = 1024 * 1024
 
 
@@ -177,6 +182,7 @@ class Config:
     reps: int
     commit_rounds: int
     one_round: list[str]
+    interleave: list[str]
     random_targets: int
     memory: bool
     memory_approaches: list[str]
@@ -217,6 +223,11 @@ def parse_args(argv: list[str] | None) -> Config:
                    help="comma list of approaches whose commits are timed in the last round only "
                         f"(default {','.join(ONE_ROUND_DEFAULT)}: slow, and no commit-time target is "
                         "measured against them); 'none' times every approach in every round")
+    p.add_argument("--interleave", default=",".join(INTERLEAVE_DEFAULT),
+                   help="comma list of approaches whose commits are timed interleaved: one replay per "
+                        "round in which each turn's state is committed by each of them in turn, the order "
+                        f"rotated turn by turn (default {','.join(INTERLEAVE_DEFAULT)}: the approaches "
+                        "the commit-time targets compare); 'none' times every approach in a replay of its own")
     p.add_argument("--random-targets", type=int, default=5,
                    help="seeded random retained snapshots to roll back to")
     p.add_argument("--no-memory", action="store_true", help="skip the tracemalloc pass")
@@ -255,12 +266,17 @@ def parse_args(argv: list[str] | None) -> Config:
         else:
             p.error(f"unknown approach {word!r}; known: {', '.join(known)}")
     chosen = [n for n in known if n in chosen]  # stable order, no duplicates
-    one_round_words = [w.strip() for w in a.one_round_approaches.split(",") if w.strip()]
-    if one_round_words == ["none"]:
-        one_round_words = []
-    for w in one_round_words:
-        if w not in ADAPTERS:
-            p.error(f"unknown approach {w!r} in --one-round-approaches")
+    def approach_list(text: str, option: str) -> list[str]:
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        if words == ["none"]:
+            return []
+        for w in words:
+            if w not in ADAPTERS:
+                p.error(f"unknown approach {w!r} in {option}")
+        return words
+
+    one_round_words = approach_list(a.one_round_approaches, "--one-round-approaches")
+    interleave_words = approach_list(a.interleave, "--interleave")
     mem_skipped: dict[str, str] = {}
     if a.memory_approaches:
         words = [w.strip() for w in a.memory_approaches.split(",") if w.strip()]
@@ -296,6 +312,7 @@ def parse_args(argv: list[str] | None) -> Config:
         reps=a.reps or (5 if a.quick else 9),
         commit_rounds=a.commit_rounds,
         one_round=[n for n in chosen if n in one_round_words],
+        interleave=[n for n in chosen if n in interleave_words and n not in one_round_words],
         random_targets=a.random_targets,
         memory=not a.no_memory,
         memory_approaches=mem_chosen,
@@ -464,9 +481,13 @@ def replay_commits(adapter: Adapter, cfg: Config) -> tuple[dict[str, Any], dict[
             du = adapter.bytes_stored()  # None for in-memory stores
             if du is not None:
                 disk_series.append((turn, du.apparent, du.allocated))
-    wall_s = time.perf_counter() - t_start
+    return commit_figures(commit_ns, time.perf_counter() - t_start, disk_series), turn_of
+
+
+def commit_figures(commit_ns: list[int], wall_s: float, disk_series: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """A replay's commit figures from its commit times (ns)."""
     commits_ms = [ms(x) for x in commit_ns]
-    figures = {
+    return {
         "median_ms": statistics.median(commits_ms),
         "p99_ms": pct(commits_ms, 99),
         "mean_ms": statistics.fmean(commits_ms),
@@ -475,7 +496,6 @@ def replay_commits(adapter: Adapter, cfg: Config) -> tuple[dict[str, Any], dict[
         "commit_ms": commits_ms,
         "disk_series": disk_series,
     }
-    return figures, turn_of
 
 
 def measure_store(adapter: Adapter, cfg: Config, ref: Reference, turn_of: dict[Any, int]) -> dict[str, Any]:
@@ -577,6 +597,100 @@ def timing_round(cls: type[Adapter], cfg: Config, ref: Reference, root: Path, ro
     return figures
 
 
+def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference, root: Path, round_no: int,
+                      measure_rest: bool) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """One round of several approaches committing the same states turn by turn.
+
+    Each turn's state is committed by every approach, one after another, the order rotated turn by
+    turn so that no approach always goes first or follows the same one; each ``commit`` is timed
+    alone. Whatever the machine does meanwhile (another tenant, writeback, a slow spell of a few
+    seconds) then falls on every approach alike, where rounds of one approach after another give it
+    to whichever ran then. Returns the figures of each approach, and the failures (an approach that
+    fails leaves the rotation; the others go on).
+    """
+    adapters: dict[str, Adapter] = {}
+    failures: dict[str, dict[str, Any]] = {}
+
+    def fail(name: str, exc: Exception) -> None:
+        failures[name] = {"name": name, "error": f"{exc.__class__.__name__}: {exc}"[:300],
+                          "traceback": traceback.format_exc()}
+        log(f"  ERROR {name}: {exc.__class__.__name__}: {exc}")
+
+    gc.collect()
+    settle_disk()
+    try:
+        for cls in classes:
+            adapter = cls(max_snapshots=cfg.max_snapshots)
+            try:
+                adapter.open(root / f"time-{cls.name}-{round_no}")
+            except Exception as exc:
+                fail(cls.name, exc)
+                continue
+            adapters[cls.name] = adapter
+        active = list(adapters)
+        commit_ns: dict[str, list[int]] = {n: [] for n in active}
+        turn_of: dict[str, dict[Any, int]] = {n: {} for n in active}
+        disk_series: dict[str, list[tuple[int, int, int]]] = {n: [] for n in active}
+        t_start = time.perf_counter()
+        for turn, state in enumerate(generate(cfg.turns, seed=cfg.seed), 1):
+            k = turn % len(active) if active else 0
+            for name in active[k:] + active[:k]:
+                try:
+                    t0 = time.perf_counter_ns()
+                    handle = adapters[name].commit(state, turn)
+                    commit_ns[name].append(time.perf_counter_ns() - t0)
+                except Exception as exc:
+                    fail(name, exc)
+                    active.remove(name)
+                    continue
+                turn_of[name][handle] = turn
+            if turn % cfg.checkpoint_every == 0 or turn == cfg.turns:
+                for name in active:
+                    du = adapters[name].bytes_stored()
+                    if du is not None:
+                        disk_series[name].append((turn, du.apparent, du.allocated))
+        wall_s = time.perf_counter() - t_start
+        figures: dict[str, dict[str, Any]] = {}
+        for name in active:
+            fig = commit_figures(commit_ns[name], wall_s, disk_series[name])
+            fig["round"] = round_no
+            fig["interleaved_with"] = [n for n in adapters if n != name]
+            if measure_rest:
+                try:
+                    fig["store"] = measure_store(adapters[name], cfg, ref, turn_of[name])
+                except Exception as exc:
+                    fail(name, exc)
+                    continue
+            figures[name] = fig
+        return figures, failures
+    finally:
+        for name, adapter in adapters.items():
+            try:
+                adapter.close()
+            finally:
+                shutil.rmtree(root / f"time-{name}-{round_no}", ignore_errors=True)
+        gc.collect()
+
+
+#: joins the approaches timed interleaved into one unit of a round's order
+GROUP_SEP = " + "
+
+
+def schedule_units(cfg: Config, names: list[str]) -> list[str]:
+    """The units a round runs, in ``names``' order: each approach alone, except those timed
+    interleaved, which are one unit at the place of the first of them."""
+    group = [n for n in names if n in cfg.interleave]
+    if len(group) < 2:
+        return names
+    token = GROUP_SEP.join(group)
+    units: list[str] = []
+    for n in names:
+        unit = token if n in group else n
+        if unit not in units:
+            units.append(unit)
+    return units
+
+
 def commit_schedule(cfg: Config, names: list[str]) -> list[list[str]]:
     """The approaches of each round, in order.
 
@@ -617,12 +731,29 @@ def combine_rounds(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def timing_pass(selected: list[type[Adapter]], cfg: Config, ref: Reference,
                 root: Path) -> dict[str, dict[str, Any]]:
     names = [cls.name for cls in selected]
-    schedule = commit_schedule(cfg, names)
-    last_round = {n: max(i for i, order in enumerate(schedule, 1) if n in order) for n in names}
+    units = schedule_units(cfg, names)
+    schedule = commit_schedule(cfg, units)
+    last_round = {u: max(i for i, order in enumerate(schedule, 1) if u in order) for u in units}
     rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     failed: dict[str, dict[str, Any]] = {}
     for i, order in enumerate(schedule, 1):
-        for pos, name in enumerate(order, 1):
+        for pos, unit in enumerate(order, 1):
+            if GROUP_SEP in unit:
+                members = [m for m in unit.split(GROUP_SEP) if m not in failed]
+                log(f"timing pass, round {i}/{len(schedule)}: interleaved {', '.join(members)}")
+                figs, errors = interleaved_round([ADAPTERS[m] for m in members], cfg, ref, root, i,
+                                                 measure_rest=i == last_round[unit])
+                failed.update(errors)
+                for m, fig in figs.items():
+                    fig["position"] = pos
+                    rounds[m].append(fig)
+                    log(f"  {m}: commit median {fmt_ms(fig['median_ms'])} ms, p99 {fmt_ms(fig['p99_ms'])} ms")
+                    st = fig.get("store")
+                    if st:
+                        log(f"  {m}: bytes {fmt_bytes(st['bytes_apparent'])}, rollback latest "
+                            f"{fmt_ms(st['rollback_latest_ms'])} ms, verified {st['verified']}")
+                continue
+            name = unit
             if name in failed:
                 continue
             log(f"timing pass, round {i}/{len(schedule)}: {name}")
@@ -860,9 +991,11 @@ def commit_rounds_lines(cfg: Config, results: dict[str, dict[str, Any]]) -> list
     ok = {n: r for n, r in results.items() if "error" not in r and r.get("commit_rounds")}
     if not ok:
         return []
-    order = commit_schedule(cfg, list(ok))
+    units = schedule_units(cfg, list(ok))
+    order = commit_schedule(cfg, units)
     L = ["## Commit rounds", ""]
-    orders = "; ".join(f"round {i}: {', '.join(o)}" for i, o in enumerate(order, 1))
+    orders = "; ".join(f"round {i}: {', '.join(f'({u})' if GROUP_SEP in u else u for u in o)}"
+                       for i, o in enumerate(order, 1))
     if cfg.commit_rounds == 1:
         text = (f"Commit times were taken in one round, replaying all {cfg.turns} turns into a fresh "
                 f"store of every approach ({orders}).")
@@ -872,6 +1005,12 @@ def commit_rounds_lines(cfg: Config, results: dict[str, dict[str, Any]]) -> list
                 f"every other round reversed ({orders}). "
                 "An approach's commit median and p99 above are the median over its rounds of each "
                 "round's figure; bytes, rollbacks and rebuilds come from its last round's store.")
+    grouped = [u for u in units if GROUP_SEP in u]
+    if grouped:
+        text += (f" The approaches in brackets were timed interleaved: in one replay per round, each "
+                 f"turn's state was committed by each of them in turn ({grouped[0]}), the order rotated "
+                 "turn by turn, so that the machine's slow spells fall on all of them alike; the "
+                 "commit-time targets compare these.")
     once = [n for n in cfg.one_round if n in ok]
     if once and cfg.commit_rounds > 1:
         text += (f" Timed in one round only (slow, and no commit-time target is measured against them): "
