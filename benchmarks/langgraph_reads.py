@@ -1,0 +1,120 @@
+"""Where a reopened read of a LangGraph checkpoint spends its time, step by step.
+
+Run from the repository root::
+
+    python -m benchmarks.langgraph_reads --turns 200
+
+Runs the benchmark's agent graph (``benchmarks.langgraph_agent``, ``durability="sync"``) for
+``--turns`` turns with ``SqliteSaver`` and with ``SnapstoreSaver`` on a directory store, then
+prints median milliseconds over ``--reads`` freshly opened savers or stores of:
+
+* each saver's whole ``get_tuple`` of the latest checkpoint and of the one 200 steps back;
+* the steps of SnapstoreSaver's read, each timed alone through the store's public API on a store
+  opened for that round: opening each of the thread's two sessions (``Session.head``, which
+  indexes every entry of the session's log), rebuilding each head (``Session.state``, verified
+  against its hash), rebuilding the checkpoint 200 back, and decoding the channel values through
+  the saver's ``serde`` (what SqliteSaver's read does too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.langgraph_agent import AgentState, build_graph, user_message
+from benchmarks.langgraph_bench import BACK, SERDE, THREAD, SnapstoreDirSubject, SqliteSubject, Subject, Timed
+from snapstore import SnapshotStore
+from snapstore.langgraph.encoding import ValueCodec
+from snapstore.langgraph.names import lane_names
+
+CONFIG: Any = {"configurable": {"thread_id": THREAD}}
+
+
+def run_graph(subject: Subject, turns: int) -> list[str]:
+    """The checkpoint ids the graph put, oldest first."""
+    with subject.open() as saver:
+        timed = Timed(saver)
+        app = build_graph(AgentState).compile(checkpointer=saver)
+        for turn in range(turns):
+            app.invoke({"messages": [user_message(turn)]}, CONFIG, durability="sync")
+    return timed.ids
+
+
+def seconds(action: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def saver_reads(subject: Subject, back_id: str, reads: int) -> dict[str, list[float]]:
+    back: Any = {"configurable": {"thread_id": THREAD, "checkpoint_id": back_id}}
+    out: dict[str, list[float]] = {}
+    for label, config in (("latest", CONFIG), (f"{BACK} back", back)):
+        for _ in range(reads):
+            with subject.open() as saver:
+                out.setdefault(f"{subject.name}: get_tuple, {label}", []).append(
+                    seconds(lambda saver=saver, config=config: saver.get_tuple(config))
+                )
+    return out
+
+
+def store_steps(root: Path, back_id: str) -> dict[str, float]:
+    """Each step of a reopened SnapstoreSaver read, timed alone on a store opened for it."""
+    names = lane_names(THREAD, "")
+    codec = ValueCodec(SERDE)
+    out: dict[str, float] = {}
+
+    def step(label: str, action: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = action()
+        out[label] = time.perf_counter() - start
+        return value
+
+    with SnapshotStore.open(root) as store:
+        checkpoints, writes = store.session(names.checkpoints), store.session(names.writes)
+        head = step("  open the checkpoints session (Session.head)", lambda: checkpoints.head)
+        state = step("  rebuild the checkpoints head (Session.state)", lambda: checkpoints.state(head.id))
+        writes_head = step("  open the writes session (Session.head)", lambda: writes.head)
+        step("  rebuild the writes head (Session.state)", lambda: writes.state(writes_head.id))
+        back_snapshot = dict(state["snapshots"])[back_id]
+        back = step(f"  rebuild the checkpoint {BACK} back (Session.state)", lambda: checkpoints.state(back_snapshot))
+        for label, values in (("latest", state["channel_values"]), (f"{BACK} back", back["channel_values"])):
+            step(
+                f"  decode the channel values, {label} (serde)",
+                lambda values=values: [codec.decode(v[1]) for v in values.values()],
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--reads", type=int, default=7, help="fresh reads per figure (median)")
+    args = parser.parse_args(argv)
+    if args.turns * 5 <= BACK:
+        parser.error(f"--turns must give more than {BACK} checkpoints (five a turn)")
+    workdir = Path(tempfile.mkdtemp(prefix="lgreads-"))
+    try:
+        rows: dict[str, list[float]] = {}
+        for subject in (SqliteSubject(workdir / "sqlite"), SnapstoreDirSubject(workdir / "snapstore")):
+            subject.workdir.mkdir()
+            back_id = run_graph(subject, args.turns)[-1 - BACK]
+            rows.update(saver_reads(subject, back_id, args.reads))
+        rounds = [store_steps(workdir / "snapstore" / "checkpoints.snapstore", back_id) for _ in range(args.reads)]
+        for label in rounds[0]:
+            rows[label] = [found[label] for found in rounds]
+        print(f"{args.turns} turns, median of {args.reads} reads, each on a freshly opened saver or store\n")
+        for label, times in rows.items():
+            print(f"{label:<58} {statistics.median(times) * 1000:7.2f} ms")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
