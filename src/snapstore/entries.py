@@ -54,6 +54,8 @@ KEY_MODES = (KEY_INDEPENDENT, KEY_PATCHED)
 
 #: bytes of the segment's raw stream a new delta frame takes as its dictionary
 DELTA_WINDOW = 64 * 1024
+#: levels above the store's compression level that deltas are compressed at (docs/design.md)
+DELTA_LEVEL_BOOST = 3
 #: the largest raw payload an entry may declare (a decompression-bomb guard)
 MAX_PAYLOAD = 1 << 30
 #: the largest window a keyframe's frame may ask a reader for
@@ -215,18 +217,29 @@ def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tu
     return KEY_PATCHED, zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
 
 
+def delta_level(level: int) -> int:
+    """The zstd level deltas are compressed at, for a store of compression level ``level``.
+
+    Deltas are most of what a store holds, and each is a few kB: three levels more cost a few
+    tens of microseconds a commit and save about a twentieth of the store (docs/design.md).
+    """
+    return min(level + DELTA_LEVEL_BOOST, 22)
+
+
 class DeltaStream:
     """A writer's open zstd frame in one segment: each delta is a flushed block of it.
 
-    ``window`` None starts a frame with no dictionary (``DELTA_PLAIN``).
+    ``window`` None starts a frame with no dictionary (``DELTA_PLAIN``). ``level`` is the
+    store's; deltas are compressed at ``delta_level(level)``.
     """
 
     def __init__(self, level: int, window: bytes | None, plain: zstandard.ZstdCompressor | None = None) -> None:
-        """``plain``: a compressor of ``level`` without a dictionary to start a plain frame with (a
-        writer taking turns with others starts one per commit; a new compressor costs more than
-        the delta)."""
+        """``plain``: a compressor of ``delta_level(level)`` without a dictionary to start a plain
+        frame with (a writer taking turns with others starts one per commit; a new compressor
+        costs more than the delta)."""
         self._first_mode = DELTA_PLAIN if window is None else DELTA_FRAME
         dictionary = raw_dict(window) if window is not None else None
+        level = delta_level(level)
         if dictionary is not None:
             compressor = zstandard.ZstdCompressor(level=level, dict_data=dictionary)
         else:
