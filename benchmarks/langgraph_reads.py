@@ -6,19 +6,23 @@ Run from the repository root::
 
 Runs the benchmark's agent graph (``benchmarks.langgraph_agent``, ``durability="sync"``) for
 ``--turns`` turns with ``SqliteSaver`` and with ``SnapstoreSaver`` on a directory store, then
-prints median milliseconds over ``--reads`` freshly opened savers or stores of:
+prints median milliseconds over ``--reads`` freshly opened savers or stores (after a
+``gc.collect()``, so the garbage of what ran before is not collected inside a read) of:
 
 * each saver's whole ``get_tuple`` of the latest checkpoint and of the one 200 steps back;
 * the steps of SnapstoreSaver's read, each timed alone through the store's public API on a store
   opened for that round: opening each of the thread's two sessions (``Session.head``, which
   indexes every entry of the session's log), rebuilding each head (``Session.state``, verified
   against its hash), rebuilding the checkpoint 200 back, and decoding the channel values through
-  the saver's ``serde`` (what SqliteSaver's read does too).
+  the saver's ``serde`` (what SqliteSaver's read does too); and listing each session's snapshots
+  (``Session.snapshots``), what finding an older checkpoint by its commit's label would cost
+  instead of rebuilding the head for its lists.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import statistics
 import tempfile
@@ -47,6 +51,7 @@ def run_graph(subject: Subject, turns: int) -> list[str]:
 
 
 def seconds(action: Callable[[], Any]) -> float:
+    gc.collect()  # the garbage of what ran before is not this read's to collect
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
@@ -76,12 +81,16 @@ def store_steps(root: Path, back_id: str) -> dict[str, float]:
         out[label] = time.perf_counter() - start
         return value
 
+    gc.collect()
     with SnapshotStore.open(root) as store:
         checkpoints, writes = store.session(names.checkpoints), store.session(names.writes)
         head = step("  open the checkpoints session (Session.head)", lambda: checkpoints.head)
         state = step("  rebuild the checkpoints head (Session.state)", lambda: checkpoints.state(head.id))
         writes_head = step("  open the writes session (Session.head)", lambda: writes.head)
         step("  rebuild the writes head (Session.state)", lambda: writes.state(writes_head.id))
+        # what finding a checkpoint by its commit's label instead of the head's lists would read
+        step("  list the checkpoints session (Session.snapshots)", checkpoints.snapshots)
+        step("  list the writes session (Session.snapshots)", writes.snapshots)
         back_snapshot = dict(state["snapshots"])[back_id]
         back = step(f"  rebuild the checkpoint {BACK} back (Session.state)", lambda: checkpoints.state(back_snapshot))
         for label, values in (("latest", state["channel_values"]), (f"{BACK} back", back["channel_values"])):
