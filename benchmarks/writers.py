@@ -9,9 +9,10 @@ writer got back must be in the history and rebuild to what that writer
 committed. Reported per engine and writer count: failures, lost commits,
 throughput (commits/s) as a ratio to one writer's, and commit latency (median,
 p99). The one writer commits as many times as the most writers do together (800
-for 16 x 50), so its rate is measured over as long a history and as long a time. Then the starvation case: one writer commits a ~2 MB state 10 times
-while 4 writers with small states commit in a tight loop; it reports how many
-of the big writer's commits landed.
+for 16 x 50), so its rate is measured over as long a history and as long a time.
+Then the starvation case: one writer commits a ~2 MB state 10 times while 4
+writers with small states commit in a tight loop; it reports how many of the big
+writer's commits landed.
 
 The PostgreSQL column runs when --postgres (or SNAPSTORE_BENCH_POSTGRES_URL)
 names a server; each run uses its own table prefix.
