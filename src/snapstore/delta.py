@@ -283,13 +283,15 @@ def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, pat
     Unless ``explained`` (a difference under ``==`` was already found among their other
     children), one pair must differ under ``==``: when all pairs but the heaviest are equal,
     that one is diffed as unequal without comparing it first. Most pairs are equal (the
-    siblings of a change), so containers are compared by their bytes first, and a pair's
-    pointer is only spelled out when it has operations.
+    siblings of a change): containers are compared with ``==`` first (a head sharing the
+    state's strings makes that a walk of the containers), the equal ones then confirmed by
+    their bytes together, and a pair's pointer is only spelled out when it has operations.
     """
     found: dict[int, list[Op]] = {}
     heavy = -1
     if not explained and pairs:
         heavy = max(range(len(pairs)), key=lambda i: _weight(pairs[i][0])) if len(pairs) > 1 else 0
+    alike: list[int] = []  # container pairs equal under ==, whose bytes are confirmed together below
     for index, (o, n, token) in enumerate(pairs):
         if index == heavy:
             continue
@@ -299,13 +301,24 @@ def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, pat
                 continue
             explained = explained or o != n
             found[index] = [{"op": "replace", "path": _child(path, token), "value": n}]
-        elif not _same_bytes(o, n):
+        elif o != n:
+            explained = True
             ops: list[Op] = []
             found[index] = ops
-            if o != n:
-                explained = True
-                _diff_unequal(o, n, _child(path, token), ops)
-            else:  # the bytes differ in a 1 / 1.0 / true or a 0.0 / -0.0 somewhere
+            _diff_unequal(o, n, _child(path, token), ops)
+        else:
+            alike.append(index)
+    # Pairs equal under == are equal type-exact unless a 1 / 1.0 / true or a 0.0 / -0.0 differs
+    # somewhere: their bytes are compared a chunk of pairs at a time (two serializations per chunk,
+    # not per pair), and pair by pair only in a chunk that differs.
+    for start in range(0, len(alike), _CHUNK):
+        chunk = alike[start : start + _CHUNK]
+        if _same_bytes([pairs[i][0] for i in chunk], [pairs[i][1] for i in chunk]):
+            continue
+        for index in chunk:
+            o, n, token = pairs[index]
+            if not _same_bytes(o, n):
+                ops = found[index] = []
                 _diff_lookalikes(o, n, _child(path, token), ops)
     if heavy >= 0:
         o, n, token = pairs[heavy]
