@@ -339,8 +339,7 @@ class SegmentReader:
         if total > MAX_PAYLOAD:
             return False
         try:
-            dictionary = raw_dict(bytes(self.raw[-DELTA_WINDOW:])) if group[0][1] == DELTA_FRAME else None
-            reader = zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else zstandard.ZstdDecompressor()
+            reader = self._frame_decompressor(group[0][1])
             data = b"".join(item[3] for item in group)
             # reads at most one byte past what the entries declare: a payload that inflates
             # further is stopped there, never inflated whole
@@ -362,6 +361,17 @@ class SegmentReader:
             self.spans[sid] = (start, start + raw_length)
             start += raw_length
         return True
+
+    def _frame_decompressor(self, mode: int) -> zstandard.ZstdDecompressor:
+        """The decompressor of a delta frame that starts here: ``DELTA_FRAME`` with the last
+        ``DELTA_WINDOW`` raw bytes as its dictionary, ``DELTA_PLAIN`` without (one per reader:
+        frames of writers taking turns are many)."""
+        dictionary = raw_dict(self.raw[-DELTA_WINDOW:]) if mode == DELTA_FRAME else None
+        if dictionary is not None:
+            return zstandard.ZstdDecompressor(dict_data=dictionary)
+        if self._plain is None:
+            self._plain = zstandard.ZstdDecompressor()
+        return self._plain
 
     def payload(self, entry: CommitEntry) -> bytes:
         """The raw payload of the next commit entry (entries must come in order)."""
@@ -385,15 +395,8 @@ class SegmentReader:
                     raise _corrupt(self.where, f"payload of snapshot {snapshot_id} declares the wrong size")
                 out = reader.decompress(payload, max_output_size=raw_length)
             else:
-                if mode == DELTA_PLAIN:
-                    if self._plain is None:  # one per reader: frames of writers taking turns are many
-                        self._plain = zstandard.ZstdDecompressor()
-                    self._frame = self._plain.decompressobj()
-                elif mode == DELTA_FRAME:
-                    dictionary = raw_dict(self.raw[-DELTA_WINDOW:])
-                    reader = zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else (
-                        zstandard.ZstdDecompressor())
-                    self._frame = reader.decompressobj()
+                if mode in (DELTA_PLAIN, DELTA_FRAME):
+                    self._frame = self._frame_decompressor(mode).decompressobj()
                 elif self._frame is None:
                     raise _corrupt(self.where, "a delta continues a frame that never started")
                 out = _bounded(self._frame, payload, raw_length, self.where, snapshot_id)
