@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import AmbiguousSnapshotId, CorruptObjectError, SnapshotError, SnapshotNotFound
+from ..session import MIN_PREFIX
 from .base import CliError, cli_message
 
 if TYPE_CHECKING:
@@ -19,13 +20,12 @@ if TYPE_CHECKING:
     from ..store import SnapshotStore
 
 _HEX = frozenset("0123456789abcdef")
-_MIN_PREFIX = 8  # the shortest prefix the library resolves
 
 
 def looks_like_id(text: str) -> bool:
     """An id or a prefix long enough to be one (what the library would look up as such)."""
     wanted = text.strip().lower()
-    return len(wanted) >= _MIN_PREFIX and set(wanted) <= _HEX
+    return len(wanted) >= MIN_PREFIX and set(wanted) <= _HEX
 
 
 def resolve(store: SnapshotStore, reference: str) -> tuple[Session, str]:
