@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cli_support import run
 from snapstore import SnapshotStore
+from test_upgrade import tree_digest
 
 GOLDEN_V1 = Path(__file__).parent / "golden" / "store-v1"
 
@@ -48,20 +49,6 @@ def test_gc_dry_run_and_verify_list_foreign_entries_and_delete_nothing(tmp_path:
     assert (store / "notes.txt").read_text() == "not the store's"
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every entry under ``root``: a file's bytes, a symlink's target, a folder as such."""
-    tree = {}
-    for path in sorted(root.rglob("*")):
-        name = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            tree[name] = b"-> " + str(path.readlink()).encode()
-        elif path.is_dir():
-            tree[name] = b"<folder>"
-        else:
-            tree[name] = path.read_bytes()
-    return tree
-
-
 def test_a_failed_upgrade_says_the_store_is_unchanged_and_leaves_it_byte_for_byte(tmp_path: Path) -> None:
     store = tmp_path / "old"
     shutil.copytree(GOLDEN_V1, store, symlinks=True)
@@ -70,7 +57,7 @@ def test_a_failed_upgrade_says_the_store_is_unchanged_and_leaves_it_byte_for_byt
     data[-3] ^= 0xFF  # one byte inside the compressed payload
     damaged.chmod(0o644)
     damaged.write_bytes(bytes(data))
-    before = _tree(store)
+    before = tree_digest(store)
 
     failed = run("upgrade", store=store)
     assert failed.returncode == 1 and failed.stdout == ""
@@ -78,7 +65,7 @@ def test_a_failed_upgrade_says_the_store_is_unchanged_and_leaves_it_byte_for_byt
     assert "\n" not in line and line.startswith("snapstore: error: object ")
     assert "does not decompress" in line
     assert line.endswith(f"; the upgrade stopped: {store} is unchanged and still has format 1")
-    assert _tree(store) == before
+    assert tree_digest(store) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # no half-built store left beside it
     refused = run("log", store=store)
     assert refused.returncode == 1 and "has format version 1" in refused.stderr
