@@ -9,6 +9,7 @@ of every checkpoint again, under the same graph.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -27,6 +28,16 @@ THREAD: Any = {"configurable": {"thread_id": "changed"}}
 
 class Chat(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
+
+
+@dataclasses.dataclass
+class _Note:
+    """A value whose pickle leaves out what its serialization writes."""
+
+    text: str
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
 
 
 def _message(n: int) -> AIMessage:
@@ -57,6 +68,14 @@ def _change(messages: list[Any], round_no: int) -> None:
         messages[-1].__dict__["name"] = "set behind pydantic's back"
     elif round_no == 8:
         messages[-1].__class__ = HumanMessage  # another type, same fields
+    elif round_no == 9:
+        first_ai.additional_kwargs["note"] = _Note("kept out of its pickle")
+    elif round_no == 10:  # on an object put, the note is a _Note; on one given back, the dict it became
+        note = first_ai.additional_kwargs["note"]
+        if isinstance(note, _Note):
+            note.text = "changed where its pickle does not look"
+        else:
+            note["text"] = "changed"
 
 
 def _stored(saver: SnapstoreSaver) -> dict[str, bytes]:
@@ -78,7 +97,7 @@ def test_messages_changed_in_place_are_stored_as_changed(tmp_path: Path) -> None
     with SnapstoreSaver.from_path(tmp_path / "store") as saver:
         config = generate_config("changed")
         messages: list[Any] = [HumanMessage("hello", id="h-0")]
-        for step in range(1, 19):
+        for step in range(1, 21):
             messages = [*messages, _message(step)]
             checkpoint = generate_checkpoint(channel_values={"messages": messages}, channel_versions={"messages": step})
             expected[checkpoint["id"]] = SERDE.dumps_typed(messages)[1]
