@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import gc
 import math
 import os
@@ -376,38 +377,28 @@ class Reference:
     sizes: list[int]              # compact JSON bytes per turn
     final_json: bytes
     costs: dict[str, Any] = field(default_factory=dict)
+    # the final state as one zstd-3 file, written by ``reference_costs`` (its load-full figure)
+    full_file: Path | None = None
+    _dctx: zstandard.ZstdDecompressor = field(default_factory=zstandard.ZstdDecompressor, repr=False)
+
+    @functools.cached_property
+    def final_state(self) -> Any:
+        return orjson.loads(self.final_json)
 
     def round_trip_ns(self) -> int:
         """One orjson round trip of the final state (timed beside an approach's rollback)."""
-        final = self._final()
+        final = self.final_state
         t0 = time.perf_counter_ns()
         orjson.loads(orjson.dumps(final))
         return time.perf_counter_ns() - t0
 
     def load_full_ns(self) -> int:
         """Loading the final state from one zstd-3 file (timed beside an approach's cold rebuild)."""
-        path, dctx = self._blob()
+        assert self.full_file is not None, "reference_costs writes the file"
         t0 = time.perf_counter_ns()
-        with open(path, "rb") as f:
-            orjson.loads(dctx.decompress(f.read()))
+        with open(self.full_file, "rb") as f:
+            orjson.loads(self._dctx.decompress(f.read()))
         return time.perf_counter_ns() - t0
-
-    def _final(self) -> Any:
-        if "final_state" not in self.__dict__:
-            self.__dict__["final_state"] = orjson.loads(self.final_json)
-        return self.__dict__["final_state"]
-
-    def _blob(self) -> tuple[Path, zstandard.ZstdDecompressor]:
-        if "final_blob" not in self.__dict__:
-            folder = Path(tempfile.mkdtemp(prefix="snapstore-bench-ref-"))
-            path = folder / "final.json.zst"
-            path.write_bytes(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(self.final_json))
-            self.__dict__["final_blob"] = (path, zstandard.ZstdDecompressor())
-        return self.__dict__["final_blob"]  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        if "final_blob" in self.__dict__:
-            shutil.rmtree(self.__dict__.pop("final_blob")[0].parent, ignore_errors=True)
 
 
 def reference_pass(cfg: Config) -> Reference:
@@ -428,7 +419,7 @@ def reference_pass(cfg: Config) -> Reference:
 
 
 def reference_costs(ref: Reference, tmp: Path, reps: int) -> dict[str, Any]:
-    final = orjson.loads(ref.final_json)
+    final = ref.final_state
     cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     dctx = zstandard.ZstdDecompressor()
     blob = cctx.compress(ref.final_json)
@@ -464,7 +455,7 @@ def reference_costs(ref: Reference, tmp: Path, reps: int) -> dict[str, Any]:
     out["one_state_fresh_bytes"] = tracemalloc.get_traced_memory()[0]
     del fresh
     tracemalloc.stop()
-    path.unlink()
+    ref.full_file = path  # kept for the loads timed beside the cold rebuilds; the run's folder removes it
     return out
 
 
@@ -1306,10 +1297,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt_ms(c['orjson_roundtrip_ms'])} ms; load-full {fmt_ms(c['load_full_ms'])} ms; "
             f"deepcopy {fmt_ms(c['deepcopy_ms'])} ms")
 
-        try:
-            results = timing_pass(selected, cfg, ref, root)
-        finally:
-            ref.close()
+        results = timing_pass(selected, cfg, ref, root)
 
         if cfg.memory:
             log("memory pass: workload alone")
