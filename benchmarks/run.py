@@ -590,7 +590,7 @@ def measure_store(adapter: Adapter, cfg: Config, ref: Reference, turn_of: dict[A
             for _attempt in range(3):
                 state = adapter.cold_rebuild(handle)
                 best = adapter.last_cold_ns if best is None else min(best, adapter.last_cold_ns)
-                load = min(load or ref.load_full_ns(), ref.load_full_ns())
+                load = ref.load_full_ns() if load is None else min(load, ref.load_full_ns())
             if digest(state) != ref.digests[turn_of[handle] - 1]:
                 mismatches.append(turn_of[handle])
             cold.append((ms(best), turn_of[handle], ms(load)))
