@@ -161,3 +161,19 @@ def test_json_input_refusals_name_the_place_and_write_nothing(tmp_path: Path) ->
     fine = b'{"a": 18446744073709551615, "b": -9223372036854775808, "c": {"d": 1, "e": {"d": 2}}}'
     sid = ok("commit", "s", "-", store=store, stdin=fine).strip()
     assert ok("show", sid, "--compact", store=store).encode() == fine.replace(b" ", b"") + b"\n"
+
+
+def test_an_id_lost_with_a_damaged_segment_is_named_as_such_by_every_command(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ids = commits(store, 3, limit=10)
+    (segment,) = (store / "sessions").rglob("*.seg")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # past the first snapshot: the later ones can no longer be read
+    segment.write_bytes(bytes(data))
+
+    for args in (("show", ids[2][:8]), ("diff", ids[0], ids[2][:8]), ("restore", ids[2][:8]),
+                 ("rollback", "s", ids[2][:8]), ("tag", "s", ids[2][:8], "keep")):
+        line = refused(*args, store=store)
+        assert f"snapshot {ids[2][:8]} not found in session 's', whose segment " in line, line
+        assert "is damaged and may have held it" in line, line
+    assert ok("show", ids[0][:8], "--compact", store=store) == '{"hp":10,"turn":0}\n'
