@@ -98,14 +98,12 @@ class Lane:
         """One put or put_writes, under the lane's lock: each session's head is asked for once
         (asking costs a listing of the session's files), and known after each commit."""
         with self.lock:
-            outer = self._operating is not None
             self._operating = threading.get_ident()
             try:
                 yield
             finally:
-                if not outer:
-                    self._operating = None
-                    self._asked.clear()
+                self._operating = None
+                self._asked.clear()
 
     def _head(self, name: str) -> tuple[str | None, State | None]:
         operating = self._operating == threading.get_ident()
@@ -295,7 +293,6 @@ class Lane:
                     self.store.delete_session(name)
                 self._heads.pop(name, None)
                 self._sessions.pop(name, None)
-                self._asked.pop(name, None)
             self._index = None
             self.ciphertexts = None
             self.serialized = {}
