@@ -1037,7 +1037,9 @@ def commit_rounds_lines(cfg: Config, results: dict[str, dict[str, Any]]) -> list
     ok = {n: r for n, r in results.items() if "error" not in r and r.get("commit_rounds")}
     if not ok:
         return []
-    units = schedule_units(cfg, list(ok))
+    # the order timing_pass ran, from every approach it was given: one that failed left its places
+    # empty without moving the others
+    units = schedule_units(cfg, list(results))
     order = commit_schedule(cfg, units)
     L = ["## Commit rounds", ""]
     orders = "; ".join(f"round {i}: {', '.join(f'({u})' if GROUP_SEP in u else u for u in o)}"
