@@ -6,8 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from cli_support import run
 from snapstore import SnapshotStore
+from snapstore.errors import SnapshotError
 from test_upgrade import tree_digest
 
 GOLDEN_V1 = Path(__file__).parent / "golden" / "store-v1"
@@ -69,3 +72,9 @@ def test_a_failed_upgrade_says_the_store_is_unchanged_and_leaves_it_byte_for_byt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # no half-built store left beside it
     refused = run("log", store=store)
     assert refused.returncode == 1 and "has format version 1" in refused.stderr
+
+    with pytest.raises(SnapshotError) as raised:  # the library's error says it too, in its details
+        SnapshotStore.upgrade(store)
+    assert raised.value.details["store_unchanged"] is True
+    assert raised.value.message.endswith(f"{store} is unchanged and still has format 1")
+    assert tree_digest(store) == before
