@@ -101,8 +101,6 @@ class Reuse:
     def __init__(self, previous: dict[int, Kept] | None = None) -> None:
         self.previous: dict[int, Kept] = previous or {}
         self.current: dict[int, Kept] = {}
-        #: for decoded models: the pickle of what a node decoded to, by the node's identity
-        self.decoded: dict[int, Kept] = {}
         self._buffer = io.BytesIO()
         self._pickler = _PlainPickler(self._buffer, protocol=_PROTOCOL)
 
@@ -131,15 +129,17 @@ class Reuse:
         if fingerprint is not None:
             self.current[id(model)] = (model, type(model), fingerprint, node)
 
-    def keep_decoded(self, values: list[Any], nodes: list[Any], decoded_before: dict[int, Kept]) -> None:
-        """Keep the models of a list just decoded from ``nodes``. A node decoded before (the same
-        list object, to a model of the same type) decodes to the same state: its pickle is not
-        taken again."""
-        current, decoded = self.current, self.decoded
+    def keep_decoded(self, values: list[Any], nodes: list[Any]) -> None:
+        """Keep the models of a list just decoded from ``nodes``. A node kept in ``previous`` (the
+        same list object) holds a model of its type whose state pickled to its fingerprint: a model
+        of that type decoded from it is kept with that fingerprint, its pickle not taken again (if
+        it decoded to another state, the next ``take`` sees a change and serializes it again)."""
+        current = self.current
+        by_node = {id(kept[3]): kept for kept in self.previous.values()}
         for model, node in zip(values, nodes, strict=True):
             kind = type(model)
-            before = decoded_before.get(id(node))
-            if before is not None and before[3] is node and before[1] is kind:
+            before = by_node.get(id(node))
+            if before is not None and before[1] is kind:
                 fingerprint: bytes | None = before[2]
             elif isinstance(model, BaseModel):
                 fingerprint = self._fingerprint(model)
@@ -147,7 +147,6 @@ class Reuse:
                 continue
             if fingerprint is not None:
                 current[id(model)] = (model, kind, fingerprint, node)
-                decoded[id(node)] = (None, kind, fingerprint, node)  # the node's, not the model's
 
     def _fingerprint(self, model: BaseModel) -> bytes | None:
         buffer = self._buffer
@@ -228,14 +227,14 @@ class ValueCodec:
                 found[(type_name, hashlib.blake2b(plain, digest_size=32).digest())] = node
         return found
 
-    def decode_kept(self, node: Any, reuse: Reuse, decoded_before: dict[int, Kept]) -> Any:
+    def decode_kept(self, node: Any, reuse: Reuse) -> Any:
         """``decode``, keeping in ``reuse`` the models of a list as ``encode`` keeps those it
         serializes: a run that carries on from the value it was given reuses their nodes."""
         if not (type(node) is list and node and node[0] == LIST_TAG):
             return self.decode(node)
         elements = node[1:]
         out = [self.decode(element) for element in elements]
-        reuse.keep_decoded(out, elements, decoded_before)
+        reuse.keep_decoded(out, elements)
         return out
 
     def decode(self, node: Any) -> Any:

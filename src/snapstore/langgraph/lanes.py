@@ -74,10 +74,9 @@ class Lane:
         self._index: tuple[str, Index] | None = None
         # under an EncryptedSerializer: each channel's ciphertexts in the head, to reuse (None: not read yet)
         self.ciphertexts: dict[str, Ciphertexts] | None = None
-        # each channel's serialized models in the last value this process put (encoding.Reuse)
+        # each channel's serialized models in the last value this process put or decoded from
+        # the head (encoding.Reuse)
         self.serialized: dict[str, dict[int, Kept]] = {}
-        # each channel's models as get_tuple last decoded them, by node (encoding.Reuse.decoded)
-        self.decoded: dict[str, dict[int, Kept]] = {}
 
     # -- sessions ------------------------------------------------------
     def _session(self, name: str, create: bool) -> Session | None:
@@ -296,7 +295,6 @@ class Lane:
             self._index = None
             self.ciphertexts = None
             self.serialized = {}
-            self.decoded = {}
 
 
 def _step(metadata: Any) -> int | None:

@@ -191,10 +191,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         out = {}
         with lane.lock:
             for channel, (_version, node) in values.items():
-                reuse = Reuse()
-                out[channel] = self.codec.decode_kept(node, reuse, lane.decoded.get(channel, {}))
+                reuse = Reuse(lane.serialized.get(channel))
+                out[channel] = self.codec.decode_kept(node, reuse)
                 lane.serialized[channel] = reuse.current
-                lane.decoded[channel] = reuse.decoded
         return out
 
     def list(
