@@ -427,6 +427,18 @@ def import_snapstore() -> Any:
         return snapstore
 
 
+#: settings every snapstore store of the run is opened with, from a JSON object in the environment
+#: (``{"rebuild_budget": 3.0, "max_runs": 5}``): how docs/design.md measures the keyframe policy
+STORE_SETTINGS_ENV = "SNAPSTORE_BENCH_STORE_SETTINGS"
+
+
+def store_settings() -> dict[str, Any]:
+    settings = orjson.loads(os.environ.get(STORE_SETTINGS_ENV) or "{}")
+    if not isinstance(settings, dict):
+        raise ValueError(f"{STORE_SETTINGS_ENV} must be a JSON object of SnapshotStore settings")
+    return settings
+
+
 class _SnapstoreBase(Adapter):
     kind = "snapstore"
 
@@ -475,7 +487,7 @@ class _SnapstoreBase(Adapter):
 
     def _cold_store(self) -> Any:
         # another store object over the same engine: its sessions share no cache with ours
-        return import_snapstore().SnapshotStore(self._store.backend)
+        return import_snapstore().SnapshotStore(self._store.backend, **store_settings())
 
     def stats(self) -> dict[str, Any]:
         return self._store.stats()  # type: ignore[no-any-return]
@@ -491,11 +503,11 @@ class SnapstoreDirectory(_SnapstoreBase):
 
     def _make_store(self) -> Any:
         assert self.workdir is not None
-        return import_snapstore().SnapshotStore.open(self.workdir / "store")
+        return import_snapstore().SnapshotStore.open(self.workdir / "store", **store_settings())
 
     def _cold_store(self) -> Any:
         assert self.workdir is not None
-        return import_snapstore().SnapshotStore.open(self.workdir / "store")
+        return import_snapstore().SnapshotStore.open(self.workdir / "store", **store_settings())
 
 
 class SnapstoreMemory(_SnapstoreBase):
@@ -505,7 +517,7 @@ class SnapstoreMemory(_SnapstoreBase):
     description = "SnapshotStore.memory(): same engine, objects kept in memory"
 
     def _make_store(self) -> Any:
-        return import_snapstore().SnapshotStore.memory()
+        return import_snapstore().SnapshotStore.memory(**store_settings())
 
 
 POSTGRES_URL_ENV = "SNAPSTORE_BENCH_POSTGRES_URL"
@@ -548,7 +560,7 @@ class SnapstorePostgres(_SnapstoreBase):
         self._url = os.environ[POSTGRES_URL_ENV]
         self._schema = f"bench_{secrets.token_hex(6)}"
         backend = PostgresBackend(self._url, schema=self._schema)
-        return import_snapstore().SnapshotStore(backend)
+        return import_snapstore().SnapshotStore(backend, **store_settings())
 
     def _query(self, text: str, params: list[Any]) -> Any:
         import psycopg
