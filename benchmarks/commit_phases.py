@@ -32,7 +32,8 @@ from typing import Any
 import orjson
 import zstandard
 
-from .baselines import import_snapstore
+from .baselines import ZSTD_LEVEL, import_snapstore
+from .run import median_ns
 from .workload import generate
 
 PHASES = [
@@ -72,7 +73,7 @@ def phases(turns: int, store_kind: str) -> tuple[dict[str, list[int]], list[int]
         _wrap(owners[owner], name, label, spent)
     per_phase: dict[str, list[int]] = defaultdict(list)
     commits, files, dumps = [], [], []
-    compressor = zstandard.ZstdCompressor(level=3)
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     with tempfile.TemporaryDirectory(prefix="snapstore-phases-") as tmp:
         store = (snapstore.SnapshotStore.open(Path(tmp) / "store") if store_kind == "directory"
                  else snapstore.SnapshotStore.memory())
@@ -115,12 +116,7 @@ def alternatives(turns: int) -> list[tuple[str, float]]:
         return b",".join(out)
 
     def median_ms(fn: Any) -> float:
-        times = []
-        for _ in range(50):
-            started = time.perf_counter_ns()
-            fn()
-            times.append(time.perf_counter_ns() - started)
-        return statistics.median(times) / 1e6
+        return median_ns(fn, 50) / 1e6
 
     sort = orjson.OPT_SORT_KEYS
     return [
