@@ -197,3 +197,23 @@ def test_reading_an_older_checkpoint_between_puts_does_not_undo_the_reuse(tmp_pa
                 assert older is not None and len(older.checkpoint["channel_values"]["messages"]) == 2
         assert sorted(serialized) == sorted(str(m.id) for m in messages)
         assert _stored(saver) == expected
+
+
+def test_a_run_forked_from_an_older_checkpoint_serializes_its_messages_once(tmp_path: Path) -> None:
+    """The messages of an older checkpoint a run forks from are serialized once, at the fork's
+    first put, and reused by the run that carries on from it."""
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        app = graph(saver)
+        config = {"configurable": {"thread_id": "fork"}}
+        for turn in range(6):
+            app.invoke({"messages": [HumanMessage(f"turn {turn}", id=f"h-{turn}")]}, config)
+        older = next(h for h in app.get_state_history(config) if len(h.values.get("messages", [])) == 6)
+        serialized = _count_serialized(saver)
+        app.update_state(older.config, {"messages": [HumanMessage("fork", id="h-fork")]})
+        for turn in range(6):
+            app.invoke({"messages": [HumanMessage(f"after {turn}", id=f"f-{turn}")]}, config)
+        messages = app.get_state(config).values["messages"]
+    forked_from = [str(m.id) for m in older.values["messages"]]
+    assert [str(m.id) for m in messages[:6]] == forked_from and len(messages) == 19
+    assert [serialized.count(i) for i in forked_from] == [1] * 6
+    assert max(serialized.count(str(m.id)) for m in messages) <= 3, {i: serialized.count(i) for i in set(serialized)}
