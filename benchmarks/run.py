@@ -648,12 +648,6 @@ def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference,
     """
     adapters: dict[str, Adapter] = {}
     failures: dict[str, dict[str, Any]] = {}
-
-    def fail(name: str, exc: Exception) -> None:
-        failures[name] = {"name": name, "error": f"{exc.__class__.__name__}: {exc}"[:300],
-                          "traceback": traceback.format_exc()}
-        log(f"  ERROR {name}: {exc.__class__.__name__}: {exc}")
-
     gc.collect()
     settle_disk()
     try:
@@ -662,7 +656,7 @@ def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference,
             try:
                 adapter.open(root / f"time-{cls.name}-{round_no}")
             except Exception as exc:
-                fail(cls.name, exc)
+                failures[cls.name] = failure(cls.name, exc)
                 continue
             adapters[cls.name] = adapter
         active = list(adapters)
@@ -678,7 +672,7 @@ def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference,
                     handle = adapters[name].commit(state, turn)
                     commit_ns[name].append(time.perf_counter_ns() - t0)
                 except Exception as exc:
-                    fail(name, exc)
+                    failures[name] = failure(name, exc)
                     active.remove(name)
                     continue
                 turn_of[name][handle] = turn
@@ -697,7 +691,7 @@ def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference,
                 try:
                     fig["store"] = measure_store(adapters[name], cfg, ref, turn_of[name])
                 except Exception as exc:
-                    fail(name, exc)
+                    failures[name] = failure(name, exc)
                     continue
             figures[name] = fig
         return figures, failures
@@ -766,6 +760,12 @@ def combine_rounds(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return res
 
 
+def failure(name: str, exc: Exception) -> dict[str, Any]:
+    """An approach's result when its timing pass raised (logged as it is recorded)."""
+    log(f"  ERROR {name}: {exc.__class__.__name__}: {exc}")
+    return {"name": name, "error": f"{exc.__class__.__name__}: {exc}"[:300], "traceback": traceback.format_exc()}
+
+
 def timing_pass(selected: list[type[Adapter]], cfg: Config, ref: Reference,
                 root: Path) -> dict[str, dict[str, Any]]:
     names = [cls.name for cls in selected]
@@ -776,40 +776,31 @@ def timing_pass(selected: list[type[Adapter]], cfg: Config, ref: Reference,
     failed: dict[str, dict[str, Any]] = {}
     for i, order in enumerate(schedule, 1):
         for pos, unit in enumerate(order, 1):
+            members = [m for m in unit.split(GROUP_SEP) if m not in failed]
+            if not members:
+                continue
+            measure_rest = i == last_round[unit]
             if GROUP_SEP in unit:
-                members = [m for m in unit.split(GROUP_SEP) if m not in failed]
                 log(f"timing pass, round {i}/{len(schedule)}: interleaved {', '.join(members)}")
                 figs, errors = interleaved_round([ADAPTERS[m] for m in members], cfg, ref, root, i,
-                                                 measure_rest=i == last_round[unit])
+                                                 measure_rest=measure_rest)
                 failed.update(errors)
-                for m, fig in figs.items():
-                    fig["position"] = pos
-                    rounds[m].append(fig)
-                    log(f"  {m}: commit median {fmt_ms(fig['median_ms'])} ms, p99 {fmt_ms(fig['p99_ms'])} ms")
-                    st = fig.get("store")
-                    if st:
-                        log(f"  {m}: bytes {fmt_bytes(st['bytes_apparent'])}, rollback latest "
-                            f"{fmt_ms(st['rollback_latest_ms'])} ms, verified {st['verified']}")
-                continue
-            name = unit
-            if name in failed:
-                continue
-            log(f"timing pass, round {i}/{len(schedule)}: {name}")
-            try:
-                fig = timing_round(ADAPTERS[name], cfg, ref, root, i, measure_rest=i == last_round[name])
-            except Exception as exc:
-                failed[name] = {"name": name, "error": f"{exc.__class__.__name__}: {exc}"[:300],
-                                "traceback": traceback.format_exc()}
-                log(f"  ERROR {exc.__class__.__name__}: {exc}")
-                continue
-            fig["position"] = pos
-            rounds[name].append(fig)
-            log(f"  commit median {fmt_ms(fig['median_ms'])} ms, p99 {fmt_ms(fig['p99_ms'])} ms "
-                f"({fig['wall_s']:.1f} s)")
-            st = fig.get("store")
-            if st:
-                log(f"  bytes {fmt_bytes(st['bytes_apparent'])}, rollback latest "
-                    f"{fmt_ms(st['rollback_latest_ms'])} ms, verified {st['verified']}")
+            else:
+                log(f"timing pass, round {i}/{len(schedule)}: {unit}")
+                try:
+                    figs = {unit: timing_round(ADAPTERS[unit], cfg, ref, root, i, measure_rest=measure_rest)}
+                except Exception as exc:
+                    failed[unit] = failure(unit, exc)
+                    continue
+            for m, fig in figs.items():
+                fig["position"] = pos
+                rounds[m].append(fig)
+                log(f"  {m}: commit median {fmt_ms(fig['median_ms'])} ms, p99 {fmt_ms(fig['p99_ms'])} ms "
+                    f"({fig['wall_s']:.1f} s)")
+                st = fig.get("store")
+                if st:
+                    log(f"  {m}: bytes {fmt_bytes(st['bytes_apparent'])}, rollback latest "
+                        f"{fmt_ms(st['rollback_latest_ms'])} ms, verified {st['verified']}")
     return {n: failed[n] if n in failed else combine_rounds(n, rounds[n]) for n in names}
 
 
