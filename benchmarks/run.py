@@ -71,7 +71,7 @@ SLOW_MEMORY_TURNS = 300
 # commit-time target is measured against them: by default they are timed in one round only.
 ONE_ROUND_DEFAULT = ["jsonpatch-zstd", "git"]
 # The approaches the commit-time targets compare commit the same state turn by turn, in one replay
-# (``interleaved_round``): a pause or a slow spell of the machine then falls on all of them alike.
+# (``commit_round``): a pause or a slow spell of the machine then falls on all of them alike.
 INTERLEAVE_DEFAULT = ["full-zstd", "snapstore-dir", "snapstore-mem", "snapstore-pg"]
 MB = 1024 * 1024
 
@@ -489,24 +489,6 @@ def pending_writeback() -> int:
         return 0
 
 
-def replay_commits(adapter: Adapter, cfg: Config) -> tuple[dict[str, Any], dict[Any, int]]:
-    """One round: the whole workload into the adapter's fresh store, each ``commit`` timed alone."""
-    commit_ns: list[int] = []
-    turn_of: dict[Any, int] = {}
-    disk_series: list[tuple[int, int, int]] = []
-    t_start = time.perf_counter()
-    for turn, state in enumerate(generate(cfg.turns, seed=cfg.seed), 1):
-        t0 = time.perf_counter_ns()
-        handle = adapter.commit(state, turn)
-        commit_ns.append(time.perf_counter_ns() - t0)
-        turn_of[handle] = turn
-        if turn % cfg.checkpoint_every == 0 or turn == cfg.turns:
-            du = adapter.bytes_stored()  # None for in-memory stores
-            if du is not None:
-                disk_series.append((turn, du.apparent, du.allocated))
-    return commit_figures(commit_ns, time.perf_counter() - t_start, disk_series), turn_of
-
-
 def commit_figures(commit_ns: list[int], wall_s: float, disk_series: list[tuple[int, int, int]]) -> dict[str, Any]:
     """A replay's commit figures from its commit times (ns)."""
     commits_ms = [ms(x) for x in commit_ns]
@@ -613,41 +595,22 @@ def measure_store(adapter: Adapter, cfg: Config, ref: Reference, turn_of: dict[A
     return res
 
 
-def timing_round(cls: type[Adapter], cfg: Config, ref: Reference, root: Path, round_no: int,
-                 measure_rest: bool) -> dict[str, Any]:
-    """One approach's pass in one round; with ``measure_rest``, also everything but commit time."""
-    workdir = root / f"time-{cls.name}-{round_no}"
-    adapter = cls(max_snapshots=cfg.max_snapshots)
-    gc.collect()
-    settle_disk()
-    adapter.open(workdir)
-    try:
-        figures, turn_of = replay_commits(adapter, cfg)
-        figures["round"] = round_no
-        if measure_rest:
-            figures["store"] = measure_store(adapter, cfg, ref, turn_of)
-    finally:
-        try:
-            adapter.close()
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            gc.collect()
-    return figures
+def commit_round(classes: list[type[Adapter]], cfg: Config, ref: Reference, root: Path, round_no: int,
+                 measure_rest: bool) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """One round of one approach, or of several committing the same states turn by turn.
 
-
-def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference, root: Path, round_no: int,
-                      measure_rest: bool) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """One round of several approaches committing the same states turn by turn.
-
-    Each turn's state is committed by every approach, one after another, the order rotated turn by
-    turn so that no approach always goes first or follows the same one; each ``commit`` is timed
-    alone. Whatever the machine does meanwhile (another tenant, writeback, a slow spell of a few
-    seconds) then falls on every approach alike, where rounds of one approach after another give it
-    to whichever ran then. Returns the figures of each approach, and the failures (an approach that
-    fails leaves the rotation; the others go on).
+    The whole workload goes into each approach's fresh store, each ``commit`` timed alone; with
+    ``measure_rest``, everything but commit time is then measured on those stores. Several
+    approaches (interleaved) commit each turn's state one after another, the order rotated turn by
+    turn so that no approach always goes first or follows the same one. Whatever the machine does
+    meanwhile (another tenant, writeback, a slow spell of a few seconds) then falls on every
+    approach alike, where rounds of one approach after another give it to whichever ran then.
+    Returns the figures of each approach, and the failures (an approach that fails leaves the
+    rotation; the others go on).
     """
     adapters: dict[str, Adapter] = {}
     failures: dict[str, dict[str, Any]] = {}
+    figures: dict[str, dict[str, Any]] = {}
     gc.collect()
     settle_disk()
     try:
@@ -665,7 +628,9 @@ def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference,
         disk_series: dict[str, list[tuple[int, int, int]]] = {n: [] for n in active}
         t_start = time.perf_counter()
         for turn, state in enumerate(generate(cfg.turns, seed=cfg.seed), 1):
-            k = turn % len(active) if active else 0
+            if not active:
+                break
+            k = turn % len(active)
             for name in active[k:] + active[:k]:
                 try:
                     t0 = time.perf_counter_ns()
@@ -682,7 +647,6 @@ def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference,
                     if du is not None:
                         disk_series[name].append((turn, du.apparent, du.allocated))
         wall_s = time.perf_counter() - t_start
-        figures: dict[str, dict[str, Any]] = {}
         for name in active:
             fig = commit_figures(commit_ns[name], wall_s, disk_series[name])
             fig["round"] = round_no
@@ -694,14 +658,16 @@ def interleaved_round(classes: list[type[Adapter]], cfg: Config, ref: Reference,
                     failures[name] = failure(name, exc)
                     continue
             figures[name] = fig
-        return figures, failures
     finally:
         for name, adapter in adapters.items():
             try:
                 adapter.close()
+            except Exception as exc:  # fails this approach, and the others' stores are still closed
+                failures[name] = failure(name, exc)
             finally:
                 shutil.rmtree(root / f"time-{name}-{round_no}", ignore_errors=True)
         gc.collect()
+    return {n: fig for n, fig in figures.items() if n not in failures}, failures
 
 
 #: joins the approaches timed interleaved into one unit of a round's order
@@ -779,19 +745,11 @@ def timing_pass(selected: list[type[Adapter]], cfg: Config, ref: Reference,
             members = [m for m in unit.split(GROUP_SEP) if m not in failed]
             if not members:
                 continue
-            measure_rest = i == last_round[unit]
-            if GROUP_SEP in unit:
-                log(f"timing pass, round {i}/{len(schedule)}: interleaved {', '.join(members)}")
-                figs, errors = interleaved_round([ADAPTERS[m] for m in members], cfg, ref, root, i,
-                                                 measure_rest=measure_rest)
-                failed.update(errors)
-            else:
-                log(f"timing pass, round {i}/{len(schedule)}: {unit}")
-                try:
-                    figs = {unit: timing_round(ADAPTERS[unit], cfg, ref, root, i, measure_rest=measure_rest)}
-                except Exception as exc:
-                    failed[unit] = failure(unit, exc)
-                    continue
+            what = f"interleaved {', '.join(members)}" if GROUP_SEP in unit else unit
+            log(f"timing pass, round {i}/{len(schedule)}: {what}")
+            figs, errors = commit_round([ADAPTERS[m] for m in members], cfg, ref, root, i,
+                                        measure_rest=i == last_round[unit])
+            failed.update(errors)
             for m, fig in figs.items():
                 fig["position"] = pos
                 rounds[m].append(fig)
