@@ -705,7 +705,8 @@ def commit_schedule(cfg: Config, names: list[str]) -> list[list[str]]:
     for r in range(cfg.commit_rounds):
         k = r % len(every) if every else 0
         order = every[k:] + every[:k]
-        rounds.append(order[::-1] if r % 2 else order)
+        # two approaches rotated are already both orders; reversed as well, they would never change
+        rounds.append(order[::-1] if r % 2 and len(order) > 2 else order)
     rounds[-1] += once
     return rounds
 
