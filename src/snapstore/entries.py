@@ -202,9 +202,10 @@ def _corrupt(where: str, reason: str) -> CorruptObjectError:
 
 # -- compression -----------------------------------------------------------
 def raw_dict(content: bytes | bytearray | memoryview) -> zstandard.ZstdCompressionDict | None:
+    """A raw-content dictionary of ``content`` (None when too short to be one); zstd copies it."""
     if len(content) < 8:
         return None
-    return zstandard.ZstdCompressionDict(bytes(content), dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    return zstandard.ZstdCompressionDict(content, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
 def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tuple[int, bytes]:
@@ -316,59 +317,105 @@ class SegmentReader:
     def decompress_all(self, items: list[tuple[str, int, int, bytes]]) -> None:
         """Decode ``(id, mode, raw length, payload)`` of entries in order, to the end of what will be read.
 
-        A delta frame and the continuations after it are decoded by one bounded read (one C call
-        instead of one per entry and per step); the frame cannot be continued afterwards. A group
-        that does not decode as declared is decoded entry by entry, so damage is named where it is.
+        The raw stream grows once, to the size the entries declare, and each payload is decoded
+        straight into its place: appending run by run would copy the stream over and over (a
+        ``bytearray`` grows by an eighth at a time), and a rebuild late in a long segment would
+        spend more time copying than decompressing. A delta frame and the continuations after it
+        are decoded by one bounded read (one C call instead of one per entry and per step); the
+        frame cannot be continued afterwards. Whatever does not decode as declared is decoded
+        entry by entry, so damage is named where it is.
         """
+        total = sum(item[2] for item in items)
+        if total > MAX_PAYLOAD or self.last_run_only:
+            self._decompress_each(items)
+            return
+        used = len(self.raw)
+        buffer = bytearray(used + total + 1)  # one byte to spare: a payload inflating past its size lands there
+        buffer[:used] = self.raw
+        self.raw = buffer
         i = 0
-        while i < len(items):
-            end = i + 1
-            if items[i][1] in (DELTA_FRAME, DELTA_PLAIN):
-                while end < len(items) and items[end][1] == DELTA_CONTINUE:
-                    end += 1
-            if end - i > 1 and self._decompress_group(items[i:end]):
-                i = end
-                continue
-            for item in items[i:end]:
-                self.decompress(*item)
-            i = end
+        try:
+            with memoryview(buffer) as view:
+                while i < len(items):
+                    end = i + 1
+                    if items[i][1] in (DELTA_FRAME, DELTA_PLAIN):
+                        while end < len(items) and items[end][1] == DELTA_CONTINUE:
+                            end += 1
+                    elif items[i][1] == DELTA_CONTINUE:
+                        break  # continues a frame that never started: named entry by entry
+                    written = self._decode_into(view, used, items[i:end])
+                    if written is None:
+                        break
+                    used += written
+                    i = end
+        finally:
+            del buffer[used:]  # what decoded is kept, the rest is decoded entry by entry
+        self._frame = None
+        self._decompress_each(items[i:])
+
+    def _decompress_each(self, items: list[tuple[str, int, int, bytes]]) -> None:
+        for item in items:
+            self.decompress(*item)
         self._frame = None
 
-    def _decompress_group(self, group: list[tuple[str, int, int, bytes]]) -> bool:
+    def _decode_into(self, view: memoryview, at: int, group: list[tuple[str, int, int, bytes]]) -> int | None:
+        """Decode a keyframe, or a delta frame and its continuations, into ``view[at:]``: the bytes
+        written, or None when the group does not decode as declared (nothing then counts)."""
+        mode = group[0][1]
         total = sum(item[2] for item in group)
-        if total > MAX_PAYLOAD:
-            return False
         try:
-            reader = self._frame_decompressor(group[0][1])
-            data = b"".join(item[3] for item in group)
-            # reads at most one byte past what the entries declare: a payload that inflates
-            # further is stopped there, never inflated whole
-            with reader.stream_reader(io.BytesIO(data), read_size=len(data) or 1, read_across_frames=False) as stream:
-                out = bytearray()
-                while len(out) <= total:
-                    chunk = stream.read(total + 1 - len(out))
-                    if not chunk:
+            if mode in KEY_MODES:
+                start = self.run_start - self.base
+                if mode == KEY_PATCHED and at - start < 8:
+                    return None
+                reader = self._keyframe_decompressor(view[start:at] if mode == KEY_PATCHED else None)
+                payload = group[0][3]
+                if zstandard.frame_content_size(payload) != total:
+                    return None
+                source: Any = payload
+            else:
+                reader = self._frame_decompressor(mode, view[max(0, at - DELTA_WINDOW) : at])
+                source = b"".join(item[3] for item in group)
+            # reads at most one byte past what the entries declare (into the next payload's place,
+            # or the spare byte): a payload that inflates further is stopped there, never inflated whole
+            stream = reader.stream_reader(io.BytesIO(source), read_size=len(source) or 1, read_across_frames=False)
+            with stream:
+                written = 0
+                while written <= total:
+                    got = stream.readinto(view[at + written : at + total + 1])
+                    if not got:
                         break
-                    out += chunk
+                    written += got
+            if written != total:
+                return None
         except zstandard.ZstdError:
-            return False
-        if len(out) != total:
-            return False
-        self._frame = None
-        start = self.size
-        self.raw += out
+            return None
+        start = self.base + at
+        if mode in KEY_MODES:
+            self.run_start = start
         for sid, _mode, raw_length, _payload in group:
             self.spans[sid] = (start, start + raw_length)
             start += raw_length
-        return True
+        return total
 
-    def _frame_decompressor(self, mode: int) -> zstandard.ZstdDecompressor:
+    @staticmethod
+    def _keyframe_decompressor(previous_run: memoryview | bytes | None) -> zstandard.ZstdDecompressor:
+        """A keyframe's decompressor: with the previous run as its dictionary when it is patched."""
+        if previous_run is None:
+            return zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+        dictionary = zstandard.ZstdCompressionDict(previous_run, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        return zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << MAX_WINDOW_LOG)
+
+    def _frame_decompressor(
+        self, mode: int, window: memoryview | bytearray | None = None
+    ) -> zstandard.ZstdDecompressor:
         """The decompressor of a delta frame that starts here: ``DELTA_FRAME`` with the last
-        ``DELTA_WINDOW`` raw bytes as its dictionary, ``DELTA_PLAIN`` without (one per reader:
-        frames of writers taking turns are many)."""
-        dictionary = raw_dict(self.raw[-DELTA_WINDOW:]) if mode == DELTA_FRAME else None
-        if dictionary is not None:
-            return zstandard.ZstdDecompressor(dict_data=dictionary)
+        ``DELTA_WINDOW`` raw bytes (``window``, else the stream's end) as its dictionary,
+        ``DELTA_PLAIN`` without (one per reader: frames of writers taking turns are many)."""
+        if mode == DELTA_FRAME:
+            dictionary = raw_dict(self.raw[-DELTA_WINDOW:] if window is None else window)
+            if dictionary is not None:
+                return zstandard.ZstdDecompressor(dict_data=dictionary)
         if self._plain is None:
             self._plain = zstandard.ZstdDecompressor()
         return self._plain
@@ -382,14 +429,12 @@ class SegmentReader:
         try:
             if mode in KEY_MODES:
                 self._frame = None
-                if mode == KEY_PATCHED:
-                    with memoryview(self.raw) as view:
-                        dictionary = raw_dict(view[self.run_start - self.base :])
-                    if dictionary is None:
-                        raise _corrupt(self.where, "a patched keyframe at the start of its segment")
-                    reader = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << MAX_WINDOW_LOG)
-                else:
-                    reader = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+                if mode == KEY_PATCHED and len(self.raw) - (self.run_start - self.base) < 8:
+                    raise _corrupt(self.where, "a patched keyframe at the start of its segment")
+                with memoryview(self.raw) as view:
+                    previous = view[self.run_start - self.base :] if mode == KEY_PATCHED else None
+                    reader = self._keyframe_decompressor(previous)
+                    del previous
                 declared = zstandard.frame_content_size(payload)
                 if declared != raw_length:  # a frame claiming another size is damage, not an allocation
                     raise _corrupt(self.where, f"payload of snapshot {snapshot_id} declares the wrong size")

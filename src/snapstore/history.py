@@ -378,7 +378,8 @@ class SessionLog:
         if upto is not None and wanted is not None:
             # a rebuild: only its chain's payloads leave the decoder, not copies of the whole stream
             spans = reader.spans
-            return {sid: bytes(reader.raw[spans[sid][0] : spans[sid][1]]) for sid in wanted if sid in spans}, b""
+            with memoryview(reader.raw) as view:  # one copy of each payload, not two
+                return {sid: bytes(view[spans[sid][0] : spans[sid][1]]) for sid in wanted if sid in spans}, b""
         raw = bytes(reader.raw)
         payloads = {sid: raw[start:end] for sid, (start, end) in reader.spans.items()}
         if read.damaged_at is not None:
