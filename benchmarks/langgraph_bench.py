@@ -9,14 +9,18 @@ Set ``SNAPSTORE_BENCH_POSTGRES_URL=postgresql://...`` to add ``PostgresSaver`` (
 dropped afterwards.
 
 For each turn count, every saver runs the same deterministic agent graph
-(``benchmarks.langgraph_agent``) on one thread, ``durability="sync"``, in a fresh store. Reported:
+(``benchmarks.langgraph_agent``) on one thread, ``durability="sync"``, in a fresh store. The
+savers run side by side: each turn is run by every saver in turn, the order rotated from one turn
+to the next (and so is each round of reads), so that the machine's slow spells fall on all of
+them alike. Reported:
 
 * bytes stored: the database file, the store's directory, or the schema's tables and indexes
   (``pg_total_relation_size``); for ``InMemorySaver`` the serialized bytes it holds;
 * time per step: time spent inside ``put`` and ``put_writes`` over the run, per checkpoint;
 * reading the latest checkpoint, and the one 200 checkpoints back, as the graph does
   (``graph.get_state(config)``: the saver's ``get_tuple``, then the channels; a ``DeltaChannel``
-  replays its writes there), median of ``--reads``: on a freshly opened saver and store (no
+  replays its writes there), median of ``--reads``, each after a ``gc.collect()`` (the garbage
+  of what ran before is not that read's to collect): on a freshly opened saver and store (no
   cache of the run helps), and on the saver that ran the graph (a long-lived server's case).
 
 Every saver's latest checkpoint must hold the same messages as ``InMemorySaver``'s, and every
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -36,7 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -245,66 +250,109 @@ def messages_of(values: Any) -> bytes:
     return SERDE.dumps_typed(values.get("messages"))[1]
 
 
-def timed_reads(open_app: Callable[[], contextlib.AbstractContextManager[Any]], config: Any, reads: int) -> Any:
-    """Median milliseconds of ``get_state`` (the checkpoint as the graph sees it), and its values."""
-    times, values = [], None
-    for _ in range(reads):
-        with open_app() as app:
-            start = time.perf_counter()
-            values = app.get_state(config).values
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000, values
+@dataclass
+class Running:
+    """One saver of a run: its graph, its open saver, what it put, and its figures."""
 
+    subject: Subject
+    graph: Any
+    saver: BaseCheckpointSaver
+    app: Any
+    timed: Timed
+    run_s: float = 0.0
+    stored: int = 0
+    back_id: str | None = None
+    reads: dict[str, list[float]] = field(default_factory=dict)
+    messages: dict[str, bytes] = field(default_factory=dict)
 
-def run_one(subject: Subject, turns: int, reads: int, expected_latest: bytes | None) -> tuple[Result, bytes]:
-    graph = build_graph(DELTA_STATE if subject.delta_channel and DELTA_STATE else AgentState)
-    config: Any = {"configurable": {"thread_id": THREAD}}
+    def config(self, which: str) -> Any:
+        configurable: dict[str, Any] = {"thread_id": THREAD}
+        if which.startswith("back"):
+            configurable["checkpoint_id"] = self.back_id
+        return {"configurable": configurable}
 
     @contextlib.contextmanager
-    def fresh_app() -> Iterator[Any]:
-        with subject.open() as saver:
-            yield graph.compile(checkpointer=saver)
+    def fresh_app(self) -> Iterator[Any]:
+        with self.subject.open() as saver:
+            yield self.graph.compile(checkpointer=saver)
 
+
+def rotated(running: list[Running], by: int) -> list[Running]:
+    """The savers in a rotated order, so no saver always runs first (or last) in a round."""
+    shift = by % len(running) if running else 0
+    return running[shift:] + running[:shift]
+
+
+def timed_read(run: Running, app: Any, which: str) -> None:
+    """One ``get_state`` (the checkpoint as the graph sees it), in milliseconds, and its messages."""
+    gc.collect()  # the garbage of what ran before is not this read's to collect
     start = time.perf_counter()
-    with subject.open() as saver:
-        timed = Timed(saver)
-        app = graph.compile(checkpointer=saver)
+    values = app.get_state(run.config(which)).values
+    run.reads.setdefault(which, []).append((time.perf_counter() - start) * 1000)
+    messages = messages_of(values)
+    if run.messages.setdefault(which, messages) != messages:
+        raise SystemExit(f"{run.subject.name}: reading the {which.split(',')[0]} checkpoint gave different messages")
+
+
+def run_interleaved(subjects: list[Subject], turns: int, reads: int) -> list[Result]:
+    """Run the graph with every saver at once, turn by turn, and read each saver's checkpoints.
+
+    Each turn (and each round of reads) goes to every saver in turn, the order rotated from one to
+    the next, so that the machine's slow spells fall on all of them alike.
+    """
+    with contextlib.ExitStack() as stack:
+        running = []
+        for subject in subjects:
+            graph = build_graph(DELTA_STATE if subject.delta_channel and DELTA_STATE else AgentState)
+            saver = stack.enter_context(subject.open())
+            running.append(Running(subject, graph, saver, graph.compile(checkpointer=saver), Timed(saver)))
         for turn in range(turns):
-            app.invoke({"messages": [user_message(turn)]}, config, durability="sync")
-        run_s = time.perf_counter() - start
-        stored = subject.bytes_stored(saver)
-        steps = len(timed.ids)
-        back_id = timed.ids[-1 - BACK] if steps > BACK else None
-        back_config = {"configurable": {**config["configurable"], "checkpoint_id": back_id}}
-        same_app = contextlib.nullcontext(app)
-        latest_warm_ms, latest_values = timed_reads(lambda: same_app, config, reads)
-        back_warm_ms, back_values = timed_reads(lambda: same_app, back_config, reads) if back_id else (None, None)
-    latest_ms, reopened_latest = timed_reads(fresh_app, config, reads)
-    latest_messages = messages_of(latest_values)
-    if messages_of(reopened_latest) != latest_messages:
-        raise SystemExit(f"{subject.name}: the latest checkpoint reads differently after reopening")
-    if expected_latest is not None and latest_messages != expected_latest:
-        raise SystemExit(f"{subject.name}: the latest checkpoint's messages differ from InMemorySaver's")
-    back_ms = None
-    if back_id is not None:
-        back_ms, reopened_back = timed_reads(fresh_app, back_config, reads)
-        if messages_of(reopened_back) != messages_of(back_values):
-            raise SystemExit(f"{subject.name}: the checkpoint {BACK} back reads differently after reopening")
-    result = Result(
-        saver=subject.name,
+            for run in rotated(running, turn):
+                start = time.perf_counter()
+                run.app.invoke({"messages": [user_message(turn)]}, run.config("latest"), durability="sync")
+                run.run_s += time.perf_counter() - start
+        for run in running:
+            run.stored = run.subject.bytes_stored(run.saver)
+            run.back_id = run.timed.ids[-1 - BACK] if len(run.timed.ids) > BACK else None
+        for which in ("latest, same saver", "back, same saver"):
+            for i in range(reads):
+                for run in rotated(running, i):
+                    if which.startswith("latest") or run.back_id is not None:
+                        timed_read(run, run.app, which)
+    for which in ("latest, reopened", "back, reopened"):
+        for i in range(reads):
+            for run in rotated(running, i):
+                if which.startswith("latest") or run.back_id is not None:
+                    with run.fresh_app() as app:
+                        timed_read(run, app, which)
+    expected = next((r.messages["latest, same saver"] for r in running if r.subject.name == "InMemorySaver"), None)
+    return [result_of(run, turns, expected) for run in running]
+
+
+def result_of(run: Running, turns: int, expected_latest: bytes | None) -> Result:
+    """A saver's figures, once its reads are checked against each other and InMemorySaver's."""
+    seen = run.messages
+    for which in ("latest", "back"):
+        if f"{which}, reopened" in seen and seen[f"{which}, reopened"] != seen[f"{which}, same saver"]:
+            raise SystemExit(f"{run.subject.name}: the {which} checkpoint reads differently after reopening")
+    if expected_latest is not None and seen["latest, same saver"] != expected_latest:
+        raise SystemExit(f"{run.subject.name}: the latest checkpoint's messages differ from InMemorySaver's")
+    steps = len(run.timed.ids)
+    median = {which: statistics.median(times) for which, times in run.reads.items()}
+    return Result(
+        saver=run.subject.name,
         turns=turns,
         checkpoints=steps,
-        bytes_stored=stored,
-        step_ms=(timed.put_s + timed.writes_s) / steps * 1000,
-        put_ms=timed.put_s / steps * 1000,
-        put_writes_ms=timed.writes_s / steps * 1000,
-        latest_ms=latest_ms,
-        back_ms=back_ms,
-        latest_warm_ms=latest_warm_ms,
-        back_warm_ms=back_warm_ms,
-        run_s=run_s,
+        bytes_stored=run.stored,
+        step_ms=(run.timed.put_s + run.timed.writes_s) / steps * 1000,
+        put_ms=run.timed.put_s / steps * 1000,
+        put_writes_ms=run.timed.writes_s / steps * 1000,
+        latest_ms=median["latest, reopened"],
+        back_ms=median.get("back, reopened"),
+        latest_warm_ms=median["latest, same saver"],
+        back_warm_ms=median.get("back, same saver"),
+        run_s=run.run_s,
     )
-    return result, latest_messages
 
 
 def subjects_for(workdir: Path) -> list[Callable[[Path], Subject]]:
@@ -461,30 +509,31 @@ def main(argv: list[str] | None = None) -> None:
         return
     results: list[Result] = []
     for turns in args.turns:
-        expected: bytes | None = None
-        for make in subjects_for(args.out):
-            workdir = Path(tempfile.mkdtemp(prefix="lgbench-"))
-            subject = make(workdir)
-            try:
-                if args.savers and not any(s.strip() in subject.name for s in args.savers.split(",")):
-                    continue
+        subjects: list[Subject] = []
+        try:
+            for make in subjects_for(args.out):
+                subject = make(Path(tempfile.mkdtemp(prefix="lgbench-")))
                 cap = {"memory": args.memory_max_turns, "server": args.server_max_turns}.get(subject.limit)
-                if cap is not None and turns > cap:
-                    print(f"{turns:>5} turns  {subject.name:<28} skipped (above --{subject.limit}-max-turns)")
+                wanted = not args.savers or any(s.strip() in subject.name for s in args.savers.split(","))
+                if wanted and (cap is None or turns <= cap):
+                    subjects.append(subject)
                     continue
-                result, latest = run_one(subject, turns, args.reads, expected)
-                if subject.name == "InMemorySaver":
-                    expected = latest
+                if wanted:
+                    print(f"{turns:>5} turns  {subject.name:<28} skipped (above --{subject.limit}-max-turns)")
+                subject.cleanup()
+                shutil.rmtree(subject.workdir, ignore_errors=True)
+            for result in run_interleaved(subjects, turns, args.reads):
                 results.append(result)
                 print(
-                    f"{turns:>5} turns  {subject.name:<28} {human_bytes(result.bytes_stored):>10}  "
+                    f"{turns:>5} turns  {result.saver:<28} {human_bytes(result.bytes_stored):>10}  "
                     f"step {result.step_ms:7.2f} ms  latest {result.latest_ms:7.2f} / {result.latest_warm_ms:7.2f} ms  "
                     f"back {result.back_ms or 0:7.2f} / {result.back_warm_ms or 0:7.2f} ms  ({result.run_s:.0f} s)",
                     flush=True,
                 )
-            finally:
+        finally:
+            for subject in subjects:
                 subject.cleanup()
-                shutil.rmtree(workdir, ignore_errors=True)
+                shutil.rmtree(subject.workdir, ignore_errors=True)
     stem = "langgraph-" + "-".join(str(t) for t in args.turns)
     table = markdown(results)
     header = (
