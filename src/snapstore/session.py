@@ -78,6 +78,9 @@ class Session:
         self._open_segment = -1
         self._open_version = -1
         self._open_end = 0
+        # (segment, version, start, end, entry count) of the ``log.fresh`` the decoder last took
+        # entries from, through ``end``: a refresh that extends it only adds entries after them
+        self._fresh_taken: tuple[int, int, int, int, int] | None = None
         self._stream: DeltaStream | None = None  # this writer's zstd frame in the open segment
         self._stream_end = -1  # the segment's end right after this writer's last append
         self._plain_compressor: zstandard.ZstdCompressor | None = None  # starts frames without a dictionary
@@ -497,18 +500,31 @@ class Session:
             self._stream = None
         elif self._open_end != last.end:
             try:
-                fresh = log.fresh
+                fresh, taken = log.fresh, self._fresh_taken
                 if fresh is not None and fresh[:3] == (last.number, last.version, self._open_end):
                     # the refresh decoded these entries already, payloads kept: no second read
                     entries, end = fresh[4], fresh[3]
+                elif (
+                    fresh is not None
+                    and taken is not None
+                    and fresh[:3] == taken[:3]
+                    and taken[3] == self._open_end
+                    and len(fresh[4]) >= taken[4]
+                ):
+                    # a later refresh extended entries this decoder took up to its end: the rest is new
+                    entries, end = fresh[4][taken[4] :], fresh[3]
                 else:
+                    fresh = None
                     read = self._store.backend.read_segment(self.key, last.number, self._open_end)
                     where = log.where(last.number)
                     entries, end = [decode_entry(data, self.name, where) for data in read.entries], read.end
+                self._fresh_taken = None
                 for entry in entries:
                     if isinstance(entry, CommitEntry):
                         self._open.payload(entry)
                 self._open_end = end
+                if fresh is not None:
+                    self._fresh_taken = (*fresh[:4], len(fresh[4]))
             except SnapshotError:
                 self._open = None
             self._stream = None
