@@ -53,6 +53,8 @@ LOCK_FILE = "lock"
 #: the largest segment file read (a keyframe and its chain); larger is damage, not an allocation
 MAX_SEGMENT_FILE = 1 << 32
 MAX_CONFIG_FILE = 4096
+#: seconds a session lock's waiting thread stays without a wait before it ends
+WAITER_IDLE = 5.0
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
@@ -628,6 +630,7 @@ class _SessionLock:
         self.threads = threading.Lock()
         self.fd: int | None = None
         self.pid = 0
+        self.waiter: _FlockWaiter | None = None
 
     def _open_lock_file(self) -> int:
         with self.backend._session_dir(self.key, create=True) as folder:
@@ -642,7 +645,7 @@ class _SessionLock:
 
     def _descriptor(self) -> int:
         if self.fd is None or self.pid != os.getpid():  # a forked child must not share our flock
-            self.fd, self.pid = self._open_lock_file(), os.getpid()
+            self.fd, self.pid, self.waiter = self._open_lock_file(), os.getpid(), None
         return self.fd
 
     @contextmanager
@@ -657,50 +660,93 @@ class _SessionLock:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    held = self._wait_blocking(max(timeout - waited, 0.0), waited)
+                    held = self._wait(max(timeout - waited, 0.0), waited)
             try:
                 yield
             finally:
                 fcntl.flock(held, fcntl.LOCK_UN)
-                if held != fd:
-                    os.close(held)
         finally:
             self.threads.release()
 
-    def _wait_blocking(self, timeout: float | None, waited: float) -> int:
-        """Wait in the kernel's queue for the flock (woken as soon as it is free, unlike polling).
-
-        flock(2) has no timeout, so a helper thread waits on its own descriptor of the lock file;
-        when the caller gives up first, the helper lets go of the lock as soon as it gets it.
-        """
-        started = time.monotonic()
-        waiter = self._open_lock_file()
-        got = threading.Event()
-        gave_up = threading.Event()
-        mutex = threading.Lock()
-
-        def wait() -> None:
-            fcntl.flock(waiter, fcntl.LOCK_EX)
-            with mutex:
-                if gave_up.is_set():
-                    fcntl.flock(waiter, fcntl.LOCK_UN)
-                    os.close(waiter)
-                    return
-                got.set()
-
-        threading.Thread(target=wait, name=f"snapstore-lock-{self.key}", daemon=True).start()
-        if got.wait(timeout):
-            return waiter
-        with mutex:
-            if got.is_set():  # obtained just as the wait ran out: keep it
-                return waiter
-            gave_up.set()
-        raise lock_timeout_error(self.key, waited + time.monotonic() - started)
+    def _wait(self, timeout: float, waited: float) -> int:
+        """The lock, from the waiting thread (started when there is none, or it ended idle)."""
+        waiter = self.waiter
+        if waiter is None or not waiter.request():
+            waiter = self.waiter = _FlockWaiter(self._open_lock_file(), self.key)
+            waiter.request()
+        return waiter.wait(timeout, waited)
 
     def close(self) -> None:
         if self.fd is not None and self.pid == os.getpid():
             os.close(self.fd)
-        self.fd = None
+            if self.waiter is not None:
+                self.waiter.close()
+        self.fd = self.waiter = None
+
+
+class _FlockWaiter:
+    """Waits for a session's flock with a timeout: flock(2) has none, so a thread of its own waits
+    in the kernel's queue (woken as soon as the lock is free, unlike polling) on its own
+    descriptor of the lock file, and the caller waits for that thread as long as it is willing.
+
+    The thread and its descriptor stay for the next wait (a writer among others waits before
+    most of its commits) and end after ``WAITER_IDLE`` seconds without one. When the caller
+    gives up first, the thread lets go of the lock as soon as it gets it. Used under the
+    session's thread lock: one wait at a time.
+    """
+
+    def __init__(self, fd: int, key: str) -> None:
+        self.fd = fd
+        self.key = key
+        self.mutex = threading.Lock()
+        self.wanted = threading.Condition(self.mutex)
+        self.waiting = False  # a caller asked for the lock and has not given up
+        self.got = threading.Event()
+        self.ended = False
+        threading.Thread(target=self._run, name=f"snapstore-lock-{key}", daemon=True).start()
+
+    def request(self) -> bool:
+        """Ask the thread for the lock; False when it has ended (the caller starts another)."""
+        with self.mutex:
+            if self.ended:
+                return False
+            self.got.clear()
+            self.waiting = True
+            self.wanted.notify()
+            return True
+
+    def wait(self, timeout: float, waited: float) -> int:
+        """The descriptor holding the lock once the thread has it, within ``timeout`` seconds."""
+        started = time.monotonic()
+        if self.got.wait(timeout):
+            return self.fd
+        with self.mutex:
+            if self.got.is_set():  # obtained just as the wait ran out: keep it
+                return self.fd
+            self.waiting = False  # the thread lets go of the lock when it gets it
+        raise lock_timeout_error(self.key, waited + time.monotonic() - started)
+
+    def _run(self) -> None:
+        while True:
+            with self.mutex:
+                while not self.waiting and not self.ended:
+                    if not self.wanted.wait(WAITER_IDLE) and not self.waiting:
+                        self.ended = True
+                if self.ended:
+                    os.close(self.fd)
+                    return
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            with self.mutex:
+                if self.waiting:
+                    self.waiting = False
+                    self.got.set()
+                else:  # the caller gave up
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self.mutex:
+            self.ended = True
+            self.wanted.notify()
 
 
 def io_error(action: str, what: str, exc: OSError) -> BackendError:

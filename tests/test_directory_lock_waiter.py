@@ -1,0 +1,122 @@
+"""The directory store's session lock when another holder has it and the caller gave a timeout.
+
+flock(2) has no timeout, so one thread per session lock waits in the kernel's queue on its own
+descriptor of the lock file, and the caller waits for that thread as long as its timeout allows.
+The thread stays for the next wait (a writer among others waits before most commits), and a
+caller that gives up leaves the lock free: the thread lets go of it as soon as it gets it.
+
+Two ``DirectoryBackend`` objects on one folder hold separate descriptors of the lock file, so
+they exclude each other exactly as two processes do.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from snapstore import LockTimeoutError
+from snapstore.backends import _directory
+from snapstore.backends._directory import DirectoryBackend
+
+KEY = "s" * 16
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[DirectoryBackend, DirectoryBackend]]:
+    first, second = DirectoryBackend(tmp_path / "store"), DirectoryBackend(tmp_path / "store")
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def _waiter_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"snapstore-lock-{KEY}"]
+
+
+def _take_while(holder: DirectoryBackend, waiter: DirectoryBackend, got: list[float]) -> None:
+    """``holder`` keeps the lock while ``waiter`` asks for it with a timeout; returns once ``waiter`` had it."""
+    released = threading.Event()
+
+    def wait() -> None:
+        with waiter.lock_session(KEY, 30.0):
+            got.append(time.monotonic())
+            assert released.is_set(), "the waiter got the lock while the holder still had it"
+
+    before = len(got)
+    with holder.lock_session(KEY, 30.0):
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.05)  # the waiter is queued behind the holder
+        released.set()
+        assert len(got) == before
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_a_waiter_gets_the_lock_when_the_holder_lets_go_and_its_thread_serves_every_wait(
+    pair: tuple[DirectoryBackend, DirectoryBackend],
+) -> None:
+    first, second = pair
+    got: list[float] = []
+    for _round in range(5):
+        _take_while(first, second, got)
+    assert len(got) == 5
+    # one waiting thread for all five contended waits, not one per wait
+    assert len(_waiter_threads()) == 1
+    # and the lock is free again: the first backend takes it at once
+    with first.lock_session(KEY, 0.0):
+        pass
+
+
+def test_a_caller_that_gives_up_leaves_the_lock_free(pair: tuple[DirectoryBackend, DirectoryBackend]) -> None:
+    first, second = pair
+    with first.lock_session(KEY, 30.0):
+        with pytest.raises(LockTimeoutError) as info, second.lock_session(KEY, 0.05):
+            pass
+        assert info.value.details["session_key"] == KEY
+    # the given-up wait's thread took the lock when it was released and let it go at once:
+    # a third descriptor (another backend) gets it within its timeout, and so does the second again
+    third = DirectoryBackend(first.root)
+    try:
+        with third.lock_session(KEY, 10.0):
+            pass
+    finally:
+        third.close()
+    with second.lock_session(KEY, 10.0):
+        pass
+    got: list[float] = []
+    _take_while(first, second, got)  # the thread serves a wait after a given-up one
+    assert len(got) == 1
+
+
+def test_closing_the_backend_ends_its_waiting_thread(pair: tuple[DirectoryBackend, DirectoryBackend]) -> None:
+    first, second = pair
+    _take_while(first, second, [])
+    threads = _waiter_threads()
+    assert len(threads) == 1
+    second.close()
+    threads[0].join(10)
+    assert not threads[0].is_alive()
+
+
+def test_an_idle_waiting_thread_ends_and_the_next_wait_starts_another(
+    pair: tuple[DirectoryBackend, DirectoryBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that touched many sessions does not keep a thread for each."""
+    monkeypatch.setattr(_directory, "WAITER_IDLE", 0.05)
+    first, second = pair
+    got: list[float] = []
+    _take_while(first, second, got)
+    threads = _waiter_threads()
+    assert len(threads) == 1
+    threads[0].join(10)
+    assert not threads[0].is_alive()
+    _take_while(first, second, got)
+    assert len(got) == 2
+    assert len(_waiter_threads()) == 1
