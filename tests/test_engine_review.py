@@ -199,7 +199,7 @@ def test_a_session_goes_on_after_its_head_payload_is_damaged(kind: str, tmp_path
 
 
 def _one_segment_of_runs(root: Path) -> tuple[Any, list[str]]:
-    writer = SnapshotStore.open(root).session("s", max_snapshots=100)
+    writer = SnapshotStore.open(root, max_chain=6).session("s", max_snapshots=100)  # runs of 7
     ids = [writer.commit(small_state(i)).id for i in range(30)]
     runs = sum(1 for e in writer._log.segments[1].entries if getattr(e, "is_keyframe", False))
     assert list(writer._log.segments) == [1] and runs >= 3  # the squash below has runs to cut

@@ -14,10 +14,12 @@ as docs/design.md ("Keyframe policy") describes.
 
 A new keyframe is *patched* (compressed against the open segment's raw
 stream, in that segment) while the segment holds fewer than ``max_runs``
-keyframes and its raw stream stays within ``max_segment_factor`` states (or
-``SMALL_SEGMENT_BYTES`` for small states); otherwise it starts a new segment
-on its own. That bounds both the decoding a rebuild pays and the history one
-damaged byte can take with it: one segment.
+keyframes, its raw stream stays within ``max_segment_factor`` states (or
+``SMALL_SEGMENT_BYTES`` for small states), and decoding that stream still
+leaves the new run's chain a minimal cost within the budget; otherwise it
+starts a new segment on its own. So the budget bounds every rebuild, however
+long a session runs, and the caps bound the history one damaged byte can take
+with it: one segment.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from dataclasses import dataclass
 from .errors import SnapshotError
 
 #: decompressing one raw byte, relative to parsing one byte of JSON
-DECODE_WEIGHT = 0.5
+DECODE_WEIGHT = 0.4
 #: applying a delta: a fixed part (parse the ops, walk the pointers) and a part per byte of ops
-DELTA_FIXED = 12000
-DELTA_BYTE_WEIGHT = 4.0
+DELTA_FIXED = 2000
+DELTA_BYTE_WEIGHT = 5.0
 #: re-serializing and hashing the rebuilt state, relative to parsing it
-VERIFY_WEIGHT = 0.1
+VERIFY_WEIGHT = 0.3
 #: what any read costs before its first byte (a file or a query, a decompressor)
 LOAD_FIXED = 4000
 #: a chain may always cost this much (about a millisecond): small states keep their deltas
@@ -43,8 +45,8 @@ SMALL_SEGMENT_BYTES = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class KeyframePolicy:
-    rebuild_budget: float = 3.5
-    max_runs: int = 8
+    rebuild_budget: float = 3.0
+    max_runs: int = 12
     max_segment_factor: float = 12.0
     max_chain: int = 5000
 
@@ -68,13 +70,31 @@ class KeyframePolicy:
         """
         if chain_cost <= MIN_CHAIN_COST:
             return False
-        rebuild = LOAD_FIXED + state_size * (1 + VERIFY_WEIGHT) + decoded_before * DECODE_WEIGHT + chain_cost
-        full_load = LOAD_FIXED + state_size * (1 + DECODE_WEIGHT)
-        return rebuild > self.rebuild_budget * full_load
+        return self.rebuild_cost(chain_cost, state_size, decoded_before) > self.rebuild_budget * full_load_cost(
+            state_size
+        )
 
     def may_patch(self, runs: int, segment_raw_bytes: int, state_size: int) -> bool:
-        """Whether a new keyframe may join the open segment, compressed against its raw stream."""
+        """Whether a new keyframe may join the open segment, compressed against its raw stream.
+
+        Besides the run and size caps, the new run must leave its chain room within the budget:
+        rebuilding any of its snapshots decodes the whole segment before it, so a segment whose
+        stream alone would use up the budget ends, and the keyframe starts a new one.
+        """
         total = segment_raw_bytes + state_size
-        return total <= SMALL_SEGMENT_BYTES or (
-            runs < self.max_runs and total <= self.max_segment_factor * max(state_size, 1)
-        )
+        if total <= SMALL_SEGMENT_BYTES:
+            return True
+        if runs >= self.max_runs or total > self.max_segment_factor * max(state_size, 1):
+            return False
+        rebuild = self.rebuild_cost(MIN_CHAIN_COST, state_size, segment_raw_bytes)
+        return rebuild <= self.rebuild_budget * full_load_cost(state_size)
+
+    @staticmethod
+    def rebuild_cost(chain_cost: int, state_size: int, decoded_before: int) -> float:
+        """Estimated cost of rebuilding a snapshot cold: decode, parse its keyframe, apply its chain, verify."""
+        return LOAD_FIXED + state_size * (1 + VERIFY_WEIGHT) + decoded_before * DECODE_WEIGHT + chain_cost
+
+
+def full_load_cost(state_size: int) -> float:
+    """Estimated cost of loading one full compressed state of ``state_size`` raw bytes."""
+    return LOAD_FIXED + state_size * (1 + DECODE_WEIGHT)

@@ -96,8 +96,8 @@ class SnapshotStore:
         *,
         compression_level: int = 3,
         max_chain: int = 5000,
-        rebuild_budget: float = 3.5,
-        max_runs: int = 8,
+        rebuild_budget: float = 3.0,
+        max_runs: int = 12,
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
         create: bool = True,
     ) -> None:
