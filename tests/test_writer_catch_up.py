@@ -93,3 +93,33 @@ def test_a_commit_decodes_other_writers_entries_from_the_read_before_it(tmp_path
             assert _canonical(sess.state(sid)) == data
     finally:
         fresh.close()
+
+
+def test_chain_costs_known_in_part_match_costs_counted_from_the_keyframe(tmp_path: Path) -> None:
+    """A writer costs a new head's chain from the nearest snapshot it has costed (its own last
+    commit, with other writers' deltas after it); the figures, which decide where keyframes go,
+    are those of a handle counting every chain from its keyframe."""
+    root = tmp_path / "store"
+    stores = [SnapshotStore.open(root) for _ in range(3)]
+    try:
+        writers = [store.session("shared", max_snapshots=1000) for store in stores]
+        state: dict[str, Any] = {"lore": "x" * 4000, "counters": {}, "log": []}
+        writers[0].commit(state)
+        compared = 0
+        for k in range(40):
+            for i, sess in enumerate(writers[:2]):
+                sess.commit(_next(sess.state(_head_id(sess)), f"w{i}", k))
+                log = sess._current()
+                head = _head_id(sess)
+                counted = SnapshotStore.open(root)
+                try:
+                    fresh = counted.session("shared")
+                    expected = fresh._chain_cost_of(fresh._current(), head)
+                finally:
+                    counted.close()
+                assert sess._chain_cost_of(log, head) == expected
+                compared += 1
+        assert compared == 80
+    finally:
+        for store in stores:
+            store.close()

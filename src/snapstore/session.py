@@ -613,12 +613,29 @@ class Session:
         found = self._chain_cost.get(sid)
         if found is not None:
             return found
-        path = log.chain(sid)
-        cost = 0
-        self._chain_cost[path[0].id], self._keyframe_of[path[0].id] = 0, path[0].id
-        for commit in path[1:]:
+        # back to the nearest snapshot already costed (the parent, as a rule, when other writers
+        # committed since this one did), not always to the keyframe
+        newer: list[IndexedCommit] = []
+        current: str | None = sid
+        segment = log.commits[sid].segment if sid in log.commits else -1
+        while current is not None and current not in self._chain_cost:
+            commit = log.commits.get(current)
+            if commit is None or commit.mode in KEY_MODES or commit.segment != segment or len(newer) > len(log.commits):
+                newer = []
+                break
+            newer.append(commit)
+            current = commit.record.parent
+        if newer and current is not None:
+            cost, keyframe = self._chain_cost[current], self._keyframe_of.get(current, current)
+            path = newer[::-1]
+        else:
+            path = log.chain(sid)
+            cost, keyframe = 0, path[0].id
+            self._chain_cost[keyframe], self._keyframe_of[keyframe] = 0, keyframe
+            path = path[1:]
+        for commit in path:
             cost += self._store.policy.delta_cost(commit.raw_length)
-            self._chain_cost[commit.id], self._keyframe_of[commit.id] = cost, path[0].id
+            self._chain_cost[commit.id], self._keyframe_of[commit.id] = cost, keyframe
         return cost
 
     def _run_start(self, log: SessionLog, sid: str) -> int:
