@@ -131,16 +131,30 @@ def _damage_directory_entry(backend: Backend, key: str, segment: int, index: int
 def _damage_postgres_entry(backend: Any, key: str, segment: int, index: int) -> None:
     from psycopg import sql
 
-    table = sql.Identifier(backend.schema, backend.table_prefix + "snapstore_entries")
+    from .backends._postgres_sql import SEGMENT_ROW
+    from .backends._postgres_stream import LENGTH_SIZE
+
+    entries = backend.read_segment(key, segment).entries
+    if not entries[index]:
+        raise ValueError("an empty entry has no byte to damage")
+    # the entry's middle byte (as _flipped picks it), as an offset in the segment's stream (docs/format.md §5)
+    at = sum(LENGTH_SIZE + len(e) for e in entries[:index]) + LENGTH_SIZE + len(entries[index]) // 2
+    names = {
+        "entries": sql.Identifier(backend.schema, backend.table_prefix + "snapstore_entries"),
+        "meta": sql.Identifier(backend.schema, backend.table_prefix + "snapstore_meta"),
+    }
+    params = {"key": key, "segment": segment, "at": at, "row": SEGMENT_ROW.format(key=key, segment=segment)}
+    in_rows = (
+        "UPDATE {entries} SET data = set_byte(data, (%(at)s - pos)::int, get_byte(data, (%(at)s - pos)::int) # 90)"
+        " WHERE session = %(key)s AND segment = %(segment)s AND pos <= %(at)s AND pos + octet_length(data) > %(at)s"
+    )
+    in_tail = (
+        "UPDATE {meta} SET data = set_byte(data, (%(at)s - size + octet_length(data))::int,"
+        " get_byte(data, (%(at)s - size + octet_length(data))::int) # 90) WHERE key = %(row)s"
+    )
     with backend._connection("damage entry") as conn:
-        row = conn.execute(
-            sql.SQL("SELECT data FROM {} WHERE session = %s AND segment = %s AND pos = %s").format(table),
-            [key, segment, index],
-        ).fetchone()
-        conn.execute(
-            sql.SQL("UPDATE {} SET data = %s WHERE session = %s AND segment = %s AND pos = %s").format(table),
-            [_flipped(bytes(row[0])), key, segment, index],
-        )
+        if not conn.execute(sql.SQL(in_rows).format(**names), params).rowcount:
+            conn.execute(sql.SQL(in_tail).format(**names), params)
 
 
 def run_threads(target: Callable[[], None], count: int, timeout: float = HUNG) -> None:

@@ -9,23 +9,26 @@ missing, else the connection's ``current_schema()``, which the URL can set with
 ``?options=-csearch_path%3Dname``), their names optionally preceded by
 ``table_prefix`` (so several stores can share one schema)::
 
-    snapstore_config(name text primary key, value bytea not null)
-    snapstore_segments(session text, segment bigint, entries bigint, bytes bigint, version bigint,
-                       primary key (session, segment))
+    snapstore_meta(key text primary key, value text, data bytea, size bigint, version bigint)
+        'schema_version' = '3' (the row format 1 and 2 read too); 'config/<name>': a config value
+        in data; 'segment/<session key>/<segment, 16 hex digits>': a segment's size, version and tail
     snapstore_entries(session text, segment bigint, pos bigint, data bytea not null,
                       primary key (session, segment, pos))
-    snapstore_segment_version                       a sequence: every segment written whole gets a new version
-    snapstore_meta(key text primary key, value text)  'schema_version' = '2' (shared with format 1)
+    snapstore_segment_version   a sequence: every segment written whole gets a new version
 
-A position is an entry count. ``append`` is one statement: it grows the segment's
-row only if the row still counts ``expected_end`` entries (compare-and-swap, atomic
-even without the session lock) and inserts the entries at the positions after it.
-A reader reads the segment's row and its entries in one statement, so a replace
-(one transaction) is seen whole or not at all.
+A segment is one stream of length-prefixed entries (``_postgres_stream``); a position
+is a byte offset in it. Its rows in ``snapstore_entries`` hold whole and quarter pages
+of the stream, its row in ``snapstore_meta`` the rest (the tail). ``append`` is one
+statement: it moves the segment's row on only if the row's size is still
+``expected_end`` (compare-and-swap, atomic even without the session lock), and writes
+the whole and quarter pages of tail + new entries as rows. A reader reads the
+segment's row and its rows in one statement, so a replace (one transaction) is seen
+whole or not at all. Opening a schema-2 store (one row per entry, segments and config
+in tables of their own) rewrites it as schema 3 in one transaction.
 
 A format-1 store (``snapstore_objects``, ``snapstore_refs``) in the same schema and
 prefix stays readable through ``legacy_reader()``; its ``schema_version`` row stays
-'1' until the first config value of format 2 is written, so format-1 code refuses
+'1' until the first config value of this format is written, so format-1 code refuses
 the store from then on.
 
 Session locks: ``lock_session`` takes a transaction-scoped advisory lock
@@ -54,6 +57,7 @@ from ..errors import BackendError, ConcurrentUpdateError, FormatVersionError, Sn
 from ._checks import check_config_name, check_config_value, check_position, entry_list
 from ._legacy import OBJECT_KEY, LegacyObjectMissing
 from ._postgres_sql import (
+    CONFIG_ROW,
     CONFIG_TABLE,
     CREATE_STATEMENTS,
     ENTRIES_TABLE,
@@ -63,14 +67,22 @@ from ._postgres_sql import (
     META_TABLE,
     QUERIES,
     SCHEMA_VERSION,
+    SEGMENT_ROW,
     SEGMENTS_TABLE,
     TABLE_PREFIX,
+    UPGRADE_ENTRIES_TABLE,
+    UPGRADE_FINISH,
+    UPGRADE_PREPARE,
+    UPGRADE_READ_ENTRIES,
+    UPGRADE_READ_SEGMENTS,
     VERSION_SEQUENCE,
     first_line,
     hash64,
     redact_url,
+    row_sizes,
     where,
 )
+from ._postgres_stream import cut_stream, frame_entries, read_stream
 from .base import Backend, SegmentInfo, SegmentMissing, SegmentRead, check_segment, check_session_key
 from .locking import check_timeout, lock_timeout_error
 
@@ -227,6 +239,9 @@ class PostgresBackend(Backend):
                 found = self._read_version(conn, schema)
                 if found != str(SCHEMA_VERSION):
                     self._check_version(found, schema)  # refuse a newer store before creating anything
+                    # schema-2 tables: a schema-2 store, or a format-1 store that schema-2 code opened
+                    if self._has_table(conn, schema, SEGMENTS_TABLE):
+                        self._upgrade_row_per_entry(conn, schema)
                     self._create_tables(conn, schema)
                     found = self._read_version(conn, schema)
         except psycopg.Error as exc:
@@ -234,12 +249,15 @@ class PostgresBackend(Backend):
         self._layout_version = self._check_version(found, schema)
         return schema
 
-    def _read_version(self, conn: psycopg.Connection[Any], schema: str) -> str | None:
-        exists = conn.execute(
+    def _has_table(self, conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
+        found = conn.execute(
             "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s",
-            [schema, self.table_prefix + META_TABLE],
+            [schema, self.table_prefix + table],
         ).fetchone()
-        if exists is None:
+        return found is not None
+
+    def _read_version(self, conn: psycopg.Connection[Any], schema: str) -> str | None:
+        if not self._has_table(conn, schema, META_TABLE):
             return None
         row = conn.execute(self._q["read_version"]).fetchone()
         return None if row is None else row[0]
@@ -254,6 +272,7 @@ class PostgresBackend(Backend):
                 ("segments", SEGMENTS_TABLE),
                 ("entries", ENTRIES_TABLE),
                 ("sequence", VERSION_SEQUENCE),
+                ("new_entries", UPGRADE_ENTRIES_TABLE),
                 ("legacy_objects", LEGACY_OBJECTS_TABLE),
                 ("legacy_refs", LEGACY_REFS_TABLE),
             )
@@ -268,6 +287,33 @@ class PostgresBackend(Backend):
             if conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone() is None:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             for text in CREATE_STATEMENTS:
+                conn.execute(sql.SQL(text).format(**names))
+
+    def _upgrade_row_per_entry(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        """Rewrite the schema-2 tables (one row per entry) as schema 3, all or nothing, in one transaction.
+
+        Each segment's entries become one stream, cut as one append of it would cut it; config values
+        move into the meta table; the schema-2 tables are dropped and ``schema_version`` '2'
+        becomes '3' (a format-1 store keeps its '1'). Every segment gets a new version, so no
+        reader goes on from a position of the old layout.
+        """
+        names: dict[str, sql.Composable] = {**self._tables(schema)}
+        names["entries_name"] = sql.Identifier(self.table_prefix + ENTRIES_TABLE)
+        names["new_entries_pkey"] = sql.Identifier(schema, self.table_prefix + UPGRADE_ENTRIES_TABLE + "_pkey")
+        names["entries_pkey_name"] = sql.Identifier(self.table_prefix + ENTRIES_TABLE + "_pkey")
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [hash64("snapstore-ddl", schema)])
+            if not self._has_table(conn, schema, SEGMENTS_TABLE):
+                return  # another process upgraded it while this one waited for the lock
+            for text in UPGRADE_PREPARE:
+                conn.execute(sql.SQL(text).format(**names))
+            segments = conn.execute(sql.SQL(UPGRADE_READ_SEGMENTS).format(**names)).fetchall()
+            for key, segment in segments:
+                rows = conn.execute(sql.SQL(UPGRADE_READ_ENTRIES).format(**names), [key, segment], binary=True)
+                stream = frame_entries([bytes(data) for (data,) in rows])
+                params = self._put_params(str(key), int(segment), stream)
+                conn.execute(self._q["upgrade_put_segment"], params)
+            for text in UPGRADE_FINISH:
                 conn.execute(sql.SQL(text).format(**names))
 
     def _check_version(self, found: str | None, schema: str) -> int:
@@ -292,6 +338,8 @@ class PostgresBackend(Backend):
         names["sequence"] = sql.SQL(names["sequence"].as_string(conn).replace("'", "''"))
         # Rendered once to plain strings, so psycopg can prepare them.
         self._q = {name: sql.SQL(text).format(**names).as_string(conn) for name, text in QUERIES.items()}
+        upgrading = {**names, "entries": names["new_entries"]}
+        self._q["upgrade_put_segment"] = sql.SQL(QUERIES["put_segment"]).format(**upgrading).as_string(conn)
 
     # -- plumbing ------------------------------------------------------
     def _check_open(self, action: str) -> None:
@@ -387,7 +435,7 @@ class PostgresBackend(Backend):
         check_config_name(name)
         row = self._run(
             "read config",
-            lambda conn: conn.execute(self._q["read_config"], [name], binary=True).fetchone(),
+            lambda conn: conn.execute(self._q["read_config"], [CONFIG_ROW.format(name=name)], binary=True).fetchone(),
             write=False,
             config=name,
         )
@@ -397,9 +445,9 @@ class PostgresBackend(Backend):
         value = check_config_value(check_config_name(name), value)
 
         def write(conn: Any) -> None:
-            conn.execute(self._q["write_config"], [name, value])
+            conn.execute(self._q["write_config"], [CONFIG_ROW.format(name=name), value])
             if self._layout_version < SCHEMA_VERSION:
-                # format-2 data is here now: format-1 code must refuse the store from this point on
+                # this layout's data is here now: format-1 code must refuse the store from this point on
                 conn.execute(self._q["bump_version"])
 
         self._run("write config", write, write=True, config=name)
@@ -416,16 +464,17 @@ class PostgresBackend(Backend):
         if held is not None and held.prefetched is not None:
             found, held.prefetched = held.prefetched, None
             return found
+        bounds = _row_range(key)
         rows = self._on_session(
-            key, "list segments", lambda conn: conn.execute(self._q["segments"], [key]).fetchall(), write=False
+            key, "list segments", lambda conn: conn.execute(self._q["segments"], bounds).fetchall(), write=False
         )
-        return [SegmentInfo(int(segment), int(size), int(version)) for segment, size, version in rows]
+        return _segment_infos(rows)
 
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
         check_session_key(key)
         check_segment(segment)
         check_position(start, "start")
-        params = {"key": key, "segment": segment, "start": start}
+        params = {"row": SEGMENT_ROW.format(key=key, segment=segment), "key": key, "segment": segment, "start": start}
         rows = self._on_session(
             key,
             "read segment",
@@ -433,23 +482,27 @@ class PostgresBackend(Backend):
             write=False,
             segment=segment,
         )
-        if not rows:
+        if not rows or rows[0][0] != 0:
             raise SegmentMissing(f"segment {segment} of session {key} not found", {"segment": segment})
-        entries = [bytes(data) for _count, data in rows if data is not None]
-        return SegmentRead(entries, int(rows[0][0]))
+        _part, size, tail = rows[0]
+        blocks = [(int(pos), bytes(data)) for _part, pos, data in rows[1:]]
+        return read_stream(blocks, bytes(tail or b""), int(size), start)
 
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
         check_session_key(key)
         check_segment(segment)
         check_position(expected_end, "expected_end")
-        data = entry_list(entries)
+        data = frame_entries(entry_list(entries))
+        whole, quarter = row_sizes(key)
         params = {
+            "row": SEGMENT_ROW.format(key=key, segment=segment),
             "key": key,
             "segment": segment,
             "expected": expected_end,
-            "count": len(data),
-            "bytes": sum(len(d) for d in data),
+            "end": expected_end + len(data),
             "data": data,
+            "whole": whole,
+            "quarter": quarter,
         }
         try:
             # not retried: an append that reached the server before its connection failed may have landed
@@ -464,7 +517,7 @@ class PostgresBackend(Backend):
         except BackendError as exc:
             if exc.details.get("sqlstate") != _UNIQUE_VIOLATION:
                 raise
-            row = None  # entries at those positions appeared meanwhile: another writer won
+            row = None  # rows at those positions appeared meanwhile: another writer won
         if row is None:
             raise ConcurrentUpdateError(
                 f"segment {segment} of session {key} no longer ends at {expected_end}",
@@ -472,11 +525,23 @@ class PostgresBackend(Backend):
             )
         return int(row[0])
 
+    def _put_params(self, key: str, segment: int, stream: bytes) -> dict[str, Any]:
+        """A whole segment's statement parameters: its stream cut as one append of it would cut it."""
+        positions, blocks, tail = cut_stream(stream, *row_sizes(key))
+        return {
+            "row": SEGMENT_ROW.format(key=key, segment=segment),
+            "key": key,
+            "segment": segment,
+            "end": len(stream),
+            "tail": tail,
+            "positions": positions,
+            "blocks": blocks,
+        }
+
     def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
         check_session_key(key)
         check_segment(segment)
-        data = entry_list(entries)
-        params = {"key": key, "segment": segment, "count": len(data), "bytes": sum(map(len, data)), "data": data}
+        params = self._put_params(key, segment, frame_entries(entry_list(entries)))
 
         def replace(conn: Any) -> None:  # two statements in one transaction: readers see the old or the new
             conn.execute(self._q["clear_entries"], params)
@@ -489,7 +554,7 @@ class PostgresBackend(Backend):
         numbers = [check_segment(s) for s in segments]
         if not numbers:
             return
-        params = {"key": key, "segments": numbers}
+        params = {"key": key, "segments": numbers, "rows": [SEGMENT_ROW.format(key=key, segment=n) for n in numbers]}
         self._on_session(key, "drop segments", lambda conn: conn.execute(self._q["drop_segments"], params), write=True)
 
     def delete_session(self, key: str) -> bool:
@@ -497,7 +562,7 @@ class PostgresBackend(Backend):
         row = self._on_session(
             key,
             "delete session",
-            lambda conn: conn.execute(self._q["delete_session"], {"key": key}).fetchone(),
+            lambda conn: conn.execute(self._q["delete_session"], {"key": key, **_row_bounds(key)}).fetchone(),
             write=True,
             retry=False,  # a second run would find nothing and report False
         )
@@ -593,9 +658,10 @@ class PostgresBackend(Backend):
         wait_ms = 0 if left is None else max(1, math.ceil(left * 1000))
         lock_id = hash64("snapstore-session", self.schema, self.table_prefix, key)
         # no parameters: psycopg sends a simple query, which may hold several statements
+        listing = psycopg.ClientCursor(conn).mogrify(self._q["segments"], _row_range(key))
         text = (
             f"BEGIN; SET LOCAL lock_timeout = {wait_ms}; SELECT pg_advisory_xact_lock({lock_id});"
-            " SET LOCAL lock_timeout TO DEFAULT; " + psycopg.ClientCursor(conn).mogrify(self._q["segments"], [key])
+            " SET LOCAL lock_timeout TO DEFAULT; " + listing
         )
         try:
             cur = conn.execute(text)
@@ -608,7 +674,7 @@ class PostgresBackend(Backend):
             if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 raise lock_timeout_error(key, time.monotonic() - started) from None
             raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
-        return [SegmentInfo(int(segment), int(size), int(version)) for segment, size, version in rows]
+        return _segment_infos(rows)
 
     def _finish(self, held: _Held, *, commit: bool) -> None:
         """End the lock's transaction (which releases the lock) and give the connection back."""
@@ -706,6 +772,22 @@ class _PostgresLegacyReader:
         if row is None:
             raise LegacyObjectMissing(f"v1 object {key} not found", {"object": key})
         return bytes(row[0])
+
+
+def _row_bounds(key: str) -> dict[str, str]:
+    """The range of snapstore_meta row names that holds a session's segments (the key has no '/')."""
+    first = SEGMENT_ROW.format(key=key, segment=0)[:-16]
+    return {"first": first, "after": first[:-1] + chr(ord("/") + 1)}
+
+
+def _row_range(key: str) -> list[str]:
+    bounds = _row_bounds(key)
+    return [bounds["first"], bounds["after"]]
+
+
+def _segment_infos(rows: list[Any]) -> list[SegmentInfo]:
+    """``SegmentInfo`` from (row name, size, version) rows: the segment number ends the row name, in hex."""
+    return [SegmentInfo(int(name[-16:], 16), int(size), int(version)) for name, size, version in rows]
 
 
 def _closed_by_server(conn: Any) -> bool:

@@ -10,66 +10,114 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: the table layout this code writes and understands
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LEGACY_SCHEMA_VERSION = 1
 
-CONFIG_TABLE = "snapstore_config"
-SEGMENTS_TABLE = "snapstore_segments"
+META_TABLE = "snapstore_meta"
 ENTRIES_TABLE = "snapstore_entries"
 VERSION_SEQUENCE = "snapstore_segment_version"
-META_TABLE = "snapstore_meta"
+#: schema-2 tables, read once by the upgrade to schema 3 and dropped by it
+CONFIG_TABLE = "snapstore_config"
+SEGMENTS_TABLE = "snapstore_segments"
+#: where the upgrade builds the new entries table before it replaces the old one
+UPGRADE_ENTRIES_TABLE = "snapstore_entries_v3"
 LEGACY_OBJECTS_TABLE = "snapstore_objects"
 LEGACY_REFS_TABLE = "snapstore_refs"
 #: letters, digits and underscores, before each table name
 TABLE_PREFIX = re.compile(r"[A-Za-z0-9_]{0,40}\Z")
 _SECRET_PARAMS = ("password", "sslpassword")
 
+#: snapstore_meta row names: a config value, and a segment's row (the session key has no '/')
+CONFIG_ROW = "config/{name}"
+SEGMENT_ROW = "segment/{key}/{segment:016x}"
+#: 8 KiB pages: 24 bytes of page header, 4 bytes of line pointer per row
+PAGE_SPACE = 8192 - 24
+LINE_POINTER = 4
+#: the largest row a heap page takes (MaxHeapTupleSize)
+MAX_ROW = 8160
+#: the rows most commits write: four to a page, under TOAST's 2032-byte threshold, and a tail
+#: short enough that the segment's row in snapstore_meta is updated in place (HOT) at every commit
+QUARTER_ROWS_PER_PAGE = 4
+
+
+def _align(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def row_sizes(key: str) -> tuple[int, int]:
+    """(whole, quarter): the data bytes of an entries row that fills a page, and of one of four to a page.
+
+    A row is a 24-byte header, the session key (text: 1 length byte up to 126 bytes, else 4,
+    int-aligned), segment and pos (bigint, 8-aligned), data's 4-byte length, then data.
+    """
+    n = len(key.encode("utf-8"))
+    head = 24 + 1 + n if n + 1 <= 127 else _align(24, 4) + 4 + n
+    head = _align(_align(head, 8) + 16, 4) + 4
+    quarter = (PAGE_SPACE // QUARTER_ROWS_PER_PAGE - LINE_POINTER) // 8 * 8
+    return MAX_ROW - head, quarter - head
+
+
 #: every statement but the table creation, with {names} for the schema-qualified tables
 QUERIES = {
     "read_version": "SELECT value FROM {meta} WHERE key = 'schema_version'",
-    "bump_version": "UPDATE {meta} SET value = '2' WHERE key = 'schema_version' AND value = '1'",
-    "read_config": "SELECT value FROM {config} WHERE name = %s",
+    "bump_version": "UPDATE {meta} SET value = '3' WHERE key = 'schema_version' AND value = '1'",
+    "read_config": "SELECT data FROM {meta} WHERE key = %s",
     "write_config": (
-        "INSERT INTO {config} (name, value) VALUES (%s, %b) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+        "INSERT INTO {meta} (key, data) VALUES (%s, %b) ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data"
     ),
-    "session_keys": "SELECT DISTINCT session FROM {segments} ORDER BY session",
-    "segments": "SELECT segment, bytes, version FROM {segments} WHERE session = %s ORDER BY segment",
-    # One statement, one snapshot: the row and the entries it counts, never half of a replace.
+    "session_keys": (
+        "SELECT DISTINCT split_part(key, '/', 2) FROM {meta} WHERE key >= 'segment/' AND key < 'segment0' ORDER BY 1"
+    ),
+    "segments": "SELECT key, size, version FROM {meta} WHERE key >= %s AND key < %s ORDER BY key",
+    # One statement, one snapshot: the segment's row (its size and tail) and the rows from the one
+    # holding `start` on, never half of a replace.
     "read_segment": (
-        "SELECT s.entries, e.data FROM {segments} s LEFT JOIN {entries} e"
-        " ON e.session = s.session AND e.segment = s.segment AND e.pos >= %(start)s"
-        " WHERE s.session = %(key)s AND s.segment = %(segment)s ORDER BY e.pos"
+        "SELECT 0, size, data FROM {meta} WHERE key = %(row)s"
+        " UNION ALL"
+        " SELECT 1, pos, data FROM {entries} WHERE session = %(key)s AND segment = %(segment)s"
+        "  AND pos >= coalesce((SELECT max(pos) FROM {entries} WHERE session = %(key)s"
+        "   AND segment = %(segment)s AND pos <= %(start)s), 0)"
+        "  AND pos + octet_length(data) > %(start)s"
+        " ORDER BY 1, 2"
     ),
-    # `ok` refuses a stale end when the row is absent; ON CONFLICT ... WHERE re-checks the
-    # latest committed row, so two appenders without the lock cannot both win.
+    # The segment's stream so far ends with the tail its row holds; the new entries go after it.
+    # Whole pages of the result, then quarter pages, become entries rows; what is left is the new
+    # tail. `s` is empty unless the row (0 when absent) ends at the writer's end; ON CONFLICT ...
+    # WHERE re-checks the latest committed row, so two appenders without the lock cannot both win.
     "append": (
-        "WITH ok AS (SELECT 1 WHERE coalesce((SELECT entries FROM {segments}"
-        "  WHERE session = %(key)s AND segment = %(segment)s), 0) = %(expected)s),"
-        " up AS (INSERT INTO {segments} (session, segment, entries, bytes, version)"
-        "  SELECT %(key)s, %(segment)s, %(count)s, %(bytes)s, nextval('{sequence}') FROM ok"
-        "  ON CONFLICT (session, segment) DO UPDATE"
-        "  SET entries = {segments}.entries + EXCLUDED.entries, bytes = {segments}.bytes + EXCLUDED.bytes"
-        "  WHERE {segments}.entries = %(expected)s RETURNING entries),"
-        " ins AS (INSERT INTO {entries} (session, segment, pos, data)"
-        "  SELECT %(key)s, %(segment)s, %(expected)s + t.ord - 1, t.data"
-        "  FROM up, unnest(%(data)b::bytea[]) WITH ORDINALITY AS t(data, ord))"
-        " SELECT entries FROM up"
+        "WITH cur AS (SELECT size, data FROM {meta} WHERE key = %(row)s),"
+        " s AS (SELECT coalesce((SELECT data FROM cur), ''::bytea) || %(data)b AS stream,"
+        "  %(expected)s - coalesce((SELECT octet_length(data) FROM cur), 0) AS base"
+        "  WHERE coalesce((SELECT size FROM cur), 0) = %(expected)s),"
+        " cut AS (SELECT stream, base, octet_length(stream) / %(whole)s AS wholes,"
+        "  octet_length(stream) %% %(whole)s / %(quarter)s AS quarters FROM s),"
+        " up AS (INSERT INTO {meta} (key, size, version, data)"
+        "  SELECT %(row)s, %(end)s, nextval('{sequence}'),"
+        "   substring(stream FROM wholes * %(whole)s + quarters * %(quarter)s + 1) FROM cut"
+        "  ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, data = EXCLUDED.data"
+        "  WHERE {meta}.size = %(expected)s RETURNING size),"
+        " rows AS (INSERT INTO {entries} (session, segment, pos, data)"
+        "  SELECT %(key)s, %(segment)s, base + o, substring(stream FROM o + 1 FOR n) FROM up, cut,"
+        "   LATERAL (SELECT i * %(whole)s AS o, %(whole)s AS n FROM generate_series(0, wholes - 1) i"
+        "    UNION ALL SELECT wholes * %(whole)s + j * %(quarter)s, %(quarter)s"
+        "     FROM generate_series(0, quarters - 1) j) p)"
+        " SELECT size FROM up"
     ),
     "clear_entries": "DELETE FROM {entries} WHERE session = %(key)s AND segment = %(segment)s",
     "put_segment": (
-        "WITH up AS (INSERT INTO {segments} (session, segment, entries, bytes, version)"
-        "  VALUES (%(key)s, %(segment)s, %(count)s, %(bytes)s, nextval('{sequence}'))"
-        "  ON CONFLICT (session, segment) DO UPDATE"
-        "  SET entries = EXCLUDED.entries, bytes = EXCLUDED.bytes, version = EXCLUDED.version)"
+        "WITH up AS (INSERT INTO {meta} (key, size, version, data)"
+        "  VALUES (%(row)s, %(end)s, nextval('{sequence}'), %(tail)b)"
+        "  ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, version = EXCLUDED.version, data = EXCLUDED.data)"
         " INSERT INTO {entries} (session, segment, pos, data)"
-        " SELECT %(key)s, %(segment)s, t.ord - 1, t.data FROM unnest(%(data)b::bytea[]) WITH ORDINALITY AS t(data, ord)"
+        " SELECT %(key)s, %(segment)s, t.pos, t.data"
+        " FROM unnest(%(positions)s::bigint[], %(blocks)b::bytea[]) AS t(pos, data)"
     ),
     "drop_segments": (
-        "WITH gone AS (DELETE FROM {segments} WHERE session = %(key)s AND segment = ANY(%(segments)s))"
+        "WITH gone AS (DELETE FROM {meta} WHERE key = ANY(%(rows)s))"
         " DELETE FROM {entries} WHERE session = %(key)s AND segment = ANY(%(segments)s)"
     ),
     "delete_session": (
-        "WITH gone AS (DELETE FROM {segments} WHERE session = %(key)s RETURNING 1),"
+        "WITH gone AS (DELETE FROM {meta} WHERE key >= %(first)s AND key < %(after)s RETURNING 1),"
         " rows AS (DELETE FROM {entries} WHERE session = %(key)s)"
         " SELECT count(*) FROM gone"
     ),
@@ -79,20 +127,50 @@ QUERIES = {
     "legacy_get": "SELECT data FROM {legacy_objects} WHERE key = %s",
 }
 
-#: the format-2 tables, created (if missing) in one transaction under an advisory lock
+_ENTRIES_COLUMNS = (
+    '(session text COLLATE "C" NOT NULL, segment bigint NOT NULL, pos bigint NOT NULL, data bytea NOT NULL,'
+    " PRIMARY KEY (session, segment, pos)) WITH (toast_tuple_target = 8160)"
+)
+#: rows are zstd output cut to fit a page: never compressed again nor moved out to TOAST
+_ENTRIES_STORAGE = "ALTER TABLE {entries} ALTER COLUMN data SET STORAGE EXTERNAL"
+
+#: the schema-3 tables, created (if missing) in one transaction under an advisory lock
 CREATE_STATEMENTS = [
-    'CREATE TABLE IF NOT EXISTS {config} (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)',
-    'CREATE TABLE IF NOT EXISTS {segments} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
-    " entries bigint NOT NULL, bytes bigint NOT NULL, version bigint NOT NULL,"
-    " PRIMARY KEY (session, segment))",
-    'CREATE TABLE IF NOT EXISTS {entries} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
-    " pos bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (session, segment, pos))",
-    # entries are zstd output already: PostgreSQL's own compression would only cost time
-    "ALTER TABLE {entries} ALTER COLUMN data SET STORAGE EXTERNAL",
-    "CREATE SEQUENCE IF NOT EXISTS {sequence}",
     'CREATE TABLE IF NOT EXISTS {meta} (key text COLLATE "C" PRIMARY KEY, value text)',
+    # a format-1 store's meta table gets the columns of schema 3
+    "ALTER TABLE {meta} ADD COLUMN IF NOT EXISTS data bytea, ADD COLUMN IF NOT EXISTS size bigint,"
+    " ADD COLUMN IF NOT EXISTS version bigint",
+    # a tail stays in its row (no TOAST chunk); half of each page is kept free for the new
+    # version of a segment's row that every commit writes, so that update stays in the page (HOT)
+    # and pruning gives the old version's space back
+    "ALTER TABLE {meta} SET (toast_tuple_target = 8160, fillfactor = 50)",
+    "ALTER TABLE {meta} ALTER COLUMN data SET STORAGE EXTERNAL",
+    "CREATE TABLE IF NOT EXISTS {entries} " + _ENTRIES_COLUMNS,
+    _ENTRIES_STORAGE,
+    "CREATE SEQUENCE IF NOT EXISTS {sequence}",
     # last, so a store whose version row exists has all its tables; a format-1 store keeps its '1'
-    "INSERT INTO {meta} (key, value) VALUES ('schema_version', '2') ON CONFLICT (key) DO NOTHING",
+    "INSERT INTO {meta} (key, value) VALUES ('schema_version', '3') ON CONFLICT (key) DO NOTHING",
+]
+
+#: schema 2 to 3, in the transaction that copies the segments across (``PostgresBackend._upgrade_row_per_entry``).
+#: Writers of the old layout wait at the lock, then fail on the dropped tables: none commits into a table
+#: the upgrade has already read.
+UPGRADE_PREPARE = [
+    "LOCK TABLE {config}, {segments}, {entries} IN ACCESS EXCLUSIVE MODE",
+    CREATE_STATEMENTS[1],
+    CREATE_STATEMENTS[2],
+    CREATE_STATEMENTS[3],
+    "CREATE TABLE {new_entries} " + _ENTRIES_COLUMNS,
+    _ENTRIES_STORAGE.replace("{entries}", "{new_entries}"),
+    "INSERT INTO {meta} (key, data) SELECT 'config/' || name, value FROM {config}",
+]
+UPGRADE_READ_SEGMENTS = "SELECT session, segment FROM {segments} ORDER BY session, segment"
+UPGRADE_READ_ENTRIES = "SELECT data FROM {entries} WHERE session = %s AND segment = %s ORDER BY pos"
+UPGRADE_FINISH = [
+    "DROP TABLE {entries}, {segments}, {config}",
+    "ALTER TABLE {new_entries} RENAME TO {entries_name}",
+    "ALTER INDEX {new_entries_pkey} RENAME TO {entries_pkey_name}",
+    "UPDATE {meta} SET value = '3' WHERE key = 'schema_version' AND value = '2'",
 ]
 
 

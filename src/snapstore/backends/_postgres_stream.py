@@ -1,0 +1,58 @@
+"""A PostgreSQL segment as one stream of length-prefixed entries, kept in rows of whole or quarter pages.
+
+A segment's entries, each preceded by its length (4 bytes, big-endian), are one stream of
+bytes; a position is a byte offset in it, at the start of an entry. The stream is kept in
+rows of ``snapstore_entries`` keyed by the offset of their first byte, plus a tail of fewer
+than a quarter page's bytes in the segment's row of ``snapstore_meta``. ``cut_stream`` cuts
+a whole stream the way one append of it does (``_postgres_sql.QUERIES["append"]``):
+whole-page rows first, then quarter-page rows, the rest is the tail. Rows fill their pages:
+no TOAST chunks, no half empty pages, one row and one index entry for about three commits'
+entries.
+"""
+
+from __future__ import annotations
+
+from ._framing import MAX_ENTRY
+from .base import SegmentRead
+
+LENGTH_SIZE = 4
+
+
+def frame_entries(entries: list[bytes]) -> bytes:
+    return b"".join(len(entry).to_bytes(LENGTH_SIZE, "big") + entry for entry in entries)
+
+
+def cut_stream(stream: bytes, whole: int, quarter: int) -> tuple[list[int], list[bytes], bytes]:
+    """(positions, rows, tail) for a whole segment's stream, as an append of it to nothing cuts it."""
+    wholes = len(stream) // whole
+    quarters = len(stream) % whole // quarter
+    positions = [i * whole for i in range(wholes)] + [wholes * whole + j * quarter for j in range(quarters)]
+    sizes = [whole] * wholes + [quarter] * quarters
+    rest = wholes * whole + quarters * quarter
+    return positions, [stream[p : p + n] for p, n in zip(positions, sizes, strict=True)], stream[rest:]
+
+
+def read_stream(rows: list[tuple[int, bytes]], tail: bytes, size: int, start: int) -> SegmentRead:
+    """The entries from ``start`` on, out of the rows from the one holding ``start`` and the tail.
+
+    A ``start`` that is not where an entry begins (a position of a segment since replaced, or
+    damage) reads as damage at ``start``: no entry is made up of bytes that were not written as one.
+    """
+    if start >= size:
+        return SegmentRead([], size)
+    first = rows[0][0] if rows else size - len(tail)
+    data = b"".join(block for _pos, block in rows) + tail
+    if first + len(data) != size or not first <= start:
+        return SegmentRead([], start, damaged_at=start)
+    view = memoryview(data)
+    entries: list[bytes] = []
+    at = start - first
+    while at < len(data):
+        if at + LENGTH_SIZE > len(data):
+            return SegmentRead(entries, first + at, damaged_at=first + at)
+        length = int.from_bytes(view[at : at + LENGTH_SIZE], "big")
+        if length > MAX_ENTRY or at + LENGTH_SIZE + length > len(data):
+            return SegmentRead(entries, first + at, damaged_at=first + at)
+        entries.append(bytes(view[at + LENGTH_SIZE : at + LENGTH_SIZE + length]))
+        at += LENGTH_SIZE + length
+    return SegmentRead(entries, size)

@@ -1,0 +1,207 @@
+"""A schema-2 PostgreSQL store (one row per entry) opens as schema 3 with every state it held.
+
+The schema-2 store is written with the layout docs/format.md gives for it: the same sessions,
+segments and entries a memory store holds after the same commits, one row per entry.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import postgres_url_or_skip
+from snapstore import SnapshotStore
+
+SCHEMA_2 = [
+    'CREATE TABLE {s}.snapstore_config (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)',
+    'CREATE TABLE {s}.snapstore_segments (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
+    " entries bigint NOT NULL, bytes bigint NOT NULL, version bigint NOT NULL, PRIMARY KEY (session, segment))",
+    'CREATE TABLE {s}.snapstore_entries (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
+    " pos bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (session, segment, pos))",
+    "CREATE SEQUENCE {s}.snapstore_segment_version",
+    'CREATE TABLE {s}.snapstore_meta (key text COLLATE "C" PRIMARY KEY, value text)',
+    "INSERT INTO {s}.snapstore_meta (key, value) VALUES ('schema_version', '2')",
+]
+
+
+def canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def states(turn: int) -> Any:
+    big = random.Random(turn).randbytes(turn * 997 % 20000).hex()  # keyframes span several rows
+    return {"turn": turn, "flag": turn % 3 == 0, "ratio": turn / 7, "one": 1.0 if turn % 2 else 1, "big": big}
+
+
+@pytest.fixture
+def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
+    import psycopg
+
+    url = postgres_url_or_skip()
+    schema = f"schema2_{uuid.uuid4().hex[:12]}"
+    source = SnapshotStore.memory()
+    expected: dict[str, dict[str, bytes]] = {}
+    for name, turns in (("alpha", 40), ("beta with space", 7)):
+        sess = source.session(name, max_snapshots=25)
+        for turn in range(1, turns + 1):
+            sess.commit(states(turn), label=f"t{turn}", turn=turn)
+        expected[name] = {i: canonical(sess.state(i)) for i in sess.snapshot_ids()}
+    backend = source.backend
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        for text in SCHEMA_2:
+            conn.execute(text.format(s=f'"{schema}"'))
+        for name in ("format",):
+            value = backend.read_config(name)
+            if value is not None:
+                conn.execute(f'INSERT INTO "{schema}".snapstore_config VALUES (%s, %s)', [name, value])
+        for key in backend.session_keys():
+            for info in backend.segments(key):
+                entries = backend.read_segment(key, info.segment).entries
+                conn.execute(
+                    f'INSERT INTO "{schema}".snapstore_segments VALUES (%s, %s, %s, %s,'
+                    f" nextval('\"{schema}\".snapstore_segment_version'))",
+                    [key, info.segment, len(entries), sum(map(len, entries))],
+                )
+                for pos, data in enumerate(entries):
+                    conn.execute(
+                        f'INSERT INTO "{schema}".snapstore_entries VALUES (%s, %s, %s, %s)',
+                        [key, info.segment, pos, data],
+                    )
+    source.close()
+    yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}", expected
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_a_schema_2_store_opens_as_schema_3_with_every_state(
+    schema_2_store: tuple[str, dict[str, dict[str, bytes]]],
+) -> None:
+    import psycopg
+
+    url, expected = schema_2_store
+    store = SnapshotStore.open(url)
+    try:
+        assert store.sessions() == sorted(expected)
+        for name, by_id in expected.items():
+            sess = store.session(name)
+            assert sess.snapshot_ids() == list(by_id)
+            for snapshot_id, state in by_id.items():
+                assert canonical(sess.state(snapshot_id)) == state
+        store.verify()
+        # the upgraded store takes commits, and a second handle reads them
+        sess = store.session("alpha")
+        new = sess.commit(states(41), label="after", turn=41)
+    finally:
+        store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [
+            t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")
+        ]
+        version = conn.execute("SELECT value FROM snapstore_meta WHERE key = 'schema_version'").fetchone()
+    assert tables == ["snapstore_entries", "snapstore_meta"] and version == ("3",)
+    again = SnapshotStore.open(url)
+    try:
+        assert canonical(again.session("alpha").state(new.id)) == canonical(states(41))
+        for snapshot_id, state in expected["beta with space"].items():
+            assert canonical(again.session("beta with space").state(snapshot_id)) == state
+    finally:
+        again.close()
+
+
+def _contents(url: str) -> dict[str, Any]:
+    """Every table of the store's schema: its columns and its rows, sorted."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+        found: dict[str, Any] = {}
+        for table in sorted(tables):
+            columns = conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+            rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
+            found[table] = (columns, sorted(rows, key=repr))
+        return found
+
+
+def test_an_upgrade_that_fails_leaves_the_schema_2_store_as_it_was(
+    schema_2_store: tuple[str, dict[str, dict[str, bytes]]],
+) -> None:
+    import psycopg
+
+    from snapstore.errors import BackendError
+
+    url, expected = schema_2_store
+    with psycopg.connect(url, autocommit=True) as conn:
+        # a view on a schema-2 table: the upgrade's last step, dropping that table, fails
+        conn.execute("CREATE VIEW config_in_use AS SELECT * FROM snapstore_config")
+    before = _contents(url)
+    assert "snapstore_segments" in before and before["snapstore_meta"][1] == [("schema_version", "2")]
+    with pytest.raises(BackendError) as info:
+        SnapshotStore.open(url)
+    assert "cause" in info.value.details
+    assert _contents(url) == before
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP VIEW config_in_use")
+    store = SnapshotStore.open(url)
+    try:
+        for name, by_id in expected.items():
+            assert [canonical(store.session(name).state(i)) for i in by_id] == list(by_id.values())
+    finally:
+        store.close()
+
+
+def test_keyframes_span_whole_page_rows_after_the_upgrade(
+    schema_2_store: tuple[str, dict[str, dict[str, bytes]]],
+) -> None:
+    import psycopg
+
+    url, _expected = schema_2_store
+    SnapshotStore.open(url).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        sizes = [n for (n,) in conn.execute("SELECT octet_length(data) FROM snapstore_entries")]
+        toasted = conn.execute(
+            "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'snapstore_entries'::regclass"
+        ).fetchone()
+    assert max(sizes) > 8000 and toasted == (0,)  # rows of a whole page, none moved out to TOAST
+
+
+def test_a_format_1_store_opened_by_schema_2_code_keeps_its_version() -> None:
+    """Schema-2 code created its (empty) tables beside format-1 ones: they go, and '1' stays for the upgrade."""
+    import psycopg
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    url = postgres_url_or_skip()
+    schema = f"schema2_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        for text in [*SCHEMA_2[:-1], "INSERT INTO {s}.snapstore_meta (key, value) VALUES ('schema_version', '1')"]:
+            conn.execute(text.format(s=f'"{schema}"'))
+        conn.execute(f'CREATE TABLE "{schema}".snapstore_refs (name text COLLATE "C" PRIMARY KEY, value text NOT NULL)')
+        conn.execute(
+            f'CREATE TABLE "{schema}".snapstore_objects (key text COLLATE "C" PRIMARY KEY, data bytea NOT NULL)'
+        )
+        conn.execute(f"INSERT INTO \"{schema}\".snapstore_refs VALUES ('config/format', '1')")
+    try:
+        backend = PostgresBackend(url, schema=schema)
+        try:
+            assert backend.legacy_format() == "1" and backend.session_keys() == []
+        finally:
+            backend.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            tables = [t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])]
+            version = conn.execute(f"SELECT value FROM \"{schema}\".snapstore_meta WHERE key = 'schema_version'")
+            assert sorted(tables) == ["snapstore_entries", "snapstore_meta", "snapstore_objects", "snapstore_refs"]
+            assert version.fetchone() == ("1",)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
