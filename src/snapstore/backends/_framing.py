@@ -79,15 +79,24 @@ def scan(data: bytes | memoryview, offset: int) -> Scan:
     view = memoryview(data)
     size = len(view)
     entries: list[bytes] = []
+    append, unpack, xxh32 = entries.append, FRAME.unpack_from, xxhash.xxh32_intdigest
     pos = 0
-    while pos < size:
-        bad = _check_frame(view, pos, size)
-        if bad is not None:
-            torn = bad
-            return Scan(entries, offset + pos, None if torn else offset + pos, torn)
-        length = FRAME.unpack_from(view, pos)[0]
-        entries.append(bytes(view[pos + FRAME_SIZE : pos + FRAME_SIZE + length]))
-        pos += FRAME_SIZE + length
+    # opening a session scans every frame of its segments: the good frame's checks are inlined
+    # here, and anything else goes to ``_check_frame`` to be told torn or damaged
+    while pos <= size - FRAME_SIZE:
+        length, body_check, head_check = unpack(view, pos)
+        start = pos + FRAME_SIZE
+        end = start + length
+        if end > size or length > MAX_ENTRY or xxh32(view[pos : pos + 8]) != head_check:
+            break
+        body = view[start:end]
+        if xxh32(body) != body_check:
+            break
+        append(bytes(body))
+        pos = end
+    if pos < size:
+        torn = _check_frame(view, pos, size) is True  # the loop stops at a bad frame: torn or damaged
+        return Scan(entries, offset + pos, None if torn else offset + pos, torn)
     return Scan(entries, offset + pos, None, False)
 
 
