@@ -1,6 +1,6 @@
 """Writers on one session: do they queue, lose nothing, and keep their throughput?
 
-    python -m benchmarks.writers [--writers 1 2 4 8 16] [--commits 50] [--postgres URL]
+    python -m benchmarks.writers [--writers 1 2 4 8 16] [--commits 50] [--postgres URL] [--cpu]
 
 For each writer count, that many processes commit to one session of a fresh
 store at once, each commit a read-modify-write of the shared game state
@@ -12,7 +12,8 @@ p99). The one writer commits as many times as the most writers do together (800
 for 16 x 50), so its rate is measured over as long a history and as long a time.
 Then the starvation case: one writer commits a ~2 MB state 10 times while 4
 writers with small states commit in a tight loop; it reports how many of the big
-writer's commits landed.
+writer's commits landed. With --cpu, each row also gives the writers' CPU time per commit and
+the cores they kept busy on average (CPU time over the run's wall time): where the time goes.
 
 The PostgreSQL column runs when --postgres (or SNAPSTORE_BENCH_POSTGRES_URL)
 names a server; each run uses its own table prefix.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -60,6 +62,7 @@ def _writer(target: str, prefix: str, writer: int, commits: int, big: bool, star
     store = _open(target, prefix)
     sess = store.session(SESSION, max_snapshots=1_000_000)
     start.wait()
+    cpu_before = _cpu_seconds()
     results: list[Any] = [("start", time.time())]
     snapstore = import_snapstore()
     for k in range(commits):
@@ -76,8 +79,15 @@ def _writer(target: str, prefix: str, writer: int, commits: int, big: bool, star
         except Exception as exc:  # the benchmark counts failures instead of stopping
             results.append((None, expected, k, time.perf_counter() - began, f"{type(exc).__name__}: {exc}", writer))
     results.append(("end", time.time()))
+    results.append(("cpu", _cpu_seconds() - cpu_before))
     out.put(results)
     store.close()
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process so far (all its threads, user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _verifier(target: str, prefix: str, stop: Any, out: Any) -> None:
@@ -114,7 +124,8 @@ def _run(target: str, writers: int, commits: int, big_writer: bool = False, veri
         checker.join()
     starts = [row[1] for row in rows if row[0] == "start"]
     ends = [row[1] for row in rows if row[0] == "end"]
-    results = [row for row in rows if row[0] not in ("start", "end")]
+    cpu = sum(row[1] for row in rows if row[0] == "cpu")
+    results = [row for row in rows if row[0] not in ("start", "end", "cpu")]
     elapsed = max(ends) - min(starts)
     for p in procs:
         p.join()
@@ -146,6 +157,10 @@ def _run(target: str, writers: int, commits: int, big_writer: bool = False, veri
         "median_ms": statistics.median(latencies) * 1e3 if latencies else None,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3 if latencies else None,
         "big_landed": sum(1 for r in landed if r[5] == 0) if big_writer else None,
+        # the writers' CPU per commit (their whole loop: reads, the commit, waiting for the lock)
+        # and how many of the machine's cores they kept busy on average
+        "cpu_ms": cpu / len(results) * 1e3 if results else None,
+        "cores_busy": cpu / elapsed,
         "verify_runs": verify_runs,
         "verify_problems": verify_problems,
     }
@@ -161,13 +176,19 @@ def main(argv: list[str] | None = None) -> int:
         "--verify-only", action="store_true",
         help="only compare 4 writers' throughput with and without a verify loop running beside them",
     )
+    parser.add_argument(
+        "--cpu", action="store_true",
+        help="also report the writers' CPU per commit and the cores they kept busy (where a commit's time goes)",
+    )
     args = parser.parse_args(argv)
     if args.verify_only:
         return _verify_alongside(args)
     engines = [("directory", None)] + ([("postgresql", args.postgres)] if args.postgres else [])
+    cpu_head = " CPU ms/commit | cores busy |" if args.cpu else ""
     lines = [
-        "| engine | writers | commits | failures | lost | wrong | commits/s | vs 1 writer | median ms | p99 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| engine | writers | commits | failures | lost | wrong | commits/s | vs 1 writer | median ms | p99 ms |"
+        + cpu_head,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + " --- | --- |" * args.cpu,
     ]
     starvation = []
     for engine, url in engines:
@@ -184,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {engine} | {n} | {r['commits']} | {r['failures']} | {r['lost']} | {r['wrong']} "
                 f"| {r['throughput']:.0f} | {ratio:.2f}x | {r['median_ms']:.1f} | {r['p99_ms']:.1f} |"
+                + (f" {r['cpu_ms']:.2f} | {r['cores_busy']:.2f} |" if args.cpu else "")
             )
             print(lines[-1], r["errors"] or "", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
@@ -197,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             "# Writers on one session",
             "",
-            f"`python -m benchmarks.writers --commits {args.commits}`, "
+            f"`python -m benchmarks.writers --commits {args.commits}{' --cpu' if args.cpu else ''}`, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
             f"Python {sys.version.split()[0]}.",
             "",
