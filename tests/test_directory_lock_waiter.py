@@ -11,6 +11,7 @@ they exclude each other exactly as two processes do.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from snapstore import LockTimeoutError
+from snapstore import BackendError, LockTimeoutError
 from snapstore.backends import _directory
 from snapstore.backends._directory import DirectoryBackend
 
@@ -120,3 +121,18 @@ def test_an_idle_waiting_thread_ends_and_the_next_wait_starts_another(
     _take_while(first, second, got)
     assert len(got) == 2
     assert len(_waiter_threads()) == 1
+
+
+def test_a_waiting_thread_that_cannot_wait_says_why_at_once() -> None:
+    """flock(2) failing in the waiting thread (here: a descriptor that is not open) reaches the
+    caller as a BackendError naming the lock file, not as a timeout after its whole wait."""
+    unused = os.sysconf("SC_OPEN_MAX") - 1
+    with pytest.raises(OSError):
+        os.fstat(unused)
+    waiter = _directory._FlockWaiter(unused, KEY)
+    assert waiter.request()
+    started = time.monotonic()
+    with pytest.raises(BackendError, match=f"sessions/{KEY}/lock"):
+        waiter.wait(60.0, 0.0)
+    assert time.monotonic() - started < 30
+    assert not waiter.request()  # the thread has ended: the session lock starts another

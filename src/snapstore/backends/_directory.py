@@ -703,6 +703,7 @@ class _FlockWaiter:
         self.waiting = False  # a caller asked for the lock and has not given up
         self.got = threading.Event()
         self.ended = False
+        self.error: OSError | None = None  # why the thread could not wait (it has ended)
         threading.Thread(target=self._run, name=f"snapstore-lock-{key}", daemon=True).start()
 
     def request(self) -> bool:
@@ -719,12 +720,17 @@ class _FlockWaiter:
         """The descriptor holding the lock once the thread has it, within ``timeout`` seconds."""
         started = time.monotonic()
         if self.got.wait(timeout):
-            return self.fd
+            return self._obtained()
         with self.mutex:
             if self.got.is_set():  # obtained just as the wait ran out: keep it
-                return self.fd
+                return self._obtained()
             self.waiting = False  # the thread lets go of the lock when it gets it
         raise lock_timeout_error(self.key, waited + time.monotonic() - started)
+
+    def _obtained(self) -> int:
+        if self.error is not None:
+            raise io_error("lock", f"sessions/{self.key}/{LOCK_FILE}", self.error)
+        return self.fd
 
     def _run(self) -> None:
         while True:
@@ -735,7 +741,15 @@ class _FlockWaiter:
                 if self.ended:
                     os.close(self.fd)
                     return
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            except OSError as exc:  # the caller hears why instead of waiting out its timeout
+                with self.mutex:
+                    self.error, self.ended, self.waiting = exc, True, False
+                    self.got.set()
+                with suppress(OSError):
+                    os.close(self.fd)
+                return
             with self.mutex:
                 if self.waiting:
                     self.waiting = False
