@@ -129,14 +129,17 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="lgreads-"))
     try:
         rows: dict[str, list[float]] = {}
-        for subject in (SqliteSubject(workdir / "sqlite"), SnapstoreDirSubject(workdir / "snapstore")):
+        snapstore = SnapstoreDirSubject(workdir / "snapstore")
+        for subject in (SqliteSubject(workdir / "sqlite"), snapstore):
             subject.workdir.mkdir()
             back_id = run_graph(subject, args.turns)[-1 - BACK]
             rows.update(saver_reads(f"{subject.name}: get_tuple", subject.open, back_id, args.reads))
+            if subject is snapstore:
+                snapstore_back = back_id  # what the steps below read on the snapstore thread
         root = workdir / "snapstore" / "checkpoints.snapstore"
         label = "  get_tuple with both sessions already open"
-        rows.update(saver_reads(label, lambda: saver_on_open_sessions(root), back_id, args.reads))
-        rounds = [store_steps(root, back_id) for _ in range(args.reads)]
+        rows.update(saver_reads(label, lambda: saver_on_open_sessions(root), snapstore_back, args.reads))
+        rounds = [store_steps(root, snapstore_back) for _ in range(args.reads)]
         for label in rounds[0]:
             rows[label] = [found[label] for found in rounds]
         print(f"{args.turns} turns, median of {args.reads} reads, each on a freshly opened saver or store\n")

@@ -385,20 +385,23 @@ class Reference:
     def final_state(self) -> Any:
         return orjson.loads(self.final_json)
 
+    def round_trip(self) -> Any:
+        """One orjson round trip of the final state."""
+        return orjson.loads(orjson.dumps(self.final_state))
+
+    def load_full(self) -> Any:
+        """Loading the final state from one zstd-3 file (``reference_costs`` writes it)."""
+        assert self.full_file is not None, "reference_costs writes the file"
+        with open(self.full_file, "rb") as f:
+            return orjson.loads(self._dctx.decompress(f.read()))
+
     def round_trip_ns(self) -> int:
-        """One orjson round trip of the final state (timed beside an approach's rollback)."""
-        final = self.final_state
-        t0 = time.perf_counter_ns()
-        orjson.loads(orjson.dumps(final))
-        return time.perf_counter_ns() - t0
+        """``round_trip`` timed (beside an approach's rollback)."""
+        return timed_ns(self.round_trip)[0]
 
     def load_full_ns(self) -> int:
-        """Loading the final state from one zstd-3 file (timed beside an approach's cold rebuild)."""
-        assert self.full_file is not None, "reference_costs writes the file"
-        t0 = time.perf_counter_ns()
-        with open(self.full_file, "rb") as f:
-            orjson.loads(self._dctx.decompress(f.read()))
-        return time.perf_counter_ns() - t0
+        """``load_full`` timed (beside an approach's cold rebuild)."""
+        return timed_ns(self.load_full)[0]
 
 
 def reference_pass(cfg: Config) -> Reference:
@@ -421,22 +424,17 @@ def reference_pass(cfg: Config) -> Reference:
 def reference_costs(ref: Reference, tmp: Path, reps: int) -> dict[str, Any]:
     final = ref.final_state
     cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    dctx = zstandard.ZstdDecompressor()
     blob = cctx.compress(ref.final_json)
     path = tmp / "final.json.zst"
     path.write_bytes(blob)
-
-    def load_full() -> Any:
-        with open(path, "rb") as f:
-            return orjson.loads(dctx.decompress(f.read()))
-
+    ref.full_file = path  # kept for the loads timed beside the cold rebuilds; the run's folder removes it
     out: dict[str, Any] = {
         "state_json_bytes": len(ref.final_json),
         "state_zstd3_bytes": len(blob),
-        "orjson_roundtrip_ms": ms(median_ns(lambda: orjson.loads(orjson.dumps(final)), reps)),
+        "orjson_roundtrip_ms": ms(median_ns(ref.round_trip, reps)),
         "orjson_dumps_ms": ms(median_ns(lambda: orjson.dumps(final), reps)),
         "zstd3_compress_ms": ms(median_ns(lambda: cctx.compress(ref.final_json), reps)),
-        "load_full_ms": ms(median_ns(load_full, reps)),
+        "load_full_ms": ms(median_ns(ref.load_full, reps)),
         "deepcopy_ms": ms(median_ns(lambda: copy.deepcopy(final), reps)),
     }
     # "one state" = tracemalloc size of an independent copy (orjson.loads: its own
@@ -455,7 +453,6 @@ def reference_costs(ref: Reference, tmp: Path, reps: int) -> dict[str, Any]:
     out["one_state_fresh_bytes"] = tracemalloc.get_traced_memory()[0]
     del fresh
     tracemalloc.stop()
-    ref.full_file = path  # kept for the loads timed beside the cold rebuilds; the run's folder removes it
     return out
 
 
@@ -538,14 +535,18 @@ def measure_store(adapter: Adapter, cfg: Config, ref: Reference, turn_of: dict[A
         return ms(statistics.median(times))
 
     rreps = max(1, cfg.reps // 3)
-    res["rollback_latest_ms"] = measure(retained[-1], cfg.reps)
-    # the rollback-to-head target compares with a round trip timed right beside each rollback, so
-    # that both are measured under the same conditions of the machine
+    # each rollback to the head is timed beside a round trip (the rollback-to-head target compares
+    # the two), so that both are measured under the same conditions of the machine
     beside_rollback, beside_trip = [], []
+    state = None
     for _ in range(cfg.reps):
-        beside_rollback.append(timed_ns(lambda: adapter.rollback(retained[-1]))[0])
+        dt, state = timed_ns(lambda: adapter.rollback(retained[-1]))
+        beside_rollback.append(dt)
         beside_trip.append(ref.round_trip_ns())
-    res["rollback_latest_beside_ms"] = ms(statistics.median(beside_rollback))
+    if digest(state) != ref.digests[turn_of[retained[-1]] - 1]:
+        mismatches.append(turn_of[retained[-1]])
+    del state
+    res["rollback_latest_ms"] = res["rollback_latest_beside_ms"] = ms(statistics.median(beside_rollback))
     res["round_trip_beside_ms"] = ms(statistics.median(beside_trip))
     rng = random.Random(cfg.seed + 1)
     middle = retained[1:-1] or retained

@@ -67,7 +67,9 @@ def test_every_position_reads_the_entries_after_it(backend: Any) -> None:
     assert backend.segments("s")[0].stored_bytes == ends[-1]
 
 
-def test_a_position_inside_an_entry_reads_as_damage_not_as_made_up_entries(backend: Any) -> None:
+def test_a_position_inside_an_entry_whose_bytes_read_as_lengths_past_the_stream_reads_as_damage(
+    backend: Any,
+) -> None:
     end = backend.append("s", 0, [b"\xff" * 5000, b"after"], 0)
     for start in (1, 2, 3, 4, 100, 2500, 4999):
         read = backend.read_segment("s", 0, start)

@@ -11,10 +11,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
 
-from conftest import postgres_url_or_skip
+from conftest import canonical, postgres_url_or_skip
 from snapstore import SnapshotStore
 
 SCHEMA_2 = [
@@ -27,10 +26,6 @@ SCHEMA_2 = [
     'CREATE TABLE {s}.snapstore_meta (key text COLLATE "C" PRIMARY KEY, value text)',
     "INSERT INTO {s}.snapstore_meta (key, value) VALUES ('schema_version', '2')",
 ]
-
-
-def canonical(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def states(turn: int) -> Any:
@@ -56,10 +51,9 @@ def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
         conn.execute(f'CREATE SCHEMA "{schema}"')
         for text in SCHEMA_2:
             conn.execute(text.format(s=f'"{schema}"'))
-        for name in ("format",):
-            value = backend.read_config(name)
-            if value is not None:
-                conn.execute(f'INSERT INTO "{schema}".snapstore_config VALUES (%s, %s)', [name, value])
+        value = backend.read_config("format")
+        if value is not None:
+            conn.execute(f'INSERT INTO "{schema}".snapstore_config VALUES (%s, %s)', ["format", value])
         for key in backend.session_keys():
             for info in backend.segments(key):
                 entries = backend.read_segment(key, info.segment).entries

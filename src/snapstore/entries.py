@@ -366,9 +366,9 @@ class SegmentReader:
         try:
             if mode in KEY_MODES:
                 start = self.run_start - self.base
-                if mode == KEY_PATCHED and at - start < 8:
-                    return None
                 reader = self._keyframe_decompressor(view[start:at] if mode == KEY_PATCHED else None)
+                if reader is None:
+                    return None
                 payload = group[0][3]
                 if zstandard.frame_content_size(payload) != total:
                     return None
@@ -399,11 +399,14 @@ class SegmentReader:
         return total
 
     @staticmethod
-    def _keyframe_decompressor(previous_run: memoryview | bytes | None) -> zstandard.ZstdDecompressor:
-        """A keyframe's decompressor: with the previous run as its dictionary when it is patched."""
+    def _keyframe_decompressor(previous_run: memoryview | None) -> zstandard.ZstdDecompressor | None:
+        """A keyframe's decompressor: with the previous run as its dictionary when it is patched
+        (None when that run is too short to be one: a patched keyframe cannot start a segment)."""
         if previous_run is None:
             return zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
-        dictionary = zstandard.ZstdCompressionDict(previous_run, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        dictionary = raw_dict(previous_run)
+        if dictionary is None:
+            return None
         return zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << MAX_WINDOW_LOG)
 
     def _frame_decompressor(
@@ -429,12 +432,12 @@ class SegmentReader:
         try:
             if mode in KEY_MODES:
                 self._frame = None
-                if mode == KEY_PATCHED and len(self.raw) - (self.run_start - self.base) < 8:
-                    raise _corrupt(self.where, "a patched keyframe at the start of its segment")
                 with memoryview(self.raw) as view:
-                    previous = view[self.run_start - self.base :] if mode == KEY_PATCHED else None
-                    reader = self._keyframe_decompressor(previous)
-                    del previous
+                    previous_run = view[self.run_start - self.base :] if mode == KEY_PATCHED else None
+                    reader = self._keyframe_decompressor(previous_run)
+                    previous_run = None  # released before the view is
+                if reader is None:
+                    raise _corrupt(self.where, "a patched keyframe at the start of its segment")
                 declared = zstandard.frame_content_size(payload)
                 if declared != raw_length:  # a frame claiming another size is damage, not an allocation
                     raise _corrupt(self.where, f"payload of snapshot {snapshot_id} declares the wrong size")

@@ -68,11 +68,7 @@ class KeyframePolicy:
 
         ``decoded_before``: raw bytes of the segment a rebuild decodes before the chain's keyframe.
         """
-        if chain_cost <= MIN_CHAIN_COST:
-            return False
-        return self.rebuild_cost(chain_cost, state_size, decoded_before) > self.rebuild_budget * full_load_cost(
-            state_size
-        )
+        return chain_cost > MIN_CHAIN_COST and not self._within_budget(chain_cost, state_size, decoded_before)
 
     def may_patch(self, runs: int, segment_raw_bytes: int, state_size: int) -> bool:
         """Whether a new keyframe may join the open segment, compressed against its raw stream.
@@ -86,8 +82,12 @@ class KeyframePolicy:
             return True
         if runs >= self.max_runs or total > self.max_segment_factor * max(state_size, 1):
             return False
-        rebuild = self.rebuild_cost(MIN_CHAIN_COST, state_size, segment_raw_bytes)
-        return rebuild <= self.rebuild_budget * full_load_cost(state_size)
+        return self._within_budget(MIN_CHAIN_COST, state_size, segment_raw_bytes)
+
+    def _within_budget(self, chain_cost: int, state_size: int, decoded_before: int) -> bool:
+        return self.rebuild_cost(chain_cost, state_size, decoded_before) <= self.rebuild_budget * full_load_cost(
+            state_size
+        )
 
     @staticmethod
     def rebuild_cost(chain_cost: int, state_size: int, decoded_before: int) -> float:

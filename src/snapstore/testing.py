@@ -106,11 +106,20 @@ def segment_path(backend: Backend, key: str, segment: int) -> str:
     return os.path.join(backend.describe(), "sessions", key, segment_file(segment))
 
 
-def _flipped(data: bytes) -> bytes:
+#: the bits a damaged byte has flipped
+_DAMAGE = 0x5A
+
+
+def _middle(data: bytes) -> int:
+    """The byte of an entry that tests damage: its middle one."""
     if not data:
         raise ValueError("an empty entry has no byte to damage")
-    middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0x5A]) + data[middle + 1 :]
+    return len(data) // 2
+
+
+def _flipped(data: bytes) -> bytes:
+    middle = _middle(data)
+    return data[:middle] + bytes([data[middle] ^ _DAMAGE]) + data[middle + 1 :]
 
 
 def _damage_directory_entry(backend: Backend, key: str, segment: int, index: int) -> None:
@@ -132,25 +141,23 @@ def _damage_postgres_entry(backend: Any, key: str, segment: int, index: int) -> 
     from psycopg import sql
 
     from .backends._postgres_sql import SEGMENT_ROW
-    from .backends._postgres_stream import LENGTH_SIZE
+    from .backends._postgres_stream import LENGTH_SIZE, frame_entries
 
     entries = backend.read_segment(key, segment).entries
-    if not entries[index]:
-        raise ValueError("an empty entry has no byte to damage")
-    # the entry's middle byte (as _flipped picks it), as an offset in the segment's stream (docs/format.md §5)
-    at = sum(LENGTH_SIZE + len(e) for e in entries[:index]) + LENGTH_SIZE + len(entries[index]) // 2
-    names = {
-        "entries": sql.Identifier(backend.schema, backend.table_prefix + "snapstore_entries"),
-        "meta": sql.Identifier(backend.schema, backend.table_prefix + "snapstore_meta"),
+    # the entry's damaged byte as an offset in the segment's stream (docs/format.md, section 5)
+    at = len(frame_entries(entries[:index])) + LENGTH_SIZE + _middle(entries[index])
+    names = backend._tables(backend.schema)
+    params = {
+        "key": key, "segment": segment, "at": at, "bits": _DAMAGE, "row": SEGMENT_ROW.format(key=key, segment=segment)
     }
-    params = {"key": key, "segment": segment, "at": at, "row": SEGMENT_ROW.format(key=key, segment=segment)}
     in_rows = (
-        "UPDATE {entries} SET data = set_byte(data, (%(at)s - pos)::int, get_byte(data, (%(at)s - pos)::int) # 90)"
+        "UPDATE {entries} SET data = set_byte(data, (%(at)s - pos)::int,"
+        " get_byte(data, (%(at)s - pos)::int) # %(bits)s)"
         " WHERE session = %(key)s AND segment = %(segment)s AND pos <= %(at)s AND pos + octet_length(data) > %(at)s"
     )
     in_tail = (
         "UPDATE {meta} SET data = set_byte(data, (%(at)s - size + octet_length(data))::int,"
-        " get_byte(data, (%(at)s - size + octet_length(data))::int) # 90) WHERE key = %(row)s"
+        " get_byte(data, (%(at)s - size + octet_length(data))::int) # %(bits)s) WHERE key = %(row)s"
     )
     with backend._connection("damage entry") as conn:
         if not conn.execute(sql.SQL(in_rows).format(**names), params).rowcount:

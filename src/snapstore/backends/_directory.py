@@ -186,13 +186,7 @@ class DirectoryBackend(Backend):
         check_session_key(key)
         sessions = self._sessions_fd(create)
         try:
-            try:
-                fd = self._open_dir(sessions, key, f"sessions/{key}")
-            except FileNotFoundError:
-                if not create:
-                    raise
-                self._mkdir(sessions, key)  # created when first missing, not tried on every write
-                fd = self._open_dir(sessions, key, f"sessions/{key}")
+            fd = self._open_dir_made(sessions, key, f"sessions/{key}", create)
         finally:
             os.close(sessions)
         try:
@@ -201,13 +195,18 @@ class DirectoryBackend(Backend):
             os.close(fd)
 
     def _sessions_fd(self, create: bool = False) -> int:
+        return self._open_dir_made(self._root_fd, "sessions", "sessions", create)
+
+    def _open_dir_made(self, parent: int, name: str, what: str, create: bool) -> int:
+        """``_open_dir``, making the folder first when it is missing and ``create`` (made when first
+        missing, not tried on every write)."""
         try:
-            return self._open_dir(self._root_fd, "sessions", "sessions")
+            return self._open_dir(parent, name, what)
         except FileNotFoundError:
             if not create:
                 raise
-            self._mkdir(self._root_fd, "sessions")
-            return self._open_dir(self._root_fd, "sessions", "sessions")
+            self._mkdir(parent, name)
+            return self._open_dir(parent, name, what)
 
     def _writable(self, what: str) -> None:
         if self.read_only:

@@ -82,7 +82,7 @@ from ._postgres_sql import (
     row_sizes,
     where,
 )
-from ._postgres_stream import cut_stream, frame_entries, read_stream
+from ._postgres_stream import frame_entries, read_stream
 from .base import Backend, SegmentInfo, SegmentMissing, SegmentRead, check_segment, check_session_key
 from .locking import check_timeout, lock_timeout_error
 
@@ -311,8 +311,7 @@ class PostgresBackend(Backend):
             for key, segment in segments:
                 rows = conn.execute(sql.SQL(UPGRADE_READ_ENTRIES).format(**names), [key, segment], binary=True)
                 stream = frame_entries([bytes(data) for (data,) in rows])
-                params = self._put_params(str(key), int(segment), stream)
-                conn.execute(self._q["upgrade_put_segment"], params)
+                conn.execute(self._q["upgrade_append"], _whole_segment_params(str(key), int(segment), stream))
             for text in UPGRADE_FINISH:
                 conn.execute(sql.SQL(text).format(**names))
 
@@ -339,7 +338,7 @@ class PostgresBackend(Backend):
         # Rendered once to plain strings, so psycopg can prepare them.
         self._q = {name: sql.SQL(text).format(**names).as_string(conn) for name, text in QUERIES.items()}
         upgrading = {**names, "entries": names["new_entries"]}
-        self._q["upgrade_put_segment"] = sql.SQL(QUERIES["put_segment"]).format(**upgrading).as_string(conn)
+        self._q["upgrade_append"] = sql.SQL(QUERIES["append"]).format(**upgrading).as_string(conn)
 
     # -- plumbing ------------------------------------------------------
     def _check_open(self, action: str) -> None:
@@ -464,7 +463,7 @@ class PostgresBackend(Backend):
         if held is not None and held.prefetched is not None:
             found, held.prefetched = held.prefetched, None
             return found
-        bounds = _row_range(key)
+        bounds = _row_bounds(key)
         rows = self._on_session(
             key, "list segments", lambda conn: conn.execute(self._q["segments"], bounds).fetchall(), write=False
         )
@@ -492,18 +491,7 @@ class PostgresBackend(Backend):
         check_session_key(key)
         check_segment(segment)
         check_position(expected_end, "expected_end")
-        data = frame_entries(entry_list(entries))
-        whole, quarter = row_sizes(key)
-        params = {
-            "row": SEGMENT_ROW.format(key=key, segment=segment),
-            "key": key,
-            "segment": segment,
-            "expected": expected_end,
-            "end": expected_end + len(data),
-            "data": data,
-            "whole": whole,
-            "quarter": quarter,
-        }
+        params = _append_params(key, segment, frame_entries(entry_list(entries)), expected_end)
         try:
             # not retried: an append that reached the server before its connection failed may have landed
             row = self._on_session(
@@ -525,27 +513,14 @@ class PostgresBackend(Backend):
             )
         return int(row[0])
 
-    def _put_params(self, key: str, segment: int, stream: bytes) -> dict[str, Any]:
-        """A whole segment's statement parameters: its stream cut as one append of it would cut it."""
-        positions, blocks, tail = cut_stream(stream, *row_sizes(key))
-        return {
-            "row": SEGMENT_ROW.format(key=key, segment=segment),
-            "key": key,
-            "segment": segment,
-            "end": len(stream),
-            "tail": tail,
-            "positions": positions,
-            "blocks": blocks,
-        }
-
     def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
         check_session_key(key)
         check_segment(segment)
-        params = self._put_params(key, segment, frame_entries(entry_list(entries)))
+        params = _whole_segment_params(key, segment, frame_entries(entry_list(entries)))
 
         def replace(conn: Any) -> None:  # two statements in one transaction: readers see the old or the new
-            conn.execute(self._q["clear_entries"], params)
-            conn.execute(self._q["put_segment"], params)
+            conn.execute(self._q["drop_segments"], params)
+            conn.execute(self._q["append"], params)  # to nothing: cut as one append, with a new version
 
         self._on_session(key, "replace segment", replace, write=True, segment=segment)
 
@@ -658,7 +633,7 @@ class PostgresBackend(Backend):
         wait_ms = 0 if left is None else max(1, math.ceil(left * 1000))
         lock_id = hash64("snapstore-session", self.schema, self.table_prefix, key)
         # no parameters: psycopg sends a simple query, which may hold several statements
-        listing = psycopg.ClientCursor(conn).mogrify(self._q["segments"], _row_range(key))
+        listing = psycopg.ClientCursor(conn).mogrify(self._q["segments"], _row_bounds(key))
         text = (
             f"BEGIN; SET LOCAL lock_timeout = {wait_ms}; SELECT pg_advisory_xact_lock({lock_id});"
             " SET LOCAL lock_timeout TO DEFAULT; " + listing
@@ -780,9 +755,28 @@ def _row_bounds(key: str) -> dict[str, str]:
     return {"first": first, "after": first[:-1] + chr(ord("/") + 1)}
 
 
-def _row_range(key: str) -> list[str]:
-    bounds = _row_bounds(key)
-    return [bounds["first"], bounds["after"]]
+def _append_params(key: str, segment: int, data: bytes, expected_end: int) -> dict[str, Any]:
+    """The parameters of the ``append`` statement: ``data`` (framed entries) after ``expected_end``."""
+    whole, quarter = row_sizes(key)
+    return {
+        "row": SEGMENT_ROW.format(key=key, segment=segment),
+        "key": key,
+        "segment": segment,
+        "expected": expected_end,
+        "end": expected_end + len(data),
+        "data": data,
+        "whole": whole,
+        "quarter": quarter,
+    }
+
+
+def _whole_segment_params(key: str, segment: int, stream: bytes) -> dict[str, Any]:
+    """A segment written whole: its rows dropped (``drop_segments``), then its stream appended to nothing."""
+    return {
+        **_append_params(key, segment, stream, 0),
+        "segments": [segment],
+        "rows": [SEGMENT_ROW.format(key=key, segment=segment)],
+    }
 
 
 def _segment_infos(rows: list[Any]) -> list[SegmentInfo]:

@@ -68,7 +68,7 @@ QUERIES = {
     "session_keys": (
         "SELECT DISTINCT split_part(key, '/', 2) FROM {meta} WHERE key >= 'segment/' AND key < 'segment0' ORDER BY 1"
     ),
-    "segments": "SELECT key, size, version FROM {meta} WHERE key >= %s AND key < %s ORDER BY key",
+    "segments": "SELECT key, size, version FROM {meta} WHERE key >= %(first)s AND key < %(after)s ORDER BY key",
     # One statement, one snapshot: the segment's row (its size and tail) and the rows from the one
     # holding `start` on, never half of a replace.
     "read_segment": (
@@ -102,15 +102,6 @@ QUERIES = {
         "    UNION ALL SELECT wholes * %(whole)s + j * %(quarter)s, %(quarter)s"
         "     FROM generate_series(0, quarters - 1) j) p)"
         " SELECT size FROM up"
-    ),
-    "clear_entries": "DELETE FROM {entries} WHERE session = %(key)s AND segment = %(segment)s",
-    "put_segment": (
-        "WITH up AS (INSERT INTO {meta} (key, size, version, data)"
-        "  VALUES (%(row)s, %(end)s, nextval('{sequence}'), %(tail)b)"
-        "  ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, version = EXCLUDED.version, data = EXCLUDED.data)"
-        " INSERT INTO {entries} (session, segment, pos, data)"
-        " SELECT %(key)s, %(segment)s, t.pos, t.data"
-        " FROM unnest(%(positions)s::bigint[], %(blocks)b::bytea[]) AS t(pos, data)"
     ),
     "drop_segments": (
         "WITH gone AS (DELETE FROM {meta} WHERE key = ANY(%(rows)s))"

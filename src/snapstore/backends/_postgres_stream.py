@@ -3,8 +3,8 @@
 A segment's entries, each preceded by its length (4 bytes, big-endian), are one stream of
 bytes; a position is a byte offset in it, at the start of an entry. The stream is kept in
 rows of ``snapstore_entries`` keyed by the offset of their first byte, plus a tail of fewer
-than a quarter page's bytes in the segment's row of ``snapstore_meta``. ``cut_stream`` cuts
-a whole stream the way one append of it does (``_postgres_sql.QUERIES["append"]``):
+than a quarter page's bytes in the segment's row of ``snapstore_meta``. An append
+(``_postgres_sql.QUERIES["append"]``, which also writes a segment whole) cuts the stream into
 whole-page rows first, then quarter-page rows, the rest is the tail. Rows fill their pages:
 no TOAST chunks, no half empty pages, one row and one index entry for about three commits'
 entries.
@@ -22,21 +22,13 @@ def frame_entries(entries: list[bytes]) -> bytes:
     return b"".join(len(entry).to_bytes(LENGTH_SIZE, "big") + entry for entry in entries)
 
 
-def cut_stream(stream: bytes, whole: int, quarter: int) -> tuple[list[int], list[bytes], bytes]:
-    """(positions, rows, tail) for a whole segment's stream, as an append of it to nothing cuts it."""
-    wholes = len(stream) // whole
-    quarters = len(stream) % whole // quarter
-    positions = [i * whole for i in range(wholes)] + [wholes * whole + j * quarter for j in range(quarters)]
-    sizes = [whole] * wholes + [quarter] * quarters
-    rest = wholes * whole + quarters * quarter
-    return positions, [stream[p : p + n] for p, n in zip(positions, sizes, strict=True)], stream[rest:]
-
-
 def read_stream(rows: list[tuple[int, bytes]], tail: bytes, size: int, start: int) -> SegmentRead:
     """The entries from ``start`` on, out of the rows from the one holding ``start`` and the tail.
 
-    A ``start`` that is not where an entry begins (a position of a segment since replaced, or
-    damage) reads as damage at ``start``: no entry is made up of bytes that were not written as one.
+    The lengths carry no check of their own: a ``start`` that is not where an entry begins (a
+    position of a segment replaced since it was listed) reads as damage only when the lengths it
+    meets run past the stream; otherwise the entries' record checks and the states' hashes refuse
+    what it reads (docs/format.md, section 5).
     """
     if start >= size:
         return SegmentRead([], size)
