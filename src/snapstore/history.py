@@ -426,8 +426,10 @@ class SessionLog:
                 number = self.commits[sid].segment if sid in self.commits else -1
                 before = self.segments[number].version if number in self.segments else None
                 self.refresh()
-                if sid in self.commits and self.segments.get(self.commits[sid].segment) is not None and (
-                    self.segments[self.commits[sid].segment].version == before
+                if (
+                    sid in self.commits
+                    and self.segments.get(self.commits[sid].segment) is not None
+                    and (self.segments[self.commits[sid].segment].version == before)
                 ):
                     raise
                 if sid not in self.commits:
@@ -452,9 +454,14 @@ class SessionLog:
                 f"the keyframe of snapshot {path[0].id} is not JSON (damage)",
                 {"snapshot": path[-1].id, "object": path[0].id, "segment": path[0].segment, "reason": "damage"},
             ) from None
+        # The keyframe and every value a delta carries come from canonical bytes, keys sorted: with
+        # the objects that gained a member out of order sorted back, the state's plain serialization
+        # is its canonical one, and the hash check skips orjson's sorting, which costs three times
+        # the serialization on a state out of order (docs/design.md, "Diff, patch and memory").
+        reordered: list[Any] = []
         for commit in path[1:]:
-            state = apply_delta_payload(commit, payloads[commit.id], state)
-        check_state(state, path[-1].record.state, path[-1].id)
+            state = apply_delta_payload(commit, payloads[commit.id], state, reordered)
+        check_state(state, path[-1].record.state, path[-1].id, sort_objects(reordered))
         return state
 
 
@@ -498,18 +505,19 @@ def check_settings(body: dict[str, Any], session: str) -> dict[str, Any]:
     return body
 
 
-def apply_delta_payload(commit: IndexedCommit, payload: bytes, state: Any) -> Any:
+def apply_delta_payload(commit: IndexedCommit, payload: bytes, state: Any, reordered: list[Any] | None = None) -> Any:
     """Apply a stored delta in place on the rebuild path, naming the snapshot when it does not apply.
 
     The result is always checked against a recorded hash afterwards, so this applier skips the
     per-operation checks of ``delta.apply_patch`` that only shape error messages: an operation
     it cannot apply, or one that applies wrongly, ends as a CorruptObjectError either way.
+    ``reordered`` collects what ``apply_trusted`` says about key order.
     """
     try:
         ops = codec.loads(payload)
         if not isinstance(ops, list):
             raise PatchError("a delta is not a list of operations")
-        return apply_trusted(state, ops)
+        return apply_trusted(state, ops, reordered)
     except (PatchError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
         raise CorruptObjectError(
             f"delta of snapshot {commit.id} does not apply: {exc}",
@@ -517,16 +525,20 @@ def apply_delta_payload(commit: IndexedCommit, payload: bytes, state: Any) -> An
         ) from None
 
 
-def apply_trusted(doc: Any, ops: list[Any]) -> Any:
+def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) -> Any:
     """RFC 6902 add/remove/replace applied with the fewest steps; other operations go to ``apply_patch``.
 
     Only for patches whose result is verified against a hash: it raises plain exceptions on
-    malformed operations and does not insist on canonical array indices.
+    malformed operations and does not insist on canonical array indices. With ``reordered``,
+    each object that gains a member sorting before its last one is appended to it, and
+    ``UNORDERED`` when an operation may have put members out of order anywhere (``sort_objects``).
     """
     for op in ops:
         kind = op["op"]
         path = op["path"]
         if kind not in _FAST_OPS or not path:
+            if reordered is not None:
+                reordered.append(UNORDERED)
             doc = apply_patch(doc, [op], in_place=True, copy_values=False)
             continue
         tokens = path.split("/")
@@ -559,10 +571,31 @@ def apply_trusted(doc: Any, ops: list[Any]) -> Any:
                     raise KeyError(path)
                 parent[key] = op["value"]
             else:
+                if reordered is not None and key not in parent and parent and key < next(reversed(parent)):
+                    reordered.append(parent)
                 parent[key] = op["value"]
         else:
             raise TypeError(f"pointer {path!r} goes through a {type(parent).__name__}")
     return doc
+
+
+#: in ``apply_trusted``'s ``reordered``: some object may be out of order, where is not known
+UNORDERED: Any = object()
+
+
+def sort_objects(reordered: list[Any]) -> bool:
+    """Put back in sorted order each object ``apply_trusted`` named in ``reordered``; whether the
+    whole state is now in canonical order (as when every value came from canonical bytes)."""
+    if any(found is UNORDERED for found in reordered):
+        return False
+    done: set[int] = set()
+    for found in reordered:
+        if id(found) not in done:
+            done.add(id(found))
+            members = sorted(found.items())
+            found.clear()
+            found.update(members)
+    return True
 
 
 _FAST_OPS = frozenset(("add", "remove", "replace"))
@@ -575,8 +608,15 @@ def _list_index(parent: list[Any], key: str) -> int:
     return index
 
 
-def check_state(state: Any, expected_hash: str, snapshot_id: str) -> None:
-    """Refuse a rebuilt state whose canonical bytes do not hash to the recorded state hash."""
+def check_state(state: Any, expected_hash: str, snapshot_id: str, ordered: bool = False) -> None:
+    """Refuse a rebuilt state whose canonical bytes do not hash to the recorded state hash.
+
+    ``ordered`` says the state's objects are believed to be in canonical key order, so its plain
+    serialization is tried first (the same bytes, found without sorting); a state whose plain
+    bytes hash to the recorded hash is the recorded state. When they do not, the sorted bytes decide.
+    """
+    if ordered and codec.object_id(codec.dumps_as_ordered(state)) == expected_hash:
+        return
     actual = codec.object_id(codec.dumps(state))
     if actual != expected_hash:
         raise CorruptObjectError(

@@ -1,0 +1,88 @@
+"""A rebuild keeps its state's objects in canonical key order, so its hash check can skip sorting.
+
+The keyframe and every value a delta carries are canonical bytes (keys sorted); a delta that adds
+a member sorting before an object's last one breaks that order, and the rebuild puts that object
+back in order. Whatever the order claim, the check's verdict is the canonical bytes' verdict.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from conftest import canonical
+from snapstore import SnapshotStore, codec
+from snapstore.errors import CorruptObjectError
+from snapstore.history import UNORDERED, apply_trusted, check_state, sort_objects
+
+
+def _in_canonical_order(value: object) -> bool:
+    return orjson.dumps(value) == orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def test_out_of_order_members_are_put_back_in_order() -> None:
+    state = codec.loads(codec.dumps({"npcs": {"bram": 1, "zed": 2}, "log": [{"b": 1, "y": 2}]}))
+    reordered: list[object] = []
+    ops = [
+        {"op": "add", "path": "/npcs/ada", "value": 3},  # before "bram": out of order
+        {"op": "add", "path": "/npcs/zoe", "value": 4},  # after "zed": still in order
+        {"op": "add", "path": "/log/0/a", "value": 0},  # inside a list element
+        {"op": "replace", "path": "/npcs/bram", "value": 5},  # keeps its place
+        {"op": "add", "path": "/log/-", "value": {"k": 1, "c": 2}},  # a value as parsed, sorted
+    ]
+    state = apply_trusted(state, codec.loads(codec.dumps(ops)), reordered)
+    assert [id(found) for found in reordered] == [id(state["npcs"]), id(state["log"][0])]
+    assert not _in_canonical_order(state)
+    assert sort_objects(reordered) is True
+    assert _in_canonical_order(state)
+    assert state == {
+        "npcs": {"ada": 3, "bram": 5, "zed": 2, "zoe": 4},
+        "log": [{"a": 0, "b": 1, "y": 2}, {"c": 2, "k": 1}],
+    }
+
+
+def test_an_operation_outside_the_fast_path_leaves_the_order_unknown() -> None:
+    state = {"a": {"x": 1}, "b": {}}
+    reordered: list[object] = []
+    apply_trusted(state, [{"op": "move", "from": "/a/x", "path": "/b/x"}], reordered)
+    assert reordered == [UNORDERED]
+    assert sort_objects(reordered) is False
+
+
+def test_the_check_decides_by_canonical_bytes_whatever_the_order_claim() -> None:
+    state = {"b": 1, "a": [1.0, True]}  # out of order
+    expected = codec.object_id(codec.dumps(state))
+    check_state(state, expected, "s", True)  # a wrong claim costs a second serialization, nothing else
+    check_state(state, expected, "s", False)
+    wrong = {"a": [1, True], "b": 1}  # equal under ==, not type-exact
+    with pytest.raises(CorruptObjectError, match="rebuilds to a state hashing"):
+        check_state(wrong, expected, "s", True)
+    with pytest.raises(CorruptObjectError):
+        check_state({"a": [1.0, True], "b": 2}, expected, "s", True)
+
+
+@pytest.mark.parametrize("engine", ["memory", "directory"])
+def test_rebuilt_states_are_exact_and_in_canonical_order(engine: str, tmp_path: object) -> None:
+    store = SnapshotStore.memory() if engine == "memory" else SnapshotStore.open(str(tmp_path) + "/store")
+    sess = store.session("order", max_snapshots=100)
+    state: dict[str, object] = {"m": {"k500": 0}, "t": []}
+    written = []
+    for turn in range(60):
+        members = state["m"]
+        assert isinstance(members, dict)
+        members[f"k{(turn * 7919) % 1000:03d}"] = turn if turn % 3 else float(turn)  # in and out of order
+        if turn % 5 == 0:
+            members.pop(next(iter(members)))
+        transcript = state["t"]
+        assert isinstance(transcript, list)
+        transcript.append({"z": turn, "a": [True, 1, 1.0]})
+        written.append((sess.commit(state).id, canonical(state)))
+    if engine == "directory":  # a fresh handle: nothing cached from the commits
+        store.close()
+        store = SnapshotStore.open(str(tmp_path) + "/store")
+    again = store.session("order")
+    assert again.snapshot_ids() == [sid for sid, _ in written]
+    for sid, expected in written:
+        rebuilt = again._log.rebuild(sid)  # the cold path: keyframe and deltas, no cached head
+        assert canonical(rebuilt) == expected
+        assert _in_canonical_order(rebuilt)
