@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from ..errors import BackendError, ConcurrentUpdateError, FormatVersionError, SnapshotError
@@ -103,6 +104,8 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _UNIQUE_VIOLATION = "23505"
 #: seconds a lock waiter may spend getting a connection, whatever its lock timeout
 _CONNECT_ALLOWANCE = 5.0
+#: a read's rows by position (the segment's own row is -1)
+_position = itemgetter(0)
 
 
 class _DroppedConnection(Exception):
@@ -481,11 +484,13 @@ class PostgresBackend(Backend):
             write=False,
             segment=segment,
         )
-        if not rows or rows[0][0] != 0:
+        rows.sort(key=_position)
+        if not rows or rows[0][0] != -1:
             raise SegmentMissing(f"segment {segment} of session {key} not found", {"segment": segment})
-        _part, size, tail = rows[0]
-        blocks = [(int(pos), bytes(data)) for _part, pos, data in rows[1:]]
-        return read_stream(blocks, bytes(tail or b""), int(size), start)
+        _row, size, tail = rows[0]
+        tail = tail or b""
+        first = rows[1][0] if len(rows) > 1 else size - len(tail)
+        return read_stream(first, [data for _pos, _size, data in rows[1:]] + [tail], size, start)
 
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
         check_session_key(key)

@@ -69,16 +69,16 @@ QUERIES = {
         "SELECT DISTINCT split_part(key, '/', 2) FROM {meta} WHERE key >= 'segment/' AND key < 'segment0' ORDER BY 1"
     ),
     "segments": "SELECT key, size, version FROM {meta} WHERE key >= %(first)s AND key < %(after)s ORDER BY key",
-    # One statement, one snapshot: the segment's row (its size and tail) and the rows from the one
-    # holding `start` on, never half of a replace.
+    # One statement, one snapshot: the segment's row (position -1: its size and tail) and the rows
+    # from the one holding `start` on, never half of a replace. No ORDER BY: the server would sort
+    # the rows' bytes (most of a cold rebuild's read), the reader sorts their positions.
     "read_segment": (
-        "SELECT 0, size, data FROM {meta} WHERE key = %(row)s"
+        "SELECT -1, size, data FROM {meta} WHERE key = %(row)s"
         " UNION ALL"
-        " SELECT 1, pos, data FROM {entries} WHERE session = %(key)s AND segment = %(segment)s"
+        " SELECT pos, 0, data FROM {entries} WHERE session = %(key)s AND segment = %(segment)s"
         "  AND pos >= coalesce((SELECT max(pos) FROM {entries} WHERE session = %(key)s"
         "   AND segment = %(segment)s AND pos <= %(start)s), 0)"
         "  AND pos + octet_length(data) > %(start)s"
-        " ORDER BY 1, 2"
     ),
     # The segment's stream so far ends with the tail its row holds; the new entries go after it.
     # Whole pages of the result, then quarter pages, become entries rows; what is left is the new

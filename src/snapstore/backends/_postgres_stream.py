@@ -12,18 +12,22 @@ entries.
 
 from __future__ import annotations
 
+import struct
+
 from ._framing import MAX_ENTRY
 from .base import SegmentRead
 
 LENGTH_SIZE = 4
+_LENGTH = struct.Struct(">I").unpack_from
 
 
 def frame_entries(entries: list[bytes]) -> bytes:
     return b"".join(len(entry).to_bytes(LENGTH_SIZE, "big") + entry for entry in entries)
 
 
-def read_stream(rows: list[tuple[int, bytes]], tail: bytes, size: int, start: int) -> SegmentRead:
-    """The entries from ``start`` on, out of the rows from the one holding ``start`` and the tail.
+def read_stream(first: int, blocks: list[bytes], size: int, start: int) -> SegmentRead:
+    """The entries from ``start`` on, out of the stream's bytes from ``first`` on: its rows from the one
+    holding ``start``, in order, then the tail.
 
     The lengths carry no check of their own: a ``start`` that is not where an entry begins (a
     position of a segment replaced since it was listed) reads as damage only when the lengths it
@@ -32,19 +36,21 @@ def read_stream(rows: list[tuple[int, bytes]], tail: bytes, size: int, start: in
     """
     if start >= size:
         return SegmentRead([], size)
-    first = rows[0][0] if rows else size - len(tail)
-    data = b"".join(block for _pos, block in rows) + tail
-    if first + len(data) != size or not first <= start:
+    data = b"".join(blocks)  # from a list: one copy of the rows (a generator, or `+ tail`, costs more)
+    total = len(data)
+    if first + total != size or not first <= start:
         return SegmentRead([], start, damaged_at=start)
-    view = memoryview(data)
     entries: list[bytes] = []
+    append = entries.append
     at = start - first
-    while at < len(data):
-        if at + LENGTH_SIZE > len(data):
+    while at < total:
+        body = at + LENGTH_SIZE
+        if body > total:
             return SegmentRead(entries, first + at, damaged_at=first + at)
-        length = int.from_bytes(view[at : at + LENGTH_SIZE], "big")
-        if length > MAX_ENTRY or at + LENGTH_SIZE + length > len(data):
+        (length,) = _LENGTH(data, at)
+        end = body + length
+        if length > MAX_ENTRY or end > total:
             return SegmentRead(entries, first + at, damaged_at=first + at)
-        entries.append(bytes(view[at + LENGTH_SIZE : at + LENGTH_SIZE + length]))
-        at += LENGTH_SIZE + length
+        append(data[body:end])
+        at = end
     return SegmentRead(entries, size)
