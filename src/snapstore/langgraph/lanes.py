@@ -66,10 +66,16 @@ class Lane:
         self.names = lane_names(thread_id, checkpoint_ns)
         # parallel tasks of one step write the same checkpoint's writes from several threads
         self.lock = threading.RLock()
-        self._heads: dict[str, tuple[str, State]] = {}
-        # the heads one put or put_writes asked for (see ``operation``), and the thread doing it
+        # each session's head as this lane last read or wrote it ((None, None): no session)
+        self._heads: dict[str, tuple[str | None, State | None]] = {}
+        # the heads one put or put_writes builds on (see ``operation``), and the thread doing it
         self._asked: dict[str, tuple[str | None, State | None]] = {}
         self._operating: int | None = None
+        # within an operation built again (``rebase``): the heads are read, not taken from memory;
+        # the snapshot each session's next commit goes on top of; commits that went on another's
+        self._reread = False
+        self._after: dict[str, str | None] = {}
+        self._stale: dict[str, tuple[str | None, str]] = {}
         self._sessions: dict[str, Session] = {}
         self._index: tuple[str, Index] | None = None
         # under an EncryptedSerializer: each channel's ciphertexts in the head, to reuse (None: not read yet)
@@ -94,8 +100,16 @@ class Lane:
 
     @contextlib.contextmanager
     def operation(self) -> Iterator[None]:
-        """One put or put_writes, under the lane's lock: each session's head is asked for once
-        (asking costs a listing of the session's files), and known after each commit."""
+        """One put or put_writes, under the lane's lock, built on the heads this lane last read
+        or wrote, without asking the store again (asking costs a listing of the session's files
+        and a read of what changed, more than the rest of a small step).
+
+        One process writes a thread at a time, and a run reads its thread before it writes to it,
+        so those heads are the store's as a rule. Each commit checks it: the snapshot it went on
+        top of must be the head it was built on. When another handle committed in between,
+        ``commit_checkpoint`` or ``commit_writes`` says so, and the caller builds the operation
+        again (``rebase``) on what that handle left, so nothing it wrote is dropped.
+        """
         with self.lock:
             self._operating = threading.get_ident()
             try:
@@ -103,15 +117,33 @@ class Lane:
             finally:
                 self._operating = None
                 self._asked.clear()
+                self._after.clear()
+                self._stale.clear()
+                self._reread = False
 
     def _head(self, name: str) -> tuple[str | None, State | None]:
-        operating = self._operating == threading.get_ident()
-        if operating and name in self._asked:
-            return self._asked[name]
-        found = self._read_head(name)
-        if operating:
+        if self._operating != threading.get_ident():
+            return self._read_head(name)
+        found = self._asked.get(name)
+        if found is None:
+            found = None if self._reread else self._heads.get(name)
+            if found is None:
+                found = self._read_head(name)
             self._asked[name] = found
         return found
+
+    def rebase(self) -> None:
+        """Within an operation whose commit went on top of another handle's: build it again on
+        the head that handle left (the one the commit went on top of), every other head read
+        from the store. The stale commit stays in the session's history, superseded."""
+        stale, self._stale = dict(self._stale), {}
+        self._asked.clear()
+        self._reread = True
+        for name, (parent, committed) in stale.items():
+            sess = self._session(name, create=False)
+            state = sess.state(parent) if parent is not None and sess is not None else None
+            self._asked[name] = (parent, state) if state is not None else (None, None)
+            self._after[name] = committed
 
     def _read_head(self, name: str) -> tuple[str | None, State | None]:
         sess = self._session(name, create=False)
@@ -122,6 +154,7 @@ class Lane:
             sess = self._session(name, create=False)
             head = sess.head if sess is not None else None
         if sess is None or head is None:
+            self._heads[name] = (None, None)
             return None, None
         cached = self._heads.get(name)
         if cached is not None and cached[0] == head.id:
@@ -132,7 +165,7 @@ class Lane:
 
     def _state(self, name: str, snapshot_id: str) -> State:
         cached = self._heads.get(name)
-        if cached is not None and cached[0] == snapshot_id:
+        if cached is not None and cached[0] == snapshot_id and cached[1] is not None:
             return cached[1]
         sess = self._session(name, create=False)
         if sess is None:
@@ -141,6 +174,11 @@ class Lane:
         return state
 
     def _commit(self, name: str, state: State, label: str, turn: int | None) -> str:
+        """Commit ``state`` as ``name``'s head; within an operation, a commit that did not go on
+        top of the head it was built on is noted for ``rebase``."""
+        operating = self._operating == threading.get_ident()
+        built_on = self._asked.get(name, (None, None))[0]
+        expected = self._after.get(name, built_on)
         sess = self._session(name, create=True)
         assert sess is not None
         try:
@@ -151,8 +189,11 @@ class Lane:
             assert sess is not None
             snap = sess.commit(state, label=label, turn=turn)
         self._heads[name] = (snap.id, state)  # never mutated after this: the next commit builds a new dict
-        if self._operating == threading.get_ident():
+        if operating:
+            if snap.parent != expected:
+                self._stale[name] = (snap.parent, snap.id)
             self._asked[name] = (snap.id, state)
+            self._after.pop(name, None)
         return snap.id
 
     def _frame(self, checkpoint_id: str) -> State:
@@ -206,7 +247,9 @@ class Lane:
     # -- writing -------------------------------------------------------
     def commit_checkpoint(
         self, checkpoint_id: str, parent_id: str | None, checkpoint: Any, values: State, metadata: Any
-    ) -> None:
+    ) -> bool:
+        """Commit a checkpoint as the new head; False when the commit went on top of another
+        handle's (see ``operation``)."""
         with self.lock:
             sid, head = self._head(self.names.checkpoints)
             found = self.head()
@@ -239,9 +282,11 @@ class Lane:
             }
             new_sid = self._commit(self.names.checkpoints, state, f"checkpoint {checkpoint_id}", _step(metadata))
             self._index = (new_sid, new_index)
+            return self.names.checkpoints not in self._stale
 
-    def commit_writes(self, checkpoint_id: str, entries: list[Any]) -> None:
-        """Store a checkpoint's writes (all of them, as ``entries``) in a new writes head.
+    def commit_writes(self, checkpoint_id: str, entries: list[Any]) -> bool:
+        """Store a checkpoint's writes (all of them, as ``entries``) in a new writes head; False
+        when the commit went on top of another handle's (see ``operation``).
 
         The head keeps the writes of every checkpoint ``writes_at`` does not point at yet: with
         LangGraph's default (async) durability, a step's writes can land before or after the
@@ -259,6 +304,7 @@ class Lane:
             still_open[checkpoint_id] = entries
             frame = {**self._frame(checkpoint_id), "writes": still_open}
             self._commit(self.names.writes, frame, f"writes {checkpoint_id}", None)
+            return self.names.writes not in self._stale
 
     # -- whole-lane operations ---------------------------------------------
     def entries(self, keep: Callable[[str, Any], bool] = lambda _cid, _metadata: True) -> Entries:

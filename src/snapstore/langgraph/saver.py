@@ -32,6 +32,8 @@ from .lanes import Index, Lane, State
 from .names import parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
+#: how many times a put or put_writes is built again when other handles keep writing its thread
+ATTEMPTS = 3
 
 
 class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractAsyncContextManager):
@@ -42,7 +44,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     messages, an unchanged channel costs nothing. Values go through ``serde`` (LangGraph's
     serializer protocol), so a custom serializer or an ``EncryptedSerializer`` still applies.
 
-    One process writes a given thread at a time, as LangGraph runs do; any number may read.
+    One process writes a given thread at a time, as LangGraph runs do; any number may read. A
+    put builds on the heads this saver last read or wrote; one that lands on another writer's
+    commit is built again on it (``Lane.operation``).
     The saver keeps the head of the ``cached_threads`` (thread, namespace) pairs it used last in
     memory, so the next step of a running thread does not read it back.
     Deleting checkpoints (``delete_thread``, ``delete_for_runs``, ``prune``) drops them from the
@@ -246,17 +250,17 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         parent_id = configurable.get("checkpoint_id")
         skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        encoded_skeleton = self.codec.encode(skeleton)
+        encoded_metadata = self.codec.encode(get_checkpoint_metadata(config, metadata))
         with lane.operation():
-            values, ciphertexts = self._encode_values(lane, checkpoint, new_versions, parent_id)
-            lane.commit_checkpoint(
-                checkpoint["id"],
-                parent_id,
-                self.codec.encode(skeleton),
-                values,
-                self.codec.encode(get_checkpoint_metadata(config, metadata)),
-            )
-            if self.codec.encrypted is not None:
-                lane.ciphertexts = ciphertexts
+            for _attempt in range(ATTEMPTS):
+                values, ciphertexts = self._encode_values(lane, checkpoint, new_versions, parent_id)
+                done = lane.commit_checkpoint(checkpoint["id"], parent_id, encoded_skeleton, values, encoded_metadata)
+                if self.codec.encrypted is not None:
+                    lane.ciphertexts = ciphertexts
+                if done:
+                    break
+                lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
         return self._config(lane, checkpoint["id"])
 
     def _encode_values(
@@ -310,24 +314,29 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         configurable = config["configurable"]
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable["checkpoint_id"]
+        encoded: dict[int, Any] = {}
         with lane.operation():
-            found = lane.head()
-            entries = lane.writes_of(checkpoint_id, found[1] if found is not None else None)
-            index = {(entry[0], entry[1]): i for i, entry in enumerate(entries)}
-            changed = False
-            for idx, (channel, value) in enumerate(writes):
-                key = (task_id, WRITES_IDX_MAP.get(channel, idx))
-                if key in index and key[1] >= 0:
-                    continue  # a task's regular writes are stored once
-                entry = [task_id, key[1], channel, self.codec.encode(value), task_path]
-                if key in index:
-                    entries[index[key]] = entry
-                else:
-                    index[key] = len(entries)
-                    entries.append(entry)
-                changed = True
-            if changed:
-                lane.commit_writes(checkpoint_id, entries)
+            for _attempt in range(ATTEMPTS):
+                found = lane.head()
+                entries = lane.writes_of(checkpoint_id, found[1] if found is not None else None)
+                index = {(entry[0], entry[1]): i for i, entry in enumerate(entries)}
+                changed = False
+                for idx, (channel, value) in enumerate(writes):
+                    key = (task_id, WRITES_IDX_MAP.get(channel, idx))
+                    if key in index and key[1] >= 0:
+                        continue  # a task's regular writes are stored once
+                    if idx not in encoded:
+                        encoded[idx] = self.codec.encode(value)
+                    entry = [task_id, key[1], channel, encoded[idx], task_path]
+                    if key in index:
+                        entries[index[key]] = entry
+                    else:
+                        index[key] = len(entries)
+                        entries.append(entry)
+                    changed = True
+                if not changed or lane.commit_writes(checkpoint_id, entries):
+                    break
+                lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
 
     # -- deleting and copying ------------------------------------------------
     def delete_thread(self, thread_id: str) -> None:

@@ -1,0 +1,76 @@
+"""Savers on separate handles of one store taking turns at a thread, without reading it first.
+
+A saver builds each put and put_writes on the heads it last read or wrote, without asking the
+store again; a commit that lands on top of another handle's is built again on what that handle
+left. Whatever order the handles write in, a saver opened afterwards must find every checkpoint,
+its parent and all its writes, as a saver that had written them all alone would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+from snapstore import SnapshotStore
+from snapstore.langgraph import SnapstoreSaver
+
+
+def _put(saver: SnapstoreSaver, parent: Any, value: int) -> Any:
+    checkpoint = generate_checkpoint(channel_values={"x": value}, channel_versions={"x": value})
+    return saver.put(parent, checkpoint, generate_metadata(step=value), {"x": value})
+
+
+def _seen(saver: SnapstoreSaver) -> bytes:
+    """Every checkpoint of thread "t" as (value, parent's value, writes), newest first."""
+    by_id = {}
+    rows = []
+    for found in saver.list(generate_config("t")):
+        by_id[found.config["configurable"]["checkpoint_id"]] = found.checkpoint["channel_values"]["x"]
+        parent = found.parent_config["configurable"]["checkpoint_id"] if found.parent_config else None
+        rows.append([found.checkpoint["channel_values"]["x"], parent, sorted(found.pending_writes)])
+    for row in rows:
+        row[1] = by_id.get(row[1]) if row[1] is not None else None
+    return orjson.dumps(rows, option=orjson.OPT_SORT_KEYS)
+
+
+def _expected(*rows: list[Any]) -> bytes:
+    return orjson.dumps(list(rows), option=orjson.OPT_SORT_KEYS)
+
+
+def test_handles_taking_turns_at_a_thread_keep_each_others_checkpoints(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    first, second = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    one = _put(first, generate_config("t"), 1)
+    first.put_writes(one, [("w", "first")], "task-1")
+    two = _put(second, one, 2)  # second never read the thread: its first heads come from the store
+    second.put_writes(two, [("w", "second")], "task-2")
+    three = _put(first, two, 3)  # first's heads are one and its writes: the commit lands on second's
+    first.put_writes(three, [("w", "first again")], "task-3")
+    second.put_writes(three, [("v", 33)], "task-3b")  # to a checkpoint second did not write
+    four = _put(second, three, 4)
+    first.put_writes(four, [("w", "late")], "task-4")
+    expected = _expected(
+        [4, 3, [["task-4", "w", "late"]]],
+        [3, 2, [["task-3", "w", "first again"], ["task-3b", "v", 33]]],
+        [2, 1, [["task-2", "w", "second"]]],
+        [1, None, [["task-1", "w", "first"]]],
+    )
+    for saver in (first, second, SnapstoreSaver(make_store())):
+        assert _seen(saver) == expected
+
+
+def test_a_put_after_another_handle_deleted_the_thread_starts_it_afresh(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    first, second = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    one = _put(first, generate_config("t"), 1)
+    first.put_writes(one, [("w", "gone")], "task-1")
+    _put(first, one, 2)
+    second.delete_thread("t")
+    _put(first, generate_config("t"), 3)  # first still holds the deleted heads in memory
+    for saver in (first, second, SnapstoreSaver(make_store())):
+        assert _seen(saver) == _expected([3, None, []])
