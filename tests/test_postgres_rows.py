@@ -91,3 +91,30 @@ def test_a_replaced_segment_is_cut_as_one_append_of_it_would_cut_it(backend: Any
     backend.replace_segment("b", 0, entries[:2])
     assert backend.read_segment("b", 0).entries == entries[:2]
     assert backend.segments("b")[0].version != info.version
+
+
+def test_the_append_that_creates_a_segment_leaves_it_no_tail(backend: Any) -> None:
+    """Its rest becomes one more row, so the segment's new row in snapstore_meta is small; later
+    appends keep their rest as the tail."""
+    from snapstore.backends._postgres_sql import row_sizes
+
+    whole, quarter = row_sizes("s")
+    first = [b"k" * (whole + quarter + 100)]  # one whole row, one quarter row, and a rest
+    end = backend.append("s", 0, first, 0)
+    assert _rows(backend) == [(0, whole), (whole, quarter), (whole + quarter, end - whole - quarter)]
+    assert _tail(backend, "s", 0) == b""
+    end = backend.append("s", 0, [b"small"], end)
+    assert len(_rows(backend)) == 3 and _tail(backend, "s", 0) == (5).to_bytes(4, "big") + b"small"
+    assert backend.read_segment("s", 0).entries == [*first, b"small"] and backend.read_segment("s", 0).end == end
+
+
+def _tail(backend: Any, key: str, segment: int) -> bytes:
+    from snapstore.backends._postgres_sql import SEGMENT_ROW
+
+    with backend._connection("read a tail") as conn:
+        row = conn.execute(
+            f'SELECT data FROM "{backend.schema}".snapstore_meta WHERE key = %s',
+            [SEGMENT_ROW.format(key=key, segment=segment)],
+            binary=True,
+        ).fetchone()
+    return bytes(row[0])

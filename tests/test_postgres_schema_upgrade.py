@@ -1,14 +1,16 @@
-"""A schema-2 PostgreSQL store (one row per entry) opens as schema 3 with every state it held.
+"""Older PostgreSQL table layouts open as layout 4 with every state they held.
 
-The schema-2 store is written with the layout docs/format.md gives for it: the same sessions,
-segments and entries a memory store holds after the same commits, one row per entry.
+A layout-2 store (one row per entry) is rewritten as layout 3, then as layout 4; a layout-3
+store (streams in page-sized rows, TOAST tables, a primary key on every row) as layout 4.
+Each old store is written with the layout docs/format.md gives for it: the same sessions,
+segments and entries a memory store holds after the same commits.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,12 +35,8 @@ def states(turn: int) -> Any:
     return {"turn": turn, "flag": turn % 3 == 0, "ratio": turn / 7, "one": 1.0 if turn % 2 else 1, "big": big}
 
 
-@pytest.fixture
-def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
-    import psycopg
-
-    url = postgres_url_or_skip()
-    schema = f"schema2_{uuid.uuid4().hex[:12]}"
+def _source() -> tuple[SnapshotStore, dict[str, dict[str, bytes]]]:
+    """A memory store with two sessions, and every state each retains, canonical."""
     source = SnapshotStore.memory()
     expected: dict[str, dict[str, bytes]] = {}
     for name, turns in (("alpha", 40), ("beta with space", 7)):
@@ -46,6 +44,20 @@ def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
         for turn in range(1, turns + 1):
             sess.commit(states(turn), label=f"t{turn}", turn=turn)
         expected[name] = {i: canonical(sess.state(i)) for i in sess.snapshot_ids()}
+    return source, expected
+
+
+def _url(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
+    import psycopg
+
+    url = postgres_url_or_skip()
+    schema = f"schema2_{uuid.uuid4().hex[:12]}"
+    source, expected = _source()
     backend = source.backend
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -68,12 +80,12 @@ def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
                         [key, info.segment, pos, data],
                     )
     source.close()
-    yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}", expected
+    yield _url(url, schema), expected
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def test_a_schema_2_store_opens_as_schema_3_with_every_state(
+def test_a_schema_2_store_opens_as_layout_4_with_every_state(
     schema_2_store: tuple[str, dict[str, dict[str, bytes]]],
 ) -> None:
     import psycopg
@@ -98,7 +110,7 @@ def test_a_schema_2_store_opens_as_schema_3_with_every_state(
             t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")
         ]
         version = conn.execute("SELECT value FROM snapstore_meta WHERE key = 'schema_version'").fetchone()
-    assert tables == ["snapstore_entries", "snapstore_meta"] and version == ("3",)
+    assert tables == ["snapstore_entries", "snapstore_meta"] and version == ("4",)
     again = SnapshotStore.open(url)
     try:
         assert canonical(again.session("alpha").state(new.id)) == canonical(states(41))
@@ -126,31 +138,41 @@ def _contents(url: str) -> dict[str, Any]:
         return found
 
 
-def test_an_upgrade_that_fails_leaves_the_schema_2_store_as_it_was(
-    schema_2_store: tuple[str, dict[str, dict[str, bytes]]],
-) -> None:
+def refused_while_a_view_holds(
+    url: str, expected: dict[str, dict[str, bytes]], view: str, contents: Callable[[str], Any] = _contents
+) -> Any:
+    """Opening fails while ``view`` (a view on a table the upgrade rewrites or drops) exists, and
+    changes nothing of ``contents``; once the view is dropped the store opens with every state.
+    Returns the contents from before."""
     import psycopg
 
     from snapstore.errors import BackendError
 
-    url, expected = schema_2_store
     with psycopg.connect(url, autocommit=True) as conn:
-        # a view on a schema-2 table: the upgrade's last step, dropping that table, fails
-        conn.execute("CREATE VIEW config_in_use AS SELECT * FROM snapstore_config")
-    before = _contents(url)
-    assert "snapstore_segments" in before and before["snapstore_meta"][1] == [("schema_version", "2")]
+        conn.execute(f"CREATE VIEW in_use AS {view}")
+    before = contents(url)
     with pytest.raises(BackendError) as info:
         SnapshotStore.open(url)
     assert "cause" in info.value.details
-    assert _contents(url) == before
+    assert contents(url) == before
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP VIEW config_in_use")
+        conn.execute("DROP VIEW in_use")
     store = SnapshotStore.open(url)
     try:
         for name, by_id in expected.items():
             assert [canonical(store.session(name).state(i)) for i in by_id] == list(by_id.values())
     finally:
         store.close()
+    return before
+
+
+def test_an_upgrade_that_fails_leaves_the_schema_2_store_as_it_was(
+    schema_2_store: tuple[str, dict[str, dict[str, bytes]]],
+) -> None:
+    url, expected = schema_2_store
+    # the upgrade's last step, dropping the schema-2 tables, fails
+    before = refused_while_a_view_holds(url, expected, "SELECT * FROM snapstore_config")
+    assert "snapstore_segments" in before and before["snapstore_meta"][1] == [("schema_version", "2")]
 
 
 def test_keyframes_span_whole_page_rows_after_the_upgrade(
@@ -162,10 +184,8 @@ def test_keyframes_span_whole_page_rows_after_the_upgrade(
     SnapshotStore.open(url).close()
     with psycopg.connect(url, autocommit=True) as conn:
         sizes = [n for (n,) in conn.execute("SELECT octet_length(data) FROM snapstore_entries")]
-        toasted = conn.execute(
-            "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'snapstore_entries'::regclass"
-        ).fetchone()
-    assert max(sizes) > 8000 and toasted == (0,)  # rows of a whole page, none moved out to TOAST
+        toast = conn.execute("SELECT reltoastrelid FROM pg_class WHERE oid = 'snapstore_entries'::regclass")
+        assert max(sizes) > 8000 and toast.fetchone() == (0,)  # rows of a whole page, and no TOAST table
 
 
 def test_a_format_1_store_opened_by_schema_2_code_keeps_its_version() -> None:

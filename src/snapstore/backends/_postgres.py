@@ -10,21 +10,24 @@ missing, else the connection's ``current_schema()``, which the URL can set with
 ``table_prefix`` (so several stores can share one schema)::
 
     snapstore_meta(key text primary key, value text, data bytea, size bigint, version bigint)
-        'schema_version' = '3' (the row format 1 and 2 read too); 'config/<name>': a config value
+        'schema_version' = '4' (the row format 1 and 2 read too); 'config/<name>': a config value
         in data; 'segment/<session key>/<segment, 16 hex digits>': a segment's size, version and tail
-    snapstore_entries(session text, segment bigint, pos bigint, data bytea not null,
-                      primary key (session, segment, pos))
+    snapstore_entries(session text, segment bigint, pos bigint, data bytea not null),
+        indexed on (session, segment)
     snapstore_segment_version   a sequence: every segment written whole gets a new version
 
+Every column is STORAGE PLAIN and neither table has a TOAST table (table layout 4).
 A segment is one stream of length-prefixed entries (``_postgres_stream``); a position
 is a byte offset in it. Its rows in ``snapstore_entries`` hold whole and quarter pages
 of the stream, its row in ``snapstore_meta`` the rest (the tail). ``append`` is one
 statement: it moves the segment's row on only if the row's size is still
 ``expected_end`` (compare-and-swap, atomic even without the session lock), and writes
-the whole and quarter pages of tail + new entries as rows. A reader reads the
+the whole and quarter pages of tail + new entries as rows (and, when it creates the
+segment's row, the rest as one more row: a new row carries no tail). A reader reads the
 segment's row and its rows in one statement, so a replace (one transaction) is seen
-whole or not at all. Opening a schema-2 store (one row per entry, segments and config
-in tables of their own) rewrites it as schema 3 in one transaction.
+whole or not at all. Opening a layout-2 store (one row per entry, segments and config
+in tables of their own) rewrites it as layout 3, then a layout-3 store as layout 4,
+each in one transaction.
 
 A format-1 store (``snapstore_objects``, ``snapstore_refs``) in the same schema and
 prefix stays readable through ``legacy_reader()``; its ``schema_version`` row stays
@@ -61,13 +64,18 @@ from ._postgres_sql import (
     CONFIG_ROW,
     CONFIG_TABLE,
     CREATE_STATEMENTS,
+    CREATE_VERSION,
     ENTRIES_TABLE,
+    HAS_TOAST,
     LEGACY_OBJECTS_TABLE,
     LEGACY_REFS_TABLE,
     LEGACY_SCHEMA_VERSION,
     META_TABLE,
+    PLAIN_TABLES,
+    PRIMARY_KEY,
     QUERIES,
     SCHEMA_VERSION,
+    SEGMENT_INDEX,
     SEGMENT_ROW,
     SEGMENTS_TABLE,
     TABLE_PREFIX,
@@ -76,6 +84,8 @@ from ._postgres_sql import (
     UPGRADE_PREPARE,
     UPGRADE_READ_ENTRIES,
     UPGRADE_READ_SEGMENTS,
+    UPGRADE_TO_4_FINISH,
+    UPGRADE_TO_4_LOCK,
     VERSION_SEQUENCE,
     first_line,
     hash64,
@@ -101,7 +111,6 @@ else:
 T = TypeVar("T")
 
 _LOCK_NOT_AVAILABLE = "55P03"
-_UNIQUE_VIOLATION = "23505"
 #: seconds a lock waiter may spend getting a connection, whatever its lock timeout
 _CONNECT_ALLOWANCE = 5.0
 #: a read's rows by position (the segment's own row is -1)
@@ -245,6 +254,8 @@ class PostgresBackend(Backend):
                     # schema-2 tables: a schema-2 store, or a format-1 store that schema-2 code opened
                     if self._has_table(conn, schema, SEGMENTS_TABLE):
                         self._upgrade_row_per_entry(conn, schema)
+                    if self._read_version(conn, schema) == "3":
+                        self._upgrade_plain_rows(conn, schema)
                     self._create_tables(conn, schema)
                     found = self._read_version(conn, schema)
         except psycopg.Error as exc:
@@ -266,19 +277,23 @@ class PostgresBackend(Backend):
         return None if row is None else row[0]
 
     def _tables(self, schema: str) -> dict[str, sql.Identifier]:
-        """The schema-qualified names of this store's tables and sequence, for ``sql.SQL.format``."""
+        """The schema-qualified names of this store's tables and sequence, for ``sql.SQL.format``,
+        and the name its entries index is created with (in the table's schema)."""
         return {
-            name: sql.Identifier(schema, self.table_prefix + table)
-            for name, table in (
-                ("meta", META_TABLE),
-                ("config", CONFIG_TABLE),
-                ("segments", SEGMENTS_TABLE),
-                ("entries", ENTRIES_TABLE),
-                ("sequence", VERSION_SEQUENCE),
-                ("new_entries", UPGRADE_ENTRIES_TABLE),
-                ("legacy_objects", LEGACY_OBJECTS_TABLE),
-                ("legacy_refs", LEGACY_REFS_TABLE),
-            )
+            "segment_index": sql.Identifier(self.table_prefix + SEGMENT_INDEX),
+            **{
+                name: sql.Identifier(schema, self.table_prefix + table)
+                for name, table in (
+                    ("meta", META_TABLE),
+                    ("config", CONFIG_TABLE),
+                    ("segments", SEGMENTS_TABLE),
+                    ("entries", ENTRIES_TABLE),
+                    ("sequence", VERSION_SEQUENCE),
+                    ("new_entries", UPGRADE_ENTRIES_TABLE),
+                    ("legacy_objects", LEGACY_OBJECTS_TABLE),
+                    ("legacy_refs", LEGACY_REFS_TABLE),
+                )
+            },
         }
 
     def _create_tables(self, conn: psycopg.Connection[Any], schema: str) -> None:
@@ -290,6 +305,33 @@ class PostgresBackend(Backend):
             if conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone() is None:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             for text in CREATE_STATEMENTS:
+                conn.execute(sql.SQL(text).format(**names))
+            self._make_plain(conn, names)
+            conn.execute(sql.SQL(CREATE_VERSION).format(**names))
+
+    def _make_plain(self, conn: psycopg.Connection[Any], names: dict[str, sql.Identifier]) -> None:
+        """Rewrite each table that still has a TOAST table with every column PLAIN (``PLAIN_TABLES``)."""
+        for table, text in PLAIN_TABLES.items():
+            if conn.execute(HAS_TOAST, [names[table].as_string(conn)]).fetchone() == (True,):
+                conn.execute(sql.SQL(text).format(**names))
+
+    def _upgrade_plain_rows(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        """Rewrite a layout-3 store as layout 4, all or nothing, in one transaction.
+
+        The rows stay as they are (layout 4 reads them as they were written); the entries table
+        loses its primary key for an index of one key per segment, both tables lose their TOAST
+        tables, and ``schema_version`` '3' becomes '4'.
+        """
+        names = self._tables(schema)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [hash64("snapstore-ddl", schema)])
+            if self._read_version(conn, schema) != "3":
+                return  # another process upgraded it while this one waited for the lock
+            conn.execute(sql.SQL(UPGRADE_TO_4_LOCK).format(**names))
+            for (key,) in conn.execute(PRIMARY_KEY, [names["entries"].as_string(conn)]).fetchall():
+                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(names["entries"], sql.Identifier(key)))
+            self._make_plain(conn, names)
+            for text in UPGRADE_TO_4_FINISH:
                 conn.execute(sql.SQL(text).format(**names))
 
     def _upgrade_row_per_entry(self, conn: psycopg.Connection[Any], schema: str) -> None:
@@ -497,20 +539,15 @@ class PostgresBackend(Backend):
         check_segment(segment)
         check_position(expected_end, "expected_end")
         params = _append_params(key, segment, frame_entries(entry_list(entries)), expected_end)
-        try:
-            # not retried: an append that reached the server before its connection failed may have landed
-            row = self._on_session(
-                key,
-                "append to segment",
-                lambda conn: conn.execute(self._q["append"], params).fetchone(),
-                write=True,
-                retry=False,
-                segment=segment,
-            )
-        except BackendError as exc:
-            if exc.details.get("sqlstate") != _UNIQUE_VIOLATION:
-                raise
-            row = None  # rows at those positions appeared meanwhile: another writer won
+        # not retried: an append that reached the server before its connection failed may have landed
+        row = self._on_session(
+            key,
+            "append to segment",
+            lambda conn: conn.execute(self._q["append"], params).fetchone(),
+            write=True,
+            retry=False,
+            segment=segment,
+        )
         if row is None:
             raise ConcurrentUpdateError(
                 f"segment {segment} of session {key} no longer ends at {expected_end}",

@@ -10,12 +10,14 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: the table layout this code writes and understands
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LEGACY_SCHEMA_VERSION = 1
 
 META_TABLE = "snapstore_meta"
 ENTRIES_TABLE = "snapstore_entries"
 VERSION_SEQUENCE = "snapstore_segment_version"
+#: the index of snapstore_entries (layout 4): a session's segment, one posting list of its rows
+SEGMENT_INDEX = "snapstore_entries_segment"
 #: schema-2 tables, read once by the upgrade to schema 3 and dropped by it
 CONFIG_TABLE = "snapstore_config"
 SEGMENTS_TABLE = "snapstore_segments"
@@ -35,8 +37,8 @@ PAGE_SPACE = 8192 - 24
 LINE_POINTER = 4
 #: the largest row a heap page takes (MaxHeapTupleSize)
 MAX_ROW = 8160
-#: the rows most commits write: four to a page, under TOAST's 2032-byte threshold, and a tail
-#: short enough that the segment's row in snapstore_meta is updated in place (HOT) at every commit
+#: the rows most commits write: four to a page, and a tail short enough that the segment's row in
+#: snapstore_meta is updated in place (HOT) at every commit
 QUARTER_ROWS_PER_PAGE = 4
 
 
@@ -60,7 +62,7 @@ def row_sizes(key: str) -> tuple[int, int]:
 #: every statement but the table creation, with {names} for the schema-qualified tables
 QUERIES = {
     "read_version": "SELECT value FROM {meta} WHERE key = 'schema_version'",
-    "bump_version": "UPDATE {meta} SET value = '3' WHERE key = 'schema_version' AND value = '1'",
+    "bump_version": f"UPDATE {{meta}} SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND value = '1'",
     "read_config": "SELECT data FROM {meta} WHERE key = %s",
     "write_config": (
         "INSERT INTO {meta} (key, data) VALUES (%s, %b) ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data"
@@ -70,37 +72,41 @@ QUERIES = {
     ),
     "segments": "SELECT key, size, version FROM {meta} WHERE key >= %(first)s AND key < %(after)s ORDER BY key",
     # One statement, one snapshot: the segment's row (position -1: its size and tail) and the rows
-    # from the one holding `start` on, never half of a replace. No ORDER BY: the server would sort
-    # the rows' bytes (most of a cold rebuild's read), the reader sorts their positions.
+    # from the one holding `start` on (rows follow one another: those before it end at or before
+    # `start`), never half of a replace. No ORDER BY: the server would sort the rows' bytes (most
+    # of a cold rebuild's read), the reader sorts their positions.
     "read_segment": (
         "SELECT -1, size, data FROM {meta} WHERE key = %(row)s"
         " UNION ALL"
         " SELECT pos, 0, data FROM {entries} WHERE session = %(key)s AND segment = %(segment)s"
-        "  AND pos >= coalesce((SELECT max(pos) FROM {entries} WHERE session = %(key)s"
-        "   AND segment = %(segment)s AND pos <= %(start)s), 0)"
         "  AND pos + octet_length(data) > %(start)s"
     ),
     # The segment's stream so far ends with the tail its row holds; the new entries go after it.
     # Whole pages of the result, then quarter pages, become entries rows; what is left is the new
-    # tail. `s` is empty unless the row (0 when absent) ends at the writer's end; ON CONFLICT ...
-    # WHERE re-checks the latest committed row, so two appenders without the lock cannot both win.
+    # tail, or, when the segment's row is new, one more row (a new row is small, so it fits the page
+    # the other rows of snapstore_meta are in). `s` is empty unless the row (0 when absent) ends at
+    # the writer's end; ON CONFLICT ... WHERE re-checks the latest committed row, so two appenders
+    # without the lock cannot both win.
     "append": (
         "WITH cur AS (SELECT size, data FROM {meta} WHERE key = %(row)s),"
         " s AS (SELECT coalesce((SELECT data FROM cur), ''::bytea) || %(data)b AS stream,"
-        "  %(expected)s - coalesce((SELECT octet_length(data) FROM cur), 0) AS base"
+        "  %(expected)s - coalesce((SELECT octet_length(data) FROM cur), 0) AS base,"
+        "  EXISTS (SELECT FROM cur) AS tailed"
         "  WHERE coalesce((SELECT size FROM cur), 0) = %(expected)s),"
-        " cut AS (SELECT stream, base, octet_length(stream) / %(whole)s AS wholes,"
-        "  octet_length(stream) %% %(whole)s / %(quarter)s AS quarters FROM s),"
+        " cut AS (SELECT stream, base, tailed, octet_length(stream) AS len,"
+        "  octet_length(stream) / %(whole)s * %(whole)s AS wholes_end,"
+        "  octet_length(stream) / %(whole)s * %(whole)s"
+        "   + octet_length(stream) %% %(whole)s / %(quarter)s * %(quarter)s AS rows_end FROM s),"
         " up AS (INSERT INTO {meta} (key, size, version, data)"
         "  SELECT %(row)s, %(end)s, nextval('{sequence}'),"
-        "   substring(stream FROM wholes * %(whole)s + quarters * %(quarter)s + 1) FROM cut"
+        "   CASE WHEN tailed THEN substring(stream FROM rows_end + 1) ELSE ''::bytea END FROM cut"
         "  ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, data = EXCLUDED.data"
         "  WHERE {meta}.size = %(expected)s RETURNING size),"
         " rows AS (INSERT INTO {entries} (session, segment, pos, data)"
         "  SELECT %(key)s, %(segment)s, base + o, substring(stream FROM o + 1 FOR n) FROM up, cut,"
-        "   LATERAL (SELECT i * %(whole)s AS o, %(whole)s AS n FROM generate_series(0, wholes - 1) i"
-        "    UNION ALL SELECT wholes * %(whole)s + j * %(quarter)s, %(quarter)s"
-        "     FROM generate_series(0, quarters - 1) j) p)"
+        "   LATERAL (SELECT o, %(whole)s AS n FROM generate_series(0, wholes_end - 1, %(whole)s) o"
+        "    UNION ALL SELECT o, %(quarter)s FROM generate_series(wholes_end, rows_end - 1, %(quarter)s) o"
+        "    UNION ALL SELECT rows_end, len - rows_end WHERE NOT tailed AND len > rows_end) p)"
         " SELECT size FROM up"
     ),
     "drop_segments": (
@@ -118,41 +124,68 @@ QUERIES = {
     "legacy_get": "SELECT data FROM {legacy_objects} WHERE key = %s",
 }
 
-_ENTRIES_COLUMNS = (
-    '(session text COLLATE "C" NOT NULL, segment bigint NOT NULL, pos bigint NOT NULL, data bytea NOT NULL,'
-    " PRIMARY KEY (session, segment, pos)) WITH (toast_tuple_target = 8160)"
+#: a format-1 store's meta table gets these columns too
+_META_COLUMNS = (
+    "ALTER TABLE {meta} ADD COLUMN IF NOT EXISTS data bytea, ADD COLUMN IF NOT EXISTS size bigint,"
+    " ADD COLUMN IF NOT EXISTS version bigint"
 )
-#: rows are zstd output cut to fit a page: never compressed again nor moved out to TOAST
-_ENTRIES_STORAGE = "ALTER TABLE {entries} ALTER COLUMN data SET STORAGE EXTERNAL"
 
-#: the schema-3 tables, created (if missing) in one transaction under an advisory lock
+#: the layout-4 tables, created (if missing) in one transaction under an advisory lock; then each is made
+#: PLAIN (``PLAIN_TABLES``) and the version row written (``CREATE_VERSION``)
 CREATE_STATEMENTS = [
     'CREATE TABLE IF NOT EXISTS {meta} (key text COLLATE "C" PRIMARY KEY, value text)',
-    # a format-1 store's meta table gets the columns of schema 3
-    "ALTER TABLE {meta} ADD COLUMN IF NOT EXISTS data bytea, ADD COLUMN IF NOT EXISTS size bigint,"
-    " ADD COLUMN IF NOT EXISTS version bigint",
-    # a tail stays in its row (no TOAST chunk); half of each page is kept free for the new
-    # version of a segment's row that every commit writes, so that update stays in the page (HOT)
-    # and pruning gives the old version's space back
-    "ALTER TABLE {meta} SET (toast_tuple_target = 8160, fillfactor = 50)",
-    "ALTER TABLE {meta} ALTER COLUMN data SET STORAGE EXTERNAL",
-    "CREATE TABLE IF NOT EXISTS {entries} " + _ENTRIES_COLUMNS,
-    _ENTRIES_STORAGE,
+    _META_COLUMNS,
+    'CREATE TABLE IF NOT EXISTS {entries} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
+    " pos bigint NOT NULL, data bytea NOT NULL)",
+    # not unique: one key per segment, so the index keeps one posting list of its rows, not a key per row
+    "CREATE INDEX IF NOT EXISTS {segment_index} ON {entries} (session, segment)",
     "CREATE SEQUENCE IF NOT EXISTS {sequence}",
-    # last, so a store whose version row exists has all its tables; a format-1 store keeps its '1'
-    "INSERT INTO {meta} (key, value) VALUES ('schema_version', '3') ON CONFLICT (key) DO NOTHING",
+]
+#: last, so a store whose version row exists has all its tables; a format-1 store keeps its '1'
+CREATE_VERSION = (
+    f"INSERT INTO {{meta}} (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (key) DO NOTHING"
+)
+
+#: Every column STORAGE PLAIN, and no TOAST table: rows are zstd output cut to fit a page (a tail, a
+#: config value of at most 4 KiB), never compressed again nor moved out, and an empty TOAST table still
+#: costs its index's page. PostgreSQL 15 gives a table a TOAST table when it is created with columns it
+#: may toast; setting PLAIN later keeps it, a rewrite in the same command (a type change with USING)
+#: drops it. Run on a table that still has one. snapstore_meta keeps 30% of a page free, more than the
+#: largest segment row (2,060 bytes), so pruning makes room for the new version every append writes
+#: and that update stays in its page (HOT).
+PLAIN_TABLES = {
+    "meta": (
+        "ALTER TABLE {meta} ALTER COLUMN data TYPE bytea USING data || ''::bytea,"
+        " ALTER COLUMN key SET STORAGE PLAIN, ALTER COLUMN value SET STORAGE PLAIN,"
+        " ALTER COLUMN data SET STORAGE PLAIN, SET (fillfactor = 70), RESET (toast_tuple_target)"
+    ),
+    "entries": (
+        "ALTER TABLE {entries} ALTER COLUMN data TYPE bytea USING data || ''::bytea,"
+        " ALTER COLUMN session SET STORAGE PLAIN, ALTER COLUMN data SET STORAGE PLAIN, RESET (toast_tuple_target)"
+    ),
+}
+HAS_TOAST = "SELECT reltoastrelid <> 0 FROM pg_catalog.pg_class WHERE oid = %s::regclass"
+PRIMARY_KEY = "SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'"
+
+#: layout 3 to 4 (``PostgresBackend._upgrade_plain_rows``), in one transaction: the stream, its rows and
+#: tails stay as they are; the primary key of snapstore_entries is dropped, both tables made PLAIN
+UPGRADE_TO_4_LOCK = "LOCK TABLE {meta}, {entries} IN ACCESS EXCLUSIVE MODE"
+UPGRADE_TO_4_FINISH = [
+    CREATE_STATEMENTS[3],
+    f"UPDATE {{meta}} SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND value = '3'",
 ]
 
-#: schema 2 to 3, in the transaction that copies the segments across (``PostgresBackend._upgrade_row_per_entry``).
-#: Writers of the old layout wait at the lock, then fail on the dropped tables: none commits into a table
-#: the upgrade has already read.
+#: schema 2 to 3, in the transaction that copies the segments across (``PostgresBackend._upgrade_row_per_entry``);
+#: the upgrade to layout 4 follows it. Writers of the old layout wait at the lock, then fail on the dropped
+#: tables: none commits into a table the upgrade has already read.
 UPGRADE_PREPARE = [
     "LOCK TABLE {config}, {segments}, {entries} IN ACCESS EXCLUSIVE MODE",
-    CREATE_STATEMENTS[1],
-    CREATE_STATEMENTS[2],
-    CREATE_STATEMENTS[3],
-    "CREATE TABLE {new_entries} " + _ENTRIES_COLUMNS,
-    _ENTRIES_STORAGE.replace("{entries}", "{new_entries}"),
+    _META_COLUMNS,
+    "ALTER TABLE {meta} SET (toast_tuple_target = 8160, fillfactor = 50)",
+    "ALTER TABLE {meta} ALTER COLUMN data SET STORAGE EXTERNAL",
+    'CREATE TABLE {new_entries} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL, pos bigint NOT NULL,'
+    " data bytea NOT NULL, PRIMARY KEY (session, segment, pos)) WITH (toast_tuple_target = 8160)",
+    "ALTER TABLE {new_entries} ALTER COLUMN data SET STORAGE EXTERNAL",
     "INSERT INTO {meta} (key, data) SELECT 'config/' || name, value FROM {config}",
 ]
 UPGRADE_READ_SEGMENTS = "SELECT session, segment FROM {segments} ORDER BY session, segment"

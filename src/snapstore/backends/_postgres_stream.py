@@ -5,9 +5,9 @@ bytes; a position is a byte offset in it, at the start of an entry. The stream i
 rows of ``snapstore_entries`` keyed by the offset of their first byte, plus a tail of fewer
 than a quarter page's bytes in the segment's row of ``snapstore_meta``. An append
 (``_postgres_sql.QUERIES["append"]``, which also writes a segment whole) cuts the stream into
-whole-page rows first, then quarter-page rows, the rest is the tail. Rows fill their pages:
-no TOAST chunks, no half empty pages, one row and one index entry for about three commits'
-entries.
+whole-page rows first, then quarter-page rows, the rest is the tail (or, when the append
+creates the segment's row, one more row, so a new segment's row is small). Rows fill their
+pages: no TOAST chunks, no half empty pages, one row for about three commits' entries.
 """
 
 from __future__ import annotations

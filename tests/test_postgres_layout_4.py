@@ -1,0 +1,175 @@
+"""PostgreSQL table layout 4: a layout-3 store opens as layout 4 with every state and row it held,
+and the tables keep no TOAST table, one index key per segment, and a meta table of one page.
+
+The layout-3 store is written with the layout docs/format.md gives for it (section 5.1): each
+segment's stream cut into whole-page rows, then quarter-page rows, the rest kept as the tail in
+the segment's row, from the sessions a memory store holds after the same commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import canonical, postgres_url_or_skip
+from snapstore import SnapshotStore
+from test_postgres_schema_upgrade import _contents, _source, _url, refused_while_a_view_holds, states
+
+LAYOUT_3 = [
+    'CREATE TABLE snapstore_meta (key text COLLATE "C" PRIMARY KEY, value text, data bytea, size bigint,'
+    " version bigint) WITH (toast_tuple_target = 8160, fillfactor = 50)",
+    "ALTER TABLE snapstore_meta ALTER COLUMN data SET STORAGE EXTERNAL",
+    'CREATE TABLE snapstore_entries (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
+    " pos bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (session, segment, pos)) WITH (toast_tuple_target = 8160)",
+    "ALTER TABLE snapstore_entries ALTER COLUMN data SET STORAGE EXTERNAL",
+    "CREATE SEQUENCE snapstore_segment_version",
+    "INSERT INTO snapstore_meta (key, value) VALUES ('schema_version', '3')",
+]
+
+
+def _align(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def _row_sizes(key: str) -> tuple[int, int]:
+    """(W, Q) of docs/format.md section 5 for a session key of up to 126 bytes."""
+    head = _align(_align(25 + len(key.encode()), 8) + 16, 4) + 4
+    return 8160 - head, 2032 - head
+
+
+def _layout_3_rows(key: str, stream: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The entries rows (pos, data) and the tail of a stream written whole by layout 3."""
+    whole, quarter = _row_sizes(key)
+    wholes = len(stream) // whole * whole
+    end = wholes + len(stream) % whole // quarter * quarter
+    starts = [*range(0, wholes, whole), *range(wholes, end, quarter)]
+    return [(pos, stream[pos : pos + (whole if pos < wholes else quarter)]) for pos in starts], stream[end:]
+
+
+@pytest.fixture
+def layout_3_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
+    import psycopg
+
+    url = postgres_url_or_skip()
+    schema = f"layout3_{uuid.uuid4().hex[:12]}"
+    source, expected = _source()
+    backend = source.backend
+    with psycopg.connect(_url(url, schema), autocommit=True) as conn, conn.transaction():
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        for text in LAYOUT_3:
+            conn.execute(text)
+        config = backend.read_config("format")
+        conn.execute("INSERT INTO snapstore_meta (key, data) VALUES ('config/format', %s)", [config])
+        for key in backend.session_keys():
+            for info in backend.segments(key):
+                entries = backend.read_segment(key, info.segment).entries
+                stream = b"".join(len(entry).to_bytes(4, "big") + entry for entry in entries)
+                rows, tail = _layout_3_rows(key, stream)
+                conn.execute(
+                    "INSERT INTO snapstore_meta (key, size, version, data)"
+                    " VALUES (%s, %s, nextval('snapstore_segment_version'), %s)",
+                    [f"segment/{key}/{info.segment:016x}", len(stream), tail],
+                )
+                for pos, data in rows:
+                    row = [key, info.segment, pos, data]
+                    conn.execute("INSERT INTO snapstore_entries VALUES (%s, %s, %s, %s)", row)
+    source.close()
+    yield _url(url, schema), expected
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _catalog(url: str) -> dict[str, Any]:
+    """What layout 4 changes in the catalog: TOAST tables, the entries table's indexes, the version row."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {
+            "toast": conn.execute(
+                "SELECT relname, reltoastrelid <> 0 FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+                " AND relkind = 'r' ORDER BY 1"
+            ).fetchall(),
+            "indexes": conn.execute(
+                "SELECT indexname, indexdef LIKE '%%UNIQUE%%' FROM pg_indexes WHERE schemaname = current_schema()"
+                " AND tablename = 'snapstore_entries'"
+            ).fetchall(),
+            "version": conn.execute("SELECT value FROM snapstore_meta WHERE key = 'schema_version'").fetchone(),
+            "rows": conn.execute("SELECT * FROM snapstore_entries ORDER BY session, segment, pos").fetchall(),
+            "tails": conn.execute(
+                "SELECT key, size, data FROM snapstore_meta WHERE key LIKE 'segment/%%' ORDER BY 1"
+            ).fetchall(),
+        }
+
+
+def test_a_layout_3_store_opens_as_layout_4_with_every_state_and_row(
+    layout_3_store: tuple[str, dict[str, dict[str, bytes]]],
+) -> None:
+    url, expected = layout_3_store
+    before = _catalog(url)
+    assert before["toast"] == [("snapstore_entries", True), ("snapstore_meta", True)]
+    assert before["indexes"] == [("snapstore_entries_pkey", True)] and before["version"] == ("3",)
+    assert len(before["rows"]) > len(before["tails"]) > 2  # streams of several rows, tails in the meta rows
+    store = SnapshotStore.open(url)
+    try:
+        after = _catalog(url)
+        assert after["toast"] == [("snapstore_entries", False), ("snapstore_meta", False)]
+        assert after["indexes"] == [("snapstore_entries_segment", False)] and after["version"] == ("4",)
+        assert (after["rows"], after["tails"]) == (before["rows"], before["tails"]), "the rows stay as they were"
+        for name, by_id in expected.items():
+            sess = store.session(name)
+            assert sess.snapshot_ids() == list(by_id)
+            assert [canonical(sess.state(i)) for i in by_id] == list(by_id.values())
+        store.verify()
+        new = store.session("alpha").commit(states(41), label="after", turn=41)
+    finally:
+        store.close()
+    again = SnapshotStore.open(url)
+    try:
+        assert canonical(again.session("alpha").state(new.id)) == canonical(states(41))
+    finally:
+        again.close()
+
+
+def test_an_upgrade_that_fails_leaves_the_layout_3_store_as_it_was(
+    layout_3_store: tuple[str, dict[str, dict[str, bytes]]],
+) -> None:
+    url, expected = layout_3_store
+    # rewriting the entries' bytes, a step of the upgrade, fails
+    before = refused_while_a_view_holds(
+        url, expected, "SELECT data FROM snapstore_entries", lambda u: (_contents(u), _catalog(u))
+    )
+    assert before[1]["version"] == ("3",) and _catalog(url)["version"] == ("4",)
+
+
+def test_the_meta_table_keeps_one_page_through_a_thousand_commits() -> None:
+    """Each commit rewrites its segment's row in the page the row is in, and the rows of new segments
+    fit that page: no second page and no free space map, which a second page would bring."""
+    import psycopg
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    url = postgres_url_or_skip()
+    schema = f"layout4_{uuid.uuid4().hex[:12]}"
+    store = SnapshotStore(PostgresBackend(url, schema=schema, pool_size=2))
+    try:
+        sess = store.session("s", max_snapshots=1000)
+        state: dict[str, Any] = {"log": []}
+        for turn in range(1000):  # each commit adds about 1 KiB of fresh bytes to its segment
+            state["log"] = [*state["log"][-400:], uuid.UUID(int=turn * 7919).hex * 24]
+            sess.commit(state, turn=turn)
+        segments = len(store.backend.segments(sess.key))
+        with psycopg.connect(url, autocommit=True) as conn:
+            sizes = conn.execute(
+                "SELECT pg_relation_size(c.oid), pg_relation_size(c.oid, 'fsm') FROM pg_class c"
+                " WHERE c.relnamespace = %s::regnamespace AND c.relname = 'snapstore_meta'",
+                [schema],
+            ).fetchone()
+    finally:
+        store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    assert segments > 1  # new segments' rows were written into the page too
+    assert sizes == (8192, 0)
