@@ -60,6 +60,8 @@ DELTA_LEVEL_BOOST = 3
 MAX_PAYLOAD = 1 << 30
 #: the largest window a keyframe's frame may ask a reader for
 MAX_WINDOW_LOG = 31
+#: the least log2 size of zstd's match tables when a keyframe is compressed against its segment
+PATCH_TABLE_LOG = 18
 
 _FLAG_PARENT = 1
 _FLAG_TURN = 2
@@ -214,7 +216,16 @@ def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tu
     if dictionary is None:
         return KEY_INDEPENDENT, zstandard.ZstdCompressor(level=level).compress(data)
     window = max(20, min(MAX_WINDOW_LOG, (len(previous_raw or b"") + len(data)).bit_length()))
-    params = zstandard.ZstdCompressionParameters.from_level(level, window_log=window)
+    base = zstandard.ZstdCompressionParameters.from_level(level)
+    # A dictionary of a megabyte or more overfills the match tables of the low levels (2^16 slots at
+    # level 3): most of what the state shares with the previous run is then never found. Tables of
+    # 2^18 find it, for a sixth more time (docs/design.md, "Keyframe policy").
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level,
+        window_log=window,
+        hash_log=max(base.hash_log, PATCH_TABLE_LOG),
+        chain_log=max(base.chain_log, PATCH_TABLE_LOG),
+    )
     return KEY_PATCHED, zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
 
 
