@@ -42,6 +42,7 @@ from benchmarks.langgraph_bench import BACK, SERDE, THREAD, SnapstoreDirSubject,
 from snapstore import SnapshotStore
 from snapstore.langgraph import SnapstoreSaver
 from snapstore.langgraph.encoding import ValueCodec
+from snapstore.langgraph.lanes import channel_values
 from snapstore.langgraph.names import lane_names
 
 CONFIG: Any = {"configurable": {"thread_id": THREAD}}
@@ -111,7 +112,7 @@ def store_steps(root: Path, back_id: str) -> dict[str, float]:
         step("  list the writes session (Session.snapshots)", writes.snapshots)
         back_snapshot = dict(state["snapshots"])[back_id]
         back = step(f"  rebuild the checkpoint {BACK} back (Session.state)", lambda: checkpoints.state(back_snapshot))
-        for label, values in (("latest", state["channel_values"]), (f"{BACK} back", back["channel_values"])):
+        for label, values in (("latest", channel_values(state)), (f"{BACK} back", channel_values(back))):
             step(
                 f"  decode the channel values, {label} (serde)",
                 lambda values=values: [codec.decode(v[1]) for v in values.values()],

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from snapstore import SnapshotStore
 from snapstore.langgraph import SnapstoreSaver
+from snapstore.langgraph.lanes import channel_values
 
 
 class Chat(TypedDict):
@@ -243,7 +244,7 @@ def test_encrypting_serializer_sees_every_value(tmp_path: Path) -> None:
         assert state is not None
         stored = saver.store.session(saver._lane("secret", "").names.checkpoints).state(state.id)
         assert secret not in repr(stored)
-        assert all(v[1][0] == "L" or v[1][1].endswith("+xor") for v in stored["channel_values"].values())
+        assert all(v[1][0] == "L" or v[1][1].endswith("+xor") for v in channel_values(stored).values())
     # the stock serializer cannot read it (it raises whatever msgpack says of ciphertext)
     with SnapstoreSaver.from_path(store_dir) as without_key, pytest.raises(Exception):  # noqa: B017
         without_key.get_tuple(thread("secret"))
@@ -261,13 +262,13 @@ def test_a_growing_message_list_is_stored_as_appends(tmp_path: Path) -> None:
         for older, newer in zip(ids[-6:], ids[-5:], strict=False):
             ops = sess.diff(older, newer)
             touched = {op["path"].split("/")[1] for op in ops}
-            assert "channel_values" in touched or "history" in touched
+            assert "value:messages" in touched or "history" in touched
             for op in ops:
                 path = op["path"]
-                if path.startswith("/channel_values/messages/1/"):
+                if path.startswith("/value:messages/"):
                     # only appended elements: the index is past every element the older state had
                     assert op["op"] == "add", op
-                    old_len = len(sess.state(older)["channel_values"]["messages"][1])
+                    old_len = len(sess.state(older)["value:messages"])
                     assert int(path.rsplit("/", 1)[1] if path[-1] != "-" else old_len) >= old_len
         verify = saver.store.verify()
         assert verify.ok, verify
@@ -349,7 +350,7 @@ def _message_ops(saver: SnapstoreSaver, thread_id: str) -> list[list[dict[str, A
     sess = saver.store.session(saver._lane(thread_id, "").names.checkpoints)
     ids = sess.snapshot_ids()
     return [
-        [op for op in sess.diff(older, newer) if op["path"].startswith("/channel_values/messages")]
+        [op for op in sess.diff(older, newer) if op["path"].startswith("/value:messages")]
         for older, newer in itertools.pairwise(ids)
     ]
 
@@ -371,7 +372,7 @@ def test_an_encrypted_message_list_still_grows_by_appends(tmp_path: Path) -> Non
         changes = _message_ops(reopened, "sealed")
         assert any(changes)
         for ops in changes:  # elements already stored are never rewritten or removed, only added to
-            rewritten = [op for op in ops if op["path"].startswith("/channel_values/messages/1/") and op["op"] != "add"]
+            rewritten = [op for op in ops if op["path"].startswith("/value:messages/") and op["op"] != "add"]
             assert not rewritten, rewritten
         sess = reopened.store.session(reopened._lane("sealed", "").names.checkpoints)
         assert "secret" not in repr(sess.state(sess.snapshot_ids()[-1]))

@@ -28,13 +28,35 @@ from ..store import SnapshotStore
 from .encoding import Ciphertexts, Kept
 from .names import lane_names
 
-FORMAT = "snapstore.langgraph/1"
+FORMAT = "snapstore.langgraph/2"
+#: a channel's stored value is the state's member ``value:<channel>``, its version in ``value_versions``
+VALUE_PREFIX = "value:"
 #: snapstore's largest retention limit: a checkpointer keeps every checkpoint until told otherwise
 RETAIN_ALL = 2**63 - 1
 
 State = dict[str, Any]
 #: (checkpoint id, the state holding it, its write entries, its encoded metadata)
 Entries = list[tuple[str, State, list[Any], Any]]
+
+
+def channel_values(state: State) -> State:
+    """{channel: [version, stored value]} of a checkpoint's state.
+
+    Each value is a member of the state of its own (format 2), so that snapstore's commit, which
+    compares a state member by member by their bytes, finds a message list that only grew by
+    comparing its bytes once, instead of serializing it twice more inside a shared member.
+    Format 1 kept them all in one member, ``channel_values``, read as such.
+    """
+    if "channel_values" in state:
+        found: State = state["channel_values"]
+        return found
+    return {channel: [version, state[VALUE_PREFIX + channel]] for channel, version in state["value_versions"].items()}
+
+
+def _value_members(values: State) -> State:
+    members: State = {VALUE_PREFIX + channel: kept[1] for channel, kept in values.items()}
+    members["value_versions"] = {channel: kept[0] for channel, kept in values.items()}
+    return members
 
 
 class Index:
@@ -275,7 +297,7 @@ class Lane:
                 **self._frame(checkpoint_id),
                 "parent_checkpoint_id": parent_id,
                 "checkpoint": checkpoint,
-                "channel_values": values,
+                **_value_members(values),
                 "history": history,
                 "snapshots": snapshots,
                 "writes_at": writes_at,
@@ -326,7 +348,7 @@ class Lane:
         with self.lock:
             for checkpoint_id, state, writes, metadata in entries:
                 self.commit_checkpoint(
-                    checkpoint_id, state["parent_checkpoint_id"], state["checkpoint"], state["channel_values"], metadata
+                    checkpoint_id, state["parent_checkpoint_id"], state["checkpoint"], channel_values(state), metadata
                 )
                 if writes:
                     self.commit_writes(checkpoint_id, writes)

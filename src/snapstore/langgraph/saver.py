@@ -28,7 +28,7 @@ from langgraph.checkpoint.base import (
 from ..errors import SnapshotError
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
-from .lanes import Index, Lane, State
+from .lanes import Index, Lane, State, channel_values
 from .names import parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
@@ -154,10 +154,11 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     def _tuple(self, lane: Lane, checkpoint_id: str, state: State, index: Index, kept: bool = False) -> CheckpointTuple:
         decode = self.codec.decode
         checkpoint = decode(state["checkpoint"])
+        values = channel_values(state)
         if kept:
-            checkpoint["channel_values"] = self._decode_kept(lane, state["channel_values"])
+            checkpoint["channel_values"] = self._decode_kept(lane, values)
         else:
-            checkpoint["channel_values"] = {k: decode(v[1]) for k, v in state["channel_values"].items()}
+            checkpoint["channel_values"] = {k: decode(v[1]) for k, v in values.items()}
         writes = sorted(lane.writes_of(checkpoint_id, index), key=lambda w: writes_sort_key(w[4], w[0], w[1]))
         parent = state["parent_checkpoint_id"]
         return CheckpointTuple(
@@ -279,7 +280,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             nonlocal parent_values
             if parent_values is None:
                 loaded = lane.load(parent_id) if parent_id is not None else None
-                parent_values = loaded[0]["channel_values"] if loaded is not None else {}
+                parent_values = channel_values(loaded[0]) if loaded is not None else {}
             return parent_values
 
         known = lane.ciphertexts
