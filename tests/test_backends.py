@@ -131,17 +131,17 @@ class TestPostgresBackend(BackendContract):
         assert self.backend.session_keys() == []
         tables = self._sql("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", self.schema)
         assert [t for (t,) in tables] == ["snapstore_entries", "snapstore_meta"]
-        assert self._sql("SELECT value FROM {schema}.snapstore_meta WHERE key = 'schema_version'") == [("3",)]
+        assert self._sql("SELECT value FROM {schema}.snapstore_meta WHERE key = 'schema_version'") == [("4",)]
 
-    @pytest.mark.parametrize("stored", ["4", "17", "garbage", "0", "99999999999999999999"])
+    @pytest.mark.parametrize("stored", ["5", "17", "garbage", "0", "99999999999999999999"])
     def test_newer_or_unknown_schema_version_refused(self, stored: str) -> None:
         self.backend.append("s", 0, [b"x"], 0)
         self._sql("UPDATE {schema}.snapstore_meta SET value = %s WHERE key = 'schema_version'", stored)
         with pytest.raises(FormatVersionError) as info:
             self.make_backend()
         assert info.value.details["found"] == stored
-        assert info.value.details["supported"] == 3
-        if stored in ("4", "17"):
+        assert info.value.details["supported"] == 4
+        if stored in ("5", "17"):
             assert "newer" in str(info.value)
 
     def test_concurrent_first_use_creates_the_tables_once(self) -> None:
@@ -189,13 +189,16 @@ class TestPostgresBackend(BackendContract):
 
     def test_a_failed_statement_keeps_nothing_of_the_block(self) -> None:
         b = self.backend
-        end = b.append("s", 0, [b"kept"], 0)  # held in the segment's row: no entries row yet
-        # a row the segment's size does not know of: the next append that writes rows collides with it
-        self._sql("INSERT INTO {schema}.snapstore_entries VALUES ('s', 0, 0, 'planted')")
+        end = b.append("s", 0, [b"kept"], 0)
+        # a rule the server enforces on new rows: the next append that writes a row of segment 0 fails
+        self._sql(
+            "ALTER TABLE {schema}.snapstore_entries ADD CONSTRAINT planted"
+            f" CHECK (segment <> 0 OR pos < {int(end)}) NOT VALID"
+        )
         with pytest.raises(BackendError, match="nothing written") as info, b.lock_session("s", 1.0):
             b.append("s", 1, [b"lost with the transaction"], 0)
-            with expect_error(ConcurrentUpdateError):
-                b.append("s", 0, [b"collides" * 1000], end)
+            with expect_error(BackendError):
+                b.append("s", 0, [b"refused by the server" * 1000], end)
             with expect_error(BackendError):
                 b.append("s", 2, [b"refused: the transaction failed"], 0)
         assert "cause" in info.value.details
@@ -329,7 +332,7 @@ class TestPostgresBackend(BackendContract):
         b.append("s", 0, [b"staged by an upgrade"], 0)
         assert self._sql(version) == [("1",)]
         b.write_config("format", b"2")
-        assert self._sql(version) == [("3",)]  # format-1 code refuses it now
+        assert self._sql(version) == [("4",)]  # format-1 code refuses it now
         assert self.another_handle().legacy_reader() is not None  # still readable for the upgrade
 
     def test_describe_hides_the_password(self) -> None:

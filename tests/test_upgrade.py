@@ -433,7 +433,7 @@ def test_postgres_upgrade(pg_v1_store: str) -> None:
     check_upgraded(pg_v1_store)
     after = _pg_rows(pg_v1_store)
     assert after["objects"] == before["objects"] and after["refs"] == before["refs"], "format-1 rows stay, unused"
-    assert after["meta"] == [("schema_version", "3")], "format-1 code refuses the store from now on"
+    assert after["meta"] == [("schema_version", "4")], "format-1 code refuses the store from now on"
     assert upgrade_store(pg_v1_store).upgraded is False
 
 
