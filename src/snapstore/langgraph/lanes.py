@@ -168,6 +168,7 @@ class Lane:
             self._after[name] = committed
 
     def _read_head(self, name: str) -> tuple[str | None, State | None]:
+        cached = self._heads.get(name)
         sess = self._session(name, create=False)
         try:
             head = sess.head if sess is not None else None
@@ -176,14 +177,21 @@ class Lane:
             sess = self._session(name, create=False)
             head = sess.head if sess is not None else None
         if sess is None or head is None:
-            self._heads[name] = (None, None)
-            return None, None
-        cached = self._heads.get(name)
+            return self._remember(name, cached, (None, None))
         if cached is not None and cached[0] == head.id:
             return cached
-        state = sess.state(head.id)
-        self._heads[name] = (head.id, state)
-        return head.id, state
+        return self._remember(name, cached, (head.id, sess.state(head.id)))
+
+    def _remember(
+        self, name: str, before: tuple[str | None, State | None] | None, found: tuple[str | None, State | None]
+    ) -> tuple[str | None, State | None]:
+        """Keep a head read outside an operation for the next one, unless a commit of this lane
+        replaced what was kept while it was read (a reader on another thread must not put an
+        older head back for the next put to build on)."""
+        with self.lock:
+            if self._heads.get(name) is before:
+                self._heads[name] = found
+        return found
 
     def _state(self, name: str, snapshot_id: str) -> State:
         cached = self._heads.get(name)
