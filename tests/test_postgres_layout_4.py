@@ -16,7 +16,14 @@ import pytest
 
 from conftest import canonical, postgres_url_or_skip
 from snapstore import SnapshotStore
-from test_postgres_schema_upgrade import _contents, _source, _url, refused_while_a_view_holds, states
+from test_postgres_schema_upgrade import (
+    _contents,
+    _source,
+    _url,
+    format_1_store_beside,
+    refused_while_a_view_holds,
+    states,
+)
 
 LAYOUT_3 = [
     'CREATE TABLE snapstore_meta (key text COLLATE "C" PRIMARY KEY, value text, data bytea, size bigint,'
@@ -173,3 +180,15 @@ def test_the_meta_table_keeps_one_page_through_a_thousand_commits() -> None:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     assert segments > 1  # new segments' rows were written into the page too
     assert sizes == (8192, 0)
+
+
+def test_a_format_1_store_opened_by_layout_3_code_gets_the_tables_of_layout_4_and_keeps_its_version() -> None:
+    with format_1_store_beside(LAYOUT_3[:-1]) as url:
+        catalog = _catalog(url)
+    assert catalog["version"] == ("1",) and catalog["indexes"] == [("snapstore_entries_segment", False)]
+    assert catalog["toast"] == [
+        ("snapstore_entries", False),
+        ("snapstore_meta", False),
+        ("snapstore_objects", True),  # format 1's own tables are left as they are
+        ("snapstore_refs", True),
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -188,34 +189,46 @@ def test_keyframes_span_whole_page_rows_after_the_upgrade(
         assert max(sizes) > 8000 and toast.fetchone() == (0,)  # rows of a whole page, and no TOAST table
 
 
-def test_a_format_1_store_opened_by_schema_2_code_keeps_its_version() -> None:
-    """Schema-2 code created its (empty) tables beside format-1 ones: they go, and '1' stays for the upgrade."""
+@contextmanager
+def format_1_store_beside(statements: list[str]) -> Iterator[str]:
+    """A schema holding a format-1 store and the empty tables ``statements`` create beside it (with
+    ``schema_version`` '1'), after a ``PostgresBackend`` opened it once and found the format-1 store
+    and no session: its URL (search_path set to the schema), the schema dropped afterwards."""
     import psycopg
 
     from snapstore.backends._postgres import PostgresBackend
 
     url = postgres_url_or_skip()
-    schema = f"schema2_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as conn:
+    schema = f"format1_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_url(url, schema), autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-        for text in [*SCHEMA_2[:-1], "INSERT INTO {s}.snapstore_meta (key, value) VALUES ('schema_version', '1')"]:
-            conn.execute(text.format(s=f'"{schema}"'))
-        conn.execute(f'CREATE TABLE "{schema}".snapstore_refs (name text COLLATE "C" PRIMARY KEY, value text NOT NULL)')
-        conn.execute(
-            f'CREATE TABLE "{schema}".snapstore_objects (key text COLLATE "C" PRIMARY KEY, data bytea NOT NULL)'
-        )
-        conn.execute(f"INSERT INTO \"{schema}\".snapstore_refs VALUES ('config/format', '1')")
+        for text in [
+            *statements,
+            "INSERT INTO snapstore_meta (key, value) VALUES ('schema_version', '1')",
+            'CREATE TABLE snapstore_refs (name text COLLATE "C" PRIMARY KEY, value text NOT NULL)',
+            'CREATE TABLE snapstore_objects (key text COLLATE "C" PRIMARY KEY, data bytea NOT NULL)',
+            "INSERT INTO snapstore_refs VALUES ('config/format', '1')",
+        ]:
+            conn.execute(text)
     try:
         backend = PostgresBackend(url, schema=schema)
         try:
             assert backend.legacy_format() == "1" and backend.session_keys() == []
         finally:
             backend.close()
-        with psycopg.connect(url, autocommit=True) as conn:
-            tables = [t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])]
-            version = conn.execute(f"SELECT value FROM \"{schema}\".snapstore_meta WHERE key = 'schema_version'")
-            assert sorted(tables) == ["snapstore_entries", "snapstore_meta", "snapstore_objects", "snapstore_refs"]
-            assert version.fetchone() == ("1",)
+        yield _url(url, schema)
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_a_format_1_store_opened_by_schema_2_code_keeps_its_version() -> None:
+    """Schema-2 code created its (empty) tables beside format-1 ones: they go, and '1' stays for the upgrade."""
+    import psycopg
+
+    beside = [text.replace("{s}.", "") for text in SCHEMA_2[:-1]]
+    with format_1_store_beside(beside) as url, psycopg.connect(url, autocommit=True) as conn:
+        tables = [t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+        version = conn.execute("SELECT value FROM snapstore_meta WHERE key = 'schema_version'")
+        assert sorted(tables) == ["snapstore_entries", "snapstore_meta", "snapstore_objects", "snapstore_refs"]
+        assert version.fetchone() == ("1",)

@@ -76,6 +76,7 @@ from ._postgres_sql import (
     QUERIES,
     SCHEMA_VERSION,
     SEGMENT_INDEX,
+    SEGMENT_INDEX_STATEMENT,
     SEGMENT_ROW,
     SEGMENTS_TABLE,
     TABLE_PREFIX,
@@ -84,8 +85,8 @@ from ._postgres_sql import (
     UPGRADE_PREPARE,
     UPGRADE_READ_ENTRIES,
     UPGRADE_READ_SEGMENTS,
-    UPGRADE_TO_4_FINISH,
     UPGRADE_TO_4_LOCK,
+    UPGRADE_TO_4_VERSION,
     VERSION_SEQUENCE,
     first_line,
     hash64,
@@ -306,14 +307,21 @@ class PostgresBackend(Backend):
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             for text in CREATE_STATEMENTS:
                 conn.execute(sql.SQL(text).format(**names))
-            self._make_plain(conn, names)
+            self._layout_4_storage(conn, names)
             conn.execute(sql.SQL(CREATE_VERSION).format(**names))
 
-    def _make_plain(self, conn: psycopg.Connection[Any], names: dict[str, sql.Identifier]) -> None:
-        """Rewrite each table that still has a TOAST table with every column PLAIN (``PLAIN_TABLES``)."""
+    def _layout_4_storage(self, conn: psycopg.Connection[Any], names: dict[str, sql.Identifier]) -> None:
+        """What layout 4 keeps of the tables besides their columns: no primary key on the entries (its
+        index has one key per segment) and no TOAST table, each table that still has one rewritten
+        with every column PLAIN (``PLAIN_TABLES``). Tables created by layout 3 get it too: a layout-3
+        store, or a format-1 store that layout-3 code opened."""
+        entries = names["entries"].as_string(conn)
+        for (key,) in conn.execute(PRIMARY_KEY, [entries]).fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(names["entries"], sql.Identifier(key)))
         for table, text in PLAIN_TABLES.items():
             if conn.execute(HAS_TOAST, [names[table].as_string(conn)]).fetchone() == (True,):
                 conn.execute(sql.SQL(text).format(**names))
+        conn.execute(sql.SQL(SEGMENT_INDEX_STATEMENT).format(**names))
 
     def _upgrade_plain_rows(self, conn: psycopg.Connection[Any], schema: str) -> None:
         """Rewrite a layout-3 store as layout 4, all or nothing, in one transaction.
@@ -328,11 +336,8 @@ class PostgresBackend(Backend):
             if self._read_version(conn, schema) != "3":
                 return  # another process upgraded it while this one waited for the lock
             conn.execute(sql.SQL(UPGRADE_TO_4_LOCK).format(**names))
-            for (key,) in conn.execute(PRIMARY_KEY, [names["entries"].as_string(conn)]).fetchall():
-                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(names["entries"], sql.Identifier(key)))
-            self._make_plain(conn, names)
-            for text in UPGRADE_TO_4_FINISH:
-                conn.execute(sql.SQL(text).format(**names))
+            self._layout_4_storage(conn, names)
+            conn.execute(sql.SQL(UPGRADE_TO_4_VERSION).format(**names))
 
     def _upgrade_row_per_entry(self, conn: psycopg.Connection[Any], schema: str) -> None:
         """Rewrite the schema-2 tables (one row per entry) as schema 3, all or nothing, in one transaction.

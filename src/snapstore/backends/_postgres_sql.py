@@ -130,17 +130,17 @@ _META_COLUMNS = (
     " ADD COLUMN IF NOT EXISTS version bigint"
 )
 
-#: the layout-4 tables, created (if missing) in one transaction under an advisory lock; then each is made
-#: PLAIN (``PLAIN_TABLES``) and the version row written (``CREATE_VERSION``)
+#: the layout-4 tables, created (if missing) in one transaction under an advisory lock; then made PLAIN
+#: (``PLAIN_TABLES``) and indexed (``SEGMENT_INDEX_STATEMENT``), and the version row written (``CREATE_VERSION``)
 CREATE_STATEMENTS = [
     'CREATE TABLE IF NOT EXISTS {meta} (key text COLLATE "C" PRIMARY KEY, value text)',
     _META_COLUMNS,
     'CREATE TABLE IF NOT EXISTS {entries} (session text COLLATE "C" NOT NULL, segment bigint NOT NULL,'
     " pos bigint NOT NULL, data bytea NOT NULL)",
-    # not unique: one key per segment, so the index keeps one posting list of its rows, not a key per row
-    "CREATE INDEX IF NOT EXISTS {segment_index} ON {entries} (session, segment)",
     "CREATE SEQUENCE IF NOT EXISTS {sequence}",
 ]
+#: not unique: one key per segment, so the index keeps one posting list of its rows, not a key per row
+SEGMENT_INDEX_STATEMENT = "CREATE INDEX IF NOT EXISTS {segment_index} ON {entries} (session, segment)"
 #: last, so a store whose version row exists has all its tables; a format-1 store keeps its '1'
 CREATE_VERSION = (
     f"INSERT INTO {{meta}} (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (key) DO NOTHING"
@@ -168,12 +168,9 @@ HAS_TOAST = "SELECT reltoastrelid <> 0 FROM pg_catalog.pg_class WHERE oid = %s::
 PRIMARY_KEY = "SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'"
 
 #: layout 3 to 4 (``PostgresBackend._upgrade_plain_rows``), in one transaction: the stream, its rows and
-#: tails stay as they are; the primary key of snapstore_entries is dropped, both tables made PLAIN
+#: tails stay as they are; the tables lose the entries' primary key and their TOAST tables
 UPGRADE_TO_4_LOCK = "LOCK TABLE {meta}, {entries} IN ACCESS EXCLUSIVE MODE"
-UPGRADE_TO_4_FINISH = [
-    CREATE_STATEMENTS[3],
-    f"UPDATE {{meta}} SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND value = '3'",
-]
+UPGRADE_TO_4_VERSION = f"UPDATE {{meta}} SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND value = '3'"
 
 #: schema 2 to 3, in the transaction that copies the segments across (``PostgresBackend._upgrade_row_per_entry``);
 #: the upgrade to layout 4 follows it. Writers of the old layout wait at the lock, then fail on the dropped
