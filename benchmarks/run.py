@@ -755,8 +755,9 @@ def timing_pass(selected: list[type[Adapter]], cfg: Config, ref: Reference,
             for m, fig in figs.items():
                 fig["position"] = pos
                 rounds[m].append(fig)
+                replay = "the group's replay" if len(members) > 1 else "replay"
                 log(f"  {m}: commit median {fmt_ms(fig['median_ms'])} ms, p99 {fmt_ms(fig['p99_ms'])} ms "
-                    f"({fig['wall_s']:.1f} s)")
+                    f"({replay} {fig['wall_s']:.1f} s)")
                 st = fig.get("store")
                 if st:
                     log(f"  {m}: bytes {fmt_bytes(st['bytes_apparent'])}, rollback latest "
