@@ -101,6 +101,10 @@ def report(conn: Any, schema: str) -> tuple[int, int]:
         )
     for name, size in conn.execute(SEQUENCES, [schema]).fetchall():
         print(f"{'(sequence)':<22} {name:<34} {'seq':<5} {size:>8} {'':>8} {'':>8} {size:>9}  not in the total")
+    layout = conn.execute(
+        sql.SQL("SELECT value FROM {} WHERE key = 'schema_version'").format(sql.Identifier(schema, "snapstore_meta"))
+    ).fetchone()
+    print(f"table layout (schema_version): {layout[0] if layout else '-'}")
     total = int(conn.execute(TOTAL, [schema]).fetchone()[0])
     payload = int(
         conn.execute(
