@@ -12,8 +12,6 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,11 +23,6 @@ from snapstore import InvalidStateError, SnapshotStore
 
 class Colour(enum.Enum):
     RED = "red"
-
-
-@pytest.fixture(params=["memory", "directory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SnapshotStore]:
-    yield SnapshotStore.memory() if request.param == "memory" else SnapshotStore.open(tmp_path / "store")
 
 
 def _reopened(store: SnapshotStore) -> SnapshotStore:
