@@ -17,6 +17,8 @@ import argparse
 import os
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -116,30 +118,54 @@ def report(conn: Any, schema: str) -> tuple[int, int]:
     return total, payload
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def workload_arguments(description: str) -> argparse.ArgumentParser:
+    """A parser with the workload's options: ``--turns`` and ``--max-snapshots``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--max-snapshots", type=int, default=1000, help="the session's limit (benchmarks.run: 1000)")
-    parser.add_argument("--baseline", action="store_true", help="also compute the jsonpatch + zstd-3 bytes (slow)")
-    parser.add_argument("--keep", action="store_true", help="leave the schema in place (its name is printed)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def bench_url() -> str | None:
+    """The server to measure on, or None (said on stderr) when it is not set."""
     url = os.environ.get(POSTGRES_URL_ENV)
     if not url:
         print(f"set {POSTGRES_URL_ENV} to a postgresql:// URL", file=sys.stderr)
-        return 2
+    return url or None
 
+
+@contextmanager
+def workload_schema(url: str, turns: int, max_snapshots: int, keep: bool = False) -> Iterator[str]:
+    """A schema of its own holding the workload's ``turns`` commits in session "bench", dropped afterwards."""
     import psycopg
     from psycopg import sql
 
     schema = f"bench_{secrets.token_hex(6)}"
     try:
-        commit_workload(url, schema, args.turns, args.max_snapshots)
-        with psycopg.connect(url, autocommit=True) as conn:
-            total, payload = report(conn, schema)
+        commit_workload(url, schema, turns, max_snapshots)
+        yield schema
     finally:
-        if not args.keep:
+        if not keep:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = workload_arguments(__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", action="store_true", help="also compute the jsonpatch + zstd-3 bytes (slow)")
+    parser.add_argument("--keep", action="store_true", help="leave the schema in place (its name is printed)")
+    args = parser.parse_args(argv)
+    url = bench_url()
+    if url is None:
+        return 2
+
+    import psycopg
+
+    with (
+        workload_schema(url, args.turns, args.max_snapshots, args.keep) as schema,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        total, payload = report(conn, schema)
     print(f"\nschema {schema}{' (kept)' if args.keep else ''}, {args.turns} turns")
     print(f"everything the store holds (sum of pg_total_relation_size): {total} B ({total / 1024:.1f} KiB)")
     print(f"entries' payload (sum of octet_length(data)): {payload} B ({payload / 1024:.1f} KiB)")
