@@ -428,8 +428,10 @@ def chart(results: list[Result], path: Path) -> bool:
 def cpu_breakdown(turns: int, workdir: Path) -> dict[str, float]:
     """CPU milliseconds per step (the calling thread's, so other processes do not count) spent in
     put and put_writes by SqliteSaver and SnapstoreSaver, and inside SnapstoreSaver's: encoding
-    values through serde, and snapstore's commits."""
-    from snapstore.langgraph import lanes, saver
+    values through serde (of which comparing the kept models' states), and snapstore's commits (of
+    which compressing deltas and keyframes)."""
+    from snapstore import entries, session
+    from snapstore.langgraph import encoding, lanes, saver
 
     spent: dict[str, float] = {}
     originals = []
@@ -454,7 +456,10 @@ def cpu_breakdown(turns: int, workdir: Path) -> dict[str, float]:
     count(saver.SnapstoreSaver, "put", "SnapstoreSaver put")
     count(saver.SnapstoreSaver, "put_writes", "SnapstoreSaver put_writes")
     count(saver.SnapstoreSaver, "_encode_values", "  of which encoding channel values (serde)")
+    count(encoding.Reuse, "take", "    of which comparing kept models (pickle)")
     count(lanes.Lane, "_commit", "  of which snapstore commits (both sessions)")
+    count(entries.DeltaStream, "compress", "    of which compressing deltas (zstd)")
+    count(session, "compress_keyframe", "    of which compressing keyframes (zstd)")
     try:
         for subject in (SqliteSubject(workdir), SnapstoreDirSubject(workdir)):
             with subject.open() as opened:
