@@ -135,14 +135,27 @@ def bench_url() -> str | None:
 
 
 @contextmanager
-def workload_schema(url: str, turns: int, max_snapshots: int, keep: bool = False) -> Iterator[str]:
-    """A schema of its own holding the workload's ``turns`` commits in session "bench", dropped afterwards."""
+def workload_schema(
+    url: str, turns: int, max_snapshots: int, keep: bool = False, hold_snapshot: bool = False
+) -> Iterator[str]:
+    """A schema of its own holding the workload's ``turns`` commits in session "bench", dropped afterwards.
+
+    ``hold_snapshot``: another connection holds a snapshot of the database (a repeatable-read
+    transaction that has read) while the commits run, so no page is pruned of the versions they
+    leave behind, as when a long transaction runs beside the store.
+    """
     import psycopg
     from psycopg import sql
 
     schema = f"bench_{secrets.token_hex(6)}"
     try:
-        commit_workload(url, schema, turns, max_snapshots)
+        with psycopg.connect(url, autocommit=True) as holder:
+            if hold_snapshot:
+                holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                holder.execute("SELECT 1")  # the transaction's snapshot is taken by its first statement
+            commit_workload(url, schema, turns, max_snapshots)
+            if hold_snapshot:
+                holder.execute("ROLLBACK")
         yield schema
     finally:
         if not keep:
@@ -154,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = workload_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", action="store_true", help="also compute the jsonpatch + zstd-3 bytes (slow)")
     parser.add_argument("--keep", action="store_true", help="leave the schema in place (its name is printed)")
+    parser.add_argument(
+        "--hold-snapshot", action="store_true", help="commit while another transaction holds an older snapshot"
+    )
     args = parser.parse_args(argv)
     url = bench_url()
     if url is None:
@@ -162,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     import psycopg
 
     with (
-        workload_schema(url, args.turns, args.max_snapshots, args.keep) as schema,
+        workload_schema(url, args.turns, args.max_snapshots, args.keep, args.hold_snapshot) as schema,
         psycopg.connect(url, autocommit=True) as conn,
     ):
         total, payload = report(conn, schema)
-    print(f"\nschema {schema}{' (kept)' if args.keep else ''}, {args.turns} turns")
+    held = ", committed while another transaction held an older snapshot" if args.hold_snapshot else ""
+    print(f"\nschema {schema}{' (kept)' if args.keep else ''}, {args.turns} turns{held}")
     print(f"everything the store holds (sum of pg_total_relation_size): {total} B ({total / 1024:.1f} KiB)")
     print(f"entries' payload (sum of octet_length(data)): {payload} B ({payload / 1024:.1f} KiB)")
     if args.baseline:
