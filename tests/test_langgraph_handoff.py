@@ -74,3 +74,42 @@ def test_a_put_after_another_handle_deleted_the_thread_starts_it_afresh(
     _put(first, generate_config("t"), 3)  # first still holds the deleted heads in memory
     for saver in (first, second, SnapstoreSaver(make_store())):
         assert _seen(saver) == _expected([3, None, []])
+
+
+def test_reads_on_other_threads_while_a_thread_is_written_lose_nothing(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """A reader of the thread on other threads of the same saver, between and during its puts, must
+    not make a put build on an older head (and a put must not lose a checkpoint if one did)."""
+    import threading
+
+    saver = SnapstoreSaver(make_store())
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                saver.get_tuple(generate_config("t"))
+                list(saver.list(generate_config("t"), limit=2))
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        parent = generate_config("t")
+        for value in range(1, 41):
+            parent = _put(saver, parent, value)
+            saver.put_writes(parent, [("w", value)], f"task-{value}")
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join()
+    assert not errors, errors
+    expected = _expected(*([v, v - 1 or None, [[f"task-{v}", "w", v]]] for v in range(40, 0, -1)))
+    for each in (saver, SnapstoreSaver(make_store())):
+        assert _seen(each) == expected
+    sess = saver.store.session(saver._lane("t", "").names.checkpoints)
+    assert len(sess.snapshot_ids()) == 40  # no put was built twice
