@@ -217,3 +217,45 @@ def test_a_run_forked_from_an_older_checkpoint_serializes_its_messages_once(tmp_
     assert [str(m.id) for m in messages[:6]] == forked_from and len(messages) == 19
     assert [serialized.count(i) for i in forked_from] == [1] * 6
     assert max(serialized.count(str(m.id)) for m in messages) <= 3, {i: serialized.count(i) for i in set(serialized)}
+
+
+def _long_list_message(i: int) -> BaseMessage:
+    return AIMessage(f"m {i}", id=f"ai-{i}") if i % 500 == 0 else HumanMessage(f"m {i}", id=f"h-{i}")
+
+
+def test_a_long_message_list_changed_anywhere_is_stored_as_changed(tmp_path: Path) -> None:
+    """A change in place anywhere in a list of thousands of messages, at its start, middle and
+    end, on either side of pickle's batches of 1,000 items, is seen at the next put."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    def changed(messages: list[Any], step: int) -> None:
+        count = len(messages)
+        if step == 2:
+            messages[0].content = "first, changed"
+        elif step == 4:
+            messages[count // 2].additional_kwargs["n"] = 1
+        elif step == 5:
+            messages[count // 2].additional_kwargs["n"] = 1.0  # equal in Python, not to the serializer
+        elif step == 7:
+            messages[count - 1].response_metadata["last"] = True  # the run's last message
+        elif step == 8:
+            messages[999].content = "the end of the first batch"
+        elif step == 9:
+            messages[1000].content = "the start of the second"
+        elif step == 10:
+            messages[1500].__class__ = HumanMessage  # another type, the fields it has
+
+    lengths = [1, 2, 3, 999, 1000, 1001, 1002, 1999, 2000, 2001, 2002, 2003]
+    expected: dict[str, bytes] = {}
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        config = generate_config("changed")
+        messages: list[Any] = []
+        for step, length in enumerate(lengths):
+            messages = [*messages, *(_long_list_message(i) for i in range(len(messages), length))]
+            checkpoint = generate_checkpoint(channel_values={"messages": messages}, channel_versions={"messages": step})
+            expected[checkpoint["id"]] = SERDE.dumps_typed(messages)[1]
+            config = saver.put(config, checkpoint, generate_metadata(step=step), {"messages": step})
+            changed(messages, step)
+        assert _stored(saver) == expected
+    with SnapstoreSaver.from_path(tmp_path / "store") as reopened:
+        assert _stored(reopened) == expected
