@@ -224,8 +224,8 @@ def _long_list_message(i: int) -> BaseMessage:
 
 
 def test_a_long_message_list_changed_anywhere_is_stored_as_changed(tmp_path: Path) -> None:
-    """A change in place anywhere in a list of thousands of messages, at its start, middle and
-    end, on either side of pickle's batches of 1,000 items, is seen at the next put."""
+    """A change in place anywhere in a list of thousands of messages (its start, middle and end,
+    the 1,000th and 1,001st), of a value or of a type, is seen at the next put."""
     from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
 
     def changed(messages: list[Any], step: int) -> None:
