@@ -14,7 +14,10 @@ spent in ``put`` and ``put_writes``.
 In the graph, LangGraph calls ``put_writes`` on a worker thread while it goes on with the run, and
 ``put`` while that may still be writing: each wait for the disk or another system call lets the
 other thread take the interpreter, so ``langgraph_bench``'s time per step holds the savers' own
-cost and those waits. Replayed, only the saver's own cost is left.
+cost and those waits. Replayed, only the saver's own cost is left. With ``--busy-thread`` a
+thread of pure Python computation runs beside the replay, the worst case of that sharing: every
+call that lets go of the interpreter (a system call, a compression) may then wait for it up to
+the interpreter's switch interval (``sys.getswitchinterval()``, 5 ms by default).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,12 +97,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, nargs="+", default=[50])
     parser.add_argument("--rounds", type=int, default=3, help="replays per saver (median)")
+    parser.add_argument("--busy-thread", action="store_true", help="a thread of pure Python runs beside the replay")
     args = parser.parse_args(argv)
-    for turns in args.turns:
+    stop = threading.Event()
+    if args.busy_thread:
+        threading.Thread(target=_busy, args=(stop,), daemon=True).start()
+    try:
+        _replay_turns(args.turns, args.rounds)
+    finally:
+        stop.set()
+
+
+def _busy(stop: threading.Event) -> None:
+    total = 0
+    while not stop.is_set():
+        for i in range(1000):
+            total += i
+
+
+def _replay_turns(turn_counts: list[int], round_count: int) -> None:
+    for turns in turn_counts:
         calls = record(turns)
         steps = sum(method == "put" for method, _args in calls)
         rounds: dict[str, list[dict[str, float]]] = {}
-        for _round in range(args.rounds):
+        for _round in range(round_count):
             for make in (SqliteSubject, SnapstoreDirSubject):
                 subject: Subject = make(Path(tempfile.mkdtemp(prefix="lgreplay-")))
                 try:
