@@ -60,7 +60,7 @@ DELTA_LEVEL_BOOST = 3
 MAX_PAYLOAD = 1 << 30
 #: the largest window a keyframe's frame may ask a reader for
 MAX_WINDOW_LOG = 31
-#: the least log2 size of zstd's match tables when a keyframe is compressed against its segment
+#: the largest log2 size of zstd's match tables that a keyframe compressed against its segment is given
 PATCH_TABLE_LOG = 18
 
 _FLAG_PARENT = 1
@@ -152,8 +152,22 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         raise _corrupt(where, f"unknown entry type {data[0]}")
     if len(data) < RECORD_SIZE:
         raise _corrupt(where, "commit entry shorter than its record")
-    (_type, mode, flags, parent, state, delta, micros, turn, size, raw_length, depth, chain_bytes, ratio,
-     label_length) = _RECORD.unpack_from(data)
+    (
+        _type,
+        mode,
+        flags,
+        parent,
+        state,
+        delta,
+        micros,
+        turn,
+        size,
+        raw_length,
+        depth,
+        chain_bytes,
+        ratio,
+        label_length,
+    ) = _RECORD.unpack_from(data)
     if mode > DELTA_PLAIN or flags & ~(_FLAG_PARENT | _FLAG_TURN | _FLAG_DELTA):
         raise _corrupt(where, "unknown commit mode or flags")
     if raw_length > MAX_PAYLOAD or size > MAX_PAYLOAD or not ratio >= 0 or ratio > 1e6:
@@ -219,12 +233,14 @@ def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tu
     base = zstandard.ZstdCompressionParameters.from_level(level)
     # A dictionary of a megabyte or more overfills the match tables of the low levels (2^16 slots at
     # level 3): most of what the state shares with the previous run is then never found. Tables of
-    # 2^18 find it, for a sixth more time (docs/design.md, "Keyframe policy").
+    # an eighth as many slots as the bytes they index, up to 2^18, find it; smaller inputs keep the
+    # level's own, which serve them as well and cost less to set up (docs/design.md, "Keyframe policy").
+    tables = min(PATCH_TABLE_LOG, (len(previous_raw or b"") + len(data)).bit_length() - 3)
     params = zstandard.ZstdCompressionParameters.from_level(
         level,
         window_log=window,
-        hash_log=max(base.hash_log, PATCH_TABLE_LOG),
-        chain_log=max(base.chain_log, PATCH_TABLE_LOG),
+        hash_log=max(base.hash_log, tables),
+        chain_log=max(base.chain_log, tables),
     )
     return KEY_PATCHED, zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
 
@@ -479,4 +495,3 @@ def _bounded(frame: Any, payload: bytes, limit: int, where: str, snapshot_id: st
         if len(out) > limit:
             raise _corrupt(where, f"payload of snapshot {snapshot_id} inflates past its declared length")
     return bytes(out)
-
