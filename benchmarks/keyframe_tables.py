@@ -1,4 +1,4 @@
-"""What a patched keyframe costs with each zstd setting, on the keyframes the benchmark session writes.
+"""What a patched keyframe and a delta cost with each zstd setting, on what the benchmark session writes.
 
     python -m benchmarks.keyframe_tables [--turns 1000]
 
@@ -6,6 +6,7 @@ Replays the workload into a directory store (the default settings), then takes e
 keyframe it wrote, with the dictionary it was compressed against (the segment's previous run),
 and compresses it again with each setting below: size in total, and time per keyframe (mean and
 largest, the best of three each). The first line is snapstore's setting (``compress_keyframe``).
+Then its delta frames again, each setting's total and time a delta.
 Then a few settings on smaller generated states, each compressed against the one before it.
 """
 
@@ -18,18 +19,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import zstandard
 
 from .baselines import import_snapstore
 from .workload import generate
 
 
-def _patched_keyframes(turns: int) -> list[tuple[bytes, bytes]]:
-    """(dictionary, state bytes) of every patched keyframe of a replayed session."""
+def _replayed_segments(turns: int) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, list[bytes]]]]:
+    """Of a replayed session: (dictionary, state bytes) of every patched keyframe, and (dictionary,
+    raw deltas) of every delta frame."""
     snapstore = import_snapstore()
-    from snapstore.entries import KEY_PATCHED, CommitEntry, SegmentReader, decode_entry
+    from snapstore.entries import (
+        DELTA_CONTINUE,
+        DELTA_FRAME,
+        DELTA_WINDOW,
+        KEY_PATCHED,
+        CommitEntry,
+        SegmentReader,
+        decode_entry,
+    )
 
     cases = []
+    frames: list[tuple[bytes, list[bytes]]] = []
     with tempfile.TemporaryDirectory() as folder:
         store = snapstore.SnapshotStore.open(folder + "/store")
         session = store.session("bench", max_snapshots=turns)
@@ -42,12 +54,16 @@ def _patched_keyframes(turns: int) -> list[tuple[bytes, bytes]]:
                 if not isinstance(entry, CommitEntry):
                     continue
                 dictionary = reader.previous_run() if entry.mode == KEY_PATCHED else b""
-                reader.payload(entry)
+                if entry.mode == DELTA_FRAME:
+                    frames.append((bytes(reader.raw[-DELTA_WINDOW:]), []))
+                raw = reader.payload(entry)
                 if entry.mode == KEY_PATCHED:
                     start, end = reader.spans[entry.id]
                     cases.append((dictionary, bytes(reader.raw[start:end])))
+                elif entry.mode in (DELTA_FRAME, DELTA_CONTINUE) and frames:
+                    frames[-1][1].append(bytes(raw))
         store.close()
-    return cases
+    return cases, frames
 
 
 def _mid_sized_cases() -> list[tuple[bytes, bytes]]:
@@ -93,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from snapstore.entries import compress_keyframe
 
-    cases = _patched_keyframes(args.turns)
+    cases, frames = _replayed_segments(args.turns)
     largest = max(len(dictionary) for dictionary, _ in cases)
     print(f"{args.turns} turns: {len(cases)} patched keyframes, dictionaries up to {largest:,} bytes")
     settings: dict[str, Callable[[bytes, bytes], bytes]] = {
@@ -117,12 +133,47 @@ def main(argv: list[str] | None = None) -> int:
             spent += best
             slowest = max(slowest, best)
         print(f"{name:<38} {total / 1024:>10.1f} {spent / len(cases) * 1e3:>8.2f} {slowest * 1e3:>8.2f}")
+    _delta_frames(frames)
     print("smaller states, each against the one before it (ms, bytes):")
     for dictionary, state in _mid_sized_cases():
         for name in ("snapstore (level 3, tables by size)", "level 3, its own tables", "level 3, tables of 2^18"):
             best, out = _best(settings[name], dictionary, state, reps=20)
             print(f"  {len(state) / 1000:>6.0f} kB  {name:<38} {best * 1e3:>7.3f} ms {len(out):>7} B")
     return 0
+
+
+def _delta_frames(frames: list[tuple[bytes, list[bytes]]]) -> None:
+    """Each delta frame again, a flushed block per delta as a commit writes it, with an orjson
+    serialization of a large value between two deltas (the rest of a commit, which evicts caches)."""
+    from snapstore.entries import DELTA_TABLE_LOG, delta_compressor, delta_level, raw_dict
+
+    level = delta_level(3)
+    between = {"rows": [{"turn": i, "text": f"row {i} " * 6} for i in range(20_000)]}
+    settings: dict[str, Any] = {
+        f"snapstore (level {level}, tables up to 2^{DELTA_TABLE_LOG})": None,
+        f"level {level}, its own tables": {},
+        f"level {level}, tables of 2^16": {"hash_log": 16, "chain_log": 16},
+    }
+    count = sum(len(deltas) for _, deltas in frames)
+    print(f"{len(frames)} delta frames, {count} deltas ({'setting':<36} {'total KiB':>10} {'us a delta':>10}):")
+    for name, tables in settings.items():
+        total, best = 0, float("inf")
+        for _ in range(3):
+            total, spent = 0, 0.0
+            for window, deltas in frames:
+                if tables is None:
+                    compressor = delta_compressor(3, raw_dict(window))
+                else:
+                    params = zstandard.ZstdCompressionParameters.from_level(level, **tables)
+                    compressor = zstandard.ZstdCompressor(dict_data=raw_dict(window), compression_params=params)
+                stream = compressor.compressobj()
+                for delta in deltas:
+                    orjson.dumps(between)
+                    started = time.perf_counter()
+                    total += len(stream.compress(delta) + stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+                    spent += time.perf_counter() - started
+            best = min(best, spent)
+        print(f"  {name:<48} {total / 1024:>10.1f} {best / count * 1e6:>10.1f}")
 
 
 def _best(

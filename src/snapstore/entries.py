@@ -62,6 +62,8 @@ MAX_PAYLOAD = 1 << 30
 MAX_WINDOW_LOG = 31
 #: the largest log2 size of zstd's match tables that a keyframe compressed against its segment is given
 PATCH_TABLE_LOG = 18
+#: the largest log2 size of the match tables a segment's delta frame is compressed with
+DELTA_TABLE_LOG = 17
 
 _FLAG_PARENT = 1
 _FLAG_TURN = 2
@@ -254,6 +256,24 @@ def delta_level(level: int) -> int:
     return min(level + DELTA_LEVEL_BOOST, 22)
 
 
+def delta_compressor(level: int, dictionary: zstandard.ZstdCompressionDict | None = None) -> zstandard.ZstdCompressor:
+    """The compressor of a segment's delta frames, for a store of compression level ``level``.
+
+    Its match tables are capped at 2^17 slots: a frame holds one run's deltas, a few hundred kB,
+    and the level's own (2^19 and 2^18 at level 6) only cost cache misses between commits
+    (docs/design.md, "Keyframe policy").
+    """
+    base = zstandard.ZstdCompressionParameters.from_level(delta_level(level))
+    params = zstandard.ZstdCompressionParameters.from_level(
+        delta_level(level),
+        hash_log=min(base.hash_log, DELTA_TABLE_LOG),
+        chain_log=min(base.chain_log, DELTA_TABLE_LOG),
+    )
+    if dictionary is None:
+        return zstandard.ZstdCompressor(compression_params=params)
+    return zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)
+
+
 class DeltaStream:
     """A writer's open zstd frame in one segment: each delta is a flushed block of it.
 
@@ -267,11 +287,10 @@ class DeltaStream:
         costs more than the delta)."""
         self._first_mode = DELTA_PLAIN if window is None else DELTA_FRAME
         dictionary = raw_dict(window) if window is not None else None
-        level = delta_level(level)
         if dictionary is not None:
-            compressor = zstandard.ZstdCompressor(level=level, dict_data=dictionary)
+            compressor = delta_compressor(level, dictionary)
         else:
-            compressor = plain if plain is not None else zstandard.ZstdCompressor(level=level)
+            compressor = plain if plain is not None else delta_compressor(level)
         self._stream = compressor.compressobj()
         self.started = False
 

@@ -28,7 +28,7 @@ from .entries import (
     SegmentReader,
     compress_keyframe,
     decode_entry,
-    delta_level,
+    delta_compressor,
     encode_commit,
     encode_meta,
 )
@@ -320,7 +320,7 @@ class Session:
                 contended = self._stream_end not in (-1, last.end)
                 window = None if contended else bytes(self._open_raw(log)[-DELTA_WINDOW:])
                 if window is None and self._plain_compressor is None:
-                    self._plain_compressor = zstandard.ZstdCompressor(level=delta_level(store.level))
+                    self._plain_compressor = delta_compressor(store.level)
                 self._stream = DeltaStream(store.level, window, self._plain_compressor)
             mode, compressed = self._stream.compress(delta_payload)
             record = SnapshotRecord(
