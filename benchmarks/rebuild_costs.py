@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     packed = zstandard.ZstdCompressor(level=3).compress(final)
     decode = _best(lambda: zstandard.ZstdDecompressor().decompress(packed)) / len(final)
     verify = _best(lambda: codec.object_id(codec.dumps(last))) / len(final)
+    # a rebuilt state keeps canonical key order, and its check serializes it without sorting
+    ordered = orjson.loads(final)
+    verify_ordered = _best(lambda: codec.object_id(codec.dumps_as_ordered(ordered))) / len(final)
 
     per_delta = []
     for _ in range(3):
@@ -75,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # least squares: time = fixed + per_byte * bytes
     xs, ys = [b for b, _ in per_delta], [t for _, t in per_delta]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(
-        sum((x - mx) ** 2 for x in xs), 1e-12
-    )
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(sum((x - mx) ** 2 for x in xs), 1e-12)
     fixed = my - slope * mx
 
     gc.enable()
@@ -85,12 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         ("parse (orjson.loads)", f"{parse * 1e9:.2f} ns/byte", "1 (the unit)", "1"),
         ("decode (zstd)", f"{decode * 1e9:.2f} ns/byte", f"{decode / parse:.2f}", str(keyframes.DECODE_WEIGHT)),
         ("verify (dumps + xxh3)", f"{verify * 1e9:.2f} ns/byte", f"{verify / parse:.2f}", str(keyframes.VERIFY_WEIGHT)),
+        ("verify, state in key order", f"{verify_ordered * 1e9:.2f} ns/byte", f"{verify_ordered / parse:.2f}", "-"),
         ("apply, per delta", f"{fixed * 1e6:.1f} us", f"{fixed / parse:.0f}", f"{keyframes.DELTA_FIXED}"),
-        ("apply, per byte of ops", f"{slope * 1e9:.2f} ns/byte", f"{slope / parse:.2f}",
-         str(keyframes.DELTA_BYTE_WEIGHT)),
+        (
+            "apply, per byte of ops",
+            f"{slope * 1e9:.2f} ns/byte",
+            f"{slope / parse:.2f}",
+            str(keyframes.DELTA_BYTE_WEIGHT),
+        ),
     ]
-    print(f"{args.turns} turns, final state {len(final):,} bytes, {len(deltas)} deltas of "
-          f"{statistics.fmean(xs):,.0f} bytes on average")
+    print(
+        f"{args.turns} turns, final state {len(final):,} bytes, {len(deltas)} deltas of "
+        f"{statistics.fmean(xs):,.0f} bytes on average"
+    )
     print(f"{'cost':<26} {'measured':>16} {'in parse-bytes':>16} {'policy uses':>12}")
     for name, measured, units, used in rows:
         print(f"{name:<26} {measured:>16} {units:>16} {used:>12}")
