@@ -174,18 +174,9 @@ class Session:
             ) from None
 
     def state(self, snapshot_id: str) -> Any:
-        """The full state of a retained snapshot, verified against its hash; the caller owns it.
-
-        A full id this handle already knows is read without first looking for newer commits (a
-        listing, on PostgreSQL a round trip): its state cannot change, and a segment reclaimed or
-        rewritten meanwhile sends the rebuild back to the store's listing (``SessionLog.rebuild``).
-        A tag or a prefix is resolved against the store as it stands.
-        """
+        """The full state of a retained snapshot, verified against its hash; the caller owns it."""
         with self._lock:
-            log = self._log
-            known = type(snapshot_id) is str and snapshot_id in log.commits and snapshot_id not in log.tags
-            if not (log.segments and known):
-                log = self._current()
+            log = self._current()
             sid = self._resolve(log, snapshot_id)
             return self._state_of(log, sid)
 
