@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
 
-from snapstore import SnapshotStore
+from snapstore import ConcurrentUpdateError, SnapshotStore
 from snapstore.langgraph import SnapstoreSaver
 
 
@@ -113,3 +114,34 @@ def test_reads_on_other_threads_while_a_thread_is_written_lose_nothing(
         assert _seen(each) == expected
     sess = saver.store.session(saver._lane("t", "").names.checkpoints)
     assert len(sess.snapshot_ids()) == 40  # no put was built twice
+
+
+def test_a_put_that_keeps_landing_on_another_handles_commit_is_refused(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ATTEMPTS builds, each overtaken by another handle's commit, the put says so."""
+    from snapstore.langgraph import lanes
+    from snapstore.langgraph import saver as saver_module
+
+    first, second = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    one = _put(first, generate_config("t"), 1)
+    _put(second, one, 2)  # first's heads are now behind
+    rebase = lanes.Lane.rebase
+    busy = [False]
+
+    def rebase_while_another_writes(lane: Any) -> None:
+        rebase(lane)
+        if busy[0]:  # the other handle's own put, overtaken by first's commit: it just retries
+            return
+        calls.append(lane)
+        busy[0] = True
+        try:  # the other handle commits again before first's next attempt lands
+            _put(second, one, 20 + len(calls))
+        finally:
+            busy[0] = False
+
+    calls: list[Any] = []
+    monkeypatch.setattr(lanes.Lane, "rebase", rebase_while_another_writes)
+    with pytest.raises(ConcurrentUpdateError, match="other handles kept writing it") as refused:
+        _put(first, one, 3)
+    assert refused.value.details["attempts"] == saver_module.ATTEMPTS == len(calls)

@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from ..errors import SnapshotError
+from ..errors import ConcurrentUpdateError, SnapshotError
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import Index, Lane, State, channel_values
@@ -34,6 +34,16 @@ from .names import parse_checkpoints_name, thread_prefixes
 _DONE = object()
 #: how many times a put or put_writes is built again when other handles keep writing its thread
 ATTEMPTS = 3
+
+
+def _kept_losing(thread_id: Any, operation: str) -> ConcurrentUpdateError:
+    """The error of a put or put_writes whose every attempt landed on another handle's commit: its
+    last commit is in the thread's log, but built on a head that other handles had moved on from."""
+    return ConcurrentUpdateError(
+        f"thread {thread_id!r}: other handles kept writing it; {operation} was built again {ATTEMPTS} times"
+        " and each time another commit landed first",
+        {"thread_id": str(thread_id), "operation": operation, "attempts": ATTEMPTS},
+    )
 
 
 class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractAsyncContextManager):
@@ -262,6 +272,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 if done:
                     break
                 lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
+            else:
+                raise _kept_losing(configurable["thread_id"], "put")
         return self._config(lane, checkpoint["id"])
 
     def _encode_values(
@@ -338,6 +350,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 if not changed or lane.commit_writes(checkpoint_id, entries):
                     break
                 lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
+            else:
+                raise _kept_losing(configurable["thread_id"], "put_writes")
 
     # -- deleting and copying ------------------------------------------------
     def delete_thread(self, thread_id: str) -> None:
