@@ -233,16 +233,16 @@ def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tu
         return KEY_INDEPENDENT, zstandard.ZstdCompressor(level=level).compress(data)
     window = max(20, min(MAX_WINDOW_LOG, (len(previous_raw or b"") + len(data)).bit_length()))
     base = zstandard.ZstdCompressionParameters.from_level(level)
-    # A dictionary of a megabyte or more overfills the match tables of the low levels (2^16 slots at
-    # level 3): most of what the state shares with the previous run is then never found. Tables of
+    # A dictionary of a megabyte or more overfills the match tables of the low levels (2^17 and 2^16
+    # slots at level 3): most of what the state shares with the previous run is then never found. Tables of
     # an eighth as many slots as the bytes they index, up to 2^18, find it; smaller inputs keep the
     # level's own, which serve them as well and cost less to set up (docs/design.md, "Keyframe policy").
-    tables = min(PATCH_TABLE_LOG, (len(previous_raw or b"") + len(data)).bit_length() - 3)
+    table_log = min(PATCH_TABLE_LOG, (len(previous_raw or b"") + len(data)).bit_length() - 3)
     params = zstandard.ZstdCompressionParameters.from_level(
         level,
         window_log=window,
-        hash_log=max(base.hash_log, tables),
-        chain_log=max(base.chain_log, tables),
+        hash_log=max(base.hash_log, table_log),
+        chain_log=max(base.chain_log, table_log),
     )
     return KEY_PATCHED, zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
 
