@@ -316,11 +316,19 @@ class PostgresBackend(Backend):
         with every column PLAIN (``PLAIN_TABLES``). Tables created by layout 3 get it too: a layout-3
         store, or a format-1 store that layout-3 code opened."""
         entries = names["entries"].as_string(conn)
-        for (key,) in conn.execute(PRIMARY_KEY, [entries]).fetchall():
+        keys = [key for (key,) in conn.execute(PRIMARY_KEY, [entries]).fetchall()]
+        toasted = [
+            text
+            for table, text in PLAIN_TABLES.items()
+            if conn.execute(HAS_TOAST, [names[table].as_string(conn)]).fetchone() == (True,)
+        ]
+        if keys or toasted:
+            # both tables first, in the order an append takes them: an append waits, never deadlocks
+            conn.execute(sql.SQL(UPGRADE_TO_4_LOCK).format(**names))
+        for key in keys:
             conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(names["entries"], sql.Identifier(key)))
-        for table, text in PLAIN_TABLES.items():
-            if conn.execute(HAS_TOAST, [names[table].as_string(conn)]).fetchone() == (True,):
-                conn.execute(sql.SQL(text).format(**names))
+        for text in toasted:
+            conn.execute(sql.SQL(text).format(**names))
         conn.execute(sql.SQL(SEGMENT_INDEX_STATEMENT).format(**names))
 
     def _upgrade_plain_rows(self, conn: psycopg.Connection[Any], schema: str) -> None:
