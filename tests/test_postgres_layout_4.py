@@ -20,8 +20,10 @@ from test_postgres_schema_upgrade import (
     _contents,
     _source,
     _url,
+    drop_schema,
     format_1_store_beside,
     refused_while_a_view_holds,
+    segments_of,
     states,
 )
 
@@ -70,23 +72,19 @@ def layout_3_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
             conn.execute(text)
         config = backend.read_config("format")
         conn.execute("INSERT INTO snapstore_meta (key, data) VALUES ('config/format', %s)", [config])
-        for key in backend.session_keys():
-            for info in backend.segments(key):
-                entries = backend.read_segment(key, info.segment).entries
-                stream = b"".join(len(entry).to_bytes(4, "big") + entry for entry in entries)
-                rows, tail = _layout_3_rows(key, stream)
-                conn.execute(
-                    "INSERT INTO snapstore_meta (key, size, version, data)"
-                    " VALUES (%s, %s, nextval('snapstore_segment_version'), %s)",
-                    [f"segment/{key}/{info.segment:016x}", len(stream), tail],
-                )
-                for pos, data in rows:
-                    row = [key, info.segment, pos, data]
-                    conn.execute("INSERT INTO snapstore_entries VALUES (%s, %s, %s, %s)", row)
+        for key, segment, entries in segments_of(backend):
+            stream = b"".join(len(entry).to_bytes(4, "big") + entry for entry in entries)
+            rows, tail = _layout_3_rows(key, stream)
+            conn.execute(
+                "INSERT INTO snapstore_meta (key, size, version, data)"
+                " VALUES (%s, %s, nextval('snapstore_segment_version'), %s)",
+                [f"segment/{key}/{segment:016x}", len(stream), tail],
+            )
+            for pos, data in rows:
+                conn.execute("INSERT INTO snapstore_entries VALUES (%s, %s, %s, %s)", [key, segment, pos, data])
     source.close()
     yield _url(url, schema), expected
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    drop_schema(url, schema)
 
 
 def _catalog(url: str) -> dict[str, Any]:
@@ -186,8 +184,7 @@ def test_the_meta_table_keeps_one_page_through_a_thousand_commits() -> None:
             ).fetchone()
     finally:
         store.close()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        drop_schema(url, schema)
     if holders_before != (0,) or holders_after != (0,):
         pytest.skip("another transaction in the database held an older snapshot: the page could not be pruned")
     assert segments > 1  # new segments' rows were written into the page too

@@ -67,21 +67,31 @@ def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
         value = backend.read_config("format")
         if value is not None:
             conn.execute(f'INSERT INTO "{schema}".snapstore_config VALUES (%s, %s)', ["format", value])
-        for key in backend.session_keys():
-            for info in backend.segments(key):
-                entries = backend.read_segment(key, info.segment).entries
+        for key, segment, entries in segments_of(backend):
+            conn.execute(
+                f'INSERT INTO "{schema}".snapstore_segments VALUES (%s, %s, %s, %s,'
+                f" nextval('\"{schema}\".snapstore_segment_version'))",
+                [key, segment, len(entries), sum(map(len, entries))],
+            )
+            for pos, data in enumerate(entries):
                 conn.execute(
-                    f'INSERT INTO "{schema}".snapstore_segments VALUES (%s, %s, %s, %s,'
-                    f" nextval('\"{schema}\".snapstore_segment_version'))",
-                    [key, info.segment, len(entries), sum(map(len, entries))],
+                    f'INSERT INTO "{schema}".snapstore_entries VALUES (%s, %s, %s, %s)', [key, segment, pos, data]
                 )
-                for pos, data in enumerate(entries):
-                    conn.execute(
-                        f'INSERT INTO "{schema}".snapstore_entries VALUES (%s, %s, %s, %s)',
-                        [key, info.segment, pos, data],
-                    )
     source.close()
     yield _url(url, schema), expected
+    drop_schema(url, schema)
+
+
+def segments_of(backend: Any) -> Iterator[tuple[str, int, list[bytes]]]:
+    """(session key, segment number, entries) of every segment ``backend`` holds."""
+    for key in backend.session_keys():
+        for info in backend.segments(key):
+            yield key, info.segment, backend.read_segment(key, info.segment).entries
+
+
+def drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
@@ -218,8 +228,7 @@ def format_1_store_beside(statements: list[str]) -> Iterator[str]:
             backend.close()
         yield _url(url, schema)
     finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        drop_schema(url, schema)
 
 
 def test_a_format_1_store_opened_by_schema_2_code_keeps_its_version() -> None:

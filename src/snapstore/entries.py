@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,18 +232,16 @@ def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tu
     dictionary = raw_dict(previous_raw) if previous_raw else None
     if dictionary is None:
         return KEY_INDEPENDENT, zstandard.ZstdCompressor(level=level).compress(data)
-    window = max(20, min(MAX_WINDOW_LOG, (len(previous_raw or b"") + len(data)).bit_length()))
-    base = zstandard.ZstdCompressionParameters.from_level(level)
+    indexed = len(previous_raw or b"") + len(data)
     # A dictionary of a megabyte or more overfills the match tables of the low levels (2^17 and 2^16
     # slots at level 3): most of what the state shares with the previous run is then never found. Tables of
     # an eighth as many slots as the bytes they index, up to 2^18, find it; smaller inputs keep the
     # level's own, which serve them as well and cost less to set up (docs/design.md, "Keyframe policy").
-    table_log = min(PATCH_TABLE_LOG, (len(previous_raw or b"") + len(data)).bit_length() - 3)
-    params = zstandard.ZstdCompressionParameters.from_level(
+    params = _with_tables(
         level,
-        window_log=window,
-        hash_log=max(base.hash_log, table_log),
-        chain_log=max(base.chain_log, table_log),
+        max,
+        min(PATCH_TABLE_LOG, indexed.bit_length() - 3),
+        window_log=max(20, min(MAX_WINDOW_LOG, indexed.bit_length())),
     )
     return KEY_PATCHED, zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
 
@@ -256,6 +255,16 @@ def delta_level(level: int) -> int:
     return min(level + DELTA_LEVEL_BOOST, 22)
 
 
+def _with_tables(
+    level: int, pick: Callable[[int, int], int], table_log: int, **more: int
+) -> zstandard.ZstdCompressionParameters:
+    """zstd's parameters of ``level`` with each match table's log2 size ``pick(level's own, table_log)``."""
+    base = zstandard.ZstdCompressionParameters.from_level(level)
+    return zstandard.ZstdCompressionParameters.from_level(
+        level, hash_log=pick(base.hash_log, table_log), chain_log=pick(base.chain_log, table_log), **more
+    )
+
+
 def delta_compressor(level: int, dictionary: zstandard.ZstdCompressionDict | None = None) -> zstandard.ZstdCompressor:
     """The compressor of a segment's delta frames, for a store of compression level ``level``.
 
@@ -263,12 +272,7 @@ def delta_compressor(level: int, dictionary: zstandard.ZstdCompressionDict | Non
     and the level's own (2^19 and 2^18 at level 6) only cost cache misses between commits
     (docs/design.md, "Keyframe policy").
     """
-    base = zstandard.ZstdCompressionParameters.from_level(delta_level(level))
-    params = zstandard.ZstdCompressionParameters.from_level(
-        delta_level(level),
-        hash_log=min(base.hash_log, DELTA_TABLE_LOG),
-        chain_log=min(base.chain_log, DELTA_TABLE_LOG),
-    )
+    params = _with_tables(delta_level(level), min, DELTA_TABLE_LOG)
     if dictionary is None:
         return zstandard.ZstdCompressor(compression_params=params)
     return zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)

@@ -343,8 +343,7 @@ class PostgresBackend(Backend):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [hash64("snapstore-ddl", schema)])
             if self._read_version(conn, schema) != "3":
                 return  # another process upgraded it while this one waited for the lock
-            conn.execute(sql.SQL(UPGRADE_TO_4_LOCK).format(**names))
-            self._layout_4_storage(conn, names)
+            self._layout_4_storage(conn, names)  # (which locks both tables before it alters one)
             conn.execute(sql.SQL(UPGRADE_TO_4_VERSION).format(**names))
 
     def _upgrade_row_per_entry(self, conn: psycopg.Connection[Any], schema: str) -> None:

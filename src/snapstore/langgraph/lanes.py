@@ -96,7 +96,7 @@ class Lane:
         # within an operation built again (``rebase``): the heads are read, not taken from memory;
         # the snapshot each session's next commit goes on top of; commits that went on another's
         self._reread = False
-        self._after: dict[str, str | None] = {}
+        self._expected_parent: dict[str, str | None] = {}
         self._stale: dict[str, tuple[str | None, str]] = {}
         self._sessions: dict[str, Session] = {}
         self._index: tuple[str, Index] | None = None
@@ -139,7 +139,7 @@ class Lane:
             finally:
                 self._operating = None
                 self._asked.clear()
-                self._after.clear()
+                self._expected_parent.clear()
                 self._stale.clear()
                 self._reread = False
 
@@ -165,7 +165,7 @@ class Lane:
             sess = self._session(name, create=False)
             state = sess.state(parent) if parent is not None and sess is not None else None
             self._asked[name] = (parent, state) if state is not None else (None, None)
-            self._after[name] = committed
+            self._expected_parent[name] = committed
 
     def _read_head(self, name: str) -> tuple[str | None, State | None]:
         cached = self._heads.get(name)
@@ -208,7 +208,7 @@ class Lane:
         top of the head it was built on is noted for ``rebase``."""
         operating = self._operating == threading.get_ident()
         built_on = self._asked.get(name, (None, None))[0]
-        expected = self._after.get(name, built_on)
+        expected = self._expected_parent.get(name, built_on)
         sess = self._session(name, create=True)
         assert sess is not None
         try:
@@ -223,7 +223,7 @@ class Lane:
             if snap.parent != expected:
                 self._stale[name] = (snap.parent, snap.id)
             self._asked[name] = (snap.id, state)
-            self._after.pop(name, None)
+            self._expected_parent.pop(name, None)
         return snap.id
 
     def _frame(self, checkpoint_id: str) -> State:
