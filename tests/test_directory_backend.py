@@ -401,3 +401,39 @@ def test_a_read_only_store_reads_and_refuses_every_write(tmp_path: Path) -> None
 def test_directory_refuses_a_store_path_that_is_not_a_path() -> None:
     with pytest.raises(BackendError):
         DirectoryBackend(42)  # type: ignore[arg-type]
+
+
+def test_own_appends_keep_the_segment_version_without_rereading_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer's listing after its own append knows the segment's file id (the append changed the
+    file's ctime, not its header); appends and replacements by another handle are still seen."""
+    from snapstore.backends import _directory
+
+    reads: list[str] = []
+    real_file_id = _directory._file_id
+
+    def counted(folder: int, name: str) -> int:
+        reads.append(name)
+        return real_file_id(folder, name)
+
+    monkeypatch.setattr(_directory, "_file_id", counted)
+    root = tmp_path / "store"
+    writer, other = DirectoryBackend(root), DirectoryBackend(root)
+    end = writer.append("s", 1, [b"first"], 0)
+    (listed,) = writer.segments("s")
+    version = listed.version
+    for k in range(5):
+        end = writer.append("s", 1, [b"entry %d" % k], end)
+        (listed,) = writer.segments("s")
+        assert (listed.version, listed.stored_bytes) == (version, end)
+    assert reads == []  # the header was never read: the first append wrote it
+
+    end = other.append("s", 1, [b"from another handle"], end)
+    (listed,) = writer.segments("s")
+    assert (listed.version, listed.stored_bytes) == (version, end)  # the same file, grown by someone else
+
+    other.replace_segment("s", 1, [b"squashed"])
+    (listed,) = writer.segments("s")
+    assert listed.version != version  # a new file under the same name is a new version
+    assert writer.read_segment("s", 1).entries == [b"squashed"]

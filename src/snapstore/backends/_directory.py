@@ -383,15 +383,30 @@ class DirectoryBackend(Backend):
         except FileNotFoundError:  # no folder: the session does not exist
             return []
 
+    def _note_append(self, name: str, before: os.stat_result, after: os.stat_result, header: bytes | None) -> None:
+        """Carry a segment's file id over this writer's own append, which changed its ctime but not
+        its header (or wrote the header, ``header``): the next listing need not read it again.
+        The session lock is held, so nothing else wrote between the two ``fstat`` calls."""
+        if header is not None:
+            found: int | None = _framing.file_id(header[: _framing.HEADER_SIZE])
+        else:
+            found = self._file_ids.get((before.st_ino, before.st_ctime_ns, name))
+        if found:
+            self._remember_file_id((after.st_ino, after.st_ctime_ns, name), found)
+
     def _cached_file_id(self, folder: int, name: str, info: os.stat_result) -> int:
         """A segment's file id, read once per file as it stands: any write or replacement changes
         the inode's change time, so an unchanged (inode, ctime) is the same file, header and all."""
         token = (info.st_ino, info.st_ctime_ns, name)
         found = self._file_ids.get(token)
         if found is None:
-            if len(self._file_ids) > 4096:
-                self._file_ids.clear()
-            found = self._file_ids[token] = _file_id(folder, name)
+            found = self._remember_file_id(token, _file_id(folder, name))
+        return found
+
+    def _remember_file_id(self, token: tuple[int, int, str], found: int) -> int:
+        if len(self._file_ids) > 4096:
+            self._file_ids.clear()
+        self._file_ids[token] = found
         return found
 
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
@@ -453,6 +468,7 @@ class DirectoryBackend(Backend):
                 write_all(fd, payload, start)
                 if self.fsync:
                     os.fsync(fd)
+                self._note_append(name, info, os.fstat(fd), payload if expected_end == 0 else None)
             except OSError as exc:
                 raise io_error("append to segment", where, exc) from exc
             finally:
