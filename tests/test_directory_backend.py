@@ -437,3 +437,34 @@ def test_own_appends_keep_the_segment_version_without_rereading_its_header(
     (listed,) = writer.segments("s")
     assert listed.version != version  # a new file under the same name is a new version
     assert writer.read_segment("s", 1).entries == [b"squashed"]
+
+
+def test_a_file_that_grew_after_its_size_was_taken_is_read_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read asks for one byte more than fstat saw (a larger request is shrunk by a copy of the
+    whole buffer), and reads on when that byte comes: an append landing between the two is kept."""
+    from snapstore.backends import _directory
+    from snapstore.errors import CorruptObjectError
+
+    data = os.urandom(300_000)
+    (tmp_path / "grown").write_bytes(data)
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    real_fstat = os.fstat
+
+    def seen_before_the_append(fd: int) -> os.stat_result:
+        info = real_fstat(fd)
+        fields = list(info)
+        fields[6] = 1_000  # st_size as fstat saw it, before the rest of the file was appended
+        return os.stat_result(fields)
+
+    try:
+        assert _directory.read_regular_file(folder, "grown", "grown", 1 << 20) == data
+        assert _directory.read_regular_file(folder, "grown", "grown", 1 << 20, start=299_000) == data[299_000:]
+        monkeypatch.setattr(_directory.os, "fstat", seen_before_the_append)
+        assert _directory.read_regular_file(folder, "grown", "grown", 1 << 20) == data
+        with pytest.raises(CorruptObjectError, match="grew past"):
+            _directory.read_regular_file(folder, "grown", "grown", 100_000)
+    finally:
+        monkeypatch.undo()
+        os.close(folder)
