@@ -14,6 +14,11 @@ Then the starvation case: one writer commits a ~2 MB state 10 times while 4
 writers with small states commit in a tight loop; it reports how many of the big
 writer's commits landed. With --cpu, each row also gives the writers' CPU time per commit and
 the cores they kept busy on average (CPU time over the run's wall time): where the time goes.
+With --phases, each row also splits a commit's time by where it went, summed over the writers
+and divided by the commits: the commit's own work before it takes the session's lock, the phases
+it runs holding the lock (reading the records other writers appended, decoding their payloads,
+applying their deltas to this writer's cached head, then diffing and appending its own), and the
+rest of its latency, waiting for the lock and being handed it.
 
 The PostgreSQL column runs when --postgres (or SNAPSTORE_BENCH_POSTGRES_URL)
 names a server; each run uses its own table prefix.
@@ -22,6 +27,7 @@ names a server; each run uses its own table prefix.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import os
 import resource
@@ -58,7 +64,70 @@ def _next(state: dict[str, Any], writer: int, k: int) -> dict[str, Any]:
     return state
 
 
-def _writer(target: str, prefix: str, writer: int, commits: int, big: bool, start: Any, out: Any) -> None:
+#: (owner, function, label, when it counts): the phases --phases times inside a commit; "held" ones
+#: run under the session's lock, "in held" ones only count when called from one, "before" ones only
+#: count when called by the commit before it takes the lock
+PHASES = [
+    ("codec", "encode_state", "before the lock: serialize the state", "before"),
+    ("Session", "_catch_up", "lock held: catch up (listing, bookkeeping)", "held"),
+    ("SessionLog", "refresh", "lock held: read the records others appended", "in held"),
+    ("Session", "_sync_open", "lock held: decode others' payloads", "in held"),
+    ("Session", "_caught_up_head", "lock held: apply others' deltas to the cached head, hash it", "in held"),
+    ("Session", "_prepare", "lock held: diff, check, compress, make the record", "held"),
+    ("Session", "_append", "lock held: append and index it", "held"),
+]
+LOCK_HELD = [label for _owner, _name, label, when in PHASES if when != "before"]
+
+
+def _time_phases(spent: dict[str, int]) -> None:
+    """Wrap the engine's functions named in PHASES so that calls add their time to ``spent`` (a
+    phase called inside another counts for the inner one only)."""
+    from snapstore import history, session
+
+    owners = {"codec": session.codec, "Session": session.Session, "SessionLog": history.SessionLog}
+    running: list[str] = []
+    committing = [False]
+    commit = session.Session.commit
+
+    @functools.wraps(commit)
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        committing[0] = True
+        try:
+            return commit(*args, **kwargs)
+        finally:
+            committing[0] = False
+
+    session.Session.commit = marked  # type: ignore[method-assign]
+    for owner_name, name, label, when in PHASES:
+        owner = owners[owner_name]
+        original = getattr(owner, name)
+
+        def timed(*args: Any, _original: Any = original, _label: str = label, _when: str = when, **kwargs: Any) -> Any:
+            counts = committing[0] and (
+                (_when == "before" and not running) or _when == "held" or (_when == "in held" and bool(running))
+            )
+            if not counts:
+                return _original(*args, **kwargs)
+            running.append(_label)
+            started = time.perf_counter_ns()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter_ns() - started
+                running.pop()
+                spent[_label] = spent.get(_label, 0) + elapsed
+                if running:
+                    spent[running[-1]] = spent.get(running[-1], 0) - elapsed
+
+        setattr(owner, name, functools.wraps(original)(timed))
+
+
+def _writer(
+    target: str, prefix: str, writer: int, commits: int, big: bool, start: Any, out: Any, phases: bool = False
+) -> None:
+    spent: dict[str, int] = {}
+    if phases:
+        _time_phases(spent)
     store = _open(target, prefix)
     sess = store.session(SESSION, max_snapshots=1_000_000)
     start.wait()
@@ -80,6 +149,7 @@ def _writer(target: str, prefix: str, writer: int, commits: int, big: bool, star
             results.append((None, expected, k, time.perf_counter() - began, f"{type(exc).__name__}: {exc}", writer))
     results.append(("end", time.time()))
     results.append(("cpu", _cpu_seconds() - cpu_before))
+    results.append(("phases", spent))
     out.put(results)
     store.close()
 
@@ -101,7 +171,9 @@ def _verifier(target: str, prefix: str, stop: Any, out: Any) -> None:
     store.close()
 
 
-def _run(target: str, writers: int, commits: int, big_writer: bool = False, verifying: bool = False) -> dict[str, Any]:
+def _run(
+    target: str, writers: int, commits: int, big_writer: bool = False, verifying: bool = False, phases: bool = False
+) -> dict[str, Any]:
     prefix = f"w{uuid.uuid4().hex[:10]}_"
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(writers), ctx.Queue()
@@ -109,7 +181,7 @@ def _run(target: str, writers: int, commits: int, big_writer: bool = False, veri
     for w in range(writers):
         big = big_writer and w == 0
         n = 10 if big else commits
-        procs.append(ctx.Process(target=_writer, args=(target, prefix, w, n, big, start, out)))
+        procs.append(ctx.Process(target=_writer, args=(target, prefix, w, n, big, start, out, phases)))
     stop, verified = ctx.Event(), ctx.Queue()
     checker = ctx.Process(target=_verifier, args=(target, prefix, stop, verified)) if verifying else None
     if checker is not None:
@@ -125,7 +197,12 @@ def _run(target: str, writers: int, commits: int, big_writer: bool = False, veri
     starts = [row[1] for row in rows if row[0] == "start"]
     ends = [row[1] for row in rows if row[0] == "end"]
     cpu = sum(row[1] for row in rows if row[0] == "cpu")
-    results = [row for row in rows if row[0] not in ("start", "end", "cpu")]
+    spent: dict[str, int] = {}
+    for row in rows:
+        if row[0] == "phases":
+            for label, ns in row[1].items():
+                spent[label] = spent.get(label, 0) + ns
+    results = [row for row in rows if row[0] not in ("start", "end", "cpu", "phases")]
     elapsed = max(ends) - min(starts)
     for p in procs:
         p.join()
@@ -163,6 +240,9 @@ def _run(target: str, writers: int, commits: int, big_writer: bool = False, veri
         "cores_busy": cpu / elapsed,
         "verify_runs": verify_runs,
         "verify_problems": verify_problems,
+        # each phase's time per commit (ms), summed over the writers, and their mean latency
+        "phases_ms": {label: ns / len(results) / 1e6 for label, ns in spent.items()} if results else {},
+        "mean_ms": statistics.fmean(latencies) * 1e3 if latencies else None,
     }
 
 
@@ -180,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu", action="store_true",
         help="also report the writers' CPU per commit and the cores they kept busy (where a commit's time goes)",
     )
+    parser.add_argument(
+        "--phases", action="store_true",
+        help="also split a commit's time into its work before the lock, its phases holding the lock, and the wait",
+    )
     args = parser.parse_args(argv)
     if args.verify_only:
         return _verify_alongside(args)
@@ -190,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         + cpu_head,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + " --- | --- |" * args.cpu,
     ]
-    starvation = []
+    starvation: list[str] = []
+    phase_lines = ["| engine | writers | " + " | ".join(_phase_columns()) + " |", "| --- | --- |" + " ---: |" * 10]
     for engine, url in engines:
         one = None
         for n in args.writers:
@@ -199,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             commits = args.commits * max(args.writers) if n == 1 else args.commits
             with tempfile.TemporaryDirectory() as tmp:
                 target = url or str(Path(tmp) / "store")
-                r = _run(target, n, commits)
+                r = _run(target, n, commits, phases=args.phases)
             one = one or r["throughput"]
             ratio = r["throughput"] / one
             lines.append(
@@ -208,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                 + (f" {r['cpu_ms']:.2f} | {r['cores_busy']:.2f} |" if args.cpu else "")
             )
             print(lines[-1], r["errors"] or "", flush=True)
+            if args.phases:
+                phase_lines.append(_phase_row(engine, n, r))
+                print(phase_lines[-1], flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             target = url or str(Path(tmp) / "store")
             r = _run(target, 5, args.commits * 4, big_writer=True)
@@ -232,12 +320,51 @@ def main(argv: list[str] | None = None) -> int:
             "| --- | --- | --- | --- | --- | --- |",
             *starvation,
             "",
+            *(
+                [
+                    "Where a commit's time goes (--phases): milliseconds per commit, each phase's time summed over "
+                    "the writers and divided by the commits; the wait is the mean latency less the phases.",
+                    "",
+                    *phase_lines,
+                    "",
+                ]
+                if args.phases
+                else []
+            ),
         ]
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0
+
+
+def _phase_columns() -> list[str]:
+    return [
+        "serialize (before the lock)",
+        "read others' records",
+        "decode others' payloads",
+        "apply others' deltas, hash",
+        "catch up, the rest",
+        "diff, check, compress, record",
+        "append",
+        "lock held, all",
+        "wait for the lock",
+        "mean latency",
+    ]
+
+
+def _phase_row(engine: str, writers: int, r: dict[str, Any]) -> str:
+    spent = r["phases_ms"]
+    labels = [label for _owner, _name, label, _when in PHASES]
+    held = sum(spent.get(label, 0.0) for label in LOCK_HELD)
+    before = spent.get(labels[0], 0.0)
+    # the columns follow PHASES, with the catch-up's own time after the three phases nested in it
+    order = [labels[0], labels[2], labels[3], labels[4], labels[1], labels[5], labels[6]]
+    cells = [spent.get(label, 0.0) for label in order]
+    wait = (r["mean_ms"] or 0.0) - held - before
+    figures = " | ".join(f"{v:.3f}" for v in [*cells, held, wait, r["mean_ms"] or 0.0])
+    return f"| {engine} | {writers} | {figures} |"
 
 
 def _verify_alongside(args: argparse.Namespace) -> int:
