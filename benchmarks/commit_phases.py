@@ -16,7 +16,6 @@ the bytes of list elements proven unchanged by identity (a Python loop) beside s
 from __future__ import annotations
 
 import argparse
-import functools
 import marshal
 import os
 import pickle
@@ -34,6 +33,7 @@ import zstandard
 
 from .baselines import ZSTD_LEVEL, import_snapstore
 from .run import median_ns
+from .timing import wrap_timed
 from .workload import generate
 
 PHASES = [
@@ -46,27 +46,6 @@ PHASES = [
     ("session", "apply_patch", "patch the head"),
     ("codec", "object_id", "hash"),
 ]
-
-
-def _wrap(owner: Any, name: str, label: str, spent: dict[str, int], running: list[str]) -> None:
-    """Time calls of ``owner.name`` under ``label``; time spent in a phase timed inside another
-    (the record's hash inside the append) counts for the inner phase only."""
-    original = getattr(owner, name)
-
-    @functools.wraps(original)
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        running.append(label)
-        started = time.perf_counter_ns()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            elapsed = time.perf_counter_ns() - started
-            running.pop()
-            spent[label] += elapsed
-            if running:
-                spent[running[-1]] -= elapsed
-
-    setattr(owner, name, timed)
 
 
 def phases(turns: int, store_kind: str) -> tuple[dict[str, list[int]], list[int], list[int], list[int]]:
@@ -82,7 +61,7 @@ def phases(turns: int, store_kind: str) -> tuple[dict[str, list[int]], list[int]
     }
     running: list[str] = []
     for owner, name, label in PHASES:
-        _wrap(owners[owner], name, label, spent, running)
+        wrap_timed(owners[owner], name, label, spent, running)
     per_phase: dict[str, list[int]] = defaultdict(list)
     commits, files, dumps = [], [], []
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)

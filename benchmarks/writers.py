@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import import_snapstore
+from .timing import wrap_timed
 
 SESSION = "shared"
 
@@ -99,27 +100,14 @@ def _time_phases(spent: dict[str, int]) -> None:
 
     session.Session.commit = marked  # type: ignore[method-assign]
     for owner_name, name, label, when in PHASES:
-        owner = owners[owner_name]
-        original = getattr(owner, name)
+        wrap_timed(owners[owner_name], name, label, spent, running, functools.partial(_counts, when, committing))
 
-        def timed(*args: Any, _original: Any = original, _label: str = label, _when: str = when, **kwargs: Any) -> Any:
-            counts = committing[0] and (
-                (_when == "before" and not running) or _when == "held" or (_when == "in held" and bool(running))
-            )
-            if not counts:
-                return _original(*args, **kwargs)
-            running.append(_label)
-            started = time.perf_counter_ns()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter_ns() - started
-                running.pop()
-                spent[_label] = spent.get(_label, 0) + elapsed
-                if running:
-                    spent[running[-1]] = spent.get(running[-1], 0) - elapsed
 
-        setattr(owner, name, functools.wraps(original)(timed))
+def _counts(when: str, committing: list[bool], running: list[str]) -> bool:
+    """Whether a call of a phase that counts ``when`` is timed, given the phases running around it."""
+    if not committing[0]:
+        return False
+    return when == "held" or (when == "before" and not running) or (when == "in held" and bool(running))
 
 
 def _writer(

@@ -1,0 +1,39 @@
+"""Timing an engine function's calls by wrapping it, for the benchmarks that split a commit into phases."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wrap_timed(
+    owner: Any,
+    name: str,
+    label: str,
+    spent: dict[str, int],
+    running: list[str],
+    counts: Callable[[list[str]], bool] | None = None,
+) -> None:
+    """Add the time of each call of ``owner.name`` to ``spent[label]``; time spent in a phase timed
+    inside another (the record's hash inside the append) counts for the inner phase only. With
+    ``counts``, a call is timed only when ``counts(running)`` (the phases running around it) says so."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        if counts is not None and not counts(running):
+            return original(*args, **kwargs)
+        running.append(label)
+        started = time.perf_counter_ns()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter_ns() - started
+            running.pop()
+            spent[label] = spent.get(label, 0) + elapsed
+            if running:
+                spent[running[-1]] = spent.get(running[-1], 0) - elapsed
+
+    setattr(owner, name, timed)
