@@ -8,6 +8,9 @@ and compresses it again with each setting below: size in total, and time per key
 largest, the best of three each). The first line is snapstore's setting (``compress_keyframe``).
 Then its delta frames again, each setting's total and time a delta.
 Then a few settings on smaller generated states, each compressed against the one before it.
+Last, the same patched keyframes compressed by snapstore's setting against other dictionaries a
+format could name, ones a rebuild would decode less of: the previous keyframe alone (without the
+deltas of its run), and the segment's first keyframe.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from .baselines import import_snapstore
 from .workload import generate
 
 
-def _replayed_segments(turns: int) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, list[bytes]]]]:
-    """Of a replayed session: (dictionary, state bytes) of every patched keyframe, and (dictionary,
-    raw deltas) of every delta frame."""
+def _replayed_segments(
+    turns: int,
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, list[bytes]]], list[tuple[bytes, bytes]]]:
+    """Of a replayed session: (dictionary, state bytes) of every patched keyframe, (dictionary,
+    raw deltas) of every delta frame, and (previous keyframe, segment's first keyframe) of every
+    patched keyframe."""
     snapstore = import_snapstore()
     from snapstore.entries import (
         DELTA_CONTINUE,
@@ -42,6 +48,7 @@ def _replayed_segments(turns: int) -> tuple[list[tuple[bytes, bytes]], list[tupl
 
     cases = []
     frames: list[tuple[bytes, list[bytes]]] = []
+    others: list[tuple[bytes, bytes]] = []
     with tempfile.TemporaryDirectory() as folder:
         store = snapstore.SnapshotStore.open(folder + "/store")
         session = store.session("bench", max_snapshots=turns)
@@ -49,6 +56,7 @@ def _replayed_segments(turns: int) -> tuple[list[tuple[bytes, bytes]], list[tupl
             session.commit(state, turn=turn)
         for info in store.backend.segments(session.key):
             reader = SegmentReader("bench")
+            keyframes: list[bytes] = []
             for data in store.backend.read_segment(session.key, info.segment).entries:
                 entry = decode_entry(data, "bench", "bench")
                 if not isinstance(entry, CommitEntry):
@@ -57,13 +65,16 @@ def _replayed_segments(turns: int) -> tuple[list[tuple[bytes, bytes]], list[tupl
                 if entry.mode == DELTA_FRAME:
                     frames.append((bytes(reader.raw[-DELTA_WINDOW:]), []))
                 raw = reader.payload(entry)
-                if entry.mode == KEY_PATCHED:
+                if entry.is_keyframe:
                     start, end = reader.spans[entry.id]
-                    cases.append((dictionary, bytes(reader.raw[start:end])))
+                    keyframes.append(bytes(reader.raw[start:end]))
+                if entry.mode == KEY_PATCHED:
+                    cases.append((dictionary, keyframes[-1]))
+                    others.append((keyframes[-2], keyframes[0]))
                 elif entry.mode in (DELTA_FRAME, DELTA_CONTINUE) and frames:
                     frames[-1][1].append(bytes(raw))
         store.close()
-    return cases, frames
+    return cases, frames, others
 
 
 def _mid_sized_cases() -> list[tuple[bytes, bytes]]:
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from snapstore.entries import compress_keyframe
 
-    cases, frames = _replayed_segments(args.turns)
+    cases, frames, others = _replayed_segments(args.turns)
     largest = max(len(dictionary) for dictionary, _ in cases)
     print(f"{args.turns} turns: {len(cases)} patched keyframes, dictionaries up to {largest:,} bytes")
     settings: dict[str, Callable[[bytes, bytes], bytes]] = {
@@ -139,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("snapstore (level 3, tables by size)", "level 3, its own tables", "level 3, tables of 2^18"):
             best, out = _best(settings[name], dictionary, state, reps=20)
             print(f"  {len(state) / 1000:>6.0f} kB  {name:<38} {best * 1e3:>7.3f} ms {len(out):>7} B")
+    print("the patched keyframes again, snapstore's setting, against other dictionaries (KiB in total):")
+    dictionaries = {
+        "the previous run (snapstore's)": [dictionary for dictionary, _state in cases],
+        "the previous keyframe alone": [previous for previous, _first in others],
+        "the segment's first keyframe": [first for _previous, first in others],
+    }
+    for name, chosen in dictionaries.items():
+        total = sum(len(compress_keyframe(state, 3, d)[1]) for d, (_run, state) in zip(chosen, cases, strict=True))
+        print(f"  {name:<38} {total / 1024:>10.1f}")
     return 0
 
 
