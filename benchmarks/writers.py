@@ -43,6 +43,7 @@ from .baselines import import_snapstore
 from .timing import wrap_timed
 
 SESSION = "shared"
+DEFAULT_WRITERS = [1, 2, 4, 8, 16]
 
 
 def _open(target: str, prefix: str) -> Any:
@@ -236,7 +237,7 @@ def _run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--writers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--writers", type=int, nargs="+", default=DEFAULT_WRITERS)
     parser.add_argument("--commits", type=int, default=50)
     parser.add_argument("--postgres", default=os.environ.get("SNAPSTORE_BENCH_POSTGRES_URL"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "writers.md")
@@ -295,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         [
             "# Writers on one session",
             "",
-            f"`python -m benchmarks.writers --commits {args.commits}{' --cpu' if args.cpu else ''}`, "
+            f"`python -m benchmarks.writers{_writers_option(args.writers)} --commits {args.commits}"
+            f"{' --cpu' if args.cpu else ''}{' --phases' if args.phases else ''}`, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
             f"Python {sys.version.split()[0]}.",
             "",
@@ -325,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0
+
+
+def _writers_option(writers: list[int]) -> str:
+    return "" if writers == DEFAULT_WRITERS else " --writers " + " ".join(map(str, writers))
 
 
 def _phase_columns() -> list[str]:
