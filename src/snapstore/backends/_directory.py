@@ -604,13 +604,12 @@ def read_regular_file(folder: int, name: str, where: str, limit: int, *, start: 
         want = max(info.st_size - offset, 0) + 1
         while True:
             chunk = os.pread(fd, want, offset)
-            if chunk:
-                chunks.append(chunk)
-                offset += len(chunk)
-                if offset - start > limit:
-                    raise CorruptObjectError(f"{where} grew past the size the format allows", {"path": where})
-            if len(chunk) < want:  # a regular file's read comes short only at its end
+            if not chunk:  # (not a short read: some file systems return less before the end)
                 break
+            chunks.append(chunk)
+            offset += len(chunk)
+            if offset - start > limit:
+                raise CorruptObjectError(f"{where} grew past the size the format allows", {"path": where})
             want = 65536
         return b"".join(chunks)
     except OSError as exc:
