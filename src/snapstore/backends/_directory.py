@@ -383,10 +383,15 @@ class DirectoryBackend(Backend):
         except FileNotFoundError:  # no folder: the session does not exist
             return []
 
-    def _note_append(self, name: str, before: os.stat_result, after: os.stat_result, header: bytes | None) -> None:
+    def _note_append(self, fd: int, name: str, before: os.stat_result, header: bytes | None) -> None:
         """Carry a segment's file id over this writer's own append, which changed its ctime but not
         its header (or wrote the header, ``header``): the next listing need not read it again.
-        The session lock is held, so nothing else wrote between the two ``fstat`` calls."""
+        The session lock is held, so nothing else wrote between the two ``fstat`` calls. The append
+        has landed: a failure here only leaves the header to be read again."""
+        try:
+            after = os.fstat(fd)
+        except OSError:
+            return
         if header is not None:
             found: int | None = _framing.file_id(header[: _framing.HEADER_SIZE])
         else:
@@ -468,7 +473,7 @@ class DirectoryBackend(Backend):
                 write_all(fd, payload, start)
                 if self.fsync:
                     os.fsync(fd)
-                self._note_append(name, info, os.fstat(fd), payload if expected_end == 0 else None)
+                self._note_append(fd, name, info, payload if expected_end == 0 else None)
             except OSError as exc:
                 raise io_error("append to segment", where, exc) from exc
             finally:
