@@ -66,17 +66,18 @@ def _next(state: dict[str, Any], writer: int, k: int) -> dict[str, Any]:
     return state
 
 
-#: (owner, function, label, when it counts): the phases --phases times inside a commit; "held" ones
-#: run under the session's lock, "in held" ones only count when called from one, "before" ones only
+#: (owner, function, label, when it counts): the phases --phases times inside a commit, in the order of
+#: its table's columns; "held" ones run under the session's lock, "in held" ones only count when called
+#: from one (the first three: inside the catch-up, whose own time is the fourth), "before" ones only
 #: count when called by the commit before it takes the lock
 PHASES = [
-    ("codec", "encode_state", "before the lock: serialize the state", "before"),
-    ("Session", "_catch_up", "lock held: catch up (listing, bookkeeping)", "held"),
-    ("SessionLog", "refresh", "lock held: read the records others appended", "in held"),
-    ("Session", "_sync_open", "lock held: decode others' payloads", "in held"),
-    ("Session", "_caught_up_head", "lock held: apply others' deltas to the cached head, hash it", "in held"),
-    ("Session", "_prepare", "lock held: diff, check, compress, make the record", "held"),
-    ("Session", "_append", "lock held: append and index it", "held"),
+    ("codec", "encode_state", "serialize (before the lock)", "before"),
+    ("SessionLog", "refresh", "read others' records", "in held"),
+    ("Session", "_sync_open", "decode others' payloads", "in held"),
+    ("Session", "_caught_up_head", "apply others' deltas, hash", "in held"),
+    ("Session", "_catch_up", "catch up, the rest", "held"),
+    ("Session", "_prepare", "diff, check, compress, record", "held"),
+    ("Session", "_append", "append", "held"),
 ]
 LOCK_HELD = [label for _owner, _name, label, when in PHASES if when != "before"]
 
@@ -264,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + " --- | --- |" * args.cpu,
     ]
     starvation: list[str] = []
-    phase_lines = ["| engine | writers | " + " | ".join(_phase_columns()) + " |", "| --- | --- |" + " ---: |" * 10]
+    columns = _phase_columns()
+    phase_lines = ["| engine | writers | " + " | ".join(columns) + " |", "| --- | --- |" + " ---: |" * len(columns)]
     for engine, url in engines:
         one = None
         for n in args.writers:
@@ -334,30 +336,16 @@ def _writers_option(writers: list[int]) -> str:
 
 
 def _phase_columns() -> list[str]:
-    return [
-        "serialize (before the lock)",
-        "read others' records",
-        "decode others' payloads",
-        "apply others' deltas, hash",
-        "catch up, the rest",
-        "diff, check, compress, record",
-        "append",
-        "lock held, all",
-        "wait for the lock",
-        "mean latency",
-    ]
+    return [label for _owner, _name, label, _when in PHASES] + ["lock held, all", "wait for the lock", "mean latency"]
 
 
 def _phase_row(engine: str, writers: int, r: dict[str, Any]) -> str:
     spent = r["phases_ms"]
-    labels = [label for _owner, _name, label, _when in PHASES]
+    cells = [spent.get(label, 0.0) for _owner, _name, label, _when in PHASES]
     held = sum(spent.get(label, 0.0) for label in LOCK_HELD)
-    before = spent.get(labels[0], 0.0)
-    # the columns follow PHASES, with the catch-up's own time after the three phases nested in it
-    order = [labels[0], labels[2], labels[3], labels[4], labels[1], labels[5], labels[6]]
-    cells = [spent.get(label, 0.0) for label in order]
-    wait = (r["mean_ms"] or 0.0) - held - before
-    figures = " | ".join(f"{v:.3f}" for v in [*cells, held, wait, r["mean_ms"] or 0.0])
+    mean = r["mean_ms"] or 0.0
+    wait = mean - held - spent.get(PHASES[0][2], 0.0)
+    figures = " | ".join(f"{v:.3f}" for v in [*cells, held, wait, mean])
     return f"| {engine} | {writers} | {figures} |"
 
 

@@ -25,6 +25,7 @@ from test_postgres_schema_upgrade import (
     refused_while_a_view_holds,
     segments_of,
     states,
+    writing_new_schema,
 )
 
 LAYOUT_3 = [
@@ -60,14 +61,10 @@ def _layout_3_rows(key: str, stream: bytes) -> tuple[list[tuple[int, bytes]], by
 
 @pytest.fixture
 def layout_3_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
-    import psycopg
-
     url = postgres_url_or_skip()
-    schema = f"layout3_{uuid.uuid4().hex[:12]}"
     source, expected = _source()
     backend = source.backend
-    with psycopg.connect(_url(url, schema), autocommit=True) as conn, conn.transaction():
-        conn.execute(f'CREATE SCHEMA "{schema}"')
+    with writing_new_schema(url, "layout3", on_search_path=True) as (conn, schema):
         for text in LAYOUT_3:
             conn.execute(text)
         config = backend.read_config("format")

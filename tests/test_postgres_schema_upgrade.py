@@ -52,16 +52,24 @@ def _url(url: str, schema: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture
-def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
+@contextmanager
+def writing_new_schema(url: str, prefix: str, on_search_path: bool = False) -> Iterator[tuple[Any, str]]:
+    """A connection and the name of a schema ``prefix``_<random> it has just created, in one
+    transaction; with ``on_search_path``, unqualified names are the schema's."""
     import psycopg
 
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_url(url, schema) if on_search_path else url, autocommit=True) as conn, conn.transaction():
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        yield conn, schema
+
+
+@pytest.fixture
+def schema_2_store() -> Iterator[tuple[str, dict[str, dict[str, bytes]]]]:
     url = postgres_url_or_skip()
-    schema = f"schema2_{uuid.uuid4().hex[:12]}"
     source, expected = _source()
     backend = source.backend
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        conn.execute(f'CREATE SCHEMA "{schema}"')
+    with writing_new_schema(url, "schema2") as (conn, schema):
         for text in SCHEMA_2:
             conn.execute(text.format(s=f'"{schema}"'))
         value = backend.read_config("format")
