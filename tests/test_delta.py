@@ -167,6 +167,45 @@ def test_edited_lists_of_lookalikes_round_trip(a: list[Any], data: st.DataObject
     check_roundtrip({"l": a, "n": [a]}, data.draw(mutation_of({"l": a, "n": [a]})))
 
 
+# a table of entities: more members than ``delta._WIDE``, compared by C calls before any is visited
+table_rows = st.one_of(lookalikes, scalars, st.dictionaries(st.sampled_from(["hp", "x", "~", "a/b"]), lookalikes))
+wide_tables = st.lists(table_rows, min_size=70, max_size=90).map(
+    lambda rows: {(AWKWARD_TEXT[i] if i < len(AWKWARD_TEXT) else f"e{i}"): row for i, row in enumerate(rows)}
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(wide_tables, st.data())
+def test_edited_wide_tables_round_trip(a: dict[str, Any], data: st.DataObject) -> None:
+    check_roundtrip({"entities": a}, data.draw(mutation_of({"entities": a})))
+    check_roundtrip(a, data.draw(mutation_of(a)))
+
+
+def test_a_wide_table_keeps_its_lookalikes_and_its_order() -> None:
+    rng = random.Random(7)
+    old = {f"e{i:03}": {"hp": rng.randint(1, 9), "x": rng.random(), "tags": ["a", 0.0]} for i in range(300)}
+    new = fresh(old)
+    new["e010"]["hp"] = float(new["e010"]["hp"])  # == says unchanged: only its bytes differ
+    new["e020"]["tags"][1] = -0.0
+    new["e030"]["hp"] = True if new["e030"]["hp"] == 1 else 1
+    new["e040"] = 5  # a container becomes a number
+    new["e050"]["x"] = 0.25
+    del new["e060"]
+    new["zzz"] = {"hp": 1}
+    new = {"e299": new.pop("e299"), **new}  # new's order decides the order of the operations
+    ops = check_roundtrip(old, new)
+    assert [(op["op"], op["path"]) for op in ops] == [
+        ("remove", "/e060"),
+        ("replace", "/e010/hp"),
+        ("replace", "/e020/tags/1"),
+        ("replace", "/e030/hp"),
+        ("replace", "/e040"),
+        ("replace", "/e050/x"),
+        ("add", "/zzz"),
+    ]
+    assert diff(old, fresh(old)) == []
+
+
 @prop_settings
 @given(documents)
 def test_equal_documents_diff_to_nothing(a: Any) -> None:
