@@ -11,14 +11,24 @@ uses, so a change of machine or of the applier can be checked against them.
 A rebuild's check serializes a state it has just parsed and patched, for the first time: the last
 row times that, apart from the repeated serializations of the rows above (CPython encodes each
 non-ASCII string to UTF-8 on its first serialization and keeps the result).
+
+With ``--estimates N``, the session is also committed to a directory store, and the N snapshots
+whose cold rebuild (a fresh store handle, best of three) costs the most against loading the last
+state from a zstd-3 file (the ratio ``benchmarks.run``'s target is stated in) are listed with
+their rebuild against loading their own state (best of three each, timed beside it), the policy's
+estimate of that ratio, and what the estimate counts: the chain's deltas and the raw stream
+decoded before its keyframe, keyframes and deltas apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -50,6 +60,7 @@ def _first_check(data: bytes) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=600)
+    parser.add_argument("--estimates", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
     import_snapstore()
     from snapstore import codec, keyframes
@@ -117,7 +128,78 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'cost':<26} {'measured':>16} {'in parse-bytes':>16} {'policy uses':>12}")
     for name, measured, units, used in rows:
         print(f"{name:<26} {measured:>16} {units:>16} {used:>12}")
+    if args.estimates:
+        _estimates(args.turns, args.estimates)
     return 0
+
+
+def _estimates(turns: int, count: int) -> None:
+    """The ``count`` costliest cold rebuilds of a directory store of the session, beside the policy's estimates."""
+    from snapstore import SnapshotStore
+    from snapstore.entries import KEY_MODES, CommitEntry
+    from snapstore.keyframes import KeyframePolicy, full_load_cost
+
+    folder = Path(tempfile.mkdtemp(prefix="snapstore-estimates-"))
+    try:
+        store = SnapshotStore.open(folder / "store")
+        session = store.session("s", max_snapshots=turns)
+        ids = [session.commit(state).id for state in generate(turns)]
+        log = session._current()
+        rows = []
+        for sid in ids[:: max(1, turns // 250)] + ids[-8:]:
+            path = log.chain(sid)
+            keyframe, size = path[0], path[-1].record.size
+            entries = log.segments[keyframe.segment].entries[: keyframe.ordinal]
+            before = [e for e in entries if isinstance(e, CommitEntry)]
+            keyframe_bytes = sum(e.raw_length for e in before if e.mode in KEY_MODES)
+            delta_bytes = sum(e.raw_length for e in before if e.mode not in KEY_MODES)
+            chain = sum(KeyframePolicy.delta_cost(c.raw_length) for c in path[1:])
+            estimate = KeyframePolicy.rebuild_cost(chain, size, keyframe_bytes + delta_bytes) / full_load_cost(size)
+            rows.append((sid, estimate, len(path) - 1, keyframe_bytes, delta_bytes, len(before)))
+        store.close()
+        measured = []
+        last, own = folder / "last.json.zst", folder / "own.json.zst"
+        for sid, *facts in rows:
+            reader = SnapshotStore.open(folder / "store")
+            state = reader.session("s").state(sid)
+            if sid == ids[0]:
+                final_state = reader.session("s").state(ids[-1])
+                last.write_bytes(zstandard.ZstdCompressor(level=3).compress(orjson.dumps(final_state)))
+                del final_state
+            reader.close()
+            own.write_bytes(zstandard.ZstdCompressor(level=3).compress(orjson.dumps(state)))
+            del state
+            rebuild = load_last = load_own = float("inf")
+            for _attempt in range(3):
+                cold = SnapshotStore.open(folder / "store")
+                cold_session = cold.session("s")
+                cold_session.snapshot_ids()  # opening the store is not the rebuild
+                t0 = time.perf_counter()
+                cold_session.state(sid)
+                rebuild = min(rebuild, time.perf_counter() - t0)
+                cold.close()
+                load_last = min(load_last, _load_seconds(last))
+                load_own = min(load_own, _load_seconds(own))
+            measured.append((rebuild / load_last, ids.index(sid) + 1, rebuild / load_own, *facts))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    measured.sort(reverse=True)
+    print(f"\nthe {count} costliest cold rebuilds of {len(measured)} sampled, against loading the last state")
+    print(
+        f"{'turn':>6} {'vs last':>8} {'vs own':>8} {'estimate':>9} {'deltas':>7} {'keyframes before':>17}"
+        f" {'deltas before':>14} {'entries':>8}"
+    )
+    for ratio, turn, own_ratio, estimate, deltas, keyframe_bytes, delta_bytes, entries in measured[:count]:
+        print(
+            f"{turn:>6} {ratio:>7.2f}x {own_ratio:>7.2f}x {estimate:>8.2f}x {deltas:>7}"
+            f" {keyframe_bytes / 1024:>13,.0f} KiB {delta_bytes / 1024:>10,.0f} KiB {entries:>8}"
+        )
+
+
+def _load_seconds(path: Path) -> float:
+    t0 = time.perf_counter()
+    orjson.loads(zstandard.ZstdDecompressor().decompress(path.read_bytes()))
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
