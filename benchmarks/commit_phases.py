@@ -1,8 +1,10 @@
 """Where a commit's time goes, phase by phase, beside writing the same state as one zstd-3 file.
 
     python -m benchmarks.commit_phases [--turns 1000] [--store directory|memory] [--alternatives]
+                                       [--shape messages|entities|inserts|document|shuffles]
 
-Replays the benchmark workload; each turn the state is first written as one zstd-3 file (its
+Replays the benchmark workload (or, with ``--shape``, one of ``benchmarks.turn_shapes``'s sessions
+of other shapes); each turn the state is first written as one zstd-3 file (its
 ``orjson.dumps`` timed apart), then committed to a snapstore session whose phases are timed by
 wrapping the engine's own functions: canonical serialization, the whole-state check, the diff,
 catching up, appending, compressing the delta, patching the head, hashing. Medians per commit;
@@ -19,6 +21,7 @@ import argparse
 import marshal
 import os
 import pickle
+import random
 import statistics
 import sys
 import tempfile
@@ -34,6 +37,7 @@ import zstandard
 from .baselines import ZSTD_LEVEL, import_snapstore
 from .run import median_ns
 from .timing import wrap_timed
+from .turn_shapes import SHAPES
 from .workload import generate
 
 PHASES = [
@@ -48,7 +52,9 @@ PHASES = [
 ]
 
 
-def phases(turns: int, store_kind: str) -> tuple[dict[str, list[int]], list[int], list[int], list[int]]:
+def phases(
+    turns: int, store_kind: str, shape: str | None = None
+) -> tuple[dict[str, list[int]], list[int], list[int], list[int]]:
     snapstore = import_snapstore()
     from snapstore import session
 
@@ -72,7 +78,8 @@ def phases(turns: int, store_kind: str) -> tuple[dict[str, list[int]], list[int]
             else snapstore.SnapshotStore.memory()
         )
         sess = store.session("phases", max_snapshots=turns)
-        for turn, state in enumerate(generate(turns), 1):
+        states = generate(turns) if shape is None else SHAPES[shape](turns, random.Random(11))
+        for turn, state in enumerate(states, 1):
             started = time.perf_counter_ns()
             data = orjson.dumps(state)
             dumped = time.perf_counter_ns()
@@ -131,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--store", choices=["directory", "memory"], default="directory")
     parser.add_argument("--alternatives", action="store_true")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=None)
     args = parser.parse_args(argv)
-    per_phase, commits, files, dumps = phases(args.turns, args.store)
+    if args.shape is not None and args.alternatives:
+        parser.error("--alternatives times the benchmark workload's transcript: not with --shape")
+    per_phase, commits, files, dumps = phases(args.turns, args.store, args.shape)
     ms = statistics.median
-    print(f"{args.turns} turns, {args.store} store; medians per commit, ms")
+    session_kind = "" if args.shape is None else f" of {args.shape}"
+    print(f"{args.turns} turns{session_kind}, {args.store} store; medians per commit, ms")
     print(f"  zstd-3 file {ms(files) / 1e6:.3f} (of which orjson.dumps {ms(dumps) / 1e6:.3f})")
     print(f"  snapstore commit {ms(commits) / 1e6:.3f} ({ms(commits) / ms(files):.2f}x the file)")
     accounted = 0.0
