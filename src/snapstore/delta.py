@@ -29,9 +29,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import partial
-from itertools import compress, islice, repeat
+from itertools import compress, islice
 from math import copysign
-from operator import and_, eq, indexOf, is_, ne, not_
+from operator import eq, indexOf, ne
 from typing import Any
 
 import orjson
@@ -56,8 +56,6 @@ _CHUNK = 256
 _SHIFT_TRIES = 8
 #: lists of the same length up to this are diffed pairwise, as a dict's members are
 _SHORT = 2
-#: dicts with more members than this are compared member by member by C calls (``_diff_wide_dict``)
-_WIDE = 64
 
 
 # ---------------------------------------------------------------- JSON Pointer (RFC 6901)
@@ -337,9 +335,6 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
         for key in old:  # in old's order, so the same inputs always give the same patch
             if key not in new:
                 ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
-    if len(new) > _WIDE:
-        _diff_wide_dict(old, new, path, ops)
-        return
     containers: list[tuple[Any, Any, str | int]] = []
     slots: list[Op | int] = []  # an operation, or the index of a container pair diffed below
     for key, nval in new.items():
@@ -367,45 +362,6 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
             ops.append(slot)
         elif slot in found:
             ops.extend(found[slot])
-
-
-def _diff_wide_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
-    """``_diff_dict``'s members (removals already done) for a dict of many members, most of them unchanged.
-
-    A table of entities (thousands of members, a few changed a turn) spent its commit in a Python
-    loop over every member. Here the members equal under ``==`` with the same type are found by C
-    calls alone, confirmed type-exact by their bytes a chunk at a time, and only the rest, and the
-    lookalikes (1 / 1.0 / true, 0.0 / -0.0) the bytes find, are visited one by one.
-    """
-    keys = list(new)
-    news = list(new.values())
-    olds = list(map(old.get, keys, repeat(_MISSING)))
-    calm = list(map(and_, map(is_, map(type, olds), map(type, news)), map(eq, olds, news)))
-    found: dict[int, list[Op]] = {}
-    for index in compress(range(len(keys)), map(not_, calm)):
-        oval, nval, key = olds[index], news[index], keys[index]
-        child = path + "/" + escape_token(key)
-        kind = type(oval)
-        if oval is _MISSING:
-            found[index] = [{"op": "add", "path": child, "value": nval}]
-        elif kind is not type(nval) or (kind is not dict and kind is not list):
-            found[index] = [{"op": "replace", "path": child, "value": nval}]
-        else:
-            found[index] = []
-            _diff_unequal(oval, nval, child, found[index])
-    # equal under == and of one type: exact unless a lookalike hides inside (or a float is a signed zero)
-    exact = map(_EXACT_BY_EQ.__contains__, map(type, news))
-    unsure = list(compress(range(len(keys)), map(and_, calm, map(not_, exact))))
-    for start in range(0, len(unsure), _CHUNK):
-        chunk = unsure[start : start + _CHUNK]
-        if _same_bytes(list(map(olds.__getitem__, chunk)), list(map(news.__getitem__, chunk))):
-            continue
-        for index in chunk:
-            if not _same_bytes(olds[index], news[index]):
-                found[index] = []
-                _diff_lookalikes(olds[index], news[index], path + "/" + escape_token(keys[index]), found[index])
-    for index in sorted(found):
-        ops.extend(found[index])
 
 
 def _diff_lookalikes(old: Any, new: Any, path: str, ops: list[Op]) -> None:
