@@ -17,7 +17,9 @@ whose cold rebuild (a fresh store handle, best of three) costs the most against 
 state from a zstd-3 file (the ratio ``benchmarks.run``'s target is stated in) are listed with
 their rebuild against loading their own state (best of three each, timed beside it), the policy's
 estimate of that ratio, and what the estimate counts: the chain's deltas and the raw stream
-decoded before its keyframe, keyframes and deltas apart.
+decoded before its keyframe, keyframes and deltas apart. Then, for the session's last segment read
+cold (best of three), what reading its file costs an entry and what decoding it costs a raw byte,
+independent keyframes, patched keyframes and delta frames apart, in the policy's units.
 """
 
 from __future__ import annotations
@@ -129,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, measured, units, used in rows:
         print(f"{name:<26} {measured:>16} {units:>16} {used:>12}")
     if args.estimates:
-        _estimates(args.turns, args.estimates)
+        _estimates(args.turns, args.estimates, parse)
     return 0
 
 
-def _estimates(turns: int, count: int) -> None:
-    """The ``count`` costliest cold rebuilds of a directory store of the session, beside the policy's estimates."""
+def _estimates(turns: int, count: int, parse: float) -> None:
+    """The ``count`` costliest cold rebuilds of a directory store of the session, beside the policy's
+    estimates; then what reading and decoding its last segment cost (``parse``: seconds a byte of
+    ``orjson.loads``, the policy's unit)."""
     from snapstore import SnapshotStore
     from snapstore.entries import KEY_MODES, CommitEntry
     from snapstore.keyframes import KeyframePolicy, full_load_cost
@@ -149,13 +153,13 @@ def _estimates(turns: int, count: int) -> None:
         for sid in ids[:: max(1, turns // 250)] + ids[-8:]:
             path = log.chain(sid)
             keyframe, size = path[0], path[-1].record.size
-            entries = log.segments[keyframe.segment].entries[: keyframe.ordinal]
-            before = [e for e in entries if isinstance(e, CommitEntry)]
+            leading = log.segments[keyframe.segment].entries[: keyframe.ordinal]
+            before = [e for e in leading if isinstance(e, CommitEntry)]
             keyframe_bytes = sum(e.raw_length for e in before if e.mode in KEY_MODES)
             delta_bytes = sum(e.raw_length for e in before if e.mode not in KEY_MODES)
             chain = sum(KeyframePolicy.delta_cost(c.raw_length) for c in path[1:])
-            estimate = KeyframePolicy.rebuild_cost(chain, size, keyframe_bytes + delta_bytes) / full_load_cost(size)
-            rows.append((sid, estimate, len(path) - 1, keyframe_bytes, delta_bytes, len(before)))
+            estimated = KeyframePolicy.rebuild_cost(chain, size, keyframe_bytes + delta_bytes) / full_load_cost(size)
+            rows.append((sid, estimated, len(path) - 1, keyframe_bytes, delta_bytes, len(before)))
         store.close()
         measured = []
         last, own = folder / "last.json.zst", folder / "own.json.zst"
@@ -181,6 +185,7 @@ def _estimates(turns: int, count: int) -> None:
                 load_last = min(load_last, _load_seconds(last))
                 load_own = min(load_own, _load_seconds(own))
             measured.append((rebuild / load_last, ids.index(sid) + 1, rebuild / load_own, *facts))
+        stream = _stream_costs(folder / "store", parse)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     measured.sort(reverse=True)
@@ -189,11 +194,66 @@ def _estimates(turns: int, count: int) -> None:
         f"{'turn':>6} {'vs last':>8} {'vs own':>8} {'estimate':>9} {'deltas':>7} {'keyframes before':>17}"
         f" {'deltas before':>14} {'entries':>8}"
     )
-    for ratio, turn, own_ratio, estimate, deltas, keyframe_bytes, delta_bytes, entries in measured[:count]:
+    for ratio, turn, own_ratio, estimate, deltas, keyframes_before, deltas_before, entries_before in measured[:count]:
         print(
             f"{turn:>6} {ratio:>7.2f}x {own_ratio:>7.2f}x {estimate:>8.2f}x {deltas:>7}"
-            f" {keyframe_bytes / 1024:>13,.0f} KiB {delta_bytes / 1024:>10,.0f} KiB {entries:>8}"
+            f" {keyframes_before / 1024:>13,.0f} KiB {deltas_before / 1024:>10,.0f} KiB {entries_before:>8}"
         )
+
+
+    print("\nreading and decoding the session's last segment, cold, best of three:")
+    for line in stream:
+        print(f"  {line}")
+
+
+def _stream_costs(store_path: Path, parse: float) -> list[str]:
+    """What a rebuild pays per entry read and per raw byte decoded, keyframes and delta frames apart."""
+    from snapstore import SnapshotStore
+    from snapstore.entries import KEY_INDEPENDENT, KEY_PATCHED, SegmentReader
+
+    decode_into = SegmentReader._decode_into
+    groups: list[tuple[int, int, float]] = []
+
+    def timed(reader: Any, view: Any, at: int, group: Any) -> Any:
+        t0 = time.perf_counter()
+        written = decode_into(reader, view, at, group)
+        groups.append((group[0][1], sum(item[2] for item in group), time.perf_counter() - t0))
+        return written
+
+    reading = float("inf")
+    best: dict[str, tuple[int, float]] = {}
+    entries = 0
+    SegmentReader._decode_into = timed  # type: ignore[method-assign,assignment]
+    try:
+        for _attempt in range(3):
+            store = SnapshotStore.open(store_path)
+            log = store.session("s")._current()
+            number = max(log.segments)
+            t0 = time.perf_counter()
+            entries = len(store.backend.read_segment(log.key, number).entries)
+            reading = min(reading, (time.perf_counter() - t0) / max(entries, 1))
+            groups.clear()
+            log.segment_payloads(number)
+            store.close()
+            for kind, modes in (
+                ("independent keyframes", (KEY_INDEPENDENT,)),
+                ("patched keyframes", (KEY_PATCHED,)),
+                ("delta frames", None),
+            ):
+                keys = (KEY_INDEPENDENT, KEY_PATCHED)
+                picked = [g for g in groups if (g[0] in modes if modes else g[0] not in keys)]
+                raw, spent = sum(g[1] for g in picked), sum(g[2] for g in picked)
+                if raw and (kind not in best or spent / raw < best[kind][1] / best[kind][0]):
+                    best[kind] = (raw, spent)
+    finally:
+        SegmentReader._decode_into = decode_into  # type: ignore[method-assign]
+    per_entry = f"{reading * 1e6:.2f} us an entry ({entries} entries; {reading / parse:,.0f} parse units)"
+    lines = [f"reading the segment file: {per_entry}"]
+    for kind, (raw, spent) in best.items():
+        per_byte = spent / raw
+        units = f"{per_byte / parse:.2f} parse units"
+        lines.append(f"decoding {kind}: {per_byte * 1e9:.2f} ns a raw byte ({raw:,} bytes; {units})")
+    return lines
 
 
 def _load_seconds(path: Path) -> float:

@@ -19,7 +19,7 @@ keyframes, its raw stream stays within ``max_segment_factor`` states (or
 leaves the new run's chain a minimal cost within the budget; otherwise it
 starts a new segment on its own. So the budget bounds every rebuild's estimate,
 however long a session runs (a cold rebuild late in a long segment measures
-10-30% above it: ``python -m benchmarks.rebuild_costs --estimates 10``), and the
+10-35% above it: ``python -m benchmarks.rebuild_costs --estimates 10``), and the
 caps bound the history one damaged byte can take with it: one segment.
 """
 
