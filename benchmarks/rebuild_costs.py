@@ -37,6 +37,7 @@ import orjson
 import zstandard
 
 from .baselines import import_snapstore
+from .timing import cold_rebuild_ns
 from .workload import generate
 
 
@@ -160,30 +161,22 @@ def _estimates(turns: int, count: int, parse: float) -> None:
             chain = sum(KeyframePolicy.delta_cost(c.raw_length) for c in path[1:])
             estimated = KeyframePolicy.rebuild_cost(chain, size, keyframe_bytes + delta_bytes) / full_load_cost(size)
             rows.append((sid, estimated, len(path) - 1, keyframe_bytes, delta_bytes, len(before)))
-        store.close()
-        measured = []
+        compressor = zstandard.ZstdCompressor(level=3)
         last, own = folder / "last.json.zst", folder / "own.json.zst"
+        last.write_bytes(compressor.compress(orjson.dumps(session.state(ids[-1]))))
+        store.close()
+
+        def open_store() -> SnapshotStore:
+            return SnapshotStore.open(folder / "store")
+
+        measured = []
         for sid, *facts in rows:
-            reader = SnapshotStore.open(folder / "store")
-            state = reader.session("s").state(sid)
-            if sid == ids[0]:
-                final_state = reader.session("s").state(ids[-1])
-                last.write_bytes(zstandard.ZstdCompressor(level=3).compress(orjson.dumps(final_state)))
-                del final_state
-            reader.close()
-            own.write_bytes(zstandard.ZstdCompressor(level=3).compress(orjson.dumps(state)))
+            _spent, state = cold_rebuild_ns(open_store, "s", sid)
+            own.write_bytes(compressor.compress(orjson.dumps(state)))
             del state
-            rebuild = load_last = load_own = float("inf")
-            for _attempt in range(3):
-                cold = SnapshotStore.open(folder / "store")
-                cold_session = cold.session("s")
-                cold_session.snapshot_ids()  # opening the store is not the rebuild
-                t0 = time.perf_counter()
-                cold_session.state(sid)
-                rebuild = min(rebuild, time.perf_counter() - t0)
-                cold.close()
-                load_last = min(load_last, _load_seconds(last))
-                load_own = min(load_own, _load_seconds(own))
+            rebuild = min(cold_rebuild_ns(open_store, "s", sid)[0] for _attempt in range(3)) / 1e9
+            load_last = min(_load_seconds(last) for _attempt in range(3))
+            load_own = min(_load_seconds(own) for _attempt in range(3))
             measured.append((rebuild / load_last, ids.index(sid) + 1, rebuild / load_own, *facts))
         stream = _stream_costs(folder / "store", parse)
     finally:
@@ -199,8 +192,6 @@ def _estimates(turns: int, count: int, parse: float) -> None:
             f"{turn:>6} {ratio:>7.2f}x {own_ratio:>7.2f}x {estimate:>8.2f}x {deltas:>7}"
             f" {keyframes_before / 1024:>13,.0f} KiB {deltas_before / 1024:>10,.0f} KiB {entries_before:>8}"
         )
-
-
     print("\nreading and decoding the session's last segment, cold, best of three:")
     for line in stream:
         print(f"  {line}")
@@ -220,6 +211,7 @@ def _stream_costs(store_path: Path, parse: float) -> list[str]:
         groups.append((group[0][1], sum(item[2] for item in group), time.perf_counter() - t0))
         return written
 
+    kinds = {KEY_INDEPENDENT: "independent keyframes", KEY_PATCHED: "patched keyframes"}
     reading = float("inf")
     best: dict[str, tuple[int, float]] = {}
     entries = 0
@@ -235,21 +227,22 @@ def _stream_costs(store_path: Path, parse: float) -> list[str]:
             groups.clear()
             log.segment_payloads(number)
             store.close()
-            for kind, modes in (
-                ("independent keyframes", (KEY_INDEPENDENT,)),
-                ("patched keyframes", (KEY_PATCHED,)),
-                ("delta frames", None),
-            ):
-                keys = (KEY_INDEPENDENT, KEY_PATCHED)
-                picked = [g for g in groups if (g[0] in modes if modes else g[0] not in keys)]
-                raw, spent = sum(g[1] for g in picked), sum(g[2] for g in picked)
+            totals: dict[str, tuple[int, float]] = {}
+            for mode, raw, spent in groups:
+                kind = kinds.get(mode, "delta frames")
+                raw_sum, spent_sum = totals.get(kind, (0, 0.0))
+                totals[kind] = (raw_sum + raw, spent_sum + spent)
+            for kind, (raw, spent) in totals.items():
                 if raw and (kind not in best or spent / raw < best[kind][1] / best[kind][0]):
                     best[kind] = (raw, spent)
     finally:
         SegmentReader._decode_into = decode_into  # type: ignore[method-assign]
     per_entry = f"{reading * 1e6:.2f} us an entry ({entries} entries; {reading / parse:,.0f} parse units)"
     lines = [f"reading the segment file: {per_entry}"]
-    for kind, (raw, spent) in best.items():
+    for kind in (*kinds.values(), "delta frames"):
+        if kind not in best:
+            continue
+        raw, spent = best[kind]
         per_byte = spent / raw
         units = f"{per_byte / parse:.2f} parse units"
         lines.append(f"decoding {kind}: {per_byte * 1e9:.2f} ns a raw byte ({raw:,} bytes; {units})")

@@ -1,4 +1,5 @@
-"""Timing an engine function's calls by wrapping it, for the benchmarks that split a commit into phases."""
+"""Timing for the benchmarks: an engine function's calls, by wrapping it (to split a commit into
+phases), and one snapshot's rebuild through a freshly opened store."""
 
 from __future__ import annotations
 
@@ -37,3 +38,17 @@ def wrap_timed(
                 spent[running[-1]] = spent.get(running[-1], 0) - elapsed
 
     setattr(owner, name, timed)
+
+
+def cold_rebuild_ns(open_store: Callable[[], Any], session: str, snapshot_id: str) -> tuple[int, Any]:
+    """Nanoseconds to rebuild one snapshot through a store ``open_store()`` opens (nothing cached:
+    no head, no decoded segment), and the state; opening the store and its session is not timed."""
+    store = open_store()
+    try:
+        opened = store.session(session)
+        opened.snapshot_ids()  # reading the index is opening the store, not the rebuild
+        started = time.perf_counter_ns()
+        state = opened.state(snapshot_id)
+        return time.perf_counter_ns() - started, state
+    finally:
+        store.close()

@@ -39,6 +39,8 @@ import orjson
 import zstandard
 
 from .baselines import import_snapstore
+from .run import digest, timed_ns
+from .timing import cold_rebuild_ns
 
 RESULTS = Path(__file__).parent / "results"
 SAMPLED_REBUILDS = 60
@@ -106,17 +108,6 @@ SHAPES: dict[str, Callable[[int, random.Random], Turns]] = {
 }
 
 
-def _best_ns(fn: Callable[[], Any], reps: int = 3) -> int:
-    best = None
-    for _ in range(reps):
-        began = time.perf_counter_ns()
-        fn()
-        spent = time.perf_counter_ns() - began
-        best = spent if best is None else min(best, spent)
-    assert best is not None
-    return best
-
-
 def run_shape(shape: str, turns: int, workdir: Path) -> dict[str, Any]:
     snapstore = import_snapstore()
     folder = workdir / shape
@@ -127,7 +118,7 @@ def run_shape(shape: str, turns: int, workdir: Path) -> dict[str, Any]:
     commits: list[int] = []
     files: list[int] = []
     ids: list[str] = []
-    digests: list[bytes] = []
+    digests: list[str] = []
     naive = 0
     previous: Any = None
     for state in SHAPES[shape](turns, random.Random(11)):
@@ -135,10 +126,11 @@ def run_shape(shape: str, turns: int, workdir: Path) -> dict[str, Any]:
         ids.append(session.commit(state).id)
         commits.append(time.perf_counter_ns() - began)
         began = time.perf_counter_ns()
-        full_file.write_bytes(compressor.compress(orjson.dumps(state)))
+        data = orjson.dumps(state)
+        full_file.write_bytes(compressor.compress(data))
         files.append(time.perf_counter_ns() - began)
-        current = orjson.loads(orjson.dumps(state))  # a copy: the workload changes its state in place
-        digests.append(orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
+        current = orjson.loads(data)  # a copy: the workload changes its state in place
+        digests.append(digest(current))
         if previous is not None:
             naive += len(compressor.compress(orjson.dumps(jsonpatch.make_patch(previous, current).patch)))
         previous = current
@@ -148,30 +140,23 @@ def run_shape(shape: str, turns: int, workdir: Path) -> dict[str, Any]:
     def load() -> Any:
         return orjson.loads(decompressor.decompress(full_file.read_bytes()))
 
+    def open_store() -> Any:
+        return snapstore.SnapshotStore.open(folder / "store")
+
     worst = (0.0, 0)
     step = max(1, len(ids) // SAMPLED_REBUILDS)
     for index in sorted(set(range(0, len(ids), step)) | set(range(max(0, len(ids) - 4), len(ids)))):
-        best = None
-        for _attempt in range(3):
-            cold = snapstore.SnapshotStore.open(folder / "store")
-            try:
-                cold_session = cold.session("s")
-                cold_session.snapshot_ids()  # opening the store is not the rebuild
-                began = time.perf_counter_ns()
-                rebuilt = cold_session.state(ids[index])
-                spent = time.perf_counter_ns() - began
-            finally:
-                cold.close()
-            best = spent if best is None else min(best, spent)
-        if orjson.dumps(rebuilt, option=orjson.OPT_SORT_KEYS) != digests[index]:
+        rebuilds = [cold_rebuild_ns(open_store, "s", ids[index]) for _attempt in range(3)]
+        if digest(rebuilds[-1][1]) != digests[index]:
             raise RuntimeError(f"{shape}: snapshot {index + 1} rebuilt to another state")
-        assert best is not None
-        worst = max(worst, (best / _best_ns(load), index + 1))
+        best = min(spent for spent, _state in rebuilds)
+        del rebuilds
+        worst = max(worst, (best / min(timed_ns(load)[0] for _ in range(3)), index + 1))
     file_median = statistics.median(files)
     return {
         "shape": shape,
         "turns": turns,
-        "state_bytes": len(digests[-1]),
+        "state_bytes": len(data),
         "commit_median": statistics.median(commits) / file_median,
         "commit_p99": sorted(commits)[int(0.99 * (len(commits) - 1))] / file_median,
         "file_median_ms": file_median / 1e6,

@@ -167,7 +167,7 @@ def test_edited_lists_of_lookalikes_round_trip(a: list[Any], data: st.DataObject
     check_roundtrip({"l": a, "n": [a]}, data.draw(mutation_of({"l": a, "n": [a]})))
 
 
-# a table of entities: more members than ``delta._WIDE``, compared by C calls before any is visited
+# a table of entities: many members, a few of them changed (a lookalike among them, now and then)
 table_rows = st.one_of(lookalikes, scalars, st.dictionaries(st.sampled_from(["hp", "x", "~", "a/b"]), lookalikes))
 wide_tables = st.lists(table_rows, min_size=70, max_size=90).map(
     lambda rows: {(AWKWARD_TEXT[i] if i < len(AWKWARD_TEXT) else f"e{i}"): row for i, row in enumerate(rows)}
