@@ -1,4 +1,4 @@
-"""A reader of format version 2 written from docs/format.md alone (sections 2 to 4), for the golden tests.
+"""A reader of format versions 2 and 3 written from docs/format.md alone (sections 2 to 4), for the golden tests.
 
 It uses struct, zstandard, xxhash, orjson and jsonpatch, and nothing of snapstore: when it
 and snapstore agree on the golden store, the document says enough to read a store.
@@ -91,6 +91,7 @@ class Commit:
     mode: int
     raw_length: int
     payload: bytes  # compressed
+    base: str | None = None  # §4.6 flag 8: the snapshot the delta patches, when not the parent
     raw: bytes = b""  # filled by decode_payloads
 
 
@@ -104,13 +105,18 @@ def parse_commit(entry: bytes, session: str) -> Commit:
     assert entry[0] == 0x02 and len(entry) >= RECORD.size
     (_type, mode, flags, parent, state, delta, micros, turn, size, raw_length, depth, chain_bytes, ratio,
      label_length) = RECORD.unpack_from(entry)  # fmt: skip
-    assert mode <= 4 and not flags & ~7
+    assert mode <= 4 and not flags & ~15
     assert raw_length <= MAX_BODY and size <= MAX_BODY and 0 <= ratio <= 1e6
     if not flags & 4:
-        assert delta == bytes(16) and depth == 0 and mode in KEY_MODES
+        assert delta == bytes(16) and depth == 0 and (mode in KEY_MODES or flags & 8)
     else:
         assert flags & 1, "a delta needs a parent"
-    label_end = RECORD.size + label_length
+    label_start = RECORD.size
+    base = None
+    if flags & 8:  # version 3: a delta against a base, named in the 16 bytes after the record
+        assert not flags & 4 and flags & 1 and mode not in KEY_MODES and chain_bytes == 0
+        base, label_start = entry[RECORD.size : RECORD.size + 16].hex(), RECORD.size + 16
+    label_end = label_start + label_length
     assert label_end <= len(entry)
     record = {
         "type": "snapstore.snapshot",
@@ -119,7 +125,7 @@ def parse_commit(entry: bytes, session: str) -> Commit:
         "parent": parent.hex() if flags & 1 else None,
         "state": state.hex(),
         "delta": delta.hex() if flags & 4 else None,
-        "label": entry[RECORD.size : label_end].decode("utf-8"),
+        "label": entry[label_start:label_end].decode("utf-8"),
         "timestamp": micros_to_text(micros),
         "turn": turn if flags & 2 else None,
         "size": size,
@@ -128,7 +134,7 @@ def parse_commit(entry: bytes, session: str) -> Commit:
         "base_ratio": ratio,
     }
     sid = xxhash.xxh3_128_hexdigest(canonical(record))
-    return Commit(sid, record, mode, raw_length, entry[label_end:])
+    return Commit(sid, record, mode, raw_length, entry[label_end:], base)
 
 
 def raw_dictionary(data: bytes) -> zstandard.ZstdCompressionDict | None:
@@ -191,13 +197,15 @@ class Session:
         return [sid for sid in self.order if sid in keep]
 
     def state(self, sid: str) -> Any:
-        """§4.8: walk parents within the segment to a keyframe, apply the deltas, check the hash."""
+        """§4.8: walk to what each payload patches (base, else parent) within the segment to a
+        keyframe, apply the deltas, check the hash."""
         number, commit = self.commits[sid]
         path = [commit]
         while path[-1].mode not in KEY_MODES:
-            parent = path[-1].record["parent"]
-            assert parent in self.commits and self.commits[parent][0] == number, "a delta's parent is in its segment"
-            path.append(self.commits[parent][1])
+            patched = path[-1].base or path[-1].record["parent"]
+            assert patched in self.commits and self.commits[patched][0] == number, "a delta patches its own segment"
+            assert len(path) <= len(self.commits), "a loop"
+            path.append(self.commits[patched][1])
         state = orjson.loads(path[-1].raw)
         for step in reversed(path[:-1]):
             state = jsonpatch.apply_patch(state, orjson.loads(step.raw))

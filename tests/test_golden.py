@@ -544,3 +544,90 @@ def test_v2_torn_tail_and_damage_as_the_document_says(golden_v2_copy: Path) -> N
         report = store.verify()
         assert not report.ok and any(p.session == expected["session"] for p in report.problems)
         assert all(p.session == expected["session"] for p in report.problems), "other sessions are intact"
+
+
+# ---------------------------------------------------------------- format version 3
+GOLDEN_V3 = GOLDEN / "store-v3"
+EXPECTED_V3 = {p.stem: orjson.loads(p.read_bytes()) for p in sorted((GOLDEN / "expected-v3").glob("*.json"))}
+
+
+@pytest.fixture
+def golden_v3_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "store-v3"
+    shutil.copytree(GOLDEN_V3, target)
+    return target
+
+
+def test_v3_golden_store_shows_deltas_against_bases() -> None:
+    assert set(EXPECTED_V3) == {"guild-hall"}
+    assert (GOLDEN / "make_golden_v3.py").is_file()
+    assert (GOLDEN_V3 / "config" / "format").read_bytes() == b"3"
+    hall = EXPECTED_V3["guild-hall"]
+    rows = [e for s in hall["segments"] for e in s["entries"] if "commit" in e]
+    assert sum(1 for e in rows if e["base"] is not None) >= 3
+    assert any(e["base"] is None and e["mode"] >= 2 for e in rows)  # and deltas against parents
+    squashed = [s for s in hall["segments"] if s["segment"] in hall["squashed"]]
+    assert squashed and any(e.get("base") for s in squashed for e in s["entries"])
+    total = sum(p.stat().st_size for p in GOLDEN_V3.rglob("*") if p.is_file())
+    assert total < 16_000  # tiny on purpose
+
+
+def test_v3_document_reader_reads_the_golden_store() -> None:
+    expected = EXPECTED_V3["guild-hall"]
+    session = v2.read_session(GOLDEN_V3 / "sessions" / expected["key"])
+    found_segments = [
+        {
+            "segment": number,
+            "entries": [
+                {"meta": e} if isinstance(e, dict) else {"commit": e.id, "mode": e.mode, "base": e.base}
+                for e in entries
+            ],
+        }
+        for number, entries in session.segments.items()
+    ]
+    assert found_segments == expected["segments"]
+    assert session.retained() == [s["id"] for s in expected["snapshots"]]
+    assert (session.head, session.tags) == (expected["head"], expected["tags"])
+    for snap in expected["snapshots"]:
+        record = session.commits[snap["id"]][1].record
+        for member in ("parent", "label", "timestamp", "turn", "size", "delta", "depth"):
+            assert record[member] == snap[member], member
+        assert canonical(session.state(snap["id"])) == canonical(snap["state"])
+
+
+def test_snapstore_reads_the_v3_golden_store_and_writes_to_it(golden_v3_copy: Path) -> None:
+    expected = EXPECTED_V3["guild-hall"]
+    before = v2_digest(golden_v3_copy)
+    with SnapshotStore.open(golden_v3_copy, create=False) as store:
+        assert store.format == 3
+        sess = store.session(expected["session"])
+        assert sess.snapshot_ids() == [s["id"] for s in expected["snapshots"]]
+        for snap, want in zip(sess.snapshots(), expected["snapshots"], strict=True):
+            assert (snap.parent, snap.kind, snap.size) == (want["parent"], want["kind"], want["size"])
+            assert canonical(sess.state(snap.id)) == canonical(want["state"])
+        assert store.verify().ok
+    assert v2_digest(golden_v3_copy) == before, "reading a store must not change it"
+    with SnapshotStore.open(golden_v3_copy) as first, SnapshotStore.open(golden_v3_copy) as second:
+        a, b = first.session(expected["session"]), second.session(expected["session"])
+        for k in range(3):
+            for sess, who in ((a, "a"), (b, "b")):
+                previous = sess.state(sess.head.id)  # type: ignore[union-attr]
+                sess.commit({**previous, "after": f"{who}{k}"})
+        assert first.verify().ok
+    session = v2.read_session(golden_v3_copy / "sessions" / expected["key"])  # the document's reader too
+    assert canonical(session.state(session.order[-1]))[:1] == b"{"
+
+
+def test_v3_doc_example_entry_is_in_the_golden_store() -> None:
+    """docs/format.md's flag-8 example is the bytes of an entry of the committed version-3 store."""
+    text = FORMAT_DOC.read_text(encoding="utf-8")
+    block = text[text.index("A COMMIT with flag 8") :]
+    block = block[block.index("```\n") + 4 :]
+    block = block[: block.index("\n```")]
+    shown = bytes.fromhex("".join(line[:49].replace(" ", "") for line in block.splitlines()))
+    data = (GOLDEN_V3 / "sessions" / "guild%20hall" / "0000000000000002.seg").read_bytes()
+    matching = [e for e in v2.read_frames(data).entries if e.startswith(shown)]
+    assert len(matching) == 1
+    commit = v2.parse_commit(matching[0], "guild hall")
+    assert commit.base is not None and commit.base != commit.record["parent"]
+    assert f"`{commit.base}`" in text and f"`{commit.record['parent']}`" in text

@@ -69,6 +69,7 @@ DELTA_TABLE_LOG = 17
 _FLAG_PARENT = 1
 _FLAG_TURN = 2
 _FLAG_DELTA = 4  # the record names a delta (a keyframe entry may restate a delta record in full)
+_FLAG_BASE = 8  # the payload is a delta against a base other than the parent, named after the record
 # type, mode, flags, parent, state, delta, timestamp (µs), turn, size, payload length,
 # depth, chain bytes, base ratio, label length
 _RECORD = struct.Struct("<BBB16s16s16sqqQIIQdH")
@@ -88,6 +89,9 @@ class CommitEntry:
     mode: int
     raw_length: int
     payload: bytes  # compressed
+    #: the snapshot whose state the payload patches: the parent for a delta, the named base for a
+    #: delta stored against another snapshot (format 3), None for a keyframe
+    base: str | None = None
 
     @property
     def is_keyframe(self) -> bool:
@@ -110,11 +114,16 @@ def encode_meta(body: dict[str, Any]) -> bytes:
     return bytes([META]) + codec.dumps(body)
 
 
-def encode_commit(record: SnapshotRecord, mode: int, raw_length: int, payload: bytes) -> bytes:
+def encode_commit(
+    record: SnapshotRecord, mode: int, raw_length: int, payload: bytes, base: str | None = None
+) -> bytes:
+    """A commit entry; ``base`` names the snapshot a delta payload patches when it is not the parent
+    (a format-3 entry: the record then names no delta, as a keyframe's does)."""
     flags = (
         (_FLAG_PARENT if record.parent else 0)
         | (_FLAG_TURN if record.turn is not None else 0)
         | (_FLAG_DELTA if record.delta else 0)
+        | (_FLAG_BASE if base is not None else 0)
     )
     label = record.label.encode("utf-8")
     head = _RECORD.pack(
@@ -133,6 +142,8 @@ def encode_commit(record: SnapshotRecord, mode: int, raw_length: int, payload: b
         record.base_ratio,
         len(label),
     )
+    if base is not None:
+        return head + bytes.fromhex(base) + label + payload
     return head + label + payload
 
 
@@ -171,19 +182,25 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         ratio,
         label_length,
     ) = _RECORD.unpack_from(data)
-    if mode > DELTA_PLAIN or flags & ~(_FLAG_PARENT | _FLAG_TURN | _FLAG_DELTA):
+    if mode > DELTA_PLAIN or flags & ~(_FLAG_PARENT | _FLAG_TURN | _FLAG_DELTA | _FLAG_BASE):
         raise _corrupt(where, "unknown commit mode or flags")
     if raw_length > MAX_PAYLOAD or size > MAX_PAYLOAD or not ratio >= 0 or ratio > 1e6:
         raise _corrupt(where, "a size or ratio out of range")
-    if not flags & _FLAG_DELTA and (delta != _ZERO_ID or depth != 0 or mode not in KEY_MODES):
+    based = flags & _FLAG_BASE
+    if not flags & _FLAG_DELTA and (delta != _ZERO_ID or depth != 0 or (mode not in KEY_MODES and not based)):
         raise _corrupt(where, "a full-state record with a delta or a depth")
     if flags & _FLAG_DELTA and not flags & _FLAG_PARENT:
         raise _corrupt(where, "a delta without a parent")
-    end = RECORD_SIZE + label_length
+    if based and (flags & _FLAG_DELTA or not flags & _FLAG_PARENT or mode in KEY_MODES or chain_bytes != 0):
+        raise _corrupt(
+            where, "a delta against a base with a record that names a delta or a chain, no parent, or a keyframe mode"
+        )
+    start = RECORD_SIZE + (16 if based else 0)
+    end = start + label_length
     if end > len(data):
         raise _corrupt(where, "label runs past the entry")
     try:
-        label = data[RECORD_SIZE:end].decode("utf-8")
+        label = data[start:end].decode("utf-8")
         timestamp = format_micros(micros)
     except (UnicodeDecodeError, ValueError, OverflowError):
         raise _corrupt(where, "label or timestamp does not decode") from None
@@ -200,7 +217,18 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         chain_bytes=chain_bytes,
         base_ratio=ratio,
     )
-    return CommitEntry(record.snapshot_id(), record, mode, raw_length, data[end:] if with_payload else b"")
+    if based:
+        base: str | None = data[RECORD_SIZE:start].hex()
+    else:
+        base = record.parent if mode not in KEY_MODES else None
+    return CommitEntry(record.snapshot_id(), record, mode, raw_length, data[end:] if with_payload else b"", base)
+
+
+def entry_base(data: bytes, record: SnapshotRecord) -> str | None:
+    """``CommitEntry.base`` of a commit entry this writer encoded itself (no need to decode it)."""
+    if data[2] & _FLAG_BASE:
+        return data[RECORD_SIZE : RECORD_SIZE + 16].hex()
+    return record.parent if data[1] not in KEY_MODES else None
 
 
 def commit_payload(data: bytes) -> tuple[int, int, bytes] | None:
@@ -210,9 +238,9 @@ def commit_payload(data: bytes) -> tuple[int, int, bytes] | None:
     """
     if data[0] != COMMIT:
         return None
-    mode, raw_length, label_length = data[1], _RAW_LENGTH.unpack_from(data, _RAW_LENGTH_AT)[0], 0
+    mode, raw_length = data[1], _RAW_LENGTH.unpack_from(data, _RAW_LENGTH_AT)[0]
     label_length = _LABEL_LENGTH.unpack_from(data, RECORD_SIZE - 2)[0]
-    return mode, raw_length, data[RECORD_SIZE + label_length :]
+    return mode, raw_length, data[RECORD_SIZE + (16 if data[2] & _FLAG_BASE else 0) + label_length :]
 
 
 def _corrupt(where: str, reason: str) -> CorruptObjectError:

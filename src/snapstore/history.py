@@ -49,6 +49,8 @@ class IndexedCommit:
     raw_length: int
     segment: int
     ordinal: int  # index among the segment's entries
+    base: str | None = None  # the snapshot the payload patches (CommitEntry.base); None for a keyframe
+    depth: int = 0  # payloads applied after the keyframe to rebuild it (the record's depth is history's)
 
 
 @dataclass
@@ -82,7 +84,9 @@ class LoadedSegment:
 
 def _without_payloads(entries: list[CommitEntry | MetaEntry]) -> list[CommitEntry | MetaEntry]:
     return [
-        CommitEntry(e.id, e.record, e.mode, e.raw_length, b"") if isinstance(e, CommitEntry) and e.payload else e
+        CommitEntry(e.id, e.record, e.mode, e.raw_length, b"", e.base)
+        if isinstance(e, CommitEntry) and e.payload
+        else e
         for e in entries
     ]
 
@@ -248,12 +252,18 @@ class SessionLog:
                     self.fresh = None
                     return
                 continue
-            if entry.id not in self.commits:
-                self.order.append(entry.id)
-            self.commits[entry.id] = IndexedCommit(
-                entry.id, entry.record, entry.mode, entry.raw_length, number, ordinal
-            )
-            self.head = entry.id
+            self.index_commit(entry, number, ordinal)
+
+    def index_commit(self, entry: CommitEntry, segment: int, ordinal: int) -> None:
+        """Index one commit entry of ``segment`` (the ``ordinal``-th entry) and make it the head."""
+        if entry.id not in self.commits:
+            self.order.append(entry.id)
+        base = self.commits.get(entry.base) if entry.base is not None else None
+        depth = 0 if entry.base is None else base.depth + 1 if base is not None else entry.record.depth
+        self.commits[entry.id] = IndexedCommit(
+            entry.id, entry.record, entry.mode, entry.raw_length, segment, ordinal, entry.base, depth
+        )
+        self.head = entry.id
 
     def _forget_missing(self) -> None:
         """A head or tag that names a snapshot no longer stored is forgotten."""
@@ -328,12 +338,13 @@ class SessionLog:
             if isinstance(entry, CommitEntry):
                 if entry.mode in KEY_MODES:
                     found[entry.id] = ordinal
-                elif entry.record.parent in found:
-                    found[entry.id] = found[entry.record.parent]
+                elif entry.base in found:
+                    found[entry.id] = found[entry.base]
         return found
 
     def chain(self, sid: str) -> list[IndexedCommit]:
-        """The commits from ``sid``'s keyframe to ``sid``, in order (all in one segment)."""
+        """The commits from ``sid``'s keyframe to ``sid``, in order (all in one segment): each
+        commit's payload patches the state of the one before it (its base)."""
         path: list[IndexedCommit] = []
         current: str | None = sid
         seen: set[str] = set()
@@ -353,7 +364,7 @@ class SessionLog:
                         f"snapshot {sid}: its chain leaves its segment", {"snapshot": sid, "reason": "broken chain"}
                     )
                 return path
-            current = commit.record.parent
+            current = commit.base
 
     # -- reading payloads ----------------------------------------------
     def segment_payloads(

@@ -180,7 +180,11 @@ class Snapshot:
     tags: tuple[str, ...] = ()
 
     @classmethod
-    def from_record(cls, snapshot_id: str, record: SnapshotRecord, tags: tuple[str, ...] = ()) -> Snapshot:
+    def from_record(
+        cls, snapshot_id: str, record: SnapshotRecord, tags: tuple[str, ...] = (), stored_as_delta: bool = False
+    ) -> Snapshot:
+        """``stored_as_delta``: its payload is a delta whatever the record says (format 3's delta
+        against a base other than the parent has a record that names no delta)."""
         return cls(
             id=snapshot_id,
             parent=record.parent,
@@ -189,7 +193,7 @@ class Snapshot:
             turn=record.turn,
             state_hash=record.state,
             session=record.session,
-            kind="full" if record.is_keyframe else "delta",
+            kind="full" if record.is_keyframe and not stored_as_delta else "delta",
             size=record.size,
             tags=tags,
         )

@@ -120,6 +120,7 @@ class Reclaimer:
                 if stream is None:
                     stream = DeltaStream(self.level, bytes(raw[-DELTA_WINDOW:]))
                 mode, compressed = stream.compress(payload)
-            rewritten.append(encode_commit(entry.record, mode, len(payload), compressed))
+            based = entry.base if entry.record.delta is None and entry.mode not in KEY_MODES else None
+            rewritten.append(encode_commit(entry.record, mode, len(payload), compressed, based))
             raw += payload
         session._store.backend.replace_segment(session.key, number, rewritten)

@@ -31,6 +31,7 @@ from .entries import (
     delta_compressor,
     encode_commit,
     encode_meta,
+    entry_base,
 )
 from .errors import (
     AmbiguousSnapshotId,
@@ -242,19 +243,27 @@ class Session:
                 {"reason": "state too large", "size": len(data)},
             )
         state_hash = codec.object_id(data)
-        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
-            log = self._catch_up()
-            record, entries, segment, expected, new_head, payload = self._prepare(
-                log, state, data, pieces, state_hash, label, turn
-            )
-            self._append(segment, entries, expected, (record, payload))
-            sid = log.head  # the id _absorb indexed the record under: no second serialization of it
-            assert sid is not None
-            self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
-            started_segment = expected == 0 or record.is_keyframe
-            if started_segment:
-                self._reclaim_quietly(log)
-            return self._snapshot(log, sid)
+        with self._lock:
+            # the patch from the state this handle holds, made before queueing for the session:
+            # the delta when no other writer commits meanwhile, else stored against that state
+            ahead = self._patch_cached(state, pieces)
+            try:
+                with self._store.backend.lock_session(self.key, self._store.lock_timeout):
+                    log = self._catch_up()
+                    record, entries, segment, expected, new_head, payload = self._prepare(
+                        log, state, data, pieces, state_hash, label, turn, ahead
+                    )
+                    self._append(segment, entries, expected, (record, payload))
+                    sid = log.head  # the id _absorb indexed the record under: no second serialization
+                    assert sid is not None
+                    self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
+                    if expected == 0 or log.commits[sid].mode in KEY_MODES:  # started a segment or a run
+                        self._reclaim_quietly(log)  # under the lock, as every rewrite of segments is
+                    return self._snapshot(log, sid)
+            except BaseException:
+                if self._patched is not None:  # refused before the append: the cache goes back
+                    self._unpatch_head(*self._patched)
+                raise
 
     def _prepare(
         self,
@@ -265,13 +274,19 @@ class Session:
         state_hash: str,
         label: str,
         turn: int | None,
+        ahead: tuple[str, bytes, Any] | None = None,
     ) -> tuple[SnapshotRecord, list[bytes], int, int, Any, bytes]:
-        """The record and entries of one commit, the segment they go to, its end, and the new head."""
+        """The record and entries of one commit, the segment they go to, its end, and the new head.
+
+        ``ahead`` is (base, patch, new head) from ``_patch_cached``: the delta itself when the base
+        is still the head, else stored against the base when the policy allows (format 3), else dropped.
+        """
         store = self._store
         parent = log.head
         last = log.last_segment
         delta_payload: bytes | None = None
         new_head: Any = None
+        base: str | None = None
         parent_commit = log.commits.get(parent) if parent is not None else None
         open_has_commit = last is not None and last.runs() > 0  # a segment's first commit is a keyframe
         if open_has_commit and last is not None and last.damage is None:
@@ -288,12 +303,34 @@ class Session:
             and last.damage is None
             and parent_commit.segment == last.number
         )
-        if can_delta:
+        if ahead is not None and ahead[0] != parent:
+            base_commit = log.commits.get(ahead[0])
+            if (
+                store.base_deltas
+                and parent is not None
+                and base_commit is not None
+                and last is not None
+                and last.damage is None
+                and base_commit.segment == last.number
+                and self._rebuildable(log, base_commit.id)
+            ):
+                base, delta_payload, new_head = ahead
+                base_of, can_delta = base_commit, True
+            elif self._patched is not None:
+                self._unpatch_head(*self._patched)  # caught up to the parent instead, below
+            ahead = None
+        if can_delta and base is None:
             assert parent is not None and parent_commit is not None
-            delta_payload, new_head = self._next_head(log, parent, state, data, pieces)
-            cost = self._chain_cost_of(log, parent) + store.policy.delta_cost(len(delta_payload))
-            if parent_commit.record.depth + 1 > store.policy.max_chain or store.policy.wants_keyframe(
-                cost, len(data), self._run_start(log, parent)
+            if ahead is not None:
+                delta_payload, new_head = ahead[1], ahead[2]
+            else:
+                delta_payload, new_head = self._next_head(log, parent, state, data, pieces)
+            base_of = parent_commit
+        if can_delta:
+            assert delta_payload is not None
+            cost = self._chain_cost_of(log, base_of.id) + store.policy.delta_cost(len(delta_payload))
+            if base_of.depth + 1 > store.policy.max_chain or store.policy.wants_keyframe(
+                cost, len(data), self._run_start(log, base_of.id)
             ):
                 can_delta = False
         else:
@@ -304,7 +341,11 @@ class Session:
                 new_head = codec.read_back(data, state)
         timestamp = _now()
         if can_delta:
-            assert last is not None and parent_commit is not None and delta_payload is not None
+            assert last is not None and delta_payload is not None
+            assert base is not None or parent_commit is not None
+            # the record's depth and chain bytes are history's (they count the parent's), as in format 2
+            depth = parent_commit.record.depth + 1 if base is None and parent_commit is not None else 0
+            chain_bytes = parent_commit.record.chain_bytes if base is None and parent_commit is not None else 0
             if self._stream is None or self._stream_end != last.end or self._open is None:
                 # another writer appended since this one did: a frame without a dictionary, since
                 # loading one costs more than it saves while writers take turns
@@ -314,23 +355,24 @@ class Session:
                     self._plain_compressor = delta_compressor(store.level)
                 self._stream = DeltaStream(store.level, window, self._plain_compressor)
             mode, compressed = self._stream.compress(delta_payload)
+            # a delta against another base is, in the record (and its id), a snapshot stored whole:
+            # the record's delta is the patch from the parent, which this writer never computed
             record = SnapshotRecord(
                 session=self.name,
                 parent=parent,
                 state=state_hash,
-                delta=codec.object_id(delta_payload),
+                delta=codec.object_id(delta_payload) if base is None else None,
                 label=label,
                 timestamp=timestamp,
                 turn=turn,
                 size=len(data),
-                depth=parent_commit.record.depth + 1,
-                chain_bytes=parent_commit.record.chain_bytes + len(compressed),
-                base_ratio=parent_commit.record.base_ratio,
+                depth=depth,
+                chain_bytes=chain_bytes + len(compressed) if base is None else 0,
+                base_ratio=base_of.record.base_ratio,
             )
-            entry = encode_commit(record, mode, len(delta_payload), compressed)
+            entry = encode_commit(record, mode, len(delta_payload), compressed, base)
             sid = record.snapshot_id()
-            assert parent is not None
-            self._chain_cost[sid], self._keyframe_of[sid] = cost, self._keyframe_of.get(parent, parent)
+            self._chain_cost[sid], self._keyframe_of[sid] = cost, self._keyframe_of.get(base_of.id, base_of.id)
             return record, [entry], last.number, last.end, new_head, delta_payload
         # a keyframe: a new run in the open segment, patched against its raw stream, or a new segment
         healthy = open_has_commit and last is not None and last.damage is None
@@ -367,12 +409,45 @@ class Session:
         number = (last.number + 1) if last is not None else 1
         return record, [encode_meta(self._checkpoint(log)), entry], number, 0, new_head, data
 
+    @staticmethod
+    def _rebuildable(log: SessionLog, sid: str) -> bool:
+        """Whether ``sid``'s chain is whole in the index: a snapshot retention let go may have lost
+        the run it patches to a squash, and a delta against it would be lost with it."""
+        try:
+            log.chain(sid)
+        except CorruptObjectError:
+            return False
+        return True
+
     def _next_head(
         self, log: SessionLog, parent: str, state: Any, data: bytes, pieces: dict[str, bytes] | None
     ) -> tuple[bytes, Any]:
         """The canonical patch from the head to ``state`` and the new head as stored, refusing a
         ``state`` that differs from what its bytes read back as."""
         head_state, head_pieces = self._head_for(log, parent)
+        return self._patch_head(parent, head_state, head_pieces, state, pieces)
+
+    def _patch_cached(self, state: Any, pieces: dict[str, bytes] | None) -> tuple[str, bytes, Any] | None:
+        """(base, patch, new head): the patch from the cached head, whatever snapshot it is, to
+        ``state``, with the cache patched to it; None when nothing is cached."""
+        base, head_state = self._head_id, self._head_state
+        if base is None or head_state is None:
+            return None
+        if self._head_pieces is None and type(head_state) is dict:
+            self._head_pieces = codec.encode_state(head_state)[1]
+        payload, new_head = self._patch_head(base, head_state, self._head_pieces, state, pieces)
+        return base, payload, new_head
+
+    def _patch_head(
+        self,
+        parent: str,
+        head_state: Any,
+        head_pieces: dict[str, bytes] | None,
+        state: Any,
+        pieces: dict[str, bytes] | None,
+    ) -> tuple[bytes, Any]:
+        """The patch from ``head_state`` (the cached head, ``parent``'s state) to ``state`` and the
+        cache patched in place to it, refusing a ``state`` that differs from what its bytes read back as."""
         if pieces is not None and head_pieces is not None:
             ops = diff_members(head_state, state, head_pieces, pieces)
         else:
@@ -462,19 +537,16 @@ class Session:
             if entry is None:
                 assert written is not None
                 record, raw = written
-                entry = CommitEntry(record.snapshot_id(), record, data[1], len(raw), b"")
+                entry = CommitEntry(record.snapshot_id(), record, data[1], len(raw), b"", entry_base(data, record))
                 if self._open is not None:
                     self._open.add_raw(entry.id, raw, entry.mode in KEY_MODES)
             elif isinstance(entry, CommitEntry) and self._open is not None:
                 self._open.payload(entry)
             if isinstance(entry, CommitEntry):
-                loaded.entries.append(CommitEntry(entry.id, entry.record, entry.mode, entry.raw_length, b""))
-                if entry.id not in log.commits:
-                    log.order.append(entry.id)
-                log.commits[entry.id] = IndexedCommit(
-                    entry.id, entry.record, entry.mode, entry.raw_length, segment, ordinal
+                loaded.entries.append(
+                    CommitEntry(entry.id, entry.record, entry.mode, entry.raw_length, b"", entry.base)
                 )
-                log.head = entry.id
+                log.index_commit(entry, segment, ordinal)
             else:
                 loaded.entries.append(entry)
                 log._apply_meta(entry)
@@ -581,7 +653,7 @@ class Session:
             if commit is None or commit.mode in KEY_MODES or current not in self._open.spans:
                 return None
             path.append(commit)
-            current = commit.record.parent
+            current = commit.base
         path.reverse()
         return path
 
@@ -624,7 +696,7 @@ class Session:
                 newer = []
                 break
             newer.append(commit)
-            current = commit.record.parent
+            current = commit.base
         if newer and current is not None:
             cost, keyframe = self._chain_cost[current], self._keyframe_of.get(current, current)
             path = newer[::-1]
@@ -866,7 +938,8 @@ class Session:
 
     def _snapshot(self, log: SessionLog, sid: str) -> Snapshot:
         tags = tuple(sorted(t for t, s in log.tags.items() if s == sid))
-        return Snapshot.from_record(sid, log.commits[sid].record, tags)
+        commit = log.commits[sid]
+        return Snapshot.from_record(sid, commit.record, tags, commit.mode not in KEY_MODES)
 
     def forget_open_segment(self) -> None:
         """Drop what this handle holds of the open segment (after a reclaim rewrote segments)."""

@@ -12,7 +12,7 @@ import xxhash
 
 from .backends import Backend, MemoryBackend, open_backend
 from .backends.base import SegmentMissing
-from .entries import CommitEntry, MetaEntry, decode_entry, encode_meta
+from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta
 from .errors import (
     CorruptObjectError,
     FormatVersionError,
@@ -26,7 +26,12 @@ from .reclaim import Reclaimer
 from .session import Session, check_max_snapshots, resolve_prefix
 
 #: the store layout this build writes and reads
-STORE_FORMAT = 2
+#: the format this build writes to a new store, and the ones it reads and writes (docs/format.md §8):
+#: a format-2 store is read and written as format 2 (its deltas all patch their parents) until
+#: ``snapstore upgrade`` moves it to format 3, which also stores deltas against another base
+STORE_FORMAT = 3
+READABLE_FORMATS = (2, 3)
+_READS = f"this build reads versions {READABLE_FORMATS[0]} to {STORE_FORMAT}"
 FORMAT_CONFIG = "format"
 MAX_NAME_LENGTH = 200
 #: session keys longer than this are shortened to a prefix and a hash of the name
@@ -111,6 +116,7 @@ class SnapshotStore:
         self.backend = backend
         self.level = compression_level
         self.lock_timeout = lock_timeout
+        self.format = STORE_FORMAT  # set from the store by ``_check_format``
         self.policy = KeyframePolicy(rebuild_budget=rebuild_budget, max_runs=max_runs, max_chain=max_chain)
         self.reclaimer = Reclaimer(compression_level)
         self._sessions: dict[str, Session] = {}
@@ -156,7 +162,7 @@ class SnapshotStore:
             legacy = self.backend.legacy_format()
             if legacy == "1":
                 raise FormatVersionError(
-                    f"store {self.describe()} has format version 1; this build reads version {STORE_FORMAT}: "
+                    f"store {self.describe()} has format version 1; {_READS}: "
                     f"run `snapstore --store {self.describe()} upgrade` (or SnapshotStore.upgrade(path))",
                     {"path": self.describe(), "version": legacy, "supported": STORE_FORMAT, "upgrade": True},
                 )
@@ -164,22 +170,30 @@ class SnapshotStore:
                 shown = legacy if len(legacy) <= 4 and legacy.isdigit() else None
                 what = f"format version {shown}" if shown else "an unreadable format ref"
                 raise FormatVersionError(
-                    f"store {self.describe()} has {what}; this build reads version {STORE_FORMAT}",
+                    f"store {self.describe()} has {what}; {_READS}",
                     {"path": self.describe(), "version": shown, "supported": STORE_FORMAT},
                 )
             if not create or self.backend.read_only:
                 raise SnapshotNotFound(f"no snapstore store at {self.describe()}", {"path": self.describe()})
             self.backend.write_config(FORMAT_CONFIG, str(STORE_FORMAT).encode())
             version = self.backend.read_config(FORMAT_CONFIG)
-        if version != str(STORE_FORMAT).encode():
-            # a short number is a format version (a newer one); anything else is quoted by size only:
-            # an error message never repeats the content of a file planted in the store
-            shown = version.decode("ascii") if version and len(version) <= 4 and version.isdigit() else None
-            what = f"format version {shown}" if shown else f"an unreadable format file ({len(version or b'')} bytes)"
-            raise FormatVersionError(
-                f"store {self.describe()} has {what}; this build reads version {STORE_FORMAT}",
-                {"path": self.describe(), "version": shown, "supported": STORE_FORMAT},
-            )
+        readable = {str(v).encode(): v for v in READABLE_FORMATS}
+        if version in readable:
+            self.format = readable[version]
+            return
+        # a short number is a format version (a newer one); anything else is quoted by size only:
+        # an error message never repeats the content of a file planted in the store
+        shown = version.decode("ascii") if version and len(version) <= 4 and version.isdigit() else None
+        what = f"format version {shown}" if shown else f"an unreadable format file ({len(version or b'')} bytes)"
+        raise FormatVersionError(
+            f"store {self.describe()} has {what}; {_READS}",
+            {"path": self.describe(), "version": shown, "supported": STORE_FORMAT},
+        )
+
+    @property
+    def base_deltas(self) -> bool:
+        """Whether commits may store a delta against a base other than the parent (format 3)."""
+        return self.format >= 3
 
     @property
     def read_only(self) -> bool:
@@ -400,9 +414,9 @@ class SnapshotStore:
             raw += sum(s.raw_bytes() for s in log.segments.values())
             for sid in log.retained():
                 snapshots += 1
-                record = log.commits[sid].record
-                keyframes += record.delta is None
-                longest = max(longest, record.depth)
+                commit = log.commits[sid]
+                keyframes += commit.mode in KEY_MODES
+                longest = max(longest, commit.depth)
         result: dict[str, Any] = {
             "sessions": len(names),
             "snapshots": snapshots,

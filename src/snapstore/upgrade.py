@@ -1,4 +1,8 @@
-"""Rewriting a format-1 store as format 2 (``snapstore upgrade``), all or nothing.
+"""Rewriting a format-1 store in the current format (``snapstore upgrade``), all or nothing.
+
+A format-2 store needs no rewrite: format 3 only adds a kind of delta entry, so the upgrade
+replaces its format file (``_from_format_2``). The rest of this module is about format 1, whose
+rewrite below produces format-3 stores whose deltas all patch their parents (as in format 2).
 
 Format 2 cannot open a format-1 store (docs/format.md, "Version 1"), so the
 upgrade reads it through the backend's ``legacy_reader()``: every session
@@ -85,7 +89,7 @@ Progress = Callable[[str, str], None]
 @dataclass
 class UpgradeReport:
     target: str
-    upgraded: bool  # False when the store already had format 2
+    upgraded: bool  # False when the store already had the current format
     from_version: str
     to_version: str = str(STORE_FORMAT)
     sessions: int = 0
@@ -112,10 +116,11 @@ def upgrade_store(
     compression_level: int = 3,
     lock_timeout: float | None = 60.0,
 ) -> UpgradeReport:
-    """Rewrite the format-1 store at ``target`` (a folder or a ``postgresql://`` URL) as format 2.
+    """Rewrite the format-1 or format-2 store at ``target`` (a folder or a ``postgresql://`` URL)
+    in the current format (3).
 
     Verifies everything before switching; on any error the store is left as it was, and an error
-    raised before the switch says so. A store that already has format 2 is left alone
+    raised before the switch says so. A store that already has format 3 is left alone
     (``report.upgraded`` is False).
     """
     if not isinstance(target, (str, os.PathLike)) or os.fspath(target) == "memory:":
@@ -283,6 +288,19 @@ def check_store(store: SnapshotStore, sessions: list[LegacySession]) -> int:
     return report.states_rebuilt
 
 
+def _from_format_2(backend: Backend, where: str) -> UpgradeReport | None:
+    """A format-2 store moved to format 3, or None when it has another format.
+
+    Nothing is rewritten: every format-2 segment is a format-3 segment (format 3 only adds an entry
+    flag, docs/format.md §8). The format file is the switch, replaced in one step; from then on
+    builds that read only format 2 refuse the store instead of misreading a delta against a base.
+    """
+    if backend.read_config(FORMAT_CONFIG) != b"2":
+        return None
+    backend.write_config(FORMAT_CONFIG, str(STORE_FORMAT).encode())
+    return UpgradeReport(where, True, "2", sessions=len(backend.session_keys()))
+
+
 def _legacy_or_refuse(backend: Backend, where: str) -> LegacyReader | None:
     """The v1 reader, or None when the store has format 2 already; refuses anything else."""
     if backend.read_config(FORMAT_CONFIG) == str(STORE_FORMAT).encode():
@@ -312,6 +330,10 @@ def _upgrade_directory(
             return UpgradeReport(root, True, LEGACY_FORMAT, leftovers=_remove_leftovers(root))
         raise SnapshotNotFound(f"no snapstore store at {root}", {"path": root})
     with _open(root) as backend:
+        moved = _from_format_2(backend, root)
+        if moved is not None:
+            say("switched", root)
+            return moved
         if _legacy_or_refuse(backend, root) is None:
             return _already_current(root)
     with _v1_gc_lock(root, lock_timeout):
@@ -431,7 +453,7 @@ def _write_v1_refusal(folder: str) -> None:
     os.makedirs(os.path.join(folder, "objects", "ff"), exist_ok=True)
     link = os.path.join(refs, V1_FORMAT_LINK[-1])
     if not os.path.lexists(link):
-        os.symlink(str(STORE_FORMAT), link)
+        os.symlink("2", link)  # what every snapstore store holds there (format.md §6): format-1 code reads "not 1"
 
 
 def _fsync_tree(folder: str) -> None:
@@ -533,6 +555,10 @@ def _upgrade_postgres(url: str, say: Progress, level: int, lock_timeout: float |
     where = backend.describe()
     try:
         with backend.lock_session(PG_UPGRADE_KEY, lock_timeout), _v1_pg_gc_lock(backend, lock_timeout):
+            moved = _from_format_2(backend, where)
+            if moved is not None:
+                say("switched", where)
+                return moved
             reader = _legacy_or_refuse(backend, where)
             if reader is None:
                 return _already_current(where, directory=False)

@@ -9,7 +9,9 @@ How it was made (from the repository root)::
 
     PYTHONPATH=src .venv/bin/python tests/golden/make_golden_v2.py
 
-It refuses to overwrite an existing ``store-v2`` unless given ``--force``.
+It refuses to overwrite an existing ``store-v2`` unless given ``--force``. Builds since format 3
+write format-3 stores: the committed ``store-v2`` is the one a format-2 build wrote, and only
+``make_golden_v3.py`` (which borrows this script's clock, headers and export) runs today.
 
 Deterministic: commit times come from a fixed clock (2026-01-02T03:04:05Z plus
 one second per commit) and segment headers get sequential ``file_id`` values, so
@@ -147,15 +149,20 @@ def export(sess: Session) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    if STORE.exists():
+def start_afresh(store: Path, expected: Path) -> None:
+    """Refuse to replace a golden store without --force; then a fixed clock and sequential headers."""
+    if store.exists():
         if "--force" not in sys.argv[1:]:
-            sys.exit(f"{STORE} exists: the golden store is made once (pass --force to replace it)")
-        shutil.rmtree(STORE)
-    shutil.rmtree(EXPECTED, ignore_errors=True)
-    EXPECTED.mkdir()
+            sys.exit(f"{store} exists: the golden store is made once (pass --force to replace it)")
+        shutil.rmtree(store)
+    shutil.rmtree(expected, ignore_errors=True)
+    expected.mkdir()
     session._now = fixed_now  # type: ignore[attr-defined]
     _framing.new_header = sequential_header  # type: ignore[assignment]
+
+
+def main() -> None:
+    start_afresh(STORE, EXPECTED)
     keyframes.SMALL_SEGMENT_BYTES = 2048  # type: ignore[misc]
 
     exported: dict[str, dict[str, Any]] = {}

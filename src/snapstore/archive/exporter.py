@@ -221,6 +221,8 @@ class _Plan:
                 if keyframe.record.parent is not None:
                     self.patch_parents.add(keyframe.record.parent)
             for commit in new:
+                if commit is not keyframe and commit.record.delta is None and commit.record.parent is not None:
+                    self.patch_parents.add(commit.record.parent)  # stored whole in the archive, as a keyframe is
                 order.add(bytes.fromhex(commit.id))
                 self.objects += 1 + (commit is not keyframe)
                 self.estimate += 2048
@@ -389,13 +391,18 @@ class _ArchiveWriter:
             record = commit.record
             if sid in plan.patch_parents:
                 self.chained.add(sid)
-            keyframe = commit.mode in KEY_MODES
+            # whole in the archive: a keyframe, or a delta against a base other than the parent,
+            # whose record (format 1's JSON) names no delta: its state goes, rebuilt and checked
+            keyframe = commit.mode in KEY_MODES or record.delta is None
             hashed = record.state if keyframe else record.delta
             assert hashed is not None  # a chain's later entries are deltas, which name their payload
             key = bytes.fromhex(hashed)
             if key in self.emitted:
                 continue
-            payload = self._payload(log, commit, hashed)
+            if commit.mode in KEY_MODES or record.delta is not None:
+                payload = self._payload(log, commit, hashed)
+            else:
+                payload = codec.dumps(log.rebuild(sid))  # checked against ``record.state`` by the rebuild
             patch = self._state_patch(log, commit, payload) if keyframe else None
             if patch is not None:
                 self._emit(key, KIND_STATE_PATCH, patch)

@@ -131,11 +131,13 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
     (
         "upgrade",
         "maintenance:cmd_upgrade",
-        "rewrite a format-1 store as format 2, verified, all or nothing",
+        "rewrite a store of an earlier format in the current one (3), verified, all or nothing",
         "Rewrite a store written by an earlier snapstore (format 1) in the current format: every retained "
         "snapshot is rebuilt and checked against its hash, written to a new store beside it, checked again, "
         "and only then swapped in; on any error or interruption the store is left as it was, and a rerun "
-        "finishes an interrupted switch. Snapshot ids do not change. Stop every program using the store first.",
+        "finishes an interrupted switch. Snapshot ids do not change. Stop every program using the store first. "
+        "A format-2 store is moved to format 3 in place (nothing is rewritten: format 3 only adds a kind of "
+        "delta entry, which builds that read format 2 alone must not meet).",
         "snapstore upgrade\n  snapstore --store ./campaign.snapstore upgrade",
     ),
     (
