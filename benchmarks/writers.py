@@ -241,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, nargs="+", default=DEFAULT_WRITERS)
     parser.add_argument("--commits", type=int, default=50)
     parser.add_argument("--postgres", default=os.environ.get("SNAPSTORE_BENCH_POSTGRES_URL"))
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "writers.md")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="where the table goes (default results/writers.md; with --phases results/writers-phases.md, "
+        "with --verify-only results/writers-verify.md)",
+    )
     parser.add_argument(
         "--verify-only", action="store_true",
         help="only compare 4 writers' throughput with and without a verify loop running beside them",
@@ -255,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also split a commit's time into its work before the lock, its phases holding the lock, and the wait",
     )
     args = parser.parse_args(argv)
+    if args.out is None:  # each kind of run keeps its own file: a --phases run does not overwrite the plain one
+        kind = "-verify" if args.verify_only else "-phases" if args.phases else ""
+        args.out = Path(__file__).parent / "results" / f"writers{kind}.md"
     if args.verify_only:
         return _verify_alongside(args)
     engines = [("directory", None)] + ([("postgresql", args.postgres)] if args.postgres else [])
@@ -368,7 +375,7 @@ def _verify_alongside(args: argparse.Namespace) -> int:
             f"{checked['verify_problems']} |"
         )
         print(lines[-1], flush=True)
-    out = args.out.with_name("writers-verify.md")
+    out = args.out
     out.write_text(
         "\n".join(
             [
