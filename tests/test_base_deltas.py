@@ -6,6 +6,7 @@ connection or folder handle); what they write is read back through a third, fres
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from snapstore.entries import DELTA_PLAIN, KEY_INDEPENDENT, CommitEntry, decode_
 from snapstore.objects import SnapshotRecord
 from snapstore.reclaim import Reclaimer
 from snapstore.store import STORE_FORMAT
+from snapstore.upgrade import _sibling
 
 
 def other_handle(make_store: Callable[..., SnapshotStore], first: SnapshotStore, **settings: object) -> SnapshotStore:
@@ -156,8 +158,11 @@ def test_a_format_2_store_writes_format_2_until_upgraded(tmp_path: Path) -> None
     assert all(e.base in (None, e.record.parent) for e in commit_entries(first, a.key))
     first.close()
     second.close()
+    left = _sibling(str(root)) + "-v1"  # what an interrupted format-1 upgrade can leave beside a store
+    os.makedirs(left)
     report = SnapshotStore.upgrade(root)
     assert report.upgraded and report.from_version == "2" and report.to_version == "3"
+    assert report.leftovers == [left] and not os.path.exists(left)
     assert not SnapshotStore.upgrade(root).upgraded  # once is enough
     first, second = SnapshotStore.open(root), SnapshotStore.open(root)
     assert first.format == 3
@@ -222,8 +227,9 @@ def test_a_malformed_entry_against_a_base_is_damage(record: SnapshotRecord, mode
 def test_writers_rollbacks_limits_and_gc_in_any_order_keep_every_retained_snapshot(tmp_path: Path, seed: int) -> None:
     """Two writers, a third handle rolling back, lowering the limit and collecting, in a seeded order.
 
-    A squash may keep a snapshot retention let go whose base it cut away; a writer holding that
-    snapshot must not store a delta against it (found by this test: seed 3 broke a chain).
+    A squash must not keep a snapshot retention let go whose parent or base it cut away (a reader
+    written from the format would find it unreadable), and a writer holding such a snapshot must
+    not store a delta against it (found by this test: seed 3 broke a chain).
     """
     rnd = random.Random(seed)
     root = tmp_path / "store"
@@ -244,6 +250,10 @@ def test_writers_rollbacks_limits_and_gc_in_any_order_keep_every_retained_snapsh
             committed[handle.commit(state).id] = canonical(state)
         report = third.verify()
         assert report.ok, (k, report.problems)
+        log = handles[2]._log
+        log.refresh()
+        for sid in log.commits:  # every stored snapshot, retained or not (docs/format.md §4.10)
+            log.chain(sid)
     fresh = SnapshotStore.open(root).session("s")
     for sid in fresh.snapshot_ids():
         assert canonical(fresh.state(sid)) == committed[sid]

@@ -588,6 +588,8 @@ def test_v3_document_reader_reads_the_golden_store() -> None:
     assert found_segments == expected["segments"]
     assert session.retained() == [s["id"] for s in expected["snapshots"]]
     assert (session.head, session.tags) == (expected["head"], expected["tags"])
+    for sid in session.order:  # every stored snapshot rebuilds to its hash, listed or not (§4.10)
+        session.state(sid)
     for snap in expected["snapshots"]:
         record = session.commits[snap["id"]][1].record
         for member in ("parent", "label", "timestamp", "turn", "size", "delta", "depth"):

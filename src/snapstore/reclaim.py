@@ -5,7 +5,8 @@ segment holding none of those is dropped whole; the open (last) segment is
 always kept. A kept segment whose first runs (keyframe and chain) hold none of
 them is *squashed*: rewritten to start at its first needed run, with an
 independent keyframe, every later payload compressed again and every record
-unchanged, so ids stay. Nothing else rewrites stored history. Everything here
+unchanged, so ids stay; a later snapshot whose chain started before the cut
+(one retention let go) goes with the runs cut away. Nothing else rewrites stored history. Everything here
 runs under the session's write lock.
 """
 
@@ -101,6 +102,9 @@ class Reclaimer:
         entries = [decode_entry(data, log.name, log.where(number)) for data in read.entries]
         start = self._cut(log, number, wanted)
         assert start is not None
+        # a commit after the cut whose chain starts before it (a snapshot retention let go, stored
+        # against a parent or a base the cut removes) could never be rebuilt again: it goes too
+        starts_at = log.keyframe_ordinals(number)
         # the settings entries before the cut stay (the segment's checkpoint first); commits go
         rewritten = [encode_meta(e.body) for e in entries[:start] if isinstance(e, MetaEntry)]
         raw = bytearray()
@@ -109,6 +113,8 @@ class Reclaimer:
         for entry in entries[start:]:
             if isinstance(entry, MetaEntry):
                 rewritten.append(encode_meta(entry.body))
+                continue
+            if starts_at.get(entry.id, -1) < start:
                 continue
             payload = payloads.get(entry.id)
             if payload is None:

@@ -333,6 +333,7 @@ def _upgrade_directory(
         moved = _from_format_2(backend, root)
         if moved is not None:
             say("switched", root)
+            moved.leftovers = _remove_leftovers(root)  # what an interrupted format-1 upgrade left beside it
             return moved
         if _legacy_or_refuse(backend, root) is None:
             return _already_current(root)
