@@ -217,18 +217,21 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         chain_bytes=chain_bytes,
         base_ratio=ratio,
     )
-    if based:
-        base: str | None = data[RECORD_SIZE:start].hex()
-    else:
-        base = record.parent if mode not in KEY_MODES else None
-    return CommitEntry(record.snapshot_id(), record, mode, raw_length, data[end:] if with_payload else b"", base)
+    payload = data[end:] if with_payload else b""
+    return CommitEntry(record.snapshot_id(), record, mode, raw_length, payload, entry_base(data, record))
 
 
 def entry_base(data: bytes, record: SnapshotRecord) -> str | None:
-    """``CommitEntry.base`` of a commit entry this writer encoded itself (no need to decode it)."""
+    """``CommitEntry.base`` of a commit entry whose record is ``record`` (checked, or encoded by this writer)."""
     if data[2] & _FLAG_BASE:
         return data[RECORD_SIZE : RECORD_SIZE + 16].hex()
     return record.parent if data[1] not in KEY_MODES else None
+
+
+def against_base(mode: int, record: SnapshotRecord) -> bool:
+    """Whether a commit is stored as a delta against a base (flag 8): a delta mode whose record names
+    no delta, as a snapshot stored whole does."""
+    return mode not in KEY_MODES and record.delta is None
 
 
 def commit_payload(data: bytes) -> tuple[int, int, bytes] | None:

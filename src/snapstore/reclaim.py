@@ -20,6 +20,7 @@ from .entries import (
     CommitEntry,
     DeltaStream,
     MetaEntry,
+    against_base,
     compress_keyframe,
     decode_entry,
     encode_commit,
@@ -126,7 +127,7 @@ class Reclaimer:
                 if stream is None:
                     stream = DeltaStream(self.level, bytes(raw[-DELTA_WINDOW:]))
                 mode, compressed = stream.compress(payload)
-            based = entry.base if entry.record.delta is None and entry.mode not in KEY_MODES else None
+            based = entry.base if against_base(entry.mode, entry.record) else None
             rewritten.append(encode_commit(entry.record, mode, len(payload), compressed, based))
             raw += payload
         session._store.backend.replace_segment(session.key, number, rewritten)

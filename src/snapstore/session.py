@@ -312,7 +312,6 @@ class Session:
                 and last is not None
                 and last.damage is None
                 and base_commit.segment == last.number
-                and self._rebuildable(log, base_commit.id)
             ):
                 base, delta_payload, new_head = ahead
                 base_of, can_delta = base_commit, True
@@ -342,10 +341,6 @@ class Session:
         timestamp = _now()
         if can_delta:
             assert last is not None and delta_payload is not None
-            assert base is not None or parent_commit is not None
-            # the record's depth and chain bytes are history's (they count the parent's), as in format 2
-            depth = parent_commit.record.depth + 1 if base is None and parent_commit is not None else 0
-            chain_bytes = parent_commit.record.chain_bytes if base is None and parent_commit is not None else 0
             if self._stream is None or self._stream_end != last.end or self._open is None:
                 # another writer appended since this one did: a frame without a dictionary, since
                 # loading one costs more than it saves while writers take turns
@@ -356,7 +351,14 @@ class Session:
                 self._stream = DeltaStream(store.level, window, self._plain_compressor)
             mode, compressed = self._stream.compress(delta_payload)
             # a delta against another base is, in the record (and its id), a snapshot stored whole:
-            # the record's delta is the patch from the parent, which this writer never computed
+            # the record's delta is the patch from the parent, which this writer never computed; a
+            # delta's depth and chain bytes are history's (they count the parent's), as in format 2
+            if base is None:
+                assert parent_commit is not None
+                depth = parent_commit.record.depth + 1
+                chain_bytes = parent_commit.record.chain_bytes + len(compressed)
+            else:
+                depth = chain_bytes = 0
             record = SnapshotRecord(
                 session=self.name,
                 parent=parent,
@@ -367,7 +369,7 @@ class Session:
                 turn=turn,
                 size=len(data),
                 depth=depth,
-                chain_bytes=chain_bytes + len(compressed) if base is None else 0,
+                chain_bytes=chain_bytes,
                 base_ratio=base_of.record.base_ratio,
             )
             entry = encode_commit(record, mode, len(delta_payload), compressed, base)
@@ -409,16 +411,6 @@ class Session:
         number = (last.number + 1) if last is not None else 1
         return record, [encode_meta(self._checkpoint(log)), entry], number, 0, new_head, data
 
-    @staticmethod
-    def _rebuildable(log: SessionLog, sid: str) -> bool:
-        """Whether ``sid``'s chain is whole in the index: a snapshot retention let go may have lost
-        the run it patches to a squash, and a delta against it would be lost with it."""
-        try:
-            log.chain(sid)
-        except CorruptObjectError:
-            return False
-        return True
-
     def _next_head(
         self, log: SessionLog, parent: str, state: Any, data: bytes, pieces: dict[str, bytes] | None
     ) -> tuple[bytes, Any]:
@@ -433,9 +425,7 @@ class Session:
         base, head_state = self._head_id, self._head_state
         if base is None or head_state is None:
             return None
-        if self._head_pieces is None and type(head_state) is dict:
-            self._head_pieces = codec.encode_state(head_state)[1]
-        payload, new_head = self._patch_head(base, head_state, self._head_pieces, state, pieces)
+        payload, new_head = self._patch_head(base, head_state, self._cached_pieces(), state, pieces)
         return base, payload, new_head
 
     def _patch_head(
@@ -503,9 +493,7 @@ class Session:
         try:
             end = self._store.backend.append(self.key, segment, entries, expected)
         except BaseException:
-            if self._patched is not None:
-                self._unpatch_head(*self._patched)
-            self._stream = None
+            self._stream = None  # the cache patched ahead of the append goes back in ``commit``
             raise
         self._patched = None
         self._stream_end = end
@@ -638,9 +626,13 @@ class Session:
         if self._head_id != parent or self._head_state is None:
             self._head_state, self._head_pieces = self._caught_up_head(log, parent)
             self._head_id = parent
+        return self._head_state, self._cached_pieces()
+
+    def _cached_pieces(self) -> dict[str, bytes] | None:
+        """The cached head's top-level members' canonical bytes, serialized when first needed."""
         if self._head_pieces is None and type(self._head_state) is dict:
             self._head_pieces = codec.encode_state(self._head_state)[1]
-        return self._head_state, self._head_pieces
+        return self._head_pieces
 
     def _forward_path(self, log: SessionLog, target: str) -> list[IndexedCommit] | None:
         """The commits from the cached head (exclusive) to ``target`` when all are deltas of the open segment."""

@@ -30,7 +30,7 @@ import zstandard
 from .. import codec
 from ..backends.base import SegmentMissing
 from ..delta import apply_patch, diff
-from ..entries import KEY_MODES
+from ..entries import KEY_MODES, against_base
 from ..errors import ArchiveError, CorruptObjectError, SnapshotNotFound
 from ..history import READ_ATTEMPTS, IndexedCommit, SessionLog
 from ..objects import SessionDoc
@@ -221,7 +221,7 @@ class _Plan:
                 if keyframe.record.parent is not None:
                     self.patch_parents.add(keyframe.record.parent)
             for commit in new:
-                if commit is not keyframe and commit.record.delta is None and commit.record.parent is not None:
+                if commit is not keyframe and against_base(commit.mode, commit.record) and commit.record.parent:
                     self.patch_parents.add(commit.record.parent)  # stored whole in the archive, as a keyframe is
                 order.add(bytes.fromhex(commit.id))
                 self.objects += 1 + (commit is not keyframe)
@@ -393,16 +393,15 @@ class _ArchiveWriter:
                 self.chained.add(sid)
             # whole in the archive: a keyframe, or a delta against a base other than the parent,
             # whose record (format 1's JSON) names no delta: its state goes, rebuilt and checked
-            keyframe = commit.mode in KEY_MODES or record.delta is None
+            based = against_base(commit.mode, record)
+            keyframe = commit.mode in KEY_MODES or based
             hashed = record.state if keyframe else record.delta
             assert hashed is not None  # a chain's later entries are deltas, which name their payload
             key = bytes.fromhex(hashed)
             if key in self.emitted:
                 continue
-            if commit.mode in KEY_MODES or record.delta is not None:
-                payload = self._payload(log, commit, hashed)
-            else:
-                payload = codec.dumps(log.rebuild(sid))  # checked against ``record.state`` by the rebuild
+            # a delta against a base is rebuilt (and checked against ``record.state``) to go whole
+            payload = codec.dumps(log.rebuild(sid)) if based else self._payload(log, commit, hashed)
             patch = self._state_patch(log, commit, payload) if keyframe else None
             if patch is not None:
                 self._emit(key, KIND_STATE_PATCH, patch)
