@@ -41,7 +41,7 @@ import zstandard
 
 from . import codec
 from .errors import CorruptObjectError
-from .objects import SnapshotRecord, format_micros, parse_micros
+from .objects import SnapshotRecord, format_micros, parse_micros, record_id
 
 META = 0x01
 COMMIT = 0x02
@@ -80,22 +80,57 @@ _LABEL_LENGTH = struct.Struct("<H")
 _ZERO_ID = bytes(16)
 
 
-@dataclass(frozen=True, slots=True)
 class CommitEntry:
-    """A decoded commit entry: its record, its id, and its still-compressed payload."""
+    """A decoded commit entry: its id, its still-compressed payload, and its record.
 
-    id: str
-    record: SnapshotRecord
-    mode: int
-    raw_length: int
-    payload: bytes  # compressed
-    #: the snapshot whose state the payload patches: the parent for a delta, the named base for a
-    #: delta stored against another snapshot (format 3), None for a keyframe
-    base: str | None = None
+    Opening a session decodes every entry of its log, and a writer among others decodes every
+    entry they append: the record is made from its checked fields only when something asks for
+    it (most entries are indexed by id and never looked at again), and the id is hashed from
+    those fields without making it.
+    """
+
+    __slots__ = ("_fields", "_record", "base", "id", "mode", "payload", "raw_length")
+
+    def __init__(
+        self,
+        id: str,
+        record: SnapshotRecord | None,
+        mode: int,
+        raw_length: int,
+        payload: bytes,  # compressed
+        base: str | None = None,
+        fields: tuple[Any, ...] | None = None,
+    ) -> None:
+        self.id = id
+        self.mode = mode
+        self.raw_length = raw_length
+        self.payload = payload
+        #: the snapshot whose state the payload patches: the parent for a delta, the named base for a
+        #: delta stored against another snapshot (format 3), None for a keyframe
+        self.base = base
+        self._record = record
+        self._fields = fields  # SnapshotRecord's fields in order, when ``record`` is not made yet
+
+    @property
+    def record(self) -> SnapshotRecord:
+        record = self._record
+        if record is None:
+            assert self._fields is not None
+            record = self._record = SnapshotRecord(*self._fields)
+        return record
 
     @property
     def is_keyframe(self) -> bool:
         return self.mode in KEY_MODES
+
+    def without_payload(self) -> CommitEntry:
+        """The same entry holding no payload (an index keeps records, not payloads)."""
+        if not self.payload:
+            return self
+        return CommitEntry(self.id, self._record, self.mode, self.raw_length, b"", self.base, self._fields)
+
+    def __repr__(self) -> str:
+        return f"CommitEntry(id={self.id!r}, mode={self.mode}, raw_length={self.raw_length}, base={self.base!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,21 +239,28 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         timestamp = format_micros(micros)
     except (UnicodeDecodeError, ValueError, OverflowError):
         raise _corrupt(where, "label or timestamp does not decode") from None
-    record = SnapshotRecord(
-        session=session,
-        parent=parent.hex() if flags & _FLAG_PARENT else None,
-        state=state.hex(),
-        delta=delta.hex() if flags & _FLAG_DELTA else None,
-        label=label,
-        timestamp=timestamp,
-        turn=turn if flags & _FLAG_TURN else None,
-        size=size,
-        depth=depth,
-        chain_bytes=chain_bytes,
-        base_ratio=ratio,
+    parent_id = parent.hex() if flags & _FLAG_PARENT else None
+    delta_id = delta.hex() if flags & _FLAG_DELTA else None
+    state_hash = state.hex()
+    fields = (
+        session,
+        parent_id,
+        state_hash,
+        delta_id,
+        label,
+        timestamp,
+        turn if flags & _FLAG_TURN else None,
+        size,
+        depth,
+        chain_bytes,
+        ratio,
     )
+    if based:
+        base: str | None = data[RECORD_SIZE : RECORD_SIZE + 16].hex()
+    else:
+        base = parent_id if mode not in KEY_MODES else None
     payload = data[end:] if with_payload else b""
-    return CommitEntry(record.snapshot_id(), record, mode, raw_length, payload, entry_base(data, record))
+    return CommitEntry(record_id(*fields), None, mode, raw_length, payload, base, fields)
 
 
 def entry_base(data: bytes, record: SnapshotRecord) -> str | None:

@@ -44,13 +44,17 @@ RAW_CACHE_SEGMENTS = 4
 @dataclass(slots=True)
 class IndexedCommit:
     id: str
-    record: SnapshotRecord
+    entry: CommitEntry  # its record is made when first asked for (``record``)
     mode: int
     raw_length: int
     segment: int
     ordinal: int  # index among the segment's entries
     base: str | None = None  # the snapshot the payload patches (CommitEntry.base); None for a keyframe
     depth: int = 0  # payloads applied after the keyframe to rebuild it (the record's depth is history's)
+
+    @property
+    def record(self) -> SnapshotRecord:
+        return self.entry.record
 
 
 @dataclass
@@ -83,12 +87,7 @@ class LoadedSegment:
 
 
 def _without_payloads(entries: list[CommitEntry | MetaEntry]) -> list[CommitEntry | MetaEntry]:
-    return [
-        CommitEntry(e.id, e.record, e.mode, e.raw_length, b"", e.base)
-        if isinstance(e, CommitEntry) and e.payload
-        else e
-        for e in entries
-    ]
+    return [e.without_payload() if isinstance(e, CommitEntry) else e for e in entries]
 
 
 class SessionLog:
@@ -261,7 +260,7 @@ class SessionLog:
         base = self.commits.get(entry.base) if entry.base is not None else None
         depth = 0 if entry.base is None else base.depth + 1 if base is not None else entry.record.depth
         self.commits[entry.id] = IndexedCommit(
-            entry.id, entry.record, entry.mode, entry.raw_length, segment, ordinal, entry.base, depth
+            entry.id, entry, entry.mode, entry.raw_length, segment, ordinal, entry.base, depth
         )
         self.head = entry.id
 

@@ -48,22 +48,19 @@ class SnapshotRecord:
         return codec.object_id(self.to_payload())
 
     def to_payload(self) -> bytes:
-        body: dict[str, Any] = {
-            "type": RECORD_TYPE,
-            "format": codec.FORMAT_VERSION,
-            "session": self.session,
-            "parent": self.parent,
-            "state": self.state,
-            "delta": self.delta,
-            "label": self.label,
-            "timestamp": self.timestamp,
-            "turn": self.turn,
-            "size": self.size,
-            "depth": self.depth,
-            "chain_bytes": self.chain_bytes,
-            "base_ratio": self.base_ratio,
-        }
-        return codec.dumps(body)
+        return record_payload(
+            self.session,
+            self.parent,
+            self.state,
+            self.delta,
+            self.label,
+            self.timestamp,
+            self.turn,
+            self.size,
+            self.depth,
+            self.chain_bytes,
+            self.base_ratio,
+        )
 
     @classmethod
     def from_payload(cls, key: str, payload: bytes) -> SnapshotRecord:
@@ -97,6 +94,45 @@ class SnapshotRecord:
                 f"snapshot record {key} has a delta but no parent", {"object": key, "reason": "delta without parent"}
             )
         return record
+
+
+def record_payload(
+    session: str,
+    parent: str | None,
+    state: str,
+    delta: str | None,
+    label: str,
+    timestamp: str,
+    turn: int | None,
+    size: int,
+    depth: int,
+    chain_bytes: int,
+    base_ratio: float,
+) -> bytes:
+    """The canonical JSON of the record with these fields (``SnapshotRecord``'s, in order): what its id hashes."""
+    return codec.dumps(
+        {
+            "type": RECORD_TYPE,
+            "format": codec.FORMAT_VERSION,
+            "session": session,
+            "parent": parent,
+            "state": state,
+            "delta": delta,
+            "label": label,
+            "timestamp": timestamp,
+            "turn": turn,
+            "size": size,
+            "depth": depth,
+            "chain_bytes": chain_bytes,
+            "base_ratio": base_ratio,
+        }
+    )
+
+
+def record_id(*fields: Any) -> str:
+    """The id of the record with these fields (``SnapshotRecord``'s, in order), without making it:
+    indexing a log hashes every record, and most are never asked for."""
+    return codec.object_id(record_payload(*fields))
 
 
 @dataclass(slots=True)
@@ -239,17 +275,24 @@ def parse_micros(text: str) -> int:
 
 def format_micros(micros: int) -> str:
     """``format_timestamp`` of a moment given in microseconds since 1970 (OverflowError out of range)."""
-    minute, rest = divmod(micros, 60_000_000)
-    prefix = _MINUTES.get(minute)
-    if prefix is None:  # opening a session formats every record's time: a minute's prefix once
-        prefix = format_timestamp(_EPOCH + timedelta(minutes=minute))[:17]
-        if len(_MINUTES) >= 4096:
-            _MINUTES.clear()
-        _MINUTES[minute] = prefix
-    second, fraction = divmod(rest, 1_000_000)
-    return f"{prefix}{second:02d}.{fraction:06d}Z"
+    second, fraction = divmod(micros, 1_000_000)
+    prefix = _SECONDS.get(second)
+    if prefix is None:  # opening a session formats every record's time: a second's prefix once
+        minute, within = divmod(second, 60)
+        start = _MINUTES.get(minute)
+        if start is None:
+            start = format_timestamp(_EPOCH + timedelta(minutes=minute))[:17]
+            if len(_MINUTES) >= 4096:
+                _MINUTES.clear()
+            _MINUTES[minute] = start
+        prefix = f"{start}{within:02d}."
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        _SECONDS[second] = prefix
+    return f"{prefix}{fraction:06d}Z"
 
 
+_SECONDS: dict[int, str] = {}
 _MINUTES: dict[int, str] = {}
 
 

@@ -531,10 +531,9 @@ class Session:
             elif isinstance(entry, CommitEntry) and self._open is not None:
                 self._open.payload(entry)
             if isinstance(entry, CommitEntry):
-                loaded.entries.append(
-                    CommitEntry(entry.id, entry.record, entry.mode, entry.raw_length, b"", entry.base)
-                )
-                log.index_commit(entry, segment, ordinal)
+                kept = entry.without_payload()
+                loaded.entries.append(kept)
+                log.index_commit(kept, segment, ordinal)
             else:
                 loaded.entries.append(entry)
                 log._apply_meta(entry)
