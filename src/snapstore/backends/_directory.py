@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
 
 from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
 from . import _framing
@@ -55,6 +56,11 @@ MAX_SEGMENT_FILE = 1 << 32
 MAX_CONFIG_FILE = 4096
 #: seconds a session lock's waiting thread stays without a wait before it ends
 WAITER_IDLE = 5.0
+#: how much older than a listing a session folder's times must be for the listing to be reused while
+#: they stay the same: more than a file system clock's tick (Linux stamps files from a clock that
+#: ticks every 1 to 10 ms), and, where times are whole seconds, more than two seconds (FAT's step)
+LISTING_TRUSTED_AFTER_NS = 50_000_000
+WHOLE_SECONDS_TRUSTED_AFTER_NS = 3_000_000_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
@@ -109,6 +115,7 @@ class DirectoryBackend(Backend):
         self._mutex = threading.Lock()
         self._locks: dict[str, _SessionLock] = {}
         self._file_ids: dict[tuple[int, int, str], int] = {}
+        self._listings: dict[str, _Listing] = {}
 
     def _exists(self, name: str) -> bool:
         try:
@@ -363,9 +370,53 @@ class DirectoryBackend(Backend):
         return held.hold(timeout)
 
     def segments(self, key: str) -> list[SegmentInfo]:
+        check_session_key(key)
+        known = self._listings.get(key)
+        if known is not None:
+            found = self._listed_again(key, known)
+            if found is not None:
+                return found
+            self._listings.pop(key, None)
+        return self._list(key)
+
+    def _listed_again(self, key: str, known: _Listing) -> list[SegmentInfo] | None:
+        """The last listing with each segment's size read again, when the folder is unchanged since it
+        (None: list again). Every segment's creation, removal or replacement changes the folder's
+        times and appending does not, so with the folder unchanged a file of the same inode is the
+        same file, header and all, and only its size can be new. A writer among others refreshes on
+        every commit: this costs a few ``stat`` calls where listing reads the folder and the header
+        of each file another writer appended to."""
+        folder = f"sessions/{key}"
+        root = self._root_fd
+        found = []
+        try:
+            if _folder_token(os.stat(folder, dir_fd=root, follow_symlinks=False)) != known.token:
+                return None
+            for info, name, inode in known.segments:
+                now = os.stat(f"{folder}/{name}", dir_fd=root, follow_symlinks=False)
+                if now.st_ino != inode or not stat.S_ISREG(now.st_mode):
+                    return None
+                found.append(SegmentInfo(info.segment, now.st_size, info.version))
+        except OSError:  # gone, or not readable: listing says which
+            return None
+        # a segment after the last would have changed the folder's times; looked for by name as
+        # well, for a file system whose folder times lag: a writer must never append behind it
+        after = known.segments[-1][0].segment + 1 if known.segments else 1
+        try:
+            os.stat(f"{folder}/{segment_file(min(after, MAX_SEGMENT))}", dir_fd=root, follow_symlinks=False)
+        except FileNotFoundError:
+            return found
+        except OSError:
+            pass
+        return None
+
+    def _list(self, key: str) -> list[SegmentInfo]:
         try:
             with self._session_dir(key) as fd:
                 found = []
+                began = time.time_ns()
+                folder = os.fstat(fd)
+                names: dict[int, tuple[str, int]] = {}
                 with os.scandir(fd) as listing:
                     for entry in listing:
                         number = parse_segment_file(entry.name)
@@ -379,7 +430,18 @@ class DirectoryBackend(Backend):
                         except FileNotFoundError:
                             continue  # reclaimed while listed: not a segment any more (not "no session")
                         found.append(SegmentInfo(number, info.st_size, version))
-                return sorted(found, key=lambda s: s.segment)
+                        names[number] = (entry.name, info.st_ino)
+                found.sort(key=lambda s: s.segment)
+                # the folder's times stand for this listing only once they are older than any change
+                # made while it ran could be stamped: file system clocks tick coarsely (a few ms), and
+                # on a file system that keeps whole seconds (FAT keeps two), by seconds
+                stamped = max(folder.st_mtime_ns, folder.st_ctime_ns)
+                margin = LISTING_TRUSTED_AFTER_NS if stamped % 1_000_000_000 else WHOLE_SECONDS_TRUSTED_AFTER_NS
+                if stamped < began - margin:
+                    self._listings[key] = _Listing(
+                        _folder_token(folder), [(info, *names[info.segment]) for info in found]
+                    )
+                return found
         except FileNotFoundError:  # no folder: the session does not exist
             return []
 
@@ -643,6 +705,18 @@ def write_all(fd: int, data: bytes, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+def _folder_token(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """A session folder's segments as last listed, and the folder's identity and times then."""
+
+    token: tuple[int, int, int, int]
+    segments: list[tuple[SegmentInfo, str, int]]  # (info, file name, inode), oldest first
 
 
 class _SessionLock:
