@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -49,16 +50,22 @@ def _worker(target: str, blocking: bool, hold: float, outside: float, start: Any
 
 def _run(processes: int, blocking: bool, hold: float, outside: float) -> str:
     snapstore = import_snapstore()
-    target = tempfile.mkdtemp(prefix="snapstore-lock-") + "/store"
-    snapstore.SnapshotStore.open(target).session("s")
-    ctx = mp.get_context("spawn")
-    start, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(target, blocking, hold, outside, start, out)) for _ in range(processes)]
-    for p in procs:
-        p.start()
-    spans = sorted(span for _ in procs for span in out.get())
-    for p in procs:
-        p.join()
+    folder = tempfile.mkdtemp(prefix="snapstore-lock-")
+    try:
+        target = folder + "/store"
+        snapstore.SnapshotStore.open(target).session("s")
+        ctx = mp.get_context("spawn")
+        start, out = ctx.Barrier(processes), ctx.Queue()
+        procs = [
+            ctx.Process(target=_worker, args=(target, blocking, hold, outside, start, out)) for _ in range(processes)
+        ]
+        for p in procs:
+            p.start()
+        spans = sorted(span for _ in procs for span in out.get())
+        for p in procs:
+            p.join()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     elapsed = spans[-1][1] - spans[0][0]
     held = sum(released - got for got, released in spans)
     gaps = sorted(spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1))

@@ -248,7 +248,9 @@ class Session:
             # the delta when no other writer commits meanwhile, else stored against that state
             ahead = self._patch_cached(state, pieces)
             try:
-                with self._store.backend.lock_session(self.key, self._store.lock_timeout):
+                last = self._log.last_segment
+                read_from = (last.number, last.end) if last is not None and last.damage is None else None
+                with self._store.backend.lock_session(self.key, self._store.lock_timeout, read_from):
                     log = self._catch_up()
                     record, entries, segment, expected, new_head, payload = self._prepare(
                         log, state, data, pieces, state_hash, label, turn, ahead

@@ -134,6 +134,9 @@ class _Held:
     key: str
     #: the session's segments, read in the lock's round trip; handed to the first ``segments`` call
     prefetched: list[SegmentInfo] | None = None
+    #: ((segment, start), rows of ``read_segment``), read in the lock's round trip for the caller's
+    #: ``read_from``; handed to the first ``read_segment`` of that segment from that position
+    prefetched_read: tuple[tuple[int, int], list[Any]] | None = None
     #: the transaction failed (an error aborted it): nothing more runs in it, and it is rolled back
     failed: BaseException | None = field(default=None)
 
@@ -455,7 +458,7 @@ class PostgresBackend(Backend):
                 {"session_key": key, "cause": f"{type(held.failed).__name__}: {held.failed}"},
             )
         if write:
-            held.prefetched = None
+            held.prefetched = held.prefetched_read = None
         try:
             return work(held.conn)
         except psycopg.Error as exc:
@@ -530,14 +533,18 @@ class PostgresBackend(Backend):
         check_session_key(key)
         check_segment(segment)
         check_position(start, "start")
-        params = {"row": SEGMENT_ROW.format(key=key, segment=segment), "key": key, "segment": segment, "start": start}
-        rows = self._on_session(
-            key,
-            "read segment",
-            lambda conn: conn.execute(self._q["read_segment"], params, binary=True).fetchall(),
-            write=False,
-            segment=segment,
-        )
+        held = self._held(key)
+        if held is not None and held.prefetched_read is not None and held.prefetched_read[0] == (segment, start):
+            rows, held.prefetched_read = held.prefetched_read[1], None
+        else:
+            params = _read_params(key, segment, start)
+            rows = self._on_session(
+                key,
+                "read segment",
+                lambda conn: conn.execute(self._q["read_segment"], params, binary=True).fetchall(),
+                write=False,
+                segment=segment,
+            )
         rows.sort(key=_position)
         if not rows or rows[0][0] != -1:
             raise SegmentMissing(f"segment {segment} of session {key} not found", {"segment": segment})
@@ -598,16 +605,21 @@ class PostgresBackend(Backend):
         return bool(row and row[0])
 
     # -- session locks -------------------------------------------------
-    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
+    def lock_session(
+        self, key: str, timeout: float | None, read_from: tuple[int, int] | None = None
+    ) -> AbstractContextManager[None]:
         check_session_key(key)
         check_timeout(timeout)
+        if read_from is not None:
+            check_segment(read_from[0])
+            check_position(read_from[1], "read_from")
         self._check_open(f"lock session {key}")
-        return self._locked(key, timeout)
+        return self._locked(key, timeout, read_from)
 
     @contextmanager
-    def _locked(self, key: str, timeout: float | None) -> Iterator[None]:
+    def _locked(self, key: str, timeout: float | None, read_from: tuple[int, int] | None = None) -> Iterator[None]:
         started = time.monotonic()
-        held = self._acquire(key, timeout, started)
+        held = self._acquire(key, timeout, started, read_from)
         registry: dict[str, _Held] = self._local.__dict__.setdefault("held", {})
         registry[key] = held
         try:
@@ -619,7 +631,7 @@ class PostgresBackend(Backend):
         del registry[key]
         self._finish(held, commit=True)
 
-    def _acquire(self, key: str, timeout: float | None, started: float) -> _Held:
+    def _acquire(self, key: str, timeout: float | None, started: float, read_from: tuple[int, int] | None) -> _Held:
         # A connection the server dropped while it sat in the pool, unnoticed by the pool's
         # check (no FIN arrived yet), fails the first round trip, which is then retried on
         # another connection.
@@ -627,7 +639,9 @@ class PostgresBackend(Backend):
         for attempt in range(1, attempts + 1):
             held = _Held(self._lock_connection(key, timeout, started), key)
             try:
-                held.prefetched = self._begin_locked(held.conn, key, timeout, started)
+                held.prefetched, read = self._begin_locked(held.conn, key, timeout, started, read_from)
+                if read_from is not None and read is not None:
+                    held.prefetched_read = (read_from, read)
                 return held
             except _DroppedConnection as exc:
                 self._discard(held.conn)
@@ -674,36 +688,47 @@ class PostgresBackend(Backend):
                 dead += 1
                 self._lock_pool.putconn(conn)  # closed: the pool drops it and makes another
 
-    def _begin_locked(self, conn: Any, key: str, timeout: float | None, started: float) -> list[SegmentInfo]:
-        """Open the lock's transaction, wait for the lock and list the session's segments.
+    def _begin_locked(
+        self, conn: Any, key: str, timeout: float | None, started: float, read_from: tuple[int, int] | None
+    ) -> tuple[list[SegmentInfo], list[Any] | None]:
+        """Open the lock's transaction, wait for the lock, list the session's segments and, with
+        ``read_from``, read that segment's entries from that position: the listing, and those rows.
 
-        One round trip (several statements in one simple query): the lock, then the
-        listing a commit reads first. A commit then costs, in round trips: this one,
-        reading the last segment's tail when the caller's cache is stale (one), the
-        append (one statement), and COMMIT (one): three, or four.
+        One round trip (several statements in one simple query): the lock, then the listing and
+        the read a commit makes first. A commit then costs, in round trips: this one, the append
+        (one statement), and COMMIT (one): three (four when the caller's hint was stale: another
+        writer started a segment since it looked).
         """
         # 0 is PostgreSQL's "no limit"; a timeout that ran out while connecting still gets one try
         left = None if timeout is None else timeout - (time.monotonic() - started)
         wait_ms = 0 if left is None else max(1, math.ceil(left * 1000))
         lock_id = hash64("snapstore-session", self.schema, self.table_prefix, key)
         # no parameters: psycopg sends a simple query, which may hold several statements
-        listing = psycopg.ClientCursor(conn).mogrify(self._q["segments"], _row_bounds(key))
+        client = psycopg.ClientCursor(conn)
+        listing = client.mogrify(self._q["segments"], _row_bounds(key))
+        reading = ""
+        if read_from is not None:
+            reading = "; " + client.mogrify(self._q["read_segment"], _read_params(key, *read_from))
         text = (
             f"BEGIN; SET LOCAL lock_timeout = {wait_ms}; SELECT pg_advisory_xact_lock({lock_id});"
-            " SET LOCAL lock_timeout TO DEFAULT; " + listing
+            " SET LOCAL lock_timeout TO DEFAULT; " + listing + reading
         )
         try:
             cur = conn.execute(text)
-            while cur.nextset():
-                pass  # the listing is the last result
-            rows = cur.fetchall()
+            results = []
+            while True:
+                if cur.description is not None:
+                    results.append(cur.fetchall())
+                if not cur.nextset():
+                    break
+            rows = results[-2] if read_from is not None else results[-1]
         except psycopg.Error as exc:
             if conn.broken or conn.closed:
                 raise _DroppedConnection(exc) from exc
             if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 raise lock_timeout_error(key, time.monotonic() - started) from None
             raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
-        return _segment_infos(rows)
+        return _segment_infos(rows), (results[-1] if read_from is not None else None)
 
     def _finish(self, held: _Held, *, commit: bool) -> None:
         """End the lock's transaction (which releases the lock) and give the connection back."""
@@ -831,6 +856,11 @@ def _whole_segment_params(key: str, segment: int, stream: bytes) -> dict[str, An
         "segments": [segment],
         "rows": [SEGMENT_ROW.format(key=key, segment=segment)],
     }
+
+
+def _read_params(key: str, segment: int, start: int) -> dict[str, Any]:
+    """The parameters of the ``read_segment`` statement."""
+    return {"row": SEGMENT_ROW.format(key=key, segment=segment), "key": key, "segment": segment, "start": start}
 
 
 def _segment_infos(rows: list[Any]) -> list[SegmentInfo]:
