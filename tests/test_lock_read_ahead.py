@@ -1,4 +1,4 @@
-"""A commit names where it will read from when it asks for the session's lock (``read_from``).
+"""A commit names where it will read from when it asks for the session's lock (``lock_session_reading``).
 
 PostgreSQL reads the entries appended since then in the round trip that takes the lock, and
 answers the commit's first read of them from it. What the commit learns must be what a separate
@@ -73,8 +73,8 @@ def test_on_postgresql_a_fresh_hint_saves_the_read(make_store: Callable[..., Sna
     assert "read segment" not in reads and reads[-1] == "append to segment"
     # without the hint the same commit reads them in a round trip of its own
     theirs.commit({"n": 5})
-    original = mine_store.backend.lock_session
-    mine_store.backend.lock_session = lambda key, timeout, read_from=None: original(key, timeout)  # type: ignore[method-assign]
+    plain = mine_store.backend.lock_session
+    mine_store.backend.lock_session_reading = lambda key, timeout, read_from: plain(key, timeout)  # type: ignore[method-assign]
     reads = _reads_under_lock(mine_store, lambda: mine.commit({"n": 6}))
     assert reads.count("read segment") == 1
     assert [mine.state(sid) for sid in mine.snapshot_ids()] == [{"n": n} for n in range(7)]

@@ -248,9 +248,13 @@ class Session:
             # the delta when no other writer commits meanwhile, else stored against that state
             ahead = self._patch_cached(state, pieces)
             try:
-                last = self._log.last_segment
-                read_from = (last.number, last.end) if last is not None and last.damage is None else None
-                with self._store.backend.lock_session(self.key, self._store.lock_timeout, read_from):
+                backend, last = self._store.backend, self._log.last_segment
+                locked = (
+                    backend.lock_session_reading(self.key, self._store.lock_timeout, (last.number, last.end))
+                    if last is not None and last.damage is None
+                    else backend.lock_session(self.key, self._store.lock_timeout)
+                )
+                with locked:
                     log = self._catch_up()
                     record, entries, segment, expected, new_head, payload = self._prepare(
                         log, state, data, pieces, state_hash, label, turn, ahead

@@ -360,6 +360,20 @@ class BackendContract:
             b.append("s", 7, [b"lost"], first)  # a segment that does not exist ends at 0
         assert [info.segment for info in b.segments("s")] == [0]
 
+    def test_a_lock_taken_with_where_its_holder_reads_reads_the_same(self) -> None:
+        b = self.backend
+        first = b.append("s", 0, [b"a"], 0)
+        end = self.another_handle().append("s", 0, [b"b", b"c"], first)
+        with b.lock_session_reading("s", 1.0, (0, first)):
+            read = b.read_segment("s", 0, first)
+            assert read.entries == [b"b", b"c"] and read.end == end
+            assert b.read_segment("s", 0, first).entries == [b"b", b"c"]  # and again, from the engine
+            end = b.append("s", 0, [b"d"], end)
+        with b.lock_session_reading("s", 1.0, (5, 0)):  # a hint that names nothing: plain reads
+            assert b.read_segment("s", 0).entries == [b"a", b"b", b"c", b"d"] and b.segments("s")[0].segment == 0
+        with self.another_handle().lock_session("s", 1.0):  # let go both times
+            pass
+
     def test_segments_are_sorted_and_separate(self) -> None:
         b = self.backend
         for segment in (MAX_SEGMENT, 5, 0, 1 << 40):

@@ -359,9 +359,7 @@ class DirectoryBackend(Backend):
                 continue
             yield name, is_dir
 
-    def lock_session(
-        self, key: str, timeout: float | None, read_from: tuple[int, int] | None = None
-    ) -> AbstractContextManager[None]:
+    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
         check_session_key(key)
         check_timeout(timeout)
         self._writable(f"sessions/{key}")

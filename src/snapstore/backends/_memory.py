@@ -45,9 +45,7 @@ class MemoryBackend(Backend):
         with self._mutex:
             return sorted({key for key, segments in self._sessions.items() if segments} | set(self._locks))
 
-    def lock_session(
-        self, key: str, timeout: float | None, read_from: tuple[int, int] | None = None
-    ) -> AbstractContextManager[None]:
+    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
         check_session_key(key)
         check_timeout(timeout)
         with self._mutex:

@@ -605,14 +605,19 @@ class PostgresBackend(Backend):
         return bool(row and row[0])
 
     # -- session locks -------------------------------------------------
-    def lock_session(
-        self, key: str, timeout: float | None, read_from: tuple[int, int] | None = None
+    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
+        check_session_key(key)
+        check_timeout(timeout)
+        self._check_open(f"lock session {key}")
+        return self._locked(key, timeout)
+
+    def lock_session_reading(
+        self, key: str, timeout: float | None, read_from: tuple[int, int]
     ) -> AbstractContextManager[None]:
         check_session_key(key)
         check_timeout(timeout)
-        if read_from is not None:
-            check_segment(read_from[0])
-            check_position(read_from[1], "read_from")
+        check_segment(read_from[0])
+        check_position(read_from[1], "read_from")
         self._check_open(f"lock session {key}")
         return self._locked(key, timeout, read_from)
 

@@ -110,17 +110,21 @@ class Backend(ABC):
         """Every session key that has a segment or a lock, sorted."""
 
     @abstractmethod
-    def lock_session(
-        self, key: str, timeout: float | None, read_from: tuple[int, int] | None = None
-    ) -> AbstractContextManager[None]:
+    def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
         """Hold the session's write lock (other processes and threads wait their turn).
 
         ``timeout`` in seconds (None: wait for ever); a wait that runs out raises
-        ``LockTimeoutError`` naming the session and how long it waited. ``read_from`` is a hint:
-        (segment, position) where the holder will read the session's entries from first. An
-        engine may read them in the round trip that takes the lock (PostgreSQL does), and its
-        first ``read_segment`` of that segment from that position then answers from what it read.
+        ``LockTimeoutError`` naming the session and how long it waited.
         """
+
+    def lock_session_reading(
+        self, key: str, timeout: float | None, read_from: tuple[int, int]
+    ) -> AbstractContextManager[None]:
+        """``lock_session``, telling the engine where the holder will read the session's entries from
+        first: ``read_from`` (segment, position). An engine may read them in the round trip that
+        takes the lock (PostgreSQL does), and its first ``read_segment`` of that segment from that
+        position then answers from what it read. By default, ``lock_session``."""
+        return self.lock_session(key, timeout)
 
     @abstractmethod
     def segments(self, key: str) -> list[SegmentInfo]:
