@@ -100,3 +100,35 @@ def test_a_segment_after_the_last_is_found_even_when_the_folder_times_did_not_mo
     assert writer.head is not None and writer.head.id == mine.id and writer.state(mine.id) == _state(50)
     writer_store.close()
     reader_store.close()
+
+
+def test_the_lock_holder_lists_the_folder_instead(tmp_path: Path, monkeypatch: object) -> None:
+    """Under the session's lock a writer lists: a file system's cached attributes (a network one's)
+    must not hide a segment it would then append behind. Other threads still reuse the listing."""
+    import threading
+
+    store = SnapshotStore.open(tmp_path / "store")
+    session = store.session("s")
+    session.commit({"n": 0})
+    backend = store.backend
+    _aged_look(store, session.key)
+    reused: list[str] = []
+    real = backend._listed_again
+
+    def spy(key: str, known: object) -> object:
+        reused.append(threading.current_thread().name)
+        return real(key, known)  # type: ignore[arg-type]
+
+    backend._listed_again = spy  # type: ignore[method-assign]
+    backend.segments(session.key)
+    assert reused == [threading.current_thread().name]
+    with backend.lock_session(session.key, 1.0):
+        backend.segments(session.key)  # the holder: listed
+        other = threading.Thread(target=backend.segments, args=(session.key,), name="reader")
+        other.start()
+        other.join()
+    assert reused == [threading.current_thread().name, "reader"]
+    before = len(reused)
+    session.commit({"n": 1})  # a commit's own refresh, under the lock, lists too
+    assert reused[before:] == []
+    store.close()

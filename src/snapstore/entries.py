@@ -115,8 +115,11 @@ class CommitEntry:
     def record(self) -> SnapshotRecord:
         record = self._record
         if record is None:
-            assert self._fields is not None
-            record = self._record = SnapshotRecord(*self._fields)
+            fields = self._fields
+            if fields is None:  # made by another thread since: it set the record first
+                return self._record  # type: ignore[return-value]
+            record = self._record = SnapshotRecord(*fields)
+            self._fields = None  # the record holds them now
         return record
 
     @property

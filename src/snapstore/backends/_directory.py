@@ -372,7 +372,10 @@ class DirectoryBackend(Backend):
     def segments(self, key: str) -> list[SegmentInfo]:
         check_session_key(key)
         known = self._listings.get(key)
-        if known is not None:
+        held = self._locks.get(key)
+        # a writer holding the lock lists: it must not append behind a segment a file system's
+        # cached attributes (a network one's) would hide from ``stat``
+        if known is not None and (held is None or held.holder != threading.get_ident()):
             found = self._listed_again(key, known)
             if found is not None:
                 return found
@@ -383,9 +386,12 @@ class DirectoryBackend(Backend):
         """The last listing with each segment's size read again, when the folder is unchanged since it
         (None: list again). Every segment's creation, removal or replacement changes the folder's
         times and appending does not, so with the folder unchanged a file of the same inode is the
-        same file, header and all, and only its size can be new. A writer among others refreshes on
-        every commit: this costs a few ``stat`` calls where listing reads the folder and the header
-        of each file another writer appended to."""
+        same file and only its size can be new (or the header an append writes in place into a
+        segment a crash left empty: the reader's end there is 0, so it reads the file whole, and
+        the next listing has the new version). Readers refresh before every read and a writer
+        among others before every commit: this costs a few ``stat`` calls where listing reads the
+        folder and the header of each file another writer appended to. Not used by the thread
+        holding the session's lock (``segments``)."""
         folder = f"sessions/{key}"
         root = self._root_fd
         found = []
@@ -438,6 +444,8 @@ class DirectoryBackend(Backend):
                 stamped = max(folder.st_mtime_ns, folder.st_ctime_ns)
                 margin = LISTING_TRUSTED_AFTER_NS if stamped % 1_000_000_000 else WHOLE_SECONDS_TRUSTED_AFTER_NS
                 if stamped < began - margin:
+                    if len(self._listings) >= 4096:  # sessions deleted long ago are not kept for ever
+                        self._listings.clear()
                     self._listings[key] = _Listing(
                         _folder_token(folder), [(info, *names[info.segment]) for info in found]
                     )
@@ -729,6 +737,7 @@ class _SessionLock:
         self.fd: int | None = None
         self.pid = 0
         self.waiter: _FlockWaiter | None = None
+        self.holder: int | None = None  # the thread holding the lock, while one does
 
     def _open_lock_file(self) -> int:
         with self.backend._session_dir(self.key, create=True) as folder:
@@ -759,9 +768,11 @@ class _SessionLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     held = self._wait(max(timeout - waited, 0.0), waited)
+            self.holder = threading.get_ident()
             try:
                 yield
             finally:
+                self.holder = None
                 fcntl.flock(held, fcntl.LOCK_UN)
         finally:
             self.threads.release()
