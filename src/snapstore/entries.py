@@ -258,19 +258,15 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         chain_bytes,
         ratio,
     )
-    if based:
-        base: str | None = data[RECORD_SIZE : RECORD_SIZE + 16].hex()
-    else:
-        base = parent_id if mode not in KEY_MODES else None
     payload = data[end:] if with_payload else b""
-    return CommitEntry(record_id(*fields), None, mode, raw_length, payload, base, fields)
+    return CommitEntry(record_id(*fields), None, mode, raw_length, payload, entry_base(data, parent_id), fields)
 
 
-def entry_base(data: bytes, record: SnapshotRecord) -> str | None:
-    """``CommitEntry.base`` of a commit entry whose record is ``record`` (checked, or encoded by this writer)."""
+def entry_base(data: bytes, parent: str | None) -> str | None:
+    """``CommitEntry.base`` of a commit entry whose record names ``parent`` (checked, or encoded by this writer)."""
     if data[2] & _FLAG_BASE:
         return data[RECORD_SIZE : RECORD_SIZE + 16].hex()
-    return record.parent if data[1] not in KEY_MODES else None
+    return parent if data[1] not in KEY_MODES else None
 
 
 def against_base(mode: int, record: SnapshotRecord) -> bool:

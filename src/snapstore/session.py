@@ -256,12 +256,11 @@ class Session:
                 )
                 with locked:
                     log = self._catch_up()
-                    record, entries, segment, expected, new_head, payload = self._prepare(
+                    written, entries, segment, expected, new_head = self._prepare(
                         log, state, data, pieces, state_hash, label, turn, ahead
                     )
-                    self._append(segment, entries, expected, (record, payload))
-                    sid = log.head  # the id _absorb indexed the record under: no second serialization
-                    assert sid is not None
+                    self._append(segment, entries, expected, written)
+                    sid = written[0]
                     self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
                     if expected == 0 or log.commits[sid].mode in KEY_MODES:  # started a segment or a run
                         self._reclaim_quietly(log)  # under the lock, as every rewrite of segments is
@@ -281,8 +280,9 @@ class Session:
         label: str,
         turn: int | None,
         ahead: tuple[str, bytes, Any] | None = None,
-    ) -> tuple[SnapshotRecord, list[bytes], int, int, Any, bytes]:
-        """The record and entries of one commit, the segment they go to, its end, and the new head.
+    ) -> tuple[tuple[str, SnapshotRecord, bytes], list[bytes], int, int, Any]:
+        """(id, record, raw payload) of one commit, its entries, the segment they go to, its end, and
+        the new head.
 
         ``ahead`` is (base, patch, new head) from ``_patch_cached``: the delta itself when the base
         is still the head, else stored against the base when the policy allows (format 3), else dropped.
@@ -381,7 +381,7 @@ class Session:
             entry = encode_commit(record, mode, len(delta_payload), compressed, base)
             sid = record.snapshot_id()
             self._chain_cost[sid], self._keyframe_of[sid] = cost, self._keyframe_of.get(base_of.id, base_of.id)
-            return record, [entry], last.number, last.end, new_head, delta_payload
+            return (sid, record, delta_payload), [entry], last.number, last.end, new_head
         # a keyframe: a new run in the open segment, patched against its raw stream, or a new segment
         healthy = open_has_commit and last is not None and last.damage is None
         raw_so_far = self._open_size(log) if healthy else 0
@@ -412,10 +412,10 @@ class Session:
         self._chain_cost, self._keyframe_of = {sid: 0}, {sid: sid}
         if last is not None and (extend or not open_has_commit):
             if not last.entries:  # its checkpoint was torn away: restate the settings first
-                return record, [encode_meta(self._checkpoint(log)), entry], last.number, last.end, new_head, data
-            return record, [entry], last.number, last.end, new_head, data
+                return (sid, record, data), [encode_meta(self._checkpoint(log)), entry], last.number, last.end, new_head
+            return (sid, record, data), [entry], last.number, last.end, new_head
         number = (last.number + 1) if last is not None else 1
-        return record, [encode_meta(self._checkpoint(log)), entry], number, 0, new_head, data
+        return (sid, record, data), [encode_meta(self._checkpoint(log)), entry], number, 0, new_head
 
     def _next_head(
         self, log: SessionLog, parent: str, state: Any, data: bytes, pieces: dict[str, bytes] | None
@@ -494,7 +494,11 @@ class Session:
         self._head_id, self._head_pieces = head_id, pieces
 
     def _append(
-        self, segment: int, entries: list[bytes], expected: int, written: tuple[SnapshotRecord, bytes] | None = None
+        self,
+        segment: int,
+        entries: list[bytes],
+        expected: int,
+        written: tuple[str, SnapshotRecord, bytes] | None = None,
     ) -> None:
         try:
             end = self._store.backend.append(self.key, segment, entries, expected)
@@ -506,7 +510,12 @@ class Session:
         self._absorb(segment, entries, expected, end, written)
 
     def _absorb(
-        self, segment: int, entries: list[bytes], expected: int, end: int, written: tuple[SnapshotRecord, bytes] | None
+        self,
+        segment: int,
+        entries: list[bytes],
+        expected: int,
+        end: int,
+        written: tuple[str, SnapshotRecord, bytes] | None,
     ) -> None:
         """Add what this writer just appended to the index and the open segment's decoder.
 
@@ -530,8 +539,8 @@ class Session:
             ordinal = len(loaded.entries)
             if entry is None:
                 assert written is not None
-                record, raw = written
-                entry = CommitEntry(record.snapshot_id(), record, data[1], len(raw), b"", entry_base(data, record))
+                sid, record, raw = written
+                entry = CommitEntry(sid, record, data[1], len(raw), b"", entry_base(data, record.parent))
                 if self._open is not None:
                     self._open.add_raw(entry.id, raw, entry.mode in KEY_MODES)
             elif isinstance(entry, CommitEntry) and self._open is not None:
@@ -800,7 +809,7 @@ class Session:
                         self._stream = DeltaStream(store.level, window)
                     mode, compressed = self._stream.compress(delta_payload)
                     entry, raw = encode_commit(record, mode, len(delta_payload), compressed), delta_payload
-                    self._append(last.number, [entry], last.end, (record, raw))
+                    self._append(last.number, [entry], last.end, (sid, record, raw))
                     self._chain_cost.pop(sid, None)
                 else:
                     healthy = open_has_commit and last.damage is None
@@ -812,10 +821,10 @@ class Session:
                     entry = encode_commit(record, mode, len(state_bytes), compressed)
                     if extend or not open_has_commit:
                         restated = [] if last.entries else [encode_meta(self._checkpoint(log))]
-                        self._append(last.number, [*restated, entry], last.end, (record, state_bytes))
+                        self._append(last.number, [*restated, entry], last.end, (sid, record, state_bytes))
                     else:
                         checkpoint = encode_meta(self._checkpoint(log))
-                        self._append(last.number + 1, [checkpoint, entry], 0, (record, state_bytes))
+                        self._append(last.number + 1, [checkpoint, entry], 0, (sid, record, state_bytes))
                 added.append(sid)
             settings: dict[str, Any] = {}
             if max_snapshots is not None and max_snapshots != log.max_snapshots:

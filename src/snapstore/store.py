@@ -25,7 +25,6 @@ from .keyframes import KeyframePolicy
 from .reclaim import Reclaimer
 from .session import Session, check_max_snapshots, resolve_prefix
 
-#: the store layout this build writes and reads
 #: the format this build writes to a new store, and the ones it reads and writes (docs/format.md §8):
 #: a format-2 store is read and written as format 2 (its deltas all patch their parents) until
 #: ``snapstore upgrade`` moves it to format 3, which also stores deltas against another base

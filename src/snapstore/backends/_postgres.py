@@ -606,23 +606,25 @@ class PostgresBackend(Backend):
 
     # -- session locks -------------------------------------------------
     def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
-        check_session_key(key)
-        check_timeout(timeout)
-        self._check_open(f"lock session {key}")
-        return self._locked(key, timeout)
+        return self._locked(key, timeout, None)
 
     def lock_session_reading(
         self, key: str, timeout: float | None, read_from: tuple[int, int]
     ) -> AbstractContextManager[None]:
-        check_session_key(key)
-        check_timeout(timeout)
         check_segment(read_from[0])
         check_position(read_from[1], "read_from")
-        self._check_open(f"lock session {key}")
         return self._locked(key, timeout, read_from)
 
+    def _locked(
+        self, key: str, timeout: float | None, read_from: tuple[int, int] | None
+    ) -> AbstractContextManager[None]:
+        check_session_key(key)
+        check_timeout(timeout)
+        self._check_open(f"lock session {key}")
+        return self._held_lock(key, timeout, read_from)
+
     @contextmanager
-    def _locked(self, key: str, timeout: float | None, read_from: tuple[int, int] | None = None) -> Iterator[None]:
+    def _held_lock(self, key: str, timeout: float | None, read_from: tuple[int, int] | None) -> Iterator[None]:
         started = time.monotonic()
         held = self._acquire(key, timeout, started, read_from)
         registry: dict[str, _Held] = self._local.__dict__.setdefault("held", {})
@@ -644,9 +646,7 @@ class PostgresBackend(Backend):
         for attempt in range(1, attempts + 1):
             held = _Held(self._lock_connection(key, timeout, started), key)
             try:
-                held.prefetched, read = self._begin_locked(held.conn, key, timeout, started, read_from)
-                if read_from is not None and read is not None:
-                    held.prefetched_read = (read_from, read)
+                held.prefetched, held.prefetched_read = self._begin_locked(held.conn, key, timeout, started, read_from)
                 return held
             except _DroppedConnection as exc:
                 self._discard(held.conn)
@@ -695,9 +695,10 @@ class PostgresBackend(Backend):
 
     def _begin_locked(
         self, conn: Any, key: str, timeout: float | None, started: float, read_from: tuple[int, int] | None
-    ) -> tuple[list[SegmentInfo], list[Any] | None]:
+    ) -> tuple[list[SegmentInfo], tuple[tuple[int, int], list[Any]] | None]:
         """Open the lock's transaction, wait for the lock, list the session's segments and, with
-        ``read_from``, read that segment's entries from that position: the listing, and those rows.
+        ``read_from``, read that segment's entries from that position: the listing, and
+        (``read_from``, those rows) for ``_Held.prefetched_read``.
 
         One round trip (several statements in one simple query): the lock, then the listing and
         the read a commit makes first. A commit then costs, in round trips: this one, the append
@@ -733,7 +734,7 @@ class PostgresBackend(Backend):
             if getattr(exc, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 raise lock_timeout_error(key, time.monotonic() - started) from None
             raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
-        return _segment_infos(rows), (results[-1] if read_from is not None else None)
+        return _segment_infos(rows), (None if read_from is None else (read_from, results[-1]))
 
     def _finish(self, held: _Held, *, commit: bool) -> None:
         """End the lock's transaction (which releases the lock) and give the connection back."""
