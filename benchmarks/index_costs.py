@@ -24,22 +24,13 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from .baselines import import_snapstore
+from .timing import best_seconds
 
 #: longer than the directory engine's listing-reuse margin (50 ms)
 AGE_SECONDS = 0.2
-
-
-def _best(fn: Callable[[], object], tries: int = 15) -> float:
-    best = float("inf")
-    for _ in range(tries):
-        began = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - began)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
             session.commit(state, label=f"turn {turn}", turn=turn)
         backend, key = store.backend, session.key
         entries = [e for info in backend.segments(key) for e in backend.read_segment(key, info.segment).entries]
-        decode = _best(lambda: [decode_entry(e, "s", "bench") for e in entries], 5) / len(entries)
+        decode = best_seconds(lambda: [decode_entry(e, "s", "bench") for e in entries], 5) / len(entries)
         segments = len(backend.segments(key))
         os.utime(folder / "store" / "sessions" / key)  # the folder just changed: looks list it
-        fresh = _best(lambda: backend.segments(key), 20)
+        fresh = best_seconds(lambda: backend.segments(key), 20)
         time.sleep(AGE_SECONDS)
         backend.segments(key)
-        aged = _best(lambda: backend.segments(key), 200)
+        aged = best_seconds(lambda: backend.segments(key), 200)
         store.close()
 
         def open_session() -> None:
@@ -73,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             assert reopened.session("s").head is not None
             reopened.close()
 
-        opening = statistics.median(_best(open_session, 1) for _ in range(15))
+        opening = statistics.median(best_seconds(open_session, 1) for _ in range(15))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"{args.commits} commits: {len(entries)} entries in {segments} segment(s)")

@@ -37,17 +37,8 @@ import orjson
 import zstandard
 
 from .baselines import import_snapstore
-from .timing import cold_rebuild_ns
+from .timing import best_seconds, cold_rebuild_ns
 from .workload import generate
-
-
-def _best(fn: Any, reps: int = 5) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _first_check(data: bytes) -> float:
@@ -65,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=600)
     parser.add_argument("--estimates", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
+    if args.turns <= 101:
+        parser.error("--turns must be more than 101: the deltas of the last 100 turns are timed")
     import_snapstore()
     from snapstore import codec, keyframes
     from snapstore.delta import diff
@@ -87,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.disable()
     final = codec.dumps(last)
-    parse = _best(lambda: orjson.loads(final)) / len(final)
+    parse = best_seconds(lambda: orjson.loads(final)) / len(final)
     packed = zstandard.ZstdCompressor(level=3).compress(final)
-    decode = _best(lambda: zstandard.ZstdDecompressor().decompress(packed)) / len(final)
-    verify = _best(lambda: codec.object_id(codec.dumps(last))) / len(final)
+    decode = best_seconds(lambda: zstandard.ZstdDecompressor().decompress(packed)) / len(final)
+    verify = best_seconds(lambda: codec.object_id(codec.dumps(last))) / len(final)
     # a rebuilt state keeps canonical key order, and its check serializes it without sorting
     ordered = orjson.loads(final)
-    verify_ordered = _best(lambda: codec.object_id(codec.dumps_as_ordered(ordered))) / len(final)
+    verify_ordered = best_seconds(lambda: codec.object_id(codec.dumps_as_ordered(ordered))) / len(final)
     verify_first = min(_first_check(final) for _ in range(5)) / len(final)
 
     per_delta = []

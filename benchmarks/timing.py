@@ -1,5 +1,5 @@
-"""Timing for the benchmarks: an engine function's calls, by wrapping it (to split a commit into
-phases), and one snapshot's rebuild through a freshly opened store."""
+"""Timing for the benchmarks: the best of several calls, an engine function's calls, by wrapping it
+(to split a commit into phases), and one snapshot's rebuild through a freshly opened store."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ import functools
 import time
 from collections.abc import Callable
 from typing import Any
+
+
+def best_seconds(fn: Callable[[], object], tries: int = 5) -> float:
+    """The fastest of ``tries`` calls of ``fn``, in seconds."""
+    best = float("inf")
+    for _ in range(tries):
+        began = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - began)
+    return best
 
 
 def wrap_timed(
