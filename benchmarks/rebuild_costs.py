@@ -7,9 +7,10 @@ JSON parsed": decoding a segment's raw stream, applying a delta (a fixed part
 and a part per byte of operations) and re-serializing the result to check its
 hash, each relative to ``orjson.loads`` of the same workload's states. This
 prints what this machine measures for each, next to the constants the policy
-uses, so a change of machine or of the applier can be checked against them.
-A rebuild's check serializes a state it has just parsed and patched, for the first time: the last
-row times that, apart from the repeated serializations of the rows above (CPython encodes each
+uses, so a change of machine or of the applier can be checked against them, and what applying
+the last 100 deltas in a row costs (parsing each and applying it), the chain a rebuild walks.
+A rebuild's check serializes a state it has just parsed and patched, for the first time: the row
+"verify, first after parsing" times that, apart from the repeated serializations of the rows above (CPython encodes each
 non-ASCII string to UTF-8 on its first serialization and keeps the result).
 
 With ``--estimates N``, the session is also committed to a directory store, and the N snapshots
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             per_delta.append((len(payload), time.perf_counter() - t0))
     # least squares: time = fixed + per_byte * bytes
     xs, ys = [b for b, _ in per_delta], [t for _, t in per_delta]
+    # the whole chain in a row, as a rebuild applies it: the best of the three passes
+    chain = min(sum(ys[start : start + len(deltas)]) for start in range(0, len(ys), len(deltas)))
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(sum((x - mx) ** 2 for x in xs), 1e-12)
     fixed = my - slope * mx
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{slope / parse:.2f}",
             str(keyframes.DELTA_BYTE_WEIGHT),
         ),
+        (f"apply, all {len(deltas)} in a row", f"{chain * 1e3:.2f} ms", f"{chain / parse:,.0f}", "-"),
     ]
     print(
         f"{args.turns} turns, final state {len(final):,} bytes, {len(deltas)} deltas of "

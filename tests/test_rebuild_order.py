@@ -86,3 +86,33 @@ def test_rebuilt_states_are_exact_and_in_canonical_order(engine: str, tmp_path: 
         rebuilt = again._log.rebuild(sid)  # the cold path: keyframe and deltas, no cached head
         assert canonical(rebuilt) == expected
         assert _in_canonical_order(rebuilt)
+
+
+def test_a_remembered_pointer_walks_objects_and_arrays_alike() -> None:
+    """The applier keeps each pointer it split: the same path must still work through an object
+    whose keys are digits and through an array, escaped tokens included, in any order of use."""
+    through_array = {"rows": [{"a": 1}, {"a": 2}]}
+    through_object = {"rows": {"0": {"a": 1}, "1": {"a": 2}, "²": {"a": 3}}}
+    ops = [{"op": "replace", "path": "/rows/1/a", "value": 9}]
+    assert apply_trusted(through_array, ops) == {"rows": [{"a": 1}, {"a": 9}]}
+    assert apply_trusted(through_object, ops) == {"rows": {"0": {"a": 1}, "1": {"a": 9}, "²": {"a": 3}}}
+    # a token of non-ASCII digits is a key, never an index
+    assert apply_trusted(through_object, [{"op": "replace", "path": "/rows/²/a", "value": 4}])["rows"]["²"] == {"a": 4}
+    escaped = {"a/b": {"c~d": [0, 1]}}
+    for _ in range(2):  # split once, then remembered
+        apply_trusted(escaped, [{"op": "add", "path": "/a~1b/c~0d/-", "value": 2}])
+    assert escaped == {"a/b": {"c~d": [0, 1, 2, 2]}}
+    with pytest.raises(IndexError):
+        apply_trusted({"rows": [1]}, [{"op": "replace", "path": "/rows/1", "value": 0}])
+    with pytest.raises(KeyError):
+        apply_trusted({"rows": {"0": 1}}, [{"op": "replace", "path": "/rows/1", "value": 0}])
+
+
+def test_the_remembered_pointers_are_bounded() -> None:
+    from snapstore import history
+
+    state: dict[str, int] = {}
+    for i in range(history._POINTERS_KEPT + 10):
+        apply_trusted(state, [{"op": "add", "path": f"/k{i}", "value": i}])
+    assert len(history._POINTERS) <= history._POINTERS_KEPT
+    assert len(state) == history._POINTERS_KEPT + 10 and state["k5"] == 5

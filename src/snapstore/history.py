@@ -543,6 +543,7 @@ def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) 
     each object that gains a member sorting before its last one is appended to it, and
     ``UNORDERED`` when an operation may have put members out of order anywhere (``sort_objects``).
     """
+    pointers = _POINTERS
     for op in ops:
         kind = op["op"]
         path = op["path"]
@@ -551,16 +552,25 @@ def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) 
                 reordered.append(UNORDERED)
             doc = apply_patch(doc, [op], in_place=True, copy_values=False)
             continue
-        tokens = path.split("/")
-        if tokens[0]:
-            raise PatchError(f"pointer {path!r} does not start with '/'")
-        if "~" in path:
-            tokens = [t.replace("~1", "/").replace("~0", "~") for t in tokens]
+        found = pointers.get(path)
+        if found is None:
+            found = _split_pointer(path)
+        walk, key = found
         parent = doc
-        for token in tokens[1:-1]:
-            parent = parent[int(token)] if type(parent) is list else parent[token]
-        key = tokens[-1]
-        if type(parent) is list:
+        for token, index in walk:
+            parent = parent[token if type(parent) is not list else int(token) if index is None else index]
+        if type(parent) is dict:
+            if kind == "replace":
+                if key not in parent:
+                    raise KeyError(path)
+                parent[key] = op["value"]
+            elif kind == "remove":
+                del parent[key]
+            else:
+                if reordered is not None and key not in parent and parent and key < next(reversed(parent)):
+                    reordered.append(parent)
+                parent[key] = op["value"]
+        elif type(parent) is list:
             if kind == "add":
                 if key == "-":
                     parent.append(op["value"])
@@ -573,20 +583,29 @@ def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) 
                 parent[_list_index(parent, key)] = op["value"]
             else:
                 del parent[_list_index(parent, key)]
-        elif type(parent) is dict:
-            if kind == "remove":
-                del parent[key]
-            elif kind == "replace":
-                if key not in parent:
-                    raise KeyError(path)
-                parent[key] = op["value"]
-            else:
-                if reordered is not None and key not in parent and parent and key < next(reversed(parent)):
-                    reordered.append(parent)
-                parent[key] = op["value"]
         else:
             raise TypeError(f"pointer {path!r} goes through a {type(parent).__name__}")
     return doc
+
+
+#: JSON pointer -> (each token before the last with its array index when it is all digits, the last
+#: token): a session's deltas name the same few paths over and over (``/transcript/-``, a turn
+#: counter), and splitting and unescaping them was a third of applying a chain
+_POINTERS: dict[str, tuple[tuple[tuple[str, int | None], ...], str]] = {}
+_POINTERS_KEPT = 4096
+
+
+def _split_pointer(path: str) -> tuple[tuple[tuple[str, int | None], ...], str]:
+    tokens = path.split("/")
+    if tokens[0]:
+        raise PatchError(f"pointer {path!r} does not start with '/'")
+    if "~" in path:
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in tokens]
+    found = (tuple((t, int(t) if t.isdigit() and t.isascii() else None) for t in tokens[1:-1]), tokens[-1])
+    if len(_POINTERS) >= _POINTERS_KEPT:
+        _POINTERS.clear()
+    _POINTERS[path] = found
+    return found
 
 
 #: in ``apply_trusted``'s ``reordered``: some object may be out of order, where is not known
