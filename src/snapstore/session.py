@@ -212,7 +212,7 @@ class Session:
                 # costs those deltas, not a rebuild from the keyframe
                 self._head_state, self._head_pieces = self._caught_up_head(log, sid)
                 self._head_id = sid
-                return codec.loads(codec.dumps(self._head_state))
+                return codec.loads(self._head_bytes())  # the members joined, not serialized again
             if self._open is not None and sid in self._open.spans:
                 return self._rebuild_open(log, sid)
         return log.rebuild(sid)
