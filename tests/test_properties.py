@@ -359,6 +359,33 @@ def test_evicted_head_survives_reclaim_commit_and_gc(make_store: Callable[..., S
     assert report.ok, report.problems
 
 
+def test_an_evicted_head_is_found_and_exported_by_its_id(
+    make_store: Callable[..., SnapshotStore], tmp_path: Path
+) -> None:
+    """A head the limit evicted stays readable, so the store finds it by id or prefix, and an
+    export of it alone, or with a retained snapshot, carries it as the session's head."""
+    store = make_store()
+    sess = store.session("s")
+    ids = [sess.commit({"n": n, "pad": "x" * 300}).id for n in range(4)]
+    sess.rollback(ids[1])
+    sess.set_max_snapshots(1)
+    assert sess.snapshot_ids() == [ids[3]] and sess.head is not None and sess.head.id == ids[1]
+    for reference in (ids[1], ids[1][:10]):
+        found, sid = store.find(reference)
+        assert (found.name, sid) == ("s", ids[1])
+    for n, chosen in enumerate(([ids[1]], [ids[1][:12], ids[3]])):
+        archive = tmp_path / f"head-{n}.snap"
+        store.export(archive, snapshots=chosen)
+        copy = SnapshotStore.open(tmp_path / f"copy-{n}")
+        copy.import_archive(archive)
+        imported = copy.session("s")
+        assert imported.head is not None and imported.head.id == ids[1]
+        assert canonical(imported.state(ids[1])) == canonical({"n": 1, "pad": "x" * 300})
+        assert (ids[3] in imported.snapshot_ids()) == (len(chosen) == 2)
+    with pytest.raises(SnapshotNotFound, match="not found"):
+        store.export(tmp_path / "evicted.snap", snapshots=[ids[0]])  # evicted and not the head
+
+
 # ---------------------------------------------------------------- part 2: the store against a model
 
 TAG_NAMES = ["boss", "camp fire", "Zoë/~1"]

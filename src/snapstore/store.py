@@ -307,14 +307,17 @@ class SnapshotStore:
             self._sessions.pop(name, None)
 
     def find(self, snapshot_id: str) -> tuple[Session, str]:
-        """The session holding a retained snapshot, and its full id, from an id or a unique prefix of 8+
-        hex digits. Tags belong to a session: ``store.session(name).resolve(tag)`` (the CLI also takes
-        ``SESSION:TAG``)."""
+        """The session holding a retained snapshot (or a session's head, which stays readable when the
+        limit evicts it), and its full id, from an id or a unique prefix of 8+ hex digits. Tags belong
+        to a session: ``store.session(name).resolve(tag)`` (the CLI also takes ``SESSION:TAG``)."""
         owners: dict[str, str] = {}
         for name in self.sessions():
             sess = self.session(name)
             for sid in sess.snapshot_ids():
                 owners.setdefault(sid, name)
+            head = sess.head
+            if head is not None:  # a head the limit evicted stays readable, as Session.resolve finds it
+                owners.setdefault(head.id, name)
         sid = resolve_prefix(snapshot_id, owners, where="the store")
         return self.session(owners[sid]), sid
 

@@ -85,12 +85,12 @@ def export_archive(
 ) -> ExportReport:
     """Write an archive of every session, of the named ``sessions``, or of chosen ``snapshots``.
 
-    ``snapshots`` takes ids, unique prefixes or tags of retained snapshots (looked up in
-    ``sessions`` when both are given); each comes with the chain it needs and its session's
-    document, restricted to the chosen snapshots. Takes no lock: writers keep going, and a
-    segment reclaimed while it is read is read again. The file is written as
-    ``.<name>.tmp-<pid>-<random>`` beside ``path`` and renamed into place when complete; such
-    files older than ``grace_seconds`` (left by an export that was killed) are removed first.
+    ``snapshots`` takes ids, unique prefixes or tags of retained snapshots, or a session's head
+    that the limit evicted (it stays readable; looked up in ``sessions`` when both are given); each
+    comes with the chain it needs and its session's document, restricted to the chosen snapshots.
+    Takes no lock: writers keep going, and a segment reclaimed while it is read is read again. The
+    file is written as ``.<name>.tmp-<pid>-<random>`` beside ``path`` and renamed into place when
+    complete; such files older than ``grace_seconds`` (left by an export that was killed) are removed first.
     A failed write (a full disk, say) raises ``ArchiveError`` naming the path and the errno,
     leaving ``path`` as it was.
     """
@@ -195,14 +195,16 @@ class _Plan:
             roots = [*listed, *([head] if head is not None else [])]
         else:
             listed = [sid for sid in retained if sid in self.chosen]
-            missing = self.chosen - set(listed)
+            # the session's head stays readable when the limit evicts it: it goes as an unlisted head
+            unlisted = log.head if log.head in self.chosen and log.head not in listed else None
+            missing = self.chosen - set(listed) - {unlisted}
             if missing:
                 raise SnapshotNotFound(
                     f"snapshot {min(missing)} is no longer retained in session {log.name!r}",
                     {"snapshot": min(missing), "session": log.name},
                 )
             head = log.head if log.head in self.chosen else listed[-1]
-            roots = listed
+            roots = [*listed, *([unlisted] if unlisted is not None else [])]
         order = IdIndex()
         bases: list[str] = []
         self.patch_parents = set()
@@ -265,6 +267,8 @@ def _plan_export(store: SnapshotStore, sessions: list[str] | None, snapshots: li
         for name, log in logs.items():
             for sid in log.retained():
                 owners.setdefault(sid, name)
+            if log.head is not None:  # an evicted head stays readable (and exportable)
+                owners.setdefault(log.head, name)
         where = "the store" if sessions is None else "sessions " + ", ".join(repr(n) for n in names)
         chosen = {}
         for prefix in snapshots:
