@@ -41,6 +41,7 @@ from snapstore import InvalidStateError, SnapshotNotFound, SnapshotStore, keyfra
 from snapstore.backends import MemoryBackend
 from snapstore.codec import encode_state
 from snapstore.delta import apply_patch, diff, diff_members
+from snapstore.errors import ArchiveError
 from snapstore.history import SessionLog
 
 # ---------------------------------------------------------------- strategies
@@ -384,6 +385,32 @@ def test_an_evicted_head_is_found_and_exported_by_its_id(
         assert (ids[3] in imported.snapshot_ids()) == (len(chosen) == 2)
     with pytest.raises(SnapshotNotFound, match="not found"):
         store.export(tmp_path / "evicted.snap", snapshots=[ids[0]])  # evicted and not the head
+
+
+def test_an_archive_whose_head_the_store_lacks_is_not_unchanged(
+    make_store: Callable[..., SnapshotStore], tmp_path: Path
+) -> None:
+    """An import is 'unchanged' only when the store already holds every snapshot the archive
+    carries, its unlisted head too: an archive of an evicted head alone lists no snapshot, and a
+    whole session's lists only the retained ones, yet each brings a head the store may lack."""
+    store = make_store()
+    sess = store.session("s")
+    ids = [sess.commit({"n": n, "pad": "x" * 300}).id for n in range(4)]
+    store.export(tmp_path / "last.snap", snapshots=[ids[3]])
+    sess.rollback(ids[1])
+    sess.set_max_snapshots(1)
+    store.export(tmp_path / "head.snap", snapshots=[ids[1]])
+    store.export(tmp_path / "whole.snap")  # lists ids[3], carries ids[1] as its head
+    for archive in ("head.snap", "whole.snap"):
+        copy = SnapshotStore.memory()
+        copy.import_archive(tmp_path / "last.snap")  # holds ids[3], not the head
+        with pytest.raises(ArchiveError, match="already has session"):
+            copy.import_archive(tmp_path / archive)
+        report = copy.import_archive(tmp_path / archive, on_conflict="merge")
+        assert report.merged == ["s"] and report.snapshots_written >= 1
+        assert canonical(copy.session("s").state(ids[1])) == canonical({"n": 1, "pad": "x" * 300})
+        again = copy.import_archive(tmp_path / archive)
+        assert again.unchanged == ["s"] and again.snapshots_written == 0
 
 
 # ---------------------------------------------------------------- part 2: the store against a model

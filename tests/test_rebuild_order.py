@@ -108,6 +108,19 @@ def test_a_remembered_pointer_walks_objects_and_arrays_alike() -> None:
         apply_trusted({"rows": {"0": 1}}, [{"op": "replace", "path": "/rows/1", "value": 0}])
 
 
+def test_a_key_of_thousands_of_digits_is_a_key() -> None:
+    """int() refuses strings of more than 4,300 digits: such a token is only ever an object's key
+    (no array is that long), and a long path is not kept (the cache stays small)."""
+    from snapstore import history
+
+    key = "1" * 5000
+    state = apply_trusted({key: {"a": 1}}, [{"op": "replace", "path": f"/{key}/a", "value": 2}])
+    assert state == {key: {"a": 2}}
+    assert f"/{key}/a" not in history._POINTERS
+    with pytest.raises(ValueError):  # through an array it is refused, as an index that long always was
+        apply_trusted({"l": [0]}, [{"op": "replace", "path": f"/l/{key}/a", "value": 2}])
+
+
 def test_the_remembered_pointers_are_bounded() -> None:
     from snapstore import history
 
@@ -116,3 +129,4 @@ def test_the_remembered_pointers_are_bounded() -> None:
         apply_trusted(state, [{"op": "add", "path": f"/k{i}", "value": i}])
     assert len(history._POINTERS) <= history._POINTERS_KEPT
     assert len(state) == history._POINTERS_KEPT + 10 and state["k5"] == 5
+    history._POINTERS.clear()  # the next tests start from an empty cache, as a process does

@@ -593,6 +593,7 @@ def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) 
 #: counter), and splitting and unescaping them was a third of applying a chain
 _POINTERS: dict[str, tuple[tuple[tuple[str, int | None], ...], str]] = {}
 _POINTERS_KEPT = 4096
+_POINTER_KEPT_LENGTH = 256
 
 
 def _split_pointer(path: str) -> tuple[tuple[tuple[str, int | None], ...], str]:
@@ -601,10 +602,14 @@ def _split_pointer(path: str) -> tuple[tuple[tuple[str, int | None], ...], str]:
         raise PatchError(f"pointer {path!r} does not start with '/'")
     if "~" in path:
         tokens = [t.replace("~1", "/").replace("~0", "~") for t in tokens]
-    found = (tuple((t, int(t) if t.isdigit() and t.isascii() else None) for t in tokens[1:-1]), tokens[-1])
-    if len(_POINTERS) >= _POINTERS_KEPT:
-        _POINTERS.clear()
-    _POINTERS[path] = found
+    # an index worked out only where int() surely takes it: a token is an object's key as often as
+    # an array's index, and a key of thousands of digits is a key (int() refuses over 4,300 digits)
+    walk = tuple((t, int(t) if len(t) < 19 and t.isdigit() and t.isascii() else None) for t in tokens[1:-1])
+    found = (walk, tokens[-1])
+    if len(path) <= _POINTER_KEPT_LENGTH:  # the cache stays small whatever the keys
+        if len(_POINTERS) >= _POINTERS_KEPT:
+            _POINTERS.clear()
+        _POINTERS[path] = found
     return found
 
 

@@ -126,6 +126,11 @@ class Session:
     def snapshot_ids(self) -> list[str]:
         return self._current().retained()
 
+    def readable_ids(self) -> list[str]:
+        """The retained snapshots, oldest first, then the head when the limit evicted it (a head
+        stays readable: commits go on from it)."""
+        return _readable(self._current())
+
     def snapshot(self, snapshot_id: str) -> Snapshot:
         log = self._current()
         return self._snapshot(log, self._resolve(log, snapshot_id))
@@ -139,11 +144,8 @@ class Session:
             return log.tags[snapshot_id]
         if snapshot_id == log.head:  # the head is always readable: no listing needed
             return str(snapshot_id)
-        retained = log.retained()
-        if log.head is not None and log.head not in retained:
-            retained.append(log.head)  # a head the limit evicted stays readable: commits go on from it
         try:
-            return resolve_prefix(snapshot_id, retained, where=f"session {self.name!r}")
+            return resolve_prefix(snapshot_id, _readable(log), where=f"session {self.name!r}")
         except AmbiguousSnapshotId:
             raise
         except SnapshotNotFound as exc:
@@ -965,6 +967,15 @@ class Session:
         return len(data)
 
 
+
+
+def _readable(log: SessionLog) -> list[str]:
+    """The retained snapshots, then the head when the limit evicted it: a head stays readable
+    (commits go on from it)."""
+    retained = log.retained()
+    if log.head is not None and log.head not in retained:
+        retained.append(log.head)
+    return retained
 
 
 def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:

@@ -312,12 +312,8 @@ class SnapshotStore:
         to a session: ``store.session(name).resolve(tag)`` (the CLI also takes ``SESSION:TAG``)."""
         owners: dict[str, str] = {}
         for name in self.sessions():
-            sess = self.session(name)
-            for sid in sess.snapshot_ids():
+            for sid in self.session(name).readable_ids():
                 owners.setdefault(sid, name)
-            head = sess.head
-            if head is not None:  # a head the limit evicted stays readable, as Session.resolve finds it
-                owners.setdefault(head.id, name)
         sid = resolve_prefix(snapshot_id, owners, where="the store")
         return self.session(owners[sid]), sid
 

@@ -115,7 +115,7 @@ def plan_sessions(reader: ArchiveContents, on_conflict: str) -> list[_Action]:
         tags = reader.tags.get(doc.name, {})
         if local is None:
             actions.append(_Action(doc, tags, "create", doc.name))
-        elif set(doc.snapshots) <= set(local.retained()) and on_conflict in ("error", "merge"):
+        elif _already_held(doc, local) and on_conflict in ("error", "merge"):
             actions.append(_Action(doc, tags, "unchanged", doc.name))
         elif on_conflict == "error":
             conflicts.append(doc.name)
@@ -160,6 +160,15 @@ def snapshots_carried(doc: SessionDoc) -> list[str]:
     return list(doc.snapshots)
 
 
+def _already_held(doc: SessionDoc, local: SessionLog) -> bool:
+    """Whether the store's session already holds every snapshot the archive carries for it, the
+    archive's head too when it is unlisted: then importing it changes nothing."""
+    readable = set(local.retained())
+    if local.head is not None:
+        readable.add(local.head)  # a head retention no longer lists is still readable
+    return set(snapshots_carried(doc)) <= readable
+
+
 def _write_session(reader: ArchiveContents, action: _Action, on_conflict: str, progress: list[int]) -> SessionImport:
     """Create, merge, replace or rename one session; a session created meanwhile follows the policy."""
     store = reader.store
@@ -180,7 +189,7 @@ def _write_session(reader: ArchiveContents, action: _Action, on_conflict: str, p
             how == "create"
             and on_conflict in ("error", "merge")
             and local is not None
-            and (set(doc.snapshots) <= set(local.retained()))
+            and _already_held(doc, local)
         ):
             return SessionImport(doc.name, target, "unchanged", present=len(doc.snapshots), head=local.head)
         if on_conflict == "error":
