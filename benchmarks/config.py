@@ -28,9 +28,6 @@ INTERLEAVE_DEFAULT = ["full-zstd", "snapstore-dir", "snapstore-mem", "snapstore-
 MB = 1024 * 1024
 
 
-# ---------------------------------------------------------------------------
-# configuration
-
 @dataclass
 class Config:
     turns: int

@@ -61,9 +61,6 @@ def fmt_ratio(x: float | None) -> str:
     return f"{x:.2f}x"
 
 
-# ---------------------------------------------------------------------------
-# report
-
 def ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den == 0 or math.isnan(num) or math.isnan(den):
         return None

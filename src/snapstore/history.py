@@ -326,6 +326,14 @@ class SessionLog:
         keep = set(recent) | tagged
         return [sid for sid in order if sid in keep]
 
+    def readable(self) -> list[str]:
+        """The retained snapshots, then the head when the limit evicted it: a head stays readable
+        (commits go on from it)."""
+        found = self.retained()
+        if self.head is not None and self.head not in found:
+            found.append(self.head)
+        return found
+
     @property
     def last_segment(self) -> LoadedSegment | None:
         return next(reversed(self.segments.values())) if self.segments else None
@@ -558,6 +566,8 @@ def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) 
         walk, key = found
         parent = doc
         for token, index in walk:
+            # an object takes the token as its key; an array the index worked out when the pointer
+            # was split, or, for a token like "+1" that was not worked out, int() of it, as always
             parent = parent[token if type(parent) is not list else int(token) if index is None else index]
         if type(parent) is dict:
             if kind == "replace":

@@ -129,7 +129,7 @@ class Session:
     def readable_ids(self) -> list[str]:
         """The retained snapshots, oldest first, then the head when the limit evicted it (a head
         stays readable: commits go on from it)."""
-        return _readable(self._current())
+        return self._current().readable()
 
     def snapshot(self, snapshot_id: str) -> Snapshot:
         log = self._current()
@@ -145,7 +145,7 @@ class Session:
         if snapshot_id == log.head:  # the head is always readable: no listing needed
             return str(snapshot_id)
         try:
-            return resolve_prefix(snapshot_id, _readable(log), where=f"session {self.name!r}")
+            return resolve_prefix(snapshot_id, log.readable(), where=f"session {self.name!r}")
         except AmbiguousSnapshotId:
             raise
         except SnapshotNotFound as exc:
@@ -967,15 +967,6 @@ class Session:
         return len(data)
 
 
-
-
-def _readable(log: SessionLog) -> list[str]:
-    """The retained snapshots, then the head when the limit evicted it: a head stays readable
-    (commits go on from it)."""
-    retained = log.retained()
-    if log.head is not None and log.head not in retained:
-        retained.append(log.head)
-    return retained
 
 
 def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:

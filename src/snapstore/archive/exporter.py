@@ -265,10 +265,8 @@ def _plan_export(store: SnapshotStore, sessions: list[str] | None, snapshots: li
     if snapshots is not None:
         owners: dict[str, str] = {}
         for name, log in logs.items():
-            for sid in log.retained():
+            for sid in log.readable():  # an evicted head stays readable, and exportable
                 owners.setdefault(sid, name)
-            if log.head is not None:  # an evicted head stays readable (and exportable)
-                owners.setdefault(log.head, name)
         where = "the store" if sessions is None else "sessions " + ", ".join(repr(n) for n in names)
         chosen = {}
         for prefix in snapshots:

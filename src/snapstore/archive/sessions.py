@@ -163,10 +163,7 @@ def snapshots_carried(doc: SessionDoc) -> list[str]:
 def _already_held(doc: SessionDoc, local: SessionLog) -> bool:
     """Whether the store's session already holds every snapshot the archive carries for it, the
     archive's head too when it is unlisted: then importing it changes nothing."""
-    readable = set(local.retained())
-    if local.head is not None:
-        readable.add(local.head)  # a head retention no longer lists is still readable
-    return set(snapshots_carried(doc)) <= readable
+    return set(snapshots_carried(doc)) <= set(local.readable())
 
 
 def _write_session(reader: ArchiveContents, action: _Action, on_conflict: str, progress: list[int]) -> SessionImport:
