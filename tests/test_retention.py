@@ -135,6 +135,33 @@ def test_raising_a_limit_keeps_evicted_snapshots_evicted(store: SnapshotStore) -
     assert sess.snapshot_ids() == SnapshotStore(store.backend).session("s").snapshot_ids()
 
 
+@pytest.mark.parametrize("evict", ["lower the limit", "untag", "forget"])
+def test_an_evicted_head_tagged_again_stays_evicted_once_untagged(store: SnapshotStore, evict: str) -> None:
+    """A head the limit evicted stays readable, so it can be tagged again; a higher limit and an
+    untag after that must not bring it back into the listing: evicted stays evicted."""
+    sess = store.session("s", max_snapshots=5)
+    first, *later = commit_turns(sess, range(3))
+    sess.rollback(first)
+    if evict == "untag":
+        sess.tag(first, "boss")
+        sess.set_max_snapshots(2)  # the tag keeps it while the limit goes down
+        sess.untag("boss")  # now evicted
+    elif evict == "lower the limit":
+        sess.set_max_snapshots(2)
+    else:
+        sess.forget(2)
+    assert first not in sess.snapshot_ids() and sess.head is not None and sess.head.id == first
+    sess.tag(first, "boss")  # an evicted head can be tagged: it is readable
+    assert first in sess.snapshot_ids()
+    sess.rollback(later[-1])
+    sess.set_max_snapshots(5)
+    sess.untag("boss")
+    assert sess.snapshot_ids() == later
+    assert SnapshotStore(store.backend).session("s").snapshot_ids() == later
+    with pytest.raises(SnapshotNotFound):
+        sess.state(first)
+
+
 def test_forget_keeps_the_last_and_the_tagged(make_store: Callable[..., SnapshotStore]) -> None:
     store = make_store()
     sess = store.session("s", max_snapshots=10)

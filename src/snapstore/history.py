@@ -300,12 +300,18 @@ class SessionLog:
         """Whether retention leaves anything out (else there is nothing to reclaim)."""
         return len(self.order) > self.max_snapshots or self.settings.get("evicted_through") is not None
 
-    def newest_evicted(self) -> str | None:
-        """The most recent snapshot retention has evicted (tagged ones are never evicted), if any."""
-        start = self._window_start()
-        for sid in reversed(self.order[:start]):
-            if sid not in self.tags.values():
-                return sid
+    def eviction_mark(self, tagged: set[str]) -> str | None:
+        """The newest snapshot the current limit evicts once exactly ``tagged`` are tagged, when it
+        is newer than the recorded ``evicted_through`` (None otherwise): what to record so that a
+        higher limit, or an untag after one, never brings an evicted snapshot back. The mark only
+        moves forward: a snapshot evicted once stays evicted even when it is tagged again later
+        (as a head the limit evicted may be)."""
+        order = self.order
+        mark = self.settings.get("evicted_through")
+        floor = order.index(mark) + 1 if mark in self.commits else 0
+        for index in range(self._window_start() - 1, floor - 1, -1):
+            if order[index] not in tagged:
+                return order[index]
         return None
 
     def _window_start(self) -> int:

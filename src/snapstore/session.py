@@ -903,7 +903,10 @@ class Session:
             log = self._catch_up()
             sid = self._resolve(log, snapshot_id)
             if log.tags.get(name) != sid:
-                self._write_meta({"tag": [name, sid]})
+                # the snapshot the tag leaves may fall out of the window, and the one it names may
+                # be a head the limit evicted: evicted, each stays so once no tag holds it
+                tagged = {other for tag, other in log.tags.items() if tag != name}
+                self._write_meta(_with_mark(log, {"tag": [name, sid]}, tagged))
             return sid
 
     def untag(self, name: str) -> str:
@@ -914,7 +917,8 @@ class Session:
             if name not in log.tags:
                 raise SnapshotNotFound(f"session {self.name!r} has no tag {name!r}", {"tag": name})
             sid = log.tags[name]
-            self._write_meta({"tag": [name, None]})
+            tagged = {other for tag, other in log.tags.items() if tag != name}
+            self._write_meta(_with_mark(log, {"tag": [name, None]}, tagged))
             self._store.reclaimer.reclaim(self, log)
             return sid
 
@@ -974,10 +978,16 @@ def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:
     so it also records the newest snapshot already evicted (when there is one)."""
     body: dict[str, Any] = {"max_snapshots": max_snapshots}
     if max_snapshots > log.max_snapshots:
-        newest_evicted = log.newest_evicted()
-        if newest_evicted is not None:
-            body["evicted_through"] = newest_evicted
+        mark = log.eviction_mark(set(log.tags.values()))
+        if mark is not None:
+            body["evicted_through"] = mark
     return body
+
+
+def _with_mark(log: SessionLog, body: dict[str, Any], tagged: set[str]) -> dict[str, Any]:
+    """A tag's settings entry, recording the newest evicted snapshot when the change evicts one."""
+    mark = log.eviction_mark(tagged)
+    return body if mark is None else {**body, "evicted_through": mark}
 
 
 def _shared_ops(ops: list[Any]) -> list[Any] | None:
