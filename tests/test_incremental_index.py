@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import canonical
-from snapstore import SnapshotStore
+from snapstore import SnapshotStore, keyframes
+from snapstore.backends import DirectoryBackend
+from snapstore.backends.base import SegmentRead
 from snapstore.history import SessionLog
 
 PAD = [f"line {i} of the campaign log" for i in range(40)]
@@ -79,3 +84,85 @@ def test_an_incrementally_refreshed_index_equals_a_full_one(make_store: Callable
         assert head is not None and canonical(reader.state(head.id)) == canonical(writer.state(head.id))
     # most refreshes after a plain commit must not have indexed the whole session again
     assert incremental > 60
+
+
+def test_a_log_read_from_its_newest_segment_agrees_with_the_whole_log(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``refresh(tail=True)`` on a log never read indexes the newest segment alone when that settles
+    the head; whatever it indexes agrees with the whole log, and a full refresh after it gives
+    exactly the whole log's index. Rollbacks to older segments, tags and reclaims included."""
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # small states start segments too
+    rng = random.Random(20261205)
+    writer_store = make_store(max_chain=3, max_runs=1)
+    writer = writer_store.session("s", max_snapshots=8)
+    partial = 0
+    for step in range(120):
+        action = rng.random()
+        retained = writer.snapshot_ids() if step else []
+        if action < 0.7 or not retained:
+            state = {"turn": step, "log": PAD[: rng.randint(5, 40)], "hp": rng.randint(0, 99)}
+            writer.commit(state, label=f"t{step}", turn=step)
+        elif action < 0.8:
+            writer.rollback(rng.choice(retained))  # often into an older segment
+        elif action < 0.88:
+            writer.tag(rng.choice(retained), f"tag{rng.randint(0, 3)}")
+        elif action < 0.94:
+            writer.set_max_snapshots(rng.randint(3, 9))
+        else:
+            writer.clear_old_snapshots()
+        whole = fresh_index(writer_store, "s")
+        log = SessionLog(writer_store.backend, writer.key, "s")
+        log.refresh(tail=True)
+        assert log.head == whole["head"], f"step {step}"
+        if log.partial:
+            partial += 1
+            assert len(log.segments) < len(whole["segments"])
+            assert log.settings == whole["settings"]
+            commits = {sid: (c.segment, c.ordinal, c.mode, c.record) for sid, c in log.commits.items()}
+            assert commits == {sid: whole["commits"][sid] for sid in commits}
+            known_tags = {name: sid for name, sid in log.tags.items() if sid in log.commits}
+            assert known_tags == {name: sid for name, sid in whole["tags"].items() if sid in log.commits}
+            assert log.retained() == [sid for sid in whole["retained"] if sid in log.commits]
+        log.refresh()
+        assert not log.partial
+        assert index_of(log) == whole, f"step {step}"
+    assert partial > 40  # the newest segment alone settled most reopenings
+
+
+class CountingBackend(DirectoryBackend):
+    """The directory backend, noting which segments it reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.read: list[int] = []
+
+    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+        self.read.append(segment)
+        return super().read_segment(key, segment, start)
+
+
+def test_reopening_a_session_for_its_head_reads_its_newest_segment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    with SnapshotStore.open(tmp_path / "store", max_chain=3, max_runs=1) as store:
+        writer = store.session("s", max_snapshots=100)
+        for turn in range(30):
+            writer.commit({"turn": turn, "log": PAD}, turn=turn)
+        listing = [snap.id for snap in writer.snapshots()]
+        head = writer.head
+        assert head is not None
+        expected = writer.state(head.id)
+    backend = CountingBackend(tmp_path / "store")
+    with SnapshotStore(backend) as store:
+        reader = store.session("s")
+        backend.read.clear()  # handing the session out read a checkpoint for its name: not the index
+        assert reader.head == head
+        assert canonical(reader.state(head.id)) == canonical(expected)
+        newest = max(backend.read)
+        assert set(backend.read) == {newest} and newest >= 5  # one segment of several
+        older = listing[-8]  # in an older segment: the whole log is read to find it
+        assert reader.state(older)["turn"] == 22
+        assert [snap.id for snap in reader.snapshots()] == listing
+        assert set(backend.read) == set(range(1, newest + 1))

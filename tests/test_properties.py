@@ -764,6 +764,29 @@ class StoreModel(RuleBasedStateMachine):
             assert canonical(fresh.state(sid)) == self.states[sid]
 
     @invariant()
+    def a_reopened_session_reads_its_head_first(self) -> None:
+        """A session reopened to read its head indexes its newest segment alone when that settles
+        the head; every answer is still the whole log's: the head, its state, and for other ids
+        (newest first: in the newest segment, then older or evicted) a state or a refusal."""
+        fresh = SnapshotStore(self.store.backend, **self.store_settings).session(self.session_name)
+        head = fresh.head
+        assert (head.id if head else None) == self.head
+        if self.head is not None:
+            assert canonical(fresh.state(self.head)) == self.states[self.head]
+        others = [sid for sid in reversed(self.order) if sid != self.head]
+        evicted = [sid for sid in others if not self._resolvable(sid)]
+        for sid in dict.fromkeys([*others[:2], *evicted[:1], *others[-1:]]):
+            reopened = SnapshotStore(self.store.backend, **self.store_settings).session(self.session_name)
+            if self._resolvable(sid):
+                assert canonical(reopened.state(sid)) == self.states[sid]
+            else:
+                with pytest.raises(SnapshotNotFound):
+                    reopened.state(sid)
+                event("a reopened session refused an evicted snapshot")
+            if getattr(reopened._log, "partial", False):
+                event("a reopened session read its newest segment alone")
+
+    @invariant()
     def verify_ok(self) -> None:
         report = self.store.verify()
         assert report.ok, report.problems

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .backends.base import Backend, SegmentMissing
+from .backends.base import Backend, SegmentInfo, SegmentMissing
 from .delta import apply_patch
 from .entries import (
     KEY_MODES,
@@ -108,24 +108,65 @@ class SessionLog:
         #: byte, to byte, entries), for a writer's decoder to take instead of reading them again
         self.fresh: tuple[int, int, int, int, list[CommitEntry | MetaEntry]] | None = None
         self._interrupted = False
+        #: the oldest segment indexed when only the newest were (``refresh(tail=True)``), else None
+        self._tail_from: int | None = None
 
     # -- loading -------------------------------------------------------
     def where(self, segment: int) -> str:
         return f"session {self.name!r} segment {segment}"
 
-    def refresh(self) -> bool:
-        """Read what changed since the last refresh; True when anything did."""
+    @property
+    def partial(self) -> bool:
+        """Whether only the newest segments are indexed (``refresh(tail=True)``): the head, and the
+        snapshots of those segments, are known; the order, and anything older, are not."""
+        return self._tail_from is not None
+
+    def refresh(self, tail: bool = False) -> bool:
+        """Read what changed since the last refresh; True when anything did.
+
+        ``tail`` lets a log never read before index its newest segment alone when that segment
+        settles the head and the settings (it starts with a checkpoint, holds the head, and is
+        undamaged): reopening a session to read its head then costs one segment, not the whole
+        log. A refresh without ``tail`` indexes everything.
+        """
         for _attempt in range(READ_ATTEMPTS):
             try:
-                return self._refresh_once()
+                listed = self.backend.segments(self.key)
+                if tail and not self.segments and self._tail_from is None and len(listed) > 1:
+                    self._tail_from = max(info.segment for info in listed)
+                changed = self._refresh_once(tail, listed)
+                if self._tail_from is not None and not self._tail_settles():
+                    self._tail_from = None  # a head or settings from older segments: index everything
+                    self._refresh_once(False)
+                    changed = True
+                return changed
             except SegmentMissing:
                 continue  # reclaimed between listing and reading: list again
         raise CorruptObjectError(
             f"session {self.name!r}: segments kept vanishing while being read", {"session": self.name}
         )
 
-    def _refresh_once(self) -> bool:
-        listed = self.backend.segments(self.key)
+    def _tail_settles(self) -> bool:
+        """Whether the segments indexed alone give the head and settings the whole log gives: the
+        oldest of them starts with a checkpoint (every setting and tag), none is damaged, and the
+        head is one of their snapshots."""
+        first = self.segments.get(self._tail_from)  # type: ignore[arg-type]
+        opening = first.entries[0] if first is not None and first.entries else None
+        return (
+            isinstance(opening, MetaEntry)
+            and opening.checkpoint
+            and all(segment.damage is None for segment in self.segments.values())
+            and self.head in self.commits
+        )
+
+    def _refresh_once(self, tail: bool = False, listed: list[SegmentInfo] | None = None) -> bool:
+        if listed is None:
+            listed = self.backend.segments(self.key)
+        was_partial = self._tail_from is not None
+        if tail and was_partial:
+            listed = [info for info in listed if info.segment >= self._tail_from]  # type: ignore[operator]
+        else:
+            self._tail_from = None  # the older segments are read below, and everything indexed again
         numbers = {info.segment for info in listed}
         # (segment, first new entry) of what was only appended after everything indexed: indexed on
         # its own instead of indexing the whole session again (a writer among others refreshes on
@@ -134,7 +175,7 @@ class SessionLog:
         newest = max(self.segments) if self.segments else 0
         # a refresh that failed part-way (a segment reclaimed while read) left entries read but not
         # indexed: the next one indexes everything again
-        changed = interrupted = self._interrupted
+        changed = interrupted = self._interrupted or (was_partial and self._tail_from is None)
         self._interrupted = True
         for number in [n for n in self.segments if n not in numbers]:
             del self.segments[number]
@@ -266,6 +307,8 @@ class SessionLog:
 
     def _forget_missing(self) -> None:
         """A head or tag that names a snapshot no longer stored is forgotten."""
+        if self._tail_from is not None:
+            return  # it may be stored in a segment not indexed
         if self.head is not None and self.head not in self.commits:
             self.head = self.order[-1] if self.order else None
         if any(sid not in self.commits for sid in self.tags.values()):

@@ -94,9 +94,11 @@ class Session:
         return f"<Session {self.name!r} in {self._store.describe()}>"
 
     # -- reading -------------------------------------------------------
-    def _current(self) -> SessionLog:
+    def _current(self, tail: bool = False) -> SessionLog:
+        """The session's log, refreshed; with ``tail``, possibly only its newest segment indexed
+        (``SessionLog.partial``): enough for the head and the snapshots of that segment."""
         with self._lock:
-            self._log.refresh()
+            self._log.refresh(tail)
             if not self._log.segments:
                 raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
             return self._log
@@ -107,7 +109,7 @@ class Session:
 
     @property
     def head(self) -> Snapshot | None:
-        log = self._current()
+        log = self._current(tail=True)
         return None if log.head is None else self._snapshot(log, log.head)
 
     @property
@@ -179,9 +181,20 @@ class Session:
     def state(self, snapshot_id: str) -> Any:
         """The full state of a retained snapshot, verified against its hash; the caller owns it."""
         with self._lock:
-            log = self._current()
+            log = self._current(tail=True)
+            if log.partial and not self._in_tail(log, snapshot_id):
+                log = self._current()  # an older snapshot, a prefix or a tag: the whole log decides
             sid = self._resolve(log, snapshot_id)
             return self._state_of(log, sid)
+
+    @staticmethod
+    def _in_tail(log: SessionLog, snapshot_id: Any) -> bool:
+        """Whether a partly indexed log answers for ``snapshot_id`` as the whole log would: the head,
+        or the full id of a snapshot of its newest segments (whether retention keeps it is counted
+        from the newest commit, which those segments hold: ``_resolve`` decides it the same way)."""
+        if not isinstance(snapshot_id, str) or snapshot_id in log.tags:
+            return False
+        return snapshot_id == log.head or snapshot_id in log.commits
 
     def rollback_model(self, snapshot_id: str, model: type[Model]) -> Model:
         """Roll back like ``rollback`` and return the state validated as ``model`` (a pydantic model class)."""
