@@ -5,6 +5,8 @@ new segments, rollbacks, tags, limit changes, drops and squashes, on every backe
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from snapstore import SnapshotStore, keyframes
 from snapstore.backends import DirectoryBackend
 from snapstore.backends.base import SegmentRead
 from snapstore.history import SessionLog
+from snapstore.session import Session
 
 PAD = [f"line {i} of the campaign log" for i in range(40)]
 
@@ -166,3 +169,52 @@ def test_reopening_a_session_for_its_head_reads_its_newest_segment_alone(
         assert reader.state(older)["turn"] == 22
         assert [snap.id for snap in reader.snapshots()] == listing
         assert set(backend.read) == set(range(1, newest + 1))
+
+
+def test_a_head_read_while_another_thread_indexes_the_whole_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads share a store's session: one reading the head (its newest segment indexed alone)
+    must not see the index another thread's listing empties and fills again. The interleaving is
+    forced: the head read pauses where it reads the index, the listing pauses inside indexing."""
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    with SnapshotStore.open(tmp_path / "store", max_chain=3, max_runs=1) as store:
+        writer = store.session("s", max_snapshots=100)
+        for turn in range(12):
+            writer.commit({"turn": turn, "log": PAD}, turn=turn)
+    head_paused, listing_inside = threading.Event(), threading.Event()
+    make_snapshot, index_segment = Session._snapshot, SessionLog._index_segment
+
+    def paused_snapshot(self: Session, log: SessionLog, sid: str) -> Any:
+        if threading.current_thread().name == "head":
+            head_paused.set()
+            listing_inside.wait(0.5)  # with the session's lock held, the listing never gets inside
+        return make_snapshot(self, log, sid)
+
+    def paused_index(self: SessionLog, number: int, segment: Any, start: int) -> None:
+        index_segment(self, number, segment, start)
+        if threading.current_thread().name == "listing" and not listing_inside.is_set():
+            listing_inside.set()
+            time.sleep(0.2)  # the index half made
+
+    monkeypatch.setattr(Session, "_snapshot", paused_snapshot)
+    monkeypatch.setattr(SessionLog, "_index_segment", paused_index)
+    found: dict[str, Any] = {}
+    with SnapshotStore.open(tmp_path / "store") as store:
+        sess = store.session("s")
+
+        def read(name: str, action: Callable[[], Any]) -> None:
+            try:
+                found[name] = action()
+            except Exception as exc:  # what the other thread must never see
+                found[name] = exc
+
+        head = threading.Thread(target=read, args=("head", lambda: sess.head), name="head")
+        head.start()
+        assert head_paused.wait(5)
+        listing = threading.Thread(target=read, args=("listing", sess.snapshot_ids), name="listing")
+        listing.start()
+        head.join(10)
+        listing.join(10)
+    assert not isinstance(found["head"], Exception), found["head"]
+    assert found["head"].turn == 11 and len(found["listing"]) == 12

@@ -136,8 +136,7 @@ class SessionLog:
                     self._tail_from = max(info.segment for info in listed)
                 changed = self._refresh_once(tail, listed)
                 if self._tail_from is not None and not self._tail_settles():
-                    self._tail_from = None  # a head or settings from older segments: index everything
-                    self._refresh_once(False)
+                    self._refresh_once(False)  # a head or settings from older segments: index everything
                     changed = True
                 return changed
             except SegmentMissing:

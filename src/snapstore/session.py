@@ -105,41 +105,50 @@ class Session:
 
     @property
     def max_snapshots(self) -> int:
-        return self._current().max_snapshots
+        with self._lock:
+            return self._current().max_snapshots
 
     @property
     def head(self) -> Snapshot | None:
-        log = self._current(tail=True)
-        return None if log.head is None else self._snapshot(log, log.head)
+        # read under the lock: another thread's refresh of this handle may be indexing again
+        with self._lock:
+            log = self._current(tail=True)
+            return None if log.head is None else self._snapshot(log, log.head)
 
     @property
     def tags(self) -> dict[str, str]:
         """Tag name -> snapshot id."""
-        return dict(self._current().tags)
+        with self._lock:
+            return dict(self._current().tags)
 
     def __len__(self) -> int:
         return len(self.snapshot_ids())
 
     def snapshots(self) -> list[Snapshot]:
         """Retained snapshots, oldest first (creation order)."""
-        log = self._current()
-        return [self._snapshot(log, sid) for sid in log.retained()]
+        with self._lock:
+            log = self._current()
+            return [self._snapshot(log, sid) for sid in log.retained()]
 
     def snapshot_ids(self) -> list[str]:
-        return self._current().retained()
+        with self._lock:
+            return self._current().retained()
 
     def readable_ids(self) -> list[str]:
         """The retained snapshots, oldest first, then the head when the limit evicted it (a head
         stays readable: commits go on from it)."""
-        return self._current().readable()
+        with self._lock:
+            return self._current().readable()
 
     def snapshot(self, snapshot_id: str) -> Snapshot:
-        log = self._current()
-        return self._snapshot(log, self._resolve(log, snapshot_id))
+        with self._lock:
+            log = self._current()
+            return self._snapshot(log, self._resolve(log, snapshot_id))
 
     def resolve(self, snapshot_id: str) -> str:
         """The full id of a retained snapshot from its id, a unique prefix of 8+ characters, or a tag."""
-        return self._resolve(self._current(), snapshot_id)
+        with self._lock:
+            return self._resolve(self._current(), snapshot_id)
 
     def _resolve(self, log: SessionLog, snapshot_id: Any) -> str:
         if isinstance(snapshot_id, str) and snapshot_id in log.tags:
