@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import canonical
-from snapstore import SnapshotStore, keyframes
+from snapstore import SnapshotNotFound, SnapshotStore, keyframes
 from snapstore.backends import DirectoryBackend
 from snapstore.backends.base import SegmentRead
 from snapstore.history import SessionLog
@@ -218,3 +218,38 @@ def test_a_head_read_while_another_thread_indexes_the_whole_log(
         listing.join(10)
     assert not isinstance(found["head"], Exception), found["head"]
     assert found["head"].turn == 11 and len(found["listing"]) == 12
+
+
+def test_rebuilding_the_head_then_an_older_snapshot_decodes_their_segment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within ``keeping_decoded`` a rebuild keeps what it decoded of its segment for the next
+    rebuild of an earlier snapshot there; the states are the same, also when another handle
+    rewrote the segment in between (a squash), and what is kept is let go with the block."""
+    with SnapshotStore.open(tmp_path / "store", max_chain=4) as store:
+        writer = store.session("s", max_snapshots=100)
+        ids = [writer.commit({"turn": turn, "log": PAD[: 10 + turn % 30]}, turn=turn).id for turn in range(40)]
+        expected = {sid: canonical(writer.state(sid)) for sid in ids}
+    backend = CountingBackend(tmp_path / "store")
+    with SnapshotStore(backend) as store:
+        reader = store.session("s")
+        assert reader.snapshot_ids() == ids  # the index read: what follows counts rebuilds' reads
+        with reader.keeping_decoded():
+            backend.read.clear()
+            assert canonical(reader.state(ids[-1])) == expected[ids[-1]]
+            assert len(backend.read) == 1
+            for sid in (ids[-5], ids[-20], ids[0]):
+                assert canonical(reader.state(sid)) == expected[sid]
+            assert len(backend.read) == 1  # one segment, decoded once
+        assert reader._log._kept is None  # let go when the block ends
+        backend.read.clear()
+        reader.state(ids[-1])
+        reader.state(ids[-5])
+        assert len(backend.read) == 2  # outside the block each rebuild decodes its segment
+        with reader.keeping_decoded():
+            reader.state(ids[-1])
+            with SnapshotStore.open(tmp_path / "store") as other:  # evicts and squashes the segment
+                other.session("s").set_max_snapshots(10)
+            assert canonical(reader.state(ids[-5])) == expected[ids[-5]]
+            with pytest.raises(SnapshotNotFound):
+                reader.state(ids[0])

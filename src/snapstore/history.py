@@ -110,6 +110,10 @@ class SessionLog:
         self._interrupted = False
         #: the oldest segment indexed when only the newest were (``refresh(tail=True)``), else None
         self._tail_from: int | None = None
+        #: while ``keeping_decoded`` is entered: (segment, version, last entry, raw stream, spans) of
+        #: the last rebuild's decoding, for the next rebuild in that segment to take from
+        self._kept: tuple[int, int, int, bytearray, dict[str, tuple[int, int]]] | None = None
+        self._keeping = 0
 
     # -- loading -------------------------------------------------------
     def where(self, segment: int) -> str:
@@ -422,6 +426,28 @@ class SessionLog:
             current = commit.base
 
     # -- reading payloads ----------------------------------------------
+    def keep_decoded(self) -> None:
+        """Until as many ``release_decoded``: a rebuild keeps what it decoded of its segment, and a
+        later rebuild of a snapshot before it in the same segment version takes its payloads from
+        there instead of decoding the segment again (a reader that rebuilds the head, then an
+        older snapshot the head names). Memory holds what is kept until it is released."""
+        self._keeping += 1
+
+    def release_decoded(self) -> None:
+        self._keeping -= 1
+        if not self._keeping:
+            self._kept = None
+
+    def _kept_payloads(self, number: int, upto: int, wanted: list[str]) -> dict[str, bytes] | None:
+        kept, loaded = self._kept, self.segments.get(number)
+        if kept is None or loaded is None or kept[:2] != (number, loaded.version) or upto > kept[2]:
+            return None
+        spans = kept[4]
+        if any(sid not in spans for sid in wanted):
+            return None
+        with memoryview(kept[3]) as view:
+            return {sid: bytes(view[spans[sid][0] : spans[sid][1]]) for sid in wanted}
+
     def segment_payloads(
         self, number: int, upto: int | None = None, wanted: Iterable[str] | None = None
     ) -> tuple[dict[str, bytes], bytes]:
@@ -429,6 +455,11 @@ class SessionLog:
         segment's raw stream as far as it was decoded; with ``upto`` and ``wanted``, only the
         payloads of ``wanted`` and no stream."""
         loaded = self.segments.get(number)
+        if upto is not None and wanted is not None and self._kept is not None:
+            wanted = list(wanted)
+            found = self._kept_payloads(number, upto, wanted)
+            if found is not None:
+                return found, b""
         cache_key = (number, loaded.version, loaded.end) if loaded is not None and upto is None else None
         cached = self._raw_cache.get(cache_key) if cache_key is not None else None
         if cached is not None:
@@ -437,13 +468,16 @@ class SessionLog:
         read = self.backend.read_segment(self.key, number)
         reader = SegmentReader(self.where(number))
         known = loaded.entries if loaded is not None else []
+        whole = read.damaged_at is None
         try:
             self._decode_payloads(read.entries if upto is None else read.entries[: upto + 1], known, reader, number)
         except CorruptObjectError:
-            cache_key = None  # what decoded before the damage is returned; the rest is lost
+            cache_key, whole = None, False  # what decoded before the damage is returned; the rest is lost
         if upto is not None and wanted is not None:
             # a rebuild: only its chain's payloads leave the decoder, not copies of the whole stream
             spans = reader.spans
+            if self._keeping and whole and loaded is not None:
+                self._kept = (number, loaded.version, upto, reader.raw, spans)
             with memoryview(reader.raw) as view:  # one copy of each payload, not two
                 return {sid: bytes(view[spans[sid][0] : spans[sid][1]]) for sid in wanted if sid in spans}, b""
         raw = bytes(reader.raw)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -195,6 +196,19 @@ class Session:
                 log = self._current()  # an older snapshot, a prefix or a tag: the whole log decides
             sid = self._resolve(log, snapshot_id)
             return self._state_of(log, sid)
+
+    @contextmanager
+    def keeping_decoded(self) -> Iterator[None]:
+        """Within the block, rebuilding a snapshot and then older ones of the same segment decodes
+        that segment once (a reader that needs the head to find which older snapshot to read).
+        What was decoded is held until the block ends."""
+        with self._lock:
+            self._log.keep_decoded()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._log.release_decoded()
 
     @staticmethod
     def _in_tail(log: SessionLog, snapshot_id: Any) -> bool:

@@ -246,6 +246,15 @@ class Lane:
 
     def load(self, checkpoint_id: str | None) -> tuple[State, Index] | None:
         """(the state holding a checkpoint, the head's index); the newest checkpoint when id is None."""
+        if checkpoint_id is None:
+            return self._load(None)
+        sess = self._session(self.names.checkpoints, create=False)
+        if sess is None:
+            return None
+        with sess.keeping_decoded():  # the head, then the older checkpoint: its segment decoded once
+            return self._load(checkpoint_id)
+
+    def _load(self, checkpoint_id: str | None) -> tuple[State, Index] | None:
         found = self.head()
         if found is None:
             return None
