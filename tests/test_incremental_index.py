@@ -253,3 +253,35 @@ def test_rebuilding_the_head_then_an_older_snapshot_decodes_their_segment_once(
             assert canonical(reader.state(ids[-5])) == expected[ids[-5]]
             with pytest.raises(SnapshotNotFound):
                 reader.state(ids[0])
+
+
+def test_a_rebuild_that_met_a_squash_keeps_nothing(tmp_path: Path) -> None:
+    """Another handle squashes the segment between a reader's refresh and its read of it: the
+    reader decodes the new file against its old index and the rebuild fails and is retried; what
+    it decoded then is not kept, and every later read inside the block gives the stored state."""
+    with SnapshotStore.open(tmp_path / "store", max_chain=4) as store:
+        writer = store.session("s", max_snapshots=100)
+        ids = [writer.commit({"turn": turn, "log": PAD[: 10 + turn % 30]}, turn=turn).id for turn in range(40)]
+        expected = {sid: canonical(writer.state(sid)) for sid in ids}
+
+    class SquashedUnderTheReader(CountingBackend):
+        armed = False
+
+        def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+            if self.armed and start == 0:
+                self.armed = False
+                with SnapshotStore.open(tmp_path / "store") as other:
+                    other.session("s").set_max_snapshots(10)
+            return super().read_segment(key, segment, start)
+
+    backend = SquashedUnderTheReader(tmp_path / "store")
+    with SnapshotStore(backend) as store:
+        reader = store.session("s")
+        assert reader.snapshot_ids() == ids
+        backend.armed = True  # the next read of a whole segment meets the squash
+        with reader.keeping_decoded():
+            with pytest.raises(SnapshotNotFound):
+                reader.state(ids[5])  # squashed away while it was being read
+            assert reader._log._kept is None
+            for sid in ids[-10:]:
+                assert canonical(reader.state(sid)) == expected[sid]

@@ -460,6 +460,7 @@ class SessionLog:
             found = self._kept_payloads(number, upto, wanted)
             if found is not None:
                 return found, b""
+            self._kept = None  # let go before decoding another: one stream held at a time
         cache_key = (number, loaded.version, loaded.end) if loaded is not None and upto is None else None
         cached = self._raw_cache.get(cache_key) if cache_key is not None else None
         if cached is not None:
@@ -522,7 +523,9 @@ class SessionLog:
                 return self.apply_chain(path, payloads)
             except (SegmentMissing, CorruptObjectError):
                 # reclaimed or squashed since the index was read (the entries no longer match it):
-                # read the index again and retry; damage that stays after that is real
+                # read the index again and retry; damage that stays after that is real. What the
+                # failed rebuild decoded is not kept: it may be a newer file read against the old index
+                self._kept = None
                 number = self.commits[sid].segment if sid in self.commits else -1
                 before = self.segments[number].version if number in self.segments else None
                 self.refresh()
