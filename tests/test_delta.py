@@ -200,7 +200,7 @@ def test_a_wide_table_with_the_same_members_keeps_its_lookalikes_and_its_order()
     rng = random.Random(11)
     old = {f"e{i:03}": {"hp": rng.randint(1, 9), "x": rng.random(), "tags": ["a", 0.0]} for i in range(200)}
     old["n000"], old["n001"], old["n002"] = 1, 0.0, [1, 2]
-    new = {key: value for key, value in fresh(old).items()}
+    new = fresh(old)
     new["e010"]["hp"] = float(new["e010"]["hp"])  # == says unchanged: only its bytes differ
     new["e020"]["tags"][1] = -0.0
     new["e030"] = 5  # a container becomes a number

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import codec
 from .backends.base import Backend, SegmentInfo, SegmentMissing
@@ -86,6 +86,17 @@ class LoadedSegment:
     _counted: tuple[int, int, int] = (0, 0, 0)  # entries counted, runs, raw bytes (entries only grow)
 
 
+class _Decoded(NamedTuple):
+    """What a rebuild decoded of a segment version, through entry ``upto``: its raw stream, and
+    where each snapshot's payload lies in it."""
+
+    segment: int
+    version: int
+    upto: int
+    raw: bytearray
+    spans: dict[str, tuple[int, int]]
+
+
 def _without_payloads(entries: list[CommitEntry | MetaEntry]) -> list[CommitEntry | MetaEntry]:
     return [e.without_payload() if isinstance(e, CommitEntry) else e for e in entries]
 
@@ -110,9 +121,9 @@ class SessionLog:
         self._interrupted = False
         #: the oldest segment indexed when only the newest were (``refresh(tail=True)``), else None
         self._tail_from: int | None = None
-        #: while ``keeping_decoded`` is entered: (segment, version, last entry, raw stream, spans) of
-        #: the last rebuild's decoding, for the next rebuild in that segment to take from
-        self._kept: tuple[int, int, int, bytearray, dict[str, tuple[int, int]]] | None = None
+        #: while ``keep_decoded`` holds: the last rebuild's decoding, for the next rebuild in that
+        #: segment to take from
+        self._kept: _Decoded | None = None
         self._keeping = 0
 
     # -- loading -------------------------------------------------------
@@ -140,7 +151,7 @@ class SessionLog:
                     self._tail_from = max(info.segment for info in listed)
                 changed = self._refresh_once(tail, listed)
                 if self._tail_from is not None and not self._tail_settles():
-                    self._refresh_once(False)  # a head or settings from older segments: index everything
+                    self._refresh_once(False, listed)  # a head or settings from older segments: index everything
                     changed = True
                 return changed
             except SegmentMissing:
@@ -440,12 +451,14 @@ class SessionLog:
 
     def _kept_payloads(self, number: int, upto: int, wanted: list[str]) -> dict[str, bytes] | None:
         kept, loaded = self._kept, self.segments.get(number)
-        if kept is None or loaded is None or kept[:2] != (number, loaded.version) or upto > kept[2]:
+        if kept is None or loaded is None or upto > kept.upto:
             return None
-        spans = kept[4]
+        if (kept.segment, kept.version) != (number, loaded.version):
+            return None
+        spans = kept.spans
         if any(sid not in spans for sid in wanted):
             return None
-        with memoryview(kept[3]) as view:
+        with memoryview(kept.raw) as view:
             return {sid: bytes(view[spans[sid][0] : spans[sid][1]]) for sid in wanted}
 
     def segment_payloads(
@@ -478,7 +491,7 @@ class SessionLog:
             # a rebuild: only its chain's payloads leave the decoder, not copies of the whole stream
             spans = reader.spans
             if self._keeping and whole and loaded is not None:
-                self._kept = (number, loaded.version, upto, reader.raw, spans)
+                self._kept = _Decoded(number, loaded.version, upto, reader.raw, spans)
             with memoryview(reader.raw) as view:  # one copy of each payload, not two
                 return {sid: bytes(view[spans[sid][0] : spans[sid][1]]) for sid in wanted if sid in spans}, b""
         raw = bytes(reader.raw)

@@ -1014,14 +1014,13 @@ def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:
     so it also records the newest snapshot already evicted (when there is one)."""
     body: dict[str, Any] = {"max_snapshots": max_snapshots}
     if max_snapshots > log.max_snapshots:
-        mark = log.eviction_mark(set(log.tags.values()))
-        if mark is not None:
-            body["evicted_through"] = mark
+        return _with_mark(log, body, set(log.tags.values()))
     return body
 
 
 def _with_mark(log: SessionLog, body: dict[str, Any], tagged: set[str]) -> dict[str, Any]:
-    """A tag's settings entry, recording the newest evicted snapshot when the change evicts one."""
+    """A settings entry that also records the newest snapshot evicted once exactly ``tagged`` are
+    tagged, when that moves the recorded mark forward."""
     mark = log.eviction_mark(tagged)
     return body if mark is None else {**body, "evicted_through": mark}
 
