@@ -99,7 +99,7 @@ def test_a_log_read_from_its_newest_segment_agrees_with_the_whole_log(
     rng = random.Random(20261205)
     writer_store = make_store(max_chain=3, max_runs=1)
     writer = writer_store.session("s", max_snapshots=8)
-    partial = 0
+    partial = reached = 0
     for step in range(120):
         action = rng.random()
         retained = writer.snapshot_ids() if step else []
@@ -127,10 +127,21 @@ def test_a_log_read_from_its_newest_segment_agrees_with_the_whole_log(
             known_tags = {name: sid for name, sid in log.tags.items() if sid in log.commits}
             assert known_tags == {name: sid for name, sid in whole["tags"].items() if sid in log.commits}
             assert log.retained() == [sid for sid in whole["retained"] if sid in log.commits]
+        # an older snapshot (retained, evicted or the head) is read from the segments down to its own
+        older = rng.choice(whole["order"])
+        log.reach(older)
+        assert older in log.commits
+        if log.partial:
+            reached += 1
+            assert log.head == whole["head"] and log.settings == whole["settings"]
+            commits = {sid: (c.segment, c.ordinal, c.mode, c.record) for sid, c in log.commits.items()}
+            assert commits == {sid: whole["commits"][sid] for sid in commits}
+            assert log.retained() == [sid for sid in whole["retained"] if sid in log.commits], f"step {step}"
         log.refresh()
         assert not log.partial
         assert index_of(log) == whole, f"step {step}"
     assert partial > 40  # the newest segment alone settled most reopenings
+    assert reached > 20  # and reading an older snapshot left the oldest segments unread in many
 
 
 class CountingBackend(DirectoryBackend):
@@ -165,9 +176,11 @@ def test_reopening_a_session_for_its_head_reads_its_newest_segment_alone(
         assert canonical(reader.state(head.id)) == canonical(expected)
         newest = max(backend.read)
         assert set(backend.read) == {newest} and newest >= 5  # one segment of several
-        older = listing[-8]  # in an older segment: the whole log is read to find it
+        older = listing[-8]  # in an older segment: read from the newest segment down to its own
         assert reader.state(older)["turn"] == 22
-        assert [snap.id for snap in reader.snapshots()] == listing
+        holding = reader._log.commits[older].segment
+        assert 1 < holding < newest and set(backend.read) == set(range(holding, newest + 1))
+        assert [snap.id for snap in reader.snapshots()] == listing  # a listing reads the whole log
         assert set(backend.read) == set(range(1, newest + 1))
 
 

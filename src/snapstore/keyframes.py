@@ -99,3 +99,15 @@ class KeyframePolicy:
 def full_load_cost(state_size: int) -> float:
     """Estimated cost of loading one full compressed state of ``state_size`` raw bytes."""
     return LOAD_FIXED + state_size * (1 + DECODE_WEIGHT)
+
+
+#: ``Session.settle``'s default: a head whose rebuild is estimated above this many full loads is
+#: stored again on its own (a reader then pays one load instead)
+SETTLE_COST = 1.5
+
+
+def worth_settling(rebuild_cost: float, state_size: int, min_cost: float) -> bool:
+    """Whether storing a head again whole saves its next reader enough: its estimated rebuild costs
+    more than ``min_cost`` full loads, and more than one load by over ``MIN_CHAIN_COST``."""
+    load = full_load_cost(state_size)
+    return rebuild_cost - load > MIN_CHAIN_COST and rebuild_cost > min_cost * load

@@ -50,7 +50,8 @@ from .history import (
     apply_delta_payload,
     check_state,
 )
-from .objects import Snapshot, SnapshotRecord, format_timestamp
+from .keyframes import SETTLE_COST, worth_settling
+from .objects import Snapshot, SnapshotRecord, codec_id, format_timestamp
 
 if TYPE_CHECKING:
     from .store import SnapshotStore
@@ -192,8 +193,10 @@ class Session:
         """The full state of a retained snapshot, verified against its hash; the caller owns it."""
         with self._lock:
             log = self._current(tail=True)
+            if log.partial and not self._in_tail(log, snapshot_id) and codec_id(snapshot_id):
+                log.reach(snapshot_id)  # an older snapshot: the segments from it to the newest
             if log.partial and not self._in_tail(log, snapshot_id):
-                log = self._current()  # an older snapshot, a prefix or a tag: the whole log decides
+                log = self._current()  # a prefix, a tag, or an id stored nowhere: the whole log decides
             sid = self._resolve(log, snapshot_id)
             return self._state_of(log, sid)
 
@@ -262,6 +265,45 @@ class Session:
         Appends a delta against the head, or starts a new segment with a keyframe
         when the keyframe policy asks for one. A refused commit writes nothing.
         """
+        snap = self._commit(state, label, turn)
+        assert snap is not None
+        return snap
+
+    def settle(self, min_cost: float = SETTLE_COST) -> Snapshot | None:
+        """Store the head again, whole and on its own, when rebuilding it is estimated to cost more
+        than ``min_cost`` loads of one full state; the new head, or None when nothing was written.
+
+        For a writer that stops writing (at the end of a run, before closing): the next reader of
+        the session, often another process, then loads the head from a segment that holds it alone,
+        in one read, instead of rebuilding it through the deltas after its keyframe. The new
+        snapshot is a child of the head with the same state, label and turn, and counts toward
+        retention like any commit. Only a head this handle committed (or caught up to) is settled:
+        when another writer has committed since, nothing is written.
+        """
+        if type(min_cost) not in (int, float) or not min_cost >= 1.0:  # ``not >=`` also refuses NaN
+            raise SnapshotError("min_cost must be a number >= 1", {"argument": "min_cost", "value": repr(min_cost)})
+        with self._lock:
+            head, state = self._head_id, self._head_state
+            if head is None or state is None:
+                return None
+            log = self._current(tail=True)
+            if log.head != head or head not in log.commits:
+                return None
+            commit = log.commits[head]
+            size = commit.record.size
+            policy = self._store.policy
+            cost = policy.rebuild_cost(self._chain_cost_of(log, head), size, self._decoded_before(log, head))
+            if not worth_settling(cost, size, min_cost):
+                return None
+            return self._commit(state, commit.record.label, commit.record.turn, settling=head)
+
+    def _decoded_before(self, log: SessionLog, sid: str) -> int:
+        """Raw bytes of its segment a rebuild of ``sid`` decodes before the keyframe its chain starts at."""
+        keyframe = log.chain(sid)[0]
+        entries = log.segments[keyframe.segment].entries[: keyframe.ordinal]
+        return sum(entry.raw_length for entry in entries if isinstance(entry, CommitEntry))
+
+    def _commit(self, state: Any, label: str, turn: int | None, settling: str | None = None) -> Snapshot | None:
         if not isinstance(label, str) or not _encodable(label) or len(label.encode("utf-8")) > 65535:
             raise InvalidStateError(
                 "label must be a string of valid unicode (at most 64 KiB)",
@@ -284,7 +326,7 @@ class Session:
         with self._lock:
             # the patch from the state this handle holds, made before queueing for the session:
             # the delta when no other writer commits meanwhile, else stored against that state
-            ahead = self._patch_cached(state, pieces)
+            ahead = None if settling is not None else self._patch_cached(state, pieces)
             try:
                 backend, last = self._store.backend, self._log.last_segment
                 locked = (
@@ -294,8 +336,10 @@ class Session:
                 )
                 with locked:
                     log = self._catch_up()
+                    if settling is not None and log.head != settling:
+                        return None  # another writer committed meanwhile: the head is not this one's to settle
                     written, entries, segment, expected, new_head = self._prepare(
-                        log, state, data, pieces, state_hash, label, turn, ahead
+                        log, state, data, pieces, state_hash, label, turn, ahead, alone=settling is not None
                     )
                     self._append(segment, entries, expected, written)
                     sid = written[0]
@@ -318,12 +362,14 @@ class Session:
         label: str,
         turn: int | None,
         ahead: tuple[str, bytes, Any] | None = None,
+        alone: bool = False,
     ) -> tuple[tuple[str, SnapshotRecord, bytes], list[bytes], int, int, Any]:
         """(id, record, raw payload) of one commit, its entries, the segment they go to, its end, and
         the new head.
 
         ``ahead`` is (base, patch, new head) from ``_patch_cached``: the delta itself when the base
         is still the head, else stored against the base when the policy allows (format 3), else dropped.
+        ``alone``: a keyframe starting a new segment whatever the policy says (``settle``).
         """
         store = self._store
         parent = log.head
@@ -342,7 +388,8 @@ class Session:
         if last is not None and last.damage is not None:
             open_has_commit = True  # never append after damage: the next commit starts a new segment
         can_delta = (
-            parent_commit is not None
+            not alone
+            and parent_commit is not None
             and last is not None
             and last.damage is None
             and parent_commit.segment == last.number
@@ -424,7 +471,8 @@ class Session:
         healthy = open_has_commit and last is not None and last.damage is None
         raw_so_far = self._open_size(log) if healthy else 0
         extend = (
-            open_has_commit
+            not alone
+            and open_has_commit
             and last is not None
             and last.damage is None
             and store.policy.may_patch(last.runs(), raw_so_far, len(data))
