@@ -14,8 +14,9 @@ savers run side by side: each turn is run by every saver in turn, the order rota
 to the next (and so is each round of reads), so that the machine's slow spells fall on all of
 them alike. Reported:
 
-* bytes stored: the database file, the store's directory, or the schema's tables and indexes
-  (``pg_total_relation_size``); for ``InMemorySaver`` the serialized bytes it holds;
+* bytes stored, once the savers are closed (so what closing writes counts: SnapstoreSaver settles
+  the heads it wrote): the database file, the store's directory, or the schema's tables and
+  indexes (``pg_total_relation_size``); for ``InMemorySaver`` the serialized bytes it holds;
 * time per step: time spent inside ``put`` and ``put_writes`` over the run, per checkpoint;
 * reading the latest checkpoint, and the one 200 checkpoints back, as the graph does
   (``graph.get_state(config)``: the saver's ``get_tuple``, then the channels; a ``DeltaChannel``
@@ -312,13 +313,14 @@ def run_interleaved(subjects: list[Subject], turns: int, reads: int) -> list[Res
                 run.app.invoke({"messages": [user_message(turn)]}, run.config("latest"), durability="sync")
                 run.run_s += time.perf_counter() - start
         for run in running:
-            run.stored = run.subject.bytes_stored(run.saver)
             run.back_id = run.timed.ids[-1 - BACK] if len(run.timed.ids) > BACK else None
         for which in ("latest, same saver", "back, same saver"):
             for i in range(reads):
                 for run in rotated(running, i):
                     if which.startswith("latest") or run.back_id is not None:
                         timed_read(run, run.app, which)
+    for run in running:  # once the savers closed: what closing writes (a settled head) counts too
+        run.stored = run.subject.bytes_stored(run.saver)
     for which in ("latest, reopened", "back, reopened"):
         for i in range(reads):
             for run in rotated(running, i):

@@ -136,3 +136,64 @@ def test_a_fresh_saver_reads_what_a_later_record_replaced(make_store: Callable[.
     writer.delete_for_runs(["run-c"])
     assert SnapstoreSaver(make_store()).get_tuple(by_id("t", early["id"])) is None
     assert _assert_fresh_reads_match(writer, make_store) == (3, 2)
+
+
+def _checkpoints_session(store: SnapshotStore, thread: str) -> Any:
+    from snapstore.langgraph.names import lane_names
+
+    return store.session(lane_names(thread, "").checkpoints)
+
+
+def _long_thread(saver: SnapstoreSaver, turns: int) -> Any:
+    graph = agent_graph(saver)
+    config: Any = {"configurable": {"thread_id": "agent"}}
+    for turn in range(turns):  # a few kB a turn: the head's chain of deltas grows costly
+        graph.invoke({"messages": [HumanMessage(f"ask {turn} " + "lore " * 400, id=f"h-{turn}")]}, config)
+    return graph, config
+
+
+def _read_alike(writer: SnapstoreSaver, fresh: SnapstoreSaver) -> int:
+    """How many checkpoints the writer lists; each must read the same from ``fresh``."""
+    listed = list(writer.list(None))
+    for found in listed:
+        assert as_bytes(fresh.get_tuple(found.config)) == as_bytes(found)
+    return len(listed)
+
+
+def test_closing_a_saver_settles_the_heads_it_wrote(make_store: Callable[..., SnapshotStore]) -> None:
+    """Closing stores a head whose rebuild grew costly again, whole and on its own
+    (``Session.settle``): a fresh saver reads every checkpoint as before, the next put carries on
+    from the settled head, and a saver that only read writes nothing when it closes."""
+    store = make_store(rebuild_budget=50.0)  # one long chain of deltas, no keyframe on the way
+    writer = SnapstoreSaver(store)
+    graph, config = _long_thread(writer, 25)
+    before = _checkpoints_session(store, "agent").head
+    assert before is not None and before.kind == "delta"
+    writer.close()
+
+    settled = _checkpoints_session(make_store(), "agent").head
+    assert settled is not None and (settled.parent, settled.kind) == (before.id, "full")
+    assert settled.state_hash == before.state_hash
+    assert _read_alike(writer, SnapstoreSaver(make_store())) >= 75
+
+    graph.invoke({"messages": [HumanMessage("one more", id="h-more")]}, config)  # the writer goes on
+    after = _checkpoints_session(make_store(), "agent").head
+    assert after is not None and after.kind == "delta"
+    assert _read_alike(writer, SnapstoreSaver(make_store())) >= 78  # the settled checkpoint, by its new place
+
+    reader_store = make_store()
+    reader = SnapstoreSaver(reader_store)
+    assert reader.get_tuple(config) is not None
+    key = _checkpoints_session(reader_store, "agent").key
+    listing = [(i.segment, i.stored_bytes) for i in reader_store.backend.segments(key)]
+    reader.close()
+    assert [(i.segment, i.stored_bytes) for i in make_store().backend.segments(key)] == listing
+
+
+def test_a_saver_used_with_with_settles_before_closing_its_store(tmp_path: Any) -> None:
+    with SnapstoreSaver.from_conn_string(tmp_path / "store", rebuild_budget=50.0) as saver:
+        _long_thread(saver, 25)
+    with SnapshotStore.open(tmp_path / "store") as store:
+        head = _checkpoints_session(store, "agent").head
+        assert head is not None and head.kind == "full"
+        assert SnapstoreSaver(store).get_tuple({"configurable": {"thread_id": "agent"}}) is not None

@@ -226,6 +226,16 @@ class Lane:
             self._expected_parent.pop(name, None)
         return snap.id
 
+    def settle(self) -> None:
+        """Store again, on its own, each head this lane committed whose rebuild has grown costly
+        (``Session.settle``), so that the next process to read the thread loads it in one read."""
+        with self.lock:
+            for name, sess in self._sessions.items():
+                settled = sess.settle()
+                kept = self._heads.get(name)
+                if settled is not None and kept is not None and kept[0] == settled.parent:
+                    self._heads[name] = (settled.id, kept[1])  # the same state: the next put builds on it
+
     def _frame(self, checkpoint_id: str) -> State:
         return {
             "saver": FORMAT,

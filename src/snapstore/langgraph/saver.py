@@ -113,8 +113,21 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     from_path = from_conn_string
 
     def close(self) -> None:
-        if self._owns_store:
-            self.store.close()
+        """Settle the heads this saver wrote, then close the store when the saver opened it.
+
+        A head whose rebuild has grown costly (a long chain of deltas since its keyframe) is stored
+        again on its own (``Session.settle``), so the process that next reads the thread, a new run
+        or a restarted server, loads its latest checkpoint in one read. A head this saver did not
+        write, or that another writer moved since, is left as it is.
+        """
+        try:
+            with self._mutex:
+                lanes = list(self._lanes.values())
+            for lane in lanes:
+                lane.settle()
+        finally:
+            if self._owns_store:
+                self.store.close()
 
     def __enter__(self) -> SnapstoreSaver:
         return self
