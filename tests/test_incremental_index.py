@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import canonical
-from snapstore import SnapshotNotFound, SnapshotStore, keyframes
+from snapstore import SnapshotNotFound, SnapshotStore, history, keyframes
 from snapstore.backends import DirectoryBackend
 from snapstore.backends.base import SegmentRead
 from snapstore.history import SessionLog
@@ -182,6 +182,32 @@ def test_reopening_a_session_for_its_head_reads_its_newest_segment_alone(
         assert 1 < holding < newest and set(backend.read) == set(range(holding, newest + 1))
         assert [snap.id for snap in reader.snapshots()] == listing  # a listing reads the whole log
         assert set(backend.read) == set(range(1, newest + 1))
+
+
+def test_an_id_further_back_than_a_few_segments_reads_each_segment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walking back segment by segment indexes those before again at each step: a few segments
+    back, and no further, before the whole log is indexed instead, once."""
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    with SnapshotStore.open(tmp_path / "store", max_chain=3, max_runs=1) as store:
+        writer = store.session("s", max_snapshots=1000)
+        ids = [writer.commit({"turn": turn, "log": PAD}, turn=turn).id for turn in range(60)]
+    backend = CountingBackend(tmp_path / "store")
+    with SnapshotStore(backend) as store:
+        for wanted in (ids[0], "0123456789abcdef" * 2):  # the oldest, and an id stored nowhere
+            reader = SnapshotStore(backend).session("s")
+            backend.read.clear()
+            try:
+                assert reader.state(wanted)["turn"] == 0
+                rebuilt = [1]  # the oldest's segment, read again for its payloads
+            except SnapshotNotFound:
+                assert wanted not in ids
+                rebuilt = []
+            assert not reader._log.partial
+            newest = max(backend.read)
+            assert newest > history.REACH_SEGMENTS + 5
+            assert sorted(backend.read) == sorted([*range(1, newest + 1), *rebuilt])  # each indexed once
 
 
 def test_a_head_read_while_another_thread_indexes_the_whole_log(

@@ -197,3 +197,29 @@ def test_a_saver_used_with_with_settles_before_closing_its_store(tmp_path: Any) 
         head = _checkpoints_session(store, "agent").head
         assert head is not None and head.kind == "full"
         assert SnapstoreSaver(store).get_tuple({"configurable": {"thread_id": "agent"}}) is not None
+
+
+def test_a_saver_settles_only_its_own_heads_and_closes_quietly(make_store: Callable[..., SnapshotStore]) -> None:
+    """A saver that only read, on the very store object another saver writes through, settles
+    nothing (the writer's next put is one commit on its own head); closing twice, or after
+    another handle deleted the thread, is quiet."""
+    store = make_store(rebuild_budget=50.0)
+    writer, reader = SnapstoreSaver(store), SnapstoreSaver(store)
+    graph, config = _long_thread(writer, 20)
+    assert reader.get_tuple(config) is not None
+    sess = _checkpoints_session(store, "agent")
+    before = sess.head
+    reader.close()
+    assert sess.head == before  # the reader wrote nothing
+
+    count = len(sess.snapshot_ids())
+    graph.invoke({"messages": [HumanMessage("next", id="h-next")]}, config)
+    added = sess.snapshots()[count:]
+    assert added[0].parent == before.id  # type: ignore[union-attr]
+    labels = [snap.label for snap in added]
+    assert len(labels) == len(set(labels)) >= 3  # each put one commit: none built again on a moved head
+
+    make_store().delete_session(sess.name)  # another handle deletes the thread
+    writer.close()
+    writer.close()
+    assert not make_store().has_session(sess.name)

@@ -1,18 +1,21 @@
-"""Settling a head (``Session.settle``), and reading a keyframe checked by its bytes.
+"""Settling a head (``Session.settle``), and what a keyframe read alone is checked by.
 
 A writer that stops writing can store its head again, whole and in a segment of its own, so the
 next reader loads it in one read instead of rebuilding it through a long chain of deltas. Only a
-costly head of this handle's is settled; everything else writes nothing. A keyframe read alone is
-verified by the hash of its stored bytes; bytes that do not hash to the record's state are still
-judged by the state they parse to, so other bytes of the same state read and another state fails.
+costly head of this handle's is settled; everything else writes nothing. A keyframe, the only
+thing such a reader decodes, is judged by the canonical bytes of the state it parses to: other
+bytes of the same state read, and bytes whose own hash is the record's but which are not the
+state's canonical JSON do not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import xxhash
 
 from conftest import canonical
 from snapstore import CorruptObjectError, SnapshotError, SnapshotStore
@@ -90,6 +93,24 @@ def test_only_a_head_this_handle_wrote_is_settled(make_store: Callable[..., Snap
     assert settled is not None and settled.parent == other.head.parent  # type: ignore[union-attr]
 
 
+def test_a_head_named_or_deleted_is_settled_only_when_it_is_there(make_store: Callable[..., SnapshotStore]) -> None:
+    store = make_store(rebuild_budget=50.0)
+    sess = store.session("s")
+    play(sess, 60)
+    head = sess.head
+    assert head is not None
+    before = segment_keys(store, sess)
+    assert sess.settle(head="0" * 32) is None  # another snapshot named: not this head
+    assert segment_keys(store, sess) == before
+    settled = sess.settle(head=head.id)
+    assert settled is not None and settled.parent == head.id
+
+    play(sess, 60, start=60)
+    store.delete_session("s")
+    assert sess.settle() is None  # deleted since this handle wrote it: nothing to settle, nothing written
+    assert not store.has_session("s")
+
+
 @pytest.mark.parametrize("bad", [0.5, float("nan"), "2", None, True])
 def test_a_cost_below_one_load_is_refused(dir_store: SnapshotStore, bad: Any) -> None:
     sess = dir_store.session("s")
@@ -100,19 +121,22 @@ def test_a_cost_below_one_load_is_refused(dir_store: SnapshotStore, bad: Any) ->
     assert segment_keys(dir_store, sess) == before
 
 
-def _replace_first_keyframe(store: SnapshotStore, sess: Session, payload: bytes) -> None:
-    """Store ``payload`` as the raw bytes of the session's first keyframe, record unchanged."""
+def _replace_first_keyframe(store: SnapshotStore, sess: Session, payload: bytes, state_hash: str = "") -> str:
+    """Store ``payload`` as the raw bytes of the session's first keyframe, its record unchanged
+    or naming ``state_hash``; the keyframe's id."""
     entries = list(store.backend.read_segment(sess.key, 1).entries)
     for index, data in enumerate(entries):
         entry = decode_entry(data, sess.name, "test")
         if isinstance(entry, CommitEntry):
+            record = dataclasses.replace(entry.record, state=state_hash) if state_hash else entry.record
             mode, compressed = compress_keyframe(payload, 3, None)
-            entries[index] = encode_commit(entry.record, mode, len(payload), compressed)
-            break
-    store.backend.replace_segment(sess.key, 1, entries)
+            entries[index] = encode_commit(record, mode, len(payload), compressed)
+            store.backend.replace_segment(sess.key, 1, entries)
+            return record.snapshot_id()
+    raise AssertionError("no keyframe")
 
 
-def test_a_keyframe_is_read_by_the_hash_of_its_bytes_or_of_its_state(
+def test_a_keyframe_is_judged_by_the_canonical_bytes_of_its_state(
     make_store: Callable[..., SnapshotStore],
 ) -> None:
     store = make_store()
@@ -126,3 +150,10 @@ def test_a_keyframe_is_read_by_the_hash_of_its_bytes_or_of_its_state(
     _replace_first_keyframe(store, sess, b'{"hp":7,"items":[1,1,true],"name":"Ilsa"}')  # 1.0 became 1
     with pytest.raises(CorruptObjectError, match="hashing"):
         make_store().session("s").state(first.id)
+
+    # bytes that hash to what their record says, but are not the canonical JSON of the state they
+    # parse to (a key twice; JSON keeps the last): a rebuild must not take the bytes' hash for the state's
+    odd = b'{"hp":1,"hp":9999,"name":"x"}'
+    forged = _replace_first_keyframe(store, sess, odd, xxhash.xxh3_128_hexdigest(odd))
+    with pytest.raises(CorruptObjectError, match="hashing"):
+        make_store().session("s").state(forged)

@@ -39,6 +39,8 @@ DEFAULT_MAX_SNAPSHOTS = 10
 FRESH_LIMIT = 1 << 20
 #: decoded raw streams of segments kept per log (the group a rebuild walks)
 RAW_CACHE_SEGMENTS = 4
+#: ``SessionLog.reach`` indexes at most this many newest segments, then the whole log instead
+REACH_SEGMENTS = 4
 
 
 @dataclass(slots=True)
@@ -165,14 +167,17 @@ class SessionLog:
         until one holds ``sid``: reading a snapshot a few segments back then costs those segments,
         not the whole log. Retention is counted from the newest commit and from the
         ``evicted_through`` mark (a mark not among the indexed segments names an older snapshot,
-        or none stored), so whether ``sid`` is retained comes out as the whole log says. When no
-        segment holds it, or what is indexed does not settle the head, everything is indexed."""
+        or none stored), so whether ``sid`` is retained comes out as the whole log says. When the
+        newest ``REACH_SEGMENTS`` do not hold it, or what is indexed does not settle the head,
+        everything is indexed."""
         try:
             listed = self.backend.segments(self.key)
             while self._tail_from is not None and sid not in self.commits:
                 older = [info.segment for info in listed if info.segment < self._tail_from]
-                if not older:
-                    self._refresh_once(False, listed)  # every segment is indexed: the whole log's index
+                if not older or len(self.segments) >= REACH_SEGMENTS:
+                    # every segment is indexed, or each one more would index those before it again:
+                    # the whole log's index, once
+                    self._refresh_once(False, listed)
                     return
                 self._tail_from = max(older)
                 self._refresh_once(True, listed)
@@ -584,19 +589,13 @@ class SessionLog:
                 f"snapshot {path[-1].id} cannot be rebuilt: {why} (the payload of {missing[0]} is lost)",
                 {"snapshot": path[-1].id, "object": missing[0], "segment": path[0].segment, "reason": "damage"},
             )
-        keyframe = payloads[path[0].id]
         try:
-            state = codec.loads(keyframe)
+            state = codec.loads(payloads[path[0].id])
         except (ValueError, RecursionError):
             raise CorruptObjectError(
                 f"the keyframe of snapshot {path[0].id} is not JSON (damage)",
                 {"snapshot": path[-1].id, "object": path[0].id, "segment": path[0].segment, "reason": "damage"},
             ) from None
-        if len(path) == 1 and codec.object_id(keyframe) == path[0].record.state:
-            # a keyframe stores the state's canonical bytes: when they hash to the record's state
-            # hash, the state parsed from them is the recorded one, and serializing it again to hash
-            # it would add a third of the read. Other bytes are checked as any rebuild is, below
-            return state
         # The keyframe and every value a delta carries come from canonical bytes, keys sorted: with
         # the objects that gained a member out of order sorted back, the state's plain serialization
         # is its canonical one, and the hash check skips orjson's sorting, which costs three times

@@ -269,7 +269,7 @@ class Session:
         assert snap is not None
         return snap
 
-    def settle(self, min_cost: float = SETTLE_COST) -> Snapshot | None:
+    def settle(self, min_cost: float = SETTLE_COST, head: str | None = None) -> Snapshot | None:
         """Store the head again, whole and on its own, when rebuilding it is estimated to cost more
         than ``min_cost`` loads of one full state; the new head, or None when nothing was written.
 
@@ -277,18 +277,23 @@ class Session:
         the session, often another process, then loads the head from a segment that holds it alone,
         in one read, instead of rebuilding it through the deltas after its keyframe. The new
         snapshot is a child of the head with the same state, label and turn, and counts toward
-        retention like any commit. Only a head this handle committed (or caught up to) is settled:
-        when another writer has committed since, nothing is written.
+        retention like any commit: under a limit it evicts the oldest snapshot, as a commit would.
+        Only a head this handle committed (or caught up to) is settled, and with ``head``, only
+        that snapshot: when another writer has committed since, nothing is written.
         """
         if type(min_cost) not in (int, float) or not min_cost >= 1.0:  # ``not >=`` also refuses NaN
             raise SnapshotError("min_cost must be a number >= 1", {"argument": "min_cost", "value": repr(min_cost)})
         with self._lock:
-            head, state = self._head_id, self._head_state
-            if head is None or state is None:
+            mine, state = self._head_id, self._head_state
+            if mine is None or state is None or head not in (None, mine):
                 return None
-            log = self._current(tail=True)
-            if log.head != head or head not in log.commits:
+            try:
+                log = self._current(tail=True)
+            except SnapshotNotFound:  # the session was deleted since this handle wrote it
                 return None
+            if log.head != mine or mine not in log.commits:
+                return None
+            head = mine
             commit = log.commits[head]
             size = commit.record.size
             policy = self._store.policy

@@ -249,8 +249,7 @@ class SnapshotStore:
         key = session_key(name)
         sess = Session(self, name, key)
         if self.backend.segments(key):
-            # a plain key is the name (format §4.2); a shortened one is read to tell names apart
-            found = self._read_name(key) if name_of_key(key) is None else name
+            found = self._read_name(key)
             if found is not None and found != name:
                 raise CorruptObjectError(
                     f"session key {key} holds session {found!r}, not {name!r}", {"session": name, "key": key}

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import SnapshotNotFound
+from ..errors import SnapshotError, SnapshotNotFound
 from ..session import Session
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Kept
@@ -90,6 +90,8 @@ class Lane:
         self.lock = threading.RLock()
         # each session's head as this lane last read or wrote it ((None, None): no session)
         self._heads: dict[str, tuple[str | None, State | None]] = {}
+        # the sessions this lane committed to: the heads closing the saver may settle
+        self._written: set[str] = set()
         # the heads one put or put_writes builds on (see ``operation``), and the thread doing it
         self._asked: dict[str, tuple[str | None, State | None]] = {}
         self._operating: int | None = None
@@ -219,6 +221,7 @@ class Lane:
             assert sess is not None
             snap = sess.commit(state, label=label, turn=turn)
         self._heads[name] = (snap.id, state)  # never mutated after this: the next commit builds a new dict
+        self._written.add(name)
         if operating:
             if snap.parent != expected:
                 self._stale[name] = (snap.parent, snap.id)
@@ -228,12 +231,21 @@ class Lane:
 
     def settle(self) -> None:
         """Store again, on its own, each head this lane committed whose rebuild has grown costly
-        (``Session.settle``), so that the next process to read the thread loads it in one read."""
+        (``Session.settle``), so that the next process to read the thread loads it in one read.
+
+        Only a head this lane wrote and that is still the session's head: another saver's, or one
+        another process moved, is left as it is. Settling is a saving, not a promise: one that
+        fails (a lock held too long, the thread deleted meanwhile) leaves the head as it was."""
         with self.lock:
-            for name, sess in self._sessions.items():
-                settled = sess.settle()
-                kept = self._heads.get(name)
-                if settled is not None and kept is not None and kept[0] == settled.parent:
+            for name in sorted(self._written):
+                sess, kept = self._sessions.get(name), self._heads.get(name)
+                if sess is None or kept is None or kept[0] is None:
+                    continue
+                try:
+                    settled = sess.settle(head=kept[0])
+                except SnapshotError:
+                    continue
+                if settled is not None:
                     self._heads[name] = (settled.id, kept[1])  # the same state: the next put builds on it
 
     def _frame(self, checkpoint_id: str) -> State:

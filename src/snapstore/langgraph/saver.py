@@ -90,6 +90,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         self._recent: OrderedDict[tuple[str, str], Lane] = OrderedDict()
         self._cached_threads = cached_threads
         self._mutex = threading.Lock()
+        self._closed = False
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -118,11 +119,14 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         A head whose rebuild has grown costly (a long chain of deltas since its keyframe) is stored
         again on its own (``Session.settle``), so the process that next reads the thread, a new run
         or a restarted server, loads its latest checkpoint in one read. A head this saver did not
-        write, or that another writer moved since, is left as it is.
+        write, or that another writer moved since, is left as it is. Closing again does nothing.
         """
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            lanes = list(self._lanes.values())
         try:
-            with self._mutex:
-                lanes = list(self._lanes.values())
             for lane in lanes:
                 lane.settle()
         finally:
