@@ -76,6 +76,23 @@ def test_a_cheap_head_is_left_as_it_is(make_store: Callable[..., SnapshotStore])
     assert segment_keys(store, sess) == before
 
 
+def test_a_small_head_in_a_long_segment_is_settled(make_store: Callable[..., SnapshotStore]) -> None:
+    """Reading a head cold also indexes every entry of its segment: a small state committed
+    hundreds of times in one segment (a LangGraph thread's writes) is worth settling too."""
+    store = make_store()
+    sess = store.session("s", max_snapshots=1000)
+    for turn in range(5):
+        sess.commit({"turn": turn, "note": "x" * 200}, turn=turn)
+    assert sess.settle() is None  # a few entries: cheap
+    for turn in range(5, 300):
+        sess.commit({"turn": turn, "note": "x" * 200}, turn=turn)
+    log = sess._current()
+    assert len(log.segments[log.commits[sess.head.id].segment].entries) > 100  # type: ignore[union-attr]
+    settled = sess.settle()
+    assert settled is not None and settled.kind == "full" and settled.turn == 299
+    assert make_store().session("s").state(settled.id)["turn"] == 299
+
+
 def test_only_a_head_this_handle_wrote_is_settled(make_store: Callable[..., SnapshotStore]) -> None:
     writer = make_store(rebuild_budget=50.0).session("s")
     play(writer, 60)
