@@ -468,3 +468,47 @@ def test_a_file_that_grew_after_its_size_was_taken_is_read_to_its_end(
     finally:
         monkeypatch.undo()
         os.close(folder)
+
+
+def test_a_segments_first_entry_is_read_from_the_start_of_its_file(tmp_path: Path) -> None:
+    """Opening a session checks the name its checkpoint records: the directory engine reads the
+    start of the segment file for it, and the whole file only when the checkpoint runs past that
+    (a checkpoint restating hundreds of tags); either way the entry is the one a whole read gives."""
+    from snapstore import SnapshotStore
+    from snapstore.backends import _directory
+
+    with SnapshotStore.open(tmp_path / "store") as store:
+        long = store.session("long", max_snapshots=1000)
+        log: list[str] = []
+        for turn in range(60):
+            log.append(os.urandom(400).hex())  # what zstd cannot shrink: the segment grows
+            long.commit({"turn": turn, "log": log})
+    with SnapshotStore.open(tmp_path / "store", max_chain=0, max_runs=1) as store:
+        tagged = store.session("tagged")
+        first = tagged.commit({"turn": 0})
+        for i in range(300):
+            tagged.tag(first.id, f"milestone-{i:03}-" + "x" * 60)
+        # a keyframe too big to share a segment: a new one, whose checkpoint restates every tag
+        tagged.commit({"turn": 1, "pad": os.urandom(150_000).hex()})
+    backend = DirectoryBackend(tmp_path / "store")
+    whole_reads: list[int] = []
+    read_segment = backend.read_segment
+
+    def counted(key: str, segment: int, start: int = 0) -> Any:
+        whole_reads.append(segment)
+        return read_segment(key, segment, start)
+
+    backend.read_segment = counted  # type: ignore[method-assign]
+    for key in backend.session_keys():
+        for info in backend.segments(key):
+            whole_reads.clear()
+            first_entry = backend.read_first_entry(key, info.segment)
+            big = len(first_entry or b"") > _directory.FIRST_ENTRY_READ
+            assert whole_reads == ([info.segment] if big else [])
+            assert first_entry == read_segment(key, info.segment).entries[0]
+    sizes = [info.stored_bytes for info in backend.segments("long")]
+    assert max(sizes) > _directory.FIRST_ENTRY_READ  # files longer than what is read for the entry
+    checkpoints = [backend.read_first_entry("tagged", info.segment) for info in backend.segments("tagged")]
+    assert max(len(c or b"") for c in checkpoints) > _directory.FIRST_ENTRY_READ
+    with SnapshotStore(backend) as store:
+        assert store.session("tagged").tags[f"milestone-299-{'x' * 60}"] == first.id

@@ -266,8 +266,8 @@ class SnapshotStore:
         for _attempt in range(READ_ATTEMPTS):
             try:
                 for info in self.backend.segments(key):
-                    read = self.backend.read_segment(key, info.segment)
-                    for data in read.entries[:1]:
+                    data = self.backend.read_first_entry(key, info.segment)
+                    if data is not None:
                         entry = decode_entry(data, "", f"session key {key}")
                         if isinstance(entry, MetaEntry) and isinstance(entry.body.get("name"), str):
                             return str(entry.body["name"])

@@ -53,6 +53,8 @@ SEGMENT_SUFFIX = ".seg"
 LOCK_FILE = "lock"
 #: the largest segment file read (a keyframe and its chain); larger is damage, not an allocation
 MAX_SEGMENT_FILE = 1 << 32
+#: bytes read from a segment's start for its first entry (a checkpoint longer than that: the whole file)
+FIRST_ENTRY_READ = 16384
 MAX_CONFIG_FILE = 4096
 #: seconds a session lock's waiting thread stays without a wait before it ends
 WAITER_IDLE = 5.0
@@ -504,6 +506,21 @@ class DirectoryBackend(Backend):
             scanned = _framing.scan(data, start)
         return SegmentRead(scanned.entries, scanned.end, scanned.damaged_at, scanned.torn)
 
+    def read_first_entry(self, key: str, segment: int) -> bytes | None:
+        # the checkpoint opens the segment and is small: the file's first bytes hold it, not the
+        # whole file (opening a session checks the name the checkpoint records)
+        name = segment_file(check_segment(segment))
+        where = f"sessions/{key}/{name}"
+        try:
+            with self._session_dir(key) as folder:
+                data = read_regular_file(folder, name, where, MAX_SEGMENT_FILE, length=FIRST_ENTRY_READ)
+        except FileNotFoundError:
+            raise SegmentMissing(f"segment {where} not found", {"segment": segment, "path": where}) from None
+        if len(data) < _framing.HEADER_SIZE or not _framing.header_ok(data):
+            return super().read_first_entry(key, segment)  # empty, not written yet, or not a segment: as a read says
+        entries = _framing.scan(memoryview(data)[_framing.HEADER_SIZE :], _framing.HEADER_SIZE).entries
+        return entries[0] if entries else super().read_first_entry(key, segment)
+
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
         check_session_key(key)
         name = segment_file(check_segment(segment))
@@ -653,8 +670,11 @@ def _moved(key: str, segment: int) -> ConcurrentUpdateError:
     )
 
 
-def read_regular_file(folder: int, name: str, where: str, limit: int, *, start: int = 0) -> bytes:
-    """A regular file's bytes from ``start``, refusing links, FIFOs, devices and files over ``limit``."""
+def read_regular_file(
+    folder: int, name: str, where: str, limit: int, *, start: int = 0, length: int | None = None
+) -> bytes:
+    """A regular file's bytes from ``start`` (at most ``length`` of them when given), refusing
+    links, FIFOs, devices and files over ``limit``."""
     try:
         fd = os.open(name, _READ_FLAGS, dir_fd=folder)
     except FileNotFoundError:
@@ -677,6 +697,8 @@ def read_regular_file(folder: int, name: str, where: str, limit: int, *, start: 
         # One byte more than fstat saw, so a file that grew since shows it: a read asked for much
         # more than it gets is shrunk by copying the whole buffer (0.3 ms for a 0.5 MB segment).
         want = max(info.st_size - offset, 0) + 1
+        if length is not None:
+            return os.pread(fd, length, offset)
         while True:
             chunk = os.pread(fd, want, offset)
             if not chunk:  # (not a short read: some file systems return less before the end)

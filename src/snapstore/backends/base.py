@@ -137,6 +137,15 @@ class Backend(ABC):
         Raises ``SegmentMissing`` when the segment does not exist (any more).
         """
 
+    def read_first_entry(self, key: str, segment: int) -> bytes | None:
+        """The first entry of one segment (its checkpoint), None when it has none; an engine may
+        read less than the whole segment for it. By default, ``read_segment``'s first entry.
+
+        Raises ``SegmentMissing`` when the segment does not exist (any more).
+        """
+        entries = self.read_segment(key, segment).entries
+        return entries[0] if entries else None
+
     @abstractmethod
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
         """Append entries to a segment (created when ``expected_end`` is 0 and it does not exist).
