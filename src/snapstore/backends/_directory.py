@@ -486,15 +486,19 @@ class DirectoryBackend(Backend):
         self._file_ids[token] = found
         return found
 
-    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
-        check_position(start, "start")
+    def _segment_bytes(self, key: str, segment: int, start: int = 0, length: int | None = None) -> tuple[bytes, str]:
+        """A segment file's bytes from ``start`` (at most ``length``), and where it is."""
         name = segment_file(check_segment(segment))
         where = f"sessions/{key}/{name}"
         try:
             with self._session_dir(key) as folder:
-                data = read_regular_file(folder, name, where, MAX_SEGMENT_FILE, start=start)
+                return read_regular_file(folder, name, where, MAX_SEGMENT_FILE, start=start, length=length), where
         except FileNotFoundError:
             raise SegmentMissing(f"segment {where} not found", {"segment": segment, "path": where}) from None
+
+    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+        check_position(start, "start")
+        data, where = self._segment_bytes(key, segment, start)
         if start == 0:
             if len(data) < _framing.HEADER_SIZE or not any(data):
                 # created, header not yet written (or allocated, never written): empty
@@ -509,13 +513,7 @@ class DirectoryBackend(Backend):
     def read_first_entry(self, key: str, segment: int) -> bytes | None:
         # the checkpoint opens the segment and is small: the file's first bytes hold it, not the
         # whole file (opening a session checks the name the checkpoint records)
-        name = segment_file(check_segment(segment))
-        where = f"sessions/{key}/{name}"
-        try:
-            with self._session_dir(key) as folder:
-                data = read_regular_file(folder, name, where, MAX_SEGMENT_FILE, length=FIRST_ENTRY_READ)
-        except FileNotFoundError:
-            raise SegmentMissing(f"segment {where} not found", {"segment": segment, "path": where}) from None
+        data, _where = self._segment_bytes(key, segment, length=FIRST_ENTRY_READ)
         if len(data) < _framing.HEADER_SIZE or not _framing.header_ok(data):
             return super().read_first_entry(key, segment)  # empty, not written yet, or not a segment: as a read says
         entries = _framing.scan(memoryview(data)[_framing.HEADER_SIZE :], _framing.HEADER_SIZE).entries
