@@ -101,17 +101,13 @@ def full_load_cost(state_size: int) -> float:
     return LOAD_FIXED + state_size * (1 + DECODE_WEIGHT)
 
 
-#: ``Session.settle``'s default: a head whose cold read is estimated above this many full loads is
+#: ``Session.settle``'s default: a head whose rebuild is estimated above this many full loads is
 #: stored again on its own (a reader then pays one load instead)
 SETTLE_COST = 1.5
-#: indexing one entry of a segment opened cold (decode its record, format its timestamp, hash it:
-#: about 3.5 us), which reading a head costs for every entry of its segment
-INDEX_ENTRY_COST = 2000
 
 
-def worth_settling(read_cost: float, state_size: int, min_cost: float) -> bool:
-    """Whether storing a head again whole saves its next reader enough: reading it cold (indexing
-    its segment and rebuilding it) costs more than ``min_cost`` full loads, and more than one load
-    by over ``MIN_CHAIN_COST``."""
+def worth_settling(rebuild_cost: float, state_size: int, min_cost: float) -> bool:
+    """Whether storing a head again whole saves its next reader enough: its estimated rebuild costs
+    more than ``min_cost`` full loads, and more than one load by over ``MIN_CHAIN_COST``."""
     load = full_load_cost(state_size)
-    return read_cost - load > MIN_CHAIN_COST and read_cost > min_cost * load
+    return rebuild_cost - load > MIN_CHAIN_COST and rebuild_cost > min_cost * load

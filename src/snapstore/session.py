@@ -50,7 +50,7 @@ from .history import (
     apply_delta_payload,
     check_state,
 )
-from .keyframes import INDEX_ENTRY_COST, SETTLE_COST, worth_settling
+from .keyframes import SETTLE_COST, worth_settling
 from .objects import Snapshot, SnapshotRecord, codec_id, format_timestamp
 
 if TYPE_CHECKING:
@@ -270,14 +270,12 @@ class Session:
         return snap
 
     def settle(self, min_cost: float = SETTLE_COST, head: str | None = None) -> Snapshot | None:
-        """Store the head again, whole and on its own, when reading it cold (indexing its segment,
-        rebuilding it) is estimated to cost more than ``min_cost`` loads of one full state; the new
-        head, or None when nothing was written.
+        """Store the head again, whole and on its own, when rebuilding it is estimated to cost more
+        than ``min_cost`` loads of one full state; the new head, or None when nothing was written.
 
         For a writer that stops writing (at the end of a run, before closing): the next reader of
         the session, often another process, then loads the head from a segment that holds it alone,
-        in one read, instead of indexing a segment of many entries and rebuilding the head through
-        the deltas after its keyframe. The new
+        in one read, instead of rebuilding it through the deltas after its keyframe. The new
         snapshot is a child of the head with the same state, label and turn, and counts toward
         retention like any commit: under a limit it evicts the oldest snapshot, as a commit would.
         Only a head this handle committed (or caught up to) is settled, and with ``head``, only
@@ -300,7 +298,6 @@ class Session:
             size = commit.record.size
             policy = self._store.policy
             cost = policy.rebuild_cost(self._chain_cost_of(log, head), size, self._decoded_before(log, head))
-            cost += INDEX_ENTRY_COST * len(log.segments[commit.segment].entries)
             if not worth_settling(cost, size, min_cost):
                 return None
             return self._commit(state, commit.record.label, commit.record.turn, settling=head)
