@@ -118,8 +118,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
 
         A head whose rebuild has grown costly (a long chain of deltas since its keyframe) is stored
         again on its own (``Session.settle``), so the process that next reads the thread, a new run
-        or a restarted server, loads its latest checkpoint in one read. A head this saver did not
-        write, or that another writer moved since, is left as it is. Closing again does nothing.
+        or a restarted server, loads its latest checkpoint in one read. Only the threads still in
+        the saver's cache (``cached_threads``) are settled; a head this saver did not write, or that
+        another writer moved since, is left as it is. Closing again does nothing.
         """
         with self._mutex:
             if self._closed:
