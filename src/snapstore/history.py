@@ -151,11 +151,7 @@ class SessionLog:
                 listed = self.backend.segments(self.key)
                 if tail and not self.segments and self._tail_from is None and len(listed) > 1:
                     self._tail_from = max(info.segment for info in listed)
-                changed = self._refresh_once(tail, listed)
-                if self._tail_from is not None and not self._tail_settles():
-                    self._refresh_once(False, listed)  # a head or settings from older segments: index everything
-                    changed = True
-                return changed
+                return self._refresh_settled(tail, listed)
             except SegmentMissing:
                 continue  # reclaimed between listing and reading: list again
         raise CorruptObjectError(
@@ -180,11 +176,18 @@ class SessionLog:
                     self._refresh_once(False, listed)
                     return
                 self._tail_from = max(older)
-                self._refresh_once(True, listed)
-                if self._tail_from is not None and not self._tail_settles():
-                    self._refresh_once(False, listed)
+                self._refresh_settled(True, listed)
         except SegmentMissing:  # reclaimed between listing and reading: index everything afresh
             self.refresh()
+
+    def _refresh_settled(self, tail: bool, listed: list[SegmentInfo]) -> bool:
+        """``_refresh_once``, then the whole log when the segments indexed alone do not settle the
+        head and the settings (they come from older segments); True when anything changed."""
+        changed = self._refresh_once(tail, listed)
+        if self._tail_from is not None and not self._tail_settles():
+            self._refresh_once(False, listed)
+            changed = True
+        return changed
 
     def _tail_settles(self) -> bool:
         """Whether the segments indexed alone give the head and settings the whole log gives: the

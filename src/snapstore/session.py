@@ -293,14 +293,12 @@ class Session:
                 return None
             if log.head != mine or mine not in log.commits:
                 return None
-            head = mine
-            commit = log.commits[head]
-            size = commit.record.size
-            policy = self._store.policy
-            cost = policy.rebuild_cost(self._chain_cost_of(log, head), size, self._decoded_before(log, head))
-            if not worth_settling(cost, size, min_cost):
+            record = log.commits[mine].record
+            chain_cost = self._chain_cost_of(log, mine)
+            cost = self._store.policy.rebuild_cost(chain_cost, record.size, self._decoded_before(log, mine))
+            if not worth_settling(cost, record.size, min_cost):
                 return None
-            return self._commit(state, commit.record.label, commit.record.turn, settling=head)
+            return self._commit(state, record.label, record.turn, settling=mine)
 
     def _decoded_before(self, log: SessionLog, sid: str) -> int:
         """Raw bytes of its segment a rebuild of ``sid`` decodes before the keyframe its chain starts at."""

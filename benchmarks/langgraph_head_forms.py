@@ -1,0 +1,201 @@
+"""What loading a LangGraph thread's settled head costs, part by part, and the forms we weighed.
+
+Run from the repository root::
+
+    python -m benchmarks.langgraph_head_forms --turns 200
+
+Runs the benchmark's agent graph (``benchmarks.langgraph_agent``) for ``--turns`` turns with
+``SnapstoreSaver`` on a directory store and closes it (which settles the head), then prints the
+median of ``--rounds`` over the thread's checkpoints head, in milliseconds:
+
+* loading it as the engine does: reading and decompressing its segment, parsing the state, and the
+  hash check (serializing the state again; the first time, that turns each message's latin-1
+  text into UTF-8); and hashing the stored bytes instead, the shortcut that was not kept (it takes
+  bytes that hash to their record but are not the state's canonical JSON for the state);
+* the messages as base64 text instead of latin-1: the parse and hash check, turning the text back
+  into bytes, and the zstd-3 size;
+* decoding the messages through ``serde`` one call each (as the saver does) and in one call;
+* the head's rows (``history``, ``snapshots``, ``writes_at``) as strings instead of arrays: parse,
+  check, index the rows and decode the messages as one read, each form after a ``gc.collect()``,
+  alternating, so the collector's work during the read counts;
+* the state compressed alone at zstd levels 3, 1, -5 and -100: bytes, and time to decompress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import gc
+import shutil
+import statistics
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import zstandard
+
+from benchmarks.langgraph_bench import SERDE, THREAD, SnapstoreDirSubject
+from benchmarks.langgraph_reads import run_graph
+from snapstore import SnapshotStore, codec
+from snapstore.history import SessionLog, check_state
+from snapstore.langgraph.encoding import ValueCodec
+from snapstore.langgraph.names import lane_names
+
+
+def median_ms(action: Callable[[], Any], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        gc.collect()
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def alternate_ms(actions: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Each action timed ``rounds`` times, in turns (the order reversed every other round)."""
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for index in range(rounds):
+        for name in list(actions)[:: 1 if index % 2 else -1]:
+            gc.collect()
+            start = time.perf_counter()
+            actions[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(found) * 1000 for name, found in times.items()}
+
+
+def load_parts(log: SessionLog, head: str, rounds: int) -> dict[str, float]:
+    path = log.chain(head)
+    assert len(path) == 1, "the head is not settled: a keyframe alone in its segment"
+    commit = path[0]
+
+    def read() -> bytes:
+        return log.segment_payloads(commit.segment, upto=commit.ordinal, wanted=[head])[0][head]
+
+    payload = read()
+
+    def check() -> None:
+        state = codec.loads(payload)  # fresh strings: their UTF-8 is not cached yet
+        check_state(state, commit.record.state, head, True)
+
+    parse = median_ms(lambda: codec.loads(payload), rounds)
+    return {
+        "read and decompress its segment": median_ms(read, rounds),
+        "parse the state": parse,
+        "the hash check (serialize again)": median_ms(check, rounds) - parse,
+        "hash the stored bytes instead (not kept)": median_ms(lambda: codec.object_id(payload), rounds),
+    }
+
+
+def base64_form(state: dict[str, Any], rounds: int) -> dict[str, float]:
+    as_base64 = dict(state)
+    messages = state["value:messages"][1:]
+    as_base64["value:messages"] = ["L"] + [
+        [m[0], m[1], base64.b64encode(m[2].encode("latin-1")).decode()] for m in messages
+    ]
+    latin, b64 = codec.dumps(state), codec.dumps(as_base64)
+    out = {}
+    for label, data in (("latin-1", latin), ("base64", b64)):
+        out[f"{label}: parse and hash check"] = median_ms(
+            lambda data=data: codec.object_id(codec.dumps_as_ordered(codec.loads(data))), rounds
+        )
+        out[f"{label}: zstd-3 kB"] = len(zstandard.ZstdCompressor(level=3).compress(data)) / 1000
+    coded = as_base64["value:messages"][1:]
+    out["latin-1: text to bytes"] = median_ms(lambda: [m[2].encode("latin-1") for m in messages], rounds)
+    out["base64: text to bytes"] = median_ms(lambda: [binascii.a2b_base64(m[2]) for m in coded], rounds)
+    return out
+
+
+def decode_calls(state: dict[str, Any], rounds: int) -> dict[str, float]:
+    messages = state["value:messages"][1:]
+    values = ValueCodec(SERDE)
+
+    def at_once() -> Any:
+        joined = b"".join(m[2].encode("latin-1") for m in messages)
+        return SERDE.loads_typed(("msgpack", b"\xdd" + struct.pack(">I", len(messages)) + joined))
+
+    assert at_once() == values.decode(state["value:messages"])
+    return alternate_ms(
+        {"serde, a call a message": lambda: values.decode(state["value:messages"]), "serde, one call": at_once},
+        rounds,
+    )
+
+
+def rows_as_strings(state: dict[str, Any], rounds: int) -> dict[str, float]:
+    rows = dict(state)
+    del rows["history"]
+    rows["history_ids"] = [row[0] for row in state["history"]]
+    rows["history_rows"] = [orjson.dumps(row[1:]).decode() for row in state["history"]]
+    rows["snapshots"] = [sid + cid for cid, sid in state["snapshots"]]
+    rows["writes_at"] = [sid + cid for cid, sid in state["writes_at"]]
+    arrays, strings = codec.dumps(state), codec.dumps(rows)
+    values = ValueCodec(SERDE)
+
+    def read_arrays() -> None:
+        found = codec.loads(arrays)
+        codec.object_id(codec.dumps_as_ordered(found))
+        entries = {row[0]: (row[1], row[2]) for row in found["history"]}
+        dict(found["snapshots"]), dict(found["writes_at"])
+        entries[max(entries)]
+        values.decode(found["value:messages"])
+
+    def read_strings() -> None:
+        found = codec.loads(strings)
+        codec.object_id(codec.dumps_as_ordered(found))
+        entries = dict(zip(found["history_ids"], found["history_rows"], strict=True))
+        {row[32:]: row[:32] for row in found["snapshots"]}, {row[32:]: row[:32] for row in found["writes_at"]}
+        orjson.loads(entries[max(entries)])
+        values.decode(found["value:messages"])
+
+    return alternate_ms({"rows as arrays (stored)": read_arrays, "rows as strings": read_strings}, rounds)
+
+
+def zstd_levels(state: dict[str, Any], rounds: int) -> dict[str, float]:
+    data = codec.dumps(state)
+    decompress = zstandard.ZstdDecompressor().decompress
+    out = {}
+    for level in (3, 1, -5, -100):
+        packed = zstandard.ZstdCompressor(level=level).compress(data)
+        out[f"level {level}: kB"] = len(packed) / 1000
+        out[f"level {level}: decompress"] = median_ms(lambda packed=packed: decompress(packed), rounds)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=15, help="timings per figure (median)")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="lgforms-"))
+    try:
+        subject = SnapstoreDirSubject(workdir)
+        run_graph(subject, args.turns)  # closing the saver settles the head
+        with SnapshotStore.open(workdir / "checkpoints.snapstore") as store:
+            session = store.session(lane_names(THREAD, "").checkpoints)
+            head = session.head
+            assert head is not None
+            state = session.state(head.id)
+            sections = {
+                "loading the settled head": load_parts(session._current(), head.id, args.rounds),
+                "messages as base64": base64_form(state, args.rounds),
+                "decoding the messages": decode_calls(state, args.rounds),
+                "a read of the head (parse, check, index, decode)": rows_as_strings(state, args.rounds),
+                "the state compressed alone": zstd_levels(state, args.rounds),
+            }
+        print(f"{args.turns} turns, the checkpoints head ({head.size / 1000:.0f} kB of JSON), median of {args.rounds}")
+        for title, rows in sections.items():
+            print(f"\n{title}")
+            for label, value in rows.items():
+                unit = "" if label.endswith("kB") else " ms"
+                print(f"  {label:<48} {value:9.2f}{unit}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
