@@ -190,6 +190,20 @@ def test_max_snapshots_setting(store: SnapshotStore) -> None:
         store.session("s", max_snapshots=0)
 
 
+def test_a_session_opened_without_create_must_exist(make_store: Callable[..., SnapshotStore]) -> None:
+    store = make_store()
+    before = store_contents(store)
+    with pytest.raises(SnapshotNotFound) as err:
+        store.session("absent", create=False)
+    assert err.value.details == {"session": "absent"} and "does not exist" in str(err.value)
+    assert store_contents(store) == before and not store.has_session("absent")
+    ids = [store.session("there").commit(game(t)).id for t in range(3)]
+    assert make_store().session("there", create=False).snapshot_ids() == ids  # another handle finds it
+    store.delete_session("there")
+    with pytest.raises(SnapshotNotFound):
+        store.session("there", create=False)  # deleted: the handle kept is not handed out
+
+
 @pytest.mark.parametrize("name", ["", "a/b", "..", "a\\b", "x..y", ".", "a\x00b", "tab\tname", 42, None])
 def test_bad_session_names_write_nothing(store: SnapshotStore, name: object) -> None:
     before = store_contents(store)

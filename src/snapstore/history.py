@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import codec
-from .backends.base import Backend, SegmentInfo, SegmentMissing
+from .backends.base import Backend, SegmentInfo, SegmentMissing, SegmentRead
 from .delta import apply_patch
 from .entries import (
     KEY_MODES,
@@ -127,6 +127,10 @@ class SessionLog:
         #: segment to take from
         self._kept: _Decoded | None = None
         self._keeping = 0
+        #: the newest segment as a refresh last read it whole: (segment, version, the read), for the
+        #: rebuild that usually follows (a reader that opened the session for its head) to decode
+        #: instead of reading it again; taken once
+        self._last_read: tuple[int, int, SegmentRead] | None = None
 
     # -- loading -------------------------------------------------------
     def where(self, segment: int) -> str:
@@ -253,6 +257,8 @@ class SessionLog:
                     continue
             try:
                 read = self.backend.read_segment(self.key, info.segment)
+                if info is listed[-1] and read.damaged_at is None:
+                    self._last_read = (info.segment, info.version, read)
             except SegmentMissing:
                 raise
             except CorruptObjectError as exc:  # the segment's own header: this segment is lost, not the session
@@ -508,7 +514,9 @@ class SessionLog:
         if cached is not None:
             self._raw_cache.move_to_end(cache_key)  # type: ignore[arg-type]
             return cached
-        read = self.backend.read_segment(self.key, number)
+        read = self._take_last_read(number, loaded)
+        if read is None:
+            read = self.backend.read_segment(self.key, number)
         reader = SegmentReader(self.where(number))
         known = loaded.entries if loaded is not None else []
         whole = read.damaged_at is None
@@ -532,6 +540,13 @@ class SessionLog:
             while len(self._raw_cache) > RAW_CACHE_SEGMENTS:
                 self._raw_cache.popitem(last=False)
         return payloads, raw
+
+    def _take_last_read(self, number: int, loaded: LoadedSegment | None) -> SegmentRead | None:
+        """The read a refresh just indexed this segment from, if it is what the index holds."""
+        last, self._last_read = self._last_read, None
+        if last is None or loaded is None or last[:2] != (number, loaded.version) or last[2].end != loaded.end:
+            return None
+        return last[2]
 
     def _decode_payloads(
         self, entries: list[bytes], known: list[CommitEntry | MetaEntry], reader: SegmentReader, number: int

@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote
 import xxhash
 
 from .backends import Backend, MemoryBackend, open_backend
-from .backends.base import SegmentMissing
+from .backends.base import SegmentInfo, SegmentMissing
 from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta
 from .errors import (
     CorruptObjectError,
@@ -214,12 +214,15 @@ class SnapshotStore:
         return f"<SnapshotStore {self.describe()}>"
 
     # -- sessions ------------------------------------------------------
-    def session(self, name: str, max_snapshots: int | None = None) -> Session:
+    def session(self, name: str, max_snapshots: int | None = None, *, create: bool = True) -> Session:
         """Get or create a named history.
 
         A new session keeps its last ``max_snapshots`` snapshots (default 10). For an existing
         session, a higher ``max_snapshots`` raises its limit; a lower one that would evict
         snapshots is refused: call ``session.set_max_snapshots(n)``, which says what it evicts.
+        With ``create=False``, a session that does not exist raises ``SnapshotNotFound`` and
+        nothing is written (one look at the store, where ``has_session`` and then ``session``
+        take two).
         """
         check_session_name(name)
         if max_snapshots is not None:
@@ -231,7 +234,7 @@ class SnapshotStore:
                 self._sessions.pop(name, None)
             sess = None
         if sess is None:
-            sess = self._load_or_create(name, max_snapshots or DEFAULT_MAX_SNAPSHOTS)
+            sess = self._load_or_create(name, max_snapshots or DEFAULT_MAX_SNAPSHOTS, create)
             with self._mutex:
                 sess = self._sessions.setdefault(name, sess)
         if max_snapshots is not None and max_snapshots != sess.max_snapshots:
@@ -245,27 +248,33 @@ class SnapshotStore:
             sess.set_max_snapshots(max_snapshots)
         return sess
 
-    def _load_or_create(self, name: str, max_snapshots: int) -> Session:
+    def _load_or_create(self, name: str, max_snapshots: int, create: bool = True) -> Session:
         key = session_key(name)
         sess = Session(self, name, key)
-        if self.backend.segments(key):
-            found = self._read_name(key)
+        listed = self.backend.segments(key)
+        if listed:
+            found = self._read_name(key, listed)
             if found is not None and found != name:
                 raise CorruptObjectError(
                     f"session key {key} holds session {found!r}, not {name!r}", {"session": name, "key": key}
                 )
             return sess
+        if not create:
+            raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
         with self.backend.lock_session(key, self.lock_timeout):
             if not self.backend.segments(key):
                 body = {"checkpoint": True, "name": name, "max_snapshots": max_snapshots, "tags": {}}
                 self.backend.append(key, 1, [encode_meta(body)], 0)
         return sess
 
-    def _read_name(self, key: str) -> str | None:
-        """The session name a checkpoint of the session records (every segment starts with one)."""
+    def _read_name(self, key: str, listed: list[SegmentInfo] | None = None) -> str | None:
+        """The session name a checkpoint of the session records (every segment starts with one);
+        ``listed``: the session's segments, just listed."""
         for _attempt in range(READ_ATTEMPTS):
             try:
-                for info in self.backend.segments(key):
+                if listed is None:
+                    listed = self.backend.segments(key)
+                for info in listed:
                     data = self.backend.read_first_entry(key, info.segment)
                     if data is not None:
                         entry = decode_entry(data, "", f"session key {key}")
@@ -273,7 +282,7 @@ class SnapshotStore:
                             return str(entry.body["name"])
                 return None
             except SegmentMissing:
-                continue  # reclaimed while read: list again
+                listed = None  # reclaimed while read: list again
             except CorruptObjectError:
                 return None  # damage: verify reports it; the name is read from another segment or not at all
         return None
