@@ -15,9 +15,10 @@ median of ``--rounds`` over the thread's checkpoints head, in milliseconds:
 * the messages as base64 text instead of latin-1: the parse and hash check, turning the text back
   into bytes, and the zstd-3 size;
 * decoding the messages through ``serde`` one call each (as the saver does) and in one call;
-* the head's rows (``history``, ``snapshots``, ``writes_at``) as strings instead of arrays: parse,
-  check, index the rows and decode the messages as one read, each form after a ``gc.collect()``,
-  alternating, so the collector's work during the read counts;
+* the head's rows (``history``, ``snapshots``, ``writes_at``) as strings, as stored (format 3),
+  against the same rows as arrays (format 2): parse, check, index the rows and decode the
+  messages as one read, each form after a ``gc.collect()``, alternating, so the collector's work
+  during the read counts;
 * the state compressed alone at zstd levels 3, 1, -5 and -100: bytes, and time to decompress.
 """
 
@@ -44,6 +45,7 @@ from benchmarks.langgraph_reads import run_graph
 from snapstore import SnapshotStore, codec
 from snapstore.history import SessionLog, check_state
 from snapstore.langgraph.encoding import ValueCodec
+from snapstore.langgraph.lanes import Index
 from snapstore.langgraph.names import lane_names
 
 
@@ -127,32 +129,26 @@ def decode_calls(state: dict[str, Any], rounds: int) -> dict[str, float]:
 
 
 def rows_as_strings(state: dict[str, Any], rounds: int) -> dict[str, float]:
-    rows = dict(state)
-    del rows["history"]
-    rows["history_ids"] = [row[0] for row in state["history"]]
-    rows["history_rows"] = [orjson.dumps(row[1:]).decode() for row in state["history"]]
-    rows["snapshots"] = [sid + cid for cid, sid in state["snapshots"]]
-    rows["writes_at"] = [sid + cid for cid, sid in state["writes_at"]]
-    arrays, strings = codec.dumps(state), codec.dumps(rows)
+    """The stored head (format 3: rows as strings) against the same head with its rows as arrays
+    (format 2), each parsed, checked, indexed and its messages decoded."""
+    arrays = dict(state)
+    del arrays["checkpoint_ids"]
+    ids, rows = state["checkpoint_ids"], state["history"]
+    arrays["history"] = [[cid, *orjson.loads(row)] for cid, row in zip(ids, rows, strict=True)]
+    arrays["snapshots"] = [row.split(" ")[::-1] for row in state["snapshots"]]
+    arrays["writes_at"] = [row.split(" ")[::-1] for row in state["writes_at"]]
+    as_arrays, as_strings = codec.dumps(arrays), codec.dumps(state)
     values = ValueCodec(SERDE)
 
-    def read_arrays() -> None:
-        found = codec.loads(arrays)
+    def read(data: bytes) -> None:
+        found = codec.loads(data)
         codec.object_id(codec.dumps_as_ordered(found))
-        entries = {row[0]: (row[1], row[2]) for row in found["history"]}
-        dict(found["snapshots"]), dict(found["writes_at"])
-        entries[max(entries)]
+        index = Index.of(found)
+        index.snapshots.as_dict(), index.writes.as_dict(), index.metadata(index.latest())
         values.decode(found["value:messages"])
 
-    def read_strings() -> None:
-        found = codec.loads(strings)
-        codec.object_id(codec.dumps_as_ordered(found))
-        entries = dict(zip(found["history_ids"], found["history_rows"], strict=True))
-        {row[32:]: row[:32] for row in found["snapshots"]}, {row[32:]: row[:32] for row in found["writes_at"]}
-        orjson.loads(entries[max(entries)])
-        values.decode(found["value:messages"])
-
-    return alternate_ms({"rows as arrays (stored)": read_arrays, "rows as strings": read_strings}, rounds)
+    forms = {"rows as arrays (format 2)": as_arrays, "rows as strings (stored, format 3)": as_strings}
+    return alternate_ms({label: lambda data=data: read(data) for label, data in forms.items()}, rounds)
 
 
 def zstd_levels(state: dict[str, Any], rounds: int) -> dict[str, float]:

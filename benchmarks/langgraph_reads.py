@@ -42,7 +42,7 @@ from benchmarks.langgraph_bench import BACK, SERDE, THREAD, SnapstoreDirSubject,
 from snapstore import SnapshotStore
 from snapstore.langgraph import SnapstoreSaver
 from snapstore.langgraph.encoding import ValueCodec
-from snapstore.langgraph.lanes import channel_values
+from snapstore.langgraph.lanes import Index, channel_values
 from snapstore.langgraph.names import lane_names
 
 CONFIG: Any = {"configurable": {"thread_id": THREAD}}
@@ -110,7 +110,7 @@ def store_steps(root: Path, back_id: str) -> dict[str, float]:
         # what finding a checkpoint by its commit's label instead of the head's lists would read
         step("  list the checkpoints session (Session.snapshots)", checkpoints.snapshots)
         step("  list the writes session (Session.snapshots)", writes.snapshots)
-        back_snapshot = dict(state["snapshots"])[back_id]
+        back_snapshot = Index.of(state).snapshots.get(back_id)
         back = step(f"  rebuild the checkpoint {BACK} back (Session.state)", lambda: checkpoints.state(back_snapshot))
         for label, values in (("latest", channel_values(state)), (f"{BACK} back", channel_values(back))):
             step(

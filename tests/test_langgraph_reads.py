@@ -223,3 +223,31 @@ def test_a_saver_settles_only_its_own_heads_and_closes_quietly(make_store: Calla
     writer.close()
     writer.close()
     assert not make_store().has_session(sess.name)
+
+
+def test_a_reopened_read_takes_the_writes_its_checkpoint_saw(make_store: Callable[..., SnapshotStore]) -> None:
+    """A checkpoint's commit records the writes head it saw (``writes_seen``). While that is still
+    the writes head, a reopened reader takes the checkpoint's writes through its pointer, or has
+    none, without rebuilding the writes head; once anything wrote more, it looks there too."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    writer = SnapstoreSaver(make_store())
+    early_cp, quiet_cp = generate_checkpoint(), generate_checkpoint()
+    early, quiet = by_id("t", early_cp["id"]), by_id("t", quiet_cp["id"])
+    writer.put_writes(early, [("early", 1)], "task-a")  # its writes land before the checkpoint
+    writer.put(generate_config("t"), early_cp, generate_metadata(step=0), {})
+    lane = writer._lane("t", "")
+    writes = writer.store.session(lane.names.writes)
+    assert _checkpoints_session(writer.store, "t").state(lane._heads[lane.names.checkpoints][0])["writes_seen"] == (
+        writes.head.id if writes.head is not None else None
+    )
+    assert SnapstoreSaver(make_store()).get_tuple(early).pending_writes == [("task-a", "early", 1)]
+
+    SnapstoreSaver(make_store()).put_writes(early, [("late", 2.0)], "task-b")  # another handle writes more
+    found = SnapstoreSaver(make_store()).get_tuple(early)
+    assert found is not None and found.pending_writes == [("task-a", "early", 1), ("task-b", "late", 2.0)]
+    assert as_bytes(found) == as_bytes(SnapstoreSaver(make_store()).get_tuple(early))
+
+    writer.put(early, quiet_cp, generate_metadata(step=1), {})  # nothing written for it since
+    assert SnapstoreSaver(make_store()).get_tuple(quiet).pending_writes == []
+    assert as_bytes(SnapstoreSaver(make_store()).get_tuple(early)) == as_bytes(found)

@@ -1,18 +1,24 @@
 """One (thread, namespace) of a LangGraph thread as two snapstore sessions.
 
 The checkpoints session gets one commit per checkpoint. Its state is the checkpoint (encoded
-by ``encoding.ValueCodec``) plus three lists that only ever grow at the end, so each commit
-adds to them with one append in its delta:
+by ``encoding.ValueCodec``) plus four lists that only ever grow at the end, so each commit
+adds to them with appends in its delta. Their rows are strings, not arrays: a read of the head
+parses, checks and indexes a few thousand fewer objects (format 3):
 
-* ``history``: ``[checkpoint id, parent id, metadata]`` for every checkpoint of the namespace,
-  so one read of the head answers ``list`` and its filters;
-* ``snapshots``: ``[checkpoint id, snapshot id]``, written when a commit moves the head away
+* ``checkpoint_ids`` and ``history``: every checkpoint of the namespace, and beside each the
+  JSON text of ``[parent id, metadata]``, so one read of the head answers ``list`` and its filters;
+* ``snapshots``: ``"<snapshot id> <checkpoint id>"``, written when a commit moves the head away
   from a checkpoint: the snapshot that holds it (the head holds its own);
-* ``writes_at``: ``[checkpoint id, writes snapshot id]``: where its pending writes are.
+* ``writes_at``: ``"<writes snapshot id> <checkpoint id>"``: where its pending writes are.
+
+``writes_seen`` is the writes head the commit saw (see ``Lane.writes_of``).
 
 A later record of the same checkpoint wins. The writes session gets one commit per
 ``put_writes``; its state holds the writes of the checkpoints ``writes_at`` does not point at
 yet (usually one or two), so a step's writes cost a commit the size of those writes.
+
+Formats 1 and 2 kept each row as an array (``[checkpoint id, parent id, metadata]``,
+``[checkpoint id, snapshot id]``); their threads read as before and carry on in format 3.
 """
 
 from __future__ import annotations
@@ -22,13 +28,17 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import SnapshotError, SnapshotNotFound
+import orjson
+
+from ..errors import CorruptObjectError, SnapshotError, SnapshotNotFound
 from ..session import Session
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Kept
 from .names import lane_names
 
-FORMAT = "snapstore.langgraph/2"
+FORMAT = "snapstore.langgraph/3"
+#: a snapshot id is 32 hex digits: a pointer row is the id, a space, the checkpoint id
+SNAPSHOT_ID_LENGTH = 32
 #: a channel's stored value is the state's member ``value:<channel>``, its version in ``value_versions``
 VALUE_PREFIX = "value:"
 #: snapstore's largest retention limit: a checkpointer keeps every checkpoint until told otherwise
@@ -59,23 +69,105 @@ def _value_members(values: State) -> State:
     return members
 
 
+def history_row(parent_id: str | None, metadata: Any) -> str:
+    """A checkpoint's row in ``history``: the JSON text of [parent id, encoded metadata], keys
+    sorted (as the store orders a state's), so equal metadata is one row text."""
+    return orjson.dumps([parent_id, metadata], option=orjson.OPT_SORT_KEYS).decode()
+
+
+def pointer_row(snapshot_id: str, checkpoint_id: str) -> str:
+    """A row of ``snapshots`` or ``writes_at``."""
+    if len(snapshot_id) != SNAPSHOT_ID_LENGTH:
+        raise ValueError(f"a snapshot id is {SNAPSHOT_ID_LENGTH} characters, not {snapshot_id!r}")
+    return f"{snapshot_id} {checkpoint_id}"
+
+
+class Pointers:
+    """One of the head's pointer lists (``snapshots``, ``writes_at``) by checkpoint id.
+
+    The first question scans the rows from the newest: a reopened read asks one, most often of a
+    recent checkpoint. The next builds the dict."""
+
+    __slots__ = ("_asked", "_found", "_rows")
+
+    def __init__(self, rows: list[str] | None = None, found: dict[str, str] | None = None) -> None:
+        self._rows = rows or []
+        self._found = found
+        self._asked = False
+
+    def get(self, checkpoint_id: str) -> str | None:
+        if self._found is None and not self._asked:
+            self._asked = True
+            cut, size = SNAPSHOT_ID_LENGTH, SNAPSHOT_ID_LENGTH + 1 + len(checkpoint_id)
+            for row in reversed(self._rows):  # the later record of a checkpoint wins
+                if len(row) == size and row.endswith(checkpoint_id):
+                    return row[:cut]
+            return None
+        return self.as_dict().get(checkpoint_id)
+
+    def as_dict(self) -> dict[str, str]:
+        if self._found is None:
+            cut = SNAPSHOT_ID_LENGTH
+            self._found = {row[cut + 1 :]: row[:cut] for row in self._rows}
+        return self._found
+
+    def with_(self, added: dict[str, str]) -> Pointers:
+        return Pointers(found={**self.as_dict(), **added})
+
+
 class Index:
-    """The head's lists as dicts: checkpoint id -> (parent, metadata), -> snapshot, -> writes."""
+    """The head's lists by checkpoint id: its history row, the snapshot holding it, the snapshot
+    holding its pending writes."""
 
-    __slots__ = ("entries", "snapshots", "writes")
+    __slots__ = ("rows", "snapshots", "writes")
 
-    def __init__(self, entries: dict[str, Any], snapshots: dict[str, str], writes: dict[str, str]) -> None:
-        self.entries = entries
-        self.snapshots = snapshots
-        self.writes = writes
+    def __init__(self, rows: dict[str, Any], snapshots: Pointers | None = None, writes: Pointers | None = None) -> None:
+        #: checkpoint id -> its ``history`` row (format 3) or (parent id, metadata) (formats 1, 2)
+        self.rows = rows
+        self.snapshots = snapshots or Pointers()
+        self.writes = writes or Pointers()
 
     @classmethod
     def of(cls, state: State) -> Index:
-        entries = {row[0]: (row[1], row[2]) for row in state["history"]}
-        return cls(entries, dict(state["snapshots"]), dict(state["writes_at"]))
+        if "checkpoint_ids" not in state:  # formats 1 and 2: rows as arrays
+            rows = {row[0]: (row[1], row[2]) for row in state["history"]}
+            return cls(rows, Pointers(found=dict(state["snapshots"])), Pointers(found=dict(state["writes_at"])))
+        ids, history = state["checkpoint_ids"], state["history"]
+        if len(ids) != len(history):
+            raise CorruptObjectError(
+                "a LangGraph checkpoint's head has checkpoint ids and history rows that do not pair",
+                {"thread_id": state.get("thread_id"), "ids": len(ids), "rows": len(history)},
+            )
+        return cls(dict(zip(ids, history, strict=True)), Pointers(state["snapshots"]), Pointers(state["writes_at"]))
+
+    def entry(self, checkpoint_id: str) -> tuple[str | None, Any]:
+        """(parent id, encoded metadata) of a checkpoint the index holds."""
+        row = self.rows[checkpoint_id]
+        if type(row) is str:
+            parent, metadata = orjson.loads(row)
+            return parent, metadata
+        return row[0], row[1]
+
+    def metadata(self, checkpoint_id: str) -> Any:
+        return self.entry(checkpoint_id)[1]
 
     def latest(self) -> str:
-        return max(self.entries)
+        return max(self.rows)
+
+
+def _history_lists(head: State | None) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The head's checkpoint_ids, history, snapshots and writes_at, as format 3 writes them (a head
+    of formats 1 and 2 has its rows converted: the first commit of format 3 rewrites them once)."""
+    if head is None:
+        return [], [], [], []
+    if "checkpoint_ids" in head:
+        return list(head["checkpoint_ids"]), list(head["history"]), list(head["snapshots"]), list(head["writes_at"])
+    return (
+        [row[0] for row in head["history"]],
+        [history_row(row[1], row[2]) for row in head["history"]],
+        [pointer_row(sid, cid) for cid, sid in head["snapshots"]],
+        [pointer_row(sid, cid) for cid, sid in head["writes_at"]],
+    )
 
 
 class Lane:
@@ -116,10 +208,12 @@ class Lane:
             return sess
         if create:
             sess = self.store.session(name, max_snapshots=RETAIN_ALL)
-        elif self.store.has_session(name):
-            sess = self.store.session(name)
-        if sess is not None:
-            self._sessions[name] = sess
+        else:
+            try:
+                sess = self.store.session(name, create=False)
+            except SnapshotNotFound:
+                return None
+        self._sessions[name] = sess
         return sess
 
     @contextlib.contextmanager
@@ -183,6 +277,15 @@ class Lane:
         if cached is not None and cached[0] == head.id:
             return cached
         return self._remember(name, cached, (head.id, sess.state(head.id)))
+
+    def _head_id(self, name: str) -> str | None:
+        """A session's head id as the store has it, its state not rebuilt (None: no session)."""
+        sess = self._session(name, create=False)
+        try:
+            head = sess.head if sess is not None else None
+        except SnapshotNotFound:  # deleted by another handle since this one kept it
+            return None
+        return head.id if head is not None else None
 
     def _remember(
         self, name: str, before: tuple[str | None, State | None] | None, found: tuple[str | None, State | None]
@@ -286,7 +389,7 @@ class Lane:
         if checkpoint_id == head["checkpoint_id"]:
             return head, index
         snapshot = index.snapshots.get(checkpoint_id)
-        if snapshot is None or checkpoint_id not in index.entries:
+        if snapshot is None or checkpoint_id not in index.rows:
             return None
         return self._state(self.names.checkpoints, snapshot), index
 
@@ -295,12 +398,21 @@ class Lane:
         cached = self._heads.get(self.names.checkpoints)
         return cached is not None and cached[1] is state
 
-    def writes_of(self, checkpoint_id: str, index: Index | None) -> list[Any]:
-        """The stored write entries of a checkpoint: [task_id, idx, channel, value, task_path]."""
-        _wsid, whead = self._head(self.names.writes)
-        if whead is not None and checkpoint_id in whead["writes"]:
-            return list(whead["writes"][checkpoint_id])
-        snapshot = index.writes.get(checkpoint_id) if index is not None else None
+    def writes_of(self, checkpoint_id: str, index: Index | None, seen: str | None = None) -> list[Any]:
+        """The stored write entries of a checkpoint: [task_id, idx, channel, value, task_path].
+
+        ``seen``: the writes head the checkpoint's commit saw (``writes_seen``, format 3). While it
+        is still the writes head, whatever it held of the checkpoint's writes got a pointer in that
+        commit, so a reader outside an operation takes the pointer, or none, without rebuilding
+        the writes head to look in it.
+        """
+        if seen is not None and self._operating != threading.get_ident() and self._head_id(self.names.writes) == seen:
+            snapshot = index.writes.get(checkpoint_id) if index is not None else None
+        else:
+            _wsid, whead = self._head(self.names.writes)
+            if whead is not None and checkpoint_id in whead["writes"]:
+                return list(whead["writes"][checkpoint_id])
+            snapshot = index.writes.get(checkpoint_id) if index is not None else None
         if snapshot is None:
             return []
         return list(self._state(self.names.writes, snapshot)["writes"][checkpoint_id])
@@ -314,32 +426,37 @@ class Lane:
         with self.lock:
             sid, head = self._head(self.names.checkpoints)
             found = self.head()
-            index = found[1] if found is not None else Index({}, {}, {})
-            new_index = Index(
-                {**index.entries, checkpoint_id: (parent_id, metadata)}, index.snapshots.copy(), index.writes.copy()
-            )
-            history = [*(head["history"] if head else ()), [checkpoint_id, parent_id, metadata]]
-            snapshots = list(head["snapshots"]) if head else []
+            index = found[1] if found is not None else Index({})
+            row = history_row(parent_id, metadata)
+            checkpoint_ids, history, snapshots, writes_at = _history_lists(head)
+            checkpoint_ids.append(checkpoint_id)
+            history.append(row)
+            moved: dict[str, str] = {}
             if head is not None and sid is not None and head["checkpoint_id"] != checkpoint_id:
-                snapshots.append([head["checkpoint_id"], sid])
-                new_index.snapshots[head["checkpoint_id"]] = sid
-            writes_at = list(head["writes_at"]) if head else []
+                snapshots.append(pointer_row(sid, head["checkpoint_id"]))
+                moved[head["checkpoint_id"]] = sid
             # the writes head's checkpoints get their pointer now: the next writes commit may
             # leave them out, and they are found through writes_at from then on
+            pointed: dict[str, str] = {}
             wsid, whead = self._head(self.names.writes)
             if whead is not None and wsid is not None:
                 for owner in whead["writes"]:
-                    if owner in new_index.entries and index.writes.get(owner) != wsid:
-                        writes_at.append([owner, wsid])
-                        new_index.writes[owner] = wsid
+                    known = owner in index.rows or owner == checkpoint_id
+                    if known and index.writes.get(owner) != wsid:
+                        writes_at.append(pointer_row(wsid, owner))
+                        pointed[owner] = wsid
+            rows = {**index.rows, checkpoint_id: row}
+            new_index = Index(rows, index.snapshots.with_(moved), index.writes.with_(pointed))
             state = {
                 **self._frame(checkpoint_id),
                 "parent_checkpoint_id": parent_id,
                 "checkpoint": checkpoint,
                 **_value_members(values),
+                "checkpoint_ids": checkpoint_ids,
                 "history": history,
                 "snapshots": snapshots,
                 "writes_at": writes_at,
+                "writes_seen": wsid,
             }
             new_sid = self._commit(self.names.checkpoints, state, f"checkpoint {checkpoint_id}", _step(metadata))
             self._index = (new_sid, new_index)
@@ -355,12 +472,12 @@ class Lane:
         """
         with self.lock:
             found = self.head()
-            index = found[1] if found is not None else Index({}, {}, {})
+            index = found[1] if found is not None else Index({})
             old_wsid, whead = self._head(self.names.writes)
             still_open = {
                 owner: owned
                 for owner, owned in (whead["writes"] if whead is not None else {}).items()
-                if owner not in index.entries or index.writes.get(owner) != old_wsid
+                if owner not in index.rows or index.writes.get(owner) != old_wsid
             }
             still_open[checkpoint_id] = entries
             frame = {**self._frame(checkpoint_id), "writes": still_open}
@@ -375,8 +492,8 @@ class Lane:
             return []
         index = found[1]
         out: Entries = []
-        for checkpoint_id in sorted(index.entries):
-            metadata = index.entries[checkpoint_id][1]
+        for checkpoint_id in sorted(index.rows):
+            metadata = index.metadata(checkpoint_id)
             loaded = self.load(checkpoint_id) if keep(checkpoint_id, metadata) else None
             if loaded is not None:
                 out.append((checkpoint_id, loaded[0], self.writes_of(checkpoint_id, index), metadata))

@@ -187,12 +187,13 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             checkpoint["channel_values"] = self._decode_kept(lane, values)
         else:
             checkpoint["channel_values"] = {k: decode(v[1]) for k, v in values.items()}
-        writes = sorted(lane.writes_of(checkpoint_id, index), key=lambda w: writes_sort_key(w[4], w[0], w[1]))
+        stored = lane.writes_of(checkpoint_id, index, seen=state.get("writes_seen"))
+        writes = sorted(stored, key=lambda w: writes_sort_key(w[4], w[0], w[1]))
         parent = state["parent_checkpoint_id"]
         return CheckpointTuple(
             config=self._config(lane, checkpoint_id),
             checkpoint=checkpoint,
-            metadata=decode(index.entries[checkpoint_id][1]),
+            metadata=decode(index.metadata(checkpoint_id)),
             parent_config=self._config(lane, parent) if parent is not None else None,
             pending_writes=[(w[0], w[2], decode(w[3])) for w in writes],
         )
@@ -252,11 +253,11 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             if found is None:
                 continue
             index = found[1]
-            for checkpoint_id in sorted(index.entries, reverse=True):
+            for checkpoint_id in sorted(index.rows, reverse=True):
                 if (only_id and checkpoint_id != only_id) or (before_id and checkpoint_id >= before_id):
                     continue
                 if filter:
-                    metadata = self.codec.decode(index.entries[checkpoint_id][1])
+                    metadata = self.codec.decode(index.metadata(checkpoint_id))
                     if not all(metadata.get(key) == value for key, value in filter.items()):
                         continue
                 if remaining is not None:
@@ -410,7 +411,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         """Replace a lane by the checkpoints ``keep`` accepts, if it rejects any."""
         with lane.lock:
             found = lane.head()
-            if found is None or all(keep(cid, entry[1]) for cid, entry in found[1].entries.items()):
+            if found is None or all(keep(cid, found[1].metadata(cid)) for cid in found[1].rows):
                 return
             entries = lane.entries(keep)
             lane.delete()
