@@ -187,6 +187,9 @@ EXACT_VALUES: dict[str, Any] = {
     "pydantic": Item(name="sword", qty=1),
     "dataclass": Point(1.5, -2.0),
     "messages": [HumanMessage("hi", id="1"), AIMessage("hello", id="2")],
+    # every element written by the serializer: the list is decoded in one call (an array of them)
+    "serialized_list": [Item(name="a", qty=1), Point(0.0, 1.0), b"\x00\xff", (1, 1.0, True), {3}],
+    "mixed_list": [1, Item(name="b", qty=2), "s", [Item(name="c", qty=3)], b"x"],
     "deep": 1,  # replaced below by a list nested deeper than the codec inlines
 }
 

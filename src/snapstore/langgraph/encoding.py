@@ -241,7 +241,7 @@ class ValueCodec:
         kind = type(node)
         if kind is list:
             if node and node[0] == LIST_TAG:
-                return [self.decode(v) for v in node[1:]]
+                return self._decode_list(node[1:])
             if len(node) == 3 and node[0] == SERIALIZED_TAG:
                 return self.serde.loads_typed((node[1], node[2].encode("latin-1")))
             raise CorruptObjectError(
@@ -251,3 +251,22 @@ class ValueCodec:
         if kind is dict:
             return {k: self.decode(v) for k, v in node.items()}
         return node
+
+    def _decode_list(self, elements: list[Any]) -> list[Any]:
+        """A list's elements; under the stock serializer, a list of values it wrote as msgpack (a
+        message list) in one call: a msgpack array of their bytes decodes to what each would alone."""
+        if self.inline and len(elements) > 1 and all(_packed(element) for element in elements):
+            joined = "".join([element[2] for element in elements]).encode("latin-1")
+            values = self.serde.loads_typed((MSGPACK, _ARRAY32 + len(elements).to_bytes(4, "big") + joined))
+            if type(values) is list and len(values) == len(elements):
+                return values
+        return [self.decode(element) for element in elements]
+
+
+MSGPACK = "msgpack"
+#: a msgpack array of up to 2**32 - 1 elements, its length in the next four bytes (big-endian)
+_ARRAY32 = b"\xdd"
+
+
+def _packed(node: Any) -> bool:
+    return type(node) is list and len(node) == 3 and node[0] == SERIALIZED_TAG and node[1] == MSGPACK
