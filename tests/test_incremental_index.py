@@ -175,8 +175,7 @@ def test_reopening_a_session_for_its_head_reads_its_newest_segment_alone(
         assert reader.head == head
         assert canonical(reader.state(head.id)) == canonical(expected)
         newest = max(backend.read)
-        # one segment of several, read once: the rebuild decodes the bytes the index was built from
-        assert backend.read == [newest] and newest >= 5
+        assert set(backend.read) == {newest} and newest >= 5  # one segment of several
         older = listing[-8]  # in an older segment: read from the newest segment down to its own
         assert reader.state(older)["turn"] == 22
         holding = reader._log.commits[older].segment
@@ -185,23 +184,52 @@ def test_reopening_a_session_for_its_head_reads_its_newest_segment_alone(
         assert set(backend.read) == set(range(1, newest + 1))
 
 
+def test_a_session_read_for_its_head_and_state_at_once_reads_its_newest_segment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``head_state`` indexes the newest segment and rebuilds the head from the bytes that index
+    read; nothing read is held afterwards, and a handle that only asks for the head holds none."""
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    with SnapshotStore.open(tmp_path / "store", max_chain=3, max_runs=1) as store:
+        writer = store.session("s", max_snapshots=100)
+        for turn in range(30):
+            writer.commit({"turn": turn, "log": PAD}, turn=turn)
+        head = writer.head
+        assert head is not None
+        expected = canonical(writer.state(head.id))
+    backend = CountingBackend(tmp_path / "store")
+    with SnapshotStore(backend) as store:
+        reader = store.session("s")
+        backend.read.clear()
+        found = reader.head_state()
+        assert found is not None and found[0] == head and canonical(found[1]) == expected
+        assert len(backend.read) == 1 and backend.read[0] >= 5  # the newest of several, once
+        assert reader._log._last_read is None
+        assert reader.head_state() is not None and len(backend.read) == 2  # a rebuild reads again
+        only_head = SnapshotStore(backend).session("s")
+        assert only_head.head == head and only_head._log._last_read is None
+    with SnapshotStore.open(tmp_path / "empty") as store:
+        assert store.session("none").head_state() is None
+
+
 def test_a_rebuild_reads_the_segment_again_when_it_grew_since_the_index_read_it(tmp_path: Path) -> None:
-    """The bytes a refresh read whole serve the next rebuild only while they are what the index
-    holds: after another handle appended, the rebuild reads the segment again and every state,
-    the new ones too, comes back as committed."""
+    """The bytes a refresh read whole serve the rebuild that follows only while they are what the
+    index holds: after another handle appended, the rebuild reads the segment again and every
+    state, the new ones too, comes back as committed."""
     with SnapshotStore.open(tmp_path / "store", max_chain=50) as store:
         writer = store.session("s", max_snapshots=100)
         ids = [writer.commit({"turn": turn, "log": PAD[:turn]}, turn=turn).id for turn in range(5)]
     backend = CountingBackend(tmp_path / "store")
     with SnapshotStore(backend) as store, SnapshotStore.open(tmp_path / "store", max_chain=50) as other:
         reader = store.session("s")
-        assert reader.head is not None and reader.head.id == ids[-1]  # indexed: the segment read whole
-        more = [other.session("s").commit({"turn": turn, "log": PAD[:turn]}, turn=turn).id for turn in range(5, 8)]
-        backend.read.clear()
-        assert reader.state(more[-1]) == {"turn": 7, "log": PAD[:7]}
+        with reader._log.reading_once():
+            reader._log.refresh(tail=True)  # the segment read whole, its bytes noted
+            more = [other.session("s").commit({"turn": t, "log": PAD[:t]}, turn=t).id for t in range(5, 8)]
+            backend.read.clear()
+            assert reader.state(more[-1]) == {"turn": 7, "log": PAD[:7]}
+            segment = reader._log.commits[more[-1]].segment
+            assert backend.read.count(segment) >= 2  # the appended entries, then the whole segment again
         assert reader.state(ids[-1]) == {"turn": 4, "log": PAD[:4]}
-        segment = reader._log.commits[more[-1]].segment
-        assert backend.read.count(segment) >= 2  # the appended entries, then the whole segment again
 
 
 def test_an_id_further_back_than_a_few_segments_reads_each_segment_once(
@@ -293,7 +321,6 @@ def test_rebuilding_the_head_then_an_older_snapshot_decodes_their_segment_once(
     with SnapshotStore(backend) as store:
         reader = store.session("s")
         assert reader.snapshot_ids() == ids  # the index read: what follows counts rebuilds' reads
-        reader.state(ids[-1])  # takes the bytes the index read of the newest segment, once
         with reader.keeping_decoded():
             backend.read.clear()
             assert canonical(reader.state(ids[-1])) == expected[ids[-1]]
@@ -338,7 +365,6 @@ def test_a_rebuild_that_met_a_squash_keeps_nothing(tmp_path: Path) -> None:
     with SnapshotStore(backend) as store:
         reader = store.session("s")
         assert reader.snapshot_ids() == ids
-        reader.state(ids[-1])  # takes the bytes the index read: the next rebuild reads the segment
         backend.armed = True  # the next read of a whole segment meets the squash
         with reader.keeping_decoded():
             with pytest.raises(SnapshotNotFound):

@@ -227,7 +227,7 @@ def test_a_saver_settles_only_its_own_heads_and_closes_quietly(make_store: Calla
 
 def test_a_reopened_read_takes_the_writes_its_checkpoint_saw(make_store: Callable[..., SnapshotStore]) -> None:
     """A checkpoint's commit records the writes head it saw (``writes_seen``). While that is still
-    the writes head, a reopened reader takes the checkpoint's writes through its pointer, or has
+    the writes head, a reopened reader takes any checkpoint's writes through its pointer, or has
     none, without rebuilding the writes head; once anything wrote more, it looks there too."""
     from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
 
@@ -239,7 +239,7 @@ def test_a_reopened_read_takes_the_writes_its_checkpoint_saw(make_store: Callabl
     lane = writer._lane("t", "")
     writes = writer.store.session(lane.names.writes)
     assert _checkpoints_session(writer.store, "t").state(lane._heads[lane.names.checkpoints][0])["writes_seen"] == (
-        writes.head.id if writes.head is not None else None
+        writes.head.state_hash if writes.head is not None else None
     )
     assert SnapstoreSaver(make_store()).get_tuple(early).pending_writes == [("task-a", "early", 1)]
 
@@ -251,3 +251,52 @@ def test_a_reopened_read_takes_the_writes_its_checkpoint_saw(make_store: Callabl
     writer.put(early, quiet_cp, generate_metadata(step=1), {})  # nothing written for it since
     assert SnapstoreSaver(make_store()).get_tuple(quiet).pending_writes == []
     assert as_bytes(SnapstoreSaver(make_store()).get_tuple(early)) == as_bytes(found)
+
+
+def _put_step(saver: SnapstoreSaver, parent: Any, checkpoint: Any, step: int) -> Any:
+    from langgraph.checkpoint.conformance.test_utils import generate_metadata
+
+    return saver.put(parent, checkpoint, generate_metadata(step=step), {"x": step})
+
+
+def _step_checkpoint(step: int) -> Any:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+
+    return generate_checkpoint(channel_values={"x": step}, channel_versions={"x": step})
+
+
+def test_a_checkpoint_put_by_a_saver_that_read_before_points_at_every_write(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """Two savers on one thread. One read the thread, so it keeps the writes head as it was; the
+    other writes more for a checkpoint, without moving the checkpoints head, then puts it. The
+    first saver's next put must point at the writes the store holds, not the ones it kept: a
+    pointer is a later row, and a reader (or the next writes commit, which drops a checkpoint
+    whose pointer names the head) would take it for all of them."""
+    from langgraph.checkpoint.conformance.test_utils import generate_config
+
+    for order in ("writes before their checkpoint", "writes after it"):
+        store = make_store()
+        thread = f"t-{order.split()[1]}"
+        a, b = SnapstoreSaver(store), SnapstoreSaver(make_store())
+        first, x, y, z = (_step_checkpoint(n) for n in range(4))
+        start = _put_step(a, generate_config(thread), first, 0)
+        config = by_id(thread, x["id"])
+        if order == "writes before their checkpoint":
+            a.put_writes(config, [("w", "a")], "task-a")
+            b.get_tuple(generate_config(thread))  # b keeps the writes head {x: [a]}
+            a.put_writes(config, [("w", "b")], "task-b")
+            cx = _put_step(a, start, x, 1)
+        else:
+            cx = _put_step(a, start, x, 1)
+            a.put_writes(cx, [("w", "a")], "task-a")
+            b.get_tuple(cx)  # b keeps the writes head {x: [a]}
+            a.put_writes(cx, [("w", "b")], "task-b")
+        cy = _put_step(a, cx, y, 2)
+        b.get_tuple(generate_config(thread))  # b reads y's checkpoint, its writes head unread
+        cz = _put_step(b, cy, z, 3)
+        a.put_writes(cz, [("w", "c")], "task-c")  # may drop x from the writes head: it has a pointer
+        expected = [("task-a", "w", "a"), ("task-b", "w", "b")]
+        for reader in (SnapstoreSaver(make_store()), a, b):
+            found = reader.get_tuple(by_id(thread, x["id"]))
+            assert found is not None and sorted(found.pending_writes or []) == expected, (order, reader)

@@ -13,7 +13,8 @@ it, so a segment is read on its own, from its start.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -127,10 +128,11 @@ class SessionLog:
         #: segment to take from
         self._kept: _Decoded | None = None
         self._keeping = 0
-        #: the newest segment as a refresh last read it whole: (segment, version, the read), for the
-        #: rebuild that usually follows (a reader that opened the session for its head) to decode
-        #: instead of reading it again; taken once
+        #: inside ``reading_once``: the newest segment as a refresh read it whole (segment, version,
+        #: the read), for the rebuild that follows to decode instead of reading it again; taken once,
+        #: and never held past the block (a handle that only indexes holds no segment's bytes)
         self._last_read: tuple[int, int, SegmentRead] | None = None
+        self._noting_reads = 0
 
     # -- loading -------------------------------------------------------
     def where(self, segment: int) -> str:
@@ -257,7 +259,7 @@ class SessionLog:
                     continue
             try:
                 read = self.backend.read_segment(self.key, info.segment)
-                if info is listed[-1] and read.damaged_at is None:
+                if self._noting_reads and info is listed[-1] and read.damaged_at is None:
                     self._last_read = (info.segment, info.version, read)
             except SegmentMissing:
                 raise
@@ -472,6 +474,19 @@ class SessionLog:
             current = commit.base
 
     # -- reading payloads ----------------------------------------------
+    @contextmanager
+    def reading_once(self) -> Iterator[None]:
+        """Within the block, a rebuild of the newest segment decodes the bytes a refresh in the
+        block read of it (a session opened and read at once reads that segment once); nothing
+        read is held after it."""
+        self._noting_reads += 1
+        try:
+            yield
+        finally:
+            self._noting_reads -= 1
+            if not self._noting_reads:
+                self._last_read = None
+
     def keep_decoded(self) -> None:
         """Until as many ``release_decoded``: a rebuild keeps what it decoded of its segment, and a
         later rebuild of a snapshot before it in the same segment version takes its payloads from

@@ -189,9 +189,20 @@ class Session:
                 {**exc.details, "reason": "not retained", "max_snapshots": limit},
             ) from None
 
+    def head_state(self) -> tuple[Snapshot, Any] | None:
+        """The head and its full state (verified, the caller's), read at once: a session not read
+        before reads its newest segment once for both, where ``head`` then ``state`` read it twice.
+        None for a session without commits."""
+        with self._lock, self._log.reading_once():
+            log = self._current(tail=True)
+            if log.head is None:
+                return None
+            snap = self._snapshot(log, log.head)
+            return snap, self._state_of(log, log.head)
+
     def state(self, snapshot_id: str) -> Any:
         """The full state of a retained snapshot, verified against its hash; the caller owns it."""
-        with self._lock:
+        with self._lock, self._log.reading_once():
             log = self._current(tail=True)
             if log.partial and not self._in_tail(log, snapshot_id) and codec_id(snapshot_id):
                 log.reach(snapshot_id)  # an older snapshot: the segments from it to the newest

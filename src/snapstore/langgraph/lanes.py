@@ -11,7 +11,9 @@ parses, checks and indexes a few thousand fewer objects (format 3):
   from a checkpoint: the snapshot that holds it (the head holds its own);
 * ``writes_at``: ``"<writes snapshot id> <checkpoint id>"``: where its pending writes are.
 
-``writes_seen`` is the writes head the commit saw (see ``Lane.writes_of``).
+``writes_seen`` is the state hash of the writes head the commit pointed at: every checkpoint
+whose writes it held got a pointer to it in that commit (``Lane.writes_of``,
+``Lane._writes_head_to_point_at``).
 
 A later record of the same checkpoint wins. The writes session gets one commit per
 ``put_writes``; its state holds the writes of the checkpoints ``writes_at`` does not point at
@@ -31,6 +33,7 @@ from typing import Any
 import orjson
 
 from ..errors import CorruptObjectError, SnapshotError, SnapshotNotFound
+from ..objects import Snapshot
 from ..session import Session
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Kept
@@ -119,13 +122,22 @@ class Index:
     """The head's lists by checkpoint id: its history row, the snapshot holding it, the snapshot
     holding its pending writes."""
 
-    __slots__ = ("rows", "snapshots", "writes")
+    __slots__ = ("rows", "snapshots", "writes", "writes_seen")
 
-    def __init__(self, rows: dict[str, Any], snapshots: Pointers | None = None, writes: Pointers | None = None) -> None:
+    def __init__(
+        self,
+        rows: dict[str, Any],
+        snapshots: Pointers | None = None,
+        writes: Pointers | None = None,
+        writes_seen: str | None = None,
+    ) -> None:
         #: checkpoint id -> its ``history`` row (format 3) or (parent id, metadata) (formats 1, 2)
         self.rows = rows
         self.snapshots = snapshots or Pointers()
         self.writes = writes or Pointers()
+        #: the state hash of the writes head the head's commit saw (format 3; None: not recorded, or
+        #: there was none)
+        self.writes_seen = writes_seen
 
     @classmethod
     def of(cls, state: State) -> Index:
@@ -138,7 +150,8 @@ class Index:
                 "a LangGraph checkpoint's head has checkpoint ids and history rows that do not pair",
                 {"thread_id": state.get("thread_id"), "ids": len(ids), "rows": len(history)},
             )
-        return cls(dict(zip(ids, history, strict=True)), Pointers(state["snapshots"]), Pointers(state["writes_at"]))
+        rows = dict(zip(ids, history, strict=True))
+        return cls(rows, Pointers(state["snapshots"]), Pointers(state["writes_at"]), state.get("writes_seen"))
 
     def entry(self, checkpoint_id: str) -> tuple[str | None, Any]:
         """(parent id, encoded metadata) of a checkpoint the index holds."""
@@ -184,6 +197,10 @@ class Lane:
         self._heads: dict[str, tuple[str | None, State | None]] = {}
         # the sessions this lane committed to: the heads closing the saver may settle
         self._written: set[str] = set()
+        # each session's head as this lane last read or wrote it: (snapshot id, its state's hash);
+        # and the snapshot this lane last committed to each session
+        self._head_hashes: dict[str, tuple[str, str]] = {}
+        self._own: dict[str, str] = {}
         # the heads one put or put_writes builds on (see ``operation``), and the thread doing it
         self._asked: dict[str, tuple[str | None, State | None]] = {}
         self._operating: int | None = None
@@ -267,25 +284,76 @@ class Lane:
         cached = self._heads.get(name)
         sess = self._session(name, create=False)
         try:
-            head = sess.head if sess is not None else None
+            found = self._head_of(name, sess, cached)
         except SnapshotNotFound:  # deleted by another handle since this one kept it
             self._sessions.pop(name, None)
-            sess = self._session(name, create=False)
-            head = sess.head if sess is not None else None
-        if sess is None or head is None:
-            return self._remember(name, cached, (None, None))
-        if cached is not None and cached[0] == head.id:
-            return cached
-        return self._remember(name, cached, (head.id, sess.state(head.id)))
+            found = self._head_of(name, self._session(name, create=False), cached)
+        if found is cached:
+            return found
+        return self._remember(name, cached, found)
 
-    def _head_id(self, name: str) -> str | None:
-        """A session's head id as the store has it, its state not rebuilt (None: no session)."""
+    def _head_of(
+        self, name: str, sess: Session | None, cached: tuple[str | None, State | None] | None
+    ) -> tuple[str | None, State | None]:
+        """A session's head id and state: ``cached`` while it is still the head; a head not kept is
+        read with its state at once (one read of the newest segment for both)."""
+        if sess is None:
+            return None, None
+        if cached is None or cached[1] is None:
+            found = sess.head_state()
+            if found is None:
+                return None, None
+            self._head_hashes[name] = (found[0].id, found[0].state_hash)
+            return found[0].id, found[1]
+        head = sess.head
+        if head is None:
+            return None, None
+        self._head_hashes[name] = (head.id, head.state_hash)
+        if head.id == cached[0]:
+            return cached
+        return head.id, sess.state(head.id)
+
+    def _stored_head(self, name: str) -> Snapshot | None:
+        """A session's head as the store has it now, its state not rebuilt (None: no session)."""
         sess = self._session(name, create=False)
         try:
-            head = sess.head if sess is not None else None
+            return sess.head if sess is not None else None
         except SnapshotNotFound:  # deleted by another handle since this one kept it
+            self._sessions.pop(name, None)
             return None
-        return head.id if head is not None else None
+
+    def _writes_head_to_point_at(
+        self, sid: str | None, head: State | None
+    ) -> tuple[str | None, State | None, str | None]:
+        """(id, state, state hash) of the writes head a checkpoint commit on ``head`` (snapshot
+        ``sid``) points at.
+
+        The one this lane keeps, unless another handle committed ``head`` and saw another writes
+        head: a handle that committed a checkpoint since this lane looked may have written writes too,
+        and a pointer to the older writes head would be a later row naming fewer writes than the
+        checkpoint has (a reader, or the next writes commit, which drops a checkpoint whose pointer
+        names the head, would take it for all of them). Then the store's writes head is read. Writes
+        another handle wrote without putting a checkpoint stay in its writes head until a pointer
+        names them, so the kept head is good enough for those.
+        """
+        name = self.names.writes
+        wsid, whead = self._head(name)
+        kept = self._head_hashes.get(name)
+        known = None if wsid is None else kept[1] if kept is not None and kept[0] == wsid else ""
+        own = sid is not None and sid == self._own.get(self.names.checkpoints)
+        if head is not None and known != "" and (own or head.get("writes_seen") == known):
+            return wsid, whead, known
+        stored = self._stored_head(name)
+        sess = self._session(name, create=False)
+        if stored is None or sess is None:
+            return None, None, None
+        if stored.id != wsid or whead is None:
+            wsid, whead = stored.id, sess.state(stored.id)
+            self._remember(name, self._heads.get(name), (wsid, whead))
+            if self._operating == threading.get_ident():
+                self._asked[name] = (wsid, whead)
+        self._head_hashes[name] = (stored.id, stored.state_hash)
+        return wsid, whead, stored.state_hash
 
     def _remember(
         self, name: str, before: tuple[str | None, State | None] | None, found: tuple[str | None, State | None]
@@ -324,6 +392,8 @@ class Lane:
             assert sess is not None
             snap = sess.commit(state, label=label, turn=turn)
         self._heads[name] = (snap.id, state)  # never mutated after this: the next commit builds a new dict
+        self._head_hashes[name] = (snap.id, snap.state_hash)
+        self._own[name] = snap.id
         self._written.add(name)
         if operating:
             if snap.parent != expected:
@@ -350,6 +420,8 @@ class Lane:
                     continue
                 if settled is not None:
                     self._heads[name] = (settled.id, kept[1])  # the same state: the next put builds on it
+                    self._head_hashes[name] = (settled.id, settled.state_hash)
+                    self._own[name] = settled.id
 
     def _frame(self, checkpoint_id: str) -> State:
         return {
@@ -398,15 +470,17 @@ class Lane:
         cached = self._heads.get(self.names.checkpoints)
         return cached is not None and cached[1] is state
 
-    def writes_of(self, checkpoint_id: str, index: Index | None, seen: str | None = None) -> list[Any]:
+    def writes_of(self, checkpoint_id: str, index: Index | None) -> list[Any]:
         """The stored write entries of a checkpoint: [task_id, idx, channel, value, task_path].
 
-        ``seen``: the writes head the checkpoint's commit saw (``writes_seen``, format 3). While it
-        is still the writes head, whatever it held of the checkpoint's writes got a pointer in that
-        commit, so a reader outside an operation takes the pointer, or none, without rebuilding
-        the writes head to look in it.
+        The head's commit gave every checkpoint of its index whose writes were in the writes head
+        it saw (``writes_seen``, format 3: that head's state hash) a pointer to it. While the
+        writes head still holds that state, a reader outside an operation takes a checkpoint's
+        pointer, or none, without rebuilding the writes head to look in it.
         """
-        if seen is not None and self._operating != threading.get_ident() and self._head_id(self.names.writes) == seen:
+        seen = index.writes_seen if index is not None else None
+        stored = self._stored_head(self.names.writes) if seen is not None else None
+        if stored is not None and stored.state_hash == seen and self._operating != threading.get_ident():
             snapshot = index.writes.get(checkpoint_id) if index is not None else None
         else:
             _wsid, whead = self._head(self.names.writes)
@@ -438,7 +512,7 @@ class Lane:
             # the writes head's checkpoints get their pointer now: the next writes commit may
             # leave them out, and they are found through writes_at from then on
             pointed: dict[str, str] = {}
-            wsid, whead = self._head(self.names.writes)
+            wsid, whead, seen = self._writes_head_to_point_at(sid, head)
             if whead is not None and wsid is not None:
                 for owner in whead["writes"]:
                     known = owner in index.rows or owner == checkpoint_id
@@ -446,7 +520,7 @@ class Lane:
                         writes_at.append(pointer_row(wsid, owner))
                         pointed[owner] = wsid
             rows = {**index.rows, checkpoint_id: row}
-            new_index = Index(rows, index.snapshots.with_(moved), index.writes.with_(pointed))
+            new_index = Index(rows, index.snapshots.with_(moved), index.writes.with_(pointed), seen)
             state = {
                 **self._frame(checkpoint_id),
                 "parent_checkpoint_id": parent_id,
@@ -456,7 +530,7 @@ class Lane:
                 "history": history,
                 "snapshots": snapshots,
                 "writes_at": writes_at,
-                "writes_seen": wsid,
+                "writes_seen": seen,
             }
             new_sid = self._commit(self.names.checkpoints, state, f"checkpoint {checkpoint_id}", _step(metadata))
             self._index = (new_sid, new_index)

@@ -187,8 +187,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             checkpoint["channel_values"] = self._decode_kept(lane, values)
         else:
             checkpoint["channel_values"] = {k: decode(v[1]) for k, v in values.items()}
-        stored = lane.writes_of(checkpoint_id, index, seen=state.get("writes_seen"))
-        writes = sorted(stored, key=lambda w: writes_sort_key(w[4], w[0], w[1]))
+        writes = sorted(lane.writes_of(checkpoint_id, index), key=lambda w: writes_sort_key(w[4], w[0], w[1]))
         parent = state["parent_checkpoint_id"]
         return CheckpointTuple(
             config=self._config(lane, checkpoint_id),
