@@ -300,3 +300,48 @@ def test_a_checkpoint_put_by_a_saver_that_read_before_points_at_every_write(
         for reader in (SnapstoreSaver(make_store()), a, b):
             found = reader.get_tuple(by_id(thread, x["id"]))
             assert found is not None and sorted(found.pending_writes or []) == expected, (order, reader)
+
+
+def test_a_put_writes_built_again_supersedes_its_stale_commit_even_when_nothing_is_new(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """A put_writes whose commit went on top of another saver's is built again on what that saver
+    left; when the writes are all there already, it still commits once more, since the stale
+    commit (built on the older writes head) is the writes head and would drop the other's."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    a, b = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    x = a.put(generate_config("t"), generate_checkpoint(), generate_metadata(step=0), {})  # a: no writes head
+    b.put_writes(x, [("w", 1)], "task-1")
+    b.put_writes(x, [("w", 2)], "task-2")
+    a.put_writes(x, [("w", 1)], "task-1")  # stored already, but a's first try went on its old head
+    for reader in (SnapstoreSaver(make_store()), a, b):
+        found = reader.get_tuple(x)
+        assert found is not None and found.pending_writes == [("task-1", "w", 1), ("task-2", "w", 2)]
+
+
+def test_a_saver_whose_kept_heads_another_rewrote_builds_on_what_the_store_holds(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """Another saver's delete_for_runs rewrites the thread (new sessions, new snapshot ids): what a
+    saver kept then names snapshots that are gone, and its next put_writes and put build again on
+    the rewritten thread instead of failing."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    a, b = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    x = a.put(generate_config("t"), generate_checkpoint(), generate_metadata(step=0, run_id="r0"), {})
+    a.put_writes(x, [("w", 1)], "ta")
+    y = a.put(x, generate_checkpoint(), generate_metadata(step=1, run_id="r1"), {})
+    a.put_writes(y, [("w", 2)], "ta")  # x's writes are found through a pointer now
+    b.get_tuple(generate_config("t"))  # b keeps both heads
+    a.delete_for_runs(["r1"])
+    b.put_writes(x, [("w", 3)], "tb")
+    z = b.put(x, generate_checkpoint(), generate_metadata(step=1, run_id="r2"), {})
+    fresh = SnapstoreSaver(make_store())
+    found = fresh.get_tuple(x)
+    assert found is not None and found.pending_writes == [("ta", "w", 1), ("tb", "w", 3)]
+    assert fresh.get_tuple(y) is None
+    assert [t.config["configurable"]["checkpoint_id"] for t in fresh.list(generate_config("t"))] == [
+        z["configurable"]["checkpoint_id"],
+        x["configurable"]["checkpoint_id"],
+    ]

@@ -280,6 +280,34 @@ class Lane:
             self._asked[name] = (parent, state) if state is not None else (None, None)
             self._expected_parent[name] = committed
 
+    @contextlib.contextmanager
+    def built_on_kept(self) -> Iterator[list[bool]]:
+        """Within an operation, around building it on what this lane kept: when that names a
+        snapshot another handle removed (it rewrote the thread: ``delete_for_runs``, ``prune``,
+        ``delete_thread``), the lane forgets all it kept (``read_again``) and the yielded flag says
+        to build again, on what the store holds. Once an operation: a second miss is raised."""
+        missed = [False]
+        try:
+            yield missed
+        except SnapshotNotFound:
+            if self._reread:
+                raise
+            self.read_again()
+            missed[0] = True
+
+    def read_again(self) -> None:
+        """Forget every head this lane kept: the rest of the operation reads them from the store."""
+        self._heads.clear()
+        self._sessions.clear()
+        self._head_hashes.clear()
+        self._own.clear()
+        self._asked.clear()
+        self._expected_parent.clear()
+        self._stale.clear()
+        self._index = None
+        self._reread = True
+        self.ciphertexts = None
+
     def _read_head(self, name: str) -> tuple[str | None, State | None]:
         cached = self._heads.get(name)
         sess = self._session(name, create=False)

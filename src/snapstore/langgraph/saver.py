@@ -283,8 +283,13 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         encoded_metadata = self.codec.encode(get_checkpoint_metadata(config, metadata))
         with lane.operation():
             for _attempt in range(ATTEMPTS):
-                values, ciphertexts = self._encode_values(lane, checkpoint, new_versions, parent_id)
-                done = lane.commit_checkpoint(checkpoint["id"], parent_id, encoded_skeleton, values, encoded_metadata)
+                with lane.built_on_kept() as missed:
+                    values, ciphertexts = self._encode_values(lane, checkpoint, new_versions, parent_id)
+                    done = lane.commit_checkpoint(
+                        checkpoint["id"], parent_id, encoded_skeleton, values, encoded_metadata
+                    )
+                if missed[0]:
+                    continue
                 if self.codec.encrypted is not None:
                     lane.ciphertexts = ciphertexts
                 if done:
@@ -347,9 +352,13 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         checkpoint_id = configurable["checkpoint_id"]
         encoded: dict[int, Any] = {}
         with lane.operation():
+            rebased = False
             for _attempt in range(ATTEMPTS):
-                found = lane.head()
-                entries = lane.writes_of(checkpoint_id, found[1] if found is not None else None)
+                with lane.built_on_kept() as missed:
+                    found = lane.head()
+                    entries = lane.writes_of(checkpoint_id, found[1] if found is not None else None)
+                if missed[0]:
+                    continue
                 index = {(entry[0], entry[1]): i for i, entry in enumerate(entries)}
                 changed = False
                 for idx, (channel, value) in enumerate(writes):
@@ -365,9 +374,12 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                         index[key] = len(entries)
                         entries.append(entry)
                     changed = True
-                if not changed or lane.commit_writes(checkpoint_id, entries):
+                # after a rebase the stale commit is the writes head: even writes found stored
+                # already are committed again, on what the other handle left, to supersede it
+                if (not changed and not rebased) or lane.commit_writes(checkpoint_id, entries):
                     break
                 lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
+                rebased = True
             else:
                 raise _kept_losing(configurable["thread_id"], "put_writes")
 
