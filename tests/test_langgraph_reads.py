@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
+import pytest
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -345,3 +346,67 @@ def test_a_saver_whose_kept_heads_another_rewrote_builds_on_what_the_store_holds
         z["configurable"]["checkpoint_id"],
         x["configurable"]["checkpoint_id"],
     ]
+
+
+def _writes_read_fresh(make_store: Callable[..., SnapshotStore], config: Any) -> list[Any]:
+    found = SnapstoreSaver(make_store()).get_tuple(config)
+    assert found is not None
+    return sorted(found.pending_writes or [])
+
+
+@pytest.mark.parametrize("read_first", ["an older checkpoint", "the head"])
+def test_a_put_writes_on_heads_read_before_another_saver_moved_on_keeps_its_writes(
+    make_store: Callable[..., SnapshotStore], read_first: str
+) -> None:
+    """b read the thread (a read may leave it keeping the checkpoints head and no writes head);
+    a then writes c2's writes, puts c3 (which points c2 at them) and writes c3's, which drops c2
+    from the writes head. b's put_writes for c2 must build on both heads as the store has them:
+    the writes head alone, read fresh beside the kept checkpoints head, held no c2 and the kept
+    index no pointer, and its commit would have kept only b's write."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    a, b = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    c1 = a.put(generate_config("t"), generate_checkpoint(), generate_metadata(step=0), {})
+    a.put_writes(c1, [("w", "c1")], "ta")
+    c2 = a.put(c1, generate_checkpoint(), generate_metadata(step=1), {})
+    b.get_tuple(c1 if read_first == "an older checkpoint" else c2)
+    a.put_writes(c2, [("w", "a")], "ta")
+    c3 = a.put(c2, generate_checkpoint(), generate_metadata(step=2), {})
+    a.put_writes(c3, [("w", "c3")], "ta")
+    b.put_writes(c2, [("w", "b")], "tb")
+    assert _writes_read_fresh(make_store, c2) == [("ta", "w", "a"), ("tb", "w", "b")]
+
+
+def test_a_put_writes_after_reading_an_empty_thread_keeps_the_writes_before_it(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    a, b = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    x_checkpoint = generate_checkpoint()
+    x = by_id("t", x_checkpoint["id"])
+    a.put_writes(x, [("w", "a")], "ta")  # writes before their checkpoint
+    assert b.get_tuple(generate_config("t")) is None  # b keeps: no checkpoints
+    a.put(generate_config("t"), x_checkpoint, generate_metadata(step=0), {})  # points x at them
+    a.put_writes(by_id("t", "later"), [("w", "y")], "ta")  # drops x from the writes head
+    b.put_writes(x, [("__error__", "e")], "tb")
+    assert _writes_read_fresh(make_store, x) == [("ta", "w", "a"), ("tb", "__error__", "e")]
+
+
+def test_a_writes_head_stored_again_by_a_rewrite_is_pointed_at_by_its_new_id(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """b's delete_for_runs replays the writes session: its head holds the very state a kept, under
+    a new id. a, putting on b's head, must point at the store's id, not the one it kept (gone)."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    a, b = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    c1 = a.put(generate_config("t"), generate_checkpoint(), generate_metadata(step=0, run_id="r0"), {})
+    a.put_writes(c1, [("w", 1)], "ta")
+    b.put(c1, generate_checkpoint(), generate_metadata(step=1, run_id="r1"), {})
+    b.delete_for_runs(["r1"])
+    c3 = b.put(c1, generate_checkpoint(), generate_metadata(step=2, run_id="r0"), {})
+    a.get_tuple(generate_config("t"))
+    a.put(c3, generate_checkpoint(), generate_metadata(step=3, run_id="r0"), {})
+    assert _writes_read_fresh(make_store, c1) == [("ta", "w", 1)]
+    assert len(list(SnapstoreSaver(make_store()).list(generate_config("t")))) == 3

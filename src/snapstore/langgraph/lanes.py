@@ -234,19 +234,26 @@ class Lane:
         return sess
 
     @contextlib.contextmanager
-    def operation(self) -> Iterator[None]:
-        """One put or put_writes, under the lane's lock, built on the heads this lane last read
-        or wrote, without asking the store again (asking costs a listing of the session's files
-        and a read of what changed, more than the rest of a small step).
+    def operation(self, writes: bool = False) -> Iterator[None]:
+        """One put or put_writes (``writes``), under the lane's lock, built on the heads this lane
+        last read or wrote, without asking the store again (asking costs a listing of the
+        session's files and a read of what changed, more than the rest of a small step).
 
         One process writes a thread at a time, and a run reads its thread before it writes to it,
         so those heads are the store's as a rule. Each commit checks it: the snapshot it went on
         top of must be the head it was built on. When another handle committed in between,
         ``commit_checkpoint`` or ``commit_writes`` says so, and the caller builds the operation
         again (``rebase``) on what that handle left, so nothing it wrote is dropped.
+
+        A put_writes on a lane that keeps no writes head reads both heads from the store: the
+        writes head it would read alone could be newer than the checkpoints head it keeps, whose
+        index then lacks the pointer to writes that head no longer holds, and its commit, on the
+        store's writes head, would not be seen as stale.
         """
         with self.lock:
             self._operating = threading.get_ident()
+            if writes and self._heads.get(self.names.writes) is None:
+                self._reread = True
             try:
                 yield
             finally:
@@ -356,21 +363,21 @@ class Lane:
         """(id, state, state hash) of the writes head a checkpoint commit on ``head`` (snapshot
         ``sid``) points at.
 
-        The one this lane keeps, unless another handle committed ``head`` and saw another writes
-        head: a handle that committed a checkpoint since this lane looked may have written writes too,
-        and a pointer to the older writes head would be a later row naming fewer writes than the
+        The one this lane keeps when this lane committed ``head``; otherwise the store's: a handle
+        that committed a checkpoint since this lane looked may have written writes too, and a
+        pointer to an older writes head would be a later row naming fewer writes than the
         checkpoint has (a reader, or the next writes commit, which drops a checkpoint whose pointer
-        names the head, would take it for all of them). Then the store's writes head is read. Writes
-        another handle wrote without putting a checkpoint stay in its writes head until a pointer
-        names them, so the kept head is good enough for those.
+        names the head, would take it for all of them), or, after a rewrite, a snapshot that is
+        gone. Writes another handle wrote without putting a checkpoint stay in its writes head until
+        a pointer names them, so on this lane's own head the kept writes head is good enough.
         """
         name = self.names.writes
         wsid, whead = self._head(name)
         kept = self._head_hashes.get(name)
         known = None if wsid is None else kept[1] if kept is not None and kept[0] == wsid else ""
-        own = sid is not None and sid == self._own.get(self.names.checkpoints)
-        if head is not None and known != "" and (own or head.get("writes_seen") == known):
+        if known != "" and sid is not None and sid == self._own.get(self.names.checkpoints):
             return wsid, whead, known
+        # the same state is not enough: a rewrite (delete_for_runs) stores it again under a new id
         stored = self._stored_head(name)
         sess = self._session(name, create=False)
         if stored is None or sess is None:

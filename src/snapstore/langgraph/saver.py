@@ -351,7 +351,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable["checkpoint_id"]
         encoded: dict[int, Any] = {}
-        with lane.operation():
+        with lane.operation(writes=True):
             rebased = False
             for _attempt in range(ATTEMPTS):
                 with lane.built_on_kept() as missed:
