@@ -15,8 +15,9 @@ parses, checks and indexes a few thousand fewer objects (format 3):
 whose writes it held got a pointer to it in that commit (``Lane.writes_of``,
 ``Lane._writes_head_to_point_at``).
 
-A later record of the same checkpoint wins. The writes session gets one commit per
-``put_writes``; its state holds the writes of the checkpoints ``writes_at`` does not point at
+A later record of the same checkpoint wins. The writes session gets a commit per ``put_writes``
+that adds a write (none when all are stored already, one more when it is built again after
+another handle's commit); its state holds the writes of the checkpoints ``writes_at`` does not point at
 yet (usually one or two), so a step's writes cost a commit the size of those writes.
 
 Formats 1 and 2 kept each row as an array (``[checkpoint id, parent id, metadata]``,
