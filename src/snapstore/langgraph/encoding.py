@@ -33,6 +33,10 @@ from ..errors import CorruptObjectError
 
 LIST_TAG = "L"
 SERIALIZED_TAG = "S"
+#: the stock serializer's type name for what it writes as msgpack
+MSGPACK = "msgpack"
+#: a msgpack array of up to 2**32 - 1 elements, its length in the next four bytes (big-endian)
+_ARRAY32 = b"\xdd"
 #: deeper structure is handed to the serializer whole: snapstore caps nesting, and so should we
 MAX_DEPTH = 48
 _INT_RANGE = (-(2**63), 2**64 - 1)
@@ -261,11 +265,6 @@ class ValueCodec:
             if type(values) is list and len(values) == len(elements):
                 return values
         return [self.decode(element) for element in elements]
-
-
-MSGPACK = "msgpack"
-#: a msgpack array of up to 2**32 - 1 elements, its length in the next four bytes (big-endian)
-_ARRAY32 = b"\xdd"
 
 
 def _packed(node: Any) -> bool:

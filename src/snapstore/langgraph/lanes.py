@@ -375,21 +375,14 @@ class Lane:
         name = self.names.writes
         wsid, whead = self._head(name)
         kept = self._head_hashes.get(name)
-        known = None if wsid is None else kept[1] if kept is not None and kept[0] == wsid else ""
-        if known != "" and sid is not None and sid == self._own.get(self.names.checkpoints):
-            return wsid, whead, known
+        own = sid is not None and sid == self._own.get(self.names.checkpoints)
+        if own and (wsid is None or (kept is not None and kept[0] == wsid)):
+            return wsid, whead, kept[1] if wsid is not None and kept is not None else None
         # the same state is not enough: a rewrite (delete_for_runs) stores it again under a new id
-        stored = self._stored_head(name)
-        sess = self._session(name, create=False)
-        if stored is None or sess is None:
-            return None, None, None
-        if stored.id != wsid or whead is None:
-            wsid, whead = stored.id, sess.state(stored.id)
-            self._remember(name, self._heads.get(name), (wsid, whead))
-            if self._operating == threading.get_ident():
-                self._asked[name] = (wsid, whead)
-        self._head_hashes[name] = (stored.id, stored.state_hash)
-        return wsid, whead, stored.state_hash
+        wsid, whead = self._read_head(name)  # records the head's state hash in _head_hashes
+        if self._operating == threading.get_ident():
+            self._asked[name] = (wsid, whead)
+        return wsid, whead, self._head_hashes[name][1] if wsid is not None else None
 
     def _remember(
         self, name: str, before: tuple[str | None, State | None] | None, found: tuple[str | None, State | None]
@@ -514,15 +507,13 @@ class Lane:
         writes head still holds that state, a reader outside an operation takes a checkpoint's
         pointer, or none, without rebuilding the writes head to look in it.
         """
-        seen = index.writes_seen if index is not None else None
+        seen = index.writes_seen if index is not None and self._operating != threading.get_ident() else None
         stored = self._stored_head(self.names.writes) if seen is not None else None
-        if stored is not None and stored.state_hash == seen and self._operating != threading.get_ident():
-            snapshot = index.writes.get(checkpoint_id) if index is not None else None
-        else:
+        if stored is None or stored.state_hash != seen:
             _wsid, whead = self._head(self.names.writes)
             if whead is not None and checkpoint_id in whead["writes"]:
                 return list(whead["writes"][checkpoint_id])
-            snapshot = index.writes.get(checkpoint_id) if index is not None else None
+        snapshot = index.writes.get(checkpoint_id) if index is not None else None
         if snapshot is None:
             return []
         return list(self._state(self.names.writes, snapshot)["writes"][checkpoint_id])
