@@ -74,6 +74,7 @@ _FLAG_BASE = 8  # the payload is a delta against a base other than the parent, n
 # depth, chain bytes, base ratio, label length
 _RECORD = struct.Struct("<BBB16s16s16sqqQIIQdH")
 RECORD_SIZE = _RECORD.size
+_PARENT_AT = 3  # the parent id's offset in a commit entry (after type, mode and flags)
 _RAW_LENGTH = struct.Struct("<I")
 _RAW_LENGTH_AT = struct.calcsize("<BBB16s16s16sqqQ")
 _LABEL_LENGTH = struct.Struct("<H")
@@ -121,6 +122,12 @@ class CommitEntry:
             record = self._record = SnapshotRecord(*fields)
             self._fields = None  # the record holds them now
         return record
+
+    @property
+    def parent(self) -> str | None:
+        """The record's parent, read without making the record."""
+        fields = self._fields
+        return fields[1] if fields is not None else self.record.parent
 
     @property
     def is_keyframe(self) -> bool:
@@ -260,6 +267,18 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
     )
     payload = data[end:] if with_payload else b""
     return CommitEntry(record_id(*fields), None, mode, raw_length, payload, entry_base(data, parent_id), fields)
+
+
+def names_snapshot(data: bytes, raw_id: bytes) -> bool:
+    """Whether ``data``, an entry's bytes, is a commit whose record names the snapshot of id
+    ``raw_id`` (its 16 bytes) as its parent, or as the base its payload patches; read without
+    decoding the entry (a reader looking for where a snapshot is stored)."""
+    if len(data) < RECORD_SIZE or data[0] != COMMIT:
+        return False
+    flags = data[2]
+    if flags & _FLAG_PARENT and data[_PARENT_AT : _PARENT_AT + 16] == raw_id:
+        return True
+    return bool(flags & _FLAG_BASE) and data[RECORD_SIZE : RECORD_SIZE + 16] == raw_id
 
 
 def entry_base(data: bytes, parent: str | None) -> str | None:

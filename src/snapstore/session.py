@@ -52,6 +52,7 @@ from .history import (
 )
 from .keyframes import SETTLE_COST, worth_settling
 from .objects import Snapshot, SnapshotRecord, codec_id, format_timestamp
+from .own_segment import UNDECIDED, rebuild_from_own_segment
 
 if TYPE_CHECKING:
     from .store import SnapshotStore
@@ -205,6 +206,9 @@ class Session:
         with self._lock, self._log.reading_once():
             log = self._current(tail=True)
             if log.partial and not self._in_tail(log, snapshot_id) and codec_id(snapshot_id):
+                state = rebuild_from_own_segment(log, snapshot_id)  # when nothing after it can matter
+                if state is not UNDECIDED:
+                    return state
                 log.reach(snapshot_id)  # an older snapshot: the segments from it to the newest
             if log.partial and not self._in_tail(log, snapshot_id):
                 log = self._current()  # a prefix, a tag, or an id stored nowhere: the whole log decides

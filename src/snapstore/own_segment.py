@@ -1,0 +1,129 @@
+"""Rebuilding an older snapshot from its own segment, without indexing the segments after it.
+
+A handle that indexed only a session's newest segments (``SessionLog.partial``) and is asked for
+an older snapshot would index every segment from that snapshot's to the newest
+(``SessionLog.reach``), decoding each entry and hashing its record for its id: at a thousand
+LangGraph turns, 3,000 entries to read one checkpoint 200 steps back. Two facts make most of that
+unnecessary when retention cannot have evicted anything:
+
+* whether a snapshot is readable then depends only on whether it is stored (format.md §4.5): no
+  ``evicted_through`` mark, and a limit above any count of commits the segments could hold;
+* a snapshot's chain lies in its own segment (a delta never names a base in another one), and
+  the record of its child names its id, raw, as the parent (or, stored against it, as the base).
+
+So the segments older than the indexed ones are read newest first and searched for those 16
+bytes, entry by entry, without decoding anything; where a child is found, the entries before it
+are decoded one by one, newest first, until one hashes to the id; then the chain back to its
+keyframe, and the payloads up to it are decompressed as a rebuild always does. Anything
+unexpected (no child found, damage, a chain that breaks, a hash that does not check) gives up and
+leaves the answer to the whole-log path, which alone says why a snapshot cannot be read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends.base import SegmentInfo, SegmentMissing
+from .entries import (
+    COMMIT,
+    KEY_MODES,
+    RECORD_SIZE,
+    CommitEntry,
+    SegmentReader,
+    commit_payload,
+    decode_entry,
+    names_snapshot,
+)
+from .errors import CorruptObjectError
+from .history import IndexedCommit, SessionLog
+
+#: what ``rebuild_from_own_segment`` returns when it leaves the answer to the whole-log path
+UNDECIDED: Any = object()
+
+#: the fewest bytes a commit adds to a segment's stored size on any engine: its record (the
+#: directory engine also counts a frame around it, the memory engine does not)
+_MIN_COMMIT_BYTES = RECORD_SIZE
+
+
+def rebuild_from_own_segment(log: SessionLog, sid: str) -> Any:
+    """The verified state of ``sid``, a full snapshot id not among ``log``'s indexed segments, read
+    from its own segment alone; ``UNDECIDED`` when that cannot be done soundly or cheaply."""
+    if not log.partial or not log.segments or sid in log.commits or sid in log.tags:
+        return UNDECIDED
+    try:
+        listed = log.backend.segments(log.key)
+        if not _retains_everything_stored(log, listed):
+            return UNDECIDED
+        return _rebuild(log, sid, sorted((i.segment for i in listed if i.segment < min(log.segments)), reverse=True))
+    except (SegmentMissing, CorruptObjectError):  # reclaimed or damaged: the whole log says what happened
+        return UNDECIDED
+
+
+def _retains_everything_stored(log: SessionLog, listed: list[SegmentInfo]) -> bool:
+    """Whether no stored snapshot can be out of retention: nothing was ever evicted, and the limit
+    is above the most commits the session's segments could hold."""
+    if log.settings.get("evicted_through") is not None:
+        return False
+    return log.max_snapshots > sum(info.stored_bytes for info in listed) // _MIN_COMMIT_BYTES
+
+
+def _rebuild(log: SessionLog, sid: str, older: list[int]) -> Any:
+    """Find ``sid`` in the segments ``older`` than the indexed ones (newest first) and rebuild it."""
+    raw_id = bytes.fromhex(sid)
+    # a child among the indexed commits: the snapshot ends an older segment (or is further back)
+    named_later = any(c.entry.base == sid or c.entry.parent == sid for c in log.commits.values())
+    for number in older:
+        read = log.backend.read_segment(log.key, number)
+        if read.damaged_at is not None:
+            return UNDECIDED
+        entries = read.entries
+        child = next((i for i, data in enumerate(entries) if names_snapshot(data, raw_id)), None)
+        if child is None and not named_later:
+            continue  # neither it nor anything after it is here
+        found = _find(log, number, entries, sid, len(entries) if child is None else child)
+        if found is not None:
+            return _rebuild_at(log, number, entries, found)
+        if child is None or any(data[0] == COMMIT for data in entries[:child]):
+            return UNDECIDED  # a branch, or a copy elsewhere: not the common case this path is for
+        named_later = True  # its child opens this segment: it ends an older one
+    return UNDECIDED
+
+
+def _find(log: SessionLog, number: int, entries: list[bytes], sid: str, before: int) -> tuple[int, CommitEntry] | None:
+    """The entry, among ``entries[:before]``, whose record hashes to ``sid``, searched newest first."""
+    where = log.where(number)
+    for ordinal in range(before - 1, -1, -1):
+        data = entries[ordinal]
+        if data[0] == COMMIT:
+            entry = decode_entry(data, log.name, where, with_payload=False)
+            if isinstance(entry, CommitEntry) and entry.id == sid:
+                return ordinal, entry
+    return None
+
+
+def _rebuild_at(log: SessionLog, number: int, entries: list[bytes], found: tuple[int, CommitEntry]) -> Any:
+    """Rebuild the snapshot found at ``found`` from its segment's ``entries``, verified."""
+    path: list[IndexedCommit] = []
+    ordinal, entry = found
+    while True:
+        path.append(IndexedCommit(entry.id, entry, entry.mode, entry.raw_length, number, ordinal, entry.base))
+        if entry.mode in KEY_MODES:
+            break
+        base = entry.base
+        step = _find(log, number, entries, base, ordinal) if base is not None else None
+        if step is None:
+            return UNDECIDED  # a chain that leaves what is here: the whole log says why
+        ordinal, entry = step
+    path.reverse()
+    wanted = {commit.ordinal: commit.id for commit in path}
+    items: list[tuple[str, int, int, bytes]] = []
+    for at, data in enumerate(entries[: path[-1].ordinal + 1]):
+        parts = commit_payload(data)
+        if parts is not None:
+            # the stream is decoded from the segment's start (a patched keyframe and a delta frame
+            # take what precedes them as their dictionary); only the chain's payloads are kept
+            items.append((wanted.get(at, f"#{at}"), *parts))
+    reader = SegmentReader(log.where(number))
+    reader.decompress_all(items)
+    payloads = {sid: reader.payload_of(sid) for sid in wanted.values() if sid in reader.spans}
+    return log.apply_chain(path, payloads)
