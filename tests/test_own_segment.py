@@ -184,6 +184,90 @@ def test_damage_reads_as_the_whole_log_reads_it(
         assert found == whole[sid], f"snapshot of turn {ids.index(sid)}"
 
 
+@pytest.mark.parametrize("damage", ["a record's timestamp", "a settings entry", "cut short", "emptied"])
+def test_damage_before_a_snapshot_in_its_own_segment_reads_as_the_whole_log_reads_it(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """An entry of an earlier run, outside the snapshot's chain, damaged under a framing that still
+    checks: an index stops at it, so the whole log refuses the snapshot as damage; so does a fresh
+    handle, which checks every entry before the snapshot as an index would (no state, no crash)."""
+    store = make_store(max_chain=3)
+    writer = store.session("s", max_snapshots=UNLIMITED)
+    ids = [writer.commit({"turn": t, "log": PAD[: 5 + t]}, label=f"t{t}", turn=t).id for t in range(3)]
+    writer.set_max_snapshots(UNLIMITED - 1)  # a settings entry in the first run; evicts nothing
+    ids += [writer.commit({"turn": t, "log": PAD[: 5 + t]}, label=f"t{t}", turn=t).id for t in range(3, 12)]
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # then segments of their own
+    ids += [writer.commit({"turn": t, "log": PAD[: 5 + t]}, label=f"t{t}", turn=t).id for t in range(12, 20)]
+    first = writer._log.commits[ids[0]].segment
+    assert writer._log.commits[ids[9]].segment == first != writer._log.commits[ids[12]].segment
+    stored = list(store.backend.read_segment(writer.key, first).entries)
+    turn_1 = writer._log.commits[ids[1]].ordinal
+    if damage == "a record's timestamp":
+        rewrite_entry(store, writer.key, first, turn_1, 58)  # its top byte: past the year 9999
+    elif damage == "a settings entry":
+        settings = next(i for i, data in enumerate(stored) if i > 0 and data[0] == entries.META)
+        rewrite_entry(store, writer.key, first, settings, 1)  # '{' no more: not JSON
+    else:
+        stored[turn_1] = stored[turn_1][: 50 if damage == "cut short" else 0]
+        store.backend.replace_segment(writer.key, first, stored)
+    whole = whole_log_answers(make_store, ids)
+    assert whole[ids[9]] == ("CorruptObjectError", "damage")
+    for sid in ids[:-1]:
+        assert fresh_reader_answer(make_store, sid)[0] == whole[sid], f"turn {ids.index(sid)}"
+
+
+def test_writers_taking_turns_read_as_the_whole_log_reads_them(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two handles committing in turn store deltas against their own last state (a base other
+    than the parent, format.md §4.6 flag 8), rolling back, tagging and settling: every id reads
+    on a fresh handle as on the whole log, and a snapshot named only as a base is found by it."""
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    rng = random.Random(5)
+    first = make_store(max_chain=5, max_runs=2)
+    second = make_store(max_chain=5, max_runs=2)
+    writers = [first.session("s", max_snapshots=UNLIMITED), second.session("s")]
+    ids: list[str] = []
+    for step in range(60):
+        writer = writers[step % 2 if step < 40 else rng.randint(0, 1)]
+        action = rng.random()
+        if action < 0.8 or not ids:
+            state = {"turn": step, "log": PAD[: rng.randint(3, 40)], "by": step % 2}
+            ids.append(writer.commit(state, label=f"t{step}", turn=step).id)
+        elif action < 0.9:
+            writer.rollback(rng.choice(writer.snapshot_ids()))
+        elif action < 0.95:
+            writer.tag(rng.choice(writer.snapshot_ids()), "kept")
+        else:
+            writer.settle(min_cost=1.0)
+    based = sum(c.base not in (None, c.record.parent) for c in writers[0]._log.commits.values())
+    assert based > 5  # deltas against a base other than the parent were written
+    whole = whole_log_answers(make_store, ids)
+    ways = [fresh_reader_answer(make_store, sid) for sid in ids]
+    assert [found for found, _how in ways] == [whole[sid] for sid in ids]
+    assert sum(how == "alone" for _found, how in ways) > 20
+
+
+def test_a_snapshot_that_is_only_a_base_is_found_by_it(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot no commit names as its parent (the head was rolled back under its writer) but a
+    later commit of that writer was stored against (flag 8) is found through that base."""
+    writer_store, other_store = make_store(max_chain=4), make_store(max_chain=4)
+    writer, other = writer_store.session("s", max_snapshots=UNLIMITED), other_store.session("s")
+    ids = [writer.commit({"turn": t, "log": PAD[: 5 + t]}, turn=t).id for t in range(3)]
+    only_a_base = writer.commit({"turn": 3, "log": PAD[:8]}, turn=3).id
+    other.rollback(ids[1])  # the head leaves it: the next commit's parent is ids[1]
+    after = writer.commit({"turn": 4, "log": PAD[:9]}, turn=4)
+    assert after.parent == ids[1] and writer._log.commits[after.id].base == only_a_base
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # the next keyframe starts a segment
+    for turn in range(5, 12):
+        writer.commit({"turn": turn, "log": PAD[: 5 + turn]}, turn=turn)
+    assert writer._log.commits[only_a_base].segment < max(writer._log.segments)
+    found, how = fresh_reader_answer(make_store, only_a_base)
+    assert found == ("state", canonical({"turn": 3, "log": PAD[:8]})) and how == "alone"
+
+
 def test_a_snapshot_late_in_a_long_segment_decodes_its_chain_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

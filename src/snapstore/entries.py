@@ -192,11 +192,18 @@ def encode_commit(
     return head + label + payload
 
 
-def decode_entry(data: bytes, session: str, where: str, with_payload: bool = True) -> Entry:
-    """One entry's bytes as a record or settings; damage is a CorruptObjectError naming ``where``.
+def check_entry(data: bytes, where: str) -> MetaEntry | None:
+    """Refuse, as ``decode_entry`` would, an entry that is damaged, without hashing a commit's record
+    for its id (a reader that needs no ids of the entries it walks past, yet must stop where an
+    index would); the settings of a META entry, None for a COMMIT."""
+    meta = _meta_or_none(data, where)
+    if meta is None:
+        _checked_commit(data, where)
+    return meta
 
-    ``with_payload`` False leaves a commit's payload out (``b""``): an index keeps records only.
-    """
+
+def _meta_or_none(data: bytes, where: str) -> MetaEntry | None:
+    """The settings of a META entry; None for a COMMIT; damage otherwise."""
     if not data:
         raise _corrupt(where, "empty entry")
     if data[0] == META:
@@ -209,24 +216,31 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         return MetaEntry(body)
     if data[0] != COMMIT:
         raise _corrupt(where, f"unknown entry type {data[0]}")
+    return None
+
+
+def _checked_commit(data: bytes, where: str) -> tuple[tuple[Any, ...], tuple[str, str, int]]:
+    """A COMMIT entry's record unpacked and checked (format.md §4.6), with its label, its timestamp
+    and where its payload starts."""
     if len(data) < RECORD_SIZE:
         raise _corrupt(where, "commit entry shorter than its record")
+    unpacked = _RECORD.unpack_from(data)
     (
         _type,
         mode,
         flags,
-        parent,
-        state,
+        _parent,
+        _state,
         delta,
         micros,
-        turn,
+        _turn,
         size,
         raw_length,
         depth,
         chain_bytes,
         ratio,
         label_length,
-    ) = _RECORD.unpack_from(data)
+    ) = unpacked
     if mode > DELTA_PLAIN or flags & ~(_FLAG_PARENT | _FLAG_TURN | _FLAG_DELTA | _FLAG_BASE):
         raise _corrupt(where, "unknown commit mode or flags")
     if raw_length > MAX_PAYLOAD or size > MAX_PAYLOAD or not ratio >= 0 or ratio > 1e6:
@@ -249,6 +263,19 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         timestamp = format_micros(micros)
     except (UnicodeDecodeError, ValueError, OverflowError):
         raise _corrupt(where, "label or timestamp does not decode") from None
+    return unpacked, (label, timestamp, end)
+
+
+def decode_entry(data: bytes, session: str, where: str, with_payload: bool = True) -> Entry:
+    """One entry's bytes as a record or settings; damage is a CorruptObjectError naming ``where``.
+
+    ``with_payload`` False leaves a commit's payload out (``b""``): an index keeps records only.
+    """
+    meta = _meta_or_none(data, where)
+    if meta is not None:
+        return meta
+    record, (label, timestamp, end) = _checked_commit(data, where)
+    _type, mode, flags, parent, state, delta, _micros, turn, size, raw_length, depth, chain_bytes, ratio, _ = record
     parent_id = parent.hex() if flags & _FLAG_PARENT else None
     delta_id = delta.hex() if flags & _FLAG_DELTA else None
     state_hash = state.hex()

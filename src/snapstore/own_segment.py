@@ -6,14 +6,16 @@ an older snapshot would index every segment from that snapshot's to the newest
 LangGraph turns, 3,000 entries to read one checkpoint 200 steps back. Two facts make most of that
 unnecessary when retention cannot have evicted anything:
 
-* whether a snapshot is readable then depends only on whether it is stored (format.md §4.5): no
-  ``evicted_through`` mark, and a limit above any count of commits the segments could hold;
+* whether a snapshot is readable then depends only on whether it is stored before any damaged
+  entry of its segment (format.md §4.5): no ``evicted_through`` mark, and a limit above any
+  count of commits the segments could hold;
 * a snapshot's chain lies in its own segment (a delta never names a base in another one), and
   the record of its child names its id, raw, as the parent (or, stored against it, as the base).
 
 So the segments older than the indexed ones are read newest first and searched for those 16
 bytes, entry by entry, without decoding anything; where a child is found, the entries before it
-are decoded one by one, newest first, until one hashes to the id; then the chain back to its
+are checked as an index checks them (damage there makes the snapshot unreadable) and decoded
+one by one, newest first, until one hashes to the id; then the chain back to its
 keyframe, and the payloads up to it are decompressed as a rebuild always does. Anything
 unexpected (no child found, damage, a chain that breaks, a hash that does not check) gives up and
 leaves the answer to the whole-log path, which alone says why a snapshot cannot be read.
@@ -30,12 +32,13 @@ from .entries import (
     RECORD_SIZE,
     CommitEntry,
     SegmentReader,
+    check_entry,
     commit_payload,
     decode_entry,
     names_snapshot,
 )
 from .errors import CorruptObjectError
-from .history import IndexedCommit, SessionLog
+from .history import IndexedCommit, SessionLog, check_settings
 
 #: what ``rebuild_from_own_segment`` returns when it leaves the answer to the whole-log path
 UNDECIDED: Any = object()
@@ -80,21 +83,37 @@ def _rebuild(log: SessionLog, sid: str, older: list[int]) -> Any:
         child = next((i for i, data in enumerate(entries) if names_snapshot(data, raw_id)), None)
         if child is None and not named_later:
             continue  # neither it nor anything after it is here
-        found = _find(log, number, entries, sid, len(entries) if child is None else child)
+        before = len(entries) if child is None else child
+        # An index stops at a segment's first damaged entry (§4.4): a snapshot after one is lost.
+        # Every entry up to the child is checked as an index checks it (its id is not hashed).
+        _check_entries(log, number, entries[:before])
+        found = _find(log, number, entries, sid, before)
         if found is not None:
             return _rebuild_at(log, number, entries, found)
-        if child is None or any(data[0] == COMMIT for data in entries[:child]):
+        if child is None or any(data[:1] == _COMMIT for data in entries[:child]):
             return UNDECIDED  # a branch, or a copy elsewhere: not the common case this path is for
         named_later = True  # its child opens this segment: it ends an older one
     return UNDECIDED
 
 
+_COMMIT = bytes([COMMIT])
+
+
+def _check_entries(log: SessionLog, number: int, entries: list[bytes]) -> None:
+    """Raise CorruptObjectError where an index of the segment would find damage among ``entries``."""
+    where = log.where(number)
+    for data in entries:
+        meta = check_entry(data, where)
+        if meta is not None:
+            check_settings(meta.body, log.name)
+
+
 def _find(log: SessionLog, number: int, entries: list[bytes], sid: str, before: int) -> tuple[int, CommitEntry] | None:
-    """The entry, among ``entries[:before]``, whose record hashes to ``sid``, searched newest first."""
+    """The entry, among ``entries[:before]`` (checked), whose record hashes to ``sid``, newest first."""
     where = log.where(number)
     for ordinal in range(before - 1, -1, -1):
         data = entries[ordinal]
-        if data[0] == COMMIT:
+        if data[:1] == _COMMIT:
             entry = decode_entry(data, log.name, where, with_payload=False)
             if isinstance(entry, CommitEntry) and entry.id == sid:
                 return ordinal, entry
