@@ -12,13 +12,13 @@ prints median milliseconds over ``--reads`` freshly opened savers or stores (aft
 * each saver's whole ``get_tuple`` of the latest checkpoint and of the one 200 steps back;
 * SnapstoreSaver's ``get_tuple`` on a fresh saver over a freshly opened store whose two sessions
   were opened before the clock starts: the read less what opening the sessions costs;
-* the steps of SnapstoreSaver's read, each timed alone through the store's public API on a store
-  opened for that round: opening each of the thread's two sessions (``Session.head``, which
-  indexes every entry of the session's log), rebuilding each head (``Session.state``, verified
-  against its hash), rebuilding the checkpoint 200 back, and decoding the channel values through
-  the saver's ``serde`` (what SqliteSaver's read does too); and listing each session's snapshots
-  (``Session.snapshots``), what finding an older checkpoint by its commit's label would cost
-  instead of rebuilding the head for its lists.
+* the steps of SnapstoreSaver's read, each timed alone (after a ``gc.collect()``) through the
+  store's public API on a store opened for that round: opening each of the thread's two
+  sessions (``Session.head``, which indexes the session's newest segment), rebuilding each head
+  (``Session.state``, verified against its hash), rebuilding the checkpoint 200 back, and
+  decoding the channel values through the saver's ``serde`` (what SqliteSaver's read does too);
+  and listing each session's snapshots (``Session.snapshots``), what finding an older checkpoint
+  by its commit's label would cost instead of rebuilding the head for its lists.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def store_steps(root: Path, back_id: str) -> dict[str, float]:
     out: dict[str, float] = {}
 
     def step(label: str, action: Callable[[], Any]) -> Any:
+        gc.collect()  # what the steps before left is not this step's to collect
         start = time.perf_counter()
         value = action()
         out[label] = time.perf_counter() - start
