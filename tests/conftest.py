@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from snapstore import SnapshotStore
-from snapstore.backends import Backend
+from snapstore.backends import Backend, DirectoryBackend
+from snapstore.backends.base import SegmentRead
 
 POSTGRES_URL_ENV = "SNAPSTORE_TEST_POSTGRES_URL"
 
@@ -64,6 +65,18 @@ def rewrite_entry(store: SnapshotStore, key: str, segment: int, index: int, flip
     entries[index] = bytes(damaged)
     store.backend.replace_segment(key, segment, entries)
     return original
+
+
+class CountingBackend(DirectoryBackend):
+    """The directory backend, noting which segments it reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.read: list[int] = []
+
+    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+        self.read.append(segment)
+        return super().read_segment(key, segment, start)
 
 
 def make_read_only(root: Path) -> None:

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from conftest import canonical
+from conftest import CountingBackend, canonical
 from snapstore import SnapshotNotFound, SnapshotStore, history, keyframes
-from snapstore.backends import DirectoryBackend
 from snapstore.backends.base import SegmentRead
 from snapstore.history import SessionLog
 from snapstore.session import Session
@@ -142,18 +141,6 @@ def test_a_log_read_from_its_newest_segment_agrees_with_the_whole_log(
         assert index_of(log) == whole, f"step {step}"
     assert partial > 40  # the newest segment alone settled most reopenings
     assert reached > 20  # and reading an older snapshot left the oldest segments unread in many
-
-
-class CountingBackend(DirectoryBackend):
-    """The directory backend, noting which segments it reads."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.read: list[int] = []
-
-    def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
-        self.read.append(segment)
-        return super().read_segment(key, segment, start)
 
 
 def test_reopening_a_session_for_its_head_reads_its_newest_segment_alone(

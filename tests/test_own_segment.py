@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import canonical, rewrite_entry
+from conftest import CountingBackend, canonical, rewrite_entry
 from snapstore import SnapshotStore, entries, history, keyframes, own_segment
 from snapstore.errors import SnapshotError
 
@@ -69,20 +69,56 @@ def test_every_snapshot_of_a_linear_session_is_read_from_its_own_segment(
     make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every snapshot but the head has a child naming it, in its segment or opening the next one:
-    each is rebuilt from its own segment, type-exact, and nothing else is indexed."""
+    each one in the few segments before the newest is rebuilt from its own segment, type-exact,
+    with nothing else indexed; one further back is found by indexing, as before."""
     monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # small states start segments too
     writer = make_store(max_chain=4, max_runs=2).session("s", max_snapshots=UNLIMITED)
     states = [{"turn": t, "log": PAD[: 5 + t % 30], "hp": t * 1.0 if t % 3 else t % 2 == 0} for t in range(45)]
     ids = [writer.commit(state, label=f"t{t}", turn=t).id for t, state in enumerate(states)]
-    segments = {writer._log.commits[sid].segment for sid in ids}
-    assert len(segments) >= 6
-    read_alone = 0
+    newest = max(writer._log.segments)
+    assert newest - min(writer._log.segments) > own_segment.SEARCH_SEGMENTS + 1
+    ways: dict[str, int] = {}
     for sid, state in zip(ids[:-1], states, strict=False):
         found, how = fresh_reader_answer(make_store, sid)
         assert found == ("state", canonical(state))
-        assert how != "indexed", f"snapshot of turn {state['turn']} indexed more than the newest segments"
-        read_alone += how == "alone"
-    assert read_alone >= 30
+        near = writer._log.commits[sid].segment >= newest - own_segment.SEARCH_SEGMENTS
+        assert (how != "indexed") == near, f"snapshot of turn {state['turn']} read {how}"
+        ways[how] = ways.get(how, 0) + 1
+    assert ways["alone"] >= 10 and ways["indexed"] >= 10
+
+
+@pytest.mark.parametrize("shape", ["many short segments", "one long segment"])
+def test_a_handle_reading_many_older_snapshots_indexes_the_log_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    """A fresh handle walking the whole history newest first (LangGraph's ``list`` on a new
+    process) reads the segments about as often as a handle that indexed the whole log first:
+    one search reads a few segments at most, and the searches stop once they have read as many
+    segments as the session has (each snapshot of a long segment would read it again)."""
+    many = shape == "many short segments"
+    if many:
+        monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    with SnapshotStore.open(tmp_path / "store", max_chain=8, max_runs=1) as store:
+        writer = store.session("s", max_snapshots=UNLIMITED)
+        ids = [writer.commit({"turn": t, "log": PAD[: 5 + t % 30]}, turn=t).id for t in range(400 if many else 150)]
+        if not many:
+            monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # the next keyframe starts a segment
+            ids += [writer.commit({"turn": t, "log": PAD[: 5 + t % 30]}, turn=t).id for t in range(150, 160)]
+        assert len(writer._log.segments) > 40 if many else len(writer._log.segments) == 2
+
+    def reads(whole_first: bool) -> int:
+        backend = CountingBackend(tmp_path / "store")
+        with SnapshotStore(backend) as store:
+            reader = store.session("s")
+            if whole_first:
+                reader.snapshots()
+            else:
+                assert reader.head is not None
+            for turn in range(len(ids) - 2, -1, -1):
+                assert reader.state(ids[turn])["turn"] == turn
+        return len(backend.read)
+
+    assert reads(whole_first=False) <= 1.5 * reads(whole_first=True) + 4
 
 
 def test_any_history_reads_as_the_whole_log_reads_it(

@@ -128,6 +128,10 @@ class SessionLog:
         #: segment to take from
         self._kept: _Decoded | None = None
         self._keeping = 0
+        #: older segments ``own_segment`` read for this log while it stayed partial: once they add up
+        #: to the session's segments, older snapshots are indexed instead (a handle walking the whole
+        #: history would otherwise read the segments after each snapshot again for every snapshot)
+        self.searched_alone = 0
         #: inside ``reading_once``: the newest segment as a refresh read it whole (segment, version,
         #: the read), for the rebuild that follows to decode instead of reading it again; taken once,
         #: and never held past the block (a handle that only indexes holds no segment's bytes)

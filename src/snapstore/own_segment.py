@@ -16,7 +16,10 @@ So the segments older than the indexed ones are read newest first and searched f
 bytes, entry by entry, without decoding anything; where a child is found, the entries before it
 are checked as an index checks them (damage there makes the snapshot unreadable) and decoded
 one by one, newest first, until one hashes to the id; then the chain back to its
-keyframe, and the payloads up to it are decompressed as a rebuild always does. Anything
+keyframe, and the payloads up to it are decompressed as a rebuild always does. A search reads
+at most ``SEARCH_SEGMENTS`` older segments, and a handle stops searching once its searches have
+read as many segments as the session has (``SessionLog.searched_alone``): one reading many older
+snapshots indexes the log once instead of reading it again for each. Anything
 unexpected (no child found, damage, a chain that breaks, a hash that does not check) gives up and
 leaves the answer to the whole-log path, which alone says why a snapshot cannot be read.
 """
@@ -38,7 +41,7 @@ from .entries import (
     names_snapshot,
 )
 from .errors import CorruptObjectError
-from .history import IndexedCommit, SessionLog, check_settings
+from .history import REACH_SEGMENTS, IndexedCommit, SessionLog, check_settings
 
 #: what ``rebuild_from_own_segment`` returns when it leaves the answer to the whole-log path
 UNDECIDED: Any = object()
@@ -46,6 +49,8 @@ UNDECIDED: Any = object()
 #: the fewest bytes a commit adds to a segment's stored size on any engine: its record (the
 #: directory engine also counts a frame around it, the memory engine does not)
 _MIN_COMMIT_BYTES = RECORD_SIZE
+#: older segments one read searches, newest first, before it leaves the snapshot to the index
+SEARCH_SEGMENTS = REACH_SEGMENTS
 
 
 def rebuild_from_own_segment(log: SessionLog, sid: str) -> Any:
@@ -55,9 +60,10 @@ def rebuild_from_own_segment(log: SessionLog, sid: str) -> Any:
         return UNDECIDED
     try:
         listed = log.backend.segments(log.key)
-        if not _retains_everything_stored(log, listed):
-            return UNDECIDED
-        return _rebuild(log, sid, sorted((i.segment for i in listed if i.segment < min(log.segments)), reverse=True))
+        if log.searched_alone >= len(listed) or not _retains_everything_stored(log, listed):
+            return UNDECIDED  # reading many older snapshots: indexing the log once costs less
+        older = sorted((info.segment for info in listed if info.segment < min(log.segments)), reverse=True)
+        return _rebuild(log, sid, older[:SEARCH_SEGMENTS])
     except (SegmentMissing, CorruptObjectError):  # reclaimed or damaged: the whole log says what happened
         return UNDECIDED
 
@@ -76,6 +82,7 @@ def _rebuild(log: SessionLog, sid: str, older: list[int]) -> Any:
     # a child among the indexed commits: the snapshot ends an older segment (or is further back)
     named_later = any(c.entry.base == sid or c.entry.parent == sid for c in log.commits.values())
     for number in older:
+        log.searched_alone += 1
         read = log.backend.read_segment(log.key, number)
         if read.damaged_at is not None:
             return UNDECIDED
