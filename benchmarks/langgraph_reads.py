@@ -101,7 +101,6 @@ def store_steps(root: Path, back_id: str) -> dict[str, float]:
         out[label] = time.perf_counter() - start
         return value
 
-    gc.collect()
     with SnapshotStore.open(root) as store:
         checkpoints, writes = store.session(names.checkpoints), store.session(names.writes)
         head = step("  open the checkpoints session (Session.head)", lambda: checkpoints.head)

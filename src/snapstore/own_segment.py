@@ -58,9 +58,11 @@ def rebuild_from_own_segment(log: SessionLog, sid: str) -> Any:
     from its own segment alone; ``UNDECIDED`` when that cannot be done soundly or cheaply."""
     if not log.partial or not log.segments or sid in log.commits or sid in log.tags:
         return UNDECIDED
+    if log.settings.get("evicted_through") is not None or len(log.order) >= log.max_snapshots:
+        return UNDECIDED  # retention may have evicted it, as the indexed segments tell without a listing
     try:
         listed = log.backend.segments(log.key)
-        if log.searched_alone >= len(listed) or not _retains_everything_stored(log, listed):
+        if log.searched_alone >= len(listed) or not _limit_above_any_count(log, listed):
             return UNDECIDED  # reading many older snapshots: indexing the log once costs less
         older = sorted((info.segment for info in listed if info.segment < min(log.segments)), reverse=True)
         return _rebuild(log, sid, older[:SEARCH_SEGMENTS])
@@ -68,11 +70,9 @@ def rebuild_from_own_segment(log: SessionLog, sid: str) -> Any:
         return UNDECIDED
 
 
-def _retains_everything_stored(log: SessionLog, listed: list[SegmentInfo]) -> bool:
-    """Whether no stored snapshot can be out of retention: nothing was ever evicted, and the limit
-    is above the most commits the session's segments could hold."""
-    if log.settings.get("evicted_through") is not None:
-        return False
+def _limit_above_any_count(log: SessionLog, listed: list[SegmentInfo]) -> bool:
+    """Whether the retention limit is above the most commits the session's segments could hold:
+    with no eviction mark, no stored snapshot can then be out of retention."""
     return log.max_snapshots > sum(info.stored_bytes for info in listed) // _MIN_COMMIT_BYTES
 
 
