@@ -1,11 +1,16 @@
 """What a patched keyframe and a delta cost with each zstd setting, on what the benchmark session writes.
 
-    python -m benchmarks.keyframe_tables [--turns 1000]
+    python -m benchmarks.keyframe_tables [--turns 1000] [--langgraph]
 
 Replays the workload into a directory store (the default settings), then takes every patched
 keyframe it wrote, with the dictionary it was compressed against (the segment's previous run),
-and compresses it again with each setting below: size in total, and time per keyframe (mean and
-largest, the best of three each). The first line is snapstore's setting (``compress_keyframe``).
+and compresses it again with each setting below: size in total, time per keyframe (mean and
+largest, the best of three each), and the time to decode all of them (the best of three each:
+what rebuilds reading through those keyframes spend on them). The first line is snapstore's
+setting (``compress_keyframe``). With ``--langgraph`` the session is instead the checkpoints
+session of a LangGraph thread: the checkpointer benchmark's agent graph
+(``benchmarks.langgraph_agent``) run for ``--turns`` turns with ``SnapstoreSaver`` on a directory
+store, whose states grow to megabytes (5.4 MB at 1,000 turns).
 Then its delta frames again, each setting's total and time a delta.
 Then a few settings on smaller generated states, each compressed against the one before it.
 Last, the same patched keyframes compressed by snapstore's setting against other dictionaries a
@@ -28,14 +33,43 @@ import zstandard
 from .baselines import import_snapstore
 from .workload import generate
 
+Segments = tuple[list[tuple[bytes, bytes]], list[tuple[bytes, list[bytes]]], list[tuple[bytes, bytes]]]
 
-def _replayed_segments(
-    turns: int,
-) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, list[bytes]]], list[tuple[bytes, bytes]]]:
-    """Of a replayed session: (dictionary, state bytes) of every patched keyframe, (dictionary,
+
+def _replayed_segments(turns: int) -> Segments:
+    """``_segments_of`` the benchmark session replayed for ``turns`` turns."""
+    snapstore = import_snapstore()
+    with tempfile.TemporaryDirectory() as folder:
+        store = snapstore.SnapshotStore.open(folder + "/store")
+        session = store.session("bench", max_snapshots=turns)
+        for turn, state in enumerate(generate(turns), 1):
+            session.commit(state, turn=turn)
+        found = _segments_of(store, session.key)
+        store.close()
+    return found
+
+
+def _langgraph_segments(turns: int) -> Segments:
+    """``_segments_of`` the checkpoints session of a LangGraph thread run for ``turns`` turns."""
+    from benchmarks.langgraph_agent import AgentState, build_graph, user_message
+    from snapstore import SnapshotStore
+    from snapstore.langgraph import SnapstoreSaver
+    from snapstore.langgraph.names import lane_names
+
+    config: Any = {"configurable": {"thread_id": "tables"}}
+    with tempfile.TemporaryDirectory() as folder:
+        with SnapstoreSaver.from_path(folder + "/store") as saver:
+            app = build_graph(AgentState).compile(checkpointer=saver)
+            for turn in range(turns):
+                app.invoke({"messages": [user_message(turn)]}, config, durability="sync")
+        with SnapshotStore.open(folder + "/store") as store:
+            return _segments_of(store, store.session(lane_names("tables", "").checkpoints).key)
+
+
+def _segments_of(store: Any, key: str) -> Segments:
+    """Of a stored session: (dictionary, state bytes) of every patched keyframe, (dictionary,
     raw deltas) of every delta frame, and (previous keyframe, segment's first keyframe) of every
     patched keyframe."""
-    snapstore = import_snapstore()
     from snapstore.entries import (
         DELTA_CONTINUE,
         DELTA_FRAME,
@@ -49,31 +83,25 @@ def _replayed_segments(
     cases = []
     frames: list[tuple[bytes, list[bytes]]] = []
     others: list[tuple[bytes, bytes]] = []
-    with tempfile.TemporaryDirectory() as folder:
-        store = snapstore.SnapshotStore.open(folder + "/store")
-        session = store.session("bench", max_snapshots=turns)
-        for turn, state in enumerate(generate(turns), 1):
-            session.commit(state, turn=turn)
-        for info in store.backend.segments(session.key):
-            reader = SegmentReader("bench")
-            keyframes: list[bytes] = []
-            for data in store.backend.read_segment(session.key, info.segment).entries:
-                entry = decode_entry(data, "bench", "bench")
-                if not isinstance(entry, CommitEntry):
-                    continue
-                dictionary = reader.previous_run() if entry.mode == KEY_PATCHED else b""
-                if entry.mode == DELTA_FRAME:
-                    frames.append((bytes(reader.raw[-DELTA_WINDOW:]), []))
-                raw = reader.payload(entry)
-                if entry.is_keyframe:
-                    start, end = reader.spans[entry.id]
-                    keyframes.append(bytes(reader.raw[start:end]))
-                if entry.mode == KEY_PATCHED:
-                    cases.append((dictionary, keyframes[-1]))
-                    others.append((keyframes[-2], keyframes[0]))
-                elif entry.mode in (DELTA_FRAME, DELTA_CONTINUE) and frames:
-                    frames[-1][1].append(bytes(raw))
-        store.close()
+    for info in store.backend.segments(key):
+        reader = SegmentReader("bench")
+        keyframes: list[bytes] = []
+        for data in store.backend.read_segment(key, info.segment).entries:
+            entry = decode_entry(data, "bench", "bench")
+            if not isinstance(entry, CommitEntry):
+                continue
+            dictionary = reader.previous_run() if entry.mode == KEY_PATCHED else b""
+            if entry.mode == DELTA_FRAME:
+                frames.append((bytes(reader.raw[-DELTA_WINDOW:]), []))
+            raw = reader.payload(entry)
+            if entry.is_keyframe:
+                start, end = reader.spans[entry.id]
+                keyframes.append(bytes(reader.raw[start:end]))
+            if entry.mode == KEY_PATCHED:
+                cases.append((dictionary, keyframes[-1]))
+                others.append((keyframes[-2], keyframes[0]))
+            elif entry.mode in (DELTA_FRAME, DELTA_CONTINUE) and frames:
+                frames[-1][1].append(bytes(raw))
     return cases, frames, others
 
 
@@ -103,12 +131,12 @@ def _setting(level: int, **tables: Any) -> Callable[[bytes, bytes], bytes]:
     return compress
 
 
-def _scaled(level: int, below: int) -> Callable[[bytes, bytes], bytes]:
-    """Tables of 2^-``below`` as many slots as the dictionary and state have bytes, up to 2^18."""
+def _scaled(level: int, below: int, cap: int = 20) -> Callable[[bytes, bytes], bytes]:
+    """Tables of 2^-``below`` as many slots as the dictionary and state have bytes, up to 2^``cap``."""
 
     def compress(dictionary: bytes, state: bytes) -> bytes:
         base = zstandard.ZstdCompressionParameters.from_level(level)
-        log = min(18, (len(dictionary) + len(state)).bit_length() - below)
+        log = min(cap, (len(dictionary) + len(state)).bit_length() - below)
         return _setting(level, hash_log=max(base.hash_log, log), chain_log=max(base.chain_log, log))(dictionary, state)
 
     return compress
@@ -117,16 +145,21 @@ def _scaled(level: int, below: int) -> Callable[[bytes, bytes], bytes]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=1000)
+    parser.add_argument(
+        "--langgraph", action="store_true", help="a LangGraph thread's checkpoints session instead of the benchmark's"
+    )
     args = parser.parse_args(argv)
     from snapstore.entries import compress_keyframe
 
-    cases, frames, others = _replayed_segments(args.turns)
+    cases, frames, others = (_langgraph_segments if args.langgraph else _replayed_segments)(args.turns)
     largest = max(len(dictionary) for dictionary, _ in cases)
-    print(f"{args.turns} turns: {len(cases)} patched keyframes, dictionaries up to {largest:,} bytes")
+    what = "LangGraph turns" if args.langgraph else "turns"
+    print(f"{args.turns} {what}: {len(cases)} patched keyframes, dictionaries up to {largest:,} bytes")
     settings: dict[str, Callable[[bytes, bytes], bytes]] = {
         "snapstore (level 3, tables by size)": lambda d, s: compress_keyframe(s, 3, d)[1],
         "level 3, its own tables": _setting(3),
         "level 3, tables of 2^18": _setting(3, hash_log=18, chain_log=18),
+        "level 3, tables by size up to 2^18": _scaled(3, 3, 18),
         "level 3, tables by size, a sixteenth": _scaled(3, 4),
         "level 4": _setting(4),
         "level 5": _setting(5),
@@ -135,15 +168,19 @@ def main(argv: list[str] | None = None) -> int:
         "level 1, tables 2^20": _setting(1, hash_log=20, chain_log=20),
         "level 3, long-distance matching": _setting(3, enable_ldm=True),
     }
-    print(f"{'setting':<38} {'total KiB':>10} {'mean ms':>8} {'max ms':>8}")
+    print(f"{'setting':<38} {'total KiB':>10} {'mean ms':>8} {'max ms':>8} {'decode ms':>10}")
     for name, compress in settings.items():
-        total, spent, slowest = 0, 0.0, 0.0
+        total, spent, slowest, decoding = 0, 0.0, 0.0, 0.0
         for dictionary, state in cases:
             best, out = _best(compress, dictionary, state)
             total += len(out)
             spent += best
             slowest = max(slowest, best)
-        print(f"{name:<38} {total / 1024:>10.1f} {spent / len(cases) * 1e3:>8.2f} {slowest * 1e3:>8.2f}")
+            decoding += _decode_time(dictionary, out, state)
+        print(
+            f"{name:<38} {total / 1024:>10.1f} {spent / len(cases) * 1e3:>8.2f} {slowest * 1e3:>8.2f}"
+            f" {decoding * 1e3:>10.2f}"
+        )
     _delta_frames(frames)
     print("smaller states, each against the one before it (ms, bytes):")
     for dictionary, state in _mid_sized_cases():
@@ -194,6 +231,21 @@ def _delta_frames(frames: list[tuple[bytes, list[bytes]]]) -> None:
                     spent += time.perf_counter() - started
             best = min(best, spent)
         print(f"  {name:<48} {total / 1024:>10.1f} {best / count * 1e6:>10.1f}")
+
+
+def _decode_time(dictionary: bytes, frame: bytes, state: bytes) -> float:
+    """The best of three decodes of ``frame`` against ``dictionary``, checked to give ``state``."""
+    from snapstore.entries import MAX_WINDOW_LOG, raw_dict
+
+    reader = zstandard.ZstdDecompressor(dict_data=raw_dict(dictionary), max_window_size=1 << MAX_WINDOW_LOG)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        out = reader.decompress(frame, max_output_size=len(state))
+        best = min(best, time.perf_counter() - started)
+    if out != state:
+        raise SystemExit("a keyframe decoded to other bytes than it was compressed from")
+    return best
 
 
 def _best(

@@ -15,17 +15,17 @@ from snapstore import codec
 from snapstore.entries import KEY_INDEPENDENT, KEY_PATCHED, PATCH_TABLE_LOG, compress_keyframe, raw_dict
 
 
-def _session_states() -> tuple[bytes, bytes]:
+def _session_states(entries: int = 6000) -> tuple[bytes, bytes]:
     rng = random.Random(7)
     words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(3000)]
     state = {
         "log": [
             {"turn": i, "speaker": rng.choice(words), "text": " ".join(rng.choice(words) for _ in range(30))}
-            for i in range(6000)
+            for i in range(entries)
         ]
     }
     before = codec.dumps(state)
-    state["log"].append({"turn": 6000, "speaker": "gm", "text": "the keep falls"})
+    state["log"].append({"turn": entries, "speaker": "gm", "text": "the keep falls"})
     state["log"][10]["text"] = "changed"
     return before, codec.dumps(state)
 
@@ -50,3 +50,16 @@ def test_level_three_tables_would_miss_it() -> None:
     narrow = zstandard.ZstdCompressor(dict_data=raw_dict(previous_run), compression_params=level3).compress(state)
     _mode, patched = compress_keyframe(state, 3, previous_run)
     assert len(narrow) > 100 * len(patched)
+
+
+def test_a_patched_keyframe_against_a_run_of_several_megabytes_costs_what_changed() -> None:
+    """A long LangGraph thread's run is a 5 MB state and its deltas: tables capped at 2^18 slots
+    overflowed with 10 MB to index, and the keyframe took two thirds of its size alone."""
+    previous_run, state = _session_states(24000)
+    assert len(previous_run) + len(state) > 8_000_000
+    _mode, independent = compress_keyframe(state, 3, None)
+    mode, patched = compress_keyframe(state, 3, previous_run)
+    assert mode == KEY_PATCHED
+    assert len(patched) < len(independent) / 200
+    reader = zstandard.ZstdDecompressor(dict_data=raw_dict(previous_run), max_window_size=1 << 31)
+    assert reader.decompress(patched) == state
