@@ -66,6 +66,15 @@ class AgentState(TypedDict):
     turns: int
 
 
+def use_tool_result_bytes(size: int) -> None:
+    """Make every tool result about ``size`` bytes instead (``--tool-bytes``): a thread of another
+    shape, whose state is fewer, larger messages."""
+    global TOOL_RESULT_BYTES
+    if size < 1:
+        raise ValueError("a tool result has at least one byte")
+    TOOL_RESULT_BYTES = size
+
+
 def tool_result(turn: int) -> str:
     """A few kB of text that compresses like a typical tool output (about 3-4x with zstd)."""
     rng = random.Random(turn)

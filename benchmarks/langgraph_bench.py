@@ -26,6 +26,9 @@ them alike. Reported:
 
 Every saver's latest checkpoint must hold the same messages as ``InMemorySaver``'s, and every
 read must give the same messages after reopening as before, or the run stops.
+
+``--tool-bytes N`` runs a thread of another shape: each tool result N bytes instead of 3,000
+(fewer, larger messages for the same state), its files named ``langgraph-<turns>-tool<N>``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from benchmarks.langgraph_agent import DELTA_STATE, AgentState, build_graph, user_message
+from benchmarks.langgraph_agent import (
+    DELTA_STATE,
+    TOOL_RESULT_BYTES,
+    AgentState,
+    build_graph,
+    use_tool_result_bytes,
+    user_message,
+)
 from snapstore.langgraph import SnapstoreSaver
 
 RESULTS = Path(__file__).parent / "results"
@@ -494,12 +504,20 @@ def main(argv: list[str] | None = None) -> None:
         default=200,
         help=f"the savers on the {POSTGRES_ENV} server: skip them above this",
     )
+    parser.add_argument(
+        "--tool-bytes",
+        type=int,
+        default=TOOL_RESULT_BYTES,
+        help=f"bytes of each tool result (default {TOOL_RESULT_BYTES}); another size writes files named -tool<bytes>",
+    )
     parser.add_argument("--replot", type=Path, help="redraw the table and chart of a results .json, run nothing")
     parser.add_argument(
         "--cpu-breakdown", action="store_true", help="CPU time per step inside the savers at each --turns, nothing else"
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    shape = "" if args.tool_bytes == TOOL_RESULT_BYTES else f"-tool{args.tool_bytes}"
+    use_tool_result_bytes(args.tool_bytes)
     if args.cpu_breakdown:
         for turns in args.turns:
             workdir = Path(tempfile.mkdtemp(prefix="lgbench-"))
@@ -541,11 +559,12 @@ def main(argv: list[str] | None = None) -> None:
             for subject in subjects:
                 subject.cleanup()
                 shutil.rmtree(subject.workdir, ignore_errors=True)
-    stem = "langgraph-" + "-".join(str(t) for t in args.turns)
+    stem = "langgraph-" + "-".join(str(t) for t in args.turns) + shape
     table = markdown(results)
+    option = f" --tool-bytes {args.tool_bytes}" if shape else ""
     header = (
         f"# LangGraph checkpointers, {', '.join(map(str, args.turns))} turns\n\n"
-        f"`python -m benchmarks.langgraph_bench --turns {' '.join(map(str, args.turns))}` on "
+        f"`python -m benchmarks.langgraph_bench --turns {' '.join(map(str, args.turns))}{option}` on "
         f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores.\n\n"
     )
     (args.out / f"{stem}.md").write_text(header + table + "\n")

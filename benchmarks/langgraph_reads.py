@@ -4,8 +4,9 @@ Run from the repository root::
 
     python -m benchmarks.langgraph_reads --turns 200
 
-Runs the benchmark's agent graph (``benchmarks.langgraph_agent``, ``durability="sync"``) for
-``--turns`` turns with ``SqliteSaver`` and with ``SnapstoreSaver`` on a directory store, then
+Runs the benchmark's agent graph (``benchmarks.langgraph_agent``, ``durability="sync"``; its tool
+results ``--tool-bytes`` long, 3,000 by default) for ``--turns`` turns with ``SqliteSaver`` and
+with ``SnapstoreSaver`` on a directory store, then
 prints median milliseconds over ``--reads`` freshly opened savers or stores (after a
 ``gc.collect()``, so the garbage of what ran before is not collected inside a read) of:
 
@@ -37,7 +38,13 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from benchmarks.langgraph_agent import AgentState, build_graph, user_message
+from benchmarks.langgraph_agent import (
+    TOOL_RESULT_BYTES,
+    AgentState,
+    build_graph,
+    use_tool_result_bytes,
+    user_message,
+)
 from benchmarks.langgraph_bench import BACK, SERDE, THREAD, SnapstoreDirSubject, SqliteSubject, Subject, Timed
 from snapstore import SnapshotStore
 from snapstore.langgraph import SnapstoreSaver
@@ -124,7 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--reads", type=int, default=7, help="fresh reads per figure (median)")
+    parser.add_argument(
+        "--tool-bytes", type=int, default=TOOL_RESULT_BYTES, help=f"bytes of a tool result ({TOOL_RESULT_BYTES})"
+    )
     args = parser.parse_args(argv)
+    use_tool_result_bytes(args.tool_bytes)
     if args.turns * 5 <= BACK:
         parser.error(f"--turns must give more than {BACK} checkpoints (five a turn)")
     workdir = Path(tempfile.mkdtemp(prefix="lgreads-"))
@@ -143,7 +154,10 @@ def main(argv: list[str] | None = None) -> None:
         rounds = [store_steps(root, snapstore_back) for _ in range(args.reads)]
         for label in rounds[0]:
             rows[label] = [found[label] for found in rounds]
-        print(f"{args.turns} turns, median of {args.reads} reads, each on a freshly opened saver or store\n")
+        print(
+            f"{args.turns} turns, tool results of {args.tool_bytes} bytes, median of {args.reads} reads, "
+            "each on a freshly opened saver or store\n"
+        )
         for label, times in rows.items():
             print(f"{label:<58} {statistics.median(times) * 1000:7.2f} ms")
     finally:
