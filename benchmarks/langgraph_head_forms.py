@@ -4,7 +4,8 @@ Run from the repository root::
 
     python -m benchmarks.langgraph_head_forms --turns 200
 
-Runs the benchmark's agent graph (``benchmarks.langgraph_agent``) for ``--turns`` turns with
+Runs the benchmark's agent graph (``benchmarks.langgraph_agent``, tool results ``--tool-bytes``
+long) for ``--turns`` turns with
 ``SnapstoreSaver`` on a directory store and closes it (which settles the head), then prints the
 median of ``--rounds`` over the thread's checkpoints head, in milliseconds:
 
@@ -12,8 +13,9 @@ median of ``--rounds`` over the thread's checkpoints head, in milliseconds:
   hash check (serializing the state again; the first time, that turns each message's latin-1
   text into UTF-8); and hashing the stored bytes instead, the shortcut that was not kept (it takes
   bytes that hash to their record but are not the state's canonical JSON for the state);
-* the messages as base64 text instead of latin-1: the parse and hash check, turning the text back
-  into bytes, and the zstd-3 size;
+* the messages as latin-1 text (stored) and as three ASCII forms weighed instead (base64, Python
+  escapes, quoted-printable): the parse and hash check, turning the text back into bytes, and the
+  zstd-3 size;
 * decoding the messages through ``serde`` one call each (as the saver does) and in one call;
 * the head's rows (``history``, ``snapshots``, ``writes_at``) as strings, as stored (format 3),
   against the same rows as arrays (format 2): parse, check, index the rows and decode the
@@ -40,6 +42,7 @@ from typing import Any
 import orjson
 import zstandard
 
+from benchmarks.langgraph_agent import TOOL_RESULT_BYTES, use_tool_result_bytes
 from benchmarks.langgraph_bench import SERDE, THREAD, SnapstoreDirSubject
 from benchmarks.langgraph_reads import run_graph
 from snapstore import SnapshotStore, codec
@@ -94,22 +97,42 @@ def load_parts(log: SessionLog, head: str, rounds: int) -> dict[str, float]:
     }
 
 
-def base64_form(state: dict[str, Any], rounds: int) -> dict[str, float]:
-    as_base64 = dict(state)
+def _quoted_printable(data: bytes) -> str:
+    """Quoted-printable text of ``data`` without its soft line breaks (``binascii.a2b_qp`` reads it back)."""
+    return binascii.b2a_qp(data, quotetabs=False, istext=False, header=False).replace(b"=\n", b"").decode("ascii")
+
+
+def text_forms(state: dict[str, Any], rounds: int) -> dict[str, float]:
+    """The messages' msgpack bytes as the stored latin-1 text and as three ASCII forms: the head
+    parsed and hash-checked, the messages' text turned back into bytes (joined into one call where
+    the form allows, as the saver joins them), and the head's zstd-3 size."""
     messages = state["value:messages"][1:]
-    as_base64["value:messages"] = ["L"] + [
-        [m[0], m[1], base64.b64encode(m[2].encode("latin-1")).decode()] for m in messages
-    ]
-    latin, b64 = codec.dumps(state), codec.dumps(as_base64)
+    raw = [m[2].encode("latin-1") for m in messages]
+    encoders: dict[str, Callable[[bytes], str]] = {
+        "latin-1": lambda b: b.decode("latin-1"),
+        "base64": lambda b: base64.b64encode(b).decode("ascii"),
+        "Python escapes": lambda b: b.decode("latin-1").encode("unicode_escape").decode("ascii"),
+        "quoted-printable": _quoted_printable,
+    }
+    decoders: dict[str, Callable[[list[str]], Any]] = {
+        "latin-1": lambda texts: "".join(texts).encode("latin-1"),
+        "base64": lambda texts: [binascii.a2b_base64(t) for t in texts],  # padded: one call each
+        "Python escapes": lambda texts: "".join(texts).encode("ascii").decode("unicode_escape").encode("latin-1"),
+        "quoted-printable": lambda texts: binascii.a2b_qp("".join(texts).encode("ascii")),
+    }
     out = {}
-    for label, data in (("latin-1", latin), ("base64", b64)):
+    for label, encode in encoders.items():
+        form = dict(state)
+        texts = [encode(b) for b in raw]
+        form["value:messages"] = ["L"] + [[m[0], m[1], text] for m, text in zip(messages, texts, strict=True)]
+        data = codec.dumps(form)
+        decoded = decoders[label](texts)
+        assert (b"".join(decoded) if isinstance(decoded, list) else decoded) == b"".join(raw)
         out[f"{label}: parse and hash check"] = median_ms(
             lambda data=data: codec.object_id(codec.dumps_as_ordered(codec.loads(data))), rounds
         )
+        out[f"{label}: text to bytes"] = median_ms(lambda texts=texts, label=label: decoders[label](texts), rounds)
         out[f"{label}: zstd-3 kB"] = len(zstandard.ZstdCompressor(level=3).compress(data)) / 1000
-    coded = as_base64["value:messages"][1:]
-    out["latin-1: text to bytes"] = median_ms(lambda: [m[2].encode("latin-1") for m in messages], rounds)
-    out["base64: text to bytes"] = median_ms(lambda: [binascii.a2b_base64(m[2]) for m in coded], rounds)
     return out
 
 
@@ -166,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=15, help="timings per figure (median)")
+    parser.add_argument("--tool-bytes", type=int, default=TOOL_RESULT_BYTES, help="bytes of a tool result")
     args = parser.parse_args(argv)
+    use_tool_result_bytes(args.tool_bytes)
     workdir = Path(tempfile.mkdtemp(prefix="lgforms-"))
     try:
         subject = SnapstoreDirSubject(workdir)
@@ -178,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
             state = session.state(head.id)
             sections = {
                 "loading the settled head": load_parts(session._current(), head.id, args.rounds),
-                "messages as base64": base64_form(state, args.rounds),
+                "the messages as text": text_forms(state, args.rounds),
                 "decoding the messages": decode_calls(state, args.rounds),
                 "a read of the head (parse, check, index, decode)": rows_as_strings(state, args.rounds),
                 "the state compressed alone": zstd_levels(state, args.rounds),
