@@ -10,7 +10,8 @@ what rebuilds reading through those keyframes spend on them). The first line is 
 setting (``compress_keyframe``). With ``--langgraph`` the session is instead the checkpoints
 session of a LangGraph thread: the checkpointer benchmark's agent graph
 (``benchmarks.langgraph_agent``) run for ``--turns`` turns with ``SnapstoreSaver`` on a directory
-store, whose states grow to megabytes (5.4 MB at 1,000 turns).
+store, whose states grow to megabytes (5.4 MB at 1,000 turns; ``--tool-bytes`` sets the size of its
+tool results, 3,000 bytes by default).
 Then its delta frames again, each setting's total and time a delta.
 Then a few settings on smaller generated states, each compressed against the one before it.
 Last, the same patched keyframes compressed by snapstore's setting against other dictionaries a
@@ -148,18 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--langgraph", action="store_true", help="a LangGraph thread's checkpoints session instead of the benchmark's"
     )
+    parser.add_argument("--tool-bytes", type=int, help="with --langgraph: bytes of each tool result (default 3000)")
     args = parser.parse_args(argv)
     from snapstore.entries import compress_keyframe
 
+    if args.tool_bytes is not None:
+        from benchmarks.langgraph_agent import use_tool_result_bytes
+
+        if not args.langgraph or args.tool_bytes < 1:
+            parser.error("--tool-bytes is a positive size, with --langgraph")
+        use_tool_result_bytes(args.tool_bytes)
     cases, frames, others = (_langgraph_segments if args.langgraph else _replayed_segments)(args.turns)
+    if not cases:
+        parser.error(f"{args.turns} turns wrote no patched keyframe: run more turns")
     largest = max(len(dictionary) for dictionary, _ in cases)
     what = "LangGraph turns" if args.langgraph else "turns"
     print(f"{args.turns} {what}: {len(cases)} patched keyframes, dictionaries up to {largest:,} bytes")
     settings: dict[str, Callable[[bytes, bytes], bytes]] = {
-        "snapstore (level 3, tables by size)": lambda d, s: compress_keyframe(s, 3, d)[1],
+        "snapstore (level 3, hash by dictionary)": lambda d, s: compress_keyframe(s, 3, d)[1],
         "level 3, its own tables": _setting(3),
         "level 3, tables of 2^18": _setting(3, hash_log=18, chain_log=18),
         "level 3, tables by size up to 2^18": _scaled(3, 3, 18),
+        "level 3, tables by size up to 2^20": _scaled(3, 3, 20),
         "level 3, tables by size, a sixteenth": _scaled(3, 4),
         "level 4": _setting(4),
         "level 5": _setting(5),
@@ -184,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     _delta_frames(frames)
     print("smaller states, each against the one before it (ms, bytes):")
     for dictionary, state in _mid_sized_cases():
-        for name in ("snapstore (level 3, tables by size)", "level 3, its own tables", "level 3, tables of 2^18"):
+        for name in ("snapstore (level 3, hash by dictionary)", "level 3, its own tables", "level 3, tables of 2^18"):
             best, out = _best(settings[name], dictionary, state, reps=20)
             print(f"  {len(state) / 1000:>6.0f} kB  {name:<38} {best * 1e3:>7.3f} ms {len(out):>7} B")
     print("the patched keyframes again, snapstore's setting, against other dictionaries (KiB in total):")

@@ -516,6 +516,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.tool_bytes < 1:
+        parser.error("--tool-bytes must be at least 1")
     shape = "" if args.tool_bytes == TOOL_RESULT_BYTES else f"-tool{args.tool_bytes}"
     use_tool_result_bytes(args.tool_bytes)
     if args.cpu_breakdown:
@@ -562,6 +564,8 @@ def main(argv: list[str] | None = None) -> None:
     stem = "langgraph-" + "-".join(str(t) for t in args.turns) + shape
     table = markdown(results)
     option = f" --tool-bytes {args.tool_bytes}" if shape else ""
+    option += f" --reads {args.reads}" if args.reads != 5 else ""
+    option += f' --savers "{args.savers}"' if args.savers else ""
     header = (
         f"# LangGraph checkpointers, {', '.join(map(str, args.turns))} turns\n\n"
         f"`python -m benchmarks.langgraph_bench --turns {' '.join(map(str, args.turns))}{option}` on "

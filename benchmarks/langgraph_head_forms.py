@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="timings per figure (median)")
     parser.add_argument("--tool-bytes", type=int, default=TOOL_RESULT_BYTES, help="bytes of a tool result")
     args = parser.parse_args(argv)
+    if args.tool_bytes < 1:
+        parser.error("--tool-bytes must be at least 1")
     use_tool_result_bytes(args.tool_bytes)
     workdir = Path(tempfile.mkdtemp(prefix="lgforms-"))
     try:
@@ -208,7 +210,10 @@ def main(argv: list[str] | None = None) -> None:
                 "a read of the head (parse, check, index, decode)": rows_as_strings(state, args.rounds),
                 "the state compressed alone": zstd_levels(state, args.rounds),
             }
-        print(f"{args.turns} turns, the checkpoints head ({head.size / 1000:.0f} kB of JSON), median of {args.rounds}")
+        print(
+            f"{args.turns} turns, tool results of {args.tool_bytes} bytes, the checkpoints head "
+            f"({head.size / 1000:.0f} kB of JSON), median of {args.rounds}"
+        )
         for title, rows in sections.items():
             print(f"\n{title}")
             for label, value in rows.items():

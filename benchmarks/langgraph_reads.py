@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         "--tool-bytes", type=int, default=TOOL_RESULT_BYTES, help=f"bytes of a tool result ({TOOL_RESULT_BYTES})"
     )
     args = parser.parse_args(argv)
+    if args.tool_bytes < 1:
+        parser.error("--tool-bytes must be at least 1")
     use_tool_result_bytes(args.tool_bytes)
     if args.turns * 5 <= BACK:
         parser.error(f"--turns must give more than {BACK} checkpoints (five a turn)")

@@ -61,9 +61,9 @@ DELTA_LEVEL_BOOST = 3
 MAX_PAYLOAD = 1 << 30
 #: the largest window a keyframe's frame may ask a reader for
 MAX_WINDOW_LOG = 31
-#: the largest log2 size of zstd's match tables that a keyframe compressed against its segment is given
-#: (2^20 slots, 8 MiB of tables: enough for the dictionary and state of a LangGraph thread of a thousand turns)
-PATCH_TABLE_LOG = 20
+#: the largest log2 size of the hash table a keyframe compressed against its segment is given: 2^22
+#: slots (16 MiB) reach back over a dictionary (the segment's previous run) of up to 32 MiB
+PATCH_HASH_LOG = 22
 #: the largest log2 size of the match tables a segment's delta frame is compressed with
 DELTA_TABLE_LOG = 17
 
@@ -351,20 +351,26 @@ def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tu
     dictionary = raw_dict(previous_raw) if previous_raw else None
     if dictionary is None:
         return KEY_INDEPENDENT, zstandard.ZstdCompressor(level=level).compress(data)
-    indexed = len(previous_raw or b"") + len(data)
-    # A dictionary of a megabyte or more overfills the match tables of the low levels (2^17 and 2^16
-    # slots at level 3): most of what the state shares with the previous run is then never found. Tables of
-    # an eighth as many slots as the bytes they index, up to 2^20, find it; smaller inputs keep the
-    # level's own, which serve them as well and cost less to set up. Tables capped at 2^18 overflowed
-    # in turn past 8 MB indexed: a frame that finds its matches also decodes several times faster
-    # (docs/design.md, "Keyframe policy").
-    params = _with_tables(
+    size = len(previous_raw or b"")
+    params = zstandard.ZstdCompressionParameters.from_level(
         level,
-        max,
-        min(PATCH_TABLE_LOG, indexed.bit_length() - 3),
-        window_log=max(20, min(MAX_WINDOW_LOG, indexed.bit_length())),
+        hash_log=patch_hash_log(level, size),
+        window_log=max(20, min(MAX_WINDOW_LOG, (size + len(data)).bit_length())),
     )
     return KEY_PATCHED, zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
+
+
+def patch_hash_log(level: int, dictionary_size: int) -> int:
+    """log2 of the hash table a keyframe patched against a dictionary of ``dictionary_size`` bytes gets.
+
+    zstd indexes a raw-content dictionary only as far back as its hash table reaches, the last
+    2^(hash_log + 3) bytes: the rest is never searched, and what the state shares with it is
+    written again as literals, which also decode several times slower than matches. So the table
+    reaches back over the whole dictionary, up to ``PATCH_HASH_LOG``; a small dictionary keeps the
+    level's own (docs/design.md, "Keyframe policy").
+    """
+    own = zstandard.ZstdCompressionParameters.from_level(level).hash_log
+    return max(own, min(PATCH_HASH_LOG, (max(dictionary_size, 1) - 1).bit_length() - 3))
 
 
 def delta_level(level: int) -> int:
