@@ -16,6 +16,8 @@ median of ``--rounds`` over the thread's checkpoints head, in milliseconds:
 * the messages as latin-1 text (stored) and as three ASCII forms weighed instead (base64, Python
   escapes, quoted-printable): the parse and hash check, turning the text back into bytes, and the
   zstd-3 size;
+* the messages outside the state, a layout not built: the head with each message named by the
+  hash of its bytes, and the messages' bytes in one zstd frame, each checked by hashing it;
 * decoding the messages through ``serde`` one call each (as the saver does) and in one call;
 * the head's rows (``history``, ``snapshots``, ``writes_at``) as strings, as stored (format 3),
   against the same rows as arrays (format 2): parse, check, index the rows and decode the
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import xxhash
 import zstandard
 
 from benchmarks.langgraph_agent import TOOL_RESULT_BYTES, use_tool_result_bytes
@@ -136,6 +139,44 @@ def text_forms(state: dict[str, Any], rounds: int) -> dict[str, float]:
     return out
 
 
+def outside_the_state(state: dict[str, Any], rounds: int) -> dict[str, float]:
+    """What loading the head would cost were the messages' bytes stored outside the state (a
+    layout not built): the head with each message named by the xxh3-128 of its bytes, parsed and
+    hash-checked; the messages' bytes as one zstd-3 frame, decompressed, and each message checked
+    against its name by hashing its bytes; beside the head as stored, decompressed, parsed and
+    checked. One frame of all messages is the best case for their bytes stored."""
+    messages = state["value:messages"][1:]
+    raw = [m[2].encode("latin-1") for m in messages]
+    names = [xxhash.xxh3_128_hexdigest(b) for b in raw]
+    slim = dict(state)
+    slim["value:messages"] = ["L"] + [["H", m[1], name] for m, name in zip(messages, names, strict=True)]
+    whole, head = codec.dumps(state), codec.dumps(slim)
+    packed_whole = zstandard.ZstdCompressor(level=3).compress(whole)
+    packed_head = zstandard.ZstdCompressor(level=3).compress(head)
+    pack = zstandard.ZstdCompressor(level=3).compress(b"".join(raw))
+    lengths = [len(b) for b in raw]
+    decompress = zstandard.ZstdDecompressor().decompress
+
+    def check_messages() -> None:
+        data, at = memoryview(decompress(pack)), 0
+        for length, name in zip(lengths, names, strict=True):
+            if xxhash.xxh3_128_hexdigest(data[at : at + length]) != name:
+                raise AssertionError("a message does not hash to its name")
+            at += length
+
+    def load(packed: bytes) -> None:
+        codec.object_id(codec.dumps_as_ordered(codec.loads(decompress(packed))))
+
+    return {
+        "as stored: decompress, parse and check the head": median_ms(lambda: load(packed_whole), rounds),
+        "outside: the same, of the head without them": median_ms(lambda: load(packed_head), rounds),
+        "outside: decompress the messages, hash each": median_ms(check_messages, rounds),
+        "as stored: the head's zstd-3 kB": len(packed_whole) / 1000,
+        "outside: the head's zstd-3 kB": len(packed_head) / 1000,
+        "outside: the messages, one frame, zstd-3 kB": len(pack) / 1000,
+    }
+
+
 def decode_calls(state: dict[str, Any], rounds: int) -> dict[str, float]:
     messages = state["value:messages"][1:]
     values = ValueCodec(SERDE)
@@ -206,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
             sections = {
                 "loading the settled head": load_parts(session._current(), head.id, args.rounds),
                 "the messages as text": text_forms(state, args.rounds),
+                "the messages outside the state (not built)": outside_the_state(state, args.rounds),
                 "decoding the messages": decode_calls(state, args.rounds),
                 "a read of the head (parse, check, index, decode)": rows_as_strings(state, args.rounds),
                 "the state compressed alone": zstd_levels(state, args.rounds),
