@@ -132,7 +132,7 @@ def _setting(level: int, **tables: Any) -> Callable[[bytes, bytes], bytes]:
     return compress
 
 
-def _scaled(level: int, below: int, cap: int = 20) -> Callable[[bytes, bytes], bytes]:
+def _scaled(level: int, below: int, cap: int) -> Callable[[bytes, bytes], bytes]:
     """Tables of 2^-``below`` as many slots as the dictionary and state have bytes, up to 2^``cap``."""
 
     def compress(dictionary: bytes, state: bytes) -> bytes:
@@ -149,15 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--langgraph", action="store_true", help="a LangGraph thread's checkpoints session instead of the benchmark's"
     )
-    parser.add_argument("--tool-bytes", type=int, help="with --langgraph: bytes of each tool result (default 3000)")
+    if parser.parse_known_args(argv)[0].langgraph:  # LangGraph is an optional extra: imported for it alone
+        from .langgraph_agent import add_tool_bytes_option, use_tool_result_bytes
+
+        add_tool_bytes_option(parser, default=None)
     args = parser.parse_args(argv)
     from snapstore.entries import compress_keyframe
 
-    if args.tool_bytes is not None:
-        from benchmarks.langgraph_agent import use_tool_result_bytes
-
-        if not args.langgraph or args.tool_bytes < 1:
-            parser.error("--tool-bytes is a positive size, with --langgraph")
+    if getattr(args, "tool_bytes", None) is not None:
         use_tool_result_bytes(args.tool_bytes)
     cases, frames, others = (_langgraph_segments if args.langgraph else _replayed_segments)(args.turns)
     if not cases:
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "level 3, tables of 2^18": _setting(3, hash_log=18, chain_log=18),
         "level 3, tables by size up to 2^18": _scaled(3, 3, 18),
         "level 3, tables by size up to 2^20": _scaled(3, 3, 20),
-        "level 3, tables by size, a sixteenth": _scaled(3, 4),
+        "level 3, tables by size, a sixteenth up to 2^18": _scaled(3, 4, 18),
         "level 4": _setting(4),
         "level 5": _setting(5),
         "level 3, tables 2^20": _setting(3, hash_log=20, chain_log=20),

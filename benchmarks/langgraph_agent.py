@@ -8,6 +8,7 @@ no uuid.
 
 from __future__ import annotations
 
+import argparse
 import random
 from typing import Annotated, Any, TypedDict
 
@@ -73,6 +74,18 @@ def use_tool_result_bytes(size: int) -> None:
     if size < 1:
         raise ValueError("a tool result has at least one byte")
     TOOL_RESULT_BYTES = size
+
+
+def add_tool_bytes_option(parser: argparse.ArgumentParser, default: int | None = TOOL_RESULT_BYTES) -> None:
+    """The benchmarks' ``--tool-bytes N`` option: a size of at least one byte (see ``use_tool_result_bytes``)."""
+
+    def size(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError("a tool result has at least one byte")
+        return value
+
+    parser.add_argument("--tool-bytes", type=size, default=default, help=f"tool result bytes ({TOOL_RESULT_BYTES})")
 
 
 def tool_result(turn: int) -> str:

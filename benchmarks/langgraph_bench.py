@@ -58,6 +58,7 @@ from benchmarks.langgraph_agent import (
     DELTA_STATE,
     TOOL_RESULT_BYTES,
     AgentState,
+    add_tool_bytes_option,
     build_graph,
     use_tool_result_bytes,
     user_message,
@@ -504,20 +505,13 @@ def main(argv: list[str] | None = None) -> None:
         default=200,
         help=f"the savers on the {POSTGRES_ENV} server: skip them above this",
     )
-    parser.add_argument(
-        "--tool-bytes",
-        type=int,
-        default=TOOL_RESULT_BYTES,
-        help=f"bytes of each tool result (default {TOOL_RESULT_BYTES}); another size writes files named -tool<bytes>",
-    )
+    add_tool_bytes_option(parser)  # another size writes files named -tool<bytes>
     parser.add_argument("--replot", type=Path, help="redraw the table and chart of a results .json, run nothing")
     parser.add_argument(
         "--cpu-breakdown", action="store_true", help="CPU time per step inside the savers at each --turns, nothing else"
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.tool_bytes < 1:
-        parser.error("--tool-bytes must be at least 1")
     shape = "" if args.tool_bytes == TOOL_RESULT_BYTES else f"-tool{args.tool_bytes}"
     use_tool_result_bytes(args.tool_bytes)
     if args.cpu_breakdown:

@@ -45,7 +45,7 @@ import orjson
 import xxhash
 import zstandard
 
-from benchmarks.langgraph_agent import TOOL_RESULT_BYTES, use_tool_result_bytes
+from benchmarks.langgraph_agent import add_tool_bytes_option, use_tool_result_bytes
 from benchmarks.langgraph_bench import SERDE, THREAD, SnapstoreDirSubject
 from benchmarks.langgraph_reads import run_graph
 from snapstore import SnapshotStore, codec
@@ -230,10 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=15, help="timings per figure (median)")
-    parser.add_argument("--tool-bytes", type=int, default=TOOL_RESULT_BYTES, help="bytes of a tool result")
+    add_tool_bytes_option(parser)
     args = parser.parse_args(argv)
-    if args.tool_bytes < 1:
-        parser.error("--tool-bytes must be at least 1")
     use_tool_result_bytes(args.tool_bytes)
     workdir = Path(tempfile.mkdtemp(prefix="lgforms-"))
     try:

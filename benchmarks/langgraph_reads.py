@@ -39,8 +39,8 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from benchmarks.langgraph_agent import (
-    TOOL_RESULT_BYTES,
     AgentState,
+    add_tool_bytes_option,
     build_graph,
     use_tool_result_bytes,
     user_message,
@@ -131,12 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--reads", type=int, default=7, help="fresh reads per figure (median)")
-    parser.add_argument(
-        "--tool-bytes", type=int, default=TOOL_RESULT_BYTES, help=f"bytes of a tool result ({TOOL_RESULT_BYTES})"
-    )
+    add_tool_bytes_option(parser)
     args = parser.parse_args(argv)
-    if args.tool_bytes < 1:
-        parser.error("--tool-bytes must be at least 1")
     use_tool_result_bytes(args.tool_bytes)
     if args.turns * 5 <= BACK:
         parser.error(f"--turns must give more than {BACK} checkpoints (five a turn)")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,13 +348,12 @@ def raw_dict(content: bytes | bytearray | memoryview) -> zstandard.ZstdCompressi
 def compress_keyframe(data: bytes, level: int, previous_raw: bytes | None) -> tuple[int, bytes]:
     """(mode, bytes) of a full state: patched against the segment's raw stream so far when given."""
     dictionary = raw_dict(previous_raw) if previous_raw else None
-    if dictionary is None:
+    if previous_raw is None or dictionary is None:
         return KEY_INDEPENDENT, zstandard.ZstdCompressor(level=level).compress(data)
-    size = len(previous_raw or b"")
     params = zstandard.ZstdCompressionParameters.from_level(
         level,
-        hash_log=patch_hash_log(level, size),
-        window_log=max(20, min(MAX_WINDOW_LOG, (size + len(data)).bit_length())),
+        hash_log=patch_hash_log(level, len(previous_raw)),
+        window_log=max(20, min(MAX_WINDOW_LOG, (len(previous_raw) + len(data)).bit_length())),
     )
     return KEY_PATCHED, zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
 
@@ -382,16 +380,6 @@ def delta_level(level: int) -> int:
     return min(level + DELTA_LEVEL_BOOST, 22)
 
 
-def _with_tables(
-    level: int, pick: Callable[[int, int], int], table_log: int, **more: int
-) -> zstandard.ZstdCompressionParameters:
-    """zstd's parameters of ``level`` with each match table's log2 size ``pick(level's own, table_log)``."""
-    base = zstandard.ZstdCompressionParameters.from_level(level)
-    return zstandard.ZstdCompressionParameters.from_level(
-        level, hash_log=pick(base.hash_log, table_log), chain_log=pick(base.chain_log, table_log), **more
-    )
-
-
 def delta_compressor(level: int, dictionary: zstandard.ZstdCompressionDict | None = None) -> zstandard.ZstdCompressor:
     """The compressor of a segment's delta frames, for a store of compression level ``level``.
 
@@ -399,7 +387,11 @@ def delta_compressor(level: int, dictionary: zstandard.ZstdCompressionDict | Non
     and the level's own (2^19 and 2^18 at level 6) only cost cache misses between commits
     (docs/design.md, "Keyframe policy").
     """
-    params = _with_tables(delta_level(level), min, DELTA_TABLE_LOG)
+    delta = delta_level(level)
+    own = zstandard.ZstdCompressionParameters.from_level(delta)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        delta, hash_log=min(own.hash_log, DELTA_TABLE_LOG), chain_log=min(own.chain_log, DELTA_TABLE_LOG)
+    )
     if dictionary is None:
         return zstandard.ZstdCompressor(compression_params=params)
     return zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)

@@ -51,6 +51,7 @@ UNDECIDED: Any = object()
 _MIN_COMMIT_BYTES = RECORD_SIZE
 #: older segments one read searches, newest first, before it leaves the snapshot to the index
 SEARCH_SEGMENTS = REACH_SEGMENTS
+_COMMIT = bytes([COMMIT])
 
 
 def rebuild_from_own_segment(log: SessionLog, sid: str) -> Any:
@@ -101,9 +102,6 @@ def _rebuild(log: SessionLog, sid: str, older: list[int]) -> Any:
             return UNDECIDED  # a branch, or a copy elsewhere: not the common case this path is for
         named_later = True  # its child opens this segment: it ends an older one
     return UNDECIDED
-
-
-_COMMIT = bytes([COMMIT])
 
 
 def _check_entries(log: SessionLog, number: int, entries: list[bytes]) -> None:
