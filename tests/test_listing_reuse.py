@@ -25,7 +25,7 @@ def _aged_look(store: SnapshotStore, key: str) -> None:
     """Let the folder's times age past the margin, then list: the next look may reuse this listing."""
     time.sleep(AGED)
     store.backend.segments(key)
-    assert key in store.backend._listings  # the listing is kept: the next look reuses it
+    assert store.backend._listings[key].trusted  # the listing is kept: the next look reuses it
 
 
 def _state(turn: int) -> dict[str, object]:
@@ -132,3 +132,64 @@ def test_the_lock_holder_lists_the_folder_instead(tmp_path: Path, monkeypatch: o
     session.commit({"n": 1})  # a commit's own refresh, under the lock, lists too
     assert reused[before:] == []
     store.close()
+
+
+def test_the_lock_holder_reuses_its_listing_only_for_the_same_files(tmp_path: Path, monkeypatch: object) -> None:
+    """The holder lists the folder, and keeps what it knew of each segment when the folder's times are
+    unchanged and the listing names the same files (same names, same inode numbers): only the last
+    can have grown. Here the folder's times are made to look unchanged after each change another
+    handle makes, and what the holder sees under the lock must still be what a fresh handle lists."""
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    reused: list[bool] = []
+    real = _directory._same_files
+
+    def spy(*args: object) -> object:
+        found = real(*args)  # type: ignore[arg-type]
+        reused.append(found is not None)
+        return found
+
+    monkeypatch.setattr(_directory, "_same_files", spy)
+    writer_store = SnapshotStore.open(tmp_path / "store", max_runs=1, max_chain=2)
+    writer = writer_store.session("s", max_snapshots=100)
+    holder_store = SnapshotStore.open(tmp_path / "store")
+    key, backend = writer.key, writer_store.backend
+    for turn in range(7):  # three segments
+        writer.commit(_state(turn))
+
+    def numbers() -> list[int]:
+        return [info.segment for info in backend.segments(key)]
+
+    def append() -> None:
+        writer.commit(_state(50))
+
+    def new_segment() -> None:
+        before = numbers()
+        while numbers() == before:
+            writer.commit(_state(60 + len(numbers())))
+
+    def drop_oldest() -> None:
+        with backend.lock_session(key, 5.0):
+            backend.drop_segments(key, numbers()[:1])
+
+    def write_again() -> None:  # a sealed segment rewritten, as a squash rewrites one: a new file
+        with backend.lock_session(key, 5.0):
+            first = numbers()[0]
+            backend.replace_segment(key, first, backend.read_segment(key, first).entries)
+
+    for change in (append, new_segment, write_again, drop_oldest, append, new_segment, write_again):
+        _aged_look(holder_store, key)
+        before = holder_store.backend._listings[key]
+        change()
+        folder = os.stat(tmp_path / "store" / "sessions" / key)
+        holder_store.backend._listings[key] = _directory._Listing(_directory._folder_token(folder), before.segments)
+        reused.clear()
+        with holder_store.backend.lock_session(key, 5.0):
+            held = holder_store.backend.segments(key)
+        fresh_store = SnapshotStore.open(tmp_path / "store")
+        assert held == fresh_store.backend.segments(key), change.__name__
+        fresh_store.close()
+        assert reused == [change is append], change.__name__  # only an append leaves the same files
+    writer_store.close()
+    holder_store.close()

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
 from . import _framing
@@ -376,13 +376,16 @@ class DirectoryBackend(Backend):
         known = self._listings.get(key)
         held = self._locks.get(key)
         # a writer holding the lock lists: it must not append behind a segment a file system's
-        # cached attributes (a network one's) would hide from ``stat``
-        if known is not None and (held is None or held.holder != threading.get_ident()):
+        # cached attributes (a network one's) would hide from ``stat``. What it knew of the segments
+        # the listing names again, unchanged, it keeps (``_same_files``): a commit then costs one
+        # ``stat`` of the last segment, not one of every segment of a long session
+        holding = held is not None and held.holder == threading.get_ident()
+        if known is not None and not holding and known.trusted:
             found = self._listed_again(key, known)
             if found is not None:
                 return found
             self._listings.pop(key, None)
-        return self._list(key)
+        return self._list(key, known if holding else None)
 
     def _listed_again(self, key: str, known: _Listing) -> list[SegmentInfo] | None:
         """The last listing with each segment's size read again, when the folder is unchanged since it
@@ -392,8 +395,9 @@ class DirectoryBackend(Backend):
         segment a crash left empty: the reader's end there is 0, so it reads the file whole, and
         the next listing has the new version). Readers refresh before every read and a writer
         among others before every commit: this costs a few ``stat`` calls where listing reads the
-        folder and the header of each file another writer appended to. Not used by the thread
-        holding the session's lock (``segments``)."""
+        folder and the header of each file another writer appended to. Each segment is looked at,
+        not the last alone: where the folder's times lag, a segment dropped or replaced is still
+        seen. Not used by the thread holding the session's lock (``segments``)."""
         folder = f"sessions/{key}"
         root = self._root_fd
         found = []
@@ -418,7 +422,9 @@ class DirectoryBackend(Backend):
             pass
         return None
 
-    def _list(self, key: str) -> list[SegmentInfo]:
+    def _list(self, key: str, known: _Listing | None = None) -> list[SegmentInfo]:
+        """The session's segments, read from its folder. ``known``: the lock holder's last listing,
+        reused when the folder is unchanged and lists the same files (below)."""
         try:
             with self._session_dir(key) as fd:
                 found = []
@@ -426,31 +432,39 @@ class DirectoryBackend(Backend):
                 folder = os.fstat(fd)
                 names: dict[int, tuple[str, int]] = {}
                 with os.scandir(fd) as listing:
-                    for entry in listing:
-                        number = parse_segment_file(entry.name)
-                        if number is None:
+                    entries = list(listing)
+                if known is not None:
+                    reused = _same_files(folder, entries, known)
+                    if reused is not None:
+                        return reused
+                for entry in entries:
+                    number = parse_segment_file(entry.name)
+                    if number is None:
+                        continue
+                    try:
+                        if not entry.is_file(follow_symlinks=False):
                             continue
-                        try:
-                            if not entry.is_file(follow_symlinks=False):
-                                continue
-                            info = entry.stat(follow_symlinks=False)
-                            version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info)
-                        except FileNotFoundError:
-                            continue  # reclaimed while listed: not a segment any more (not "no session")
-                        found.append(SegmentInfo(number, info.st_size, version))
-                        names[number] = (entry.name, info.st_ino)
+                        info = entry.stat(follow_symlinks=False)
+                        version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info)
+                    except FileNotFoundError:
+                        continue  # reclaimed while listed: not a segment any more (not "no session")
+                    found.append(SegmentInfo(number, info.st_size, version))
+                    names[number] = (entry.name, info.st_ino)
                 found.sort(key=lambda s: s.segment)
                 # the folder's times stand for this listing only once they are older than any change
                 # made while it ran could be stamped: file system clocks tick coarsely (a few ms), and
                 # on a file system that keeps whole seconds (FAT keeps two), by seconds
+                # on a file system that keeps whole seconds (FAT keeps two), by seconds. Until then
+                # only the lock holder reuses it, which lists the folder again and compares the files
                 stamped = max(folder.st_mtime_ns, folder.st_ctime_ns)
                 margin = LISTING_TRUSTED_AFTER_NS if stamped % 1_000_000_000 else WHOLE_SECONDS_TRUSTED_AFTER_NS
-                if stamped < began - margin:
-                    if len(self._listings) >= 4096:  # sessions deleted long ago are not kept for ever
-                        self._listings.clear()
-                    self._listings[key] = _Listing(
-                        _folder_token(folder), [(info, *names[info.segment]) for info in found]
-                    )
+                if len(self._listings) >= 4096:  # sessions deleted long ago are not kept for ever
+                    self._listings.clear()
+                self._listings[key] = _Listing(
+                    _folder_token(folder),
+                    [(info, *names[info.segment]) for info in found],
+                    trusted=stamped < began - margin,
+                )
                 return found
         except FileNotFoundError:  # no folder: the session does not exist
             return []
@@ -739,12 +753,57 @@ def _folder_token(info: os.stat_result) -> tuple[int, int, int, int]:
     return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns
 
 
+def _same_files(folder: os.stat_result, entries: list[os.DirEntry[str]], known: _Listing) -> list[SegmentInfo] | None:
+    """The lock holder's last listing with the last segment's size read again, when the folder's times
+    are unchanged and it lists exactly the segment files listed then (the same names, the same inode
+    numbers, which the listing itself gives); else None. Appends go to the last segment alone, so
+    the others are the files listed, of the sizes listed. The names come from listing the folder,
+    as a holder's must: a segment after the last is seen however its times behave."""
+    if _folder_token(folder) != known.token or not known.segments:
+        return None
+    inodes = known.inodes
+    last_info, last_name, last_inode = known.segments[-1]
+    if last_info.stored_bytes < _framing.HEADER_SIZE:  # a header may be written in place: its version is new
+        return None
+    matched, last = 0, None
+    for entry in entries:
+        inode = inodes.get(entry.name)
+        if inode is None:
+            if parse_segment_file(entry.name) is not None:
+                return None  # a segment made since
+            continue
+        if entry.inode() != inode:
+            return None  # replaced
+        matched += 1
+        if entry.name == last_name:
+            last = entry
+    if matched != len(inodes) or last is None:
+        return None  # one dropped
+    try:
+        now = last.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if now.st_ino != last_inode or not stat.S_ISREG(now.st_mode):
+        return None
+    return [*known.sealed(), SegmentInfo(last_info.segment, now.st_size, last_info.version)]
+
+
 @dataclass(frozen=True, slots=True)
 class _Listing:
     """A session folder's segments as last listed, and the folder's identity and times then."""
 
     token: tuple[int, int, int, int]
     segments: list[tuple[SegmentInfo, str, int]]  # (info, file name, inode), oldest first
+    #: whether the folder's times were old enough for an unchanged token to mean an unchanged folder
+    trusted: bool = True
+    inodes: dict[str, int] = field(init=False)  # file name -> inode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inodes", {name: inode for _info, name, inode in self.segments})
+
+    def sealed(self) -> list[SegmentInfo]:
+        """The segments before the last, which no append changes."""
+        return [info for info, _name, _inode in self.segments[:-1]]
 
 
 class _SessionLock:
