@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from snapstore import SnapshotStore
 from snapstore.backends import _directory
 
@@ -25,7 +27,7 @@ def _aged_look(store: SnapshotStore, key: str) -> None:
     """Let the folder's times age past the margin, then list: the next look may reuse this listing."""
     time.sleep(AGED)
     store.backend.segments(key)
-    assert store.backend._listings[key].trusted  # the listing is kept: the next look reuses it
+    assert key in store.backend._listings  # the listing is kept: the next look reuses it
 
 
 def _state(turn: int) -> dict[str, object]:
@@ -139,8 +141,6 @@ def test_the_lock_holder_reuses_its_listing_only_for_the_same_files(tmp_path: Pa
     unchanged and the listing names the same files (same names, same inode numbers): only the last
     can have grown. Here the folder's times are made to look unchanged after each change another
     handle makes, and what the holder sees under the lock must still be what a fresh handle lists."""
-    import pytest
-
     assert isinstance(monkeypatch, pytest.MonkeyPatch)
     reused: list[bool] = []
     real = _directory._same_files
@@ -193,3 +193,107 @@ def test_the_lock_holder_reuses_its_listing_only_for_the_same_files(tmp_path: Pa
         assert reused == [change is append], change.__name__  # only an append leaves the same files
     writer_store.close()
     holder_store.close()
+
+
+def _recreated_state(who: str, turn: int) -> dict[str, object]:
+    return {"who": who, "turn": turn, "log": [f"line {i}" for i in range(turn % 7)], "body": "x" * 300_000}
+
+
+def _inodes(folder: Path) -> dict[str, int]:
+    return {n: os.stat(folder / n).st_ino for n in os.listdir(folder) if n.endswith(".seg")}
+
+
+def test_the_lock_holder_sees_a_session_deleted_and_written_again(tmp_path: Path) -> None:
+    """The holder lists right after the folder changed (another handle's gc removed a leftover), then
+    another handle deletes the session and writes it again: on a file system that hands freed inode
+    numbers out again (ext4 does, in order), the same names come back with the same inode numbers.
+    On one whose times are whole seconds all this happens within one tick; here the folder's times are
+    set back to what the holder saw. The holder's next commit must follow the session as it now is."""
+    root = tmp_path / "store"
+    holder = SnapshotStore.open(root, max_runs=1, max_chain=2)
+    other = SnapshotStore.open(root, max_runs=1, max_chain=2)
+    session = holder.session("s", max_snapshots=1000)
+    for turn in range(10):  # segments 1-4, the 4th holding one commit
+        session.commit(_recreated_state("old", turn))
+    key, folder = session.key, root / "sessions" / session.key
+    leftover = folder / (_directory.TMP_PREFIX + "0" * 32)  # what a rewrite a crash interrupted leaves
+    leftover.write_bytes(b"")
+    os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+    time.sleep(0.1)
+    other.gc(grace_seconds=0)  # removes the leftover: the folder changes
+    session.set_max_snapshots(1000)  # the holder takes the lock and lists, right after; writes nothing
+    before = holder.backend._listings.get(key)
+    inodes = _inodes(folder)
+    other.delete_session("s")
+    again = other.session("s", max_snapshots=1000)
+    for turn in range(10):
+        again.commit(_recreated_state("new", turn))
+    head = again.head
+    assert head is not None
+    if _inodes(folder) != inodes:
+        pytest.skip("this file system did not hand the freed inode numbers out again")
+    if before is not None:  # the folder's times as the holder saw them, as within one whole second
+        holder.backend._listings[key] = _directory._Listing(_directory._folder_token(os.stat(folder)), before.segments)
+    mine = session.commit(_recreated_state("holder", 100))
+    fresh = SnapshotStore.open(root)
+    assert fresh.verify().problems == []
+    assert fresh.session("s").state(mine.id) == _recreated_state("holder", 100)
+    assert mine.parent == head.id
+    for store in (holder, other, fresh):
+        store.close()
+
+
+def _small(who: str, i: int) -> dict[str, object]:
+    return {"who": who, "i": i, "log": [f"{who} {k}" for k in range(i % 5)]}
+
+
+def _take_turns(holder_store: SnapshotStore, other_store: SnapshotStore, root: Path) -> None:
+    """Both handles commit in turn; then the holder's history is a fresh handle's, and all of it reads."""
+    holder, other = holder_store.session("s"), other_store.session("s")
+    for i in range(3):
+        holder.commit(_small("h", 10 + i))
+        other.commit(_small("w", 10 + i))
+    fresh_store = SnapshotStore.open(root)
+    fresh = fresh_store.session("s")
+    assert [s.id for s in holder.snapshots()] == [s.id for s in fresh.snapshots()]
+    for snap in fresh.snapshots():
+        fresh.state(snap.id)
+    assert fresh_store.verify().problems == []
+    for store in (fresh_store, holder_store, other_store):
+        store.close()
+
+
+@pytest.mark.parametrize("leftover", [b"", b"SNPS\x02", b"\0" * 8, b"\0" * 4096])
+@pytest.mark.parametrize("filler", ["other", "holder"])
+def test_a_last_segment_a_crash_left_unwritten_is_written_in_place_under_a_kept_listing(
+    tmp_path: Path, leftover: bytes, filler: str
+) -> None:
+    """A writer that crashed creating segment 2 left it empty, header-less or zero-filled; the next
+    commit writes it in place (the folder does not change). The holder knew it as it was."""
+    root = tmp_path / "store"
+    holder_store, other_store = SnapshotStore.open(root), SnapshotStore.open(root)
+    holder, other = holder_store.session("s", max_snapshots=100), other_store.session("s")
+    for i in range(3):
+        holder.commit(_small("h", i))
+    (root / "sessions" / holder.key / _directory.segment_file(2)).write_bytes(leftover)
+    time.sleep(AGED)
+    holder.set_max_snapshots(100)  # the holder lists (segment 2 as the crash left it), writes nothing
+    (other if filler == "other" else holder).commit(_small("fill", 0))
+    _take_turns(holder_store, other_store, root)
+
+
+@pytest.mark.parametrize("tail", [b"\x07\0\0", b"\xff" * 11, b"\0" * 40])
+@pytest.mark.parametrize("filler", ["other", "holder"])
+def test_a_torn_tail_cut_under_a_kept_listing(tmp_path: Path, tail: bytes, filler: str) -> None:
+    """An append a crash interrupted left a torn tail; the next commit cuts it and appends in place."""
+    root = tmp_path / "store"
+    holder_store, other_store = SnapshotStore.open(root), SnapshotStore.open(root)
+    holder, other = holder_store.session("s", max_snapshots=100), other_store.session("s")
+    for i in range(3):
+        holder.commit(_small("h", i))
+    with open(root / "sessions" / holder.key / _directory.segment_file(1), "ab") as segment:
+        segment.write(tail)
+    time.sleep(AGED)
+    holder.set_max_snapshots(100)  # the holder lists the torn segment
+    (other if filler == "other" else holder).commit(_small("cut", 0))
+    _take_turns(holder_store, other_store, root)

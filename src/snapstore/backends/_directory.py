@@ -380,7 +380,7 @@ class DirectoryBackend(Backend):
         # the listing names again, unchanged, it keeps (``_same_files``): a commit then costs one
         # ``stat`` of the last segment, not one of every segment of a long session
         holding = held is not None and held.holder == threading.get_ident()
-        if known is not None and not holding and known.trusted:
+        if known is not None and not holding:
             found = self._listed_again(key, known)
             if found is not None:
                 return found
@@ -453,18 +453,19 @@ class DirectoryBackend(Backend):
                 found.sort(key=lambda s: s.segment)
                 # the folder's times stand for this listing only once they are older than any change
                 # made while it ran could be stamped: file system clocks tick coarsely (a few ms), and
-                # on a file system that keeps whole seconds (FAT keeps two), by seconds
-                # on a file system that keeps whole seconds (FAT keeps two), by seconds. Until then
-                # only the lock holder reuses it, which lists the folder again and compares the files
+                # on a file system that keeps whole seconds (FAT keeps two), by seconds. The lock
+                # holder too: within that tick a session deleted and written again can bring back
+                # the same names with the same (freed, handed out again) inode numbers
                 stamped = max(folder.st_mtime_ns, folder.st_ctime_ns)
                 margin = LISTING_TRUSTED_AFTER_NS if stamped % 1_000_000_000 else WHOLE_SECONDS_TRUSTED_AFTER_NS
-                if len(self._listings) >= 4096:  # sessions deleted long ago are not kept for ever
-                    self._listings.clear()
-                self._listings[key] = _Listing(
-                    _folder_token(folder),
-                    [(info, *names[info.segment]) for info in found],
-                    trusted=stamped < began - margin,
-                )
+                if stamped < began - margin:
+                    if len(self._listings) >= 4096:  # sessions deleted long ago are not kept for ever
+                        self._listings.clear()
+                    self._listings[key] = _Listing(
+                        _folder_token(folder), [(info, *names[info.segment]) for info in found]
+                    )
+                else:
+                    self._listings.pop(key, None)
                 return found
         except FileNotFoundError:  # no folder: the session does not exist
             return []
@@ -586,12 +587,14 @@ class DirectoryBackend(Backend):
         name = segment_file(check_segment(segment))
         self._writable(f"sessions/{key}/{name}")
         data = _framing.new_header() + _framing.frames(entry_list(entries))
+        self._listings.pop(key, None)  # this handle's next look lists: it changed the folder
         with self._session_dir(key, create=True) as folder:
             self._write_replace(folder, name, data, f"sessions/{key}/{name}")
 
     def drop_segments(self, key: str, segments: Iterable[int]) -> None:
         numbers = [check_segment(s) for s in segments]
         self._writable(f"sessions/{key}")
+        self._listings.pop(key, None)
         try:
             with self._session_dir(key) as folder:
                 for segment in numbers:
@@ -609,6 +612,7 @@ class DirectoryBackend(Backend):
 
     def delete_session(self, key: str) -> bool:
         self._writable(f"sessions/{key}")
+        self._listings.pop(key, None)
         try:
             with self._session_dir(key) as folder:
                 with os.scandir(folder) as listing:  # only regular files are ours: anything else stays
@@ -794,8 +798,6 @@ class _Listing:
 
     token: tuple[int, int, int, int]
     segments: list[tuple[SegmentInfo, str, int]]  # (info, file name, inode), oldest first
-    #: whether the folder's times were old enough for an unchanged token to mean an unchanged folder
-    trusted: bool = True
     inodes: dict[str, int] = field(init=False)  # file name -> inode
 
     def __post_init__(self) -> None:
