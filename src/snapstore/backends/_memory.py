@@ -16,12 +16,17 @@ from .locking import acquire_thread_lock, check_timeout
 
 
 class _Segment:
-    __slots__ = ("entries", "stored", "version")
+    __slots__ = ("entries", "info", "number", "stored", "version")
 
-    def __init__(self, entries: list[bytes], version: int) -> None:
-        self.entries = entries
-        self.version = version
-        self.stored = sum(map(len, entries))  # kept as entries are appended: a listing is O(segments)
+    def __init__(self, number: int, entries: list[bytes], version: int) -> None:
+        self.number, self.entries, self.version = number, entries, version
+        self.stored = sum(map(len, entries))  # kept as entries are appended
+        self.info = SegmentInfo(number, self.stored, version)  # what a listing returns: made once a change
+
+    def extend(self, new: list[bytes]) -> None:
+        self.entries.extend(new)
+        self.stored += sum(map(len, new))
+        self.info = SegmentInfo(self.number, self.stored, self.version)
 
 
 class MemoryBackend(Backend):
@@ -55,7 +60,7 @@ class MemoryBackend(Backend):
     def segments(self, key: str) -> list[SegmentInfo]:
         with self._mutex:
             found = self._sessions.get(check_session_key(key), {})
-            return [SegmentInfo(n, found[n].stored, found[n].version) for n in sorted(found)]
+            return [found[n].info for n in sorted(found)]
 
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
         check_position(start, "start")
@@ -79,9 +84,8 @@ class MemoryBackend(Backend):
                     {"session_key": key, "segment": segment},
                 )
             if current is None:
-                current = segments[segment] = _Segment([], next(self._versions))
-            current.entries.extend(new)
-            current.stored += sum(map(len, new))
+                current = segments[segment] = _Segment(segment, [], next(self._versions))
+            current.extend(new)
             return len(current.entries)
 
     def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
@@ -90,7 +94,7 @@ class MemoryBackend(Backend):
         new = entry_list(entries)
         with self._mutex:
             # a new list: a reader holding the old one keeps reading the old segment whole
-            self._sessions.setdefault(key, {})[segment] = _Segment(new, next(self._versions))
+            self._sessions.setdefault(key, {})[segment] = _Segment(segment, new, next(self._versions))
 
     def drop_segments(self, key: str, segments: Iterable[int]) -> None:
         numbers = [check_segment(s) for s in segments]
