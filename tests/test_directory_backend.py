@@ -512,3 +512,38 @@ def test_a_segments_first_entry_is_read_from_the_start_of_its_file(tmp_path: Pat
     assert max(len(c or b"") for c in checkpoints) > _directory.FIRST_ENTRY_READ
     with SnapshotStore(backend) as store:
         assert store.session("tagged").tags[f"milestone-299-{'x' * 60}"] == first.id
+
+
+def test_a_header_remembered_by_inode_and_change_time_is_read_again_within_a_second(tmp_path: Path) -> None:
+    """On a file system whose times are whole seconds, a session deleted and written again within the
+    second of its last write gets files of the same names and change time and, where freed inode
+    numbers are handed out again (ext4 with 128-byte inodes does), the same inodes: a header remembered
+    for (inode, change time, name) would make the new file the old one. A change time of whole seconds
+    is trusted only once it is older than the listing margin; finer ones always."""
+    from snapstore.backends import _directory
+
+    root = tmp_path / "store"
+    backend = DirectoryBackend(root)
+    backend.append("s", 1, [b"entry"], 0)
+    name = _directory.segment_file(1)
+    real = os.stat(root / "sessions" / "s" / name)
+    folder = os.open(root / "sessions" / "s", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        header = _directory._file_id(folder, name)
+        assert header != 0
+
+        def seen_at(ctime_ns: int) -> os.stat_result:  # the file as such a file system reports it
+            return os.stat_result(tuple(real)[:10], {"st_ctime_ns": ctime_ns})
+
+        now = time.time_ns()
+        just_now = now // 1_000_000_000 * 1_000_000_000
+        long_ago = just_now - 10 * 1_000_000_000
+        for ctime in (just_now, long_ago, real.st_ctime_ns):
+            backend._file_ids[(real.st_ino, ctime, name)] = header + 1  # what the deleted file's header said
+        assert backend._cached_file_id(folder, name, seen_at(just_now)) == header  # read again
+        assert backend._cached_file_id(folder, name, seen_at(long_ago)) == header + 1  # remembered
+        assert backend._cached_file_id(folder, name, real) == header + 1  # a finer time: remembered
+        assert not _directory._change_time_settled(just_now, now)
+        assert _directory._change_time_settled(long_ago, now) and _directory._change_time_settled(just_now + 1, now)
+    finally:
+        os.close(folder)

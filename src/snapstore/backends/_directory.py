@@ -488,10 +488,13 @@ class DirectoryBackend(Backend):
 
     def _cached_file_id(self, folder: int, name: str, info: os.stat_result) -> int:
         """A segment's file id, read once per file as it stands: any write or replacement changes
-        the inode's change time, so an unchanged (inode, ctime) is the same file, header and all."""
+        the inode's change time, so an unchanged (inode, ctime) is the same file, header and all.
+        Except within one tick of a clock of whole seconds: there a session deleted and written
+        again gets files of the same names, the same change time and, where freed inode numbers
+        are handed out again (ext4), the same inodes; such a file's header is read again."""
         token = (info.st_ino, info.st_ctime_ns, name)
         found = self._file_ids.get(token)
-        if found is None:
+        if found is None or not _change_time_settled(info.st_ctime_ns, time.time_ns()):
             found = self._remember_file_id(token, _file_id(folder, name))
         return found
 
@@ -729,6 +732,14 @@ def read_regular_file(
         raise io_error("read", where, exc) from exc
     finally:
         os.close(fd)
+
+
+def _change_time_settled(ctime_ns: int, now_ns: int) -> bool:
+    """Whether a file's change time can tell it from a file made after it under the same name and
+    inode: always where times have a finer step than seconds (a file made within the same clock
+    tick of a few ms is not guarded against), and once it is older than the listing margin where
+    they are whole seconds."""
+    return ctime_ns % 1_000_000_000 != 0 or ctime_ns < now_ns - WHOLE_SECONDS_TRUSTED_AFTER_NS
 
 
 def _file_id(folder: int, name: str) -> int:
