@@ -514,12 +514,13 @@ def test_a_segments_first_entry_is_read_from_the_start_of_its_file(tmp_path: Pat
         assert store.session("tagged").tags[f"milestone-299-{'x' * 60}"] == first.id
 
 
-def test_a_header_remembered_by_inode_and_change_time_is_read_again_within_a_second(tmp_path: Path) -> None:
+def test_a_header_is_remembered_only_once_its_change_time_has_settled(tmp_path: Path) -> None:
     """On a file system whose times are whole seconds, a session deleted and written again within the
     second of its last write gets files of the same names and change time and, where freed inode
-    numbers are handed out again (ext4 with 128-byte inodes does), the same inodes: a header remembered
-    for (inode, change time, name) would make the new file the old one. A change time of whole seconds
-    is trusted only once it is older than the listing margin; finer ones always."""
+    numbers are handed out again (ext4 with 128-byte inodes does), the same inodes: a header
+    remembered for (inode, change time, name) would make the new file the old one, then or later. So
+    a header is remembered only when its file's change time was settled as it was looked at: older
+    than the listing margin when it is a whole second, always when it is finer."""
     from snapstore.backends import _directory
 
     root = tmp_path / "store"
@@ -538,11 +539,13 @@ def test_a_header_remembered_by_inode_and_change_time_is_read_again_within_a_sec
         now = time.time_ns()
         just_now = now // 1_000_000_000 * 1_000_000_000
         long_ago = just_now - 10 * 1_000_000_000
-        for ctime in (just_now, long_ago, real.st_ctime_ns):
-            backend._file_ids[(real.st_ino, ctime, name)] = header + 1  # what the deleted file's header said
-        assert backend._cached_file_id(folder, name, seen_at(just_now)) == header  # read again
-        assert backend._cached_file_id(folder, name, seen_at(long_ago)) == header + 1  # remembered
-        assert backend._cached_file_id(folder, name, real) == header + 1  # a finer time: remembered
+        backend._file_ids.clear()
+        assert backend._cached_file_id(folder, name, seen_at(just_now), now) == header
+        assert (real.st_ino, just_now, name) not in backend._file_ids  # read, not remembered
+        assert backend._cached_file_id(folder, name, seen_at(long_ago), now) == header
+        assert backend._file_ids[(real.st_ino, long_ago, name)] == header  # settled: remembered
+        assert backend._cached_file_id(folder, name, real, now) == header
+        assert (real.st_ino, real.st_ctime_ns, name) in backend._file_ids  # a finer time: remembered
         assert not _directory._change_time_settled(just_now, now)
         assert _directory._change_time_settled(long_ago, now) and _directory._change_time_settled(just_now + 1, now)
     finally:

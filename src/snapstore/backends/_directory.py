@@ -445,7 +445,7 @@ class DirectoryBackend(Backend):
                         if not entry.is_file(follow_symlinks=False):
                             continue
                         info = entry.stat(follow_symlinks=False)
-                        version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info)
+                        version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info, began)
                     except FileNotFoundError:
                         continue  # reclaimed while listed: not a segment any more (not "no session")
                     found.append(SegmentInfo(number, info.st_size, version))
@@ -483,19 +483,23 @@ class DirectoryBackend(Backend):
             found: int | None = _framing.file_id(header[: _framing.HEADER_SIZE])
         else:
             found = self._file_ids.get((before.st_ino, before.st_ctime_ns, name))
-        if found:
+        if found and _change_time_settled(after.st_ctime_ns, time.time_ns()):
             self._remember_file_id((after.st_ino, after.st_ctime_ns, name), found)
 
-    def _cached_file_id(self, folder: int, name: str, info: os.stat_result) -> int:
+    def _cached_file_id(self, folder: int, name: str, info: os.stat_result, looked_at: int) -> int:
         """A segment's file id, read once per file as it stands: any write or replacement changes
         the inode's change time, so an unchanged (inode, ctime) is the same file, header and all.
         Except within one tick of a clock of whole seconds: there a session deleted and written
         again gets files of the same names, the same change time and, where freed inode numbers
-        are handed out again (ext4), the same inodes; such a file's header is read again."""
+        are handed out again (ext4), the same inodes. So a header is remembered only when its file's
+        change time had settled when the file was looked at (``looked_at``): remembered earlier, it
+        would be trusted later, once that time had aged, for a file made in the same tick."""
         token = (info.st_ino, info.st_ctime_ns, name)
         found = self._file_ids.get(token)
-        if found is None or not _change_time_settled(info.st_ctime_ns, time.time_ns()):
-            found = self._remember_file_id(token, _file_id(folder, name))
+        if found is None:
+            found = _file_id(folder, name)
+            if _change_time_settled(info.st_ctime_ns, looked_at):
+                self._remember_file_id(token, found)
         return found
 
     def _remember_file_id(self, token: tuple[int, int, str], found: int) -> int:
