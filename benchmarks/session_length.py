@@ -32,17 +32,11 @@ import orjson
 import zstandard
 
 from .baselines import ZSTD_LEVEL, import_snapstore
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from .config import RESULTS_DIR
 
 
 def _line(turn: int) -> str:
     return f"turn {turn}: the party rests at the inn and the bard tells of the {turn % 13}th tower"
-
-
-def _segments(root: Path) -> int:
-    folders = list((root / "sessions").iterdir())
-    return sum(1 for name in os.listdir(folders[0]) if name.endswith(".seg")) if folders else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--lines", type=int, default=300)
     parser.add_argument("--postgres", default=os.environ.get("SNAPSTORE_BENCH_POSTGRES_URL"))
-    parser.add_argument("--out", type=Path, default=RESULTS / "session-length.md")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "session-length.md")
     args = parser.parse_args(argv)
     if args.commits < args.blocks or args.blocks < 2:
         parser.error("--commits must be at least --blocks, and --blocks at least 2")
@@ -86,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             times["zstd-3 file"].append(time.perf_counter() - start)
             if (turn + 1) % block == 0:
                 medians = {name: statistics.median(spent[-block:]) * 1e6 for name, spent in times.items()}
-                rows.append((turn + 1, _segments(work / "store"), medians))
+                segments = len(stores["directory"].backend.segments(sessions["directory"].key))
+                rows.append((turn + 1, segments, medians))
                 print(f"{turn + 1} commits, {rows[-1][1]} segments: "
                       + ", ".join(f"{name} {us:.0f} us" for name, us in medians.items()), flush=True)
     finally:

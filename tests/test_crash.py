@@ -347,7 +347,7 @@ class Golden:
         fresh = MemoryBackend()
         fresh._config = dict(self.backend._config)
         fresh._sessions = {
-            key: {n: _Segment(n, list(seg.entries), seg.version) for n, seg in segments.items()}
+            key: {n: _Segment(n, list(seg.entries), seg.info.version) for n, seg in segments.items()}
             for key, segments in self.backend._sessions.items()
         }
         return fresh

@@ -136,12 +136,55 @@ def test_the_lock_holder_lists_the_folder_instead(tmp_path: Path, monkeypatch: o
     store.close()
 
 
-def test_the_lock_holder_reuses_its_listing_only_for_the_same_files(tmp_path: Path, monkeypatch: object) -> None:
+class _Changes:
+    """What another handle does to a session's files, one kind of change per method."""
+
+    def __init__(self, store: SnapshotStore, key: str) -> None:
+        self.writer, self.backend, self.key = store.session("s"), store.backend, key
+
+    def numbers(self) -> list[int]:
+        return [info.segment for info in self.backend.segments(self.key)]
+
+    def append(self) -> None:
+        self.writer.commit(_state(50))
+
+    def new_segment(self) -> None:
+        before = self.numbers()
+        while self.numbers() == before:
+            self.writer.commit(_state(60 + len(self.numbers())))
+
+    def drop_oldest(self) -> None:
+        with self.backend.lock_session(self.key, 5.0):
+            self.backend.drop_segments(self.key, self.numbers()[:1])
+
+    def write_again(self) -> None:  # a sealed segment rewritten, as a squash rewrites one: a new file
+        with self.backend.lock_session(self.key, 5.0):
+            first = self.numbers()[0]
+            self.backend.replace_segment(self.key, first, self.backend.read_segment(self.key, first).entries)
+
+
+def _times_look_unchanged(store: SnapshotStore, key: str, root: Path, before: _directory._Listing) -> None:
+    """Put ``before`` back as ``store``'s listing, stamped with the folder's times as they are now:
+    a file system whose folder times lag, as far as the store can tell."""
+    folder = os.stat(root / "sessions" / key)
+    store.backend._listings[key] = _directory._Listing(_directory._folder_token(folder), before.segments)
+
+
+def _three_segments(root: Path) -> tuple[SnapshotStore, str]:
+    writer_store = SnapshotStore.open(root, max_runs=1, max_chain=2)
+    writer = writer_store.session("s", max_snapshots=100)
+    for turn in range(7):  # three segments
+        writer.commit(_state(turn))
+    return writer_store, writer.key
+
+
+def test_the_lock_holder_reuses_its_listing_only_for_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The holder lists the folder, and keeps what it knew of each segment when the folder's times are
     unchanged and the listing names the same files (same names, same inode numbers): only the last
     can have grown. Here the folder's times are made to look unchanged after each change another
     handle makes, and what the holder sees under the lock must still be what a fresh handle lists."""
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
     reused: list[bool] = []
     real = _directory._same_files
 
@@ -151,51 +194,49 @@ def test_the_lock_holder_reuses_its_listing_only_for_the_same_files(tmp_path: Pa
         return found
 
     monkeypatch.setattr(_directory, "_same_files", spy)
-    writer_store = SnapshotStore.open(tmp_path / "store", max_runs=1, max_chain=2)
-    writer = writer_store.session("s", max_snapshots=100)
-    holder_store = SnapshotStore.open(tmp_path / "store")
-    key, backend = writer.key, writer_store.backend
-    for turn in range(7):  # three segments
-        writer.commit(_state(turn))
-
-    def numbers() -> list[int]:
-        return [info.segment for info in backend.segments(key)]
-
-    def append() -> None:
-        writer.commit(_state(50))
-
-    def new_segment() -> None:
-        before = numbers()
-        while numbers() == before:
-            writer.commit(_state(60 + len(numbers())))
-
-    def drop_oldest() -> None:
-        with backend.lock_session(key, 5.0):
-            backend.drop_segments(key, numbers()[:1])
-
-    def write_again() -> None:  # a sealed segment rewritten, as a squash rewrites one: a new file
-        with backend.lock_session(key, 5.0):
-            first = numbers()[0]
-            backend.replace_segment(key, first, backend.read_segment(key, first).entries)
-
-    for change in (append, new_segment, write_again, drop_oldest, append, new_segment, write_again):
+    root = tmp_path / "store"
+    writer_store, key = _three_segments(root)
+    holder_store = SnapshotStore.open(root)
+    changes = _Changes(writer_store, key)
+    order = (changes.append, changes.new_segment, changes.write_again, changes.drop_oldest) * 2
+    for change in order[:-1]:
         _aged_look(holder_store, key)
         before = holder_store.backend._listings[key]
         change()
-        folder = os.stat(tmp_path / "store" / "sessions" / key)
-        holder_store.backend._listings[key] = _directory._Listing(_directory._folder_token(folder), before.segments)
+        _times_look_unchanged(holder_store, key, root, before)
         reused.clear()
         with holder_store.backend.lock_session(key, 5.0):
             held = holder_store.backend.segments(key)
-        fresh_store = SnapshotStore.open(tmp_path / "store")
+        fresh_store = SnapshotStore.open(root)
         assert held == fresh_store.backend.segments(key), change.__name__
         fresh_store.close()
-        assert reused == [change is append], change.__name__  # only an append leaves the same files
+        assert reused == [change == changes.append], change.__name__  # only an append leaves the same files
     writer_store.close()
     holder_store.close()
 
 
+def test_a_reader_whose_folder_times_lag_still_sees_a_segment_dropped_or_written_again(tmp_path: Path) -> None:
+    """A reader's reused listing reads every known segment's inode and size again, not the last
+    segment's alone: a file system whose folder times lag must not hide a drop or a rewrite."""
+    root = tmp_path / "store"
+    writer_store, key = _three_segments(root)
+    reader_store = SnapshotStore.open(root)
+    changes = _Changes(writer_store, key)
+    for change in (changes.drop_oldest, changes.write_again):
+        _aged_look(reader_store, key)
+        before = reader_store.backend._listings[key]
+        change()
+        _times_look_unchanged(reader_store, key, root, before)
+        fresh_store = SnapshotStore.open(root)
+        assert reader_store.backend.segments(key) == fresh_store.backend.segments(key), change.__name__
+        fresh_store.close()
+    writer_store.close()
+    reader_store.close()
+
+
 def _recreated_state(who: str, turn: int) -> dict[str, object]:
+    """``_state`` with a writer's name of three letters: the session written again holds files of the
+    very sizes it held before, so nothing but the files' identity tells them apart."""
     return {"who": who, "turn": turn, "log": [f"line {i}" for i in range(turn % 7)], "body": "x" * 300_000}
 
 

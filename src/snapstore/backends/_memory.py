@@ -16,17 +16,17 @@ from .locking import acquire_thread_lock, check_timeout
 
 
 class _Segment:
-    __slots__ = ("entries", "info", "number", "stored", "version")
+    __slots__ = ("entries", "info")
 
     def __init__(self, number: int, entries: list[bytes], version: int) -> None:
-        self.number, self.entries, self.version = number, entries, version
-        self.stored = sum(map(len, entries))  # kept as entries are appended
-        self.info = SegmentInfo(number, self.stored, version)  # what a listing returns: made once a change
+        self.entries = entries
+        # what a listing returns, kept beside the entries as they are appended: a listing makes no objects
+        self.info = SegmentInfo(number, sum(map(len, entries)), version)
 
     def extend(self, new: list[bytes]) -> None:
         self.entries.extend(new)
-        self.stored += sum(map(len, new))
-        self.info = SegmentInfo(self.number, self.stored, self.version)
+        info = self.info
+        self.info = SegmentInfo(info.segment, info.stored_bytes + sum(map(len, new)), info.version)
 
 
 class MemoryBackend(Backend):
