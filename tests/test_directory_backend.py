@@ -403,11 +403,27 @@ def test_directory_refuses_a_store_path_that_is_not_a_path() -> None:
         DirectoryBackend(42)  # type: ignore[arg-type]
 
 
+class _Later:
+    """The ``time`` module as a clock ``seconds`` ahead would show it: every look comes that long
+    after the change it looks at."""
+
+    def __init__(self, seconds: float) -> None:
+        self.ahead = int(seconds * 1_000_000_000)
+
+    def time_ns(self) -> int:
+        return time.time_ns() + self.ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def test_own_appends_keep_the_segment_version_without_rereading_its_header(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer's listing after its own append knows the segment's file id (the append changed the
-    file's ctime, not its header); appends and replacements by another handle are still seen."""
+    file's ctime, not its header) once that ctime has settled; appends and replacements by another
+    handle are still seen. Within the 50 ms margin the header is read again: a file made again in
+    the same tick of the clock stamping change times could carry the same (inode, ctime, name)."""
     from snapstore.backends import _directory
 
     reads: list[str] = []
@@ -421,13 +437,23 @@ def test_own_appends_keep_the_segment_version_without_rereading_its_header(
     root = tmp_path / "store"
     writer, other = DirectoryBackend(root), DirectoryBackend(root)
     end = writer.append("s", 1, [b"first"], 0)
+    writer.segments("s")
+    end = writer.append("s", 1, [b"at once"], end)
+    writer.segments("s")
+    assert reads == [_directory.segment_file(1)] * 2  # each listing just after an append reads it
+
+    reads.clear()
+    monkeypatch.setattr(_directory, "time", _Later(seconds=1))  # each look a second after the change
+    end = writer.append("s", 1, [b"later"], end)
     (listed,) = writer.segments("s")
+    assert reads == [_directory.segment_file(1)]  # its header was not remembered before: read once
+    reads.clear()
     version = listed.version
     for k in range(5):
         end = writer.append("s", 1, [b"entry %d" % k], end)
         (listed,) = writer.segments("s")
         assert (listed.version, listed.stored_bytes) == (version, end)
-    assert reads == []  # the header was never read: the first append wrote it
+    assert reads == []  # the header was not read again: each append carried it over
 
     end = other.append("s", 1, [b"from another handle"], end)
     (listed,) = writer.segments("s")
@@ -520,7 +546,8 @@ def test_a_header_is_remembered_only_once_its_change_time_has_settled(tmp_path: 
     numbers are handed out again (ext4 with 128-byte inodes does), the same inodes: a header
     remembered for (inode, change time, name) would make the new file the old one, then or later. So
     a header is remembered only when its file's change time was settled as it was looked at: older
-    than the listing margin when it is a whole second, always when it is finer."""
+    than the listing margin, 3 s when it is a whole second, 50 ms when it is finer (a clock of a
+    few ms ticks stamps a file made again within one tick with the same time)."""
     from snapstore.backends import _directory
 
     root = tmp_path / "store"
@@ -544,9 +571,16 @@ def test_a_header_is_remembered_only_once_its_change_time_has_settled(tmp_path: 
         assert (real.st_ino, just_now, name) not in backend._file_ids  # read, not remembered
         assert backend._cached_file_id(folder, name, seen_at(long_ago), now) == header
         assert backend._file_ids[(real.st_ino, long_ago, name)] == header  # settled: remembered
-        assert backend._cached_file_id(folder, name, real, now) == header
-        assert (real.st_ino, real.st_ctime_ns, name) in backend._file_ids  # a finer time: remembered
+        # a finer time is remembered once it is older than the 50 ms listing margin, not before:
+        # stamped from a clock of 4-10 ms ticks, a file made again within one gets the same time
+        fine = now - 1_000_001
+        assert backend._cached_file_id(folder, name, seen_at(fine), now) == header
+        assert (real.st_ino, fine, name) not in backend._file_ids
+        settled = now - 60_000_001
+        assert backend._cached_file_id(folder, name, seen_at(settled), now) == header
+        assert backend._file_ids[(real.st_ino, settled, name)] == header
         assert not _directory._change_time_settled(just_now, now)
-        assert _directory._change_time_settled(long_ago, now) and _directory._change_time_settled(just_now + 1, now)
+        assert not _directory._change_time_settled(fine, now)
+        assert _directory._change_time_settled(long_ago, now) and _directory._change_time_settled(settled, now)
     finally:
         os.close(folder)

@@ -489,11 +489,12 @@ class DirectoryBackend(Backend):
     def _cached_file_id(self, folder: int, name: str, info: os.stat_result, looked_at: int) -> int:
         """A segment's file id, read once per file as it stands: any write or replacement changes
         the inode's change time, so an unchanged (inode, ctime) is the same file, header and all.
-        Except within one tick of a clock of whole seconds: there a session deleted and written
-        again gets files of the same names, the same change time and, where freed inode numbers
-        are handed out again (ext4), the same inodes. So a header is remembered only when its file's
-        change time had settled when the file was looked at (``looked_at``): remembered earlier, it
-        would be trusted later, once that time had aged, for a file made in the same tick."""
+        Except within one tick of the clock that stamps change times (whole seconds on some file
+        systems, 4-10 ms on Linux before 6.13): there a session deleted and written again gets files
+        of the same names, the same change time and, where freed inode numbers are handed out again
+        (ext4), the same inodes. So a header is remembered only when its file's change time had
+        settled when the file was looked at (``looked_at``): remembered earlier, it would be trusted
+        later, once that time had aged, for a file made in the same tick."""
         token = (info.st_ino, info.st_ctime_ns, name)
         found = self._file_ids.get(token)
         if found is None:
@@ -740,10 +741,12 @@ def read_regular_file(
 
 def _change_time_settled(ctime_ns: int, now_ns: int) -> bool:
     """Whether a file's change time can tell it from a file made after it under the same name and
-    inode: always where times have a finer step than seconds (a file made within the same clock
-    tick of a few ms is not guarded against), and once it is older than the listing margin where
-    they are whole seconds."""
-    return ctime_ns % 1_000_000_000 != 0 or ctime_ns < now_ns - WHOLE_SECONDS_TRUSTED_AFTER_NS
+    inode: once it is older than the listing margins, 50 ms, or 3 s where times are whole seconds.
+    A time finer than a second is not enough: Linux before 6.13 stamps changes from a clock that
+    ticks every 4-10 ms (and later kernels still stamp a new inode from it), so a file made again
+    within one tick gets the same change time."""
+    margin = LISTING_TRUSTED_AFTER_NS if ctime_ns % 1_000_000_000 else WHOLE_SECONDS_TRUSTED_AFTER_NS
+    return ctime_ns < now_ns - margin
 
 
 def _file_id(folder: int, name: str) -> int:
