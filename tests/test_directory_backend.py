@@ -403,6 +403,21 @@ def test_directory_refuses_a_store_path_that_is_not_a_path() -> None:
         DirectoryBackend(42)  # type: ignore[arg-type]
 
 
+class _Reporting:
+    """The ``os`` module as a file system of coarse times shows a file: ``fstat`` reports the change
+    time ``ctime()`` gives, as the listing's ``stat`` of the same file did."""
+
+    def __init__(self, ctime: Any) -> None:
+        self.ctime = ctime
+
+    def fstat(self, fd: int) -> os.stat_result:
+        real = os.fstat(fd)
+        return os.stat_result(tuple(real)[:10], {"st_ctime_ns": self.ctime()})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
 class _Later:
     """The ``time`` module as a clock ``seconds`` ahead would show it: every look comes that long
     after the change it looks at."""
@@ -417,43 +432,46 @@ class _Later:
         return getattr(time, name)
 
 
-def test_own_appends_keep_the_segment_version_without_rereading_its_header(
+def test_a_segment_header_is_read_again_after_each_change_until_its_time_has_settled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A writer's listing after its own append knows the segment's file id (the append changed the
-    file's ctime, not its header) once that ctime has settled; appends and replacements by another
-    handle are still seen. Within the 50 ms margin the header is read again: a file made again in
-    the same tick of the clock stamping change times could carry the same (inode, ctime, name)."""
+    """A listing knows a segment by its inode and file id; the file id is read from the header and
+    remembered for (inode, change time, name) only once that change time is older than the 50 ms
+    margin: a file made again in the same tick of the clock stamping change times could carry the
+    same three. So a listing just after any append (this handle's own too) reads the header again,
+    and once the folder's times have settled a listing is reused without it. Appends and
+    replacements by another handle are seen either way."""
     from snapstore.backends import _directory
 
     reads: list[str] = []
     real_file_id = _directory._file_id
 
-    def counted(folder: int, name: str) -> int:
+    def counted(folder: int, name: str, seen: os.stat_result) -> tuple[int, bool]:
         reads.append(name)
-        return real_file_id(folder, name)
+        return real_file_id(folder, name, seen)
 
     monkeypatch.setattr(_directory, "_file_id", counted)
     root = tmp_path / "store"
+    name = _directory.segment_file(1)
     writer, other = DirectoryBackend(root), DirectoryBackend(root)
     end = writer.append("s", 1, [b"first"], 0)
-    writer.segments("s")
+    (listed,) = writer.segments("s")
+    version = listed.version
     end = writer.append("s", 1, [b"at once"], end)
     writer.segments("s")
-    assert reads == [_directory.segment_file(1)] * 2  # each listing just after an append reads it
+    writer.segments("s")
+    assert reads == [name] * 3  # every listing within the margin reads it
 
     reads.clear()
     monkeypatch.setattr(_directory, "time", _Later(seconds=1))  # each look a second after the change
-    end = writer.append("s", 1, [b"later"], end)
-    (listed,) = writer.segments("s")
-    assert reads == [_directory.segment_file(1)]  # its header was not remembered before: read once
-    reads.clear()
-    version = listed.version
-    for k in range(5):
+    for k in range(3):
         end = writer.append("s", 1, [b"entry %d" % k], end)
         (listed,) = writer.segments("s")
         assert (listed.version, listed.stored_bytes) == (version, end)
-    assert reads == []  # the header was not read again: each append carried it over
+        writer.segments("s")
+    # read once: then the folder's times are settled and unchanged, the files are the same inodes,
+    # and the listing is reused, the last segment stat'ed without its header
+    assert reads == [name]
 
     end = other.append("s", 1, [b"from another handle"], end)
     (listed,) = writer.segments("s")
@@ -540,7 +558,9 @@ def test_a_segments_first_entry_is_read_from_the_start_of_its_file(tmp_path: Pat
         assert store.session("tagged").tags[f"milestone-299-{'x' * 60}"] == first.id
 
 
-def test_a_header_is_remembered_only_once_its_change_time_has_settled(tmp_path: Path) -> None:
+def test_a_header_is_remembered_only_once_its_change_time_has_settled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On a file system whose times are whole seconds, a session deleted and written again within the
     second of its last write gets files of the same names and change time and, where freed inode
     numbers are handed out again (ext4 with 128-byte inodes does), the same inodes: a header
@@ -557,8 +577,8 @@ def test_a_header_is_remembered_only_once_its_change_time_has_settled(tmp_path: 
     real = os.stat(root / "sessions" / "s" / name)
     folder = os.open(root / "sessions" / "s", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        header = _directory._file_id(folder, name)
-        assert header != 0
+        header, same = _directory._file_id(folder, name, real)
+        assert header != 0 and same
 
         def seen_at(ctime_ns: int) -> os.stat_result:  # the file as such a file system reports it
             return os.stat_result(tuple(real)[:10], {"st_ctime_ns": ctime_ns})
@@ -566,18 +586,29 @@ def test_a_header_is_remembered_only_once_its_change_time_has_settled(tmp_path: 
         now = time.time_ns()
         just_now = now // 1_000_000_000 * 1_000_000_000
         long_ago = just_now - 10 * 1_000_000_000
+        # a header read from a file other than the one listed (replaced in between: another change
+        # time) is used, never remembered
         backend._file_ids.clear()
-        assert backend._cached_file_id(folder, name, seen_at(just_now), now) == header
-        assert (real.st_ino, just_now, name) not in backend._file_ids  # read, not remembered
         assert backend._cached_file_id(folder, name, seen_at(long_ago), now) == header
+        assert backend._file_ids == {}
+        reported = {"ctime": real.st_ctime_ns}  # fstat from here on agrees with the listing
+        monkeypatch.setattr(_directory, "os", _Reporting(lambda: reported["ctime"]))
+
+        def look(ctime_ns: int) -> int:
+            reported["ctime"] = ctime_ns
+            return backend._cached_file_id(folder, name, seen_at(ctime_ns), now)
+
+        assert look(just_now) == header
+        assert (real.st_ino, just_now, name) not in backend._file_ids  # read, not remembered
+        assert look(long_ago) == header
         assert backend._file_ids[(real.st_ino, long_ago, name)] == header  # settled: remembered
         # a finer time is remembered once it is older than the 50 ms listing margin, not before:
         # stamped from a clock of 4-10 ms ticks, a file made again within one gets the same time
         fine = now - 1_000_001
-        assert backend._cached_file_id(folder, name, seen_at(fine), now) == header
+        assert look(fine) == header
         assert (real.st_ino, fine, name) not in backend._file_ids
         settled = now - 60_000_001
-        assert backend._cached_file_id(folder, name, seen_at(settled), now) == header
+        assert look(settled) == header
         assert backend._file_ids[(real.st_ino, settled, name)] == header
         assert not _directory._change_time_settled(just_now, now)
         assert not _directory._change_time_settled(fine, now)

@@ -59,8 +59,10 @@ MAX_CONFIG_FILE = 4096
 #: seconds a session lock's waiting thread stays without a wait before it ends
 WAITER_IDLE = 5.0
 #: how much older than a listing a session folder's times must be for the listing to be reused while
-#: they stay the same: more than a file system clock's tick (Linux stamps files from a clock that
-#: ticks every 1 to 10 ms), and, where times are whole seconds, more than two seconds (FAT's step)
+#: they stay the same (and a segment's change time before its header is remembered): more than a file
+#: system clock's tick and the delay before the clock moves on to the next (Linux stamps files from a
+#: clock that ticks every 1 to 10 ms: 40 ms to spare), and, where times are whole seconds, more than
+#: two seconds (FAT's step)
 LISTING_TRUSTED_AFTER_NS = 50_000_000
 WHOLE_SECONDS_TRUSTED_AFTER_NS = 3_000_000_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -470,22 +472,6 @@ class DirectoryBackend(Backend):
         except FileNotFoundError:  # no folder: the session does not exist
             return []
 
-    def _note_append(self, fd: int, name: str, before: os.stat_result, header: bytes | None) -> None:
-        """Carry a segment's file id over this writer's own append, which changed its ctime but not
-        its header (or wrote the header, ``header``): the next listing need not read it again.
-        The session lock is held, so nothing else wrote between the two ``fstat`` calls. The append
-        has landed: a failure here only leaves the header to be read again."""
-        try:
-            after = os.fstat(fd)
-        except OSError:
-            return
-        if header is not None:
-            found: int | None = _framing.file_id(header[: _framing.HEADER_SIZE])
-        else:
-            found = self._file_ids.get((before.st_ino, before.st_ctime_ns, name))
-        if found and _change_time_settled(after.st_ctime_ns, time.time_ns()):
-            self._remember_file_id((after.st_ino, after.st_ctime_ns, name), found)
-
     def _cached_file_id(self, folder: int, name: str, info: os.stat_result, looked_at: int) -> int:
         """A segment's file id, read once per file as it stands: any write or replacement changes
         the inode's change time, so an unchanged (inode, ctime) is the same file, header and all.
@@ -498,8 +484,8 @@ class DirectoryBackend(Backend):
         token = (info.st_ino, info.st_ctime_ns, name)
         found = self._file_ids.get(token)
         if found is None:
-            found = _file_id(folder, name)
-            if _change_time_settled(info.st_ctime_ns, looked_at):
+            found, same = _file_id(folder, name, info)
+            if same and _change_time_settled(info.st_ctime_ns, looked_at):
                 self._remember_file_id(token, found)
         return found
 
@@ -581,7 +567,6 @@ class DirectoryBackend(Backend):
                 write_all(fd, payload, start)
                 if self.fsync:
                     os.fsync(fd)
-                self._note_append(fd, name, info, payload if expected_end == 0 else None)
             except OSError as exc:
                 raise io_error("append to segment", where, exc) from exc
             finally:
@@ -749,16 +734,23 @@ def _change_time_settled(ctime_ns: int, now_ns: int) -> bool:
     return ctime_ns < now_ns - margin
 
 
-def _file_id(folder: int, name: str) -> int:
-    """The ``file_id`` in a segment's header (0 when unreadable: the read that follows reports why)."""
+def _file_id(folder: int, name: str, seen: os.stat_result) -> tuple[int, bool]:
+    """The ``file_id`` in a segment's header (0 when unreadable: the read that follows reports why),
+    and whether the file read is still the one ``seen`` describes (same inode, same change time): a
+    header read from a file replaced since it was listed is used once, never remembered for the old
+    file's (inode, change time)."""
     try:
         fd = os.open(name, _READ_FLAGS, dir_fd=folder)
     except OSError:
-        return 0
+        return 0, False
     try:
-        return _framing.file_id(os.pread(fd, _framing.HEADER_SIZE, 0)) if stat.S_ISREG(os.fstat(fd).st_mode) else 0
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return 0, False
+        same = (info.st_ino, info.st_ctime_ns) == (seen.st_ino, seen.st_ctime_ns)
+        return _framing.file_id(os.pread(fd, _framing.HEADER_SIZE, 0)), same
     except OSError:
-        return 0
+        return 0, False
     finally:
         os.close(fd)
 
