@@ -324,6 +324,11 @@ class CrashingBackend(Backend):
             raise SimulatedCrash("delete_session")
         return self.inner.delete_session(key)
 
+    def swap_in_session(self, staged: str, key: str) -> None:
+        if self._crashes():
+            raise SimulatedCrash("swap_in_session")
+        self.inner.swap_in_session(staged, key)
+
     def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
         if self._crashes():
             raise SimulatedCrash("cleanup_temporary")

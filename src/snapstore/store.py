@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -11,7 +13,7 @@ from urllib.parse import quote, unquote
 import xxhash
 
 from .backends import Backend, MemoryBackend, open_backend
-from .backends.base import SegmentInfo, SegmentMissing
+from .backends.base import SegmentInfo, SegmentMissing, staged_key
 from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta
 from .errors import (
     CorruptObjectError,
@@ -314,6 +316,36 @@ class SnapshotStore:
                 raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
         with self._mutex:
             self._sessions.pop(name, None)
+
+    @contextmanager
+    def replacing(self, name: str, max_snapshots: int | None = None) -> Iterator[Session]:
+        """A new, empty history for session ``name`` (kept to ``max_snapshots``, default 10), which
+        takes the session's place in one step when the block ends without an error.
+
+        Until then readers see the session as it was; afterwards, the new history; never neither
+        nor a mix of the two, and a crash leaves the session as it was (what the block wrote is
+        removed by ``gc`` once an hour has passed). When the block raises, nothing changes. The
+        session need not exist. Write only inside the block, through the session it yields; get
+        the session with ``session(name)`` afterwards.
+        """
+        check_session_name(name)
+        limit = DEFAULT_MAX_SNAPSHOTS if max_snapshots is None else check_max_snapshots(max_snapshots)
+        key = session_key(name)
+        staged = Session(self, name, staged_key(len(key)))
+        body = {"checkpoint": True, "name": name, "max_snapshots": limit, "tags": {}}
+        try:
+            with self.backend.lock_session(staged.key, self.lock_timeout):
+                self.backend.append(staged.key, 1, [encode_meta(body)], 0)
+            yield staged
+            with self.backend.lock_session(key, self.lock_timeout):
+                self.backend.swap_in_session(staged.key, key)
+        except BaseException:
+            with suppress(SnapshotError):
+                self.backend.delete_session(staged.key)
+            raise
+        finally:
+            with self._mutex:
+                self._sessions.pop(name, None)
 
     def find(self, snapshot_id: str) -> tuple[Session, str]:
         """The session holding a retained snapshot (or a session's head, which stays readable when the

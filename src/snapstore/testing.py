@@ -44,8 +44,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .backends.base import MAX_SEGMENT, Backend, SegmentMissing
-from .errors import ConcurrentUpdateError, LockTimeoutError, SnapshotError
+from .backends.base import MAX_SEGMENT, Backend, SegmentMissing, staged_key
+from .errors import BackendError, ConcurrentUpdateError, LockTimeoutError, SnapshotError
 
 #: session keys every engine must refuse before touching its medium
 BAD_SESSION_KEYS: list[Any] = ["", ".", "..", "../x", "a/b", "a\\b", "a b", "x" * 201, "é", "a\x00", None, 7, b"k"]
@@ -418,6 +418,35 @@ class BackendContract:
                 pass
         assert b.session_keys() == []
         assert b.segments("s") == []
+
+    def test_a_staged_history_takes_a_sessions_place_in_one_step(self) -> None:
+        """``swap_in_session``: the staged history becomes the session (a handle that read the session
+        before sees new versions), staged keys are never listed as sessions, and one that holds
+        nothing is refused with the session left as it was. An engine that cannot swap in one step
+        refuses every swap, leaving everything as it was."""
+        b = self.backend
+        b.append("s", 1, [b"old 1"], 0)
+        b.append("s", 2, [b"old 2"], 0)
+        before = b.segments("s")
+        staged = staged_key(len("s"))
+        b.append(staged, 1, [b"new 1", b"new 2"], 0)
+        assert b.session_keys() == ["s"]
+        other = self.another_handle()
+        assert [info.segment for info in other.segments("s")] == [1, 2]
+        try:
+            with b.lock_session("s", 5.0):
+                b.swap_in_session(staged, "s")
+        except BackendError:  # an engine that cannot: nothing changed
+            assert b.segments("s") == before and b.read_segment(staged, 1).entries == [b"new 1", b"new 2"]
+            return
+        after = other.segments("s")
+        assert [info.segment for info in after] == [1]
+        assert after[0].version != before[0].version
+        assert other.read_segment("s", 1).entries == [b"new 1", b"new 2"]
+        assert b.segments(staged) == [] and b.session_keys() == ["s"]
+        with expect_error(BackendError), b.lock_session("s", 5.0):  # nothing staged under it any more
+            b.swap_in_session(staged, "s")
+        assert other.read_segment("s", 1).entries == [b"new 1", b"new 2"]
 
     def test_replace_is_whole_and_changes_the_version(self) -> None:
         b = self.backend

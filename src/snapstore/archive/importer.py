@@ -69,7 +69,8 @@ def import_archive(
     whole import naming the sessions; ``"merge"`` adds the archive's snapshots to the local
     session, moves the head to the archive's when the archive's history extends the local
     one, and raises the retention limit when the merged session needs it (the report says
-    both); ``"replace"`` deletes the local session and imports the archive's; ``"rename"``
+    both); ``"replace"`` puts the archive's session in the local one's place in one step once it
+    is written whole (``SnapshotStore.replacing``: stopped before then, the local one stays); ``"rename"``
     imports it as ``<name>-imported`` (or ``-imported-2``...): snapshot ids hash their
     session's name, so a renamed session's snapshots get new ids (the report maps them).
     ``max_size`` caps the archive's decompressed size. The decompressed body is spooled to

@@ -21,6 +21,7 @@ from ..objects import SessionDoc, SnapshotRecord
 from .checks import fail
 
 if TYPE_CHECKING:
+    from ..session import Session
     from .contents import ArchiveContents
 
 CONFLICT_POLICIES = ("error", "merge", "replace", "rename")
@@ -202,8 +203,8 @@ def _write_session(reader: ArchiveContents, action: _Action, on_conflict: str, p
     if how == "merge":
         return _merge(reader, action, progress)
     if how == "replace" and store.has_session(target):
-        store.delete_session(target)
         reader.forget_local(target)
+        return _create(reader, action, how, target, progress, replacing=True)
     return _create(reader, action, how, target, progress)
 
 
@@ -236,8 +237,25 @@ def _renamed(reader: ArchiveContents, sid: str | None, new_name: str, rename: di
     return rename.get(sid, sid) if sid is not None else None
 
 
-def _create(reader: ArchiveContents, action: _Action, how: str, target: str, progress: list[int]) -> SessionImport:
-    """A new session holding the archive's: its limit, head and tags, with ids renamed when the name changed."""
+def _create(
+    reader: ArchiveContents, action: _Action, how: str, target: str, progress: list[int], replacing: bool = False
+) -> SessionImport:
+    """A new session holding the archive's: its limit, head and tags, with ids renamed when the name
+    changed. ``replacing``: it takes the place of the store's session of that name in one step once
+    written whole (``SnapshotStore.replacing``), which a failure or a crash before then leaves as it was."""
+    if replacing:
+        with reader.store.replacing(target, max_snapshots=action.doc.max_snapshots) as staged:
+            return _write_new(reader, action, how, target, progress, staged)
+    try:
+        return _write_new(reader, action, how, target, progress, None)
+    except BaseException:
+        _drop_new_session(reader.store, target)
+        raise
+
+
+def _write_new(
+    reader: ArchiveContents, action: _Action, how: str, target: str, progress: list[int], staged: Session | None
+) -> SessionImport:
     store, doc = reader.store, action.doc
     wanted = snapshots_carried(doc)
     rename: dict[str, str] | None = None
@@ -248,16 +266,11 @@ def _create(reader: ArchiveContents, action: _Action, how: str, target: str, pro
     mapping = rename or {}
     head = mapping.get(doc.head, doc.head) if doc.head is not None else None
     tags = {tag: mapping.get(sid, sid) for tag, sid in action.tags.items()}
-    sess = store.session(target, max_snapshots=doc.max_snapshots)
-    try:
-        written = sess.import_snapshots(
-            _items(reader, action, wanted, None, progress, rename, target), head=head, tags=tags
-        )
-        if doc.head is not None and doc.head not in doc.snapshots and doc.snapshots:
-            sess.forget(len(doc.snapshots))  # the head stays readable; the listing is the archive's
-    except BaseException:
-        _drop_new_session(store, target)
-        raise
+    sess = staged if staged is not None else store.session(target, max_snapshots=doc.max_snapshots)
+    items = _items(reader, action, wanted, None, progress, rename, target)
+    written = sess.import_snapshots(items, head=head, tags=tags)
+    if doc.head is not None and doc.head not in doc.snapshots and doc.snapshots:
+        sess.forget(len(doc.snapshots))  # the head stays readable; the listing is the archive's
     item = SessionImport(
         doc.name, target, _DONE[how], added=len(written), head=sess.head.id if sess.head else None,
         max_snapshots=sess.max_snapshots, renamed_ids={old: new for old, new in mapping.items() if old in wanted},
@@ -274,7 +287,7 @@ def _create(reader: ArchiveContents, action: _Action, how: str, target: str, pro
             f"so its {len(written)} snapshots have new ids (the report's renamed_ids maps them)"
         )
     if how == "replace":
-        item.notes.append("the session's earlier snapshots were deleted and the archive's imported")
+        item.notes.append("the session's earlier snapshots were replaced by the archive's, in one step")
     return item
 
 

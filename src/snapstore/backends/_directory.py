@@ -17,6 +17,7 @@ file is read past the size the format allows.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
@@ -40,6 +41,8 @@ from .base import (
     SegmentRead,
     check_segment,
     check_session_key,
+    is_staged,
+    staged_before,
 )
 from .locking import acquire_thread_lock, check_timeout, lock_timeout_error
 
@@ -251,7 +254,7 @@ class DirectoryBackend(Backend):
 
     # -- sessions ------------------------------------------------------
     def session_keys(self) -> list[str]:
-        return sorted(key for key, ok in self._session_folders() if ok)
+        return sorted(key for key, ok in self._session_folders() if ok and not is_staged(key))
 
     def disk_usage(self) -> dict[str, int]:
         apparent = allocated = files = folders = 0
@@ -604,8 +607,20 @@ class DirectoryBackend(Backend):
             return
 
     def delete_session(self, key: str) -> bool:
+        check_session_key(key)
         self._writable(f"sessions/{key}")
         self._listings.pop(key, None)
+        if is_staged(key):  # no writer waits on a staged history's lock: its folder goes whole
+            with self._mutex:
+                lock = self._locks.pop(key, None)
+            if lock is not None:
+                lock.close()
+            try:
+                return self._remove_session_folder(key)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise io_error("delete session", f"sessions/{key}", exc) from exc
         try:
             with self._session_dir(key) as folder:
                 with os.scandir(folder) as listing:  # only regular files are ours: anything else stays
@@ -629,6 +644,84 @@ class DirectoryBackend(Backend):
             raise io_error("delete session", f"sessions/{key}", exc) from exc
         return had
 
+    def swap_in_session(self, staged: str, key: str) -> None:
+        check_session_key(staged)
+        check_session_key(key)
+        self._writable(f"sessions/{key}")
+        self._listings.pop(key, None)
+        self._listings.pop(staged, None)
+        try:
+            with self._session_dir(key, create=True) as old, self._session_dir(staged) as new:
+                if not any(parse_segment_file(name) is not None for name in os.listdir(new)):
+                    raise FileNotFoundError(staged)  # emptied: nothing to put in the session's place
+                # the staged folder takes the session's lock file itself (a second name of it), so that
+                # a writer waiting on the lock through either folder waits on the one lock
+                tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+                with suppress(FileNotFoundError):  # no lock file: no writer has ever waited on one
+                    os.link(LOCK_FILE, tmp, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
+                    os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
+                if self.fsync:
+                    os.fsync(new)
+            sessions = self._sessions_fd()
+            try:
+                if not _exchange(sessions, staged, key):
+                    # two renames would leave the session missing between them, and a writer taking its
+                    # lock there would make a new folder that the second rename cannot replace
+                    raise BackendError(
+                        f"cannot replace sessions/{key} in one step: this system or file system cannot "
+                        "exchange two folders (renameat2 RENAME_EXCHANGE); nothing was changed",
+                        {"path": f"sessions/{key}", "reason": "no atomic exchange"},
+                    )
+                if self.fsync:
+                    os.fsync(sessions)
+            finally:
+                os.close(sessions)
+        except FileNotFoundError as exc:
+            raise BackendError(f"no staged history at sessions/{staged}", {"path": f"sessions/{staged}"}) from exc
+        except OSError as exc:
+            raise io_error("swap in session", f"sessions/{key}", exc) from exc
+        with self._mutex:
+            lock = self._locks.pop(staged, None)
+        if lock is not None:
+            lock.close()
+        # what the session held before goes; its folder keeps the lock file (a writer that opened the
+        # folder just before the exchange opens the lock through it), left to cleanup_temporary
+        with suppress(OSError, BackendError):
+            self._empty_folder(staged)
+
+    def _empty_folder(self, key: str, lock_too: bool = False) -> bool:
+        """Delete a session folder's segments and leftovers (and its lock file with ``lock_too``);
+        whether it held a segment."""
+        had = False
+        with self._session_dir(key) as folder:
+            with os.scandir(folder) as listing:
+                names = [e.name for e in listing if e.is_file(follow_symlinks=False)]
+            for name in names:
+                segment = parse_segment_file(name) is not None
+                if segment or name.startswith(TMP_PREFIX) or (lock_too and name == LOCK_FILE):
+                    os.unlink(name, dir_fd=folder)
+                    had = had or segment
+        return had
+
+    def _remove_session_folder(self, key: str) -> bool:
+        """Delete a folder no session uses any more (its segments, leftovers, lock file and itself);
+        whether it held a segment."""
+        had = self._empty_folder(key, lock_too=True)
+        sessions = self._sessions_fd()
+        try:
+            os.rmdir(key, dir_fd=sessions)
+        finally:
+            os.close(sessions)
+        return had
+
+    def _changed_since(self, key: str) -> float:
+        """When a session folder or a file in it last changed (seconds since 1970)."""
+        with self._session_dir(key) as folder:
+            times = [os.fstat(folder).st_mtime]
+            with os.scandir(folder) as listing:
+                times += [e.stat(follow_symlinks=False).st_mtime for e in listing]
+        return max(times)
+
     # -- housekeeping --------------------------------------------------
     def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
         if self.read_only:
@@ -637,6 +730,13 @@ class DirectoryBackend(Backend):
         cutoff = time.time() - grace_seconds
         for key, ok in list(self._session_folders()):
             if not ok:
+                continue
+            if is_staged(key):
+                # a history an interrupted replace left, or what a replace swapped out: untouched for the grace
+                with suppress(OSError, BackendError):
+                    if staged_before(key, cutoff) and self._changed_since(key) < cutoff:
+                        self._remove_session_folder(key)
+                        removed += 1
                 continue
             try:
                 with self._session_dir(key) as folder:
@@ -722,6 +822,32 @@ def read_regular_file(
         raise io_error("read", where, exc) from exc
     finally:
         os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_renameat2: list[object] = []  # the C function, looked up once (None where the C library has none)
+
+
+def _exchange(folder: int, first: str, second: str) -> bool:
+    """Swap two names in ``folder`` in one step (Linux's ``renameat2`` with ``RENAME_EXCHANGE``);
+    False where the system cannot (another kernel or C library, a file system without it)."""
+    if not _renameat2:
+        try:
+            found = ctypes.CDLL(None, use_errno=True).renameat2
+            found.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            found.restype = ctypes.c_int
+        except (AttributeError, OSError, TypeError):
+            found = None
+        _renameat2.append(found)
+    call = _renameat2[0]
+    if call is None:
+        return False
+    if call(folder, os.fsencode(first), folder, os.fsencode(second), _RENAME_EXCHANGE) == 0:  # type: ignore[operator]
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), second)
 
 
 def _change_time_settled(ctime_ns: int, now_ns: int) -> bool:

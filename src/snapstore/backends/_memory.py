@@ -7,9 +7,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from ..errors import ConcurrentUpdateError
+from ..errors import BackendError, ConcurrentUpdateError
 from ._checks import check_config_name, check_config_value, check_position, entry_list
-from .base import Backend, SegmentInfo, SegmentMissing, SegmentRead, check_segment, check_session_key
+from .base import Backend, SegmentInfo, SegmentMissing, SegmentRead, check_segment, check_session_key, is_staged
 from .locking import acquire_thread_lock, check_timeout
 
 # Positions in a memory segment are entry counts.
@@ -48,7 +48,8 @@ class MemoryBackend(Backend):
 
     def session_keys(self) -> list[str]:
         with self._mutex:
-            return sorted({key for key, segments in self._sessions.items() if segments} | set(self._locks))
+            keys = {key for key, segments in self._sessions.items() if segments} | set(self._locks)
+        return sorted(key for key in keys if not is_staged(key))
 
     def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
         check_session_key(key)
@@ -106,6 +107,15 @@ class MemoryBackend(Backend):
     def delete_session(self, key: str) -> bool:
         with self._mutex:
             return bool(self._sessions.pop(check_session_key(key), None))
+
+    def swap_in_session(self, staged: str, key: str) -> None:
+        check_session_key(staged)
+        check_session_key(key)
+        with self._mutex:
+            if not self._sessions.get(staged):
+                raise BackendError(f"no staged history under {staged}", {"session_key": key, "staged": staged})
+            self._sessions[key] = self._sessions.pop(staged)
+            self._locks.pop(staged, None)
 
 
 @contextmanager

@@ -95,7 +95,16 @@ from ._postgres_sql import (
     where,
 )
 from ._postgres_stream import frame_entries, read_stream
-from .base import Backend, SegmentInfo, SegmentMissing, SegmentRead, check_segment, check_session_key
+from .base import (
+    Backend,
+    SegmentInfo,
+    SegmentMissing,
+    SegmentRead,
+    check_segment,
+    check_session_key,
+    is_staged,
+    staged_before,
+)
 from .locking import check_timeout, lock_timeout_error
 
 try:
@@ -514,6 +523,9 @@ class PostgresBackend(Backend):
 
     # -- sessions ------------------------------------------------------
     def session_keys(self) -> list[str]:
+        return [key for key in self._keys() if not is_staged(key)]
+
+    def _keys(self) -> list[str]:
         rows = self._run("list sessions", lambda conn: conn.execute(self._q["session_keys"]).fetchall(), write=False)
         return [key for (key,) in rows]
 
@@ -603,6 +615,34 @@ class PostgresBackend(Backend):
             retry=False,  # a second run would find nothing and report False
         )
         return bool(row and row[0])
+
+    def swap_in_session(self, staged: str, key: str) -> None:
+        check_session_key(staged)
+        check_session_key(key)
+        first = SEGMENT_ROW.format(key=key, segment=0)[:-16]
+        params = {
+            "key": key,
+            "staged": staged,
+            "prefix": first,
+            "cut": len(SEGMENT_ROW.format(key=staged, segment=0)) - 16 + 1,
+            **_row_bounds(staged),
+        }
+
+        def swap(conn: Any) -> int:
+            conn.execute(self._q["delete_session"], {"key": key, **_row_bounds(key)})
+            return int(conn.execute(self._q["rename_session"], params).fetchone()[0])
+
+        if not self._on_session(key, "swap in session", swap, write=True, retry=False):
+            # raised through the lock, whose transaction is rolled back: the session stays as it was
+            raise BackendError(f"no staged history under {staged}", {"session_key": key, "staged": staged})
+
+    def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
+        cutoff = time.time() - grace_seconds
+        removed = 0
+        for key in self._keys():
+            if is_staged(key) and staged_before(key, cutoff) and self.delete_session(key):
+                removed += 1
+        return removed
 
     # -- session locks -------------------------------------------------
     def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:

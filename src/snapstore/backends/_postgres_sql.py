@@ -118,6 +118,14 @@ QUERIES = {
         " rows AS (DELETE FROM {entries} WHERE session = %(key)s)"
         " SELECT count(*) FROM gone"
     ),
+    # a staged history's rows become the session's: their row names and their entries' session, in
+    # the transaction of the session's lock, after ``delete_session`` removed what it held
+    "rename_session": (
+        "WITH moved AS (UPDATE {meta} SET key = %(prefix)s || substr(key, %(cut)s)"
+        " WHERE key >= %(first)s AND key < %(after)s RETURNING 1),"
+        " rows AS (UPDATE {entries} SET session = %(key)s WHERE session = %(staged)s)"
+        " SELECT count(*) FROM moved"
+    ),
     "legacy_tables": ("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename IN (%s, %s)"),
     "legacy_ref": "SELECT value FROM {legacy_refs} WHERE name = %s",
     "legacy_refs": "SELECT name, value FROM {legacy_refs} WHERE name LIKE %s",

@@ -19,20 +19,26 @@ read, to pass back to ``append`` and ``read_segment``.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import SnapshotError
+from ..errors import BackendError, SnapshotError
 
 #: a session key: what a backend names a session by (the store derives it from the name)
 SESSION_KEY = re.compile(r"^[A-Za-z0-9_.%~\-]{1,200}$")
 CONFIG_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 #: the largest segment number a backend must accept (16 hex digits in a file name)
 MAX_SEGMENT = 2**63 - 1
+#: keys a history is written under before it takes a session's place (``swap_in_session``): "~" starts
+#: no key a session name gives (names escape it, and a shortened key has its prefix before it)
+STAGED_PREFIX = "~staged-"
+_STAGED_KEY = re.compile(r"^~staged-([0-9a-f]{1,16})-[0-9a-f]{16,}$")
 
 
 def check_session_key(key: str) -> str:
@@ -40,6 +46,25 @@ def check_session_key(key: str) -> str:
     if not isinstance(key, str) or not SESSION_KEY.fullmatch(key) or key in (".", ".."):
         raise SnapshotError(f"invalid session key {key!r}", {"session_key": repr(key)})
     return key
+
+
+def staged_key(at_least: int = 0) -> str:
+    """A fresh key to write a history under before ``swap_in_session`` puts it in a session's place,
+    at least ``at_least`` characters long (an engine may size what it stores by the key: PostgreSQL
+    cuts rows to fill pages, so a staged key is never shorter than the key it stands in for); it
+    carries its creation time, so ``cleanup_temporary`` can tell one an interrupted write left."""
+    stamp = f"{STAGED_PREFIX}{int(time.time()):x}-"
+    return stamp + os.urandom(100).hex()[: max(16, min(at_least, 200) - len(stamp))]
+
+
+def is_staged(key: str) -> bool:
+    return key.startswith(STAGED_PREFIX)
+
+
+def staged_before(key: str, cutoff: float) -> bool:
+    """Whether ``key`` is a staged key made before ``cutoff`` (seconds since the epoch)."""
+    found = _STAGED_KEY.fullmatch(key)
+    return found is not None and int(found.group(1), 16) < cutoff
 
 
 def check_segment(segment: int) -> int:
@@ -107,7 +132,7 @@ class Backend(ABC):
     # -- sessions ------------------------------------------------------
     @abstractmethod
     def session_keys(self) -> list[str]:
-        """Every session key that has a segment or a lock, sorted."""
+        """Every session key that has a segment or a lock, sorted; staged keys are not sessions."""
 
     @abstractmethod
     def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
@@ -167,6 +192,19 @@ class Backend(ABC):
     def delete_session(self, key: str) -> bool:
         """Delete every segment of a session; False when it had none."""
 
+    def swap_in_session(self, staged: str, key: str) -> None:
+        """Make the history written under the staged key ``staged`` the session ``key``, in one step:
+        a reader sees the session as it was or the staged history, never neither nor a mix, and a
+        crash leaves one or the other. What ``key`` held is deleted, and ``staged`` names nothing
+        afterwards. The caller holds ``key``'s lock, and nothing writes ``staged`` meanwhile. A
+        staged key that holds nothing (removed by ``cleanup_temporary``, say) is refused, and the
+        session is left as it was. An engine that cannot do this in one step refuses it (by
+        default), and nothing changes."""
+        raise BackendError(
+            f"the {self.kind} engine cannot put a new history in a session's place in one step",
+            {"session_key": key, "engine": self.kind},
+        )
+
     # -- lifecycle -----------------------------------------------------
     def close(self) -> None:
         """Release resources; the backend is not used afterwards."""
@@ -176,7 +214,8 @@ class Backend(ABC):
         return self.kind
 
     def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
-        """Remove leftovers of interrupted writes older than the grace period; returns how many."""
+        """Remove leftovers of interrupted writes older than the grace period (staged histories
+        included); returns how many."""
         return 0
 
     def disk_usage(self) -> dict[str, int]:
