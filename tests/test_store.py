@@ -219,6 +219,23 @@ def test_unicode_session_names(store: SnapshotStore) -> None:
     assert store.sessions() == sorted(["Zoë's table", "gate:north", "~tilde~", "42", "名前 with spaces"])
 
 
+def test_names_like_the_engines_own_files_are_sessions_like_any(store: SnapshotStore) -> None:
+    """A session's key is its quoted name, so a name may spell what the directory engine calls its
+    temporary files (``.tmp-``) or the start of a staged history (``~staged-``, quoted as ``%7Estaged-``):
+    each is listed, kept and verified like any other."""
+    names = [".tmp-x", ".tmp-0123456789abcdef", "~staged-1-0000000000000000", "lock", ".hidden"]
+    for name in names:
+        store.session(name).commit({"n": name})
+    assert store.sessions() == sorted(names)
+    report = store.verify(read_data=True)
+    assert report.ok and report.sessions_checked == len(names)
+    assert store.gc(grace_seconds=-10).temporary_files_removed == 0
+    assert store.sessions() == sorted(names)
+    for name in names:
+        head = store.session(name).head
+        assert head is not None and store.session(name).state(head.id) == {"n": name}
+
+
 def _cycle() -> list:
     a: list = []
     a.append(a)

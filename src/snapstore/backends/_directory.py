@@ -356,9 +356,8 @@ class DirectoryBackend(Backend):
                 entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
         finally:
             os.close(sessions)
+        # every folder here is a session's (a name may spell ".tmp-"): temporary files live in folders
         for name, is_dir in sorted(entries):
-            if name.startswith(TMP_PREFIX):
-                continue
             try:
                 check_session_key(name)
             except Exception:
