@@ -209,10 +209,8 @@ def test_a_replace_stopped_at_any_write_leaves_one_session_or_the_other(tmp_path
         outcomes.add("old" if found == before else "new")
         assert store.sessions() == [NAME]
         assert store.verify(read_data=True).ok
-        store.backend.cleanup_temporary(grace_seconds=-10)
-        if kind == "directory":
-            assert _staged_left(store) == []
-            assert _held(SnapshotStore(backend)) == found
+        store.backend.cleanup_temporary(grace_seconds=-10)  # a staged history a week old would go
+        assert _held(SnapshotStore(backend)) == found and store.sessions() == [NAME]
         backend.close()
     assert "old" in outcomes  # every write before the swap, the import's last, leaves the old session
 
@@ -242,9 +240,16 @@ def test_a_replace_killed_part_way_leaves_the_session_as_it_was(tmp_path: Path) 
     fresh = SnapshotStore.open(root)
     assert _held(fresh) == before
     assert fresh.sessions() == [NAME]
-    assert len(_staged_left(fresh)) == 1  # the killed import's history: invisible, not yet removed
+    (left,) = _staged_left(fresh)  # the killed import's history: invisible
     assert fresh.verify(read_data=True).ok
-    fresh.backend.cleanup_temporary(grace_seconds=-10)
+    # kept by gc until it was begun a week ago (its writer could still be writing: only time tells)
+    assert fresh.gc(grace_seconds=-10).temporary_files_removed == 0
+    assert _staged_left(fresh) == [left]
+    old = f"{STAGED_PREFIX}1-{'0' * 16}"  # as if begun in 1970, untouched since
+    os.rename(root / "sessions" / left, root / "sessions" / old)
+    for path in [*(root / "sessions" / old).iterdir(), root / "sessions" / old]:
+        os.utime(path, (1, 1), follow_symlinks=False)
+    assert fresh.gc().temporary_files_removed == 1
     assert _staged_left(fresh) == []
     assert _held(SnapshotStore.open(root)) == before
 
@@ -306,9 +311,28 @@ def test_staged_keys_are_not_sessions_and_cleanup_removes_old_ones(make_store: C
         return  # nothing outlives a memory store's process: nothing to clean
     assert backend.cleanup_temporary(grace_seconds=3600) == 1
     assert backend.segments(old) == [] and backend.segments(fresh) != []
-    assert backend.cleanup_temporary(grace_seconds=-10) == 1
-    assert backend.segments(fresh) == []
+    # one begun less than a week ago stays, whatever the grace: its replace may still be writing
+    assert backend.cleanup_temporary(grace_seconds=-10) == 0
+    assert backend.segments(fresh) != []
     assert store.sessions() == [NAME]
+
+
+def test_gc_beside_a_replace_still_writing_leaves_its_history_whole(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """gc in another handle, run between the writes of a replace (with no grace at all), removes
+    nothing of it: the replace's whole history takes the session's place."""
+    store = make_store()
+    _history(store, 6, "local")
+    other = make_store() if getattr(make_store, "kind", "") != "memory" else store
+    with store.replacing(NAME, max_snapshots=100) as staged:
+        ids = []
+        for turn in range(30):
+            ids.append(staged.commit(_state(turn, "new"), turn=turn).id)
+            if turn % 10 == 5:
+                other.gc(grace_seconds=-10)
+    assert make_store().session(NAME).snapshot_ids() == ids
+    assert store.verify(read_data=True).ok
 
 
 def test_a_replace_whose_staged_history_vanished_is_refused(make_store: Callable[..., SnapshotStore]) -> None:

@@ -324,7 +324,7 @@ class SnapshotStore:
 
         Until then readers see the session as it was; afterwards, the new history; never neither
         nor a mix of the two, and a crash leaves the session as it was (what the block wrote is
-        removed by ``gc`` once an hour has passed). When the block raises, nothing changes. The
+        removed by ``gc`` a week after it began). When the block raises, nothing changes. The
         session need not exist. Write only inside the block, through the session it yields; get
         the session with ``session(name)`` afterwards.
         """

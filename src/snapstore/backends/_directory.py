@@ -29,12 +29,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 
-from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
+from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, LockTimeoutError, ReadOnlyStoreError
 from . import _framing
 from ._checks import check_config_name, check_config_value, check_position, entry_list
 from ._legacy import DirectoryLegacyReader
 from .base import (
     MAX_SEGMENT,
+    STAGED_GRACE_SECONDS,
     Backend,
     SegmentInfo,
     SegmentMissing,
@@ -713,13 +714,35 @@ class DirectoryBackend(Backend):
             os.close(sessions)
         return had
 
-    def _changed_since(self, key: str) -> float:
-        """When a session folder or a file in it last changed (seconds since 1970)."""
+    def _remove_staged(self, key: str, cutoff: float) -> int:
+        """Remove a staged folder left behind (1) or not (0): one a replace swapped out (no segment,
+        its lock file only) once untouched since ``cutoff``; one holding a history an interrupted
+        replace left once also begun ``STAGED_GRACE_SECONDS`` ago. Never while its lock is held."""
         with self._session_dir(key) as folder:
-            times = [os.fstat(folder).st_mtime]
+            changed = os.fstat(folder).st_mtime
+            segments = False
             with os.scandir(folder) as listing:
-                times += [e.stat(follow_symlinks=False).st_mtime for e in listing]
-        return max(times)
+                for entry in listing:
+                    changed = max(changed, entry.stat(follow_symlinks=False).st_mtime)
+                    segments = segments or parse_segment_file(entry.name) is not None
+        begun_before = min(cutoff, time.time() - STAGED_GRACE_SECONDS)
+        if changed >= cutoff or (segments and not staged_before(key, begun_before)):
+            return 0
+        try:
+            with self.lock_session(key, 0):
+                self._empty_folder(key, lock_too=True)
+        except LockTimeoutError:
+            return 0
+        with self._mutex:
+            lock = self._locks.pop(key, None)
+        if lock is not None:
+            lock.close()
+        sessions = self._sessions_fd()
+        try:
+            os.rmdir(key, dir_fd=sessions)
+        finally:
+            os.close(sessions)
+        return 1
 
     # -- housekeeping --------------------------------------------------
     def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
@@ -731,11 +754,8 @@ class DirectoryBackend(Backend):
             if not ok:
                 continue
             if is_staged(key):
-                # a history an interrupted replace left, or what a replace swapped out: untouched for the grace
                 with suppress(OSError, BackendError):
-                    if staged_before(key, cutoff) and self._changed_since(key) < cutoff:
-                        self._remove_session_folder(key)
-                        removed += 1
+                    removed += self._remove_staged(key, cutoff)
                 continue
             try:
                 with self._session_dir(key) as folder:

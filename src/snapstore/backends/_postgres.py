@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from ..errors import BackendError, ConcurrentUpdateError, FormatVersionError, SnapshotError
+from ..errors import BackendError, ConcurrentUpdateError, FormatVersionError, LockTimeoutError, SnapshotError
 from ._checks import check_config_name, check_config_value, check_position, entry_list
 from ._legacy import OBJECT_KEY, LegacyObjectMissing
 from ._postgres_sql import (
@@ -96,6 +96,7 @@ from ._postgres_sql import (
 )
 from ._postgres_stream import frame_entries, read_stream
 from .base import (
+    STAGED_GRACE_SECONDS,
     Backend,
     SegmentInfo,
     SegmentMissing,
@@ -619,6 +620,8 @@ class PostgresBackend(Backend):
     def swap_in_session(self, staged: str, key: str) -> None:
         check_session_key(staged)
         check_session_key(key)
+        if self._held(key) is None:  # outside the lock's transaction the delete would stand alone
+            raise BackendError(f"swap_in_session needs session {key}'s lock", {"session_key": key})
         first = SEGMENT_ROW.format(key=key, segment=0)[:-16]
         params = {
             "key": key,
@@ -637,11 +640,18 @@ class PostgresBackend(Backend):
             raise BackendError(f"no staged history under {staged}", {"session_key": key, "staged": staged})
 
     def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
-        cutoff = time.time() - grace_seconds
+        """Staged histories an interrupted replace left, once begun ``STAGED_GRACE_SECONDS`` ago
+        (the rows keep no time of their own), each deleted holding its lock, never while it is held."""
+        begun_before = min(time.time() - grace_seconds, time.time() - STAGED_GRACE_SECONDS)
         removed = 0
         for key in self._keys():
-            if is_staged(key) and staged_before(key, cutoff) and self.delete_session(key):
-                removed += 1
+            if not (is_staged(key) and staged_before(key, begun_before)):
+                continue
+            try:
+                with self.lock_session(key, 0):
+                    removed += self.delete_session(key)
+            except LockTimeoutError:
+                continue
         return removed
 
     # -- session locks -------------------------------------------------

@@ -39,6 +39,10 @@ MAX_SEGMENT = 2**63 - 1
 #: no key a session name gives (names escape it, and a shortened key has its prefix before it)
 STAGED_PREFIX = "~staged-"
 _STAGED_KEY = re.compile(r"^~staged-([0-9a-f]{1,16})-[0-9a-f]{16,}$")
+#: a staged history is removed by ``cleanup_temporary`` only once it was begun this long ago, whatever
+#: the grace: its writer takes the lock for each write only, so a replace still writing cannot be told
+#: from one a crash left by anything but time (a week: longer than any replace runs)
+STAGED_GRACE_SECONDS = 7 * 24 * 3600.0
 
 
 def check_session_key(key: str) -> str:
