@@ -188,7 +188,8 @@ def _copy(backend: Backend, tmp_path: Path, n: int) -> Backend:
 @pytest.mark.parametrize("kind", ["directory", "memory"])
 def test_a_replace_stopped_at_any_write_leaves_one_session_or_the_other(tmp_path: Path, kind: str) -> None:
     """The archive import, stopped before each of its writes in turn (a crash there): the session
-    is the old one or the archive's, whole; what the stopped import wrote is removed by cleanup."""
+    is the old one or the archive's, whole; what the stopped import wrote is invisible (gc removes
+    it once a week old, which ``test_a_replace_killed_part_way...`` shows)."""
     golden: Backend = DirectoryBackend(tmp_path / "golden") if kind == "directory" else MemoryBackend()
     golden_store = SnapshotStore(golden)
     _history(golden_store, 40, "local")
@@ -209,7 +210,7 @@ def test_a_replace_stopped_at_any_write_leaves_one_session_or_the_other(tmp_path
         outcomes.add("old" if found == before else "new")
         assert store.sessions() == [NAME]
         assert store.verify(read_data=True).ok
-        store.backend.cleanup_temporary(grace_seconds=-10)  # a staged history a week old would go
+        store.backend.cleanup_temporary(grace_seconds=-10)
         assert _held(SnapshotStore(backend)) == found and store.sessions() == [NAME]
         backend.close()
     assert "old" in outcomes  # every write before the swap, the import's last, leaves the old session
@@ -367,3 +368,33 @@ def test_without_an_atomic_exchange_a_directory_replace_is_refused(
         store.import_archive(path, on_conflict="replace")
     assert _held(SnapshotStore.open(tmp_path / "store")) == before
     assert _staged_left(store) == []
+
+
+def test_gc_never_removes_a_staged_folder_whose_lock_is_held(tmp_path: Path) -> None:
+    """The folder a replace swapped out keeps a second name of the session's lock file: while a
+    writer holds the session's lock, gc leaves it, and a refused attempt keeps no lock object or
+    waiting thread that a later gc would trust. A staged history being written is left the same way."""
+    root = tmp_path / "store"
+    store = SnapshotStore.open(root)
+    _history(store, 3, "local")
+    with store.replacing(NAME) as staged:
+        staged.commit(_state(0, "new"))
+    key = session_key(NAME)
+    (left,) = (n for n in os.listdir(root / "sessions") if n != key)
+    collector = DirectoryBackend(root)
+    writer = DirectoryBackend(root)
+    for _attempt in range(2):
+        with writer.lock_session(key, 5.0):
+            assert collector.cleanup_temporary(grace_seconds=-10) == 0
+            assert os.listdir(root / "sessions" / left) == ["lock"]
+    assert not any(k.startswith(STAGED_PREFIX) for k in collector._locks)
+    assert not [t for t in threading.enumerate() if t.name.startswith(f"snapstore-lock-{STAGED_PREFIX}")]
+    assert collector.cleanup_temporary(grace_seconds=-10) == 1
+    assert os.listdir(root / "sessions") == [key]
+
+    old = f"{STAGED_PREFIX}1-{'0' * 16}"  # a week-old staged history whose writer holds its lock
+    writer.append(old, 1, [b"an entry"], 0)
+    with writer.lock_session(old, 5.0):
+        assert collector.cleanup_temporary(grace_seconds=-10) == 0
+    assert collector.cleanup_temporary(grace_seconds=-10) == 1
+    assert os.listdir(root / "sessions") == [key]

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 
-from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, LockTimeoutError, ReadOnlyStoreError
+from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
 from . import _framing
 from ._checks import check_config_name, check_config_value, check_position, entry_list
 from ._legacy import DirectoryLegacyReader
@@ -651,31 +651,14 @@ class DirectoryBackend(Backend):
         self._listings.pop(key, None)
         self._listings.pop(staged, None)
         try:
+            # gc removes a staged folder only holding its lock file's flock: held from the look at its
+            # segments through the exchange, none can go in between
             with self._session_dir(key, create=True) as old, self._session_dir(staged) as new:
-                if not any(parse_segment_file(name) is not None for name in os.listdir(new)):
-                    raise FileNotFoundError(staged)  # emptied: nothing to put in the session's place
-                # the staged folder takes the session's lock file itself (a second name of it), so that
-                # a writer waiting on the lock through either folder waits on the one lock
-                tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
-                with suppress(FileNotFoundError):  # no lock file: no writer has ever waited on one
-                    os.link(LOCK_FILE, tmp, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
-                    os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
-                if self.fsync:
-                    os.fsync(new)
-            sessions = self._sessions_fd()
-            try:
-                if not _exchange(sessions, staged, key):
-                    # two renames would leave the session missing between them, and a writer taking its
-                    # lock there would make a new folder that the second rename cannot replace
-                    raise BackendError(
-                        f"cannot replace sessions/{key} in one step: this system or file system cannot "
-                        "exchange two folders (renameat2 RENAME_EXCHANGE); nothing was changed",
-                        {"path": f"sessions/{key}", "reason": "no atomic exchange"},
-                    )
-                if self.fsync:
-                    os.fsync(sessions)
-            finally:
-                os.close(sessions)
+                if not _holds_segment(new) or _same_file(LOCK_FILE, old, new):
+                    # emptied, or swapped out already (its lock file is the session's, which the caller
+                    # holds: waiting on it would wait for ever): nothing to put in the session's place
+                    raise FileNotFoundError(staged)
+                self._swap_in(staged, key, old, new)
         except FileNotFoundError as exc:
             raise BackendError(f"no staged history at sessions/{staged}", {"path": f"sessions/{staged}"}) from exc
         except OSError as exc:
@@ -688,6 +671,36 @@ class DirectoryBackend(Backend):
         # folder just before the exchange opens the lock through it), left to cleanup_temporary
         with suppress(OSError, BackendError):
             self._empty_folder(staged)
+
+    def _swap_in(self, staged: str, key: str, old: int, new: int) -> None:
+        with _flocked(new, blocking=True):
+            if not _holds_segment(new):
+                raise FileNotFoundError(staged)  # emptied since the look above
+            # the staged folder takes the session's lock file itself (a second name of it), so that a
+            # writer waiting on the lock through either folder waits on the one lock
+            tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+            with suppress(FileNotFoundError):  # no lock file: no writer has ever waited on one
+                os.link(LOCK_FILE, tmp, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
+                os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
+            if self.fsync:
+                os.fsync(new)
+            self._exchange_folders(staged, key)
+
+    def _exchange_folders(self, staged: str, key: str) -> None:
+        sessions = self._sessions_fd()
+        try:
+            if not _exchange(sessions, staged, key):
+                # two renames would leave the session missing between them, and a writer taking its
+                # lock there would make a new folder that the second rename cannot replace
+                raise BackendError(
+                    f"cannot replace sessions/{key} in one step: this system or file system cannot "
+                    "exchange two folders (renameat2 RENAME_EXCHANGE); nothing was changed",
+                    {"path": f"sessions/{key}", "reason": "no atomic exchange"},
+                )
+            if self.fsync:
+                os.fsync(sessions)
+        finally:
+            os.close(sessions)
 
     def _empty_folder(self, key: str, lock_too: bool = False) -> bool:
         """Delete a session folder's segments and leftovers (and its lock file with ``lock_too``);
@@ -717,26 +730,27 @@ class DirectoryBackend(Backend):
     def _remove_staged(self, key: str, cutoff: float) -> int:
         """Remove a staged folder left behind (1) or not (0): one a replace swapped out (no segment,
         its lock file only) once untouched since ``cutoff``; one holding a history an interrupted
-        replace left once also begun ``STAGED_GRACE_SECONDS`` ago. Never while its lock is held."""
-        with self._session_dir(key) as folder:
-            changed = os.fstat(folder).st_mtime
-            segments = False
-            with os.scandir(folder) as listing:
-                for entry in listing:
-                    changed = max(changed, entry.stat(follow_symlinks=False).st_mtime)
-                    segments = segments or parse_segment_file(entry.name) is not None
+        replace left once also begun ``STAGED_GRACE_SECONDS`` ago. Never while its lock is held: a
+        flock of its own lock file (no lock object kept, no waiting thread), the folder looked at
+        again under it (a replace may have written its first segment meanwhile)."""
         begun_before = min(cutoff, time.time() - STAGED_GRACE_SECONDS)
-        if changed >= cutoff or (segments and not staged_before(key, begun_before)):
-            return 0
-        try:
-            with self.lock_session(key, 0):
-                self._empty_folder(key, lock_too=True)
-        except LockTimeoutError:
-            return 0
-        with self._mutex:
-            lock = self._locks.pop(key, None)
-        if lock is not None:
-            lock.close()
+        with self._session_dir(key) as folder:
+            changed = os.fstat(folder).st_mtime  # looked at before the lock: taking it may make its file
+            with os.scandir(folder) as listing:
+                changed = max([changed, *(e.stat(follow_symlinks=False).st_mtime for e in listing)])
+            if changed >= cutoff:
+                return 0
+            try:
+                with _flocked(folder, blocking=False):
+                    names = os.listdir(folder)
+                    segments = any(parse_segment_file(name) is not None for name in names)
+                    if segments and not staged_before(key, begun_before):
+                        return 0  # looked at again under the lock: a replace may have begun writing
+                    for name in names:
+                        if parse_segment_file(name) is not None or name.startswith(TMP_PREFIX) or name == LOCK_FILE:
+                            os.unlink(name, dir_fd=folder)
+            except BlockingIOError:
+                return 0
         sessions = self._sessions_fd()
         try:
             os.rmdir(key, dir_fd=sessions)
@@ -841,6 +855,32 @@ def read_regular_file(
         raise io_error("read", where, exc) from exc
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _flocked(folder: int, *, blocking: bool) -> Iterator[None]:
+    """Hold the flock of a session folder's lock file (made when missing) through a descriptor of its
+    own, released as the block ends; ``BlockingIOError`` when not ``blocking`` and it is held."""
+    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=folder)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _same_file(name: str, first: int, second: int) -> bool:
+    """Whether ``name`` in two folders is one file (False when either is missing)."""
+    try:
+        a = os.stat(name, dir_fd=first, follow_symlinks=False)
+        b = os.stat(name, dir_fd=second, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _holds_segment(folder: int) -> bool:
+    return any(parse_segment_file(name) is not None for name in os.listdir(folder))
 
 
 _RENAME_EXCHANGE = 2
