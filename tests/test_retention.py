@@ -325,3 +325,28 @@ def test_lookalike_values_stay_themselves_on_every_path(make_store: Callable[...
     assert str(again.state(snaps[5].id)["v"]) == "-0.0"
     assert again.state(snaps[3].id)["v"] == 0 and type(again.state(snaps[3].id)["v"]) is int
     assert store.verify().ok
+
+
+@pytest.mark.parametrize("leave", ["move", "untag"])
+def test_a_forgotten_snapshot_kept_by_its_tag_goes_with_the_tag_after_reclaim(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch, leave: str
+) -> None:
+    """forget evicts everything behind the last snapshot but a tagged one; reclaim then drops the
+    segments of what was evicted, the snapshot marking the cut among them. The tagged snapshot must
+    still count as forgotten: once its tag moves away or goes, it is evicted, not brought back by a
+    window that no longer sees the commits reclaim dropped (found by the property tests)."""
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # every keyframe starts a segment
+    store = make_store(max_chain=3, max_runs=1)
+    sess = store.session("s", max_snapshots=5)
+    ids = [sess.commit({"n": n, "pad": "x" * 50}).id for n in range(12)]
+    sess.tag(ids[11], "keep")
+    ids += [sess.commit({"n": n, "pad": "x" * 50}).id for n in range(12, 21)]
+    assert sess.forget(1) == ids[16:20]
+    assert sess.snapshot_ids() == [ids[11], ids[20]]
+    if leave == "move":
+        sess.tag(ids[20], "keep")
+    else:
+        sess.untag("keep")
+    assert sess.snapshot_ids() == [ids[20]]
+    assert make_store(max_chain=3, max_runs=1).session("s").snapshot_ids() == [ids[20]]
+    assert store.verify().ok

@@ -407,12 +407,13 @@ class SessionLog:
         order = self.order
         mark = self.settings.get("evicted_through")
         floor = order.index(mark) + 1 if mark in self.commits else 0
-        for index in range(self._window_start() - 1, floor - 1, -1):
+        for index in range(self.window_start() - 1, floor - 1, -1):
             if order[index] not in tagged:
                 return order[index]
         return None
 
-    def _window_start(self) -> int:
+    def window_start(self) -> int:
+        """Where in ``order`` the window of retained snapshots starts (tags aside)."""
         order = self.order
         start = 0
         forgotten_through = self.settings.get("evicted_through")
@@ -423,7 +424,7 @@ class SessionLog:
     def retained(self) -> list[str]:
         """Retained snapshots in creation order: the last ``max_snapshots`` not forgotten, and tagged ones."""
         order = self.order
-        recent = order[self._window_start() :]
+        recent = order[self.window_start() :]
         tagged = set(self.tags.values())
         if not tagged:
             return list(recent)

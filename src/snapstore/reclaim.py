@@ -49,7 +49,8 @@ class Reclaimer:
         if last is None or not log.evictable():
             return 0
         wanted = self.wanted(log)
-        retained_before = set(log.retained())
+        # what the window (the limit, the evicted_through mark) had left behind, tags aside
+        evicted_before = log.order[: log.window_start()]
         keep = {log.commits[sid].segment for sid in wanted if sid in log.commits} | {last.number}
         drop = [n for n in log.segments if n not in keep]
         if drop:
@@ -62,22 +63,25 @@ class Reclaimer:
         if drop or squashed:
             log.refresh()
             session.forget_open_segment()
-            self._keep_evicted_evicted(session, log, retained_before)
+            self._keep_evicted_evicted(session, log, evicted_before)
         return len(drop)
 
     @staticmethod
-    def _keep_evicted_evicted(session: Session, log: SessionLog, retained_before: set[str]) -> None:
+    def _keep_evicted_evicted(session: Session, log: SessionLog, evicted_before: list[str]) -> None:
         """What retention had evicted stays evicted once the snapshot marking the cut is gone.
 
         The listing reaches back ``max_snapshots`` commits from the newest, or to the recorded newest
-        evicted snapshot; when reclaim dropped that one, older evicted snapshots still stored (in a
-        segment a tag or the head keeps) would come back into the listing: record a new mark.
+        evicted snapshot; when reclaim dropped that one (and the commits it counted), snapshots the
+        window had left behind and that are still stored (in a segment a tag or the head keeps)
+        would come back into the window: the mark moves to the newest of them. That one may be
+        tagged (kept by its tag, not the window), so that it too is evicted once its tag goes.
         """
-        if not set(log.retained()) - retained_before:
+        behind = set(evicted_before)
+        if not any(sid in behind for sid in log.order[log.window_start() :]):
             return
-        evicted = [sid for sid in log.order if sid not in retained_before and sid != log.head]
-        if evicted:
-            session._write_meta({"evicted_through": evicted[-1]})
+        stored = [sid for sid in evicted_before if sid in log.commits]
+        if stored:
+            session._write_meta({"evicted_through": stored[-1]})
 
     def _dead_prefix_runs(self, log: SessionLog, number: int, wanted: set[str]) -> int:
         """How many whole runs at the start of a segment no wanted snapshot's chain goes through."""
