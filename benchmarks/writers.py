@@ -21,15 +21,20 @@ applying their deltas to this writer's cached head, then diffing and appending i
 rest of its latency, waiting for the lock and being handed it.
 
 The PostgreSQL column runs when --postgres (or SNAPSTORE_BENCH_POSTGRES_URL)
-names a server; each run uses its own table prefix.
+names a server; each run uses its own table prefix. A writer still running two minutes after it
+started prints its stacks (and again every two minutes), and a writer count whose results do not
+all come within ten minutes stops the run, naming the writers still running: a hang reports itself
+instead of waiting for ever.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import functools
 import multiprocessing as mp
 import os
+import queue
 import resource
 import statistics
 import sys
@@ -43,6 +48,10 @@ from .baselines import import_snapstore
 from .timing import wrap_timed
 
 SESSION = "shared"
+#: seconds the benchmark waits for a writer's results before it stops the run as hung
+WRITER_TIMEOUT = 600.0
+#: seconds after which a writer prints its stacks (and again every as many)
+WRITER_STACKS_AFTER = 120.0
 DEFAULT_WRITERS = [1, 2, 4, 8, 16]
 
 
@@ -118,6 +127,9 @@ def _writer(
     spent: dict[str, int] = {}
     if phases:
         _time_phases(spent)
+    # a writer still running long after the others would have finished prints where it is, every
+    # WRITER_STACKS_AFTER seconds, on the benchmark's stderr: a hang reports itself
+    faulthandler.dump_traceback_later(WRITER_STACKS_AFTER, repeat=True)
     store = _open(target, prefix)
     sess = store.session(SESSION, max_snapshots=1_000_000)
     start.wait()
@@ -142,6 +154,7 @@ def _writer(
     results.append(("phases", spent))
     out.put(results)
     store.close()
+    faulthandler.cancel_dump_traceback_later()
 
 
 def _cpu_seconds() -> float:
@@ -178,7 +191,18 @@ def _run(
         checker.start()
     for p in procs:
         p.start()
-    rows = [row for _ in procs for row in out.get()]
+    rows = []
+    for _ in procs:
+        try:
+            rows += out.get(timeout=WRITER_TIMEOUT)
+        except queue.Empty:
+            alive = [p.pid for p in procs if p.is_alive()]
+            for p in procs:
+                p.terminate()
+            raise SystemExit(
+                f"{writers} writers: no result from a writer in {WRITER_TIMEOUT:.0f} s (still running: {alive}); "
+                "their stacks are above"
+            ) from None
     verify_runs = verify_problems = 0
     if checker is not None:
         stop.set()
