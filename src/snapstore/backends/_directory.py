@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
 from . import _framing
@@ -610,34 +612,18 @@ class DirectoryBackend(Backend):
         check_session_key(key)
         self._writable(f"sessions/{key}")
         self._listings.pop(key, None)
-        if is_staged(key):  # no writer waits on a staged history's lock: its folder goes whole
-            with self._mutex:
-                lock = self._locks.pop(key, None)
-            if lock is not None:
-                lock.close()
-            try:
-                return self._remove_session_folder(key)
-            except FileNotFoundError:
-                return False
-            except OSError as exc:
-                raise io_error("delete session", f"sessions/{key}", exc) from exc
+        # no writer waits on a staged history's lock: its folder goes whole, lock file and all
+        staged = is_staged(key)
+        if staged:
+            self._forget_lock(key)
         try:
-            with self._session_dir(key) as folder:
-                with os.scandir(folder) as listing:  # only regular files are ours: anything else stays
-                    names = [e.name for e in listing if e.is_file(follow_symlinks=False)]
-                ours = [n for n in names if parse_segment_file(n) is not None or n.startswith(TMP_PREFIX)]
-                for name in ours:
-                    os.unlink(name, dir_fd=folder)
-                had = any(parse_segment_file(n) is not None for n in ours)
-            # an emptied folder goes too; one holding the lock file stays (a waiter may hold its flock)
-            sessions = self._sessions_fd()
+            had = self._empty_folder(key, lock_too=staged)
             try:
-                os.rmdir(key, dir_fd=sessions)
+                self._rmdir(key)
             except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                # a folder holding the lock file stays (a waiter may hold its flock), and anything not ours
+                if staged or exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
                     raise
-            finally:
-                os.close(sessions)
         except FileNotFoundError:
             return False
         except OSError as exc:
@@ -654,19 +640,16 @@ class DirectoryBackend(Backend):
             # gc removes a staged folder only holding its lock file's flock: held from the look at its
             # segments through the exchange, none can go in between
             with self._session_dir(key, create=True) as old, self._session_dir(staged) as new:
-                if not _holds_segment(new) or _same_file(LOCK_FILE, old, new):
-                    # emptied, or swapped out already (its lock file is the session's, which the caller
-                    # holds: waiting on it would wait for ever): nothing to put in the session's place
+                if _same_file(LOCK_FILE, old, new):
+                    # swapped out already: its lock file is the session's, which the caller holds, and
+                    # waiting on it would wait for ever
                     raise FileNotFoundError(staged)
                 self._swap_in(staged, key, old, new)
         except FileNotFoundError as exc:
             raise BackendError(f"no staged history at sessions/{staged}", {"path": f"sessions/{staged}"}) from exc
         except OSError as exc:
             raise io_error("swap in session", f"sessions/{key}", exc) from exc
-        with self._mutex:
-            lock = self._locks.pop(staged, None)
-        if lock is not None:
-            lock.close()
+        self._forget_lock(staged)
         # what the session held before goes; its folder keeps the lock file (a writer that opened the
         # folder just before the exchange opens the lock through it), left to cleanup_temporary
         with suppress(OSError, BackendError):
@@ -675,7 +658,7 @@ class DirectoryBackend(Backend):
     def _swap_in(self, staged: str, key: str, old: int, new: int) -> None:
         with _flocked(new, blocking=True):
             if not _holds_segment(new):
-                raise FileNotFoundError(staged)  # emptied since the look above
+                raise FileNotFoundError(staged)  # emptied: nothing to put in the session's place
             # the staged folder takes the session's lock file itself (a second name of it), so that a
             # writer waiting on the lock through either folder waits on the one lock
             tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
@@ -705,27 +688,22 @@ class DirectoryBackend(Backend):
     def _empty_folder(self, key: str, lock_too: bool = False) -> bool:
         """Delete a session folder's segments and leftovers (and its lock file with ``lock_too``);
         whether it held a segment."""
-        had = False
-        with self._session_dir(key) as folder:
-            with os.scandir(folder) as listing:
-                names = [e.name for e in listing if e.is_file(follow_symlinks=False)]
-            for name in names:
-                segment = parse_segment_file(name) is not None
-                if segment or name.startswith(TMP_PREFIX) or (lock_too and name == LOCK_FILE):
-                    os.unlink(name, dir_fd=folder)
-                    had = had or segment
-        return had
+        with self._session_dir(key) as folder, os.scandir(folder) as listing:
+            return _unlink_ours(folder, [e.name for e in listing if e.is_file(follow_symlinks=False)], lock_too)
 
-    def _remove_session_folder(self, key: str) -> bool:
-        """Delete a folder no session uses any more (its segments, leftovers, lock file and itself);
-        whether it held a segment."""
-        had = self._empty_folder(key, lock_too=True)
+    def _rmdir(self, key: str) -> None:
         sessions = self._sessions_fd()
         try:
             os.rmdir(key, dir_fd=sessions)
         finally:
             os.close(sessions)
-        return had
+
+    def _forget_lock(self, key: str) -> None:
+        """Close this handle's lock object of a key no writer will lock again (a staged one)."""
+        with self._mutex:
+            lock = self._locks.pop(key, None)
+        if lock is not None:
+            lock.close()
 
     def _remove_staged(self, key: str, cutoff: float) -> int:
         """Remove a staged folder left behind (1) or not (0): one a replace swapped out (no segment,
@@ -742,20 +720,13 @@ class DirectoryBackend(Backend):
                 return 0
             try:
                 with _flocked(folder, blocking=False):
-                    names = os.listdir(folder)
-                    segments = any(parse_segment_file(name) is not None for name in names)
-                    if segments and not staged_before(key, begun_before):
-                        return 0  # looked at again under the lock: a replace may have begun writing
-                    for name in names:
-                        if parse_segment_file(name) is not None or name.startswith(TMP_PREFIX) or name == LOCK_FILE:
-                            os.unlink(name, dir_fd=folder)
+                    # looked at again under the lock: a replace may have begun writing
+                    if _holds_segment(folder) and not staged_before(key, begun_before):
+                        return 0
+                    _unlink_ours(folder, os.listdir(folder), lock_too=True)
             except BlockingIOError:
                 return 0
-        sessions = self._sessions_fd()
-        try:
-            os.rmdir(key, dir_fd=sessions)
-        finally:
-            os.close(sessions)
+        self._rmdir(key)
         return 1
 
     # -- housekeeping --------------------------------------------------
@@ -883,25 +854,40 @@ def _holds_segment(folder: int) -> bool:
     return any(parse_segment_file(name) is not None for name in os.listdir(folder))
 
 
+def _unlink_ours(folder: int, names: list[str], lock_too: bool) -> bool:
+    """Delete, of ``names`` in ``folder``, the segments and leftovers (and the lock file with
+    ``lock_too``); anything else stays. Whether a segment was among them."""
+    had = False
+    for name in names:
+        segment = parse_segment_file(name) is not None
+        if segment or name.startswith(TMP_PREFIX) or (lock_too and name == LOCK_FILE):
+            os.unlink(name, dir_fd=folder)
+            had = had or segment
+    return had
+
+
 _RENAME_EXCHANGE = 2
-_renameat2: list[object] = []  # the C function, looked up once (None where the C library has none)
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """The C library's ``renameat2``, or None where it has none."""
+    try:
+        found = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):
+        return None
+    found.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    found.restype = ctypes.c_int
+    return found
 
 
 def _exchange(folder: int, first: str, second: str) -> bool:
     """Swap two names in ``folder`` in one step (Linux's ``renameat2`` with ``RENAME_EXCHANGE``);
     False where the system cannot (another kernel or C library, a file system without it)."""
-    if not _renameat2:
-        try:
-            found = ctypes.CDLL(None, use_errno=True).renameat2
-            found.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            found.restype = ctypes.c_int
-        except (AttributeError, OSError, TypeError):
-            found = None
-        _renameat2.append(found)
-    call = _renameat2[0]
+    call = _renameat2()
     if call is None:
         return False
-    if call(folder, os.fsencode(first), folder, os.fsencode(second), _RENAME_EXCHANGE) == 0:  # type: ignore[operator]
+    if call(folder, os.fsencode(first), folder, os.fsencode(second), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):

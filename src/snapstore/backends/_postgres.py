@@ -642,7 +642,7 @@ class PostgresBackend(Backend):
     def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
         """Staged histories an interrupted replace left, once begun ``STAGED_GRACE_SECONDS`` ago
         (the rows keep no time of their own), each deleted holding its lock, never while it is held."""
-        begun_before = min(time.time() - grace_seconds, time.time() - STAGED_GRACE_SECONDS)
+        begun_before = time.time() - max(grace_seconds, STAGED_GRACE_SECONDS)
         removed = 0
         for key in self._keys():
             if not (is_staged(key) and staged_before(key, begun_before)):
