@@ -27,13 +27,13 @@ import orjson
 import pytest
 import xxhash
 import zstandard
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from conftest_reliability import canonical, count
 from reliability_writer import state_for
-from snapstore import SnapshotError, SnapshotStore
+from snapstore import SnapshotError, SnapshotNotFound, SnapshotStore, keyframes
 from snapstore.backends import MemoryBackend, _framing
 from snapstore.entries import (
     DELTA_FRAME,
@@ -44,6 +44,7 @@ from snapstore.entries import (
     decode_entry,
 )
 from snapstore.errors import CorruptObjectError
+from snapstore.reclaim import Reclaimer
 
 SESSIONS = ("f", "g")
 
@@ -288,6 +289,96 @@ def test_raising_the_limit_brings_back_nothing() -> None:
     assert sess.set_max_snapshots(1) == ids[:3]
     sess.set_max_snapshots(8)
     assert sess.snapshot_ids() == ids[3:]
+
+
+class _NeverReclaims(Reclaimer):
+    """The reference: a store that keeps every segment, whose listing reclaim must never change."""
+
+    def reclaim(self, session: Any, log: Any) -> int:
+        return 0
+
+
+def _seen(sess: Any) -> tuple[list[str], dict[str, str], str | None]:
+    """A session's listing, tags and head by label (the two stores' ids differ: their times do)."""
+    listed = sess.snapshots()
+    labels = {snap.id: snap.label for snap in listed}
+    head = sess.head
+    return [snap.label for snap in listed], {t: labels[sid] for t, sid in sess.tags.items()}, head and head.label
+
+
+_COMMITS = st.tuples(st.just("commit"), st.integers(0, 3))
+RETENTION_STEPS = st.lists(
+    st.one_of(  # commits a third of the steps: retention needs history to act on
+        _COMMITS,
+        _COMMITS,
+        _COMMITS,
+        st.tuples(st.just("tag"), st.integers(0, 3), st.sampled_from(["a", "b"])),
+        st.tuples(st.just("untag"), st.sampled_from(["a", "b"])),
+        st.tuples(st.just("limit"), st.integers(1, 5)),
+        st.tuples(st.just("forget"), st.integers(1, 3)),
+        st.tuples(st.just("rollback"), st.integers(0, 50)),
+        st.tuples(st.just("reclaim")),
+    ),
+    min_size=5,
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=RETENTION_STEPS, runs=st.sampled_from([1, 3]))
+# the first difference this test found: a tagged snapshot the limit evicted, the segment of the newest
+# untagged evicted one dropped, then a raised limit took the tagged one into the window
+@example(
+    steps=[("commit", 2), ("limit", 1), ("tag", 0, "a"), ("commit", 0), ("commit", 2), ("limit", 2), ("untag", "a")],
+    runs=1,
+)
+def test_reclaim_never_changes_what_a_session_lists(steps: list[tuple[Any, ...]], runs: int) -> None:
+    """Random commits, tags, limits, forgets and rollbacks on two stores, one reclaiming after
+    every step (a segment for every run, so whole segments go, or three runs to a segment, so
+    segments are squashed) and one that never reclaims:
+    after every step both list the same snapshots, with the same head and tags. What reclaim
+    drops must be what retention had evicted, never what a later raise, untag or forget decides."""
+    small = keyframes.SMALL_SEGMENT_BYTES
+    keyframes.SMALL_SEGMENT_BYTES = 0  # every keyframe starts a segment
+    try:
+        stores = [SnapshotStore(MemoryBackend(), max_chain=2, max_runs=runs) for _ in range(2)]
+        stores[1].reclaimer = _NeverReclaims(stores[1].reclaimer.level)
+        sessions = [store.session("s", max_snapshots=4) for store in stores]
+        n = 0
+        for step in steps:
+            kind = step[0]
+            outcomes = []
+            labels = [f"c{n + i}" for i in range(step[1] + 1)] if kind == "commit" else []
+            for sess in sessions:
+                listed = sess.snapshot_ids()
+                try:
+                    if kind == "commit":
+                        for label in labels:
+                            sess.commit({"n": int(label[1:]) // 2, "pad": "x" * 40}, label=label)
+                    elif kind in ("tag", "rollback") and listed:
+                        target = listed[-1 - step[1] % len(listed)]  # the newest most often
+                        sess.tag(target, step[2]) if kind == "tag" else sess.rollback(target)
+                    elif kind == "untag":
+                        sess.untag(step[1])
+                    elif kind == "limit":
+                        sess.set_max_snapshots(step[1])
+                    elif kind == "forget":
+                        sess.forget(step[1])
+                    elif kind == "reclaim":
+                        sess.clear_old_snapshots()
+                    outcomes.append(None)
+                except SnapshotNotFound as exc:
+                    outcomes.append(type(exc).__name__)
+            n += len(labels)
+            assert outcomes[0] == outcomes[1], step
+            sessions[0].clear_old_snapshots()
+            fresh = SnapshotStore(stores[0].backend).session("s")
+            assert _seen(sessions[0]) == _seen(sessions[1]) == _seen(fresh), step
+        for snap in sessions[0].snapshots():
+            state = sessions[0].state(snap.id)
+            assert state == {"n": int(snap.label[1:]) // 2, "pad": "x" * 40}
+    finally:
+        keyframes.SMALL_SEGMENT_BYTES = small
 
 
 # -- (b) parsing -------------------------------------------------------------------------------

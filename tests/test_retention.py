@@ -350,3 +350,31 @@ def test_a_forgotten_snapshot_kept_by_its_tag_goes_with_the_tag_after_reclaim(
     assert sess.snapshot_ids() == [ids[20]]
     assert make_store(max_chain=3, max_runs=1).session("s").snapshot_ids() == [ids[20]]
     assert store.verify().ok
+
+
+@pytest.mark.parametrize("then", ["raise, untag", "raise, move the tag", "untag, raise"])
+def test_a_snapshot_the_limit_evicted_kept_by_its_tag_goes_with_the_tag_after_reclaim(
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """The limit evicts everything behind the window but a tagged snapshot, and reclaim drops the
+    segment of the newest evicted one (the window starts at a segment's first snapshot). A raised
+    limit must not take the tagged snapshot into the window: once its tag goes, it is evicted, as
+    it is on a store where nothing was reclaimed (found by the property tests)."""
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)  # every keyframe starts a segment
+    store = make_store(max_chain=3, max_runs=1)
+    sess = store.session("s", max_snapshots=5)
+    ids = [sess.commit({"n": n, "pad": "x" * 50}).id for n in range(12)]
+    sess.tag(ids[11], "keep")  # the last snapshot of its segment
+    ids += [sess.commit({"n": n, "pad": "x" * 50}).id for n in range(12, 21)]
+    sess.clear_old_snapshots()
+    assert sess.snapshot_ids() == [ids[11], *ids[16:]]
+    for step in then.split(", "):
+        if step == "raise":
+            assert sess.set_max_snapshots(50) == []
+        elif step == "untag":
+            sess.untag("keep")
+        else:
+            sess.tag(ids[20], "keep")
+    assert sess.snapshot_ids() == ids[16:]
+    assert make_store(max_chain=3, max_runs=1).session("s").snapshot_ids() == ids[16:]
+    assert store.verify().ok

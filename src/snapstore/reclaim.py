@@ -49,9 +49,13 @@ class Reclaimer:
         if last is None or not log.evictable():
             return 0
         wanted = self.wanted(log)
-        # what the window (the limit, the evicted_through mark) had left behind, tags aside
-        evicted_before = log.order[: log.window_start()]
         keep = {log.commits[sid].segment for sid in wanted if sid in log.commits} | {last.number}
+        line = self._eviction_line(log)
+        if line is not None and line not in wanted:
+            survivors = self._survivors(log, wanted, keep)
+            if line not in survivors and any(sid in survivors for sid in log.order[: log.order.index(line)]):
+                wanted.add(line)  # stored, not listed: the window still starts after it
+                keep.add(log.commits[line].segment)
         drop = [n for n in log.segments if n not in keep]
         if drop:
             session._store.backend.drop_segments(session.key, drop)
@@ -63,25 +67,40 @@ class Reclaimer:
         if drop or squashed:
             log.refresh()
             session.forget_open_segment()
-            self._keep_evicted_evicted(session, log, evicted_before)
         return len(drop)
 
     @staticmethod
-    def _keep_evicted_evicted(session: Session, log: SessionLog, evicted_before: list[str]) -> None:
-        """What retention had evicted stays evicted once the snapshot marking the cut is gone.
+    def _eviction_line(log: SessionLog) -> str | None:
+        """The newest snapshot retention has evicted, as far as the stored commits tell: the one a
+        raised limit would record (``SessionLog.eviction_mark``), else the recorded mark.
 
-        The listing reaches back ``max_snapshots`` commits from the newest, or to the recorded newest
-        evicted snapshot; when reclaim dropped that one (and the commits it counted), snapshots the
-        window had left behind and that are still stored (in a segment a tag or the head keeps)
-        would come back into the window: the mark moves to the newest of them. That one may be
-        tagged (kept by its tag, not the window), so that it too is evicted once its tag goes.
+        Where the window starts is counted from it. When reclaim dropped it but kept an older
+        snapshot (tagged, a head, or a commit of a kept run), a raised limit or a tag leaving
+        would count from that older one and bring back what the line had evicted: so the line
+        is kept stored whenever anything older is (one run at most; it is never listed). Kept
+        before anything is dropped, it also holds when a crash stops reclaim part-way.
         """
-        behind = set(evicted_before)
-        if not any(sid in behind for sid in log.order[log.window_start() :]):
-            return
-        stored = [sid for sid in evicted_before if sid in log.commits]
-        if stored:
-            session._write_meta({"evicted_through": stored[-1]})
+        mark = log.eviction_mark(set(log.tags.values()))
+        if mark is None:
+            recorded = log.settings.get("evicted_through")
+            mark = recorded if recorded in log.commits else None
+        return mark
+
+    def _survivors(self, log: SessionLog, wanted: set[str], keep: set[int]) -> set[str]:
+        """The snapshots still stored after reclaiming around ``wanted`` (``keep``: the segments kept)."""
+        found: set[str] = set()
+        for number in sorted(keep):
+            segment = log.segments.get(number)
+            if segment is None:
+                continue
+            commits = [e.id for e in segment.entries if isinstance(e, CommitEntry)]
+            if self._dead_prefix_runs(log, number, wanted) == 0:
+                found.update(commits)  # not squashed: every commit of it stays
+                continue
+            cut = self._cut(log, number, wanted)
+            starts = log.keyframe_ordinals(number)
+            found.update(sid for sid in commits if starts.get(sid, -1) >= (cut or 0))
+        return found
 
     def _dead_prefix_runs(self, log: SessionLog, number: int, wanted: set[str]) -> int:
         """How many whole runs at the start of a segment no wanted snapshot's chain goes through."""
