@@ -700,11 +700,18 @@ class StoreModel(RuleBasedStateMachine):
 
     def _check_reclaimed(self) -> None:
         """After a reclaim every stored segment starts at a run some wanted snapshot needs, but the
-        open (last) one, which may hold nothing wanted."""
+        open (last) one, which may hold nothing wanted. The newest evicted snapshot (the eviction
+        line) counts as wanted while anything older is stored: reclaim keeps it, so that a raised
+        limit counts the window from it."""
         log = SessionLog(self.store.backend, self.sess.key, self.session_name)
         log.refresh()
         wanted = set(self.retained) | set(self.tags.values()) | {self.head}
         assert wanted <= set(log.commits), "a wanted snapshot was reclaimed"
+        line = self.order[self.floor - 1] if self.floor else None
+        if line is not None and any(sid in log.commits for sid in self.order[: self.floor - 1]):
+            assert line in log.commits, "the eviction line was reclaimed while an older snapshot is stored"
+            wanted.add(line)
+            event("the eviction line kept for an older snapshot")
         numbers = list(log.segments)
         for number in numbers:
             starts = log.keyframe_ordinals(number)

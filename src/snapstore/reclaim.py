@@ -1,13 +1,15 @@
 """Reclaiming space: dropping whole segments nobody needs, squashing the ones that still matter.
 
-A snapshot must stay readable when it is retained, the head, or tagged. A
-segment holding none of those is dropped whole; the open (last) segment is
-always kept. A kept segment whose first runs (keyframe and chain) hold none of
-them is *squashed*: rewritten to start at its first needed run, with an
-independent keyframe, every later payload compressed again and every record
-unchanged, so ids stay; a later snapshot whose chain started before the cut
-(one retention let go) goes with the runs cut away. Nothing else rewrites stored history. Everything here
-runs under the session's write lock.
+A snapshot must stay readable when it is retained, the head, or tagged; and the
+eviction line (the newest snapshot retention evicted) stays stored while anything
+older does, so that the window is counted from it. A segment holding none of
+those is dropped whole; the open (last) segment is always kept. A kept segment
+whose first runs (keyframe and chain) hold none of them is *squashed*: rewritten
+to start at its first needed run, with an independent keyframe, every later
+payload compressed again and every record unchanged, so ids stay; a later
+snapshot whose chain started before the cut (one retention let go) goes with the
+runs cut away. Nothing else rewrites stored history. Everything here runs under
+the session's write lock.
 """
 
 from __future__ import annotations
