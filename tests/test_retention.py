@@ -378,3 +378,58 @@ def test_a_snapshot_the_limit_evicted_kept_by_its_tag_goes_with_the_tag_after_re
     assert sess.snapshot_ids() == ids[16:]
     assert make_store(max_chain=3, max_runs=1).session("s").snapshot_ids() == ids[16:]
     assert store.verify().ok
+
+
+def _reclaiming_mid_read(base: type) -> type:
+    """An engine whose ``read_segment`` of one chosen segment runs a reclaim just after it reads:
+    a lock-free reader and a writer's reclaim, interleaved at one exact point."""
+
+    class Interleaved(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.during: tuple[int, Callable[[], Any]] | None = None
+
+        def read_segment(self, key: str, segment: int, start: int = 0) -> Any:
+            read = super().read_segment(key, segment, start)
+            if self.during is not None and self.during[0] == segment:
+                action, self.during = self.during[1], None
+                action()
+            return read
+
+    return Interleaved
+
+
+@pytest.mark.parametrize("engine", ["memory", "directory"])
+def test_a_reader_never_lists_evicted_snapshots_while_a_reclaim_drops_and_squashes_under_it(
+    engine: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader holds no lock. One that reads the older segments before a reclaim drops them and
+    the newest after the same reclaim squashed away the snapshot marking the eviction must not
+    list what was evicted: it lists again and reads what changed (found by a review)."""
+    from snapstore.backends import DirectoryBackend, MemoryBackend
+    from snapstore.reclaim import Reclaimer
+
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    backend_type = _reclaiming_mid_read(MemoryBackend if engine == "memory" else DirectoryBackend)
+    backend = backend_type() if engine == "memory" else backend_type(tmp_path / "store")
+    writer = SnapshotStore(backend, max_chain=0, max_runs=2)  # every commit a keyframe, two runs a segment
+    reclaimer = writer.reclaimer
+
+    class Idle(Reclaimer):  # the layout is built first, nothing reclaimed
+        def reclaim(self, session: Any, log: Any) -> int:
+            return 0
+
+    monkeypatch.setattr(writer, "reclaimer", Idle(reclaimer.level))
+    sess = writer.session("s", max_snapshots=5)
+    ids = [sess.commit({"n": n, "pad": "x" * 200_000}).id for n in range(8)]  # segments of 2 commits
+    assert sess.forget(1) == ids[3:7]
+    assert sess.snapshot_ids() == ids[7:]
+    segments = [info.segment for info in backend.segments(sess.key)]
+    assert len(segments) == 4
+    monkeypatch.setattr(writer, "reclaimer", reclaimer)
+    backend.during = (segments[-2], sess.clear_old_snapshots)  # drops three, squashes the last
+    reader = SnapshotStore(backend).session("s")
+    assert reader.snapshot_ids() == ids[7:]
+    assert backend.during is None  # the reclaim did run in the middle of the read
+    assert [info.segment for info in backend.segments(sess.key)] == segments[-1:]
+    assert SnapshotStore(backend).session("s").snapshot_ids() == ids[7:]

@@ -100,6 +100,11 @@ class _Decoded(NamedTuple):
     spans: dict[str, tuple[int, int]]
 
 
+def _shape(listed: list[SegmentInfo]) -> list[tuple[int, int]]:
+    """A listing's segments and their versions: what a reclaim changes, and an append does not."""
+    return [(info.segment, info.version) for info in listed]
+
+
 def _without_payloads(entries: list[CommitEntry | MetaEntry]) -> list[CommitEntry | MetaEntry]:
     return [e.without_payload() if isinstance(e, CommitEntry) else e for e in entries]
 
@@ -122,6 +127,8 @@ class SessionLog:
         #: byte, to byte, entries), for a writer's decoder to take instead of reading them again
         self.fresh: tuple[int, int, int, int, list[CommitEntry | MetaEntry]] | None = None
         self._interrupted = False
+        #: whether the refresh running read a segment whole or dropped one (``refresh``)
+        self._read_whole = False
         #: the oldest segment indexed when only the newest were (``refresh(tail=True)``), else None
         self._tail_from: int | None = None
         #: while ``keep_decoded`` holds: the last rebuild's decoding, for the next rebuild in that
@@ -156,16 +163,26 @@ class SessionLog:
         undamaged): reopening a session to read its head then costs one segment, not the whole
         log. A refresh without ``tail`` indexes everything.
         """
+        changed = False
         for _attempt in range(READ_ATTEMPTS):
             try:
                 listed = self.backend.segments(self.key)
                 if tail and not self.segments and self._tail_from is None and len(listed) > 1:
                     self._tail_from = max(info.segment for info in listed)
-                return self._refresh_settled(tail, listed)
+                self._read_whole = False
+                changed = self._refresh_settled(tail, listed) or changed
             except SegmentMissing:
                 continue  # reclaimed between listing and reading: list again
+            # A reader holds no lock: a reclaim may have dropped or squashed segments between the
+            # listing and the reads, so that some were read before it and some after (an older
+            # segment, then the eviction line's squashed away: evicted snapshots listed). When this
+            # refresh read any segment whole, the listing is taken again; a change of segments or
+            # versions means a mixed reading, and the changed segments are read again. (Appends
+            # alone change neither; a writer refreshing under the lock never meets a reclaim.)
+            if not self._read_whole or _shape(self.backend.segments(self.key)) == _shape(listed):
+                return changed
         raise CorruptObjectError(
-            f"session {self.name!r}: segments kept vanishing while being read", {"session": self.name}
+            f"session {self.name!r}: segments kept changing while being read", {"session": self.name}
         )
 
     def reach(self, sid: str) -> None:
@@ -176,6 +193,8 @@ class SessionLog:
         or none stored), so whether ``sid`` is retained comes out as the whole log says. When the
         newest ``REACH_SEGMENTS`` do not hold it, or what is indexed does not settle the head,
         everything is indexed."""
+        if self._tail_from is None or sid in self.commits:
+            return
         try:
             listed = self.backend.segments(self.key)
             while self._tail_from is not None and sid not in self.commits:
@@ -184,11 +203,14 @@ class SessionLog:
                     # every segment is indexed, or each one more would index those before it again:
                     # the whole log's index, once
                     self._refresh_once(False, listed)
-                    return
+                    break
                 self._tail_from = max(older)
                 self._refresh_settled(True, listed)
         except SegmentMissing:  # reclaimed between listing and reading: index everything afresh
             self.refresh()
+            return
+        if _shape(self.backend.segments(self.key)) != _shape(listed):
+            self.refresh()  # a reclaim ran while the older segments were read (see ``refresh``)
 
     def _refresh_settled(self, tail: bool, listed: list[SegmentInfo]) -> bool:
         """``_refresh_once``, then the whole log when the segments indexed alone do not settle the
@@ -234,6 +256,7 @@ class SessionLog:
             del self.segments[number]
             changed = True
             appended = None
+            self._read_whole = True
         for info in listed:
             known = self.segments.get(info.segment)
             if known is not None and known.version == info.version and known.damage is not None:
@@ -262,6 +285,7 @@ class SessionLog:
                     known.end, known.stored, known.torn = read.end, info.stored_bytes, read.torn
                     continue
             try:
+                self._read_whole = True
                 read = self.backend.read_segment(self.key, info.segment)
                 if self._noting_reads and info is listed[-1] and read.damaged_at is None:
                     self._last_read = (info.segment, info.version, read)

@@ -58,7 +58,9 @@ class Reclaimer:
             if line not in survivors and any(sid in survivors for sid in log.order[: log.order.index(line)]):
                 wanted.add(line)  # stored, not listed: the window still starts after it
                 keep.add(log.commits[line].segment)
-        drop = [n for n in log.segments if n not in keep]
+        # oldest first: a crash part-way leaves newer segments, never an older one without the
+        # eviction line (dropped only when nothing older stays)
+        drop = sorted(n for n in log.segments if n not in keep)
         if drop:
             session._store.backend.drop_segments(session.key, drop)
         squashed = False

@@ -190,7 +190,8 @@ class Backend(ABC):
 
     @abstractmethod
     def drop_segments(self, key: str, segments: Iterable[int]) -> None:
-        """Delete whole segments (absent ones are ignored)."""
+        """Delete whole segments (absent ones are ignored), in the order given or all at once: a
+        crash part-way must leave a prefix of the list deleted (reclaim gives the oldest first)."""
 
     @abstractmethod
     def delete_session(self, key: str) -> bool:
