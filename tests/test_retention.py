@@ -433,3 +433,103 @@ def test_a_reader_never_lists_evicted_snapshots_while_a_reclaim_drops_and_squash
     assert backend.during is None  # the reclaim did run in the middle of the read
     assert [info.segment for info in backend.segments(sess.key)] == segments[-1:]
     assert SnapshotStore(backend).session("s").snapshot_ids() == ids[7:]
+
+
+class _SquashDuringRead:
+    """A memory engine that holds back a squash (``replace_segment``) while a reader lists, and
+    lands it just before the reader reads on from where it knew the segment to end: the reader
+    then reads the rewritten file at its old offset."""
+
+    @staticmethod
+    def make() -> Any:
+        from snapstore.backends import MemoryBackend
+
+        class Engine(MemoryBackend):
+            def __init__(self) -> None:
+                super().__init__()
+                self.reader: Callable[[], Any] | None = None
+                self.pending: Callable[[], Any] | None = None
+                self.seen: list[Any] = []
+
+            def replace_segment(self, key: str, segment: int, entries: Any) -> Any:
+                entries = list(entries)
+                if self.reader is None:
+                    return super().replace_segment(key, segment, entries)
+                self.pending = lambda: MemoryBackend.replace_segment(self, key, segment, entries)
+                reader, self.reader = self.reader, None
+                self.seen.append(reader())  # the reader lists with the squash still to come
+                if self.pending is not None:
+                    self.pending()
+                    self.pending = None
+                return None
+
+            def read_segment(self, key: str, segment: int, start: int = 0) -> Any:
+                if start > 0 and self.pending is not None:
+                    self.pending()  # the squash lands between the reader's listing and its read
+                    self.pending = None
+                return super().read_segment(key, segment, start)
+
+        return Engine()
+
+
+@pytest.mark.parametrize("max_chain", [1, 2, 3])
+def test_a_reader_reading_on_in_a_segment_a_squash_rewrote_lists_what_the_store_held(max_chain: int) -> None:
+    """A reader that listed the open segment grown by a writer's appends, and read on from its old
+    end after the same writer's reclaim had squashed that segment, took the rewritten file's bytes
+    for the rest of the old one: a listing the store never had (found by a review). Every answer
+    must be the listing before the commit or the one after it."""
+    interleaved = 0
+    for limit in (2, 3, 4):
+        for before in range(2, 10):
+            engine = _SquashDuringRead.make()
+            writer = SnapshotStore(engine, max_chain=max_chain, max_runs=50).session("s", max_snapshots=limit)
+            reader = SnapshotStore(engine).session("s")
+            for n in range(before):
+                writer.commit({"n": n})
+            reader.snapshot_ids()  # the reader's index, to read on from
+            for n in range(before, before + 3 * (max_chain + 1)):
+                was = SnapshotStore(engine).session("s").snapshot_ids()
+                engine.reader = reader.snapshot_ids
+                writer.commit({"n": n})
+                engine.reader = None
+                now = SnapshotStore(engine).session("s").snapshot_ids()
+                for seen in engine.seen:
+                    assert seen in (was, now), (limit, before, n)
+                interleaved += len(engine.seen)
+                engine.seen.clear()
+            assert reader.snapshot_ids() == SnapshotStore(engine).session("s").snapshot_ids()
+    assert interleaved > 0  # squashes did land between a reader's listing and its read
+
+
+def test_segments_started_while_a_reader_reads_are_read_next_time_not_a_reason_to_give_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer that only appends, starting a segment while each of a reader's passes reads one
+    whole, changes nothing the reader read: the reader lists what it read, not an error (a
+    comparison of whole listings made it give up after READ_ATTEMPTS passes; found by a review)."""
+    from snapstore.backends import MemoryBackend
+
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+
+    class Busy(MemoryBackend):
+        during: Callable[[], Any] | None = None
+
+        def read_segment(self, key: str, segment: int, start: int = 0) -> Any:
+            read = super().read_segment(key, segment, start)
+            if self.during is not None and start == 0:
+                action, self.during = self.during, None
+                action()
+                self.during = action
+            return read
+
+    engine = Busy()
+    writer = SnapshotStore(engine, max_chain=0, max_runs=1).session("s", max_snapshots=10_000)
+    ids = [writer.commit({"n": n}).id for n in range(3)]
+    reader = SnapshotStore(engine).session("s")
+    reader.snapshot_ids()
+    ids.append(writer.commit({"n": 3}).id)
+    engine.during = lambda: ids.append(writer.commit({"n": len(ids)}).id)  # a new segment per whole read
+    listed = reader.snapshot_ids()
+    engine.during = None
+    assert listed == ids[: len(listed)] and len(listed) >= 4
+    assert reader.snapshot_ids() == ids == SnapshotStore(engine).session("s").snapshot_ids()

@@ -100,9 +100,11 @@ class _Decoded(NamedTuple):
     spans: dict[str, tuple[int, int]]
 
 
-def _shape(listed: list[SegmentInfo]) -> list[tuple[int, int]]:
-    """A listing's segments and their versions: what a reclaim changes, and an append does not."""
-    return [(info.segment, info.version) for info in listed]
+def _same_segments(now: list[SegmentInfo], listed: list[SegmentInfo]) -> bool:
+    """Whether every segment ``listed`` is still there at the same version. A segment started since
+    (after the last one listed) is an append, not a reclaim: the next refresh reads it."""
+    last = listed[-1].segment if listed else -1
+    return [(i.segment, i.version) for i in now if i.segment <= last] == [(i.segment, i.version) for i in listed]
 
 
 def _without_payloads(entries: list[CommitEntry | MetaEntry]) -> list[CommitEntry | MetaEntry]:
@@ -127,8 +129,8 @@ class SessionLog:
         #: byte, to byte, entries), for a writer's decoder to take instead of reading them again
         self.fresh: tuple[int, int, int, int, list[CommitEntry | MetaEntry]] | None = None
         self._interrupted = False
-        #: whether the refresh running read a segment whole or dropped one (``refresh``)
-        self._read_whole = False
+        #: whether the refresh running read a segment or dropped one (``refresh``)
+        self._read_segments = False
         #: the oldest segment indexed when only the newest were (``refresh(tail=True)``), else None
         self._tail_from: int | None = None
         #: while ``keep_decoded`` holds: the last rebuild's decoding, for the next rebuild in that
@@ -155,13 +157,14 @@ class SessionLog:
         snapshots of those segments, are known; the order, and anything older, are not."""
         return self._tail_from is not None
 
-    def refresh(self, tail: bool = False) -> bool:
+    def refresh(self, tail: bool = False, locked: bool = False) -> bool:
         """Read what changed since the last refresh; True when anything did.
 
         ``tail`` lets a log never read before index its newest segment alone when that segment
         settles the head and the settings (it starts with a checkpoint, holds the head, and is
         undamaged): reopening a session to read its head then costs one segment, not the whole
-        log. A refresh without ``tail`` indexes everything.
+        log. A refresh without ``tail`` indexes everything. ``locked``: the caller holds the
+        session's lock, so no reclaim runs meanwhile and one listing is enough.
         """
         changed = False
         for _attempt in range(READ_ATTEMPTS):
@@ -169,17 +172,17 @@ class SessionLog:
                 listed = self.backend.segments(self.key)
                 if tail and not self.segments and self._tail_from is None and len(listed) > 1:
                     self._tail_from = max(info.segment for info in listed)
-                self._read_whole = False
+                self._read_segments = False
                 changed = self._refresh_settled(tail, listed) or changed
             except SegmentMissing:
                 continue  # reclaimed between listing and reading: list again
             # A reader holds no lock: a reclaim may have dropped or squashed segments between the
             # listing and the reads, so that some were read before it and some after (an older
-            # segment, then the eviction line's squashed away: evicted snapshots listed). When this
-            # refresh read any segment whole, the listing is taken again; a change of segments or
-            # versions means a mixed reading, and the changed segments are read again. (Appends
-            # alone change neither; a writer refreshing under the lock never meets a reclaim.)
-            if not self._read_whole or _shape(self.backend.segments(self.key)) == _shape(listed):
+            # segment, then the eviction line's squashed away: evicted snapshots listed; or a
+            # segment read on from where it was known, in the file a squash wrote in its place).
+            # When this refresh read anything, the listing is taken again; a segment gone or at
+            # another version means a mixed reading, and what changed is read again.
+            if locked or not self._read_segments or _same_segments(self.backend.segments(self.key), listed):
                 return changed
         raise CorruptObjectError(
             f"session {self.name!r}: segments kept changing while being read", {"session": self.name}
@@ -209,7 +212,7 @@ class SessionLog:
         except SegmentMissing:  # reclaimed between listing and reading: index everything afresh
             self.refresh()
             return
-        if _shape(self.backend.segments(self.key)) != _shape(listed):
+        if not _same_segments(self.backend.segments(self.key), listed):
             self.refresh()  # a reclaim ran while the older segments were read (see ``refresh``)
 
     def _refresh_settled(self, tail: bool, listed: list[SegmentInfo]) -> bool:
@@ -256,7 +259,7 @@ class SessionLog:
             del self.segments[number]
             changed = True
             appended = None
-            self._read_whole = True
+            self._read_segments = True
         for info in listed:
             known = self.segments.get(info.segment)
             if known is not None and known.version == info.version and known.damage is not None:
@@ -269,6 +272,7 @@ class SessionLog:
                 if known.stored == info.stored_bytes and not known.torn:
                     continue
                 read = self.backend.read_segment(self.key, info.segment, known.end)
+                self._read_segments = True  # (the file read on may be one a squash wrote in its place)
                 if read.damaged_at is not None:
                     known = None  # not a clean continuation: read it whole
                 else:
@@ -285,7 +289,7 @@ class SessionLog:
                     known.end, known.stored, known.torn = read.end, info.stored_bytes, read.torn
                     continue
             try:
-                self._read_whole = True
+                self._read_segments = True
                 read = self.backend.read_segment(self.key, info.segment)
                 if self._noting_reads and info is listed[-1] and read.damaged_at is None:
                     self._last_read = (info.segment, info.version, read)

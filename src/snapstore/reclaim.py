@@ -69,7 +69,7 @@ class Reclaimer:
                 self.squash(session, log, number, wanted)
                 squashed = True
         if drop or squashed:
-            log.refresh()
+            log.refresh(locked=True)
             session.forget_open_segment()
         return len(drop)
 

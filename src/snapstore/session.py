@@ -662,7 +662,7 @@ class Session:
     def _catch_up(self) -> SessionLog:
         """Under the lock: read what other writers appended and bring the decoder along."""
         log = self._log
-        log.refresh()
+        log.refresh(locked=True)
         if log.last_segment is None:
             raise SnapshotNotFound(f"session {self.name!r} does not exist", {"session": self.name})
         self._sync_open(log)
