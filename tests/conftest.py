@@ -13,6 +13,7 @@ import pytest
 from snapstore import SnapshotStore
 from snapstore.backends import Backend, DirectoryBackend
 from snapstore.backends.base import SegmentRead
+from snapstore.reclaim import Reclaimer
 
 POSTGRES_URL_ENV = "SNAPSTORE_TEST_POSTGRES_URL"
 
@@ -77,6 +78,14 @@ class CountingBackend(DirectoryBackend):
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
         self.read.append(segment)
         return super().read_segment(key, segment, start)
+
+
+class NeverReclaims(Reclaimer):
+    """A reclaimer that keeps every segment: a store's reference for what reclaim must not change,
+    or a way to build a layout before reclaiming it."""
+
+    def reclaim(self, session: object, log: object) -> int:
+        return 0
 
 
 def make_read_only(root: Path) -> None:

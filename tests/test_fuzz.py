@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from conftest import NeverReclaims
 from conftest_reliability import canonical, count
 from reliability_writer import state_for
 from snapstore import SnapshotError, SnapshotNotFound, SnapshotStore, keyframes
@@ -44,7 +45,6 @@ from snapstore.entries import (
     decode_entry,
 )
 from snapstore.errors import CorruptObjectError
-from snapstore.reclaim import Reclaimer
 
 SESSIONS = ("f", "g")
 
@@ -291,13 +291,6 @@ def test_raising_the_limit_brings_back_nothing() -> None:
     assert sess.snapshot_ids() == ids[3:]
 
 
-class _NeverReclaims(Reclaimer):
-    """The reference: a store that keeps every segment, whose listing reclaim must never change."""
-
-    def reclaim(self, session: Any, log: Any) -> int:
-        return 0
-
-
 def _seen(sess: Any) -> tuple[list[str], dict[str, str], str | None]:
     """A session's listing, tags and head by label (the two stores' ids differ: their times do)."""
     listed = sess.snapshots()
@@ -342,7 +335,7 @@ def test_reclaim_never_changes_what_a_session_lists(steps: list[tuple[Any, ...]]
     keyframes.SMALL_SEGMENT_BYTES = 0  # every keyframe starts a segment
     try:
         stores = [SnapshotStore(MemoryBackend(), max_chain=2, max_runs=runs) for _ in range(2)]
-        stores[1].reclaimer = _NeverReclaims(stores[1].reclaimer.level)
+        stores[1].reclaimer = NeverReclaims(stores[1].reclaimer.level)  # the reference
         sessions = [store.session("s", max_snapshots=4) for store in stores]
         n = 0
         for step in steps:

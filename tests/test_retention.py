@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from conftest import canonical, store_contents
+from conftest import NeverReclaims, canonical, store_contents
 from snapstore import SnapshotError, SnapshotNotFound, SnapshotStore, keyframes
+from snapstore.backends import DirectoryBackend, MemoryBackend
 from snapstore.session import Session
 
 PAD = [f"line {i}" for i in range(50)]  # large enough that a small change is stored as a delta
@@ -406,20 +407,12 @@ def test_a_reader_never_lists_evicted_snapshots_while_a_reclaim_drops_and_squash
     """A reader holds no lock. One that reads the older segments before a reclaim drops them and
     the newest after the same reclaim squashed away the snapshot marking the eviction must not
     list what was evicted: it lists again and reads what changed (found by a review)."""
-    from snapstore.backends import DirectoryBackend, MemoryBackend
-    from snapstore.reclaim import Reclaimer
-
     monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
     backend_type = _reclaiming_mid_read(MemoryBackend if engine == "memory" else DirectoryBackend)
     backend = backend_type() if engine == "memory" else backend_type(tmp_path / "store")
     writer = SnapshotStore(backend, max_chain=0, max_runs=2)  # every commit a keyframe, two runs a segment
     reclaimer = writer.reclaimer
-
-    class Idle(Reclaimer):  # the layout is built first, nothing reclaimed
-        def reclaim(self, session: Any, log: Any) -> int:
-            return 0
-
-    monkeypatch.setattr(writer, "reclaimer", Idle(reclaimer.level))
+    monkeypatch.setattr(writer, "reclaimer", NeverReclaims(reclaimer.level))  # the layout first
     sess = writer.session("s", max_snapshots=5)
     ids = [sess.commit({"n": n, "pad": "x" * 200_000}).id for n in range(8)]  # segments of 2 commits
     assert sess.forget(1) == ids[3:7]
@@ -435,41 +428,36 @@ def test_a_reader_never_lists_evicted_snapshots_while_a_reclaim_drops_and_squash
     assert SnapshotStore(backend).session("s").snapshot_ids() == ids[7:]
 
 
-class _SquashDuringRead:
+class _SquashHeldBack(MemoryBackend):
     """A memory engine that holds back a squash (``replace_segment``) while a reader lists, and
     lands it just before the reader reads on from where it knew the segment to end: the reader
-    then reads the rewritten file at its old offset."""
+    then reads the rewritten segment at its old offset."""
 
-    @staticmethod
-    def make() -> Any:
-        from snapstore.backends import MemoryBackend
+    def __init__(self) -> None:
+        super().__init__()
+        self.reader: Callable[[], Any] | None = None
+        self.pending: Callable[[], Any] | None = None
+        self.seen: list[Any] = []
 
-        class Engine(MemoryBackend):
-            def __init__(self) -> None:
-                super().__init__()
-                self.reader: Callable[[], Any] | None = None
-                self.pending: Callable[[], Any] | None = None
-                self.seen: list[Any] = []
+    def replace_segment(self, key: str, segment: int, entries: Any) -> Any:
+        entries = list(entries)
+        if self.reader is None:
+            return super().replace_segment(key, segment, entries)
+        self.pending = lambda: MemoryBackend.replace_segment(self, key, segment, entries)
+        reader, self.reader = self.reader, None
+        self.seen.append(reader())  # the reader lists with the squash still to come
+        self._land()
+        return None
 
-            def replace_segment(self, key: str, segment: int, entries: Any) -> Any:
-                entries = list(entries)
-                if self.reader is None:
-                    return super().replace_segment(key, segment, entries)
-                self.pending = lambda: MemoryBackend.replace_segment(self, key, segment, entries)
-                reader, self.reader = self.reader, None
-                self.seen.append(reader())  # the reader lists with the squash still to come
-                if self.pending is not None:
-                    self.pending()
-                    self.pending = None
-                return None
+    def read_segment(self, key: str, segment: int, start: int = 0) -> Any:
+        if start > 0:
+            self._land()  # the squash lands between the reader's listing and its read
+        return super().read_segment(key, segment, start)
 
-            def read_segment(self, key: str, segment: int, start: int = 0) -> Any:
-                if start > 0 and self.pending is not None:
-                    self.pending()  # the squash lands between the reader's listing and its read
-                    self.pending = None
-                return super().read_segment(key, segment, start)
-
-        return Engine()
+    def _land(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending()
 
 
 @pytest.mark.parametrize("max_chain", [1, 2, 3])
@@ -481,7 +469,7 @@ def test_a_reader_reading_on_in_a_segment_a_squash_rewrote_lists_what_the_store_
     interleaved = 0
     for limit in (2, 3, 4):
         for before in range(2, 10):
-            engine = _SquashDuringRead.make()
+            engine = _SquashHeldBack()
             writer = SnapshotStore(engine, max_chain=max_chain, max_runs=50).session("s", max_snapshots=limit)
             reader = SnapshotStore(engine).session("s")
             for n in range(before):
@@ -507,8 +495,6 @@ def test_segments_started_while_a_reader_reads_are_read_next_time_not_a_reason_t
     """A writer that only appends, starting a segment while each of a reader's passes reads one
     whole, changes nothing the reader read: the reader lists what it read, not an error (a
     comparison of whole listings made it give up after READ_ATTEMPTS passes; found by a review)."""
-    from snapstore.backends import MemoryBackend
-
     monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
 
     class Busy(MemoryBackend):

@@ -129,7 +129,9 @@ class SessionLog:
         #: byte, to byte, entries), for a writer's decoder to take instead of reading them again
         self.fresh: tuple[int, int, int, int, list[CommitEntry | MetaEntry]] | None = None
         self._interrupted = False
-        #: whether the refresh running read a segment or dropped one (``refresh``)
+        #: whether the refresh running read a segment or dropped one (``refresh``); not whether its
+        #: index changed: a read on in a file a squash wrote again may add nothing and leave the index
+        #: older than the listing it was read under
         self._read_segments = False
         #: the oldest segment indexed when only the newest were (``refresh(tail=True)``), else None
         self._tail_from: int | None = None

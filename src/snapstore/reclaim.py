@@ -14,7 +14,7 @@ the session's write lock.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .entries import (
     DELTA_WINDOW,
@@ -32,6 +32,29 @@ from .history import SessionLog
 
 if TYPE_CHECKING:
     from .session import Session
+
+
+class _Cut(NamedTuple):
+    """Where reclaim cuts one segment around the wanted snapshots."""
+
+    at: int | None  # entry index of the earliest keyframe a wanted snapshot rebuilds from (None: none wanted)
+    starts: dict[str, int]  # each snapshot's keyframe entry index (``SessionLog.keyframe_ordinals``)
+    dead_runs: int  # whole runs before ``at``: squashed away when any
+
+    def survivors(self, commits: list[str]) -> list[str]:
+        """Of the segment's ``commits``, the ones still stored after reclaim."""
+        at = self.at
+        if not self.dead_runs or at is None:
+            return commits  # not squashed: every commit of it stays
+        return [sid for sid in commits if self.starts.get(sid, -1) >= at]
+
+
+def _cut(log: SessionLog, number: int, wanted: set[str]) -> _Cut:
+    starts = log.keyframe_ordinals(number)
+    at = min((starts[sid] for sid in wanted if sid in starts), default=None)
+    before = log.segments[number].entries[:at] if at is not None else []
+    dead = sum(1 for e in before if isinstance(e, CommitEntry) and e.mode in KEY_MODES)
+    return _Cut(at, starts, dead)
 
 
 class Reclaimer:
@@ -65,8 +88,9 @@ class Reclaimer:
             session._store.backend.drop_segments(session.key, drop)
         squashed = False
         for number in sorted(keep):
-            if self._dead_prefix_runs(log, number, wanted) >= 1:
-                self.squash(session, log, number, wanted)
+            cut = _cut(log, number, wanted)
+            if cut.dead_runs:
+                self.squash(session, log, number, cut)
                 squashed = True
         if drop or squashed:
             log.refresh(locked=True)
@@ -90,49 +114,27 @@ class Reclaimer:
             mark = recorded if recorded in log.commits else None
         return mark
 
-    def _survivors(self, log: SessionLog, wanted: set[str], keep: set[int]) -> set[str]:
+    @staticmethod
+    def _survivors(log: SessionLog, wanted: set[str], keep: set[int]) -> set[str]:
         """The snapshots still stored after reclaiming around ``wanted`` (``keep``: the segments kept)."""
         found: set[str] = set()
-        for number in sorted(keep):
-            segment = log.segments.get(number)
-            if segment is None:
-                continue
-            commits = [e.id for e in segment.entries if isinstance(e, CommitEntry)]
-            if self._dead_prefix_runs(log, number, wanted) == 0:
-                found.update(commits)  # not squashed: every commit of it stays
-                continue
-            cut = self._cut(log, number, wanted)
-            starts = log.keyframe_ordinals(number)
-            found.update(sid for sid in commits if starts.get(sid, -1) >= (cut or 0))
+        for number in keep:
+            if number in log.segments:
+                commits = [e.id for e in log.segments[number].entries if isinstance(e, CommitEntry)]
+                found.update(_cut(log, number, wanted).survivors(commits))
         return found
 
-    def _dead_prefix_runs(self, log: SessionLog, number: int, wanted: set[str]) -> int:
-        """How many whole runs at the start of a segment no wanted snapshot's chain goes through."""
-        cut = self._cut(log, number, wanted)
-        if cut is None:
-            return 0  # nothing wanted here: the whole segment goes, not squashed
-        entries = log.segments[number].entries[:cut]
-        return sum(1 for e in entries if isinstance(e, CommitEntry) and e.mode in KEY_MODES)
-
-    @staticmethod
-    def _cut(log: SessionLog, number: int, wanted: set[str]) -> int | None:
-        """Index of the earliest keyframe entry a wanted snapshot of this segment rebuilds from."""
-        keyframes = log.keyframe_ordinals(number)
-        starts = [keyframes[sid] for sid in wanted if sid in keyframes]
-        return min(starts) if starts else None
-
-    def squash(self, session: Session, log: SessionLog, number: int, wanted: set[str]) -> None:
-        """Rewrite a segment from its first needed run on; every payload is compressed again."""
+    def squash(self, session: Session, log: SessionLog, number: int, cut: _Cut) -> None:
+        """Rewrite a segment from its first needed run (``cut``) on; every payload is compressed again."""
         payloads, _raw = log.segment_payloads(number)
         read = session._store.backend.read_segment(session.key, number)
         if log.segments[number].damage is not None or read.damaged_at is not None:
             return  # a damaged segment is left as it is: verify reports it, nothing rewrites around it
         entries = [decode_entry(data, log.name, log.where(number)) for data in read.entries]
-        start = self._cut(log, number, wanted)
+        start, starts_at = cut.at, cut.starts
         assert start is not None
         # a commit after the cut whose chain starts before it (a snapshot retention let go, stored
         # against a parent or a base the cut removes) could never be rebuilt again: it goes too
-        starts_at = log.keyframe_ordinals(number)
         # the settings entries before the cut stay (the segment's checkpoint first); commits go
         rewritten = [encode_meta(e.body) for e in entries[:start] if isinstance(e, MetaEntry)]
         raw = bytearray()

@@ -828,11 +828,16 @@ def read_regular_file(
         os.close(fd)
 
 
+def _open_lock(folder: int) -> int:
+    """A descriptor of a session folder's lock file, made when missing (never through a link)."""
+    return os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=folder)
+
+
 @contextmanager
 def _flocked(folder: int, *, blocking: bool) -> Iterator[None]:
     """Hold the flock of a session folder's lock file (made when missing) through a descriptor of its
     own, released as the block ends; ``BlockingIOError`` when not ``blocking`` and it is held."""
-    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=folder)
+    fd = _open_lock(folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield
@@ -1004,7 +1009,7 @@ class _SessionLock:
     def _open_lock_file(self) -> int:
         with self.backend._session_dir(self.key, create=True) as folder:
             try:
-                fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=folder)
+                fd = _open_lock(folder)
             except OSError as exc:
                 raise io_error("open lock", f"sessions/{self.key}/{LOCK_FILE}", exc) from exc
             if not stat.S_ISREG(os.fstat(fd).st_mode):
