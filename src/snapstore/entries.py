@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -481,7 +482,14 @@ class SegmentReader:
 
     def payload_of(self, snapshot_id: str) -> bytes:
         start, end = self.spans[snapshot_id]
-        return bytes(self.raw[start - self.base : end - self.base])
+        with memoryview(self.raw) as view:  # one copy, not a bytearray slice and then its bytes
+            return bytes(view[start - self.base : end - self.base])
+
+    def payload_views(self, wanted: Iterable[str]) -> dict[str, memoryview]:
+        """Views of the payloads of ``wanted`` in the stream, for a reader that parses and drops them
+        before the stream changes (no copy: see ``SessionLog.chain_payloads``)."""
+        view, base = memoryview(self.raw), self.base
+        return {sid: view[self.spans[sid][0] - base : self.spans[sid][1] - base] for sid in wanted if sid in self.spans}
 
     def decompress_all(self, items: list[tuple[str, int, int, bytes]]) -> None:
         """Decode ``(id, mode, raw length, payload)`` of entries in order, to the end of what will be read.

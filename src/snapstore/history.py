@@ -13,7 +13,7 @@ it, so a segment is read on its own, from its start.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -534,7 +534,7 @@ class SessionLog:
         if not self._keeping:
             self._kept = None
 
-    def _kept_payloads(self, number: int, upto: int, wanted: list[str]) -> dict[str, bytes] | None:
+    def _kept_payloads(self, number: int, upto: int, wanted: list[str]) -> dict[str, memoryview] | None:
         kept, loaded = self._kept, self.segments.get(number)
         if kept is None or loaded is None or upto > kept.upto:
             return None
@@ -543,27 +543,46 @@ class SessionLog:
         spans = kept.spans
         if any(sid not in spans for sid in wanted):
             return None
-        with memoryview(kept.raw) as view:
-            return {sid: bytes(view[spans[sid][0] : spans[sid][1]]) for sid in wanted}
+        view = memoryview(kept.raw)
+        return {sid: view[spans[sid][0] : spans[sid][1]] for sid in wanted}
 
-    def segment_payloads(
-        self, number: int, upto: int | None = None, wanted: Iterable[str] | None = None
-    ) -> tuple[dict[str, bytes], bytes]:
-        """Every commit's raw payload in one segment (through entry ``upto`` when given), and the
-        segment's raw stream as far as it was decoded; with ``upto`` and ``wanted``, only the
-        payloads of ``wanted`` and no stream."""
-        loaded = self.segments.get(number)
-        if upto is not None and wanted is not None and self._kept is not None:
-            wanted = list(wanted)
+    def chain_payloads(self, number: int, upto: int, wanted: list[str]) -> dict[str, memoryview]:
+        """The raw payloads of ``wanted`` (a rebuild's chain) in one segment, decoding it through
+        entry ``upto``: views of the decoded stream, for the rebuild to parse and drop. Not copies:
+        a keyframe of megabytes copied into fresh memory costs its page faults, a fifth of parsing it."""
+        if self._kept is not None:
             found = self._kept_payloads(number, upto, wanted)
             if found is not None:
-                return found, b""
+                return found
             self._kept = None  # let go before decoding another: one stream held at a time
-        cache_key = (number, loaded.version, loaded.end) if loaded is not None and upto is None else None
+        loaded = self.segments.get(number)
+        reader, end = self._decode(number, loaded, upto)
+        if self._keeping and end is not None and loaded is not None:
+            self._kept = _Decoded(number, loaded.version, upto, reader.raw, reader.spans)
+        return reader.payload_views(wanted)
+
+    def segment_payloads(self, number: int) -> tuple[dict[str, bytes], bytes]:
+        """Every commit's raw payload in one segment, and the segment's raw stream."""
+        loaded = self.segments.get(number)
+        cache_key = (number, loaded.version, loaded.end) if loaded is not None else None
         cached = self._raw_cache.get(cache_key) if cache_key is not None else None
         if cached is not None:
             self._raw_cache.move_to_end(cache_key)  # type: ignore[arg-type]
             return cached
+        reader, end = self._decode(number, loaded)
+        raw = bytes(reader.raw)
+        payloads = {sid: raw[start:stop] for sid, (start, stop) in reader.spans.items()}
+        if cache_key is not None and end == cache_key[2]:
+            self._raw_cache[cache_key] = (payloads, raw)
+            while len(self._raw_cache) > RAW_CACHE_SEGMENTS:
+                self._raw_cache.popitem(last=False)
+        return payloads, raw
+
+    def _decode(
+        self, number: int, loaded: LoadedSegment | None, upto: int | None = None
+    ) -> tuple[SegmentReader, int | None]:
+        """A reader holding one segment's raw stream decoded (through entry ``upto`` when given),
+        and the end of the file it read when it read whole (damage ends the stream where it lies)."""
         read = self._take_last_read(number, loaded)
         if read is None:
             read = self.backend.read_segment(self.key, number)
@@ -573,23 +592,8 @@ class SessionLog:
         try:
             self._decode_payloads(read.entries if upto is None else read.entries[: upto + 1], known, reader, number)
         except CorruptObjectError:
-            cache_key, whole = None, False  # what decoded before the damage is returned; the rest is lost
-        if upto is not None and wanted is not None:
-            # a rebuild: only its chain's payloads leave the decoder, not copies of the whole stream
-            spans = reader.spans
-            if self._keeping and whole and loaded is not None:
-                self._kept = _Decoded(number, loaded.version, upto, reader.raw, spans)
-            with memoryview(reader.raw) as view:  # one copy of each payload, not two
-                return {sid: bytes(view[spans[sid][0] : spans[sid][1]]) for sid in wanted if sid in spans}, b""
-        raw = bytes(reader.raw)
-        payloads = {sid: raw[start:end] for sid, (start, end) in reader.spans.items()}
-        if read.damaged_at is not None:
-            cache_key = None
-        if cache_key is not None and read.end == cache_key[2]:
-            self._raw_cache[cache_key] = (payloads, raw)
-            while len(self._raw_cache) > RAW_CACHE_SEGMENTS:
-                self._raw_cache.popitem(last=False)
-        return payloads, raw
+            whole = False  # what decoded before the damage is returned; the rest is lost
+        return reader, read.end if whole else None
 
     def _take_last_read(self, number: int, loaded: LoadedSegment | None) -> SegmentRead | None:
         """The read a refresh just indexed this segment from, if it is what the index holds."""
@@ -624,9 +628,7 @@ class SessionLog:
         for _attempt in range(READ_ATTEMPTS):
             try:
                 path = self.chain(sid)
-                payloads, _raw = self.segment_payloads(
-                    path[0].segment, upto=path[-1].ordinal, wanted=[c.id for c in path]
-                )
+                payloads = self.chain_payloads(path[0].segment, path[-1].ordinal, [c.id for c in path])
                 return self.apply_chain(path, payloads)
             except (SegmentMissing, CorruptObjectError):
                 # reclaimed or squashed since the index was read (the entries no longer match it):
@@ -648,7 +650,7 @@ class SessionLog:
                     ) from None
         raise CorruptObjectError(f"session {self.name!r}: segments kept vanishing", {"session": self.name})
 
-    def apply_chain(self, path: list[IndexedCommit], payloads: dict[str, bytes]) -> Any:
+    def apply_chain(self, path: list[IndexedCommit], payloads: Mapping[str, bytes | memoryview]) -> Any:
         missing = [c.id for c in path if c.id not in payloads]
         if missing:
             segment = self.segments.get(path[0].segment)
@@ -715,7 +717,9 @@ def check_settings(body: dict[str, Any], session: str) -> dict[str, Any]:
     return body
 
 
-def apply_delta_payload(commit: IndexedCommit, payload: bytes, state: Any, reordered: list[Any] | None = None) -> Any:
+def apply_delta_payload(
+    commit: IndexedCommit, payload: bytes | memoryview, state: Any, reordered: list[Any] | None = None
+) -> Any:
     """Apply a stored delta in place on the rebuild path, naming the snapshot when it does not apply.
 
     The result is always checked against a recorded hash afterwards, so this applier skips the

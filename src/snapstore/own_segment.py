@@ -149,5 +149,4 @@ def _rebuild_at(log: SessionLog, number: int, entries: list[bytes], found: tuple
             items.append((wanted.get(at, f"#{at}"), *parts))
     reader = SegmentReader(log.where(number))
     reader.decompress_all(items)
-    payloads = {sid: reader.payload_of(sid) for sid in wanted.values() if sid in reader.spans}
-    return log.apply_chain(path, payloads)
+    return log.apply_chain(path, reader.payload_views(wanted.values()))
