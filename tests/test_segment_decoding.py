@@ -120,3 +120,25 @@ def test_a_damaged_payload_is_refused_and_what_precedes_it_kept() -> None:
     for known in expected.spans:
         assert reader.payload_of(known) == expected.payload_of(known)
     assert not any(s in reader.spans for s, *_rest in items[21:])
+
+
+def test_a_chain_late_in_a_long_segment_is_copied_out_and_a_head_alone_is_viewed() -> None:
+    """A rebuild parses its chain's payloads while the stream they came from may still be held.
+    Views of a chain that is a small part of the stream would hold every earlier run through the
+    parse: those are copies, and the stream can go. A head that is most of its stream (stored
+    whole, in a segment of its own) is viewed, not copied into fresh memory; so is a stream the
+    log keeps anyway. Either way the bytes are the chain's."""
+    items = _segment(runs=4)
+    reader = SegmentReader("test segment")
+    reader.decompress_all(items)
+    late_chain = ["k3", "d3-0", "d3-1"]
+    copied = reader.chain_payloads(late_chain)
+    assert all(type(copied[sid]) is bytes and copied[sid] == reader.payload_of(sid) for sid in late_chain)
+    kept = reader.chain_payloads(late_chain, kept=True)
+    assert all(type(kept[sid]) is memoryview and bytes(kept[sid]) == reader.payload_of(sid) for sid in late_chain)
+
+    alone = SegmentReader("test segment")
+    alone.decompress_all(items[:1])  # a keyframe on its own
+    viewed = alone.chain_payloads(["k0", "not stored here"])
+    assert list(viewed) == ["k0"] and type(viewed["k0"]) is memoryview
+    assert bytes(viewed["k0"]) == alone.payload_of("k0")

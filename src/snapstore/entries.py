@@ -485,11 +485,22 @@ class SegmentReader:
         with memoryview(self.raw) as view:  # one copy, not a bytearray slice and then its bytes
             return bytes(view[start - self.base : end - self.base])
 
-    def payload_views(self, wanted: Iterable[str]) -> dict[str, memoryview]:
-        """Views of the payloads of ``wanted`` in the stream, for a reader that parses and drops them
-        before the stream changes (no copy: see ``SessionLog.chain_payloads``)."""
-        view, base = memoryview(self.raw), self.base
-        return {sid: view[self.spans[sid][0] - base : self.spans[sid][1] - base] for sid in wanted if sid in self.spans}
+    def chain_payloads(self, wanted: Iterable[str], kept: bool = False) -> dict[str, bytes | memoryview]:
+        """The payloads of ``wanted`` (a rebuild's chain), for a caller that parses and drops them
+        before the stream changes.
+
+        A view holds the whole stream while the rebuild parses, a copy only its own bytes: views
+        when the stream is ``kept`` anyway or the chain is at least half of it (a head stored whole
+        in its own segment: copying megabytes into fresh memory costs a page fault a page), copies
+        when earlier runs make up most of it (a rebuild late in a long segment would otherwise hold
+        them all while it parses).
+        """
+        view, base, spans = memoryview(self.raw), self.base, self.spans
+        found = [sid for sid in wanted if sid in spans]
+        if kept or 2 * sum(spans[sid][1] - spans[sid][0] for sid in found) >= len(view):
+            return {sid: view[spans[sid][0] - base : spans[sid][1] - base] for sid in found}
+        with view:
+            return {sid: bytes(view[spans[sid][0] - base : spans[sid][1] - base]) for sid in found}
 
     def decompress_all(self, items: list[tuple[str, int, int, bytes]]) -> None:
         """Decode ``(id, mode, raw length, payload)`` of entries in order, to the end of what will be read.

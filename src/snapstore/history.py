@@ -546,10 +546,10 @@ class SessionLog:
         view = memoryview(kept.raw)
         return {sid: view[spans[sid][0] : spans[sid][1]] for sid in wanted}
 
-    def chain_payloads(self, number: int, upto: int, wanted: list[str]) -> dict[str, memoryview]:
+    def chain_payloads(self, number: int, upto: int, wanted: list[str]) -> Mapping[str, bytes | memoryview]:
         """The raw payloads of ``wanted`` (a rebuild's chain) in one segment, decoding it through
-        entry ``upto``: views of the decoded stream, for the rebuild to parse and drop. Not copies:
-        a keyframe of megabytes copied into fresh memory costs its page faults, a fifth of parsing it."""
+        entry ``upto``, for the rebuild to parse and drop: views of the decoded stream or copies
+        (``SegmentReader.chain_payloads`` says which)."""
         if self._kept is not None:
             found = self._kept_payloads(number, upto, wanted)
             if found is not None:
@@ -557,9 +557,11 @@ class SessionLog:
             self._kept = None  # let go before decoding another: one stream held at a time
         loaded = self.segments.get(number)
         reader, end = self._decode(number, loaded, upto)
-        if self._keeping and end is not None and loaded is not None:
+        kept = bool(self._keeping) and end is not None and loaded is not None
+        if kept:
+            assert loaded is not None
             self._kept = _Decoded(number, loaded.version, upto, reader.raw, reader.spans)
-        return reader.payload_views(wanted)
+        return reader.chain_payloads(wanted, kept)
 
     def segment_payloads(self, number: int) -> tuple[dict[str, bytes], bytes]:
         """Every commit's raw payload in one segment, and the segment's raw stream."""

@@ -149,4 +149,4 @@ def _rebuild_at(log: SessionLog, number: int, entries: list[bytes], found: tuple
             items.append((wanted.get(at, f"#{at}"), *parts))
     reader = SegmentReader(log.where(number))
     reader.decompress_all(items)
-    return log.apply_chain(path, reader.payload_views(wanted.values()))
+    return log.apply_chain(path, reader.chain_payloads(wanted.values()))
