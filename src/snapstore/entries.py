@@ -495,12 +495,12 @@ class SegmentReader:
         when earlier runs make up most of it (a rebuild late in a long segment would otherwise hold
         them all while it parses).
         """
-        view, base, spans = memoryview(self.raw), self.base, self.spans
+        base, spans = self.base, self.spans
         found = [sid for sid in wanted if sid in spans]
-        if kept or 2 * sum(spans[sid][1] - spans[sid][0] for sid in found) >= len(view):
+        if kept or 2 * sum(spans[sid][1] - spans[sid][0] for sid in found) >= len(self.raw):
+            view = memoryview(self.raw)
             return {sid: view[spans[sid][0] - base : spans[sid][1] - base] for sid in found}
-        with view:
-            return {sid: bytes(view[spans[sid][0] - base : spans[sid][1] - base]) for sid in found}
+        return {sid: self.payload_of(sid) for sid in found}
 
     def decompress_all(self, items: list[tuple[str, int, int, bytes]]) -> None:
         """Decode ``(id, mode, raw length, payload)`` of entries in order, to the end of what will be read.

@@ -557,11 +557,10 @@ class SessionLog:
             self._kept = None  # let go before decoding another: one stream held at a time
         loaded = self.segments.get(number)
         reader, end = self._decode(number, loaded, upto)
-        kept = bool(self._keeping) and end is not None and loaded is not None
-        if kept:
-            assert loaded is not None
+        if self._keeping and end is not None and loaded is not None:
             self._kept = _Decoded(number, loaded.version, upto, reader.raw, reader.spans)
-        return reader.chain_payloads(wanted, kept)
+            return reader.chain_payloads(wanted, kept=True)
+        return reader.chain_payloads(wanted)
 
     def segment_payloads(self, number: int) -> tuple[dict[str, bytes], bytes]:
         """Every commit's raw payload in one segment, and the segment's raw stream."""
