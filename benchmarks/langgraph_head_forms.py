@@ -38,6 +38,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def load_parts(log: SessionLog, head: str, rounds: int) -> dict[str, float]:
     commit = path[0]
 
     def read() -> bytes:
-        return log.segment_payloads(commit.segment, upto=commit.ordinal, wanted=[head])[0][head]
+        return bytes(log.chain_payloads(commit.segment, commit.ordinal, [head])[head])
 
     payload = read()
 
@@ -98,6 +99,10 @@ def load_parts(log: SessionLog, head: str, rounds: int) -> dict[str, float]:
         "the hash check (serialize again)": median_ms(check, rounds) - parse,
         "hash the stored bytes instead (not kept)": median_ms(lambda: codec.object_id(payload), rounds),
     }
+
+
+def _parse_and_check(data: bytes) -> str:
+    return codec.object_id(codec.dumps_as_ordered(codec.loads(data)))
 
 
 def _quoted_printable(data: bytes) -> str:
@@ -132,9 +137,9 @@ def text_forms(state: dict[str, Any], rounds: int) -> dict[str, float]:
         decoded = decoders[label](texts)
         assert (b"".join(decoded) if isinstance(decoded, list) else decoded) == b"".join(raw)
         out[f"{label}: parse and hash check"] = median_ms(
-            lambda data=data: codec.object_id(codec.dumps_as_ordered(codec.loads(data))), rounds
+            partial(_parse_and_check, data), rounds
         )
-        out[f"{label}: text to bytes"] = median_ms(lambda texts=texts, label=label: decoders[label](texts), rounds)
+        out[f"{label}: text to bytes"] = median_ms(partial(decoders[label], texts), rounds)
         out[f"{label}: zstd-3 kB"] = len(zstandard.ZstdCompressor(level=3).compress(data)) / 1000
     return out
 
@@ -212,7 +217,7 @@ def rows_as_strings(state: dict[str, Any], rounds: int) -> dict[str, float]:
         values.decode(found["value:messages"])
 
     forms = {"rows as arrays (format 2)": as_arrays, "rows as strings (stored, format 3)": as_strings}
-    return alternate_ms({label: lambda data=data: read(data) for label, data in forms.items()}, rounds)
+    return alternate_ms({label: partial(read, data) for label, data in forms.items()}, rounds)
 
 
 def zstd_levels(state: dict[str, Any], rounds: int) -> dict[str, float]:
@@ -222,7 +227,7 @@ def zstd_levels(state: dict[str, Any], rounds: int) -> dict[str, float]:
     for level in (3, 1, -5, -100):
         packed = zstandard.ZstdCompressor(level=level).compress(data)
         out[f"level {level}: kB"] = len(packed) / 1000
-        out[f"level {level}: decompress"] = median_ms(lambda packed=packed: decompress(packed), rounds)
+        out[f"level {level}: decompress"] = median_ms(partial(decompress, packed), rounds)
     return out
 
 

@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def saver_reads(
         for _ in range(reads):
             with open_saver() as saver:
                 out.setdefault(f"{name}, {label}", []).append(
-                    seconds(lambda saver=saver, config=config: saver.get_tuple(config))
+                    seconds(partial(saver.get_tuple, config))
                 )
     return out
 
@@ -118,13 +119,18 @@ def store_steps(root: Path, back_id: str) -> dict[str, float]:
         step("  list the checkpoints session (Session.snapshots)", checkpoints.snapshots)
         step("  list the writes session (Session.snapshots)", writes.snapshots)
         back_snapshot = Index.of(state).snapshots.get(back_id)
+        assert back_snapshot is not None, f"no snapshot holds the checkpoint {BACK} back"
         back = step(f"  rebuild the checkpoint {BACK} back (Session.state)", lambda: checkpoints.state(back_snapshot))
         for label, values in (("latest", channel_values(state)), (f"{BACK} back", channel_values(back))):
             step(
                 f"  decode the channel values, {label} (serde)",
-                lambda values=values: [codec.decode(v[1]) for v in values.values()],
+                partial(_decode_values, codec, values),
             )
     return out
+
+
+def _decode_values(codec: ValueCodec, values: dict[str, Any]) -> list[Any]:
+    return [codec.decode(v[1]) for v in values.values()]
 
 
 def main(argv: list[str] | None = None) -> None:

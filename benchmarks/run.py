@@ -60,7 +60,7 @@ import orjson
 import xxhash
 import zstandard
 
-from benchmarks.baselines import ADAPTERS, ZSTD_LEVEL, Adapter
+from benchmarks.baselines import ADAPTERS, ZSTD_LEVEL, Adapter, SnapstoreAdapter
 from benchmarks.config import GROUP_SEP, MB, Config, commit_schedule, parse_args, schedule_units
 from benchmarks.report import evaluate_targets, fmt_bytes, fmt_ms, make_chart, render_markdown
 from benchmarks.workload import fixed_change, generate, grown_states
@@ -359,7 +359,7 @@ def measure_store(adapter: Adapter, cfg: Config, ref: Reference, turn_of: dict[A
     res["rollback_oldest_turn"] = turn_of[retained[0]]
     res["rollback_max_ms"] = max(res["rollback_latest_ms"], res["rollback_random_max_ms"],
                                  res["rollback_oldest_ms"])
-    if hasattr(adapter, "cold_rebuild"):
+    if isinstance(adapter, SnapstoreAdapter):
         # worst cold rebuild: every retained snapshot (every 4th past 250), each through a fresh
         # handle with nothing cached, checked against the reference state; a snapshot's cost is
         # the best of three such rebuilds (a pause of the machine is not the snapshot's cost)
@@ -368,11 +368,13 @@ def measure_store(adapter: Adapter, cfg: Config, ref: Reference, turn_of: dict[A
         # target reads each rebuild against the load measured under the same conditions
         cold = []
         for handle in dict.fromkeys(sample):
-            best = load = None
+            rebuilt: list[int] = []
+            loads: list[int] = []
             for _attempt in range(3):
                 state = adapter.cold_rebuild(handle)
-                best = adapter.last_cold_ns if best is None else min(best, adapter.last_cold_ns)
-                load = ref.load_full_ns() if load is None else min(load, ref.load_full_ns())
+                rebuilt.append(adapter.last_cold_ns)
+                loads.append(ref.load_full_ns())
+            best, load = min(rebuilt), min(loads)
             if digest(state) != ref.digests[turn_of[handle] - 1]:
                 mismatches.append(turn_of[handle])
             cold.append((ms(best), turn_of[handle], ms(load)))
