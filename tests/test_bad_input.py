@@ -616,6 +616,28 @@ def test_wrong_arguments_that_used_to_escape(fx: Fixture, case: str) -> None:
     refused(fx, SnapshotError, lambda: call(fx))
 
 
+@pytest.mark.parametrize("keep_last", [0, -1, "1", True])
+def test_forget_names_the_argument_it_was_given(fx: Fixture, keep_last: Any) -> None:
+    with pytest.raises(SnapshotError, match="keep_last must be a positive integer") as raised:
+        fx.sess.forget(keep_last)
+    assert raised.value.details["argument"] == "keep_last"
+
+
+def test_an_unknown_id_is_called_evicted_only_where_retention_has_evicted() -> None:
+    sess = SnapshotStore.memory().session("s", max_snapshots=3)
+    sess.tag(sess.commit({"n": 0}).id, "start")
+    with pytest.raises(SnapshotNotFound) as never:
+        sess.rollback("deadbeef")
+    assert str(never.value) == "snapshot deadbeef not found in session 's'"  # nothing ever left it
+    with pytest.raises(SnapshotNotFound, match="nor is it a tag of session 's'; its tags: 'start'"):
+        sess.rollback("nosuchtag")
+    for n in range(1, 6):
+        sess.commit({"n": n})
+    with pytest.raises(SnapshotNotFound, match="not retained") as evicting:
+        sess.rollback("deadbeef")  # after evictions, an unknown id may be one evicted long ago
+    assert evicting.value.details["reason"] == "not retained"
+
+
 @pytest.mark.parametrize("target", ["a-file", None, 123])
 def test_opening_a_store_at_a_wrong_target(tmp_path: Path, target: Any) -> None:
     if target == "a-file":

@@ -159,6 +159,38 @@ def test_a_commit_after_damage_in_the_open_segment_starts_a_new_one(
     assert canonical(again.state(snap.id)) == canonical({"n": 99})
 
 
+@pytest.mark.parametrize("write", ["commit", "rollback onto the head"])
+def test_tail_damage_says_the_head_may_be_older_until_the_next_write(
+    damaged_open_segment: tuple[SnapshotStore, list[str]], write: str
+) -> None:
+    store, ids = damaged_open_segment
+    sess = store.session("s")
+    head = sess.head
+    assert head is not None and head.id == ids[2]  # the newest snapshot that reads, not the last committed
+    damage = sess.tail_damage
+    assert damage is not None and "segment 1 is damaged" in damage
+    if write == "commit":
+        sess.commit({"n": 99})  # a new segment: nothing newer than the head is lost any more
+    else:
+        assert canonical(sess.rollback(ids[2])) == canonical({"n": 2, "pad": "x" * 50})  # going on from it, said
+    assert sess.tail_damage is None
+    again = SnapshotStore.open(store.describe()).session("s")
+    assert again.tail_damage is None
+    assert again.head is not None and again.head.id == (ids[2] if write != "commit" else again.head.id)
+    assert again.snapshot_ids()[:3] == ids[:3]
+
+
+def test_a_torn_tail_is_not_tail_damage(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    sess = SnapshotStore.open(root).session("s")
+    ids = [sess.commit({"n": i, "pad": "x" * 50}).id for i in range(3)]
+    assert sess.tail_damage is None
+    with segment_files(root, "s")[-1].open("ab") as f:
+        f.write(b"\0" * 40)  # an append a crash cut short: never acknowledged, nothing lost
+    reader = SnapshotStore.open(root).session("s")
+    assert reader.tail_damage is None and reader.head is not None and reader.head.id == ids[-1]
+
+
 # -- a damaged payload that passes the framing (a memory store, or a frame written again) ---------
 
 

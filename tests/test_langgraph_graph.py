@@ -182,6 +182,10 @@ EXACT_VALUES: dict[str, Any] = {
     "tuple": (1, "two", (3.0,)),
     "set": {1, 2, 3},
     "nested": {"a": [1, {"b": (2, b"\x03")}], "c": {"d": {"e": [[], {}]}}},
+    # the serializer keeps a dict's insertion order, where a JSON object is stored sorted: the
+    # bytes compared below differ when an order comes back sorted, at any depth
+    "dict_order": {"zeta": 1, "alpha": {"y": 1, "b": 2}, "mid": [{"z": 0, "a": 1}, {"a": 0, "z": 1}]},
+    "dict_order_nested": {"a": {"é": 1, "e": 2, "z": {"2": 0, "10": 1}}},
     "non_str_keys": {1: "one", (2, 3): "tuple key"},
     "surrogate": "lone \ud800 surrogate",
     "pydantic": Item(name="sword", qty=1),
@@ -220,6 +224,25 @@ def test_values_come_back_as_the_serializer_gives_them(name: str, tmp_path: Path
     for back in (got.checkpoint["channel_values"]["v"], got.pending_writes[0][2]):
         assert type(back) is type(expected)
         assert _serialized(back) == _serialized(expected)  # byte-exact: 1, 1.0 and True differ
+
+
+def test_only_the_graphs_values_keep_their_key_order_by_serde(tmp_path: Path) -> None:
+    """A channel's dict in another order than sorted is written by serde whole; the checkpoint's
+    own fields and its metadata stay plain JSON (LangGraph reads them by key), so they diff field
+    by field and read in the CLI."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    value = {"zeta": 1, "alpha": 2}
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        checkpoint = generate_checkpoint(channel_values={"v": value}, channel_versions={"v": 1, "a": 2})
+        saver.put(generate_config("t"), checkpoint, generate_metadata(), {"v": 1})
+        sess = saver.store.session(saver._lane("t", "").names.checkpoints)
+        head = sess.head
+        assert head is not None
+        stored = sess.state(head.id)
+    assert stored["value:v"][0] == "S"  # serde's bytes: insertion order kept
+    assert stored["checkpoint"]["channel_versions"] == {"a": 2, "v": 1}  # a JSON object
+    assert isinstance(stored["checkpoint"], dict) and stored["checkpoint"]["id"] == checkpoint["id"]
 
 
 class XorCipher:

@@ -119,6 +119,20 @@ class Session:
             return None if log.head is None else self._snapshot(log, log.head)
 
     @property
+    def tail_damage(self) -> str | None:
+        """Why the session's newest segment stops early, or None when it reads whole.
+
+        Damage takes the rest of its segment with it, so when it lies in the newest segment the
+        entries after it are lost: commits, head moves or settings newer than anything that still
+        reads. ``head`` is then the newest snapshot that reads, which may be older than the one
+        last committed. A reader that must not go on from an older head unawares asks this; the
+        next write (a commit, a rollback) starts a new segment, and the answer is None again.
+        A torn tail (an append a crash cut short, never acknowledged) is not damage."""
+        with self._lock:
+            last = self._current(tail=True).last_segment
+            return None if last is None else last.damage
+
+    @property
     def tags(self) -> dict[str, str]:
         """Tag name -> snapshot id."""
         with self._lock:
@@ -166,6 +180,11 @@ class Session:
             # say why an id that looks like one is not here: evicted, lost to damage, or no longer known
             wanted = snapshot_id.strip().lower() if isinstance(snapshot_id, str) else ""
             if len(wanted) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in wanted):
+                if isinstance(snapshot_id, str):  # not an id: it may have been meant as a tag
+                    tags = ", ".join(repr(t) for t in sorted(log.tags)) or "none"
+                    raise SnapshotNotFound(
+                        f"{exc} (nor is it a tag of session {self.name!r}; its tags: {tags})", exc.details
+                    ) from None
                 raise
             limit = log.max_snapshots
             if any(s.startswith(wanted) for s in log.order):
@@ -183,6 +202,8 @@ class Session:
                     f"{log.segments[damaged[0]].damage}",
                     {**exc.details, "reason": "damage", "segments": damaged},
                 ) from None
+            if not _has_evicted(log):  # nothing ever left the session: the id was never in it
+                raise
             raise SnapshotNotFound(
                 f"snapshot {snapshot_id} not found in session {self.name!r}: not retained (the session "
                 f"keeps its last {limit} snapshots and its tagged ones; an id evicted long ago is no "
@@ -965,13 +986,16 @@ class Session:
 
         Later snapshots stay listed until evicted; the next commit's parent is this one. With
         ``model`` (a pydantic model class) the state comes back validated as that model.
+        Rolling back onto the head writes nothing, unless the newest segment is damaged
+        (``tail_damage``): the head move then records, in a new segment, that the session goes
+        on from this snapshot, and ``tail_damage`` is None from then on.
         """
         if model is not None:
             return self.rollback_model(snapshot_id, model)
         with self._lock:
             log = self._current()
             sid = self._resolve(log, snapshot_id)
-            if sid == log.head:  # already the head: nothing to write, so no lock to wait for
+            if sid == log.head and not _damaged_tail(log):  # nothing to write, so no lock to wait for
                 return self._state_of(log, sid)
         with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
             log = self._catch_up()
@@ -980,7 +1004,7 @@ class Session:
                 self._write_meta({"head": sid})
                 return codec.loads(self._head_bytes())
             state = self._state_of(log, sid)
-            if sid != log.head:
+            if sid != log.head or _damaged_tail(log):
                 self._write_meta({"head": sid})
             self._head_id, self._head_state, self._head_pieces = sid, state, None
             return codec.loads(codec.dumps(state))
@@ -1029,7 +1053,7 @@ class Session:
 
         The limit for later commits is unchanged.
         """
-        check_max_snapshots(keep_last)
+        check_max_snapshots(keep_last, "keep_last")
         with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
             log = self._catch_up()
             before = log.retained()
@@ -1084,6 +1108,20 @@ def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:
     return body
 
 
+def _has_evicted(log: SessionLog) -> bool:
+    """Whether retention or ``forget`` has evicted snapshots of the session: a mark says so, or a
+    snapshot it retains has a parent it does not (a fork's parent is evicted after the fork)."""
+    if log.settings.get("evicted_through") is not None:
+        return True
+    retained = set(log.retained())
+    return any((parent := log.commits[sid].record.parent) is not None and parent not in retained for sid in retained)
+
+
+def _damaged_tail(log: SessionLog) -> bool:
+    last = log.last_segment
+    return last is not None and last.damage is not None
+
+
 def _with_mark(log: SessionLog, body: dict[str, Any], tagged: set[str]) -> dict[str, Any]:
     """A settings entry that also records the newest snapshot evicted once exactly ``tagged`` are
     tagged, when that moves the recorded mark forward."""
@@ -1130,11 +1168,9 @@ def _now() -> str:
     return format_timestamp(datetime.now(timezone.utc))
 
 
-def check_max_snapshots(value: Any) -> int:
+def check_max_snapshots(value: Any, argument: str = "max_snapshots") -> int:
     if type(value) is not int or not 1 <= value <= MAX_INT64:
-        raise SnapshotError(
-            "max_snapshots must be a positive integer", {"argument": "max_snapshots", "value": repr(value)}
-        )
+        raise SnapshotError(f"{argument} must be a positive integer", {"argument": argument, "value": repr(value)})
     return value
 
 

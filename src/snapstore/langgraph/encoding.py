@@ -2,7 +2,9 @@
 
 A value is stored as a tree of JSON nodes:
 
-* a JSON object is a ``dict`` whose keys are all strings, its values encoded the same way;
+* a JSON object is a ``dict`` whose keys are all strings, its values encoded the same way; in
+  the graph's values (channels, pending writes) only one whose keys are already in sorted order
+  (the order a JSON object is stored and read back in), so that every dict keeps its order;
 * a JSON array is always a tagged node: ``["L", e1, e2, ...]`` is a ``list`` of encoded
   elements (so a list that grows by appends grows by appends in the delta), and
   ``["S", type, payload]`` is one value written by the saver's serializer (``serde``), its
@@ -41,6 +43,15 @@ _ARRAY32 = b"\xdd"
 MAX_DEPTH = 48
 _INT_RANGE = (-(2**63), 2**64 - 1)
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def _inline_keys(value: dict[Any, Any], keep_order: bool) -> bool:
+    """Whether a dict may be stored as a JSON object: string keys with a JSON form and, when its
+    order is to be kept, already in the order the store writes them (sorted; for such keys, code
+    point order is their UTF-8 byte order). Another order would come back sorted, where the
+    serializer keeps insertion order."""
+    keys = list(value)
+    return all(type(k) is str and _plain_text(k) for k in keys) and (not keep_order or keys == sorted(keys))
 
 
 def _plain_text(text: str) -> bool:
@@ -172,7 +183,18 @@ class ValueCodec:
         self.inline = type(serde) is JsonPlusSerializer
         self.encrypted = serde if isinstance(serde, EncryptedSerializer) else None
 
-    def encode(self, value: Any, depth: int = 0, sealed: Sealed | None = None, reuse: Reuse | None = None) -> Any:
+    def encode(
+        self,
+        value: Any,
+        depth: int = 0,
+        sealed: Sealed | None = None,
+        reuse: Reuse | None = None,
+        keep_order: bool = False,
+    ) -> Any:
+        """``value`` as a tree of JSON nodes. With ``keep_order`` (a channel's value, a pending
+        write: the graph's data) a dict whose keys are not in sorted order is written by ``serde``
+        whole, so that it comes back in its own order; without it (the checkpoint's own fields,
+        its metadata: LangGraph reads them by key) it is stored as a JSON object, keys sorted."""
         kind = type(value)
         if self.inline:
             if value is None or kind is bool:
@@ -183,8 +205,8 @@ class ValueCodec:
                 return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else self.serialized(value, sealed)
             if kind is float:
                 return value if math.isfinite(value) else self.serialized(value, sealed)
-            if kind is dict and depth < MAX_DEPTH and all(type(k) is str and _plain_text(k) for k in value):
-                return {k: self.encode(v, depth + 1, sealed, reuse) for k, v in value.items()}
+            if kind is dict and depth < MAX_DEPTH and _inline_keys(value, keep_order):
+                return {k: self.encode(v, depth + 1, sealed, reuse, keep_order) for k, v in value.items()}
             if reuse is not None and isinstance(value, BaseModel):
                 node = self.serialized(value)
                 reuse.keep(value, node)
@@ -193,11 +215,11 @@ class ValueCodec:
             if reuse is not None:
                 taken = reuse.take(value)
                 encoded = (
-                    self.encode(v, depth + 1, sealed, reuse) if node is None else node
+                    self.encode(v, depth + 1, sealed, reuse, keep_order) if node is None else node
                     for node, v in zip(taken, value, strict=True)
                 )
                 return [LIST_TAG, *encoded]
-            return [LIST_TAG, *(self.encode(v, depth + 1, sealed) for v in value)]
+            return [LIST_TAG, *(self.encode(v, depth + 1, sealed, None, keep_order) for v in value)]
         return self.serialized(value, sealed)
 
     def serialized(self, value: Any, sealed: Sealed | None = None) -> list[str]:

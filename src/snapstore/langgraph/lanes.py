@@ -337,17 +337,61 @@ class Lane:
             return None, None
         if cached is None or cached[1] is None:
             found = sess.head_state()
+            self._refuse_lost_tail(name, sess)
             if found is None:
                 return None, None
+            self._refuse_another_threads(name, found[1])
             self._head_hashes[name] = (found[0].id, found[0].state_hash)
             return found[0].id, found[1]
         head = sess.head
+        if head is None or head.id != cached[0]:
+            self._refuse_lost_tail(name, sess)
         if head is None:
             return None, None
         self._head_hashes[name] = (head.id, head.state_hash)
         if head.id == cached[0]:
             return cached
-        return head.id, sess.state(head.id)
+        state = sess.state(head.id)
+        self._refuse_another_threads(name, state)
+        return head.id, state
+
+    def _refuse_another_threads(self, name: str, state: State) -> None:
+        """A session under this lane's name whose head is another thread's: a renamed copy (an import
+        with on_conflict="rename" renames a session, and its snapshots get new ids, where the thread's
+        states name the old ones). Read as this lane, its older checkpoints would not be found."""
+        holds = (state.get("thread_id"), state.get("checkpoint_ns"))
+        if holds == (self.thread_id, self.checkpoint_ns):
+            return
+        raise CorruptObjectError(
+            f"session {name!r} holds LangGraph thread {holds[0]!r} (namespace {holds[1]!r}), not thread "
+            f"{self.thread_id!r} (namespace {self.checkpoint_ns!r}): a copy under another name (import "
+            "--on-conflict rename renames a session and gives its snapshots new ids, which a thread's "
+            "checkpoints cannot follow). Import a thread with merge or replace, or into another store",
+            {"thread_id": self.thread_id, "checkpoint_ns": self.checkpoint_ns, "session": name, "reason": "renamed"},
+        )
+
+    def _refuse_lost_tail(self, name: str, sess: Session) -> None:
+        """A head read from a session whose newest segment is damaged may be older than the one
+        last committed (``Session.tail_damage``): a graph would silently go on from an older
+        checkpoint, or find no thread at all, and commit over what was lost. Refused instead, until
+        someone chooses how to go on (a backup merged in, or the head moved on purpose)."""
+        damage = sess.tail_damage
+        if damage is None:
+            return
+        raise CorruptObjectError(
+            f"LangGraph thread {self.thread_id!r} (namespace {self.checkpoint_ns!r}) cannot be read as it "
+            f"stands: {damage}. What was written after the damage is lost, so the newest checkpoint that "
+            "still reads may not be the thread's latest. To go on: merge a backup of the store into it "
+            f"(snapstore import BACKUP --on-conflict merge), or move session {name!r}'s head on purpose "
+            f"(snapstore rollback {name} ID, with an id from snapstore log {name})",
+            {
+                "thread_id": self.thread_id,
+                "checkpoint_ns": self.checkpoint_ns,
+                "session": name,
+                "reason": "damage",
+                "damage": damage,
+            },
+        )
 
     def _stored_head(self, name: str) -> Snapshot | None:
         """A session's head as the store has it now, its state not rebuilt (None: no session)."""
@@ -401,9 +445,19 @@ class Lane:
             return cached[1]
         sess = self._session(name, create=False)
         if sess is None:
-            raise KeyError(name)
+            raise self._missing(name)
         state: State = sess.state(snapshot_id)
         return state
+
+    def _missing(self, name: str) -> CorruptObjectError:
+        """A session the thread's other session names is not in the store (exported or copied alone)."""
+        checkpoints, writes = self.names
+        return CorruptObjectError(
+            f"LangGraph thread {self.thread_id!r} (namespace {self.checkpoint_ns!r}) is incomplete: its "
+            f"session {name!r} is not in the store, and the thread's checkpoints name snapshots in it. A "
+            f"thread is two sessions, {checkpoints!r} and {writes!r}: export and import them together",
+            {"thread_id": self.thread_id, "checkpoint_ns": self.checkpoint_ns, "session": name, "reason": "missing"},
+        )
 
     def _commit(self, name: str, state: State, label: str, turn: int | None) -> str:
         """Commit ``state`` as ``name``'s head; within an operation, a commit that did not go on
@@ -507,6 +561,8 @@ class Lane:
         writes head still holds that state, a reader outside an operation takes a checkpoint's
         pointer, or none, without rebuilding the writes head to look in it.
         """
+        if index is not None and index.writes_seen is not None and self._session(self.names.writes, False) is None:
+            raise self._missing(self.names.writes)  # the head's commit saw a writes head: it must be there
         seen = index.writes_seen if index is not None and self._operating != threading.get_ident() else None
         stored = self._stored_head(self.names.writes) if seen is not None else None
         if stored is None or stored.state_hash != seen:

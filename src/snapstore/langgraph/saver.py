@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from ..errors import ConcurrentUpdateError, SnapshotError
+from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import Index, Lane, State, channel_values
@@ -247,8 +247,14 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         else:
             lanes = self._lanes_of(thread_id)
         remaining = limit
+        enumerated = thread_id is None or namespace is None
         for lane in lanes:
-            found = lane.head()
+            try:
+                found = lane.head()
+            except CorruptObjectError as exc:
+                if enumerated and exc.details.get("reason") == "renamed":
+                    continue  # found by its session's name, but not a lane of this thread: a renamed copy
+                raise
             if found is None:
                 continue
             index = found[1]
@@ -333,7 +339,10 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             if channel in values:
                 sealed = Sealed((known or {}).get(channel)) if known is not None else None
                 reuse = Reuse(lane.serialized.get(channel)) if self.codec.inline else None
-                out[channel] = [version, self.codec.encode(values[channel], sealed=sealed, reuse=reuse)]
+                out[channel] = [
+                    version,
+                    self.codec.encode(values[channel], sealed=sealed, reuse=reuse, keep_order=True),
+                ]
                 if reuse is not None:
                     lane.serialized[channel] = reuse.current
                 if sealed is not None:
@@ -366,7 +375,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                     if key in index and key[1] >= 0:
                         continue  # a task's regular writes are stored once
                     if idx not in encoded:
-                        encoded[idx] = self.codec.encode(value)
+                        encoded[idx] = self.codec.encode(value, keep_order=True)
                     entry = [task_id, key[1], channel, encoded[idx], task_path]
                     if key in index:
                         entries[index[key]] = entry
