@@ -415,6 +415,25 @@ def test_conflict_replace_swaps_in_the_archive_document(source: SnapshotStore, a
     assert target.verify().ok
 
 
+@pytest.mark.parametrize("policy", ["error", "merge", "replace", "rename"])
+def test_a_session_holding_the_whole_archive_is_left_alone_whatever_the_policy(
+    source: SnapshotStore, archive: Path, policy: str
+) -> None:
+    """No conflict, nothing for on_conflict to decide: a second import renamed the sessions again,
+    and replace dropped a commit made since the first import."""
+    target = SnapshotStore.memory()
+    target.import_archive(archive)
+    target.session("campaign").set_max_snapshots(100)  # the commit below evicts nothing
+    since = target.session("campaign").commit({"made": "after the import"})
+    before = contents(target)
+    report = target.import_archive(archive, on_conflict=policy)
+    assert report.unchanged == ["campaign", "side quest"]
+    assert not report.renamed and not report.replaced and not report.created and not report.merged
+    assert contents(target) == before
+    head = target.session("campaign").head
+    assert head is not None and head.id == since.id
+
+
 def test_conflict_rename_imports_beside(source: SnapshotStore, archive: Path) -> None:
     target = SnapshotStore.memory()
     mine = play(target.session("campaign"), 3, seed=99)

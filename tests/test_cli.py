@@ -17,6 +17,7 @@ import io
 import os
 import pty
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -346,6 +347,43 @@ def test_ambiguous_prefix_lists_candidates(tmp_path: Path, monkeypatch: pytest.M
     rolled = run("rollback", twins[first], prefix, store=path)  # within one session the prefix is unique
     assert rolled.returncode == 0, rolled.stderr
 
+    # two in one session: children of one snapshot (a commit, a rollback to the parent, a commit), their
+    # records taken from a copy of the store and varied by label; rollback lists them as show does
+    with SnapshotStore.open(path) as store:
+        parent = store.session("pair").commit(state, label="parent").id
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy, symlinks=True)
+    with SnapshotStore.open(copy) as store:
+        sess = store.session("pair")
+        templates = [sess._current().commits[sess.commit({"hp": 2}, label="a").id].record]
+        sess.rollback(parent)
+        templates.append(sess._current().commits[sess.commit({"hp": 2}, label="b").id].record)
+    by_prefix: list[dict[str, str]] = [{}, {}]
+    for n in range(2_000_000):
+        for side, template in enumerate(templates):
+            label = f"{'ab'[side]} {n}"
+            sid = dataclasses.replace(template, label=label).snapshot_id()
+            by_prefix[side][sid[:8]] = label
+            if sid[:8] in by_prefix[1 - side]:
+                labels = {side: label, 1 - side: by_prefix[1 - side][sid[:8]]}
+                break
+        else:
+            continue
+        break
+    else:  # pragma: no cover - probability about 1e-200
+        pytest.fail("no 32-bit collision in 2,000,000 tries")
+    with SnapshotStore.open(path) as store:
+        sess = store.session("pair")
+        made = [sess.commit({"hp": 2}, label=labels[0]).id]
+        sess.rollback(parent)
+        made.append(sess.commit({"hp": 2}, label=labels[1]).id)
+    assert made[0] != made[1] and made[0][:8] == made[1][:8]
+    refused = run("rollback", "pair", made[0][:8], store=path)
+    lines = refused.stderr.splitlines()
+    assert lines[0] == f"snapstore: error: snapshot prefix {made[0][:8]} is ambiguous in session 'pair'; candidates:"
+    assert [line.split()[:4] for line in lines[1:]] == [[sid, "pair", "turn", "-"] for sid in sorted(made)]
+
+
 
 # ---------------------------------------------------------------- writing commands
 
@@ -417,6 +455,71 @@ def test_commit_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     code, _out, err = call(capsys, "--store", s, "commit", "bad/name", str(path))
     assert code == 1 and "invalid session name" in one_error_line(err)
     assert logged.returncode == 0 and logged.stdout == "no sessions\n"  # a refused commit creates nothing
+
+
+def test_a_label_with_control_characters_stays_on_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    SnapshotStore.open(store).close()
+    s = str(store)
+    good = tmp_path / "good.json"
+    for n, label in enumerate(["plain", "one\ntwo\x1b[31mRED\x9b", "sep\u2028arated\r"]):
+        good.write_bytes(b'{"n": %d}' % n)
+        assert call(capsys, "--store", s, "commit", "s", str(good), "--label", label)[0] == 0
+    for flags in (("--oneline",), ()):
+        code, out, _err = call(capsys, "--store", s, "log", "s", *flags)
+        assert code == 0 and "\x1b" not in out and "\x9b" not in out and "\u2028" not in out and "\r" not in out
+        assert "one\\x0atwo\\x1b[31mRED\\x9b" in out
+        if flags:
+            assert len(out.splitlines()) == 3
+    assert SnapshotStore.open(store).session("s").snapshots()[1].label == "one\ntwo\x1b[31mRED\x9b"  # stored as given
+
+
+def test_show_and_diff_escape_what_a_terminal_would_act_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    store = tmp_path / "store"
+    SnapshotStore.open(store).close()
+    s = str(store)
+    unsafe = "csi \x9b31m, del \x7f, c1 \x80\x9f, separator \u2028, é 😀"
+    path = tmp_path / "state.json"
+    ids = []
+    for n, text in enumerate(["plain", unsafe]):
+        path.write_bytes(orjson.dumps({"n": n, "text": text}))
+        ids.append(call(capsys, "--store", s, "commit", "s", str(path))[1].strip())
+    raw = re.compile("[\x7f-\x9f\u2028\u2029]")
+    for argv in (("show", ids[1]), ("show", ids[1], "--compact"), ("diff", *ids), ("diff", *ids, "--json")):
+        code, out, _err = call(capsys, "--store", s, *argv)
+        assert code == 0 and not raw.search(out), (argv, out)
+        assert "\\u009b31m" in out and "é 😀" in out
+    code, out, _err = call(capsys, "--store", s, "show", ids[1], "--compact")
+    assert orjson.loads(out) == {"n": 1, "text": unsafe}  # the same JSON value, escaped
+
+
+def test_a_commit_refused_after_parsing_creates_no_session_and_names_its_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    SnapshotStore.open(store).close()
+    s = str(store)
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 300 + b"]" * 300)  # JSON, but deeper than a state may nest
+    deeper = tmp_path / "deeper.json"
+    deeper.write_bytes(b"[" * 10_000 + b"]" * 10_000)  # deeper than orjson reads: JSON all the same
+    good = tmp_path / "good.json"
+    good.write_bytes(b'{"a": 1}')
+    cases = [
+        ((str(deep),), "nested too deeply"),
+        ((str(deeper),), "deeper.json nests too deeply for a state (a state nests at most 252 levels"),
+        ((str(good), "--max-snapshots", "0"), "--max-snapshots must be 1 or more"),
+        ((str(good), "--max-snapshots", "-1"), "--max-snapshots must be 1 or more"),
+        ((str(good), "--turn", str(2**63)), "--turn must be a 64-bit integer"),
+        ((str(good), "--label", "x" * 65536), "a label holds at most 65535"),
+    ]
+    for argv, message in cases:
+        code, _out, err = call(capsys, "--store", s, "commit", "fresh", *argv)
+        assert code == 1 and message in one_error_line(err), (argv, err)
+    code, out, _err = call(capsys, "--store", s, "sessions")
+    assert code == 0 and out == "no sessions (make one with: snapstore commit SESSION FILE.json)\n"
 
 
 # ---------------------------------------------------------------- maintenance

@@ -615,3 +615,27 @@ def test_a_header_is_remembered_only_once_its_change_time_has_settled(
         assert _directory._change_time_settled(long_ago, now) and _directory._change_time_settled(settled, now)
     finally:
         os.close(folder)
+
+
+def test_a_store_is_made_only_in_a_new_or_empty_folder(tmp_path: Path) -> None:
+    from snapstore import SnapshotStore
+
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        opened.session("s").commit({"n": 1})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # a store's own sessions folder (a mistyped path) and a folder of other files are refused, untouched
+    for wrong in (store / "sessions", project):
+        before = sorted(p.name for p in wrong.iterdir())
+        with pytest.raises(BackendError, match="holds other files and no snapstore store") as raised:
+            SnapshotStore.open(wrong)
+        assert raised.value.details["reason"] == "not a store"
+        assert sorted(p.name for p in wrong.iterdir()) == before
+    with SnapshotStore.open(empty) as made:  # an empty folder is a new store
+        made.session("s").commit({"n": 2})
+    with SnapshotStore.open(store) as again:  # an existing store opens as before
+        assert again.session("s").head is not None

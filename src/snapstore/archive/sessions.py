@@ -116,7 +116,7 @@ def plan_sessions(reader: ArchiveContents, on_conflict: str) -> list[_Action]:
         tags = reader.tags.get(doc.name, {})
         if local is None:
             actions.append(_Action(doc, tags, "create", doc.name))
-        elif _already_held(doc, local) and on_conflict in ("error", "merge"):
+        elif _already_held(doc, local):  # no conflict: nothing for on_conflict to decide
             actions.append(_Action(doc, tags, "unchanged", doc.name))
         elif on_conflict == "error":
             conflicts.append(doc.name)
@@ -183,12 +183,7 @@ def _write_session(reader: ArchiveContents, action: _Action, on_conflict: str, p
         # planned when the store had no such session, but a writer created it meanwhile: the policy decides
         reader.forget_local(target)
         local = reader.local(target)
-        if (
-            how == "create"
-            and on_conflict in ("error", "merge")
-            and local is not None
-            and _already_held(doc, local)
-        ):
+        if how == "create" and local is not None and _already_held(doc, local):
             return SessionImport(doc.name, target, "unchanged", present=len(doc.snapshots), head=local.head)
         if on_conflict == "error":
             raise fail(

@@ -118,6 +118,8 @@ class DirectoryBackend(Backend):
         )
         if create and not self.read_only and not self._exists("refs"):  # a format-1 store is left as it is
             fresh = not self._exists("config")
+            if fresh:
+                self._refuse_foreign_folder()
             for folder in ("config", "sessions"):
                 self._mkdir(self._root_fd, folder)
             if fresh:
@@ -126,6 +128,24 @@ class DirectoryBackend(Backend):
         self._locks: dict[str, _SessionLock] = {}
         self._file_ids: dict[tuple[int, int, str], int] = {}
         self._listings: dict[str, _Listing] = {}
+
+    def _refuse_foreign_folder(self) -> None:
+        """A store is made in a new or empty folder only: one holding other files is a mistyped path
+        (a store's own ``sessions`` folder, a project folder), and a store made inside it would mix
+        with them, or a store's files with the one around it."""
+        try:
+            found = sorted(os.listdir(self._root_fd))
+        except OSError as exc:
+            os.close(self._root_fd)
+            raise io_error("list", self.root, exc) from exc
+        if found:
+            os.close(self._root_fd)
+            shown = ", ".join(repr(name) for name in found[:5]) + (", ..." if len(found) > 5 else "")
+            raise BackendError(
+                f"{self.root} holds other files and no snapstore store ({shown}): a store is made in a new "
+                "or empty folder; give the store's own folder, or a new one",
+                {"path": self.root, "reason": "not a store", "entries": found[:20]},
+            )
 
     def _exists(self, name: str) -> bool:
         try:

@@ -65,9 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     except AmbiguousSnapshotId as exc:
         if args.debug:
             raise
+        from .common import open_existing, store_path
         from .references import ambiguous, describe_candidates
 
-        _error(ambiguous(exc), describe_candidates(None, exc))
+        try:  # the candidates' sessions, turns and labels, as the store-wide commands list them
+            store = open_existing(store_path(args))
+        except SnapshotError:
+            store = None
+        try:
+            _error(ambiguous(exc), describe_candidates(store, exc))
+        finally:
+            if store is not None:
+                store.close()
         return EXIT_ERROR
     except SnapshotError as exc:
         if args.debug:

@@ -125,6 +125,11 @@ def load_json(data: bytes, source: str) -> Any:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # JSON, but deeper than a state may nest
+            raise CliError(
+                f"{source} nests too deeply for a state (a state nests at most 252 levels; orjson stops "
+                f"reading at 1024): {exc}"
+            ) from None
         raise CliError(f"{source} is not valid JSON: {exc}") from None
     found = False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Collection
@@ -35,12 +36,28 @@ def write_bytes(data: bytes) -> None:
         out.write(data.decode("utf-8"))
 
 
+#: what JSON may hold unescaped but a terminal acts on (DEL, the C1 controls: U+009B starts an
+#: escape sequence) or a reader takes for a line break (U+2028, U+2029), in UTF-8
+_TERMINAL_UNSAFE = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+
+
+def _escape_unsafe(match: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(match.group().decode("utf-8"))
+
+
+def json_text(value: Any, option: int = 0) -> bytes:
+    """``value`` as JSON with sorted keys, its unsafe characters written as ``\\u`` escapes:
+    the same JSON value, and nothing in it that drives a terminal."""
+    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | option)
+    return _TERMINAL_UNSAFE.sub(_escape_unsafe, data)
+
+
 def json_line(value: Any) -> None:
-    write_bytes(orjson.dumps(value, option=orjson.OPT_SORT_KEYS) + b"\n")
+    write_bytes(json_text(value) + b"\n")
 
 
 def compact(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+    return json_text(value).decode("utf-8")
 
 
 def emit(args: argparse.Namespace, value: Any) -> bool:
@@ -52,10 +69,21 @@ def emit(args: argparse.Namespace, value: Any) -> bool:
     if mode is None:
         return False
     if mode == "ndjson" and isinstance(value, list):
-        write_bytes(b"".join(orjson.dumps(item, option=orjson.OPT_SORT_KEYS) + b"\n" for item in value))
+        write_bytes(b"".join(json_text(item) + b"\n" for item in value))
     else:
         json_line(value)
     return True
+
+
+#: control characters (C0, DEL, C1) and the line and paragraph separators, as escapes: a label is
+#: free text, and one holding a newline or a terminal's escape sequence must not break a line-per-
+#: snapshot listing or drive the terminal
+_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters written as escapes (``\\n`` as ``\\x0a``)."""
+    return text.translate(_ESCAPED)
 
 
 def human(size: int | None) -> str:

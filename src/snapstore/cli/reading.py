@@ -11,7 +11,7 @@ import orjson
 from ..errors import SnapshotError
 from .common import PROG, CliError, existing_session, open_store, pointer_get, snapshot_json
 from .graph import graph_rows
-from .output import Progress, compact, count, emit, human, table, use_color, when, write_bytes
+from .output import Progress, compact, count, emit, human, json_text, one_line, table, use_color, when, write_bytes
 from .references import resolve, split_reference
 
 
@@ -105,7 +105,7 @@ def _columns(snap: Any) -> list[str]:
         "-" if snap.turn is None else str(snap.turn),
         when(snap),
         human(snap.size),  # of the state as canonical JSON; what the store adds is smaller (sessions, stats)
-        snap.label,
+        one_line(snap.label),
     ]
 
 
@@ -121,7 +121,7 @@ def _oneline(mark: str, snap: Any, entries: dict[str, dict[str, Any]], graph: bo
     text = snap.id[:12] + _decorations(snap, entries[snap.id]["head"])
     if snap.turn is not None:
         text += f" [turn {snap.turn}]"
-    text += f" {snap.label}"
+    text += f" {one_line(snap.label)}"
     return f"{mark} {text}" if graph else text
 
 
@@ -138,8 +138,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         value = pointer_get(value, pointer, f"snapshot {sid[:12]}")
     if emit(args, {"id": sid, "session": sess.name, "pointer": pointer or "", "value": value}):
         return 0
-    option = orjson.OPT_SORT_KEYS if args.compact else orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
-    write_bytes(orjson.dumps(value, option=option) + b"\n")
+    write_bytes(json_text(value, 0 if args.compact else orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 

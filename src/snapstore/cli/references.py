@@ -192,7 +192,7 @@ def describe_candidates(store: SnapshotStore | None, exc: AmbiguousSnapshotId) -
             try:
                 sess, sid = store.find(candidate)
                 snap = sess.snapshot(sid)
-                line += f"  {sess.name}  turn {snap.turn}  {snap.label!r}"
+                line += f"  {sess.name}  turn {'-' if snap.turn is None else snap.turn}  {snap.label!r}"
             except SnapshotError:
                 pass
         lines.append(line)

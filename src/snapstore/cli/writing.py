@@ -46,6 +46,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     state = load_json(data, source)
+    _check_commit(args, state)
     with open_store(args) as store:
         before: list[str] = []
         if store.has_session(args.session):
@@ -75,6 +76,26 @@ def cmd_commit(args: argparse.Namespace) -> int:
     if not emit(args, {**snapshot_json(snap), "evicted": evicted}):
         print(snap.id)
     return 0
+
+
+def _check_commit(args: argparse.Namespace, state: Any) -> None:
+    """Refuse a commit's flags and state before the store is touched: ``store.session`` makes the
+    session, and a commit refused after it would leave an empty one behind."""
+    from .. import codec
+    from ..session import MAX_INT64
+
+    if args.max_snapshots is not None and not 1 <= args.max_snapshots <= MAX_INT64:
+        raise CliError(f"--max-snapshots must be 1 or more (at most 2**63 - 1), not {args.max_snapshots}")
+    if args.turn is not None and not -MAX_INT64 - 1 <= args.turn <= MAX_INT64:
+        raise CliError(f"--turn must be a 64-bit integer, not {args.turn}")
+    if args.label is not None:
+        try:
+            size = len(args.label.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise CliError("--label is not valid unicode (undecodable bytes on the command line)") from None
+        if size > 65535:
+            raise CliError(f"--label is {size} bytes; a label holds at most 65535")
+    codec.encode_state(state)  # what the commit would refuse (too deep, a huge integer...), refused first
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
