@@ -495,6 +495,26 @@ def test_show_and_diff_escape_what_a_terminal_would_act_on(tmp_path: Path, capsy
     assert orjson.loads(out) == {"n": 1, "text": unsafe}  # the same JSON value, escaped
 
 
+def test_log_warns_when_the_newest_segment_is_damaged(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        sess = opened.session("s")
+        ids = [sess.commit({"n": n, "pad": "x" * 200}).id for n in range(6)]
+    segment = sorted((store / "sessions").glob("*/*.seg"))[-1]
+    data = bytearray(segment.read_bytes())
+    data[len(data) * 3 // 4] ^= 0xFF  # a later commit's frame: the ones after it are lost
+    segment.write_bytes(bytes(data))
+    logged = run("log", "s", "--oneline", store=store)
+    assert logged.returncode == 0
+    assert "snapstore: warning: session 's' segment 1 is damaged" in logged.stderr
+    assert "the head shown may be older than the last commit" in logged.stderr
+    assert ids[-1][:12] not in logged.stdout and ids[0][:12] in logged.stdout
+    assert run("log", "s", store=tmp_path / "fine").returncode == 1  # no store there: an error, no warning
+    with SnapshotStore.open(store) as opened:
+        opened.session("s").commit({"n": 99})  # the next write starts a new segment: no warning after it
+    assert "warning" not in run("log", "s", store=store).stderr
+
+
 def test_a_commit_refused_after_parsing_creates_no_session_and_names_its_flags(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -584,3 +584,15 @@ def test_a_reader_in_the_middle_of_a_commit_does_not_unseat_it(make_store: Calla
     assert fresh.snapshot_ids() == [first.id, second.id] == sess.snapshot_ids()
     assert canonical(fresh.state(second.id)) == canonical({"n": 1})
     assert seen == [(2, canonical({"n": 0}))]  # the reader saw the finished commit
+
+
+def test_verify_reports_a_problem_two_checks_find_once() -> None:
+    from snapstore.errors import CorruptObjectError
+    from snapstore.store import VerifyReport
+
+    report = VerifyReport()
+    broken = CorruptObjectError("snapshot x has a broken parent chain at y", {"object": "x"})
+    for _check in ("the chain", "the rebuild"):
+        report.add(broken, session="s", snapshot="x")
+    report.add(CorruptObjectError("another", {"object": "z"}), session="s", snapshot="z")
+    assert [p.message for p in report.problems] == ["snapshot x has a broken parent chain at y", "another"]

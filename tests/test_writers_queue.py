@@ -156,3 +156,23 @@ def test_threads_of_one_process_queue_too(target: StoreTarget) -> None:
         for store in stores:
             store.close()
     count("concurrency: writers (processes + threads)", len(outcomes))
+
+
+def test_gc_goes_on_past_a_session_another_writer_keeps_locked(target: StoreTarget) -> None:
+    """gc takes each session's lock in turn: one a writer holds past the lock timeout is skipped and
+    reported, not the end of the whole collection (it raised LockTimeoutError, and the sessions
+    after it were not collected)."""
+    with target.open() as store:
+        for name in ("a busy one", "b idle", "c idle"):
+            store.session(name, max_snapshots=BIG).commit(state_for(0), turn=0)
+    holder = _holder(target, "a busy one")
+    try:
+        with target.open(lock_timeout=0.2) as store:
+            report = store.gc()
+            assert report.sessions_busy == ["a busy one"]
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    with target.open(lock_timeout=0.2) as store:
+        assert store.gc().sessions_busy == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -373,7 +373,7 @@ class Session:
                     if last is not None and last.damage is None
                     else backend.lock_session(self.key, self._store.lock_timeout)
                 )
-                with locked:
+                with self._writing(locked):
                     log = self._catch_up()
                     if settling is not None and log.head != settling:
                         return None  # another writer committed meanwhile: the head is not this one's to settle
@@ -390,6 +390,34 @@ class Session:
                 if self._patched is not None:  # refused before the append: the cache goes back
                     self._unpatch_head(*self._patched)
                 raise
+
+    @contextmanager
+    def _writing(self, locked: AbstractContextManager[None]) -> Iterator[None]:
+        """The session's write lock, held for a write. What the write appended is in this handle's
+        index and decoder before the lock lets go, and on PostgreSQL the lock's transaction commits
+        as it lets go: when anything fails once the lock is held (that COMMIT, a connection the
+        server dropped, an error after the append, which rolls it back), the append may not be
+        stored, so the handle forgets all it knew of the session and reads it again from the
+        store. Building the next commit on an append that was rolled back would store a delta
+        against a snapshot nothing holds."""
+        held = False
+        try:
+            with locked:
+                held = True
+                yield
+        except BaseException:
+            if held:
+                self._forget_what_was_read()
+            raise
+
+    def _forget_what_was_read(self) -> None:
+        self._log = SessionLog(self._store.backend, self.key, self.name)
+        self._head_id, self._head_state, self._head_pieces = None, None, None
+        self._open, self._open_segment, self._open_version, self._open_end = None, -1, -1, 0
+        self._fresh_taken = None
+        self._stream, self._stream_end = None, -1
+        self._patched = None
+        self._chain_cost, self._keyframe_of = {}, {}
 
     def _prepare(
         self,
@@ -897,7 +925,7 @@ class Session:
         if isinstance(items, (list, tuple)):
             for record, _state_bytes, _delta in items:
                 self._check_import_session(record)
-        with self._lock, store.backend.lock_session(self.key, store.lock_timeout):
+        with self._lock, self._writing(store.backend.lock_session(self.key, store.lock_timeout)):
             log = self._catch_up()
             for record, state_bytes, delta_payload in items:
                 self._check_import_session(record)
@@ -997,7 +1025,7 @@ class Session:
             sid = self._resolve(log, snapshot_id)
             if sid == log.head and not _damaged_tail(log):  # nothing to write, so no lock to wait for
                 return self._state_of(log, sid)
-        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
             log = self._catch_up()
             sid = self._resolve(log, snapshot_id)
             if sid == self._head_id and self._head_state is not None:
@@ -1012,7 +1040,7 @@ class Session:
     def set_max_snapshots(self, max_snapshots: int) -> list[str]:
         """Change the retention limit; returns the ids that a lower limit evicted (oldest first)."""
         check_max_snapshots(max_snapshots)
-        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
             log = self._catch_up()
             before = log.retained()
             if log.max_snapshots == max_snapshots:
@@ -1025,7 +1053,7 @@ class Session:
     def tag(self, snapshot_id: str, name: str) -> str:
         """Name a retained snapshot; retention keeps a tagged snapshot until it is untagged. Returns its id."""
         check_tag_name(name)
-        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
             log = self._catch_up()
             sid = self._resolve(log, snapshot_id)
             if log.tags.get(name) != sid:
@@ -1038,7 +1066,7 @@ class Session:
     def untag(self, name: str) -> str:
         """Remove a tag; returns the id it named. The snapshot may then be evicted."""
         check_tag_name(name)
-        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
             log = self._catch_up()
             if name not in log.tags:
                 raise SnapshotNotFound(f"session {self.name!r} has no tag {name!r}", {"tag": name})
@@ -1054,7 +1082,7 @@ class Session:
         The limit for later commits is unchanged.
         """
         check_max_snapshots(keep_last, "keep_last")
-        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
             log = self._catch_up()
             before = log.retained()
             gone = [sid for sid in before[: max(len(before) - keep_last, 0)] if sid not in log.tags.values()]
@@ -1065,7 +1093,7 @@ class Session:
 
     def clear_old_snapshots(self) -> int:
         """Reclaim what retention evicted now instead of at the next keyframe; returns segments dropped."""
-        with self._lock, self._store.backend.lock_session(self.key, self._store.lock_timeout):
+        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
             return self._store.reclaimer.reclaim(self, self._catch_up())
 
     # -- internals -----------------------------------------------------

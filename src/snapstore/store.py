@@ -19,6 +19,7 @@ from .errors import (
     CorruptObjectError,
     FormatVersionError,
     InvalidNameError,
+    LockTimeoutError,
     SnapshotError,
     SnapshotNotFound,
 )
@@ -72,7 +73,9 @@ class VerifyReport:
 
     def add(self, error: Exception, *, session: str | None = None, snapshot: str | None = None) -> None:
         details = getattr(error, "details", {}) or {}
-        self.problems.append(Problem(details.get("object"), str(error), session, snapshot))
+        problem = Problem(details.get("object"), str(error), session, snapshot)
+        if problem not in self.problems:  # found by two checks (a chain's, a rebuild's): said once
+            self.problems.append(problem)
 
 
 @dataclass
@@ -81,6 +84,8 @@ class GcReport:
     bytes_freed: int = 0
     temporary_files_removed: int = 0
     foreign: list[str] = field(default_factory=list)
+    #: sessions whose lock another writer held past the store's lock timeout: left for the next gc
+    sessions_busy: list[str] = field(default_factory=list)
 
     @property
     def objects_deleted(self) -> int:  # the name version 1 reports used
@@ -367,7 +372,11 @@ class SnapshotStore:
         for name in self.sessions():
             sess = self.session(name)
             before = sum(s.stored_bytes for s in self.backend.segments(sess.key))
-            report.segments_dropped += sess.clear_old_snapshots()
+            try:
+                report.segments_dropped += sess.clear_old_snapshots()
+            except LockTimeoutError:  # one writer holding its session's lock stops no other session's gc
+                report.sessions_busy.append(name)
+                continue
             after = sum(s.stored_bytes for s in self.backend.segments(sess.key))
             report.bytes_freed += max(before - after, 0)
         report.temporary_files_removed = self.backend.cleanup_temporary(grace_seconds)

@@ -24,7 +24,7 @@ written by either import into either. It is built for size and for safety:
 
 from ..errors import ArchiveError
 from .exporter import ExportReport, export_archive
-from .importer import DEFAULT_MAX_SIZE, import_archive
+from .importer import DEFAULT_MAX_SIZE, check_archive, import_archive
 from .layout import ARCHIVE_VERSION, DEFAULT_LEVEL, PROGRESS_EVERY
 from .sessions import CONFLICT_POLICIES, ImportReport, SessionImport
 
@@ -38,6 +38,7 @@ __all__ = [
     "ExportReport",
     "ImportReport",
     "SessionImport",
+    "check_archive",
     "export_archive",
     "import_archive",
 ]

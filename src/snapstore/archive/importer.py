@@ -88,6 +88,24 @@ def import_archive(
         return apply_sessions(reader, on_conflict)
 
 
+def check_archive(
+    path: str | os.PathLike[str],
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    spool_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Read and check an archive whole, as importing it into an empty store would, and write
+    nothing: raises what that import would raise. A caller that would make a store only to
+    import into it asks this first, so that a bad archive leaves no store behind (a PostgreSQL
+    store's tables cannot be taken back as a folder can)."""
+    from ..store import SnapshotStore
+
+    with open(path, "rb") as source, _open_spool(str(path), spool_dir) as spool:
+        reader = _ArchiveReader(SnapshotStore.memory(), source, spool, str(path), max_size, None)
+        reader.spool_dir = spool_dir
+        reader.read()
+
+
 def _open_spool(archive: str, spool_dir: str | os.PathLike[str] | None) -> IO[bytes]:
     try:
         return tempfile.TemporaryFile(dir=spool_dir)

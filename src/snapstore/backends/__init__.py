@@ -25,7 +25,7 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
     if text.startswith(("postgresql://", "postgres://")):
         from ._postgres import PostgresBackend  # optional extra: imported only when asked for
 
-        return PostgresBackend(text)
+        return PostgresBackend(text, create=create)
     if text == "memory:":
         return MemoryBackend()
     return DirectoryBackend(text, fsync=fsync, create=create)

@@ -163,6 +163,8 @@ class PostgresBackend(Backend):
     digits, underscores) goes before each table name: ``t1_`` gives ``t1_snapstore_entries``
     and so on. Locks are per schema and prefix. ``connect_timeout`` applies to new
     connections (unless the URL sets one), ``pool_timeout`` to waiting for a free connection.
+    With ``create=False`` a database (schema, prefix) holding no store is refused with
+    ``BackendError`` before anything is created in it.
     """
 
     kind = "postgresql"
@@ -178,6 +180,7 @@ class PostgresBackend(Backend):
         connect_timeout: float = 10.0,
         pool_timeout: float = 30.0,
         application_name: str = "snapstore",
+        create: bool = True,
     ) -> None:
         if not isinstance(url, str):
             raise BackendError(f"a PostgreSQL URL is a str, not {type(url).__name__}", {"url": repr(url)})
@@ -217,6 +220,7 @@ class PostgresBackend(Backend):
         self._close_mutex = threading.Lock()
         self._local = threading.local()
         self._layout_version = SCHEMA_VERSION
+        self._create = create
 
         # Set up (and check the format) on a connection of its own: an unreachable
         # server or a refused login fails here, with the driver's own message.
@@ -263,6 +267,11 @@ class PostgresBackend(Backend):
                         )
                 self._compose_queries(conn, schema)
                 found = self._read_version(conn, schema)
+                if found is None and not self._create:  # a database of other tables: nothing made in it
+                    raise BackendError(
+                        f"no snapstore store at {where(self._display, schema, self.table_prefix)}",
+                        {"url": self._display, "schema": schema, "reason": "no store"},
+                    )
                 if found != str(SCHEMA_VERSION):
                     self._check_version(found, schema)  # refuse a newer store before creating anything
                     # schema-2 tables: a schema-2 store, or a format-1 store that schema-2 code opened

@@ -70,6 +70,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     created = store is None
     folder_existed = os.path.isdir(path)
     if store is None:  # import makes its store, as init would, and removes it again if the import fails
+        if "://" in path:  # tables cannot be taken back as a folder can: a bad archive is refused first
+            from ..archive import check_archive
+
+            check_archive(args.file)
         store = SnapshotStore.open(path)
     try:
         with store, Progress() as progress:

@@ -74,6 +74,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
                 f"deleted {_read(report, 'dropped', 'unreferenced ')} ({human(report.bytes_freed)}),"
                 f" removed {count(report.temporary_files_removed, 'leftover temporary file')}"
             )
+            if report.sessions_busy:
+                print(
+                    f"skipped {count(len(report.sessions_busy), 'session')} another writer kept locked "
+                    f"past the lock timeout: {', '.join(report.sessions_busy)} (run gc again later)"
+                )
         _print_foreign(report.foreign)
     return 0
 

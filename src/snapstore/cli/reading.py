@@ -53,6 +53,13 @@ def cmd_log(args: argparse.Namespace) -> int:
             sess = store.session(name)
             head = sess.head
             snaps = sess.snapshots()
+            damage = sess.tail_damage
+            if damage is not None:  # on stderr: the listing itself stays what scripts read
+                sys.stderr.write(
+                    f"snapstore: warning: {damage}: what was written after the damage is lost, so the head "
+                    f"shown may be older than the last commit (snapstore verify; docs/design.md, \"Blast "
+                    "radius of one damaged byte\")\n"
+                )
             if args.max_count is not None:
                 snaps = snaps[len(snaps) - args.max_count :] if args.max_count else []
             entries = {}
