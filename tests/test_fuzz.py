@@ -120,16 +120,16 @@ class StoreMachine(RuleBasedStateMachine):
     def _evict(self, name: str) -> None:
         """The model's retention: the last ``limit`` commits not behind the eviction line, plus tagged ones.
 
-        The line is the newest snapshot evicted so far (by the limit or by forget): a snapshot older
-        than it stays only while tagged, and goes when untagged, whatever the limit is then.
+        The line is the newest snapshot evicted so far (by the limit or by forget), tagged or not: a
+        snapshot older than it stays only while tagged, and goes when untagged, whatever the limit is
+        then.
         """
         tagged = set(self.tags[name].values())
         before = self.retained[name]
         recent = [sid for sid in before if sid not in self.forgotten[name]][-self.limit[name] :]
         self.retained[name] = [sid for sid in before if sid in tagged or sid in recent]
-        gone = [i for i, sid in enumerate(before) if sid not in self.retained[name]]
-        if gone:
-            self.forgotten[name] |= set(before[: gone[-1] + 1])
+        if recent:  # everything behind the window is evicted, a tagged snapshot kept by its tag alone
+            self.forgotten[name] |= set(before[: before.index(recent[0])])
 
     def _commit(self, name: str, state: Any) -> None:
         snap = self.store.session(name).commit(state, label=f"l{len(self.states)}", turn=len(self.states))
@@ -186,8 +186,8 @@ class StoreMachine(RuleBasedStateMachine):
         gone = [sid for sid in behind if sid not in tagged]
         assert self.store.session(name).forget(keep) == gone
         self.retained[name] = [sid for sid in retained if sid not in gone]
-        if gone:  # a tagged snapshot behind the line stays while tagged, and goes when untagged
-            self.forgotten[name] |= set(retained[: retained.index(gone[-1]) + 1])
+        if behind:  # a tagged snapshot behind the line stays while tagged, and goes when untagged
+            self.forgotten[name] |= set(retained[: retained.index(behind[-1]) + 1])
         count("fuzz: state machine steps")
 
     @precondition(lambda self: any(self.retained.values()))

@@ -516,13 +516,10 @@ class StoreModel(RuleBasedStateMachine):
         self._settle()
 
     def _settle(self) -> None:
-        """After any change of commits, limit or tags: an untagged snapshot outside the window is evicted."""
-        tagged = set(self.tags.values())
-        start = self.window_start
-        for index in range(start - 1, self.floor - 1, -1):
-            if self.order[index] not in tagged:
-                self.floor = index + 1
-                return
+        """After any change of commits, limit or tags: every snapshot outside the window is evicted,
+        and a tagged one is kept by its tag alone (untagged, it goes; a higher limit does not bring
+        it back into the window)."""
+        self.floor = self.window_start
 
     def _commit(self, state: Any, label: str, turn: int | None) -> str:
         expected = canonical(state)
@@ -642,13 +639,15 @@ class StoreModel(RuleBasedStateMachine):
     def forget(self, keep_last: int) -> None:
         before = self.retained
         tagged = set(self.tags.values())
-        expected = [sid for sid in before[: max(len(before) - keep_last, 0)] if sid not in tagged]
+        behind = before[: max(len(before) - keep_last, 0)]  # evicted; the tagged ones kept by their tags alone
+        expected = [sid for sid in behind if sid not in tagged]
         if OLD_SEGMENTS_BRING_EVICTED_BACK and expected and self._kept_behind(self.order.index(expected[-1])):
             event("forget behind a tag or an old head skipped (engine fault)")
             return
         assert self.sess.forget(keep_last) == expected
+        if behind:
+            self.floor = max(self.floor, self.order.index(behind[-1]) + 1)
         if expected:
-            self.floor = max(self.floor, self.order.index(expected[-1]) + 1)
             event("forget evicted snapshots")
         assert self.sess.max_snapshots == self.max_snapshots  # forgetting keeps the limit
 

@@ -353,6 +353,31 @@ def test_a_forgotten_snapshot_kept_by_its_tag_goes_with_the_tag_after_reclaim(
     assert store.verify().ok
 
 
+@pytest.mark.parametrize("between", [False, True])
+@pytest.mark.parametrize("how", ["the limit", "forget"])
+def test_a_snapshot_kept_only_by_its_tag_goes_with_the_tag_after_a_higher_limit(
+    make_store: Callable[..., SnapshotStore], between: bool, how: str
+) -> None:
+    """A tagged snapshot the limit (or forget) let go is kept by its tag alone: raising the limit does
+    not bring it back into the window, so once untagged it is evicted, whether or not an untagged
+    snapshot lay behind the window with it (the mark skipped tagged snapshots: without one between,
+    the tagged snapshot came back; found by a random model of tag, untag, forget and limits)."""
+    sess = make_store().session("s", max_snapshots=1 if how == "the limit" else 5)
+    first = sess.commit({"n": "A"}).id
+    sess.tag(first, "keep")
+    if between:
+        sess.commit({"n": "X"})
+    later = [sess.commit({"n": "B"}).id]
+    if how == "forget":
+        sess.forget(1)
+    sess.set_max_snapshots(4)
+    later.append(sess.commit({"n": "C"}).id)
+    assert sess.snapshot_ids() == [first, *later]
+    sess.untag("keep")
+    assert sess.snapshot_ids() == later
+    assert make_store().session("s").snapshot_ids() == later
+
+
 @pytest.mark.parametrize("then", ["raise, untag", "raise, move the tag", "untag, raise"])
 def test_a_snapshot_the_limit_evicted_kept_by_its_tag_goes_with_the_tag_after_reclaim(
     make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch, then: str

@@ -437,10 +437,10 @@ class SessionLog:
         order = self.order
         mark = self.settings.get("evicted_through")
         floor = order.index(mark) + 1 if mark in self.commits else 0
-        for index in range(self.window_start() - 1, floor - 1, -1):
-            if order[index] not in tagged:
-                return order[index]
-        return None
+        newest_out = self.window_start() - 1
+        # a tagged snapshot behind the window is kept by its tag alone: the mark covers it too, so that
+        # once its tag goes it goes (its tag kept it from eviction, not the window)
+        return order[newest_out] if newest_out >= floor and newest_out >= 0 else None
 
     def window_start(self) -> int:
         """Where in ``order`` the window of retained snapshots starts (tags aside)."""

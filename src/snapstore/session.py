@@ -1085,9 +1085,13 @@ class Session:
         with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
             log = self._catch_up()
             before = log.retained()
-            gone = [sid for sid in before[: max(len(before) - keep_last, 0)] if sid not in log.tags.values()]
+            behind = before[: max(len(before) - keep_last, 0)]
+            gone = [sid for sid in behind if sid not in log.tags.values()]
+            # the mark goes through the newest of them, tagged or not: a tagged one is kept by its tag
+            # alone from now on, and goes with its tag (as one the limit evicted does)
+            if behind and log.order.index(behind[-1]) >= log.window_start():
+                self._write_meta({"evicted_through": behind[-1]})
             if gone:
-                self._write_meta({"evicted_through": gone[-1]})
                 self._store.reclaimer.reclaim(self, log)
             return gone
 
