@@ -440,3 +440,62 @@ def test_bad_arguments_are_refused_by_name(arguments: dict[str, Any], named: str
     with pytest.raises(SnapshotError) as refused:
         SnapstoreSaver(**given)
     assert refused.value.details["argument"] == named
+
+
+def _add_lists(state: list[Any], writes: list[list[Any]]) -> list[Any]:
+    return [*state, *itertools.chain.from_iterable(writes)]
+
+
+@pytest.mark.parametrize("frequency", [4, 100])
+def test_prune_keeps_what_a_delta_channel_is_rebuilt_from(tmp_path: Path, frequency: int) -> None:
+    """prune(keep_latest) keeps the latest checkpoint and the ancestors back to where each channel
+    it versions without a value has one: a DeltaChannel between its snapshots is rebuilt from the
+    nearest one and the writes since, and with the latest checkpoint alone it came back empty,
+    without an error (BaseCheckpointSaver.prune says so)."""
+    from langgraph.channels.delta import DeltaChannel
+
+    # the functional form: its annotations are objects here, where this module's are strings
+    log = TypedDict(  # noqa: UP013
+        "log", {"log": Annotated[list[str], DeltaChannel(_add_lists, snapshot_frequency=frequency)], "n": int},
+        total=False,
+    )
+
+    def step(state: Any) -> dict[str, Any]:
+        n = state.get("n", 0)
+        return {"log": [f"msg{n}"], "n": n + 1}
+
+    builder = StateGraph(log)
+    builder.add_node("step", step)
+    builder.add_edge(START, "step")
+    builder.add_edge("step", END)
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        graph = builder.compile(checkpointer=saver)
+        for thread_id in ("pruned", "kept"):
+            for _ in range(9):
+                graph.invoke({}, thread(thread_id))
+        before = graph.get_state(thread("pruned")).values
+        assert before["log"] == [f"msg{n}" for n in range(9)]
+        count = len(list(saver.list(thread("pruned"))))
+        saver.prune(["pruned"], strategy="keep_latest")
+    with SnapstoreSaver.from_path(tmp_path / "store") as reopened:
+        graph = builder.compile(checkpointer=reopened)
+        assert graph.get_state(thread("pruned")).values == before
+        left = len(list(reopened.list(thread("pruned"))))
+        # with snapshots every 4 updates the chain back to the last one is kept, the rest pruned; with
+        # none yet (every 100), the whole history is what the channel is rebuilt from, and stays
+        assert left < count if frequency == 4 else left == count
+        assert graph.get_state(thread("kept")).values == before
+        graph.invoke({}, thread("pruned"))  # and the thread goes on from there
+        assert graph.get_state(thread("pruned")).values["log"] == [f"msg{n}" for n in range(10)]
+
+
+def test_a_thread_id_that_is_not_text_is_listed_and_given_back_as_it_came(tmp_path: Path) -> None:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
+
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        config: Any = {"configurable": {"thread_id": 42, "checkpoint_ns": ""}}
+        stored = saver.put(config, generate_checkpoint(), generate_metadata(), {})
+        assert stored["configurable"]["thread_id"] == 42  # as InMemorySaver gives it back
+        assert saver.get_tuple(config) is not None
+        assert len(list(saver.list({"configurable": {"thread_id": 42}}))) == 1  # an AttributeError here
+        assert len(list(saver.list({"configurable": {"thread_id": "42"}}))) == 1  # one thread: stored as text

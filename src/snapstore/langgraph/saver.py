@@ -239,6 +239,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     ) -> Iterator[CheckpointTuple]:
         configurable = config["configurable"] if config else {}
         thread_id = configurable.get("thread_id")
+        thread_id = None if thread_id is None else str(thread_id)  # stored as text, as put stores it
         namespace = configurable.get("checkpoint_ns")
         only_id = get_checkpoint_id(config) if config else None
         before_id = get_checkpoint_id(before) if before else None
@@ -303,7 +304,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
             else:
                 raise _kept_losing(configurable["thread_id"], "put")
-        return self._config(lane, checkpoint["id"])
+        returned = self._config(lane, checkpoint["id"])
+        returned["configurable"]["thread_id"] = configurable["thread_id"]  # as given, as InMemorySaver does
+        return returned
 
     def _encode_values(
         self, lane: Lane, checkpoint: Checkpoint, new_versions: ChannelVersions, parent_id: str | None
@@ -424,8 +427,37 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             for lane in self._lanes_of(str(thread_id)):
                 found = lane.head()
                 if found is not None:
-                    latest = found[1].latest()
-                    self._rewrite(lane, lambda checkpoint_id, _metadata, latest=latest: checkpoint_id == latest)
+                    kept = self._latest_and_its_seeds(lane, found[1])
+                    self._rewrite(lane, lambda checkpoint_id, _metadata, kept=kept: checkpoint_id in kept)
+
+    def _latest_and_its_seeds(self, lane: Lane, index: Index) -> set[str]:
+        """The latest checkpoint, and the ancestors its channels are rebuilt from.
+
+        A ``DeltaChannel`` stores its value only at snapshot steps: a checkpoint between them has
+        the channel versioned but no value, and LangGraph rebuilds it from the nearest ancestor
+        that has one and the writes since (``get_delta_channel_history``). Keeping the latest
+        alone would leave such a channel empty, without an error. So every channel the latest
+        versions without a value keeps the parent chain back to an ancestor holding a value for
+        it, or to the root. The saver cannot tell a delta channel from another channel without a
+        value, so it keeps what any of them would need: a checkpoint too many, never one too few.
+        """
+        latest = index.latest()
+        kept = {latest}
+        loaded = lane.load(latest)
+        if loaded is None:
+            return kept
+        state = loaded[0]
+        skeleton = self.codec.decode(state["checkpoint"])
+        missing = set(skeleton.get("channel_versions", {})) - set(channel_values(state))
+        parent = state.get("parent_checkpoint_id")
+        while missing and parent is not None and parent in index.rows and parent not in kept:
+            kept.add(parent)
+            loaded = lane.load(parent)
+            if loaded is None:
+                break
+            missing -= set(channel_values(loaded[0]))
+            parent = loaded[0].get("parent_checkpoint_id")
+        return kept
 
     def _rewrite(self, lane: Lane, keep: Any) -> None:
         """Replace a lane by the checkpoints ``keep`` accepts, if it rejects any."""
