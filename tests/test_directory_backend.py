@@ -639,3 +639,21 @@ def test_a_store_is_made_only_in_a_new_or_empty_folder(tmp_path: Path) -> None:
         made.session("s").commit({"n": 2})
     with SnapshotStore.open(store) as again:  # an existing store opens as before
         assert again.session("s").head is not None
+
+
+def test_disk_usage_counts_every_block_as_du_does(tmp_path: Path) -> None:
+    """Allocated bytes are the blocks of every file and folder, the store's own folder included
+    (it was left out, while ``folders`` counted it)."""
+    from snapstore import SnapshotStore
+
+    root = tmp_path / "store"
+    with SnapshotStore.open(root) as store:
+        store.session("s").commit({"n": 1, "pad": "x" * 5000})
+        usage = store.backend.disk_usage()
+    import stat
+
+    everything = [root, *root.rglob("*")]
+    folders = [p for p in everything if stat.S_ISDIR(p.lstat().st_mode)]
+    assert usage["allocated_bytes"] == sum(p.lstat().st_blocks * 512 for p in everything)
+    assert usage["apparent_bytes"] == sum(p.lstat().st_size for p in everything if p not in folders)  # links too
+    assert usage["folders"] == len(folders)

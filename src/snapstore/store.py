@@ -86,6 +86,8 @@ class GcReport:
     foreign: list[str] = field(default_factory=list)
     #: sessions whose lock another writer held past the store's lock timeout: left for the next gc
     sessions_busy: list[str] = field(default_factory=list)
+    #: segments rewritten without the runs nobody needed (kept, smaller)
+    segments_squashed: int = 0
 
     @property
     def objects_deleted(self) -> int:  # the name version 1 reports used
@@ -371,14 +373,19 @@ class SnapshotStore:
             return report
         for name in self.sessions():
             sess = self.session(name)
-            before = sum(s.stored_bytes for s in self.backend.segments(sess.key))
+            before = {s.segment: s for s in self.backend.segments(sess.key)}
             try:
                 report.segments_dropped += sess.clear_old_snapshots()
             except LockTimeoutError:  # one writer holding its session's lock stops no other session's gc
                 report.sessions_busy.append(name)
                 continue
-            after = sum(s.stored_bytes for s in self.backend.segments(sess.key))
-            report.bytes_freed += max(before - after, 0)
+            after = {s.segment: s for s in self.backend.segments(sess.key)}
+            report.segments_squashed += sum(
+                1 for n, s in after.items() if n in before and s.stored_bytes < before[n].stored_bytes
+            )
+            report.bytes_freed += max(
+                sum(s.stored_bytes for s in before.values()) - sum(s.stored_bytes for s in after.values()), 0
+            )
         report.temporary_files_removed = self.backend.cleanup_temporary(grace_seconds)
         return report
 

@@ -95,6 +95,7 @@ def export_archive(
     leaving ``path`` as it was.
     """
     target = Path(path)
+    _check_target(os.fspath(path))
     plans = _plan_export(store, _names(sessions), _names(snapshots))
     removed = remove_stale_temporaries(target.parent, grace_seconds)
     # the target's name, shortened so that the temporary name stays within a file system's 255 bytes
@@ -447,3 +448,23 @@ class _ArchiveWriter:
         self.count += 1
         if self.progress is not None and self.count % PROGRESS_EVERY == 0:
             self.progress(self.count, self.total, "exporting objects")
+
+
+def _check_target(path: str) -> None:
+    """An archive is written beside its path and renamed over it: refused up front for a path naming
+    a folder, and for one holding anything but a regular file or a link (a FIFO, ``/dev/null``
+    itself), which the rename would replace."""
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise ArchiveError(
+            f"cannot write archive {path}: it names a folder; give the path of a file",
+            {"path": path, "reason": "not a file"},
+        )
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there (or nothing readable): the write says what is wrong, if anything
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise ArchiveError(
+            f"cannot write archive {path}: it is not a regular file (a device, a FIFO or a socket)",
+            {"path": path, "reason": "not a file"},
+        )

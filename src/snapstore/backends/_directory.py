@@ -280,7 +280,13 @@ class DirectoryBackend(Backend):
         return sorted(key for key, ok in self._session_folders() if ok and not is_staged(key))
 
     def disk_usage(self) -> dict[str, int]:
-        apparent = allocated = files = folders = 0
+        """Files' sizes (apparent) and the blocks of every file and folder, the store's own folder
+        included (allocated, what ``du`` counts), and how many of each."""
+        apparent = files = folders = 0
+        try:
+            allocated = os.fstat(self._root_fd).st_blocks * 512
+        except OSError:
+            allocated = 0
         for dirpath, dirnames, filenames in os.walk(self.root):
             folders += 1
             for name in filenames:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -190,8 +191,27 @@ def _first_refusal(checked: Any, source: str) -> str:
 
 
 def refuse_to_overwrite(path: str, force: bool) -> None:
-    if not force and os.path.lexists(path):
+    """Refuse a path a file cannot be written to as asked: one naming a folder, an existing file
+    without ``force``, and anything but a regular file (or a link) even with it: a file is written
+    beside the target and renamed over it, which would replace a FIFO or ``/dev/null`` itself."""
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise CliError(f"{path} names a folder; give the path of a file to write")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise CliError(f"{path} is not a regular file (a device, a FIFO or a socket); snapstore writes only files")
+    if not force:
         raise CliError(f"{path} already exists; add --force to overwrite it")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_file(path: str, data: bytes, *, force: bool) -> None:
@@ -205,6 +225,7 @@ def write_file(path: str, data: bytes, *, force: bool) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+            os.fchmod(out.fileno(), 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         if force:
             os.replace(temporary, path)
         else:

@@ -70,8 +70,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if args.dry_run:
             print("dry run: nothing deleted")
         else:
+            squashed = f", squashed {count(report.segments_squashed, 'segment')}" if report.segments_squashed else ""
             print(
-                f"deleted {_read(report, 'dropped', 'unreferenced ')} ({human(report.bytes_freed)}),"
+                f"deleted {_read(report, 'dropped', 'unreferenced ')}{squashed} ({human(report.bytes_freed)} freed),"
                 f" removed {count(report.temporary_files_removed, 'leftover temporary file')}"
             )
             if report.sessions_busy:
