@@ -637,6 +637,12 @@ def test_a_store_is_made_only_in_a_new_or_empty_folder(tmp_path: Path) -> None:
         assert sorted(p.name for p in wrong.iterdir()) == before
     with SnapshotStore.open(empty) as made:  # an empty folder is a new store
         made.session("s").commit({"n": 2})
+    # another process making the same store this moment (its first folder made), or a fresh volume's root
+    for first in ("config", "lost+found"):
+        folder = tmp_path / f"being made {first}"
+        (folder / first).mkdir(parents=True)
+        with SnapshotStore.open(folder) as made:
+            made.session("s").commit({"n": 3})
     with SnapshotStore.open(store) as again:  # an existing store opens as before
         assert again.session("s").head is not None
 

@@ -666,3 +666,22 @@ def test_a_flipped_byte_in_a_keyframe_payload_is_a_snapshot_error_everywhere() -
             if name == "state":
                 assert canonical(result) == canonical(state)
     assert not escaped, f"non-SnapshotError exceptions at payload positions: {escaped}"
+
+
+def test_a_write_refused_before_it_appends_keeps_what_the_handle_knows(tmp_path: Path) -> None:
+    """A tag of an unknown id or an untag of a missing tag fails under the session's lock before
+    anything is appended: the handle keeps its index (forgetting it, as a write that may have been
+    rolled back must, made each such mistake cost a read of every segment)."""
+    sess = SnapshotStore.open(tmp_path / "store").session("s")
+    for n in range(5):
+        sess.commit({"n": n})
+    log = sess._log
+    for mistake in (lambda: sess.tag("deadbeefdeadbeef", "x"), lambda: sess.untag("no such tag")):
+        with pytest.raises(SnapshotError):
+            mistake()
+        assert sess._log is log
+    log.keep_decoded()
+    fresh = log.emptied()  # what a write that may have been rolled back leaves a keeping block
+    assert fresh._keeping == 1 and not fresh.commits
+    fresh.release_decoded()
+    assert fresh._keeping == 0 and fresh._kept is None

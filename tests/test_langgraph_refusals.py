@@ -156,23 +156,26 @@ def _put_three(saver: SnapstoreSaver, thread: str, base: int) -> None:
         config = saver.put(config, checkpoint, {"source": "loop", "step": i, "parents": {}}, {"v": i + 1})
 
 
-def test_a_renamed_copy_of_a_thread_is_not_read_as_a_namespace_of_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("thread_id", ["t", "t" * 120])  # a name, and one too long for it (hashed)
+def test_a_renamed_copy_of_a_thread_is_not_read_as_a_namespace_of_it(tmp_path: Path, thread_id: str) -> None:
     theirs, ours, archive = tmp_path / "theirs", tmp_path / "ours", tmp_path / "theirs.snaparchive"
     with SnapstoreSaver.from_path(theirs) as saver:
-        _put_three(saver, "t", 100)
+        _put_three(saver, thread_id, 100)
     with SnapshotStore.open(theirs) as store:
         store.export(archive)
     with SnapstoreSaver.from_path(ours) as saver:
-        _put_three(saver, "t", 0)
+        _put_three(saver, thread_id, 0)
     with SnapshotStore.open(ours) as store:
         report = store.import_archive(archive, on_conflict="rename")  # the same thread, another history
-        assert report.renamed == {lane_names("t", "").checkpoints: "langgraph:t:-imported"}
+        checkpoints = lane_names(thread_id, "").checkpoints
+        assert report.renamed == {checkpoints: f"{checkpoints}-imported"}
     with SnapstoreSaver.from_path(ours) as saver:
-        listed = [
-            (t.config["configurable"]["checkpoint_ns"], t.checkpoint["channel_values"]["v"]) for t in saver.list(None)
-        ]
-        assert listed == [("", 2), ("", 1), ("", 0)]  # the thread; the copy is no namespace of it
-        copy: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "-imported"}}
-        with pytest.raises(CorruptObjectError, match="holds LangGraph thread 't'") as raised:
-            saver.get_tuple(copy)
-        assert raised.value.details["reason"] == "renamed"
+        for config in (None, {"configurable": {"thread_id": thread_id}}):
+            listed = [(t.config["configurable"]["checkpoint_ns"], t.checkpoint["channel_values"]["v"])
+                      for t in saver.list(config)]
+            assert listed == [("", 2), ("", 1), ("", 0)]  # the thread, once; the copy is no namespace of it
+        if thread_id == "t":  # a hashed name does not parse as a namespace: there is none to ask for
+            copy: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "-imported"}}
+            with pytest.raises(CorruptObjectError, match="holds LangGraph thread 't'") as raised:
+                saver.get_tuple(copy)
+            assert raised.value.details["reason"] == "renamed"

@@ -56,9 +56,10 @@ def test_a_commit_whose_transaction_is_lost_is_not_built_on(
             real_finish(self, held, commit=commit)
 
         monkeypatch.setattr(PostgresBackend, "_finish", the_server_drops_the_connection)
-        with pytest.raises(BackendError, match="may not have been committed"):
-            sess.commit(states[2])
+        with sess.keeping_decoded(), pytest.raises(BackendError, match="may not have been committed"):
+            sess.commit(states[2])  # inside a block a reader opens around reads (the LangGraph saver's)
         monkeypatch.setattr(PostgresBackend, "_finish", real_finish)
+        assert sess._log._keeping == 0  # the block ended on the log read again, as it began
     fourth = sess.commit(states[3])
     assert fourth.parent == second  # the lost commit is not the parent
     head = sess.head_state()

@@ -534,6 +534,13 @@ class SessionLog:
         if not self._keeping:
             self._kept = None
 
+    def emptied(self) -> SessionLog:
+        """A log of the same session with nothing indexed yet, asked to keep decoded segments as
+        this one was (a ``keeping_decoded`` block open around it still ends on it)."""
+        fresh = SessionLog(self.backend, self.key, self.name)
+        fresh._keeping = self._keeping
+        return fresh
+
     def _kept_payloads(self, number: int, upto: int, wanted: list[str]) -> dict[str, memoryview] | None:
         kept, loaded = self._kept, self.segments.get(number)
         if kept is None or loaded is None or upto > kept.upto:

@@ -92,6 +92,7 @@ class Session:
         self._patched: tuple[str, dict[str, bytes] | None, list[Any]] | None = None
         self._chain_cost: dict[str, int] = {}  # estimated rebuild cost from the keyframe, per snapshot
         self._keyframe_of: dict[str, str] = {}
+        self._appending = False  # within ``_writing``: an append was begun under the lock
 
     def __repr__(self) -> str:
         return f"<Session {self.name!r} in {self._store.describe()}>"
@@ -395,23 +396,27 @@ class Session:
     def _writing(self, locked: AbstractContextManager[None]) -> Iterator[None]:
         """The session's write lock, held for a write. What the write appended is in this handle's
         index and decoder before the lock lets go, and on PostgreSQL the lock's transaction commits
-        as it lets go: when anything fails once the lock is held (that COMMIT, a connection the
-        server dropped, an error after the append, which rolls it back), the append may not be
-        stored, so the handle forgets all it knew of the session and reads it again from the
-        store. Building the next commit on an append that was rolled back would store a delta
-        against a snapshot nothing holds."""
-        held = False
+        as it lets go: when the write fails once it has appended (an error after the append, which
+        rolls it back there) or the lock fails to let go (that COMMIT, a connection the server
+        dropped), the append may not be stored, so the handle forgets all it knew of the session
+        and reads it again from the store. Building the next commit on an append that was rolled
+        back would store a delta against a snapshot nothing holds. A write refused before it
+        appended (an unknown id, a missing tag) keeps what the handle knows."""
+        self._appending = False
+        done = False
         try:
             with locked:
-                held = True
                 yield
+                done = True
         except BaseException:
-            if held:
+            if done or self._appending:
                 self._forget_what_was_read()
             raise
+        finally:
+            self._appending = False
 
     def _forget_what_was_read(self) -> None:
-        self._log = SessionLog(self._store.backend, self.key, self.name)
+        self._log = self._log.emptied()
         self._head_id, self._head_state, self._head_pieces = None, None, None
         self._open, self._open_segment, self._open_version, self._open_end = None, -1, -1, 0
         self._fresh_taken = None
@@ -653,6 +658,7 @@ class Session:
         expected: int,
         written: tuple[str, SnapshotRecord, bytes] | None = None,
     ) -> None:
+        self._appending = True  # from here a failure under the lock may leave the append rolled back
         try:
             end = self._store.backend.append(self.key, segment, entries, expected)
         except BaseException:
@@ -993,11 +999,17 @@ class Session:
             self._reclaim_quietly(log)
         return added
 
+    def _reclaim(self, log: SessionLog) -> int:
+        """Squash and drop what retention left behind (under the lock): it rewrites segments, so a
+        failure after it began leaves the handle reading the session again (``_writing``)."""
+        self._appending = True
+        return self._store.reclaimer.reclaim(self, log)
+
     def _reclaim_quietly(self, log: SessionLog) -> None:
         """Reclaim after a write that has landed: a failure (a full disk, damage) must not make the
         caller think the write failed; the space waits for gc or the next keyframe."""
         try:
-            self._store.reclaimer.reclaim(self, log)
+            self._reclaim(log)
         except SnapshotError:
             self.forget_open_segment()
 
@@ -1047,7 +1059,7 @@ class Session:
                 return []
             self._write_meta(limit_settings(log, max_snapshots))
             after = set(log.retained())
-            self._store.reclaimer.reclaim(self, log)
+            self._reclaim(log)
             return [sid for sid in before if sid not in after]
 
     def tag(self, snapshot_id: str, name: str) -> str:
@@ -1073,7 +1085,7 @@ class Session:
             sid = log.tags[name]
             tagged = {other for tag, other in log.tags.items() if tag != name}
             self._write_meta(_with_mark(log, {"tag": [name, None]}, tagged))
-            self._store.reclaimer.reclaim(self, log)
+            self._reclaim(log)
             return sid
 
     def forget(self, keep_last: int) -> list[str]:
@@ -1092,13 +1104,13 @@ class Session:
             if behind and log.order.index(behind[-1]) >= log.window_start():
                 self._write_meta({"evicted_through": behind[-1]})
             if gone:
-                self._store.reclaimer.reclaim(self, log)
+                self._reclaim(log)
             return gone
 
     def clear_old_snapshots(self) -> int:
         """Reclaim what retention evicted now instead of at the next keyframe; returns segments dropped."""
         with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
-            return self._store.reclaimer.reclaim(self, self._catch_up())
+            return self._reclaim(self._catch_up())
 
     # -- internals -----------------------------------------------------
     def _head_bytes(self) -> bytes:

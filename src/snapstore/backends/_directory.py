@@ -89,6 +89,10 @@ def parse_segment_file(name: str) -> int | None:
     return number if number <= MAX_SEGMENT else None  # a number no caller could pass back: foreign
 
 
+#: what a store's folder may hold before it is made, or while another process makes it
+_STORE_FOLDERS = frozenset({"config", "sessions", "refs", "objects", "lost+found"})
+
+
 class DirectoryBackend(Backend):
     kind = "directory"
 
@@ -138,6 +142,9 @@ class DirectoryBackend(Backend):
         except OSError as exc:
             os.close(self._root_fd)
             raise io_error("list", self.root, exc) from exc
+        # a store's own folders (another process making the same store at this moment) and a fresh
+        # volume's lost+found are not another's files
+        found = [name for name in found if name not in _STORE_FOLDERS]
         if found:
             os.close(self._root_fd)
             shown = ", ".join(repr(name) for name in found[:5]) + (", ..." if len(found) > 5 else "")

@@ -162,7 +162,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     def _lanes_of(self, thread_id: str | None) -> list[Lane]:
         """The lanes stored for a thread (every thread when None), found by session name."""
         prefix = thread_prefixes(thread_id)[0] if thread_id is not None else ""
-        lanes = []
+        lanes: dict[tuple[str, str], Lane] = {}
         for name in self.store.sessions():
             parsed = parse_checkpoints_name(name) if name.startswith(prefix) else None
             if parsed is None:
@@ -175,8 +175,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                     continue
                 state = sess.state(head.id)
                 thread, namespace = state["thread_id"], state["checkpoint_ns"]
-            lanes.append(self._lane(thread, namespace))
-        return lanes
+            # a renamed copy of a lane whose name is hashed names that lane in its state: listed once
+            lanes.setdefault((thread, namespace), self._lane(thread, namespace))
+        return list(lanes.values())
 
     # -- reading -----------------------------------------------------------
     def _tuple(self, lane: Lane, checkpoint_id: str, state: State, index: Index, kept: bool = False) -> CheckpointTuple:
