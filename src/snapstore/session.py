@@ -415,6 +415,10 @@ class Session:
         finally:
             self._appending = False
 
+    def _locked_for_write(self) -> AbstractContextManager[None]:
+        """The session's write lock, waited for up to the store's timeout, through ``_writing``."""
+        return self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout))
+
     def _forget_what_was_read(self) -> None:
         self._log = self._log.emptied()
         self._head_id, self._head_state, self._head_pieces = None, None, None
@@ -931,7 +935,7 @@ class Session:
         if isinstance(items, (list, tuple)):
             for record, _state_bytes, _delta in items:
                 self._check_import_session(record)
-        with self._lock, self._writing(store.backend.lock_session(self.key, store.lock_timeout)):
+        with self._lock, self._locked_for_write():
             log = self._catch_up()
             for record, state_bytes, delta_payload in items:
                 self._check_import_session(record)
@@ -1037,7 +1041,7 @@ class Session:
             sid = self._resolve(log, snapshot_id)
             if sid == log.head and not _damaged_tail(log):  # nothing to write, so no lock to wait for
                 return self._state_of(log, sid)
-        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
+        with self._lock, self._locked_for_write():
             log = self._catch_up()
             sid = self._resolve(log, snapshot_id)
             if sid == self._head_id and self._head_state is not None:
@@ -1052,7 +1056,7 @@ class Session:
     def set_max_snapshots(self, max_snapshots: int) -> list[str]:
         """Change the retention limit; returns the ids that a lower limit evicted (oldest first)."""
         check_max_snapshots(max_snapshots)
-        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
+        with self._lock, self._locked_for_write():
             log = self._catch_up()
             before = log.retained()
             if log.max_snapshots == max_snapshots:
@@ -1065,7 +1069,7 @@ class Session:
     def tag(self, snapshot_id: str, name: str) -> str:
         """Name a retained snapshot; retention keeps a tagged snapshot until it is untagged. Returns its id."""
         check_tag_name(name)
-        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
+        with self._lock, self._locked_for_write():
             log = self._catch_up()
             sid = self._resolve(log, snapshot_id)
             if log.tags.get(name) != sid:
@@ -1078,7 +1082,7 @@ class Session:
     def untag(self, name: str) -> str:
         """Remove a tag; returns the id it named. The snapshot may then be evicted."""
         check_tag_name(name)
-        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
+        with self._lock, self._locked_for_write():
             log = self._catch_up()
             if name not in log.tags:
                 raise SnapshotNotFound(f"session {self.name!r} has no tag {name!r}", {"tag": name})
@@ -1094,7 +1098,7 @@ class Session:
         The limit for later commits is unchanged.
         """
         check_max_snapshots(keep_last, "keep_last")
-        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
+        with self._lock, self._locked_for_write():
             log = self._catch_up()
             before = log.retained()
             behind = before[: max(len(before) - keep_last, 0)]
@@ -1109,7 +1113,7 @@ class Session:
 
     def clear_old_snapshots(self) -> int:
         """Reclaim what retention evicted now instead of at the next keyframe; returns segments dropped."""
-        with self._lock, self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout)):
+        with self._lock, self._locked_for_write():
             return self._reclaim(self._catch_up())
 
     # -- internals -----------------------------------------------------

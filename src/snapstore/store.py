@@ -174,10 +174,6 @@ class SnapshotStore:
                     f"run `snapstore --store {self.describe()} upgrade` (or SnapshotStore.upgrade(path))",
                     {"path": self.describe(), "version": legacy, "supported": STORE_FORMAT, "upgrade": True},
                 )
-            if legacy == "2" and not self.backend.session_keys():
-                # the link that makes format-1 code refuse a store, which a process making the store
-                # writes before the store's own format: another process making the same store now
-                legacy = None
             if legacy is not None and legacy != str(STORE_FORMAT):
                 shown = legacy if len(legacy) <= 4 and legacy.isdigit() else None
                 what = f"format version {shown}" if shown else "an unreadable format ref"

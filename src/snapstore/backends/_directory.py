@@ -356,7 +356,9 @@ class DirectoryBackend(Backend):
         """Whether ``name`` is only the marker that makes format-1 code refuse this store.
 
         ``refs`` holding nothing but ``config/format``, a link to "2", and ``objects`` holding
-        nothing but an empty ``ff`` folder (docs/format.md, "What changed from version 1").
+        nothing but an empty ``ff`` folder (docs/format.md, "What changed from version 1"), or
+        nothing yet: ``_mark_for_format_1`` makes ``objects`` before ``ff``, and another process
+        opening the store in between must not take the half-made marker for a format-1 store.
         """
         shape = {"refs": ("config", "format"), "objects": ("ff", None)}.get(name)
         if shape is None:
@@ -366,7 +368,10 @@ class DirectoryBackend(Backend):
         except (OSError, BackendError):
             return False
         try:
-            if os.listdir(outer) != [shape[0]]:
+            listed = os.listdir(outer)
+            if name == "objects" and not listed:
+                return True
+            if listed != [shape[0]]:
                 return False
             inner = self._open_dir(outer, shape[0], f"{name}/{shape[0]}")
             try:
