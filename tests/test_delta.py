@@ -737,3 +737,42 @@ def test_members_bytes_decide_appends_and_windows_type_exact() -> None:
         assert sorted((op["op"], op["path"]) for op in ops) == sorted(expected)
         assert canonical(apply_patch(old, ops)) == canonical(new)
         assert canonical(jsonpatch.apply_patch(fresh(old), orjson.loads(canonical(ops)))) == canonical(new)
+
+
+class _CountingList(list):  # type: ignore[type-arg]
+    """A list that counts the elements handed out by iterating it or slicing it."""
+
+    touched = 0
+
+    def __iter__(self) -> Any:
+        for value in super().__iter__():
+            _CountingList.touched += 1
+            yield value
+
+    def __getitem__(self, index: Any) -> Any:
+        found = super().__getitem__(index)
+        _CountingList.touched += len(found) if isinstance(index, slice) else 1
+        return found
+
+
+def test_a_run_is_measured_from_where_it_starts_not_from_the_list_start() -> None:
+    # pairing a list whose elements all changed measures a run after every pair: stepping over the
+    # elements before each one made that quadratic in the list's length
+    from snapstore.delta import _run_length
+
+    n = 100_000
+    old, new = _CountingList(range(n)), _CountingList(range(n))
+    new[n - 3] = -1
+    _CountingList.touched = 0
+    assert _run_length(old, n - 5, new, n - 5, 5) == 2
+    assert _CountingList.touched <= 2 * 16
+    _CountingList.touched = 0
+    assert _run_length(old, 10, new, 10, n - 10) == n - 13  # a long run: twice its length at most
+    assert _CountingList.touched <= 4 * n
+
+
+def test_a_long_list_whose_every_element_changed_diffs_to_what_it_became() -> None:
+    n = 50_000
+    old = [{"id": i, "name": f"n{i}"} for i in range(n)]
+    for new in (old[::-1], [-v - 1 for v in range(n)], old[::2], random.Random(3).sample(old, n)):
+        assert apply_patch(old, diff(old, new)) == new

@@ -698,3 +698,88 @@ def test_processes_opening_one_new_store_at_once_all_open_it(tmp_path: Path) -> 
     procs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     errors = [proc.communicate(timeout=120)[1] for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), errors
+
+
+def _session_of_segments(path: Path, segments: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[str]]:
+    from snapstore import SnapshotStore, keyframes
+
+    monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
+    store = SnapshotStore.open(path, max_runs=1, max_chain=0)  # every commit a keyframe in a segment of its own
+    sess = store.session("s", max_snapshots=50)
+    ids = [sess.commit({"n": n, "pad": "x" * 100}).id for n in range(segments)]
+    assert len(store.backend.segments(sess.key)) == segments
+    return store, ids
+
+
+def test_readers_never_list_part_of_a_session_being_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleting unlinked a session's segments one by one where readers list them: a reader listing
+    between two unlinks saw a history missing some snapshots, and its head go back (found by a
+    trial). Every listing taken between the unlinks is the whole session or none of it."""
+    from snapstore import SnapshotNotFound, SnapshotStore
+    from snapstore.backends import _directory
+
+    store, ids = _session_of_segments(tmp_path / "store", 5, monkeypatch)
+    seen: list[list[str]] = []
+    real = _directory._unlink_ours
+
+    def unlinking_while_read(folder: int, names: list[str], lock_too: bool) -> bool:
+        had = False
+        for name in names:
+            had = real(folder, [name], lock_too) or had
+            try:
+                seen.append(SnapshotStore.open(tmp_path / "store").session("s", create=False).snapshot_ids())
+            except SnapshotNotFound:
+                seen.append([])
+        return had
+
+    monkeypatch.setattr(_directory, "_unlink_ours", unlinking_while_read)
+    store.delete_session("s")
+    assert len(seen) >= 5
+    assert all(listing in (ids, []) for listing in seen), seen
+    assert not store.has_session("s")
+    assert not [name for name in os.listdir(tmp_path / "store" / "sessions") if name.startswith(".")]
+
+
+def test_a_reader_that_opened_a_session_folder_before_a_replace_lists_the_new_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replace exchanges the session's folder for the new history's and empties the old one: a
+    reader that had opened the old folder just before listed it emptied, and was told the session
+    does not exist (found by a trial). It lists again when the folder it listed is no longer the
+    session's."""
+    from snapstore import SnapshotStore
+
+    store, _ids = _session_of_segments(tmp_path / "store", 3, monkeypatch)
+
+    class OpensThenReplaced(DirectoryBackend):
+        during: Any = None
+
+        def _session_dir(self, key: str, *, create: bool = False) -> Any:
+            opened = super()._session_dir(key, create=create)
+            during, self.during = self.during, None
+            if during is None:
+                return opened
+            return _then(opened, during)
+
+    def replace() -> None:
+        with store.replacing("s") as fresh:
+            fresh.commit({"replaced": True})
+
+    backend = OpensThenReplaced(tmp_path / "store")
+    backend.during = replace
+    reader = SnapshotStore(backend).session("s", create=False)
+    assert backend.during is None  # the replace ran with the reader's folder open
+    assert reader.head is not None and reader.state(reader.head.id) == {"replaced": True}
+
+
+def _then(opened: Any, during: Any) -> Any:
+    """``opened`` (a context manager yielding a folder descriptor), running ``during`` once it is open."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def run() -> Any:
+        with opened as fd:
+            during()
+            yield fd
+
+    return run()

@@ -395,11 +395,25 @@ def _extends(old_bytes: bytes, start: int, new_bytes: bytes) -> bool:
 
 
 def _run_length(old: list[Any], i: int, new: list[Any], j: int, limit: int) -> int:
-    """How many elements from old[i] and new[j] on are equal under ``==`` (at most ``limit``)."""
-    try:
-        return indexOf(map(eq, islice(old, i, i + limit), islice(new, j, j + limit)), False)
-    except ValueError:
-        return limit
+    """How many elements from old[i] and new[j] on are equal under ``==`` (at most ``limit``).
+
+    Compared a slice at a time, each twice the last: the cost follows the run found, not ``i``
+    (``islice`` would step over the first ``i`` elements on every call, and pairing a list whose
+    elements all changed calls this once per element: quadratic in the list's length).
+    """
+    run, size = 0, _FIRST_RUN_SLICE
+    while run < limit:
+        size = min(size, limit - run)
+        try:
+            return run + indexOf(map(eq, old[i + run : i + run + size], new[j + run : j + run + size]), False)
+        except ValueError:
+            run += size
+            size *= 2
+    return limit
+
+
+#: the first slice ``_run_length`` compares: pairs by position stop at an unequal pair often
+_FIRST_RUN_SLICE = 16
 
 
 def _run_length_back(old: list[Any], new: list[Any], limit: int) -> int:

@@ -76,6 +76,7 @@ _FLAG_BASE = 8  # the payload is a delta against a base other than the parent, n
 _RECORD = struct.Struct("<BBB16s16s16sqqQIIQdH")
 RECORD_SIZE = _RECORD.size
 _PARENT_AT = 3  # the parent id's offset in a commit entry (after type, mode and flags)
+_STATE_AT = _PARENT_AT + 16
 _RAW_LENGTH = struct.Struct("<I")
 _RAW_LENGTH_AT = struct.calcsize("<BBB16s16s16sqqQ")
 _LABEL_LENGTH = struct.Struct("<H")
@@ -112,6 +113,12 @@ class CommitEntry:
         self.base = base
         self._record = record
         self._fields = fields  # SnapshotRecord's fields in order, when ``record`` is not made yet
+
+    @property
+    def state_hash(self) -> str:
+        """The hash of the snapshot's state, without making the record."""
+        fields = self._fields
+        return fields[2] if fields is not None else self.record.state
 
     @property
     def record(self) -> SnapshotRecord:
@@ -322,12 +329,16 @@ def against_base(mode: int, record: SnapshotRecord) -> bool:
     return mode not in KEY_MODES and record.delta is None
 
 
-def commit_payload(data: bytes) -> tuple[int, int, bytes] | None:
+def commit_payload(data: bytes, state: str | None = None) -> tuple[int, int, bytes] | None:
     """(mode, raw length, compressed payload) of a commit entry without decoding its record; None for META.
 
-    For reading payloads of entries an index has already decoded and checked.
+    For reading payloads of entries an index has already decoded and checked. ``state``: the state
+    hash the index holds for this entry; an entry naming another is not the one indexed (the
+    segment was rewritten since), and gives None too.
     """
     if data[0] != COMMIT:
+        return None
+    if state is not None and data[_STATE_AT : _STATE_AT + 16].hex() != state:
         return None
     mode, raw_length = data[1], _RAW_LENGTH.unpack_from(data, _RAW_LENGTH_AT)[0]
     label_length = _LABEL_LENGTH.unpack_from(data, RECORD_SIZE - 2)[0]
@@ -425,6 +436,25 @@ class DeltaStream:
         return mode, out
 
 
+def _resized(
+    raw: bytearray, append: bytes | bytearray = b"", drop_front: int = 0, keep: int | None = None
+) -> bytearray:
+    """``raw`` with its first ``drop_front`` bytes cut, cut to ``keep`` bytes, and ``append`` added:
+    in place, or in a copy when ``raw`` cannot change size. A view of it made for a read that an
+    exception interrupted (Ctrl-C) lives on in the exception's traceback, and a bytearray with
+    views refuses to grow or shrink (BufferError): the old bytes are then left to the view."""
+    try:
+        if drop_front:
+            del raw[:drop_front]
+        if keep is not None:
+            del raw[keep:]
+        raw += append
+        return raw
+    except BufferError:
+        end = len(raw) if keep is None else keep
+        return raw[drop_front:end] + append
+
+
 class SegmentReader:
     """Decompresses one segment's commit payloads in entry order, keeping its raw stream.
 
@@ -467,7 +497,7 @@ class SegmentReader:
         if keyframe:
             self.run_start = start
         self.spans[snapshot_id] = (start, start + len(raw))
-        self.raw += raw
+        self.raw = _resized(self.raw, append=raw)
         if keyframe and self.last_run_only:
             self._forget_before(start)
 
@@ -475,7 +505,7 @@ class SegmentReader:
         cut = run_start - DELTA_WINDOW - self.base
         if cut <= 0:
             return
-        del self.raw[:cut]
+        self.raw = _resized(self.raw, drop_front=cut)
         self.base += cut
         # payloads of earlier runs are no longer here, even where the window kept their bytes
         self.spans = {sid: span for sid, span in self.spans.items() if span[0] >= run_start}
@@ -537,7 +567,7 @@ class SegmentReader:
                     used += written
                     i = end
         finally:
-            del buffer[used:]  # what decoded is kept, the rest is decoded entry by entry
+            self.raw = _resized(buffer, keep=used)  # what decoded is kept, the rest is decoded entry by entry
         self._frame = None
         self._decompress_each(items[i:])
 

@@ -618,9 +618,14 @@ class SessionLog:
             for ordinal, data in enumerate(entries):
                 indexed = known[ordinal] if ordinal < len(known) else None
                 if isinstance(indexed, CommitEntry):  # the index checked this entry's record: skip decoding it
-                    parts = commit_payload(data)
+                    parts = commit_payload(data, indexed.state_hash)
                     if parts is None:
-                        raise CorruptObjectError(f"{self.where(number)} changed under its index", {"segment": number})
+                        # rewritten (squashed) since it was indexed: the entries no longer line up with
+                        # the index, and pairing them would give payloads to the wrong snapshots
+                        raise SegmentMissing(
+                            f"{self.where(number)} changed under its index (rewritten since it was read)",
+                            {"segment": number, "reason": "changed"},
+                        )
                     items.append((indexed.id, *parts))
                     continue
                 entry = decode_entry(data, self.name, self.where(number))

@@ -409,6 +409,9 @@ class Session:
                 yield
                 done = True
         except BaseException:
+            # a delta compressed into this writer's stream and never appended (an error, or Ctrl-C,
+            # between the two) would leave the stream ahead of the file: the next one starts anew
+            self._stream = None
             if done or self._appending:
                 self._forget_what_was_read()
             raise

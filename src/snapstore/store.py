@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -16,6 +16,7 @@ from .backends import Backend, MemoryBackend, open_backend
 from .backends.base import SegmentInfo, SegmentMissing, staged_key
 from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta
 from .errors import (
+    BackendError,
     CorruptObjectError,
     FormatVersionError,
     InvalidNameError,
@@ -38,6 +39,8 @@ FORMAT_CONFIG = "format"
 MAX_NAME_LENGTH = 200
 #: session keys longer than this are shortened to a prefix and a hash of the name
 MAX_PLAIN_KEY = 120
+#: reads of a session ``verify`` makes without its lock while gc keeps rewriting it, before one with it
+VERIFY_ATTEMPTS = 4
 #: seconds a writer waits for a session's lock before LockTimeoutError
 DEFAULT_LOCK_TIMEOUT = 60.0
 #: temporary files younger than this are another process's write in progress
@@ -408,20 +411,44 @@ class SnapshotStore:
 
     def _verify_session_settled(self, key: str, name: str, report: VerifyReport, read_data: bool) -> None:
         """Verify one session; when a writer reclaimed or squashed segments meanwhile (verify takes
-        no lock), the problems found are checked again on a fresh read before they are reported."""
-        for _attempt in range(3):
-            log = SessionLog(self.backend, key, name)
-            log.refresh()
-            trial = VerifyReport()
-            self._verify_session(log, trial, read_data)
-            if trial.ok or not log.refresh():
-                break
+        no lock), the problems found are checked again on a fresh read before they are reported.
+
+        Problems count only from a read nothing rewrote: while gc squashes the session again and
+        again, every read may meet a segment rewritten under it, so after ``VERIFY_ATTEMPTS`` such
+        reads the last one holds the session's lock (reclaim runs under it) when it can be had:
+        what it finds is what the store holds."""
+        for attempt in range(VERIFY_ATTEMPTS + 1):
+            locked = attempt == VERIFY_ATTEMPTS
+            with self._held_if_possible(key) if locked else nullcontext():
+                log = SessionLog(self.backend, key, name)
+                log.refresh()
+                trial = VerifyReport()
+                rewritten = self._verify_session(log, trial, read_data)
+                if locked or (not rewritten and (trial.ok or not log.refresh())):
+                    break
         report.snapshots_checked += trial.snapshots_checked
         report.segments_checked += trial.segments_checked
         report.states_rebuilt += trial.states_rebuilt
         report.problems.extend(trial.problems)
 
-    def _verify_session(self, log: SessionLog, report: VerifyReport, read_data: bool) -> None:
+    @contextmanager
+    def _held_if_possible(self, key: str) -> Iterator[None]:
+        """The session's lock for one last verify read, or nothing when it cannot be had (a store
+        opened read-only, another writer past the timeout): that read's problems are reported as found."""
+        try:
+            held = self.backend.lock_session(key, self.lock_timeout)
+            held.__enter__()
+        except (LockTimeoutError, BackendError):  # (a read-only store's refusal is a BackendError)
+            yield
+            return
+        try:
+            yield
+        finally:
+            held.__exit__(None, None, None)
+
+    def _verify_session(self, log: SessionLog, report: VerifyReport, read_data: bool) -> bool:
+        """Check one session's log; True when a segment was rewritten under the read (its problems
+        then say nothing of the store)."""
         retained = set(log.retained())
         if log.head is not None:
             retained.add(log.head)
@@ -436,13 +463,15 @@ class SnapshotStore:
             for number, segment in log.segments.items():
                 if segment.damage is not None:
                     report.add(CorruptObjectError(segment.damage, {"segment": number}), session=log.name)
-            return
+            return False
         for number in list(log.segments):
             segment = log.segments[number]
             if segment.damage is not None:
                 report.add(CorruptObjectError(segment.damage, {"segment": number}), session=log.name)
             try:
                 payloads, _raw = log.segment_payloads(number)
+            except SegmentMissing:
+                return True  # reclaimed or squashed since the listing: read again
             except SnapshotError as exc:
                 report.add(exc, session=log.name)
                 continue
@@ -455,6 +484,7 @@ class SnapshotStore:
                     log.apply_chain(path, payloads)
                 except SnapshotError as exc:
                     report.add(exc, session=log.name, snapshot=entry.id)
+        return False
 
     def stats(self) -> dict[str, Any]:
         """Sessions, snapshots, segments, stored and raw bytes, keyframes, the longest chain, disk usage."""

@@ -46,6 +46,7 @@ from .base import (
     check_session_key,
     is_staged,
     staged_before,
+    staged_key,
 )
 from .locking import acquire_thread_lock, check_timeout, lock_timeout_error
 
@@ -64,6 +65,8 @@ FIRST_ENTRY_READ = 16384
 MAX_CONFIG_FILE = 4096
 #: seconds a session lock's waiting thread stays without a wait before it ends
 WAITER_IDLE = 5.0
+#: listings of a session folder, each a folder a delete or a replace exchanged meanwhile, before the last one stands
+LISTING_ATTEMPTS = 3
 #: how much older than a listing a session folder's times must be for the listing to be reused while
 #: they stay the same (and a segment's change time before its header is remembered): more than a file
 #: system clock's tick and the delay before the clock moves on to the next (Linux stamps files from a
@@ -469,7 +472,25 @@ class DirectoryBackend(Backend):
 
     def _list(self, key: str, known: _Listing | None = None) -> list[SegmentInfo]:
         """The session's segments, read from its folder. ``known``: the lock holder's last listing,
-        reused when the folder is unchanged and lists the same files (below)."""
+        reused when the folder is unchanged and lists the same files (below).
+
+        A folder opened just before a delete or a replace exchanged it for another is emptied while
+        it is listed: a listing counts only when the folder listed is still the session's after it."""
+        for _attempt in range(LISTING_ATTEMPTS):
+            found, listed = self._list_once(key, known)
+            if listed is None or self._still_the_sessions(key, listed):
+                return found
+        return found
+
+    def _still_the_sessions(self, key: str, listed: os.stat_result) -> bool:
+        try:
+            now = os.stat(f"sessions/{key}", dir_fd=self._root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return (now.st_dev, now.st_ino) == (listed.st_dev, listed.st_ino)
+
+    def _list_once(self, key: str, known: _Listing | None) -> tuple[list[SegmentInfo], os.stat_result | None]:
+        """The segments of the folder at the session's name, and that folder's attributes (None: no folder)."""
         try:
             with self._session_dir(key) as fd:
                 found = []
@@ -481,7 +502,7 @@ class DirectoryBackend(Backend):
                 if known is not None:
                     reused = _same_files(folder, entries, known)
                     if reused is not None:
-                        return reused
+                        return reused, folder
                 for entry in entries:
                     number = parse_segment_file(entry.name)
                     if number is None:
@@ -511,9 +532,9 @@ class DirectoryBackend(Backend):
                     )
                 else:
                     self._listings.pop(key, None)
-                return found
+                return found, folder
         except FileNotFoundError:  # no folder: the session does not exist
-            return []
+            return [], None
 
     def _cached_file_id(self, folder: int, name: str, info: os.stat_result, looked_at: int) -> int:
         """A segment's file id, read once per file as it stands: any write or replacement changes
@@ -655,6 +676,13 @@ class DirectoryBackend(Backend):
         if staged:
             self._forget_lock(key)
         try:
+            moved = None if staged else self._move_history_out(key)
+            if moved is not None:  # the history goes from where the exchange put it, folder and all
+                self._empty_folder(moved, lock_too=True)
+                self._rmdir(moved)
+                with suppress(OSError):  # the session's new folder goes too unless it holds the lock file
+                    self._rmdir(key)
+                return True
             had = self._empty_folder(key, lock_too=staged)
             try:
                 self._rmdir(key)
@@ -667,6 +695,45 @@ class DirectoryBackend(Backend):
         except OSError as exc:
             raise io_error("delete session", f"sessions/{key}", exc) from exc
         return had
+
+    def _move_history_out(self, key: str) -> str | None:
+        """Put a folder holding only the session's lock file in the session's place, in one step,
+        and return the staged key its history now stands under (left behind by a crash, gc removes
+        it). Readers then see the whole history or none of it, where unlinking the segments in
+        place showed them a history missing some (and a head that went back). None when the session
+        holds no segment, holds something snapstore did not write (which stays where it is), or the
+        file system cannot exchange two folders: its segments are unlinked in place then."""
+        if _renameat2() is None:
+            return None
+        with self._session_dir(key) as old:
+            with os.scandir(old) as listing:
+                found = [(entry.name, entry.is_file(follow_symlinks=False)) for entry in listing]
+            if not any(regular and parse_segment_file(name) is not None for name, regular in found):
+                return None
+            if not all(
+                regular and (parse_segment_file(name) is not None or name == LOCK_FILE or name.startswith(TMP_PREFIX))
+                for name, regular in found
+            ):
+                return None  # something not snapstore's: it stays where it is, so the segments go in place
+            moved = staged_key(len(key))
+            sessions = self._sessions_fd()
+            try:
+                self._mkdir(sessions, moved)
+            finally:
+                os.close(sessions)
+            with self._session_dir(moved) as new:
+                # the session's lock file, a second name of it: writers waiting on it wait on the one lock
+                tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+                with suppress(FileNotFoundError):
+                    os.link(LOCK_FILE, tmp, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
+                    os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
+        try:
+            self._exchange_folders(moved, key)
+        except BackendError:
+            self._empty_folder(moved, lock_too=True)
+            self._rmdir(moved)
+            return None
+        return moved
 
     def swap_in_session(self, staged: str, key: str) -> None:
         check_session_key(staged)
