@@ -31,6 +31,7 @@ from snapstore import FormatVersionError, SnapshotError, SnapshotNotFound, Snaps
 from snapstore import archive as archive_module
 from snapstore.archive import ArchiveError, ExportReport, ImportReport, import_archive
 from snapstore.archive import sessions as archive_sessions
+from snapstore.backends import MemoryBackend
 from snapstore.codec import MAX_OBJECT_SIZE, object_id
 
 TRAILER = struct.Struct("<QQQQQ16s16sQ4s4s")
@@ -715,7 +716,8 @@ def test_chain_rewired_into_a_loop(target: SnapshotStore, tmp_path: Path) -> Non
     parts.entries[first][0] = object_id(parts.payloads[first])
     doc["snapshots"][0] = parts.entries[first][0]
     error = refused(target, parts.build(tmp_path / "cycle.snaparchive"))
-    assert error.details["reason"] in ("missing object", "cyclic chain", "unlisted record")
+    # (a parent listed after its child is out of creation order, which is refused first)
+    assert error.details["reason"] in ("missing object", "cyclic chain", "unlisted record", "bad session document")
 
 
 def test_object_swapped_for_another_valid_object(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
@@ -735,6 +737,16 @@ def test_chain_through_an_unlisted_snapshot(archive: Path, target: SnapshotStore
     assert doc["evicted"]  # the chains of the oldest retained snapshots run through evicted ones
     doc["evicted"] = []
     assert refused(target, parts.build(tmp_path / "unlisted.snaparchive")).details["reason"] == "unlisted record"
+
+
+def test_snapshots_listed_newest_first_are_refused(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
+    """Retention counts in the listed order: an archive listing a session newest first (its
+    checksums made again) imported, and the import's retention then kept the oldest (found by a trial)."""
+    parts = Parts.read(archive)
+    doc = next(d for d in parts.manifest["sessions"] if d["name"] == "campaign")
+    doc["snapshots"].reverse()
+    error = refused(target, parts.build(tmp_path / "reversed.snaparchive"))
+    assert error.details["reason"] == "bad session document" and "before its parent" in str(error)
 
 
 def test_snapshot_missing_from_archive_and_store(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
@@ -1299,3 +1311,70 @@ def test_export_to_a_long_file_name(source: SnapshotStore, tmp_path: Path) -> No
     source.export(target, sessions=["side quest"])
     assert SnapshotStore.memory().import_archive(target).created == ["side quest"]
     assert os.listdir(tmp_path) == [target.name]
+
+
+class _ReclaimOnRead(MemoryBackend):
+    """A memory engine that runs ``during`` once, just before its ``at``-th segment read."""
+
+    during: Callable[[], Any] | None = None
+    at = 0
+
+    def read_segment(self, key: str, segment: int, start: int = 0) -> Any:
+        if self.during is not None:
+            self.at -= 1
+            if self.at == 0:
+                during, self.during = self.during, None
+                during()
+        return super().read_segment(key, segment, start)
+
+
+def test_an_export_planned_before_a_reclaim_writes_the_session_as_it_is_after_it(tmp_path: Path) -> None:
+    """Two writers taking turns store deltas against their own base, which the export rebuilds;
+    a rebuild that met a reclaim read the session again under the export, and the export went on
+    with the plan made before it: "snapshot ... was reclaimed" or a bare KeyError (found by a
+    trial exporting beside two writers and gc). Here the reclaim lands before each read in turn."""
+    for at in range(1, 40):
+        backend = _ReclaimOnRead()
+        one, two = SnapshotStore(backend, max_chain=4), SnapshotStore(backend, max_chain=4)
+        first, second = one.session("s", max_snapshots=12), two.session("s")
+        committed = {}
+        for turn in range(14):
+            state = {"turn": turn, "log": [f"line {t}" for t in range(turn)]}
+            committed[(first if turn % 2 else second).commit(state).id] = canonical(state)
+
+        def reclaim(store: SnapshotStore = one) -> None:
+            store.session("s").set_max_snapshots(3)
+            store.gc()
+
+        backend.during, backend.at = reclaim, at
+        out = tmp_path / f"s{at}.snaparchive"
+        SnapshotStore(backend).export(out)
+        landed = backend.during is None
+        restored = SnapshotStore.memory()
+        restored.import_archive(out)
+        now = SnapshotStore(backend).session("s")
+        ids = restored.session("s").snapshot_ids()
+        assert ids[-3:] == now.snapshot_ids()  # the newest three at least, whenever the reclaim landed
+        assert all(canonical(restored.session("s").state(sid)) == committed[sid] for sid in ids)
+        if not landed:
+            break  # the export read less than ``at`` times: every landing place was tried
+    assert at > 5
+
+
+def test_states_nested_as_deep_as_a_state_may_be_export_and_import(tmp_path: Path) -> None:
+    """A state replaced whole where its parent's chain is in the archive goes as a patch from the
+    parent; the patch's own levels took a state nested as deep as a store takes past what orjson
+    writes, and export died on a bare TypeError (found by a trial)."""
+    deep: Any = 1
+    for _ in range(251):
+        deep = [deep]
+    store = SnapshotStore.open(tmp_path / "store")
+    sess = store.session("t")
+    states = [["x" * 50_000, deep, i] if i % 2 else {"pad": "x" * 50_000, "i": i} for i in range(4)]
+    ids = [sess.commit(state).id for state in states]
+    assert store.verify().ok
+    store.export(tmp_path / "a.snaparchive")
+    restored = SnapshotStore.memory()
+    restored.import_archive(tmp_path / "a.snaparchive")
+    for sid, state in zip(ids, states, strict=True):
+        assert canonical(restored.session("t").state(sid)) == canonical(state)

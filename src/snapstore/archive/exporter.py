@@ -33,7 +33,7 @@ from ..delta import apply_patch, diff
 from ..entries import KEY_MODES, against_base
 from ..errors import ArchiveError, CorruptObjectError, SnapshotNotFound
 from ..history import READ_ATTEMPTS, IndexedCommit, SessionLog
-from ..objects import SessionDoc
+from ..objects import SessionDoc, SnapshotRecord
 from ..session import resolve_prefix
 from .layout import (
     ARCHIVE_VERSION,
@@ -172,6 +172,11 @@ def _names(value: Iterable[str] | str | None) -> list[str] | None:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _versions(log: SessionLog) -> list[tuple[int, int]]:
+    """Which segments the log holds, and which version of each: a reclaim changes them."""
+    return [(number, segment.version) for number, segment in log.segments.items()]
+
+
 @dataclass
 class _Plan:
     log: SessionLog  # the session as read (refreshed when a segment moved under the export)
@@ -180,6 +185,8 @@ class _Plan:
     tags: dict[str, str] = field(init=False)  # tags naming exported snapshots
     order: IdIndex = field(init=False)  # the records to export, parents before children
     patch_parents: set[str] = field(init=False)  # parents of keyframes: their child's state may be a patch
+    #: the planned records: the log may be read again under the export (a rebuild that met a reclaim)
+    records: dict[str, SnapshotRecord] = field(init=False)
     objects: int = field(init=False)  # records, deltas and states (before removing duplicates)
     estimate: int = field(init=False)  # rough decompressed size, to size the compression window
 
@@ -208,6 +215,7 @@ class _Plan:
             roots = [*listed, *([unlisted] if unlisted is not None else [])]
         order = IdIndex()
         bases: list[str] = []
+        self.records = {}
         self.patch_parents = set()
         self.objects = self.estimate = 0
         for root in roots:
@@ -227,6 +235,7 @@ class _Plan:
                 if commit is not keyframe and against_base(commit.mode, commit.record) and commit.record.parent:
                     self.patch_parents.add(commit.record.parent)  # stored whole in the archive, as a keyframe is
                 order.add(bytes.fromhex(commit.id))
+                self.records[commit.id] = commit.record
                 self.objects += 1 + (commit is not keyframe)
                 self.estimate += 2048
         listed_set = set(listed)
@@ -339,7 +348,7 @@ class _ArchiveWriter:
             for number in range(len(plan.order)):
                 key = plan.order.key(number)
                 if key not in self.emitted:
-                    self._emit(key, RECORD, plan.log.commits[key.hex()].record.to_payload())
+                    self._emit(key, RECORD, plan.records[key.hex()].to_payload())
         payloads_size = self.offset
         # canonical JSON, assembled from the documents' own canonical bytes (members in key order)
         docs = b",".join(plan.document() for plan in plans)
@@ -374,11 +383,14 @@ class _ArchiveWriter:
         when no record needs it); the session is planned again from what it holds now.
         """
         for _attempt in range(READ_ATTEMPTS):
+            planned = _versions(plan.log)
             try:
                 self._write_chains(plan)
                 return
-            except (SegmentMissing, CorruptObjectError):
-                if not plan.log.refresh():
+            except (SegmentMissing, CorruptObjectError, SnapshotNotFound):
+                # (a rebuild below may have read the session again itself: the plan is then stale
+                # even though this refresh finds nothing new)
+                if not plan.log.refresh() and _versions(plan.log) == planned:
                     raise  # nothing moved: real damage
                 plan.replan()
         raise CorruptObjectError(
@@ -390,7 +402,9 @@ class _ArchiveWriter:
         log = plan.log
         for number in range(len(plan.order)):
             sid = plan.order.key(number).hex()
-            commit = log.commits[sid]
+            commit = log.commits.get(sid)
+            if commit is None:  # reclaimed since the plan was made (a rebuild below read the session again)
+                raise SegmentMissing(f"snapshot {sid} left session {log.name!r} during the export", {"snapshot": sid})
             record = commit.record
             if sid in plan.patch_parents:
                 self.chained.add(sid)
@@ -434,7 +448,12 @@ class _ArchiveWriter:
         path = log.chain(parent)
         state = log.apply_chain(path, log.segment_payloads(path[0].segment)[0])  # hash-checked
         ops = diff(state, orjson.loads(payload))
-        patch = codec.dumps({"parent": parent, "patch": ops, "size": len(payload)})
+        try:
+            patch = codec.dumps({"parent": parent, "patch": ops, "size": len(payload)})
+        except orjson.JSONEncodeError:
+            # a value replaced whole in a state nested near the deepest a state may be: the patch's
+            # own levels take it past what JSON is written to here, and the state goes whole
+            return None
         if len(patch) >= len(payload):
             return None
         rebuilt = codec.dumps(apply_patch(state, ops, in_place=True))
