@@ -365,6 +365,49 @@ class TestPostgresBackend(BackendContract):
             backend.close()
         assert self.backend.read_segment("s", 0).entries == [b"via search_path"]
 
+    @pytest.mark.parametrize(
+        ("made", "relation", "found"),
+        [
+            ("TABLE {schema}.snapstore_meta (id integer, note text)", "snapstore_meta", "its columns are (id integer"),
+            ("TABLE {schema}.snapstore_meta (key text, value text)", "snapstore_meta", "it has no primary key"),
+            (
+                'TABLE {schema}.snapstore_entries (session text COLLATE "C", segment integer, pos bigint,'
+                " data bytea)",
+                "snapstore_entries",
+                "its column segment is integer, snapstore's is bigint",
+            ),
+            ("TABLE {schema}.snapstore_segment_version (n bigint)", "snapstore_segment_version", "it is a table"),
+            ("VIEW {schema}.snapstore_entries AS SELECT 1 AS n", "snapstore_entries", "it is a view"),
+        ],
+    )
+    def test_a_relation_of_another_with_a_store_name_is_refused(self, made: str, relation: str, found: str) -> None:
+        """Each name the store's tables and sequence take, held by something snapstore did not make: the
+        open names it and says what differs and where else the store can go, reading and writing nothing
+        (before, the SQL failed half way, or CREATE ... IF NOT EXISTS skipped it and the store wrote into it)."""
+        self._sql("CREATE SCHEMA {schema}")  # no store in it: the contract's backend is made on first use
+        self._sql("CREATE " + made)
+        for create in (False, True):
+            with pytest.raises(BackendError) as info:
+                self.make_backend(create=create)
+            assert info.value.details["reason"] == "foreign table" and info.value.details["relation"] == relation
+            message = str(info.value)
+            assert f"{relation} in " in message and "is not snapstore's" in message and found in message, message
+            assert "another schema" in message and "another table prefix" in message, message
+        relations = self._sql("SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace", self.schema)
+        assert [name for (name,) in relations] == [relation]
+        other = self.make_backend(table_prefix="mine_")  # the way out the message gives: beside it, under a prefix
+        try:
+            other.append("s", 0, [b"x"], 0)
+        finally:
+            other.close()
+
+    def test_an_index_of_another_table_with_the_store_index_name_is_refused(self) -> None:
+        self._sql("CREATE SCHEMA {schema}")  # no store in it: the contract's backend is made on first use
+        self._sql("CREATE TABLE {schema}.other (n bigint)")
+        self._sql("CREATE INDEX snapstore_entries_segment ON {schema}.other (n)")
+        with pytest.raises(BackendError, match="it is an index of other, where snapstore indexes snapstore_entries"):
+            self.make_backend()
+
     def test_closed_backend_refuses_work(self) -> None:
         backend = self.make_backend()
         backend.close()

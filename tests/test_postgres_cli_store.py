@@ -3,6 +3,7 @@ fails leave no tables behind (a mistyped database, an application's own, stays a
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cli_support import run
+from cli_support import one_error_line, run
 from conftest import postgres_url_or_skip
 from snapstore import SnapshotStore
 
@@ -57,3 +58,97 @@ def test_reading_commands_and_a_failed_import_make_no_tables(empty_schema: tuple
     assert imported.returncode == 0, imported.stderr
     assert tables() != []
     assert run("log", "s", "--store", url).returncode == 0
+
+
+def _schema_of(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return str(conn.execute("SELECT current_schema()").fetchone()[0])  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("table", "found"),
+    [
+        ("snapstore_meta (id integer, note text)", "its columns are (id integer, note text)"),
+        ('snapstore_meta (key text COLLATE "C", value text)', "it has no primary key"),
+    ],
+)
+def test_a_table_of_another_named_snapstore_meta_is_named_and_kept(
+    empty_schema: tuple[str, Any], table: str, found: str
+) -> None:
+    """Neither a reading command nor init reads or writes someone else's snapstore_meta: both say whose
+    it is not, what differs, and where to keep the store instead (no SQL error, no "run init")."""
+    import psycopg
+
+    url, tables = empty_schema
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table}")
+    for argv in (("sessions",), ("init",)):
+        refused = run(*argv, "--store", url)
+        line = one_error_line(refused.stderr)
+        assert refused.returncode == 1, (argv, refused.stderr)
+        assert "snapstore_meta in " in line and "is not snapstore's" in line and found in line, line
+        assert "another schema" in line and "table prefix" in line, line
+        assert "schema=" not in line and "does not exist" not in line and "ON CONFLICT" not in line, line
+    assert tables() == ["snapstore_meta"]  # nothing made beside it
+
+
+def test_init_in_a_schema_the_url_names_but_that_is_missing(empty_schema: tuple[str, Any]) -> None:
+    """The URL's search_path names a schema, and init does not create it: the error says how to, in the
+    command line's terms (no library keyword), and a store is made once the schema exists."""
+    import psycopg
+
+    url, _tables = empty_schema
+    missing = f"cli_missing_{uuid.uuid4().hex[:8]}"
+    where = url.replace(f"search_path%3D{_schema_of(url)}", f"search_path%3D{missing}")
+    refused = run("init", "--store", where)
+    line = one_error_line(refused.stderr)
+    assert refused.returncode == 1 and f"search_path ({missing})" in line and "CREATE SCHEMA" in line, line
+    assert "schema=" not in line and "pass " not in line, line
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{missing}"')
+        try:
+            assert run("init", "--store", where).returncode == 0
+        finally:
+            conn.execute(f'DROP SCHEMA "{missing}" CASCADE')
+
+
+def test_an_import_cut_off_part_way_keeps_what_it_imported_and_a_rerun_finishes(
+    empty_schema: tuple[str, Any], tmp_path: Path
+) -> None:
+    """The server ends the import's connection when it writes its second session (a trigger stands in for
+    an administrator or a restart, at a known point): the first session stays, the error says so and how to
+    finish, and the same import run again imports the rest."""
+    import psycopg
+
+    url, _tables = empty_schema
+    archive = tmp_path / "two.snaparchive"
+    with SnapshotStore.memory() as source:
+        for name in ("a", "b"):
+            for turn in range(3):
+                source.session(name).commit({"session": name, "turn": turn}, turn=turn)
+        source.export(archive)
+    assert run("init", "--store", url).returncode == 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION cut_off_b() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.key LIKE 'segment/b/%' THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;"
+            " RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER cut_off_b BEFORE INSERT ON snapstore_meta FOR EACH ROW EXECUTE FUNCTION cut_off_b()"
+        )
+        failed = run("import", str(archive), "--store", url)
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+        error = [line for line in failed.stderr.splitlines() if line.startswith("snapstore: error: ")]
+        assert len(error) == 1 and "terminating connection" in error[0], failed.stderr
+        assert "the sessions it imported before this failure stay" in error[0], error[0]
+        assert "running the same import again" in error[0], error[0]
+        listed = run("sessions", "--json", "--store", url)
+        assert [s["name"] for s in json.loads(listed.stdout)] == ["a"], listed.stdout
+        conn.execute("DROP TRIGGER cut_off_b ON snapstore_meta")
+    again = run("import", str(archive), "--store", url)
+    assert again.returncode == 0, again.stderr
+    assert "created b" in again.stdout and "already up to date a" in again.stdout, again.stdout
+    assert run("verify", "--store", url).returncode == 0

@@ -16,7 +16,9 @@ missing, else the connection's ``current_schema()``, which the URL can set with
         indexed on (session, segment)
     snapstore_segment_version   a sequence: every segment written whole gets a new version
 
-Every column is STORAGE PLAIN and neither table has a TOAST table (table layout 4).
+Every column is STORAGE PLAIN and neither table has a TOAST table (table layout 4; a
+pg_restore gives them empty ones again). A relation of one of these names that snapstore
+did not make (``foreign_reason``) is refused before anything reads or writes it.
 A segment is one stream of length-prefixed entries (``_postgres_stream``); a position
 is a byte offset in it. Its rows in ``snapstore_entries`` hold whole and quarter pages
 of the stream, its row in ``snapstore_meta`` the rest (the tail). ``append`` is one
@@ -74,6 +76,7 @@ from ._postgres_sql import (
     PLAIN_TABLES,
     PRIMARY_KEY,
     QUERIES,
+    RELATIONS,
     SCHEMA_VERSION,
     SEGMENT_INDEX,
     SEGMENT_INDEX_STATEMENT,
@@ -89,6 +92,7 @@ from ._postgres_sql import (
     UPGRADE_TO_4_VERSION,
     VERSION_SEQUENCE,
     first_line,
+    foreign_reason,
     hash64,
     redact_url,
     row_sizes,
@@ -260,11 +264,16 @@ class PostgresBackend(Backend):
                 if schema is None:
                     schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
                     if schema is None:
+                        # The command line reaches a schema only through the URL, so this says how to fix
+                        # the URL or the database; a missing schema is created only when named outright.
+                        path = conn.execute("SHOW search_path").fetchone()[0]  # type: ignore[index]
                         raise BackendError(
-                            f"no schema to keep the tables in at {self._display}: "
-                            "the search_path names no existing schema; pass schema=...",
-                            {"url": self._display},
+                            f"no schema to keep the tables in at {self._display}: its search_path ({path}) "
+                            "names no schema that exists; create the schema first (CREATE SCHEMA name), or name "
+                            "an existing one in the URL (?options=-csearch_path%3Dname)",
+                            {"url": self._display, "search_path": path, "reason": "no schema"},
                         )
+                self._refuse_foreign(conn, schema)
                 self._compose_queries(conn, schema)
                 found = self._read_version(conn, schema)
                 if found is None and not self._create:  # a database of other tables: nothing made in it
@@ -285,6 +294,34 @@ class PostgresBackend(Backend):
             raise self._driver_error("open store", exc) from exc
         self._layout_version = self._check_version(found, schema)
         return schema
+
+    def _refuse_foreign(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        """Refuse a table, sequence or index named as one of the store's that snapstore did not make,
+        before anything reads or writes it: the statements would fail on its columns half way, or
+        skip it (CREATE ... IF NOT EXISTS) and write into someone else's table."""
+        roles = {
+            self.table_prefix + META_TABLE: "meta",
+            self.table_prefix + ENTRIES_TABLE: "entries",
+            self.table_prefix + VERSION_SEQUENCE: "sequence",
+            self.table_prefix + SEGMENT_INDEX: "index",
+        }
+        found: dict[str, tuple[str, list[tuple[str, str, str | None, bool]], str | None]] = {}
+        for name, kind, column, type_name, collation, in_key, indexed in conn.execute(
+            RELATIONS, {"schema": schema, "names": list(roles)}
+        ):
+            _kind, columns, _indexed = found.setdefault(name, (kind, [], indexed))
+            if column is not None:  # a table without columns still has its one row
+                columns.append((column, type_name, collation, in_key))
+        for name, (kind, columns, indexed) in found.items():
+            reason = foreign_reason(roles[name], kind, columns, indexed, self.table_prefix)
+            if reason is not None:
+                raise BackendError(
+                    f"{name} in {where(self._display, schema, self.table_prefix)} is not snapstore's: {reason}; "
+                    "no store can be kept beside it: keep the store in another schema (created first, and named "
+                    "in the URL: ?options=-csearch_path%3Dname) or under another table prefix, or rename or drop "
+                    f"{name} if nothing needs it",
+                    {"url": self._display, "schema": schema, "relation": name, "reason": "foreign table"},
+                )
 
     def _has_table(self, conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
         found = conn.execute(

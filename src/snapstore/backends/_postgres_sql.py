@@ -173,6 +173,22 @@ PLAIN_TABLES = {
     ),
 }
 HAS_TOAST = "SELECT reltoastrelid <> 0 FROM pg_catalog.pg_class WHERE oid = %s::regclass"
+#: each relation of the schema named as one of the store's (``%(names)s``): its kind, its columns (name, type,
+#: collation, part of the primary key), and for an index the table it indexes; ``foreign_reason`` judges them
+RELATIONS = (
+    "SELECT c.relname, c.relkind, a.attname, format_type(a.atttypid, a.atttypmod), co.collname,"
+    " coalesce(a.attnum = ANY(pk.conkey), false), t.relname"
+    " FROM pg_catalog.pg_class c"
+    " LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+    "  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+    " LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
+    " LEFT JOIN pg_catalog.pg_constraint pk ON pk.conrelid = c.oid AND pk.contype = 'p'"
+    " LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid"
+    " LEFT JOIN pg_catalog.pg_class t ON t.oid = i.indrelid"
+    " WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)"
+    "  AND c.relname = ANY(%(names)s)"
+    " ORDER BY c.relname, a.attnum"
+)
 PRIMARY_KEY = "SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'"
 
 #: layout 3 to 4 (``PostgresBackend._upgrade_plain_rows``), in one transaction: the stream, its rows and
@@ -201,6 +217,59 @@ UPGRADE_FINISH = [
     "ALTER INDEX {new_entries_pkey} RENAME TO {entries_pkey_name}",
     "UPDATE {meta} SET value = '3' WHERE key = 'schema_version' AND value = '2'",
 ]
+
+
+#: (type, collation) of each column of the store's tables: every layout has the first two of the meta
+#: table's and all of the entries table's; the three others of the meta table are added on opening
+_KEY = ("text", "C")
+META_COLUMNS = {"key": _KEY, "value": ("text", None), "data": ("bytea", None), "size": ("bigint", None),
+                "version": ("bigint", None)}  # fmt: skip
+META_REQUIRED = ("key", "value")
+ENTRIES_COLUMNS = {"session": _KEY, "segment": ("bigint", None), "pos": ("bigint", None), "data": ("bytea", None)}
+_KINDS = {"r": "a table", "p": "a partitioned table", "v": "a view", "m": "a materialized view", "f": "a foreign table",
+          "S": "a sequence", "i": "an index", "I": "a partitioned index", "c": "a composite type"}  # fmt: skip
+
+
+def _type_text(kind: tuple[str, str | None]) -> str:
+    return kind[0] + (f' COLLATE "{kind[1]}"' if kind[1] else "")
+
+
+def foreign_reason(role: str, kind: str, columns: list[tuple[str, str, str | None, bool]], indexed: str | None,
+                   prefix: str) -> str | None:  # fmt: skip
+    """Why a relation named as one of the store's (``role``: meta, entries, sequence, index) is not
+    snapstore's, or None when it is; ``columns`` are (name, type, collation, in the primary key).
+
+    Every snapstore version that made one of these made it so (the meta table's key text COLLATE "C"
+    its primary key; its other three columns added since): anything else was made by someone else, and
+    the store's statements would fail on it half way (or, for the index, skip it and leave the entries
+    unindexed)."""
+    what = _KINDS.get(kind, f"a relation of kind {kind!r}")
+    if role == "sequence":
+        return None if kind == "S" else f"it is {what}, where snapstore keeps a sequence"
+    if role == "index":
+        entries = prefix + ENTRIES_TABLE
+        if kind != "i":
+            return f"it is {what}, where snapstore keeps the index of {entries}"
+        return None if indexed == entries else f"it is an index of {indexed}, where snapstore indexes {entries}"
+    if kind != "r":
+        return f"it is {what}, where snapstore keeps a table"
+    expected, required = (META_COLUMNS, META_REQUIRED) if role == "meta" else (ENTRIES_COLUMNS, tuple(ENTRIES_COLUMNS))
+    found = {name: (kind_, collation if collation not in (None, "default") else None) for name, kind_, collation, _ in
+             columns}  # fmt: skip
+    theirs = ", ".join(f"{name} {_type_text(found[name])}" for name, *_ in columns) or "none"
+    ours = ", ".join(f"{name} {_type_text(kind_)}" for name, kind_ in expected.items())
+    if any(name not in expected for name in found) or any(name not in found for name in required):
+        return f"its columns are ({theirs}), snapstore's are ({ours})"
+    reasons = [
+        f"its column {name} is {_type_text(kind_)}, snapstore's is {_type_text(expected[name])}"
+        for name, kind_ in found.items()
+        if expected[name] != kind_
+    ]
+    keys = sorted(name for name, _kind, _collation, in_key in columns if in_key)
+    if role == "meta" and keys != ["key"]:
+        reasons.append((f"its primary key is ({', '.join(keys)})" if keys else "it has no primary key")
+                       + ", snapstore's is (key)")  # fmt: skip
+    return "; ".join(reasons) or None
 
 
 def redact_url(url: str) -> str:

@@ -8,6 +8,8 @@ import os
 import shutil
 from typing import Any
 
+from ..errors import BackendError, ConcurrentUpdateError
+from .base import cli_message
 from .common import CliError, open_existing, open_store, refuse_to_overwrite, store_path
 from .output import Progress, count, emit, human
 from .references import resolve
@@ -78,6 +80,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         with store, Progress() as progress:
             report = store.import_archive(args.file, progress=progress, on_conflict=args.on_conflict)
+    except (BackendError, ConcurrentUpdateError) as exc:  # the store failed, after the archive was checked
+        if created and "://" not in path:
+            _remove_new_store(path, folder_existed)
+            raise
+        # The import writes one session at a time, and a database's tables and sessions cannot be taken
+        # back as a new folder can: say what stays, and how to finish.
+        raise CliError(f"{cli_message(exc)}; {_partial_import(args.on_conflict)}") from exc
     except BaseException:
         if created and "://" not in path:
             _remove_new_store(path, folder_existed)
@@ -88,6 +97,19 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"initialized empty snapstore store at {path}")
     print(_import_summary(report, args.file))
     return 0
+
+
+def _partial_import(on_conflict: str) -> str:
+    """What an import that failed while writing leaves in a store it does not remove."""
+    text = (
+        "the import writes one session at a time: the sessions it imported before this failure stay in the store"
+    )
+    if on_conflict == "rename":
+        return (
+            f"{text} (importing the archive again would import the renamed ones once more, under other names: "
+            "delete those first with snapstore delete-session)"
+        )
+    return f"{text}, and running the same import again, once the cause is fixed, imports the rest"
 
 
 def _remove_new_store(path: str, folder_existed: bool) -> None:

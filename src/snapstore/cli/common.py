@@ -37,7 +37,9 @@ def open_existing(path: str) -> SnapshotStore | None:
     try:
         return SnapshotStore.open(path, create=False)
     except (BackendError, SnapshotNotFound) as exc:
-        if "cause" in exc.details:
+        # a driver error, or a database where init would fail too (a table of that name that is not
+        # snapstore's, no schema to make one in): that is the error to report, not "run init"
+        if "cause" in exc.details or exc.details.get("reason") in ("foreign table", "no schema"):
             raise
         return None
 
