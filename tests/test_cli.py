@@ -475,18 +475,26 @@ def test_a_label_with_control_characters_stays_on_its_line(tmp_path: Path, capsy
     assert SnapshotStore.open(store).session("s").snapshots()[1].label == "one\ntwo\x1b[31mRED\x9b"  # stored as given
 
 
+def _committed_by_the_cli(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, states: list[dict[str, object]]
+) -> tuple[str, list[str]]:
+    """A new store at ``tmp_path/store`` and the ids ``snapstore commit s`` gave ``states``, in order."""
+    store = tmp_path / "store"
+    SnapshotStore.open(store).close()
+    path = tmp_path / "state.json"
+    ids = []
+    for state in states:
+        path.write_bytes(orjson.dumps(state))
+        ids.append(call(capsys, "--store", str(store), "commit", "s", str(path))[1].strip())
+    return str(store), ids
+
+
 def test_show_and_diff_escape_what_a_terminal_would_act_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import re
 
-    store = tmp_path / "store"
-    SnapshotStore.open(store).close()
-    s = str(store)
     unsafe = "csi \x9b31m, del \x7f, c1 \x80\x9f, separator \u2028, é 😀"
-    path = tmp_path / "state.json"
-    ids = []
-    for n, text in enumerate(["plain", unsafe]):
-        path.write_bytes(orjson.dumps({"n": n, "text": text}))
-        ids.append(call(capsys, "--store", s, "commit", "s", str(path))[1].strip())
+    states = [{"n": n, "text": text} for n, text in enumerate(["plain", unsafe])]
+    s, ids = _committed_by_the_cli(capsys, tmp_path, states)
     raw = re.compile("[\x7f-\x9f\u2028\u2029]")
     for argv in (("show", ids[1]), ("show", ids[1], "--compact"), ("diff", *ids), ("diff", *ids, "--json")):
         code, out, _err = call(capsys, "--store", s, *argv)
@@ -494,6 +502,31 @@ def test_show_and_diff_escape_what_a_terminal_would_act_on(tmp_path: Path, capsy
         assert "\\u009b31m" in out and "é 😀" in out
     code, out, _err = call(capsys, "--store", s, "show", ids[1], "--compact")
     assert orjson.loads(out) == {"n": 1, "text": unsafe}  # the same JSON value, escaped
+
+
+def test_state_paths_and_tags_are_printed_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A key is free text: in a diff line, an error naming its JSON Pointer or a tag in log, it keeps
+    its line and does not drive the terminal."""
+    key = "k\x1b[2Jz\nnext\x9b\u2028"
+    states = [{key: n, "removed" if n == 0 else "added": {key: n}} for n in range(2)]
+    s, ids = _committed_by_the_cli(capsys, tmp_path, states)
+    store, path = Path(s), tmp_path / "state.json"
+    shown = "/k\\x1b[2Jz\\x0anext\\x9b\\u2028"
+    for argv in (("diff", *ids), ("diff", ids[1])):
+        code, out, _err = call(capsys, "--store", s, *argv)
+        lines = out.splitlines()
+        assert code == 0 and "\x1b" not in out and "\x9b" not in out and "\u2028" not in out, out
+        assert len(lines) == 5 and f"~ {shown}: 0 → 1" in lines, lines
+        assert '+ /added: {"k\\u001b[2Jz\\nnext\\u009b\\u2028":1}' in lines  # values stay JSON
+    assert format_diff([{"op": "remove", "path": "/\n"}], {"\n": 1}, color=False) == ["- /\\x0a: 1"]
+    code, _out, err = call(capsys, "--store", s, "show", f"{ids[1]}:/added/k\x1b[2Jz\nnope")
+    assert code == 1 and "\x1b" not in err and "/added/k\\x1b[2Jz\\x0anope not found" in one_error_line(err)
+    path.write_bytes(b'{"k\\u001b[2Jz\\n": {"a": 1, "a": 2}}')  # refused: the key is in the error's pointer
+    code, _out, err = call(capsys, "--store", s, "commit", "s", str(path))
+    assert code == 1 and "\x1b" not in err and "at /k\\x1b[2Jz\\x0a: key 'a' appears" in one_error_line(err)
+    SnapshotStore.open(store).session("s").tag(ids[1], "t\x9b2J\u2028")
+    code, out, _err = call(capsys, "--store", s, "log", "s", "--oneline")
+    assert code == 0 and "tag: t\\x9b2J\\u2028" in out and "\x9b" not in out and len(out.splitlines()) == 2
 
 
 def test_log_warns_when_the_newest_segment_is_damaged(tmp_path: Path) -> None:

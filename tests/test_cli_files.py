@@ -222,3 +222,40 @@ def test_help_does_not_import_pydantic() -> None:
     loaded = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=cli_env(),
                             timeout=60).stdout.split()
     assert "pydantic" not in loaded
+
+
+def test_an_import_stopped_by_sigterm_removes_the_session_it_was_creating(tmp_path: Path) -> None:
+    """A service manager or ``kill`` stops a command with SIGTERM: an import left the session it
+    was writing half there with nothing to say so, where Ctrl-C removes it.
+    It is undone as for Ctrl-C, and the import exits 143 with one error line."""
+    import signal
+    import time
+
+    from snapstore import SnapshotStore
+
+    source = SnapshotStore.open(tmp_path / "source")
+    big = source.session("big", max_snapshots=1000)
+    state: dict[str, object] = {"log": []}
+    for turn in range(400):
+        state["log"] = [*state["log"], f"turn {turn}: " + os.urandom(600).hex()][-200:]  # type: ignore[list-item]
+        big.commit(state)
+    source.export(tmp_path / "big.snaparchive")
+    target = SnapshotStore.open(tmp_path / "target")
+    target.session("kept").commit({"kept": True})
+    key_folder = tmp_path / "target" / "sessions" / big.key
+    proc = subprocess.Popen(
+        [*command(), "--store", str(tmp_path / "target"), "import", str(tmp_path / "big.snaparchive")],
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not (key_folder.is_dir() and any(p.name.startswith("0") for p in key_folder.iterdir())):
+        assert proc.poll() is None, "the import ended before it was stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.decode().strip() == "snapstore: error: terminated"
+    reopened = SnapshotStore.open(tmp_path / "target")
+    assert reopened.sessions() == ["kept"]
+    assert reopened.verify().ok

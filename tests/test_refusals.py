@@ -6,9 +6,11 @@ Nothing is written by a refused commit (the session's head and length stay as th
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
+import enum
 import math
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +27,17 @@ from snapstore.session import Session
 @dataclasses.dataclass
 class Point:
     x: int
+
+
+Pair = collections.namedtuple("Pair", "x y")
+
+
+class Rate(float, enum.Enum):  # a float enum, kept as its value as IntEnum and StrEnum are
+    HALF = 0.5
+
+
+class Hue(enum.StrEnum):
+    RED = "red"
 
 
 def _cycle() -> dict[str, Any]:
@@ -65,6 +78,8 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "surrogate-key": ({"\udfff": 1}, "/\\udfff"),
     "inside-a-list": ([1, 2, {"when": datetime.date(2024, 1, 2)}], "/2/when"),
     "in-a-tuple": ((1, {2}), "/1"),
+    "namedtuple": (Pair(1, 2), ""),
+    "in-a-namedtuple": ([Pair(1, {2})], "/0"),
     "too-deep": (_nested(300), "/n" * 249),  # the 253rd nested container: orjson takes 254, less 2 spare
     "cycle": (_cycle(), "/again/0" * 124 + "/again"),
     "nan": (math.nan, ""),
@@ -101,6 +116,26 @@ def test_a_refused_value_is_named_by_its_pointer(store: SnapshotStore, case: str
         sess.commit({"npcs": [{"name": "Zoë", "born": None}], "turn": 1})
     error = refused(sess, {"npcs": [{"name": "Zoë", "born": value}], "turn": 2})
     check_named(error, "/npcs/0/born" + below)
+
+
+def test_tuple_subclasses_and_str_subclass_keys_say_why(store: SnapshotStore) -> None:
+    """Each is refused as its kind is (a tuple, a key that is not exactly a str), named by its place."""
+    sess = store.session("s")
+    error = refused(sess, {"p": [Pair(1, 2)]})
+    check_named(error, "/p/0")
+    assert error.details["reason"] == "a tuple (Pair) is not JSON; pass a list" and error.details["type"] == "Pair"
+    sess.commit({"rate": 1.0, "p": []})
+    error = refused(sess, {"rate": 1.0, "p": [{Hue.RED: 1}]})
+    check_named(error, "/p/0/red")
+    assert "keys must be exactly str, not a subclass of it: key 'red' is a Hue" in error.details["reason"]
+
+
+def test_an_enum_of_a_json_type_is_stored_as_its_value(store: SnapshotStore) -> None:
+    """A float enum, like IntEnum and StrEnum, is a float: stored as its value, read back as a float."""
+    sess = store.session("s")
+    snap = sess.commit({"rate": Rate.HALF, "rates": [1.0, Rate.HALF]})
+    back = sess.state(snap.id)
+    assert back == {"rate": 0.5, "rates": [1.0, 0.5]} and type(back["rate"]) is float
 
 
 BIG = 3000  # more items than a chunk: long lists and wide objects are written a chunk at a time

@@ -42,10 +42,16 @@ def _unrepresentable_leaf(node: Any) -> str | None:
     if isinstance(node, (str, int)) or node is None:  # bool is an int; IntEnum and StrEnum are kept as values
         return None
     if isinstance(node, tuple):
-        return "a tuple is not JSON; pass a list"
+        return _tuple_reason(node)
     if isinstance(node, enum.Enum):
         return "enum members are not JSON; store their value"
     return f"type {type(node).__name__} is not JSON"
+
+
+def _tuple_reason(node: tuple[Any, ...]) -> str:
+    if type(node) is tuple:
+        return "a tuple is not JSON; pass a list"
+    return f"a tuple ({type(node).__name__}) is not JSON; pass a list"
 
 
 def first_unserializable(root: Any, max_depth: int) -> tuple[Any, str, str] | None:
@@ -63,13 +69,14 @@ def first_unserializable(root: Any, max_depth: int) -> tuple[Any, str, str] | No
             children = []
             for key, child in dict.items(node):
                 if type(key) is not str:  # orjson refuses subclasses of str as keys too
-                    token = _key_token(key)
-                    return key, f"object keys must be strings, not {type(key).__name__}", f"{where}/{token}"
+                    return key, _key_reason(key), f"{where}/{_key_token(key)}"
                 if _has_surrogate(key):
                     return key, "a key with a lone surrogate is not valid UTF-8", f"{where}/{escape_token(key)}"
                 children.append((child, f"{where}/{escape_token(key)}", depth + 1))
             stack.extend(reversed(children))
-        elif isinstance(node, (list, tuple)) and not isinstance(node, enum.Enum):
+        elif (isinstance(node, list) or type(node) is tuple) and not isinstance(node, enum.Enum):
+            # orjson writes a tuple as an array (refused later, when it reads back as a list), but
+            # refuses a tuple subclass (a namedtuple) outright: that one is a leaf refused here
             if depth >= max_depth:
                 return node, "nested too deeply or contains a cycle (orjson stops at depth 254)", where
             items = list.copy(node) if isinstance(node, list) else list(node)
@@ -86,6 +93,8 @@ def _unserializable_leaf(node: Any) -> str | None:
         return None  # orjson writes its value; whether that reads back is checked later
     if isinstance(node, str):
         return "a string with a lone surrogate is not valid UTF-8" if _has_surrogate(node) else None
+    if isinstance(node, tuple):
+        return _tuple_reason(node)
     if isinstance(node, int):  # bool too
         return None if int.__int__(node) in _INT_RANGE else "integer outside the 64-bit range JSON readers accept"
     if node is None or isinstance(node, float):
@@ -101,6 +110,17 @@ def _unserializable_leaf(node: Any) -> str | None:
     if type(node).__module__ in ("uuid", "orjson"):  # a UUID or a Fragment: orjson writes it
         return None
     return f"type {type(node).__name__} is not JSON"
+
+
+def _key_reason(key: Any) -> str:
+    if not isinstance(key, str):
+        return f"object keys must be strings, not {type(key).__name__}"
+    text = str.__str__(key)
+    shown = repr(text if len(text) <= 80 else text[:80] + "...")
+    return (
+        f"object keys must be exactly str, not a subclass of it: key {shown} is a {type(key).__name__}; "
+        "pass a plain str (an enum member's .value)"
+    )
 
 
 def _key_token(key: Any) -> str:

@@ -7,14 +7,18 @@ holds no storage logic of its own, and it imports the storage engine only when
 a command runs. See docs/cli.md for every command.
 
 Exit codes: 0 success; 1 an error (one ``snapstore: error: ...`` line on
-stderr) or problems found by ``verify``; 2 a usage error; 130 interrupted.
+stderr) or problems found by ``verify``; 2 a usage error; 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM), what the command began undone as for Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 from .. import __version__
 from ..errors import AmbiguousSnapshotId, SnapshotError
@@ -27,12 +31,35 @@ EXIT_OK = 0
 EXIT_ERROR = 1  # an error, or problems found by verify
 EXIT_USAGE = 2  # bad arguments (argparse's own code)
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
+
+
+class _Terminated(BaseException):
+    """SIGTERM (a service manager stopping the command, ``kill``), raised where the command is so
+    that what it began is undone as for Ctrl-C: an import removes the sessions it was creating and
+    the store it made, an export its temporary file."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _handling_sigterm() -> object:
+    """Install the SIGTERM handler; what was installed before (None where signals cannot be handled:
+    not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
 
 
 def _error(message: str, extra: Iterable[str] = ()) -> None:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
+    from .output import one_line
+
+    # messages quote what they were given (a state's keys in a JSON Pointer, a pointer, a label):
+    # escaped, so the error stays one line and nothing in it drives the terminal
+    sys.stderr.write(f"{PROG}: error: {one_line(message)}\n")
     for line in extra:
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(one_line(line) + "\n")
     sys.stderr.flush()
 
 
@@ -42,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    previous = _handling_sigterm()
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+
+
+def _run(args: Any) -> int:
     try:
         return int(handler(args.handler)(args))
     except KeyboardInterrupt:
@@ -49,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error("interrupted")
         return EXIT_INTERRUPTED
+    except _Terminated:
+        if args.debug:
+            raise
+        _error("terminated")
+        return EXIT_TERMINATED
     except BrokenPipeError:
         # the reader went away (snapstore log | head): stop quietly
         try:

@@ -118,7 +118,7 @@ def _columns(snap: Any) -> list[str]:
 
 def _decorations(snap: Any, head: bool) -> str:
     """`` (head, tag: NAME)`` as git decorates a commit; empty for a snapshot that is neither."""
-    marks = (["head"] if head else []) + [f"tag: {name}" for name in snap.tags]
+    marks = (["head"] if head else []) + [f"tag: {one_line(name)}" for name in snap.tags]
     return f" ({', '.join(marks)})" if marks else ""
 
 
@@ -167,7 +167,7 @@ def format_diff(ops: list[dict[str, Any]], old: Any, *, color: bool) -> list[str
     lines = []
     for op in ops:
         kind, path = op.get("op"), op.get("path", "")
-        shown = path or "(whole state)"
+        shown = one_line(path) or "(whole state)"  # keys are free text: a newline or an escape stays inert
         if kind == "add":
             lines.append(paint(f"+ {shown}: {compact(op.get('value'))}", _GREEN))
         elif kind == "remove":
