@@ -259,3 +259,30 @@ def test_an_import_stopped_by_sigterm_removes_the_session_it_was_creating(tmp_pa
     reopened = SnapshotStore.open(tmp_path / "target")
     assert reopened.sessions() == ["kept"]
     assert reopened.verify().ok
+
+
+def test_an_application_calling_main_keeps_its_own_sigterm_handler(tmp_path: Path) -> None:
+    """Only the process's entry point (``console``) takes SIGTERM over: ``main`` called by an
+    application left the application's handler replaced while it ran (found by a review)."""
+    import io
+    import signal
+
+    from snapstore.cli import main
+
+    received: list[int] = []
+
+    class SignalledWhileRead(io.BytesIO):  # the state arrives on stdin; SIGTERM lands while it is read
+        def read(self, size: int | None = -1) -> bytes:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return super().read(size)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    stdin = sys.stdin
+    try:
+        assert main(["--store", str(tmp_path / "store"), "init"]) == 0
+        sys.stdin = io.TextIOWrapper(SignalledWhileRead(b'{"turn": 1}'))
+        assert main(["--store", str(tmp_path / "store"), "commit", "s", "-"]) == 0
+        assert received == [signal.SIGTERM]  # the application's handler had it, not the command's
+    finally:
+        sys.stdin = stdin
+        signal.signal(signal.SIGTERM, previous)

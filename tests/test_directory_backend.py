@@ -737,7 +737,42 @@ def test_readers_never_list_part_of_a_session_being_deleted(tmp_path: Path, monk
     assert len(seen) >= 5
     assert all(listing in (ids, []) for listing in seen), seen
     assert not store.has_session("s")
-    assert not [name for name in os.listdir(tmp_path / "store" / "sessions") if name.startswith(".")]
+    sessions = tmp_path / "store" / "sessions"
+    assert not [f for folder in sessions.iterdir() for f in folder.iterdir() if f.name.endswith(".seg")]
+    # the history's old folder keeps a name of the session's lock file: a writer that opened that
+    # folder just before the exchange takes the one lock through it, not a new lock of its own
+    locks = {os.stat(folder / "lock").st_ino for folder in sessions.iterdir()}
+    assert len(list(sessions.iterdir())) == 2 and len(locks) == 1
+    store.backend.cleanup_temporary(0)
+    assert [p.name for p in sessions.iterdir()] == [store.session("s").key]
+
+
+def test_a_delete_stopped_part_way_leaves_nothing_a_reader_sees_and_gc_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deleted history waits under a staged key while it is removed: a crash or Ctrl-C there
+    left it for a week, gc keeping it as a replace still writing (found by a review). Its key
+    marks it thrown away, and the next gc removes it."""
+    from snapstore.backends import _directory
+
+    store, _ids = _session_of_segments(tmp_path / "store", 4, monkeypatch)
+    real = _directory._unlink_ours
+
+    def interrupted(folder: int, names: list[str], lock_too: bool) -> bool:
+        real(folder, [n for n in names if n.endswith(".seg")][:1], lock_too)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_directory, "_unlink_ours", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.delete_session("s")
+    monkeypatch.setattr(_directory, "_unlink_ours", real)
+    from snapstore import SnapshotStore
+
+    assert not SnapshotStore.open(tmp_path / "store").has_session("s")  # gone for every reader
+    sessions = tmp_path / "store" / "sessions"
+    assert [f for folder in sessions.iterdir() for f in folder.iterdir() if f.name.endswith(".seg")]
+    assert store.backend.cleanup_temporary(0) == 1
+    assert not [f for folder in sessions.iterdir() for f in folder.iterdir() if f.name.endswith(".seg")]
 
 
 def test_a_reader_that_opened_a_session_folder_before_a_replace_lists_the_new_history(

@@ -1,5 +1,5 @@
 """``python -m snapstore``: the same command line as the ``snapstore`` script."""
 
-from .cli import main
+from .cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

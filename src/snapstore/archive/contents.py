@@ -289,31 +289,12 @@ class ArchiveContents:
         self._last = None
 
     # -- session documents ---------------------------------------------------
-    def _check_creation_order(self, doc: SessionDoc) -> None:
-        """``snapshots`` lists a session in creation order (format.md §7.4), which retention counts
-        in: a snapshot listed before its parent would make the import evict the newest first."""
-        at = {sid: i for i, sid in enumerate(doc.snapshots)}
-        for i, sid in enumerate(doc.snapshots):
-            if self._find(sid) < 0:
-                continue  # not in the archive: a snapshot the store holds, or a missing one (said below)
-            parent = self.record(sid).parent
-            if parent is not None and at.get(parent, -1) > i:
-                raise fail(
-                    f"archive {self.name}: session {doc.name!r} lists snapshot {sid} before its parent {parent}; "
-                    "a session's snapshots are listed oldest first",
-                    "bad session document",
-                    session=doc.name,
-                    snapshot=sid,
-                    object=parent,
-                )
-
     def check_chains(self, doc: SessionDoc, local: SessionLog | None) -> None:
         """Every listed snapshot's chain reaches a base through listed records of this session,
         with every delta and base state in the archive, or reaches a snapshot the store's session holds."""
         listed = {*doc.snapshots, *doc.evicted}
         bases = set(doc.bases)
         ok = bytearray(len(self.kinds))  # archive records whose chain is known good
-        self._check_creation_order(doc)
 
         def known(sid: str) -> bool:
             i = self._find(sid)

@@ -677,11 +677,14 @@ class DirectoryBackend(Backend):
             self._forget_lock(key)
         try:
             moved = None if staged else self._move_history_out(key)
-            if moved is not None:  # the history goes from where the exchange put it, folder and all
-                self._empty_folder(moved, lock_too=True)
-                self._rmdir(moved)
-                with suppress(OSError):  # the session's new folder goes too unless it holds the lock file
-                    self._rmdir(key)
+            if moved is not None:
+                # the history goes from where the exchange put it; each folder keeps the lock file (a
+                # writer that opened the old one just before the exchange takes the one lock through
+                # it), and goes when it holds nothing else: the old one at the next cleanup
+                self._empty_folder(moved)
+                for folder in (moved, key):
+                    with suppress(OSError):
+                        self._rmdir(folder)
                 return True
             had = self._empty_folder(key, lock_too=staged)
             try:
@@ -698,11 +701,12 @@ class DirectoryBackend(Backend):
 
     def _move_history_out(self, key: str) -> str | None:
         """Put a folder holding only the session's lock file in the session's place, in one step,
-        and return the staged key its history now stands under (left behind by a crash, gc removes
-        it). Readers then see the whole history or none of it, where unlinking the segments in
-        place showed them a history missing some (and a head that went back). None when the session
-        holds no segment, holds something snapstore did not write (which stays where it is), or the
-        file system cannot exchange two folders: its segments are unlinked in place then."""
+        and return the staged key its history now stands under (a discarded one: left behind by a
+        crash, the next gc removes it). Readers then see the whole history or none of it, where
+        unlinking the segments in place showed them a history missing some (and a head that went
+        back). None when the session holds no segment, holds something snapstore did not write (which
+        stays where it is), or the file system cannot exchange two folders: its segments are unlinked
+        in place then."""
         if _renameat2() is None:
             return None
         with self._session_dir(key) as old:
@@ -715,7 +719,7 @@ class DirectoryBackend(Backend):
                 for name, regular in found
             ):
                 return None  # something not snapstore's: it stays where it is, so the segments go in place
-            moved = staged_key(len(key))
+            moved = staged_key(len(key), discarded=True)
             sessions = self._sessions_fd()
             try:
                 self._mkdir(sessions, moved)

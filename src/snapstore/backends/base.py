@@ -52,12 +52,14 @@ def check_session_key(key: str) -> str:
     return key
 
 
-def staged_key(at_least: int = 0) -> str:
+def staged_key(at_least: int = 0, discarded: bool = False) -> str:
     """A fresh key to write a history under before ``swap_in_session`` puts it in a session's place,
     at least ``at_least`` characters long (an engine may size what it stores by the key: PostgreSQL
     cuts rows to fill pages, so a staged key is never shorter than the key it stands in for); it
-    carries its creation time, so ``cleanup_temporary`` can tell one an interrupted write left."""
-    stamp = f"{STAGED_PREFIX}{int(time.time()):x}-"
+    carries its creation time, so ``cleanup_temporary`` can tell one an interrupted write left.
+    ``discarded``: a key for a history being thrown away (a deleted session's), whose time is 0, so
+    that what a crash leaves of it goes at the next cleanup instead of after a week."""
+    stamp = f"{STAGED_PREFIX}{0 if discarded else int(time.time()):x}-"
     return stamp + os.urandom(100).hex()[: max(16, min(at_least, 200) - len(stamp))]
 
 

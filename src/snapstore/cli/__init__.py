@@ -8,7 +8,7 @@ a command runs. See docs/cli.md for every command.
 
 Exit codes: 0 success; 1 an error (one ``snapstore: error: ...`` line on
 stderr) or problems found by ``verify``; 2 a usage error; 130 interrupted (Ctrl-C);
-143 terminated (SIGTERM), what the command began undone as for Ctrl-C.
+143 terminated (SIGTERM, handled by ``console``), what the command began undone as for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +24,7 @@ from ..errors import AmbiguousSnapshotId, SnapshotError
 from .base import PROG, CliError, cli_message
 from .commands import COMMANDS, build_parser, handler
 
-__all__ = ["COMMANDS", "CliError", "build_parser", "main"]
+__all__ = ["COMMANDS", "CliError", "build_parser", "console", "main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # an error, or problems found by verify
@@ -44,12 +43,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise _Terminated
 
 
-def _handling_sigterm() -> object:
-    """Install the SIGTERM handler; what was installed before (None where signals cannot be handled:
-    not the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _terminate)
+def console() -> int:
+    """The ``snapstore`` command as a process runs it (the console script, ``python -m snapstore``):
+    ``main``, with SIGTERM handled as Ctrl-C is. Only a process's own entry point takes the signal
+    over: an application calling ``main`` keeps its own handler."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return main()
+    except _Terminated:  # before the command began, or after it ended: nothing to undo
+        return EXIT_TERMINATED
 
 
 def _error(message: str, extra: Iterable[str] = ()) -> None:
@@ -69,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    previous = _handling_sigterm()
-    try:
-        return _run(args)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+    return _run(args)
 
 
 def _run(args: Any) -> int:

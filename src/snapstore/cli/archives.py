@@ -109,7 +109,10 @@ def _partial_import(on_conflict: str) -> str:
             f"{text} (importing the archive again would import the renamed ones once more, under other names: "
             "delete those first with snapstore delete-session)"
         )
-    return f"{text}, and running the same import again, once the cause is fixed, imports the rest"
+    return (
+        f"{text}, and running the same import again with --on-conflict merge, once the cause is fixed, imports "
+        "the rest (the session it was writing too, should the failure have left part of it)"
+    )
 
 
 def _remove_new_store(path: str, folder_existed: bool) -> None:
