@@ -303,12 +303,12 @@ def test_a_checkpoint_put_by_a_saver_that_read_before_points_at_every_write(
             assert found is not None and sorted(found.pending_writes or []) == expected, (order, reader)
 
 
-def test_a_put_writes_built_again_supersedes_its_stale_commit_even_when_nothing_is_new(
+def test_a_put_writes_built_on_an_older_writes_head_is_built_again_and_keeps_every_write(
     make_store: Callable[..., SnapshotStore],
 ) -> None:
-    """A put_writes whose commit went on top of another saver's is built again on what that saver
-    left; when the writes are all there already, it still commits once more, since the stale
-    commit (built on the older writes head) is the writes head and would drop the other's."""
+    """A put_writes built on a writes head another saver has moved on from is refused by the store
+    (nothing written) and built again on what that saver left: writes found there already are not
+    written again, and the other saver's stay."""
     from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
 
     a, b = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
@@ -410,3 +410,24 @@ def test_a_writes_head_stored_again_by_a_rewrite_is_pointed_at_by_its_new_id(
     a.put(c3, generate_checkpoint(), generate_metadata(step=3, run_id="r0"), {})
     assert _writes_read_fresh(make_store, c1) == [("ta", "w", 1)]
     assert len(list(SnapstoreSaver(make_store()).list(generate_config("t")))) == 3
+
+
+def test_a_reader_whose_index_is_older_than_the_writes_head_finds_the_writes_through_a_newer_head(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """A reader (another thread of the writer's process, or another process) read the checkpoints
+    head; the writer then pointed that checkpoint at its writes in a new head, and committed writes
+    that no longer hold them. With its older index the reader found no pointer and no writes:
+    pending writes flickered away (found by a trial polling get_state during a run)."""
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
+
+    writer, reader = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    c = writer.put(generate_config("t"), generate_checkpoint(), generate_metadata(step=0), {})
+    writer.put_writes(c, [("w", 1)], "task-1")
+    lane = reader._lane("t", "")
+    found = lane.head()
+    assert found is not None
+    c2 = writer.put(c, generate_checkpoint(), generate_metadata(step=1), {})  # points c at its writes
+    writer.put_writes(c2, [("w", 2)], "task-2")  # a writes head without c's
+    entries = lane.writes_of(c["configurable"]["checkpoint_id"], found[1])
+    assert [(entry[0], entry[2]) for entry in entries] == [("task-1", "w")]

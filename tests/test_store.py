@@ -658,3 +658,26 @@ def test_an_interrupt_while_a_segment_is_decoded_is_raised_and_the_next_read_wor
         assert canonical(reader.state(sid)) == canonical(state)
     reader_commit = reader.commit({"turn": 9})
     assert canonical(make_store().session("s").state(reader_commit.id)) == canonical({"turn": 9})
+
+
+def test_a_commit_on_a_named_parent_is_made_only_while_that_is_the_head(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """``commit(parent=...)``: the read-modify-write a saver of LangGraph threads needs, checked
+    under the session's lock; refused, with nothing written, once another writer committed."""
+    from snapstore import ConcurrentUpdateError
+
+    store = make_store()
+    one = store.session("s")
+    other = make_store().session("s") if make_store.kind != "memory" else SnapshotStore(store.backend).session("s")
+    first = one.commit({"n": 1}, parent=None)  # only on an empty session
+    with pytest.raises(ConcurrentUpdateError) as refused:
+        other.commit({"n": 1.5}, parent=None)
+    assert refused.value.details == {"session": "s", "head": first.id, "expected": None}
+    second = other.commit({"n": 2}, parent=first.id)
+    with pytest.raises(ConcurrentUpdateError):
+        one.commit({"n": 3}, parent=first.id)  # built on first: another writer committed since
+    assert one.snapshot_ids() == [first.id, second.id]
+    third = one.commit({"n": 3}, parent=second.id)
+    assert third.parent == second.id and canonical(one.state(third.id)) == canonical({"n": 3})
+    assert store.verify().ok

@@ -36,6 +36,7 @@ from .entries import (
 )
 from .errors import (
     AmbiguousSnapshotId,
+    ConcurrentUpdateError,
     CorruptObjectError,
     InvalidStateError,
     PatchError,
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
 MIN_PREFIX = 8
 MAX_INT64 = 2**63 - 1
 Model = TypeVar("Model")
+
+
+#: ``Session.commit``'s default ``parent``: the commit goes on whatever the head is
+ANY_HEAD: Any = object()
 
 
 class Session:
@@ -296,13 +301,20 @@ class Session:
         return log.rebuild(sid)
 
     # -- writing -------------------------------------------------------
-    def commit(self, state: Any, label: str = "auto", turn: int | None = None) -> Snapshot:
+    def commit(
+        self, state: Any, label: str = "auto", turn: int | None = None, *, parent: Any = ANY_HEAD
+    ) -> Snapshot:
         """Snapshot ``state`` (a JSON-compatible value or a pydantic model) as the new head.
 
         Appends a delta against the head, or starts a new segment with a keyframe
         when the keyframe policy asks for one. A refused commit writes nothing.
+
+        ``parent``: commit only if the session's head is still that snapshot (None: only if the
+        session has none yet), checked under the session's lock; otherwise ``ConcurrentUpdateError``
+        and nothing is written. For a read-modify-write whose state must not land on top of a
+        commit it never read (by default a commit goes on whatever the head is).
         """
-        snap = self._commit(state, label, turn)
+        snap = self._commit(state, label, turn, parent=parent)
         assert snap is not None
         return snap
 
@@ -343,7 +355,9 @@ class Session:
         entries = log.segments[keyframe.segment].entries[: keyframe.ordinal]
         return sum(entry.raw_length for entry in entries if isinstance(entry, CommitEntry))
 
-    def _commit(self, state: Any, label: str, turn: int | None, settling: str | None = None) -> Snapshot | None:
+    def _commit(
+        self, state: Any, label: str, turn: int | None, settling: str | None = None, parent: object = ANY_HEAD
+    ) -> Snapshot | None:
         if not isinstance(label, str) or not _encodable(label) or len(label.encode("utf-8")) > 65535:
             raise InvalidStateError(
                 "label must be a string of valid unicode (at most 64 KiB)",
@@ -378,6 +392,12 @@ class Session:
                     log = self._catch_up()
                     if settling is not None and log.head != settling:
                         return None  # another writer committed meanwhile: the head is not this one's to settle
+                    if parent is not ANY_HEAD and log.head != parent:
+                        raise ConcurrentUpdateError(
+                            f"session {self.name!r}: its head is {log.head}, not {parent}: another writer "
+                            "committed first (nothing was written)",
+                            {"session": self.name, "head": log.head, "expected": parent},
+                        )
                     written, entries, segment, expected, new_head = self._prepare(
                         log, state, data, pieces, state_hash, label, turn, ahead, alone=settling is not None
                     )

@@ -33,9 +33,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import CorruptObjectError, SnapshotError, SnapshotNotFound
+from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError, SnapshotNotFound
 from ..objects import Snapshot
-from ..session import Session
+from ..session import ANY_HEAD, Session
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Kept
 from .names import lane_names
@@ -205,11 +205,8 @@ class Lane:
         # the heads one put or put_writes builds on (see ``operation``), and the thread doing it
         self._asked: dict[str, tuple[str | None, State | None]] = {}
         self._operating: int | None = None
-        # within an operation built again (``rebase``): the heads are read, not taken from memory;
-        # the snapshot each session's next commit goes on top of; commits that went on another's
+        # within an operation built again (``rebase``): the heads are read, not taken from memory
         self._reread = False
-        self._expected_parent: dict[str, str | None] = {}
-        self._stale: dict[str, tuple[str | None, str]] = {}
         self._sessions: dict[str, Session] = {}
         self._index: tuple[str, Index] | None = None
         # under an EncryptedSerializer: each channel's ciphertexts in the head, to reuse (None: not read yet)
@@ -241,10 +238,11 @@ class Lane:
         session's files and a read of what changed, more than the rest of a small step).
 
         One process writes a thread at a time, and a run reads its thread before it writes to it,
-        so those heads are the store's as a rule. Each commit checks it: the snapshot it went on
-        top of must be the head it was built on. When another handle committed in between,
-        ``commit_checkpoint`` or ``commit_writes`` says so, and the caller builds the operation
-        again (``rebase``) on what that handle left, so nothing it wrote is dropped.
+        so those heads are the store's as a rule. Each commit checks it under the session's lock
+        (``Session.commit(parent=...)``): it is made only on the head it was built on. When another
+        handle committed in between, nothing is written, ``commit_checkpoint`` or ``commit_writes``
+        says so, and the caller builds the operation again (``rebase``) on the heads the store has
+        now, so nothing either handle wrote is dropped.
 
         A put_writes on a lane that keeps no writes head reads both heads from the store: the
         writes head it would read alone could be newer than the checkpoints head it keeps, whose
@@ -260,8 +258,6 @@ class Lane:
             finally:
                 self._operating = None
                 self._asked.clear()
-                self._expected_parent.clear()
-                self._stale.clear()
                 self._reread = False
 
     def _head(self, name: str) -> tuple[str | None, State | None]:
@@ -276,17 +272,14 @@ class Lane:
         return found
 
     def rebase(self) -> None:
-        """Within an operation whose commit went on top of another handle's: build it again on
-        the head that handle left (the one the commit went on top of), every other head read
-        from the store. The stale commit stays in the session's history, superseded."""
-        stale, self._stale = dict(self._stale), {}
+        """Within an operation whose commit found the head moved by another handle (and wrote
+        nothing): build it again on the heads the store has now, every one read again.
+
+        (Committing anyway, on top of the other handle's, and building again on that one lost
+        checkpoints when two handles kept writing one thread: each could build on the other's
+        commit that a third had already superseded.)"""
         self._asked.clear()
         self._reread = True
-        for name, (parent, committed) in stale.items():
-            sess = self._session(name, create=False)
-            state = sess.state(parent) if parent is not None and sess is not None else None
-            self._asked[name] = (parent, state) if state is not None else (None, None)
-            self._expected_parent[name] = committed
 
     @contextlib.contextmanager
     def built_on_kept(self) -> Iterator[list[bool]]:
@@ -310,8 +303,6 @@ class Lane:
         self._head_hashes.clear()
         self._own.clear()
         self._asked.clear()
-        self._expected_parent.clear()
-        self._stale.clear()
         self._index = None
         self._reread = True
         self.ciphertexts = None
@@ -459,30 +450,32 @@ class Lane:
             {"thread_id": self.thread_id, "checkpoint_ns": self.checkpoint_ns, "session": name, "reason": "missing"},
         )
 
-    def _commit(self, name: str, state: State, label: str, turn: int | None) -> str:
-        """Commit ``state`` as ``name``'s head; within an operation, a commit that did not go on
-        top of the head it was built on is noted for ``rebase``."""
+    def _commit(self, name: str, state: State, label: str, turn: int | None) -> str | None:
+        """Commit ``state`` as ``name``'s head; within an operation, only on the head it was built
+        on: when another handle moved it, nothing is written and None returned (the caller builds
+        the operation again, ``rebase``)."""
         operating = self._operating == threading.get_ident()
-        built_on = self._asked.get(name, (None, None))[0]
-        expected = self._expected_parent.get(name, built_on)
+        parent = self._asked.get(name, (None, None))[0] if operating else ANY_HEAD
         sess = self._session(name, create=True)
         assert sess is not None
         try:
-            snap = sess.commit(state, label=label, turn=turn)
-        except SnapshotNotFound:  # deleted by another handle since this one kept it: start it again
-            self._sessions.pop(name, None)
-            sess = self._session(name, create=True)
-            assert sess is not None
-            snap = sess.commit(state, label=label, turn=turn)
+            try:
+                snap = sess.commit(state, label=label, turn=turn, parent=parent)
+            except SnapshotNotFound:  # deleted by another handle since this one kept it: start it again
+                self._sessions.pop(name, None)
+                sess = self._session(name, create=True)
+                assert sess is not None
+                snap = sess.commit(state, label=label, turn=turn, parent=parent)
+        except ConcurrentUpdateError:
+            if not operating:
+                raise
+            return None
         self._heads[name] = (snap.id, state)  # never mutated after this: the next commit builds a new dict
         self._head_hashes[name] = (snap.id, snap.state_hash)
         self._own[name] = snap.id
         self._written.add(name)
         if operating:
-            if snap.parent != expected:
-                self._stale[name] = (snap.parent, snap.id)
             self._asked[name] = (snap.id, state)
-            self._expected_parent.pop(name, None)
         return snap.id
 
     def settle(self) -> None:
@@ -520,9 +513,10 @@ class Lane:
         sid, state = self._head(self.names.checkpoints)
         if sid is None or state is None:
             return None
-        if self._index is None or self._index[0] != sid:
-            self._index = (sid, Index.of(state))
-        return state, self._index[1]
+        kept = self._index  # read once: a reader on another thread may replace it meanwhile
+        if kept is None or kept[0] != sid:
+            kept = self._index = (sid, Index.of(state))
+        return state, kept[1]
 
     def load(self, checkpoint_id: str | None) -> tuple[State, Index] | None:
         """(the state holding a checkpoint, the head's index); the newest checkpoint when id is None."""
@@ -563,12 +557,21 @@ class Lane:
         """
         if index is not None and index.writes_seen is not None and self._session(self.names.writes, False) is None:
             raise self._missing(self.names.writes)  # the head's commit saw a writes head: it must be there
-        seen = index.writes_seen if index is not None and self._operating != threading.get_ident() else None
+        outside = self._operating != threading.get_ident()
+        seen = index.writes_seen if index is not None and outside else None
         stored = self._stored_head(self.names.writes) if seen is not None else None
         if stored is None or stored.state_hash != seen:
-            _wsid, whead = self._head(self.names.writes)
+            wsid, whead = self._head(self.names.writes)
             if whead is not None and checkpoint_id in whead["writes"]:
                 return list(whead["writes"][checkpoint_id])
+            moved = wsid is not None and self._head_hashes.get(self.names.writes, ("", ""))[1] != seen
+            if outside and moved and (index is None or index.writes.get(checkpoint_id) is None):
+                # the writes head moved past the one this index saw, and no longer holds the
+                # checkpoint's writes: a writer pointed the checkpoint at them in a checkpoints head
+                # it committed first, which a head read now holds (pointers are never taken back)
+                fresh = self.head()
+                if fresh is not None and fresh[1].writes.get(checkpoint_id) is not None:
+                    index = fresh[1]
         snapshot = index.writes.get(checkpoint_id) if index is not None else None
         if snapshot is None:
             return []
@@ -616,8 +619,10 @@ class Lane:
                 "writes_seen": seen,
             }
             new_sid = self._commit(self.names.checkpoints, state, f"checkpoint {checkpoint_id}", _step(metadata))
+            if new_sid is None:
+                return False
             self._index = (new_sid, new_index)
-            return self.names.checkpoints not in self._stale
+            return True
 
     def commit_writes(self, checkpoint_id: str, entries: list[Any]) -> bool:
         """Store a checkpoint's writes (all of them, as ``entries``) in a new writes head; False
@@ -638,8 +643,7 @@ class Lane:
             }
             still_open[checkpoint_id] = entries
             frame = {**self._frame(checkpoint_id), "writes": still_open}
-            self._commit(self.names.writes, frame, f"writes {checkpoint_id}", None)
-            return self.names.writes not in self._stale
+            return self._commit(self.names.writes, frame, f"writes {checkpoint_id}", None) is not None
 
     # -- whole-lane operations ---------------------------------------------
     def entries(self, keep: Callable[[str, Any], bool] = lambda _cid, _metadata: True) -> Entries:

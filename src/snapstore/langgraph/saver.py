@@ -33,12 +33,14 @@ from .names import parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
 #: how many times a put or put_writes is built again when other handles keep writing its thread
-ATTEMPTS = 3
+#: a put or put_writes built again this many times, each time another handle having committed
+#: first (nothing written by the attempts that lost), gives up with ConcurrentUpdateError
+ATTEMPTS = 20
 
 
 def _kept_losing(thread_id: Any, operation: str) -> ConcurrentUpdateError:
-    """The error of a put or put_writes whose every attempt landed on another handle's commit: its
-    last commit is in the thread's log, but built on a head that other handles had moved on from."""
+    """The error of a put or put_writes whose every attempt found another handle's commit first:
+    nothing of it is written."""
     return ConcurrentUpdateError(
         f"thread {thread_id!r}: other handles kept writing it; {operation} was built again {ATTEMPTS} times"
         " and each time another commit landed first",
@@ -365,7 +367,6 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         checkpoint_id = configurable["checkpoint_id"]
         encoded: dict[int, Any] = {}
         with lane.operation(writes=True):
-            rebased = False
             for _attempt in range(ATTEMPTS):
                 with lane.built_on_kept() as missed:
                     found = lane.head()
@@ -387,12 +388,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                         index[key] = len(entries)
                         entries.append(entry)
                     changed = True
-                # after a rebase the stale commit is the writes head: even writes found stored
-                # already are committed again, on what the other handle left, to supersede it
-                if (not changed and not rebased) or lane.commit_writes(checkpoint_id, entries):
+                if not changed or lane.commit_writes(checkpoint_id, entries):
                     break
                 lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
-                rebased = True
             else:
                 raise _kept_losing(configurable["thread_id"], "put_writes")
 
