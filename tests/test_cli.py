@@ -744,3 +744,19 @@ def test_gc_says_what_it_squashed(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0 and report["segments_squashed"] >= 1 and report["bytes_freed"] > 0
     with SnapshotStore.open(store) as opened:
         assert opened.verify().ok and len(opened.session("s").snapshot_ids()) == 3
+
+
+def test_sessions_says_all_for_a_session_that_keeps_everything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The LangGraph saver's sessions keep everything (a limit of 2^63 - 1): the table printed that
+    number on every one of them."""
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        opened.session("kept", max_snapshots=2**63 - 1).commit({"n": 1})
+        opened.session("limited", max_snapshots=5).commit({"n": 1})
+    code, out, _err = call(capsys, "--store", str(store), "sessions")
+    rows = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:]}
+    assert code == 0 and rows == {"kept": "all", "limited": "5"}
+    code, out, _err = call(capsys, "--store", str(store), "sessions", "--json")
+    assert {row["name"]: row["max_snapshots"] for row in orjson.loads(out)} == {"kept": 2**63 - 1, "limited": 5}

@@ -818,3 +818,16 @@ def _then(opened: Any, during: Any) -> Any:
             yield fd
 
     return run()
+
+
+def test_a_closed_store_says_it_is_closed(tmp_path: Path) -> None:
+    """A store (or a LangGraph saver's, after its with block) used after close() said "Bad file
+    descriptor" (found by a trial)."""
+    from snapstore import SnapshotStore
+
+    store = SnapshotStore.open(tmp_path / "store")
+    store.session("s").commit({"n": 1})
+    store.close()
+    with pytest.raises(BackendError, match="is closed") as closed:
+        store.session("s").head  # noqa: B018 (the read is the point)
+    assert closed.value.details["reason"] == "closed"

@@ -678,6 +678,9 @@ def test_a_commit_on_a_named_parent_is_made_only_while_that_is_the_head(
     with pytest.raises(ConcurrentUpdateError):
         one.commit({"n": 3}, parent=first.id)  # built on first: another writer committed since
     assert one.snapshot_ids() == [first.id, second.id]
-    third = one.commit({"n": 3}, parent=second.id)
+    with pytest.raises(SnapshotError, match="full snapshot id") as prefix:  # never "another writer committed"
+        one.commit({"n": 3}, parent=second.id[:12])
+    assert type(prefix.value) is SnapshotError and prefix.value.details["argument"] == "parent"
+    third = one.commit({"n": 3}, parent=second.id.upper())
     assert third.parent == second.id and canonical(one.state(third.id)) == canonical({"n": 3})
     assert store.verify().ok

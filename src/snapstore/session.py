@@ -65,6 +65,7 @@ Model = TypeVar("Model")
 
 #: ``Session.commit``'s default ``parent``: the commit goes on whatever the head is
 ANY_HEAD: Any = object()
+_HEX = frozenset("0123456789abcdef")
 
 
 class Session:
@@ -309,11 +310,18 @@ class Session:
         Appends a delta against the head, or starts a new segment with a keyframe
         when the keyframe policy asks for one. A refused commit writes nothing.
 
-        ``parent``: commit only if the session's head is still that snapshot (None: only if the
-        session has none yet), checked under the session's lock; otherwise ``ConcurrentUpdateError``
+        ``parent``: commit only if the session's head is still that snapshot (its full id; None:
+        only if the session has none yet), checked under the session's lock; otherwise ``ConcurrentUpdateError``
         and nothing is written. For a read-modify-write whose state must not land on top of a
         commit it never read (by default a commit goes on whatever the head is).
         """
+        if parent is not ANY_HEAD and parent is not None:
+            if not isinstance(parent, str) or len(parent) != 32 or any(c not in _HEX for c in parent.lower()):
+                raise SnapshotError(
+                    f"parent must be a full snapshot id (32 hex digits) or None, not {parent!r}",
+                    {"argument": "parent", "value": repr(parent)},
+                )
+            parent = parent.lower()
         snap = self._commit(state, label, turn, parent=parent)
         assert snap is not None
         return snap

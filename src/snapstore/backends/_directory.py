@@ -222,6 +222,10 @@ class DirectoryBackend(Backend):
                 raise BackendError(
                     f"refused {where}: it is a symbolic link or not a folder", {"path": where, "reason": "not a folder"}
                 ) from None
+            if exc.errno == errno.EBADF and self._root_fd < 0:  # used after close() (a saver's with block ended)
+                raise BackendError(
+                    f"cannot open {where}: the store at {self.root} is closed", {"path": where, "reason": "closed"}
+                ) from None
             raise io_error("open folder", where, exc) from exc
         if os.fstat(fd).st_dev != self._device:
             os.close(fd)

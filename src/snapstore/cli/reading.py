@@ -14,6 +14,9 @@ from .graph import graph_rows
 from .output import Progress, compact, count, emit, human, json_text, one_line, table, use_color, when, write_bytes
 from .references import resolve, split_reference
 
+#: a limit this high keeps everything (the LangGraph saver's sessions): the table says "all"
+NO_LIMIT = 2**63 - 1
+
 
 def cmd_sessions(args: argparse.Namespace) -> int:
     with open_store(args) as store:
@@ -38,7 +41,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     lines = [["SESSION", "SNAPSHOTS", "LIMIT", "HEAD", "STORED"]]
     for row in rows:
         head_id = row["head"][:12] if row["head"] else "-"
-        lines.append([row["name"], str(row["snapshots"]), str(row["max_snapshots"]), head_id, human(row["bytes"])])
+        limit = "all" if row["max_snapshots"] >= NO_LIMIT else str(row["max_snapshots"])
+        lines.append([row["name"], str(row["snapshots"]), limit, head_id, human(row["bytes"])])
     print("\n".join(table(lines, right={1, 2, 4})))
     return 0
 
