@@ -394,6 +394,10 @@ def _extends(old_bytes: bytes, start: int, new_bytes: bytes) -> bool:
     return len(new_bytes) > end and new_bytes[end] in b",]" and new_bytes.startswith(body, 1)
 
 
+#: the first slice ``_run_length`` compares: pairs by position stop at an unequal pair often
+_FIRST_RUN_SLICE = 16
+
+
 def _run_length(old: list[Any], i: int, new: list[Any], j: int, limit: int) -> int:
     """How many elements from old[i] and new[j] on are equal under ``==`` (at most ``limit``).
 
@@ -410,10 +414,6 @@ def _run_length(old: list[Any], i: int, new: list[Any], j: int, limit: int) -> i
             run += size
             size *= 2
     return limit
-
-
-#: the first slice ``_run_length`` compares: pairs by position stop at an unequal pair often
-_FIRST_RUN_SLICE = 16
 
 
 def _run_length_back(old: list[Any], new: list[Any], limit: int) -> int:

@@ -428,9 +428,9 @@ class SessionLog:
         """Whether retention leaves anything out (else there is nothing to reclaim)."""
         return len(self.order) > self.max_snapshots or self.settings.get("evicted_through") is not None
 
-    def eviction_mark(self, tagged: set[str]) -> str | None:
-        """The newest snapshot the current limit evicts once exactly ``tagged`` are tagged, when it
-        is newer than the recorded ``evicted_through`` (None otherwise): what to record so that a
+    def eviction_mark(self) -> str | None:
+        """The newest snapshot behind the current limit's window, tagged or not, when it is newer
+        than the recorded ``evicted_through`` (None otherwise): what to record so that a
         higher limit, or an untag after one, never brings an evicted snapshot back. The mark only
         moves forward: a snapshot evicted once stays evicted even when it is tagged again later
         (as a head the limit evicted may be)."""
@@ -440,7 +440,7 @@ class SessionLog:
         newest_out = self.window_start() - 1
         # a tagged snapshot behind the window is kept by its tag alone: the mark covers it too, so that
         # once its tag goes it goes (its tag kept it from eviction, not the window)
-        return order[newest_out] if newest_out >= floor and newest_out >= 0 else None
+        return order[newest_out] if newest_out >= floor else None
 
     def window_start(self) -> int:
         """Where in ``order`` the window of retained snapshots starts (tags aside)."""

@@ -108,7 +108,7 @@ class Reclaimer:
         is kept stored whenever anything older is (one run at most; it is never listed). Kept
         before anything is dropped, it also holds when a crash stops reclaim part-way.
         """
-        mark = log.eviction_mark(set(log.tags.values()))
+        mark = log.eviction_mark()
         if mark is None:
             recorded = log.settings.get("evicted_through")
             mark = recorded if recorded in log.commits else None

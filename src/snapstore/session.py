@@ -65,7 +65,6 @@ Model = TypeVar("Model")
 
 #: ``Session.commit``'s default ``parent``: the commit goes on whatever the head is
 ANY_HEAD: Any = object()
-_HEX = frozenset("0123456789abcdef")
 
 
 class Session:
@@ -316,7 +315,7 @@ class Session:
         commit it never read (by default a commit goes on whatever the head is).
         """
         if parent is not ANY_HEAD and parent is not None:
-            if not isinstance(parent, str) or len(parent) != 32 or any(c not in _HEX for c in parent.lower()):
+            if not isinstance(parent, str) or not codec_id(parent.lower()):
                 raise SnapshotError(
                     f"parent must be a full snapshot id (32 hex digits) or None, not {parent!r}",
                     {"argument": "parent", "value": repr(parent)},
@@ -1106,8 +1105,7 @@ class Session:
             if log.tags.get(name) != sid:
                 # the snapshot the tag leaves may fall out of the window, and the one it names may
                 # be a head the limit evicted: evicted, each stays so once no tag holds it
-                tagged = {other for tag, other in log.tags.items() if tag != name}
-                self._write_meta(_with_mark(log, {"tag": [name, sid]}, tagged))
+                self._write_meta(_with_mark(log, {"tag": [name, sid]}))
             return sid
 
     def untag(self, name: str) -> str:
@@ -1118,8 +1116,7 @@ class Session:
             if name not in log.tags:
                 raise SnapshotNotFound(f"session {self.name!r} has no tag {name!r}", {"tag": name})
             sid = log.tags[name]
-            tagged = {other for tag, other in log.tags.items() if tag != name}
-            self._write_meta(_with_mark(log, {"tag": [name, None]}, tagged))
+            self._write_meta(_with_mark(log, {"tag": [name, None]}))
             self._reclaim(log)
             return sid
 
@@ -1183,7 +1180,7 @@ def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:
     so it also records the newest snapshot already evicted (when there is one)."""
     body: dict[str, Any] = {"max_snapshots": max_snapshots}
     if max_snapshots > log.max_snapshots:
-        return _with_mark(log, body, set(log.tags.values()))
+        return _with_mark(log, body)
     return body
 
 
@@ -1201,10 +1198,10 @@ def _damaged_tail(log: SessionLog) -> bool:
     return last is not None and last.damage is not None
 
 
-def _with_mark(log: SessionLog, body: dict[str, Any], tagged: set[str]) -> dict[str, Any]:
-    """A settings entry that also records the newest snapshot evicted once exactly ``tagged`` are
-    tagged, when that moves the recorded mark forward."""
-    mark = log.eviction_mark(tagged)
+def _with_mark(log: SessionLog, body: dict[str, Any]) -> dict[str, Any]:
+    """A settings entry that also records the newest snapshot behind the window, when that moves
+    the recorded mark forward."""
+    mark = log.eviction_mark()
     return body if mark is None else {**body, "evicted_through": mark}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -444,16 +444,10 @@ class SnapshotStore:
     def _held_if_possible(self, key: str) -> Iterator[None]:
         """The session's lock for one last verify read, or nothing when it cannot be had (a store
         opened read-only, another writer past the timeout): that read's problems are reported as found."""
-        try:
-            held = self.backend.lock_session(key, self.lock_timeout)
-            held.__enter__()
-        except (LockTimeoutError, BackendError):  # (a read-only store's refusal is a BackendError)
+        with ExitStack() as held:
+            with suppress(LockTimeoutError, BackendError):  # (a read-only store's refusal is a BackendError)
+                held.enter_context(self.backend.lock_session(key, self.lock_timeout))
             yield
-            return
-        try:
-            yield
-        finally:
-            held.__exit__(None, None, None)
 
     def _verify_session(self, log: SessionLog, report: VerifyReport, read_data: bool) -> bool:
         """Check one session's log; True when a segment was rewritten under the read (that segment

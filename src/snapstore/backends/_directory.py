@@ -437,7 +437,7 @@ class DirectoryBackend(Backend):
             if found is not None:
                 return found
             self._listings.pop(key, None)
-        return self._list(key, known if holding else None)
+        return self._list(key, known if holding else None, holding)
 
     def _listed_again(self, key: str, known: _Listing) -> list[SegmentInfo] | None:
         """The last listing with each segment's size read again, when the folder is unchanged since it
@@ -474,15 +474,16 @@ class DirectoryBackend(Backend):
             pass
         return None
 
-    def _list(self, key: str, known: _Listing | None = None) -> list[SegmentInfo]:
+    def _list(self, key: str, known: _Listing | None = None, holding: bool = False) -> list[SegmentInfo]:
         """The session's segments, read from its folder. ``known``: the lock holder's last listing,
         reused when the folder is unchanged and lists the same files (below).
 
         A folder opened just before a delete or a replace exchanged it for another is emptied while
-        it is listed: a listing counts only when the folder listed is still the session's after it."""
+        it is listed: a listing counts only when the folder listed is still the session's after it.
+        Not asked of the lock ``holding`` thread (a commit's listing): both run under that lock."""
         for _attempt in range(LISTING_ATTEMPTS):
             found, listed = self._list_once(key, known)
-            if listed is None or self._still_the_sessions(key, listed):
+            if listed is None or holding or self._still_the_sessions(key, listed):
                 return found
         return found
 
@@ -718,10 +719,7 @@ class DirectoryBackend(Backend):
                 found = [(entry.name, entry.is_file(follow_symlinks=False)) for entry in listing]
             if not any(regular and parse_segment_file(name) is not None for name, regular in found):
                 return None
-            if not all(
-                regular and (parse_segment_file(name) is not None or name == LOCK_FILE or name.startswith(TMP_PREFIX))
-                for name, regular in found
-            ):
+            if not all(regular and _is_ours(name, lock_too=True) for name, regular in found):
                 return None  # something not snapstore's: it stays where it is, so the segments go in place
             moved = staged_key(len(key), discarded=True)
             sessions = self._sessions_fd()
@@ -730,11 +728,7 @@ class DirectoryBackend(Backend):
             finally:
                 os.close(sessions)
             with self._session_dir(moved) as new:
-                # the session's lock file, a second name of it: writers waiting on it wait on the one lock
-                tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
-                with suppress(FileNotFoundError):
-                    os.link(LOCK_FILE, tmp, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
-                    os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
+                _link_lock_file(old, new)
         try:
             self._exchange_folders(moved, key)
         except BackendError:
@@ -772,12 +766,7 @@ class DirectoryBackend(Backend):
         with _flocked(new, blocking=True):
             if not _holds_segment(new):
                 raise FileNotFoundError(staged)  # emptied: nothing to put in the session's place
-            # the staged folder takes the session's lock file itself (a second name of it), so that a
-            # writer waiting on the lock through either folder waits on the one lock
-            tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
-            with suppress(FileNotFoundError):  # no lock file: no writer has ever waited on one
-                os.link(LOCK_FILE, tmp, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
-                os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
+            _link_lock_file(old, new)
             if self.fsync:
                 os.fsync(new)
             self._exchange_folders(staged, key)
@@ -968,6 +957,16 @@ def _same_file(name: str, first: int, second: int) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _link_lock_file(old: int, new: int) -> None:
+    """Give folder ``new`` the session's lock file of folder ``old`` itself, a second name of it, so
+    that a writer waiting on the lock through either folder waits on the one lock (none there: no
+    writer has ever waited on one)."""
+    tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    with suppress(FileNotFoundError):
+        os.link(LOCK_FILE, tmp, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
+        os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
+
+
 def _holds_segment(folder: int) -> bool:
     return any(parse_segment_file(name) is not None for name in os.listdir(folder))
 
@@ -977,11 +976,16 @@ def _unlink_ours(folder: int, names: list[str], lock_too: bool) -> bool:
     ``lock_too``); anything else stays. Whether a segment was among them."""
     had = False
     for name in names:
-        segment = parse_segment_file(name) is not None
-        if segment or name.startswith(TMP_PREFIX) or (lock_too and name == LOCK_FILE):
+        if _is_ours(name, lock_too):
             os.unlink(name, dir_fd=folder)
-            had = had or segment
+            had = had or parse_segment_file(name) is not None
     return had
+
+
+def _is_ours(name: str, lock_too: bool) -> bool:
+    """Whether a session folder's entry of this name is snapstore's to remove: a segment, a leftover
+    temporary file, and with ``lock_too`` the lock file."""
+    return parse_segment_file(name) is not None or name.startswith(TMP_PREFIX) or (lock_too and name == LOCK_FILE)
 
 
 _RENAME_EXCHANGE = 2

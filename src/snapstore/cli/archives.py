@@ -80,16 +80,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         with store, Progress() as progress:
             report = store.import_archive(args.file, progress=progress, on_conflict=args.on_conflict)
-    except (BackendError, ConcurrentUpdateError) as exc:  # the store failed, after the archive was checked
+    except BaseException as exc:
         if created and "://" not in path:
             _remove_new_store(path, folder_existed)
             raise
-        # The import writes one session at a time, and a database's tables and sessions cannot be taken
-        # back as a new folder can: say what stays, and how to finish.
-        raise CliError(f"{cli_message(exc)}; {_partial_import(args.on_conflict)}") from exc
-    except BaseException:
-        if created and "://" not in path:
-            _remove_new_store(path, folder_existed)
+        if isinstance(exc, (BackendError, ConcurrentUpdateError)):  # the store failed, after the archive was checked
+            # The import writes one session at a time, and a database's tables and sessions cannot be
+            # taken back as a new folder can: say what stays, and how to finish.
+            raise CliError(f"{cli_message(exc)}; {_partial_import(args.on_conflict)}") from exc
         raise
     if emit(args, {**dataclasses.asdict(report), "path": args.file, "created_store": created}):
         return 0

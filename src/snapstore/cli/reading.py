@@ -14,11 +14,10 @@ from .graph import graph_rows
 from .output import Progress, compact, count, emit, human, json_text, one_line, table, use_color, when, write_bytes
 from .references import resolve, split_reference
 
-#: a limit this high keeps everything (the LangGraph saver's sessions): the table says "all"
-NO_LIMIT = 2**63 - 1
-
 
 def cmd_sessions(args: argparse.Namespace) -> int:
+    from ..session import MAX_INT64
+
     with open_store(args) as store:
         rows: list[dict[str, Any]] = []
         for name in store.sessions():
@@ -41,7 +40,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     lines = [["SESSION", "SNAPSHOTS", "LIMIT", "HEAD", "STORED"]]
     for row in rows:
         head_id = row["head"][:12] if row["head"] else "-"
-        limit = "all" if row["max_snapshots"] >= NO_LIMIT else str(row["max_snapshots"])
+        # the largest limit keeps everything (the LangGraph saver's sessions)
+        limit = "all" if row["max_snapshots"] >= MAX_INT64 else str(row["max_snapshots"])
         lines.append([row["name"], str(row["snapshots"]), limit, head_id, human(row["bytes"])])
     print("\n".join(table(lines, right={1, 2, 4})))
     return 0
@@ -60,7 +60,7 @@ def cmd_log(args: argparse.Namespace) -> int:
             damage = sess.tail_damage
             if damage is not None:  # on stderr: the listing itself stays what scripts read
                 sys.stderr.write(
-                    f"snapstore: warning: {damage}: what was written after the damage is lost, so the head "
+                    f"{PROG}: warning: {damage}: what was written after the damage is lost, so the head "
                     f"shown may be older than the last commit (snapstore verify; docs/design.md, \"Blast "
                     "radius of one damaged byte\")\n"
                 )

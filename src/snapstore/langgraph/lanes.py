@@ -581,8 +581,8 @@ class Lane:
     def commit_checkpoint(
         self, checkpoint_id: str, parent_id: str | None, checkpoint: Any, values: State, metadata: Any
     ) -> bool:
-        """Commit a checkpoint as the new head; False when the commit went on top of another
-        handle's (see ``operation``)."""
+        """Commit a checkpoint as the new head; False when another handle moved the head first, and
+        nothing is written (see ``operation``)."""
         with self.lock:
             sid, head = self._head(self.names.checkpoints)
             found = self.head()
@@ -626,7 +626,7 @@ class Lane:
 
     def commit_writes(self, checkpoint_id: str, entries: list[Any]) -> bool:
         """Store a checkpoint's writes (all of them, as ``entries``) in a new writes head; False
-        when the commit went on top of another handle's (see ``operation``).
+        when another handle moved the head first, and nothing is written (see ``operation``).
 
         The head keeps the writes of every checkpoint ``writes_at`` does not point at yet: with
         LangGraph's default (async) durability, a step's writes can land before or after the

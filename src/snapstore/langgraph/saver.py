@@ -32,7 +32,6 @@ from .lanes import Index, Lane, State, channel_values
 from .names import parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
-#: how many times a put or put_writes is built again when other handles keep writing its thread
 #: a put or put_writes built again this many times, each time another handle having committed
 #: first (nothing written by the attempts that lost), gives up with ConcurrentUpdateError
 ATTEMPTS = 20
