@@ -30,6 +30,7 @@ from conftest import copy_backend, store_contents
 from conftest_reliability import canonical, count, directory_files
 from snapstore import (
     AmbiguousSnapshotId,
+    BackendError,
     InvalidNameError,
     InvalidStateError,
     SnapshotError,
@@ -646,6 +647,17 @@ def test_opening_a_store_at_a_wrong_target(tmp_path: Path, target: Any) -> None:
     with pytest.raises(SnapshotError):
         SnapshotStore.open(target)
     count("bad input: bad inputs tried")
+
+
+@pytest.mark.parametrize("url", ["sqlite:///checkpoints.db", "file:///tmp/store", "redis://localhost:6379"])
+def test_a_url_of_another_kind_is_refused_and_makes_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative "sqlite:" folder would land here
+    with pytest.raises(BackendError, match=r"is a \w+:// URL: a store is a directory path") as raised:
+        SnapshotStore.open(url)
+    assert raised.value.details == {"target": url, "reason": "unsupported URL scheme"}
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- unknown and ambiguous ids ---------------------------------------------------------

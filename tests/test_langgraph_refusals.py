@@ -22,7 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from snapstore import SnapshotStore
-from snapstore.errors import CorruptObjectError
+from snapstore.errors import BackendError, CorruptObjectError
 from snapstore.langgraph import SnapstoreSaver
 from snapstore.langgraph.names import lane_names
 from snapstore.store import session_key
@@ -179,3 +179,12 @@ def test_a_renamed_copy_of_a_thread_is_not_read_as_a_namespace_of_it(tmp_path: P
             with pytest.raises(CorruptObjectError, match="holds LangGraph thread 't'") as raised:
                 saver.get_tuple(copy)
             assert raised.value.details["reason"] == "renamed"
+
+
+def test_a_sqlite_url_given_to_from_conn_string_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # SqliteSaver's spelling, kept by a user switching over
+    with pytest.raises(BackendError, match=r"'sqlite:///checkpoints.db' is a sqlite:// URL"):
+        SnapstoreSaver.from_conn_string("sqlite:///checkpoints.db")
+    assert list(tmp_path.iterdir()) == []  # no folder named "sqlite:" was made

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 
 from ..errors import BackendError
 from ._directory import DirectoryBackend
 from ._memory import MemoryBackend
 from .base import Backend, SegmentMissing
+
+#: what starts a URL (RFC 3986's scheme and "://"); a directory path that looks like one is refused
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 __all__ = ["Backend", "DirectoryBackend", "MemoryBackend", "SegmentMissing", "open_backend"]
 
@@ -28,4 +32,12 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
         return PostgresBackend(text, create=create)
     if text == "memory:":
         return MemoryBackend()
+    scheme = _URL_SCHEME.match(text)
+    if scheme is not None:
+        # a URL of another kind (a SqliteSaver's "sqlite:///x.db", a "file://" URL) would otherwise
+        # become a folder named after its scheme in the working directory
+        raise BackendError(
+            f"{text!r} is a {scheme.group(1)}:// URL: a store is a directory path, a postgresql:// URL or memory:",
+            {"target": text, "reason": "unsupported URL scheme"},
+        )
     return DirectoryBackend(text, fsync=fsync, create=create)

@@ -30,6 +30,10 @@ def store_path(args: argparse.Namespace) -> str:
     return getattr(args, "store", None) or os.environ.get(ENV_STORE) or DEFAULT_STORE
 
 
+#: why a store could not be opened, said as it is instead of "run init" (which would fail the same way)
+_REPORTED_REASONS = ("foreign table", "no schema", "unsupported URL scheme")
+
+
 def open_existing(path: str) -> SnapshotStore | None:
     """The store at ``path``, or None when nothing is there (a real I/O or connection failure raises)."""
     from ..store import SnapshotStore
@@ -39,7 +43,7 @@ def open_existing(path: str) -> SnapshotStore | None:
     except (BackendError, SnapshotNotFound) as exc:
         # a driver error, or a database where init would fail too (a table of that name that is not
         # snapstore's, no schema to make one in): that is the error to report, not "run init"
-        if "cause" in exc.details or exc.details.get("reason") in ("foreign table", "no schema"):
+        if "cause" in exc.details or exc.details.get("reason") in _REPORTED_REASONS:
             raise
         return None
 
