@@ -846,15 +846,18 @@ class DirectoryBackend(Backend):
                 continue
             try:
                 with self._session_dir(key) as folder:
-                    for name in os.listdir(folder):
-                        if not name.startswith(TMP_PREFIX):
-                            continue
-                        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
-                        if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
-                            os.unlink(name, dir_fd=folder)
-                            removed += 1
+                    removed += _remove_temporary(folder, cutoff)
             except (FileNotFoundError, BackendError):
                 continue
+        # a settings write killed part way (the format, as a store is made) leaves its file in config/
+        try:
+            config = self._open_dir(self._root_fd, "config", "config")
+        except (FileNotFoundError, BackendError):
+            return removed
+        try:
+            removed += _remove_temporary(config, cutoff)
+        finally:
+            os.close(config)
         return removed
 
     def _write_replace(self, folder: int, name: str, data: bytes, where: str) -> None:
@@ -1054,6 +1057,20 @@ def write_all(fd: int, data: bytes, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+def _remove_temporary(folder: int, cutoff: float) -> int:
+    """Remove the temporary files of interrupted rewrites in ``folder`` older than ``cutoff``; how many."""
+    removed = 0
+    for name in os.listdir(folder):
+        if not name.startswith(TMP_PREFIX):
+            continue
+        with suppress(FileNotFoundError):
+            info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                os.unlink(name, dir_fd=folder)
+                removed += 1
+    return removed
 
 
 def _folder_token(info: os.stat_result) -> tuple[int, int, int, int]:
