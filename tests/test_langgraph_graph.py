@@ -489,6 +489,67 @@ def test_prune_keeps_what_a_delta_channel_is_rebuilt_from(tmp_path: Path, freque
         assert graph.get_state(thread("pruned")).values["log"] == [f"msg{n}" for n in range(10)]
 
 
+def test_prune_of_a_graph_without_delta_channels_keeps_the_latest_checkpoint_alone(tmp_path: Path) -> None:
+    """Every graph versions channels it holds no value for (``__start__``, ``branch:to:`` triggers):
+    taking them for delta channels kept a loop's whole history through a prune."""
+
+    class Loop(TypedDict, total=False):
+        n: int
+
+    def step(state: Loop) -> dict[str, Any]:
+        return {"n": state.get("n", 0) + 1}
+
+    builder = StateGraph(Loop).add_node("step", step).add_edge(START, "step")
+    builder.add_conditional_edges("step", lambda state: END if state["n"] >= 20 else "step")
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        graph = builder.compile(checkpointer=saver)
+        graph.invoke({"n": 0}, thread("loop"))
+        assert len(list(saver.list(thread("loop")))) == 22
+        saver.prune(["loop"], strategy="keep_latest")
+        assert [t.checkpoint["channel_values"].get("n") for t in saver.list(thread("loop"))] == [20]
+        assert graph.get_state(thread("loop")).values == {"n": 20}
+
+
+@pytest.mark.parametrize("call", ["prune", "delete_for_runs"])
+def test_a_single_id_given_where_several_are_is_refused_not_taken_as_its_characters(
+    tmp_path: Path, call: str
+) -> None:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
+
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        for thread_id in ("1", "2", "12"):
+            saver.put(thread(thread_id), generate_checkpoint(), generate_metadata(), {})
+        with pytest.raises(TypeError, match=r"must be a sequence of ids, not a str: pass \['12'\]"):
+            getattr(saver, call)("12")
+        assert all(saver.get_tuple(thread(thread_id)) is not None for thread_id in ("1", "2", "12"))
+
+
+def test_a_namespace_listed_without_a_thread_is_that_namespace_of_every_thread(tmp_path: Path) -> None:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
+
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        for thread_id, namespace in (("a", ""), ("a", "sub:1"), ("b", "sub:1"), ("b", "sub:2")):
+            config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace}}
+            saver.put(config, generate_checkpoint(), generate_metadata(), {})
+        listed = saver.list({"configurable": {"checkpoint_ns": "sub:1"}})
+        found = sorted((t.config["configurable"]["thread_id"], t.config["configurable"]["checkpoint_ns"])
+                       for t in listed)
+        assert found == [("a", "sub:1"), ("b", "sub:1")]
+
+
+def test_a_memory_saver_used_after_its_with_block_says_it_is_closed() -> None:
+    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
+
+    from snapstore.errors import BackendError
+
+    with SnapstoreSaver.from_conn_string(":memory:") as saver:
+        saver.put(thread("t"), generate_checkpoint(), generate_metadata(), {})
+    with pytest.raises(BackendError, match="the memory store is closed"):
+        saver.get_tuple(thread("t"))
+    with pytest.raises(BackendError, match="the memory store is closed"):
+        saver.put(thread("t"), generate_checkpoint(), generate_metadata(), {})
+
+
 def test_a_thread_id_that_is_not_text_is_listed_and_given_back_as_it_came(tmp_path: Path) -> None:
     from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
 

@@ -22,7 +22,7 @@ from conftest import canonical
 from snapstore import SnapshotStore
 from snapstore.backends import Backend, DirectoryBackend, MemoryBackend
 from snapstore.backends.base import STAGED_PREFIX, staged_key
-from snapstore.errors import LockTimeoutError
+from snapstore.errors import ConcurrentUpdateError, LockTimeoutError
 from snapstore.store import session_key
 from test_crash import CrashingBackend, SimulatedCrash
 
@@ -164,6 +164,33 @@ def test_replacing_writes_a_whole_history_in_one_step(make_store: Callable[..., 
     with store.replacing("a new one") as staged:  # the session need not exist
         staged.commit({"fresh": True})
     assert store.sessions() == ["a new one", NAME]
+
+
+def test_replacing_sessions_puts_several_in_place_only_while_their_heads_are_as_named(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """What a LangGraph thread's rewrite stands on: two sessions replaced together, and a commit
+    made meanwhile to either makes the replace fail whole, nothing changed, instead of being dropped."""
+    store = make_store()
+    first = [store.session("a").commit({"a": n}).id for n in range(3)][-1]
+    heads: dict[str, str | None] = {"a": first, "b": None}
+    for late in ("a", "b"):
+        replacing = store.replacing_sessions({"a": 5, "b": 5}, heads=heads)
+        with pytest.raises(ConcurrentUpdateError) as raised, replacing as staged:
+            staged["a"].commit({"a": "new"})
+            staged["b"].commit({"b": "new"})
+            store.session(late).commit({late: "meanwhile"})  # another writer: the replace must not drop it
+        assert raised.value.details["session"] == late
+        assert _staged_left(store) == []
+        head = store.session(late).head
+        assert head is not None and store.session(late).state(head.id) == {late: "meanwhile"}
+        heads[late] = head.id
+    with store.replacing_sessions({"a": 5, "b": 7}, heads=heads) as staged:
+        ids = {name: staged[name].commit({name: "new"}).id for name in ("a", "b")}
+    for name in ("a", "b"):
+        sess = store.session(name)
+        assert sess.snapshot_ids() == [ids[name]] and sess.state(ids[name]) == {name: "new"}
+    assert store.session("b").max_snapshots == 7 and _staged_left(store) == []
 
 
 def _copy(backend: Backend, tmp_path: Path, n: int) -> Backend:

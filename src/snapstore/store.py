@@ -17,6 +17,7 @@ from .backends.base import SegmentInfo, SegmentMissing, staged_key
 from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta
 from .errors import (
     BackendError,
+    ConcurrentUpdateError,
     CorruptObjectError,
     FormatVersionError,
     InvalidNameError,
@@ -165,7 +166,8 @@ class SnapshotStore:
 
     @classmethod
     def memory(cls, **settings: Any) -> SnapshotStore:
-        return cls(MemoryBackend(), **settings)
+        """A store in this process's memory; closing it lets its sessions go."""
+        return cls(MemoryBackend(discard_on_close=True), **settings)
 
     def _check_format(self, create: bool) -> None:
         version = self.backend.read_config(FORMAT_CONFIG)
@@ -338,24 +340,66 @@ class SnapshotStore:
         session need not exist. Write only inside the block, through the session it yields; get
         the session with ``session(name)`` afterwards.
         """
-        check_session_name(name)
-        limit = DEFAULT_MAX_SNAPSHOTS if max_snapshots is None else check_max_snapshots(max_snapshots)
-        key = session_key(name)
-        staged = Session(self, name, staged_key(len(key)))
-        body = {"checkpoint": True, "name": name, "max_snapshots": limit, "tags": {}}
+        with self.replacing_sessions({name: max_snapshots}) as staged:
+            yield staged[name]
+
+    @contextmanager
+    def replacing_sessions(
+        self, limits: dict[str, int | None], *, heads: dict[str, str | None] | None = None
+    ) -> Iterator[dict[str, Session]]:
+        """``replacing`` for several sessions at once: a new, empty history for each name of
+        ``limits`` (kept to its limit), yielded by name, all of which take their sessions' places
+        when the block ends without an error, under every one of their locks.
+
+        With ``heads``, only while each session named there still has the head it names (None:
+        the session does not exist): otherwise ``ConcurrentUpdateError`` is raised and nothing
+        changes, so a rewrite built on what a session held does not drop a commit another writer
+        made meanwhile. The places are taken one after another: a reader, which takes no lock,
+        may find some sessions new and the others not yet, for as long as that takes (a rename
+        each, on the directory engine), and a crash or a failed swap in between leaves it so.
+        """
+        names = sorted(limits)
+        for name in names:
+            check_session_name(name)
+        settings = {name: _limit(limit) for name, limit in limits.items()}
+        keys = {name: session_key(name) for name in names}
+        staged = {name: Session(self, name, staged_key(len(keys[name]))) for name in names}
         try:
-            with self.backend.lock_session(staged.key, self.lock_timeout):
-                self.backend.append(staged.key, 1, [encode_meta(body)], 0)
+            for name in names:
+                body = {"checkpoint": True, "name": name, "max_snapshots": settings[name], "tags": {}}
+                with self.backend.lock_session(staged[name].key, self.lock_timeout):
+                    self.backend.append(staged[name].key, 1, [encode_meta(body)], 0)
             yield staged
-            with self.backend.lock_session(key, self.lock_timeout):
-                self.backend.swap_in_session(staged.key, key)
+            with ExitStack() as locks:
+                for name in sorted(names, key=keys.__getitem__):  # one order for every caller: no deadlock
+                    locks.enter_context(self.backend.lock_session(keys[name], self.lock_timeout))
+                for name, expected in (heads or {}).items():
+                    found = self._head_under_lock(name, keys[name])
+                    if found != expected:
+                        raise ConcurrentUpdateError(
+                            f"session {name!r}: its head is {found}, not {expected}: another writer committed "
+                            "while its new history was written (nothing was replaced)",
+                            {"session": name, "head": found, "expected": expected},
+                        )
+                for name in names:
+                    self.backend.swap_in_session(staged[name].key, keys[name])
         except BaseException:
-            with suppress(SnapshotError):
-                self.backend.delete_session(staged.key)
+            for name in names:
+                with suppress(SnapshotError):
+                    self.backend.delete_session(staged[name].key)
             raise
         finally:
             with self._mutex:
-                self._sessions.pop(name, None)
+                for name in names:
+                    self._sessions.pop(name, None)
+
+    def _head_under_lock(self, name: str, key: str) -> str | None:
+        """The head of a session whose lock the caller holds (None: no such session)."""
+        if not self.backend.segments(key):
+            return None
+        log = SessionLog(self.backend, key, name)
+        log.refresh(locked=True)
+        return log.head
 
     def find(self, snapshot_id: str) -> tuple[Session, str]:
         """The session holding a retained snapshot (or a session's head, which stays readable when the
@@ -566,6 +610,10 @@ class SnapshotStore:
         return import_archive(
             self, path, progress, on_conflict=on_conflict, max_size=DEFAULT_MAX_SIZE if max_size is None else max_size
         )
+
+
+def _limit(max_snapshots: int | None) -> int:
+    return DEFAULT_MAX_SNAPSHOTS if max_snapshots is None else check_max_snapshots(max_snapshots)
 
 
 def session_key(name: str) -> str:

@@ -31,7 +31,7 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
 
         return PostgresBackend(text, create=create)
     if text == "memory:":
-        return MemoryBackend()
+        return MemoryBackend(discard_on_close=True)
     scheme = _URL_SCHEME.match(text)
     if scheme is not None:
         # a URL of another kind (a SqliteSaver's "sqlite:///x.db", a "file://" URL) would otherwise

@@ -32,26 +32,48 @@ class _Segment:
 class MemoryBackend(Backend):
     kind = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, discard_on_close: bool = False) -> None:
+        """``discard_on_close``: the store made over this backend owns it (``SnapshotStore.memory()``,
+        ``"memory:"``), so closing it lets the sessions go and refuses every later call; without it
+        the backend outlives the stores opened over it, its creator's to open a store on again."""
+        self._discard_on_close = discard_on_close
         self._config: dict[str, bytes] = {}
         self._sessions: dict[str, dict[int, _Segment]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._mutex = threading.Lock()
         # a counter, not id(): an id is reused once the old segment is freed
         self._versions = itertools.count(1)
+        self._closed = False
+
+    def close(self) -> None:
+        """A memory store its store owns is gone once closed, and says so when used again."""
+        if not self._discard_on_close:
+            return
+        with self._mutex:
+            self._closed = True
+            self._sessions.clear()
+            self._config.clear()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("the memory store is closed: its sessions went with it", {"reason": "closed"})
 
     def read_config(self, name: str) -> bytes | None:
+        self._check_open()
         return self._config.get(check_config_name(name))
 
     def write_config(self, name: str, value: bytes) -> None:
+        self._check_open()
         self._config[check_config_name(name)] = check_config_value(name, value)
 
     def session_keys(self) -> list[str]:
+        self._check_open()
         with self._mutex:
             keys = {key for key, segments in self._sessions.items() if segments} | set(self._locks)
         return sorted(key for key in keys if not is_staged(key))
 
     def lock_session(self, key: str, timeout: float | None) -> AbstractContextManager[None]:
+        self._check_open()
         check_session_key(key)
         check_timeout(timeout)
         with self._mutex:
@@ -59,11 +81,13 @@ class MemoryBackend(Backend):
         return _held(lock, key, timeout)
 
     def segments(self, key: str) -> list[SegmentInfo]:
+        self._check_open()
         with self._mutex:
             found = self._sessions.get(check_session_key(key), {})
             return [found[n].info for n in sorted(found)]
 
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
+        self._check_open()
         check_position(start, "start")
         with self._mutex:
             found = self._sessions.get(check_session_key(key), {}).get(check_segment(segment))
@@ -72,6 +96,7 @@ class MemoryBackend(Backend):
             return SegmentRead(found.entries[start:], len(found.entries))
 
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
+        self._check_open()
         check_session_key(key)
         check_segment(segment)
         check_position(expected_end, "expected_end")
@@ -90,6 +115,7 @@ class MemoryBackend(Backend):
             return len(current.entries)
 
     def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
+        self._check_open()
         check_session_key(key)
         check_segment(segment)
         new = entry_list(entries)
@@ -98,6 +124,7 @@ class MemoryBackend(Backend):
             self._sessions.setdefault(key, {})[segment] = _Segment(segment, new, next(self._versions))
 
     def drop_segments(self, key: str, segments: Iterable[int]) -> None:
+        self._check_open()
         numbers = [check_segment(s) for s in segments]
         with self._mutex:
             found = self._sessions.get(check_session_key(key), {})
@@ -105,10 +132,12 @@ class MemoryBackend(Backend):
                 found.pop(segment, None)
 
     def delete_session(self, key: str) -> bool:
+        self._check_open()
         with self._mutex:
             return bool(self._sessions.pop(check_session_key(key), None))
 
     def swap_in_session(self, staged: str, key: str) -> None:
+        self._check_open()
         check_session_key(staged)
         check_session_key(key)
         with self._mutex:

@@ -670,6 +670,33 @@ class Lane:
                 if writes:
                     self.commit_writes(checkpoint_id, writes)
 
+    def stored_heads(self) -> dict[str, str | None]:
+        """Each of the lane's sessions' head as the store holds it now (None: no such session)."""
+        heads: dict[str, str | None] = {}
+        for name in self.names:
+            try:
+                head = self.store.session(name, create=False).head
+            except SnapshotNotFound:
+                head = None
+            heads[name] = head.id if head is not None else None
+        return heads
+
+    def replace_with(self, entries: Entries, heads: dict[str, str | None]) -> None:
+        """Put ``entries`` (``replay``'s) in the place of both of the lane's sessions: written beside
+        them, then put in their places in one step each, while each still has the head ``heads``
+        names, else ``ConcurrentUpdateError`` and nothing changes. A failure or a crash while the
+        new sessions are written leaves the thread as it was; readers see it whole until the
+        sessions are swapped (SnapshotStore.replacing_sessions). No entries: the sessions go."""
+        with self.lock:
+            limits: dict[str, int | None] = {name: RETAIN_ALL for name in self.names}
+            writer = Lane(self.store, self.thread_id, self.checkpoint_ns)
+            with self.store.replacing_sessions(limits, heads=heads) as staged:
+                writer._sessions.update(staged)
+                writer.replay(entries)
+            self.read_again()
+            if not entries:
+                self.delete()
+
     def delete(self) -> None:
         with self.lock:
             for name in self.names:

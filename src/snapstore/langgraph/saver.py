@@ -37,6 +37,14 @@ _DONE = object()
 ATTEMPTS = 20
 
 
+def _ids(ids: Any, argument: str) -> list[Any]:
+    """The ids of a call taking several: one string is refused, not taken as its characters (a
+    prune of thread "12" would otherwise prune threads "1" and "2"), as LangGraph's savers refuse it."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{argument} must be a sequence of ids, not a {type(ids).__name__}: pass [{ids!r}]")
+    return list(ids)
+
+
 def _kept_losing(thread_id: Any, operation: str) -> ConcurrentUpdateError:
     """The error of a put or put_writes whose every attempt found another handle's commit first:
     nothing of it is written."""
@@ -249,6 +257,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             lanes = [self._lane(thread_id, namespace)]
         else:
             lanes = self._lanes_of(thread_id)
+            if namespace is not None:  # a namespace across threads: that namespace of each
+                lanes = [lane for lane in lanes if lane.checkpoint_ns == namespace]
         remaining = limit
         enumerated = thread_id is None or namespace is None
         for lane in lanes:
@@ -405,7 +415,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 self._recent.pop(key, None)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        doomed = {str(run_id) for run_id in run_ids}
+        doomed = {str(run_id) for run_id in _ids(run_ids, "run_ids")}
         if not doomed:
             return
 
@@ -418,7 +428,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         if strategy not in ("keep_latest", "delete"):
             raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
-        for thread_id in thread_ids:
+        for thread_id in _ids(thread_ids, "thread_ids"):
             if strategy == "delete":
                 self.delete_thread(thread_id)
                 continue
@@ -429,24 +439,34 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                     self._rewrite(lane, lambda checkpoint_id, _metadata, kept=kept: checkpoint_id in kept)
 
     def _latest_and_its_seeds(self, lane: Lane, index: Index) -> set[str]:
-        """The latest checkpoint, and the ancestors its channels are rebuilt from.
+        """The latest checkpoint, and the ancestors its delta channels are rebuilt from.
 
         A ``DeltaChannel`` stores its value only at snapshot steps: a checkpoint between them has
         the channel versioned but no value, and LangGraph rebuilds it from the nearest ancestor
         that has one and the writes since (``get_delta_channel_history``). Keeping the latest
-        alone would leave such a channel empty, without an error. So every channel the latest
-        versions without a value keeps the parent chain back to an ancestor holding a value for
-        it, or to the root. The saver cannot tell a delta channel from another channel without a
-        value, so it keeps what any of them would need: a checkpoint too many, never one too few.
+        alone would leave such a channel empty, without an error. LangGraph marks a thread that
+        uses one in its checkpoints' metadata, as PostgresSaver reads it: per delta channel,
+        ``counters_since_delta_snapshot``, or ``delta_writes_versioned`` (LangGraph.js, which
+        names no channel: then every channel the latest versions without a value counts). Each
+        such channel keeps the parent chain back to an ancestor holding a value for it, or to the
+        root. Any other channel without a value (``__start__``, a ``branch:to:`` trigger) needs
+        nothing, so a thread without delta channels keeps its latest checkpoint alone.
         """
         latest = index.latest()
         kept = {latest}
+        metadata = self.codec.decode(index.metadata(latest))
+        counters = metadata.get("counters_since_delta_snapshot") if type(metadata) is dict else None
+        marked = type(metadata) is dict and "delta_writes_versioned" in metadata
+        if not counters and not marked:
+            return kept
         loaded = lane.load(latest)
         if loaded is None:
             return kept
         state = loaded[0]
         skeleton = self.codec.decode(state["checkpoint"])
         missing = set(skeleton.get("channel_versions", {})) - set(channel_values(state))
+        if counters and type(counters) is dict:
+            missing &= set(counters)
         parent = state.get("parent_checkpoint_id")
         while missing and parent is not None and parent in index.rows and parent not in kept:
             kept.add(parent)
@@ -458,19 +478,47 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         return kept
 
     def _rewrite(self, lane: Lane, keep: Any) -> None:
-        """Replace a lane by the checkpoints ``keep`` accepts, if it rejects any."""
-        with lane.lock:
-            found = lane.head()
-            if found is None or all(keep(cid, found[1].metadata(cid)) for cid in found[1].rows):
+        """Replace a lane by the checkpoints ``keep`` accepts, if it rejects any.
+
+        The kept checkpoints are written beside the thread and take its place when all are written
+        (``Lane.replace_with``): a rewrite that fails or is killed part way leaves the thread as it
+        was, where it used to leave the checkpoints replayed so far, its newest ones lost without
+        an error. A put another saver makes meanwhile makes the rewrite start again from the
+        thread as it is then, rather than be dropped."""
+        for _attempt in range(ATTEMPTS):
+            with lane.lock:
+                lane.read_again()
+                heads = lane.stored_heads()  # first: a commit after this read fails the swap, not lost
+                found = lane.head()
+                if found is None or all(keep(cid, found[1].metadata(cid)) for cid in found[1].rows):
+                    return
+                try:
+                    lane.replace_with(lane.entries(keep), heads)
+                except ConcurrentUpdateError:
+                    continue
                 return
-            entries = lane.entries(keep)
-            lane.delete()
-            lane.replay(entries)
+        raise _kept_losing(lane.thread_id, "the rewrite")
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every namespace of a thread, checkpoints and writes. A namespace the target does not
+        have yet appears whole, or not at all when the copy fails; one it has gets the copied
+        checkpoints put on top of what it holds."""
         for source in self._lanes_of(str(source_thread_id)):
             entries = source.entries()
-            self._lane(target_thread_id, source.checkpoint_ns).replay(entries)
+            target = self._lane(target_thread_id, source.checkpoint_ns)
+            for _attempt in range(ATTEMPTS):
+                with target.lock:
+                    heads = target.stored_heads()
+                    if any(head is not None for head in heads.values()):
+                        target.replay(entries)
+                        break
+                    try:
+                        target.replace_with(entries, heads)
+                    except ConcurrentUpdateError:
+                        continue  # another saver started the target meanwhile: copied on top of it
+                    break
+            else:
+                raise _kept_losing(target_thread_id, "the copy")
 
     # -- async: the same operations on a worker thread -------------------------
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:

@@ -1,0 +1,167 @@
+"""A thread rewritten by ``delete_for_runs``, ``prune`` or copied by ``copy_thread`` is never seen
+half done: the new sessions are written beside the thread and put in its place when whole.
+
+Before, a rewrite deleted the thread's sessions and committed the kept checkpoints again, oldest
+first: a failure or a kill part way left the checkpoints replayed so far, the newest lost, and the
+thread read without an error; and a put another saver made meanwhile was dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.base import empty_checkpoint
+
+from snapstore import SnapshotStore
+from snapstore.langgraph import SnapstoreSaver, lanes
+
+
+def _config(thread_id: str = "t") -> Any:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+
+
+def _put_turns(saver: SnapstoreSaver, turns: range, thread_id: str = "t") -> None:
+    config = _config(thread_id)
+    for turn in turns:
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"turn": turn}
+        checkpoint["channel_versions"] = {"turn": turn + 1}
+        config = saver.put(config, checkpoint, {"step": turn, "run_id": f"run-{turn % 3}"}, {"turn": turn + 1})
+        saver.put_writes(config, [("turn", turn)], f"task-{turn}")
+
+
+def _thread(saver: SnapstoreSaver, thread_id: str = "t") -> list[tuple[Any, ...]]:
+    return [
+        (
+            t.config["configurable"]["checkpoint_id"],
+            t.checkpoint["channel_values"]["turn"],
+            t.metadata["run_id"],
+            [tuple(w) for w in t.pending_writes or []],
+        )
+        for t in saver.list({"configurable": {"thread_id": thread_id}})
+    ]
+
+
+@pytest.fixture(params=["memory", "directory"])
+def saver(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    target = ":memory:" if request.param == "memory" else str(tmp_path / "store")
+    with SnapstoreSaver.from_conn_string(target) as opened:
+        yield opened
+
+
+REWRITES = {
+    "delete_for_runs": lambda saver: saver.delete_for_runs(["run-0"]),
+    "prune": lambda saver: saver.prune(["t"], strategy="keep_latest"),
+}
+
+
+def _failing_at(call: int) -> tuple[Any, list[int]]:
+    """``Lane.commit_checkpoint`` failing at its ``call``-th call as a full disk fails it, and the count."""
+    real, calls = lanes.Lane.commit_checkpoint, [0]
+
+    def full_disk(self: lanes.Lane, *args: Any, **kwargs: Any) -> bool:
+        calls[0] += 1
+        if calls[0] == call:
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    return full_disk, calls
+
+
+@pytest.mark.parametrize("rewrite", sorted(REWRITES))
+def test_a_rewrite_that_fails_part_way_leaves_the_thread_as_it_was(
+    saver: SnapstoreSaver, monkeypatch: pytest.MonkeyPatch, rewrite: str
+) -> None:
+    _put_turns(saver, range(30))
+    before = _thread(saver)
+    fault = 5 if rewrite == "delete_for_runs" else 1  # prune keeps the latest alone: one commit
+    with monkeypatch.context() as failing:
+        failing.setattr(lanes.Lane, "commit_checkpoint", _failing_at(fault)[0])
+        with pytest.raises(OSError, match="No space left"):
+            REWRITES[rewrite](saver)
+    assert _thread(saver) == before
+    assert SnapshotStore.verify(saver.store).ok
+    REWRITES[rewrite](saver)  # and it goes through once the fault is gone
+    after = _thread(saver)
+    assert after == ([row for row in before if row[2] != "run-0"] if rewrite == "delete_for_runs" else before[:1])
+
+
+def test_a_put_another_saver_makes_while_a_rewrite_is_written_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver, SnapstoreSaver.from_path(tmp_path / "store") as other:
+        _put_turns(saver, range(12))
+        real, interleaved = lanes.Lane.entries, []
+
+        def another_put_after_the_entries_are_read(self: lanes.Lane, *args: Any) -> Any:
+            found = real(self, *args)
+            if not interleaved:  # the rewrite read what it keeps; another saver puts before it is written
+                interleaved.append(True)
+                _put_turns(other, range(13, 14))  # of run-1: kept
+            return found
+
+        monkeypatch.setattr(lanes.Lane, "entries", another_put_after_the_entries_are_read)
+        saver.delete_for_runs(["run-0"])
+        monkeypatch.undo()
+        turns = [row[1] for row in _thread(saver)]
+    assert interleaved and 13 in turns  # built again on the thread with it
+    assert turns == [13] + [n for n in range(11, -1, -1) if n % 3 != 0]
+
+
+def test_a_copy_that_fails_part_way_leaves_no_target(saver: SnapstoreSaver, monkeypatch: pytest.MonkeyPatch) -> None:
+    _put_turns(saver, range(10))
+    with monkeypatch.context() as failing:
+        failing.setattr(lanes.Lane, "commit_checkpoint", _failing_at(5)[0])
+        with pytest.raises(OSError, match="No space left"):
+            saver.copy_thread("t", "copy")
+    assert _thread(saver, "copy") == [] and saver.get_tuple(_config("copy")) is None
+    saver.copy_thread("t", "copy")
+    assert [row[1:] for row in _thread(saver, "copy")] == [row[1:] for row in _thread(saver)]
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from snapstore.langgraph import SnapstoreSaver
+    with SnapstoreSaver.from_path(sys.argv[1]) as saver:
+        print("START", flush=True)
+        saver.delete_for_runs(["run-0"])
+        print("DONE", flush=True)
+    """
+)
+
+
+def test_a_rewrite_killed_at_any_moment_leaves_the_thread_whole_before_or_after(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    with SnapstoreSaver.from_path(base) as saver:
+        _put_turns(saver, range(240))
+        before = _thread(saver)
+    after = [row for row in before if row[2] != "run-0"]
+    outcomes = []
+    for attempt, delay in enumerate((0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 60.0)):
+        store = tmp_path / f"store-{attempt}"
+        subprocess.run(["cp", "-a", str(base), str(store)], check=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(store)], stdout=subprocess.PIPE, text=True, env=dict(os.environ)
+        )
+        assert child.stdout is not None and child.stdout.readline().strip() == "START"
+        try:
+            child.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        with SnapstoreSaver.from_path(store) as reopened:
+            found = _thread(reopened)
+            assert found in (before, after), f"killed after {delay} s: {len(found)} checkpoints"
+            outcomes.append(found == after)
+            assert SnapshotStore.verify(reopened.store).ok
+            reopened.delete_for_runs(["run-0"])  # a rewrite stopped part way is simply done again
+            assert _thread(reopened) == after
+    assert outcomes[0] is False and outcomes[-1] is True  # killed part way at first; given time, done
