@@ -21,6 +21,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -562,7 +563,7 @@ def test_a_commit_refused_after_parsing_creates_no_session_and_names_its_flags(
     good = tmp_path / "good.json"
     good.write_bytes(b'{"a": 1}')
     cases = [
-        ((str(deep),), "nested too deeply"),
+        ((str(deep),), "deep.json: state cannot be stored as JSON: nested too deeply"),
         ((str(deeper),), "deeper.json nests too deeply for a state (a state nests at most 252 levels"),
         ((str(good), "--max-snapshots", "0"), "--max-snapshots must be 1 or more"),
         ((str(good), "--max-snapshots", "-1"), "--max-snapshots must be 1 or more"),
@@ -574,9 +575,47 @@ def test_a_commit_refused_after_parsing_creates_no_session_and_names_its_flags(
         assert code == 1 and message in one_error_line(err), (argv, err)
     code, out, _err = call(capsys, "--store", s, "sessions")
     assert code == 0 and out == "no sessions (make one with: snapstore commit SESSION FILE.json)\n"
+    code, _out, err = call(capsys, "--store", str(tmp_path / "new"), "import", str(tmp_path))
+    assert code == 1 and one_error_line(err).endswith("it is a folder; give the path of an archive file")
+    assert not (tmp_path / "new").exists()
 
 
 # ---------------------------------------------------------------- maintenance
+
+
+def test_a_session_whose_files_cannot_be_read_hides_no_other_from_sessions_gc_and_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file a user may not read (another user's store, a mode-000 segment: what root, running the
+    tests, cannot be refused) stopped ``sessions`` and ``gc`` for every session, and ``verify`` at a
+    folder it could not list; each now reports that session and goes on with the others."""
+    from snapstore.backends._directory import DirectoryBackend
+    from snapstore.errors import BackendError
+
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        for name in ("bad", "good"):
+            opened.session(name, max_snapshots=2).commit({name: 1})
+        bad = opened.session("bad").key
+
+    def refused(method: Any) -> Any:
+        def call_it(self: DirectoryBackend, key: str, *args: Any, **kwargs: Any) -> Any:
+            if key == bad:
+                raise BackendError(f"cannot open folder sessions/{bad}: Permission denied", {"path": bad})
+            return method(self, key, *args, **kwargs)
+
+        return call_it
+
+    for method in ("segments", "read_segment", "read_first_entry"):
+        monkeypatch.setattr(DirectoryBackend, method, refused(getattr(DirectoryBackend, method)))
+    code, out, err = call(capsys, "--store", str(store), "sessions")
+    assert code == 1 and out.splitlines()[1].startswith("good ")
+    assert err == f"snapstore: warning: cannot read session bad: cannot open folder sessions/{bad}: Permission denied\n"
+    code, out, err = call(capsys, "--store", str(store), "gc")
+    assert code == 1 and out.startswith("deleted ") and "skipped session bad: cannot open folder" in err
+    code, out, err = call(capsys, "--store", str(store), "verify")
+    assert code == 1 and "checked 2 sessions" in out and "Permission denied [session bad]" in out, out
+
 
 
 def damage_largest_file(store: Path) -> Path:

@@ -7,6 +7,7 @@ against a real directory store.
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import orjson
@@ -174,3 +175,42 @@ def test_library_keywords_become_flags() -> None:
     assert speak_flags(message).endswith("import with --on-conflict merge, replace or rename")
     assert speak_flags("max_snapshots=0 is not a positive integer") == "--max-snapshots 0 is not a positive integer"
     assert speak_flags("nothing to translate: on_conflict") == "nothing to translate: on_conflict"
+
+
+def test_names_that_would_drive_a_terminal_are_printed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session and tag names refuse C0 controls but may hold the C1 ones (U+009B starts a terminal's
+    escape sequence) and U+2028/U+2029, and an archive brings names from elsewhere: every line for
+    people prints them escaped, as it prints labels."""
+    from snapstore.cli import main
+
+    store = str(tmp_path / "store")
+    session, tag = "s\u009b31mX", "t\u009bag"
+    printed = []
+
+    def snapstore(*args: str, stdin: bytes | None = None) -> None:
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        assert main(["--store", store, *args]) == 0, args
+        out, err = capsys.readouterr()
+        printed.append(out + err)
+
+    snapstore("init")
+    snapstore("commit", session, "-", stdin=b'{"a": 1}')
+    snapstore("commit", "line\u2028sep", "-", stdin=b'{"a": 1}')
+    snapstore("commit", session, "-", stdin=b'{"a": 2}')
+    first = orjson.loads(run("log", session, "--json", store=Path(store)).stdout)[-1]["id"]
+    snapstore("sessions")
+    snapstore("log", session)
+    snapstore("tag", session, first, tag)
+    snapstore("log", session, "--oneline")
+    snapstore("untag", session, tag)
+    snapstore("rollback", session, first)
+    snapstore("export", str(tmp_path / "a.snaparchive"))
+    snapstore("--store", str(tmp_path / "copy"), "import", str(tmp_path / "a.snaparchive"))
+    snapstore("commit", session, "-", "--max-snapshots", "1", "--force", stdin=b'{"a": 3}')
+    snapstore("delete-session", session, "--yes")
+    text = "".join(printed)
+    assert "\u009b" not in text and "\u2028" not in text
+    assert "s\\x9b31mX" in text and "line\\u2028sep" in text and "t\\x9bag" in text

@@ -92,6 +92,8 @@ class GcReport:
     sessions_busy: list[str] = field(default_factory=list)
     #: segments rewritten without the runs nobody needed (kept, smaller)
     segments_squashed: int = 0
+    #: sessions gc could not read or write (a file it may not open), each with why: left as they are
+    sessions_failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def objects_deleted(self) -> int:  # the name version 1 reports used
@@ -315,9 +317,17 @@ class SnapshotStore:
                     name = self._read_name(key)
                 except SnapshotError:
                     name = None
-            if name is not None and self.backend.segments(key):
+            if name is not None and self._has_segments(key):
                 names.append(name)
         return sorted(names)
+
+    def _has_segments(self, key: str) -> bool:
+        """Whether a session folder holds segments; one that cannot be listed counts as a session
+        (reading it says why), so that it hides no other from a listing of them all."""
+        try:
+            return bool(self.backend.segments(key))
+        except BackendError:
+            return True
 
     def delete_session(self, name: str) -> None:
         """Remove a session and everything it stored."""
@@ -419,14 +429,17 @@ class SnapshotStore:
         if dry_run or self.backend.read_only:
             return report
         for name in self.sessions():
-            sess = self.session(name)
-            before = {s.segment: s for s in self.backend.segments(sess.key)}
             try:
+                sess = self.session(name)
+                before = {s.segment: s for s in self.backend.segments(sess.key)}
                 report.segments_dropped += sess.clear_old_snapshots()
+                after = {s.segment: s for s in self.backend.segments(sess.key)}
             except LockTimeoutError:  # one writer holding its session's lock stops no other session's gc
                 report.sessions_busy.append(name)
                 continue
-            after = {s.segment: s for s in self.backend.segments(sess.key)}
+            except (BackendError, CorruptObjectError) as exc:  # nor does one session gc cannot read
+                report.sessions_failed[name] = str(exc)
+                continue
             report.segments_squashed += sum(
                 1 for n, s in after.items() if n in before and s.stored_bytes < before[n].stored_bytes
             )
@@ -441,10 +454,15 @@ class SnapshotStore:
         rebuild every retained state against its hash. Takes no lock: writers keep going."""
         report = VerifyReport(foreign=self.backend.foreign_entries())
         for key in self.backend.session_keys():
-            if not self.backend.segments(key):
-                continue  # a deleted session leaves its lock file: nothing to check
-            report.sessions_checked += 1
             name = name_of_key(key)
+            try:
+                if not self.backend.segments(key):
+                    continue  # a deleted session leaves its lock file: nothing to check
+            except SnapshotError as exc:  # its folder cannot be listed: that session is the problem
+                report.sessions_checked += 1
+                report.add(exc, session=name or key)
+                continue
+            report.sessions_checked += 1
             try:
                 if name is None:
                     name = self._read_name(key) or key

@@ -13,10 +13,12 @@ stderr) or problems found by ``verify``; 2 a usage error; 130 interrupted (Ctrl-
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .. import __version__
@@ -51,6 +53,7 @@ def console() -> int:
     try:
         return main()
     except _Terminated:  # before the command began, or after it ended: nothing to undo
+        _error("terminated")
         return EXIT_TERMINATED
 
 
@@ -74,9 +77,31 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args)
 
 
+#: the engine's modules, imported with the command's (``_run``): most of what a command imports later
+_ENGINE = ("snapstore.store", "snapstore.archive", "snapstore.delta")
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back while the command's modules are imported, and delivered as the
+    block ends. Raised while Python compiles a module, or in the import system's own callbacks,
+    ``KeyboardInterrupt`` is lost ("Exception ignored in ...") and the command went on to the end,
+    exit status 0, where it must stop and undo what it began (130 or 143)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal that came meanwhile is raised now
+
+
 def _run(args: Any) -> int:
     try:
-        return int(handler(args.handler)(args))
+        with _signals_held():
+            command = handler(args.handler)
+            for module in _ENGINE:
+                importlib.import_module(module)
+        return int(command(args))
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import BackendError, ConcurrentUpdateError
 from .base import cli_message
 from .common import CliError, open_existing, open_store, refuse_to_overwrite, store_path
-from .output import Progress, count, emit, human
+from .output import Progress, count, emit, human, say
 from .references import resolve
 
 
@@ -58,14 +58,16 @@ def cmd_export(args: argparse.Namespace) -> int:
                 resolve(store, wanted)  # says why, as show does: evicted, damaged, a tag that names nothing
             raise
     if not emit(args, dataclasses.asdict(report)):
-        print(_export_summary(report, args.file))
+        say(_export_summary(report, args.file))
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from ..store import SnapshotStore
 
-    if not os.path.isfile(args.file):  # before a store is created for it
+    if os.path.isdir(args.file):  # before a store is created for it
+        raise CliError(f"cannot read {args.file}: it is a folder; give the path of an archive file")
+    if not os.path.isfile(args.file):
         raise CliError(f"cannot read {args.file}: no such file")
     path = store_path(args)
     store = open_existing(path)
@@ -92,8 +94,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if emit(args, {**dataclasses.asdict(report), "path": args.file, "created_store": created}):
         return 0
     if created:
-        print(f"initialized empty snapstore store at {path}")
-    print(_import_summary(report, args.file))
+        say(f"initialized empty snapstore store at {path}")
+    say(_import_summary(report, args.file))
     return 0
 
 

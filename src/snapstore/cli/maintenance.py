@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
-from .common import open_store
-from .output import Progress, count, emit, human
+from .common import PROG, open_store
+from .output import Progress, count, emit, human, one_line, say
 
 
 def public_fields(report: Any) -> dict[str, Any]:
@@ -40,26 +41,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
         checked += f", {_read(report, 'checked')}; rebuilt {count(report.states_rebuilt, 'state')}"
     else:
         checked += " (--quick: structure only; without it all stored data is read and every state rebuilt)"
-    print(checked)
+    say(checked)
     _print_foreign(report.foreign)
     if report.ok:
-        print("ok: no problems found")
+        say("ok: no problems found")
         return 0
-    print(f"{count(len(report.problems), 'problem')} found:")
+    say(f"{count(len(report.problems), 'problem')} found:")
     for problem in report.problems:
         where = [f"session {problem.session}"] if problem.session else []
         if problem.snapshot:
             where.append(f"snapshot {problem.snapshot[:12]}")
-        print(f"  - {problem.message}" + (f" [{', '.join(where)}]" if where else ""))
+        say(f"  - {problem.message}" + (f" [{', '.join(where)}]" if where else ""))
     return 1
 
 
 def _print_foreign(foreign: list[str]) -> None:
     if foreign:
         what = "1 entry" if len(foreign) == 1 else f"{len(foreign)} entries"
-        print(f"{what} in the store that snapstore did not write (left alone):")
+        say(f"{what} in the store that snapstore did not write (left alone):")
         for path in foreign:
-            print(f"  {path}")
+            say(f"  {path}")
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -68,20 +69,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
         report = store.gc(dry_run=args.dry_run)
     if not emit(args, {**public_fields(report), "dry_run": args.dry_run}):
         if args.dry_run:
-            print("dry run: nothing deleted")
+            say("dry run: nothing deleted")
         else:
             squashed = f", squashed {count(report.segments_squashed, 'segment')}" if report.segments_squashed else ""
-            print(
+            say(
                 f"deleted {_read(report, 'dropped', 'unreferenced ')}{squashed} ({human(report.bytes_freed)} freed),"
                 f" removed {count(report.temporary_files_removed, 'leftover temporary file')}"
             )
             if report.sessions_busy:
-                print(
+                say(
                     f"skipped {count(len(report.sessions_busy), 'session')} another writer kept locked "
                     f"past the lock timeout: {', '.join(report.sessions_busy)} (run gc again later)"
                 )
+            for name, why in report.sessions_failed.items():
+                say(f"{PROG}: warning: skipped session {name}: {one_line(why)}", sys.stderr)
         _print_foreign(report.foreign)
-    return 0
+    return 1 if report.sessions_failed else 0
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
@@ -98,15 +101,15 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     if emit(args, dataclasses.asdict(report)):
         return 0
     if not report.upgraded:
-        print(f"{target} already has format {report.to_version}: nothing to do")
+        say(f"{target} already has format {report.to_version}: nothing to do")
     else:
-        print(
+        say(
             f"upgraded {target} from format {report.from_version} to {report.to_version}: "
             f"{count(report.sessions, 'session')}, {count(report.snapshots, 'snapshot')}, "
             f"{count(report.states_verified, 'state')} verified"
         )
     if report.leftovers:
-        print("removed leftovers of an interrupted upgrade: " + ", ".join(report.leftovers))
+        say("removed leftovers of an interrupted upgrade: " + ", ".join(report.leftovers))
     return 0
 
 

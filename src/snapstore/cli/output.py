@@ -86,6 +86,23 @@ def one_line(text: str) -> str:
     return text.translate(_ESCAPED)
 
 
+#: what a session or tag name may hold (they refuse C0 controls) that a terminal acts on (DEL, the
+#: C1 controls: U+009B starts an escape sequence) or a reader takes for a line break
+_NAME_ESCAPED = {c: _ESCAPED[c] for c in range(0x7F, 0xA0)} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def shown(text: str) -> str:
+    """``text`` as ``say`` prints it (for a table's column widths)."""
+    return text.translate(_NAME_ESCAPED)
+
+
+def say(text: str, stream: TextIO | None = None, end: str = "\n") -> None:
+    """Print ``text`` for people (stdout, or ``stream``): the names in it are what users chose, and
+    an archive from elsewhere brings its own, so what in them would drive the terminal is escaped,
+    as ``one_line`` escapes a label. Line breaks of the text itself stay."""
+    print(shown(text), file=stream, end=end)
+
+
 def human(size: int | None) -> str:
     if size is None:
         return "?"

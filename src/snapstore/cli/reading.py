@@ -11,7 +11,21 @@ import orjson
 from ..errors import SnapshotError
 from .common import PROG, CliError, existing_session, open_store, pointer_get, snapshot_json
 from .graph import graph_rows
-from .output import Progress, compact, count, emit, human, json_text, one_line, table, use_color, when, write_bytes
+from .output import (
+    Progress,
+    compact,
+    count,
+    emit,
+    human,
+    json_text,
+    one_line,
+    say,
+    shown,
+    table,
+    use_color,
+    when,
+    write_bytes,
+)
 from .references import resolve, split_reference
 
 
@@ -20,31 +34,38 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
     with open_store(args) as store:
         rows: list[dict[str, Any]] = []
+        unreadable: dict[str, str] = {}
         for name in store.sessions():
-            sess = store.session(name)
-            head = sess.head
-            rows.append(
-                {
-                    "name": name,
-                    "snapshots": len(sess),
-                    "max_snapshots": sess.max_snapshots,
-                    "head": head.id if head else None,
-                    "bytes": store.session_usage(name),
-                }
-            )
+            try:
+                sess = store.session(name)
+                head = sess.head
+                rows.append(
+                    {
+                        "name": name,
+                        "snapshots": len(sess),
+                        "max_snapshots": sess.max_snapshots,
+                        "head": head.id if head else None,
+                        "bytes": store.session_usage(name),
+                    }
+                )
+            except SnapshotError as exc:  # one session that cannot be read hides no other
+                unreadable[name] = str(exc)
+    for name, why in unreadable.items():
+        say(f"{PROG}: warning: cannot read session {name}: {one_line(why)}", sys.stderr)
     if emit(args, rows):
-        return 0
+        return 1 if unreadable else 0
     if not rows:
-        print(f"no sessions (make one with: {PROG} commit SESSION FILE.json)")
-        return 0
+        if not unreadable:
+            say(f"no sessions (make one with: {PROG} commit SESSION FILE.json)")
+        return 1 if unreadable else 0
     lines = [["SESSION", "SNAPSHOTS", "LIMIT", "HEAD", "STORED"]]
     for row in rows:
         head_id = row["head"][:12] if row["head"] else "-"
         # the largest limit keeps everything (the LangGraph saver's sessions)
         limit = "all" if row["max_snapshots"] >= MAX_INT64 else str(row["max_snapshots"])
-        lines.append([row["name"], str(row["snapshots"]), limit, head_id, human(row["bytes"])])
-    print("\n".join(table(lines, right={1, 2, 4})))
-    return 0
+        lines.append([shown(row["name"]), str(row["snapshots"]), limit, head_id, human(row["bytes"])])
+    say("\n".join(table(lines, right={1, 2, 4})))
+    return 1 if unreadable else 0
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -59,10 +80,11 @@ def cmd_log(args: argparse.Namespace) -> int:
             snaps = sess.snapshots()
             damage = sess.tail_damage
             if damage is not None:  # on stderr: the listing itself stays what scripts read
-                sys.stderr.write(
+                say(
                     f"{PROG}: warning: {damage}: what was written after the damage is lost, so the head "
                     f"shown may be older than the last commit (snapstore verify; docs/design.md, \"Blast "
-                    "radius of one damaged byte\")\n"
+                    "radius of one damaged byte\")",
+                    sys.stderr,
                 )
             if args.max_count is not None:
                 snaps = snaps[len(snaps) - args.max_count :] if args.max_count else []
@@ -76,7 +98,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         emit(args, [entry for *_rest, snaps, entries in groups for entry in _ordered(snaps, entries, args)])
         return 0
     if not groups:
-        print("no sessions")
+        say("no sessions")
         return 0
     blocks = []
     for name, head, retained, snaps, entries in groups:
@@ -100,7 +122,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                     cells[-1][-1] += _decorations(snap, False)
             lines += table(cells, right={4, 6})
         blocks.append("\n".join(lines))
-    print(("\n" if args.oneline else "\n\n").join(blocks))
+    say(("\n" if args.oneline else "\n\n").join(blocks))
     return 0
 
 
@@ -214,7 +236,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     lines = [header("---", snap_a), header("+++", snap_b)]
     lines += format_diff(ops, old, color=color) if ops else ["(no differences)"]
-    print("\n".join(lines))
+    say("\n".join(lines))
     return 0
 
 
@@ -224,7 +246,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         stats = store.stats()
     if emit(args, stats):
         return 0
-    print("\n".join(table(stats_rows(stats))))
+    say("\n".join(table(stats_rows(stats))))
     return 0
 
 
@@ -265,5 +287,5 @@ def stats_rows(stats: dict[str, Any]) -> list[list[str]]:
             text += " (" + ", ".join(f"{kind} {number}" for kind, number in breakdown.items()) + ")"
         rows.append([_STATS_LABELS.get(key, key.replace("_", " ")), text])
     return rows
-    print("\n".join(table(rows)))
+    say("\n".join(table(rows)))
     return 0

@@ -6,7 +6,7 @@ import argparse
 
 from .base import CliError
 from .common import existing_session, open_store
-from .output import count, emit
+from .output import count, emit, say
 from .references import in_session
 from .writing import confirm
 
@@ -16,7 +16,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
         sess = existing_session(store, args.session)
         sid = sess.tag(in_session(store, sess, args.id), args.name)
     if not emit(args, {"session": args.session, "tag": args.name, "id": sid}):
-        print(f"{args.session}: tagged {sid[:12]} as {args.name}; retention keeps it until it is untagged")
+        say(f"{args.session}: tagged {sid[:12]} as {args.name}; retention keeps it until it is untagged")
     return 0
 
 
@@ -25,7 +25,7 @@ def cmd_untag(args: argparse.Namespace) -> int:
         sess = existing_session(store, args.session)
         sid = sess.untag(args.name)
     if not emit(args, {"session": args.session, "tag": args.name, "id": sid}):
-        print(f"{args.session}: removed tag {args.name} from {sid[:12]}; retention may now evict it")
+        say(f"{args.session}: removed tag {args.name} from {sid[:12]}; retention may now evict it")
     return 0
 
 
@@ -42,7 +42,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         evicted = sess.forget(args.keep_last) if doomed else []
         kept = len(sess)
     if not emit(args, {"session": args.session, "evicted": evicted, "retained": kept}):
-        print(f"{args.session}: forgot {count(len(evicted), 'snapshot')}, {kept} retained")
+        say(f"{args.session}: forgot {count(len(evicted), 'snapshot')}, {kept} retained")
         for sid in evicted:
-            print(f"  {sid}")
+            say(f"  {sid}")
     return 0

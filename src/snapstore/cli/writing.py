@@ -19,7 +19,7 @@ from .common import (
     store_path,
     write_file,
 )
-from .output import count, emit, isatty, write_bytes
+from .output import count, emit, isatty, say, write_bytes
 from .references import in_session, resolve
 
 
@@ -30,10 +30,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     existing = open_existing(path)
     if existing is not None:
         existing.close()
-        print(f"snapstore store already exists at {path}")
+        say(f"snapstore store already exists at {path}")
     else:
         SnapshotStore.open(path).close()
-        print(f"initialized empty snapstore store at {path}")
+        say(f"initialized empty snapstore store at {path}")
     return 0
 
 
@@ -46,7 +46,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     state = load_json(data, source)
-    _check_commit(args, state)
+    _check_commit(args, state, source)
     with open_store(args) as store:
         before: list[str] = []
         if store.has_session(args.session):
@@ -69,19 +69,21 @@ def cmd_commit(args: argparse.Namespace) -> int:
         limit = sess.max_snapshots
     if evicted and lowering:
         # a lowered limit is said out loud (on stderr: stdout stays the new id alone, for scripts)
-        sys.stderr.write(
+        say(
             f"{args.session}: the session keeps {limit}; evicted {count(len(evicted), 'snapshot')} "
-            f"({', '.join(sid[:12] for sid in evicted)})\n"
+            f"({', '.join(sid[:12] for sid in evicted)})",
+            sys.stderr,
         )
     if not emit(args, {**snapshot_json(snap), "evicted": evicted}):
-        print(snap.id)
+        say(snap.id)
     return 0
 
 
-def _check_commit(args: argparse.Namespace, state: Any) -> None:
+def _check_commit(args: argparse.Namespace, state: Any, source: str) -> None:
     """Refuse a commit's flags and state before the store is touched: ``store.session`` makes the
     session, and a commit refused after it would leave an empty one behind."""
     from .. import codec
+    from ..errors import InvalidStateError
     from ..session import MAX_INT64
 
     if args.max_snapshots is not None and not 1 <= args.max_snapshots <= MAX_INT64:
@@ -95,7 +97,10 @@ def _check_commit(args: argparse.Namespace, state: Any) -> None:
             raise CliError("--label is not valid unicode (undecodable bytes on the command line)") from None
         if size > 65535:
             raise CliError(f"--label is {size} bytes; a label holds at most 65535")
-    codec.encode_state(state)  # what the commit would refuse (too deep, a huge integer...), refused first
+    try:
+        codec.encode_state(state)  # what the commit would refuse (too deep, a huge integer...), refused first
+    except InvalidStateError as exc:
+        raise CliError(f"{source}: {exc}") from None
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -107,7 +112,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         write_bytes(data + b"\n")
         return 0
     write_file(args.output, data, force=args.force)
-    print(f"wrote the state of {sid[:12]} ({sess.name}) to {args.output} ({len(data)} bytes)")
+    say(f"wrote the state of {sid[:12]} ({sess.name}) to {args.output} ({len(data)} bytes)")
     return 0
 
 
@@ -120,7 +125,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if emit(args, {"session": sess.name, "head": snapshot_json(head)}):
         return 0
     turn = "" if head.turn is None else f", turn {head.turn}"
-    print(f"{sess.name}: head is now {head.id[:12]} ({head.label!r}{turn}); the next commit continues from it")
+    say(f"{sess.name}: head is now {head.id[:12]} ({head.label!r}{turn}); the next commit continues from it")
     return 0
 
 
@@ -128,7 +133,7 @@ def confirm(question: str) -> bool:
     """Ask on the terminal; False when there is no terminal to ask on."""
     if not (isatty(sys.stdin) and isatty(sys.stderr)):
         return False
-    sys.stderr.write(question + " [y/N] ")
+    say(question + " [y/N] ", sys.stderr, end="")
     sys.stderr.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
@@ -143,5 +148,5 @@ def cmd_delete_session(args: argparse.Namespace) -> int:
         store.delete_session(args.session)
     if emit(args, {"deleted": args.session, "snapshots": retained}):
         return 0
-    print(f"deleted session {args.session} ({count(retained, 'snapshot')})")
+    say(f"deleted session {args.session} ({count(retained, 'snapshot')})")
     return 0
