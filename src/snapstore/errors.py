@@ -72,6 +72,18 @@ class ArchiveError(SnapshotError):
 class LockTimeoutError(ConcurrentUpdateError):
     """Waiting for a session's write lock ran out; ``details`` name the session and the seconds waited."""
 
+    def naming(self, session: str) -> LockTimeoutError:
+        """The same error naming the session by its name (an engine knows only its encoded key)."""
+        if "session" in self.details:
+            return self
+        waited = self.details.get("waited_seconds")
+        return LockTimeoutError(
+            f"session {session!r} stayed locked by another writer for {waited:.3f} s (the lock timeout)"
+            if isinstance(waited, (int, float))
+            else f"session {session!r}: {self}",
+            {"session": session, **self.details},
+        )
+
 
 class ReadOnlyStoreError(BackendError):
     """A write to a store opened without write access (read-only media or permissions)."""

@@ -268,6 +268,12 @@ class SessionLog:
                 if known.stored == info.stored_bytes:
                     continue  # damaged and unchanged: read once, reported, not read again
                 known = None
+            if known is not None and known.version == info.version and info.stored_bytes < known.stored:
+                # shorter than when it was read: what a server that lost its last transactions (an
+                # asynchronous commit, a crash) or a file system that lost a file's tail (no fsync,
+                # a power cut) leaves. Entries read then are gone: it is read again whole, so that the
+                # index, and the next commit's parent and delta, are what the segment holds now
+                known = None
             if known is not None and known.version == info.version:
                 # an unchanged size means nothing new, unless unread bytes were counted in it: a torn
                 # tail can be cut and replaced by an entry of its very length
@@ -275,8 +281,9 @@ class SessionLog:
                     continue
                 read = self.backend.read_segment(self.key, info.segment, known.end)
                 self._read_segments = True  # (the file read on may be one a squash wrote in its place)
-                if read.damaged_at is not None:
-                    known = None  # not a clean continuation: read it whole
+                if read.damaged_at is not None or read.end < known.end:
+                    # not a clean continuation (or it ends before what was read of it, as above): read whole
+                    known = None
                 else:
                     if read.entries:
                         entries, damage = self._decode_until_damage(read.entries, info.segment, keep=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,6 +39,7 @@ from .errors import (
     ConcurrentUpdateError,
     CorruptObjectError,
     InvalidStateError,
+    LockTimeoutError,
     PatchError,
     RollbackError,
     SnapshotError,
@@ -86,6 +87,9 @@ class Session:
         self._open: SegmentReader | None = None  # the open segment, decoded through ``_open_end``
         self._open_segment = -1
         self._open_version = -1
+        # the index's record of the open segment the decoder follows: one read again whole (it shrank,
+        # as a server that lost its last transactions leaves it) is another object, and another stream
+        self._open_loaded: LoadedSegment | None = None
         self._open_end = 0
         # (segment, version, start, end, entry count) of the ``log.fresh`` the decoder last took
         # entries from, through ``end``: a refresh that extends it only adds entries after them
@@ -432,7 +436,11 @@ class Session:
         self._appending = False
         done = False
         try:
-            with locked:
+            with ExitStack() as held:
+                try:
+                    held.enter_context(locked)
+                except LockTimeoutError as exc:  # the engine knows the session's key, not its name
+                    raise exc.naming(self.name) from None
                 yield
                 done = True
         except BaseException:
@@ -453,6 +461,7 @@ class Session:
         self._log = self._log.emptied()
         self._head_id, self._head_state, self._head_pieces = None, None, None
         self._open, self._open_segment, self._open_version, self._open_end = None, -1, -1, 0
+        self._open_loaded = None
         self._fresh_taken = None
         self._stream, self._stream_end = None, -1
         self._patched = None
@@ -725,7 +734,7 @@ class Session:
             log.segments[segment] = loaded
         if expected == 0 or loaded.end == 0:
             self._open = SegmentReader(where, last_run_only=True)
-            self._open_segment, self._open_version = segment, loaded.version
+            self._open_segment, self._open_version, self._open_loaded = segment, loaded.version, loaded
         elif self._open_segment != segment:
             self._open = None
         for data, entry in zip(entries, decoded, strict=True):
@@ -762,7 +771,7 @@ class Session:
         appended entries never change; a torn tail is simply not read yet)."""
         last = log.last_segment
         assert last is not None
-        if self._open is None or self._open_segment != last.number or self._open_version != last.version:
+        if not self._decodes(last):
             self._open = None
             self._stream = None
         elif self._open_end != last.end:
@@ -786,6 +795,7 @@ class Session:
                     where = log.where(last.number)
                     entries, end = [decode_entry(data, self.name, where) for data in read.entries], read.end
                 self._fresh_taken = None
+                assert self._open is not None  # (``_decodes``)
                 for entry in entries:
                     if isinstance(entry, CommitEntry):
                         self._open.payload(entry)
@@ -796,11 +806,20 @@ class Session:
                 self._open = None
             self._stream = None
 
+    def _decodes(self, last: LoadedSegment) -> bool:
+        """Whether this writer's decoder follows the open segment as the index holds it now."""
+        return (
+            self._open is not None
+            and self._open_segment == last.number
+            and self._open_version == last.version
+            and self._open_loaded is last
+        )
+
     def _open_raw(self, log: SessionLog) -> bytearray:
         """The open segment's raw stream, decoding it from the store when this writer has not yet."""
         last = log.last_segment
         assert last is not None
-        if self._open is None or self._open_segment != last.number or self._open_version != last.version:
+        if not self._decodes(last):
             read = self._store.backend.read_segment(self.key, last.number)
             reader = SegmentReader(log.where(last.number), last_run_only=True)
             for data in read.entries:
@@ -808,8 +827,9 @@ class Session:
                 if isinstance(entry, CommitEntry):
                     reader.payload(entry)
             self._open, self._open_segment, self._open_end = reader, last.number, read.end
-            self._open_version = last.version
+            self._open_version, self._open_loaded = last.version, last
             self._stream = None
+        assert self._open is not None
         return self._open.raw
 
     def _open_size(self, log: SessionLog) -> int:

@@ -277,7 +277,7 @@ class SnapshotStore:
             return sess
         if not create:
             raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
-        with self.backend.lock_session(key, self.lock_timeout):
+        with self._session_lock(key, name):
             if not self.backend.segments(key):
                 body = {"checkpoint": True, "name": name, "max_snapshots": max_snapshots, "tags": {}}
                 self.backend.append(key, 1, [encode_meta(body)], 0)
@@ -333,7 +333,7 @@ class SnapshotStore:
         """Remove a session and everything it stored."""
         check_session_name(name)
         key = session_key(name)
-        with self.backend.lock_session(key, self.lock_timeout):
+        with self._session_lock(key, name):
             if not self.backend.delete_session(key):
                 raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
         with self._mutex:
@@ -382,7 +382,7 @@ class SnapshotStore:
             yield staged
             with ExitStack() as locks:
                 for name in sorted(names, key=keys.__getitem__):  # one order for every caller: no deadlock
-                    locks.enter_context(self.backend.lock_session(keys[name], self.lock_timeout))
+                    locks.enter_context(self._session_lock(keys[name], name))
                 for name, expected in (heads or {}).items():
                     found = self._head_under_lock(name, keys[name])
                     if found != expected:
@@ -402,6 +402,16 @@ class SnapshotStore:
             with self._mutex:
                 for name in names:
                     self._sessions.pop(name, None)
+
+    @contextmanager
+    def _session_lock(self, key: str, name: str) -> Iterator[None]:
+        """A session's write lock, waited for up to the store's timeout; a timeout names the session."""
+        with ExitStack() as held:
+            try:
+                held.enter_context(self.backend.lock_session(key, self.lock_timeout))
+            except LockTimeoutError as exc:
+                raise exc.naming(name) from None
+            yield
 
     def _head_under_lock(self, name: str, key: str) -> str | None:
         """The head of a session whose lock the caller holds (None: no such session)."""
