@@ -446,6 +446,27 @@ def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"schema": "tenant_" + "x" * 56 + "_customer_A"}, "is longer than PostgreSQL's 63 bytes"),
+        ({"schema": "é" * 32}, "is longer than PostgreSQL's 63 bytes"),  # 64 bytes of UTF-8
+        ({"table_prefix": "p" * 39}, "up to 38 letters, digits and underscores"),
+    ],
+)
+def test_names_postgresql_would_cut_are_refused_before_connecting(option: dict[str, str], message: str) -> None:
+    """PostgreSQL cuts a name to 63 bytes: two schemas alike in their first 63 were one store whose
+    writers took different locks, and a 39- or 40-character prefix made a store whose index, its
+    name cut, was not found again at the next open (a bare KeyError)."""
+    pytest.importorskip("psycopg")
+    with pytest.raises(ValueError, match=message):
+        PostgresBackend("postgresql://nobody@127.0.0.1:1/none", connect_timeout=1, **option)  # type: ignore[arg-type]
+    # the longest accepted get as far as connecting
+    with pytest.raises(BackendError):
+        longest = {"schema": "s" * 63, "table_prefix": "p" * 38}
+        PostgresBackend("postgresql://nobody@127.0.0.1:1/none", connect_timeout=1, **longest)  # type: ignore[arg-type]
+
+
 def test_unreachable_server_is_a_backend_error() -> None:
     pytest.importorskip("psycopg")
     with pytest.raises(BackendError) as info:

@@ -644,8 +644,10 @@ def test_opening_a_store_at_a_wrong_target(tmp_path: Path, target: Any) -> None:
     if target == "a-file":
         target = tmp_path / "a-file"
         target.write_text("not a store")
-    with pytest.raises(SnapshotError):
+    with pytest.raises(SnapshotError) as raised:
         SnapshotStore.open(target)
+    if isinstance(target, Path):  # SqliteSaver's checkpoints.sqlite, given to a saver or a store
+        assert str(raised.value).endswith("it is a file; a directory store is a folder")
     count("bad input: bad inputs tried")
 
 

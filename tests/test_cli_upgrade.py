@@ -78,3 +78,16 @@ def test_a_failed_upgrade_says_the_store_is_unchanged_and_leaves_it_byte_for_byt
     assert raised.value.details["store_unchanged"] is True
     assert raised.value.message.endswith(f"{store} is unchanged and still has format 1")
     assert tree_digest(store) == before
+
+
+def test_upgrading_a_format_2_store_says_nothing_needed_rewriting(tmp_path: Path) -> None:
+    """A format-2 store moves to format 3 by its format file alone: "0 snapshots, 0 states verified"
+    read as if nothing had been checked that should have been."""
+    store = tmp_path / "store"
+    shutil.copytree(Path(__file__).parent / "golden" / "store-v2", store, symlinks=True)
+    upgraded = run("upgrade", "--store", str(store))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.startswith(f"upgraded {store} from format 2 to 3: ")
+    assert upgraded.stdout.rstrip().endswith("read as they are (nothing to rewrite or verify)")
+    with SnapshotStore.open(store) as opened:
+        assert opened.verify().ok

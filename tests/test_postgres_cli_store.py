@@ -152,3 +152,16 @@ def test_an_import_cut_off_part_way_keeps_what_it_imported_and_a_rerun_finishes(
     assert again.returncode == 0, again.stderr
     assert "created b" in again.stdout and "already up to date a" in again.stdout, again.stdout
     assert run("verify", "--store", url).returncode == 0
+
+
+def test_the_store_url_is_printed_without_its_password(empty_schema: tuple[str, Any]) -> None:
+    """docs/postgres.md: the password is redacted in every message. The backend's errors were;
+    the command line's own lines printed the URL as given."""
+    url, _tables = empty_schema
+    scheme, rest = url.split("://", 1)
+    userinfo, host = rest.split("@", 1) if "@" in rest else ("postgres", rest)
+    with_password = f"{scheme}://{userinfo.split(':', 1)[0]}:s3cret-pw@{host}"  # the test server trusts it
+    printed = [run("log", "--store", with_password), run("init", "--store", with_password)]
+    printed += [run("init", "--store", with_password), run("upgrade", "--store", with_password)]
+    for proc in printed:
+        assert "s3cret-pw" not in proc.stdout + proc.stderr and ":***@" in proc.stdout + proc.stderr, proc

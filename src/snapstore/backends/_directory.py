@@ -115,6 +115,12 @@ class DirectoryBackend(Backend):
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise BackendError(f"no store at {self.root}", {"path": self.root}) from None
+        except NotADirectoryError:
+            # a user switching from a saver that keeps a file (SqliteSaver's checkpoints.sqlite)
+            raise BackendError(
+                f"cannot open the store at {self.root}: it is a file; a directory store is a folder",
+                {"path": self.root, "reason": "not a folder"},
+            ) from None
         except OSError as exc:
             raise io_error("open the store at", self.root, exc) from exc
         self._device = os.fstat(self._root_fd).st_dev

@@ -72,6 +72,7 @@ from ._postgres_sql import (
     LEGACY_OBJECTS_TABLE,
     LEGACY_REFS_TABLE,
     LEGACY_SCHEMA_VERSION,
+    MAX_NAME_BYTES,
     META_TABLE,
     PLAIN_TABLES,
     PRIMARY_KEY,
@@ -203,8 +204,15 @@ class PostgresBackend(Backend):
             raise ValueError(f"lock_pool_size must be an integer of at least 1, not {lock_pool_size!r}")
         if schema is not None and (not isinstance(schema, str) or not schema or "\x00" in schema):
             raise ValueError(f"invalid schema name {schema!r}")
+        if schema is not None and len(schema.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            # the server would cut it: two names alike in their first 63 bytes would be one store,
+            # whose writers took different locks
+            raise ValueError(f"schema name {schema!r} is longer than PostgreSQL's {MAX_NAME_BYTES} bytes")
         if not isinstance(table_prefix, str) or not TABLE_PREFIX.match(table_prefix):
-            raise ValueError(f"invalid table prefix {table_prefix!r}: up to 40 letters, digits and underscores")
+            raise ValueError(
+                f"invalid table prefix {table_prefix!r}: up to 38 letters, digits and underscores (the longest "
+                f"name the store makes, the prefix and snapstore_entries_segment, must fit {MAX_NAME_BYTES} bytes)"
+            )
         self.table_prefix = table_prefix
         try:
             params = conninfo_to_dict(url)

@@ -26,7 +26,11 @@ UPGRADE_ENTRIES_TABLE = "snapstore_entries_v3"
 LEGACY_OBJECTS_TABLE = "snapstore_objects"
 LEGACY_REFS_TABLE = "snapstore_refs"
 #: letters, digits and underscores, before each table name
-TABLE_PREFIX = re.compile(r"[A-Za-z0-9_]{0,40}\Z")
+#: PostgreSQL cuts a name to 63 bytes (NAMEDATALEN - 1); the longest the store makes is the prefix and
+#: ``snapstore_entries_segment`` (25): a longer prefix made a store whose index name, cut, was not
+#: found again at the next open
+MAX_NAME_BYTES = 63
+TABLE_PREFIX = re.compile(r"[A-Za-z0-9_]{0,38}\Z")
 _SECRET_PARAMS = ("password", "sslpassword")
 
 #: snapstore_meta row names: a config value, and a segment's row (the session key has no '/')

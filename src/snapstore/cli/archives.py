@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import BackendError, ConcurrentUpdateError
 from .base import cli_message
-from .common import CliError, open_existing, open_store, refuse_to_overwrite, store_path
+from .common import CliError, open_existing, open_store, refuse_to_overwrite, shown_store, store_path
 from .output import Progress, count, emit, human, say
 from .references import resolve
 
@@ -94,7 +94,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if emit(args, {**dataclasses.asdict(report), "path": args.file, "created_store": created}):
         return 0
     if created:
-        say(f"initialized empty snapstore store at {path}")
+        say(f"initialized empty snapstore store at {shown_store(path)}")
     say(_import_summary(report, args.file))
     return 0
 

@@ -30,6 +30,15 @@ def store_path(args: argparse.Namespace) -> str:
     return getattr(args, "store", None) or os.environ.get(ENV_STORE) or DEFAULT_STORE
 
 
+def shown_store(path: str) -> str:
+    """A store's path or URL as messages print it: a PostgreSQL URL without its password."""
+    if path.startswith(("postgresql://", "postgres://")):
+        from ..backends._postgres_sql import redact_url  # no driver import: the URL's text alone
+
+        return redact_url(path)
+    return path
+
+
 #: why a store could not be opened, said as it is instead of "run init" (which would fail the same way)
 _REPORTED_REASONS = ("foreign table", "no schema", "unsupported URL scheme")
 
@@ -53,7 +62,7 @@ def open_store(args: argparse.Namespace) -> SnapshotStore:
     path = store_path(args)
     store = open_existing(path)
     if store is None:
-        raise CliError(f"no snapstore store at {path} (run {PROG} init)")
+        raise CliError(f"no snapstore store at {shown_store(path)} (run {PROG} init)")
     return store
 
 

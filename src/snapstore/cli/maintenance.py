@@ -89,7 +89,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from ..upgrade import upgrade_store
-    from .common import store_path
+    from .common import shown_store, store_path
 
     target = store_path(args)
     with Progress() as progress:
@@ -101,10 +101,15 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     if emit(args, dataclasses.asdict(report)):
         return 0
     if not report.upgraded:
-        say(f"{target} already has format {report.to_version}: nothing to do")
+        say(f"{shown_store(target)} already has format {report.to_version}: nothing to do")
+    elif report.from_version == "2":  # its segments are format 3's: only the format file changed
+        say(
+            f"upgraded {shown_store(target)} from format 2 to {report.to_version}: "
+            f"{count(report.sessions, 'session')}, read as they are (nothing to rewrite or verify)"
+        )
     else:
         say(
-            f"upgraded {target} from format {report.from_version} to {report.to_version}: "
+            f"upgraded {shown_store(target)} from format {report.from_version} to {report.to_version}: "
             f"{count(report.sessions, 'session')}, {count(report.snapshots, 'snapshot')}, "
             f"{count(report.states_verified, 'state')} verified"
         )

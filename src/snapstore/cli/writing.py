@@ -15,6 +15,7 @@ from .common import (
     load_json,
     open_existing,
     open_store,
+    shown_store,
     snapshot_json,
     store_path,
     write_file,
@@ -30,10 +31,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     existing = open_existing(path)
     if existing is not None:
         existing.close()
-        say(f"snapstore store already exists at {path}")
+        say(f"snapstore store already exists at {shown_store(path)}")
     else:
         SnapshotStore.open(path).close()
-        say(f"initialized empty snapstore store at {path}")
+        say(f"initialized empty snapstore store at {shown_store(path)}")
     return 0
 
 
