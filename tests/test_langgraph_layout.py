@@ -1,5 +1,6 @@
 """Threads stored by the saver's earlier layouts read exactly as their writer read them, and carry
-on in today's (format 3: the head's rows are strings).
+on in today's (layout 4: the head's rows are strings, and a serialized value's long runs of text
+are pieces of their own).
 
 The stores in ``tests/data/langgraph-layouts/`` were written by the saver of each earlier layout
 (``make_layouts.py`` there says how), with what that saver read back beside them:
@@ -8,6 +9,9 @@ The stores in ``tests/data/langgraph-layouts/`` were written by the saver of eac
 * format 2: one member per channel value (``value:<channel>``, versions in ``value_versions``);
   rows as arrays (``history``: ``[checkpoint id, parent id, metadata]``, ``snapshots`` and
   ``writes_at``: ``[checkpoint id, snapshot id]``).
+
+Layout 3 differs from layout 4 only in how a serialized value is kept (one latin-1 piece): the
+saver of layout 3 is this one writing its values in one piece, which the tests below make it do.
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ import importlib.util
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import pytest
-from langchain_core.messages import HumanMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
 
 from snapstore import SnapshotStore
-from snapstore.langgraph import SnapstoreSaver, lanes
+from snapstore.errors import SnapshotError
+from snapstore.langgraph import SnapstoreSaver, encoding, lanes
 from test_langgraph_reads import _assert_fresh_reads_match
 
 LAYOUTS = Path(__file__).parent / "data" / "langgraph-layouts"
@@ -70,14 +80,14 @@ def test_each_checkpoint_of_an_earlier_layout_reads_alone_on_a_reopened_saver(
         assert make_layouts.fact(found) == {k: v for k, v in wanted.items() if k != "listed_alike"}
 
 
-def test_a_thread_of_an_earlier_layout_carries_on_in_format_3(earlier: tuple[int, Path, dict[str, Any]]) -> None:
+def test_a_thread_of_an_earlier_layout_carries_on_in_the_current_one(earlier: tuple[int, Path, dict[str, Any]]) -> None:
     _layout, path, expected = earlier
     writer = SnapstoreSaver(SnapshotStore.open(path, create=False))
     graph = make_layouts.agent_graph(writer)
     graph.invoke({"messages": [HumanMessage("ask 3", id="h-3")]}, make_layouts.CONFIG)
 
     stored = _head_state(writer)
-    assert stored["saver"] == lanes.FORMAT == "snapstore.langgraph/3" and "channel_values" not in stored
+    assert stored["saver"] == lanes.FORMAT == "snapstore.langgraph/4" and "channel_values" not in stored
     assert len(stored["checkpoint_ids"]) == len(stored["history"]) == len(expected) + 4
     rows = stored["history"] + stored["snapshots"] + stored["writes_at"]
     assert all(type(row) is str for row in rows)
@@ -90,3 +100,110 @@ def test_a_thread_of_an_earlier_layout_carries_on_in_format_3(earlier: tuple[int
     assert contents[-3:] == ["ask 3", "thought 8", "acted 9"]
     read, with_writes = _assert_fresh_reads_match(writer, lambda: SnapshotStore.open(path, create=False))
     assert read == len(expected) + 4 and with_writes >= 13
+
+
+# -- layout 4: a serialized value's runs of text are pieces of their own ----------------------------
+
+_CRAFTED = [
+    b"",
+    b"short",
+    b"x" * (encoding.TEXT_RUN - 1),
+    b"x" * encoding.TEXT_RUN,
+    b"\xa5head" + b"t" * 100 + b"\xc3\xa9" + "é€😀".encode() * 40 + b"\xff\xfe",
+    b"\xed\xa0\x80" + b"a" * 100,  # a surrogate's UTF-8 form is not text: kept as bytes
+    b"a" * 100 + b"\x00\x01\x7f" + b"b" * 100 + b"\x80",
+    bytes(range(256)) * 3,
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600) | st.text(max_size=300).map(lambda text: text.encode("utf-8", "surrogatepass")))
+def test_serialized_bytes_are_kept_in_pieces_that_join_back_exactly(data: bytes) -> None:
+    for sample in (data, *_CRAFTED):
+        pieces = encoding.serialized_pieces(sample)
+        assert encoding.serialized_bytes([encoding.SERIALIZED_TAG, "t", *pieces]) == sample
+        assert orjson.loads(orjson.dumps(pieces)) == pieces  # every piece is JSON text (no lone surrogate)
+        texts = pieces[1::2]
+        assert all(len(text) >= encoding.TEXT_RUN for text in texts)
+        assert all(ord(c) < 0xD800 or ord(c) > 0xDFFF for text in texts for c in text)
+        assert all(max(map(ord, piece), default=0) < 256 for piece in pieces[0::2])
+
+
+class _Chat(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+_LONG = "sensor {n}: " + "reading within range, " * 40 + "Zoë's note — ✓"
+
+
+def _chat_graph(saver: SnapstoreSaver) -> Any:
+    def answer(state: _Chat) -> dict[str, Any]:
+        n = len(state["messages"])
+        return {"messages": [AIMessage(_LONG.format(n=n), id=f"ai-{n}")]}
+
+    return StateGraph(_Chat).add_node("answer", answer).add_edge(START, "answer").compile(checkpointer=saver)
+
+
+def _chat_turns(saver: SnapstoreSaver, turns: range) -> list[Any]:
+    graph = _chat_graph(saver)
+    for turn in turns:
+        graph.invoke({"messages": [HumanMessage(f"ask {turn}", id=f"h-{turn}")]}, make_layouts.CONFIG)
+    return [(m.id, type(m).__name__, m.content) for m in graph.get_state(make_layouts.CONFIG).values["messages"]]
+
+
+def _message_nodes(state: dict[str, Any]) -> list[list[Any]]:
+    nodes: list[list[Any]] = state["value:messages"][1:]
+    assert all(node[0] == encoding.SERIALIZED_TAG for node in nodes)
+    return nodes
+
+
+def test_a_long_message_is_stored_with_its_text_as_a_string_of_its_own(tmp_path: Path) -> None:
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        written = _chat_turns(saver, range(2))
+        nodes = _message_nodes(_head_state(saver))
+    answers = [node for node in nodes if len(node) > 3]
+    assert len(answers) == 2  # the two answers; the short questions stay one latin-1 piece
+    assert all(len(node) == 3 for node in nodes if node not in answers)
+    for node, n in zip(answers, (1, 3), strict=True):
+        assert any(_LONG.format(n=n) in piece for piece in node[3::2])  # the text, as text
+    with SnapstoreSaver.from_path(tmp_path / "store") as reopened:
+        read = _chat_graph(reopened).get_state(make_layouts.CONFIG).values["messages"]
+        assert [(m.id, type(m).__name__, m.content) for m in read] == written
+
+
+def test_a_thread_of_layout_3_reads_back_and_carries_on_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as layout_3:  # layout 3's saver: each serialized value one latin-1 piece
+        layout_3.setattr(encoding, "serialized_pieces", lambda data: [data.decode("latin-1")])
+        layout_3.setattr(lanes, "FORMAT", "snapstore.langgraph/3")
+        with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+            written = _chat_turns(saver, range(2))
+            assert _head_state(saver)["saver"] == "snapstore.langgraph/3"
+            assert all(len(node) == 3 for node in _message_nodes(_head_state(saver)))
+            before = make_layouts.facts(saver)
+    with SnapstoreSaver.from_path(tmp_path / "store") as reader:
+        assert make_layouts.facts(reader) == before
+        carried = _chat_turns(reader, range(2, 3))
+        assert carried[: len(written)] == written and len(carried) == len(written) + 2
+        state = _head_state(reader)
+    assert state["saver"] == "snapstore.langgraph/4"
+    nodes = _message_nodes(state)
+    # the first put of layout 4 serializes the thread's messages again, as a new process does: the
+    # long ones are then written in pieces, once, and the questions stay one piece
+    assert [len(node) > 3 for node in nodes] == [n % 2 == 1 for n in range(len(nodes))]
+    with SnapstoreSaver.from_path(tmp_path / "store") as again:
+        assert {cid: fact for cid, fact in make_layouts.facts(again).items() if cid in before} == before
+
+
+def test_a_head_of_a_later_layout_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as later:
+        later.setattr(lanes, "FORMAT", "snapstore.langgraph/5")
+        with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+            _chat_turns(saver, range(1))
+    with SnapstoreSaver.from_path(tmp_path / "store") as reader, pytest.raises(SnapshotError) as raised:
+        reader.get_tuple(make_layouts.CONFIG)
+    assert "written by a newer snapstore (snapstore.langgraph/5; this one writes snapstore.langgraph/4)" in str(
+        raised.value
+    )
+    assert raised.value.details["reason"] == "newer layout"

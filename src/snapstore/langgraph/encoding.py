@@ -7,8 +7,10 @@ A value is stored as a tree of JSON nodes:
   (the order a JSON object is stored and read back in), so that every dict keeps its order;
 * a JSON array is always a tagged node: ``["L", e1, e2, ...]`` is a ``list`` of encoded
   elements (so a list that grows by appends grows by appends in the delta), and
-  ``["S", type, payload]`` is one value written by the saver's serializer (``serde``), its
-  bytes kept exactly as latin-1 text (one character per byte);
+  ``["S", type, piece, piece, ...]`` is one value written by the saver's serializer (``serde``),
+  its bytes kept exactly: the pieces alternate, starting with the first, between bytes as latin-1
+  text (one character per byte) and runs of ``TEXT_RUN`` or more characters of UTF-8 text as that
+  text (``serialized_pieces``);
 * strings, 64-bit integers, finite floats, booleans and ``None`` stand for themselves.
 
 Only LangGraph's stock ``JsonPlusSerializer`` lets plain values and dicts stand for themselves,
@@ -24,6 +26,7 @@ import io
 import math
 import operator
 import pickle
+import re
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -39,6 +42,10 @@ SERIALIZED_TAG = "S"
 MSGPACK = "msgpack"
 #: a msgpack array of up to 2**32 - 1 elements, its length in the next four bytes (big-endian)
 _ARRAY32 = b"\xdd"
+#: a run of UTF-8 text inside serialized bytes at least this many characters long is stored as text
+TEXT_RUN = 64
+#: runs of bytes that are not UTF-8, as ``surrogateescape`` decoding gives them (U+DC80 to U+DCFF)
+_NOT_TEXT = re.compile("([\udc80-\udcff]+)")
 #: deeper structure is handed to the serializer whole: snapstore caps nesting, and so should we
 MAX_DEPTH = 48
 _INT_RANGE = (-(2**63), 2**64 - 1)
@@ -230,11 +237,11 @@ class ValueCodec:
             node = sealed.previous.get(key) or sealed.current.get(key)
             if node is None:
                 cipher_name, data = self.encrypted.cipher.encrypt(plain)
-                node = [SERIALIZED_TAG, f"{type_name}+{cipher_name}", data.decode("latin-1")]
+                node = [SERIALIZED_TAG, f"{type_name}+{cipher_name}", *serialized_pieces(data)]
             sealed.current[key] = node
             return node
         type_name, data = self.serde.dumps_typed(value)
-        return [SERIALIZED_TAG, type_name, data.decode("latin-1")]
+        return [SERIALIZED_TAG, type_name, *serialized_pieces(data)]
 
     def ciphertexts(self, stored: Any) -> Ciphertexts:
         """The ciphertexts in a stored value, by plaintext digest (decrypting each once): what a
@@ -247,9 +254,9 @@ class ValueCodec:
                 pending.extend(node.values())
             elif type(node) is list and node and node[0] == LIST_TAG:
                 pending.extend(node[1:])
-            elif type(node) is list and len(node) == 3 and node[0] == SERIALIZED_TAG and "+" in node[1]:
+            elif _serialized(node) and "+" in node[1]:
                 type_name, cipher_name = node[1].split("+", 1)
-                plain = self.encrypted.cipher.decrypt(cipher_name, node[2].encode("latin-1"))
+                plain = self.encrypted.cipher.decrypt(cipher_name, serialized_bytes(node))
                 found[(type_name, hashlib.blake2b(plain, digest_size=32).digest())] = node
         return found
 
@@ -268,8 +275,8 @@ class ValueCodec:
         if kind is list:
             if node and node[0] == LIST_TAG:
                 return self._decode_list(node[1:])
-            if len(node) == 3 and node[0] == SERIALIZED_TAG:
-                return self.serde.loads_typed((node[1], node[2].encode("latin-1")))
+            if _serialized(node):
+                return self.serde.loads_typed((node[1], serialized_bytes(node)))
             raise CorruptObjectError(
                 "a stored LangGraph value has an unknown array form",
                 {"reason": "unknown value node", "node": repr(node)[:80]},
@@ -282,7 +289,7 @@ class ValueCodec:
         """A list's elements; under the stock serializer, a list of values it wrote as msgpack (a
         message list) in one call: a msgpack array of their bytes decodes to what each would alone."""
         if self.inline and len(elements) > 1 and all(_packed(element) for element in elements):
-            joined = "".join([element[2] for element in elements]).encode("latin-1")
+            joined = b"".join([serialized_bytes(element) for element in elements])
             values = self.serde.loads_typed((MSGPACK, _ARRAY32 + len(elements).to_bytes(4, "big") + joined))
             if type(values) is list and len(values) == len(elements):
                 return values
@@ -290,4 +297,43 @@ class ValueCodec:
 
 
 def _packed(node: Any) -> bool:
-    return type(node) is list and len(node) == 3 and node[0] == SERIALIZED_TAG and node[1] == MSGPACK
+    return _serialized(node) and node[1] == MSGPACK
+
+
+def _serialized(node: Any) -> bool:
+    """Whether a stored node is one value written by ``serde``: ``["S", type, piece, ...]``."""
+    return type(node) is list and len(node) >= 3 and node[0] == SERIALIZED_TAG
+
+
+def serialized_pieces(data: bytes) -> list[str]:
+    """Bytes ``serde`` wrote, as the pieces of their ``["S", type, ...]`` node: latin-1 text and
+    UTF-8 text, alternating, the first always latin-1 (empty when the bytes open with text).
+
+    A message's msgpack bytes as one latin-1 string hold characters above 127 (msgpack's own
+    markers), and orjson parses such a string, and writes it again for the hash check, on its slow
+    path, character by character; a long run of plain text on its own is copied. So a long tool
+    result costs a reopened read a fraction of what it did, and ``snapstore show`` and ``diff``
+    print its text as text. Any bytes go: what is not UTF-8 (``surrogateescape`` marks it) stays in
+    the latin-1 pieces, with runs of text shorter than ``TEXT_RUN``."""
+    if len(data) < TEXT_RUN:
+        return [data.decode("latin-1")]
+    parts = _NOT_TEXT.split(data.decode("utf-8", "surrogateescape"))  # text, not text, text, ...
+    pieces: list[str] = []
+    held: list[bytes] = []
+    for position, part in enumerate(parts):
+        if position % 2 == 0 and len(part) >= TEXT_RUN:
+            pieces.append(b"".join(held).decode("latin-1"))
+            pieces.append(part)
+            held = []
+        elif part:
+            held.append(part.encode("utf-8", "surrogateescape"))
+    if held or not pieces:
+        pieces.append(b"".join(held).decode("latin-1"))
+    return pieces
+
+
+def serialized_bytes(node: list[Any]) -> bytes:
+    """The bytes of a ``["S", type, piece, ...]`` node (``serialized_pieces`` read back)."""
+    if len(node) == 3:  # one latin-1 piece: every node the saver wrote before text runs were kept apart
+        return node[2].encode("latin-1")
+    return b"".join([piece.encode("utf-8" if position % 2 else "latin-1") for position, piece in enumerate(node[2:])])

@@ -40,7 +40,10 @@ from ..store import SnapshotStore
 from .encoding import Ciphertexts, Kept
 from .names import lane_names
 
-FORMAT = "snapstore.langgraph/3"
+#: the layout a saver writes (docs/langgraph.md, "How a thread is stored"); 4: serialized values keep
+#: their long runs of text apart from the rest of their bytes
+LAYOUT = 4
+FORMAT = f"snapstore.langgraph/{LAYOUT}"
 #: a snapshot id is 32 hex digits: a pointer row is the id, a space, the checkpoint id
 SNAPSHOT_ID_LENGTH = 32
 #: a channel's stored value is the state's member ``value:<channel>``, its version in ``value_versions``
@@ -331,7 +334,7 @@ class Lane:
             self._refuse_lost_tail(name, sess)
             if found is None:
                 return None, None
-            self._refuse_another_threads(name, found[1])
+            self._refuse_unreadable(name, found[1])
             self._head_hashes[name] = (found[0].id, found[0].state_hash)
             return found[0].id, found[1]
         head = sess.head
@@ -343,8 +346,13 @@ class Lane:
         if head.id == cached[0]:
             return cached
         state = sess.state(head.id)
-        self._refuse_another_threads(name, state)
+        self._refuse_unreadable(name, state)
         return head.id, state
+
+    def _refuse_unreadable(self, name: str, state: State) -> None:
+        """A head this lane must not read as its own: a later layout's, or another thread's."""
+        _refuse_a_newer_layout(name, state)
+        self._refuse_another_threads(name, state)
 
     def _refuse_another_threads(self, name: str, state: State) -> None:
         """A session under this lane's name whose head is another thread's: a renamed copy (an import
@@ -707,6 +715,19 @@ class Lane:
             self._index = None
             self.ciphertexts = None
             self.serialized = {}
+
+
+def _refuse_a_newer_layout(name: str, state: State) -> None:
+    """A head written by a later saver's layout, which this saver may not read or carry on right."""
+    written = state.get("saver")
+    prefix = FORMAT.rsplit("/", 1)[0] + "/"
+    number = written[len(prefix) :] if type(written) is str and written.startswith(prefix) else ""
+    if number.isascii() and number.isdigit() and int(number) > LAYOUT:
+        raise SnapshotError(
+            f"session {name!r} was written by a newer snapstore ({written}; this one writes {FORMAT}): "
+            "upgrade snapstore to read it",
+            {"session": name, "layout": written, "reason": "newer layout"},
+        )
 
 
 def _step(metadata: Any) -> int | None:
