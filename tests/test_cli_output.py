@@ -214,3 +214,22 @@ def test_names_that_would_drive_a_terminal_are_printed_escaped(
     text = "".join(printed)
     assert "\u009b" not in text and "\u2028" not in text
     assert "s\\x9b31mX" in text and "line\\u2028sep" in text and "t\\x9bag" in text
+
+
+def test_files_of_any_name_left_in_the_store_are_listed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify and gc list what snapstore did not write: a file's name may hold any control
+    character (found in review: an escape sequence set the terminal's title, a newline a fake line)."""
+    from snapstore import SnapshotStore
+    from snapstore.cli import main
+
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        opened.session("s").commit({"a": 1})
+    (store / "sessions" / "x\x1b]0;PWNED\x07\x1b[31mred\nfake line: ok").touch()
+    for command in ("verify", "gc"):
+        main(["--store", str(store), command])
+        out, _err = capsys.readouterr()
+        assert "\x1b" not in out and "\x07" not in out and "\nfake line" not in out, out
+        assert "x\\x1b]0;PWNED\\x07\\x1b[31mred\\x0afake line: ok" in out

@@ -165,3 +165,29 @@ def test_a_rewrite_killed_at_any_moment_leaves_the_thread_whole_before_or_after(
             reopened.delete_for_runs(["run-0"])  # a rewrite stopped part way is simply done again
             assert _thread(reopened) == after
     assert outcomes[0] is False and outcomes[-1] is True  # killed part way at first; given time, done
+
+
+def test_a_rewrite_waiting_past_the_lock_timeout_says_so_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock held past the timeout is not another saver's commit: the rewrite was retried twenty
+    times, each written whole and waiting the whole timeout, and then said other handles kept writing
+    the thread (found in review)."""
+    from snapstore.errors import LockTimeoutError
+
+    with SnapstoreSaver.from_path(tmp_path / "store", lock_timeout=0.2) as saver:
+        _put_turns(saver, range(6))
+        calls = [0]
+        real = lanes.Lane.replace_with
+
+        def counted(self: lanes.Lane, *args: Any) -> None:
+            calls[0] += 1
+            real(self, *args)
+
+        monkeypatch.setattr(lanes.Lane, "replace_with", counted)
+        key = saver.store.session(lanes.lane_names("t", "").checkpoints).key
+        refused = pytest.raises(LockTimeoutError, match="stayed locked by another writer")
+        with SnapshotStore.open(tmp_path / "store") as other, other.backend.lock_session(key, None), refused:
+            saver.delete_for_runs(["run-0"])
+        assert calls == [1]
+        assert len(_thread(saver)) == 6  # and nothing changed

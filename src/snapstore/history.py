@@ -281,8 +281,13 @@ class SessionLog:
                     continue
                 read = self.backend.read_segment(self.key, info.segment, known.end)
                 self._read_segments = True  # (the file read on may be one a squash wrote in its place)
-                if read.damaged_at is not None or read.end < known.end:
-                    # not a clean continuation (or it ends before what was read of it, as above): read whole
+                fresh_tear = read.torn and not read.entries and (not known.torn or known.stored != info.stored_bytes)
+                if read.damaged_at is not None or read.end < known.end or fresh_tear:
+                    # not a clean continuation (or it ends before what was read of it, as above): read
+                    # whole. A tail that does not frame right after the end read, with nothing before
+                    # it, is a torn append, or the middle of an entry another handle appended after the
+                    # segment lost what was read here: read on from here, the entries read would stay
+                    # indexed, and the next append would cut the other handle's entry as a torn tail
                     known = None
                 else:
                     if read.entries:

@@ -51,7 +51,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         where = [f"session {problem.session}"] if problem.session else []
         if problem.snapshot:
             where.append(f"snapshot {problem.snapshot[:12]}")
-        say(f"  - {problem.message}" + (f" [{', '.join(where)}]" if where else ""))
+        say(f"  - {one_line(problem.message)}" + (f" [{', '.join(where)}]" if where else ""))  # (names paths)
     return 1
 
 
@@ -60,7 +60,7 @@ def _print_foreign(foreign: list[str]) -> None:
         what = "1 entry" if len(foreign) == 1 else f"{len(foreign)} entries"
         say(f"{what} in the store that snapstore did not write (left alone):")
         for path in foreign:
-            say(f"  {path}")
+            say(f"  {one_line(path)}")  # any file's name: C0 controls and all, escaped
 
 
 def cmd_gc(args: argparse.Namespace) -> int:

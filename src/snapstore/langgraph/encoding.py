@@ -44,8 +44,11 @@ MSGPACK = "msgpack"
 _ARRAY32 = b"\xdd"
 #: a run of UTF-8 text inside serialized bytes at least this many characters long is stored as text
 TEXT_RUN = 64
-#: runs of bytes that are not UTF-8, as ``surrogateescape`` decoding gives them (U+DC80 to U+DCFF)
-_NOT_TEXT = re.compile("([\udc80-\udcff]+)")
+#: a run of text in bytes decoded with ``surrogateescape``, which gives every byte that is not UTF-8 as
+#: U+DC80 to U+DCFF: found by the regex engine alone, so bytes that are mostly not text (a ciphertext,
+#: a binary value) cost one scan, not a Python step per short run
+_NOT_TEXT_CHAR = re.compile("[\udc80-\udcff]")
+_TEXT_RUN = re.compile(f"(?<![^\udc80-\udcff])[^\udc80-\udcff]{{{TEXT_RUN},}}")  # (from a run's start only)
 #: deeper structure is handed to the serializer whole: snapstore caps nesting, and so should we
 MAX_DEPTH = 48
 _INT_RANGE = (-(2**63), 2**64 - 1)
@@ -237,7 +240,7 @@ class ValueCodec:
             node = sealed.previous.get(key) or sealed.current.get(key)
             if node is None:
                 cipher_name, data = self.encrypted.cipher.encrypt(plain)
-                node = [SERIALIZED_TAG, f"{type_name}+{cipher_name}", *serialized_pieces(data)]
+                node = [SERIALIZED_TAG, f"{type_name}+{cipher_name}", data.decode("latin-1")]  # no text in it
             sealed.current[key] = node
             return node
         type_name, data = self.serde.dumps_typed(value)
@@ -315,21 +318,30 @@ def serialized_pieces(data: bytes) -> list[str]:
     result costs a reopened read a fraction of what it did, and ``snapstore show`` and ``diff``
     print its text as text. Any bytes go: what is not UTF-8 (``surrogateescape`` marks it) stays in
     the latin-1 pieces, with runs of text shorter than ``TEXT_RUN``."""
-    if len(data) < TEXT_RUN:
+    if len(data) < TEXT_RUN or _mostly_not_text(data):
         return [data.decode("latin-1")]
-    parts = _NOT_TEXT.split(data.decode("utf-8", "surrogateescape"))  # text, not text, text, ...
+    text = data.decode("utf-8", "surrogateescape")
     pieces: list[str] = []
-    held: list[bytes] = []
-    for position, part in enumerate(parts):
-        if position % 2 == 0 and len(part) >= TEXT_RUN:
-            pieces.append(b"".join(held).decode("latin-1"))
-            pieces.append(part)
-            held = []
-        elif part:
-            held.append(part.encode("utf-8", "surrogateescape"))
-    if held or not pieces:
-        pieces.append(b"".join(held).decode("latin-1"))
+    position = 0
+    for run in _TEXT_RUN.finditer(text):
+        pieces.append(_latin_1(text[position : run.start()]))
+        pieces.append(run.group())
+        position = run.end()
+    if position < len(text) or not pieces:
+        pieces.append(_latin_1(text[position:]))
     return pieces
+
+
+def _mostly_not_text(data: bytes) -> bool:
+    """Whether bytes open as a binary value or a ciphertext does, a quarter of their first bytes not
+    UTF-8: searching them for runs of text would cost tens of ms a MiB to find none."""
+    head = data[: 4 * TEXT_RUN].decode("utf-8", "surrogateescape")
+    return len(_NOT_TEXT_CHAR.findall(head)) * 4 > len(head)
+
+
+def _latin_1(text: str) -> str:
+    """Decoded bytes (``surrogateescape``) as the latin-1 text of those bytes."""
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def serialized_bytes(node: list[Any]) -> bytes:

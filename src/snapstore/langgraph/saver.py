@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError
+from ..errors import ConcurrentUpdateError, CorruptObjectError, LockTimeoutError, SnapshotError
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import Index, Lane, State, channel_values
@@ -494,6 +494,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                     return
                 try:
                     lane.replace_with(lane.entries(keep), heads)
+                except LockTimeoutError:
+                    raise  # a lock held past the timeout: waiting again would rewrite for nothing
                 except ConcurrentUpdateError:
                     continue
                 return
@@ -514,6 +516,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                         break
                     try:
                         target.replace_with(entries, heads)
+                    except LockTimeoutError:
+                        raise
                     except ConcurrentUpdateError:
                         continue  # another saver started the target meanwhile: copied on top of it
                     break
