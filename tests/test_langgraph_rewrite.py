@@ -191,3 +191,55 @@ def test_a_rewrite_waiting_past_the_lock_timeout_says_so_at_once(
             saver.delete_for_runs(["run-0"])
         assert calls == [1]
         assert len(_thread(saver)) == 6  # and nothing changed
+
+
+def test_a_put_made_while_every_checkpoint_of_a_thread_is_deleted_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrite that keeps nothing deletes the thread's sessions: under their locks, and only while
+    their heads are the ones it read (it deleted them outside the locks: found in review)."""
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver, SnapstoreSaver.from_path(tmp_path / "store") as other:
+        _put_turns(saver, range(3))  # runs 0, 1, 2
+        real, interleaved = lanes.Lane.entries, []
+
+        def another_put_after_the_entries_are_read(self: lanes.Lane, *args: Any) -> Any:
+            found = real(self, *args)
+            if not interleaved:
+                interleaved.append(True)
+                config = _config()
+                checkpoint = empty_checkpoint()
+                checkpoint["channel_values"] = {"turn": 99}
+                checkpoint["channel_versions"] = {"turn": 100}
+                other.put(config, checkpoint, {"step": 99, "run_id": "run-other"}, {"turn": 100})
+            return found
+
+        monkeypatch.setattr(lanes.Lane, "entries", another_put_after_the_entries_are_read)
+        saver.delete_for_runs(["run-0", "run-1", "run-2"])
+        monkeypatch.undo()
+        assert interleaved and [(row[1], row[2]) for row in _thread(saver)] == [(99, "run-other")]
+
+
+def test_a_put_landing_while_prune_works_out_what_to_keep_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prune(keep_latest) worked out the latest checkpoint once, then rewrote on the heads it read
+    again: a put acknowledged in between was dropped, and the thread read as it was before it, with
+    verify clean (found by a trial under load: whole runs lost)."""
+    from snapstore.langgraph.saver import SnapstoreSaver as Saver
+
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver, SnapstoreSaver.from_path(tmp_path / "store") as other:
+        _put_turns(saver, range(4))
+        real, interleaved = Saver._latest_and_its_seeds, []
+
+        def a_put_lands_meanwhile(self: Saver, lane: lanes.Lane, index: Any) -> set[str]:
+            kept = real(self, lane, index)
+            if not interleaved:
+                interleaved.append(True)
+                _put_turns(other, range(4, 5))
+            return kept
+
+        monkeypatch.setattr(Saver, "_latest_and_its_seeds", a_put_lands_meanwhile)
+        saver.prune(["t"], strategy="keep_latest")
+        monkeypatch.undo()
+    with SnapstoreSaver.from_path(tmp_path / "store") as fresh:
+        assert interleaved and [row[1] for row in _thread(fresh)] == [4]  # the put that landed is the latest

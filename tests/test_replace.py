@@ -425,3 +425,20 @@ def test_gc_never_removes_a_staged_folder_whose_lock_is_held(tmp_path: Path) -> 
         assert collector.cleanup_temporary(grace_seconds=-10) == 0
     assert collector.cleanup_temporary(grace_seconds=-10) == 1
     assert os.listdir(root / "sessions") == [key]
+
+
+def test_delete_sessions_deletes_only_while_their_heads_are_as_named(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """What a LangGraph rewrite that keeps nothing stands on: a commit made after the rewrite read
+    the sessions is not deleted with them (it was, when the rewrite deleted them outside the locks)."""
+    store = make_store()
+    heads: dict[str, str | None] = {name: store.session(name).commit({name: 1}).id for name in ("a", "b")}
+    heads["absent"] = None
+    store.session("b").commit({"b": "meanwhile"})
+    with pytest.raises(ConcurrentUpdateError) as raised:
+        store.delete_sessions(heads)
+    assert raised.value.details["session"] == "b" and store.sessions() == ["a", "b"]
+    heads["b"] = store.session("b").head.id  # type: ignore[union-attr]
+    store.delete_sessions(heads)
+    assert store.sessions() == []

@@ -380,17 +380,7 @@ class SnapshotStore:
                 with self.backend.lock_session(staged[name].key, self.lock_timeout):
                     self.backend.append(staged[name].key, 1, [encode_meta(body)], 0)
             yield staged
-            with ExitStack() as locks:
-                for name in sorted(names, key=keys.__getitem__):  # one order for every caller: no deadlock
-                    locks.enter_context(self._session_lock(keys[name], name))
-                for name, expected in (heads or {}).items():
-                    found = self._head_under_lock(name, keys[name])
-                    if found != expected:
-                        raise ConcurrentUpdateError(
-                            f"session {name!r}: its head is {found}, not {expected}: another writer committed "
-                            "while its new history was written (nothing was replaced)",
-                            {"session": name, "head": found, "expected": expected},
-                        )
+            with self._locked_at(keys, heads or {}, "while its new history was written (nothing was replaced)"):
                 for name in names:
                     self.backend.swap_in_session(staged[name].key, keys[name])
         except BaseException:
@@ -402,6 +392,39 @@ class SnapshotStore:
             with self._mutex:
                 for name in names:
                     self._sessions.pop(name, None)
+
+    def delete_sessions(self, heads: dict[str, str | None]) -> None:
+        """Delete several sessions at once, under all their locks, and only while each still has
+        the head ``heads`` names (None: it does not exist, and nothing is deleted for it): otherwise
+        ``ConcurrentUpdateError`` and nothing changes, as ``replacing_sessions`` does it."""
+        for name in heads:
+            check_session_name(name)
+        keys = {name: session_key(name) for name in heads}
+        try:
+            with self._locked_at(keys, heads, "before it was deleted (nothing was deleted)"):
+                for name in sorted(heads):
+                    if heads[name] is not None:
+                        self.backend.delete_session(keys[name])
+        finally:
+            with self._mutex:
+                for name in heads:
+                    self._sessions.pop(name, None)
+
+    @contextmanager
+    def _locked_at(self, keys: dict[str, str], heads: dict[str, str | None], when: str) -> Iterator[None]:
+        """The locks of the sessions ``keys`` names (taken in one order for every caller: no
+        deadlock), held while each session of ``heads`` still has the head named there."""
+        with ExitStack() as locks:
+            for name in sorted(keys, key=keys.__getitem__):
+                locks.enter_context(self._session_lock(keys[name], name))
+            for name, expected in heads.items():
+                found = self._head_under_lock(name, keys[name])
+                if found != expected:
+                    raise ConcurrentUpdateError(
+                        f"session {name!r}: its head is {found}, not {expected}: another writer committed {when}",
+                        {"session": name, "head": found, "expected": expected},
+                    )
+            yield
 
     @contextmanager
     def _session_lock(self, key: str, name: str) -> Iterator[None]:

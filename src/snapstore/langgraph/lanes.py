@@ -696,14 +696,17 @@ class Lane:
         new sessions are written leaves the thread as it was; readers see it whole until the
         sessions are swapped (SnapshotStore.replacing_sessions). No entries: the sessions go."""
         with self.lock:
+            if not entries:  # nothing kept: the sessions go, under the same check
+                self.store.delete_sessions(heads)
+                self.read_again()
+                self.serialized = {}
+                return
             limits: dict[str, int | None] = {name: RETAIN_ALL for name in self.names}
             writer = Lane(self.store, self.thread_id, self.checkpoint_ns)
             with self.store.replacing_sessions(limits, heads=heads) as staged:
                 writer._sessions.update(staged)
                 writer.replay(entries)
             self.read_again()
-            if not entries:
-                self.delete()
 
     def delete(self) -> None:
         with self.lock:

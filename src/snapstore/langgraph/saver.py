@@ -423,7 +423,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             return self.codec.decode(metadata).get("run_id") not in doomed
 
         for lane in self._lanes_of(None):
-            self._rewrite(lane, keep)
+            self._rewrite(lane, lambda _index: keep)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         if strategy not in ("keep_latest", "delete"):
@@ -433,10 +433,14 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 self.delete_thread(thread_id)
                 continue
             for lane in self._lanes_of(str(thread_id)):
-                found = lane.head()
-                if found is not None:
-                    kept = self._latest_and_its_seeds(lane, found[1])
-                    self._rewrite(lane, lambda checkpoint_id, _metadata, kept=kept: checkpoint_id in kept)
+                self._rewrite(lane, lambda index, lane=lane: self._keeping_latest(lane, index))
+
+    def _keeping_latest(self, lane: Lane, index: Index) -> Any:
+        """What ``prune(keep_latest)`` keeps of the thread as ``index`` (its head) has it: worked out
+        again for each attempt of the rewrite, from the head it will be swapped against. Worked out
+        once, a put landing before the swap was dropped with everything newer than the first look."""
+        kept = self._latest_and_its_seeds(lane, index)
+        return lambda checkpoint_id, _metadata: checkpoint_id in kept
 
     def _latest_and_its_seeds(self, lane: Lane, index: Index) -> set[str]:
         """The latest checkpoint, and the ancestors its delta channels are rebuilt from.
@@ -477,8 +481,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             parent = loaded[0].get("parent_checkpoint_id")
         return kept
 
-    def _rewrite(self, lane: Lane, keep: Any) -> None:
-        """Replace a lane by the checkpoints ``keep`` accepts, if it rejects any.
+    def _rewrite(self, lane: Lane, keeping: Any) -> None:
+        """Replace a lane by the checkpoints ``keeping(index)`` accepts (a test of a checkpoint id and
+        its metadata, for the head ``index`` stands for), if it rejects any.
 
         The kept checkpoints are written beside the thread and take its place when all are written
         (``Lane.replace_with``): a rewrite that fails or is killed part way leaves the thread as it
@@ -490,7 +495,10 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 lane.read_again()
                 heads = lane.stored_heads()  # first: a commit after this read fails the swap, not lost
                 found = lane.head()
-                if found is None or all(keep(cid, found[1].metadata(cid)) for cid in found[1].rows):
+                if found is None:
+                    return
+                keep = keeping(found[1])  # from this head, at every attempt
+                if all(keep(cid, found[1].metadata(cid)) for cid in found[1].rows):
                     return
                 try:
                     lane.replace_with(lane.entries(keep), heads)
