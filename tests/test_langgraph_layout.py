@@ -131,8 +131,9 @@ def test_serialized_bytes_are_kept_in_pieces_that_join_back_exactly(data: bytes)
 
 
 def test_bytes_that_open_as_binary_are_kept_whole_and_not_searched() -> None:
-    """A ciphertext or a binary value holds no text: searching a MiB of it for runs cost about 0.2 s
-    in the first form of layout 4 (found in review); it is kept in one piece, as layout 3 kept it."""
+    """A ciphertext or a binary value holds no text: the first form of layout 4 searched it for runs
+    all the same, a Python step per short run (found in review); it is kept in one piece, as layout 3
+    kept it."""
     binary = bytes(random.Random(7).randrange(256) for _ in range(1 << 16))
     assert encoding.serialized_pieces(binary) == [binary.decode("latin-1")]
     text_after_markers = b"\x92\xa5" + b"a tool's plain answer, " * 20

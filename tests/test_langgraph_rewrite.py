@@ -180,9 +180,9 @@ def test_a_rewrite_waiting_past_the_lock_timeout_says_so_at_once(
         calls = [0]
         real = lanes.Lane.replace_with
 
-        def counted(self: lanes.Lane, *args: Any) -> None:
+        def counted(self: lanes.Lane, *args: Any) -> bool:
             calls[0] += 1
-            real(self, *args)
+            return real(self, *args)
 
         monkeypatch.setattr(lanes.Lane, "replace_with", counted)
         key = saver.store.session(lanes.lane_names("t", "").checkpoints).key

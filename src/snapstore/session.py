@@ -436,11 +436,7 @@ class Session:
         self._appending = False
         done = False
         try:
-            with ExitStack() as held:
-                try:
-                    held.enter_context(locked)
-                except LockTimeoutError as exc:  # the engine knows the session's key, not its name
-                    raise exc.naming(self.name) from None
+            with naming_timeouts(locked, self.name):
                 yield
                 done = True
         except BaseException:
@@ -1193,6 +1189,18 @@ class Session:
         return len(data)
 
 
+
+
+@contextmanager
+def naming_timeouts(locked: AbstractContextManager[None], session: str) -> Iterator[None]:
+    """A session's lock, held as ``locked`` holds it; a ``LockTimeoutError`` waiting for it names
+    the session by its name (an engine knows only the session's encoded key)."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(locked)
+        except LockTimeoutError as exc:
+            raise exc.naming(session) from None
+        yield
 
 
 def limit_settings(log: SessionLog, max_snapshots: int) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -28,7 +28,7 @@ from .errors import (
 from .history import DEFAULT_MAX_SNAPSHOTS, READ_ATTEMPTS, SessionLog
 from .keyframes import KeyframePolicy
 from .reclaim import Reclaimer
-from .session import Session, check_max_snapshots, resolve_prefix
+from .session import Session, check_max_snapshots, naming_timeouts, resolve_prefix
 
 #: the format this build writes to a new store, and the ones it reads and writes (docs/format.md §8):
 #: a format-2 store is read and written as format 2 (its deltas all patch their parents) until
@@ -389,9 +389,7 @@ class SnapshotStore:
                     self.backend.delete_session(staged[name].key)
             raise
         finally:
-            with self._mutex:
-                for name in names:
-                    self._sessions.pop(name, None)
+            self._forget_handles(names)
 
     def delete_sessions(self, heads: dict[str, str | None]) -> None:
         """Delete several sessions at once, under all their locks, and only while each still has
@@ -406,9 +404,13 @@ class SnapshotStore:
                     if heads[name] is not None:
                         self.backend.delete_session(keys[name])
         finally:
-            with self._mutex:
-                for name in heads:
-                    self._sessions.pop(name, None)
+            self._forget_handles(heads)
+
+    def _forget_handles(self, names: Iterable[str]) -> None:
+        """Drop the handles kept for sessions whose history was replaced or deleted under them."""
+        with self._mutex:
+            for name in names:
+                self._sessions.pop(name, None)
 
     @contextmanager
     def _locked_at(self, keys: dict[str, str], heads: dict[str, str | None], when: str) -> Iterator[None]:
@@ -426,20 +428,12 @@ class SnapshotStore:
                     )
             yield
 
-    @contextmanager
-    def _session_lock(self, key: str, name: str) -> Iterator[None]:
+    def _session_lock(self, key: str, name: str) -> AbstractContextManager[None]:
         """A session's write lock, waited for up to the store's timeout; a timeout names the session."""
-        with ExitStack() as held:
-            try:
-                held.enter_context(self.backend.lock_session(key, self.lock_timeout))
-            except LockTimeoutError as exc:
-                raise exc.naming(name) from None
-            yield
+        return naming_timeouts(self.backend.lock_session(key, self.lock_timeout), name)
 
     def _head_under_lock(self, name: str, key: str) -> str | None:
         """The head of a session whose lock the caller holds (None: no such session)."""
-        if not self.backend.segments(key):
-            return None
         log = SessionLog(self.backend, key, name)
         log.refresh(locked=True)
         return log.head

@@ -25,11 +25,11 @@ SEGMENTS_TABLE = "snapstore_segments"
 UPGRADE_ENTRIES_TABLE = "snapstore_entries_v3"
 LEGACY_OBJECTS_TABLE = "snapstore_objects"
 LEGACY_REFS_TABLE = "snapstore_refs"
-#: letters, digits and underscores, before each table name
-#: PostgreSQL cuts a name to 63 bytes (NAMEDATALEN - 1); the longest the store makes is the prefix and
-#: ``snapstore_entries_segment`` (25): a longer prefix made a store whose index name, cut, was not
-#: found again at the next open
+#: PostgreSQL cuts a name to 63 bytes (NAMEDATALEN - 1)
 MAX_NAME_BYTES = 63
+#: letters, digits and underscores, before each table name: at most 38, as the longest name the store
+#: makes is the prefix and ``snapstore_entries_segment`` (25); a longer prefix made a store whose
+#: index name, cut, was not found again at the next open
 TABLE_PREFIX = re.compile(r"[A-Za-z0-9_]{0,38}\Z")
 _SECRET_PARAMS = ("password", "sslpassword")
 

@@ -52,12 +52,13 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 unreadable[name] = str(exc)
     for name, why in unreadable.items():
         say(f"{PROG}: warning: cannot read session {name}: {one_line(why)}", sys.stderr)
+    code = 1 if unreadable else 0
     if emit(args, rows):
-        return 1 if unreadable else 0
+        return code
     if not rows:
         if not unreadable:
             say(f"no sessions (make one with: {PROG} commit SESSION FILE.json)")
-        return 1 if unreadable else 0
+        return code
     lines = [["SESSION", "SNAPSHOTS", "LIMIT", "HEAD", "STORED"]]
     for row in rows:
         head_id = row["head"][:12] if row["head"] else "-"
@@ -65,7 +66,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         limit = "all" if row["max_snapshots"] >= MAX_INT64 else str(row["max_snapshots"])
         lines.append([shown(row["name"]), str(row["snapshots"]), limit, head_id, human(row["bytes"])])
     say("\n".join(table(lines, right={1, 2, 4})))
-    return 1 if unreadable else 0
+    return code
 
 
 def cmd_log(args: argparse.Namespace) -> int:

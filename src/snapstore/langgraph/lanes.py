@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError, SnapshotNotFound
+from ..errors import ConcurrentUpdateError, CorruptObjectError, LockTimeoutError, SnapshotError, SnapshotNotFound
 from ..objects import Snapshot
 from ..session import ANY_HEAD, Session
 from ..store import SnapshotStore
@@ -43,7 +43,8 @@ from .names import lane_names
 #: the layout a saver writes (docs/langgraph.md, "How a thread is stored"); 4: serialized values keep
 #: their long runs of text apart from the rest of their bytes
 LAYOUT = 4
-FORMAT = f"snapstore.langgraph/{LAYOUT}"
+_FORMAT_PREFIX = "snapstore.langgraph/"
+FORMAT = f"{_FORMAT_PREFIX}{LAYOUT}"
 #: a snapshot id is 32 hex digits: a pointer row is the id, a space, the checkpoint id
 SNAPSHOT_ID_LENGTH = 32
 #: a channel's stored value is the state's member ``value:<channel>``, its version in ``value_versions``
@@ -689,24 +690,30 @@ class Lane:
             heads[name] = head.id if head is not None else None
         return heads
 
-    def replace_with(self, entries: Entries, heads: dict[str, str | None]) -> None:
+    def replace_with(self, entries: Entries, heads: dict[str, str | None]) -> bool:
         """Put ``entries`` (``replay``'s) in the place of both of the lane's sessions: written beside
         them, then put in their places in one step each, while each still has the head ``heads``
-        names, else ``ConcurrentUpdateError`` and nothing changes. A failure or a crash while the
-        new sessions are written leaves the thread as it was; readers see it whole until the
-        sessions are swapped (SnapshotStore.replacing_sessions). No entries: the sessions go."""
+        names; False when one has not (another handle committed), and nothing changes. A failure or
+        a crash while the new sessions are written leaves the thread as it was; readers see it whole
+        until the sessions are swapped (SnapshotStore.replacing_sessions). No entries: the sessions
+        go. A lock held past the timeout raises ``LockTimeoutError``: waiting again would not help."""
         with self.lock:
-            if not entries:  # nothing kept: the sessions go, under the same check
-                self.store.delete_sessions(heads)
-                self.read_again()
-                self.serialized = {}
-                return
-            limits: dict[str, int | None] = {name: RETAIN_ALL for name in self.names}
-            writer = Lane(self.store, self.thread_id, self.checkpoint_ns)
-            with self.store.replacing_sessions(limits, heads=heads) as staged:
-                writer._sessions.update(staged)
-                writer.replay(entries)
+            try:
+                if not entries:  # nothing kept: the sessions go, under the same check
+                    self.store.delete_sessions(heads)
+                    self.serialized = {}
+                else:
+                    limits: dict[str, int | None] = {name: RETAIN_ALL for name in self.names}
+                    writer = Lane(self.store, self.thread_id, self.checkpoint_ns)
+                    with self.store.replacing_sessions(limits, heads=heads) as staged:
+                        writer._sessions.update(staged)
+                        writer.replay(entries)
+            except LockTimeoutError:
+                raise
+            except ConcurrentUpdateError:
+                return False
             self.read_again()
+            return True
 
     def delete(self) -> None:
         with self.lock:
@@ -723,7 +730,7 @@ class Lane:
 def _refuse_a_newer_layout(name: str, state: State) -> None:
     """A head written by a later saver's layout, which this saver may not read or carry on right."""
     written = state.get("saver")
-    prefix = FORMAT.rsplit("/", 1)[0] + "/"
+    prefix = _FORMAT_PREFIX
     number = written[len(prefix) :] if type(written) is str and written.startswith(prefix) else ""
     if number.isascii() and number.isdigit() and int(number) > LAYOUT:
         raise SnapshotError(

@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from ..errors import ConcurrentUpdateError, CorruptObjectError, LockTimeoutError, SnapshotError
+from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import Index, Lane, State, channel_values
@@ -500,13 +500,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 keep = keeping(found[1])  # from this head, at every attempt
                 if all(keep(cid, found[1].metadata(cid)) for cid in found[1].rows):
                     return
-                try:
-                    lane.replace_with(lane.entries(keep), heads)
-                except LockTimeoutError:
-                    raise  # a lock held past the timeout: waiting again would rewrite for nothing
-                except ConcurrentUpdateError:
-                    continue
-                return
+                if lane.replace_with(lane.entries(keep), heads):
+                    return  # (False: another saver committed meanwhile; built again on what it left)
         raise _kept_losing(lane.thread_id, "the rewrite")
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -522,13 +517,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                     if any(head is not None for head in heads.values()):
                         target.replay(entries)
                         break
-                    try:
-                        target.replace_with(entries, heads)
-                    except LockTimeoutError:
-                        raise
-                    except ConcurrentUpdateError:
-                        continue  # another saver started the target meanwhile: copied on top of it
-                    break
+                    if target.replace_with(entries, heads):
+                        break  # (False: another saver started the target meanwhile: copied on top of it)
             else:
                 raise _kept_losing(target_thread_id, "the copy")
 
