@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.langgraph_reads --turns 200
+    python -m benchmarks.langgraph_reads --turns 200 [--list]
 
 Runs the benchmark's agent graph (``benchmarks.langgraph_agent``, ``durability="sync"``; its tool
 results ``--tool-bytes`` long, 3,000 by default) for ``--turns`` turns with ``SqliteSaver`` and
@@ -10,7 +10,9 @@ with ``SnapstoreSaver`` on a directory store, then
 prints median milliseconds over ``--reads`` freshly opened savers or stores (after a
 ``gc.collect()``, so the garbage of what ran before is not collected inside a read) of:
 
-* each saver's whole ``get_tuple`` of the latest checkpoint and of the one 200 steps back;
+* each saver's whole ``get_tuple`` of the latest checkpoint and of the one 200 steps back (and,
+  with ``--list``, its ``list`` of the whole thread, every tuple taken, as ``get_state_history``
+  reads it);
 * SnapstoreSaver's ``get_tuple`` on a fresh saver over a freshly opened store whose two sessions
   were opened before the clock starts: the read less what opening the sessions costs;
 * the steps of SnapstoreSaver's read, each timed alone (after a ``gc.collect()``) through the
@@ -74,7 +76,11 @@ def seconds(action: Callable[[], Any]) -> float:
 
 
 def saver_reads(
-    name: str, open_saver: Callable[[], AbstractContextManager[BaseCheckpointSaver]], back_id: str, reads: int
+    name: str,
+    open_saver: Callable[[], AbstractContextManager[BaseCheckpointSaver]],
+    back_id: str,
+    reads: int,
+    listing: bool = False,
 ) -> dict[str, list[float]]:
     back: Any = {"configurable": {"thread_id": THREAD, "checkpoint_id": back_id}}
     out: dict[str, list[float]] = {}
@@ -84,7 +90,17 @@ def saver_reads(
                 out.setdefault(f"{name}, {label}", []).append(
                     seconds(partial(saver.get_tuple, config))
                 )
+    for _ in range(reads if listing else 0):
+        with open_saver() as saver:
+            out.setdefault(f"{name.replace('get_tuple', 'list')}, whole thread", []).append(
+                seconds(partial(_list_all, saver))
+            )
     return out
+
+
+def _list_all(saver: BaseCheckpointSaver) -> int:
+    """``list`` of the whole thread, every tuple taken (what ``get_state_history`` reads)."""
+    return sum(1 for _found in saver.list(CONFIG))
 
 
 @contextlib.contextmanager
@@ -137,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--reads", type=int, default=7, help="fresh reads per figure (median)")
+    parser.add_argument("--list", action="store_true", help="also time listing each whole thread")
     add_tool_bytes_option(parser)
     args = parser.parse_args(argv)
     use_tool_result_bytes(args.tool_bytes)
@@ -149,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         for subject in (SqliteSubject(workdir / "sqlite"), snapstore):
             subject.workdir.mkdir()
             back_id = run_graph(subject, args.turns)[-1 - BACK]
-            rows.update(saver_reads(f"{subject.name}: get_tuple", subject.open, back_id, args.reads))
+            rows.update(saver_reads(f"{subject.name}: get_tuple", subject.open, back_id, args.reads, args.list))
             if subject is snapstore:
                 snapstore_back = back_id  # what the steps below read on the snapstore thread
         root = workdir / "snapstore" / "checkpoints.snapstore"

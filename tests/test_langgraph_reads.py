@@ -431,3 +431,26 @@ def test_a_reader_whose_index_is_older_than_the_writes_head_finds_the_writes_thr
     writer.put_writes(c2, [("w", 2)], "task-2")  # a writes head without c's
     entries = lane.writes_of(c["configurable"]["checkpoint_id"], found[1])
     assert [(entry[0], entry[2]) for entry in entries] == [("task-1", "w")]
+
+
+
+def test_listing_a_thread_decodes_each_segment_once_and_reads_as_get_tuple_does(tmp_path: Any) -> None:
+    """``list`` reads one checkpoint after another, newest first: each takes what the one before it
+    decoded, so a thread of N checkpoints costs each segment one decoding, not N."""
+    from conftest import CountingBackend
+    from snapstore.langgraph.names import lane_names
+
+    config: Any = {"configurable": {"thread_id": "agent"}}
+    with SnapstoreSaver.from_path(tmp_path / "store") as writer:
+        graph = agent_graph(writer)
+        for turn in range(12):
+            graph.invoke({"messages": [HumanMessage(f"ask {turn}", id=f"h-{turn}")]}, config, durability="sync")
+    backend = CountingBackend(tmp_path / "store")
+    store = SnapshotStore(backend)
+    segments = sum(len(backend.segments(store.session(name, create=False).key)) for name in lane_names("agent", ""))
+    listed = list(SnapstoreSaver(store).list(config))
+    assert len(listed) == 12 * 4  # input, think, act, end: four checkpoints a turn
+    assert len(backend.read) <= 3 * segments < len(listed)  # read once for the index, once decoded
+    for found in listed:  # each as a fresh saver's get_tuple reads it alone
+        alone = SnapstoreSaver(SnapshotStore.open(tmp_path / "store")).get_tuple(found.config)
+        assert as_bytes(found) == as_bytes(alone)

@@ -527,6 +527,18 @@ class Lane:
             kept = self._index = (sid, Index.of(state))
         return state, kept[1]
 
+    @contextlib.contextmanager
+    def reading_many(self) -> Iterator[None]:
+        """Within the block, reading one checkpoint after another (``list``, newest first) decodes
+        each segment of the thread's two sessions once, not once a checkpoint: what a read decoded
+        is held for the next, older one, until the block ends."""
+        with contextlib.ExitStack() as held:
+            for name in self.names:
+                sess = self._session(name, create=False)
+                if sess is not None:
+                    held.enter_context(sess.keeping_decoded())
+            yield
+
     def load(self, checkpoint_id: str | None) -> tuple[State, Index] | None:
         """(the state holding a checkpoint, the head's index); the newest checkpoint when id is None."""
         if checkpoint_id is None:

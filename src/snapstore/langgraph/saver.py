@@ -271,20 +271,21 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             if found is None:
                 continue
             index = found[1]
-            for checkpoint_id in sorted(index.rows, reverse=True):
-                if (only_id and checkpoint_id != only_id) or (before_id and checkpoint_id >= before_id):
-                    continue
-                if filter:
-                    metadata = self.codec.decode(index.metadata(checkpoint_id))
-                    if not all(metadata.get(key) == value for key, value in filter.items()):
+            with lane.reading_many():
+                for checkpoint_id in sorted(index.rows, reverse=True):
+                    if (only_id and checkpoint_id != only_id) or (before_id and checkpoint_id >= before_id):
                         continue
-                if remaining is not None:
-                    if remaining <= 0:
-                        return
-                    remaining -= 1
-                loaded = lane.load(checkpoint_id)
-                if loaded is not None:
-                    yield self._tuple(lane, checkpoint_id, loaded[0], index)
+                    if filter:
+                        metadata = self.codec.decode(index.metadata(checkpoint_id))
+                        if not all(metadata.get(key) == value for key, value in filter.items()):
+                            continue
+                    if remaining is not None:
+                        if remaining <= 0:
+                            return
+                        remaining -= 1
+                    loaded = lane.load(checkpoint_id)
+                    if loaded is not None:
+                        yield self._tuple(lane, checkpoint_id, loaded[0], index)
 
     # -- writing -----------------------------------------------------------
     def put(
