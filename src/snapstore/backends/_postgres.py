@@ -53,13 +53,21 @@ import math
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from ..errors import BackendError, ConcurrentUpdateError, FormatVersionError, LockTimeoutError, SnapshotError
+from ..errors import (
+    BackendError,
+    ConcurrentUpdateError,
+    FormatVersionError,
+    LockTimeoutError,
+    ReadOnlyStoreError,
+    SnapshotError,
+)
 from ._checks import check_config_name, check_config_value, check_position, entry_list
 from ._legacy import OBJECT_KEY, LegacyObjectMissing
 from ._postgres_sql import (
@@ -129,6 +137,13 @@ T = TypeVar("T")
 _LOCK_NOT_AVAILABLE = "55P03"
 #: seconds a lock waiter may spend getting a connection, whatever its lock timeout
 _CONNECT_ALLOWANCE = 5.0
+#: errors that say this connection may not write, by SQLSTATE: a ReadOnlyStoreError, as a read-only folder gives
+_READ_ONLY_STATES = {
+    "42501": "its role may not write the store's tables",  # insufficient_privilege
+    "25006": "the server takes no writes",  # read_only_sql_transaction: a standby, default_transaction_read_only
+}
+#: seconds a lock waits for the pool to make a connection before it makes one of its own
+_POOL_CONNECT_WAIT = 1.0
 #: a read's rows by position (the segment's own row is -1)
 _position = itemgetter(0)
 
@@ -231,6 +246,8 @@ class PostgresBackend(Backend):
         self._closed = False
         self._close_mutex = threading.Lock()
         self._local = threading.local()
+        #: connections a lock made outside the pool (``_lock_connection``), closed when it lets go
+        self._unpooled: weakref.WeakSet[Any] = weakref.WeakSet()
         self._layout_version = SCHEMA_VERSION
         self._create = create
 
@@ -298,10 +315,25 @@ class PostgresBackend(Backend):
                         self._upgrade_plain_rows(conn, schema)
                     self._create_tables(conn, schema)
                     found = self._read_version(conn, schema)
+                self.read_only = self._cannot_write(conn, schema)
         except psycopg.Error as exc:
             raise self._driver_error("open store", exc) from exc
         self._layout_version = self._check_version(found, schema)
         return schema
+
+    def _cannot_write(self, conn: psycopg.Connection[Any], schema: str) -> bool:
+        """Whether this connection's role may not write the store (a role granted SELECT only), or
+        the server takes no writes (a standby, ``default_transaction_read_only``)."""
+        tables = self._tables(schema)
+        names = [tables[name].as_string(conn) for name in ("meta", "entries", "sequence")]
+        row = conn.execute(
+            "SELECT current_setting('transaction_read_only') = 'on'"
+            " OR NOT has_table_privilege(%s, 'INSERT, UPDATE, DELETE')"
+            " OR NOT has_table_privilege(%s, 'INSERT, DELETE')"
+            " OR NOT has_sequence_privilege(%s, 'USAGE')",
+            names,
+        ).fetchone()
+        return bool(row and row[0])
 
     def _refuse_foreign(self, conn: psycopg.Connection[Any], schema: str) -> None:
         """Refuse a table, sequence or index named as one of the store's that snapstore did not make,
@@ -532,6 +564,12 @@ class PostgresBackend(Backend):
     def _driver_error(self, action: str, exc: BaseException, **details: Any) -> BackendError:
         cause = f"{type(exc).__name__}: {exc}"
         message = f"PostgreSQL: cannot {action} at {self._display}: {first_line(exc)}"
+        read_only = _READ_ONLY_STATES.get(getattr(exc, "sqlstate", None) or "")
+        if read_only is not None:
+            message = (
+                f"PostgreSQL: cannot {action}: the store at {self.describe()} is read-only here ({read_only}): "
+                + first_line(exc)
+            )
         if isinstance(exc, PoolTimeout):
             # The pool only says it waited; find out whether the server is reachable at all.
             probe = self._probe()
@@ -544,7 +582,7 @@ class PostgresBackend(Backend):
         sqlstate = getattr(exc, "sqlstate", None)
         if sqlstate:
             info["sqlstate"] = sqlstate
-        return BackendError(message, info)
+        return (ReadOnlyStoreError if read_only is not None else BackendError)(message, info)
 
     def _probe(self) -> BaseException | None:
         try:
@@ -781,9 +819,18 @@ class PostgresBackend(Backend):
             else:
                 left = max(timeout - (time.monotonic() - started), 0.0)
                 pool_wait = max(left, _CONNECT_ALLOWANCE) if free else left
+            if free:
+                pool_wait = min(pool_wait, _POOL_CONNECT_WAIT)
             try:
                 conn = self._lock_pool.getconn(timeout=pool_wait)
             except PoolTimeout as exc:
+                if free:
+                    # The pool had room: it was connecting, not queueing this process's writers, and a
+                    # pool whose connections failed while the server was down waits out its back-off
+                    # before it tries again (seconds). A connection of the lock's own instead, closed
+                    # when the lock lets go; when the server does not answer, that is the error (not a
+                    # lock timeout: no writer held the lock).
+                    return self._unpooled_connection(key)
                 if self._probe() is not None:  # the server does not answer: that is the error
                     raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
                 if timeout is not None:
@@ -854,7 +901,7 @@ class PostgresBackend(Backend):
                     {"session_key": key, "url": self._display, "cause": f"{type(exc).__name__}: {exc}"},
                 ) from exc
             return  # the block's own error is the one to report; the connection is gone with the lock
-        self._lock_pool.putconn(conn)
+        self._give_back(conn)
         if commit and failed is not None:
             # the block went on after an error aborted its transaction (COMMIT would only roll back)
             raise BackendError(
@@ -863,11 +910,27 @@ class PostgresBackend(Backend):
                 {"session_key": key, "url": self._display, "cause": f"{type(failed).__name__}: {failed}"},
             )
 
+    def _unpooled_connection(self, key: str) -> Any:
+        try:
+            conn = psycopg.connect(self.url, **self._kwargs)
+        except psycopg.Error as exc:
+            raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
+        self._unpooled.add(conn)
+        return conn
+
+    def _give_back(self, conn: Any) -> None:
+        """A lock's connection back to the pool, or closed when it was one of the lock's own."""
+        if conn in self._unpooled:
+            self._unpooled.discard(conn)
+            conn.close()
+            return
+        self._lock_pool.putconn(conn)
+
     def _discard(self, conn: Any) -> None:
         try:
             conn.close()
         finally:
-            self._lock_pool.putconn(conn)  # a closed connection is dropped and replaced by the pool
+            self._give_back(conn)  # a closed connection is dropped and replaced by the pool
 
     # -- format 1 ------------------------------------------------------
     def legacy_format(self) -> str | None:

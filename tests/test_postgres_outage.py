@@ -1,0 +1,73 @@
+"""The first commit after the database came back: its lock's connection pool, whose connections
+failed while the server refused them, waits out a back-off of seconds before it connects again.
+The commit then connects on its own and lands; it does not wait out the back-off and report a lock
+timeout (no writer held the lock). The outage is real: the test database stops accepting
+connections (``ALLOW_CONNECTIONS false``) and its connections are terminated, then it accepts
+them again."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import postgres_url_or_skip
+from snapstore import SnapshotStore
+from snapstore.errors import BackendError
+
+
+@pytest.fixture
+def database() -> Iterator[tuple[str, str]]:
+    """(an admin URL, the URL of a database of this test's own)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    url = postgres_url_or_skip()
+    name = f"outage_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    own = make_conninfo(**{**conninfo_to_dict(url), "dbname": name})
+    try:
+        yield url, own
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def _refusing(admin_url: str, name: str, refuse: bool) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"false" if refuse else "true"}')
+        if refuse:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+
+
+def test_the_first_commit_after_an_outage_lands_instead_of_timing_out_on_the_pool(
+    database: tuple[str, str],
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    admin_url, url = database
+    name = conninfo_to_dict(url)["dbname"]
+    store = SnapshotStore(PostgresBackend(url), lock_timeout=0.5)
+    try:
+        sess = store.session("s")
+        first = sess.commit({"turn": 1}).id
+        _refusing(admin_url, name, True)
+        with pytest.raises(BackendError, match="not currently accepting connections"):
+            sess.commit({"turn": 2})
+        time.sleep(3.0)  # the pool keeps failing meanwhile, and its back-off grows
+        _refusing(admin_url, name, False)
+        landed = sess.commit({"turn": 3})  # before the fix: LockTimeoutError after 5 s of waiting for the pool
+        assert landed.parent == first
+        assert sess.state(landed.id) == {"turn": 3}
+        assert sess.commit({"turn": 4}).parent == landed.id
+    finally:
+        store.close()
