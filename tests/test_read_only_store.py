@@ -97,3 +97,50 @@ def test_every_read_works_and_every_write_is_refused_on_a_read_only_store() -> N
         for folder, _dirs, _files in os.walk(base):
             os.chmod(folder, 0o755)
         shutil.rmtree(base)
+
+
+_MAKE = """
+import json, os, sys
+from snapstore import SnapshotStore
+from snapstore.errors import ReadOnlyStoreError
+from snapstore.cli import main
+# everything the command loads, loaded first: the interpreter's own files may not be readable by nobody
+import locale, gettext, importlib, pkgutil, snapstore
+for module in pkgutil.walk_packages(snapstore.__path__, "snapstore."):
+    if not module.name.startswith(("snapstore.langgraph", "snapstore.backends._postgres", "snapstore.__main__")):
+        importlib.import_module(module.name)
+if len(sys.argv) > 2:
+    os.setgid(65534)
+    os.setuid(65534)
+found = {}
+try:
+    SnapshotStore.open(sys.argv[1])
+except ReadOnlyStoreError as exc:
+    found["open"] = str(exc)
+found["init"] = main(["--store", sys.argv[1], "init"])
+print(json.dumps(found))
+"""
+
+
+def test_making_a_store_in_a_folder_it_cannot_write_says_it_is_read_only() -> None:
+    """An empty folder the process cannot write: opening a store there to make one is refused as
+    read-only, not as "no snapstore store" (which reads as if the path were wrong), and nothing is made."""
+    as_root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="snapstore-read-only-folder-"))
+    folder = base / "store"
+    try:
+        folder.mkdir()
+        base.chmod(0o755)
+        folder.chmod(0o555)
+        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        args = [sys.executable, "-c", _MAKE, str(folder), *(["as-nobody"] if as_root else [])]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout.splitlines()[-1])
+        assert found["open"] == f"cannot make a snapstore store at {folder}: it is read-only here"
+        assert found["init"] == 1 and "read-only" in done.stderr and "no snapstore store" not in done.stderr
+        assert list(folder.iterdir()) == []
+    finally:
+        for path, _dirs, _files in os.walk(base):
+            os.chmod(path, 0o755)
+        shutil.rmtree(base)

@@ -22,6 +22,7 @@ from .errors import (
     FormatVersionError,
     InvalidNameError,
     LockTimeoutError,
+    ReadOnlyStoreError,
     SnapshotError,
     SnapshotNotFound,
 )
@@ -188,8 +189,13 @@ class SnapshotStore:
                     f"store {self.describe()} has {what}; {_READS}",
                     {"path": self.describe(), "version": shown, "supported": STORE_FORMAT},
                 )
-            if not create or self.backend.read_only:
+            if not create:
                 raise SnapshotNotFound(f"no snapstore store at {self.describe()}", {"path": self.describe()})
+            if self.backend.read_only:
+                raise ReadOnlyStoreError(
+                    f"cannot make a snapstore store at {self.describe()}: it is read-only here",
+                    {"path": self.describe(), "reason": "read-only"},
+                )
             self.backend.write_config(FORMAT_CONFIG, str(STORE_FORMAT).encode())
             version = self.backend.read_config(FORMAT_CONFIG)
         readable = {str(v).encode(): v for v in READABLE_FORMATS}
