@@ -1391,3 +1391,15 @@ def test_a_session_a_merge_filled_in_behind_its_newest_snapshots_exports_and_imp
     third = SnapshotStore.memory()
     third.import_archive(tmp_path / "b.snaparchive")
     assert [snap.id for snap in third.session("s").snapshots()] == [snap.id for snap in listed]
+
+
+def test_a_malformed_session_document_is_named_once_by_its_place(
+    archive: Path, target: SnapshotStore, tmp_path: Path
+) -> None:
+    parts = Parts.read(archive)
+    parts.manifest["sessions"][0]["max_snapshots"] = 0
+    path = tmp_path / "limit.snaparchive"
+    error = refused(target, parts.build(path))
+    assert error.details["reason"] == "bad session document"
+    assert str(error).startswith(f"archive {path}: session document number 0 in the manifest is malformed")
+    assert str(error).count(str(path)) == 1

@@ -337,7 +337,7 @@ class _ArchiveReader(ArchiveContents):
         sessions = body.pop("sessions")
         for number in range(len(sessions)):
             item, sessions[number] = sessions[number], None  # one parsed copy of a document at a time
-            label = f"session {number} of archive {self.name}"
+            label = f"number {number} in the manifest"
             tags = item.pop("tags", {}) if isinstance(item, dict) else {}
             payload = bytes(memoryview(codec.dumps(item)))  # a right-sized copy: orjson's buffer is larger
             del item
