@@ -243,3 +243,49 @@ def test_a_put_landing_while_prune_works_out_what_to_keep_is_kept(
         monkeypatch.undo()
     with SnapstoreSaver.from_path(tmp_path / "store") as fresh:
         assert interleaved and [row[1] for row in _thread(fresh)] == [4]  # the put that landed is the latest
+
+
+@pytest.mark.parametrize("read", ["get_tuple", "list"])
+@pytest.mark.parametrize("rewrite", sorted(REWRITES))
+def test_a_read_another_saver_rewrites_the_thread_under_reads_it_as_it_is_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read: str, rewrite: str
+) -> None:
+    """A reader found the thread's head (the index naming where each checkpoint and its writes are),
+    then another saver rewrote the thread before the reader read what the index named: the read
+    raised SnapshotNotFound (one read in five or so while another process kept deleting a run).
+    The read now reads the head again and answers from the thread as the rewrite left it; a listing
+    gives what it read before the rewrite, then the thread as it is after."""
+    with SnapshotStore.open(tmp_path / "store") as store:
+        with SnapstoreSaver(store) as writer:
+            _put_turns(writer, range(7))
+            before = _thread(writer)
+        older = before[3][0]  # kept by delete_for_runs (run-1), gone after prune
+        reader = SnapstoreSaver(SnapshotStore.open(tmp_path / "store"))
+        reader.get_tuple(_config())  # the reader keeps the heads it read, as a running graph's saver does
+        real, listed, rewritten_after = lanes.Lane._state, [], []
+
+        def rewritten_meanwhile(self: lanes.Lane, name: str, snapshot_id: str) -> Any:
+            if not rewritten_after:
+                rewritten_after.append(len(listed))  # how many the listing had given by then
+                with SnapstoreSaver.from_path(tmp_path / "store") as other:
+                    REWRITES[rewrite](other)
+            return real(self, name, snapshot_id)
+
+        monkeypatch.setattr(lanes.Lane, "_state", rewritten_meanwhile)
+        if read == "list":
+            for found in reader.list({"configurable": {"thread_id": "t"}}):
+                checkpoint_id = found.config["configurable"]["checkpoint_id"]
+                listed.append((checkpoint_id, found.checkpoint["channel_values"]["turn"]))
+        else:
+            found = reader.get_tuple({"configurable": {**_config()["configurable"], "checkpoint_id": older}})
+            listed = [] if found is None else [(older, found.checkpoint["channel_values"]["turn"])]
+        monkeypatch.undo()
+        assert rewritten_after
+        with SnapstoreSaver.from_path(tmp_path / "store") as fresh:
+            after = [row[:2] for row in _thread(fresh)]
+        if read == "list":
+            early = [row[:2] for row in before[: rewritten_after[0]]]
+            assert listed == early + [row for row in after if not early or row[0] < early[-1][0]]
+        else:
+            assert listed == [row for row in after if row[0] == older]
+        reader.store.close()

@@ -311,6 +311,16 @@ class Lane:
         self._reread = True
         self.ciphertexts = None
 
+    def read_afresh(self) -> None:
+        """For a read that found a snapshot the thread's index named gone: forget what this lane
+        kept, so the next read asks the store. Another handle replaced the thread's sessions
+        between the read's steps (``prune``, ``delete_for_runs``, ``copy_thread``, ``delete_thread``),
+        whose two sessions swap one after the other. Waits for an operation another thread runs on
+        the lane, whose heads these are."""
+        with self.lock:
+            self.read_again()
+            self._reread = False  # (outside an operation: the next one starts from the store anyway)
+
     def _read_head(self, name: str) -> tuple[str | None, State | None]:
         cached = self._heads.get(name)
         sess = self._session(name, create=False)

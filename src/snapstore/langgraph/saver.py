@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError
+from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError, SnapshotNotFound
 from ..store import SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import Index, Lane, State, channel_values
@@ -35,6 +35,8 @@ _DONE = object()
 #: a put or put_writes built again this many times, each time another handle having committed
 #: first (nothing written by the attempts that lost), gives up with ConcurrentUpdateError
 ATTEMPTS = 20
+#: reads of a checkpoint that found the thread rewritten under them, before the last one's error is raised
+_READ_ATTEMPTS = 10
 
 
 def _ids(ids: Any, argument: str) -> list[Any]:
@@ -220,15 +222,23 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config["configurable"]
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
-        found = lane.load(get_checkpoint_id(config))
-        if found is None:
-            return None
-        state, index = found
-        # a process that puts to this thread carries on from its head: the models get_tuple decodes
-        # from the head are kept for its next put (a reader only would pay for nothing, and an older
-        # checkpoint read meanwhile must not take the place of the head's)
-        kept = self.codec.inline and bool(lane.serialized) and lane.holds_head(state)
-        return self._tuple(lane, state["checkpoint_id"], state, index, kept=kept)
+        checkpoint_id = get_checkpoint_id(config)
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                found = lane.load(checkpoint_id)
+                if found is None:
+                    return None
+                state, index = found
+                # a process that puts to this thread carries on from its head: the models get_tuple
+                # decodes from the head are kept for its next put (a reader only would pay for
+                # nothing, and an older checkpoint read meanwhile must not take the place of the head's)
+                kept = self.codec.inline and bool(lane.serialized) and lane.holds_head(state)
+                return self._tuple(lane, state["checkpoint_id"], state, index, kept=kept)
+            except SnapshotNotFound:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+                lane.read_afresh()  # another handle rewrote the thread between this read's steps
+        raise AssertionError("unreachable")
 
     def _decode_kept(self, lane: Lane, values: State) -> State:
         out = {}
@@ -283,9 +293,30 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                         if remaining <= 0:
                             return
                         remaining -= 1
-                    loaded = lane.load(checkpoint_id)
-                    if loaded is not None:
-                        yield self._tuple(lane, checkpoint_id, loaded[0], index)
+                    listed, index = self._listed(lane, checkpoint_id, index)
+                    if listed is not None:
+                        yield listed
+
+    def _listed(self, lane: Lane, checkpoint_id: str, index: Index) -> tuple[CheckpointTuple | None, Index]:
+        """One checkpoint of a listing and the index it was read by. When another handle rewrote
+        the thread since the listing read its head (the index names a snapshot gone), the head is
+        read again and the listing goes on by the new one: a checkpoint the rewrite dropped is
+        skipped, as one it kept reads from where it is now."""
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                loaded = lane.load(checkpoint_id)
+                return (None if loaded is None else self._tuple(lane, checkpoint_id, loaded[0], index)), index
+            except SnapshotNotFound:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+                lane.read_afresh()
+                found = lane.head()
+                if found is None:
+                    return None, index
+                index = found[1]
+                if checkpoint_id not in index.rows:
+                    return None, index
+        raise AssertionError("unreachable")
 
     # -- writing -----------------------------------------------------------
     def put(
