@@ -83,3 +83,60 @@ def test_a_select_only_role_reads_everything_and_every_write_is_refused_as_read_
         store.gc()  # reclaims nothing, deletes nothing, raises nothing
     assert len(refused) == 5
     assert _rows(owner, schema) == before
+
+
+def _grant(owner: str, schema: str, role: str, *grants: str) -> None:
+    import psycopg
+
+    with psycopg.connect(owner, autocommit=True) as admin:
+        for grant in grants:
+            admin.execute(grant.format(schema=f'"{schema}"', role=f'"{role}"'))
+
+
+def test_read_only_is_what_the_role_may_do_and_a_refused_read_is_no_read_only_error(
+    read_only_url: tuple[str, str, str],
+) -> None:
+    """Write privileges given in part (INSERT without DELETE) still open the store read-only
+    (``has_table_privilege`` given several privileges says whether any is held); a role that may
+    not read either, or a read refused after the store was opened, is the server's error, not
+    "read-only"; and the error raised while the store is being opened is a BackendError (it was an
+    AttributeError: the message named the schema before there was one)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstore.backends._postgres import PostgresBackend
+    from snapstore.errors import BackendError
+
+    owner, reader, schema = read_only_url
+    role = conninfo_to_dict(reader)["user"]
+    _grant(owner, schema, role, "GRANT INSERT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    with SnapshotStore(PostgresBackend(reader, schema=schema)) as store:
+        assert store.read_only  # no UPDATE or DELETE on its tables, no USAGE of its sequence
+        sess = store.session("campaign")
+        assert sess.state(sess.snapshot_ids()[-1])["turn"] == 3
+        _grant(owner, schema, role, "REVOKE SELECT ON ALL TABLES IN SCHEMA {schema} FROM {role}")
+        with pytest.raises(BackendError) as raised:
+            store.session("campaign", create=False).snapshot_ids()
+        assert type(raised.value) is BackendError and "permission denied" in str(raised.value)
+    with pytest.raises(BackendError) as raised:  # may not read its tables: refused at once, by name
+        SnapshotStore(PostgresBackend(reader, schema=schema))
+    assert type(raised.value) is BackendError and "permission denied" in str(raised.value)
+
+
+def test_a_server_that_takes_no_writes_refuses_to_make_a_store_as_read_only(
+    read_only_url: tuple[str, str, str],
+) -> None:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    owner, reader, schema = read_only_url
+    role = conninfo_to_dict(reader)["user"]
+    _grant(owner, schema, role, "GRANT CREATE ON SCHEMA {schema} TO {role}")
+    with psycopg.connect(owner, autocommit=True) as admin:
+        admin.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    with pytest.raises(ReadOnlyStoreError, match="read-only here") as raised:
+        SnapshotStore(PostgresBackend(reader, schema=schema, table_prefix="another_"))  # no tables yet
+    assert raised.value.details["sqlstate"] == "25006"
+    with SnapshotStore(PostgresBackend(reader, schema=schema)) as store:  # the one there reads
+        assert store.read_only and store.session("campaign").snapshot_ids()

@@ -138,8 +138,9 @@ _LOCK_NOT_AVAILABLE = "55P03"
 #: seconds a lock waiter may spend getting a connection, whatever its lock timeout
 _CONNECT_ALLOWANCE = 5.0
 #: errors that say this connection may not write, by SQLSTATE: a ReadOnlyStoreError, as a read-only folder gives
+_INSUFFICIENT_PRIVILEGE = "42501"
 _READ_ONLY_STATES = {
-    "42501": "its role may not write the store's tables",  # insufficient_privilege
+    _INSUFFICIENT_PRIVILEGE: "its role may not write the store's tables",
     "25006": "the server takes no writes",  # read_only_sql_transaction: a standby, default_transaction_read_only
 }
 #: seconds a lock waits for the pool to make a connection before it makes one of its own
@@ -248,6 +249,8 @@ class PostgresBackend(Backend):
         self._local = threading.local()
         #: connections a lock made outside the pool (``_lock_connection``), closed when it lets go
         self._unpooled: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._unpooled_count = 0
+        self._unpooled_mutex = threading.Lock()
         self._layout_version = SCHEMA_VERSION
         self._create = create
 
@@ -326,12 +329,14 @@ class PostgresBackend(Backend):
         the server takes no writes (a standby, ``default_transaction_read_only``)."""
         tables = self._tables(schema)
         names = [tables[name].as_string(conn) for name in ("meta", "entries", "sequence")]
+        meta, entries, sequence = names
+        # one privilege a call: given several, has_table_privilege says whether any is held
         row = conn.execute(
             "SELECT current_setting('transaction_read_only') = 'on'"
-            " OR NOT has_table_privilege(%s, 'INSERT, UPDATE, DELETE')"
-            " OR NOT has_table_privilege(%s, 'INSERT, DELETE')"
-            " OR NOT has_sequence_privilege(%s, 'USAGE')",
-            names,
+            " OR NOT (has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')"
+            " AND has_table_privilege(%s, 'DELETE') AND has_table_privilege(%s, 'INSERT')"
+            " AND has_table_privilege(%s, 'DELETE') AND has_sequence_privilege(%s, 'USAGE'))",
+            [meta, meta, meta, entries, entries, sequence],
         ).fetchone()
         return bool(row and row[0])
 
@@ -533,7 +538,7 @@ class PostgresBackend(Backend):
             except psycopg.Error as exc:
                 if retry and attempt < attempts and conn is not None and (conn.broken or conn.closed):
                     continue
-                raise self._driver_error(action, exc, **details) from exc
+                raise self._driver_error(action, exc, write=write, **details) from exc
         raise AssertionError("unreachable")
 
     def _held(self, key: str) -> _Held | None:
@@ -559,17 +564,22 @@ class PostgresBackend(Backend):
             return work(held.conn)
         except psycopg.Error as exc:
             held.failed = exc
-            raise self._driver_error(action, exc, session_key=key, **details) from exc
+            raise self._driver_error(action, exc, write=write, session_key=key, **details) from exc
 
-    def _driver_error(self, action: str, exc: BaseException, **details: Any) -> BackendError:
+    def _driver_error(self, action: str, exc: BaseException, *, write: bool = False, **details: Any) -> BackendError:
+        """The error to raise for a driver's ``exc`` in ``action`` (``write``: one that writes)."""
         cause = f"{type(exc).__name__}: {exc}"
         message = f"PostgreSQL: cannot {action} at {self._display}: {first_line(exc)}"
-        read_only = _READ_ONLY_STATES.get(getattr(exc, "sqlstate", None) or "")
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        # a privilege refused is read-only only for a write to a store opened read-only: a read refused
+        # (a role that may not read either), or a write refused by a privilege revoked since, is the
+        # server's error as it gives it
+        refused_write = write and self.read_only
+        read_only = _READ_ONLY_STATES.get(sqlstate) if sqlstate != _INSUFFICIENT_PRIVILEGE or refused_write else None
         if read_only is not None:
-            message = (
-                f"PostgreSQL: cannot {action}: the store at {self.describe()} is read-only here ({read_only}): "
-                + first_line(exc)
-            )
+            place = self.describe() if hasattr(self, "schema") else self._display  # (no schema while opening)
+            message = f"PostgreSQL: cannot {action}: the store at {place} is read-only here ({read_only}): "
+            message += first_line(exc)
         if isinstance(exc, PoolTimeout):
             # The pool only says it waited; find out whether the server is reachable at all.
             probe = self._probe()
@@ -579,7 +589,6 @@ class PostgresBackend(Backend):
                 message = f"PostgreSQL: cannot {action} at {self._display}: {first_line(probe)}"
                 cause = f"{type(probe).__name__}: {probe}"
         info: dict[str, Any] = {"url": self._display, "cause": cause, **details}
-        sqlstate = getattr(exc, "sqlstate", None)
         if sqlstate:
             info["sqlstate"] = sqlstate
         return (ReadOnlyStoreError if read_only is not None else BackendError)(message, info)
@@ -808,29 +817,35 @@ class PostgresBackend(Backend):
         When every lock connection of this process is taken, the writers holding them are
         ahead in the queue: waiting for one counts against the lock timeout. Otherwise a
         connection is idle or about to be made, which is not waiting for a writer: that
-        gets ``_CONNECT_ALLOWANCE`` seconds even with a shorter timeout.
+        gets ``_CONNECT_ALLOWANCE`` seconds even with a shorter timeout. A pool whose
+        connections failed while the server was down waits out a back-off of seconds before
+        it connects again: after ``_POOL_CONNECT_WAIT`` the lock makes a connection of its own
+        instead, closed when it lets go, as long as those and the pool's stay within
+        ``lock_pool_size``.
         """
         dead = 0
+        connect_by: float | None = None
         while True:
             stats = self._lock_pool.get_stats()
-            free = stats.get("pool_available", 0) > 0 or stats.get("pool_size", 0) < stats.get("pool_max", 1)
-            if timeout is None:
-                pool_wait = self._pool_timeout
-            else:
-                left = max(timeout - (time.monotonic() - started), 0.0)
-                pool_wait = max(left, _CONNECT_ALLOWANCE) if free else left
+            size, most = stats.get("pool_size", 0), stats.get("pool_max", 1)
+            free = stats.get("pool_available", 0) > 0 or size < most
+            now = time.monotonic()
+            left = None if timeout is None else max(timeout - (now - started), 0.0)
             if free:
-                pool_wait = min(pool_wait, _POOL_CONNECT_WAIT)
+                if connect_by is None:
+                    connect_by = now + max(self._pool_timeout if left is None else left, _CONNECT_ALLOWANCE)
+                pool_wait = min(max(connect_by - now, 0.0), _POOL_CONNECT_WAIT)
+            else:
+                pool_wait = self._pool_timeout if left is None else left
             try:
                 conn = self._lock_pool.getconn(timeout=pool_wait)
             except PoolTimeout as exc:
                 if free:
-                    # The pool had room: it was connecting, not queueing this process's writers, and a
-                    # pool whose connections failed while the server was down waits out its back-off
-                    # before it tries again (seconds). A connection of the lock's own instead, closed
-                    # when the lock lets go; when the server does not answer, that is the error (not a
-                    # lock timeout: no writer held the lock).
-                    return self._unpooled_connection(key)
+                    own = self._own_connection(key, size, most)
+                    if own is not None:
+                        return own
+                    if connect_by is not None and time.monotonic() < connect_by:
+                        continue  # the pool is connecting, and this process's connections are all made
                 if self._probe() is not None:  # the server does not answer: that is the error
                     raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
                 if timeout is not None:
@@ -839,10 +854,28 @@ class PostgresBackend(Backend):
             except psycopg.Error as exc:
                 raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
             else:
-                if not _closed_by_server(conn) or dead >= stats.get("pool_max", 1):
+                if not _closed_by_server(conn) or dead >= most:
                     return conn
                 dead += 1
                 self._lock_pool.putconn(conn)  # closed: the pool drops it and makes another
+
+    def _own_connection(self, key: str, pooled: int, most: int) -> Any:
+        """A lock's connection of its own, when those and the pool's ``pooled`` stay within ``most``
+        (else None); when the server does not answer, that is the error."""
+        with self._unpooled_mutex:
+            if self._unpooled_count + pooled >= most:
+                return None
+            self._unpooled_count += 1
+        try:
+            conn = psycopg.connect(self.url, **self._kwargs)
+        except BaseException as exc:
+            with self._unpooled_mutex:
+                self._unpooled_count -= 1
+            if isinstance(exc, psycopg.Error):
+                raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
+            raise
+        self._unpooled.add(conn)
+        return conn
 
     def _begin_locked(
         self, conn: Any, key: str, timeout: float | None, started: float, read_from: tuple[int, int] | None
@@ -910,18 +943,12 @@ class PostgresBackend(Backend):
                 {"session_key": key, "url": self._display, "cause": f"{type(failed).__name__}: {failed}"},
             )
 
-    def _unpooled_connection(self, key: str) -> Any:
-        try:
-            conn = psycopg.connect(self.url, **self._kwargs)
-        except psycopg.Error as exc:
-            raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
-        self._unpooled.add(conn)
-        return conn
-
     def _give_back(self, conn: Any) -> None:
         """A lock's connection back to the pool, or closed when it was one of the lock's own."""
         if conn in self._unpooled:
             self._unpooled.discard(conn)
+            with self._unpooled_mutex:
+                self._unpooled_count -= 1
             conn.close()
             return
         self._lock_pool.putconn(conn)
