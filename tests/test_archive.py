@@ -1401,5 +1401,12 @@ def test_a_malformed_session_document_is_named_once_by_its_place(
     path = tmp_path / "limit.snaparchive"
     error = refused(target, parts.build(path))
     assert error.details["reason"] == "bad session document"
-    assert str(error).startswith(f"archive {path}: session document number 0 in the manifest is malformed")
+    assert str(error).startswith(f"archive {path}: session document #0 of the manifest's sessions is malformed")
     assert str(error).count(str(path)) == 1
+    parts.manifest["sessions"][0]["max_snapshots"] = 10
+    parts.manifest["sessions"][0]["format"] = 99  # a session document of a newer format
+    path = tmp_path / "newer.snaparchive"
+    with pytest.raises(FormatVersionError) as raised:
+        target.import_archive(parts.build(path))
+    assert str(raised.value).startswith(f"archive {path}: ") and str(raised.value).count(str(path)) == 1
+    assert raised.value.details["path"] == str(path)

@@ -337,7 +337,7 @@ class _ArchiveReader(ArchiveContents):
         sessions = body.pop("sessions")
         for number in range(len(sessions)):
             item, sessions[number] = sessions[number], None  # one parsed copy of a document at a time
-            label = f"number {number} in the manifest"
+            label = f"#{number} of the manifest's sessions"
             tags = item.pop("tags", {}) if isinstance(item, dict) else {}
             payload = bytes(memoryview(codec.dumps(item)))  # a right-sized copy: orjson's buffer is larger
             del item
@@ -345,6 +345,8 @@ class _ArchiveReader(ArchiveContents):
                 doc = SessionDoc.from_payload(label, payload)
             except CorruptObjectError as exc:
                 raise fail(f"archive {self.name}: {exc}", "bad session document", path=self.name) from None
+            except FormatVersionError as exc:  # a session document of a newer format
+                raise FormatVersionError(f"archive {self.name}: {exc}", {**exc.details, "path": self.name}) from None
             try:
                 check_session_name(doc.name)
             except InvalidNameError as exc:
