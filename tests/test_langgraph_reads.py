@@ -454,3 +454,33 @@ def test_listing_a_thread_decodes_each_segment_once_and_reads_as_get_tuple_does(
     for found in listed:  # each as a fresh saver's get_tuple reads it alone
         alone = SnapstoreSaver(SnapshotStore.open(tmp_path / "store")).get_tuple(found.config)
         assert as_bytes(found) == as_bytes(alone)
+
+
+def test_a_listing_gives_the_pending_writes_stored_since_it_began_as_in_memory_saver_does() -> None:
+    """A listing read each checkpoint's pending writes by the index of the head as the listing
+    began: writes stored for an older checkpoint after that were missing from it (get_tuple gave
+    them). It now reads them by the head as it is when it reaches the checkpoint."""
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    def checkpoint(checkpoint_id: str, value: int) -> Any:
+        found = empty_checkpoint()
+        found.update(id=checkpoint_id, channel_values={"x": value}, channel_versions={"x": value})
+        return found
+
+    def listed_and_read(saver: Any) -> tuple[Any, Any]:
+        config: Any = {"configurable": {"thread_id": "w", "checkpoint_ns": ""}}
+        first = saver.put(config, checkpoint("1", 1), {"step": 0}, {"x": 1})
+        saver.put_writes(first, [("x", "a")], "task-a")
+        second = saver.put(first, checkpoint("2", 2), {"step": 1}, {"x": 2})
+        listing = saver.list(config)
+        next(listing)
+        saver.put_writes(first, [("y", "b")], "task-b")
+        third = saver.put(second, checkpoint("3", 3), {"step": 2}, {"x": 3})
+        saver.put_writes(third, [("x", "c")], "task-c")
+        return next(listing).pending_writes, saver.get_tuple(first).pending_writes
+
+    expected = listed_and_read(InMemorySaver())
+    assert expected[0] == expected[1] == [("task-a", "x", "a"), ("task-b", "y", "b")]
+    with SnapstoreSaver.from_conn_string(":memory:") as saver:
+        assert listed_and_read(saver) == expected

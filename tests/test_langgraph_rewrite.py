@@ -289,3 +289,16 @@ def test_a_read_another_saver_rewrites_the_thread_under_reads_it_as_it_is_after(
         else:
             assert listed == [row for row in after if row[0] == older]
         reader.store.close()
+
+
+def test_a_listing_the_same_saver_rewrites_half_way_goes_on_with_what_the_rewrite_kept(tmp_path: Path) -> None:
+    """A listing paused after its first checkpoints, then delete_for_runs on the same saver: the
+    listing raised SnapshotNotFound for the checkpoints still to come, which the rewrite kept."""
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        _put_turns(saver, range(9))
+        listing = saver.list({"configurable": {"thread_id": "t"}})
+        first = [next(listing).config["configurable"]["checkpoint_id"] for _ in range(2)]
+        saver.delete_for_runs(["run-0"])
+        rest = [found.config["configurable"]["checkpoint_id"] for found in listing]
+        kept = [row[0] for row in _thread(saver)]
+        assert rest == [checkpoint_id for checkpoint_id in kept if checkpoint_id < first[-1]] and rest

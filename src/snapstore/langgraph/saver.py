@@ -305,7 +305,11 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         for attempt in range(_READ_ATTEMPTS):
             try:
                 loaded = lane.load(checkpoint_id)
-                return (None if loaded is None else self._tuple(lane, checkpoint_id, loaded[0], index)), index
+                if loaded is None:
+                    return None, index
+                # by the index of the head as it is now, not as the listing began: writes stored for
+                # the checkpoint since are its pending writes, as get_tuple gives them
+                return self._tuple(lane, checkpoint_id, loaded[0], loaded[1]), loaded[1]
             except SnapshotNotFound:
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
