@@ -71,3 +71,34 @@ def test_the_first_commit_after_an_outage_lands_instead_of_timing_out_on_the_poo
         assert sess.commit({"turn": 4}).parent == landed.id
     finally:
         store.close()
+
+
+def test_after_a_long_outage_with_a_small_lock_pool_the_first_commit_lands(database: tuple[str, str]) -> None:
+    """Commits kept failing through the outage, each leaving the lock pool another connection
+    attempt waiting out its back-off: counted as the pool's connections, they left a lock no room
+    for one of its own, and the first commit after the outage waited for the pool again and
+    reported a lock timeout (found by a trial: pool_size=4, lock_pool_size=2, a commit every
+    0.3 s through 10 s down). Only the connections locks hold count now."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    admin_url, url = database
+    name = conninfo_to_dict(url)["dbname"]
+    store = SnapshotStore(PostgresBackend(url, pool_size=4, lock_pool_size=2), lock_timeout=2.0)
+    try:
+        sess = store.session("s")
+        first = sess.commit({"turn": 1}).id
+        _refusing(admin_url, name, True)
+        refused, until = 0, time.monotonic() + 8.0  # the pool's back-off grows to 4, then 8 s
+        while time.monotonic() < until:
+            with pytest.raises(BackendError):
+                sess.commit({"turn": 2})
+            refused += 1
+            time.sleep(0.3)
+        _refusing(admin_url, name, False)
+        landed = sess.commit({"turn": 3})  # before: LockTimeoutError, no writer holding the lock
+        assert refused >= 3 and landed.parent == first and sess.state(landed.id) == {"turn": 3}
+        assert [sess.commit({"turn": turn}).id for turn in (4, 5, 6)][-1] == sess.head.id
+    finally:
+        store.close()

@@ -93,6 +93,57 @@ def _grant(owner: str, schema: str, role: str, *grants: str) -> None:
             admin.execute(grant.format(schema=f'"{schema}"', role=f'"{role}"'))
 
 
+def test_a_role_that_may_write_in_part_is_refused_every_write_before_it_reaches_the_server(
+    read_only_url: tuple[str, str, str],
+) -> None:
+    """INSERT and UPDATE without DELETE: the store opens read-only, and every write is refused on
+    the client. Before, the writes the server allowed went through while ``read_only`` said true,
+    until the first that needed a DELETE (a reclaim) failed as a plain BackendError, every commit
+    after it too: the session stuck for that role."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    owner, reader, schema = read_only_url
+    role = conninfo_to_dict(reader)["user"]
+    _grant(
+        owner,
+        schema,
+        role,
+        "GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+    )
+    before = _rows(owner, schema)
+    with SnapshotStore(PostgresBackend(reader, schema=schema)) as store:
+        assert store.read_only
+        sess = store.session("campaign")
+        ids = sess.snapshot_ids()
+        for write in [
+            lambda: sess.commit({"turn": 99}),
+            lambda: sess.tag(ids[0], "keep"),
+            lambda: sess.rollback(ids[0]),
+            lambda: sess.forget(1),
+            lambda: sess.set_max_snapshots(2),
+            lambda: store.session("another"),
+        ]:
+            with pytest.raises(ReadOnlyStoreError, match=r"read-only here \(its role may not write"):
+                write()
+        assert store.gc().segments_dropped == 0
+    assert _rows(owner, schema) == before
+    # every table privilege, and UPDATE on the sequence instead of USAGE (nextval takes either)
+    _grant(
+        owner,
+        schema,
+        role,
+        "GRANT DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        "REVOKE USAGE ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}",
+        "GRANT UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+    )
+    with SnapshotStore(PostgresBackend(reader, schema=schema)) as store:
+        assert not store.read_only
+        assert store.session("campaign").commit({"turn": 4}).parent == ids[-1]
+
+
 def test_read_only_is_what_the_role_may_do_and_a_refused_read_is_no_read_only_error(
     read_only_url: tuple[str, str, str],
 ) -> None:

@@ -21,6 +21,11 @@ import json, os, sys
 from snapstore import SnapshotStore
 from snapstore.errors import ReadOnlyStoreError
 import snapstore.archive, snapstore.archive.exporter, snapstore.archive.importer, snapstore.upgrade
+import contextlib, io, locale, gettext, importlib, pkgutil
+from snapstore.cli import main
+for module in pkgutil.walk_packages(snapstore.__path__, "snapstore."):
+    if not module.name.startswith(("snapstore.langgraph", "snapstore.backends._postgres", "snapstore.__main__")):
+        importlib.import_module(module.name)
 if len(sys.argv) > 3:
     os.setgid(65534)
     os.setuid(65534)  # nobody: permissions bite (they do not for root)
@@ -52,6 +57,10 @@ for name, write in [
         assert "read-only" in str(exc), str(exc)
         found["refused"].append(name)
 store.gc()  # reclaims nothing, deletes nothing, raises nothing
+said = io.StringIO()
+with contextlib.redirect_stdout(said):
+    found["gc_exit"] = main(["--store", sys.argv[1], "gc"])
+found["gc_said"] = said.getvalue()
 print(json.dumps(found))
 """
 
@@ -88,6 +97,7 @@ def test_every_read_works_and_every_write_is_refused_on_a_read_only_store() -> N
         assert found["diff"] and found["verify"] is True and found["quick"] is True
         assert found["export"] == 5
         assert found["refused"] == ["commit", "rollback", "tag", "new session", "delete"]
+        assert found["gc_exit"] == 0 and found["gc_said"] == f"the store at {root} is read-only here: nothing deleted\n"
         assert _tree(root) == before  # nothing was written, nothing removed
         imported = SnapshotStore.memory()
         imported.import_archive(out / "backup.snaparchive")

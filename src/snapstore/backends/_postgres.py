@@ -139,12 +139,15 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _CONNECT_ALLOWANCE = 5.0
 #: errors that say this connection may not write, by SQLSTATE: a ReadOnlyStoreError, as a read-only folder gives
 _INSUFFICIENT_PRIVILEGE = "42501"
+_READ_ONLY_TRANSACTION = "25006"  # a standby, default_transaction_read_only
 _READ_ONLY_STATES = {
     _INSUFFICIENT_PRIVILEGE: "its role may not write the store's tables",
-    "25006": "the server takes no writes",  # read_only_sql_transaction: a standby, default_transaction_read_only
+    _READ_ONLY_TRANSACTION: "the server takes no writes",
 }
 #: seconds a lock waits for the pool to make a connection before it makes one of its own
-_POOL_CONNECT_WAIT = 1.0
+_POOL_CONNECT_WAIT = 0.25
+#: seconds after a lock made its own connection in which the next ones do not wait for the pool
+_STALLED_FOR = 2.0
 #: a read's rows by position (the segment's own row is -1)
 _position = itemgetter(0)
 
@@ -250,7 +253,12 @@ class PostgresBackend(Backend):
         #: connections a lock made outside the pool (``_lock_connection``), closed when it lets go
         self._unpooled: weakref.WeakSet[Any] = weakref.WeakSet()
         self._unpooled_count = 0
+        #: pooled lock connections this backend's locks hold now (the pool's own count has its
+        #: connection attempts in it, which wait out a back-off while the server is down)
+        self._pooled_out = 0
         self._unpooled_mutex = threading.Lock()
+        self._read_only_reason: str | None = None
+        self._own_made_at = -math.inf  # when a lock last made a connection of its own
         self._layout_version = SCHEMA_VERSION
         self._create = create
 
@@ -318,27 +326,44 @@ class PostgresBackend(Backend):
                         self._upgrade_plain_rows(conn, schema)
                     self._create_tables(conn, schema)
                     found = self._read_version(conn, schema)
-                self.read_only = self._cannot_write(conn, schema)
+                self._read_only_reason = self._cannot_write(conn, schema)
+                self.read_only = self._read_only_reason is not None
         except psycopg.Error as exc:
             raise self._driver_error("open store", exc) from exc
         self._layout_version = self._check_version(found, schema)
         return schema
 
-    def _cannot_write(self, conn: psycopg.Connection[Any], schema: str) -> bool:
-        """Whether this connection's role may not write the store (a role granted SELECT only), or
-        the server takes no writes (a standby, ``default_transaction_read_only``)."""
+    def _cannot_write(self, conn: psycopg.Connection[Any], schema: str) -> str | None:
+        """Why this connection may not write the store, None when it may: the server takes no writes
+        (a standby, ``default_transaction_read_only``), or its role lacks a privilege a write uses
+        (granted SELECT only, or INSERT without DELETE)."""
         tables = self._tables(schema)
-        names = [tables[name].as_string(conn) for name in ("meta", "entries", "sequence")]
-        meta, entries, sequence = names
+        meta, entries, sequence = (tables[name].as_string(conn) for name in ("meta", "entries", "sequence"))
         # one privilege a call: given several, has_table_privilege says whether any is held
         row = conn.execute(
-            "SELECT current_setting('transaction_read_only') = 'on'"
-            " OR NOT (has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')"
+            "SELECT current_setting('transaction_read_only') = 'on',"
+            " has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')"
             " AND has_table_privilege(%s, 'DELETE') AND has_table_privilege(%s, 'INSERT')"
-            " AND has_table_privilege(%s, 'DELETE') AND has_sequence_privilege(%s, 'USAGE'))",
-            [meta, meta, meta, entries, entries, sequence],
+            " AND has_table_privilege(%s, 'DELETE')"
+            " AND (has_sequence_privilege(%s, 'USAGE') OR has_sequence_privilege(%s, 'UPDATE'))",
+            [meta, meta, meta, entries, entries, sequence, sequence],
         ).fetchone()
-        return bool(row and row[0])
+        if row is None:
+            return None
+        if row[0]:
+            return _READ_ONLY_STATES[_READ_ONLY_TRANSACTION]
+        return None if row[1] else _READ_ONLY_STATES[_INSUFFICIENT_PRIVILEGE]
+
+    def _writable(self, action: str) -> None:
+        """Refuse a write to a store opened read-only before it reaches the server: a role allowed
+        some writes and not others would otherwise make some and fail at the next that needs more
+        (a reclaim's DELETE), leaving its sessions stuck."""
+        if self.read_only:
+            raise ReadOnlyStoreError(
+                f"PostgreSQL: cannot {action}: the store at {self.describe()} is read-only here "
+                f"({self._read_only_reason}; as found when the store was opened)",
+                {"url": self._display, "action": action, "reason": "read-only"},
+            )
 
     def _refuse_foreign(self, conn: psycopg.Connection[Any], schema: str) -> None:
         """Refuse a table, sequence or index named as one of the store's that snapstore did not make,
@@ -612,6 +637,7 @@ class PostgresBackend(Backend):
         return None if row is None else bytes(row[0])
 
     def write_config(self, name: str, value: bytes) -> None:
+        self._writable(f"write config {name}")
         value = check_config_value(check_config_name(name), value)
 
         def write(conn: Any) -> None:
@@ -668,6 +694,7 @@ class PostgresBackend(Backend):
         return read_stream(first, [data for _pos, _size, data in rows[1:]] + [tail], size, start)
 
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
+        self._writable("append to segment")
         check_session_key(key)
         check_segment(segment)
         check_position(expected_end, "expected_end")
@@ -689,6 +716,7 @@ class PostgresBackend(Backend):
         return int(row[0])
 
     def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
+        self._writable("replace segment")
         check_session_key(key)
         check_segment(segment)
         params = _whole_segment_params(key, segment, frame_entries(entry_list(entries)))
@@ -700,6 +728,7 @@ class PostgresBackend(Backend):
         self._on_session(key, "replace segment", replace, write=True, segment=segment)
 
     def drop_segments(self, key: str, segments: Iterable[int]) -> None:
+        self._writable("drop segments")
         check_session_key(key)
         numbers = [check_segment(s) for s in segments]
         if not numbers:
@@ -708,6 +737,7 @@ class PostgresBackend(Backend):
         self._on_session(key, "drop segments", lambda conn: conn.execute(self._q["drop_segments"], params), write=True)
 
     def delete_session(self, key: str) -> bool:
+        self._writable("delete session")
         check_session_key(key)
         row = self._on_session(
             key,
@@ -719,6 +749,7 @@ class PostgresBackend(Backend):
         return bool(row and row[0])
 
     def swap_in_session(self, staged: str, key: str) -> None:
+        self._writable("swap in session")
         check_session_key(staged)
         check_session_key(key)
         if self._held(key) is None:  # outside the lock's transaction the delete would stand alone
@@ -743,6 +774,8 @@ class PostgresBackend(Backend):
     def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:
         """Staged histories an interrupted replace left, once begun ``STAGED_GRACE_SECONDS`` ago
         (the rows keep no time of their own), each deleted holding its lock, never while it is held."""
+        if self.read_only:
+            return 0
         begun_before = time.time() - max(grace_seconds, STAGED_GRACE_SECONDS)
         removed = 0
         for key in self._keys():
@@ -772,6 +805,7 @@ class PostgresBackend(Backend):
         check_session_key(key)
         check_timeout(timeout)
         self._check_open(f"lock session {key}")
+        self._writable(f"write session {key}")
         return self._held_lock(key, timeout, read_from)
 
     @contextmanager
@@ -827,21 +861,26 @@ class PostgresBackend(Backend):
         connect_by: float | None = None
         while True:
             stats = self._lock_pool.get_stats()
-            size, most = stats.get("pool_size", 0), stats.get("pool_max", 1)
-            free = stats.get("pool_available", 0) > 0 or size < most
+            most = stats.get("pool_max", 1)
+            # taken: held by this process's locks (the pool's own size counts the connection attempts
+            # it makes, which wait out a back-off of seconds while the server is down)
+            free = stats.get("pool_available", 0) > 0 or self._lock_connections_held() < most
             now = time.monotonic()
             left = None if timeout is None else max(timeout - (now - started), 0.0)
             if free:
                 if connect_by is None:
                     connect_by = now + max(self._pool_timeout if left is None else left, _CONNECT_ALLOWANCE)
-                pool_wait = min(max(connect_by - now, 0.0), _POOL_CONNECT_WAIT)
+                # while the pool gave none lately, only an idle one is taken from it: each lock would
+                # otherwise wait the whole of its back-off's remainder a quarter second at a time
+                stalled = now - self._own_made_at < _STALLED_FOR
+                pool_wait = 0.0 if stalled else min(max(connect_by - now, 0.0), _POOL_CONNECT_WAIT)
             else:
                 pool_wait = self._pool_timeout if left is None else left
             try:
                 conn = self._lock_pool.getconn(timeout=pool_wait)
             except PoolTimeout as exc:
                 if free:
-                    own = self._own_connection(key, size, most)
+                    own = self._own_connection(key, most)
                     if own is not None:
                         return own
                     if connect_by is not None and time.monotonic() < connect_by:
@@ -855,15 +894,21 @@ class PostgresBackend(Backend):
                 raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
             else:
                 if not _closed_by_server(conn) or dead >= most:
+                    with self._unpooled_mutex:
+                        self._pooled_out += 1
                     return conn
                 dead += 1
                 self._lock_pool.putconn(conn)  # closed: the pool drops it and makes another
 
-    def _own_connection(self, key: str, pooled: int, most: int) -> Any:
-        """A lock's connection of its own, when those and the pool's ``pooled`` stay within ``most``
-        (else None); when the server does not answer, that is the error."""
+    def _lock_connections_held(self) -> int:
         with self._unpooled_mutex:
-            if self._unpooled_count + pooled >= most:
+            return self._unpooled_count + self._pooled_out
+
+    def _own_connection(self, key: str, most: int) -> Any:
+        """A lock's connection of its own, when those and the pooled ones locks hold stay within
+        ``most`` (else None); when the server does not answer, that is the error."""
+        with self._unpooled_mutex:
+            if self._unpooled_count + self._pooled_out >= most:
                 return None
             self._unpooled_count += 1
         try:
@@ -875,6 +920,7 @@ class PostgresBackend(Backend):
                 raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
             raise
         self._unpooled.add(conn)
+        self._own_made_at = time.monotonic()
         return conn
 
     def _begin_locked(
@@ -951,6 +997,8 @@ class PostgresBackend(Backend):
                 self._unpooled_count -= 1
             conn.close()
             return
+        with self._unpooled_mutex:
+            self._pooled_out -= 1
         self._lock_pool.putconn(conn)
 
     def _discard(self, conn: Any) -> None:

@@ -67,9 +67,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
     with open_store(args) as store, Progress() as progress:
         progress.status(f"collecting unreferenced data in {store.describe()}")
         report = store.gc(dry_run=args.dry_run)
-    if not emit(args, {**public_fields(report), "dry_run": args.dry_run}):
+    read_only = store.read_only
+    if not emit(args, {**public_fields(report), "dry_run": args.dry_run, "read_only": read_only}):
         if args.dry_run:
             say("dry run: nothing deleted")
+        elif read_only:
+            say(f"the store at {store.describe()} is read-only here: nothing deleted")
         else:
             squashed = f", squashed {count(report.segments_squashed, 'segment')}" if report.segments_squashed else ""
             say(
