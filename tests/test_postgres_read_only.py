@@ -4,6 +4,7 @@ as a read-only folder's are, with nothing written."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,89 @@ def test_a_server_that_takes_no_writes_refuses_to_make_a_store_as_read_only(
     assert raised.value.details["sqlstate"] == "25006"
     with SnapshotStore(PostgresBackend(reader, schema=schema)) as store:  # the one there reads
         assert store.read_only and store.session("campaign").snapshot_ids()
+
+
+def test_upgrade_on_a_current_store_by_a_read_only_role_has_nothing_to_do(
+    read_only_url: tuple[str, str, str],
+) -> None:
+    """``snapstore upgrade`` takes a lock before it finds the store current: refusing every lock on
+    a read-only store made it fail there (a write it never makes)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstore.upgrade import upgrade_store
+
+    _owner, reader, schema = read_only_url
+    found = conninfo_to_dict(reader)
+    url = (
+        f"postgresql://{found['user']}@{found['host']}:{found['port']}/{found['dbname']}"
+        f"?options=-csearch_path%3D{schema}"
+    )
+    assert upgrade_store(url).upgraded is False
+
+
+def test_a_role_that_may_not_update_the_entries_table_opens_the_store_read_only(
+    read_only_url: tuple[str, str, str],
+) -> None:
+    """Replacing a session (a LangGraph saver's prune, ``store.replacing``) renames its rows: a role
+    with every other privilege opened the store writable and failed there, part way through."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    owner, reader, schema = read_only_url
+    role = conninfo_to_dict(reader)["user"]
+    _grant(
+        owner,
+        schema,
+        role,
+        "GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        "REVOKE UPDATE ON {schema}.snapstore_entries FROM {role}",
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+    )
+    with SnapshotStore(PostgresBackend(reader, schema=schema)) as store:
+        assert store.read_only
+
+
+def test_a_lock_takes_an_idle_pooled_connection_after_one_made_its_own(read_only_url: tuple[str, str, str]) -> None:
+    """For two seconds after a lock made its own connection (the pool in its back-off after an
+    outage), locks take an idle pooled connection without waiting: asking the pool with a wait of 0
+    never looked at its idle ones, so every lock made its own for as long as commits kept coming."""
+    from snapstore.backends._postgres import PostgresBackend
+
+    owner, _reader, schema = read_only_url
+    backend = PostgresBackend(owner, schema=schema, lock_pool_size=2)
+    with SnapshotStore(backend) as store:
+        sess = store.session("campaign")
+        sess.commit({"turn": 4})  # the lock pool now holds an idle connection
+        made = backend._own_made_at = time.monotonic()  # as right after a lock made its own
+        for turn in range(5, 8):
+            sess.commit({"turn": turn})
+        assert backend._own_made_at == made  # none made: the idle pooled one was taken each time
+
+
+
+def test_a_lock_interrupted_while_it_commits_lets_its_connection_go(read_only_url: tuple[str, str, str]) -> None:
+    """Ctrl-C landing in the lock's COMMIT: the connection was neither given back nor closed, and
+    with one lock connection every later lock of the process waited for it, then reported a lock
+    timeout. The connection is closed (which ends its transaction and the lock on the server)."""
+    from snapstore.backends._postgres import PostgresBackend
+
+    owner, _reader, schema = read_only_url
+    backend = PostgresBackend(owner, schema=schema, lock_pool_size=1)
+    try:
+        with pytest.raises(KeyboardInterrupt), backend.lock_session("a", 1.0):
+            held = backend._held("a")
+            assert held is not None
+            real = held.conn.execute
+
+            def interrupted(query: Any, *args: Any, **kwargs: Any) -> Any:
+                if query == "COMMIT":
+                    raise KeyboardInterrupt
+                return real(query, *args, **kwargs)
+
+            held.conn.execute = interrupted
+        assert backend._lock_connections_held() == 0
+        with backend.lock_session("a", 1.0):  # before: LockTimeoutError, the one connection kept
+            pass
+    finally:
+        backend.close()

@@ -148,6 +148,8 @@ _READ_ONLY_STATES = {
 _POOL_CONNECT_WAIT = 0.25
 #: seconds after a lock made its own connection in which the next ones do not wait for the pool
 _STALLED_FOR = 2.0
+#: the shortest wait asked of the lock pool (a wait of 0 is refused before idle connections are looked at)
+_MIN_POOL_WAIT = 0.005
 #: a read's rows by position (the segment's own row is -1)
 _position = itemgetter(0)
 
@@ -344,9 +346,9 @@ class PostgresBackend(Backend):
             "SELECT current_setting('transaction_read_only') = 'on',"
             " has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')"
             " AND has_table_privilege(%s, 'DELETE') AND has_table_privilege(%s, 'INSERT')"
-            " AND has_table_privilege(%s, 'DELETE')"
+            " AND has_table_privilege(%s, 'UPDATE') AND has_table_privilege(%s, 'DELETE')"
             " AND (has_sequence_privilege(%s, 'USAGE') OR has_sequence_privilege(%s, 'UPDATE'))",
-            [meta, meta, meta, entries, entries, sequence, sequence],
+            [meta, meta, meta, entries, entries, entries, sequence, sequence],
         ).fetchone()
         if row is None:
             return None
@@ -637,7 +639,7 @@ class PostgresBackend(Backend):
         return None if row is None else bytes(row[0])
 
     def write_config(self, name: str, value: bytes) -> None:
-        self._writable(f"write config {name}")
+        self._writable(f"write the store's setting {name}")
         value = check_config_value(check_config_name(name), value)
 
         def write(conn: Any) -> None:
@@ -694,8 +696,8 @@ class PostgresBackend(Backend):
         return read_stream(first, [data for _pos, _size, data in rows[1:]] + [tail], size, start)
 
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:
-        self._writable("append to segment")
         check_session_key(key)
+        self._writable(f"write session {key}")
         check_segment(segment)
         check_position(expected_end, "expected_end")
         params = _append_params(key, segment, frame_entries(entry_list(entries)), expected_end)
@@ -716,8 +718,8 @@ class PostgresBackend(Backend):
         return int(row[0])
 
     def replace_segment(self, key: str, segment: int, entries: Iterable[bytes]) -> None:
-        self._writable("replace segment")
         check_session_key(key)
+        self._writable(f"rewrite session {key}")
         check_segment(segment)
         params = _whole_segment_params(key, segment, frame_entries(entry_list(entries)))
 
@@ -728,8 +730,8 @@ class PostgresBackend(Backend):
         self._on_session(key, "replace segment", replace, write=True, segment=segment)
 
     def drop_segments(self, key: str, segments: Iterable[int]) -> None:
-        self._writable("drop segments")
         check_session_key(key)
+        self._writable(f"reclaim segments of session {key}")
         numbers = [check_segment(s) for s in segments]
         if not numbers:
             return
@@ -737,8 +739,8 @@ class PostgresBackend(Backend):
         self._on_session(key, "drop segments", lambda conn: conn.execute(self._q["drop_segments"], params), write=True)
 
     def delete_session(self, key: str) -> bool:
-        self._writable("delete session")
         check_session_key(key)
+        self._writable(f"delete session {key}")
         row = self._on_session(
             key,
             "delete session",
@@ -749,7 +751,7 @@ class PostgresBackend(Backend):
         return bool(row and row[0])
 
     def swap_in_session(self, staged: str, key: str) -> None:
-        self._writable("swap in session")
+        self._writable(f"replace session {key}")
         check_session_key(staged)
         check_session_key(key)
         if self._held(key) is None:  # outside the lock's transaction the delete would stand alone
@@ -805,7 +807,6 @@ class PostgresBackend(Backend):
         check_session_key(key)
         check_timeout(timeout)
         self._check_open(f"lock session {key}")
-        self._writable(f"write session {key}")
         return self._held_lock(key, timeout, read_from)
 
     @contextmanager
@@ -848,43 +849,44 @@ class PostgresBackend(Backend):
     def _lock_connection(self, key: str, timeout: float | None, started: float) -> Any:
         """A connection for a lock's transaction.
 
-        When every lock connection of this process is taken, the writers holding them are
-        ahead in the queue: waiting for one counts against the lock timeout. Otherwise a
-        connection is idle or about to be made, which is not waiting for a writer: that
-        gets ``_CONNECT_ALLOWANCE`` seconds even with a shorter timeout. A pool whose
-        connections failed while the server was down waits out a back-off of seconds before
-        it connects again: after ``_POOL_CONNECT_WAIT`` the lock makes a connection of its own
-        instead, closed when it lets go, as long as those and the pool's stay within
-        ``lock_pool_size``.
+        When every lock connection of this process is taken (held by its locks), the writers
+        holding them are ahead in the queue: waiting for one counts against the lock timeout.
+        Otherwise a connection is idle or about to be made, which is not waiting for a writer:
+        that gets ``_CONNECT_ALLOWANCE`` seconds even with a shorter timeout. A pool whose
+        connections failed while the server was down waits out a back-off of seconds before it
+        connects again (its attempts counted in its size): after ``_POOL_CONNECT_WAIT`` the lock
+        makes a connection of its own instead, closed when it lets go, while this process's
+        locks hold fewer than ``lock_pool_size``; for ``_STALLED_FOR`` seconds after one was made,
+        locks take an idle pooled connection or make their own without waiting.
         """
         dead = 0
         connect_by: float | None = None
+        capped = False
         while True:
             stats = self._lock_pool.get_stats()
             most = stats.get("pool_max", 1)
-            # taken: held by this process's locks (the pool's own size counts the connection attempts
-            # it makes, which wait out a back-off of seconds while the server is down)
             free = stats.get("pool_available", 0) > 0 or self._lock_connections_held() < most
             now = time.monotonic()
             left = None if timeout is None else max(timeout - (now - started), 0.0)
-            if free:
-                if connect_by is None:
-                    connect_by = now + max(self._pool_timeout if left is None else left, _CONNECT_ALLOWANCE)
-                # while the pool gave none lately, only an idle one is taken from it: each lock would
-                # otherwise wait the whole of its back-off's remainder a quarter second at a time
-                stalled = now - self._own_made_at < _STALLED_FOR
-                pool_wait = 0.0 if stalled else min(max(connect_by - now, 0.0), _POOL_CONNECT_WAIT)
+            if free and connect_by is None:
+                connect_by = now + max(self._pool_timeout if left is None else left, _CONNECT_ALLOWANCE)
+            connecting = free and connect_by is not None and now < connect_by
+            if connecting:
+                assert connect_by is not None
+                stalled = not capped and now - self._own_made_at < _STALLED_FOR
+                pool_wait = _MIN_POOL_WAIT if stalled else min(connect_by - now, _POOL_CONNECT_WAIT)
             else:
                 pool_wait = self._pool_timeout if left is None else left
             try:
-                conn = self._lock_pool.getconn(timeout=pool_wait)
+                # never 0: psycopg_pool then raises at once, without looking at its idle connections
+                conn = self._lock_pool.getconn(timeout=max(pool_wait, _MIN_POOL_WAIT))
             except PoolTimeout as exc:
-                if free:
+                if connecting:
                     own = self._own_connection(key, most)
                     if own is not None:
                         return own
-                    if connect_by is not None and time.monotonic() < connect_by:
-                        continue  # the pool is connecting, and this process's connections are all made
+                    capped = True  # this process's locks hold them all: wait for one (not a spin)
+                    continue
                 if self._probe() is not None:  # the server does not answer: that is the error
                     raise self._driver_error(f"lock session {key}", exc, session_key=key) from exc
                 if timeout is not None:
@@ -971,8 +973,10 @@ class PostgresBackend(Backend):
         conn, key, failed = held.conn, held.key, held.failed
         try:
             conn.execute("COMMIT" if commit and failed is None else "ROLLBACK")
-        except psycopg.Error as exc:
-            self._discard(conn)
+        except BaseException as exc:
+            self._discard(conn)  # (Ctrl-C meanwhile too: closing ends the transaction and its lock)
+            if not isinstance(exc, psycopg.Error):
+                raise
             if commit:
                 raise BackendError(
                     f"PostgreSQL: the writes made under session {key}'s lock may not have been committed "
