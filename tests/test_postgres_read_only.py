@@ -86,12 +86,14 @@ def test_a_select_only_role_reads_everything_and_every_write_is_refused_as_read_
     assert _rows(owner, schema) == before
 
 
-def _grant(owner: str, schema: str, role: str, *grants: str) -> None:
+def _grant(store: tuple[str, str, str], *grants: str) -> None:
+    """Each of ``grants`` run by the owner for the reader's role of the fixture's ``store``."""
     import psycopg
 
+    owner, _reader, schema = store
     with psycopg.connect(owner, autocommit=True) as admin:
         for grant in grants:
-            admin.execute(grant.format(schema=f'"{schema}"', role=f'"{role}"'))
+            admin.execute(grant.format(schema=f'"{schema}"', role=f'"reader_{schema}"'))
 
 
 def test_a_role_that_may_write_in_part_is_refused_every_write_before_it_reaches_the_server(
@@ -101,16 +103,12 @@ def test_a_role_that_may_write_in_part_is_refused_every_write_before_it_reaches_
     the client. Before, the writes the server allowed went through while ``read_only`` said true,
     until the first that needed a DELETE (a reclaim) failed as a plain BackendError, every commit
     after it too: the session stuck for that role."""
-    from psycopg.conninfo import conninfo_to_dict
 
     from snapstore.backends._postgres import PostgresBackend
 
     owner, reader, schema = read_only_url
-    role = conninfo_to_dict(reader)["user"]
     _grant(
-        owner,
-        schema,
-        role,
+        read_only_url,
         "GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA {schema} TO {role}",
         "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
     )
@@ -133,9 +131,7 @@ def test_a_role_that_may_write_in_part_is_refused_every_write_before_it_reaches_
     assert _rows(owner, schema) == before
     # every table privilege, and UPDATE on the sequence instead of USAGE (nextval takes either)
     _grant(
-        owner,
-        schema,
-        role,
+        read_only_url,
         "GRANT DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
         "REVOKE USAGE ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}",
         "GRANT UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
@@ -153,19 +149,17 @@ def test_read_only_is_what_the_role_may_do_and_a_refused_read_is_no_read_only_er
     not read either, or a read refused after the store was opened, is the server's error, not
     "read-only"; and the error raised while the store is being opened is a BackendError (it was an
     AttributeError: the message named the schema before there was one)."""
-    from psycopg.conninfo import conninfo_to_dict
 
     from snapstore.backends._postgres import PostgresBackend
     from snapstore.errors import BackendError
 
-    owner, reader, schema = read_only_url
-    role = conninfo_to_dict(reader)["user"]
-    _grant(owner, schema, role, "GRANT INSERT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    _owner, reader, schema = read_only_url
+    _grant(read_only_url, "GRANT INSERT ON ALL TABLES IN SCHEMA {schema} TO {role}")
     with SnapshotStore(PostgresBackend(reader, schema=schema)) as store:
         assert store.read_only  # no UPDATE or DELETE on its tables, no USAGE of its sequence
         sess = store.session("campaign")
         assert sess.state(sess.snapshot_ids()[-1])["turn"] == 3
-        _grant(owner, schema, role, "REVOKE SELECT ON ALL TABLES IN SCHEMA {schema} FROM {role}")
+        _grant(read_only_url, "REVOKE SELECT ON ALL TABLES IN SCHEMA {schema} FROM {role}")
         with pytest.raises(BackendError) as raised:
             store.session("campaign", create=False).snapshot_ids()
         assert type(raised.value) is BackendError and "permission denied" in str(raised.value)
@@ -178,15 +172,13 @@ def test_a_server_that_takes_no_writes_refuses_to_make_a_store_as_read_only(
     read_only_url: tuple[str, str, str],
 ) -> None:
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict
 
     from snapstore.backends._postgres import PostgresBackend
 
     owner, reader, schema = read_only_url
-    role = conninfo_to_dict(reader)["user"]
-    _grant(owner, schema, role, "GRANT CREATE ON SCHEMA {schema} TO {role}")
+    _grant(read_only_url, "GRANT CREATE ON SCHEMA {schema} TO {role}")
     with psycopg.connect(owner, autocommit=True) as admin:
-        admin.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+        admin.execute(f'ALTER ROLE "reader_{schema}" SET default_transaction_read_only = on')
     with pytest.raises(ReadOnlyStoreError, match="read-only here") as raised:
         SnapshotStore(PostgresBackend(reader, schema=schema, table_prefix="another_"))  # no tables yet
     assert raised.value.details["sqlstate"] == "25006"
@@ -217,16 +209,12 @@ def test_a_role_that_may_not_update_the_entries_table_opens_the_store_read_only(
 ) -> None:
     """Replacing a session (a LangGraph saver's prune, ``store.replacing``) renames its rows: a role
     with every other privilege opened the store writable and failed there, part way through."""
-    from psycopg.conninfo import conninfo_to_dict
 
     from snapstore.backends._postgres import PostgresBackend
 
-    owner, reader, schema = read_only_url
-    role = conninfo_to_dict(reader)["user"]
+    _owner, reader, schema = read_only_url
     _grant(
-        owner,
-        schema,
-        role,
+        read_only_url,
         "GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
         "REVOKE UPDATE ON {schema}.snapstore_entries FROM {role}",
         "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
