@@ -252,7 +252,7 @@ def test_a_read_another_saver_rewrites_the_thread_under_reads_it_as_it_is_after(
 ) -> None:
     """A reader found the thread's head (the index naming where each checkpoint and its writes are),
     then another saver rewrote the thread before the reader read what the index named: the read
-    raised SnapshotNotFound (one read in five or so while another process kept deleting a run).
+    raised SnapshotNotFound.
     The read now reads the head again and answers from the thread as the rewrite left it; a listing
     gives what it read before the rewrite, then the thread as it is after."""
     with SnapshotStore.open(tmp_path / "store") as store:

@@ -10,25 +10,29 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cli_support import SRC
 from conftest import make_read_only
 from snapstore import SnapshotStore
 
-_CHECK = """
-import json, os, sys
-# everything imported first: the interpreter's own files may not be readable by nobody
+#: the start of a script run by ``_run_as_reader``: everything it may load, loaded first (the
+#: interpreter's own files may not be readable by nobody), then, under root, it becomes nobody
+_AS_READER = """
+import contextlib, gettext, importlib, io, json, locale, os, pkgutil, sys
+import snapstore
 from snapstore import SnapshotStore
-from snapstore.errors import ReadOnlyStoreError
-import snapstore.archive, snapstore.archive.exporter, snapstore.archive.importer, snapstore.upgrade
-import contextlib, io, locale, gettext, importlib, pkgutil
 from snapstore.cli import main
+from snapstore.errors import ReadOnlyStoreError
 for module in pkgutil.walk_packages(snapstore.__path__, "snapstore."):
     if not module.name.startswith(("snapstore.langgraph", "snapstore.backends._postgres", "snapstore.__main__")):
         importlib.import_module(module.name)
-if len(sys.argv) > 3:
+if sys.argv[-1] == "as-nobody":
     os.setgid(65534)
     os.setuid(65534)  # nobody: permissions bite (they do not for root)
+"""
+
+_CHECK = """
 store = SnapshotStore.open(sys.argv[1])
 sess = store.session("campaign")
 ids = sess.snapshot_ids()
@@ -65,6 +69,21 @@ print(json.dumps(found))
 """
 
 
+def _run_as_reader(script: str, *args: str) -> tuple[dict[str, Any], str]:
+    """What ``script`` (after ``_AS_READER``) printed last, as JSON, and its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    as_nobody = ["as-nobody"] if os.geteuid() == 0 else []
+    done = subprocess.run(
+        [sys.executable, "-c", _AS_READER + script, *args, *as_nobody],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
@@ -73,7 +92,6 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_every_read_works_and_every_write_is_refused_on_a_read_only_store() -> None:
-    as_root = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="snapstore-read-only-store-"))
     root, out = base / "store", base / "out"
     try:
@@ -86,11 +104,7 @@ def test_every_read_works_and_every_write_is_refused_on_a_read_only_store() -> N
         out.chmod(0o777)  # where the export goes: writable by the reader
         make_read_only(root)
         before = _tree(root)
-        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        args = [sys.executable, "-c", _CHECK, str(root), str(out), *(["as-nobody"] if as_root else [])]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
-        assert done.returncode == 0, done.stderr
-        found = json.loads(done.stdout)
+        found, _said = _run_as_reader(_CHECK, str(root), str(out))
         assert found["read_only"] is True
         assert found["sessions"] == ["campaign"] and found["snapshots"] == 5 and found["stats"] == 5
         assert found["last"] == {"turn": 4, "log": ["turn 0", "turn 1", "turn 2", "turn 3"], "hp": 1.0}
@@ -110,18 +124,6 @@ def test_every_read_works_and_every_write_is_refused_on_a_read_only_store() -> N
 
 
 _MAKE = """
-import json, os, sys
-from snapstore import SnapshotStore
-from snapstore.errors import ReadOnlyStoreError
-from snapstore.cli import main
-# everything the command loads, loaded first: the interpreter's own files may not be readable by nobody
-import locale, gettext, importlib, pkgutil, snapstore
-for module in pkgutil.walk_packages(snapstore.__path__, "snapstore."):
-    if not module.name.startswith(("snapstore.langgraph", "snapstore.backends._postgres", "snapstore.__main__")):
-        importlib.import_module(module.name)
-if len(sys.argv) > 2:
-    os.setgid(65534)
-    os.setuid(65534)
 found = {}
 try:
     SnapshotStore.open(sys.argv[1])
@@ -135,20 +137,15 @@ print(json.dumps(found))
 def test_making_a_store_in_a_folder_it_cannot_write_says_it_is_read_only() -> None:
     """An empty folder the process cannot write: opening a store there to make one is refused as
     read-only, not as "no snapstore store" (which reads as if the path were wrong), and nothing is made."""
-    as_root = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="snapstore-read-only-folder-"))
     folder = base / "store"
     try:
         folder.mkdir()
         base.chmod(0o755)
         folder.chmod(0o555)
-        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        args = [sys.executable, "-c", _MAKE, str(folder), *(["as-nobody"] if as_root else [])]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
-        assert done.returncode == 0, done.stderr
-        found = json.loads(done.stdout.splitlines()[-1])
+        found, said = _run_as_reader(_MAKE, str(folder))
         assert found["open"] == f"cannot make a snapstore store at {folder}: it is read-only here"
-        assert found["init"] == 1 and "read-only" in done.stderr and "no snapstore store" not in done.stderr
+        assert found["init"] == 1 and "read-only" in said and "no snapstore store" not in said
         assert list(folder.iterdir()) == []
     finally:
         for path, _dirs, _files in os.walk(base):

@@ -7,9 +7,9 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -32,11 +32,27 @@ from .lanes import Index, Lane, State, channel_values
 from .names import parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
+T = TypeVar("T")
 #: a put or put_writes built again this many times, each time another handle having committed
 #: first (nothing written by the attempts that lost), gives up with ConcurrentUpdateError
 ATTEMPTS = 20
 #: reads of a checkpoint that found the thread rewritten under them, before the last one's error is raised
 _READ_ATTEMPTS = 10
+
+
+def _reading_afresh(lane: Lane, read: Callable[[], T]) -> T:
+    """``read()`` of ``lane``, again from the store when another handle rewrote the thread between
+    its steps (it read the head, whose index names where each checkpoint and its writes are, and
+    the thread's sessions were replaced before it read what the index named): up to
+    ``_READ_ATTEMPTS`` times, then the last ``SnapshotNotFound`` is raised."""
+    for attempt in range(_READ_ATTEMPTS):
+        try:
+            return read()
+        except SnapshotNotFound:
+            if attempt == _READ_ATTEMPTS - 1:
+                raise
+            lane.read_afresh()
+    raise AssertionError("unreachable")
 
 
 def _ids(ids: Any, argument: str) -> list[Any]:
@@ -223,22 +239,19 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         configurable = config["configurable"]
         lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = get_checkpoint_id(config)
-        for attempt in range(_READ_ATTEMPTS):
-            try:
-                found = lane.load(checkpoint_id)
-                if found is None:
-                    return None
-                state, index = found
-                # a process that puts to this thread carries on from its head: the models get_tuple
-                # decodes from the head are kept for its next put (a reader only would pay for
-                # nothing, and an older checkpoint read meanwhile must not take the place of the head's)
-                kept = self.codec.inline and bool(lane.serialized) and lane.holds_head(state)
-                return self._tuple(lane, state["checkpoint_id"], state, index, kept=kept)
-            except SnapshotNotFound:
-                if attempt == _READ_ATTEMPTS - 1:
-                    raise
-                lane.read_afresh()  # another handle rewrote the thread between this read's steps
-        raise AssertionError("unreachable")
+
+        def read() -> CheckpointTuple | None:
+            found = lane.load(checkpoint_id)
+            if found is None:
+                return None
+            state, index = found
+            # a process that puts to this thread carries on from its head: the models get_tuple
+            # decodes from the head are kept for its next put (a reader only would pay for nothing,
+            # and an older checkpoint read meanwhile must not take the place of the head's)
+            kept = self.codec.inline and bool(lane.serialized) and lane.holds_head(state)
+            return self._tuple(lane, state["checkpoint_id"], state, index, kept=kept)
+
+        return _reading_afresh(lane, read)
 
     def _decode_kept(self, lane: Lane, values: State) -> State:
         out = {}
@@ -298,29 +311,16 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                         yield listed
 
     def _listed(self, lane: Lane, checkpoint_id: str, index: Index) -> tuple[CheckpointTuple | None, Index]:
-        """One checkpoint of a listing and the index it was read by. When another handle rewrote
-        the thread since the listing read its head (the index names a snapshot gone), the head is
-        read again and the listing goes on by the new one: a checkpoint the rewrite dropped is
-        skipped, as one it kept reads from where it is now."""
-        for attempt in range(_READ_ATTEMPTS):
-            try:
-                loaded = lane.load(checkpoint_id)
-                if loaded is None:
-                    return None, index
-                # by the index of the head as it is now, not as the listing began: writes stored for
-                # the checkpoint since are its pending writes, as get_tuple gives them
-                return self._tuple(lane, checkpoint_id, loaded[0], loaded[1]), loaded[1]
-            except SnapshotNotFound:
-                if attempt == _READ_ATTEMPTS - 1:
-                    raise
-                lane.read_afresh()
-                found = lane.head()
-                if found is None:
-                    return None, index
-                index = found[1]
-                if checkpoint_id not in index.rows:
-                    return None, index
-        raise AssertionError("unreachable")
+        """One checkpoint of a listing (None when it is no longer stored: a rewrite by another handle
+        dropped it) and the index of the head it was read by, else ``index``."""
+
+        def read() -> tuple[CheckpointTuple | None, Index]:
+            loaded = lane.load(checkpoint_id)  # by the head as it is now, not as the listing began:
+            if loaded is None:  # writes stored for the checkpoint since are its pending writes
+                return None, index
+            return self._tuple(lane, checkpoint_id, loaded[0], loaded[1]), loaded[1]
+
+        return _reading_afresh(lane, read)
 
     # -- writing -----------------------------------------------------------
     def put(
