@@ -681,6 +681,31 @@ def test_a_store_another_process_is_making_opens(tmp_path: Path) -> None:
         assert store.verify().ok and store.format == 3
 
 
+def test_a_store_whose_refusal_link_another_process_made_meanwhile_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race one step later (the suite met it once in 160 openings): the opener looked at
+    ``refs`` while the other process had made its folders but not yet its link, so it took the
+    folder for a format-1 store's; then it read the link, "2", and refused the store as "format
+    version 2". A link to "2" with no format of the store's own is always a store being made."""
+    from snapstore import SnapshotStore
+    from snapstore.backends._directory import DirectoryBackend
+    from snapstore.errors import SnapshotNotFound
+
+    root = tmp_path / "store"
+    for folder in ("config", "sessions", "refs/config"):
+        (root / folder).mkdir(parents=True)
+    os.symlink("2", root / "refs" / "config" / "format")
+    monkeypatch.setattr(DirectoryBackend, "_is_format_1_refusal", lambda self, name: False)  # looked too early
+    with pytest.raises(SnapshotNotFound, match="no snapstore store"):
+        SnapshotStore.open(root, create=False)
+    with SnapshotStore.open(root) as store:
+        store.session("s").commit({"n": 1})
+    monkeypatch.undo()
+    with SnapshotStore.open(root) as store:
+        assert store.verify().ok and store.format == 3
+
+
 def test_processes_opening_one_new_store_at_once_all_open_it(tmp_path: Path) -> None:
     """The race itself, with real processes: it does not come every run (the test above makes it
     certain), but a run that meets it must not fail."""

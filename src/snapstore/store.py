@@ -35,6 +35,8 @@ from .session import Session, check_max_snapshots, naming_timeouts, resolve_pref
 #: a format-2 store is read and written as format 2 (its deltas all patch their parents) until
 #: ``snapstore upgrade`` moves it to format 3, which also stores deltas against another base
 STORE_FORMAT = 3
+#: what a snapstore store's ``refs/config/format`` names, so that format-1 code refuses it
+FORMAT_1_REFUSAL = "2"
 READABLE_FORMATS = (2, 3)
 _READS = f"this build reads versions {READABLE_FORMATS[0]} to {STORE_FORMAT}"
 FORMAT_CONFIG = "format"
@@ -182,7 +184,11 @@ class SnapshotStore:
                     f"run `snapstore --store {self.describe()} upgrade` (or SnapshotStore.upgrade(path))",
                     {"path": self.describe(), "version": legacy, "supported": STORE_FORMAT, "upgrade": True},
                 )
-            if legacy is not None and legacy != str(STORE_FORMAT):
+            # "2" with no format of its own is the link that makes format-1 code refuse a store, which
+            # every snapstore store holds (format.md §6): one whose making has not finished (another
+            # process is between the link and the format, or was killed there). Its format is written
+            # below, or, not creating, there is no store yet
+            if legacy is not None and legacy not in (str(STORE_FORMAT), FORMAT_1_REFUSAL):
                 shown = legacy if len(legacy) <= 4 and legacy.isdigit() else None
                 what = f"format version {shown}" if shown else "an unreadable format ref"
                 raise FormatVersionError(
