@@ -130,6 +130,16 @@ def test_serialized_bytes_are_kept_in_pieces_that_join_back_exactly(data: bytes)
         assert all(max(map(ord, piece), default=0) < 256 for piece in pieces[0::2])
 
 
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_CRAFTED) | st.binary(max_size=300), min_size=2, max_size=8))
+def test_a_message_list_joins_to_the_bytes_of_its_messages_one_after_another(values: list[bytes]) -> None:
+    # a list read in one serializer call: each node's bytes, in order, whatever pieces they are in
+    nodes = [[encoding.SERIALIZED_TAG, encoding.MSGPACK, *encoding.serialized_pieces(v)] for v in values]
+    assert encoding._packed_bytes(nodes) == b"\xdd" + len(values).to_bytes(4, "big") + b"".join(values)
+    assert encoding._packed_bytes([*nodes, [encoding.SERIALIZED_TAG, "json", "{}"]]) is None
+    assert encoding._packed_bytes([*nodes, "plain"]) is None
+
 def test_bytes_that_open_as_binary_are_kept_whole_and_not_searched() -> None:
     """A ciphertext or a binary value holds no text: the first form of layout 4 searched it for runs
     all the same, a Python step per short run (found in review); it is kept in one piece, as layout 3

@@ -291,16 +291,34 @@ class ValueCodec:
     def _decode_list(self, elements: list[Any]) -> list[Any]:
         """A list's elements; under the stock serializer, a list of values it wrote as msgpack (a
         message list) in one call: a msgpack array of their bytes decodes to what each would alone."""
-        if self.inline and len(elements) > 1 and all(_packed(element) for element in elements):
-            joined = b"".join([serialized_bytes(element) for element in elements])
-            values = self.serde.loads_typed((MSGPACK, _ARRAY32 + len(elements).to_bytes(4, "big") + joined))
+        packed = _packed_bytes(elements) if self.inline and len(elements) > 1 else None
+        if packed is not None:
+            values = self.serde.loads_typed((MSGPACK, packed))
             if type(values) is list and len(values) == len(elements):
                 return values
         return [self.decode(element) for element in elements]
 
 
-def _packed(node: Any) -> bool:
-    return _serialized(node) and node[1] == MSGPACK
+def _packed_bytes(elements: list[Any]) -> bytes | None:
+    """A msgpack array of a list's elements when every one is a value the stock serializer wrote
+    as msgpack (None otherwise): the array's header, then ``serialized_bytes`` of each, with the
+    latin-1 pieces that stand side by side (a message's last and the next one's first) encoded as
+    one string, which halves the calls a long message list costs."""
+    parts = [_ARRAY32 + len(elements).to_bytes(4, "big")]
+    latin: list[str] = []
+    for node in elements:
+        if not (type(node) is list and len(node) >= 3 and node[0] == SERIALIZED_TAG and node[1] == MSGPACK):
+            return None
+        latin.append(node[2])
+        for position in range(3, len(node)):
+            if position % 2:  # a run of UTF-8 text
+                parts.append("".join(latin).encode("latin-1"))
+                parts.append(node[position].encode("utf-8"))
+                latin = []
+            else:
+                latin.append(node[position])
+    parts.append("".join(latin).encode("latin-1"))
+    return b"".join(parts)
 
 
 def _serialized(node: Any) -> bool:
