@@ -433,6 +433,25 @@ def test_scan_on_every_single_byte_mutation_and_truncation() -> None:
     count("fuzz: parser inputs", tried)
 
 
+
+def test_the_first_frame_alone_reads_as_a_whole_scan_reads_it() -> None:
+    """Opening a session reads a segment's first entry from its first frame alone: under every
+    changed byte and every truncation, that gives the entry a scan of everything gives first, or
+    none when the scan has none."""
+    body = SEGMENT[_framing.HEADER_SIZE :]
+    inputs = [body[:length] for length in range(len(body) + 1)]
+    for offset in range(min(len(body), 4 * _framing.FRAME_SIZE + len(ENTRIES[0]))):
+        for value in (body[offset] ^ 0x01, body[offset] ^ 0x80):
+            damaged = bytearray(body)
+            damaged[offset] = value
+            inputs.append(bytes(damaged))
+    for data in inputs:
+        whole = _framing.scan(data, 0).entries
+        alone = _framing.scan(_framing.first_frame(data), 0).entries
+        assert alone == whole[:1]
+    assert bytes(_framing.first_frame(body)) == body[: _framing.FRAME_SIZE + len(ENTRIES[0])]
+    count("fuzz: parser inputs", len(inputs))
+
 @pytest.mark.timeout(60)
 def test_scan_of_frames_claiming_huge_lengths_allocates_nothing() -> None:
     """Valid frame headers claiming up to 4 GiB: torn (at the end) or damage, never an allocation."""

@@ -600,7 +600,8 @@ class DirectoryBackend(Backend):
         data, _where = self._segment_bytes(key, segment, length=FIRST_ENTRY_READ)
         if len(data) < _framing.HEADER_SIZE or not _framing.header_ok(data):
             return super().read_first_entry(key, segment)  # empty, not written yet, or not a segment: as a read says
-        entries = _framing.scan(memoryview(data)[_framing.HEADER_SIZE :], _framing.HEADER_SIZE).entries
+        first = _framing.first_frame(memoryview(data)[_framing.HEADER_SIZE :])
+        entries = _framing.scan(first, _framing.HEADER_SIZE).entries
         return entries[0] if entries else super().read_first_entry(key, segment)
 
     def append(self, key: str, segment: int, entries: Iterable[bytes], expected_end: int) -> int:

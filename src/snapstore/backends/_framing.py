@@ -74,6 +74,18 @@ def file_id(data: bytes) -> int:
     return int.from_bytes(data[HEADER_SIZE - FILE_ID_SIZE : HEADER_SIZE], "big") if header_ok(data) else 0
 
 
+def first_frame(data: bytes | memoryview) -> memoryview:
+    """``data`` cut after its first frame when that frame's header is good and its body is all
+    there (otherwise ``data`` whole, for ``scan`` to say what is wrong): scanning the cut reads
+    the first entry without checking the frames after it."""
+    view = memoryview(data)
+    if len(view) >= FRAME_SIZE:
+        length, _body_check, head_check = FRAME.unpack_from(view, 0)
+        if length <= MAX_ENTRY and FRAME_SIZE + length <= len(view) and xxhash.xxh32_intdigest(view[:8]) == head_check:
+            return view[: FRAME_SIZE + length]
+    return view
+
+
 def scan(data: bytes | memoryview, offset: int) -> Scan:
     """Frames in ``data`` (the file from offset ``offset`` to its end), up to the first bad one."""
     view = memoryview(data)
