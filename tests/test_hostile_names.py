@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from snapstore import SnapshotStore
-from snapstore.errors import FormatVersionError
+from snapstore.errors import CorruptObjectError, FormatVersionError
 from snapstore.store import session_key
 
 
@@ -45,3 +45,22 @@ def test_a_planted_format_file_is_refused_without_quoting_it(tmp_path: Path) -> 
     with pytest.raises(FormatVersionError) as caught:
         SnapshotStore.open(root)
     assert "SECRET" not in str(caught.value) and "SECRET" not in repr(caught.value.details)
+
+
+def test_a_folder_that_holds_another_sessions_history_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """On a file system that folds case, the folder of session "Party" answers for "party" too; the
+    name its history records is read at opening, so one session never reads or takes another's
+    commits. Simulated by moving the folder to the other name's key; nothing is written."""
+    root = tmp_path / "store"
+    store = SnapshotStore.open(root)
+    store.session("Party").commit({"hp": 1})
+    store.close()
+    sessions = root / "sessions"
+    (sessions / session_key("Party")).rename(sessions / session_key("party"))
+    before = {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    again = SnapshotStore.open(root)
+    for create in (False, True):
+        with pytest.raises(CorruptObjectError, match="holds session 'Party', not 'party'"):
+            again.session("party", create=create)
+    again.close()
+    assert {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} == before
