@@ -8,6 +8,7 @@ thread read without an error; and a put another saver made meanwhile was dropped
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -302,3 +303,13 @@ def test_a_listing_the_same_saver_rewrites_half_way_goes_on_with_what_the_rewrit
         rest = [found.config["configurable"]["checkpoint_id"] for found in listing]
         kept = [row[0] for row in _thread(saver)]
         assert rest == [checkpoint_id for checkpoint_id in kept if checkpoint_id < first[-1]] and rest
+
+
+def test_an_unknown_prune_strategy_is_refused_before_anything_changes(saver: SnapstoreSaver) -> None:
+    _put_turns(saver, range(4))
+    before = _thread(saver)
+    with pytest.raises(ValueError, match="unknown prune strategy 'keep_oldest'"):
+        saver.prune(["t"], strategy="keep_oldest")
+    with pytest.raises(ValueError, match="unknown prune strategy 'KEEP_LATEST'"):
+        asyncio.run(saver.aprune(["t"], strategy="KEEP_LATEST"))
+    assert _thread(saver) == before

@@ -737,17 +737,6 @@ class Lane:
             self.read_again()
             return True
 
-    def delete(self) -> None:
-        with self.lock:
-            for name in self.names:
-                if self.store.has_session(name):
-                    self.store.delete_session(name)
-                self._heads.pop(name, None)
-                self._sessions.pop(name, None)
-            self._index = None
-            self.ciphertexts = None
-            self.serialized = {}
-
 
 def _refuse_a_newer_layout(name: str, state: State) -> None:
     """A head written by a later saver's layout, which this saver may not read or carry on right."""
