@@ -298,6 +298,60 @@ def test_current_writer_reproduces_golden_objects() -> None:
             assert codec.decode_object(key, new_blob, kind) == payload
 
 
+
+def test_a_damaged_version_1_object_is_refused_by_name_never_read_wrong() -> None:
+    """Upgrading reads version-1 objects: every changed byte and every truncation of a raw and a
+    zstd object gives back the exact payload (a change the format ignores: the reserved byte) or a
+    typed error naming the object, never other bytes and never a bare exception."""
+    zstd_payload = orjson.dumps({"log": ["the party rests"] * 20, "hp": 7})
+    cases = [(HP7_ID, HP7_OBJECT, HP7_PAYLOAD), (*codec.encode_object(Kind.STATE, zstd_payload), zstd_payload)]
+    assert cases[1][1][6] == codec.CODEC_ZSTD
+    tried = 0
+    for key, blob, payload in cases:
+        damaged = [blob[:length] for length in range(len(blob))]
+        for offset in range(len(blob)):
+            for value in (blob[offset] ^ 0x01, blob[offset] ^ 0x80, 0x00, 0xFF):
+                if value != blob[offset]:
+                    damaged.append(blob[:offset] + bytes([value]) + blob[offset + 1 :])
+        for data in damaged:
+            try:
+                found = codec.decode_object(key, data, Kind.STATE)
+            except SnapshotError as exc:
+                assert key in str(exc) or exc.details.get("object") == key, exc
+            else:
+                assert found == payload
+            tried += 1
+    assert tried > 5 * len(HP7_OBJECT)
+
+
+def test_a_malformed_version_1_record_or_session_document_is_refused_by_name() -> None:
+    """Every field of the golden store's records and session documents dropped, or given a value of
+    another type, and the payload cut or made not JSON: a typed error naming the object, or (where the
+    format allows the value) a parse that writes back what it read; never a bare exception."""
+    tried = 0
+    for key in object_keys(GOLDEN_STORE):
+        blob = object_path(GOLDEN_STORE, key).read_bytes()
+        kind, _codec, _size = codec.read_header(key, blob)
+        if kind not in (Kind.RECORD, Kind.SESSION):
+            continue
+        parse = SnapshotRecord.from_payload if kind == Kind.RECORD else SessionDoc.from_payload
+        payload = codec.decode_object(key, blob, kind)
+        body = orjson.loads(payload)
+        variants = [payload[:cut] for cut in (0, 1, len(payload) // 2, len(payload) - 1)] + [b"[]", b"null", b"\xff"]
+        for field in body:
+            variants.append(orjson.dumps({k: v for k, v in body.items() if k != field}))
+            for wrong in (None, "x", -1, 2**63, 1.5, True, [], {}, "0" * 32):
+                variants.append(orjson.dumps({**body, field: wrong}))
+        for data in variants:
+            try:
+                parsed = parse(key, data)
+            except SnapshotError as exc:
+                assert key in str(exc) or exc.details.get("object") == key, exc
+            else:
+                assert orjson.loads(parsed.to_payload()) == orjson.loads(data) or parsed.to_payload() == data
+            tried += 1
+    assert tried > 100
+
 # ---------------------------------------------------------------- newer versions are refused
 
 
