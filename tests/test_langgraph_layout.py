@@ -28,12 +28,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from snapstore import SnapshotStore
-from snapstore.errors import SnapshotError
+from snapstore.errors import CorruptObjectError, SnapshotError
 from snapstore.langgraph import SnapstoreSaver, encoding, lanes
 from test_langgraph_reads import _assert_fresh_reads_match
 
@@ -228,3 +229,11 @@ def test_a_head_of_a_later_layout_is_refused_by_name(tmp_path: Path, monkeypatch
         raised.value
     )
     assert raised.value.details["reason"] == "newer layout"
+
+
+@pytest.mark.parametrize("node", [[], ["Q", 1], ["S", "msgpack"], [1, 2], ["L", ["T"]], {"a": ["x"]}])
+def test_a_value_node_of_no_known_form_is_refused_as_damage(node: Any) -> None:
+    # a head passes its hash check first: only a crafted or damaged store holds such a node
+    codec = encoding.ValueCodec(JsonPlusSerializer())
+    with pytest.raises(CorruptObjectError, match="unknown array form"):
+        codec.decode(node)

@@ -203,6 +203,11 @@ def test_a_session_opened_without_create_must_exist(make_store: Callable[..., Sn
     store.delete_session("there")
     with pytest.raises(SnapshotNotFound):
         store.session("there", create=False)  # deleted: the handle kept is not handed out
+    after = store_contents(store)
+    for ask in (store.delete_session, store.session_usage):  # a session that is not there is named
+        with pytest.raises(SnapshotNotFound, match="session 'there' does not exist"):
+            ask("there")
+    assert store_contents(store) == after
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "..", "a\\b", "x..y", ".", "a\x00b", "tab\tname", 42, None])
