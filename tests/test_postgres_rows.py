@@ -118,3 +118,27 @@ def _tail(backend: Any, key: str, segment: int) -> bytes:
             binary=True,
         ).fetchone()
     return bytes(row[0])
+
+
+@pytest.mark.parametrize(
+    ("url", "settings", "error", "says"),
+    [
+        (42, {}, "BackendError", "a PostgreSQL URL is a str, not int"),
+        ("dbname=x bogus_option=1", {}, "BackendError", "invalid PostgreSQL URL"),
+        ("postgresql://u:secret@h/db", {"pool_size": 0}, "ValueError", "pool_size must be an integer of at least 1"),
+        ("postgresql://u:secret@h/db", {"lock_pool_size": True}, "ValueError", "lock_pool_size must be an integer"),
+        ("postgresql://u:secret@h/db", {"schema": ""}, "ValueError", "invalid schema name"),
+        ("postgresql://u:secret@h/db", {"schema": "s" * 64}, "ValueError", "longer than PostgreSQL's 63 bytes"),
+        ("postgresql://u:secret@h/db", {"table_prefix": "a-b"}, "ValueError", "invalid table prefix 'a-b'"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_connection(
+    url: Any, settings: dict[str, Any], error: str, says: str
+) -> None:
+    # no server: every one of these is refused before a connection is tried, and no password is shown
+    from snapstore.backends._postgres import PostgresBackend
+
+    with pytest.raises(Exception) as err:
+        PostgresBackend(url, **settings)
+    assert type(err.value).__name__ == error and says in str(err.value), err.value
+    assert "secret" not in str(err.value)
