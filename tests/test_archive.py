@@ -29,7 +29,7 @@ import zstandard
 from conftest import canonical
 from snapstore import FormatVersionError, SnapshotError, SnapshotNotFound, SnapshotStore
 from snapstore import archive as archive_module
-from snapstore.archive import ArchiveError, ExportReport, ImportReport, import_archive
+from snapstore.archive import ArchiveError, ExportReport, ImportReport, check_archive, import_archive
 from snapstore.archive import sessions as archive_sessions
 from snapstore.backends import MemoryBackend
 from snapstore.codec import MAX_OBJECT_SIZE, object_id
@@ -1122,6 +1122,22 @@ def test_a_write_failure_while_spooling_an_import_is_an_archive_error(archive: P
     assert str(spool) in details["message"] and "errno 27" in details["message"]
     assert contents(store) == before and not list(spool.iterdir())
 
+
+
+def test_an_archive_path_that_names_no_archive_file_is_an_archive_error(tmp_path: Path) -> None:
+    store = SnapshotStore.open(tmp_path / "target")
+    play(store.session("mine"), 3)
+    before = contents(store)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it to read would wait for a writer: refused before it is opened
+    cases = {tmp_path / "absent.snaparchive": "no such file", tmp_path: "it is a folder", fifo: "not a regular file"}
+    for path, says in cases.items():
+        for attempt in (lambda p: store.import_archive(p), check_archive):
+            with pytest.raises(ArchiveError) as err:
+                attempt(path)
+            assert f"cannot read archive {path}: " in str(err.value) and says in str(err.value)
+            assert err.value.details["path"] == str(path)
+    assert contents(store) == before
 
 # ---------------------------------------------------------------- every number read is range-checked
 

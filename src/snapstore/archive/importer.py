@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
@@ -16,6 +17,7 @@ import zstandard
 
 from .. import codec
 from ..errors import (
+    ArchiveError,
     CorruptObjectError,
     FormatVersionError,
     InvalidNameError,
@@ -81,7 +83,7 @@ def import_archive(
             f"on_conflict must be one of {', '.join(CONFLICT_POLICIES)}, not {on_conflict!r}",
             {"argument": "on_conflict", "value": repr(on_conflict)},
         )
-    with open(path, "rb") as source, _open_spool(str(path), spool_dir) as spool:
+    with _open_archive(path) as source, _open_spool(str(path), spool_dir) as spool:
         reader = _ArchiveReader(store, source, spool, str(path), max_size, progress)
         reader.spool_dir = spool_dir
         reader.read()
@@ -100,10 +102,31 @@ def check_archive(
     store's tables cannot be taken back as a folder can)."""
     from ..store import SnapshotStore
 
-    with open(path, "rb") as source, _open_spool(str(path), spool_dir) as spool:
+    with _open_archive(path) as source, _open_spool(str(path), spool_dir) as spool:
         reader = _ArchiveReader(SnapshotStore.memory(), source, spool, str(path), max_size, None)
         reader.spool_dir = spool_dir
         reader.read()
+
+
+def _open_archive(path: str | os.PathLike[str]) -> BinaryIO:
+    """The archive file, opened for reading; a path that names no file, a folder, or something that
+    is not a regular file (a FIFO would block the import until someone wrote to it) is an
+    ``ArchiveError`` naming the path."""
+    where = os.fspath(path)
+    try:
+        mode = os.stat(where).st_mode
+        if stat.S_ISREG(mode):
+            return open(where, "rb")
+        if stat.S_ISDIR(mode):
+            what = "it is a folder; give the path of an archive file"
+        else:
+            what = "it is not a regular file (a device, a FIFO or a socket)"
+        raise ArchiveError(f"cannot read archive {where}: {what}", {"path": where, "reason": "not a file"})
+    except OSError as exc:
+        why = "no such file" if isinstance(exc, FileNotFoundError) else f"{exc.strerror or exc} (errno {exc.errno})"
+        raise ArchiveError(
+            f"cannot read archive {where}: {why}", {"path": where, "errno": exc.errno, "reason": "read failed"}
+        ) from exc
 
 
 def _open_spool(archive: str, spool_dir: str | os.PathLike[str] | None) -> IO[bytes]:
