@@ -313,3 +313,26 @@ def test_an_unknown_prune_strategy_is_refused_before_anything_changes(saver: Sna
     with pytest.raises(ValueError, match="unknown prune strategy 'KEEP_LATEST'"):
         asyncio.run(saver.aprune(["t"], strategy="KEEP_LATEST"))
     assert _thread(saver) == before
+
+
+def test_a_saver_writing_many_threads_keeps_the_write_state_of_a_bounded_number(tmp_path: Path) -> None:
+    """A server that keeps one saver open writes thread after thread: the store keeps the write
+    state (head, open segment, compression stream) of twice the cached threads' sessions at most,
+    whatever the number of threads, and every thread reads back whole."""
+    import gc
+
+    from snapstore.session import Session
+
+    with SnapstoreSaver.from_conn_string(str(tmp_path / "store"), cached_threads=2) as saver:
+        assert saver.store.max_warm_sessions == 64  # the store's default: at least two a cached thread
+        saver.store.max_warm_sessions = 4
+        for thread in range(30):
+            _put_turns(saver, range(3), thread_id=f"t{thread}")
+        gc.collect()
+        streams = [o for o in gc.get_objects() if type(o) is Session and o._store is saver.store and o._stream]
+        assert len(streams) <= 4
+        assert len(saver.store._warm) <= 4
+        for thread in (0, 17, 29):
+            assert [row[1] for row in _thread(saver, f"t{thread}")] == [2, 1, 0]
+    with SnapstoreSaver.from_conn_string(":memory:", cached_threads=100) as many:
+        assert many.store.max_warm_sessions == 200

@@ -98,3 +98,59 @@ def test_commit_diff_and_rebuild_stay_within_the_bound(make: Callable[[], Any]) 
     peak, rebuilt = traced_peak(lambda: sess.state(first_id))
     assert orjson.dumps(rebuilt, option=orjson.OPT_SORT_KEYS) == orjson.dumps(before, option=orjson.OPT_SORT_KEYS)
     assert peak <= bound, f"a rebuild peaked at {peak / size:.1f}x the JSON size, bound {bound / size:.1f}x"
+
+
+def _streams_of(store: SnapshotStore) -> int:
+    """How many of the store's session handles hold a compression stream (of any in the process)."""
+    from snapstore.session import Session
+
+    gc.collect()
+    return sum(1 for found in gc.get_objects() if type(found) is Session and found._store is store and found._stream)
+
+
+@pytest.mark.parametrize("engine", ["memory", "directory"])
+def test_a_process_writing_many_sessions_keeps_the_write_state_of_a_bounded_number(engine: str, tmp_path: Any) -> None:
+    """A session written to keeps what makes its next commit cheap (its head state, the open
+    segment and its compression stream, up to a megabyte); only the ``max_warm_sessions`` written
+    to last keep it, however many sessions one handle writes, and a session that let it go reads
+    it back at its next use and commits as before."""
+    settings: dict[str, Any] = {"max_warm_sessions": 4}
+    store = SnapshotStore.memory(**settings) if engine == "memory" else SnapshotStore.open(tmp_path / "s", **settings)
+    for i in range(40):
+        sess = store.session(f"thread {i}", max_snapshots=100)
+        for turn in range(3):  # a keyframe, then deltas: each session opens a compression stream
+            sess.commit({"thread": i, "log": [f"turn {t}" for t in range(turn + 1)], "hp": 1.0})
+    del sess
+    assert _streams_of(store) <= 4
+    assert len(store._warm) == 4
+    again = store.session("thread 0")  # let go long ago: reads what it needs, and goes on
+    again.commit({"thread": 0, "log": ["turn 0", "turn 1", "turn 2", "turn 3"], "hp": 1.0})
+    assert [again.state(sid)["log"][-1] for sid in again.snapshot_ids()] == ["turn 0", "turn 1", "turn 2", "turn 3"]
+    assert store.verify(read_data=True).ok
+
+
+def test_a_session_in_use_on_another_thread_keeps_its_write_state(tmp_path: Any) -> None:
+    import threading
+
+    store = SnapshotStore.open(tmp_path / "s", max_warm_sessions=1)
+    busy = store.session("busy")
+    for turn in range(3):
+        busy.commit({"turn": turn})
+    assert busy._stream is not None
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with busy._lock:  # an operation of it running on another thread
+            holding.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    store.session("other").commit({"x": 1})  # pushes "busy" out of the warm one
+    assert busy._stream is not None  # not taken from under the operation
+    done.set()
+    holder.join()
+    store.session("third").commit({"x": 1})
+    busy.commit({"turn": 3})
+    assert busy.state(busy.head.id) == {"turn": 3}  # type: ignore[union-attr]

@@ -68,6 +68,40 @@ Model = TypeVar("Model")
 ANY_HEAD: Any = object()
 
 
+class _HandleLock:
+    """A session handle's re-entrant lock that can also be tried by another handle's thread
+    without being taken again by a thread already inside one of this handle's operations."""
+
+    __slots__ = ("_depth", "_lock", "_owner")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> _HandleLock:
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    def try_acquire(self) -> bool:
+        """Taken when no thread holds it; False when another thread does, or this one already does."""
+        if self._owner == threading.get_ident() or not self._lock.acquire(blocking=False):
+            return False
+        self._owner, self._depth = threading.get_ident(), 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if not self._depth:
+            self._owner = None
+        self._lock.release()
+
+
 class Session:
     """One named history in a store. Get it with ``store.session(name)``.
 
@@ -80,7 +114,7 @@ class Session:
         self.name = name
         self.key = key
         self._log = SessionLog(store.backend, key, name)
-        self._lock = threading.RLock()
+        self._lock = _HandleLock()
         self._head_id: str | None = None
         self._head_state: Any = None
         self._head_pieces: dict[str, bytes] | None = None
@@ -448,6 +482,18 @@ class Session:
             raise
         finally:
             self._appending = False
+        self._store._note_written(self)
+
+    def _let_go(self) -> None:
+        """Drop what this handle keeps to make its next commit cheap (the head state, the open
+        segment and its compression stream, the index), as a handle just opened holds nothing:
+        its next use reads what it needs. Not while an operation of it runs (on any thread)."""
+        if self._lock.try_acquire():
+            try:
+                self._forget_what_was_read()
+                self._plain_compressor = None
+            finally:
+                self._lock.release()
 
     def _locked_for_write(self) -> AbstractContextManager[None]:
         """The session's write lock, waited for up to the store's timeout, through ``_writing``."""

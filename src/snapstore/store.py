@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -30,6 +32,9 @@ from .history import DEFAULT_MAX_SNAPSHOTS, READ_ATTEMPTS, SessionLog
 from .keyframes import KeyframePolicy
 from .reclaim import Reclaimer
 from .session import Session, check_max_snapshots, naming_timeouts, resolve_prefix
+
+#: ``SnapshotStore``'s default ``max_warm_sessions``: two for each of a LangGraph saver's 32 cached threads
+DEFAULT_WARM_SESSIONS = 64
 
 #: the format this build writes to a new store, and the ones it reads and writes (docs/format.md §8):
 #: a format-2 store is read and written as format 2 (its deltas all patch their parents) until
@@ -110,6 +115,12 @@ class SnapshotStore:
     or an in-memory one with ``SnapshotStore.memory()``. Safe to share between
     threads; several processes may open the same directory at once (writers to
     one session wait their turn, for at most ``lock_timeout`` seconds).
+
+    A session this handle wrote to keeps what makes its next commit cheap (its head state, the
+    open segment and that segment's compression stream: up to about a megabyte). The
+    ``max_warm_sessions`` written to last keep it; an older one lets it go and reads what it
+    needs again at its next use, so a process that writes to many sessions (a server of many
+    threads) holds a bounded amount, whatever the number of sessions.
     """
 
     def __init__(
@@ -121,8 +132,14 @@ class SnapshotStore:
         rebuild_budget: float = 3.0,
         max_runs: int = 12,
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+        max_warm_sessions: int = DEFAULT_WARM_SESSIONS,
         create: bool = True,
     ) -> None:
+        if type(max_warm_sessions) is not int or max_warm_sessions < 0:
+            raise SnapshotError(
+                "max_warm_sessions must be an integer >= 0",
+                {"argument": "max_warm_sessions", "value": repr(max_warm_sessions)},
+            )
         if type(compression_level) is not int or not 1 <= compression_level <= 22:
             raise SnapshotError(
                 "compression_level must be an integer from 1 to 22",
@@ -136,7 +153,11 @@ class SnapshotStore:
         self.format = STORE_FORMAT  # set from the store by ``_check_format``
         self.policy = KeyframePolicy(rebuild_budget=rebuild_budget, max_runs=max_runs, max_chain=max_chain)
         self.reclaimer = Reclaimer(compression_level)
-        self._sessions: dict[str, Session] = {}
+        # one handle per session name while anyone holds it; the warm ones (below) are held here
+        self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+        # the sessions written to last, by key, oldest first: they keep their write state
+        self._warm: OrderedDict[str, Session] = OrderedDict()
+        self.max_warm_sessions = max_warm_sessions
         self._mutex = threading.Lock()
         self._check_format(create)
 
@@ -260,6 +281,7 @@ class SnapshotStore:
         if sess is not None and not self.backend.segments(sess.key):  # deleted by another handle
             with self._mutex:
                 self._sessions.pop(name, None)
+                self._warm.pop(sess.key, None)
             sess = None
         if sess is None:
             sess = self._load_or_create(name, max_snapshots or DEFAULT_MAX_SNAPSHOTS, create)
@@ -348,8 +370,7 @@ class SnapshotStore:
         with self._session_lock(key, name):
             if not self.backend.delete_session(key):
                 raise SnapshotNotFound(f"session {name!r} does not exist", {"session": name})
-        with self._mutex:
-            self._sessions.pop(name, None)
+        self._forget_handles([name])
 
     @contextmanager
     def replacing(self, name: str, max_snapshots: int | None = None) -> Iterator[Session]:
@@ -402,6 +423,9 @@ class SnapshotStore:
             raise
         finally:
             self._forget_handles(names)
+            with self._mutex:  # the staged handles wrote: what they kept goes with them
+                for handle in staged.values():
+                    self._warm.pop(handle.key, None)
 
     def delete_sessions(self, heads: dict[str, str | None]) -> None:
         """Delete several sessions at once, under all their locks, and only while each still has
@@ -423,6 +447,20 @@ class SnapshotStore:
         with self._mutex:
             for name in names:
                 self._sessions.pop(name, None)
+                self._warm.pop(session_key(name), None)
+
+    def _note_written(self, sess: Session) -> None:
+        """``sess`` just wrote: it is the newest warm session, and the oldest beyond
+        ``max_warm_sessions`` let go of their write state (one in use by another thread keeps it
+        until it writes again, and counts as warm then)."""
+        with self._mutex:
+            self._warm[sess.key] = sess
+            self._warm.move_to_end(sess.key)
+            cooling = []
+            while len(self._warm) > self.max_warm_sessions:
+                cooling.append(self._warm.popitem(last=False)[1])
+        for victim in cooling:
+            victim._let_go()
 
     @contextmanager
     def _locked_at(self, keys: dict[str, str], heads: dict[str, str | None], when: str) -> Iterator[None]:

@@ -26,7 +26,7 @@ from langgraph.checkpoint.base import (
 )
 
 from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError, SnapshotNotFound
-from ..store import SnapshotStore
+from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import Index, Lane, State, channel_values
 from .names import parse_checkpoints_name, thread_prefixes
@@ -132,6 +132,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         """A saver over the store at ``target``: a directory (created if absent), a
         ``postgresql://`` URL, or ``":memory:"``. Use it with ``with`` (or ``async with``):
         the store is closed on exit."""
+        # two sessions a cached namespace, each kept warm for its next put
+        store_settings.setdefault("max_warm_sessions", max(DEFAULT_WARM_SESSIONS, 2 * cached_threads))
         if str(target) == ":memory:":
             store = SnapshotStore.memory(**store_settings)
         else:
