@@ -889,3 +889,27 @@ def test_a_store_that_syncs_every_write_does_all_a_store_does(tmp_path: Path) ->
             assert canonical(again.session(name).state(sid)) == written[sid]
     assert sorted(again.sessions()) == ["r", "s"] and again.session("s").tags == {"kept": first}
     assert again.verify(read_data=True).ok
+
+
+def test_a_process_writing_more_sessions_than_it_may_open_files_keeps_writing(tmp_path: Path) -> None:
+    """Each session has a lock file; a handle keeps open only those of the sessions it locked last
+    (``OPEN_LOCK_FILES``), so a process whose descriptor limit is low (256 is macOS's default)
+    writes to any number of sessions, in a real process under that limit."""
+    import subprocess
+
+    script = (
+        "import resource, sys\n"
+        "from snapstore import SnapshotStore\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (160, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "store = SnapshotStore.open(sys.argv[1])\n"
+        "for round in range(2):\n"
+        "    for i in range(300):\n"
+        "        store.session(f'thread {i}').commit({'thread': i, 'round': round})\n"
+        "print(len(store.sessions()))\n"
+    )
+    command = [sys.executable, "-c", script, str(tmp_path / "s")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["300"]
+    again = SnapshotStore.open(tmp_path / "s", create=False)
+    assert again.session("thread 299").state(again.session("thread 299").head.id) == {"thread": 299, "round": 1}  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ import stat
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ FIRST_ENTRY_READ = 16384
 MAX_CONFIG_FILE = 4096
 #: seconds a session lock's waiting thread stays without a wait before it ends
 WAITER_IDLE = 5.0
+#: lock files a handle keeps open between commits, for the sessions it locked last: more are
+#: closed (and opened again at their next commit), so that a process writing many sessions does
+#: not run out of descriptors (the default limit is 1,024 on Linux and 256 on macOS)
+OPEN_LOCK_FILES = 64
 #: listings of a session folder, each a folder a delete or a replace exchanged meanwhile, before the last one stands
 LISTING_ATTEMPTS = 3
 #: how much older than a listing a session folder's times must be for the listing to be reused while
@@ -139,6 +144,7 @@ class DirectoryBackend(Backend):
                 self._mark_for_format_1()
         self._mutex = threading.Lock()
         self._locks: dict[str, _SessionLock] = {}
+        self._locked_last: OrderedDict[str, None] = OrderedDict()  # keys locked, oldest first
         self._file_ids: dict[tuple[int, int, str], int] = {}
         self._listings: dict[str, _Listing] = {}
 
@@ -203,6 +209,7 @@ class DirectoryBackend(Backend):
             for held in self._locks.values():
                 held.close()
             self._locks.clear()
+            self._locked_last.clear()
             if self._root_fd >= 0:
                 os.close(self._root_fd)
                 self._root_fd = -1
@@ -427,6 +434,15 @@ class DirectoryBackend(Backend):
             held = self._locks.get(key)
             if held is None:
                 held = self._locks[key] = _SessionLock(self, key)
+            self._locked_last[key] = None
+            self._locked_last.move_to_end(key)
+            idle = []
+            while len(self._locked_last) > OPEN_LOCK_FILES:
+                oldest = self._locks.get(self._locked_last.popitem(last=False)[0])
+                if oldest is not None:
+                    idle.append(oldest)
+        for lock in idle:
+            lock.close_if_idle()
         return held.hold(timeout)
 
     def segments(self, key: str) -> list[SegmentInfo]:
@@ -1199,6 +1215,15 @@ class _SessionLock:
             if self.waiter is not None:
                 self.waiter.close()
         self.fd = self.waiter = None
+
+    def close_if_idle(self) -> None:
+        """Close the lock file (and a waiting thread's) unless a thread of this process holds or
+        waits for the lock: the next hold opens it again."""
+        if self.threads.acquire(blocking=False):
+            try:
+                self.close()
+            finally:
+                self.threads.release()
 
 
 class _FlockWaiter:
