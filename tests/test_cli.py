@@ -134,6 +134,12 @@ def test_missing_store_is_one_clear_error(tmp_path: Path) -> None:
     empty.mkdir()
     proc = run("commit", "s", "-", store=empty, stdin=b"{}")
     assert proc.returncode == 1 and "no snapstore store at" in one_error_line(proc.stderr)
+    a_file = tmp_path / "checkpoints.sqlite"  # another tool's file: init would not help, and it says why
+    a_file.write_bytes(b"SQLite format 3\x00")
+    for proc in run_many(("log",), ("init",), store=a_file):
+        assert proc.returncode == 1
+        assert one_error_line(proc.stderr).endswith(f"{a_file}: it is a file; a directory store is a folder")
+    assert a_file.read_bytes() == b"SQLite format 3\x00"
 
 
 def test_init_and_store_path_precedence(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def shown_store(path: str) -> str:
 
 
 #: why a store could not be opened, said as it is instead of "run init" (which would fail the same way)
-_REPORTED_REASONS = ("foreign table", "no schema", "unsupported URL scheme")
+_REPORTED_REASONS = ("foreign table", "no schema", "unsupported URL scheme", "not a folder")
 
 
 def open_existing(path: str) -> SnapshotStore | None:
