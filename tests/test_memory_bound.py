@@ -123,6 +123,7 @@ def test_a_process_writing_many_sessions_keeps_the_write_state_of_a_bounded_numb
     del sess
     assert _streams_of(store) <= 4
     assert len(store._warm) == 4
+    assert store.session("thread 39") is store.session("thread 39")  # one handle while it is warm
     again = store.session("thread 0")  # let go long ago: reads what it needs, and goes on
     again.commit({"thread": 0, "log": ["turn 0", "turn 1", "turn 2", "turn 3"], "hp": 1.0})
     assert [again.state(sid)["log"][-1] for sid in again.snapshot_ids()] == ["turn 0", "turn 1", "turn 2", "turn 3"]

@@ -482,7 +482,7 @@ class Session:
             raise
         finally:
             self._appending = False
-        self._store._note_written(self)
+        self._store._note_used(self)
 
     def _let_go(self) -> None:
         """Drop what this handle keeps to make its next commit cheap (the head state, the open

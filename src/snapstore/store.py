@@ -116,11 +116,11 @@ class SnapshotStore:
     threads; several processes may open the same directory at once (writers to
     one session wait their turn, for at most ``lock_timeout`` seconds).
 
-    A session this handle wrote to keeps what makes its next commit cheap (its head state, the
-    open segment and that segment's compression stream: up to about a megabyte). The
-    ``max_warm_sessions`` written to last keep it; an older one lets it go and reads what it
-    needs again at its next use, so a process that writes to many sessions (a server of many
-    threads) holds a bounded amount, whatever the number of sessions.
+    A session this handle used keeps what makes its next read and commit cheap (its index and,
+    once written, its head state, the open segment and that segment's compression stream: up to
+    about a megabyte). The ``max_warm_sessions`` used last keep it; an older one lets it go and
+    reads what it needs again at its next use, so a process that uses many sessions (a server of
+    many threads) holds a bounded amount, whatever the number of sessions.
     """
 
     def __init__(
@@ -287,6 +287,7 @@ class SnapshotStore:
             sess = self._load_or_create(name, max_snapshots or DEFAULT_MAX_SNAPSHOTS, create)
             with self._mutex:
                 sess = self._sessions.setdefault(name, sess)
+        self._note_used(sess)
         if max_snapshots is not None and max_snapshots != sess.max_snapshots:
             untagged = len(set(sess.snapshot_ids()) - set(sess.tags.values()))
             if max_snapshots < sess.max_snapshots and max_snapshots < untagged:
@@ -449,10 +450,10 @@ class SnapshotStore:
                 self._sessions.pop(name, None)
                 self._warm.pop(session_key(name), None)
 
-    def _note_written(self, sess: Session) -> None:
-        """``sess`` just wrote: it is the newest warm session, and the oldest beyond
-        ``max_warm_sessions`` let go of their write state (one in use by another thread keeps it
-        until it writes again, and counts as warm then)."""
+    def _note_used(self, sess: Session) -> None:
+        """``sess`` was just asked for or wrote: it is the newest warm session, and the oldest
+        beyond ``max_warm_sessions`` let go of what they keep (one in use by another thread keeps it
+        until it is used again, and counts as warm then)."""
         with self._mutex:
             self._warm[sess.key] = sess
             self._warm.move_to_end(sess.key)
