@@ -18,7 +18,7 @@ median of ``--rounds`` over the thread's checkpoints head, in milliseconds:
   zstd-3 size;
 * the messages outside the state, a layout not built: the head with each message named by the
   hash of its bytes, and the messages' bytes in one zstd frame, each checked by hashing it;
-* decoding the messages through ``serde`` one call each (as the saver does) and in one call;
+* decoding the messages through ``serde`` one call each and in one call (as the saver does);
 * the head's rows (``history``, ``snapshots``, ``writes_at``) as strings, as stored (format 3),
   against the same rows as arrays (format 2): parse, check, index the rows and decode the
   messages as one read, each form after a ``gc.collect()``, alternating, so the collector's work
@@ -34,7 +34,6 @@ import binascii
 import gc
 import shutil
 import statistics
-import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,7 +50,7 @@ from benchmarks.langgraph_bench import SERDE, THREAD, SnapstoreDirSubject
 from benchmarks.langgraph_reads import run_graph
 from snapstore import SnapshotStore, codec
 from snapstore.history import SessionLog, check_state
-from snapstore.langgraph.encoding import ValueCodec
+from snapstore.langgraph.encoding import ValueCodec, serialized_bytes
 from snapstore.langgraph.lanes import Index
 from snapstore.langgraph.names import lane_names
 
@@ -115,7 +114,7 @@ def text_forms(state: dict[str, Any], rounds: int) -> dict[str, float]:
     parsed and hash-checked, the messages' text turned back into bytes (joined into one call where
     the form allows, as the saver joins them), and the head's zstd-3 size."""
     messages = state["value:messages"][1:]
-    raw = [m[2].encode("latin-1") for m in messages]
+    raw = [serialized_bytes(m) for m in messages]
     encoders: dict[str, Callable[[bytes], str]] = {
         "latin-1": lambda b: b.decode("latin-1"),
         "base64": lambda b: base64.b64encode(b).decode("ascii"),
@@ -151,7 +150,7 @@ def outside_the_state(state: dict[str, Any], rounds: int) -> dict[str, float]:
     against its name by hashing its bytes; beside the head as stored, decompressed, parsed and
     checked. One frame of all messages is the best case for their bytes stored."""
     messages = state["value:messages"][1:]
-    raw = [m[2].encode("latin-1") for m in messages]
+    raw = [serialized_bytes(m) for m in messages]
     names = [xxhash.xxh3_128_hexdigest(b) for b in raw]
     slim = dict(state)
     slim["value:messages"] = ["L"] + [["H", m[1], name] for m, name in zip(messages, names, strict=True)]
@@ -186,15 +185,14 @@ def decode_calls(state: dict[str, Any], rounds: int) -> dict[str, float]:
     messages = state["value:messages"][1:]
     values = ValueCodec(SERDE)
 
-    def at_once() -> Any:
-        joined = b"".join(m[2].encode("latin-1") for m in messages)
-        return SERDE.loads_typed(("msgpack", b"\xdd" + struct.pack(">I", len(messages)) + joined))
+    def one_by_one() -> Any:
+        return [values.decode(m) for m in messages]
 
-    assert at_once() == values.decode(state["value:messages"])
-    return alternate_ms(
-        {"serde, a call a message": lambda: values.decode(state["value:messages"]), "serde, one call": at_once},
-        rounds,
-    )
+    def at_once() -> Any:  # as the saver reads a message list
+        return values.decode(state["value:messages"])
+
+    assert at_once() == one_by_one()
+    return alternate_ms({"serde, a call a message": one_by_one, "serde, one call": at_once}, rounds)
 
 
 def rows_as_strings(state: dict[str, Any], rounds: int) -> dict[str, float]:

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .history import DEFAULT_MAX_SNAPSHOTS, READ_ATTEMPTS, SessionLog
 from .keyframes import KeyframePolicy
+from .recency import touch
 from .reclaim import Reclaimer
 from .session import Session, check_max_snapshots, naming_timeouts, resolve_prefix
 
@@ -155,7 +156,7 @@ class SnapshotStore:
         self.reclaimer = Reclaimer(compression_level)
         # one handle per session name while anyone holds it; the warm ones (below) are held here
         self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
-        # the sessions written to last, by key, oldest first: they keep their write state
+        # the sessions used last, by key, oldest first: they keep what they read and their write state
         self._warm: OrderedDict[str, Session] = OrderedDict()
         self.max_warm_sessions = max_warm_sessions
         self._mutex = threading.Lock()
@@ -455,11 +456,7 @@ class SnapshotStore:
         beyond ``max_warm_sessions`` let go of what they keep (one in use by another thread keeps it
         until it is used again, and counts as warm then)."""
         with self._mutex:
-            self._warm[sess.key] = sess
-            self._warm.move_to_end(sess.key)
-            cooling = []
-            while len(self._warm) > self.max_warm_sessions:
-                cooling.append(self._warm.popitem(last=False)[1])
+            cooling = touch(self._warm, sess.key, sess, self.max_warm_sessions)
         for victim in cooling:
             victim._let_go()
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
+from ..recency import touch
 from . import _framing
 from ._checks import check_config_name, check_config_value, check_position, entry_list
 from ._legacy import DirectoryLegacyReader
@@ -144,7 +145,7 @@ class DirectoryBackend(Backend):
                 self._mark_for_format_1()
         self._mutex = threading.Lock()
         self._locks: dict[str, _SessionLock] = {}
-        self._locked_last: OrderedDict[str, None] = OrderedDict()  # keys locked, oldest first
+        self._locked_last: OrderedDict[str, _SessionLock] = OrderedDict()  # locked last, oldest first
         self._file_ids: dict[tuple[int, int, str], int] = {}
         self._listings: dict[str, _Listing] = {}
 
@@ -434,13 +435,7 @@ class DirectoryBackend(Backend):
             held = self._locks.get(key)
             if held is None:
                 held = self._locks[key] = _SessionLock(self, key)
-            self._locked_last[key] = None
-            self._locked_last.move_to_end(key)
-            idle = []
-            while len(self._locked_last) > OPEN_LOCK_FILES:
-                oldest = self._locks.get(self._locked_last.popitem(last=False)[0])
-                if oldest is not None:
-                    idle.append(oldest)
+            idle = touch(self._locked_last, key, held, OPEN_LOCK_FILES)
         for lock in idle:
             lock.close_if_idle()
         return held.hold(timeout)

@@ -75,15 +75,11 @@ def file_id(data: bytes) -> int:
 
 
 def first_frame(data: bytes | memoryview) -> memoryview:
-    """``data`` cut after its first frame when that frame's header is good and its body is all
-    there (otherwise ``data`` whole, for ``scan`` to say what is wrong): scanning the cut reads
+    """``data`` cut where its first frame's header says that frame ends: ``scan`` of the cut checks
+    that frame as a scan of everything would (a damaged header, a body past the end) and reads
     the first entry without checking the frames after it."""
     view = memoryview(data)
-    if len(view) >= FRAME_SIZE:
-        length, _body_check, head_check = FRAME.unpack_from(view, 0)
-        if length <= MAX_ENTRY and FRAME_SIZE + length <= len(view) and xxhash.xxh32_intdigest(view[:8]) == head_check:
-            return view[: FRAME_SIZE + length]
-    return view
+    return view[: FRAME_SIZE + FRAME.unpack_from(view, 0)[0]] if len(view) >= FRAME_SIZE else view
 
 
 def scan(data: bytes | memoryview, offset: int) -> Scan:

@@ -26,6 +26,7 @@ from langgraph.checkpoint.base import (
 )
 
 from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError, SnapshotNotFound
+from ..recency import touch
 from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import Index, Lane, State, channel_values
@@ -182,10 +183,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = Lane(self.store, *key)
-            self._recent[key] = lane
-            self._recent.move_to_end(key)
-            while len(self._recent) > self._cached_threads:
-                self._recent.popitem(last=False)
+            touch(self._recent, key, lane, self._cached_threads)  # (a lane let go is read again)
             return lane
 
     def _lanes_of(self, thread_id: str | None) -> list[Lane]:
