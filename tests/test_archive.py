@@ -8,6 +8,7 @@ store (tests/data/archive-v1, made by that build) must import into today's store
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import random
@@ -518,6 +519,26 @@ def test_export_state_writes_pretty_type_exact_json(tmp_path: Path) -> None:
     with pytest.raises(SnapshotNotFound):
         sess.export_state("ffffffffffff", tmp_path / "nope.json")
     assert not (tmp_path / "nope.json").exists()
+
+
+def test_export_state_that_cannot_be_written_is_a_typed_error_and_leaves_the_path_as_it_was(tmp_path: Path) -> None:
+    """Found by an outside trial: a missing folder raised Python's own FileNotFoundError, and a
+    file was written in place, so a failure part way left it half written."""
+    sess = SnapshotStore.memory().session("s")
+    snap = sess.commit({"turn": 1})
+    missing = tmp_path / "no-such-folder" / "state.json"
+    with pytest.raises(ArchiveError, match="no-such-folder") as raised:
+        sess.export_state(snap.id, missing)
+    assert raised.value.details["path"] == str(missing) and raised.value.details["errno"] == errno.ENOENT
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    with pytest.raises(ArchiveError, match="a-folder"):
+        sess.export_state(snap.id, folder)
+    kept = tmp_path / "kept.json"
+    kept.write_bytes(b"what was there")
+    sess.export_state(snap.id, kept)
+    assert orjson.loads(kept.read_bytes()) == {"turn": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder", "kept.json"]  # no temporary left
 
 
 # ---------------------------------------------------------------- refusals

@@ -19,7 +19,7 @@ import pytest
 import xxhash
 
 from conftest import canonical
-from snapstore import CorruptObjectError, SnapshotError, SnapshotStore
+from snapstore import CorruptObjectError, SnapshotError, SnapshotNotFound, SnapshotStore
 from snapstore.entries import KEY_INDEPENDENT, CommitEntry, compress_keyframe, decode_entry, encode_commit
 from snapstore.session import Session
 
@@ -176,3 +176,27 @@ def test_a_keyframe_is_judged_by_the_canonical_bytes_of_its_state(
     forged = _replace_first_keyframe(store, sess, odd, xxhash.xxh3_128_hexdigest(odd))
     with pytest.raises(CorruptObjectError, match="hashing"):
         make_store().session("s").state(forged)
+
+
+def test_a_head_named_by_a_prefix_or_a_tag_is_settled_and_a_bad_name_is_refused(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """``head`` takes what every other id argument takes (found by an outside trial: a prefix, a tag
+    and a name that is no id at all each returned None and wrote nothing, silently)."""
+    store = make_store(rebuild_budget=50.0)
+    sess = store.session("s")
+    play(sess, 60)
+    head = sess.head
+    assert head is not None
+    before = segment_keys(store, sess)
+    for bad in ("not-an-id", "c0ffee", "0" * 12):
+        with pytest.raises(SnapshotNotFound):
+            sess.settle(head=bad)
+    assert segment_keys(store, sess) == before
+    settled = sess.settle(head=head.id[:10])
+    assert settled is not None and settled.parent == head.id
+    play(sess, 60, start=60)
+    sess.tag(sess.head.id, "end-of-run")  # type: ignore[union-attr]
+    tagged = sess.head
+    again = sess.settle(head="end-of-run")
+    assert again is not None and tagged is not None and again.parent == tagged.id

@@ -62,3 +62,17 @@ def test_a_forgotten_snapshot_is_refused_by_a_handle_that_knew_it(opener: Callab
     writer.forget(1)  # all but the last
     with pytest.raises(SnapshotNotFound):
         reader.state(ids[0])
+
+
+def test_a_snapshot_forgotten_in_a_session_without_a_limit_is_said_to_be_forgotten(
+    opener: Callable[[], SnapshotStore],
+) -> None:
+    """Found by an outside trial on a LangGraph saver's session, which keeps every snapshot: the
+    error told the user to raise a limit already at its maximum."""
+    sess = opener().session("s", max_snapshots=2**63 - 1)
+    ids = [sess.commit({"turn": turn}).id for turn in range(4)]
+    sess.forget(2)
+    with pytest.raises(SnapshotNotFound, match="removed by forget") as refused:
+        opener().session("s").state(ids[0])
+    assert "raise the limit" not in str(refused.value) and refused.value.details["reason"] == "evicted"
+    assert opener().session("s").state(ids[3]) == {"turn": 3}

@@ -66,7 +66,8 @@ class BackendError(SnapshotError):
 
 
 class ArchiveError(SnapshotError):
-    """An archive file that cannot be imported: truncated, damaged, tampered with or malformed."""
+    """An archive file that cannot be imported (truncated, damaged, tampered with or malformed), or
+    an archive or exported state that cannot be written (the path and the errno say why)."""
 
 
 class LockTimeoutError(ConcurrentUpdateError):

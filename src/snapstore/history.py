@@ -705,7 +705,8 @@ class SessionLog:
 _MAX_INT64 = 2**63 - 1
 
 
-def _is_id(value: Any) -> bool:
+def is_snapshot_id(value: Any) -> bool:
+    """Whether ``value`` is a whole snapshot id: 32 lowercase hex digits."""
     return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
@@ -723,17 +724,19 @@ def check_settings(body: dict[str, Any], session: str) -> dict[str, Any]:
             if type(value) is not int or not 1 <= value <= _MAX_INT64:
                 raise bad(key)
         elif key in ("head", "evicted_through"):
-            if value is not None and not _is_id(value):
+            if value is not None and not is_snapshot_id(value):
                 raise bad(key)
         elif key == "tags":
-            if not isinstance(value, dict) or not all(isinstance(k, str) and _is_id(v) for k, v in value.items()):
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and is_snapshot_id(v) for k, v in value.items()
+            ):
                 raise bad(key)
         elif key == "tag":
             if not (
                 isinstance(value, list)
                 and len(value) == 2
                 and isinstance(value[0], str)
-                and (value[1] is None or _is_id(value[1]))
+                and (value[1] is None or is_snapshot_id(value[1]))
             ):
                 raise bad(key)
         elif (key == "name" and not isinstance(value, str)) or (key == "checkpoint" and value is not True):

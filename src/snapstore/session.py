@@ -8,10 +8,12 @@ memory; everything else is read from the store when needed.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,6 +38,7 @@ from .entries import (
 )
 from .errors import (
     AmbiguousSnapshotId,
+    ArchiveError,
     ConcurrentUpdateError,
     CorruptObjectError,
     InvalidStateError,
@@ -51,6 +54,7 @@ from .history import (
     SessionLog,
     apply_delta_payload,
     check_state,
+    is_snapshot_id,
 )
 from .keyframes import SETTLE_COST, worth_settling
 from .objects import Snapshot, SnapshotRecord, codec_id, format_timestamp
@@ -232,10 +236,15 @@ class Session:
                 raise
             limit = log.max_snapshots
             if any(s.startswith(wanted) for s in log.order):
+                # with no limit to raise, only forget (clear_old_snapshots) can have dropped it
+                why = (
+                    "removed by forget (the session has no limit: it keeps every snapshot it is not told to forget)"
+                    if limit >= MAX_INT64
+                    else f"evicted by retention or forget (the session keeps its last {limit} snapshots and its "
+                    "tagged ones; raise the limit with set_max_snapshots or tag snapshots to keep them)"
+                )
                 raise SnapshotNotFound(
-                    f"snapshot {snapshot_id} is no longer retained in session {self.name!r}: evicted by "
-                    f"retention or forget (the session keeps its last {limit} snapshots and its tagged ones; "
-                    "raise the limit with set_max_snapshots or tag snapshots to keep them)",
+                    f"snapshot {snapshot_id} is no longer retained in session {self.name!r}: {why}",
                     {**exc.details, "reason": "evicted", "max_snapshots": limit},
                 ) from None
             damaged = [n for n, segment in log.segments.items() if segment.damage is not None]
@@ -372,13 +381,24 @@ class Session:
         in one read, instead of rebuilding it through the deltas after its keyframe. The new
         snapshot is a child of the head with the same state, label and turn, and counts toward
         retention like any commit: under a limit it evicts the oldest snapshot, as a commit would.
-        Only a head this handle committed (or caught up to) is settled, and with ``head``, only
-        that snapshot: when another writer has committed since, nothing is written.
+        Only a head this handle committed (or caught up to) is settled, and with ``head`` (an id, a
+        unique prefix or a tag), only that snapshot: when another writer has committed since,
+        nothing is written. A ``head`` that is neither an id nor a prefix or tag of a retained
+        snapshot raises ``SnapshotNotFound``.
         """
         if type(min_cost) not in (int, float) or not min_cost >= 1.0:  # ``not >=`` also refuses NaN
             raise SnapshotError("min_cost must be a number >= 1", {"argument": "min_cost", "value": repr(min_cost)})
         with self._lock:
             mine, state = self._head_id, self._head_state
+            if head is not None and head != mine:
+                # a prefix or a tag may name the head too; what is not even an id is refused, as
+                # elsewhere, where a whole id of another snapshot (one evicted, say) is "not this head"
+                try:
+                    head = self._resolve(self._current(), head)
+                except SnapshotNotFound:
+                    if not is_snapshot_id(head):
+                        raise
+                    return None
             if mine is None or state is None or head not in (None, mine):
                 return None
             try:
@@ -1226,12 +1246,25 @@ class Session:
         """Write one retained snapshot's state to ``path`` as pretty JSON (UTF-8, sorted keys); returns bytes written.
 
         Integers and floats keep their spelling (``1`` vs ``1.0``), so the file reads back type-exact.
+        The file is written beside ``path`` and renamed over it when whole: a write that fails (a
+        missing folder, a full disk) raises ``ArchiveError`` naming the path, and ``path`` is as it was.
         """
         import orjson
 
         data = orjson.dumps(self.state(snapshot_id), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-        with open(path, "wb") as f:
-            f.write(data)
+        target = os.fspath(path)
+        tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)[:120]}.tmp-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "xb") as out:
+                out.write(data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise ArchiveError(
+                f"cannot write the state to {target}: {exc.strerror or exc} (errno {exc.errno}); {target} is unchanged",
+                {"path": target, "errno": exc.errno, "reason": "write failed"},
+            ) from exc
         return len(data)
 
 
