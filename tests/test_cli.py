@@ -139,6 +139,10 @@ def test_missing_store_is_one_clear_error(tmp_path: Path) -> None:
     for proc in run_many(("log",), ("init",), store=a_file):
         assert proc.returncode == 1
         assert one_error_line(proc.stderr).endswith(f"{a_file}: it is a file; a directory store is a folder")
+    under = a_file / "sub" / "store"  # not there, and cannot be: a part of its path is that file
+    for proc in run_many(("log",), ("init",), store=under):
+        assert proc.returncode == 1
+        assert one_error_line(proc.stderr).endswith(f"{a_file} on its path is a file; a directory store is a folder")
     assert a_file.read_bytes() == b"SQLite format 3\x00"
 
 

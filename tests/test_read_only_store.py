@@ -151,3 +151,40 @@ def test_making_a_store_in_a_folder_it_cannot_write_says_it_is_read_only() -> No
         for path, _dirs, _files in os.walk(base):
             os.chmod(path, 0o755)
         shutil.rmtree(base)
+
+
+_UNREADABLE = """
+store = SnapshotStore.open(sys.argv[1])
+verified = store.verify()
+print(json.dumps({
+    "foreign": verified.foreign,
+    "problems": [p.message for p in verified.problems],
+    "gc_foreign": store.gc().foreign,
+}))
+"""
+
+
+def test_a_session_folder_the_process_may_not_open_is_a_problem_not_a_foreign_entry() -> None:
+    """A session's folder another user keeps to themselves (``chmod 700``) is one of the store's own:
+    ``verify`` names it as a session it cannot read, and neither it nor ``gc`` lists it among the
+    entries snapstore did not write (where it was listed before, as if a user had put it there)."""
+    base = Path(tempfile.mkdtemp(prefix="snapstore-unreadable-session-"))
+    root = base / "store"
+    try:
+        with SnapshotStore.open(root) as store:
+            for name in ("kept", "open"):
+                store.session(name).commit({"turn": 1, "name": name})
+        (root / "sessions" / "stray").write_bytes(b"put here by hand")
+        for path, _dirs, _files in os.walk(base):
+            os.chmod(path, 0o755)
+        kept = root / "sessions" / "kept"
+        kept.chmod(0o700)
+        found, _said = _run_as_reader(_UNREADABLE, str(root))
+        if os.geteuid() == 0:  # run as nobody; a user running the suite owns the folder and reads it
+            assert any("sessions/kept" in message for message in found["problems"]), found
+        assert found["foreign"] == ["sessions/stray"], found
+        assert found["gc_foreign"] == ["sessions/stray"], found
+    finally:
+        for path, _dirs, _files in os.walk(base):
+            os.chmod(path, 0o755)
+        shutil.rmtree(base)

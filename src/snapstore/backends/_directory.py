@@ -124,7 +124,7 @@ class DirectoryBackend(Backend):
         except NotADirectoryError:
             # a user switching from a saver that keeps a file (SqliteSaver's checkpoints.sqlite)
             raise BackendError(
-                f"cannot open the store at {self.root}: it is a file; a directory store is a folder",
+                f"cannot open the store at {self.root}: {_not_a_folder(self.root)}; a directory store is a folder",
                 {"path": self.root, "reason": "not a folder"},
             ) from None
         except OSError as exc:
@@ -370,7 +370,9 @@ class DirectoryBackend(Backend):
                         if not (ours and entry.is_file(follow_symlinks=False)) and not name.startswith(TMP_PREFIX):
                             found.append(f"sessions/{key}/{name}")
             except (OSError, BackendError):
-                found.append(f"sessions/{key}")
+                # a session's folder this process may not open: what it holds is unknown, not
+                # foreign; reading the session reports why it cannot be read
+                continue
         return found
 
     def _is_format_1_refusal(self, name: str) -> bool:
@@ -990,6 +992,16 @@ def _link_lock_file(old: int, new: int) -> None:
 
 def _holds_segment(folder: int) -> bool:
     return any(parse_segment_file(name) is not None for name in os.listdir(folder))
+
+
+def _not_a_folder(path: str) -> str:
+    """Why ``path`` cannot be opened as a folder: it is a file, or the first part of it that exists is."""
+    if os.path.lexists(path):
+        return "it is a file"
+    part = os.path.abspath(path)
+    while not os.path.lexists(part) and part != os.path.dirname(part):
+        part = os.path.dirname(part)
+    return f"{part} on its path is a file"
 
 
 def _unlink_ours(folder: int, names: list[str], lock_too: bool) -> bool:
