@@ -18,11 +18,12 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from snapstore import SnapshotStore
-from snapstore.errors import BackendError, CorruptObjectError
+from snapstore.errors import BackendError, CorruptObjectError, InvalidNameError
 from snapstore.langgraph import SnapstoreSaver
 from snapstore.langgraph.names import lane_names
 from snapstore.store import session_key
@@ -188,3 +189,26 @@ def test_a_sqlite_url_given_to_from_conn_string_is_refused_by_name(
     with pytest.raises(BackendError, match=r"'sqlite:///checkpoints.db' is a sqlite:// URL"):
         SnapstoreSaver.from_conn_string("sqlite:///checkpoints.db")
     assert list(tmp_path.iterdir()) == []  # no folder named "sqlite:" was made
+
+
+def test_a_thread_id_or_namespace_with_a_lone_surrogate_is_refused_by_its_config_key(tmp_path: Path) -> None:
+    """Found by an outside trial: the refusal came from deep in the store and named the state's
+    ``/thread_id``, not the run's config. Nothing is written either way."""
+    with SnapstoreSaver.from_path(tmp_path / "store") as saver:
+        app = StateGraph(Chat).add_node("echo", _echo).add_edge(START, "echo").add_edge("echo", END).compile(
+            checkpointer=saver
+        )
+        with pytest.raises(InvalidNameError, match=r"config\['configurable'\]\['thread_id'\] .* lone surrogate"):
+            app.invoke({"messages": [HumanMessage("hi", id="h")]}, {"configurable": {"thread_id": "a\udc80b"}})
+        assert saver.store.sessions() == []
+        in_namespace: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "sub\udc80"}}
+        with pytest.raises(InvalidNameError, match=r"\['checkpoint_ns'\] .* lone surrogate"):
+            saver.put(in_namespace, empty_checkpoint(), {"step": 0}, {})
+        with pytest.raises(InvalidNameError, match=r"\['checkpoint_ns'\] .* lone surrogate"):
+            saver.put_writes({"configurable": {**in_namespace["configurable"], "checkpoint_id": "c"}}, [("x", 1)], "t1")
+        assert saver.store.sessions() == []
+        app.invoke({"messages": [HumanMessage("hi", id="h")]}, CONFIG)
+        before = saver.store.sessions()
+        with pytest.raises(InvalidNameError, match=r"\['thread_id'\] .* lone surrogate"):
+            saver.copy_thread(THREAD, "b\udc80")
+        assert saver.store.sessions() == before

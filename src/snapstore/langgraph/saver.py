@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from ..errors import ConcurrentUpdateError, CorruptObjectError, SnapshotError, SnapshotNotFound
+from ..errors import ConcurrentUpdateError, CorruptObjectError, InvalidNameError, SnapshotError, SnapshotNotFound
 from ..recency import touch
 from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
@@ -39,6 +39,21 @@ T = TypeVar("T")
 ATTEMPTS = 20
 #: reads of a checkpoint that found the thread rewritten under them, before the last one's error is raised
 _READ_ATTEMPTS = 10
+
+
+def _refuse_unstorable(thread_id: Any, checkpoint_ns: str) -> None:
+    """Refuse a thread id or namespace with no stored form: a lone surrogate (which LangGraph's own
+    savers take) has none in UTF-8, and refused deep in the store it named the state's
+    ``/thread_id`` instead of the run's config."""
+    for key, value in (("thread_id", str(thread_id)), ("checkpoint_ns", checkpoint_ns)):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidNameError(
+                f"config['configurable'][{key!r}] {value!r} cannot be stored: it holds a lone surrogate, "
+                "which has no UTF-8 form",
+                {"argument": key, "value": repr(value), "reason": "lone surrogate"},
+            ) from None
 
 
 def _reading_afresh(lane: Lane, read: Callable[[], T]) -> T:
@@ -186,6 +201,11 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             touch(self._recent, key, lane, self._cached_threads)  # (a lane let go is read again)
             return lane
 
+    def _writing_lane(self, thread_id: Any, checkpoint_ns: str) -> Lane:
+        """The lane a write goes to, once its thread id and namespace are known to have a stored form."""
+        _refuse_unstorable(thread_id, checkpoint_ns)
+        return self._lane(thread_id, checkpoint_ns)
+
     def _lanes_of(self, thread_id: str | None) -> list[Lane]:
         """The lanes stored for a thread (every thread when None), found by session name."""
         prefix = thread_prefixes(thread_id)[0] if thread_id is not None else ""
@@ -331,7 +351,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         configurable = config["configurable"]
-        lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
+        lane = self._writing_lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         parent_id = configurable.get("checkpoint_id")
         skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         encoded_skeleton = self.codec.encode(skeleton)
@@ -408,7 +428,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         task_path: str = "",
     ) -> None:
         configurable = config["configurable"]
-        lane = self._lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
+        lane = self._writing_lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable["checkpoint_id"]
         encoded: dict[int, Any] = {}
         with lane.operation(writes=True):
@@ -544,9 +564,10 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         """Copy every namespace of a thread, checkpoints and writes. A namespace the target does not
         have yet appears whole, or not at all when the copy fails; one it has gets the copied
         checkpoints put on top of what it holds."""
+        _refuse_unstorable(target_thread_id, "")  # before anything is read
         for source in self._lanes_of(str(source_thread_id)):
             entries = source.entries()
-            target = self._lane(target_thread_id, source.checkpoint_ns)
+            target = self._writing_lane(target_thread_id, source.checkpoint_ns)
             for _attempt in range(ATTEMPTS):
                 with target.lock:
                     heads = target.stored_heads()
