@@ -336,3 +336,61 @@ def test_a_saver_writing_many_threads_keeps_the_write_state_of_a_bounded_number(
             assert [row[1] for row in _thread(saver, f"t{thread}")] == [2, 1, 0]
     with SnapstoreSaver.from_conn_string(":memory:", cached_threads=100) as many:
         assert many.store.max_warm_sessions == 200
+
+
+_CHILD_KILLED_AT_FIRST_COMMIT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from snapstore import SnapshotStore
+    from snapstore.backends._postgres import PostgresBackend
+    from snapstore.langgraph import SnapstoreSaver
+
+    swapping = []
+    for name in ("swap_in_session", "swap_in_sessions"):
+        real_swap = getattr(PostgresBackend, name, None)
+        if real_swap is not None:
+            def swap(self, *args, _real=real_swap):
+                swapping.append(True)
+                return _real(self, *args)
+            setattr(PostgresBackend, name, swap)
+    real_finish = PostgresBackend._finish
+
+    def finish(self, held, *, commit):
+        real_finish(self, held, commit=commit)
+        if swapping and commit:  # the first lock transaction of the rewrite has committed: killed there
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    PostgresBackend._finish = finish
+    store = SnapshotStore(PostgresBackend(sys.argv[1], table_prefix=sys.argv[2]))
+    with SnapstoreSaver(store, owns_store=True) as saver:
+        saver.delete_for_runs(["run-0"])
+    """
+)
+
+
+def test_a_rewrite_on_postgresql_killed_as_its_first_lock_commits_leaves_the_thread_whole() -> None:
+    """A rewrite replaces a thread's two sessions under both their locks. Each lock's transaction
+    held its own session's swap, so a process killed once the first had committed left one session
+    rewritten and the other not: the checkpoints of before with the pending writes of after. Both
+    swaps are now in the transaction that commits first, while the other lock is still held."""
+    import uuid
+
+    from conftest import postgres_url_or_skip
+    from snapstore.backends._postgres import PostgresBackend
+
+    url, prefix = postgres_url_or_skip(), f"t{uuid.uuid4().hex[:12]}_"
+
+    def opened() -> SnapstoreSaver:
+        return SnapstoreSaver(SnapshotStore(PostgresBackend(url, table_prefix=prefix)), owns_store=True)
+
+    with opened() as saver:
+        _put_turns(saver, range(30))
+        before = _thread(saver)
+    after = [row for row in before if row[2] != "run-0"]
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD_KILLED_AT_FIRST_COMMIT, url, prefix], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    with opened() as reopened:
+        assert _thread(reopened) == after  # the commit that landed holds both sessions' swaps
+        assert SnapshotStore.verify(reopened.store).ok

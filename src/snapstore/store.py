@@ -399,9 +399,12 @@ class SnapshotStore:
         With ``heads``, only while each session named there still has the head it names (None:
         the session does not exist): otherwise ``ConcurrentUpdateError`` is raised and nothing
         changes, so a rewrite built on what a session held does not drop a commit another writer
-        made meanwhile. The places are taken one after another: a reader, which takes no lock,
-        may find some sessions new and the others not yet, for as long as that takes (a rename
-        each, on the directory engine), and a crash or a failed swap in between leaves it so.
+        made meanwhile. The memory and PostgreSQL engines take the places in one step (under one
+        mutex; in one transaction, committed while every lock is still held): a crash leaves every
+        session old or every one new, though a reader that reads one session and then another may
+        read them either side of that step. The directory engine takes them one after another (a
+        rename each): a reader, which takes no lock, may find some new and the others not yet for
+        as long as that takes, and a crash in between leaves it so (docs/design.md, "Known gaps").
         """
         names = sorted(limits)
         for name in names:
@@ -416,8 +419,7 @@ class SnapshotStore:
                     self.backend.append(staged[name].key, 1, [encode_meta(body)], 0)
             yield staged
             with self._locked_at(keys, heads or {}, "while its new history was written (nothing was replaced)"):
-                for name in names:
-                    self.backend.swap_in_session(staged[name].key, keys[name])
+                self.backend.swap_in_sessions([(staged[name].key, keys[name]) for name in names])
         except BaseException:
             for name in names:
                 with suppress(SnapshotError):

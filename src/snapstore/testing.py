@@ -448,6 +448,34 @@ class BackendContract:
             b.swap_in_session(staged, "s")
         assert other.read_segment("s", 1).entries == [b"new 1", b"new 2"]
 
+    def test_staged_histories_take_several_sessions_places_together(self) -> None:
+        """``swap_in_sessions``: a group whose staged history is missing for one session changes no
+        session; a whole group puts every staged history in its session's place."""
+        b = self.backend
+        keys = ("a", "b")
+        staged = {key: staged_key(len(key)) for key in keys}
+        for key in keys:
+            b.append(key, 1, [f"old {key}".encode()], 0)
+        b.append(staged["a"], 1, [b"new a"], 0)  # nothing staged for "b" yet
+        group = [(staged[key], key) for key in keys]
+        with expect_error(BackendError), b.lock_session("a", 5.0), b.lock_session("b", 5.0):
+            b.swap_in_sessions(group)
+        for key in keys:
+            assert b.read_segment(key, 1).entries == [f"old {key}".encode()]
+        assert b.read_segment(staged["a"], 1).entries == [b"new a"]
+        b.append(staged["b"], 1, [b"new b"], 0)
+        try:
+            with b.lock_session("a", 5.0), b.lock_session("b", 5.0):
+                b.swap_in_sessions(group)
+        except BackendError:  # an engine that cannot swap in one step: nothing changed
+            assert [b.read_segment(key, 1).entries for key in keys] == [[b"old a"], [b"old b"]]
+            return
+        other = self.another_handle()
+        for key in keys:
+            assert other.read_segment(key, 1).entries == [f"new {key}".encode()]
+            assert b.segments(staged[key]) == []
+        assert b.session_keys() == ["a", "b"]
+
     def test_replace_is_whole_and_changes_the_version(self) -> None:
         b = self.backend
         end = b.append("s", 3, [b"a", b"b", b"c"], 0)

@@ -137,14 +137,20 @@ class MemoryBackend(Backend):
             return bool(self._sessions.pop(check_session_key(key), None))
 
     def swap_in_session(self, staged: str, key: str) -> None:
+        self.swap_in_sessions([(staged, key)])
+
+    def swap_in_sessions(self, pairs: list[tuple[str, str]]) -> None:
         self._check_open()
-        check_session_key(staged)
-        check_session_key(key)
-        with self._mutex:
-            if not self._sessions.get(staged):
-                raise BackendError(f"no staged history under {staged}", {"session_key": key, "staged": staged})
-            self._sessions[key] = self._sessions.pop(staged)
-            self._locks.pop(staged, None)
+        for staged, key in pairs:
+            check_session_key(staged)
+            check_session_key(key)
+        with self._mutex:  # every one or none: a reader sees the sessions all old or all new
+            for staged, key in pairs:
+                if not self._sessions.get(staged):
+                    raise BackendError(f"no staged history under {staged}", {"session_key": key, "staged": staged})
+            for staged, key in pairs:
+                self._sessions[key] = self._sessions.pop(staged)
+                self._locks.pop(staged, None)
 
 
 @contextmanager

@@ -751,26 +751,47 @@ class PostgresBackend(Backend):
         return bool(row and row[0])
 
     def swap_in_session(self, staged: str, key: str) -> None:
-        self._writable(f"replace session {key}")
-        check_session_key(staged)
-        check_session_key(key)
-        if self._held(key) is None:  # outside the lock's transaction the delete would stand alone
-            raise BackendError(f"swap_in_session needs session {key}'s lock", {"session_key": key})
-        first = SEGMENT_ROW.format(key=key, segment=0)[:-16]
-        params = {
-            "key": key,
-            "staged": staged,
-            "prefix": first,
-            "cut": len(SEGMENT_ROW.format(key=staged, segment=0)) - 16 + 1,
-            **_row_bounds(staged),
-        }
+        self.swap_in_sessions([(staged, key)])
 
-        def swap(conn: Any) -> int:
-            conn.execute(self._q["delete_session"], {"key": key, **_row_bounds(key)})
-            return int(conn.execute(self._q["rename_session"], params).fetchone()[0])
+    def swap_in_sessions(self, pairs: list[tuple[str, str]]) -> None:
+        """Every swap in one transaction: that of the lock of these sessions this thread took last.
 
-        if not self._on_session(key, "swap in session", swap, write=True, retry=False):
-            # raised through the lock, whose transaction is rolled back: the session stays as it was
+        The caller releases its locks in the reverse order it took them (``with`` blocks, an
+        ``ExitStack``), so that transaction commits first, while the other sessions are still
+        locked: a crash before its commit leaves every session as it was, and no writer commits
+        on one session before the others are swapped too. Each lock's own transaction held its
+        swap before, and the first to commit left the others' sessions old until theirs did."""
+        keys = [key for _staged, key in pairs]
+        for staged, key in pairs:
+            self._writable(f"replace session {key}")
+            check_session_key(staged)
+            check_session_key(key)
+            if self._held(key) is None:  # outside the lock's transaction the delete would stand alone
+                raise BackendError(f"swap_in_session needs session {key}'s lock", {"session_key": key})
+        registry: dict[str, _Held] = self._local.held
+        last = [key for key in registry if key in keys][-1]
+
+        def swap(conn: Any) -> tuple[str, str] | None:
+            for staged, key in pairs:
+                conn.execute(self._q["delete_session"], {"key": key, **_row_bounds(key)})
+                params = {
+                    "key": key,
+                    "staged": staged,
+                    "prefix": SEGMENT_ROW.format(key=key, segment=0)[:-16],
+                    "cut": len(SEGMENT_ROW.format(key=staged, segment=0)) - 16 + 1,
+                    **_row_bounds(staged),
+                }
+                if not int(conn.execute(self._q["rename_session"], params).fetchone()[0]):
+                    return staged, key
+            return None
+
+        missing = self._on_session(last, "swap in session", swap, write=True, retry=False)
+        for key in keys:  # what a lock read in its round trip is the old history's
+            held = registry[key]
+            held.prefetched = held.prefetched_read = None
+        if missing is not None:
+            # raised through the locks, whose transactions are rolled back: the sessions stay as they were
+            staged, key = missing
             raise BackendError(f"no staged history under {staged}", {"session_key": key, "staged": staged})
 
     def cleanup_temporary(self, grace_seconds: float = 3600.0) -> int:

@@ -212,6 +212,14 @@ class Backend(ABC):
             {"session_key": key, "engine": self.kind},
         )
 
+    def swap_in_sessions(self, pairs: list[tuple[str, str]]) -> None:
+        """``swap_in_session`` for each ``(staged, key)`` of ``pairs``, the caller holding every
+        ``key``'s lock. An engine that can make them one step overrides this (the memory engine:
+        under one mutex; PostgreSQL: in one transaction), so that a crash leaves all or none. By
+        default they are made one after another: a crash between two leaves some sessions new."""
+        for staged, key in pairs:
+            self.swap_in_session(staged, key)
+
     # -- lifecycle -----------------------------------------------------
     def close(self) -> None:
         """Release resources; the backend is not used afterwards."""
