@@ -21,6 +21,7 @@ import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
 from snapstore import SnapshotStore
+from snapstore.backends.base import is_staged
 from snapstore.langgraph import SnapstoreSaver, lanes
 
 
@@ -394,3 +395,119 @@ def test_a_rewrite_on_postgresql_killed_as_its_first_lock_commits_leaves_the_thr
     with opened() as reopened:
         assert _thread(reopened) == after  # the commit that landed holds both sessions' swaps
         assert SnapshotStore.verify(reopened.store).ok
+
+
+_CHILD_KILLED_AT_STEP = textwrap.dedent(
+    """
+    import os, signal, sys
+    from snapstore.backends import _directory
+    from snapstore.langgraph import SnapstoreSaver
+
+    step, after = sys.argv[2], int(sys.argv[3])  # killed after that many calls of the step
+    calls = [0]
+
+    def counted():
+        calls[0] += 1
+        if calls[0] == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    Backend = _directory.DirectoryBackend
+    if step in ("marked", "recorded"):
+        real_write = Backend._write_replace
+
+        def write(self, folder, name, data, where):
+            real_write(self, folder, name, data, where)
+            if (name == _directory.GROUP_MARKER) == (step == "marked"):
+                counted()
+
+        Backend._write_replace = write
+    elif step == "exchanged":
+        real_swap = Backend.swap_in_session
+
+        def swap(self, staged, key):
+            real_swap(self, staged, key)
+            counted()
+
+        Backend.swap_in_session = swap
+    else:  # "unmarked"
+        real_unlink = os.unlink
+
+        def unlink(path, *args, **kwargs):
+            real_unlink(path, *args, **kwargs)
+            if path == _directory.GROUP_MARKER:
+                counted()
+
+        _directory.os.unlink = unlink
+    with SnapstoreSaver.from_path(sys.argv[1]) as saver:
+        saver.delete_for_runs(["run-0"])
+    print("NOT KILLED", calls[0])
+    """
+)
+
+#: (step, calls): each point of a rewrite's two exchanges a kill can land between, and whether the
+#: rewrite is then done (its record written) or not
+_KILL_POINTS = [
+    (("marked", 1), False),
+    (("marked", 2), False),
+    (("recorded", 1), True),
+    (("exchanged", 1), True),
+    (("exchanged", 2), True),
+    (("unmarked", 1), True),
+    (("unmarked", 2), True),
+]
+
+
+@pytest.mark.parametrize(("point", "done"), _KILL_POINTS, ids=[f"{s}-{n}" for (s, n), _d in _KILL_POINTS])
+def test_a_rewrite_on_a_directory_store_killed_between_its_exchanges_is_finished_by_the_next_handle(
+    tmp_path: Path, point: tuple[str, int], done: bool
+) -> None:
+    """The two sessions of a thread take their places by one exchange each. A process killed between
+    them left the thread's checkpoints of one side and its pending writes of the other, for good.
+    A recorded rewrite is now finished by the next handle opened on the store, and one killed before
+    its record leaves the thread as it was; either way it reads whole and verifies."""
+    store = tmp_path / "store"
+    with SnapstoreSaver.from_path(store) as saver:
+        _put_turns(saver, range(24))
+        before = _thread(saver)
+    after = [row for row in before if row[2] != "run-0"]
+    step, calls = point
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD_KILLED_AT_STEP, str(store), step, str(calls)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    with SnapstoreSaver.from_path(store) as reopened:
+        assert _thread(reopened) == (after if done else before)
+        assert SnapshotStore.verify(reopened.store).ok
+        assert not list((store / "replacing").glob("*"))  # nothing left to finish
+        # a session's mark is gone; a staged history a rewrite killed before its record left keeps its
+        # own, and goes with it when gc removes it
+        assert [p for p in (store / "sessions").glob("*/replacing") if not is_staged(p.parent.name)] == []
+        reopened.delete_for_runs(["run-0"])  # and the thread goes on as any other
+        _put_turns(reopened, range(24, 26))
+        assert len(_thread(reopened)) == len(after) + 2
+
+
+def test_a_handle_open_across_the_kill_finishes_the_rewrite_before_its_next_put(tmp_path: Path) -> None:
+    """A process that had the store open when the rewriting one was killed (a server's saver) does
+    not commit on the session the rewrite had not put in place yet: taking that session's lock, it
+    finishes the rewrite first, so its put lands on the thread as rewritten, not on a history the
+    rewrite would then replace."""
+    store = tmp_path / "store"
+    with SnapstoreSaver.from_path(store) as saver:
+        _put_turns(saver, range(24))
+        before = _thread(saver)
+        after = [row for row in before if row[2] != "run-0"]
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD_KILLED_AT_STEP, str(store), "exchanged", "1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+        _put_turns(saver, range(24, 25))
+        found = _thread(saver)
+        assert found[1:] == after and found[0][1] == 24
+        assert SnapshotStore.verify(saver.store).ok
