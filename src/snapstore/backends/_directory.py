@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import json
 import os
 import re
 import stat
@@ -29,11 +28,11 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, LockTimeoutError, ReadOnlyStoreError
+from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
 from ..recency import touch
 from . import _framing
 from ._checks import check_config_name, check_config_value, check_position, entry_list
@@ -61,13 +60,6 @@ except ImportError:  # pragma: no cover - not POSIX
 TMP_PREFIX = ".tmp-"
 SEGMENT_SUFFIX = ".seg"
 LOCK_FILE = "lock"
-#: the store's folder of replaces of several sessions under way: one ``<group id>.json`` each, naming
-#: the (staged, session) pairs; written once every staged history is marked, removed when all are in place
-REPLACING = "replacing"
-#: in a staged session folder of such a replace: its group's id (it moves into the session's place with
-#: the history, so a staged folder still holding it is one not yet put in place)
-GROUP_MARKER = "replacing"
-_GROUP_RECORD = re.compile(r"^([0-9a-f]{32})\.json$")
 #: the largest segment file read (a keyframe and its chain); larger is damage, not an allocation
 MAX_SEGMENT_FILE = 1 << 32
 #: bytes read from a segment's start for its first entry (a checkpoint longer than that: the whole file)
@@ -156,8 +148,6 @@ class DirectoryBackend(Backend):
         self._locked_last: OrderedDict[str, _SessionLock] = OrderedDict()  # locked last, oldest first
         self._file_ids: dict[tuple[int, int, str], int] = {}
         self._listings: dict[str, _Listing] = {}
-        # a replace of several sessions a crash left part way is finished before anything reads on
-        self.finish_replaces()
 
     def _refuse_foreign_folder(self) -> None:
         """A store is made in a new or empty folder only: one holding other files is a mistyped path
@@ -361,7 +351,7 @@ class DirectoryBackend(Backend):
         except OSError:
             return found
         for name in names:
-            if name not in ("config", "sessions", REPLACING) and not self._is_format_1_refusal(name):
+            if name not in ("config", "sessions") and not self._is_format_1_refusal(name):
                 found.append(name)
         try:
             folders = list(self._session_folders())
@@ -375,7 +365,7 @@ class DirectoryBackend(Backend):
                 with self._session_dir(key) as fd, os.scandir(fd) as listing:
                     for entry in sorted(listing, key=lambda e: e.name):
                         name = entry.name
-                        ours = name in (LOCK_FILE, GROUP_MARKER) or parse_segment_file(name) is not None
+                        ours = name == LOCK_FILE or parse_segment_file(name) is not None
                         # a link, FIFO or device under one of our names is not ours either
                         if not (ours and entry.is_file(follow_symlinks=False)) and not name.startswith(TMP_PREFIX):
                             found.append(f"sessions/{key}/{name}")
@@ -443,36 +433,14 @@ class DirectoryBackend(Backend):
         check_session_key(key)
         check_timeout(timeout)
         self._writable(f"sessions/{key}")
-        held = self._session_lock(key)
-        with self._mutex:
-            idle = touch(self._locked_last, key, held, OPEN_LOCK_FILES)
-        for lock in idle:
-            lock.close_if_idle()
-        return self._held_after_replaces(held, key, timeout)
-
-    def _session_lock(self, key: str) -> _SessionLock:
         with self._mutex:
             held = self._locks.get(key)
             if held is None:
                 held = self._locks[key] = _SessionLock(self, key)
-            return held
-
-    @contextmanager
-    def _held_after_replaces(self, held: _SessionLock, key: str, timeout: float | None) -> Iterator[None]:
-        """A session's lock, taken once no replace of a group holding it was left part way: the
-        holder of a lock that such a replace (whose process held every lock of its group) names
-        finishes it first, so nothing is committed to a session the replace will still put a new
-        history in place of. Let go of and taken again around it: the group's locks are taken in
-        one order, as every caller takes them."""
-        with held.hold(timeout):
-            pending = self._pending_replaces(key)
-            if not pending:
-                yield
-                return
-        for group, pairs in pending:
-            self._finish_replace_holding_locks(group, pairs, timeout)
-        with held.hold(timeout):
-            yield
+            idle = touch(self._locked_last, key, held, OPEN_LOCK_FILES)
+        for lock in idle:
+            lock.close_if_idle()
+        return held.hold(timeout)
 
     def segments(self, key: str) -> list[SegmentInfo]:
         check_session_key(key)
@@ -731,9 +699,6 @@ class DirectoryBackend(Backend):
         # no writer waits on a staged history's lock: its folder goes whole, lock file and all
         staged = is_staged(key)
         if staged:
-            group = self._group_marked(key)
-            if group is not None and self._read_replace_record(f"{group}.json") is not None:
-                return False  # a recorded replace still puts it in place (swap_in_sessions)
             self._forget_lock(key)
         try:
             moved = None if staged else self._move_history_out(key)
@@ -818,13 +783,9 @@ class DirectoryBackend(Backend):
             self._empty_folder(staged)
 
     def swap_in_sessions(self, pairs: list[tuple[str, str]]) -> None:
-        """One exchange per session, after every staged history was found there (a group with one
-        missing, removed by gc, changes nothing), made one step by a record: each staged folder is
-        marked with the group's id, then ``replacing/<group id>.json`` names the pairs, and from then
-        on the group is put in place whatever happens: a crash between two exchanges leaves the
-        record, and the next holder of any of the group's locks (or the next handle opened on the
-        store) makes the exchanges left, those whose staged folder still holds the mark. A reader,
-        which takes no lock, may read the sessions either side meanwhile."""
+        """One exchange per session, after every staged history was found there: a group with one
+        missing (gc removed it) changes nothing. A crash between two exchanges leaves some sessions
+        new (docs/design.md, "Known gaps")."""
         for staged, key in pairs:
             check_session_key(staged)
             check_session_key(key)
@@ -835,121 +796,8 @@ class DirectoryBackend(Backend):
                 found = False
             if not found:
                 raise BackendError(f"no staged history at sessions/{staged}", {"path": f"sessions/{staged}"})
-        if len(pairs) < 2:
-            for staged, key in pairs:
-                self.swap_in_session(staged, key)
-            return
-        group = uuid.uuid4().hex
-        for staged, _key in pairs:
-            with self._session_dir(staged) as folder:
-                self._write_replace(folder, GROUP_MARKER, group.encode(), f"sessions/{staged}/{GROUP_MARKER}")
-        record = json.dumps({"pairs": [list(pair) for pair in pairs]}, separators=(",", ":")).encode()
-        replacing = self._open_dir_made(self._root_fd, REPLACING, REPLACING, True)
-        try:
-            self._write_replace(replacing, f"{group}.json", record, f"{REPLACING}/{group}.json")
-        finally:
-            os.close(replacing)
-        self._finish_replace(group, pairs)
-
-    def _finish_replace(self, group: str, pairs: list[tuple[str, str]]) -> None:
-        """Put in place each staged history of the group still marked, unmark the sessions, drop the
-        record. Under every lock of the group; each step may be found done by a later one."""
         for staged, key in pairs:
-            if self._group_marked(staged) == group:
-                self.swap_in_session(staged, key)
-        for _staged, key in pairs:
-            with suppress(FileNotFoundError), self._session_dir(key) as folder:
-                if _read_marker(folder) == group:
-                    os.unlink(GROUP_MARKER, dir_fd=folder)
-                    if self.fsync:
-                        os.fsync(folder)
-        try:
-            replacing = self._open_dir(self._root_fd, REPLACING, REPLACING)
-        except FileNotFoundError:
-            return
-        try:
-            with suppress(FileNotFoundError):
-                os.unlink(f"{group}.json", dir_fd=replacing)
-            if self.fsync:
-                os.fsync(replacing)
-        finally:
-            os.close(replacing)
-
-    def _group_marked(self, key: str) -> str | None:
-        try:
-            with self._session_dir(key) as folder:
-                return _read_marker(folder)
-        except FileNotFoundError:
-            return None
-
-    def _pending_replaces(self, key: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
-        """The replaces of several sessions left part way (of those holding ``key``, when given):
-        (group id, pairs). A record that does not read as one is left alone."""
-        try:
-            names = self._replacing_names()
-        except FileNotFoundError:
-            return []
-        found = []
-        for name in sorted(names):
-            matched = _GROUP_RECORD.match(name)
-            if matched is None:
-                continue
-            pairs = self._read_replace_record(name)
-            if pairs is not None and (key is None or any(k == key for _s, k in pairs)):
-                found.append((matched.group(1), pairs))
-        return found
-
-    def _replacing_names(self) -> list[str]:
-        fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
-        try:
-            return os.listdir(fd)
-        finally:
-            os.close(fd)
-
-    def _read_replace_record(self, name: str) -> list[tuple[str, str]] | None:
-        try:
-            fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
-        except FileNotFoundError:
-            return None
-        try:
-            body = json.loads(read_regular_file(fd, name, f"{REPLACING}/{name}", MAX_CONFIG_FILE * 16))
-            pairs = [(str(staged), str(key)) for staged, key in body["pairs"]]
-            for staged, key in pairs:
-                check_session_key(staged)
-                check_session_key(key)
-            return pairs
-        except (OSError, ValueError, KeyError, TypeError, BackendError, CorruptObjectError):
-            return None
-        finally:
-            os.close(fd)
-
-    def _finish_replace_holding_locks(
-        self, group: str, pairs: list[tuple[str, str]], timeout: float | None
-    ) -> bool:
-        """Finish a replace left part way under every lock of its group, taken in key order; False when
-        this thread holds one of them already (it cannot wait for the others in order) or the record
-        is gone meanwhile (another holder finished it)."""
-        keys = sorted({key for _staged, key in pairs})
-        locks = [self._session_lock(key) for key in keys]
-        if any(lock.holder == threading.get_ident() for lock in locks):
-            return False
-        with ExitStack() as held:
-            for lock in locks:
-                held.enter_context(lock.hold(timeout))
-            if self._read_replace_record(f"{group}.json") is None:
-                return False
-            self._finish_replace(group, pairs)
-        return True
-
-    def finish_replaces(self) -> int:
-        """Finish every replace of several sessions left part way whose locks are free now; how many."""
-        if self.read_only:
-            return 0
-        done = 0
-        for group, pairs in self._pending_replaces():
-            with suppress(LockTimeoutError):
-                done += self._finish_replace_holding_locks(group, pairs, 0.0)
-        return done
+            self.swap_in_session(staged, key)
 
     def _swap_in(self, staged: str, key: str, old: int, new: int) -> None:
         with _flocked(new, blocking=True):
@@ -1014,9 +862,6 @@ class DirectoryBackend(Backend):
                     # looked at again under the lock: a replace may have begun writing
                     if _holds_segment(folder) and not staged_before(key, begun_before):
                         return 0
-                    group = _read_marker(folder)
-                    if group is not None and self._read_replace_record(f"{group}.json") is not None:
-                        return 0  # a replace left part way puts it in place (its locks were busy just now)
                     _unlink_ours(folder, os.listdir(folder), lock_too=True)
             except BlockingIOError:
                 return 0
@@ -1029,7 +874,6 @@ class DirectoryBackend(Backend):
             return 0
         removed = 0
         cutoff = time.time() - grace_seconds
-        self.finish_replaces()  # what a group left part way still needs of its staged folders is put in place
         for key, ok in list(self._session_folders()):
             if not ok:
                 continue
@@ -1163,15 +1007,6 @@ def _link_lock_file(old: int, new: int) -> None:
         os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
 
 
-def _read_marker(folder: int) -> str | None:
-    """The group id a session folder is marked with (None: not marked, or not a mark)."""
-    try:
-        found = read_regular_file(folder, GROUP_MARKER, GROUP_MARKER, 64).decode("ascii", "replace")
-    except (FileNotFoundError, BackendError, CorruptObjectError):
-        return None
-    return found if re.fullmatch(r"[0-9a-f]{32}", found) else None
-
-
 def _holds_segment(folder: int) -> bool:
     return any(parse_segment_file(name) is not None for name in os.listdir(folder))
 
@@ -1200,12 +1035,7 @@ def _unlink_ours(folder: int, names: list[str], lock_too: bool) -> bool:
 def _is_ours(name: str, lock_too: bool) -> bool:
     """Whether a session folder's entry of this name is snapstore's to remove: a segment, a leftover
     temporary file, and with ``lock_too`` the lock file."""
-    return (
-        parse_segment_file(name) is not None
-        or name.startswith(TMP_PREFIX)
-        or name == GROUP_MARKER
-        or (lock_too and name == LOCK_FILE)
-    )
+    return parse_segment_file(name) is not None or name.startswith(TMP_PREFIX) or (lock_too and name == LOCK_FILE)
 
 
 _RENAME_EXCHANGE = 2
