@@ -440,10 +440,34 @@ def locked(backend: Any, key: str) -> list[bytes]:
         ("host=h password='se cr\\'et' user=u", "host=h password=*** user=u"),
         ("host=h sslpassword=k1 password=k2", "host=h sslpassword=*** password=***"),
         ("postgresql://h/db?sslpassword=k1", "postgresql://h/db?sslpassword=***"),
+        # found by an outside trial: values libpq refuses were redacted in part
+        ("host=h user=u password=correct horse", "host=h user=u password=***"),
+        ("host=h password='correct horse", "host=h password=***"),
+        ("password=correct horse user=u", "password=*** user=u"),
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:my%secret@127.0.0.1:1/db",  # a password with a stray %: the usual one
+        "postgresql://app:mysecret@[::1:1/db",
+        "host=127.0.0.1 port=1 user=app password=my secret",
+        "host=127.0.0.1 port=1 user=app password='my secret",
+    ],
+)
+def test_a_connection_string_libpq_cannot_parse_is_refused_without_its_password(url: str) -> None:
+    """libpq quotes the token it cannot parse, or the whole URL, and the refusal repeated it: the
+    password reached the message, ``details`` and the CLI's error line (found by an outside trial)."""
+    from snapstore.backends._postgres import PostgresBackend
+
+    with pytest.raises(BackendError, match="invalid PostgreSQL URL") as refused:
+        PostgresBackend(url)
+    shown = str(refused.value) + repr(refused.value.details)
+    assert "secret" not in shown and refused.value.__suppress_context__
 
 
 @pytest.mark.parametrize(

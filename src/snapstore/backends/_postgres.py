@@ -103,6 +103,7 @@ from ._postgres_sql import (
     first_line,
     foreign_reason,
     hash64,
+    redact_driver_message,
     redact_url,
     row_sizes,
     where,
@@ -238,10 +239,11 @@ class PostgresBackend(Backend):
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
+            said = redact_driver_message(str(exc), url)  # it may quote the password
             raise BackendError(
-                f"invalid PostgreSQL URL {self._display}: {first_line(exc)}",
-                {"cause": f"{type(exc).__name__}: {exc}", "url": self._display},
-            ) from exc
+                f"invalid PostgreSQL URL {self._display}: {(said.strip().splitlines() or [''])[0]}",
+                {"cause": f"{type(exc).__name__}: {said}", "url": self._display},
+            ) from None
         kwargs: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = max(1, round(connect_timeout))
@@ -259,6 +261,7 @@ class PostgresBackend(Backend):
         #: connection attempts in it, which wait out a back-off while the server is down)
         self._pooled_out = 0
         self._unpooled_mutex = threading.Lock()
+        self._operations_out = 0  # connections operations (not locks) use now: pooled or their own
         self._read_only_reason: str | None = None
         self._own_made_at = -math.inf  # when a lock last made a connection of its own
         self._layout_version = SCHEMA_VERSION
@@ -537,7 +540,7 @@ class PostgresBackend(Backend):
     def _connection(self, action: str, **details: Any) -> Iterator[psycopg.Connection[Any]]:
         self._check_open(action)
         try:
-            with self._pool.connection() as conn:
+            with self._operation_connection() as conn:
                 yield conn
         except psycopg.Error as exc:
             raise self._driver_error(action, exc, **details) from exc
@@ -555,7 +558,7 @@ class PostgresBackend(Backend):
         for attempt in range(1, attempts + 1):
             conn = None
             try:
-                with self._pool.connection() as conn:
+                with self._operation_connection() as conn:
                     if _closed_by_server(conn) and attempt < attempts:
                         continue  # back to the pool, which drops it and makes another
                     if not write:
@@ -567,6 +570,38 @@ class PostgresBackend(Backend):
                     continue
                 raise self._driver_error(action, exc, write=write, **details) from exc
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def _operation_connection(self) -> Iterator[Any]:
+        """A pooled connection for one operation; or, when the pool gives none within
+        ``_POOL_CONNECT_WAIT`` while fewer than ``pool_size`` operations hold one, a connection of
+        its own, closed after it. A pool whose connections failed while the server was down waits
+        out a back-off before it connects again, which grows with the outage: reads waited for it
+        and reported every pooled connection busy for as long again after the server was back
+        (found by a trial: 100 s after 140 s down), where commits, which connect on their own, landed."""
+        with self._unpooled_mutex:
+            free = self._operations_out < self._pool.max_size
+            self._operations_out += 1
+        try:
+            try:
+                # never 0: psycopg_pool then raises at once, without looking at its idle connections
+                pooled = self._pool.getconn(timeout=_POOL_CONNECT_WAIT if free else self._pool_timeout)
+            except PoolTimeout:
+                if not free:
+                    raise
+                own = psycopg.connect(self.url, **self._kwargs)
+                try:
+                    yield own
+                finally:
+                    own.close()
+                return
+            try:
+                yield pooled
+            finally:
+                self._pool.putconn(pooled)
+        finally:
+            with self._unpooled_mutex:
+                self._operations_out -= 1
 
     def _held(self, key: str) -> _Held | None:
         held: dict[str, _Held] | None = getattr(self._local, "held", None)

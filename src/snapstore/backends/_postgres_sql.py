@@ -294,7 +294,24 @@ def redact_url(url: str) -> str:
             if any(k in _SECRET_PARAMS for k, _ in pairs):
                 query = urlencode([(k, "***" if k in _SECRET_PARAMS else v) for k, v in pairs], safe="*/:=%")
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    return re.sub(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1***", url)
+    # a value quoted and closed; one whose quote never closes (to the end); else up to the next
+    # "keyword=" (an unquoted value with a space, which libpq refuses, is still all secret)
+    return re.sub(_SECRET_VALUE, r"\1***", url)
+
+
+_SECRET_VALUE = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|'.*|.*?(?=\s+\w+\s*=|$))", re.DOTALL)
+
+
+def redact_driver_message(message: str, url: str) -> str:
+    """A driver's message about ``url`` without the parts of ``url`` it quotes: libpq quotes the
+    token it could not parse (``invalid percent-encoded token: "my%secret"``), or the whole URL,
+    and a password with a stray ``%`` is the usual such token."""
+
+    def quoted(found: re.Match[str]) -> str:
+        inside = found.group(1)
+        return '"***"' if len(inside) > 1 and inside in url else found.group(0)
+
+    return re.sub(r'"([^"]*)"', quoted, message)
 
 
 def where(display: str, schema: str, prefix: str) -> str:
