@@ -9,6 +9,7 @@ thread read without an error; and a put another saver made meanwhile was dropped
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
 from snapstore import SnapshotStore
+from snapstore.backends.base import is_staged
+from snapstore.errors import BackendError
 from snapstore.langgraph import SnapstoreSaver, lanes
 
 
@@ -394,3 +397,237 @@ def test_a_rewrite_on_postgresql_killed_as_its_first_lock_commits_leaves_the_thr
     with opened() as reopened:
         assert _thread(reopened) == after  # the commit that landed holds both sessions' swaps
         assert SnapshotStore.verify(reopened.store).ok
+
+
+_CHILD_KILLED_AT_STEP = textwrap.dedent(
+    """
+    import os, signal, sys
+    from snapstore.backends import _directory
+    from snapstore.langgraph import SnapstoreSaver
+
+    step, after = sys.argv[2], int(sys.argv[3])  # killed after that many calls of the step
+    calls = [0]
+
+    def counted():
+        calls[0] += 1
+        if calls[0] == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    Backend = _directory.DirectoryBackend
+    if step in ("marked", "recorded"):
+        real_write = Backend._write_replace
+
+        def write(self, folder, name, data, where):
+            real_write(self, folder, name, data, where)
+            if (name == _directory.GROUP_MARKER) == (step == "marked"):
+                counted()
+
+        Backend._write_replace = write
+    elif step == "exchanged":
+        real_swap = Backend._swap_in_session
+
+        def swap(self, staged, key, resuming=False):
+            real_swap(self, staged, key, resuming)
+            counted()
+
+        Backend._swap_in_session = swap
+    elif step == "linked":  # the staged folder holds the session's lock file; the exchange is next
+        real_link = _directory._link_lock_file
+
+        def link(old, new):
+            real_link(old, new)
+            counted()
+
+        _directory._link_lock_file = link
+    else:  # "unmarked"
+        real_unlink = os.unlink
+
+        def unlink(path, *args, **kwargs):
+            real_unlink(path, *args, **kwargs)
+            if path == _directory.GROUP_MARKER:
+                counted()
+
+        _directory.os.unlink = unlink
+    with SnapstoreSaver.from_path(sys.argv[1]) as saver:
+        saver.delete_for_runs(["run-0"])
+    print("NOT KILLED", calls[0])
+    """
+)
+
+#: (step, calls): each point of a rewrite's two exchanges a kill can land between, and whether the
+#: rewrite is then done (its record written) or not
+_KILL_POINTS = [
+    (("marked", 1), False),
+    (("marked", 2), False),
+    (("recorded", 1), True),
+    (("linked", 1), True),
+    (("exchanged", 1), True),
+    (("linked", 2), True),
+    (("exchanged", 2), True),
+    (("unmarked", 1), True),
+    (("unmarked", 2), True),
+]
+
+
+@pytest.mark.parametrize(("point", "done"), _KILL_POINTS, ids=[f"{s}-{n}" for (s, n), _d in _KILL_POINTS])
+def test_a_rewrite_on_a_directory_store_killed_between_its_exchanges_is_finished_by_the_next_handle(
+    tmp_path: Path, point: tuple[str, int], done: bool
+) -> None:
+    """The two sessions of a thread take their places by one exchange each. A process killed between
+    them left the thread's checkpoints of one side and its pending writes of the other, for good.
+    A recorded rewrite is now finished by the next handle opened on the store, and one killed before
+    its record leaves the thread as it was; either way it reads whole and verifies."""
+    store = tmp_path / "store"
+    with SnapstoreSaver.from_path(store) as saver:
+        _put_turns(saver, range(24))
+        before = _thread(saver)
+    after = [row for row in before if row[2] != "run-0"]
+    step, calls = point
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD_KILLED_AT_STEP, str(store), step, str(calls)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    with SnapstoreSaver.from_path(store) as reopened:
+        assert _thread(reopened) == (after if done else before)
+        assert SnapshotStore.verify(reopened.store).ok
+        assert not list((store / "replacing").glob("*"))  # nothing left to finish
+        # a session's mark is gone; a staged history a rewrite killed before its record left keeps its
+        # own, and goes with it when gc removes it
+        assert [p for p in (store / "sessions").glob("*/replacing") if not is_staged(p.parent.name)] == []
+        reopened.delete_for_runs(["run-0"])  # and the thread goes on as any other
+        _put_turns(reopened, range(24, 26))
+        assert len(_thread(reopened)) == len(after) + 2
+
+
+def test_a_handle_open_across_the_kill_finishes_the_rewrite_before_its_next_put(tmp_path: Path) -> None:
+    """A process that had the store open when the rewriting one was killed (a server's saver) does
+    not commit on the session the rewrite had not put in place yet: taking that session's lock, it
+    finishes the rewrite first, so its put lands on the thread as rewritten, not on a history the
+    rewrite would then replace."""
+    store = tmp_path / "store"
+    with SnapstoreSaver.from_path(store) as saver:
+        _put_turns(saver, range(24))
+        before = _thread(saver)
+        after = [row for row in before if row[2] != "run-0"]
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD_KILLED_AT_STEP, str(store), "exchanged", "1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+        _put_turns(saver, range(24, 25))
+        found = _thread(saver)
+        assert found[1:] == after and found[0][1] == 24
+        assert SnapshotStore.verify(saver.store).ok
+
+
+def _killed_rewrite(tmp_path: Path, step: str, calls: int) -> tuple[Path, list[Any], list[Any]]:
+    """A thread of 24 turns whose rewrite (delete_for_runs) a real SIGKILL stopped at ``step``:
+    (the store, the thread before, the thread after)."""
+    store = tmp_path / "store"
+    with SnapstoreSaver.from_path(store) as saver:
+        _put_turns(saver, range(24))
+        before = _thread(saver)
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD_KILLED_AT_STEP, str(store), step, str(calls)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    return store, before, [row for row in before if row[2] != "run-0"]
+
+
+def _staged_folders(store: Path) -> list[Path]:
+    return sorted(p for p in (store / "sessions").iterdir() if is_staged(p.name) and (p / "replacing").exists())
+
+
+def test_a_rewrite_on_a_file_system_that_cannot_exchange_folders_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is withdrawn when the first exchange cannot be made: the refusal says nothing
+    changed, and it is so (the review of the first build found the record left behind, and every
+    later open and put failing on it)."""
+    from snapstore.backends import _directory
+
+    store = tmp_path / "store"
+    with SnapstoreSaver.from_path(store) as saver:
+        _put_turns(saver, range(12))
+        before = _thread(saver)
+        monkeypatch.setattr(_directory, "_renameat2", lambda: None)  # as on macOS, NFS
+        with pytest.raises(BackendError, match="nothing was changed"):
+            saver.delete_for_runs(["run-0"])
+        monkeypatch.undo()
+        assert _thread(saver) == before
+        _put_turns(saver, range(12, 13))
+    assert not list((store / "replacing").glob("*")) and _staged_folders(store) == []
+    with SnapstoreSaver.from_path(store) as reopened:
+        assert len(_thread(reopened)) == len(before) + 1 and SnapshotStore.verify(reopened.store).ok
+
+
+def test_a_recorded_rewrite_whose_staged_history_was_emptied_before_its_exchange_is_withdrawn(tmp_path: Path) -> None:
+    """gc of a release that knew no records empties a staged folder a week on, leaving its mark: with
+    no exchange made, the group is withdrawn and the thread stays whole as it was, where the first
+    build's recovery raised from every open."""
+    store, before, _after = _killed_rewrite(tmp_path, "recorded", 1)
+    emptied = _staged_folders(store)[0]
+    for segment in emptied.glob("*.seg"):
+        segment.unlink()
+    with SnapstoreSaver.from_path(store) as reopened:
+        assert _thread(reopened) == before and SnapshotStore.verify(reopened.store).ok
+        assert not list((store / "replacing").glob("*"))
+
+
+def test_a_damaged_mark_still_marks_an_exchange_not_made(tmp_path: Path) -> None:
+    """A mark whose bytes a crash lost (empty after a power loss without fsync) is still a mark: the
+    exchange it stands for is made, not taken for one made already."""
+    store, _before, after = _killed_rewrite(tmp_path, "exchanged", 1)
+    [waiting] = _staged_folders(store)
+    (waiting / "replacing").write_bytes(b"")
+    with SnapstoreSaver.from_path(store) as reopened:
+        assert _thread(reopened) == after and SnapshotStore.verify(reopened.store).ok
+
+
+def test_a_record_that_would_put_a_session_in_another_sessions_place_is_left_alone(tmp_path: Path) -> None:
+    """A record only ever puts staged histories in place: one naming a session as the history to
+    move (edited by hand) is left as it is, and so is every session."""
+    store, _before, after = _killed_rewrite(tmp_path, "unmarked", 1)  # every exchange made, a mark left
+    with SnapstoreSaver.from_path(store) as opened:
+        assert _thread(opened) == after
+    names = lanes.lane_names("t", "")
+    keys = [SnapshotStore.memory().session(name).key for name in (names.writes, names.checkpoints)]
+    (store / "replacing").mkdir(exist_ok=True)
+    (store / "replacing" / f"{'ab' * 16}.json").write_text(json.dumps({"pairs": [keys]}))
+    for key in keys:
+        (store / "sessions" / key / "replacing").write_text("ab" * 16)
+    with SnapstoreSaver.from_path(store) as reopened:
+        assert _thread(reopened) == after and SnapshotStore.verify(reopened.store).ok
+        _put_turns(reopened, range(24, 25))
+        assert len(_thread(reopened)) == len(after) + 1
+
+
+def test_a_recorded_rewrite_that_cannot_be_finished_yet_never_stops_the_store_from_opening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lasting failure of the exchange left (an I/O error): the store opens, a put to the thread
+    is refused naming the record (a commit on a session still to be replaced would be lost when it
+    is), and once the exchange can be made the next put finishes the rewrite and lands."""
+    from snapstore.backends import _directory
+
+    store, _before, after = _killed_rewrite(tmp_path, "exchanged", 1)
+
+    def failing(*_args: Any) -> bool:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_directory, "_exchange", failing)
+    with SnapstoreSaver.from_path(store) as reopened:
+        with pytest.raises(BackendError, match=r"left part way \(replacing/[0-9a-f]{32}\.json\) cannot be finished"):
+            _put_turns(reopened, range(24, 25))
+        monkeypatch.undo()
+        _put_turns(reopened, range(24, 25))
+        found = _thread(reopened)
+        assert found[1:] == after and found[0][1] == 24 and SnapshotStore.verify(reopened.store).ok

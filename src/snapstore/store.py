@@ -399,12 +399,10 @@ class SnapshotStore:
         With ``heads``, only while each session named there still has the head it names (None:
         the session does not exist): otherwise ``ConcurrentUpdateError`` is raised and nothing
         changes, so a rewrite built on what a session held does not drop a commit another writer
-        made meanwhile. The memory and PostgreSQL engines take the places in one step (under one
-        mutex; in one transaction, committed while every lock is still held): a crash leaves every
-        session old or every one new, though a reader that reads one session and then another may
-        read them either side of that step. The directory engine takes them one after another (a
-        rename each): a reader, which takes no lock, may find some new and the others not yet for
-        as long as that takes, and a crash in between leaves it so (docs/design.md, "Known gaps").
+        made meanwhile. The places are taken as one step (``Backend.swap_in_sessions``): under one
+        mutex, in one transaction, or, on the directory engine, by one exchange each after a record
+        that the next holder of any of their locks finishes after a crash. A reader that reads one
+        session and then another may read them either side of that step.
         """
         names = sorted(limits)
         for name in names:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import json
 import os
 import re
 import stat
@@ -28,11 +29,11 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError
+from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError, SnapshotError
 from ..recency import touch
 from . import _framing
 from ._checks import check_config_name, check_config_value, check_position, entry_list
@@ -60,6 +61,13 @@ except ImportError:  # pragma: no cover - not POSIX
 TMP_PREFIX = ".tmp-"
 SEGMENT_SUFFIX = ".seg"
 LOCK_FILE = "lock"
+#: the store's folder of replaces of several sessions under way: one ``<group id>.json`` each, naming
+#: the (staged, session) pairs; written once every staged history is marked, removed when all are in place
+REPLACING = "replacing"
+#: in a staged session folder of such a replace: its group's id (it moves into the session's place with
+#: the history, so a staged folder still holding it is one not yet put in place)
+GROUP_MARKER = "replacing"
+_GROUP_RECORD = re.compile(r"^([0-9a-f]{32})\.json$")
 #: the largest segment file read (a keyframe and its chain); larger is damage, not an allocation
 MAX_SEGMENT_FILE = 1 << 32
 #: bytes read from a segment's start for its first entry (a checkpoint longer than that: the whole file)
@@ -148,6 +156,8 @@ class DirectoryBackend(Backend):
         self._locked_last: OrderedDict[str, _SessionLock] = OrderedDict()  # locked last, oldest first
         self._file_ids: dict[tuple[int, int, str], int] = {}
         self._listings: dict[str, _Listing] = {}
+        # a replace of several sessions a crash left part way is finished before anything reads on
+        self.finish_replaces()
 
     def _refuse_foreign_folder(self) -> None:
         """A store is made in a new or empty folder only: one holding other files is a mistyped path
@@ -351,7 +361,7 @@ class DirectoryBackend(Backend):
         except OSError:
             return found
         for name in names:
-            if name not in ("config", "sessions") and not self._is_format_1_refusal(name):
+            if name not in ("config", "sessions", REPLACING) and not self._is_format_1_refusal(name):
                 found.append(name)
         try:
             folders = list(self._session_folders())
@@ -365,7 +375,7 @@ class DirectoryBackend(Backend):
                 with self._session_dir(key) as fd, os.scandir(fd) as listing:
                     for entry in sorted(listing, key=lambda e: e.name):
                         name = entry.name
-                        ours = name == LOCK_FILE or parse_segment_file(name) is not None
+                        ours = name in (LOCK_FILE, GROUP_MARKER) or parse_segment_file(name) is not None
                         # a link, FIFO or device under one of our names is not ours either
                         if not (ours and entry.is_file(follow_symlinks=False)) and not name.startswith(TMP_PREFIX):
                             found.append(f"sessions/{key}/{name}")
@@ -433,14 +443,36 @@ class DirectoryBackend(Backend):
         check_session_key(key)
         check_timeout(timeout)
         self._writable(f"sessions/{key}")
+        held = self._session_lock(key)
+        with self._mutex:
+            idle = touch(self._locked_last, key, held, OPEN_LOCK_FILES)
+        for lock in idle:
+            lock.close_if_idle()
+        return self._held_after_replaces(held, key, timeout)
+
+    def _session_lock(self, key: str) -> _SessionLock:
         with self._mutex:
             held = self._locks.get(key)
             if held is None:
                 held = self._locks[key] = _SessionLock(self, key)
-            idle = touch(self._locked_last, key, held, OPEN_LOCK_FILES)
-        for lock in idle:
-            lock.close_if_idle()
-        return held.hold(timeout)
+            return held
+
+    @contextmanager
+    def _held_after_replaces(self, held: _SessionLock, key: str, timeout: float | None) -> Iterator[None]:
+        """A session's lock, taken once no replace of a group holding it was left part way: the
+        holder of a lock that such a replace (whose process held every lock of its group) names
+        finishes it first, so nothing is committed to a session the replace will still put a new
+        history in place of. Let go of and taken again around it: the group's locks are taken in
+        one order, as every caller takes them."""
+        with held.hold(timeout):
+            pending = self._pending_replaces(key)
+            if not pending:
+                yield
+                return
+        for group, pairs in pending:
+            self._finish_replace_holding_locks(group, pairs, timeout)
+        with held.hold(timeout):
+            yield
 
     def segments(self, key: str) -> list[SegmentInfo]:
         check_session_key(key)
@@ -699,6 +731,8 @@ class DirectoryBackend(Backend):
         # no writer waits on a staged history's lock: its folder goes whole, lock file and all
         staged = is_staged(key)
         if staged:
+            if self._has_mark(key) and self._replacing_records():
+                return False  # a recorded replace may still put it in place (swap_in_sessions)
             self._forget_lock(key)
         try:
             moved = None if staged else self._move_history_out(key)
@@ -758,6 +792,12 @@ class DirectoryBackend(Backend):
         return moved
 
     def swap_in_session(self, staged: str, key: str) -> None:
+        self._swap_in_session(staged, key)
+
+    def _swap_in_session(self, staged: str, key: str, resuming: bool = False) -> None:
+        """``swap_in_session``; ``resuming`` a group's exchange that the group's marks say was not
+        made, where a kill after the lock file's link left the staged folder holding the session's
+        lock file, which otherwise reads as a history swapped out already."""
         check_session_key(staged)
         check_session_key(key)
         self._writable(f"sessions/{key}")
@@ -767,11 +807,19 @@ class DirectoryBackend(Backend):
             # gc removes a staged folder only holding its lock file's flock: held from the look at its
             # segments through the exchange, none can go in between
             with self._session_dir(key, create=True) as old, self._session_dir(staged) as new:
-                if _same_file(LOCK_FILE, old, new):
+                if not resuming and _same_file(LOCK_FILE, old, new):
                     # swapped out already: its lock file is the session's, which the caller holds, and
                     # waiting on it would wait for ever
                     raise FileNotFoundError(staged)
-                self._swap_in(staged, key, old, new)
+                if resuming and _same_file(LOCK_FILE, old, new):
+                    # linked before a kill: its lock file's flock is the session's, which the caller
+                    # holds (gc, which takes it without waiting, keeps off), and waiting on it would
+                    # wait for ever
+                    if not _holds_segment(new):
+                        raise FileNotFoundError(staged)
+                    self._exchange_folders(staged, key)
+                else:
+                    self._swap_in(staged, key, old, new)
         except FileNotFoundError as exc:
             raise BackendError(f"no staged history at sessions/{staged}", {"path": f"sessions/{staged}"}) from exc
         except OSError as exc:
@@ -783,9 +831,14 @@ class DirectoryBackend(Backend):
             self._empty_folder(staged)
 
     def swap_in_sessions(self, pairs: list[tuple[str, str]]) -> None:
-        """One exchange per session, after every staged history was found there: a group with one
-        missing (gc removed it) changes nothing. A crash between two exchanges leaves some sessions
-        new (docs/design.md, "Known gaps")."""
+        """One exchange per session, after every staged history was found there (a group with one
+        missing, removed by gc, changes nothing), made one step by a record: each staged folder is
+        marked with the group's id, then ``replacing/<group id>.json`` names the pairs, and from then
+        on the group is put in place whatever happens: a crash between two exchanges leaves the
+        record, and the next holder of any of the group's locks (or the next writable handle opened
+        on the store, or gc) makes the exchanges left. The first exchange failing (a file system
+        that cannot exchange two folders) withdraws the record: nothing changed. A reader, which
+        takes no lock, may read the sessions either side meanwhile (docs/format.md §4.2)."""
         for staged, key in pairs:
             check_session_key(staged)
             check_session_key(key)
@@ -796,8 +849,187 @@ class DirectoryBackend(Backend):
                 found = False
             if not found:
                 raise BackendError(f"no staged history at sessions/{staged}", {"path": f"sessions/{staged}"})
-        for staged, key in pairs:
-            self.swap_in_session(staged, key)
+        if len(pairs) < 2:
+            for staged, key in pairs:
+                self.swap_in_session(staged, key)
+            return
+        group = uuid.uuid4().hex
+        for _staged, key in pairs:  # a mark a crash left in a session would read as an exchange made
+            self._unmark(key)
+        for staged, _key in pairs:
+            with self._session_dir(staged) as folder:
+                self._write_replace(folder, GROUP_MARKER, group.encode(), f"sessions/{staged}/{GROUP_MARKER}")
+        record = json.dumps({"pairs": [list(pair) for pair in pairs]}, separators=(",", ":")).encode()
+        replacing = self._open_dir_made(self._root_fd, REPLACING, REPLACING, True)
+        try:
+            self._write_replace(replacing, f"{group}.json", record, f"{REPLACING}/{group}.json")
+        finally:
+            os.close(replacing)
+        first_staged, first_key = pairs[0]
+        try:
+            self._swap_in_session(first_staged, first_key)
+        except BaseException:
+            if self._needs_exchange(first_staged, first_key):  # none made: the group is withdrawn whole
+                self._drop_record(group)
+                for staged, _key in pairs:
+                    self._unmark(staged)
+            raise
+        self._finish_replace(group, pairs)
+
+    def _finish_replace(self, group: str, pairs: list[tuple[str, str]]) -> None:
+        """Make each exchange of the group not made yet, unmark the sessions, drop the record. Under
+        every lock of the group; each step may be found done by a later one. A staged history gone
+        before its exchange (gc of a release that knew no records emptied it) cannot be put in
+        place: with no exchange made, the group is withdrawn and every session stays as it was."""
+        made = [self._has_mark(key) for _staged, key in pairs]
+        needed = [
+            not done and self._needs_exchange(staged, key) for (staged, key), done in zip(pairs, made, strict=True)
+        ]
+        if not any(made) and not all(needed):
+            for staged, _key in pairs:
+                self._unmark(staged)
+            self._drop_record(group)
+            return
+        for (staged, key), needs in zip(pairs, needed, strict=True):
+            if needs:
+                self._swap_in_session(staged, key, resuming=True)
+        for _staged, key in pairs:
+            self._unmark(key)
+        self._drop_record(group)
+
+    def _needs_exchange(self, staged: str, key: str) -> bool:
+        """Whether a group's exchange of ``staged`` into ``key`` is still to be made: the mark moves
+        with the staged history, so it is one whose session holds no mark and whose staged folder
+        holds one (whatever it reads: a mark a crash damaged is still a mark) and its segments."""
+        if self._has_mark(key):
+            return False
+        try:
+            with self._session_dir(staged) as folder:
+                return _has_mark_file(folder) and _holds_segment(folder)
+        except FileNotFoundError:
+            return False
+
+    def _has_mark(self, key: str) -> bool:
+        try:
+            with self._session_dir(key) as folder:
+                return _has_mark_file(folder)
+        except FileNotFoundError:
+            return False
+
+    def _unmark(self, key: str) -> None:
+        try:
+            with self._session_dir(key) as folder:
+                try:
+                    os.unlink(GROUP_MARKER, dir_fd=folder)
+                except FileNotFoundError:
+                    return
+                if self.fsync:
+                    os.fsync(folder)
+        except FileNotFoundError:
+            return
+
+    def _drop_record(self, group: str) -> None:
+        try:
+            replacing = self._open_dir(self._root_fd, REPLACING, REPLACING)
+        except FileNotFoundError:
+            return
+        try:
+            with suppress(FileNotFoundError):
+                os.unlink(f"{group}.json", dir_fd=replacing)
+            if self.fsync:
+                os.fsync(replacing)
+        finally:
+            os.close(replacing)
+
+    def _pending_replaces(self, key: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The replaces of several sessions left part way (of those holding ``key``, when given):
+        (group id, pairs). A record that does not read as one is left alone."""
+        try:
+            names = self._replacing_names()
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in sorted(names):
+            matched = _GROUP_RECORD.match(name)
+            if matched is None:
+                continue
+            pairs = self._read_replace_record(name)
+            if pairs is not None and (key is None or any(k == key for _s, k in pairs)):
+                found.append((matched.group(1), pairs))
+        return found
+
+    def _replacing_records(self) -> list[str]:
+        """The names of the record files in ``replacing/``, whether they read or not."""
+        try:
+            return [name for name in self._replacing_names() if name.endswith(".json")]
+        except FileNotFoundError:
+            return []
+
+    def _replacing_names(self) -> list[str]:
+        fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
+    def _read_replace_record(self, name: str) -> list[tuple[str, str]] | None:
+        try:
+            fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
+        except FileNotFoundError:
+            return None
+        try:
+            body = json.loads(read_regular_file(fd, name, f"{REPLACING}/{name}", MAX_CONFIG_FILE * 16))
+            pairs = [(str(staged), str(key)) for staged, key in body["pairs"]]
+            for staged, key in pairs:
+                check_session_key(staged)
+                check_session_key(key)
+                if not is_staged(staged) or is_staged(key):  # a record never puts a session in another's place
+                    return None
+            return pairs if pairs else None
+        except (OSError, ValueError, KeyError, TypeError, BackendError, CorruptObjectError):
+            return None
+        finally:
+            os.close(fd)
+
+    def _finish_replace_holding_locks(
+        self, group: str, pairs: list[tuple[str, str]], timeout: float | None
+    ) -> bool:
+        """Finish a replace left part way under every lock of its group, taken in key order; False when
+        this thread holds one of them already (it cannot wait for the others in order) or the record
+        is gone meanwhile (another holder finished it)."""
+        keys = sorted({key for _staged, key in pairs})
+        me = threading.get_ident()
+        with self._mutex:
+            holding = any(lock.holder == me for lock in self._locks.values())
+        if holding:  # it could not take the group's locks in key order: the thread that can, finishes it
+            return False
+        locks = [self._session_lock(key) for key in keys]
+        with ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock.hold(timeout))
+            if self._read_replace_record(f"{group}.json") is None:
+                return False
+            try:
+                self._finish_replace(group, pairs)
+            except (SnapshotError, OSError) as exc:
+                raise BackendError(
+                    f"a replace of sessions {', '.join(keys)} left part way ({REPLACING}/{group}.json) cannot be "
+                    f"finished: {exc}; they take no commit until it is",
+                    {"record": f"{REPLACING}/{group}.json", "sessions": keys, "cause": f"{type(exc).__name__}: {exc}"},
+                ) from exc
+        return True
+
+    def finish_replaces(self) -> int:
+        """Finish every replace of several sessions left part way whose locks are free now; how many."""
+        if self.read_only:
+            return 0
+        done = 0
+        for group, pairs in self._pending_replaces():
+            # one that cannot be finished now (its locks busy, a lasting error) is left to the next
+            # holder of its locks, which says why: it never stops the store from opening
+            with suppress(SnapshotError, OSError):
+                done += self._finish_replace_holding_locks(group, pairs, 0.0)
+        return done
 
     def _swap_in(self, staged: str, key: str, old: int, new: int) -> None:
         with _flocked(new, blocking=True):
@@ -862,6 +1094,8 @@ class DirectoryBackend(Backend):
                     # looked at again under the lock: a replace may have begun writing
                     if _holds_segment(folder) and not staged_before(key, begun_before):
                         return 0
+                    if _has_mark_file(folder) and self._replacing_records():
+                        return 0  # a replace left part way may put it in place (its record may not read)
                     _unlink_ours(folder, os.listdir(folder), lock_too=True)
             except BlockingIOError:
                 return 0
@@ -874,6 +1108,7 @@ class DirectoryBackend(Backend):
             return 0
         removed = 0
         cutoff = time.time() - grace_seconds
+        self.finish_replaces()  # what a group left part way still needs of its staged folders is put in place
         for key, ok in list(self._session_folders()):
             if not ok:
                 continue
@@ -1007,6 +1242,14 @@ def _link_lock_file(old: int, new: int) -> None:
         os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
 
 
+def _has_mark_file(folder: int) -> bool:
+    try:
+        os.stat(GROUP_MARKER, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _holds_segment(folder: int) -> bool:
     return any(parse_segment_file(name) is not None for name in os.listdir(folder))
 
@@ -1035,7 +1278,12 @@ def _unlink_ours(folder: int, names: list[str], lock_too: bool) -> bool:
 def _is_ours(name: str, lock_too: bool) -> bool:
     """Whether a session folder's entry of this name is snapstore's to remove: a segment, a leftover
     temporary file, and with ``lock_too`` the lock file."""
-    return parse_segment_file(name) is not None or name.startswith(TMP_PREFIX) or (lock_too and name == LOCK_FILE)
+    return (
+        parse_segment_file(name) is not None
+        or name.startswith(TMP_PREFIX)
+        or name == GROUP_MARKER
+        or (lock_too and name == LOCK_FILE)
+    )
 
 
 _RENAME_EXCHANGE = 2

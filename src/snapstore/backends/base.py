@@ -214,9 +214,10 @@ class Backend(ABC):
 
     def swap_in_sessions(self, pairs: list[tuple[str, str]]) -> None:
         """``swap_in_session`` for each ``(staged, key)`` of ``pairs``, the caller holding every
-        ``key``'s lock. An engine that can make them one step overrides this (the memory engine:
-        under one mutex; PostgreSQL: in one transaction), so that a crash leaves all or none. By
-        default they are made one after another: a crash between two leaves some sessions new."""
+        ``key``'s lock, as one step: a crash leaves every session old or, once finished, every one
+        new (the memory engine: under one mutex; PostgreSQL: in one transaction; the directory
+        engine: a record the next lock holder finishes). By default they are made one after
+        another, and a crash between two leaves some sessions new."""
         for staged, key in pairs:
             self.swap_in_session(staged, key)
 
