@@ -469,6 +469,27 @@ _KILL_POINTS = [
 ]
 
 
+def _killed_rewrite(tmp_path: Path, step: str, calls: int) -> tuple[Path, list[Any], list[Any]]:
+    """A thread of 24 turns whose rewrite (delete_for_runs) a real SIGKILL stopped at ``step``:
+    (the store, the thread before, the thread after)."""
+    store = tmp_path / "store"
+    with SnapstoreSaver.from_path(store) as saver:
+        _put_turns(saver, range(24))
+        before = _thread(saver)
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD_KILLED_AT_STEP, str(store), step, str(calls)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    return store, before, [row for row in before if row[2] != "run-0"]
+
+
+def _staged_folders(store: Path) -> list[Path]:
+    return sorted(p for p in (store / "sessions").iterdir() if is_staged(p.name) and (p / "replacing").exists())
+
+
 @pytest.mark.parametrize(("point", "done"), _KILL_POINTS, ids=[f"{s}-{n}" for (s, n), _d in _KILL_POINTS])
 def test_a_rewrite_on_a_directory_store_killed_between_its_exchanges_is_finished_by_the_next_handle(
     tmp_path: Path, point: tuple[str, int], done: bool
@@ -477,19 +498,7 @@ def test_a_rewrite_on_a_directory_store_killed_between_its_exchanges_is_finished
     them left the thread's checkpoints of one side and its pending writes of the other, for good.
     A recorded rewrite is now finished by the next handle opened on the store, and one killed before
     its record leaves the thread as it was; either way it reads whole and verifies."""
-    store = tmp_path / "store"
-    with SnapstoreSaver.from_path(store) as saver:
-        _put_turns(saver, range(24))
-        before = _thread(saver)
-    after = [row for row in before if row[2] != "run-0"]
-    step, calls = point
-    child = subprocess.run(
-        [sys.executable, "-c", _CHILD_KILLED_AT_STEP, str(store), step, str(calls)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    store, before, after = _killed_rewrite(tmp_path, *point)
     with SnapstoreSaver.from_path(store) as reopened:
         assert _thread(reopened) == (after if done else before)
         assert SnapshotStore.verify(reopened.store).ok
@@ -523,27 +532,6 @@ def test_a_handle_open_across_the_kill_finishes_the_rewrite_before_its_next_put(
         found = _thread(saver)
         assert found[1:] == after and found[0][1] == 24
         assert SnapshotStore.verify(saver.store).ok
-
-
-def _killed_rewrite(tmp_path: Path, step: str, calls: int) -> tuple[Path, list[Any], list[Any]]:
-    """A thread of 24 turns whose rewrite (delete_for_runs) a real SIGKILL stopped at ``step``:
-    (the store, the thread before, the thread after)."""
-    store = tmp_path / "store"
-    with SnapstoreSaver.from_path(store) as saver:
-        _put_turns(saver, range(24))
-        before = _thread(saver)
-    child = subprocess.run(
-        [sys.executable, "-c", _CHILD_KILLED_AT_STEP, str(store), step, str(calls)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
-    return store, before, [row for row in before if row[2] != "run-0"]
-
-
-def _staged_folders(store: Path) -> list[Path]:
-    return sorted(p for p in (store / "sessions").iterdir() if is_staged(p.name) and (p / "replacing").exists())
 
 
 def test_a_rewrite_on_a_file_system_that_cannot_exchange_folders_changes_nothing(
