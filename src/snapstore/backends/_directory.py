@@ -33,7 +33,14 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, suppre
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BackendError, ConcurrentUpdateError, CorruptObjectError, ReadOnlyStoreError, SnapshotError
+from ..errors import (
+    BackendError,
+    ConcurrentUpdateError,
+    CorruptObjectError,
+    LockTimeoutError,
+    ReadOnlyStoreError,
+    SnapshotError,
+)
 from ..recency import touch
 from . import _framing
 from ._checks import check_config_name, check_config_value, check_position, entry_list
@@ -68,6 +75,8 @@ REPLACING = "replacing"
 #: the history, so a staged folder still holding it is one not yet put in place)
 GROUP_MARKER = "replacing"
 _GROUP_RECORD = re.compile(r"^([0-9a-f]{32})\.json$")
+#: times a lock is taken again after finishing replaces left part way before the writer gives up
+_REPLACE_ATTEMPTS = 8
 #: the largest segment file read (a keyframe and its chain); larger is damage, not an allocation
 MAX_SEGMENT_FILE = 1 << 32
 #: bytes read from a segment's start for its first entry (a checkpoint longer than that: the whole file)
@@ -361,7 +370,8 @@ class DirectoryBackend(Backend):
         except OSError:
             return found
         for name in names:
-            if name not in ("config", "sessions", REPLACING) and not self._is_format_1_refusal(name):
+            ours = name in ("config", "sessions") or (name == REPLACING and self._replacing_is_a_folder())
+            if not ours and not self._is_format_1_refusal(name):
                 found.append(name)
         try:
             folders = list(self._session_folders())
@@ -464,15 +474,32 @@ class DirectoryBackend(Backend):
         finishes it first, so nothing is committed to a session the replace will still put a new
         history in place of. Let go of and taken again around it: the group's locks are taken in
         one order, as every caller takes them."""
-        with held.hold(timeout):
-            pending = self._pending_replaces(key)
-            if not pending:
-                yield
-                return
-        for group, pairs in pending:
-            self._finish_replace_holding_locks(group, pairs, timeout)
-        with held.hold(timeout):
-            yield
+        for _attempt in range(_REPLACE_ATTEMPTS):
+            with held.hold(timeout):
+                pending = self._pending_replaces(key)
+                if not pending:
+                    yield
+                    return
+                if self._holds_another_lock(key):
+                    # taking several locks (a replace, a delete of sessions) it cannot wait for the group's
+                    # others out of key order: it takes them only if free now, or is refused, to retry
+                    for group, pairs in pending:
+                        self._finish_replace_holding_locks(group, pairs, timeout, waiting=False)
+                    yield
+                    return
+            for group, pairs in pending:
+                self._finish_replace_holding_locks(group, pairs, timeout)
+            # looked at again once the lock is taken back: another writer may have taken it meanwhile
+            # and left a group of its own part way
+        raise ConcurrentUpdateError(
+            f"session {key}: replaces of several sessions kept being left part way while its lock was waited for",
+            {"session_key": key},
+        )
+
+    def _holds_another_lock(self, key: str) -> bool:
+        me = threading.get_ident()
+        with self._mutex:
+            return any(lock.holder == me for name, lock in self._locks.items() if name != key)
 
     def segments(self, key: str) -> list[SegmentInfo]:
         check_session_key(key)
@@ -862,6 +889,8 @@ class DirectoryBackend(Backend):
         record = json.dumps({"pairs": [list(pair) for pair in pairs]}, separators=(",", ":")).encode()
         replacing = self._open_dir_made(self._root_fd, REPLACING, REPLACING, True)
         try:
+            if self.fsync:
+                os.fsync(self._root_fd)  # the folder, when it was just made
             self._write_replace(replacing, f"{group}.json", record, f"{REPLACING}/{group}.json")
         finally:
             os.close(replacing)
@@ -890,6 +919,18 @@ class DirectoryBackend(Backend):
                 self._unmark(staged)
             self._drop_record(group)
             return
+        # not made, not needed: made and unmarked since (its staged name holds the session as it was,
+        # never marked), or its staged history gone, its mark left (gc of a release without records)
+        states = zip(pairs, made, needed, strict=True)
+        lost = [staged for (staged, _key), done, needs in states if not done and not needs and self._has_mark(staged)]
+        if lost:
+            # exchanges made, and a staged history still to put in place is gone (gc of a release that
+            # knew no records): nothing makes the group whole; the writer is refused, naming what is missing
+            raise BackendError(
+                f"its staged history sessions/{lost[0]} is gone, and other sessions of the group were "
+                "replaced already: remove the record to write the sessions as they are",
+                {"staged": lost, "reason": "staged history gone"},
+            )
         for (staged, key), needs in zip(pairs, needed, strict=True):
             if needs:
                 self._swap_in_session(staged, key, resuming=True)
@@ -946,7 +987,7 @@ class DirectoryBackend(Backend):
         (group id, pairs). A record that does not read as one is left alone."""
         try:
             names = self._replacing_names()
-        except FileNotFoundError:
+        except (FileNotFoundError, BackendError):  # not a folder: no record (verify lists it as foreign)
             return []
         found = []
         for name in sorted(names):
@@ -962,8 +1003,14 @@ class DirectoryBackend(Backend):
         """The names of the record files in ``replacing/``, whether they read or not."""
         try:
             return [name for name in self._replacing_names() if name.endswith(".json")]
-        except FileNotFoundError:
+        except (FileNotFoundError, BackendError):
             return []
+
+    def _replacing_is_a_folder(self) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(REPLACING, dir_fd=self._root_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            return False
 
     def _replacing_names(self) -> list[str]:
         fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
@@ -975,7 +1022,7 @@ class DirectoryBackend(Backend):
     def _read_replace_record(self, name: str) -> list[tuple[str, str]] | None:
         try:
             fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
-        except FileNotFoundError:
+        except (FileNotFoundError, BackendError):
             return None
         try:
             body = json.loads(read_regular_file(fd, name, f"{REPLACING}/{name}", MAX_CONFIG_FILE * 16))
@@ -986,27 +1033,40 @@ class DirectoryBackend(Backend):
                 if not is_staged(staged) or is_staged(key):  # a record never puts a session in another's place
                     return None
             return pairs if pairs else None
-        except (OSError, ValueError, KeyError, TypeError, BackendError, CorruptObjectError):
-            return None
+        except (OSError, ValueError, KeyError, TypeError, SnapshotError):
+            return None  # a key refused, a field missing, bytes not JSON: not a record to act on
         finally:
             os.close(fd)
 
     def _finish_replace_holding_locks(
-        self, group: str, pairs: list[tuple[str, str]], timeout: float | None
+        self, group: str, pairs: list[tuple[str, str]], timeout: float | None, *, waiting: bool = True
     ) -> bool:
-        """Finish a replace left part way under every lock of its group, taken in key order; False when
-        this thread holds one of them already (it cannot wait for the others in order) or the record
-        is gone meanwhile (another holder finished it)."""
+        """Finish a replace left part way under every lock of its group; False when the record is
+        gone meanwhile (another holder finished it), or, ``waiting``, when this thread holds a lock
+        (it could not wait for the group's in key order: the caller goes on without). ``waiting``
+        False: the group's locks this thread does not hold are taken only when free now, else
+        ``ConcurrentUpdateError``."""
         keys = sorted({key for _staged, key in pairs})
         me = threading.get_ident()
         with self._mutex:
             holding = any(lock.holder == me for lock in self._locks.values())
-        if holding:  # it could not take the group's locks in key order: the thread that can, finishes it
+        if holding and waiting:
             return False
         locks = [self._session_lock(key) for key in keys]
         with ExitStack() as held:
-            for lock in locks:
-                held.enter_context(lock.hold(timeout))
+            for key, lock in zip(keys, locks, strict=True):
+                if lock.holder == me:
+                    continue
+                try:
+                    held.enter_context(lock.hold(timeout if waiting else 0.0))
+                except LockTimeoutError as exc:
+                    if waiting:
+                        raise
+                    raise ConcurrentUpdateError(
+                        f"session {key} is locked by another writer, and a replace left part way "
+                        f"({REPLACING}/{group}.json) that holds it is to be finished first: try again",
+                        {"record": f"{REPLACING}/{group}.json", "sessions": keys, "session_key": key},
+                    ) from exc
             if self._read_replace_record(f"{group}.json") is None:
                 return False
             try:
@@ -1121,6 +1181,16 @@ class DirectoryBackend(Backend):
                     removed += _remove_temporary(folder, cutoff)
             except (FileNotFoundError, BackendError):
                 continue
+        # a record's write killed part way leaves its temporary file in replacing/
+        try:
+            replacing = self._open_dir(self._root_fd, REPLACING, REPLACING)
+        except (FileNotFoundError, BackendError):
+            pass
+        else:
+            try:
+                removed += _remove_temporary(replacing, cutoff)
+            finally:
+                os.close(replacing)
         # a settings write killed part way (the format, as a store is made) leaves its file in config/
         try:
             config = self._open_dir(self._root_fd, "config", "config")
