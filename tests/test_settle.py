@@ -112,13 +112,18 @@ def test_only_a_head_this_handle_wrote_is_settled(make_store: Callable[..., Snap
     assert settled is not None and settled.parent == other.head.parent  # type: ignore[union-attr]
 
 
-def test_a_head_named_or_deleted_is_settled_only_when_it_is_there(make_store: Callable[..., SnapshotStore]) -> None:
+def _played(make_store: Callable[..., SnapshotStore]) -> tuple[SnapshotStore, Any, Any, Any]:
+    """(store, session, its head, its segment keys) after 60 turns on a store whose heads settle."""
     store = make_store(rebuild_budget=50.0)
     sess = store.session("s")
     play(sess, 60)
     head = sess.head
     assert head is not None
-    before = segment_keys(store, sess)
+    return store, sess, head, segment_keys(store, sess)
+
+
+def test_a_head_named_or_deleted_is_settled_only_when_it_is_there(make_store: Callable[..., SnapshotStore]) -> None:
+    store, sess, head, before = _played(make_store)
     assert sess.settle(head="0" * 32) is None  # another snapshot named: not this head
     assert segment_keys(store, sess) == before
     settled = sess.settle(head=head.id)
@@ -183,12 +188,7 @@ def test_a_head_named_by_a_prefix_or_a_tag_is_settled_and_a_bad_name_is_refused(
 ) -> None:
     """``head`` takes what every other id argument takes (found by an outside trial: a prefix, a tag
     and a name that is no id at all each returned None and wrote nothing, silently)."""
-    store = make_store(rebuild_budget=50.0)
-    sess = store.session("s")
-    play(sess, 60)
-    head = sess.head
-    assert head is not None
-    before = segment_keys(store, sess)
+    store, sess, head, before = _played(make_store)
     for bad in ("not-an-id", "c0ffee", "0" * 12):
         with pytest.raises(SnapshotNotFound):
             sess.settle(head=bad)

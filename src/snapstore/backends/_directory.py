@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -480,7 +480,7 @@ class DirectoryBackend(Backend):
                 if not pending:
                     yield
                     return
-                if self._holds_another_lock(key):
+                if self._holds_a_lock(but=key):
                     # taking several locks (a replace, a delete of sessions) it cannot wait for the group's
                     # others out of key order: it takes them only if free now, or is refused, to retry
                     for group, pairs in pending:
@@ -496,10 +496,11 @@ class DirectoryBackend(Backend):
             {"session_key": key},
         )
 
-    def _holds_another_lock(self, key: str) -> bool:
+    def _holds_a_lock(self, but: str | None = None) -> bool:
+        """Whether this thread holds a session lock of this handle (one other than ``but``'s)."""
         me = threading.get_ident()
         with self._mutex:
-            return any(lock.holder == me for name, lock in self._locks.items() if name != key)
+            return any(lock.holder == me for name, lock in self._locks.items() if name != but)
 
     def segments(self, key: str) -> list[SegmentInfo]:
         check_session_key(key)
@@ -834,19 +835,15 @@ class DirectoryBackend(Backend):
             # gc removes a staged folder only holding its lock file's flock: held from the look at its
             # segments through the exchange, none can go in between
             with self._session_dir(key, create=True) as old, self._session_dir(staged) as new:
-                if not resuming and _same_file(LOCK_FILE, old, new):
-                    # swapped out already: its lock file is the session's, which the caller holds, and
-                    # waiting on it would wait for ever
-                    raise FileNotFoundError(staged)
-                if resuming and _same_file(LOCK_FILE, old, new):
-                    # linked before a kill: its lock file's flock is the session's, which the caller
-                    # holds (gc, which takes it without waiting, keeps off), and waiting on it would
-                    # wait for ever
-                    if not _holds_segment(new):
-                        raise FileNotFoundError(staged)
+                # its lock file is the session's already: swapped out (or, ``resuming``, linked before a
+                # kill); its flock is the one the caller holds, and waiting on it would wait for ever
+                # (gc, which takes it without waiting, keeps off)
+                if not _same_file(LOCK_FILE, old, new):
+                    self._swap_in(staged, key, old, new)
+                elif resuming and _holds_segment(new):
                     self._exchange_folders(staged, key)
                 else:
-                    self._swap_in(staged, key, old, new)
+                    raise FileNotFoundError(staged)
         except FileNotFoundError as exc:
             raise BackendError(f"no staged history at sessions/{staged}", {"path": f"sessions/{staged}"}) from exc
         except OSError as exc:
@@ -869,12 +866,7 @@ class DirectoryBackend(Backend):
         for staged, key in pairs:
             check_session_key(staged)
             check_session_key(key)
-            try:
-                with self._session_dir(staged) as new:
-                    found = _holds_segment(new)
-            except FileNotFoundError:
-                found = False
-            if not found:
+            if not self._in_folder(staged, _holds_segment):
                 raise BackendError(f"no staged history at sessions/{staged}", {"path": f"sessions/{staged}"})
         if len(pairs) < 2:
             for staged, key in pairs:
@@ -942,18 +934,18 @@ class DirectoryBackend(Backend):
         """Whether a group's exchange of ``staged`` into ``key`` is still to be made: the mark moves
         with the staged history, so it is one whose session holds no mark and whose staged folder
         holds one (whatever it reads: a mark a crash damaged is still a mark) and its segments."""
-        if self._has_mark(key):
-            return False
-        try:
-            with self._session_dir(staged) as folder:
-                return _has_mark_file(folder) and _holds_segment(folder)
-        except FileNotFoundError:
-            return False
+        return not self._has_mark(key) and self._in_folder(
+            staged, lambda folder: _has_mark_file(folder) and _holds_segment(folder)
+        )
 
     def _has_mark(self, key: str) -> bool:
+        return self._in_folder(key, _has_mark_file)
+
+    def _in_folder(self, key: str, check: Callable[[int], bool]) -> bool:
+        """``check`` of a session (or staged) folder's descriptor; False when there is no folder."""
         try:
             with self._session_dir(key) as folder:
-                return _has_mark_file(folder)
+                return check(folder)
         except FileNotFoundError:
             return False
 
@@ -970,41 +962,48 @@ class DirectoryBackend(Backend):
             return
 
     def _drop_record(self, group: str) -> None:
-        try:
-            replacing = self._open_dir(self._root_fd, REPLACING, REPLACING)
-        except FileNotFoundError:
-            return
-        try:
+        with self._replacing_folder() as replacing:
+            if replacing is None:
+                return
             with suppress(FileNotFoundError):
                 os.unlink(f"{group}.json", dir_fd=replacing)
             if self.fsync:
                 os.fsync(replacing)
+
+    @contextmanager
+    def _replacing_folder(self) -> Iterator[int | None]:
+        """A descriptor of ``replacing/`` (None: there is none, or it is not a folder, which verify
+        lists as an entry snapstore did not write)."""
+        try:
+            fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
+        except (FileNotFoundError, BackendError):
+            yield None
+            return
+        try:
+            yield fd
         finally:
-            os.close(replacing)
+            os.close(fd)
 
     def _pending_replaces(self, key: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
         """The replaces of several sessions left part way (of those holding ``key``, when given):
         (group id, pairs). A record that does not read as one is left alone."""
-        try:
-            names = self._replacing_names()
-        except (FileNotFoundError, BackendError):  # not a folder: no record (verify lists it as foreign)
-            return []
-        found = []
-        for name in sorted(names):
-            matched = _GROUP_RECORD.match(name)
-            if matched is None:
-                continue
-            pairs = self._read_replace_record(name)
-            if pairs is not None and (key is None or any(k == key for _s, k in pairs)):
-                found.append((matched.group(1), pairs))
+        found: list[tuple[str, list[tuple[str, str]]]] = []
+        with self._replacing_folder() as replacing:
+            if replacing is None:
+                return found
+            for name in sorted(os.listdir(replacing)):
+                matched = _GROUP_RECORD.match(name)
+                if matched is None:
+                    continue
+                pairs = _replace_record(replacing, name)
+                if pairs is not None and (key is None or any(k == key for _s, k in pairs)):
+                    found.append((matched.group(1), pairs))
         return found
 
     def _replacing_records(self) -> list[str]:
         """The names of the record files in ``replacing/``, whether they read or not."""
-        try:
-            return [name for name in self._replacing_names() if name.endswith(".json")]
-        except (FileNotFoundError, BackendError):
-            return []
+        with self._replacing_folder() as replacing:
+            return [name for name in os.listdir(replacing) if name.endswith(".json")] if replacing is not None else []
 
     def _replacing_is_a_folder(self) -> bool:
         try:
@@ -1012,31 +1011,9 @@ class DirectoryBackend(Backend):
         except OSError:
             return False
 
-    def _replacing_names(self) -> list[str]:
-        fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
-        try:
-            return os.listdir(fd)
-        finally:
-            os.close(fd)
-
     def _read_replace_record(self, name: str) -> list[tuple[str, str]] | None:
-        try:
-            fd = self._open_dir(self._root_fd, REPLACING, REPLACING)
-        except (FileNotFoundError, BackendError):
-            return None
-        try:
-            body = json.loads(read_regular_file(fd, name, f"{REPLACING}/{name}", MAX_CONFIG_FILE * 16))
-            pairs = [(str(staged), str(key)) for staged, key in body["pairs"]]
-            for staged, key in pairs:
-                check_session_key(staged)
-                check_session_key(key)
-                if not is_staged(staged) or is_staged(key):  # a record never puts a session in another's place
-                    return None
-            return pairs if pairs else None
-        except (OSError, ValueError, KeyError, TypeError, SnapshotError):
-            return None  # a key refused, a field missing, bytes not JSON: not a record to act on
-        finally:
-            os.close(fd)
+        with self._replacing_folder() as replacing:
+            return _replace_record(replacing, name) if replacing is not None else None
 
     def _finish_replace_holding_locks(
         self, group: str, pairs: list[tuple[str, str]], timeout: float | None, *, waiting: bool = True
@@ -1048,9 +1025,7 @@ class DirectoryBackend(Backend):
         ``ConcurrentUpdateError``."""
         keys = sorted({key for _staged, key in pairs})
         me = threading.get_ident()
-        with self._mutex:
-            holding = any(lock.holder == me for lock in self._locks.values())
-        if holding and waiting:
+        if waiting and self._holds_a_lock():
             return False
         locks = [self._session_lock(key) for key in keys]
         with ExitStack() as held:
@@ -1182,15 +1157,9 @@ class DirectoryBackend(Backend):
             except (FileNotFoundError, BackendError):
                 continue
         # a record's write killed part way leaves its temporary file in replacing/
-        try:
-            replacing = self._open_dir(self._root_fd, REPLACING, REPLACING)
-        except (FileNotFoundError, BackendError):
-            pass
-        else:
-            try:
+        with self._replacing_folder() as replacing:
+            if replacing is not None:
                 removed += _remove_temporary(replacing, cutoff)
-            finally:
-                os.close(replacing)
         # a settings write killed part way (the format, as a store is made) leaves its file in config/
         try:
             config = self._open_dir(self._root_fd, "config", "config")
@@ -1310,6 +1279,22 @@ def _link_lock_file(old: int, new: int) -> None:
     with suppress(FileNotFoundError):
         os.link(LOCK_FILE, tmp, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
         os.replace(tmp, LOCK_FILE, src_dir_fd=new, dst_dir_fd=new)
+
+
+def _replace_record(folder: int, name: str) -> list[tuple[str, str]] | None:
+    """The (staged key, session key) pairs of the record ``name`` in ``replacing/`` (None: it does
+    not read as one, and is left alone)."""
+    try:
+        body = json.loads(read_regular_file(folder, name, f"{REPLACING}/{name}", MAX_CONFIG_FILE * 16))
+        pairs = [(str(staged), str(key)) for staged, key in body["pairs"]]
+        for staged, key in pairs:
+            check_session_key(staged)
+            check_session_key(key)
+            if not is_staged(staged) or is_staged(key):  # a record never puts a session in another's place
+                return None
+        return pairs if pairs else None
+    except (OSError, ValueError, KeyError, TypeError, SnapshotError):
+        return None  # a key refused, a field missing, bytes not JSON: not a record to act on
 
 
 def _has_mark_file(folder: int) -> bool:

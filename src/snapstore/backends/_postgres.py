@@ -241,7 +241,7 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             said = redact_driver_message(str(exc), url)  # it may quote the password
             raise BackendError(
-                f"invalid PostgreSQL URL {self._display}: {(said.strip().splitlines() or [''])[0]}",
+                f"invalid PostgreSQL URL {self._display}: {first_line(said)}",
                 {"cause": f"{type(exc).__name__}: {said}", "url": self._display},
             ) from None
         kwargs: dict[str, Any] = {"autocommit": True}

@@ -324,6 +324,7 @@ def hash64(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def first_line(said: BaseException | str) -> str:
+    """The first line of a driver's error (or of its message): its name when it says nothing."""
+    text = str(said).strip()
+    return text.splitlines()[0] if text else ("" if isinstance(said, str) else type(said).__name__)
