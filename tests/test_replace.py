@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -318,7 +319,15 @@ def test_a_swapped_in_session_keeps_its_lock(tmp_path: Path) -> None:
     (left,) = (n for n in os.listdir(root / "sessions") if n != key)
     assert left.startswith(STAGED_PREFIX) and os.listdir(root / "sessions" / left) == ["lock"]
     assert holder.cleanup_temporary(grace_seconds=3600) == 0
-    assert holder.cleanup_temporary(grace_seconds=-10) == 1
+    # the waiting thread of the timed-out wait gets the flock once the holder let go, and lets go of
+    # it at once: on a loaded machine gc can look in that instant, find the folder locked and keep it
+    removed = 0
+    for _attempt in range(100):
+        removed = holder.cleanup_temporary(grace_seconds=-10)
+        if removed:
+            break
+        time.sleep(0.02)
+    assert removed == 1
     assert sorted(os.listdir(root / "sessions")) == [key]
 
 
