@@ -200,3 +200,53 @@ def test_a_writer_that_finished_a_group_looks_again_once_it_has_its_lock_back(tm
     with SnapshotStore.open(root) as reopened:
         assert _heads(reopened) == {"a": "the group", "b": "the writer", "c": "the group"}
         assert reopened.verify().ok and not list((root / "replacing").glob("*.json"))
+
+
+def test_verify_reports_a_group_left_part_way_until_it_is_finished(tmp_path: Path) -> None:
+    """A handle open across the kill does not finish the group (only a lock holder, a store opened
+    for writing or gc does); until one does, readers see b replaced and c not, and verify, which
+    said nothing of it, now names the record and both sessions. gc finishes it."""
+    root = tmp_path / "store"
+    with SnapshotStore.open(root) as early:
+        _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
+        [record] = (root / "replacing").glob("*.json")
+        report = early.verify()
+        assert not report.ok
+        [problem] = report.problems
+        assert problem.object == f"replacing/{record.name}"
+        assert "sessions b, c were being replaced together" in problem.message and "left part way" in problem.message
+        early.gc()
+        assert early.verify().ok and not record.exists()
+        assert _heads(early) == {"a": "the first commit", "b": "the group", "c": "the group"}
+
+
+def test_verify_leaves_out_a_group_whose_locks_are_held(tmp_path: Path) -> None:
+    """A writer holds every lock of its group from its first mark to its last exchange: a record
+    whose sessions are locked may be a replace going on now, not one left, and is not reported."""
+    import fcntl
+
+    root = tmp_path / "store"
+    with SnapshotStore.open(root) as early:
+        _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
+        fd = os.open(root / "sessions" / session_key("c") / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            assert early.verify().ok
+        finally:
+            os.close(fd)
+        assert not early.verify().ok
+
+
+def test_verify_reports_a_record_that_does_not_read(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
+    [record] = (root / "replacing").glob("*.json")
+    record.write_text('{"pairs": [[')
+    with SnapshotStore.open(root) as store:
+        [problem] = store.verify().problems
+        assert problem.object == f"replacing/{record.name}"
+        assert "does not read as a record of sessions replaced together" in problem.message
+    done = subprocess.run(
+        [sys.executable, "-m", "snapstore", "--store", str(root), "verify"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and f"replacing/{record.name} does not read" in done.stdout, done.stdout + done.stderr

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 import xxhash
 
 from .backends import Backend, MemoryBackend, open_backend
-from .backends.base import SegmentInfo, SegmentMissing, staged_key
+from .backends.base import SegmentInfo, SegmentMissing, UnfinishedReplace, staged_key
 from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta
 from .errors import (
     BackendError,
@@ -528,6 +528,8 @@ class SnapshotStore:
         """Check every session's segments and chains; with ``read_data`` also decompress everything and
         rebuild every retained state against its hash. Takes no lock: writers keep going."""
         report = VerifyReport(foreign=self.backend.foreign_entries())
+        for unfinished in self.backend.unfinished_replaces():
+            report.add(self._unfinished_replace_problem(unfinished))
         for key in self.backend.session_keys():
             name = name_of_key(key)
             try:
@@ -545,6 +547,22 @@ class SnapshotStore:
             except SnapshotError as exc:
                 report.add(exc, session=name)
         return report
+
+    def _unfinished_replace_problem(self, unfinished: UnfinishedReplace) -> SnapshotError:
+        record = unfinished.record
+        if not unfinished.session_keys:
+            return CorruptObjectError(
+                f"{record} does not read as a record of sessions replaced together (damaged, or not written by "
+                "snapstore): it is left alone, and which sessions it was for cannot be told",
+                {"object": record, "reason": "unreadable replace record"},
+            )
+        names = ", ".join(name_of_key(key) or self._read_name(key) or key for key in unfinished.session_keys)
+        return SnapshotError(
+            f"sessions {names} were being replaced together and the replace was left part way ({record}): "
+            "reads may see some of them replaced and some not until the next commit to one of them, a store "
+            "opened for writing, or `snapstore gc` finishes it",
+            {"object": record, "reason": "replace left part way", "sessions": list(unfinished.session_keys)},
+        )
 
     def _verify_session_settled(self, key: str, name: str, report: VerifyReport, read_data: bool) -> None:
         """Verify one session; when a writer reclaimed or squashed segments meanwhile (verify takes

@@ -52,6 +52,7 @@ from .base import (
     SegmentInfo,
     SegmentMissing,
     SegmentRead,
+    UnfinishedReplace,
     check_segment,
     check_session_key,
     is_staged,
@@ -999,6 +1000,46 @@ class DirectoryBackend(Backend):
                 if pairs is not None and (key is None or any(k == key for _s, k in pairs)):
                     found.append((matched.group(1), pairs))
         return found
+
+    def unfinished_replaces(self) -> list[UnfinishedReplace]:
+        """The records in ``replacing/`` of groups whose locks are all free (a writer holds every
+        lock of its group from its first mark to its last exchange: a group whose locks are held
+        may be being put in place right now), and those that do not read as records."""
+        found: list[UnfinishedReplace] = []
+        with self._replacing_folder() as replacing:
+            if replacing is None:
+                return found
+            for name in sorted(os.listdir(replacing)):
+                if _GROUP_RECORD.match(name) is None:
+                    continue
+                pairs = _replace_record(replacing, name)
+                if pairs is None:
+                    found.append(UnfinishedReplace(f"{REPLACING}/{name}", ()))
+                    continue
+                keys = tuple(sorted({key for _staged, key in pairs}))
+                if any(self._lock_is_held(key) for key in keys):
+                    continue
+                if _replace_record(replacing, name) is not None:  # (not finished while the locks were looked at)
+                    found.append(UnfinishedReplace(f"{REPLACING}/{name}", keys))
+        return found
+
+    def _lock_is_held(self, key: str) -> bool:
+        """Whether a writer, of any process (this one too), holds the session's lock now. Asked with
+        a shared flock of a descriptor of its own, let go at once: the store may be read-only here."""
+        try:
+            with self._session_dir(key) as folder:
+                fd = os.open(LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        except (OSError, BackendError):  # no lock file (no writer ever waited) or none to open: not held
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return False
 
     def _replacing_records(self) -> list[str]:
         """The names of the record files in ``replacing/``, whether they read or not."""

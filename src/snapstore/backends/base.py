@@ -250,6 +250,22 @@ class Backend(ABC):
         """Things in the store that are not the store's own (stray files, folders), for reports."""
         return []
 
+    def unfinished_replaces(self) -> list[UnfinishedReplace]:
+        """Replaces of several sessions (``swap_in_sessions``) left part way that no writer is
+        finishing now, and records of them that cannot be read, for ``verify``. None by default: an
+        engine that replaces sessions in one step leaves none."""
+        return []
+
+
+@dataclass(frozen=True)
+class UnfinishedReplace:
+    """A replace of several sessions a crash left part way (``record`` names where the engine keeps
+    it), or a record of one that cannot be read (``session_keys`` empty: which sessions it was for
+    cannot be told)."""
+
+    record: str
+    session_keys: tuple[str, ...]
+
 
 class SegmentMissing(SnapshotError, KeyError):
     """The segment does not exist (never written, or reclaimed since it was listed)."""
