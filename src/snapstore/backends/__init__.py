@@ -12,12 +12,17 @@ from .base import Backend, SegmentMissing
 
 #: what starts a URL (RFC 3986's scheme and "://"); a directory path that looks like one is refused
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+#: the schemes of other stores and of files, written without "//" ("sqlite:checkpoints.db"), which
+#: are refused too (a folder of such a name is still reached as "./sqlite:checkpoints.db")
+_OTHER_STORE = re.compile(
+    r"(sqlite3?|file|postgres(?:ql)?|redis|rediss|mongodb(?:\+srv)?|mysql|mariadb|https?|s3|gs):", re.IGNORECASE
+)
 
 __all__ = ["Backend", "DirectoryBackend", "MemoryBackend", "SegmentMissing", "open_backend"]
 
 
 def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = False, create: bool = True) -> Backend:
-    """A backend for a path, a ``postgresql://`` URL, ``memory:`` or an existing backend."""
+    """A backend for a path, a ``postgresql://`` URL, ``memory:`` (or ``:memory:``) or an existing backend."""
     if isinstance(target, Backend):
         return target
     if not isinstance(target, (str, os.PathLike)):
@@ -30,7 +35,7 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
         from ._postgres import PostgresBackend  # optional extra: imported only when asked for
 
         return PostgresBackend(text, create=create)
-    if text == "memory:":
+    if text in ("memory:", ":memory:"):  # (":memory:" as SqliteSaver and SnapstoreSaver take it)
         return MemoryBackend(discard_on_close=True)
     scheme = _URL_SCHEME.match(text)
     if scheme is not None:
@@ -38,6 +43,13 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
         # become a folder named after its scheme in the working directory
         raise BackendError(
             f"{text!r} is a {scheme.group(1)}:// URL: a store is a directory path, a postgresql:// URL or memory:",
+            {"target": text, "reason": "unsupported URL scheme"},
+        )
+    other = _OTHER_STORE.match(text)
+    if other is not None:
+        raise BackendError(
+            f"{text!r} starts like a {other.group(1)}: URL: a store is a directory path, a postgresql:// URL or "
+            f"memory: (a folder of that name is reached as ./{text})",
             {"target": text, "reason": "unsupported URL scheme"},
         )
     return DirectoryBackend(text, fsync=fsync, create=create)
