@@ -249,4 +249,65 @@ def test_verify_reports_a_record_that_does_not_read(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "snapstore", "--store", str(root), "verify"], capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 1 and f"replacing/{record.name} does not read" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 1 and f"replacing/{record.name}: it does not read" in done.stdout, (
+        done.stdout + done.stderr
+    )
+
+
+def test_verify_says_why_a_group_left_part_way_cannot_be_finished(tmp_path: Path) -> None:
+    """Its staged history gone after another session was replaced: no writer, open or gc finishes
+    it, and verify says so, and how out, where it said the next writer would."""
+    root = tmp_path / "store"
+    _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
+    [waiting] = [p for p in (root / "sessions").iterdir() if is_staged(p.name) and (p / "replacing").exists()]
+    for segment in waiting.glob("*.seg"):
+        segment.unlink()
+    with SnapshotStore.open(root) as store:
+        store.gc()
+        [problem] = store.verify().problems
+        assert f"cannot be finished: its staged history sessions/{waiting.name} is gone" in problem.message
+        assert "until it is removed by hand" in problem.message
+
+
+def test_verify_says_nothing_of_a_group_finished_while_it_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer finishing the group between verify's listing of replacing/ and its read of the record
+    (the record gone) made verify report a damaged record: a review found it beside rewrites in a
+    loop. The finish is made to land in that gap."""
+    from snapstore.backends import _directory
+
+    root = tmp_path / "store"
+    with SnapshotStore.open(root) as early:
+        _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
+        real = _directory.read_regular_file
+        finishing: list[bool] = []
+
+        def finished_first(folder: int, name: str, where: str, *args: object, **kwargs: object) -> bytes:
+            if where.startswith("replacing/") and not finishing:
+                finishing.append(True)
+                SnapshotStore.open(root).close()  # a handle opened for writing finishes the group
+            return real(folder, name, where, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(_directory, "read_regular_file", finished_first)
+        assert early.verify().ok and finishing
+        monkeypatch.undo()
+        assert _heads(early) == {"a": "the first commit", "b": "the group", "c": "the group"}
+
+
+def test_verify_beside_a_lock_file_that_is_a_fifo_returns(tmp_path: Path) -> None:
+    """Asking whether a lock was held opened the lock file to read without O_NONBLOCK: one that is a
+    FIFO (put there by hand) kept verify waiting for ever (found by a review)."""
+    root = tmp_path / "store"
+    _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
+    lock = root / "sessions" / session_key("c") / "lock"
+    lock.unlink(missing_ok=True)
+    os.mkfifo(lock)
+    done = subprocess.run(
+        [sys.executable, "-m", "snapstore", "--store", str(root), "verify"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "sessions b, c were being replaced together" in done.stdout and "sessions/c/lock" in done.stdout

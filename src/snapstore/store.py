@@ -526,7 +526,8 @@ class SnapshotStore:
 
     def verify(self, *, read_data: bool = True) -> VerifyReport:
         """Check every session's segments and chains; with ``read_data`` also decompress everything and
-        rebuild every retained state against its hash. Takes no lock: writers keep going."""
+        rebuild every retained state against its hash. Also reports a replace of several sessions
+        together left part way (``Backend.unfinished_replaces``). Waits for no lock: writers keep going."""
         report = VerifyReport(foreign=self.backend.foreign_entries())
         for unfinished in self.backend.unfinished_replaces():
             report.add(self._unfinished_replace_problem(unfinished))
@@ -549,19 +550,26 @@ class SnapshotStore:
         return report
 
     def _unfinished_replace_problem(self, unfinished: UnfinishedReplace) -> SnapshotError:
-        record = unfinished.record
+        record, blocked = unfinished.record, unfinished.blocked
         if not unfinished.session_keys:
             return CorruptObjectError(
-                f"{record} does not read as a record of sessions replaced together (damaged, or not written by "
-                "snapstore): it is left alone, and which sessions it was for cannot be told",
+                f"{record}: {blocked} (damaged, or not written by snapstore): it is left alone, and which sessions "
+                "were being replaced together there cannot be told",
                 {"object": record, "reason": "unreadable replace record"},
             )
         names = ", ".join(name_of_key(key) or self._read_name(key) or key for key in unfinished.session_keys)
+        left = f"sessions {names} were being replaced together and the replace was left part way ({record})"
+        details = {"object": record, "sessions": list(unfinished.session_keys)}
+        if blocked is not None:
+            return SnapshotError(
+                f"{left}, and it cannot be finished: {blocked}; commits to them are refused, naming the record, "
+                "until it is removed by hand, which lets them be written as they are",
+                {**details, "reason": "replace cannot be finished"},
+            )
         return SnapshotError(
-            f"sessions {names} were being replaced together and the replace was left part way ({record}): "
-            "reads may see some of them replaced and some not until the next commit to one of them, a store "
-            "opened for writing, or `snapstore gc` finishes it",
-            {"object": record, "reason": "replace left part way", "sessions": list(unfinished.session_keys)},
+            f"{left}: reads may see some of them replaced and some not until the next commit to one of them, "
+            "a store opened for writing, or `snapstore gc` finishes it",
+            {**details, "reason": "replace left part way"},
         )
 
     def _verify_session_settled(self, key: str, name: str, report: VerifyReport, read_data: bool) -> None:

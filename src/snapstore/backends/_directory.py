@@ -83,6 +83,9 @@ MAX_SEGMENT_FILE = 1 << 32
 #: bytes read from a segment's start for its first entry (a checkpoint longer than that: the whole file)
 FIRST_ENTRY_READ = 16384
 MAX_CONFIG_FILE = 4096
+MAX_REPLACE_RECORD = 16 * MAX_CONFIG_FILE
+#: why a group left part way cannot be finished, when a staged history it still needs is gone
+_LOST_STAGED = "its staged history {} is gone, and other sessions of the group were replaced already"
 #: seconds a session lock's waiting thread stays without a wait before it ends
 WAITER_IDLE = 5.0
 #: lock files a handle keeps open between commits, for the sessions it locked last: more are
@@ -903,25 +906,17 @@ class DirectoryBackend(Backend):
         every lock of the group; each step may be found done by a later one. A staged history gone
         before its exchange (gc of a release that knew no records emptied it) cannot be put in
         place: with no exchange made, the group is withdrawn and every session stays as it was."""
-        made = [self._has_mark(key) for _staged, key in pairs]
-        needed = [
-            not done and self._needs_exchange(staged, key) for (staged, key), done in zip(pairs, made, strict=True)
-        ]
+        made, needed, lost = self._exchanges(pairs)
         if not any(made) and not all(needed):
             for staged, _key in pairs:
                 self._unmark(staged)
             self._drop_record(group)
             return
-        # not made, not needed: made and unmarked since (its staged name holds the session as it was,
-        # never marked), or its staged history gone, its mark left (gc of a release without records)
-        states = zip(pairs, made, needed, strict=True)
-        lost = [staged for (staged, _key), done, needs in states if not done and not needs and self._has_mark(staged)]
         if lost:
             # exchanges made, and a staged history still to put in place is gone (gc of a release that
             # knew no records): nothing makes the group whole; the writer is refused, naming what is missing
             raise BackendError(
-                f"its staged history sessions/{lost[0]} is gone, and other sessions of the group were "
-                "replaced already: remove the record to write the sessions as they are",
+                _LOST_STAGED.format(f"sessions/{lost[0]}") + ": remove the record to write the sessions as they are",
                 {"staged": lost, "reason": "staged history gone"},
             )
         for (staged, key), needs in zip(pairs, needed, strict=True):
@@ -930,6 +925,19 @@ class DirectoryBackend(Backend):
         for _staged, key in pairs:
             self._unmark(key)
         self._drop_record(group)
+
+    def _exchanges(self, pairs: list[tuple[str, str]]) -> tuple[list[bool], list[bool], list[str]]:
+        """For each pair of a group, whether its exchange was made and whether it is still to be made;
+        and the staged histories still to be put in place that are gone."""
+        made = [self._has_mark(key) for _staged, key in pairs]
+        needed = [
+            not done and self._needs_exchange(staged, key) for (staged, key), done in zip(pairs, made, strict=True)
+        ]
+        # not made, not needed: made and unmarked since (its staged name holds the session as it was,
+        # never marked), or its staged history gone, its mark left (gc of a release without records)
+        states = zip(pairs, made, needed, strict=True)
+        lost = [staged for (staged, _key), done, needs in states if not done and not needs and self._has_mark(staged)]
+        return made, needed, lost
 
     def _needs_exchange(self, staged: str, key: str) -> bool:
         """Whether a group's exchange of ``staged`` into ``key`` is still to be made: the mark moves
@@ -1002,36 +1010,73 @@ class DirectoryBackend(Backend):
         return found
 
     def unfinished_replaces(self) -> list[UnfinishedReplace]:
-        """The records in ``replacing/`` of groups whose locks are all free (a writer holds every
-        lock of its group from its first mark to its last exchange: a group whose locks are held
-        may be being put in place right now), and those that do not read as records."""
-        found: list[UnfinishedReplace] = []
-        with self._replacing_folder() as replacing:
-            if replacing is None:
-                return found
-            for name in sorted(os.listdir(replacing)):
-                if _GROUP_RECORD.match(name) is None:
-                    continue
-                pairs = _replace_record(replacing, name)
-                if pairs is None:
-                    found.append(UnfinishedReplace(f"{REPLACING}/{name}", ()))
-                    continue
-                keys = tuple(sorted({key for _staged, key in pairs}))
-                if any(self._lock_is_held(key) for key in keys):
-                    continue
-                if _replace_record(replacing, name) is not None:  # (not finished while the locks were looked at)
-                    found.append(UnfinishedReplace(f"{REPLACING}/{name}", keys))
-        return found
+        """The groups in ``replacing/`` whose locks are all free (a writer holds every lock of its
+        group from its first mark to its last exchange: a group whose locks are held may be being
+        put in place right now), but for one the next writer withdraws (no exchange made: nothing
+        changed); and the records that cannot be used, and ``replacing/`` itself when it cannot be read."""
+        if not self._exists(REPLACING) or not self._replacing_is_a_folder():
+            return []  # (one that is not a folder is listed as an entry snapstore did not write)
+        try:
+            replacing = self._open_dir(self._root_fd, REPLACING, REPLACING)
+            try:
+                names = sorted(os.listdir(replacing))
+            except BaseException:
+                os.close(replacing)
+                raise
+        except FileNotFoundError:
+            return []
+        except (OSError, SnapshotError) as exc:
+            return [UnfinishedReplace(REPLACING, (), f"it cannot be read ({exc})")]
+        try:
+            found = []
+            for name in names:
+                if _GROUP_RECORD.match(name) is not None:
+                    unfinished = self._unfinished(replacing, name)
+                    if unfinished is not None:
+                        found.append(unfinished)
+            return found
+        finally:
+            os.close(replacing)
+
+    def _unfinished(self, replacing: int, name: str) -> UnfinishedReplace | None:
+        where = f"{REPLACING}/{name}"
+        try:
+            data = read_regular_file(replacing, name, where, MAX_REPLACE_RECORD)
+        except FileNotFoundError:
+            return None  # finished since the listing
+        except (OSError, SnapshotError) as exc:
+            return UnfinishedReplace(where, (), f"it cannot be read ({exc})")
+        pairs = _replace_pairs(data)
+        if pairs is None:
+            return UnfinishedReplace(where, (), "it does not read as a record of sessions replaced together")
+        keys = tuple(sorted({key for _staged, key in pairs}))
+        if any(self._lock_is_held(key) for key in keys):
+            return None
+        try:
+            os.stat(name, dir_fd=replacing, follow_symlinks=False)
+            made, needed, lost = self._exchanges(pairs)
+        except FileNotFoundError:
+            return None  # finished while the locks were looked at
+        except (OSError, SnapshotError) as exc:
+            return UnfinishedReplace(where, keys, f"its sessions cannot be looked at ({exc})")
+        if not any(made) and not all(needed):
+            return None  # withdrawn by the next writer: no session was replaced
+        if lost:
+            return UnfinishedReplace(where, keys, _LOST_STAGED.format(f"sessions/{lost[0]}"))
+        return UnfinishedReplace(where, keys)
 
     def _lock_is_held(self, key: str) -> bool:
         """Whether a writer, of any process (this one too), holds the session's lock now. Asked with
-        a shared flock of a descriptor of its own, let go at once: the store may be read-only here."""
+        a shared flock of a descriptor of its own, let go at once (the store may be read-only here);
+        a lock file that is missing, or not a regular file, is held by no writer."""
         try:
             with self._session_dir(key) as folder:
-                fd = os.open(LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
-        except (OSError, BackendError):  # no lock file (no writer ever waited) or none to open: not held
+                fd = os.open(LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        except (OSError, SnapshotError):
             return False
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
@@ -1323,10 +1368,18 @@ def _link_lock_file(old: int, new: int) -> None:
 
 
 def _replace_record(folder: int, name: str) -> list[tuple[str, str]] | None:
-    """The (staged key, session key) pairs of the record ``name`` in ``replacing/`` (None: it does
-    not read as one, and is left alone)."""
+    """The (staged key, session key) pairs of the record ``name`` in ``replacing/`` (None: it cannot
+    be read, or does not read as one, and is left alone)."""
     try:
-        body = json.loads(read_regular_file(folder, name, f"{REPLACING}/{name}", MAX_CONFIG_FILE * 16))
+        return _replace_pairs(read_regular_file(folder, name, f"{REPLACING}/{name}", MAX_REPLACE_RECORD))
+    except (OSError, SnapshotError):
+        return None
+
+
+def _replace_pairs(data: bytes) -> list[tuple[str, str]] | None:
+    """The (staged key, session key) pairs a record's bytes name (None: not a record to act on)."""
+    try:
+        body = json.loads(data)
         pairs = [(str(staged), str(key)) for staged, key in body["pairs"]]
         for staged, key in pairs:
             check_session_key(staged)
@@ -1334,7 +1387,7 @@ def _replace_record(folder: int, name: str) -> list[tuple[str, str]] | None:
             if not is_staged(staged) or is_staged(key):  # a record never puts a session in another's place
                 return None
         return pairs if pairs else None
-    except (OSError, ValueError, KeyError, TypeError, SnapshotError):
+    except (ValueError, KeyError, TypeError, SnapshotError):
         return None  # a key refused, a field missing, bytes not JSON: not a record to act on
 
 

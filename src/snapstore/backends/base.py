@@ -261,10 +261,12 @@ class Backend(ABC):
 class UnfinishedReplace:
     """A replace of several sessions a crash left part way (``record`` names where the engine keeps
     it), or a record of one that cannot be read (``session_keys`` empty: which sessions it was for
-    cannot be told)."""
+    cannot be told). ``blocked``: why it cannot be finished (None: the next writer finishes it), or,
+    with no keys, why the record cannot be used."""
 
     record: str
     session_keys: tuple[str, ...]
+    blocked: str | None = None
 
 
 class SegmentMissing(SnapshotError, KeyError):
