@@ -662,20 +662,24 @@ def test_a_url_of_another_kind_is_refused_and_makes_no_folder(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("url", ["sqlite:checkpoints.db", "SQLite:x", "file:store", "postgresql:snapstore", "redis:x"])
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:checkpoints.db", "SQLite:x", "sqlite+aiosqlite:x.db", "file:store", "postgresql+psycopg:db", "redis:x"],
+)
 def test_a_url_of_another_kind_without_slashes_is_refused_and_makes_no_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     """``from_path("sqlite:checkpoints.db")``, a saver switched from SQLite by hand, made a folder
     named so; a folder of that name is still reached as ``./sqlite:checkpoints.db``."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(BackendError, match=r"starts like a \w+: URL: a store is a directory path") as raised:
+    with pytest.raises(BackendError, match=r"starts like a URL \([\w+]+:\): a store is a directory path") as raised:
         SnapshotStore.open(url)
     assert raised.value.details == {"target": url, "reason": "unsupported URL scheme"}
     assert list(tmp_path.iterdir()) == []
-    with SnapshotStore.open(f"./{url}") as store:
-        store.session("s").commit({"turn": 1})
-    assert [p.name for p in tmp_path.iterdir()] == [url]
+    for path in (f"./{url}", Path(url)):  # a pathlib.Path is a path whatever it looks like
+        with SnapshotStore.open(path) as store:
+            store.session("s").commit({"turn": 1})
+        assert [p.name for p in tmp_path.iterdir()] == [url]
 
 
 def test_colon_memory_colon_opens_a_memory_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,10 +12,13 @@ from .base import Backend, SegmentMissing
 
 #: what starts a URL (RFC 3986's scheme and "://"); a directory path that looks like one is refused
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-#: the schemes of other stores and of files, written without "//" ("sqlite:checkpoints.db"), which
-#: are refused too (a folder of such a name is still reached as "./sqlite:checkpoints.db")
+#: the schemes of other stores and of files (a driver after "+" too: "sqlite+aiosqlite:"), written
+#: without "//" ("sqlite:checkpoints.db"), which a str target is refused for too; a folder of such a
+#: name is still reached as "./sqlite:checkpoints.db", or through a pathlib.Path
 _OTHER_STORE = re.compile(
-    r"(sqlite3?|file|postgres(?:ql)?|redis|rediss|mongodb(?:\+srv)?|mysql|mariadb|https?|s3|gs):", re.IGNORECASE
+    r"((?:sqlite3?|duckdb|file|ftp|postgres(?:ql)?|redis|rediss|valkey|mongodb|mysql|mariadb|https?|s3|gs)"
+    r"(?:\+[A-Za-z0-9.-]+)?):",
+    re.IGNORECASE,
 )
 
 __all__ = ["Backend", "DirectoryBackend", "MemoryBackend", "SegmentMissing", "open_backend"]
@@ -45,10 +48,10 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
             f"{text!r} is a {scheme.group(1)}:// URL: a store is a directory path, a postgresql:// URL or memory:",
             {"target": text, "reason": "unsupported URL scheme"},
         )
-    other = _OTHER_STORE.match(text)
+    other = _OTHER_STORE.match(text) if isinstance(target, str) else None
     if other is not None:
         raise BackendError(
-            f"{text!r} starts like a {other.group(1)}: URL: a store is a directory path, a postgresql:// URL or "
+            f"{text!r} starts like a URL ({other.group(1)}:): a store is a directory path, a postgresql:// URL or "
             f"memory: (a folder of that name is reached as ./{text})",
             {"target": text, "reason": "unsupported URL scheme"},
         )
