@@ -23,7 +23,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 
 from snapstore import SnapshotStore
 from snapstore.backends.base import is_staged
-from snapstore.errors import BackendError
+from snapstore.errors import BackendError, ConcurrentUpdateError
 from snapstore.langgraph import SnapstoreSaver, lanes
 
 
@@ -622,3 +622,27 @@ def test_a_recorded_rewrite_that_cannot_be_finished_yet_never_stops_the_store_fr
         _put_turns(reopened, range(24, 25))
         found = _thread(reopened)
         assert found[1:] == after and found[0][1] == 24 and SnapshotStore.verify(reopened.store).ok
+
+
+def test_delete_for_runs_refused_part_way_says_how_far_it_went(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another saver writing one thread without pause can make its rewrite lose every attempt
+    (an outside trial met it); the error named the thread only, not that the threads before it were
+    rewritten and the others not. Calling again goes on. The other saver's commits are stood in for
+    by the swap finding the thread moved (``replace_with`` False) on thread b only."""
+    with SnapstoreSaver.from_conn_string(str(tmp_path / "store")) as saver:
+        for thread in ("a", "b"):
+            _put_turns(saver, range(6), thread)
+        real = lanes.Lane.replace_with
+
+        def thread_b_keeps_moving(self: lanes.Lane, entries: Any, heads: Any) -> bool:
+            return False if self.thread_id == "b" else real(self, entries, heads)
+
+        monkeypatch.setattr(lanes.Lane, "replace_with", thread_b_keeps_moving)
+        went = "1 of the 2 thread namespaces were rewritten before it"
+        with pytest.raises(ConcurrentUpdateError, match=went) as lost:
+            saver.delete_for_runs(["run-0"])
+        assert lost.value.details["rewritten"] == 1
+        assert {run for *_rest, run, _writes in _thread(saver, "a")} == {"run-1", "run-2"}
+        monkeypatch.undo()
+        saver.delete_for_runs(["run-0"])
+        assert {run for *_rest, run, _writes in _thread(saver, "b")} == {"run-1", "run-2"}

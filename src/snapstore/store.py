@@ -275,8 +275,33 @@ class SnapshotStore:
         take two).
         """
         check_session_name(name)
-        if max_snapshots is not None:
-            check_max_snapshots(max_snapshots)
+        if max_snapshots is None:
+            return self._get_or_create(name, None, create)
+        check_max_snapshots(max_snapshots)
+        for attempt in range(READ_ATTEMPTS):
+            sess = self._get_or_create(name, max_snapshots, create)
+            try:
+                current = sess.max_snapshots
+            except SnapshotNotFound:
+                # deleted by another handle since it was found or made here: made again, as a
+                # session that did not exist is (the last attempt says it is gone)
+                if not create or attempt == READ_ATTEMPTS - 1:
+                    raise
+                self._forget_handles([name])
+                continue
+            break
+        if max_snapshots != current:
+            untagged = len(set(sess.snapshot_ids()) - set(sess.tags.values()))
+            if max_snapshots < current and max_snapshots < untagged:
+                raise SnapshotError(
+                    f"session {name!r} holds {untagged} untagged snapshots: a limit of {max_snapshots} would "
+                    f"evict {untagged - max_snapshots}; call set_max_snapshots({max_snapshots}) to do that",
+                    {"session": name, "max_snapshots": max_snapshots, "retained": untagged},
+                )
+            sess.set_max_snapshots(max_snapshots)
+        return sess
+
+    def _get_or_create(self, name: str, max_snapshots: int | None, create: bool) -> Session:
         with self._mutex:
             sess = self._sessions.get(name)
         if sess is not None and not self.backend.segments(sess.key):  # deleted by another handle
@@ -289,15 +314,6 @@ class SnapshotStore:
             with self._mutex:
                 sess = self._sessions.setdefault(name, sess)
         self._note_used(sess)
-        if max_snapshots is not None and max_snapshots != sess.max_snapshots:
-            untagged = len(set(sess.snapshot_ids()) - set(sess.tags.values()))
-            if max_snapshots < sess.max_snapshots and max_snapshots < untagged:
-                raise SnapshotError(
-                    f"session {name!r} holds {untagged} untagged snapshots: a limit of {max_snapshots} would "
-                    f"evict {untagged - max_snapshots}; call set_max_snapshots({max_snapshots}) to do that",
-                    {"session": name, "max_snapshots": max_snapshots, "retained": untagged},
-                )
-            sess.set_max_snapshots(max_snapshots)
         return sess
 
     def _load_or_create(self, name: str, max_snapshots: int, create: bool = True) -> Session:

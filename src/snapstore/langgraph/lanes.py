@@ -211,6 +211,7 @@ class Lane:
         self._operating: int | None = None
         # within an operation built again (``rebase``): the heads are read, not taken from memory
         self._reread = False
+        self._missed = 0  # within an operation: how often what it was built on was found gone
         self._sessions: dict[str, Session] = {}
         self._index: tuple[str, Index] | None = None
         # under an EncryptedSerializer: each channel's ciphertexts in the head, to reuse (None: not read yet)
@@ -255,6 +256,7 @@ class Lane:
         """
         with self.lock:
             self._operating = threading.get_ident()
+            self._missed = 0
             if writes and self._heads.get(self.names.writes) is None:
                 self._reread = True
             try:
@@ -290,12 +292,14 @@ class Lane:
         """Within an operation, around building it on what this lane kept: when that names a
         snapshot another handle removed (it rewrote the thread: ``delete_for_runs``, ``prune``,
         ``delete_thread``), the lane forgets all it kept (``read_again``) and the yielded flag says
-        to build again, on what the store holds. Once an operation: a second miss is raised."""
+        to build again, on what the store holds. Up to ``_MISSES`` times an operation (a thread
+        deleted while it runs is made again; its sessions go one after the other), then raised."""
         missed = [False]
         try:
             yield missed
         except SnapshotNotFound:
-            if self._reread:
+            self._missed += 1
+            if self._missed > _MISSES:
                 raise
             self.read_again()
             missed[0] = True
@@ -460,9 +464,12 @@ class Lane:
         return state
 
     def _missing(self, name: str) -> CorruptObjectError:
-        """A session the thread's other session names is not in the store (exported or copied alone)."""
+        """A session the thread's other session names is not in the store: deleted meanwhile (the
+        thread's sessions go one after the other), which a read again settles, or never there
+        (exported or copied alone), which it does not: the error is a ``SnapshotNotFound`` too, so
+        that what reads again on one does, and says what is wrong when it is raised at last."""
         checkpoints, writes = self.names
-        return CorruptObjectError(
+        return IncompleteThreadError(
             f"LangGraph thread {self.thread_id!r} (namespace {self.checkpoint_ns!r}) is incomplete: its "
             f"session {name!r} is not in the store, and the thread's checkpoints name snapshots in it. A "
             f"thread is two sessions, {checkpoints!r} and {writes!r}: export and import them together",
@@ -475,16 +482,17 @@ class Lane:
         the operation again, ``rebase``)."""
         operating = self._operating == threading.get_ident()
         parent = self._asked.get(name, (None, None))[0] if operating else ANY_HEAD
-        sess = self._session(name, create=True)
-        assert sess is not None
         try:
-            try:
-                snap = sess.commit(state, label=label, turn=turn, parent=parent)
-            except SnapshotNotFound:  # deleted by another handle since this one kept it: start it again
-                self._sessions.pop(name, None)
-                sess = self._session(name, create=True)
-                assert sess is not None
-                snap = sess.commit(state, label=label, turn=turn, parent=parent)
+            for attempt in range(_COMMIT_ATTEMPTS):
+                try:
+                    sess = self._session(name, create=True)
+                    assert sess is not None
+                    snap = sess.commit(state, label=label, turn=turn, parent=parent)
+                    break
+                except SnapshotNotFound:  # deleted by another handle since this one kept it: start it again
+                    self._sessions.pop(name, None)
+                    if attempt == _COMMIT_ATTEMPTS - 1:
+                        raise
         except ConcurrentUpdateError:
             if not operating:
                 raise
@@ -736,6 +744,16 @@ class Lane:
                 return False
             self.read_again()
             return True
+
+
+#: a commit to a session deleted meanwhile makes it again: as often as a thread is deleted under it
+_COMMIT_ATTEMPTS = 8
+#: an operation finding what it was built on gone reads again up to this many times
+_MISSES = 3
+
+
+class IncompleteThreadError(CorruptObjectError, SnapshotNotFound):
+    """``Lane._missing``: damage to the thread when raised at last, a reason to read again before."""
 
 
 def _refuse_a_newer_layout(name: str, state: State) -> None:

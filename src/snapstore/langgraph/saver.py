@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import weakref
@@ -189,7 +190,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await asyncio.to_thread(self.close)  # settling writes: not on the event loop
 
     # -- lanes -------------------------------------------------------------
     def _lane(self, thread_id: Any, checkpoint_ns: str) -> Lane:
@@ -461,14 +462,54 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
 
     # -- deleting and copying ------------------------------------------------
     def delete_thread(self, thread_id: str) -> None:
-        prefixes = thread_prefixes(str(thread_id))
-        for name in self.store.sessions():
-            if name.startswith(prefixes):
-                self.store.delete_session(name)
+        """Delete every namespace of a thread: its two sessions at once, under both their locks and
+        only while each still has the head just read (``SnapshotStore.delete_sessions``; read again
+        when another writer committed meanwhile), and under its lane's lock when this saver has one.
+        A put that had read the thread lands on nothing it built on, and is built again on the
+        thread as it is then: a run going on makes the thread again from what it writes next, as
+        LangGraph's other savers do. (Deleted one after the other, unlocked, a put from elsewhere
+        could land between the two and point at writes about to go: the thread never read again.)"""
+        checkpoints, writes = thread_prefixes(str(thread_id))
+        namespaces = {
+            name.removeprefix(checkpoints if name.startswith(checkpoints) else writes)
+            for name in self.store.sessions()
+            if name.startswith((checkpoints, writes))
+        }
         with self._mutex:
-            for key in [key for key in self._lanes if key[0] == str(thread_id)]:
-                self._lanes.pop(key, None)
+            lanes = {lane.names.checkpoints: lane for key, lane in self._lanes.items() if key[0] == str(thread_id)}
+        for namespace in sorted(namespaces):
+            pair = (checkpoints + namespace, writes + namespace)
+            lane = lanes.get(pair[0])
+            with lane.lock if lane is not None else contextlib.nullcontext():
+                self._delete_namespace(str(thread_id), pair)
+                if lane is not None:
+                    lane.read_afresh()
+        with self._mutex:
+            # let go of the lanes once nobody uses them; one a put holds stays the thread's lane
+            # (another made beside it would let two puts of the thread run at once)
+            for key in [key for key in self._recent if key[0] == str(thread_id)]:
                 self._recent.pop(key, None)
+
+    def _delete_namespace(self, thread_id: str, names: tuple[str, str]) -> None:
+        for _attempt in range(ATTEMPTS):
+            heads: dict[str, str | None] = {}
+            for name in names:
+                try:
+                    head = self.store.session(name, create=False).head
+                except SnapshotNotFound:
+                    heads[name] = None
+                    continue
+                heads[name] = head.id if head is not None else None
+            if all(head is None for head in heads.values()):
+                # none, or made and holding no snapshot yet: nothing of the thread to read. (One
+                # deleted here unlocked could be a writes session a put has just pointed at.)
+                return
+            try:
+                self.store.delete_sessions(heads)
+                return
+            except ConcurrentUpdateError:
+                continue  # a put landed since the heads were read: read again
+        raise _kept_losing(thread_id, "delete_thread")
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         doomed = {str(run_id) for run_id in _ids(run_ids, "run_ids")}
@@ -478,8 +519,16 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         def keep(_checkpoint_id: str, metadata: Any) -> bool:
             return self.codec.decode(metadata).get("run_id") not in doomed
 
-        for lane in self._lanes_of(None):
-            self._rewrite(lane, lambda _index: keep)
+        lanes = self._lanes_of(None)
+        for done, lane in enumerate(lanes):
+            try:
+                self._rewrite(lane, lambda _index: keep)
+            except ConcurrentUpdateError as exc:  # (a LockTimeoutError too, and stays one)
+                raise type(exc)(
+                    f"{exc.message}; {done} of the {len(lanes)} thread namespaces were rewritten before it, the "
+                    "others not: call delete_for_runs again to go on (what it deleted stays deleted)",
+                    {**exc.details, "rewritten": done, "namespaces": len(lanes)},
+                ) from exc
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         if strategy not in ("keep_latest", "delete"):
