@@ -311,3 +311,19 @@ def test_verify_beside_a_lock_file_that_is_a_fifo_returns(tmp_path: Path) -> Non
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "sessions b, c were being replaced together" in done.stdout and "sessions/c/lock" in done.stdout
+
+
+def test_verify_says_none_was_replaced_yet_of_a_group_stopped_before_its_first_exchange(tmp_path: Path) -> None:
+    """A replace killed after its record, before any exchange: readers see every session as it was,
+    and verify said they might see a mix (found by a review)."""
+    root = tmp_path / "store"
+    with SnapshotStore.open(root) as early:
+        for name in ("a", "b", "c"):
+            early.session(name).commit({"by": "the first commit", "name": name})
+        # killed as its first exchange begins, before it is made
+        killed = _KILLED_AFTER_FIRST_EXCHANGE.replace("real(self, staged, key, resuming)\n", "")
+        child = subprocess.run([sys.executable, "-c", killed, str(root), "b", "c"], capture_output=True, timeout=120)
+        assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+        [problem] = early.verify().problems
+        assert "reads see them as they were (none replaced yet)" in problem.message
+        assert _heads(early) == {"a": "the first commit", "b": "the first commit", "c": "the first commit"}

@@ -582,9 +582,10 @@ class SnapshotStore:
                 "until it is removed by hand, which lets them be written as they are",
                 {**details, "reason": "replace cannot be finished"},
             )
+        seen = "some of them replaced and some not" if unfinished.begun else "them as they were (none replaced yet)"
         return SnapshotError(
-            f"{left}: reads may see some of them replaced and some not until the next commit to one of them, "
-            "a store opened for writing, or `snapstore gc` finishes it",
+            f"{left}: reads see {seen} until the next commit to one of them, a store opened for writing, or "
+            "`snapstore gc` finishes it",
             {**details, "reason": "replace left part way"},
         )
 

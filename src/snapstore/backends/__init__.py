@@ -38,7 +38,7 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
         from ._postgres import PostgresBackend  # optional extra: imported only when asked for
 
         return PostgresBackend(text, create=create)
-    if text in ("memory:", ":memory:"):  # (":memory:" as SqliteSaver and SnapstoreSaver take it)
+    if isinstance(target, str) and text in ("memory:", ":memory:"):  # (":memory:" as SqliteSaver takes it)
         return MemoryBackend(discard_on_close=True)
     scheme = _URL_SCHEME.match(text)
     if scheme is not None:

@@ -1061,9 +1061,11 @@ class DirectoryBackend(Backend):
             return UnfinishedReplace(where, keys, f"its sessions cannot be looked at ({exc})")
         if not any(made) and not all(needed):
             return None  # withdrawn by the next writer: no session was replaced
+        if not _exists_in(replacing, name):
+            return None  # finished while the sessions were looked at
         if lost:
             return UnfinishedReplace(where, keys, _LOST_STAGED.format(f"sessions/{lost[0]}"))
-        return UnfinishedReplace(where, keys)
+        return UnfinishedReplace(where, keys, begun=any(made))
 
     def _lock_is_held(self, key: str) -> bool:
         """Whether a writer, of any process (this one too), holds the session's lock now. Asked with
@@ -1391,12 +1393,16 @@ def _replace_pairs(data: bytes) -> list[tuple[str, str]] | None:
         return None  # a key refused, a field missing, bytes not JSON: not a record to act on
 
 
-def _has_mark_file(folder: int) -> bool:
+def _exists_in(folder: int, name: str) -> bool:
     try:
-        os.stat(GROUP_MARKER, dir_fd=folder, follow_symlinks=False)
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
         return False
     return True
+
+
+def _has_mark_file(folder: int) -> bool:
+    return _exists_in(folder, GROUP_MARKER)
 
 
 def _holds_segment(folder: int) -> bool:

@@ -267,6 +267,8 @@ class UnfinishedReplace:
     record: str
     session_keys: tuple[str, ...]
     blocked: str | None = None
+    #: whether any session of the group was replaced already (readers then see a mix)
+    begun: bool = True
 
 
 class SegmentMissing(SnapshotError, KeyError):

@@ -151,7 +151,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         the store is closed on exit."""
         # two sessions a cached namespace, each kept warm for its next put
         store_settings.setdefault("max_warm_sessions", max(DEFAULT_WARM_SESSIONS, 2 * cached_threads))
-        if str(target) == ":memory:":
+        if target == ":memory:":  # (a pathlib.Path of that name is a folder, as everywhere)
             store = SnapshotStore.memory(**store_settings)
         else:
             store = SnapshotStore.open(target, **store_settings)
