@@ -173,3 +173,45 @@ def test_a_put_writes_on_a_lane_kept_nowhere_goes_on_when_the_thread_is_deleted_
         monkeypatch.setattr(lanes.Lane, "head", deleted_after_the_head)
         saver.put_writes(second, [("x", 3)], "task2")
         assert fired
+
+
+def test_a_first_checkpoint_pointing_at_writes_a_delete_took_meanwhile_is_written_again_without_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete from another handle that finds a thread's writes and no checkpoints (a run's first
+    put since an earlier delete not landed yet) deletes the writes; that put, landing after, pointed
+    at them, and every read of the thread then called it incomplete until it was deleted again (the
+    window a review of the fix met once in 200 rounds of a delete loop in another process)."""
+    from snapstore.langgraph import lanes
+
+    with SnapstoreSaver.from_conn_string(tmp_path / "store") as saver:
+        first = saver.put(_CONFIG, _checkpoint(1), {"step": 1}, {"x": 1})
+        saver.put_writes(first, [("x", 2)], "task1")
+        saver.store.delete_session(lanes.lane_names("t", "").checkpoints)  # writes left, no checkpoints
+    with contextlib.ExitStack() as opened:
+        runner = opened.enter_context(SnapstoreSaver.from_conn_string(tmp_path / "store"))
+        deleter = opened.enter_context(SnapstoreSaver.from_conn_string(tmp_path / "store"))
+        real = lanes.Lane._writes_head_to_point_at
+        fired: list[bool] = []
+
+        def deleted_once_read(self: Any, sid: Any, head: Any) -> Any:
+            found = real(self, sid, head)
+            if not fired:
+                fired.append(True)
+                deleter.delete_thread("t")
+            return found
+
+        monkeypatch.setattr(lanes.Lane, "_writes_head_to_point_at", deleted_once_read)
+        second = runner.put(_CONFIG, _checkpoint(2), {"step": 2}, {"x": 2})
+        monkeypatch.undo()
+        assert fired
+        with SnapstoreSaver.from_conn_string(tmp_path / "store") as fresh:
+            found = fresh.get_tuple(_CONFIG)
+            assert found is not None and found.checkpoint["id"] == "1ef-0002" and found.pending_writes == []
+        # the next put of the run, with no put_writes between (a run's last put, the next run's
+        # first): it built on the writes head the lane kept as its own, and pointed at it again
+        runner.put(second, _checkpoint(3), {"step": 3}, {"x": 3})
+    with SnapstoreSaver.from_conn_string(tmp_path / "store") as fresh:
+        assert [found.checkpoint["id"] for found in fresh.list(_CONFIG)] == ["1ef-0003", "1ef-0002"]
+    with SnapshotStore.open(tmp_path / "store") as store:
+        assert store.verify().ok

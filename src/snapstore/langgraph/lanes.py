@@ -637,6 +637,7 @@ class Lane:
             # the writes head's checkpoints get their pointer now: the next writes commit may
             # leave them out, and they are found through writes_at from then on
             pointed: dict[str, str] = {}
+            unpointed = len(writes_at)
             wsid, whead, seen = self._writes_head_to_point_at(sid, head)
             if whead is not None and wsid is not None:
                 for owner in whead["writes"]:
@@ -657,11 +658,34 @@ class Lane:
                 "writes_at": writes_at,
                 "writes_seen": seen,
             }
-            new_sid = self._commit(self.names.checkpoints, state, f"checkpoint {checkpoint_id}", _step(metadata))
+            label, step = f"checkpoint {checkpoint_id}", _step(metadata)
+            new_sid = self._commit(self.names.checkpoints, state, label, step)
+            if new_sid is not None and sid is None and wsid is not None and not self._holds_writes(wsid):
+                # the thread's first checkpoint (made again after a delete) points at a writes head
+                # a delete from another handle took after it was read (it found writes and no
+                # checkpoints): written again without it, or every read would find those writes
+                # gone and call the thread incomplete. (A delete finding checkpoints deletes both
+                # under both locks, and a commit on what it deleted is refused and built again.)
+                # The writes head kept is gone: the next operation reads it from the store (built
+                # on the kept one as its own, the next put pointed at it again).
+                for kept in (self._heads, self._head_hashes, self._asked, self._own, self._sessions):
+                    kept.pop(self.names.writes, None)
+                state = {**state, "writes_at": writes_at[:unpointed], "writes_seen": None}
+                healed = Index(rows, index.snapshots.with_(moved), index.writes, None)
+                again = self._commit(self.names.checkpoints, state, label, step)
+                if again is not None:  # (refused: another handle built on the first commit; it stays)
+                    new_sid, new_index = again, healed
             if new_sid is None:
                 return False
             self._index = (new_sid, new_index)
             return True
+
+    def _holds_writes(self, snapshot_id: str) -> bool:
+        """Whether the writes session (as the store has it now, not as this lane kept it) holds ``snapshot_id``."""
+        try:
+            return snapshot_id in self.store.session(self.names.writes, create=False).snapshot_ids()
+        except SnapshotNotFound:
+            return False
 
     def commit_writes(self, checkpoint_id: str, entries: list[Any]) -> bool:
         """Store a checkpoint's writes (all of them, as ``entries``) in a new writes head; False

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -30,7 +31,7 @@ from ..errors import ConcurrentUpdateError, CorruptObjectError, InvalidNameError
 from ..recency import touch
 from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
-from .lanes import Index, Lane, State, channel_values
+from .lanes import IncompleteThreadError, Index, Lane, State, channel_values
 from .names import parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
@@ -65,9 +66,13 @@ def _reading_afresh(lane: Lane, read: Callable[[], T]) -> T:
     for attempt in range(_READ_ATTEMPTS):
         try:
             return read()
-        except SnapshotNotFound:
+        except SnapshotNotFound as exc:
             if attempt == _READ_ATTEMPTS - 1:
                 raise
+            if isinstance(exc, IncompleteThreadError):
+                # one session of the thread gone, the other there: another process between the two
+                # steps of a delete or of a commit written again (a millisecond or so): given that long
+                time.sleep(0.001 * attempt)
             lane.read_afresh()
     raise AssertionError("unreachable")
 
