@@ -57,6 +57,16 @@ def _stores_with_a_group_left_after_one_exchange(root: Path, group: list[str]) -
     assert list((root / "replacing").glob("*.json"))
 
 
+def _group_left_with_its_staged_history_emptied(root: Path) -> Path:
+    """A group over b and c left after b's exchange, whose staged history still to put in place
+    for c was then emptied (gc of a release that knew no records): its folder."""
+    _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
+    [waiting] = [p for p in (root / "sessions").iterdir() if is_staged(p.name) and (p / "replacing").exists()]
+    for segment in waiting.glob("*.seg"):
+        segment.unlink()
+    return waiting
+
+
 def _heads(store: SnapshotStore) -> dict[str, str]:
     out = {}
     for name in ("a", "b", "c"):
@@ -133,10 +143,7 @@ def test_a_group_whose_staged_history_is_gone_after_an_exchange_refuses_writers_
     store opens, and a commit to the sessions is refused naming the record and what is gone, where
     the marks and the record were dropped and the sessions left mixed without a word."""
     root = tmp_path / "store"
-    _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
-    [waiting] = [p for p in (root / "sessions").iterdir() if is_staged(p.name) and (p / "replacing").exists()]
-    for segment in waiting.glob("*.seg"):
-        segment.unlink()
+    _group_left_with_its_staged_history_emptied(root)
     with SnapshotStore.open(root) as store:
         for name in ("b", "c"):
             refused = pytest.raises(BackendError, match=r"cannot be finished: its staged history \S+ is gone")
@@ -258,10 +265,7 @@ def test_verify_says_why_a_group_left_part_way_cannot_be_finished(tmp_path: Path
     """Its staged history gone after another session was replaced: no writer, open or gc finishes
     it, and verify says so, and how out, where it said the next writer would."""
     root = tmp_path / "store"
-    _stores_with_a_group_left_after_one_exchange(root, ["b", "c"])
-    [waiting] = [p for p in (root / "sessions").iterdir() if is_staged(p.name) and (p / "replacing").exists()]
-    for segment in waiting.glob("*.seg"):
-        segment.unlink()
+    waiting = _group_left_with_its_staged_history_emptied(root)
     with SnapshotStore.open(root) as store:
         store.gc()
         [problem] = store.verify().problems

@@ -1014,27 +1014,21 @@ class DirectoryBackend(Backend):
         group from its first mark to its last exchange: a group whose locks are held may be being
         put in place right now), but for one the next writer withdraws (no exchange made: nothing
         changed); and the records that cannot be used, and ``replacing/`` itself when it cannot be read."""
-        if not self._exists(REPLACING) or not self._replacing_is_a_folder():
-            return []  # (one that is not a folder is listed as an entry snapstore did not write)
+        if not self._replacing_is_a_folder():
+            return []  # none (or not a folder: listed as an entry snapstore did not write)
         try:
             replacing = self._open_dir(self._root_fd, REPLACING, REPLACING)
-            try:
-                names = sorted(os.listdir(replacing))
-            except BaseException:
-                os.close(replacing)
-                raise
         except FileNotFoundError:
             return []
         except (OSError, SnapshotError) as exc:
             return [UnfinishedReplace(REPLACING, (), f"it cannot be read ({exc})")]
         try:
-            found = []
-            for name in names:
-                if _GROUP_RECORD.match(name) is not None:
-                    unfinished = self._unfinished(replacing, name)
-                    if unfinished is not None:
-                        found.append(unfinished)
-            return found
+            try:
+                names = sorted(os.listdir(replacing))
+            except OSError as exc:
+                return [UnfinishedReplace(REPLACING, (), f"it cannot be read ({exc})")]
+            found = (self._unfinished(replacing, name) for name in names if _GROUP_RECORD.match(name))
+            return [unfinished for unfinished in found if unfinished is not None]
         finally:
             os.close(replacing)
 
@@ -1053,16 +1047,15 @@ class DirectoryBackend(Backend):
         if any(self._lock_is_held(key) for key in keys):
             return None
         try:
-            os.stat(name, dir_fd=replacing, follow_symlinks=False)
             made, needed, lost = self._exchanges(pairs)
         except FileNotFoundError:
-            return None  # finished while the locks were looked at
+            return None  # a folder gone meanwhile: finished since the locks were looked at
         except (OSError, SnapshotError) as exc:
             return UnfinishedReplace(where, keys, f"its sessions cannot be looked at ({exc})")
         if not any(made) and not all(needed):
             return None  # withdrawn by the next writer: no session was replaced
         if not _exists_in(replacing, name):
-            return None  # finished while the sessions were looked at
+            return None  # finished since the locks were looked at (what was seen may be its steps)
         if lost:
             return UnfinishedReplace(where, keys, _LOST_STAGED.format(f"sessions/{lost[0]}"))
         return UnfinishedReplace(where, keys, begun=any(made))

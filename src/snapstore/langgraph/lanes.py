@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -663,11 +663,10 @@ class Lane:
             if new_sid is not None and sid is None and wsid is not None and not self._holds_writes(wsid):
                 # the thread's first checkpoint (made again after a delete) points at a writes head
                 # a delete from another handle took after it was read (it found writes and no
-                # checkpoints): written again without it, or every read would find those writes
-                # gone and call the thread incomplete. (A delete finding checkpoints deletes both
+                # checkpoints): written again without it, or every read would call the thread
+                # incomplete; and the kept writes head forgotten, or the next put, building on it as
+                # its own, would point at it again. (A delete that finds checkpoints deletes both
                 # under both locks, and a commit on what it deleted is refused and built again.)
-                # The writes head kept is gone: the next operation reads it from the store (built
-                # on the kept one as its own, the next put pointed at it again).
                 for kept in (self._heads, self._head_hashes, self._asked, self._own, self._sessions):
                     kept.pop(self.names.writes, None)
                 state = {**state, "writes_at": writes_at[:unpointed], "writes_seen": None}
@@ -735,14 +734,7 @@ class Lane:
 
     def stored_heads(self) -> dict[str, str | None]:
         """Each of the lane's sessions' head as the store holds it now (None: no such session)."""
-        heads: dict[str, str | None] = {}
-        for name in self.names:
-            try:
-                head = self.store.session(name, create=False).head
-            except SnapshotNotFound:
-                head = None
-            heads[name] = head.id if head is not None else None
-        return heads
+        return stored_heads(self.store, self.names)
 
     def replace_with(self, entries: Entries, heads: dict[str, str | None]) -> bool:
         """Put ``entries`` (``replay``'s) in the place of both of the lane's sessions: written beside
@@ -778,6 +770,18 @@ _MISSES = 3
 
 class IncompleteThreadError(CorruptObjectError, SnapshotNotFound):
     """``Lane._missing``: damage to the thread when raised at last, a reason to read again before."""
+
+
+def stored_heads(store: SnapshotStore, names: Iterable[str]) -> dict[str, str | None]:
+    """Each named session's head as the store holds it now (None: no such session, or no snapshot)."""
+    heads: dict[str, str | None] = {}
+    for name in names:
+        try:
+            head = store.session(name, create=False).head
+        except SnapshotNotFound:
+            head = None
+        heads[name] = head.id if head is not None else None
+    return heads
 
 
 def _refuse_a_newer_layout(name: str, state: State) -> None:

@@ -31,7 +31,7 @@ from ..errors import ConcurrentUpdateError, CorruptObjectError, InvalidNameError
 from ..recency import touch
 from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
-from .lanes import IncompleteThreadError, Index, Lane, State, channel_values
+from .lanes import IncompleteThreadError, Index, Lane, State, channel_values, stored_heads
 from .names import parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
@@ -497,14 +497,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
 
     def _delete_namespace(self, thread_id: str, names: tuple[str, str]) -> None:
         for _attempt in range(ATTEMPTS):
-            heads: dict[str, str | None] = {}
-            for name in names:
-                try:
-                    head = self.store.session(name, create=False).head
-                except SnapshotNotFound:
-                    heads[name] = None
-                    continue
-                heads[name] = head.id if head is not None else None
+            heads = stored_heads(self.store, names)
             if all(head is None for head in heads.values()):
                 # none, or made and holding no snapshot yet: nothing of the thread to read. (One
                 # deleted here unlocked could be a writes session a put has just pointed at.)
