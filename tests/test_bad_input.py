@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
 
 from conftest import copy_backend, store_contents
 from conftest_reliability import canonical, count, directory_files
@@ -331,6 +331,66 @@ def test_a_model_that_does_not_serialize_is_refused(fx: Fixture) -> None:
         thing: Any = None
 
     refused(fx, InvalidStateError, lambda: fx.sess.commit(Loose(thing=object())))
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["dict-field", "any-field", "list-of-any", "nested-model-any", "float-field"],
+)
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_in_a_model_are_refused_wherever_they_stand(fx: Fixture, where: str, value: float) -> None:
+    """pydantic's model_dump(mode="json") writes NaN and Infinity as null in values without a declared
+    type (a dict or Any field), where a float field keeps them: a commit would store null instead."""
+
+    class Inner(BaseModel):
+        anything: Any = None
+
+    class Sheet(BaseModel):
+        blob: dict = {}
+        anything: Any = None
+        items: list = []
+        inner: Inner = Inner()
+        ratio: float = 0.5
+
+    fields = {
+        "dict-field": {"blob": {"ratio": value}},
+        "any-field": {"anything": value},
+        "list-of-any": {"items": [1, value]},
+        "nested-model-any": {"inner": Inner(anything=value)},
+        "float-field": {"ratio": value},
+    }
+    model = Sheet(**fields[where])
+    before = fx.sess.head
+    with pytest.raises(InvalidStateError, match="NaN and Infinity"):
+        fx.sess.commit(model)
+    assert fx.reopen().session("s").head == before
+
+
+def test_a_model_is_stored_as_its_model_dump_in_json_mode(fx: Fixture) -> None:
+    """Aliases, field and model serializers and computed fields write what model_dump(mode="json") writes."""
+
+    class Item(BaseModel):
+        model_config = ConfigDict(serialize_by_alias=True, populate_by_name=True)
+        name: str = Field("torch", alias="Name")
+        secret: str = Field("hidden", exclude=True)
+        weight: decimal.Decimal = decimal.Decimal("1.50")
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def label(self) -> str:
+            return self.name.upper()
+
+    class Pack(BaseModel):
+        items: list[Item] = [Item(), Item(Name="rope")]
+        notes: dict[str, Any] = {"a": [1, 2.0, True, None]}
+
+        @field_serializer("notes", when_used="json")
+        def _notes(self, notes: dict[str, Any]) -> dict[str, Any]:
+            return {**notes, "written": "json"}
+
+    pack = Pack()
+    snap = fx.sess.commit(pack)
+    assert canonical(fx.reopen().session("s").state(snap.id)) == canonical(pack.model_dump(mode="json"))
 
 
 def test_a_state_byte_identical_to_a_settings_entry_is_stored_as_a_state(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import random
 import re
 import tracemalloc
@@ -523,6 +524,18 @@ def test_state_json_cannot_hold_is_refused_at_snapshot_time(game: GameSession, m
     with pytest.raises(InvalidStateError):
         mgr.create_snapshot()
     assert mgr.get_snapshot_count() == 0
+
+
+def test_nan_put_into_a_dict_field_in_place_is_refused_at_snapshot_time(
+    game: GameSession, mgr: StateRollbackManager
+) -> None:
+    """A game loop mutating a dict field in place: pydantic would write the NaN as null."""
+    first = mgr.create_snapshot(label="first")
+    game.metadata["ratio"] = math.nan
+    with pytest.raises(InvalidStateError, match="NaN"):
+        mgr.create_snapshot(label="nan")
+    assert mgr.get_snapshot_count() == 1
+    assert mgr.list_snapshots()[-1]["snapshot_id"] == first.snapshot_id
 
 
 # ---------------------------------------------------------------- retention

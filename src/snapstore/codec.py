@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
 import threading
+import weakref
 from functools import partial
 from math import isfinite as _isfinite
 from operator import itemgetter
@@ -86,6 +88,54 @@ _TO_BASE: dict[type, Any] = {
     float: float.__float__,
 }
 _BASES = tuple(_TO_BASE)
+
+
+def model_state(state: Any) -> Any:
+    """A pydantic model as the JSON value it is stored as: its ``model_dump(mode="json")``, except
+    that NaN and ±Infinity stay floats wherever they stand, so the whole-state check refuses them.
+
+    pydantic writes them as ``null`` in values it serializes without a declared type (a ``dict``
+    or ``Any`` field, or a list of them) while a ``float`` field keeps them, and a commit would
+    store ``null`` for a NaN without a word: the model is serialized by a serializer built from
+    its own schema with ``ser_json_inf_nan="constants"``, which writes everything else the same
+    (aliases, field and model serializers, computed fields, the model's other settings). A model
+    class that overrides ``model_dump`` is asked through it. Anything not a model is returned as it is.
+    """
+    pydantic = sys.modules.get("pydantic")  # no model can exist unless pydantic was imported
+    if pydantic is None or not isinstance(state, pydantic.BaseModel):
+        return state
+    try:
+        serializer = _model_serializer(type(state), pydantic.BaseModel)
+        if serializer is None:
+            return state.model_dump(mode="json")
+        return serializer.to_python(state, mode="json")
+    except ValueError as exc:  # pydantic's serialization error: a field it cannot write as JSON
+        raise InvalidStateError(
+            f"state cannot be stored as JSON: the model does not serialize: {exc}",
+            {"reason": "model does not serialize", "type": type(state).__name__},
+        ) from None
+
+
+#: each model class's serializer keeping NaN and ±Infinity (``model_state``), built once per class
+_MODEL_SERIALIZERS: weakref.WeakKeyDictionary[type, Any] = weakref.WeakKeyDictionary()
+
+
+def _model_serializer(cls: Any, base: type) -> Any:
+    """The serializer ``model_state`` uses for ``cls``, or None to call its own ``model_dump``."""
+    found = _MODEL_SERIALIZERS.get(cls)
+    if found is not None:
+        return found or None
+    if getattr(cls, "model_dump", None) is not getattr(base, "model_dump", None):
+        _MODEL_SERIALIZERS[cls] = False
+        return None
+    try:
+        import pydantic_core
+
+        found = pydantic_core.SchemaSerializer(cls.__pydantic_core_schema__, {"ser_json_inf_nan": "constants"})
+    except Exception:  # a model not fully defined yet: its model_dump says why (not kept: it may be rebuilt)
+        return None
+    _MODEL_SERIALIZERS[cls] = found
+    return found
 
 
 def plain_copy(value: Any) -> Any:

@@ -196,7 +196,7 @@ class StateRollbackManager:
     def create_snapshot(self, label: str = "auto") -> StateSnapshot:
         """Snapshot the whole session model now; a later change to it never changes this snapshot."""
         with self._lock:
-            data = self.session.model_dump(mode="json")
+            data = codec.model_state(self.session)
             snap = self.history.commit(data, label=label, turn=_turn_of(self.session))
         return StateSnapshot(self.history, snap)
 

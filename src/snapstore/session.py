@@ -9,7 +9,6 @@ memory; everything else is read from the store when needed.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -432,7 +431,7 @@ class Session:
             raise InvalidStateError(
                 "turn must be a 64-bit integer or None", {"argument": "turn", "type": type(turn).__name__}
             )
-        state = _model_to_json(state)
+        state = codec.model_state(state)
         data, pieces, converted = codec.encode_state(state)
         if converted:  # subclasses of JSON types were written as their base types: commit that reading
             state = codec.read_back(data, codec.plain_copy(state))
@@ -1324,19 +1323,6 @@ def _shared_ops(ops: list[Any]) -> list[Any] | None:
             op = {**op, "value": value}
         applied.append(op)
     return applied
-
-
-def _model_to_json(state: Any) -> Any:
-    pydantic = sys.modules.get("pydantic")  # no model can exist unless pydantic was imported
-    if pydantic is not None and isinstance(state, pydantic.BaseModel):
-        try:
-            return state.model_dump(mode="json")
-        except ValueError as exc:  # pydantic's serialization error: a field it cannot write as JSON
-            raise InvalidStateError(
-                f"state cannot be stored as JSON: the model does not serialize: {exc}",
-                {"reason": "model does not serialize", "type": type(state).__name__},
-            ) from None
-    return state
 
 
 def _encodable(text: str) -> bool:
