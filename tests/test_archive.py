@@ -28,7 +28,7 @@ import xxhash
 import zstandard
 
 from conftest import canonical
-from snapstore import FormatVersionError, SnapshotError, SnapshotNotFound, SnapshotStore
+from snapstore import FormatVersionError, Session, SnapshotError, SnapshotNotFound, SnapshotStore
 from snapstore import archive as archive_module
 from snapstore.archive import ArchiveError, ExportReport, ImportReport, check_archive, import_archive
 from snapstore.archive import sessions as archive_sessions
@@ -1354,6 +1354,19 @@ class _ReclaimOnRead(MemoryBackend):
         return super().read_segment(key, segment, start)
 
 
+def _export_with_a_change_at_read(
+    backend: _ReclaimOnRead, change: Callable[[], Any], at: int, tmp_path: Path
+) -> tuple[SnapshotStore, bool]:
+    """Export ``backend``'s store with ``change`` run before its ``at``-th segment read, and import the
+    archive into a memory store: that store, and whether the change ran (the export read that often)."""
+    backend.during, backend.at = change, at
+    out = tmp_path / f"s{at}.snaparchive"
+    SnapshotStore(backend).export(out)
+    restored = SnapshotStore.memory()
+    restored.import_archive(out)
+    return restored, backend.during is None
+
+
 def test_an_export_planned_before_a_reclaim_writes_the_session_as_it_is_after_it(tmp_path: Path) -> None:
     """Two writers taking turns store deltas against their own base, which the export rebuilds;
     a rebuild that met a reclaim read the session again under the export, and the export went on
@@ -1372,16 +1385,43 @@ def test_an_export_planned_before_a_reclaim_writes_the_session_as_it_is_after_it
             store.session("s").set_max_snapshots(3)
             store.gc()
 
-        backend.during, backend.at = reclaim, at
-        out = tmp_path / f"s{at}.snaparchive"
-        SnapshotStore(backend).export(out)
-        landed = backend.during is None
-        restored = SnapshotStore.memory()
-        restored.import_archive(out)
+        restored, landed = _export_with_a_change_at_read(backend, reclaim, at, tmp_path)
         now = SnapshotStore(backend).session("s")
         ids = restored.session("s").snapshot_ids()
         assert ids[-3:] == now.snapshot_ids()  # the newest three at least, whenever the reclaim landed
         assert all(canonical(restored.session("s").state(sid)) == committed[sid] for sid in ids)
+        if not landed:
+            break  # the export read less than ``at`` times: every landing place was tried
+    assert at > 5
+
+
+def test_a_state_patch_whose_parent_a_writer_evicts_under_the_export_still_imports(tmp_path: Path) -> None:
+    """A keyframe goes as a patch from its parent when the parent's chain is already in the archive.
+    A writer that evicted and reclaimed the parent before the export planned the session again left
+    the patch in the archive and the parent's record out: the archive exported without a word and
+    would not import ("snapshot ... is neither in the archive nor in the store"; an outside trial
+    exporting beside a writer: 22 of 30 archives). Here the writer's commits land before each read
+    of the export in turn."""
+    lore = random.Random(3).randbytes(150_000).hex()  # keyframes too large to share a segment
+    for at in range(1, 80):
+        backend = _ReclaimOnRead()
+        settings: dict[str, Any] = {"max_chain": 1, "max_runs": 1}
+        sess = SnapshotStore(backend, **settings).session("s", max_snapshots=6)
+        committed = {}
+        for turn in range(6):
+            state = {"turn": turn, "lore": lore, "log": [f"line {t}" for t in range(turn)]}
+            committed[sess.commit(state).id] = canonical(state)
+        writer = SnapshotStore(backend, **settings).session("s")
+
+        def commit_more(writer: Session = writer, committed: dict[str, bytes] = committed) -> None:
+            for turn in range(100, 113):
+                state = {"turn": turn, "lore": lore, "log": [f"later {t}" for t in range(turn - 100)]}
+                committed[writer.commit(state).id] = canonical(state)
+
+        restored, landed = _export_with_a_change_at_read(backend, commit_more, at, tmp_path)
+        ids = restored.session("s").snapshot_ids()
+        assert all(canonical(restored.session("s").state(sid)) == committed[sid] for sid in ids)
+        assert restored.verify().ok
         if not landed:
             break  # the export read less than ``at`` times: every landing place was tried
     assert at > 5

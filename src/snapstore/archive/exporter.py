@@ -187,6 +187,12 @@ class _Plan:
     patch_parents: set[str] = field(init=False)  # parents of keyframes: their child's state may be a patch
     #: the planned records: the log may be read again under the export (a rebuild that met a reclaim)
     records: dict[str, SnapshotRecord] = field(init=False)
+    #: the chains (records, keyframe first) of the parents of the state patches written so far, as
+    #: written: they go into the archive whatever a later plan holds, or the importer could not rebuild
+    #: a patched state (a writer's eviction and reclaim can take a parent away between two plans, and
+    #: what is written stays written); and the ones among their keyframes that are bases
+    patched_from: dict[str, SnapshotRecord] = field(init=False, default_factory=dict)
+    patched_bases: set[str] = field(init=False, default_factory=set)
     objects: int = field(init=False)  # records, deltas and states (before removing duplicates)
     estimate: int = field(init=False)  # rough decompressed size, to size the compression window
 
@@ -218,6 +224,11 @@ class _Plan:
         self.records = {}
         self.patch_parents = set()
         self.objects = self.estimate = 0
+        for sid, record in self.patched_from.items():  # first: a parent goes before what is built on it
+            order.add(bytes.fromhex(sid))
+            self.records[sid] = record
+            if sid in self.patched_bases:
+                bases.append(sid)
         for root in roots:
             path = log.chain(root)
             keyframe = path[0]
@@ -249,6 +260,21 @@ class _Plan:
             bases=bases,
             evicted=[key.hex() for key in (order.key(n) for n in range(len(order))) if key.hex() not in listed_set],
         )
+
+    def chain_records(self, sid: str) -> list[tuple[str, SnapshotRecord]] | None:
+        """The planned records that rebuild ``sid`` in the archive, keyframe (or base) first: the chain
+        this plan walked, whose objects precede ``sid``'s in the body (None: not all planned)."""
+        chain: list[tuple[str, SnapshotRecord]] = []
+        current: str | None = sid
+        while current is not None and len(chain) <= len(self.records):
+            record = self.records.get(current)
+            if record is None:
+                return None
+            chain.append((current, record))
+            if record.delta is None or current in self.doc.bases:
+                return chain[::-1]
+            current = record.parent
+        return None
 
     def document(self) -> bytes:
         """The session document as canonical JSON; tags, when the session has any, as an extra member
@@ -403,6 +429,8 @@ class _ArchiveWriter:
         for number in range(len(plan.order)):
             sid = plan.order.key(number).hex()
             commit = log.commits.get(sid)
+            if commit is None and sid in plan.patched_from:
+                continue  # a state patch's parent a writer reclaimed: its chain went in when the patch did
             if commit is None:  # reclaimed since the plan was made (a rebuild below read the session again)
                 raise SegmentMissing(f"snapshot {sid} left session {log.name!r} during the export", {"snapshot": sid})
             record = commit.record
@@ -419,7 +447,7 @@ class _ArchiveWriter:
                 continue
             # a delta against a base is rebuilt (and checked against ``record.state``) to go whole
             payload = codec.dumps(log.rebuild(sid)) if based else self._payload(log, commit, hashed)
-            patch = self._state_patch(log, commit, payload) if keyframe else None
+            patch = self._state_patch(log, commit, payload, plan) if keyframe else None
             if patch is not None:
                 self._emit(key, KIND_STATE_PATCH, patch)
             else:
@@ -437,13 +465,16 @@ class _ArchiveWriter:
             )
         return payload
 
-    def _state_patch(self, log: SessionLog, commit: IndexedCommit, payload: bytes) -> bytes | None:
-        """The state as a patch from its parent's state, when the parent's chain is already in the archive.
+    def _state_patch(self, log: SessionLog, commit: IndexedCommit, payload: bytes, plan: _Plan) -> bytes | None:
+        """The state as a patch from its parent's state, when the parent's chain is already in the archive
+        and the plan carries its records (one made again under the export may not hold a parent an
+        earlier plan wrote the chain of); the parent's chain then goes into the archive whatever a
+        later plan holds (``_Plan.patched_from``).
 
         The patch is applied here once: an archive only holds a patch that rebuilds its state.
         """
         parent = commit.record.parent
-        if parent is None or parent not in self.chained or parent not in log.commits:
+        if parent is None or parent not in self.chained or parent not in log.commits or parent not in plan.records:
             return None  # the importer could not rebuild the parent's state from what precedes
         path = log.chain(parent)
         state = log.apply_chain(path, log.segment_payloads(path[0].segment)[0])  # hash-checked
@@ -457,7 +488,16 @@ class _ArchiveWriter:
         if len(patch) >= len(payload):
             return None
         rebuilt = codec.dumps(apply_patch(state, ops, in_place=True))
-        return patch if codec.object_id(rebuilt) == commit.record.state else None
+        if codec.object_id(rebuilt) != commit.record.state:
+            return None
+        chain = plan.chain_records(parent)
+        if chain is None:
+            return None
+        for sid, record in chain:  # what rebuilds the parent in the archive goes whatever a later plan holds
+            plan.patched_from.setdefault(sid, record)
+        if chain[0][1].delta is not None:  # a delta record stored whole: a base
+            plan.patched_bases.add(chain[0][0])
+        return patch
 
     def _emit(self, key: bytes, kind: int, payload: bytes) -> None:
         self.stream.write(payload)
