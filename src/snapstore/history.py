@@ -12,6 +12,7 @@ it, so a segment is read on its own, from its start.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -479,6 +480,42 @@ class SessionLog:
         found = self.retained()
         if self.head is not None and self.head not in found:
             found.append(self.head)
+        return found
+
+    def lost_history(self) -> list[tuple[int, str, str, str]]:
+        """(segment, its first snapshot, that snapshot's parent, what came before) for each segment that
+        follows a segment missing from the numbering, cut short (a torn last entry) or holding no
+        snapshot, and whose first snapshot names a parent no segment holds: history lost from the
+        store, the snapshots between that parent and the segment gone without a word to a reader.
+
+        Judged only where retention has evicted nothing (no mark, no more commits than the limit).
+        Elsewhere both are ordinary: reclaim drops whole segments, and a rollback's child can outlive
+        its evicted parent. Not so here: a segment between two stored ones is dropped only when an
+        older one stays, and then the eviction line stays too, which puts more commits in the log than
+        the limit. (A merge import can bring in a history whose parent no segment holds, but not after
+        a segment cut short or missing; a crash's torn append is not followed by a parent it never wrote.)
+        """
+        if self.partial or self.settings.get("evicted_through") is not None or len(self.order) > self.max_snapshots:
+            return []
+        found = []
+        numbers = sorted(self.segments)
+        for before, number in itertools.pairwise(numbers):
+            previous = self.segments[before]
+            if number != before + 1:
+                gap = f"{before + 1} is" if number == before + 2 else f"{before + 1}-{number - 1} are"
+                why = f"segment {gap} missing"
+            elif previous.damage is not None:
+                continue  # reported as damage: what it held past the damage is lost with it
+            elif previous.torn:
+                why = f"segment {before} ends in a cut-short entry"
+            elif not any(isinstance(entry, CommitEntry) for entry in previous.entries):
+                why = f"segment {before} holds no snapshot"
+            else:
+                continue
+            first = next((e for e in self.segments[number].entries if isinstance(e, CommitEntry)), None)
+            parent = first.record.parent if first is not None else None
+            if first is not None and parent is not None and parent not in self.commits:
+                found.append((number, first.id, parent, why))
         return found
 
     @property

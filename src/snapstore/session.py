@@ -254,6 +254,13 @@ class Session:
                     f"{log.segments[damaged[0]].damage}",
                     {**exc.details, "reason": "damage", "segments": damaged},
                 ) from None
+            lost = log.lost_history()
+            if lost:
+                raise CorruptObjectError(
+                    f"snapshot {snapshot_id} not found in session {self.name!r}, which lost history it may have "
+                    f"held: {lost[0][3]}, and the first snapshot after it names a parent no segment holds",
+                    {**exc.details, "reason": "lost history", "segment": lost[0][0]},
+                ) from None
             if not _has_evicted(log):  # nothing ever left the session: the id was never in it
                 raise
             raise SnapshotNotFound(

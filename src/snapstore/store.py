@@ -643,6 +643,17 @@ class SnapshotStore:
             except SnapshotError as exc:
                 report.add(exc, session=log.name, snapshot=sid)
         report.segments_checked += len(log.segments)
+        for number, sid, parent, why in log.lost_history():
+            report.add(
+                CorruptObjectError(
+                    f"session {log.name!r}: snapshot {sid}, the first of segment {number}, names parent {parent}, "
+                    f"which no segment holds, and the session has evicted nothing: history was lost from the store "
+                    f"({why})",
+                    {"segment": number, "parent": parent, "reason": "lost history", "cause": why},
+                ),
+                session=log.name,
+                snapshot=sid,
+            )
         if not read_data:
             for number, segment in log.segments.items():
                 if segment.damage is not None:
