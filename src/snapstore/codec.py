@@ -128,11 +128,14 @@ def _model_serializer(cls: Any, base: type) -> Any:
     if getattr(cls, "model_dump", None) is not getattr(base, "model_dump", None):
         _MODEL_SERIALIZERS[cls] = False
         return None
+    if not getattr(cls, "__pydantic_complete__", False):
+        return None  # not fully defined yet: its model_dump says why (not kept: it may be rebuilt)
     try:
-        import pydantic_core
-
-        found = pydantic_core.SchemaSerializer(cls.__pydantic_core_schema__, {"ser_json_inf_nan": "constants"})
-    except Exception:  # a model not fully defined yet: its model_dump says why (not kept: it may be rebuilt)
+        # pydantic-core's SchemaSerializer, reached through the model's own serializer: the class
+        # pydantic (which snapstore depends on) builds it with, not a dependency of snapstore's own
+        serializer_type = type(cls.__pydantic_serializer__)
+        found = serializer_type(cls.__pydantic_core_schema__, {"ser_json_inf_nan": "constants"})
+    except Exception:  # a serializer that cannot be made so: the model's own model_dump is asked
         return None
     _MODEL_SERIALIZERS[cls] = found
     return found
