@@ -13,6 +13,7 @@ import collections
 import contextlib
 import random
 import threading
+import types
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -213,5 +214,108 @@ def test_a_first_checkpoint_pointing_at_writes_a_delete_took_meanwhile_is_writte
         runner.put(second, _checkpoint(3), {"step": 3}, {"x": 3})
     with SnapstoreSaver.from_conn_string(tmp_path / "store") as fresh:
         assert [found.checkpoint["id"] for found in fresh.list(_CONFIG)] == ["1ef-0003", "1ef-0002"]
+    with SnapshotStore.open(tmp_path / "store") as store:
+        assert store.verify().ok
+
+
+@pytest.mark.parametrize("namespace", ["", "a namespace too long for a session name, stored as its hash: " * 2])
+def test_a_put_writes_on_a_lane_made_while_the_thread_is_deleted_waits_for_the_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    """The run's lane fell out of the saver's cache (``cached_threads``) between two steps, and
+    nothing held it: ``delete_thread`` found no lane, and deleted the thread under no lane lock. The
+    run's next put_writes made a new lane, which keeps no heads, and read both sessions while the
+    delete was between them (the writes session gone, the checkpoints session, whose head saw
+    writes, not yet): it read again at once, three times, then called the thread incomplete (an
+    outside trial: 1-3 of ~400 runs in 10 s, ``cached_threads=2``, 16 threads, a delete every ms)."""
+    import gc
+
+    from snapstore.langgraph import lanes
+
+    assert ("#" in lanes.lane_names("t", namespace).checkpoints) == bool(namespace)  # the long one: hashed
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": namespace}}
+    with SnapstoreSaver.from_conn_string(tmp_path / "store", cached_threads=0) as saver:
+        first = saver.put(config, _checkpoint(1), {"step": 1}, {"x": 1})
+        saver.put_writes(first, [("x", 2)], "task1")
+        second = saver.put(first, _checkpoint(2), {"step": 2}, {"x": 2})
+        gc.collect()
+        assert ("t", namespace) not in saver._lanes  # the run holds no lane between its steps
+        backend = saver.store.backend
+        real = backend.delete_session
+        failed: list[BaseException] = []
+        runs: list[threading.Thread] = []
+
+        def put_writes() -> None:
+            try:
+                saver.put_writes(second, [("x", 3)], "task2")
+            except BaseException as exc:
+                failed.append(exc)
+
+        def a_step_between_the_two_sessions(key: str) -> Any:
+            deleted = real(key)
+            if not runs:  # the first of the two (the writes session): the run's next step now
+                runs.append(threading.Thread(target=put_writes))
+                runs[0].start()
+                runs[0].join(timeout=0.5)  # fails within it; waits the delete out once it is locked out
+            return deleted
+
+        monkeypatch.setattr(backend, "delete_session", a_step_between_the_two_sessions)
+        saver.delete_thread("t")
+        monkeypatch.undo()
+        assert runs
+        runs[0].join()
+        assert failed == []
+        found = saver.get_tuple(second)  # the thread as the run leaves it: its writes, no checkpoint
+        assert found is None
+    with SnapshotStore.open(tmp_path / "store") as store:
+        assert store.verify().ok
+
+
+def test_a_put_writes_meeting_another_handles_delete_between_its_two_sessions_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same window, the delete from another handle (another process), whose lane lock a run
+    cannot take: the put_writes met the writes session gone and the checkpoints there, read again
+    at once three times, and called the thread incomplete. It waits now, as a read does."""
+    from snapstore.langgraph import lanes
+
+    with contextlib.ExitStack() as opened:
+        saver = opened.enter_context(SnapstoreSaver.from_conn_string(tmp_path / "store", cached_threads=0))
+        other = opened.enter_context(SnapstoreSaver.from_conn_string(tmp_path / "store"))
+        first = saver.put(_CONFIG, _checkpoint(1), {"step": 1}, {"x": 1})
+        saver.put_writes(first, [("x", 2)], "task1")
+        second = saver.put(first, _checkpoint(2), {"step": 2}, {"x": 2})
+        backend = other.store.backend
+        real_delete = backend.delete_session
+        between, go = threading.Event(), threading.Event()
+
+        def paused_between_the_two_sessions(key: str) -> Any:
+            deleted = real_delete(key)
+            if not between.is_set():  # the writes session is gone, the checkpoints session not yet
+                between.set()
+                go.wait(timeout=10)
+            return deleted
+
+        monkeypatch.setattr(backend, "delete_session", paused_between_the_two_sessions)
+        deleter = threading.Thread(target=other.delete_thread, args=("t",))
+        deleter.start()
+        assert between.wait(timeout=10)
+        waited: list[float] = []
+
+        def the_delete_ends_while_it_waits(seconds: float) -> None:
+            waited.append(seconds)
+            go.set()
+            deleter.join()
+
+        try:  # (the lanes module's clock only: the deleter's lock waits keep theirs)
+            clock = types.SimpleNamespace(sleep=the_delete_ends_while_it_waits)
+            monkeypatch.setattr(lanes, "time", clock, raising=False)
+            saver.put_writes(second, [("x", 3)], "task2")
+        finally:
+            go.set()
+            deleter.join()
+            monkeypatch.undo()
+        assert waited
+        assert saver.get_tuple(second) is None  # the thread as the run leaves it: its writes, no checkpoint
     with SnapshotStore.open(tmp_path / "store") as store:
         assert store.verify().ok

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -293,14 +294,20 @@ class Lane:
         snapshot another handle removed (it rewrote the thread: ``delete_for_runs``, ``prune``,
         ``delete_thread``), the lane forgets all it kept (``read_again``) and the yielded flag says
         to build again, on what the store holds. Up to ``_MISSES`` times an operation (a thread
-        deleted while it runs is made again; its sessions go one after the other), then raised."""
+        deleted while it runs is made again), then raised. One session of the thread gone and the
+        other there (``IncompleteThreadError``) is another handle between the two deletes of a
+        ``delete_thread`` (this saver's own holds the lane's lock): waited for a little longer at each
+        attempt, as a read waits (``saver._reading_afresh``), up to ``_INCOMPLETE_MISSES`` times."""
         missed = [False]
         try:
             yield missed
-        except SnapshotNotFound:
+        except SnapshotNotFound as exc:
             self._missed += 1
-            if self._missed > _MISSES:
+            incomplete = isinstance(exc, IncompleteThreadError)
+            if self._missed > (_INCOMPLETE_MISSES if incomplete else _MISSES):
                 raise
+            if incomplete:
+                time.sleep(0.001 * self._missed)
             self.read_again()
             missed[0] = True
 
@@ -766,6 +773,8 @@ class Lane:
 _COMMIT_ATTEMPTS = 8
 #: an operation finding what it was built on gone reads again up to this many times
 _MISSES = 3
+#: ... and finding one of the thread's sessions gone, the other there: 36 ms of waits in all
+_INCOMPLETE_MISSES = 8
 
 
 class IncompleteThreadError(CorruptObjectError, SnapshotNotFound):

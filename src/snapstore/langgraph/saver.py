@@ -32,7 +32,7 @@ from ..recency import touch
 from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import IncompleteThreadError, Index, Lane, State, channel_values, stored_heads
-from .names import parse_checkpoints_name, thread_prefixes
+from .names import lane_names, parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
 T = TypeVar("T")
@@ -469,8 +469,11 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     def delete_thread(self, thread_id: str) -> None:
         """Delete every namespace of a thread: its two sessions at once, under both their locks and
         only while each still has the head just read (``SnapshotStore.delete_sessions``; read again
-        when another writer committed meanwhile), and under its lane's lock when this saver has one.
-        A put that had read the thread lands on nothing it built on, and is built again on the
+        when another writer committed meanwhile), and under its lane's lock, the lane made for the
+        delete when this saver holds none (a running thread's lane is let go between its steps once
+        it falls out of ``cached_threads``): a put or put_writes of this saver never reads the thread
+        between the two deletes, where the writes are gone and the checkpoints pointing at them not
+        yet. A put that had read the thread lands on nothing it built on, and is built again on the
         thread as it is then: a run going on makes the thread again from what it writes next, as
         LangGraph's other savers do. (Deleted one after the other, unlocked, a put from elsewhere
         could land between the two and point at writes about to go: the thread never read again.)"""
@@ -484,7 +487,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             lanes = {lane.names.checkpoints: lane for key, lane in self._lanes.items() if key[0] == str(thread_id)}
         for namespace in sorted(namespaces):
             pair = (checkpoints + namespace, writes + namespace)
-            lane = lanes.get(pair[0])
+            lane = lanes.get(pair[0]) or self._lane_to_delete(str(thread_id), pair)
             with lane.lock if lane is not None else contextlib.nullcontext():
                 self._delete_namespace(str(thread_id), pair)
                 if lane is not None:
@@ -494,6 +497,26 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             # (another made beside it would let two puts of the thread run at once)
             for key in [key for key in self._recent if key[0] == str(thread_id)]:
                 self._recent.pop(key, None)
+
+    def _lane_to_delete(self, thread_id: str, names: tuple[str, str]) -> Lane | None:
+        """The lane of the namespace whose sessions are ``names``, made when this saver has none (not
+        cached: the delete lets it go): a put or put_writes of the thread meanwhile takes this one,
+        and its lock. A namespace stored as a hash is named by either session's head; None when
+        neither has one (nothing to delete), or it is another thread's (a renamed copy)."""
+        parsed = parse_checkpoints_name(names[0])
+        namespace = parsed[1] if parsed is not None else None
+        for name in names if namespace is None else ():
+            try:
+                found = self.store.session(name, create=False).head_state()
+            except SnapshotNotFound:
+                continue
+            if found is not None and type(found[1]) is dict and type(found[1].get("checkpoint_ns")) is str:
+                namespace = found[1]["checkpoint_ns"]
+                break
+        if namespace is None or lane_names(thread_id, namespace).checkpoints != names[0]:
+            return None
+        with self._mutex:
+            return self._lanes.setdefault((thread_id, namespace), Lane(self.store, thread_id, namespace))
 
     def _delete_namespace(self, thread_id: str, names: tuple[str, str]) -> None:
         for _attempt in range(ATTEMPTS):
