@@ -181,8 +181,9 @@ def test_names_that_would_drive_a_terminal_are_printed_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Session and tag names refuse C0 controls but may hold the C1 ones (U+009B starts a terminal's
-    escape sequence) and U+2028/U+2029, and an archive brings names from elsewhere: every line for
-    people prints them escaped, as it prints labels."""
+    escape sequence), U+2028/U+2029 and the bidirectional controls (U+202E reverses the rest of the
+    line: a table's later columns, the names after it), and an archive brings names from elsewhere:
+    every line for people prints them escaped, as it prints labels."""
     from snapstore.cli import main
 
     store = str(tmp_path / "store")
@@ -199,6 +200,8 @@ def test_names_that_would_drive_a_terminal_are_printed_escaped(
     snapstore("init")
     snapstore("commit", session, "-", stdin=b'{"a": 1}')
     snapstore("commit", "line\u2028sep", "-", stdin=b'{"a": 1}')
+    snapstore("commit", "rtl\u202eeman\u2066", "-", "--label", "turn \u202e1", stdin=b'{"a": 1}')
+    snapstore("log", "rtl\u202eeman\u2066")
     snapstore("commit", session, "-", stdin=b'{"a": 2}')
     first = orjson.loads(run("log", session, "--json", store=Path(store)).stdout)[-1]["id"]
     snapstore("sessions")
@@ -212,8 +215,9 @@ def test_names_that_would_drive_a_terminal_are_printed_escaped(
     snapstore("commit", session, "-", "--max-snapshots", "1", "--force", stdin=b'{"a": 3}')
     snapstore("delete-session", session, "--yes")
     text = "".join(printed)
-    assert "\u009b" not in text and "\u2028" not in text
+    assert "\u009b" not in text and "\u2028" not in text and "\u202e" not in text and "\u2066" not in text
     assert "s\\x9b31mX" in text and "line\\u2028sep" in text and "t\\x9bag" in text
+    assert "rtl\\u202eeman\\u2066" in text and "turn \\u202e1" in text
 
 
 def test_files_of_any_name_left_in_the_store_are_listed_escaped(

@@ -37,8 +37,10 @@ def write_bytes(data: bytes) -> None:
 
 
 #: what JSON may hold unescaped but a terminal acts on (DEL, the C1 controls: U+009B starts an
-#: escape sequence) or a reader takes for a line break (U+2028, U+2029), in UTF-8
-_TERMINAL_UNSAFE = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+#: escape sequence), a reader takes for a line break (U+2028, U+2029), or a terminal lays out in
+#: another order than the bytes (the bidirectional marks, embeddings, overrides and isolates: an
+#: override reverses the rest of the line), in UTF-8
+_TERMINAL_UNSAFE = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\x8e\x8f\xa8-\xae]|\xe2\x81[\xa6-\xa9]|\xd8\x9c")
 
 
 def _escape_unsafe(match: re.Match[bytes]) -> bytes:
@@ -78,7 +80,14 @@ def emit(args: argparse.Namespace, value: Any) -> bool:
 #: control characters (C0, DEL, C1) and the line and paragraph separators, as escapes: a label is
 #: free text, and one holding a newline or a terminal's escape sequence must not break a line-per-
 #: snapshot listing or drive the terminal
-_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+#: the bidirectional marks, embeddings, overrides and isolates: they reorder what a terminal shows of
+#: the rest of a line (a table's columns, the names after them), whatever the bytes say
+_BIDI = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_ESCAPED = (
+    {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+    | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+    | {c: f"\\u{c:04x}" for c in _BIDI}
+)
 
 
 def one_line(text: str) -> str:
@@ -88,7 +97,7 @@ def one_line(text: str) -> str:
 
 #: what a session or tag name may hold (they refuse C0 controls) that a terminal acts on (DEL, the
 #: C1 controls: U+009B starts an escape sequence) or a reader takes for a line break
-_NAME_ESCAPED = {c: _ESCAPED[c] for c in range(0x7F, 0xA0)} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+_NAME_ESCAPED = {c: _ESCAPED[c] for c in (*range(0x7F, 0xA0), 0x2028, 0x2029, *_BIDI)}
 
 
 def shown(text: str) -> str:
