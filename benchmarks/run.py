@@ -640,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"skip {n}: {why}")
 
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.workdir is not None:
+        cfg.workdir.mkdir(parents=True, exist_ok=True)  # the stores go in a folder made there
     with tempfile.TemporaryDirectory(prefix="snapstore-bench-", dir=cfg.workdir) as tmpname:
         root = Path(tmpname)
         log(f"reference pass: {cfg.turns} turns, seed {cfg.seed}")
