@@ -515,6 +515,20 @@ def test_show_and_diff_escape_what_a_terminal_would_act_on(tmp_path: Path, capsy
     assert orjson.loads(out) == {"n": 1, "text": unsafe}  # the same JSON value, escaped
 
 
+def test_diff_of_a_long_text_shows_what_changed_in_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One word changed in a 50 kB chronicle printed both texts whole, 100 kB of output (an outside
+    trial): the readable diff shows the span that changed, with context and both lengths."""
+    chronicle = "The keep on the hill has three towers. " * 1300
+    changed = chronicle.replace("hill", "crag\x1b[2J", 1)
+    s, ids = _committed_by_the_cli(capsys, tmp_path, [{"chronicle": chronicle}, {"chronicle": changed}])
+    code, out, _err = call(capsys, "--store", s, "diff", *ids)
+    assert code == 0 and len(out) < 1000, out
+    assert '~ /chronicle: "The keep on the [-hill-]{+crag\\u001b[2J+} has three towers.' in out
+    assert f"({len(chronicle):,} → {len(changed):,} characters)" in out and "\x1b" not in out
+    code, out, _err = call(capsys, "--store", s, "diff", *ids, "--json")
+    assert orjson.loads(out) == [{"op": "replace", "path": "/chronicle", "value": changed}]
+
+
 def test_state_paths_and_tags_are_printed_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A key is free text: in a diff line, an error naming its JSON Pointer or a tag in log, it keeps
     its line and does not drive the terminal."""

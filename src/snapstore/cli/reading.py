@@ -200,11 +200,57 @@ def format_diff(ops: list[dict[str, Any]], old: Any, *, color: bool) -> list[str
         elif kind == "remove":
             lines.append(paint(f"- {shown}: {old_value(path)}", _RED))
         elif kind == "replace":
-            before, after = paint(old_value(path), _RED), paint(compact(op.get("value")), _GREEN)
+            was, now = _old_or_none(old, path), op.get("value")
+            if type(was) is str and type(now) is str and max(len(was), len(now)) > LONG_TEXT:
+                lines.append(f"{paint('~', _YELLOW)} {shown}: {_text_change(was, now, paint)}")
+                continue
+            before, after = paint(old_value(path), _RED), paint(compact(now), _GREEN)
             lines.append(f"{paint('~', _YELLOW)} {shown}: {before} → {after}")
         else:  # move, copy, test: not written by snapstore's diff, shown as they are
             lines.append(f"{kind} {compact(op)}")
     return lines
+
+
+#: a text replaced by another where either is longer than this is shown as what changed in it, not whole
+LONG_TEXT = 200
+#: characters of unchanged text shown on each side of a change, and of a change's removed or added text
+_CONTEXT, _SHOWN = 40, 160
+
+
+def _old_or_none(old: Any, path: str) -> Any:
+    try:
+        return pointer_get(old, path, "old state")
+    except (CliError, SnapshotError):
+        return None
+
+
+def _text_change(was: str, now: str, paint: Any) -> str:
+    """One text replaced by another, as the span between their common start and end: a few words of
+    context, the removed text in ``[-…-]`` and the added in ``{+…+}`` (each cut to ``_SHOWN``
+    characters), and both lengths; escaped as JSON escapes a string, so nothing in it drives a terminal."""
+    start = 0
+    limit = min(len(was), len(now))
+    while start < limit and was[start] == now[start]:
+        start += 1
+    end = 0
+    while end < limit - start and was[-1 - end] == now[-1 - end]:
+        end += 1
+    removed, added = was[start : len(was) - end], now[start : len(now) - end]
+
+    def text(piece: str, keep: int, tail: bool = False) -> str:
+        cut = piece[-keep:] if tail else piece[:keep]
+        inner = compact(cut)[1:-1]  # JSON's escapes, without the quotes
+        more = len(piece) - len(cut)
+        if not more:
+            return inner
+        return f"…{inner}" if tail else f"{inner}… ({more:,} more)"
+
+    before = text(was[:start], _CONTEXT, tail=True)
+    after = text(was[len(was) - end :], _CONTEXT) if end else ""
+    change = (paint(f"[-{text(removed, _SHOWN)}-]", _RED) if removed else "") + (
+        paint(f"{{+{text(added, _SHOWN)}+}}", _GREEN) if added else ""
+    )
+    return f'"{before}{change}{after}" ({len(was):,} → {len(now):,} characters)'
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
