@@ -388,9 +388,16 @@ def test_a_model_is_stored_as_its_model_dump_in_json_mode(fx: Fixture) -> None:
         def _notes(self, notes: dict[str, Any]) -> dict[str, Any]:
             return {**notes, "written": "json"}
 
-    pack = Pack()
-    snap = fx.sess.commit(pack)
-    assert canonical(fx.reopen().session("s").state(snap.id)) == canonical(pack.model_dump(mode="json"))
+    class Log(BaseModel):  # its settings apply to values of no declared type too (found by a review)
+        model_config = ConfigDict(ser_json_timedelta="float", ser_json_bytes="base64")
+        cooldown: datetime.timedelta = datetime.timedelta(seconds=1.5)
+        extra: dict[str, Any] = {}
+        older: list[Log] = []  # a model that refers to itself: its schema is a reference
+
+    log = Log(extra={"wait": datetime.timedelta(seconds=2), "blob": b"\xff\x00"}, older=[Log(extra={"b": b"x"})])
+    for model in (Pack(), log):
+        snap = fx.sess.commit(model)
+        assert canonical(fx.reopen().session("s").state(snap.id)) == canonical(model.model_dump(mode="json"))
 
 
 def test_a_state_byte_identical_to_a_settings_entry_is_stored_as_a_state(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from snapstore import SnapshotStore
-from snapstore.errors import CorruptObjectError
+from snapstore.errors import SnapshotNotFound
 
 SETTINGS = {"max_runs": 1}  # each new keyframe starts a segment
 
@@ -71,25 +71,40 @@ def test_a_segment_lost_from_the_middle_is_reported_and_its_snapshots_are_not_ca
     sess = store.session("camp")
     gone = [sid for sid in ids if sid not in set(sess.snapshot_ids())]
     assert gone
-    with pytest.raises(CorruptObjectError, match="lost history"):
+    with pytest.raises(SnapshotNotFound, match="lost history") as raised:  # not found, and why
         sess.state(gone[-1])
+    assert raised.value.details["reason"] == "lost history"
     assert sess.state(ids[-1])["turn"] == len(ids) - 1  # what follows the loss still reads
 
 
-def test_a_torn_append_left_behind_a_later_segment_is_not_reported(tmp_path: Path) -> None:
-    """A writer killed mid-append leaves a cut-short entry; when the next commit starts a segment, the
-    cut stays behind it. That commit names the last whole one as its parent: nothing was lost."""
+@pytest.mark.parametrize("then", ["commit", "merge import"])
+def test_a_torn_append_is_cut_before_a_segment_starts_after_it(tmp_path: Path, then: str) -> None:
+    """A writer killed mid-append leaves a cut-short entry; when the next write starts a segment, the
+    cut was left behind it, and a merge import starting that segment with a history whose parent its
+    source had evicted then read as history lost (found by a review). The torn append is cut first."""
     ids, segments = _session_with_segments(tmp_path / "store")
     last = segments[-1]
+    whole = last.stat().st_size
     with open(last, "ab") as f:  # a frame's first bytes, as a killed append leaves them
         f.write(b"\x00\x10\x00\x00\x01")
-    with SnapshotStore.open(tmp_path / "store", **SETTINGS) as store:
-        sess = store.session("camp")
-        after = sess.commit({"turn": -1, "text": "x" * 300_000}).id  # a keyframe, and a segment of its own
-    assert len(list(last.parent.glob("*.seg"))) == len(segments) + 1
+    assert SnapshotStore.open(tmp_path / "store").verify().ok  # a torn last segment is no loss
+    if then == "commit":
+        with SnapshotStore.open(tmp_path / "store", **SETTINGS) as store:
+            store.session("camp").commit({"turn": -1, "text": "x" * 300_000})  # a keyframe, a segment of its own
+    else:
+        source = SnapshotStore.open(tmp_path / "source")
+        other = source.session("camp", max_snapshots=3)
+        rng = random.Random(5)
+        for t in range(8):
+            other.commit({"theirs": t, "text": rng.randbytes(150_000).hex()})
+        source.export(tmp_path / "camp.snaparchive")
+        with SnapshotStore.open(tmp_path / "store", **SETTINGS) as store:
+            store.import_archive(tmp_path / "camp.snaparchive", on_conflict="merge")
+    assert len(list(last.parent.glob("*.seg"))) > len(segments)
+    assert last.stat().st_size == whole  # the torn bytes cut, what was whole kept
     store = SnapshotStore.open(tmp_path / "store")
     assert store.verify().ok
-    assert store.session("camp").snapshot(after).parent == ids[-1]
+    assert all(store.session("camp").state(sid) is not None for sid in ids[-3:])
 
 
 def test_segments_reclaim_dropped_between_kept_ones_are_not_reported(tmp_path: Path) -> None:

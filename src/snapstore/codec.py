@@ -134,11 +134,26 @@ def _model_serializer(cls: Any, base: type) -> Any:
         # pydantic-core's SchemaSerializer, reached through the model's own serializer: the class
         # pydantic (which snapstore depends on) builds it with, not a dependency of snapstore's own
         serializer_type = type(cls.__pydantic_serializer__)
-        found = serializer_type(cls.__pydantic_core_schema__, {"ser_json_inf_nan": "constants"})
+        schema = cls.__pydantic_core_schema__
+        config = {**_model_config(schema), "ser_json_inf_nan": "constants"}  # the model's settings, bar one
+        found = serializer_type(schema, config)
     except Exception:  # a serializer that cannot be made so: the model's own model_dump is asked
         return None
     _MODEL_SERIALIZERS[cls] = found
     return found
+
+
+def _model_config(schema: Any) -> dict[str, Any]:
+    """The settings a model's own serializer was built with (its ``ser_json_timedelta``,
+    ``ser_json_bytes`` and the rest, which values of no declared type follow), from its schema."""
+    definitions: dict[Any, Any] = {}
+    while isinstance(schema, dict) and schema.get("type") == "definitions":
+        definitions.update((d.get("ref"), d) for d in schema.get("definitions") or () if isinstance(d, dict))
+        schema = schema.get("schema")
+    if isinstance(schema, dict) and schema.get("type") == "definition-ref":  # a model that refers to itself
+        schema = definitions.get(schema.get("schema_ref"))
+    config = schema.get("config") if isinstance(schema, dict) and schema.get("type") == "model" else None
+    return dict(config) if isinstance(config, dict) else {}
 
 
 def plain_copy(value: Any) -> Any:

@@ -256,9 +256,10 @@ class Session:
                 ) from None
             lost = log.lost_history()
             if lost:
-                raise CorruptObjectError(
+                raise SnapshotNotFound(
                     f"snapshot {snapshot_id} not found in session {self.name!r}, which lost history it may have "
-                    f"held: {lost[0][3]}, and the first snapshot after it names a parent no segment holds",
+                    f"held: {lost[0][3]}, and the first snapshot after it names a parent no segment holds "
+                    "(verify reports it)",
                     {**exc.details, "reason": "lost history", "segment": lost[0][0]},
                 ) from None
             if not _has_evicted(log):  # nothing ever left the session: the id was never in it
@@ -770,6 +771,12 @@ class Session:
         written: tuple[str, SnapshotRecord, bytes] | None = None,
     ) -> None:
         self._appending = True  # from here a failure under the lock may leave the append rolled back
+        last = self._log.last_segment
+        if expected == 0 and last is not None and segment > last.number and last.torn and last.damage is None:
+            # a crash's torn append is cut before a segment starts after it (an append to it cuts it
+            # anyway): left behind, it would look like history cut short (``SessionLog.lost_history``)
+            self._store.backend.append(self.key, last.number, [], last.end)
+            last.torn = False
         try:
             end = self._store.backend.append(self.key, segment, entries, expected)
         except BaseException:
