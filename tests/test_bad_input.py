@@ -20,11 +20,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field, field_serializer, model_validator
 
 from conftest import copy_backend, store_contents
 from conftest_reliability import canonical, count, directory_files
@@ -394,10 +394,29 @@ def test_a_model_is_stored_as_its_model_dump_in_json_mode(fx: Fixture) -> None:
         extra: dict[str, Any] = {}
         older: list[Log] = []  # a model that refers to itself: its schema is a reference
 
+    class Checked(Log):  # a validator wraps the model's schema in another (found by a second review)
+        @model_validator(mode="after")
+        def _ok(self) -> Checked:
+            return self
+
     log = Log(extra={"wait": datetime.timedelta(seconds=2), "blob": b"\xff\x00"}, older=[Log(extra={"b": b"x"})])
-    for model in (Pack(), log):
+    checked = Checked(extra={"wait": datetime.timedelta(seconds=3), "blob": b"\x01"})
+    for model in (Pack(), log, checked):
         snap = fx.sess.commit(model)
         assert canonical(fx.reopen().session("s").state(snap.id)) == canonical(model.model_dump(mode="json"))
+
+
+def test_a_model_rebuilt_with_another_serializer_is_stored_as_it_now_dumps(fx: Fixture) -> None:
+    """The serializer made for a model class is made again when pydantic rebuilds the class."""
+
+    class Turn(BaseModel):
+        x: int = 1
+
+    fx.sess.commit(Turn(x=1))
+    Turn.model_fields["x"].annotation = Annotated[int, PlainSerializer(lambda v: f"#{v}", when_used="json")]
+    Turn.model_rebuild(force=True)
+    snap = fx.sess.commit(Turn(x=2))
+    assert fx.reopen().session("s").state(snap.id) == {"x": "#2"} == Turn(x=2).model_dump(mode="json")
 
 
 def test_a_state_byte_identical_to_a_settings_entry_is_stored_as_a_state(tmp_path: Path) -> None:

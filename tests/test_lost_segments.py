@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import run
 from snapstore import SnapshotStore
 from snapstore.errors import SnapshotNotFound
 
@@ -75,6 +76,8 @@ def test_a_segment_lost_from_the_middle_is_reported_and_its_snapshots_are_not_ca
         sess.state(gone[-1])
     assert raised.value.details["reason"] == "lost history"
     assert sess.state(ids[-1])["turn"] == len(ids) - 1  # what follows the loss still reads
+    shown = run("show", gone[-1], store=tmp_path / "store")  # the command line says so too
+    assert shown.returncode == 1 and "lost history" in shown.stderr, shown.stderr
 
 
 @pytest.mark.parametrize("then", ["commit", "merge import"])
@@ -134,3 +137,31 @@ def test_a_merged_history_whose_parent_no_segment_holds_is_not_reported(tmp_path
     target.session("camp", max_snapshots=100).commit({"mine": 1})
     target.import_archive(tmp_path / "camp.snaparchive", on_conflict="merge")
     assert target.verify().ok
+
+
+def test_the_rollback_manager_says_a_snapshot_was_lost_with_history(tmp_path: Path) -> None:
+    """The drop-in manager turns "not found" into its own "Snapshot X not found"; a snapshot the
+    store lost says why, as damage does."""
+    from pydantic import BaseModel
+
+    from snapstore import RollbackError, StateRollbackManager
+
+    class Game(BaseModel):
+        session_id: str = "camp"
+        text: str = ""
+
+    rng = random.Random(2)
+    game = Game()
+    with SnapshotStore.open(tmp_path / "store", **SETTINGS) as store:
+        mgr = StateRollbackManager(game, max_snapshots=1000, store=store, session_name="camp")
+        ids = []
+        for _ in range(300):
+            game.text = "".join(rng.choice("abcdefghij ") for _ in range(3000))
+            ids.append(mgr.create_snapshot().snapshot_id)
+        folder = tmp_path / "store" / "sessions" / store.session("camp").key
+    _cut_in_half(sorted(folder.glob("*.seg"))[1])
+    with SnapshotStore.open(tmp_path / "store") as store:
+        mgr = StateRollbackManager(game, max_snapshots=1000, store=store, session_name="camp")
+        gone = [sid for sid in ids if sid not in {s["snapshot_id"] for s in mgr.list_snapshots()}]
+        with pytest.raises(RollbackError, match="lost history"):
+            mgr.rollback_to(gone[-1])

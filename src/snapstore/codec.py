@@ -116,44 +116,51 @@ def model_state(state: Any) -> Any:
         ) from None
 
 
-#: each model class's serializer keeping NaN and ±Infinity (``model_state``), built once per class
-_MODEL_SERIALIZERS: weakref.WeakKeyDictionary[type, Any] = weakref.WeakKeyDictionary()
+#: each model class's serializer keeping NaN and ±Infinity (``model_state``), built once per class, with
+#: pydantic's own serializer it was built beside (a ``model_rebuild`` makes a new one)
+_MODEL_SERIALIZERS: weakref.WeakKeyDictionary[type, tuple[Any, Any]] = weakref.WeakKeyDictionary()
 
 
 def _model_serializer(cls: Any, base: type) -> Any:
     """The serializer ``model_state`` uses for ``cls``, or None to call its own ``model_dump``."""
-    found = _MODEL_SERIALIZERS.get(cls)
-    if found is not None:
-        return found or None
     if getattr(cls, "model_dump", None) is not getattr(base, "model_dump", None):
-        _MODEL_SERIALIZERS[cls] = False
         return None
     if not getattr(cls, "__pydantic_complete__", False):
-        return None  # not fully defined yet: its model_dump says why (not kept: it may be rebuilt)
+        return None  # not fully defined yet: its model_dump says why
+    built_from = cls.__pydantic_serializer__
+    kept = _MODEL_SERIALIZERS.get(cls)
+    if kept is not None and kept[0] is built_from:  # (a model_rebuild made pydantic's serializer anew)
+        return kept[1]
     try:
         # pydantic-core's SchemaSerializer, reached through the model's own serializer: the class
         # pydantic (which snapstore depends on) builds it with, not a dependency of snapstore's own
-        serializer_type = type(cls.__pydantic_serializer__)
         schema = cls.__pydantic_core_schema__
-        config = {**_model_config(schema), "ser_json_inf_nan": "constants"}  # the model's settings, bar one
-        found = serializer_type(schema, config)
+        config = {**_model_config(schema, cls), "ser_json_inf_nan": "constants"}  # the model's settings, bar one
+        found = type(built_from)(schema, config)
     except Exception:  # a serializer that cannot be made so: the model's own model_dump is asked
         return None
-    _MODEL_SERIALIZERS[cls] = found
+    _MODEL_SERIALIZERS[cls] = (built_from, found)
     return found
 
 
-def _model_config(schema: Any) -> dict[str, Any]:
+def _model_config(schema: Any, cls: Any) -> dict[str, Any]:
     """The settings a model's own serializer was built with (its ``ser_json_timedelta``,
-    ``ser_json_bytes`` and the rest, which values of no declared type follow), from its schema."""
-    definitions: dict[Any, Any] = {}
-    while isinstance(schema, dict) and schema.get("type") == "definitions":
-        definitions.update((d.get("ref"), d) for d in schema.get("definitions") or () if isinstance(d, dict))
-        schema = schema.get("schema")
-    if isinstance(schema, dict) and schema.get("type") == "definition-ref":  # a model that refers to itself
-        schema = definitions.get(schema.get("schema_ref"))
-    config = schema.get("config") if isinstance(schema, dict) and schema.get("type") == "model" else None
-    return dict(config) if isinstance(config, dict) else {}
+    ``ser_json_bytes`` and the rest, which values of no declared type follow), from the node of its
+    schema that is the model itself, wherever validators, custom schemas or references put it."""
+    stack, seen = [schema], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            if node.get("type") == "model" and node.get("cls") is cls:
+                config = node.get("config")
+                return dict(config) if isinstance(config, dict) else {}
+            stack.extend(value for value in node.values() if isinstance(value, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(value for value in node if isinstance(value, (dict, list)))
+    return {}
 
 
 def plain_copy(value: Any) -> Any:

@@ -260,7 +260,9 @@ class StateRollbackManager:
                     "available_snapshots": self._available(),
                 },
             ) from None
-        except SnapshotNotFound:
+        except SnapshotNotFound as exc:
+            if exc.details.get("reason") == "lost history":  # the store lost it: say so, as damage is said
+                raise _failed(str(snapshot_id), exc) from exc
             raise RollbackError(
                 f"Snapshot {snapshot_id} not found",
                 {"snapshot_id": snapshot_id, "available_snapshots": self._available()},

@@ -148,7 +148,7 @@ def _beyond_retained(store: SnapshotStore, reference: str, exc: SnapshotNotFound
             continue  # ambiguous only with the unlisted head: the retained ones did not match
         except (SnapshotNotFound, CorruptObjectError) as why:
             reason = why.details.get("reason")
-            if reason in ("evicted", "damage"):
+            if reason in ("evicted", "damage", "lost history"):
                 reasons.append(why)
             elif reason == "not retained" and _has_evicted(sess):
                 evicting.append(f"session {name!r} keeps its last {sess.max_snapshots}")
