@@ -580,6 +580,17 @@ class BackendContract:
         after = b.read_segment("s", 0)
         assert after.entries == [b"committed", b"next"] and after.end == new_end and not after.torn
 
+    def test_an_empty_append_cuts_a_torn_tail_and_adds_nothing(self) -> None:
+        """A writer starting a segment after a torn one cuts the torn bytes with an append of no entries."""
+        b = self.backend
+        end = b.append("s", 0, [b"committed"], 0)
+        assert b.append("s", 0, [], end) == end and b.read_segment("s", 0).entries == [b"committed"]
+        if not self.tear_tail(b, "s", 0, b"interrupted append of a longer entry"):
+            raise unittest.SkipTest(f"{b.kind} appends cannot be torn")
+        assert b.append("s", 0, [], end) == end
+        after = b.read_segment("s", 0)
+        assert after.entries == [b"committed"] and after.end == end and not after.torn
+
     # -- locks ---------------------------------------------------------------
     def test_lock_makes_other_threads_wait(self) -> None:
         b = self.backend
