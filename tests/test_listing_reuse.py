@@ -11,6 +11,7 @@ and a session emptied and written again (where a new file may get a freed inode'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -338,3 +339,48 @@ def test_a_torn_tail_cut_under_a_kept_listing(tmp_path: Path, tail: bytes, fille
     holder.set_max_snapshots(100)  # the holder lists the torn segment
     (other if filler == "other" else holder).commit(_small("cut", 0))
     _take_turns(holder_store, other_store, root)
+
+
+class _EntryNamedBefore:
+    """A folder entry as a listing that began earlier returns it: its name, looked at now."""
+
+    def __init__(self, name: str, folder: int) -> None:
+        self.name, self._folder = name, folder
+
+    def is_file(self, follow_symlinks: bool = True) -> bool:
+        return True
+
+    def stat(self, follow_symlinks: bool = True) -> os.stat_result:
+        return os.stat(self.name, dir_fd=self._folder, follow_symlinks=follow_symlinks)
+
+    def inode(self) -> int:
+        return self.stat(follow_symlinks=False).st_ino
+
+
+def test_a_listing_that_names_only_segments_dropped_meanwhile_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder is not read at one instant: a listing can pass the place of the segment a writer then
+    makes and name the ones it then drops. Each was skipped as gone, the listing named no segment,
+    and a reader called a session that always had one missing ("session 'small' does not exist",
+    seen once in the suite's reader beside a writer evicting on every commit)."""
+    writer_store = SnapshotStore.open(tmp_path / "store", max_runs=1, max_chain=0)  # a segment a commit
+    writer = writer_store.session("small", max_snapshots=1)
+    writer.commit(_state(0))
+    folder = tmp_path / "store" / "sessions" / writer.key
+    named_before = sorted(p.name for p in folder.glob("*.seg"))
+    for turn in range(1, 4):
+        writer.commit(_state(turn))
+    assert not set(named_before) & {p.name for p in folder.glob("*.seg")}  # all dropped, others made
+    real, calls = os.scandir, []
+
+    def listing_begun_before(path: object = ".") -> object:
+        if isinstance(path, int) and not calls:
+            calls.append(path)
+            return contextlib.nullcontext([_EntryNamedBefore(name, path) for name in named_before])
+        return real(path)  # type: ignore[arg-type]
+
+    reader = SnapshotStore.open(tmp_path / "store").session("small")
+    monkeypatch.setattr(os, "scandir", listing_begun_before)
+    assert [s.turn for s in reader.snapshots()] == [None] and calls
+    assert reader.state(reader.head.id)["turn"] == 3

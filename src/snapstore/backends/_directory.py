@@ -94,6 +94,8 @@ WAITER_IDLE = 5.0
 OPEN_LOCK_FILES = 64
 #: listings of a session folder, each a folder a delete or a replace exchanged meanwhile, before the last one stands
 LISTING_ATTEMPTS = 3
+#: listings taken again, in all, because a segment listed was gone when looked at
+VANISHED_LISTINGS = 8
 #: how much older than a listing a session folder's times must be for the listing to be reused while
 #: they stay the same (and a segment's change time before its header is remembered): more than a file
 #: system clock's tick and the delay before the clock moves on to the next (Linux stamps files from a
@@ -564,8 +566,15 @@ class DirectoryBackend(Backend):
         A folder opened just before a delete or a replace exchanged it for another is emptied while
         it is listed: a listing counts only when the folder listed is still the session's after it.
         Not asked of the lock ``holding`` thread (a commit's listing): both run under that lock."""
+        vanished_once = 0
         for _attempt in range(LISTING_ATTEMPTS):
-            found, listed = self._list_once(key, known)
+            found, listed, vanished = self._list_once(key, known)
+            while vanished and vanished_once < VANISHED_LISTINGS:
+                # a segment listed was gone when looked at (a reclaim dropped it): the folder is not
+                # read at one instant, and the segment made before the drop may have been passed by
+                # already, the listing then naming neither (a reader called the session missing)
+                vanished_once += 1
+                found, listed, vanished = self._list_once(key, known)
             if listed is None or holding or self._still_the_sessions(key, listed):
                 return found
         return found
@@ -577,8 +586,11 @@ class DirectoryBackend(Backend):
             return False
         return (now.st_dev, now.st_ino) == (listed.st_dev, listed.st_ino)
 
-    def _list_once(self, key: str, known: _Listing | None) -> tuple[list[SegmentInfo], os.stat_result | None]:
-        """The segments of the folder at the session's name, and that folder's attributes (None: no folder)."""
+    def _list_once(
+        self, key: str, known: _Listing | None
+    ) -> tuple[list[SegmentInfo], os.stat_result | None, bool]:
+        """The segments of the folder at the session's name, that folder's attributes (None: no folder),
+        and whether a segment it listed was gone when looked at."""
         try:
             with self._session_dir(key) as fd:
                 found = []
@@ -590,7 +602,8 @@ class DirectoryBackend(Backend):
                 if known is not None:
                     reused = _same_files(folder, entries, known)
                     if reused is not None:
-                        return reused, folder
+                        return reused, folder, False
+                vanished = False
                 for entry in entries:
                     number = parse_segment_file(entry.name)
                     if number is None:
@@ -601,7 +614,8 @@ class DirectoryBackend(Backend):
                         info = entry.stat(follow_symlinks=False)
                         version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info, began)
                     except FileNotFoundError:
-                        continue  # reclaimed while listed: not a segment any more (not "no session")
+                        vanished = True  # reclaimed while listed: not a segment any more (not "no session")
+                        continue
                     found.append(SegmentInfo(number, info.st_size, version))
                     names[number] = (entry.name, info.st_ino)
                 found.sort(key=lambda s: s.segment)
@@ -620,9 +634,9 @@ class DirectoryBackend(Backend):
                     )
                 else:
                     self._listings.pop(key, None)
-                return found, folder
+                return found, folder, vanished
         except FileNotFoundError:  # no folder: the session does not exist
-            return [], None
+            return [], None, False
 
     def _cached_file_id(self, folder: int, name: str, info: os.stat_result, looked_at: int) -> int:
         """A segment's file id, read once per file as it stands: any write or replacement changes
