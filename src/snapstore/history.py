@@ -90,6 +90,15 @@ class LoadedSegment:
     _counted: tuple[int, int, int] = (0, 0, 0)  # entries counted, runs, raw bytes (entries only grow)
 
 
+class LostHistory(NamedTuple):
+    """A segment after history lost from the store (``SessionLog.lost_history``)."""
+
+    segment: int
+    first: str  # its first snapshot
+    parent: str  # that snapshot's parent, which no segment holds
+    cause: str  # what came before it: a segment missing, cut short or holding no snapshot
+
+
 class _Decoded(NamedTuple):
     """What a rebuild decoded of a segment version, through entry ``upto``: its raw stream, and
     where each snapshot's payload lies in it."""
@@ -482,8 +491,8 @@ class SessionLog:
             found.append(self.head)
         return found
 
-    def lost_history(self) -> list[tuple[int, str, str, str]]:
-        """(segment, its first snapshot, that snapshot's parent, what came before) for each segment that
+    def lost_history(self) -> list[LostHistory]:
+        """Each segment that
         follows a segment missing from the numbering, cut short (a torn last entry) or holding no
         snapshot, and whose first snapshot names a parent no segment holds: history lost from the
         store, the snapshots between that parent and the segment gone without a word to a reader.
@@ -515,7 +524,7 @@ class SessionLog:
             first = next((e for e in self.segments[number].entries if isinstance(e, CommitEntry)), None)
             parent = first.record.parent if first is not None else None
             if first is not None and parent is not None and parent not in self.commits:
-                found.append((number, first.id, parent, why))
+                found.append(LostHistory(number, first.id, parent, why))
         return found
 
     @property

@@ -258,9 +258,9 @@ class Session:
             if lost:
                 raise SnapshotNotFound(
                     f"snapshot {snapshot_id} not found in session {self.name!r}, which lost history it may have "
-                    f"held: {lost[0][3]}, and the first snapshot after it names a parent no segment holds "
+                    f"held: {lost[0].cause}, and the first snapshot after it names a parent no segment holds "
                     "(verify reports it)",
-                    {**exc.details, "reason": "lost history", "segment": lost[0][0]},
+                    {**exc.details, "reason": "lost history", "segment": lost[0].segment},
                 ) from None
             if not _has_evicted(log):  # nothing ever left the session: the id was never in it
                 raise

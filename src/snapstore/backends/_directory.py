@@ -566,14 +566,14 @@ class DirectoryBackend(Backend):
         A folder opened just before a delete or a replace exchanged it for another is emptied while
         it is listed: a listing counts only when the folder listed is still the session's after it.
         Not asked of the lock ``holding`` thread (a commit's listing): both run under that lock."""
-        vanished_once = 0
+        relisted = 0
         for _attempt in range(LISTING_ATTEMPTS):
             found, listed, vanished = self._list_once(key, known)
-            while vanished and vanished_once < VANISHED_LISTINGS:
+            while vanished and relisted < VANISHED_LISTINGS:
                 # a segment listed was gone when looked at (a reclaim dropped it): the folder is not
                 # read at one instant, and the segment made before the drop may have been passed by
                 # already, the listing then naming neither (a reader called the session missing)
-                vanished_once += 1
+                relisted += 1
                 found, listed, vanished = self._list_once(key, known)
             if listed is None or holding or self._still_the_sessions(key, listed):
                 return found

@@ -307,7 +307,7 @@ class Lane:
             if self._missed > (_INCOMPLETE_MISSES if incomplete else _MISSES):
                 raise
             if incomplete:
-                time.sleep(0.001 * self._missed)
+                pause_for_a_delete(self._missed)
             self.read_again()
             missed[0] = True
 
@@ -775,6 +775,12 @@ _COMMIT_ATTEMPTS = 8
 _MISSES = 3
 #: ... and finding one of the thread's sessions gone, the other there: 36 ms of waits in all
 _INCOMPLETE_MISSES = 8
+
+
+def pause_for_a_delete(attempt: int) -> None:
+    """Wait a little longer at each attempt (a millisecond an attempt) for another process between
+    the two deletes of a thread's sessions: 36 ms over eight attempts."""
+    time.sleep(0.001 * attempt)
 
 
 class IncompleteThreadError(CorruptObjectError, SnapshotNotFound):

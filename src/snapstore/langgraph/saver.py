@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import threading
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -31,7 +30,7 @@ from ..errors import ConcurrentUpdateError, CorruptObjectError, InvalidNameError
 from ..recency import touch
 from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
-from .lanes import IncompleteThreadError, Index, Lane, State, channel_values, stored_heads
+from .lanes import IncompleteThreadError, Index, Lane, State, channel_values, pause_for_a_delete, stored_heads
 from .names import lane_names, parse_checkpoints_name, thread_prefixes
 
 _DONE = object()
@@ -72,7 +71,7 @@ def _reading_afresh(lane: Lane, read: Callable[[], T]) -> T:
             if isinstance(exc, IncompleteThreadError):
                 # one session of the thread gone, the other there: another process between the two
                 # steps of a delete or of a commit written again (a millisecond or so): given that long
-                time.sleep(0.001 * attempt)
+                pause_for_a_delete(attempt)
             lane.read_afresh()
     raise AssertionError("unreachable")
 
