@@ -88,6 +88,8 @@ def _segments_of(store: Any, key: str) -> Segments:
         reader = SegmentReader("bench")
         keyframes: list[bytes] = []
         for data in store.backend.read_segment(key, info.segment).entries:
+            if data[:1] == b"\x03":
+                continue  # an INDEX entry (format 4): ids only
             entry = decode_entry(data, "bench", "bench")
             if not isinstance(entry, CommitEntry):
                 continue

@@ -1,4 +1,4 @@
-"""A reader of format versions 2 and 3 written from docs/format.md alone (sections 2 to 4), for the golden tests.
+"""A reader of format versions 2, 3 and 4 written from docs/format.md alone (sections 2 to 4), for the golden tests.
 
 It uses struct, zstandard, xxhash, orjson and jsonpatch, and nothing of snapstore: when it
 and snapstore agree on the golden store, the document says enough to read a store.
@@ -180,6 +180,8 @@ def decode_payloads(commits: list[Commit]) -> bytes:
 class Session:
     name: str
     segments: dict[int, list[Any]] = field(default_factory=dict)  # number -> [dict (META) | Commit]
+    #: number -> for each INDEX entry (§4.6.1, version 4) of the segment, the ids it gives
+    indexes: dict[int, list[list[str]]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     commits: dict[str, tuple[int, Commit]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -224,13 +226,24 @@ def read_session(folder: Path) -> Session:
         frames = read_frames((folder / f"{number:016x}.seg").read_bytes())
         assert frames.damaged_at is None
         entries: list[Any] = []
+        indexes: list[list[str]] = []
+        group: list[str] = []  # ids of the COMMIT entries since the last INDEX
         for entry in frames.entries:
-            if entry[0] == 0x01:
+            if entry[0] == 0x03:  # §4.6.1: not an entry of the session; checked against the hashes
+                (count,) = struct.unpack_from("<I", entry, 1)
+                assert len(entry) == 5 + 16 * count
+                given = [entry[5 + 16 * i : 21 + 16 * i].hex() for i in range(count)]
+                assert given == group, "an INDEX gives the ids of the COMMIT entries of its group"
+                indexes.append(given)
+                group = []
+            elif entry[0] == 0x01:
                 body = orjson.loads(entry[1:])
                 assert isinstance(body, dict) and canonical(body) == entry[1:]
                 entries.append(body)
             else:
                 entries.append(parse_commit(entry, session.name))
+                group.append(entries[-1].id)
+        session.indexes[number] = indexes
         assert isinstance(entries[0], dict) and entries[0].get("checkpoint") is True, "§4.10: a checkpoint first"
         decode_payloads([e for e in entries if isinstance(e, Commit)])
         session.segments[number] = entries

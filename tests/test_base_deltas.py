@@ -47,7 +47,7 @@ def commit_entries(store: SnapshotStore, key: str) -> list[CommitEntry]:
 
 def test_writers_taking_turns_store_deltas_against_their_own_states(make_store: Callable[..., SnapshotStore]) -> None:
     a_store = make_store()
-    assert a_store.format == STORE_FORMAT == 3
+    assert a_store.format == STORE_FORMAT == 4
     a = a_store.session("s", max_snapshots=1000)
     b = other_handle(make_store, a_store).session("s")
     committed: dict[str, bytes] = {}
@@ -161,11 +161,11 @@ def test_a_format_2_store_writes_format_2_until_upgraded(tmp_path: Path) -> None
     left = _sibling(str(root)) + "-v1"  # what an interrupted format-1 upgrade can leave beside a store
     os.makedirs(left)
     report = SnapshotStore.upgrade(root)
-    assert report.upgraded and report.from_version == "2" and report.to_version == "3"
+    assert report.upgraded and report.from_version == "2" and report.to_version == "4"
     assert report.leftovers == [left] and not os.path.exists(left)
     assert not SnapshotStore.upgrade(root).upgraded  # once is enough
     first, second = SnapshotStore.open(root), SnapshotStore.open(root)
-    assert first.format == 3
+    assert first.format == 4
     a, b = first.session("s"), second.session("s")
     for k in range(4, 8):
         a.commit(world(0, k))
@@ -177,8 +177,8 @@ def test_a_format_2_store_writes_format_2_until_upgraded(tmp_path: Path) -> None
 
 def test_a_newer_format_is_refused_by_name(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    SnapshotStore.open(root).backend.write_config("format", b"4")
-    with pytest.raises(FormatVersionError, match="format version 4; this build reads versions 2 to 3"):
+    SnapshotStore.open(root).backend.write_config("format", b"5")
+    with pytest.raises(FormatVersionError, match="format version 5; this build reads versions 2 to 4"):
         SnapshotStore.open(root)
 
 

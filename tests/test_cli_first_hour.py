@@ -61,7 +61,7 @@ def test_library_methods_are_spelled_as_flags() -> None:
     assert speak_flags(library).endswith("would evict 2; commit with --max-snapshots 3 --force to do that")
     assert speak_flags("raise it with set_max_snapshots") == "raise it with --max-snapshots"
     upgrade = (
-        "has format version 1; this build reads versions 2 to 3: run `snapstore --store x upgrade` "
+        "has format version 1; this build reads versions 2 to 4: run `snapstore --store x upgrade` "
         "(or SnapshotStore.upgrade(path))"
     )
     assert speak_flags(upgrade).endswith("run `snapstore --store x upgrade`")

@@ -26,11 +26,11 @@ def test_a_format_1_store_is_refused_with_the_command_that_upgrades_it(tmp_path:
     upgraded = run("upgrade", "--json", store=store)
     assert upgraded.returncode == 0, upgraded.stderr
     report = json.loads(upgraded.stdout)
-    assert report["upgraded"] is True and report["from_version"] == "1" and report["to_version"] == "3"
+    assert report["upgraded"] is True and report["from_version"] == "1" and report["to_version"] == "4"
     assert report["snapshots"] == report["states_verified"] > 0
 
     again = run("upgrade", store=store)
-    assert again.returncode == 0 and "already has format 3: nothing to do" in again.stdout
+    assert again.returncode == 0 and "already has format 4: nothing to do" in again.stdout
     verified = run("verify", "--json", store=store)
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
     assert SnapshotStore.open(store, create=False).sessions()  # the library reads it too
@@ -87,7 +87,7 @@ def test_upgrading_a_format_2_store_says_nothing_needed_rewriting(tmp_path: Path
     shutil.copytree(Path(__file__).parent / "golden" / "store-v2", store, symlinks=True)
     upgraded = run("upgrade", "--store", str(store))
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.startswith(f"upgraded {store} from format 2 to 3: ")
+    assert upgraded.stdout.startswith(f"upgraded {store} from format 2 to 4: ")
     assert upgraded.stdout.rstrip().endswith("read as they are (nothing to rewrite or verify)")
     with SnapshotStore.open(store) as opened:
         assert opened.verify().ok

@@ -679,7 +679,7 @@ def test_a_store_another_process_is_making_opens(tmp_path: Path) -> None:
     with SnapshotStore.open(root) as store:
         store.session("s").commit({"n": 1})
     with SnapshotStore.open(root) as store:
-        assert store.verify().ok and store.format == 3
+        assert store.verify().ok and store.format == 4
 
 
 def test_a_store_whose_refusal_link_another_process_made_meanwhile_opens(
@@ -704,7 +704,7 @@ def test_a_store_whose_refusal_link_another_process_made_meanwhile_opens(
         store.session("s").commit({"n": 1})
     monkeypatch.undo()
     with SnapshotStore.open(root) as store:
-        assert store.verify().ok and store.format == 3
+        assert store.verify().ok and store.format == 4
 
 
 def test_processes_opening_one_new_store_at_once_all_open_it(tmp_path: Path) -> None:

@@ -672,6 +672,8 @@ def test_snapstore_reads_the_v3_golden_store_and_writes_to_it(golden_v3_copy: Pa
         assert first.verify().ok
     session = v2.read_session(golden_v3_copy / "sessions" / expected["key"])  # the document's reader too
     assert canonical(session.state(session.order[-1]))[:1] == b"{"
+    assert (golden_v3_copy / "config" / "format").read_bytes() == b"3"
+    assert not any(session.indexes.values()), "a format-3 store gets no INDEX entries (docs/format.md §4.2)"
 
 
 def test_v3_doc_example_entry_is_in_the_golden_store() -> None:
@@ -687,3 +689,76 @@ def test_v3_doc_example_entry_is_in_the_golden_store() -> None:
     commit = v2.parse_commit(matching[0], "guild hall")
     assert commit.base is not None and commit.base != commit.record["parent"]
     assert f"`{commit.base}`" in text and f"`{commit.record['parent']}`" in text
+
+
+# ---------------------------------------------------------------- format version 4
+GOLDEN_V4 = GOLDEN / "store-v4"
+EXPECTED_V4 = orjson.loads((GOLDEN / "expected-v4" / "chronicle.json").read_bytes())
+
+
+@pytest.fixture
+def golden_v4_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "store-v4"
+    shutil.copytree(GOLDEN_V4, target)
+    return target
+
+
+def test_v4_golden_store_shows_index_entries() -> None:
+    assert (GOLDEN / "make_golden_v4.py").is_file()
+    assert (GOLDEN_V4 / "config" / "format").read_bytes() == b"4"
+    indexes = [ids for segment in EXPECTED_V4["segments"] for ids in segment["indexes"]]
+    assert [len(ids) for ids in indexes] == [81, 64]  # the format-3 commits and 1 more, then 64
+    commits = [e["commit"] for s in EXPECTED_V4["segments"] for e in s["entries"] if "commit" in e]
+    assert indexes[0] + indexes[1] == commits[:145] and len(commits) == 200  # 55 after the last
+
+
+def test_v4_document_reader_reads_the_golden_store() -> None:
+    """The reader written from docs/format.md skips INDEX entries as §4.4 says, checks each against
+    the hashes of the records of its group (§4.6.1), and finds the session snapstore wrote."""
+    expected = EXPECTED_V4
+    session = v2.read_session(GOLDEN_V4 / "sessions" / expected["key"])
+    found_segments = [
+        {
+            "segment": number,
+            "entries": [
+                {"meta": e} if isinstance(e, dict) else {"commit": e.id, "mode": e.mode} for e in entries
+            ],
+            "indexes": session.indexes[number],
+        }
+        for number, entries in session.segments.items()
+    ]
+    assert found_segments == expected["segments"]
+    assert session.retained() == [s["id"] for s in expected["snapshots"]]
+    assert (session.head, session.tags) == (expected["head"], expected["tags"])
+    for snap in expected["snapshots"]:
+        record = session.commits[snap["id"]][1].record
+        for member in ("parent", "label", "timestamp", "turn", "size", "delta", "depth"):
+            assert record[member] == snap[member], member
+        state = session.state(snap["id"])
+        if "state" in snap:
+            assert canonical(state) == canonical(snap["state"])
+
+
+def test_snapstore_reads_the_v4_golden_store_and_writes_to_it(golden_v4_copy: Path) -> None:
+    expected = EXPECTED_V4
+    before = v2_digest(golden_v4_copy)
+    with SnapshotStore.open(golden_v4_copy, create=False) as store:
+        assert store.format == 4
+        sess = store.session(expected["session"])
+        assert sess.snapshot_ids() == [s["id"] for s in expected["snapshots"]]
+        for snap, want in zip(sess.snapshots(), expected["snapshots"], strict=True):
+            assert (snap.parent, snap.kind, snap.size, snap.label) == (
+                want["parent"], want["kind"], want["size"], want["label"]
+            )
+            if "state" in want:
+                assert canonical(sess.state(snap.id)) == canonical(want["state"])
+        assert store.verify().ok
+    assert v2_digest(golden_v4_copy) == before, "reading a store must not change it"
+    with SnapshotStore.open(golden_v4_copy) as store:
+        sess = store.session(expected["session"])
+        for turn in range(200, 210):  # the segment's commits since its last INDEX reach 64: one more
+            sess.commit({"turn": turn}, label=f"day {turn}", turn=turn)
+        assert store.verify().ok
+    session = v2.read_session(golden_v4_copy / "sessions" / expected["key"])  # the document's reader too
+    assert [len(ids) for ids in session.indexes[1]] == [81, 64, 64]
+    assert session.indexes[1][2] == session.order[145:209]

@@ -107,7 +107,7 @@ def test_upgrade_keeps_every_state_and_id(v1_store: Path) -> None:
     phases: list[tuple[str, str]] = []
     report = upgrade_store(v1_store, progress=lambda phase, detail: phases.append((phase, detail)))
     assert isinstance(report, UpgradeReport)
-    assert (report.upgraded, report.from_version, report.to_version) == (True, "1", "3")
+    assert (report.upgraded, report.from_version, report.to_version) == (True, "1", "4")
     assert (report.sessions, report.snapshots, report.states_verified) == (3, SNAPSHOTS, SNAPSHOTS)
     assert [p for p, _ in phases] == ["locked"] + ["read", "built"] * 3 + ["verified", "switched", "cleaned"]
     check_upgraded(v1_store)
@@ -126,7 +126,7 @@ def test_upgrading_again_changes_nothing(v1_store: Path) -> None:
     upgrade_store(v1_store)
     before = tree_digest(v1_store)
     report = upgrade_store(str(v1_store))
-    assert (report.upgraded, report.from_version, report.sessions) == (False, "3", 0)
+    assert (report.upgraded, report.from_version, report.sessions) == (False, "4", 0)
     assert tree_digest(v1_store) == before
 
 

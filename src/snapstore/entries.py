@@ -23,6 +23,11 @@ entries. Every entry starts with a type byte:
     writer uses when another writer appended since its last commit: loading
     a dictionary would cost more than it saves while writers take turns).
 
+* ``INDEX`` (format 4): the ids of the COMMIT entries since the previous INDEX of
+  the segment (or its start), so that a reader indexing the segment takes each
+  id from it instead of hashing each record; what it vouches for is checked
+  when a record is first used (``CommitEntry.record``).
+
 A segment's raw stream is the concatenation of its commit payloads,
 uncompressed, in entry order. Reading is sequential by construction: a delta
 needs the bytes before it, and so do the chain's states.
@@ -45,6 +50,10 @@ from .objects import SnapshotRecord, format_micros, parse_micros, record_id
 
 META = 0x01
 COMMIT = 0x02
+INDEX = 0x03
+#: a writer appends an INDEX entry after every this many COMMIT entries of a segment (format 4)
+INDEX_EVERY = 64
+_INDEX_COUNT = struct.Struct("<I")
 
 KEY_INDEPENDENT = 0
 KEY_PATCHED = 1
@@ -81,6 +90,8 @@ _RAW_LENGTH = struct.Struct("<I")
 _RAW_LENGTH_AT = struct.calcsize("<BBB16s16s16sqqQ")
 _LABEL_LENGTH = struct.Struct("<H")
 _ZERO_ID = bytes(16)
+_INDEX_TYPE = bytes([INDEX])
+_COMMIT_TYPE = bytes([COMMIT])
 
 
 class CommitEntry:
@@ -89,10 +100,12 @@ class CommitEntry:
     Opening a session decodes every entry of its log, and a writer among others decodes every
     entry they append: the record is made from its checked fields only when something asks for
     it (most entries are indexed by id and never looked at again), and the id is hashed from
-    those fields without making it.
+    those fields without making it. An entry whose id an INDEX entry gave (``vouched_entry``)
+    holds its record's bytes instead: they are checked, and hashed against that id, when the
+    record is first asked for.
     """
 
-    __slots__ = ("_fields", "_record", "base", "id", "mode", "payload", "raw_length")
+    __slots__ = ("_fields", "_record", "_vouched", "base", "id", "mode", "payload", "raw_length")
 
     def __init__(
         self,
@@ -103,6 +116,7 @@ class CommitEntry:
         payload: bytes,  # compressed
         base: str | None = None,
         fields: tuple[Any, ...] | None = None,
+        vouched: tuple[bytes, str, str] | None = None,
     ) -> None:
         self.id = id
         self.mode = mode
@@ -113,20 +127,34 @@ class CommitEntry:
         self.base = base
         self._record = record
         self._fields = fields  # SnapshotRecord's fields in order, when ``record`` is not made yet
+        #: (the entry's bytes through its label, session, where) while the fields are not checked yet
+        self._vouched = vouched
 
     @property
     def state_hash(self) -> str:
         """The hash of the snapshot's state, without making the record."""
         fields = self._fields
-        return fields[2] if fields is not None else self.record.state
+        if fields is not None:
+            return fields[2]
+        vouched = self._vouched
+        if vouched is not None:
+            return vouched[0][_STATE_AT : _STATE_AT + 16].hex()
+        return self.record.state
 
     @property
     def record(self) -> SnapshotRecord:
         record = self._record
         if record is None:
             fields = self._fields
-            if fields is None:  # made by another thread since: it set the record first
-                return self._record  # type: ignore[return-value]
+            if fields is None:
+                vouched = self._vouched
+                if vouched is None:  # checked or made by another thread since (it sets each first)
+                    fields = self._fields
+                    if fields is None:
+                        return self._record  # type: ignore[return-value]
+                else:
+                    fields = self._fields = _vouched_fields(self.id, *vouched)
+                    self._vouched = None
             record = self._record = SnapshotRecord(*fields)
             self._fields = None  # the record holds them now
         return record
@@ -135,7 +163,13 @@ class CommitEntry:
     def parent(self) -> str | None:
         """The record's parent, read without making the record."""
         fields = self._fields
-        return fields[1] if fields is not None else self.record.parent
+        if fields is not None:
+            return fields[1]
+        vouched = self._vouched
+        if vouched is not None:
+            data = vouched[0]
+            return data[_PARENT_AT : _PARENT_AT + 16].hex() if data[2] & _FLAG_PARENT else None
+        return self.record.parent
 
     @property
     def is_keyframe(self) -> bool:
@@ -145,7 +179,9 @@ class CommitEntry:
         """The same entry holding no payload (an index keeps records, not payloads)."""
         if not self.payload:
             return self
-        return CommitEntry(self.id, self._record, self.mode, self.raw_length, b"", self.base, self._fields)
+        return CommitEntry(
+            self.id, self._record, self.mode, self.raw_length, b"", self.base, self._fields, self._vouched
+        )
 
     def __repr__(self) -> str:
         return f"CommitEntry(id={self.id!r}, mode={self.mode}, raw_length={self.raw_length}, base={self.base!r})"
@@ -282,16 +318,26 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
     meta = _meta_or_none(data, where)
     if meta is not None:
         return meta
+    return decode_commit(data, session, where, with_payload)
+
+
+def decode_commit(data: bytes, session: str, where: str, with_payload: bool = True) -> CommitEntry:
+    """``decode_entry`` of an entry known to be a COMMIT (its type byte is not checked again)."""
+    fields, mode, raw_length, end = _commit_fields(data, session, where)
+    payload = data[end:] if with_payload else b""
+    return CommitEntry(record_id(*fields), None, mode, raw_length, payload, entry_base(data, fields[1]), fields)
+
+
+def _commit_fields(data: bytes, session: str, where: str) -> tuple[tuple[Any, ...], int, int, int]:
+    """A COMMIT entry's record fields (``SnapshotRecord``'s, in order), checked; its mode, raw
+    length and where its payload starts."""
     record, (label, timestamp, end) = _checked_commit(data, where)
     _type, mode, flags, parent, state, delta, _micros, turn, size, raw_length, depth, chain_bytes, ratio, _ = record
-    parent_id = parent.hex() if flags & _FLAG_PARENT else None
-    delta_id = delta.hex() if flags & _FLAG_DELTA else None
-    state_hash = state.hex()
     fields = (
         session,
-        parent_id,
-        state_hash,
-        delta_id,
+        parent.hex() if flags & _FLAG_PARENT else None,
+        state.hex(),
+        delta.hex() if flags & _FLAG_DELTA else None,
         label,
         timestamp,
         turn if flags & _FLAG_TURN else None,
@@ -300,8 +346,111 @@ def decode_entry(data: bytes, session: str, where: str, with_payload: bool = Tru
         chain_bytes,
         ratio,
     )
-    payload = data[end:] if with_payload else b""
-    return CommitEntry(record_id(*fields), None, mode, raw_length, payload, entry_base(data, parent_id), fields)
+    return fields, mode, raw_length, end
+
+
+def _vouched_fields(sid: str, data: bytes, session: str, where: str) -> tuple[Any, ...]:
+    """The checked fields of a COMMIT entry an INDEX entry gave the id ``sid``, which they must hash to."""
+    fields = _commit_fields(data, session, where)[0]
+    if record_id(*fields) != sid:
+        raise _corrupt(where, f"the record an index entry gives as {sid} has another id")
+    return fields
+
+
+def vouched_entry(data: bytes, sid: str, session: str, where: str, with_payload: bool = True) -> CommitEntry:
+    """A COMMIT entry whose id an INDEX entry gives as ``sid``, read without checking or hashing its
+    record: that waits until the record is first asked for (``CommitEntry.record``). An entry whose
+    record does not even lay out right is decoded as ``decode_entry`` would (and refused)."""
+    mode, flags = data[1], data[2]
+    label_end = RECORD_SIZE + (16 if flags & _FLAG_BASE else 0) + _LABEL_LENGTH.unpack_from(data, RECORD_SIZE - 2)[0]
+    if mode > DELTA_PLAIN or label_end > len(data):
+        return decode_commit(data, session, where, with_payload)
+    parent = data[_PARENT_AT : _PARENT_AT + 16].hex() if flags & _FLAG_PARENT else None
+    return CommitEntry(
+        sid,
+        None,
+        mode,
+        _RAW_LENGTH.unpack_from(data, _RAW_LENGTH_AT)[0],
+        data[label_end:] if with_payload else b"",
+        entry_base(data, parent),
+        None,
+        (data[:label_end], session, where),
+    )
+
+
+def encode_index(ids: Iterable[str]) -> bytes:
+    """An INDEX entry (format 4) giving the ids of the COMMIT entries since the segment's last one."""
+    raw = b"".join(bytes.fromhex(sid) for sid in ids)
+    return bytes([INDEX]) + _INDEX_COUNT.pack(len(raw) // 16) + raw
+
+
+def split_index(entries: list[bytes], from_start: bool) -> tuple[list[bytes], list[str | None] | None, int | None]:
+    """A segment's entries (read from its start, or from an entry further on) without its INDEX
+    entries; the id an INDEX entry gives each of them (None where none does; None for the list when
+    no INDEX was read); and how many of the entries returned come before the last INDEX read.
+
+    An INDEX entry gives ids to the COMMIT entries between the INDEX before it (or the segment's
+    start) and itself, in order. One whose count does not match them, or that is not whole, gives
+    none (``verify`` reports it); so does the first one of a read that did not start at the
+    segment's start, which may cover entries read before.
+    """
+    if not any(data[:1] == _INDEX_TYPE for data in entries):
+        return entries, None, None
+    kept: list[bytes] = []
+    ids: list[str | None] = []
+    group: list[int] = []  # positions in ``kept`` of the COMMIT entries since the last INDEX
+    whole_group = from_start
+    covered = 0
+    for data in entries:
+        if data[:1] == _INDEX_TYPE:
+            given = index_ids(data)
+            if whole_group and given is not None and len(given) == len(group):
+                for position, sid in zip(group, given, strict=True):
+                    ids[position] = sid
+            group, whole_group, covered = [], True, len(kept)
+            continue
+        if data[:1] == _COMMIT_TYPE:
+            group.append(len(kept))
+        kept.append(data)
+        ids.append(None)
+    return kept, ids, covered
+
+
+def index_problem(entries: list[bytes], session: str, where: str) -> str | None:
+    """What is wrong with the INDEX entries among a segment's entries, read from its start (for
+    ``verify``): one not laid out as one, one whose count does not match the COMMIT entries it
+    follows, or an id that is not the hash of the record it is given to; None when nothing is.
+    A commit that does not decode is damage, which ``verify`` reports as such."""
+    group: list[bytes] = []
+    for position, data in enumerate(entries):
+        if data[:1] == _INDEX_TYPE:
+            given = index_ids(data)
+            if given is None:
+                return f"{where}: entry {position} is an index entry that is not laid out as one"
+            if len(given) != len(group):
+                return f"{where}: the index entry at entry {position} gives {len(given)} ids for {len(group)} commits"
+            for sid, commit in zip(given, group, strict=True):
+                try:
+                    actual = decode_commit(commit, session, where, with_payload=False).id
+                except CorruptObjectError:
+                    return None
+                if actual != sid:
+                    return f"{where}: the index entry at entry {position} gives {sid} for the commit {actual}"
+            group = []
+        elif data[:1] == _COMMIT_TYPE:
+            group.append(data)
+    return None
+
+
+def index_ids(data: bytes) -> list[str] | None:
+    """The ids an INDEX entry gives, in order; None when the entry is not laid out as one."""
+    if len(data) < 5 or data[0] != INDEX:
+        return None
+    count = _INDEX_COUNT.unpack_from(data, 1)[0]
+    if len(data) != 5 + 16 * count:
+        return None
+    raw = data[5:]
+    return [raw[i : i + 16].hex() for i in range(0, len(raw), 16)]
 
 
 def names_snapshot(data: bytes, raw_id: bytes) -> bool:

@@ -29,6 +29,8 @@ from .entries import (
     SegmentReader,
     commit_payload,
     decode_entry,
+    split_index,
+    vouched_entry,
 )
 from .errors import CorruptObjectError, PatchError, SnapshotNotFound
 from .objects import SnapshotRecord
@@ -70,6 +72,9 @@ class LoadedSegment:
     damage: str | None = None  # why the entries stop early (damage found while reading), if they do
     torn: bool = False  # unread bytes after ``end`` (an append in progress, or a torn one a writer will cut)
     entries: list[CommitEntry | MetaEntry] = field(default_factory=list)
+    #: how many of ``entries`` come before the segment's last INDEX entry (format 4): a writer gives
+    #: the ids of the COMMIT entries after them in the next one
+    indexed: int = 0
 
     def runs(self) -> int:
         """How many keyframes the segment holds."""
@@ -300,8 +305,11 @@ class SessionLog:
                     # indexed, and the next append would cut the other handle's entry as a torn tail
                     known = None
                 else:
-                    if read.entries:
-                        entries, damage = self._decode_until_damage(read.entries, info.segment, keep=True)
+                    raw, vouched, covered = split_index(read.entries, from_start=False)
+                    if covered is not None:
+                        known.indexed = len(known.entries) + covered
+                    if raw:
+                        entries, damage = self._decode_until_damage(raw, info.segment, keep=True, vouched=vouched)
                         if appended is not None and info.segment == newest and damage is None:
                             appended.append((info.segment, len(known.entries)))
                             self._keep_fresh(info.segment, info.version, known.end, read.end, entries)
@@ -326,13 +334,14 @@ class SessionLog:
                 changed, appended = True, None
                 continue
             is_new = info.segment not in self.segments
-            entries, damage = self._decode_until_damage(read.entries, info.segment)
+            raw, vouched, covered = split_index(read.entries, from_start=True)
+            entries, damage = self._decode_until_damage(raw, info.segment, vouched=vouched)
             if read.damaged_at is not None and damage is None:
                 damage = f"{self.where(info.segment)} is damaged at byte {read.damaged_at}"
             # A damaged segment keeps what precedes the damage: one bad byte costs the rest of its
             # segment, not the session.
             self.segments[info.segment] = LoadedSegment(
-                info.segment, info.version, read.end, info.stored_bytes, damage, read.torn, entries
+                info.segment, info.version, read.end, info.stored_bytes, damage, read.torn, entries, covered or 0
             )
             changed = True
             if appended is not None and is_new and info.segment > newest and damage is None:
@@ -364,15 +373,21 @@ class SessionLog:
         self.fresh = (segment, version, start, end, entries)
 
     def _decode_until_damage(
-        self, entries: list[bytes], segment: int, keep: bool = False
+        self, entries: list[bytes], segment: int, keep: bool = False, vouched: list[str | None] | None = None
     ) -> tuple[list[CommitEntry | MetaEntry], str | None]:
         """Decoded entries up to the first damaged one, and the damage. Payloads are dropped (the
-        index keeps records; rebuilds read segments again) unless ``keep``."""
+        index keeps records; rebuilds read segments again) unless ``keep``. ``vouched``: the id an
+        INDEX entry gives each entry, if any (``entries.split_index``)."""
         where = self.where(segment)
         decoded: list[CommitEntry | MetaEntry] = []
-        for data in entries:
+        name = self.name
+        for position, data in enumerate(entries):
             try:
-                decoded.append(decode_entry(data, self.name, where, keep))
+                sid = vouched[position] if vouched is not None else None
+                if sid is not None:
+                    decoded.append(vouched_entry(data, sid, name, where, keep))
+                else:
+                    decoded.append(decode_entry(data, name, where, keep))
             except CorruptObjectError as exc:
                 return decoded, str(exc)
         return decoded, None
@@ -655,8 +670,9 @@ class SessionLog:
         reader = SegmentReader(self.where(number))
         known = loaded.entries if loaded is not None else []
         whole = read.damaged_at is None
+        entries = split_index(read.entries, from_start=True)[0]
         try:
-            self._decode_payloads(read.entries if upto is None else read.entries[: upto + 1], known, reader, number)
+            self._decode_payloads(entries if upto is None else entries[: upto + 1], known, reader, number)
         except CorruptObjectError:
             whole = False  # what decoded before the damage is returned; the rest is lost
         return reader, read.end if whole else None

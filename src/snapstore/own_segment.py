@@ -39,6 +39,8 @@ from .entries import (
     commit_payload,
     decode_entry,
     names_snapshot,
+    split_index,
+    vouched_entry,
 )
 from .errors import CorruptObjectError
 from .history import REACH_SEGMENTS, IndexedCommit, SessionLog, check_settings
@@ -87,7 +89,7 @@ def _rebuild(log: SessionLog, sid: str, older: list[int]) -> Any:
         read = log.backend.read_segment(log.key, number)
         if read.damaged_at is not None:
             return UNDECIDED
-        entries = read.entries
+        entries, vouched, _covered = split_index(read.entries, from_start=True)
         child = next((i for i, data in enumerate(entries) if names_snapshot(data, raw_id)), None)
         if child is None and not named_later:
             continue  # neither it nor anything after it is here
@@ -95,9 +97,9 @@ def _rebuild(log: SessionLog, sid: str, older: list[int]) -> Any:
         # An index stops at a segment's first damaged entry (§4.4): a snapshot after one is lost.
         # Every entry up to the child is checked as an index checks it (its id is not hashed).
         _check_entries(log, number, entries[:before])
-        found = _find(log, number, entries, sid, before)
+        found = _find(log, number, entries, sid, before, vouched)
         if found is not None:
-            return _rebuild_at(log, number, entries, found)
+            return _rebuild_at(log, number, entries, found, vouched)
         if child is None or any(data[:1] == _COMMIT for data in entries[:child]):
             return UNDECIDED  # a branch, or a copy elsewhere: not the common case this path is for
         named_later = True  # its child opens this segment: it ends an older one
@@ -113,19 +115,33 @@ def _check_entries(log: SessionLog, number: int, entries: list[bytes]) -> None:
             check_settings(meta.body, log.name)
 
 
-def _find(log: SessionLog, number: int, entries: list[bytes], sid: str, before: int) -> tuple[int, CommitEntry] | None:
-    """The entry, among ``entries[:before]`` (checked), whose record hashes to ``sid``, newest first."""
+def _find(
+    log: SessionLog, number: int, entries: list[bytes], sid: str, before: int, vouched: list[str | None] | None
+) -> tuple[int, CommitEntry] | None:
+    """The entry, among ``entries[:before]`` (checked), whose record hashes to ``sid`` (or that an
+    INDEX entry gives as ``sid``: its record is hashed when the rebuild checks it), newest first."""
     where = log.where(number)
     for ordinal in range(before - 1, -1, -1):
         data = entries[ordinal]
         if data[:1] == _COMMIT:
+            given = vouched[ordinal] if vouched is not None else None
+            if given is not None:
+                if given == sid:
+                    return ordinal, vouched_entry(data, sid, log.name, where, with_payload=False)
+                continue
             entry = decode_entry(data, log.name, where, with_payload=False)
             if isinstance(entry, CommitEntry) and entry.id == sid:
                 return ordinal, entry
     return None
 
 
-def _rebuild_at(log: SessionLog, number: int, entries: list[bytes], found: tuple[int, CommitEntry]) -> Any:
+def _rebuild_at(
+    log: SessionLog,
+    number: int,
+    entries: list[bytes],
+    found: tuple[int, CommitEntry],
+    vouched: list[str | None] | None,
+) -> Any:
     """Rebuild the snapshot found at ``found`` from its segment's ``entries``, verified."""
     path: list[IndexedCommit] = []
     ordinal, entry = found
@@ -134,7 +150,7 @@ def _rebuild_at(log: SessionLog, number: int, entries: list[bytes], found: tuple
         if entry.mode in KEY_MODES:
             break
         base = entry.base
-        step = _find(log, number, entries, base, ordinal) if base is not None else None
+        step = _find(log, number, entries, base, ordinal, vouched) if base is not None else None
         if step is None:
             return UNDECIDED  # a chain that leaves what is here: the whole log says why
         ordinal, entry = step

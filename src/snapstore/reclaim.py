@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .entries import (
     DELTA_WINDOW,
+    INDEX_EVERY,
     KEY_MODES,
     CommitEntry,
     DeltaStream,
@@ -26,7 +27,9 @@ from .entries import (
     compress_keyframe,
     decode_entry,
     encode_commit,
+    encode_index,
     encode_meta,
+    split_index,
 )
 from .history import SessionLog
 
@@ -130,7 +133,7 @@ class Reclaimer:
         read = session._store.backend.read_segment(session.key, number)
         if log.segments[number].damage is not None or read.damaged_at is not None:
             return  # a damaged segment is left as it is: verify reports it, nothing rewrites around it
-        entries = [decode_entry(data, log.name, log.where(number)) for data in read.entries]
+        entries = [decode_entry(data, log.name, log.where(number)) for data in split_index(read.entries, True)[0]]
         start, starts_at = cut.at, cut.starts
         assert start is not None
         # a commit after the cut whose chain starts before it (a snapshot retention let go, stored
@@ -140,6 +143,7 @@ class Reclaimer:
         raw = bytearray()
         run_start = 0
         stream: DeltaStream | None = None
+        indexing, group = session._store.index_entries, []
         for entry in entries[start:]:
             if isinstance(entry, MetaEntry):
                 rewritten.append(encode_meta(entry.body))
@@ -159,4 +163,10 @@ class Reclaimer:
             based = entry.base if against_base(entry.mode, entry.record) else None
             rewritten.append(encode_commit(entry.record, mode, len(payload), compressed, based))
             raw += payload
+            group.append(entry.id)
+            if indexing and len(group) >= INDEX_EVERY:
+                rewritten.append(encode_index(group))
+                group = []
+        if indexing and group:
+            rewritten.append(encode_index(group))  # a rewritten segment is indexed whole
         session._store.backend.replace_segment(session.key, number, rewritten)

@@ -23,17 +23,22 @@ from .delta import apply_patch, diff, diff_members, parse_pointer
 from .entries import (
     COMMIT,
     DELTA_WINDOW,
+    INDEX_EVERY,
     KEY_MODES,
     MAX_PAYLOAD,
     CommitEntry,
     DeltaStream,
     SegmentReader,
     compress_keyframe,
+    decode_commit,
     decode_entry,
     delta_compressor,
     encode_commit,
+    encode_index,
     encode_meta,
     entry_base,
+    split_index,
+    vouched_entry,
 )
 from .errors import (
     AmbiguousSnapshotId,
@@ -777,14 +782,44 @@ class Session:
             # anyway): left behind, it would look like history cut short (``SessionLog.lost_history``)
             self._store.backend.append(self.key, last.number, [], last.end)
             last.torn = False
+        index = self._index_entry(segment, entries, expected, written)
+        appended = entries if index is None else [*entries, index]
         try:
-            end = self._store.backend.append(self.key, segment, entries, expected)
+            end = self._store.backend.append(self.key, segment, appended, expected)
         except BaseException:
             self._stream = None  # the cache patched ahead of the append goes back in ``commit``
             raise
         self._patched = None
         self._stream_end = end
         self._absorb(segment, entries, expected, end, written)
+        if index is not None:
+            loaded = self._log.segments[segment]
+            loaded.indexed = len(loaded.entries)
+
+    def _index_entry(
+        self, segment: int, entries: list[bytes], expected: int, written: tuple[str, SnapshotRecord, bytes] | None
+    ) -> bytes | None:
+        """The INDEX entry to append after ``entries`` (format 4), once the segment's COMMIT entries since
+        its last one number ``INDEX_EVERY``: then a reader opening the segment takes their ids from it
+        instead of hashing each record. None before that, or when this writer's index does not hold
+        the segment whole from its start to ``expected``."""
+        if not self._store.index_entries:
+            return None
+        earlier: list[str] = []
+        if expected:
+            loaded = self._log.segments.get(segment)
+            if loaded is None or loaded.damage is not None or loaded.end != expected:
+                return None
+            earlier = [e.id for e in loaded.entries[loaded.indexed :] if isinstance(e, CommitEntry)]
+        where = self._log.where(segment)
+        new = [
+            written[0] if written is not None else decode_commit(data, self.name, where).id
+            for data in entries
+            if data[0] == COMMIT
+        ]
+        if len(earlier) + len(new) < INDEX_EVERY:
+            return None
+        return encode_index([*earlier, *new])
 
     def _absorb(
         self,
@@ -868,7 +903,8 @@ class Session:
                     fresh = None
                     read = self._store.backend.read_segment(self.key, last.number, self._open_end)
                     where = log.where(last.number)
-                    entries, end = [decode_entry(data, self.name, where) for data in read.entries], read.end
+                    appended = split_index(read.entries, from_start=False)[0]
+                    entries, end = [decode_entry(data, self.name, where) for data in appended], read.end
                 self._fresh_taken = None
                 assert self._open is not None  # (``_decodes``)
                 for entry in entries:
@@ -896,9 +932,12 @@ class Session:
         assert last is not None
         if not self._decodes(last):
             read = self._store.backend.read_segment(self.key, last.number)
-            reader = SegmentReader(log.where(last.number), last_run_only=True)
-            for data in read.entries:
-                entry = decode_entry(data, self.name, log.where(last.number))
+            where = log.where(last.number)
+            reader = SegmentReader(where, last_run_only=True)
+            raw, vouched, _covered = split_index(read.entries, from_start=True)
+            for position, data in enumerate(raw):
+                sid = vouched[position] if vouched is not None else None
+                entry = vouched_entry(data, sid, self.name, where) if sid else decode_entry(data, self.name, where)
                 if isinstance(entry, CommitEntry):
                     reader.payload(entry)
             self._open, self._open_segment, self._open_end = reader, last.number, read.end

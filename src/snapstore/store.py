@@ -16,7 +16,7 @@ import xxhash
 
 from .backends import Backend, MemoryBackend, open_backend
 from .backends.base import SegmentInfo, SegmentMissing, UnfinishedReplace, staged_key
-from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta
+from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta, index_problem
 from .errors import (
     BackendError,
     ConcurrentUpdateError,
@@ -38,12 +38,13 @@ from .session import Session, check_max_snapshots, naming_timeouts, resolve_pref
 DEFAULT_WARM_SESSIONS = 64
 
 #: the format this build writes to a new store, and the ones it reads and writes (docs/format.md §8):
-#: a format-2 store is read and written as format 2 (its deltas all patch their parents) until
-#: ``snapstore upgrade`` moves it to format 3, which also stores deltas against another base
-STORE_FORMAT = 3
+#: a store is read and written in its own format (a format-2 store's deltas all patch their parents;
+#: a format-3 store's segments hold no INDEX entries) until ``snapstore upgrade`` moves it to format
+#: 4, which stores deltas against another base (3) and INDEX entries (4)
+STORE_FORMAT = 4
 #: what a snapstore store's ``refs/config/format`` names, so that format-1 code refuses it
 FORMAT_1_REFUSAL = "2"
-READABLE_FORMATS = (2, 3)
+READABLE_FORMATS = (2, 3, 4)
 _READS = f"this build reads versions {READABLE_FORMATS[0]} to {STORE_FORMAT}"
 FORMAT_CONFIG = "format"
 MAX_NAME_LENGTH = 200
@@ -210,7 +211,7 @@ class SnapshotStore:
             # every snapstore store holds (format.md §6): one whose making has not finished (another
             # process is between the link and the format, or was killed there). Its format is written
             # below, or, not creating, there is no store yet
-            if legacy is not None and legacy not in (str(STORE_FORMAT), FORMAT_1_REFUSAL):
+            if legacy is not None and legacy not in (*(str(v) for v in READABLE_FORMATS), FORMAT_1_REFUSAL):
                 shown = legacy if len(legacy) <= 4 and legacy.isdigit() else None
                 what = f"format version {shown}" if shown else "an unreadable format ref"
                 raise FormatVersionError(
@@ -243,6 +244,11 @@ class SnapshotStore:
     def base_deltas(self) -> bool:
         """Whether commits may store a delta against a base other than the parent (format 3)."""
         return self.format >= 3
+
+    @property
+    def index_entries(self) -> bool:
+        """Whether writers add INDEX entries to segments (format 4)."""
+        return self.format >= 4
 
     @property
     def read_only(self) -> bool:
@@ -664,6 +670,13 @@ class SnapshotStore:
             if segment.damage is not None:
                 report.add(CorruptObjectError(segment.damage, {"segment": number}), session=log.name)
             try:
+                wrong_index = index_problem(
+                    self.backend.read_segment(log.key, number).entries, log.name, log.where(number)
+                )
+                if wrong_index is not None:
+                    report.add(
+                        CorruptObjectError(wrong_index, {"segment": number, "reason": "index entry"}), session=log.name
+                    )
                 payloads, _raw = log.segment_payloads(number)
             except SegmentMissing:
                 rewritten = True  # reclaimed or squashed since the listing: read again, the others checked

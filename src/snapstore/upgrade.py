@@ -1,8 +1,9 @@
 """Rewriting a format-1 store in the current format (``snapstore upgrade``), all or nothing.
 
-A format-2 store needs no rewrite: format 3 only adds a kind of delta entry, so the upgrade
-replaces its format file (``_from_format_2``). The rest of this module is about format 1, whose
-rewrite below produces format-3 stores whose deltas all patch their parents (as in format 2).
+A format-2 or format-3 store needs no rewrite: format 3 only adds a kind of delta entry and
+format 4 an INDEX entry, so the upgrade replaces its format file (``_from_format_2``). The rest of
+this module is about format 1, whose rewrite below produces format-4 stores whose deltas all patch
+their parents (as in format 2).
 
 Format 2 cannot open a format-1 store (docs/format.md, "Version 1"), so the
 upgrade reads it through the backend's ``legacy_reader()``: every session
@@ -116,11 +117,11 @@ def upgrade_store(
     compression_level: int = 3,
     lock_timeout: float | None = 60.0,
 ) -> UpgradeReport:
-    """Rewrite the format-1 or format-2 store at ``target`` (a folder or a ``postgresql://`` URL)
-    in the current format (3).
+    """Rewrite the format-1, format-2 or format-3 store at ``target`` (a folder or a ``postgresql://``
+    URL) in the current format (4).
 
     Verifies everything before switching; on any error the store is left as it was, and an error
-    raised before the switch says so. A store that already has format 3 is left alone
+    raised before the switch says so. A store that already has format 4 is left alone
     (``report.upgraded`` is False).
     """
     if not isinstance(target, (str, os.PathLike)) or os.fspath(target) == "memory:":
@@ -289,16 +290,19 @@ def check_store(store: SnapshotStore, sessions: list[LegacySession]) -> int:
 
 
 def _from_format_2(backend: Backend, where: str) -> UpgradeReport | None:
-    """A format-2 store moved to format 3, or None when it has another format.
+    """A format-2 or format-3 store moved to format 4, or None when it has another format.
 
     Nothing is rewritten: every format-2 segment is a format-3 segment (format 3 only adds an entry
-    flag, docs/format.md §8). The format file is the switch, replaced in one step; from then on
-    builds that read only format 2 refuse the store instead of misreading a delta against a base.
+    flag), and every format-3 segment a format-4 one (format 4 only adds INDEX entries, which
+    writers then append), docs/format.md §8. The format file is the switch, replaced in one step;
+    from then on builds that read only older formats refuse the store instead of misreading a
+    delta against a base or an INDEX entry.
     """
-    if backend.read_config(FORMAT_CONFIG) != b"2":
+    found = backend.read_config(FORMAT_CONFIG)
+    if found not in (b"2", b"3"):
         return None
     backend.write_config(FORMAT_CONFIG, str(STORE_FORMAT).encode())
-    return UpgradeReport(where, True, "2", sessions=len(backend.session_keys()))
+    return UpgradeReport(where, True, found.decode("ascii"), sessions=len(backend.session_keys()))
 
 
 def _legacy_or_refuse(backend: Backend, where: str) -> LegacyReader | None:

@@ -114,6 +114,8 @@ def export(sess: Session) -> dict[str, Any]:
         read = store.backend.read_segment(sess.key, info.segment)
         entries = []
         for data in read.entries:
+            if data[:1] == b"\x03":
+                continue  # an INDEX entry (format 4, make_golden_v4.py): not an entry of the session
             entry = decode_entry(data, sess.name, "golden")
             if isinstance(entry, MetaEntry):
                 entries.append({"meta": entry.body})

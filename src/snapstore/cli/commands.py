@@ -136,8 +136,8 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "snapshot is rebuilt and checked against its hash, written to a new store beside it, checked again, "
         "and only then swapped in; on any error or interruption the store is left as it was, and a rerun "
         "finishes an interrupted switch. Snapshot ids do not change. Stop every program using the store first. "
-        "A format-2 store is moved to format 3 in place (nothing is rewritten: format 3 only adds a kind of "
-        "delta entry, which builds that read format 2 alone must not meet).",
+        "A format-2 or format-3 store is moved to format 4 in place (nothing is rewritten: formats 3 and 4 only "
+        "add a kind of delta entry and an index entry, which builds that read older formats alone must not meet).",
         "snapstore upgrade\n  snapstore --store ./campaign.snapstore upgrade",
     ),
     (

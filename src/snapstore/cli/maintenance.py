@@ -105,9 +105,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         return 0
     if not report.upgraded:
         say(f"{shown_store(target)} already has format {report.to_version}: nothing to do")
-    elif report.from_version == "2":  # its segments are format 3's: only the format file changed
+    elif report.from_version in ("2", "3"):  # its segments are format 4's: only the format file changed
         say(
-            f"upgraded {shown_store(target)} from format 2 to {report.to_version}: "
+            f"upgraded {shown_store(target)} from format {report.from_version} to {report.to_version}: "
             f"{count(report.sessions, 'session')}, read as they are (nothing to rewrite or verify)"
         )
     else:
