@@ -471,6 +471,19 @@ class SnapstoreAdapter(Adapter):
     def retained(self) -> list[str]:
         return [s.id for s in self._sess.snapshots()]
 
+    def cold_read(self, handle: str) -> dict[str, Any]:
+        """Read one snapshot as a restarted process does: open the store and the session, then ask for
+        the snapshot's state, all timed (``last_cold_read_ns``)."""
+        t0 = time.perf_counter_ns()
+        store = self._cold_store()
+        try:
+            state = store.session("bench").state(handle)
+            self.last_cold_read_ns = time.perf_counter_ns() - t0
+            return state
+        finally:
+            if store.backend is not self._store.backend:
+                store.close()
+
     def cold_rebuild(self, handle: str) -> dict[str, Any]:
         """Rebuild one snapshot through a fresh store handle: no cached head, no decoded segment."""
         store = self._cold_store()

@@ -219,7 +219,7 @@ def _stream_costs(store_path: Path, parse: float) -> list[str]:
             log = store.session("s")._current()
             number = max(log.segments)
             t0 = time.perf_counter()
-            entries = len(store.backend.read_segment(log.key, number).entries)
+            entries = sum(1 for e in store.backend.read_segment(log.key, number).entries if e[:1] != b"\x03")
             reading = min(reading, (time.perf_counter() - t0) / max(entries, 1))
             groups.clear()
             log.segment_payloads(number)

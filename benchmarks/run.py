@@ -366,18 +366,28 @@ def measure_store(adapter: Adapter, cfg: Config, ref: Reference, turn_of: dict[A
         sample = retained if len(retained) <= 250 else retained[::4] + retained[-8:]
         # and a full load of the final state is timed beside each rebuild (best of three too): the
         # target reads each rebuild against the load measured under the same conditions
+        # and the same snapshot read as a restarted process reads it (opening the store and the
+        # session counted: no listing first), best of three too
         cold = []
+        reads = []
         for handle in dict.fromkeys(sample):
             rebuilt: list[int] = []
             loads: list[int] = []
+            opened: list[int] = []
             for _attempt in range(3):
                 state = adapter.cold_rebuild(handle)
                 rebuilt.append(adapter.last_cold_ns)
                 loads.append(ref.load_full_ns())
+                read = adapter.cold_read(handle)
+                opened.append(adapter.last_cold_read_ns)
+                if digest(read) != ref.digests[turn_of[handle] - 1]:
+                    mismatches.append(turn_of[handle])
+                del read
             best, load = min(rebuilt), min(loads)
             if digest(state) != ref.digests[turn_of[handle] - 1]:
                 mismatches.append(turn_of[handle])
             cold.append((ms(best), turn_of[handle], ms(load)))
+            reads.append((ms(min(opened)), turn_of[handle], ms(load)))
             del state
         worst = max(cold)
         res["rebuild_cold_max_ms"], res["rebuild_cold_max_turn"] = worst[0], worst[1]
@@ -387,6 +397,11 @@ def measure_store(adapter: Adapter, cfg: Config, ref: Reference, turn_of: dict[A
         res["rebuild_cold_worst_ratio"] = worst_beside[0] / worst_beside[2]
         res["rebuild_cold_worst_ratio_turn"] = worst_beside[1]
         res["rebuild_cold_worst_ratio_ms"] = (worst_beside[0], worst_beside[2])
+        worst_read = max(reads, key=lambda c: c[0] / c[2])
+        res["read_cold_worst_ratio"] = worst_read[0] / worst_read[2]
+        res["read_cold_worst_ratio_turn"] = worst_read[1]
+        res["read_cold_worst_ratio_ms"] = (worst_read[0], worst_read[2])
+        res["read_cold_median_ms"] = statistics.median(t for t, _turn, _load in reads)
         st = adapter.stats()
         keys = ("stored_bytes", "segments", "keyframes", "longest_chain", "apparent_bytes", "allocated_bytes")
         res["store_stats"] = {k: st.get(k) for k in keys}

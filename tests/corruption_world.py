@@ -15,8 +15,10 @@ from conftest_reliability import canonical
 from reliability_writer import state_for
 from snapstore import CorruptObjectError, SnapshotError, SnapshotNotFound, SnapshotStore
 from snapstore.backends import Backend
-from snapstore.entries import CommitEntry, decode_entry
+from snapstore.entries import INDEX, CommitEntry, decode_entry
 from snapstore.store import session_key
+
+INDEX_TYPE = bytes([INDEX])
 
 PAD = 100_000
 POLICY = {"max_chain": 3, "max_runs": 1}
@@ -45,6 +47,8 @@ class World:
         found = {}
         for info in self.backend.segments(key):
             for data in self.backend.read_segment(key, info.segment).entries:
+                if data[:1] == INDEX_TYPE:
+                    continue
                 entry = decode_entry(data, name, "world")
                 if isinstance(entry, CommitEntry):
                     found[entry.id] = info.segment
@@ -55,6 +59,8 @@ class World:
         key = session_key(name)
         for info in self.backend.segments(key):
             for index, data in enumerate(self.backend.read_segment(key, info.segment).entries):
+                if data[:1] == INDEX_TYPE:
+                    continue  # (the index returned counts raw entries: it is the one damaged)
                 entry = decode_entry(data, name, "world")
                 if isinstance(entry, CommitEntry) and entry.record.turn == turn:
                     return info.segment, index

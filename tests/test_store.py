@@ -22,7 +22,7 @@ from snapstore import (
     SnapshotStore,
     keyframes,
 )
-from snapstore.entries import KEY_INDEPENDENT, KEY_MODES, CommitEntry, MetaEntry, decode_entry
+from snapstore.entries import KEY_INDEPENDENT, KEY_MODES, CommitEntry, MetaEntry, decode_entry, split_index
 from snapstore.history import SessionLog
 from snapstore.objects import Snapshot
 from snapstore.session import Session, resolve_prefix
@@ -161,7 +161,8 @@ def test_squash_rewrites_a_segment_from_its_first_needed_run(make_store: Callabl
     sess.clear_old_snapshots()
     (segment,) = store.backend.segments(sess.key)  # one segment, rewritten in place
     assert segment.segment == first_segment.segment and segment.version != first_segment.version
-    entries = [decode_entry(e, "s", "test") for e in store.backend.read_segment(sess.key, segment.segment).entries]
+    raw = split_index(store.backend.read_segment(sess.key, segment.segment).entries, from_start=True)[0]
+    entries = [decode_entry(e, "s", "test") for e in raw]
     commits = [e for e in entries if isinstance(e, CommitEntry)]
     assert isinstance(entries[0], MetaEntry) and entries[0].checkpoint  # the settings survive the cut
     assert commits[0].mode == KEY_INDEPENDENT and commits[0].id != ids[0]

@@ -394,7 +394,7 @@ def split_index(entries: list[bytes], from_start: bool) -> tuple[list[bytes], li
     none (``verify`` reports it); so does the first one of a read that did not start at the
     segment's start, which may cover entries read before.
     """
-    if not any(data[:1] == _INDEX_TYPE for data in entries):
+    if _INDEX_TYPE[0] not in {data[0] for data in entries if data}:
         return entries, None, None
     kept: list[bytes] = []
     ids: list[str | None] = []
@@ -440,6 +440,12 @@ def index_problem(entries: list[bytes], session: str, where: str) -> str | None:
         elif data[:1] == _COMMIT_TYPE:
             group.append(data)
     return None
+
+
+def without_index(entries: list[bytes]) -> list[bytes]:
+    """A segment's entries without its INDEX entries (``split_index``'s first part, for a reader that
+    takes no ids from them)."""
+    return [data for data in entries if data[:1] != _INDEX_TYPE]
 
 
 def index_ids(data: bytes) -> list[str] | None:

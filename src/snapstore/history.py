@@ -31,6 +31,7 @@ from .entries import (
     decode_entry,
     split_index,
     vouched_entry,
+    without_index,
 )
 from .errors import CorruptObjectError, PatchError, SnapshotNotFound
 from .objects import SnapshotRecord
@@ -309,7 +310,9 @@ class SessionLog:
                     if covered is not None:
                         known.indexed = len(known.entries) + covered
                     if raw:
-                        entries, damage = self._decode_until_damage(raw, info.segment, keep=True, vouched=vouched)
+                        entries, damage = self._decode_until_damage(
+                            raw, info.segment, keep=True, vouched=vouched, earlier=known.entries
+                        )
                         if appended is not None and info.segment == newest and damage is None:
                             appended.append((info.segment, len(known.entries)))
                             self._keep_fresh(info.segment, info.version, known.end, read.end, entries)
@@ -373,23 +376,76 @@ class SessionLog:
         self.fresh = (segment, version, start, end, entries)
 
     def _decode_until_damage(
-        self, entries: list[bytes], segment: int, keep: bool = False, vouched: list[str | None] | None = None
+        self,
+        entries: list[bytes],
+        segment: int,
+        keep: bool = False,
+        vouched: list[str | None] | None = None,
+        earlier: list[CommitEntry | MetaEntry] | None = None,
     ) -> tuple[list[CommitEntry | MetaEntry], str | None]:
         """Decoded entries up to the first damaged one, and the damage. Payloads are dropped (the
         index keeps records; rebuilds read segments again) unless ``keep``. ``vouched``: the id an
-        INDEX entry gives each entry, if any (``entries.split_index``)."""
+        INDEX entry gives each entry, if any (``entries.split_index``); ``earlier``: the segment's
+        entries before these (a read from further on), None when these start the segment."""
+        if vouched is not None:
+            decoded, damage = self._decode_vouched(entries, segment, keep, vouched, earlier)
+            if decoded is not None:
+                return decoded, damage
         where = self.where(segment)
-        decoded: list[CommitEntry | MetaEntry] = []
+        found: list[CommitEntry | MetaEntry] = []
         name = self.name
-        for position, data in enumerate(entries):
+        for data in entries:
             try:
-                sid = vouched[position] if vouched is not None else None
-                if sid is not None:
-                    decoded.append(vouched_entry(data, sid, name, where, keep))
-                else:
-                    decoded.append(decode_entry(data, name, where, keep))
+                found.append(decode_entry(data, name, where, keep))
+            except CorruptObjectError as exc:
+                return found, str(exc)
+        return found, None
+
+    def _decode_vouched(
+        self,
+        entries: list[bytes],
+        segment: int,
+        keep: bool,
+        vouched: list[str | None],
+        earlier: list[CommitEntry | MetaEntry] | None,
+    ) -> tuple[list[CommitEntry | MetaEntry] | None, str | None]:
+        """``_decode_until_damage`` taking the ids INDEX entries give; (None, None) when they disagree
+        with what the records say of each other, and every id must be hashed instead.
+
+        An id is taken unhashed only while the records agree with it: every commit after the
+        segment's first names as its parent, and a delta as its base, a snapshot given or hashed
+        earlier in the segment, and no id comes twice; and the last id given is hashed. An INDEX
+        entry that misstates an id is then found unless the snapshot has no child in its segment
+        (a branch left by a rollback): that one is refused when read, and ``verify`` names it."""
+        where = self.where(segment)
+        name = self.name
+        decoded: list[CommitEntry | MetaEntry] = []
+        seen = {e.id for e in earlier if isinstance(e, CommitEntry)} if earlier else set()
+        first = earlier is None or not seen
+        last_given: CommitEntry | None = None
+        for position, data in enumerate(entries):
+            sid = vouched[position]
+            try:
+                entry = vouched_entry(data, sid, name, where, keep) if sid else decode_entry(data, name, where, keep)
             except CorruptObjectError as exc:
                 return decoded, str(exc)
+            if isinstance(entry, CommitEntry):
+                if entry.id in seen:
+                    return None, None
+                if not first and (
+                    entry.parent not in seen or (entry.base is not None and entry.base not in seen)
+                ):
+                    return None, None  # (a keyframe after a rollback to another segment: hashed, as before)
+                first = False
+                seen.add(entry.id)
+                if sid:
+                    last_given = entry
+            decoded.append(entry)
+        if last_given is not None:
+            try:
+                last_given.record  # noqa: B018  (checked and hashed against its id now)
+            except CorruptObjectError:
+                return None, None
         return decoded, None
 
     def _reindex(self) -> None:
@@ -670,7 +726,7 @@ class SessionLog:
         reader = SegmentReader(self.where(number))
         known = loaded.entries if loaded is not None else []
         whole = read.damaged_at is None
-        entries = split_index(read.entries, from_start=True)[0]
+        entries = without_index(read.entries)
         try:
             self._decode_payloads(entries if upto is None else entries[: upto + 1], known, reader, number)
         except CorruptObjectError:

@@ -29,7 +29,7 @@ from .entries import (
     encode_commit,
     encode_index,
     encode_meta,
-    split_index,
+    without_index,
 )
 from .history import SessionLog
 
@@ -133,7 +133,7 @@ class Reclaimer:
         read = session._store.backend.read_segment(session.key, number)
         if log.segments[number].damage is not None or read.damaged_at is not None:
             return  # a damaged segment is left as it is: verify reports it, nothing rewrites around it
-        entries = [decode_entry(data, log.name, log.where(number)) for data in split_index(read.entries, True)[0]]
+        entries = [decode_entry(data, log.name, log.where(number)) for data in without_index(read.entries)]
         start, starts_at = cut.at, cut.starts
         assert start is not None
         # a commit after the cut whose chain starts before it (a snapshot retention let go, stored

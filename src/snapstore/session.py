@@ -37,8 +37,7 @@ from .entries import (
     encode_index,
     encode_meta,
     entry_base,
-    split_index,
-    vouched_entry,
+    without_index,
 )
 from .errors import (
     AmbiguousSnapshotId,
@@ -903,8 +902,8 @@ class Session:
                     fresh = None
                     read = self._store.backend.read_segment(self.key, last.number, self._open_end)
                     where = log.where(last.number)
-                    appended = split_index(read.entries, from_start=False)[0]
-                    entries, end = [decode_entry(data, self.name, where) for data in appended], read.end
+                    entries = [decode_entry(data, self.name, where) for data in without_index(read.entries)]
+                    end = read.end
                 self._fresh_taken = None
                 assert self._open is not None  # (``_decodes``)
                 for entry in entries:
@@ -932,12 +931,9 @@ class Session:
         assert last is not None
         if not self._decodes(last):
             read = self._store.backend.read_segment(self.key, last.number)
-            where = log.where(last.number)
-            reader = SegmentReader(where, last_run_only=True)
-            raw, vouched, _covered = split_index(read.entries, from_start=True)
-            for position, data in enumerate(raw):
-                sid = vouched[position] if vouched is not None else None
-                entry = vouched_entry(data, sid, self.name, where) if sid else decode_entry(data, self.name, where)
+            reader = SegmentReader(log.where(last.number), last_run_only=True)
+            for data in without_index(read.entries):
+                entry = decode_entry(data, self.name, log.where(last.number))
                 if isinstance(entry, CommitEntry):
                     reader.payload(entry)
             self._open, self._open_segment, self._open_end = reader, last.number, read.end

@@ -660,23 +660,27 @@ class SnapshotStore:
                 session=log.name,
                 snapshot=sid,
             )
+        for number in list(log.segments):
+            try:
+                wrong_index = index_problem(
+                    self.backend.read_segment(log.key, number).entries, log.name, log.where(number)
+                )
+            except SegmentMissing:
+                rewritten = True
+                continue
+            if wrong_index is not None:
+                problem = CorruptObjectError(wrong_index, {"segment": number, "reason": "index entry"})
+                report.add(problem, session=log.name)
         if not read_data:
             for number, segment in log.segments.items():
                 if segment.damage is not None:
                     report.add(CorruptObjectError(segment.damage, {"segment": number}), session=log.name)
-            return False
+            return rewritten
         for number in list(log.segments):
             segment = log.segments[number]
             if segment.damage is not None:
                 report.add(CorruptObjectError(segment.damage, {"segment": number}), session=log.name)
             try:
-                wrong_index = index_problem(
-                    self.backend.read_segment(log.key, number).entries, log.name, log.where(number)
-                )
-                if wrong_index is not None:
-                    report.add(
-                        CorruptObjectError(wrong_index, {"segment": number, "reason": "index entry"}), session=log.name
-                    )
                 payloads, _raw = log.segment_payloads(number)
             except SegmentMissing:
                 rewritten = True  # reclaimed or squashed since the listing: read again, the others checked
