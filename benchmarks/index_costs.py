@@ -11,7 +11,8 @@ fresh directory store, then prints, best of several tries:
 * one look at the session's segments (``Backend.segments``, what every refresh starts with),
   right after the session's folder changed (its times set to now) and again once its times are
   older than the listing-reuse margin (the same work twice in a build that lists every time);
-* opening the session on a fresh store handle (``SnapshotStore.open``, ``Session.head``).
+* opening the session on a fresh store handle (``SnapshotStore.open``, ``Session.head``), and
+  opening it and listing its records (``Session.snapshots``).
 
 Only public names and ``entries.decode_entry`` are used, so the same command runs against an
 earlier build put first on ``PYTHONPATH``, for a comparison in one sitting.
@@ -76,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             reopened.close()
 
         opening = statistics.median(best_seconds(open_session, 1) for _ in range(15))
+
+        def list_records() -> None:
+            reopened = snapstore.SnapshotStore.open(folder / "store")
+            assert len(reopened.session("s").snapshots()) == args.commits
+            reopened.close()
+
+        listing = statistics.median(best_seconds(list_records, 1) for _ in range(15))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"{args.commits} commits: {len(entries)} entries in {segments} segment(s)")
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"look at the segments, folder just changed   {fresh * 1e6:8.1f} µs")
     print(f"look at the segments, folder unchanged      {aged * 1e6:8.1f} µs")
     print(f"open the session (median of 15)             {opening * 1e3:8.2f} ms")
+    print(f"open it and list its records (median of 15) {listing * 1e3:8.2f} ms")
     return 0
 
 

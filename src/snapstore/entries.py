@@ -101,11 +101,11 @@ class CommitEntry:
     entry they append: the record is made from its checked fields only when something asks for
     it (most entries are indexed by id and never looked at again), and the id is hashed from
     those fields without making it. An entry whose id an INDEX entry gave (``vouched_entry``)
-    holds its record's bytes instead: they are checked, and hashed against that id, when the
-    record is first asked for.
+    holds its record's bytes instead: they are checked when the record is first asked for, and
+    hashed against that id when ``checked_record`` is (before a state is rebuilt for it).
     """
 
-    __slots__ = ("_fields", "_record", "_vouched", "base", "id", "mode", "payload", "raw_length")
+    __slots__ = ("_fields", "_record", "_unhashed", "_vouched", "base", "id", "mode", "payload", "raw_length")
 
     def __init__(
         self,
@@ -129,6 +129,8 @@ class CommitEntry:
         self._fields = fields  # SnapshotRecord's fields in order, when ``record`` is not made yet
         #: (the entry's bytes through its label, session, where) while the fields are not checked yet
         self._vouched = vouched
+        #: where the entry lies, while its record is not hashed against ``id`` yet (an INDEX gave the id)
+        self._unhashed = vouched[2] if vouched is not None else None
 
     @property
     def state_hash(self) -> str:
@@ -153,10 +155,22 @@ class CommitEntry:
                     if fields is None:
                         return self._record  # type: ignore[return-value]
                 else:
-                    fields = self._fields = _vouched_fields(self.id, *vouched)
+                    fields = self._fields = _commit_fields(*vouched)[0]
                     self._vouched = None
             record = self._record = SnapshotRecord(*fields)
             self._fields = None  # the record holds them now
+        return record
+
+    @property
+    def checked_record(self) -> SnapshotRecord:
+        """``record``, hashed against ``id`` first when an INDEX entry gave the id: a state is
+        rebuilt, and checked, against a record that is the snapshot's own."""
+        record = self.record
+        where = self._unhashed
+        if where is not None:
+            if record.snapshot_id() != self.id:
+                raise _corrupt(where, f"the record an index entry gives as {self.id} has another id")
+            self._unhashed = None
         return record
 
     @property
@@ -179,9 +193,11 @@ class CommitEntry:
         """The same entry holding no payload (an index keeps records, not payloads)."""
         if not self.payload:
             return self
-        return CommitEntry(
+        copy = CommitEntry(
             self.id, self._record, self.mode, self.raw_length, b"", self.base, self._fields, self._vouched
         )
+        copy._unhashed = self._unhashed
+        return copy
 
     def __repr__(self) -> str:
         return f"CommitEntry(id={self.id!r}, mode={self.mode}, raw_length={self.raw_length}, base={self.base!r})"
@@ -347,14 +363,6 @@ def _commit_fields(data: bytes, session: str, where: str) -> tuple[tuple[Any, ..
         ratio,
     )
     return fields, mode, raw_length, end
-
-
-def _vouched_fields(sid: str, data: bytes, session: str, where: str) -> tuple[Any, ...]:
-    """The checked fields of a COMMIT entry an INDEX entry gave the id ``sid``, which they must hash to."""
-    fields = _commit_fields(data, session, where)[0]
-    if record_id(*fields) != sid:
-        raise _corrupt(where, f"the record an index entry gives as {sid} has another id")
-    return fields
 
 
 def vouched_entry(data: bytes, sid: str, session: str, where: str, with_payload: bool = True) -> CommitEntry:

@@ -443,7 +443,7 @@ class SessionLog:
             decoded.append(entry)
         if last_given is not None:
             try:
-                last_given.record  # noqa: B018  (checked and hashed against its id now)
+                last_given.checked_record  # noqa: B018  (hashed against its id now)
             except CorruptObjectError:
                 return None, None
         return decoded, None
@@ -816,7 +816,7 @@ class SessionLog:
         reordered: list[Any] = []
         for commit in path[1:]:
             state = apply_delta_payload(commit, payloads[commit.id], state, reordered)
-        check_state(state, path[-1].record.state, path[-1].id, sort_objects(reordered))
+        check_state(state, path[-1].entry.checked_record.state, path[-1].id, sort_objects(reordered))
         return state
 
 

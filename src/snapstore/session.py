@@ -999,7 +999,7 @@ class Session:
                 state = apply_delta_payload(commit, self._open.payload_of(commit.id), state)
             # one serialization both checks the hash and gives the members' bytes the next diff needs
             data, pieces, _converted = codec.encode_state(state)
-            expected = log.commits[parent].record.state
+            expected = log.commits[parent].entry.checked_record.state
             if codec.object_id(data) != expected:
                 check_state(state, expected, parent)
             return state, pieces
