@@ -81,7 +81,7 @@ def test_a_failed_upgrade_says_the_store_is_unchanged_and_leaves_it_byte_for_byt
 
 
 def test_upgrading_a_format_2_store_says_nothing_needed_rewriting(tmp_path: Path) -> None:
-    """A format-2 store moves to format 3 by its format file alone: "0 snapshots, 0 states verified"
+    """A format-2 store moves to format 4 by its format file alone: "0 snapshots, 0 states verified"
     read as if nothing had been checked that should have been."""
     store = tmp_path / "store"
     shutil.copytree(Path(__file__).parent / "golden" / "store-v2", store, symlinks=True)
@@ -91,3 +91,17 @@ def test_upgrading_a_format_2_store_says_nothing_needed_rewriting(tmp_path: Path
     assert upgraded.stdout.rstrip().endswith("read as they are (nothing to rewrite or verify)")
     with SnapshotStore.open(store) as opened:
         assert opened.verify().ok
+
+
+def test_upgrading_a_store_of_a_newer_format_names_the_versions(tmp_path: Path) -> None:
+    """Every other command said "has format version 5; this build reads versions 2 to 4"; upgrade
+    said "no snapstore store at ...", which sends a user looking for the wrong problem."""
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        opened.session("s").commit({"n": 1})
+    (store / "config" / "format").write_bytes(b"5")
+    before = tree_digest(store)
+    refused = run("upgrade", "--store", str(store))
+    assert refused.returncode == 1
+    assert "has format version 5; this build upgrades stores to version 4" in refused.stderr
+    assert tree_digest(store) == before

@@ -307,8 +307,16 @@ def _from_format_2(backend: Backend, where: str) -> UpgradeReport | None:
 
 def _legacy_or_refuse(backend: Backend, where: str) -> LegacyReader | None:
     """The v1 reader, or None when the store has format 2 already; refuses anything else."""
-    if backend.read_config(FORMAT_CONFIG) == str(STORE_FORMAT).encode():
+    current = backend.read_config(FORMAT_CONFIG)
+    if current == str(STORE_FORMAT).encode():
         return None
+    if current is not None:  # a format of the store's own that this build does not write: a newer one
+        shown = current.decode("ascii") if len(current) <= 4 and current.isdigit() else None
+        what = f"format version {shown}" if shown else f"an unreadable format file ({len(current)} bytes)"
+        raise FormatVersionError(
+            f"store {where} has {what}; this build upgrades stores to version {STORE_FORMAT}",
+            {"path": where, "version": shown, "supported": STORE_FORMAT},
+        )
     found = backend.legacy_format()
     if found is None:
         raise SnapshotNotFound(f"no snapstore store at {where}", {"path": where})

@@ -131,7 +131,7 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
     (
         "upgrade",
         "maintenance:cmd_upgrade",
-        "rewrite a store of an earlier format in the current one (3), verified, all or nothing",
+        "rewrite a store of an earlier format in the current one (4), verified, all or nothing",
         "Rewrite a store written by an earlier snapstore (format 1) in the current format: every retained "
         "snapshot is rebuilt and checked against its hash, written to a new store beside it, checked again, "
         "and only then swapped in; on any error or interruption the store is left as it was, and a rerun "
