@@ -15,7 +15,7 @@ import pytest
 
 from conftest import canonical
 from snapstore import CorruptObjectError, FormatVersionError, LockTimeoutError, SnapshotStore
-from snapstore.entries import DELTA_PLAIN, KEY_INDEPENDENT, CommitEntry, decode_entry, encode_commit
+from snapstore.entries import DELTA_PLAIN, KEY_INDEPENDENT, CommitEntry, decode_entry, encode_commit, without_index
 from snapstore.objects import SnapshotRecord
 from snapstore.reclaim import Reclaimer
 from snapstore.store import STORE_FORMAT
@@ -38,7 +38,7 @@ def world(writer: int, k: int, shared: dict[str, int] | None = None) -> dict[str
 def commit_entries(store: SnapshotStore, key: str) -> list[CommitEntry]:
     found = []
     for info in store.backend.segments(key):
-        for data in store.backend.read_segment(key, info.segment).entries:
+        for data in without_index(store.backend.read_segment(key, info.segment).entries):
             entry = decode_entry(data, "s", "test")
             if isinstance(entry, CommitEntry):
                 found.append(entry)

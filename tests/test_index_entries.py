@@ -253,3 +253,25 @@ def test_a_squashed_segment_is_rewritten_with_index_entries(make_store: Callable
     strip_index_entries(store, sess.key)
     assert session_view(store) == view
     assert store.verify().ok
+
+
+def test_a_reader_reading_on_from_an_index_entry_takes_the_next_ones_ids(
+    dir_store: SnapshotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handle whose last read ended with an INDEX entry knows where the next group starts: the
+    ids of what another writer appended after it come from the next INDEX entry, not hashed."""
+    from snapstore import history
+
+    writer = dir_store.session(SESSION, max_snapshots=1000)
+    for turn in range(INDEX_EVERY):
+        writer.commit(world(turn))
+    reader = fresh_handle(dir_store)
+    assert len(reader.snapshot_ids()) == INDEX_EVERY  # read through the first INDEX entry
+    for turn in range(INDEX_EVERY, 2 * INDEX_EVERY):
+        writer.commit(world(turn))
+    hashed: list[bytes] = []
+    decode = history.decode_entry
+    monkeypatch.setattr(history, "decode_entry", lambda data, *a, **k: hashed.append(data) or decode(data, *a, **k))
+    assert reader.snapshot_ids() == writer.snapshot_ids()
+    assert not [data for data in hashed if data[:1] == b"\x02"]
+    assert canonical(reader.state(writer.snapshot_ids()[-1])) == canonical(world(2 * INDEX_EVERY - 1))

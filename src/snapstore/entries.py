@@ -399,8 +399,9 @@ def split_index(entries: list[bytes], from_start: bool) -> tuple[list[bytes], li
 
     An INDEX entry gives ids to the COMMIT entries between the INDEX before it (or the segment's
     start) and itself, in order. One whose count does not match them, or that is not whole, gives
-    none (``verify`` reports it); so does the first one of a read that did not start at the
-    segment's start, which may cover entries read before.
+    none (``verify`` reports it); so does the first one of a read that did not start where a group
+    starts (``from_start``: the segment's start, or right after an INDEX entry), which may cover
+    entries read before.
     """
     if _INDEX_TYPE[0] not in {data[0] for data in entries if data}:
         return entries, None, None

@@ -306,7 +306,9 @@ class SessionLog:
                     # indexed, and the next append would cut the other handle's entry as a torn tail
                     known = None
                 else:
-                    raw, vouched, covered = split_index(read.entries, from_start=False)
+                    # the read starts a group when the last entry read was an INDEX entry
+                    starts_group = known.indexed == len(known.entries)
+                    raw, vouched, covered = split_index(read.entries, from_start=starts_group)
                     if covered is not None:
                         known.indexed = len(known.entries) + covered
                     if raw:
@@ -420,8 +422,17 @@ class SessionLog:
         where = self.where(segment)
         name = self.name
         decoded: list[CommitEntry | MetaEntry] = []
-        seen = {e.id for e in earlier if isinstance(e, CommitEntry)} if earlier else set()
-        first = earlier is None or not seen
+        seen: set[str] = set()
+        # the segment's commits read before these are indexed: looked up there, not gathered again
+        indexed = self.commits
+        first = earlier is None or not any(isinstance(e, CommitEntry) for e in reversed(earlier))
+
+        def known(sid: str | None) -> bool:
+            if sid in seen:
+                return True
+            commit = indexed.get(sid) if earlier else None  # type: ignore[arg-type]
+            return commit is not None and commit.segment == segment
+
         last_given: CommitEntry | None = None
         for position, data in enumerate(entries):
             sid = vouched[position]
@@ -430,11 +441,9 @@ class SessionLog:
             except CorruptObjectError as exc:
                 return decoded, str(exc)
             if isinstance(entry, CommitEntry):
-                if entry.id in seen:
+                if known(entry.id):
                     return None, None
-                if not first and (
-                    entry.parent not in seen or (entry.base is not None and entry.base not in seen)
-                ):
+                if not first and (not known(entry.parent) or (entry.base is not None and not known(entry.base))):
                     return None, None  # (a keyframe after a rollback to another segment: hashed, as before)
                 first = False
                 seen.add(entry.id)
