@@ -275,3 +275,20 @@ def test_a_reader_reading_on_from_an_index_entry_takes_the_next_ones_ids(
     assert reader.snapshot_ids() == writer.snapshot_ids()
     assert not [data for data in hashed if data[:1] == b"\x02"]
     assert canonical(reader.state(writer.snapshot_ids()[-1])) == canonical(world(2 * INDEX_EVERY - 1))
+
+
+def test_a_commit_entry_too_short_for_its_record_is_damage_even_with_an_index(dir_store: SnapshotStore) -> None:
+    """An INDEX entry giving an id to a COMMIT shorter than a record: the commit is damage (the
+    segment is read up to it), not an error from reading its fields by offset."""
+    sess = dir_store.session(SESSION, max_snapshots=1000)
+    ids = [sess.commit(world(turn)).id for turn in range(INDEX_EVERY)]
+    raw = list(dir_store.backend.read_segment(sess.key, 1).entries)
+    position = next(
+        i for i, data in enumerate(raw) if data[:1] == b"\x02" and decode_entry(data, SESSION, "t").id == ids[40]
+    )
+    raw[position] = raw[position][:50]
+    dir_store.backend.replace_segment(sess.key, 1, raw)
+    reopened = fresh_handle(dir_store)
+    assert reopened.snapshot_ids() == ids[:40]  # what precedes the damage
+    assert canonical(reopened.state(ids[39])) == canonical(world(39))
+    assert not dir_store.verify().ok

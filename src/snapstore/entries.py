@@ -25,8 +25,9 @@ entries. Every entry starts with a type byte:
 
 * ``INDEX`` (format 4): the ids of the COMMIT entries since the previous INDEX of
   the segment (or its start), so that a reader indexing the segment takes each
-  id from it instead of hashing each record; what it vouches for is checked
-  when a record is first used (``CommitEntry.record``).
+  id from it instead of hashing each record; a record it gives an id to is
+  hashed against that id before a state is rebuilt for it
+  (``CommitEntry.checked_record``).
 
 A segment's raw stream is the concatenation of its commit payloads,
 uncompressed, in entry order. Reading is sequential by construction: a delta
@@ -367,8 +368,11 @@ def _commit_fields(data: bytes, session: str, where: str) -> tuple[tuple[Any, ..
 
 def vouched_entry(data: bytes, sid: str, session: str, where: str, with_payload: bool = True) -> CommitEntry:
     """A COMMIT entry whose id an INDEX entry gives as ``sid``, read without checking or hashing its
-    record: that waits until the record is first asked for (``CommitEntry.record``). An entry whose
-    record does not even lay out right is decoded as ``decode_entry`` would (and refused)."""
+    record: it is checked when first asked for (``CommitEntry.record``), and hashed against ``sid``
+    before a state is rebuilt for it (``CommitEntry.checked_record``). An entry whose record does
+    not even lay out right is decoded as ``decode_entry`` would (and refused)."""
+    if len(data) < RECORD_SIZE:
+        return decode_commit(data, session, where, with_payload)
     mode, flags = data[1], data[2]
     label_end = RECORD_SIZE + (16 if flags & _FLAG_BASE else 0) + _LABEL_LENGTH.unpack_from(data, RECORD_SIZE - 2)[0]
     if mode > DELTA_PLAIN or label_end > len(data):
