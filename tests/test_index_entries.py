@@ -8,6 +8,8 @@ record whose INDEX entry gives it a wrong id must never be served under that id.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -292,3 +294,38 @@ def test_a_commit_entry_too_short_for_its_record_is_damage_even_with_an_index(di
     assert reopened.snapshot_ids() == ids[:40]  # what precedes the damage
     assert canonical(reopened.state(ids[39])) == canonical(world(39))
     assert not dir_store.verify().ok
+
+
+@pytest.mark.parametrize("how", ["before", "half", "zeros"])
+def test_a_commit_whose_append_carries_an_index_entry_stopped_at_any_write_leaves_old_or_new(
+    tmp_path: Path, how: str
+) -> None:
+    """The commit that completes 64 commits appends [COMMIT, INDEX] in one write: stopped before it,
+    or torn in the middle (half its bytes, or zeros of its length), the session holds the history
+    before or after it, verify finds nothing wrong, and the next commit cuts the tear and, with the
+    segment's commits since its last INDEX at 64 or more, writes an INDEX entry then."""
+    from snapstore.backends import DirectoryBackend
+    from test_crash import CrashingBackend, SimulatedCrash
+
+    golden = DirectoryBackend(tmp_path / "golden")
+    sess = SnapshotStore(golden).session(SESSION, max_snapshots=1000)
+    before = [sess.commit(world(turn), turn=turn).id for turn in range(INDEX_EVERY - 1)]
+    assert not any(index_entries(SnapshotStore(golden), sess.key).values())
+    golden.close()
+    for crash_at in (1, 2):
+        root = tmp_path / f"copy-{crash_at}"
+        shutil.copytree(tmp_path / "golden", root, symlinks=True)
+        crashing = CrashingBackend(DirectoryBackend(root, create=False), crash_at, how)
+        with contextlib.suppress(SimulatedCrash):
+            SnapshotStore(crashing).session(SESSION).commit(world(INDEX_EVERY - 1), turn=INDEX_EVERY - 1)
+        store = SnapshotStore(DirectoryBackend(root, create=False))
+        assert store.verify().ok
+        listed = store.session(SESSION).snapshot_ids()
+        assert listed[: len(before)] == before and len(listed) in (len(before), len(before) + 1)
+        for turn in range(len(listed), INDEX_EVERY + 2):
+            store.session(SESSION).commit(world(turn), turn=turn)
+        # (a tear that kept the COMMIT whole and cut its INDEX: the next commit's INDEX covers both)
+        (group,) = [ids for per_segment in index_entries(store, sess.key).values() for ids in per_segment]
+        assert len(group) in (INDEX_EVERY, INDEX_EVERY + 1)
+        assert store.verify().ok and session_view(store)["ids"][: len(group)] == group
+        store.close()
