@@ -110,8 +110,8 @@ def _kill_helper(zygote: Zygote, pid: int) -> None:
 class CrashChecker:
     """Checks a store after each kill against the writer's log; remembers what it has verified."""
 
-    def __init__(self, root: Path, log: Path, *, keep: tuple[int, int] | None = None) -> None:
-        self.root, self.log, self.keep = root, log, keep
+    def __init__(self, root: Path, log: Path, *, keep: tuple[int, int] | None = None, pad: int = PAD) -> None:
+        self.root, self.log, self.keep, self.pad = root, log, keep, pad
         self.checked: set[str] = set()  # snapshot ids already rebuilt and compared
         self.landed_unlogged: set[int] = set()
         self.kills = 0
@@ -158,7 +158,7 @@ class CrashChecker:
             assert head is not None and head.id == ids[-1]
             for snap in snaps:
                 if snap.id not in self.checked:
-                    assert canonical(sess.state(snap.id)) == canonical(expected_state(snap.turn or 0)), (
+                    assert canonical(sess.state(snap.id)) == canonical(state_for(snap.turn or 0, "w", self.pad)), (
                         f"kill {self.kills}: snapshot {snap.id} (turn {snap.turn}) rebuilds to a different state"
                     )
                     self.checked.add(snap.id)
@@ -194,6 +194,30 @@ def test_killed_writer_loses_no_acknowledged_commit(tmp_path: Path, zygote: Zygo
             count("crash: kills survived")
     assert read_log(log), "no writer run committed anything: the kill delays are too short for this machine"
     assert len(segment_files(root, KEY)) > 1, "the writers never started a second segment"
+    checker.final()
+
+
+@pytest.mark.slow
+def test_killed_writer_appending_index_entries_loses_no_acknowledged_commit(tmp_path: Path, zygote: Zygote) -> None:
+    """The same loop with small states and long segments: the writer appends an INDEX entry with
+    every 64th commit of a segment (format 4), so kills land beside and inside those appends, and
+    every check reopens a store whose segments carry them."""
+    root, log = tmp_path / "store", tmp_path / "commits.log"
+    rng = random.Random(_seed(11))
+    checker = CrashChecker(root, log, pad=0)
+    args = ["--store", str(root), "--log", str(log), "--session", SESSION]
+    deadline = time.monotonic() + 60 + 4 * KILLS
+    for run in range(max(4, KILLS // 3)):
+        assert time.monotonic() < deadline, f"crash loop over time after {run} kills"
+        killed = _run_and_kill(zygote, args, rng.uniform(0.05, MAX_DELAY / 2), fresh=run % FRESH_EVERY == 0)
+        checker.check()
+        if killed:
+            count("crash: kills survived (INDEX entries)")
+    with SnapshotStore.open(root) as store:
+        sess = store.session(SESSION)
+        backend = store.backend
+        raw = [e for info in backend.segments(sess.key) for e in backend.read_segment(sess.key, info.segment).entries]
+    assert sum(1 for data in raw if data[:1] == b"\x03") >= 2, "the writers appended too few INDEX entries"
     checker.final()
 
 
