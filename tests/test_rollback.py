@@ -990,3 +990,30 @@ def test_aliased_fields_on_pydantic_without_by_name(monkeypatch: pytest.MonkeyPa
     session.notes.append("b")
     mgr.rollback_to(snap.snapshot_id)
     assert session.turn_count == 1 and session.mood is Mood.TENSE and session.notes == ["a"]
+
+
+class Deep(BaseModel):
+    session_id: str = "deep"
+    data: Any = None
+    when: datetime | None = None
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [150, 199, 200, 240, 250])
+def test_a_state_nested_past_pydantics_json_limit_rolls_back(depth: int) -> None:
+    """pydantic's JSON parser stops at 200 levels, the store at 254: a snapshot create_snapshot
+    took between the two was stored and read back, and rollback_to refused it ("recursion limit
+    exceeded"). It is validated from the rebuilt objects there, types and all."""
+    when = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    session = Deep(data=_nested(depth), when=when)
+    manager = StateRollbackManager(session, max_snapshots=5)
+    snap = manager.create_snapshot("deep")
+    session.data, session.when = None, None
+    assert manager.rollback_to(snap.snapshot_id)
+    assert session.data == _nested(depth) and session.when == when

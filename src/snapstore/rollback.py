@@ -10,7 +10,9 @@ How a rollback restores the session (docs/migration.md has the details):
 * the stored data is validated by the model itself, as JSON
   (``model_validate_json``), so datetimes, enums, nested models and tuples
   come back as their types, strict models work, and fields are matched by
-  name even when they have aliases; computed fields are dropped first;
+  name even when they have aliases; computed fields are dropped first (a
+  state nested past pydantic's JSON parser, 200 levels, is validated from
+  the rebuilt objects instead);
 * nothing is changed until every check has passed; then the fields are set
   on the caller's own object at once, without re-running assignment
   validation (``model_validate`` has already validated them together, and
@@ -33,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from . import codec
 from .errors import AmbiguousSnapshotId, RollbackError, SnapshotError, SnapshotNotFound
@@ -47,6 +49,11 @@ _INT64 = range(-(2**63), 2**63)
 #: pydantic >= 2.11 lets one validation accept field names as well as aliases
 _BY_NAME = "by_name" in inspect.signature(BaseModel.model_validate_json).parameters
 _KEEP: Any = object()  # "leave the extra attributes as they are"
+
+
+def _too_deep_for_json(error: ValidationError) -> bool:
+    """Whether pydantic refused JSON for its nesting alone (its parser's depth limit), not the data."""
+    return any(e["type"] == "json_invalid" and "recursion limit" in e["msg"] for e in error.errors())
 
 
 class StateSnapshot:
@@ -297,9 +304,21 @@ class StateRollbackManager:
                 data.pop(name, None)
                 if info.alias:
                     data.pop(info.alias, None)
+        if not _BY_NAME:  # (pydantic before 2.11 has no by_name: the data is given by alias)
+            data = _by_alias(model, data)
+        try:
+            if _BY_NAME:
+                return model.model_validate_json(codec.dumps(data), by_name=True)
+            return model.model_validate_json(codec.dumps(data))
+        except ValidationError as exc:
+            if not _too_deep_for_json(exc):
+                raise
+        # pydantic's JSON parser stops at 200 levels of nesting, the store at 254: a state between
+        # the two is validated from the objects the store rebuilt (python mode; a strict model
+        # may refuse there a value it takes from JSON, a datetime given as a string for one)
         if _BY_NAME:
-            return model.model_validate_json(codec.dumps(data), by_name=True)
-        return model.model_validate_json(codec.dumps(_by_alias(model, data)))
+            return model.model_validate(data, by_name=True)
+        return model.model_validate(data)
 
     def _plan(self, restored: BaseModel, chosen: list[str] | None, sid: str) -> tuple[dict[str, Any], Any]:
         """The values a rollback sets, after checking the session may take them."""
