@@ -627,6 +627,25 @@ def test_a_manager_opened_with_another_limit_applies_it(tmp_path: Path) -> None:
         assert lower.max_snapshots == 2
 
 
+def test_a_manager_reopened_without_a_limit_keeps_the_stored_one(tmp_path: Path) -> None:
+    """A process that reopens a long history with the constructor's defaults kept only 10 of its
+    snapshots (an outside trial: 3,000 cut to 10, without a word). Without ``max_snapshots`` a
+    history the store holds keeps its limit and every snapshot; a new one gets the reference
+    manager's 10."""
+    game = new_game()
+    with SnapshotStore.open(tmp_path / "store") as store:
+        mgr = StateRollbackManager(game, max_snapshots=1000, store=store, session_name="campaign")
+        ids = []
+        for turn in range(1, 31):
+            play(game, turn)
+            ids.append(mgr.create_snapshot(label=f"turn {turn}").snapshot_id)
+    with SnapshotStore.open(tmp_path / "store") as store:
+        reopened = StateRollbackManager(GameSession(), store=store, session_name="campaign")
+        assert reopened.max_snapshots == 1000 and [s.snapshot_id for s in reopened.snapshots] == ids
+        assert StateRollbackManager(GameSession(), store=store, session_name="another").max_snapshots == 10
+        assert StateRollbackManager(GameSession()).max_snapshots == 10
+
+
 def test_history_name_defaults_to_the_session_id(tmp_path: Path) -> None:
     with SnapshotStore.open(tmp_path / "store") as store:
         a = StateRollbackManager(GameSession(session_id="alpha"), store=store)

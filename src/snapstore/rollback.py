@@ -44,6 +44,8 @@ from .session import Session, check_max_snapshots
 from .store import SnapshotStore, check_session_name
 
 DEFAULT_SESSION_NAME = "rollback"
+#: the reference manager's ``max_snapshots``: a new history's limit when none is given
+DEFAULT_MAX_SNAPSHOTS = 10
 
 _INT64 = range(-(2**63), 2**63)
 #: pydantic >= 2.11 lets one validation accept field names as well as aliases
@@ -142,7 +144,9 @@ class StateRollbackManager:
 
     ``StateRollbackManager(session, max_snapshots=10)`` keeps snapshots in a memory
     store; pass ``store=SnapshotStore.open(path)`` and ``session_name=`` to keep them on
-    disk, where a new manager on the same store and name sees them. Without
+    disk, where a new manager on the same store and name sees them. ``max_snapshots``
+    defaults to 10 for a new history and, for one the store already holds, to the limit
+    stored with it: only a limit given explicitly changes a stored one. Without
     ``session_name`` the history is named after the session's ``session_id`` when it
     has a usable one, else ``"rollback"``. ``fields`` limits which fields a rollback
     restores (default: all, and the extra attributes of an ``extra="allow"`` model).
@@ -151,7 +155,7 @@ class StateRollbackManager:
     def __init__(
         self,
         session: BaseModel,
-        max_snapshots: int = 10,
+        max_snapshots: int | None = None,
         *,
         store: SnapshotStore | None = None,
         session_name: str | None = None,
@@ -167,17 +171,22 @@ class StateRollbackManager:
         self.history = self._open_history(name, max_snapshots)
         self._lock = threading.RLock()
 
-    def _open_history(self, name: str, max_snapshots: int) -> Session:
+    def _open_history(self, name: str, max_snapshots: int | None) -> Session:
         """The named history with ``max_snapshots`` as its limit, as the reference manager's constructor sets it.
 
         A history that already holds more snapshots keeps only the newest ``max_snapshots``
-        (``store.session`` refuses to lower a limit by itself: that evicts).
+        (``store.session`` refuses to lower a limit by itself: that evicts). Without a limit, a new
+        history gets the reference manager's default and one the store holds keeps its own: a
+        process reopening a long history with the constructor's defaults must not cut it to 10.
         """
-        check_max_snapshots(max_snapshots)
+        if max_snapshots is not None:
+            check_max_snapshots(max_snapshots)
         if not self.store.has_session(name):
-            return self.store.session(name, max_snapshots=max_snapshots)
+            limit = DEFAULT_MAX_SNAPSHOTS if max_snapshots is None else max_snapshots
+            return self.store.session(name, max_snapshots=limit)
         history = self.store.session(name)
-        history.set_max_snapshots(max_snapshots)
+        if max_snapshots is not None:
+            history.set_max_snapshots(max_snapshots)
         return history
 
     def __repr__(self) -> str:
