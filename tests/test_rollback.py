@@ -600,17 +600,23 @@ def test_a_directory_store_keeps_snapshots_across_restarts(tmp_path: Path) -> No
         assert [s["label"] for s in mgr.list_snapshots()] == ["turn 1", "turn 2", "turn 3", "turn 4"]
 
 
+def stored_campaign(root: Path, *, limit: int, turns: int) -> tuple[GameSession, list[str]]:
+    """A history "campaign" of ``turns`` snapshots (turn 1 on) kept with ``limit`` in a directory store."""
+    game = new_game()
+    with SnapshotStore.open(root) as store:
+        mgr = StateRollbackManager(game, max_snapshots=limit, store=store, session_name="campaign")
+        ids = []
+        for turn in range(1, turns + 1):
+            play(game, turn)
+            ids.append(mgr.create_snapshot(label=f"turn {turn}").snapshot_id)
+    return game, ids
+
+
 def test_a_manager_opened_with_another_limit_applies_it(tmp_path: Path) -> None:
     """The constructor's ``max_snapshots`` is the history's limit, as in the reference manager: a
     lower one keeps the newest snapshots (the store alone refuses to lower a limit), a higher one
     keeps them all."""
-    game = new_game()
-    with SnapshotStore.open(tmp_path / "store") as store:
-        mgr = StateRollbackManager(game, max_snapshots=6, store=store, session_name="campaign")
-        ids = []
-        for turn in range(1, 7):
-            play(game, turn)
-            ids.append(mgr.create_snapshot(label=f"turn {turn}").snapshot_id)
+    game, ids = stored_campaign(tmp_path / "store", limit=6, turns=6)
     with SnapshotStore.open(tmp_path / "store") as store:
         with pytest.raises(SnapshotError):
             store.session("campaign", max_snapshots=2)
@@ -632,13 +638,7 @@ def test_a_manager_reopened_without_a_limit_keeps_the_stored_one(tmp_path: Path)
     snapshots (an outside trial: 3,000 cut to 10, without a word). Without ``max_snapshots`` a
     history the store holds keeps its limit and every snapshot; a new one gets the reference
     manager's 10."""
-    game = new_game()
-    with SnapshotStore.open(tmp_path / "store") as store:
-        mgr = StateRollbackManager(game, max_snapshots=1000, store=store, session_name="campaign")
-        ids = []
-        for turn in range(1, 31):
-            play(game, turn)
-            ids.append(mgr.create_snapshot(label=f"turn {turn}").snapshot_id)
+    _game, ids = stored_campaign(tmp_path / "store", limit=1000, turns=30)
     with SnapshotStore.open(tmp_path / "store") as store:
         reopened = StateRollbackManager(GameSession(), store=store, session_name="campaign")
         assert reopened.max_snapshots == 1000 and [s.snapshot_id for s in reopened.snapshots] == ids
