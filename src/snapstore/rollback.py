@@ -11,8 +11,9 @@ How a rollback restores the session (docs/migration.md has the details):
   (``model_validate_json``), so datetimes, enums, nested models and tuples
   come back as their types, strict models work, and fields are matched by
   name even when they have aliases; computed fields are dropped first (a
-  state nested past pydantic's JSON parser, 200 levels, is validated from
-  the rebuilt objects instead);
+  state nested past what pydantic's JSON parser reads, 200 levels, is
+  refused with ``RollbackError``: validated from Python objects instead it
+  would come back with other types);
 * nothing is changed until every check has passed; then the fields are set
   on the caller's own object at once, without re-running assignment
   validation (``model_validate`` has already validated them together, and
@@ -35,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, AliasPath, BaseModel, ValidationError
 
 from . import codec
 from .errors import AmbiguousSnapshotId, RollbackError, SnapshotError, SnapshotNotFound
@@ -44,13 +45,24 @@ from .session import Session, check_max_snapshots
 from .store import SnapshotStore, check_session_name
 
 DEFAULT_SESSION_NAME = "rollback"
-#: the reference manager's ``max_snapshots``: a new history's limit when none is given
-DEFAULT_MAX_SNAPSHOTS = 10
 
 _INT64 = range(-(2**63), 2**63)
 #: pydantic >= 2.11 lets one validation accept field names as well as aliases
 _BY_NAME = "by_name" in inspect.signature(BaseModel.model_validate_json).parameters
 _KEEP: Any = object()  # "leave the extra attributes as they are"
+
+
+def _computed_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """A model class's computed fields by name (their infos name their aliases). Before pydantic 2.6
+    ``model_computed_fields`` is a property of instances, not a mapping on the class."""
+    fields = model.model_computed_fields
+    if isinstance(fields, property):
+        return {name: d.info for name, d in model.__pydantic_decorators__.computed_fields.items()}
+    return dict(fields)
+
+
+#: the deepest nesting pydantic's JSON parser (jiter) reads; the store itself takes up to 254
+PYDANTIC_JSON_DEPTH = 200
 
 
 def _too_deep_for_json(error: ValidationError) -> bool:
@@ -178,14 +190,13 @@ class StateRollbackManager:
         (``store.session`` refuses to lower a limit by itself: that evicts). Without a limit, a new
         history gets the reference manager's default and one the store holds keeps its own: a
         process reopening a long history with the constructor's defaults must not cut it to 10.
+        The history is opened (or made) first and its limit set after, not looked for first: a
+        history another process makes in between is then one the store holds, not a new one.
         """
         if max_snapshots is not None:
             check_max_snapshots(max_snapshots)
-        if not self.store.has_session(name):
-            limit = DEFAULT_MAX_SNAPSHOTS if max_snapshots is None else max_snapshots
-            return self.store.session(name, max_snapshots=limit)
-        history = self.store.session(name)
-        if max_snapshots is not None:
+        history = self.store.session(name)  # a new one gets the default, 10; an existing one keeps its own
+        if max_snapshots is not None and history.max_snapshots != max_snapshots:
             history.set_max_snapshots(max_snapshots)
         return history
 
@@ -307,9 +318,10 @@ class StateRollbackManager:
     def _validate(self, data: Any) -> BaseModel:
         """The model's own validation of the stored JSON: types come back as types."""
         model = type(self.session)
-        if isinstance(data, dict) and model.model_computed_fields:
+        computed = _computed_fields(model)
+        if isinstance(data, dict) and computed:
             data = dict(data)
-            for name, info in model.model_computed_fields.items():
+            for name, info in computed.items():
                 data.pop(name, None)
                 if info.alias:
                     data.pop(info.alias, None)
@@ -320,14 +332,17 @@ class StateRollbackManager:
                 return model.model_validate_json(codec.dumps(data), by_name=True)
             return model.model_validate_json(codec.dumps(data))
         except ValidationError as exc:
-            if not _too_deep_for_json(exc):
-                raise
-        # pydantic's JSON parser stops at 200 levels of nesting, the store at 254: a state between
-        # the two is validated from the objects the store rebuilt (python mode; a strict model
-        # may refuse there a value it takes from JSON, a datetime given as a string for one)
-        if _BY_NAME:
-            return model.model_validate(data, by_name=True)
-        return model.model_validate(data)
+            if _too_deep_for_json(exc):
+                # Validating the rebuilt objects instead (python mode) was tried: it gives other
+                # types than JSON does (a str wins a `datetime | str` union, strict models refuse
+                # enums and tuples), so such a state is refused by name, never restored altered.
+                raise RollbackError(
+                    f"the snapshot nests deeper than pydantic's JSON parser reads ({PYDANTIC_JSON_DEPTH} "
+                    "levels), so the model cannot validate it as JSON; its state is still readable "
+                    "(history.state(snapshot_id))",
+                    {"reason": "nested too deeply", "limit": PYDANTIC_JSON_DEPTH},
+                ) from None
+            raise
 
     def _plan(self, restored: BaseModel, chosen: list[str] | None, sid: str) -> tuple[dict[str, Any], Any]:
         """The values a rollback sets, after checking the session may take them."""
@@ -377,15 +392,35 @@ class StateRollbackManager:
 
 
 def _by_alias(model: type[BaseModel], data: Any) -> Any:
-    """Older pydantic validates by alias only: rename the dumped field names to their aliases."""
+    """Older pydantic validates by alias only: put each dumped field where its validation alias
+    says (a name, the first name of an ``AliasChoices``, or an ``AliasPath`` of names)."""
     if not isinstance(data, dict):
         return data
     data = dict(data)
     for name, info in model.model_fields.items():
-        alias = info.validation_alias if isinstance(info.validation_alias, str) else info.alias
-        if alias and alias != name and name in data and alias not in data:
-            data[alias] = data.pop(name)
+        path = _alias_path(info.validation_alias) or ([info.alias] if info.alias else None)
+        if not path or path == [name] or name not in data or path[0] in data:
+            continue
+        value = data.pop(name)
+        for key in reversed(path[1:]):
+            value = {key: value}
+        data[path[0]] = value
     return data
+
+
+def _alias_path(alias: Any) -> list[str] | None:
+    """The keys a validation alias reads a field from, when they are all names (else None)."""
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        for choice in alias.choices:
+            path = _alias_path(choice)
+            if path:
+                return path
+        return None
+    if isinstance(alias, AliasPath) and alias.path and all(isinstance(key, str) for key in alias.path):
+        return [str(key) for key in alias.path]
+    return None
 
 
 def _failed(sid: str, exc: BaseException) -> RollbackError:
