@@ -59,11 +59,16 @@ HEADER = struct.Struct("<4sBBBBQ")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
+def copied(store: Path, tmp_path: Path) -> Path:
+    """A copy of a committed golden store under ``tmp_path``, named as the store is."""
+    target = tmp_path / store.name
+    shutil.copytree(store, target)
+    return target
+
+
 @pytest.fixture
 def golden_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "store-v1"
-    shutil.copytree(GOLDEN_STORE, target)
-    return target
+    return copied(GOLDEN_STORE, tmp_path)
 
 
 def object_path(root: Path, key: str) -> Path:
@@ -436,9 +441,7 @@ DOC_EXAMPLE_V2_ID = "23c915508abcd9f82811422b795b5615"  # docs/format.md §4.12
 
 @pytest.fixture
 def golden_v2_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "store-v2"
-    shutil.copytree(GOLDEN_V2, target)
-    return target
+    return copied(GOLDEN_V2, tmp_path)
 
 
 def v2_digest(root: Path) -> dict[str, str]:
@@ -607,9 +610,7 @@ EXPECTED_V3 = {p.stem: orjson.loads(p.read_bytes()) for p in sorted((GOLDEN / "e
 
 @pytest.fixture
 def golden_v3_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "store-v3"
-    shutil.copytree(GOLDEN_V3, target)
-    return target
+    return copied(GOLDEN_V3, tmp_path)
 
 
 def test_v3_golden_store_shows_deltas_against_bases() -> None:
@@ -698,9 +699,7 @@ EXPECTED_V4 = orjson.loads((GOLDEN / "expected-v4" / "chronicle.json").read_byte
 
 @pytest.fixture
 def golden_v4_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "store-v4"
-    shutil.copytree(GOLDEN_V4, target)
-    return target
+    return copied(GOLDEN_V4, tmp_path)
 
 
 def test_v4_golden_store_shows_index_entries() -> None:

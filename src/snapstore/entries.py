@@ -407,7 +407,7 @@ def split_index(entries: list[bytes], from_start: bool) -> tuple[list[bytes], li
     starts (``from_start``: the segment's start, or right after an INDEX entry), which may cover
     entries read before.
     """
-    if _INDEX_TYPE[0] not in {data[0] for data in entries if data}:
+    if INDEX not in {data[0] for data in entries if data}:
         return entries, None, None
     kept: list[bytes] = []
     ids: list[str | None] = []

@@ -424,14 +424,14 @@ class SessionLog:
         decoded: list[CommitEntry | MetaEntry] = []
         seen: set[str] = set()
         # the segment's commits read before these are indexed: looked up there, not gathered again
-        indexed = self.commits
-        first = earlier is None or not any(isinstance(e, CommitEntry) for e in reversed(earlier))
+        indexed = self.commits if earlier else {}
+        first = not any(isinstance(e, CommitEntry) for e in earlier or ())
 
         def known(sid: str | None) -> bool:
-            if sid in seen:
-                return True
-            commit = indexed.get(sid) if earlier else None  # type: ignore[arg-type]
-            return commit is not None and commit.segment == segment
+            if sid is None:
+                return False
+            commit = indexed.get(sid)
+            return sid in seen or (commit is not None and commit.segment == segment)
 
         last_given: CommitEntry | None = None
         for position, data in enumerate(entries):

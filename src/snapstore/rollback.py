@@ -50,6 +50,8 @@ _INT64 = range(-(2**63), 2**63)
 #: pydantic >= 2.11 lets one validation accept field names as well as aliases
 _BY_NAME = "by_name" in inspect.signature(BaseModel.model_validate_json).parameters
 _KEEP: Any = object()  # "leave the extra attributes as they are"
+#: the deepest nesting pydantic's JSON parser (jiter) reads; the store itself takes up to 254
+PYDANTIC_JSON_DEPTH = 200
 
 
 def _computed_fields(model: type[BaseModel]) -> dict[str, Any]:
@@ -59,10 +61,6 @@ def _computed_fields(model: type[BaseModel]) -> dict[str, Any]:
     if isinstance(fields, property):
         return {name: d.info for name, d in model.__pydantic_decorators__.computed_fields.items()}
     return dict(fields)
-
-
-#: the deepest nesting pydantic's JSON parser (jiter) reads; the store itself takes up to 254
-PYDANTIC_JSON_DEPTH = 200
 
 
 def _too_deep_for_json(error: ValidationError) -> bool:

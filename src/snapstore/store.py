@@ -231,14 +231,7 @@ class SnapshotStore:
         if version in readable:
             self.format = readable[version]
             return
-        # a short number is a format version (a newer one); anything else is quoted by size only:
-        # an error message never repeats the content of a file planted in the store
-        shown = version.decode("ascii") if version and len(version) <= 4 and version.isdigit() else None
-        what = f"format version {shown}" if shown else f"an unreadable format file ({len(version or b'')} bytes)"
-        raise FormatVersionError(
-            f"store {self.describe()} has {what}; {_READS}",
-            {"path": self.describe(), "version": shown, "supported": STORE_FORMAT},
-        )
+        raise unknown_format(self.describe(), version, _READS)
 
     @property
     def base_deltas(self) -> bool:
@@ -794,6 +787,18 @@ def name_of_key(key: str) -> str | None:
     if "~" in key:
         return None
     return unquote(key)
+
+
+def unknown_format(where: str, version: bytes | None, supported: str) -> FormatVersionError:
+    """The error for a store whose format file holds ``version``, which this build does not read.
+
+    A short number is a format version (a newer one); anything else is quoted by size only: an
+    error message never repeats the content of a file planted in the store."""
+    shown = version.decode("ascii") if version and len(version) <= 4 and version.isdigit() else None
+    what = f"format version {shown}" if shown else f"an unreadable format file ({len(version or b'')} bytes)"
+    return FormatVersionError(
+        f"store {where} has {what}; {supported}", {"path": where, "version": shown, "supported": STORE_FORMAT}
+    )
 
 
 def check_session_name(name: Any) -> str:

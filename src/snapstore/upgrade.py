@@ -67,7 +67,7 @@ from .errors import (
     SnapshotNotFound,
 )
 from .objects import SessionDoc, SnapshotRecord, codec_id
-from .store import FORMAT_CONFIG, STORE_FORMAT, SnapshotStore, check_session_name
+from .store import FORMAT_CONFIG, STORE_FORMAT, SnapshotStore, check_session_name, unknown_format
 
 #: the format the upgrade reads
 LEGACY_FORMAT = "1"
@@ -311,12 +311,7 @@ def _legacy_or_refuse(backend: Backend, where: str) -> LegacyReader | None:
     if current == str(STORE_FORMAT).encode():
         return None
     if current is not None:  # a format of the store's own that this build does not write: a newer one
-        shown = current.decode("ascii") if len(current) <= 4 and current.isdigit() else None
-        what = f"format version {shown}" if shown else f"an unreadable format file ({len(current)} bytes)"
-        raise FormatVersionError(
-            f"store {where} has {what}; this build upgrades stores to version {STORE_FORMAT}",
-            {"path": where, "version": shown, "supported": STORE_FORMAT},
-        )
+        raise unknown_format(where, current, f"this build upgrades stores to version {STORE_FORMAT}")
     found = backend.legacy_format()
     if found is None:
         raise SnapshotNotFound(f"no snapstore store at {where}", {"path": where})
