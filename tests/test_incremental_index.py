@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import CountingBackend, canonical
-from snapstore import SnapshotNotFound, SnapshotStore, history, keyframes
+from snapstore import SnapshotNotFound, SnapshotStore, keyframes
 from snapstore.backends.base import SegmentRead
 from snapstore.history import SessionLog
 from snapstore.session import Session
@@ -169,7 +169,9 @@ def test_reopening_a_session_for_its_head_reads_its_newest_segment_alone(
         older = listing[-8]  # in an older segment: read from the newest segment down to its own
         assert reader.state(older)["turn"] == 22
         holding = reader._log.commits[older].segment
-        assert 1 < holding < newest and set(backend.read) == set(range(holding, newest + 1))
+        # (the indexed segments double each round: a few past its own, not the whole log)
+        assert 1 < holding < newest and set(range(holding, newest + 1)) <= set(backend.read)
+        assert min(backend.read) > 1 and len(set(backend.read)) < 2 * (newest - holding + 1)
         assert [snap.id for snap in reader.snapshots()] == listing  # a listing reads the whole log
         assert set(backend.read) == set(range(1, newest + 1))
 
@@ -222,30 +224,47 @@ def test_a_rebuild_reads_the_segment_again_when_it_grew_since_the_index_read_it(
         assert reader.state(ids[-1]) == {"turn": 4, "log": PAD[:4]}
 
 
-def test_an_id_further_back_than_a_few_segments_reads_each_segment_once(
+def test_an_older_id_reads_each_segment_once_and_not_far_past_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Walking back segment by segment indexes those before again at each step: a few segments
-    back, and no further, before the whole log is indexed instead, once."""
+    """Reading back from the newest segment, the segments indexed double each round: a snapshot k
+    segments back costs fewer than 2(k + 1) segments read, each once (its own may be read again
+    for the payloads), where the whole log would be many more; the oldest, and an id stored nowhere, read
+    the whole log, each segment once."""
     monkeypatch.setattr(keyframes, "SMALL_SEGMENT_BYTES", 0)
     with SnapshotStore.open(tmp_path / "store", max_chain=3, max_runs=1) as store:
-        writer = store.session("s", max_snapshots=100)  # one retention could reach: indexed down to it
-        ids = [writer.commit({"turn": turn, "log": PAD}, turn=turn).id for turn in range(60)]
+        writer = store.session("s", max_snapshots=200)  # one retention could reach: indexed down to it
+        ids = [writer.commit({"turn": turn, "log": PAD}, turn=turn).id for turn in range(120)]
     backend = CountingBackend(tmp_path / "store")
-    with SnapshotStore(backend) as store:
-        for wanted in (ids[0], "0123456789abcdef" * 2):  # the oldest, and an id stored nowhere
-            reader = SnapshotStore(backend).session("s")
-            backend.read.clear()
-            try:
-                assert reader.state(wanted)["turn"] == 0
-                rebuilt = [1]  # the oldest's segment, read again for its payloads
-            except SnapshotNotFound:
-                assert wanted not in ids
-                rebuilt = []
-            assert not reader._log.partial
-            newest = max(backend.read)
-            assert newest > history.REACH_SEGMENTS + 5
-            assert sorted(backend.read) == sorted([*range(1, newest + 1), *rebuilt])  # each indexed once
+    whole = SessionLog(backend, SnapshotStore(backend).session("s").key, "s")
+    whole.refresh()
+    segment_of = {sid: whole.commits[sid].segment for sid in ids}
+    newest = max(segment_of.values())
+    assert newest >= 25
+    for turn in (112, 100, 90, 70, 40):
+        wanted = ids[turn]
+        back = newest - segment_of[wanted]
+        reader = SnapshotStore(backend).session("s")
+        backend.read.clear()
+        assert reader.state(wanted)["turn"] == turn
+        indexed = sorted(set(backend.read))
+        again = sorted(backend.read)
+        for number in indexed:
+            again.remove(number)
+        assert again in ([], [segment_of[wanted]]), f"turn {turn}: read again {again}"
+        assert indexed[-1] == newest and segment_of[wanted] in indexed
+        assert len(indexed) < 2 * (back + 1), f"turn {turn}: {len(indexed)} segments read for {back} back"
+    for wanted in (ids[0], "0123456789abcdef" * 2):  # the oldest, and an id stored nowhere
+        reader = SnapshotStore(backend).session("s")
+        backend.read.clear()
+        try:
+            assert reader.state(wanted)["turn"] == 0
+            rebuilt = [1]  # the oldest's segment, read again for its payloads
+        except SnapshotNotFound:
+            assert wanted not in ids
+            rebuilt = []
+        assert not reader._log.partial
+        assert sorted(backend.read) == sorted([*range(1, newest + 1), *rebuilt])  # each indexed once
 
 
 def test_a_head_read_while_another_thread_indexes_the_whole_log(

@@ -44,8 +44,6 @@ DEFAULT_MAX_SNAPSHOTS = 10
 FRESH_LIMIT = 1 << 20
 #: decoded raw streams of segments kept per log (the group a rebuild walks)
 RAW_CACHE_SEGMENTS = 4
-#: ``SessionLog.reach`` indexes at most this many newest segments, then the whole log instead
-REACH_SEGMENTS = 4
 
 
 @dataclass(slots=True)
@@ -208,24 +206,27 @@ class SessionLog:
 
     def reach(self, sid: str) -> None:
         """While only the newest segments are indexed (``partial``), index older ones, newest first,
-        until one holds ``sid``: reading a snapshot a few segments back then costs those segments,
+        until they hold ``sid``: reading a snapshot a few segments back then costs those segments,
         not the whole log. Retention is counted from the newest commit and from the
         ``evicted_through`` mark (a mark not among the indexed segments names an older snapshot,
-        or none stored), so whether ``sid`` is retained comes out as the whole log says. When the
-        newest ``REACH_SEGMENTS`` do not hold it, or what is indexed does not settle the head,
-        everything is indexed."""
+        or none stored), so whether ``sid`` is retained comes out as the whole log says.
+
+        Adding older segments indexes those after them again (creation order starts at the oldest),
+        so each round adds as many as are indexed: the indexed segments double, every segment is
+        read once, and all the indexing together costs at most about twice the last round's. When a
+        round would take every older segment, or what is indexed does not settle the head, the
+        whole log is indexed instead."""
         if self._tail_from is None or sid in self.commits:
             return
         try:
             listed = self.backend.segments(self.key)
             while self._tail_from is not None and sid not in self.commits:
-                older = [info.segment for info in listed if info.segment < self._tail_from]
-                if not older or len(self.segments) >= REACH_SEGMENTS:
-                    # every segment is indexed, or each one more would index those before it again:
-                    # the whole log's index, once
-                    self._refresh_once(False, listed)
+                older = sorted(info.segment for info in listed if info.segment < self._tail_from)
+                take = max(1, len(self.segments))
+                if take >= len(older):
+                    self._refresh_once(False, listed)  # the whole log's index, each segment read once
                     break
-                self._tail_from = max(older)
+                self._tail_from = older[-take]
                 self._refresh_settled(True, listed)
         except SegmentMissing:  # reclaimed between listing and reading: index everything afresh
             self.refresh()

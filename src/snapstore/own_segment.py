@@ -43,7 +43,7 @@ from .entries import (
     vouched_entry,
 )
 from .errors import CorruptObjectError
-from .history import REACH_SEGMENTS, IndexedCommit, SessionLog, check_settings
+from .history import IndexedCommit, SessionLog, check_settings
 
 #: what ``rebuild_from_own_segment`` returns when it leaves the answer to the whole-log path
 UNDECIDED: Any = object()
@@ -52,7 +52,7 @@ UNDECIDED: Any = object()
 #: directory engine also counts a frame around it, the memory engine does not)
 _MIN_COMMIT_BYTES = RECORD_SIZE
 #: older segments one read searches, newest first, before it leaves the snapshot to the index
-SEARCH_SEGMENTS = REACH_SEGMENTS
+SEARCH_SEGMENTS = 4
 _COMMIT = bytes([COMMIT])
 
 
