@@ -43,10 +43,12 @@ from .workload import generate
 PHASES = [
     ("codec", "encode_state", "canonical serialization"),
     ("codec", "check_reading", "whole-state check"),
+    ("codec", "read_back", "reading the state back (a keyframe's check)"),
     ("session", "diff_members", "diff"),
     ("Session", "_catch_up", "catch up (lock held)"),
     ("Session", "_append", "append"),
     ("DeltaStream", "compress", "compress the delta"),
+    ("session", "compress_keyframe", "compress a keyframe"),
     ("session", "apply_patch", "patch the head"),
     ("codec", "object_id", "hash"),
 ]
