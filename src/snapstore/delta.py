@@ -27,6 +27,7 @@ and, when given, ``from``. Nothing else escapes ``apply_patch``, except
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from functools import partial
 from itertools import compress, islice
@@ -56,6 +57,21 @@ _CHUNK = 256
 _SHIFT_TRIES = 8
 #: lists of the same length up to this are diffed pairwise, as a dict's members are
 _SHORT = 2
+
+
+
+
+class _Budget(threading.local):
+    """What a ``diff_members`` call with ``max_changes`` may still spend, per thread (None: no limit)."""
+
+    left: int | None = None
+
+
+_budget = _Budget()
+
+
+class _OverBudget(Exception):
+    pass
 
 
 # ---------------------------------------------------------------- JSON Pointer (RFC 6901)
@@ -137,14 +153,35 @@ def diff(old: Any, new: Any) -> list[Op]:
 
 
 def diff_members(
-    old: dict[str, Any], new: dict[str, Any], old_pieces: dict[str, bytes], new_pieces: dict[str, bytes]
-) -> list[Op]:
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_pieces: dict[str, bytes],
+    new_pieces: dict[str, bytes],
+    max_changes: int | None = None,
+) -> list[Op] | None:
     """``diff`` of two objects whose members' canonical bytes are already known.
 
     A commit serializes each top-level member once anyway (to hash the state),
     and keeps the head's bytes from the previous commit, so unchanged members
     cost one bytes comparison and changed ones start known to differ.
+
+    With ``max_changes``, None as soon as the objects found to differ hold more than that many
+    changed members (added, removed or replaced values; a member holding an object or list that
+    differs counts where that one's members do): a diff stopped early costs what it found so
+    far, where a state whose every part changed would cost a walk of all of it.
     """
+    _budget.left = max_changes
+    try:
+        return _diff_members(old, new, old_pieces, new_pieces)
+    except _OverBudget:
+        return None
+    finally:
+        _budget.left = None
+
+
+def _diff_members(
+    old: dict[str, Any], new: dict[str, Any], old_pieces: dict[str, bytes], new_pieces: dict[str, bytes]
+) -> list[Op]:
     ops: list[Op] = []
     # The members whose bytes differ (or that are new) are found by C calls alone: a Python loop
     # over a million members cost several times serializing them.
@@ -168,7 +205,7 @@ def diff_members(
                 _diff_list(oval, nval, path, ops, [old_pieces[key], new_pieces[key]])
             else:
                 _diff_dict(oval, nval, path, ops)
-    except (MemoryError, RecursionError):
+    except (MemoryError, RecursionError, _OverBudget):
         raise
     except Exception as exc:
         raise _not_json(new, exc) from None
@@ -330,11 +367,13 @@ def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, pat
 def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
     """Diff two dicts that differ under ``==``; operations come in ``new``'s key order."""
     explained = False
+    removed = 0
     if not old.keys() <= new.keys():
         explained = True
         for key in old:  # in old's order, so the same inputs always give the same patch
             if key not in new:
                 ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
+                removed += 1
     containers: list[tuple[Any, Any, str | int]] = []
     slots: list[Op | int] = []  # an operation, or the index of a container pair diffed below
     for key, nval in new.items():
@@ -356,6 +395,12 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
         slots.append(
             {"op": "add" if oval is _MISSING else "replace", "path": path + "/" + escape_token(key), "value": nval}
         )
+    left = _budget.left
+    if left is not None:  # (a pair of containers counts where it differs, in its own diff)
+        left -= removed + len(slots) - len(containers)
+        if left < 0:
+            raise _OverBudget
+        _budget.left = left
     found = _diff_children(containers, explained, path) if containers else {}
     for slot in slots:
         if not isinstance(slot, int):

@@ -21,6 +21,10 @@ starts a new segment on its own. So the budget bounds every rebuild's estimate,
 however long a session runs (a cold rebuild late in a long segment measures
 10-35% above it: ``python -m benchmarks.rebuild_costs --estimates 10``), and the
 caps bound the history one damaged byte can take with it: one segment.
+
+A delta is not offered at all when the turn changed more than it is worth: a commit's diff stops
+at ``max_delta_changes`` changes and the commit stores a keyframe (docs/design.md, "Turns that
+change most of the state").
 """
 
 from __future__ import annotations
@@ -99,6 +103,24 @@ class KeyframePolicy:
 def full_load_cost(state_size: int) -> float:
     """Estimated cost of loading one full compressed state of ``state_size`` raw bytes."""
     return LOAD_FIXED + state_size * (1 + DECODE_WEIGHT)
+
+
+#: a delta with more changes than one per this many bytes of its state costs more to make and
+#: apply than storing the state as a keyframe (patched against the segment's raw stream) costs
+BYTES_PER_CHANGE = 400
+#: the changes any delta may have, however small its state
+MIN_DELTA_CHANGES = 256
+#: after a commit that found too many, its session's next diff stops this many times sooner
+BUSY_DIVISOR = 4
+
+
+def max_delta_changes(state_size: int, busy_before: bool) -> int:
+    """How many changes a commit's diff may find before the commit stores a keyframe instead of
+    a delta (``delta.diff_members``'s ``max_changes``). After a commit that found too many, the
+    next diff gets a fraction of the budget: a session whose every turn changes most of its state
+    then pays little for each diff it stops, and a quiet turn still fits."""
+    budget = max(MIN_DELTA_CHANGES, state_size // BYTES_PER_CHANGE)
+    return budget // BUSY_DIVISOR if busy_before else budget
 
 
 #: ``Session.settle``'s default: a head whose rebuild is estimated above this many full loads is

@@ -59,7 +59,7 @@ from .history import (
     check_state,
     is_snapshot_id,
 )
-from .keyframes import SETTLE_COST, worth_settling
+from .keyframes import SETTLE_COST, max_delta_changes, worth_settling
 from .objects import Snapshot, SnapshotRecord, codec_id, format_timestamp
 from .own_segment import UNDECIDED, rebuild_from_own_segment
 
@@ -143,6 +143,9 @@ class Session:
         self._chain_cost: dict[str, int] = {}  # estimated rebuild cost from the keyframe, per snapshot
         self._keyframe_of: dict[str, str] = {}
         self._appending = False  # within ``_writing``: an append was begun under the lock
+        # this commit's diff was stopped: more changes than a delta is worth (``max_delta_changes``)
+        self._busy = False
+        self._busy_before = False  # the last commit's was: the next diff gets a smaller budget
 
     def __repr__(self) -> str:
         return f"<Session {self.name!r} in {self._store.describe()}>"
@@ -454,9 +457,10 @@ class Session:
             )
         state_hash = codec.object_id(data)
         with self._lock:
+            self._busy = False
             # the patch from the state this handle holds, made before queueing for the session:
             # the delta when no other writer commits meanwhile, else stored against that state
-            ahead = None if settling is not None else self._patch_cached(state, pieces)
+            ahead = None if settling is not None else self._patch_cached(state, pieces, len(data))
             try:
                 backend, last = self._store.backend, self._log.last_segment
                 locked = (
@@ -478,6 +482,7 @@ class Session:
                         log, state, data, pieces, state_hash, label, turn, ahead, alone=settling is not None
                     )
                     self._append(segment, entries, expected, written)
+                    self._busy_before = self._busy
                     sid = written[0]
                     self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
                     if expected == 0 or log.commits[sid].mode in KEY_MODES:  # started a segment or a run
@@ -601,8 +606,11 @@ class Session:
             assert parent is not None and parent_commit is not None
             if ahead is not None:
                 delta_payload, new_head = ahead[1], ahead[2]
-            else:
-                delta_payload, new_head = self._next_head(log, parent, state, data, pieces)
+            elif not self._busy:
+                patched = self._next_head(log, parent, state, data, pieces)
+                if patched is not None:
+                    delta_payload, new_head = patched
+            can_delta = delta_payload is not None
             base_of = parent_commit
         if can_delta:
             assert delta_payload is not None
@@ -611,6 +619,11 @@ class Session:
                 cost, len(data), self._run_start(log, base_of.id)
             ):
                 can_delta = False
+        elif self._busy:
+            # the head for the next diff: what the state's bytes read back as, checked by comparison
+            # (a state whose parts nearly all changed is mostly numbers and small objects, which
+            # ``orjson`` reads and ``==`` compares faster than a copy in Python walks them)
+            new_head = codec.read_back(data, state)
         else:
             # the head for the next diff: a copy sharing the state's strings when it is plain JSON
             # (checked as it is copied), else what its bytes read back as (checked by comparison)
@@ -693,20 +706,22 @@ class Session:
 
     def _next_head(
         self, log: SessionLog, parent: str, state: Any, data: bytes, pieces: dict[str, bytes] | None
-    ) -> tuple[bytes, Any]:
+    ) -> tuple[bytes, Any] | None:
         """The canonical patch from the head to ``state`` and the new head as stored, refusing a
-        ``state`` that differs from what its bytes read back as."""
+        ``state`` that differs from what its bytes read back as; None when too much changed."""
         head_state, head_pieces = self._head_for(log, parent)
-        return self._patch_head(parent, head_state, head_pieces, state, pieces)
+        return self._patch_head(parent, head_state, head_pieces, state, pieces, len(data))
 
-    def _patch_cached(self, state: Any, pieces: dict[str, bytes] | None) -> tuple[str, bytes, Any] | None:
+    def _patch_cached(
+        self, state: Any, pieces: dict[str, bytes] | None, size: int
+    ) -> tuple[str, bytes, Any] | None:
         """(base, patch, new head): the patch from the cached head, whatever snapshot it is, to
-        ``state``, with the cache patched to it; None when nothing is cached."""
+        ``state``, with the cache patched to it; None when nothing is cached or too much changed."""
         base, head_state = self._head_id, self._head_state
         if base is None or head_state is None:
             return None
-        payload, new_head = self._patch_head(base, head_state, self._cached_pieces(), state, pieces)
-        return base, payload, new_head
+        patched = self._patch_head(base, head_state, self._cached_pieces(), state, pieces, size)
+        return None if patched is None else (base, *patched)
 
     def _patch_head(
         self,
@@ -715,11 +730,20 @@ class Session:
         head_pieces: dict[str, bytes] | None,
         state: Any,
         pieces: dict[str, bytes] | None,
-    ) -> tuple[bytes, Any]:
+        size: int,
+    ) -> tuple[bytes, Any] | None:
         """The patch from ``head_state`` (the cached head, ``parent``'s state) to ``state`` and the
-        cache patched in place to it, refusing a ``state`` that differs from what its bytes read back as."""
+        cache patched in place to it, refusing a ``state`` that differs from what its bytes read back as.
+
+        None, the cache untouched, when the diff finds more changes than a delta of a state of
+        ``size`` bytes is worth (``max_delta_changes``): the commit then stores a keyframe."""
         if pieces is not None and head_pieces is not None:
-            ops = diff_members(head_state, state, head_pieces, pieces)
+            budget = max_delta_changes(size, self._busy_before)
+            found = diff_members(head_state, state, head_pieces, pieces, budget)
+            if found is None:
+                self._busy = True
+                return None
+            ops = found
         else:
             ops = diff(head_state, state)
         payload = codec.dumps(ops)

@@ -1,0 +1,159 @@
+"""Turns that change most of a state: the diff stops early and the commit stores a keyframe.
+
+A delta is worth its diff while a turn changes a small part of the state; when most of it changes
+(thousands of numbers a turn), making and applying the patch costs several times writing the
+state, and the patch is no smaller than the state compressed against the run before it. The diff
+then stops at ``max_delta_changes`` and the commit stores a keyframe (patched against the run
+before it when the keyframe policy lets it join the segment), checked as a keyframe is.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from snapstore import InvalidStateError, SnapshotStore, keyframes
+from snapstore.delta import diff, diff_members
+from snapstore.entries import KEY_MODES
+from snapstore.keyframes import max_delta_changes
+
+
+def canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def pieces(state: dict[str, Any]) -> dict[str, bytes]:
+    return {key: canonical(value) for key, value in state.items()}
+
+
+def world(rng: random.Random, size: int = 400) -> dict[str, Any]:
+    return {
+        "day": 0,
+        "towns": {
+            f"t{i:03d}": {"price": rng.randint(1, 99), "stock": rng.randint(0, 500), "mood": 0.5} for i in range(size)
+        },
+        "notes": ["a quiet start"],
+    }
+
+
+def busy_day(state: dict[str, Any], rng: random.Random, share: float = 0.7) -> dict[str, Any]:
+    """Most numbers move; some flip between 1, 1.0 and true, which only their types tell apart."""
+    for town in state["towns"].values():
+        if rng.random() < share:
+            town["price"] = rng.randint(1, 99)
+            town["stock"] = rng.choice([1, 1.0, True, -0.0, 0.0, rng.randint(0, 500)])
+            town["mood"] = round(rng.random(), 3)
+    state["day"] += 1
+    return state
+
+
+def test_a_budgeted_diff_gives_the_whole_patch_or_none() -> None:
+    rng = random.Random(3)
+    old = world(rng)
+    new = busy_day(orjson.loads(canonical(old)), rng)
+    full = diff_members(old, new, pieces(old), pieces(new))
+    assert full is not None and len(full) > 300
+    assert diff_members(old, new, pieces(old), pieces(new), max_changes=10 * len(full)) == full
+    assert diff_members(old, new, pieces(old), pieces(new), max_changes=50) is None
+    # the budget is this call's: the next diff, budgeted or not, is whole
+    assert diff_members(old, new, pieces(old), pieces(new)) == full
+    assert diff(old, new) == full
+
+
+def test_the_budget_shrinks_after_a_busy_turn_and_has_a_floor() -> None:
+    assert max_delta_changes(4_000_000, busy_before=False) == 4_000_000 // keyframes.BYTES_PER_CHANGE
+    assert max_delta_changes(4_000_000, busy_before=True) < max_delta_changes(4_000_000, busy_before=False)
+    assert max_delta_changes(100, busy_before=False) == keyframes.MIN_DELTA_CHANGES
+
+
+def _modes(session: Any, ids: list[str]) -> list[int]:
+    log = session._current()
+    return [log.commits[sid].mode for sid in ids]
+
+
+def test_busy_turns_are_stored_as_keyframes_even_where_the_policy_takes_any_delta(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    rng = random.Random(5)
+    state = world(rng)
+    store = make_store(rebuild_budget=1000.0)  # any chain is affordable
+    session = store.session("s", max_snapshots=100)
+    ids = [session.commit(state).id]
+    expected = [canonical(state)]
+    for _ in range(12):
+        ids.append(session.commit(busy_day(state, rng)).id)
+        expected.append(canonical(state))
+    quiet = dict(state, notes=[*state["notes"], "one line more"])
+    ids.append(session.commit(quiet).id)
+    expected.append(canonical(quiet))
+    modes = _modes(session, ids)
+    assert all(mode in KEY_MODES for mode in modes[1:-1]), modes
+    assert modes[-1] not in KEY_MODES  # a quiet turn after busy ones is a delta again
+    reopened = make_store()
+    session = reopened.session("s", create=False)
+    assert [canonical(session.state(sid)) for sid in ids] == expected  # 1, 1.0, true and -0.0 kept apart
+    report = reopened.verify()
+    assert report.ok, report
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    "bad", [math.nan, math.inf, (1, 2), Colour.RED], ids=["nan", "infinity", "tuple", "enum"]
+)
+def test_a_busy_turn_holding_a_value_json_cannot_give_back_is_refused_and_writes_nothing(
+    tmp_path: Path, bad: Any
+) -> None:
+    rng = random.Random(7)
+    state = world(rng)
+    with SnapshotStore.open(tmp_path / "store") as store:
+        session = store.session("s")
+        session.commit(state)
+        for _ in range(3):
+            session.commit(busy_day(state, rng))
+        head, stored = session.head, store.stats()["stored_bytes"]
+        assert head is not None
+        before = canonical(state)
+        busy_day(state, rng)
+        state["towns"]["t123"]["mood"] = bad
+        with pytest.raises(InvalidStateError) as refused:
+            session.commit(state)
+        assert "t123" in str(refused.value.details.get("path", "")) + str(refused.value)
+        assert session.head == head and store.stats()["stored_bytes"] == stored
+        assert canonical(session.state(head.id)) == before
+        state["towns"]["t123"]["mood"] = 0.25
+        after = session.commit(busy_day(state, rng))
+        assert canonical(session.state(after.id)) == canonical(state)
+    with SnapshotStore.open(tmp_path / "store", create=False) as store:
+        assert canonical(store.session("s", create=False).state(after.id)) == canonical(state)
+
+
+def test_writers_taking_turns_with_busy_and_quiet_turns_lose_nothing(make_store: Callable[..., SnapshotStore]) -> None:
+    """Two handles commit to one session in turn, each on its own copy of the world: a busy turn
+    after the other's commit stores a keyframe, a quiet one a delta against what the writer
+    holds (or the head); every state reads back exact from a fresh store."""
+    rng = random.Random(11)
+    state = world(rng)
+    expected: dict[str, bytes] = {}
+    writers = [make_store().session("s", max_snapshots=1000), make_store().session("s")]
+    for turn in range(30):
+        if turn % 3 == 2:
+            state = dict(state, notes=[*state["notes"], f"turn {turn}"])
+        else:
+            state = busy_day(orjson.loads(canonical(state)), rng)
+        expected[writers[turn % 2].commit(state).id] = canonical(state)
+    reopened = make_store()
+    session = reopened.session("s", create=False)
+    assert len(session.snapshot_ids()) == 30
+    assert {sid: canonical(session.state(sid)) for sid in expected} == expected
+    report = reopened.verify()
+    assert report.ok, report
