@@ -60,17 +60,54 @@ def test_a_budgeted_diff_gives_the_whole_patch_or_none() -> None:
     new = busy_day(orjson.loads(canonical(old)), rng)
     full = diff_members(old, new, pieces(old), pieces(new))
     assert full is not None and len(full) > 300
-    assert diff_members(old, new, pieces(old), pieces(new), max_changes=10 * len(full)) == full
+    assert diff_members(old, new, pieces(old), pieces(new), max_changes=len(full)) == full  # exactly enough
+    assert diff_members(old, new, pieces(old), pieces(new), max_changes=len(full) - 1) is None
     assert diff_members(old, new, pieces(old), pieces(new), max_changes=50) is None
-    # the budget is this call's: the next diff, budgeted or not, is whole
-    assert diff_members(old, new, pieces(old), pieces(new)) == full
+    # the budget is the call's: a diff right after a stopped one, budgeted or not, is whole
     assert diff(old, new) == full
+    assert diff_members(old, new, pieces(old), pieces(new)) == full
 
 
-def test_the_budget_shrinks_after_a_busy_turn_and_has_a_floor() -> None:
-    assert max_delta_changes(4_000_000, busy_before=False) == 4_000_000 // keyframes.BYTES_PER_CHANGE
-    assert max_delta_changes(4_000_000, busy_before=True) < max_delta_changes(4_000_000, busy_before=False)
-    assert max_delta_changes(100, busy_before=False) == keyframes.MIN_DELTA_CHANGES
+def _count(old: dict[str, Any], new: dict[str, Any], budget: int) -> list[Any] | None:
+    return diff_members(old, new, pieces(old), pieces(new), max_changes=budget)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "top-level values",
+        "top-level removals",
+        "nested removals",
+        "types only",
+    ],
+)
+def test_every_kind_of_change_counts_against_the_budget(change: str) -> None:
+    old: dict[str, Any] = {f"k{i}": i for i in range(40)}
+    old["nested"] = {f"n{i}": i for i in range(40)}
+    old["deep"] = {"inner": {f"d{i}": i for i in range(40)}, "heavier": {f"h{i}": i for i in range(80)}}
+    new = orjson.loads(canonical(old))
+    if change == "top-level values":
+        new.update({f"k{i}": -i - 1 for i in range(30)})
+    elif change == "top-level removals":
+        for i in range(30):
+            del new[f"k{i}"]
+    elif change == "nested removals":
+        for i in range(30):
+            del new["nested"][f"n{i}"]
+    else:  # 1 -> 1.0 in an object equal to the old one under == beside a heavier one: found by bytes alone
+        new["deep"]["inner"] = {f"d{i}": float(i) for i in range(40)}
+    found = _count(old, new, 1000)
+    assert found is not None and len(found) >= 30
+    assert _count(old, new, len(found)) == found
+    assert _count(old, new, 20) is None
+
+
+def test_the_budget_shrinks_while_diffs_stop_and_is_whole_every_eighth_time() -> None:
+    whole = 4_000_000 // keyframes.BYTES_PER_CHANGE
+    assert max_delta_changes(4_000_000, 0) == whole
+    assert [max_delta_changes(4_000_000, n) for n in range(1, 8)] == [whole // keyframes.BUSY_DIVISOR] * 7
+    assert max_delta_changes(4_000_000, 8) == whole and max_delta_changes(4_000_000, 9) < whole
+    assert max_delta_changes(100, 0) == keyframes.MIN_DELTA_CHANGES
 
 
 def _modes(session: Any, ids: list[str]) -> list[int]:
@@ -157,3 +194,47 @@ def test_writers_taking_turns_with_busy_and_quiet_turns_lose_nothing(make_store:
     assert {sid: canonical(session.state(sid)) for sid in expected} == expected
     report = reopened.verify()
     assert report.ok, report
+
+
+def change_prices(state: dict[str, Any], count: int, rng: random.Random) -> dict[str, Any]:
+    """``count`` changes: the prices of ``count`` towns."""
+    for name in rng.sample(sorted(state["towns"]), count):
+        state["towns"][name]["price"] += 100
+    state["day"] += 1
+    return state
+
+
+def test_after_a_busy_turn_turns_a_delta_is_worth_are_deltas_again_within_eight_commits(
+    make_store: Callable[..., SnapshotStore],
+) -> None:
+    """While diffs stop, the next ones get a quarter of the budget: a turn between a quarter and
+    the whole budget is then stored whole, but not for ever; every eighth diff in a row gets the
+    whole budget, and from there the session stores deltas again."""
+    rng = random.Random(13)
+    state = world(rng, size=3000)
+    budget = max_delta_changes(len(canonical(state)), 0)
+    medium = budget // 2
+    assert budget // keyframes.BUSY_DIVISOR < medium and budget < 3 * 3000
+    session = make_store(rebuild_budget=1000.0).session("s", max_snapshots=100)  # any delta is affordable
+    ids = [session.commit(state).id]
+    ids += [session.commit(change_prices(state, medium, rng)).id for _ in range(2)]
+    ids.append(session.commit(busy_day(state, rng, share=1.0)).id)  # three changes a town
+    ids += [session.commit(change_prices(state, medium, rng)).id for _ in range(10)]
+    kinds = "".join("K" if mode in KEY_MODES else "d" for mode in _modes(session, ids))
+    assert kinds == "K" + "dd" + "K" + "K" * 7 + "ddd", kinds
+    reopened = make_store().session("s", create=False)
+    assert canonical(reopened.state(ids[-1])) == canonical(state)
+
+
+def test_a_handle_whose_cache_was_let_go_after_a_busy_turn_stores_a_quiet_one_as_a_delta(tmp_path: Path) -> None:
+    rng = random.Random(17)
+    state = world(rng)
+    with SnapshotStore.open(tmp_path / "store", max_warm_sessions=1, rebuild_budget=1000.0) as store:
+        session = store.session("s")
+        session.commit(state)
+        session.commit(busy_day(state, rng))
+        store.session("other").commit({"elsewhere": True})  # the store keeps one session warm: "s" lets go
+        assert session._head_state is None
+        quiet = session.commit(dict(state, notes=["a quiet day"]))
+        assert _modes(session, [quiet.id])[0] not in KEY_MODES
+        assert canonical(session.state(quiet.id)) == canonical(dict(state, notes=["a quiet day"]))

@@ -74,6 +74,16 @@ class _OverBudget(Exception):
     pass
 
 
+def _spend(changes: int) -> None:
+    """Count ``changes`` against the running ``diff_members`` call's budget, if it has one."""
+    left = _budget.left
+    if left is not None:
+        left -= changes
+        if left < 0:
+            raise _OverBudget
+        _budget.left = left
+
+
 # ---------------------------------------------------------------- JSON Pointer (RFC 6901)
 
 
@@ -165,10 +175,11 @@ def diff_members(
     and keeps the head's bytes from the previous commit, so unchanged members
     cost one bytes comparison and changed ones start known to differ.
 
-    With ``max_changes``, None as soon as the objects found to differ hold more than that many
-    changed members (added, removed or replaced values; a member holding an object or list that
-    differs counts where that one's members do): a diff stopped early costs what it found so
-    far, where a state whose every part changed would cost a walk of all of it.
+    With ``max_changes``, None as soon as more than that many changes are found: members of
+    objects added, removed or replaced (a member holding an object or list that differs counts
+    where that one's members do), and values that differ only in type (``1`` and ``1.0``). The
+    elements of a list are not counted, but the objects in them are. A diff stopped early costs
+    what it found so far, where a state whose every part changed would cost a walk of all of it.
     """
     _budget.left = max_changes
     try:
@@ -192,14 +203,17 @@ def _diff_members(
             for key in old:
                 if key not in new:
                     ops.append({"op": "remove", "path": "/" + escape_token(key)})
+            _spend(len(ops))
         for key in changed:
             nval = new[key]
             oval = old.get(key, _MISSING)
             path = "/" + escape_token(key)
             kind = type(oval)
             if oval is _MISSING:
+                _spend(1)
                 ops.append({"op": "add", "path": path, "value": nval})
             elif kind is not type(nval) or (kind is not dict and kind is not list):
+                _spend(1)
                 ops.append({"op": "replace", "path": path, "value": nval})
             elif kind is list:  # (bytes that differ only in a 1 / 1.0 or a 0.0 / -0.0 are found below too)
                 _diff_list(oval, nval, path, ops, [old_pieces[key], new_pieces[key]])
@@ -395,12 +409,7 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
         slots.append(
             {"op": "add" if oval is _MISSING else "replace", "path": path + "/" + escape_token(key), "value": nval}
         )
-    left = _budget.left
-    if left is not None:  # (a pair of containers counts where it differs, in its own diff)
-        left -= removed + len(slots) - len(containers)
-        if left < 0:
-            raise _OverBudget
-        _budget.left = left
+    _spend(removed + len(slots) - len(containers))  # (a pair of containers counts in its own diff)
     found = _diff_children(containers, explained, path) if containers else {}
     for slot in slots:
         if not isinstance(slot, int):
@@ -420,12 +429,14 @@ def _diff_lookalikes(old: Any, new: Any, path: str, ops: list[Op]) -> None:
         o, n, where = stack.pop()
         kind = type(o)
         if kind is not type(n):
+            _spend(1)
             ops.append({"op": "replace", "path": where, "value": n})
         elif kind is dict:
             stack.extend((child, n[key], f"{where}/{escape_token(key)}") for key, child in o.items())
         elif kind is list:
             stack.extend((child, n[i], f"{where}/{i}") for i, child in enumerate(o))
         elif _scalar_differs(o, n, kind):
+            _spend(1)
             ops.append({"op": "replace", "path": where, "value": n})
 
 

@@ -110,17 +110,21 @@ def full_load_cost(state_size: int) -> float:
 BYTES_PER_CHANGE = 400
 #: the changes any delta may have, however small its state
 MIN_DELTA_CHANGES = 256
-#: after a commit that found too many, its session's next diff stops this many times sooner
+#: after a commit whose diff stopped, its session's next diffs stop this many times sooner...
 BUSY_DIVISOR = 4
+#: ...except every this many in a row, which get the whole budget again
+WHOLE_BUDGET_EVERY = 8
 
 
-def max_delta_changes(state_size: int, busy_before: bool) -> int:
+def max_delta_changes(state_size: int, stopped_in_a_row: int) -> int:
     """How many changes a commit's diff may find before the commit stores a keyframe instead of
-    a delta (``delta.diff_members``'s ``max_changes``). After a commit that found too many, the
-    next diff gets a fraction of the budget: a session whose every turn changes most of its state
-    then pays little for each diff it stops, and a quiet turn still fits."""
+    a delta (``delta.diff_members``'s ``max_changes``), after ``stopped_in_a_row`` commits of the
+    session whose diffs stopped. While a session is busy its diffs get a fraction of the budget,
+    so that each one it gives up costs little; every ``WHOLE_BUDGET_EVERY``-th gets the whole
+    budget, so that a session back to turns a delta is worth (but a fraction of the budget is
+    not) stores deltas again within that many commits, instead of keyframes for as long as it runs."""
     budget = max(MIN_DELTA_CHANGES, state_size // BYTES_PER_CHANGE)
-    return budget // BUSY_DIVISOR if busy_before else budget
+    return budget if stopped_in_a_row % WHOLE_BUDGET_EVERY == 0 else budget // BUSY_DIVISOR
 
 
 #: ``Session.settle``'s default: a head whose rebuild is estimated above this many full loads is

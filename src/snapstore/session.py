@@ -145,7 +145,7 @@ class Session:
         self._appending = False  # within ``_writing``: an append was begun under the lock
         # this commit's diff was stopped: more changes than a delta is worth (``max_delta_changes``)
         self._busy = False
-        self._busy_before = False  # the last commit's was: the next diff gets a smaller budget
+        self._stopped_in_a_row = 0  # commits of this handle in a row whose diffs stopped
 
     def __repr__(self) -> str:
         return f"<Session {self.name!r} in {self._store.describe()}>"
@@ -482,7 +482,7 @@ class Session:
                         log, state, data, pieces, state_hash, label, turn, ahead, alone=settling is not None
                     )
                     self._append(segment, entries, expected, written)
-                    self._busy_before = self._busy
+                    self._stopped_in_a_row = self._stopped_in_a_row + 1 if self._busy else 0
                     sid = written[0]
                     self._head_id, self._head_state, self._head_pieces = sid, new_head, pieces
                     if expected == 0 or log.commits[sid].mode in KEY_MODES:  # started a segment or a run
@@ -738,7 +738,7 @@ class Session:
         None, the cache untouched, when the diff finds more changes than a delta of a state of
         ``size`` bytes is worth (``max_delta_changes``): the commit then stores a keyframe."""
         if pieces is not None and head_pieces is not None:
-            budget = max_delta_changes(size, self._busy_before)
+            budget = max_delta_changes(size, self._stopped_in_a_row)
             found = diff_members(head_state, state, head_pieces, pieces, budget)
             if found is None:
                 self._busy = True
