@@ -23,7 +23,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 
 from snapstore import SnapshotStore
 from snapstore.backends.base import is_staged
-from snapstore.errors import BackendError, ConcurrentUpdateError
+from snapstore.errors import BackendError, ConcurrentUpdateError, SnapshotError
 from snapstore.langgraph import SnapstoreSaver, lanes
 
 
@@ -339,6 +339,38 @@ def test_a_saver_writing_many_threads_keeps_the_write_state_of_a_bounded_number(
             assert [row[1] for row in _thread(saver, f"t{thread}")] == [2, 1, 0]
     with SnapstoreSaver.from_conn_string(":memory:", cached_threads=100) as many:
         assert many.store.max_warm_sessions == 200
+
+
+def test_a_saver_with_cached_bytes_keeps_the_heads_of_threads_within_them(tmp_path: Path) -> None:
+    """With ``cached_bytes``, the threads whose heads stay in memory are as many as fit in that
+    many bytes of canonical JSON (the one used last whatever its size), on top of
+    ``cached_threads``; the store it opens keeps its warm sessions within the same bytes; a thread
+    let go reads back whole and goes on."""
+
+    def big_turns(thread_id: str, turns: range) -> None:
+        config = _config(thread_id)
+        for turn in turns:
+            checkpoint = empty_checkpoint()
+            notes = [f"{thread_id} note {n} " + "y" * 60 for n in range(800)]
+            checkpoint["channel_values"] = {"turn": turn, "notes": notes}
+            checkpoint["channel_versions"] = {"turn": turn + 1, "notes": turn + 1}
+            config = saver.put(config, checkpoint, {"step": turn, "run_id": f"run-{turn % 3}"}, {"turn": turn + 1})
+            saver.put_writes(config, [("turn", turn)], f"task-{turn}")
+
+    with SnapstoreSaver.from_conn_string(str(tmp_path / "store"), cached_threads=32, cached_bytes=150_000) as saver:
+        assert saver.store.max_warm_bytes == 150_000
+        for thread in range(8):
+            big_turns(f"t{thread}", range(3))
+        kept = [lane.kept_bytes() for lane in saver._recent.values()]
+        assert 1 <= len(kept) < 8 and kept[-1] > 50_000
+        assert sum(kept) <= 150_000 or len(kept) == 1
+        assert sum(sess.kept_bytes() for sess in saver.store._warm.values()) <= 150_000 or len(saver.store._warm) == 1
+        for thread in (0, 3, 7):
+            assert [row[1] for row in _thread(saver, f"t{thread}")] == [2, 1, 0]
+        big_turns("t0", range(3, 5))  # let go long ago: reads its head back and goes on
+        assert [row[1] for row in _thread(saver, "t0")] == [4, 3, 2, 1, 0]
+    with pytest.raises(SnapshotError, match="cached_bytes"):
+        SnapstoreSaver.from_conn_string(":memory:", cached_bytes=-1)
 
 
 _CHILD_KILLED_AT_FIRST_COMMIT = textwrap.dedent(

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from snapstore import SnapshotStore
+from snapstore import SnapshotError, SnapshotStore
 from snapstore.delta import diff
 
 
@@ -155,3 +155,41 @@ def test_a_session_in_use_on_another_thread_keeps_its_write_state(tmp_path: Any)
     store.session("third").commit({"x": 1})
     busy.commit({"turn": 3})
     assert busy.state(busy.head.id) == {"turn": 3}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("engine", ["memory", "directory"])
+def test_warm_sessions_of_large_states_keep_at_most_max_warm_bytes(engine: str, tmp_path: Any) -> None:
+    """Counting sessions bounds nothing when each holds a large state: ``max_warm_bytes`` lets the
+    oldest go once the warm ones together keep more (the one used last keeps its own), and one
+    let go reads its head back at its next use and commits as before."""
+
+    def state(i: int, turn: int) -> dict[str, Any]:
+        return {"thread": i, "turn": turn, "rows": [f"row {i}.{n} " + "x" * 40 for n in range(2000)]}
+
+    size = len(orjson.dumps(state(0, 0), option=orjson.OPT_SORT_KEYS))
+    settings: dict[str, Any] = {"max_warm_sessions": 64, "max_warm_bytes": 3 * size}
+    store = SnapshotStore.memory(**settings) if engine == "memory" else SnapshotStore.open(tmp_path / "s", **settings)
+    for i in range(10):
+        sess = store.session(f"thread {i}", max_snapshots=100)
+        for turn in range(3):
+            sess.commit(state(i, turn))
+    del sess
+    warm = list(store._warm.values())
+    assert 1 <= len(warm) <= 3 and sum(s.kept_bytes() for s in warm) <= 3 * size
+    assert warm[-1].name == "thread 9" and warm[-1]._head_state is not None
+    let_go = store.session("thread 0")
+    assert let_go._head_state is None  # read back at its next use
+    let_go.commit(state(0, 3))
+    assert [let_go.state(sid)["turn"] for sid in let_go.snapshot_ids()] == [0, 1, 2, 3]
+    alone = SnapshotStore.memory(max_warm_bytes=0)  # the one used last keeps its own whatever its size
+    only = alone.session("only")
+    only.commit(state(1, 0))
+    only.commit(state(1, 1))
+    assert only._head_state is not None and list(alone._warm) == [only.key]
+    assert store.verify(read_data=True).ok
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "1MB", True])
+def test_max_warm_bytes_is_a_count_of_bytes_or_none(bad: Any) -> None:
+    with pytest.raises(SnapshotError, match="max_warm_bytes"):
+        SnapshotStore.memory(max_warm_bytes=bad)

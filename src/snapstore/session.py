@@ -531,6 +531,22 @@ class Session:
             finally:
                 self._lock.release()
 
+    def kept_bytes(self) -> int:
+        """About what this handle keeps between uses, in bytes: its head's canonical JSON and the
+        decoded run of the open segment (what ``max_warm_bytes`` counts; the head's objects take a
+        few times its JSON). Read without the handle's lock: an estimate, as of now."""
+        kept = 0
+        pieces, head, head_id, decoder = self._head_pieces, self._head_state, self._head_id, self._open
+        if pieces is not None:
+            kept += sum(map(len, pieces.values()))
+        elif head is not None and head_id is not None:
+            commit = self._log.commits.get(head_id)
+            with suppress(SnapshotError):  # a damaged record: read as damage where it is used, not here
+                kept += commit.record.size if commit is not None else 0
+        if decoder is not None:
+            kept += len(decoder.raw)
+        return kept
+
     def _locked_for_write(self) -> AbstractContextManager[None]:
         """The session's write lock, waited for up to the store's timeout, through ``_writing``."""
         return self._writing(self._store.backend.lock_session(self.key, self._store.lock_timeout))

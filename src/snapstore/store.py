@@ -30,7 +30,7 @@ from .errors import (
 )
 from .history import DEFAULT_MAX_SNAPSHOTS, READ_ATTEMPTS, SessionLog
 from .keyframes import KeyframePolicy
-from .recency import touch
+from .recency import shed_bytes, touch
 from .reclaim import Reclaimer
 from .session import Session, check_max_snapshots, naming_timeouts, resolve_prefix
 
@@ -120,9 +120,12 @@ class SnapshotStore:
 
     A session this handle used keeps what makes its next read and commit cheap (its index and,
     once written, its head state, the open segment and that segment's compression stream: up to
-    about a megabyte). The ``max_warm_sessions`` used last keep it; an older one lets it go and
-    reads what it needs again at its next use, so a process that uses many sessions (a server of
-    many threads) holds a bounded amount, whatever the number of sessions.
+    about a megabyte for a small state, more for a large one). The ``max_warm_sessions`` used last
+    keep it; an older one lets it go and reads what it needs again at its next use, so a process
+    that uses many sessions (a server of many threads) holds a bounded amount, whatever the number
+    of sessions. With ``max_warm_bytes`` they also keep at most about that many bytes together
+    (their heads' canonical JSON and their open segments' decoded runs; the objects of a head take
+    a few times its JSON), the session used last keeping its own whatever its size.
     """
 
     def __init__(
@@ -135,12 +138,18 @@ class SnapshotStore:
         max_runs: int = 12,
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
         max_warm_sessions: int = DEFAULT_WARM_SESSIONS,
+        max_warm_bytes: int | None = None,
         create: bool = True,
     ) -> None:
         if type(max_warm_sessions) is not int or max_warm_sessions < 0:
             raise SnapshotError(
                 "max_warm_sessions must be an integer >= 0",
                 {"argument": "max_warm_sessions", "value": repr(max_warm_sessions)},
+            )
+        if max_warm_bytes is not None and (type(max_warm_bytes) is not int or max_warm_bytes < 0):
+            raise SnapshotError(
+                "max_warm_bytes must be an integer >= 0 or None",
+                {"argument": "max_warm_bytes", "value": repr(max_warm_bytes)},
             )
         if type(compression_level) is not int or not 1 <= compression_level <= 22:
             raise SnapshotError(
@@ -160,6 +169,7 @@ class SnapshotStore:
         # the sessions used last, by key, oldest first: they keep what they read and their write state
         self._warm: OrderedDict[str, Session] = OrderedDict()
         self.max_warm_sessions = max_warm_sessions
+        self.max_warm_bytes = max_warm_bytes
         self._mutex = threading.Lock()
         self._check_format(create)
 
@@ -468,10 +478,12 @@ class SnapshotStore:
 
     def _note_used(self, sess: Session) -> None:
         """``sess`` was just asked for or wrote: it is the newest warm session, and the oldest
-        beyond ``max_warm_sessions`` let go of what they keep (one in use by another thread keeps it
-        until it is used again, and counts as warm then)."""
+        beyond ``max_warm_sessions`` (or ``max_warm_bytes``) let go of what they keep (one in use by
+        another thread keeps it until it is used again, and counts as warm then)."""
         with self._mutex:
             cooling = touch(self._warm, sess.key, sess, self.max_warm_sessions)
+            if self.max_warm_bytes is not None:
+                cooling += shed_bytes(self._warm, self.max_warm_bytes, Session.kept_bytes)
         for victim in cooling:
             victim._let_go()
 

@@ -201,6 +201,8 @@ class Lane:
         self.lock = threading.RLock()
         # each session's head as this lane last read or wrote it ((None, None): no session)
         self._heads: dict[str, tuple[str | None, State | None]] = {}
+        # the canonical size of each head's state as this lane last read or wrote it (``kept_bytes``)
+        self._head_sizes: dict[str, int] = {}
         # the sessions this lane committed to: the heads closing the saver may settle
         self._written: set[str] = set()
         # each session's head as this lane last read or wrote it: (snapshot id, its state's hash);
@@ -220,6 +222,13 @@ class Lane:
         # each channel's serialized models in the last value this process put or decoded from
         # the head (encoding.Reuse)
         self.serialized: dict[str, dict[int, Kept]] = {}
+
+    def kept_bytes(self) -> int:
+        """About what this lane keeps in memory between steps, in bytes: the canonical JSON of the
+        heads it holds (their objects, and the serialized values kept beside them, take a few
+        times that). An estimate read without the lane's lock."""
+        sizes = self._head_sizes
+        return sum(sizes.get(name, 0) for name, (_sid, state) in list(self._heads.items()) if state is not None)
 
     # -- sessions ------------------------------------------------------
     def _session(self, name: str, create: bool) -> Session | None:
@@ -358,6 +367,7 @@ class Lane:
                 return None, None
             self._refuse_unreadable(name, found[1])
             self._head_hashes[name] = (found[0].id, found[0].state_hash)
+            self._head_sizes[name] = found[0].size
             return found[0].id, found[1]
         head = sess.head
         if head is None or head.id != cached[0]:
@@ -369,6 +379,7 @@ class Lane:
             return cached
         state = sess.state(head.id)
         self._refuse_unreadable(name, state)
+        self._head_sizes[name] = head.size
         return head.id, state
 
     def _refuse_unreadable(self, name: str, state: State) -> None:
@@ -506,6 +517,7 @@ class Lane:
             return None
         self._heads[name] = (snap.id, state)  # never mutated after this: the next commit builds a new dict
         self._head_hashes[name] = (snap.id, snap.state_hash)
+        self._head_sizes[name] = snap.size
         self._own[name] = snap.id
         self._written.add(name)
         if operating:

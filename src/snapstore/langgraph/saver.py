@@ -27,7 +27,7 @@ from langgraph.checkpoint.base import (
 )
 
 from ..errors import ConcurrentUpdateError, CorruptObjectError, InvalidNameError, SnapshotError, SnapshotNotFound
-from ..recency import touch
+from ..recency import shed_bytes, touch
 from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
 from .lanes import IncompleteThreadError, Index, Lane, State, channel_values, pause_for_a_delete, stored_heads
@@ -94,6 +94,17 @@ def _kept_losing(thread_id: Any, operation: str) -> ConcurrentUpdateError:
     )
 
 
+def _check_cache_bounds(cached_threads: Any, cached_bytes: Any) -> None:
+    if type(cached_threads) is not int or cached_threads < 0:
+        raise SnapshotError(
+            "cached_threads must be an integer >= 0", {"argument": "cached_threads", "value": repr(cached_threads)}
+        )
+    if cached_bytes is not None and (type(cached_bytes) is not int or cached_bytes < 0):
+        raise SnapshotError(
+            "cached_bytes must be an integer >= 0 or None", {"argument": "cached_bytes", "value": repr(cached_bytes)}
+        )
+
+
 class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractAsyncContextManager):
     """A LangGraph checkpointer over a snapstore store (a directory, memory or PostgreSQL).
 
@@ -106,7 +117,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
     put builds on the heads this saver last read or wrote; one that lands on another writer's
     commit is built again on it (``Lane.operation``).
     The saver keeps the head of the ``cached_threads`` (thread, namespace) pairs it used last in
-    memory, so the next step of a running thread does not read it back.
+    memory, so the next step of a running thread does not read it back; with ``cached_bytes``,
+    only as many of them as keep about that many bytes of canonical JSON together (the one used
+    last whatever its size).
     Deleting checkpoints (``delete_thread``, ``delete_for_runs``, ``prune``) drops them from the
     saver at once; their bytes leave the store at its next ``store.gc()``.
     """
@@ -118,11 +131,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         serde: SerializerProtocol | None = None,
         owns_store: bool = False,
         cached_threads: int = 32,
+        cached_bytes: int | None = None,
     ):
-        if type(cached_threads) is not int or cached_threads < 0:
-            raise SnapshotError(
-                "cached_threads must be an integer >= 0", {"argument": "cached_threads", "value": repr(cached_threads)}
-            )
+        _check_cache_bounds(cached_threads, cached_bytes)
         if not isinstance(store, SnapshotStore):
             raise SnapshotError(
                 "SnapstoreSaver needs a SnapshotStore (or use SnapstoreSaver.from_conn_string(path))",
@@ -137,6 +148,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         self._lanes: weakref.WeakValueDictionary[tuple[str, str], Lane] = weakref.WeakValueDictionary()
         self._recent: OrderedDict[tuple[str, str], Lane] = OrderedDict()
         self._cached_threads = cached_threads
+        self._cached_bytes = cached_bytes
         self._mutex = threading.Lock()
         self._closed = False
 
@@ -148,18 +160,21 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         *,
         serde: SerializerProtocol | None = None,
         cached_threads: int = 32,
+        cached_bytes: int | None = None,
         **store_settings: Any,
     ) -> SnapstoreSaver:
         """A saver over the store at ``target``: a directory (created if absent), a
         ``postgresql://`` URL, or ``":memory:"``. Use it with ``with`` (or ``async with``):
         the store is closed on exit."""
-        # two sessions a cached namespace, each kept warm for its next put
+        _check_cache_bounds(cached_threads, cached_bytes)  # named as the saver's, before the store opens
+        # two sessions a cached namespace, each kept warm for its next put, within the same bytes
         store_settings.setdefault("max_warm_sessions", max(DEFAULT_WARM_SESSIONS, 2 * cached_threads))
+        store_settings.setdefault("max_warm_bytes", cached_bytes)
         if target == ":memory:":  # (a pathlib.Path of that name is a folder, as everywhere)
             store = SnapshotStore.memory(**store_settings)
         else:
             store = SnapshotStore.open(target, **store_settings)
-        return cls(store, serde=serde, owns_store=True, cached_threads=cached_threads)
+        return cls(store, serde=serde, owns_store=True, cached_threads=cached_threads, cached_bytes=cached_bytes)
 
     from_path = from_conn_string
 
@@ -204,6 +219,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             if lane is None:
                 lane = self._lanes[key] = Lane(self.store, *key)
             touch(self._recent, key, lane, self._cached_threads)  # (a lane let go is read again)
+            if self._cached_bytes is not None:
+                shed_bytes(self._recent, self._cached_bytes, Lane.kept_bytes)
             return lane
 
     def _writing_lane(self, thread_id: Any, checkpoint_ns: str) -> Lane:
