@@ -193,3 +193,66 @@ def test_warm_sessions_of_large_states_keep_at_most_max_warm_bytes(engine: str, 
 def test_max_warm_bytes_is_a_count_of_bytes_or_none(bad: Any) -> None:
     with pytest.raises(SnapshotError, match="max_warm_bytes"):
         SnapshotStore.memory(max_warm_bytes=bad)
+
+
+def _canonical_size(value: Any) -> int:
+    return len(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+
+
+def test_what_a_session_keeps_is_counted_close_to_its_heads_json(tmp_path: Any) -> None:
+    store = SnapshotStore.open(tmp_path / "s")
+    shapes: dict[str, Any] = {
+        "many small members": {f"k{i}": i for i in range(20000)},
+        "a few large members": {"a": "x" * 50000, "b": ["y" * 100] * 500},
+        "a list at the top": [{"row": i, "text": "z" * 30} for i in range(3000)],
+    }
+    for name, state in shapes.items():
+        sess = store.session(name)
+        sess.commit(state)
+        head = _canonical_size(state)
+        decoded = len(sess._open.raw) if sess._open is not None else 0
+        assert 0.9 * head <= sess.kept_bytes() - decoded <= 1.1 * head, name
+    rolled = store.session("rolled")
+    first = rolled.commit([{"row": i} for i in range(2000)])
+    rolled.commit([{"row": i} for i in range(10)])
+    rolled.rollback(first.id)
+    assert rolled.kept_bytes() >= _canonical_size([{"row": i} for i in range(2000)])
+    store.close()
+
+
+def test_sessions_let_go_for_bytes_drop_what_they_keep_and_reads_count_too(tmp_path: Any) -> None:
+    """A session shed for bytes lets go of its head even while its caller holds the handle; a
+    read that catches up with another handle's commits grows what a session keeps, and is held to
+    the bound as a commit is."""
+    def big(i: int, turn: int) -> dict[str, Any]:
+        return {"rows": [f"{i}.{turn}.{n} " + "x" * 40 for n in range(3000)]}
+
+    reader = SnapshotStore.open(tmp_path / "s", max_warm_bytes=100_000)
+    handles = [reader.session(f"t{i}", max_snapshots=100) for i in range(5)]
+    for sess in handles:
+        sess.commit({"rows": []})
+        sess.commit({"rows": ["a"]})
+    assert all(sess._head_state is not None for sess in handles)  # small: all fit
+    writer = SnapshotStore.open(tmp_path / "s")
+    for i in range(5):
+        for turn in range(2):  # deltas after the reader's: its reads catch up on them
+            writer.session(f"t{i}").commit(big(i, turn))
+    first = handles[0]
+    assert first.state(first.head.id) == big(0, 1)  # type: ignore[union-attr]
+    assert first.kept_bytes() > 100_000  # caught up on the writer's deltas: its head grew...
+    assert all(sess._head_state is None for sess in handles[1:])  # ...and the others made room
+    for i, sess in enumerate(handles[1:], 1):
+        assert sess.state(sess.head.id) == big(i, 1)  # type: ignore[union-attr]
+    warm = list(reader._warm.values())
+    assert len(warm) == 1 or sum(sess.kept_bytes() for sess in warm) <= 100_000
+    assert first._head_state is None  # let go in turn, its handle still held
+    assert first.state(first.head.id) == big(0, 1)  # type: ignore[union-attr]
+    reader.close()
+    writer.close()
+
+
+def test_a_refused_setting_creates_no_store(tmp_path: Any) -> None:
+    for bad in ({"max_warm_bytes": -1}, {"max_warm_sessions": -1}, {"compression_level": 99}, {"rebuild_budget": 0}):
+        with pytest.raises(SnapshotError):
+            SnapshotStore.open(tmp_path / "never", **bad)
+        assert not (tmp_path / "never").exists(), bad

@@ -346,6 +346,12 @@ class Session:
         return diff(self.state(a), self.state(b))
 
     def _state_of(self, log: SessionLog, sid: str) -> Any:
+        state = self._read_state_of(log, sid)
+        if self._store.max_warm_bytes is not None:  # a read may have grown what this handle keeps
+            self._store._note_used(self)
+        return state
+
+    def _read_state_of(self, log: SessionLog, sid: str) -> Any:
         if sid == self._head_id and self._head_state is not None:
             return codec.loads(self._head_bytes())
         last = log.last_segment
@@ -537,8 +543,8 @@ class Session:
         few times its JSON). Read without the handle's lock: an estimate, as of now."""
         kept = 0
         pieces, head, head_id, decoder = self._head_pieces, self._head_state, self._head_id, self._open
-        if pieces is not None:
-            kept += sum(map(len, pieces.values()))
+        if pieces is not None:  # (each member as '"key":value,' in the object's JSON)
+            kept += sum(len(key) + len(value) + 4 for key, value in list(pieces.items()))
         elif head is not None and head_id is not None:
             commit = self._log.commits.get(head_id)
             with suppress(SnapshotError):  # a damaged record: read as damage where it is used, not here

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import weakref
@@ -110,6 +111,39 @@ class GcReport:
         return self.segments_dropped
 
 
+def _checked_settings(
+    compression_level: Any = 3,
+    max_chain: Any = 5000,
+    rebuild_budget: Any = 3.0,
+    max_runs: Any = 12,
+    lock_timeout: Any = DEFAULT_LOCK_TIMEOUT,
+    max_warm_sessions: Any = DEFAULT_WARM_SESSIONS,
+    max_warm_bytes: Any = None,
+) -> KeyframePolicy:
+    """The keyframe policy of a store of these settings, each refused by name when it is not one."""
+    if type(max_warm_sessions) is not int or max_warm_sessions < 0:
+        raise SnapshotError(
+            "max_warm_sessions must be an integer >= 0",
+            {"argument": "max_warm_sessions", "value": repr(max_warm_sessions)},
+        )
+    if max_warm_bytes is not None and (type(max_warm_bytes) is not int or max_warm_bytes < 0):
+        raise SnapshotError(
+            "max_warm_bytes must be an integer >= 0 or None",
+            {"argument": "max_warm_bytes", "value": repr(max_warm_bytes)},
+        )
+    if type(compression_level) is not int or not 1 <= compression_level <= 22:
+        raise SnapshotError(
+            "compression_level must be an integer from 1 to 22",
+            {"argument": "compression_level", "value": repr(compression_level)},
+        )
+    if lock_timeout is not None and (type(lock_timeout) not in (int, float) or not lock_timeout >= 0):
+        raise SnapshotError("lock_timeout must be seconds >= 0 or None", {"lock_timeout": repr(lock_timeout)})
+    return KeyframePolicy(rebuild_budget=rebuild_budget, max_runs=max_runs, max_chain=max_chain)
+
+
+_SETTING_NAMES = frozenset(inspect.signature(_checked_settings).parameters)
+
+
 class SnapshotStore:
     """Content-addressed, delta-compressed snapshots of JSON states, in named sessions.
 
@@ -141,28 +175,13 @@ class SnapshotStore:
         max_warm_bytes: int | None = None,
         create: bool = True,
     ) -> None:
-        if type(max_warm_sessions) is not int or max_warm_sessions < 0:
-            raise SnapshotError(
-                "max_warm_sessions must be an integer >= 0",
-                {"argument": "max_warm_sessions", "value": repr(max_warm_sessions)},
-            )
-        if max_warm_bytes is not None and (type(max_warm_bytes) is not int or max_warm_bytes < 0):
-            raise SnapshotError(
-                "max_warm_bytes must be an integer >= 0 or None",
-                {"argument": "max_warm_bytes", "value": repr(max_warm_bytes)},
-            )
-        if type(compression_level) is not int or not 1 <= compression_level <= 22:
-            raise SnapshotError(
-                "compression_level must be an integer from 1 to 22",
-                {"argument": "compression_level", "value": repr(compression_level)},
-            )
-        if lock_timeout is not None and (type(lock_timeout) not in (int, float) or not lock_timeout >= 0):
-            raise SnapshotError("lock_timeout must be seconds >= 0 or None", {"lock_timeout": repr(lock_timeout)})
+        self.policy = _checked_settings(
+            compression_level, max_chain, rebuild_budget, max_runs, lock_timeout, max_warm_sessions, max_warm_bytes
+        )
         self.backend = backend
         self.level = compression_level
         self.lock_timeout = lock_timeout
         self.format = STORE_FORMAT  # set from the store by ``_check_format``
-        self.policy = KeyframePolicy(rebuild_budget=rebuild_budget, max_runs=max_runs, max_chain=max_chain)
         self.reclaimer = Reclaimer(compression_level)
         # one handle per session name while anyone holds it; the warm ones (below) are held here
         self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
@@ -183,6 +202,8 @@ class SnapshotStore:
         **settings: Any,
     ) -> SnapshotStore:
         """A store in a directory (created if absent unless ``create=False``) or at a ``postgresql://`` URL."""
+        if not isinstance(target, Backend):  # a refused setting creates nothing
+            _checked_settings(**{k: v for k, v in settings.items() if k in _SETTING_NAMES})
         backend = open_backend(target, fsync=fsync, create=create)
         try:
             return cls(backend, create=create, **settings)

@@ -192,8 +192,11 @@ def _history_lists(head: State | None) -> tuple[list[str], list[str], list[str],
 class Lane:
     """The sessions of one (thread, namespace), with the heads this process last read or wrote."""
 
-    def __init__(self, store: SnapshotStore, thread_id: str, checkpoint_ns: str) -> None:
+    def __init__(
+        self, store: SnapshotStore, thread_id: str, checkpoint_ns: str, grew: Callable[[], None] | None = None
+    ) -> None:
         self.store = store
+        self._grew = grew  # told when a head this lane keeps changed (the saver's bound by bytes)
         self.thread_id = thread_id
         self.checkpoint_ns = checkpoint_ns
         self.names = lane_names(thread_id, checkpoint_ns)
@@ -469,6 +472,8 @@ class Lane:
         with self.lock:
             if self._heads.get(name) is before:
                 self._heads[name] = found
+        if self._grew is not None:
+            self._grew()
         return found
 
     def _state(self, name: str, snapshot_id: str) -> State:
@@ -519,6 +524,8 @@ class Lane:
         self._head_hashes[name] = (snap.id, snap.state_hash)
         self._head_sizes[name] = snap.size
         self._own[name] = snap.id
+        if self._grew is not None:
+            self._grew()
         self._written.add(name)
         if operating:
             self._asked[name] = (snap.id, state)

@@ -217,11 +217,15 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         with self._mutex:
             lane = self._lanes.get(key)
             if lane is None:
-                lane = self._lanes[key] = Lane(self.store, *key)
+                lane = self._lanes[key] = Lane(self.store, *key, grew=self._fit_cached_bytes)
             touch(self._recent, key, lane, self._cached_threads)  # (a lane let go is read again)
-            if self._cached_bytes is not None:
-                shed_bytes(self._recent, self._cached_bytes, Lane.kept_bytes)
             return lane
+
+    def _fit_cached_bytes(self) -> None:
+        """A lane's heads changed: the oldest lanes beyond ``cached_bytes`` go (the newest stays)."""
+        if self._cached_bytes is not None:
+            with self._mutex:
+                shed_bytes(self._recent, self._cached_bytes, Lane.kept_bytes)
 
     def _writing_lane(self, thread_id: Any, checkpoint_ns: str) -> Lane:
         """The lane a write goes to, once its thread id and namespace are known to have a stored form."""
@@ -532,7 +536,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         if namespace is None or lane_names(thread_id, namespace).checkpoints != names[0]:
             return None
         with self._mutex:
-            return self._lanes.setdefault((thread_id, namespace), Lane(self.store, thread_id, namespace))
+            key = (thread_id, namespace)
+            return self._lanes.setdefault(key, Lane(self.store, *key, grew=self._fit_cached_bytes))
 
     def _delete_namespace(self, thread_id: str, names: tuple[str, str]) -> None:
         for _attempt in range(ATTEMPTS):
