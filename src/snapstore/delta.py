@@ -59,8 +59,6 @@ _SHIFT_TRIES = 8
 _SHORT = 2
 
 
-
-
 class _Budget(threading.local):
     """What a ``diff_members`` call with ``max_changes`` may still spend, per thread (None: no limit)."""
 

@@ -323,12 +323,12 @@ class StateRollbackManager:
                 data.pop(name, None)
                 if info.alias:
                     data.pop(info.alias, None)
-        if not _BY_NAME:  # (pydantic before 2.11 has no by_name: the data is given by alias)
+        # (pydantic before 2.11 has no by_name: the data is given by alias)
+        options: dict[str, Any] = {"by_name": True} if _BY_NAME else {}
+        if not _BY_NAME:
             data = _by_alias(model, data)
         try:
-            if _BY_NAME:
-                return model.model_validate_json(codec.dumps(data), by_name=True)
-            return model.model_validate_json(codec.dumps(data))
+            return model.model_validate_json(codec.dumps(data), **options)
         except ValidationError as exc:
             if _too_deep_for_json(exc):
                 # Validating the rebuilt objects instead (python mode) was tried: it gives other

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import weakref
@@ -111,37 +110,34 @@ class GcReport:
         return self.segments_dropped
 
 
-def _checked_settings(
-    compression_level: Any = 3,
-    max_chain: Any = 5000,
-    rebuild_budget: Any = 3.0,
-    max_runs: Any = 12,
-    lock_timeout: Any = DEFAULT_LOCK_TIMEOUT,
-    max_warm_sessions: Any = DEFAULT_WARM_SESSIONS,
-    max_warm_bytes: Any = None,
-) -> KeyframePolicy:
-    """The keyframe policy of a store of these settings, each refused by name when it is not one."""
-    if type(max_warm_sessions) is not int or max_warm_sessions < 0:
+def _checked_settings(settings: dict[str, Any]) -> KeyframePolicy:
+    """The keyframe policy of a store of these settings, each refused by name when it is not one.
+    ``settings`` may be partial (``SnapshotStore.open``'s keywords): a setting not given is not
+    checked (the placeholders below pass) and takes its default; names it does not know are left
+    to the constructor."""
+    warm_sessions = settings.get("max_warm_sessions", 0)
+    if type(warm_sessions) is not int or warm_sessions < 0:
         raise SnapshotError(
             "max_warm_sessions must be an integer >= 0",
-            {"argument": "max_warm_sessions", "value": repr(max_warm_sessions)},
+            {"argument": "max_warm_sessions", "value": repr(warm_sessions)},
         )
-    if max_warm_bytes is not None and (type(max_warm_bytes) is not int or max_warm_bytes < 0):
+    warm_bytes = settings.get("max_warm_bytes")
+    if warm_bytes is not None and (type(warm_bytes) is not int or warm_bytes < 0):
         raise SnapshotError(
             "max_warm_bytes must be an integer >= 0 or None",
-            {"argument": "max_warm_bytes", "value": repr(max_warm_bytes)},
+            {"argument": "max_warm_bytes", "value": repr(warm_bytes)},
         )
-    if type(compression_level) is not int or not 1 <= compression_level <= 22:
+    level = settings.get("compression_level", 1)
+    if type(level) is not int or not 1 <= level <= 22:
         raise SnapshotError(
             "compression_level must be an integer from 1 to 22",
-            {"argument": "compression_level", "value": repr(compression_level)},
+            {"argument": "compression_level", "value": repr(level)},
         )
+    lock_timeout = settings.get("lock_timeout")
     if lock_timeout is not None and (type(lock_timeout) not in (int, float) or not lock_timeout >= 0):
         raise SnapshotError("lock_timeout must be seconds >= 0 or None", {"lock_timeout": repr(lock_timeout)})
-    return KeyframePolicy(rebuild_budget=rebuild_budget, max_runs=max_runs, max_chain=max_chain)
-
-
-_SETTING_NAMES = frozenset(inspect.signature(_checked_settings).parameters)
+    given = {name: settings[name] for name in ("rebuild_budget", "max_runs", "max_chain") if name in settings}
+    return KeyframePolicy(**given)
 
 
 class SnapshotStore:
@@ -176,7 +172,15 @@ class SnapshotStore:
         create: bool = True,
     ) -> None:
         self.policy = _checked_settings(
-            compression_level, max_chain, rebuild_budget, max_runs, lock_timeout, max_warm_sessions, max_warm_bytes
+            {
+                "compression_level": compression_level,
+                "max_chain": max_chain,
+                "rebuild_budget": rebuild_budget,
+                "max_runs": max_runs,
+                "lock_timeout": lock_timeout,
+                "max_warm_sessions": max_warm_sessions,
+                "max_warm_bytes": max_warm_bytes,
+            }
         )
         self.backend = backend
         self.level = compression_level
@@ -203,7 +207,7 @@ class SnapshotStore:
     ) -> SnapshotStore:
         """A store in a directory (created if absent unless ``create=False``) or at a ``postgresql://`` URL."""
         if not isinstance(target, Backend):  # a refused setting creates nothing
-            _checked_settings(**{k: v for k, v in settings.items() if k in _SETTING_NAMES})
+            _checked_settings(settings)
         backend = open_backend(target, fsync=fsync, create=create)
         try:
             return cls(backend, create=create, **settings)
