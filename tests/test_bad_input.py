@@ -195,6 +195,18 @@ def test_states_json_cannot_represent_are_refused(fx: Fixture, name: str, where:
     assert "reason" in err.details
 
 
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1])
+def test_an_integer_out_of_range_is_refused_naming_the_range_a_state_may_hold(fx: Fixture, value: int) -> None:
+    """The range is orjson's (int64 and uint64 together): the message says so, not a narrower one."""
+    for state in ({"a": value}, {"a": [1, {"b": value}]}):
+        err = refused(fx, InvalidStateError, lambda state=state: fx.sess.commit(state))
+        assert err.details["reason"] == "integer outside the 64-bit range a state may hold (-2^63 … 2^64-1)"
+    assert [canonical(fx.sess.state(fx.sess.commit({"a": v}).id)) for v in (2**64 - 1, -(2**63))] == [
+        b'{"a":18446744073709551615}',
+        b'{"a":-9223372036854775808}',
+    ]
+
+
 def test_first_commit_refusals_write_nothing(fx: Fixture) -> None:
     """The first commit of a session takes another path (no head to diff against)."""
     sess = fx.store.session("fresh")

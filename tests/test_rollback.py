@@ -520,7 +520,7 @@ def test_an_interrupt_during_the_head_move_gives_the_session_back(
 
 
 def test_state_json_cannot_hold_is_refused_at_snapshot_time(game: GameSession, mgr: StateRollbackManager) -> None:
-    game.metadata["huge"] = 2**70  # beyond the 64-bit integers JSON readers accept
+    game.metadata["huge"] = 2**70  # beyond the 64-bit integers a state may hold
     with pytest.raises(InvalidStateError):
         mgr.create_snapshot()
     assert mgr.get_snapshot_count() == 0

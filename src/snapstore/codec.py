@@ -28,7 +28,7 @@ import xxhash
 import zstandard
 
 from .errors import CorruptObjectError, FormatVersionError, InvalidStateError
-from .refusals import ORJSON_MAX_DEPTH, first_unrepresentable, first_unserializable
+from .refusals import INT_RANGE_REASON, ORJSON_MAX_DEPTH, first_unrepresentable, first_unserializable
 
 FORMAT_VERSION = 1
 MAGIC = b"SNPO"
@@ -417,7 +417,7 @@ def _invalid(value: Any, reason: str, path: str | None = None) -> InvalidStateEr
     if "Recursion limit" in reason:
         reason = "nested too deeply or contains a cycle (orjson stops at depth 254)"
     elif "Integer exceeds" in reason:
-        reason = "integer outside the 64-bit range JSON readers accept"
+        reason = INT_RANGE_REASON
     elif "surrogates" in reason:
         reason = "string with a lone surrogate is not valid UTF-8"
     if path is not None:  # a key with a lone surrogate: the pointer must still print and encode

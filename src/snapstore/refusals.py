@@ -17,6 +17,7 @@ from .delta import escape_token
 #: orjson serializes at most this many nested containers
 ORJSON_MAX_DEPTH = 254
 _INT_RANGE = range(-(2**63), 2**64)  # what orjson writes: int64 and uint64
+INT_RANGE_REASON = "integer outside the 64-bit range a state may hold (-2^63 … 2^64-1)"
 
 
 def first_unrepresentable(root: Any) -> tuple[Any, str, str] | None:
@@ -96,7 +97,7 @@ def _unserializable_leaf(node: Any) -> str | None:
     if isinstance(node, tuple):
         return _tuple_reason(node)
     if isinstance(node, int):  # bool too
-        return None if int.__int__(node) in _INT_RANGE else "integer outside the 64-bit range JSON readers accept"
+        return None if int.__int__(node) in _INT_RANGE else INT_RANGE_REASON
     if node is None or isinstance(node, float):
         return None
     if dataclasses.is_dataclass(node):

@@ -194,7 +194,7 @@ def _first_refusal(checked: Any, source: str) -> str:
         node, tokens = stack.pop()
         where = f"{source} at {format_pointer(tokens)}" if tokens else source
         if isinstance(node, _OutOfRange):
-            return f"{where}: integer {node.text} is outside the 64-bit range a state may hold"
+            return f"{where}: integer {node.text} is outside the 64-bit range a state may hold (-2^63 … 2^64-1)"
         if isinstance(node, _RepeatedKey):
             return (
                 f"{where}: key {node.key!r} appears more than once in {'this' if tokens else 'the top-level'} "
