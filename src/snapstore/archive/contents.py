@@ -65,6 +65,9 @@ class ArchiveContents:
         self.lengths = array("I")
         self.kinds = bytearray()
         self.resolved: dict[int, tuple[int, int]] = {}  # state patch entry -> (spool offset, length)
+        #: state hash -> (the snapshot a state patch patches, spool offset and length of the patch's
+        #: canonical JSON): kept so that an import stores the state as that patch, not whole
+        self.patches: dict[str, tuple[str, int, int]] = {}
         self.docs: list[SessionDoc] = []
         self.tags: dict[str, dict[str, str]] = {}  # session -> its tags (name -> id)
         self.body_size = 0
@@ -158,6 +161,19 @@ class ArchiveContents:
         """An archive record (checked by ``_check_objects``)."""
         return SnapshotRecord.from_payload(sid, self._payload(self._entry(sid, Kind.RECORD)))
 
+    def _patch_from_parent(self, record: SnapshotRecord) -> bytes | None:
+        """The canonical patch from the record's parent to its state, when the archive carries its state
+        as a state patch against that parent (a snapshot first stored against another base: its record
+        names no delta); None otherwise."""
+        found = self.patches.get(record.state)
+        if found is None or record.parent is None or found[0] != record.parent:
+            return None
+        self.spool.seek(found[1])
+        data = self.spool.read(found[2])
+        if len(data) != found[2]:
+            raise fail(f"archive {self.name}: spool file is short", "spool", path=self.name)
+        return data
+
     def delta_payload(self, key: str) -> bytes | None:
         i = self._entry(key, Kind.DELTA)
         return self._payload(i) if i >= 0 else None
@@ -182,10 +198,13 @@ class ArchiveContents:
             body = orjson.loads(self._payload(i))
             parent = body["parent"]
             found = self._find(parent)
-            local = self.local(links(self._payload(found)).session) if found >= 0 else None
+            # a patch's parent is a snapshot: what the archive holds under that id must read as a record
+            local = self.local(links(self._payload(self._entry(parent, Kind.RECORD))).session) if found >= 0 else None
             state = self._rebuild(parent, frozenset(), local, f"state patch {key}")
             try:
-                state = apply_patch(state, refuse_copies(self.name, key, body["patch"]), in_place=True)
+                ops = refuse_copies(self.name, key, body["patch"])
+                patch = codec.dumps(ops)  # before it applies: its values go into the state
+                state = apply_patch(state, ops, in_place=True)
                 data = codec.dumps(state)
             except (PatchError, TypeError, orjson.JSONEncodeError) as exc:
                 raise fail(
@@ -194,7 +213,8 @@ class ArchiveContents:
             del state
             if len(data) != body["size"] or codec.object_id(data) != key:
                 raise fail(
-                    f"archive {self.name}: state patch {key} rebuilds to a state hashing {codec.object_id(data)}",
+                    f"archive {self.name}: state patch {key} rebuilds to a state of {len(data)} bytes hashing "
+                    f"{codec.object_id(data)}; it names a state of {body['size']} bytes hashing {key}",
                     "hash mismatch",
                     path=self.name,
                     object=key,
@@ -202,6 +222,8 @@ class ArchiveContents:
             self.spool.seek(0, os.SEEK_END)
             self.resolved[i] = (self.spool.tell(), len(data))
             self._spool(data)
+            self.patches[key] = (parent, self.spool.tell(), len(patch))
+            self._spool(patch)
         self._last = None
 
     def _readable_state(self, key: str) -> int:
@@ -355,6 +377,6 @@ class ArchiveContents:
         for sid in ids:
             record = self.full_record(sid)
             data = self.state_bytes(sid, record, bases, local)
-            delta = self.delta_payload(record.delta) if record.delta is not None else None
+            delta = self.delta_payload(record.delta) if record.delta is not None else self._patch_from_parent(record)
             yield sid, record, data, delta
         self._last = None
