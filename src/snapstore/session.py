@@ -1123,12 +1123,14 @@ class Session:
         """Append snapshots made elsewhere, keeping their records (and so their ids); returns the ids added.
 
         Each item is (record, the state's canonical bytes, the delta payload or None), parents
-        before children; the caller has verified them. A list or tuple is checked whole before
-        anything is written; an iterator is consumed as it is written (an archive streams them). A
-        record whose session is another name cannot keep its id here (ids hash the session name):
-        rename the records first. A delta
-        record is stored as a delta when its parent is in the open segment and the keyframe
-        policy allows, otherwise as a full state (its record, and id, unchanged).
+        before children; the caller has verified them. For a record naming no delta (a snapshot
+        first stored against another base), the payload is the patch from its parent's state when
+        the caller has it. A list or tuple is checked whole before anything is written; an
+        iterator is consumed as it is written (an archive streams them). A record whose session is
+        another name cannot keep its id here (ids hash the session name): rename the records
+        first. A snapshot given its patch from its parent is stored as that patch (against the
+        parent as its base when its record names no delta) when its parent is in the open segment
+        and the keyframe policy allows, otherwise as a full state (its record, and id, unchanged).
         """
         added: list[str] = []
         store = self._store
@@ -1159,8 +1161,11 @@ class Session:
                         last.damage, self._open = str(exc), None
                 if last.damage is not None:
                     open_has_commit = True  # never append after damage: start a new segment
+                # a record naming no delta (first stored against another base) whose patch from its
+                # parent came with it is stored as that patch, against the parent as its base (flag 8)
+                against_parent = record.delta is None and store.base_deltas
                 as_delta = (
-                    record.delta is not None
+                    (record.delta is not None or against_parent)
                     and delta_payload is not None
                     and last.damage is None
                     and parent is not None
@@ -1177,7 +1182,8 @@ class Session:
                     if self._stream is None or self._stream_end != last.end:
                         self._stream = DeltaStream(store.level, window)
                     mode, compressed = self._stream.compress(delta_payload)
-                    entry, raw = encode_commit(record, mode, len(delta_payload), compressed), delta_payload
+                    base = record.parent if record.delta is None else None
+                    entry, raw = encode_commit(record, mode, len(delta_payload), compressed, base), delta_payload
                     self._append(last.number, [entry], last.end, (sid, record, raw))
                     self._chain_cost.pop(sid, None)
                 else:
