@@ -393,7 +393,44 @@ def test_unknown_id(game: GameSession, mgr: StateRollbackManager) -> None:
             mgr.rollback_to(bad)
         assert "not found" in str(err.value)
         assert err.value.details["available_snapshots"] == ids
+        assert err.value.details["why"]  # the store's own words, beside the reference manager's message
         assert dump(game) == before and field_objects(game) == objects
+    with pytest.raises(RollbackError) as err:
+        mgr.rollback_to(ids[0][:7])
+    assert "8" in err.value.details["why"]  # a prefix is 8 digits or more
+
+
+def _nested_lists(depth: int) -> list[Any]:
+    root: list[Any] = []
+    inner = root
+    for _ in range(depth - 1):
+        inner.append([])
+        inner = inner[0]
+    return root
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ({"a": [1, object()]}, "/x/a/1"),
+        ({"k/~": {"deep": [{1, 2}, {"z": object()}]}}, "/x/k~1~0/deep/1/z"),
+        (_nested_lists(300), "/x" + "/0" * 200),  # (and on, to where it is nested too deeply)
+    ],
+)
+def test_a_model_that_does_not_serialize_is_refused_naming_the_place(value: Any, path: str) -> None:
+    """pydantic's own error names no place; the refusal finds the value again and says where it is."""
+
+    class Holder(BaseModel):
+        x: Any = None
+
+    held = Holder()
+    mgr = StateRollbackManager(held)
+    held.x = value
+    with pytest.raises(InvalidStateError, match="does not serialize") as raised:
+        mgr.create_snapshot()
+    found = raised.value.details["path"]
+    assert (found == path or (found.startswith(path) and len(found) < 2 * 254)) and f"(at {found})" in str(raised.value)
+    assert mgr.get_snapshot_count() == 0
 
 
 def test_ambiguous_prefix_says_not_found(
@@ -650,12 +687,27 @@ def test_history_name_defaults_to_the_session_id(tmp_path: Path) -> None:
     with SnapshotStore.open(tmp_path / "store") as store:
         a = StateRollbackManager(GameSession(session_id="alpha"), store=store)
         b = StateRollbackManager(GameSession(session_id="beta"), store=store)
-        odd = StateRollbackManager(GameSession(session_id="../etc"), store=store)
         a.create_snapshot()
-        assert a.history.name == "alpha" and b.history.name == "beta" and odd.history.name == "rollback"
+        assert a.history.name == "alpha" and b.history.name == "beta"
         assert b.get_snapshot_count() == 0
         again = StateRollbackManager(GameSession(session_id="alpha"), store=store)
         assert again.get_snapshot_count() == 1
+
+
+def test_a_session_id_that_cannot_name_a_history_in_a_shared_store_is_refused(tmp_path: Path) -> None:
+    """Two sessions whose ids cannot be names ("guild/a", "guild/b") would otherwise both take the
+    history "rollback", and one could roll back into the other's state."""
+    with SnapshotStore.open(tmp_path / "store") as store:
+        before = sorted(p.name for p in (tmp_path / "store" / "sessions").iterdir())
+        for sid in ("guild/a", "../etc", "a\nb"):
+            with pytest.raises(RollbackError, match="pass session_name=") as raised:
+                StateRollbackManager(GameSession(session_id=sid), store=store)
+            assert raised.value.details == {"session_id": sid, "reason": "unusable session_id"}
+        assert sorted(p.name for p in (tmp_path / "store" / "sessions").iterdir()) == before
+        named = StateRollbackManager(GameSession(session_id="guild/a"), store=store, session_name="guild-a")
+        assert named.history.name == "guild-a"
+    # each manager without a store has a memory store of its own: nothing to share, so no refusal
+    assert StateRollbackManager(GameSession(session_id="guild/a")).history.name == "rollback"
 
 
 # ---------------------------------------------------------------- model configurations

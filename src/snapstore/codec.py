@@ -28,7 +28,7 @@ import xxhash
 import zstandard
 
 from .errors import CorruptObjectError, FormatVersionError, InvalidStateError
-from .refusals import INT_RANGE_REASON, ORJSON_MAX_DEPTH, first_unrepresentable, first_unserializable
+from .refusals import INT_RANGE_REASON, ORJSON_MAX_DEPTH, escape_token, first_unrepresentable, first_unserializable
 
 FORMAT_VERSION = 1
 MAGIC = b"SNPO"
@@ -110,10 +110,41 @@ def model_state(state: Any) -> Any:
             return state.model_dump(mode="json")
         return serializer.to_python(state, mode="json")
     except ValueError as exc:  # pydantic's serialization error: a field it cannot write as JSON
-        raise InvalidStateError(
-            f"state cannot be stored as JSON: the model does not serialize: {exc}",
-            {"reason": "model does not serialize", "type": type(state).__name__},
-        ) from None
+        details = {"reason": "model does not serialize", "type": type(state).__name__}
+        path = _unserializable_in_model(state, pydantic)
+        if path is not None:  # pydantic's message does not say where: found again to say so
+            details["path"] = path
+        where = "" if path is None else f" (at {path or 'the top level'})"
+        message = f"state cannot be stored as JSON: the model does not serialize: {exc}{where}"
+        raise InvalidStateError(message, details) from None
+
+
+def _unserializable_in_model(model: Any, pydantic: Any) -> str | None:
+    """The JSON Pointer of the first value of a model that pydantic cannot write as JSON, or of the
+    first container nested past what can be stored; None when neither is found. On the error path
+    only: it walks the model's python-mode dump in Python."""
+    to_jsonable = pydantic.TypeAdapter(Any).dump_python
+    try:
+        root = model.model_dump(mode="python")
+    except Exception:  # pydantic could not even do this: its own message stands alone
+        return None
+    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, (dict, list, tuple, set, frozenset)):
+            if depth > ORJSON_MAX_DEPTH - 2:
+                return path
+            if isinstance(node, dict):
+                children = [(value, f"{path}/{escape_token(str(key))}") for key, value in node.items()]
+            else:
+                children = [(value, f"{path}/{index}") for index, value in enumerate(node)]
+            stack.extend((child, where, depth + 1) for child, where in reversed(children))
+            continue
+        try:
+            to_jsonable(node, mode="json")
+        except (ValueError, TypeError):
+            return path
+    return None
 
 
 #: each model class's serializer keeping NaN and ±Infinity (``model_state``), built once per class, with

@@ -158,8 +158,10 @@ class StateRollbackManager:
     defaults to 10 for a new history and, for one the store already holds, to the limit
     stored with it: only a limit given explicitly changes a stored one. Without
     ``session_name`` the history is named after the session's ``session_id`` when it
-    has a usable one, else ``"rollback"``. ``fields`` limits which fields a rollback
-    restores (default: all, and the extra attributes of an ``extra="allow"`` model).
+    has one, else ``"rollback"``; in a store given as ``store``, a ``session_id`` that cannot name
+    a history (a ``/`` in it, say) is refused rather than replaced by ``"rollback"``. ``fields``
+    limits which fields a rollback restores (default: all, and the extra attributes of an
+    ``extra="allow"`` model).
     """
 
     def __init__(
@@ -176,7 +178,7 @@ class StateRollbackManager:
         self.session = session
         self._fields = None if fields is None else self._check_fields(fields)
         self.store = store if store is not None else SnapshotStore.memory()
-        name = session_name if session_name is not None else _default_name(session)
+        name = session_name if session_name is not None else _default_name(session, shared=store is not None)
         check_session_name(name)
         self.history = self._open_history(name, max_snapshots)
         self._lock = threading.RLock()
@@ -288,9 +290,15 @@ class StateRollbackManager:
         except SnapshotNotFound as exc:
             if exc.details.get("reason") == "lost history":  # the store lost it: say so, as damage is said
                 raise _failed(str(snapshot_id), exc) from exc
+            # the reference manager's words, with the store's reason beside them
             raise RollbackError(
                 f"Snapshot {snapshot_id} not found",
-                {"snapshot_id": snapshot_id, "available_snapshots": self._available()},
+                {
+                    "snapshot_id": snapshot_id,
+                    "available_snapshots": self._available(),
+                    "reason": exc.details.get("reason"),
+                    "why": str(exc),
+                },
             ) from None
         except SnapshotError as exc:  # the history cannot be read (damaged storage)
             raise _failed(str(snapshot_id), exc) from exc
@@ -433,11 +441,20 @@ def _turn_of(session: BaseModel) -> int | None:
     return None
 
 
-def _default_name(session: BaseModel) -> str:
+def _default_name(session: BaseModel, shared: bool) -> str:
+    """The history's name: the session's ``session_id``, else ``"rollback"``. In a store the caller
+    gave (``shared``), a ``session_id`` that cannot name a history is refused: taking ``"rollback"``
+    instead would put the histories of every such session in one, and a rollback could then
+    restore another session's state."""
     sid = getattr(session, "session_id", None)
     if isinstance(sid, str) and sid:
         try:
             return check_session_name(sid)
-        except SnapshotError:
-            pass
+        except SnapshotError as exc:
+            if shared:
+                raise RollbackError(
+                    f"session_id {sid!r} cannot name a history in the store ({exc}); pass session_name= "
+                    f"(a history an earlier release kept for it is named {DEFAULT_SESSION_NAME!r})",
+                    {"session_id": sid, "reason": "unusable session_id"},
+                ) from None
     return DEFAULT_SESSION_NAME
