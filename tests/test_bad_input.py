@@ -715,6 +715,19 @@ def test_wrong_arguments_that_used_to_escape(fx: Fixture, case: str) -> None:
     refused(fx, SnapshotError, lambda: call(fx))
 
 
+def test_an_empty_store_path_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BackendError, match="path is empty") as raised:
+        SnapshotStore.open("")
+    assert raised.value.details["reason"] == "empty path" and not list(tmp_path.iterdir())
+
+
+def test_a_limit_past_the_largest_names_the_range_and_the_value() -> None:
+    with pytest.raises(SnapshotError, match=r"1 to 2\^63-1\), not 10{30}") as raised:
+        SnapshotStore.memory().session("s", max_snapshots=10**30)
+    assert raised.value.details["argument"] == "max_snapshots"
+
+
 @pytest.mark.parametrize("keep_last", [0, -1, "1", True])
 def test_forget_names_the_argument_it_was_given(fx: Fixture, keep_last: Any) -> None:
     with pytest.raises(SnapshotError, match="keep_last must be a positive integer") as raised:

@@ -37,6 +37,7 @@ def test_import_creates_the_store(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "created s" in ok("import", str(archive), store=empty)  # an empty folder becomes the store
+    assert "imported " + str(archive) + ": s already up to date;" in ok("import", str(archive), store=empty)
 
 
 def test_a_failed_import_leaves_no_store_behind(tmp_path: Path) -> None:

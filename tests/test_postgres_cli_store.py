@@ -150,7 +150,7 @@ def test_an_import_cut_off_part_way_keeps_what_it_imported_and_a_rerun_finishes(
         conn.execute("DROP TRIGGER cut_off_b ON snapstore_meta")
     again = run("import", str(archive), "--store", url)
     assert again.returncode == 0, again.stderr
-    assert "created b" in again.stdout and "already up to date a" in again.stdout, again.stdout
+    assert "created b" in again.stdout and "a already up to date" in again.stdout, again.stdout
     assert run("verify", "--store", url).returncode == 0
 
 

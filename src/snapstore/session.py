@@ -1440,7 +1440,10 @@ def _now() -> str:
 
 def check_max_snapshots(value: Any, argument: str = "max_snapshots") -> int:
     if type(value) is not int or not 1 <= value <= MAX_INT64:
-        raise SnapshotError(f"{argument} must be a positive integer", {"argument": argument, "value": repr(value)})
+        raise SnapshotError(
+            f"{argument} must be a positive integer (1 to 2^63-1), not {value!r}"[:300],
+            {"argument": argument, "value": repr(value)},
+        )
     return value
 
 

@@ -55,4 +55,10 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
             f"memory: (a folder of that name is reached as ./{text})",
             {"target": text, "reason": "unsupported URL scheme"},
         )
+    if not text:
+        raise BackendError(
+            "a store's path is empty: give a directory path (\".\" for the current one), a postgresql:// URL "
+            "or memory:",
+            {"target": text, "reason": "empty path"},
+        )
     return DirectoryBackend(text, fsync=fsync, create=create)

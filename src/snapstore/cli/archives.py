@@ -29,10 +29,11 @@ def _import_summary(report: Any, path: str) -> str:
         (report.created, "created"),
         (report.merged, "merged into"),
         (report.replaced, "replaced"),
-        (report.unchanged, "already up to date"),
     ):
         if names:
             parts.append(f"{verb} {', '.join(names)}")
+    if report.unchanged:
+        parts.append(f"{', '.join(report.unchanged)} already up to date")
     if report.renamed:
         parts.append("renamed " + ", ".join(f"{old} to {new}" for old, new in report.renamed.items()))
     unit = "snapshot" if hasattr(report, "snapshots_written") else "object"  # what the store's format copies
