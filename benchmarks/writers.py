@@ -1,10 +1,12 @@
 """Writers on one session: do they queue, lose nothing, and keep their throughput?
 
-    python -m benchmarks.writers [--writers 1 2 4 8 16] [--commits 50] [--postgres URL] [--cpu]
+    python -m benchmarks.writers [--writers 1 2 4 8 16] [--commits 50] [--postgres URL] [--cpu] [--own-states]
 
 For each writer count, that many processes commit to one session of a fresh
 store at once, each commit a read-modify-write of the shared game state
-(about 50 kB: the writer's own counter and a new log line), then the store is checked: every id a
+(about 50 kB: the writer's own counter and a new log line), or with --own-states a state of the
+writer's own that it never reads back from the session (the same change to it each commit), then
+the store is checked: every id a
 writer got back must be in the history and rebuild to what that writer
 committed. Reported per engine and writer count: failures, lost commits,
 throughput (commits/s) as a ratio to one writer's, and commit latency (median,
@@ -122,7 +124,15 @@ def _counts(when: str, committing: list[bool], running: list[str]) -> bool:
 
 
 def _writer(
-    target: str, prefix: str, writer: int, commits: int, big: bool, start: Any, out: Any, phases: bool = False
+    target: str,
+    prefix: str,
+    writer: int,
+    commits: int,
+    big: bool,
+    start: Any,
+    out: Any,
+    phases: bool = False,
+    own_states: bool = False,
 ) -> None:
     spent: dict[str, int] = {}
     if phases:
@@ -136,11 +146,18 @@ def _writer(
     cpu_before = _cpu_seconds()
     results: list[Any] = [("start", time.time())]
     snapstore = import_snapstore()
+    own: dict[str, Any] | None = None
     for k in range(commits):
-        # read-modify-write of the shared state, as workers sharing one session do; the big
-        # writer commits its own large state
-        head = sess.head
-        state = _initial(big) if big or head is None else sess.state(head.id)
+        # read-modify-write of the shared state, as workers sharing one session do; with
+        # own_states, each writer commits a state of its own that it never reads back from the
+        # session; the big writer commits its own large state
+        if big:
+            state = _initial(True)
+        elif own_states:
+            own = state = own if own is not None else _initial(False)
+        else:
+            head = sess.head
+            state = _initial(False) if head is None else sess.state(head.id)
         state = _next(state, writer, k)
         expected = snapstore.codec.object_id(snapstore.codec.dumps(state))
         began = time.perf_counter()
@@ -175,7 +192,13 @@ def _verifier(target: str, prefix: str, stop: Any, out: Any) -> None:
 
 
 def _run(
-    target: str, writers: int, commits: int, big_writer: bool = False, verifying: bool = False, phases: bool = False
+    target: str,
+    writers: int,
+    commits: int,
+    big_writer: bool = False,
+    verifying: bool = False,
+    phases: bool = False,
+    own_states: bool = False,
 ) -> dict[str, Any]:
     prefix = f"w{uuid.uuid4().hex[:10]}_"
     ctx = mp.get_context("spawn")
@@ -184,7 +207,7 @@ def _run(
     for w in range(writers):
         big = big_writer and w == 0
         n = 10 if big else commits
-        procs.append(ctx.Process(target=_writer, args=(target, prefix, w, n, big, start, out, phases)))
+        procs.append(ctx.Process(target=_writer, args=(target, prefix, w, n, big, start, out, phases, own_states)))
     stop, verified = ctx.Event(), ctx.Queue()
     checker = ctx.Process(target=_verifier, args=(target, prefix, stop, verified)) if verifying else None
     if checker is not None:
@@ -279,12 +302,17 @@ def main(argv: list[str] | None = None) -> int:
         help="also report the writers' CPU per commit and the cores they kept busy (where a commit's time goes)",
     )
     parser.add_argument(
+        "--own-states", action="store_true",
+        help="each writer commits a state of its own instead of a read-modify-write of the session's head",
+    )
+    parser.add_argument(
         "--phases", action="store_true",
         help="also split a commit's time into its work before the lock, its phases holding the lock, and the wait",
     )
     args = parser.parse_args(argv)
     if args.out is None:  # each kind of run keeps its own file: a --phases run does not overwrite the plain one
         kind = "-verify" if args.verify_only else "-phases" if args.phases else ""
+        kind += "-own" if args.own_states and not args.verify_only else ""
         args.out = Path(__file__).parent / "results" / f"writers{kind}.md"
     if args.verify_only:
         return _verify_alongside(args)
@@ -306,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             commits = args.commits * max(args.writers) if n == 1 else args.commits
             with tempfile.TemporaryDirectory() as tmp:
                 target = url or str(Path(tmp) / "store")
-                r = _run(target, n, commits, phases=args.phases)
+                r = _run(target, n, commits, phases=args.phases, own_states=args.own_states)
             one = one or r["throughput"]
             ratio = r["throughput"] / one
             lines.append(
@@ -330,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             "# Writers on one session",
             "",
             f"`python -m benchmarks.writers{_writers_option(args.writers)} --commits {args.commits}"
-            f"{' --cpu' if args.cpu else ''}{' --phases' if args.phases else ''}`, "
+            f"{' --own-states' if args.own_states else ''}{' --cpu' if args.cpu else ''}"
+            f"{' --phases' if args.phases else ''}`, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
             f"Python {sys.version.split()[0]}.",
             "",
