@@ -7,15 +7,25 @@ import math
 import random
 import re
 import tracemalloc
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, computed_field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    computed_field,
+    model_validator,
+)
 
 import snapstore
 from conftest import canonical, rewrite_entry
@@ -409,12 +419,25 @@ def _nested_lists(depth: int) -> list[Any]:
     return root
 
 
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    def __hash__(self) -> int:
+        return 1
+
+
 @pytest.mark.parametrize(
     ("value", "path"),
     [
         ({"a": [1, object()]}, "/x/a/1"),
         ({"k/~": {"deep": [{1, 2}, {"z": object()}]}}, "/x/k~1~0/deep/1/z"),
         (_nested_lists(300), "/x" + "/0" * 200),  # (and on, to where it is nested too deeply)
+        # keys pydantic rewrites (a tuple, an enum member, an object it cannot write): the pointer
+        # stops at the dict, which is where the stored JSON would hold them
+        ({"d": {(1, 2): object()}}, "/x/d"),
+        ({"d": {_Unprintable(): 1}}, "/x/d"),
+        ({"\ud800": object()}, "/x/\\ud800"),  # a lone surrogate, escaped so the message prints
     ],
 )
 def test_a_model_that_does_not_serialize_is_refused_naming_the_place(value: Any, path: str) -> None:
@@ -431,6 +454,26 @@ def test_a_model_that_does_not_serialize_is_refused_naming_the_place(value: Any,
     found = raised.value.details["path"]
     assert (found == path or (found.startswith(path) and len(found) < 2 * 254)) and f"(at {found})" in str(raised.value)
     assert mgr.get_snapshot_count() == 0
+
+
+def test_the_field_named_is_the_one_pydantic_cannot_write_not_one_its_serializer_writes() -> None:
+    """A field whose own serializer writes it is not the culprit, though its python value is no JSON."""
+
+    class Gold:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+    class Purse(BaseModel):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        gold: Annotated[Gold, PlainSerializer(lambda g: g.n, when_used="json")]
+        note: Any = None
+
+    purse = Purse(gold=Gold(3))
+    mgr = StateRollbackManager(purse)
+    purse.note = {"a": object()}
+    with pytest.raises(InvalidStateError) as raised:
+        mgr.create_snapshot()
+    assert raised.value.details["path"] == "/note/a"
 
 
 def test_ambiguous_prefix_says_not_found(
@@ -699,13 +742,23 @@ def test_a_session_id_that_cannot_name_a_history_in_a_shared_store_is_refused(tm
     history "rollback", and one could roll back into the other's state."""
     with SnapshotStore.open(tmp_path / "store") as store:
         before = sorted(p.name for p in (tmp_path / "store" / "sessions").iterdir())
-        for sid in ("guild/a", "../etc", "a\nb"):
+        for sid in ("guild/a", "../etc", "a\nb", ""):
             with pytest.raises(RollbackError, match="pass session_name=") as raised:
                 StateRollbackManager(GameSession(session_id=sid), store=store)
-            assert raised.value.details == {"session_id": sid, "reason": "unusable session_id"}
+            assert raised.value.details == {"session_id": repr(sid), "reason": "unusable session_id"}
+
+        class Keyed(BaseModel):
+            session_id: uuid.UUID | int | None = None
+
+        for sid in (uuid.UUID(int=7), 42):  # not strings: every one took "rollback" before
+            with pytest.raises(RollbackError, match="not a string"):
+                StateRollbackManager(Keyed(session_id=sid), store=store)
+        with pytest.raises(RollbackError, match=r"\(1000 characters\)"):
+            StateRollbackManager(GameSession(session_id="x/" * 499), store=store)
         assert sorted(p.name for p in (tmp_path / "store" / "sessions").iterdir()) == before
         named = StateRollbackManager(GameSession(session_id="guild/a"), store=store, session_name="guild-a")
         assert named.history.name == "guild-a"
+        assert StateRollbackManager(Keyed(), store=store).history.name == "rollback"  # no id at all
     # each manager without a store has a memory store of its own: nothing to share, so no refusal
     assert StateRollbackManager(GameSession(session_id="guild/a")).history.name == "rollback"
 

@@ -443,18 +443,24 @@ def _turn_of(session: BaseModel) -> int | None:
 
 def _default_name(session: BaseModel, shared: bool) -> str:
     """The history's name: the session's ``session_id``, else ``"rollback"``. In a store the caller
-    gave (``shared``), a ``session_id`` that cannot name a history is refused: taking ``"rollback"``
-    instead would put the histories of every such session in one, and a rollback could then
-    restore another session's state."""
+    gave (``shared``), a ``session_id`` that cannot name a history (not a string, as a UUID or an
+    int is not, or one a name cannot be) is refused: taking ``"rollback"`` instead would put the
+    histories of every such session in one, and a rollback could then restore another session's
+    state. A session without one (None, or no such field) takes ``"rollback"``."""
     sid = getattr(session, "session_id", None)
-    if isinstance(sid, str) and sid:
+    if sid is None:
+        return DEFAULT_SESSION_NAME
+    why = "not a string" if not isinstance(sid, str) else None
+    if why is None:
         try:
             return check_session_name(sid)
         except SnapshotError as exc:
-            if shared:
-                raise RollbackError(
-                    f"session_id {sid!r} cannot name a history in the store ({exc}); pass session_name= "
-                    f"(a history an earlier release kept for it is named {DEFAULT_SESSION_NAME!r})",
-                    {"session_id": sid, "reason": "unusable session_id"},
-                ) from None
-    return DEFAULT_SESSION_NAME
+            why = str(exc)
+    if not shared:
+        return DEFAULT_SESSION_NAME  # a memory store of this manager's own: nothing shared
+    shown = repr(sid) if len(repr(sid)) <= 80 else f"{repr(sid)[:60]}... ({len(repr(sid))} characters)"
+    raise RollbackError(
+        f"session_id {shown} cannot name a history in the store ({why}); pass session_name= "
+        f"(a history an earlier release kept for it is named {DEFAULT_SESSION_NAME!r})",
+        {"session_id": shown, "reason": "unusable session_id"},
+    )
