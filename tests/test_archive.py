@@ -684,6 +684,53 @@ def test_a_session_two_handles_wrote_imports_as_compact_as_it_was(tmp_path: Path
         )
 
 
+def _two_writer_archive(tmp_path: Path, turns: int = 12) -> tuple[SnapshotStore, Path]:
+    """A session two handles wrote in turns (records naming no delta), exported."""
+    source = SnapshotStore.open(tmp_path / "source")
+    other = SnapshotStore.open(tmp_path / "source")
+    a, b = source.session("g", max_snapshots=1000), other.session("g")
+    state: dict[str, Any] = {"n": 0, "pad": list(range(500))}
+    for turn in range(turns):
+        state["n"] = turn
+        (a if turn % 2 else b).commit(state, turn=turn)
+    other.close()
+    source.export(tmp_path / "g.snaparchive")
+    return source, tmp_path / "g.snaparchive"
+
+
+def test_a_record_naming_no_delta_but_a_chain_is_imported_whole(tmp_path: Path) -> None:
+    """A record stored whole says depth 0 and no chain bytes; one (from another writer) that names
+    chain bytes passes the archive's checks, and is imported as a full state, readable, not as a
+    delta against its parent that the store would then read as damage."""
+    source, path = _two_writer_archive(tmp_path, 4)
+    parts = Parts.read(path)
+    doc = parts.manifest["sessions"][0]
+    head = doc["head"]
+    i = parts.index(head)
+    record = orjson.loads(parts.payloads[i])
+    assert record["delta"] is None
+    record["chain_bytes"] = 5
+    parts.payloads[i] = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    new = parts.entries[i][0] = object_id(parts.payloads[i])
+    doc["head"], doc["snapshots"] = new, [new if sid == head else sid for sid in doc["snapshots"]]
+    target = SnapshotStore.open(tmp_path / "target")
+    target.import_archive(parts.build(tmp_path / "b.snaparchive"))
+    target.close()
+    reopened = SnapshotStore.open(tmp_path / "target")
+    assert reopened.verify(read_data=True).ok
+    assert canonical(reopened.session("g").state(new)) == canonical(source.session("g").state(head))
+    assert reopened.session("g").snapshot(new).kind == "full"
+
+
+def test_an_import_keeps_to_the_stores_max_chain(tmp_path: Path) -> None:
+    source, path = _two_writer_archive(tmp_path, 30)
+    assert source.stats()["longest_chain"] > 3
+    target = SnapshotStore.open(tmp_path / "target", max_chain=3)
+    target.import_archive(path)
+    assert target.stats()["longest_chain"] <= 3
+    assert_same_session(source, target, "g")
+
+
 def test_state_patch_that_copies_is_refused(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
     """``copy`` could double a state per operation: import does not rebuild through it."""
     parts = Parts.read(archive)

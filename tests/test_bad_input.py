@@ -726,6 +726,8 @@ def test_a_limit_past_the_largest_names_the_range_and_the_value() -> None:
     with pytest.raises(SnapshotError, match=r"1 to 2\^63-1\), not 10{30}") as raised:
         SnapshotStore.memory().session("s", max_snapshots=10**30)
     assert raised.value.details["argument"] == "max_snapshots"
+    with pytest.raises(SnapshotError, match=r"not 10{19}\.\.\. \(401 characters\)"):  # not cut to another number
+        SnapshotStore.memory().session("s", max_snapshots=10**400)
 
 
 @pytest.mark.parametrize("keep_last", [0, -1, "1", True])

@@ -40,6 +40,15 @@ def test_import_creates_the_store(tmp_path: Path) -> None:
     assert "imported " + str(archive) + ": s already up to date;" in ok("import", str(archive), store=empty)
 
 
+def test_an_empty_store_is_refused_not_taken_for_the_default(tmp_path: Path) -> None:
+    """``--store ""`` or an empty $SNAPSTORE_PATH (a variable set from an empty one) named no store:
+    the default store in the working directory is not what was asked for, and init must not make it."""
+    for args, env in ((("--store", "", "init"), cli_env()), (("init",), cli_env(SNAPSTORE_PATH=""))):
+        proc = run(*args, cwd=tmp_path, env=env)
+        assert proc.returncode != 0 and "empty" in one_error_line(proc.stderr), proc.stderr
+        assert not list(tmp_path.iterdir())
+
+
 def test_a_failed_import_leaves_no_store_behind(tmp_path: Path) -> None:
     source, archive = tmp_path / "source", tmp_path / "bad.snaparchive"
     make_store(source)

@@ -1163,13 +1163,18 @@ class Session:
                     open_has_commit = True  # never append after damage: start a new segment
                 # a record naming no delta (first stored against another base) whose patch from its
                 # parent came with it is stored as that patch, against the parent as its base (flag 8)
-                against_parent = record.delta is None and store.base_deltas
+                # (a record of a snapshot stored whole says depth 0 and no chain bytes: one that says
+                # otherwise, from a foreign archive, could not be read as a flag-8 COMMIT)
+                against_parent = (
+                    record.delta is None and record.depth == 0 and record.chain_bytes == 0 and store.base_deltas
+                )
                 as_delta = (
                     (record.delta is not None or against_parent)
                     and delta_payload is not None
                     and last.damage is None
                     and parent is not None
                     and parent.segment == last.number
+                    and parent.depth + 1 <= store.policy.max_chain
                     and not store.policy.wants_keyframe(
                         self._chain_cost_of(log, parent.id) + store.policy.delta_cost(len(delta_payload)),
                         record.size,
@@ -1440,9 +1445,12 @@ def _now() -> str:
 
 def check_max_snapshots(value: Any, argument: str = "max_snapshots") -> int:
     if type(value) is not int or not 1 <= value <= MAX_INT64:
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = f"{shown[:20]}... ({len(shown)} characters)"
         raise SnapshotError(
-            f"{argument} must be a positive integer (1 to 2^63-1), not {value!r}"[:300],
-            {"argument": argument, "value": repr(value)},
+            f"{argument} must be a positive integer (1 to 2^63-1), not {shown}",
+            {"argument": argument, "value": shown},
         )
     return value
 

@@ -279,7 +279,8 @@ def _write_new(
     if how == "rename":
         item.notes.append(
             f"imported from session {doc.name!r} under a new name: snapshot ids hash their session's name, "
-            f"so its {len(written)} snapshots have new ids (the report's renamed_ids maps them)"
+            f"so its {len(written)} snapshot{'s have' if len(written) != 1 else ' has'} new "
+            f"{'ids' if len(written) != 1 else 'id'} (the report's renamed_ids maps them)"
         )
     if how == "replace":
         item.notes.append("the session's earlier snapshots were replaced by the archive's, in one step")

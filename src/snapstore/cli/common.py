@@ -26,8 +26,19 @@ if TYPE_CHECKING:
     from ..store import SnapshotStore
 
 def store_path(args: argparse.Namespace) -> str:
-    """``--store``, else ``$SNAPSTORE_PATH``, else ``./.snapstore``."""
-    return getattr(args, "store", None) or os.environ.get(ENV_STORE) or DEFAULT_STORE
+    """``--store``, else ``$SNAPSTORE_PATH``, else ``./.snapstore``. One given empty is refused: it
+    would otherwise stand for the default store, which is not what was named."""
+    given = getattr(args, "store", None)
+    if given is None:
+        given = os.environ.get(ENV_STORE)
+        if given == "":
+            raise CliError(f"${ENV_STORE} is set but empty: unset it for {DEFAULT_STORE}, or name a store")
+    elif given == "":
+        raise CliError(
+            f"--store is empty: name a store (a directory path, a postgresql:// URL), or leave it out for "
+            f"{DEFAULT_STORE}"
+        )
+    return given or DEFAULT_STORE
 
 
 def shown_store(path: str) -> str:
