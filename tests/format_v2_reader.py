@@ -91,7 +91,7 @@ class Commit:
     mode: int
     raw_length: int
     payload: bytes  # compressed
-    base: str | None = None  # §4.6 flag 8: the snapshot the delta patches, when not the parent
+    base: str | None = None  # §4.6 flag 8: the snapshot the delta patches (the parent, for an imported state patch)
     raw: bytes = b""  # filled by decode_payloads
 
 

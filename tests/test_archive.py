@@ -28,6 +28,7 @@ import pytest
 import xxhash
 import zstandard
 
+import format_v2_reader
 from conftest import canonical
 from snapstore import FormatVersionError, Session, SnapshotError, SnapshotNotFound, SnapshotStore
 from snapstore import archive as archive_module
@@ -682,6 +683,11 @@ def test_a_session_two_handles_wrote_imports_as_compact_as_it_was(tmp_path: Path
         assert canonical(SnapshotStore.open(tmp_path / "target").session("g").state(sid)) == canonical(
             source.session("g").state(sid)
         )
+    # and by the reader written from docs/format.md alone: a COMMIT whose base is its parent (§4.6)
+    written = format_v2_reader.read_session(tmp_path / "target" / "sessions" / "g")
+    assert sum(commit.base == commit.record["parent"] for _number, commit in written.commits.values()) > 40
+    for sid in target.session("g").snapshot_ids():
+        assert canonical(written.state(sid)) == canonical(source.session("g").state(sid))
 
 
 def _two_writer_archive(tmp_path: Path, turns: int = 12) -> tuple[SnapshotStore, Path]:
