@@ -10,6 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def shown_value(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters with its length said: an
+    argument can be long (a 400-digit number), and a message should stay one line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
 class SnapshotError(Exception):
     """Root of every error snapstore raises on purpose."""
 

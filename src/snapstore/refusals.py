@@ -1,8 +1,9 @@
 """Where a refused value stands in a state, and why it is refused: the JSON pointer every
 ``InvalidStateError`` about a state names.
 
-Both searches run only once a state has been refused, so they may walk it in Python. They read
-containers through the base types' own methods, so no subclass's code runs while they look.
+The searches run only once a state has been refused, so they may walk it in Python. Those over a
+state read containers through the base types' own methods, so no subclass's code runs while they
+look; the one over a pydantic model asks pydantic, field by field, as its own serializer would.
 """
 
 from __future__ import annotations
@@ -139,3 +140,65 @@ def _has_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def unwritable_in_model(model: Any, pydantic: Any) -> str | None:
+    """Where in a model the value pydantic cannot write as JSON stands, as a JSON Pointer into what
+    it would have written; None when that cannot be said for sure. On the error path only.
+
+    The field is the first one pydantic cannot write alone (its own serializers and settings
+    apply). Within it, the pointer goes down through lists and through dicts whose keys are all
+    strings (written as they are) to the first value pydantic cannot write; a dict with other keys,
+    which pydantic rewrites, or one nested past what can be stored, ends it there."""
+    try:
+        return _place_in_model(model, pydantic)
+    except Exception:  # a value's own methods failed while we looked: pydantic's message stands alone
+        return None
+
+
+def _place_in_model(model: Any, pydantic: Any) -> str | None:
+    cls = type(model)
+    if cls.__pydantic_decorators__.model_serializers:
+        return None  # a serializer of its own writes whatever keys it likes
+    computed = getattr(cls, "model_computed_fields", None)
+    if not isinstance(computed, dict):  # pydantic before 2.10 has it on the instance only
+        computed = model.model_computed_fields
+    names = [*cls.model_fields, *computed, *(getattr(model, "__pydantic_extra__", None) or {})]
+    for name in names:
+        try:
+            model.model_dump(mode="json", include={name})
+            continue
+        except ValueError:
+            pass
+        written = model.model_dump(mode="python", include={name})
+        if len(written) != 1:
+            return None
+        ((key, value),) = written.items()
+        if not isinstance(key, str):
+            return None
+        return _place_in_value(value, "/" + escape_token(key), pydantic.TypeAdapter(Any).dump_python)
+    return None
+
+
+def _place_in_value(root: Any, at: str, to_jsonable: Any) -> str:
+    """The pointer, from ``at``, of the first value in ``root`` that pydantic cannot write alone (see
+    ``unwritable_in_model``); ``at`` itself when none is found below it."""
+    stack: list[tuple[Any, str, int]] = [(root, at, 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, (dict, list, tuple)):
+            if depth > ORJSON_MAX_DEPTH - 2:
+                return path
+            if isinstance(node, dict):
+                if not all(isinstance(key, str) for key in node):
+                    return path
+                children = [(value, f"{path}/{escape_token(key)}") for key, value in node.items()]
+            else:
+                children = [(value, f"{path}/{index}") for index, value in enumerate(node)]
+            stack.extend((child, where, depth + 1) for child, where in reversed(children))
+            continue
+        try:
+            to_jsonable(node, mode="json")
+        except (ValueError, TypeError):
+            return path
+    return at

@@ -39,7 +39,7 @@ from typing import Any, overload
 from pydantic import AliasChoices, AliasPath, BaseModel, ValidationError
 
 from . import codec
-from .errors import AmbiguousSnapshotId, RollbackError, SnapshotError, SnapshotNotFound
+from .errors import AmbiguousSnapshotId, RollbackError, SnapshotError, SnapshotNotFound, shown_value
 from .objects import Snapshot
 from .session import Session, check_max_snapshots
 from .store import SnapshotStore, check_session_name
@@ -458,7 +458,7 @@ def _default_name(session: BaseModel, shared: bool) -> str:
             why = str(exc)
     if not shared:
         return DEFAULT_SESSION_NAME  # a memory store of this manager's own: nothing shared
-    shown = repr(sid) if len(repr(sid)) <= 80 else f"{repr(sid)[:60]}... ({len(repr(sid))} characters)"
+    shown = shown_value(sid)
     raise RollbackError(
         f"session_id {shown} cannot name a history in the store ({why}); pass session_name= "
         f"(a history an earlier release kept for it is named {DEFAULT_SESSION_NAME!r})",

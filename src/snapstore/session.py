@@ -50,6 +50,7 @@ from .errors import (
     RollbackError,
     SnapshotError,
     SnapshotNotFound,
+    shown_value,
 )
 from .history import (
     IndexedCommit,
@@ -1445,9 +1446,7 @@ def _now() -> str:
 
 def check_max_snapshots(value: Any, argument: str = "max_snapshots") -> int:
     if type(value) is not int or not 1 <= value <= MAX_INT64:
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = f"{shown[:20]}... ({len(shown)} characters)"
+        shown = shown_value(value, 40)
         raise SnapshotError(
             f"{argument} must be a positive integer (1 to 2^63-1), not {shown}",
             {"argument": argument, "value": shown},
