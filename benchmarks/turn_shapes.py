@@ -1,7 +1,7 @@
 """The store's targets on sessions of other shapes than ``benchmarks.run``'s RPG session.
 
 ``benchmarks.run``'s workload is mostly a transcript that grows by appends. Users' states are
-not all like it, so this runs five other kinds of session, each on a directory store of its own,
+not all like it, so this runs seven other kinds of session, each on a directory store of its own,
 and gives for each the ratios the targets of ``benchmarks.run`` are stated in, measured in the
 same loop on the same states:
 
@@ -14,7 +14,9 @@ same loop on the same states:
 * ``shuffles``: a deck of 2,000 cards, one added a turn and all shuffled every tenth turn;
 * ``markets``: a trading world of 1,500 small records (prices, stocks, positions, moods), a
   tenth to two fifths of whose numbers move each turn: thousands of changes a turn, spread over
-  the whole state.
+  the whole state;
+* ``heatmap``: a field of 5,000 numbers in one list (a map's heat, a simulation's grid), every
+  one of them moved a little each turn.
 
 For each: the commit median and p99 against writing the same state as one zstd-3 file, the
 bytes the store holds against the naive per-turn deltas (``jsonpatch.make_patch`` + zstd-3), the
@@ -139,6 +141,14 @@ def _markets(turns: int, rng: random.Random) -> Turns:
         yield state
 
 
+def _heatmap(turns: int, rng: random.Random) -> Turns:
+    state: dict[str, Any] = {"turn": 0, "field": [round(rng.uniform(0, 40), 3) for _ in range(5000)]}
+    for turn in range(turns):
+        state["field"] = [round(heat + rng.uniform(-0.5, 0.5), 3) for heat in state["field"]]
+        state["turn"] = turn
+        yield state
+
+
 SHAPES: dict[str, Callable[[int, random.Random], Turns]] = {
     "messages": _messages,
     "entities": _entities,
@@ -146,6 +156,7 @@ SHAPES: dict[str, Callable[[int, random.Random], Turns]] = {
     "document": _document,
     "shuffles": _shuffles,
     "markets": _markets,
+    "heatmap": _heatmap,
 }
 
 

@@ -174,10 +174,10 @@ def diff_members(
     cost one bytes comparison and changed ones start known to differ.
 
     With ``max_changes``, None as soon as more than that many changes are found: members of
-    objects added, removed or replaced (a member holding an object or list that differs counts
-    where that one's members do), and values that differ only in type (``1`` and ``1.0``). The
-    elements of a list are not counted, but the objects in them are. A diff stopped early costs
-    what it found so far, where a state whose every part changed would cost a walk of all of it.
+    objects and elements of lists added, removed or replaced (one holding an object or list that
+    differs counts where that one's members do), and values that differ only in type (``1`` and
+    ``1.0``). A diff stopped early costs what it found so far, where a state whose every part
+    changed would cost a walk of all of it.
     """
     _budget.left = max_changes
     try:
@@ -306,9 +306,11 @@ def _diff_unequal(old: Any, new: Any, path: str, ops: list[Op]) -> None:
     """
     kind = type(old)
     if kind is not type(new):
+        _spend(1)
         ops.append({"op": "replace", "path": path, "value": new})
     elif kind is not dict and kind is not list:
         if _scalar_differs(old, new, kind):
+            _spend(1)
             ops.append({"op": "replace", "path": path, "value": new})
     elif kind is dict:
         _diff_dict(old, new, path, ops)
@@ -609,11 +611,13 @@ class _ListEdits:
     def remove(self, start: int, end: int) -> None:
         """Remove old[start:end], from the back."""
         path = self.path
+        _spend(end - start)
         self.ops.extend({"op": "remove", "path": f"{path}/{i}"} for i in range(end - 1, start - 1, -1))
 
     def insert(self, at: int, start: int, end: int) -> None:
         """Insert new[start:end] at old's position ``at``."""
         path, new = self.path, self.new
+        _spend(end - start)
         if at == len(self.old):  # nothing was removed before this: the end of the list as it stands
             self.ops.extend({"op": "add", "path": path + "/-", "value": new[j]} for j in range(start, end))
         else:
