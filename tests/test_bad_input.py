@@ -249,6 +249,22 @@ def test_unrepresentable_value_equal_to_the_heads_bytes_is_refused(fx: Fixture, 
     assert canonical(fx.sess.state(fx.sess.head.id)) == canonical(head)  # the cache was not left patched
 
 
+@pytest.mark.parametrize("value", [("sword",), math.nan, Color.RED])
+@pytest.mark.parametrize("depth", ["top", "nested"])
+def test_a_renamed_member_holding_a_value_json_cannot_give_back_is_refused(fx: Fixture, value: Any, depth: str) -> None:
+    """A rename is found by the value's bytes (a move), and a tuple, NaN or an enum writes the bytes
+    of the list, null or string the head holds: the move alone would store it as the head's."""
+    plain = orjson.loads(orjson.dumps(value))  # what orjson writes it as: a list, null, a string
+    head = {"turn": 1, "old": plain} if depth == "top" else {"turn": 1, "bag": {"old": plain}}
+    renamed = {"turn": 2, "new": value} if depth == "top" else {"turn": 2, "bag": {"new": value}}
+    fx.sess.commit(head)
+    refused(fx, InvalidStateError, lambda: fx.sess.commit(renamed))
+    assert canonical(fx.sess.state(fx.sess.head.id)) == canonical(head)
+    good = {"turn": 3, "new": plain} if depth == "top" else {"turn": 3, "bag": {"new": plain}}
+    snap = fx.sess.commit(good)  # the same rename with the plain value lands, and reads back
+    assert canonical(fx.reopen().session("s").state(snap.id)) == canonical(good)
+
+
 def test_a_refused_delta_commit_leaves_the_next_commit_right(fx: Fixture) -> None:
     """A refusal happens after the cached head was patched: the next commit must not diff against that."""
     fx.sess.commit({"a": None, "b": 1})

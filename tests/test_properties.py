@@ -235,7 +235,8 @@ def check_round_trip(a: Any, b: Any) -> None:
     if a_bytes == b_bytes:
         assert patch == []
     for op in patch:
-        assert op["op"] in ("add", "remove", "replace")
+        assert op["op"] in ("add", "remove", "replace", "move")  # a move: a member renamed, its value the same
+        assert ("from" in op) == (op["op"] == "move")
 
     if type(a) is dict and type(b) is dict:  # the commit path: members' bytes known up front
         _, a_pieces, _ = encode_state(a)

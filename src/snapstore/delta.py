@@ -197,9 +197,12 @@ def _diff_members(
     changed = list(compress(new_pieces.keys(), map(ne, map(old_pieces.get, new_pieces.keys()), new_pieces.values())))
     added = [key for key in changed if key not in old]
     try:
+        moved: dict[str, str] = {}
         if len(old) > len(new) - len(added):  # some of old's members are gone
-            for key in old:
-                if key not in new:
+            gone = [key for key in old if key not in new]
+            moved = _renamed(gone, added, old, new, old_pieces, new_pieces)
+            for key in gone:
+                if key not in moved.values():
                     ops.append({"op": "remove", "path": "/" + escape_token(key)})
             _spend(len(ops))
         for key in changed:
@@ -207,7 +210,10 @@ def _diff_members(
             oval = old.get(key, _MISSING)
             path = "/" + escape_token(key)
             kind = type(oval)
-            if oval is _MISSING:
+            if key in moved:
+                _spend(1)
+                ops.append({"op": "move", "from": "/" + escape_token(moved[key]), "path": path})
+            elif oval is _MISSING:
                 _spend(1)
                 ops.append({"op": "add", "path": path, "value": nval})
             elif kind is not type(nval) or (kind is not dict and kind is not list):
@@ -379,13 +385,16 @@ def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, pat
 
 
 def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
-    """Diff two dicts that differ under ``==``; operations come in ``new``'s key order."""
+    """Diff two dicts that differ under ``==``; operations come in ``new``'s key order. A member
+    renamed (one key gone, another added with the same value, type-exact) is a ``move``."""
     explained = False
     removed = 0
-    if not old.keys() <= new.keys():
+    gone = [key for key in old if key not in new] if not old.keys() <= new.keys() else []
+    moved = _renamed(gone, [key for key in new if key not in old], old, new, None, None) if gone else {}
+    if gone:
         explained = True
-        for key in old:  # in old's order, so the same inputs always give the same patch
-            if key not in new:
+        for key in gone:  # in old's order, so the same inputs always give the same patch
+            if key not in moved.values():
                 ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
                 removed += 1
     containers: list[tuple[Any, Any, str | int]] = []
@@ -393,6 +402,10 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
     for key, nval in new.items():
         oval = old.get(key, _MISSING)
         if oval is nval:
+            continue
+        if key in moved:
+            origin = path + "/" + escape_token(moved[key])
+            slots.append({"op": "move", "from": origin, "path": path + "/" + escape_token(key)})
             continue
         kind = type(nval)
         if kind is type(oval):
@@ -416,6 +429,35 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
             ops.append(slot)
         elif slot in found:
             ops.extend(found[slot])
+
+
+#: at most this many keys gone and as many added in one object are paired up as renames: each pairing
+#: serializes the values, which only a rename repays
+_MOST_RENAMES = 16
+
+
+def _renamed(
+    gone: list[str],
+    added: list[str],
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_bytes: dict[str, bytes] | None,
+    new_bytes: dict[str, bytes] | None,
+) -> dict[str, str]:
+    """New key -> the gone key whose value it holds, type-exact (the same canonical bytes): what a
+    ``move`` says in a few bytes where ``remove`` and ``add`` would carry the value again. Each gone
+    key serves one new key; none past ``_MOST_RENAMES`` of either."""
+    if not added or len(gone) > _MOST_RENAMES or len(added) > _MOST_RENAMES:
+        return {}
+    by_bytes: dict[bytes, list[str]] = {}
+    for key in gone:
+        by_bytes.setdefault(old_bytes[key] if old_bytes is not None else _canon(old[key]), []).append(key)
+    moved: dict[str, str] = {}
+    for key in added:
+        candidates = by_bytes.get(new_bytes[key] if new_bytes is not None else _canon(new[key]))
+        if candidates:
+            moved[key] = candidates.pop(0)
+    return moved
 
 
 def _diff_lookalikes(old: Any, new: Any, path: str, ops: list[Op]) -> None:
