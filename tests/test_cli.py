@@ -529,6 +529,16 @@ def test_diff_of_a_long_text_shows_what_changed_in_it(tmp_path: Path, capsys: py
     assert orjson.loads(out) == [{"op": "replace", "path": "/chronicle", "value": changed}]
 
 
+def test_diff_shows_a_renamed_member_as_moved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    room = {"desc": "a hall with three doors", "items": [1, 2.0]}
+    states = [{"rooms": {"hall": room}, "turn": 1}, {"rooms": {"great\nhall": room}, "turn": 2}]
+    s, ids = _committed_by_the_cli(capsys, tmp_path, states)
+    code, out, _err = call(capsys, "--store", s, "diff", *ids)
+    assert code == 0 and out.splitlines()[-2:] == ["> /rooms/hall → /rooms/great\\x0ahall", "~ /turn: 1 → 2"], out
+    code, out, _err = call(capsys, "--store", s, "diff", *ids, "--json")
+    assert {"op": "move", "from": "/rooms/hall", "path": "/rooms/great\nhall"} in orjson.loads(out)
+
+
 def test_state_paths_and_tags_are_printed_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A key is free text: in a diff line, an error naming its JSON Pointer or a tag in log, it keeps
     its line and does not drive the terminal."""

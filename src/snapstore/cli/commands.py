@@ -59,7 +59,8 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "reading:cmd_diff",
         "show what changed between two snapshots",
         "Show the changes from snapshot A to snapshot B (from A's parent to A when B is omitted): "
-        "'+ path: value' added, '- path: old' removed, '~ path: old → new' replaced, colored when stdout is a "
+        "'+ path: value' added, '- path: old' removed, '~ path: old → new' replaced, '> from → path' moved (a "
+        "member renamed), colored when stdout is a "
         "terminal (set NO_COLOR to turn colors off). --json prints the RFC 6902 JSON Patch instead, --ndjson "
         "one operation per line. A and B may belong to different sessions.",
         "snapstore diff 3f2a9c01 7b11e0d4\n  snapstore diff 7b11e0d4 --json",

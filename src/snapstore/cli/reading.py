@@ -180,7 +180,8 @@ _RED, _GREEN, _YELLOW, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b
 
 
 def format_diff(ops: list[dict[str, Any]], old: Any, *, color: bool) -> list[str]:
-    """Readable lines for an RFC 6902 patch applied to ``old``: ``+`` added, ``-`` removed, ``~`` replaced."""
+    """Readable lines for an RFC 6902 patch applied to ``old``: ``+`` added, ``-`` removed, ``~`` replaced,
+    ``>`` moved (renamed)."""
 
     def paint(text: str, code: str) -> str:
         return f"{code}{text}{_RESET}" if color else text
@@ -206,7 +207,9 @@ def format_diff(ops: list[dict[str, Any]], old: Any, *, color: bool) -> list[str
                 continue
             before, after = paint(old_value(path), _RED), paint(compact(now), _GREEN)
             lines.append(f"{paint('~', _YELLOW)} {shown}: {before} → {after}")
-        else:  # move, copy, test: not written by snapstore's diff, shown as they are
+        elif kind == "move" and isinstance(op.get("from"), str):  # a member renamed, its value the same
+            lines.append(f"{paint('>', _YELLOW)} {one_line(op['from']) or '(whole state)'} → {shown}")
+        else:  # copy, test: not written by snapstore's diff, shown as they are
             lines.append(f"{kind} {compact(op)}")
     return lines
 
