@@ -42,11 +42,27 @@ def test_out_of_order_members_are_put_back_in_order() -> None:
 
 
 def test_an_operation_outside_the_fast_path_leaves_the_order_unknown() -> None:
-    state = {"a": {"x": 1}, "b": {}}
+    for op in ({"op": "copy", "from": "/a/x", "path": "/b/x"}, {"op": "move", "from": "/l/0", "path": "/b/x"}):
+        state = {"a": {"x": 1}, "b": {}, "l": [1]}
+        reordered: list[object] = []
+        apply_trusted(state, [op], reordered)
+        assert reordered == [UNORDERED] and state["b"] == {"x": 1}
+        assert sort_objects(reordered) is False
+
+
+def test_a_member_renamed_is_moved_in_the_fast_path_and_keeps_the_order_known() -> None:
+    """The diff writes a rename as a move; taken outside the fast path, it left every rebuilt object
+    of the state in whatever order its patches left it until the next keyframe (a review)."""
+    state = {"party": {"bob": 1, "zed": {"hp": 2}}, "inv": {"m": 1, "z": 2}}
     reordered: list[object] = []
-    apply_trusted(state, [{"op": "move", "from": "/a/x", "path": "/b/x"}], reordered)
-    assert reordered == [UNORDERED]
-    assert sort_objects(reordered) is False
+    apply_trusted(
+        state,
+        [{"op": "move", "from": "/party/zed", "path": "/party/amy"}, {"op": "add", "path": "/inv/a", "value": 3}],
+        reordered,
+    )
+    assert state == {"party": {"bob": 1, "amy": {"hp": 2}}, "inv": {"m": 1, "z": 2, "a": 3}}
+    assert sort_objects(reordered) is True
+    assert list(state["party"]) == ["amy", "bob"] and list(state["inv"]) == ["a", "m", "z"]
 
 
 def test_the_check_decides_by_canonical_bytes_whatever_the_order_claim() -> None:
@@ -73,6 +89,8 @@ def test_rebuilt_states_are_exact_and_in_canonical_order(engine: str, tmp_path: 
         members[f"k{(turn * 7919) % 1000:03d}"] = turn if turn % 3 else float(turn)  # in and out of order
         if turn % 5 == 0:
             members.pop(next(iter(members)))
+        if turn % 7 == 3:  # a member renamed: a move (to a key sorting first, then last)
+            members[f"a{turn}" if turn % 2 else f"z{turn}"] = members.pop(next(iter(members)))
         transcript = state["t"]
         assert isinstance(transcript, list)
         transcript.append({"z": turn, "a": [True, 1, 1.0]})

@@ -446,17 +446,29 @@ def _renamed(
 ) -> dict[str, str]:
     """New key -> the gone key whose value it holds, type-exact (the same canonical bytes): what a
     ``move`` says in a few bytes where ``remove`` and ``add`` would carry the value again. Each gone
-    key serves one new key; none past ``_MOST_RENAMES`` of either."""
+    key serves one new key; none past ``_MOST_RENAMES`` of either. Below the top level a value is
+    serialized only when ``==`` has found it equal to one gone (a large member removed costs no
+    serialization when nothing was renamed)."""
     if not added or len(gone) > _MOST_RENAMES or len(added) > _MOST_RENAMES:
         return {}
-    by_bytes: dict[bytes, list[str]] = {}
-    for key in gone:
-        by_bytes.setdefault(old_bytes[key] if old_bytes is not None else _canon(old[key]), []).append(key)
     moved: dict[str, str] = {}
-    for key in added:
-        candidates = by_bytes.get(new_bytes[key] if new_bytes is not None else _canon(new[key]))
-        if candidates:
-            moved[key] = candidates.pop(0)
+    if old_bytes is not None and new_bytes is not None:  # the top level: every member's bytes in hand
+        by_bytes: dict[bytes, list[str]] = {}
+        for key in gone:
+            by_bytes.setdefault(old_bytes[key], []).append(key)
+        for key in added:
+            candidates = by_bytes.get(new_bytes[key])
+            if candidates:
+                moved[key] = candidates.pop(0)
+        return moved
+    left = list(gone)
+    for key in added:  # == first (C speed, stopping at the first difference), bytes to confirm it
+        value = new[key]
+        for candidate in left:
+            if old[candidate] == value and _same_bytes(old[candidate], value):
+                moved[key] = candidate
+                left.remove(candidate)
+                break
     return moved
 
 
@@ -536,12 +548,14 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op], known: 
     """
     n_old, n_new = len(old), len(new)
     if n_new == 0:  # emptied: one operation rather than a remove per element
+        _spend(1)
         ops.append({"op": "replace", "path": path, "value": new})
         return
     if known and n_new > n_old and _extends(known[0], 1, known[1]):
         known.clear()
         # Append-only: new's bytes are old's without its ']', then ','. A JSON value ends where its
         # own syntax says, so that prefix parses to the same n_old elements, and the rest is new.
+        _spend(n_new - n_old)
         ops.extend({"op": "add", "path": path + "/-", "value": value} for value in new[n_old:])
         return
     if n_old == n_new <= _SHORT:  # short lists, chains of them above all: as a dict's children

@@ -896,7 +896,8 @@ def apply_delta_payload(
 
 
 def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) -> Any:
-    """RFC 6902 add/remove/replace applied with the fewest steps; other operations go to ``apply_patch``.
+    """RFC 6902 add/remove/replace, and a move between objects' members, applied with the fewest
+    steps; other operations go to ``apply_patch``.
 
     Only for patches whose result is verified against a hash: it raises plain exceptions on
     malformed operations and does not insist on canonical array indices. With ``reordered``,
@@ -908,6 +909,8 @@ def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) 
         kind = op["op"]
         path = op["path"]
         if kind not in _FAST_OPS or not path:
+            if kind == "move" and _moved_member(doc, op, reordered):
+                continue
             if reordered is not None:
                 reordered.append(UNORDERED)
             doc = apply_patch(doc, [op], in_place=True, copy_values=False)
@@ -948,6 +951,33 @@ def apply_trusted(doc: Any, ops: list[Any], reordered: list[Any] | None = None) 
         else:
             raise TypeError(f"pointer {path!r} goes through a {type(parent).__name__}")
     return doc
+
+
+def _moved_member(doc: Any, op: dict[str, Any], reordered: list[Any] | None) -> bool:
+    """Apply a ``move`` from one object's member to another's (a member renamed, as the diff writes
+    it), noting in ``reordered`` an object that gains a member sorting before its last; False, with
+    nothing changed, for any other move (``apply_patch`` takes it)."""
+    origin, path = op.get("from"), op["path"]
+    if type(origin) is not str or not origin or origin == path or path.startswith(origin + "/"):
+        return False
+    source, gone = _member_of(doc, origin)
+    target, key = _member_of(doc, path)
+    if type(source) is not dict or type(target) is not dict or gone not in source:
+        return False
+    value = source.pop(gone)
+    if reordered is not None and key not in target and target and key < next(reversed(target)):
+        reordered.append(target)
+    target[key] = value
+    return True
+
+
+def _member_of(doc: Any, path: str) -> tuple[Any, str]:
+    """The container a pointer's last token is in, and that token."""
+    walk, key = _POINTERS.get(path) or _split_pointer(path)
+    parent = doc
+    for token, index in walk:
+        parent = parent[token if type(parent) is not list else int(token) if index is None else index]
+    return parent, key
 
 
 #: JSON pointer -> (each token before the last with its array index when it is all digits, the last
