@@ -201,9 +201,7 @@ def _diff_members(
         if len(old) > len(new) - len(added):  # some of old's members are gone
             gone = [key for key in old if key not in new]
             moved = _renamed(gone, added, old, new, old_pieces, new_pieces)
-            for key in gone:
-                if key not in moved.values():
-                    ops.append({"op": "remove", "path": "/" + escape_token(key)})
+            ops.extend(_removals("", gone, moved))
             _spend(len(ops))
         for key in changed:
             nval = new[key]
@@ -389,14 +387,14 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
     renamed (one key gone, another added with the same value, type-exact) is a ``move``."""
     explained = False
     removed = 0
-    gone = [key for key in old if key not in new] if not old.keys() <= new.keys() else []
-    moved = _renamed(gone, [key for key in new if key not in old], old, new, None, None) if gone else {}
-    if gone:
+    moved: dict[str, str] = {}
+    if not old.keys() <= new.keys():
         explained = True
-        for key in gone:  # in old's order, so the same inputs always give the same patch
-            if key not in moved.values():
-                ops.append({"op": "remove", "path": path + "/" + escape_token(key)})
-                removed += 1
+        gone = [key for key in old if key not in new]
+        moved = _renamed(gone, [key for key in new if key not in old], old, new, None, None)
+        removals = _removals(path, gone, moved)
+        ops.extend(removals)
+        removed = len(removals)
     containers: list[tuple[Any, Any, str | int]] = []
     slots: list[Op | int] = []  # an operation, or the index of a container pair diffed below
     for key, nval in new.items():
@@ -431,9 +429,16 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
             ops.extend(found[slot])
 
 
-#: at most this many keys gone and as many added in one object are paired up as renames: each pairing
-#: serializes the values, which only a rename repays
+#: at most this many keys gone and as many added in one object are paired up as renames: pairing them
+#: compares every gone value with every added one
 _MOST_RENAMES = 16
+
+
+def _removals(path: str, gone: list[str], moved: dict[str, str]) -> list[Op]:
+    """A ``remove`` for each key gone from the object at ``path`` and not moved, in old's order (so
+    the same inputs always give the same patch)."""
+    kept_by_a_move = set(moved.values())
+    return [{"op": "remove", "path": path + "/" + escape_token(key)} for key in gone if key not in kept_by_a_move]
 
 
 def _renamed(

@@ -85,7 +85,9 @@ class ArchiveContents:
 
     def _payload(self, i: int) -> bytes:
         """An object's payload (for a state patch: the state it was resolved to)."""
-        start, length = self.resolved.get(i) or (self.offsets[i], self.lengths[i])
+        return self._spooled(*(self.resolved.get(i) or (self.offsets[i], self.lengths[i])))
+
+    def _spooled(self, start: int, length: int) -> bytes:
         self.spool.seek(start)
         data = self.spool.read(length)
         if len(data) != length:
@@ -168,11 +170,7 @@ class ArchiveContents:
         found = self.patches.get(record.state)
         if found is None or record.parent is None or found[0] != record.parent:
             return None
-        self.spool.seek(found[1])
-        data = self.spool.read(found[2])
-        if len(data) != found[2]:
-            raise fail(f"archive {self.name}: spool file is short", "spool", path=self.name)
-        return data
+        return self._spooled(found[1], found[2])
 
     def delta_payload(self, key: str) -> bytes | None:
         i = self._entry(key, Kind.DELTA)
@@ -197,9 +195,9 @@ class ArchiveContents:
             key = self.table.key(i).hex()
             body = orjson.loads(self._payload(i))
             parent = body["parent"]
-            found = self._find(parent)
             # a patch's parent is a snapshot: what the archive holds under that id must read as a record
-            local = self.local(links(self._payload(self._entry(parent, Kind.RECORD))).session) if found >= 0 else None
+            found = self._entry(parent, Kind.RECORD)
+            local = self.local(links(self._payload(found)).session) if found >= 0 else None
             state = self._rebuild(parent, frozenset(), local, f"state patch {key}")
             try:
                 ops = refuse_copies(self.name, key, body["patch"])
