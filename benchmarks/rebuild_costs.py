@@ -202,9 +202,9 @@ def _stream_costs(store_path: Path, parse: float) -> list[str]:
     decode_into = SegmentReader._decode_into
     groups: list[tuple[int, int, float]] = []
 
-    def timed(reader: Any, view: Any, at: int, group: Any) -> Any:
+    def timed(reader: Any, view: Any, at: int, group: Any, *more: Any) -> Any:
         t0 = time.perf_counter()
-        written = decode_into(reader, view, at, group)
+        written = decode_into(reader, view, at, group, *more)
         groups.append((group[0][1], sum(item[2] for item in group), time.perf_counter() - t0))
         return written
 

@@ -142,3 +142,122 @@ def test_a_chain_late_in_a_long_segment_is_copied_out_and_a_head_alone_is_viewed
     viewed = alone.chain_payloads(["k0", "not stored here"])
     assert list(viewed) == ["k0"] and type(viewed["k0"]) is memoryview
     assert bytes(viewed["k0"]) == alone.payload_of("k0")
+
+
+def _big_segment(runs: int = 5, deltas: int = 6, small_keyframes: bool = False) -> list[Item]:
+    """A segment of runs of about 200 kB each, patched keyframes after the first, and delta frames
+    restarted now and then, as writers taking turns leave them. Each keyframe is past
+    ``DELTA_WINDOW``, or with ``small_keyframes`` a few kB, its run's bulk in deltas of 30 kB: a
+    delta frame's dictionary then reaches back into the run before."""
+    rng = random.Random(11)
+    items: list[Item] = []
+    raw = bytearray()
+    run_start = 0
+    lines = [f"line {t} " + "x" * rng.randrange(10, 200) for t in range(40 if small_keyframes else 2_000)]
+    blob = rng.randbytes(15_000).hex()
+    for run in range(runs):
+        lines[rng.randrange(len(lines))] = f"changed in run {run}"
+        state = orjson.dumps({"log": lines, "run": run})
+        mode, payload = compress_keyframe(state, 3, bytes(raw[run_start:]) if run else None)
+        items.append((f"k{run}", mode, len(state), payload))
+        run_start = len(raw)
+        raw += state
+        stream = DeltaStream(3, bytes(raw[-65536:]))
+        for n in range(deltas):
+            if n == 3:
+                stream = DeltaStream(3, bytes(raw[-65536:]))
+            value = f"{blob}{run}-{n}" if small_keyframes else f"{run}-{n}"  # the blob: matches a run back
+            ops = orjson.dumps([{"op": "replace", "path": f"/log/{rng.randrange(len(lines))}", "value": value}])
+            mode, payload = stream.compress(ops)
+            items.append((f"d{run}-{n}", mode, len(ops), payload))
+            raw += ops
+    return items
+
+
+def _raw_of(items: list[Item]) -> int:
+    return sum(item[2] for item in items)
+
+
+@pytest.mark.parametrize("small_keyframes", [False, True])
+def test_a_reader_keeping_only_a_chain_holds_its_run_not_the_segment(small_keyframes: bool) -> None:
+    """A rebuild late in a long segment decodes every run before its own (each is the next one's
+    dictionary) but needs to hold only the run it decodes from and its chain: memory a process
+    touches for the first time costs a page fault a page, and the whole stream is many states."""
+    items = _big_segment(small_keyframes=small_keyframes)
+    expected = _one_by_one(items)
+    chain = ["k4", "d4-0", "d4-1", "d4-2", "d4-3"]
+    upto = [sid for sid, *_rest in items].index("d4-3") + 1
+    reader = SegmentReader("test segment", keep_only=set(chain))
+    reader.decompress_all(items[:upto])
+    payloads = reader.chain_payloads(chain)
+    assert {sid: bytes(payloads[sid]) for sid in chain} == {sid: expected.payload_of(sid) for sid in chain}
+    last_run = _raw_of(items[upto - 5 : upto])
+    assert len(reader.raw) <= last_run + 65536 < _raw_of(items[:upto]) / 3
+    assert reader.size == _raw_of(items[:upto])  # positions still count from the segment's first byte
+    assert not any(sid.startswith(("k0", "d0", "k1", "d1", "k2", "d2")) for sid in reader.spans)
+
+
+@pytest.mark.parametrize("wanted", [["k1", "d1-2", "d3-4"], ["k0", "d4-5"], ["d2-0"]])
+def test_a_reader_keeps_every_payload_asked_for_wherever_it_lies(wanted: list[str]) -> None:
+    """A chain may reach back past its own run (a commit on an older snapshot, after a rollback):
+    what is asked for is held however far back it lies, and decoding on still works."""
+    items = _big_segment()
+    expected = _one_by_one(items)
+    reader = SegmentReader("test segment", keep_only=set(wanted))
+    reader.decompress_all(items)
+    assert {sid: reader.payload_of(sid) for sid in wanted} == {sid: expected.payload_of(sid) for sid in wanted}
+    assert reader.run_start == expected.run_start and reader.size == expected.size
+
+
+def test_a_reader_keeping_only_a_chain_continues_a_partly_decoded_segment() -> None:
+    items = _big_segment()
+    expected = _one_by_one(items)
+    reader = SegmentReader("test segment", keep_only={"d4-5"})
+    reader.decompress_all(items[:18])  # a delta frame inside the third run
+    reader.decompress_all(items[18:])
+    assert reader.payload_of("d4-5") == expected.payload_of("d4-5")
+    assert len(reader.raw) < _raw_of(items) / 3
+
+
+@pytest.mark.parametrize("victim", [21, 22, 30])  # the fourth run's keyframe, its first delta, the last run's
+def test_damage_after_runs_were_let_go_is_still_named(victim: int) -> None:
+    items = _big_segment()
+    sid, mode, raw_length, payload = items[victim]
+    damaged = payload[:3] + bytes([payload[3] ^ 0xFF]) + payload[4:]
+    bad = [*items[:victim], (sid, mode, raw_length, damaged), *items[victim + 1 :]]
+    reader = SegmentReader("test segment", keep_only={"d4-5", items[victim - 1][0]})
+    with pytest.raises(CorruptObjectError, match=f"snapshot {sid}"):
+        reader.decompress_all(bad)
+    expected = _one_by_one(items[:victim])
+    assert reader.payload_of(items[victim - 1][0]) == expected.payload_of(items[victim - 1][0])
+    assert sid not in reader.spans
+
+
+def test_every_snapshot_of_a_long_segment_with_branches_reads_back_cold(tmp_path) -> None:
+    """Through the store: a segment of many runs of a 200 kB state, with commits on older
+    snapshots after rollbacks (their chains start runs back), every snapshot read by a fresh handle,
+    which decodes only what each read needs to hold."""
+    from snapstore import SnapshotStore
+
+    rng = random.Random(5)
+    store = SnapshotStore.open(tmp_path / "store", max_chain=4)
+    session = store.session("game", max_snapshots=1000)
+    state = {"log": [f"line {i} " + "x" * rng.randrange(10, 200) for i in range(2000)], "n": 0, "hp": 1.0}
+    committed: dict[str, bytes] = {}
+    for turn in range(40):
+        state["n"], state["hp"], state["alive"] = turn, float(turn), turn % 2 == 0
+        state["log"][rng.randrange(2000)] = f"turn {turn}"
+        committed[session.commit(state).id] = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        if turn in (17, 31):
+            older = list(committed)[turn - 12]
+            branch = {**session.rollback(older), "branch": turn}
+            committed[session.commit(branch).id] = orjson.dumps(branch, option=orjson.OPT_SORT_KEYS)
+    store.close()
+    log_of = SnapshotStore.open(tmp_path / "store").session("game")._current()
+    assert max(log_of.chain(sid)[0].ordinal for sid in committed) >= 20  # runs late in a long segment
+    spans_runs = [sid for sid in committed if log_of.chain(sid)[0].ordinal < log_of.chain(sid)[-1].ordinal - 6]
+    assert spans_runs  # chains that reach back past their own run
+    for sid, expected in committed.items():
+        fresh = SnapshotStore.open(tmp_path / "store")
+        assert orjson.dumps(fresh.session("game").state(sid), option=orjson.OPT_SORT_KEYS) == expected
+        fresh.close()

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -623,6 +623,10 @@ def _resized(
         return raw[drop_front:end] + append
 
 
+#: (snapshot id, mode, raw length, compressed payload) of one commit entry, as a reader decodes it
+PayloadItem = tuple[str, int, int, bytes]
+
+
 class SegmentReader:
     """Decompresses one segment's commit payloads in entry order, keeping its raw stream.
 
@@ -633,13 +637,17 @@ class SegmentReader:
     the open segment, which would otherwise hold up to ``max_runs`` states).
     """
 
-    def __init__(self, where: str, last_run_only: bool = False) -> None:
+    def __init__(self, where: str, last_run_only: bool = False, keep_only: Collection[str] | None = None) -> None:
+        """``keep_only``: the snapshots whose payloads the caller will ask for (a rebuild's chain);
+        ``decompress_all`` then lets go of each run once it is neither among them nor needed to
+        decode on, instead of holding the whole segment's raw stream."""
         self.raw = bytearray()  # the raw stream from ``base`` on
         self.base = 0
         self.run_start = 0  # where the last keyframe's payload starts
         self.spans: dict[str, tuple[int, int]] = {}  # snapshot id -> (start, end) of its payload
         self.where = where
         self.last_run_only = last_run_only
+        self.keep_only = keep_only
         self._frame: Any = None
         self._plain: zstandard.ZstdDecompressor | None = None
 
@@ -700,7 +708,7 @@ class SegmentReader:
             return {sid: view[spans[sid][0] - base : spans[sid][1] - base] for sid in found}
         return {sid: self.payload_of(sid) for sid in found}
 
-    def decompress_all(self, items: list[tuple[str, int, int, bytes]]) -> None:
+    def decompress_all(self, items: list[PayloadItem]) -> None:
         """Decode ``(id, mode, raw length, payload)`` of entries in order, to the end of what will be read.
 
         The raw stream grows once, to the size the entries declare, and each payload is decoded
@@ -710,49 +718,121 @@ class SegmentReader:
         are decoded by one bounded read (one C call instead of one per entry and per step); the
         frame cannot be continued afterwards. Whatever does not decode as declared is decoded
         entry by entry, so damage is named where it is.
+
+        A reader with ``keep_only`` sizes the buffer for the widest stretch it must hold at once
+        instead: before a group that would not fit, the stream is cut to what the next entries need
+        (``_cut``), a patched keyframe's dictionary copied out first so that its run can go too.
         """
         total = sum(item[2] for item in items)
         if total > MAX_PAYLOAD or self.last_run_only:
             self._decompress_each(items)
             return
+        groups = _groups(items)
         used = len(self.raw)
-        buffer = bytearray(used + total + 1)  # one byte to spare: a payload inflating past its size lands there
+        starts = self._starts(items)
+        first_kept = self._first_kept(items, starts)
+        capacity = used + total + 1  # one byte to spare: a payload inflating past its size lands there
+        if first_kept is not None:
+            capacity = self._capacity(items, groups, starts, first_kept)
+        buffer = bytearray(capacity)
         buffer[:used] = self.raw
         self.raw = buffer
         i = 0
         try:
-            with memoryview(buffer) as view:
-                while i < len(items):
-                    end = i + 1
-                    if items[i][1] in (DELTA_FRAME, DELTA_PLAIN):
-                        while end < len(items) and items[end][1] == DELTA_CONTINUE:
-                            end += 1
-                    elif items[i][1] == DELTA_CONTINUE:
-                        break  # continues a frame that never started: named entry by entry
-                    written = self._decode_into(view, used, items[i:end])
-                    if written is None:
-                        break
-                    used += written
-                    i = end
+            for start, end in groups:
+                if items[start][1] == DELTA_CONTINUE:
+                    break  # continues a frame that never started: named entry by entry
+                prepared = None
+                if first_kept is not None and used + starts[end] - starts[start] + 1 > capacity:
+                    needed_from = self.run_start
+                    if items[start][1] in KEY_MODES:
+                        # the keyframe's dictionary is made (copied) first, and the run it copies let go too
+                        with memoryview(buffer) as view:
+                            prepared = self._keyframe_decompressor(
+                                view[self.run_start - self.base : used] if items[start][1] == KEY_PATCHED else None
+                            )
+                        if prepared is not None:
+                            needed_from = self.base + used  # where the keyframe starts
+                    used = self._drop_front(buffer, used, self._cut(self.base, needed_from, first_kept))
+                with memoryview(buffer) as view:
+                    written = self._decode_into(view, used, items[start:end], prepared)
+                if written is None:
+                    break
+                used += written
+                i = end
         finally:
             self.raw = _resized(buffer, keep=used)  # what decoded is kept, the rest is decoded entry by entry
         self._frame = None
         self._decompress_each(items[i:])
 
-    def _decompress_each(self, items: list[tuple[str, int, int, bytes]]) -> None:
+    def _starts(self, items: list[PayloadItem]) -> list[int]:
+        """Where each of ``items`` will start in the stream, and where the last ends."""
+        starts = [self.size]
+        for item in items:
+            starts.append(starts[-1] + item[2])
+        return starts
+
+    def _first_kept(self, items: list[PayloadItem], starts: list[int]) -> int | None:
+        """Where the first payload of ``keep_only`` starts, here or among ``items`` (the stream's end
+        when there is none); None when the reader keeps everything."""
+        if self.keep_only is None:
+            return None
+        found = [span[0] for sid, span in self.spans.items() if sid in self.keep_only]
+        found += [starts[j] for j, item in enumerate(items) if item[0] in self.keep_only]
+        return min(found, default=starts[-1])
+
+    @staticmethod
+    def _cut(base: int, run_start: int, first_kept: int) -> int:
+        """Where the stream may begin: the next entries need the current run (a patched keyframe's
+        dictionary) and the ``DELTA_WINDOW`` bytes before it (a delta frame's), and no payload of
+        ``keep_only`` may be let go."""
+        return max(base, min(run_start - DELTA_WINDOW, first_kept))
+
+    def _capacity(
+        self, items: list[PayloadItem], groups: list[tuple[int, int]], starts: list[int], first_kept: int
+    ) -> int:
+        """The buffer ``decompress_all`` needs when it lets the stream begin at ``_cut`` before each
+        group that would not fit, plus the spare byte."""
+        base, run_start, widest = self.base, self.run_start, self.size - self.base
+        for start, end in groups:
+            if items[start][1] in KEY_MODES:
+                run_start = starts[start]  # its dictionary is made before the stream is cut
+            base = self._cut(base, run_start, first_kept)
+            widest = max(widest, starts[end] - base)
+        return widest + 1
+
+    def _drop_front(self, buffer: bytearray, used: int, cut: int) -> int:
+        """Move the stream from ``cut`` on to the front of ``buffer``; the bytes now used."""
+        drop = cut - self.base
+        if drop <= 0:
+            return used
+        with memoryview(buffer) as view:
+            view[: used - drop] = view[drop:used]  # one memmove, no copy in between
+        self.base = cut
+        self.spans = {sid: span for sid, span in self.spans.items() if span[0] >= cut}
+        return used - drop
+
+    def _decompress_each(self, items: list[PayloadItem]) -> None:
         for item in items:
             self.decompress(*item)
         self._frame = None
 
-    def _decode_into(self, view: memoryview, at: int, group: list[tuple[str, int, int, bytes]]) -> int | None:
+    def _decode_into(
+        self,
+        view: memoryview,
+        at: int,
+        group: list[PayloadItem],
+        keyframe_reader: zstandard.ZstdDecompressor | None = None,
+    ) -> int | None:
         """Decode a keyframe, or a delta frame and its continuations, into ``view[at:]``: the bytes
-        written, or None when the group does not decode as declared (nothing then counts)."""
+        written, or None when the group does not decode as declared (nothing then counts).
+        ``keyframe_reader``: a keyframe's decompressor made already (its dictionary copied)."""
         mode = group[0][1]
         total = sum(item[2] for item in group)
         try:
             if mode in KEY_MODES:
                 start = self.run_start - self.base
-                reader = self._keyframe_decompressor(view[start:at] if mode == KEY_PATCHED else None)
+                reader = keyframe_reader or self._keyframe_decompressor(view[start:at] if mode == KEY_PATCHED else None)
                 if reader is None:
                     return None
                 payload = group[0][3]
@@ -842,6 +922,20 @@ class SegmentReader:
             raise _corrupt(self.where, f"payload of snapshot {snapshot_id} has the wrong length")
         self._append(snapshot_id, out, mode in KEY_MODES)
         return out
+
+
+def _groups(items: list[PayloadItem]) -> list[tuple[int, int]]:
+    """(start, end) of each group ``decompress_all`` decodes by one call: a keyframe, or a delta
+    frame and the continuations after it (a continuation with no frame before it stands alone)."""
+    groups, i = [], 0
+    while i < len(items):
+        end = i + 1
+        if items[i][1] in (DELTA_FRAME, DELTA_PLAIN):
+            while end < len(items) and items[end][1] == DELTA_CONTINUE:
+                end += 1
+        groups.append((i, end))
+        i = end
+    return groups
 
 
 def _bounded(frame: Any, payload: bytes, limit: int, where: str, snapshot_id: str) -> bytes:

@@ -702,7 +702,7 @@ class SessionLog:
                 return found
             self._kept = None  # let go before decoding another: one stream held at a time
         loaded = self.segments.get(number)
-        reader, end = self._decode(number, loaded, upto)
+        reader, end = self._decode(number, loaded, upto, None if self._keeping else set(wanted))
         if self._keeping and end is not None and loaded is not None:
             self._kept = _Decoded(number, loaded.version, upto, reader.raw, reader.spans)
             return reader.chain_payloads(wanted, kept=True)
@@ -726,14 +726,17 @@ class SessionLog:
         return payloads, raw
 
     def _decode(
-        self, number: int, loaded: LoadedSegment | None, upto: int | None = None
+        self, number: int, loaded: LoadedSegment | None, upto: int | None = None, wanted: set[str] | None = None
     ) -> tuple[SegmentReader, int | None]:
         """A reader holding one segment's raw stream decoded (through entry ``upto`` when given),
-        and the end of the file it read when it read whole (damage ends the stream where it lies)."""
+        and the end of the file it read when it read whole (damage ends the stream where it lies).
+        With ``wanted``, it holds those snapshots' payloads and what decoding needed last, not the
+        whole stream: late in a long segment the stream is many states, and memory the process
+        touches for the first time costs a page fault a page (docs/design.md)."""
         read = self._take_last_read(number, loaded)
         if read is None:
             read = self.backend.read_segment(self.key, number)
-        reader = SegmentReader(self.where(number))
+        reader = SegmentReader(self.where(number), keep_only=wanted)
         known = loaded.entries if loaded is not None else []
         whole = read.damaged_at is None
         entries = without_index(read.entries)
