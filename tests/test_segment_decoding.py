@@ -17,6 +17,7 @@ import pytest
 
 from snapstore.entries import (
     DELTA_PLAIN,
+    DELTA_WINDOW,
     KEY_INDEPENDENT,
     KEY_PATCHED,
     DeltaStream,
@@ -261,3 +262,29 @@ def test_every_snapshot_of_a_long_segment_with_branches_reads_back_cold(tmp_path
         fresh = SnapshotStore.open(tmp_path / "store")
         assert orjson.dumps(fresh.session("game").state(sid), option=orjson.OPT_SORT_KEYS) == expected
         fresh.close()
+
+
+@pytest.mark.parametrize("previous_run", [DELTA_WINDOW + 3, DELTA_WINDOW + 5_000])
+def test_a_damaged_keyframe_whose_run_was_let_go_reads_as_the_plain_reader_reads_it(previous_run: int) -> None:
+    """The reader copies a patched keyframe's dictionary and then lets the run before it go; when
+    the keyframe then fails to decode, it is decoded again, entry by entry, with that same
+    dictionary: refused by name, with zstd's own reason, as a reader keeping everything refuses it
+    (against whatever bytes were left, a run just past the window named nobody)."""
+    rng = random.Random(1)
+    words = [rng.randbytes(8).hex() for _ in range(300)]
+    text = " ".join(rng.choice(words) for _ in range(20_000)).encode()
+    first, second = text[:previous_run], text[100:150_100]
+    mode0, payload0 = compress_keyframe(first, 3, None)
+    mode1, payload1 = compress_keyframe(second, 3, first)
+    damaged = bytearray(payload1)
+    damaged[len(damaged) // 2] ^= 0xFF
+    items = [("k0", mode0, len(first), payload0), ("k1", mode1, len(second), bytes(damaged))]
+    outcomes = []
+    for reader in (SegmentReader("test segment"), SegmentReader("test segment", keep_only={"k1"})):
+        try:
+            reader.decompress_all(items)
+            outcomes.append(reader.payload_of("k1"))  # damage zstd cannot see: the state's hash will
+        except CorruptObjectError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
+    assert previous_run > DELTA_WINDOW + 8 or "snapshot k1" in str(outcomes[1])

@@ -220,9 +220,7 @@ def encode_meta(body: dict[str, Any]) -> bytes:
     return bytes([META]) + codec.dumps(body)
 
 
-def encode_commit(
-    record: SnapshotRecord, mode: int, raw_length: int, payload: bytes, base: str | None = None
-) -> bytes:
+def encode_commit(record: SnapshotRecord, mode: int, raw_length: int, payload: bytes, base: str | None = None) -> bytes:
     """A commit entry; ``base`` names the snapshot a delta payload patches when it is not the parent
     (a format-3 entry: the record then names no delta, as a keyframe's does)."""
     flags = (
@@ -738,11 +736,12 @@ class SegmentReader:
         buffer[:used] = self.raw
         self.raw = buffer
         i = 0
+        prepared = None
         try:
             for start, end in groups:
+                prepared = None
                 if items[start][1] == DELTA_CONTINUE:
                     break  # continues a frame that never started: named entry by entry
-                prepared = None
                 if first_kept is not None and used + starts[end] - starts[start] + 1 > capacity:
                     needed_from = self.run_start
                     if items[start][1] in KEY_MODES:
@@ -763,7 +762,9 @@ class SegmentReader:
         finally:
             self.raw = _resized(buffer, keep=used)  # what decoded is kept, the rest is decoded entry by entry
         self._frame = None
-        self._decompress_each(items[i:])
+        # a keyframe whose run was let go once its dictionary was made is decoded again with that
+        # dictionary, to be refused by name as the entry-by-entry decoder refuses it
+        self._decompress_each(items[i:], prepared)
 
     def _starts(self, items: list[PayloadItem]) -> list[int]:
         """Where each of ``items`` will start in the stream, and where the last ends."""
@@ -812,9 +813,12 @@ class SegmentReader:
         self.spans = {sid: span for sid, span in self.spans.items() if span[0] >= cut}
         return used - drop
 
-    def _decompress_each(self, items: list[PayloadItem]) -> None:
+    def _decompress_each(
+        self, items: list[PayloadItem], first_keyframe: zstandard.ZstdDecompressor | None = None
+    ) -> None:
         for item in items:
-            self.decompress(*item)
+            self.decompress(*item, keyframe_reader=first_keyframe)
+            first_keyframe = None
         self._frame = None
 
     def _decode_into(
@@ -893,15 +897,25 @@ class SegmentReader:
         """The raw payload of the next commit entry (entries must come in order)."""
         return self.decompress(entry.id, entry.mode, entry.raw_length, entry.payload)
 
-    def decompress(self, snapshot_id: str, mode: int, raw_length: int, payload: bytes) -> bytes:
-        """The raw payload of the next commit entry, given its parts (entries must come in order)."""
+    def decompress(
+        self,
+        snapshot_id: str,
+        mode: int,
+        raw_length: int,
+        payload: bytes,
+        keyframe_reader: zstandard.ZstdDecompressor | None = None,
+    ) -> bytes:
+        """The raw payload of the next commit entry, given its parts (entries must come in order).
+        ``keyframe_reader``: a keyframe's decompressor made already (its run may be gone since)."""
         try:
             if mode in KEY_MODES:
                 self._frame = None
-                with memoryview(self.raw) as view:
-                    previous_run = view[self.run_start - self.base :] if mode == KEY_PATCHED else None
-                    reader = self._keyframe_decompressor(previous_run)
-                    previous_run = None  # released before the view is
+                reader = keyframe_reader
+                if reader is None:
+                    with memoryview(self.raw) as view:
+                        previous_run = view[self.run_start - self.base :] if mode == KEY_PATCHED else None
+                        reader = self._keyframe_decompressor(previous_run)
+                        previous_run = None  # released before the view is
                 if reader is None:
                     raise _corrupt(self.where, "a patched keyframe at the start of its segment")
                 declared = zstandard.frame_content_size(payload)
