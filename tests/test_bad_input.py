@@ -956,3 +956,31 @@ def test_odd_but_valid_session_names_round_trip(fx: Fixture) -> None:
         assert all(set(n) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-%~") for n in names)
         assert all(len(n) <= 200 for n in names)
         assert len(names) == len(GOOD_NAMES) + 1
+
+
+EMPTY_SESSION_CALLS: dict[str, Callable[[Any], Any]] = {
+    "tag": lambda sess: sess.tag(None, "boss"),
+    "rollback": lambda sess: sess.rollback(None),
+    "snapshot": lambda sess: sess.snapshot(None),
+    "state": lambda sess: sess.state(None),
+    "resolve": lambda sess: sess.resolve(None),
+    "diff": lambda sess: sess.diff(None, None),
+}
+
+
+@pytest.mark.parametrize("call", list(EMPTY_SESSION_CALLS))
+def test_no_id_on_a_session_without_snapshots_is_refused_and_writes_nothing(tmp_path: Path, call: str) -> None:
+    """A session with no head has None where a head would be: an id of None once matched it, and
+    ``tag`` wrote a tag naming the snapshot 'None' (the session then failed verify for good) where
+    the other calls escaped as a bare KeyError."""
+    store = SnapshotStore.open(tmp_path / "store")
+    sess = store.session("empty")
+    store.session("other").commit({"n": 1})  # the store holds something: what a refused call must not touch
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "store").rglob("*") if p.is_file())
+    with pytest.raises(SnapshotNotFound, match="snapshot id must be a string, not NoneType"):
+        EMPTY_SESSION_CALLS[call](sess)
+    after = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "store").rglob("*") if p.is_file())
+    assert after == before
+    store.close()
+    reopened = SnapshotStore.open(tmp_path / "store")
+    assert reopened.verify().ok and reopened.session("empty").tags == {}

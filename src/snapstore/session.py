@@ -225,8 +225,8 @@ class Session:
     def _resolve(self, log: SessionLog, snapshot_id: Any) -> str:
         if isinstance(snapshot_id, str) and snapshot_id in log.tags:
             return log.tags[snapshot_id]
-        if snapshot_id == log.head:  # the head is always readable: no listing needed
-            return str(snapshot_id)
+        if isinstance(snapshot_id, str) and snapshot_id == log.head:  # the head is always readable
+            return snapshot_id
         try:
             return resolve_prefix(snapshot_id, log.readable(), where=f"session {self.name!r}")
         except AmbiguousSnapshotId:
