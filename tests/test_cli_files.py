@@ -135,13 +135,29 @@ def test_lowering_the_limit_needs_force(tmp_path: Path) -> None:
     refused = run("commit", "s", "-", "--max-snapshots", "2", store=store, stdin=b'{"hp": 9}')
     assert refused.returncode == 1
     line = one_error_line(refused.stderr)
-    assert "holds 5 snapshots: --max-snapshots 2 would evict the oldest 3; add --force" in line
+    assert "holds 5 snapshots: --max-snapshots 2 with this commit would evict the oldest 4; add --force" in line
     assert [e["id"] for e in orjson.loads(ok("log", "--json", store=store))] == ids  # nothing changed
     forced = run("commit", "s", "-", "--max-snapshots", "2", "--force", store=store, stdin=b'{"hp": 9}')
     assert forced.returncode == 0 and re.fullmatch(r"[0-9a-f]{32}\n", forced.stdout)
     assert forced.stderr == f"s: the session keeps 2; evicted 4 snapshots ({', '.join(i[:12] for i in ids[:4])})\n"
     raised = run("commit", "s", "-", "--max-snapshots", "10", store=store, stdin=b'{"hp": 10}')
     assert raised.returncode == 0 and raised.stderr == ""
+
+
+def test_the_refusal_counts_what_the_forced_commit_would_evict(tmp_path: Path) -> None:
+    """The new commit is one of the snapshots a lowered limit keeps, and a tagged one stays: the
+    refusal says as many as --force then evicts (it said one fewer, and counted tagged ones)."""
+    store = tmp_path / "store"
+    ids = make_store(store, count=6)
+    ok("tag", "s", ids[1][:8], "kept", store=store)
+    refused = run("commit", "s", "-", "--max-snapshots", "3", store=store, stdin=b'{"hp": 9}')
+    assert "holds 6 snapshots: --max-snapshots 3 with this commit would evict the oldest 3;" in one_error_line(
+        refused.stderr
+    )
+    forced = run("commit", "s", "-", "--max-snapshots", "3", "--force", store=store, stdin=b'{"hp": 9}')
+    assert forced.returncode == 0
+    evicted = ", ".join(i[:12] for i in (ids[0], *ids[2:4]))
+    assert forced.stderr == f"s: the session keeps 3; evicted 3 snapshots ({evicted})\n"
 
 
 def test_delete_session_asks_first(tmp_path: Path) -> None:

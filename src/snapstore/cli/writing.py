@@ -50,14 +50,18 @@ def cmd_commit(args: argparse.Namespace) -> int:
     _check_commit(args, state, source)
     with open_store(args) as store:
         before: list[str] = []
+        tagged: set[str] = set()
         if store.has_session(args.session):
-            before = store.session(args.session).snapshot_ids()
+            existing = store.session(args.session)
+            before, tagged = existing.snapshot_ids(), set(existing.tags.values())
         lowering = args.max_snapshots is not None and args.max_snapshots < len(before)
         if lowering and not args.force:
+            # the commit itself is one of the snapshots the new limit keeps; tagged ones stay whatever it is
+            kept = set(before[len(before) - args.max_snapshots + 1 :]) | tagged
+            going = sum(1 for sid in before if sid not in kept)
             raise CliError(
                 f"session {args.session!r} holds {count(len(before), 'snapshot')}: --max-snapshots "
-                f"{args.max_snapshots} would evict the oldest {len(before) - args.max_snapshots}; "
-                "add --force to do so"
+                f"{args.max_snapshots} with this commit would evict the oldest {going}; add --force to do so"
             )
         if lowering:  # asked for with --force: the one call that evicts on purpose
             sess = store.session(args.session)
