@@ -224,7 +224,8 @@ def test_reading_variants_in_process(populated: Populated, capsys: pytest.Captur
         ("/x/3", "index 3 is past the end of the 3-item array at /x"),
         ("/x/01", "'01' is not an array index at /x"),
         ("/y", "no member 'y' at /"),
-        ("/x/0/z", "/x/0 is a int, not a container"),
+        ("/x/0/z", "/x/0 is a number, not an object or array"),
+        ("/x/2/z", "/x/2 is null, not an object or array"),
         ("x", "start with '/'"),
     ]:
         code, _out, err = call(capsys, "--store", s, "show", populated.other, "--pointer", pointer)
@@ -450,7 +451,10 @@ def test_commit_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     cases = [
         (b'{"a": 1,}', "is not valid JSON: trailing comma"),
         (b"", "is not valid JSON"),
-        (b'{"a": NaN}', "is not valid JSON"),
+        (b'{"a": NaN}', "is not valid JSON: NaN at line 1 column 7: NaN and Infinity are not JSON numbers"),
+        (b'[1, -Infinity]', "is not valid JSON: -Infinity at line 1 column 5: NaN and Infinity are not JSON"),
+        (b"\xff\xfe{}", "is not valid JSON: it is not UTF-8 text (byte 0xff at offset 0)"),
+        (b'{"a": "\xe9"}', "is not valid JSON: it is not UTF-8 text (byte 0xe9 at offset 7)"),
         (b'{"a": 18446744073709551616}', "integer 18446744073709551616 is outside the 64-bit range"),
         (b'{"a": -9223372036854775809}', "outside the 64-bit range"),
     ]

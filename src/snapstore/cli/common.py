@@ -99,6 +99,10 @@ def snapshot_json(snapshot: Any) -> dict[str, Any]:
     return result
 
 
+#: what a JSON value that holds no members is called where a pointer goes through it
+_JSON_KINDS = {int: "a number", float: "a number", str: "a string"}
+
+
 def pointer_get(value: Any, pointer: str, where: str) -> Any:
     """The part of ``value`` a JSON Pointer names."""
     from ..delta import format_pointer, parse_pointer
@@ -121,8 +125,8 @@ def pointer_get(value: Any, pointer: str, where: str) -> Any:
                 )
             node = node[int(token)]
         else:
-            kind = type(node).__name__
-            raise CliError(f"{pointer} not found in {where}: {reached or '/'} is a {kind}, not a container")
+            kind = "null" if node is None else "a boolean" if isinstance(node, bool) else _JSON_KINDS.get(type(node))
+            raise CliError(f"{pointer} not found in {where}: {reached or '/'} is {kind}, not an object or array")
     return node
 
 
@@ -157,7 +161,7 @@ def load_json(data: bytes, source: str) -> Any:
                 f"{source} nests too deeply for a state (a state nests at most 252 levels; orjson stops "
                 f"reading at 1024): {exc}"
             ) from None
-        raise CliError(f"{source} is not valid JSON: {exc}") from None
+        raise CliError(f"{source} is not valid JSON: {_why_not_json(data, exc)}") from None
     found = False
 
     def check_int(text: str) -> Any:
@@ -194,6 +198,24 @@ def load_json(data: bytes, source: str) -> Any:
     if found:
         raise CliError(_first_refusal(checked, source))
     return value
+
+
+def _why_not_json(data: bytes, exc: orjson.JSONDecodeError) -> str:
+    """orjson's reason, or a plainer one where it names what JSON cannot hold in terms of its own
+    parser: bytes that are not UTF-8, and the NaN and Infinity some JSON writers put out."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"it is not UTF-8 text (byte 0x{data[bad.start]:02x} at offset {bad.start})"
+    doc, at = (exc.doc, exc.pos) if isinstance(exc.doc, str) else ("", 0)
+    for word in ("NaN", "Infinity"):
+        if doc.startswith(word, at):
+            minus = at > 0 and doc[at - 1] == "-"  # orjson stops past the sign
+            return (
+                f"{'-' * minus}{word} at line {exc.lineno} column {exc.colno - minus}: NaN and Infinity are not "
+                "JSON numbers"
+            )
+    return str(exc)
 
 
 def _first_refusal(checked: Any, source: str) -> str:
