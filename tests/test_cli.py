@@ -603,8 +603,8 @@ def test_a_commit_refused_after_parsing_creates_no_session_and_names_its_flags(
     cases = [
         ((str(deep),), "deep.json: state cannot be stored as JSON: nested too deeply"),
         ((str(deeper),), "deeper.json nests too deeply for a state (a state nests at most 252 levels"),
-        ((str(good), "--max-snapshots", "0"), "--max-snapshots must be 1 or more"),
-        ((str(good), "--max-snapshots", "-1"), "--max-snapshots must be 1 or more"),
+        ((str(good), "--max-snapshots", "0"), "--max-snapshots must be an integer from 1 to 2^63-1"),
+        ((str(good), "--max-snapshots", "-1"), "--max-snapshots must be an integer from 1 to 2^63-1"),
         ((str(good), "--turn", str(2**63)), "--turn must be a 64-bit integer"),
         ((str(good), "--label", "x" * 65536), "a label holds at most 65535"),
     ]

@@ -92,7 +92,7 @@ def _check_commit(args: argparse.Namespace, state: Any, source: str) -> None:
     from ..session import MAX_INT64
 
     if args.max_snapshots is not None and not 1 <= args.max_snapshots <= MAX_INT64:
-        raise CliError(f"--max-snapshots must be 1 or more (at most 2**63 - 1), not {args.max_snapshots}")
+        raise CliError(f"--max-snapshots must be an integer from 1 to 2^63-1, not {args.max_snapshots}")
     if args.turn is not None and not -MAX_INT64 - 1 <= args.turn <= MAX_INT64:
         raise CliError(f"--turn must be a 64-bit integer, not {args.turn}")
     if args.label is not None:
