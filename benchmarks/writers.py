@@ -1,6 +1,7 @@
 """Writers on one session: do they queue, lose nothing, and keep their throughput?
 
     python -m benchmarks.writers [--writers 1 2 4 8 16] [--commits 50] [--postgres URL] [--cpu] [--own-states]
+                                 [--wait-forever]
 
 For each writer count, that many processes commit to one session of a fresh
 store at once, each commit a read-modify-write of the shared game state
@@ -20,7 +21,10 @@ With --phases, each row also splits a commit's time by where it went, summed ove
 and divided by the commits: the commit's own work before it takes the session's lock, the phases
 it runs holding the lock (reading the records other writers appended, decoding their payloads,
 applying their deltas to this writer's cached head, then diffing and appending its own), and the
-rest of its latency, waiting for the lock and being handed it.
+rest of its latency, waiting for the lock and being handed it. With --wait-forever, the stores are
+opened with ``lock_timeout=None``: a directory writer then waits for the session's lock in the
+kernel on its own thread, woken once, where with a timeout (the default, 60 s) the lock's waiting
+thread waits and then wakes the writer.
 
 The PostgreSQL column runs when --postgres (or SNAPSTORE_BENCH_POSTGRES_URL)
 names a server; each run uses its own table prefix. A writer still running two minutes after it
@@ -57,13 +61,16 @@ WRITER_STACKS_AFTER = 120.0
 DEFAULT_WRITERS = [1, 2, 4, 8, 16]
 
 
-def _open(target: str, prefix: str) -> Any:
+def _open(target: str, prefix: str, wait_forever: bool = False) -> Any:
+    """The store; with ``wait_forever``, opened with ``lock_timeout=None`` (a writer waits for the
+    session's lock on its own thread, with no timeout, instead of on the lock's waiting thread)."""
     snapstore = import_snapstore()
+    settings = {"lock_timeout": None} if wait_forever else {}
     if target.startswith("postgresql://"):
         from snapstore.backends._postgres import PostgresBackend
 
-        return snapstore.SnapshotStore(PostgresBackend(target, table_prefix=prefix))
-    return snapstore.SnapshotStore.open(target)
+        return snapstore.SnapshotStore(PostgresBackend(target, table_prefix=prefix), **settings)
+    return snapstore.SnapshotStore.open(target, **settings)
 
 
 def _initial(big: bool) -> dict[str, Any]:
@@ -133,6 +140,7 @@ def _writer(
     out: Any,
     phases: bool = False,
     own_states: bool = False,
+    wait_forever: bool = False,
 ) -> None:
     spent: dict[str, int] = {}
     if phases:
@@ -140,7 +148,7 @@ def _writer(
     # a writer still running long after the others would have finished prints where it is, every
     # WRITER_STACKS_AFTER seconds, on the benchmark's stderr: a hang reports itself
     faulthandler.dump_traceback_later(WRITER_STACKS_AFTER, repeat=True)
-    store = _open(target, prefix)
+    store = _open(target, prefix, wait_forever)
     sess = store.session(SESSION, max_snapshots=1_000_000)
     start.wait()
     cpu_before = _cpu_seconds()
@@ -199,6 +207,7 @@ def _run(
     verifying: bool = False,
     phases: bool = False,
     own_states: bool = False,
+    wait_forever: bool = False,
 ) -> dict[str, Any]:
     prefix = f"w{uuid.uuid4().hex[:10]}_"
     ctx = mp.get_context("spawn")
@@ -207,7 +216,8 @@ def _run(
     for w in range(writers):
         big = big_writer and w == 0
         n = 10 if big else commits
-        procs.append(ctx.Process(target=_writer, args=(target, prefix, w, n, big, start, out, phases, own_states)))
+        args = (target, prefix, w, n, big, start, out, phases, own_states, wait_forever)
+        procs.append(ctx.Process(target=_writer, args=args))
     stop, verified = ctx.Event(), ctx.Queue()
     checker = ctx.Process(target=_verifier, args=(target, prefix, stop, verified)) if verifying else None
     if checker is not None:
@@ -306,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         help="each writer commits a state of its own instead of a read-modify-write of the session's head",
     )
     parser.add_argument(
+        "--wait-forever", action="store_true",
+        help="open the stores with lock_timeout=None: a writer waits for the session's lock with no timeout, "
+        "on its own thread (on the directory store), instead of up to the default 60 s on the lock's waiting thread",
+    )
+    parser.add_argument(
         "--phases", action="store_true",
         help="also split a commit's time into its work before the lock, its phases holding the lock, and the wait",
     )
@@ -313,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:  # each kind of run keeps its own file: a --phases run does not overwrite the plain one
         kind = "-verify" if args.verify_only else "-phases" if args.phases else ""
         kind += "-own" if args.own_states and not args.verify_only else ""
+        kind += "-wait-forever" if args.wait_forever and not args.verify_only else ""
         args.out = Path(__file__).parent / "results" / f"writers{kind}.md"
     if args.verify_only:
         return _verify_alongside(args)
@@ -334,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             commits = args.commits * max(args.writers) if n == 1 else args.commits
             with tempfile.TemporaryDirectory() as tmp:
                 target = url or str(Path(tmp) / "store")
-                r = _run(target, n, commits, phases=args.phases, own_states=args.own_states)
+                r = _run(
+                    target, n, commits, phases=args.phases, own_states=args.own_states, wait_forever=args.wait_forever
+                )
             one = one or r["throughput"]
             ratio = r["throughput"] / one
             lines.append(
@@ -348,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(phase_lines[-1], flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             target = url or str(Path(tmp) / "store")
-            r = _run(target, 5, args.commits * 4, big_writer=True)
+            r = _run(target, 5, args.commits * 4, big_writer=True, wait_forever=args.wait_forever)
         starvation.append(
             f"| {engine} | {r['big_landed']} of 10 | {r['failures']} | {r['lost']} | {r['wrong']} | {r['p99_ms']:.1f} |"
         )
@@ -358,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             "# Writers on one session",
             "",
             f"`python -m benchmarks.writers{_writers_option(args.writers)} --commits {args.commits}"
-            f"{' --own-states' if args.own_states else ''}{' --cpu' if args.cpu else ''}"
+            f"{' --own-states' if args.own_states else ''}{' --wait-forever' if args.wait_forever else ''}"
+            f"{' --cpu' if args.cpu else ''}"
             f"{' --phases' if args.phases else ''}`, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
             f"Python {sys.version.split()[0]}.",
