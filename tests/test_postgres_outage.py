@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,61 @@ def test_the_first_read_after_an_outage_answers_instead_of_waiting_out_the_pool(
         assert reader.state(first) == {"turn": 1}
     finally:
         store.close()
+
+
+def test_verify_during_an_outage_raises_instead_of_reporting_the_store_damaged(database: tuple[str, str]) -> None:
+    """A server that stops serving part way through a verify (here: the database refuses connections
+    from the moment verify asks for the first session's segments) is an error of reaching the store:
+    verify raised nothing and reported each session it could not read as a problem of the store,
+    which a monitor would take for damage (a trial saw '5 problems found' during restarts)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    admin_url, url = database
+    name = conninfo_to_dict(url)["dbname"]
+    backend = PostgresBackend(url)
+    store = SnapshotStore(backend)
+    try:
+        for n in range(3):
+            store.session(f"s{n}").commit({"n": n})
+        listing = backend.segments
+
+        def outage_from_here(key: str) -> Any:
+            backend.segments = listing  # type: ignore[method-assign]
+            _refusing(admin_url, name, True)
+            return listing(key)
+
+        backend.segments = outage_from_here  # type: ignore[method-assign]
+        with pytest.raises(BackendError) as raised:
+            store.verify()
+        assert raised.value.details["reason"] == "server not serving"
+        _refusing(admin_url, name, False)
+        report = store.verify()
+        assert report.ok and report.sessions_checked == 3
+    finally:
+        store.close()
+
+
+def test_the_command_line_says_an_outage_in_one_line(database: tuple[str, str], tmp_path: Path) -> None:
+    """The driver's pool logs every connection it cannot make; with no logging set up, Python printed
+    those lines bare on stderr around the command's own error (346 of 581 lines in a trial's log)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    from cli_support import run
+
+    admin_url, own = database
+    name = conninfo_to_dict(own)["dbname"]
+    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))  # the command line takes a URL
+    with SnapshotStore.open(url) as store:
+        store.session("s").commit({"n": 1})
+    _refusing(admin_url, name, True)
+    for argv in (("verify",), ("log", "s"), ("stats",)):
+        failed = run(*argv, "--store", url, cwd=tmp_path)
+        assert failed.returncode == 1
+        assert failed.stderr.startswith("snapstore: error: PostgreSQL: ") and failed.stderr.count("\n") == 1, (
+            argv,
+            failed.stderr,
+        )

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 import xxhash
 
 from .backends import Backend, MemoryBackend, open_backend
-from .backends.base import SegmentInfo, SegmentMissing, UnfinishedReplace, staged_key
+from .backends.base import SegmentInfo, SegmentMissing, UnfinishedReplace, not_serving, staged_key
 from .entries import KEY_MODES, CommitEntry, MetaEntry, decode_entry, encode_meta, index_problem
 from .errors import (
     BackendError,
@@ -579,7 +579,9 @@ class SnapshotStore:
     def verify(self, *, read_data: bool = True) -> VerifyReport:
         """Check every session's segments and chains; with ``read_data`` also decompress everything and
         rebuild every retained state against its hash. Also reports a replace of several sessions
-        together left part way (``Backend.unfinished_replaces``). Waits for no lock: writers keep going."""
+        together left part way (``Backend.unfinished_replaces``). Waits for no lock: writers keep going.
+        A server that does not serve (PostgreSQL down or restarting) raises its ``BackendError``: what
+        could not be read is not reported as a problem of the store."""
         report = VerifyReport(foreign=self.backend.foreign_entries())
         for unfinished in self.backend.unfinished_replaces():
             report.add(self._unfinished_replace_problem(unfinished))
@@ -589,6 +591,8 @@ class SnapshotStore:
                 if not self.backend.segments(key):
                     continue  # a deleted session leaves its lock file: nothing to check
             except SnapshotError as exc:  # its folder cannot be listed: that session is the problem
+                if not_serving(exc):  # unless the server is not there to list it: nothing is checked
+                    raise
                 report.sessions_checked += 1
                 report.add(exc, session=name or key)
                 continue
@@ -598,6 +602,8 @@ class SnapshotStore:
                     name = self._read_name(key) or key
                 self._verify_session_settled(key, name, report, read_data)
             except SnapshotError as exc:
+                if not_serving(exc):
+                    raise
                 report.add(exc, session=name)
         return report
 
@@ -716,6 +722,8 @@ class SnapshotStore:
                 rewritten = True  # reclaimed or squashed since the listing: read again, the others checked
                 continue
             except SnapshotError as exc:
+                if not_serving(exc):
+                    raise
                 report.add(exc, session=log.name)
                 continue
             for entry in segment.entries:

@@ -110,6 +110,7 @@ from ._postgres_sql import (
 )
 from ._postgres_stream import frame_entries, read_stream
 from .base import (
+    SERVER_NOT_SERVING,
     STAGED_GRACE_SECONDS,
     Backend,
     SegmentInfo,
@@ -642,6 +643,7 @@ class PostgresBackend(Backend):
             place = self.describe() if hasattr(self, "schema") else self._display  # (no schema while opening)
             message = f"PostgreSQL: cannot {action}: the store at {place} is read-only here ({read_only}): "
             message += first_line(exc)
+        probe = None
         if isinstance(exc, PoolTimeout):
             # The pool only says it waited; find out whether the server is reachable at all.
             probe = self._probe()
@@ -653,6 +655,10 @@ class PostgresBackend(Backend):
         info: dict[str, Any] = {"url": self._display, "cause": cause, **details}
         if sqlstate:
             info["sqlstate"] = sqlstate
+        if isinstance(exc, psycopg.OperationalError) or (isinstance(exc, PoolTimeout) and probe is not None):
+            # the server did not serve (down, restarting, refusing, out of connections or disk):
+            # nothing is known about the stored data, which ``verify`` must not call damaged
+            info["reason"] = SERVER_NOT_SERVING
         return (ReadOnlyStoreError if read_only is not None else BackendError)(message, info)
 
     def _probe(self) -> BaseException | None:

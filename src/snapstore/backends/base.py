@@ -37,6 +37,10 @@ CONFIG_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_SEGMENT = 2**63 - 1
 #: keys a history is written under before it takes a session's place (``swap_in_session``): "~" starts
 #: no key a session name gives (names escape it, and a shortened key has its prefix before it)
+#: ``details["reason"]`` of a BackendError raised because the engine's server did not serve (down,
+#: restarting, refusing connections, out of them): an error about reaching the store, which says
+#: nothing of what the store holds
+SERVER_NOT_SERVING = "server not serving"
 STAGED_PREFIX = "~staged-"
 _STAGED_KEY = re.compile(r"^~staged-([0-9a-f]{1,16})-[0-9a-f]{16,}$")
 #: a staged history is removed by ``cleanup_temporary`` only once it was begun this long ago, whatever
@@ -276,3 +280,8 @@ class SegmentMissing(SnapshotError, KeyError):
 
     def __str__(self) -> str:
         return self.message
+
+
+def not_serving(exc: BaseException) -> bool:
+    """Whether ``exc`` is the engine's server not serving (``SERVER_NOT_SERVING``)."""
+    return isinstance(exc, BackendError) and exc.details.get("reason") == SERVER_NOT_SERVING

@@ -14,6 +14,7 @@ stderr) or problems found by ``verify``; 2 a usage error; 130 interrupted (Ctrl-
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -96,6 +97,11 @@ def _signals_held() -> Iterator[None]:
 
 
 def _run(args: Any) -> int:
+    if not args.debug:
+        # the PostgreSQL driver's pool logs each connection it could not make or had to drop; a
+        # command says what failed in its own error line, and those lines (with no handler
+        # configured, Python prints them bare) would bury it: --debug shows them
+        logging.getLogger("psycopg").setLevel(logging.CRITICAL)
     try:
         with _signals_held():
             command = handler(args.handler)
