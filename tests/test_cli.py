@@ -737,6 +737,10 @@ def test_export_import(populated: Populated, tmp_path: Path, capsys: pytest.Capt
     code, out, _ = call(capsys, "--store", str(populated.store), "export", str(tmp_path / "one.snaparchive"),
                         "--snapshot", populated.ids[1][:8])
     assert code == 0 and out.startswith("exported 1 session (campaign-42)"), out
+    missing = tmp_path / "missing-session.snaparchive"
+    code, _out, err = call(capsys, "--store", str(populated.store), "export", str(missing), "--session", "nosuch")
+    assert code == 1 and one_error_line(err).endswith("session 'nosuch' does not exist (sessions: campaign-42, side)")
+    assert not missing.exists()
 
 
 def test_demo(tmp_path: Path) -> None:

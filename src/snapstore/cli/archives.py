@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import BackendError, ConcurrentUpdateError
 from .base import cli_message
-from .common import CliError, open_existing, open_store, refuse_to_overwrite, shown_store, store_path
+from .common import CliError, existing_session, open_existing, open_store, refuse_to_overwrite, shown_store, store_path
 from .output import Progress, count, emit, human, say
 from .references import resolve
 
@@ -57,6 +57,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             wanted = exc.details.get("snapshot")
             if args.snapshot and isinstance(wanted, str):
                 resolve(store, wanted)  # says why, as show does: evicted, damaged, a tag that names nothing
+            missing = exc.details.get("session")
+            if isinstance(missing, str) and "snapshot" not in exc.details:
+                existing_session(store, missing)  # names the sessions there are, as other commands do
             raise
     if not emit(args, dataclasses.asdict(report)):
         say(_export_summary(report, args.file))
