@@ -67,7 +67,7 @@ def first_unserializable(root: Any, max_depth: int) -> tuple[Any, str, str] | No
         node, where, depth = stack.pop()
         if isinstance(node, dict):
             if depth >= max_depth:
-                return node, "nested too deeply or contains a cycle (orjson stops at depth 254)", where
+                return _too_deep(root, node, where, max_depth)
             children = []
             for key, child in dict.items(node):
                 if type(key) is not str:  # orjson refuses subclasses of str as keys too
@@ -80,7 +80,7 @@ def first_unserializable(root: Any, max_depth: int) -> tuple[Any, str, str] | No
             # orjson writes a tuple as an array (refused later, when it reads back as a list), but
             # refuses a tuple subclass (a namedtuple) outright: that one is a leaf refused here
             if depth >= max_depth:
-                return node, "nested too deeply or contains a cycle (orjson stops at depth 254)", where
+                return _too_deep(root, node, where, max_depth)
             items = list.copy(node) if isinstance(node, list) else list(node)
             stack.extend((child, f"{where}/{index}", depth + 1) for index, child in reversed(list(enumerate(items))))
         else:
@@ -88,6 +88,22 @@ def first_unserializable(root: Any, max_depth: int) -> tuple[Any, str, str] | No
             if reason is not None:
                 return node, reason, where
     return None
+
+
+def _too_deep(root: Any, node: Any, where: str, max_depth: int) -> tuple[Any, str, str]:
+    """Why ``node``, past ``max_depth`` at ``where``, is refused: a container that holds itself is named
+    where it first comes back, anything else as nested too deeply."""
+    seen: dict[int, str] = {id(root): ""}
+    value, pointer = root, ""
+    for token in where.split("/")[1:]:
+        value = value[token.replace("~1", "/").replace("~0", "~")] if isinstance(value, dict) else value[int(token)]
+        pointer += f"/{token}"
+        if isinstance(value, (dict, list, tuple)):
+            if id(value) in seen:
+                first = seen[id(value)]
+                return value, f"contains a cycle: the container at {first or 'the top level'} holds itself", pointer
+            seen[id(value)] = pointer
+    return node, f"nested too deeply: a state nests at most {max_depth} levels (orjson stops at 254)", where
 
 
 def _unserializable_leaf(node: Any) -> str | None:
