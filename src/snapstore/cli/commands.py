@@ -51,8 +51,10 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "print the state at a snapshot, or one part of it",
         "Print the state a snapshot holds as JSON (indented, keys sorted; --compact for one canonical line). "
         "ID:POINTER (as git takes rev:path) or --pointer selects one part with a JSON Pointer (RFC 6901). "
-        "ID is a full id or a unique prefix of 8+ hex digits, from any session.",
-        "snapstore show 3f2a9c01:/party/Zoë/hp\n  snapstore show 3f2a9c01 --pointer /party/Zoë/hp",
+        "ID is a full id or a unique prefix of 8+ hex digits, from any session, or SESSION:TAG for a tagged "
+        "snapshot (SESSION:TAG:/pointer for one part of it).",
+        "snapstore show 3f2a9c01:/party/Zoë/hp\n  snapstore show 3f2a9c01 --pointer /party/Zoë/hp\n"
+        "  snapstore show campaign-42:before-the-dragon:/party",
     ),
     (
         "diff",
