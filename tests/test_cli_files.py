@@ -160,6 +160,33 @@ def test_the_refusal_counts_what_the_forced_commit_would_evict(tmp_path: Path) -
     assert forced.stderr == f"s: the session keeps 3; evicted 3 snapshots ({evicted})\n"
 
 
+def test_a_lower_limit_that_evicts_nothing_needs_no_force(tmp_path: Path) -> None:
+    """Every snapshot the lower limit would leave behind is tagged: nothing is evicted, so nothing is
+    refused (it said 'would evict the oldest 0; add --force')."""
+    store = tmp_path / "store"
+    ids = make_store(store, count=3)
+    for n, sid in enumerate(ids):
+        ok("tag", "s", sid[:8], f"t{n}", store=store)
+    landed = run("commit", "s", "-", "--max-snapshots", "2", store=store, stdin=b'{"hp": 9}')
+    assert landed.returncode == 0 and landed.stderr == "", landed.stderr
+    assert len(orjson.loads(ok("log", "--json", store=store))) == 4
+
+
+def test_the_command_line_called_in_process_leaves_logging_as_it_was(tmp_path: Path) -> None:
+    """The command line quiets the PostgreSQL driver's log lines while it runs, and only then."""
+    import logging
+
+    from snapstore.cli import main
+
+    driver = logging.getLogger("psycopg")
+    driver.setLevel(logging.INFO)
+    try:
+        assert main(["--store", str(tmp_path / "store"), "init"]) == 0
+        assert driver.level == logging.INFO
+    finally:
+        driver.setLevel(logging.NOTSET)
+
+
 def test_delete_session_asks_first(tmp_path: Path) -> None:
     store = tmp_path / "store"
     make_store(store, "doomed")

@@ -191,3 +191,25 @@ def test_the_command_line_says_an_outage_in_one_line(database: tuple[str, str], 
             argv,
             failed.stderr,
         )
+
+
+def test_verify_reports_a_statement_refused_by_a_serving_server_as_a_problem(database: tuple[str, str]) -> None:
+    """Only a server that does not serve (a connection refused or lost, a shutdown) stops verify: an
+    error a statement meets on a server that serves (here a lock timeout, as a full disk or a data
+    file gone would be) is reported as the problem it is, and the other sessions are checked."""
+    import psycopg
+
+    from snapstore.backends._postgres import PostgresBackend
+
+    _admin_url, url = database
+    with SnapshotStore(PostgresBackend(url)) as store:
+        for n in range(2):
+            store.session(f"s{n}").commit({"n": n})
+    impatient = PostgresBackend(f"{url} options='-c lock_timeout=200'")
+    with psycopg.connect(url) as holder, SnapshotStore(impatient) as store:
+        holder.execute("LOCK TABLE snapstore_entries IN ACCESS EXCLUSIVE MODE")  # held until the block ends
+        report = store.verify()
+        assert not report.ok and report.sessions_checked == 2
+        assert all("lock timeout" in problem.message for problem in report.problems), report.problems
+        holder.rollback()
+        assert store.verify().ok

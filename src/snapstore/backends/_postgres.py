@@ -655,9 +655,9 @@ class PostgresBackend(Backend):
         info: dict[str, Any] = {"url": self._display, "cause": cause, **details}
         if sqlstate:
             info["sqlstate"] = sqlstate
-        if isinstance(exc, psycopg.OperationalError) or (isinstance(exc, PoolTimeout) and probe is not None):
-            # the server did not serve (down, restarting, refusing, out of connections or disk):
-            # nothing is known about the stored data, which ``verify`` must not call damaged
+        if _not_serving(exc, sqlstate) or (isinstance(exc, PoolTimeout) and probe is not None):
+            # the server did not serve (down, restarting, refusing connections): nothing is known
+            # about the stored data, which ``verify`` must not call damaged
             info["reason"] = SERVER_NOT_SERVING
         return (ReadOnlyStoreError if read_only is not None else BackendError)(message, info)
 
@@ -1203,3 +1203,17 @@ def _closed_by_server(conn: Any) -> bool:
         conn.close()
         return True
     return False
+
+
+#: SQLSTATEs of a server that stopped serving this connection: an administrator's or a crash's
+#: shutdown, a server that cannot accept connections now, too many connections
+_NOT_SERVING_STATES = frozenset(("57P01", "57P02", "57P03", "53300"))
+
+
+def _not_serving(exc: BaseException, sqlstate: str) -> bool:
+    """Whether ``exc`` is the server not serving: a connection that failed or was lost (no SQLSTATE:
+    libpq's own, or class 08) or one of ``_NOT_SERVING_STATES``; not an error a statement met on a
+    server that serves (a lock timeout, a file missing from the data directory, a full disk)."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    return not sqlstate or sqlstate.startswith("08") or sqlstate in _NOT_SERVING_STATES

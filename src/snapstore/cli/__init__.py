@@ -97,11 +97,20 @@ def _signals_held() -> Iterator[None]:
 
 
 def _run(args: Any) -> int:
+    # the PostgreSQL driver's pool logs each connection it could not make or had to drop; a command
+    # says what failed in its own error line, and those lines (with no handler configured, Python
+    # prints them bare) would bury it: --debug shows them
+    driver = logging.getLogger("psycopg")
+    level = driver.level
     if not args.debug:
-        # the PostgreSQL driver's pool logs each connection it could not make or had to drop; a
-        # command says what failed in its own error line, and those lines (with no handler
-        # configured, Python prints them bare) would bury it: --debug shows them
-        logging.getLogger("psycopg").setLevel(logging.CRITICAL)
+        driver.setLevel(logging.CRITICAL)
+    try:
+        return _run_quietly(args)
+    finally:
+        driver.setLevel(level)
+
+
+def _run_quietly(args: Any) -> int:
     try:
         with _signals_held():
             command = handler(args.handler)

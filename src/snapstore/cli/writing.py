@@ -55,10 +55,10 @@ def cmd_commit(args: argparse.Namespace) -> int:
             existing = store.session(args.session)
             before, tagged = existing.snapshot_ids(), set(existing.tags.values())
         lowering = args.max_snapshots is not None and args.max_snapshots < len(before)
-        if lowering and not args.force:
-            # the commit itself is one of the snapshots the new limit keeps; tagged ones stay whatever it is
-            kept = set(before[len(before) - args.max_snapshots + 1 :]) | tagged
-            going = sum(1 for sid in before if sid not in kept)
+        # the commit itself is one of the snapshots the new limit keeps; tagged ones stay whatever it is
+        kept = set(before[len(before) - args.max_snapshots + 1 :]) | tagged if lowering else set(before)
+        going = sum(1 for sid in before if sid not in kept)
+        if lowering and going and not args.force:
             raise CliError(
                 f"session {args.session!r} holds {count(len(before), 'snapshot')}: --max-snapshots "
                 f"{args.max_snapshots} with this commit would evict the oldest {going}; add --force to do so"
