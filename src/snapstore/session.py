@@ -226,7 +226,7 @@ class Session:
         if isinstance(snapshot_id, str) and snapshot_id in log.tags:
             return log.tags[snapshot_id]
         if isinstance(snapshot_id, str) and snapshot_id == log.head:  # the head is always readable
-            return snapshot_id
+            return log.head
         try:
             return resolve_prefix(snapshot_id, log.readable(), where=f"session {self.name!r}")
         except AmbiguousSnapshotId:

@@ -273,7 +273,9 @@ def _add_arguments(sub: dict[str, argparse.ArgumentParser]) -> None:
     add_output_options(log, "print a JSON array of snapshots", "print one JSON object per snapshot")
 
     show = sub["show"]
-    show.add_argument("id", metavar="ID[:POINTER]", help="snapshot id or unique prefix, optionally :/json/pointer")
+    show.add_argument(
+        "id", metavar="ID[:POINTER]", help="snapshot id, unique prefix or SESSION:TAG, optionally :/json/pointer"
+    )
     show.add_argument("--pointer", metavar="POINTER", help="a JSON Pointer such as /party/0/hp")
     show.add_argument("--compact", action="store_true", help="one line of canonical JSON")
     add_output_options(
