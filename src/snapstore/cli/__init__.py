@@ -14,7 +14,6 @@ stderr) or problems found by ``verify``; 2 a usage error; 130 interrupted (Ctrl-
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import signal
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import AmbiguousSnapshotId, SnapshotError
-from .base import PROG, CliError, cli_message
+from .base import ENV_STORE, PROG, CliError, cli_message
 from .commands import COMMANDS, build_parser, handler
 
 __all__ = ["COMMANDS", "CliError", "build_parser", "console", "main"]
@@ -99,11 +98,16 @@ def _signals_held() -> Iterator[None]:
 def _run(args: Any) -> int:
     # the PostgreSQL driver's pool logs each connection it could not make or had to drop; a command
     # says what failed in its own error line, and those lines (with no handler configured, Python
-    # prints them bare) would bury it: --debug shows them
+    # prints them bare) would bury it: --debug shows them. (logging is imported only then: it is a
+    # few ms of every command's start.)
+    target = getattr(args, "store", None) or os.environ.get(ENV_STORE) or ""
+    if args.debug or not target.startswith(("postgresql://", "postgres://")):
+        return _run_quietly(args)
+    import logging
+
     driver = logging.getLogger("psycopg")
     level = driver.level
-    if not args.debug:
-        driver.setLevel(logging.CRITICAL)
+    driver.setLevel(logging.CRITICAL)
     try:
         return _run_quietly(args)
     finally:
