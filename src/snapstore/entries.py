@@ -220,7 +220,9 @@ def encode_meta(body: dict[str, Any]) -> bytes:
     return bytes([META]) + codec.dumps(body)
 
 
-def encode_commit(record: SnapshotRecord, mode: int, raw_length: int, payload: bytes, base: str | None = None) -> bytes:
+def encode_commit(
+    record: SnapshotRecord, mode: int, raw_length: int, payload: bytes, base: str | None = None
+) -> bytes:
     """A commit entry; ``base`` names the snapshot a delta payload patches when it is not the parent
     (a format-3 entry: the record then names no delta, as a keyframe's does)."""
     flags = (

@@ -13,7 +13,7 @@ import enum
 import math
 from typing import Any
 
-from .delta import escape_token
+from .delta import escape_token, parse_pointer
 
 #: orjson serializes at most this many nested containers
 ORJSON_MAX_DEPTH = 254
@@ -95,9 +95,9 @@ def _too_deep(root: Any, node: Any, where: str, max_depth: int) -> tuple[Any, st
     where it first comes back, anything else as nested too deeply."""
     seen: dict[int, str] = {id(root): ""}
     value, pointer = root, ""
-    for token in where.split("/")[1:]:
-        value = value[token.replace("~1", "/").replace("~0", "~")] if isinstance(value, dict) else value[int(token)]
-        pointer += f"/{token}"
+    for token in parse_pointer(where):
+        value = value[token] if isinstance(value, dict) else value[int(token)]
+        pointer += "/" + escape_token(token)
         if isinstance(value, (dict, list, tuple)):
             if id(value) in seen:
                 first = seen[id(value)]

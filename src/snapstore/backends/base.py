@@ -35,12 +35,12 @@ SESSION_KEY = re.compile(r"^[A-Za-z0-9_.%~\-]{1,200}$")
 CONFIG_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 #: the largest segment number a backend must accept (16 hex digits in a file name)
 MAX_SEGMENT = 2**63 - 1
-#: keys a history is written under before it takes a session's place (``swap_in_session``): "~" starts
-#: no key a session name gives (names escape it, and a shortened key has its prefix before it)
 #: ``details["reason"]`` of a BackendError raised because the engine's server did not serve (down,
 #: restarting, refusing connections, out of them): an error about reaching the store, which says
 #: nothing of what the store holds
 SERVER_NOT_SERVING = "server not serving"
+#: keys a history is written under before it takes a session's place (``swap_in_session``): "~" starts
+#: no key a session name gives (names escape it, and a shortened key has its prefix before it)
 STAGED_PREFIX = "~staged-"
 _STAGED_KEY = re.compile(r"^~staged-([0-9a-f]{1,16})-[0-9a-f]{16,}$")
 #: a staged history is removed by ``cleanup_temporary`` only once it was begun this long ago, whatever
