@@ -37,9 +37,9 @@ from hypothesis.stateful import (
 from pydantic import RootModel
 
 from conftest import canonical, postgres_url_or_skip
-from snapstore import InvalidStateError, SnapshotNotFound, SnapshotStore, keyframes
+from snapstore import InvalidStateError, SnapshotNotFound, SnapshotStore, codec, keyframes
 from snapstore.backends import MemoryBackend
-from snapstore.codec import encode_state
+from snapstore.codec import encode_canonical, encode_state
 from snapstore.delta import apply_patch, diff, diff_members
 from snapstore.errors import ArchiveError
 from snapstore.history import SessionLog
@@ -840,3 +840,25 @@ TestPostgresShortChains = _machine("postgres", "short").TestCase
 TestPostgresShortChains.settings = _settings(3, 20, shrink=False)
 TestPostgresSegments = _machine("postgres", "segments").TestCase
 TestPostgresSegments.settings = _settings(3, 20, shrink=False)
+
+
+@given(st.one_of(st.dictionaries(json_text, json_values, max_size=12), json_values))
+def test_a_commit_hashes_the_bytes_it_would_join(state: Any) -> None:
+    """A state that is an object is hashed member by member (``encode_canonical``): the same id
+    and size as its joined canonical bytes, whatever its keys must escape, and those bytes on demand."""
+    data, _pieces, _converted = encode_state(state)
+    found = encode_canonical(state)
+    assert (found.state_hash, found.size) == (codec.object_id(data), len(data))
+    assert found.data == data == codec.dumps(state)
+
+
+def test_keys_that_must_be_escaped_hash_as_joined() -> None:
+    state = {k: i for i, k in enumerate(['"', "\\", "\n", "\x00", "\x1f", "\u2028", "é", "😀", "", "a b", "/"])}
+    state["nested"] = {"\u2029": [1.0, True, None]}
+    data = codec.dumps(state)
+    found = encode_canonical(state)
+    assert (found.state_hash, found.size, found.data) == (codec.object_id(data), len(data), data)
+    with pytest.raises(InvalidStateError, match="surrogate"):
+        encode_canonical({"\ud800": 1})
+    many = {f"k{i}": i for i in range(codec._STREAMED_MEMBERS + 1)}  # joined to be hashed
+    assert encode_canonical(many).state_hash == codec.object_id(codec.dumps(many))

@@ -194,7 +194,93 @@ _EXACT_LEAVES = frozenset((str, int, float, bool, type(None)))
 
 def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
     """Canonical bytes of a state, each top-level member's own bytes when it is an object, and
-    whether a subclass of a JSON type was written as its base type.
+    whether a subclass of a JSON type was written as its base type (``encode_members``, joined)."""
+    data, pieces, converted = encode_members(value)
+    if data is None:
+        assert pieces is not None
+        data = _joined(value, pieces)
+    return data, pieces, converted
+
+
+class Canonical:
+    """A state's canonical bytes as a commit needs them: their size and hash at once, the bytes
+    themselves only when asked for (``data``).
+
+    A state that is an object of a few members is hashed member by member, xxh3 streamed over
+    the object's syntax and each member's bytes, so a commit that stores a delta never
+    assembles the whole state, a copy of its size (70 us of a 1.2 MB state's commit, where
+    the streamed hash costs 27 and the hash of the joined bytes 22)."""
+
+    __slots__ = ("_data", "converted", "pieces", "size", "state_hash")
+
+    def __init__(
+        self, data: bytes | None, pieces: dict[str, bytes] | None, converted: bool, size: int, state_hash: str
+    ) -> None:
+        self._data = data
+        self.pieces = pieces
+        self.converted = converted
+        self.size = size
+        self.state_hash = state_hash
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            assert self.pieces is not None
+            self._data = join_members(self.pieces)
+        return self._data
+
+
+#: a state with more members than this has its bytes joined to be hashed: a Python step a member
+#: would cost more than the copy it saves
+_STREAMED_MEMBERS = 256
+
+
+def encode_canonical(value: Any) -> Canonical:
+    """``encode_state``'s bytes as a ``Canonical``: size and hash now, the bytes when asked for."""
+    data, pieces, converted = encode_members(value)
+    if data is None and pieces is not None and len(pieces) <= _STREAMED_MEMBERS:
+        try:
+            state_hash, size = members_id(pieces)
+        except (TypeError, orjson.JSONEncodeError):  # a key orjson refuses (a lone surrogate)
+            raise _refused_at(value) from None
+        return Canonical(None, pieces, converted, size, state_hash)
+    if data is None:
+        assert pieces is not None
+        data = _joined(value, pieces)
+    return Canonical(data, pieces, converted, len(data), object_id(data))
+
+
+def _joined(value: Any, pieces: dict[str, bytes]) -> bytes:
+    try:
+        return join_members(pieces)
+    except (TypeError, orjson.JSONEncodeError):  # a key orjson refuses (not a string, a lone surrogate)
+        raise _refused_at(value) from None
+
+
+def members_id(pieces: dict[str, bytes]) -> tuple[str, int]:
+    """The object id and the size of ``join_members(pieces)``, without joining them: the same
+    bytes (keys sorted as orjson sorts, each written as orjson writes a string) fed to xxh3 in
+    pieces."""
+    digest = xxhash.xxh3_128()
+    update = digest.update
+    update(b"{")
+    size = 2
+    separator = b""
+    for key in sorted(pieces):
+        piece = pieces[key]
+        prefix = separator + orjson.dumps(key) + b":"
+        update(prefix)
+        update(piece)
+        size += len(prefix) + len(piece)
+        separator = b","
+    update(b"}")
+    return digest.hexdigest(), size
+
+
+def encode_members(value: Any) -> tuple[bytes | None, dict[str, bytes] | None, bool]:
+    """Canonical bytes of a state that is not an object (None for one that is), each top-level
+    member's own bytes when it is an object, and whether a subclass of a JSON type was written
+    as its base type.
 
     The pieces let a commit compare each member with the head's at C speed,
     and the whole is assembled from them, so the state is serialized once.
@@ -233,10 +319,7 @@ def encode_state(value: Any) -> tuple[bytes, dict[str, bytes] | None, bool]:
             if type(key) is not str:
                 raise _refused_at(value)
             pieces[key] = _encode_bounded(member, 3, to_base, value)
-    try:
-        return join_members(pieces), pieces, converted
-    except (TypeError, orjson.JSONEncodeError):  # a key orjson refuses (not a string, a lone surrogate)
-        raise _refused_at(value) from None
+    return None, pieces, converted
 
 
 def join_members(pieces: dict[str, bytes]) -> bytes:

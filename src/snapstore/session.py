@@ -454,20 +454,21 @@ class Session:
                 "turn must be a 64-bit integer or None", {"argument": "turn", "type": type(turn).__name__}
             )
         state = codec.model_state(state)
-        data, pieces, converted = codec.encode_state(state)
-        if converted:  # subclasses of JSON types were written as their base types: commit that reading
-            state = codec.read_back(data, codec.plain_copy(state))
-        if len(data) > MAX_PAYLOAD:
+        canonical = codec.encode_canonical(state)
+        pieces = canonical.pieces
+        if canonical.converted:  # subclasses of JSON types were written as their base types: commit that reading
+            state = codec.read_back(canonical.data, codec.plain_copy(state))
+        if canonical.size > MAX_PAYLOAD:
             raise InvalidStateError(
-                f"state is {len(data)} bytes of JSON; a snapshot holds at most {MAX_PAYLOAD} (1 GiB)",
-                {"reason": "state too large", "size": len(data)},
+                f"state is {canonical.size} bytes of JSON; a snapshot holds at most {MAX_PAYLOAD} (1 GiB)",
+                {"reason": "state too large", "size": canonical.size},
             )
-        state_hash = codec.object_id(data)
+        state_hash = canonical.state_hash
         with self._lock:
             self._busy = False
             # the patch from the state this handle holds, made before queueing for the session:
             # the delta when no other writer commits meanwhile, else stored against that state
-            ahead = None if settling is not None else self._patch_cached(state, pieces, len(data))
+            ahead = None if settling is not None else self._patch_cached(state, pieces, canonical.size)
             try:
                 backend, last = self._store.backend, self._log.last_segment
                 locked = (
@@ -486,7 +487,7 @@ class Session:
                             {"session": self.name, "head": log.head, "expected": parent},
                         )
                     written, entries, segment, expected, new_head = self._prepare(
-                        log, state, data, pieces, state_hash, label, turn, ahead, alone=settling is not None
+                        log, state, canonical, state_hash, label, turn, ahead, alone=settling is not None
                     )
                     self._append(segment, entries, expected, written)
                     self._stopped_in_a_row = self._stopped_in_a_row + 1 if self._busy else 0
@@ -572,8 +573,7 @@ class Session:
         self,
         log: SessionLog,
         state: Any,
-        data: bytes,
-        pieces: dict[str, bytes] | None,
+        canonical: codec.Canonical,
         state_hash: str,
         label: str,
         turn: int | None,
@@ -588,6 +588,7 @@ class Session:
         ``alone``: a keyframe starting a new segment whatever the policy says (``settle``).
         """
         store = self._store
+        pieces = canonical.pieces
         parent = log.head
         last = log.last_segment
         delta_payload: bytes | None = None
@@ -630,7 +631,7 @@ class Session:
             if ahead is not None:
                 delta_payload, new_head = ahead[1], ahead[2]
             elif not self._busy:
-                patched = self._next_head(log, parent, state, data, pieces)
+                patched = self._next_head(log, parent, state, canonical.size, pieces)
                 if patched is not None:
                     delta_payload, new_head = patched
             can_delta = delta_payload is not None
@@ -639,20 +640,20 @@ class Session:
             assert delta_payload is not None
             cost = self._chain_cost_of(log, base_of.id) + store.policy.delta_cost(len(delta_payload))
             if base_of.depth + 1 > store.policy.max_chain or store.policy.wants_keyframe(
-                cost, len(data), self._run_start(log, base_of.id)
+                cost, canonical.size, self._run_start(log, base_of.id)
             ):
                 can_delta = False
         elif self._busy:
             # the head for the next diff: what the state's bytes read back as, checked by comparison
             # (a state whose parts nearly all changed is mostly numbers and small objects, which
             # ``orjson`` reads and ``==`` compares faster than a copy in Python walks them)
-            new_head = codec.read_back(data, state)
+            new_head = codec.read_back(canonical.data, state)
         else:
             # the head for the next diff: a copy sharing the state's strings when it is plain JSON
             # (checked as it is copied), else what its bytes read back as (checked by comparison)
             new_head = codec.shared_copy(state)
             if new_head is codec.NOT_PLAIN:
-                new_head = codec.read_back(data, state)
+                new_head = codec.read_back(canonical.data, state)
         timestamp = _now()
         if can_delta:
             assert last is not None and delta_payload is not None
@@ -682,7 +683,7 @@ class Session:
                 label=label,
                 timestamp=timestamp,
                 turn=turn,
-                size=len(data),
+                size=canonical.size,
                 depth=depth,
                 chain_bytes=chain_bytes,
                 base_ratio=base_of.record.base_ratio,
@@ -699,10 +700,10 @@ class Session:
             and open_has_commit
             and last is not None
             and last.damage is None
-            and store.policy.may_patch(last.runs(), raw_so_far, len(data))
+            and store.policy.may_patch(last.runs(), raw_so_far, canonical.size)
         )
         previous_raw = self._open.previous_run() if extend and self._open is not None else None
-        mode, compressed = compress_keyframe(data, store.level, previous_raw)
+        mode, compressed = compress_keyframe(canonical.data, store.level, previous_raw)
         self._stream = None
         record = SnapshotRecord(
             session=self.name,
@@ -712,28 +713,29 @@ class Session:
             label=label,
             timestamp=timestamp,
             turn=turn,
-            size=len(data),
+            size=canonical.size,
             depth=0,
             chain_bytes=0,
-            base_ratio=round(len(compressed) / max(len(data), 1), 6),
+            base_ratio=round(len(compressed) / max(canonical.size, 1), 6),
         )
-        entry = encode_commit(record, mode, len(data), compressed)
+        entry = encode_commit(record, mode, canonical.size, compressed)
         sid = record.snapshot_id()
         self._chain_cost, self._keyframe_of = {sid: 0}, {sid: sid}
+        written = (sid, record, canonical.data)
         if last is not None and (extend or not open_has_commit):
             if not last.entries:  # its checkpoint was torn away: restate the settings first
-                return (sid, record, data), [encode_meta(self._checkpoint(log)), entry], last.number, last.end, new_head
-            return (sid, record, data), [entry], last.number, last.end, new_head
+                return written, [encode_meta(self._checkpoint(log)), entry], last.number, last.end, new_head
+            return written, [entry], last.number, last.end, new_head
         number = (last.number + 1) if last is not None else 1
-        return (sid, record, data), [encode_meta(self._checkpoint(log)), entry], number, 0, new_head
+        return written, [encode_meta(self._checkpoint(log)), entry], number, 0, new_head
 
     def _next_head(
-        self, log: SessionLog, parent: str, state: Any, data: bytes, pieces: dict[str, bytes] | None
+        self, log: SessionLog, parent: str, state: Any, size: int, pieces: dict[str, bytes] | None
     ) -> tuple[bytes, Any] | None:
         """The canonical patch from the head to ``state`` and the new head as stored, refusing a
         ``state`` that differs from what its bytes read back as; None when too much changed."""
         head_state, head_pieces = self._head_for(log, parent)
-        return self._patch_head(parent, head_state, head_pieces, state, pieces, len(data))
+        return self._patch_head(parent, head_state, head_pieces, state, pieces, size)
 
     def _patch_cached(
         self, state: Any, pieces: dict[str, bytes] | None, size: int
@@ -1045,9 +1047,10 @@ class Session:
             for commit in path:
                 state = apply_delta_payload(commit, self._open.payload_of(commit.id), state)
             # one serialization both checks the hash and gives the members' bytes the next diff needs
-            data, pieces, _converted = codec.encode_state(state)
+            canonical = codec.encode_canonical(state)
+            pieces = canonical.pieces
             expected = log.commits[parent].entry.checked_record.state
-            if codec.object_id(data) != expected:
+            if canonical.state_hash != expected:
                 check_state(state, expected, parent)
             return state, pieces
         if path == [] and self._head_state is not None:
