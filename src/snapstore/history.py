@@ -815,15 +815,8 @@ class SessionLog:
                 f"snapshot {path[-1].id} cannot be rebuilt: {why} (the payload of {missing[0]} is lost)",
                 {"snapshot": path[-1].id, "object": missing[0], "segment": path[0].segment, "reason": "damage"},
             )
-        expected = path[-1].entry.checked_record.state
-        keyframe = payloads[path[0].id]
-        # A snapshot stored whole: its payload is the state's canonical bytes, so hashing them is the
-        # check, and a state parsed from bytes that hash right is the state committed; serializing
-        # it again would cost several times the hash. Bytes that do not hash right (damage, or a
-        # keyframe written otherwise than canonically) get the check below, which decides.
-        trusted = len(path) == 1 and codec.object_id(keyframe) == expected
         try:
-            state = codec.loads(keyframe)
+            state = codec.loads(payloads[path[0].id])
         except (ValueError, RecursionError):
             raise CorruptObjectError(
                 f"the keyframe of snapshot {path[0].id} is not JSON (damage)",
@@ -836,8 +829,7 @@ class SessionLog:
         reordered: list[Any] = []
         for commit in path[1:]:
             state = apply_delta_payload(commit, payloads[commit.id], state, reordered)
-        if not trusted:
-            check_state(state, expected, path[-1].id, sort_objects(reordered))
+        check_state(state, path[-1].entry.checked_record.state, path[-1].id, sort_objects(reordered))
         return state
 
 
