@@ -860,5 +860,18 @@ def test_keys_that_must_be_escaped_hash_as_joined() -> None:
     assert (found.state_hash, found.size, found.data) == (codec.object_id(data), len(data), data)
     with pytest.raises(InvalidStateError, match="surrogate"):
         encode_canonical({"\ud800": 1})
-    many = {f"k{i}": i for i in range(codec._STREAMED_MEMBERS + 1)}  # joined to be hashed
-    assert encode_canonical(many).state_hash == codec.object_id(codec.dumps(many))
+    large = "x" * codec._STREAMED_MEMBER_BYTES
+    for state in (
+        {f"k{i}": i for i in range(300)},  # small members: joined to be hashed
+        {f"k{i}\u2028": large for i in range(300)},  # large ones: streamed
+        {f"k{i}": large for i in range(codec._MANY_MEMBERS + 1)},  # past the many members' path: joined
+        {},
+    ):
+        data = codec.dumps(state)
+        found = encode_canonical(state)
+        assert (found.state_hash, found.size, found.data) == (codec.object_id(data), len(data), data)
+    streamed = encode_canonical({"a": large, "b": large})
+    assert streamed._data is None and streamed.data == codec.dumps({"a": large, "b": large})
+    assert encode_canonical({"a": 1, "b": 2})._data is not None
+    with pytest.raises(InvalidStateError):  # a key that is not a string among many members is refused
+        encode_canonical({**{f"k{i}": large for i in range(codec._MANY_MEMBERS + 1)}, 7: large})

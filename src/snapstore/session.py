@@ -463,7 +463,6 @@ class Session:
                 f"state is {canonical.size} bytes of JSON; a snapshot holds at most {MAX_PAYLOAD} (1 GiB)",
                 {"reason": "state too large", "size": canonical.size},
             )
-        state_hash = canonical.state_hash
         with self._lock:
             self._busy = False
             # the patch from the state this handle holds, made before queueing for the session:
@@ -487,7 +486,7 @@ class Session:
                             {"session": self.name, "head": log.head, "expected": parent},
                         )
                     written, entries, segment, expected, new_head = self._prepare(
-                        log, state, canonical, state_hash, label, turn, ahead, alone=settling is not None
+                        log, state, canonical, label, turn, ahead, alone=settling is not None
                     )
                     self._append(segment, entries, expected, written)
                     self._stopped_in_a_row = self._stopped_in_a_row + 1 if self._busy else 0
@@ -574,7 +573,6 @@ class Session:
         log: SessionLog,
         state: Any,
         canonical: codec.Canonical,
-        state_hash: str,
         label: str,
         turn: int | None,
         ahead: tuple[str, bytes, Any] | None = None,
@@ -678,7 +676,7 @@ class Session:
             record = SnapshotRecord(
                 session=self.name,
                 parent=parent,
-                state=state_hash,
+                state=canonical.state_hash,
                 delta=codec.object_id(delta_payload) if base is None else None,
                 label=label,
                 timestamp=timestamp,
@@ -708,7 +706,7 @@ class Session:
         record = SnapshotRecord(
             session=self.name,
             parent=parent,
-            state=state_hash,
+            state=canonical.state_hash,
             delta=None,
             label=label,
             timestamp=timestamp,
