@@ -89,7 +89,7 @@ def _next(state: dict[str, Any], writer: int, k: int) -> dict[str, Any]:
 #: from one (the first three: inside the catch-up, whose own time is the fourth), "before" ones only
 #: count when called by the commit before it takes the lock
 PHASES = [
-    ("codec", "encode_state", "serialize (before the lock)", "before"),
+    ("codec", "encode_canonical", "serialize, hash (before the lock)", "before"),
     ("SessionLog", "refresh", "read others' records", "in held"),
     ("Session", "_sync_open", "decode others' payloads", "in held"),
     ("Session", "_caught_up_head", "apply others' deltas, hash", "in held"),
