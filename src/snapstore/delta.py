@@ -220,7 +220,7 @@ def _diff_members(
             elif kind is list:  # (bytes that differ only in a 1 / 1.0 or a 0.0 / -0.0 are found below too)
                 _diff_list(oval, nval, path, ops, [old_pieces[key], new_pieces[key]])
             else:
-                _diff_dict(oval, nval, path, ops)
+                _diff_dict(oval, nval, path, ops, new_pieces[key])
     except (MemoryError, RecursionError, _OverBudget):
         raise
     except Exception as exc:
@@ -382,9 +382,22 @@ def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, pat
     return found
 
 
-def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
+#: an object of at least this many members, none added or gone, has its members that differ found
+#: by C calls and the others confirmed by its bytes (``_wide_dict_ops``), not by a Python step each
+_WIDE = 512
+
+
+def _diff_dict(
+    old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op], new_bytes: bytes | None = None
+) -> None:
     """Diff two dicts that differ under ``==``; operations come in ``new``'s key order. A member
-    renamed (one key gone, another added with the same value, type-exact) is a ``move``."""
+    renamed (one key gone, another added with the same value, type-exact) is a ``move``.
+    ``new_bytes``: ``new``'s canonical bytes, when the caller has them (a state's member)."""
+    if len(new) >= _WIDE and len(old) == len(new) and old.keys() == new.keys():
+        wide = _wide_dict_ops(old, new, path, new_bytes)
+        if wide is not None:
+            ops.extend(wide)
+            return
     explained = False
     removed = 0
     moved: dict[str, str] = {}
@@ -427,6 +440,43 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
             ops.append(slot)
         elif slot in found:
             ops.extend(found[slot])
+
+
+def _wide_dict_ops(
+    old: dict[str, Any], new: dict[str, Any], path: str, new_bytes: bytes | None
+) -> list[Op] | None:
+    """``_diff_dict``'s operations for two objects with the same keys, or None to leave them to it.
+
+    An entity table with a few members changed a turn cost a Python step for each of its thousands
+    of members, then their bytes serialized again to confirm the equal ones type-exact. Here the
+    members that differ under ``==`` are found by C calls, and the rest are confirmed at once: the
+    old object with those members taken from the new must have the new one's bytes. When it has
+    not (a 1 that became 1.0, a 0.0 that became -0.0, which ``==`` calls equal), or no member
+    differs under ``==`` at all, None: the member-by-member diff finds it.
+    """
+    keys = list(new)
+    changed = list(compress(keys, map(ne, map(old.__getitem__, keys), map(new.__getitem__, keys))))
+    if not changed:
+        return None
+    left = _budget.left
+    if left is not None and len(changed) > left:  # each costs an operation at least: stop before the bytes
+        raise _OverBudget
+    merged = dict(old)
+    for key in changed:
+        merged[key] = new[key]
+    first = _canon(merged)
+    del merged
+    if new_bytes is None:
+        if len(first) > _RIGHT_SIZE_ABOVE:
+            first = bytes(memoryview(first))  # (see _same_bytes)
+        new_bytes = _canon(new)
+    if first != new_bytes:
+        return None
+    del first
+    ops: list[Op] = []
+    for key in changed:
+        _diff_unequal(old[key], new[key], _child(path, key), ops)
+    return ops
 
 
 #: at most this many keys gone and as many added in one object are paired up as renames: pairing them
