@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from functools import partial
 from itertools import compress, islice
 from math import copysign
-from operator import eq, indexOf, ne
+from operator import eq, indexOf, ne, not_
 from typing import Any
 
 import orjson
@@ -220,7 +220,7 @@ def _diff_members(
             elif kind is list:  # (bytes that differ only in a 1 / 1.0 or a 0.0 / -0.0 are found below too)
                 _diff_list(oval, nval, path, ops, [old_pieces[key], new_pieces[key]])
             else:
-                _diff_dict(oval, nval, path, ops, new_pieces[key])
+                _diff_dict(oval, nval, path, ops)
     except (MemoryError, RecursionError, _OverBudget):
         raise
     except Exception as exc:
@@ -387,14 +387,11 @@ def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, pat
 _WIDE = 512
 
 
-def _diff_dict(
-    old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op], new_bytes: bytes | None = None
-) -> None:
+def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
     """Diff two dicts that differ under ``==``; operations come in ``new``'s key order. A member
-    renamed (one key gone, another added with the same value, type-exact) is a ``move``.
-    ``new_bytes``: ``new``'s canonical bytes, when the caller has them (a state's member)."""
+    renamed (one key gone, another added with the same value, type-exact) is a ``move``."""
     if len(new) >= _WIDE and len(old) == len(new) and old.keys() == new.keys():
-        wide = _wide_dict_ops(old, new, path, new_bytes)
+        wide = _wide_dict_ops(old, new, path)
         if wide is not None:
             ops.extend(wide)
             return
@@ -442,37 +439,30 @@ def _diff_dict(
             ops.extend(found[slot])
 
 
-def _wide_dict_ops(
-    old: dict[str, Any], new: dict[str, Any], path: str, new_bytes: bytes | None
-) -> list[Op] | None:
+def _wide_dict_ops(old: dict[str, Any], new: dict[str, Any], path: str) -> list[Op] | None:
     """``_diff_dict``'s operations for two objects with the same keys, or None to leave them to it.
 
     An entity table with a few members changed a turn cost a Python step for each of its thousands
     of members, then their bytes serialized again to confirm the equal ones type-exact. Here the
-    members that differ under ``==`` are found by C calls, and the rest are confirmed at once: the
-    old object with those members taken from the new must have the new one's bytes. When it has
-    not (a 1 that became 1.0, a 0.0 that became -0.0, which ``==`` calls equal), or no member
-    differs under ``==`` at all, None: the member-by-member diff finds it.
+    members that differ under ``==`` are found by C calls, and the others are confirmed by their
+    bytes a chunk of members at a time, as ``_diff_children`` confirms pairs (orjson reserves its
+    buffer by the number of items it is given: a chunk bounds it). When a chunk's bytes differ (a 1
+    that became 1.0, a 0.0 that became -0.0, which ``==`` calls equal), or no member differs
+    under ``==`` at all, None: the member-by-member diff finds it.
     """
     keys = list(new)
-    changed = list(compress(keys, map(ne, map(old.__getitem__, keys), map(new.__getitem__, keys))))
+    differs = list(map(ne, map(old.__getitem__, keys), map(new.__getitem__, keys)))
+    changed = list(compress(keys, differs))
     if not changed:
         return None
     left = _budget.left
     if left is not None and len(changed) > left:  # each costs an operation at least: stop before the bytes
         raise _OverBudget
-    merged = dict(old)
-    for key in changed:
-        merged[key] = new[key]
-    first = _canon(merged)
-    del merged
-    if new_bytes is None:
-        if len(first) > _RIGHT_SIZE_ABOVE:
-            first = bytes(memoryview(first))  # (see _same_bytes)
-        new_bytes = _canon(new)
-    if first != new_bytes:
-        return None
-    del first
+    alike = list(compress(keys, map(not_, differs)))
+    for start in range(0, len(alike), _CHUNK):
+        chunk = alike[start : start + _CHUNK]
+        if not _same_bytes(list(map(old.__getitem__, chunk)), list(map(new.__getitem__, chunk))):
+            return None
     ops: list[Op] = []
     for key in changed:
         _diff_unequal(old[key], new[key], _child(path, key), ops)
