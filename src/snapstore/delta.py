@@ -382,15 +382,23 @@ def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, pat
     return found
 
 
-#: an object of at least this many members, none added or gone, has its members that differ found
-#: by C calls and the others confirmed by its bytes (``_wide_dict_ops``), not by a Python step each
+#: an object of at least this many members, all objects, none added or gone (an entity table), has
+#: its members that differ found by C calls and the others confirmed by their bytes a chunk at a
+#: time (``_wide_dict_ops``), not by a Python step each
 _WIDE = 512
+_ONLY_OBJECTS = {dict}
 
 
 def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:
     """Diff two dicts that differ under ``==``; operations come in ``new``'s key order. A member
     renamed (one key gone, another added with the same value, type-exact) is a ``move``."""
-    if len(new) >= _WIDE and len(old) == len(new) and old.keys() == new.keys():
+    if (
+        len(new) >= _WIDE
+        and len(old) == len(new)
+        and old.keys() == new.keys()
+        and set(map(type, new.values())) == _ONLY_OBJECTS
+        and set(map(type, old.values())) == _ONLY_OBJECTS
+    ):
         wide = _wide_dict_ops(old, new, path)
         if wide is not None:
             ops.extend(wide)
@@ -440,32 +448,35 @@ def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op
 
 
 def _wide_dict_ops(old: dict[str, Any], new: dict[str, Any], path: str) -> list[Op] | None:
-    """``_diff_dict``'s operations for two objects with the same keys, or None to leave them to it.
+    """``_diff_dict``'s operations for two objects with the same keys whose members are all objects,
+    or None to leave them to it.
 
     An entity table with a few members changed a turn cost a Python step for each of its thousands
     of members, then their bytes serialized again to confirm the equal ones type-exact. Here the
-    members that differ under ``==`` are found by C calls, and the others are confirmed by their
-    bytes a chunk of members at a time, as ``_diff_children`` confirms pairs (orjson reserves its
-    buffer by the number of items it is given: a chunk bounds it). When a chunk's bytes differ (a 1
-    that became 1.0, a 0.0 that became -0.0, which ``==`` calls equal), or no member differs
-    under ``==`` at all, None: the member-by-member diff finds it.
+    members that differ under ``==`` are found by C calls and diffed as ``_diff_children`` diffs
+    them (for two objects, the heaviest pair's way and the others' give the same operations), and
+    the others are confirmed by their bytes a chunk of members at a time, as ``_diff_children``
+    confirms pairs (orjson reserves its buffer by the number of items it is given: a chunk bounds
+    it). When a chunk's bytes differ (a 1 that became 1.0, a 0.0 that became -0.0, which ``==``
+    calls equal), or no member differs under ``==``, None, with the diff's budget as it was: the
+    member-by-member diff finds it, spending what it always spent. Its operations are this
+    path's when this path gives any, and a diff over its budget here is over it there too.
     """
     keys = list(new)
     differs = list(map(ne, map(old.__getitem__, keys), map(new.__getitem__, keys)))
     changed = list(compress(keys, differs))
     if not changed:
         return None
-    left = _budget.left
-    if left is not None and len(changed) > left:  # each costs an operation at least: stop before the bytes
-        raise _OverBudget
+    budget_left = _budget.left
+    ops: list[Op] = []
+    for key in changed:
+        _diff_unequal(old[key], new[key], _child(path, key), ops)
     alike = list(compress(keys, map(not_, differs)))
     for start in range(0, len(alike), _CHUNK):
         chunk = alike[start : start + _CHUNK]
         if not _same_bytes(list(map(old.__getitem__, chunk)), list(map(new.__getitem__, chunk))):
+            _budget.left = budget_left
             return None
-    ops: list[Op] = []
-    for key in changed:
-        _diff_unequal(old[key], new[key], _child(path, key), ops)
     return ops
 
 
