@@ -901,3 +901,23 @@ def test_a_wide_object_is_confirmed_by_bytes_a_chunk_at_a_time() -> None:
     # (the whole object serialized at once, ``delta._CHUNK`` set past its size, peaked at 16.4 times
     # its JSON with orjson 3.13, against 1.3 a chunk at a time)
     assert peak() < 3 * size
+
+
+def test_a_wide_object_s_members_shared_with_the_old_one_are_not_serialized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member that is the very same object on both sides is equal without its bytes: a table of
+    large entities against a shallow copy with one entity changed serializes none of them."""
+    from snapstore import delta
+
+    old = {f"e{i:04d}": {"text": f"entity {i} " * 100, "n": i} for i in range(600)}
+    new = dict(old)
+    new["e0003"] = {"text": "y", "n": 3}
+    serialized: list[int] = []
+    same_bytes = delta._same_bytes
+
+    def counted(a: Any, b: Any) -> bool:
+        serialized.append(len(a))
+        return same_bytes(a, b)
+
+    monkeypatch.setattr(delta, "_same_bytes", counted)
+    assert diff({"w": old}, {"w": new}) == [{"op": "replace", "path": "/w/e0003/text", "value": "y"}]
+    assert serialized == []

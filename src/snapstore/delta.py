@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from functools import partial
 from itertools import compress, islice
 from math import copysign
-from operator import eq, indexOf, ne, not_
+from operator import eq, indexOf, is_not, ne, not_
 from typing import Any
 
 import orjson
@@ -472,6 +472,8 @@ def _wide_dict_ops(old: dict[str, Any], new: dict[str, Any], path: str) -> list[
     for key in changed:
         _diff_unequal(old[key], new[key], _child(path, key), ops)
     alike = list(compress(keys, map(not_, differs)))
+    # the very same object on both sides needs no bytes (the member-by-member diff skips it too)
+    alike = list(compress(alike, map(is_not, map(old.__getitem__, alike), map(new.__getitem__, alike))))
     for start in range(0, len(alike), _CHUNK):
         chunk = alike[start : start + _CHUNK]
         if not _same_bytes(list(map(old.__getitem__, chunk)), list(map(new.__getitem__, chunk))):
