@@ -12,8 +12,9 @@ over its members, and the delta's and the record's). Medians per commit;
 "unaccounted" is the commit's median less the phases' (the wrappers' own cost is in it).
 
 ``--alternatives`` also times, hot, on the final state, what was tried against the two passes
-every commit makes: orjson's sorted serialization beside ``marshal`` and ``pickle``, and reusing
-the bytes of list elements proven unchanged by identity (a Python loop) beside serializing them.
+every commit makes: orjson's sorted serialization beside ``marshal`` and ``pickle``, reusing
+the bytes of list elements proven unchanged by identity (a Python loop) beside serializing them,
+and the state's hash over its members' bytes joined beside streamed (``codec.encode_canonical``).
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ def alternatives(turns: int) -> list[tuple[str, float]]:
     for state in generate(turns):  # noqa: B007 - the final state
         pass
     transcript = state["transcript"]
+    snapstore = import_snapstore()
+    codec = snapstore.codec
+    pieces = codec.encode_members(state)[1]
+    join = codec.join_members
     cache = {id(e): (e, tuple(e), tuple(e.values()), orjson.dumps(e, option=orjson.OPT_SORT_KEYS)) for e in transcript}
 
     def reuse_by_identity() -> bytes:
@@ -136,6 +141,8 @@ def alternatives(turns: int) -> list[tuple[str, float]]:
         ("pickle.dumps, protocol 5 (the whole state)", median_ms(lambda: pickle.dumps(state, protocol=5))),
         ("orjson.dumps, keys sorted (the transcript)", median_ms(lambda: orjson.dumps(transcript, option=sort))),
         ("reusing unchanged elements' bytes, proven by identity (the transcript)", median_ms(reuse_by_identity)),
+        ("the state's hash, its members' bytes joined first", median_ms(lambda: codec.object_id(join(pieces)))),
+        ("the state's hash, streamed over its members' bytes", median_ms(lambda: codec.members_id(pieces))),
     ]
 
 

@@ -386,7 +386,7 @@ def _diff_children(pairs: list[tuple[Any, Any, str | int]], explained: bool, pat
 #: its members that differ found by C calls and the others confirmed by their bytes a chunk at a
 #: time (``_wide_dict_ops``), not by a Python step each
 _WIDE = 512
-_ONLY_OBJECTS = {dict}
+_ONLY_OBJECTS = frozenset((dict,))
 
 
 def _diff_dict(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Op]) -> None:

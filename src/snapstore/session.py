@@ -1015,7 +1015,7 @@ class Session:
     def _cached_pieces(self) -> dict[str, bytes] | None:
         """The cached head's top-level members' canonical bytes, serialized when first needed."""
         if self._head_pieces is None and type(self._head_state) is dict:
-            self._head_pieces = codec.encode_state(self._head_state)[1]
+            self._head_pieces = codec.encode_members(self._head_state)[1]
         return self._head_pieces
 
     def _forward_path(self, log: SessionLog, target: str) -> list[IndexedCommit] | None:

@@ -103,7 +103,7 @@ def _check_commit(args: argparse.Namespace, state: Any, source: str) -> None:
         if size > 65535:
             raise CliError(f"--label is {size} bytes; a label holds at most 65535")
     try:
-        codec.encode_state(state)  # what the commit would refuse (too deep, a huge integer...), refused first
+        codec.encode_canonical(state)  # what the commit would refuse (too deep, a huge integer...), refused first
     except InvalidStateError as exc:
         raise CliError(f"{source}: {exc}") from None
 
