@@ -159,6 +159,32 @@ def test_init_and_store_path_precedence(tmp_path: Path) -> None:
     assert proc.returncode == 0 and str(flag) in proc.stdout and flag.is_dir()
 
 
+def test_a_store_in_memory_is_refused_by_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A memory store dies with the command's process: ``init`` and ``import`` said they had made and
+    filled one, and the next command found nothing there (and told the user to run ``init``)."""
+    source = tmp_path / "source"
+    with SnapshotStore.open(source) as store:
+        store.session("s").commit({"a": 1})
+    archive = tmp_path / "a.snaparchive"
+    assert call(capsys, "--store", str(source), "export", str(archive))[0] == 0
+    state = tmp_path / "state.json"
+    state.write_text('{"a": 2}')
+    for target in (":memory:", "memory:"):
+        for args in (("init",), ("import", str(archive)), ("sessions",), ("commit", "s", str(state))):
+            code, out, err = call(capsys, "--store", target, *args)
+            assert code == 1 and out == "", (target, args, out)
+            assert one_error_line(err) == (
+                f"snapstore: error: --store {target} names a store in memory, which lasts as long as one process, "
+                f"and each snapstore command is one: name a store directory (./{target} for a folder of that name) "
+                "or a postgresql:// URL"
+            )
+    proc = run("init", cwd=tmp_path, env=cli_env(SNAPSTORE_PATH=":memory:"))
+    assert proc.returncode == 1 and one_error_line(proc.stderr).startswith("snapstore: error: $SNAPSTORE_PATH :memory:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.snaparchive", "source", "state.json"]  # nothing made
+    proc = run("init", "--store", "./:memory:", cwd=tmp_path)  # a folder of that name is reached as a path
+    assert proc.returncode == 0 and (tmp_path / ":memory:").is_dir()
+
+
 # ---------------------------------------------------------------- reading commands
 
 

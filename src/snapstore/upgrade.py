@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .backends import Backend, open_backend
+from .backends import MEMORY_TARGETS, Backend, open_backend
 from .backends.base import LegacyReader
 from .delta import apply_patch
 from .errors import (
@@ -124,7 +124,7 @@ def upgrade_store(
     raised before the switch says so. A store that already has format 4 is left alone
     (``report.upgraded`` is False).
     """
-    if not isinstance(target, (str, os.PathLike)) or os.fspath(target) == "memory:":
+    if not isinstance(target, (str, os.PathLike)) or (isinstance(target, str) and target in MEMORY_TARGETS):
         raise SnapshotError("upgrade takes a store folder or a postgresql:// URL", {"target": repr(target)})
     text = os.fspath(target)
     say = progress or (lambda phase, detail: None)

@@ -21,11 +21,14 @@ _OTHER_STORE = re.compile(
     re.IGNORECASE,
 )
 
-__all__ = ["Backend", "DirectoryBackend", "MemoryBackend", "SegmentMissing", "open_backend"]
+#: the targets that name a store in this process's memory (":memory:" as SqliteSaver spells it)
+MEMORY_TARGETS = frozenset({":memory:", "memory:"})
+
+__all__ = ["MEMORY_TARGETS", "Backend", "DirectoryBackend", "MemoryBackend", "SegmentMissing", "open_backend"]
 
 
 def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = False, create: bool = True) -> Backend:
-    """A backend for a path, a ``postgresql://`` URL, ``memory:`` (or ``:memory:``) or an existing backend."""
+    """A backend for a path, a ``postgresql://`` URL, ``:memory:`` (or ``memory:``) or an existing backend."""
     if isinstance(target, Backend):
         return target
     if not isinstance(target, (str, os.PathLike)):
@@ -38,27 +41,27 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
         from ._postgres import PostgresBackend  # optional extra: imported only when asked for
 
         return PostgresBackend(text, create=create)
-    if isinstance(target, str) and text in ("memory:", ":memory:"):  # (":memory:" as SqliteSaver takes it)
+    if isinstance(target, str) and text in MEMORY_TARGETS:
         return MemoryBackend(discard_on_close=True)
     scheme = _URL_SCHEME.match(text)
     if scheme is not None:
         # a URL of another kind (a SqliteSaver's "sqlite:///x.db", a "file://" URL) would otherwise
         # become a folder named after its scheme in the working directory
         raise BackendError(
-            f"{text!r} is a {scheme.group(1)}:// URL: a store is a directory path, a postgresql:// URL or memory:",
+            f"{text!r} is a {scheme.group(1)}:// URL: a store is a directory path, a postgresql:// URL or :memory:",
             {"target": text, "reason": "unsupported URL scheme"},
         )
     other = _OTHER_STORE.match(text) if isinstance(target, str) else None
     if other is not None:
         raise BackendError(
             f"{text!r} starts like a URL ({other.group(1)}:): a store is a directory path, a postgresql:// URL or "
-            f"memory: (a folder of that name is reached as ./{text})",
+            f":memory: (a folder of that name is reached as ./{text})",
             {"target": text, "reason": "unsupported URL scheme"},
         )
     if not text:
         raise BackendError(
             "a store's path is empty: give a directory path (\".\" for the current one), a postgresql:// URL "
-            "or memory:",
+            "or :memory:",
             {"target": text, "reason": "empty path"},
         )
     return DirectoryBackend(text, fsync=fsync, create=create)

@@ -38,6 +38,17 @@ def store_path(args: argparse.Namespace) -> str:
             f"--store is empty: name a store (a directory path, a postgresql:// URL), or leave it out for "
             f"{DEFAULT_STORE}"
         )
+    from ..backends import MEMORY_TARGETS  # (the engine: imported when a command runs, as everywhere here)
+
+    if given in MEMORY_TARGETS:
+        # every command is a process of its own: a store in its memory would start empty and be
+        # gone when the command ends (init and import would report what they kept, and keep nothing)
+        source = "--store" if getattr(args, "store", None) is not None else f"${ENV_STORE}"
+        raise CliError(
+            f"{source} {given} names a store in memory, which lasts as long as one process, and each "
+            f"{PROG} command is one: name a store directory (./{given} for a folder of that name) or a "
+            "postgresql:// URL"
+        )
     return given or DEFAULT_STORE
 
 
