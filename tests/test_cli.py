@@ -225,6 +225,20 @@ def test_sessions_log_show_in_subprocesses(populated: Populated) -> None:
     assert pointer.stdout == "0\n"
 
 
+def test_output_closed_by_its_reader_exits_141_quietly(populated: Populated) -> None:
+    """``snapstore log | head``: the reader stopping is no error of the command (it exited 1 with no
+    message, which a script under ``set -o pipefail`` took for a failure it could not explain)."""
+    for args in (("log", "campaign-42"), ("log", "--json"), ("show", populated.ids[0])):
+        proc = subprocess.Popen(
+            [*command(), "--store", str(populated.store), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(),
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before the command writes anything
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 141 and err == b"", (args, err)
+
+
 def test_reading_variants_in_process(populated: Populated, capsys: pytest.CaptureFixture[str]) -> None:
     a, b, c = populated.ids
     s = str(populated.store)

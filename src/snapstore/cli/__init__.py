@@ -33,6 +33,7 @@ EXIT_ERROR = 1  # an error, or problems found by verify
 EXIT_USAGE = 2  # bad arguments (argparse's own code)
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what cat, seq or git give when their reader stops first
 
 
 class _Terminated(BaseException):
@@ -132,13 +133,14 @@ def _run_quietly(args: Any) -> int:
         _error("terminated")
         return EXIT_TERMINATED
     except BrokenPipeError:
-        # the reader went away (snapstore log | head): stop quietly
+        # the reader went away (snapstore log | head): stop quietly, with the code a shell gives a
+        # command that SIGPIPE ended (not 1, which says this command failed: what it did stands)
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         except (OSError, ValueError, AttributeError):
             pass
-        return EXIT_ERROR
+        return EXIT_OUTPUT_CLOSED
     except CliError as exc:
         if args.debug:
             raise
