@@ -821,6 +821,27 @@ def _no_storecli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def test_export_and_import_refuse_a_dash_for_the_standard_streams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``commit -`` reads stdin and ``restore -o -`` writes stdout; ``export -`` wrote a file named "-"."""
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        opened.session("s").commit({"n": 1})
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(capsys, "--store", str(store), "export", "-")
+    assert code == 1 and out == "" and one_error_line(err) == (
+        "snapstore: error: export writes an archive file, not stdout: name the file (./- for a file named -)"
+    )
+    code, out, err = call(capsys, "--store", str(tmp_path / "other"), "import", "-")
+    assert code == 1 and one_error_line(err).startswith("snapstore: error: import reads an archive file, not stdin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no file "-", no store "other"
+    assert call(capsys, "--store", str(store), "export", "./-")[0] == 0  # a file of that name, said so
+    assert call(capsys, "--store", str(tmp_path / "other"), "import", "-")[0] == 0  # which import then reads
+    with SnapshotStore.open(tmp_path / "other", create=False) as imported:
+        assert imported.session("s").head_state()[1] == {"n": 1}
+
+
 def test_export_and_restore_write_only_regular_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import stat
 

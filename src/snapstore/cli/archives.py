@@ -47,6 +47,8 @@ def _import_summary(report: Any, path: str) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..errors import SnapshotNotFound
 
+    if args.file == "-":  # as restore -o - and commit - would take it: refused, not a file named "-"
+        raise CliError("export writes an archive file, not stdout: name the file (./- for a file named -)")
     refuse_to_overwrite(args.file, args.force)
     with open_store(args) as store, Progress() as progress:
         try:
@@ -71,6 +73,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     if os.path.isdir(args.file):  # before a store is created for it
         raise CliError(f"cannot read {args.file}: it is a folder; give the path of an archive file")
+    if args.file == "-" and not os.path.isfile(args.file):
+        raise CliError("import reads an archive file, not stdin: name the file (./- for a file named -)")
     if not os.path.isfile(args.file):
         raise CliError(f"cannot read {args.file}: no such file")
     path = store_path(args)
