@@ -301,6 +301,42 @@ def test_diff(populated: Populated, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1 and "has no parent" in one_error_line(err)
 
 
+def test_a_sessions_name_names_its_head(
+    populated: Populated, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the last turn changed took ``log`` to find the head's id first (an outside trial)."""
+    a, b, c = populated.ids
+    s = str(populated.store)
+    code, out, _ = call(capsys, "--store", s, "show", "campaign-42", "--json")
+    assert code == 0 and orjson.loads(out) == {"id": c, "session": "campaign-42", "pointer": "", "value": STATES[2]}
+    code, out, _ = call(capsys, "--store", s, "diff", "campaign-42")  # the head against its parent
+    assert code == 0 and out.splitlines()[:2] == [f"--- {b[:12]}  campaign-42  turn 2  'turn 2'",
+                                                  f"+++ {c[:12]}  campaign-42  turn 3  'turn 3'"]
+    code, out, _ = call(capsys, "--store", s, "diff", a, "campaign-42", "--json")
+    assert code == 0 and apply_patch(STATES[0], orjson.loads(out)) == STATES[2]
+    assert call(capsys, "--store", s, "show", "campaign-42:/party/Zoë/hp")[1] == "0\n"
+    code, out, _ = call(capsys, "--store", s, "restore", "side")
+    assert code == 0 and out == '{"x":[1,2.5,null]}\n'
+    code, _out, err = call(capsys, "--store", s, "show", "campaign-43")
+    assert code == 1 and "a session's head by its name" in one_error_line(err)
+    archive = tmp_path / "head.snaparchive"
+    assert call(capsys, "--store", s, "export", str(archive), "--snapshot", "campaign-42")[0] == 0
+    with SnapshotStore.open(tmp_path / "imported") as imported:
+        imported.import_archive(archive)
+        assert imported.session("campaign-42").head_state()[1] == STATES[2]
+
+    store = tmp_path / "store"  # a tag of that name comes first: it named a snapshot before heads did
+    with SnapshotStore.open(store) as opened:
+        first = opened.session("one").commit({"n": 1}).id
+        opened.session("one").commit({"n": 2})
+        opened.session("one").tag(first, "two")
+        opened.session("two").commit({"n": 3})
+    code, out, _ = call(capsys, "--store", str(store), "show", "two", "--compact")
+    assert code == 0 and out == '{"n":1}\n'
+    code, out, _ = call(capsys, "--store", str(store), "show", "one", "--compact")
+    assert code == 0 and out == '{"n":2}\n'
+
+
 def run_on_terminal(*args: str, store: Path, stream: str) -> tuple[int, str, str]:
     """Run with ``stream`` ("stdout" or "stderr") on a real pseudo-terminal: (code, terminal text, other stream)."""
     master, slave = pty.openpty()

@@ -12,7 +12,7 @@ from ..errors import BackendError, ConcurrentUpdateError
 from .base import cli_message
 from .common import CliError, existing_session, open_existing, open_store, refuse_to_overwrite, shown_store, store_path
 from .output import Progress, count, emit, human, say
-from .references import resolve
+from .references import looks_like_id, resolve
 
 
 def _export_summary(report: Any, path: str) -> str:
@@ -51,10 +51,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CliError("export writes an archive file, not stdout: name the file (./- for a file named -)")
     refuse_to_overwrite(args.file, args.force)
     with open_store(args) as store, Progress() as progress:
+        # a session's name stands for its head here as in show and diff; the library takes the rest
+        snapshots = [_head_if_session(store, ref) for ref in args.snapshot] if args.snapshot else None
         try:
-            report = store.export(
-                args.file, sessions=args.session or None, snapshots=args.snapshot or None, progress=progress
-            )
+            report = store.export(args.file, sessions=args.session or None, snapshots=snapshots, progress=progress)
         except SnapshotNotFound as exc:
             wanted = exc.details.get("snapshot")
             if args.snapshot and isinstance(wanted, str):
@@ -66,6 +66,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not emit(args, dataclasses.asdict(report)):
         say(_export_summary(report, args.file))
     return 0
+
+
+def _head_if_session(store: Any, reference: str) -> str:
+    """The id ``resolve`` finds for ``reference`` (a session's name is its head, as in ``show``);
+    ``reference`` itself when it is an id, or names nothing (the library's error then says why)."""
+    if looks_like_id(reference):
+        return reference
+    try:
+        return resolve(store, reference)[1]
+    except CliError:
+        return reference  # the library's error names what is wrong with it
 
 
 def cmd_import(args: argparse.Namespace) -> int:

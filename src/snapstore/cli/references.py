@@ -1,8 +1,9 @@
-"""Naming a snapshot from any session: an id, a unique prefix, or ``SESSION:TAG``.
+"""Naming a snapshot from any session: an id, a unique prefix, ``SESSION:TAG``, or ``SESSION`` for its head.
 
 ``show``, ``diff``, ``restore`` and ``export --snapshot`` look in every session. A tag belongs
 to a session, so across sessions it is written ``SESSION:TAG`` (a bare tag is taken when only
-one session has it, as ``store.export`` takes it). When nothing retained matches, each session
+one session has it, as ``store.export`` takes it). A session's name that is no tag names its
+head: ``snapstore diff campaign-42`` shows what the last turn changed. When nothing retained matches, each session
 is asked why, so that the error says what a session command would: evicted by the retention
 limit, lost to damage, or never known; a head that retention no longer lists is still read.
 """
@@ -30,7 +31,7 @@ def looks_like_id(text: str) -> bool:
 
 def resolve(store: SnapshotStore, reference: str) -> tuple[Session, str]:
     """The session and full id that ``reference`` names: an id, a unique 8+ digit prefix, ``SESSION:TAG``,
-    or a tag that only one session has."""
+    a tag that only one session has, or a session's name (its head)."""
     if not looks_like_id(reference):
         return _by_tag(store, reference)
     try:
@@ -60,6 +61,9 @@ def split_reference(store: SnapshotStore, text: str) -> tuple[str, str | None]:
     ]
     for reference, pointer in splits:
         if _tag_target(store, reference) is not None:
+            return reference, pointer
+    for reference, pointer in splits:
+        if _session_named(store, reference) is not None:  # SESSION:/pointer: a part of its head
             return reference, pointer
     if looks_like_id(first):
         return first, after  # a pointer without its leading "/": the pointer's error says so
@@ -98,6 +102,14 @@ def _tag_target(store: SnapshotStore, reference: str) -> tuple[Session, str] | N
     return None
 
 
+def _session_named(store: SnapshotStore, name: str) -> Session | None:
+    """The session of that name, if the store has one."""
+    try:
+        return store.session(name) if store.has_session(name) else None
+    except SnapshotError:  # not a valid session name
+        return None
+
+
 def _by_tag(store: SnapshotStore, reference: str) -> tuple[Session, str]:
     found = _tag_target(store, reference)
     if found is not None:
@@ -112,6 +124,12 @@ def _by_tag(store: SnapshotStore, reference: str) -> tuple[Session, str]:
             f"tag {reference!r} is in several sessions; name one as SESSION:TAG: "
             + ", ".join(f"{name}:{reference}" for name in having)
         )
+    named = holders.get(reference)
+    if named is not None:
+        head = named.head
+        if head is None:
+            raise CliError(f"session {reference!r} has no snapshots: it has no head to name")
+        return named, head.id
     for at, char in enumerate(reference):
         name, tag = reference[:at], reference[at + 1 :]
         if char == ":" and name in holders:
@@ -126,7 +144,8 @@ def _by_tag(store: SnapshotStore, reference: str) -> tuple[Session, str]:
         )
     raise CliError(
         f"snapshot {reference!r} not found: ids are hex, and prefixes need 8+ characters; a tagged snapshot "
-        "is named SESSION:TAG (snapstore log SESSION shows its tags)"
+        "is named SESSION:TAG (snapstore log SESSION shows its tags), and a session's head by its name "
+        "(snapstore sessions lists them)"
     )
 
 
