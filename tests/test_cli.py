@@ -337,6 +337,37 @@ def test_a_sessions_name_names_its_head(
     assert code == 0 and out == '{"n":2}\n'
 
 
+def test_diff_of_a_settled_head_shows_what_its_commit_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A settled head is a child of the head with the same state, label and turn (what a LangGraph
+    saver leaves at every close): ``diff SESSION`` printed "(no differences)" for it."""
+    store = tmp_path / "store"
+    rooms = {f"room {i}": {"text": f"a long description of room {i} " * 8, "visits": 0} for i in range(200)}
+    with SnapshotStore.open(store, rebuild_budget=50.0) as opened:
+        sess = opened.session("s")
+        state: dict[str, Any] = {"turn": 0, "rooms": rooms}
+        for turn in range(60):
+            state["turn"] = turn
+            state["rooms"][f"room {turn}"]["visits"] += 1
+            last = sess.commit(state, label=f"turn {turn}", turn=turn)
+        settled = sess.settle()
+        assert settled is not None and settled.parent == last.id
+        before = last.parent
+        again = sess.commit(state, label="turn 59", turn=60).id  # the same state committed again: its own turn
+    assert before is not None
+    code, out, _ = call(capsys, "--store", str(store), "diff", "s", "--json")  # the settled head, as s's head
+    assert code == 0 and orjson.loads(out) == []  # the head is "again", whose parent is the settled copy
+    code, out, _ = call(capsys, "--store", str(store), "diff", settled.id)
+    assert code == 0 and out.splitlines() == [
+        f"--- {before[:12]}  s  turn 58  'turn 58'",
+        f"+++ {settled.id[:12]}  s  turn 59  'turn 59'",
+        '~ /rooms/room 59/visits: 0 → 1',
+        "~ /turn: 58 → 59",
+    ]
+    assert again != settled.id
+
+
 def run_on_terminal(*args: str, store: Path, stream: str) -> tuple[int, str, str]:
     """Run with ``stream`` ("stdout" or "stderr") on a real pseudo-terminal: (code, terminal text, other stream)."""
     master, slave = pty.openpty()

@@ -256,20 +256,35 @@ def _text_change(was: str, now: str, paint: Any) -> str:
     return f'"{before}{change}{after}" ({len(was):,} → {len(now):,} characters)'
 
 
+def _changed_from(sess: Any, sid: str) -> str:
+    """The snapshot ``diff A`` compares ``A`` with: its parent, or when ``A`` is its parent settled
+    (``Session.settle`` stores a head again as a keyframe: a child with the same state, label and
+    turn, as a LangGraph saver leaves every thread it closes) the parent's own, and so on."""
+    retained = set(sess.snapshot_ids())
+    snap = sess.snapshot(sid)
+    same = (snap.state_hash, snap.label, snap.turn)
+    current = sid
+    while True:
+        parent = sess.snapshot(current).parent
+        if parent is None:
+            raise CliError(f"snapshot {current[:12]} has no parent (it starts its chain); give two ids to compare")
+        if parent not in retained:
+            raise CliError(
+                f"the parent {parent[:12]} of snapshot {current[:12]} is no longer retained; give two ids to compare"
+            )
+        before = sess.snapshot(parent)
+        if (before.state_hash, before.label, before.turn) != same:
+            return parent
+        current = parent
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     from ..delta import diff as json_diff
 
     with open_store(args) as store:
         sess_b, b = resolve(store, args.a if args.b is None else args.b)
         if args.b is None:
-            parent = sess_b.snapshot(b).parent
-            if parent is None:
-                raise CliError(f"snapshot {b[:12]} has no parent (it starts its chain); give two ids to compare")
-            if parent not in sess_b.snapshot_ids():
-                raise CliError(
-                    f"the parent {parent[:12]} of snapshot {b[:12]} is no longer retained; give two ids to compare"
-                )
-            sess_a, a = sess_b, parent
+            sess_a, a = sess_b, _changed_from(sess_b, b)
         else:
             sess_a, a = resolve(store, args.a)
         old, new = sess_a.state(a), sess_b.state(b)
