@@ -27,6 +27,7 @@ import math
 import operator
 import pickle
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -40,6 +41,8 @@ LIST_TAG = "L"
 SERIALIZED_TAG = "S"
 #: the stock serializer's type name for what it writes as msgpack
 MSGPACK = "msgpack"
+#: and for what it pickles, with ``pickle_fallback``, when msgpack cannot write it
+PICKLE = "pickle"
 #: a msgpack array of up to 2**32 - 1 elements, its length in the next four bytes (big-endian)
 _ARRAY32 = b"\xdd"
 #: a run of UTF-8 text inside serialized bytes at least this many characters long is stored as text
@@ -192,6 +195,13 @@ class ValueCodec:
         self.serde = serde
         self.inline = type(serde) is JsonPlusSerializer
         self.encrypted = serde if isinstance(serde, EncryptedSerializer) else None
+        inner = self.encrypted.serde if self.encrypted is not None else serde
+        #: the serializer writes a list or a dict whole as msgpack, where a bytearray inside becomes
+        #: bytes; the saver writes each element alone, so one inside is written as the bytes it reads as
+        self.msgpack_whole = isinstance(inner, JsonPlusSerializer)
+        #: and it pickles the whole when msgpack cannot write a part (``pickle_fallback``): a value with
+        #: such a part is written whole too, or its other parts would come back as msgpack gives them
+        self.pickles_whole = self.msgpack_whole and bool(getattr(inner, "pickle_fallback", False))
 
     def encode(
         self,
@@ -206,6 +216,8 @@ class ValueCodec:
         whole, so that it comes back in its own order; without it (the checkpoint's own fields,
         its metadata: LangGraph reads them by key) it is stored as a JSON object, keys sorted."""
         kind = type(value)
+        if depth and isinstance(value, bytearray) and self.msgpack_whole:
+            return self.serialized(bytes(value), sealed)
         if self.inline:
             if value is None or kind is bool:
                 return value
@@ -216,7 +228,8 @@ class ValueCodec:
             if kind is float:
                 return value if math.isfinite(value) else self.serialized(value, sealed)
             if kind is dict and depth < MAX_DEPTH and _inline_keys(value, keep_order):
-                return {k: self.encode(v, depth + 1, sealed, reuse, keep_order) for k, v in value.items()}
+                members = {k: self.encode(v, depth + 1, sealed, reuse, keep_order) for k, v in value.items()}
+                return self._whole_if_pickled(value, members.values(), members, sealed)
             if reuse is not None and isinstance(value, BaseModel):
                 node = self.serialized(value)
                 reuse.keep(value, node)
@@ -228,9 +241,20 @@ class ValueCodec:
                     self.encode(v, depth + 1, sealed, reuse, keep_order) if node is None else node
                     for node, v in zip(taken, value, strict=True)
                 )
-                return [LIST_TAG, *encoded]
-            return [LIST_TAG, *(self.encode(v, depth + 1, sealed, None, keep_order) for v in value)]
+                elements = [LIST_TAG, *encoded]
+            else:
+                elements = [LIST_TAG, *(self.encode(v, depth + 1, sealed, None, keep_order) for v in value)]
+            return self._whole_if_pickled(value, elements[1:], elements, sealed)
         return self.serialized(value, sealed)
+
+    def _whole_if_pickled(self, value: Any, parts: Iterable[Any], node: Any, sealed: Sealed | None) -> Any:
+        """``node``, the value's parts each written alone; or, under a serializer that pickles what
+        msgpack cannot write, the value written whole when a part was pickled: the serializer would
+        have pickled the whole value, keeping what msgpack changes in its other parts (a tuple, a
+        pydantic model's private attributes), and InMemorySaver gives them back so."""
+        if self.pickles_whole and any(_serialized(part) and part[1].split("+", 1)[0] == PICKLE for part in parts):
+            return self.serialized(value, sealed)
+        return node
 
     def serialized(self, value: Any, sealed: Sealed | None = None) -> list[str]:
         if self.encrypted is not None and sealed is not None:

@@ -26,7 +26,15 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from ..errors import ConcurrentUpdateError, CorruptObjectError, InvalidNameError, SnapshotError, SnapshotNotFound
+from ..errors import (
+    ConcurrentUpdateError,
+    CorruptObjectError,
+    InvalidNameError,
+    InvalidStateError,
+    SnapshotError,
+    SnapshotNotFound,
+    shown_value,
+)
 from ..recency import shed_bytes, touch
 from ..store import DEFAULT_WARM_SESSIONS, SnapshotStore
 from .encoding import Ciphertexts, Reuse, Sealed, ValueCodec
@@ -55,6 +63,35 @@ def _refuse_unstorable(thread_id: Any, checkpoint_ns: str) -> None:
                 "which has no UTF-8 form",
                 {"argument": key, "value": repr(value), "reason": "lone surrogate"},
             ) from None
+
+
+#: a checkpoint's id is its commit's label ("checkpoint <id>"), which holds at most 64 KiB of UTF-8
+MAX_CHECKPOINT_ID_BYTES = 65535 - len("checkpoint ")
+
+
+def _refuse_unstorable_text(
+    argument: str, value: Any, limit: int | None = None, error: type[SnapshotError] = InvalidNameError
+) -> None:
+    """Refuse a string the graph gives (a checkpoint id, a channel's name or version, a task's id
+    or path) that has no stored form: a lone surrogate has none in UTF-8 (InMemorySaver keeps it),
+    and refused deep in the store it named the state's own members (``/writes/<id>/0/2``) or the
+    commit's label instead of the argument. Values that are not strings are the serializer's."""
+    if type(value) is not str:
+        return
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise error(
+            f"{argument} {shown_value(value, 60)} cannot be stored: it holds a lone surrogate, which has no "
+            "UTF-8 form",
+            {"argument": argument, "value": shown_value(value, 60), "reason": "lone surrogate"},
+        ) from None
+    if limit is not None and size > limit:
+        raise error(
+            f"{argument} {shown_value(value, 60)} cannot be stored: it is {size:,} bytes of UTF-8, and "
+            f"SnapstoreSaver takes at most {limit:,}",
+            {"argument": argument, "value": shown_value(value, 60), "reason": "too long"},
+        )
 
 
 def _reading_afresh(lane: Lane, read: Callable[[], T]) -> T:
@@ -379,6 +416,11 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         configurable = config["configurable"]
         lane = self._writing_lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         parent_id = configurable.get("checkpoint_id")
+        _refuse_unstorable_text("checkpoint['id']", checkpoint["id"], MAX_CHECKPOINT_ID_BYTES)
+        _refuse_unstorable_text("config['configurable']['checkpoint_id']", parent_id)
+        for channel, version in checkpoint["channel_versions"].items():
+            _refuse_unstorable_text("a channel name in checkpoint['channel_versions']", channel)
+            _refuse_unstorable_text(f"checkpoint['channel_versions'][{channel!r}]", version, error=InvalidStateError)
         skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         encoded_skeleton = self.codec.encode(skeleton)
         encoded_metadata = self.codec.encode(get_checkpoint_metadata(config, metadata))
@@ -456,6 +498,11 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         configurable = config["configurable"]
         lane = self._writing_lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable["checkpoint_id"]
+        _refuse_unstorable_text("config['configurable']['checkpoint_id']", checkpoint_id)
+        _refuse_unstorable_text("task_id", task_id)
+        _refuse_unstorable_text("task_path", task_path)
+        for channel, _value in writes:
+            _refuse_unstorable_text("a channel name in writes", channel)
         encoded: dict[int, Any] = {}
         with lane.operation(writes=True):
             for _attempt in range(ATTEMPTS):
