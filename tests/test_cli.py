@@ -969,3 +969,35 @@ def test_sessions_says_all_for_a_session_that_keeps_everything(
     assert code == 0 and rows == {"kept": "all", "limited": "5"}
     code, out, _err = call(capsys, "--store", str(store), "sessions", "--json")
     assert {row["name"]: row["max_snapshots"] for row in orjson.loads(out)} == {"kept": 2**63 - 1, "limited": 5}
+
+
+def test_changing_one_of_a_langgraph_threads_sessions_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/langgraph.md says to thin or move a thread with the saver; the command line changed one of
+    its two sessions without a word, and the thread's history then failed to read (a new user's trial)."""
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        for name in ("langgraph:t:", "langgraph-writes:t:", "campaign"):
+            for n in range(3):
+                opened.session(name).commit({"n": n})
+    archive = tmp_path / "t.snaparchive"
+    s = str(store)
+    assert call(capsys, "--store", s, "export", str(archive), "--session", "langgraph:t:",
+                "--session", "langgraph-writes:t:")[0] == 0
+    code, out, err = call(capsys, "--store", s, "forget", "langgraph:t:", "--keep-last", "1", "--yes")
+    assert code == 0 and "forgot 2 snapshots" in out
+    assert err == (
+        "snapstore: warning: langgraph:t: is one of a LangGraph thread's two sessions (langgraph: and "
+        "langgraph-writes:); forgetting snapshots of one alone leaves the thread unreadable by SnapstoreSaver, "
+        "whose delete_thread, prune and delete_for_runs change both\n"
+    )
+    code, _out, err = call(capsys, "--store", s, "delete-session", "langgraph-writes:t:", "--yes")
+    assert code == 0 and err.startswith("snapstore: warning: langgraph-writes:t: is one of") and "deleting one" in err
+    code, _out, err = call(capsys, "--store", s, "forget", "campaign", "--keep-last", "1", "--yes")
+    assert code == 0 and err == ""  # another session: nothing to say
+    code, _out, err = call(capsys, "--store", s, "import", str(archive), "--on-conflict", "rename")
+    assert code == 0
+    warnings = err.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("snapstore: warning: langgraph:t: (imported as ")
+    assert warnings[0].endswith("import a thread with --on-conflict merge or replace")

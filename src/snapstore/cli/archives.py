@@ -10,7 +10,16 @@ from typing import Any
 
 from ..errors import BackendError, ConcurrentUpdateError
 from .base import cli_message
-from .common import CliError, existing_session, open_existing, open_store, refuse_to_overwrite, shown_store, store_path
+from .common import (
+    CliError,
+    existing_session,
+    open_existing,
+    open_store,
+    refuse_to_overwrite,
+    shown_store,
+    store_path,
+    warn_if_a_thread_renamed,
+)
 from .output import Progress, count, emit, human, say
 from .references import looks_like_id, resolve
 
@@ -110,6 +119,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             # taken back as a new folder can: say what stays, and how to finish.
             raise CliError(f"{cli_message(exc)}; {_partial_import(args.on_conflict)}") from exc
         raise
+    for old, new in report.renamed.items():
+        warn_if_a_thread_renamed(old, new)
     if emit(args, {**dataclasses.asdict(report), "path": args.file, "created_store": created}):
         return 0
     if created:

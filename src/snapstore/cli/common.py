@@ -20,6 +20,7 @@ import orjson
 
 from ..errors import BackendError, SnapshotNotFound
 from .base import DEFAULT_STORE, ENV_STORE, PROG, CliError
+from .output import say
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -86,6 +87,36 @@ def open_store(args: argparse.Namespace) -> SnapshotStore:
     if store is None:
         raise CliError(f"no snapstore store at {shown_store(path)} (run {PROG} init)")
     return store
+
+
+#: how snapstore.langgraph names a thread's two sessions (checkpoints, pending writes); spelled here
+#: because importing the saver's module would import LangGraph, an optional extra
+_LANGGRAPH_PREFIXES = ("langgraph:", "langgraph-writes:")
+
+
+def warn_if_half_a_thread(name: str, doing: str) -> None:
+    """Say on stderr that ``doing`` (forgetting snapshots of, deleting) one of a LangGraph thread's
+    two sessions leaves the thread unreadable by the saver (its checkpoints name snapshots of
+    both): the saver's own ``delete_thread``, ``prune`` and ``delete_for_runs`` change both."""
+    if name.startswith(_LANGGRAPH_PREFIXES):
+        say(
+            f"{PROG}: warning: {name} is one of a LangGraph thread's two sessions (langgraph: and "
+            f"langgraph-writes:); {doing} one alone leaves the thread unreadable by SnapstoreSaver, whose "
+            "delete_thread, prune and delete_for_runs change both",
+            sys.stderr,
+        )
+
+
+def warn_if_a_thread_renamed(old: str, new: str) -> None:
+    """Say on stderr that a LangGraph thread's session imported under another name is not the thread:
+    its snapshots got new ids, which the thread's checkpoints cannot follow."""
+    if old.startswith(_LANGGRAPH_PREFIXES):
+        say(
+            f"{PROG}: warning: {old} (imported as {new}) is a LangGraph thread's session; renamed, its snapshots "
+            "have new ids that the thread's checkpoints cannot follow, and SnapstoreSaver refuses to read it: "
+            "import a thread with --on-conflict merge or replace",
+            sys.stderr,
+        )
 
 
 def existing_session(store: SnapshotStore, name: str) -> Session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .base import CliError
-from .common import existing_session, open_store
+from .common import existing_session, open_store, warn_if_half_a_thread
 from .output import count, emit, say
 from .references import in_session
 from .writing import confirm
@@ -36,6 +36,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         sess = existing_session(store, args.session)
         tagged = set(sess.tags.values())
         doomed = [sid for sid in sess.snapshot_ids()[: max(len(sess) - args.keep_last, 0)] if sid not in tagged]
+        if doomed:
+            warn_if_half_a_thread(args.session, "forgetting snapshots of")
         question = f"forget {count(len(doomed), 'snapshot')} of {args.session!r}, keeping the last {args.keep_last}?"
         if doomed and not args.yes and not confirm(question):
             raise CliError(f"nothing forgotten in {args.session!r}: confirm on a terminal, or add --yes")

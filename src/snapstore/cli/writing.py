@@ -18,6 +18,7 @@ from .common import (
     shown_store,
     snapshot_json,
     store_path,
+    warn_if_half_a_thread,
     write_file,
 )
 from .output import count, emit, isatty, say, write_bytes
@@ -147,6 +148,7 @@ def cmd_delete_session(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         sess = existing_session(store, args.session)
         retained = len(sess)
+        warn_if_half_a_thread(args.session, "deleting")
         question = f"delete session {args.session!r} and its {count(retained, 'snapshot')}?"
         if not args.yes and not confirm(question):
             raise CliError(f"session {args.session!r} not deleted: confirm on a terminal, or add --yes")
