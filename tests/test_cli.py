@@ -320,6 +320,13 @@ def test_a_sessions_name_names_its_head(
     code, _out, err = call(capsys, "--store", s, "show", "campaign-43")
     assert code == 1 and "a session's head by its name" in one_error_line(err)
     archive = tmp_path / "head.snaparchive"
+    code, _out, err = call(
+        capsys, "--store", s, "export", str(archive), "--snapshot", "campaign-42", "--session", "side"
+    )
+    assert code == 1 and one_error_line(err) == (  # in the words given, not the head's id the name stood for
+        "snapstore: error: --snapshot campaign-42 names a snapshot of session 'campaign-42', which is not among "
+        "the sessions given with --session ('side')"
+    )
     assert call(capsys, "--store", s, "export", str(archive), "--snapshot", "campaign-42")[0] == 0
     with SnapshotStore.open(tmp_path / "imported") as imported:
         imported.import_archive(archive)
@@ -354,10 +361,10 @@ def test_diff_of_a_settled_head_shows_what_its_commit_changed(
         settled = sess.settle()
         assert settled is not None and settled.parent == last.id
         before = last.parent
-        again = sess.commit(state, label="turn 59", turn=60).id  # the same state committed again: its own turn
+        again = sess.commit(state, label="turn 59", turn=59).id  # the same state, label and turn committed again
     assert before is not None
-    code, out, _ = call(capsys, "--store", str(store), "diff", "s", "--json")  # the settled head, as s's head
-    assert code == 0 and orjson.loads(out) == []  # the head is "again", whose parent is the settled copy
+    code, out, _ = call(capsys, "--store", str(store), "diff", "s", "--json")
+    assert code == 0 and orjson.loads(out) == []  # "again", a delta: compared with its parent, the settled copy
     code, out, _ = call(capsys, "--store", str(store), "diff", settled.id)
     assert code == 0 and out.splitlines() == [
         f"--- {before[:12]}  s  turn 58  'turn 58'",
@@ -904,7 +911,9 @@ def test_export_and_import_refuse_a_dash_for_the_standard_streams(
     assert code == 1 and one_error_line(err).startswith("snapstore: error: import reads an archive file, not stdin")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no file "-", no store "other"
     assert call(capsys, "--store", str(store), "export", "./-")[0] == 0  # a file of that name, said so
-    assert call(capsys, "--store", str(tmp_path / "other"), "import", "-")[0] == 0  # which import then reads
+    code, _out, err = call(capsys, "--store", str(tmp_path / "other"), "import", "-")  # refused beside it too
+    assert code == 1 and "not stdin" in one_error_line(err) and not (tmp_path / "other").exists()
+    assert call(capsys, "--store", str(tmp_path / "other"), "import", "./-")[0] == 0  # the file, said so
     with SnapshotStore.open(tmp_path / "other", create=False) as imported:
         assert imported.session("s").head_state()[1] == {"n": 1}
 

@@ -61,13 +61,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     refuse_to_overwrite(args.file, args.force)
     with open_store(args) as store, Progress() as progress:
         # a session's name stands for its head here as in show and diff; the library takes the rest
-        snapshots = [_head_if_session(store, ref) for ref in args.snapshot] if args.snapshot else None
+        snapshots = [_head_if_session(store, ref, args.session) for ref in args.snapshot] if args.snapshot else None
         try:
             report = store.export(args.file, sessions=args.session or None, snapshots=snapshots, progress=progress)
         except SnapshotNotFound as exc:
             wanted = exc.details.get("snapshot")
             if args.snapshot and isinstance(wanted, str):
-                resolve(store, wanted)  # says why, as show does: evicted, damaged, a tag that names nothing
+                owner, _sid = resolve(store, wanted)  # says why, as show does: evicted, damaged, a tag naming nothing
+                if args.session and owner.name not in args.session:
+                    raise CliError(
+                        f"--snapshot {wanted} names a snapshot of session {owner.name!r}, which is not among the "
+                        f"sessions given with --session ({', '.join(repr(name) for name in args.session)})"
+                    ) from None
             missing = exc.details.get("session")
             if isinstance(missing, str) and "snapshot" not in exc.details:
                 existing_session(store, missing)  # names the sessions there are, as other commands do
@@ -77,15 +82,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _head_if_session(store: Any, reference: str) -> str:
+def _head_if_session(store: Any, reference: str, sessions: list[str] | None) -> str:
     """The id ``resolve`` finds for ``reference`` (a session's name is its head, as in ``show``);
-    ``reference`` itself when it is an id, or names nothing (the library's error then says why)."""
+    ``reference`` itself when it is an id, names nothing, or names a snapshot outside ``sessions``
+    (the library's error then says why, in the words the user gave)."""
     if looks_like_id(reference):
         return reference
     try:
-        return resolve(store, reference)[1]
+        sess, sid = resolve(store, reference)
     except CliError:
-        return reference  # the library's error names what is wrong with it
+        return reference
+    return sid if not sessions or sess.name in sessions else reference
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -93,7 +100,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     if os.path.isdir(args.file):  # before a store is created for it
         raise CliError(f"cannot read {args.file}: it is a folder; give the path of an archive file")
-    if args.file == "-" and not os.path.isfile(args.file):
+    if args.file == "-":  # as export - is: stdin is what - means elsewhere, even beside a file named -
         raise CliError("import reads an archive file, not stdin: name the file (./- for a file named -)")
     if not os.path.isfile(args.file):
         raise CliError(f"cannot read {args.file}: no such file")

@@ -258,24 +258,29 @@ def _text_change(was: str, now: str, paint: Any) -> str:
 
 def _changed_from(sess: Any, sid: str) -> str:
     """The snapshot ``diff A`` compares ``A`` with: its parent, or when ``A`` is its parent settled
-    (``Session.settle`` stores a head again as a keyframe: a child with the same state, label and
-    turn, as a LangGraph saver leaves every thread it closes) the parent's own, and so on."""
+    (``Session.settle`` stores a head again: a child with the same state, label and turn, stored
+    whole, as a LangGraph saver leaves every thread it closes) the parent's own, and so on."""
     retained = set(sess.snapshot_ids())
-    snap = sess.snapshot(sid)
-    same = (snap.state_hash, snap.label, snap.turn)
-    current = sid
+    current = sess.snapshot(sid)
     while True:
-        parent = sess.snapshot(current).parent
-        if parent is None:
-            raise CliError(f"snapshot {current[:12]} has no parent (it starts its chain); give two ids to compare")
-        if parent not in retained:
+        named = current.id[:12] if current.id == sid else f"{current.id[:12]} (of which {sid[:12]} is the settled copy)"
+        if current.parent is None:
+            raise CliError(f"snapshot {named} has no parent (it starts its chain); give two ids to compare")
+        if current.parent not in retained:
             raise CliError(
-                f"the parent {parent[:12]} of snapshot {current[:12]} is no longer retained; give two ids to compare"
+                f"the parent {current.parent[:12]} of snapshot {named} is no longer retained; give two ids to compare"
             )
-        before = sess.snapshot(parent)
-        if (before.state_hash, before.label, before.turn) != same:
-            return parent
+        parent = sess.snapshot(current.parent)
+        if not _settled_copy(current, parent):
+            return parent.id
         current = parent
+
+
+def _settled_copy(snap: Any, parent: Any) -> bool:
+    """Whether ``snap`` is ``parent`` stored again by ``Session.settle``: whole (a keyframe), with its
+    state, label and turn. A state committed again is a delta (its diff is empty), so it is not one."""
+    same = (snap.state_hash, snap.label, snap.turn) == (parent.state_hash, parent.label, parent.turn)
+    return same and snap.kind == "full"
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
