@@ -148,6 +148,8 @@ def _odd_calls(saver: Any) -> Iterator[tuple[str, Any]]:
     base = saver.put(CFG, cp, {}, {"v": 1})
     yield "checkpoint id", lambda: saver.put(base, dict(empty_checkpoint(), id=LONE), {}, {})
     yield "long checkpoint id", lambda: saver.put(base, dict(empty_checkpoint(), id="x" * 70_000), {}, {})
+    long_id = {"configurable": {**base["configurable"], "checkpoint_id": "x" * 65_530}}
+    yield "long checkpoint id of writes", lambda: saver.put_writes(long_id, [("v", 1)], "task")
     yield "task_id", lambda: saver.put_writes(base, [("v", 1)], LONE)
     yield "write channel", lambda: saver.put_writes(base, [(LONE, 1)], "task")
     yield "task_path", lambda: saver.put_writes(base, [("v", 1)], "task", LONE)
@@ -160,6 +162,9 @@ def _odd_calls(saver: Any) -> Iterator[tuple[str, Any]]:
 REFUSED = {
     "checkpoint id": (InvalidNameError, "checkpoint['id'] 'a\\ud800' cannot be stored: it holds a lone surrogate"),
     "long checkpoint id": (InvalidNameError, "cannot be stored: it is 70,000 bytes of UTF-8, and SnapstoreSaver takes"),
+    "long checkpoint id of writes": (
+        InvalidNameError, "config['configurable']['checkpoint_id'] 'xxx"
+    ),
     "task_id": (InvalidNameError, "task_id 'a\\ud800' cannot be stored"),
     "write channel": (InvalidNameError, "a channel name in writes 'a\\ud800' cannot be stored"),
     "task_path": (InvalidNameError, "task_path 'a\\ud800' cannot be stored"),
@@ -183,3 +188,33 @@ def test_an_id_with_no_stored_form_is_refused_by_its_name_and_nothing_is_written
     after = saver.get_tuple(CFG)
     assert before is not None and after is not None
     assert after.checkpoint["id"] == before.checkpoint["id"] and after.pending_writes == before.pending_writes
+
+
+def test_metadata_pickled_under_pickle_fallback_stays_an_object_with_its_step(tmp_path: Path) -> None:
+    """The whole-value rule above made a checkpoint's metadata one pickle when a member needed one (an
+    int past 64 bits copied in from the config): the snapshot lost its turn in ``snapstore log`` and
+    every filter unpickled every row. It stays an object; its members that are not plain JSON are
+    pickled alone, so they come back as the serializer's whole pickle gives them (a review)."""
+    serde = lambda: JsonPlusSerializer(pickle_fallback=True)  # noqa: E731
+    metadata = {"source": "loop", "step": 3, "user_id": 2**70, "pair": (1, 2), "tags": ["a"]}
+    reference = InMemorySaver(serde=serde())
+    _put_all(reference, {"v": 1}, metadata, 1)
+    want = _view(reference)["metadata"]
+    with SnapshotStore.open(tmp_path / "store") as store:
+        saver = SnapstoreSaver(store, serde=serde())
+        _put_all(saver, {"v": 1}, metadata, 1)
+        assert same(want, _view(saver)["metadata"]) is None
+        head = store.session("langgraph:t:").head
+        assert head is not None and head.turn == 3
+        assert len(list(saver.list(CFG, filter={"pair": (1, 2), "step": 3}))) == 1
+
+
+def test_writes_given_as_an_iterator_are_all_stored() -> None:
+    """The id checks read ``writes`` before the writes were stored: an iterator was used up (a review)."""
+    saver = SnapstoreSaver(SnapshotStore.memory())
+    cp = empty_checkpoint()
+    cp["channel_values"], cp["channel_versions"] = {"v": 1}, {"v": 1}
+    config = saver.put(CFG, cp, {}, {"v": 1})
+    saver.put_writes(config, iter([("a", 1), ("b", 2)]), "task")
+    found = saver.get_tuple(CFG)
+    assert found is not None and found.pending_writes == [("task", "a", 1), ("task", "b", 2)]

@@ -229,6 +229,8 @@ class ValueCodec:
                 return value if math.isfinite(value) else self.serialized(value, sealed)
             if kind is dict and depth < MAX_DEPTH and _inline_keys(value, keep_order):
                 members = {k: self.encode(v, depth + 1, sealed, reuse, keep_order) for k, v in value.items()}
+                if depth == 0 and not keep_order:
+                    return self._members_if_pickled(value, members)
                 return self._whole_if_pickled(value, members.values(), members, sealed)
             if reuse is not None and isinstance(value, BaseModel):
                 node = self.serialized(value)
@@ -247,12 +249,25 @@ class ValueCodec:
             return self._whole_if_pickled(value, elements[1:], elements, sealed)
         return self.serialized(value, sealed)
 
+    def _members_if_pickled(self, value: dict[str, Any], members: dict[str, Any]) -> dict[str, Any]:
+        """``_whole_if_pickled`` for the checkpoint's own fields and its metadata, which stay a JSON
+        object (LangGraph reads them by key, a filter reads the metadata's members, and ``snapstore
+        log`` shows its step): when the serializer would have pickled the whole, every member that is
+        not a plain JSON value (which pickle and msgpack give back alike) is pickled alone, as the
+        whole pickle would have kept it."""
+        if not self.pickles_whole or not any(_pickled(member) for member in members.values()):
+            return members
+        return {
+            key: member if _plain_json(member) else [SERIALIZED_TAG, PICKLE, *serialized_pieces(pickle.dumps(alone))]
+            for (key, member), alone in zip(members.items(), value.values(), strict=True)
+        }
+
     def _whole_if_pickled(self, value: Any, parts: Iterable[Any], node: Any, sealed: Sealed | None) -> Any:
         """``node``, the value's parts each written alone; or, under a serializer that pickles what
         msgpack cannot write, the value written whole when a part was pickled: the serializer would
         have pickled the whole value, keeping what msgpack changes in its other parts (a tuple, a
         pydantic model's private attributes), and InMemorySaver gives them back so."""
-        if self.pickles_whole and any(_serialized(part) and part[1].split("+", 1)[0] == PICKLE for part in parts):
+        if self.pickles_whole and any(_pickled(part) for part in parts):
             return self.serialized(value, sealed)
         return node
 
@@ -343,6 +358,16 @@ def _packed_bytes(elements: list[Any]) -> bytes | None:
                 latin.append(node[position])
     parts.append("".join(latin).encode("latin-1"))
     return b"".join(parts)
+
+
+def _pickled(node: Any) -> bool:
+    """Whether a stored node is a value the serializer pickled (``pickle_fallback``; encrypted or not)."""
+    return _serialized(node) and node[1].split("+", 1)[0] == PICKLE
+
+
+def _plain_json(node: Any) -> bool:
+    """Whether a stored node is a string, number, boolean or null standing for itself."""
+    return node is None or type(node) in (str, int, float, bool)
 
 
 def _serialized(node: Any) -> bool:

@@ -498,7 +498,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         configurable = config["configurable"]
         lane = self._writing_lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable["checkpoint_id"]
-        _refuse_unstorable_text("config['configurable']['checkpoint_id']", checkpoint_id)
+        writes = list(writes)  # read more than once below: an iterator given for them is read once, here
+        _refuse_unstorable_text("config['configurable']['checkpoint_id']", checkpoint_id, MAX_CHECKPOINT_ID_BYTES)
         _refuse_unstorable_text("task_id", task_id)
         _refuse_unstorable_text("task_path", task_path)
         for channel, _value in writes:
