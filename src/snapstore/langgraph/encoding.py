@@ -216,8 +216,6 @@ class ValueCodec:
         whole, so that it comes back in its own order; without it (the checkpoint's own fields,
         its metadata: LangGraph reads them by key) it is stored as a JSON object, keys sorted."""
         kind = type(value)
-        if depth and isinstance(value, bytearray) and self.msgpack_whole:
-            return self.serialized(bytes(value), sealed)
         if self.inline:
             if value is None or kind is bool:
                 return value
@@ -229,6 +227,8 @@ class ValueCodec:
                 return value if math.isfinite(value) else self.serialized(value, sealed)
             if kind is dict and depth < MAX_DEPTH and _inline_keys(value, keep_order):
                 members = {k: self.encode(v, depth + 1, sealed, reuse, keep_order) for k, v in value.items()}
+                if not self.pickles_whole:
+                    return members
                 if depth == 0 and not keep_order:
                     return self._members_if_pickled(value, members)
                 return self._whole_if_pickled(value, members.values(), members, sealed)
@@ -246,7 +246,11 @@ class ValueCodec:
                 elements = [LIST_TAG, *encoded]
             else:
                 elements = [LIST_TAG, *(self.encode(v, depth + 1, sealed, None, keep_order) for v in value)]
+            if not self.pickles_whole:
+                return elements
             return self._whole_if_pickled(value, elements[1:], elements, sealed)
+        if depth and isinstance(value, bytearray) and self.msgpack_whole:
+            value = bytes(value)  # as the serializer's msgpack writes one inside a list or dict
         return self.serialized(value, sealed)
 
     def _members_if_pickled(self, value: dict[str, Any], members: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +259,7 @@ class ValueCodec:
         log`` shows its step): when the serializer would have pickled the whole, every member that is
         not a plain JSON value (which pickle and msgpack give back alike) is pickled alone, as the
         whole pickle would have kept it."""
-        if not self.pickles_whole or not any(_pickled(member) for member in members.values()):
+        if not any(_pickled(member) for member in members.values()):
             return members
         return {
             key: member if _plain_json(member) else [SERIALIZED_TAG, PICKLE, *serialized_pieces(pickle.dumps(alone))]
@@ -267,7 +271,7 @@ class ValueCodec:
         msgpack cannot write, the value written whole when a part was pickled: the serializer would
         have pickled the whole value, keeping what msgpack changes in its other parts (a tuple, a
         pydantic model's private attributes), and InMemorySaver gives them back so."""
-        if self.pickles_whole and any(_pickled(part) for part in parts):
+        if any(_pickled(part) for part in parts):
             return self.serialized(value, sealed)
         return node
 

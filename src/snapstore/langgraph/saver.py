@@ -69,9 +69,17 @@ def _refuse_unstorable(thread_id: Any, checkpoint_ns: str) -> None:
 MAX_CHECKPOINT_ID_BYTES = 65535 - len("checkpoint ")
 
 
-def _refuse_unstorable_text(
-    argument: str, value: Any, limit: int | None = None, error: type[SnapshotError] = InvalidNameError
-) -> None:
+def _storable_texts(*values: Any) -> bool:
+    """Whether every string among ``values`` has a UTF-8 form: one encoding of them all, the common
+    case (``_refuse_unstorable_text`` then names the one that has none)."""
+    try:
+        "".join(value for value in values if type(value) is str).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_unstorable_text(argument: str, value: Any, error: type[SnapshotError] = InvalidNameError) -> None:
     """Refuse a string the graph gives (a checkpoint id, a channel's name or version, a task's id
     or path) that has no stored form: a lone surrogate has none in UTF-8 (InMemorySaver keeps it),
     and refused deep in the store it named the state's own members (``/writes/<id>/0/2``) or the
@@ -79,17 +87,24 @@ def _refuse_unstorable_text(
     if type(value) is not str:
         return
     try:
-        size = len(value.encode("utf-8"))
+        value.encode("utf-8")
     except UnicodeEncodeError:
         raise error(
             f"{argument} {shown_value(value, 60)} cannot be stored: it holds a lone surrogate, which has no "
             "UTF-8 form",
             {"argument": argument, "value": shown_value(value, 60), "reason": "lone surrogate"},
         ) from None
-    if limit is not None and size > limit:
-        raise error(
+
+
+def _refuse_a_long_checkpoint_id(argument: str, value: Any) -> None:
+    """Refuse a checkpoint id too long for its commit's label (``MAX_CHECKPOINT_ID_BYTES``)."""
+    if type(value) is not str or 4 * len(value) <= MAX_CHECKPOINT_ID_BYTES:
+        return  # (at most four bytes a character)
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_CHECKPOINT_ID_BYTES:
+        raise InvalidNameError(
             f"{argument} {shown_value(value, 60)} cannot be stored: it is {size:,} bytes of UTF-8, and "
-            f"SnapstoreSaver takes at most {limit:,}",
+            f"SnapstoreSaver takes at most {MAX_CHECKPOINT_ID_BYTES:,}",
             {"argument": argument, "value": shown_value(value, 60), "reason": "too long"},
         )
 
@@ -416,11 +431,14 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         configurable = config["configurable"]
         lane = self._writing_lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         parent_id = configurable.get("checkpoint_id")
-        _refuse_unstorable_text("checkpoint['id']", checkpoint["id"], MAX_CHECKPOINT_ID_BYTES)
-        _refuse_unstorable_text("config['configurable']['checkpoint_id']", parent_id)
-        for channel, version in checkpoint["channel_versions"].items():
-            _refuse_unstorable_text("a channel name in checkpoint['channel_versions']", channel)
-            _refuse_unstorable_text(f"checkpoint['channel_versions'][{channel!r}]", version, error=InvalidStateError)
+        versions = checkpoint["channel_versions"]
+        if not _storable_texts(checkpoint["id"], parent_id, *versions, *versions.values()):
+            _refuse_unstorable_text("checkpoint['id']", checkpoint["id"])
+            _refuse_unstorable_text("config['configurable']['checkpoint_id']", parent_id)
+            for channel, version in versions.items():
+                _refuse_unstorable_text("a channel name in checkpoint['channel_versions']", channel)
+                _refuse_unstorable_text(f"checkpoint['channel_versions'][{channel!r}]", version, InvalidStateError)
+        _refuse_a_long_checkpoint_id("checkpoint['id']", checkpoint["id"])
         skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         encoded_skeleton = self.codec.encode(skeleton)
         encoded_metadata = self.codec.encode(get_checkpoint_metadata(config, metadata))
@@ -499,11 +517,13 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         lane = self._writing_lane(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable["checkpoint_id"]
         writes = list(writes)  # read more than once below: an iterator given for them is read once, here
-        _refuse_unstorable_text("config['configurable']['checkpoint_id']", checkpoint_id, MAX_CHECKPOINT_ID_BYTES)
-        _refuse_unstorable_text("task_id", task_id)
-        _refuse_unstorable_text("task_path", task_path)
-        for channel, _value in writes:
-            _refuse_unstorable_text("a channel name in writes", channel)
+        if not _storable_texts(checkpoint_id, task_id, task_path, *(channel for channel, _value in writes)):
+            _refuse_unstorable_text("config['configurable']['checkpoint_id']", checkpoint_id)
+            _refuse_unstorable_text("task_id", task_id)
+            _refuse_unstorable_text("task_path", task_path)
+            for channel, _value in writes:
+                _refuse_unstorable_text("a channel name in writes", channel)
+        _refuse_a_long_checkpoint_id("config['configurable']['checkpoint_id']", checkpoint_id)
         encoded: dict[int, Any] = {}
         with lane.operation(writes=True):
             for _attempt in range(ATTEMPTS):
