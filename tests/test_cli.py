@@ -365,7 +365,12 @@ def test_diff_of_a_settled_head_shows_what_its_commit_changed(
     assert before is not None
     code, out, _ = call(capsys, "--store", str(store), "diff", "s", "--json")
     assert code == 0 and orjson.loads(out) == []  # "again", a delta: compared with its parent, the settled copy
-    code, out, _ = call(capsys, "--store", str(store), "diff", settled.id)
+    code, out, err = call(capsys, "--store", str(store), "diff", settled.id)
+    assert err == (
+        f"snapstore: note: {settled.id[:12]} is {last.id[:12]} stored again whole, with its state, label and turn, "
+        "as settling a head stores it (or as the keyframe policy stores a state committed again unchanged): "
+        f"compared with {before[:12]}, the snapshot before\n"
+    )
     assert code == 0 and out.splitlines() == [
         f"--- {before[:12]}  s  turn 58  'turn 58'",
         f"+++ {settled.id[:12]}  s  turn 59  'turn 59'",

@@ -278,7 +278,9 @@ def _changed_from(sess: Any, sid: str) -> str:
 
 def _settled_copy(snap: Any, parent: Any) -> bool:
     """Whether ``snap`` is ``parent`` stored again by ``Session.settle``: whole (a keyframe), with its
-    state, label and turn. A state committed again is a delta (its diff is empty), so it is not one."""
+    state, label and turn. A state committed again unchanged is a delta, unless the keyframe policy
+    stored it whole (about one in a hundred); then it looks the same, and ``diff`` says on stderr
+    which snapshot it compared with instead."""
     same = (snap.state_hash, snap.label, snap.turn) == (parent.state_hash, parent.label, parent.turn)
     return same and snap.kind == "full"
 
@@ -290,6 +292,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
         sess_b, b = resolve(store, args.a if args.b is None else args.b)
         if args.b is None:
             sess_a, a = sess_b, _changed_from(sess_b, b)
+            parent = sess_b.snapshot(b).parent
+            if a != parent:  # said on stderr, so that --json and a reader of the lines are left alone
+                say(
+                    f"{PROG}: note: {b[:12]} is {parent[:12] if parent else '-'} stored again whole, with its state, "
+                    f"label and turn, as settling a head stores it (or as the keyframe policy stores a state "
+                    f"committed again unchanged): compared with {a[:12]}, the snapshot before",
+                    sys.stderr,
+                )
         else:
             sess_a, a = resolve(store, args.a)
         old, new = sess_a.state(a), sess_b.state(b)
