@@ -865,6 +865,25 @@ def test_snapshot_missing_from_archive_and_store(archive: Path, target: Snapshot
     assert refused(target, parts.build(tmp_path / "missing.snaparchive")).details["reason"] == "missing object"
 
 
+def test_check_archive_refuses_what_an_import_into_an_empty_store_refuses(
+    archive: Path, target: SnapshotStore, tmp_path: Path
+) -> None:
+    """``check_archive`` is what the command line asks before it makes a PostgreSQL store to import
+    into; it read the archive but not its chains, so an archive whose chains break passed it, and
+    the import then refused it after the store's tables were made (a new user's trial)."""
+    unlisted = Parts.read(archive)
+    next(d for d in unlisted.manifest["sessions"] if d["name"] == "campaign")["evicted"] = []
+    missing = Parts.read(archive)
+    missing.manifest["sessions"][0]["snapshots"].append("0" * 32)
+    for name, parts in (("unlisted", unlisted), ("missing", missing)):
+        path = parts.build(tmp_path / f"{name}.snaparchive")
+        reason = refused(target, path).details["reason"]
+        with pytest.raises(ArchiveError) as checked:
+            check_archive(path)
+        assert checked.value.details["reason"] == reason, name
+    check_archive(archive)  # a good one passes
+
+
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", "", "x\n", 7])
 def test_bad_session_name(archive: Path, target: SnapshotStore, tmp_path: Path, name: Any) -> None:
     parts = Parts.read(archive)

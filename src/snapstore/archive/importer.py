@@ -42,7 +42,7 @@ from .layout import (
     TRAILER_MAGIC,
     Progress,
 )
-from .sessions import CONFLICT_POLICIES, ImportReport, apply_sessions
+from .sessions import CONFLICT_POLICIES, ImportReport, apply_sessions, check_sessions
 
 if TYPE_CHECKING:
     from ..store import SnapshotStore
@@ -102,10 +102,15 @@ def check_archive(
     store's tables cannot be taken back as a folder can)."""
     from ..store import SnapshotStore
 
-    with _open_archive(path) as source, _open_spool(str(path), spool_dir) as spool:
-        reader = _ArchiveReader(SnapshotStore.memory(), source, spool, str(path), max_size, None)
+    with (
+        SnapshotStore.memory() as empty,
+        _open_archive(path) as source,
+        _open_spool(str(path), spool_dir) as spool,
+    ):
+        reader = _ArchiveReader(empty, source, spool, str(path), max_size, None)
         reader.spool_dir = spool_dir
         reader.read()
+        check_sessions(reader, "error")  # the chains and states too (§A.7 step 5), as the import checks them
 
 
 def _open_archive(path: str | os.PathLike[str]) -> BinaryIO:

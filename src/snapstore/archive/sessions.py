@@ -82,17 +82,7 @@ class _Action:
 
 def apply_sessions(reader: ArchiveContents, on_conflict: str) -> ImportReport:
     """Check every session's chains and states, then write them; returns what was done."""
-    reader._resolve_patches()
-    actions = plan_sessions(reader, on_conflict)
-    for action in actions:
-        reader.check_chains(action.doc, _usable_local(reader, action))
-    writes = [(action, _to_write(reader, action)) for action in actions]
-    total = sum(len(ids) for _action, ids in writes)
-    done = 0
-    for action, ids in writes:  # every state rebuilt and checked before anything is written
-        for _item in reader.states(action.doc, ids, _usable_local(reader, action)):
-            done += 1
-            reader.progress_at(done, total, "checking states")
+    actions, total = check_sessions(reader, on_conflict)
     report = ImportReport()
     progress = [0, total]
     for action in actions:
@@ -105,6 +95,24 @@ def apply_sessions(reader: ArchiveContents, on_conflict: str) -> ImportReport:
         else:
             getattr(report, item.action).append(item.session)
     return report
+
+
+def check_sessions(reader: ArchiveContents, on_conflict: str) -> tuple[list[_Action], int]:
+    """Everything ``apply_sessions`` checks before it writes (§A.7 step 5: every session's chains,
+    every state rebuilt against its hash), writing nothing: what to do with each session, and how
+    many snapshots that writes."""
+    reader._resolve_patches()
+    actions = plan_sessions(reader, on_conflict)
+    for action in actions:
+        reader.check_chains(action.doc, _usable_local(reader, action))
+    writes = [(action, _to_write(reader, action)) for action in actions]
+    total = sum(len(ids) for _action, ids in writes)
+    done = 0
+    for action, ids in writes:  # every state rebuilt and checked before anything is written
+        for _item in reader.states(action.doc, ids, _usable_local(reader, action)):
+            done += 1
+            reader.progress_at(done, total, "checking states")
+    return actions, total
 
 
 def plan_sessions(reader: ArchiveContents, on_conflict: str) -> list[_Action]:
