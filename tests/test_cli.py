@@ -1015,3 +1015,29 @@ def test_changing_one_of_a_langgraph_threads_sessions_is_warned_about(
     warnings = err.splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("snapstore: warning: langgraph:t: (imported as ")
     assert warnings[0].endswith("import a thread with --on-conflict merge or replace")
+
+
+def test_an_import_stopped_part_way_says_what_stays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped by Ctrl-C or SIGTERM, an import into a store that was there before (or a PostgreSQL
+    database) said only "interrupted": the sessions it had imported stay, and a rerun with
+    --on-conflict merge finishes (what it says when the store fails under it; a new user's trial)."""
+    store = tmp_path / "store"
+    with SnapshotStore.open(store) as opened:
+        opened.session("s").commit({"n": 1})
+    archive = tmp_path / "a.snaparchive"
+    assert call(capsys, "--store", str(store), "export", str(archive))[0] == 0
+    target = tmp_path / "target"
+    SnapshotStore.open(target).close()
+
+    def stopped(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SnapshotStore, "import_archive", stopped)
+    code, out, err = call(capsys, "--store", str(target), "import", str(archive))
+    assert code == 130 and out == ""
+    lines = err.splitlines()
+    assert lines[0].startswith("snapstore: note: the import writes one session at a time")
+    assert "--on-conflict merge" in lines[0]
+    assert lines[1] == "snapstore: error: interrupted"

@@ -6,10 +6,11 @@ import argparse
 import dataclasses
 import os
 import shutil
+import sys
 from typing import Any
 
 from ..errors import BackendError, ConcurrentUpdateError
-from .base import cli_message
+from .base import PROG, cli_message
 from .common import (
     CliError,
     existing_session,
@@ -125,6 +126,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             # The import writes one session at a time, and a database's tables and sessions cannot be
             # taken back as a new folder can: say what stays, and how to finish.
             raise CliError(f"{cli_message(exc)}; {_partial_import(args.on_conflict)}") from exc
+        if not isinstance(exc, Exception):  # Ctrl-C or SIGTERM: the session being written is taken back
+            say(f"{PROG}: note: {_partial_import(args.on_conflict)}", sys.stderr)
         raise
     for old, new in report.renamed.items():
         warn_if_a_thread_renamed(old, new)
