@@ -127,7 +127,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             # taken back as a new folder can: say what stays, and how to finish.
             raise CliError(f"{cli_message(exc)}; {_partial_import(args.on_conflict)}") from exc
         if not isinstance(exc, Exception):  # Ctrl-C or SIGTERM: the session being written is taken back
-            say(f"{PROG}: note: {_partial_import(args.on_conflict)}", sys.stderr)
+            say(f"{PROG}: note: {_partial_import(args.on_conflict, stopped=True)}", sys.stderr)
         raise
     for old, new in report.renamed.items():
         warn_if_a_thread_renamed(old, new)
@@ -139,16 +139,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _partial_import(on_conflict: str) -> str:
-    """What an import that failed while writing leaves in a store it does not remove."""
+def _partial_import(on_conflict: str, stopped: bool = False) -> str:
+    """What an import that failed while writing (or was ``stopped``: Ctrl-C, SIGTERM) leaves in a
+    store it does not remove."""
     text = (
-        "the import writes one session at a time: the sessions it imported before this failure stay in the store"
+        "the import writes one session at a time: the sessions it imported before "
+        f"{'it was stopped' if stopped else 'this failure'} stay in the store"
     )
     if on_conflict == "rename":
         return (
             f"{text} (importing the archive again would import the renamed ones once more, under other names: "
             "delete those first with snapstore delete-session)"
         )
+    if stopped:
+        return f"{text}, and running the same import again with --on-conflict merge imports the rest"
     return (
         f"{text}, and running the same import again with --on-conflict merge, once the cause is fixed, imports "
         "the rest (the session it was writing too, should the failure have left part of it)"
