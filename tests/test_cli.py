@@ -159,14 +159,21 @@ def test_init_and_store_path_precedence(tmp_path: Path) -> None:
     assert proc.returncode == 0 and str(flag) in proc.stdout and flag.is_dir()
 
 
+def _archive_of_one_session(capsys: pytest.CaptureFixture[str], tmp_path: Path, state: Any) -> Path:
+    """``tmp_path/a.snaparchive``, exported by the command line from ``tmp_path/source``, a store
+    holding one snapshot of ``state`` in session "s"."""
+    source = tmp_path / "source"
+    with SnapshotStore.open(source) as store:
+        store.session("s").commit(state)
+    archive = tmp_path / "a.snaparchive"
+    assert call(capsys, "--store", str(source), "export", str(archive))[0] == 0
+    return archive
+
+
 def test_a_store_in_memory_is_refused_by_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A memory store dies with the command's process: ``init`` and ``import`` said they had made and
     filled one, and the next command found nothing there (and told the user to run ``init``)."""
-    source = tmp_path / "source"
-    with SnapshotStore.open(source) as store:
-        store.session("s").commit({"a": 1})
-    archive = tmp_path / "a.snaparchive"
-    assert call(capsys, "--store", str(source), "export", str(archive))[0] == 0
+    archive = _archive_of_one_session(capsys, tmp_path, {"a": 1})
     state = tmp_path / "state.json"
     state.write_text('{"a": 2}')
     for target in (":memory:", "memory:"):
@@ -1023,11 +1030,7 @@ def test_an_import_stopped_part_way_says_what_stays(
     """Stopped by Ctrl-C or SIGTERM, an import into a store that was there before (or a PostgreSQL
     database) said only "interrupted": the sessions it had imported stay, and a rerun with
     --on-conflict merge finishes (what it says when the store fails under it; a new user's trial)."""
-    store = tmp_path / "store"
-    with SnapshotStore.open(store) as opened:
-        opened.session("s").commit({"n": 1})
-    archive = tmp_path / "a.snaparchive"
-    assert call(capsys, "--store", str(store), "export", str(archive))[0] == 0
+    archive = _archive_of_one_session(capsys, tmp_path, {"n": 1})
     target = tmp_path / "target"
     SnapshotStore.open(target).close()
 

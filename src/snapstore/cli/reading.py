@@ -279,8 +279,8 @@ def _changed_from(sess: Any, sid: str) -> str:
 def _settled_copy(snap: Any, parent: Any) -> bool:
     """Whether ``snap`` is ``parent`` stored again by ``Session.settle``: whole (a keyframe), with its
     state, label and turn. A state committed again unchanged is a delta, unless the keyframe policy
-    stored it whole (about one in a hundred); then it looks the same, and ``diff`` says on stderr
-    which snapshot it compared with instead."""
+    stored it whole; then it looks the same, and ``diff`` says on stderr which snapshot it compared
+    with instead."""
     same = (snap.state_hash, snap.label, snap.turn) == (parent.state_hash, parent.label, parent.turn)
     return same and snap.kind == "full"
 
@@ -293,9 +293,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if args.b is None:
             sess_a, a = sess_b, _changed_from(sess_b, b)
             parent = sess_b.snapshot(b).parent
-            if a != parent:  # said on stderr, so that --json and a reader of the lines are left alone
+            if parent is not None and a != parent:  # on stderr: --json and a reader of the lines are left alone
                 say(
-                    f"{PROG}: note: {b[:12]} is {parent[:12] if parent else '-'} stored again whole, with its state, "
+                    f"{PROG}: note: {b[:12]} is {parent[:12]} stored again whole, with its state, "
                     f"label and turn, as settling a head stores it (or as the keyframe policy stores a state "
                     f"committed again unchanged): compared with {a[:12]}, the snapshot before",
                     sys.stderr,

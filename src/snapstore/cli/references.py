@@ -63,7 +63,7 @@ def split_reference(store: SnapshotStore, text: str) -> tuple[str, str | None]:
         if _tag_target(store, reference) is not None:
             return reference, pointer
     for reference, pointer in splits:
-        if _session_named(store, reference) is not None:  # SESSION:/pointer: a part of its head
+        if _is_session(store, reference):  # SESSION:/pointer: a part of its head
             return reference, pointer
     if looks_like_id(first):
         return first, after  # a pointer without its leading "/": the pointer's error says so
@@ -102,12 +102,12 @@ def _tag_target(store: SnapshotStore, reference: str) -> tuple[Session, str] | N
     return None
 
 
-def _session_named(store: SnapshotStore, name: str) -> Session | None:
-    """The session of that name, if the store has one."""
+def _is_session(store: SnapshotStore, name: str) -> bool:
+    """Whether the store has a session of that name."""
     try:
-        return store.session(name) if store.has_session(name) else None
+        return store.has_session(name)
     except SnapshotError:  # not a valid session name
-        return None
+        return False
 
 
 def _by_tag(store: SnapshotStore, reference: str) -> tuple[Session, str]:

@@ -27,7 +27,6 @@ import math
 import operator
 import pickle
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -231,7 +230,7 @@ class ValueCodec:
                     return members
                 if depth == 0 and not keep_order:
                     return self._members_if_pickled(value, members)
-                return self._whole_if_pickled(value, members.values(), members, sealed)
+                return self._whole_if_pickled(value, members, sealed)
             if reuse is not None and isinstance(value, BaseModel):
                 node = self.serialized(value)
                 reuse.keep(value, node)
@@ -248,7 +247,7 @@ class ValueCodec:
                 elements = [LIST_TAG, *(self.encode(v, depth + 1, sealed, None, keep_order) for v in value)]
             if not self.pickles_whole:
                 return elements
-            return self._whole_if_pickled(value, elements[1:], elements, sealed)
+            return self._whole_if_pickled(value, elements, sealed)
         if depth and isinstance(value, bytearray) and self.msgpack_whole:
             value = bytes(value)  # as the serializer's msgpack writes one inside a list or dict
         return self.serialized(value, sealed)
@@ -266,11 +265,13 @@ class ValueCodec:
             for (key, member), alone in zip(members.items(), value.values(), strict=True)
         }
 
-    def _whole_if_pickled(self, value: Any, parts: Iterable[Any], node: Any, sealed: Sealed | None) -> Any:
-        """``node``, the value's parts each written alone; or, under a serializer that pickles what
-        msgpack cannot write, the value written whole when a part was pickled: the serializer would
-        have pickled the whole value, keeping what msgpack changes in its other parts (a tuple, a
-        pydantic model's private attributes), and InMemorySaver gives them back so."""
+    def _whole_if_pickled(self, value: Any, node: Any, sealed: Sealed | None) -> Any:
+        """``node``, the value's parts each written alone (an object's members, a list's elements);
+        or, under a serializer that pickles what msgpack cannot write, the value written whole when a
+        part was pickled: the serializer would have pickled the whole value, keeping what msgpack
+        changes in its other parts (a tuple, a pydantic model's private attributes), and
+        InMemorySaver gives them back so."""
+        parts = node.values() if type(node) is dict else node[1:]
         if any(_pickled(part) for part in parts):
             return self.serialized(value, sealed)
         return node
