@@ -30,6 +30,7 @@ from pydantic import (
 import snapstore
 from conftest import canonical, rewrite_entry
 from snapstore import (
+    BackendError,
     ConcurrentUpdateError,
     CorruptObjectError,
     InvalidStateError,
@@ -410,6 +411,60 @@ def test_unknown_id(game: GameSession, mgr: StateRollbackManager) -> None:
     assert "8" in err.value.details["why"]  # a prefix is 8 digits or more
 
 
+def test_a_snapshot_not_found_says_why_in_the_message_in_the_managers_terms(game: GameSession) -> None:
+    """A log line of ``str(error)`` is what most users see: the reason is in it, and it names what a
+    manager has (``max_snapshots``), not the session's methods the store's own words name."""
+    mgr = StateRollbackManager(game, max_snapshots=2)
+    snaps = []
+    for turn in range(4):
+        play(game, turn)
+        snaps.append(mgr.create_snapshot())
+    for bad, why in (
+        (snaps[0].snapshot_id, "evicted (the manager keeps its last 2 snapshots; raise max_snapshots"),
+        (snaps[0].snapshot_id[:8], "evicted"),
+        ("abc", "prefixes need 8+ characters"),
+        (12, "must be a string, not int"),
+    ):
+        with pytest.raises(RollbackError) as err:
+            mgr.rollback_to(bad)  # type: ignore[arg-type]
+        assert str(err.value).startswith(f"Snapshot {bad} not found: ") and why in str(err.value)
+        assert "set_max_snapshots" not in str(err.value)
+    with pytest.raises(SnapshotNotFound) as missing:
+        _ = snaps[0].session_data
+    assert "raise max_snapshots" in str(missing.value) and "set_max_snapshots" not in str(missing.value)
+    assert missing.value.details["reason"] == "evicted"
+
+
+def test_a_state_snapshot_copies_as_a_handle_and_refuses_pickling_saying_what_to_pickle(
+    game: GameSession, mgr: StateRollbackManager
+) -> None:
+    import copy
+    import pickle
+
+    snap = mgr.create_snapshot(label="camp")
+    for copied in (copy.copy(snap), copy.deepcopy(snap), copy.deepcopy({"kept": [snap]})["kept"][0]):
+        assert copied == snap and copied.label == "camp" and copied.turn_count == snap.turn_count
+        assert canonical(copied.session_data) == canonical(snap.session_data)
+    with pytest.raises(TypeError, match="to_dict"):
+        pickle.dumps(snap)
+    with pytest.raises(AttributeError, match="read-only"):
+        mgr.snapshots = []  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", ["memory", "directory"])
+def test_rollback_to_on_a_closed_store_says_closed_as_every_method_does(
+    game: GameSession, tmp_path: Path, kind: str
+) -> None:
+    store = SnapshotStore.open(tmp_path / "s") if kind == "directory" else None
+    mgr = StateRollbackManager(game, store=store) if store is not None else StateRollbackManager(game)
+    snap = mgr.create_snapshot()
+    mgr.store.close()
+    for method in (lambda: mgr.rollback_to(snap.snapshot_id), mgr.create_snapshot, mgr.rollback_last):
+        with pytest.raises(BackendError) as err:
+            method()
+        assert not isinstance(err.value, RollbackError) and err.value.details["reason"] == "closed"
+
+
 def _nested_lists(depth: int) -> list[Any]:
     root: list[Any] = []
     inner = root
@@ -453,6 +508,36 @@ def test_a_model_that_does_not_serialize_is_refused_naming_the_place(value: Any,
         mgr.create_snapshot()
     found = raised.value.details["path"]
     assert (found == path or (found.startswith(path) and len(found) < 2 * 254)) and f"(at {found})" in str(raised.value)
+    assert mgr.get_snapshot_count() == 0
+
+
+class _Room(BaseModel):
+    contents: dict[str, Any] = {}
+
+
+class _Keep(BaseModel):
+    room: _Room = _Room()
+    note: Any = None
+
+
+def test_a_model_holding_a_cycle_is_refused_naming_the_container_that_holds_itself() -> None:
+    """Not the pointer of the cycle walked to the depth limit (hundreds of levels): the place a
+    container first comes back, as a state's refusal names it, through dicts, lists and models."""
+    keep = _Keep()
+    mgr = StateRollbackManager(keep)
+    loop: list[Any] = []
+    loop.append(loop)
+    keep.room.contents["a/b"] = [{"loop": loop}]
+    with pytest.raises(InvalidStateError, match="does not serialize") as raised:
+        mgr.create_snapshot()
+    assert raised.value.details["path"] == "/room/contents/a~1b/0/loop"
+    keep.room.contents.clear()
+    ring: dict[str, Any] = {"name": "ring"}
+    ring["next"] = {"back": ring}
+    keep.note = [ring]
+    with pytest.raises(InvalidStateError, match="does not serialize") as raised:
+        mgr.create_snapshot()
+    assert raised.value.details["path"] == "/note/0"
     assert mgr.get_snapshot_count() == 0
 
 

@@ -119,6 +119,7 @@ def test_lock_timeout_names_the_session_and_writes_nothing(target: StoreTarget) 
                 details = err.value.details
                 assert details["session_key"] == session_key(name) and details["session"] == name
                 assert f"session {name!r} stayed locked" in str(err.value)  # its name, not its key
+                assert "retry, or open the store with a longer lock_timeout" in str(err.value)  # what to do
                 waited = details["waited_seconds"]
                 assert isinstance(waited, float) and waited > 0 and f"{waited:.3f}" in str(err.value)
                 count("concurrency: lock timeouts seen")

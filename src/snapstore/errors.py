@@ -77,6 +77,13 @@ class ArchiveError(SnapshotError):
     an archive or exported state that cannot be written (the path and the errno say why)."""
 
 
+#: what a writer that ran out of patience can do, said after every lock timeout's message
+LOCK_TIMEOUT_HINT = (
+    ": another writer is committing to it, or holds it while stopped or stuck;"
+    " retry, or open the store with a longer lock_timeout (None waits for ever)"
+)
+
+
 class LockTimeoutError(ConcurrentUpdateError):
     """Waiting for a session's write lock ran out; ``details`` name the session and the seconds waited."""
 
@@ -86,7 +93,8 @@ class LockTimeoutError(ConcurrentUpdateError):
             return self
         waited = self.details.get("waited_seconds")
         return LockTimeoutError(
-            f"session {session!r} stayed locked by another writer for {waited:.3f} s (the lock timeout)"
+            f"session {session!r} stayed locked by another writer for {waited:.3f} s"
+            f" (the lock timeout){LOCK_TIMEOUT_HINT}"
             if isinstance(waited, (int, float))
             else f"session {session!r}: {self}",
             {"session": session, **self.details},

@@ -192,7 +192,11 @@ def _place_in_model(model: Any, pydantic: Any) -> str | None:
         ((key, value),) = written.items()
         if not isinstance(key, str):
             return None
-        return _place_in_value(value, "/" + escape_token(key), pydantic.TypeAdapter(Any).dump_python)
+        at = "/" + escape_token(key)
+        found = _place_in_value(value, at, pydantic.TypeAdapter(Any).dump_python)
+        # a cycle is looked for in the model's own values: the dump copies a container before it
+        # reaches the one that holds itself, which would put the cycle a level too deep
+        return _cycle_start(getattr(model, name, value), at, found, pydantic.BaseModel) if found != at else found
     return None
 
 
@@ -218,3 +222,26 @@ def _place_in_value(root: Any, at: str, to_jsonable: Any) -> str:
         except (ValueError, TypeError):
             return path
     return at
+
+
+def _cycle_start(root: Any, at: str, path: str, model_type: type) -> str:
+    """Where a value nested past the limit at ``path`` first holds itself (the container a cycle
+    comes back to, as a state's refusal names it), else ``path``: a cycle walked to the limit is a
+    pointer of hundreds of levels that says nothing of where it is. ``root`` is the field's own
+    value, walked through lists, dicts and models (by field name) as far as the pointer goes."""
+    seen: dict[int, str] = {id(root): at}
+    value, pointer = root, at
+    try:
+        for token in parse_pointer(path[len(at) :]):
+            if isinstance(value, model_type):
+                value = getattr(value, token)
+            else:
+                value = value[token] if isinstance(value, dict) else value[int(token)]
+            pointer += "/" + escape_token(token)
+            if isinstance(value, (dict, list, tuple)):
+                if id(value) in seen:
+                    return seen[id(value)]
+                seen[id(value)] = pointer
+    except (AttributeError, LookupError, ValueError, TypeError):  # an alias, or a value a serializer rewrote
+        pass
+    return path

@@ -1,7 +1,8 @@
 """A drop-in ``StateRollbackManager`` for pydantic session models, backed by a snapshot store.
 
 Swap the import of a hand-written deep-copy manager for this one: the names,
-arguments, return values and error texts are the same, but a snapshot costs
+arguments and return values are the same, and the error texts open with the same
+words (a snapshot not found then says why), but a snapshot costs
 a compressed delta instead of a deep copy, and with ``store=`` a directory
 store keeps the snapshots across restarts.
 
@@ -86,8 +87,33 @@ class StateSnapshot:
 
         Raises ``SnapshotNotFound`` once the snapshot has been evicted from the history.
         """
-        data = self._history.state(self.snapshot_id)
-        return data
+        try:
+            return self._history.state(self.snapshot_id)
+        except SnapshotNotFound as exc:
+            reason = exc.details.get("reason")
+            if reason not in ("evicted", "not retained"):
+                raise
+            # the store's words name the session's methods; a manager's user has the manager's
+            raise SnapshotNotFound(
+                f"snapshot {self.snapshot_id}: {_dropped(reason, self._history.max_snapshots)}",
+                {**exc.details, "snapshot": self.snapshot_id},
+            ) from None
+
+    def __copy__(self) -> StateSnapshot:
+        # a snapshot is a handle on data the store keeps unchanged: a copy is another handle
+        copied = StateSnapshot.__new__(StateSnapshot)
+        for name in StateSnapshot.__slots__:
+            object.__setattr__(copied, name, getattr(self, name))
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StateSnapshot:
+        return self.__copy__()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a StateSnapshot refers to the store that holds its data and cannot be pickled; "
+            "pickle its to_dict() (id, label, timestamp, turn) or its session_data instead"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +246,13 @@ class StateRollbackManager:
     def snapshots(self) -> SnapshotSequence:
         return SnapshotSequence(self.history)
 
+    @snapshots.setter
+    def snapshots(self, value: Any) -> None:
+        raise AttributeError(
+            "snapshots is read-only (the store keeps them): set max_snapshots to keep fewer, "
+            "or call clear_old_snapshots() to drop those beyond it"
+        )
+
     def create_snapshot(self, label: str = "auto") -> StateSnapshot:
         """Snapshot the whole session model now; a later change to it never changes this snapshot."""
         with self._lock:
@@ -290,9 +323,14 @@ class StateRollbackManager:
         except SnapshotNotFound as exc:
             if exc.details.get("reason") == "lost history":  # the store lost it: say so, as damage is said
                 raise _failed(str(snapshot_id), exc) from exc
-            # the reference manager's words, with the store's reason beside them
+            # the reference manager's words, then the reason in the manager's terms
+            reason = exc.details.get("reason")
+            if reason in ("evicted", "not retained"):
+                why = _dropped(reason, self.max_snapshots)
+            else:  # an id that is not one (a short prefix, not hex, not a string): the store's words
+                why = str(exc).split(" not found: ", 1)[-1]
             raise RollbackError(
-                f"Snapshot {snapshot_id} not found",
+                f"Snapshot {snapshot_id} not found: {why}",
                 {
                     "snapshot_id": snapshot_id,
                     "available_snapshots": self._available(),
@@ -301,6 +339,8 @@ class StateRollbackManager:
                 },
             ) from None
         except SnapshotError as exc:  # the history cannot be read (damaged storage)
+            if exc.details.get("reason") == "closed":
+                raise  # a closed store is the caller's to fix, as every other method says
             raise _failed(str(snapshot_id), exc) from exc
 
     def _available(self) -> list[str]:
@@ -427,6 +467,19 @@ def _alias_path(alias: Any) -> list[str] | None:
     if isinstance(alias, AliasPath) and alias.path and all(isinstance(key, str) for key in alias.path):
         return [str(key) for key in alias.path]
     return None
+
+
+def _dropped(reason: str, max_snapshots: int) -> str:
+    """Why a snapshot a manager's history no longer holds is gone, in the manager's terms."""
+    if reason == "evicted":
+        return (
+            f"evicted (the manager keeps its last {max_snapshots} snapshots; "
+            "raise max_snapshots to keep more)"
+        )
+    return (
+        f"not retained (the manager keeps its last {max_snapshots} snapshots; "
+        "an id evicted long ago is no longer known)"
+    )
 
 
 def _failed(sid: str, exc: BaseException) -> RollbackError:

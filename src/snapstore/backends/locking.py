@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import LockTimeoutError, SnapshotError
+from ..errors import LOCK_TIMEOUT_HINT, LockTimeoutError, SnapshotError
 
 #: the longest pause between two tries of a lock another process holds
 MAX_POLL_PAUSE = 0.005
@@ -14,7 +14,7 @@ MAX_POLL_PAUSE = 0.005
 
 def lock_timeout_error(key: str, waited: float) -> LockTimeoutError:
     return LockTimeoutError(
-        f"session {key} stayed locked by another writer for {waited:.3f} s (the lock timeout)",
+        f"session {key} stayed locked by another writer for {waited:.3f} s (the lock timeout){LOCK_TIMEOUT_HINT}",
         {"session_key": key, "waited_seconds": round(waited, 3)},
     )
 
