@@ -603,6 +603,38 @@ def test_v2_torn_tail_and_damage_as_the_document_says(golden_v2_copy: Path) -> N
         assert all(p.session == expected["session"] for p in report.problems), "other sessions are intact"
 
 
+
+@pytest.mark.parametrize(
+    ("change", "torn"),
+    [
+        (lambda body: body[:-1] + bytes([body[-1] ^ 0x01]), False),  # a changed byte in a whole entry
+        (lambda body: body[:-1] + b"\0", False),  # one zero byte at its end is a change too
+        (lambda body: body[:-8] + bytes(8), True),  # its end never written: zeros, as a crash leaves
+    ],
+)
+def test_v2_a_last_frame_failing_its_body_check_is_told_torn_or_damaged_as_the_document_says(
+    golden_v2_copy: Path, change: Any, torn: bool
+) -> None:
+    """§4.3: a body failing its check at the end of the file is torn only when its last 8 bytes are
+    zeros; the document's reader and snapstore tell the same, and a torn one is cut, damage kept."""
+    expected = EXPECTED_V2["zoe-table"]
+    path = golden_v2_copy / "sessions" / expected["key"] / "0000000000000001.seg"
+    data = path.read_bytes()
+    body = v2.read_frames(data).entries[-1]
+    assert body[-1] != 0, "the case needs a last byte that is not zero"
+    last = len(data) - len(body)  # where the last frame's body starts
+    path.write_bytes(data[:last] + change(body))
+    found = v2.read_frames(path.read_bytes())
+    at = last - 12
+    assert (found.torn_at, found.damaged_at) == ((at, None) if torn else (None, at))
+    with SnapshotStore.open(golden_v2_copy) as store:
+        problems = store.verify().problems
+        assert bool(problems) is not torn
+        store.session(expected["session"]).commit({"after": "the last frame"})
+    left = v2.read_frames(path.read_bytes())
+    # a torn tail is cut by the next append; damage is never cut, and the commit starts a new segment
+    assert (left.torn_at, left.damaged_at) == ((None, None) if torn else (None, at))
+
 # ---------------------------------------------------------------- format version 3
 GOLDEN_V3 = GOLDEN / "store-v3"
 EXPECTED_V3 = {p.stem: orjson.loads(p.read_bytes()) for p in sorted((GOLDEN / "expected-v3").glob("*.json"))}

@@ -704,6 +704,10 @@ class SnapshotStore:
             except SegmentMissing:
                 rewritten = True
                 continue
+            except CorruptObjectError:  # its header: the segment's damage, reported below with the others'
+                if log.segments[number].damage is None:
+                    raise
+                continue
             if wrong_index is not None:
                 problem = CorruptObjectError(wrong_index, {"segment": number, "reason": "index entry"})
                 report.add(problem, session=log.name)

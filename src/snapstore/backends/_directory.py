@@ -679,7 +679,7 @@ class DirectoryBackend(Backend):
                 # created, header not yet written (or allocated, never written): empty
                 return SegmentRead([], 0, torn=bool(data))
             if not _framing.header_ok(data):
-                raise CorruptObjectError(f"{where} is not a snapstore segment (bad header)", {"path": where})
+                raise CorruptObjectError(f"{where} {_framing.header_problem(data)}", {"path": where})
             scanned = _framing.scan(memoryview(data)[_framing.HEADER_SIZE :], _framing.HEADER_SIZE)
         else:
             scanned = _framing.scan(data, start)

@@ -69,6 +69,19 @@ def header_ok(data: bytes | memoryview) -> bool:
     return len(data) >= HEADER_SIZE and bytes(data[: HEADER_SIZE - FILE_ID_SIZE]) == SEGMENT_HEADER[:-FILE_ID_SIZE]
 
 
+def header_problem(data: bytes | memoryview) -> str:
+    """What is wrong with a segment header ``header_ok`` refused, said after the file's name."""
+    version = data[len(SEGMENT_MAGIC)] if len(data) > len(SEGMENT_MAGIC) else None
+    if bytes(data[: len(SEGMENT_MAGIC)]) == SEGMENT_MAGIC and version != SEGMENT_VERSION:
+        # a newer writer moves the store's config/format first, which this reader refuses whole:
+        # under a format it reads, another version here is one damaged byte, and costs this segment
+        return (
+            f"has a segment header of version {version}, where this snapstore reads version {SEGMENT_VERSION} "
+            "(damaged, or copied in from a store of a newer format)"
+        )
+    return "is not a snapstore segment (bad header)"
+
+
 def file_id(data: bytes) -> int:
     """The header's ``file_id`` (0 for a file whose header is not written yet)."""
     return int.from_bytes(data[HEADER_SIZE - FILE_ID_SIZE : HEADER_SIZE], "big") if header_ok(data) else 0
