@@ -18,10 +18,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import pytest
 
 import snapstore.backends
+from conftest import postgres_url_or_skip
+from snapstore import SnapshotStore
 from snapstore.backends import open_backend
 from snapstore.backends._directory import DirectoryBackend
 from snapstore.backends._memory import MemoryBackend
@@ -468,6 +471,59 @@ def test_a_connection_string_libpq_cannot_parse_is_refused_without_its_password(
         PostgresBackend(url)
     shown = str(refused.value) + repr(refused.value.details)
     assert "secret" not in shown and refused.value.__suppress_context__
+
+
+def test_a_url_parameter_libpq_does_not_know_is_named_not_hidden() -> None:
+    """What the user must fix is shown; the password still is not (found by a trial: ``"***"``)."""
+    from snapstore.backends._postgres import PostgresBackend
+
+    with pytest.raises(BackendError, match='invalid URI query parameter: "nosuchparam"') as refused:
+        PostgresBackend("postgresql://app:hunter2@127.0.0.1:1/db?nosuchparam=1")
+    shown = str(refused.value) + repr(refused.value.details)
+    assert "hunter2" not in shown and not refused.value.details["cause"].endswith("\n")
+
+
+@pytest.mark.parametrize("target", ["host=127.0.0.1 port=1 dbname=app connect_timeout=1", "  dbname = app port=1"])
+def test_a_libpq_key_value_string_is_a_postgresql_store_not_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """PostgresSaver takes this form: a user switching from it found the checkpoints in a folder named
+    after the string (``SnapstoreSaver.from_conn_string``, the CLI's ``--store`` alike). A folder of
+    that name is still reached as ``./host=...`` or through a pathlib.Path."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BackendError, match="PostgreSQL: cannot open store at") as refused:
+        SnapshotStore.open(target)  # nothing listens on port 1
+    assert refused.value.details["reason"] == "server not serving"
+    assert list(tmp_path.iterdir()) == []
+    with SnapshotStore.open(Path(target)) as store:
+        store.session("s").commit({"turn": 1})
+    assert [p.name for p in tmp_path.iterdir()] == [target]
+
+
+def test_a_libpq_key_value_string_opens_the_postgresql_store_the_url_names() -> None:
+    url = postgres_url_or_skip()
+    parts = urlsplit(url)
+    keywords = f"host={parts.hostname} port={parts.port} dbname={parts.path.lstrip('/')} user={parts.username}"
+    prefix = f"kv{uuid.uuid4().hex[:10]}_"
+    with SnapshotStore(PostgresBackend(url, table_prefix=prefix)) as by_url:
+        made = by_url.session("s").commit({"turn": 1})
+    with SnapshotStore(PostgresBackend(keywords, table_prefix=prefix)) as by_keywords:
+        assert by_keywords.session("s").head == made
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [("nosuchdb", "does not exist"), ("snapstore_test?user=nosuchrole", "does not exist"), ("?sslmode=require", "SSL")],
+)
+def test_a_connection_the_server_refuses_is_not_called_a_server_not_serving(path: str, refused: str) -> None:
+    """A wrong database, role or SSL setting never comes right by retrying, which the reason
+    ``server not serving`` invites (libpq gives these no SQLSTATE: the server's FATAL line says it)."""
+    parts = urlsplit(postgres_url_or_skip())
+    base = f"{parts.scheme}://{parts.netloc}/"
+    url = base + (path if not path.startswith("?") else parts.path.lstrip("/") + path)
+    with pytest.raises(BackendError, match=refused) as raised:
+        PostgresBackend(url)
+    assert raised.value.details.get("reason") != "server not serving"
 
 
 @pytest.mark.parametrize(

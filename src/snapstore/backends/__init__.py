@@ -21,6 +21,15 @@ _OTHER_STORE = re.compile(
     re.IGNORECASE,
 )
 
+#: a libpq ``key=value`` connection string ("host=db port=5432 dbname=app"): its first keyword, one
+#: libpq knows, then "=". PostgresSaver takes this form, and a user switching from it must not find
+#: the checkpoints in a folder of that name; such a folder is still reached as "./host=..."
+_LIBPQ_KEYWORDS = re.compile(
+    r"\s*(host|hostaddr|port|dbname|user|password|passfile|service|options|application_name|"
+    r"fallback_application_name|connect_timeout|client_encoding|keepalives|sslmode|sslrootcert|"
+    r"sslcert|sslkey|sslpassword|gssencmode|require_auth|target_session_attrs|load_balance_hosts)\s*="
+)
+
 #: the targets that name a store in this process's memory (":memory:" as SqliteSaver spells it)
 MEMORY_TARGETS = frozenset({":memory:", "memory:"})
 
@@ -28,7 +37,8 @@ __all__ = ["MEMORY_TARGETS", "Backend", "DirectoryBackend", "MemoryBackend", "Se
 
 
 def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = False, create: bool = True) -> Backend:
-    """A backend for a path, a ``postgresql://`` URL, ``:memory:`` (or ``memory:``) or an existing backend."""
+    """A backend for a path, a ``postgresql://`` URL or libpq ``key=value`` string, ``:memory:`` (or
+    ``memory:``) or an existing backend."""
     if isinstance(target, Backend):
         return target
     if not isinstance(target, (str, os.PathLike)):
@@ -37,7 +47,7 @@ def open_backend(target: str | os.PathLike[str] | Backend, *, fsync: bool = Fals
             {"target": repr(target)},
         )
     text = os.fspath(target)
-    if text.startswith(("postgresql://", "postgres://")):
+    if text.startswith(("postgresql://", "postgres://")) or (isinstance(target, str) and _LIBPQ_KEYWORDS.match(text)):
         from ._postgres import PostgresBackend  # optional extra: imported only when asked for
 
         return PostgresBackend(text, create=create)

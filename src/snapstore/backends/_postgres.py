@@ -50,6 +50,7 @@ is serialised with the same kind of lock. Driver and network errors surface as
 from __future__ import annotations
 
 import math
+import re
 import select
 import threading
 import time
@@ -240,7 +241,7 @@ class PostgresBackend(Backend):
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
-            said = redact_driver_message(str(exc), url)  # it may quote the password
+            said = redact_driver_message(str(exc), url).rstrip()  # it may quote the password
             raise BackendError(
                 f"invalid PostgreSQL URL {self._display}: {first_line(said)}",
                 {"cause": f"{type(exc).__name__}: {said}", "url": self._display},
@@ -655,7 +656,7 @@ class PostgresBackend(Backend):
         info: dict[str, Any] = {"url": self._display, "cause": cause, **details}
         if sqlstate:
             info["sqlstate"] = sqlstate
-        if _not_serving(exc, sqlstate) or (isinstance(exc, PoolTimeout) and probe is not None):
+        if _not_serving(probe if probe is not None else exc, getattr(probe, "sqlstate", None) or sqlstate):
             # the server did not serve (down, restarting, refusing connections): nothing is known
             # about the stored data, which ``verify`` must not call damaged
             info["reason"] = SERVER_NOT_SERVING
@@ -1210,10 +1211,31 @@ def _closed_by_server(conn: Any) -> bool:
 _NOT_SERVING_STATES = frozenset(("57P01", "57P02", "57P03", "53300"))
 
 
+#: a connection the server answered and refused (a role or database that does not exist, a wrong
+#: password, no pg_hba.conf entry): libpq gives no SQLSTATE for it, only the server's FATAL line;
+#: the FATAL lines of a server starting, stopping, recovering or full, or of a database closed to
+#: connections for a while (ALLOW_CONNECTIONS false), are not serving, as their SQLSTATEs are
+_REFUSED_BY_THE_SERVER = re.compile(r"FATAL:\s+(.*)", re.IGNORECASE)
+_NOT_SERVING_LINES = re.compile(
+    r"the database system is|too many clients|connection slots are reserved|terminating connection"
+    r"|not currently accepting connections",
+    re.IGNORECASE,
+)
+#: and one libpq itself refuses against a server that answered (SSL required where it has none)
+_REFUSED_BY_THE_CLIENT = ("SSL was required", "server does not support SSL")
+
+
 def _not_serving(exc: BaseException, sqlstate: str) -> bool:
     """Whether ``exc`` is the server not serving: a connection that failed or was lost (no SQLSTATE:
     libpq's own, or class 08) or one of ``_NOT_SERVING_STATES``; not an error a statement met on a
-    server that serves (a lock timeout, a file missing from the data directory, a full disk)."""
+    server that serves (a lock timeout, a file missing from the data directory, a full disk), nor a
+    connection the server refused for what the URL says (retrying a wrong password never helps)."""
     if not isinstance(exc, psycopg.OperationalError):
         return False
-    return not sqlstate or sqlstate.startswith("08") or sqlstate in _NOT_SERVING_STATES
+    if not sqlstate:
+        said = str(exc)
+        refused = _REFUSED_BY_THE_SERVER.search(said)
+        if refused is not None:
+            return _NOT_SERVING_LINES.search(refused.group(1)) is not None
+        return not any(text in said for text in _REFUSED_BY_THE_CLIENT)
+    return sqlstate.startswith("08") or sqlstate in _NOT_SERVING_STATES

@@ -305,11 +305,13 @@ _SECRET_VALUE = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|'.*|.
 def redact_driver_message(message: str, url: str) -> str:
     """A driver's message about ``url`` without the parts of ``url`` it quotes: libpq quotes the
     token it could not parse (``invalid percent-encoded token: "my%secret"``), or the whole URL,
-    and a password with a stray ``%`` is the usual such token."""
+    and a password with a stray ``%`` is the usual such token. A token the URL without its password
+    still holds (a query parameter's name) is shown: it is what the user must fix."""
+    shown = redact_url(url)
 
     def quoted(found: re.Match[str]) -> str:
         inside = found.group(1)
-        return '"***"' if len(inside) > 1 and inside in url else found.group(0)
+        return '"***"' if len(inside) > 1 and inside in url and inside not in shown else found.group(0)
 
     return re.sub(r'"([^"]*)"', quoted, message)
 
