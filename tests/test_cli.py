@@ -1046,3 +1046,20 @@ def test_an_import_stopped_part_way_says_what_stays(
         "stopped stay in the store, and running the same import again with --on-conflict merge imports the rest"
     )
     assert lines[1] == "snapstore: error: interrupted"
+
+
+def test_a_missing_session_in_a_store_of_many_names_the_closest_not_all(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A LangGraph store holds two sessions a thread and namespace: naming every one in the error
+    made one line of kilobytes (15 KB for 300 in a trial). Past ten, the closest few and the count."""
+    target = tmp_path / "store"
+    with SnapshotStore.open(target) as store:
+        for i in range(40):
+            store.session(f"langgraph:t{i}:").commit({"i": i})
+    code, _out, err = call(capsys, "--store", str(target), "log", "langgraph:t3")
+    line = one_error_line(err)
+    assert code == 1 and line.startswith("snapstore: error: session 'langgraph:t3' does not exist (the store has 40")
+    assert "the closest: langgraph:t3:," in line and "`snapstore sessions` lists them" in line and len(line) < 300
+    code, _out, err = call(capsys, "--store", str(target), "show", "nosuch:tag")
+    assert code == 1 and "none close to that name" in one_error_line(err) and len(one_error_line(err)) < 300

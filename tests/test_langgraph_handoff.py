@@ -118,15 +118,16 @@ def test_reads_on_other_threads_while_a_thread_is_written_lose_nothing(
     assert len(sess.snapshot_ids()) == 40  # no put was built twice
 
 
+@pytest.mark.parametrize("lock_timeout", [0, 1.0])
 def test_a_put_that_keeps_landing_on_another_handles_commit_is_refused(
-    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch
+    make_store: Callable[..., SnapshotStore], monkeypatch: pytest.MonkeyPatch, lock_timeout: float
 ) -> None:
-    """After ATTEMPTS builds, each overtaken by another handle's commit, the put says so, and
-    none of its attempts is written."""
+    """After ATTEMPTS builds at least, and more for as long as the store's lock_timeout, each
+    overtaken by another handle's commit, the put says so, and none of its attempts is written."""
     from snapstore.langgraph import lanes
     from snapstore.langgraph import saver as saver_module
 
-    first, second = SnapstoreSaver(make_store()), SnapstoreSaver(make_store())
+    first, second = SnapstoreSaver(make_store(lock_timeout=lock_timeout)), SnapstoreSaver(make_store())
     one = _put(first, generate_config("t"), 1)
     commit = lanes.Lane._commit
     busy = [False]
@@ -145,10 +146,15 @@ def test_a_put_that_keeps_landing_on_another_handles_commit_is_refused(
     monkeypatch.setattr(lanes.Lane, "_commit", another_commits_first)
     with pytest.raises(ConcurrentUpdateError, match="other handles kept writing it") as refused:
         _put(first, one, 3)
-    assert refused.value.details["attempts"] == saver_module.ATTEMPTS == len(calls)
+    attempts, waited = refused.value.details["attempts"], refused.value.details["waited_seconds"]
+    assert attempts == len(calls) and f"built again {attempts} times over {waited:.1f} s" in str(refused.value)
+    if lock_timeout:
+        assert attempts > saver_module.ATTEMPTS and waited >= lock_timeout
+    else:
+        assert attempts == saver_module.ATTEMPTS
     monkeypatch.setattr(lanes.Lane, "_commit", commit)
     listed = [t.config["configurable"]["checkpoint_id"] for t in SnapstoreSaver(make_store()).list(None)]
-    assert len(listed) == 1 + saver_module.ATTEMPTS  # the first put and each of the other handle's
+    assert len(listed) == 1 + attempts  # the first put and each of the other handle's
 
 
 class _Log(TypedDict, total=False):

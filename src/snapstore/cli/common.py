@@ -7,6 +7,7 @@ and usage errors do not pay for loading the storage engine.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -119,12 +120,27 @@ def warn_if_a_thread_renamed(old: str, new: str) -> None:
         )
 
 
+#: a store with more sessions than this is not listed whole in an error: its closest names are
+SESSIONS_LISTED = 10
+
+
+def sessions_hint(name: str, known: list[str]) -> str:
+    """The store's sessions, for an error about a session ``name`` it does not have: every one in a
+    small store; in a large one (a LangGraph store holds two a thread and namespace: hundreds) the
+    few names closest to it, and where to find the rest, instead of one line of kilobytes."""
+    if not known:
+        return "the store has no sessions"
+    if len(known) <= SESSIONS_LISTED:
+        return f"sessions: {', '.join(known)}"
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    shown = f"the closest: {', '.join(close)}" if close else "none close to that name"
+    return f"the store has {len(known)} sessions, {shown}; `{PROG} sessions` lists them"
+
+
 def existing_session(store: SnapshotStore, name: str) -> Session:
     """An existing session (``store.session`` would create a missing one)."""
     if not store.has_session(name):
-        known = store.sessions()
-        hint = f" (sessions: {', '.join(known)})" if known else " (the store has no sessions)"
-        raise CliError(f"session {name!r} does not exist{hint}")
+        raise CliError(f"session {name!r} does not exist ({sessions_hint(name, store.sessions())})")
     return store.session(name)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import AmbiguousSnapshotId, CorruptObjectError, SnapshotError, SnapshotNotFound
 from ..session import MIN_PREFIX
 from .base import CliError, cli_message
+from .common import sessions_hint
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -140,7 +141,7 @@ def _by_tag(store: SnapshotStore, reference: str) -> tuple[Session, str]:
     if colon:
         raise CliError(
             f"snapshot {reference!r} not found: SESSION:TAG names a session, and {first!r} is none "
-            f"(sessions: {', '.join(holders) or 'none'})"
+            f"({sessions_hint(first, list(holders))})"
         )
     raise CliError(
         f"snapshot {reference!r} not found: ids are hex, and prefixes need 8+ characters; a tagged snapshot "

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -46,6 +48,10 @@ T = TypeVar("T")
 #: a put or put_writes built again this many times, each time another handle having committed
 #: first (nothing written by the attempts that lost), gives up with ConcurrentUpdateError
 ATTEMPTS = 20
+#: seconds an operation that lost to another writer waits at most before its next attempt, at first
+#: and at the longest (the wait doubles each time): 20 attempts wait at most about 0.5 s in all
+BACK_OFF_FIRST = 0.0005
+BACK_OFF_CAP = 0.032
 #: reads of a checkpoint that found the thread rewritten under them, before the last one's error is raised
 _READ_ATTEMPTS = 10
 
@@ -136,13 +142,41 @@ def _ids(ids: Any, argument: str) -> list[Any]:
     return list(ids)
 
 
-def _kept_losing(thread_id: Any, operation: str) -> ConcurrentUpdateError:
-    """The error of a put or put_writes whose every attempt found another handle's commit first:
-    nothing of it is written."""
+def _attempts(lock_timeout: float | None) -> Iterator[int]:
+    """The attempts of one operation: ``ATTEMPTS`` at least, and more for as long as the store's
+    ``lock_timeout`` (None: for ever), each lost one followed by a random wait (``_back_off``).
+
+    Two processes writing one thread otherwise take turns in lockstep: the one that lost reads what
+    the other wrote and builds again, while the other, whose head is current, commits first again;
+    a put gave up after ``ATTEMPTS`` losses in a trial of two graphs on one PostgreSQL thread. A
+    commit waits for the session's lock as long as ``lock_timeout``; a put waits its turn as long."""
+    started = time.monotonic()
+    attempt = 0
+    while attempt < ATTEMPTS or lock_timeout is None or time.monotonic() - started < lock_timeout:
+        yield attempt
+        attempt += 1
+
+
+def _back_off(attempt: int) -> None:
+    """Wait a random while, longer at each lost attempt, before building an operation again, so
+    that the writer that lost may find a moment the other is not committing."""
+    time.sleep(random.uniform(0, min(BACK_OFF_CAP, BACK_OFF_FIRST * 2**attempt)))
+
+
+def _kept_losing(
+    thread_id: Any, operation: str, attempts: int = ATTEMPTS, started: float | None = None
+) -> ConcurrentUpdateError:
+    """The error of an operation whose every attempt found another handle's commit first (a put or
+    put_writes tried for ``lock_timeout`` from ``started``): nothing of it is written."""
+    details: dict[str, Any] = {"thread_id": str(thread_id), "operation": operation, "attempts": attempts}
+    over = ""
+    if started is not None:
+        details["waited_seconds"] = round(time.monotonic() - started, 3)
+        over = f" over {details['waited_seconds']:.1f} s (the store's lock_timeout)"
     return ConcurrentUpdateError(
-        f"thread {thread_id!r}: other handles kept writing it; {operation} was built again {ATTEMPTS} times"
-        " and each time another commit landed first",
-        {"thread_id": str(thread_id), "operation": operation, "attempts": ATTEMPTS},
+        f"thread {thread_id!r}: other handles kept writing it; {operation} was built again {attempts} times"
+        f"{over} and each time another commit landed first",
+        details,
     )
 
 
@@ -443,7 +477,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         encoded_skeleton = self.codec.encode(skeleton)
         encoded_metadata = self.codec.encode(get_checkpoint_metadata(config, metadata))
         with lane.operation():
-            for _attempt in range(ATTEMPTS):
+            started = time.monotonic()
+            for attempt in _attempts(self.store.lock_timeout):
                 with lane.built_on_kept() as missed:
                     values, ciphertexts = self._encode_values(lane, checkpoint, new_versions, parent_id)
                     done = lane.commit_checkpoint(
@@ -456,8 +491,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 if done:
                     break
                 lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
+                _back_off(attempt)
             else:
-                raise _kept_losing(configurable["thread_id"], "put")
+                raise _kept_losing(configurable["thread_id"], "put", attempt + 1, started)
         returned = self._config(lane, checkpoint["id"])
         returned["configurable"]["thread_id"] = configurable["thread_id"]  # as given, as InMemorySaver does
         return returned
@@ -526,7 +562,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         _refuse_a_long_checkpoint_id("config['configurable']['checkpoint_id']", checkpoint_id)
         encoded: dict[int, Any] = {}
         with lane.operation(writes=True):
-            for _attempt in range(ATTEMPTS):
+            started = time.monotonic()
+            for attempt in _attempts(self.store.lock_timeout):
                 with lane.built_on_kept() as missed:
                     found = lane.head()
                     entries = lane.writes_of(checkpoint_id, found[1] if found is not None else None)
@@ -550,8 +587,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                 if not changed or lane.commit_writes(checkpoint_id, entries):
                     break
                 lane.rebase()  # another handle wrote this thread meanwhile: again, on what it left
+                _back_off(attempt)
             else:
-                raise _kept_losing(configurable["thread_id"], "put_writes")
+                raise _kept_losing(configurable["thread_id"], "put_writes", attempt + 1, started)
 
     # -- deleting and copying ------------------------------------------------
     def delete_thread(self, thread_id: str) -> None:
