@@ -48,9 +48,9 @@ class Frames:
 
 def read_frames(data: bytes) -> Frames:
     """§4.3: the header, then frames up to the end or the first bad one (torn tail or damage)."""
-    if len(data) < HEADER_SIZE:
-        return Frames([])
-    assert data[:5] == HEADER_MAGIC, "not a version-2 segment"
+    if not any(data) or (len(data) < HEADER_SIZE and HEADER_MAGIC.startswith(data[:5])):
+        return Frames([])  # not written yet: nothing, zeros, or the start of a header
+    assert data[:5] == HEADER_MAGIC, "not a version-2 segment (damage, §4.3)"
     found = Frames([])
     pos = HEADER_SIZE
     while pos < len(data):

@@ -513,7 +513,12 @@ def test_a_libpq_key_value_string_opens_the_postgresql_store_the_url_names() -> 
 
 @pytest.mark.parametrize(
     ("path", "refused"),
-    [("nosuchdb", "does not exist"), ("snapstore_test?user=nosuchrole", "does not exist"), ("?sslmode=require", "SSL")],
+    [
+        ("nosuchdb", "does not exist"),
+        ("snapstore_test?user=nosuchrole", "does not exist"),
+        ("?sslmode=require", "SSL"),
+        ("?sslmode=hunter2", "connection is bad"),  # a value libpq cannot use: the URL's to fix
+    ],
 )
 def test_a_connection_the_server_refuses_is_not_called_a_server_not_serving(path: str, refused: str) -> None:
     """A wrong database, role or SSL setting never comes right by retrying, which the reason
@@ -524,6 +529,50 @@ def test_a_connection_the_server_refuses_is_not_called_a_server_not_serving(path
     with pytest.raises(BackendError, match=refused) as raised:
         PostgresBackend(url)
     assert raised.value.details.get("reason") != "server not serving"
+
+
+def test_a_role_over_its_connection_limit_is_a_server_not_serving() -> None:
+    """A full server (SQLSTATE 53300, which libpq reports as a FATAL line only) comes right by
+    waiting, as a server starting or stopping does: a review found it called refused."""
+    import psycopg
+
+    url = postgres_url_or_skip()
+    role = f"lim{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    try:
+        parts = urlsplit(url)
+        limited = f"{parts.scheme}://{role}@{parts.hostname}:{parts.port}{parts.path}"
+        with pytest.raises(BackendError, match="too many connections") as raised:
+            PostgresBackend(limited)
+        assert raised.value.details["reason"] == "server not serving"
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_every_libpq_keyword_opens_a_key_value_string_as_postgresql() -> None:
+    """The keywords are written out (psycopg is an optional extra): a review found 27 of libpq 18's 50
+    missing, so "channel_binding=disable host=..." made a folder. Checked against libpq's own list."""
+    from snapstore.backends import _LIBPQ_KEYWORDS
+
+    psycopg = pytest.importorskip("psycopg")
+    keywords = [option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()]
+    assert len(keywords) > 30 and [k for k in keywords if not _LIBPQ_KEYWORDS.match(f"{k}=x host=h")] == []
+    for path in ("hostname=x", "data/host=x", "./host=x", "my host=x"):
+        assert not _LIBPQ_KEYWORDS.match(path), path
+
+
+def test_a_password_holding_a_quote_is_not_shown_in_part() -> None:
+    """libpq quotes the token it cannot parse; a password with a '"' in it split that token, and its
+    tail was shown (a review)."""
+    with pytest.raises(BackendError) as refused:
+        PostgresBackend('postgresql://app:ab"cd%zz@127.0.0.1:1/db')
+    shown = str(refused.value) + repr(refused.value.details)
+    assert "cd%zz" not in shown and 'ab"' not in shown
+    with pytest.raises(BackendError) as refused:
+        PostgresBackend("host=127.0.0.1 port=1 oauth_client_secret=hunter22 dbname=db connect_timeout=1")
+    assert "hunter22" not in str(refused.value) + repr(refused.value.details)
 
 
 @pytest.mark.parametrize(

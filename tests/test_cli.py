@@ -1063,3 +1063,10 @@ def test_a_missing_session_in_a_store_of_many_names_the_closest_not_all(
     assert "the closest: langgraph:t3:," in line and "`snapstore sessions` lists them" in line and len(line) < 300
     code, _out, err = call(capsys, "--store", str(target), "show", "nosuch:tag")
     assert code == 1 and "none close to that name" in one_error_line(err) and len(one_error_line(err)) < 300
+    code, _out, err = call(capsys, "--store", str(target), "show", "langgraph:t3x")
+    assert code == 1 and "the closest: langgraph:t3:" in one_error_line(err)
+    with SnapshotStore.open(target) as store:
+        store.session("campaign-42").commit({"hp": 3})
+    for asked in (["show", "campain-42"], ["diff", "campain-42"], ["restore", "campain-42"]):
+        code, _out, err = call(capsys, "--store", str(target), *asked)
+        assert code == 1 and one_error_line(err).endswith("the closest session names: campaign-42"), asked

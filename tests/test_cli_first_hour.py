@@ -124,7 +124,8 @@ def test_session_colon_tag_names_a_tagged_snapshot_from_any_command(tmp_path: Pa
         "tag 'boss' is in several sessions; name one as SESSION:TAG: game:2:boss, s:boss"
     )
     assert refused("show", "s:nope", store=store).endswith(
-        "session 's' has no tag 'nope' (its tags: boss, last, start)"
+        "session 's' has no tag 'nope' (its tags: boss, last, start; a part of its state is s:/nope, "
+        "a JSON pointer after the colon)"
     )
     assert refused("diff", "x:start", store=store).endswith(
         "snapshot 'x:start' not found: SESSION:TAG names a session, and 'x' is none (sessions: game:2, s)"

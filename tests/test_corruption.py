@@ -178,6 +178,27 @@ def test_a_damaged_segment_header_is_detected(directory_world: World, byte: int)
     assert report.snapshots_checked == report.states_rebuilt == listed > len(directory_world.ids["other"])
 
 
+@pytest.mark.parametrize(
+    ("short", "damage"), [(b"ABCD", "bad header"), (b"SNPS\x03\x00", "version 3"), (b"SNPS\x02", None)]
+)
+def test_a_segment_cut_shorter_than_its_header_is_damage_unless_its_header_was_being_written(
+    directory_world: World, short: bytes, damage: str | None
+) -> None:
+    """Under 8 bytes, a file read as an empty segment whatever it held: the last segment cut down to
+    "ABCD" lost its commits and verify called the store sound (a review). Only nothing, zeros or the
+    start of a header (a crash cut its write short) is a segment not written yet."""
+    path = segment_files(directory_world.backend.describe(), KEY)[-1]
+    path.write_bytes(short)
+    problems = verify_problems(directory_world.store())
+    if damage is None:
+        assert not any("sessions/s/" in p for p in problems)
+    else:
+        assert any(path.name in p and damage in p for p in problems), problems
+    head = directory_world.store().session("s").commit({"after": "the cut"})  # never appended to it
+    assert path.read_bytes() == short or damage is None
+    assert directory_world.store().session("s").state(head.id) == {"after": "the cut"}
+
+
 TORN_TAILS: dict[str, Callable[[bytes], bytes]] = {
     "half-a-frame": lambda frame: frame[: len(frame) // 2],
     "less-than-a-frame-header": lambda frame: frame[:5],

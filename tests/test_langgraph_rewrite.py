@@ -674,8 +674,9 @@ def test_delete_for_runs_refused_part_way_says_how_far_it_went(tmp_path: Path, m
     """Another saver writing one thread without pause can make its rewrite lose every attempt
     (an outside trial met it); the error named the thread only, not that the threads before it were
     rewritten and the others not. Calling again goes on. The other saver's commits are stood in for
-    by the swap finding the thread moved (``replace_with`` False) on thread b only."""
-    with SnapstoreSaver.from_conn_string(str(tmp_path / "store")) as saver:
+    by the swap finding the thread moved (``replace_with`` False) on thread b only; the store's short
+    lock_timeout bounds how long the rewrite tries."""
+    with SnapstoreSaver.from_conn_string(str(tmp_path / "store"), lock_timeout=0.3) as saver:
         for thread in ("a", "b"):
             _put_turns(saver, range(6), thread)
         real = lanes.Lane.replace_with

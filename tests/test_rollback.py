@@ -420,7 +420,7 @@ def test_a_snapshot_not_found_says_why_in_the_message_in_the_managers_terms(game
         play(game, turn)
         snaps.append(mgr.create_snapshot())
     for bad, why in (
-        (snaps[0].snapshot_id, "evicted (the manager keeps its last 2 snapshots; raise max_snapshots"),
+        (snaps[0].snapshot_id, "evicted by retention or forget (the manager keeps its last 2 snapshots; raise"),
         (snaps[0].snapshot_id[:8], "evicted"),
         ("abc", "prefixes need 8+ characters"),
         (12, "must be a string, not int"),
@@ -447,6 +447,9 @@ def test_a_state_snapshot_copies_as_a_handle_and_refuses_pickling_saying_what_to
         assert canonical(copied.session_data) == canonical(snap.session_data)
     with pytest.raises(TypeError, match="to_dict"):
         pickle.dumps(snap)
+    assert copy.deepcopy(mgr.snapshots) == list(mgr.snapshots) == copy.copy(mgr.snapshots)  # a list, as before
+    with pytest.raises(TypeError, match="list_snapshots"):
+        pickle.dumps(mgr.snapshots)
     with pytest.raises(AttributeError, match="read-only"):
         mgr.snapshots = []  # type: ignore[misc]
 
@@ -463,6 +466,7 @@ def test_rollback_to_on_a_closed_store_says_closed_as_every_method_does(
         with pytest.raises(BackendError) as err:
             method()
         assert not isinstance(err.value, RollbackError) and err.value.details["reason"] == "closed"
+    assert "snapshots=unreadable" in repr(mgr)  # a repr never raises
 
 
 def _nested_lists(depth: int) -> list[Any]:
@@ -539,6 +543,30 @@ def test_a_model_holding_a_cycle_is_refused_naming_the_container_that_holds_itse
         mgr.create_snapshot()
     assert raised.value.details["path"] == "/note/0"
     assert mgr.get_snapshot_count() == 0
+
+
+class _Aliased(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True, populate_by_name=True)
+    first: Any = Field(default=None, alias="second")  # the two swap names when written
+    second: Any = Field(default=None, alias="first")
+
+
+class _HoldsAliased(BaseModel):
+    inner: _Aliased = Field(default_factory=_Aliased)
+
+
+def test_a_cycle_under_a_field_written_by_its_alias_is_named_by_the_alias() -> None:
+    """The pointer holds what the JSON holds (aliases), and the walk to the cycle follows the field
+    each names (a review found it stopped at an alias and gave the 1,500-character pointer)."""
+    held = _HoldsAliased()
+    mgr = StateRollbackManager(held)
+    loop: dict[str, Any] = {}
+    loop["again"] = loop
+    held.inner.first = {"p": loop}  # written as "second"
+    held.inner.second = {"p": {"plain": 1}}
+    with pytest.raises(InvalidStateError, match="does not serialize") as raised:
+        mgr.create_snapshot()
+    assert raised.value.details["path"] == "/inner/second/p"
 
 
 def test_the_field_named_is_the_one_pydantic_cannot_write_not_one_its_serializer_writes() -> None:

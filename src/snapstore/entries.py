@@ -919,7 +919,7 @@ class SegmentReader:
                         reader = self._keyframe_decompressor(previous_run)
                         previous_run = None  # released before the view is
                 if reader is None:
-                    raise _corrupt(self.where, "a patched keyframe at the start of its segment")
+                    raise _corrupt(self.where, "a patched keyframe with no run of 8 bytes or more before it to patch")
                 declared = zstandard.frame_content_size(payload)
                 if declared != raw_length:  # a frame claiming another size is damage, not an allocation
                     raise _corrupt(self.where, f"payload of snapshot {snapshot_id} declares the wrong size")

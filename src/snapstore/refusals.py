@@ -234,7 +234,7 @@ def _cycle_start(root: Any, at: str, path: str, model_type: type) -> str:
     try:
         for token in parse_pointer(path[len(at) :]):
             if isinstance(value, model_type):
-                value = getattr(value, token)
+                value = getattr(value, _field_written_as(value, token))
             else:
                 value = value[token] if isinstance(value, dict) else value[int(token)]
             pointer += "/" + escape_token(token)
@@ -245,3 +245,16 @@ def _cycle_start(root: Any, at: str, path: str, model_type: type) -> str:
     except (AttributeError, LookupError, ValueError, TypeError):  # an alias, or a value a serializer rewrote
         pass
     return path
+
+
+def _field_written_as(model: Any, token: str) -> str:
+    """The field of ``model`` its dump writes under ``token``: under ``serialize_by_alias`` the
+    field whose serialization alias (or alias) that is (two fields may even swap names), else the
+    field of that name."""
+    cls = type(model)
+    if not cls.model_config.get("serialize_by_alias", False):
+        return token
+    for name, info in cls.model_fields.items():
+        if (info.serialization_alias or info.alias or name) == token:
+            return name
+    return token

@@ -174,6 +174,19 @@ class SnapshotSequence(Sequence[StateSnapshot]):
     def __repr__(self) -> str:
         return f"<{len(self)} snapshots>"
 
+    def __copy__(self) -> list[StateSnapshot]:
+        # what a hand-written manager's list of snapshots copies to: a list, of handles here
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[StateSnapshot]:
+        return list(self)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "mgr.snapshots is a view of the store that holds them and cannot be pickled; "
+            "pickle mgr.list_snapshots() (each snapshot's to_dict()) instead"
+        )
+
 
 class StateRollbackManager:
     """Snapshots of a pydantic session model, with rollback that restores it in place.
@@ -227,9 +240,13 @@ class StateRollbackManager:
         return history
 
     def __repr__(self) -> str:
+        try:
+            held = f"{len(self.history)}/{self.max_snapshots}"
+        except SnapshotError:  # a closed store, a deleted history: a repr still says what it is
+            held = "unreadable"
         return (
             f"<StateRollbackManager {type(self.session).__name__} history={self.history.name!r} "
-            f"snapshots={len(self.history)}/{self.max_snapshots} in {self.store.describe()}>"
+            f"snapshots={held} in {self.store.describe()}>"
         )
 
     # -- the reference manager's API -------------------------------------
@@ -473,12 +490,12 @@ def _dropped(reason: str, max_snapshots: int) -> str:
     """Why a snapshot a manager's history no longer holds is gone, in the manager's terms."""
     if reason == "evicted":
         return (
-            f"evicted (the manager keeps its last {max_snapshots} snapshots; "
+            f"evicted by retention or forget (the manager keeps its last {max_snapshots} snapshots; "
             "raise max_snapshots to keep more)"
         )
     return (
-        f"not retained (the manager keeps its last {max_snapshots} snapshots; "
-        "an id evicted long ago is no longer known)"
+        f"not among the snapshots the manager keeps (its last {max_snapshots}; an id evicted long ago "
+        "is no longer known, and an id of another history never was)"
     )
 
 

@@ -22,12 +22,18 @@ _OTHER_STORE = re.compile(
 )
 
 #: a libpq ``key=value`` connection string ("host=db port=5432 dbname=app"): its first keyword, one
-#: libpq knows, then "=". PostgresSaver takes this form, and a user switching from it must not find
-#: the checkpoints in a folder of that name; such a folder is still reached as "./host=..."
+#: libpq 18 knows (``psycopg.pq.Conninfo.get_defaults()``, written out: psycopg is an optional
+#: extra), then "=". PostgresSaver takes this form, and a user switching from it must not find the
+#: checkpoints in a folder of that name; such a folder is still reached as "./host=..."
 _LIBPQ_KEYWORDS = re.compile(
-    r"\s*(host|hostaddr|port|dbname|user|password|passfile|service|options|application_name|"
-    r"fallback_application_name|connect_timeout|client_encoding|keepalives|sslmode|sslrootcert|"
-    r"sslcert|sslkey|sslpassword|gssencmode|require_auth|target_session_attrs|load_balance_hosts)\s*="
+    r"\s*(application_name|channel_binding|client_encoding|connect_timeout|dbname|fallback_application_name"
+    r"|gssdelegation|gssencmode|gsslib|host|hostaddr|keepalives|keepalives_count|keepalives_idle"
+    r"|keepalives_interval|krbsrvname|load_balance_hosts|max_protocol_version|min_protocol_version"
+    r"|oauth_client_id|oauth_client_secret|oauth_issuer|oauth_scope|options|passfile|password|port"
+    r"|replication|require_auth|requirepeer|scram_client_key|scram_server_key|service"
+    r"|ssl_max_protocol_version|ssl_min_protocol_version|sslcert|sslcertmode|sslcompression|sslcrl"
+    r"|sslcrldir|sslkey|sslkeylogfile|sslmode|sslnegotiation|sslpassword|sslrootcert|sslsni"
+    r"|target_session_attrs|tcp_user_timeout|user)\s*="
 )
 
 #: the targets that name a store in this process's memory (":memory:" as SqliteSaver spells it)

@@ -675,8 +675,8 @@ class DirectoryBackend(Backend):
         check_position(start, "start")
         data, where = self._segment_bytes(key, segment, start)
         if start == 0:
-            if len(data) < _framing.HEADER_SIZE or not any(data):
-                # created, header not yet written (or allocated, never written): empty
+            if not any(data) or (len(data) < _framing.HEADER_SIZE and _framing.unwritten_header(data)):
+                # created, header not yet written (or allocated, never written, or its write cut short): empty
                 return SegmentRead([], 0, torn=bool(data))
             if not _framing.header_ok(data):
                 raise CorruptObjectError(f"{where} {_framing.header_problem(data)}", {"path": where})

@@ -69,6 +69,15 @@ def header_ok(data: bytes | memoryview) -> bool:
     return len(data) >= HEADER_SIZE and bytes(data[: HEADER_SIZE - FILE_ID_SIZE]) == SEGMENT_HEADER[:-FILE_ID_SIZE]
 
 
+def unwritten_header(data: bytes | memoryview) -> bool:
+    """Whether a segment file shorter than its header holds nothing written yet: no bytes, zeros
+    (space allocated before a crash), or the start of a header whose write a crash cut short. Other
+    short contents are damage: a segment cut down to a few bytes by a lost write or a bad copy would
+    otherwise read as empty, its commits gone without a word."""
+    head = bytes(data[:HEADER_SIZE])
+    return not any(head) or head[: len(SEGMENT_MAGIC) + 1] == SEGMENT_HEADER[: min(len(head), len(SEGMENT_MAGIC) + 1)]
+
+
 def header_problem(data: bytes | memoryview) -> str:
     """What is wrong with a segment header ``header_ok`` refused, said after the file's name."""
     version = data[len(SEGMENT_MAGIC)] if len(data) > len(SEGMENT_MAGIC) else None

@@ -1217,12 +1217,14 @@ _NOT_SERVING_STATES = frozenset(("57P01", "57P02", "57P03", "53300"))
 #: connections for a while (ALLOW_CONNECTIONS false), are not serving, as their SQLSTATEs are
 _REFUSED_BY_THE_SERVER = re.compile(r"FATAL:\s+(.*)", re.IGNORECASE)
 _NOT_SERVING_LINES = re.compile(
-    r"the database system is|too many clients|connection slots are reserved|terminating connection"
+    r"the database system is|too many clients|too many connections|connection slots are reserved"
+    r"|terminating connection"
     r"|not currently accepting connections",
     re.IGNORECASE,
 )
-#: and one libpq itself refuses against a server that answered (SSL required where it has none)
-_REFUSED_BY_THE_CLIENT = ("SSL was required", "server does not support SSL")
+#: and one libpq itself refuses: SSL required of a server that answered without it, or a value of
+#: the connection string it cannot use ("invalid sslmode value", "invalid integer value")
+_REFUSED_BY_THE_CLIENT = re.compile(r"SSL was required|server does not support SSL|invalid \w+ value")
 
 
 def _not_serving(exc: BaseException, sqlstate: str) -> bool:
@@ -1237,5 +1239,5 @@ def _not_serving(exc: BaseException, sqlstate: str) -> bool:
         refused = _REFUSED_BY_THE_SERVER.search(said)
         if refused is not None:
             return _NOT_SERVING_LINES.search(refused.group(1)) is not None
-        return not any(text in said for text in _REFUSED_BY_THE_CLIENT)
+        return _REFUSED_BY_THE_CLIENT.search(said) is None
     return sqlstate.startswith("08") or sqlstate in _NOT_SERVING_STATES

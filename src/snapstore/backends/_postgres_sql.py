@@ -31,7 +31,7 @@ MAX_NAME_BYTES = 63
 #: makes is the prefix and ``snapstore_entries_segment`` (25); a longer prefix made a store whose
 #: index name, cut, was not found again at the next open
 TABLE_PREFIX = re.compile(r"[A-Za-z0-9_]{0,38}\Z")
-_SECRET_PARAMS = ("password", "sslpassword")
+_SECRET_PARAMS = ("password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key")
 
 #: snapstore_meta row names: a config value, and a segment's row (the session key has no '/')
 CONFIG_ROW = "config/{name}"
@@ -299,7 +299,11 @@ def redact_url(url: str) -> str:
     return re.sub(_SECRET_VALUE, r"\1***", url)
 
 
-_SECRET_VALUE = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|'.*|.*?(?=\s+\w+\s*=|$))", re.DOTALL)
+_SECRET_VALUE = re.compile(
+    r"(\b(?:(?:ssl)?password|oauth_client_secret|scram_client_key|scram_server_key)\s*=\s*)"
+    r"('(?:[^'\\]|\\.)*'|'.*|.*?(?=\s+\w+\s*=|$))",
+    re.DOTALL,
+)
 
 
 def redact_driver_message(message: str, url: str) -> str:
@@ -308,12 +312,34 @@ def redact_driver_message(message: str, url: str) -> str:
     and a password with a stray ``%`` is the usual such token. A token the URL without its password
     still holds (a query parameter's name) is shown: it is what the user must fix."""
     shown = redact_url(url)
+    for secret in _secrets(url):  # whole first: one holding a '"' would split the quoted token below
+        message = message.replace(secret, "***")
 
     def quoted(found: re.Match[str]) -> str:
         inside = found.group(1)
         return '"***"' if len(inside) > 1 and inside in url and inside not in shown else found.group(0)
 
     return re.sub(r'"([^"]*)"', quoted, message)
+
+
+def _secrets(url: str) -> list[str]:
+    """The secret values a connection string holds, as written and decoded, longest first; those
+    of three characters or more (a shorter one would blot out letters of the message)."""
+    found: list[str] = []
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+            password = parts.password
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+        except ValueError:
+            password, pairs = None, []
+        netloc = parts.netloc if password is not None else ""
+        if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+            found.append(netloc.rsplit("@", 1)[0].split(":", 1)[1])  # as written, %-escapes and all
+        found += [password or ""] + [v for k, v in pairs if k in _SECRET_PARAMS]
+    else:
+        found += [value.strip("'") for _key, value in _SECRET_VALUE.findall(url)]
+    return sorted({value for value in found if len(value) >= 3}, key=len, reverse=True)
 
 
 def where(display: str, schema: str, prefix: str) -> str:

@@ -203,7 +203,10 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--store",
         metavar="PATH",
         default=default,
-        help=f"the store: a directory or postgresql:// URL (default: ${ENV_STORE}, else ./{DEFAULT_STORE})",
+        help=(
+            f"the store: a directory, a postgresql:// URL or libpq key=value string "
+            f"(default: ${ENV_STORE}, else ./{DEFAULT_STORE})"
+        ),
     )
     parser.add_argument(
         "--debug",

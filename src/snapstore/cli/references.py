@@ -10,6 +10,7 @@ limit, lost to damage, or never known; a head that retention no longer lists is 
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 from ..errors import AmbiguousSnapshotId, CorruptObjectError, SnapshotError, SnapshotNotFound
@@ -136,17 +137,21 @@ def _by_tag(store: SnapshotStore, reference: str) -> tuple[Session, str]:
         if char == ":" and name in holders:
             known = sorted(holders[name].tags)
             listing = f"its tags: {', '.join(known)}" if known else "it has no tags"
+            if tag and not tag.startswith("/"):  # (the head's member was meant, often)
+                listing += f"; a part of its state is {name}:/{tag}, a JSON pointer after the colon"
             raise CliError(f"session {name!r} has no tag {tag!r} ({listing})")
     first, colon, _rest = reference.partition(":")
     if colon:
         raise CliError(
             f"snapshot {reference!r} not found: SESSION:TAG names a session, and {first!r} is none "
-            f"({sessions_hint(first, list(holders))})"
+            f"({sessions_hint(reference, list(holders))})"
         )
+    close = difflib.get_close_matches(reference, list(holders), n=3, cutoff=0.75)
+    near = f"; the closest session names: {', '.join(close)}" if close else ""
     raise CliError(
         f"snapshot {reference!r} not found: ids are hex, and prefixes need 8+ characters; a tagged snapshot "
         "is named SESSION:TAG (snapstore log SESSION shows its tags), and a session's head by its name "
-        "(snapstore sessions lists them)"
+        f"(snapstore sessions lists them){near}"
     )
 
 

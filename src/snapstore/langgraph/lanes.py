@@ -516,6 +516,8 @@ class Lane:
                     self._sessions.pop(name, None)
                     if attempt == _COMMIT_ATTEMPTS - 1:
                         raise
+        except LockTimeoutError:
+            raise  # another writer holds the lock (stopped, or stuck): no commit landed to build on
         except ConcurrentUpdateError:
             if not operating:
                 raise

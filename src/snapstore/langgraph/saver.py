@@ -33,6 +33,7 @@ from ..errors import (
     CorruptObjectError,
     InvalidNameError,
     InvalidStateError,
+    LockTimeoutError,
     SnapshotError,
     SnapshotNotFound,
     shown_value,
@@ -52,6 +53,9 @@ ATTEMPTS = 20
 #: and at the longest (the wait doubles each time): 20 attempts wait at most about 0.5 s in all
 BACK_OFF_FIRST = 0.0005
 BACK_OFF_CAP = 0.032
+#: the back-off's own generator: an application seeding ``random`` the same in two processes would
+#: otherwise have them wait in lockstep
+_JITTER = random.Random()
 #: reads of a checkpoint that found the thread rewritten under them, before the last one's error is raised
 _READ_ATTEMPTS = 10
 
@@ -160,7 +164,7 @@ def _attempts(lock_timeout: float | None) -> Iterator[int]:
 def _back_off(attempt: int) -> None:
     """Wait a random while, longer at each lost attempt, before building an operation again, so
     that the writer that lost may find a moment the other is not committing."""
-    time.sleep(random.uniform(0, min(BACK_OFF_CAP, BACK_OFF_FIRST * 2**attempt)))
+    time.sleep(_JITTER.uniform(0, min(BACK_OFF_CAP, BACK_OFF_FIRST * 2 ** min(attempt, 16))))
 
 
 def _kept_losing(
@@ -172,10 +176,11 @@ def _kept_losing(
     over = ""
     if started is not None:
         details["waited_seconds"] = round(time.monotonic() - started, 3)
-        over = f" over {details['waited_seconds']:.1f} s (the store's lock_timeout)"
+        over = f" over {details['waited_seconds']:.1f} s"
     return ConcurrentUpdateError(
         f"thread {thread_id!r}: other handles kept writing it; {operation} was built again {attempts} times"
-        f"{over} and each time another commit landed first",
+        f"{over} and each time another commit landed first (an operation tries {ATTEMPTS} times at least, and"
+        " for as long as the store's lock_timeout)",
         details,
     )
 
@@ -646,7 +651,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             return self._lanes.setdefault(key, Lane(self.store, *key, grew=self._fit_cached_bytes))
 
     def _delete_namespace(self, thread_id: str, names: tuple[str, str]) -> None:
-        for _attempt in range(ATTEMPTS):
+        started = time.monotonic()
+        for attempt in _attempts(self.store.lock_timeout):
             heads = stored_heads(self.store, names)
             if all(head is None for head in heads.values()):
                 # none, or made and holding no snapshot yet: nothing of the thread to read. (One
@@ -655,9 +661,11 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             try:
                 self.store.delete_sessions(heads)
                 return
+            except LockTimeoutError:
+                raise
             except ConcurrentUpdateError:
-                continue  # a put landed since the heads were read: read again
-        raise _kept_losing(thread_id, "delete_thread")
+                _back_off(attempt)  # a put landed since the heads were read: read again
+        raise _kept_losing(thread_id, "delete_thread", attempt + 1, started)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         doomed = {str(run_id) for run_id in _ids(run_ids, "run_ids")}
@@ -743,7 +751,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         was, where it used to leave the checkpoints replayed so far, its newest ones lost without
         an error. A put another saver makes meanwhile makes the rewrite start again from the
         thread as it is then, rather than be dropped."""
-        for _attempt in range(ATTEMPTS):
+        started = time.monotonic()
+        for attempt in _attempts(self.store.lock_timeout):
             with lane.lock:
                 lane.read_again()
                 heads = lane.stored_heads()  # first: a commit after this read fails the swap, not lost
@@ -755,7 +764,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                     return
                 if lane.replace_with(lane.entries(keep), heads):
                     return  # (False: another saver committed meanwhile; built again on what it left)
-        raise _kept_losing(lane.thread_id, "the rewrite")
+            _back_off(attempt)
+        raise _kept_losing(lane.thread_id, "the rewrite", attempt + 1, started)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every namespace of a thread, checkpoints and writes. A namespace the target does not
@@ -765,7 +775,8 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         for source in self._lanes_of(str(source_thread_id)):
             entries = source.entries()
             target = self._writing_lane(target_thread_id, source.checkpoint_ns)
-            for _attempt in range(ATTEMPTS):
+            started = time.monotonic()
+            for attempt in _attempts(self.store.lock_timeout):
                 with target.lock:
                     heads = target.stored_heads()
                     if any(head is not None for head in heads.values()):
@@ -773,8 +784,9 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
                         break
                     if target.replace_with(entries, heads):
                         break  # (False: another saver started the target meanwhile: copied on top of it)
+                _back_off(attempt)
             else:
-                raise _kept_losing(target_thread_id, "the copy")
+                raise _kept_losing(target_thread_id, "the copy", attempt + 1, started)
 
     # -- async: the same operations on a worker thread -------------------------
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
