@@ -995,19 +995,143 @@ def test_bomb_in_the_manifest_declared_small(archive: Path, target: SnapshotStor
 
 def test_newer_archive_version(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
     data = bytearray(archive.read_bytes())
-    data[4] = 2
-    bad = tmp_path / "v2.snaparchive"
+    data[4] = 3
+    bad = tmp_path / "v3.snaparchive"
     bad.write_bytes(bytes(data))
     error = refused(target, bad, FormatVersionError)
-    assert "version 2" in str(error) and "version 1" in str(error)
-    assert error.details == {"path": str(bad), "version": 2, "supported": 1}
+    assert "version 3" in str(error) and "version 2" in str(error)
+    assert error.details == {"path": str(bad), "version": 3, "supported": 2}
 
 
 def test_newer_manifest_format(archive: Path, target: SnapshotStore, tmp_path: Path) -> None:
     parts = Parts.read(archive)
-    parts.manifest["format"] = 2
-    error = refused(target, parts.build(tmp_path / "m2.snaparchive"), FormatVersionError)
-    assert "2" in str(error) and "1" in str(error)
+    parts.manifest["format"] = 3
+    error = refused(target, parts.build(tmp_path / "m3.snaparchive"), FormatVersionError)
+    assert "3" in str(error) and "2" in str(error)
+
+
+def test_a_manifest_of_another_version_than_its_header_is_refused(
+    archive: Path, target: SnapshotStore, tmp_path: Path
+) -> None:
+    parts = Parts.read(archive)
+    assert parts.version == 1 and parts.manifest["format"] == 1
+    parts.manifest["format"] = 2  # a version-2 manifest behind a version-1 header
+    assert refused(target, parts.build(tmp_path / "mixed.snaparchive")).details["reason"] == "bad manifest"
+
+
+def _kept_by_its_tag_alone(store: SnapshotStore) -> tuple[Session, str]:
+    """A session whose first snapshot is behind the retention window, kept by its tag alone."""
+    sess = store.session("s", max_snapshots=3)
+    first = sess.commit({"n": 0}).id
+    sess.tag(first, "keep")
+    for n in range(1, 4):
+        sess.commit({"n": n, "one": (1, 1.0, True)[n % 3]})
+    sess.set_max_snapshots(1)
+    sess.set_max_snapshots(3)  # evicted stays evicted: the first is behind the line, kept by its tag
+    return sess, first
+
+
+@pytest.mark.parametrize("on_conflict", ["error", "replace", "rename"])
+def test_a_snapshot_kept_by_its_tag_alone_goes_with_its_tag_after_an_import(
+    tmp_path: Path, on_conflict: str
+) -> None:
+    """Version 2: the session document says how many listed snapshots are in the window. Without it
+    the import put a snapshot behind the window back into it, and untagging it there kept it listed
+    where the source evicts it (found by a differential fuzzer of the store against a model of its
+    documented retention)."""
+    source = SnapshotStore.memory()
+    sess, first = _kept_by_its_tag_alone(source)
+    path = tmp_path / "tagged.snaparchive"
+    source.export(path)
+    parts = Parts.read(path)
+    assert parts.version == 2 and parts.manifest["format"] == 2
+    assert parts.manifest["sessions"][0]["window"] == 1 and parts.manifest["sessions"][0]["tags"] == {"keep": first}
+    target = SnapshotStore.open(tmp_path / "target")
+    if on_conflict != "error":
+        target.session("s").commit({"theirs": True})
+    report = target.import_archive(path, on_conflict=on_conflict)
+    name = report.sessions[0].session
+    imported = target.session(name)
+    if on_conflict != "rename":
+        assert_same_session(source, target, "s", name)
+    assert len(imported.snapshot_ids()) == len(sess.snapshot_ids()) == 2
+    sess.untag("keep")
+    imported.untag("keep")
+    assert len(imported.snapshot_ids()) == len(sess.snapshot_ids()) == 1  # gone with its tag, in both
+    imported.set_max_snapshots(3)
+    assert len(imported.snapshot_ids()) == 1  # and evicted stays evicted
+
+
+def test_an_archive_whose_sessions_keep_nothing_behind_their_window_is_version_1(
+    archive: Path, source: SnapshotStore
+) -> None:
+    """What every earlier release reads: version 2 only where a document needs its window."""
+    parts = Parts.read(archive)
+    assert parts.version == 1 and parts.manifest["format"] == 1
+    assert all("window" not in doc for doc in parts.manifest["sessions"])
+
+
+@pytest.mark.parametrize(
+    ("window", "reason"),
+    [
+        (0, "has a window of 0"),
+        (2, "has a window of 2"),
+        ("1", "has a window of '1'"),
+        (None, "behind its window untagged"),
+    ],
+)
+def test_a_window_that_does_not_fit_the_document_is_refused(
+    target: SnapshotStore, tmp_path: Path, window: Any, reason: str
+) -> None:
+    source = SnapshotStore.memory()
+    _kept_by_its_tag_alone(source)
+    path = tmp_path / "tagged.snaparchive"
+    source.export(path)
+    parts = Parts.read(path)
+    doc = parts.manifest["sessions"][0]
+    if window is None:
+        del doc["tags"]  # the snapshot behind the window, untagged: nothing would retain it
+    else:
+        doc["window"] = window
+    error = refused(target, parts.build(tmp_path / "bad.snaparchive"))
+    assert error.details["reason"] == "bad session document" and reason in str(error)
+
+
+def test_a_window_in_a_version_1_document_is_a_member_version_1_does_not_have(tmp_path: Path) -> None:
+    """Version 1 readers skip members they do not know (as ``tags`` was, before them): a window in a
+    version-1 archive is read as they read it, not applied."""
+    source = SnapshotStore.memory()
+    _kept_by_its_tag_alone(source)
+    path = tmp_path / "tagged.snaparchive"
+    source.export(path)
+    parts = Parts.read(path)
+    parts.version = parts.manifest["format"] = 1
+    target = SnapshotStore.memory()
+    target.import_archive(parts.build(tmp_path / "v1.snaparchive"))
+    imported = target.session("s")
+    imported.untag("keep")
+    assert len(imported.snapshot_ids()) == 2  # in the window, as a version-1 import puts it
+
+
+GOLDEN_ARCHIVE_V1 = Path(__file__).parent / "golden" / "archive-v1.snaparchive"
+
+
+def test_a_version_1_archive_written_before_version_2_is_read(tmp_path: Path) -> None:
+    """tests/golden/archive-v1.snaparchive was written by the release before version 2
+    (tests/golden/make_archive_v1.py): it imports, every state as expected."""
+    expected = orjson.loads(GOLDEN_ARCHIVE_V1.with_suffix(".json").read_bytes())
+    assert GOLDEN_ARCHIVE_V1.read_bytes()[4] == 1
+    store = SnapshotStore.open(tmp_path / "store")
+    store.import_archive(GOLDEN_ARCHIVE_V1)
+    for name, session in expected.items():
+        sess = store.session(name)
+        assert sess.snapshot_ids() == [snap["id"] for snap in session["snapshots"]]
+        assert sess.tags == session["tags"] and sess.max_snapshots == session["max_snapshots"]
+        for snap in session["snapshots"]:
+            assert orjson.dumps(sess.state(snap["id"]), option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+                snap["state"], option=orjson.OPT_SORT_KEYS
+            )
+    assert store.verify().ok
 
 
 def test_not_an_archive(target: SnapshotStore, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Export and import of compact archive files: docs/format.md, "Archive format, version 1".
+"""Export and import of compact archive files: docs/format.md, "Archive format, versions 1 and 2".
 
 An archive holds what is needed to rebuild chosen snapshots in another store:
 their records, the delta and state objects of their chains back to a base, and

@@ -70,6 +70,9 @@ class ArchiveContents:
         self.patches: dict[str, tuple[str, int, int]] = {}
         self.docs: list[SessionDoc] = []
         self.tags: dict[str, dict[str, str]] = {}  # session -> its tags (name -> id)
+        #: session -> how many of its last listed snapshots are in its retention window, when not all
+        self.windows: dict[str, int] = {}
+        self.version = 0  # the archive's version, from its header
         self.body_size = 0
         self._locals: dict[str, SessionLog | None] = {}
         self._last: tuple[str, Any] | None = None  # the state rebuilt last, to go on from

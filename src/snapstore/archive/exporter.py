@@ -37,6 +37,7 @@ from ..objects import SessionDoc, SnapshotRecord
 from ..session import resolve_prefix
 from .layout import (
     ARCHIVE_VERSION,
+    ARCHIVE_VERSION_PLAIN,
     DEFAULT_LEVEL,
     ENTRY,
     HEADER,
@@ -183,6 +184,7 @@ class _Plan:
     chosen: set[str] | None  # the chosen snapshots, or None for the whole session
     doc: SessionDoc = field(init=False)  # the document the archive carries
     tags: dict[str, str] = field(init=False)  # tags naming exported snapshots
+    window: int | None = field(init=False)  # listed snapshots in the retention window, when not all
     order: IdIndex = field(init=False)  # the records to export, parents before children
     patch_parents: set[str] = field(init=False)  # parents of keyframes: their child's state may be a patch
     #: the planned records: the log may be read again under the export (a rebuild that met a reclaim)
@@ -252,6 +254,11 @@ class _Plan:
         listed_set = set(listed)
         self.order = order
         self.tags = {tag: sid for tag, sid in sorted(log.tags.items()) if sid in listed_set}
+        # how many of the last listed snapshots are in the retention window (the others are kept by
+        # their tags alone, and go with them): said only when fewer than all, and at least one
+        recent = set(log.order[log.window_start() :])
+        in_window = max(1, sum(1 for sid in listed if sid in recent)) if listed else 0
+        self.window = in_window if in_window < len(listed) else None
         self.doc = SessionDoc(
             name=log.name,
             max_snapshots=log.max_snapshots,
@@ -278,12 +285,16 @@ class _Plan:
 
     def document(self) -> bytes:
         """The session document as canonical JSON; tags, when the session has any, as an extra member
-        ``tags`` (name -> id) that readers without tags skip."""
+        ``tags`` (name -> id) that readers without tags skip; and ``window`` (version 2) when some
+        listed snapshots are behind the retention window, kept by their tags alone."""
         payload = self.doc.to_payload()
-        if not self.tags:
+        if not self.tags and self.window is None:
             return payload
         body = orjson.loads(payload)
-        body["tags"] = self.tags
+        if self.tags:
+            body["tags"] = self.tags
+        if self.window is not None:
+            body["window"] = self.window
         return codec.dumps(body)
 
 
@@ -365,7 +376,8 @@ class _ArchiveWriter:
         params = zstandard.ZstdCompressionParameters.from_level(
             self.level, window_log=window_log, enable_ldm=True, write_checksum=True
         )
-        self.out.write(HEADER.pack(MAGIC, ARCHIVE_VERSION, b"\0\0\0"))
+        version = ARCHIVE_VERSION if any(plan.window is not None for plan in plans) else ARCHIVE_VERSION_PLAIN
+        self.out.write(HEADER.pack(MAGIC, version, b"\0\0\0"))
         frames = _HashingWriter(self.out)
         self.stream = zstandard.ZstdCompressor(compression_params=params).stream_writer(frames, closefd=False)  # type: ignore[arg-type]
         for plan in plans:
@@ -378,7 +390,7 @@ class _ArchiveWriter:
         payloads_size = self.offset
         # canonical JSON, assembled from the documents' own canonical bytes (members in key order)
         docs = b",".join(plan.document() for plan in plans)
-        manifest = b'{"format":%d,"sessions":[%s],"type":"%s"}' % (ARCHIVE_VERSION, docs, MANIFEST_TYPE.encode())
+        manifest = b'{"format":%d,"sessions":[%s],"type":"%s"}' % (version, docs, MANIFEST_TYPE.encode())
         del docs
         self.stream.write(manifest)
         self.stream.write(self.index)

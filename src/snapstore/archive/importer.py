@@ -22,6 +22,7 @@ from ..errors import (
     FormatVersionError,
     InvalidNameError,
     SnapshotError,
+    shown_value,
 )
 from ..objects import SessionDoc, codec_id
 from ..session import check_tag_name
@@ -193,6 +194,7 @@ class _ArchiveReader(ArchiveContents):
         if header[:4] != MAGIC:
             raise fail(f"{self.name} is not a snapstore archive (no SNPA header)", "bad magic", path=self.name)
         _magic, version, reserved = HEADER.unpack(header)
+        self.version = version
         if version > ARCHIVE_VERSION or version < 1:
             raise FormatVersionError(
                 f"archive {self.name} has format version {version}; this build reads version {ARCHIVE_VERSION}",
@@ -359,7 +361,8 @@ class _ArchiveReader(ArchiveContents):
                 f"archive {self.name} has a manifest of format {version}; this build reads version {ARCHIVE_VERSION}",
                 {"path": self.name, "version": version, "supported": ARCHIVE_VERSION},
             )
-        if version != ARCHIVE_VERSION or not isinstance(body.get("sessions"), list):
+        if version != self.version or not isinstance(body.get("sessions"), list):
+            # (the header's version and the manifest's agree: version 1 documents have no window)
             raise fail(f"archive {self.name} has a malformed manifest", "bad manifest", path=self.name)
         names: set[str] = set()
         sessions = body.pop("sessions")
@@ -367,6 +370,7 @@ class _ArchiveReader(ArchiveContents):
             item, sessions[number] = sessions[number], None  # one parsed copy of a document at a time
             label = f"#{number} of the manifest's sessions"
             tags = item.pop("tags", {}) if isinstance(item, dict) else {}
+            window = item.pop("window", None) if isinstance(item, dict) and version >= 2 else None
             payload = bytes(memoryview(codec.dumps(item)))  # a right-sized copy: orjson's buffer is larger
             del item
             try:
@@ -407,6 +411,8 @@ class _ArchiveReader(ArchiveContents):
                     session=doc.name,
                 )
             self.tags[doc.name] = self._check_tags(doc, tags)
+            if window is not None:
+                self.windows[doc.name] = self._check_window(doc, window)
             names.add(doc.name)
             self.docs.append(doc)
 
@@ -433,6 +439,28 @@ class _ArchiveReader(ArchiveContents):
                     session=doc.name,
                 )
         return dict(tags)
+
+    def _check_window(self, doc: SessionDoc, window: Any) -> int:
+        """A document's ``window`` (version 2): how many of its last listed snapshots are in the
+        retention window, 1 to fewer than it lists; every one before them is tagged, as a snapshot
+        behind the window is retained by its tag alone."""
+        tagged = set(self.tags[doc.name].values())
+        if type(window) is not int or not 1 <= window < len(doc.snapshots):
+            raise fail(
+                f"archive {self.name}: session {doc.name!r} has a window of {shown_value(window, 40)} where it lists "
+                f"{len(doc.snapshots)} snapshots (1 to {len(doc.snapshots) - 1})",
+                "bad session document",
+                session=doc.name,
+            )
+        behind = [sid for sid in doc.snapshots[: len(doc.snapshots) - window] if sid not in tagged]
+        if behind:
+            raise fail(
+                f"archive {self.name}: session {doc.name!r} lists {behind[0]} behind its window untagged, "
+                "which nothing would retain",
+                "bad session document",
+                session=doc.name,
+            )
+        return window
 
     def _check_objects(self) -> None:
         """Every object against its id and its kind's structure, one at a time, in body order."""

@@ -1,4 +1,4 @@
-"""The archive's fixed parts (docs/format.md, "Archive format, version 1"): header, index entry
+"""The archive's fixed parts (docs/format.md, "Archive format"): header, index entry
 and trailer layouts, the index kinds, and what export and import both use: a compact set of ids
 and a record's links."""
 
@@ -15,7 +15,12 @@ from ..codec import Kind
 
 Progress = Callable[[int, "int | None", str], None]
 
-ARCHIVE_VERSION = 1
+#: the newest archive version this build reads and writes. Version 2 adds a session document's
+#: ``window`` member; an archive none of whose sessions needs it is written as version 1, which
+#: every earlier release reads
+ARCHIVE_VERSION = 2
+#: the version of an archive whose documents all have version 1's members
+ARCHIVE_VERSION_PLAIN = 1
 MAGIC = b"SNPA"
 TRAILER_MAGIC = b"SNPT"
 HEADER = struct.Struct("<4sB3s")  # magic, version, reserved (zero)

@@ -272,8 +272,11 @@ def _write_new(
     sess = staged if staged is not None else store.session(target, max_snapshots=doc.max_snapshots)
     items = _items(reader, action, wanted, None, progress, rename, target)
     written = sess.import_snapshots(items, head=head, tags=tags)
-    if doc.head is not None and doc.head not in doc.snapshots and doc.snapshots:
-        sess.forget(len(doc.snapshots))  # the head stays readable; the listing is the archive's
+    window = reader.windows.get(doc.name)
+    if doc.snapshots and (window is not None or (doc.head is not None and doc.head not in doc.snapshots)):
+        # the listing is the archive's: an unlisted head stays readable, and snapshots behind the
+        # window are kept by their tags alone, so that each goes with its tag as in the source
+        sess.forget(window if window is not None else len(doc.snapshots))
     item = SessionImport(
         doc.name, target, _DONE[how], added=len(written), head=sess.head.id if sess.head else None,
         max_snapshots=sess.max_snapshots, renamed_ids={old: new for old, new in mapping.items() if old in wanted},
