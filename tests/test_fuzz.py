@@ -579,7 +579,7 @@ def test_a_decompression_bomb_allocates_no_more_than_its_entry_declares(mode: in
 
 def test_a_patched_keyframe_at_the_start_of_its_segment_is_refused() -> None:
     entry = _bomb_entry(KEY_PATCHED, 10)
-    with pytest.raises(CorruptObjectError, match="start of its segment"):
+    with pytest.raises(CorruptObjectError, match="a patched keyframe with no run of 8 bytes or more before it"):
         SegmentReader("fuzz").payload(entry)
     count("fuzz: parser inputs")
 
