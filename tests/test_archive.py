@@ -1017,6 +1017,9 @@ def test_a_manifest_of_another_version_than_its_header_is_refused(
     assert parts.version == 1 and parts.manifest["format"] == 1
     parts.manifest["format"] = 2  # a version-2 manifest behind a version-1 header
     assert refused(target, parts.build(tmp_path / "mixed.snaparchive")).details["reason"] == "bad manifest"
+    for other in (1.0, True):  # equal to 1 in Python, not the integer 1
+        parts.manifest["format"] = other
+        assert refused(target, parts.build(tmp_path / "float.snaparchive")).details["reason"] == "bad manifest"
 
 
 def _kept_by_its_tag_alone(store: SnapshotStore) -> tuple[Session, str]:
@@ -1033,7 +1036,7 @@ def _kept_by_its_tag_alone(store: SnapshotStore) -> tuple[Session, str]:
 
 @pytest.mark.parametrize("on_conflict", ["error", "replace", "rename"])
 def test_a_snapshot_kept_by_its_tag_alone_goes_with_its_tag_after_an_import(
-    tmp_path: Path, on_conflict: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_conflict: str
 ) -> None:
     """Version 2: the session document says how many listed snapshots are in the window. Without it
     the import put a snapshot behind the window back into it, and untagging it there kept it listed
@@ -1049,7 +1052,13 @@ def test_a_snapshot_kept_by_its_tag_alone_goes_with_its_tag_after_an_import(
     target = SnapshotStore.open(tmp_path / "target")
     if on_conflict != "error":
         target.session("s").commit({"theirs": True})
+
+    def no_second_write(*_args: Any) -> Any:
+        raise AssertionError("the line goes in the import's own write (two let a crash or a writer between)")
+
+    monkeypatch.setattr(Session, "forget", no_second_write)
     report = target.import_archive(path, on_conflict=on_conflict)
+    monkeypatch.undo()
     name = report.sessions[0].session
     imported = target.session(name)
     if on_conflict != "rename":
@@ -1078,6 +1087,7 @@ def test_an_archive_whose_sessions_keep_nothing_behind_their_window_is_version_1
         (2, "has a window of 2"),
         ("1", "has a window of '1'"),
         (None, "behind its window untagged"),
+        ("null", "has a window of None"),  # a null window is a malformed one, not none
     ],
 )
 def test_a_window_that_does_not_fit_the_document_is_refused(
@@ -1091,6 +1101,8 @@ def test_a_window_that_does_not_fit_the_document_is_refused(
     doc = parts.manifest["sessions"][0]
     if window is None:
         del doc["tags"]  # the snapshot behind the window, untagged: nothing would retain it
+    elif window == "null":
+        doc["window"] = None
     else:
         doc["window"] = window
     error = refused(target, parts.build(tmp_path / "bad.snaparchive"))

@@ -1121,8 +1121,14 @@ class Session:
         max_snapshots: int | None = None,
         head: str | None = None,
         tags: dict[str, str] | None = None,
+        evicted_through: str | None = None,
     ) -> list[str]:
         """Append snapshots made elsewhere, keeping their records (and so their ids); returns the ids added.
+
+        ``evicted_through``: the newest of them behind the retention window, as the source's eviction
+        line left it (an archive's ``window``): recorded in the same settings entry as the head, so the
+        ones up to it are kept by their tags alone, or evicted, as they were there (it moves the
+        session's line forward only).
 
         Each item is (record, the state's canonical bytes, the delta payload or None), parents
         before children; the caller has verified them. For a record naming no delta (a snapshot
@@ -1213,6 +1219,10 @@ class Session:
                 settings.update(limit_settings(log, check_max_snapshots(max_snapshots)))
             if head is not None and head in log.commits and head != log.head:
                 settings["head"] = head
+            if evicted_through is not None and evicted_through in log.commits:
+                line = log.settings.get("evicted_through")
+                if line not in log.order or log.order.index(evicted_through) > log.order.index(line):
+                    settings["evicted_through"] = evicted_through
             if settings:
                 self._write_meta(settings)
             for name, sid in (tags or {}).items():

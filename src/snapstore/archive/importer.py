@@ -142,6 +142,9 @@ def _open_spool(archive: str, spool_dir: str | os.PathLike[str] | None) -> IO[by
         raise spool_error(archive, spool_dir, exc) from exc
 
 
+#: a session document without a window member (a null one is read as malformed, not as this)
+_NO_WINDOW: Any = object()
+
 class _Trailer(NamedTuple):
     frames_length: int  # compressed bytes between the header and the trailer
     body_size: int  # what they decompress to: payloads, manifest, index
@@ -361,7 +364,7 @@ class _ArchiveReader(ArchiveContents):
                 f"archive {self.name} has a manifest of format {version}; this build reads version {ARCHIVE_VERSION}",
                 {"path": self.name, "version": version, "supported": ARCHIVE_VERSION},
             )
-        if version != self.version or not isinstance(body.get("sessions"), list):
+        if type(version) is not int or version != self.version or not isinstance(body.get("sessions"), list):
             # (the header's version and the manifest's agree: version 1 documents have no window)
             raise fail(f"archive {self.name} has a malformed manifest", "bad manifest", path=self.name)
         names: set[str] = set()
@@ -370,7 +373,7 @@ class _ArchiveReader(ArchiveContents):
             item, sessions[number] = sessions[number], None  # one parsed copy of a document at a time
             label = f"#{number} of the manifest's sessions"
             tags = item.pop("tags", {}) if isinstance(item, dict) else {}
-            window = item.pop("window", None) if isinstance(item, dict) and version >= 2 else None
+            window = item.pop("window", _NO_WINDOW) if isinstance(item, dict) and version >= 2 else _NO_WINDOW
             payload = bytes(memoryview(codec.dumps(item)))  # a right-sized copy: orjson's buffer is larger
             del item
             try:
@@ -411,7 +414,7 @@ class _ArchiveReader(ArchiveContents):
                     session=doc.name,
                 )
             self.tags[doc.name] = self._check_tags(doc, tags)
-            if window is not None:
+            if window is not _NO_WINDOW:  # (a null window is a malformed one, not none)
                 self.windows[doc.name] = self._check_window(doc, window)
             names.add(doc.name)
             self.docs.append(doc)
@@ -446,9 +449,11 @@ class _ArchiveReader(ArchiveContents):
         behind the window is retained by its tag alone."""
         tagged = set(self.tags[doc.name].values())
         if type(window) is not int or not 1 <= window < len(doc.snapshots):
+            listed = len(doc.snapshots)
+            fits = f"1 to {listed - 1}" if listed > 1 else "a window needs two or more"
             raise fail(
                 f"archive {self.name}: session {doc.name!r} has a window of {shown_value(window, 40)} where it lists "
-                f"{len(doc.snapshots)} snapshots (1 to {len(doc.snapshots) - 1})",
+                f"{listed} snapshot{'s' if listed != 1 else ''} ({fits})",
                 "bad session document",
                 session=doc.name,
             )

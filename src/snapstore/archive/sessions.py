@@ -271,12 +271,14 @@ def _write_new(
     tags = {tag: mapping.get(sid, sid) for tag, sid in action.tags.items()}
     sess = staged if staged is not None else store.session(target, max_snapshots=doc.max_snapshots)
     items = _items(reader, action, wanted, None, progress, rename, target)
-    written = sess.import_snapshots(items, head=head, tags=tags)
+    # the listing is the archive's: an unlisted head (written first) stays readable, and the snapshots
+    # behind the window are kept by their tags alone, so that each goes with its tag as in the source;
+    # the line goes in the import's own write, with its head (two writes would let a crash or another
+    # writer come between them)
     window = reader.windows.get(doc.name)
-    if doc.snapshots and (window is not None or (doc.head is not None and doc.head not in doc.snapshots)):
-        # the listing is the archive's: an unlisted head stays readable, and snapshots behind the
-        # window are kept by their tags alone, so that each goes with its tag as in the source
-        sess.forget(window if window is not None else len(doc.snapshots))
+    behind = wanted[: len(wanted) - (window if window is not None else len(doc.snapshots))] if doc.snapshots else []
+    line = mapping.get(behind[-1], behind[-1]) if behind else None
+    written = sess.import_snapshots(items, head=head, tags=tags, evicted_through=line)
     item = SessionImport(
         doc.name, target, _DONE[how], added=len(written), head=sess.head.id if sess.head else None,
         max_snapshots=sess.max_snapshots, renamed_ids={old: new for old, new in mapping.items() if old in wanted},
@@ -353,6 +355,12 @@ def _merge(reader: ArchiveContents, action: _Action, progress: list[int]) -> Ses
     written = sess.import_snapshots(_items(reader, action, wanted, local, progress), head=head, tags=tags)
     item.added = len(written)
     item.head = sess.head.id if sess.head else None
+    window = reader.windows.get(doc.name)
+    if window is not None:
+        item.notes.append(
+            f"the archive keeps {len(doc.snapshots) - window} snapshot(s) behind its retention window by their "
+            "tags alone; a merge keeps this store's own eviction line, so here they count as any other"
+        )
     return item
 
 
