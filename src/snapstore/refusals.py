@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+from collections.abc import Callable
 from typing import Any
 
 from .delta import escape_token, parse_pointer
@@ -93,17 +94,32 @@ def first_unserializable(root: Any, max_depth: int) -> tuple[Any, str, str] | No
 def _too_deep(root: Any, node: Any, where: str, max_depth: int) -> tuple[Any, str, str]:
     """Why ``node``, past ``max_depth`` at ``where``, is refused: a container that holds itself is named
     where it first comes back, anything else as nested too deeply."""
-    seen: dict[int, str] = {id(root): ""}
-    value, pointer = root, ""
-    for token in parse_pointer(where):
-        value = value[token] if isinstance(value, dict) else value[int(token)]
+    found = _first_return(root, "", where, _child)
+    if found is not None:
+        value, first, pointer = found
+        return value, f"contains a cycle: the container at {first or 'the top level'} holds itself", pointer
+    return node, f"nested too deeply: a state nests at most {max_depth} levels (orjson stops at 254)", where
+
+
+def _child(value: Any, token: str) -> Any:
+    return value[token] if isinstance(value, dict) else value[int(token)]
+
+
+def _first_return(
+    root: Any, at: str, path: str, child: Callable[[Any, str], Any]
+) -> tuple[Any, str, str] | None:
+    """Walking ``path`` (a pointer below ``at``) down from ``root``, the first container met again:
+    (it, the pointer where it was first met, the pointer where it came back); None when none is."""
+    seen: dict[int, str] = {id(root): at}
+    value, pointer = root, at
+    for token in parse_pointer(path[len(at) :]):
+        value = child(value, token)
         pointer += "/" + escape_token(token)
         if isinstance(value, (dict, list, tuple)):
             if id(value) in seen:
-                first = seen[id(value)]
-                return value, f"contains a cycle: the container at {first or 'the top level'} holds itself", pointer
+                return value, seen[id(value)], pointer
             seen[id(value)] = pointer
-    return node, f"nested too deeply: a state nests at most {max_depth} levels (orjson stops at 254)", where
+    return None
 
 
 def _unserializable_leaf(node: Any) -> str | None:
@@ -229,22 +245,17 @@ def _cycle_start(root: Any, at: str, path: str, model_type: type) -> str:
     comes back to, as a state's refusal names it), else ``path``: a cycle walked to the limit is a
     pointer of hundreds of levels that says nothing of where it is. ``root`` is the field's own
     value, walked through lists, dicts and models (by field name) as far as the pointer goes."""
-    seen: dict[int, str] = {id(root): at}
-    value, pointer = root, at
+
+    def child(value: Any, token: str) -> Any:
+        if isinstance(value, model_type):
+            return getattr(value, _field_written_as(value, token))
+        return _child(value, token)
+
     try:
-        for token in parse_pointer(path[len(at) :]):
-            if isinstance(value, model_type):
-                value = getattr(value, _field_written_as(value, token))
-            else:
-                value = value[token] if isinstance(value, dict) else value[int(token)]
-            pointer += "/" + escape_token(token)
-            if isinstance(value, (dict, list, tuple)):
-                if id(value) in seen:
-                    return seen[id(value)]
-                seen[id(value)] = pointer
+        found = _first_return(root, at, path, child)
     except (AttributeError, LookupError, ValueError, TypeError):  # an alias, or a value a serializer rewrote
-        pass
-    return path
+        return path
+    return path if found is None else found[1]
 
 
 def _field_written_as(model: Any, token: str) -> str:

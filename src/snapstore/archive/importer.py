@@ -145,6 +145,7 @@ def _open_spool(archive: str, spool_dir: str | os.PathLike[str] | None) -> IO[by
 #: a session document without a window member (a null one is read as malformed, not as this)
 _NO_WINDOW: Any = object()
 
+
 class _Trailer(NamedTuple):
     frames_length: int  # compressed bytes between the header and the trailer
     body_size: int  # what they decompress to: payloads, manifest, index

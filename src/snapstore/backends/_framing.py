@@ -75,7 +75,7 @@ def unwritten_header(data: bytes | memoryview) -> bool:
     short contents are damage: a segment cut down to a few bytes by a lost write or a bad copy would
     otherwise read as empty, its commits gone without a word."""
     head = bytes(data[:HEADER_SIZE])
-    return not any(head) or head[: len(SEGMENT_MAGIC) + 1] == SEGMENT_HEADER[: min(len(head), len(SEGMENT_MAGIC) + 1)]
+    return not any(head) or SEGMENT_HEADER.startswith(head[: len(SEGMENT_MAGIC) + 1])  # (magic and version)
 
 
 def header_problem(data: bytes | memoryview) -> str:

@@ -1218,8 +1218,7 @@ _NOT_SERVING_STATES = frozenset(("57P01", "57P02", "57P03", "53300"))
 _REFUSED_BY_THE_SERVER = re.compile(r"FATAL:\s+(.*)", re.IGNORECASE)
 _NOT_SERVING_LINES = re.compile(
     r"the database system is|too many clients|too many connections|connection slots are reserved"
-    r"|terminating connection"
-    r"|not currently accepting connections",
+    r"|terminating connection|not currently accepting connections",
     re.IGNORECASE,
 )
 #: and one libpq itself refuses: SSL required of a server that answered without it, or a value of

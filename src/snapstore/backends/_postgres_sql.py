@@ -328,17 +328,13 @@ def _secrets(url: str) -> list[str]:
     found: list[str] = []
     if "://" in url:
         try:
-            parts = urlsplit(url)
-            password = parts.password
-            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            parts = urlsplit(url)  # (its password is as written, %-escapes and all)
+            found = [parts.password or ""]
+            found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k in _SECRET_PARAMS]
         except ValueError:
-            password, pairs = None, []
-        netloc = parts.netloc if password is not None else ""
-        if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
-            found.append(netloc.rsplit("@", 1)[0].split(":", 1)[1])  # as written, %-escapes and all
-        found += [password or ""] + [v for k, v in pairs if k in _SECRET_PARAMS]
+            pass
     else:
-        found += [value.strip("'") for _key, value in _SECRET_VALUE.findall(url)]
+        found = [value.strip("'") for _key, value in _SECRET_VALUE.findall(url)]
     return sorted({value for value in found if len(value) >= 3}, key=len, reverse=True)
 
 

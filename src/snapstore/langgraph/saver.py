@@ -146,15 +146,15 @@ def _ids(ids: Any, argument: str) -> list[Any]:
     return list(ids)
 
 
-def _attempts(lock_timeout: float | None) -> Iterator[int]:
+def _attempts(lock_timeout: float | None, started: float) -> Iterator[int]:
     """The attempts of one operation: ``ATTEMPTS`` at least, and more for as long as the store's
     ``lock_timeout`` (None: for ever), each lost one followed by a random wait (``_back_off``).
 
     Two processes writing one thread otherwise take turns in lockstep: the one that lost reads what
     the other wrote and builds again, while the other, whose head is current, commits first again;
     a put gave up after ``ATTEMPTS`` losses in a trial of two graphs on one PostgreSQL thread. A
-    commit waits for the session's lock as long as ``lock_timeout``; a put waits its turn as long."""
-    started = time.monotonic()
+    commit waits for the session's lock as long as ``lock_timeout``; a put waits its turn as long,
+    from ``started``."""
     attempt = 0
     while attempt < ATTEMPTS or lock_timeout is None or time.monotonic() - started < lock_timeout:
         yield attempt
@@ -167,21 +167,15 @@ def _back_off(attempt: int) -> None:
     time.sleep(_JITTER.uniform(0, min(BACK_OFF_CAP, BACK_OFF_FIRST * 2 ** min(attempt, 16))))
 
 
-def _kept_losing(
-    thread_id: Any, operation: str, attempts: int = ATTEMPTS, started: float | None = None
-) -> ConcurrentUpdateError:
-    """The error of an operation whose every attempt found another handle's commit first (a put or
-    put_writes tried for ``lock_timeout`` from ``started``): nothing of it is written."""
-    details: dict[str, Any] = {"thread_id": str(thread_id), "operation": operation, "attempts": attempts}
-    over = ""
-    if started is not None:
-        details["waited_seconds"] = round(time.monotonic() - started, 3)
-        over = f" over {details['waited_seconds']:.1f} s"
+def _kept_losing(thread_id: Any, operation: str, attempts: int, started: float) -> ConcurrentUpdateError:
+    """The error of an operation whose every attempt, tried for ``lock_timeout`` from ``started``,
+    found another handle's commit first: nothing of it is written."""
+    waited = round(time.monotonic() - started, 3)
     return ConcurrentUpdateError(
         f"thread {thread_id!r}: other handles kept writing it; {operation} was built again {attempts} times"
-        f"{over} and each time another commit landed first (an operation tries {ATTEMPTS} times at least, and"
-        " for as long as the store's lock_timeout)",
-        details,
+        f" over {waited:.1f} s and each time another commit landed first (an operation tries {ATTEMPTS} times"
+        " at least, and for as long as the store's lock_timeout)",
+        {"thread_id": str(thread_id), "operation": operation, "attempts": attempts, "waited_seconds": waited},
     )
 
 
@@ -483,7 +477,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         encoded_metadata = self.codec.encode(get_checkpoint_metadata(config, metadata))
         with lane.operation():
             started = time.monotonic()
-            for attempt in _attempts(self.store.lock_timeout):
+            for attempt in _attempts(self.store.lock_timeout, started):
                 with lane.built_on_kept() as missed:
                     values, ciphertexts = self._encode_values(lane, checkpoint, new_versions, parent_id)
                     done = lane.commit_checkpoint(
@@ -568,7 +562,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         encoded: dict[int, Any] = {}
         with lane.operation(writes=True):
             started = time.monotonic()
-            for attempt in _attempts(self.store.lock_timeout):
+            for attempt in _attempts(self.store.lock_timeout, started):
                 with lane.built_on_kept() as missed:
                     found = lane.head()
                     entries = lane.writes_of(checkpoint_id, found[1] if found is not None else None)
@@ -652,7 +646,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
 
     def _delete_namespace(self, thread_id: str, names: tuple[str, str]) -> None:
         started = time.monotonic()
-        for attempt in _attempts(self.store.lock_timeout):
+        for attempt in _attempts(self.store.lock_timeout, started):
             heads = stored_heads(self.store, names)
             if all(head is None for head in heads.values()):
                 # none, or made and holding no snapshot yet: nothing of the thread to read. (One
@@ -752,7 +746,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
         an error. A put another saver makes meanwhile makes the rewrite start again from the
         thread as it is then, rather than be dropped."""
         started = time.monotonic()
-        for attempt in _attempts(self.store.lock_timeout):
+        for attempt in _attempts(self.store.lock_timeout, started):
             with lane.lock:
                 lane.read_again()
                 heads = lane.stored_heads()  # first: a commit after this read fails the swap, not lost
@@ -776,7 +770,7 @@ class SnapstoreSaver(BaseCheckpointSaver[int], AbstractContextManager, AbstractA
             entries = source.entries()
             target = self._writing_lane(target_thread_id, source.checkpoint_ns)
             started = time.monotonic()
-            for attempt in _attempts(self.store.lock_timeout):
+            for attempt in _attempts(self.store.lock_timeout, started):
                 with target.lock:
                     heads = target.stored_heads()
                     if any(head is not None for head in heads.values()):
