@@ -480,6 +480,18 @@ class Mood(enum.StrEnum):
     CALM = "calm"
 
 
+class Rate(int, enum.Enum):
+    """An int enum whose ``.value`` is a float: orjson writes it as that value (1.0) when told to pass
+    subclasses through, as the state's serializer is, and as the int (1) when not."""
+
+    ONE = 1
+
+    def __new__(cls, value: int) -> Rate:
+        member = int.__new__(cls, value)
+        member._value_ = float(value)
+        return member
+
+
 SUBCLASSES = {
     "OrderedDict": (collections.OrderedDict(b=1, a=2), {"a": 2, "b": 1}),
     "defaultdict": (collections.defaultdict(list, a=[1]), {"a": [1]}),
@@ -490,6 +502,7 @@ SUBCLASSES = {
     "list-subclass": (type("Items", (list,), {})([1, 2]), [1, 2]),
     "IntEnum": (Level.ONE, 1),
     "StrEnum": (Mood.CALM, "calm"),
+    "int-enum-of-a-float-value": (Rate.ONE, 1.0),
     "nested": ({"deep": [collections.OrderedDict(z=[type("Count", (int,), {})(4)])]}, {"deep": [{"z": [4]}]}),
 }
 
@@ -507,6 +520,30 @@ def test_subclasses_of_json_types_are_written_as_their_base_type(fx: Fixture, ca
     assert type(got["v"]) is type(expected)
     after = sess.commit({"v": value, "other": 2})  # the stored states differ in /other only
     assert [op["path"] for op in sess.diff(snap.id, after.id)] == ["/other"]
+
+
+@pytest.mark.parametrize(
+    ("head", "state", "expected"),
+    [
+        pytest.param({"v": 1}, {"v": Rate.ONE}, {"v": 1.0}, id="member"),
+        pytest.param({"v": [1, 2, 3]}, {"v": [Rate.ONE, 2, 3]}, {"v": [1.0, 2, 3]}, id="list-element"),
+        pytest.param({"v": {"a": 1, "b": 2}}, {"v": {"a": Rate.ONE, "b": 2}}, {"v": {"a": 1.0, "b": 2}}, id="nested"),
+        pytest.param({"v": [1.0, 2, 3]}, {"v": [Rate.ONE, 2, 3]}, {"v": [1.0, 2, 3]}, id="unchanged"),
+    ],
+)
+def test_an_enum_stored_as_its_value_is_diffed_as_that_value(
+    fx: Fixture, head: Any, state: Any, expected: Any
+) -> None:
+    """The delta to a state holding an enum member whose ``.value`` has another type than the member
+    (stored as that value) says what the state's hash says: the diff compared, and the patch wrote,
+    such a member as orjson writes an int (1), while the state's bytes hold its value (1.0), so the
+    delta dropped the change (a list's element, == to its int) or wrote 1 (a member replaced) and
+    the snapshot never rebuilt again (CorruptObjectError, and verify's problem)."""
+    fx.sess.commit(head)
+    snap = fx.sess.commit(state)
+    got = fx.reopen().session("s").state(snap.id)
+    assert canonical(got) == canonical(expected)
+    assert fx.reopen().verify(read_data=True).ok
 
 
 # -- valid edge cases round-trip exactly ---------------------------------------------

@@ -71,7 +71,7 @@ def _refuse(value: Any) -> Any:
     raise TypeError(f"type {type(value).__name__} is not JSON")
 
 
-def _json_base(value: Any) -> Any:
+def json_base(value: Any) -> Any:
     """A subclass of a JSON type as its base type's value (OrderedDict -> dict, a str subclass -> str).
 
     The base types' own methods are called, so a subclass's overrides cannot change what is stored.
@@ -304,7 +304,7 @@ def encode_members(value: Any) -> tuple[bytes | None, dict[str, bytes] | None, b
 
     def to_base(obj: Any) -> Any:
         nonlocal converted
-        base = _json_base(obj)
+        base = json_base(obj)
         converted = True
         return base
 
@@ -501,6 +501,13 @@ def describe_unrepresentable(root: Any) -> InvalidStateError:
 def dumps(value: Any) -> bytes:
     """Canonical JSON of a value already known to be valid (no checks beyond orjson's)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def dumps_values(value: Any) -> bytes:
+    """Canonical JSON of values taken from a state (a patch's), written as the state's bytes write
+    them: an enum member as its ``.value``, where ``dumps`` writes an int enum as its int, and the
+    delta would then disagree with the hash of the state it gives."""
+    return orjson.dumps(value, default=json_base, option=_DUMPS_OPTIONS)
 
 
 def dumps_as_ordered(value: Any) -> bytes:

@@ -43,7 +43,19 @@ __all__ = ["Op", "apply_patch", "diff", "diff_members", "escape_token", "format_
 
 Op = dict[str, Any]
 
-_canon = partial(orjson.dumps, option=orjson.OPT_SORT_KEYS)
+
+def _as_base(value: Any) -> Any:
+    from .codec import json_base  # codec builds on this module
+
+    return json_base(value)
+
+
+# Values are compared by the bytes the state's own serializer gives them (codec.encode_members):
+# subclasses passed through to their base type's value, so an enum member is written as its
+# ``.value``. Without the option orjson writes an int enum as its int: a member whose ``.value`` is
+# 1.0 or true, which the state's bytes hold, then compared equal to a 1 the head held and the change
+# was left out of the delta (the snapshot failed its hash on every rebuild).
+_canon = partial(orjson.dumps, default=_as_base, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS)
 _MISSING: Any = object()
 # same type and ``==`` means type-exact equal for these (floats differ as 0.0 and -0.0)
 _EXACT_BY_EQ = frozenset((str, int, bool, type(None)))

@@ -769,7 +769,7 @@ class Session:
             ops = found
         else:
             ops = diff(head_state, state)
-        payload = codec.dumps(ops)
+        payload = codec.dumps_values(ops)
         # Patched in place (a copy would double the memory): the cache is no snapshot's until the
         # append lands, and a refusal or a failed write puts it back (``_unpatch_head``).
         self._head_id = None
