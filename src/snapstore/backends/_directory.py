@@ -86,6 +86,8 @@ MAX_CONFIG_FILE = 4096
 MAX_REPLACE_RECORD = 16 * MAX_CONFIG_FILE
 #: why a group left part way cannot be finished, when a staged history it still needs is gone
 _LOST_STAGED = "its staged history {} is gone, and other sessions of the group were replaced already"
+#: times a session's lock file is opened and locked again, found deleted or replaced once locked
+_LOCK_FILE_ATTEMPTS = 8
 #: seconds a session lock's waiting thread stays without a wait before it ends
 WAITER_IDLE = 5.0
 #: lock files a handle keeps open between commits, for the sessions it locked last: more are
@@ -1615,17 +1617,37 @@ class _SessionLock:
 
     @contextmanager
     def hold(self, timeout: float | None) -> Iterator[None]:
+        started = time.monotonic()
         waited = acquire_thread_lock(self.threads, self.key, timeout)
         try:
-            fd = self._descriptor()
-            held = fd
-            if timeout is None:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # no timeout: wait in the kernel's queue, on this thread
-            else:
+            for _attempt in range(_LOCK_FILE_ATTEMPTS):
+                fd = self._descriptor()
+                held = fd
+                if timeout is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # no timeout: wait in the kernel's queue, on this thread
+                else:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        held = self._wait(max(timeout - waited, 0.0), waited)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    held = self._wait(max(timeout - waited, 0.0), waited)
+                    if self._is_the_lock_file(held):
+                        break
+                except BaseException:
+                    fcntl.flock(held, fcntl.LOCK_UN)
+                    raise
+                # the lock file was deleted or replaced since this handle opened it: its flock locks
+                # out no writer that opens the file now (two writers appended at one offset, and
+                # acknowledged commits were lost), so the file at the name is opened and locked again
+                fcntl.flock(held, fcntl.LOCK_UN)
+                self.close()
+                waited = time.monotonic() - started
+            else:
+                raise BackendError(
+                    f"sessions/{self.key}/{LOCK_FILE} kept being deleted or replaced while it was locked: "
+                    "something other than snapstore removes the store's lock files",
+                    {"path": f"sessions/{self.key}/{LOCK_FILE}", "reason": "lock file replaced"},
+                )
             self.holder = threading.get_ident()
             try:
                 yield
@@ -1634,6 +1656,17 @@ class _SessionLock:
                 fcntl.flock(held, fcntl.LOCK_UN)
         finally:
             self.threads.release()
+
+    def _is_the_lock_file(self, fd: int) -> bool:
+        """Whether ``fd`` is the file at the session's lock file name now (one file under both names
+        of a replace's exchange, ``_link_lock_file``)."""
+        try:
+            with self.backend._session_dir(self.key) as folder:
+                now = os.stat(LOCK_FILE, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
     def _wait(self, timeout: float, waited: float) -> int:
         """The lock, from the waiting thread (started when there is none, or it ended idle)."""
