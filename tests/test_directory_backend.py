@@ -56,7 +56,13 @@ def test_directory_foreign_entries_are_listed_not_used(tmp_path: Path) -> None:
     (root / "sessions" / "s" / "ffffffffffffffff.seg").write_bytes(b"")  # past the largest segment number
     (root / "sessions" / "bad name").mkdir()
     os.mkfifo(root / "sessions" / "s" / "0000000000000001.seg")
+    # a FIFO under a segment's name is refused, not passed over (passed over, a segment's history it
+    # stood for left the session unseen: tests/test_hostile_filesystem.py)
+    with pytest.raises(BackendError, match=r"0000000000000001\.seg: not a regular file"):
+        b.segments("s")
+    os.unlink(root / "sessions" / "s" / "0000000000000001.seg")
     assert [i.segment for i in b.segments("s")] == [0]
+    os.mkfifo(root / "sessions" / "s" / "0000000000000001.seg")
     assert b.session_keys() == ["s"]
     assert b.foreign_entries() == [
         "notes.txt",
@@ -287,7 +293,8 @@ def test_planted_special_files_never_hang_or_allocate(tmp_path: Path, kind: str)
         error = _finishes(use)
         assert isinstance(error, BackendError), error
         assert "regular file" in str(error) or "symbolic link" in str(error)
-    assert _finishes(lambda: b.segments("s")) == []
+    listed = _finishes(lambda: b.segments("s"))
+    assert isinstance(listed, BackendError) and "not a regular file" in str(listed), listed
     assert "sessions/s/0000000000000000.seg" in _finishes(b.foreign_entries)
     assert os.path.lexists(session / "0000000000000000.seg")  # refused, not removed
 

@@ -4,6 +4,7 @@ outside trial of hostile file systems): each case with real files and a real sec
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import cli_env, run
-from snapstore import LockTimeoutError, SnapshotStore
+from snapstore import BackendError, LockTimeoutError, SnapshotStore
 
 # holds a session's lock, through a handle of its own, until its standard input closes
 _HOLDER = """
@@ -49,4 +50,46 @@ def test_a_writer_whose_lock_file_was_deleted_waits_for_the_writer_holding_the_n
     after = sess.commit({"turn": 1})
     assert after.parent == first.id
     assert [snap.id for snap in SnapshotStore.open(root).session("s").snapshots()] == [first.id, after.id]
+    assert run("verify", store=root).returncode == 0
+
+
+def _two_segments(root: Path) -> tuple[list[str], Path]:
+    """A session whose commits fill two segments; its ids and its folder."""
+    import random
+
+    rng = random.Random(0)
+    with SnapshotStore.open(root) as store:
+        sess = store.session("s", max_snapshots=100)
+        # each state written anew and 100 kB: a keyframe each, and segments that fill up
+        turns = [{"turn": t, "text": "".join(rng.choice("abcdef ") for _ in range(100_000))} for t in range(6)]
+        ids = [sess.commit(state).id for state in turns]
+        folder = root / "sessions" / sess.key
+    assert len(list(folder.glob("*.seg"))) >= 2
+    return ids, folder
+
+
+@pytest.mark.parametrize("kind", ["folder", "link", "fifo"])
+def test_a_segment_replaced_by_something_not_a_file_is_refused_not_passed_over(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "store"
+    ids, folder = _two_segments(root)
+    last = sorted(folder.glob("*.seg"))[-1]
+    moved = tmp_path / "elsewhere.seg"
+    os.rename(last, moved)  # a tool that moved the file out and left something in its place
+    if kind == "folder":
+        last.mkdir()
+    elif kind == "link":
+        last.symlink_to(moved)
+    else:
+        os.mkfifo(last)
+    store = SnapshotStore.open(root)
+    # before: the session read as if its newest segment had never been, its head an older snapshot,
+    # verify said ok and a commit went on from that head, forking the history
+    for use in (lambda: store.session("s").head, lambda: store.session("s").commit({"turn": -1})):
+        with pytest.raises(BackendError, match=re.escape(f"{last.name}: not a regular file")):
+            use()
+    verified = run("verify", store=root)
+    assert verified.returncode == 1 and f"sessions/s/{last.name}: not a regular file" in verified.stdout
+    last.rmdir() if kind == "folder" else last.unlink()
+    os.rename(moved, last)  # put back: nothing was written meanwhile
+    assert store.session("s").head.id == ids[-1]
     assert run("verify", store=root).returncode == 0

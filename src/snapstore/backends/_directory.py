@@ -612,7 +612,7 @@ class DirectoryBackend(Backend):
                         continue
                     try:
                         if not entry.is_file(follow_symlinks=False):
-                            continue
+                            raise _not_a_segment_file(f"sessions/{key}/{entry.name}")
                         info = entry.stat(follow_symlinks=False)
                         version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info, began)
                     except FileNotFoundError:
@@ -1288,6 +1288,17 @@ class DirectoryBackend(Backend):
 
 
 _ACCESS_FD = os.access in os.supports_fd and os.access in os.supports_effective_ids
+
+
+def _not_a_segment_file(where: str) -> BackendError:
+    """A folder, link, FIFO or device under a segment's name is refused, never passed over: passed
+    over, the history it stands for left the session unseen (its head went back to the segment
+    before, verify said ok and the next commit went on from there)."""
+    return BackendError(
+        f"refused {where}: not a regular file (a folder, link, FIFO or device where a segment belongs); "
+        "put the segment file back, or move this out of the store",
+        {"path": where, "reason": "not a regular file"},
+    )
 
 
 def _moved(key: str, segment: int) -> ConcurrentUpdateError:
