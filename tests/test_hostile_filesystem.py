@@ -93,3 +93,37 @@ def test_a_segment_replaced_by_something_not_a_file_is_refused_not_passed_over(t
     os.rename(moved, last)  # put back: nothing was written meanwhile
     assert store.session("s").head.id == ids[-1]
     assert run("verify", store=root).returncode == 0
+
+
+_IMPORT_WITHOUT_ROOM = """
+import resource, signal, sys
+from snapstore import SnapshotStore
+from snapstore.errors import ArchiveError
+store = SnapshotStore.open(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))  # no file may grow: a full disk
+try:
+    store.import_archive(sys.argv[2])
+except ArchiveError as exc:
+    print(exc)
+"""
+
+
+def test_an_import_with_no_usable_temporary_folder_is_an_archive_error(tmp_path: Path) -> None:
+    source = SnapshotStore.open(tmp_path / "source")
+    source.session("s").commit({"turn": 0})
+    source.export(tmp_path / "a.snaparchive")
+    target = tmp_path / "target"
+    SnapshotStore.open(target).close()
+    # gettempdir finds no folder it can write in: the spool's error asked it again for the message,
+    # and its FileNotFoundError escaped instead of the ArchiveError
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_WITHOUT_ROOM, str(target), str(tmp_path / "a.snaparchive")],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot import archive" in proc.stdout and "nothing was imported" in proc.stdout
+    assert SnapshotStore.open(target).sessions() == []

@@ -33,7 +33,12 @@ if TYPE_CHECKING:
 
 
 def spool_error(archive: str, spool_dir: str | os.PathLike[str] | None, exc: OSError) -> ArchiveError:
-    folder = str(spool_dir) if spool_dir is not None else tempfile.gettempdir()
+    try:
+        folder = str(spool_dir) if spool_dir is not None else tempfile.gettempdir()
+    except OSError:
+        # gettempdir looks for a folder it can write a file in: none was (full, read-only or missing,
+        # which is how the spool failed), and asking again raised its FileNotFoundError past this error
+        folder = "a temporary folder"
     return ArchiveError(
         f"cannot import archive {archive}: writing its temporary spool file in {folder} failed: "
         f"{exc.strerror or exc} (errno {exc.errno}); nothing was imported",
