@@ -3,6 +3,7 @@ outside trial of hostile file systems): each case with real files and a real sec
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -127,3 +128,44 @@ def test_an_import_with_no_usable_temporary_folder_is_an_archive_error(tmp_path:
     assert proc.returncode == 0, proc.stderr
     assert "cannot import archive" in proc.stdout and "nothing was imported" in proc.stdout
     assert SnapshotStore.open(target).sessions() == []
+
+
+_EVICT_WITHOUT_ROOM = """
+import json, os, random, resource, signal, sys
+from snapstore import SnapshotStore
+root, call = sys.argv[1], sys.argv[2]
+rng = random.Random(0)
+sess = SnapshotStore.open(root, max_runs=2).session("s", max_snapshots=100)
+def text(n):
+    return "".join(rng.choice("abcdefgh") for _ in range(n))
+# segment 1: two runs, the second tagged; segment 2: a smaller run, the head after it
+ids = [sess.commit({"t": t, "b": text(140_000)}).id for t in range(2)]
+sess.tag(ids[1], "keep")
+sess.commit({"c": text(100_000)})
+sess.commit({"x": 2})
+open_segment = os.path.join(root, "sessions", sess.key, "0000000000000002.seg")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+# room to append to segment 2, none to rewrite segment 1 from its tagged run (a nearly full disk)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(open_segment) + 2000, resource.RLIM_INFINITY))
+print(json.dumps(sess.forget(1) if call == "forget" else sess.set_max_snapshots(1)))
+"""
+
+
+@pytest.mark.parametrize("call", ["forget", "set_max_snapshots"])
+def test_an_eviction_written_whose_rewrite_fails_is_not_reported_as_failed(tmp_path: Path, call: str) -> None:
+    root = tmp_path / "store"
+    proc = subprocess.run(
+        [sys.executable, "-c", _EVICT_WITHOUT_ROOM, str(root), call],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    # before: BackendError ("cannot write ... File too large") from reclaiming, though the eviction
+    # (or the new limit) was written and stood: the caller was told it failed
+    assert proc.returncode == 0, proc.stderr
+    evicted = json.loads(proc.stdout)  # the first run and the untagged one after the tagged run
+    store = SnapshotStore.open(root)
+    assert len(evicted) == 2 and not set(evicted) & {snap.id for snap in store.session("s").snapshots()}
+    store.gc(grace_seconds=0)  # the space, once there is room
+    assert run("verify", store=root).returncode == 0

@@ -1292,7 +1292,7 @@ class Session:
                 return []
             self._write_meta(limit_settings(log, max_snapshots))
             after = set(log.retained())
-            self._reclaim(log)
+            self._reclaim_quietly(log)  # the limit is written: a failed rewrite must not read as a refusal
             return [sid for sid in before if sid not in after]
 
     def tag(self, snapshot_id: str, name: str) -> str:
@@ -1316,7 +1316,7 @@ class Session:
                 raise SnapshotNotFound(f"session {self.name!r} has no tag {name!r}", {"tag": name})
             sid = log.tags[name]
             self._write_meta(_with_mark(log, {"tag": [name, None]}))
-            self._reclaim(log)
+            self._reclaim_quietly(log)
             return sid
 
     def forget(self, keep_last: int) -> list[str]:
@@ -1335,7 +1335,7 @@ class Session:
             if behind and log.order.index(behind[-1]) >= log.window_start():
                 self._write_meta({"evicted_through": behind[-1]})
             if gone:
-                self._reclaim(log)
+                self._reclaim_quietly(log)
             return gone
 
     def clear_old_snapshots(self) -> int:
