@@ -169,3 +169,46 @@ def test_an_eviction_written_whose_rewrite_fails_is_not_reported_as_failed(tmp_p
     assert len(evicted) == 2 and not set(evicted) & {snap.id for snap in store.session("s").snapshots()}
     store.gc(grace_seconds=0)  # the space, once there is room
     assert run("verify", store=root).returncode == 0
+
+
+_OUT_OF_DESCRIPTORS = """
+import os, resource, sys
+from snapstore import SnapshotStore
+from snapstore.errors import BackendError
+store = SnapshotStore.open(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+os.close(held.pop())  # one left: the folder opens, and listing it (which takes a second) does not
+for use in (store.sessions, store.verify, lambda: store.gc(grace_seconds=0)):
+    try:
+        use()
+        print("no error")
+    except BackendError as exc:
+        print(exc)
+for fd in held:
+    os.close(fd)
+print(store.sessions(), store.session("s").head.turn)
+"""
+
+
+def test_a_listing_out_of_descriptors_is_a_backend_error(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    SnapshotStore.open(root).session("s").commit({"turn": 0}, turn=0)
+    proc = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS, str(root)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    # before: os.scandir's OSError (EMFILE) escaped store.sessions(), verify, gc, export and stats
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        *["cannot list sessions: Too many open files"] * 3,
+        "['s'] 0",
+    ]

@@ -446,6 +446,8 @@ class DirectoryBackend(Backend):
         try:
             with os.scandir(sessions) as listing:
                 entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+        except OSError as exc:  # out of descriptors (listing takes one of its own), an I/O error
+            raise io_error("list", "sessions", exc) from exc
         finally:
             os.close(sessions)
         # every folder here is a session's (a name may spell ".tmp-"): temporary files live in folders
