@@ -212,3 +212,18 @@ def test_a_listing_out_of_descriptors_is_a_backend_error(tmp_path: Path) -> None
         *["cannot list sessions: Too many open files"] * 3,
         "['s'] 0",
     ]
+
+
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_a_format_file_replaced_is_reported_by_the_cli_not_called_no_store(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "store"
+    SnapshotStore.open(root).session("s").commit({"turn": 0})
+    os.unlink(root / "config" / "format")
+    if kind == "folder":
+        (root / "config" / "format").mkdir()
+    else:
+        (root / "config" / "format").symlink_to(tmp_path / "elsewhere")
+    verified = run("verify", store=root)
+    # before: "no snapstore store at ... (run snapstore init)", and init failed with the refusal
+    assert verified.returncode == 1
+    assert "refused config/format" in verified.stderr and "init" not in verified.stderr

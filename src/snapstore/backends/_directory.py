@@ -270,7 +270,9 @@ class DirectoryBackend(Backend):
             raise io_error("open folder", where, exc) from exc
         if os.fstat(fd).st_dev != self._device:
             os.close(fd)
-            raise BackendError(f"refused {where}: it is on another device (a mount point)", {"path": where})
+            raise BackendError(
+                f"refused {where}: it is on another device (a mount point)", {"path": where, "reason": "another device"}
+            )
         return fd
 
     @contextmanager
@@ -1320,7 +1322,9 @@ def read_regular_file(
         raise
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise BackendError(f"refused {where}: it is a symbolic link", {"path": where}) from None
+            raise BackendError(
+                f"refused {where}: it is a symbolic link", {"path": where, "reason": "symbolic link"}
+            ) from None
         raise io_error("open", where, exc) from exc
     try:
         info = os.fstat(fd)

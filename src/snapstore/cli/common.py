@@ -63,8 +63,17 @@ def shown_store(path: str) -> str:
     return path
 
 
-#: why a store could not be opened, said as it is instead of "run init" (which would fail the same way)
-_REPORTED_REASONS = ("foreign table", "no schema", "unsupported URL scheme", "not a folder")
+#: why a store could not be opened, said as it is instead of "run init" (which would fail the same way):
+#: the last three are a directory store's file or folder refused (its format file a folder or a link)
+_REPORTED_REASONS = (
+    "foreign table",
+    "no schema",
+    "unsupported URL scheme",
+    "not a folder",
+    "not a regular file",
+    "symbolic link",
+    "another device",
+)
 
 
 def open_existing(path: str) -> SnapshotStore | None:
