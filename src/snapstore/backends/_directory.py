@@ -1615,6 +1615,7 @@ class _SessionLock:
         self.pid = 0
         self.waiter: _FlockWaiter | None = None
         self.holder: int | None = None  # the thread holding the lock, while one does
+        self.identity = (0, 0)  # (device, inode) of the lock file ``fd`` is open on
 
     def _open_lock_file(self) -> int:
         with self.backend._session_dir(self.key, create=True) as folder:
@@ -1622,9 +1623,11 @@ class _SessionLock:
                 fd = _open_lock(folder)
             except OSError as exc:
                 raise io_error("open lock", f"sessions/{self.key}/{LOCK_FILE}", exc) from exc
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode):
                 os.close(fd)
                 raise BackendError(f"refused sessions/{self.key}/{LOCK_FILE}: not a regular file", {})
+        self.identity = (found.st_dev, found.st_ino)
         return fd
 
     def _descriptor(self) -> int:
@@ -1677,13 +1680,19 @@ class _SessionLock:
     def _is_the_lock_file(self, fd: int) -> bool:
         """Whether ``fd`` is the file at the session's lock file name now (one file under both names
         of a replace's exchange, ``_link_lock_file``)."""
+        if fd == self.fd:
+            mine = self.identity
+        else:
+            found = os.fstat(fd)
+            mine = (found.st_dev, found.st_ino)
+        # one stat through the root's descriptor, not the session folder opened and closed again (a
+        # tenth of a small commit): a folder on the way swapped for a link leads to another file,
+        # which reads as replaced, and the file is then opened again the careful way
         try:
-            with self.backend._session_dir(self.key) as folder:
-                now = os.stat(LOCK_FILE, dir_fd=folder, follow_symlinks=False)
+            now = os.stat(f"sessions/{self.key}/{LOCK_FILE}", dir_fd=self.backend._root_fd, follow_symlinks=False)
         except FileNotFoundError:
             return False
-        mine = os.fstat(fd)
-        return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+        return (now.st_dev, now.st_ino) == mine
 
     def _wait(self, timeout: float, waited: float) -> int:
         """The lock, from the waiting thread (started when there is none, or it ended idle)."""
