@@ -92,8 +92,24 @@ _LOCK_FILE_ATTEMPTS = 8
 WAITER_IDLE = 5.0
 #: lock files a handle keeps open between commits, for the sessions it locked last: more are
 #: closed (and opened again at their next commit), so that a process writing many sessions does
-#: not run out of descriptors (the default limit is 1,024 on Linux and 256 on macOS)
+#: not run out of descriptors (the default limit is 1,024 on Linux and 256 on macOS); fewer under
+#: a lower limit (``open_lock_files``)
 OPEN_LOCK_FILES = 64
+
+
+def open_lock_files() -> int:
+    """Lock files a handle keeps open: ``OPEN_LOCK_FILES``, or an eighth of the process's limit on
+    descriptors when that is lower (a handle kept 64 under a limit of 40, and every commit after
+    the 34th session found no descriptor left to open a folder with)."""
+    try:
+        import resource  # (POSIX only, as the directory store is)
+
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return OPEN_LOCK_FILES
+    if limit == resource.RLIM_INFINITY or limit <= 0:
+        return OPEN_LOCK_FILES
+    return max(1, min(OPEN_LOCK_FILES, limit // 8))
 #: listings of a session folder, each a folder a delete or a replace exchanged meanwhile, before the last one stands
 LISTING_ATTEMPTS = 3
 #: listings taken again, in all, because a segment listed was gone when looked at
@@ -142,6 +158,7 @@ class DirectoryBackend(Backend):
                 os.makedirs(self.root, exist_ok=True)
             except OSError as exc:
                 raise io_error("create a store at", self.root, exc) from exc
+        self._open_lock_files = open_lock_files()  # (the limit as the store opens: read once)
         try:
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -467,7 +484,7 @@ class DirectoryBackend(Backend):
         self._writable(f"sessions/{key}")
         held = self._session_lock(key)
         with self._mutex:
-            idle = touch(self._locked_last, key, held, OPEN_LOCK_FILES)
+            idle = touch(self._locked_last, key, held, self._open_lock_files)
         for lock in idle:
             lock.close_if_idle()
         return self._held_after_replaces(held, key, timeout)
