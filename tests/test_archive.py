@@ -1742,3 +1742,21 @@ def test_a_malformed_session_document_is_named_once_by_its_place(
         target.import_archive(parts.build(path))
     assert str(raised.value).startswith(f"archive {path}: ") and str(raised.value).count(str(path)) == 1
     assert raised.value.details["path"] == str(path)
+
+
+def test_a_session_document_nested_deeper_than_orjson_writes_is_refused(
+    archive: Path, target: SnapshotStore, tmp_path: Path
+) -> None:
+    """orjson reads 1024 levels and writes 254: a document member nested between the two passed the
+    manifest's parse and died re-encoding the document, a bare TypeError (found by a trial)."""
+    parts = Parts.read(archive)
+    payloads, manifest, index = parts.body()
+    manifest = manifest.replace(b'"bases":', b'"deep":' + b"[" * 300 + b"0" + b"]" * 300 + b',"bases":', 1)
+    path = parts.build(
+        tmp_path / "deep.snaparchive", body=payloads + manifest + index, manifest_size=len(manifest),
+        meta_hash=xxhash.xxh3_128_digest(manifest + index),
+    )  # fmt: skip
+    error = refused(target, path)
+    assert error.details["reason"] == "bad session document"
+    assert "nested too deeply" in str(error)
+

@@ -375,7 +375,14 @@ class _ArchiveReader(ArchiveContents):
             label = f"#{number} of the manifest's sessions"
             tags = item.pop("tags", {}) if isinstance(item, dict) else {}
             window = item.pop("window", _NO_WINDOW) if isinstance(item, dict) and version >= 2 else _NO_WINDOW
-            payload = bytes(memoryview(codec.dumps(item)))  # a right-sized copy: orjson's buffer is larger
+            try:
+                payload = bytes(memoryview(codec.dumps(item)))  # a right-sized copy: orjson's buffer is larger
+            except (TypeError, orjson.JSONEncodeError):  # nested deeper than orjson writes (it reads deeper)
+                raise fail(
+                    f"archive {self.name}: session document {label} is malformed: it is nested too deeply",
+                    "bad session document",
+                    path=self.name,
+                ) from None
             del item
             try:
                 doc = SessionDoc.from_payload(label, payload)
