@@ -1760,3 +1760,50 @@ def test_a_session_document_nested_deeper_than_orjson_writes_is_refused(
     assert error.details["reason"] == "bad session document"
     assert "nested too deeply" in str(error)
 
+
+@pytest.mark.parametrize("levels", [253, 300])
+def test_deltas_that_nest_a_state_deeper_than_a_commit_takes_are_refused(
+    target: SnapshotStore, tmp_path: Path, levels: int
+) -> None:
+    """Each delta is shallow enough, yet they nest the state they rebuild deeper than a commit takes
+    (252 levels): at 253 the import wrote it and the session's next commit failed, past orjson's 254
+    the import died on a bare TypeError (found by a trial)."""
+    source = SnapshotStore.memory()
+    sess = source.session("s")
+    deep: Any = 0
+    for _ in range(200):
+        deep = [deep]
+    first = sess.commit({"x": deep})
+    second = sess.commit({"x": orjson.loads(orjson.dumps(deep).replace(b"0", b"1"))})
+    source.export(tmp_path / "a.snaparchive")
+    parts = Parts.read(tmp_path / "a.snaparchive")
+    record = orjson.loads(parts.payloads[parts.index(second.id)])
+    ops = orjson.loads(parts.payloads[parts.index(record["delta"])])
+    assert [op["op"] for op in ops] == ["replace"]
+    value: Any = 1
+    for _ in range(levels - 201):  # the state is an object (1 level), then 200 lists to the leaf
+        value = [value]
+    ops[0]["value"] = value
+    delta = orjson.dumps(ops)
+    parts.payloads[parts.index(record["delta"])] = delta
+    parts.entries[parts.index(record["delta"])][0] = object_id(delta)
+    state: Any = {"x": deep}
+    leaf = state["x"]
+    while leaf[0] != 0:
+        leaf = leaf[0]
+    leaf[0] = value
+    try:
+        data = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        record["state"], record["size"] = object_id(data), len(data)
+    except orjson.JSONEncodeError:  # deeper than orjson writes: the rebuild fails before any hash is compared
+        pass
+    record["delta"] = object_id(delta)
+    payload = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    parts.payloads[parts.index(second.id)] = payload
+    parts.entries[parts.index(second.id)][0] = new_id = object_id(payload)
+    document = parts.manifest["sessions"][0]
+    document["snapshots"] = [first.id, new_id]
+    document["head"] = new_id
+    error = refused(target, parts.build(tmp_path / "deep.snaparchive"))
+    assert error.details["reason"] == "not JSON"
+    assert "nests at most 252 levels" in str(error)

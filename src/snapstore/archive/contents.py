@@ -22,7 +22,7 @@ import orjson
 from .. import codec
 from ..codec import Kind
 from ..delta import apply_patch
-from ..errors import ArchiveError, PatchError, SnapshotError
+from ..errors import ArchiveError, InvalidStateError, PatchError, SnapshotError
 from ..history import SessionLog
 from ..objects import SessionDoc, SnapshotRecord
 from .checks import check_payload, fail, refuse_copies
@@ -301,7 +301,17 @@ class ArchiveContents:
     def state_bytes(self, sid: str, record: SnapshotRecord, bases: frozenset[str], local: SessionLog | None) -> bytes:
         """The canonical bytes of a snapshot's state, rebuilt and checked against its record."""
         state = self._rebuild(sid, bases, local, f"snapshot {sid}")
-        data = codec.dumps(state)
+        try:
+            # as a commit encodes it, two levels spare: deltas can nest a state deeper than orjson
+            # writes, or than a commit takes (252), and such a state would leave the session stuck
+            data = codec.encode_state(state)[0]
+        except InvalidStateError as exc:
+            raise fail(
+                f"archive {self.name}: snapshot {sid} rebuilds to a state the store cannot keep: {exc}",
+                "not JSON",
+                path=self.name,
+                object=sid,
+            ) from None
         if len(data) != record.size or codec.object_id(data) != record.state:
             raise fail(
                 f"archive {self.name}: snapshot {sid} rebuilds to a state hashing {codec.object_id(data)} "
