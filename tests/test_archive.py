@@ -1807,3 +1807,17 @@ def test_deltas_that_nest_a_state_deeper_than_a_commit_takes_are_refused(
     error = refused(target, parts.build(tmp_path / "deep.snaparchive"))
     assert error.details["reason"] == "not JSON"
     assert "nests at most 252 levels" in str(error)
+
+
+@pytest.mark.parametrize("version", [1.0, True, "1", 0, -1, None, [1]])
+def test_a_session_document_whose_format_is_no_version_number_is_malformed(
+    archive: Path, target: SnapshotStore, tmp_path: Path, version: Any
+) -> None:
+    """1.0 and true equal 1 in Python and passed as the document's format; "1", 0 or null were
+    refused as a newer format (FormatVersionError, 'has format '1'; this build reads 1'), where
+    the document is malformed (a hostile-archive trial). A newer version stays FormatVersionError."""
+    parts = Parts.read(archive)
+    parts.manifest["sessions"][0]["format"] = version
+    error = refused(target, parts.build(tmp_path / "format.snaparchive"))
+    assert error.details["reason"] == "bad session document"
+    assert "no version number" in str(error)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from . import codec
-from .errors import CorruptObjectError, FormatVersionError
+from .errors import CorruptObjectError, FormatVersionError, shown_value
 
 RECORD_TYPE = "snapstore.snapshot"
 SESSION_TYPE = "snapstore.session"
@@ -313,7 +313,14 @@ def _parse(key: str, payload: bytes, expected_type: str) -> dict[str, Any]:
         raise CorruptObjectError(
             f"object {key} is not a {expected_type} object", {"object": key, "reason": "wrong type"}
         )
-    if body.get("format") != codec.FORMAT_VERSION:
+    version = body.get("format")
+    if type(version) is not int or version < 1:
+        # no version at all, not a newer one; and 1.0 and true equal 1 in Python but are not the integer 1
+        raise CorruptObjectError(
+            f"object {key} has format {shown_value(version, 40)}, which is no version number",
+            {"object": key, "reason": "bad format"},
+        )
+    if version != codec.FORMAT_VERSION:
         raise FormatVersionError(
             f"object {key} has format {body.get('format')!r}; this build reads {codec.FORMAT_VERSION}",
             {"object": key, "version": body.get("format"), "supported": codec.FORMAT_VERSION},
