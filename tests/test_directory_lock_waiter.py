@@ -136,3 +136,21 @@ def test_a_waiting_thread_that_cannot_wait_says_why_at_once() -> None:
     with pytest.raises(BackendError, match=f"sessions/{KEY}/lock"):  # a timeout would be a LockTimeoutError
         waiter.wait(HUNG, 0.0)
     assert not waiter.request()  # the thread has ended: the session lock starts another
+
+
+def test_closing_the_store_under_a_held_lock_keeps_it_until_the_holder_lets_go(
+    pair: tuple[DirectoryBackend, DirectoryBackend],
+) -> None:
+    """A store closed while a thread holds a session's lock (a saver's ``async with`` ending while a
+    commit runs on a worker thread) keeps the lock until the holder lets go, which it does cleanly.
+    Closed under it, the lock file's descriptor let go of the flock mid-commit (another process could
+    take it) and the holder's unlock raised a bare ``OSError: [Errno 9] Bad file descriptor``."""
+    first, second = pair
+    with first.lock_session(KEY, HUNG):
+        first.close()
+        with pytest.raises(LockTimeoutError), second.lock_session(KEY, 0.0):
+            pass  # still held: closing the store did not let go of it
+    with second.lock_session(KEY, 0.0):
+        pass  # and free once the holder let go
+    with pytest.raises(BackendError, match="is closed"), first.lock_session(KEY, 0.0):
+        pass  # the closed store takes no lock again

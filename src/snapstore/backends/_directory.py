@@ -252,7 +252,7 @@ class DirectoryBackend(Backend):
     def close(self) -> None:
         with self._mutex:
             for held in self._locks.values():
-                held.close()
+                held.close_when_released()
             self._locks.clear()
             self._locked_last.clear()
             if self._root_fd >= 0:
@@ -1633,6 +1633,7 @@ class _SessionLock:
         self.waiter: _FlockWaiter | None = None
         self.holder: int | None = None  # the thread holding the lock, while one does
         self.identity = (0, 0)  # (device, inode) of the lock file ``fd`` is open on
+        self.close_on_release = False  # the store was closed while a thread held or awaited the lock
 
     def _open_lock_file(self) -> int:
         with self.backend._session_dir(self.key, create=True) as folder:
@@ -1692,7 +1693,11 @@ class _SessionLock:
                 self.holder = None
                 fcntl.flock(held, fcntl.LOCK_UN)
         finally:
-            self.threads.release()
+            try:
+                if self.close_on_release:  # the store closed meanwhile: its descriptors go with the lock
+                    self.close()
+            finally:
+                self.threads.release()
 
     def _is_the_lock_file(self, fd: int) -> bool:
         """Whether ``fd`` is the file at the session's lock file name now (one file under both names
@@ -1705,9 +1710,12 @@ class _SessionLock:
         # one stat through the root's descriptor, not the session folder opened and closed again (a
         # tenth of a small commit): a folder on the way swapped for a link leads to another file,
         # which reads as replaced, and the file is then opened again the careful way
+        root = self.backend._root_fd
+        if root < 0:  # the store was closed meanwhile: opening the file again says so
+            return False
         try:
-            now = os.stat(f"sessions/{self.key}/{LOCK_FILE}", dir_fd=self.backend._root_fd, follow_symlinks=False)
-        except FileNotFoundError:
+            now = os.stat(f"sessions/{self.key}/{LOCK_FILE}", dir_fd=root, follow_symlinks=False)
+        except OSError:  # gone, or unreadable: opening the file again says which, as a BackendError
             return False
         return (now.st_dev, now.st_ino) == mine
 
@@ -1725,6 +1733,15 @@ class _SessionLock:
             if self.waiter is not None:
                 self.waiter.close()
         self.fd = self.waiter = None
+
+    def close_when_released(self) -> None:
+        """Close the lock file now, or, while a thread of this process holds or waits for the lock,
+        when it lets go. Closed under a holder (a saver's ``with`` block ending while a commit runs on
+        a worker thread), the descriptor let go of the flock mid-commit, so another process could
+        take it, and the holder's unlock then failed on a closed descriptor with a bare
+        ``OSError: [Errno 9] Bad file descriptor`` (or unlocked whatever file reused its number)."""
+        self.close_on_release = True  # first: a holder letting go after this look closes it itself
+        self.close_if_idle()
 
     def close_if_idle(self) -> None:
         """Close the lock file (and a waiting thread's) unless a thread of this process holds or
