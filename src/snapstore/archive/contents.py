@@ -2,10 +2,10 @@
 
 The index is kept in compact arrays and the payloads in a spool file, so that
 memory does not grow with the archive. A state is rebuilt by walking parent
-links to something that can be read now (the state rebuilt last, a base state in
-the archive, a state patch already resolved, or a snapshot the store's session
-holds) and applying deltas forward; every rebuilt state is checked against the
-hash its record gives before it is used.
+links to something that can be read now (the state rebuilt last, one kept in the
+cache of rebuilt states, a base state in the archive, a state patch already
+resolved, or a snapshot the store's session holds) and applying deltas forward;
+every rebuilt state is checked against the hash its record gives before it is used.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import itertools
 import os
 import tempfile
 from array import array
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -30,6 +31,55 @@ from .layout import KIND_NAMES, KIND_STATE_PATCH, PROGRESS_EVERY, IdIndex, Links
 
 if TYPE_CHECKING:
     from ..store import SnapshotStore
+
+
+#: the cache of states rebuilt on the way to others holds at most this many bytes of canonical JSON
+REBUILT_CACHE_BYTES = 64 << 20
+#: and at most this many states
+REBUILT_CACHE_ENTRIES = 4096
+#: a walk back that repeats deltas applied before keeps the state every this many steps on its way forward
+CHECKPOINT_EVERY = 32
+
+
+class RebuiltStates:
+    """States of snapshots met on the way to others, as canonical bytes checked against their records'
+    hashes, the least recently used out first.
+
+    Kept as bytes, not values: a rebuild patches its state in place, so each use parses its own copy.
+    """
+
+    def __init__(self, max_bytes: int = REBUILT_CACHE_BYTES, max_entries: int = REBUILT_CACHE_ENTRIES) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.size = 0
+        self._states: OrderedDict[str, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, sid: str) -> bytes | None:
+        data = self._states.get(sid)
+        if data is not None:
+            self._states.move_to_end(sid)
+        return data
+
+    def pop(self, sid: str) -> bytes | None:
+        data = self._states.pop(sid, None)
+        if data is not None:
+            self.size -= len(data)
+        return data
+
+    def put(self, sid: str, data: bytes) -> None:
+        if len(data) > self.max_bytes // 4 or sid in self._states:
+            return  # one state may not push out most of the others
+        self._states[sid] = data
+        self.size += len(data)
+        while self.size > self.max_bytes or len(self._states) > self.max_entries:
+            self.size -= len(self._states.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        self._states.clear()
+        self.size = 0
 
 
 def spool_error(archive: str, spool_dir: str | os.PathLike[str] | None, exc: OSError) -> ArchiveError:
@@ -81,6 +131,10 @@ class ArchiveContents:
         self.body_size = 0
         self._locals: dict[str, SessionLog | None] = {}
         self._last: tuple[str, Any] | None = None  # the state rebuilt last, to go on from
+        #: states met on walks that repeat work, so that an order other than parent before child (a
+        #: document listing newest first, siblings of one parent) does not walk back to its base each time
+        self._rebuilt = RebuiltStates()
+        self._applied = bytearray()  # archive records whose delta this pass applied already
         self.spool_dir: str | os.PathLike[str] | None = None  # where the spool file is (for messages)
 
     def _spool(self, data: bytes) -> None:
@@ -197,6 +251,7 @@ class ArchiveContents:
     # -- states --------------------------------------------------------------
     def _resolve_patches(self) -> None:
         """Rebuild every state patch (in index order) and keep the states in the spool."""
+        self._new_pass()
         for i in range(len(self.kinds)):
             if self.kinds[i] != KIND_STATE_PATCH:
                 continue
@@ -230,7 +285,7 @@ class ArchiveContents:
             self._spool(data)
             self.patches[key] = (parent, self.spool.tell(), len(patch))
             self._spool(patch)
-        self._last = None
+        self._new_pass()
 
     def _readable_state(self, key: str) -> int:
         """The archive entry holding a state that can be read now, or -1."""
@@ -240,14 +295,21 @@ class ArchiveContents:
         return -1
 
     def _rebuild(self, sid: str, bases: frozenset[str], local: SessionLog | None, needed_by: str) -> Any:
-        """The state of snapshot ``sid`` (a fresh value): from the state rebuilt last, a base state in
-        the archive or a snapshot the store's session holds, then the deltas forward."""
+        """The state of snapshot ``sid`` (a fresh value): from the state rebuilt last, a state cached on an
+        earlier walk, a base state in the archive or a snapshot the store's session holds, then the deltas
+        forward."""
         path: list[Links] = []
+        entries: list[int] = []  # the archive entry of each record on the path
         current = sid
         while True:
             if self._last is not None and self._last[0] == current:
                 state = self._last[1]
                 self._last = None  # patched in place from here on
+                break
+            # (a snapshot's own state is not needed again this pass: it goes on as the state rebuilt last)
+            cached = self._rebuilt.pop(current) if current == sid else self._rebuilt.get(current)
+            if cached is not None:
+                state = orjson.loads(cached)  # a copy of its own: it is patched in place
                 break
             if local is not None and current in local.commits and self._find(current) < 0:
                 try:
@@ -278,8 +340,18 @@ class ArchiveContents:
                     object=current,
                 )  # fmt: skip
             path.append(record)
+            entries.append(self._find(current))
             current = record.parent
-        for step in reversed(path):
+        # a walk over deltas this pass applied already repeats work, and the next may again (snapshots
+        # listed newest first, siblings of one parent): it keeps the states it passes, every one on a short
+        # walk, else its target's parent and one every CHECKPOINT_EVERY steps, so that the next rebuild
+        # near here walks back that far at most. Walks that repeat nothing keep nothing: an archive in
+        # parent-before-child order goes on from the state rebuilt last and holds one state at a time
+        applied = self._applied
+        repeats = len(path) > 1 and any(applied[i] for i in entries)
+        every = 1 if len(path) <= CHECKPOINT_EVERY else CHECKPOINT_EVERY
+        for at in range(len(path) - 1, -1, -1):
+            step = path[at]
             assert step.delta is not None
             i = self._entry(step.delta, Kind.DELTA)
             if i < 0:
@@ -296,7 +368,19 @@ class ArchiveContents:
                 raise fail(
                     f"archive {self.name}: delta {step.delta} does not apply: {exc}", "bad delta", object=step.delta
                 ) from None
+            applied[entries[at]] = 1
+            if repeats and at and (at == 1 or at % every == 0):
+                self._keep(path[at - 1].parent, step.state, state)
         return state
+
+    def _keep(self, sid: str | None, state_hash: str, state: Any) -> None:
+        """Cache a state met on a walk, when it is what its record says (what a rebuild of it must give)."""
+        try:
+            data = codec.dumps(state)
+        except TypeError:  # nested deeper than orjson writes: a walk past it does without
+            return
+        if sid is not None and codec.object_id(data) == state_hash:
+            self._rebuilt.put(sid, data)
 
     def state_bytes(self, sid: str, record: SnapshotRecord, bases: frozenset[str], local: SessionLog | None) -> bytes:
         """The canonical bytes of a snapshot's state, rebuilt and checked against its record."""
@@ -324,7 +408,13 @@ class ArchiveContents:
         return data
 
     def forget_last(self) -> None:
+        self._new_pass()
+
+    def _new_pass(self) -> None:
+        """Forget what the last pass over snapshots kept: it holds memory, and each pass makes its own."""
         self._last = None
+        self._rebuilt.clear()
+        self._applied = bytearray(len(self.kinds))
 
     # -- session documents ---------------------------------------------------
     def check_chains(self, doc: SessionDoc, local: SessionLog | None) -> None:
@@ -389,10 +479,10 @@ class ArchiveContents:
     ) -> Iterator[tuple[str, SnapshotRecord, bytes, bytes | None]]:
         """(id, record, state bytes, delta payload or None) of each snapshot in ``ids``, each state checked."""
         bases = frozenset(doc.bases)
-        self._last = None
+        self._new_pass()
         for sid in ids:
             record = self.full_record(sid)
             data = self.state_bytes(sid, record, bases, local)
             delta = self.delta_payload(record.delta) if record.delta is not None else self._patch_from_parent(record)
             yield sid, record, data, delta
-        self._last = None
+        self._new_pass()
