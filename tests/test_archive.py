@@ -32,7 +32,7 @@ import format_v2_reader
 from conftest import canonical
 from snapstore import FormatVersionError, Session, SnapshotError, SnapshotNotFound, SnapshotStore
 from snapstore import archive as archive_module
-from snapstore.archive import ArchiveError, ExportReport, ImportReport, check_archive, import_archive
+from snapstore.archive import ArchiveError, ExportReport, ImportReport, check_archive, import_archive, importer
 from snapstore.archive import contents as archive_contents
 from snapstore.archive import sessions as archive_sessions
 from snapstore.backends import MemoryBackend
@@ -1821,6 +1821,53 @@ def test_a_session_document_nested_deeper_than_orjson_writes_is_refused(
     error = refused(target, path)
     assert error.details["reason"] == "bad session document"
     assert "nested too deeply" in str(error)
+
+
+def with_manifest(parts: Parts, manifest: bytes, path: Path) -> Path:
+    payloads, _manifest, index = parts.body()
+    return parts.build(
+        path, body=payloads + manifest + index, manifest_size=len(manifest),
+        meta_hash=xxhash.xxh3_128_digest(manifest + index),
+    )  # fmt: skip
+
+
+def test_a_manifest_compressed_beyond_what_an_exporter_writes_is_refused_before_it_is_parsed(
+    target: SnapshotStore, tmp_path: Path
+) -> None:
+    """Parsed whole, ``[{},{},...]`` takes some 30 times its size: a 2.7 KB archive whose manifest was
+    30 MB of it took 1.06 GB to import, and at the manifest's 1 GiB limit 100 KB would take 33 GB (a trial)."""
+    source = SnapshotStore.memory()
+    source.session("s").commit({"a": 1})
+    source.export(tmp_path / "small.snaparchive")
+    parts = Parts.read(tmp_path / "small.snaparchive")
+    manifest = b'{"format":1,"sessions":[' + b"{}," * (2 << 20) + b'{}],"type":"snapstore.archive"}'
+    path = with_manifest(parts, manifest, tmp_path / "bomb.snaparchive")
+    assert path.stat().st_size < 2048 and len(manifest) > 6 << 20
+    tracemalloc.start()
+    try:
+        error = refused(target, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.details["reason"] == "too large" and error.details["field"] == "manifest_size"
+    assert peak < len(manifest) // 4, peak  # refused from the trailer: neither read nor parsed (180 MB parsed)
+
+
+def test_manifests_an_exporter_writes_compressed_hundreds_of_times_still_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Empty sessions with long names are the most compressible manifest an export writes (270 times for
+    30,000 of them, 10 MB): judged by the ratio alone, with no floor, they still import."""
+    source = SnapshotStore.memory()
+    for n in range(1_500):
+        source.session(f"{'x' * 194}{n:06d}")
+    path = tmp_path / "empty.snaparchive"
+    source.export(path, level=22)
+    manifest = len(orjson.dumps(Parts.read(path).manifest))
+    assert manifest > 150 * path.stat().st_size, (manifest, path.stat().st_size)
+    monkeypatch.setattr(importer, "MANIFEST_FLOOR", 0)
+    target = SnapshotStore.memory()
+    assert len(target.import_archive(path).created) == 1_500
 
 
 @pytest.mark.parametrize("levels", [253, 300])

@@ -52,6 +52,12 @@ if TYPE_CHECKING:
 DEFAULT_MAX_SIZE = 16 << 30
 #: limit on the manifest and on the index, which import reads into memory
 MAX_META_SIZE = 1 << 30
+#: a manifest over this many bytes may be at most MANIFEST_RATIO times the archive's compressed frames:
+#: parsed whole, hostile JSON (``[{},{},...]``) takes some 30 times its size in memory, and compresses
+#: thousands of times, where an exporter's manifest (ids, names, tags) compresses at most a few hundred
+#: times (270 for 30,000 empty sessions whose 200-character names differ in their last digits)
+MANIFEST_FLOOR = 4 << 20
+MANIFEST_RATIO = 1024
 _HEX_ID = re.compile(rb"[0-9a-f]{32}")
 
 
@@ -229,6 +235,17 @@ class _ArchiveReader(ArchiveContents):
                 "length mismatch",
                 path=self.name,
                 field="frames_length",
+            )
+        if manifest_size > max(MANIFEST_FLOOR, MANIFEST_RATIO * frames_length):
+            raise fail(
+                f"archive {self.name} declares a manifest of {manifest_size} bytes in {frames_length} bytes of "
+                f"compressed data, over {MANIFEST_RATIO} times as many: more than an exporter's manifest compresses "
+                "to, and more memory than its parse may take; refused",
+                "too large",
+                path=self.name,
+                size=manifest_size,
+                limit=max(MANIFEST_FLOOR, MANIFEST_RATIO * frames_length),
+                field="manifest_size",
             )
         if body_size > self.max_size:
             raise fail(
