@@ -54,6 +54,37 @@ def test_a_writer_whose_lock_file_was_deleted_waits_for_the_writer_holding_the_n
     assert run("verify", store=root).returncode == 0
 
 
+def test_a_lock_file_replaced_while_held_is_not_taken_for_the_new_one_after_a_wait(tmp_path: Path) -> None:
+    """A handle whose kept lock file was replaced while another writer held it waits on the new file
+    (its waiting thread opens the name): its next commit must still find its own descriptor on the old
+    file. The waiting thread's open took the place of that descriptor's (device, inode), so the flock
+    of the old file passed the check and the commit went on beside the writer holding the new one."""
+    import fcntl
+
+    root = tmp_path / "store"
+    store = SnapshotStore.open(root, lock_timeout=0.3)
+    sess = store.session("s")
+    sess.commit({"turn": 0})  # the handle keeps the lock file open between commits
+    lock = root / "sessions" / sess.key / "lock"
+    old = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(old, fcntl.LOCK_EX)  # another writer holds it
+        (lock.parent / "lock.new").write_bytes(b"")
+        os.replace(lock.parent / "lock.new", lock)  # a sync tool replaces it
+        sess.commit({"turn": 1})  # waits on the file at the name, which is free
+    finally:
+        os.close(old)  # the old file is free from here
+    new = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(new, fcntl.LOCK_EX)  # a writer holds the lock file at the name
+        with pytest.raises(LockTimeoutError):
+            sess.commit({"turn": 2})
+    finally:
+        os.close(new)
+    assert sess.commit({"turn": 2}).parent == sess.snapshots()[-2].id
+    store.close()
+
+
 def _two_segments(root: Path) -> tuple[list[str], Path]:
     """A session whose commits fill two segments; its ids and its folder."""
     import random

@@ -1635,7 +1635,8 @@ class _SessionLock:
         self.identity = (0, 0)  # (device, inode) of the lock file ``fd`` is open on
         self.close_on_release = False  # the store was closed while a thread held or awaited the lock
 
-    def _open_lock_file(self) -> int:
+    def _open_lock_file(self) -> tuple[int, tuple[int, int]]:
+        """A descriptor of the lock file at the name, and the (device, inode) it is open on."""
         with self.backend._session_dir(self.key, create=True) as folder:
             try:
                 fd = _open_lock(folder)
@@ -1645,12 +1646,13 @@ class _SessionLock:
             if not stat.S_ISREG(found.st_mode):
                 os.close(fd)
                 raise BackendError(f"refused sessions/{self.key}/{LOCK_FILE}: not a regular file", {})
-        self.identity = (found.st_dev, found.st_ino)
-        return fd
+        return fd, (found.st_dev, found.st_ino)
 
     def _descriptor(self) -> int:
         if self.fd is None or self.pid != os.getpid():  # a forked child must not share our flock
-            self.fd, self.pid, self.waiter = self._open_lock_file(), os.getpid(), None
+            # ``identity`` is ``fd``'s alone: the waiting thread's descriptor, opened later, may be on a
+            # lock file that replaced this one, and taken as ``fd``'s it let a flock of the old file pass
+            (self.fd, self.identity), self.pid, self.waiter = self._open_lock_file(), os.getpid(), None
         return self.fd
 
     @contextmanager
@@ -1723,7 +1725,7 @@ class _SessionLock:
         """The lock, from the waiting thread (started when there is none, or it ended idle)."""
         waiter = self.waiter
         if waiter is None or not waiter.request():
-            waiter = self.waiter = _FlockWaiter(self._open_lock_file(), self.key)
+            waiter = self.waiter = _FlockWaiter(self._open_lock_file()[0], self.key)
             waiter.request()
         return waiter.wait(timeout, waited)
 
