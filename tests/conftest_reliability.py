@@ -54,6 +54,20 @@ def count(name: str, amount: int = 1) -> None:
     FIGURES[name] = FIGURES.get(name, 0) + amount
 
 
+def pytest_sessionfinish(session: Any) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: its figures go to the controller, which prints them
+        workeroutput["reliability_figures"] = dict(FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """A pytest-xdist worker's figures, added up on the controller: the tests count in the workers, so
+    the controller's own figures stay zero and the summary was left out of every ``-n`` run."""
+    for name, amount in getattr(node, "workeroutput", {}).get("reliability_figures", {}).items():
+        count(name, amount)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
     if not any(FIGURES.values()):
         return
