@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,67 @@ def test_a_segment_replaced_by_something_not_a_file_is_refused_not_passed_over(t
     os.rename(moved, last)  # put back: nothing was written meanwhile
     assert store.session("s").head.id == ids[-1]
     assert run("verify", store=root).returncode == 0
+
+
+# a writer whose every commit starts a segment and drops the one before, and a reader listing the segments
+_LIST_BESIDE_DROPS = """
+import os, sys, time, multiprocessing
+from snapstore import SnapshotStore
+from snapstore.errors import BackendError
+
+def write(root, stop):
+    sess = SnapshotStore.open(root, max_runs=1).session("s", max_snapshots=2)
+    while not stop.is_set():
+        sess.commit({"blob": os.urandom(150_000).hex()})  # over a small segment: each a segment of its own
+
+if __name__ == "__main__":
+    root = os.path.join(sys.argv[1], "store")
+    key = SnapshotStore.open(root).session("s", max_snapshots=2).key
+    stop = multiprocessing.Event()
+    writer = multiprocessing.Process(target=write, args=(root, stop))
+    writer.start()
+    backend = SnapshotStore.open(root).backend
+    refused, end = [], time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end and len(refused) < 3:
+        try:
+            backend.segments(key)
+        except BackendError as exc:
+            refused.append(str(exc))
+    stop.set()
+    writer.join(60)
+    print(max(info.segment for info in backend.segments(key)), refused)
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or not (shutil.which("mke2fs") and shutil.which("unshare")),
+    reason="mounts a file system image (root, mke2fs and unshare)",
+)
+def test_a_segment_dropped_while_listed_on_a_file_system_without_types_is_gone_not_refused(tmp_path: Path) -> None:
+    """On a file system whose listings carry no file type (ext2 without 'filetype', some network and
+    FUSE ones), a segment a writer dropped after a reader listed it read as a folder or link in its
+    place: the reader's session was refused ('not a regular file'), 511858e, where it is gone (the
+    listing is taken again). An image mounted in a mount namespace of its own, a writer and a reader."""
+    image, mount = tmp_path / "ext2.img", tmp_path / "mnt"
+    mount.mkdir()
+    with image.open("wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-O", "^filetype", str(image)], check=True, timeout=60)
+    (tmp_path / "list.py").write_text(_LIST_BESIDE_DROPS)
+    script = f'mount -o loop "{image}" "{mount}" && exec "{sys.executable}" "{tmp_path / "list.py"}" "{mount}" 4'
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    if proc.returncode != 0 and "mount" in proc.stderr and "list.py" not in proc.stderr:
+        pytest.skip(f"cannot mount an image here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    last, refused = proc.stdout.split(" ", 1)
+    assert refused.strip() == "[]"
+    assert int(last) > 20  # the writer dropped segments all along
 
 
 _IMPORT_WITHOUT_ROOM = """

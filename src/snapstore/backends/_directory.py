@@ -632,9 +632,13 @@ class DirectoryBackend(Backend):
                     if number is None:
                         continue
                     try:
-                        if not entry.is_file(follow_symlinks=False):
-                            raise _not_a_segment_file(f"sessions/{key}/{entry.name}")
+                        # the file's own lstat, not entry.is_file(): where the file system gives no type
+                        # in the listing (ext2 without filetype, some network and FUSE ones), is_file
+                        # says False for a segment reclaimed since the listing, which then read as a
+                        # folder or link in its place and refused the session, where it is gone
                         info = entry.stat(follow_symlinks=False)
+                        if not stat.S_ISREG(info.st_mode):
+                            raise _not_a_segment_file(f"sessions/{key}/{entry.name}")
                         version = (info.st_ino << 24) | self._cached_file_id(fd, entry.name, info, began)
                     except FileNotFoundError:
                         vanished = True  # reclaimed while listed: not a segment any more (not "no session")
