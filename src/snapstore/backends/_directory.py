@@ -1699,11 +1699,12 @@ class _SessionLock:
                 self.holder = None
                 fcntl.flock(held, fcntl.LOCK_UN)
         finally:
-            try:
-                if self.close_on_release:  # the store closed meanwhile: its descriptors go with the lock
-                    self.close()
-            finally:
-                self.threads.release()
+            self.threads.release()
+            # the store closed meanwhile: its descriptors go with the lock. Looked at once the lock is
+            # let go: a close between a look before and the release found the lock held and left the
+            # descriptor open for good; now either this look or the closer's ``close_if_idle`` sees it
+            if self.close_on_release:
+                self.close_if_idle()
 
     def _is_the_lock_file(self, fd: int) -> bool:
         """Whether ``fd`` is the file at the session's lock file name now (one file under both names
