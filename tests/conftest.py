@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, SupportsIndex
 
 import orjson
 import pytest
@@ -78,6 +80,42 @@ class CountingBackend(DirectoryBackend):
     def read_segment(self, key: str, segment: int, start: int = 0) -> SegmentRead:
         self.read.append(segment)
         return super().read_segment(key, segment, start)
+
+
+class EntriesExamined:
+    """How many of its sessions' loaded entries a store's code took out of their lists (by slices,
+    loops and indexing): a count of work that does not depend on the machine's speed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@pytest.fixture
+def entries_examined(monkeypatch: pytest.MonkeyPatch) -> EntriesExamined:
+    """Every ``LoadedSegment`` made from here on keeps its entries in a list that counts what is taken out."""
+    from snapstore import history, session
+
+    examined = EntriesExamined()
+
+    class CountingEntries(list[Any]):
+        def __getitem__(self, item: SupportsIndex | slice) -> Any:
+            found = super().__getitem__(item)
+            examined.count += len(found) if isinstance(item, slice) else 1
+            return found
+
+        def __iter__(self) -> Iterator[Any]:
+            for entry in super().__iter__():
+                examined.count += 1
+                yield entry
+
+    @dataclasses.dataclass
+    class CountingSegment(history.LoadedSegment):
+        def __post_init__(self) -> None:
+            self.entries = CountingEntries(self.entries)
+
+    monkeypatch.setattr(history, "LoadedSegment", CountingSegment)
+    monkeypatch.setattr(session, "LoadedSegment", CountingSegment)
+    return examined
 
 
 class NeverReclaims(Reclaimer):

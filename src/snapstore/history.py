@@ -93,6 +93,25 @@ class LoadedSegment:
 
     _counted: tuple[int, int, int] = (0, 0, 0)  # entries counted, runs, raw bytes (entries only grow)
 
+    def unindexed_commits(self) -> list[str]:
+        """Ids of the COMMIT entries after the last INDEX entry (``indexed``), in order: what a writer's
+        next INDEX entry names. The caller must not change the list.
+
+        Kept as entries come, as ``_totals`` is: each append asks, and a session of settings entries
+        alone (50,000 tags) writes no INDEX entry, so a scan of everything since the last one made
+        every append cost the whole segment."""
+        since, scanned, ids = self._unindexed
+        if since != self.indexed:  # a new INDEX entry (``indexed`` only moves forward): start after it
+            since, scanned, ids = self.indexed, self.indexed, []
+        for entry in self.entries[scanned:]:  # (a slice copies only what is new; islice would walk the rest)
+            if isinstance(entry, CommitEntry):
+                ids.append(entry.id)
+        self._unindexed = (since, max(scanned, len(self.entries)), ids)
+        return ids
+
+    #: ``indexed`` when last asked, entries scanned, the ids found (entries only grow); a new list each segment
+    _unindexed: tuple[int, int, list[str]] = field(default_factory=lambda: (0, 0, []), repr=False, compare=False)
+
 
 class LostHistory(NamedTuple):
     """A segment after history lost from the store (``SessionLog.lost_history``)."""

@@ -856,7 +856,7 @@ class Session:
             loaded = self._log.segments.get(segment)
             if loaded is None or loaded.damage is not None or loaded.end != expected:
                 return None
-            earlier = [e.id for e in loaded.entries[loaded.indexed :] if isinstance(e, CommitEntry)]
+            earlier = loaded.unindexed_commits()
         where = self._log.where(segment)
         new = [
             written[0] if written is not None else decode_commit(data, self.name, where).id
