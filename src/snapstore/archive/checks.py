@@ -1,6 +1,7 @@
-"""What import refuses in an archive's objects: an archive is untrusted, so every payload must be
-canonical JSON of the shape its kind promises, and every number in range of what the store can
-hold, before anything is written."""
+"""What import refuses in an archive's objects: an archive is untrusted, so every payload a session
+document reaches must be canonical JSON of the shape its kind promises, and every number in range of
+what the store can hold, before anything is written (one no document reaches is checked against its
+id alone: ``_ArchiveReader._check_objects``)."""
 
 from __future__ import annotations
 

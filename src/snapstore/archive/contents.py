@@ -119,6 +119,9 @@ class ArchiveContents:
         self.offsets = array("Q")
         self.lengths = array("I")
         self.kinds = bytearray()
+        #: per entry, nonzero when a session document reaches it (``_ArchiveReader._mark_used``): an entry
+        #: none reaches is checked against its id alone and is, to everything after, not in the archive
+        self.used = bytearray()
         self.resolved: dict[int, tuple[int, int]] = {}  # state patch entry -> (spool offset, length)
         #: state hash -> (the snapshot a state patch patches, spool offset and length of the patch's
         #: canonical JSON): kept so that an import stores the state as that patch, not whole
@@ -158,8 +161,9 @@ class ArchiveContents:
 
     # -- lookups -------------------------------------------------------------
     def _find(self, key: str) -> int:
-        """The entry number of an object in the archive, or -1."""
-        return self.table.find(bytes.fromhex(key))
+        """The entry number of an object in the archive that a session document reaches, or -1."""
+        i = self.table.find(bytes.fromhex(key))
+        return i if i >= 0 and self.used[i] else -1
 
     def _entry(self, key: str, need: Kind) -> int:
         """The entry holding object ``key`` (or -1), checked to serve as a ``need``.
@@ -253,8 +257,8 @@ class ArchiveContents:
         """Rebuild every state patch (in index order) and keep the states in the spool."""
         self._new_pass()
         for i in range(len(self.kinds)):
-            if self.kinds[i] != KIND_STATE_PATCH:
-                continue
+            if self.kinds[i] != KIND_STATE_PATCH or not self.used[i]:
+                continue  # (one no document reaches is never rebuilt: nothing could use its state)
             key = self.table.key(i).hex()
             body = orjson.loads(self._payload(i))
             parent = body["parent"]
