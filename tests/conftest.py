@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import uuid
@@ -142,6 +143,29 @@ def postgres_url_or_skip() -> str:
             pytest.fail(f"{POSTGRES_URL_ENV} is not set on CI: .ci/run must start PostgreSQL")
         pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_ENV}=postgresql://... (or run .ci/run, which starts one)")
     return url
+
+
+@contextlib.contextmanager
+def own_postgres_database(prefix: str) -> Iterator[tuple[str, str]]:
+    """(an admin URL, the connection string of a database made for the caller alone), dropped after.
+
+    For tests that take the database itself down, or that need no other transaction in it: the
+    suite's workers run side by side in the shared one, and an open transaction there holds back
+    the pruning of every table in it."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    url = postgres_url_or_skip()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url, make_conninfo(**{**conninfo_to_dict(url), "dbname": name})
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def _postgres_store(**settings: object) -> SnapshotStore:

@@ -8,14 +8,13 @@ them again."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import postgres_url_or_skip
+from conftest import own_postgres_database
 from snapstore import SnapshotStore
 from snapstore.errors import BackendError
 
@@ -23,21 +22,8 @@ from snapstore.errors import BackendError
 @pytest.fixture
 def database() -> Iterator[tuple[str, str]]:
     """(an admin URL, the URL of a database of this test's own)."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    url = postgres_url_or_skip()
-    name = f"outage_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    own = make_conninfo(**{**conninfo_to_dict(url), "dbname": name})
-    try:
-        yield url, own
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    with own_postgres_database("outage") as found:
+        yield found
 
 
 def _refusing(admin_url: str, name: str, refuse: bool) -> None:
