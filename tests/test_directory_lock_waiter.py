@@ -125,6 +125,46 @@ def test_an_idle_waiting_thread_ends_and_the_next_wait_starts_another(
     assert len(_waiter_threads()) == 1
 
 
+def test_a_lock_taken_through_the_waiting_thread_stays_held_past_its_idle_time(
+    pair: tuple[DirectoryBackend, DirectoryBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiting thread ended after ``WAITER_IDLE`` seconds even while its caller held the lock
+    through its descriptor: it closed the descriptor, the flock went with it, a third writer took
+    the lock mid-commit, and the holder's release failed with a bare ``OSError: [Errno 9]``."""
+    monkeypatch.setattr(_directory, "WAITER_IDLE", 0.05)
+    first, second = pair
+    third = DirectoryBackend(first.root)
+    try:
+        taken = threading.Event()
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def hold_long() -> None:
+            try:
+                with second.lock_session(KEY, HUNG):
+                    taken.set()
+                    done.wait(HUNG)
+            except BaseException as exc:  # asserted below: a thread's exception fails nothing
+                errors.append(exc)
+
+        with first.lock_session(KEY, HUNG):
+            waiting = threading.Thread(target=hold_long)
+            waiting.start()
+            time.sleep(SETTLE)  # the second waits on its waiting thread
+        assert taken.wait(HUNG)
+        assert len(_waiter_threads()) == 1, "the lock was not taken through the waiting thread"
+        time.sleep(20 * 0.05)  # many idle times of the waiting thread
+        with pytest.raises(LockTimeoutError), third.lock_session(KEY, 0.0):
+            pass
+        done.set()
+        waiting.join(HUNG)
+        assert not waiting.is_alive() and errors == []
+        with third.lock_session(KEY, 0.0):
+            pass
+    finally:
+        third.close()
+
+
 def test_a_waiting_thread_that_cannot_wait_says_why_at_once() -> None:
     """flock(2) failing in the waiting thread (here: a descriptor that is not open) reaches the
     caller as a BackendError naming the lock file, not as a timeout after its whole wait."""

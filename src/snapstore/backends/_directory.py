@@ -1679,6 +1679,8 @@ class _SessionLock:
                         break
                 except BaseException:
                     fcntl.flock(held, fcntl.LOCK_UN)
+                    if held != fd and self.waiter is not None:
+                        self.waiter.returned()
                     raise
                 # the lock file was deleted or replaced since this handle opened it: its flock locks
                 # out no writer that opens the file now (two writers appended at one offset, and
@@ -1698,6 +1700,8 @@ class _SessionLock:
             finally:
                 self.holder = None
                 fcntl.flock(held, fcntl.LOCK_UN)
+                if held != fd and self.waiter is not None:
+                    self.waiter.returned()
         finally:
             self.threads.release()
             # the store closed meanwhile: its descriptors go with the lock. Looked at once the lock is
@@ -1777,6 +1781,11 @@ class _FlockWaiter:
         self.mutex = threading.Lock()
         self.wanted = threading.Condition(self.mutex)
         self.waiting = False  # a caller asked for the lock and has not given up
+        # a caller holds the lock through ``fd``: the thread does not end (closing ``fd``) until it
+        # lets go. It ended after ``WAITER_IDLE`` seconds whatever the caller did, and a commit longer
+        # than that had its flock let go of under it (another process took the lock and appended at
+        # the same offset) and then failed on a closed descriptor with a bare ``OSError: [Errno 9]``
+        self.lent = False
         self.got = threading.Event()
         self.ended = False
         self.error: OSError | None = None  # why the thread could not wait (it has ended)
@@ -1812,7 +1821,7 @@ class _FlockWaiter:
         while True:
             with self.mutex:
                 while not self.waiting and not self.ended:
-                    if not self.wanted.wait(WAITER_IDLE) and not self.waiting:
+                    if not self.wanted.wait(WAITER_IDLE) and not self.waiting and not self.lent:
                         self.ended = True
                 if self.ended:
                     os.close(self.fd)
@@ -1828,10 +1837,15 @@ class _FlockWaiter:
                 return
             with self.mutex:
                 if self.waiting:
-                    self.waiting = False
+                    self.waiting, self.lent = False, True
                     self.got.set()
                 else:  # the caller gave up
                     fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def returned(self) -> None:
+        """The caller let go of the lock it held through ``fd``: the thread may end when idle."""
+        with self.mutex:
+            self.lent = False
 
     def close(self) -> None:
         with self.mutex:
