@@ -27,6 +27,7 @@ import stat
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
@@ -1625,6 +1626,29 @@ class _Listing:
         return [info for info, _name, _inode in self.segments[:-1]]
 
 
+#: every session lock of this process, for ``_forget_inherited_locks``
+_LOCKS: weakref.WeakSet[_SessionLock] = weakref.WeakSet()
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child: close the lock files it inherited and forget the parent's threads.
+
+    flock(2) belongs to the open file, which a child's copy of the descriptor keeps open: a parent
+    killed while it held a lock left it held for as long as any child it had forked since it opened
+    the lock file lived, and every writer of the session waited for ever (or timed out) while no one
+    wrote. The parent's other threads do not exist in the child, and one that held or awaited the
+    lock at the fork left its thread lock taken for good: the child's first lock of that session
+    hung."""
+    me = threading.get_ident()
+    for lock in list(_LOCKS):
+        if lock.holder != me:  # (a child forked from inside a hold resumes in it, as its parent does)
+            lock.forget_inherited()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
 class _SessionLock:
     """One session's write lock: a thread lock for this process, then flock(2) for other processes."""
 
@@ -1638,6 +1662,7 @@ class _SessionLock:
         self.holder: int | None = None  # the thread holding the lock, while one does
         self.identity = (0, 0)  # (device, inode) of the lock file ``fd`` is open on
         self.close_on_release = False  # the store was closed while a thread held or awaited the lock
+        _LOCKS.add(self)
 
     def _open_lock_file(self) -> tuple[int, tuple[int, int]]:
         """A descriptor of the lock file at the name, and the (device, inode) it is open on."""
@@ -1744,6 +1769,18 @@ class _SessionLock:
             if self.waiter is not None:
                 self.waiter.close()
         self.fd = self.waiter = None
+
+    def forget_inherited(self) -> None:
+        """In a forked child (``_forget_inherited_locks``): the parent's descriptors closed, its threads
+        forgotten. Closing a copy lets go of no flock the parent holds (the parent's descriptor still
+        refers to the file), and the next hold opens the lock file again."""
+        waiter = self.waiter
+        for fd in (self.fd, waiter.fd if waiter is not None and not waiter.ended else None):
+            if fd is not None:  # (an ended waiting thread closed its own, or is about to)
+                with suppress(OSError):
+                    os.close(fd)
+        self.fd = self.waiter = self.holder = None
+        self.threads = threading.Lock()
 
     def close_when_released(self) -> None:
         """Close the lock file now, or, while a thread of this process holds or waits for the lock,
