@@ -8,9 +8,13 @@ the segment's row, from the sessions a memory store holds after the same commits
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,9 +154,11 @@ def test_an_upgrade_that_fails_leaves_the_layout_3_store_as_it_was(
 def test_the_meta_table_keeps_one_page_through_a_thousand_commits() -> None:
     """Each commit rewrites its segment's row in the page the row is in, and the rows of new segments
     fit that page: no second page and no free space map, which a second page would bring."""
-    with own_postgres_database("layout4") as (_admin, url):
-        # the suite's workers run side by side: a run another worker's transaction overlapped tells
-        # nothing and is made again, in a moment the server is quiet
+    # the suite's workers run side by side on the shared server: a server of the test's own when
+    # .ci/postgres.sh can start one, else a database of its own there; either way a run another
+    # transaction overlapped tells nothing and is made again, in a moment the server is quiet
+    with _private_server() as private, contextlib.ExitStack() as stack:
+        url = private or stack.enter_context(own_postgres_database("layout4"))[1]
         for _attempt in range(_QUIET_ATTEMPTS):
             found = _meta_table_through_a_thousand_commits(url)
             if found is not None:
@@ -167,6 +173,27 @@ def test_the_meta_table_keeps_one_page_through_a_thousand_commits() -> None:
 
 #: runs of the thousand commits made before the test gives up finding the server quiet
 _QUIET_ATTEMPTS = 6
+
+
+@contextlib.contextmanager
+def _private_server() -> Iterator[str | None]:
+    """The URL of a PostgreSQL server of the caller's own, started by .ci/postgres.sh and stopped
+    after; None where the script (not in a source distribution) or the server's programs are not."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / ".ci" / "postgres.sh"
+    if not script.is_file():
+        yield None
+        return
+    env = {k: v for k, v in os.environ.items() if k != "SNAPSTORE_TEST_POSTGRES_URL"}  # (set: start checks it)
+    env["SNAPSTORE_PG_PORT"] = "54400"  # (the script takes the next free port from here)
+    started = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, env=env, timeout=180)
+    exports = dict(re.findall(r"^export (\w+)='?([^'\n]*?)'?$", started.stdout, flags=re.M))
+    try:
+        yield exports.get("SNAPSTORE_TEST_POSTGRES_URL") if started.returncode == 0 else None
+    finally:
+        if "SNAPSTORE_PG_DIR" in exports:
+            subprocess.run(["bash", str(script), "stop"], env={**env, **exports}, capture_output=True, timeout=180)
 
 
 def _meta_table_through_a_thousand_commits(url: str) -> tuple[int, int, tuple[int, int]] | None:
