@@ -282,9 +282,7 @@ class DirectoryBackend(Backend):
                     f"refused {where}: it is a symbolic link or not a folder", {"path": where, "reason": "not a folder"}
                 ) from None
             if exc.errno == errno.EBADF and self._root_fd < 0:  # used after close() (a saver's with block ended)
-                raise BackendError(
-                    f"cannot open {where}: the store at {self.root} is closed", {"path": where, "reason": "closed"}
-                ) from None
+                raise self._closed("open", where) from None
             raise io_error("open folder", where, exc) from exc
         if os.fstat(fd).st_dev != self._device:
             os.close(fd)
@@ -604,11 +602,22 @@ class DirectoryBackend(Backend):
         return found
 
     def _still_the_sessions(self, key: str, listed: os.stat_result) -> bool:
+        where = f"sessions/{key}"
         try:
-            now = os.stat(f"sessions/{key}", dir_fd=self._root_fd, follow_symlinks=False)
+            now = os.stat(where, dir_fd=self._root_fd, follow_symlinks=False)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            # a store closed while a reader listed (a saver's with block ended under a run): the closed
+            # descriptor, -1, raised a bare OSError [Errno 9] out of the reader's call
+            if exc.errno == errno.EBADF and self._root_fd < 0:
+                raise self._closed("list", where) from None
+            raise io_error("list", where, exc) from exc
         return (now.st_dev, now.st_ino) == (listed.st_dev, listed.st_ino)
+
+    def _closed(self, doing: str, where: str) -> BackendError:
+        where_and_why = {"path": where, "reason": "closed"}
+        return BackendError(f"cannot {doing} {where}: the store at {self.root} is closed", where_and_why)
 
     def _list_once(
         self, key: str, known: _Listing | None
