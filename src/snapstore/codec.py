@@ -503,13 +503,6 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def dumps_values(value: Any) -> bytes:
-    """Canonical JSON of values taken from a state (a patch's), written as the state's bytes write
-    them: an enum member as its ``.value``, where ``dumps`` writes an int enum as its int, and the
-    delta would then disagree with the hash of the state it gives."""
-    return orjson.dumps(value, default=json_base, option=_DUMPS_OPTIONS)
-
-
 def dumps_as_ordered(value: Any) -> bytes:
     """JSON of a valid value with its objects' members in the order they stand: the canonical
     bytes when every object is already in sorted order, and otherwise bytes no canonical hash matches."""

@@ -39,7 +39,16 @@ import orjson
 
 from .errors import InvalidStateError, PatchError
 
-__all__ = ["Op", "apply_patch", "diff", "diff_members", "escape_token", "format_pointer", "parse_pointer"]
+__all__ = [
+    "Op",
+    "apply_patch",
+    "diff",
+    "diff_members",
+    "dumps_as_stored",
+    "escape_token",
+    "format_pointer",
+    "parse_pointer",
+]
 
 Op = dict[str, Any]
 
@@ -50,12 +59,15 @@ def _as_base(value: Any) -> Any:
     return json_base(value)
 
 
-# Values are compared by the bytes the state's own serializer gives them (codec.encode_members):
-# subclasses passed through to their base type's value, so an enum member is written as its
-# ``.value``. Without the option orjson writes an int enum as its int: a member whose ``.value`` is
-# 1.0 or true, which the state's bytes hold, then compared equal to a 1 the head held and the change
-# was left out of the delta (the snapshot failed its hash on every rebuild).
-_canon = partial(orjson.dumps, default=_as_base, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS)
+#: Canonical JSON of values taken from a state, written as the state's own bytes write them
+#: (codec.encode_members): subclasses passed through to their base type's value, so an enum member is
+#: written as its ``.value``. Values are compared by these bytes, and a patch's payload is written
+#: with them: without the option orjson writes an int enum as its int, and a member whose ``.value``
+#: is 1.0 or true, which the state's bytes hold, compared equal to a 1 the head held and was left
+#: out of the delta, or written into it as 1 (the snapshot failed its hash on every rebuild).
+dumps_as_stored = partial(
+    orjson.dumps, default=_as_base, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 _MISSING: Any = object()
 # same type and ``==`` means type-exact equal for these (floats differ as 0.0 and -0.0)
 _EXACT_BY_EQ = frozenset((str, int, bool, type(None)))
@@ -262,7 +274,7 @@ def _scalar_differs(old: Any, new: Any, kind: type) -> bool:
         return False
     if kind is float:  # equal floats differ only as 0.0 and -0.0
         return copysign(1.0, old) != copysign(1.0, new)
-    return _canon(old) != _canon(new)  # subclasses and the like: let the bytes decide
+    return dumps_as_stored(old) != dumps_as_stored(new)  # subclasses and the like: let the bytes decide
 
 
 def _same_bytes(old: Any, new: Any) -> bool:
@@ -271,10 +283,10 @@ def _same_bytes(old: Any, new: Any) -> bool:
     orjson's buffer for a large result is many times its length, so the first result is copied
     to its own size before the second is made: one such buffer at a time, not two.
     """
-    first = _canon(old)
+    first = dumps_as_stored(old)
     if len(first) > _RIGHT_SIZE_ABOVE:
         first = bytes(memoryview(first))
-    return first == _canon(new)
+    return first == dumps_as_stored(new)
 
 
 def _diff_value(old: Any, new: Any, path: str, ops: list[Op]) -> None:
@@ -294,10 +306,10 @@ def _diff_containers(old: Any, new: Any, path: str, ops: list[Op]) -> bool:
     Most such pairs are equal (the siblings of a change), so their bytes are compared first:
     one serialization of each, the same as confirming an ``==`` would need.
     """
-    first = _canon(old)
+    first = dumps_as_stored(old)
     if len(first) > _RIGHT_SIZE_ABOVE:
         first = bytes(memoryview(first))  # (see _same_bytes)
-    known = [first, _canon(new)]
+    known = [first, dumps_as_stored(new)]
     del first
     if known[0] == known[1]:
         return False
@@ -669,7 +681,7 @@ class _ListEdits:
             if not cut:
                 cut = self._shift(self.old, start, end_old, self.new, start, end_new)
                 if cut and known:  # old's bytes after the cut elements begin new's bytes
-                    window = _extends(known[0], len(_canon(self.old[:cut])), known[1])
+                    window = _extends(known[0], len(dumps_as_stored(self.old[:cut])), known[1])
             if not cut:
                 grow = self._shift(self.new, start, end_new, self.old, start, end_old)
         if known:
@@ -708,7 +720,7 @@ class _ListEdits:
                 continue
             if kept < at + end_new - kept:
                 return 0  # later matches keep even less
-            if _extends(known[0], len(_canon(old[:at])), known[1]):
+            if _extends(known[0], len(dumps_as_stored(old[:at])), known[1]):
                 return at
         return 0
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import zstandard
 
 from . import codec
-from .delta import apply_patch, diff, diff_members, parse_pointer
+from .delta import apply_patch, diff, diff_members, dumps_as_stored, parse_pointer
 from .entries import (
     COMMIT,
     DELTA_WINDOW,
@@ -769,7 +769,7 @@ class Session:
             ops = found
         else:
             ops = diff(head_state, state)
-        payload = codec.dumps_values(ops)
+        payload = dumps_as_stored(ops)
         # Patched in place (a copy would double the memory): the cache is no snapshot's until the
         # append lands, and a refusal or a failed write puts it back (``_unpatch_head``).
         self._head_id = None

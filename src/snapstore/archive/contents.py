@@ -26,6 +26,7 @@ from ..delta import apply_patch
 from ..errors import ArchiveError, InvalidStateError, PatchError, SnapshotError
 from ..history import SessionLog
 from ..objects import SessionDoc, SnapshotRecord
+from ..recency import touch
 from .checks import check_payload, fail, refuse_copies
 from .layout import KIND_NAMES, KIND_STATE_PATCH, PROGRESS_EVERY, IdIndex, Links, Progress, links
 
@@ -54,9 +55,6 @@ class RebuiltStates:
         self.size = 0
         self._states: OrderedDict[str, bytes] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._states)
-
     def get(self, sid: str) -> bytes | None:
         data = self._states.get(sid)
         if data is not None:
@@ -72,9 +70,10 @@ class RebuiltStates:
     def put(self, sid: str, data: bytes) -> None:
         if len(data) > self.max_bytes // 4 or sid in self._states:
             return  # one state may not push out most of the others
-        self._states[sid] = data
         self.size += len(data)
-        while self.size > self.max_bytes or len(self._states) > self.max_entries:
+        for gone in touch(self._states, sid, data, self.max_entries):
+            self.size -= len(gone)
+        while self.size > self.max_bytes:
             self.size -= len(self._states.popitem(last=False)[1])
 
     def clear(self) -> None:

@@ -237,7 +237,8 @@ class _ArchiveReader(ArchiveContents):
                 path=self.name,
                 field="frames_length",
             )
-        if manifest_size > max(MANIFEST_FLOOR, MANIFEST_RATIO * frames_length):
+        manifest_limit = max(MANIFEST_FLOOR, MANIFEST_RATIO * frames_length)
+        if manifest_size > manifest_limit:
             raise fail(
                 f"archive {self.name} declares a manifest of {manifest_size} bytes in {frames_length} bytes of "
                 f"compressed data, over {MANIFEST_RATIO} times as many: more than an exporter's manifest compresses "
@@ -245,7 +246,7 @@ class _ArchiveReader(ArchiveContents):
                 "too large",
                 path=self.name,
                 size=manifest_size,
-                limit=max(MANIFEST_FLOOR, MANIFEST_RATIO * frames_length),
+                limit=manifest_limit,
                 field="manifest_size",
             )
         if body_size > self.max_size:
@@ -554,15 +555,7 @@ class _ArchiveReader(ArchiveContents):
                         path=self.name,
                     )
             else:
-                actual = codec.object_id(payload)
-                if actual != key:
-                    raise fail(
-                        f"archive {self.name}: object {key} does not match its id (content hashes to {actual})",
-                        "hash mismatch",
-                        path=self.name,
-                        object=key,
-                        actual=actual,
-                    )
+                self._refuse_unless_its_id(key, codec.object_id(payload))
                 check_payload(self.name, key, kind, payload)
             self._report_check(i, count)
 
@@ -581,7 +574,9 @@ class _ArchiveReader(ArchiveContents):
                 raise fail(f"archive {self.name}: spool file is short", "spool", path=self.name)
             hasher.update(piece)
             left -= len(piece)
-        actual = hasher.hexdigest()
+        self._refuse_unless_its_id(key, hasher.hexdigest())
+
+    def _refuse_unless_its_id(self, key: str, actual: str) -> None:
         if actual != key:
             raise fail(
                 f"archive {self.name}: object {key} does not match its id (content hashes to {actual})",

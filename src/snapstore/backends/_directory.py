@@ -1712,14 +1712,12 @@ class _SessionLock:
                     if self._is_the_lock_file(held):
                         break
                 except BaseException:
-                    fcntl.flock(held, fcntl.LOCK_UN)
-                    if held != fd and self.waiter is not None:
-                        self.waiter.returned()
+                    self._let_go(held, fd)
                     raise
                 # the lock file was deleted or replaced since this handle opened it: its flock locks
                 # out no writer that opens the file now (two writers appended at one offset, and
                 # acknowledged commits were lost), so the file at the name is opened and locked again
-                fcntl.flock(held, fcntl.LOCK_UN)
+                self._let_go(held, fd)
                 self.close()
                 waited = time.monotonic() - started
             else:
@@ -1733,9 +1731,7 @@ class _SessionLock:
                 yield
             finally:
                 self.holder = None
-                fcntl.flock(held, fcntl.LOCK_UN)
-                if held != fd and self.waiter is not None:
-                    self.waiter.returned()
+                self._let_go(held, fd)
         finally:
             self.threads.release()
             # the store closed meanwhile: its descriptors go with the lock. Looked at once the lock is
@@ -1743,6 +1739,13 @@ class _SessionLock:
             # descriptor open for good; now either this look or the closer's ``close_if_idle`` sees it
             if self.close_on_release:
                 self.close_if_idle()
+
+    def _let_go(self, held: int, fd: int) -> None:
+        """Unlock ``held``; when it is the waiting thread's descriptor (not the handle's own ``fd``), give
+        the lock back to that thread, which may then end when idle."""
+        fcntl.flock(held, fcntl.LOCK_UN)
+        if held != fd and self.waiter is not None:
+            self.waiter.returned()
 
     def _is_the_lock_file(self, fd: int) -> bool:
         """Whether ``fd`` is the file at the session's lock file name now (one file under both names
